@@ -1,0 +1,197 @@
+/*
+ * The ledger core: the rules of the budget and the balances they leave. Pure: no I/O, no
+ * libuv, no LMDB. Given state and a command, ledger_check says which event it makes or why
+ * not; given an event, ledger_apply updates the state. Start-up replay, the daemon's write
+ * path, `balances as_of` and offline audit all go through these two functions.
+ */
+#ifndef BUDGET_LEDGER_H
+#define BUDGET_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "budget/limits.h"
+
+typedef enum {
+    LEDGER_FRAME_GRANTED = 1,
+    LEDGER_FRAME_ADJUSTED,
+    LEDGER_ALLOCATION_PROPOSED,
+    LEDGER_AVROP_REQUESTED,
+    LEDGER_DECISION_APPROVED,
+    LEDGER_DECISION_REJECTED,
+    LEDGER_REQUEST_WITHDRAWN,
+} ledger_type;
+
+/* What an id names. */
+typedef enum {
+    LEDGER_KIND_FRAME = 1,
+    LEDGER_KIND_ADJUSTMENT,
+    LEDGER_KIND_ALLOCATION,
+    LEDGER_KIND_AVROP,
+    LEDGER_KIND_DECISION,
+    LEDGER_KIND_WITHDRAWAL,
+} ledger_kind;
+
+typedef enum {
+    LEDGER_PENDING = 0,
+    LEDGER_APPROVED,
+    LEDGER_REJECTED,
+    LEDGER_WITHDRAWN,
+} ledger_status;
+
+/* Who did it: from the socket's peer credentials, never from the client's word. */
+typedef struct {
+    uint32_t uid;
+    char name[BUDGET_NAME_BYTES_MAX + 1]; /* "" when the uid has no passwd entry */
+} ledger_actor;
+
+/*
+ * An event, decoded. Which fields are meaningful depends on `type` (docs/events.md):
+ *   FRAME_GRANTED        id unit year amount title(title) reference
+ *   FRAME_ADJUSTED       id frame unit* year* amount(delta, signed) title(reason) reference
+ *   ALLOCATION_PROPOSED  id frame unit year* amount title(purpose)
+ *   AVROP_REQUESTED      id allocation frame* unit* year* amount note
+ *   DECISION_*           id target target_kind* frame* unit* year* amount* reference note
+ *   REQUEST_WITHDRAWN    id target target_kind* frame* unit* year* amount* note
+ * Fields marked * are derived by ledger_check from the state and stored in the event, so
+ * that a reader can filter events by unit or frame without the state.
+ * Strings are NUL-terminated; an absent optional string is "".
+ */
+typedef struct {
+    ledger_type type;
+    uint64_t seq;
+    uint64_t ts_ms;
+    ledger_actor actor;
+    char id[BUDGET_ID_BYTES_MAX + 1];
+    char frame[BUDGET_ID_BYTES_MAX + 1];
+    char allocation[BUDGET_ID_BYTES_MAX + 1];
+    char target[BUDGET_ID_BYTES_MAX + 1];
+    ledger_kind target_kind; /* LEDGER_KIND_ALLOCATION or LEDGER_KIND_AVROP */
+    char unit[BUDGET_UNIT_BYTES_MAX + 1];
+    int32_t year;
+    int64_t amount;
+    char title[BUDGET_TEXT_BYTES_MAX + 1];
+    char reference[BUDGET_TEXT_BYTES_MAX + 1];
+    char note[BUDGET_TEXT_BYTES_MAX + 1];
+} ledger_event;
+
+/*
+ * A command: what a client asks for. The same struct as an event, with only the fields the
+ * client gives filled in (`type` names the event it would make; seq, ts, actor and the
+ * derived fields are left zero). Keeping one struct lets a retry be compared with the
+ * event it made (ledger_same_request).
+ */
+typedef ledger_event ledger_cmd;
+
+/* An error from ledger_check: a budget_err value and one line for the client. */
+typedef struct {
+    int code;
+    char message[200];
+} ledger_error;
+
+typedef struct ledger ledger;
+
+/* Balances, as views into the state: valid until the next ledger_apply or ledger_free. */
+typedef struct {
+    const char *id, *unit, *title, *reference;
+    int32_t year;
+    int64_t granted, allocated, pending, unallocated, called_off;
+} ledger_frame_view;
+
+typedef struct {
+    const char *id, *frame, *unit, *purpose;
+    int32_t year;
+    ledger_status status;
+    int64_t amount, called_off, pending, available;
+} ledger_allocation_view;
+
+typedef struct {
+    const char *id, *allocation, *unit;
+    ledger_status status;
+    int64_t amount;
+} ledger_avrop_view;
+
+typedef struct {
+    const char *unit;
+    int32_t year;
+    int64_t frames, allocated, called_off, pending, available;
+} ledger_unit_view;
+
+/* A new empty ledger, or NULL when out of memory. */
+ledger *ledger_new(void);
+void ledger_free(ledger *l);
+/* A deep copy, or NULL when out of memory. O(size of the state). */
+ledger *ledger_clone(const ledger *l);
+
+/*
+ * Checks `cmd` by `actor` against the state and, when every rule of docs/events.md holds,
+ * fills `out` with the event it makes (cmd's fields, the actor, and the derived fields;
+ * seq and ts are left for the caller). Returns:
+ *   0                         the event may be appended;
+ *   1                         cmd->id already exists: *existing_seq is the seq of the event
+ *                             that created it (the caller compares content: idempotent retry
+ *                             or conflict);
+ *   a negative budget_err     with `err` filled (bad_request, not_found, insufficient_funds,
+ *                             invalid_state, forbidden, conflict).
+ * Does not change the state. Field syntax (id characters, lengths, amount range) is checked
+ * here too, so an event that passes can always be applied.
+ */
+int ledger_check(const ledger *l, const ledger_cmd *cmd, const ledger_actor *actor,
+                 ledger_event *out, uint64_t *existing_seq, ledger_error *err);
+
+/*
+ * Applies an event (from ledger_check, or read back from the log) to the state. Returns 0,
+ * BUDGET_EINTERNAL when the event breaks a rule against this state (a log that was not
+ * written by ledger_check, or a bug: the state is unchanged), or BUDGET_EUNAVAILABLE when
+ * out of memory (the state is unchanged).
+ */
+int ledger_apply(ledger *l, const ledger_event *ev);
+
+/* True when `ev` (an event already in the log) is what `cmd` would have made: same type and
+ * the same client-given fields. Used to answer a retry with the same id. */
+bool ledger_same_request(const ledger_cmd *cmd, const ledger_event *ev);
+
+/* Number of events applied, and the seq of the last one. */
+uint64_t ledger_events(const ledger *l);
+uint64_t ledger_last_seq(const ledger *l);
+
+/* Counts of entities. */
+typedef struct {
+    uint64_t frames, allocations, avrop, decisions, adjustments, withdrawals, units;
+} ledger_counts;
+void ledger_get_counts(const ledger *l, ledger_counts *out);
+
+/* Lookups; return false when the id does not exist or names another kind. */
+bool ledger_frame(const ledger *l, const char *id, ledger_frame_view *out);
+bool ledger_allocation(const ledger *l, const char *id, ledger_allocation_view *out);
+bool ledger_avrop(const ledger *l, const char *id, ledger_avrop_view *out);
+/* The kind an id names, or 0 when unused. */
+ledger_kind ledger_id_kind(const ledger *l, const char *id);
+
+/*
+ * Iteration in order of creation. `i` starts at 0; each call returns true and fills `out`
+ * with the next entity that matches the filter (NULL / 0 = any), advancing `*i`; false at
+ * the end. O(1) per entity visited.
+ */
+bool ledger_next_frame(const ledger *l, size_t *i, const char *unit, int32_t year,
+                       ledger_frame_view *out);
+bool ledger_next_allocation(const ledger *l, size_t *i, const char *frame, const char *unit,
+                            int32_t year, ledger_allocation_view *out);
+bool ledger_next_avrop(const ledger *l, size_t *i, const char *allocation,
+                       ledger_avrop_view *out);
+bool ledger_next_unit(const ledger *l, size_t *i, const char *unit, int32_t year,
+                      ledger_unit_view *out);
+
+const char *ledger_type_name(ledger_type t);        /* "frame.granted", ... */
+ledger_type ledger_type_from_name(const char *s, size_t len); /* 0 when unknown */
+const char *ledger_status_name(ledger_status s);    /* "pending", ... */
+const char *ledger_kind_name(ledger_kind k);        /* "frame", "allocation", "avrop", ... */
+
+/* Field syntax shared with the codec: 1..64 of A-Za-z0-9._:- ; units 1..32 of the same. */
+bool ledger_valid_id(const char *s, size_t len);
+bool ledger_valid_unit(const char *s, size_t len);
+/* Valid UTF-8 with no control characters, len bytes within [min, BUDGET_TEXT_BYTES_MAX]. */
+bool ledger_valid_text(const char *s, size_t len, size_t min);
+
+#endif

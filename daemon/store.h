@@ -1,0 +1,104 @@
+/*
+ * The event store: an append-only log of encoded events in LMDB, keyed by seq, with an index
+ * from each event's id to its seq. Only this module includes lmdb.h.
+ *
+ * Layout in the LMDB environment at DIR (data.mdb, lock.mdb):
+ *   "events": key = seq as 8 bytes big-endian (so keys sort by seq), value = encoded event
+ *   "ids":    key = the event's id (1..64 bytes), value = seq as 8 bytes big-endian
+ *   "meta":   key "format" = "budgetd-1"
+ * Seqs are gapless from 1. Nothing is ever overwritten or deleted.
+ */
+#ifndef BUDGET_STORE_H
+#define BUDGET_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "budget/protocol.h"
+
+typedef struct store store;
+typedef struct store_reader store_reader;
+
+/* A view of stored bytes: valid until the store_reader it came from ends. */
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+} store_val;
+
+/* Where a test makes a storage operation fail (the seam of the fault-injection tests). */
+typedef enum {
+    STORE_FAULT_PUT = 1, /* an mdb_put inside the batch */
+    STORE_FAULT_COMMIT,  /* mdb_txn_commit, failing before anything is written */
+    STORE_FAULT_SYNC,    /* the commit wrote its pages but the sync failed: outcome unknown */
+} store_fault_point;
+
+/* Returns 0 to go on, or a positive errno / MDB_MAP_FULL to fail the operation with. */
+typedef int (*store_fault_fn)(void *ctx, store_fault_point point);
+
+typedef struct {
+    size_t map_bytes_initial; /* 0: 64 MiB. The map doubles when it fills. */
+    size_t map_bytes_max;     /* 0: 1 TiB */
+    store_fault_fn fault;     /* NULL in production */
+    void *fault_ctx;
+} store_options;
+
+/*
+ * Opens (creating DIR and the environment when missing) the store at `dir`. Returns 0, or
+ * BUDGET_EUNAVAILABLE with `why` set (permissions, not an LMDB environment, another format).
+ */
+int store_open(store **out, const char *dir, const store_options *opt, char *why,
+               size_t why_size);
+/* Closes the environment. No reader may be active. */
+void store_close(store *s);
+
+/* The last seq (0 when empty) and its hash (zeros when empty). */
+int store_head(store *s, uint64_t *seq, uint8_t hash[BUDGET_HASH_BYTES]);
+
+/* One event to append. `id` is the id the event creates (indexed). */
+typedef struct {
+    uint64_t seq;
+    const uint8_t *bytes;
+    size_t size;
+    const char *id;
+    size_t id_len;
+} store_item;
+
+/*
+ * Appends `n` events in one write transaction and syncs it. The seqs must follow the head
+ * without a gap and the ids must be new (else BUDGET_EINTERNAL, nothing written). On
+ * MDB_MAP_FULL the map is doubled (waiting for active readers to end) and the batch retried.
+ * Returns 0 when every event is durable; BUDGET_EUNAVAILABLE when the batch was not written
+ * (disk full, I/O error, map at its maximum): the caller fails exactly this batch and may go
+ * on; or BUDGET_EINTERNAL with *sync_failed = true when the commit's sync failed: whether the
+ * batch is on disk is unknown, and the caller must stop writing and restart from the disk.
+ * Called from one thread at a time (the writer thread).
+ */
+int store_append(store *s, const store_item *items, size_t n, bool *sync_failed);
+
+/* A read transaction: a consistent snapshot of the log. Any thread; many at once. */
+int store_reader_begin(store *s, store_reader **out);
+void store_reader_end(store_reader *r);
+/* The head as this reader sees it. */
+uint64_t store_reader_head(store_reader *r);
+/* The event at `seq`: 0, or BUDGET_ENOT_FOUND. */
+int store_reader_get(store_reader *r, uint64_t seq, store_val *out);
+/* The seq of the event that created `id`: 0, or BUDGET_ENOT_FOUND. */
+int store_reader_find_id(store_reader *r, const char *id, size_t len, uint64_t *seq);
+
+/*
+ * Calls `fn` for each event with seq > after, in seq order, until it returns nonzero (which
+ * store_reader_scan then returns) or the log ends (0). Values are valid during the call.
+ */
+typedef int (*store_scan_fn)(void *ctx, uint64_t seq, store_val event);
+int store_reader_scan(store_reader *r, uint64_t after, store_scan_fn fn, void *ctx);
+
+typedef struct {
+    uint64_t map_bytes;      /* current map size */
+    uint64_t map_used_bytes; /* pages in use * page size */
+    uint64_t map_growths;    /* times the map was grown since open */
+    uint64_t events;
+} store_stats;
+void store_get_stats(store *s, store_stats *out);
+
+#endif

@@ -1,0 +1,49 @@
+/* Every bound budgetd puts on what comes from outside, in one place. */
+#ifndef BUDGET_LIMITS_H
+#define BUDGET_LIMITS_H
+
+/* Framing: a 4-byte big-endian length, then that many bytes of one msgpack map. */
+#define BUDGET_FRAME_HEADER_BYTES 4
+#define BUDGET_FRAME_BYTES_MAX (1024u * 1024u)
+
+/* Nesting of maps and arrays in one frame; requests need 3 (envelope, args, actor). */
+#define BUDGET_DEPTH_MAX 8
+/* Any msgpack str or bin inside a request frame. */
+#define BUDGET_STRING_BYTES_MAX 4096u
+
+/* Identifiers (frame, allocation, avrop, decision ids): 1..64 of A-Za-z0-9._:- */
+#define BUDGET_ID_BYTES_MAX 64
+/* Unit codes ("KS", "SON"): 1..32 of the same characters. */
+#define BUDGET_UNIT_BYTES_MAX 32
+/* title, purpose, reason: 1..256 bytes of UTF-8; reference and note: 0..256. */
+#define BUDGET_TEXT_BYTES_MAX 256
+/* A user name taken from the password database for an actor. */
+#define BUDGET_NAME_BYTES_MAX 64
+/* Operation names. */
+#define BUDGET_OP_BYTES_MAX 32
+
+/* Money, in öre: 0 < amount <= 10^15 (ten thousand billion kronor). */
+#define BUDGET_AMOUNT_MAX 1000000000000000LL
+/* Fiscal years accepted. */
+#define BUDGET_YEAR_MIN 1900
+#define BUDGET_YEAR_MAX 9999
+
+/* events: page size default and maximum; events scanned per call before returning a cursor. */
+#define BUDGET_EVENTS_PAGE_DEFAULT 100u
+#define BUDGET_EVENTS_PAGE_MAX 1000u
+#define BUDGET_EVENTS_SCAN_MAX 100000u
+/* balances: allocations listed per page. */
+#define BUDGET_BALANCES_PAGE_MAX 2000u
+
+/* The server side. */
+#define BUDGET_CONNECTIONS_MAX 1024u
+/* Requests read from one connection but not yet answered; past it the server stops reading. */
+#define BUDGET_CONN_INFLIGHT_MAX 256u
+/* Bytes queued for writing to one connection; past it the server stops reading from it. */
+#define BUDGET_CONN_OUTPUT_BYTES_MAX (4u * 1024u * 1024u)
+/* Writes validated and waiting for the next group commit. */
+#define BUDGET_BATCH_EVENTS_MAX 4096u
+/* Reads running on worker threads at once (verify, as_of, events). */
+#define BUDGET_READ_JOBS_MAX 64u
+
+#endif

@@ -1,0 +1,42 @@
+/* Names and messages of budget_err values, from the one table in budget/errors.h. */
+#include <string.h>
+
+#include "budget/errors.h"
+
+const char *budget_err_code(int err)
+{
+    switch (err) {
+#define BUDGET_ERR_CODE(name, value, code, message)                                                \
+    case (value):                                                                                  \
+        return code;
+        BUDGET_ERRNO_MAP(BUDGET_ERR_CODE)
+#undef BUDGET_ERR_CODE
+    default:
+        return "internal";
+    }
+}
+
+const char *budget_strerror(int err)
+{
+    if (err == 0)
+        return "success";
+    switch (err) {
+#define BUDGET_ERR_MESSAGE(name, value, code, message)                                             \
+    case (value):                                                                                  \
+        return message;
+        BUDGET_ERRNO_MAP(BUDGET_ERR_MESSAGE)
+#undef BUDGET_ERR_MESSAGE
+    default:
+        return "unknown error";
+    }
+}
+
+int budget_err_from_code(const char *code, unsigned long len)
+{
+#define BUDGET_ERR_MATCH(name, value, wire, message)                                               \
+    if (len == sizeof(wire) - 1 && memcmp(code, wire, len) == 0)                                   \
+        return (value);
+    BUDGET_ERRNO_MAP(BUDGET_ERR_MATCH)
+#undef BUDGET_ERR_MATCH
+    return BUDGET_EINTERNAL;
+}
