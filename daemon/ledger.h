@@ -166,6 +166,8 @@ void ledger_get_counts(const ledger *l, ledger_counts *out);
 bool ledger_frame(const ledger *l, const char *id, ledger_frame_view *out);
 bool ledger_allocation(const ledger *l, const char *id, ledger_allocation_view *out);
 bool ledger_avrop(const ledger *l, const char *id, ledger_avrop_view *out);
+/* The note of an avrop (valid as the views are), or NULL when `id` does not name an avrop. */
+const char *ledger_avrop_note(const ledger *l, const char *id);
 /* The kind an id names, or 0 when unused. */
 ledger_kind ledger_id_kind(const ledger *l, const char *id);
 
@@ -178,15 +180,14 @@ bool ledger_next_frame(const ledger *l, size_t *i, const char *unit, int32_t yea
                        ledger_frame_view *out);
 bool ledger_next_allocation(const ledger *l, size_t *i, const char *frame, const char *unit,
                             int32_t year, ledger_allocation_view *out);
-bool ledger_next_avrop(const ledger *l, size_t *i, const char *allocation,
-                       ledger_avrop_view *out);
+bool ledger_next_avrop(const ledger *l, size_t *i, const char *allocation, ledger_avrop_view *out);
 bool ledger_next_unit(const ledger *l, size_t *i, const char *unit, int32_t year,
                       ledger_unit_view *out);
 
-const char *ledger_type_name(ledger_type t);        /* "frame.granted", ... */
+const char *ledger_type_name(ledger_type t);                  /* "frame.granted", ... */
 ledger_type ledger_type_from_name(const char *s, size_t len); /* 0 when unknown */
-const char *ledger_status_name(ledger_status s);    /* "pending", ... */
-const char *ledger_kind_name(ledger_kind k);        /* "frame", "allocation", "avrop", ... */
+const char *ledger_status_name(ledger_status s);              /* "pending", ... */
+const char *ledger_kind_name(ledger_kind k); /* "frame", "allocation", "avrop", ... */
 
 /* Field syntax shared with the codec: 1..64 of A-Za-z0-9._:- ; units 1..32 of the same. */
 bool ledger_valid_id(const char *s, size_t len);

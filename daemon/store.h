@@ -47,8 +47,7 @@ typedef struct {
  * Opens (creating DIR and the environment when missing) the store at `dir`. Returns 0, or
  * BUDGET_EUNAVAILABLE with `why` set (permissions, not an LMDB environment, another format).
  */
-int store_open(store **out, const char *dir, const store_options *opt, char *why,
-               size_t why_size);
+int store_open(store **out, const char *dir, const store_options *opt, char *why, size_t why_size);
 /* Closes the environment. No reader may be active. */
 void store_close(store *s);
 

@@ -1,0 +1,1384 @@
+/*
+ * The ledger core: the rules of the budget and the balances they leave (see ledger.h).
+ *
+ * All state lives in flat arrays linked by uint32 indices, never by pointers, so that
+ * ledger_clone is one memcpy per array:
+ *   ids          every id ever created (one namespace for all kinds), with the seq of the
+ *                event that created it; the id's bytes are in the arena
+ *   id_table     open addressing, id -> index into ids
+ *   frames, allocations, avrop
+ *                the entities that carry balances, in order of creation
+ *   units        one row per (unit, fiscal year), in order of first appearance
+ *   unit_table   open addressing, (unit, year) -> index into units
+ *   arena        the NUL-terminated strings (ids, titles, references, purposes, notes),
+ *                addressed by uint32 offsets; offset 0 is the empty string
+ * Decisions, adjustments and withdrawals change balances but carry none, so they are only
+ * entries of `ids`.
+ *
+ * Applying an event allocates nothing but amortized array growth, and looks each id up once.
+ */
+#include "ledger.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "budget/errors.h"
+
+#define NONE UINT32_MAX
+/* Seqs are kept in 48 bits (2.8e14 events). */
+#define SEQ_MAX ((UINT64_C(1) << 48) - 1)
+/* The most one event adds to the arena: an id, a title and a reference, each with its NUL. */
+#define ARENA_EVENT_BYTES_MAX (BUDGET_ID_BYTES_MAX + 1 + 2 * (BUDGET_TEXT_BYTES_MAX + 1))
+/* Smallest hash table; tables double when more than 7/10 full. */
+#define TABLE_SLOTS_MIN 16u
+#define TABLE_SLOTS_MAX (UINT32_C(1) << 31)
+
+/* ---- types ---------------------------------------------------------------------------- */
+
+/* A hash table slot: `tag` is the high half of the key's hash, and its top bits are the
+ * home position; `ref` is the entry's index + 1, or 0 for an empty slot. */
+typedef struct {
+    uint32_t tag;
+    uint32_t ref;
+} slot;
+
+typedef struct {
+    slot *slots;
+    uint32_t mask;  /* slots - 1; the slot count is a power of two */
+    uint32_t shift; /* 32 - log2(slots): tag >> shift is the home position */
+} table;
+
+typedef struct {
+    uint32_t text;     /* arena offset of the id */
+    uint32_t index;    /* into frames, allocations or avrop; NONE for the other kinds */
+    uint32_t seq_low;  /* the seq of the event that created the id, 48 bits */
+    uint16_t seq_high; /* ... */
+    uint8_t kind;      /* ledger_kind */
+    uint8_t len;       /* bytes of the id */
+} id_rec;
+
+typedef struct {
+    uint32_t id;               /* into ids */
+    uint32_t unit;             /* into units: the unit that holds the frame, and its year */
+    uint32_t title, reference; /* arena offsets */
+    int64_t granted, allocated, pending, called_off;
+} frame_rec;
+
+typedef struct {
+    uint32_t id, frame;
+    uint32_t unit; /* into units: the receiving unit, in the frame's year */
+    uint32_t purpose;
+    uint32_t proposer_uid;
+    uint8_t status; /* ledger_status */
+    int64_t amount, called_off, pending;
+} allocation_rec;
+
+typedef struct {
+    uint32_t id, allocation;
+    uint32_t note;
+    uint32_t requester_uid;
+    int64_t amount;
+    uint8_t status;
+} avrop_rec;
+
+typedef struct {
+    char unit[BUDGET_UNIT_BYTES_MAX + 1];
+    uint8_t len;
+    int32_t year;
+    int64_t frames, allocated, called_off, pending;
+} unit_rec;
+
+struct ledger {
+    id_rec *ids;
+    uint32_t ids_len, ids_cap;
+    table id_table;
+
+    frame_rec *frames;
+    uint32_t frames_len, frames_cap;
+    allocation_rec *allocations;
+    uint32_t allocations_len, allocations_cap;
+    avrop_rec *avrop;
+    uint32_t avrop_len, avrop_cap;
+
+    unit_rec *units;
+    uint32_t units_len, units_cap;
+    table unit_table;
+
+    char *arena;
+    uint32_t arena_len, arena_cap;
+
+    uint64_t events, last_seq;
+    uint64_t decisions, adjustments, withdrawals;
+};
+
+/* Fields of an event, as bits: which ones the client gives for each type. */
+enum {
+    F_ID = 1u << 0,
+    F_FRAME = 1u << 1,
+    F_ALLOCATION = 1u << 2,
+    F_TARGET = 1u << 3,
+    F_UNIT = 1u << 4,
+    F_YEAR = 1u << 5,
+    F_AMOUNT = 1u << 6, /* 0 < amount <= BUDGET_AMOUNT_MAX */
+    F_DELTA = 1u << 7,  /* amount != 0, |amount| <= BUDGET_AMOUNT_MAX */
+    F_TITLE = 1u << 8,  /* 1..256 bytes */
+    F_REFERENCE = 1u << 9,
+    F_NOTE = 1u << 10,
+};
+
+/* The command table: per event type, its name, the fields a client gives, the wire name of
+ * the `title` field, and the kind of what its id creates. */
+static const struct {
+    const char *name;
+    unsigned given;
+    const char *title;
+    ledger_kind creates;
+} types[] = {
+    [LEDGER_FRAME_GRANTED] = {"frame.granted",
+                              F_ID | F_UNIT | F_YEAR | F_AMOUNT | F_TITLE | F_REFERENCE, "title",
+                              LEDGER_KIND_FRAME},
+    [LEDGER_FRAME_ADJUSTED] = {"frame.adjusted", F_ID | F_FRAME | F_DELTA | F_TITLE | F_REFERENCE,
+                               "reason", LEDGER_KIND_ADJUSTMENT},
+    [LEDGER_ALLOCATION_PROPOSED] = {"allocation.proposed",
+                                    F_ID | F_FRAME | F_UNIT | F_AMOUNT | F_TITLE, "purpose",
+                                    LEDGER_KIND_ALLOCATION},
+    [LEDGER_AVROP_REQUESTED] = {"avrop.requested", F_ID | F_ALLOCATION | F_AMOUNT | F_NOTE, NULL,
+                                LEDGER_KIND_AVROP},
+    [LEDGER_DECISION_APPROVED] = {"decision.approved", F_ID | F_TARGET | F_REFERENCE | F_NOTE, NULL,
+                                  LEDGER_KIND_DECISION},
+    [LEDGER_DECISION_REJECTED] = {"decision.rejected", F_ID | F_TARGET | F_REFERENCE | F_NOTE, NULL,
+                                  LEDGER_KIND_DECISION},
+    [LEDGER_REQUEST_WITHDRAWN] = {"request.withdrawn", F_ID | F_TARGET | F_NOTE, NULL,
+                                  LEDGER_KIND_WITHDRAWAL},
+};
+
+static bool type_known(ledger_type t)
+{
+    return t >= LEDGER_FRAME_GRANTED && t <= LEDGER_REQUEST_WITHDRAWN;
+}
+
+/* What an event refers to, as found in the state by check_rules. */
+typedef struct {
+    uint32_t frame;      /* frame index, or NONE */
+    uint32_t allocation; /* allocation index, or NONE */
+    uint32_t avrop;      /* avrop index, or NONE */
+    uint32_t unit;       /* the unit row the event changes, or NONE when it is to be made */
+    ledger_kind target_kind;
+    uint32_t proposer_uid; /* of the target, for decisions and withdrawals */
+    int64_t amount;        /* of the target, for decisions and withdrawals */
+} refs;
+
+/* ---- small helpers -------------------------------------------------------------------- */
+
+/* Fills `err` (when not NULL) and returns `code`. */
+__attribute__((format(printf, 3, 4))) static int fail(ledger_error *err, int code, const char *fmt,
+                                                      ...)
+{
+    if (err != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        err->code = code;
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static uint64_t rec_seq(const id_rec *r)
+{
+    return (uint64_t)r->seq_high << 32 | r->seq_low;
+}
+
+static const char *text(const ledger *l, uint32_t offset)
+{
+    return l->arena + offset;
+}
+
+static const char *id_text(const ledger *l, uint32_t id)
+{
+    return l->arena + l->ids[id].text;
+}
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= UINT64_C(0xbf58476d1ce4e5b9);
+    x ^= x >> 27;
+    x *= UINT64_C(0x94d049bb133111eb);
+    x ^= x >> 31;
+    return x;
+}
+
+/* A 32-bit hash of a short key, 8 bytes at a time. */
+static uint32_t hash_key(const char *s, size_t len, uint64_t seed)
+{
+    uint64_t h = seed ^ ((uint64_t)len * UINT64_C(0x9e3779b97f4a7c15));
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * UINT64_C(0xff51afd7ed558ccd);
+        h ^= h >> 32;
+        s += 8;
+        len -= 8;
+    }
+    if (len > 0) {
+        uint64_t w = 0;
+        memcpy(&w, s, len);
+        h = (h ^ w) * UINT64_C(0xc4ceb9fe1a85ec53);
+    }
+    return (uint32_t)(mix(h) >> 32);
+}
+
+/* ---- storage ---------------------------------------------------------------------------- */
+
+/* Makes room for `more` items after `len` in a growable array; 0 or -1 (out of memory). */
+static int reserve(void **items, uint32_t *cap, uint32_t len, uint32_t more, size_t size)
+{
+    if (*cap - len >= more)
+        return 0;
+    uint64_t want = *cap < 16 ? 16 : (uint64_t)*cap + *cap / 2;
+    if (want < (uint64_t)len + more)
+        want = (uint64_t)len + more;
+    if (want > UINT32_MAX - 1)
+        want = UINT32_MAX - 1;
+    if (want < (uint64_t)len + more || want > SIZE_MAX / size)
+        return -1;
+    void *grown = realloc(*items, (size_t)want * size);
+    if (grown == NULL)
+        return -1;
+    *items = grown;
+    *cap = (uint32_t)want;
+    return 0;
+}
+
+static int table_init(table *t, uint32_t slots)
+{
+    t->slots = calloc(slots, sizeof *t->slots);
+    if (t->slots == NULL)
+        return -1;
+    t->mask = slots - 1;
+    t->shift = 32 - (uint32_t)__builtin_ctz(slots);
+    return 0;
+}
+
+/* Makes room for one more entry, keeping the table at most 7/10 full. Rehashing needs only
+ * the stored tags. 0 or -1 (out of memory; the table is unchanged). */
+static int table_reserve(table *t, uint32_t count)
+{
+    uint64_t slots = (uint64_t)t->mask + 1;
+    if (((uint64_t)count + 1) * 10 <= slots * 7)
+        return 0;
+    if (slots >= TABLE_SLOTS_MAX)
+        return -1;
+    table grown;
+    if (table_init(&grown, (uint32_t)(slots * 2)) != 0)
+        return -1;
+    for (uint64_t i = 0; i < slots; i++) {
+        slot s = t->slots[i];
+        if (s.ref == 0)
+            continue;
+        uint32_t j = s.tag >> grown.shift;
+        while (grown.slots[j].ref != 0)
+            j = (j + 1) & grown.mask;
+        grown.slots[j] = s;
+    }
+    free(t->slots);
+    *t = grown;
+    return 0;
+}
+
+/* Copies `len` bytes and a NUL into the arena (room reserved before); returns the offset. */
+static uint32_t arena_put(ledger *l, const char *s, size_t len)
+{
+    if (len == 0)
+        return 0;
+    uint32_t at = l->arena_len;
+    assert((uint64_t)l->arena_cap - at >= len + 1);
+    memcpy(l->arena + at, s, len);
+    l->arena[at + len] = '\0';
+    l->arena_len += (uint32_t)len + 1;
+    return at;
+}
+
+/* The slot of the id `key`: the slot holding it, or the empty slot where it would go. */
+static uint32_t id_find(const ledger *l, const char *key, size_t len, uint32_t tag)
+{
+    const table *t = &l->id_table;
+    uint32_t i = tag >> t->shift;
+    for (;;) {
+        const slot *s = &t->slots[i];
+        if (s->ref == 0)
+            return i;
+        if (s->tag == tag) {
+            const id_rec *r = &l->ids[s->ref - 1];
+            if (r->len == len && memcmp(l->arena + r->text, key, len) == 0)
+                return i;
+        }
+        i = (i + 1) & t->mask;
+    }
+}
+
+/* The id record of `key` (a NUL-terminated string), or NULL. */
+static const id_rec *id_get(const ledger *l, const char *key)
+{
+    size_t len = strnlen(key, BUDGET_ID_BYTES_MAX + 1);
+    if (len == 0 || len > BUDGET_ID_BYTES_MAX)
+        return NULL;
+    uint32_t i = id_find(l, key, len, hash_key(key, len, 0));
+    uint32_t ref = l->id_table.slots[i].ref;
+    return ref == 0 ? NULL : &l->ids[ref - 1];
+}
+
+static uint32_t unit_find(const ledger *l, const char *unit, size_t len, int32_t year, uint32_t tag)
+{
+    const table *t = &l->unit_table;
+    uint32_t i = tag >> t->shift;
+    for (;;) {
+        const slot *s = &t->slots[i];
+        if (s->ref == 0)
+            return i;
+        if (s->tag == tag) {
+            const unit_rec *u = &l->units[s->ref - 1];
+            if (u->year == year && u->len == len && memcmp(u->unit, unit, len) == 0)
+                return i;
+        }
+        i = (i + 1) & t->mask;
+    }
+}
+
+static uint32_t unit_tag(const char *unit, size_t len, int32_t year)
+{
+    return hash_key(unit, len, (uint64_t)(uint32_t)year * UINT64_C(0x9e3779b97f4a7c15));
+}
+
+/* The row of (unit, year), or NONE. */
+static uint32_t unit_get(const ledger *l, const char *unit, int32_t year)
+{
+    size_t len = strnlen(unit, BUDGET_UNIT_BYTES_MAX + 1);
+    if (len == 0 || len > BUDGET_UNIT_BYTES_MAX)
+        return NONE;
+    uint32_t i = unit_find(l, unit, len, year, unit_tag(unit, len, year));
+    uint32_t ref = l->unit_table.slots[i].ref;
+    return ref == 0 ? NONE : ref - 1;
+}
+
+/* The row of (unit, year), made when missing (room reserved before). */
+static uint32_t unit_get_or_add(ledger *l, const char *unit, int32_t year)
+{
+    size_t len = strlen(unit);
+    uint32_t tag = unit_tag(unit, len, year);
+    uint32_t i = unit_find(l, unit, len, year, tag);
+    if (l->unit_table.slots[i].ref != 0)
+        return l->unit_table.slots[i].ref - 1;
+    assert(l->units_len < l->units_cap);
+    uint32_t row = l->units_len++;
+    unit_rec *u = &l->units[row];
+    memset(u, 0, sizeof *u);
+    memcpy(u->unit, unit, len);
+    u->len = (uint8_t)len;
+    u->year = year;
+    l->unit_table.slots[i] = (slot){tag, row + 1};
+    return row;
+}
+
+/* ---- field syntax ----------------------------------------------------------------------- */
+
+static const bool id_char[256] = {
+    ['-'] = true, ['.'] = true, [':'] = true, ['_'] = true, ['0'] = true, ['1'] = true,
+    ['2'] = true, ['3'] = true, ['4'] = true, ['5'] = true, ['6'] = true, ['7'] = true,
+    ['8'] = true, ['9'] = true, ['A'] = true, ['B'] = true, ['C'] = true, ['D'] = true,
+    ['E'] = true, ['F'] = true, ['G'] = true, ['H'] = true, ['I'] = true, ['J'] = true,
+    ['K'] = true, ['L'] = true, ['M'] = true, ['N'] = true, ['O'] = true, ['P'] = true,
+    ['Q'] = true, ['R'] = true, ['S'] = true, ['T'] = true, ['U'] = true, ['V'] = true,
+    ['W'] = true, ['X'] = true, ['Y'] = true, ['Z'] = true, ['a'] = true, ['b'] = true,
+    ['c'] = true, ['d'] = true, ['e'] = true, ['f'] = true, ['g'] = true, ['h'] = true,
+    ['i'] = true, ['j'] = true, ['k'] = true, ['l'] = true, ['m'] = true, ['n'] = true,
+    ['o'] = true, ['p'] = true, ['q'] = true, ['r'] = true, ['s'] = true, ['t'] = true,
+    ['u'] = true, ['v'] = true, ['w'] = true, ['x'] = true, ['y'] = true, ['z'] = true,
+};
+
+static bool valid_chars(const char *s, size_t len, size_t max)
+{
+    if (len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!id_char[(uint8_t)s[i]])
+            return false;
+    return true;
+}
+
+bool ledger_valid_id(const char *s, size_t len)
+{
+    return valid_chars(s, len, BUDGET_ID_BYTES_MAX);
+}
+
+bool ledger_valid_unit(const char *s, size_t len)
+{
+    return valid_chars(s, len, BUDGET_UNIT_BYTES_MAX);
+}
+
+/*
+ * UTF-8 as RFC 3629 has it (no overlong forms, no surrogates, nothing past U+10FFFF), with no
+ * control character: neither C0 (U+0000..U+001F), DEL (U+007F) nor C1 (U+0080..U+009F).
+ */
+bool ledger_valid_text(const char *s, size_t len, size_t min)
+{
+    if (len < min || len > BUDGET_TEXT_BYTES_MAX)
+        return false;
+    const uint8_t *p = (const uint8_t *)s, *end = p + len;
+    while (p < end) {
+        uint8_t c = *p;
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f)
+                return false;
+            p++;
+            continue;
+        }
+        uint32_t cp;
+        size_t n;
+        uint32_t min_cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            cp = c & 0x1fu;
+            n = 1;
+            min_cp = 0x80;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            cp = c & 0x0fu;
+            n = 2;
+            min_cp = 0x800;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            cp = c & 0x07u;
+            n = 3;
+            min_cp = 0x10000;
+        } else {
+            return false;
+        }
+        if ((size_t)(end - p) <= n)
+            return false;
+        for (size_t i = 1; i <= n; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i] & 0x3fu);
+        }
+        if (cp < min_cp || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || cp <= 0x9f)
+            return false;
+        p += n + 1;
+    }
+    return true;
+}
+
+/* A text field of a fixed-size array: NUL-terminated inside it, and valid text when `utf8`,
+ * else only of a length within [min, BUDGET_TEXT_BYTES_MAX]. */
+static bool text_field(const char *s, size_t min, bool utf8)
+{
+    size_t len = strnlen(s, BUDGET_TEXT_BYTES_MAX + 1);
+    if (utf8)
+        return ledger_valid_text(s, len, min);
+    return len >= min && len <= BUDGET_TEXT_BYTES_MAX;
+}
+
+static bool id_field(const char *s)
+{
+    return ledger_valid_id(s, strnlen(s, BUDGET_ID_BYTES_MAX + 1));
+}
+
+/*
+ * The syntax of every field the client gives for the event's type. `utf8` says whether text
+ * is scanned for valid UTF-8 (an event read back was scanned before it was written).
+ */
+static int check_syntax(const ledger_event *c, bool utf8, ledger_error *err)
+{
+    if (!type_known(c->type))
+        return fail(err, BUDGET_EBAD_REQUEST, "unknown event type %d", (int)c->type);
+    unsigned f = types[c->type].given;
+    const char *id_rule = "must be 1..64 characters of A-Za-z0-9._:-";
+    if ((f & F_ID) && !id_field(c->id))
+        return fail(err, BUDGET_EBAD_REQUEST, "id %s", id_rule);
+    if ((f & F_FRAME) && !id_field(c->frame))
+        return fail(err, BUDGET_EBAD_REQUEST, "frame %s", id_rule);
+    if ((f & F_ALLOCATION) && !id_field(c->allocation))
+        return fail(err, BUDGET_EBAD_REQUEST, "allocation %s", id_rule);
+    if ((f & F_TARGET) && !id_field(c->target))
+        return fail(err, BUDGET_EBAD_REQUEST, "target %s", id_rule);
+    if ((f & F_UNIT) && !ledger_valid_unit(c->unit, strnlen(c->unit, BUDGET_UNIT_BYTES_MAX + 1)))
+        return fail(err, BUDGET_EBAD_REQUEST, "unit must be 1..32 characters of A-Za-z0-9._:-");
+    if ((f & F_YEAR) && (c->year < BUDGET_YEAR_MIN || c->year > BUDGET_YEAR_MAX))
+        return fail(err, BUDGET_EBAD_REQUEST, "year %" PRId32 " is not within %d..%d", c->year,
+                    BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
+    if ((f & F_AMOUNT) && (c->amount <= 0 || c->amount > BUDGET_AMOUNT_MAX))
+        return fail(err, BUDGET_EBAD_REQUEST, "amount %" PRId64 " öre is not within 1..%lld öre",
+                    c->amount, BUDGET_AMOUNT_MAX);
+    if ((f & F_DELTA) &&
+        (c->amount == 0 || c->amount < -BUDGET_AMOUNT_MAX || c->amount > BUDGET_AMOUNT_MAX))
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "delta %" PRId64 " öre must be non-zero and within -%lld..%lld öre", c->amount,
+                    BUDGET_AMOUNT_MAX, BUDGET_AMOUNT_MAX);
+    if ((f & F_TITLE) && !text_field(c->title, 1, utf8))
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "%s must be 1..256 bytes of UTF-8 without control characters",
+                    types[c->type].title);
+    if ((f & F_REFERENCE) && !text_field(c->reference, 0, utf8))
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "reference must be 0..256 bytes of UTF-8 without control characters");
+    if ((f & F_NOTE) && !text_field(c->note, 0, utf8))
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "note must be 0..256 bytes of UTF-8 without control characters");
+    return 0;
+}
+
+/* ---- the rules -------------------------------------------------------------------------- */
+
+static const char *article(ledger_kind kind)
+{
+    return ledger_kind_name(kind)[0] == 'a' ? "an" : "a";
+}
+
+/* Finds `id` as an entity of `kind` (a frame, an allocation), or says why not. */
+static int find_entity(const ledger *l, const char *id, ledger_kind kind, uint32_t *index,
+                       ledger_error *err)
+{
+    const id_rec *r = id_get(l, id);
+    if (r == NULL)
+        return fail(err, BUDGET_ENOT_FOUND, "%s %s does not exist", ledger_kind_name(kind), id);
+    if (r->kind != kind)
+        return fail(err, BUDGET_ENOT_FOUND, "%s is %s %s, not %s %s", id,
+                    article((ledger_kind)r->kind), ledger_kind_name((ledger_kind)r->kind),
+                    article(kind), ledger_kind_name(kind));
+    *index = r->index;
+    return 0;
+}
+
+static int rule_grant(const ledger *l, const ledger_event *ev, refs *r, ledger_error *err)
+{
+    r->unit = unit_get(l, ev->unit, ev->year);
+    if (r->unit != NONE && l->units[r->unit].frames > INT64_MAX - ev->amount)
+        return fail(err, BUDGET_ETOO_LARGE,
+                    "the frames of unit %s in %" PRId32 " would exceed %" PRId64 " öre in all",
+                    ev->unit, ev->year, INT64_MAX);
+    return 0;
+}
+
+static int rule_adjust(const ledger *l, const ledger_event *ev, refs *r, ledger_error *err)
+{
+    int rc = find_entity(l, ev->frame, LEDGER_KIND_FRAME, &r->frame, err);
+    if (rc != 0)
+        return rc;
+    const frame_rec *f = &l->frames[r->frame];
+    r->unit = f->unit;
+    int64_t granted = f->granted + ev->amount;
+    if (granted > BUDGET_AMOUNT_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "frame %s would grow to %" PRId64 " öre, over the limit of %lld öre", ev->frame,
+                    granted, BUDGET_AMOUNT_MAX);
+    if (granted < f->allocated + f->pending)
+        return fail(err, BUDGET_EINSUFFICIENT_FUNDS,
+                    "frame %s cannot fall to %" PRId64 " öre: %" PRId64
+                    " öre of it is approved or pending",
+                    ev->frame, granted, f->allocated + f->pending);
+    if (ev->amount > 0 && l->units[f->unit].frames > INT64_MAX - ev->amount)
+        return fail(err, BUDGET_ETOO_LARGE,
+                    "the frames of unit %s in %" PRId32 " would exceed %" PRId64 " öre in all",
+                    l->units[f->unit].unit, l->units[f->unit].year, INT64_MAX);
+    return 0;
+}
+
+static int rule_propose(const ledger *l, const ledger_event *ev, refs *r, ledger_error *err)
+{
+    int rc = find_entity(l, ev->frame, LEDGER_KIND_FRAME, &r->frame, err);
+    if (rc != 0)
+        return rc;
+    const frame_rec *f = &l->frames[r->frame];
+    r->unit = unit_get(l, ev->unit, l->units[f->unit].year);
+    int64_t taken = f->allocated + f->pending;
+    if (ev->amount > f->granted - taken)
+        return fail(err, BUDGET_EINSUFFICIENT_FUNDS,
+                    "allocation %s of %" PRId64 " öre does not fit frame %s: %" PRId64
+                    " of %" PRId64 " öre approved or pending",
+                    ev->id, ev->amount, ev->frame, taken, f->granted);
+    return 0;
+}
+
+static int rule_avrop(const ledger *l, const ledger_event *ev, refs *r, ledger_error *err)
+{
+    int rc = find_entity(l, ev->allocation, LEDGER_KIND_ALLOCATION, &r->allocation, err);
+    if (rc != 0)
+        return rc;
+    const allocation_rec *a = &l->allocations[r->allocation];
+    r->frame = a->frame;
+    r->unit = a->unit;
+    if (a->status != LEDGER_APPROVED)
+        return fail(err, BUDGET_EINVALID_STATE,
+                    "allocation %s is %s; an avrop needs an approved allocation", ev->allocation,
+                    ledger_status_name((ledger_status)a->status));
+    int64_t taken = a->called_off + a->pending;
+    if (ev->amount > a->amount - taken)
+        return fail(err, BUDGET_EINSUFFICIENT_FUNDS,
+                    "avrop %s of %" PRId64 " öre does not fit allocation %s: %" PRId64
+                    " of %" PRId64 " öre called off or pending",
+                    ev->id, ev->amount, ev->allocation, taken, a->amount);
+    return 0;
+}
+
+/* The target of a decision or a withdrawal: a pending allocation or avrop. */
+static int rule_target(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                       ledger_error *err)
+{
+    const char *verb = ev->type == LEDGER_DECISION_APPROVED   ? "approved"
+                       : ev->type == LEDGER_DECISION_REJECTED ? "rejected"
+                                                              : "withdrawn";
+    const id_rec *t = id_get(l, ev->target);
+    if (t == NULL)
+        return fail(err, BUDGET_ENOT_FOUND, "target %s does not exist", ev->target);
+    ledger_status status;
+    if (t->kind == LEDGER_KIND_ALLOCATION) {
+        const allocation_rec *a = &l->allocations[t->index];
+        r->allocation = t->index;
+        r->frame = a->frame;
+        r->unit = a->unit;
+        r->amount = a->amount;
+        r->proposer_uid = a->proposer_uid;
+        status = (ledger_status)a->status;
+    } else if (t->kind == LEDGER_KIND_AVROP) {
+        const avrop_rec *v = &l->avrop[t->index];
+        const allocation_rec *a = &l->allocations[v->allocation];
+        r->avrop = t->index;
+        r->allocation = v->allocation;
+        r->frame = a->frame;
+        r->unit = a->unit;
+        r->amount = v->amount;
+        r->proposer_uid = v->requester_uid;
+        status = (ledger_status)v->status;
+    } else {
+        return fail(err, BUDGET_EINVALID_STATE,
+                    "target %s is %s %s; only an allocation or an avrop can be %s", ev->target,
+                    article((ledger_kind)t->kind), ledger_kind_name((ledger_kind)t->kind), verb);
+    }
+    r->target_kind = (ledger_kind)t->kind;
+    if (status != LEDGER_PENDING)
+        return fail(err, BUDGET_EINVALID_STATE, "%s %s is %s, not pending; it cannot be %s",
+                    ledger_kind_name(r->target_kind), ev->target, ledger_status_name(status), verb);
+    /* The four-eyes rule (a decider is not the proposer) compares actor_uid with
+     * r->proposer_uid here once roles exist. */
+    if (ev->type == LEDGER_DECISION_APPROVED && r->target_kind == LEDGER_KIND_ALLOCATION) {
+        const unit_rec *u = &l->units[r->unit];
+        if (u->allocated > INT64_MAX - r->amount)
+            return fail(err, BUDGET_ETOO_LARGE,
+                        "the allocations to unit %s in %" PRId32 " would exceed %" PRId64
+                        " öre in all",
+                        u->unit, u->year, INT64_MAX);
+    }
+    if (ev->type == LEDGER_REQUEST_WITHDRAWN && actor_uid != r->proposer_uid)
+        return fail(err, BUDGET_EFORBIDDEN,
+                    "%s %s was %s by uid %" PRIu32 "; uid %" PRIu32 " may not withdraw it",
+                    ledger_kind_name(r->target_kind), ev->target,
+                    r->target_kind == LEDGER_KIND_ALLOCATION ? "proposed" : "requested",
+                    r->proposer_uid, actor_uid);
+    return 0;
+}
+
+/*
+ * Checks the rules of the budget for `ev` (its client-given fields, already of valid syntax;
+ * its id known to be new) by `actor_uid`, and finds what it refers to. Does not change the
+ * state. 0 or a negative budget_err, with `err` filled when not NULL.
+ */
+static int check_rules(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                       ledger_error *err)
+{
+    *r = (refs){NONE, NONE, NONE, NONE, 0, 0, 0};
+    switch (ev->type) {
+    case LEDGER_FRAME_GRANTED:
+        return rule_grant(l, ev, r, err);
+    case LEDGER_FRAME_ADJUSTED:
+        return rule_adjust(l, ev, r, err);
+    case LEDGER_ALLOCATION_PROPOSED:
+        return rule_propose(l, ev, r, err);
+    case LEDGER_AVROP_REQUESTED:
+        return rule_avrop(l, ev, r, err);
+    case LEDGER_DECISION_APPROVED:
+    case LEDGER_DECISION_REJECTED:
+    case LEDGER_REQUEST_WITHDRAWN:
+        return rule_target(l, ev, actor_uid, r, err);
+    }
+    return fail(err, BUDGET_EBAD_REQUEST, "unknown event type %d", (int)ev->type);
+}
+
+/* The fields of an event that ledger_check derives from the state. */
+typedef struct {
+    bool frame, unit, year, amount, target_kind; /* which ones the type has */
+    const char *frame_id, *unit_code;
+    int32_t year_value;
+    int64_t amount_value;
+    ledger_kind kind_value;
+} derived;
+
+static void derive(const ledger *l, const ledger_event *ev, const refs *r, derived *d)
+{
+    memset(d, 0, sizeof *d);
+    switch (ev->type) {
+    case LEDGER_FRAME_GRANTED:
+        return;
+    case LEDGER_FRAME_ADJUSTED:
+        d->unit = d->year = true;
+        break;
+    case LEDGER_ALLOCATION_PROPOSED:
+        d->year = true;
+        break;
+    case LEDGER_AVROP_REQUESTED:
+        d->frame = d->unit = d->year = true;
+        break;
+    case LEDGER_DECISION_APPROVED:
+    case LEDGER_DECISION_REJECTED:
+    case LEDGER_REQUEST_WITHDRAWN:
+        d->frame = d->unit = d->year = d->amount = d->target_kind = true;
+        d->amount_value = r->amount;
+        d->kind_value = r->target_kind;
+        break;
+    }
+    const frame_rec *f = &l->frames[r->frame];
+    d->frame_id = id_text(l, f->id);
+    d->year_value = l->units[f->unit].year;
+    if (d->unit)
+        d->unit_code = l->units[r->unit].unit;
+}
+
+/* True when the derived fields stored in `ev` are those the state gives. */
+static bool derived_match(const ledger_event *ev, const derived *d)
+{
+    if (d->frame && strcmp(ev->frame, d->frame_id) != 0)
+        return false;
+    if (d->unit && strcmp(ev->unit, d->unit_code) != 0)
+        return false;
+    if (d->year && ev->year != d->year_value)
+        return false;
+    if (d->amount && ev->amount != d->amount_value)
+        return false;
+    if (d->target_kind && ev->target_kind != d->kind_value)
+        return false;
+    return true;
+}
+
+/* Copies the client-given fields of `type` from `c` to `out`. */
+static void copy_given(ledger_event *out, const ledger_cmd *c)
+{
+    unsigned f = types[c->type].given;
+    if (f & F_ID)
+        memcpy(out->id, c->id, sizeof out->id);
+    if (f & F_FRAME)
+        memcpy(out->frame, c->frame, sizeof out->frame);
+    if (f & F_ALLOCATION)
+        memcpy(out->allocation, c->allocation, sizeof out->allocation);
+    if (f & F_TARGET)
+        memcpy(out->target, c->target, sizeof out->target);
+    if (f & F_UNIT)
+        memcpy(out->unit, c->unit, sizeof out->unit);
+    if (f & F_YEAR)
+        out->year = c->year;
+    if (f & (F_AMOUNT | F_DELTA))
+        out->amount = c->amount;
+    if (f & F_TITLE)
+        memcpy(out->title, c->title, sizeof out->title);
+    if (f & F_REFERENCE)
+        memcpy(out->reference, c->reference, sizeof out->reference);
+    if (f & F_NOTE)
+        memcpy(out->note, c->note, sizeof out->note);
+}
+
+/* ---- public: life cycle ---------------------------------------------------------------- */
+
+ledger *ledger_new(void)
+{
+    ledger *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return NULL;
+    if (table_init(&l->id_table, TABLE_SLOTS_MIN) != 0)
+        goto failed_id_table;
+    if (table_init(&l->unit_table, TABLE_SLOTS_MIN) != 0)
+        goto failed_unit_table;
+    l->arena_cap = 4096;
+    l->arena = malloc(l->arena_cap);
+    if (l->arena == NULL)
+        goto failed_arena;
+    l->arena[0] = '\0'; /* offset 0: the empty string */
+    l->arena_len = 1;
+    return l;
+
+failed_arena:
+    free(l->unit_table.slots);
+failed_unit_table:
+    free(l->id_table.slots);
+failed_id_table:
+    free(l);
+    return NULL;
+}
+
+void ledger_free(ledger *l)
+{
+    if (l == NULL)
+        return;
+    free(l->arena);
+    free(l->unit_table.slots);
+    free(l->units);
+    free(l->avrop);
+    free(l->allocations);
+    free(l->frames);
+    free(l->id_table.slots);
+    free(l->ids);
+    free(l);
+}
+
+/* A copy of `count` items of `size` bytes with room for `cap`; NULL also when cap is 0. */
+static void *copy_array(const void *items, size_t count, size_t cap, size_t size, bool *failed)
+{
+    if (cap == 0)
+        return NULL;
+    void *p = malloc(cap * size);
+    if (p == NULL) {
+        *failed = true;
+        return NULL;
+    }
+    if (count > 0)
+        memcpy(p, items, count * size);
+    return p;
+}
+
+ledger *ledger_clone(const ledger *l)
+{
+    ledger *c = malloc(sizeof *c);
+    if (c == NULL)
+        return NULL;
+    *c = *l;
+    bool failed = false;
+    size_t id_slots = (size_t)l->id_table.mask + 1, unit_slots = (size_t)l->unit_table.mask + 1;
+    c->ids = copy_array(l->ids, l->ids_len, l->ids_cap, sizeof *l->ids, &failed);
+    c->id_table.slots = copy_array(l->id_table.slots, id_slots, id_slots, sizeof(slot), &failed);
+    c->frames = copy_array(l->frames, l->frames_len, l->frames_cap, sizeof *l->frames, &failed);
+    c->allocations = copy_array(l->allocations, l->allocations_len, l->allocations_cap,
+                                sizeof *l->allocations, &failed);
+    c->avrop = copy_array(l->avrop, l->avrop_len, l->avrop_cap, sizeof *l->avrop, &failed);
+    c->units = copy_array(l->units, l->units_len, l->units_cap, sizeof *l->units, &failed);
+    c->unit_table.slots =
+        copy_array(l->unit_table.slots, unit_slots, unit_slots, sizeof(slot), &failed);
+    c->arena = copy_array(l->arena, l->arena_len, l->arena_cap, 1, &failed);
+    if (failed) {
+        ledger_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* ---- public: check and apply ------------------------------------------------------------ */
+
+int ledger_check(const ledger *l, const ledger_cmd *cmd, const ledger_actor *actor,
+                 ledger_event *out, uint64_t *existing_seq, ledger_error *err)
+{
+    assert(l != NULL && cmd != NULL && actor != NULL);
+    ledger_error scratch;
+    if (err == NULL)
+        err = &scratch;
+    err->code = 0;
+    err->message[0] = '\0';
+
+    int rc = check_syntax(cmd, true, err);
+    if (rc != 0)
+        return rc;
+    const id_rec *existing = id_get(l, cmd->id);
+    if (existing != NULL) {
+        if (existing_seq != NULL)
+            *existing_seq = rec_seq(existing);
+        return 1;
+    }
+    refs r;
+    rc = check_rules(l, cmd, actor->uid, &r, err);
+    if (rc != 0)
+        return rc;
+    if (out == NULL)
+        return 0;
+
+    memset(out, 0, sizeof *out);
+    out->type = cmd->type;
+    out->actor = *actor;
+    out->actor.name[BUDGET_NAME_BYTES_MAX] = '\0';
+    copy_given(out, cmd);
+    derived d;
+    derive(l, cmd, &r, &d);
+    if (d.frame)
+        memcpy(out->frame, d.frame_id, strlen(d.frame_id) + 1);
+    if (d.unit)
+        memcpy(out->unit, d.unit_code, strlen(d.unit_code) + 1);
+    if (d.year)
+        out->year = d.year_value;
+    if (d.amount)
+        out->amount = d.amount_value;
+    if (d.target_kind)
+        out->target_kind = d.kind_value;
+    return 0;
+}
+
+/* Makes room for whatever applying an event of `type` may add; 0 or -1. */
+static int reserve_for(ledger *l, ledger_type type)
+{
+    if (reserve((void **)&l->ids, &l->ids_cap, l->ids_len, 1, sizeof *l->ids) != 0 ||
+        table_reserve(&l->id_table, l->ids_len) != 0)
+        return -1;
+    if (l->arena_cap - l->arena_len < ARENA_EVENT_BYTES_MAX) {
+        uint64_t want = (uint64_t)l->arena_cap * 2;
+        if (want > UINT32_MAX)
+            want = UINT32_MAX;
+        if (want - l->arena_len < ARENA_EVENT_BYTES_MAX)
+            return -1;
+        char *grown = realloc(l->arena, (size_t)want);
+        if (grown == NULL)
+            return -1;
+        l->arena = grown;
+        l->arena_cap = (uint32_t)want;
+    }
+    switch (type) {
+    case LEDGER_FRAME_GRANTED:
+        if (reserve((void **)&l->frames, &l->frames_cap, l->frames_len, 1, sizeof *l->frames))
+            return -1;
+        break;
+    case LEDGER_ALLOCATION_PROPOSED:
+        if (reserve((void **)&l->allocations, &l->allocations_cap, l->allocations_len, 1,
+                    sizeof *l->allocations))
+            return -1;
+        break;
+    case LEDGER_AVROP_REQUESTED:
+        return reserve((void **)&l->avrop, &l->avrop_cap, l->avrop_len, 1, sizeof *l->avrop);
+    default:
+        return 0;
+    }
+    /* A grant or a proposal may add a unit row. */
+    if (reserve((void **)&l->units, &l->units_cap, l->units_len, 1, sizeof *l->units) != 0 ||
+        table_reserve(&l->unit_table, l->units_len) != 0)
+        return -1;
+    return 0;
+}
+
+static void apply_grant(ledger *l, const ledger_event *ev, uint32_t id)
+{
+    uint32_t row = unit_get_or_add(l, ev->unit, ev->year);
+    frame_rec *f = &l->frames[l->frames_len++];
+    f->id = id;
+    f->unit = row;
+    f->title = arena_put(l, ev->title, strlen(ev->title));
+    f->reference = arena_put(l, ev->reference, strlen(ev->reference));
+    f->granted = ev->amount;
+    f->allocated = f->pending = f->called_off = 0;
+    l->units[row].frames += ev->amount;
+}
+
+static void apply_propose(ledger *l, const ledger_event *ev, const refs *r, uint32_t id)
+{
+    frame_rec *f = &l->frames[r->frame];
+    allocation_rec *a = &l->allocations[l->allocations_len++];
+    a->id = id;
+    a->frame = r->frame;
+    a->unit = unit_get_or_add(l, ev->unit, l->units[f->unit].year);
+    a->purpose = arena_put(l, ev->title, strlen(ev->title));
+    a->proposer_uid = ev->actor.uid;
+    a->status = LEDGER_PENDING;
+    a->amount = ev->amount;
+    a->called_off = a->pending = 0;
+    f->pending += ev->amount;
+}
+
+static void apply_avrop(ledger *l, const ledger_event *ev, const refs *r, uint32_t id)
+{
+    avrop_rec *v = &l->avrop[l->avrop_len++];
+    v->id = id;
+    v->allocation = r->allocation;
+    v->note = arena_put(l, ev->note, strlen(ev->note));
+    v->requester_uid = ev->actor.uid;
+    v->amount = ev->amount;
+    v->status = LEDGER_PENDING;
+    l->allocations[r->allocation].pending += ev->amount;
+    l->units[r->unit].pending += ev->amount;
+}
+
+/* A decision or a withdrawal: moves the target out of pending, and its reservation. */
+static void apply_target(ledger *l, const ledger_event *ev, const refs *r)
+{
+    frame_rec *f = &l->frames[r->frame];
+    allocation_rec *a = &l->allocations[r->allocation];
+    unit_rec *u = &l->units[r->unit];
+    int64_t amount = r->amount;
+    ledger_status status = ev->type == LEDGER_DECISION_APPROVED   ? LEDGER_APPROVED
+                           : ev->type == LEDGER_DECISION_REJECTED ? LEDGER_REJECTED
+                                                                  : LEDGER_WITHDRAWN;
+    if (r->target_kind == LEDGER_KIND_ALLOCATION) {
+        a->status = (uint8_t)status;
+        f->pending -= amount;
+        if (status == LEDGER_APPROVED) {
+            f->allocated += amount;
+            u->allocated += amount;
+        }
+    } else {
+        l->avrop[r->avrop].status = (uint8_t)status;
+        a->pending -= amount;
+        u->pending -= amount;
+        if (status == LEDGER_APPROVED) {
+            a->called_off += amount;
+            f->called_off += amount;
+            u->called_off += amount;
+        }
+    }
+    if (ev->type == LEDGER_REQUEST_WITHDRAWN)
+        l->withdrawals++;
+    else
+        l->decisions++;
+}
+
+/* The invariants of what an event of this kind touched. */
+static void assert_balanced(const ledger *l, const refs *r)
+{
+    if (r->frame != NONE) {
+        const frame_rec *f = &l->frames[r->frame];
+        assert(f->allocated >= 0 && f->pending >= 0 && f->called_off >= 0);
+        assert(f->allocated + f->pending <= f->granted && f->called_off <= f->allocated);
+    }
+    if (r->allocation != NONE) {
+        const allocation_rec *a = &l->allocations[r->allocation];
+        assert(a->called_off >= 0 && a->pending >= 0);
+        assert(a->called_off + a->pending <= a->amount);
+        assert(a->status == LEDGER_APPROVED || (a->called_off == 0 && a->pending == 0));
+    }
+    if (r->unit != NONE) {
+        const unit_rec *u = &l->units[r->unit];
+        assert(u->frames >= 0 && u->called_off >= 0 && u->pending >= 0);
+        assert(u->called_off + u->pending <= u->allocated);
+    }
+}
+
+int ledger_apply(ledger *l, const ledger_event *ev)
+{
+    assert(l != NULL && ev != NULL);
+    if (ev->seq <= l->last_seq || ev->seq > SEQ_MAX)
+        return BUDGET_EINTERNAL;
+    if (check_syntax(ev, false, NULL) != 0)
+        return BUDGET_EINTERNAL;
+    if (reserve_for(l, ev->type) != 0)
+        return BUDGET_EUNAVAILABLE;
+
+    size_t len = strlen(ev->id);
+    uint32_t tag = hash_key(ev->id, len, 0);
+    uint32_t at = id_find(l, ev->id, len, tag);
+    if (l->id_table.slots[at].ref != 0)
+        return BUDGET_EINTERNAL; /* the id exists */
+    refs r;
+    if (check_rules(l, ev, ev->actor.uid, &r, NULL) != 0)
+        return BUDGET_EINTERNAL;
+    if (ev->type != LEDGER_FRAME_GRANTED) {
+        derived d;
+        derive(l, ev, &r, &d);
+        if (!derived_match(ev, &d))
+            return BUDGET_EINTERNAL;
+    }
+
+    /* Nothing fails from here on. */
+    uint32_t id = l->ids_len++;
+    ledger_kind kind = types[ev->type].creates;
+    id_rec *rec = &l->ids[id];
+    rec->text = arena_put(l, ev->id, len);
+    rec->len = (uint8_t)len;
+    rec->kind = (uint8_t)kind;
+    rec->seq_low = (uint32_t)ev->seq;
+    rec->seq_high = (uint16_t)(ev->seq >> 32);
+    rec->index = NONE;
+    l->id_table.slots[at] = (slot){tag, id + 1};
+
+    switch (ev->type) {
+    case LEDGER_FRAME_GRANTED:
+        rec->index = l->frames_len;
+        apply_grant(l, ev, id);
+        r.frame = rec->index;
+        r.unit = l->frames[r.frame].unit;
+        break;
+    case LEDGER_FRAME_ADJUSTED:
+        l->frames[r.frame].granted += ev->amount;
+        l->units[r.unit].frames += ev->amount;
+        l->adjustments++;
+        break;
+    case LEDGER_ALLOCATION_PROPOSED:
+        rec->index = l->allocations_len;
+        apply_propose(l, ev, &r, id);
+        r.allocation = rec->index;
+        r.unit = l->allocations[r.allocation].unit;
+        break;
+    case LEDGER_AVROP_REQUESTED:
+        rec->index = l->avrop_len;
+        apply_avrop(l, ev, &r, id);
+        break;
+    case LEDGER_DECISION_APPROVED:
+    case LEDGER_DECISION_REJECTED:
+    case LEDGER_REQUEST_WITHDRAWN:
+        apply_target(l, ev, &r);
+        break;
+    }
+    assert_balanced(l, &r);
+    l->events++;
+    l->last_seq = ev->seq;
+    return 0;
+}
+
+bool ledger_same_request(const ledger_cmd *cmd, const ledger_event *ev)
+{
+    if (cmd->type != ev->type || !type_known(cmd->type))
+        return false;
+    unsigned f = types[cmd->type].given;
+    if ((f & F_ID) && strcmp(cmd->id, ev->id) != 0)
+        return false;
+    if ((f & F_FRAME) && strcmp(cmd->frame, ev->frame) != 0)
+        return false;
+    if ((f & F_ALLOCATION) && strcmp(cmd->allocation, ev->allocation) != 0)
+        return false;
+    if ((f & F_TARGET) && strcmp(cmd->target, ev->target) != 0)
+        return false;
+    if ((f & F_UNIT) && strcmp(cmd->unit, ev->unit) != 0)
+        return false;
+    if ((f & F_YEAR) && cmd->year != ev->year)
+        return false;
+    if ((f & (F_AMOUNT | F_DELTA)) && cmd->amount != ev->amount)
+        return false;
+    if ((f & F_TITLE) && strcmp(cmd->title, ev->title) != 0)
+        return false;
+    if ((f & F_REFERENCE) && strcmp(cmd->reference, ev->reference) != 0)
+        return false;
+    if ((f & F_NOTE) && strcmp(cmd->note, ev->note) != 0)
+        return false;
+    return true;
+}
+
+/* ---- public: balances ------------------------------------------------------------------- */
+
+uint64_t ledger_events(const ledger *l)
+{
+    return l->events;
+}
+
+uint64_t ledger_last_seq(const ledger *l)
+{
+    return l->last_seq;
+}
+
+void ledger_get_counts(const ledger *l, ledger_counts *out)
+{
+    out->frames = l->frames_len;
+    out->allocations = l->allocations_len;
+    out->avrop = l->avrop_len;
+    out->decisions = l->decisions;
+    out->adjustments = l->adjustments;
+    out->withdrawals = l->withdrawals;
+    out->units = l->units_len;
+}
+
+static void frame_view(const ledger *l, uint32_t i, ledger_frame_view *out)
+{
+    const frame_rec *f = &l->frames[i];
+    const unit_rec *u = &l->units[f->unit];
+    out->id = id_text(l, f->id);
+    out->unit = u->unit;
+    out->title = text(l, f->title);
+    out->reference = text(l, f->reference);
+    out->year = u->year;
+    out->granted = f->granted;
+    out->allocated = f->allocated;
+    out->pending = f->pending;
+    out->unallocated = f->granted - f->allocated - f->pending;
+    out->called_off = f->called_off;
+}
+
+static void allocation_view(const ledger *l, uint32_t i, ledger_allocation_view *out)
+{
+    const allocation_rec *a = &l->allocations[i];
+    const unit_rec *u = &l->units[a->unit];
+    out->id = id_text(l, a->id);
+    out->frame = id_text(l, l->frames[a->frame].id);
+    out->unit = u->unit;
+    out->purpose = text(l, a->purpose);
+    out->year = u->year;
+    out->status = (ledger_status)a->status;
+    out->amount = a->amount;
+    out->called_off = a->called_off;
+    out->pending = a->pending;
+    out->available = a->status == LEDGER_APPROVED ? a->amount - a->called_off - a->pending : 0;
+}
+
+static void avrop_view(const ledger *l, uint32_t i, ledger_avrop_view *out)
+{
+    const avrop_rec *v = &l->avrop[i];
+    const allocation_rec *a = &l->allocations[v->allocation];
+    out->id = id_text(l, v->id);
+    out->allocation = id_text(l, a->id);
+    out->unit = l->units[a->unit].unit;
+    out->status = (ledger_status)v->status;
+    out->amount = v->amount;
+}
+
+static void unit_view(const ledger *l, uint32_t i, ledger_unit_view *out)
+{
+    const unit_rec *u = &l->units[i];
+    out->unit = u->unit;
+    out->year = u->year;
+    out->frames = u->frames;
+    out->allocated = u->allocated;
+    out->called_off = u->called_off;
+    out->pending = u->pending;
+    out->available = u->allocated - u->called_off - u->pending;
+}
+
+/* The entity index of `id` when it names an entity of `kind`, else NONE. */
+static uint32_t lookup(const ledger *l, const char *id, ledger_kind kind)
+{
+    const id_rec *r = id_get(l, id);
+    return r != NULL && r->kind == kind ? r->index : NONE;
+}
+
+bool ledger_frame(const ledger *l, const char *id, ledger_frame_view *out)
+{
+    uint32_t i = lookup(l, id, LEDGER_KIND_FRAME);
+    if (i == NONE)
+        return false;
+    frame_view(l, i, out);
+    return true;
+}
+
+bool ledger_allocation(const ledger *l, const char *id, ledger_allocation_view *out)
+{
+    uint32_t i = lookup(l, id, LEDGER_KIND_ALLOCATION);
+    if (i == NONE)
+        return false;
+    allocation_view(l, i, out);
+    return true;
+}
+
+bool ledger_avrop(const ledger *l, const char *id, ledger_avrop_view *out)
+{
+    uint32_t i = lookup(l, id, LEDGER_KIND_AVROP);
+    if (i == NONE)
+        return false;
+    avrop_view(l, i, out);
+    return true;
+}
+
+const char *ledger_avrop_note(const ledger *l, const char *id)
+{
+    uint32_t i = lookup(l, id, LEDGER_KIND_AVROP);
+    return i == NONE ? NULL : text(l, l->avrop[i].note);
+}
+
+ledger_kind ledger_id_kind(const ledger *l, const char *id)
+{
+    const id_rec *r = id_get(l, id);
+    return r == NULL ? 0 : (ledger_kind)r->kind;
+}
+
+static bool unit_matches(const unit_rec *u, const char *unit, int32_t year)
+{
+    return (unit == NULL || strcmp(u->unit, unit) == 0) && (year == 0 || u->year == year);
+}
+
+bool ledger_next_frame(const ledger *l, size_t *i, const char *unit, int32_t year,
+                       ledger_frame_view *out)
+{
+    for (; *i < l->frames_len; (*i)++) {
+        if (!unit_matches(&l->units[l->frames[*i].unit], unit, year))
+            continue;
+        frame_view(l, (uint32_t)(*i)++, out);
+        return true;
+    }
+    return false;
+}
+
+bool ledger_next_allocation(const ledger *l, size_t *i, const char *frame, const char *unit,
+                            int32_t year, ledger_allocation_view *out)
+{
+    uint32_t f = NONE;
+    if (frame != NULL && (f = lookup(l, frame, LEDGER_KIND_FRAME)) == NONE)
+        return false;
+    for (; *i < l->allocations_len; (*i)++) {
+        const allocation_rec *a = &l->allocations[*i];
+        if ((f != NONE && a->frame != f) || !unit_matches(&l->units[a->unit], unit, year))
+            continue;
+        allocation_view(l, (uint32_t)(*i)++, out);
+        return true;
+    }
+    return false;
+}
+
+bool ledger_next_avrop(const ledger *l, size_t *i, const char *allocation, ledger_avrop_view *out)
+{
+    uint32_t a = NONE;
+    if (allocation != NULL && (a = lookup(l, allocation, LEDGER_KIND_ALLOCATION)) == NONE)
+        return false;
+    for (; *i < l->avrop_len; (*i)++) {
+        if (a != NONE && l->avrop[*i].allocation != a)
+            continue;
+        avrop_view(l, (uint32_t)(*i)++, out);
+        return true;
+    }
+    return false;
+}
+
+bool ledger_next_unit(const ledger *l, size_t *i, const char *unit, int32_t year,
+                      ledger_unit_view *out)
+{
+    for (; *i < l->units_len; (*i)++) {
+        if (!unit_matches(&l->units[*i], unit, year))
+            continue;
+        unit_view(l, (uint32_t)(*i)++, out);
+        return true;
+    }
+    return false;
+}
+
+/* ---- public: names ---------------------------------------------------------------------- */
+
+const char *ledger_type_name(ledger_type t)
+{
+    return type_known(t) ? types[t].name : "unknown";
+}
+
+ledger_type ledger_type_from_name(const char *s, size_t len)
+{
+    for (int t = LEDGER_FRAME_GRANTED; t <= LEDGER_REQUEST_WITHDRAWN; t++)
+        if (strlen(types[t].name) == len && memcmp(types[t].name, s, len) == 0)
+            return (ledger_type)t;
+    return 0;
+}
+
+const char *ledger_status_name(ledger_status s)
+{
+    switch (s) {
+    case LEDGER_PENDING:
+        return "pending";
+    case LEDGER_APPROVED:
+        return "approved";
+    case LEDGER_REJECTED:
+        return "rejected";
+    case LEDGER_WITHDRAWN:
+        return "withdrawn";
+    }
+    return "unknown";
+}
+
+const char *ledger_kind_name(ledger_kind k)
+{
+    switch (k) {
+    case LEDGER_KIND_FRAME:
+        return "frame";
+    case LEDGER_KIND_ADJUSTMENT:
+        return "adjustment";
+    case LEDGER_KIND_ALLOCATION:
+        return "allocation";
+    case LEDGER_KIND_AVROP:
+        return "avrop";
+    case LEDGER_KIND_DECISION:
+        return "decision";
+    case LEDGER_KIND_WITHDRAWAL:
+        return "withdrawal";
+    }
+    return "unknown";
+}

@@ -1,0 +1,69 @@
+/*
+ * Requests and results: turns a request's args (decoded by msgpack-c) into ledger commands
+ * and queries, and packs results. Table-driven: each op lists its args, their kinds and
+ * where they go, so an unknown or ill-typed arg always gets the same clear error.
+ */
+#ifndef BUDGET_REQUEST_H
+#define BUDGET_REQUEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "ledger.h"
+
+/* The write ops of docs/protocol.md; `type` is the event each one makes. */
+typedef struct {
+    const char *op;
+    ledger_type type;
+} request_write_op;
+
+/* The write op named `op` (not NUL-terminated), or NULL. */
+const request_write_op *request_find_write(const char *op, size_t len);
+
+/*
+ * Decodes the args of a write into `cmd` (zeroed first). `args` may be NULL (no args).
+ * Returns 0, or BUDGET_EBAD_REQUEST with `err` saying which arg and why.
+ */
+int request_decode_write(const request_write_op *w, const msgpack_object *args, ledger_cmd *cmd,
+                         bool *has_expect_head, uint64_t *expect_head, ledger_error *err);
+
+typedef struct {
+    char frame[BUDGET_ID_BYTES_MAX + 1];
+    char allocation[BUDGET_ID_BYTES_MAX + 1];
+    char unit[BUDGET_UNIT_BYTES_MAX + 1];
+    int32_t year; /* 0: any */
+    bool has_as_of;
+    uint64_t as_of;
+    uint64_t offset;
+} balances_query;
+
+int request_decode_balances(const msgpack_object *args, balances_query *q, ledger_error *err);
+
+/* Packs the `balances` result for `q` from `l`, which stands as of `as_of`. Returns 0, or
+ * BUDGET_ENOT_FOUND (the frame/allocation asked for does not exist) with `err` filled. */
+int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_query *q,
+                          uint64_t as_of, ledger_error *err);
+
+typedef struct {
+    uint64_t after;
+    uint32_t limit;
+    char entity[BUDGET_ID_BYTES_MAX + 1];
+    char unit[BUDGET_UNIT_BYTES_MAX + 1];
+    ledger_type type; /* 0: any */
+} events_query;
+
+int request_decode_events(const msgpack_object *args, events_query *q, ledger_error *err);
+bool request_event_matches(const events_query *q, const ledger_event *ev);
+
+/* The result of a write: {"seq","hash","ts","type","id"}. */
+void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const uint8_t hash[32]);
+
+/* Small packing helpers shared by the server. */
+void pack_cstr(msgpack_packer *pk, const char *s);
+void pack_key_uint(msgpack_packer *pk, const char *key, uint64_t v);
+void pack_key_int(msgpack_packer *pk, const char *key, int64_t v);
+void pack_key_str(msgpack_packer *pk, const char *key, const char *v);
+
+#endif

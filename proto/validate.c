@@ -1,0 +1,211 @@
+/*
+ * The frame validator (proto/validate.h). One pass over the body with an explicit stack of
+ * BUDGET_DEPTH_MAX remaining-counts; no recursion, no allocation. Everything after it (the
+ * request decoder, msgpack-c's unpacker) may then trust the frame's shape and sizes.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "budget/errors.h"
+#include "budget/limits.h"
+#include "proto/validate.h"
+
+typedef enum {
+    VALUE_SCALAR, /* nil, bool, integers, floats: `head` is the whole value */
+    VALUE_STR,
+    VALUE_BIN,
+    VALUE_ARRAY,
+    VALUE_MAP,
+    VALUE_EXT,
+    VALUE_RESERVED, /* 0xc1 */
+} value_kind;
+
+/* The start of one value: its kind, header bytes, and payload bytes or element count. */
+typedef struct {
+    value_kind kind;
+    size_t head;
+    uint64_t len;
+} value_head;
+
+static const char *const kind_names[] = {
+    [VALUE_SCALAR] = "nil, bool or number",
+    [VALUE_STR] = "str",
+    [VALUE_BIN] = "bin",
+    [VALUE_ARRAY] = "array",
+    [VALUE_MAP] = "map",
+    [VALUE_EXT] = "ext",
+    [VALUE_RESERVED] = "the reserved byte 0xc1",
+};
+
+static inline uint64_t load_be(const uint8_t *p, size_t width)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < width; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Sets the kind, and `width` to the bytes of the length field that follows the type byte. */
+static inline void classify(uint8_t b, value_head *h, size_t *width)
+{
+    *width = 0;
+    h->head = 1;
+    h->len = 0;
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+        h->kind = VALUE_SCALAR;
+    } else if (b <= 0x8f) {
+        h->kind = VALUE_MAP;
+        h->len = b & 0x0f;
+    } else if (b <= 0x9f) {
+        h->kind = VALUE_ARRAY;
+        h->len = b & 0x0f;
+    } else if (b <= 0xbf) {
+        h->kind = VALUE_STR;
+        h->len = b & 0x1f;
+    } else if (b == 0xc1) {
+        h->kind = VALUE_RESERVED;
+    } else if (b <= 0xc6) {
+        h->kind = VALUE_BIN;
+        *width = (size_t)1 << (b - 0xc4);
+    } else if (b <= 0xc9 || (b >= 0xd4 && b <= 0xd8)) {
+        h->kind = VALUE_EXT;
+    } else if (b <= 0xd3) {
+        /* float 32/64, uint 8..64, int 8..64: fixed sizes, type byte included */
+        static const uint8_t sizes[] = {5, 9, 2, 3, 5, 9, 2, 3, 5, 9};
+        h->kind = VALUE_SCALAR;
+        h->head = sizes[b - 0xca];
+    } else if (b <= 0xdb) {
+        h->kind = VALUE_STR;
+        *width = (size_t)1 << (b - 0xd9);
+    } else if (b <= 0xdd) {
+        h->kind = VALUE_ARRAY;
+        *width = b == 0xdc ? 2 : 4;
+    } else {
+        h->kind = VALUE_MAP;
+        *width = b == 0xde ? 2 : 4;
+    }
+}
+
+/* Reads the header at `p`; -1 when it is cut short by the end of the body. */
+static inline int read_head(const uint8_t *p, size_t avail, value_head *h)
+{
+    size_t width;
+    classify(p[0], h, &width);
+    if (width != 0) {
+        if (avail < 1 + width)
+            return -1;
+        h->len = load_be(p + 1, width);
+        h->head = 1 + width;
+    }
+    return h->head <= avail ? 0 : -1;
+}
+
+__attribute__((format(printf, 4, 5))) static int fail(int err, char *why, size_t why_size,
+                                                      const char *fmt, ...)
+{
+    if (why != NULL && why_size > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, why_size, fmt, ap);
+        va_end(ap);
+    }
+    return err;
+}
+
+/* The walk's cursor, and where to say what went wrong. */
+typedef struct {
+    const uint8_t *body;
+    const uint8_t *p;
+    const uint8_t *end;
+    char *why;
+    size_t why_size;
+} walker;
+
+/*
+ * Checks the value at the cursor, whose place is the top level (`top`) or a map key (`key`),
+ * and moves past its header, and past its payload for a str or bin. Leaves a container's
+ * header in *h for the caller to open. Returns 0 or the error.
+ */
+static int visit(walker *w, bool top, bool key, value_head *h)
+{
+    size_t at = (size_t)(w->p - w->body);
+    size_t avail = (size_t)(w->end - w->p);
+    if (avail == 0 || read_head(w->p, avail, h) != 0)
+        return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
+                    "value at byte %zu is cut short by the end of the frame", at);
+    avail -= h->head;
+    /* Every element needs at least one byte, so a count larger than what remains is refused
+     * at the header, before anyone sizes anything by it. */
+    if ((h->kind == VALUE_ARRAY && h->len > avail) || (h->kind == VALUE_MAP && 2 * h->len > avail))
+        return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
+                    "%s at byte %zu claims %" PRIu64 " %s but %zu bytes remain",
+                    kind_names[h->kind], at, h->len, h->kind == VALUE_MAP ? "pairs" : "elements",
+                    avail);
+    if (top && h->kind != VALUE_MAP)
+        return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
+                    "the value at byte 0 is of type %s, not a map", kind_names[h->kind]);
+    if (key && h->kind != VALUE_STR)
+        return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
+                    "map key at byte %zu is of type %s, not str", at, kind_names[h->kind]);
+    if (h->kind == VALUE_EXT || h->kind == VALUE_RESERVED)
+        return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size, "%s at byte %zu is not accepted",
+                    kind_names[h->kind], at);
+    w->p += h->head;
+    if (h->kind != VALUE_STR && h->kind != VALUE_BIN)
+        return 0;
+    if (h->len > BUDGET_STRING_BYTES_MAX)
+        return fail(BUDGET_ETOO_LARGE, w->why, w->why_size,
+                    "%s at byte %zu has %" PRIu64 " bytes, more than %u", kind_names[h->kind], at,
+                    h->len, BUDGET_STRING_BYTES_MAX);
+    if (h->len > avail)
+        return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
+                    "%s at byte %zu claims %" PRIu64 " bytes but %zu remain", kind_names[h->kind],
+                    at, h->len, avail);
+    w->p += h->len;
+    return 0;
+}
+
+int budget_validate_frame(const uint8_t *body, size_t size, char *why, size_t why_size)
+{
+    walker w = {.body = body, .p = body, .end = body + size, .why = why, .why_size = why_size};
+    uint64_t stack[BUDGET_DEPTH_MAX]; /* values left in each enclosing container */
+    bool in_map[BUDGET_DEPTH_MAX + 1] = {false};
+    int depth = 0;        /* containers open */
+    uint64_t pending = 1; /* values left at this depth: one at the top */
+
+    if (size == 0)
+        return fail(BUDGET_EBAD_REQUEST, why, why_size, "the frame body is empty");
+
+    /* Each turn consumes at least one byte or closes a container, so this is O(size). */
+    for (;;) {
+        if (pending == 0) {
+            if (depth == 0)
+                break;
+            pending = stack[--depth];
+            continue;
+        }
+        value_head h = {.kind = VALUE_SCALAR};
+        size_t at = (size_t)(w.p - body);
+        int err = visit(&w, depth == 0, in_map[depth] && pending % 2 == 0, &h);
+        if (err != 0)
+            return err;
+        pending--;
+        if (h.kind != VALUE_ARRAY && h.kind != VALUE_MAP)
+            continue;
+        if (depth == BUDGET_DEPTH_MAX)
+            return fail(BUDGET_ETOO_LARGE, why, why_size,
+                        "%s at byte %zu nests deeper than %d levels", kind_names[h.kind], at,
+                        BUDGET_DEPTH_MAX);
+        stack[depth++] = pending;
+        in_map[depth] = h.kind == VALUE_MAP;
+        pending = h.kind == VALUE_MAP ? 2 * h.len : h.len;
+    }
+
+    if (w.p != w.end)
+        return fail(BUDGET_EBAD_REQUEST, why, why_size,
+                    "%zu trailing bytes after the map, from byte %zu", (size_t)(w.end - w.p),
+                    (size_t)(w.p - body));
+    return 0;
+}
