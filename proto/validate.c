@@ -205,7 +205,7 @@ int budget_validate_frame(const uint8_t *body, size_t size, char *why, size_t wh
 
     if (w.p != w.end)
         return fail(BUDGET_EBAD_REQUEST, why, why_size,
-                    "%zu trailing bytes after the map, from byte %zu", (size_t)(w.end - w.p),
-                    (size_t)(w.p - body));
+                    "the map ends at byte %zu but the frame has %zu more bytes",
+                    (size_t)(w.p - body), (size_t)(w.end - w.p));
     return 0;
 }
