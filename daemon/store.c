@@ -10,9 +10,13 @@
  * growth while the growth waits for its reader (the trap of a writer-preferring rwlock taken
  * recursively). Such a reader goes in and the growth waits for it to end.
  *
+ * The thread that appends must hold no reader, or a growth would wait for it forever.
+ *
  * Durability. Commits use LMDB's default synced mode: mdb_txn_commit returning 0 means the
- * batch is on disk. A failed commit leaves the previous meta page in charge, so the batch is
- * simply not there.
+ * batch is on disk. A commit that fails before its meta page is written leaves the previous
+ * one in charge, so the batch is simply not there. If writing the meta page itself fails,
+ * LMDB marks the environment fatal (MDB_PANIC on the next transaction): the store then
+ * reports an unknown outcome, as for a failed sync, and the daemon restarts from the disk.
  */
 #include <assert.h>
 #include <errno.h>
@@ -78,7 +82,11 @@ struct store_reader {
     pthread_t thread; /* a reader ends on the thread that began it */
 };
 
-/* Readers (and stats calls in progress) this thread holds, on any store. */
+/*
+ * Readers (and stats calls in progress) this thread holds, on any store. Counting across
+ * stores only errs one way: a thread holding a reader of one store may pass a growth that
+ * waits on another, which delays that growth but never blocks it.
+ */
 static _Thread_local unsigned store_thread_readers;
 
 static void seq_encode(uint8_t out[STORE_SEQ_BYTES], uint64_t seq)
@@ -340,8 +348,8 @@ static int load_head(store *s, MDB_txn *txn, const char *dir, char *why, size_t 
         return open_failed(why, why_size, dir, "cannot read the last event", rc);
     if (st.ms_entries != s->head_seq) {
         char what[128];
-        snprintf(what, sizeof what, "damaged: %zu events but the last seq is %llu",
-                 st.ms_entries, (unsigned long long)s->head_seq);
+        snprintf(what, sizeof what, "damaged: %zu events but the last seq is %llu", st.ms_entries,
+                 (unsigned long long)s->head_seq);
         return open_refused(why, why_size, dir, what);
     }
     return 0;
@@ -375,8 +383,7 @@ static int open_databases(store *s, const char *dir, char *why, size_t why_size)
     return 0;
 }
 
-int store_open(store **out, const char *dir, const store_options *opt, char *why,
-               size_t why_size)
+int store_open(store **out, const char *dir, const store_options *opt, char *why, size_t why_size)
 {
     store_options o = opt != NULL ? *opt : (store_options){0};
     size_t os_page_bytes = (size_t)sysconf(_SC_PAGESIZE);

@@ -1,1 +1,1040 @@
-/* placeholder: being written */
+/*
+ * The event store (daemon/store.h): round trips through reopen, the append checks, snapshots,
+ * map growth (alone, under concurrent readers, at its maximum), the fault-injection seam, and
+ * refusing directories that are not budgetd stores. Each test works in its own temp dir.
+ *
+ * Events here are synthetic: `size` bytes derived from the seq, whose last 32 bytes (the
+ * place of an encoded event's hash) hold a pattern distinct for every seq.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+
+#include "budget/errors.h"
+#include "budget/limits.h"
+#include "daemon/store.h"
+
+/* LMDB's MDB_MAP_FULL, the one non-errno code a fault function may return (store.h). */
+#define TEST_MAP_FULL (-30792)
+
+#define KIB ((size_t)1024)
+#define MIB (1024 * KIB)
+
+/* ---- a fresh directory per test ---- */
+
+static char tmp_root[64];
+static char store_dir[128];
+
+static void setup(void)
+{
+    umask(022);
+    strcpy(tmp_root, "/tmp/budgetd-store-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmp_root));
+    snprintf(store_dir, sizeof store_dir, "%s/store", tmp_root);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void teardown(void)
+{
+    nftw(tmp_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(store, .init = setup, .fini = teardown, .timeout = 120);
+
+/* ---- synthetic events ---- */
+
+static size_t varied_size(uint64_t seq)
+{
+    return BUDGET_HASH_BYTES + 8 + (size_t)(seq * 37 % 260);
+}
+
+static void event_hash(uint64_t seq, uint8_t hash[BUDGET_HASH_BYTES])
+{
+    for (int i = 0; i < 8; i++)
+        hash[i] = (uint8_t)(seq >> (56 - 8 * i));
+    for (int i = 8; i < BUDGET_HASH_BYTES; i++)
+        hash[i] = (uint8_t)(0xa5 ^ (i * 29) ^ (seq * 7));
+}
+
+static void event_fill(uint64_t seq, uint8_t *out, size_t size)
+{
+    uint64_t x = seq * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < size - BUDGET_HASH_BYTES; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out[i] = (uint8_t)x;
+    }
+    event_hash(seq, out + size - BUDGET_HASH_BYTES);
+}
+
+static void event_id(uint64_t seq, char *out, size_t cap)
+{
+    snprintf(out, cap, "ev-%llu", (unsigned long long)seq);
+}
+
+/* `n` events from `first`, each `size` bytes (0: varied by seq). */
+typedef struct {
+    size_t n;
+    store_item *items;
+    uint8_t **bytes;
+    char (*ids)[24];
+} batch;
+
+static void batch_make(batch *b, uint64_t first, size_t n, size_t size)
+{
+    b->n = n;
+    b->items = calloc(n, sizeof *b->items);
+    b->bytes = calloc(n, sizeof *b->bytes);
+    b->ids = calloc(n, sizeof *b->ids);
+    cr_assert(b->items && b->bytes && b->ids);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq = first + i;
+        size_t bytes = size != 0 ? size : varied_size(seq);
+        b->bytes[i] = malloc(bytes);
+        cr_assert_not_null(b->bytes[i]);
+        event_fill(seq, b->bytes[i], bytes);
+        event_id(seq, b->ids[i], sizeof b->ids[i]);
+        b->items[i] = (store_item){seq, b->bytes[i], bytes, b->ids[i], strlen(b->ids[i])};
+    }
+}
+
+static void batch_free(batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        free(b->bytes[i]);
+    free(b->items);
+    free(b->bytes);
+    free(b->ids);
+}
+
+static int append(store *s, uint64_t first, size_t n, size_t size, bool *sync_failed)
+{
+    batch b;
+    batch_make(&b, first, n, size);
+    int rc = store_append(s, b.items, n, sync_failed);
+    batch_free(&b);
+    return rc;
+}
+
+static void append_ok(store *s, uint64_t first, size_t n, size_t size)
+{
+    bool sync_failed = true;
+    int rc = append(s, first, n, size, &sync_failed);
+    cr_assert_eq(rc, 0, "append %llu+%zu: %d", (unsigned long long)first, n, rc);
+    cr_assert(!sync_failed);
+}
+
+static store *open_store(const store_options *opt)
+{
+    store *s = NULL;
+    char why[256];
+    int rc = store_open(&s, store_dir, opt, why, sizeof why);
+    cr_assert_eq(rc, 0, "store_open: %s", why);
+    cr_assert_not_null(s);
+    return s;
+}
+
+static void assert_head(store *s, uint64_t expect)
+{
+    uint64_t seq;
+    uint8_t hash[BUDGET_HASH_BYTES], want[BUDGET_HASH_BYTES] = {0};
+    cr_assert_eq(store_head(s, &seq, hash), 0);
+    cr_assert_eq(seq, expect, "head %llu, expected %llu", (unsigned long long)seq,
+                 (unsigned long long)expect);
+    if (expect > 0)
+        event_hash(expect, want);
+    cr_assert_arr_eq(hash, want, BUDGET_HASH_BYTES);
+}
+
+static bool event_matches(uint64_t seq, store_val v, size_t size)
+{
+    size_t want = size != 0 ? size : varied_size(seq);
+    if (v.size != want)
+        return false;
+    uint8_t *expect = malloc(want);
+    event_fill(seq, expect, want);
+    bool same = memcmp(v.data, expect, want) == 0;
+    free(expect);
+    return same;
+}
+
+/* Every event 1..head is there, byte for byte, and findable by its id. */
+static void assert_log(store *s, uint64_t head, size_t size)
+{
+    store_reader *r;
+    cr_assert_eq(store_reader_begin(s, &r), 0);
+    cr_assert_eq(store_reader_head(r), head);
+    for (uint64_t seq = 1; seq <= head; seq++) {
+        store_val v;
+        char id[24];
+        uint64_t found = 0;
+        cr_assert_eq(store_reader_get(r, seq, &v), 0, "get %llu", (unsigned long long)seq);
+        cr_assert(event_matches(seq, v, size), "event %llu differs", (unsigned long long)seq);
+        event_id(seq, id, sizeof id);
+        cr_assert_eq(store_reader_find_id(r, id, strlen(id), &found), 0, "find %s", id);
+        cr_assert_eq(found, seq);
+    }
+    store_val v;
+    cr_assert_eq(store_reader_get(r, head + 1, &v), BUDGET_ENOT_FOUND);
+    store_reader_end(r);
+}
+
+/* Nothing of the events first..first+n-1 is visible. */
+static void assert_absent(store *s, uint64_t first, size_t n)
+{
+    store_reader *r;
+    cr_assert_eq(store_reader_begin(s, &r), 0);
+    for (uint64_t seq = first; seq < first + n; seq++) {
+        store_val v;
+        char id[24];
+        uint64_t found;
+        event_id(seq, id, sizeof id);
+        cr_assert_eq(store_reader_get(r, seq, &v), BUDGET_ENOT_FOUND);
+        cr_assert_eq(store_reader_find_id(r, id, strlen(id), &found), BUDGET_ENOT_FOUND,
+                     "%s is visible", id);
+    }
+    store_reader_end(r);
+}
+
+/* ---- scanning ---- */
+
+typedef struct {
+    uint64_t seqs[64];
+    size_t count;
+    size_t stop_at; /* return 7 at this call (from 1); 0: never */
+    bool bytes_ok;
+} scan_log;
+
+static int scan_record(void *ctx, uint64_t seq, store_val event)
+{
+    scan_log *log = ctx;
+    if (log->count < 64)
+        log->seqs[log->count] = seq;
+    log->count++;
+    if (!event_matches(seq, event, 0))
+        log->bytes_ok = false;
+    return log->count == log->stop_at ? 7 : 0;
+}
+
+static void assert_scan(store_reader *r, uint64_t after, uint64_t head)
+{
+    scan_log log = {.bytes_ok = true};
+    cr_assert_eq(store_reader_scan(r, after, scan_record, &log), 0);
+    uint64_t expect_count = after >= head ? 0 : head - after;
+    cr_assert_eq(log.count, expect_count, "after %llu: %zu events", (unsigned long long)after,
+                 log.count);
+    for (size_t i = 0; i < log.count && i < 64; i++)
+        cr_assert_eq(log.seqs[i], after + 1 + i);
+    cr_assert(log.bytes_ok);
+}
+
+/* ---- round trips ---- */
+
+Test(store, empty_store)
+{
+    store *s = open_store(NULL);
+    assert_head(s, 0);
+    store_reader *r;
+    store_val v;
+    uint64_t seq;
+    cr_assert_eq(store_reader_begin(s, &r), 0);
+    cr_assert_eq(store_reader_head(r), 0);
+    cr_assert_eq(store_reader_get(r, 0, &v), BUDGET_ENOT_FOUND);
+    cr_assert_eq(store_reader_get(r, 1, &v), BUDGET_ENOT_FOUND);
+    cr_assert_eq(store_reader_find_id(r, "ev-1", 4, &seq), BUDGET_ENOT_FOUND);
+    assert_scan(r, 0, 0);
+    store_reader_end(r);
+
+    store_stats st;
+    store_get_stats(s, &st);
+    cr_assert_eq(st.events, 0);
+    cr_assert_eq(st.map_bytes, 64 * MIB);
+    cr_assert_eq(st.map_growths, 0);
+    store_close(s);
+
+    s = open_store(NULL);
+    assert_head(s, 0);
+    store_close(s);
+}
+
+Test(store, creates_the_directory_0750)
+{
+    store *s = open_store(NULL);
+    struct stat st;
+    cr_assert_eq(stat(store_dir, &st), 0);
+    cr_assert(S_ISDIR(st.st_mode));
+    cr_assert_eq(st.st_mode & 0777, 0750);
+    store_close(s);
+}
+
+Test(store, round_trip_through_reopen)
+{
+    store *s = open_store(NULL);
+    append_ok(s, 1, 1, 0);
+    append_ok(s, 2, 5, 0);
+    append_ok(s, 7, 10, 0);
+    assert_head(s, 16);
+    assert_log(s, 16, 0);
+
+    store_stats st;
+    store_get_stats(s, &st);
+    cr_assert_eq(st.events, 16);
+    cr_assert_eq(st.map_growths, 0);
+    cr_assert(st.map_used_bytes > 0 && st.map_used_bytes <= st.map_bytes);
+    store_close(s);
+
+    s = open_store(NULL);
+    assert_head(s, 16);
+    assert_log(s, 16, 0);
+
+    store_reader *r;
+    uint64_t seq;
+    cr_assert_eq(store_reader_begin(s, &r), 0);
+    cr_assert_eq(store_reader_find_id(r, "ev-17", 5, &seq), BUDGET_ENOT_FOUND);
+    cr_assert_eq(store_reader_find_id(r, "ev-1", 0, &seq), BUDGET_ENOT_FOUND);
+    assert_scan(r, 0, 16);
+    assert_scan(r, 1, 16);
+    assert_scan(r, 9, 16);
+    assert_scan(r, 15, 16);
+    assert_scan(r, 16, 16);
+    assert_scan(r, UINT64_MAX, 16);
+    store_reader_end(r);
+
+    /* The log goes on from the reopened head. */
+    append_ok(s, 17, 3, 0);
+    assert_head(s, 19);
+    assert_log(s, 19, 0);
+    store_close(s);
+}
+
+Test(store, scan_stops_at_a_nonzero_return)
+{
+    store *s = open_store(NULL);
+    append_ok(s, 1, 10, 0);
+    store_reader *r;
+    cr_assert_eq(store_reader_begin(s, &r), 0);
+    scan_log log = {.stop_at = 3, .bytes_ok = true};
+    cr_assert_eq(store_reader_scan(r, 4, scan_record, &log), 7);
+    cr_assert_eq(log.count, 3);
+    cr_assert_eq(log.seqs[0], 5);
+    cr_assert_eq(log.seqs[2], 7);
+    store_reader_end(r);
+    store_close(s);
+}
+
+/* ---- the append checks ---- */
+
+Test(store, a_gap_in_seqs_writes_nothing)
+{
+    store *s = open_store(NULL);
+    append_ok(s, 1, 3, 0);
+    batch b;
+    bool sync_failed = true;
+    batch_make(&b, 4, 4, 0);
+    b.items[2].seq = 8; /* 4, 5, 8, 7 */
+    cr_assert_eq(store_append(s, b.items, b.n, &sync_failed), BUDGET_EINTERNAL);
+    cr_assert(!sync_failed);
+    batch_free(&b);
+    assert_head(s, 3);
+    assert_absent(s, 4, 5);
+    store_close(s);
+
+    s = open_store(NULL);
+    assert_head(s, 3);
+    assert_log(s, 3, 0);
+    store_close(s);
+}
+
+Test(store, a_wrong_first_seq_writes_nothing)
+{
+    store *s = open_store(NULL);
+    bool sync_failed;
+    cr_assert_eq(append(s, 2, 3, 0, &sync_failed), BUDGET_EINTERNAL); /* empty: must be 1 */
+    cr_assert_eq(append(s, 0, 3, 0, &sync_failed), BUDGET_EINTERNAL);
+    assert_head(s, 0);
+    append_ok(s, 1, 3, 0);
+    cr_assert_eq(append(s, 3, 2, 0, &sync_failed), BUDGET_EINTERNAL); /* repeats the head */
+    cr_assert_eq(append(s, 5, 2, 0, &sync_failed), BUDGET_EINTERNAL); /* skips one */
+    cr_assert(!sync_failed);
+    assert_head(s, 3);
+    assert_absent(s, 4, 3);
+    assert_log(s, 3, 0);
+    store_close(s);
+}
+
+Test(store, malformed_items_write_nothing)
+{
+    store *s = open_store(NULL);
+    bool sync_failed;
+    batch b;
+    batch_make(&b, 1, 3, 0);
+    cr_assert_eq(store_append(s, b.items, 0, &sync_failed), 0); /* an empty batch: nothing */
+
+    store_item saved = b.items[1];
+    b.items[1].size = BUDGET_HASH_BYTES - 1;
+    cr_assert_eq(store_append(s, b.items, 3, &sync_failed), BUDGET_EINTERNAL);
+    b.items[1] = saved;
+    b.items[1].bytes = NULL;
+    cr_assert_eq(store_append(s, b.items, 3, &sync_failed), BUDGET_EINTERNAL);
+    b.items[1] = saved;
+    b.items[1].id_len = 0;
+    cr_assert_eq(store_append(s, b.items, 3, &sync_failed), BUDGET_EINTERNAL);
+    b.items[1] = saved;
+    b.items[1].id_len = BUDGET_ID_BYTES_MAX + 1;
+    cr_assert_eq(store_append(s, b.items, 3, &sync_failed), BUDGET_EINTERNAL);
+    assert_head(s, 0);
+    assert_absent(s, 1, 3);
+
+    b.items[1] = saved;
+    cr_assert_eq(store_append(s, b.items, 3, &sync_failed), 0);
+    batch_free(&b);
+    assert_log(s, 3, 0);
+    store_close(s);
+}
+
+Test(store, a_duplicate_id_within_a_batch_writes_nothing)
+{
+    store *s = open_store(NULL);
+    append_ok(s, 1, 2, 0);
+    batch b;
+    bool sync_failed = true;
+    batch_make(&b, 3, 5, 0);
+    b.items[3].id = b.items[1].id; /* seq 6 reuses the id of seq 4 */
+    b.items[3].id_len = b.items[1].id_len;
+    cr_assert_eq(store_append(s, b.items, b.n, &sync_failed), BUDGET_EINTERNAL);
+    cr_assert(!sync_failed);
+    batch_free(&b);
+    assert_head(s, 2);
+    assert_absent(s, 3, 5);
+
+    append_ok(s, 3, 5, 0);
+    assert_log(s, 7, 0);
+    store_close(s);
+}
+
+Test(store, a_duplicate_id_of_an_earlier_batch_writes_nothing)
+{
+    store *s = open_store(NULL);
+    append_ok(s, 1, 4, 0);
+    batch b;
+    bool sync_failed = true;
+    batch_make(&b, 5, 3, 0);
+    b.items[2].id = "ev-2";
+    b.items[2].id_len = 4;
+    cr_assert_eq(store_append(s, b.items, b.n, &sync_failed), BUDGET_EINTERNAL);
+    cr_assert(!sync_failed);
+    batch_free(&b);
+    assert_head(s, 4);
+    assert_absent(s, 5, 3);
+    store_close(s);
+
+    s = open_store(NULL);
+    assert_head(s, 4);
+    assert_absent(s, 5, 3);
+    assert_log(s, 4, 0);
+    store_close(s);
+}
+
+/* ---- snapshots ---- */
+
+Test(store, readers_see_a_snapshot)
+{
+    store *s = open_store(NULL);
+    append_ok(s, 1, 3, 0);
+    store_reader *before, *after;
+    cr_assert_eq(store_reader_begin(s, &before), 0);
+    append_ok(s, 4, 3, 0);
+    cr_assert_eq(store_reader_begin(s, &after), 0);
+
+    store_val v;
+    uint64_t seq;
+    cr_assert_eq(store_reader_head(before), 3);
+    cr_assert_eq(store_reader_get(before, 4, &v), BUDGET_ENOT_FOUND);
+    cr_assert_eq(store_reader_find_id(before, "ev-5", 4, &seq), BUDGET_ENOT_FOUND);
+    assert_scan(before, 0, 3);
+
+    cr_assert_eq(store_reader_head(after), 6);
+    cr_assert_eq(store_reader_get(after, 4, &v), 0);
+    cr_assert(event_matches(4, v, 0));
+    cr_assert_eq(store_reader_find_id(after, "ev-5", 4, &seq), 0);
+    cr_assert_eq(seq, 5);
+    assert_scan(after, 0, 6);
+    assert_scan(after, 3, 6);
+
+    store_reader_end(before);
+    store_reader_end(after);
+    assert_head(s, 6);
+    store_close(s);
+}
+
+/* ---- map growth ---- */
+
+#define GROWTH_EVENTS 20000
+#define GROWTH_BATCH 100
+#define GROWTH_EVENT_BYTES 300
+
+Test(store, the_map_grows_and_keeps_everything)
+{
+    store_options opt = {.map_bytes_initial = 256 * KIB};
+    store *s = open_store(&opt);
+    store_stats st;
+    store_get_stats(s, &st);
+    cr_assert_eq(st.map_bytes, 256 * KIB);
+
+    for (uint64_t seq = 1; seq <= GROWTH_EVENTS; seq += GROWTH_BATCH)
+        append_ok(s, seq, GROWTH_BATCH, GROWTH_EVENT_BYTES);
+    assert_head(s, GROWTH_EVENTS);
+    store_get_stats(s, &st);
+    cr_assert(st.map_growths > 0);
+    cr_assert(st.map_used_bytes > 5 * MIB, "used %llu", (unsigned long long)st.map_used_bytes);
+    cr_assert(st.map_used_bytes <= st.map_bytes);
+    cr_assert_eq(st.events, GROWTH_EVENTS);
+    cr_log_info("growth: %llu growths from 256 KiB to %llu KiB, %llu KiB used",
+                (unsigned long long)st.map_growths, (unsigned long long)st.map_bytes / 1024,
+                (unsigned long long)st.map_used_bytes / 1024);
+    uint64_t grown_to = st.map_bytes;
+    store_close(s);
+
+    /* A reopened store keeps the size it grew to, though asked for less. */
+    s = open_store(&opt);
+    store_get_stats(s, &st);
+    cr_assert_eq(st.map_bytes, grown_to);
+    cr_assert_eq(st.map_growths, 0);
+    assert_head(s, GROWTH_EVENTS);
+    assert_log(s, GROWTH_EVENTS, GROWTH_EVENT_BYTES);
+    store_close(s);
+}
+
+typedef struct {
+    store *s;
+    atomic_bool stop;
+    atomic_ulong rounds;
+    atomic_ulong errors;
+} reader_crowd;
+
+static void reader_round(reader_crowd *c, uint64_t *last_head, unsigned *rng)
+{
+    store_reader *r, *inner = NULL;
+    if (store_reader_begin(c->s, &r) != 0) {
+        atomic_fetch_add(&c->errors, 1);
+        return;
+    }
+    uint64_t head = store_reader_head(r);
+    if (head < *last_head)
+        atomic_fetch_add(&c->errors, 1);
+    *last_head = head;
+    /* Now and then a second reader on the same thread, begun while holding the first. */
+    if ((rand_r(rng) & 3) == 0 && store_reader_begin(c->s, &inner) != 0)
+        atomic_fetch_add(&c->errors, 1);
+    if (head > 0) {
+        store_val v;
+        uint64_t seq = 1 + (uint64_t)rand_r(rng) % head;
+        if (store_reader_get(r, seq, &v) != 0 || !event_matches(seq, v, GROWTH_EVENT_BYTES))
+            atomic_fetch_add(&c->errors, 1);
+        if (store_reader_get(r, head, &v) != 0 || !event_matches(head, v, GROWTH_EVENT_BYTES))
+            atomic_fetch_add(&c->errors, 1);
+    }
+    if (inner != NULL) {
+        if (store_reader_head(inner) < head)
+            atomic_fetch_add(&c->errors, 1);
+        store_reader_end(inner);
+    }
+    store_reader_end(r);
+    atomic_fetch_add(&c->rounds, 1);
+}
+
+static void *reader_thread(void *arg)
+{
+    reader_crowd *c = arg;
+    uint64_t last_head = 0;
+    unsigned rng = (unsigned)(uintptr_t)pthread_self();
+    while (!atomic_load(&c->stop)) {
+        reader_round(c, &last_head, &rng);
+        store_stats st;
+        store_get_stats(c->s, &st);
+    }
+    return NULL;
+}
+
+Test(store, the_map_grows_while_readers_come_and_go)
+{
+    store_options opt = {.map_bytes_initial = 256 * KIB};
+    reader_crowd crowd = {.s = open_store(&opt)};
+    pthread_t threads[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(pthread_create(&threads[i], NULL, reader_thread, &crowd), 0);
+
+    for (uint64_t seq = 1; seq <= GROWTH_EVENTS; seq += GROWTH_BATCH)
+        append_ok(crowd.s, seq, GROWTH_BATCH, GROWTH_EVENT_BYTES);
+
+    atomic_store(&crowd.stop, true);
+    for (int i = 0; i < 3; i++)
+        pthread_join(threads[i], NULL);
+    cr_assert_eq(atomic_load(&crowd.errors), 0);
+    cr_assert(atomic_load(&crowd.rounds) > 0);
+
+    store_stats st;
+    store_get_stats(crowd.s, &st);
+    cr_assert(st.map_growths > 0);
+    cr_log_info("growth under readers: %llu growths, %lu reader rounds",
+                (unsigned long long)st.map_growths, atomic_load(&crowd.rounds));
+    assert_log(crowd.s, GROWTH_EVENTS, GROWTH_EVENT_BYTES);
+    store_close(crowd.s);
+}
+
+/* ---- fault injection ---- */
+
+typedef struct {
+    store_fault_point point;
+    int err;
+    unsigned fail_at; /* the call at `point` (from 1) that fails; 0: no faults */
+    bool forever;     /* every call after fail_at fails too */
+    unsigned calls;
+    unsigned failures;
+} fault_plan;
+
+static int fault_fn(void *ctx, store_fault_point point)
+{
+    fault_plan *p = ctx;
+    if (p->fail_at == 0 || point != p->point)
+        return 0;
+    p->calls++;
+    if (p->calls == p->fail_at || (p->forever && p->calls > p->fail_at)) {
+        p->failures++;
+        return p->err;
+    }
+    return 0;
+}
+
+static void arm(fault_plan *p, store_fault_point point, int err, unsigned fail_at, bool forever)
+{
+    *p = (fault_plan){.point = point, .err = err, .fail_at = fail_at, .forever = forever};
+}
+
+/* A map that the blocking thread holds a reader of while a growth is pending. */
+typedef struct {
+    store *s;
+    atomic_int stage; /* 1: first reader held; 2: the append has started */
+    atomic_int result;
+} nested_reader;
+
+static void *nested_reader_thread(void *arg)
+{
+    nested_reader *n = arg;
+    store_reader *outer, *inner;
+    if (store_reader_begin(n->s, &outer) != 0) {
+        atomic_store(&n->result, -1);
+        atomic_store(&n->stage, 1);
+        return NULL;
+    }
+    atomic_store(&n->stage, 1);
+    while (atomic_load(&n->stage) < 2)
+        usleep(1000);
+    usleep(200 * 1000); /* by now the growth waits for `outer` to end */
+    int rc = store_reader_begin(n->s, &inner);
+    if (rc == 0)
+        store_reader_end(inner);
+    store_reader_end(outer);
+    atomic_store(&n->result, rc == 0 ? 1 : -1);
+    return NULL;
+}
+
+Test(store, a_second_reader_on_a_thread_passes_a_waiting_growth)
+{
+    fault_plan plan = {0};
+    store_options opt = {.map_bytes_initial = 256 * KIB, .fault = fault_fn, .fault_ctx = &plan};
+    nested_reader n = {.s = open_store(&opt)};
+    append_ok(n.s, 1, 3, 0);
+
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, nested_reader_thread, &n), 0);
+    while (atomic_load(&n.stage) < 1)
+        usleep(1000);
+    arm(&plan, STORE_FAULT_COMMIT, TEST_MAP_FULL, 1, false);
+    atomic_store(&n.stage, 2);
+    append_ok(n.s, 4, 3, 0); /* grows: waits for the thread's readers to end */
+    pthread_join(thread, NULL);
+    cr_assert_eq(atomic_load(&n.result), 1);
+
+    store_stats st;
+    store_get_stats(n.s, &st);
+    cr_assert_eq(st.map_growths, 1);
+    cr_assert_eq(st.map_bytes, 512 * KIB);
+    assert_log(n.s, 6, 0);
+    store_close(n.s);
+}
+
+/* A growth forced at the first commit, with a flag raised when it is about to start. */
+typedef struct {
+    store *s;
+    atomic_bool fault_seen;
+    atomic_bool holder_ready;
+    int append_rc;
+} held_growth;
+
+static int map_full_at_first_commit(void *ctx, store_fault_point point)
+{
+    held_growth *h = ctx;
+    if (point != STORE_FAULT_COMMIT || atomic_exchange(&h->fault_seen, true))
+        return 0;
+    return TEST_MAP_FULL;
+}
+
+static void *holder_thread(void *arg)
+{
+    held_growth *h = arg;
+    store_reader *r;
+    if (store_reader_begin(h->s, &r) != 0)
+        return NULL;
+    atomic_store(&h->holder_ready, true);
+    while (!atomic_load(&h->fault_seen))
+        usleep(1000);
+    usleep(400 * 1000); /* the growth waits for this reader all along */
+    store_reader_end(r);
+    return NULL;
+}
+
+static void *growing_writer_thread(void *arg)
+{
+    held_growth *h = arg;
+    bool sync_failed;
+    h->append_rc = append(h->s, 4, 3, 0, &sync_failed);
+    return NULL;
+}
+
+Test(store, a_waiting_growth_holds_back_new_readers)
+{
+    held_growth h = {0};
+    store_options opt = {
+        .map_bytes_initial = 256 * KIB, .fault = map_full_at_first_commit, .fault_ctx = &h};
+    atomic_store(&h.fault_seen, true); /* off for the first batch */
+    h.s = open_store(&opt);
+    append_ok(h.s, 1, 3, 0);
+    atomic_store(&h.fault_seen, false);
+
+    pthread_t holder, writer;
+    cr_assert_eq(pthread_create(&holder, NULL, holder_thread, &h), 0);
+    while (!atomic_load(&h.holder_ready))
+        usleep(1000);
+    cr_assert_eq(pthread_create(&writer, NULL, growing_writer_thread, &h), 0);
+    while (!atomic_load(&h.fault_seen))
+        usleep(1000);
+    usleep(100 * 1000);
+
+    /* The growth is waiting for the holder: this reader must wait until it is done. */
+    store_reader *r;
+    store_stats st;
+    cr_assert_eq(store_reader_begin(h.s, &r), 0);
+    store_get_stats(h.s, &st);
+    cr_assert_eq(st.map_growths, 1, "a new reader went in ahead of a waiting growth");
+    store_reader_end(r);
+
+    pthread_join(writer, NULL);
+    pthread_join(holder, NULL);
+    cr_assert_eq(h.append_rc, 0);
+    assert_log(h.s, 6, 0);
+    store_close(h.s);
+}
+
+typedef struct {
+    store_fault_point point;
+    int err;
+    unsigned nth;
+} fault_case;
+
+ParameterizedTestParameters(store, a_fault_fails_exactly_its_batch)
+{
+    static fault_case cases[] = {
+        {STORE_FAULT_PUT, ENOSPC, 1},    {STORE_FAULT_PUT, ENOSPC, 2},
+        {STORE_FAULT_PUT, ENOSPC, 3},    {STORE_FAULT_PUT, EIO, 1},
+        {STORE_FAULT_PUT, EIO, 2},       {STORE_FAULT_PUT, EIO, 3},
+        {STORE_FAULT_COMMIT, ENOSPC, 1}, {STORE_FAULT_COMMIT, ENOSPC, 2},
+        {STORE_FAULT_COMMIT, ENOSPC, 3}, {STORE_FAULT_COMMIT, EIO, 1},
+        {STORE_FAULT_COMMIT, EIO, 2},    {STORE_FAULT_COMMIT, EIO, 3},
+    };
+    return cr_make_param_array(fault_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+/*
+ * Batches of 4 events after 3 good ones; the Nth call at the point fails. A batch makes 8
+ * puts (an event and its id each) and one commit, so a put fault fails the first batch and a
+ * commit fault the Nth.
+ */
+ParameterizedTest(fault_case *c, store, a_fault_fails_exactly_its_batch)
+{
+    fault_plan plan = {0};
+    store_options opt = {.fault = fault_fn, .fault_ctx = &plan};
+    store *s = open_store(&opt);
+    append_ok(s, 1, 3, 0);
+
+    unsigned failing = c->point == STORE_FAULT_PUT ? 1 : c->nth;
+    uint64_t head = 3;
+    arm(&plan, c->point, c->err, c->nth, false);
+    for (unsigned batch_no = 1; batch_no < failing; batch_no++, head += 4)
+        append_ok(s, head + 1, 4, 0);
+    bool sync_failed = true;
+    cr_assert_eq(append(s, head + 1, 4, 0, &sync_failed), BUDGET_EUNAVAILABLE);
+    cr_assert(!sync_failed);
+    cr_assert_eq(plan.failures, 1);
+    assert_head(s, head);
+    assert_absent(s, head + 1, 4);
+    store_close(s);
+
+    plan.fail_at = 0;
+    s = open_store(&opt);
+    assert_head(s, head);
+    assert_absent(s, head + 1, 4);
+    assert_log(s, head, 0);
+    append_ok(s, head + 1, 4, 0);
+    assert_log(s, head + 4, 0);
+    store_close(s);
+}
+
+Test(store, a_failed_batch_leaves_the_store_writable)
+{
+    fault_plan plan = {0};
+    store_options opt = {.fault = fault_fn, .fault_ctx = &plan};
+    store *s = open_store(&opt);
+    append_ok(s, 1, 3, 0);
+    arm(&plan, STORE_FAULT_COMMIT, ENOSPC, 1, false);
+    bool sync_failed;
+    cr_assert_eq(append(s, 4, 4, 0, &sync_failed), BUDGET_EUNAVAILABLE);
+    append_ok(s, 4, 4, 0); /* the next batch, fault off, in the same open store */
+    assert_head(s, 7);
+    assert_log(s, 7, 0);
+    store_close(s);
+}
+
+Test(store, map_full_once_at_put_grows_and_succeeds)
+{
+    fault_plan plan = {0};
+    store_options opt = {.map_bytes_initial = 256 * KIB, .fault = fault_fn, .fault_ctx = &plan};
+    store *s = open_store(&opt);
+    append_ok(s, 1, 3, 0);
+    arm(&plan, STORE_FAULT_PUT, TEST_MAP_FULL, 3, false);
+    append_ok(s, 4, 4, 0);
+    cr_assert_eq(plan.failures, 1);
+    cr_assert_eq(plan.calls, 3 + 2 * 4); /* the retry asked the fault function again */
+
+    store_stats st;
+    store_get_stats(s, &st);
+    cr_assert_eq(st.map_growths, 1);
+    cr_assert_eq(st.map_bytes, 512 * KIB);
+    assert_head(s, 7);
+    store_close(s);
+
+    plan.fail_at = 0;
+    s = open_store(&opt);
+    assert_log(s, 7, 0);
+    store_close(s);
+}
+
+Test(store, map_full_once_at_commit_grows_and_succeeds)
+{
+    fault_plan plan = {0};
+    store_options opt = {.map_bytes_initial = 256 * KIB, .fault = fault_fn, .fault_ctx = &plan};
+    store *s = open_store(&opt);
+    append_ok(s, 1, 3, 0);
+    arm(&plan, STORE_FAULT_COMMIT, TEST_MAP_FULL, 1, false);
+    append_ok(s, 4, 4, 0);
+    cr_assert_eq(plan.failures, 1);
+    cr_assert_eq(plan.calls, 2);
+
+    store_stats st;
+    store_get_stats(s, &st);
+    cr_assert_eq(st.map_growths, 1);
+    assert_head(s, 7);
+    store_close(s);
+
+    plan.fail_at = 0;
+    s = open_store(&opt);
+    assert_log(s, 7, 0);
+    store_close(s);
+}
+
+Test(store, map_full_forever_stops_at_the_maximum)
+{
+    fault_plan plan = {0};
+    store_options opt = {.map_bytes_initial = 256 * KIB,
+                         .map_bytes_max = 1 * MIB,
+                         .fault = fault_fn,
+                         .fault_ctx = &plan};
+    store *s = open_store(&opt);
+    append_ok(s, 1, 3, 0);
+    arm(&plan, STORE_FAULT_PUT, TEST_MAP_FULL, 1, true);
+    bool sync_failed = true;
+    cr_assert_eq(append(s, 4, 4, 0, &sync_failed), BUDGET_EUNAVAILABLE);
+    cr_assert(!sync_failed);
+    cr_assert_eq(plan.failures, 3); /* 256 KiB, 512 KiB, 1 MiB: then the maximum */
+
+    store_stats st;
+    store_get_stats(s, &st);
+    cr_assert_eq(st.map_growths, 2);
+    cr_assert_eq(st.map_bytes, 1 * MIB);
+    assert_head(s, 3);
+    assert_absent(s, 4, 4);
+
+    plan.fail_at = 0;
+    append_ok(s, 4, 4, 0);
+    assert_log(s, 7, 0);
+    store_close(s);
+}
+
+Test(store, a_sync_fault_reports_an_unknown_outcome)
+{
+    fault_plan plan = {0};
+    store_options opt = {.fault = fault_fn, .fault_ctx = &plan};
+    store *s = open_store(&opt);
+    append_ok(s, 1, 3, 0);
+    arm(&plan, STORE_FAULT_SYNC, EIO, 1, false);
+    bool sync_failed = false;
+    cr_assert_eq(append(s, 4, 4, 0, &sync_failed), BUDGET_EINTERNAL);
+    cr_assert(sync_failed);
+    assert_head(s, 3); /* the cached head waits for a restart from the disk */
+
+    /* The store takes no more writes: the caller must restart. */
+    sync_failed = false;
+    cr_assert_eq(append(s, 4, 1, 0, &sync_failed), BUDGET_EINTERNAL);
+    cr_assert(sync_failed);
+    store_close(s);
+
+    plan.fail_at = 0;
+    s = open_store(&opt);
+    assert_head(s, 7); /* the commit had happened */
+    assert_log(s, 7, 0);
+    append_ok(s, 8, 2, 0);
+    store_close(s);
+}
+
+/* ---- the map at its maximum ---- */
+
+Test(store, the_map_maximum_fails_whole_batches)
+{
+    store_options opt = {.map_bytes_initial = 256 * KIB, .map_bytes_max = 1 * MIB};
+    store *s = open_store(&opt);
+    uint64_t head = 0;
+    int rc = 0;
+    bool sync_failed = true;
+    /* 1 MiB holds some 3000 events of 300 bytes: the 40th batch of 100 cannot fit. */
+    for (int batch_no = 0; batch_no < 40; batch_no++) {
+        rc = append(s, head + 1, GROWTH_BATCH, GROWTH_EVENT_BYTES, &sync_failed);
+        if (rc != 0)
+            break;
+        head += GROWTH_BATCH;
+    }
+    cr_assert_eq(rc, BUDGET_EUNAVAILABLE);
+    cr_assert(!sync_failed);
+    cr_assert(head > 0);
+
+    store_stats st;
+    store_get_stats(s, &st);
+    cr_assert_eq(st.map_bytes, 1 * MIB);
+    cr_assert_eq(st.map_growths, 2);
+    cr_log_info("map maximum: %llu events fit in 1 MiB", (unsigned long long)head);
+    assert_head(s, head);
+    assert_absent(s, head + 1, GROWTH_BATCH);
+    assert_log(s, head, GROWTH_EVENT_BYTES); /* reads go on */
+
+    /* Failing again changes nothing either. */
+    cr_assert_eq(append(s, head + 1, GROWTH_BATCH, GROWTH_EVENT_BYTES, &sync_failed),
+                 BUDGET_EUNAVAILABLE);
+    assert_head(s, head);
+    store_close(s);
+
+    s = open_store(&opt);
+    assert_head(s, head);
+    assert_absent(s, head + 1, GROWTH_BATCH);
+    assert_log(s, head, GROWTH_EVENT_BYTES);
+    store_close(s);
+}
+
+/* ---- directories that are not budgetd stores ---- */
+
+static void write_file(const char *path, const void *bytes, size_t size)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(bytes, 1, size, f), size);
+    cr_assert_eq(fclose(f), 0);
+}
+
+static void assert_open_refused(const char *dir, const char *because)
+{
+    store *s = (store *)&s;
+    char why[256];
+    cr_assert_eq(store_open(&s, dir, NULL, why, sizeof why), BUDGET_EUNAVAILABLE);
+    cr_assert_null(s);
+    cr_assert_not_null(strstr(why, dir), "why: %s", why);
+    cr_assert_not_null(strstr(why, because), "why: %s", why);
+    cr_assert_null(strchr(why, '\n'));
+    cr_log_info("refused: %s", why);
+}
+
+Test(store, refuses_a_data_file_that_is_not_lmdb)
+{
+    cr_assert_eq(mkdir(store_dir, 0750), 0);
+    char path[160];
+    char text[16384];
+    for (size_t i = 0; i < sizeof text; i++)
+        text[i] = "this is not an LMDB file\n"[i % 25];
+    snprintf(path, sizeof path, "%s/data.mdb", store_dir);
+    write_file(path, text, sizeof text);
+    assert_open_refused(store_dir, "not an LMDB file");
+}
+
+/* Rewrites every copy of the format mark in data.mdb (LMDB pages carry no checksums). */
+static void rewrite_format(const char *from, const char *to)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s/data.mdb", store_dir);
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+    size_t size = (size_t)ftell(f);
+    rewind(f);
+    char *bytes = malloc(size);
+    cr_assert_eq(fread(bytes, 1, size, f), size);
+    fclose(f);
+
+    size_t len = strlen(from), found = 0;
+    for (char *at = bytes; (at = memmem(at, size - (size_t)(at - bytes), from, len)) != NULL;
+         at += len, found++)
+        memcpy(at, to, len);
+    cr_assert(found > 0);
+    write_file(path, bytes, size);
+    free(bytes);
+}
+
+Test(store, refuses_another_format)
+{
+    store *s = open_store(NULL);
+    append_ok(s, 1, 3, 0);
+    store_close(s);
+    rewrite_format("budgetd-1", "budgetd-7");
+    assert_open_refused(store_dir, "format \"budgetd-7\" is not budgetd-1");
+}
+
+Test(store, refuses_a_directory_it_cannot_create)
+{
+    char dir[192];
+    snprintf(dir, sizeof dir, "%s/missing/store", tmp_root);
+    assert_open_refused(dir, "No such file or directory");
+}
