@@ -1,1 +1,1664 @@
-/* placeholder: being written */
+/*
+ * budgetctl: the clerk's command-line client for budgetd (docs/budgetctl.md).
+ *
+ * Each command is a row in one table: its wire op, its arguments (with their kinds, limits and
+ * request keys) and the function that runs it. Arguments are checked here before anything is
+ * sent, so a typo is a usage error with the option's name rather than a round trip.
+ *
+ * Exit status: 0 done; 1 the daemon refused; 2 usage; 3 no connection; 4 broken chain.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "budget/amount.h"
+#include "budget/client.h"
+#include "proto/frame.h"
+
+enum {
+    EXIT_DONE = 0,
+    EXIT_REFUSED = 1,
+    EXIT_USAGE = 2,
+    EXIT_CONNECTION = 3,
+    EXIT_BROKEN_CHAIN = 4,
+};
+
+/* Arguments a command may take, besides --socket, --json and --help. */
+#define OPTS_MAX 12
+/* Retries of a write after a lost connection or `unavailable`, with their waits. */
+static const unsigned retry_wait_ms[] = {100, 300, 900};
+#define RETRIES_MAX (sizeof(retry_wait_ms) / sizeof(retry_wait_ms[0]))
+/* balances pages followed (2000 allocations each) before giving up. */
+#define BALANCES_PAGES_MAX 1000u
+/* Display columns of a title, purpose or note in a table. */
+#define TABLE_TEXT_COLUMNS_MAX 40
+#define TABLE_COLUMNS_MAX 10
+/* Nesting printed as JSON; deeper values (never sent by budgetd) print as null. */
+#define JSON_DEPTH_MAX 16
+/* An event type name as given to `events --type`. */
+#define EVENT_TYPE_BYTES_MAX 64
+
+/* ---- argument tables ------------------------------------------------------------------- */
+
+typedef enum {
+    KIND_FLAG,   /* no value */
+    KIND_ID,     /* 1..64 of A-Za-z0-9._:- */
+    KIND_UNIT,   /* 1..32 of the same */
+    KIND_TEXT,   /* UTF-8, min..max bytes */
+    KIND_WORD,   /* an event type: 1..64 of the id characters */
+    KIND_AMOUNT, /* an amount as budget_amount_parse reads it */
+    KIND_UINT,   /* decimal, min..max */
+} arg_kind;
+
+enum { ARG_REQUIRED = 1, ARG_POSITIONAL = 2 };
+
+typedef struct {
+    const char *name; /* option name without "--"; a positional's placeholder ("FRAME") */
+    arg_kind kind;
+    const char *wire; /* key in the request's args; NULL when the command packs it itself */
+    unsigned flags;
+    const char *meta; /* the value's placeholder in usage lines */
+    const char *help;
+    uint64_t min, max; /* bytes for text, the range for numbers */
+} arg_spec;
+
+typedef struct {
+    bool set;
+    const char *text;
+    int64_t number; /* amounts and numbers (numbers are checked to fit) */
+} arg_value;
+
+typedef struct ctl ctl;
+typedef struct command command;
+typedef int (*command_fn)(ctl *c, const command *cmd, arg_value *values);
+
+struct command {
+    const char *name;
+    const char *op;
+    const char *id_kind; /* writes: the prefix of generated ids; NULL for reads */
+    command_fn run;
+    const char *summary;
+    arg_spec args[OPTS_MAX];
+};
+
+/* The connection and what every command shares. */
+struct ctl {
+    char socket_path[128];
+    bool json;
+    budget_client *client;
+};
+
+/* Argument rows shared by several commands. */
+// clang-format off
+#define TEXT_ARG(name, wire, flags, meta, help) \
+    {name, KIND_TEXT, wire, flags, meta, help, (flags) & ARG_REQUIRED ? 1 : 0, \
+     BUDGET_TEXT_BYTES_MAX}
+#define ID_ARG(name, wire, flags, meta, help) \
+    {name, KIND_ID, wire, flags, meta, help, 1, BUDGET_ID_BYTES_MAX}
+#define UNIT_ARG(wire, flags, help) \
+    {"unit", KIND_UNIT, wire, flags, "U", help, 1, BUDGET_UNIT_BYTES_MAX}
+#define YEAR_ARG(flags, help) \
+    {"year", KIND_UINT, "year", flags, "Y", help, BUDGET_YEAR_MIN, BUDGET_YEAR_MAX}
+#define AMOUNT_ARG(name, help) \
+    {name, KIND_AMOUNT, name, ARG_REQUIRED, "AMOUNT", help, 0, 0}
+#define WRITE_ARGS \
+    {"id", KIND_ID, "id", 0, "ID", "id of what this creates (default: generated)", 1, \
+     BUDGET_ID_BYTES_MAX}, \
+    {"expect-head", KIND_UINT, "expect_head", 0, "SEQ", \
+     "refuse (conflict) unless the ledger's last seq is SEQ", 0, UINT64_MAX}
+// clang-format on
+
+static int run_write(ctl *c, const command *cmd, arg_value *values);
+static int run_hello(ctl *c, const command *cmd, arg_value *values);
+static int run_balances(ctl *c, const command *cmd, arg_value *values);
+static int run_events(ctl *c, const command *cmd, arg_value *values);
+static int run_verify(ctl *c, const command *cmd, arg_value *values);
+static int run_stats(ctl *c, const command *cmd, arg_value *values);
+
+static const command commands[] = {
+    {"hello", "hello", NULL, run_hello, "who the daemon is, and who you are to it", {{0}}},
+    {"grant",
+     "frame.grant",
+     "frame",
+     run_write,
+     "record a frame granted to a unit for a fiscal year",
+     {UNIT_ARG("unit", ARG_REQUIRED, "unit the frame is granted to (KS)"),
+      YEAR_ARG(ARG_REQUIRED, "fiscal year"), AMOUNT_ARG("amount", "amount granted (3 mkr)"),
+      TEXT_ARG("title", "title", ARG_REQUIRED, "TEXT", "what the frame is for"),
+      TEXT_ARG("reference", "reference", 0, "REF", "the decision (KS 2021-08-24 § 241)"),
+      WRITE_ARGS}},
+    {"adjust",
+     "frame.adjust",
+     "adj",
+     run_write,
+     "change a frame by a signed amount (tilläggsanslag, reduction)",
+     {ID_ARG("FRAME", "frame", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the frame"),
+      AMOUNT_ARG("delta", "signed change (+1 mkr, -200 tkr)"),
+      TEXT_ARG("reason", "reason", ARG_REQUIRED, "TEXT", "why"),
+      TEXT_ARG("reference", "reference", 0, "REF", "the decision"), WRITE_ARGS}},
+    {"allocate",
+     "allocation.propose",
+     "alloc",
+     run_write,
+     "propose an allocation of part of a frame to a unit",
+     {ID_ARG("FRAME", "frame", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the frame to allocate from"),
+      UNIT_ARG("unit", ARG_REQUIRED, "unit receiving the allocation (SON)"),
+      AMOUNT_ARG("amount", "amount (1 mkr)"),
+      TEXT_ARG("purpose", "purpose", ARG_REQUIRED, "TEXT", "what it is for"), WRITE_ARGS}},
+    {"avrop",
+     "avrop.request",
+     "avrop",
+     run_write,
+     "request a call-off (avrop) from an approved allocation",
+     {ID_ARG("ALLOCATION", "allocation", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation"),
+      AMOUNT_ARG("amount", "amount called off (250 tkr)"),
+      TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
+    {"approve",
+     "approve",
+     "dec",
+     run_write,
+     "approve a pending allocation or avrop (not your own)",
+     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
+      TEXT_ARG("reference", "reference", 0, "REF", "the decision (KS 2021-09-28 § 270)"),
+      TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
+    {"reject",
+     "reject",
+     "dec",
+     run_write,
+     "reject a pending allocation or avrop (not your own)",
+     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
+      TEXT_ARG("reference", "reference", 0, "REF", "the decision"),
+      TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
+    {"withdraw",
+     "withdraw",
+     "wd",
+     run_write,
+     "withdraw your own pending allocation or avrop",
+     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
+      TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
+    {"balances",
+     "balances",
+     NULL,
+     run_balances,
+     "balances of frames, allocations, avrop and units",
+     {ID_ARG("frame", "frame", 0, "F", "one frame and its allocations"),
+      ID_ARG("allocation", "allocation", 0, "A", "one allocation and its avrop"),
+      UNIT_ARG("unit", 0, "one unit: its frames, allocations to it, its totals"),
+      YEAR_ARG(0, "only this fiscal year"),
+      {"as-of", KIND_UINT, NULL, 0, "SEQ", "the ledger as it stood right after event SEQ", 1,
+       UINT64_MAX}}},
+    {"events",
+     "events",
+     NULL,
+     run_events,
+     "the event log, oldest first",
+     {{"after", KIND_UINT, NULL, 0, "SEQ", "start after this seq (default 0)", 0, UINT64_MAX},
+      {"limit", KIND_UINT, "limit", 0, "N", "at most N events per request (default 100)", 1,
+       BUDGET_EVENTS_PAGE_MAX},
+      ID_ARG("entity", "entity", 0, "ID", "events naming this frame, allocation or target"),
+      UNIT_ARG("unit", 0, "events of this unit"),
+      {"type", KIND_WORD, "type", 0, "TYPE", "events of this type (avrop.requested)", 1,
+       EVENT_TYPE_BYTES_MAX},
+      {"all", KIND_FLAG, NULL, 0, NULL, "keep reading until the head of the log", 0, 0}}},
+    {"verify", "verify", NULL, run_verify, "re-walk the whole hash chain", {{0}}},
+    {"stats", "stats", NULL, run_stats, "the daemon's counters", {{0}}},
+};
+
+#define COMMANDS_COUNT (sizeof(commands) / sizeof(commands[0]))
+
+/* ---- messages ------------------------------------------------------------------------- */
+
+static int complain(int status, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+/* Prints one line "budgetctl: ..." on stderr and returns `status`. */
+static int complain(int status, const char *format, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(line, sizeof(line), format, ap);
+    va_end(ap);
+    fflush(stdout);
+    fprintf(stderr, "budgetctl: %s\n", line);
+    return status;
+}
+
+/* ---- text ----------------------------------------------------------------------------- */
+
+/* Bytes of the valid UTF-8 sequence at `s` (at most `n` bytes), or 0 when it is not one. */
+static size_t utf8_sequence(const unsigned char *s, size_t n)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t len = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+    if (len == 0 || s[0] > 0xf4 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    uint32_t cp = len == 2 ? (uint32_t)(s[0] & 0x1f) << 6 | (s[1] & 0x3f)
+                  : len == 3
+                      ? (uint32_t)(s[0] & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (s[2] & 0x3f)
+                      : (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 |
+                            (uint32_t)(s[2] & 0x3f) << 6 | (s[3] & 0x3f);
+    bool overlong = (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
+    if (overlong || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+static bool utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_sequence(u + i, n - i);
+        if (len == 0)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+/* Display columns of one valid sequence: combining marks (U+0300..U+036F) take none. */
+static size_t sequence_columns(const unsigned char *s, size_t len)
+{
+    if (len == 2 && (s[0] == 0xcc || (s[0] == 0xcd && s[1] <= 0xaf)))
+        return 0;
+    return 1;
+}
+
+/*
+ * Copies `n` bytes of ledger text into `out` for a terminal: control characters and invalid
+ * UTF-8 become '?', and at most `columns` display columns are kept (the last one an ellipsis
+ * when cut). Returns the columns used.
+ */
+static size_t terminal_text(const char *s, size_t n, size_t columns, char *out, size_t out_size)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t used = 0, o = 0, total = 0;
+    for (size_t i = 0; i < n;) { /* first: does it fit? */
+        size_t len = utf8_sequence(u + i, n - i);
+        total += len == 0 ? 1 : sequence_columns(u + i, len);
+        i += len == 0 ? 1 : len;
+    }
+    size_t keep = total > columns ? columns - 1 : columns;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_sequence(u + i, n - i);
+        size_t width = len == 0 ? 1 : sequence_columns(u + i, len);
+        if (used + width > keep || o + 4 + 3 >= out_size)
+            break;
+        if (len == 0 || (len == 1 && (u[i] < 0x20 || u[i] == 0x7f))) {
+            out[o++] = '?';
+            i += len == 0 ? 1 : len;
+        } else {
+            memcpy(out + o, u + i, len);
+            o += len;
+            i += len;
+        }
+        used += width;
+    }
+    if (total > columns) {
+        memcpy(out + o, "\xe2\x80\xa6", 3); /* U+2026 HORIZONTAL ELLIPSIS */
+        o += 3;
+        used++;
+    }
+    out[o] = '\0';
+    return used;
+}
+
+static size_t display_columns(const char *s)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s), columns = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_sequence(u + i, n - i);
+        columns += len == 0 ? 1 : sequence_columns(u + i, len);
+        i += len == 0 ? 1 : len;
+    }
+    return columns;
+}
+
+static void hex(FILE *f, const char *data, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%02x", (unsigned char)data[i]);
+}
+
+/* ---- JSON ----------------------------------------------------------------------------- */
+
+static void json_string(FILE *f, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    fputc('"', f);
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_sequence(u + i, n - i);
+        if (len == 0) {
+            fputs("\\ufffd", f); /* not UTF-8: replaced, so the output stays JSON */
+            i++;
+            continue;
+        }
+        unsigned char ch = u[i];
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch == '\n')
+            fputs("\\n", f);
+        else if (ch == '\t')
+            fputs("\\t", f);
+        else if (ch == '\r')
+            fputs("\\r", f);
+        else if (ch < 0x20 || ch == 0x7f)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fwrite(u + i, 1, len, f);
+        i += len;
+    }
+    fputc('"', f);
+}
+
+static void json_value(FILE *f, const msgpack_object *o, int depth);
+
+static void json_map(FILE *f, const msgpack_object *o, int depth)
+{
+    fputc('{', f);
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        if (i > 0)
+            fputc(',', f);
+        if (kv->key.type == MSGPACK_OBJECT_STR) {
+            json_string(f, kv->key.via.str.ptr, kv->key.via.str.size);
+        } else { /* JSON keys are strings: a non-string key is written as its JSON, quoted */
+            char *text = NULL;
+            size_t size = 0;
+            FILE *m = open_memstream(&text, &size);
+            if (m != NULL) {
+                json_value(m, &kv->key, depth + 1);
+                fclose(m);
+                json_string(f, text, size);
+            }
+            free(text);
+        }
+        fputc(':', f);
+        json_value(f, &kv->val, depth + 1);
+    }
+    fputc('}', f);
+}
+
+static void json_value(FILE *f, const msgpack_object *o, int depth)
+{
+    if (depth > JSON_DEPTH_MAX) {
+        fputs("null", f);
+        return;
+    }
+    switch (o->type) {
+    case MSGPACK_OBJECT_BOOLEAN:
+        fputs(o->via.boolean ? "true" : "false", f);
+        break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        fprintf(f, "%" PRIu64, o->via.u64);
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        fprintf(f, "%" PRId64, o->via.i64);
+        break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        if (isfinite(o->via.f64))
+            fprintf(f, "%.17g", o->via.f64);
+        else
+            fputs("null", f);
+        break;
+    case MSGPACK_OBJECT_STR:
+        json_string(f, o->via.str.ptr, o->via.str.size);
+        break;
+    case MSGPACK_OBJECT_BIN:
+    case MSGPACK_OBJECT_EXT:
+        fputc('"', f);
+        if (o->type == MSGPACK_OBJECT_BIN)
+            hex(f, o->via.bin.ptr, o->via.bin.size);
+        else
+            hex(f, o->via.ext.ptr, o->via.ext.size);
+        fputc('"', f);
+        break;
+    case MSGPACK_OBJECT_ARRAY:
+        fputc('[', f);
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            if (i > 0)
+                fputc(',', f);
+            json_value(f, &o->via.array.ptr[i], depth + 1);
+        }
+        fputc(']', f);
+        break;
+    case MSGPACK_OBJECT_MAP:
+        json_map(f, o, depth);
+        break;
+    default:
+        fputs("null", f);
+        break;
+    }
+}
+
+static void json_line(const msgpack_object *o)
+{
+    json_value(stdout, o, 0);
+    fputc('\n', stdout);
+}
+
+/* ---- tables --------------------------------------------------------------------------- */
+
+/* Rows of cells, each a copy; widths grow as rows are added. Printed once complete. */
+typedef struct {
+    size_t columns;
+    const char *headers[TABLE_COLUMNS_MAX];
+    bool right[TABLE_COLUMNS_MAX];
+    size_t widths[TABLE_COLUMNS_MAX];
+    char **cells;
+    size_t rows;
+    size_t capacity;
+} table;
+
+/* A '>' before a header aligns its column right. */
+static void table_init(table *t, const char *const *headers, size_t columns)
+{
+    memset(t, 0, sizeof(*t));
+    t->columns = columns;
+    for (size_t i = 0; i < columns; i++) {
+        t->right[i] = headers[i][0] == '>';
+        t->headers[i] = headers[i] + (t->right[i] ? 1 : 0);
+        t->widths[i] = display_columns(t->headers[i]);
+    }
+}
+
+static int table_add(table *t, char *const *values)
+{
+    if (t->rows == t->capacity) {
+        size_t capacity = t->capacity == 0 ? 16 : t->capacity * 2;
+        char **cells = realloc(t->cells, capacity * t->columns * sizeof(*cells));
+        if (cells == NULL)
+            return -ENOMEM;
+        t->cells = cells;
+        t->capacity = capacity;
+    }
+    char **row = t->cells + t->rows * t->columns;
+    for (size_t i = 0; i < t->columns; i++) {
+        row[i] = strdup(values[i]);
+        if (row[i] == NULL) {
+            while (i > 0)
+                free(row[--i]);
+            return -ENOMEM;
+        }
+        size_t width = display_columns(row[i]);
+        if (width > t->widths[i])
+            t->widths[i] = width;
+    }
+    t->rows++;
+    return 0;
+}
+
+static void table_cell(FILE *f, const table *t, size_t column, const char *text)
+{
+    size_t pad = t->widths[column] - display_columns(text);
+    bool last = column + 1 == t->columns;
+    if (last && text[0] == '\0')
+        return; /* no trailing blanks */
+    if (column > 0)
+        fputs("  ", f);
+    if (t->right[column])
+        fprintf(f, "%*s%s", (int)pad, "", text);
+    else
+        fprintf(f, "%s%*s", text, last ? 0 : (int)pad, "");
+}
+
+static void table_print(FILE *f, const table *t, const char *title)
+{
+    if (t->rows == 0)
+        return;
+    fprintf(f, "\n%s\n", title);
+    for (size_t c = 0; c < t->columns; c++)
+        table_cell(f, t, c, t->headers[c]);
+    fputc('\n', f);
+    for (size_t r = 0; r < t->rows; r++) {
+        for (size_t c = 0; c < t->columns; c++)
+            table_cell(f, t, c, t->cells[r * t->columns + c]);
+        fputc('\n', f);
+    }
+}
+
+static void table_free(table *t)
+{
+    for (size_t i = 0; i < t->rows * t->columns; i++)
+        free(t->cells[i]);
+    free(t->cells);
+    t->cells = NULL;
+    t->rows = t->capacity = 0;
+}
+
+/* ---- cells from response values --------------------------------------------------------- */
+
+typedef struct {
+    char text[TABLE_TEXT_COLUMNS_MAX * 4 + 8];
+} cell;
+
+static void cell_str(cell *out, const msgpack_object *map, const char *key, size_t columns)
+{
+    const msgpack_object *o = budget_map_get(map, key);
+    if (o == NULL || o->type != MSGPACK_OBJECT_STR) {
+        strcpy(out->text, "");
+        return;
+    }
+    terminal_text(o->via.str.ptr, o->via.str.size, columns, out->text, sizeof(out->text));
+}
+
+static void cell_amount(cell *out, const msgpack_object *map, const char *key)
+{
+    budget_amount_format(budget_map_int(map, key, 0), out->text, sizeof(out->text));
+}
+
+static void cell_int(cell *out, const msgpack_object *map, const char *key)
+{
+    snprintf(out->text, sizeof(out->text), "%" PRId64, budget_map_int(map, key, 0));
+}
+
+/* Adds a row made of `n` cells to a table. */
+static int add_cells(table *t, cell *cells, size_t n)
+{
+    char *values[TABLE_COLUMNS_MAX];
+    for (size_t i = 0; i < n; i++)
+        values[i] = cells[i].text;
+    return table_add(t, values);
+}
+
+/* ---- arguments ------------------------------------------------------------------------ */
+
+static bool id_characters(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        char ch = *s;
+        bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == ':' || ch == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* The spelling of an argument in messages: "--unit" or "FRAME". */
+static void arg_label(const arg_spec *spec, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%s%s", spec->flags & ARG_POSITIONAL ? "" : "--", spec->name);
+}
+
+static int check_number(const arg_spec *spec, const char *label, const char *text, int64_t *out)
+{
+    if (text[0] < '0' || text[0] > '9')
+        return complain(EXIT_USAGE, "%s: not a number: %.40s", label, text);
+    errno = 0;
+    char *end = NULL;
+    unsigned long long n = strtoull(text, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return complain(EXIT_USAGE, "%s: not a number: %.40s", label, text);
+    if (n < spec->min || n > spec->max || n > (unsigned long long)INT64_MAX)
+        return complain(EXIT_USAGE, "%s: must be %" PRIu64 "..%" PRIu64, label, spec->min,
+                        spec->max > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : spec->max);
+    *out = (int64_t)n;
+    return 0;
+}
+
+/* Checks one argument's value against its kind and limits. Returns 0 or EXIT_USAGE. */
+static int check_arg(const arg_spec *spec, arg_value *v)
+{
+    char label[48];
+    arg_label(spec, label, sizeof(label));
+    size_t bytes =
+        spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT ? 0 : strnlen(v->text, spec->max + 1);
+    char why[160];
+    switch (spec->kind) {
+    case KIND_FLAG:
+        return 0;
+    case KIND_ID:
+    case KIND_UNIT:
+    case KIND_WORD:
+        if (bytes < spec->min || bytes > spec->max)
+            return complain(EXIT_USAGE, "%s: must be %" PRIu64 "..%" PRIu64 " characters", label,
+                            spec->min, spec->max);
+        if (!id_characters(v->text))
+            return complain(EXIT_USAGE, "%s: only A-Z a-z 0-9 . _ : - are allowed", label);
+        return 0;
+    case KIND_TEXT:
+        if (bytes < spec->min || bytes > spec->max)
+            return complain(EXIT_USAGE, "%s: must be %" PRIu64 "..%" PRIu64 " bytes", label,
+                            spec->min, spec->max);
+        if (!utf8_valid(v->text, bytes))
+            return complain(EXIT_USAGE, "%s: not valid UTF-8", label);
+        return 0;
+    case KIND_AMOUNT:
+        if (budget_amount_parse(v->text, &v->number, why, sizeof(why)) != 0)
+            return complain(EXIT_USAGE, "%s: bad amount \"%.40s\": %s", label, v->text, why);
+        return 0;
+    case KIND_UINT:
+        return check_number(spec, label, v->text, &v->number);
+    }
+    return 0;
+}
+
+static int usage(const command *cmd, FILE *f);
+static int main_usage(FILE *f);
+
+static const arg_spec *find_option(const command *cmd, const char *name, size_t name_bytes,
+                                   size_t *index)
+{
+    for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++) {
+        const arg_spec *spec = &cmd->args[i];
+        if (!(spec->flags & ARG_POSITIONAL) && strlen(spec->name) == name_bytes &&
+            memcmp(spec->name, name, name_bytes) == 0) {
+            *index = i;
+            return spec;
+        }
+    }
+    return NULL;
+}
+
+typedef struct {
+    int argc;
+    char **argv;
+    int next;
+} arg_cursor;
+
+/* --json, --socket and --help, which every command takes. Returns 1 when `name` was one of
+ * them (0 or an exit status in *rc; -1 after --help), else 0. */
+static int common_option(ctl *c, const command *cmd, const char *name, const char *value,
+                         arg_cursor *cur, const char **socket_flag, int *rc)
+{
+    *rc = 0;
+    if (strcmp(name, "help") == 0 || strcmp(name, "json") == 0) {
+        if (value != NULL)
+            *rc = complain(EXIT_USAGE, "--%s takes no value", name);
+        else if (name[0] == 'h')
+            *rc = -1 - usage(cmd, stdout);
+        else
+            c->json = true;
+        return 1;
+    }
+    if (strcmp(name, "socket") == 0) {
+        if (value == NULL && cur->next >= cur->argc)
+            *rc = complain(EXIT_USAGE, "--socket needs a value");
+        else
+            *socket_flag = value != NULL ? value : cur->argv[cur->next++];
+        return 1;
+    }
+    return 0;
+}
+
+/* Reads one "--name[=value]" at the cursor into `values`. Returns 0, EXIT_USAGE, or -1 (help). */
+static int parse_option(ctl *c, const command *cmd, arg_cursor *cur, arg_value *values,
+                        const char **socket_flag)
+{
+    const char *arg = cur->argv[cur->next++] + 2;
+    const char *eq = strchr(arg, '=');
+    size_t name_bytes = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
+    const char *value = eq != NULL ? eq + 1 : NULL;
+    char name[32];
+    if (name_bytes >= sizeof(name))
+        return complain(EXIT_USAGE, "%s: unknown option --%.40s (see budgetctl %s --help)",
+                        cmd->name, arg, cmd->name);
+    memcpy(name, arg, name_bytes);
+    name[name_bytes] = '\0';
+    int rc = 0;
+    if (common_option(c, cmd, name, value, cur, socket_flag, &rc))
+        return rc;
+    size_t index = 0;
+    const arg_spec *spec = find_option(cmd, name, name_bytes, &index);
+    if (spec == NULL)
+        return complain(EXIT_USAGE, "%s: unknown option --%s (see budgetctl %s --help)", cmd->name,
+                        name, cmd->name);
+    bool is_flag = spec->kind == KIND_FLAG;
+    if (is_flag && value != NULL)
+        return complain(EXIT_USAGE, "--%s takes no value", name);
+    if (!is_flag && value == NULL) {
+        if (cur->next >= cur->argc)
+            return complain(EXIT_USAGE, "--%s needs a value", name);
+        value = cur->argv[cur->next++];
+    }
+    if (values[index].set)
+        return complain(EXIT_USAGE, "--%s given twice", name);
+    values[index].set = true;
+    values[index].text = is_flag ? "" : value;
+    return 0;
+}
+
+static int parse_positional(const command *cmd, const char *arg, arg_value *values)
+{
+    for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++) {
+        if ((cmd->args[i].flags & ARG_POSITIONAL) && !values[i].set) {
+            values[i].set = true;
+            values[i].text = arg;
+            return 0;
+        }
+    }
+    return complain(EXIT_USAGE, "%s: unexpected argument \"%.40s\" (see budgetctl %s --help)",
+                    cmd->name, arg, cmd->name);
+}
+
+/* Every argument given is checked; every required one must be there. */
+static int check_args(const command *cmd, arg_value *values)
+{
+    for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++) {
+        const arg_spec *spec = &cmd->args[i];
+        char label[48];
+        arg_label(spec, label, sizeof(label));
+        if (!values[i].set) {
+            if (spec->flags & ARG_REQUIRED)
+                return complain(EXIT_USAGE, "%s: missing %s (see budgetctl %s --help)", cmd->name,
+                                label, cmd->name);
+            continue;
+        }
+        int rc = check_arg(spec, &values[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Parses a command's arguments. Returns 0, EXIT_USAGE, or -1 when --help was printed. */
+static int parse_args(ctl *c, const command *cmd, int argc, char **argv, arg_value *values,
+                      const char **socket_flag)
+{
+    arg_cursor cur = {argc, argv, 0};
+    bool options_done = false;
+    while (cur.next < argc) {
+        const char *arg = argv[cur.next];
+        int rc = 0;
+        if (!options_done && strcmp(arg, "--") == 0) {
+            options_done = true;
+            cur.next++;
+        } else if (!options_done && strcmp(arg, "-h") == 0) {
+            usage(cmd, stdout);
+            return -1;
+        } else if (!options_done && strncmp(arg, "--", 2) == 0) {
+            rc = parse_option(c, cmd, &cur, values, socket_flag);
+        } else if (!options_done && arg[0] == '-' && arg[1] != '\0') {
+            rc = complain(EXIT_USAGE, "%s: unknown option %.40s (see budgetctl %s --help)",
+                          cmd->name, arg, cmd->name);
+        } else {
+            rc = parse_positional(cmd, arg, values);
+            cur.next++;
+        }
+        if (rc != 0)
+            return rc;
+    }
+    return check_args(cmd, values);
+}
+
+static arg_value *value_of(const command *cmd, arg_value *values, const char *name)
+{
+    for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++)
+        if (strcmp(cmd->args[i].name, name) == 0)
+            return &values[i];
+    return NULL;
+}
+
+/* ---- requests ------------------------------------------------------------------------- */
+
+/* Packs every given argument that has a wire name, as a map with `extra` more pairs that the
+ * caller packs after. Returns 0 or -ENOMEM. */
+static int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *values,
+                     uint32_t extra)
+{
+    uint32_t count = extra;
+    for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++)
+        if (values[i].set && cmd->args[i].wire != NULL)
+            count++;
+    int rc = msgpack_pack_map(pk, count);
+    for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++) {
+        const arg_spec *spec = &cmd->args[i];
+        if (!values[i].set || spec->wire == NULL)
+            continue;
+        rc |= msgpack_pack_str_with_body(pk, spec->wire, strlen(spec->wire));
+        if (spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT)
+            rc |= msgpack_pack_int64(pk, values[i].number);
+        else
+            rc |= msgpack_pack_str_with_body(pk, values[i].text, strlen(values[i].text));
+    }
+    return rc == 0 ? 0 : -ENOMEM;
+}
+
+static int pack_uint_pair(msgpack_packer *pk, const char *key, uint64_t value)
+{
+    int rc = msgpack_pack_str_with_body(pk, key, strlen(key));
+    rc |= msgpack_pack_uint64(pk, value);
+    return rc == 0 ? 0 : -ENOMEM;
+}
+
+static const char *client_error(int rc)
+{
+    if (rc == BUDGET_ETOO_LARGE)
+        return "frame over the 1 MiB limit";
+    if (rc == BUDGET_EBAD_REQUEST)
+        return "malformed response";
+    return strerror(-rc);
+}
+
+static int connect_daemon(ctl *c)
+{
+    if (c->client != NULL)
+        return 0;
+    int rc = budget_client_connect(c->socket_path, &c->client);
+    if (rc != 0)
+        return complain(EXIT_CONNECTION, "cannot connect to %s: %s%s", c->socket_path,
+                        strerror(-rc),
+                        rc == -ENOENT || rc == -ECONNREFUSED ? " (is budgetd running?)" : "");
+    return 0;
+}
+
+static void disconnect_daemon(ctl *c)
+{
+    budget_client_close(c->client);
+    c->client = NULL;
+}
+
+/* Sends one request and receives its answer. Returns 0 (out filled; free it), or < 0 when
+ * the connection failed (nothing to free). */
+static int exchange(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out)
+{
+    int rc = budget_client_call(c->client, op, args != NULL ? args->data : NULL,
+                                args != NULL ? args->size : 0, out);
+    if (rc != 0)
+        disconnect_daemon(c);
+    return rc;
+}
+
+/* A read: one request, no retry. Returns 0 with `out` holding an ok response, else the exit
+ * status after saying why. */
+static int call(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out)
+{
+    int rc = connect_daemon(c);
+    if (rc != 0)
+        return rc;
+    rc = exchange(c, op, args, out);
+    if (rc != 0)
+        return complain(EXIT_CONNECTION, "connection to budgetd lost: %s", client_error(rc));
+    if (!out->ok) {
+        rc = complain(EXIT_REFUSED, "%s: %s", out->code, out->message);
+        budget_response_free(out);
+        return rc;
+    }
+    return 0;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec left = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&left, &left) != 0 && errno == EINTR)
+        ;
+}
+
+/*
+ * A write, with retries: after a lost connection or an `unavailable` answer it reconnects and
+ * sends the very same request (same id) again, up to RETRIES_MAX times; budgetd answers a
+ * repeated id with the first result, so a write that did land is not made twice.
+ */
+static int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out)
+{
+    int rc = connect_daemon(c);
+    if (rc != 0)
+        return rc;
+    int reconnect = 0;
+    for (size_t attempt = 0;; attempt++) {
+        char failure[BUDGET_TEXT_BYTES_MAX + 64] = "";
+        rc = reconnect == 0 ? exchange(c, op, args, out) : reconnect;
+        if (reconnect != 0)
+            snprintf(failure, sizeof(failure), "cannot reconnect: %s", strerror(-reconnect));
+        else if (rc != 0)
+            snprintf(failure, sizeof(failure), "connection lost: %s", client_error(rc));
+        else if (!out->ok && out->err == BUDGET_EUNAVAILABLE)
+            snprintf(failure, sizeof(failure), "unavailable: %s", out->message);
+        else if (!out->ok)
+            break;
+        else
+            return 0;
+        if (attempt == RETRIES_MAX) {
+            if (rc == 0)
+                break; /* still unavailable: report the daemon's answer */
+            return complain(EXIT_CONNECTION, "%s (gave up after %zu retries)", failure,
+                            RETRIES_MAX);
+        }
+        if (rc == 0)
+            budget_response_free(out);
+        disconnect_daemon(c);
+        fprintf(stderr, "budgetctl: %s; retrying with the same id in %u ms (%zu of %zu)\n", failure,
+                retry_wait_ms[attempt], attempt + 1, RETRIES_MAX);
+        sleep_ms(retry_wait_ms[attempt]);
+        reconnect = budget_client_connect(c->socket_path, &c->client);
+    }
+    rc = complain(EXIT_REFUSED, "%s: %s", out->code, out->message);
+    budget_response_free(out);
+    return rc;
+}
+
+/* ---- writes --------------------------------------------------------------------------- */
+
+/* "<kind>-<12 lowercase hex>" from the kernel's random source. */
+static int generate_id(const char *kind, char *out, size_t out_size)
+{
+    unsigned char random[6];
+    size_t got = 0;
+    while (got < sizeof(random)) {
+        ssize_t n = getrandom(random + got, sizeof(random) - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        got += (size_t)n;
+    }
+    snprintf(out, out_size, "%s-%02x%02x%02x%02x%02x%02x", kind, random[0], random[1], random[2],
+             random[3], random[4], random[5]);
+    return 0;
+}
+
+static void print_write_result(const ctl *c, const budget_response *r, const char *id)
+{
+    if (c->json) {
+        json_line(&r->result);
+        return;
+    }
+    char type[64], result_id[BUDGET_ID_BYTES_MAX + 1];
+    budget_map_str(&r->result, "type", type, sizeof(type));
+    budget_map_str(&r->result, "id", result_id, sizeof(result_id));
+    printf("%s %s seq %" PRId64 " hash ", type[0] ? type : "?", result_id[0] ? result_id : id,
+           budget_map_int(&r->result, "seq", 0));
+    const msgpack_object *hash = budget_map_get(&r->result, "hash");
+    if (hash != NULL && hash->type == MSGPACK_OBJECT_BIN)
+        hex(stdout, hash->via.bin.ptr, hash->via.bin.size < 8 ? hash->via.bin.size : 8);
+    fputc('\n', stdout);
+}
+
+static int run_write(ctl *c, const command *cmd, arg_value *values)
+{
+    char id[BUDGET_ID_BYTES_MAX + 1];
+    arg_value *id_value = value_of(cmd, values, "id");
+    if (!id_value->set) {
+        int rc = generate_id(cmd->id_kind, id, sizeof(id));
+        if (rc != 0)
+            return complain(EXIT_USAGE, "cannot generate an id: %s; give --id", strerror(-rc));
+        id_value->set = true;
+        id_value->text = id;
+    }
+    msgpack_sbuffer args;
+    msgpack_sbuffer_init(&args);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
+    budget_response r;
+    int rc = pack_args(&pk, cmd, values, 0);
+    if (rc != 0)
+        rc = complain(EXIT_USAGE, "out of memory");
+    else
+        rc = call_write(c, cmd->op, &args, &r);
+    msgpack_sbuffer_destroy(&args);
+    if (rc != 0)
+        return rc;
+    print_write_result(c, &r, id_value->text);
+    budget_response_free(&r);
+    return EXIT_DONE;
+}
+
+/* ---- hello, verify, stats -------------------------------------------------------------- */
+
+static int run_hello(ctl *c, const command *cmd, arg_value *values)
+{
+    (void)values;
+    budget_response r;
+    int rc = call(c, cmd->op, NULL, &r);
+    if (rc != 0)
+        return rc;
+    if (c->json) {
+        json_line(&r.result);
+    } else {
+        char server[64], version[64], name[BUDGET_NAME_BYTES_MAX + 1];
+        budget_map_str(&r.result, "server", server, sizeof(server));
+        budget_map_str(&r.result, "version", version, sizeof(version));
+        const msgpack_object *actor = budget_map_get(&r.result, "actor");
+        budget_map_str(actor, "name", name, sizeof(name));
+        char safe_name[BUDGET_NAME_BYTES_MAX * 2];
+        terminal_text(name, strlen(name), BUDGET_NAME_BYTES_MAX, safe_name, sizeof(safe_name));
+        printf("server: %s\nversion: %s\nprotocol: %" PRId64 "\nhead: %" PRId64 "\n", server,
+               version, budget_map_int(&r.result, "protocol", 0),
+               budget_map_int(&r.result, "head", 0));
+        printf("you are %s (uid %" PRId64 ")\n", safe_name[0] ? safe_name : "?",
+               budget_map_int(actor, "uid", -1));
+    }
+    budget_response_free(&r);
+    return EXIT_DONE;
+}
+
+static int run_verify(ctl *c, const command *cmd, arg_value *values)
+{
+    (void)values;
+    budget_response r;
+    int rc = call(c, cmd->op, NULL, &r);
+    if (rc != 0)
+        return rc;
+    const msgpack_object *ok = budget_map_get(&r.result, "ok");
+    bool intact = ok != NULL && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean;
+    if (c->json) {
+        json_line(&r.result);
+    } else if (intact) {
+        printf("chain intact: %" PRId64 " events, head %" PRId64 "\n",
+               budget_map_int(&r.result, "checked", 0), budget_map_int(&r.result, "head", 0));
+    } else {
+        char reason[BUDGET_TEXT_BYTES_MAX + 1], safe[BUDGET_TEXT_BYTES_MAX * 2];
+        budget_map_str(&r.result, "reason", reason, sizeof(reason));
+        terminal_text(reason, strlen(reason), BUDGET_TEXT_BYTES_MAX, safe, sizeof(safe));
+        int64_t first_bad = budget_map_int(&r.result, "first_bad", -1);
+        if (first_bad >= 0)
+            printf("chain broken at seq %" PRId64 ": %s\n", first_bad, safe);
+        else
+            printf("chain broken: %s\n", safe);
+    }
+    budget_response_free(&r);
+    return intact ? EXIT_DONE : EXIT_BROKEN_CHAIN;
+}
+
+static int run_stats(ctl *c, const command *cmd, arg_value *values)
+{
+    (void)values;
+    budget_response r;
+    int rc = call(c, cmd->op, NULL, &r);
+    if (rc != 0)
+        return rc;
+    if (c->json || r.result.type != MSGPACK_OBJECT_MAP) {
+        json_line(&r.result);
+    } else {
+        for (uint32_t i = 0; i < r.result.via.map.size; i++) {
+            const msgpack_object_kv *kv = &r.result.via.map.ptr[i];
+            if (kv->key.type == MSGPACK_OBJECT_STR) {
+                char key[128];
+                terminal_text(kv->key.via.str.ptr, kv->key.via.str.size, 60, key, sizeof(key));
+                printf("%s: ", key);
+            } else {
+                json_value(stdout, &kv->key, 1);
+                fputs(": ", stdout);
+            }
+            if (kv->val.type == MSGPACK_OBJECT_STR) {
+                char text[BUDGET_TEXT_BYTES_MAX * 2];
+                terminal_text(kv->val.via.str.ptr, kv->val.via.str.size, BUDGET_TEXT_BYTES_MAX,
+                              text, sizeof(text));
+                fputs(text, stdout);
+            } else
+                json_value(stdout, &kv->val, 1);
+            fputc('\n', stdout);
+        }
+    }
+    budget_response_free(&r);
+    return EXIT_DONE;
+}
+
+/* ---- balances ------------------------------------------------------------------------- */
+
+typedef struct {
+    table frames, allocations, avrop, units;
+} balance_tables;
+
+static const char *const frame_headers[] = {"ID",           "UNIT",        ">YEAR",
+                                            ">GRANTED",     ">ALLOCATED",  ">PENDING",
+                                            ">UNALLOCATED", ">CALLED OFF", "TITLE"};
+static const char *const allocation_headers[] = {"ID",         "FRAME",   "UNIT",        ">YEAR",
+                                                 "STATUS",     ">AMOUNT", ">CALLED OFF", ">PENDING",
+                                                 ">AVAILABLE", "PURPOSE"};
+static const char *const avrop_headers[] = {"ID",     "ALLOCATION", "UNIT",
+                                            "STATUS", ">AMOUNT",    "NOTE"};
+static const char *const unit_headers[] = {"UNIT",        ">YEAR",    ">FRAMES",   ">ALLOCATED",
+                                           ">CALLED OFF", ">PENDING", ">AVAILABLE"};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static int add_frame(table *t, const msgpack_object *f)
+{
+    cell cells[COUNT(frame_headers)];
+    cell_str(&cells[0], f, "id", BUDGET_ID_BYTES_MAX);
+    cell_str(&cells[1], f, "unit", BUDGET_UNIT_BYTES_MAX);
+    cell_int(&cells[2], f, "year");
+    cell_amount(&cells[3], f, "granted");
+    cell_amount(&cells[4], f, "allocated");
+    cell_amount(&cells[5], f, "pending");
+    cell_amount(&cells[6], f, "unallocated");
+    cell_amount(&cells[7], f, "called_off");
+    cell_str(&cells[8], f, "title", TABLE_TEXT_COLUMNS_MAX);
+    return add_cells(t, cells, COUNT(cells));
+}
+
+static int add_allocation(table *t, const msgpack_object *a)
+{
+    cell cells[COUNT(allocation_headers)];
+    cell_str(&cells[0], a, "id", BUDGET_ID_BYTES_MAX);
+    cell_str(&cells[1], a, "frame", BUDGET_ID_BYTES_MAX);
+    cell_str(&cells[2], a, "unit", BUDGET_UNIT_BYTES_MAX);
+    cell_int(&cells[3], a, "year");
+    cell_str(&cells[4], a, "status", 16);
+    cell_amount(&cells[5], a, "amount");
+    cell_amount(&cells[6], a, "called_off");
+    cell_amount(&cells[7], a, "pending");
+    cell_amount(&cells[8], a, "available");
+    cell_str(&cells[9], a, "purpose", TABLE_TEXT_COLUMNS_MAX);
+    return add_cells(t, cells, COUNT(cells));
+}
+
+static int add_avrop(table *t, const msgpack_object *v)
+{
+    cell cells[COUNT(avrop_headers)];
+    cell_str(&cells[0], v, "id", BUDGET_ID_BYTES_MAX);
+    cell_str(&cells[1], v, "allocation", BUDGET_ID_BYTES_MAX);
+    cell_str(&cells[2], v, "unit", BUDGET_UNIT_BYTES_MAX);
+    cell_str(&cells[3], v, "status", 16);
+    cell_amount(&cells[4], v, "amount");
+    cell_str(&cells[5], v, "note", TABLE_TEXT_COLUMNS_MAX);
+    return add_cells(t, cells, COUNT(cells));
+}
+
+static int add_unit(table *t, const msgpack_object *u)
+{
+    cell cells[COUNT(unit_headers)];
+    cell_str(&cells[0], u, "unit", BUDGET_UNIT_BYTES_MAX);
+    cell_int(&cells[1], u, "year");
+    cell_amount(&cells[2], u, "frames");
+    cell_amount(&cells[3], u, "allocated");
+    cell_amount(&cells[4], u, "called_off");
+    cell_amount(&cells[5], u, "pending");
+    cell_amount(&cells[6], u, "available");
+    return add_cells(t, cells, COUNT(cells));
+}
+
+/* Adds every map in result[key] to a table. */
+static int add_rows(table *t, const msgpack_object *result, const char *key,
+                    int (*add)(table *, const msgpack_object *))
+{
+    const msgpack_object *list = budget_map_get(result, key);
+    if (list == NULL || list->type != MSGPACK_OBJECT_ARRAY)
+        return 0;
+    for (uint32_t i = 0; i < list->via.array.size; i++) {
+        int rc = add(t, &list->via.array.ptr[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static uint32_t array_size(const msgpack_object *result, const char *key)
+{
+    const msgpack_object *list = budget_map_get(result, key);
+    return list != NULL && list->type == MSGPACK_OBJECT_ARRAY ? list->via.array.size : 0;
+}
+
+static bool more_pages(const msgpack_object *result)
+{
+    const msgpack_object *more = budget_map_get(result, "more");
+    return more != NULL && more->type == MSGPACK_OBJECT_BOOLEAN && more->via.boolean;
+}
+
+/* The balances request for one page: the user's filters, as_of pinned after the first page. */
+static int pack_balances(msgpack_sbuffer *sbuf, const command *cmd, arg_value *values,
+                         uint64_t as_of, uint64_t offset)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
+    int rc = pack_args(&pk, cmd, values, (as_of > 0) + (offset > 0));
+    if (rc == 0 && as_of > 0)
+        rc = pack_uint_pair(&pk, "as_of", as_of);
+    if (rc == 0 && offset > 0)
+        rc = pack_uint_pair(&pk, "offset", offset);
+    return rc;
+}
+
+/* Fetches page after page. `page` sees each ok response; the first is kept in `first` (the
+ * caller frees it), the others are freed here. */
+typedef int (*page_fn)(void *state, const msgpack_object *result);
+
+static int fetch_balances(ctl *c, const command *cmd, arg_value *values, budget_response *first,
+                          page_fn page, void *state)
+{
+    const arg_value *as_of_value = value_of(cmd, values, "as-of");
+    uint64_t as_of = as_of_value->set ? (uint64_t)as_of_value->number : 0;
+    uint64_t offset = 0;
+    for (unsigned n = 0; n < BALANCES_PAGES_MAX; n++) {
+        msgpack_sbuffer sbuf;
+        msgpack_sbuffer_init(&sbuf);
+        budget_response r;
+        int rc = pack_balances(&sbuf, cmd, values, as_of, offset);
+        rc = rc != 0 ? complain(EXIT_USAGE, "out of memory") : call(c, cmd->op, &sbuf, &r);
+        msgpack_sbuffer_destroy(&sbuf);
+        if (rc != 0)
+            return rc;
+        rc = page(state, &r.result);
+        bool more = more_pages(&r.result);
+        uint32_t listed = array_size(&r.result, "allocations");
+        if (n == 0) {
+            *first = r;
+            as_of = (uint64_t)budget_map_int(&r.result, "as_of", 0);
+        } else {
+            budget_response_free(&r);
+        }
+        if (rc != 0)
+            return complain(EXIT_REFUSED, "out of memory");
+        if (!more)
+            return 0;
+        if (listed == 0 || as_of == 0)
+            return complain(EXIT_CONNECTION, "balances: the daemon says more but sent none");
+        offset += listed;
+    }
+    return complain(EXIT_REFUSED, "balances: more than %u pages; narrow the query",
+                    BALANCES_PAGES_MAX);
+}
+
+static int balances_page_rows(void *state, const msgpack_object *result)
+{
+    balance_tables *t = state;
+    return add_rows(&t->allocations, result, "allocations", add_allocation);
+}
+
+static int print_balances(const budget_response *first, balance_tables *t)
+{
+    int rc = add_rows(&t->frames, &first->result, "frames", add_frame);
+    if (rc == 0)
+        rc = add_rows(&t->avrop, &first->result, "avrop", add_avrop);
+    if (rc == 0)
+        rc = add_rows(&t->units, &first->result, "units", add_unit);
+    if (rc != 0)
+        return complain(EXIT_REFUSED, "out of memory");
+    printf("As of seq %" PRId64 "\n", budget_map_int(&first->result, "as_of", 0));
+    table_print(stdout, &t->frames, "Frames");
+    table_print(stdout, &t->allocations, "Allocations");
+    table_print(stdout, &t->avrop, "Avrop");
+    table_print(stdout, &t->units, "Units, per fiscal year");
+    if (t->frames.rows + t->allocations.rows + t->avrop.rows + t->units.rows == 0)
+        printf("\nnothing to show\n");
+    return EXIT_DONE;
+}
+
+/* JSON of balances: one object, the pages' allocations joined into one list. */
+typedef struct {
+    FILE *out;
+    unsigned pages;
+    uint32_t listed;
+} balances_json;
+
+static int balances_page_json(void *state, const msgpack_object *result)
+{
+    balances_json *j = state;
+    const msgpack_object *list = budget_map_get(result, "allocations");
+    for (uint32_t i = 0;
+         list != NULL && list->type == MSGPACK_OBJECT_ARRAY && i < list->via.array.size; i++) {
+        if (j->listed++ > 0)
+            fputc(',', j->out);
+        json_value(j->out, &list->via.array.ptr[i], 2);
+    }
+    j->pages++;
+    return 0;
+}
+
+/* Writes the first page's result with `allocations` (already in `joined`) and `more` false. */
+static void print_balances_json(const msgpack_object *result, const char *joined, size_t size)
+{
+    if (result->type != MSGPACK_OBJECT_MAP) {
+        json_line(result);
+        return;
+    }
+    fputc('{', stdout);
+    for (uint32_t i = 0; i < result->via.map.size; i++) {
+        const msgpack_object_kv *kv = &result->via.map.ptr[i];
+        if (i > 0)
+            fputc(',', stdout);
+        json_value(stdout, &kv->key, 1);
+        fputc(':', stdout);
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 11 &&
+            memcmp(kv->key.via.str.ptr, "allocations", 11) == 0) {
+            fputc('[', stdout);
+            fwrite(joined, 1, size, stdout);
+            fputc(']', stdout);
+        } else if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 4 &&
+                   memcmp(kv->key.via.str.ptr, "more", 4) == 0) {
+            fputs("false", stdout);
+        } else {
+            json_value(stdout, &kv->val, 1);
+        }
+    }
+    fputs("}\n", stdout);
+}
+
+static int run_balances_json(ctl *c, const command *cmd, arg_value *values)
+{
+    char *joined = NULL;
+    size_t size = 0;
+    balances_json j = {open_memstream(&joined, &size), 0, 0};
+    if (j.out == NULL)
+        return complain(EXIT_REFUSED, "out of memory");
+    budget_response first;
+    int rc = fetch_balances(c, cmd, values, &first, balances_page_json, &j);
+    fclose(j.out);
+    if (rc == 0) {
+        print_balances_json(&first.result, joined, size);
+        budget_response_free(&first);
+    }
+    free(joined);
+    return rc;
+}
+
+static int run_balances(ctl *c, const command *cmd, arg_value *values)
+{
+    int selectors = value_of(cmd, values, "frame")->set + value_of(cmd, values, "allocation")->set +
+                    value_of(cmd, values, "unit")->set;
+    if (selectors > 1)
+        return complain(EXIT_USAGE, "balances: give at most one of --frame, --allocation, --unit");
+    if (c->json)
+        return run_balances_json(c, cmd, values);
+    balance_tables t;
+    table_init(&t.frames, frame_headers, COUNT(frame_headers));
+    table_init(&t.allocations, allocation_headers, COUNT(allocation_headers));
+    table_init(&t.avrop, avrop_headers, COUNT(avrop_headers));
+    table_init(&t.units, unit_headers, COUNT(unit_headers));
+    budget_response first;
+    int rc = fetch_balances(c, cmd, values, &first, balances_page_rows, &t);
+    if (rc == 0) {
+        rc = print_balances(&first, &t);
+        budget_response_free(&first);
+    }
+    table_free(&t.frames);
+    table_free(&t.allocations);
+    table_free(&t.avrop);
+    table_free(&t.units);
+    return rc;
+}
+
+/* ---- events --------------------------------------------------------------------------- */
+
+static bool is_amount_key(const msgpack_object *key)
+{
+    return key->type == MSGPACK_OBJECT_STR &&
+           ((key->via.str.size == 6 && memcmp(key->via.str.ptr, "amount", 6) == 0) ||
+            (key->via.str.size == 5 && memcmp(key->via.str.ptr, "delta", 5) == 0));
+}
+
+/* A str that can be printed bare: printable ASCII or UTF-8 without spaces, quotes or '='. */
+static bool bare_text(const char *s, size_t n)
+{
+    if (n == 0 || !utf8_valid(s, n))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= 0x20 || ch == 0x7f || ch == '"' || ch == '=' || ch == '\\')
+            return false;
+        if (ch == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] < 0xa1)
+            return false; /* C1 controls and no-break space */
+    }
+    return true;
+}
+
+/* `key=value` pairs of an event's data; amounts formatted, text quoted when needed. */
+static void print_event_data(const msgpack_object *data)
+{
+    if (data == NULL || data->type != MSGPACK_OBJECT_MAP)
+        return;
+    for (uint32_t i = 0; i < data->via.map.size; i++) {
+        const msgpack_object *key = &data->via.map.ptr[i].key;
+        const msgpack_object *val = &data->via.map.ptr[i].val;
+        fputs("  ", stdout);
+        if (key->type == MSGPACK_OBJECT_STR && bare_text(key->via.str.ptr, key->via.str.size))
+            fwrite(key->via.str.ptr, 1, key->via.str.size, stdout);
+        else
+            json_value(stdout, key, 1);
+        fputc('=', stdout);
+        bool integer = val->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                       val->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+        if (integer && is_amount_key(key) &&
+            (val->type == MSGPACK_OBJECT_NEGATIVE_INTEGER || val->via.u64 <= INT64_MAX)) {
+            char amount[48];
+            int64_t ore =
+                val->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)val->via.u64 : val->via.i64;
+            budget_amount_format(ore, amount, sizeof(amount));
+            bool plus = key->via.str.size == 5 && ore > 0; /* a delta shows its sign */
+            printf("%s%s", plus ? "+" : "", amount);
+        } else if (val->type == MSGPACK_OBJECT_STR &&
+                   bare_text(val->via.str.ptr, val->via.str.size)) {
+            fwrite(val->via.str.ptr, 1, val->via.str.size, stdout);
+        } else {
+            json_value(stdout, val, 1);
+        }
+    }
+}
+
+/* `seq  YYYY-MM-DD HH:MM:SS UTC  name(uid)  type  key=value ...` */
+static void print_event(const msgpack_object *ev, int seq_width)
+{
+    int64_t ts_ms = budget_map_int(ev, "ts", 0);
+    time_t seconds = (time_t)(ts_ms / 1000);
+    struct tm tm;
+    char when[32] = "-";
+    if (gmtime_r(&seconds, &tm) != NULL)
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+    const msgpack_object *actor = budget_map_get(ev, "actor");
+    char name[BUDGET_NAME_BYTES_MAX + 1], safe_name[BUDGET_NAME_BYTES_MAX * 2];
+    budget_map_str(actor, "name", name, sizeof(name));
+    terminal_text(name, strlen(name), BUDGET_NAME_BYTES_MAX, safe_name, sizeof(safe_name));
+    cell type;
+    cell_str(&type, ev, "type", 32);
+    printf("%*" PRId64 "  %s UTC  %s(%" PRId64 ")  %-19s", seq_width, budget_map_int(ev, "seq", 0),
+           when, safe_name[0] ? safe_name : "-", budget_map_int(actor, "uid", -1), type.text);
+    print_event_data(budget_map_get(ev, "data"));
+    fputc('\n', stdout);
+}
+
+static void print_events(const ctl *c, const msgpack_object *events, int seq_width)
+{
+    for (uint32_t i = 0;
+         events != NULL && events->type == MSGPACK_OBJECT_ARRAY && i < events->via.array.size;
+         i++) {
+        if (c->json)
+            json_line(&events->via.array.ptr[i]);
+        else
+            print_event(&events->via.array.ptr[i], seq_width);
+    }
+}
+
+static int pack_events(msgpack_sbuffer *sbuf, const command *cmd, const arg_value *values,
+                       uint64_t after)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
+    int rc = pack_args(&pk, cmd, values, after > 0);
+    if (rc == 0 && after > 0)
+        rc = pack_uint_pair(&pk, "after", after);
+    return rc;
+}
+
+/* One events request. Returns 0 with `r` holding the ok response, or an exit status. */
+static int fetch_events(ctl *c, const command *cmd, const arg_value *values, uint64_t after,
+                        budget_response *r)
+{
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    int rc = pack_events(&sbuf, cmd, values, after);
+    rc = rc != 0 ? complain(EXIT_USAGE, "out of memory") : call(c, cmd->op, &sbuf, r);
+    msgpack_sbuffer_destroy(&sbuf);
+    return rc;
+}
+
+static int digits_of(uint64_t n)
+{
+    int digits = 1;
+    while (n >= 10) {
+        n /= 10;
+        digits++;
+    }
+    return digits;
+}
+
+/*
+ * Without --all: one page (as one JSON object with --json). With --all: pages until `next`
+ * reaches the head seen on the first page, printing events as they come (JSON lines).
+ */
+static int run_events(ctl *c, const command *cmd, arg_value *values)
+{
+    const arg_value *after_value = value_of(cmd, values, "after");
+    bool all = value_of(cmd, values, "all")->set;
+    uint64_t after = after_value->set ? (uint64_t)after_value->number : 0;
+    uint64_t target = 0;
+    for (unsigned page = 0;; page++) {
+        budget_response r;
+        int rc = fetch_events(c, cmd, values, after, &r);
+        if (rc != 0)
+            return rc;
+        uint64_t next = (uint64_t)budget_map_int(&r.result, "next", 0);
+        uint64_t head = (uint64_t)budget_map_int(&r.result, "head", 0);
+        if (page == 0)
+            target = head;
+        if (c->json && !all)
+            json_line(&r.result);
+        else
+            print_events(c, budget_map_get(&r.result, "events"), digits_of(target));
+        budget_response_free(&r);
+        if (!all) {
+            if (next < head && !c->json)
+                fprintf(stderr,
+                        "budgetctl: more events after seq %" PRIu64 " (use --after %" PRIu64
+                        " or --all)\n",
+                        next, next);
+            return EXIT_DONE;
+        }
+        if (next >= target)
+            return EXIT_DONE;
+        if (next <= after)
+            return complain(EXIT_CONNECTION, "events: the daemon did not advance past seq %" PRIu64,
+                            after);
+        after = next;
+    }
+}
+
+/* ---- usage ---------------------------------------------------------------------------- */
+
+static int usage(const command *cmd, FILE *f)
+{
+    fprintf(f, "usage: budgetctl [--socket PATH] [--json] %s", cmd->name);
+    for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++) {
+        const arg_spec *s = &cmd->args[i];
+        bool required = s->flags & ARG_REQUIRED;
+        if (s->flags & ARG_POSITIONAL)
+            fprintf(f, " %s", s->name);
+        else if (s->kind == KIND_FLAG)
+            fprintf(f, " [--%s]", s->name);
+        else
+            fprintf(f, " %s--%s %s%s", required ? "" : "[", s->name, s->meta, required ? "" : "]");
+    }
+    fprintf(f, "\n\n%c%s", toupper((unsigned char)cmd->summary[0]), cmd->summary + 1);
+    if (cmd->id_kind != NULL)
+        fprintf(f, " (op %s)", cmd->op);
+    fputs(".\n", f);
+    if (cmd->args[0].name != NULL)
+        fputc('\n', f);
+    for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++) {
+        const arg_spec *s = &cmd->args[i];
+        char left[48];
+        if (s->flags & ARG_POSITIONAL)
+            snprintf(left, sizeof(left), "%s", s->name);
+        else if (s->kind == KIND_FLAG)
+            snprintf(left, sizeof(left), "--%s", s->name);
+        else
+            snprintf(left, sizeof(left), "--%s %s", s->name, s->meta);
+        fprintf(f, "  %-20s %s\n", left, s->help);
+    }
+    if (cmd->id_kind != NULL)
+        fprintf(f, "\nAMOUNT: \"3 mkr\", \"1,5 mkr\", \"500 tkr\", \"1 500 000 kr\", \"0,50 kr\"; "
+                   "no unit means kronor.\nPrints: <type> <id> seq <seq> hash <first 16 hex>.\n"
+                   "A write is retried with the same id (100, 300, 900 ms) when the connection\n"
+                   "is lost or the daemon answers unavailable.\n");
+    return EXIT_DONE;
+}
+
+static int main_usage(FILE *f)
+{
+    fprintf(f, "usage: budgetctl [--socket PATH] [--json] COMMAND [ARGS]\n\n"
+               "The command-line client of budgetd, the municipal budget ledger.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < COMMANDS_COUNT; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\noptions:\n"
+               "  --socket PATH  the daemon's socket (default: $BUDGETD_SOCKET, else\n"
+               "                 $XDG_RUNTIME_DIR/budgetd.sock, else /run/budgetd/budgetd.sock)\n"
+               "  --json         print results as JSON, amounts as integers in öre\n"
+               "  --help         this text; budgetctl COMMAND --help for one command\n"
+               "  --version      budgetctl's version\n\n"
+               "exit status: 0 done, 1 refused by the daemon, 2 usage error,\n"
+               "             3 no connection to the daemon, 4 verify found a broken chain\n");
+    return EXIT_DONE;
+}
+
+/* ---- main ----------------------------------------------------------------------------- */
+
+static const command *find_command(const char *name)
+{
+    for (size_t i = 0; i < COMMANDS_COUNT; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+/* Options before the command. Returns the index of the command word, or -1 - exit status. */
+static int parse_global(ctl *c, int argc, char **argv, const char **socket_flag)
+{
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
+            return -1 - main_usage(stdout);
+        if (strcmp(arg, "--version") == 0) {
+            printf("budgetctl %s (protocol %d)\n", BUDGET_VERSION, BUDGET_PROTOCOL_VERSION);
+            return -1 - EXIT_DONE;
+        }
+        if (strcmp(arg, "--json") == 0) {
+            c->json = true;
+        } else if (strcmp(arg, "--socket") == 0) {
+            if (++i >= argc)
+                return -1 - complain(EXIT_USAGE, "--socket needs a value");
+            *socket_flag = argv[i];
+        } else if (strncmp(arg, "--socket=", 9) == 0) {
+            *socket_flag = arg + 9;
+        } else {
+            return -1 - complain(EXIT_USAGE, "unknown option %.40s (see budgetctl --help)", arg);
+        }
+    }
+    if (i >= argc)
+        return -1 - complain(EXIT_USAGE, "no command given (see budgetctl --help)");
+    return i;
+}
+
+int main(int argc, char **argv)
+{
+    ctl c = {.json = false, .client = NULL};
+    const char *socket_flag = NULL;
+    int at = parse_global(&c, argc, argv, &socket_flag);
+    if (at < 0)
+        return -1 - at;
+    const command *cmd = find_command(argv[at]);
+    if (cmd == NULL)
+        return complain(EXIT_USAGE, "unknown command \"%.40s\" (see budgetctl --help)", argv[at]);
+
+    arg_value values[OPTS_MAX];
+    memset(values, 0, sizeof(values));
+    int rc = parse_args(&c, cmd, argc - at - 1, argv + at + 1, values, &socket_flag);
+    if (rc != 0)
+        return rc < 0 ? EXIT_DONE : rc;
+    if (budget_socket_path(socket_flag, c.socket_path, sizeof(c.socket_path)) != 0)
+        return complain(EXIT_USAGE, "socket path too long (at most %zu bytes)",
+                        sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+
+    rc = cmd->run(&c, cmd, values);
+    disconnect_daemon(&c);
+    if (fflush(stdout) != 0 || ferror(stdout))
+        return complain(EXIT_REFUSED, "cannot write the output: %s", strerror(errno));
+    return rc;
+}

@@ -123,6 +123,13 @@ static int pack_request(msgpack_sbuffer *sbuf, uint64_t id, const char *op, size
     return rc == 0 ? 0 : -ENOMEM;
 }
 
+/* Whether packed bytes begin with a msgpack map header (fixmap, map 16, map 32). */
+static bool starts_map(const void *packed)
+{
+    uint8_t first = *(const uint8_t *)packed;
+    return (first & 0xf0) == 0x80 || first == 0xde || first == 0xdf;
+}
+
 int64_t budget_client_send(budget_client *c, const char *op, const void *args, size_t args_size)
 {
     assert(c != NULL && op != NULL);
@@ -131,8 +138,12 @@ int64_t budget_client_send(budget_client *c, const char *op, const void *args, s
     size_t op_bytes = strnlen(op, BUDGET_OP_BYTES_MAX + 1);
     if (op_bytes == 0 || op_bytes > BUDGET_OP_BYTES_MAX)
         return BUDGET_EBAD_REQUEST;
+    if (args != NULL && args_size == 0)
+        args = NULL;
     if (args != NULL && args_size > BUDGET_FRAME_BYTES_MAX)
         return BUDGET_ETOO_LARGE;
+    if (args != NULL && !starts_map(args))
+        return BUDGET_EBAD_REQUEST;
 
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init(&sbuf);
