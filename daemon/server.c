@@ -1175,7 +1175,7 @@ static void handle_frame(conn *c, const uint8_t *body, size_t size)
     char why[160];
     msgpack_unpacked u;
     size_t off = 0;
-    uint32_t idx;
+    uint32_t idx = 0;
     int rc;
 
     conn_slot_open(c, &idx); /* the caller checked that a slot is free */
@@ -1209,7 +1209,7 @@ static void conn_process(conn *c)
         if (rc == 1)
             break;
         if (rc < 0) {
-            uint32_t idx;
+            uint32_t idx = 0;
             char msg[120];
             uint32_t n = ((uint32_t)c->recv[used] << 24) | ((uint32_t)c->recv[used + 1] << 16) |
                          ((uint32_t)c->recv[used + 2] << 8) | c->recv[used + 3];
@@ -1331,7 +1331,7 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     s->connections_total++;
     if (s->conn_count > BUDGET_CONNECTIONS_MAX || s->stopping) {
-        uint32_t idx;
+        uint32_t idx = 0;
         s->connections_refused++;
         log_warn("uid %u refused: %u connections is the limit", c->actor.uid,
                  BUDGET_CONNECTIONS_MAX);

@@ -25,7 +25,14 @@ for _ in $(seq 100); do
   "$bin/budgetctl" hello >/dev/null 2>&1 && break
   sleep 0.1
 done
-ctl() { echo "\$ budgetctl $*"; "$bin/budgetctl" "$@"; }
+ctl() {
+  local shown="\$ budgetctl" a
+  for a in "$@"; do
+    case "$a" in *[[:space:]\'\"\$]*) shown+=" \"$a\"" ;; *) shown+=" $a" ;; esac
+  done
+  echo "$shown"
+  "$bin/budgetctl" "$@"
+}
 
 echo "== The board's frame: KS 2021-08-24 § 241 extends KS's 2021 frame by 3 mkr"
 ctl grant --id ks-2021-trygghet --unit KS --year 2021 --amount "3 mkr" \
