@@ -1,1 +1,488 @@
-/* placeholder: being written */
+/*
+ * Events on disk and on the wire (event.h): the canonical msgpack encoding of a ledger_event,
+ * its hash chain link, and the decoder that start-up replay runs once per event.
+ *
+ * An event is a 7-entry map, keys in this order:
+ *
+ *   seq    uint     1, 2, 3, ... without gaps
+ *   ts     uint     milliseconds since 1970-01-01T00:00:00Z
+ *   actor  map      {"uid": uint (32 bits), "name": str (0..64 bytes)}
+ *   type   str      the event type, below
+ *   data   map      the type's fields, below, keys in exactly this order
+ *   prev   bin 32   hash of the event before (32 zero bytes for event 1)
+ *   hash   bin 32   SHA-256(prev || this map as a 6-entry map without "hash")
+ *
+ * data, per type:
+ *
+ *   frame.granted        id, unit, year, amount, title, reference
+ *   frame.adjusted       id, frame, unit, year, delta, reason, reference
+ *   allocation.proposed  id, frame, unit, year, amount, purpose
+ *   avrop.requested      id, allocation, frame, unit, year, amount, note
+ *   decision.approved    id, target, target_kind, frame, unit, year, amount, reference, note
+ *   decision.rejected    id, target, target_kind, frame, unit, year, amount, reference, note
+ *   request.withdrawn    id, target, target_kind, frame, unit, year, amount, note
+ *
+ * with
+ *
+ *   id, frame, allocation, target   str, 1..64 of A-Za-z0-9._:-
+ *   unit                            str, 1..32 of A-Za-z0-9._:-
+ *   year                            int, 1900..9999
+ *   amount                          int, 1..10^15 (öre)
+ *   delta                           int, non-zero, -10^15..10^15 (öre)
+ *   title, reason, purpose          str, 1..256 bytes of UTF-8
+ *   reference, note                 str, 0..256 bytes of UTF-8
+ *   target_kind                     str, "allocation" or "avrop"
+ *
+ * Every value is in its shortest msgpack form (non-negative integers as uint), so one event
+ * has exactly one encoding and re-encoding a decoded event gives the same bytes. In the
+ * ledger_event, delta is `amount` and reason and purpose are `title`.
+ */
+#include "event.h"
+
+#include <sodium.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "budget/errors.h"
+#include "budget/limits.h"
+#include "proto/mp.h"
+
+/* What a data value is, and the rule it obeys. */
+typedef enum {
+    V_ID,     /* str: an id */
+    V_UNIT,   /* str: a unit */
+    V_YEAR,   /* int: a fiscal year */
+    V_AMOUNT, /* int: 1..BUDGET_AMOUNT_MAX */
+    V_DELTA,  /* int: non-zero, |delta| <= BUDGET_AMOUNT_MAX */
+    V_TITLE,  /* str: 1..BUDGET_TEXT_BYTES_MAX bytes */
+    V_TEXT,   /* str: 0..BUDGET_TEXT_BYTES_MAX bytes */
+    V_KIND,   /* str: "allocation" or "avrop" */
+} value_kind;
+
+/* A key of the data map (a fixstr when encoded), and where its value lives. */
+typedef struct {
+    const char *key;
+    uint8_t key_len;
+    value_kind kind;
+    uint16_t offset; /* of the string field in ledger_event (str kinds) */
+} field;
+
+#define KEY(name) (name), (uint8_t)(sizeof(name) - 1)
+#define STR_FIELD(key, kind, member)                                                               \
+    {                                                                                              \
+        KEY(key), kind, offsetof(ledger_event, member)                                             \
+    }
+
+static const field F_ID = STR_FIELD("id", V_ID, id);
+static const field F_FRAME = STR_FIELD("frame", V_ID, frame);
+static const field F_ALLOCATION = STR_FIELD("allocation", V_ID, allocation);
+static const field F_TARGET = STR_FIELD("target", V_ID, target);
+static const field F_UNIT = STR_FIELD("unit", V_UNIT, unit);
+static const field F_YEAR = {KEY("year"), V_YEAR, 0};
+static const field F_AMOUNT = {KEY("amount"), V_AMOUNT, 0};
+static const field F_DELTA = {KEY("delta"), V_DELTA, 0};
+static const field F_TITLE = STR_FIELD("title", V_TITLE, title);
+static const field F_REASON = STR_FIELD("reason", V_TITLE, title);
+static const field F_PURPOSE = STR_FIELD("purpose", V_TITLE, title);
+static const field F_REFERENCE = STR_FIELD("reference", V_TEXT, reference);
+static const field F_NOTE = STR_FIELD("note", V_TEXT, note);
+static const field F_TARGET_KIND = {KEY("target_kind"), V_KIND, 0};
+
+#define DATA_FIELDS_MAX 9
+
+/* The data map of each type, in order (the table at the top of this file). */
+static const struct {
+    uint8_t count;
+    const field *fields[DATA_FIELDS_MAX];
+} layouts[] = {
+    [LEDGER_FRAME_GRANTED] = {6, {&F_ID, &F_UNIT, &F_YEAR, &F_AMOUNT, &F_TITLE, &F_REFERENCE}},
+    [LEDGER_FRAME_ADJUSTED] = {7,
+                               {&F_ID, &F_FRAME, &F_UNIT, &F_YEAR, &F_DELTA, &F_REASON,
+                                &F_REFERENCE}},
+    [LEDGER_ALLOCATION_PROPOSED] = {6, {&F_ID, &F_FRAME, &F_UNIT, &F_YEAR, &F_AMOUNT, &F_PURPOSE}},
+    [LEDGER_AVROP_REQUESTED] = {7,
+                                {&F_ID, &F_ALLOCATION, &F_FRAME, &F_UNIT, &F_YEAR, &F_AMOUNT,
+                                 &F_NOTE}},
+    [LEDGER_DECISION_APPROVED] = {9,
+                                  {&F_ID, &F_TARGET, &F_TARGET_KIND, &F_FRAME, &F_UNIT, &F_YEAR,
+                                   &F_AMOUNT, &F_REFERENCE, &F_NOTE}},
+    [LEDGER_DECISION_REJECTED] = {9,
+                                  {&F_ID, &F_TARGET, &F_TARGET_KIND, &F_FRAME, &F_UNIT, &F_YEAR,
+                                   &F_AMOUNT, &F_REFERENCE, &F_NOTE}},
+    [LEDGER_REQUEST_WITHDRAWN] = {8,
+                                  {&F_ID, &F_TARGET, &F_TARGET_KIND, &F_FRAME, &F_UNIT, &F_YEAR,
+                                   &F_AMOUNT, &F_NOTE}},
+};
+
+/* The fixed parts of the envelope, as encoded. */
+static const uint8_t MAP7 = 0x87, MAP6 = 0x86, ACTOR_MAP = 0x82;
+static const char KEY_SEQ[] = "\xa3seq", KEY_TS[] = "\xa2ts",
+                  KEY_ACTOR[] = "\xa5"
+                                "actor",
+                  KEY_UID[] = "\xa3uid", KEY_NAME[] = "\xa4name", KEY_TYPE[] = "\xa4type",
+                  KEY_DATA[] = "\xa4"
+                               "data";
+/* The tail: "prev" and "hash", each a key and a bin 8 header of 32. */
+static const uint8_t PREV_HEAD[7] = {0xa4, 'p', 'r', 'e', 'v', 0xc4, BUDGET_HASH_BYTES};
+static const uint8_t HASH_HEAD[7] = {0xa4, 'h', 'a', 's', 'h', 0xc4, BUDGET_HASH_BYTES};
+#define LINK_BYTES (sizeof PREV_HEAD + BUDGET_HASH_BYTES)
+_Static_assert(LINK_BYTES == EVENT_HASH_TAIL_BYTES, "the tail is 39 bytes");
+
+/* The smallest possible event is well over this; anything shorter is malformed. */
+#define EVENT_BYTES_MIN (1 + 2 * LINK_BYTES)
+
+static bool type_known(ledger_type t)
+{
+    return t >= LEDGER_FRAME_GRANTED && t <= LEDGER_REQUEST_WITHDRAWN;
+}
+
+static size_t str_field_size(value_kind kind)
+{
+    switch (kind) {
+    case V_ID:
+        return BUDGET_ID_BYTES_MAX + 1;
+    case V_UNIT:
+        return BUDGET_UNIT_BYTES_MAX + 1;
+    default:
+        return BUDGET_TEXT_BYTES_MAX + 1;
+    }
+}
+
+/* The rule of a str value of `kind`. Text is not scanned for UTF-8 here: it was checked
+ * before the event was first written, and the hash chain covers it since. */
+static bool str_ok(value_kind kind, const char *s, size_t len)
+{
+    switch (kind) {
+    case V_ID:
+        return ledger_valid_id(s, len);
+    case V_UNIT:
+        return ledger_valid_unit(s, len);
+    case V_TITLE:
+        return len >= 1 && len <= BUDGET_TEXT_BYTES_MAX && memchr(s, 0, len) == NULL;
+    case V_TEXT:
+        return len <= BUDGET_TEXT_BYTES_MAX && memchr(s, 0, len) == NULL;
+    default:
+        return false;
+    }
+}
+
+static bool int_ok(value_kind kind, int64_t v)
+{
+    switch (kind) {
+    case V_YEAR:
+        return v >= BUDGET_YEAR_MIN && v <= BUDGET_YEAR_MAX;
+    case V_AMOUNT:
+        return v >= 1 && v <= BUDGET_AMOUNT_MAX;
+    case V_DELTA:
+        return v != 0 && v >= -BUDGET_AMOUNT_MAX && v <= BUDGET_AMOUNT_MAX;
+    default:
+        return false;
+    }
+}
+
+static const char *kind_text(ledger_kind k)
+{
+    return k == LEDGER_KIND_ALLOCATION ? "allocation" : k == LEDGER_KIND_AVROP ? "avrop" : NULL;
+}
+
+/* ---- encoding ----------------------------------------------------------------------------- */
+
+/* Writes one data entry; false when the event's value breaks the field's rule. */
+static bool write_field(mp_writer *w, const field *f, const ledger_event *ev)
+{
+    mp_write_str(w, f->key, f->key_len);
+    switch (f->kind) {
+    case V_YEAR:
+        mp_write_int(w, ev->year);
+        return int_ok(f->kind, ev->year);
+    case V_AMOUNT:
+    case V_DELTA:
+        mp_write_int(w, ev->amount);
+        return int_ok(f->kind, ev->amount);
+    case V_KIND: {
+        const char *k = kind_text(ev->target_kind);
+        if (k == NULL)
+            return false;
+        mp_write_cstr(w, k);
+        return true;
+    }
+    default: {
+        const char *s = (const char *)ev + f->offset;
+        size_t len = strnlen(s, str_field_size(f->kind));
+        if (!str_ok(f->kind, s, len))
+            return false;
+        mp_write_str(w, s, len);
+        return true;
+    }
+    }
+}
+
+/* The hash of an encoded event whose first `size` bytes run up to and including prev. */
+static void hash_event(const uint8_t prev[BUDGET_HASH_BYTES], const uint8_t *bytes, size_t size,
+                       uint8_t hash[BUDGET_HASH_BYTES])
+{
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, prev, BUDGET_HASH_BYTES);
+    crypto_hash_sha256_update(&st, &MAP6, 1);
+    crypto_hash_sha256_update(&st, bytes + 1, size - 1);
+    crypto_hash_sha256_final(&st, hash);
+}
+
+int event_encode(const ledger_event *ev, const uint8_t prev[BUDGET_HASH_BYTES], uint8_t *out,
+                 size_t cap, uint8_t hash[BUDGET_HASH_BYTES])
+{
+    if (!type_known(ev->type))
+        return BUDGET_EINTERNAL;
+    size_t name_len = strnlen(ev->actor.name, sizeof ev->actor.name);
+    if (name_len > BUDGET_NAME_BYTES_MAX || memchr(ev->actor.name, 0, name_len) != NULL)
+        return BUDGET_EINTERNAL;
+
+    mp_writer w;
+    mp_writer_init(&w, out, cap);
+    mp_write_raw(&w, &MAP7, 1);
+    mp_write_raw(&w, KEY_SEQ, sizeof KEY_SEQ - 1);
+    mp_write_uint(&w, ev->seq);
+    mp_write_raw(&w, KEY_TS, sizeof KEY_TS - 1);
+    mp_write_uint(&w, ev->ts_ms);
+    mp_write_raw(&w, KEY_ACTOR, sizeof KEY_ACTOR - 1);
+    mp_write_raw(&w, &ACTOR_MAP, 1);
+    mp_write_raw(&w, KEY_UID, sizeof KEY_UID - 1);
+    mp_write_uint(&w, ev->actor.uid);
+    mp_write_raw(&w, KEY_NAME, sizeof KEY_NAME - 1);
+    mp_write_str(&w, ev->actor.name, name_len);
+    mp_write_raw(&w, KEY_TYPE, sizeof KEY_TYPE - 1);
+    mp_write_cstr(&w, ledger_type_name(ev->type));
+    mp_write_raw(&w, KEY_DATA, sizeof KEY_DATA - 1);
+    mp_write_map(&w, layouts[ev->type].count);
+    for (uint8_t i = 0; i < layouts[ev->type].count; i++)
+        if (!write_field(&w, layouts[ev->type].fields[i], ev))
+            return BUDGET_EINTERNAL;
+    mp_write_raw(&w, PREV_HEAD, sizeof PREV_HEAD);
+    mp_write_raw(&w, prev, BUDGET_HASH_BYTES);
+    if (w.overflow)
+        return BUDGET_EINTERNAL;
+
+    uint8_t digest[BUDGET_HASH_BYTES];
+    hash_event(prev, out, w.len, digest);
+    mp_write_raw(&w, HASH_HEAD, sizeof HASH_HEAD);
+    mp_write_raw(&w, digest, BUDGET_HASH_BYTES);
+    if (w.overflow || w.len > EVENT_BYTES_MAX)
+        return BUDGET_EINTERNAL;
+    if (hash != NULL)
+        memcpy(hash, digest, BUDGET_HASH_BYTES);
+    return (int)w.len;
+}
+
+/* ---- decoding ------------------------------------------------------------------------------ */
+
+/* Bytes of the shortest encoding of an unsigned integer, and of a negative one. */
+static size_t uint_bytes(uint64_t v)
+{
+    return v <= 0x7f ? 1 : v <= 0xff ? 2 : v <= 0xffff ? 3 : v <= 0xffffffff ? 5 : 9;
+}
+
+static size_t negative_bytes(int64_t v)
+{
+    return v >= -32 ? 1 : v >= INT8_MIN ? 2 : v >= INT16_MIN ? 3 : v >= INT32_MIN ? 5 : 9;
+}
+
+/* The byte is one of the signed forms int 8..64. */
+static bool signed_form(uint8_t b)
+{
+    return b >= 0xd0 && b <= 0xd3;
+}
+
+/* Reads a uint in its shortest form. */
+static bool read_uint(mp_reader *r, uint64_t *v)
+{
+    const uint8_t *at = r->p;
+    if (mp_read_uint(r, v) != 0)
+        return false;
+    return (size_t)(r->p - at) == uint_bytes(*v) && !signed_form(*at);
+}
+
+/* Reads an int in its shortest form: uint when not negative. */
+static bool read_int(mp_reader *r, int64_t *v)
+{
+    const uint8_t *at = r->p;
+    if (mp_read_int(r, v) != 0)
+        return false;
+    if (*v >= 0)
+        return (size_t)(r->p - at) == uint_bytes((uint64_t)*v) && !signed_form(*at);
+    return (size_t)(r->p - at) == negative_bytes(*v);
+}
+
+/* Reads a str in its shortest form, of at most `max` bytes. */
+static bool read_str(mp_reader *r, const char **s, uint32_t *len, uint32_t max)
+{
+    const uint8_t *at = r->p;
+    if (mp_read_str(r, s, len) != 0 || *len > max)
+        return false;
+    size_t head = (size_t)(r->p - at) - *len;
+    return head == (*len <= 31 ? 1u : *len <= 0xff ? 2u : 3u);
+}
+
+/* Consumes the `n` bytes at the cursor when they are exactly `want`. */
+static bool expect(mp_reader *r, const void *want, size_t n)
+{
+    if (mp_remaining(r) < n || memcmp(r->p, want, n) != 0)
+        return false;
+    r->p += n;
+    return true;
+}
+
+/* Consumes the key `key` (a fixstr of len < 32) when it is next. */
+static bool expect_key(mp_reader *r, const char *key, uint8_t len)
+{
+    if (mp_remaining(r) < 1u + len || r->p[0] != (0xa0 | len) || memcmp(r->p + 1, key, len) != 0)
+        return false;
+    r->p += 1u + len;
+    return true;
+}
+
+static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
+{
+    if (!expect_key(r, f->key, f->key_len))
+        return false;
+    int64_t v;
+    const char *s;
+    uint32_t len;
+    switch (f->kind) {
+    case V_YEAR:
+        if (!read_int(r, &v) || !int_ok(V_YEAR, v))
+            return false;
+        ev->year = (int32_t)v;
+        return true;
+    case V_AMOUNT:
+    case V_DELTA:
+        if (!read_int(r, &v) || !int_ok(f->kind, v))
+            return false;
+        ev->amount = v;
+        return true;
+    case V_KIND:
+        if (!read_str(r, &s, &len, 16))
+            return false;
+        if (len == 10 && memcmp(s, "allocation", 10) == 0)
+            ev->target_kind = LEDGER_KIND_ALLOCATION;
+        else if (len == 5 && memcmp(s, "avrop", 5) == 0)
+            ev->target_kind = LEDGER_KIND_AVROP;
+        else
+            return false;
+        return true;
+    default: {
+        size_t size = str_field_size(f->kind);
+        if (!read_str(r, &s, &len, (uint32_t)size - 1) || !str_ok(f->kind, s, len))
+            return false;
+        char *dst = (char *)ev + f->offset;
+        memcpy(dst, s, len);
+        dst[len] = '\0';
+        return true;
+    }
+    }
+}
+
+/* Empties the fields of `ev` that the type's data map does not fill. */
+static void clear_fields(ledger_event *ev)
+{
+    ev->id[0] = ev->frame[0] = ev->allocation[0] = ev->target[0] = ev->unit[0] = '\0';
+    ev->title[0] = ev->reference[0] = ev->note[0] = '\0';
+    ev->target_kind = 0;
+    ev->year = 0;
+    ev->amount = 0;
+}
+
+int event_decode(const uint8_t *bytes, size_t size, ledger_event *ev)
+{
+    if (size < EVENT_BYTES_MIN || size > EVENT_BYTES_MAX)
+        return BUDGET_EINTERNAL;
+    mp_reader r;
+    mp_reader_init(&r, bytes, size);
+    uint64_t seq, ts, uid;
+    const char *s;
+    uint32_t len;
+    if (!expect(&r, &MAP7, 1) || !expect(&r, KEY_SEQ, sizeof KEY_SEQ - 1) || !read_uint(&r, &seq) ||
+        !expect(&r, KEY_TS, sizeof KEY_TS - 1) || !read_uint(&r, &ts) ||
+        !expect(&r, KEY_ACTOR, sizeof KEY_ACTOR - 1) || !expect(&r, &ACTOR_MAP, 1) ||
+        !expect(&r, KEY_UID, sizeof KEY_UID - 1) || !read_uint(&r, &uid) || uid > UINT32_MAX ||
+        !expect(&r, KEY_NAME, sizeof KEY_NAME - 1) ||
+        !read_str(&r, &s, &len, BUDGET_NAME_BYTES_MAX) || memchr(s, 0, len) != NULL)
+        return BUDGET_EINTERNAL;
+    ev->seq = seq;
+    ev->ts_ms = ts;
+    ev->actor.uid = (uint32_t)uid;
+    memcpy(ev->actor.name, s, len);
+    ev->actor.name[len] = '\0';
+
+    if (!expect(&r, KEY_TYPE, sizeof KEY_TYPE - 1) || !read_str(&r, &s, &len, 32))
+        return BUDGET_EINTERNAL;
+    ledger_type type = ledger_type_from_name(s, len);
+    if (!type_known(type))
+        return BUDGET_EINTERNAL;
+    ev->type = type;
+    uint8_t data_map = (uint8_t)(0x80 | layouts[type].count);
+    if (!expect(&r, KEY_DATA, sizeof KEY_DATA - 1) || !expect(&r, &data_map, 1))
+        return BUDGET_EINTERNAL;
+    clear_fields(ev);
+    for (uint8_t i = 0; i < layouts[type].count; i++)
+        if (!read_field(&r, layouts[type].fields[i], ev))
+            return BUDGET_EINTERNAL;
+
+    /* Exactly the link remains. */
+    if (mp_remaining(&r) != 2 * LINK_BYTES || !expect(&r, PREV_HEAD, sizeof PREV_HEAD))
+        return BUDGET_EINTERNAL;
+    r.p += BUDGET_HASH_BYTES;
+    if (!expect(&r, HASH_HEAD, sizeof HASH_HEAD))
+        return BUDGET_EINTERNAL;
+    return 0;
+}
+
+/* ---- the chain ---------------------------------------------------------------------------- */
+
+int event_link(const uint8_t *bytes, size_t size, const uint8_t **prev, const uint8_t **hash)
+{
+    if (size < EVENT_BYTES_MIN || bytes[0] != MAP7)
+        return BUDGET_EINTERNAL;
+    const uint8_t *h = bytes + size - LINK_BYTES, *p = h - LINK_BYTES;
+    if (memcmp(p, PREV_HEAD, sizeof PREV_HEAD) != 0 || memcmp(h, HASH_HEAD, sizeof HASH_HEAD) != 0)
+        return BUDGET_EINTERNAL;
+    if (prev != NULL)
+        *prev = p + sizeof PREV_HEAD;
+    if (hash != NULL)
+        *hash = h + sizeof HASH_HEAD;
+    return 0;
+}
+
+int event_check_link(const uint8_t *bytes, size_t size, const uint8_t prev[BUDGET_HASH_BYTES],
+                     const char **why)
+{
+    const char *scratch;
+    if (why == NULL)
+        why = &scratch;
+    const uint8_t *stored_prev, *stored_hash;
+    if (event_link(bytes, size, &stored_prev, &stored_hash) != 0) {
+        *why = "malformed";
+        return BUDGET_EINTERNAL;
+    }
+    if (memcmp(stored_prev, prev, BUDGET_HASH_BYTES) != 0) {
+        *why = "prev";
+        return BUDGET_EINTERNAL;
+    }
+    uint8_t digest[BUDGET_HASH_BYTES];
+    hash_event(prev, bytes, size - LINK_BYTES, digest);
+    if (memcmp(digest, stored_hash, BUDGET_HASH_BYTES) != 0) {
+        *why = "hash";
+        return BUDGET_EINTERNAL;
+    }
+    *why = "";
+    return 0;
+}
+
+int event_seq(const uint8_t *bytes, size_t size, uint64_t *seq)
+{
+    mp_reader r;
+    mp_reader_init(&r, bytes, size);
+    if (!expect(&r, &MAP7, 1) || !expect(&r, KEY_SEQ, sizeof KEY_SEQ - 1) || !read_uint(&r, seq))
+        return BUDGET_EINTERNAL;
+    return 0;
+}

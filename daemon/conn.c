@@ -1,0 +1,412 @@
+/* Connections: reading frames, answering each connection's requests in order. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "budget/errors.h"
+#include "log.h"
+#include "server_internal.h"
+#include <pwd.h>
+#include <sys/socket.h>
+
+#include "proto/frame.h"
+#include "proto/mp.h"
+#include "proto/validate.h"
+
+static void conn_flush(conn *c);
+static void conn_process(conn *c);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+/* ---- responses ------------------------------------------------------------------------ */
+
+void resp_begin(resp *r, uint64_t req_id, bool ok)
+{
+    static const char header[BUDGET_FRAME_HEADER_BYTES] = {0};
+    msgpack_sbuffer_init(&r->sb);
+    msgpack_packer_init(&r->pk, &r->sb, msgpack_sbuffer_write);
+    msgpack_sbuffer_write(&r->sb, header, sizeof(header));
+    msgpack_pack_map(&r->pk, 3);
+    pack_key_uint(&r->pk, "id", req_id);
+    pack_cstr(&r->pk, "ok");
+    if (ok)
+        msgpack_pack_true(&r->pk);
+    else
+        msgpack_pack_false(&r->pk);
+    pack_cstr(&r->pk, ok ? "result" : "error");
+}
+
+void resp_error_into(resp *r, uint64_t req_id, int code, const char *message)
+{
+    resp_begin(r, req_id, false);
+    msgpack_pack_map(&r->pk, 2);
+    pack_key_str(&r->pk, "code", budget_err_code(code));
+    pack_key_str(&r->pk, "message", message);
+}
+
+/* Finishes the frame; a result over the frame limit becomes a too_large error. */
+void resp_finish(resp *r, uint64_t req_id)
+{
+    size_t body = r->sb.size - BUDGET_FRAME_HEADER_BYTES;
+    if (body > BUDGET_FRAME_BYTES_MAX) {
+        msgpack_sbuffer_destroy(&r->sb);
+        resp_error_into(r, req_id, BUDGET_ETOO_LARGE,
+                        "the result is over the 1 MiB frame limit; narrow the query or page it");
+        body = r->sb.size - BUDGET_FRAME_HEADER_BYTES;
+    }
+    budget_frame_header((uint8_t *)r->sb.data, (uint32_t)body);
+}
+
+/* ---- connections: answer order and output ----------------------------------------------- */
+
+static bool conn_slot_open(conn *c, uint32_t *idx)
+{
+    if (c->slot_count == BUDGET_CONN_INFLIGHT_MAX)
+        return false;
+    *idx = (c->slot_head + c->slot_count) % BUDGET_CONN_INFLIGHT_MAX;
+    c->slot_count++;
+    c->slots[*idx].frame = NULL;
+    c->slots[*idx].size = 0;
+    return true;
+}
+
+/* Hands a finished response to its slot; the connection writes it when its turn comes. */
+void conn_answer(conn *c, uint32_t idx, resp *r, uint64_t req_id)
+{
+    resp_finish(r, req_id);
+    size_t size = r->sb.size;
+    conn_answer_frame(c, idx, msgpack_sbuffer_release(&r->sb), size);
+}
+
+void conn_answer_frame(conn *c, uint32_t idx, char *frame, size_t size)
+{
+    if (c->closing) {
+        free(frame);
+        return;
+    }
+    c->slots[idx].frame = frame;
+    c->slots[idx].size = size;
+    conn_flush(c);
+}
+
+void conn_answer_error(conn *c, uint32_t idx, uint64_t req_id, int code, const char *msg)
+{
+    resp r;
+    if (code != 0)
+        c->srv->errors++;
+    resp_error_into(&r, req_id, code, msg);
+    conn_answer(c, idx, &r, req_id);
+}
+
+typedef struct {
+    uv_write_t req;
+    conn *c;
+    char *frame;
+    size_t size;
+} write_req;
+
+static void conn_maybe_resume(conn *c)
+{
+    if (c->closing || c->reading)
+        return;
+    if (c->slot_count >= BUDGET_CONN_INFLIGHT_MAX || c->out_bytes > BUDGET_CONN_OUTPUT_BYTES_MAX)
+        return;
+    if (c->close_flushed || c->processing)
+        return;
+    /* Frames already received are handled before reading more. */
+    conn_process(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    write_req *w = (write_req *)req;
+    conn *c = w->c;
+
+    c->out_bytes -= w->size;
+    free(w->frame);
+    free(w);
+    if (status < 0 && status != UV_ECANCELED) {
+        log_debug("uid %u: write failed: %s", c->actor.uid, uv_strerror(status));
+        conn_close(c);
+        return;
+    }
+    if (c->close_flushed && c->out_bytes == 0 && c->slot_count == 0) {
+        conn_close(c);
+        return;
+    }
+    conn_maybe_resume(c);
+}
+
+static void conn_flush(conn *c)
+{
+    while (c->slot_count > 0 && c->slots[c->slot_head].frame) {
+        slot *sl = &c->slots[c->slot_head];
+        write_req *w = malloc(sizeof(*w));
+        c->slot_head = (c->slot_head + 1) % BUDGET_CONN_INFLIGHT_MAX;
+        c->slot_count--;
+        if (!w) {
+            free(sl->frame);
+            sl->frame = NULL;
+            conn_close(c);
+            return;
+        }
+        w->c = c;
+        w->frame = sl->frame;
+        w->size = sl->size;
+        sl->frame = NULL;
+        uv_buf_t buf = uv_buf_init(w->frame, (unsigned int)w->size);
+        c->out_bytes += w->size;
+        int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_write);
+        if (rc < 0) {
+            c->out_bytes -= w->size;
+            free(w->frame);
+            free(w);
+            conn_close(c);
+            return;
+        }
+    }
+    conn_maybe_resume(c);
+}
+
+static void conn_free(conn *c)
+{
+    for (uint32_t i = 0; i < BUDGET_CONN_INFLIGHT_MAX; i++)
+        free(c->slots[i].frame);
+    free(c->recv);
+    free(c);
+}
+
+void conn_unref(conn *c)
+{
+    c->refs--;
+    if (c->refs == 0 && c->closed)
+        conn_free(c);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    conn *c = h->data;
+    server *s = c->srv;
+
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->conn_count--;
+    c->closed = true;
+    if (c->refs == 0)
+        conn_free(c);
+    maybe_finish(s);
+}
+
+void conn_close(conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    if (c->reading)
+        uv_read_stop((uv_stream_t *)&c->pipe);
+    c->reading = false;
+    uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+}
+
+/* ---- frames ------------------------------------------------------------------------------ */
+
+/* The envelope's id, read best-effort from a frame that failed validation; 0 if unreadable. */
+static uint64_t peek_request_id(const uint8_t *body, size_t size)
+{
+    mp_reader r;
+    uint32_t n;
+    uint64_t id = 0;
+
+    mp_reader_init(&r, body, size);
+    if (mp_read_map(&r, &n) != 0)
+        return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int eq = mp_read_str_eq(&r, "id");
+        if (eq < 0)
+            return 0;
+        if (eq == 1)
+            return mp_read_uint(&r, &id) == 0 ? id : 0;
+        if (mp_skip(&r, BUDGET_DEPTH_MAX) != 0)
+            return 0;
+    }
+    return 0;
+}
+
+static void handle_frame(conn *c, const uint8_t *body, size_t size)
+{
+    char why[160];
+    msgpack_unpacked u;
+    size_t off = 0;
+    uint32_t idx = 0;
+    int rc;
+
+    conn_slot_open(c, &idx); /* the caller checked that a slot is free */
+    c->srv->requests++;
+    rc = budget_validate_frame(body, size, why, sizeof(why));
+    if (rc != 0) {
+        conn_answer_error(c, idx, peek_request_id(body, size), rc, why);
+        return;
+    }
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, (const char *)body, size, &off) != MSGPACK_UNPACK_SUCCESS ||
+        u.data.type != MSGPACK_OBJECT_MAP) {
+        msgpack_unpacked_destroy(&u);
+        conn_answer_error(c, idx, 0, BUDGET_EBAD_REQUEST, "the frame is not one msgpack map");
+        return;
+    }
+    dispatch(c, idx, &u.data);
+    msgpack_unpacked_destroy(&u);
+}
+
+/* Handles every whole frame received, while answer slots and output room allow. */
+static void conn_process(conn *c)
+{
+    size_t used = 0;
+    uint32_t body = 0;
+
+    c->processing = true;
+    while (!c->closing && !c->close_flushed && c->slot_count < BUDGET_CONN_INFLIGHT_MAX &&
+           c->out_bytes <= BUDGET_CONN_OUTPUT_BYTES_MAX) {
+        int rc = budget_frame_peek(c->recv + used, c->recv_len - used, &body);
+        if (rc == 1)
+            break;
+        if (rc < 0) {
+            uint32_t idx = 0;
+            char msg[120];
+            uint32_t n = ((uint32_t)c->recv[used] << 24) | ((uint32_t)c->recv[used + 1] << 16) |
+                         ((uint32_t)c->recv[used + 2] << 8) | c->recv[used + 3];
+            snprintf(msg, sizeof(msg), "a frame of %u bytes; frames are 1..%u bytes", n,
+                     BUDGET_FRAME_BYTES_MAX);
+            log_info("uid %u: %s; closing the connection", c->actor.uid, msg);
+            conn_slot_open(c, &idx);
+            c->close_flushed = true;
+            conn_answer_error(c, idx, 0, BUDGET_ETOO_LARGE, msg);
+            used = c->recv_len;
+            break;
+        }
+        handle_frame(c, c->recv + used + BUDGET_FRAME_HEADER_BYTES, body);
+        used += BUDGET_FRAME_HEADER_BYTES + body;
+    }
+    if (used > 0) {
+        memmove(c->recv, c->recv + used, c->recv_len - used);
+        c->recv_len -= used;
+    }
+    c->processing = false;
+    if (c->closing || c->close_flushed)
+        return;
+    bool room =
+        c->slot_count < BUDGET_CONN_INFLIGHT_MAX && c->out_bytes <= BUDGET_CONN_OUTPUT_BYTES_MAX;
+    if (room && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
+            c->reading = true;
+    } else if (!room && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->pipe);
+        c->reading = false;
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    conn *c = h->data;
+    size_t need = c->recv_len + 1;
+
+    (void)suggested;
+    if (c->recv_len >= BUDGET_FRAME_HEADER_BYTES) {
+        uint32_t body = ((uint32_t)c->recv[0] << 24) | ((uint32_t)c->recv[1] << 16) |
+                        ((uint32_t)c->recv[2] << 8) | c->recv[3];
+        if (body <= BUDGET_FRAME_BYTES_MAX && body + BUDGET_FRAME_HEADER_BYTES > need)
+            need = body + BUDGET_FRAME_HEADER_BYTES;
+    }
+    if (need > c->recv_cap || c->recv_cap == 0) {
+        size_t cap = c->recv_cap ? c->recv_cap : RECV_BYTES_INITIAL;
+        while (cap < need)
+            cap *= 2;
+        if (cap > RECV_BYTES_MAX)
+            cap = RECV_BYTES_MAX;
+        uint8_t *p = realloc(c->recv, cap);
+        if (p) {
+            c->recv = p;
+            c->recv_cap = cap;
+        }
+    }
+    *buf = uv_buf_init((char *)c->recv + c->recv_len, (unsigned int)(c->recv_cap - c->recv_len));
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    conn *c = stream->data;
+
+    (void)buf;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            log_debug("uid %u: read failed: %s", c->actor.uid, uv_strerror((int)nread));
+        conn_close(c);
+        return;
+    }
+    c->recv_len += (size_t)nread;
+    conn_process(c);
+}
+
+/* The peer's uid and user name, from the kernel. */
+static int peer_actor(conn *c)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    uv_os_fd_t fd;
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return -1;
+    c->actor.uid = cred.uid;
+    c->actor.name[0] = '\0';
+    if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &found) == 0 && found &&
+        strlen(found->pw_name) <= BUDGET_NAME_BYTES_MAX)
+        snprintf(c->actor.name, sizeof(c->actor.name), "%s", found->pw_name);
+    return 0;
+}
+
+void on_connection(uv_stream_t *listener, int status)
+{
+    server *s = listener->data;
+    conn *c;
+
+    if (status < 0) {
+        log_warn("accept failed: %s", uv_strerror(status));
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->srv = s;
+    uv_pipe_init(s->loop, &c->pipe, 0);
+    c->pipe.data = c;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->conn_count++;
+    if (uv_accept(listener, (uv_stream_t *)&c->pipe) != 0 || peer_actor(c) != 0) {
+        conn_close(c);
+        return;
+    }
+    s->connections_total++;
+    if (s->conn_count > BUDGET_CONNECTIONS_MAX || s->stopping) {
+        uint32_t idx = 0;
+        s->connections_refused++;
+        log_warn("uid %u refused: %u connections is the limit", c->actor.uid,
+                 BUDGET_CONNECTIONS_MAX);
+        conn_slot_open(c, &idx);
+        c->close_flushed = true;
+        conn_answer_error(c, idx, 0, BUDGET_EUNAVAILABLE,
+                          s->stopping ? "budgetd is stopping" : "too many connections");
+        return;
+    }
+    conn_process(c);
+}

@@ -1,0 +1,438 @@
+/* The op table: read ops answered on the loop thread or by worker jobs; writes go to commit.c. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "budget/errors.h"
+#include "log.h"
+#include "server_internal.h"
+#include "event.h"
+
+/* ---- read jobs on worker threads --------------------------------------------------------- */
+
+typedef struct {
+    ledger *l;
+    uint64_t upto;
+    int rc;
+} replay_ctx;
+
+static int replay_one(void *ctx, uint64_t seq, store_val v)
+{
+    replay_ctx *r = ctx;
+    ledger_event ev;
+    if (seq > r->upto)
+        return 1;
+    if (event_decode(v.data, v.size, &ev) != 0 || ledger_apply(r->l, &ev) != 0) {
+        r->rc = BUDGET_EINTERNAL;
+        return 1;
+    }
+    return 0;
+}
+
+static void job_balances(job *j, store_reader *rd, resp *r)
+{
+    ledger_error err;
+    replay_ctx ctx = {ledger_new(), j->bq.as_of, 0};
+
+    if (!ctx.l) {
+        resp_error_into(r, j->req_id, BUDGET_EUNAVAILABLE, "out of memory");
+        return;
+    }
+    store_reader_scan(rd, 0, replay_one, &ctx);
+    if (ctx.rc != 0) {
+        resp_error_into(r, j->req_id, BUDGET_EINTERNAL, "the log does not replay; run verify");
+    } else {
+        resp_begin(r, j->req_id, true);
+        if (request_pack_balances(&r->pk, ctx.l, &j->bq, j->bq.as_of, &err) != 0) {
+            msgpack_sbuffer_destroy(&r->sb);
+            resp_error_into(r, j->req_id, err.code, err.message);
+        }
+    }
+    ledger_free(ctx.l);
+}
+
+typedef struct {
+    const events_query *q;
+    uint64_t head, next, scanned;
+    uint32_t found;
+    msgpack_sbuffer events; /* the matching events' stored bytes, back to back */
+    int rc;
+} events_ctx;
+
+static int events_one(void *ctx, uint64_t seq, store_val v)
+{
+    events_ctx *e = ctx;
+    ledger_event ev;
+
+    if (seq > e->head || e->found >= e->q->limit || e->scanned >= BUDGET_EVENTS_SCAN_MAX)
+        return 1;
+    e->scanned++;
+    e->next = seq;
+    if (event_decode(v.data, v.size, &ev) != 0) {
+        e->rc = BUDGET_EINTERNAL;
+        return 1;
+    }
+    if (request_event_matches(e->q, &ev)) {
+        msgpack_sbuffer_write(&e->events, (const char *)v.data, v.size);
+        e->found++;
+    }
+    return 0;
+}
+
+static void job_events(job *j, store_reader *rd, resp *r)
+{
+    events_ctx e = {&j->eq, j->head, j->eq.after, 0, 0, {0}, 0};
+
+    msgpack_sbuffer_init(&e.events);
+    if (e.next > e.head)
+        e.next = e.head;
+    store_reader_scan(rd, j->eq.after, events_one, &e);
+    if (e.rc != 0) {
+        resp_error_into(r, j->req_id, BUDGET_EINTERNAL, "an event cannot be decoded; run verify");
+    } else {
+        /* Every event was scanned up to `head` when fewer than `limit` matched. */
+        if (e.found < j->eq.limit && e.scanned < BUDGET_EVENTS_SCAN_MAX)
+            e.next = e.head > j->eq.after ? e.head : j->eq.after;
+        resp_begin(r, j->req_id, true);
+        msgpack_pack_map(&r->pk, 3);
+        pack_cstr(&r->pk, "events");
+        msgpack_pack_array(&r->pk, e.found);
+        msgpack_sbuffer_write(&r->sb, e.events.data, e.events.size);
+        pack_key_uint(&r->pk, "next", e.next);
+        pack_key_uint(&r->pk, "head", e.head);
+    }
+    msgpack_sbuffer_destroy(&e.events);
+}
+
+typedef struct {
+    uint64_t expect;
+    uint8_t prev[BUDGET_HASH_BYTES];
+    uint64_t first_bad;
+    const char *why;
+} verify_ctx;
+
+static int verify_one(void *ctx, uint64_t seq, store_val v)
+{
+    verify_ctx *c = ctx;
+    const uint8_t *prev, *hash;
+    uint64_t stored_seq;
+
+    if (seq != c->expect || event_seq(v.data, v.size, &stored_seq) != 0 || stored_seq != seq) {
+        c->first_bad = c->expect;
+        c->why = "seq";
+        return 1;
+    }
+    if (event_check_link(v.data, v.size, c->prev, &c->why) != 0 ||
+        event_link(v.data, v.size, &prev, &hash) != 0) {
+        c->first_bad = seq;
+        return 1;
+    }
+    memcpy(c->prev, hash, sizeof(c->prev));
+    c->expect++;
+    return 0;
+}
+
+static void job_verify(job *j, store_reader *rd, resp *r)
+{
+    verify_ctx c = {1, {0}, 0, ""};
+    uint64_t head = store_reader_head(rd);
+
+    store_reader_scan(rd, 0, verify_one, &c);
+    resp_begin(r, j->req_id, true);
+    msgpack_pack_map(&r->pk, 5);
+    pack_cstr(&r->pk, "ok");
+    if (c.first_bad == 0)
+        msgpack_pack_true(&r->pk);
+    else
+        msgpack_pack_false(&r->pk);
+    pack_key_uint(&r->pk, "checked", c.expect - 1);
+    pack_key_uint(&r->pk, "head", head);
+    pack_cstr(&r->pk, "first_bad");
+    if (c.first_bad)
+        msgpack_pack_uint64(&r->pk, c.first_bad);
+    else
+        msgpack_pack_nil(&r->pk);
+    pack_key_str(&r->pk, "reason", c.first_bad ? c.why : "");
+}
+
+static void job_work(uv_work_t *w)
+{
+    job *j = w->data;
+    store_reader *rd;
+    resp r;
+
+    if (store_reader_begin(j->srv->store, &rd) != 0) {
+        resp_error_into(&r, j->req_id, BUDGET_EUNAVAILABLE, "the event store cannot be read now");
+    } else {
+        switch (j->kind) {
+        case JOB_BALANCES:
+            job_balances(j, rd, &r);
+            break;
+        case JOB_EVENTS:
+            job_events(j, rd, &r);
+            break;
+        case JOB_VERIFY:
+            job_verify(j, rd, &r);
+            break;
+        }
+        store_reader_end(rd);
+    }
+    resp_finish(&r, j->req_id);
+    j->out = r.sb;
+}
+
+static void job_done(uv_work_t *w, int status)
+{
+    job *j = w->data;
+    server *s = j->srv;
+    conn *c = j->c;
+
+    (void)status;
+    size_t size = j->out.size;
+    conn_answer_frame(c, j->slot, msgpack_sbuffer_release(&j->out), size);
+    free(j);
+    s->jobs_running--;
+    conn_unref(c);
+    maybe_finish(s);
+}
+
+static void queue_job(conn *c, uint32_t idx, uint64_t req_id, job *j)
+{
+    server *s = c->srv;
+
+    if (s->jobs_running >= BUDGET_READ_JOBS_MAX) {
+        free(j);
+        conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE,
+                          "too many long reads are running; retry shortly");
+        return;
+    }
+    j->work.data = j;
+    j->srv = s;
+    j->c = c;
+    j->slot = idx;
+    j->req_id = req_id;
+    j->head = s->committed_head;
+    msgpack_sbuffer_init(&j->out);
+    c->refs++;
+    s->jobs_running++;
+    uv_queue_work(s->loop, &j->work, job_work, job_done);
+}
+
+/* ---- ops --------------------------------------------------------------------------------- */
+
+typedef void (*op_fn)(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args);
+
+static bool args_empty(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args,
+                       const char *op)
+{
+    char msg[120];
+    if (!args || (args->type == MSGPACK_OBJECT_MAP && args->via.map.size == 0))
+        return true;
+    snprintf(msg, sizeof(msg), "%s takes no args", op);
+    conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST, msg);
+    return false;
+}
+
+static void op_hello(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+{
+    resp r;
+    if (!args_empty(c, idx, req_id, args, "hello"))
+        return;
+    resp_begin(&r, req_id, true);
+    msgpack_pack_map(&r.pk, 5);
+    pack_key_uint(&r.pk, "protocol", BUDGET_PROTOCOL_VERSION);
+    pack_key_str(&r.pk, "server", "budgetd");
+    pack_key_str(&r.pk, "version", BUDGET_VERSION);
+    pack_key_uint(&r.pk, "head", c->srv->committed_head);
+    pack_cstr(&r.pk, "actor");
+    msgpack_pack_map(&r.pk, 2);
+    pack_key_uint(&r.pk, "uid", c->actor.uid);
+    pack_key_str(&r.pk, "name", c->actor.name);
+    conn_answer(c, idx, &r, req_id);
+}
+
+static void op_balances(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+{
+    server *s = c->srv;
+    balances_query q;
+    ledger_error err;
+    resp r;
+    char msg[120];
+
+    if (request_decode_balances(args, &q, &err) != 0) {
+        conn_answer_error(c, idx, req_id, err.code, err.message);
+        return;
+    }
+    if (q.has_as_of && q.as_of > s->committed_head) {
+        snprintf(msg, sizeof(msg), "as_of %llu is after the last event, %llu",
+                 (unsigned long long)q.as_of, (unsigned long long)s->committed_head);
+        conn_answer_error(c, idx, req_id, BUDGET_ENOT_FOUND, msg);
+        return;
+    }
+    if (q.has_as_of && q.as_of < s->committed_head) {
+        job *j = calloc(1, sizeof(*j));
+        if (!j) {
+            conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, "out of memory");
+            return;
+        }
+        j->kind = JOB_BALANCES;
+        j->bq = q;
+        queue_job(c, idx, req_id, j);
+        return;
+    }
+    resp_begin(&r, req_id, true);
+    if (request_pack_balances(&r.pk, s->committed, &q, s->committed_head, &err) != 0) {
+        msgpack_sbuffer_destroy(&r.sb);
+        conn_answer_error(c, idx, req_id, err.code, err.message);
+        return;
+    }
+    conn_answer(c, idx, &r, req_id);
+}
+
+static void op_events(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+{
+    ledger_error err;
+    job *j = calloc(1, sizeof(*j));
+
+    if (!j) {
+        conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, "out of memory");
+        return;
+    }
+    if (request_decode_events(args, &j->eq, &err) != 0) {
+        free(j);
+        conn_answer_error(c, idx, req_id, err.code, err.message);
+        return;
+    }
+    j->kind = JOB_EVENTS;
+    queue_job(c, idx, req_id, j);
+}
+
+static void op_verify(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+{
+    job *j;
+    if (!args_empty(c, idx, req_id, args, "verify"))
+        return;
+    j = calloc(1, sizeof(*j));
+    if (!j) {
+        conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, "out of memory");
+        return;
+    }
+    j->kind = JOB_VERIFY;
+    queue_job(c, idx, req_id, j);
+}
+
+static void op_stats(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+{
+    server *s = c->srv;
+    ledger_counts counts;
+    store_stats st;
+    resp r;
+
+    if (!args_empty(c, idx, req_id, args, "stats"))
+        return;
+    ledger_get_counts(s->committed, &counts);
+    store_get_stats(s->store, &st);
+    resp_begin(&r, req_id, true);
+    msgpack_pack_map(&r.pk, 19);
+    pack_key_uint(&r.pk, "head", s->committed_head);
+    pack_key_uint(&r.pk, "events", ledger_events(s->committed));
+    pack_key_uint(&r.pk, "frames", counts.frames);
+    pack_key_uint(&r.pk, "allocations", counts.allocations);
+    pack_key_uint(&r.pk, "avrop", counts.avrop);
+    pack_key_uint(&r.pk, "decisions", counts.decisions);
+    pack_key_uint(&r.pk, "units", counts.units);
+    pack_key_uint(&r.pk, "connections", s->conn_count);
+    pack_key_uint(&r.pk, "connections_total", s->connections_total);
+    pack_key_uint(&r.pk, "connections_refused", s->connections_refused);
+    pack_key_uint(&r.pk, "requests", s->requests);
+    pack_key_uint(&r.pk, "errors", s->errors);
+    pack_key_uint(&r.pk, "batches", s->batches_committed);
+    pack_key_uint(&r.pk, "batch_events_max", s->batch_events_max);
+    pack_key_uint(&r.pk, "commits_failed", s->commits_failed);
+    pack_key_uint(&r.pk, "map_bytes", st.map_bytes);
+    pack_key_uint(&r.pk, "map_used_bytes", st.map_used_bytes);
+    pack_key_uint(&r.pk, "map_growths", st.map_growths);
+    pack_key_uint(&r.pk, "uptime_ms", now_ms() - s->started_ms);
+    conn_answer(c, idx, &r, req_id);
+}
+
+static void op_write(conn *c, uint32_t idx, uint64_t req_id, const request_write_op *w,
+                     const msgpack_object *args)
+{
+    batch_entry e;
+    ledger_error err;
+
+    memset(&e, 0, sizeof(e));
+    if (request_decode_write(w, args, &e.cmd, &e.has_expect_head, &e.expect_head, &err) != 0) {
+        conn_answer_error(c, idx, req_id, err.code, err.message);
+        return;
+    }
+    e.c = c;
+    e.slot = idx;
+    e.req_id = req_id;
+    c->refs++;
+    admit_write(c->srv, &e);
+}
+
+/* The read ops, a table: name and handler. Writes come from request.c's table. */
+static const struct {
+    const char *name;
+    op_fn fn;
+} read_ops[] = {
+    {"hello", op_hello},   {"balances", op_balances}, {"events", op_events},
+    {"verify", op_verify}, {"stats", op_stats},
+};
+
+void dispatch(conn *c, uint32_t idx, const msgpack_object *root)
+{
+    const msgpack_object *op = NULL, *args = NULL, *id = NULL;
+    uint64_t req_id = 0;
+    char msg[160];
+
+    for (uint32_t i = 0; i < root->via.map.size; i++) {
+        const msgpack_object *k = &root->via.map.ptr[i].key;
+        const msgpack_object *v = &root->via.map.ptr[i].val;
+        if (k->via.str.size == 2 && memcmp(k->via.str.ptr, "id", 2) == 0)
+            id = v;
+        else if (k->via.str.size == 2 && memcmp(k->via.str.ptr, "op", 2) == 0)
+            op = v;
+        else if (k->via.str.size == 4 && memcmp(k->via.str.ptr, "args", 4) == 0)
+            args = v;
+        else {
+            conn_answer_error(c, idx, 0, BUDGET_EBAD_REQUEST,
+                              "a request holds only id, op and args");
+            return;
+        }
+    }
+    if (!id || id->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        conn_answer_error(c, idx, 0, BUDGET_EBAD_REQUEST, "a request needs a uint id");
+        return;
+    }
+    req_id = id->via.u64;
+    if (!op || op->type != MSGPACK_OBJECT_STR) {
+        conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST, "a request needs a str op");
+        return;
+    }
+    if (args && args->type == MSGPACK_OBJECT_NIL)
+        args = NULL;
+    if (args && args->type != MSGPACK_OBJECT_MAP) {
+        conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST, "args must be a map");
+        return;
+    }
+    const request_write_op *w = request_find_write(op->via.str.ptr, op->via.str.size);
+    if (w) {
+        op_write(c, idx, req_id, w, args);
+        return;
+    }
+    for (size_t i = 0; i < sizeof(read_ops) / sizeof(read_ops[0]); i++) {
+        if (strlen(read_ops[i].name) == op->via.str.size &&
+            memcmp(read_ops[i].name, op->via.str.ptr, op->via.str.size) == 0) {
+            read_ops[i].fn(c, idx, req_id, args);
+            return;
+        }
+    }
+    snprintf(msg, sizeof(msg), "no op \"%.*s\"",
+             (int)(op->via.str.size > 40 ? 40 : op->via.str.size), op->via.str.ptr);
+    conn_answer_error(c, idx, req_id, BUDGET_EUNKNOWN_OP, msg);
+}

@@ -1,0 +1,166 @@
+/*
+ * What the server's modules share: the server, its connections, batches and jobs.
+ * conn.c: connections, frames, answer order. commit.c: group commit and the writer thread.
+ * ops.c: the op table and read jobs. server.c: start, listen, stop.
+ * Everything here runs on the loop thread unless its comment says otherwise.
+ */
+#ifndef BUDGET_SERVER_INTERNAL_H
+#define BUDGET_SERVER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+#include <uv.h>
+
+#include "budget/limits.h"
+#include "budget/protocol.h"
+#include "ledger.h"
+#include "request.h"
+#include "store.h"
+
+#define RECV_BYTES_INITIAL (16u * 1024u)
+#define RECV_BYTES_MAX (BUDGET_FRAME_HEADER_BYTES + BUDGET_FRAME_BYTES_MAX)
+
+typedef struct server server;
+typedef struct conn conn;
+
+/* One request's place in its connection's answer order. */
+typedef struct {
+    char *frame; /* the whole response frame (header included), malloc'd; NULL until ready */
+    size_t size;
+} slot;
+
+struct conn {
+    uv_pipe_t pipe;
+    server *srv;
+    ledger_actor actor;
+    uint8_t *recv;
+    size_t recv_len, recv_cap;
+    slot slots[BUDGET_CONN_INFLIGHT_MAX];
+    uint32_t slot_head, slot_count;
+    size_t out_bytes;   /* handed to uv_write and not yet written */
+    uint32_t refs;      /* batch entries and jobs that will answer into this connection */
+    bool reading;       /* uv_read_start is in effect */
+    bool closing;       /* uv_close called */
+    bool closed;        /* close callback ran; freed when refs reach 0 */
+    bool close_flushed; /* close once every answer is written (unframeable stream) */
+    bool processing;    /* inside conn_process: answers made there must not re-enter it */
+    conn *prev, *next;
+};
+
+/* A write waiting for, or riding in, a group commit. */
+typedef struct {
+    conn *c;
+    uint32_t slot;
+    uint64_t req_id;
+    ledger_cmd cmd;
+    bool has_expect_head;
+    uint64_t expect_head;
+    bool dup;        /* a retry of an event still in flight: answered with its result */
+    ledger_event ev; /* the event made (or, for dup, the original's) */
+    uint8_t hash[BUDGET_HASH_BYTES];
+    size_t offset; /* of the encoded event in the batch's bytes */
+    size_t size;
+} batch_entry;
+
+typedef struct {
+    batch_entry *entries;
+    size_t count, cap;
+    uint8_t *bytes;
+    size_t bytes_len, bytes_cap;
+    store_item *items;
+    size_t items_count;
+    int rc;
+    bool sync_failed;
+} batch;
+
+typedef enum { JOB_BALANCES, JOB_EVENTS, JOB_VERIFY } job_kind;
+
+typedef struct {
+    uv_work_t work;
+    server *srv;
+    conn *c;
+    uint32_t slot;
+    uint64_t req_id;
+    job_kind kind;
+    balances_query bq;
+    events_query eq;
+    uint64_t head; /* committed head when the job was queued */
+    msgpack_sbuffer out;
+} job;
+
+struct server {
+    uv_loop_t *loop;
+    uv_pipe_t listener;
+    uv_signal_t sigterm, sigint;
+    uv_async_t writer_async;
+    uv_check_t commit_check;
+    const char *socket_path;
+    store *store;
+
+    ledger *committed;
+    uint64_t committed_head;
+    uint8_t committed_hash[BUDGET_HASH_BYTES];
+    ledger *speculative;
+    uint64_t spec_head;
+    uint8_t spec_hash[BUDGET_HASH_BYTES];
+
+    batch batches[2];
+    batch *pending;  /* filling on the loop thread */
+    batch *inflight; /* with the writer thread, or NULL */
+
+    uv_thread_t writer;
+    uv_mutex_t writer_mutex;
+    uv_cond_t writer_cond;
+    batch *writer_job;
+    bool writer_done;
+    bool writer_stop;
+
+    conn *conns;
+    uint32_t conn_count;
+    uint32_t jobs_running;
+    bool stopping;
+    int exit_status;
+    uint64_t started_ms;
+
+    /* counters for stats */
+    uint64_t requests, errors, batches_committed, batch_events_max, commits_failed;
+    uint64_t connections_total, connections_refused;
+};
+
+/* A response under construction: the frame header is patched in when it is finished. */
+typedef struct {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+} resp;
+
+uint64_t now_ms(void);
+
+/* conn.c */
+void resp_begin(resp *r, uint64_t req_id, bool ok);
+void resp_error_into(resp *r, uint64_t req_id, int code, const char *message);
+void resp_finish(resp *r, uint64_t req_id);
+/* Hands a finished response to slot `idx`; written when every earlier answer is. */
+void conn_answer(conn *c, uint32_t idx, resp *r, uint64_t req_id);
+void conn_answer_error(conn *c, uint32_t idx, uint64_t req_id, int code, const char *msg);
+/* A frame built elsewhere (a worker job) for slot `idx`; takes ownership of `frame`. */
+void conn_answer_frame(conn *c, uint32_t idx, char *frame, size_t size);
+void conn_unref(conn *c);
+void conn_close(conn *c);
+void on_connection(uv_stream_t *listener, int status);
+
+/* commit.c */
+void admit_write(server *s, const batch_entry *in);
+void on_writer_done(uv_async_t *h);
+void writer_main(void *arg);
+void batch_free(batch *b);
+
+/* ops.c */
+void dispatch(conn *c, uint32_t idx, const msgpack_object *root);
+
+/* server.c */
+void maybe_finish(server *s);
+void server_stop(server *s, int status);
+
+#endif
