@@ -235,7 +235,7 @@ int event_encode(const ledger_event *ev, const uint8_t prev[BUDGET_HASH_BYTES], 
     if (!type_known(ev->type))
         return BUDGET_EINTERNAL;
     size_t name_len = strnlen(ev->actor.name, sizeof ev->actor.name);
-    if (name_len > BUDGET_NAME_BYTES_MAX || memchr(ev->actor.name, 0, name_len) != NULL)
+    if (name_len > BUDGET_NAME_BYTES_MAX)
         return BUDGET_EINTERNAL;
 
     mp_writer w;
@@ -276,55 +276,144 @@ int event_encode(const ledger_event *ev, const uint8_t prev[BUDGET_HASH_BYTES], 
 
 /* ---- decoding ------------------------------------------------------------------------------ */
 
-/* Bytes of the shortest encoding of an unsigned integer, and of a negative one. */
-static size_t uint_bytes(uint64_t v)
+/*
+ * Readers of the shortest forms only, on an mp_reader cursor, inlined for replay. mp_read_*
+ * accept any form of a value; an event has exactly one encoding, so a value in a longer form
+ * than it needs is refused here. Each returns false when the next value is not of the kind
+ * asked for, is not in its shortest form or is cut short; the cursor is then not to be used.
+ */
+static inline uint16_t load_be16(const uint8_t *p)
 {
-    return v <= 0x7f ? 1 : v <= 0xff ? 2 : v <= 0xffff ? 3 : v <= 0xffffffff ? 5 : 9;
+    return (uint16_t)((uint16_t)p[0] << 8 | p[1]);
 }
 
-static size_t negative_bytes(int64_t v)
+static inline uint32_t load_be32(const uint8_t *p)
 {
-    return v >= -32 ? 1 : v >= INT8_MIN ? 2 : v >= INT16_MIN ? 3 : v >= INT32_MIN ? 5 : 9;
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* The byte is one of the signed forms int 8..64. */
-static bool signed_form(uint8_t b)
+static inline uint64_t load_be64(const uint8_t *p)
 {
-    return b >= 0xd0 && b <= 0xd3;
+    return (uint64_t)load_be32(p) << 32 | load_be32(p + 4);
 }
 
-/* Reads a uint in its shortest form. */
-static bool read_uint(mp_reader *r, uint64_t *v)
+static inline bool read_uint(mp_reader *r, uint64_t *v)
 {
-    const uint8_t *at = r->p;
-    if (mp_read_uint(r, v) != 0)
+    const uint8_t *p = r->p;
+    size_t avail = mp_remaining(r);
+    if (avail == 0)
         return false;
-    return (size_t)(r->p - at) == uint_bytes(*v) && !signed_form(*at);
+    switch (p[0]) {
+    case 0xcc:
+        if (avail < 2 || p[1] <= 0x7f)
+            return false;
+        *v = p[1];
+        r->p += 2;
+        return true;
+    case 0xcd:
+        if (avail < 3 || (*v = load_be16(p + 1)) <= 0xff)
+            return false;
+        r->p += 3;
+        return true;
+    case 0xce:
+        if (avail < 5 || (*v = load_be32(p + 1)) <= 0xffff)
+            return false;
+        r->p += 5;
+        return true;
+    case 0xcf:
+        if (avail < 9 || (*v = load_be64(p + 1)) <= 0xffffffff)
+            return false;
+        r->p += 9;
+        return true;
+    default:
+        if (p[0] > 0x7f)
+            return false;
+        *v = p[0];
+        r->p += 1;
+        return true;
+    }
 }
 
-/* Reads an int in its shortest form: uint when not negative. */
-static bool read_int(mp_reader *r, int64_t *v)
+/* An int: a non-negative one is a uint. */
+static inline bool read_int(mp_reader *r, int64_t *v)
 {
-    const uint8_t *at = r->p;
-    if (mp_read_int(r, v) != 0)
+    const uint8_t *p = r->p;
+    size_t avail = mp_remaining(r);
+    if (avail == 0)
         return false;
-    if (*v >= 0)
-        return (size_t)(r->p - at) == uint_bytes((uint64_t)*v) && !signed_form(*at);
-    return (size_t)(r->p - at) == negative_bytes(*v);
+    uint8_t b = p[0];
+    if (b <= 0x7f || (b >= 0xcc && b <= 0xcf)) {
+        uint64_t u;
+        if (!read_uint(r, &u) || u > INT64_MAX)
+            return false;
+        *v = (int64_t)u;
+        return true;
+    }
+    if (b >= 0xe0) {
+        *v = (int8_t)b;
+        r->p += 1;
+        return true;
+    }
+    switch (b) {
+    case 0xd0:
+        if (avail < 2 || (*v = (int8_t)p[1]) >= -32)
+            return false;
+        r->p += 2;
+        return true;
+    case 0xd1:
+        if (avail < 3 || (*v = (int16_t)load_be16(p + 1)) >= INT8_MIN)
+            return false;
+        r->p += 3;
+        return true;
+    case 0xd2:
+        if (avail < 5 || (*v = (int32_t)load_be32(p + 1)) >= INT16_MIN)
+            return false;
+        r->p += 5;
+        return true;
+    case 0xd3:
+        if (avail < 9 || (*v = (int64_t)load_be64(p + 1)) >= INT32_MIN)
+            return false;
+        r->p += 9;
+        return true;
+    default:
+        return false;
+    }
 }
 
-/* Reads a str in its shortest form, of at most `max` bytes. */
-static bool read_str(mp_reader *r, const char **s, uint32_t *len, uint32_t max)
+/* A str of at most `max` bytes (max < 65536): fixstr, str 8 or str 16. */
+static inline bool read_str(mp_reader *r, const char **s, uint32_t *len, uint32_t max)
 {
-    const uint8_t *at = r->p;
-    if (mp_read_str(r, s, len) != 0 || *len > max)
+    const uint8_t *p = r->p;
+    size_t avail = mp_remaining(r);
+    if (avail == 0)
         return false;
-    size_t head = (size_t)(r->p - at) - *len;
-    return head == (*len <= 31 ? 1u : *len <= 0xff ? 2u : 3u);
+    uint8_t b = p[0];
+    size_t head;
+    uint32_t n;
+    if ((b & 0xe0) == 0xa0) {
+        head = 1;
+        n = b & 0x1fu;
+    } else if (b == 0xd9) {
+        if (avail < 2 || (n = p[1]) <= 31)
+            return false;
+        head = 2;
+    } else if (b == 0xda) {
+        if (avail < 3 || (n = load_be16(p + 1)) <= 0xff)
+            return false;
+        head = 3;
+    } else {
+        return false;
+    }
+    if (n > max || n > avail - head)
+        return false;
+    *s = (const char *)p + head;
+    *len = n;
+    r->p += head + n;
+    return true;
 }
 
 /* Consumes the `n` bytes at the cursor when they are exactly `want`. */
-static bool expect(mp_reader *r, const void *want, size_t n)
+static inline bool expect(mp_reader *r, const void *want, size_t n)
 {
     if (mp_remaining(r) < n || memcmp(r->p, want, n) != 0)
         return false;
@@ -332,13 +421,34 @@ static bool expect(mp_reader *r, const void *want, size_t n)
     return true;
 }
 
-/* Consumes the key `key` (a fixstr of len < 32) when it is next. */
-static bool expect_key(mp_reader *r, const char *key, uint8_t len)
+/* Consumes the key `key` (a fixstr: len < 32) when it is next. */
+static inline bool expect_key(mp_reader *r, const char *key, uint8_t len)
 {
-    if (mp_remaining(r) < 1u + len || r->p[0] != (0xa0 | len) || memcmp(r->p + 1, key, len) != 0)
+    const uint8_t *p = r->p;
+    if (mp_remaining(r) < 1u + len || p[0] != (0xa0 | len))
         return false;
+    for (uint8_t i = 0; i < len; i++)
+        if (p[1 + i] != (uint8_t)key[i])
+            return false;
     r->p += 1u + len;
     return true;
+}
+
+/*
+ * Copies a str of `len` bytes and a NUL into `dst` (capacity `cap` > len). Strings are
+ * short, and a call to memcpy costs more than the copy: this copies 16 bytes at a time when
+ * both the source buffer (which ends at `end`) and `dst` have room for the rounding up.
+ */
+static inline void copy_str(char *dst, size_t cap, const char *s, size_t len, const uint8_t *end)
+{
+    size_t rounded = (len + 15) & ~(size_t)15;
+    if (rounded < cap && rounded <= (size_t)((const char *)end - s)) {
+        for (size_t i = 0; i < rounded; i += 16)
+            memcpy(dst + i, s + i, 16);
+    } else {
+        memcpy(dst, s, len);
+    }
+    dst[len] = '\0';
 }
 
 static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
@@ -374,9 +484,7 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
         size_t size = str_field_size(f->kind);
         if (!read_str(r, &s, &len, (uint32_t)size - 1) || !str_ok(f->kind, s, len))
             return false;
-        char *dst = (char *)ev + f->offset;
-        memcpy(dst, s, len);
-        dst[len] = '\0';
+        copy_str((char *)ev + f->offset, size, s, len, r->end);
         return true;
     }
     }
@@ -411,8 +519,7 @@ int event_decode(const uint8_t *bytes, size_t size, ledger_event *ev)
     ev->seq = seq;
     ev->ts_ms = ts;
     ev->actor.uid = (uint32_t)uid;
-    memcpy(ev->actor.name, s, len);
-    ev->actor.name[len] = '\0';
+    copy_str(ev->actor.name, sizeof ev->actor.name, s, len, r.end);
 
     if (!expect(&r, KEY_TYPE, sizeof KEY_TYPE - 1) || !read_str(&r, &s, &len, 32))
         return BUDGET_EINTERNAL;

@@ -135,30 +135,34 @@ enum {
 
 #define F_TEXTS (F_TITLE | F_REFERENCE | F_NOTE)
 
+#define NAME(s) (s), sizeof(s) - 1
+
 /* The command table: per event type, its name, the fields a client gives, the texts the
  * state keeps, the wire name of the `title` field, and the kind of what its id creates. */
 static const struct {
     const char *name;
+    size_t name_len;
     unsigned given;
     unsigned kept;
     const char *title;
     ledger_kind creates;
 } types[] = {
-    [LEDGER_FRAME_GRANTED] = {"frame.granted",
+    [LEDGER_FRAME_GRANTED] = {NAME("frame.granted"),
                               F_ID | F_UNIT | F_YEAR | F_AMOUNT | F_TITLE | F_REFERENCE,
                               F_TITLE | F_REFERENCE, "title", LEDGER_KIND_FRAME},
-    [LEDGER_FRAME_ADJUSTED] = {"frame.adjusted", F_ID | F_FRAME | F_DELTA | F_TITLE | F_REFERENCE,
-                               0, "reason", LEDGER_KIND_ADJUSTMENT},
-    [LEDGER_ALLOCATION_PROPOSED] = {"allocation.proposed",
+    [LEDGER_FRAME_ADJUSTED] = {NAME("frame.adjusted"),
+                               F_ID | F_FRAME | F_DELTA | F_TITLE | F_REFERENCE, 0, "reason",
+                               LEDGER_KIND_ADJUSTMENT},
+    [LEDGER_ALLOCATION_PROPOSED] = {NAME("allocation.proposed"),
                                     F_ID | F_FRAME | F_UNIT | F_AMOUNT | F_TITLE, F_TITLE,
                                     "purpose", LEDGER_KIND_ALLOCATION},
-    [LEDGER_AVROP_REQUESTED] = {"avrop.requested", F_ID | F_ALLOCATION | F_AMOUNT | F_NOTE, F_NOTE,
-                                NULL, LEDGER_KIND_AVROP},
-    [LEDGER_DECISION_APPROVED] = {"decision.approved", F_ID | F_TARGET | F_REFERENCE | F_NOTE, 0,
-                                  NULL, LEDGER_KIND_DECISION},
-    [LEDGER_DECISION_REJECTED] = {"decision.rejected", F_ID | F_TARGET | F_REFERENCE | F_NOTE, 0,
-                                  NULL, LEDGER_KIND_DECISION},
-    [LEDGER_REQUEST_WITHDRAWN] = {"request.withdrawn", F_ID | F_TARGET | F_NOTE, 0, NULL,
+    [LEDGER_AVROP_REQUESTED] = {NAME("avrop.requested"), F_ID | F_ALLOCATION | F_AMOUNT | F_NOTE,
+                                F_NOTE, NULL, LEDGER_KIND_AVROP},
+    [LEDGER_DECISION_APPROVED] = {NAME("decision.approved"), F_ID | F_TARGET | F_REFERENCE | F_NOTE,
+                                  0, NULL, LEDGER_KIND_DECISION},
+    [LEDGER_DECISION_REJECTED] = {NAME("decision.rejected"), F_ID | F_TARGET | F_REFERENCE | F_NOTE,
+                                  0, NULL, LEDGER_KIND_DECISION},
+    [LEDGER_REQUEST_WITHDRAWN] = {NAME("request.withdrawn"), F_ID | F_TARGET | F_NOTE, 0, NULL,
                                   LEDGER_KIND_WITHDRAWAL},
 };
 
@@ -713,9 +717,9 @@ static int rule_target(const ledger *l, const ledger_event *ev, uint32_t actor_u
 }
 
 /*
- * Checks the rules of the budget for `ev` (its client-given fields, already of valid syntax;
- * its id known to be new) by `actor_uid`, and finds what it refers to. Does not change the
- * state. 0 or a negative budget_err, with `err` filled when not NULL.
+ * Checks the rules of the budget for `ev` (its client-given fields, already of valid syntax)
+ * by `actor_uid`, and finds what it refers to. Whether its id is new is checked apart. Does
+ * not change the state. 0 or a negative budget_err, with `err` filled when not NULL.
  */
 static int check_rules(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
                        ledger_error *err)
@@ -1097,16 +1101,17 @@ int ledger_apply(ledger *l, const ledger_event *ev)
     assert(l != NULL && ev != NULL);
     if (ev->seq <= l->last_seq || ev->seq > SEQ_MAX)
         return BUDGET_EINTERNAL;
-    if (check_syntax(ev, false, NULL) != 0)
-        return BUDGET_EINTERNAL;
     if (reserve_for(l, ev->type) != 0)
         return BUDGET_EUNAVAILABLE;
-
-    size_t len = strlen(ev->id);
+    /* The new id's slot is almost never in cache: ask for it now, look at it last. */
+    size_t len = strnlen(ev->id, BUDGET_ID_BYTES_MAX + 1);
     uint32_t hash = hash_key(ev->id, len, 0);
-    uint32_t at = id_find(l, ev->id, len, hash);
-    if (l->id_table.ctrl[at] != 0)
-        return BUDGET_EINTERNAL; /* the id exists */
+    uint32_t home = hash >> l->id_table.shift;
+    __builtin_prefetch(&l->id_table.ctrl[home], 1);
+    __builtin_prefetch(&l->id_table.refs[home], 1);
+
+    if (check_syntax(ev, false, NULL) != 0)
+        return BUDGET_EINTERNAL;
     refs r;
     if (check_rules(l, ev, ev->actor.uid, &r, NULL) != 0)
         return BUDGET_EINTERNAL;
@@ -1116,6 +1121,9 @@ int ledger_apply(ledger *l, const ledger_event *ev)
         if (!derived_match(ev, &d))
             return BUDGET_EINTERNAL;
     }
+    uint32_t at = id_find(l, ev->id, len, hash);
+    if (l->id_table.ctrl[at] != 0)
+        return BUDGET_EINTERNAL; /* the id exists */
 
     /* Nothing fails from here on. */
     uint32_t id = l->ids_len++;
@@ -1385,7 +1393,7 @@ const char *ledger_type_name(ledger_type t)
 ledger_type ledger_type_from_name(const char *s, size_t len)
 {
     for (int t = LEDGER_FRAME_GRANTED; t <= LEDGER_REQUEST_WITHDRAWN; t++)
-        if (strlen(types[t].name) == len && memcmp(types[t].name, s, len) == 0)
+        if (types[t].name_len == len && memcmp(types[t].name, s, len) == 0)
             return (ledger_type)t;
     return 0;
 }
