@@ -396,14 +396,16 @@ static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a)
     pack_key_int(pk, "available", a->available);
 }
 
-static void pack_avrop(msgpack_packer *pk, const ledger_avrop_view *v)
+static void pack_avrop(msgpack_packer *pk, const ledger *l, const ledger_avrop_view *v)
 {
-    msgpack_pack_map(pk, 5);
+    const char *note = ledger_avrop_note(l, v->id);
+    msgpack_pack_map(pk, 6);
     pack_key_str(pk, "id", v->id);
     pack_key_str(pk, "allocation", v->allocation);
     pack_key_str(pk, "unit", v->unit);
     pack_key_int(pk, "amount", v->amount);
     pack_key_str(pk, "status", ledger_status_name(v->status));
+    pack_key_str(pk, "note", note ? note : "");
 }
 
 static void pack_unit(msgpack_packer *pk, const ledger_unit_view *u)
@@ -506,7 +508,7 @@ int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_qu
         COUNT_MATCHES(count, ledger_next_avrop(l, &i_, q->allocation, &v));
         msgpack_pack_array(pk, count);
         while (ledger_next_avrop(l, &i, q->allocation, &v))
-            pack_avrop(pk, &v);
+            pack_avrop(pk, l, &v);
     }
     pack_cstr(pk, "units");
     if (q->frame[0] || q->allocation[0]) {
