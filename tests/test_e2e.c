@@ -1,1 +1,2097 @@
-/* placeholder: being written */
+/*
+ * End to end: a real budgetd in a folder of its own for each test, driven through budgetctl,
+ * through libbudgetclient and through raw frames on its socket.
+ *
+ * The scenario is the source document's: KS's frame for 2021 is extended by 3 mkr for
+ * "utökat trygghetsarbete" (KS 2021-08-24 § 241) and divided on 2021-09-28 (§ 270): 1 mkr to
+ * SON, 0,5 mkr to KFN, 1,5 mkr stays with KS; SON then calls off 400 tkr. It makes 9 events:
+ *
+ *   1 frame.granted        KS, 3 mkr
+ *   2 allocation.proposed  SON, 1 mkr        5 decision.approved  SON allocation
+ *   3 allocation.proposed  KFN, 0,5 mkr      6 decision.approved  KFN allocation
+ *   4 allocation.proposed  KS, 1,5 mkr       7 decision.approved  KS allocation
+ *   8 avrop.requested      SON, 400 tkr      9 decision.approved  the avrop
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "e2e_util.h"
+
+/* Every test has a daemon of its own, started before it and removed after it. */
+static e2e_daemon bd;
+
+static void setup(void)
+{
+    cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+}
+
+static void teardown(void)
+{
+    e2e_daemon_cleanup(&bd);
+}
+
+/* The last step of every test: budgetd stops on SIGTERM with exit status 0 (in a sanitizer
+ * build, a report at exit makes it nonzero). */
+static void stop_cleanly(void)
+{
+    int status = 0;
+    e2e_assert(e2e_daemon_stop(&bd, SIGTERM, E2E_STOP_TIMEOUT_MS, &status) == 0,
+               "budgetd did not exit within %d ms of SIGTERM", E2E_STOP_TIMEOUT_MS);
+    e2e_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+               "budgetd stopped with status 0x%x, expected exit 0", status);
+}
+
+/* A backstop: the waits inside the tests are bounded well below it. */
+#define TEST_TIMEOUT_S 90
+TestSuite(e2e, .init = setup, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+
+/* ---- the scenario ---------------------------------------------------------------------------- */
+
+#define FRAME_ID "ks-2021-trygghet"
+#define FRAME_TITLE "Utökat trygghetsarbete"
+#define FRAME_REFERENCE "KS 2021-08-24 § 241"
+#define FRAME_ORE 300000000LL
+#define DECISION_REFERENCE "KS 2021-09-28 § 270"
+#define AVROP_ID "son-2021-avrop-1"
+#define AVROP_DECISION_ID "son-2021-avrop-1-beslut"
+#define AVROP_ORE 40000000LL
+#define SCENARIO_EVENTS 9
+
+typedef struct {
+    const char *id;
+    const char *unit;
+    const char *amount_text; /* as a clerk writes it */
+    int64_t amount;          /* öre */
+    const char *purpose;
+    const char *decision_id;
+} scenario_allocation;
+
+static const scenario_allocation allocations[] = {
+    {"ks-2021-trygghet-son", "SON", "1 mkr", 100000000,
+     "Förstärka det nyupprättade områdesarbetet för trygghetsskapande åtgärder, bland annat att "
+     "identifiera och omhänderta barn och ungdomar som önskar bryta sitt kriminella agerande",
+     "ks-2021-09-28-270-son"},
+    {"ks-2021-trygghet-kfn", "KFN", "0,5 mkr", 50000000,
+     "Förstärka arbetet med att möjliggöra fritidsverksamhet som säkerställer skolgång",
+     "ks-2021-09-28-270-kfn"},
+    {"ks-2021-trygghet-ks", "KS", "1,5 mkr", 150000000,
+     "Förstärka resurser inom kommunstyrelsens trygghetsarbete, bland annat ordningsvakter i nya "
+     "och befintliga områden",
+     "ks-2021-09-28-270-ks"},
+};
+#define ALLOCATIONS 3
+#define SON 0
+
+/* The event types of the scenario, in seq order. */
+static const char *const scenario_types[SCENARIO_EVENTS] = {
+    "frame.granted",       "allocation.proposed", "allocation.proposed",
+    "allocation.proposed", "decision.approved",   "decision.approved",
+    "decision.approved",   "avrop.requested",     "decision.approved",
+};
+
+/* ---- budgetctl ------------------------------------------------------------------------------- */
+
+#define ARGV(...) ((const char *const[]){__VA_ARGS__})
+#define ARGC(...) ((int)(sizeof(ARGV(__VA_ARGS__)) / sizeof(const char *)))
+
+static int ctl_run_argv(e2e_ctl_result *r, int argc, const char *const *argv)
+{
+    e2e_assert(e2e_ctl_argv(&bd, r, argc, argv) == 0, "budgetctl %s could not be run", argv[0]);
+    return r->exit_code;
+}
+
+/* Runs budgetctl; returns its exit status. */
+#define ctl_run(r, ...) ctl_run_argv((r), ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
+
+static void ctl_ok_argv(e2e_ctl_result *r, int argc, const char *const *argv)
+{
+    int code = ctl_run_argv(r, argc, argv);
+    e2e_assert(code == 0, "budgetctl %s exited %d; stdout: %s; stderr: %s", argv[0], code, r->out,
+               r->err);
+}
+
+/* Runs budgetctl, which must exit 0. */
+#define ctl_ok(r, ...) ctl_ok_argv((r), ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
+
+/* The hash prefixes budgetctl printed for the scenario's writes, by seq. */
+static char printed_hash[SCENARIO_EVENTS + 1][17];
+
+/* Checks a write's line, "<type> <id> seq <n> hash <16 hex digits>\n", and keeps the digits. */
+static void expect_write_line(const e2e_ctl_result *r, const char *type, const char *id,
+                              uint64_t seq)
+{
+    char prefix[200];
+    int n = snprintf(prefix, sizeof(prefix), "%s %s seq %" PRIu64 " hash ", type, id, seq);
+    bool ok = r->out_len == (size_t)n + 17 && strncmp(r->out, prefix, (size_t)n) == 0 &&
+              r->out[n + 16] == '\n';
+    for (int i = 0; ok && i < 16; i++) {
+        char ch = r->out[n + i];
+        ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+    }
+    e2e_assert(ok, "budgetctl printed \"%s\", expected \"%s<16 hex digits>\"", r->out, prefix);
+    if (seq <= SCENARIO_EVENTS)
+        snprintf(printed_hash[seq], sizeof(printed_hash[seq]), "%.16s", r->out + n);
+}
+
+/* The scenario through budgetctl, checking every line it prints. */
+static void scenario_ctl(void)
+{
+    e2e_ctl_result r;
+    uint64_t seq = 1;
+
+    ctl_ok(&r, "grant", "--unit", "KS", "--year", "2021", "--amount", "3 mkr", "--title",
+           FRAME_TITLE, "--reference", FRAME_REFERENCE, "--id", FRAME_ID);
+    expect_write_line(&r, "frame.granted", FRAME_ID, seq++);
+    e2e_ctl_free(&r);
+    for (int i = 0; i < ALLOCATIONS; i++) {
+        const scenario_allocation *a = &allocations[i];
+        ctl_ok(&r, "allocate", FRAME_ID, "--unit", a->unit, "--amount", a->amount_text, "--purpose",
+               a->purpose, "--id", a->id);
+        expect_write_line(&r, "allocation.proposed", a->id, seq++);
+        e2e_ctl_free(&r);
+    }
+    for (int i = 0; i < ALLOCATIONS; i++) {
+        const scenario_allocation *a = &allocations[i];
+        ctl_ok(&r, "approve", a->id, "--reference", DECISION_REFERENCE, "--id", a->decision_id);
+        expect_write_line(&r, "decision.approved", a->decision_id, seq++);
+        e2e_ctl_free(&r);
+    }
+    ctl_ok(&r, "avrop", allocations[SON].id, "--amount", "400 tkr", "--note",
+           "Områdesarbete hösten 2021", "--id", AVROP_ID);
+    expect_write_line(&r, "avrop.requested", AVROP_ID, seq++);
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "approve", AVROP_ID, "--id", AVROP_DECISION_ID);
+    expect_write_line(&r, "decision.approved", AVROP_DECISION_ID, seq++);
+    e2e_ctl_free(&r);
+}
+
+/* Parses budgetctl's --json output: exactly one line holding one JSON value. */
+static e2e_json *json_line(const e2e_ctl_result *r)
+{
+    const char *newline = memchr(r->out, '\n', r->out_len);
+    e2e_assert(newline != NULL && newline == r->out + r->out_len - 1,
+               "--json printed %zu bytes that are not one line: %s", r->out_len, r->out);
+    e2e_json *j = e2e_json_parse(r->out, r->out_len);
+    e2e_assert(j != NULL, "--json printed something that is not JSON: %s", r->out);
+    return j;
+}
+
+/* ---- the client library: requests ------------------------------------------------------------ */
+
+static void grant_args(e2e_buf *b, const char *id, const char *unit, int64_t amount)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 6);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "unit", unit);
+    e2e_kv_int(b, "year", 2021);
+    e2e_kv_int(b, "amount", amount);
+    e2e_kv_str(b, "title", FRAME_TITLE);
+    e2e_kv_str(b, "reference", FRAME_REFERENCE);
+}
+
+static void propose_args(e2e_buf *b, const char *id, const char *frame, const char *unit,
+                         int64_t amount, const char *purpose)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 5);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "frame", frame);
+    e2e_kv_str(b, "unit", unit);
+    e2e_kv_int(b, "amount", amount);
+    e2e_kv_str(b, "purpose", purpose);
+}
+
+static void avrop_args(e2e_buf *b, const char *id, const char *allocation, int64_t amount)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 3);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "allocation", allocation);
+    e2e_kv_int(b, "amount", amount);
+}
+
+static void approve_args(e2e_buf *b, const char *id, const char *target, const char *reference)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, reference ? 3 : 2);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "target", target);
+    if (reference)
+        e2e_kv_str(b, "reference", reference);
+}
+
+/* The scenario through the client library, with the same ids and amounts. */
+static void scenario_lib(budget_client *c)
+{
+    e2e_buf b;
+    uint64_t seq = 1;
+
+    e2e_buf_init(&b);
+    grant_args(&b, FRAME_ID, "KS", FRAME_ORE);
+    e2e_assert_int(e2e_write_ok(c, "frame.grant", &b), seq++, "seq of the grant");
+    for (int i = 0; i < ALLOCATIONS; i++) {
+        const scenario_allocation *a = &allocations[i];
+        propose_args(&b, a->id, FRAME_ID, a->unit, a->amount, a->purpose);
+        e2e_assert_int(e2e_write_ok(c, "allocation.propose", &b), seq++, "seq of a proposal");
+    }
+    for (int i = 0; i < ALLOCATIONS; i++) {
+        approve_args(&b, allocations[i].decision_id, allocations[i].id, DECISION_REFERENCE);
+        e2e_assert_int(e2e_write_ok(c, "approve", &b), seq++, "seq of an approval");
+    }
+    avrop_args(&b, AVROP_ID, allocations[SON].id, AVROP_ORE);
+    e2e_assert_int(e2e_write_ok(c, "avrop.request", &b), seq++, "seq of the avrop");
+    approve_args(&b, AVROP_DECISION_ID, AVROP_ID, NULL);
+    e2e_assert_int(e2e_write_ok(c, "approve", &b), seq++, "seq of the avrop's approval");
+    e2e_buf_destroy(&b);
+}
+
+/* The only element of an array under `key`, asserting there is exactly one. */
+static const msgpack_object *single(const msgpack_object *map, const char *key)
+{
+    const msgpack_object *a = budget_map_get(map, key);
+    e2e_assert(a != NULL && a->type == MSGPACK_OBJECT_ARRAY && a->via.array.size == 1,
+               "\"%s\" is not an array of one element", key);
+    return &a->via.array.ptr[0];
+}
+
+static uint32_t array_size(const msgpack_object *map, const char *key)
+{
+    const msgpack_object *a = budget_map_get(map, key);
+    e2e_assert(a != NULL && a->type == MSGPACK_OBJECT_ARRAY, "\"%s\" is not an array", key);
+    return a->via.array.size;
+}
+
+/* balances with one str selector (or none) and an optional as_of (0: none). */
+static void balances(budget_client *c, const char *key, const char *value, uint64_t as_of,
+                     budget_response *r)
+{
+    e2e_buf b;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, (key ? 1 : 0) + (as_of ? 1 : 0));
+    if (key)
+        e2e_kv_str(&b, key, value);
+    if (as_of)
+        e2e_kv_uint(&b, "as_of", as_of);
+    e2e_call(c, "balances", &b, r);
+    e2e_buf_destroy(&b);
+}
+
+static void expect_int(const msgpack_object *map, const char *key, int64_t expected,
+                       const char *what)
+{
+    const msgpack_object *o = budget_map_get(map, key);
+    e2e_assert(o != NULL && (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                             o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER),
+               "%s: \"%s\" is missing or not an integer", what, key);
+    int64_t got = budget_map_int(map, key, INT64_MIN);
+    e2e_assert(got == expected, "%s: %s is %" PRId64 ", expected %" PRId64, what, key, got,
+               expected);
+}
+
+/* The events of one page: `after`, `limit` and up to two str filters (NULL: none). */
+static void events_page(budget_client *c, uint64_t after, uint32_t limit, const char *k1,
+                        const char *v1, const char *k2, const char *v2, budget_response *r)
+{
+    e2e_buf b;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, 2 + (k1 ? 1 : 0) + (k2 ? 1 : 0));
+    e2e_kv_uint(&b, "after", after);
+    e2e_kv_uint(&b, "limit", limit);
+    if (k1)
+        e2e_kv_str(&b, k1, v1);
+    if (k2)
+        e2e_kv_str(&b, k2, v2);
+    e2e_call(c, "events", &b, r);
+    e2e_buf_destroy(&b);
+    e2e_assert(r->ok, "events refused: %s: %s", r->code, r->message);
+}
+
+/* An event returned under a type or unit filter has that type or data.unit. */
+static void expect_filtered(const msgpack_object *ev, uint64_t seq, const char *key,
+                            const char *value)
+{
+    if (key && strcmp(key, "type") == 0)
+        e2e_assert(e2e_map_str_is(ev, "type", value), "seq %" PRIu64 " is not a %s", seq, value);
+    if (key && strcmp(key, "unit") == 0)
+        e2e_assert(e2e_map_str_is(budget_map_get(ev, "data"), "unit", value),
+                   "seq %" PRIu64 " is not of unit %s", seq, value);
+}
+
+/* Every event matching the filters, paging by `limit`; their seqs go to `seqs` (at most
+ * `max`), and each event is checked against the filters. Returns the count. */
+static size_t events_all(budget_client *c, uint32_t limit, const char *k1, const char *v1,
+                         const char *k2, const char *v2, uint64_t *seqs, size_t max)
+{
+    uint64_t after = 0;
+    size_t count = 0;
+    /* A page advances at least one seq, so this many pages cover any log the tests write. */
+    for (int page = 0; page < 100000; page++) {
+        budget_response r;
+        events_page(c, after, limit, k1, v1, k2, v2, &r);
+        const msgpack_object *events = budget_map_get(&r.result, "events");
+        uint64_t next = e2e_map_uint(&r.result, "next");
+        uint64_t head = e2e_map_uint(&r.result, "head");
+        e2e_assert(events != NULL && events->type == MSGPACK_OBJECT_ARRAY,
+                   "events: no \"events\" array");
+        e2e_assert(events->via.array.size <= limit, "events: %u events on a page of %u",
+                   events->via.array.size, limit);
+        for (uint32_t i = 0; i < events->via.array.size; i++) {
+            const msgpack_object *ev = &events->via.array.ptr[i];
+            uint64_t seq = e2e_map_uint(ev, "seq");
+            e2e_assert(seq > after && seq <= next,
+                       "events: seq %" PRIu64 " outside (%" PRIu64 ", %" PRIu64 "]", seq, after,
+                       next);
+            e2e_assert(count == 0 || seq > seqs[count - 1], "events out of order at %" PRIu64, seq);
+            expect_filtered(ev, seq, k1, v1);
+            expect_filtered(ev, seq, k2, v2);
+            e2e_assert(count < max, "more events than the %zu expected", max);
+            seqs[count++] = seq;
+        }
+        budget_response_free(&r);
+        if (next >= head)
+            return count;
+        e2e_assert(next > after, "events: next %" PRIu64 " does not advance past %" PRIu64, next,
+                   after);
+        after = next;
+    }
+    e2e_assert(false, "events: paging did not reach the head");
+    return count;
+}
+
+static void expect_seqs(const uint64_t *got, size_t n, const uint64_t *want, size_t want_n,
+                        const char *what)
+{
+    char line[400] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < n && used < sizeof(line) - 24; i++)
+        used += (size_t)snprintf(line + used, sizeof(line) - used, " %" PRIu64, got[i]);
+    e2e_assert(n == want_n, "%s: %zu events (seqs%s), expected %zu", what, n, line, want_n);
+    for (size_t i = 0; i < n; i++)
+        e2e_assert(got[i] == want[i], "%s: seqs%s, expected seq %" PRIu64 " at %zu", what, line,
+                   want[i], i);
+}
+
+/* Threads joined within `timeout_ms`; when one is not, the daemon is killed (which ends every
+ * blocked call of the threads) and the test fails. */
+static void join_all(pthread_t *threads, int n, int timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    for (int i = 0; i < n; i++) {
+        if (pthread_timedjoin_np(threads[i], NULL, &deadline) == 0)
+            continue;
+        e2e_report();
+        e2e_daemon_kill(&bd);
+        for (int j = i; j < n; j++)
+            pthread_join(threads[j], NULL);
+        cr_assert_fail("client threads did not finish within %d ms", timeout_ms);
+    }
+}
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- raw connections ------------------------------------------------------------------------- */
+
+static void pack_hello(e2e_buf *b, uint64_t id)
+{
+    e2e_frame_begin(b);
+    msgpack_pack_map(&b->pk, 2);
+    e2e_kv_uint(b, "id", id);
+    e2e_kv_str(b, "op", "hello");
+    e2e_frame_end(b);
+}
+
+/* Reads one response and checks its id and outcome (code NULL: ok). Returns the head a hello
+ * reports, or 0. */
+static uint64_t expect_response(int fd, uint64_t id, const char *code, const char *what)
+{
+    msgpack_unpacked u;
+    e2e_envelope env;
+    uint64_t head = 0;
+    int rc = e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u);
+    e2e_assert(rc == E2E_FRAME, "%s: no response (%s)", what,
+               rc == E2E_CLOSED    ? "closed"
+               : rc == E2E_TIMEOUT ? "timed out"
+                                   : "broken");
+    e2e_assert(e2e_envelope_read(&u.data, &env), "%s: the response is malformed", what);
+    e2e_assert_int(env.id, id, what);
+    if (code == NULL) {
+        e2e_assert(env.ok, "%s: refused with %s", what, env.code);
+        const msgpack_object *h = budget_map_get(env.result, "head");
+        if (h != NULL && h->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            head = h->via.u64;
+    } else {
+        e2e_assert(!env.ok, "%s: answered ok, expected %s", what, code);
+        e2e_assert_str(env.code, code, what);
+    }
+    msgpack_unpacked_destroy(&u);
+    return head;
+}
+
+/* Reads one ok response with `id` and returns the uint under `key` of its result. */
+static uint64_t expect_result_uint(int fd, uint64_t id, const char *key)
+{
+    msgpack_unpacked u;
+    e2e_envelope env;
+    int rc = e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u);
+    e2e_assert(rc == E2E_FRAME, "response %" PRIu64 ": none (%d)", id, rc);
+    e2e_assert(e2e_envelope_read(&u.data, &env), "response %" PRIu64 " is malformed", id);
+    e2e_assert_int(env.id, id, "id of the response");
+    e2e_assert(env.ok, "request %" PRIu64 " refused: %s", id, env.code);
+    uint64_t v = e2e_map_uint(env.result, key);
+    msgpack_unpacked_destroy(&u);
+    return v;
+}
+
+/* Reads the ok result of a write with `id`: its seq and hash. */
+static void read_write_result(int fd, uint64_t id, uint64_t *seq, uint8_t hash[32])
+{
+    msgpack_unpacked u;
+    e2e_envelope env;
+    int rc = e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u);
+    e2e_assert(rc == E2E_FRAME, "response %" PRIu64 ": none (%d)", id, rc);
+    e2e_assert(e2e_envelope_read(&u.data, &env), "response %" PRIu64 " is malformed", id);
+    e2e_assert_int(env.id, id, "id of the response");
+    e2e_assert(env.ok, "write %" PRIu64 " refused: %s", id, env.code);
+    const msgpack_object *h = budget_map_get(env.result, "hash");
+    e2e_assert(h != NULL && h->type == MSGPACK_OBJECT_BIN && h->via.bin.size == 32,
+               "write %" PRIu64 ": hash is not bin32", id);
+    *seq = e2e_map_uint(env.result, "seq");
+    memcpy(hash, h->via.bin.ptr, 32);
+    msgpack_unpacked_destroy(&u);
+}
+
+/* The head a hello with `id` reports on a raw connection. */
+static uint64_t e2e_head_raw(int fd, uint64_t id)
+{
+    e2e_buf b;
+    e2e_buf_init(&b);
+    pack_hello(&b, id);
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send hello");
+    e2e_buf_destroy(&b);
+    return expect_result_uint(fd, id, "head");
+}
+
+/* ---- the source document's scenario through budgetctl ---------------------------------------- */
+
+static const e2e_json *json_member_array(const e2e_json *j, const char *key, size_t count)
+{
+    const e2e_json *a = e2e_json_get(j, key);
+    e2e_assert(a != NULL && a->type == E2E_JSON_ARRAY, "JSON: \"%s\" is not an array", key);
+    e2e_assert_int(a->count, count, key);
+    return a;
+}
+
+Test(e2e, scenario_through_budgetctl)
+{
+    e2e_ctl_result r;
+    scenario_ctl();
+
+    /* The frame: every krona allocated, 400 tkr of it called off. */
+    ctl_ok(&r, "balances", "--json", "--frame", FRAME_ID);
+    e2e_json *j = json_line(&r);
+    e2e_assert_int(e2e_json_int(j, "as_of", -1), SCENARIO_EVENTS, "as_of");
+    const e2e_json *frame = json_member_array(j, "frames", 1)->items[0];
+    e2e_assert_str(e2e_json_str(frame, "id"), FRAME_ID, "frame id");
+    e2e_assert_str(e2e_json_str(frame, "unit"), "KS", "frame unit");
+    e2e_assert_int(e2e_json_int(frame, "year", -1), 2021, "frame year");
+    e2e_assert_str(e2e_json_str(frame, "title"), FRAME_TITLE, "frame title");
+    e2e_assert_str(e2e_json_str(frame, "reference"), FRAME_REFERENCE, "frame reference");
+    e2e_assert_int(e2e_json_int(frame, "granted", -1), 300000000, "granted");
+    e2e_assert_int(e2e_json_int(frame, "allocated", -1), 300000000, "allocated");
+    e2e_assert_int(e2e_json_int(frame, "pending", -1), 0, "pending");
+    e2e_assert_int(e2e_json_int(frame, "unallocated", -1), 0, "unallocated");
+    e2e_assert_int(e2e_json_int(frame, "called_off", -1), 40000000, "called_off");
+    const e2e_json *rows = json_member_array(j, "allocations", ALLOCATIONS);
+    for (int i = 0; i < ALLOCATIONS; i++) {
+        const e2e_json *a = rows->items[i];
+        int64_t called_off = i == SON ? AVROP_ORE : 0;
+        e2e_assert_str(e2e_json_str(a, "id"), allocations[i].id, "allocation id");
+        e2e_assert_str(e2e_json_str(a, "frame"), FRAME_ID, "allocation frame");
+        e2e_assert_str(e2e_json_str(a, "unit"), allocations[i].unit, "allocation unit");
+        e2e_assert_int(e2e_json_int(a, "year", -1), 2021, "allocation year");
+        e2e_assert_str(e2e_json_str(a, "purpose"), allocations[i].purpose, "purpose");
+        e2e_assert_int(e2e_json_int(a, "amount", -1), allocations[i].amount, "allocation amount");
+        e2e_assert_str(e2e_json_str(a, "status"), "approved", "allocation status");
+        e2e_assert_int(e2e_json_int(a, "called_off", -1), called_off, "allocation called_off");
+        e2e_assert_int(e2e_json_int(a, "pending", -1), 0, "allocation pending");
+        e2e_assert_int(e2e_json_int(a, "available", -1), allocations[i].amount - called_off,
+                       "allocation available");
+    }
+    e2e_json_free(j);
+    e2e_ctl_free(&r);
+
+    /* SON's own row for 2021: 1 mkr received, 400 tkr called off, 600 tkr left. */
+    ctl_ok(&r, "--json", "balances", "--unit", "SON");
+    j = json_line(&r);
+    const e2e_json *unit = json_member_array(j, "units", 1)->items[0];
+    e2e_assert_str(e2e_json_str(unit, "unit"), "SON", "unit");
+    e2e_assert_int(e2e_json_int(unit, "year", -1), 2021, "unit year");
+    e2e_assert_int(e2e_json_int(unit, "frames", -1), 0, "SON frames");
+    e2e_assert_int(e2e_json_int(unit, "allocated", -1), 100000000, "SON allocated");
+    e2e_assert_int(e2e_json_int(unit, "called_off", -1), 40000000, "SON called_off");
+    e2e_assert_int(e2e_json_int(unit, "pending", -1), 0, "SON pending");
+    e2e_assert_int(e2e_json_int(unit, "available", -1), 60000000, "SON available");
+    rows = json_member_array(j, "allocations", 1);
+    e2e_assert_str(e2e_json_str(rows->items[0], "id"), allocations[SON].id, "SON's allocation");
+    e2e_json_free(j);
+    e2e_ctl_free(&r);
+
+    /* Not one öre more: the daemon refuses, budgetctl says why and exits 1. */
+    e2e_assert_int(ctl_run(&r, "allocate", FRAME_ID, "--unit", "KFN", "--amount", "0,01 kr",
+                           "--purpose", "Ett öre för mycket", "--id", "ks-2021-trygghet-extra"),
+                   1, "exit status of an allocation over the frame");
+    e2e_assert(strstr(r.err, "insufficient_funds") != NULL,
+               "stderr does not name insufficient_funds: %s", r.err);
+    e2e_assert_int(r.out_len, 0, "bytes on stdout of a refused write");
+    e2e_ctl_free(&r);
+
+    /* The clerk's view, in kronor. */
+    ctl_ok(&r, "balances");
+    e2e_assert(strstr(r.out, "3 000 000,00 kr") != NULL, "balances does not show 3 mkr: %s", r.out);
+    e2e_ctl_free(&r);
+
+    /* Every event is attributed to the caller's uid, from the socket's peer credentials. */
+    ctl_ok(&r, "--json", "events");
+    j = json_line(&r);
+    const e2e_json *events = json_member_array(j, "events", SCENARIO_EVENTS);
+    for (size_t i = 0; i < events->count; i++) {
+        const e2e_json *ev = events->items[i];
+        e2e_assert_int(e2e_json_int(ev, "seq", -1), (int64_t)i + 1, "event seq");
+        e2e_assert_str(e2e_json_str(ev, "type"), scenario_types[i], "event type");
+        e2e_assert_int(e2e_json_int(e2e_json_get(ev, "actor"), "uid", -1), (int64_t)getuid(),
+                       "actor uid");
+        e2e_assert(strncmp(e2e_json_str(ev, "hash"), printed_hash[i + 1], 16) == 0,
+                   "event %zu: hash %s, but the write printed %s", i + 1, e2e_json_str(ev, "hash"),
+                   printed_hash[i + 1]);
+        e2e_assert_int(strlen(e2e_json_str(ev, "hash")), 64, "hex digits of a hash");
+    }
+    e2e_assert_int(e2e_json_int(j, "head", -1), SCENARIO_EVENTS, "events head");
+    e2e_json_free(j);
+    e2e_ctl_free(&r);
+    stop_cleanly();
+}
+
+/* ---- concurrent avrop on one allocation ------------------------------------------------------ */
+
+#define RACE_THREADS 20
+#define RACE_REQUESTS 60
+#define RACE_ALLOCATION_ORE 1000000LL
+#define RACE_AVROP_ORE 1000LL
+#define RACE_WINNERS ((int)(RACE_ALLOCATION_ORE / RACE_AVROP_ORE))
+
+typedef struct {
+    const char *socket;
+    int index;
+    pthread_barrier_t *start;
+    int failure; /* 0, or the error of connect/send/recv */
+    bool ok[RACE_REQUESTS];
+    uint64_t seq[RACE_REQUESTS];
+    char code[RACE_REQUESTS][32];
+} race_client;
+
+static void race_avrop_id(char *out, size_t size, int thread, int request)
+{
+    snprintf(out, size, "race-avrop-%02d-%02d", thread, request);
+}
+
+/* Sends all its avrop requests at once on its own connection, then reads the answers. */
+static void *race_main(void *arg)
+{
+    race_client *rc = arg;
+    budget_client *c = NULL;
+    e2e_buf b;
+
+    e2e_buf_init(&b);
+    rc->failure = budget_client_connect(rc->socket, &c);
+    pthread_barrier_wait(rc->start);
+    for (int i = 0; i < RACE_REQUESTS && rc->failure == 0; i++) {
+        char id[48];
+        race_avrop_id(id, sizeof(id), rc->index, i);
+        avrop_args(&b, id, "race-allocation", RACE_AVROP_ORE);
+        int64_t sent = budget_client_send(c, "avrop.request", b.sb.data, b.sb.size);
+        if (sent < 0)
+            rc->failure = (int)sent;
+    }
+    for (int i = 0; i < RACE_REQUESTS && rc->failure == 0; i++) {
+        budget_response r;
+        rc->failure = budget_client_recv(c, &r);
+        if (rc->failure != 0)
+            break;
+        if (r.id != (uint64_t)i + 1)
+            rc->failure = -EPROTO;
+        rc->ok[i] = r.ok;
+        if (r.ok)
+            rc->seq[i] = (uint64_t)budget_map_int(&r.result, "seq", 0);
+        else
+            snprintf(rc->code[i], sizeof(rc->code[i]), "%s", r.code);
+        budget_response_free(&r);
+    }
+    budget_client_close(c);
+    e2e_buf_destroy(&b);
+    return NULL;
+}
+
+static int compare_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+Test(e2e, concurrent_avrop_never_overdraw)
+{
+    static race_client clients[RACE_THREADS];
+    static uint64_t seqs[RACE_THREADS * RACE_REQUESTS];
+    pthread_t threads[RACE_THREADS];
+    pthread_barrier_t start;
+    budget_client *c = e2e_client(&bd);
+    e2e_buf b;
+    budget_response r;
+
+    e2e_buf_init(&b);
+    grant_args(&b, "race-frame", "KS", 10 * RACE_ALLOCATION_ORE);
+    e2e_write_ok(c, "frame.grant", &b);
+    propose_args(&b, "race-allocation", "race-frame", "SON", RACE_ALLOCATION_ORE, "Kapplöpning");
+    e2e_write_ok(c, "allocation.propose", &b);
+    approve_args(&b, "race-allocation-beslut", "race-allocation", DECISION_REFERENCE);
+    e2e_write_ok(c, "approve", &b);
+
+    pthread_barrier_init(&start, NULL, RACE_THREADS);
+    for (int i = 0; i < RACE_THREADS; i++) {
+        clients[i] = (race_client){.socket = bd.socket, .index = i, .start = &start};
+        cr_assert_eq(pthread_create(&threads[i], NULL, race_main, &clients[i]), 0);
+    }
+    join_all(threads, RACE_THREADS, 30000);
+    pthread_barrier_destroy(&start);
+
+    int won = 0, lost = 0;
+    for (int t = 0; t < RACE_THREADS; t++) {
+        e2e_assert(clients[t].failure == 0, "client %d failed: %d", t, clients[t].failure);
+        for (int i = 0; i < RACE_REQUESTS; i++) {
+            if (clients[t].ok[i]) {
+                seqs[won++] = clients[t].seq[i];
+                continue;
+            }
+            e2e_assert_str(clients[t].code[i], "insufficient_funds", "code of a losing avrop");
+            lost++;
+        }
+    }
+    e2e_assert_int(won, RACE_WINNERS, "avrop granted");
+    e2e_assert_int(lost, RACE_THREADS * RACE_REQUESTS - RACE_WINNERS, "avrop refused");
+    qsort(seqs, (size_t)won, sizeof(seqs[0]), compare_u64);
+    for (int i = 0; i < won; i++)
+        e2e_assert_int(seqs[i], 4 + i, "the winners' seqs are 4.. without gaps or repeats");
+
+    balances(c, "allocation", "race-allocation", 0, &r);
+    e2e_assert(r.ok, "balances refused: %s", r.code);
+    const msgpack_object *a = single(&r.result, "allocations");
+    expect_int(a, "pending", RACE_ALLOCATION_ORE, "allocation");
+    expect_int(a, "available", 0, "allocation");
+    expect_int(a, "called_off", 0, "allocation");
+    e2e_assert_int(array_size(&r.result, "avrop"), RACE_WINNERS, "avrop listed");
+    budget_response_free(&r);
+
+    /* Approve every winner, pipelined in rounds on one connection. */
+    int approved = 0;
+    for (int t = 0; t < RACE_THREADS; t++) {
+        int sent = 0;
+        for (int i = 0; i < RACE_REQUESTS; i++) {
+            char id[48], decision[64];
+            if (!clients[t].ok[i])
+                continue;
+            race_avrop_id(id, sizeof(id), t, i);
+            snprintf(decision, sizeof(decision), "%s-beslut", id);
+            approve_args(&b, decision, id, NULL);
+            e2e_assert(budget_client_send(c, "approve", b.sb.data, b.sb.size) > 0, "send");
+            sent++;
+        }
+        for (int i = 0; i < sent; i++) {
+            e2e_assert_int(budget_client_recv(c, &r), 0, "recv of an approval");
+            e2e_assert(r.ok, "approval refused: %s: %s", r.code, r.message);
+            budget_response_free(&r);
+            approved++;
+        }
+    }
+    e2e_assert_int(approved, RACE_WINNERS, "approvals");
+    balances(c, "allocation", "race-allocation", 0, &r);
+    a = single(&r.result, "allocations");
+    expect_int(a, "called_off", RACE_ALLOCATION_ORE, "allocation");
+    expect_int(a, "pending", 0, "allocation");
+    expect_int(a, "available", 0, "allocation");
+    budget_response_free(&r);
+    balances(c, "frame", "race-frame", 0, &r);
+    expect_int(single(&r.result, "frames"), "called_off", RACE_ALLOCATION_ORE, "frame");
+    budget_response_free(&r);
+
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+    stop_cleanly();
+}
+
+/* ---- pipelining ------------------------------------------------------------------------------ */
+
+#define PIPELINE_REQUESTS 500
+
+typedef enum {
+    PIPE_HELLO,
+    PIPE_GRANT,
+    PIPE_BALANCES,
+    PIPE_UNKNOWN_OP,
+    PIPE_MISSING_ARG,
+    PIPE_NOT_FOUND,
+    PIPE_UNKNOWN_ARG,
+    PIPE_KINDS,
+} pipe_kind;
+
+static pipe_kind pipe_kind_of(uint64_t id)
+{
+    return (pipe_kind)(id * 3 % PIPE_KINDS);
+}
+
+static void pack_pipe_request(e2e_buf *b, uint64_t id)
+{
+    char name[32];
+    pipe_kind kind = pipe_kind_of(id);
+    bool has_args = kind != PIPE_HELLO && kind != PIPE_UNKNOWN_OP;
+
+    e2e_frame_begin(b);
+    msgpack_pack_map(&b->pk, has_args ? 3 : 2);
+    e2e_kv_uint(b, "id", id);
+    switch (kind) {
+    case PIPE_HELLO:
+        e2e_kv_str(b, "op", "hello");
+        break;
+    case PIPE_UNKNOWN_OP:
+        e2e_kv_str(b, "op", "frame.steal");
+        break;
+    case PIPE_GRANT:
+    case PIPE_MISSING_ARG:
+    case PIPE_UNKNOWN_ARG:
+        snprintf(name, sizeof(name), "pipe-%03" PRIu64, id);
+        e2e_kv_str(b, "op", "frame.grant");
+        e2e_pack_str(b, "args");
+        msgpack_pack_map(&b->pk, kind == PIPE_GRANT ? 5 : kind == PIPE_MISSING_ARG ? 4 : 6);
+        e2e_kv_str(b, "id", name);
+        e2e_kv_str(b, "unit", "KS");
+        e2e_kv_int(b, "year", 2021);
+        if (kind != PIPE_MISSING_ARG)
+            e2e_kv_int(b, "amount", (int64_t)id * 100);
+        e2e_kv_str(b, "title", "Pipelined");
+        if (kind == PIPE_UNKNOWN_ARG)
+            e2e_kv_str(b, "colour", "blå");
+        break;
+    case PIPE_BALANCES:
+        e2e_kv_str(b, "op", "balances");
+        e2e_pack_str(b, "args");
+        msgpack_pack_map(&b->pk, 1);
+        e2e_kv_str(b, "unit", "KS");
+        break;
+    case PIPE_NOT_FOUND:
+        snprintf(name, sizeof(name), "pipe-decision-%03" PRIu64, id);
+        e2e_kv_str(b, "op", "approve");
+        e2e_pack_str(b, "args");
+        msgpack_pack_map(&b->pk, 2);
+        e2e_kv_str(b, "id", name);
+        e2e_kv_str(b, "target", "no-such-allocation");
+        break;
+    default:
+        break;
+    }
+    e2e_frame_end(b);
+}
+
+static const char *pipe_expected_code(pipe_kind kind)
+{
+    switch (kind) {
+    case PIPE_UNKNOWN_OP:
+        return "unknown_op";
+    case PIPE_MISSING_ARG:
+    case PIPE_UNKNOWN_ARG:
+        return "bad_request";
+    case PIPE_NOT_FOUND:
+        return "not_found";
+    default:
+        return NULL;
+    }
+}
+
+Test(e2e, pipelined_requests_are_answered_in_order)
+{
+    e2e_buf b;
+    int fd = e2e_raw_connect(bd.socket);
+    uint64_t grants = 0, last_head = 0;
+
+    e2e_assert(fd >= 0, "connect");
+    e2e_buf_init(&b);
+    for (uint64_t id = 1; id <= PIPELINE_REQUESTS; id++)
+        pack_pipe_request(&b, id);
+    /* One write holds all 500 frames. */
+    e2e_assert_int(send(fd, b.sb.data, b.sb.size, MSG_NOSIGNAL), b.sb.size, "bytes sent at once");
+
+    for (uint64_t id = 1; id <= PIPELINE_REQUESTS; id++) {
+        msgpack_unpacked u;
+        e2e_envelope env;
+        pipe_kind kind = pipe_kind_of(id);
+        const char *code = pipe_expected_code(kind);
+        int rc = e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u);
+        e2e_assert(rc == E2E_FRAME, "response %" PRIu64 " of %d did not come (%d)", id,
+                   PIPELINE_REQUESTS, rc);
+        e2e_assert(e2e_envelope_read(&u.data, &env), "response %" PRIu64 " is malformed", id);
+        e2e_assert_int(env.id, id, "id of the next response");
+        if (code != NULL) {
+            e2e_assert(!env.ok, "request %" PRIu64 " should have failed with %s", id, code);
+            e2e_assert_str(env.code, code, "error code");
+        } else {
+            e2e_assert(env.ok, "request %" PRIu64 " (kind %d) failed: %s", id, kind, env.code);
+        }
+        if (kind == PIPE_GRANT)
+            e2e_assert_int(e2e_map_uint(env.result, "seq"), ++grants, "seq of a grant");
+        /* Reads never show more than the writes answered before them, nor go back. */
+        if (kind == PIPE_HELLO) {
+            uint64_t head = e2e_map_uint(env.result, "head");
+            e2e_assert(head >= last_head && head <= grants,
+                       "hello %" PRIu64 " saw head %" PRIu64 " after %" PRIu64
+                       " grants and an earlier head %" PRIu64,
+                       id, head, grants, last_head);
+            last_head = head;
+        }
+        if (kind == PIPE_BALANCES)
+            e2e_assert(array_size(env.result, "frames") <= grants,
+                       "balances %" PRIu64 " shows more frames than were granted", id);
+        msgpack_unpacked_destroy(&u);
+    }
+    e2e_assert(grants > 50, "the mix holds grants");
+    e2e_assert_int(e2e_head_raw(fd, PIPELINE_REQUESTS + 1), grants, "head after the pipeline");
+    e2e_buf_destroy(&b);
+    close(fd);
+    stop_cleanly();
+}
+
+/*
+ * A read pipelined after a write on the same connection sees that write: the responses come
+ * in request order, so a client that was told "ok, seq 1" and then, on the next response,
+ * "head 0" would be looking at a ledger older than what it was already told.
+ *
+ * budgetd evaluates a read when it reads the frame, not when the writes before it on the
+ * connection are durable, so the hello, balances and events below see none of the grant that
+ * was answered just before them. This test stays strict: either the daemon answers a read
+ * after the earlier writes of its connection are committed, or docs/protocol.md has to say
+ * that pipelined reads may not see the connection's own earlier writes.
+ */
+Test(e2e, pipelined_read_sees_the_write_answered_before_it)
+{
+    e2e_buf b;
+    int fd = e2e_raw_connect(bd.socket);
+
+    e2e_assert(fd >= 0, "connect");
+    e2e_buf_init(&b);
+    e2e_frame_begin(&b);
+    msgpack_pack_map(&b.pk, 3);
+    e2e_kv_uint(&b, "id", 1);
+    e2e_kv_str(&b, "op", "frame.grant");
+    e2e_pack_str(&b, "args");
+    msgpack_pack_map(&b.pk, 5);
+    e2e_kv_str(&b, "id", "pipe-read-frame");
+    e2e_kv_str(&b, "unit", "KS");
+    e2e_kv_int(&b, "year", 2021);
+    e2e_kv_int(&b, "amount", 100);
+    e2e_kv_str(&b, "title", "Läs det du skrev");
+    e2e_frame_end(&b);
+    pack_hello(&b, 2);
+    e2e_frame_begin(&b);
+    msgpack_pack_map(&b.pk, 3);
+    e2e_kv_uint(&b, "id", 3);
+    e2e_kv_str(&b, "op", "balances");
+    e2e_pack_str(&b, "args");
+    msgpack_pack_map(&b.pk, 1);
+    e2e_kv_str(&b, "frame", "pipe-read-frame");
+    e2e_frame_end(&b);
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
+
+    e2e_assert_int(expect_result_uint(fd, 1, "seq"), 1, "seq of the grant");
+    e2e_assert_int(expect_result_uint(fd, 2, "head"), 1, "head seen by the hello after it");
+    expect_response(fd, 3, NULL, "balances of the frame granted just before");
+    e2e_buf_destroy(&b);
+    close(fd);
+    stop_cleanly();
+}
+
+/* ---- idempotent retries and expect_head ------------------------------------------------------ */
+
+static void grant_with_head(e2e_buf *b, const char *id, int64_t amount, uint64_t expect_head)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 7);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "unit", "KFN");
+    e2e_kv_int(b, "year", 2022);
+    e2e_kv_int(b, "amount", amount);
+    e2e_kv_str(b, "title", "Fritidsverksamhet");
+    e2e_kv_str(b, "reference", "");
+    e2e_kv_uint(b, "expect_head", expect_head);
+}
+
+Test(e2e, retries_are_idempotent_and_expect_head_guards)
+{
+    budget_client *c = e2e_client(&bd);
+    e2e_write_result first, again;
+    e2e_buf b;
+
+    e2e_buf_init(&b);
+    grant_args(&b, "idem-frame", "KS", 123456);
+    e2e_write(c, "frame.grant", &b, &first);
+    e2e_assert(first.ok, "first grant refused: %s", first.code);
+    e2e_assert_int(first.seq, 1, "seq of the first write");
+
+    /* The same id and content: the first result, nothing written. */
+    e2e_write(c, "frame.grant", &b, &again);
+    e2e_assert(again.ok, "retry refused: %s: %s", again.code, again.message);
+    e2e_assert_int(again.seq, first.seq, "seq of a retry");
+    e2e_assert(memcmp(again.hash, first.hash, 32) == 0, "a retry's hash differs");
+    e2e_assert_int(e2e_head(c), 1, "head after a retry");
+
+    /* The same id, other content. */
+    grant_args(&b, "idem-frame", "KS", 123457);
+    e2e_write(c, "frame.grant", &b, &again);
+    e2e_assert(!again.ok, "the same id with another amount was accepted");
+    e2e_assert_str(again.code, "conflict", "code of a reused id");
+    /* Ids share one namespace: a decision cannot take a frame's id. */
+    approve_args(&b, "idem-frame", "idem-frame", NULL);
+    e2e_write(c, "approve", &b, &again);
+    e2e_assert_str(again.code, "conflict", "code of an approval reusing a frame's id");
+    e2e_assert_int(e2e_head(c), 1, "head after conflicts");
+
+    /* expect_head: written only when the log's last seq is the one given. */
+    grant_with_head(&b, "idem-head-ok", 1000, 1);
+    e2e_write(c, "frame.grant", &b, &again);
+    e2e_assert(again.ok, "expect_head equal to head refused: %s", again.code);
+    e2e_assert_int(again.seq, 2, "seq of the guarded write");
+    grant_with_head(&b, "idem-head-stale", 1000, 1);
+    e2e_write(c, "frame.grant", &b, &again);
+    e2e_assert_str(again.code, "conflict", "code of a stale expect_head");
+    grant_with_head(&b, "idem-head-future", 1000, 3);
+    e2e_write(c, "frame.grant", &b, &again);
+    e2e_assert_str(again.code, "conflict", "code of an expect_head past the head");
+    e2e_assert_int(e2e_head(c), 2, "head after refused guarded writes");
+    /* A retry is the same request whatever its expect_head: the first result again. */
+    grant_with_head(&b, "idem-head-ok", 1000, 0);
+    e2e_write(c, "frame.grant", &b, &again);
+    e2e_assert(again.ok, "retry of a guarded write refused: %s: %s", again.code, again.message);
+    e2e_assert_int(again.seq, 2, "seq of a retried guarded write");
+    budget_client_close(c);
+
+    /* Retries pipelined behind the first write, before it is durable: the same result, or
+     * conflict for other content; one event in all. */
+    int fd = e2e_raw_connect(bd.socket);
+    e2e_assert(fd >= 0, "connect");
+    e2e_buf_clear(&b);
+    for (uint64_t id = 1; id <= 4; id++) {
+        e2e_frame_begin(&b);
+        msgpack_pack_map(&b.pk, 3);
+        e2e_kv_uint(&b, "id", id);
+        e2e_kv_str(&b, "op", "frame.grant");
+        e2e_pack_str(&b, "args");
+        msgpack_pack_map(&b.pk, 5);
+        e2e_kv_str(&b, "id", "idem-pipelined");
+        e2e_kv_str(&b, "unit", "SON");
+        e2e_kv_int(&b, "year", 2021);
+        e2e_kv_int(&b, "amount", id == 3 ? 778 : 777);
+        e2e_kv_str(&b, "title", "Omtag");
+        e2e_frame_end(&b);
+    }
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
+    uint64_t seq1, seq2, seq4;
+    uint8_t hash1[32], hash2[32], hash4[32];
+    read_write_result(fd, 1, &seq1, hash1);
+    read_write_result(fd, 2, &seq2, hash2);
+    expect_response(fd, 3, "conflict", "a pipelined retry with other content");
+    read_write_result(fd, 4, &seq4, hash4);
+    e2e_assert_int(seq1, 3, "seq of the pipelined write");
+    e2e_assert_int(seq2, seq1, "seq of its pipelined retry");
+    e2e_assert_int(seq4, seq1, "seq of its second pipelined retry");
+    e2e_assert(memcmp(hash1, hash2, 32) == 0 && memcmp(hash1, hash4, 32) == 0,
+               "pipelined retries carry another hash");
+    e2e_assert_int(e2e_head_raw(fd, 5), 3, "head after pipelined retries");
+    close(fd);
+
+    /* After a restart the retry still finds the first write. */
+    int status;
+    e2e_assert(e2e_daemon_stop(&bd, SIGTERM, E2E_STOP_TIMEOUT_MS, &status) == 0, "stop");
+    e2e_assert(e2e_daemon_restart(&bd) == 0, "restart");
+    c = e2e_client(&bd);
+    grant_args(&b, "idem-frame", "KS", 123456);
+    e2e_write(c, "frame.grant", &b, &again);
+    e2e_assert(again.ok, "retry after a restart refused: %s: %s", again.code, again.message);
+    e2e_assert_int(again.seq, first.seq, "seq of a retry after a restart");
+    e2e_assert(memcmp(again.hash, first.hash, 32) == 0, "hash of a retry after a restart");
+    grant_args(&b, "idem-frame", "KS", 1);
+    e2e_write(c, "frame.grant", &b, &again);
+    e2e_assert_str(again.code, "conflict", "code of a reused id after a restart");
+    e2e_assert_int(e2e_head(c), 3, "head after the retries");
+    budget_client_close(c);
+    e2e_buf_destroy(&b);
+    stop_cleanly();
+}
+
+/* ---- a restart shows the same ledger --------------------------------------------------------- */
+
+Test(e2e, restart_replays_the_same_ledger)
+{
+    e2e_ctl_result before_balances, before_events, after_balances, after_events, r;
+    int status;
+
+    scenario_ctl();
+    ctl_ok(&before_balances, "--json", "balances");
+    ctl_ok(&before_events, "--json", "events", "--all");
+    e2e_json_free(json_line(&before_balances));
+    size_t lines = 0;
+    for (size_t i = 0; i < before_events.out_len; i++)
+        lines += before_events.out[i] == '\n';
+    e2e_assert_int(lines, SCENARIO_EVENTS, "lines of events --json --all");
+
+    e2e_assert(e2e_daemon_stop(&bd, SIGTERM, E2E_STOP_TIMEOUT_MS, &status) == 0,
+               "budgetd did not stop on SIGTERM");
+    e2e_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+               "budgetd stopped with status 0x%x, expected exit 0", status);
+    struct stat st;
+    e2e_assert(lstat(bd.socket, &st) != 0 && errno == ENOENT,
+               "the socket file is still there after SIGTERM");
+
+    e2e_assert(e2e_daemon_restart(&bd) == 0, "restart");
+    ctl_ok(&after_balances, "--json", "balances");
+    ctl_ok(&after_events, "--json", "events", "--all");
+    e2e_assert(strcmp(before_balances.out, after_balances.out) == 0,
+               "balances differ after a restart:\n%s\n%s", before_balances.out, after_balances.out);
+    e2e_assert(strcmp(before_events.out, after_events.out) == 0,
+               "events differ after a restart:\n%s\n%s", before_events.out, after_events.out);
+
+    ctl_ok(&r, "--json", "verify");
+    e2e_json *j = json_line(&r);
+    const e2e_json *ok = e2e_json_get(j, "ok");
+    e2e_assert(ok != NULL && ok->type == E2E_JSON_BOOL && ok->boolean, "verify: %s", r.out);
+    e2e_assert_int(e2e_json_int(j, "checked", -1), SCENARIO_EVENTS, "verify checked");
+    e2e_json_free(j);
+    e2e_ctl_free(&r);
+
+    e2e_ctl_free(&before_balances);
+    e2e_ctl_free(&before_events);
+    e2e_ctl_free(&after_balances);
+    e2e_ctl_free(&after_events);
+    stop_cleanly();
+}
+
+/* ---- balances as of an earlier event --------------------------------------------------------- */
+
+Test(e2e, balances_as_of_replay_history)
+{
+    budget_client *c = e2e_client(&bd);
+    budget_response r;
+    const msgpack_object *f;
+
+    scenario_lib(c);
+
+    /* Right after the grant: all of it unallocated. */
+    balances(c, "frame", FRAME_ID, 1, &r);
+    e2e_assert(r.ok, "balances as_of 1 refused: %s: %s", r.code, r.message);
+    e2e_assert_int(e2e_map_uint(&r.result, "as_of"), 1, "as_of echoed");
+    f = single(&r.result, "frames");
+    expect_int(f, "granted", FRAME_ORE, "frame as of 1");
+    expect_int(f, "allocated", 0, "frame as of 1");
+    expect_int(f, "pending", 0, "frame as of 1");
+    expect_int(f, "unallocated", FRAME_ORE, "frame as of 1");
+    expect_int(f, "called_off", 0, "frame as of 1");
+    e2e_assert_int(array_size(&r.result, "allocations"), 0, "allocations as of 1");
+    budget_response_free(&r);
+
+    /* After the three proposals: all of it reserved, none of it decided. */
+    balances(c, "frame", FRAME_ID, 4, &r);
+    f = single(&r.result, "frames");
+    expect_int(f, "allocated", 0, "frame as of 4");
+    expect_int(f, "pending", FRAME_ORE, "frame as of 4");
+    expect_int(f, "unallocated", 0, "frame as of 4");
+    e2e_assert_int(array_size(&r.result, "allocations"), ALLOCATIONS, "allocations as of 4");
+    budget_response_free(&r);
+
+    /* After the avrop was requested and before it was approved. */
+    balances(c, "allocation", allocations[SON].id, 8, &r);
+    f = single(&r.result, "allocations");
+    expect_int(f, "called_off", 0, "SON allocation as of 8");
+    expect_int(f, "pending", AVROP_ORE, "SON allocation as of 8");
+    expect_int(f, "available", allocations[SON].amount - AVROP_ORE, "SON allocation as of 8");
+    budget_response_free(&r);
+
+    /* The whole ledger as of the grant: one frame, one unit row. */
+    balances(c, NULL, NULL, 1, &r);
+    e2e_assert_int(array_size(&r.result, "frames"), 1, "frames as of 1");
+    e2e_assert_int(array_size(&r.result, "allocations"), 0, "allocations as of 1");
+    f = single(&r.result, "units");
+    e2e_assert(e2e_map_str_is(f, "unit", "KS"), "the unit row as of 1 is not KS's");
+    expect_int(f, "frames", FRAME_ORE, "KS as of 1");
+    expect_int(f, "allocated", 0, "KS as of 1");
+    budget_response_free(&r);
+
+    /* as_of the head is today's ledger; past the head there is nothing to show. */
+    balances(c, "frame", FRAME_ID, SCENARIO_EVENTS, &r);
+    expect_int(single(&r.result, "frames"), "called_off", AVROP_ORE, "frame as of the head");
+    budget_response_free(&r);
+    balances(c, "frame", FRAME_ID, SCENARIO_EVENTS + 1, &r);
+    e2e_assert(!r.ok, "balances as_of past the head answered ok");
+    e2e_assert_str(r.code, "not_found", "code of as_of past the head");
+    budget_response_free(&r);
+    /* A frame that did not exist yet. */
+    balances(c, "allocation", allocations[SON].id, 1, &r);
+    e2e_assert_str(r.code, "not_found", "code of an allocation as of before it existed");
+    budget_response_free(&r);
+    budget_client_close(c);
+    stop_cleanly();
+}
+
+/* ---- hostile frames -------------------------------------------------------------------------- */
+
+/* The honest connection kept open while others misbehave, and the ids it has used. */
+typedef struct {
+    int fd;
+    uint64_t next_id;
+} honest;
+
+static void hello_on(int fd, uint64_t id, const char *what, uint64_t expected_head)
+{
+    e2e_buf b;
+    e2e_buf_init(&b);
+    pack_hello(&b, id);
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "%s: send hello", what);
+    e2e_buf_destroy(&b);
+    e2e_assert_int(expect_response(fd, id, NULL, what), expected_head, what);
+}
+
+/* After each hostile connection: the honest one and a new one both get hello answered, and
+ * nothing was written. */
+static void still_serving(honest *h, const char *after, uint64_t head)
+{
+    char what[160];
+    snprintf(what, sizeof(what), "hello on the open connection after %s", after);
+    hello_on(h->fd, h->next_id++, what, head);
+    int fd = e2e_raw_connect(bd.socket);
+    e2e_assert(fd >= 0, "no new connection after %s", after);
+    snprintf(what, sizeof(what), "hello on a new connection after %s", after);
+    hello_on(fd, 1, what, head);
+    close(fd);
+}
+
+/* Sends one frame body, behind its correct length prefix, on a new connection; returns the
+ * connection, open, for the caller to read the answer. */
+static int send_body(const void *body, size_t size)
+{
+    e2e_buf b;
+    int fd = e2e_raw_connect(bd.socket);
+    e2e_assert(fd >= 0, "connect");
+    e2e_buf_init(&b);
+    e2e_frame_begin(&b);
+    e2e_buf_raw(&b, body, size);
+    e2e_frame_end(&b);
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
+    e2e_buf_destroy(&b);
+    return fd;
+}
+
+/* A request {"id": id, "op": op, "args": args} where args is packed by the caller after. */
+static void begin_request(e2e_buf *b, uint64_t id, const char *op)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 3);
+    e2e_kv_uint(b, "id", id);
+    e2e_kv_str(b, "op", op);
+    e2e_pack_str(b, "args");
+}
+
+/* A request packed by the caller must get `code` with `id`, then the connection serves on. */
+static void refused_request(honest *h, const e2e_buf *body, uint64_t id, const char *code,
+                            const char *what)
+{
+    int fd = send_body(body->sb.data, body->sb.size);
+    expect_response(fd, id, code, what);
+    hello_on(fd, id + 1, what, 0);
+    close(fd);
+    still_serving(h, what, 0);
+}
+
+/* A frame.grant whose amount the caller packs. */
+static void begin_grant_amount(e2e_buf *b, uint64_t id)
+{
+    begin_request(b, id, "frame.grant");
+    msgpack_pack_map(&b->pk, 5);
+    e2e_kv_str(b, "id", "hostile-frame");
+    e2e_kv_str(b, "unit", "KS");
+    e2e_kv_int(b, "year", 2021);
+    e2e_kv_str(b, "title", "Fientlig");
+    e2e_pack_str(b, "amount");
+}
+
+/* xorshift64: the same garbage on every run. */
+static uint64_t next_random(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
+
+Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
+{
+    honest h = {e2e_raw_connect(bd.socket), 1};
+    e2e_buf b;
+    int fd;
+
+    e2e_assert(h.fd >= 0, "connect");
+    e2e_buf_init(&b);
+    still_serving(&h, "nothing", 0);
+
+    /* A map that claims 2^32-1 pairs in 5 bytes: refused, and the stream stays usable. */
+    static const uint8_t huge_map[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+    fd = send_body(huge_map, sizeof(huge_map));
+    expect_response(fd, 0, "bad_request", "a map claiming 2^32-1 pairs");
+    hello_on(fd, 1, "hello after a map claiming 2^32-1 pairs", 0);
+    close(fd);
+    still_serving(&h, "a map claiming 2^32-1 pairs", 0);
+
+    /* Length prefixes that cannot be honoured: answered with id 0, then closed. */
+    static const uint8_t prefixes[][4] = {
+        {0xff, 0xff, 0xff, 0xff}, {0, 0, 0, 0}, {0x00, 0x10, 0x00, 0x01}};
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+        char what[64];
+        snprintf(what, sizeof(what), "prefix %02x%02x%02x%02x", prefixes[i][0], prefixes[i][1],
+                 prefixes[i][2], prefixes[i][3]);
+        fd = e2e_raw_connect(bd.socket);
+        e2e_assert(e2e_raw_send(fd, prefixes[i], 4) == 0, "send");
+        expect_response(fd, 0, "too_large", what);
+        e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS),
+                   "%s: the daemon did not close the connection", what);
+        close(fd);
+        still_serving(&h, what, 0);
+    }
+
+    /* Nesting 20 deep inside args: too_large, with the id read from the envelope. */
+    begin_request(&b, 7, "hello");
+    msgpack_pack_map(&b.pk, 1);
+    e2e_pack_str(&b, "x");
+    for (int i = 0; i < 19; i++)
+        msgpack_pack_array(&b.pk, 1);
+    msgpack_pack_array(&b.pk, 0);
+    refused_request(&h, &b, 7, "too_large", "nesting 20 deep");
+
+    /* The top level is an array. */
+    static const uint8_t array_body[] = {0x93, 0x01, 0x02, 0x03};
+    fd = send_body(array_body, sizeof(array_body));
+    expect_response(fd, 0, "bad_request", "a top-level array");
+    hello_on(fd, 1, "hello after a top-level array", 0);
+    close(fd);
+    still_serving(&h, "a top-level array", 0);
+
+    /* A string of 5000 bytes. */
+    static char long_text[5001];
+    memset(long_text, 'a', 5000);
+    begin_request(&b, 8, "frame.grant");
+    msgpack_pack_map(&b.pk, 1);
+    e2e_kv_str(&b, "title", long_text);
+    refused_request(&h, &b, 8, "too_large", "a 5000-byte string");
+
+    /* 10 000 bytes of garbage, then end of input: the daemon answers what it can, closes. */
+    static uint8_t garbage[10000];
+    uint64_t state = 0x2021082424100928ull;
+    for (size_t i = 0; i < sizeof(garbage); i++)
+        garbage[i] = (uint8_t)next_random(&state);
+    fd = e2e_raw_connect(bd.socket);
+    /* The daemon may close before it has read it all: a failed send is no failure here. */
+    (void)e2e_raw_send(fd, garbage, sizeof(garbage));
+    shutdown(fd, SHUT_WR);
+    e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS),
+               "the daemon kept a connection of garbage open");
+    close(fd);
+    still_serving(&h, "10 000 bytes of garbage", 0);
+
+    /* Garbage bodies behind honest length prefixes: each one is answered with an error. */
+    e2e_buf_clear(&b);
+    size_t frames = 0;
+    for (size_t used = 0; used < sizeof(garbage); frames++) {
+        size_t size = 1 + next_random(&state) % 200;
+        if (size > sizeof(garbage) - used)
+            size = sizeof(garbage) - used;
+        for (size_t i = 0; i < size; i++)
+            garbage[i] = (uint8_t)next_random(&state);
+        e2e_frame_begin(&b);
+        e2e_buf_raw(&b, garbage, size);
+        e2e_frame_end(&b);
+        used += size;
+    }
+    fd = e2e_raw_connect(bd.socket);
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send framed garbage");
+    for (size_t i = 0; i < frames; i++) {
+        msgpack_unpacked u;
+        e2e_envelope env;
+        e2e_assert(e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME,
+                   "framed garbage %zu of %zu: no answer", i + 1, frames);
+        e2e_assert(e2e_envelope_read(&u.data, &env) && !env.ok,
+                   "framed garbage %zu: not an error response", i + 1);
+        e2e_assert(strcmp(env.code, "bad_request") == 0 || strcmp(env.code, "too_large") == 0,
+                   "framed garbage %zu: code %s", i + 1, env.code);
+        msgpack_unpacked_destroy(&u);
+    }
+    hello_on(fd, 1, "hello after framed garbage", 0);
+    close(fd);
+    still_serving(&h, "framed garbage", 0);
+
+    /* Half a frame, then the client goes away. */
+    e2e_buf_clear(&b);
+    pack_hello(&b, 1);
+    fd = e2e_raw_connect(bd.socket);
+    static const uint8_t half_header[] = {0x00, 0x00, 0x00, 0x64};
+    e2e_assert(e2e_raw_send(fd, half_header, 4) == 0, "send");
+    e2e_assert(e2e_raw_send(fd, b.sb.data + 4, b.sb.size - 4) == 0, "send");
+    close(fd);
+    still_serving(&h, "half a frame", 0);
+
+    /* Envelopes and args that break the protocol's rules. */
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 2);
+    e2e_kv_uint(&b, "id", 9);
+    e2e_kv_str(&b, "op", "frame.delete");
+    refused_request(&h, &b, 9, "unknown_op", "an unknown op");
+
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 1);
+    e2e_kv_str(&b, "op", "hello");
+    refused_request(&h, &b, 0, "bad_request", "a request without id");
+
+    begin_request(&b, 10, "frame.grant");
+    msgpack_pack_map(&b.pk, 6);
+    e2e_kv_str(&b, "id", "hostile-frame");
+    e2e_kv_str(&b, "unit", "KS");
+    e2e_kv_int(&b, "year", 2021);
+    e2e_kv_int(&b, "amount", 100);
+    e2e_kv_str(&b, "title", "Fientlig");
+    e2e_kv_str(&b, "colour", "blå");
+    refused_request(&h, &b, 10, "bad_request", "args with an unknown key");
+
+    begin_grant_amount(&b, 11);
+    e2e_pack_str(&b, "100");
+    refused_request(&h, &b, 11, "bad_request", "an amount as a string");
+
+    begin_grant_amount(&b, 12);
+    msgpack_pack_int64(&b.pk, 0);
+    refused_request(&h, &b, 12, "bad_request", "an amount of 0");
+
+    begin_grant_amount(&b, 13);
+    msgpack_pack_int64(&b.pk, 1000000000000001LL);
+    refused_request(&h, &b, 13, "bad_request", "an amount of 10^15 + 1");
+
+    begin_grant_amount(&b, 14);
+    msgpack_pack_int64(&b.pk, -100);
+    refused_request(&h, &b, 14, "bad_request", "a negative amount");
+
+    begin_grant_amount(&b, 15);
+    msgpack_pack_double(&b.pk, 100.0);
+    refused_request(&h, &b, 15, "bad_request", "an amount as a float");
+
+    /* The largest amount is accepted: the limits above are exactly the documented ones. */
+    begin_grant_amount(&b, 16);
+    msgpack_pack_int64(&b.pk, 1000000000000000LL);
+    fd = send_body(b.sb.data, b.sb.size);
+    expect_response(fd, 16, NULL, "an amount of 10^15");
+    close(fd);
+    still_serving(&h, "an amount of 10^15", 1);
+
+    /* Every hostile connection is gone: only the honest one and the one asking remain. */
+    budget_client *c = e2e_client(&bd);
+    uint64_t open = 0;
+    for (int64_t deadline = monotonic_ms() + 2000;;) {
+        budget_response r;
+        e2e_call(c, "stats", NULL, &r);
+        e2e_assert(r.ok, "stats refused: %s", r.code);
+        open = e2e_map_uint(&r.result, "connections");
+        budget_response_free(&r);
+        if (open == 2 || monotonic_ms() > deadline)
+            break;
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    e2e_assert_int(open, 2, "connections open after the hostile ones closed");
+    budget_client_close(c);
+    close(h.fd);
+    e2e_buf_destroy(&b);
+    stop_cleanly();
+}
+
+/* ---- events: paging and filters -------------------------------------------------------------- */
+
+Test(e2e, events_page_and_filter)
+{
+    budget_client *c = e2e_client(&bd);
+    uint64_t got[SCENARIO_EVENTS + 1];
+    size_t n;
+
+    scenario_lib(c);
+
+    /* Two at a time, following next: all nine, in order, in five pages. */
+    static const uint64_t all[] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    n = events_all(c, 2, NULL, NULL, NULL, NULL, got, SCENARIO_EVENTS);
+    expect_seqs(got, n, all, 9, "events, 2 per page");
+    budget_response r;
+    events_page(c, 0, 2, NULL, NULL, NULL, NULL, &r);
+    e2e_assert_int(array_size(&r.result, "events"), 2, "first page");
+    e2e_assert_int(e2e_map_uint(&r.result, "next"), 2, "next of the first page");
+    e2e_assert_int(e2e_map_uint(&r.result, "head"), SCENARIO_EVENTS, "head of the first page");
+    const msgpack_object *ev = &budget_map_get(&r.result, "events")->via.array.ptr[0];
+    static const char *const keys[] = {"seq", "ts", "actor", "type", "data", "prev", "hash"};
+    e2e_assert(ev->type == MSGPACK_OBJECT_MAP && ev->via.map.size == 7, "an event has 7 keys");
+    for (uint32_t i = 0; i < 7; i++) {
+        const msgpack_object *k = &ev->via.map.ptr[i].key;
+        e2e_assert(k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(keys[i]) &&
+                       memcmp(k->via.str.ptr, keys[i], k->via.str.size) == 0,
+                   "key %u of an event is not \"%s\"", i, keys[i]);
+    }
+    const msgpack_object *data = budget_map_get(ev, "data");
+    e2e_assert(e2e_map_str_is(data, "id", FRAME_ID), "data.id of event 1");
+    e2e_assert(e2e_map_str_is(data, "unit", "KS"), "data.unit of event 1");
+    budget_response_free(&r);
+    /* The last page is short and ends at the head. */
+    events_page(c, 8, 2, NULL, NULL, NULL, NULL, &r);
+    e2e_assert_int(array_size(&r.result, "events"), 1, "last page");
+    e2e_assert_int(e2e_map_uint(&r.result, "next"), SCENARIO_EVENTS, "next of the last page");
+    budget_response_free(&r);
+
+    /* The hash chain: event 1's prev is 32 zero bytes, every later prev the hash before it. */
+    events_page(c, 0, 100, NULL, NULL, NULL, NULL, &r);
+    const msgpack_object *page = budget_map_get(&r.result, "events");
+    e2e_assert_int(page->via.array.size, SCENARIO_EVENTS, "events on one page");
+    static const uint8_t zeros[32];
+    const uint8_t *expected_prev = zeros;
+    for (uint32_t i = 0; i < page->via.array.size; i++) {
+        const msgpack_object *prev = budget_map_get(&page->via.array.ptr[i], "prev");
+        const msgpack_object *hash = budget_map_get(&page->via.array.ptr[i], "hash");
+        e2e_assert(prev != NULL && prev->type == MSGPACK_OBJECT_BIN && prev->via.bin.size == 32 &&
+                       hash != NULL && hash->type == MSGPACK_OBJECT_BIN && hash->via.bin.size == 32,
+                   "event %u: prev and hash are not bin32", i + 1);
+        e2e_assert(memcmp(prev->via.bin.ptr, expected_prev, 32) == 0,
+                   "event %u: prev is not the hash of the event before it", i + 1);
+        expected_prev = (const uint8_t *)hash->via.bin.ptr;
+    }
+    budget_response_free(&r);
+
+    /* unit: events whose data.unit is SON: its allocation, that allocation's approval, its
+     * avrop and the avrop's approval. */
+    static const uint64_t son[] = {2, 5, 8, 9};
+    n = events_all(c, 100, "unit", "SON", NULL, NULL, got, SCENARIO_EVENTS);
+    expect_seqs(got, n, son, 4, "unit SON");
+    n = events_all(c, 1, "unit", "SON", NULL, NULL, got, SCENARIO_EVENTS);
+    expect_seqs(got, n, son, 4, "unit SON, 1 per page");
+    static const uint64_t ks[] = {1, 4, 7};
+    n = events_all(c, 100, "unit", "KS", NULL, NULL, got, SCENARIO_EVENTS);
+    expect_seqs(got, n, ks, 3, "unit KS");
+
+    /* entity: events whose data names the id as id, frame, allocation or target (the
+     * allocation itself: entity_names_what_the_data_names). */
+    static const uint64_t avrop[] = {8, 9};
+    n = events_all(c, 100, "entity", AVROP_ID, NULL, NULL, got, SCENARIO_EVENTS);
+    expect_seqs(got, n, avrop, 2, "entity avrop");
+    n = events_all(c, 3, "entity", FRAME_ID, NULL, NULL, got, SCENARIO_EVENTS);
+    expect_seqs(got, n, all, 9, "entity frame");
+    n = events_all(c, 100, "entity", "no-such-id", NULL, NULL, got, SCENARIO_EVENTS);
+    expect_seqs(got, n, NULL, 0, "entity no-such-id");
+
+    /* type, alone and with unit. */
+    static const uint64_t approvals[] = {5, 6, 7, 9};
+    n = events_all(c, 100, "type", "decision.approved", NULL, NULL, got, SCENARIO_EVENTS);
+    expect_seqs(got, n, approvals, 4, "type decision.approved");
+    static const uint64_t proposals[] = {2, 3, 4};
+    n = events_all(c, 2, "type", "allocation.proposed", NULL, NULL, got, SCENARIO_EVENTS);
+    expect_seqs(got, n, proposals, 3, "type allocation.proposed");
+    static const uint64_t kfn_approval[] = {6};
+    n = events_all(c, 100, "type", "decision.approved", "unit", "KFN", got, SCENARIO_EVENTS);
+    expect_seqs(got, n, kfn_approval, 1, "type decision.approved, unit KFN");
+    n = events_all(c, 100, "type", "avrop.requested", "unit", "KFN", got, SCENARIO_EVENTS);
+    expect_seqs(got, n, NULL, 0, "type avrop.requested, unit KFN");
+
+    /* Filters and pages outside their rules. */
+    e2e_buf b;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    e2e_kv_str(&b, "type", "frame.exploded");
+    e2e_call(c, "events", &b, &r);
+    e2e_assert_str(r.code, "bad_request", "code of an unknown event type");
+    budget_response_free(&r);
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 1);
+    e2e_kv_uint(&b, "limit", 0);
+    e2e_call(c, "events", &b, &r);
+    e2e_assert_str(r.code, "bad_request", "code of limit 0");
+    budget_response_free(&r);
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 1);
+    e2e_kv_uint(&b, "limit", 1001);
+    e2e_call(c, "events", &b, &r);
+    e2e_assert_str(r.code, "bad_request", "code of limit 1001");
+    budget_response_free(&r);
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+    stop_cleanly();
+}
+
+/*
+ * The entity filter, as docs/protocol.md has it: "events whose data names this id as id,
+ * frame, allocation or target". For the SON allocation that is its proposal (id), its approval
+ * (target) and the avrop on it (allocation); the avrop's approval names the avrop as its
+ * target, and its data (docs/events.md: id, target, target_kind, frame, unit, year, amount,
+ * reference, note) does not name the allocation.
+ *
+ * The daemon also returns the avrop's approval (seq 9): daemon/request.c matches decisions
+ * and withdrawals of an avrop whose allocation is the entity. Kept strict: either the
+ * document says so, or the daemon keeps to the document.
+ */
+Test(e2e, entity_names_what_the_data_names)
+{
+    budget_client *c = e2e_client(&bd);
+    uint64_t got[SCENARIO_EVENTS + 1];
+
+    scenario_lib(c);
+    static const uint64_t son_allocation[] = {2, 5, 8};
+    size_t n = events_all(c, 100, "entity", allocations[SON].id, NULL, NULL, got, SCENARIO_EVENTS);
+    expect_seqs(got, n, son_allocation, 3, "entity SON allocation");
+    budget_client_close(c);
+    stop_cleanly();
+}
+
+/* ---- a client that does not read ------------------------------------------------------------- */
+
+#define FLOOD_REQUESTS 8000
+
+typedef struct {
+    int fd;
+    const e2e_buf *frames;
+    atomic_int sent; /* 1 when every byte was written, -1 on an error */
+} flood_writer;
+
+static void *flood_main(void *arg)
+{
+    flood_writer *w = arg;
+    int rc = e2e_raw_send(w->fd, w->frames->sb.data, w->frames->sb.size);
+    atomic_store(&w->sent, rc == 0 ? 1 : -1);
+    return NULL;
+}
+
+/* A client that pipelines far more than its answers' 4 MiB of queued output and does not read
+ * is held back (the daemon stops reading it), others are served meanwhile, and once it reads,
+ * every answer arrives, in order. */
+Test(e2e, a_client_that_does_not_read_is_held_back_while_others_are_served)
+{
+    budget_client *c = e2e_client(&bd);
+    flood_writer w = {e2e_raw_connect(bd.socket), NULL, 0};
+    pthread_t writer;
+    e2e_buf b;
+
+    scenario_lib(c);
+    e2e_assert(w.fd >= 0, "connect");
+    e2e_buf_init(&b);
+    /* One answer's size, from its length prefix: the flood's answers must be well over the
+     * 4 MiB a connection may have queued, plus what the socket buffers hold. */
+    e2e_frame_begin(&b);
+    msgpack_pack_map(&b.pk, 2);
+    e2e_kv_uint(&b, "id", 1);
+    e2e_kv_str(&b, "op", "balances");
+    e2e_frame_end(&b);
+    int probe = e2e_raw_connect(bd.socket);
+    uint8_t prefix[4];
+    e2e_assert(e2e_raw_send(probe, b.sb.data, b.sb.size) == 0, "send");
+    struct pollfd pfd = {probe, POLLIN, 0};
+    e2e_assert(poll(&pfd, 1, E2E_FRAME_TIMEOUT_MS) == 1 &&
+                   recv(probe, prefix, 4, MSG_PEEK | MSG_WAITALL) == 4,
+               "no answer to balances");
+    uint32_t answer_bytes = (uint32_t)prefix[0] << 24 | (uint32_t)prefix[1] << 16 |
+                            (uint32_t)prefix[2] << 8 | prefix[3];
+    expect_response(probe, 1, NULL, "balances");
+    close(probe);
+    e2e_assert((uint64_t)answer_bytes * FLOOD_REQUESTS > 2u * BUDGET_CONN_OUTPUT_BYTES_MAX,
+               "%d answers of %u bytes do not fill the output limit", FLOOD_REQUESTS, answer_bytes);
+    e2e_buf_clear(&b);
+    for (uint64_t id = 1; id <= FLOOD_REQUESTS; id++) {
+        e2e_frame_begin(&b);
+        msgpack_pack_map(&b.pk, 2);
+        e2e_kv_uint(&b, "id", id);
+        e2e_kv_str(&b, "op", "balances");
+        e2e_frame_end(&b);
+    }
+    w.frames = &b;
+    cr_assert_eq(pthread_create(&writer, NULL, flood_main, &w), 0);
+
+    /* Others are answered while the flood waits to be read. */
+    for (int i = 0; i < 3; i++) {
+        e2e_assert_int(e2e_head(c), SCENARIO_EVENTS, "head seen by another client");
+        int fd = e2e_raw_connect(bd.socket);
+        e2e_assert(fd >= 0, "a new connection during the flood");
+        hello_on(fd, 1, "hello on a new connection during the flood", SCENARIO_EVENTS);
+        close(fd);
+    }
+
+    for (uint64_t id = 1; id <= FLOOD_REQUESTS; id++) {
+        msgpack_unpacked u;
+        e2e_envelope env;
+        int rc = e2e_raw_recv(w.fd, E2E_FRAME_TIMEOUT_MS, &u);
+        e2e_assert(rc == E2E_FRAME, "flood answer %" PRIu64 ": none (%d)", id, rc);
+        e2e_assert(e2e_envelope_read(&u.data, &env) && env.ok, "flood answer %" PRIu64, id);
+        e2e_assert_int(env.id, id, "id of a flood answer");
+        e2e_assert_int(array_size(env.result, "allocations"), ALLOCATIONS, "allocations");
+        msgpack_unpacked_destroy(&u);
+    }
+    join_all(&writer, 1, 10000);
+    e2e_assert_int(atomic_load(&w.sent), 1, "the flood was written");
+    close(w.fd);
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+    stop_cleanly();
+}
+
+/* ---- field rules ----------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *what;
+    const char *id;
+    const char *unit;
+    int64_t year;
+    const char *title;
+    const char *reference;
+    bool ok; /* else bad_request */
+} grant_case;
+
+#define A64 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define A32 "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+#define T64 "tttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
+#define T256 T64 T64 T64 T64
+#define A16 "åäöåäöåäöåäöåäöå" /* 16 characters, 32 bytes */
+#define A256 A16 A16 A16 A16 A16 A16 A16 A16
+
+Test(e2e, field_rules_are_the_documented_ones)
+{
+    static const grant_case cases[] = {
+        {"an id of 64 characters", A64, "KS", 2021, "t", "", true},
+        {"an id of 65 characters", A64 "a", "KS", 2021, "t", "", false},
+        {"an empty id", "", "KS", 2021, "t", "", false},
+        {"an id with a space", "ks 2021", "KS", 2021, "t", "", false},
+        {"an id with a slash", "ks/2021", "KS", 2021, "t", "", false},
+        {"an id with å", "åtgärd", "KS", 2021, "t", "", false},
+        {"an id of every allowed character", "Az09._:-", "KS", 2021, "t", "", true},
+        {"a unit of 32 characters", "unit-32", A32, 2021, "t", "", true},
+        {"a unit of 33 characters", "unit-33", A32 "A", 2021, "t", "", false},
+        {"an empty unit", "unit-0", "", 2021, "t", "", false},
+        {"year 1899", "year-1899", "KS", 1899, "t", "", false},
+        {"year 1900", "year-1900", "KS", 1900, "t", "", true},
+        {"year 9999", "year-9999", "KS", 9999, "t", "", true},
+        {"year 10000", "year-10000", "KS", 10000, "t", "", false},
+        {"an empty title", "title-0", "KS", 2021, "", "", false},
+        {"a title of 256 bytes", "title-256", "KS", 2021, T256, "", true},
+        {"a title of 257 bytes", "title-257", "KS", 2021, T256 "t", "", false},
+        {"a title of 128 two-byte characters", "title-utf8-256", "KS", 2021, A256, "", true},
+        {"a title of 129 two-byte characters", "title-utf8-258", "KS", 2021, A256 "å", "", false},
+        {"a title that is not UTF-8", "title-latin1", "KS", 2021, "\xe5tg\xe4rd", "", false},
+        {"a reference of 256 bytes", "reference-256", "KS", 2021, "t", T256, true},
+        {"a reference of 257 bytes", "reference-257", "KS", 2021, "t", T256 "t", false},
+    };
+    budget_client *c = e2e_client(&bd);
+    e2e_buf b;
+    uint64_t written = 0;
+
+    e2e_buf_init(&b);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const grant_case *g = &cases[i];
+        e2e_write_result w;
+        e2e_buf_clear(&b);
+        msgpack_pack_map(&b.pk, 6);
+        e2e_kv_str(&b, "id", g->id);
+        e2e_kv_str(&b, "unit", g->unit);
+        e2e_kv_int(&b, "year", g->year);
+        e2e_kv_int(&b, "amount", 100);
+        e2e_kv_str(&b, "title", g->title);
+        e2e_kv_str(&b, "reference", g->reference);
+        e2e_write(c, "frame.grant", &b, &w);
+        if (g->ok) {
+            e2e_assert(w.ok, "%s: refused with %s: %s", g->what, w.code, w.message);
+            e2e_assert_int(w.seq, ++written, g->what);
+        } else {
+            e2e_assert(!w.ok, "%s: accepted at seq %" PRIu64, g->what, w.seq);
+            e2e_assert_str(w.code, "bad_request", g->what);
+        }
+    }
+    e2e_assert_int(e2e_head(c), written, "head after the field rules");
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+    stop_cleanly();
+}
+
+/*
+ * Envelope errors are answered with the request's id whenever it can be read
+ * (docs/protocol.md: "Response, always with the request's id"; id 0 only "when its id could
+ * not be read").
+ *
+ * budgetd answers an envelope with a key other than id, op and args with id 0 even when a
+ * uint id is right there (dispatch in daemon/ops.c passes 0, not the id). The last check
+ * below fails on that; it stays strict.
+ */
+Test(e2e, envelope_errors_echo_a_readable_id)
+{
+    int fd = e2e_raw_connect(bd.socket);
+    e2e_buf b;
+
+    e2e_assert(fd >= 0, "connect");
+    e2e_buf_init(&b);
+    e2e_frame_begin(&b); /* op is not a str */
+    msgpack_pack_map(&b.pk, 2);
+    e2e_kv_uint(&b, "id", 18);
+    e2e_kv_int(&b, "op", 5);
+    e2e_frame_end(&b);
+    e2e_frame_begin(&b); /* args is not a map */
+    msgpack_pack_map(&b.pk, 3);
+    e2e_kv_uint(&b, "id", 19);
+    e2e_kv_str(&b, "op", "balances");
+    e2e_pack_str(&b, "args");
+    msgpack_pack_array(&b.pk, 1);
+    msgpack_pack_int(&b.pk, 1);
+    e2e_frame_end(&b);
+    e2e_frame_begin(&b); /* hello takes no args */
+    msgpack_pack_map(&b.pk, 3);
+    e2e_kv_uint(&b, "id", 20);
+    e2e_kv_str(&b, "op", "hello");
+    e2e_pack_str(&b, "args");
+    msgpack_pack_map(&b.pk, 1);
+    e2e_kv_int(&b, "verbose", 1);
+    e2e_frame_end(&b);
+    e2e_frame_begin(&b); /* the id is not a uint: it cannot be read */
+    msgpack_pack_map(&b.pk, 2);
+    e2e_kv_str(&b, "id", "21");
+    e2e_kv_str(&b, "op", "hello");
+    e2e_frame_end(&b);
+    e2e_frame_begin(&b); /* a key the envelope does not have */
+    msgpack_pack_map(&b.pk, 3);
+    e2e_kv_uint(&b, "id", 22);
+    e2e_kv_str(&b, "op", "hello");
+    e2e_kv_str(&b, "user", "kommundirektören");
+    e2e_frame_end(&b);
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
+
+    expect_response(fd, 18, "bad_request", "an op that is not a str");
+    expect_response(fd, 19, "bad_request", "args that are not a map");
+    expect_response(fd, 20, "bad_request", "hello with args");
+    expect_response(fd, 0, "bad_request", "an id that is not a uint");
+    expect_response(fd, 22, "bad_request", "an envelope with an unknown key");
+    e2e_buf_destroy(&b);
+    close(fd);
+    stop_cleanly();
+}
+
+/* ---- who the daemon says the caller is, and what avrop rows hold ----------------------------- */
+
+Test(e2e, hello_names_the_caller_from_peer_credentials)
+{
+    budget_client *c = e2e_client(&bd);
+    budget_response r;
+    char name[BUDGET_NAME_BYTES_MAX + 1];
+    struct passwd *pw = getpwuid(getuid());
+
+    e2e_call(c, "hello", NULL, &r);
+    e2e_assert(r.ok, "hello refused: %s", r.code);
+    e2e_assert_int(e2e_map_uint(&r.result, "protocol"), 1, "protocol");
+    e2e_assert(e2e_map_str_is(&r.result, "server", "budgetd"), "server is not budgetd");
+    e2e_assert(e2e_map_str_is(&r.result, "version", BUDGET_VERSION), "version");
+    e2e_assert_int(e2e_map_uint(&r.result, "head"), 0, "head of an empty ledger");
+    const msgpack_object *actor = budget_map_get(&r.result, "actor");
+    e2e_assert_int(e2e_map_uint(actor, "uid"), getuid(), "actor uid");
+    budget_map_str(actor, "name", name, sizeof(name));
+    e2e_assert_str(name, pw ? pw->pw_name : "", "actor name");
+    budget_response_free(&r);
+    budget_client_close(c);
+    stop_cleanly();
+}
+
+/* An avrop row of `balances --allocation` is exactly {"id", "allocation", "unit", "amount",
+ * "status", "note"} (docs/protocol.md), listed in order of creation. */
+Test(e2e, avrop_rows_list_the_allocations_avrop)
+{
+    budget_client *c = e2e_client(&bd);
+    budget_response r;
+    e2e_buf b;
+
+    scenario_lib(c);
+    e2e_buf_init(&b);
+    avrop_args(&b, "son-2021-avrop-2", allocations[SON].id, 1000);
+    e2e_write_ok(c, "avrop.request", &b);
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 4);
+    e2e_kv_str(&b, "id", "son-2021-avrop-3");
+    e2e_kv_str(&b, "allocation", allocations[SON].id);
+    e2e_kv_int(&b, "amount", 2000);
+    e2e_kv_str(&b, "note", "Fältassistenter, Skäggetorp");
+    e2e_write_ok(c, "avrop.request", &b);
+    e2e_buf_destroy(&b);
+
+    balances(c, "allocation", allocations[SON].id, 0, &r);
+    e2e_assert(r.ok, "balances refused: %s", r.code);
+    const msgpack_object *rows = budget_map_get(&r.result, "avrop");
+    e2e_assert_int(array_size(&r.result, "avrop"), 3, "avrop rows");
+    static const char *const ids[] = {AVROP_ID, "son-2021-avrop-2", "son-2021-avrop-3"};
+    static const char *const statuses[] = {"approved", "pending", "pending"};
+    static const int64_t amounts[] = {AVROP_ORE, 1000, 2000};
+    static const char *const keys[] = {"id", "allocation", "unit", "amount", "status", "note"};
+    static const char *const notes[] = {"", "", "Fältassistenter, Skäggetorp"};
+    for (uint32_t i = 0; i < 3; i++) {
+        const msgpack_object *row = &rows->via.array.ptr[i];
+        e2e_assert(row->type == MSGPACK_OBJECT_MAP && row->via.map.size == 6,
+                   "avrop row %u does not have the 6 documented keys", i);
+        for (uint32_t k = 0; k < 6; k++) {
+            const msgpack_object *key = &row->via.map.ptr[k].key;
+            e2e_assert(key->type == MSGPACK_OBJECT_STR && key->via.str.size == strlen(keys[k]) &&
+                           memcmp(key->via.str.ptr, keys[k], key->via.str.size) == 0,
+                       "key %u of an avrop row is not \"%s\"", k, keys[k]);
+        }
+        e2e_assert(e2e_map_str_is(row, "id", ids[i]), "avrop row %u is not %s", i, ids[i]);
+        e2e_assert(e2e_map_str_is(row, "allocation", allocations[SON].id), "avrop allocation");
+        e2e_assert(e2e_map_str_is(row, "unit", "SON"), "avrop unit");
+        e2e_assert(e2e_map_str_is(row, "status", statuses[i]), "avrop %s status", ids[i]);
+        expect_int(row, "amount", amounts[i], "avrop amount");
+        e2e_assert(e2e_map_str_is(row, "note", notes[i]), "avrop %s: note", ids[i]);
+    }
+    expect_int(single(&r.result, "allocations"), "pending", 3000, "SON allocation");
+    expect_int(single(&r.result, "allocations"), "available",
+               allocations[SON].amount - AVROP_ORE - 3000, "SON allocation");
+    budget_response_free(&r);
+    budget_client_close(c);
+    stop_cleanly();
+}
+
+/* ---- verify ---------------------------------------------------------------------------------- */
+
+static void expect_verify_ok(budget_client *c, uint64_t head)
+{
+    budget_response r;
+    e2e_call(c, "verify", NULL, &r);
+    e2e_assert(r.ok, "verify refused: %s", r.code);
+    const msgpack_object *ok = budget_map_get(&r.result, "ok");
+    const msgpack_object *first_bad = budget_map_get(&r.result, "first_bad");
+    e2e_assert(ok != NULL && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean,
+               "verify says the chain is broken");
+    e2e_assert_int(e2e_map_uint(&r.result, "checked"), head, "events checked");
+    e2e_assert_int(e2e_map_uint(&r.result, "head"), head, "verify's head");
+    e2e_assert(first_bad != NULL && first_bad->type == MSGPACK_OBJECT_NIL,
+               "first_bad is not nil on a healthy log");
+    budget_response_free(&r);
+}
+
+Test(e2e, verify_a_healthy_log)
+{
+    budget_client *c = e2e_client(&bd);
+    e2e_ctl_result r;
+
+    expect_verify_ok(c, 0);
+    scenario_lib(c);
+    expect_verify_ok(c, SCENARIO_EVENTS);
+    ctl_ok(&r, "verify");
+    e2e_assert_str(r.out, "chain intact: 9 events, head 9\n", "budgetctl verify");
+    e2e_ctl_free(&r);
+    budget_client_close(c);
+    stop_cleanly();
+}
+
+/* ---- SIGTERM under load ---------------------------------------------------------------------- */
+
+#define LOAD_THREADS 8
+#define LOAD_WRITES_MAX 20000
+#define LOAD_ACKS_BEFORE_SIGNAL 200
+
+typedef struct {
+    const char *socket;
+    int index;
+    atomic_int *acked_total;
+    uint32_t acked;
+    uint64_t seqs[LOAD_WRITES_MAX];
+    int ended_by;  /* the error that ended the loop: a negative errno, or 1 for a refusal */
+    char code[32]; /* the refusal's code */
+    bool ran_out;  /* wrote LOAD_WRITES_MAX without being stopped */
+} load_client;
+
+static void load_id(char *out, size_t size, int thread, uint32_t n)
+{
+    snprintf(out, size, "load-%d-%05u", thread, n);
+}
+
+/* Writes grants one at a time until the daemon refuses or goes away. */
+static void *load_main(void *arg)
+{
+    load_client *lc = arg;
+    budget_client *c = NULL;
+    e2e_buf b;
+
+    e2e_buf_init(&b);
+    lc->ended_by = budget_client_connect(lc->socket, &c);
+    for (uint32_t n = 0; lc->ended_by == 0; n++) {
+        char id[48];
+        budget_response r;
+        if (n == LOAD_WRITES_MAX) {
+            lc->ran_out = true;
+            break;
+        }
+        load_id(id, sizeof(id), lc->index, n);
+        grant_args(&b, id, "KS", 1000 + n);
+        lc->ended_by = budget_client_call(c, "frame.grant", b.sb.data, b.sb.size, &r);
+        if (lc->ended_by != 0)
+            break;
+        if (r.ok) {
+            lc->seqs[lc->acked++] = (uint64_t)budget_map_int(&r.result, "seq", 0);
+            atomic_fetch_add(lc->acked_total, 1);
+        } else {
+            lc->ended_by = 1;
+            snprintf(lc->code, sizeof(lc->code), "%s", r.code);
+        }
+        budget_response_free(&r);
+    }
+    budget_client_close(c);
+    e2e_buf_destroy(&b);
+    return NULL;
+}
+
+/*
+ * 8 clients write grants one at a time; after LOAD_ACKS_BEFORE_SIGNAL acknowledgements the
+ * daemon gets `signum`. After a restart every acknowledged write is in the log at the seq it
+ * was acknowledged with: an answer is sent only once the write is durable.
+ */
+static void load_then_signal(int signum)
+{
+    static load_client clients[LOAD_THREADS];
+    static char seen[LOAD_THREADS * LOAD_WRITES_MAX + 1][48];
+    pthread_t threads[LOAD_THREADS];
+    atomic_int acked_total = 0;
+    int status = 0;
+
+    for (int i = 0; i < LOAD_THREADS; i++) {
+        clients[i] = (load_client){.socket = bd.socket, .index = i, .acked_total = &acked_total};
+        cr_assert_eq(pthread_create(&threads[i], NULL, load_main, &clients[i]), 0);
+    }
+    int64_t deadline = monotonic_ms() + 20000;
+    while (atomic_load(&acked_total) < LOAD_ACKS_BEFORE_SIGNAL && monotonic_ms() < deadline) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    int acked_at_signal = atomic_load(&acked_total);
+
+    int64_t signalled = monotonic_ms();
+    int stopped = e2e_daemon_stop(&bd, signum, E2E_STOP_TIMEOUT_MS, &status);
+    int64_t took = monotonic_ms() - signalled;
+    join_all(threads, LOAD_THREADS, 10000);
+    e2e_assert(acked_at_signal >= LOAD_ACKS_BEFORE_SIGNAL, "only %d writes acknowledged in 20 s",
+               acked_at_signal);
+    e2e_assert(stopped == 0, "budgetd did not exit within %d ms of signal %d", E2E_STOP_TIMEOUT_MS,
+               signum);
+    if (signum == SIGTERM) {
+        e2e_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                   "budgetd stopped with status 0x%x, expected exit 0", status);
+        struct stat st;
+        e2e_assert(lstat(bd.socket, &st) != 0 && errno == ENOENT,
+                   "the socket file is still there after SIGTERM");
+    }
+    cr_log_info("budgetd stopped %lld ms after signal %d, %d writes acknowledged by then",
+                (long long)took, signum, acked_at_signal);
+
+    /* Each client was stopped by the daemon: a refusal that says to retry, or a close. */
+    for (int i = 0; i < LOAD_THREADS; i++) {
+        const load_client *lc = &clients[i];
+        bool refused = lc->ended_by == 1 && strcmp(lc->code, "unavailable") == 0;
+        e2e_assert(!lc->ran_out, "client %d wrote %d grants without being stopped", i,
+                   LOAD_WRITES_MAX);
+        e2e_assert(lc->ended_by == -ECONNRESET || lc->ended_by == -EPIPE ||
+                       (signum == SIGTERM && refused),
+                   "client %d ended with %d (%s)", i, lc->ended_by, lc->code);
+    }
+
+    /* After a restart (which clears the socket file a killed daemon left) every acknowledged
+     * write is in the log under its seq. */
+    e2e_assert(e2e_daemon_restart(&bd) == 0, "restart after signal %d", signum);
+    budget_client *c = e2e_client(&bd);
+    uint64_t head = e2e_head(c);
+    e2e_assert(head <= LOAD_THREADS * LOAD_WRITES_MAX, "head %" PRIu64, head);
+    for (uint64_t after = 0; after < head;) {
+        budget_response r;
+        events_page(c, after, 1000, NULL, NULL, NULL, NULL, &r);
+        const msgpack_object *events = budget_map_get(&r.result, "events");
+        for (uint32_t i = 0; i < events->via.array.size; i++) {
+            const msgpack_object *ev = &events->via.array.ptr[i];
+            uint64_t seq = e2e_map_uint(ev, "seq");
+            e2e_assert(seq >= 1 && seq <= head, "seq %" PRIu64 " outside the log", seq);
+            budget_map_str(budget_map_get(ev, "data"), "id", seen[seq], sizeof(seen[seq]));
+        }
+        uint64_t next = e2e_map_uint(&r.result, "next");
+        budget_response_free(&r);
+        e2e_assert(next > after, "events did not advance past %" PRIu64, after);
+        after = next;
+    }
+    size_t checked = 0;
+    for (int i = 0; i < LOAD_THREADS; i++) {
+        for (uint32_t n = 0; n < clients[i].acked; n++) {
+            char id[48];
+            uint64_t seq = clients[i].seqs[n];
+            load_id(id, sizeof(id), i, n);
+            e2e_assert(seq >= 1 && seq <= head,
+                       "acknowledged %s at seq %" PRIu64 " is past the head %" PRIu64
+                       " after restart",
+                       id, seq, head);
+            e2e_assert_str(seen[seq], id, "id of an acknowledged seq after restart");
+            checked++;
+        }
+    }
+    e2e_assert(checked >= (size_t)acked_at_signal, "acknowledged writes checked");
+    /* On SIGTERM, the write each client had in flight was refused (`unavailable`: nothing
+     * written) or never read: docs/operations.md says the writes already accepted are
+     * committed and answered. A killed daemon may have committed one it could not answer. */
+    for (int i = 0; signum == SIGTERM && i < LOAD_THREADS; i++) {
+        char id[48];
+        load_id(id, sizeof(id), i, clients[i].acked);
+        for (uint64_t seq = 1; seq <= head; seq++)
+            e2e_assert(strcmp(seen[seq], id) != 0,
+                       "%s is in the log at seq %" PRIu64 " but client %d was told %s", id, seq, i,
+                       clients[i].ended_by == 1 ? clients[i].code : "nothing (closed)");
+    }
+    expect_verify_ok(c, head);
+    budget_client_close(c);
+}
+
+Test(e2e, sigterm_under_load_loses_no_acknowledged_write)
+{
+    load_then_signal(SIGTERM);
+    stop_cleanly();
+}
+
+Test(e2e, sigkill_under_load_loses_no_acknowledged_write)
+{
+    load_then_signal(SIGKILL);
+    stop_cleanly();
+}

@@ -1,0 +1,222 @@
+/*
+ * Helpers for the end-to-end suite: a real budgetd in a folder of its own, budgetctl run as a
+ * child with its output captured, raw frames on a socket, request packing, and a small JSON
+ * reader for `budgetctl --json`. Every wait here has a deadline, so a hung daemon fails a
+ * test instead of hanging it.
+ */
+#ifndef BUDGET_E2E_UTIL_H
+#define BUDGET_E2E_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <criterion/criterion.h>
+#include <msgpack.h>
+
+#include "budget/client.h"
+
+/* How long a daemon may take to answer its first connect. */
+#define E2E_START_TIMEOUT_MS 10000
+/* How long a stopped daemon may take to exit. */
+#define E2E_STOP_TIMEOUT_MS 5000
+/* How long budgetctl may run. */
+#define E2E_CTL_TIMEOUT_MS 10000
+/* How long one response may take on a raw connection. */
+#define E2E_FRAME_TIMEOUT_MS 5000
+
+/* ---- the daemon ------------------------------------------------------------------------------ */
+
+/* One budgetd: its folder (DIR), its data (DIR/data), socket (DIR/budgetd.sock) and log
+ * (DIR/budgetd.log, the daemon's stdout and stderr, appended to across restarts). */
+typedef struct {
+    char dir[64];
+    char data[160];
+    char socket[108];
+    char log[160];
+    pid_t pid; /* 0 when not running */
+} e2e_daemon;
+
+/* Makes a fresh folder and starts budgetd in it. Returns 0, or -1 with the reason printed.
+ * The daemon becomes the one e2e_report describes. */
+int e2e_daemon_start(e2e_daemon *d);
+
+/* Starts budgetd again on the folder of a stopped daemon. Returns 0 or -1. */
+int e2e_daemon_restart(e2e_daemon *d);
+
+/*
+ * Sends `signum` and waits up to `timeout_ms` for the daemon to exit. Returns 0 with its
+ * waitpid status in *status, or -1 when it did not exit in time (it is then killed with
+ * SIGKILL and reaped, so the folder may be reused).
+ */
+int e2e_daemon_stop(e2e_daemon *d, int signum, int timeout_ms, int *status);
+
+/* SIGKILL and reap: a crash, as far as the daemon can tell. */
+void e2e_daemon_kill(e2e_daemon *d);
+
+/* Kills the daemon when it still runs and removes its folder. */
+void e2e_daemon_cleanup(e2e_daemon *d);
+
+/* Prints the log path of the current daemon and the last lines of its log on stderr. */
+void e2e_report(void);
+
+/* Assertions that print the daemon's log before failing the test. */
+#define e2e_assert(cond, ...)                                                                      \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            e2e_report();                                                                          \
+            cr_assert_fail(__VA_ARGS__);                                                           \
+        }                                                                                          \
+    } while (0)
+
+#define e2e_assert_int(actual, expected, what)                                                     \
+    do {                                                                                           \
+        long long actual_ = (long long)(actual), expected_ = (long long)(expected);                \
+        e2e_assert(actual_ == expected_, "%s: got %lld, expected %lld", (what), actual_,           \
+                   expected_);                                                                     \
+    } while (0)
+
+#define e2e_assert_str(actual, expected, what)                                                     \
+    do {                                                                                           \
+        const char *actual_ = (actual), *expected_ = (expected);                                   \
+        e2e_assert(actual_ != NULL && strcmp(actual_, expected_) == 0,                             \
+                   "%s: got \"%s\", expected \"%s\"", (what), actual_ ? actual_ : "(null)",        \
+                   expected_);                                                                     \
+    } while (0)
+
+/* ---- budgetctl ------------------------------------------------------------------------------- */
+
+typedef struct {
+    int exit_code; /* the exit status, or -1 when it was killed by a signal or timed out */
+    char *out;     /* stdout, NUL-terminated */
+    size_t out_len;
+    char *err; /* stderr, NUL-terminated */
+    size_t err_len;
+} e2e_ctl_result;
+
+/*
+ * Runs `budgetctl --socket SOCKET ARGV...` (`argc` arguments) without a shell and captures
+ * its output; a run over E2E_CTL_TIMEOUT_MS is killed. Returns 0 (see r->exit_code) or -1
+ * when it could not be run. Free the result with e2e_ctl_free.
+ */
+int e2e_ctl_argv(const e2e_daemon *d, e2e_ctl_result *r, int argc, const char *const *argv);
+void e2e_ctl_free(e2e_ctl_result *r);
+
+/* ---- raw connections ------------------------------------------------------------------------- */
+
+enum {
+    E2E_FRAME = 0,   /* a frame was read */
+    E2E_CLOSED = 1,  /* the daemon closed the connection (before a whole frame) */
+    E2E_TIMEOUT = 2, /* nothing complete arrived in time */
+    E2E_BROKEN = 3,  /* an I/O error, a bad header or a body that is not one msgpack value */
+};
+
+/* A blocking stream socket connected to `path`, or -1. */
+int e2e_raw_connect(const char *path);
+/* Writes all of `data` with one write call where the kernel takes it all. 0 or -1. */
+int e2e_raw_send(int fd, const void *data, size_t size);
+/* Reads one frame within `timeout_ms` and decodes it into `out` (initialised here; destroy
+ * it with msgpack_unpacked_destroy when E2E_FRAME is returned). */
+int e2e_raw_recv(int fd, int timeout_ms, msgpack_unpacked *out);
+/* Reads and discards until the daemon closes: true when it does within `timeout_ms`. */
+bool e2e_raw_wait_close(int fd, int timeout_ms);
+
+/* An envelope as read from a raw connection. `result` points into the unpacked object. */
+typedef struct {
+    uint64_t id;
+    bool ok;
+    char code[32];
+    const msgpack_object *result;
+} e2e_envelope;
+
+/* Reads {"id", "ok", "result"|"error"}; false when the object is not a valid response. */
+bool e2e_envelope_read(const msgpack_object *root, e2e_envelope *out);
+
+/* ---- packing --------------------------------------------------------------------------------- */
+
+/* A growing buffer and its packer: args for the client library, or whole frames. */
+typedef struct {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    size_t frame_start; /* where the open frame's header is */
+} e2e_buf;
+
+void e2e_buf_init(e2e_buf *b);
+void e2e_buf_destroy(e2e_buf *b);
+void e2e_buf_clear(e2e_buf *b);
+/* Reserves a 4-byte header; e2e_frame_end fills it with the size of what was packed since. */
+void e2e_frame_begin(e2e_buf *b);
+void e2e_frame_end(e2e_buf *b);
+/* Appends bytes as they are (hostile frames). */
+void e2e_buf_raw(e2e_buf *b, const void *data, size_t size);
+
+void e2e_pack_str(e2e_buf *b, const char *s);
+void e2e_kv_str(e2e_buf *b, const char *key, const char *value);
+void e2e_kv_int(e2e_buf *b, const char *key, int64_t value);
+void e2e_kv_uint(e2e_buf *b, const char *key, uint64_t value);
+
+/* ---- the client library ---------------------------------------------------------------------- */
+
+/* Connects with budget_client_connect; asserts success. */
+budget_client *e2e_client(const e2e_daemon *d);
+
+/* budget_client_call with `args` (NULL for none); asserts that a response arrived. */
+void e2e_call(budget_client *c, const char *op, const e2e_buf *args, budget_response *r);
+
+/* What a write answered: ok with seq and hash, or the error code. */
+typedef struct {
+    bool ok;
+    uint64_t seq;
+    uint8_t hash[32];
+    char code[32];
+    char message[BUDGET_TEXT_BYTES_MAX + 1];
+} e2e_write_result;
+
+void e2e_write(budget_client *c, const char *op, const e2e_buf *args, e2e_write_result *out);
+
+/* A write that must succeed; returns its seq. */
+uint64_t e2e_write_ok(budget_client *c, const char *op, const e2e_buf *args);
+
+/* The head a hello reports. */
+uint64_t e2e_head(budget_client *c);
+
+/* A uint under `key` of a msgpack map, asserting that it is there. */
+uint64_t e2e_map_uint(const msgpack_object *map, const char *key);
+/* True when the str under `key` of a msgpack map is exactly `expected`. */
+bool e2e_map_str_is(const msgpack_object *map, const char *key, const char *expected);
+
+/* ---- JSON ------------------------------------------------------------------------------------ */
+
+typedef enum {
+    E2E_JSON_NULL,
+    E2E_JSON_BOOL,
+    E2E_JSON_NUMBER,
+    E2E_JSON_STRING,
+    E2E_JSON_ARRAY,
+    E2E_JSON_OBJECT
+} e2e_json_type;
+
+typedef struct e2e_json e2e_json;
+struct e2e_json {
+    e2e_json_type type;
+    bool boolean;
+    bool integral; /* a number written without fraction or exponent that fits int64 */
+    int64_t integer;
+    char *string; /* NUL-terminated (strings; object keys are in `keys`) */
+    size_t count; /* items of an array or object */
+    char **keys;  /* object keys */
+    e2e_json **items;
+};
+
+/* Parses exactly one JSON value (surrounding whitespace allowed), or NULL when it is not. */
+e2e_json *e2e_json_parse(const char *text, size_t len);
+void e2e_json_free(e2e_json *j);
+/* The member `key` of an object, or NULL. */
+const e2e_json *e2e_json_get(const e2e_json *obj, const char *key);
+/* The integer member `key`, or `fallback` when absent or not an integer. */
+int64_t e2e_json_int(const e2e_json *obj, const char *key, int64_t fallback);
+/* The string member `key`, or "" when absent or not a string. */
+const char *e2e_json_str(const e2e_json *obj, const char *key);
+
+#endif
