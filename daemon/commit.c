@@ -13,6 +13,7 @@
 #include "log.h"
 #include "server_internal.h"
 #include "event.h"
+#include "subscribe.h"
 
 static void schedule_commit(server *s);
 
@@ -185,7 +186,7 @@ void admit_write(server *s, const batch_entry *in)
     b->entries[b->count++] = e;
 done:
     if (s->pending->count == before)
-        conn_unref(e.c);
+        conn_write_answered(e.c);
     else
         schedule_commit(s);
 }
@@ -228,8 +229,9 @@ static void answer_batch_ok(server *s, batch *b)
             memcpy(s->committed_hash, e->hash, sizeof(s->committed_hash));
         }
         answer_write_ok(s, e->c, e->slot, e->req_id, &e->ev, e->hash);
-        conn_unref(e->c);
+        conn_write_answered(e->c);
     }
+    sub_publish(s, b); /* the batch is durable and applied: now it may be seen */
     s->batches_committed++;
     if (b->items_count > s->batch_events_max)
         s->batch_events_max = b->items_count;
@@ -241,7 +243,7 @@ static void answer_batch_failed(server *s, batch *b, const char *why)
     for (size_t i = 0; i < b->count; i++) {
         batch_entry *e = &b->entries[i];
         conn_answer_error(e->c, e->slot, e->req_id, BUDGET_EUNAVAILABLE, why);
-        conn_unref(e->c);
+        conn_write_answered(e->c);
     }
 }
 

@@ -7,6 +7,7 @@
 #include "budget/errors.h"
 #include "log.h"
 #include "server_internal.h"
+#include "subscribe.h"
 #include <pwd.h>
 #include <sys/socket.h>
 
@@ -135,6 +136,8 @@ static void on_write(uv_write_t *req, int status)
         conn_close(c);
         return;
     }
+    if (c->sub)
+        sub_on_writable(c);
     conn_maybe_resume(c);
 }
 
@@ -166,15 +169,53 @@ static void conn_flush(conn *c)
             return;
         }
     }
+    if (c->sub && c->slot_count == 0)
+        sub_on_writable(c);
     conn_maybe_resume(c);
+}
+
+int conn_push(conn *c, char *frames, size_t size)
+{
+    write_req *w = NULL;
+
+    if (!c->closing && c->slot_count == 0)
+        w = malloc(sizeof(*w));
+    if (!w) {
+        free(frames);
+        if (!c->closing)
+            conn_close(c);
+        return -1;
+    }
+    w->c = c;
+    w->frame = frames;
+    w->size = size;
+    uv_buf_t buf = uv_buf_init(frames, (unsigned int)size);
+    c->out_bytes += size;
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_write) < 0) {
+        c->out_bytes -= size;
+        free(frames);
+        free(w);
+        conn_close(c);
+        return -1;
+    }
+    return 0;
 }
 
 static void conn_free(conn *c)
 {
     for (uint32_t i = 0; i < BUDGET_CONN_INFLIGHT_MAX; i++)
         free(c->slots[i].frame);
+    sub_free(c);
     free(c->recv);
     free(c);
+}
+
+void conn_write_answered(conn *c)
+{
+    c->writes_waiting--;
+    if (c->writes_waiting == 0 && !c->closing)
+        conn_process(c);
+    conn_unref(c);
 }
 
 void conn_unref(conn *c)
@@ -207,6 +248,7 @@ void conn_close(conn *c)
     if (c->closing)
         return;
     c->closing = true;
+    sub_detach(c);
     if (c->reading)
         uv_read_stop((uv_stream_t *)&c->pipe);
     c->reading = false;
@@ -247,6 +289,14 @@ static void handle_frame(conn *c, const uint8_t *body, size_t size)
 
     conn_slot_open(c, &idx); /* the caller checked that a slot is free */
     c->srv->requests++;
+    if (c->sub) {
+        /* Pushes and answers cannot share a stream unambiguously: the last frame, then close. */
+        sub_detach(c);
+        c->close_flushed = true;
+        conn_answer_error(c, idx, peek_request_id(body, size), BUDGET_EBAD_REQUEST,
+                          "this connection is subscribed; send requests on another connection");
+        return;
+    }
     rc = budget_validate_frame(body, size, why, sizeof(why));
     if (rc != 0) {
         conn_answer_error(c, idx, peek_request_id(body, size), rc, why);
@@ -264,11 +314,37 @@ static void handle_frame(conn *c, const uint8_t *body, size_t size)
 }
 
 /* Handles every whole frame received, while answer slots and output room allow. */
+/* True when the frame's op is a write: it may be pipelined behind other writes. */
+static bool frame_is_write(const uint8_t *body, size_t size)
+{
+    mp_reader r;
+    uint32_t n;
+    const char *op;
+    uint32_t len;
+
+    mp_reader_init(&r, body, size);
+    if (mp_read_map(&r, &n) != 0)
+        return false;
+    for (uint32_t i = 0; i < n; i++) {
+        int eq = mp_read_str_eq(&r, "op");
+        if (eq < 0)
+            return false;
+        if (eq == 1)
+            return mp_read_str(&r, &op, &len) == 0 && request_find_write(op, len) != NULL;
+        if (mp_skip(&r, BUDGET_DEPTH_MAX) != 0)
+            return false;
+    }
+    return false;
+}
+
 static void conn_process(conn *c)
 {
     size_t used = 0;
     uint32_t body = 0;
+    bool blocked = false;
 
+    if (c->processing)
+        return;
     c->processing = true;
     while (!c->closing && !c->close_flushed && c->slot_count < BUDGET_CONN_INFLIGHT_MAX &&
            c->out_bytes <= BUDGET_CONN_OUTPUT_BYTES_MAX) {
@@ -289,6 +365,11 @@ static void conn_process(conn *c)
             used = c->recv_len;
             break;
         }
+        if (c->writes_waiting > 0 &&
+            !frame_is_write(c->recv + used + BUDGET_FRAME_HEADER_BYTES, body)) {
+            blocked = true; /* resumed by conn_write_answered */
+            break;
+        }
         handle_frame(c, c->recv + used + BUDGET_FRAME_HEADER_BYTES, body);
         used += BUDGET_FRAME_HEADER_BYTES + body;
     }
@@ -299,8 +380,8 @@ static void conn_process(conn *c)
     c->processing = false;
     if (c->closing || c->close_flushed)
         return;
-    bool room =
-        c->slot_count < BUDGET_CONN_INFLIGHT_MAX && c->out_bytes <= BUDGET_CONN_OUTPUT_BYTES_MAX;
+    bool room = !blocked && c->slot_count < BUDGET_CONN_INFLIGHT_MAX &&
+                c->out_bytes <= BUDGET_CONN_OUTPUT_BYTES_MAX;
     if (room && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
             c->reading = true;

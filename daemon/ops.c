@@ -8,6 +8,8 @@
 #include "log.h"
 #include "server_internal.h"
 #include "event.h"
+#include "audit_ops.h"
+#include "subscribe.h"
 
 /* ---- read jobs on worker threads --------------------------------------------------------- */
 
@@ -58,7 +60,20 @@ typedef struct {
     uint32_t found;
     msgpack_sbuffer events; /* the matching events' stored bytes, back to back */
     int rc;
+    store_reader *rd;
 } events_ctx;
+
+/* True when the avrop `id` (an event before this one) was requested from `allocation`. */
+static bool avrop_of(store_reader *rd, const char *id, const char *allocation)
+{
+    uint64_t seq;
+    store_val v;
+    ledger_event avrop;
+
+    return store_reader_find_id(rd, id, strlen(id), &seq) == 0 &&
+           store_reader_get(rd, seq, &v) == 0 && event_decode(v.data, v.size, &avrop) == 0 &&
+           strcmp(avrop.allocation, allocation) == 0;
+}
 
 static int events_one(void *ctx, uint64_t seq, store_val v)
 {
@@ -73,7 +88,9 @@ static int events_one(void *ctx, uint64_t seq, store_val v)
         e->rc = BUDGET_EINTERNAL;
         return 1;
     }
-    if (request_event_matches(e->q, &ev)) {
+    event_match m = request_event_matches(e->q, &ev);
+    if (m == EVENT_YES ||
+        (m == EVENT_IF_AVROP_OF_ENTITY && avrop_of(e->rd, ev.target, e->q->entity))) {
         msgpack_sbuffer_write(&e->events, (const char *)v.data, v.size);
         e->found++;
     }
@@ -82,7 +99,7 @@ static int events_one(void *ctx, uint64_t seq, store_val v)
 
 static void job_events(job *j, store_reader *rd, resp *r)
 {
-    events_ctx e = {&j->eq, j->head, j->eq.after, 0, 0, {0}, 0};
+    events_ctx e = {&j->eq, j->head, j->eq.after, 0, 0, {0}, 0, rd};
 
     msgpack_sbuffer_init(&e.events);
     if (e.next > e.head)
@@ -334,7 +351,7 @@ static void op_stats(conn *c, uint32_t idx, uint64_t req_id, const msgpack_objec
     ledger_get_counts(s->committed, &counts);
     store_get_stats(s->store, &st);
     resp_begin(&r, req_id, true);
-    msgpack_pack_map(&r.pk, 19);
+    msgpack_pack_map(&r.pk, 19 + SUB_STATS_COUNT);
     pack_key_uint(&r.pk, "head", s->committed_head);
     pack_key_uint(&r.pk, "events", ledger_events(s->committed));
     pack_key_uint(&r.pk, "frames", counts.frames);
@@ -354,6 +371,7 @@ static void op_stats(conn *c, uint32_t idx, uint64_t req_id, const msgpack_objec
     pack_key_uint(&r.pk, "map_used_bytes", st.map_used_bytes);
     pack_key_uint(&r.pk, "map_growths", st.map_growths);
     pack_key_uint(&r.pk, "uptime_ms", now_ms() - s->started_ms);
+    sub_pack_stats(s, &r.pk);
     conn_answer(c, idx, &r, req_id);
 }
 
@@ -372,6 +390,7 @@ static void op_write(conn *c, uint32_t idx, uint64_t req_id, const request_write
     e.slot = idx;
     e.req_id = req_id;
     c->refs++;
+    c->writes_waiting++;
     admit_write(c->srv, &e);
 }
 
@@ -382,12 +401,15 @@ static const struct {
 } read_ops[] = {
     {"hello", op_hello},   {"balances", op_balances}, {"events", op_events},
     {"verify", op_verify}, {"stats", op_stats},
+    /* subscribe.c and audit_ops.c */
+    {"subscribe", op_subscribe}, {"checkpoint", op_checkpoint}, {"backup", op_backup},
 };
 
 void dispatch(conn *c, uint32_t idx, const msgpack_object *root)
 {
     const msgpack_object *op = NULL, *args = NULL, *id = NULL;
     uint64_t req_id = 0;
+    bool extra = false;
     char msg[160];
 
     for (uint32_t i = 0; i < root->via.map.size; i++) {
@@ -399,17 +421,19 @@ void dispatch(conn *c, uint32_t idx, const msgpack_object *root)
             op = v;
         else if (k->via.str.size == 4 && memcmp(k->via.str.ptr, "args", 4) == 0)
             args = v;
-        else {
-            conn_answer_error(c, idx, 0, BUDGET_EBAD_REQUEST,
-                              "a request holds only id, op and args");
-            return;
-        }
+        else
+            extra = true;
     }
     if (!id || id->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
         conn_answer_error(c, idx, 0, BUDGET_EBAD_REQUEST, "a request needs a uint id");
         return;
     }
     req_id = id->via.u64;
+    if (extra) {
+        conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST,
+                          "a request holds only id, op and args");
+        return;
+    }
     if (!op || op->type != MSGPACK_OBJECT_STR) {
         conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST, "a request needs a str op");
         return;

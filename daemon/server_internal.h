@@ -46,6 +46,10 @@ struct conn {
     bool closed;        /* close callback ran; freed when refs reach 0 */
     bool close_flushed; /* close once every answer is written (unframeable stream) */
     bool processing;    /* inside conn_process: answers made there must not re-enter it */
+    /* Writes read from this connection and not yet answered. A read that follows them waits
+     * until they are answered, so a client sees its own writes (read-your-writes). */
+    uint32_t writes_waiting;
+    struct subscription *sub; /* subscribe.c: set once the connection subscribed */
     conn *prev, *next;
 };
 
@@ -127,6 +131,13 @@ struct server {
     /* counters for stats */
     uint64_t requests, errors, batches_committed, batch_events_max, commits_failed;
     uint64_t connections_total, connections_refused;
+
+    /* subscribe.c: live subscriptions, and those waiting for a catch-up job */
+    struct subscription *subs, *subs_waiting;
+    uint32_t subs_count, sub_jobs_running;
+    uint64_t sub_fallbacks; /* times a live subscriber fell back to catching up */
+    /* audit_ops.c */
+    bool backup_running;
 };
 
 /* A response under construction: the frame header is patched in when it is finished. */
@@ -146,7 +157,13 @@ void conn_answer(conn *c, uint32_t idx, resp *r, uint64_t req_id);
 void conn_answer_error(conn *c, uint32_t idx, uint64_t req_id, int code, const char *msg);
 /* A frame built elsewhere (a worker job) for slot `idx`; takes ownership of `frame`. */
 void conn_answer_frame(conn *c, uint32_t idx, char *frame, size_t size);
+/* Writes frames that answer no slot (subscription pushes) after everything already written.
+ * Only while no answer waits (slot_count == 0). Takes ownership of `frames`; 0, or -1 when
+ * the connection is closing or the write failed (the connection is then closed). */
+int conn_push(conn *c, char *frames, size_t size);
 void conn_unref(conn *c);
+/* A write of `c` was answered: drops its reference and lets reads queued behind it go on. */
+void conn_write_answered(conn *c);
 void conn_close(conn *c);
 void on_connection(uv_stream_t *listener, int status);
 
