@@ -58,6 +58,7 @@ typedef enum {
     KIND_WORD,   /* an event type: 1..64 of the id characters */
     KIND_AMOUNT, /* an amount as budget_amount_parse reads it */
     KIND_UINT,   /* decimal, min..max */
+    KIND_DATE,   /* a day YYYY-MM-DD (UTC) as ms: its first ms, or with min 1 the next day's */
 } arg_kind;
 
 enum { ARG_REQUIRED = 1, ARG_POSITIONAL = 2 };
@@ -124,6 +125,20 @@ static int run_balances(ctl *c, const command *cmd, arg_value *values);
 static int run_events(ctl *c, const command *cmd, arg_value *values);
 static int run_verify(ctl *c, const command *cmd, arg_value *values);
 static int run_stats(ctl *c, const command *cmd, arg_value *values);
+/* budgetctl_audit.c */
+static int run_watch(ctl *c, const command *cmd, arg_value *values);
+static int run_history(ctl *c, const command *cmd, arg_value *values);
+static int run_audit(ctl *c, const command *cmd, arg_value *values);
+static int run_backup(ctl *c, const command *cmd, arg_value *values);
+static int run_export(ctl *c, const command *cmd, arg_value *values);
+static int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out);
+
+// clang-format off
+#define DAY_ARGS \
+    {"from", KIND_DATE, "ts_from", 0, "DAY", "events on or after this day (YYYY-MM-DD, UTC)", 0, 0}, \
+    {"to", KIND_DATE, "ts_to", 0, "DAY", "events on or before this day (YYYY-MM-DD, UTC)", 1, 0}, \
+    {"actor", KIND_UINT, "actor", 0, "UID", "events by this uid", 0, UINT32_MAX}
+// clang-format on
 
 static const command commands[] = {
     {"hello", "hello", NULL, run_hello, "who the daemon is, and who you are to it", {{0}}},
@@ -209,9 +224,60 @@ static const command commands[] = {
       UNIT_ARG("unit", 0, "events of this unit"),
       {"type", KIND_WORD, "type", 0, "TYPE", "events of this type (avrop.requested)", 1,
        EVENT_TYPE_BYTES_MAX},
-      {"all", KIND_FLAG, NULL, 0, NULL, "keep reading until the head of the log", 0, 0}}},
+      {"all", KIND_FLAG, NULL, 0, NULL, "keep reading until the head of the log", 0, 0},
+      DAY_ARGS}},
     {"verify", "verify", NULL, run_verify, "re-walk the whole hash chain", {{0}}},
     {"stats", "stats", NULL, run_stats, "the daemon's counters", {{0}}},
+    /* Audit and integration (budgetctl_audit.c, docs/audit.md). */
+    {"watch",
+     "subscribe",
+     NULL,
+     run_watch,
+     "print events as they are committed, after a catch-up from --after",
+     {{"after", KIND_UINT, NULL, 0, "SEQ", "start after this seq (default 0: the first event)",
+       0, UINT64_MAX},
+      {"count", KIND_UINT, NULL, 0, "N", "stop after N events (default: run until stopped)", 1,
+       UINT64_MAX}}},
+    {"history",
+     "events",
+     NULL,
+     run_history,
+     "the whole life of a frame, allocation or avrop: it and all that refers to it",
+     {ID_ARG("ENTITY", "entity", ARG_REQUIRED | ARG_POSITIONAL, NULL,
+             "the frame, allocation, avrop or decision"),
+      DAY_ARGS}},
+    {"audit",
+     NULL,
+     NULL,
+     run_audit,
+     "signed checkpoints, checks against them, replay as of a seq or day, verify",
+     {{"ACTION", KIND_WORD, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL,
+       "checkpoint, check, replay or verify", 1, 16},
+      {"FILE", KIND_TEXT, NULL, ARG_POSITIONAL, NULL, "check: the checkpoint file", 1, 4096},
+      {"as-of", KIND_TEXT, NULL, 0, "SEQ|DAY",
+       "replay: right after event SEQ, or at the end of DAY (UTC)", 1, 32},
+      {"data", KIND_TEXT, NULL, 0, "DIR", "check, replay, verify: a copy of a data folder, offline",
+       1, 4096},
+      {"key", KIND_WORD, NULL, 0, "HEX", "check: the public key that must have signed it", 64,
+       64}}},
+    {"backup",
+     "backup",
+     NULL,
+     run_backup,
+     "a consistent, compacted copy of the ledger in a new folder, made by the daemon",
+     {{"DIR", KIND_TEXT, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL,
+       "the new folder (its parent must exist)", 1, 1024}}},
+    {"export",
+     NULL,
+     NULL,
+     run_export,
+     "events or balances as CSV (Excel) or JSON lines",
+     {{"WHAT", KIND_WORD, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL, "events or balances", 1, 16},
+      {"format", KIND_WORD, NULL, 0, "csv|jsonl", "default csv", 1, 8},
+      {"bom", KIND_FLAG, NULL, 0, NULL, "csv: start with a UTF-8 byte order mark", 0, 0},
+      {"swedish", KIND_FLAG, NULL, 0, NULL, "csv: ; between fields and a decimal comma", 0, 0},
+      {"as-of", KIND_UINT, NULL, 0, "SEQ", "balances: as they stood right after event SEQ", 1,
+       UINT64_MAX}}},
 };
 
 #define COMMANDS_COUNT (sizeof(commands) / sizeof(commands[0]))
@@ -645,6 +711,8 @@ static int check_arg(const arg_spec *spec, arg_value *v)
         return 0;
     case KIND_UINT:
         return check_number(spec, label, v->text, &v->number);
+    case KIND_DATE:
+        return check_date(spec, label, v->text, &v->number);
     }
     return 0;
 }
@@ -822,7 +890,7 @@ static int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *va
         if (!values[i].set || spec->wire == NULL)
             continue;
         rc |= msgpack_pack_str_with_body(pk, spec->wire, strlen(spec->wire));
-        if (spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT)
+        if (spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_DATE)
             rc |= msgpack_pack_int64(pk, values[i].number);
         else
             rc |= msgpack_pack_str_with_body(pk, values[i].text, strlen(values[i].text));
@@ -1548,7 +1616,7 @@ static int usage(const command *cmd, FILE *f)
         const arg_spec *s = &cmd->args[i];
         bool required = s->flags & ARG_REQUIRED;
         if (s->flags & ARG_POSITIONAL)
-            fprintf(f, " %s", s->name);
+            fprintf(f, required ? " %s" : " [%s]", s->name);
         else if (s->kind == KIND_FLAG)
             fprintf(f, " [--%s]", s->name);
         else
@@ -1593,7 +1661,8 @@ static int main_usage(FILE *f)
                "  --help         this text; budgetctl COMMAND --help for one command\n"
                "  --version      budgetctl's version\n\n"
                "exit status: 0 done, 1 refused by the daemon, 2 usage error,\n"
-               "             3 no connection to the daemon, 4 verify found a broken chain\n");
+               "             3 no connection to the daemon (or no readable --data copy),\n"
+               "             4 verify or an audit found a broken chain or checkpoint\n");
     return EXIT_DONE;
 }
 
@@ -1635,6 +1704,9 @@ static int parse_global(ctl *c, int argc, char **argv, const char **socket_flag)
         return -1 - complain(EXIT_USAGE, "no command given (see budgetctl --help)");
     return i;
 }
+
+/* watch, history, audit, backup, export: part of this file, kept in their own. */
+#include "budgetctl_audit.c"
 
 int main(int argc, char **argv)
 {

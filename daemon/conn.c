@@ -125,6 +125,7 @@ static void on_write(uv_write_t *req, int status)
     conn *c = w->c;
 
     c->out_bytes -= w->size;
+    c->active_ms = uv_now(c->srv->loop);
     free(w->frame);
     free(w);
     if (status < 0 && status != UV_ECANCELED) {
@@ -376,6 +377,8 @@ static void conn_process(conn *c)
     if (used > 0) {
         memmove(c->recv, c->recv + used, c->recv_len - used);
         c->recv_len -= used;
+        /* What is left is the start of the next frame, which began just now. */
+        c->frame_begun_ms = c->recv_len ? uv_now(c->srv->loop) : 0;
     }
     c->processing = false;
     if (c->closing || c->close_flushed)
@@ -385,6 +388,9 @@ static void conn_process(conn *c)
     if (room && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
             c->reading = true;
+        /* A frame's deadline counts only while the daemon reads it. */
+        if (c->recv_len)
+            c->frame_begun_ms = uv_now(c->srv->loop);
     } else if (!room && c->reading) {
         uv_read_stop((uv_stream_t *)&c->pipe);
         c->reading = false;
@@ -429,11 +435,16 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
+    if (nread > 0) {
+        c->active_ms = uv_now(c->srv->loop);
+        if (c->recv_len == 0)
+            c->frame_begun_ms = c->active_ms;
+    }
     c->recv_len += (size_t)nread;
     conn_process(c);
 }
 
-/* The peer's uid and user name, from the kernel. */
+/* The peer's uid, user name and groups, from the kernel and the user and group databases. */
 static int peer_actor(conn *c)
 {
     struct ucred cred;
@@ -450,13 +461,37 @@ static int peer_actor(conn *c)
     if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &found) == 0 && found &&
         strlen(found->pw_name) <= BUDGET_NAME_BYTES_MAX)
         snprintf(c->actor.name, sizeof(c->actor.name), "%s", found->pw_name);
+    /* The groups: the peer's own from the kernel, the user's others from the group database. */
+    access_identity_of(cred.uid, cred.gid, found ? c->actor.name : NULL,
+                       found ? (uint32_t)found->pw_gid : cred.gid, &c->identity);
+    access_resolve(c->srv->access, &c->identity, &c->grants);
     return 0;
+}
+
+static uint32_t uid_connections(const server *s, uint32_t uid);
+
+/* Answers `msg` (request id 0) and closes once it is written; reads nothing more. */
+static void conn_refuse(conn *c, int code, const char *msg)
+{
+    uint32_t idx = 0;
+
+    if (c->reading)
+        uv_read_stop((uv_stream_t *)&c->pipe);
+    c->reading = false;
+    c->close_flushed = true;
+    c->active_ms = uv_now(c->srv->loop);
+    if (!conn_slot_open(c, &idx)) {
+        conn_close(c);
+        return;
+    }
+    conn_answer_error(c, idx, 0, code, msg);
 }
 
 void on_connection(uv_stream_t *listener, int status)
 {
     server *s = listener->data;
     conn *c;
+    char msg[160];
 
     if (status < 0) {
         log_warn("accept failed: %s", uv_strerror(status));
@@ -478,16 +513,73 @@ void on_connection(uv_stream_t *listener, int status)
         return;
     }
     s->connections_total++;
-    if (s->conn_count > BUDGET_CONNECTIONS_MAX || s->stopping) {
-        uint32_t idx = 0;
+    c->active_ms = uv_now(s->loop);
+    if (s->stopping) {
+        conn_refuse(c, BUDGET_EUNAVAILABLE, "budgetd is stopping");
+        return;
+    }
+    if (s->conn_count > s->connections_max) {
+        snprintf(msg, sizeof(msg), "too many connections: budgetd serves at most %u at once",
+                 s->connections_max);
+        log_warn("uid %u refused: %s", c->actor.uid, msg);
         s->connections_refused++;
-        log_warn("uid %u refused: %u connections is the limit", c->actor.uid,
-                 BUDGET_CONNECTIONS_MAX);
-        conn_slot_open(c, &idx);
-        c->close_flushed = true;
-        conn_answer_error(c, idx, 0, BUDGET_EUNAVAILABLE,
-                          s->stopping ? "budgetd is stopping" : "too many connections");
+        conn_refuse(c, BUDGET_EUNAVAILABLE, msg);
+        return;
+    }
+    if (uid_connections(s, c->actor.uid) > s->connections_per_uid_max) {
+        snprintf(msg, sizeof(msg), "too many connections from uid %u: at most %u at once",
+                 c->actor.uid, s->connections_per_uid_max);
+        log_warn("uid %u refused: %s", c->actor.uid, msg);
+        s->connections_refused++;
+        conn_refuse(c, BUDGET_EUNAVAILABLE, msg);
         return;
     }
     conn_process(c);
+}
+
+/* Connections open (and not being refused or closed) by `uid`, this one included. */
+static uint32_t uid_connections(const server *s, uint32_t uid)
+{
+    uint32_t n = 0;
+    for (const conn *o = s->conns; o; o = o->next)
+        if (o->actor.uid == uid && !o->closing && !o->close_flushed)
+            n++;
+    return n;
+}
+
+void conn_sweep(server *s)
+{
+    uint64_t now = uv_now(s->loop);
+    char msg[160];
+
+    for (conn *c = s->conns; c; c = c->next) {
+        if (c->closing)
+            continue;
+        if (c->close_flushed) {
+            /* Its last answers had their time to be read. */
+            if (c->refs == 0 && now - c->active_ms > s->frame_timeout_ms)
+                conn_close(c);
+            continue;
+        }
+        if (c->reading && c->recv_len > 0 && c->frame_begun_ms != 0 &&
+            now - c->frame_begun_ms > s->frame_timeout_ms) {
+            snprintf(msg, sizeof(msg),
+                     "a frame must arrive whole within %llu ms of its first byte; closing the "
+                     "connection",
+                     (unsigned long long)s->frame_timeout_ms);
+            log_info("uid %u: %zu bytes of a frame in %llu ms: %s", c->actor.uid, c->recv_len,
+                     (unsigned long long)(now - c->frame_begun_ms), msg);
+            s->connections_timed_out++;
+            conn_refuse(c, BUDGET_ETOO_LARGE, msg);
+            continue;
+        }
+        if (!c->sub && c->slot_count == 0 && c->refs == 0 && c->recv_len == 0 &&
+            now - c->active_ms > s->idle_timeout_ms) {
+            snprintf(msg, sizeof(msg), "idle for %llu ms; closing the connection",
+                     (unsigned long long)s->idle_timeout_ms);
+            log_info("uid %u: %s", c->actor.uid, msg);
+            s->connections_timed_out++;
+            conn_refuse(c, BUDGET_EUNAVAILABLE, msg);
+        }
+    }
 }

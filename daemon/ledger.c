@@ -67,6 +67,8 @@ typedef struct {
     uint32_t id;               /* into ids */
     uint32_t unit;             /* into units: the unit that holds the frame, and its year */
     uint32_t title, reference; /* arena offsets */
+    /* Its allocations in order of creation, linked by next_in_frame; NONE when none. */
+    uint32_t allocation_first, allocation_last;
     int64_t granted, allocated, pending, called_off;
 } frame_rec;
 
@@ -75,6 +77,9 @@ typedef struct {
     uint32_t unit; /* into units: the receiving unit, in the frame's year */
     uint32_t purpose;
     uint32_t proposer_uid;
+    uint32_t next_in_frame; /* the frame's next allocation, or NONE */
+    /* Its avrop in order of creation, linked by next_in_allocation; NONE when none. */
+    uint32_t avrop_first, avrop_last;
     uint8_t status; /* ledger_status */
     int64_t amount, called_off, pending;
 } allocation_rec;
@@ -83,8 +88,9 @@ typedef struct {
     uint32_t id, allocation;
     uint32_t note;
     uint32_t requester_uid;
-    int64_t amount;
+    uint32_t next_in_allocation; /* the allocation's next avrop, or NONE */
     uint8_t status;
+    int64_t amount;
 } avrop_rec;
 
 typedef struct {
@@ -697,8 +703,15 @@ static int rule_target(const ledger *l, const ledger_event *ev, uint32_t actor_u
     if (status != LEDGER_PENDING)
         return fail(err, BUDGET_EINVALID_STATE, "%s %s is %s, not pending; it cannot be %s",
                     ledger_kind_name(r->target_kind), ev->target, ledger_status_name(status), verb);
-    /* The four-eyes rule (a decider is not the proposer) compares actor_uid with
-     * r->proposer_uid here once roles exist. */
+    /* Four-eyes ("två i förening"): the identity that proposed or requested the target never
+     * decides it, whatever roles it holds. ledger_apply checks it again on replay. */
+    if (ev->type != LEDGER_REQUEST_WITHDRAWN && actor_uid == r->proposer_uid)
+        return fail(err, BUDGET_EFORBIDDEN,
+                    "%s %s was %s by uid %" PRIu32 "; it must be %s by another identity "
+                    "(four-eyes)",
+                    ledger_kind_name(r->target_kind), ev->target,
+                    r->target_kind == LEDGER_KIND_ALLOCATION ? "proposed" : "requested",
+                    r->proposer_uid, verb);
     if (ev->type == LEDGER_DECISION_APPROVED && r->target_kind == LEDGER_KIND_ALLOCATION) {
         const unit_rec *u = &l->units[r->unit];
         if (u->allocated > INT64_MAX - r->amount)
@@ -1006,13 +1019,15 @@ static void apply_grant(ledger *l, const ledger_event *ev, uint32_t id)
     f->reference = arena_put(l, ev->reference, strlen(ev->reference));
     f->granted = ev->amount;
     f->allocated = f->pending = f->called_off = 0;
+    f->allocation_first = f->allocation_last = NONE;
     l->units[row].frames += ev->amount;
 }
 
 static void apply_propose(ledger *l, const ledger_event *ev, const refs *r, uint32_t id)
 {
     frame_rec *f = &l->frames[r->frame];
-    allocation_rec *a = &l->allocations[l->allocations_len++];
+    uint32_t index = l->allocations_len++;
+    allocation_rec *a = &l->allocations[index];
     a->id = id;
     a->frame = r->frame;
     a->unit = unit_get_or_add(l, ev->unit, l->units[f->unit].year);
@@ -1021,19 +1036,34 @@ static void apply_propose(ledger *l, const ledger_event *ev, const refs *r, uint
     a->status = LEDGER_PENDING;
     a->amount = ev->amount;
     a->called_off = a->pending = 0;
+    a->next_in_frame = NONE;
+    a->avrop_first = a->avrop_last = NONE;
+    if (f->allocation_last == NONE)
+        f->allocation_first = index;
+    else
+        l->allocations[f->allocation_last].next_in_frame = index;
+    f->allocation_last = index;
     f->pending += ev->amount;
 }
 
 static void apply_avrop(ledger *l, const ledger_event *ev, const refs *r, uint32_t id)
 {
-    avrop_rec *v = &l->avrop[l->avrop_len++];
+    uint32_t index = l->avrop_len++;
+    avrop_rec *v = &l->avrop[index];
+    allocation_rec *a = &l->allocations[r->allocation];
     v->id = id;
     v->allocation = r->allocation;
     v->note = arena_put(l, ev->note, strlen(ev->note));
     v->requester_uid = ev->actor.uid;
     v->amount = ev->amount;
     v->status = LEDGER_PENDING;
-    l->allocations[r->allocation].pending += ev->amount;
+    v->next_in_allocation = NONE;
+    if (a->avrop_last == NONE)
+        a->avrop_first = index;
+    else
+        l->avrop[a->avrop_last].next_in_allocation = index;
+    a->avrop_last = index;
+    a->pending += ev->amount;
     l->units[r->unit].pending += ev->amount;
 }
 
@@ -1347,6 +1377,27 @@ bool ledger_next_allocation(const ledger *l, size_t *i, const char *frame, const
     uint32_t f = NONE;
     if (frame != NULL && (f = lookup(l, frame, LEDGER_KIND_FRAME)) == NONE)
         return false;
+    if (f != NONE) {
+        /* The frame's own list. After a match *i is the frame's next allocation, so this
+         * visits only the frame's allocations; an *i from elsewhere is walked up to one. */
+        size_t k = *i <= l->frames[f].allocation_first ? l->frames[f].allocation_first : *i;
+        while (k < l->allocations_len) {
+            const allocation_rec *a = &l->allocations[k];
+            if (a->frame != f) {
+                k++;
+                continue;
+            }
+            size_t next = a->next_in_frame == NONE ? l->allocations_len : a->next_in_frame;
+            if (unit_matches(&l->units[a->unit], unit, year)) {
+                *i = next;
+                allocation_view(l, (uint32_t)k, out);
+                return true;
+            }
+            k = next;
+        }
+        *i = l->allocations_len;
+        return false;
+    }
     for (; *i < l->allocations_len; (*i)++) {
         const allocation_rec *a = &l->allocations[*i];
         if ((f != NONE && a->frame != f) || !unit_matches(&l->units[a->unit], unit, year))
@@ -1362,6 +1413,22 @@ bool ledger_next_avrop(const ledger *l, size_t *i, const char *allocation, ledge
     uint32_t a = NONE;
     if (allocation != NULL && (a = lookup(l, allocation, LEDGER_KIND_ALLOCATION)) == NONE)
         return false;
+    if (a != NONE) {
+        /* The allocation's own list, as ledger_next_allocation walks a frame's. */
+        size_t k = *i <= l->allocations[a].avrop_first ? l->allocations[a].avrop_first : *i;
+        while (k < l->avrop_len) {
+            if (l->avrop[k].allocation != a) {
+                k++;
+                continue;
+            }
+            uint32_t next = l->avrop[k].next_in_allocation;
+            *i = next == NONE ? l->avrop_len : next;
+            avrop_view(l, (uint32_t)k, out);
+            return true;
+        }
+        *i = l->avrop_len;
+        return false;
+    }
     for (; *i < l->avrop_len; (*i)++) {
         if (a != NONE && l->avrop[*i].allocation != a)
             continue;

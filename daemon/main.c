@@ -7,8 +7,12 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <sodium.h>
+
+#include "access.h"
 #include "budget/errors.h"
 #include "budget/protocol.h"
+#include "checkpoint.h"
 #include "event.h"
 #include "ledger.h"
 #include "log.h"
@@ -19,13 +23,18 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: budgetd --data DIR [--socket PATH] [--config FILE] [--map-size BYTES]\n"
-            "               [--log-level debug|info|warn|error]\n"
+            "usage: budgetd --data DIR [--socket PATH] [--socket-group GROUP] [--config FILE]\n"
+            "               [--connections N] [--connections-per-uid N]\n"
+            "               [--idle-timeout SECONDS] [--frame-timeout SECONDS]\n"
+            "               [--map-size BYTES] [--log-level debug|info|warn|error]\n"
             "\n"
             "Serves the budget ledger kept in DIR on a UNIX socket, in the foreground.\n"
             "The socket is --socket, else $BUDGETD_SOCKET, else $XDG_RUNTIME_DIR/budgetd.sock,\n"
-            "else /run/budgetd/budgetd.sock. SIGTERM or SIGINT stops it after the batch in\n"
-            "flight. See budgetd(8) and docs/operations.md.\n");
+            "else /run/budgetd/budgetd.sock, or the one systemd passes (LISTEN_FDS). --config\n"
+            "names the access file (who may do what); without it every local user that can\n"
+            "open the socket holds every role. SIGHUP reads the access file again; SIGTERM or\n"
+            "SIGINT stops budgetd after the batch in flight. See budgetd(8) and\n"
+            "docs/operations.md.\n");
 }
 
 typedef struct {
@@ -65,6 +74,122 @@ static int replay_event(void *ctx, uint64_t seq, store_val v)
     return 0;
 }
 
+#ifdef BUDGET_FAULT_INJECTION
+/*
+ * Storage faults for the reliability tests, only in the budgetd-faulty build: never in the
+ * installed budgetd. $BUDGETD_FAULT holds up to FAULTS_MAX rules separated by commas, each
+ * POINT:N:ERROR[:once|always]: POINT is put, commit or sync (store.h), N counts that point's
+ * calls from 1, ERROR is an errno name (ENOSPC, EIO, ENOMEM, EDQUOT) or MAP_FULL. "once" (the
+ * default) fails call N only; "always" fails call N and every later one. Each injected fault
+ * is logged as "fault injected: ...", which the tests read.
+ */
+#include <lmdb.h> /* MDB_MAP_FULL: this test-only seam speaks the store's language */
+
+#define FAULTS_MAX 4
+
+typedef struct {
+    store_fault_point point;
+    unsigned long nth;
+    int error;
+    bool always;
+    unsigned long calls;
+} fault_rule;
+
+typedef struct {
+    fault_rule rules[FAULTS_MAX];
+    int count;
+} fault_plan;
+
+static fault_plan faults;
+
+static const char *fault_point_name(store_fault_point p)
+{
+    return p == STORE_FAULT_PUT ? "put" : p == STORE_FAULT_COMMIT ? "commit" : "sync";
+}
+
+/* The store's callback; runs on the writer thread only. */
+static int fault_hook(void *ctx, store_fault_point point)
+{
+    fault_plan *plan = ctx;
+    int error = 0;
+    for (int i = 0; i < plan->count; i++) {
+        fault_rule *r = &plan->rules[i];
+        if (r->point != point)
+            continue;
+        r->calls++;
+        if (error == 0 && (r->calls == r->nth || (r->always && r->calls > r->nth))) {
+            error = r->error;
+            log_warn("fault injected: %s call %lu fails with %s", fault_point_name(point),
+                     r->calls, error == MDB_MAP_FULL ? "MAP_FULL" : strerror(error));
+        }
+    }
+    return error;
+}
+
+static int fault_parse_rule(char *text, fault_rule *r)
+{
+    static const struct {
+        const char *name;
+        int value;
+    } errors[] = {{"ENOSPC", ENOSPC}, {"EIO", EIO},           {"ENOMEM", ENOMEM},
+                  {"EDQUOT", EDQUOT}, {"MAP_FULL", MDB_MAP_FULL}};
+    char *save = NULL;
+    char *point = strtok_r(text, ":", &save);
+    char *nth = strtok_r(NULL, ":", &save);
+    char *error = strtok_r(NULL, ":", &save);
+    char *mode = strtok_r(NULL, ":", &save);
+    char *end;
+
+    memset(r, 0, sizeof(*r));
+    if (!point || !nth || !error || strtok_r(NULL, ":", &save))
+        return -1;
+    if (strcmp(point, "put") == 0)
+        r->point = STORE_FAULT_PUT;
+    else if (strcmp(point, "commit") == 0)
+        r->point = STORE_FAULT_COMMIT;
+    else if (strcmp(point, "sync") == 0)
+        r->point = STORE_FAULT_SYNC;
+    else
+        return -1;
+    errno = 0;
+    r->nth = strtoul(nth, &end, 10);
+    if (errno || *end || r->nth == 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(errors) / sizeof(errors[0]); i++)
+        if (strcmp(error, errors[i].name) == 0)
+            r->error = errors[i].value;
+    if (r->error == 0)
+        return -1;
+    if (mode && strcmp(mode, "always") == 0)
+        r->always = true;
+    else if (mode && strcmp(mode, "once") != 0)
+        return -1;
+    return 0;
+}
+
+/* Reads $BUDGETD_FAULT into the store's options. 0, or -1 when it cannot be parsed. */
+static int fault_install(store_options *sopt)
+{
+    const char *env = getenv("BUDGETD_FAULT");
+    char text[256], *save = NULL;
+
+    if (!env || !*env)
+        return 0;
+    if (strlen(env) >= sizeof(text))
+        return -1;
+    snprintf(text, sizeof(text), "%s", env);
+    for (char *rule = strtok_r(text, ",", &save); rule; rule = strtok_r(NULL, ",", &save)) {
+        if (faults.count == FAULTS_MAX || fault_parse_rule(rule, &faults.rules[faults.count]))
+            return -1;
+        faults.count++;
+    }
+    sopt->fault = fault_hook;
+    sopt->fault_ctx = &faults;
+    log_warn("BUDGETD_FAULT=%s: storage faults will be injected", env);
+    return 0;
+}
+#endif
+
 static int replay(store *st, ledger *l, uint64_t *head, uint8_t head_hash[BUDGET_HASH_BYTES])
 {
     replay_state r = {l, 1, {0}, ""};
@@ -91,20 +216,84 @@ static int replay(store *st, ledger *l, uint64_t *head, uint8_t head_hash[BUDGET
     return 0;
 }
 
+/* The checkpoint signing key (checkpoint.h), made on the first start; its public half is
+ * logged so that an operator can publish it. budgetd serves without it: only `checkpoint`
+ * then fails. */
+static void start_signing_key(const char *data)
+{
+    checkpoint_key key;
+    bool created = false;
+    char why[512], hex[2 * CHECKPOINT_PUBLIC_KEY_BYTES + 1];
+
+    if (checkpoint_key_load(data, true, &key, &created, why, sizeof(why)) != 0) {
+        log_warn("checkpoints cannot be signed: %s", why);
+        return;
+    }
+    sodium_bin2hex(hex, sizeof(hex), key.public_key, sizeof(key.public_key));
+    sodium_memzero(&key, sizeof(key));
+    log_info("%s checkpoint signing key: public key %s", created ? "made a new" : "the", hex);
+}
+
+/* Long options without a short letter. */
+enum {
+    OPT_SOCKET_GROUP = 1000,
+    OPT_CONNECTIONS,
+    OPT_CONNECTIONS_PER_UID,
+    OPT_IDLE_TIMEOUT,
+    OPT_FRAME_TIMEOUT,
+};
+
+/* A decimal count in [min, max]. 0 or -1. */
+static int parse_count(const char *text, unsigned long min, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    if (*text < '0' || *text > '9')
+        return -1;
+    *out = strtoul(text, &end, 10);
+    return errno || *end || *out < min || *out > max ? -1 : 0;
+}
+
+/* A group by name or number. 0 or -1. */
+static int parse_group(const char *text, uint32_t *gid)
+{
+    unsigned long n;
+    if (parse_count(text, 0, UINT32_MAX - 1ul, &n) == 0) {
+        *gid = (uint32_t)n;
+        return 0;
+    }
+    return access_system_resolver.group(NULL, text, gid);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"data", required_argument, NULL, 'd'},      {"socket", required_argument, NULL, 's'},
-        {"config", required_argument, NULL, 'c'},    {"map-size", required_argument, NULL, 'm'},
-        {"log-level", required_argument, NULL, 'l'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
+        {"data", required_argument, NULL, 'd'},
+        {"socket", required_argument, NULL, 's'},
+        {"config", required_argument, NULL, 'c'},
+        {"map-size", required_argument, NULL, 'm'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"socket-group", required_argument, NULL, OPT_SOCKET_GROUP},
+        {"connections", required_argument, NULL, OPT_CONNECTIONS},
+        {"connections-per-uid", required_argument, NULL, OPT_CONNECTIONS_PER_UID},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+        {"frame-timeout", required_argument, NULL, OPT_FRAME_TIMEOUT},
+        {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *socket_flag = NULL, *config = NULL;
     char socket_path[108], why[256];
     store_options sopt = {0};
     store *st = NULL;
-    server_config cfg;
+    server_config cfg = {0};
     int opt, status;
+    unsigned long count;
+
+    cfg.connections_max = BUDGET_CONNECTIONS_MAX;
+    cfg.connections_per_uid_max = BUDGET_CONNECTIONS_PER_UID_MAX;
+    cfg.idle_timeout_ms = BUDGET_IDLE_TIMEOUT_S * 1000ull;
+    cfg.frame_timeout_ms = BUDGET_FRAME_TIMEOUT_S * 1000ull;
 
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -142,6 +331,34 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case OPT_SOCKET_GROUP:
+            if (parse_group(optarg, &cfg.socket_group) != 0) {
+                fprintf(stderr, "budgetd: --socket-group: no group %s\n", optarg);
+                return 2;
+            }
+            cfg.socket_group_set = true;
+            break;
+        case OPT_CONNECTIONS:
+        case OPT_CONNECTIONS_PER_UID:
+            if (parse_count(optarg, 1, BUDGET_CONNECTIONS_CEILING, &count) != 0) {
+                fprintf(stderr, "budgetd: --%s wants a count, 1..%u\n",
+                        opt == OPT_CONNECTIONS ? "connections" : "connections-per-uid",
+                        BUDGET_CONNECTIONS_CEILING);
+                return 2;
+            }
+            *(opt == OPT_CONNECTIONS ? &cfg.connections_max : &cfg.connections_per_uid_max) =
+                (uint32_t)count;
+            break;
+        case OPT_IDLE_TIMEOUT:
+        case OPT_FRAME_TIMEOUT:
+            if (parse_count(optarg, 1, 86400, &count) != 0) {
+                fprintf(stderr, "budgetd: --%s wants seconds, 1..86400\n",
+                        opt == OPT_IDLE_TIMEOUT ? "idle-timeout" : "frame-timeout");
+                return 2;
+            }
+            *(opt == OPT_IDLE_TIMEOUT ? &cfg.idle_timeout_ms : &cfg.frame_timeout_ms) =
+                count * 1000u;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -161,22 +378,43 @@ int main(int argc, char **argv)
         fprintf(stderr, "budgetd: the socket path is too long for a UNIX socket\n");
         return 2;
     }
-    if (config)
-        log_warn("--config %s: access rules are not read by this version; every local user "
-                 "that can open the socket may read and write",
-                 config);
+    if (config) {
+        if (access_load(config, &cfg.access, why, sizeof(why)) != 0) {
+            log_error("the access file cannot be used: %s", why);
+            return 1;
+        }
+        cfg.access_path = config;
+        log_info("access file %s: %zu rules", config, access_rule_count(cfg.access));
+    } else {
+        cfg.access = access_rules_open();
+        if (!cfg.access) {
+            log_error("out of memory");
+            return 1;
+        }
+        log_warn("no access file (--config): every local user who can open the socket holds "
+                 "every role; only the socket's permissions keep others out (four-eyes still "
+                 "holds)");
+    }
 
+#ifdef BUDGET_FAULT_INJECTION
+    if (fault_install(&sopt) != 0) {
+        fprintf(stderr, "budgetd: BUDGETD_FAULT is POINT:N:ERROR[:once|always][,...]\n");
+        return 2;
+    }
+#endif
     if (store_open(&st, data, &sopt, why, sizeof(why)) != 0) {
         log_error("%s", why);
+        access_free(cfg.access);
         return 1;
     }
-    memset(&cfg, 0, sizeof(cfg));
     cfg.ledger = ledger_new();
     if (!cfg.ledger || replay(st, cfg.ledger, &cfg.head, cfg.head_hash) != 0) {
         ledger_free(cfg.ledger);
+        access_free(cfg.access);
         store_close(st);
         return 1;
     }
+    start_signing_key(data);
     cfg.socket_path = socket_path;
     cfg.store = st;
     status = server_run(&cfg);

@@ -251,13 +251,41 @@ static bool args_empty(conn *c, uint32_t idx, uint64_t req_id, const msgpack_obj
     return false;
 }
 
+/* "roles": [{"role", "units"}...]: what the caller holds; units ["*"] means every unit. */
+static void pack_hello_roles(conn *c, msgpack_packer *pk)
+{
+    const char *units[ACCESS_UNITS_MAX];
+    size_t units_count, roles = 0;
+    access_role role;
+    bool all;
+    int i = 0;
+
+    while (access_next_role(c->srv->access, &c->grants, &i, &role, &all, units, ACCESS_UNITS_MAX,
+                            &units_count))
+        roles++;
+    pack_cstr(pk, "roles");
+    msgpack_pack_array(pk, roles);
+    i = 0;
+    while (access_next_role(c->srv->access, &c->grants, &i, &role, &all, units, ACCESS_UNITS_MAX,
+                            &units_count)) {
+        msgpack_pack_map(pk, 2);
+        pack_key_str(pk, "role", access_role_name(role));
+        pack_cstr(pk, "units");
+        msgpack_pack_array(pk, all ? 1 : units_count);
+        if (all)
+            pack_cstr(pk, "*");
+        for (size_t u = 0; !all && u < units_count; u++)
+            pack_cstr(pk, units[u]);
+    }
+}
+
 static void op_hello(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
 {
     resp r;
     if (!args_empty(c, idx, req_id, args, "hello"))
         return;
     resp_begin(&r, req_id, true);
-    msgpack_pack_map(&r.pk, 5);
+    msgpack_pack_map(&r.pk, 6);
     pack_key_uint(&r.pk, "protocol", BUDGET_PROTOCOL_VERSION);
     pack_key_str(&r.pk, "server", "budgetd");
     pack_key_str(&r.pk, "version", BUDGET_VERSION);
@@ -266,6 +294,7 @@ static void op_hello(conn *c, uint32_t idx, uint64_t req_id, const msgpack_objec
     msgpack_pack_map(&r.pk, 2);
     pack_key_uint(&r.pk, "uid", c->actor.uid);
     pack_key_str(&r.pk, "name", c->actor.name);
+    pack_hello_roles(c, &r.pk);
     conn_answer(c, idx, &r, req_id);
 }
 
@@ -351,7 +380,7 @@ static void op_stats(conn *c, uint32_t idx, uint64_t req_id, const msgpack_objec
     ledger_get_counts(s->committed, &counts);
     store_get_stats(s->store, &st);
     resp_begin(&r, req_id, true);
-    msgpack_pack_map(&r.pk, 19 + SUB_STATS_COUNT);
+    msgpack_pack_map(&r.pk, 20 + SUB_STATS_COUNT);
     pack_key_uint(&r.pk, "head", s->committed_head);
     pack_key_uint(&r.pk, "events", ledger_events(s->committed));
     pack_key_uint(&r.pk, "frames", counts.frames);
@@ -362,6 +391,7 @@ static void op_stats(conn *c, uint32_t idx, uint64_t req_id, const msgpack_objec
     pack_key_uint(&r.pk, "connections", s->conn_count);
     pack_key_uint(&r.pk, "connections_total", s->connections_total);
     pack_key_uint(&r.pk, "connections_refused", s->connections_refused);
+    pack_key_uint(&r.pk, "connections_timed_out", s->connections_timed_out);
     pack_key_uint(&r.pk, "requests", s->requests);
     pack_key_uint(&r.pk, "errors", s->errors);
     pack_key_uint(&r.pk, "batches", s->batches_committed);
@@ -375,17 +405,48 @@ static void op_stats(conn *c, uint32_t idx, uint64_t req_id, const msgpack_objec
     conn_answer(c, idx, &r, req_id);
 }
 
+/*
+ * The access check every op passes before it runs: may this connection's identity do `op`,
+ * which needs `need`, for `unit` (NULL: for any unit; `what` says why the unit is concerned)?
+ * When not, the request is answered forbidden and the refusal logged.
+ */
+static bool allowed(conn *c, uint32_t idx, uint64_t req_id, const char *op, access_role need,
+                    const char *unit, const char *what)
+{
+    char why[600], who[BUDGET_NAME_BYTES_MAX + 32];
+
+    if (c->actor.name[0])
+        snprintf(who, sizeof(who), "uid %u (%s)", c->actor.uid, c->actor.name);
+    else
+        snprintf(who, sizeof(who), "uid %u", c->actor.uid);
+    int rc = access_decide(c->srv->access, &c->grants, need, unit, what, op, who, why, sizeof(why));
+    if (rc == 0)
+        return true;
+    if (rc == BUDGET_EINTERNAL)
+        log_error("%s", why);
+    else
+        log_info("refused: %s", why);
+    conn_answer_error(c, idx, req_id, rc, why);
+    return false;
+}
+
 static void op_write(conn *c, uint32_t idx, uint64_t req_id, const request_write_op *w,
                      const msgpack_object *args)
 {
     batch_entry e;
     ledger_error err;
+    char unit[BUDGET_UNIT_BYTES_MAX + 1], what[200];
 
     memset(&e, 0, sizeof(e));
     if (request_decode_write(w, args, &e.cmd, &e.has_expect_head, &e.expect_head, &err) != 0) {
         conn_answer_error(c, idx, req_id, err.code, err.message);
         return;
     }
+    /* The role was checked by dispatch; a role limited to units is checked here, where the
+     * unit the write is for can be read from the state the write will be checked against. */
+    if (access_write_scope(c->srv->speculative, &e.cmd, unit, what, sizeof(what)) &&
+        !allowed(c, idx, req_id, w->op, w->need, unit, what))
+        return;
     e.c = c;
     e.slot = idx;
     e.req_id = req_id;
@@ -394,15 +455,25 @@ static void op_write(conn *c, uint32_t idx, uint64_t req_id, const request_write
     admit_write(c->srv, &e);
 }
 
-/* The read ops, a table: name and handler. Writes come from request.c's table. */
+/*
+ * The read ops, a table: name, the role a caller must hold, handler. The role comes second
+ * so that a row without one does not compile; dispatch checks it before the op runs. Writes
+ * come from request.c's table, which declares theirs the same way.
+ */
 static const struct {
     const char *name;
+    access_role need;
     op_fn fn;
 } read_ops[] = {
-    {"hello", op_hello},   {"balances", op_balances}, {"events", op_events},
-    {"verify", op_verify}, {"stats", op_stats},
+    {"hello", ACCESS_ANYONE, op_hello},
+    {"balances", ACCESS_READER, op_balances},
+    {"events", ACCESS_READER, op_events},
+    {"verify", ACCESS_AUDITOR, op_verify},
+    {"stats", ACCESS_READER, op_stats},
     /* subscribe.c and audit_ops.c */
-    {"subscribe", op_subscribe}, {"checkpoint", op_checkpoint}, {"backup", op_backup},
+    {"subscribe", ACCESS_READER, op_subscribe},
+    {"checkpoint", ACCESS_AUDITOR, op_checkpoint},
+    {"backup", ACCESS_AUDITOR, op_backup},
 };
 
 void dispatch(conn *c, uint32_t idx, const msgpack_object *root)
@@ -446,13 +517,15 @@ void dispatch(conn *c, uint32_t idx, const msgpack_object *root)
     }
     const request_write_op *w = request_find_write(op->via.str.ptr, op->via.str.size);
     if (w) {
-        op_write(c, idx, req_id, w, args);
+        if (allowed(c, idx, req_id, w->op, w->need, NULL, NULL))
+            op_write(c, idx, req_id, w, args);
         return;
     }
     for (size_t i = 0; i < sizeof(read_ops) / sizeof(read_ops[0]); i++) {
         if (strlen(read_ops[i].name) == op->via.str.size &&
             memcmp(read_ops[i].name, op->via.str.ptr, op->via.str.size) == 0) {
-            read_ops[i].fn(c, idx, req_id, args);
+            if (allowed(c, idx, req_id, read_ops[i].name, read_ops[i].need, NULL, NULL))
+                read_ops[i].fn(c, idx, req_id, args);
             return;
         }
     }

@@ -38,37 +38,37 @@ typedef struct {
 #define TEXT(name, field, req) STR(name, field, BUDGET_TEXT_BYTES_MAX, req)
 
 static const write_table_row write_table[] = {
-    {{"frame.grant", LEDGER_FRAME_GRANTED},
+    {{"frame.grant", ACCESS_ADMIN, LEDGER_FRAME_GRANTED},
      {ID("id", id),
       STR("unit", unit, BUDGET_UNIT_BYTES_MAX, true),
       {"year", ARG_YEAR, 0, 0, true},
       {"amount", ARG_AMOUNT, 0, 0, true},
       TEXT("title", title, true),
       TEXT("reference", reference, false)}},
-    {{"frame.adjust", LEDGER_FRAME_ADJUSTED},
+    {{"frame.adjust", ACCESS_ADMIN, LEDGER_FRAME_ADJUSTED},
      {ID("id", id),
       ID("frame", frame),
       {"delta", ARG_AMOUNT, 0, 0, true},
       TEXT("reason", title, true),
       TEXT("reference", reference, false)}},
-    {{"allocation.propose", LEDGER_ALLOCATION_PROPOSED},
+    {{"allocation.propose", ACCESS_CLERK, LEDGER_ALLOCATION_PROPOSED},
      {ID("id", id),
       ID("frame", frame),
       STR("unit", unit, BUDGET_UNIT_BYTES_MAX, true),
       {"amount", ARG_AMOUNT, 0, 0, true},
       TEXT("purpose", title, true)}},
-    {{"avrop.request", LEDGER_AVROP_REQUESTED},
+    {{"avrop.request", ACCESS_CLERK, LEDGER_AVROP_REQUESTED},
      {ID("id", id),
       ID("allocation", allocation),
       {"amount", ARG_AMOUNT, 0, 0, true},
       TEXT("note", note, false)}},
-    {{"approve", LEDGER_DECISION_APPROVED},
+    {{"approve", ACCESS_APPROVER, LEDGER_DECISION_APPROVED},
      {ID("id", id), ID("target", target), TEXT("reference", reference, false),
       TEXT("note", note, false)}},
-    {{"reject", LEDGER_DECISION_REJECTED},
+    {{"reject", ACCESS_APPROVER, LEDGER_DECISION_REJECTED},
      {ID("id", id), ID("target", target), TEXT("reference", reference, false),
       TEXT("note", note, false)}},
-    {{"withdraw", LEDGER_REQUEST_WITHDRAWN},
+    {{"withdraw", ACCESS_CLERK, LEDGER_REQUEST_WITHDRAWN},
      {ID("id", id), ID("target", target), TEXT("note", note, false)}},
 };
 
@@ -308,25 +308,48 @@ int request_decode_events(const msgpack_object *args, events_query *q, ledger_er
                 !(q->type = ledger_type_from_name(v->via.str.ptr, v->via.str.size)))
                 return fail(err, BUDGET_EBAD_REQUEST,
                             "args.%s must be an event type such as avrop.requested", "type");
+        } else if (key_is(k, "actor")) {
+            if (!object_uint(v, &u) || u > UINT32_MAX)
+                return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a uid", "actor");
+            q->has_actor = true;
+            q->actor = (uint32_t)u;
+        } else if (key_is(k, "ts_from")) {
+            if (!object_uint(v, &q->ts_from))
+                return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a uint (ms)", "ts_from");
+            q->has_ts_from = true;
+        } else if (key_is(k, "ts_to")) {
+            if (!object_uint(v, &q->ts_to))
+                return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a uint (ms)", "ts_to");
+            q->has_ts_to = true;
         } else {
-            return fail(err, BUDGET_EBAD_REQUEST, "events takes after, limit, entity, unit, type");
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "events takes after, limit, entity, unit, type, actor, ts_from, ts_to");
         }
         if (rc)
             return rc;
     }
+    if (q->has_ts_from && q->has_ts_to && q->ts_from > q->ts_to)
+        return fail(err, BUDGET_EBAD_REQUEST, "args.ts_from is after args.ts_to");
     return 0;
 }
 
-bool request_event_matches(const events_query *q, const ledger_event *ev)
+event_match request_event_matches(const events_query *q, const ledger_event *ev)
 {
     if (q->type && ev->type != q->type)
-        return false;
+        return EVENT_NO;
     if (q->unit[0] && strcmp(ev->unit, q->unit) != 0)
-        return false;
-    if (q->entity[0] && strcmp(ev->id, q->entity) != 0 && strcmp(ev->frame, q->entity) != 0 &&
-        strcmp(ev->allocation, q->entity) != 0 && strcmp(ev->target, q->entity) != 0)
-        return false;
-    return true;
+        return EVENT_NO;
+    if (q->has_actor && ev->actor.uid != q->actor)
+        return EVENT_NO;
+    if ((q->has_ts_from && ev->ts_ms < q->ts_from) || (q->has_ts_to && ev->ts_ms >= q->ts_to))
+        return EVENT_NO;
+    if (!q->entity[0] || strcmp(ev->id, q->entity) == 0 || strcmp(ev->frame, q->entity) == 0 ||
+        strcmp(ev->allocation, q->entity) == 0 || strcmp(ev->target, q->entity) == 0)
+        return EVENT_YES;
+    /* A decision or withdrawal names its avrop and frame, not the allocation between them. */
+    if (ev->target_kind == LEDGER_KIND_AVROP)
+        return EVENT_IF_AVROP_OF_ENTITY;
+    return EVENT_NO;
 }
 
 void pack_cstr(msgpack_packer *pk, const char *s)

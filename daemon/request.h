@@ -11,11 +11,15 @@
 
 #include <msgpack.h>
 
+#include "access.h"
 #include "ledger.h"
 
-/* The write ops of docs/protocol.md; `type` is the event each one makes. */
+/* The write ops of docs/protocol.md: `need` is the role the caller must hold (checked by
+ * ops.c's dispatch before the op runs; it comes second so that a row without it does not
+ * compile), `type` the event the op makes. */
 typedef struct {
     const char *op;
+    access_role need;
     ledger_type type;
 } request_write_op;
 
@@ -52,10 +56,31 @@ typedef struct {
     char entity[BUDGET_ID_BYTES_MAX + 1];
     char unit[BUDGET_UNIT_BYTES_MAX + 1];
     ledger_type type; /* 0: any */
+    bool has_actor;
+    uint32_t actor; /* the actor's uid */
+    bool has_ts_from, has_ts_to;
+    uint64_t ts_from, ts_to; /* ms since the epoch: from <= ts < to */
 } events_query;
 
 int request_decode_events(const msgpack_object *args, events_query *q, ledger_error *err);
-bool request_event_matches(const events_query *q, const ledger_event *ev);
+
+/* What request_event_matches says of one event. */
+typedef enum {
+    EVENT_NO = 0,
+    EVENT_YES = 1,
+    /* Every filter holds but the entity, and the event decides or withdraws an avrop: it
+     * matches when that avrop's allocation is the entity, which the caller looks up. */
+    EVENT_IF_AVROP_OF_ENTITY = 2,
+} event_match;
+
+/*
+ * Whether `ev` passes the filters of `q`. The entity filter takes the entity and everything
+ * that refers to it: an event matches when it names the entity as its id, frame, allocation
+ * or target (a frame's adjustments, allocations, their avrop and every decision and
+ * withdrawal on them all carry the frame), or when it decides or withdraws an avrop of an
+ * allocation that is the entity (EVENT_IF_AVROP_OF_ENTITY).
+ */
+event_match request_event_matches(const events_query *q, const ledger_event *ev);
 
 /* The result of a write: {"seq","hash","ts","type","id"}. */
 void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const uint8_t hash[32]);

@@ -11,8 +11,10 @@
  * fails, speculative is rebuilt from committed and the writes still waiting are checked again.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pwd.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +54,40 @@ static void on_signal(uv_signal_t *h, int signum)
     server_stop(s, 0);
 }
 
+/*
+ * SIGHUP: the access file is read again. Connections stay open; each one's grants are
+ * resolved again under the new rules. A file that cannot be read or parsed leaves the rules
+ * in force as they were, and the log says why.
+ */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    server *s = h->data;
+    access_rules *fresh = NULL;
+    char why[600];
+
+    (void)signum;
+    if (!s->access_path) {
+        log_warn("SIGHUP: there is no access file to read again (no --config)");
+        return;
+    }
+    if (access_load(s->access_path, &fresh, why, sizeof(why)) != 0) {
+        log_error("SIGHUP: the access file was not reloaded; the rules read before stay in "
+                  "force: %s",
+                  why);
+        return;
+    }
+    for (conn *c = s->conns; c; c = c->next)
+        access_resolve(fresh, &c->identity, &c->grants);
+    access_free(s->access);
+    s->access = fresh;
+    log_info("SIGHUP: reloaded %s: %zu rules", s->access_path, access_rule_count(fresh));
+}
+
+static void on_sweep(uv_timer_t *h)
+{
+    conn_sweep(h->data);
+}
+
 static void close_if_open(uv_handle_t *h)
 {
     if (!uv_is_closing(h))
@@ -69,6 +105,8 @@ void maybe_finish(server *s)
         return; /* the last close callback calls again */
     close_if_open((uv_handle_t *)&s->sigterm);
     close_if_open((uv_handle_t *)&s->sigint);
+    close_if_open((uv_handle_t *)&s->sighup);
+    close_if_open((uv_handle_t *)&s->sweep);
     close_if_open((uv_handle_t *)&s->writer_async);
     close_if_open((uv_handle_t *)&s->commit_check);
 }
@@ -81,7 +119,8 @@ void server_stop(server *s, int status)
         return;
     s->stopping = true;
     uv_close((uv_handle_t *)&s->listener, NULL);
-    if (unlink(s->socket_path) != 0 && errno != ENOENT)
+    /* A socket systemd made is systemd's: it stays, to start budgetd again on demand. */
+    if (!s->socket_activated && unlink(s->socket_path) != 0 && errno != ENOENT)
         log_warn("cannot remove %s: %s", s->socket_path, strerror(errno));
     maybe_finish(s);
 }
@@ -117,17 +156,126 @@ static int clear_stale_socket(const char *path)
     return 0;
 }
 
-static int server_listen(server *s)
+/* The first descriptor systemd passes (sd_listen_fds(3)), without linking libsystemd. */
+#define LISTEN_FDS_START 3
+
+/*
+ * The listening socket systemd passed: fd 3 when $LISTEN_PID is this process and $LISTEN_FDS
+ * is 1. Returns the fd, -1 when nothing was passed, or -2 (logged) when what was passed is
+ * not one listening UNIX stream socket. The variables are removed either way. `path` gets
+ * the socket's path.
+ */
+static int activated_socket(char *path, size_t path_size)
 {
-    int rc = clear_stale_socket(s->socket_path);
-    if (rc != 0)
+    const char *pid_text = getenv("LISTEN_PID"), *fds_text = getenv("LISTEN_FDS");
+    struct sockaddr_un addr;
+    socklen_t len = sizeof(addr);
+    int type = 0, listening = 0;
+    socklen_t optlen = sizeof(int);
+    char *end;
+
+    if (!pid_text || !fds_text)
+        return -1;
+    errno = 0;
+    unsigned long pid = strtoul(pid_text, &end, 10);
+    bool ours = errno == 0 && *end == '\0' && pid == (unsigned long)getpid();
+    unsigned long fds = strtoul(fds_text, &end, 10);
+    bool one = errno == 0 && *end == '\0' && fds == 1;
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (!ours)
+        return -1;
+    if (!one) {
+        log_error("systemd passed LISTEN_FDS=%s; budgetd takes exactly one socket", fds_text);
+        return -2;
+    }
+    int fd = LISTEN_FDS_START;
+    memset(&addr, 0, sizeof(addr));
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen) != 0 || type != SOCK_STREAM ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) != 0 || !listening ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) != 0 || addr.sun_family != AF_UNIX) {
+        log_error("the socket systemd passed is not a listening UNIX stream socket "
+                  "(ListenStream= with a path)");
+        return -2;
+    }
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    snprintf(path, path_size, "%.*s", (int)(len - offsetof(struct sockaddr_un, sun_path)),
+             addr.sun_path);
+    return fd;
+}
+
+/*
+ * Makes the socket's folder when it is missing: mode 0750 and the socket's group, so that
+ * the group can reach the socket and others cannot even see it. A folder that exists is left
+ * as it is (it may be /tmp); only the last component is made.
+ */
+static int make_socket_dir(const server_config *cfg)
+{
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+
+    snprintf(dir, sizeof(dir), "%s", cfg->socket_path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    mode_t old = umask(0027);
+    int rc = mkdir(dir, 0750);
+    umask(old);
+    if (rc != 0 && errno == EEXIST)
+        return 0;
+    if (rc != 0 || (cfg->socket_group_set && chown(dir, (uid_t)-1, (gid_t)cfg->socket_group))) {
+        rc = -errno;
+        log_error("cannot make the socket's folder %s: %s", dir, strerror(errno));
         return rc;
+    }
+    log_info("made the socket's folder %s (mode 0750)", dir);
+    return 0;
+}
+
+static int server_listen(server *s, const server_config *cfg)
+{
+    static char activated_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+    int fd = activated_socket(activated_path, sizeof(activated_path));
+    int rc;
+
+    if (fd == -2)
+        return -EINVAL;
     uv_pipe_init(s->loop, &s->listener, 0);
     s->listener.data = s;
-    /* The socket is created 0660 (owner and group), never more open, not even for a moment. */
+    if (fd >= 0) {
+        s->socket_activated = true;
+        s->socket_path = activated_path;
+        rc = uv_pipe_open(&s->listener, fd);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
+        if (rc != 0) {
+            log_error("cannot listen on the socket systemd passed: %s", uv_strerror(rc));
+            uv_close((uv_handle_t *)&s->listener, NULL);
+        }
+        return rc;
+    }
+    rc = make_socket_dir(cfg);
+    if (rc == 0)
+        rc = clear_stale_socket(s->socket_path);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&s->listener, NULL);
+        return rc;
+    }
+    /* The socket is created 0660 (owner and group), never more open, not even for a moment;
+     * then it is given its group, which only opens it to that group. */
     mode_t old = umask(0117);
     rc = uv_pipe_bind(&s->listener, s->socket_path);
     umask(old);
+    if (rc == 0 && cfg->socket_group_set &&
+        chown(s->socket_path, (uid_t)-1, (gid_t)cfg->socket_group) != 0) {
+        rc = -errno;
+        log_error("cannot give %s the group %u: %s", s->socket_path, cfg->socket_group,
+                  strerror(errno));
+        unlink(s->socket_path);
+        uv_close((uv_handle_t *)&s->listener, NULL);
+        return rc;
+    }
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
     if (rc != 0) {
@@ -137,13 +285,27 @@ static int server_listen(server *s)
     return rc;
 }
 
+/* How often the sweep looks for idle connections and late frames: a quarter of the shorter
+ * limit, at most a second, so either is enforced within 25% of its value. */
+static uint64_t sweep_interval_ms(const server *s)
+{
+    uint64_t ms = 1000;
+    if (s->frame_timeout_ms / 4 < ms)
+        ms = s->frame_timeout_ms / 4;
+    if (s->idle_timeout_ms / 4 < ms)
+        ms = s->idle_timeout_ms / 4;
+    return ms < 10 ? 10 : ms;
+}
+
 int server_run(const server_config *cfg)
 {
     server *s = calloc(1, sizeof(*s));
     int status;
 
-    if (!s)
+    if (!s) {
+        access_free(cfg->access);
         return 1;
+    }
     s->loop = uv_default_loop();
     s->socket_path = cfg->socket_path;
     s->store = cfg->store;
@@ -155,9 +317,16 @@ int server_run(const server_config *cfg)
     memcpy(s->spec_hash, cfg->head_hash, sizeof(s->spec_hash));
     s->pending = &s->batches[0];
     s->started_ms = now_ms();
+    s->access = cfg->access;
+    s->access_path = cfg->access_path;
+    s->connections_max = cfg->connections_max;
+    s->connections_per_uid_max = cfg->connections_per_uid_max;
+    s->idle_timeout_ms = cfg->idle_timeout_ms;
+    s->frame_timeout_ms = cfg->frame_timeout_ms;
     if (!s->speculative) {
         log_error("out of memory");
         ledger_free(s->committed);
+        access_free(s->access);
         free(s);
         return 1;
     }
@@ -173,10 +342,16 @@ int server_run(const server_config *cfg)
     s->sigterm.data = s->sigint.data = s;
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_init(s->loop, &s->sighup);
+    s->sighup.data = s;
+    uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+    uv_timer_init(s->loop, &s->sweep);
+    s->sweep.data = s;
+    uv_timer_start(&s->sweep, on_sweep, sweep_interval_ms(s), sweep_interval_ms(s));
     signal(SIGPIPE, SIG_IGN);
     uv_thread_create(&s->writer, writer_main, s);
 
-    if (server_listen(s) != 0) {
+    if (server_listen(s, cfg) != 0) {
         s->stopping = true;
         s->exit_status = 1;
         maybe_finish(s);
@@ -198,6 +373,7 @@ int server_run(const server_config *cfg)
     log_info("stopped at head %llu", (unsigned long long)s->committed_head);
     ledger_free(s->committed);
     ledger_free(s->speculative);
+    access_free(s->access);
     batch_free(&s->batches[0]);
     batch_free(&s->batches[1]);
     free(s);

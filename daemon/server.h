@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "access.h"
 #include "budget/protocol.h"
 #include "ledger.h"
 #include "store.h"
@@ -20,13 +21,25 @@ typedef struct {
     ledger *ledger;
     uint64_t head;
     uint8_t head_hash[BUDGET_HASH_BYTES];
+    /* Who may do what; the server owns the rules from here on. `access_path` is the file they
+     * came from, read again on SIGHUP; NULL when there is none. */
+    access_rules *access;
+    const char *access_path;
+    /* The group the socket (and a folder made for it) is given; else the daemon's own. */
+    bool socket_group_set;
+    uint32_t socket_group;
+    /* Connections at once, in all and per uid; idle time before a connection is closed; time
+     * from a frame's first byte to its last. */
+    uint32_t connections_max, connections_per_uid_max;
+    uint64_t idle_timeout_ms, frame_timeout_ms;
 } server_config;
 
 /*
- * Listens and serves until SIGTERM or SIGINT (exit status 0: the batch in flight finished,
- * the socket removed) or a sync failure (exit status 1: nothing unacknowledged may be
- * trusted, a restart replays what is on disk). Returns the exit status; the caller closes the
- * store.
+ * Listens (on the socket systemd passed, when LISTEN_FDS says so) and serves until SIGTERM
+ * or SIGINT (exit status 0: the batch in flight finished, the socket removed) or a sync
+ * failure (exit status 1: nothing unacknowledged may be trusted, a restart replays what is
+ * on disk). SIGHUP reads the access file again. Returns the exit status; the caller closes
+ * the store.
  */
 int server_run(const server_config *cfg);
 

@@ -15,6 +15,7 @@
 
 #include "budget/limits.h"
 #include "budget/protocol.h"
+#include "access.h"
 #include "ledger.h"
 #include "request.h"
 #include "store.h"
@@ -35,6 +36,10 @@ struct conn {
     uv_pipe_t pipe;
     server *srv;
     ledger_actor actor;
+    access_identity identity; /* uid and groups, from the kernel and the group database */
+    access_grants grants;     /* what the identity holds under srv->access */
+    uint64_t active_ms;       /* loop time of the last byte read or answer written */
+    uint64_t frame_begun_ms;  /* loop time the unfinished frame in `recv` began; 0: none */
     uint8_t *recv;
     size_t recv_len, recv_cap;
     slot slots[BUDGET_CONN_INFLIGHT_MAX];
@@ -138,6 +143,16 @@ struct server {
     uint64_t sub_fallbacks; /* times a live subscriber fell back to catching up */
     /* audit_ops.c */
     bool backup_running;
+
+    /* Access and connection limits (server.c, conn.c) */
+    uv_signal_t sighup; /* reloads the access file */
+    uv_timer_t sweep;   /* closes idle connections and frames past their deadline */
+    access_rules *access;
+    const char *access_path; /* NULL: no access file, every identity holds every role */
+    bool socket_activated;   /* the listener came from systemd: never unlinked here */
+    uint32_t connections_max, connections_per_uid_max;
+    uint64_t idle_timeout_ms, frame_timeout_ms;
+    uint64_t connections_timed_out; /* idle, or a frame past its deadline */
 };
 
 /* A response under construction: the frame header is patched in when it is finished. */
@@ -166,6 +181,10 @@ void conn_unref(conn *c);
 void conn_write_answered(conn *c);
 void conn_close(conn *c);
 void on_connection(uv_stream_t *listener, int status);
+/* Closes, each with an error frame and a log line, the connections idle for longer than
+ * idle_timeout_ms (not subscribers, nor those waiting for an answer) and those whose
+ * unfinished frame began more than frame_timeout_ms ago. Run by the server's sweep timer. */
+void conn_sweep(server *s);
 
 /* commit.c */
 void admit_write(server *s, const batch_entry *in);

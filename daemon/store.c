@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,6 +51,10 @@ _Static_assert(sizeof(size_t) >= 8, "the store maps up to a terabyte: it needs 6
 #define STORE_APPEND_TRIES_MAX 64
 /* Shown of a foreign format mark in an error message. */
 #define STORE_FORMAT_SHOWN_MAX 32
+/* A scan unmaps the pages it has read after every this many events (release_map_pages). */
+#define STORE_SCAN_RELEASE_EVENTS 65536
+/* Bytes below the next event that a scan asks the CPU for ahead of use (prefetch_from). */
+#define STORE_SCAN_PREFETCH_BYTES 1024
 
 struct store {
     MDB_env *env;
@@ -61,6 +66,7 @@ struct store {
     void *fault_ctx;
     /* Writer thread only: set when a commit's outcome is unknown; every later append fails. */
     bool broken;
+    bool read_only; /* store_options.read_only: set once at open */
 
     pthread_mutex_t lock;        /* guards every field below */
     pthread_cond_t readers_gone; /* readers_live fell to 0 while a growth waits */
@@ -207,7 +213,7 @@ static bool data_file_is_new(const char *dir)
  */
 static int open_env(store *s, const char *dir, size_t map_initial, char *why, size_t why_size)
 {
-    bool fresh = data_file_is_new(dir);
+    bool fresh = !s->read_only && data_file_is_new(dir);
     int rc = mdb_env_create(&s->env);
     if (rc != 0)
         return open_failed(why, why_size, dir, "cannot create an LMDB environment", rc);
@@ -217,13 +223,13 @@ static int open_env(store *s, const char *dir, size_t map_initial, char *why, si
     if (rc == 0 && fresh)
         rc = mdb_env_set_mapsize(s->env, map_initial);
     if (rc == 0)
-        rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0640);
+        rc = mdb_env_open(s->env, dir, MDB_NOTLS | (s->read_only ? MDB_RDONLY : 0), 0640);
     if (rc != 0)
         goto failed;
 
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
-    if (info.me_mapsize < map_initial) {
+    if (!s->read_only && info.me_mapsize < map_initial) {
         rc = mdb_env_set_mapsize(s->env, map_initial);
         if (rc != 0)
             goto failed;
@@ -360,11 +366,13 @@ static int open_databases(store *s, const char *dir, char *why, size_t why_size)
 {
     MDB_txn *txn;
     MDB_dbi meta_dbi;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    int rc = mdb_txn_begin(s->env, NULL, s->read_only ? MDB_RDONLY : 0, &txn);
     if (rc != 0)
         return open_failed(why, why_size, dir, "cannot begin a write transaction", rc);
     rc = mdb_dbi_open(txn, "meta", 0, &meta_dbi);
-    if (rc == MDB_NOTFOUND)
+    if (rc == MDB_NOTFOUND && s->read_only)
+        rc = open_refused(why, why_size, dir, "not a budgetd store (no format mark)");
+    else if (rc == MDB_NOTFOUND)
         rc = create_layout(s, txn, dir, why, why_size);
     else if (rc == 0)
         rc = check_layout(s, txn, meta_dbi, dir, why, why_size);
@@ -406,11 +414,12 @@ int store_open(store **out, const char *dir, const store_options *opt, char *why
     s->map_bytes_max = map_max;
     s->fault = o.fault;
     s->fault_ctx = o.fault_ctx;
+    s->read_only = o.read_only;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->readers_gone, NULL);
     pthread_cond_init(&s->gate_opened, NULL);
 
-    int rc = make_dir(dir, why, why_size);
+    int rc = o.read_only ? 0 : make_dir(dir, why, why_size);
     if (rc == 0)
         rc = open_env(s, dir, map_initial, why, why_size);
     if (rc == 0) {
@@ -704,8 +713,40 @@ int store_reader_find_id(store_reader *r, const char *id, size_t len, uint64_t *
 }
 
 /*
+ * Drops this process's mapping of the map's pages from `lo` to `hi` (pointers into the map):
+ * they stay in the kernel's page cache and a later read maps them again with a minor fault.
+ * Without it every page that start-up replay, `verify` or `balances as_of` has read stays in
+ * the daemon's resident set: the whole log, hundreds of MiB at a million events, that nothing
+ * needs mapped. The map is read-only and shared (no MDB_WRITEMAP), so nothing is lost. The
+ * caller holds a reader, so the map cannot move meanwhile.
+ */
+static void release_map_pages(const uint8_t *lo, const uint8_t *hi)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)lo & ~(page - 1);
+    uintptr_t end = ((uintptr_t)hi + page - 1) & ~(page - 1);
+    madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
+/*
+ * Asks the CPU for an event's bytes and for the bytes below it, ahead of use. Appended keys
+ * fill an LMDB page downwards from its end, so the events that follow this one in the log sit
+ * just below it in the same page: a scan reads the map in a pattern the hardware prefetcher
+ * does not follow on its own. Only a hint: a prefetch never faults, and stays in the page.
+ */
+static void prefetch_from(const uint8_t *data, size_t size)
+{
+    const uint8_t *page = (const uint8_t *)((uintptr_t)data & ~(uintptr_t)4095);
+    for (size_t at = 0; at < size; at += 64)
+        __builtin_prefetch(data + at);
+    for (const uint8_t *p = data - 64; p >= page && p + STORE_SCAN_PREFETCH_BYTES > data; p -= 64)
+        __builtin_prefetch(p);
+}
+
+/*
  * O(events after `after`). Checks on the way that seqs run without a gap up to the head this
- * reader saw.
+ * reader saw. A long scan unmaps the pages it has read as it goes (release_map_pages), so the
+ * log it reads never stays in the resident set.
  */
 int store_reader_scan(store_reader *r, uint64_t after, store_scan_fn fn, void *ctx)
 {
@@ -721,6 +762,7 @@ int store_reader_scan(store_reader *r, uint64_t after, store_scan_fn fn, void *c
     seq_encode(seq_key, expect);
     MDB_val key = {STORE_SEQ_BYTES, seq_key};
     MDB_val val;
+    const uint8_t *lo = NULL, *hi = NULL; /* the span of the map this scan has read */
     int result = 0;
     rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
     while (rc == 0) {
@@ -729,13 +771,33 @@ int store_reader_scan(store_reader *r, uint64_t after, store_scan_fn fn, void *c
             result = BUDGET_EINTERNAL;
             break;
         }
-        result = fn(ctx, expect, (store_val){val.mv_data, val.mv_size});
+        const uint8_t *data = val.mv_data;
+        if (lo == NULL || data < lo)
+            lo = data;
+        if (data + val.mv_size > hi)
+            hi = data + val.mv_size;
+        /* The next entry is found, and its bytes asked for, before `fn` runs on this one, so
+         * that the memory latency of what follows overlaps the work on this one. Both stay
+         * valid: nothing writes in a read transaction. */
+        MDB_val next_key, next_val;
+        int next_rc = mdb_cursor_get(cursor, &next_key, &next_val, MDB_NEXT);
+        if (next_rc == 0)
+            prefetch_from(next_val.mv_data, next_val.mv_size);
+        result = fn(ctx, expect, (store_val){data, val.mv_size});
         if (result != 0)
             break;
         expect++;
-        rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+        if ((expect - after - 1) % STORE_SCAN_RELEASE_EVENTS == 0) {
+            release_map_pages(lo, hi);
+            lo = hi = NULL;
+        }
+        key = next_key;
+        val = next_val;
+        rc = next_rc;
     }
     mdb_cursor_close(cursor);
+    if (expect - (after + 1) >= STORE_SCAN_RELEASE_EVENTS && lo != NULL)
+        release_map_pages(lo, hi);
     if (result != 0)
         return result;
     if (rc != MDB_NOTFOUND)
@@ -759,4 +821,74 @@ void store_get_stats(store *s, store_stats *out)
     pthread_mutex_unlock(&s->lock);
     out->map_used_bytes =
         info.me_mapsize != 0 ? ((uint64_t)info.me_last_pgno + 1) * s->lmdb_page_bytes : 0;
+}
+
+void store_reader_release(store_reader *r, const void *lo, const void *hi)
+{
+    (void)r; /* holding it keeps the map from moving meanwhile */
+    if (lo != NULL && hi != NULL && lo < hi)
+        release_map_pages(lo, hi);
+}
+
+/* ---- backup ---- */
+
+const char *store_folder(store *s)
+{
+    const char *path = NULL;
+    return mdb_env_get_path(s->env, &path) == 0 ? path : NULL;
+}
+
+/*
+ * A copy reads every page through the map. LMDB does not say where the map starts (without
+ * MDB_FIXEDMAP), so the span between the first and last entries of both databases stands for
+ * it: nearly every page of the file lies in it. Called inside the gate.
+ */
+static void release_copied_pages(store *s)
+{
+    static const MDB_cursor_op ends[2] = {MDB_FIRST, MDB_LAST};
+    MDB_dbi dbis[2] = {s->events, s->ids};
+    const uint8_t *lo = NULL, *hi = NULL;
+    MDB_txn *txn;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return;
+    for (int i = 0; i < 2; i++) {
+        MDB_cursor *cursor;
+        MDB_val key, val;
+        if (mdb_cursor_open(txn, dbis[i], &cursor) != 0)
+            continue;
+        for (int e = 0; e < 2; e++) {
+            if (mdb_cursor_get(cursor, &key, &val, ends[e]) != 0)
+                continue;
+            const uint8_t *p = val.mv_data;
+            if (lo == NULL || p < lo)
+                lo = p;
+            if (p + val.mv_size > hi)
+                hi = p + val.mv_size;
+        }
+        mdb_cursor_close(cursor);
+    }
+    if (lo != NULL)
+        release_map_pages(lo, hi);
+    mdb_txn_abort(txn);
+}
+
+/*
+ * mdb_env_copy2 reads through its own read transaction, pointing into the map the whole
+ * time: the copy holds the gate like any reader, so a growth waits for it to end.
+ */
+int store_backup(store *s, const char *dir, char *why, size_t why_size)
+{
+    int rc = gate_enter(s);
+    if (rc != 0) {
+        snprintf(why, why_size, "the store is not readable now");
+        return rc;
+    }
+    rc = mdb_env_copy2(s->env, dir, MDB_CP_COMPACT);
+    release_copied_pages(s);
+    gate_leave(s);
+    if (rc != 0) {
+        snprintf(why, why_size, "copy into %s failed: %s", dir, mdb_strerror(rc));
+        return BUDGET_EUNAVAILABLE;
+    }
+    return 0;
 }

@@ -41,6 +41,9 @@ typedef struct {
     size_t map_bytes_max;     /* 0: 1 TiB */
     store_fault_fn fault;     /* NULL in production */
     void *fault_ctx;
+    /* Open an existing store for reading only (an audit of a backup): DIR is not created,
+     * nothing is written, store_append fails. */
+    bool read_only;
 } store_options;
 
 /*
@@ -99,5 +102,25 @@ typedef struct {
     uint64_t events;
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
+
+/*
+ * Drops this process's mapping of the pages that hold the values from `lo` to `hi` (views
+ * read through `r`, which must still be live): they stay in the kernel's page cache. For a
+ * long read done in short scans (a subscription's catch-up pages), which store_reader_scan
+ * does not release on its own. The views stay valid; reading them faults the pages in again.
+ */
+void store_reader_release(store_reader *r, const void *lo, const void *hi);
+
+/* The folder the store was opened at (owned by the store), or NULL. */
+const char *store_folder(store *s);
+
+/*
+ * Writes a compacted copy of the store into `dir`, which must exist, be writable and be
+ * empty: LMDB's mdb_env_copy2 with MDB_CP_COMPACT, from one read snapshot, free pages left
+ * out. Appends go on meanwhile; a map growth waits until the copy ends. Any thread that
+ * holds no reader; O(size of the store). Returns 0, or BUDGET_EUNAVAILABLE with `why` set
+ * (the copy may be partial: the caller removes it).
+ */
+int store_backup(store *s, const char *dir, char *why, size_t why_size);
 
 #endif

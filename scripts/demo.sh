@@ -2,13 +2,45 @@
 # The main job: build budgetd, start it on a temporary data folder, load the decision
 # "Utökat trygghetsarbete, fördelning av kommunstyrelsens utökade ram år 2021"
 # (KS 2021-08-24 § 241), print the balances, and stop the daemon.
+#
+# Two identities take part, as the four-eyes rule wants: you, as the board's clerk (admin,
+# clerk, auditor, and approver too: roles never lift four-eyes), and a second local user,
+# budgetd-demo-approver, who decides what you propose (approver).
+# The second user is made when missing (useradd --system), which needs root or sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 bin=${BUILD_DIR:-build}
+approver=budgetd-demo-approver
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+  if ! sudo -n true 2>/dev/null; then
+    echo "demo: the approver runs as a second local user; run the demo as root or with sudo" >&2
+    exit 1
+  fi
+  as_root=(sudo -n)
+fi
+if ! id "$approver" >/dev/null 2>&1; then
+  "${as_root[@]}" useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin "$approver"
+fi
 work=$(mktemp -d -t budgetd-demo.XXXXXX)
-export BUDGETD_SOCKET="$work/budgetd.sock"
+# The approver passes through to the socket's folder, which budgetd makes for the socket's
+# group (mode 0750); it runs a copy of budgetctl from here.
+chmod 0711 "$work"
+mkdir "$work/bin"
+cp "$bin/budgetctl" "$work/bin/budgetctl"
+chmod 0755 "$work/bin" "$work/bin/budgetctl"
+export BUDGETD_SOCKET="$work/run/budgetd.sock"
+cat >"$work/access" <<ACCESS
+# Who may do what in this demo (docs/operations.md, "The access file").
+user $(id -u) admin
+user $(id -u) clerk
+user $(id -u) auditor
+user $(id -u) approver
+user $approver approver
+ACCESS
 daemon_pid=
 cleanup() {
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
@@ -19,7 +51,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin/budgetd" --data "$work/data" --log-level warn 2>"$work/budgetd.log" &
+"$bin/budgetd" --data "$work/data" --config "$work/access" --socket-group "$approver" \
+  --log-level warn 2>"$work/budgetd.log" &
 daemon_pid=$!
 for _ in $(seq 100); do
   "$bin/budgetctl" hello >/dev/null 2>&1 && break
@@ -32,6 +65,15 @@ ctl() {
   done
   echo "$shown"
   "$bin/budgetctl" "$@"
+}
+# budgetctl as the approver.
+ctl_approver() {
+  local shown="\$ budgetctl" a
+  for a in "$@"; do
+    case "$a" in *[[:space:]\'\"\$]*) shown+=" \"$a\"" ;; *) shown+=" $a" ;; esac
+  done
+  echo "$shown      (as $approver)"
+  "${as_root[@]}" runuser -u "$approver" -- "$work/bin/budgetctl" --socket "$BUDGETD_SOCKET" "$@"
 }
 
 echo "== The board's frame: KS 2021-08-24 § 241 extends KS's 2021 frame by 3 mkr"
@@ -48,15 +90,23 @@ ctl allocate ks-2021-trygghet --id ks-trygghet --unit KS --amount "1,5 mkr" \
   --purpose "Förstärkt trygghetsarbete, bland annat ordningsvakter"
 
 echo
-echo "== The board decides"
+echo "== Four-eyes: whoever proposed may not approve it, whatever roles it holds"
+ctl approve son-trygghet --id beslut-son-trygghet --reference "KS 2021-09-28 § 270" || true
+
+echo
+echo "== The board decides, through its approver"
+ctl_approver hello
 for a in son-trygghet kfn-fritid ks-trygghet; do
-  ctl approve "$a" --id "beslut-$a" --reference "KS 2021-09-28 § 270"
+  ctl_approver approve "$a" --id "beslut-$a" --reference "KS 2021-09-28 § 270"
 done
+echo "   (an approver grants no frames)"
+ctl_approver grant --unit KS --year 2021 --amount "1 kr" --title "Egen ram" || true
 
 echo
 echo "== SON calls off part of its share (avrop), and it is approved"
 ctl avrop son-trygghet --id son-avrop-1 --amount "400 tkr" --note "Fältorganisationen, hösten 2021"
-ctl approve son-avrop-1 --id beslut-son-avrop-1 --reference "KS ordförandebeslut 2021-10-15"
+ctl_approver approve son-avrop-1 --id beslut-son-avrop-1 \
+  --reference "KS ordförandebeslut 2021-10-15"
 
 echo
 echo "== No krona is promised twice: one öre more than the frame is refused"

@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -62,9 +64,30 @@ static void child_reset(pid_t parent)
         _exit(127);
 }
 
-/* Starts `argv` with stdin from /dev/null, stdout into `out_fd` and stderr into `err_fd`.
- * Returns the pid or -1. */
-static pid_t spawn(const char *const *argv, int out_fd, int err_fd)
+const e2e_identity e2e_other = {E2E_OTHER_UID, E2E_OTHER_GID, {0}, 0};
+
+/*
+ * Makes the calling thread `who`: its groups, then its group and user as effective ids.
+ * Raw system calls change only the calling thread (glibc's wrappers would change every
+ * thread of the process). The real and saved ids stay root's. 0 or a negative errno.
+ */
+static int become(const e2e_identity *who)
+{
+    gid_t groups[5];
+    int n = 0;
+    groups[n++] = (gid_t)who->gid;
+    for (int i = 0; i < who->groups_count && i < 4; i++)
+        groups[n++] = (gid_t)who->groups[i];
+    if (syscall(SYS_setgroups, n, groups) != 0 ||
+        syscall(SYS_setresgid, (gid_t)-1, (gid_t)who->gid, (gid_t)-1) != 0 ||
+        syscall(SYS_setresuid, (uid_t)-1, (uid_t)who->uid, (uid_t)-1) != 0)
+        return -errno;
+    return 0;
+}
+
+/* Starts `argv` with stdin from /dev/null, stdout into `out_fd` and stderr into `err_fd`,
+ * as `who` (NULL: as this process). Returns the pid or -1. */
+static pid_t spawn_as(const char *const *argv, int out_fd, int err_fd, const e2e_identity *who)
 {
     pid_t parent = getpid();
     int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -77,11 +100,20 @@ static pid_t spawn(const char *const *argv, int out_fd, int err_fd)
         dup2(null_fd, STDIN_FILENO);
         dup2(out_fd, STDOUT_FILENO);
         dup2(err_fd, STDERR_FILENO);
+        /* All of its ids, real and saved too: the child is that user for good. */
+        if (who && (become(who) != 0 || syscall(SYS_setresgid, who->gid, who->gid, who->gid) ||
+                    syscall(SYS_setresuid, who->uid, who->uid, who->uid)))
+            _exit(126);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
     close(null_fd);
     return pid;
+}
+
+static pid_t spawn(const char *const *argv, int out_fd, int err_fd)
+{
+    return spawn_as(argv, out_fd, err_fd, NULL);
 }
 
 static bool socket_answers(const char *path)
@@ -93,10 +125,20 @@ static bool socket_answers(const char *path)
     return true;
 }
 
-/* Starts budgetd on the daemon's folder and waits until its socket answers. */
-static int launch(e2e_daemon *d)
+/* Arguments given to budgetd after the usual ones. */
+#define EXTRA_ARGS_MAX 16
+
+/* Starts budgetd on the daemon's folder and waits until its socket answers. Its socket's
+ * group is E2E_OTHER_GID, so that the second identity of the suites can open it. */
+static int launch(e2e_daemon *d, const char *const *extra)
 {
-    const char *argv[] = {BUDGETD_PATH, "--data", d->data, "--socket", d->socket, NULL};
+    const char *argv[8 + EXTRA_ARGS_MAX + 1] = {BUDGETD_PATH,      "--data",  d->data,
+                                                "--socket",        d->socket, "--socket-group",
+                                                E2E_OTHER_GID_TEXT};
+    int argc = 7;
+    for (int i = 0; extra && extra[i] && i < EXTRA_ARGS_MAX; i++)
+        argv[argc++] = extra[i];
+    argv[argc] = NULL;
     int log_fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd < 0) {
         fprintf(stderr, "e2e: cannot open %s: %s\n", d->log, strerror(errno));
@@ -135,6 +177,11 @@ static int launch(e2e_daemon *d)
 
 int e2e_daemon_start(e2e_daemon *d)
 {
+    return e2e_daemon_start_with(d, NULL);
+}
+
+int e2e_daemon_start_with(e2e_daemon *d, const char *const *extra)
+{
     const char *tmp = getenv("TMPDIR");
     memset(d, 0, sizeof(*d));
     /* The socket path must fit a sockaddr_un: a long $TMPDIR is not used. */
@@ -148,16 +195,26 @@ int e2e_daemon_start(e2e_daemon *d)
     snprintf(d->data, sizeof(d->data), "%s/data", d->dir);
     snprintf(d->socket, sizeof(d->socket), "%s/budgetd.sock", d->dir);
     snprintf(d->log, sizeof(d->log), "%s/budgetd.log", d->dir);
-    return launch(d);
+    /* Others may pass through to the socket (which its mode and group guard), no further. */
+    if (chmod(d->dir, 0711) != 0) {
+        fprintf(stderr, "e2e: chmod %s: %s\n", d->dir, strerror(errno));
+        return -1;
+    }
+    return launch(d, extra);
 }
 
 int e2e_daemon_restart(e2e_daemon *d)
+{
+    return e2e_daemon_restart_with(d, NULL);
+}
+
+int e2e_daemon_restart_with(e2e_daemon *d, const char *const *extra)
 {
     if (d->pid != 0) {
         fprintf(stderr, "e2e: restart of a daemon that still runs\n");
         return -1;
     }
-    return launch(d);
+    return launch(d, extra);
 }
 
 int e2e_daemon_stop(e2e_daemon *d, int signum, int timeout_ms, int *status)
@@ -320,6 +377,12 @@ static int reap(pid_t pid, int64_t deadline)
 
 int e2e_ctl_argv(const e2e_daemon *d, e2e_ctl_result *r, int argc, const char *const *argv)
 {
+    return e2e_ctl_argv_as(d, NULL, r, argc, argv);
+}
+
+int e2e_ctl_argv_as(const e2e_daemon *d, const e2e_identity *who, e2e_ctl_result *r, int argc,
+                    const char *const *argv)
+{
     const char *full[CTL_ARGS_MAX + 4] = {BUDGETCTL_PATH, "--socket", d->socket};
     int out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
     growing out = {0}, err = {0};
@@ -334,7 +397,7 @@ int e2e_ctl_argv(const e2e_daemon *d, e2e_ctl_result *r, int argc, const char *c
     full[3 + argc] = NULL;
 
     if (pipe2(out_pipe, O_CLOEXEC) == 0 && pipe2(err_pipe, O_CLOEXEC) == 0) {
-        pid_t pid = spawn(full, out_pipe[1], err_pipe[1]);
+        pid_t pid = spawn_as(full, out_pipe[1], err_pipe[1], who);
         close(out_pipe[1]);
         close(err_pipe[1]);
         out_pipe[1] = err_pipe[1] = -1;
@@ -588,6 +651,99 @@ void e2e_kv_uint(e2e_buf *b, const char *key, uint64_t value)
 {
     e2e_pack_str(b, key);
     msgpack_pack_uint64(&b->pk, value);
+}
+
+/* ---- other identities ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *path;
+    const e2e_identity *who;
+    bool raw;
+    budget_client *client;
+    int fd;
+    int rc;
+} connect_job;
+
+static void *connect_as_thread(void *arg)
+{
+    connect_job *j = arg;
+    j->rc = become(j->who);
+    if (j->rc != 0)
+        return NULL;
+    if (!j->raw) {
+        j->rc = budget_client_connect(j->path, &j->client);
+        return NULL;
+    }
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", j->path);
+    j->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (j->fd < 0 || connect(j->fd, (const struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        j->rc = -errno;
+        if (j->fd >= 0)
+            close(j->fd);
+        j->fd = -1;
+    }
+    return NULL;
+}
+
+/* Runs the connect on a thread of its own, which ends with the identity it took. */
+static int connect_as(connect_job *j)
+{
+    pthread_t t;
+    struct timespec deadline;
+    if (pthread_create(&t, NULL, connect_as_thread, j) != 0)
+        return -EAGAIN;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += E2E_FRAME_TIMEOUT_MS / 1000;
+    if (pthread_timedjoin_np(t, NULL, &deadline) != 0) {
+        /* A connect that hangs: the thread keeps `j`, which is left to it. */
+        pthread_detach(t);
+        return -ETIMEDOUT;
+    }
+    return j->rc;
+}
+
+int e2e_client_connect_as(const char *path, const e2e_identity *who, budget_client **out)
+{
+    connect_job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return -ENOMEM;
+    j->path = path;
+    j->who = who;
+    int rc = connect_as(j);
+    if (rc == -ETIMEDOUT)
+        return rc;
+    *out = j->client;
+    free(j);
+    return rc;
+}
+
+budget_client *e2e_client_as(const e2e_daemon *d, const e2e_identity *who)
+{
+    budget_client *c = NULL;
+    int rc = e2e_client_connect_as(d->socket, who, &c);
+    e2e_assert(rc == 0 && c != NULL, "connect to %s as uid %u: %s", d->socket, who->uid,
+               strerror(-rc));
+    return c;
+}
+
+int e2e_raw_connect_as(const char *path, const e2e_identity *who)
+{
+    connect_job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return -ENOMEM;
+    j->path = path;
+    j->who = who;
+    j->raw = true;
+    j->fd = -1;
+    int rc = connect_as(j);
+    if (rc == -ETIMEDOUT)
+        return rc;
+    int fd = rc == 0 ? j->fd : rc;
+    free(j);
+    return fd;
 }
 
 /* ---- the client library ---------------------------------------------------------------------- */

@@ -186,6 +186,49 @@ uint64_t e2e_map_uint(const msgpack_object *map, const char *key);
 /* True when the str under `key` of a msgpack map is exactly `expected`. */
 bool e2e_map_str_is(const msgpack_object *map, const char *key, const char *expected);
 
+/* ---- other identities ------------------------------------------------------------------------ */
+
+/*
+ * Clients as another user. The suites run as root (as in CI); a client that must be someone
+ * else (an approval: four-eyes forbids deciding one's own proposal) connects as one of these.
+ * The daemons started here give their socket the group E2E_OTHER_GID (--socket-group) and
+ * their folder mode 0711, so E2E_OTHER can open it and a user outside that group cannot.
+ */
+#define E2E_OTHER_UID 65534u /* nobody */
+#define E2E_OTHER_GID 65534u /* nogroup */
+#define E2E_OTHER_GID_TEXT "65534"
+
+typedef struct {
+    uint32_t uid;
+    uint32_t gid;       /* its group: the one the daemon reads from SO_PEERCRED */
+    uint32_t groups[4]; /* its other groups (the kernel checks the socket's group against all) */
+    int groups_count;
+} e2e_identity;
+
+/* nobody/nogroup: the second identity of every suite. */
+extern const e2e_identity e2e_other;
+
+/*
+ * Connects to `path` as `who`, from a thread that takes that identity for the connect only
+ * (the rest of the process stays root): the kernel checks the socket's permissions for it,
+ * and the daemon sees it as the peer for as long as the connection lives. Returns 0, or a
+ * negative errno (-EACCES when `who` may not open the socket; -EPERM when this process may
+ * not switch identities, i.e. it does not run as root).
+ */
+int e2e_client_connect_as(const char *path, const e2e_identity *who, budget_client **out);
+/* The same, asserting success. */
+budget_client *e2e_client_as(const e2e_daemon *d, const e2e_identity *who);
+/* A raw connection as `who`: the fd, or a negative errno. */
+int e2e_raw_connect_as(const char *path, const e2e_identity *who);
+/* e2e_ctl_argv, with budgetctl run as `who`. */
+int e2e_ctl_argv_as(const e2e_daemon *d, const e2e_identity *who, e2e_ctl_result *r, int argc,
+                    const char *const *argv);
+
+/* e2e_daemon_start / e2e_daemon_restart with more arguments for budgetd (NULL-terminated, at
+ * most 16): --config, limits. */
+int e2e_daemon_start_with(e2e_daemon *d, const char *const *extra);
+int e2e_daemon_restart_with(e2e_daemon *d, const char *const *extra);
+
 /* ---- JSON ------------------------------------------------------------------------------------ */
 
 typedef enum {

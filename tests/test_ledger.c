@@ -655,13 +655,41 @@ Test(ledger, only_the_proposer_may_withdraw)
     OK_AS(UID_SON, withdraw("w2", "v1", ""));
 }
 
-Test(ledger, a_decision_by_the_proposer_is_recorded_with_its_actor)
+Test(ledger, four_eyes_the_proposer_never_decides_its_allocation)
 {
-    /* The four-eyes rule is not enforced yet: the decider is recorded for the audit. */
     OK(grant("f1", "KS", 2021, 1000, "Ram", ""));
     OK(propose("a1", "f1", "SON", 100, "X"));
-    OK_AS(UID_KS, approve("d1", "a1"));
-    cr_assert_eq(last_ev.actor.uid, UID_KS);
+    FAILS_AS(UID_KS, approve("d1", "a1"), BUDGET_EFORBIDDEN);
+    cr_assert_str_eq(err.message, "allocation a1 was proposed by uid 1001; it must be approved "
+                                  "by another identity (four-eyes)");
+    FAILS_AS(UID_KS, reject("d1", "a1"), BUDGET_EFORBIDDEN);
+    cr_assert_str_eq(err.message, "allocation a1 was proposed by uid 1001; it must be rejected "
+                                  "by another identity (four-eyes)");
+    expect_allocation("a1", LEDGER_PENDING, 100, 0, 0, 0);
+    /* The refusal took nothing: the id is free, and another identity decides. */
+    OK_AS(UID_DECIDER, approve("d1", "a1"));
+    cr_assert_eq(last_ev.actor.uid, UID_DECIDER);
+    expect_allocation("a1", LEDGER_APPROVED, 100, 0, 0, 100);
+}
+
+Test(ledger, four_eyes_the_requester_never_decides_its_avrop)
+{
+    OK(grant("f1", "KS", 2021, 1000, "Ram", ""));
+    OK(propose("a1", "f1", "SON", 100, "X"));
+    OK_AS(UID_DECIDER, approve("d1", "a1"));
+    OK_AS(UID_SON, avrop("v1", "a1", 40, ""));
+    OK_AS(UID_SON, avrop("v2", "a1", 10, ""));
+    FAILS_AS(UID_SON, approve("d2", "v1"), BUDGET_EFORBIDDEN);
+    cr_assert_str_eq(err.message, "avrop v1 was requested by uid 1002; it must be approved by "
+                                  "another identity (four-eyes)");
+    FAILS_AS(UID_SON, reject("d2", "v2"), BUDGET_EFORBIDDEN);
+    /* Whoever made the allocation's decision may decide its avrop: only the requester may not. */
+    OK_AS(UID_DECIDER, approve("d2", "v1"));
+    OK_AS(UID_KS, reject("d3", "v2"));
+    expect_allocation("a1", LEDGER_APPROVED, 100, 40, 0, 60);
+    /* The requester still withdraws its own: four-eyes is about deciding. */
+    OK_AS(UID_SON, avrop("v3", "a1", 5, ""));
+    OK_AS(UID_SON, withdraw("w1", "v3", ""));
 }
 
 /* ---- ids ----------------------------------------------------------------------------------------
@@ -1308,6 +1336,21 @@ Test(ledger, apply_refuses_inconsistent_events)
     ev.seq = ++seq;
     PUT(ev.id, "d10");
     expect_refused(ev, "the same decision again under a new id");
+}
+
+Test(ledger, four_eyes_holds_on_replay)
+{
+    OK(grant("f1", "KS", 2021, 1000, "Ram", ""));
+    OK(propose("a1", "f1", "SON", 100, "X"));
+    ledger_event d = checked(approve("d1", "a1"), UID_DECIDER);
+    /* A log that records the proposer deciding its own allocation does not replay. */
+    ledger_event forged = d;
+    forged.actor.uid = UID_KS;
+    expect_refused(forged, "an approval by the proposer");
+    forged.type = LEDGER_DECISION_REJECTED;
+    expect_refused(forged, "a rejection by the proposer");
+    d.seq = seq + 1;
+    cr_assert_eq(ledger_apply(l, &d), 0, "the approval by another identity applies");
 }
 
 Test(ledger, replaying_checked_events_rebuilds_the_same_state)

@@ -35,8 +35,16 @@
 /* balances: allocations listed per page. */
 #define BUDGET_BALANCES_PAGE_MAX 2000u
 
-/* The server side. */
+/* The server side. Connections at once (default of --connections; --connections may raise it
+ * up to BUDGET_CONNECTIONS_CEILING), and from one uid (default of --connections-per-uid). */
 #define BUDGET_CONNECTIONS_MAX 1024u
+#define BUDGET_CONNECTIONS_CEILING 65536u
+#define BUDGET_CONNECTIONS_PER_UID_MAX 256u
+/* A connection that sends nothing and waits for nothing is closed after this long (default of
+ * --idle-timeout); subscribers are not idle. */
+#define BUDGET_IDLE_TIMEOUT_S 600u
+/* A frame must arrive whole within this long of its first byte (default of --frame-timeout). */
+#define BUDGET_FRAME_TIMEOUT_S 10u
 /* Requests read from one connection but not yet answered; past it the server stops reading. */
 #define BUDGET_CONN_INFLIGHT_MAX 256u
 /* Bytes queued for writing to one connection; past it the server stops reading from it. */

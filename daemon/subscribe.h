@@ -1,0 +1,57 @@
+/*
+ * Subscriptions: `subscribe` sends every committed event after a seq, read from the store in
+ * pages on worker threads (catch-up), then pushes each new event once its batch is durable
+ * (live), in seq order, with no gap and no duplicate. A subscriber that does not read keeps
+ * at most SUB_OUTPUT_BYTES_MAX queued; past it the live events are left in the store and it
+ * catches up from there again once it reads. Loop thread only.
+ *
+ * The switch is safe because both sides of it run on the loop thread: the catch-up reads only
+ * up to the committed head of when its page was asked for, and a subscription turns live only
+ * when its next seq is past the committed head; every batch committed after that is published
+ * to it, and each push starts exactly at the subscription's next seq.
+ */
+#ifndef BUDGET_SUBSCRIBE_H
+#define BUDGET_SUBSCRIBE_H
+
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "server_internal.h"
+
+/* Subscriptions at once; past it `subscribe` is answered `unavailable`. */
+#define SUB_SUBSCRIPTIONS_MAX 64u
+/* Output queued to a live subscriber; a batch that would go past it is not pushed, and the
+ * subscriber falls back to catching up from the store. */
+#define SUB_OUTPUT_BYTES_MAX (1024u * 1024u)
+/* One catch-up page: at most this many events, and not more than this many bytes of frames
+ * (the last event may go over by one frame). The next page is asked for only once the queued
+ * output is below SUB_PAGE_BYTES_MAX again. */
+#define SUB_PAGE_EVENTS_MAX 1000u
+#define SUB_PAGE_BYTES_MAX (256u * 1024u)
+/* Catch-up pages being read on worker threads at once; other subscribers wait their turn. */
+#define SUB_JOBS_MAX 8u
+
+/* op `subscribe` {after}: answered at once, then the events follow as push frames. */
+void op_subscribe(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args);
+
+/* Pushes a batch that has just become durable, and was applied, to every live subscriber. */
+void sub_publish(server *s, const batch *b);
+
+/* The connection wrote something (or its last answer became writable): a subscription may
+ * go on. */
+void sub_on_writable(conn *c);
+
+/* The connection is closing or misbehaved: its subscription sends nothing more. */
+void sub_detach(conn *c);
+
+/* Frees the connection's subscription (when the connection itself is freed). */
+void sub_free(conn *c);
+
+/* The subscription counters of `stats`, SUB_STATS_COUNT key-value pairs: "subscriptions"
+ * (now), "subscription_fallbacks" (live subscribers that fell behind, since start) and
+ * "subscription_queued_bytes" (output queued to subscribers now). */
+#define SUB_STATS_COUNT 3
+void sub_pack_stats(const server *s, msgpack_packer *pk);
+
+#endif

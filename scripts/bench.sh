@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Builds budgetd and its benchmarks optimized (build-bench/), then runs, on one disk and in one
+# go: the raw LMDB baseline, budgetd under four load mixes, and the replay benchmark on a log
+# of a million events; prints one table of every figure beside its target and its baseline.
+#
+# usage: scripts/bench.sh [--quick] [--dir DIR] [--no-build]
+#   --quick     shorter runs (about a minute instead of about two); same figures, more noise
+#   --dir DIR   where the data goes (default: $BENCH_DIR, else /tmp); the disk under test
+#   --no-build  use what is already built in build-bench/
+# Every figure is also left as "RESULT key value" lines in the work folder's results.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+build=1
+parent=${BENCH_DIR:-/tmp}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --no-build) build=0 ;;
+    --dir) parent=$2; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "bench: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ "$quick" = 1 ]; then
+  lmdb_seconds=1; load_seconds=2; warmup=0.5
+else
+  lmdb_seconds=3; load_seconds=5; warmup=1
+fi
+
+tree=build-bench
+if [ "$build" = 1 ]; then
+  echo "bench: building into $tree/ (RelWithDebInfo)"
+  mkdir -p "$tree"
+  if ! { cmake -S . -B "$tree" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUDGET_SANITIZE=OFF \
+           -DBUDGET_BENCH=ON &&
+         cmake --build "$tree" -j"$(nproc)" --target budgetd bench_lmdb loadgen bench_replay
+       } >"$tree/bench-build.log" 2>&1; then
+    cat "$tree/bench-build.log"
+    echo "bench: the build failed" >&2
+    exit 1
+  fi
+fi
+budgetd=$tree/budgetd
+loadgen=$tree/tests/bench/loadgen
+
+work=$(mktemp -d "$parent/budgetd-bench-XXXXXX")
+results=$work/results.txt
+: >"$results"
+daemon_pid=
+cleanup() {
+  if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Runs a benchmark: its RESULT lines go to results.txt, the rest to the terminal.
+run() {
+  local out=$work/step.out status=0
+  "$@" >"$out" || status=$?
+  grep '^RESULT ' "$out" >>"$results" || true
+  grep -v '^RESULT ' "$out" || true
+  if [ "$status" != 0 ]; then echo "bench: $1 exited with status $status" >&2; fi
+  return 0
+}
+
+start_daemon() {
+  local dir=$work/$1
+  mkdir -p "$dir"
+  "$budgetd" --data "$dir/data" --socket "$dir/budgetd.sock" 2>"$dir/budgetd.log" &
+  daemon_pid=$!
+  for _ in $(seq 200); do
+    [ -S "$dir/budgetd.sock" ] && return 0
+    sleep 0.05
+  done
+  echo "bench: budgetd did not start; its log:" >&2
+  cat "$dir/budgetd.log" >&2
+  exit 1
+}
+
+stop_daemon() {
+  kill "$daemon_pid"
+  wait "$daemon_pid" || true
+  daemon_pid=
+}
+
+load() {
+  local name=$1; shift
+  start_daemon "$name"
+  run "$loadgen" --socket "$work/$name/budgetd.sock" --seconds "$load_seconds" \
+      --warmup "$warmup" --name "$name" "$@"
+  stop_daemon
+}
+
+echo "bench: $(nproc) cores, $(uname -r), data in $work ($(df -T "$work" | awk 'NR==2 {print $2}'))"
+echo "== raw LMDB baseline =="
+run "$tree/tests/bench/bench_lmdb" --dir "$work" --seconds "$lmdb_seconds"
+echo "== budgetd under load =="
+load a64 --append-clients 64 --depth 4
+load a1 --append-clients 1 --depth 1
+load r8 --read-clients 8 --depth 4
+load mix --read-clients 8 --append-clients 16 --depth 4
+echo "== replay of a million events =="
+run "$tree/tests/bench/bench_replay" --dir "$work" --budgetd "$budgetd"
+
+# ---- the table ------------------------------------------------------------------------------
+awk -v quick="$quick" '
+  $1 == "RESULT" { v[$2] = $3 }
+  function has(k) { return (k in v) && v[k] != "" }
+  function num(k) { return has(k) ? v[k] + 0 : -1 }
+  function row(figure, target, measured, baseline, ratio, verdict) {
+    printf "%-44s %-26s %-22s %-26s %-9s %s\n", figure, target, measured, baseline, ratio, verdict
+  }
+  function verdict(ok) { return ok ? "met" : "MISSED" }
+  function fmt_rate(x) { return x < 0 ? "-" : sprintf("%.0f/s", x) }
+  END {
+    row("figure", "target", "measured", "baseline", "ratio", "")
+    row("------", "------", "--------", "--------", "-----", "")
+    a = num("a64_appends_per_s"); b = num("lmdb_b64_events_per_s")
+    row("durable appends, 64 clients x depth 4", ">= 0.50 x raw batch 64", fmt_rate(a),
+        "raw LMDB b64 " fmt_rate(b), a > 0 && b > 0 ? sprintf("%.2f", a / b) : "-", verdict(a > 0 && b > 0 && a / b >= 0.5))
+    row("  p50 / p99 / p999 latency", "", sprintf("%.0f/%.0f/%.0f us", num("a64_appends_p50_us"), num("a64_appends_p99_us"), num("a64_appends_p999_us")),
+        sprintf("%.1f events/commit", num("a64_events_per_commit")), "", "")
+    a = num("a1_appends_p50_us"); b = num("lmdb_b1_commit_p50_us")
+    row("one client, depth 1: median latency", "<= 1.5 x one synced commit", sprintf("%.0f us", a),
+        sprintf("raw LMDB b1 commit %.0f us", b), a > 0 && b > 0 ? sprintf("%.2f", a / b) : "-", verdict(a > 0 && b > 0 && a / b <= 1.5))
+    row("  appends/s, p99", "", sprintf("%s, p99 %.0f us", fmt_rate(num("a1_appends_per_s")), num("a1_appends_p99_us")),
+        "raw LMDB b1 " fmt_rate(num("lmdb_b1_events_per_s")), "", "")
+    r = num("r8_reads_per_s")
+    row("reads (balances of a frame), 8 x depth 4", ">= 100000/s", fmt_rate(r), "", "", verdict(r >= 100000))
+    m = num("mix_reads_per_s")
+    row("  the same beside 16 x 4 appending clients", "slowed <= 2x", fmt_rate(m), "reads alone " fmt_rate(r),
+        r > 0 && m > 0 ? sprintf("%.2fx", r / m) : "-", verdict(r > 0 && m > 0 && r / m <= 2))
+    row("  appends during that mix", "", fmt_rate(num("mix_appends_per_s")), "", "", "")
+    t = num("daemon_replay_s"); e = num("replay_log_events"); ip = num("inproc_replay_events_per_s")
+    row("start-up replay of " e " events", ">= 5M events/s (<= 0.2 s)", t > 0 ? sprintf("%.2fM/s (%.3f s)", e / t / 1e6, t) : "-",
+        sprintf("in-process %.2fM/s", ip / 1e6), t > 0 && ip > 0 ? sprintf("%.2f", (e / t) / ip) : "-", verdict(t > 0 && e / t >= 5e6))
+    row("  until the socket answers", "", sprintf("%.3f s", num("daemon_ready_s")), "", "", "")
+    split("start middle end", where, " ")
+    for (i = 1; i <= 3; i++) {
+      s = num("daemon_balances_as_of_" where[i] "_s")
+      row("balances as_of an event near the " where[i], "< 0.5 s", sprintf("%.3f s", s), "", "", verdict(s >= 0 && s < 0.5))
+    }
+    row("  balances now (from memory)", "", sprintf("%.4f s", num("daemon_balances_now_s")), "", "", "")
+    vr = num("daemon_verify_events_per_s"); iv = num("inproc_verify_events_per_s")
+    row("verify of the whole chain", ">= 2M events/s", sprintf("%.2fM/s (%.3f s)", vr / 1e6, num("daemon_verify_s")),
+        sprintf("in-process 1 thread %.2fM/s", iv / 1e6), vr > 0 && iv > 0 ? sprintf("%.2f", vr / iv) : "-", verdict(vr >= 2e6))
+    rss = num("daemon_rss_replayed_mib")
+    row("resident memory after replay (VmRSS)", "< 200 MiB", sprintf("%.1f MiB", rss),
+        sprintf("anon %.1f, file %.1f", num("daemon_rss_anon_replayed_mib"), num("daemon_rss_file_replayed_mib")), "", verdict(rss > 0 && rss < 200))
+    row("  after the reads above (VmRSS / peak)", "", sprintf("%.1f / %.1f MiB", num("daemon_rss_after_reads_mib"), num("daemon_hwm_after_reads_mib")),
+        sprintf("one ledger %.1f MiB heap", num("inproc_ledger_heap_mib")), "", "")
+    print ""
+    printf "raw LMDB, synced, events/s by events per commit: 1: %.0f  64: %.0f  1024: %.0f (events of %d bytes)\n",
+      num("lmdb_b1_events_per_s"), num("lmdb_b64_events_per_s"), num("lmdb_b1024_events_per_s"), num("event_bytes_mean")
+    if (quick) print "(--quick: short runs; figures are noisier)"
+  }' "$results"

@@ -1,0 +1,829 @@
+/*
+ * The replay benchmark.
+ *
+ * 1. Writes a log of N (default 1 000 000) realistic events straight into a store, without a
+ *    daemon: eight fiscal years of 24 units, four frames per unit and year with adjustments,
+ *    tens of thousands of allocations proposed and decided, and hundreds of thousands of
+ *    avrop requested and decided, by a dozen clerks. Every event is made by ledger_check from
+ *    a command, encoded with its hash link, and applied, exactly as budgetd would.
+ * 2. In-process, on that log: the LMDB scan alone, scan + decode, scan + decode + apply (what
+ *    start-up replay does), scan + hash check (what verify does), and the heap of one ledger.
+ * 3. Starts budgetd on it and times: start-up until the socket answers (and the replay time
+ *    budgetd logs), the daemon's memory after replay, `balances` as of an event near the
+ *    start, the middle and the end, the current `balances`, and `verify` of the whole chain.
+ *
+ * usage: bench_replay --dir DIR [--events N] [--budgetd PATH] [--keep] [--reuse] [--no-daemon]
+ * --keep leaves the log in DIR/replay-data; --reuse takes the log left there instead of
+ * writing one (for profiling); --no-daemon stops after the in-process figures.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench_util.h"
+#include "bench_wire.h"
+#include "budget/errors.h"
+#include "budget/limits.h"
+#include "daemon/event.h"
+#include "daemon/ledger.h"
+#include "daemon/store.h"
+
+#define UNITS 24
+#define YEARS 8
+#define YEAR_FIRST 2019
+#define FRAMES_PER_UNIT 4
+#define ACTORS 12
+/* Events per store transaction while writing the log. */
+#define WRITE_BATCH 8192
+/* Pending allocations and avrop wait in a queue this long before they are decided. */
+#define ALLOCATION_QUEUE_LAG 40
+#define AVROP_QUEUE_LAG 400
+#define START_TIMEOUT_MS 120000
+#define CALL_TIMEOUT_MS 120000
+#define STOP_TIMEOUT_MS 10000
+
+static const char *const unit_codes[UNITS] = {
+    "KS", "SON", "KFN", "UBN", "SBN", "MHN", "BUN", "TN",  "VON", "AMN", "KOS",  "RN",
+    "ON", "VAN", "FN",  "KN",  "LN",  "MN",  "BYN", "GYN", "KUN", "IFN", "STAB", "REV",
+};
+static const char *const actor_names[ACTORS] = {
+    "anna.l", "lars.p", "maria.s", "erik.j", "karin.n", "johan.b",
+    "eva.k",  "per.o",  "sara.h",  "nils.a", "ida.m",   "olof.g",
+};
+static const char *const purposes[] = {
+    "Områdesarbete i Skäggetorp",
+    "Fältassistenter kvällstid",
+    "Trygghetsvandringar med föreningar",
+    "Fritidsgårdar med förlängda öppettider",
+    "Belysning av gång- och cykelvägar",
+    "Sommarlovsaktiviteter för unga",
+    "Samverkan med polisen i Berga",
+    "Stöd till föräldravandrare",
+    "Förebyggande insatser mot våld i nära relationer",
+    "Digitala trygghetskameror vid resecentrum",
+    "Utbildning av personal i konflikthantering",
+    "Extra städning och klotterborttagning",
+};
+static const char *const notes[] = {
+    "",
+    "Kvartal 1",
+    "Kvartal 2",
+    "Kvartal 3",
+    "Kvartal 4",
+    "Enligt plan",
+    "Avser personalkostnader",
+    "Avser material och lokaler",
+};
+
+/* ---- a small deterministic generator --------------------------------------------------- */
+
+static uint64_t rng_state = 0x853c49e6748fea9bull;
+
+static uint64_t rng(void)
+{
+    uint64_t x = rng_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng_state = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+static uint32_t rng_below(uint32_t n)
+{
+    return (uint32_t)(rng() % n);
+}
+
+/* ---- writing the log ------------------------------------------------------------------- */
+
+typedef struct {
+    uint32_t index; /* the allocation's or avrop's number, which makes its id */
+    int year;
+    uint32_t proposer; /* actor */
+} pending;
+
+/* A FIFO of pending requests, decided in order with a lag. */
+typedef struct {
+    pending *items;
+    size_t head, count, cap;
+} queue;
+
+typedef struct {
+    store *st;
+    ledger *l;
+    uint64_t seq;
+    uint8_t prev[BUDGET_HASH_BYTES];
+    uint64_t ts_ms;
+    uint64_t ts_step_ms;
+    uint8_t *bytes;
+    size_t bytes_len;
+    store_item items[WRITE_BATCH];
+    char ids[WRITE_BATCH][BUDGET_ID_BYTES_MAX + 1];
+    size_t items_count;
+
+    uint32_t allocations, avrop, decisions, adjustments, withdrawals;
+    uint32_t *approved; /* allocation numbers approved, with their year below */
+    int *approved_year;
+    size_t approved_count, approved_cap;
+    size_t approved_year_start; /* first approved entry of the current year */
+    queue allocation_queue, avrop_queue;
+} writer;
+
+static int queue_push(queue *q, pending p)
+{
+    if (q->count == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 1024;
+        pending *items = malloc(cap * sizeof(*items));
+        if (!items)
+            return -1;
+        for (size_t i = 0; i < q->count; i++)
+            items[i] = q->items[(q->head + i) % q->cap];
+        free(q->items);
+        q->items = items;
+        q->head = 0;
+        q->cap = cap;
+    }
+    q->items[(q->head + q->count) % q->cap] = p;
+    q->count++;
+    return 0;
+}
+
+static pending queue_pop(queue *q)
+{
+    pending p = q->items[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->count--;
+    return p;
+}
+
+static int flush_batch(writer *w)
+{
+    bool sync_failed = false;
+    if (w->items_count == 0)
+        return 0;
+    int rc = store_append(w->st, w->items, w->items_count, &sync_failed);
+    if (rc != 0) {
+        fprintf(stderr, "bench_replay: store_append: %s\n", budget_strerror(rc));
+        return -1;
+    }
+    w->items_count = 0;
+    w->bytes_len = 0;
+    return 0;
+}
+
+/* Checks, encodes, applies and queues one command as the next event; exits on a refusal,
+ * which would be a bug in this generator. */
+static int emit(writer *w, const ledger_cmd *cmd, uint32_t actor_index)
+{
+    ledger_actor actor = {1001 + actor_index, ""};
+    ledger_event ev;
+    ledger_error err;
+    uint64_t existing;
+
+    snprintf(actor.name, sizeof(actor.name), "%s", actor_names[actor_index]);
+    int rc = ledger_check(w->l, cmd, &actor, &ev, &existing, &err);
+    if (rc != 0) {
+        fprintf(stderr, "bench_replay: the generator made a refused %s (%s): %s\n",
+                ledger_type_name(cmd->type), cmd->id, rc == 1 ? "the id exists" : err.message);
+        exit(1);
+    }
+    ev.seq = ++w->seq;
+    w->ts_ms += w->ts_step_ms;
+    ev.ts_ms = w->ts_ms;
+    uint8_t *out = w->bytes + w->bytes_len;
+    uint8_t hash[BUDGET_HASH_BYTES];
+    int size = event_encode(&ev, w->prev, out, EVENT_BYTES_MAX, hash);
+    if (size < 0 || ledger_apply(w->l, &ev) != 0) {
+        fprintf(stderr, "bench_replay: event %llu does not encode or apply\n",
+                (unsigned long long)ev.seq);
+        exit(1);
+    }
+    memcpy(w->prev, hash, sizeof(hash));
+    store_item *item = &w->items[w->items_count];
+    memcpy(w->ids[w->items_count], ev.id, strlen(ev.id) + 1);
+    item->seq = ev.seq;
+    item->bytes = out;
+    item->size = (size_t)size;
+    item->id = w->ids[w->items_count];
+    item->id_len = strlen(ev.id);
+    w->bytes_len += (size_t)size;
+    w->items_count++;
+    return w->items_count == WRITE_BATCH ? flush_batch(w) : 0;
+}
+
+static void frame_name(char *out, size_t size, int year, uint32_t unit, uint32_t k)
+{
+    snprintf(out, size, "ram-%d-%s-%u", year, unit_codes[unit], k);
+}
+
+static void allocation_name(char *out, size_t size, int year, uint32_t n)
+{
+    snprintf(out, size, "ford-%d-%06u", year, n);
+}
+
+static int grant_frames(writer *w, int year)
+{
+    for (uint32_t u = 0; u < UNITS; u++) {
+        for (uint32_t k = 0; k < FRAMES_PER_UNIT; k++) {
+            ledger_cmd c = {0};
+            c.type = LEDGER_FRAME_GRANTED;
+            frame_name(c.id, sizeof(c.id), year, u, k);
+            snprintf(c.unit, sizeof(c.unit), "%s", unit_codes[u]);
+            c.year = year;
+            c.amount = (int64_t)(2 + rng_below(199)) * 1000000000LL; /* 20..2000 mkr */
+            snprintf(c.title, sizeof(c.title), "Budgetram %d för %s, del %u", year, unit_codes[u],
+                     k + 1);
+            snprintf(c.reference, sizeof(c.reference), "KF %d-11-%02u § %u", year - 1,
+                     10 + rng_below(18), 100 + rng_below(300));
+            if (emit(w, &c, rng_below(ACTORS)) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int adjust_frame(writer *w, int year)
+{
+    ledger_cmd c = {0};
+    c.type = LEDGER_FRAME_ADJUSTED;
+    snprintf(c.id, sizeof(c.id), "tillagg-%d-%06u", year, w->adjustments++);
+    frame_name(c.frame, sizeof(c.frame), year, rng_below(UNITS), rng_below(FRAMES_PER_UNIT));
+    c.amount = (int64_t)(1 + rng_below(10)) * 100000000LL; /* 1..10 mkr */
+    snprintf(c.title, sizeof(c.title), "Tilläggsanslag för %s", purposes[rng_below(12)]);
+    snprintf(c.reference, sizeof(c.reference), "KF %d-%02u-%02u § %u", year, 1 + rng_below(12),
+             1 + rng_below(28), 1 + rng_below(400));
+    return emit(w, &c, rng_below(ACTORS));
+}
+
+static int propose(writer *w, int year)
+{
+    ledger_frame_view f;
+    ledger_cmd c = {0};
+    c.type = LEDGER_ALLOCATION_PROPOSED;
+    frame_name(c.frame, sizeof(c.frame), year, rng_below(UNITS), rng_below(FRAMES_PER_UNIT));
+    if (!ledger_frame(w->l, c.frame, &f) || f.unallocated < 1000000)
+        return 0; /* this frame is used up: another step */
+    uint32_t n = w->allocations++;
+    allocation_name(c.id, sizeof(c.id), year, n);
+    snprintf(c.unit, sizeof(c.unit), "%s", unit_codes[rng_below(UNITS)]);
+    c.amount = f.unallocated / (20 + rng_below(60));
+    snprintf(c.title, sizeof(c.title), "%s", purposes[rng_below(12)]);
+    uint32_t actor = rng_below(ACTORS);
+    if (queue_push(&w->allocation_queue, (pending){n, year, actor}) != 0)
+        return -1;
+    return emit(w, &c, actor);
+}
+
+static int approved_add(writer *w, uint32_t n, int year)
+{
+    if (w->approved_count == w->approved_cap) {
+        size_t cap = w->approved_cap ? w->approved_cap * 2 : 4096;
+        uint32_t *a = realloc(w->approved, cap * sizeof(*a));
+        if (!a)
+            return -1;
+        w->approved = a;
+        int *y = realloc(w->approved_year, cap * sizeof(*y));
+        if (!y)
+            return -1;
+        w->approved_year = y;
+        w->approved_cap = cap;
+    }
+    w->approved[w->approved_count] = n;
+    w->approved_year[w->approved_count] = year;
+    w->approved_count++;
+    return 0;
+}
+
+/* Decides the oldest pending request of `q`: mostly approved, some rejected or withdrawn. */
+static int decide(writer *w, queue *q, bool is_avrop)
+{
+    pending p = queue_pop(q);
+    ledger_cmd c = {0};
+    uint32_t roll = rng_below(100);
+    uint32_t actor = (p.proposer + 1 + rng_below(ACTORS - 1)) % ACTORS; /* never the proposer */
+    if (is_avrop)
+        snprintf(c.target, sizeof(c.target), "avrop-%d-%07u", p.year, p.index);
+    else
+        allocation_name(c.target, sizeof(c.target), p.year, p.index);
+    if (roll < 3) {
+        c.type = LEDGER_REQUEST_WITHDRAWN;
+        snprintf(c.id, sizeof(c.id), "aterkallad-%07u", w->withdrawals++);
+        snprintf(c.note, sizeof(c.note), "Återkallad av den som begärde");
+        actor = p.proposer;
+    } else {
+        c.type = roll < (is_avrop ? 8u : 10u) ? LEDGER_DECISION_REJECTED : LEDGER_DECISION_APPROVED;
+        snprintf(c.id, sizeof(c.id), "beslut-%08u", w->decisions++);
+        snprintf(c.reference, sizeof(c.reference), "KS %d-%02u-%02u § %u", p.year,
+                 1 + rng_below(12), 1 + rng_below(28), 1 + rng_below(400));
+        snprintf(c.note, sizeof(c.note), "%s", notes[rng_below(8)]);
+    }
+    if (emit(w, &c, actor) != 0)
+        return -1;
+    if (!is_avrop && c.type == LEDGER_DECISION_APPROVED)
+        return approved_add(w, p.index, p.year);
+    return 0;
+}
+
+static int request_avrop(writer *w, int year)
+{
+    ledger_cmd c = {0};
+    ledger_allocation_view a;
+    size_t span = w->approved_count - w->approved_year_start;
+    if (span == 0)
+        return 0;
+    size_t k = w->approved_year_start + rng_below((uint32_t)span);
+    allocation_name(c.allocation, sizeof(c.allocation), w->approved_year[k], w->approved[k]);
+    if (!ledger_allocation(w->l, c.allocation, &a) || a.available < 1000)
+        return 0;
+    c.type = LEDGER_AVROP_REQUESTED;
+    uint32_t n = w->avrop++;
+    snprintf(c.id, sizeof(c.id), "avrop-%d-%07u", year, n);
+    c.amount = a.available / (8 + rng_below(40));
+    snprintf(c.note, sizeof(c.note), "%s", notes[rng_below(8)]);
+    uint32_t actor = rng_below(ACTORS);
+    if (queue_push(&w->avrop_queue, (pending){n, year, actor}) != 0)
+        return -1;
+    return emit(w, &c, actor);
+}
+
+/* One step of a year: a weighted choice among what can happen now. */
+static int step(writer *w, int year)
+{
+    uint32_t roll = rng_below(10000);
+    if (roll < 8)
+        return adjust_frame(w, year);
+    if (roll < 8 + 500)
+        return propose(w, year);
+    if (roll < 8 + 1000)
+        return w->allocation_queue.count > ALLOCATION_QUEUE_LAG
+                   ? decide(w, &w->allocation_queue, false)
+                   : propose(w, year);
+    if (roll < 5500)
+        return request_avrop(w, year);
+    return w->avrop_queue.count > AVROP_QUEUE_LAG ? decide(w, &w->avrop_queue, true)
+                                                  : request_avrop(w, year);
+}
+
+static int write_log(const char *data_dir, uint64_t events)
+{
+    store_options opt = {.map_bytes_initial = (size_t)2 << 30};
+    char why[256];
+    writer *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -1;
+    if (store_open(&w->st, data_dir, &opt, why, sizeof(why)) != 0) {
+        fprintf(stderr, "bench_replay: %s\n", why);
+        free(w);
+        return -1;
+    }
+    w->l = ledger_new();
+    w->bytes = malloc((size_t)WRITE_BATCH * EVENT_BYTES_MAX);
+    if (!w->l || !w->bytes)
+        return -1;
+    w->ts_ms = 1546300800000ull; /* 2019-01-01 */
+    w->ts_step_ms = (uint64_t)YEARS * 365 * 86400 * 1000 / events;
+
+    double t0 = bench_now_s();
+    uint64_t per_year = events / YEARS;
+    int rc = 0;
+    for (int y = 0; y < YEARS && rc == 0; y++) {
+        int year = YEAR_FIRST + y;
+        uint64_t until = y == YEARS - 1 ? events : per_year * (uint64_t)(y + 1);
+        w->approved_year_start = w->approved_count;
+        rc = grant_frames(w, year);
+        while (rc == 0 && w->seq < until)
+            rc = step(w, year);
+    }
+    if (rc == 0)
+        rc = flush_batch(w);
+    double elapsed = bench_now_s() - t0;
+
+    ledger_counts counts;
+    ledger_get_counts(w->l, &counts);
+    printf("wrote %llu events in %.2f s: %llu frames, %llu adjustments, %llu allocations, "
+           "%llu avrop, %llu decisions, %llu withdrawals\n",
+           (unsigned long long)w->seq, elapsed, (unsigned long long)counts.frames,
+           (unsigned long long)counts.adjustments, (unsigned long long)counts.allocations,
+           (unsigned long long)counts.avrop, (unsigned long long)counts.decisions,
+           (unsigned long long)counts.withdrawals);
+    bench_result("replay_log_events", "%llu", (unsigned long long)w->seq);
+    bench_result("replay_log_allocations", "%llu", (unsigned long long)counts.allocations);
+    bench_result("replay_log_write_s", "%.2f", elapsed);
+
+    ledger_free(w->l);
+    store_close(w->st);
+    free(w->bytes);
+    free(w->approved);
+    free(w->approved_year);
+    free(w->allocation_queue.items);
+    free(w->avrop_queue.items);
+    free(w);
+    return rc;
+}
+
+/* ---- in-process figures ---------------------------------------------------------------- */
+
+typedef struct {
+    ledger *l;
+    uint64_t bytes;
+    uint8_t prev[BUDGET_HASH_BYTES];
+    int failed;
+} scan_ctx;
+
+static int scan_only(void *ctx, uint64_t seq, store_val v)
+{
+    scan_ctx *c = ctx;
+    (void)seq;
+    c->bytes += v.size + v.data[v.size - 1];
+    return 0;
+}
+
+static int scan_decode(void *ctx, uint64_t seq, store_val v)
+{
+    scan_ctx *c = ctx;
+    ledger_event ev;
+    if (event_decode(v.data, v.size, &ev) != 0 || ev.seq != seq)
+        c->failed = 1;
+    return c->failed;
+}
+
+/* What budgetd's start-up replay does for each event: the link, the decode, the apply. */
+static int scan_replay(void *ctx, uint64_t seq, store_val v)
+{
+    scan_ctx *c = ctx;
+    ledger_event ev;
+    const uint8_t *prev, *hash;
+    if (event_link(v.data, v.size, &prev, &hash) != 0 || memcmp(prev, c->prev, 32) != 0 ||
+        event_decode(v.data, v.size, &ev) != 0 || ev.seq != seq || ledger_apply(c->l, &ev) != 0)
+        c->failed = 1;
+    else
+        memcpy(c->prev, hash, BUDGET_HASH_BYTES);
+    return c->failed;
+}
+
+static int scan_verify(void *ctx, uint64_t seq, store_val v)
+{
+    scan_ctx *c = ctx;
+    const uint8_t *prev, *hash;
+    (void)seq;
+    if (event_check_link(v.data, v.size, c->prev, NULL) != 0 ||
+        event_link(v.data, v.size, &prev, &hash) != 0)
+        c->failed = 1;
+    else
+        memcpy(c->prev, hash, BUDGET_HASH_BYTES);
+    return c->failed;
+}
+
+/* Times one scan of the whole log with `fn`; the best of `runs`. Returns seconds or -1. */
+static double time_scan(store *st, store_scan_fn fn, int runs, size_t *heap_bytes)
+{
+    double best = -1;
+    for (int i = 0; i < runs; i++) {
+        store_reader *r;
+        scan_ctx c = {0};
+        if (fn == scan_replay && !(c.l = ledger_new()))
+            return -1;
+        size_t heap0 = mallinfo2().uordblks;
+        if (store_reader_begin(st, &r) != 0)
+            return -1;
+        double t0 = bench_now_s();
+        int rc = store_reader_scan(r, 0, fn, &c);
+        double t = bench_now_s() - t0;
+        store_reader_end(r);
+        if (heap_bytes)
+            *heap_bytes = mallinfo2().uordblks - heap0;
+        ledger_free(c.l);
+        if (rc != 0 || c.failed) {
+            fprintf(stderr, "bench_replay: the in-process scan failed\n");
+            return -1;
+        }
+        if (best < 0 || t < best)
+            best = t;
+    }
+    return best;
+}
+
+static int in_process(const char *data_dir, uint64_t events)
+{
+    store *st;
+    char why[256];
+    size_t heap = 0;
+    if (store_open(&st, data_dir, NULL, why, sizeof(why)) != 0) {
+        fprintf(stderr, "bench_replay: %s\n", why);
+        return -1;
+    }
+    double scan = time_scan(st, scan_only, 3, NULL);
+    double decode = time_scan(st, scan_decode, 3, NULL);
+    double replay = time_scan(st, scan_replay, 3, &heap);
+    double verify = time_scan(st, scan_verify, 1, NULL);
+    store_close(st);
+    if (scan < 0 || decode < 0 || replay < 0 || verify < 0)
+        return -1;
+    double n = (double)events;
+    printf("in-process: scan %.3f s (%.1f M events/s), + decode %.3f s (%.1f M/s), + apply "
+           "%.3f s (%.1f M/s), hash check %.3f s (%.1f M/s); one ledger %.1f MiB of heap\n",
+           scan, n / scan / 1e6, decode, n / decode / 1e6, replay, n / replay / 1e6, verify,
+           n / verify / 1e6, (double)heap / (1 << 20));
+    bench_result("inproc_scan_events_per_s", "%.0f", n / scan);
+    bench_result("inproc_decode_events_per_s", "%.0f", n / decode);
+    bench_result("inproc_replay_events_per_s", "%.0f", n / replay);
+    bench_result("inproc_verify_events_per_s", "%.0f", n / verify);
+    bench_result("inproc_ledger_heap_mib", "%.1f", (double)heap / (1 << 20));
+    return 0;
+}
+
+/* ---- the daemon ------------------------------------------------------------------------ */
+
+typedef struct {
+    pid_t pid;
+    char socket[4200];
+    char log[4200];
+} daemon_proc;
+
+static int daemon_start(daemon_proc *d, const char *budgetd, const char *dir, const char *data)
+{
+    snprintf(d->socket, sizeof(d->socket), "%s/budgetd.sock", dir);
+    snprintf(d->log, sizeof(d->log), "%s/budgetd.log", dir);
+    d->pid = fork();
+    if (d->pid < 0)
+        return -1;
+    if (d->pid == 0) {
+        FILE *log = freopen(d->log, "w", stderr);
+        if (!log)
+            _exit(127);
+        execl(budgetd, budgetd, "--data", data, "--socket", d->socket, (char *)NULL);
+        fprintf(stderr, "bench_replay: cannot run %s: %s\n", budgetd, strerror(errno));
+        _exit(127);
+    }
+    return 0;
+}
+
+/* Waits until `hello` is answered; returns seconds since `t0`, or -1. */
+static double daemon_wait_ready(daemon_proc *d, double t0)
+{
+    uint8_t frame[BENCH_REQUEST_BYTES_MAX];
+    mp_writer w;
+    bench_request_begin(&w, frame, sizeof(frame), 1, "hello", 0);
+    size_t size = bench_request_end(&w);
+    while (bench_now_s() - t0 < START_TIMEOUT_MS / 1000.0) {
+        int status;
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+            fprintf(stderr, "bench_replay: budgetd exited during start-up; see %s\n", d->log);
+            d->pid = 0;
+            return -1;
+        }
+        bench_conn c;
+        if (bench_conn_open(&c, d->socket, CALL_TIMEOUT_MS) == 0) {
+            bench_response r;
+            int rc = bench_conn_call(&c, frame, size, &r);
+            double ready = bench_now_s() - t0;
+            bench_conn_close(&c);
+            if (rc == 0 && r.ok)
+                return ready;
+        }
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
+    }
+    fprintf(stderr, "bench_replay: budgetd did not answer within %d ms\n", START_TIMEOUT_MS);
+    return -1;
+}
+
+/* The "replayed N events in X s" line of the daemon's log: X, or -1. */
+static double logged_replay_s(const daemon_proc *d)
+{
+    char line[512];
+    double s = -1;
+    FILE *f = fopen(d->log, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f)) {
+        const char *at = strstr(line, "replayed ");
+        unsigned long long n;
+        double x;
+        if (at && sscanf(at, "replayed %llu events in %lf s", &n, &x) == 2)
+            s = x;
+    }
+    fclose(f);
+    return s;
+}
+
+static void daemon_stop(daemon_proc *d)
+{
+    int status;
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGTERM);
+    for (int i = 0; i < STOP_TIMEOUT_MS; i += 10) {
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+            d->pid = 0;
+            return;
+        }
+        struct timespec pause = {0, 10000000};
+        nanosleep(&pause, NULL);
+    }
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, &status, 0);
+    d->pid = 0;
+}
+
+/* One call on its own connection, timed from sending to having the whole answer. */
+static double timed_call(const daemon_proc *d, const uint8_t *frame, size_t size, bench_response *r,
+                         bench_conn *c)
+{
+    if (bench_conn_open(c, d->socket, CALL_TIMEOUT_MS) != 0)
+        return -1;
+    double t0 = bench_now_s();
+    if (bench_conn_call(c, frame, size, r) != 0)
+        return -1;
+    return bench_now_s() - t0;
+}
+
+static int balances_as_of(const daemon_proc *d, uint64_t as_of, const char *key)
+{
+    uint8_t frame[BENCH_REQUEST_BYTES_MAX];
+    mp_writer w;
+    bench_response r;
+    bench_conn c;
+    bench_request_begin(&w, frame, sizeof(frame), 2, "balances", as_of ? 1 : 0);
+    if (as_of) {
+        mp_write_cstr(&w, "as_of");
+        mp_write_uint(&w, as_of);
+    }
+    size_t size = bench_request_end(&w);
+    double t = timed_call(d, frame, size, &r, &c);
+    size_t bytes = c.used;
+    bool ok = t >= 0 && r.ok && bench_result_uint(&r, "as_of", 0) == as_of;
+    bench_conn_close(&c);
+    if (!ok && as_of) {
+        fprintf(stderr, "bench_replay: balances as_of %llu failed: %s %s\n",
+                (unsigned long long)as_of, r.code, r.message);
+        return -1;
+    }
+    if (as_of)
+        printf("balances as_of %-8llu %.3f s (%zu bytes answered)\n", (unsigned long long)as_of, t,
+               bytes);
+    else
+        printf("balances (current)      %.4f s (%zu bytes answered)\n", t, bytes);
+    bench_result(key, "%.4f", t);
+    return 0;
+}
+
+static int verify(const daemon_proc *d, uint64_t events)
+{
+    uint8_t frame[BENCH_REQUEST_BYTES_MAX];
+    mp_writer w;
+    bench_response r;
+    bench_conn c;
+    bench_request_begin(&w, frame, sizeof(frame), 3, "verify", 0);
+    size_t size = bench_request_end(&w);
+    double t = timed_call(d, frame, size, &r, &c);
+    bool ok = t >= 0 && r.ok && bench_result_bool(&r, "ok", false) &&
+              bench_result_uint(&r, "checked", 0) == events;
+    bench_conn_close(&c);
+    if (!ok) {
+        fprintf(stderr, "bench_replay: verify failed: %s %s\n", r.code, r.message);
+        return -1;
+    }
+    printf("verify                  %.3f s (%.2f M events/s)\n", t, (double)events / t / 1e6);
+    bench_result("daemon_verify_s", "%.3f", t);
+    bench_result("daemon_verify_events_per_s", "%.0f", (double)events / t);
+    return 0;
+}
+
+static void memory(const daemon_proc *d, const char *when)
+{
+    long rss = bench_proc_status_kib(d->pid, "VmRSS");
+    long anon = bench_proc_status_kib(d->pid, "RssAnon");
+    long file = bench_proc_status_kib(d->pid, "RssFile");
+    long hwm = bench_proc_status_kib(d->pid, "VmHWM");
+    char key[64];
+    printf("memory %-16s VmRSS %.1f MiB (anon %.1f, file %.1f), VmHWM %.1f MiB\n", when,
+           rss / 1024.0, anon / 1024.0, file / 1024.0, hwm / 1024.0);
+    snprintf(key, sizeof(key), "daemon_rss_%s_mib", when);
+    bench_result(key, "%.1f", rss / 1024.0);
+    snprintf(key, sizeof(key), "daemon_rss_anon_%s_mib", when);
+    bench_result(key, "%.1f", anon / 1024.0);
+    snprintf(key, sizeof(key), "daemon_rss_file_%s_mib", when);
+    bench_result(key, "%.1f", file / 1024.0);
+    snprintf(key, sizeof(key), "daemon_hwm_%s_mib", when);
+    bench_result(key, "%.1f", hwm / 1024.0);
+}
+
+static int with_daemon(const char *budgetd, const char *dir, const char *data, uint64_t events)
+{
+    daemon_proc d = {0};
+    double t0 = bench_now_s();
+    if (daemon_start(&d, budgetd, dir, data) != 0)
+        return -1;
+    double ready = daemon_wait_ready(&d, t0);
+    if (ready < 0) {
+        daemon_stop(&d);
+        return -1;
+    }
+    double replay = logged_replay_s(&d);
+    printf("budgetd start-up        %.3f s until the socket answers; replay logged %.3f s "
+           "(%.2f M events/s)\n",
+           ready, replay, replay > 0 ? (double)events / replay / 1e6 : 0.0);
+    bench_result("daemon_ready_s", "%.3f", ready);
+    bench_result("daemon_replay_s", "%.3f", replay);
+    if (replay > 0)
+        bench_result("daemon_replay_events_per_s", "%.0f", (double)events / replay);
+    memory(&d, "replayed");
+
+    int rc = 0;
+    rc |= balances_as_of(&d, 0, "daemon_balances_now_s");
+    rc |= balances_as_of(&d, events / 100, "daemon_balances_as_of_start_s");
+    rc |= balances_as_of(&d, events / 2, "daemon_balances_as_of_middle_s");
+    rc |= balances_as_of(&d, events - 1, "daemon_balances_as_of_end_s");
+    rc |= verify(&d, events);
+    memory(&d, "after_reads");
+    daemon_stop(&d);
+    return rc;
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: bench_replay --dir DIR [--events N] [--budgetd PATH] [--keep] [--reuse]\n"
+                 "                    [--no-daemon]\n"
+                 "Writes a log of N realistic events in DIR/data, replays it in-process, then\n"
+                 "times budgetd's start-up, balances as_of, verify and memory on it.\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"dir", required_argument, NULL, 'd'},     {"events", required_argument, NULL, 'n'},
+        {"budgetd", required_argument, NULL, 'b'}, {"keep", no_argument, NULL, 'k'},
+        {"reuse", no_argument, NULL, 'r'},         {"no-daemon", no_argument, NULL, 'D'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    const char *dir = NULL, *budgetd = BUDGETD_PATH;
+    uint64_t events = 1000000;
+    bool keep = false, reuse = false, no_daemon = false;
+    int opt;
+
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (opt) {
+        case 'd':
+            dir = optarg;
+            break;
+        case 'n':
+            events = (uint64_t)bench_arg_long(optarg, "--events");
+            break;
+        case 'b':
+            budgetd = optarg;
+            break;
+        case 'k':
+            keep = true;
+            break;
+        case 'r':
+            reuse = keep = true;
+            break;
+        case 'D':
+            no_daemon = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!dir || events < 10000) {
+        usage(stderr);
+        return 2;
+    }
+    char data[4200], path[4300];
+    snprintf(data, sizeof(data), "%s/replay-data", dir);
+    if (!reuse) {
+        snprintf(path, sizeof(path), "%s/data.mdb", data);
+        unlink(path);
+        snprintf(path, sizeof(path), "%s/lock.mdb", data);
+        unlink(path);
+    }
+
+    int rc = reuse ? 0 : write_log(data, events);
+    if (rc == 0)
+        rc = in_process(data, events);
+    if (rc == 0 && !no_daemon)
+        rc = with_daemon(budgetd, dir, data, events);
+    if (!keep) {
+        snprintf(path, sizeof(path), "%s/data.mdb", data);
+        unlink(path);
+        snprintf(path, sizeof(path), "%s/lock.mdb", data);
+        unlink(path);
+        rmdir(data);
+    }
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,262 @@
+/*
+ * Writes the fuzzers' seed corpus from the real encoders: make_corpus DIR writes
+ * DIR/fuzz_frame and DIR/fuzz_request (request bodies for every op, and a few hostile
+ * ones), DIR/fuzz_event (one encoded event of every type, chained) and DIR/fuzz_ledger
+ * (command sequences in the harness's 6-byte format). The committed corpus in
+ * tests/fuzz/corpus/ was made by it; libFuzzer adds what it finds beside it when asked.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <msgpack.h>
+
+#include "budget/protocol.h"
+#include "daemon/event.h"
+#include "daemon/ledger.h"
+
+static const char *root;
+
+static void put_file(const char *harness, const char *name, const void *data, size_t size)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", root, harness);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        perror(path);
+        exit(1);
+    }
+    snprintf(path, sizeof(path), "%s/%s/%s", root, harness, name);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL || fwrite(data, 1, size, f) != size || fclose(f) != 0) {
+        perror(path);
+        exit(1);
+    }
+}
+
+static void put_both(const char *name, const void *data, size_t size)
+{
+    put_file("fuzz_frame", name, data, size);
+    put_file("fuzz_request", name, data, size);
+}
+
+static void pk_str(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str_with_body(pk, s, strlen(s));
+}
+
+static void kv_str(msgpack_packer *pk, const char *k, const char *v)
+{
+    pk_str(pk, k);
+    pk_str(pk, v);
+}
+
+static void kv_int(msgpack_packer *pk, const char *k, int64_t v)
+{
+    pk_str(pk, k);
+    msgpack_pack_int64(pk, v);
+}
+
+/* A request: {"id": n, "op": op, "args": {pairs...}} with `pairs` "key=value" strings, a
+ * value starting with '#' being an integer. */
+static void request(const char *name, const char *op, const char *const *pairs)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    int n = 0;
+    while (pairs && pairs[n])
+        n++;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, pairs ? 3 : 2);
+    kv_int(&pk, "id", 7);
+    kv_str(&pk, "op", op);
+    if (pairs) {
+        pk_str(&pk, "args");
+        msgpack_pack_map(&pk, (size_t)n);
+        for (int i = 0; i < n; i++) {
+            char key[64];
+            const char *eq = strchr(pairs[i], '=');
+            snprintf(key, sizeof(key), "%.*s", (int)(eq - pairs[i]), pairs[i]);
+            if (eq[1] == '#')
+                kv_int(&pk, key, strtoll(eq + 2, NULL, 10));
+            else
+                kv_str(&pk, key, eq + 1);
+        }
+    }
+    put_both(name, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+#define P(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+static void requests(void)
+{
+    request("hello", "hello", NULL);
+    request("stats", "stats", NULL);
+    request("verify", "verify", NULL);
+    request("grant", "frame.grant",
+            P("id=ks-2021", "unit=KS", "year=#2021", "amount=#300000000",
+              "title=Utökat trygghetsarbete", "reference=KS 2021-08-24 § 241"));
+    request("adjust", "frame.adjust",
+            P("id=ks-2021-adj", "frame=ks-2021", "delta=#-5000000", "reason=Minskning"));
+    request("propose", "allocation.propose",
+            P("id=son-2021", "frame=ks-2021", "unit=SON", "amount=#100000000",
+              "purpose=Områdesarbete"));
+    request("avrop", "avrop.request",
+            P("id=son-avrop-2", "allocation=son-2021", "amount=#40000000", "note=Höst"));
+    request("approve", "approve",
+            P("id=son-avrop-1-ok", "target=son-avrop-1", "reference=KS 2021-09-28 § 270"));
+    request("reject", "reject", P("id=son-avrop-1-no", "target=son-avrop-1", "note=Nej"));
+    request("withdraw", "withdraw", P("id=son-avrop-1-wd", "target=son-avrop-1"));
+    request("expect-head", "frame.grant",
+            P("id=kfn-2021", "unit=KFN", "year=#2021", "amount=#50000000", "title=Fritid",
+              "expect_head=#4"));
+    request("balances", "balances", P("unit=SON", "year=#2021", "as_of=#3", "offset=#0"));
+    request("events", "events", P("after=#0", "limit=#100", "type=avrop.requested"));
+    request("unknown-arg", "frame.grant", P("id=x", "colour=blå"));
+    request("unknown-op", "frame.steal", NULL);
+
+    /* Hostile bodies. */
+    static const uint8_t map_bomb[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0xa2, 'i', 'd', 0x01};
+    static const uint8_t array_bomb[] = {0x81, 0xa2, 'o', 'p', 0xdd, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t str_bomb[] = {0x81, 0xa2, 'o', 'p', 0xdb, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t int_key[] = {0x81, 0x01, 0x02};
+    static const uint8_t reserved[] = {0x81, 0xa1, 'x', 0xc1};
+    static const uint8_t ext[] = {0x81, 0xa1, 'x', 0xd4, 0x01, 0x02};
+    uint8_t deep[64];
+    deep[0] = 0x81, deep[1] = 0xa1, deep[2] = 'x';
+    for (size_t i = 3; i < sizeof(deep) - 1; i++)
+        deep[i] = 0x91;
+    deep[sizeof(deep) - 1] = 0xc0;
+    put_both("bomb-map32", map_bomb, sizeof(map_bomb));
+    put_both("bomb-array32", array_bomb, sizeof(array_bomb));
+    put_both("bomb-str32", str_bomb, sizeof(str_bomb));
+    put_both("int-key", int_key, sizeof(int_key));
+    put_both("reserved-c1", reserved, sizeof(reserved));
+    put_both("ext", ext, sizeof(ext));
+    put_both("deep", deep, sizeof(deep));
+}
+
+/* The scenario of the source document, as events, each file one encoded event. */
+static void events(void)
+{
+    static const ledger_actor clerk = {1000, "clerk"};
+    ledger *l = ledger_new();
+    ledger_cmd c[7];
+    uint8_t prev[BUDGET_HASH_BYTES] = {0};
+    memset(c, 0, sizeof(c));
+    c[0].type = LEDGER_FRAME_GRANTED;
+    strcpy(c[0].id, "ks-2021");
+    strcpy(c[0].unit, "KS");
+    c[0].year = 2021;
+    c[0].amount = 300000000;
+    strcpy(c[0].title, "Utökat trygghetsarbete");
+    strcpy(c[0].reference, "KS 2021-08-24 § 241");
+    c[1].type = LEDGER_FRAME_ADJUSTED;
+    strcpy(c[1].id, "ks-2021-adj");
+    strcpy(c[1].frame, "ks-2021");
+    c[1].amount = -1000000;
+    strcpy(c[1].title, "Minskning");
+    c[2].type = LEDGER_ALLOCATION_PROPOSED;
+    strcpy(c[2].id, "son-2021");
+    strcpy(c[2].frame, "ks-2021");
+    strcpy(c[2].unit, "SON");
+    c[2].amount = 100000000;
+    strcpy(c[2].title, "Områdesarbete");
+    c[3].type = LEDGER_DECISION_APPROVED;
+    strcpy(c[3].id, "son-2021-ok");
+    strcpy(c[3].target, "son-2021");
+    strcpy(c[3].reference, "KS 2021-09-28 § 270");
+    c[4].type = LEDGER_AVROP_REQUESTED;
+    strcpy(c[4].id, "son-avrop-1");
+    strcpy(c[4].allocation, "son-2021");
+    c[4].amount = 40000000;
+    strcpy(c[4].note, "Hösten");
+    c[5].type = LEDGER_DECISION_REJECTED;
+    strcpy(c[5].id, "son-avrop-1-no");
+    strcpy(c[5].target, "son-avrop-1");
+    c[6].type = LEDGER_REQUEST_WITHDRAWN;
+    strcpy(c[6].id, "son-avrop-2-wd");
+    strcpy(c[6].target, "son-avrop-2");
+    for (int i = 0; i < 7; i++) {
+        ledger_event ev;
+        uint8_t bytes[EVENT_BYTES_MAX], hash[BUDGET_HASH_BYTES];
+        char name[32];
+        if (i == 6) {
+            /* An avrop to withdraw first. */
+            ledger_cmd v = c[4];
+            strcpy(v.id, "son-avrop-2");
+            if (ledger_check(l, &v, &clerk, &ev, NULL, NULL) != 0)
+                exit(1);
+            ev.seq = 7;
+            ledger_apply(l, &ev);
+        }
+        if (ledger_check(l, &c[i], &clerk, &ev, NULL, NULL) != 0) {
+            fprintf(stderr, "make_corpus: event %d refused\n", i);
+            exit(1);
+        }
+        ev.seq = (uint64_t)i + 1 + (i == 6);
+        ev.ts_ms = 1630000000000ull + (uint64_t)i;
+        ledger_apply(l, &ev);
+        int n = event_encode(&ev, prev, bytes, sizeof(bytes), hash);
+        snprintf(name, sizeof(name), "%d-%s", i + 1, ledger_type_name(ev.type));
+        put_file("fuzz_event", name, bytes, (size_t)n);
+        memcpy(prev, hash, sizeof(prev));
+    }
+    ledger_free(l);
+}
+
+/* Command sequences for fuzz_ledger: [type|actor, id, ref, amount hi, amount lo, unit]. */
+static void ledger_sequences(void)
+{
+    static const uint8_t scenario[] = {
+        0,        0,  0,  0x0b, 0xb8, 0,    /* grant x0, 3 000 000 öre, KS */
+        2,        1,  0,  0x03, 0xe8, 1,    /* propose x1 on x0 to SON */
+        2,        2,  0,  0x01, 0xf4, 2,    /* propose x2 on x0 to KFN */
+        4,        3,  1,  0,    0,    0,    /* approve x1 */
+        5,        4,  2,  0,    0,    0,    /* reject x2 */
+        3,        5,  1,  0x01, 0x90, 0,    /* avrop x5 on x1 */
+        3,        6,  1,  0x02, 0x58, 0,    /* avrop x6 on x1: does not fit */
+        4 | 0x20, 7,  5,  0,    0,    0,    /* approve x5 by another clerk */
+        3,        8,  1,  0x00, 0x64, 0,    /* avrop x8 */
+        6 | 0x20, 9,  8,  0,    0,    0,    /* withdraw x8 by another clerk: forbidden */
+        6,        9,  8,  0,    0,    0,    /* withdraw x8 by its requester */
+        1,        10, 0,  0x00, 0x10, 0x40, /* adjust x0 down */
+        0,        0,  0,  0x0b, 0xb8, 0,    /* retry of x0 */
+        0,        0,  0,  0x0b, 0xb9, 0,    /* x0 with other content */
+        0,        11, 0,  0xff, 3,    0,    /* grant at the amount limit */
+        0,        12, 0,  0xff, 4,    0,    /* over it */
+        1,        13, 11, 0xff, 3,    0,    /* adjust past the limit */
+    };
+    put_file("fuzz_ledger", "scenario", scenario, sizeof(scenario));
+    put_file("fuzz_ledger", "grant-only", scenario, 6);
+    put_file("fuzz_ledger", "to-approval", scenario, 24);
+    put_file("fuzz_ledger", "to-avrop", scenario, 48);
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    for (int f = 0; f < 8; f++) {
+        uint8_t bytes[6 * 64];
+        char name[32];
+        for (size_t i = 0; i < sizeof(bytes); i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            bytes[i] = (uint8_t)x;
+        }
+        snprintf(name, sizeof(name), "random-%d", f);
+        put_file("fuzz_ledger", name, bytes, sizeof(bytes));
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: make_corpus DIR\n");
+        return 2;
+    }
+    root = argv[1];
+    mkdir(root, 0755);
+    requests();
+    events();
+    ledger_sequences();
+    return 0;
+}

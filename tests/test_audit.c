@@ -1,0 +1,828 @@
+/*
+ * Audit end to end: history of an entity, tamper evidence (bytes of stored events altered in
+ * a copy of the data, offline), signed checkpoints against honest and rewritten logs, hot
+ * backups under load, replay as of a seq or a day online and offline, and export.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit_util.h"
+
+static e2e_daemon bd;
+
+static void setup(void)
+{
+    cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+}
+
+static void teardown(void)
+{
+    e2e_daemon_cleanup(&bd);
+    au_cleanup();
+}
+
+static void stop_daemon(e2e_daemon *d)
+{
+    int status = 0;
+    e2e_assert(e2e_daemon_stop(d, SIGTERM, E2E_STOP_TIMEOUT_MS, &status) == 0,
+               "budgetd did not exit within %d ms of SIGTERM", E2E_STOP_TIMEOUT_MS);
+    e2e_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+               "budgetd stopped with status 0x%x, expected exit 0", status);
+}
+
+#define TEST_TIMEOUT_S 120
+TestSuite(audit, .init = setup, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+
+/* ---- budgetctl ------------------------------------------------------------------------------ */
+
+/* budgetctl as `who` (NULL: this process's identity). Decisions are made as e2e_other:
+ * four-eyes forbids deciding one's own proposal. */
+static int ctl_as_argv(const e2e_daemon *d, const e2e_identity *who, e2e_ctl_result *r, int argc,
+                       const char *const *argv)
+{
+    e2e_assert(e2e_ctl_argv_as(d, who, r, argc, argv) == 0, "budgetctl %s could not be run",
+               argv[0]);
+    return r->exit_code;
+}
+
+static int ctl_on_argv(const e2e_daemon *d, e2e_ctl_result *r, int argc, const char *const *argv)
+{
+    return ctl_as_argv(d, NULL, r, argc, argv);
+}
+
+/* budgetctl on `bd`; its exit status. */
+#define ctl(r, ...) ctl_on_argv(&bd, (r), AU_ARGC(__VA_ARGS__), AU_ARGV(__VA_ARGS__))
+/* budgetctl on daemon `d`, which must exit 0. */
+#define ctl_ok_on(d, r, ...)                                                                       \
+    do {                                                                                           \
+        int code_ = ctl_on_argv((d), (r), AU_ARGC(__VA_ARGS__), AU_ARGV(__VA_ARGS__));             \
+        e2e_assert(code_ == 0, "budgetctl %s exited %d: %s%s", AU_ARGV(__VA_ARGS__)[0], code_,     \
+                   (r)->out, (r)->err);                                                            \
+    } while (0)
+#define ctl_ok(r, ...) ctl_ok_on(&bd, r, __VA_ARGS__)
+/* A decision on daemon `d` by the second identity, which must succeed. */
+#define decide_on(d, ...)                                                                          \
+    do {                                                                                           \
+        e2e_ctl_result r_;                                                                         \
+        int code_ = ctl_as_argv((d), &e2e_other, &r_, AU_ARGC(__VA_ARGS__), AU_ARGV(__VA_ARGS__)); \
+        e2e_assert(code_ == 0, "budgetctl %s exited %d: %s", AU_ARGV(__VA_ARGS__)[0], code_,       \
+                   r_.err);                                                                        \
+        e2e_ctl_free(&r_);                                                                         \
+    } while (0)
+#define decide(...) decide_on(&bd, __VA_ARGS__)
+
+/* Runs budgetctl (which must exit 0) and frees its result. */
+#define run_ok(...)                                                                                \
+    do {                                                                                           \
+        e2e_ctl_result r_;                                                                         \
+        ctl_ok(&r_, __VA_ARGS__);                                                                  \
+        e2e_ctl_free(&r_);                                                                         \
+    } while (0)
+
+/* The seqs at the start of each line of budgetctl's event lines, into `seqs`. */
+static size_t line_seqs(const char *out, uint64_t *seqs, size_t max)
+{
+    size_t n = 0;
+    for (const char *line = out; line && *line && n < max;) {
+        char *end;
+        seqs[n++] = strtoull(line, &end, 10);
+        line = strchr(line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    return n;
+}
+
+static void expect_seqs(const uint64_t *got, size_t n, const uint64_t *want, size_t m,
+                        const char *what)
+{
+    char shown[256] = "";
+    for (size_t i = 0; i < n; i++)
+        snprintf(shown + strlen(shown), sizeof(shown) - strlen(shown), " %" PRIu64, got[i]);
+    e2e_assert(n == m, "%s: %zu events (%s), expected %zu", what, n, shown, m);
+    for (size_t i = 0; i < n; i++)
+        e2e_assert(got[i] == want[i], "%s: event %zu is seq %" PRIu64 ", expected %" PRIu64 " (%s)",
+                   what, i, got[i], want[i], shown);
+}
+
+/* ---- history --------------------------------------------------------------------------------- */
+
+/*
+ * 1 grant F1     5 approve A1 (D1)    9 approve V1 (D3)       13 reject V2 (D4)
+ * 2 grant F2     6 approve A2 (D2)   10 avrop A1 (V3)
+ * 3 allocate A1  7 avrop A1 (V1)     11 withdraw V3 (W1)
+ * 4 allocate A2  8 avrop A2 (V2)     12 adjust F1 (J1)
+ */
+static void history_scenario(void)
+{
+    run_ok("grant", "--unit", "KS", "--year", "2021", "--amount", "3 mkr", "--title", "Ram 1",
+           "--id", "F1");
+    run_ok("grant", "--unit", "KS", "--year", "2021", "--amount", "2 mkr", "--title", "Ram 2",
+           "--id", "F2");
+    run_ok("allocate", "F1", "--unit", "SON", "--amount", "1 mkr", "--purpose", "a", "--id", "A1");
+    run_ok("allocate", "F2", "--unit", "KFN", "--amount", "1 mkr", "--purpose", "b", "--id", "A2");
+    decide("approve", "A1", "--id", "D1");
+    decide("approve", "A2", "--id", "D2");
+    run_ok("avrop", "A1", "--amount", "100 tkr", "--id", "V1");
+    run_ok("avrop", "A2", "--amount", "100 tkr", "--id", "V2");
+    decide("approve", "V1", "--id", "D3");
+    run_ok("avrop", "A1", "--amount", "50 tkr", "--id", "V3");
+    run_ok("withdraw", "V3", "--id", "W1");
+    run_ok("adjust", "F1", "--delta", "+1 mkr", "--reason", "Tillägg", "--id", "J1");
+    decide("reject", "V2", "--id", "D4");
+}
+
+/* `events` with `entity`, one event per page, following `next`: the seqs found. */
+static size_t entity_pages(budget_client *c, const char *entity, uint64_t *seqs, size_t max)
+{
+    uint64_t after = 0, head = 1;
+    size_t n = 0;
+    while (after < head) {
+        e2e_buf args;
+        budget_response r;
+        e2e_buf_init(&args);
+        msgpack_pack_map(&args.pk, 3);
+        e2e_kv_str(&args, "entity", entity);
+        e2e_kv_uint(&args, "limit", 1);
+        e2e_kv_uint(&args, "after", after);
+        e2e_call(c, "events", &args, &r);
+        e2e_assert(r.ok, "events entity %s: %s", entity, r.code);
+        const msgpack_object *events = budget_map_get(&r.result, "events");
+        for (uint32_t i = 0; i < events->via.array.size && n < max; i++)
+            seqs[n++] = e2e_map_uint(&events->via.array.ptr[i], "seq");
+        after = e2e_map_uint(&r.result, "next");
+        head = e2e_map_uint(&r.result, "head");
+        budget_response_free(&r);
+        e2e_buf_destroy(&args);
+    }
+    return n;
+}
+
+/* `events` with one filter of uint values; the number of events returned (one page). */
+static uint32_t events_count(budget_client *c, const char *k1, uint64_t v1, const char *k2,
+                             uint64_t v2, const char **code)
+{
+    e2e_buf args;
+    budget_response r;
+    uint32_t n = 0;
+    e2e_buf_init(&args);
+    msgpack_pack_map(&args.pk, k2 ? 2 : 1);
+    e2e_kv_uint(&args, k1, v1);
+    if (k2)
+        e2e_kv_uint(&args, k2, v2);
+    e2e_call(c, "events", &args, &r);
+    static char error[32];
+    snprintf(error, sizeof(error), "%s", r.ok ? "" : r.code);
+    *code = error;
+    if (r.ok)
+        n = budget_map_get(&r.result, "events")->via.array.size;
+    budget_response_free(&r);
+    e2e_buf_destroy(&args);
+    return n;
+}
+
+static uint64_t event_ts(budget_client *c, uint64_t seq)
+{
+    e2e_buf args;
+    budget_response r;
+    e2e_buf_init(&args);
+    msgpack_pack_map(&args.pk, 2);
+    e2e_kv_uint(&args, "after", seq - 1);
+    e2e_kv_uint(&args, "limit", 1);
+    e2e_call(c, "events", &args, &r);
+    uint64_t ts = e2e_map_uint(&budget_map_get(&r.result, "events")->via.array.ptr[0], "ts");
+    budget_response_free(&r);
+    e2e_buf_destroy(&args);
+    return ts;
+}
+
+Test(audit, history_follows_an_entity_and_all_that_refers_to_it)
+{
+    static const struct {
+        const char *entity;
+        uint64_t seqs[8];
+        size_t n;
+    } cases[] = {
+        {"F1", {1, 3, 5, 7, 9, 10, 11, 12}, 8},
+        {"A1", {3, 5, 7, 9, 10, 11}, 6},
+        {"V1", {7, 9}, 2},
+        {"F2", {2, 4, 6, 8, 13}, 5},
+        {"A2", {4, 6, 8, 13}, 4},
+        {"D3", {9}, 1},
+        {"V3", {10, 11}, 2},
+    };
+    uint64_t got[32];
+    e2e_ctl_result r;
+    budget_client *c = e2e_client(&bd);
+    history_scenario();
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        /* Paged one event at a time: an avrop's decision is found on a later page. */
+        size_t n = entity_pages(c, cases[i].entity, got, 32);
+        expect_seqs(got, n, cases[i].seqs, cases[i].n, cases[i].entity);
+        ctl_ok(&r, "history", cases[i].entity);
+        n = line_seqs(r.out, got, 32);
+        expect_seqs(got, n, cases[i].seqs, cases[i].n, "budgetctl history");
+        e2e_ctl_free(&r);
+    }
+    e2e_assert_int(ctl(&r, "history", "nothing-here"), 1, "history of an unknown id");
+    e2e_assert(strstr(r.err, "not_found") != NULL, "says not_found: %s", r.err);
+    e2e_ctl_free(&r);
+
+    /* By actor: the four decisions are the second identity's, the rest mine; a uid that
+     * wrote nothing has nothing. */
+    const char *code;
+    e2e_assert_int(events_count(c, "actor", getuid(), NULL, 0, &code), 9, "events by me");
+    e2e_assert_int(events_count(c, "actor", e2e_other.uid, NULL, 0, &code), 4, "by the other");
+    e2e_assert_int(events_count(c, "actor", 4242, NULL, 0, &code), 0, "by a uid without any");
+
+    /* By time, [from, to) in ms: event 5's millisecond holds event 5 and nothing outside it. */
+    uint64_t ts5 = event_ts(c, 5);
+    uint32_t same_ms = events_count(c, "ts_from", ts5, "ts_to", ts5 + 1, &code);
+    e2e_assert(same_ms >= 1 && same_ms <= 13, "events in event 5's millisecond: %u", same_ms);
+    e2e_assert_int(events_count(c, "ts_to", event_ts(c, 1), NULL, 0, &code), 0,
+                   "events before the first");
+    e2e_assert_int(events_count(c, "ts_from", event_ts(c, 13) + 1, NULL, 0, &code), 0,
+                   "events after the last");
+    events_count(c, "ts_from", 10, "ts_to", 5, &code);
+    e2e_assert_str(code, "bad_request", "from after to");
+
+    /* budgetctl takes days: today holds everything, a day long gone nothing. */
+    char today[16];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(today, sizeof(today), "%Y-%m-%d", gmtime_r(&now, &tm));
+    ctl_ok(&r, "history", "F1", "--from", today, "--to", today);
+    e2e_assert_int(line_seqs(r.out, got, 32), 8, "F1's events today");
+    e2e_ctl_free(&r);
+    e2e_assert_int(ctl(&r, "history", "F1", "--to", "2001-01-01"), 1, "F1 before 2001");
+    e2e_ctl_free(&r);
+    e2e_assert_int(ctl(&r, "events", "--from", "2021-02-30"), 2, "a day that does not exist");
+    e2e_ctl_free(&r);
+    budget_client_close(c);
+    stop_daemon(&bd);
+}
+
+/* ---- tamper evidence ------------------------------------------------------------------------- */
+
+#define TAMPER_EVENTS 30
+#define MARKER "tamper-marker-%02u-"
+
+/* Where event `seq`'s bytes are in a data file: every place its marker is (a file that is
+ * not compacted may hold old copies of a page too). Returns how many. */
+static size_t find_event(const uint8_t *file, size_t len, unsigned seq, size_t *starts,
+                         size_t *ends, size_t max)
+{
+    char marker[32];
+    static const uint8_t head[] = {0x87, 0xa3, 's', 'e', 'q'};
+    static const uint8_t tail[] = {0xa4, 'h', 'a', 's', 'h', 0xc4, 0x20};
+    size_t n = 0, mlen = (size_t)snprintf(marker, sizeof(marker), MARKER, seq);
+    for (size_t at = 0; at + mlen <= len && n < max; at++) {
+        if (memcmp(file + at, marker, mlen) != 0)
+            continue;
+        size_t start = at, end = at;
+        while (start > 0 && memcmp(file + start, head, sizeof(head)) != 0)
+            start--;
+        while (end + sizeof(tail) + 32 <= len && memcmp(file + end, tail, sizeof(tail)) != 0)
+            end++;
+        e2e_assert(start > 0 && end + sizeof(tail) + 32 <= len, "event %u's bounds", seq);
+        starts[n] = start;
+        ends[n] = end + sizeof(tail) + 32;
+        n++;
+    }
+    return n;
+}
+
+/* Runs `budgetctl audit verify --data DIR`; returns the seq it reports broken (0: intact). */
+static uint64_t offline_first_bad(const char *dir)
+{
+    e2e_ctl_result r;
+    uint64_t bad = 0;
+    int code = ctl(&r, "audit", "verify", "--data", dir);
+    if (code == 4)
+        e2e_assert(sscanf(r.out, "chain broken at seq %" SCNu64, &bad) == 1, "%s", r.out);
+    else
+        e2e_assert(code == 0 && strncmp(r.out, "chain intact", 12) == 0, "exit %d: %s %s", code,
+                   r.out, r.err);
+    e2e_ctl_free(&r);
+    return bad;
+}
+
+Test(audit, a_change_of_any_stored_byte_is_found_at_its_event)
+{
+    static const unsigned sample_events[] = {1, 9, 17, 30};
+    char copy[128], data_file[256], title[64];
+    e2e_ctl_result r;
+    budget_client *c = e2e_client(&bd);
+    for (unsigned seq = 1; seq <= TAMPER_EVENTS; seq++) {
+        snprintf(title, sizeof(title), MARKER "Utökat trygghetsarbete", seq);
+        char id[16];
+        snprintf(id, sizeof(id), "t%u", seq);
+        run_ok("grant", "--unit", "KS", "--year", "2021", "--amount", "1 kr", "--title", title,
+               "--reference", "KS § 241", "--id", id);
+    }
+    budget_client_close(c);
+    stop_daemon(&bd);
+
+    /* A copy of the data folder, made offline. */
+    au_temp_dir(copy, sizeof(copy));
+    char from[256];
+    snprintf(from, sizeof(from), "%s/data.mdb", bd.data);
+    snprintf(data_file, sizeof(data_file), "%s/data.mdb", copy);
+    e2e_assert(au_copy_file(from, data_file) == 0, "copy %s", from);
+    e2e_assert_int(offline_first_bad(copy), 0, "the untouched copy verifies");
+
+    size_t len = 0;
+    uint8_t *file = (uint8_t *)au_read_file(data_file, &len);
+    e2e_assert(file != NULL, "read the copy");
+    unsigned flips = 0;
+    for (size_t e = 0; e < sizeof(sample_events) / sizeof(sample_events[0]); e++) {
+        unsigned seq = sample_events[e];
+        size_t starts[8], ends[8];
+        size_t copies = find_event(file, len, seq, starts, ends, 8);
+        e2e_assert(copies >= 1, "event %u is in the file", seq);
+        size_t size = ends[0] - starts[0];
+        /* The first byte, the seq, the middle, the prev and hash headers and bytes, the end. */
+        size_t offsets[] = {0,         4,         7,         size / 3,  size / 2, size - 71,
+                            size - 60, size - 39, size - 33, size - 20, size - 1};
+        for (size_t k = 0; k < sizeof(offsets) / sizeof(offsets[0]); k++) {
+            for (size_t i = 0; i < copies; i++)
+                file[starts[i] + offsets[k]] ^= 0x01;
+            e2e_assert(au_write_file(data_file, file, len, 0640) == 0, "write the copy");
+            uint64_t bad = offline_first_bad(copy);
+            e2e_assert(bad == seq, "byte %zu of event %u changed: verify says %" PRIu64, offsets[k],
+                       seq, bad);
+            for (size_t i = 0; i < copies; i++)
+                file[starts[i] + offsets[k]] ^= 0x01;
+            flips++;
+        }
+    }
+    e2e_assert(au_write_file(data_file, file, len, 0640) == 0, "restore the copy");
+    e2e_assert_int(offline_first_bad(copy), 0, "restored, the copy verifies again");
+
+    /* A daemon on a copy whose event 17 has one letter of its title changed: it replays
+     * (the links between events still follow) and `verify` names event 17. */
+    size_t starts[8], ends[8];
+    size_t copies = find_event(file, len, 17, starts, ends, 8);
+    char marker[32];
+    size_t mlen = (size_t)snprintf(marker, sizeof(marker), MARKER, 17u);
+    for (size_t i = 0; i < copies; i++) {
+        uint8_t *m = memmem(file + starts[i], ends[i] - starts[i], marker, mlen);
+        m[mlen + 1] ^= 0x01; /* "Utökat" becomes "Tuökat" */
+    }
+    e2e_assert(au_write_file(data_file, file, len, 0640) == 0, "write the copy");
+    e2e_daemon on_copy;
+    e2e_assert(au_daemon_on(&on_copy, copy) == 0, "budgetd serves the altered copy");
+    ctl_on_argv(&on_copy, &r, 1, AU_ARGV("verify"));
+    e2e_assert_int(r.exit_code, 4, "verify on the altered copy");
+    e2e_assert(strncmp(r.out, "chain broken at seq 17: hash", 28) == 0, "%s", r.out);
+    e2e_ctl_free(&r);
+    stop_daemon(&on_copy);
+    e2e_daemon_cleanup(&on_copy);
+
+    /* One whose event 9's prev is changed: start-up replay refuses it, naming event 9. */
+    copies = find_event(file, len, 9, starts, ends, 8);
+    for (size_t i = 0; i < copies; i++)
+        file[ends[i] - 39 - 10] ^= 0x01;
+    e2e_assert(au_write_file(data_file, file, len, 0640) == 0, "write the copy");
+    e2e_assert(au_daemon_on(&on_copy, copy) != 0, "budgetd refuses a log that does not replay");
+    size_t log_len = 0;
+    char *log = au_read_file(on_copy.log, &log_len);
+    e2e_assert(log && strstr(log, "event 9 does not follow event 8"), "the log names it: %s",
+               log ? log : "");
+    free(log);
+    e2e_daemon_cleanup(&on_copy);
+    e2e_assert_int(offline_first_bad(copy), 9, "offline verify names event 9");
+    fprintf(stderr, "tamper: %u single-byte changes in %zu events, each found at its event\n",
+            flips, sizeof(sample_events) / sizeof(sample_events[0]));
+    free(file);
+    au_remove_tree(copy);
+}
+
+/* ---- checkpoints ----------------------------------------------------------------------------- */
+
+/* The same writes on any daemon; `son_amount` makes a rewritten history. */
+static void checkpoint_scenario(const e2e_daemon *d, const char *son_amount)
+{
+    e2e_ctl_result r;
+    ctl_ok_on(d, &r, "grant", "--unit", "KS", "--year", "2021", "--amount", "3 mkr", "--title",
+              "Utökat trygghetsarbete", "--id", "ks21");
+    e2e_ctl_free(&r);
+    ctl_ok_on(d, &r, "allocate", "ks21", "--unit", "SON", "--amount", son_amount, "--purpose",
+              "Områdesarbete", "--id", "son21");
+    e2e_ctl_free(&r);
+    decide_on(d, "approve", "son21", "--id", "d1");
+    ctl_ok_on(d, &r, "avrop", "son21", "--amount", "400 tkr", "--id", "v1");
+    e2e_ctl_free(&r);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    e2e_assert(au_write_file(path, text, strlen(text), 0644) == 0, "write %s", path);
+}
+
+/* Replaces the first "<key> " line's value in a checkpoint text. */
+static void alter_line(char *text, const char *key, size_t at)
+{
+    char *line = strstr(text, key);
+    e2e_assert(line != NULL, "a %s line", key);
+    char *v = line + strlen(key) + 1 + at;
+    *v = *v == '5' ? '6' : '5';
+}
+
+Test(audit, a_checkpoint_holds_on_an_honest_log_and_fails_on_a_rewritten_one)
+{
+    char dir[128], file[256], altered[256], key_path[256];
+    e2e_ctl_result r;
+    au_temp_dir(dir, sizeof(dir));
+    snprintf(file, sizeof(file), "%s/checkpoint.txt", dir);
+    snprintf(altered, sizeof(altered), "%s/altered.txt", dir);
+    checkpoint_scenario(&bd, "1 mkr");
+
+    /* The key: made on the first start, 0600, its public half in the log. */
+    struct stat st;
+    snprintf(key_path, sizeof(key_path), "%s/checkpoint.key", bd.data);
+    e2e_assert(stat(key_path, &st) == 0 && (st.st_mode & 0777) == 0600 && st.st_size == 64,
+               "checkpoint.key is 64 bytes, mode 0600");
+
+    ctl_ok(&r, "audit", "checkpoint");
+    e2e_assert(strncmp(r.out, "budgetd checkpoint v1\nseq 4\nhash ", 33) == 0, "%s", r.out);
+    write_text(file, r.out);
+    char public_key[65] = "";
+    sscanf(strstr(r.out, "public_key ") + 11, "%64s", public_key);
+    size_t log_len = 0;
+    char *log = au_read_file(bd.log, &log_len);
+    e2e_assert(log && strstr(log, public_key), "the log shows the public key %s", public_key);
+    free(log);
+    e2e_ctl_free(&r);
+
+    /* Honest: it holds now, and after more writes. */
+    ctl_ok(&r, "audit", "check", file);
+    e2e_assert(strncmp(r.out, "checkpoint holds: event 4", 25) == 0, "%s", r.out);
+    e2e_ctl_free(&r);
+    decide("approve", "v1");
+    run_ok("avrop", "son21", "--amount", "100 tkr");
+    ctl_ok(&r, "--json", "audit", "check", file, "--key", public_key);
+    e2e_json *j = e2e_json_parse(r.out, r.out_len);
+    e2e_assert(j && e2e_json_int(j, "head", 0) == 6 && e2e_json_int(j, "checked", 0) == 3,
+               "checked from 4 to the head 6: %s", r.out);
+    e2e_json_free(j);
+    e2e_ctl_free(&r);
+
+    /* The file altered, or signed by a key not given: refused. */
+    size_t len = 0;
+    char *text = au_read_file(file, &len);
+    alter_line(text, "\nhash", 5);
+    write_text(altered, text);
+    e2e_assert_int(ctl(&r, "audit", "check", altered), 4, "a changed hash");
+    e2e_assert(strstr(r.err, "signature does not verify"), "%s", r.err);
+    e2e_ctl_free(&r);
+    free(text);
+    text = au_read_file(file, &len);
+    alter_line(text, "\nseq", 0);
+    write_text(altered, text);
+    e2e_assert_int(ctl(&r, "audit", "check", altered), 4, "a changed seq");
+    e2e_ctl_free(&r);
+    free(text);
+    char other_key[65];
+    memset(other_key, 'a', 64);
+    other_key[64] = '\0';
+    e2e_assert_int(ctl(&r, "audit", "check", file, "--key", other_key), 4, "another key");
+    e2e_ctl_free(&r);
+    write_text(altered, "budgetd checkpoint v1\nseq 4\n");
+    e2e_assert_int(ctl(&r, "audit", "check", altered), 2, "a file that is not whole");
+    e2e_ctl_free(&r);
+
+    /* Offline, on the stopped daemon's folder. */
+    stop_daemon(&bd);
+    ctl_ok(&r, "audit", "check", file, "--data", bd.data);
+    e2e_ctl_free(&r);
+
+    /* A rewritten history: the same writes, SON's amount changed, its chain whole; even the
+     * signing key copied over. Every other check passes; this one does not. */
+    char forged[128], forged_data[256], forged_key[320];
+    au_temp_dir(forged, sizeof(forged));
+    snprintf(forged_data, sizeof(forged_data), "%s/data", forged);
+    e2e_assert(mkdir(forged_data, 0750) == 0, "mkdir");
+    snprintf(forged_key, sizeof(forged_key), "%s/checkpoint.key", forged_data);
+    e2e_assert(au_copy_file(key_path, forged_key) == 0, "copy the key");
+    e2e_daemon forger;
+    e2e_assert(au_daemon_on(&forger, forged_data) == 0, "the forger's budgetd");
+    checkpoint_scenario(&forger, "1,2 mkr");
+    ctl_on_argv(&forger, &r, 1, AU_ARGV("verify"));
+    e2e_assert_int(r.exit_code, 0, "the rewritten chain is whole");
+    e2e_ctl_free(&r);
+    ctl_on_argv(&forger, &r, 3, AU_ARGV("audit", "check", file));
+    e2e_assert_int(r.exit_code, 4, "the checkpoint against the rewritten log");
+    e2e_assert(strstr(r.err, "history was rewritten"), "%s", r.err);
+    e2e_ctl_free(&r);
+    stop_daemon(&forger);
+    e2e_assert_int(ctl(&r, "audit", "check", file, "--data", forged_data), 4, "offline too");
+    e2e_assert(strstr(r.err, "history was rewritten"), "%s", r.err);
+    e2e_ctl_free(&r);
+    e2e_daemon_cleanup(&forger);
+    au_remove_tree(forged);
+
+    /* A log cut short of the checkpoint. */
+    au_temp_dir(forged, sizeof(forged));
+    e2e_assert(au_daemon_on(&forger, forged) == 0, "a short log's budgetd");
+    ctl_ok_on(&forger, &r, "grant", "--unit", "KS", "--year", "2021", "--amount", "3 mkr",
+              "--title", "Utökat trygghetsarbete", "--id", "ks21");
+    e2e_ctl_free(&r);
+    ctl_on_argv(&forger, &r, 3, AU_ARGV("audit", "check", file));
+    e2e_assert_int(r.exit_code, 4, "a log that ends before the checkpoint");
+    e2e_assert(strstr(r.err, "history was cut"), "%s", r.err);
+    e2e_ctl_free(&r);
+    stop_daemon(&forger);
+    e2e_daemon_cleanup(&forger);
+    au_remove_tree(forged);
+    au_remove_tree(dir);
+}
+
+/* ---- backup ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    const e2e_daemon *d;
+    uint32_t index;
+    atomic_bool stop;
+    atomic_uint_fast64_t written;
+} load_writer;
+
+static void *load_write(void *arg)
+{
+    load_writer *w = arg;
+    budget_client *c = e2e_client(w->d);
+    char prefix[32];
+    snprintf(prefix, sizeof(prefix), "load%u", w->index);
+    for (uint32_t i = 0; !atomic_load(&w->stop); i += 32) {
+        au_grant_many(c, prefix, i, 32, 100);
+        atomic_fetch_add(&w->written, 32);
+    }
+    budget_client_close(c);
+    return NULL;
+}
+
+#define LOAD_WRITERS 2
+#define BACKUP_PRELOAD 3000
+
+static uint64_t written_by(load_writer *w)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < LOAD_WRITERS; i++)
+        n += atomic_load(&w[i].written);
+    return n;
+}
+
+Test(audit, a_backup_made_under_load_verifies_and_serves)
+{
+    char dir[128], copy[192], path[256];
+    e2e_ctl_result r;
+    load_writer w[LOAD_WRITERS];
+    pthread_t t[LOAD_WRITERS];
+    budget_client *c = e2e_client(&bd);
+    au_grant_many(c, "pre", 0, BACKUP_PRELOAD, 100);
+
+    for (int i = 0; i < LOAD_WRITERS; i++) {
+        w[i].d = &bd;
+        w[i].index = (uint32_t)i;
+        atomic_init(&w[i].stop, false);
+        atomic_init(&w[i].written, 0);
+        cr_assert_eq(pthread_create(&t[i], NULL, load_write, &w[i]), 0);
+    }
+    e2e_assert(AU_WAIT(written_by(w) >= 256, 10000), "the clerks write");
+    au_temp_dir(dir, sizeof(dir));
+    snprintf(copy, sizeof(copy), "%s/copy", dir);
+    ctl_ok(&r, "--json", "backup", copy);
+    e2e_json *result = e2e_json_parse(r.out, r.out_len);
+    e2e_assert(result != NULL, "backup's answer: %s", r.out);
+    uint64_t head = (uint64_t)e2e_json_int(result, "head", 0);
+    e2e_assert_str(e2e_json_str(result, "dir"), copy, "the folder");
+    e2e_assert(head >= BACKUP_PRELOAD + 256, "the copy holds what was written: %s", r.out);
+    e2e_json_free(result);
+    e2e_ctl_free(&r);
+    uint64_t after_backup = written_by(w);
+    e2e_assert(AU_WAIT(written_by(w) >= after_backup + 256, 10000), "the clerks go on writing");
+    for (int i = 0; i < LOAD_WRITERS; i++) {
+        atomic_store(&w[i].stop, true);
+        pthread_join(t[i], NULL); /* every write of theirs was answered ok */
+    }
+    uint64_t now = e2e_head(c);
+    e2e_assert(now > head, "writes went on during and after the backup");
+
+    /* The copy: data.mdb alone, it verifies offline, and a daemon on it serves it. */
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/lock.mdb", copy);
+    e2e_assert(stat(path, &st) != 0, "no lock.mdb left in the copy");
+    e2e_assert(stat(copy, &st) == 0 && (st.st_mode & 0777) == 0750, "the copy's folder is 0750");
+    ctl_ok(&r, "audit", "verify", "--data", copy);
+    char expect[96];
+    snprintf(expect, sizeof(expect), "chain intact: %" PRIu64 " events, head %" PRIu64 "\n", head,
+             head);
+    e2e_assert_str(r.out, expect, "offline verify of the copy");
+    e2e_ctl_free(&r);
+
+    char head_text[24];
+    snprintf(head_text, sizeof(head_text), "%" PRIu64, head);
+    e2e_ctl_result original;
+    ctl_ok(&original, "--json", "balances", "--as-of", head_text);
+    e2e_daemon on_copy;
+    e2e_assert(au_daemon_on(&on_copy, copy) == 0, "budgetd starts on the copy");
+    budget_client *cc = e2e_client(&on_copy);
+    e2e_assert_int(e2e_head(cc), head, "the copy's head");
+    ctl_ok_on(&on_copy, &r, "verify");
+    e2e_ctl_free(&r);
+    ctl_ok_on(&on_copy, &r, "--json", "balances");
+    e2e_assert_str(r.out, original.out, "balances on the copy = balances as of its head");
+    e2e_ctl_free(&r);
+    e2e_ctl_free(&original);
+    e2e_assert_int(au_grant_many(cc, "on-copy", 0, 1, 10), head + 1, "the copy takes writes");
+    budget_client_close(cc);
+    stop_daemon(&on_copy);
+    e2e_daemon_cleanup(&on_copy);
+    budget_client_close(c);
+    stop_daemon(&bd);
+    au_remove_tree(dir);
+}
+
+/* A raw backup request: its error code, or "" when it succeeded. */
+static void backup_code(budget_client *c, const char *dir, char *code, size_t size)
+{
+    e2e_buf args;
+    budget_response r;
+    e2e_buf_init(&args);
+    if (dir) {
+        msgpack_pack_map(&args.pk, 1);
+        e2e_kv_str(&args, "dir", dir);
+    } else {
+        msgpack_pack_map(&args.pk, 0);
+    }
+    e2e_call(c, "backup", &args, &r);
+    snprintf(code, size, "%s", r.ok ? "" : r.code);
+    budget_response_free(&r);
+    e2e_buf_destroy(&args);
+}
+
+Test(audit, a_backup_goes_only_into_a_new_folder_outside_the_data)
+{
+    char dir[128], path[256], code[32];
+    e2e_ctl_result r;
+    budget_client *c = e2e_client(&bd);
+    au_grant_many(c, "x", 0, 3, 10);
+    au_temp_dir(dir, sizeof(dir));
+
+    backup_code(c, "relative/copy", code, sizeof(code));
+    e2e_assert_str(code, "bad_request", "a relative path");
+    backup_code(c, NULL, code, sizeof(code));
+    e2e_assert_str(code, "bad_request", "no dir");
+    backup_code(c, dir, code, sizeof(code));
+    e2e_assert_str(code, "conflict", "a folder that exists");
+    snprintf(path, sizeof(path), "%s/missing/copy", dir);
+    backup_code(c, path, code, sizeof(code));
+    e2e_assert_str(code, "not_found", "a parent that does not exist");
+    snprintf(path, sizeof(path), "%s/inside", bd.data);
+    backup_code(c, path, code, sizeof(code));
+    e2e_assert_str(code, "bad_request", "inside the data folder");
+    e2e_assert(access(path, F_OK) != 0, "nothing was made inside the data folder");
+    snprintf(path, sizeof(path), "%s/copy/", dir);
+    backup_code(c, path, code, sizeof(code));
+    e2e_assert_str(code, "", "a new folder (a trailing slash is fine)");
+    e2e_assert_int(ctl(&r, "backup", dir), 1, "budgetctl backup into an existing folder");
+    e2e_assert(strstr(r.err, "conflict"), "%s", r.err);
+    e2e_ctl_free(&r);
+    budget_client_close(c);
+    stop_daemon(&bd);
+    au_remove_tree(dir);
+}
+
+/* ---- replay ---------------------------------------------------------------------------------- */
+
+Test(audit, replay_as_of_a_seq_or_a_day_online_and_offline)
+{
+    char dir[128], copy[192], today[16], yesterday[16];
+    e2e_ctl_result a, b;
+    history_scenario();
+    au_temp_dir(dir, sizeof(dir));
+    snprintf(copy, sizeof(copy), "%s/copy", dir);
+    run_ok("backup", copy);
+    time_t now = time(NULL), before = now - 86400;
+    struct tm tm;
+    strftime(today, sizeof(today), "%Y-%m-%d", gmtime_r(&now, &tm));
+    strftime(yesterday, sizeof(yesterday), "%Y-%m-%d", gmtime_r(&before, &tm));
+
+    static const char *const seqs[] = {"3", "7", "12", "13"};
+    for (size_t i = 0; i < sizeof(seqs) / sizeof(seqs[0]); i++) {
+        ctl_ok(&a, "balances", "--as-of", seqs[i]);
+        ctl_ok(&b, "audit", "replay", "--as-of", seqs[i]);
+        e2e_assert_str(b.out, a.out, "audit replay = balances as of the same seq");
+        e2e_ctl_free(&b);
+        ctl_ok(&b, "audit", "replay", "--as-of", seqs[i], "--data", copy);
+        e2e_assert_str(b.out, a.out, "offline replay on the backup = balances online");
+        e2e_ctl_free(&b);
+        e2e_ctl_free(&a);
+        ctl_ok(&a, "--json", "balances", "--as-of", seqs[i]);
+        ctl_ok(&b, "--json", "audit", "replay", "--as-of", seqs[i], "--data", copy);
+        e2e_assert_str(b.out, a.out, "the same as JSON");
+        e2e_ctl_free(&b);
+        e2e_ctl_free(&a);
+    }
+    /* The end of today holds everything; the end of yesterday nothing. */
+    ctl_ok(&a, "audit", "replay", "--as-of", today);
+    e2e_assert(strncmp(a.out, "As of seq 13\n", 13) == 0, "%s", a.out);
+    ctl_ok(&b, "audit", "replay", "--as-of", today, "--data", copy);
+    e2e_assert_str(b.out, a.out, "offline, the same");
+    e2e_ctl_free(&a);
+    e2e_ctl_free(&b);
+    e2e_assert_int(ctl(&a, "audit", "replay", "--as-of", yesterday), 1, "before the first event");
+    e2e_ctl_free(&a);
+    e2e_assert_int(ctl(&a, "audit", "replay", "--as-of", yesterday, "--data", copy), 1,
+                   "offline, before the first event");
+    e2e_ctl_free(&a);
+    e2e_assert_int(ctl(&a, "audit", "replay", "--as-of", "99", "--data", copy), 1, "past the head");
+    e2e_ctl_free(&a);
+    e2e_assert_int(ctl(&a, "audit", "replay", "--as-of", "0"), 2, "seq 0");
+    e2e_ctl_free(&a);
+    e2e_assert_int(ctl(&a, "audit", "replay"), 2, "no --as-of");
+    e2e_ctl_free(&a);
+    e2e_assert_int(ctl(&a, "audit", "replay", "--as-of", "3", "--data", dir), 3, "no store");
+    e2e_ctl_free(&a);
+    stop_daemon(&bd);
+    au_remove_tree(dir);
+}
+
+/* ---- export ---------------------------------------------------------------------------------- */
+
+static size_t count_of(const char *text, const char *what)
+{
+    size_t n = 0;
+    for (const char *p = text; (p = strstr(p, what)) != NULL; p += strlen(what))
+        n++;
+    return n;
+}
+
+Test(audit, export_writes_csv_for_excel_and_json_lines)
+{
+    e2e_ctl_result r;
+    run_ok("grant", "--unit", "KS", "--year", "2021", "--amount", "3 mkr", "--title",
+           "Utökat; \"trygghets\",arbete", "--id", "ks21");
+    run_ok("allocate", "ks21", "--unit", "SON", "--amount", "1 500 000,50 kr", "--purpose",
+           "=HYPERLINK(\"x\")", "--id", "son21");
+    run_ok("adjust", "ks21", "--delta", "-200 tkr", "--reason", "Omprioritering", "--id", "j1");
+
+    ctl_ok(&r, "export", "events");
+    e2e_assert(strncmp(r.out, "seq,time_utc,ts_ms,actor_uid,actor_name,type,id,", 48) == 0, "%s",
+               r.out);
+    e2e_assert_int(count_of(r.out, "\r\n"), 4, "a header and three rows, CRLF");
+    e2e_assert(strstr(r.out, ",3000000.00,"), "kronor with a decimal point: %s", r.out);
+    e2e_assert(strstr(r.out, ",1500000.50,"), "öre kept: %s", r.out);
+    e2e_assert(strstr(r.out, ",-200000.00,"), "a negative delta: %s", r.out);
+    e2e_assert(strstr(r.out, ",\"Utökat; \"\"trygghets\"\",arbete\","), "quoted: %s", r.out);
+    e2e_assert(strstr(r.out, ",\"'=HYPERLINK(\"\"x\"\")\","), "no formula: %s", r.out);
+    e2e_ctl_free(&r);
+
+    ctl_ok(&r, "export", "events", "--swedish", "--bom");
+    e2e_assert(memcmp(r.out, "\xef\xbb\xbfseq;time_utc;", 16) == 0, "BOM, then ;: %s", r.out);
+    e2e_assert(strstr(r.out, ";3000000,00;") && strstr(r.out, ";1500000,50;") &&
+                   strstr(r.out, ";-200000,00;"),
+               "decimal comma: %s", r.out);
+    e2e_assert(strstr(r.out, ";\"Utökat; \"\"trygghets\"\",arbete\";"), "quoted: %s", r.out);
+    e2e_ctl_free(&r);
+
+    ctl_ok(&r, "export", "events", "--format", "jsonl");
+    e2e_assert_int(count_of(r.out, "\n"), 3, "one line per event");
+    const char *second = strchr(r.out, '\n') + 1;
+    e2e_json *j = e2e_json_parse(second, (size_t)(strchr(second, '\n') - second));
+    e2e_assert(j && e2e_json_int(e2e_json_get(j, "data"), "amount", 0) == 150000050,
+               "amounts in öre: %s", second);
+    e2e_json_free(j);
+    e2e_ctl_free(&r);
+
+    ctl_ok(&r, "export", "balances", "--swedish");
+    e2e_assert(strncmp(r.out, "kind;id;unit;year;frame;status;title;", 37) == 0, "%s", r.out);
+    e2e_assert(strstr(r.out, "\r\nframe;ks21;KS;2021;;;") && strstr(r.out, ";2800000,00;"),
+               "the frame after its adjustment: %s", r.out);
+    e2e_assert(strstr(r.out, "\r\nallocation;son21;SON;2021;ks21;pending;"), "%s", r.out);
+    e2e_assert(strstr(r.out, "\r\nunit;;SON;2021;"), "%s", r.out);
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "export", "balances", "--format", "jsonl", "--as-of", "1");
+    e2e_assert(strncmp(r.out, "{\"kind\":\"frame\",\"id\":\"ks21\"", 27) == 0, "%s", r.out);
+    e2e_assert(strstr(r.out, "\"granted\":300000000"), "as of seq 1, in öre: %s", r.out);
+    e2e_assert_int(count_of(r.out, "\n"), 2, "the frame and KS's year");
+    e2e_ctl_free(&r);
+
+    e2e_assert_int(ctl(&r, "export", "ledger"), 2, "an unknown WHAT");
+    e2e_ctl_free(&r);
+    e2e_assert_int(ctl(&r, "export", "events", "--format", "xml"), 2, "an unknown format");
+    e2e_ctl_free(&r);
+    e2e_assert_int(ctl(&r, "export", "events", "--format", "jsonl", "--bom"), 2, "a BOM in JSON");
+    e2e_ctl_free(&r);
+    stop_daemon(&bd);
+}

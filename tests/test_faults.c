@@ -1,0 +1,428 @@
+/*
+ * Storage faults, end to end, with budgetd-faulty (budgetd built with BUDGET_FAULT_INJECTION:
+ * $BUDGETD_FAULT makes the Nth put, commit or sync of the store fail). For each kind of
+ * fault, N = 1, 2, ... until a run of the workload completes without meeting the fault:
+ *
+ *   put / commit, ENOSPC or EIO, once:  the batch that meets it is answered `unavailable`
+ *       and never acknowledged; the daemon keeps serving; the same writes retried succeed.
+ *   put / commit, EIO, always:  every write from then on is `unavailable`, reads are still
+ *       served, SIGTERM still stops the daemon cleanly.
+ *   put / commit, MAP_FULL, once:  the map grows and the batch succeeds; nobody notices.
+ *   sync, EIO:  the batch is answered `unavailable`, nothing after it is acknowledged, and
+ *       the daemon exits with status 1.
+ *
+ * After every run the production budgetd is started on the same folder: the chain verifies,
+ * every acknowledged write is there at its seq, nothing else is (a put or commit fault
+ * leaves no part of its batch; a sync fault may leave the whole batch, never a part of it),
+ * and the unacknowledged writes retried with their ids are made once or answer the seq
+ * they already have.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "rel_util.h"
+
+/* A run for each N up to this; the workload meets every point fewer times than that. */
+#define NTH_MAX 200
+/* Writes of the workload and how they are sent: groups are pipelined on one connection. */
+#define WRITES 11
+#define ATTEMPTS_MAX 3
+
+static rel_daemon rd;
+
+static void teardown(void)
+{
+    rel_cleanup(&rd);
+}
+
+TestSuite(faults, .fini = teardown, .timeout = 600);
+
+typedef enum { MODE_ONCE, MODE_ALWAYS } fault_mode;
+
+/* What a write of the workload became. */
+typedef struct {
+    const char *op;
+    char id[40];
+    e2e_buf args;
+    bool acked, unanswered;
+    uint64_t seq;
+    int unavailable; /* times answered unavailable */
+} write_rec;
+
+/* The i-th write of the workload. */
+static void pack_write(write_rec *w, int i)
+{
+    static const char *const ids[WRITES] = {"f",  "a",     "a-ok",  "v1",    "v2",   "v3",
+                                            "v4", "v1-ok", "v2-no", "v3-wd", "f-adj"};
+    snprintf(w->id, sizeof(w->id), "w-%s", ids[i]);
+    e2e_buf_init(&w->args);
+    switch (i) {
+    case 0:
+        w->op = "frame.grant";
+        rel_pack_grant(&w->args, w->id, "KS", 1000000000);
+        break;
+    case 1:
+        w->op = "allocation.propose";
+        rel_pack_propose(&w->args, w->id, "w-f", "SON", 100000000);
+        break;
+    case 2:
+        w->op = "approve";
+        rel_pack_target(&w->args, w->id, "w-a");
+        break;
+    case 3:
+    case 4:
+    case 5:
+    case 6:
+        w->op = "avrop.request";
+        rel_pack_avrop(&w->args, w->id, "w-a", 1000000 * (i - 2));
+        break;
+    case 7:
+        w->op = "approve";
+        rel_pack_target(&w->args, w->id, "w-v1");
+        break;
+    case 8:
+        w->op = "reject";
+        rel_pack_target(&w->args, w->id, "w-v2");
+        break;
+    case 9:
+        w->op = "withdraw";
+        rel_pack_target(&w->args, w->id, "w-v3");
+        break;
+    default:
+        w->op = "frame.adjust";
+        rel_pack_adjust(&w->args, w->id, "w-f", 1000);
+        break;
+    }
+}
+
+/* The workload's groups: [first, first + count) are sent together. */
+static const struct {
+    int first, count;
+} groups[] = {{0, 1}, {1, 1}, {2, 1}, {3, 4}, {7, 2}, {9, 1}, {10, 1}};
+
+/* Decisions come from the second identity (four-eyes); the rest, a withdrawal included, from
+ * the requester. */
+static bool by_other(int i)
+{
+    return i == 2 || i == 7 || i == 8;
+}
+
+typedef struct {
+    const char *point, *error;
+    fault_mode mode;
+    int nth;
+} fault_spec;
+
+typedef struct {
+    write_rec w[WRITES];
+    bool injected;        /* the log shows the fault was met */
+    bool stopped_early;   /* the workload stopped at a persistent fault or a sync failure */
+    int unavailable;      /* answers `unavailable` */
+    int ok_after_failure; /* acknowledgements after a sync failure: must stay 0 */
+} run_result;
+
+/* Answers to a group sent at once; returns false when the connection is gone. */
+static bool send_group(budget_client *c, write_rec *w, int first, int count, bool *failed_seen,
+                       run_result *out)
+{
+    int sent = 0;
+    for (int i = first; i < first + count; i++) {
+        if (budget_client_send(c, w[i].op, w[i].args.sb.data, w[i].args.sb.size) <= 0)
+            break;
+        w[i].unanswered = true;
+        sent++;
+    }
+    for (int i = first; i < first + sent; i++) {
+        budget_response r;
+        if (budget_client_recv(c, &r) != 0)
+            return false;
+        w[i].unanswered = false;
+        if (r.ok) {
+            if (*failed_seen)
+                out->ok_after_failure += 1;
+            w[i].acked = true;
+            w[i].seq = (uint64_t)budget_map_int(&r.result, "seq", 0);
+        } else {
+            rel_assert(&rd, strcmp(r.code, "unavailable") == 0, "%s %s refused: %s: %s", w[i].op,
+                       w[i].id, r.code, r.message);
+            w[i].unavailable++;
+            out->unavailable++;
+        }
+        budget_response_free(&r);
+    }
+    return sent == count;
+}
+
+/* A read that must be served while writes fail. */
+static void expect_reads_served(budget_client *c)
+{
+    budget_response r;
+    rel_assert(&rd, budget_client_call(c, "hello", NULL, 0, &r) == 0 && r.ok,
+               "hello not served after a failed commit");
+    budget_response_free(&r);
+    rel_assert(&rd, budget_client_call(c, "stats", NULL, 0, &r) == 0 && r.ok, "stats not served");
+    rel_assert(&rd, budget_map_int(&r.result, "commits_failed", 0) >= 1,
+               "stats does not count the failed commit");
+    budget_response_free(&r);
+}
+
+/* Runs the workload against a daemon that injects `f`. */
+static void run_workload(const fault_spec *f, run_result *out)
+{
+    budget_client *root = NULL, *other = NULL, *c;
+    bool sync = strcmp(f->point, "sync") == 0;
+    bool failed_seen = false;
+
+    rel_assert(&rd, budget_client_connect(rd.d.socket, &root) == 0, "connect");
+    other = e2e_client_as(&rd.d, &e2e_other);
+    for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]) && !out->stopped_early; g++) {
+        c = by_other(groups[g].first) ? other : root;
+        bool alive = send_group(c, out->w, groups[g].first, groups[g].count, &failed_seen, out);
+        for (int i = groups[g].first; i < groups[g].first + groups[g].count; i++) {
+            write_rec *w = &out->w[i];
+            if (w->unavailable > 0)
+                failed_seen = true;
+            /* A write refused as unavailable is retried, as a client would. */
+            while (alive && !w->acked && w->unavailable > 0 && !sync &&
+                   w->unavailable < ATTEMPTS_MAX && f->mode == MODE_ONCE)
+                alive = send_group(c, out->w, i, 1, &failed_seen, out);
+        }
+        if (!alive || (failed_seen && (sync || f->mode == MODE_ALWAYS)))
+            out->stopped_early = true;
+        if (failed_seen && !sync)
+            expect_reads_served(c);
+    }
+    if (f->mode == MODE_ALWAYS && failed_seen && !sync) {
+        /* The fault persists: a retry fails again, and nothing was half-made. */
+        for (int i = 0; i < WRITES; i++) {
+            if (out->w[i].acked || out->w[i].unavailable == 0)
+                continue;
+            send_group(by_other(i) ? other : root, out->w, i, 1, &failed_seen, out);
+            rel_assert(&rd, !out->w[i].acked, "a write succeeded under a persistent fault");
+            break;
+        }
+    }
+    budget_client_close(other);
+    budget_client_close(root);
+}
+
+/* After the run, on the production budgetd: nothing acknowledged lost, nothing half-written,
+ * and unanswered writes retried make no duplicate. */
+static void check_on_disk(const fault_spec *f, run_result *res)
+{
+    budget_client *c = NULL;
+    rel_event *log;
+    bool sync = strcmp(f->point, "sync") == 0;
+
+    rd.binary = BUDGETD_PATH;
+    rd.fault[0] = '\0';
+    rel_assert(&rd, rel_restart(&rd) == 0, "budgetd does not start on the data left by %s:%d",
+               f->point, f->nth);
+    rel_assert(&rd, budget_client_connect(rd.d.socket, &c) == 0, "connect");
+    budget_client *other = e2e_client_as(&rd.d, &e2e_other);
+    uint64_t head = rel_verify(&rd, c);
+    size_t n = rel_read_log(&rd, c, &log);
+    rel_assert(&rd, n == head, "log and head differ");
+
+    size_t acked = 0;
+    for (int i = 0; i < WRITES; i++) {
+        write_rec *w = &res->w[i];
+        if (!w->acked)
+            continue;
+        acked++;
+        rel_assert(&rd, w->seq >= 1 && w->seq <= n && strcmp(log[w->seq - 1].id, w->id) == 0,
+                   "%s:%d: acknowledged %s (seq %" PRIu64 ") is lost", f->point, f->nth, w->id,
+                   w->seq);
+    }
+    /* Every event on disk was acknowledged, except after a sync failure: the batch whose
+     * sync failed was written (the fault strikes after LMDB's commit) but never
+     * acknowledged. Its retries below must then answer the seqs it already has. */
+    if (!sync)
+        rel_assert(&rd, n == acked,
+                   "%s:%d: %zu events on disk but %zu acknowledged: a failed batch was written",
+                   f->point, f->nth, n, acked);
+    free(log);
+
+    /* Retry what was not acknowledged: made now, or the seq it already has; never twice. */
+    for (int i = 0; i < WRITES; i++) {
+        write_rec *w = &res->w[i];
+        rel_result r1, r2;
+        if (w->acked || (w->unavailable == 0 && !w->unanswered))
+            continue;
+        budget_client *who = by_other(i) ? other : c;
+        rel_write(who, w->op, w->args.sb.data, w->args.sb.size, &r1);
+        rel_assert(&rd, r1.transport == 0 && r1.ok, "%s:%d: retry of %s: %s: %s", f->point, f->nth,
+                   w->id, r1.code, r1.message);
+        rel_write(who, w->op, w->args.sb.data, w->args.sb.size, &r2);
+        rel_assert(&rd, r2.ok && r2.seq == r1.seq, "%s:%d: a second retry of %s made seq %" PRIu64,
+                   f->point, f->nth, w->id, r2.seq);
+    }
+    n = rel_read_log(&rd, c, &log); /* asserts that no id is there twice */
+    free(log);
+    budget_client_close(other);
+    budget_client_close(c);
+    rel_stop_clean(&rd);
+}
+
+/* One run: returns true when the fault was met. */
+static bool run_once(const fault_spec *f)
+{
+    run_result res;
+    int status = 0;
+    bool sync = strcmp(f->point, "sync") == 0;
+    bool map_full = strcmp(f->error, "MAP_FULL") == 0;
+
+    memset(&res, 0, sizeof(res));
+    for (int i = 0; i < WRITES; i++)
+        pack_write(&res.w[i], i);
+    rd.binary = BUDGETD_FAULTY_PATH;
+    snprintf(rd.fault, sizeof(rd.fault), "%s:%d:%s:%s", f->point, f->nth, f->error,
+             f->mode == MODE_ALWAYS ? "always" : "once");
+    cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
+
+    run_workload(f, &res);
+    res.injected = rel_log_contains(&rd, "fault injected");
+
+    if (map_full) {
+        /* The map grows and the batch is retried: no client sees anything. */
+        rel_assert(&rd, res.unavailable == 0, "MAP_FULL at %s %d reached a client", f->point,
+                   f->nth);
+        for (int i = 0; i < WRITES; i++)
+            rel_assert(&rd, res.w[i].acked, "%s was not acknowledged", res.w[i].id);
+        if (res.injected) {
+            budget_client *c = NULL;
+            budget_response r;
+            rel_assert(&rd, budget_client_connect(rd.d.socket, &c) == 0, "connect");
+            rel_assert(&rd, budget_client_call(c, "stats", NULL, 0, &r) == 0 && r.ok, "stats");
+            rel_assert(&rd, budget_map_int(&r.result, "map_growths", 0) >= 1,
+                       "MAP_FULL was met but the map did not grow");
+            budget_response_free(&r);
+            budget_client_close(c);
+        }
+    } else if (res.injected) {
+        rel_assert(&rd, res.unavailable >= 1, "%s %d %s was met but no write was refused", f->point,
+                   f->nth, f->error);
+    } else {
+        rel_assert(&rd, res.unavailable == 0, "writes refused without a fault");
+    }
+
+    if (sync && res.injected) {
+        rel_assert(&rd, res.ok_after_failure == 0, "%d writes acknowledged after a failed sync",
+                   res.ok_after_failure);
+        rel_assert(&rd, rel_wait_exit(&rd, 10000, &status) == 0,
+                   "budgetd did not exit after a failed sync");
+        rel_assert(&rd, WIFEXITED(status) && WEXITSTATUS(status) == 1,
+                   "after a failed sync budgetd exited with status 0x%x, not 1", status);
+        rel_assert(&rd, rel_log_contains(&rd, "sync failed"), "the log does not say why");
+    } else {
+        rel_stop_clean(&rd);
+    }
+    check_on_disk(f, &res);
+    rel_cleanup(&rd);
+    for (int i = 0; i < WRITES; i++)
+        e2e_buf_destroy(&res.w[i].args);
+    return res.injected;
+}
+
+/* N = 1, 2, ... until a run completes without meeting the fault. Returns the runs with it. */
+static int series(const char *point, const char *error, fault_mode mode)
+{
+    fault_spec f = {point, error, mode, 0};
+    int met = 0;
+    /* RELIABILITY_FAULT_STRIDE=K tries N = 1, 1+K, 1+2K, ... (the valgrind pass, where each
+     * run costs seconds); the default tries every N. */
+    long stride = rel_env_long("RELIABILITY_FAULT_STRIDE", 1);
+    if (stride < 1)
+        stride = 1;
+    for (f.nth = 1; f.nth <= NTH_MAX; f.nth += (int)stride) {
+        if (!run_once(&f))
+            break;
+        met++;
+    }
+    cr_assert(f.nth <= NTH_MAX, "the workload never completed under %s %s", point, error);
+    fprintf(stderr, "faults: %s %s %s: met in %d runs (N=1..%d, step %ld), run N=%d completed\n",
+            point, error, mode == MODE_ALWAYS ? "always" : "once", met, f.nth - (int)stride, stride,
+            f.nth);
+    return met;
+}
+
+Test(faults, put_failure_fails_its_batch_and_the_daemon_serves_on)
+{
+    cr_assert_gt(series("put", "ENOSPC", MODE_ONCE), 0);
+    cr_assert_gt(series("put", "EIO", MODE_ONCE), 0);
+}
+
+Test(faults, commit_failure_fails_its_batch_and_the_daemon_serves_on)
+{
+    cr_assert_gt(series("commit", "ENOSPC", MODE_ONCE), 0);
+    cr_assert_gt(series("commit", "EIO", MODE_ONCE), 0);
+}
+
+Test(faults, persistent_failure_refuses_writes_and_keeps_reads)
+{
+    cr_assert_gt(series("put", "EIO", MODE_ALWAYS), 0);
+    cr_assert_gt(series("commit", "ENOSPC", MODE_ALWAYS), 0);
+}
+
+Test(faults, map_full_grows_the_map_and_the_batch_succeeds)
+{
+    cr_assert_gt(series("put", "MAP_FULL", MODE_ONCE), 0);
+    cr_assert_gt(series("commit", "MAP_FULL", MODE_ONCE), 0);
+}
+
+Test(faults, sync_failure_acknowledges_nothing_and_exits_1)
+{
+    cr_assert_gt(series("sync", "EIO", MODE_ONCE), 0);
+}
+
+/* A real map that fills: started at LMDB's smallest, it grows many times under load. */
+Test(faults, a_tiny_map_grows_under_load)
+{
+    budget_client *c = NULL;
+    e2e_buf b;
+    char id[32];
+    rel_event *log;
+    uint64_t seqs[600];
+
+    rd.binary = BUDGETD_PATH;
+    rd.extra[0] = "--map-size";
+    rd.extra[1] = "65536";
+    cr_assert_eq(rel_start(&rd), 0, "budgetd did not start");
+    rel_assert(&rd, budget_client_connect(rd.d.socket, &c) == 0, "connect");
+    e2e_buf_init(&b);
+    for (int i = 0; i < 600; i++) {
+        rel_result r;
+        snprintf(id, sizeof(id), "map-%d", i);
+        rel_pack_grant(&b, id, "KS", 1000 + i);
+        rel_write(c, "frame.grant", b.sb.data, b.sb.size, &r);
+        rel_assert(&rd, r.transport == 0 && r.ok, "write %d: %s", i, r.code);
+        seqs[i] = r.seq;
+    }
+    budget_response s;
+    rel_assert(&rd, budget_client_call(c, "stats", NULL, 0, &s) == 0 && s.ok, "stats");
+    int64_t growths = budget_map_int(&s.result, "map_growths", 0);
+    fprintf(stderr, "faults: a 64 KiB map grew %" PRId64 " times to %" PRId64 " bytes\n", growths,
+            budget_map_int(&s.result, "map_bytes", 0));
+    rel_assert(&rd, growths >= 1, "the map never grew");
+    budget_response_free(&s);
+    budget_client_close(c);
+    e2e_buf_destroy(&b);
+    rel_stop_clean(&rd);
+
+    rd.extra[0] = rd.extra[1] = NULL;
+    rel_assert(&rd, rel_restart(&rd) == 0, "restart");
+    rel_assert(&rd, budget_client_connect(rd.d.socket, &c) == 0, "connect");
+    rel_verify(&rd, c);
+    size_t n = rel_read_log(&rd, c, &log);
+    rel_assert(&rd, n == 600, "%zu events after the restart", n);
+    for (int i = 0; i < 600; i++) {
+        snprintf(id, sizeof(id), "map-%d", i);
+        rel_assert(&rd, strcmp(log[seqs[i] - 1].id, id) == 0, "%s is lost", id);
+    }
+    free(log);
+    budget_client_close(c);
+}
