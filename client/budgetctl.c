@@ -234,8 +234,8 @@ static const command commands[] = {
      NULL,
      run_watch,
      "print events as they are committed, after a catch-up from --after",
-     {{"after", KIND_UINT, NULL, 0, "SEQ", "start after this seq (default 0: the first event)",
-       0, UINT64_MAX},
+     {{"after", KIND_UINT, NULL, 0, "SEQ", "start after this seq (default 0: the first event)", 0,
+       UINT64_MAX},
       {"count", KIND_UINT, NULL, 0, "N", "stop after N events (default: run until stopped)", 1,
        UINT64_MAX}}},
     {"history",
@@ -1079,6 +1079,40 @@ static int run_write(ctl *c, const command *cmd, arg_value *values)
 
 /* ---- hello, verify, stats -------------------------------------------------------------- */
 
+/* "roles: clerk (SON, KFN), approver (every unit)", or that the caller holds none. */
+static void print_hello_roles(const msgpack_object *roles)
+{
+    char text[BUDGET_UNIT_BYTES_MAX * 2];
+
+    if (!roles || roles->type != MSGPACK_OBJECT_ARRAY || roles->via.array.size == 0) {
+        printf("roles: none (every op but hello is forbidden to you)\n");
+        return;
+    }
+    printf("roles:");
+    for (uint32_t i = 0; i < roles->via.array.size; i++) {
+        const msgpack_object *role = &roles->via.array.ptr[i];
+        const msgpack_object *units = budget_map_get(role, "units");
+        char name[32];
+        budget_map_str(role, "role", name, sizeof(name));
+        terminal_text(name, strlen(name), sizeof(name) - 1, text, sizeof(text));
+        printf("%s %s (", i ? "," : "", text);
+        for (uint32_t u = 0;
+             units && units->type == MSGPACK_OBJECT_ARRAY && u < units->via.array.size; u++) {
+            const msgpack_object *unit = &units->via.array.ptr[u];
+            if (unit->type != MSGPACK_OBJECT_STR)
+                continue;
+            if (unit->via.str.size == 1 && unit->via.str.ptr[0] == '*')
+                snprintf(text, sizeof(text), "every unit");
+            else
+                terminal_text(unit->via.str.ptr, unit->via.str.size, BUDGET_UNIT_BYTES_MAX, text,
+                              sizeof(text));
+            printf("%s%s", u ? ", " : "", text);
+        }
+        printf(")");
+    }
+    printf("\n");
+}
+
 static int run_hello(ctl *c, const command *cmd, arg_value *values)
 {
     (void)values;
@@ -1101,6 +1135,7 @@ static int run_hello(ctl *c, const command *cmd, arg_value *values)
                budget_map_int(&r.result, "head", 0));
         printf("you are %s (uid %" PRId64 ")\n", safe_name[0] ? safe_name : "?",
                budget_map_int(actor, "uid", -1));
+        print_hello_roles(budget_map_get(&r.result, "roles"));
     }
     budget_response_free(&r);
     return EXIT_DONE;
