@@ -88,6 +88,7 @@ void conn_answer_frame(conn *c, uint32_t idx, char *frame, size_t size)
     }
     c->slots[idx].frame = frame;
     c->slots[idx].size = size;
+    c->held_bytes += size;
     conn_flush(c);
 }
 
@@ -107,11 +108,17 @@ typedef struct {
     size_t size;
 } write_req;
 
+/* Output waiting for this client, written or held; past the limit nothing more is read. */
+static bool conn_output_full(const conn *c)
+{
+    return c->out_bytes + c->held_bytes > BUDGET_CONN_OUTPUT_BYTES_MAX;
+}
+
 static void conn_maybe_resume(conn *c)
 {
     if (c->closing || c->reading)
         return;
-    if (c->slot_count >= BUDGET_CONN_INFLIGHT_MAX || c->out_bytes > BUDGET_CONN_OUTPUT_BYTES_MAX)
+    if (c->slot_count >= BUDGET_CONN_INFLIGHT_MAX || conn_output_full(c))
         return;
     if (c->close_flushed || c->processing)
         return;
@@ -149,6 +156,7 @@ static void conn_flush(conn *c)
         write_req *w = malloc(sizeof(*w));
         c->slot_head = (c->slot_head + 1) % BUDGET_CONN_INFLIGHT_MAX;
         c->slot_count--;
+        c->held_bytes -= sl->size;
         if (!w) {
             free(sl->frame);
             sl->frame = NULL;
@@ -348,7 +356,7 @@ static void conn_process(conn *c)
         return;
     c->processing = true;
     while (!c->closing && !c->close_flushed && c->slot_count < BUDGET_CONN_INFLIGHT_MAX &&
-           c->out_bytes <= BUDGET_CONN_OUTPUT_BYTES_MAX) {
+           !conn_output_full(c)) {
         int rc = budget_frame_peek(c->recv + used, c->recv_len - used, &body);
         if (rc == 1)
             break;
@@ -384,7 +392,7 @@ static void conn_process(conn *c)
     if (c->closing || c->close_flushed)
         return;
     bool room = !blocked && c->slot_count < BUDGET_CONN_INFLIGHT_MAX &&
-                c->out_bytes <= BUDGET_CONN_OUTPUT_BYTES_MAX;
+                !conn_output_full(c);
     if (room && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
             c->reading = true;
@@ -545,6 +553,19 @@ static uint32_t uid_connections(const server *s, uint32_t uid)
         if (o->actor.uid == uid && !o->closing && !o->close_flushed)
             n++;
     return n;
+}
+
+void conn_close_when_flushed(conn *c)
+{
+    if (c->closing)
+        return;
+    c->close_flushed = true;
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->pipe);
+        c->reading = false;
+    }
+    if (c->out_bytes == 0 && c->slot_count == 0)
+        conn_close(c);
 }
 
 void conn_sweep(server *s)

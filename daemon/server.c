@@ -99,8 +99,9 @@ void maybe_finish(server *s)
 {
     if (!s->stopping || s->inflight || s->pending->count > 0 || s->jobs_running > 0)
         return;
+    /* Answers already made are still written before a connection closes. */
     for (conn *c = s->conns; c; c = c->next)
-        conn_close(c);
+        conn_close_when_flushed(c);
     if (s->conns)
         return; /* the last close callback calls again */
     close_if_open((uv_handle_t *)&s->sigterm);

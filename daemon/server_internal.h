@@ -45,6 +45,7 @@ struct conn {
     slot slots[BUDGET_CONN_INFLIGHT_MAX];
     uint32_t slot_head, slot_count;
     size_t out_bytes;   /* handed to uv_write and not yet written */
+    size_t held_bytes;  /* answers ready but held behind an earlier one still being made */
     uint32_t refs;      /* batch entries and jobs that will answer into this connection */
     bool reading;       /* uv_read_start is in effect */
     bool closing;       /* uv_close called */
@@ -180,6 +181,9 @@ void conn_unref(conn *c);
 /* A write of `c` was answered: drops its reference and lets reads queued behind it go on. */
 void conn_write_answered(conn *c);
 void conn_close(conn *c);
+/* Reads nothing more and closes once every answer is written; the sweep closes a client that
+ * leaves them unread past the frame deadline. */
+void conn_close_when_flushed(conn *c);
 void on_connection(uv_stream_t *listener, int status);
 /* Closes, each with an error frame and a log line, the connections idle for longer than
  * idle_timeout_ms (not subscribers, nor those waiting for an answer) and those whose
