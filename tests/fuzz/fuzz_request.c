@@ -25,7 +25,7 @@ static ledger *base;
 /* KS's 3 mkr, 1 mkr of it to SON (approved), and a pending avrop of 400 tkr. */
 static ledger *make_base(void)
 {
-    static const ledger_actor clerk = {1000, "clerk"};
+    static const ledger_actor clerk = {1000, "clerk"}, approver = {1002, "approver"};
     ledger *l = ledger_new();
     ledger_cmd c[4];
     memset(c, 0, sizeof(c));
@@ -50,7 +50,9 @@ static ledger *make_base(void)
     c[3].amount = 40000000;
     for (int i = 0; l != NULL && i < 4; i++) {
         ledger_event ev;
-        if (ledger_check(l, &c[i], &clerk, &ev, NULL, NULL) != 0)
+        /* Four-eyes: the approval comes from another identity than the proposal. */
+        const ledger_actor *by = c[i].type == LEDGER_DECISION_APPROVED ? &approver : &clerk;
+        if (ledger_check(l, &c[i], by, &ev, NULL, NULL) != 0)
             abort();
         ev.seq = (uint64_t)i + 1;
         if (ledger_apply(l, &ev) != 0)
