@@ -12,4 +12,5 @@ else
   scripts/setup.sh
 fi
 cd "$BUILD_DIR"
-ctest --output-on-failure --timeout 600
+ctest --output-on-failure --timeout 600 2>&1 | tee ctest.log
+exit "${PIPESTATUS[0]}"
