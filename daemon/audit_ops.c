@@ -15,16 +15,11 @@
 #include "log.h"
 
 typedef struct {
-    uv_work_t work;
-    server *s;
-    conn *c;
-    uint32_t slot;
-    uint64_t req_id;
+    worker_job base;
     bool backup;
     uint64_t seq;                    /* checkpoint: the committed head when asked */
     uint8_t hash[BUDGET_HASH_BYTES]; /* and its hash */
     char dir[BACKUP_DIR_BYTES_MAX + 1];
-    resp r; /* the answer, made on the worker */
 } audit_job;
 
 static void pack_key_bin(msgpack_packer *pk, const char *key, const uint8_t *bytes, size_t n)
@@ -36,30 +31,30 @@ static void pack_key_bin(msgpack_packer *pk, const char *key, const uint8_t *byt
 
 /* ---- checkpoint ------------------------------------------------------------------------- */
 
-static void checkpoint_work(audit_job *j)
+static void checkpoint_work(audit_job *j, resp *r)
 {
     checkpoint_key key;
     uint8_t signature[CHECKPOINT_SIGNATURE_BYTES];
     char why[PATH_MAX + 200] = "the data folder is unknown";
     bool created = false;
-    const char *dir = store_folder(j->s->store);
+    const char *dir = store_folder(j->base.srv->store);
 
     if (!dir || checkpoint_key_load(dir, true, &key, &created, why, sizeof(why)) != 0) {
         log_error("checkpoint refused: %s", why);
-        resp_error_into(&j->r, j->req_id, BUDGET_EUNAVAILABLE, why);
+        resp_error_into(r, j->base.req_id, BUDGET_EUNAVAILABLE, why);
         return;
     }
     if (created)
         log_warn("the signing key was missing: made a new one in %s/%s", dir, CHECKPOINT_KEY_FILE);
     uint64_t ts = now_ms();
     checkpoint_sign(&key, j->seq, j->hash, ts, signature);
-    resp_begin(&j->r, j->req_id, true);
-    msgpack_pack_map(&j->r.pk, 5);
-    pack_key_uint(&j->r.pk, "seq", j->seq);
-    pack_key_bin(&j->r.pk, "hash", j->hash, BUDGET_HASH_BYTES);
-    pack_key_uint(&j->r.pk, "ts", ts);
-    pack_key_bin(&j->r.pk, "public_key", key.public_key, sizeof(key.public_key));
-    pack_key_bin(&j->r.pk, "signature", signature, sizeof(signature));
+    resp_begin(r, j->base.req_id, true);
+    msgpack_pack_map(&r->pk, 5);
+    pack_key_uint(&r->pk, "seq", j->seq);
+    pack_key_bin(&r->pk, "hash", j->hash, BUDGET_HASH_BYTES);
+    pack_key_uint(&r->pk, "ts", ts);
+    pack_key_bin(&r->pk, "public_key", key.public_key, sizeof(key.public_key));
+    pack_key_bin(&r->pk, "signature", signature, sizeof(signature));
     sodium_memzero(&key, sizeof(key));
 }
 
@@ -90,7 +85,7 @@ static int backup_folder(audit_job *j, char *why, size_t why_size)
 {
     char parent[BACKUP_DIR_BYTES_MAX + 1], real_parent[PATH_MAX], real_data[PATH_MAX];
     struct stat st;
-    const char *data = store_folder(j->s->store);
+    const char *data = store_folder(j->base.srv->store);
 
     snprintf(parent, sizeof(parent), "%s", j->dir);
     char *slash = strrchr(parent, '/');
@@ -147,7 +142,7 @@ static int backup_check(const char *dir, checkpoint_chain *chain, char *why, siz
     return 0;
 }
 
-static void backup_work(audit_job *j)
+static void backup_work(audit_job *j, resp *r)
 {
     char why[PATH_MAX + 300];
     char path[PATH_MAX];
@@ -156,7 +151,7 @@ static void backup_work(audit_job *j)
     uint64_t started = now_ms();
 
     int rc = backup_folder(j, why, sizeof(why));
-    if (rc == 0 && store_backup(j->s->store, j->dir, why, sizeof(why)) != 0) {
+    if (rc == 0 && store_backup(j->base.srv->store, j->dir, why, sizeof(why)) != 0) {
         remove_copy(j->dir);
         rc = BUDGET_EUNAVAILABLE;
     }
@@ -170,69 +165,43 @@ static void backup_work(audit_job *j)
         rc = backup_check(j->dir, &chain, why, sizeof(why));
     if (rc != 0) {
         log_warn("backup into %s failed: %s", j->dir, why);
-        resp_error_into(&j->r, j->req_id, rc, why);
+        resp_error_into(r, j->base.req_id, rc, why);
         return;
     }
     log_info("backup into %s: %llu events, %lld bytes, verified", j->dir,
              (unsigned long long)chain.head, (long long)st.st_size);
-    resp_begin(&j->r, j->req_id, true);
-    msgpack_pack_map(&j->r.pk, 5);
-    pack_key_str(&j->r.pk, "dir", j->dir);
-    pack_key_uint(&j->r.pk, "head", chain.head);
-    pack_key_bin(&j->r.pk, "hash", chain.head_hash, BUDGET_HASH_BYTES);
-    pack_key_uint(&j->r.pk, "bytes", (uint64_t)st.st_size);
-    pack_key_uint(&j->r.pk, "ms", now_ms() - started);
+    resp_begin(r, j->base.req_id, true);
+    msgpack_pack_map(&r->pk, 5);
+    pack_key_str(&r->pk, "dir", j->dir);
+    pack_key_uint(&r->pk, "head", chain.head);
+    pack_key_bin(&r->pk, "hash", chain.head_hash, BUDGET_HASH_BYTES);
+    pack_key_uint(&r->pk, "bytes", (uint64_t)st.st_size);
+    pack_key_uint(&r->pk, "ms", now_ms() - started);
 }
 
 /* ---- jobs --------------------------------------------------------------------------------- */
 
-static void audit_work(uv_work_t *w)
+static void audit_run(worker_job *w, resp *answer)
 {
-    audit_job *j = w->data;
+    audit_job *j = (audit_job *)w;
     if (j->backup)
-        backup_work(j);
+        backup_work(j, answer);
     else
-        checkpoint_work(j);
-    resp_finish(&j->r, j->req_id);
+        checkpoint_work(j, answer);
 }
 
-static void audit_done(uv_work_t *w, int status)
+static void backup_finished(worker_job *w)
 {
-    audit_job *j = w->data;
-    server *s = j->s;
-    conn *c = j->c;
-
-    (void)status;
-    size_t size = j->r.sb.size;
-    conn_answer_frame(c, j->slot, msgpack_sbuffer_release(&j->r.sb), size);
-    if (j->backup)
-        s->backup_running = false;
-    free(j);
-    s->jobs_running--;
-    conn_unref(c);
-    maybe_finish(s);
+    w->srv->backup_running = false;
 }
 
 static void audit_queue(conn *c, uint32_t idx, uint64_t req_id, audit_job *j)
 {
-    server *s = c->srv;
-
-    if (s->jobs_running >= BUDGET_READ_JOBS_MAX) {
-        free(j);
-        conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE,
-                          "too many long reads are running; retry shortly");
-        return;
-    }
-    j->work.data = j;
-    j->s = s;
-    j->c = c;
-    j->slot = idx;
-    j->req_id = req_id;
+    j->base.run = audit_run;
     if (j->backup)
-        s->backup_running = true;
-    c->refs++;
-    s->jobs_running++;
-    uv_queue_work(s->loop, &j->work, audit_work, audit_done);
+        j->base.finished = backup_finished;
+    if (worker_queue(c, idx, req_id, &j->base) == 0 && j->backup)
+        c->srv->backup_running = true;
 }
 
 /* ---- ops ---------------------------------------------------------------------------------- */

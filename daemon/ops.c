@@ -13,6 +13,16 @@
 
 /* ---- read jobs on worker threads --------------------------------------------------------- */
 
+typedef enum { JOB_BALANCES, JOB_EVENTS, JOB_VERIFY } job_kind;
+
+typedef struct {
+    worker_job base;
+    job_kind kind;
+    balances_query bq;
+    events_query eq;
+    uint64_t head; /* committed head when the job was queued */
+} job;
+
 typedef struct {
     ledger *l;
     uint64_t upto;
@@ -38,17 +48,17 @@ static void job_balances(job *j, store_reader *rd, resp *r)
     replay_ctx ctx = {ledger_new(), j->bq.as_of, 0};
 
     if (!ctx.l) {
-        resp_error_into(r, j->req_id, BUDGET_EUNAVAILABLE, "out of memory");
+        resp_error_into(r, j->base.req_id, BUDGET_EUNAVAILABLE, "out of memory");
         return;
     }
     store_reader_scan(rd, 0, replay_one, &ctx);
     if (ctx.rc != 0) {
-        resp_error_into(r, j->req_id, BUDGET_EINTERNAL, "the log does not replay; run verify");
+        resp_error_into(r, j->base.req_id, BUDGET_EINTERNAL, "the log does not replay; run verify");
     } else {
-        resp_begin(r, j->req_id, true);
+        resp_begin(r, j->base.req_id, true);
         if (request_pack_balances(&r->pk, ctx.l, &j->bq, j->bq.as_of, &err) != 0) {
             msgpack_sbuffer_destroy(&r->sb);
-            resp_error_into(r, j->req_id, err.code, err.message);
+            resp_error_into(r, j->base.req_id, err.code, err.message);
         }
     }
     ledger_free(ctx.l);
@@ -106,12 +116,12 @@ static void job_events(job *j, store_reader *rd, resp *r)
         e.next = e.head;
     store_reader_scan(rd, j->eq.after, events_one, &e);
     if (e.rc != 0) {
-        resp_error_into(r, j->req_id, BUDGET_EINTERNAL, "an event cannot be decoded; run verify");
+        resp_error_into(r, j->base.req_id, BUDGET_EINTERNAL, "an event cannot be decoded; run verify");
     } else {
         /* Every event was scanned up to `head` when fewer than `limit` matched. */
         if (e.found < j->eq.limit && e.scanned < BUDGET_EVENTS_SCAN_MAX)
             e.next = e.head > j->eq.after ? e.head : j->eq.after;
-        resp_begin(r, j->req_id, true);
+        resp_begin(r, j->base.req_id, true);
         msgpack_pack_map(&r->pk, 3);
         pack_cstr(&r->pk, "events");
         msgpack_pack_array(&r->pk, e.found);
@@ -156,7 +166,7 @@ static void job_verify(job *j, store_reader *rd, resp *r)
     uint64_t head = store_reader_head(rd);
 
     store_reader_scan(rd, 0, verify_one, &c);
-    resp_begin(r, j->req_id, true);
+    resp_begin(r, j->base.req_id, true);
     msgpack_pack_map(&r->pk, 5);
     pack_cstr(&r->pk, "ok");
     if (c.first_bad == 0)
@@ -173,48 +183,54 @@ static void job_verify(job *j, store_reader *rd, resp *r)
     pack_key_str(&r->pk, "reason", c.first_bad ? c.why : "");
 }
 
-static void job_work(uv_work_t *w)
+static void read_job_run(worker_job *w, resp *r)
 {
-    job *j = w->data;
+    job *j = (job *)w;
     store_reader *rd;
-    resp r;
 
-    if (store_reader_begin(j->srv->store, &rd) != 0) {
-        resp_error_into(&r, j->req_id, BUDGET_EUNAVAILABLE, "the event store cannot be read now");
-    } else {
-        switch (j->kind) {
-        case JOB_BALANCES:
-            job_balances(j, rd, &r);
-            break;
-        case JOB_EVENTS:
-            job_events(j, rd, &r);
-            break;
-        case JOB_VERIFY:
-            job_verify(j, rd, &r);
-            break;
-        }
-        store_reader_end(rd);
+    if (store_reader_begin(w->srv->store, &rd) != 0) {
+        resp_error_into(r, w->req_id, BUDGET_EUNAVAILABLE, "the event store cannot be read now");
+        return;
     }
-    resp_finish(&r, j->req_id);
-    j->out = r.sb;
+    switch (j->kind) {
+    case JOB_BALANCES:
+        job_balances(j, rd, r);
+        break;
+    case JOB_EVENTS:
+        job_events(j, rd, r);
+        break;
+    case JOB_VERIFY:
+        job_verify(j, rd, r);
+        break;
+    }
+    store_reader_end(rd);
 }
 
-static void job_done(uv_work_t *w, int status)
+static void worker_run(uv_work_t *w)
 {
-    job *j = w->data;
+    worker_job *j = w->data;
+    j->run(j, &j->answer);
+    resp_finish(&j->answer, j->req_id);
+}
+
+static void worker_done(uv_work_t *w, int status)
+{
+    worker_job *j = w->data;
     server *s = j->srv;
     conn *c = j->c;
 
     (void)status;
-    size_t size = j->out.size;
-    conn_answer_frame(c, j->slot, msgpack_sbuffer_release(&j->out), size);
+    size_t size = j->answer.sb.size;
+    conn_answer_frame(c, j->slot, msgpack_sbuffer_release(&j->answer.sb), size);
+    if (j->finished)
+        j->finished(j);
     free(j);
     s->jobs_running--;
     conn_unref(c);
     maybe_finish(s);
 }
 
-static void queue_job(conn *c, uint32_t idx, uint64_t req_id, job *j)
+int worker_queue(conn *c, uint32_t idx, uint64_t req_id, worker_job *j)
 {
     server *s = c->srv;
 
@@ -222,18 +238,25 @@ static void queue_job(conn *c, uint32_t idx, uint64_t req_id, job *j)
         free(j);
         conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE,
                           "too many long reads are running; retry shortly");
-        return;
+        return -1;
     }
     j->work.data = j;
     j->srv = s;
     j->c = c;
     j->slot = idx;
     j->req_id = req_id;
-    j->head = s->committed_head;
-    msgpack_sbuffer_init(&j->out);
     c->refs++;
     s->jobs_running++;
-    uv_queue_work(s->loop, &j->work, job_work, job_done);
+    uv_queue_work(s->loop, &j->work, worker_run, worker_done);
+    return 0;
+}
+
+/* A read job: its answer is made from a store reader begun on the worker thread. */
+static void queue_job(conn *c, uint32_t idx, uint64_t req_id, job *j)
+{
+    j->base.run = read_job_run;
+    j->head = c->srv->committed_head;
+    worker_queue(c, idx, req_id, &j->base);
 }
 
 /* ---- ops --------------------------------------------------------------------------------- */

@@ -85,20 +85,6 @@ typedef struct {
     bool sync_failed;
 } batch;
 
-typedef enum { JOB_BALANCES, JOB_EVENTS, JOB_VERIFY } job_kind;
-
-typedef struct {
-    uv_work_t work;
-    server *srv;
-    conn *c;
-    uint32_t slot;
-    uint64_t req_id;
-    job_kind kind;
-    balances_query bq;
-    events_query eq;
-    uint64_t head; /* committed head when the job was queued */
-    msgpack_sbuffer out;
-} job;
 
 struct server {
     uv_loop_t *loop;
@@ -162,6 +148,25 @@ typedef struct {
     msgpack_packer pk;
 } resp;
 
+/*
+ * A request answered on a worker thread (libuv's pool): long reads, checkpoints, backups.
+ * A job's own struct embeds this first. The connection is kept alive until the answer is in.
+ */
+typedef struct worker_job worker_job;
+struct worker_job {
+    uv_work_t work;
+    server *srv;
+    conn *c;
+    uint32_t slot;
+    uint64_t req_id;
+    /* On a worker thread: makes the whole answer in `answer` (resp_begin or resp_error_into;
+     * resp_finish is done by the caller). Touches no loop-thread state. */
+    void (*run)(worker_job *j, resp *answer);
+    /* On the loop thread, after the answer is handed to the connection; may be NULL. */
+    void (*finished)(worker_job *j);
+    resp answer;
+};
+
 uint64_t now_ms(void);
 
 /* conn.c */
@@ -197,6 +202,10 @@ void writer_main(void *arg);
 void batch_free(batch *b);
 
 /* ops.c */
+/* Queues `j` (calloc'd by the caller, `run` set) to answer slot `idx`; frees it when done.
+ * Returns 0; or -1 past BUDGET_READ_JOBS_MAX running jobs: then the request is answered
+ * `unavailable` at once and `j` is freed. */
+int worker_queue(conn *c, uint32_t idx, uint64_t req_id, worker_job *j);
 void dispatch(conn *c, uint32_t idx, const msgpack_object *root);
 
 /* server.c */
