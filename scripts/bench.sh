@@ -4,10 +4,14 @@
 # of a million events; prints one table of every figure beside its target and its baseline.
 #
 # usage: scripts/bench.sh [--quick] [--dir DIR] [--no-build]
-#   --quick     shorter runs (about a minute instead of about two); same figures, more noise
+#   --quick     one round of short runs (~25 s instead of ~70 s); same figures, more noise
 #   --dir DIR   where the data goes (default: $BENCH_DIR, else /tmp); the disk under test
 #   --no-build  use what is already built in build-bench/
 # Every figure is also left as "RESULT key value" lines in the work folder's results.txt.
+#
+# The appends are CPU-bound and the baseline is disk-bound, so a neighbour that takes the CPU
+# for a few seconds moves one and not the other. Each round therefore measures raw LMDB right
+# before budgetd's append runs, and the table shows the median of the rounds' ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,16 +23,16 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --no-build) build=0 ;;
     --dir) parent=$2; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 
 if [ "$quick" = 1 ]; then
-  lmdb_seconds=1; load_seconds=2; warmup=0.5
+  rounds=1; lmdb_seconds=1; load_seconds=2; warmup=0.5
 else
-  lmdb_seconds=3; load_seconds=5; warmup=1
+  rounds=3; lmdb_seconds=1.5; load_seconds=3; warmup=1
 fi
 
 tree=build-bench
@@ -48,6 +52,8 @@ budgetd=$tree/budgetd
 loadgen=$tree/tests/bench/loadgen
 
 work=$(mktemp -d "$parent/budgetd-bench-XXXXXX")
+# Open to group root: loadgen makes its approvals as another uid in group root (four-eyes).
+chmod 0750 "$work"
 results=$work/results.txt
 : >"$results"
 daemon_pid=
@@ -96,18 +102,23 @@ load() {
 }
 
 echo "bench: $(nproc) cores, $(uname -r), data in $work ($(df -T "$work" | awk 'NR==2 {print $2}'))"
-echo "== raw LMDB baseline =="
-run "$tree/tests/bench/bench_lmdb" --dir "$work" --seconds "$lmdb_seconds"
-echo "== budgetd under load =="
-load a64 --append-clients 64 --depth 4
-load a1 --append-clients 1 --depth 1
+echo "== raw LMDB, 1024 events per commit =="
+run "$tree/tests/bench/bench_lmdb" --dir "$work" --seconds "$lmdb_seconds" --batches 1024
+for round in $(seq "$rounds"); do
+  echo "== round $round of $rounds: raw LMDB, then budgetd appending =="
+  run "$tree/tests/bench/bench_lmdb" --dir "$work" --seconds "$lmdb_seconds" --batches 1,64 \
+      --name "lmdb_r$round"
+  load "a64_r$round" --append-clients 64 --depth 4
+  load "a1_r$round" --append-clients 1 --depth 1
+done
+echo "== budgetd reading =="
 load r8 --read-clients 8 --depth 4
 load mix --read-clients 8 --append-clients 16 --depth 4
 echo "== replay of a million events =="
 run "$tree/tests/bench/bench_replay" --dir "$work" --budgetd "$budgetd"
 
 # ---- the table ------------------------------------------------------------------------------
-awk -v quick="$quick" '
+awk -v quick="$quick" -v rounds="$rounds" '
   $1 == "RESULT" { v[$2] = $3 }
   function has(k) { return (k in v) && v[k] != "" }
   function num(k) { return has(k) ? v[k] + 0 : -1 }
@@ -116,19 +127,38 @@ awk -v quick="$quick" '
   }
   function verdict(ok) { return ok ? "met" : "MISSED" }
   function fmt_rate(x) { return x < 0 ? "-" : sprintf("%.0f/s", x) }
+  # The median over the rounds of v[prefix "_r" i suffix] (or of its ratio to the baseline key).
+  function median_of(prefix, suffix, base_prefix, base_suffix,    n, i, a, b, arr, j, t) {
+    n = 0
+    for (i = 1; i <= rounds; i++) {
+      a = num(prefix "_r" i suffix)
+      if (a < 0) continue
+      if (base_prefix != "") { b = num(base_prefix "_r" i base_suffix); if (b <= 0) continue; a = a / b }
+      arr[++n] = a
+    }
+    if (n == 0) return -1
+    for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
+    return n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
+  }
   END {
     row("figure", "target", "measured", "baseline", "ratio", "")
     row("------", "------", "--------", "--------", "-----", "")
-    a = num("a64_appends_per_s"); b = num("lmdb_b64_events_per_s")
+    a = median_of("a64", "_appends_per_s"); b = median_of("lmdb", "_b64_events_per_s")
+    q = median_of("a64", "_appends_per_s", "lmdb", "_b64_events_per_s")
     row("durable appends, 64 clients x depth 4", ">= 0.50 x raw batch 64", fmt_rate(a),
-        "raw LMDB b64 " fmt_rate(b), a > 0 && b > 0 ? sprintf("%.2f", a / b) : "-", verdict(a > 0 && b > 0 && a / b >= 0.5))
-    row("  p50 / p99 / p999 latency", "", sprintf("%.0f/%.0f/%.0f us", num("a64_appends_p50_us"), num("a64_appends_p99_us"), num("a64_appends_p999_us")),
-        sprintf("%.1f events/commit", num("a64_events_per_commit")), "", "")
-    a = num("a1_appends_p50_us"); b = num("lmdb_b1_commit_p50_us")
+        "raw LMDB b64 " fmt_rate(b), q > 0 ? sprintf("%.2f", q) : "-", verdict(q >= 0.5))
+    row("  p50 / p99 / p999 latency", "", sprintf("%.0f/%.0f/%.0f us", median_of("a64", "_appends_p50_us"), median_of("a64", "_appends_p99_us"), median_of("a64", "_appends_p999_us")),
+        sprintf("%.1f events/commit", median_of("a64", "_events_per_commit")), "", "")
+    a = median_of("a1", "_appends_p50_us"); b = median_of("lmdb", "_b1_commit_p50_us")
+    q = median_of("a1", "_appends_p50_us", "lmdb", "_b1_commit_p50_us")
     row("one client, depth 1: median latency", "<= 1.5 x one synced commit", sprintf("%.0f us", a),
-        sprintf("raw LMDB b1 commit %.0f us", b), a > 0 && b > 0 ? sprintf("%.2f", a / b) : "-", verdict(a > 0 && b > 0 && a / b <= 1.5))
-    row("  appends/s, p99", "", sprintf("%s, p99 %.0f us", fmt_rate(num("a1_appends_per_s")), num("a1_appends_p99_us")),
-        "raw LMDB b1 " fmt_rate(num("lmdb_b1_events_per_s")), "", "")
+        sprintf("raw LMDB b1 commit %.0f us", b), q > 0 ? sprintf("%.2f", q) : "-", verdict(q > 0 && q <= 1.5))
+    row("  appends/s, p99", "", sprintf("%s, p99 %.0f us", fmt_rate(median_of("a1", "_appends_per_s")), median_of("a1", "_appends_p99_us")),
+        "raw LMDB b1 " fmt_rate(median_of("lmdb", "_b1_events_per_s")), "", "")
+    for (i = 1; i <= rounds; i++)
+      line = line sprintf("%s round %d: %.2f / %.2f", i > 1 ? ";" : "", i,
+        num("a64_r" i "_appends_per_s") / num("lmdb_r" i "_b64_events_per_s"),
+        num("a1_r" i "_appends_p50_us") / num("lmdb_r" i "_b1_commit_p50_us"))
     r = num("r8_reads_per_s")
     row("reads (balances of a frame), 8 x depth 4", ">= 100000/s", fmt_rate(r), "", "", verdict(r >= 100000))
     m = num("mix_reads_per_s")
@@ -154,7 +184,11 @@ awk -v quick="$quick" '
     row("  after the reads above (VmRSS / peak)", "", sprintf("%.1f / %.1f MiB", num("daemon_rss_after_reads_mib"), num("daemon_hwm_after_reads_mib")),
         sprintf("one ledger %.1f MiB heap", num("inproc_ledger_heap_mib")), "", "")
     print ""
+    print "ratios per round (appends 64x4 / raw b64; depth-1 p50 / raw b1 commit p50):" line
+    errors = num("r8_reads_errors") + num("mix_appends_errors") + num("mix_reads_errors")
+    for (i = 1; i <= rounds; i++) errors += num("a64_r" i "_appends_errors") + num("a1_r" i "_appends_errors")
+    printf "errors answered during the load runs: %d\n", errors
     printf "raw LMDB, synced, events/s by events per commit: 1: %.0f  64: %.0f  1024: %.0f (events of %d bytes)\n",
-      num("lmdb_b1_events_per_s"), num("lmdb_b64_events_per_s"), num("lmdb_b1024_events_per_s"), num("event_bytes_mean")
+      median_of("lmdb", "_b1_events_per_s"), median_of("lmdb", "_b64_events_per_s"), num("lmdb_b1024_events_per_s"), num("event_bytes_mean")
     if (quick) print "(--quick: short runs; figures are noisier)"
   }' "$results"

@@ -8,7 +8,8 @@
  * generator's (an allocation.proposed and an avrop.requested in turn), so only budgetd's own
  * work separates its figures from these.
  *
- * usage: bench_lmdb --dir DIR [--seconds S] [--batches 1,64,1024]
+ * usage: bench_lmdb --dir DIR [--seconds S] [--batches 1,64,1024] [--name NAME]
+ * Its RESULT keys are NAME_b<batch>_... (NAME defaults to "lmdb").
  */
 #include <errno.h>
 #include <getopt.h>
@@ -103,7 +104,8 @@ static void seq_key(uint8_t out[8], uint64_t seq)
 }
 
 /* Appends in transactions of `batch` events for `seconds`; prints its RESULT lines. */
-static int run_batch(const char *parent, const pool *p, unsigned batch, double seconds)
+static int run_batch(const char *parent, const pool *p, unsigned batch, double seconds,
+                     const char *name)
 {
     char dir[4096];
     MDB_env *env = NULL;
@@ -179,13 +181,13 @@ static int run_batch(const char *parent, const pool *p, unsigned batch, double s
            batch, (double)seq / elapsed, (double)commits / elapsed,
            (double)bench_latency_at(&lat, 0.5) / 1e3, (double)bench_latency_at(&lat, 0.99) / 1e3);
     char key[64];
-    snprintf(key, sizeof(key), "lmdb_b%u_events_per_s", batch);
+    snprintf(key, sizeof(key), "%s_b%u_events_per_s", name, batch);
     bench_result(key, "%.0f", (double)seq / elapsed);
-    snprintf(key, sizeof(key), "lmdb_b%u_commits_per_s", batch);
+    snprintf(key, sizeof(key), "%s_b%u_commits_per_s", name, batch);
     bench_result(key, "%.1f", (double)commits / elapsed);
-    snprintf(key, sizeof(key), "lmdb_b%u_commit_p50_us", batch);
+    snprintf(key, sizeof(key), "%s_b%u_commit_p50_us", name, batch);
     bench_result(key, "%.1f", (double)bench_latency_at(&lat, 0.5) / 1e3);
-    snprintf(key, sizeof(key), "lmdb_b%u_commit_p99_us", batch);
+    snprintf(key, sizeof(key), "%s_b%u_commit_p99_us", name, batch);
     bench_result(key, "%.1f", (double)bench_latency_at(&lat, 0.99) / 1e3);
     bench_latency_free(&lat);
     return 0;
@@ -193,20 +195,18 @@ static int run_batch(const char *parent, const pool *p, unsigned batch, double s
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: bench_lmdb --dir DIR [--seconds S] [--batches 1,64,1024]\n"
+    fprintf(out, "usage: bench_lmdb --dir DIR [--seconds S] [--batches 1,64,1024] [--name NAME]\n"
                  "Appends events of budgetd's size to raw LMDB, synced, per batch size.\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"dir", required_argument, NULL, 'd'},
-        {"seconds", required_argument, NULL, 's'},
-        {"batches", required_argument, NULL, 'b'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"dir", required_argument, NULL, 'd'},     {"seconds", required_argument, NULL, 's'},
+        {"batches", required_argument, NULL, 'b'}, {"name", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
-    const char *dir = NULL;
+    const char *dir = NULL, *name = "lmdb";
     double seconds = 2.0;
     unsigned batches[BATCHES_MAX] = {1, 64, 1024};
     size_t batch_count = 3;
@@ -229,6 +229,9 @@ int main(int argc, char **argv)
             free(list);
             break;
         }
+        case 'n':
+            name = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -250,7 +253,7 @@ int main(int argc, char **argv)
     bench_result("event_bytes_mean", "%.0f", p.mean_bytes);
     int status = 0;
     for (size_t i = 0; i < batch_count; i++)
-        if (run_batch(dir, &p, batches[i], seconds) != 0)
+        if (run_batch(dir, &p, batches[i], seconds, name) != 0)
             status = 1;
     free(p.bytes);
     return status;

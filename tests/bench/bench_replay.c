@@ -16,6 +16,7 @@
  * --keep leaves the log in DIR/replay-data; --reuse takes the log left there instead of
  * writing one (for profiling); --no-daemon stops after the in-process figures.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
@@ -751,6 +752,23 @@ static int with_daemon(const char *budgetd, const char *dir, const char *data, u
 
 /* ---- main ------------------------------------------------------------------------------ */
 
+/* Removes the files in `dir` (the store and what budgetd keeps beside it) and `dir` itself. */
+static void remove_folder(const char *dir)
+{
+    char path[4400];
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
 static void usage(FILE *out)
 {
     fprintf(out, "usage: bench_replay --dir DIR [--events N] [--budgetd PATH] [--keep] [--reuse]\n"
@@ -804,26 +822,17 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    char data[4200], path[4300];
+    char data[4200];
     snprintf(data, sizeof(data), "%s/replay-data", dir);
-    if (!reuse) {
-        snprintf(path, sizeof(path), "%s/data.mdb", data);
-        unlink(path);
-        snprintf(path, sizeof(path), "%s/lock.mdb", data);
-        unlink(path);
-    }
+    if (!reuse)
+        remove_folder(data);
 
     int rc = reuse ? 0 : write_log(data, events);
     if (rc == 0)
         rc = in_process(data, events);
     if (rc == 0 && !no_daemon)
         rc = with_daemon(budgetd, dir, data, events);
-    if (!keep) {
-        snprintf(path, sizeof(path), "%s/data.mdb", data);
-        unlink(path);
-        snprintf(path, sizeof(path), "%s/lock.mdb", data);
-        unlink(path);
-        rmdir(data);
-    }
+    if (!keep)
+        remove_folder(data);
     return rc == 0 ? 0 : 1;
 }
