@@ -17,6 +17,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "proto/frame.h"
+#include "replay.h"
 #include "server.h"
 #include "store.h"
 
@@ -35,43 +36,6 @@ static void usage(FILE *out)
             "open the socket holds every role. SIGHUP reads the access file again; SIGTERM or\n"
             "SIGINT stops budgetd after the batch in flight. See budgetd(8) and\n"
             "docs/operations.md.\n");
-}
-
-typedef struct {
-    ledger *l;
-    uint64_t expect;
-    uint8_t prev[BUDGET_HASH_BYTES];
-    char why[160];
-} replay_state;
-
-/*
- * Replays one stored event: its seq follows the last one, its prev is the last one's hash
- * (a cheap check of the chain's order; `verify` recomputes every hash), and it applies.
- */
-static int replay_event(void *ctx, uint64_t seq, store_val v)
-{
-    replay_state *r = ctx;
-    ledger_event ev;
-    const uint8_t *prev, *hash;
-
-    if (seq != r->expect || event_link(v.data, v.size, &prev, &hash) != 0 ||
-        memcmp(prev, r->prev, BUDGET_HASH_BYTES) != 0) {
-        snprintf(r->why, sizeof(r->why), "event %llu does not follow event %llu in the chain",
-                 (unsigned long long)seq, (unsigned long long)(r->expect - 1));
-        return 1;
-    }
-    if (event_decode(v.data, v.size, &ev) != 0 || ev.seq != seq) {
-        snprintf(r->why, sizeof(r->why), "event %llu cannot be decoded", (unsigned long long)seq);
-        return 1;
-    }
-    if (ledger_apply(r->l, &ev) != 0) {
-        snprintf(r->why, sizeof(r->why), "event %llu breaks a ledger rule on replay",
-                 (unsigned long long)seq);
-        return 1;
-    }
-    memcpy(r->prev, hash, BUDGET_HASH_BYTES);
-    r->expect++;
-    return 0;
 }
 
 #ifdef BUDGET_FAULT_INJECTION
@@ -119,8 +83,8 @@ static int fault_hook(void *ctx, store_fault_point point)
         r->calls++;
         if (error == 0 && (r->calls == r->nth || (r->always && r->calls > r->nth))) {
             error = r->error;
-            log_warn("fault injected: %s call %lu fails with %s", fault_point_name(point),
-                     r->calls, error == MDB_MAP_FULL ? "MAP_FULL" : strerror(error));
+            log_warn("fault injected: %s call %lu fails with %s", fault_point_name(point), r->calls,
+                     error == MDB_MAP_FULL ? "MAP_FULL" : strerror(error));
         }
     }
     return error;
@@ -131,8 +95,11 @@ static int fault_parse_rule(char *text, fault_rule *r)
     static const struct {
         const char *name;
         int value;
-    } errors[] = {{"ENOSPC", ENOSPC}, {"EIO", EIO},           {"ENOMEM", ENOMEM},
-                  {"EDQUOT", EDQUOT}, {"MAP_FULL", MDB_MAP_FULL}};
+    } errors[] = {{"ENOSPC", ENOSPC},
+                  {"EIO", EIO},
+                  {"ENOMEM", ENOMEM},
+                  {"EDQUOT", EDQUOT},
+                  {"MAP_FULL", MDB_MAP_FULL}};
     char *save = NULL;
     char *point = strtok_r(text, ":", &save);
     char *nth = strtok_r(NULL, ":", &save);
@@ -192,25 +159,17 @@ static int fault_install(store_options *sopt)
 
 static int replay(store *st, ledger *l, uint64_t *head, uint8_t head_hash[BUDGET_HASH_BYTES])
 {
-    replay_state r = {l, 1, {0}, ""};
-    store_reader *rd;
+    replay_result res;
     struct timespec t0, t1;
-    int rc;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (store_reader_begin(st, &rd) != 0) {
-        log_error("cannot read the event store");
-        return 1;
-    }
-    rc = store_reader_scan(rd, 0, replay_event, &r);
-    store_reader_end(rd);
-    if (rc != 0) {
-        log_error("replay stopped: %s; run an offline verify on a copy of the data", r.why);
+    if (replay_log(st, l, UINT64_MAX, &res) != 0) {
+        log_error("replay stopped: %s; run an offline verify on a copy of the data", res.why);
         return 1;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    *head = r.expect - 1;
-    memcpy(head_hash, r.prev, BUDGET_HASH_BYTES);
+    *head = res.head;
+    memcpy(head_hash, res.hash, BUDGET_HASH_BYTES);
     log_info("replayed %llu events in %.3f s", (unsigned long long)*head,
              (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     return 0;

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "server_internal.h"
 #include "event.h"
+#include "replay.h"
 #include "audit_ops.h"
 #include "subscribe.h"
 
@@ -23,45 +24,29 @@ typedef struct {
     uint64_t head; /* committed head when the job was queued */
 } job;
 
-typedef struct {
-    ledger *l;
-    uint64_t upto;
-    int rc;
-} replay_ctx;
-
-static int replay_one(void *ctx, uint64_t seq, store_val v)
-{
-    replay_ctx *r = ctx;
-    ledger_event ev;
-    if (seq > r->upto)
-        return 1;
-    if (event_decode(v.data, v.size, &ev) != 0 || ledger_apply(r->l, &ev) != 0) {
-        r->rc = BUDGET_EINTERNAL;
-        return 1;
-    }
-    return 0;
-}
-
-static void job_balances(job *j, store_reader *rd, resp *r)
+/* Balances as of an earlier event: the log replayed up to it into a ledger of the job's own.
+ * No store reader may be held here: the replay's walker thread begins its own. */
+static void job_balances(job *j, resp *r)
 {
     ledger_error err;
-    replay_ctx ctx = {ledger_new(), j->bq.as_of, 0};
+    replay_result res;
+    ledger *l = ledger_new();
 
-    if (!ctx.l) {
+    if (!l) {
         resp_error_into(r, j->base.req_id, BUDGET_EUNAVAILABLE, "out of memory");
         return;
     }
-    store_reader_scan(rd, 0, replay_one, &ctx);
-    if (ctx.rc != 0) {
-        resp_error_into(r, j->base.req_id, BUDGET_EINTERNAL, "the log does not replay; run verify");
+    int rc = replay_log(j->base.srv->store, l, j->bq.as_of, &res);
+    if (rc != 0) {
+        resp_error_into(r, j->base.req_id, rc, res.why);
     } else {
         resp_begin(r, j->base.req_id, true);
-        if (request_pack_balances(&r->pk, ctx.l, &j->bq, j->bq.as_of, &err) != 0) {
+        if (request_pack_balances(&r->pk, l, &j->bq, j->bq.as_of, &err) != 0) {
             msgpack_sbuffer_destroy(&r->sb);
             resp_error_into(r, j->base.req_id, err.code, err.message);
         }
     }
-    ledger_free(ctx.l);
+    ledger_free(l);
 }
 
 typedef struct {
@@ -116,7 +101,8 @@ static void job_events(job *j, store_reader *rd, resp *r)
         e.next = e.head;
     store_reader_scan(rd, j->eq.after, events_one, &e);
     if (e.rc != 0) {
-        resp_error_into(r, j->base.req_id, BUDGET_EINTERNAL, "an event cannot be decoded; run verify");
+        resp_error_into(r, j->base.req_id, BUDGET_EINTERNAL,
+                        "an event cannot be decoded; run verify");
     } else {
         /* Every event was scanned up to `head` when fewer than `limit` matched. */
         if (e.found < j->eq.limit && e.scanned < BUDGET_EVENTS_SCAN_MAX)
@@ -188,13 +174,16 @@ static void read_job_run(worker_job *w, resp *r)
     job *j = (job *)w;
     store_reader *rd;
 
+    if (j->kind == JOB_BALANCES) {
+        job_balances(j, r);
+        return;
+    }
     if (store_reader_begin(w->srv->store, &rd) != 0) {
         resp_error_into(r, w->req_id, BUDGET_EUNAVAILABLE, "the event store cannot be read now");
         return;
     }
     switch (j->kind) {
     case JOB_BALANCES:
-        job_balances(j, rd, r);
         break;
     case JOB_EVENTS:
         job_events(j, rd, r);
