@@ -391,8 +391,7 @@ static void conn_process(conn *c)
     c->processing = false;
     if (c->closing || c->close_flushed)
         return;
-    bool room = !blocked && c->slot_count < BUDGET_CONN_INFLIGHT_MAX &&
-                !conn_output_full(c);
+    bool room = !blocked && c->slot_count < BUDGET_CONN_INFLIGHT_MAX && !conn_output_full(c);
     if (room && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
             c->reading = true;

@@ -85,7 +85,6 @@ typedef struct {
     bool sync_failed;
 } batch;
 
-
 struct server {
     uv_loop_t *loop;
     uv_pipe_t listener;

@@ -25,9 +25,9 @@ typedef struct budget_client budget_client;
 typedef struct {
     uint64_t id;
     bool ok;
-    msgpack_object result;            /* nil when !ok */
-    int err;                          /* 0 when ok, else a budget_err */
-    char code[32];                    /* "" when ok */
+    msgpack_object result; /* nil when !ok */
+    int err;               /* 0 when ok, else a budget_err */
+    char code[32];         /* "" when ok */
     char message[BUDGET_TEXT_BYTES_MAX + 1];
     msgpack_unpacked unpacked;
 } budget_response;
