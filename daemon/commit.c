@@ -157,6 +157,11 @@ void admit_write(server *s, const batch_entry *in)
         admit_retry(s, &e, existing);
         goto done;
     }
+    /* A malformed write is refused as such, whatever the head (docs/events.md: the order). */
+    if (rc == BUDGET_EBAD_REQUEST) {
+        conn_answer_error(e.c, e.slot, e.req_id, rc, err.message);
+        goto done;
+    }
     if (e.has_expect_head && e.expect_head != s->spec_head) {
         snprintf(msg, sizeof(msg), "expect_head is %llu but the log's last seq is %llu",
                  (unsigned long long)e.expect_head, (unsigned long long)s->spec_head);

@@ -890,10 +890,10 @@ Test(e2e, pipelined_requests_are_answered_in_order)
         }
         if (kind == PIPE_GRANT)
             e2e_assert_int(e2e_map_uint(env.result, "seq"), ++grants, "seq of a grant");
-        /* Reads never show more than the writes answered before them, nor go back. */
+        /* A read shows exactly the writes answered before it on its connection. */
         if (kind == PIPE_HELLO) {
             uint64_t head = e2e_map_uint(env.result, "head");
-            e2e_assert(head >= last_head && head <= grants,
+            e2e_assert(head >= last_head && head == grants,
                        "hello %" PRIu64 " saw head %" PRIu64 " after %" PRIu64
                        " grants and an earlier head %" PRIu64,
                        id, head, grants, last_head);
@@ -914,13 +914,8 @@ Test(e2e, pipelined_requests_are_answered_in_order)
 /*
  * A read pipelined after a write on the same connection sees that write: the responses come
  * in request order, so a client that was told "ok, seq 1" and then, on the next response,
- * "head 0" would be looking at a ledger older than what it was already told.
- *
- * budgetd evaluates a read when it reads the frame, not when the writes before it on the
- * connection are durable, so the hello, balances and events below see none of the grant that
- * was answered just before them. This test stays strict: either the daemon answers a read
- * after the earlier writes of its connection are committed, or docs/protocol.md has to say
- * that pipelined reads may not see the connection's own earlier writes.
+ * "head 0" would be looking at a ledger older than what it was already told. budgetd holds
+ * such a read until the connection's earlier writes are committed (docs/protocol.md).
  */
 Test(e2e, pipelined_read_sees_the_write_answered_before_it)
 {
@@ -1016,6 +1011,10 @@ Test(e2e, retries_are_idempotent_and_expect_head_guards)
     grant_with_head(&b, "idem-head-future", 1000, 3);
     e2e_write(c, "frame.grant", &b, &again);
     e2e_assert_str(again.code, "conflict", "code of an expect_head past the head");
+    /* A malformed write is bad_request whatever its expect_head (docs/events.md, the order). */
+    grant_with_head(&b, "idem-head-zero", 0, 1);
+    e2e_write(c, "frame.grant", &b, &again);
+    e2e_assert_str(again.code, "bad_request", "code of amount 0 with a stale expect_head");
     e2e_assert_int(e2e_head(c), 2, "head after refused guarded writes");
     /* A retry is the same request whatever its expect_head: the first result again. */
     grant_with_head(&b, "idem-head-ok", 1000, 0);
@@ -1767,11 +1766,7 @@ Test(e2e, field_rules_are_the_documented_ones)
 /*
  * Envelope errors are answered with the request's id whenever it can be read
  * (docs/protocol.md: "Response, always with the request's id"; id 0 only "when its id could
- * not be read").
- *
- * budgetd answers an envelope with a key other than id, op and args with id 0 even when a
- * uint id is right there (dispatch in daemon/ops.c passes 0, not the id). The last check
- * below fails on that; it stays strict.
+ * not be read"), an envelope with a key other than id, op and args included.
  */
 Test(e2e, envelope_errors_echo_a_readable_id)
 {
