@@ -268,7 +268,7 @@ static void recheck_pending(server *s)
         ledger_free(fresh);
         answer_batch_failed(s, b, "budgetd is out of memory");
         batch_reset(b);
-        s->exit_status = 1;
+        server_stop(s, 1);
         return;
     }
     if (n > 0)
@@ -281,6 +281,27 @@ static void recheck_pending(server *s)
     for (size_t i = 0; i < n; i++)
         admit_write(s, &waiting[i]); /* keeps or drops the entry's connection reference */
     free(waiting);
+}
+
+/* While the outcome of a commit is applied and answered, connections handle no new frames. */
+static void settle_begin(server *s)
+{
+    s->settling = true;
+}
+
+/* ...then every connection that received frames meanwhile handles them, in the settled state. */
+static void settle_end(server *s)
+{
+    s->settling = false;
+    while (s->resume) {
+        conn *c = s->resume;
+        s->resume = c->resume_next;
+        c->resume_next = NULL;
+        c->resume_queued = false;
+        if (!c->closing)
+            conn_resume(c);
+        conn_unref(c);
+    }
 }
 
 void on_writer_done(uv_async_t *h)
@@ -296,6 +317,7 @@ void on_writer_done(uv_async_t *h)
     s->writer_done = false;
     uv_mutex_unlock(&s->writer_mutex);
 
+    settle_begin(s);
     b = s->inflight;
     s->inflight = NULL;
     if (b->sync_failed) {
@@ -317,6 +339,7 @@ void on_writer_done(uv_async_t *h)
         answer_batch_ok(s, b);
         batch_reset(b);
     }
+    settle_end(s);
     if (s->pending->count > 0)
         schedule_commit(s);
     maybe_finish(s);
@@ -372,7 +395,9 @@ static void on_commit_check(uv_check_t *h)
 {
     server *s = h->data;
     uv_check_stop(h);
+    settle_begin(s); /* launch_commit answers a batch it cannot hand over */
     launch_commit(s);
+    settle_end(s);
 }
 
 static void schedule_commit(server *s)

@@ -111,7 +111,8 @@ typedef struct {
 /* Output waiting for this client, written or held; past the limit nothing more is read. */
 static bool conn_output_full(const conn *c)
 {
-    return c->out_bytes + c->held_bytes > BUDGET_CONN_OUTPUT_BYTES_MAX;
+    size_t jobs = (size_t)c->jobs_running * BUDGET_FRAME_BYTES_MAX;
+    return c->out_bytes + c->held_bytes + jobs > BUDGET_CONN_OUTPUT_BYTES_MAX;
 }
 
 static void conn_maybe_resume(conn *c)
@@ -217,6 +218,11 @@ static void conn_free(conn *c)
     sub_free(c);
     free(c->recv);
     free(c);
+}
+
+void conn_resume(conn *c)
+{
+    conn_process(c);
 }
 
 void conn_write_answered(conn *c)
@@ -354,6 +360,15 @@ static void conn_process(conn *c)
 
     if (c->processing)
         return;
+    if (c->srv->settling) {
+        if (!c->resume_queued) {
+            c->resume_queued = true;
+            c->refs++; /* until the server resumes it */
+            c->resume_next = c->srv->resume;
+            c->srv->resume = c;
+        }
+        return;
+    }
     c->processing = true;
     while (!c->closing && !c->close_flushed && c->slot_count < BUDGET_CONN_INFLIGHT_MAX &&
            !conn_output_full(c)) {

@@ -209,6 +209,7 @@ static void worker_done(uv_work_t *w, int status)
     conn *c = j->c;
 
     (void)status;
+    c->jobs_running--;
     size_t size = j->answer.sb.size;
     conn_answer_frame(c, j->slot, msgpack_sbuffer_release(&j->answer.sb), size);
     if (j->finished)
@@ -235,6 +236,7 @@ int worker_queue(conn *c, uint32_t idx, uint64_t req_id, worker_job *j)
     j->slot = idx;
     j->req_id = req_id;
     c->refs++;
+    c->jobs_running++;
     s->jobs_running++;
     uv_queue_work(s->loop, &j->work, worker_run, worker_done);
     return 0;

@@ -55,6 +55,12 @@ struct conn {
     /* Writes read from this connection and not yet answered. A read that follows them waits
      * until they are answered, so a client sees its own writes (read-your-writes). */
     uint32_t writes_waiting;
+    /* Worker jobs that will answer into this connection; each may answer up to 1 MiB, so
+     * they count against its output limit before they are done. */
+    uint32_t jobs_running;
+    /* Frames left to handle once the server settles (see server.settling). */
+    bool resume_queued;
+    conn *resume_next;
     struct subscription *sub; /* subscribe.c: set once the connection subscribed */
     conn *prev, *next;
 };
@@ -115,6 +121,11 @@ struct server {
     conn *conns;
     uint32_t conn_count;
     uint32_t jobs_running;
+    /* While a commit's outcome is being applied and answered, no connection handles new
+     * frames: answering one may free its slots, and its next write must be checked against
+     * the settled ledgers. Such connections wait in `resume` and go on once it is done. */
+    bool settling;
+    conn *resume;
     bool stopping;
     int exit_status;
     uint64_t started_ms;
@@ -182,6 +193,8 @@ void conn_answer_frame(conn *c, uint32_t idx, char *frame, size_t size);
  * the connection is closing or the write failed (the connection is then closed). */
 int conn_push(conn *c, char *frames, size_t size);
 void conn_unref(conn *c);
+/* Handles the frames `c` has received, as far as its limits allow (conn_process). */
+void conn_resume(conn *c);
 /* A write of `c` was answered: drops its reference and lets reads queued behind it go on. */
 void conn_write_answered(conn *c);
 void conn_close(conn *c);
