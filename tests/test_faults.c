@@ -426,3 +426,66 @@ Test(faults, a_tiny_map_grows_under_load)
     free(log);
     budget_client_close(c);
 }
+
+/* One request of the pipelined failure test: a grant of `frame`, or a hello. */
+static void pipe_request(e2e_buf *b, uint64_t id, const char *frame)
+{
+    e2e_frame_begin(b);
+    msgpack_pack_map(&b->pk, frame ? 3 : 2);
+    e2e_kv_uint(b, "id", id);
+    e2e_kv_str(b, "op", frame ? "frame.grant" : "hello");
+    if (frame) {
+        msgpack_pack_str(&b->pk, 4);
+        msgpack_pack_str_body(&b->pk, "args", 4);
+        msgpack_pack_map(&b->pk, 5);
+        e2e_kv_str(b, "id", frame);
+        e2e_kv_str(b, "unit", "KS");
+        e2e_kv_int(b, "year", 2021);
+        e2e_kv_int(b, "amount", 100);
+        e2e_kv_str(b, "title", "Utökat trygghetsarbete");
+    }
+    e2e_frame_end(b);
+}
+
+/*
+ * Writes pipelined behind a write whose commit fails are checked against the ledger without
+ * it: the same grant sent again on the same connection is written as new (seq 1), not
+ * refused as a conflict with an event that was never written, and the hello between them
+ * shows the empty log.
+ */
+Test(faults, writes_behind_a_failed_commit_see_the_ledger_without_it)
+{
+    e2e_buf b;
+    msgpack_unpacked u;
+    e2e_envelope env;
+
+    rd.binary = BUDGETD_FAULTY_PATH;
+    snprintf(rd.fault, sizeof(rd.fault), "commit:1:EIO");
+    cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
+    int fd = e2e_raw_connect(rd.d.socket);
+    rel_assert(&rd, fd >= 0, "connect");
+    e2e_buf_init(&b);
+    pipe_request(&b, 1, "pipe-f1");
+    pipe_request(&b, 2, NULL);
+    pipe_request(&b, 3, "pipe-f1");
+    rel_assert(&rd, e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
+    for (uint64_t id = 1; id <= 3; id++) {
+        rel_assert(&rd, e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS * rel_slow(), &u) == E2E_FRAME,
+                   "no answer to request %" PRIu64, id);
+        rel_assert(&rd, e2e_envelope_read(&u.data, &env), "malformed answer");
+        rel_assert(&rd, env.id == id, "answer %" PRIu64 " out of order", env.id);
+        if (id == 1)
+            rel_assert(&rd, !env.ok && strcmp(env.code, "unavailable") == 0,
+                       "the failed commit was answered %s", env.ok ? "ok" : env.code);
+        if (id == 2)
+            rel_assert(&rd, env.ok && e2e_map_uint(env.result, "head") == 0,
+                       "hello after the failed commit does not show an empty log");
+        if (id == 3)
+            rel_assert(&rd, env.ok && e2e_map_uint(env.result, "seq") == 1,
+                       "the grant sent again was answered %s", env.ok ? "ok" : env.code);
+        msgpack_unpacked_destroy(&u);
+    }
+    close(fd);
+    e2e_buf_destroy(&b);
+    rel_stop_clean(&rd);
+}
