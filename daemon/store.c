@@ -79,6 +79,7 @@ struct store {
     uint8_t head_hash[BUDGET_HASH_BYTES];
     size_t map_bytes;
     uint64_t map_growths;
+    uint64_t map_used_bytes; /* as of the last commit; read by store_get_stats */
 };
 
 struct store_reader {
@@ -239,6 +240,7 @@ static int open_env(store *s, const char *dir, size_t map_initial, char *why, si
     mdb_env_stat(s->env, &st);
     s->map_bytes = info.me_mapsize;
     s->lmdb_page_bytes = st.ms_psize;
+    s->map_used_bytes = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
     return 0;
 
 failed:
@@ -607,8 +609,12 @@ int store_append(store *s, const store_item *items, size_t n, bool *sync_failed)
         return rc;
     }
 
+    /* The appending thread is the one that moves the map: its meta pages are safe to read. */
+    MDB_envinfo info = {0};
+    mdb_env_info(s->env, &info);
     const store_item *last = &items[n - 1];
     pthread_mutex_lock(&s->lock);
+    s->map_used_bytes = ((uint64_t)info.me_last_pgno + 1) * s->lmdb_page_bytes;
     s->head_seq = last->seq;
     memcpy(s->head_hash, last->bytes + last->size - BUDGET_HASH_BYTES, BUDGET_HASH_BYTES);
     pthread_mutex_unlock(&s->lock);
@@ -820,20 +826,14 @@ int store_reader_scan(store_reader *r, uint64_t after, store_scan_fn fn, void *c
 
 void store_get_stats(store *s, store_stats *out)
 {
-    MDB_envinfo info = {0};
-    /* The meta pages live in the map: read them only while it cannot move. */
-    if (gate_enter(s) == 0) {
-        mdb_env_info(s->env, &info);
-        gate_leave(s);
-    }
-
+    /* Never waits for a growth of the map: the loop thread asks for these. The bytes in use
+     * are those of the last commit (or of opening), kept by the appending thread. */
     pthread_mutex_lock(&s->lock);
     out->map_bytes = s->map_bytes;
     out->map_growths = s->map_growths;
     out->events = s->head_seq;
+    out->map_used_bytes = s->map_used_bytes;
     pthread_mutex_unlock(&s->lock);
-    out->map_used_bytes =
-        info.me_mapsize != 0 ? ((uint64_t)info.me_last_pgno + 1) * s->lmdb_page_bytes : 0;
 }
 
 void store_reader_release(store_reader *r, const void *lo, const void *hi)
