@@ -834,6 +834,9 @@ void store_get_stats(store *s, store_stats *out)
     out->events = s->head_seq;
     out->map_used_bytes = s->map_used_bytes;
     pthread_mutex_unlock(&s->lock);
+    unsigned int flags = 0;
+    out->commits_synced = !s->read_only && mdb_env_get_flags(s->env, &flags) == 0 &&
+                          (flags & (MDB_NOSYNC | MDB_NOMETASYNC | MDB_MAPASYNC)) == 0;
 }
 
 void store_reader_release(store_reader *r, const void *lo, const void *hi)

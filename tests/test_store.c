@@ -268,6 +268,7 @@ Test(store, empty_store)
     cr_assert_eq(st.events, 0);
     cr_assert_eq(st.map_bytes, 64 * MIB);
     cr_assert_eq(st.map_growths, 0);
+    cr_assert(st.commits_synced, "commits are not synced: an acknowledged event could be lost");
     store_close(s);
 
     s = open_store(NULL);
