@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -44,12 +45,16 @@ static void usage(FILE *out)
  * installed budgetd. $BUDGETD_FAULT holds up to FAULTS_MAX rules separated by commas, each
  * POINT:N:ERROR[:once|always]: POINT is put, commit or sync (store.h), N counts that point's
  * calls from 1, ERROR is an errno name (ENOSPC, EIO, ENOMEM, EDQUOT) or MAP_FULL. "once" (the
- * default) fails call N only; "always" fails call N and every later one. Each injected fault
- * is logged as "fault injected: ...", which the tests read.
+ * default) fails call N only; "always" fails call N and every later one. ERROR may also be
+ * DELAY: the call then succeeds after 300 ms (a slow disk, to hold a batch in flight). Each
+ * injected fault is logged as "fault injected: ...", which the tests read.
  */
 #include <lmdb.h> /* MDB_MAP_FULL: this test-only seam speaks the store's language */
 
 #define FAULTS_MAX 4
+/* Not an errno: the call waits FAULT_DELAY_MS, then goes on. */
+#define FAULT_DELAY (-1)
+#define FAULT_DELAY_MS 300
 
 typedef struct {
     store_fault_point point;
@@ -82,6 +87,12 @@ static int fault_hook(void *ctx, store_fault_point point)
             continue;
         r->calls++;
         if (error == 0 && (r->calls == r->nth || (r->always && r->calls > r->nth))) {
+            if (r->error == FAULT_DELAY) {
+                log_warn("fault injected: %s call %lu waits %d ms", fault_point_name(point),
+                         r->calls, FAULT_DELAY_MS);
+                usleep(FAULT_DELAY_MS * 1000);
+                continue;
+            }
             error = r->error;
             log_warn("fault injected: %s call %lu fails with %s", fault_point_name(point), r->calls,
                      error == MDB_MAP_FULL ? "MAP_FULL" : strerror(error));
@@ -95,11 +106,9 @@ static int fault_parse_rule(char *text, fault_rule *r)
     static const struct {
         const char *name;
         int value;
-    } errors[] = {{"ENOSPC", ENOSPC},
-                  {"EIO", EIO},
-                  {"ENOMEM", ENOMEM},
-                  {"EDQUOT", EDQUOT},
-                  {"MAP_FULL", MDB_MAP_FULL}};
+    } errors[] = {{"ENOSPC", ENOSPC},         {"EIO", EIO},
+                  {"ENOMEM", ENOMEM},         {"EDQUOT", EDQUOT},
+                  {"MAP_FULL", MDB_MAP_FULL}, {"DELAY", FAULT_DELAY}};
     char *save = NULL;
     char *point = strtok_r(text, ":", &save);
     char *nth = strtok_r(NULL, ":", &save);

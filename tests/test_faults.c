@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -486,6 +487,73 @@ Test(faults, writes_behind_a_failed_commit_see_the_ledger_without_it)
         msgpack_unpacked_destroy(&u);
     }
     close(fd);
+    e2e_buf_destroy(&b);
+    rel_stop_clean(&rd);
+}
+
+/* True when a frame is waiting to be read on `fd`. */
+static bool answer_waiting(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+/*
+ * A read never shows an event that is not durable. The commit of a grant is held for 300 ms
+ * (a slow disk); meanwhile another connection asks hello and balances over and over: until
+ * the grant's writer has its answer, they show the empty ledger; once it has it, the frame.
+ */
+Test(faults, reads_never_show_a_write_before_it_is_durable)
+{
+    e2e_buf b;
+    msgpack_unpacked u;
+    e2e_envelope env;
+    int checked = 0;
+
+    rd.binary = BUDGETD_FAULTY_PATH;
+    snprintf(rd.fault, sizeof(rd.fault), "commit:1:DELAY");
+    cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
+    int writer = e2e_raw_connect(rd.d.socket);
+    int reader = e2e_raw_connect(rd.d.socket);
+    rel_assert(&rd, writer >= 0 && reader >= 0, "connect");
+    e2e_buf_init(&b);
+    pipe_request(&b, 1, "slow-frame");
+    rel_assert(&rd, e2e_raw_send(writer, b.sb.data, b.sb.size) == 0, "send the grant");
+
+    for (uint64_t id = 1; id <= 200; id++) {
+        bool durable = answer_waiting(writer); /* the writer was answered: it is durable */
+        e2e_buf_clear(&b);
+        e2e_frame_begin(&b);
+        msgpack_pack_map(&b.pk, 3);
+        e2e_kv_uint(&b, "id", id);
+        e2e_kv_str(&b, "op", "balances");
+        msgpack_pack_str(&b.pk, 4);
+        msgpack_pack_str_body(&b.pk, "args", 4);
+        msgpack_pack_map(&b.pk, 1);
+        e2e_kv_str(&b, "frame", "slow-frame");
+        e2e_frame_end(&b);
+        rel_assert(&rd, e2e_raw_send(reader, b.sb.data, b.sb.size) == 0, "send balances");
+        rel_assert(&rd, e2e_raw_recv(reader, E2E_FRAME_TIMEOUT_MS * rel_slow(), &u) == E2E_FRAME,
+                   "no answer to balances %" PRIu64, id);
+        rel_assert(&rd, e2e_envelope_read(&u.data, &env), "malformed answer");
+        if (!durable) {
+            rel_assert(&rd, !env.ok && strcmp(env.code, "not_found") == 0,
+                       "balances %" PRIu64 " showed the frame before its commit was answered", id);
+            checked++;
+        }
+        msgpack_unpacked_destroy(&u);
+        if (durable)
+            break;
+        rel_sleep_ms(5);
+    }
+    rel_assert(&rd, checked > 0, "no read fell inside the commit's 300 ms");
+    rel_assert(&rd, e2e_raw_recv(writer, E2E_FRAME_TIMEOUT_MS * rel_slow(), &u) == E2E_FRAME,
+               "the grant was not answered");
+    rel_assert(&rd, e2e_envelope_read(&u.data, &env) && env.ok, "the grant was refused");
+    msgpack_unpacked_destroy(&u);
+    fprintf(stderr, "faults: %d reads during a held commit saw none of it\n", checked);
+    close(writer);
+    close(reader);
     e2e_buf_destroy(&b);
     rel_stop_clean(&rd);
 }
