@@ -7,6 +7,7 @@
 #include "budget/errors.h"
 #include "log.h"
 #include "server_internal.h"
+#include "checkpoint.h"
 #include "event.h"
 #include "replay.h"
 #include "audit_ops.h"
@@ -118,55 +119,27 @@ static void job_events(job *j, store_reader *rd, resp *r)
     msgpack_sbuffer_destroy(&e.events);
 }
 
-typedef struct {
-    uint64_t expect;
-    uint8_t prev[BUDGET_HASH_BYTES];
-    uint64_t first_bad;
-    const char *why;
-} verify_ctx;
-
-static int verify_one(void *ctx, uint64_t seq, store_val v)
-{
-    verify_ctx *c = ctx;
-    const uint8_t *prev, *hash;
-    uint64_t stored_seq;
-
-    if (seq != c->expect || event_seq(v.data, v.size, &stored_seq) != 0 || stored_seq != seq) {
-        c->first_bad = c->expect;
-        c->why = "seq";
-        return 1;
-    }
-    if (event_check_link(v.data, v.size, c->prev, &c->why) != 0 ||
-        event_link(v.data, v.size, &prev, &hash) != 0) {
-        c->first_bad = seq;
-        return 1;
-    }
-    memcpy(c->prev, hash, sizeof(c->prev));
-    c->expect++;
-    return 0;
-}
-
+/* The whole chain re-walked (checkpoint_walk_chain, as `audit check` does it offline). */
 static void job_verify(job *j, store_reader *rd, resp *r)
 {
-    verify_ctx c = {1, {0}, 0, ""};
-    uint64_t head = store_reader_head(rd);
+    checkpoint_chain chain;
 
-    store_reader_scan(rd, 0, verify_one, &c);
+    checkpoint_walk_chain(rd, 0, &chain);
     resp_begin(r, j->base.req_id, true);
     msgpack_pack_map(&r->pk, 5);
     pack_cstr(&r->pk, "ok");
-    if (c.first_bad == 0)
+    if (chain.first_bad == 0)
         msgpack_pack_true(&r->pk);
     else
         msgpack_pack_false(&r->pk);
-    pack_key_uint(&r->pk, "checked", c.expect - 1);
-    pack_key_uint(&r->pk, "head", head);
+    pack_key_uint(&r->pk, "checked", chain.checked);
+    pack_key_uint(&r->pk, "head", chain.head);
     pack_cstr(&r->pk, "first_bad");
-    if (c.first_bad)
-        msgpack_pack_uint64(&r->pk, c.first_bad);
+    if (chain.first_bad)
+        msgpack_pack_uint64(&r->pk, chain.first_bad);
     else
         msgpack_pack_nil(&r->pk);
-    pack_key_str(&r->pk, "reason", c.first_bad ? c.why : "");
+    pack_key_str(&r->pk, "reason", chain.why);
 }
 
 static void read_job_run(worker_job *w, resp *r)
