@@ -20,6 +20,7 @@
 #include "daemon/checkpoint.h"
 #include "daemon/event.h"
 #include "daemon/ledger.h"
+#include "daemon/replay.h"
 #include "daemon/request.h"
 #include "daemon/store.h"
 
@@ -352,92 +353,77 @@ static int open_copy(const char *dir, store **st)
     return 0;
 }
 
-/* Replays a copy up to `as_of` (verifying every link on the way) into a ledger. */
+/* The first event stamped at or after `ts_from`, found by a scan of a copy's timestamps. */
 typedef struct {
-    ledger *l;
-    uint64_t as_of, stop_ts_from; /* stop_ts_from: finding the end of a day (0: not) */
-    uint64_t first_late;          /* the first event stamped at or after stop_ts_from */
-    uint8_t prev[BUDGET_HASH_BYTES];
-    uint64_t bad;
-    const char *why;
-} replay_state;
+    uint64_t ts_from;
+    uint64_t first_late; /* 0: none */
+    uint64_t bad;        /* an event that does not decode */
+} day_scan;
 
-static int replay_copy_one(void *ctx, uint64_t seq, store_val v)
+static int day_scan_one(void *ctx, uint64_t seq, store_val v)
 {
-    replay_state *r = ctx;
+    day_scan *d = ctx;
     ledger_event ev;
-    const uint8_t *prev, *hash;
-    uint64_t stored;
-
-    if (r->l == NULL) { /* the first pass of a day: only timestamps */
-        if (event_decode(v.data, v.size, &ev) != 0) {
-            r->bad = seq;
-            r->why = "malformed";
-            return 1;
-        }
-        if (ev.ts_ms >= r->stop_ts_from) {
-            r->first_late = seq;
-            return 1;
-        }
-        return 0;
-    }
-    if (seq > r->as_of)
-        return 1;
-    r->why = "";
-    if (event_seq(v.data, v.size, &stored) != 0 || stored != seq ||
-        event_check_link(v.data, v.size, r->prev, &r->why) != 0 ||
-        event_link(v.data, v.size, &prev, &hash) != 0 || event_decode(v.data, v.size, &ev) != 0) {
-        r->bad = seq;
-        r->why = r->why[0] ? r->why : "malformed";
+    if (event_decode(v.data, v.size, &ev) != 0) {
+        d->bad = seq;
         return 1;
     }
-    if (ledger_apply(r->l, &ev) != 0) {
-        r->bad = seq;
-        r->why = "breaks a ledger rule";
+    if (ev.ts_ms >= d->ts_from) {
+        d->first_late = seq;
         return 1;
     }
-    memcpy(r->prev, hash, BUDGET_HASH_BYTES);
     return 0;
 }
 
+/*
+ * Replays a copy up to `as_of`, or to the end of the day `day_end` (ms; -1: not), into a
+ * ledger: the chain is walked first, every hash recomputed (checkpoint_walk_chain), then the
+ * events are applied as start-up replay does (replay_log).
+ */
 static int replay_offline(const ctl *c, const char *dir, uint64_t as_of, int64_t day_end)
 {
     store *st;
     store_reader *rd;
-    replay_state r;
+    checkpoint_chain chain;
     int rc = open_copy(dir, &st);
     if (rc != 0)
         return rc;
-    memset(&r, 0, sizeof(r));
     if (store_reader_begin(st, &rd) != 0) {
         store_close(st);
         return complain(EXIT_CONNECTION, "--data: the store cannot be read");
     }
     uint64_t head = store_reader_head(rd);
+    checkpoint_walk_chain(rd, 0, &chain);
     if (day_end >= 0) {
-        r.stop_ts_from = (uint64_t)day_end;
-        store_reader_scan(rd, 0, replay_copy_one, &r);
-        as_of = r.bad ? 0 : r.first_late ? r.first_late - 1 : head;
+        day_scan d = {(uint64_t)day_end, 0, 0};
+        store_reader_scan(rd, 0, day_scan_one, &d);
+        if (d.bad && (chain.first_bad == 0 || d.bad < chain.first_bad)) {
+            chain.first_bad = d.bad;
+            chain.why = "malformed";
+        }
+        as_of = d.first_late ? d.first_late - 1 : head;
     }
-    if (r.bad == 0 && (as_of == 0 || as_of > head)) {
+    store_reader_end(rd); /* replay_log's walker begins its own */
+
+    ledger *l = NULL;
+    if (chain.first_bad != 0 && chain.first_bad <= (as_of ? as_of : head)) {
+        rc = complain(EXIT_BROKEN_CHAIN, "chain broken at seq %" PRIu64 ": %s", chain.first_bad,
+                      chain.why);
+    } else if (as_of == 0 || as_of > head) {
         rc = complain(EXIT_REFUSED, "not_found: %s %" PRIu64 " events",
                       as_of == 0 ? "nothing recorded yet: the copy holds" : "the copy holds only",
                       head);
-    } else if (r.bad == 0) {
-        r.l = ledger_new();
-        r.as_of = as_of;
-        if (r.l == NULL)
-            rc = complain(EXIT_REFUSED, "out of memory");
-        else
-            store_reader_scan(rd, 0, replay_copy_one, &r);
+    } else if ((l = ledger_new()) == NULL) {
+        rc = complain(EXIT_REFUSED, "out of memory");
+    } else {
+        replay_result res;
+        if (replay_log(st, l, as_of, &res) != 0)
+            rc = complain(EXIT_BROKEN_CHAIN, "the copy does not replay: %s", res.why);
     }
-    store_reader_end(rd);
     store_close(st);
-    if (rc == 0 && r.bad != 0)
-        rc = complain(EXIT_BROKEN_CHAIN, "chain broken at seq %" PRIu64 ": %s", r.bad, r.why);
     if (rc == 0)
-        rc = print_ledger_balances(c, r.l, as_of);
-    ledger_free(r.l);
+        rc = print_ledger_balances(c, l, as_of);
+    ledger_free(l);
     return rc;
 }
 

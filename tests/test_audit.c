@@ -402,6 +402,14 @@ Test(audit, a_change_of_any_stored_byte_is_found_at_its_event)
     free(log);
     e2e_daemon_cleanup(&on_copy);
     e2e_assert_int(offline_first_bad(copy), 9, "offline verify names event 9");
+    /* An offline replay past the break refuses it; one before it is served. */
+    e2e_assert_int(ctl(&r, "audit", "replay", "--as-of", "12", "--data", copy), 4,
+                   "offline replay past the break");
+    e2e_assert(strstr(r.err, "chain broken at seq 9") != NULL, "%s", r.err);
+    e2e_ctl_free(&r);
+    e2e_assert_int(ctl(&r, "audit", "replay", "--as-of", "5", "--data", copy), 0,
+                   "offline replay before the break");
+    e2e_ctl_free(&r);
     fprintf(stderr, "tamper: %u single-byte changes in %zu events, each found at its event\n",
             flips, sizeof(sample_events) / sizeof(sample_events[0]));
     free(file);
