@@ -1,13 +1,11 @@
 /* Helpers of the subscription and audit suites (tests/audit_util.h). */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -187,13 +185,7 @@ int au_proc_start(au_proc *p, const char *const *argv)
     int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     pid_t pid = fork();
     if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
+        e2e_child_reset(parent);
         dup2(null_fd, STDIN_FILENO);
         dup2(out[1], STDOUT_FILENO);
         dup2(err[1], STDERR_FILENO);
@@ -352,21 +344,6 @@ int au_daemon_on(e2e_daemon *d, const char *data)
     return e2e_daemon_restart(d);
 }
 
-long au_rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    long kib = -1;
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof(line), f) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
-}
-
 char *au_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -427,26 +404,11 @@ void au_temp_dir(char *out, size_t out_size)
     remember_dir(out);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-void au_remove_tree(const char *dir)
-{
-    if (dir != NULL && dir[0] != '\0')
-        nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 void au_cleanup(void)
 {
     for (int i = 0; i < MADE_DIRS_MAX; i++) {
         if (made_dirs[i][0] != '\0' && access(made_dirs[i], F_OK) == 0)
-            au_remove_tree(made_dirs[i]);
+            e2e_remove_tree(made_dirs[i]);
         made_dirs[i][0] = '\0';
     }
 }

@@ -101,18 +101,14 @@ const char *au_python(void);
  * for the socket and log (removed by e2e_daemon_cleanup; `data` is not). 0 or -1. */
 int au_daemon_on(e2e_daemon *d, const char *data);
 
-/* The resident set size of a process in KiB, or -1. */
-long au_rss_kib(pid_t pid);
-
 /* A whole file, NUL-terminated (free it), or NULL. */
 char *au_read_file(const char *path, size_t *len);
 int au_write_file(const char *path, const void *data, size_t len, mode_t mode);
 /* Copies one file. 0 or -1. */
 int au_copy_file(const char *from, const char *to);
 
-/* A fresh empty temporary folder (mkdtemp) in `out`; asserts. Remove it with au_remove_tree. */
+/* A fresh empty temporary folder (mkdtemp) in `out`; asserts. Remove it with e2e_remove_tree. */
 void au_temp_dir(char *out, size_t out_size);
-void au_remove_tree(const char *dir);
 
 /* Removes every folder au_temp_dir and au_daemon_on made in this test that is still there:
  * for a suite's teardown, so that a failed test leaves nothing behind. (A daemon started

@@ -50,8 +50,7 @@ static void sleep_ms(int ms)
 
 /* ---- the daemon ------------------------------------------------------------------------------ */
 
-/* In a child: signals as a fresh process has them, and death with the test that made it. */
-static void child_reset(pid_t parent)
+void e2e_child_reset(pid_t parent)
 {
     sigset_t none;
     sigemptyset(&none);
@@ -96,7 +95,7 @@ static pid_t spawn_as(const char *const *argv, int out_fd, int err_fd, const e2e
     /* Arguments are ready before fork: the child only makes async-signal-safe calls. */
     pid_t pid = fork();
     if (pid == 0) {
-        child_reset(parent);
+        e2e_child_reset(parent);
         dup2(null_fd, STDIN_FILENO);
         dup2(out_fd, STDOUT_FILENO);
         dup2(err_fd, STDERR_FILENO);
@@ -264,11 +263,32 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return 0;
 }
 
+void e2e_remove_tree(const char *dir)
+{
+    if (dir != NULL && dir[0] != '\0')
+        nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+long e2e_status_kib(pid_t pid, const char *field)
+{
+    char path[64], line[256], format[64];
+    long kib = -1;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    snprintf(format, sizeof(format), "%s: %%ld kB", field);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, format, &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
 void e2e_daemon_cleanup(e2e_daemon *d)
 {
     e2e_daemon_kill(d);
-    if (d->dir[0] != '\0')
-        nftw(d->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    e2e_remove_tree(d->dir);
     if (current == d)
         current = NULL;
     d->dir[0] = '\0';

@@ -57,6 +57,14 @@ void e2e_daemon_kill(e2e_daemon *d);
 
 /* Kills the daemon when it still runs and removes its folder. */
 void e2e_daemon_cleanup(e2e_daemon *d);
+/* Removes a folder and everything in it (nothing when `dir` is NULL or ""). */
+void e2e_remove_tree(const char *dir);
+/* A memory figure of a process from /proc/PID/status ("VmRSS", "VmHWM"), in KiB; -1 when
+ * it cannot be read. */
+long e2e_status_kib(pid_t pid, const char *field);
+/* In a forked child: signals as a fresh process has them, and death with the test (the
+ * parent `parent`) that made it. */
+void e2e_child_reset(pid_t parent);
 
 /* Prints the log path of the current daemon and the last lines of its log on stderr. */
 void e2e_report(void);

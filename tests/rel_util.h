@@ -76,8 +76,6 @@ long rel_env_long(const char *name, long fallback);
 uint64_t rel_seed(const char *what);
 /* xorshift64*: deterministic for a seed. */
 uint64_t rel_rand(uint64_t *state);
-/* Resident memory of a process in KiB (VmRSS), or -1. */
-long rel_rss_kib(pid_t pid);
 /* Raises this process's RLIMIT_NOFILE soft limit to at least `want` (up to the hard limit).
  * Returns the soft limit in force afterwards. */
 long rel_raise_nofile(long want);

@@ -413,7 +413,7 @@ Test(audit, a_change_of_any_stored_byte_is_found_at_its_event)
     fprintf(stderr, "tamper: %u single-byte changes in %zu events, each found at its event\n",
             flips, sizeof(sample_events) / sizeof(sample_events[0]));
     free(file);
-    au_remove_tree(copy);
+    e2e_remove_tree(copy);
 }
 
 /* ---- checkpoints ----------------------------------------------------------------------------- */
@@ -538,7 +538,7 @@ Test(audit, a_checkpoint_holds_on_an_honest_log_and_fails_on_a_rewritten_one)
     e2e_assert(strstr(r.err, "history was rewritten"), "%s", r.err);
     e2e_ctl_free(&r);
     e2e_daemon_cleanup(&forger);
-    au_remove_tree(forged);
+    e2e_remove_tree(forged);
 
     /* A log cut short of the checkpoint. */
     au_temp_dir(forged, sizeof(forged));
@@ -552,8 +552,8 @@ Test(audit, a_checkpoint_holds_on_an_honest_log_and_fails_on_a_rewritten_one)
     e2e_ctl_free(&r);
     stop_daemon(&forger);
     e2e_daemon_cleanup(&forger);
-    au_remove_tree(forged);
-    au_remove_tree(dir);
+    e2e_remove_tree(forged);
+    e2e_remove_tree(dir);
 }
 
 /* ---- backup ---------------------------------------------------------------------------------- */
@@ -658,7 +658,7 @@ Test(audit, a_backup_made_under_load_verifies_and_serves)
     e2e_daemon_cleanup(&on_copy);
     budget_client_close(c);
     stop_daemon(&bd);
-    au_remove_tree(dir);
+    e2e_remove_tree(dir);
 }
 
 /* A raw backup request: its error code, or "" when it succeeded. */
@@ -708,7 +708,7 @@ Test(audit, a_backup_goes_only_into_a_new_folder_outside_the_data)
     e2e_ctl_free(&r);
     budget_client_close(c);
     stop_daemon(&bd);
-    au_remove_tree(dir);
+    e2e_remove_tree(dir);
 }
 
 /* ---- replay ---------------------------------------------------------------------------------- */
@@ -763,7 +763,7 @@ Test(audit, replay_as_of_a_seq_or_a_day_online_and_offline)
     e2e_assert_int(ctl(&a, "audit", "replay", "--as-of", "3", "--data", dir), 3, "no store");
     e2e_ctl_free(&a);
     stop_daemon(&bd);
-    au_remove_tree(dir);
+    e2e_remove_tree(dir);
 }
 
 /* ---- export ---------------------------------------------------------------------------------- */

@@ -76,20 +76,10 @@ typedef struct {
     int64_t started_us, until_us;
 } attack;
 
+/* A memory figure of the daemon under attack, in KiB. */
 static long status_kib(const char *field)
 {
-    char path[64], line[256], fmt[64];
-    long kib = -1;
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)rd.d.pid);
-    snprintf(fmt, sizeof(fmt), "%s: %%ld kB", field);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof(line), f) != NULL)
-        if (sscanf(line, fmt, &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
+    return e2e_status_kib(rd.d.pid, field);
 }
 
 static int attack_seconds(void)

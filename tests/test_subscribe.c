@@ -284,7 +284,7 @@ Test(subscribe, a_subscriber_that_never_reads_slows_no_writer_and_stays_bounded)
     c = e2e_client(&bd);
 #endif
     au_subscribe(&bd, 0, 9, &s); /* and then not a byte read until every write is done */
-    long rss_before = au_rss_kib(bd.pid);
+    long rss_before = e2e_status_kib(bd.pid, "VmRSS");
     for (uint32_t i = 0; i < SLOW_WRITERS; i++) {
         w[i] = (slow_writer){&bd, i};
         cr_assert_eq(pthread_create(&t[i], NULL, slow_write, &w[i]), 0);
@@ -293,7 +293,7 @@ Test(subscribe, a_subscriber_that_never_reads_slows_no_writer_and_stays_bounded)
         pthread_join(t[i], NULL); /* each writer asserted every one of its writes ok */
     uint64_t head = e2e_head(c);
     e2e_assert_int(head, SLOW_WRITERS * SLOW_EVENTS_EACH, "every write landed");
-    long rss_after = au_rss_kib(bd.pid);
+    long rss_after = e2e_status_kib(bd.pid, "VmRSS");
     uint64_t queued = stat_of(c, "subscription_queued_bytes");
     uint64_t fallbacks = stat_of(c, "subscription_fallbacks");
     fprintf(stderr,
