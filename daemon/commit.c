@@ -22,11 +22,16 @@ static void schedule_commit(server *s);
 static int batch_reserve(batch *b)
 {
     if (b->count == b->cap) {
+        /* Entries and their store items grow together: launching a commit allocates nothing. */
         size_t cap = b->cap ? b->cap * 2 : 64;
         batch_entry *e = realloc(b->entries, cap * sizeof(*e));
         if (!e)
             return BUDGET_EUNAVAILABLE;
         b->entries = e;
+        store_item *items = realloc(b->items, cap * sizeof(*items));
+        if (!items)
+            return BUDGET_EUNAVAILABLE;
+        b->items = items;
         b->cap = cap;
     }
     if (b->bytes_cap - b->bytes_len < EVENT_BYTES_MAX) {
@@ -353,14 +358,6 @@ static void launch_commit(server *s)
 
     if (s->inflight || b->count == 0 || s->exit_status != 0)
         return;
-    free(b->items);
-    b->items = malloc(b->count * sizeof(*b->items));
-    if (!b->items) {
-        answer_batch_failed(s, b, "budgetd is out of memory");
-        batch_reset(b);
-        recheck_pending(s);
-        return;
-    }
     for (size_t i = 0; i < b->count; i++) {
         batch_entry *e = &b->entries[i];
         if (e->dup)
@@ -395,9 +392,7 @@ static void on_commit_check(uv_check_t *h)
 {
     server *s = h->data;
     uv_check_stop(h);
-    settle_begin(s); /* launch_commit answers a batch it cannot hand over */
     launch_commit(s);
-    settle_end(s);
 }
 
 static void schedule_commit(server *s)
