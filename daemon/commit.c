@@ -85,52 +85,88 @@ static const batch_entry *find_undurable(server *s, uint64_t seq)
     return NULL;
 }
 
-/* A write whose id exists: the same content is answered with the first result. */
-static void admit_retry(server *s, batch_entry *e, uint64_t existing)
+/* A retry of a write already durable, answered on a worker thread: reading the event that
+ * holds its id may wait on the disk, which the loop thread never does. */
+typedef struct {
+    worker_job base;
+    ledger_cmd cmd;
+    uint64_t existing;
+} retry_job;
+
+static void conflict_message(char *msg, size_t size, const char *id, uint64_t existing)
+{
+    snprintf(msg, size, "id %s is taken by event %llu with other content", id,
+             (unsigned long long)existing);
+}
+
+static void retry_run(worker_job *w, resp *r)
+{
+    retry_job *j = (retry_job *)w;
+    store_reader *rd;
+    store_val v;
+    ledger_event ev;
+    const uint8_t *prev, *hash;
+    char msg[200];
+
+    if (store_reader_begin(w->srv->store, &rd) != 0) {
+        resp_error_into(r, w->req_id, BUDGET_EUNAVAILABLE, "the event store cannot be read now");
+        return;
+    }
+    int rc = store_reader_get(rd, j->existing, &v);
+    if (rc == 0)
+        rc = event_decode(v.data, v.size, &ev);
+    if (rc == 0)
+        rc = event_link(v.data, v.size, &prev, &hash);
+    if (rc != 0) {
+        resp_error_into(r, w->req_id, BUDGET_EINTERNAL,
+                        "the event that holds this id cannot be read");
+    } else if (ledger_same_request(&j->cmd, &ev)) {
+        resp_begin(r, w->req_id, true);
+        request_pack_write_result(&r->pk, &ev, hash);
+    } else {
+        conflict_message(msg, sizeof(msg), j->cmd.id, j->existing);
+        resp_error_into(r, w->req_id, BUDGET_ECONFLICT, msg);
+    }
+    store_reader_end(rd);
+}
+
+static void retry_finished(worker_job *w)
+{
+    conn_write_answered(w->c);
+}
+
+/*
+ * A write whose id exists: the same content is answered with the first result, other content
+ * with `conflict`. Returns true when the answer comes later (from a worker job, which then
+ * ends the write), false when it is answered or queued here.
+ */
+static bool admit_retry(server *s, batch_entry *e, uint64_t existing)
 {
     char msg[200];
     if (existing <= s->committed_head) {
-        store_reader *r;
-        store_val v;
-        ledger_event ev;
-        const uint8_t *prev, *hash;
-        if (store_reader_begin(s->store, &r) != 0) {
-            conn_answer_error(e->c, e->slot, e->req_id, BUDGET_EUNAVAILABLE,
-                              "the event store cannot be read now");
-            return;
+        retry_job *j = calloc(1, sizeof(*j));
+        if (!j) {
+            conn_answer_error(e->c, e->slot, e->req_id, BUDGET_EUNAVAILABLE, "out of memory");
+            return false;
         }
-        int rc = store_reader_get(r, existing, &v);
-        if (rc == 0)
-            rc = event_decode(v.data, v.size, &ev);
-        if (rc == 0)
-            rc = event_link(v.data, v.size, &prev, &hash);
-        if (rc == 0 && ledger_same_request(&e->cmd, &ev)) {
-            uint8_t h[BUDGET_HASH_BYTES];
-            memcpy(h, hash, sizeof(h));
-            store_reader_end(r);
-            answer_write_ok(s, e->c, e->slot, e->req_id, &ev, h);
-            return;
-        }
-        store_reader_end(r);
-        if (rc != 0) {
-            conn_answer_error(e->c, e->slot, e->req_id, BUDGET_EINTERNAL,
-                              "the event that holds this id cannot be read");
-            return;
-        }
-    } else {
-        const batch_entry *orig = find_undurable(s, existing);
-        if (orig && ledger_same_request(&e->cmd, &orig->ev)) {
-            batch_entry *d = &s->pending->entries[s->pending->count++];
-            *d = *e;
-            d->dup = true;
-            d->ev = orig->ev;
-            memcpy(d->hash, orig->hash, sizeof(d->hash));
-            return;
-        }
+        j->cmd = e->cmd;
+        j->existing = existing;
+        j->base.run = retry_run;
+        j->base.finished = retry_finished;
+        return worker_queue(e->c, e->slot, e->req_id, &j->base) == 0;
     }
-    snprintf(msg, sizeof(msg), "id %s is taken by event %llu with other content", e->cmd.id,
-             (unsigned long long)existing);
+    const batch_entry *orig = find_undurable(s, existing);
+    if (orig && ledger_same_request(&e->cmd, &orig->ev)) {
+        batch_entry *d = &s->pending->entries[s->pending->count++];
+        *d = *e;
+        d->dup = true;
+        d->ev = orig->ev;
+        memcpy(d->hash, orig->hash, sizeof(d->hash));
+        return false;
+    }
+    conflict_message(msg, sizeof(msg), e->cmd.id, existing);
     conn_answer_error(e->c, e->slot, e->req_id, BUDGET_ECONFLICT, msg);
+    return false;
 }
 
 /*
@@ -159,7 +195,8 @@ void admit_write(server *s, const batch_entry *in)
     }
     int rc = ledger_check(s->speculative, &e.cmd, &e.c->actor, &e.ev, &existing, &err);
     if (rc == 1) {
-        admit_retry(s, &e, existing);
+        if (admit_retry(s, &e, existing))
+            return; /* the retry job ends the write */
         goto done;
     }
     /* A malformed write is refused as such, whatever the head (docs/events.md: the order). */
