@@ -500,8 +500,10 @@ static bool answer_waiting(int fd)
 
 /*
  * A read never shows an event that is not durable. The commit of a grant is held for 300 ms
- * (a slow disk); meanwhile another connection asks hello and balances over and over: until
- * the grant's writer has its answer, they show the empty ledger; once it has it, the frame.
+ * (a slow disk); meanwhile another connection asks balances over and over. budgetd answers a
+ * write as soon as its commit returns, before it handles anything else, so a read that shows
+ * the frame must find the grant's answer already waiting on the writer's socket; and a read
+ * sent after that answer arrived must show the frame.
  */
 Test(faults, reads_never_show_a_write_before_it_is_durable)
 {
@@ -521,7 +523,7 @@ Test(faults, reads_never_show_a_write_before_it_is_durable)
     rel_assert(&rd, e2e_raw_send(writer, b.sb.data, b.sb.size) == 0, "send the grant");
 
     for (uint64_t id = 1; id <= 200; id++) {
-        bool durable = answer_waiting(writer); /* the writer was answered: it is durable */
+        bool answered_before = answer_waiting(writer);
         e2e_buf_clear(&b);
         e2e_frame_begin(&b);
         msgpack_pack_map(&b.pk, 3);
@@ -536,13 +538,18 @@ Test(faults, reads_never_show_a_write_before_it_is_durable)
         rel_assert(&rd, e2e_raw_recv(reader, E2E_FRAME_TIMEOUT_MS * rel_slow(), &u) == E2E_FRAME,
                    "no answer to balances %" PRIu64, id);
         rel_assert(&rd, e2e_envelope_read(&u.data, &env), "malformed answer");
-        if (!durable) {
-            rel_assert(&rd, !env.ok && strcmp(env.code, "not_found") == 0,
+        if (env.ok) {
+            rel_assert(&rd, answer_waiting(writer),
                        "balances %" PRIu64 " showed the frame before its commit was answered", id);
+        } else {
+            rel_assert(&rd, strcmp(env.code, "not_found") == 0, "balances %" PRIu64 " failed: %s",
+                       id, env.code);
+            rel_assert(&rd, !answered_before,
+                       "balances %" PRIu64 " sent after the grant's answer did not show it", id);
             checked++;
         }
         msgpack_unpacked_destroy(&u);
-        if (durable)
+        if (answered_before)
             break;
         rel_sleep_ms(5);
     }
