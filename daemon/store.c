@@ -833,6 +833,7 @@ void store_get_stats(store *s, store_stats *out)
     out->map_growths = s->map_growths;
     out->events = s->head_seq;
     out->map_used_bytes = s->map_used_bytes;
+    out->growth_waiting = s->growth_waiting && !s->growing;
     pthread_mutex_unlock(&s->lock);
     unsigned int flags = 0;
     out->commits_synced = !s->read_only && mdb_env_get_flags(s->env, &flags) == 0 &&

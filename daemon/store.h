@@ -100,6 +100,7 @@ typedef struct {
     uint64_t map_used_bytes; /* pages in use * page size */
     uint64_t map_growths;    /* times the map was grown since open */
     uint64_t events;
+    bool growth_waiting; /* a growth waits for live readers; new readers wait for it */
     /* Every commit is synced before store_append returns: the environment has none of
      * LMDB's MDB_NOSYNC, MDB_NOMETASYNC, MDB_MAPASYNC. Always true for a writable store; a
      * test holds it so, since an acknowledged event must survive a power failure. */

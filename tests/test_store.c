@@ -630,6 +630,18 @@ static void arm(fault_plan *p, store_fault_point point, int err, unsigned fail_a
     *p = (fault_plan){.point = point, .err = err, .fail_at = fail_at, .forever = forever};
 }
 
+/* Returns once a growth of `s` waits for its live readers to end. */
+static void wait_for_growth(store *s)
+{
+    store_stats st;
+    for (;;) {
+        store_get_stats(s, &st);
+        if (st.growth_waiting)
+            return;
+        usleep(1000);
+    }
+}
+
 /* A map that the blocking thread holds a reader of while a growth is pending. */
 typedef struct {
     store *s;
@@ -649,7 +661,7 @@ static void *nested_reader_thread(void *arg)
     atomic_store(&n->stage, 1);
     while (atomic_load(&n->stage) < 2)
         usleep(1000);
-    usleep(200 * 1000); /* by now the growth waits for `outer` to end */
+    wait_for_growth(n->s); /* the growth now waits for `outer` to end */
     int rc = store_reader_begin(n->s, &inner);
     if (rc == 0)
         store_reader_end(inner);
@@ -688,6 +700,7 @@ typedef struct {
     store *s;
     atomic_bool fault_seen;
     atomic_bool holder_ready;
+    atomic_bool main_waits;
     int append_rc;
 } held_growth;
 
@@ -706,9 +719,10 @@ static void *holder_thread(void *arg)
     if (store_reader_begin(h->s, &r) != 0)
         return NULL;
     atomic_store(&h->holder_ready, true);
-    while (!atomic_load(&h->fault_seen))
+    wait_for_growth(h->s);
+    while (!atomic_load(&h->main_waits))
         usleep(1000);
-    usleep(400 * 1000); /* the growth waits for this reader all along */
+    usleep(50 * 1000); /* the main thread is in store_reader_begin by now, or soon after */
     store_reader_end(r);
     return NULL;
 }
@@ -736,13 +750,12 @@ Test(store, a_waiting_growth_holds_back_new_readers)
     while (!atomic_load(&h.holder_ready))
         usleep(1000);
     cr_assert_eq(pthread_create(&writer, NULL, growing_writer_thread, &h), 0);
-    while (!atomic_load(&h.fault_seen))
-        usleep(1000);
-    usleep(100 * 1000);
+    wait_for_growth(h.s);
 
     /* The growth is waiting for the holder: this reader must wait until it is done. */
     store_reader *r;
     store_stats st;
+    atomic_store(&h.main_waits, true);
     cr_assert_eq(store_reader_begin(h.s, &r), 0);
     store_get_stats(h.s, &st);
     cr_assert_eq(st.map_growths, 1, "a new reader went in ahead of a waiting growth");
