@@ -46,20 +46,23 @@ static void usage(FILE *out)
  * POINT:N:ERROR[:once|always]: POINT is put, commit or sync (store.h), N counts that point's
  * calls from 1, ERROR is an errno name (ENOSPC, EIO, ENOMEM, EDQUOT) or MAP_FULL. "once" (the
  * default) fails call N only; "always" fails call N and every later one. ERROR may also be
- * DELAY: the call then succeeds after 300 ms (a slow disk, to hold a batch in flight). Each
- * injected fault is logged as "fault injected: ...", which the tests read.
+ * DELAY or DELAY=MS: the call then succeeds after 300 ms, or MS (1..60000), a slow disk that
+ * holds a batch in flight. Each injected fault is logged as "fault injected: ...", which the
+ * tests read.
  */
 #include <lmdb.h> /* MDB_MAP_FULL: this test-only seam speaks the store's language */
 
 #define FAULTS_MAX 4
-/* Not an errno: the call waits FAULT_DELAY_MS, then goes on. */
+/* Not an errno: the call waits delay_ms (FAULT_DELAY_MS unless given), then goes on. */
 #define FAULT_DELAY (-1)
 #define FAULT_DELAY_MS 300
+#define FAULT_DELAY_MS_MAX 60000
 
 typedef struct {
     store_fault_point point;
     unsigned long nth;
     int error;
+    unsigned long delay_ms;
     bool always;
     unsigned long calls;
 } fault_rule;
@@ -88,9 +91,9 @@ static int fault_hook(void *ctx, store_fault_point point)
         r->calls++;
         if (error == 0 && (r->calls == r->nth || (r->always && r->calls > r->nth))) {
             if (r->error == FAULT_DELAY) {
-                log_warn("fault injected: %s call %lu waits %d ms", fault_point_name(point),
-                         r->calls, FAULT_DELAY_MS);
-                usleep(FAULT_DELAY_MS * 1000);
+                log_warn("fault injected: %s call %lu waits %lu ms", fault_point_name(point),
+                         r->calls, r->delay_ms);
+                usleep((useconds_t)(r->delay_ms * 1000));
                 continue;
             }
             error = r->error;
@@ -131,11 +134,20 @@ static int fault_parse_rule(char *text, fault_rule *r)
     r->nth = strtoul(nth, &end, 10);
     if (errno || *end || r->nth == 0)
         return -1;
+    if (strncmp(error, "DELAY=", 6) == 0) {
+        errno = 0;
+        r->delay_ms = strtoul(error + 6, &end, 10);
+        if (errno || *end || r->delay_ms == 0 || r->delay_ms > FAULT_DELAY_MS_MAX)
+            return -1;
+        error[5] = '\0';
+    }
     for (size_t i = 0; i < sizeof(errors) / sizeof(errors[0]); i++)
         if (strcmp(error, errors[i].name) == 0)
             r->error = errors[i].value;
     if (r->error == 0)
         return -1;
+    if (r->error == FAULT_DELAY && r->delay_ms == 0)
+        r->delay_ms = FAULT_DELAY_MS;
     if (mode && strcmp(mode, "always") == 0)
         r->always = true;
     else if (mode && strcmp(mode, "once") != 0)

@@ -174,6 +174,49 @@ static int launch(e2e_daemon *d, const char *const *extra)
     return -1;
 }
 
+/* ---- slowness ---- */
+
+long e2e_env_long(const char *name, long fallback)
+{
+    const char *v = getenv(name);
+    char *end;
+    if (v == NULL || *v == '\0')
+        return fallback;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    return errno || *end ? fallback : n;
+}
+
+bool e2e_wrapped(void)
+{
+    const char *w = getenv("BUDGETD_WRAPPER");
+    return (w != NULL && *w != '\0') || e2e_env_long("RELIABILITY_WRAPPED", 0) != 0;
+}
+
+int64_t e2e_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int e2e_slow(void)
+{
+    bool wrapped = e2e_wrapped();
+    long fallback = wrapped ? 10 : 1;
+#if defined(__SANITIZE_ADDRESS__)
+    if (!wrapped)
+        fallback = 3;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    if (!wrapped)
+        fallback = 3;
+#endif
+#endif
+    long n = e2e_env_long("RELIABILITY_SLOW", fallback);
+    return n < 1 ? 1 : n > 100 ? 100 : (int)n;
+}
+
 int e2e_daemon_start(e2e_daemon *d)
 {
     return e2e_daemon_start_with(d, NULL);

@@ -17,14 +17,27 @@
 
 #include "budget/client.h"
 
+/*
+ * How much slower than a plain build the daemon and the tests run: $RELIABILITY_SLOW, or 10
+ * when the daemon runs under a wrapper (valgrind), 3 in a sanitizer build, else 1. Every
+ * timeout below is multiplied by it, so a slow machine or build waits longer, never less.
+ */
+int e2e_slow(void);
+/* Milliseconds on the monotonic clock. */
+int64_t e2e_now_ms(void);
+/* True when the daemon runs under a wrapper ($BUDGETD_WRAPPER, or $RELIABILITY_WRAPPED=1). */
+bool e2e_wrapped(void);
+/* The number in environment variable `name`, or `fallback` when it is unset or not a number. */
+long e2e_env_long(const char *name, long fallback);
+
 /* How long a daemon may take to answer its first connect. */
-#define E2E_START_TIMEOUT_MS 10000
+#define E2E_START_TIMEOUT_MS (10000 * e2e_slow())
 /* How long a stopped daemon may take to exit. */
-#define E2E_STOP_TIMEOUT_MS 5000
+#define E2E_STOP_TIMEOUT_MS (5000 * e2e_slow())
 /* How long budgetctl may run. */
-#define E2E_CTL_TIMEOUT_MS 10000
+#define E2E_CTL_TIMEOUT_MS (10000 * e2e_slow())
 /* How long one response may take on a raw connection. */
-#define E2E_FRAME_TIMEOUT_MS 5000
+#define E2E_FRAME_TIMEOUT_MS (5000 * e2e_slow())
 
 /* ---- the daemon ------------------------------------------------------------------------------ */
 

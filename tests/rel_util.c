@@ -40,32 +40,9 @@ void rel_sleep_ms(int ms)
         ;
 }
 
-long rel_env_long(const char *name, long fallback)
-{
-    const char *v = getenv(name);
-    char *end;
-    if (v == NULL || *v == '\0')
-        return fallback;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    return errno || *end ? fallback : n;
-}
-
-bool rel_wrapped(void)
-{
-    const char *w = getenv("BUDGETD_WRAPPER");
-    return (w != NULL && *w != '\0') || rel_env_long("RELIABILITY_WRAPPED", 0) != 0;
-}
-
-int rel_slow(void)
-{
-    long n = rel_env_long("RELIABILITY_SLOW", rel_wrapped() ? 10 : 1);
-    return n < 1 ? 1 : n > 100 ? 100 : (int)n;
-}
-
 uint64_t rel_seed(const char *what)
 {
-    uint64_t seed = (uint64_t)rel_env_long("RELIABILITY_SEED", 0);
+    uint64_t seed = (uint64_t)e2e_env_long("RELIABILITY_SEED", 0);
     if (seed == 0)
         seed = (uint64_t)rel_now_us() ^ ((uint64_t)getpid() << 32);
     fprintf(stderr, "%s: RELIABILITY_SEED=%" PRIu64 "\n", what, seed);
@@ -101,7 +78,7 @@ long rel_raise_nofile(long want)
 bool rel_join(pthread_t *threads, int n, int timeout_ms, rel_daemon *r)
 {
     struct timespec deadline;
-    long long ms = (long long)timeout_ms * rel_slow();
+    long long ms = (long long)timeout_ms * e2e_slow();
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += (time_t)(ms / 1000);
     deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
@@ -205,7 +182,7 @@ static int launch(rel_daemon *r)
 {
     if (spawn(r) != 0)
         return -1;
-    int64_t deadline = rel_now_us() + (int64_t)E2E_START_TIMEOUT_MS * 1000 * rel_slow();
+    int64_t deadline = rel_now_us() + (int64_t)E2E_START_TIMEOUT_MS * 1000;
     for (;;) {
         int status;
         if (waitpid(r->d.pid, &status, WNOHANG) == r->d.pid) {
@@ -258,7 +235,7 @@ int rel_restart(rel_daemon *r)
 
 int rel_wait_exit(rel_daemon *r, int timeout_ms, int *status)
 {
-    int64_t deadline = rel_now_us() + (int64_t)timeout_ms * 1000 * rel_slow();
+    int64_t deadline = rel_now_us() + (int64_t)timeout_ms * 1000 * e2e_slow();
     while (r->d.pid != 0) {
         pid_t got = waitpid(r->d.pid, status, WNOHANG);
         if (got == r->d.pid) {
@@ -280,7 +257,7 @@ int rel_wait_exit(rel_daemon *r, int timeout_ms, int *status)
 void rel_stop_clean(rel_daemon *r)
 {
     int status = 0;
-    int rc = e2e_daemon_stop(&r->d, SIGTERM, E2E_STOP_TIMEOUT_MS * rel_slow(), &status);
+    int rc = e2e_daemon_stop(&r->d, SIGTERM, E2E_STOP_TIMEOUT_MS, &status);
     rel_assert(r, rc == 0, "budgetd did not stop on SIGTERM");
     rel_assert(r, WIFEXITED(status) && WEXITSTATUS(status) == 0,
                "budgetd stopped with status 0x%x, not a clean exit 0", status);

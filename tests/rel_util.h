@@ -53,11 +53,6 @@ bool rel_log_contains(const rel_daemon *r, const char *text);
 /* How many times the daemon's log holds `text`. */
 int rel_log_count(const rel_daemon *r, const char *text);
 
-/* The factor every wait is stretched by (RELIABILITY_SLOW). */
-int rel_slow(void);
-/* True when budgetd runs under a wrapper (memory figures mean nothing then). */
-bool rel_wrapped(void);
-
 #define rel_assert(r, cond, ...)                                                                   \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
@@ -70,8 +65,6 @@ bool rel_wrapped(void);
 
 int64_t rel_now_us(void);
 void rel_sleep_ms(int ms);
-/* An integer from the environment, or `fallback`. */
-long rel_env_long(const char *name, long fallback);
 /* The seed (RELIABILITY_SEED or the clock), printed once with `what`. */
 uint64_t rel_seed(const char *what);
 /* xorshift64*: deterministic for a seed. */

@@ -205,6 +205,14 @@ static uint64_t event_ts(budget_client *c, uint64_t seq)
     return ts;
 }
 
+/* The UTC day (YYYY-MM-DD) of a ts in ms, moved by `shift` days. */
+static void utc_day(uint64_t ts_ms, int shift, char out[16])
+{
+    time_t t = (time_t)(ts_ms / 1000) + (time_t)shift * 86400;
+    struct tm tm;
+    strftime(out, 16, "%Y-%m-%d", gmtime_r(&t, &tm));
+}
+
 Test(audit, history_follows_an_entity_and_all_that_refers_to_it)
 {
     static const struct {
@@ -256,12 +264,12 @@ Test(audit, history_follows_an_entity_and_all_that_refers_to_it)
     events_count(c, "ts_from", 10, "ts_to", 5, &code);
     e2e_assert_str(code, "bad_request", "from after to");
 
-    /* budgetctl takes days: today holds everything, a day long gone nothing. */
-    char today[16];
-    time_t now = time(NULL);
-    struct tm tm;
-    strftime(today, sizeof(today), "%Y-%m-%d", gmtime_r(&now, &tm));
-    ctl_ok(&r, "history", "F1", "--from", today, "--to", today);
+    /* budgetctl takes days: the days of the first and the last event hold everything (one day
+     * unless the scenario ran across midnight, UTC), a day long gone nothing. */
+    char first_day[16], last_day[16];
+    utc_day(event_ts(c, 1), 0, first_day);
+    utc_day(event_ts(c, 13), 0, last_day);
+    ctl_ok(&r, "history", "F1", "--from", first_day, "--to", last_day);
     e2e_assert_int(line_seqs(r.out, got, 32), 8, "F1's events today");
     e2e_ctl_free(&r);
     e2e_assert_int(ctl(&r, "history", "F1", "--to", "2001-01-01"), 1, "F1 before 2001");
@@ -721,10 +729,11 @@ Test(audit, replay_as_of_a_seq_or_a_day_online_and_offline)
     au_temp_dir(dir, sizeof(dir));
     snprintf(copy, sizeof(copy), "%s/copy", dir);
     run_ok("backup", copy);
-    time_t now = time(NULL), before = now - 86400;
-    struct tm tm;
-    strftime(today, sizeof(today), "%Y-%m-%d", gmtime_r(&now, &tm));
-    strftime(yesterday, sizeof(yesterday), "%Y-%m-%d", gmtime_r(&before, &tm));
+    /* "today" is the day of the last event, "yesterday" the day before the first. */
+    budget_client *c = e2e_client(&bd);
+    utc_day(event_ts(c, 13), 0, today);
+    utc_day(event_ts(c, 1), -1, yesterday);
+    budget_client_close(c);
 
     static const char *const seqs[] = {"3", "7", "12", "13"};
     for (size_t i = 0; i < sizeof(seqs) / sizeof(seqs[0]); i++) {

@@ -372,7 +372,7 @@ Test(crash, sigkill_under_load_loses_no_acknowledged_write)
     atomic_bool stop;
     history h = {0};
     uint64_t rng = rel_seed("crash");
-    long cycles = rel_env_long("RELIABILITY_CRASH_CYCLES", CYCLES_DEFAULT);
+    long cycles = e2e_env_long("RELIABILITY_CRASH_CYCLES", CYCLES_DEFAULT);
     int64_t t0 = rel_now_us();
 
     cr_assert_eq(rel_start(&rd), 0, "budgetd did not start");

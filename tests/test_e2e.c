@@ -423,13 +423,6 @@ static void join_all(pthread_t *threads, int n, int timeout_ms)
     }
 }
 
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- raw connections ------------------------------------------------------------------------- */
 
 static void pack_hello(e2e_buf *b, uint64_t id)
@@ -704,7 +697,7 @@ Test(e2e, concurrent_avrop_never_overdraw)
         clients[i] = (race_client){.socket = bd.socket, .index = i, .start = &start};
         cr_assert_eq(pthread_create(&threads[i], NULL, race_main, &clients[i]), 0);
     }
-    join_all(threads, RACE_THREADS, 30000);
+    join_all(threads, RACE_THREADS, 30000 * e2e_slow());
     pthread_barrier_destroy(&start);
 
     int won = 0, lost = 0;
@@ -1447,13 +1440,13 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
     /* Every hostile connection is gone: only the honest one and the one asking remain. */
     budget_client *c = e2e_client(&bd);
     uint64_t open = 0;
-    for (int64_t deadline = monotonic_ms() + 2000;;) {
+    for (int64_t deadline = e2e_now_ms() + 2000;;) {
         budget_response r;
         e2e_call(c, "stats", NULL, &r);
         e2e_assert(r.ok, "stats refused: %s", r.code);
         open = e2e_map_uint(&r.result, "connections");
         budget_response_free(&r);
-        if (open == 2 || monotonic_ms() > deadline)
+        if (open == 2 || e2e_now_ms() > deadline)
             break;
         struct timespec ts = {0, 5000000};
         nanosleep(&ts, NULL);
@@ -1679,7 +1672,7 @@ Test(e2e, a_client_that_does_not_read_is_held_back_while_others_are_served)
         e2e_assert_int(array_size(env.result, "allocations"), ALLOCATIONS, "allocations");
         msgpack_unpacked_destroy(&u);
     }
-    join_all(&writer, 1, 10000);
+    join_all(&writer, 1, 10000 * e2e_slow());
     e2e_assert_int(atomic_load(&w.sent), 1, "the flood was written");
     close(w.fd);
     e2e_buf_destroy(&b);
@@ -1941,6 +1934,8 @@ typedef struct {
     const char *socket;
     int index;
     atomic_int *acked_total;
+    atomic_int *connected_total; /* clients that have tried to connect */
+    int connect_rc;              /* what budget_client_connect returned */
     uint32_t acked;
     uint64_t seqs[LOAD_WRITES_MAX];
     int ended_by;  /* the error that ended the loop: a negative errno, or 1 for a refusal */
@@ -1961,7 +1956,8 @@ static void *load_main(void *arg)
     e2e_buf b;
 
     e2e_buf_init(&b);
-    lc->ended_by = budget_client_connect(lc->socket, &c);
+    lc->ended_by = lc->connect_rc = budget_client_connect(lc->socket, &c);
+    atomic_fetch_add(lc->connected_total, 1);
     for (uint32_t n = 0; lc->ended_by == 0; n++) {
         char id[48];
         budget_response r;
@@ -1989,34 +1985,44 @@ static void *load_main(void *arg)
 }
 
 /*
- * 8 clients write grants one at a time; after LOAD_ACKS_BEFORE_SIGNAL acknowledgements the
- * daemon gets `signum`. After a restart every acknowledged write is in the log at the seq it
- * was acknowledged with: an answer is sent only once the write is durable.
+ * 8 clients write grants one at a time; once all are connected and LOAD_ACKS_BEFORE_SIGNAL
+ * writes are acknowledged, the daemon gets `signum`. After a restart every acknowledged write is in
+ * the log at the seq it was acknowledged with: an answer is sent only once the write is durable.
  */
 static void load_then_signal(int signum)
 {
     static load_client clients[LOAD_THREADS];
     static char seen[LOAD_THREADS * LOAD_WRITES_MAX + 1][48];
     pthread_t threads[LOAD_THREADS];
-    atomic_int acked_total = 0;
+    atomic_int acked_total = 0, connected_total = 0;
     int status = 0;
 
     for (int i = 0; i < LOAD_THREADS; i++) {
-        clients[i] = (load_client){.socket = bd.socket, .index = i, .acked_total = &acked_total};
+        clients[i] = (load_client){.socket = bd.socket,
+                                   .index = i,
+                                   .acked_total = &acked_total,
+                                   .connected_total = &connected_total};
         cr_assert_eq(pthread_create(&threads[i], NULL, load_main, &clients[i]), 0);
     }
-    int64_t deadline = monotonic_ms() + 20000;
-    while (atomic_load(&acked_total) < LOAD_ACKS_BEFORE_SIGNAL && monotonic_ms() < deadline) {
+    int64_t deadline = e2e_now_ms() + 20000 * e2e_slow();
+    while ((atomic_load(&connected_total) < LOAD_THREADS ||
+            atomic_load(&acked_total) < LOAD_ACKS_BEFORE_SIGNAL) &&
+           e2e_now_ms() < deadline) {
         struct timespec ts = {0, 2000000};
         nanosleep(&ts, NULL);
     }
     int acked_at_signal = atomic_load(&acked_total);
+    bool all_connected = atomic_load(&connected_total) == LOAD_THREADS;
 
-    int64_t signalled = monotonic_ms();
+    int64_t signalled = e2e_now_ms();
     int stopped = e2e_daemon_stop(&bd, signum, E2E_STOP_TIMEOUT_MS, &status);
-    int64_t took = monotonic_ms() - signalled;
-    join_all(threads, LOAD_THREADS, 10000);
-    e2e_assert(acked_at_signal >= LOAD_ACKS_BEFORE_SIGNAL, "only %d writes acknowledged in 20 s",
+    int64_t took = e2e_now_ms() - signalled;
+    join_all(threads, LOAD_THREADS, 10000 * e2e_slow());
+    e2e_assert(all_connected, "not every client had connected before the signal");
+    for (int i = 0; i < LOAD_THREADS; i++)
+        e2e_assert(clients[i].connect_rc == 0, "client %d could not connect: %d", i,
+                   clients[i].connect_rc);
+    e2e_assert(acked_at_signal >= LOAD_ACKS_BEFORE_SIGNAL, "only %d writes acknowledged in time",
                acked_at_signal);
     e2e_assert(stopped == 0, "budgetd did not exit within %d ms of signal %d", E2E_STOP_TIMEOUT_MS,
                signum);

@@ -336,7 +336,7 @@ static int series(const char *point, const char *error, fault_mode mode)
     int met = 0;
     /* RELIABILITY_FAULT_STRIDE=K tries N = 1, 1+K, 1+2K, ... (the valgrind pass, where each
      * run costs seconds); the default tries every N. */
-    long stride = rel_env_long("RELIABILITY_FAULT_STRIDE", 1);
+    long stride = e2e_env_long("RELIABILITY_FAULT_STRIDE", 1);
     if (stride < 1)
         stride = 1;
     for (f.nth = 1; f.nth <= NTH_MAX; f.nth += (int)stride) {
@@ -471,7 +471,7 @@ Test(faults, writes_behind_a_failed_commit_see_the_ledger_without_it)
     pipe_request(&b, 3, "pipe-f1");
     rel_assert(&rd, e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
     for (uint64_t id = 1; id <= 3; id++) {
-        rel_assert(&rd, e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS * rel_slow(), &u) == E2E_FRAME,
+        rel_assert(&rd, e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME,
                    "no answer to request %" PRIu64, id);
         rel_assert(&rd, e2e_envelope_read(&u.data, &env), "malformed answer");
         rel_assert(&rd, env.id == id, "answer %" PRIu64 " out of order", env.id);
@@ -500,10 +500,10 @@ static bool answer_waiting(int fd)
 
 /*
  * A read never shows an event that is not durable. The commit of a grant is held for 300 ms
- * (a slow disk); meanwhile another connection asks balances over and over. budgetd answers a
- * write as soon as its commit returns, before it handles anything else, so a read that shows
- * the frame must find the grant's answer already waiting on the writer's socket; and a read
- * sent after that answer arrived must show the frame.
+ * (a slow disk; longer in a slow build); meanwhile another connection asks balances over and over.
+ * budgetd answers a write as soon as its commit returns, before it handles anything else, so a read
+ * that shows the frame must find the grant's answer already waiting on the writer's socket; and a
+ * read sent after that answer arrived must show the frame.
  */
 Test(faults, reads_never_show_a_write_before_it_is_durable)
 {
@@ -513,7 +513,8 @@ Test(faults, reads_never_show_a_write_before_it_is_durable)
     int checked = 0;
 
     rd.binary = BUDGETD_FAULTY_PATH;
-    snprintf(rd.fault, sizeof(rd.fault), "commit:1:DELAY");
+    int hold_ms = 300 * e2e_slow();
+    snprintf(rd.fault, sizeof(rd.fault), "commit:1:DELAY=%d", hold_ms);
     cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
     int writer = e2e_raw_connect(rd.d.socket);
     int reader = e2e_raw_connect(rd.d.socket);
@@ -522,7 +523,7 @@ Test(faults, reads_never_show_a_write_before_it_is_durable)
     pipe_request(&b, 1, "slow-frame");
     rel_assert(&rd, e2e_raw_send(writer, b.sb.data, b.sb.size) == 0, "send the grant");
 
-    for (uint64_t id = 1; id <= 200; id++) {
+    for (uint64_t id = 1; id <= 200 * (uint64_t)e2e_slow(); id++) {
         bool answered_before = answer_waiting(writer);
         e2e_buf_clear(&b);
         e2e_frame_begin(&b);
@@ -535,7 +536,7 @@ Test(faults, reads_never_show_a_write_before_it_is_durable)
         e2e_kv_str(&b, "frame", "slow-frame");
         e2e_frame_end(&b);
         rel_assert(&rd, e2e_raw_send(reader, b.sb.data, b.sb.size) == 0, "send balances");
-        rel_assert(&rd, e2e_raw_recv(reader, E2E_FRAME_TIMEOUT_MS * rel_slow(), &u) == E2E_FRAME,
+        rel_assert(&rd, e2e_raw_recv(reader, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME,
                    "no answer to balances %" PRIu64, id);
         rel_assert(&rd, e2e_envelope_read(&u.data, &env), "malformed answer");
         if (env.ok) {
@@ -553,8 +554,8 @@ Test(faults, reads_never_show_a_write_before_it_is_durable)
             break;
         rel_sleep_ms(5);
     }
-    rel_assert(&rd, checked > 0, "no read fell inside the commit's 300 ms");
-    rel_assert(&rd, e2e_raw_recv(writer, E2E_FRAME_TIMEOUT_MS * rel_slow(), &u) == E2E_FRAME,
+    rel_assert(&rd, checked > 0, "no read fell inside the commit's %d ms", hold_ms);
+    rel_assert(&rd, e2e_raw_recv(writer, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME,
                "the grant was not answered");
     rel_assert(&rd, e2e_envelope_read(&u.data, &env) && env.ok, "the grant was refused");
     msgpack_unpacked_destroy(&u);

@@ -56,9 +56,8 @@ static void teardown(void)
 {
     int status = 0;
     bool stopped =
-        rd.d.pid == 0 ||
-        (e2e_daemon_stop(&rd.d, SIGTERM, E2E_STOP_TIMEOUT_MS * rel_slow(), &status) == 0 &&
-         WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        rd.d.pid == 0 || (e2e_daemon_stop(&rd.d, SIGTERM, E2E_STOP_TIMEOUT_MS, &status) == 0 &&
+                          WIFEXITED(status) && WEXITSTATUS(status) == 0);
     if (!stopped)
         rel_report(&rd);
     rel_cleanup(&rd);
@@ -84,7 +83,7 @@ static long status_kib(const char *field)
 
 static int attack_seconds(void)
 {
-    long s = rel_env_long("RELIABILITY_ATTACK_S", ATTACK_S_DEFAULT);
+    long s = e2e_env_long("RELIABILITY_ATTACK_S", ATTACK_S_DEFAULT);
     return s < 1 ? 1 : (int)s;
 }
 
@@ -116,7 +115,7 @@ static void attack_end(attack *a, const char *name)
     rel_assert(&rd, lat.failures == 0, "%s: %" PRIu64 " honest requests failed", name,
                lat.failures);
     rel_assert(&rd, lat.requests >= HONEST, "%s: the honest clients were not served", name);
-    if (!rel_wrapped())
+    if (!e2e_wrapped())
         rel_assert(&rd, peak - a->rss_before_kib < GROWTH_KIB_MAX,
                    "%s: budgetd's peak memory grew by %ld KiB", name, peak - a->rss_before_kib);
 
@@ -146,7 +145,7 @@ static void expect_error(int fd, uint64_t id, const char *code, const char *what
 {
     msgpack_unpacked u;
     e2e_envelope env;
-    int rc = e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS * rel_slow(), &u);
+    int rc = e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u);
     rel_assert(&rd, rc == E2E_FRAME, "%s: no answer (%d)", what, rc);
     rel_assert(&rd, e2e_envelope_read(&u.data, &env), "%s: malformed answer", what);
     rel_assert(&rd, !env.ok && strcmp(env.code, code) == 0, "%s: answered %s, expected %s", what,
@@ -251,7 +250,7 @@ Test(hostile, four_gib_length_prefix)
         else
             send_all(fd, over, sizeof(over), "prefix");
         expect_error(fd, 0, "too_large", "a 4 GiB length prefix");
-        rel_assert(&rd, e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS * rel_slow()),
+        rel_assert(&rd, e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS),
                    "the connection stays open after an unframeable length");
         close(fd);
         sent++;
@@ -330,7 +329,7 @@ Test(hostile, a_thousand_idle_connections)
         rel_assert(&rd, sent == 0 || errno == EPIPE || errno == ECONNRESET,
                    "hello: send failed: %s", strerror(errno));
         e2e_buf_destroy(&b);
-        int rc = e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS * rel_slow(), &u);
+        int rc = e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u);
         rel_assert(&rd, rc == E2E_FRAME, "connection %d: no answer", n + 1);
         rel_assert(&rd, e2e_envelope_read(&u.data, &env), "malformed answer");
         if (!env.ok) {
@@ -353,7 +352,7 @@ Test(hostile, a_thousand_idle_connections)
         close(fds[i]);
     /* The daemon notices the closes on its next loop turns: a client gets in again. */
     budget_client *c = NULL;
-    int64_t deadline = rel_now_us() + 5000000LL * rel_slow();
+    int64_t deadline = rel_now_us() + 5000000LL * e2e_slow();
     bool served = false;
     while (!served && rel_now_us() < deadline) {
         budget_response r;
@@ -402,7 +401,7 @@ Test(hostile, one_byte_a_second)
     attack_end(&a, "one-byte-a-second");
     /* Every slow connection is closed by the deadline, not answered. */
     for (int i = 0; i < SLOW; i++)
-        rel_assert(&rd, e2e_raw_wait_close(fds[i], (DEADLINE_S + 5) * 1000 * rel_slow()),
+        rel_assert(&rd, e2e_raw_wait_close(fds[i], (DEADLINE_S + 5) * 1000 * e2e_slow()),
                    "slow connection %d is still open after the frame deadline", i);
     fprintf(stderr,
             "hostile one-byte-a-second: %d clients sent %zu bytes each, one a second; all closed "

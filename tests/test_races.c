@@ -268,7 +268,7 @@ Test(races, avrop_for_three_times_the_allocation_never_overdraw)
 {
     static avrop_queue queue;
     uint64_t seed = rel_seed("races");
-    long seeds = rel_env_long("RELIABILITY_RACE_SEEDS", SEEDS_DEFAULT);
+    long seeds = e2e_env_long("RELIABILITY_RACE_SEEDS", SEEDS_DEFAULT);
     int64_t approved = 0;
     int refused = 0;
     rel_allocation before[64], after;
