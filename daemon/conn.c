@@ -358,8 +358,8 @@ static void conn_process(conn *c)
     uint32_t body = 0;
     bool blocked = false;
 
-    if (c->processing)
-        return;
+    if (c->processing || !c->identified)
+        return; /* identity_done starts it */
     if (c->srv->settling) {
         if (!c->resume_queued) {
             c->resume_queued = true;
@@ -466,28 +466,92 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     conn_process(c);
 }
 
-/* The peer's uid, user name and groups, from the kernel and the user and group databases. */
-static int peer_actor(conn *c)
+/*
+ * Who the peer is. The uid and primary group come from the kernel (SO_PEERCRED) at once; the
+ * user name and the other groups come from the user and group databases, which may be a
+ * directory service (LDAP, SSSD) and slow, so they are looked up on a worker thread and the
+ * connection reads nothing until they are in.
+ */
+typedef struct {
+    uv_work_t work;
+    conn *c;
+    void (*hook)(uint32_t uid);
+    uint32_t uid, gid;
+    char name[BUDGET_NAME_BYTES_MAX + 1];
+    access_identity identity;
+} identity_job;
+
+static int peer_cred(conn *c, uint32_t *gid)
 {
     struct ucred cred;
     socklen_t len = sizeof(cred);
     uv_os_fd_t fd;
-    struct passwd pw, *found = NULL;
-    char buf[4096];
 
     if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 ||
         getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
         return -1;
     c->actor.uid = cred.uid;
     c->actor.name[0] = '\0';
-    if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &found) == 0 && found &&
-        strlen(found->pw_name) <= BUDGET_NAME_BYTES_MAX)
-        snprintf(c->actor.name, sizeof(c->actor.name), "%s", found->pw_name);
-    /* The groups: the peer's own from the kernel, the user's others from the group database. */
-    access_identity_of(cred.uid, cred.gid, found ? c->actor.name : NULL,
-                       found ? (uint32_t)found->pw_gid : cred.gid, &c->identity);
-    access_resolve(c->srv->access, &c->identity, &c->grants);
+    *gid = cred.gid;
+    /* Until the lookup is done: the uid and the primary group, which a reload may resolve. */
+    access_identity_of(cred.uid, cred.gid, NULL, cred.gid, &c->identity);
     return 0;
+}
+
+static void identity_run(uv_work_t *w)
+{
+    identity_job *j = w->data;
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+
+    if (j->hook)
+        j->hook(j->uid);
+    if (getpwuid_r(j->uid, &pw, buf, sizeof(buf), &found) == 0 && found &&
+        strlen(found->pw_name) <= BUDGET_NAME_BYTES_MAX)
+        snprintf(j->name, sizeof(j->name), "%s", found->pw_name);
+    else
+        found = NULL;
+    /* The groups: the peer's own from the kernel, the user's others from the group database. */
+    access_identity_of(j->uid, j->gid, found ? j->name : NULL,
+                       found ? (uint32_t)found->pw_gid : j->gid, &j->identity);
+}
+
+static void identity_done(uv_work_t *w, int status)
+{
+    identity_job *j = w->data;
+    conn *c = j->c;
+
+    (void)status;
+    if (!c->closing) {
+        snprintf(c->actor.name, sizeof(c->actor.name), "%s", j->name);
+        c->identity = j->identity;
+        access_resolve(c->srv->access, &c->identity, &c->grants);
+        c->identified = true;
+        c->active_ms = uv_now(c->srv->loop);
+        conn_process(c);
+    }
+    free(j);
+    conn_unref(c);
+}
+
+static void identity_lookup(conn *c, uint32_t gid)
+{
+    identity_job *j = calloc(1, sizeof(*j));
+    if (j) {
+        j->work.data = j;
+        j->c = c;
+        j->hook = c->srv->lookup_hook;
+        j->uid = c->actor.uid;
+        j->gid = gid;
+    }
+    if (!j || uv_queue_work(c->srv->loop, &j->work, identity_run, identity_done) != 0) {
+        free(j);
+        log_warn("uid %u: cannot look up its name and groups; closing the connection",
+                 c->actor.uid);
+        conn_close(c);
+        return;
+    }
+    c->refs++; /* until identity_done */
 }
 
 static uint32_t uid_connections(const server *s, uint32_t uid);
@@ -530,7 +594,8 @@ void on_connection(uv_stream_t *listener, int status)
         s->conns->prev = c;
     s->conns = c;
     s->conn_count++;
-    if (uv_accept(listener, (uv_stream_t *)&c->pipe) != 0 || peer_actor(c) != 0) {
+    uint32_t gid = 0;
+    if (uv_accept(listener, (uv_stream_t *)&c->pipe) != 0 || peer_cred(c, &gid) != 0) {
         conn_close(c);
         return;
     }
@@ -556,7 +621,7 @@ void on_connection(uv_stream_t *listener, int status)
         conn_refuse(c, BUDGET_EUNAVAILABLE, msg);
         return;
     }
-    conn_process(c);
+    identity_lookup(c, gid);
 }
 
 /* Connections open (and not being refused or closed) by `uid`, this one included. */

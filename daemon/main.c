@@ -176,6 +176,41 @@ static int fault_install(store_options *sopt)
     log_warn("BUDGETD_FAULT=%s: storage faults will be injected", env);
     return 0;
 }
+
+/*
+ * $BUDGETD_LOOKUP_DELAY=UID:MS: looking up the name and groups of a connecting UID takes MS
+ * longer (1..60000), as with a slow directory service, for the tests that show the loop does
+ * not wait for it.
+ */
+static uint32_t lookup_delay_uid;
+static unsigned long lookup_delay_ms;
+
+static void lookup_delay(uint32_t uid)
+{
+    if (uid == lookup_delay_uid && lookup_delay_ms > 0)
+        usleep((useconds_t)(lookup_delay_ms * 1000));
+}
+
+static int lookup_delay_install(server_config *cfg)
+{
+    const char *env = getenv("BUDGETD_LOOKUP_DELAY");
+    char *end;
+
+    if (!env || !*env)
+        return 0;
+    errno = 0;
+    unsigned long uid = strtoul(env, &end, 10);
+    if (errno || *end != ':' || uid > UINT32_MAX)
+        return -1;
+    lookup_delay_ms = strtoul(end + 1, &end, 10);
+    if (errno || *end || lookup_delay_ms == 0 || lookup_delay_ms > FAULT_DELAY_MS_MAX)
+        return -1;
+    lookup_delay_uid = (uint32_t)uid;
+    cfg->lookup_hook = lookup_delay;
+    log_warn("BUDGETD_LOOKUP_DELAY=%s: looking up uid %lu takes %lu ms longer", env, uid,
+             lookup_delay_ms);
+    return 0;
+}
 #endif
 
 static int replay(store *st, ledger *l, uint64_t *head, uint8_t head_hash[BUDGET_HASH_BYTES])
@@ -379,6 +414,10 @@ int main(int argc, char **argv)
 #ifdef BUDGET_FAULT_INJECTION
     if (fault_install(&sopt) != 0) {
         fprintf(stderr, "budgetd: BUDGETD_FAULT is POINT:N:ERROR[:once|always][,...]\n");
+        return 2;
+    }
+    if (lookup_delay_install(&cfg) != 0) {
+        fprintf(stderr, "budgetd: BUDGETD_LOOKUP_DELAY is UID:MS\n");
         return 2;
     }
 #endif

@@ -324,6 +324,7 @@ int server_run(const server_config *cfg)
     s->connections_per_uid_max = cfg->connections_per_uid_max;
     s->idle_timeout_ms = cfg->idle_timeout_ms;
     s->frame_timeout_ms = cfg->frame_timeout_ms;
+    s->lookup_hook = cfg->lookup_hook;
     if (!s->speculative) {
         log_error("out of memory");
         ledger_free(s->committed);

@@ -32,6 +32,9 @@ typedef struct {
      * from a frame's first byte to its last. */
     uint32_t connections_max, connections_per_uid_max;
     uint64_t idle_timeout_ms, frame_timeout_ms;
+    /* Called on a worker thread before a connecting uid's name and groups are looked up; NULL
+     * in budgetd. budgetd-faulty uses it to stand in for a slow user database. */
+    void (*lookup_hook)(uint32_t uid);
 } server_config;
 
 /*

@@ -52,6 +52,7 @@ struct conn {
     bool closed;        /* close callback ran; freed when refs reach 0 */
     bool close_flushed; /* close once every answer is written (unframeable stream) */
     bool processing;    /* inside conn_process: answers made there must not re-enter it */
+    bool identified;    /* name and groups looked up: frames may be read and handled */
     /* Writes read from this connection and not yet answered. A read that follows them waits
      * until they are answered, so a client sees its own writes (read-your-writes). */
     uint32_t writes_waiting;
@@ -150,6 +151,7 @@ struct server {
     uint32_t connections_max, connections_per_uid_max;
     uint64_t idle_timeout_ms, frame_timeout_ms;
     uint64_t connections_timed_out; /* idle, or a frame past its deadline */
+    void (*lookup_hook)(uint32_t uid);
 };
 
 /* A response under construction: the frame header is patched in when it is finished. */

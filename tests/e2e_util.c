@@ -34,13 +34,6 @@
 /* The daemon of the running test, for e2e_report. */
 static const e2e_daemon *current;
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -152,7 +145,7 @@ static int launch(e2e_daemon *d, const char *const *extra)
     d->pid = pid;
     current = d;
 
-    int64_t deadline = now_ms() + E2E_START_TIMEOUT_MS;
+    int64_t deadline = e2e_now_ms() + E2E_START_TIMEOUT_MS;
     for (;;) {
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
@@ -163,7 +156,7 @@ static int launch(e2e_daemon *d, const char *const *extra)
         }
         if (socket_answers(d->socket))
             return 0;
-        if (now_ms() > deadline)
+        if (e2e_now_ms() > deadline)
             break;
         sleep_ms(POLL_INTERVAL_MS);
     }
@@ -264,7 +257,7 @@ int e2e_daemon_stop(e2e_daemon *d, int signum, int timeout_ms, int *status)
     if (d->pid == 0)
         return -1;
     kill(d->pid, signum);
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = e2e_now_ms() + timeout_ms;
     for (;;) {
         pid_t got = waitpid(d->pid, status, WNOHANG);
         if (got == d->pid) {
@@ -275,7 +268,7 @@ int e2e_daemon_stop(e2e_daemon *d, int signum, int timeout_ms, int *status)
             d->pid = 0;
             return -1;
         }
-        if (now_ms() > deadline)
+        if (e2e_now_ms() > deadline)
             break;
         sleep_ms(1);
     }
@@ -406,7 +399,7 @@ static bool collect(int out_fd, int err_fd, int64_t deadline, growing *out, grow
     while (out_open || err_open) {
         struct pollfd p[2] = {{out_open ? out_fd : -1, POLLIN, 0},
                               {err_open ? err_fd : -1, POLLIN, 0}};
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - e2e_now_ms();
         if (left <= 0)
             return false;
         int n = poll(p, 2, (int)left);
@@ -429,7 +422,7 @@ static int reap(pid_t pid, int64_t deadline)
     for (;;) {
         if (waitpid(pid, &status, WNOHANG) == pid)
             return status;
-        if (now_ms() > deadline) {
+        if (e2e_now_ms() > deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
             return -1;
@@ -465,7 +458,7 @@ int e2e_ctl_argv_as(const e2e_daemon *d, const e2e_identity *who, e2e_ctl_result
         close(err_pipe[1]);
         out_pipe[1] = err_pipe[1] = -1;
         if (pid > 0) {
-            int64_t deadline = now_ms() + E2E_CTL_TIMEOUT_MS;
+            int64_t deadline = e2e_now_ms() + E2E_CTL_TIMEOUT_MS;
             bool in_time = collect(out_pipe[0], err_pipe[0], deadline, &out, &err);
             int status = reap(pid, in_time ? deadline : 0);
             finish(&out, &r->out, &r->out_len);
@@ -534,7 +527,7 @@ static int read_exact(int fd, void *buf, size_t size, int64_t deadline, bool *an
     char *p = buf;
     while (size > 0) {
         struct pollfd pfd = {fd, POLLIN, 0};
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - e2e_now_ms();
         if (left <= 0)
             return E2E_TIMEOUT;
         int n = poll(&pfd, 1, (int)left);
@@ -559,7 +552,7 @@ static int read_exact(int fd, void *buf, size_t size, int64_t deadline, bool *an
 
 int e2e_raw_recv(int fd, int timeout_ms, msgpack_unpacked *out)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = e2e_now_ms() + timeout_ms;
     uint8_t header[4];
     bool any = false;
 
@@ -603,11 +596,11 @@ int e2e_raw_recv(int fd, int timeout_ms, msgpack_unpacked *out)
 
 bool e2e_raw_wait_close(int fd, int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = e2e_now_ms() + timeout_ms;
     char sink[4096];
     for (;;) {
         struct pollfd pfd = {fd, POLLIN, 0};
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - e2e_now_ms();
         if (left <= 0)
             return false;
         int n = poll(&pfd, 1, (int)left);

@@ -159,6 +159,10 @@ static int spawn(rel_daemon *r)
             setenv("BUDGETD_FAULT", r->fault, 1);
         else
             unsetenv("BUDGETD_FAULT");
+        if (r->lookup_delay[0] != '\0')
+            setenv("BUDGETD_LOOKUP_DELAY", r->lookup_delay, 1);
+        else
+            unsetenv("BUDGETD_LOOKUP_DELAY");
         dup2(null_fd, STDIN_FILENO);
         dup2(log_fd, STDOUT_FILENO);
         dup2(log_fd, STDERR_FILENO);

@@ -30,6 +30,7 @@ typedef struct {
     e2e_daemon d;
     const char *binary;                        /* BUDGETD_PATH unless set */
     char fault[160];                           /* $BUDGETD_FAULT at the next start; "" none */
+    char lookup_delay[32];                     /* $BUDGETD_LOOKUP_DELAY likewise (UID:MS) */
     const char *extra[REL_EXTRA_ARGS_MAX + 1]; /* more arguments, NULL-terminated */
 } rel_daemon;
 

@@ -16,6 +16,10 @@
  * leaves no part of its batch; a sync fault may leave the whole batch, never a part of it),
  * and the unacknowledged writes retried with their ids are made once or answer the seq
  * they already have.
+ *
+ * Two faults of the machine around the store: a disk that holds a commit for a while (reads
+ * meanwhile never show it), and a user database that is slow to answer for one uid (other
+ * clients are served meanwhile).
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -562,6 +566,74 @@ Test(faults, reads_never_show_a_write_before_it_is_durable)
     fprintf(stderr, "faults: %d reads during a held commit saw none of it\n", checked);
     close(writer);
     close(reader);
+    e2e_buf_destroy(&b);
+    rel_stop_clean(&rd);
+}
+
+/* A hello on raw connection `fd`; true when it is answered ok within the frame timeout. */
+static bool raw_hello(int fd, uint64_t id)
+{
+    e2e_buf b;
+    msgpack_unpacked u;
+    e2e_envelope env;
+    bool ok = false;
+
+    e2e_buf_init(&b);
+    pipe_request(&b, id, NULL);
+    if (e2e_raw_send(fd, b.sb.data, b.sb.size) == 0 &&
+        e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME) {
+        ok = e2e_envelope_read(&u.data, &env) && env.ok && env.id == id;
+        msgpack_unpacked_destroy(&u);
+    }
+    e2e_buf_destroy(&b);
+    return ok;
+}
+
+/*
+ * The user name and groups of a connecting client come from the user database, which may be a
+ * directory service that is slow or down. Looking up nobody (the second identity) is made to
+ * take 3 s: while nobody's hello waits for it, a client already connected is answered 20 times
+ * and a new root client connects and is answered, and nobody's hello is still unanswered; then
+ * it is answered as usual. Were the lookup made on the loop thread, every client would wait.
+ */
+Test(faults, a_slow_user_database_holds_up_only_the_client_it_is_slow_for)
+{
+    e2e_buf b;
+    msgpack_unpacked u;
+    e2e_envelope env;
+
+    rd.binary = BUDGETD_FAULTY_PATH;
+    int delay_ms = 3000 * e2e_slow();
+    snprintf(rd.lookup_delay, sizeof(rd.lookup_delay), "%u:%d", E2E_OTHER_UID, delay_ms);
+    cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
+    int early = e2e_raw_connect(rd.d.socket);
+    rel_assert(&rd, early >= 0 && raw_hello(early, 1), "the first client was not served");
+
+    int64_t began = e2e_now_ms();
+    int slow = e2e_raw_connect_as(rd.d.socket, &e2e_other);
+    rel_assert(&rd, slow >= 0, "nobody cannot connect: %d", slow);
+    e2e_buf_init(&b);
+    pipe_request(&b, 7, NULL);
+    rel_assert(&rd, e2e_raw_send(slow, b.sb.data, b.sb.size) == 0, "send nobody's hello");
+
+    for (uint64_t id = 2; id < 22; id++)
+        rel_assert(&rd, raw_hello(early, id), "hello %" PRIu64 " waited for nobody's lookup", id);
+    int late = e2e_raw_connect(rd.d.socket);
+    rel_assert(&rd, late >= 0 && raw_hello(late, 1), "a new client waited for nobody's lookup");
+    struct pollfd p = {.fd = slow, .events = POLLIN};
+    rel_assert(&rd, poll(&p, 1, 0) == 0, "the others were served only after nobody's lookup");
+
+    rel_assert(&rd, e2e_raw_recv(slow, delay_ms + E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME,
+               "nobody's hello was never answered");
+    rel_assert(&rd, e2e_envelope_read(&u.data, &env) && env.ok && env.id == 7,
+               "nobody's hello was refused");
+    msgpack_unpacked_destroy(&u);
+    rel_assert(&rd, e2e_now_ms() - began >= delay_ms, "nobody was answered before its lookup");
+    rel_assert(&rd, rel_log_contains(&rd, "looking up uid 65534 takes"), "no delay was set");
+    fprintf(stderr, "faults: 21 hellos and a new client served during a %d ms lookup\n", delay_ms);
+    close(early);
+    close(late);
+    close(slow);
     e2e_buf_destroy(&b);
     rel_stop_clean(&rd);
 }
