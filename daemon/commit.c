@@ -216,7 +216,10 @@ void admit_write(server *s, const batch_entry *in)
     }
     batch *b = s->pending;
     e.ev.seq = s->spec_head + 1;
-    e.ev.ts_ms = now_ms();
+    /* Time never goes backwards in the log, even when the clock is set back: an event is
+     * stamped no earlier than the one before it (docs/events.md). */
+    uint64_t now = now_ms(), last = ledger_last_ts(s->speculative);
+    e.ev.ts_ms = now > last ? now : last;
     e.dup = false;
     e.offset = b->bytes_len;
     rc = event_encode(&e.ev, s->spec_hash, b->bytes + b->bytes_len, EVENT_BYTES_MAX, e.hash);

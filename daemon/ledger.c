@@ -121,6 +121,7 @@ struct ledger {
     uint32_t arena_len, arena_cap;
 
     uint64_t events, last_seq;
+    uint64_t last_ts_ms; /* of the event with last_seq */
     uint64_t decisions, adjustments, withdrawals;
 };
 
@@ -1199,6 +1200,7 @@ int ledger_apply(ledger *l, const ledger_event *ev)
     assert_balanced(l, &r);
     l->events++;
     l->last_seq = ev->seq;
+    l->last_ts_ms = ev->ts_ms;
     return 0;
 }
 
@@ -1235,6 +1237,11 @@ bool ledger_same_request(const ledger_cmd *cmd, const ledger_event *ev)
 uint64_t ledger_events(const ledger *l)
 {
     return l->events;
+}
+
+uint64_t ledger_last_ts(const ledger *l)
+{
+    return l->last_ts_ms;
 }
 
 uint64_t ledger_last_seq(const ledger *l)

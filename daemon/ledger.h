@@ -152,9 +152,10 @@ int ledger_apply(ledger *l, const ledger_event *ev);
  * the same client-given fields. Used to answer a retry with the same id. */
 bool ledger_same_request(const ledger_cmd *cmd, const ledger_event *ev);
 
-/* Number of events applied, and the seq of the last one. */
+/* Number of events applied, and the seq and ts (ms) of the last one; 0 when there is none. */
 uint64_t ledger_events(const ledger *l);
 uint64_t ledger_last_seq(const ledger *l);
+uint64_t ledger_last_ts(const ledger *l);
 
 /* Counts of entities. */
 typedef struct {

@@ -211,6 +211,24 @@ static int lookup_delay_install(server_config *cfg)
              lookup_delay_ms);
     return 0;
 }
+
+/* $BUDGETD_CLOCK_OFFSET_MS=N: the daemon's wall clock is N ms off (N may be negative, at most
+ * a year either way), as after a clock set wrong or set back. */
+static int clock_offset_install(server_config *cfg)
+{
+    const char *env = getenv("BUDGETD_CLOCK_OFFSET_MS");
+    char *end;
+
+    if (!env || !*env)
+        return 0;
+    errno = 0;
+    long long ms = strtoll(env, &end, 10);
+    if (errno || *end || ms < -31622400000LL || ms > 31622400000LL)
+        return -1;
+    cfg->clock_offset_ms = ms;
+    log_warn("BUDGETD_CLOCK_OFFSET_MS=%s: the clock is moved by %lld ms", env, ms);
+    return 0;
+}
 #endif
 
 static int replay(store *st, ledger *l, uint64_t *head, uint8_t head_hash[BUDGET_HASH_BYTES])
@@ -418,6 +436,10 @@ int main(int argc, char **argv)
     }
     if (lookup_delay_install(&cfg) != 0) {
         fprintf(stderr, "budgetd: BUDGETD_LOOKUP_DELAY is UID:MS\n");
+        return 2;
+    }
+    if (clock_offset_install(&cfg) != 0) {
+        fprintf(stderr, "budgetd: BUDGETD_CLOCK_OFFSET_MS is a number of ms\n");
         return 2;
     }
 #endif

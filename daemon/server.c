@@ -38,11 +38,13 @@
 #include "server.h"
 #include "server_internal.h"
 
+static int64_t clock_offset_ms;
+
 uint64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (uint64_t)((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + clock_offset_ms);
 }
 
 /* ---- start and stop ---------------------------------------------------------------------- */
@@ -317,6 +319,7 @@ int server_run(const server_config *cfg)
     s->spec_head = cfg->head;
     memcpy(s->spec_hash, cfg->head_hash, sizeof(s->spec_hash));
     s->pending = &s->batches[0];
+    clock_offset_ms = cfg->clock_offset_ms;
     s->started_ms = now_ms();
     s->access = cfg->access;
     s->access_path = cfg->access_path;

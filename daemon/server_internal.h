@@ -179,6 +179,7 @@ struct worker_job {
     resp answer;
 };
 
+/* The wall clock in ms since 1970, moved by server_config.clock_offset_ms. */
 uint64_t now_ms(void);
 
 /* conn.c */

@@ -159,10 +159,10 @@ static int spawn(rel_daemon *r)
             setenv("BUDGETD_FAULT", r->fault, 1);
         else
             unsetenv("BUDGETD_FAULT");
-        if (r->lookup_delay[0] != '\0')
-            setenv("BUDGETD_LOOKUP_DELAY", r->lookup_delay, 1);
-        else
-            unsetenv("BUDGETD_LOOKUP_DELAY");
+        unsetenv("BUDGETD_LOOKUP_DELAY");
+        unsetenv("BUDGETD_CLOCK_OFFSET_MS");
+        for (int i = 0; i < REL_ENV_MAX && r->env[i][0] != '\0'; i++)
+            putenv(r->env[i]);
         dup2(null_fd, STDIN_FILENO);
         dup2(log_fd, STDOUT_FILENO);
         dup2(log_fd, STDERR_FILENO);
@@ -447,6 +447,7 @@ size_t rel_read_log(const rel_daemon *r, budget_client *c, rel_event **out)
             rel_assert(r, e->seq == count + 1, "event %zu has seq %" PRIu64 ": a gap or a repeat",
                        count + 1, e->seq);
             budget_map_str(ev, "type", e->type, sizeof(e->type));
+            e->ts_ms = (uint64_t)budget_map_int(ev, "ts", 0);
             rel_assert(r, data != NULL, "event %" PRIu64 " has no data", e->seq);
             budget_map_str(data, "id", e->id, sizeof(e->id));
             rel_assert(r, e->id[0] != '\0', "event %" PRIu64 " creates no id", e->seq);

@@ -25,12 +25,13 @@
 /* ---- a daemon of a chosen build ----------------------------------------------------------- */
 
 #define REL_EXTRA_ARGS_MAX 4
+#define REL_ENV_MAX 2
 
 typedef struct {
     e2e_daemon d;
-    const char *binary;                        /* BUDGETD_PATH unless set */
-    char fault[160];                           /* $BUDGETD_FAULT at the next start; "" none */
-    char lookup_delay[32];                     /* $BUDGETD_LOOKUP_DELAY likewise (UID:MS) */
+    const char *binary;        /* BUDGETD_PATH unless set */
+    char fault[160];           /* $BUDGETD_FAULT at the next start; "" none */
+    char env[REL_ENV_MAX][64]; /* more of budgetd-faulty's seams, "NAME=VALUE"; "" ends */
     const char *extra[REL_EXTRA_ARGS_MAX + 1]; /* more arguments, NULL-terminated */
 } rel_daemon;
 
@@ -105,6 +106,7 @@ typedef struct {
     uint64_t seq;
     char id[BUDGET_ID_BYTES_MAX + 1];
     char type[24];
+    uint64_t ts_ms;
 } rel_event;
 
 /* Reads the whole log through `events`, checking that seqs run 1..head without a gap and that

@@ -155,7 +155,8 @@ static char *snapshot(const ledger *s)
     cr_assert_not_null(f);
     ledger_counts n;
     ledger_get_counts(s, &n);
-    fprintf(f, "events %" PRIu64 " last %" PRIu64 "\n", ledger_events(s), ledger_last_seq(s));
+    fprintf(f, "events %" PRIu64 " last %" PRIu64 " at %" PRIu64 "\n", ledger_events(s),
+            ledger_last_seq(s), ledger_last_ts(s));
     fprintf(f,
             "counts %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
             " %" PRIu64 "\n",
@@ -215,6 +216,7 @@ static int submit_as(uint32_t uid, ledger_cmd c)
         last_ev.ts_ms = 1630000000000u + seq;
         cr_assert_eq(ledger_apply(l, &last_ev), 0, "apply of a checked event failed");
         cr_assert_eq(ledger_last_seq(l), seq);
+        cr_assert_eq(ledger_last_ts(l), last_ev.ts_ms);
     } else if (rc < 0) {
         cr_assert_eq(err.code, rc);
         cr_assert_gt(strlen(err.message), 0, "an error without a message");
