@@ -393,6 +393,37 @@ static void op_stats(conn *c, uint32_t idx, uint64_t req_id, const msgpack_objec
 }
 
 /*
+ * Refusals are logged, but at most REFUSALS_LOGGED_PER_S a second, so a client that asks for
+ * what it may not have thousands of times cannot flood the log; the rest are counted and the
+ * count is logged once the second is over (refusals_log_flush, also run by the sweep).
+ */
+#define REFUSALS_LOGGED_PER_S 10
+
+void refusals_log_flush(server *s)
+{
+    if (uv_now(s->loop) - s->refusals_window_ms < 1000)
+        return;
+    if (s->refusals_unlogged > 0)
+        log_info("%llu more refusals in the last second were not logged (at most %d a second "
+                 "are)",
+                 (unsigned long long)s->refusals_unlogged, REFUSALS_LOGGED_PER_S);
+    s->refusals_unlogged = 0;
+    s->refusals_logged = 0;
+    s->refusals_window_ms = uv_now(s->loop);
+}
+
+static bool refusal_to_log(server *s)
+{
+    refusals_log_flush(s);
+    if (s->refusals_logged < REFUSALS_LOGGED_PER_S) {
+        s->refusals_logged++;
+        return true;
+    }
+    s->refusals_unlogged++;
+    return false;
+}
+
+/*
  * The access check every op passes before it runs: may this connection's identity do `op`,
  * which needs `need`, for `unit` (NULL: for any unit; `what` says why the unit is concerned)?
  * When not, the request is answered forbidden and the refusal logged.
@@ -411,7 +442,7 @@ static bool allowed(conn *c, uint32_t idx, uint64_t req_id, const char *op, acce
         return true;
     if (rc == BUDGET_EINTERNAL)
         log_error("%s", why);
-    else
+    else if (refusal_to_log(c->srv))
         log_info("refused: %s", why);
     conn_answer_error(c, idx, req_id, rc, why);
     return false;

@@ -88,6 +88,7 @@ static void on_sighup(uv_signal_t *h, int signum)
 static void on_sweep(uv_timer_t *h)
 {
     conn_sweep(h->data);
+    refusals_log_flush(h->data);
 }
 
 static void close_if_open(uv_handle_t *h)

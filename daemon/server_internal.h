@@ -152,6 +152,10 @@ struct server {
     uint64_t idle_timeout_ms, frame_timeout_ms;
     uint64_t connections_timed_out; /* idle, or a frame past its deadline */
     void (*lookup_hook)(uint32_t uid);
+    /* ops.c: refusals logged in the second that began at refusals_window_ms, and not logged */
+    uint64_t refusals_window_ms;
+    uint32_t refusals_logged;
+    uint64_t refusals_unlogged;
 };
 
 /* A response under construction: the frame header is patched in when it is finished. */
@@ -222,6 +226,8 @@ void batch_free(batch *b);
  * `unavailable` at once and `j` is freed. */
 int worker_queue(conn *c, uint32_t idx, uint64_t req_id, worker_job *j);
 void dispatch(conn *c, uint32_t idx, const msgpack_object *root);
+/* Logs how many refusals were not logged, once their second is over. */
+void refusals_log_flush(server *s);
 
 /* server.c */
 void maybe_finish(server *s);

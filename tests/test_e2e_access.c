@@ -924,3 +924,71 @@ Test(access, idle_connections_are_closed_but_subscribers_are_not)
     e2e_buf_destroy(&b);
     stop_cleanly();
 }
+
+/* ---- the log under a flood of refusals ----------------------------------------------------- */
+
+/* Reads the log: lines that log a refusal of `op`, and the sum of the refusals the daemon
+ * counted instead of logging. */
+static void refusals_in_log(const char *op, int *logged, long *unlogged)
+{
+    char want[64], line[1024];
+    snprintf(want, sizeof(want), "refused: %s", op);
+    *logged = 0;
+    *unlogged = 0;
+    FILE *f = fopen(bd.log, "r");
+    if (!f)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        const char *more = strstr(line, "budgetd info: ");
+        long n;
+        if (strstr(line, want))
+            (*logged)++;
+        else if (more && strstr(line, "more refusals in the last second were not logged") &&
+                 sscanf(more + strlen("budgetd info: "), "%ld", &n) == 1)
+            *unlogged += n;
+    }
+    fclose(f);
+}
+
+/*
+ * A client refused again and again cannot flood the log: a reader asks for 300 grants one
+ * after another; each is answered forbidden, at most 10 refusals a second are logged, and
+ * the rest are counted in a line once their second is over, so that every one of the 300 is
+ * in the log, one way or the other.
+ */
+Test(access, a_flood_of_refusals_is_logged_in_short)
+{
+    enum { FLOOD = 300, LOGGED_PER_S = 10 };
+    start_with(NULL);
+    e2e_identity who = as_uid(UID_READER);
+    budget_client *c = e2e_client_as(&bd, &who);
+    e2e_buf b;
+    answer a;
+
+    e2e_buf_init(&b);
+    args_grant(&b, "f-flood", "KS");
+    int64_t began = e2e_now_ms();
+    for (int i = 0; i < FLOOD; i++) {
+        call(c, "frame.grant", &b, &a);
+        e2e_assert(strcmp(a.code, "forbidden") == 0, "grant %d: %s", i, a.code);
+    }
+    int64_t seconds = (e2e_now_ms() - began) / 1000 + 1;
+
+    int logged = 0;
+    long unlogged = 0;
+    for (int64_t deadline = e2e_now_ms() + 5000 * e2e_slow(); e2e_now_ms() < deadline;) {
+        refusals_in_log("frame.grant", &logged, &unlogged);
+        if (logged + unlogged >= FLOOD)
+            break;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    e2e_assert_int(logged + unlogged, FLOOD, "refusals logged or counted");
+    e2e_assert(logged >= LOGGED_PER_S && logged <= LOGGED_PER_S * (seconds + 1),
+               "%d refusals logged in %lld s", logged, (long long)seconds);
+    cr_log_info("300 refusals in %lld s: %d logged, %ld counted", (long long)seconds, logged,
+                unlogged);
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+    stop_cleanly();
+}
