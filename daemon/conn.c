@@ -471,15 +471,23 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
  * user name and the other groups come from the user and group databases, which may be a
  * directory service (LDAP, SSSD) and slow, so they are looked up on a worker thread and the
  * connection reads nothing until they are in.
+ *
+ * A directory that hangs must not take libuv's whole pool (4 threads) from long reads,
+ * checkpoints and backups, nor one slow user hold up the others: a connection whose uid and
+ * group are being looked up already waits for that lookup and shares its answer, and at most
+ * LOOKUPS_MAX lookups run at once; the others wait their turn in order.
  */
-typedef struct {
+#define LOOKUPS_MAX 2
+
+struct identity_job {
     uv_work_t work;
-    conn *c;
+    identity_job *next; /* in server.lookups */
+    conn *conns;        /* waiting for this answer, through conn.lookup_next */
     void (*hook)(uint32_t uid);
     uint32_t uid, gid;
     char name[BUDGET_NAME_BYTES_MAX + 1];
     access_identity identity;
-} identity_job;
+};
 
 static int peer_cred(conn *c, uint32_t *gid)
 {
@@ -516,42 +524,95 @@ static void identity_run(uv_work_t *w)
                        found ? (uint32_t)found->pw_gid : j->gid, &j->identity);
 }
 
+static void identity_lookup(conn *c);
+
 static void identity_done(uv_work_t *w, int status)
 {
     identity_job *j = w->data;
-    conn *c = j->c;
+    server *s = j->conns->srv;
 
     (void)status;
-    if (!c->closing) {
-        snprintf(c->actor.name, sizeof(c->actor.name), "%s", j->name);
-        c->identity = j->identity;
-        access_resolve(c->srv->access, &c->identity, &c->grants);
-        c->identified = true;
-        c->active_ms = uv_now(c->srv->loop);
-        conn_process(c);
+    for (identity_job **p = &s->lookups; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            break;
+        }
+    s->lookups_running--;
+    while (j->conns) {
+        conn *c = j->conns;
+        j->conns = c->lookup_next;
+        c->lookup_next = NULL;
+        if (!c->closing) {
+            snprintf(c->actor.name, sizeof(c->actor.name), "%s", j->name);
+            c->identity = j->identity;
+            access_resolve(s->access, &c->identity, &c->grants);
+            c->identified = true;
+            c->active_ms = uv_now(s->loop);
+            conn_process(c);
+        }
+        conn_unref(c);
     }
     free(j);
-    conn_unref(c);
+    /* The next in line, as far as LOOKUPS_MAX allows; one closed meanwhile is let go. */
+    while (s->lookups_waiting && s->lookups_running < LOOKUPS_MAX) {
+        conn *c = s->lookups_waiting;
+        s->lookups_waiting = c->lookup_next;
+        if (!s->lookups_waiting)
+            s->lookups_waiting_tail = NULL;
+        c->lookup_next = NULL;
+        if (c->closing)
+            conn_unref(c);
+        else
+            identity_lookup(c);
+    }
 }
 
-static void identity_lookup(conn *c, uint32_t gid)
+/* Looks `c` up: with a running lookup of its uid and group, at once, or once one ends. It
+ * holds a reference for it (identity_begin). */
+static void identity_lookup(conn *c)
 {
+    server *s = c->srv;
+
+    for (identity_job *j = s->lookups; j; j = j->next)
+        if (j->uid == c->actor.uid && j->gid == c->lookup_gid) {
+            c->lookup_next = j->conns;
+            j->conns = c;
+            return;
+        }
+    if (s->lookups_running >= LOOKUPS_MAX) {
+        if (s->lookups_waiting_tail)
+            s->lookups_waiting_tail->lookup_next = c;
+        else
+            s->lookups_waiting = c;
+        s->lookups_waiting_tail = c;
+        return;
+    }
     identity_job *j = calloc(1, sizeof(*j));
     if (j) {
         j->work.data = j;
-        j->c = c;
-        j->hook = c->srv->lookup_hook;
+        j->conns = c;
+        j->hook = s->lookup_hook;
         j->uid = c->actor.uid;
-        j->gid = gid;
+        j->gid = c->lookup_gid;
     }
-    if (!j || uv_queue_work(c->srv->loop, &j->work, identity_run, identity_done) != 0) {
+    if (!j || uv_queue_work(s->loop, &j->work, identity_run, identity_done) != 0) {
         free(j);
         log_warn("uid %u: cannot look up its name and groups; closing the connection",
                  c->actor.uid);
         conn_close(c);
+        conn_unref(c);
         return;
     }
-    c->refs++; /* until identity_done */
+    j->next = s->lookups;
+    s->lookups = j;
+    s->lookups_running++;
+}
+
+static void identity_begin(conn *c, uint32_t gid)
+{
+    c->lookup_gid = gid;
+    c->refs++; /* until its lookup is done, or it leaves the queue closed */
+    identity_lookup(c);
 }
 
 static uint32_t uid_connections(const server *s, uint32_t uid);
@@ -621,7 +682,7 @@ void on_connection(uv_stream_t *listener, int status)
         conn_refuse(c, BUDGET_EUNAVAILABLE, msg);
         return;
     }
-    identity_lookup(c, gid);
+    identity_begin(c, gid);
 }
 
 /* Connections open (and not being refused or closed) by `uid`, this one included. */

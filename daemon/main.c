@@ -178,16 +178,16 @@ static int fault_install(store_options *sopt)
 }
 
 /*
- * $BUDGETD_LOOKUP_DELAY=UID:MS: looking up the name and groups of a connecting UID takes MS
- * longer (1..60000), as with a slow directory service, for the tests that show the loop does
- * not wait for it.
+ * $BUDGETD_LOOKUP_DELAY=UID[-UID]:MS: looking up the name and groups of a connecting uid in
+ * that range takes MS longer (1..60000), as with a slow directory service, for the tests that
+ * show the loop and the other clients do not wait for it.
  */
-static uint32_t lookup_delay_uid;
+static uint32_t lookup_delay_first, lookup_delay_last;
 static unsigned long lookup_delay_ms;
 
 static void lookup_delay(uint32_t uid)
 {
-    if (uid == lookup_delay_uid && lookup_delay_ms > 0)
+    if (uid >= lookup_delay_first && uid <= lookup_delay_last && lookup_delay_ms > 0)
         usleep((useconds_t)(lookup_delay_ms * 1000));
 }
 
@@ -199,16 +199,19 @@ static int lookup_delay_install(server_config *cfg)
     if (!env || !*env)
         return 0;
     errno = 0;
-    unsigned long uid = strtoul(env, &end, 10);
-    if (errno || *end != ':' || uid > UINT32_MAX)
+    unsigned long first = strtoul(env, &end, 10), last = first;
+    if (*end == '-')
+        last = strtoul(end + 1, &end, 10);
+    if (errno || *end != ':' || first > last || last > UINT32_MAX)
         return -1;
     lookup_delay_ms = strtoul(end + 1, &end, 10);
     if (errno || *end || lookup_delay_ms == 0 || lookup_delay_ms > FAULT_DELAY_MS_MAX)
         return -1;
-    lookup_delay_uid = (uint32_t)uid;
+    lookup_delay_first = (uint32_t)first;
+    lookup_delay_last = (uint32_t)last;
     cfg->lookup_hook = lookup_delay;
-    log_warn("BUDGETD_LOOKUP_DELAY=%s: looking up uid %lu takes %lu ms longer", env, uid,
-             lookup_delay_ms);
+    log_warn("BUDGETD_LOOKUP_DELAY=%s: looking up uids %lu to %lu takes %lu ms longer", env, first,
+             last, lookup_delay_ms);
     return 0;
 }
 
@@ -435,7 +438,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (lookup_delay_install(&cfg) != 0) {
-        fprintf(stderr, "budgetd: BUDGETD_LOOKUP_DELAY is UID:MS\n");
+        fprintf(stderr, "budgetd: BUDGETD_LOOKUP_DELAY is UID[-UID]:MS\n");
         return 2;
     }
     if (clock_offset_install(&cfg) != 0) {

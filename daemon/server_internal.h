@@ -25,6 +25,7 @@
 
 typedef struct server server;
 typedef struct conn conn;
+typedef struct identity_job identity_job; /* conn.c: a lookup of a name and groups */
 
 /* One request's place in its connection's answer order. */
 typedef struct {
@@ -44,15 +45,17 @@ struct conn {
     size_t recv_len, recv_cap;
     slot slots[BUDGET_CONN_INFLIGHT_MAX];
     uint32_t slot_head, slot_count;
-    size_t out_bytes;   /* handed to uv_write and not yet written */
-    size_t held_bytes;  /* answers ready but held behind an earlier one still being made */
-    uint32_t refs;      /* batch entries and jobs that will answer into this connection */
-    bool reading;       /* uv_read_start is in effect */
-    bool closing;       /* uv_close called */
-    bool closed;        /* close callback ran; freed when refs reach 0 */
-    bool close_flushed; /* close once every answer is written (unframeable stream) */
-    bool processing;    /* inside conn_process: answers made there must not re-enter it */
-    bool identified;    /* name and groups looked up: frames may be read and handled */
+    size_t out_bytes;    /* handed to uv_write and not yet written */
+    size_t held_bytes;   /* answers ready but held behind an earlier one still being made */
+    uint32_t refs;       /* batch entries and jobs that will answer into this connection */
+    bool reading;        /* uv_read_start is in effect */
+    bool closing;        /* uv_close called */
+    bool closed;         /* close callback ran; freed when refs reach 0 */
+    bool close_flushed;  /* close once every answer is written (unframeable stream) */
+    bool processing;     /* inside conn_process: answers made there must not re-enter it */
+    bool identified;     /* name and groups looked up: frames may be read and handled */
+    uint32_t lookup_gid; /* the primary group SO_PEERCRED gave, for the lookup */
+    conn *lookup_next;   /* in server.lookups_waiting, or in a lookup's list */
     /* Writes read from this connection and not yet answered. A read that follows them waits
      * until they are answered, so a client sees its own writes (read-your-writes). */
     uint32_t writes_waiting;
@@ -152,6 +155,10 @@ struct server {
     uint64_t idle_timeout_ms, frame_timeout_ms;
     uint64_t connections_timed_out; /* idle, or a frame past its deadline */
     void (*lookup_hook)(uint32_t uid);
+    /* conn.c: lookups of names and groups running, and connections waiting for a turn */
+    identity_job *lookups;
+    uint32_t lookups_running;
+    conn *lookups_waiting, *lookups_waiting_tail;
     /* ops.c: refusals logged in the second that began at refusals_window_ms, and not logged */
     uint64_t refusals_window_ms;
     uint32_t refusals_logged;
