@@ -731,6 +731,35 @@ Test(faults, lookups_of_a_slow_directory_leave_threads_for_long_reads)
     rel_stop_clean(&rd);
 }
 
+/*
+ * SIGTERM while lookups run and wait: nobody connects 3 times and 2 other users once each
+ * (lookups of 1 s; two run, the third waits its turn), and the daemon is stopped at once. It
+ * exits 0 once the running lookups return, without starting the waiting one and without
+ * touching a connection it has let go (ASan and valgrind check that).
+ */
+Test(faults, a_stop_while_lookups_run_is_clean)
+{
+    e2e_identity who[3] = {
+        e2e_other, {60001, E2E_OTHER_GID, {0}, 0}, {60002, E2E_OTHER_GID, {0}, 0}};
+    int fds[5];
+
+    rd.binary = BUDGETD_FAULTY_PATH;
+    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_LOOKUP_DELAY=60001-65534:1000");
+    cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
+    for (int i = 0; i < 5; i++) {
+        fds[i] = e2e_raw_connect_as(rd.d.socket, &who[i < 3 ? 0 : i - 2]);
+        rel_assert(&rd, fds[i] >= 0, "connect %d: %d", i, fds[i]);
+    }
+    int64_t began = e2e_now_ms();
+    rel_stop_clean(&rd);
+    int64_t took = e2e_now_ms() - began;
+    rel_assert(&rd, rel_log_contains(&rd, "looking up uids 60001 to 65534"), "no delay set");
+    fprintf(stderr, "faults: stopped %lld ms after SIGTERM with lookups running\n",
+            (long long)took);
+    for (int i = 0; i < 5; i++)
+        close(fds[i]);
+}
+
 /* Grants frame `id` (100 öre to KS) and asserts it is acknowledged. */
 static void grant_ok(budget_client *c, const char *id)
 {
