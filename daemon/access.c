@@ -430,6 +430,16 @@ static int system_group(void *ctx, const char *name, uint32_t *gid)
 
 const access_resolver access_system_resolver = {system_user, system_group, NULL};
 
+/* Adds `gid` to `id` unless it is there or the list is full. */
+static void identity_add_gid(access_identity *id, uint32_t gid)
+{
+    for (uint32_t j = 0; j < id->gid_count; j++)
+        if (id->gids[j] == gid)
+            return;
+    if (id->gid_count < ACCESS_GROUPS_MAX)
+        id->gids[id->gid_count++] = gid;
+}
+
 void access_identity_of(uint32_t uid, uint32_t gid, const char *name, uint32_t user_gid,
                         access_identity *out)
 {
@@ -444,13 +454,17 @@ void access_identity_of(uint32_t uid, uint32_t gid, const char *name, uint32_t u
     int total = n;
     if (getgrouplist(name, (gid_t)user_gid, groups, &total) < 0)
         total = n; /* more groups than looked at: the first ones were filled */
-    for (int i = 0; i < total && i < n && out->gid_count < ACCESS_GROUPS_MAX; i++) {
-        bool seen = false;
-        for (uint32_t j = 0; j < out->gid_count; j++)
-            seen = seen || out->gids[j] == (uint32_t)groups[i];
-        if (!seen)
-            out->gids[out->gid_count++] = (uint32_t)groups[i];
-    }
+    for (int i = 0; i < total && i < n; i++)
+        identity_add_gid(out, (uint32_t)groups[i]);
+}
+
+void access_identity_with_gid(const access_identity *user, uint32_t gid, access_identity *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->uid = user->uid;
+    out->gids[out->gid_count++] = gid;
+    for (uint32_t i = 0; i < user->gid_count; i++)
+        identity_add_gid(out, user->gids[i]);
 }
 
 /* ---- decisions -------------------------------------------------------------------------- */

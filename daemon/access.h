@@ -148,4 +148,9 @@ const char *access_role_name(access_role role);
 void access_identity_of(uint32_t uid, uint32_t gid, const char *name, uint32_t user_gid,
                         access_identity *out);
 
+/* `user` (access_identity_of with gid = user_gid: what the databases say of a uid) with `gid`,
+ * a peer's group from SO_PEERCRED, put first: the same groups access_identity_of gives for
+ * that peer, without asking the databases again. */
+void access_identity_with_gid(const access_identity *user, uint32_t gid, access_identity *out);
+
 #endif

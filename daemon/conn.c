@@ -8,6 +8,7 @@
 #include "log.h"
 #include "server_internal.h"
 #include "subscribe.h"
+#include <poll.h>
 #include <pwd.h>
 #include <sys/socket.h>
 
@@ -473,9 +474,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
  * connection reads nothing until they are in.
  *
  * A directory that hangs must not take libuv's whole pool (4 threads) from long reads,
- * checkpoints and backups, nor one slow user hold up the others: a connection whose uid and
- * group are being looked up already waits for that lookup and shares its answer, and at most
- * LOOKUPS_MAX lookups run at once; the others wait their turn in order.
+ * checkpoints and backups, nor one slow user hold up the others: a connection whose uid is
+ * being looked up already waits for that lookup and shares its answer, and at most
+ * LOOKUPS_MAX lookups run at once; the others wait their turn in order. One that waits longer
+ * than the idle timeout is refused (conn_sweep).
  */
 #define LOOKUPS_MAX 2
 
@@ -484,9 +486,10 @@ struct identity_job {
     identity_job *next; /* in server.lookups */
     conn *conns;        /* waiting for this answer, through conn.lookup_next */
     void (*hook)(uint32_t uid);
-    uint32_t uid, gid;
+    uint32_t uid;
+    bool found; /* the uid has a password entry */
     char name[BUDGET_NAME_BYTES_MAX + 1];
-    access_identity identity;
+    access_identity user; /* the user's group in the password database, then its others */
 };
 
 static int peer_cred(conn *c, uint32_t *gid)
@@ -514,17 +517,26 @@ static void identity_run(uv_work_t *w)
 
     if (j->hook)
         j->hook(j->uid);
-    if (getpwuid_r(j->uid, &pw, buf, sizeof(buf), &found) == 0 && found &&
-        strlen(found->pw_name) <= BUDGET_NAME_BYTES_MAX)
-        snprintf(j->name, sizeof(j->name), "%s", found->pw_name);
-    else
-        found = NULL;
-    /* The groups: the peer's own from the kernel, the user's others from the group database. */
-    access_identity_of(j->uid, j->gid, found ? j->name : NULL,
-                       found ? (uint32_t)found->pw_gid : j->gid, &j->identity);
+    if (getpwuid_r(j->uid, &pw, buf, sizeof(buf), &found) != 0 || !found ||
+        strlen(found->pw_name) > BUDGET_NAME_BYTES_MAX)
+        return;
+    snprintf(j->name, sizeof(j->name), "%s", found->pw_name);
+    j->found = true;
+    access_identity_of(j->uid, (uint32_t)found->pw_gid, j->name, (uint32_t)found->pw_gid, &j->user);
 }
 
 static void identity_lookup(conn *c);
+
+/* True when the client has closed its end: a connection that waited its turn for a lookup
+ * while nothing read from it is let go then rather than looked up. */
+static bool conn_hung_up(conn *c)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
+        return true;
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
 
 static void identity_done(uv_work_t *w, int status)
 {
@@ -542,9 +554,12 @@ static void identity_done(uv_work_t *w, int status)
         conn *c = j->conns;
         j->conns = c->lookup_next;
         c->lookup_next = NULL;
-        if (!c->closing) {
+        if (!c->closing && !c->close_flushed) {
+            /* The groups: the peer's own from the kernel, the user's others from the group
+             * database; a uid without a password entry has only the kernel's. */
             snprintf(c->actor.name, sizeof(c->actor.name), "%s", j->name);
-            c->identity = j->identity;
+            if (j->found)
+                access_identity_with_gid(&j->user, c->lookup_gid, &c->identity);
             access_resolve(s->access, &c->identity, &c->grants);
             c->identified = true;
             c->active_ms = uv_now(s->loop);
@@ -560,10 +575,12 @@ static void identity_done(uv_work_t *w, int status)
         if (!s->lookups_waiting)
             s->lookups_waiting_tail = NULL;
         c->lookup_next = NULL;
-        if (c->closing)
+        if (c->closing || c->close_flushed || conn_hung_up(c)) {
+            conn_close(c);
             conn_unref(c);
-        else
+        } else {
             identity_lookup(c);
+        }
     }
 }
 
@@ -574,7 +591,7 @@ static void identity_lookup(conn *c)
     server *s = c->srv;
 
     for (identity_job *j = s->lookups; j; j = j->next)
-        if (j->uid == c->actor.uid && j->gid == c->lookup_gid) {
+        if (j->uid == c->actor.uid) {
             c->lookup_next = j->conns;
             j->conns = c;
             return;
@@ -593,7 +610,6 @@ static void identity_lookup(conn *c)
         j->conns = c;
         j->hook = s->lookup_hook;
         j->uid = c->actor.uid;
-        j->gid = c->lookup_gid;
     }
     if (!j || uv_queue_work(s->loop, &j->work, identity_run, identity_done) != 0) {
         free(j);
@@ -720,6 +736,20 @@ void conn_sweep(server *s)
             /* Its last answers had their time to be read. */
             if (c->refs == 0 && now - c->active_ms > s->frame_timeout_ms)
                 conn_close(c);
+            continue;
+        }
+        if (!c->identified) {
+            /* Still waiting to learn who it is (conn.c, identity_lookup): the idle timeout
+             * bounds that too. */
+            if (now - c->active_ms > s->idle_timeout_ms) {
+                snprintf(msg, sizeof(msg),
+                         "the user database did not say who uid %u is within %llu ms; closing "
+                         "the connection",
+                         c->actor.uid, (unsigned long long)s->idle_timeout_ms);
+                log_warn("%s", msg);
+                s->connections_timed_out++;
+                conn_refuse(c, BUDGET_EUNAVAILABLE, msg);
+            }
             continue;
         }
         if (c->reading && c->recv_len > 0 && c->frame_begun_ms != 0 &&

@@ -187,8 +187,10 @@ static unsigned long lookup_delay_ms;
 
 static void lookup_delay(uint32_t uid)
 {
-    if (uid >= lookup_delay_first && uid <= lookup_delay_last && lookup_delay_ms > 0)
+    if (uid >= lookup_delay_first && uid <= lookup_delay_last && lookup_delay_ms > 0) {
+        log_warn("fault injected: the lookup of uid %u waits %lu ms", uid, lookup_delay_ms);
         usleep((useconds_t)(lookup_delay_ms * 1000));
+    }
 }
 
 static int lookup_delay_install(server_config *cfg)

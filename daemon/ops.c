@@ -395,13 +395,14 @@ static void op_stats(conn *c, uint32_t idx, uint64_t req_id, const msgpack_objec
 /*
  * Refusals are logged, but at most REFUSALS_LOGGED_PER_S a second, so a client that asks for
  * what it may not have thousands of times cannot flood the log; the rest are counted and the
- * count is logged once the second is over (refusals_log_flush, also run by the sweep).
+ * count is logged once the second is over (refusals_log_flush, also run by the sweep, and at stop
+ * whatever the time).
  */
 #define REFUSALS_LOGGED_PER_S 10
 
-void refusals_log_flush(server *s)
+void refusals_log_flush(server *s, bool force)
 {
-    if (uv_now(s->loop) - s->refusals_window_ms < 1000)
+    if (!force && uv_now(s->loop) - s->refusals_window_ms < 1000)
         return;
     if (s->refusals_unlogged > 0)
         log_info("%llu more refusals in the last second were not logged (at most %d a second "
@@ -414,7 +415,7 @@ void refusals_log_flush(server *s)
 
 static bool refusal_to_log(server *s)
 {
-    refusals_log_flush(s);
+    refusals_log_flush(s, false);
     if (s->refusals_logged < REFUSALS_LOGGED_PER_S) {
         s->refusals_logged++;
         return true;

@@ -88,7 +88,7 @@ static void on_sighup(uv_signal_t *h, int signum)
 static void on_sweep(uv_timer_t *h)
 {
     conn_sweep(h->data);
-    refusals_log_flush(h->data);
+    refusals_log_flush(h->data, false);
 }
 
 static void close_if_open(uv_handle_t *h)
@@ -107,6 +107,7 @@ void maybe_finish(server *s)
         conn_close_when_flushed(c);
     if (s->conns)
         return; /* the last close callback calls again */
+    refusals_log_flush(s, true);
     close_if_open((uv_handle_t *)&s->sigterm);
     close_if_open((uv_handle_t *)&s->sigint);
     close_if_open((uv_handle_t *)&s->sighup);

@@ -233,8 +233,8 @@ void batch_free(batch *b);
  * `unavailable` at once and `j` is freed. */
 int worker_queue(conn *c, uint32_t idx, uint64_t req_id, worker_job *j);
 void dispatch(conn *c, uint32_t idx, const msgpack_object *root);
-/* Logs how many refusals were not logged, once their second is over. */
-void refusals_log_flush(server *s);
+/* Logs how many refusals were not logged, once their second is over (or at once: `force`). */
+void refusals_log_flush(server *s, bool force);
 
 /* server.c */
 void maybe_finish(server *s);

@@ -583,3 +583,31 @@ Test(access, identity_takes_the_groups_of_the_user)
         zero = zero || id.gids[i] == 0;
     cr_assert(zero, "root's group 0 is missing");
 }
+
+Test(access, a_user_looked_up_once_serves_peers_of_any_group)
+{
+    access_identity user, id, direct;
+    /* What the databases say of root, then a peer of root in group 12345. */
+    access_identity_of(0, 0, "root", 0, &user);
+    access_identity_with_gid(&user, 12345, &id);
+    access_identity_of(0, 12345, "root", 0, &direct);
+    cr_assert_eq(id.uid, 0);
+    cr_assert_eq(id.gid_count, direct.gid_count);
+    for (uint32_t i = 0; i < id.gid_count; i++)
+        cr_assert_eq(id.gids[i], direct.gids[i], "group %u", i);
+
+    /* The peer's group comes first and is not repeated; the list stops at its limit. */
+    memset(&user, 0, sizeof(user));
+    user.uid = 7;
+    for (uint32_t i = 0; i < ACCESS_GROUPS_MAX; i++)
+        user.gids[user.gid_count++] = 1000 + i;
+    access_identity_with_gid(&user, 1003, &id);
+    cr_assert_eq(id.gids[0], 1003);
+    cr_assert_eq(id.gid_count, ACCESS_GROUPS_MAX);
+    for (uint32_t i = 1; i < id.gid_count; i++)
+        cr_assert_neq(id.gids[i], 1003, "group 1003 twice");
+    access_identity_with_gid(&user, 5, &id);
+    cr_assert_eq(id.gids[0], 5);
+    cr_assert_eq(id.gid_count, ACCESS_GROUPS_MAX);
+    cr_assert_eq(id.gids[ACCESS_GROUPS_MAX - 1], 1000 + ACCESS_GROUPS_MAX - 2);
+}

@@ -620,9 +620,10 @@ static bool raw_events(int fd, uint64_t id)
  * directory service that is slow or down. Looking up nobody (the second identity) is made to
  * take 3 s, and nobody connects 5 times, each sending a hello. Meanwhile a client already
  * connected is answered 20 hellos and a long read, and a new root client connects and is
- * answered; and none of nobody's hellos is answered yet. Then all are. Were the lookup made on
- * the loop thread, every client would wait; were nobody's 5 connections looked up apiece,
- * they would fill the lookups allowed at once and the new client would wait its turn.
+ * answered; and none of nobody's hellos is answered yet. Then all are, after one lookup.
+ * Were the lookup made on the loop thread, every client would wait; were nobody's 5
+ * connections looked up apiece (the last comes from a process of another group), they would
+ * fill the lookups allowed at once and the new client would wait its turn.
  */
 Test(faults, a_slow_user_database_holds_up_only_the_client_it_is_slow_for)
 {
@@ -644,7 +645,12 @@ Test(faults, a_slow_user_database_holds_up_only_the_client_it_is_slow_for)
     e2e_buf_init(&b);
     pipe_request(&b, 7, NULL);
     for (int i = 0; i < SLOW_CLIENTS; i++) {
-        slow[i] = e2e_raw_connect_as(rd.d.socket, &e2e_other);
+        /* The last from a process whose group is another: the lookup is the uid's all the
+         * same (its other groups come with it). */
+        e2e_identity who = e2e_other;
+        if (i == SLOW_CLIENTS - 1)
+            who = (e2e_identity){E2E_OTHER_UID, 60100, {E2E_OTHER_GID}, 1};
+        slow[i] = e2e_raw_connect_as(rd.d.socket, &who);
         rel_assert(&rd, slow[i] >= 0, "nobody cannot connect: %d", slow[i]);
         rel_assert(&rd, e2e_raw_send(slow[i], b.sb.data, b.sb.size) == 0, "send nobody's hello");
     }
@@ -668,6 +674,8 @@ Test(faults, a_slow_user_database_holds_up_only_the_client_it_is_slow_for)
     }
     rel_assert(&rd, e2e_now_ms() - began >= delay_ms, "nobody was answered before its lookup");
     rel_assert(&rd, rel_log_count(&rd, "looking up uids 65534 to 65534") == 1, "no delay set");
+    int lookups = rel_log_count(&rd, "the lookup of uid 65534 waits");
+    rel_assert(&rd, lookups == 1, "nobody's 5 connections were looked up %d times", lookups);
     fprintf(stderr,
             "faults: 21 hellos, a long read and a new client served during a %d ms "
             "lookup for %d connections\n",
@@ -729,6 +737,41 @@ Test(faults, lookups_of_a_slow_directory_leave_threads_for_long_reads)
     close(early);
     e2e_buf_destroy(&b);
     rel_stop_clean(&rd);
+}
+
+/*
+ * A client whose lookup outlasts the idle timeout (1 s here; the lookup takes 4 s) is refused
+ * `unavailable` and let go, rather than held for as long as the directory takes, and the lookup
+ * that ends later finds it gone.
+ */
+Test(faults, a_lookup_longer_than_the_idle_timeout_is_given_up)
+{
+    e2e_buf b;
+    msgpack_unpacked u;
+    e2e_envelope env;
+
+    rd.binary = BUDGETD_FAULTY_PATH;
+    rd.extra[0] = "--idle-timeout";
+    rd.extra[1] = "1";
+    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_LOOKUP_DELAY=%u:4000", E2E_OTHER_UID);
+    cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
+    int fd = e2e_raw_connect_as(rd.d.socket, &e2e_other);
+    rel_assert(&rd, fd >= 0, "nobody cannot connect: %d", fd);
+    e2e_buf_init(&b);
+    pipe_request(&b, 7, NULL);
+    rel_assert(&rd, e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send nobody's hello");
+    rel_assert(&rd, e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME, "no answer");
+    rel_assert(&rd, e2e_envelope_read(&u.data, &env) && !env.ok && env.id == 0,
+               "nobody was not refused");
+    rel_assert(&rd, strcmp(env.code, "unavailable") == 0, "refused %s", env.code);
+    msgpack_unpacked_destroy(&u);
+    rel_assert(&rd, e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS), "refused but not closed");
+    rel_assert(&rd, rel_log_contains(&rd, "the user database did not say who uid 65534 is"),
+               "no log line for it");
+    rel_assert(&rd, rel_log_count(&rd, "the lookup of uid 65534 waits") == 1, "no lookup ran");
+    close(fd);
+    e2e_buf_destroy(&b);
+    rel_stop_clean(&rd); /* waits for the lookup, which finds the connection gone */
 }
 
 /*
