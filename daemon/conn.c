@@ -685,7 +685,8 @@ void on_connection(uv_stream_t *listener, int status)
     if (s->conn_count > s->connections_max) {
         snprintf(msg, sizeof(msg), "too many connections: budgetd serves at most %u at once",
                  s->connections_max);
-        log_warn("uid %u refused: %s", c->actor.uid, msg);
+        if (refusal_to_log(s))
+            log_warn("uid %u refused: %s", c->actor.uid, msg);
         s->connections_refused++;
         conn_refuse(c, BUDGET_EUNAVAILABLE, msg);
         return;
@@ -693,7 +694,8 @@ void on_connection(uv_stream_t *listener, int status)
     if (uid_connections(s, c->actor.uid) > s->connections_per_uid_max) {
         snprintf(msg, sizeof(msg), "too many connections from uid %u: at most %u at once",
                  c->actor.uid, s->connections_per_uid_max);
-        log_warn("uid %u refused: %s", c->actor.uid, msg);
+        if (refusal_to_log(s))
+            log_warn("uid %u refused: %s", c->actor.uid, msg);
         s->connections_refused++;
         conn_refuse(c, BUDGET_EUNAVAILABLE, msg);
         return;

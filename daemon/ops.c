@@ -413,7 +413,7 @@ void refusals_log_flush(server *s, bool force)
     s->refusals_window_ms = uv_now(s->loop);
 }
 
-static bool refusal_to_log(server *s)
+bool refusal_to_log(server *s)
 {
     refusals_log_flush(s, false);
     if (s->refusals_logged < REFUSALS_LOGGED_PER_S) {

@@ -233,6 +233,8 @@ void batch_free(batch *b);
  * `unavailable` at once and `j` is freed. */
 int worker_queue(conn *c, uint32_t idx, uint64_t req_id, worker_job *j);
 void dispatch(conn *c, uint32_t idx, const msgpack_object *root);
+/* True when a refusal may be logged in full now (at most 10 a second); else it is counted. */
+bool refusal_to_log(server *s);
 /* Logs how many refusals were not logged, once their second is over (or at once: `force`). */
 void refusals_log_flush(server *s, bool force);
 
