@@ -992,3 +992,39 @@ Test(access, a_flood_of_refusals_is_logged_in_short)
     budget_client_close(c);
     stop_cleanly();
 }
+
+/* The same for connections over a limit: 100 refused, at most 10 a second logged in full, and
+ * every one in the log, in full or in a count. */
+Test(access, a_flood_of_refused_connections_is_logged_in_short)
+{
+    enum { FLOOD = 100, LOGGED_PER_S = 10 };
+    const char *extra[] = {"--connections-per-uid", "2", NULL};
+    start_with(extra);
+    e2e_identity who = as_uid(UID_READER);
+    int held[2];
+    for (int i = 0; i < 2; i++) {
+        held[i] = e2e_raw_connect_as(bd.socket, &who);
+        e2e_assert(raw_hello(held[i]), "connection %d not served", i);
+    }
+    int64_t began = e2e_now_ms();
+    for (int i = 0; i < FLOOD; i++)
+        expect_refused(e2e_raw_connect_as(bd.socket, &who), "unavailable",
+                       "too many connections from uid 60005: at most 2 at once");
+    int64_t seconds = (e2e_now_ms() - began) / 1000 + 1;
+
+    int logged = 0;
+    long unlogged = 0;
+    for (int64_t deadline = e2e_now_ms() + 5000 * e2e_slow(); e2e_now_ms() < deadline;) {
+        refusals_in_log("too many connections from uid 60005", &logged, &unlogged);
+        if (logged + unlogged >= FLOOD)
+            break;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    e2e_assert_int(logged + unlogged, FLOOD, "refusals logged or counted");
+    e2e_assert(logged >= LOGGED_PER_S && logged <= LOGGED_PER_S * (seconds + 1),
+               "%d refusals logged in %lld s", logged, (long long)seconds);
+    for (int i = 0; i < 2; i++)
+        close(held[i]);
+    stop_cleanly();
+}
