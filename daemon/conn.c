@@ -575,7 +575,9 @@ static void identity_done(uv_work_t *w, int status)
         if (!s->lookups_waiting)
             s->lookups_waiting_tail = NULL;
         c->lookup_next = NULL;
-        if (c->closing || c->close_flushed || conn_hung_up(c)) {
+        if (c->closing || c->close_flushed) {
+            conn_unref(c); /* closed, or refused and closing once its answer is out */
+        } else if (conn_hung_up(c)) {
             conn_close(c);
             conn_unref(c);
         } else {
@@ -584,8 +586,8 @@ static void identity_done(uv_work_t *w, int status)
     }
 }
 
-/* Looks `c` up: with a running lookup of its uid and group, at once, or once one ends. It
- * holds a reference for it (identity_begin). */
+/* Looks `c` up: with a running lookup of its uid, at once, or once a lookup ends. It holds a
+ * reference for it (identity_begin). */
 static void identity_lookup(conn *c)
 {
     server *s = c->srv;
@@ -741,8 +743,8 @@ void conn_sweep(server *s)
             continue;
         }
         if (!c->identified) {
-            /* Still waiting to learn who it is (conn.c, identity_lookup): the idle timeout
-             * bounds that too. */
+            /* Still waiting to learn who it is (identity_lookup): the idle timeout bounds that
+             * too. */
             if (now - c->active_ms > s->idle_timeout_ms) {
                 snprintf(msg, sizeof(msg),
                          "the user database did not say who uid %u is within %llu ms; closing "

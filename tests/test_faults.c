@@ -740,38 +740,48 @@ Test(faults, lookups_of_a_slow_directory_leave_threads_for_long_reads)
 }
 
 /*
- * A client whose lookup outlasts the idle timeout (1 s here; the lookup takes 4 s) is refused
- * `unavailable` and let go, rather than held for as long as the directory takes, and the lookup
- * that ends later finds it gone.
+ * Clients whose lookups outlast the idle timeout (1 s here; each lookup takes 3 s) are refused
+ * `unavailable` and let go, rather than held for as long as the directory takes: 3 users, two
+ * of them being looked up and the third waiting its turn. The lookups that end later find
+ * their connections gone, and the one that waited is never looked up.
  */
 Test(faults, a_lookup_longer_than_the_idle_timeout_is_given_up)
 {
     e2e_buf b;
     msgpack_unpacked u;
     e2e_envelope env;
+    e2e_identity who[3] = {
+        e2e_other, {60001, E2E_OTHER_GID, {0}, 0}, {60002, E2E_OTHER_GID, {0}, 0}};
+    int fds[3];
 
     rd.binary = BUDGETD_FAULTY_PATH;
     rd.extra[0] = "--idle-timeout";
     rd.extra[1] = "1";
-    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_LOOKUP_DELAY=%u:4000", E2E_OTHER_UID);
+    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_LOOKUP_DELAY=60001-65534:3000");
     cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
-    int fd = e2e_raw_connect_as(rd.d.socket, &e2e_other);
-    rel_assert(&rd, fd >= 0, "nobody cannot connect: %d", fd);
     e2e_buf_init(&b);
     pipe_request(&b, 7, NULL);
-    rel_assert(&rd, e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send nobody's hello");
-    rel_assert(&rd, e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME, "no answer");
-    rel_assert(&rd, e2e_envelope_read(&u.data, &env) && !env.ok && env.id == 0,
-               "nobody was not refused");
-    rel_assert(&rd, strcmp(env.code, "unavailable") == 0, "refused %s", env.code);
-    msgpack_unpacked_destroy(&u);
-    rel_assert(&rd, e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS), "refused but not closed");
-    rel_assert(&rd, rel_log_contains(&rd, "the user database did not say who uid 65534 is"),
-               "no log line for it");
-    rel_assert(&rd, rel_log_count(&rd, "the lookup of uid 65534 waits") == 1, "no lookup ran");
-    close(fd);
+    for (int i = 0; i < 3; i++) {
+        fds[i] = e2e_raw_connect_as(rd.d.socket, &who[i]);
+        rel_assert(&rd, fds[i] >= 0, "uid %u cannot connect: %d", who[i].uid, fds[i]);
+        rel_assert(&rd, e2e_raw_send(fds[i], b.sb.data, b.sb.size) == 0, "send a hello");
+    }
+    for (int i = 0; i < 3; i++) {
+        rel_assert(&rd, e2e_raw_recv(fds[i], E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME,
+                   "uid %u: no answer", who[i].uid);
+        rel_assert(&rd, e2e_envelope_read(&u.data, &env) && !env.ok && env.id == 0,
+                   "uid %u was not refused", who[i].uid);
+        rel_assert(&rd, strcmp(env.code, "unavailable") == 0, "refused %s", env.code);
+        msgpack_unpacked_destroy(&u);
+        rel_assert(&rd, e2e_raw_wait_close(fds[i], E2E_FRAME_TIMEOUT_MS), "refused, not closed");
+        close(fds[i]);
+    }
+    rel_assert(&rd, rel_log_count(&rd, "the user database did not say who uid") == 3,
+               "not 3 log lines for them");
+    rel_stop_clean(&rd); /* waits for the 2 lookups running, which find their connections gone */
+    int lookups = rel_log_count(&rd, "fault injected: the lookup of uid");
+    rel_assert(&rd, lookups == 2, "%d lookups ran, not 2", lookups);
     e2e_buf_destroy(&b);
-    rel_stop_clean(&rd); /* waits for the lookup, which finds the connection gone */
 }
 
 /*
