@@ -950,6 +950,27 @@ static void refusals_in_log(const char *op, int *logged, long *unlogged)
     fclose(f);
 }
 
+/* Waits until `flood` refusals of `what`, made within `seconds`, are in the log, in full or
+ * counted, and checks that at most 10 a second (and at least the first 10) are in full. */
+static void expect_refusals_logged(const char *what, int flood, int64_t seconds)
+{
+    enum { LOGGED_PER_S = 10 };
+    int logged = 0;
+    long unlogged = 0;
+    for (int64_t deadline = e2e_now_ms() + 5000 * e2e_slow(); e2e_now_ms() < deadline;) {
+        refusals_in_log(what, &logged, &unlogged);
+        if (logged + unlogged >= flood)
+            break;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    e2e_assert_int(logged + unlogged, flood, "refusals logged or counted");
+    e2e_assert(logged >= LOGGED_PER_S && logged <= LOGGED_PER_S * (seconds + 1),
+               "%d refusals logged in %lld s", logged, (long long)seconds);
+    cr_log_info("%d refusals of %s in %lld s: %d logged, %ld counted", flood, what,
+                (long long)seconds, logged, unlogged);
+}
+
 /*
  * A client refused again and again cannot flood the log: a reader asks for 300 grants one
  * after another; each is answered forbidden, at most 10 refusals a second are logged, and
@@ -958,7 +979,7 @@ static void refusals_in_log(const char *op, int *logged, long *unlogged)
  */
 Test(access, a_flood_of_refusals_is_logged_in_short)
 {
-    enum { FLOOD = 300, LOGGED_PER_S = 10 };
+    enum { FLOOD = 300 };
     start_with(NULL);
     e2e_identity who = as_uid(UID_READER);
     budget_client *c = e2e_client_as(&bd, &who);
@@ -974,20 +995,7 @@ Test(access, a_flood_of_refusals_is_logged_in_short)
     }
     int64_t seconds = (e2e_now_ms() - began) / 1000 + 1;
 
-    int logged = 0;
-    long unlogged = 0;
-    for (int64_t deadline = e2e_now_ms() + 5000 * e2e_slow(); e2e_now_ms() < deadline;) {
-        refusals_in_log("frame.grant", &logged, &unlogged);
-        if (logged + unlogged >= FLOOD)
-            break;
-        struct timespec ts = {0, 50 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    e2e_assert_int(logged + unlogged, FLOOD, "refusals logged or counted");
-    e2e_assert(logged >= LOGGED_PER_S && logged <= LOGGED_PER_S * (seconds + 1),
-               "%d refusals logged in %lld s", logged, (long long)seconds);
-    cr_log_info("300 refusals in %lld s: %d logged, %ld counted", (long long)seconds, logged,
-                unlogged);
+    expect_refusals_logged("frame.grant", FLOOD, seconds);
     e2e_buf_destroy(&b);
     budget_client_close(c);
     stop_cleanly();
@@ -997,7 +1005,7 @@ Test(access, a_flood_of_refusals_is_logged_in_short)
  * every one in the log, in full or in a count. */
 Test(access, a_flood_of_refused_connections_is_logged_in_short)
 {
-    enum { FLOOD = 100, LOGGED_PER_S = 10 };
+    enum { FLOOD = 100 };
     const char *extra[] = {"--connections-per-uid", "2", NULL};
     start_with(extra);
     e2e_identity who = as_uid(UID_READER);
@@ -1012,18 +1020,7 @@ Test(access, a_flood_of_refused_connections_is_logged_in_short)
                        "too many connections from uid 60005: at most 2 at once");
     int64_t seconds = (e2e_now_ms() - began) / 1000 + 1;
 
-    int logged = 0;
-    long unlogged = 0;
-    for (int64_t deadline = e2e_now_ms() + 5000 * e2e_slow(); e2e_now_ms() < deadline;) {
-        refusals_in_log("too many connections from uid 60005", &logged, &unlogged);
-        if (logged + unlogged >= FLOOD)
-            break;
-        struct timespec ts = {0, 50 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    e2e_assert_int(logged + unlogged, FLOOD, "refusals logged or counted");
-    e2e_assert(logged >= LOGGED_PER_S && logged <= LOGGED_PER_S * (seconds + 1),
-               "%d refusals logged in %lld s", logged, (long long)seconds);
+    expect_refusals_logged("too many connections from uid 60005", FLOOD, seconds);
     for (int i = 0; i < 2; i++)
         close(held[i]);
     stop_cleanly();
