@@ -1127,10 +1127,22 @@ static void assert_balanced(const ledger *l, const refs *r)
 #endif
 }
 
+bool ledger_syntax_ok(const ledger_event *ev)
+{
+    return check_syntax(ev, false, NULL) == 0;
+}
+
 int ledger_apply(ledger *l, const ledger_event *ev)
 {
+    if (!ledger_syntax_ok(ev))
+        return BUDGET_EINTERNAL;
+    return ledger_apply_syntax_ok(l, ev);
+}
+
+int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
+{
     assert(l != NULL && ev != NULL);
-    if (ev->seq <= l->last_seq || ev->seq > SEQ_MAX)
+    if (!type_known(ev->type) || ev->seq <= l->last_seq || ev->seq > SEQ_MAX)
         return BUDGET_EINTERNAL;
     if (reserve_for(l, ev->type) != 0)
         return BUDGET_EUNAVAILABLE;
@@ -1141,8 +1153,6 @@ int ledger_apply(ledger *l, const ledger_event *ev)
     __builtin_prefetch(&l->id_table.ctrl[home], 1);
     __builtin_prefetch(&l->id_table.refs[home], 1);
 
-    if (check_syntax(ev, false, NULL) != 0)
-        return BUDGET_EINTERNAL;
     refs r;
     if (check_rules(l, ev, ev->actor.uid, &r, NULL) != 0)
         return BUDGET_EINTERNAL;

@@ -148,6 +148,15 @@ int ledger_check(const ledger *l, const ledger_cmd *cmd, const ledger_actor *act
  */
 int ledger_apply(ledger *l, const ledger_event *ev);
 
+/*
+ * The two halves of ledger_apply, for a replay that checks on one thread and applies on
+ * another: ledger_syntax_ok looks only at the event (ids, units, amounts, texts) and needs no
+ * state; ledger_apply_syntax_ok applies an event that passed it, with every other check of
+ * ledger_apply. Together they accept and refuse exactly what ledger_apply does.
+ */
+bool ledger_syntax_ok(const ledger_event *ev);
+int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev);
+
 /* True when `ev` (an event already in the log) is what `cmd` would have made: same type and
  * the same client-given fields. Used to answer a retry with the same id. */
 bool ledger_same_request(const ledger_cmd *cmd, const ledger_event *ev);

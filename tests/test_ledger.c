@@ -1389,6 +1389,45 @@ Test(ledger, replaying_checked_events_rebuilds_the_same_state)
     ledger_free(r);
 }
 
+Test(ledger, the_two_halves_of_apply_accept_what_apply_accepts)
+{
+    OK(grant("f1", "KS", 2021, 1000, "Ram", ""));
+    ledger_event ok = checked(propose("a1", "f1", "SON", 100, "X"), UID_KS);
+    ok.seq = seq + 1;
+    char *before = snapshot(l);
+
+    /* Bad syntax: both ways refuse it, and the state is unchanged. */
+    ledger_event bad = ok;
+    PUT(bad.id, "");
+    cr_assert(!ledger_syntax_ok(&bad));
+    cr_assert_eq(ledger_apply(l, &bad), BUDGET_EINTERNAL);
+    bad = checked(grant("f2", "KS", 2021, 1000, "Ram", ""), UID_KS);
+    bad.seq = seq + 1;
+    bad.year = BUDGET_YEAR_MIN - 1;
+    cr_assert(!ledger_syntax_ok(&bad));
+    cr_assert_eq(ledger_apply(l, &bad), BUDGET_EINTERNAL);
+    /* Good syntax that breaks a rule: the second half refuses it. */
+    ledger_event over = ok;
+    over.amount = 1001;
+    cr_assert(ledger_syntax_ok(&over));
+    cr_assert_eq(ledger_apply_syntax_ok(l, &over), BUDGET_EINTERNAL);
+    char *after = snapshot(l);
+    cr_assert_str_eq(before, after, "a refused event changed the state");
+    free(after);
+
+    /* A good event: the halves apply it as ledger_apply does on a clone. */
+    ledger *twin = ledger_clone(l);
+    cr_assert(ledger_syntax_ok(&ok));
+    cr_assert_eq(ledger_apply_syntax_ok(l, &ok), 0);
+    cr_assert_eq(ledger_apply(twin, &ok), 0);
+    char *a = snapshot(l), *b = snapshot(twin);
+    cr_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    free(before);
+    ledger_free(twin);
+}
+
 /* ---- clones
  * ------------------------------------------------------------------------------------------ */
 
