@@ -24,6 +24,8 @@
 
 #include "budget/errors.h"
 #include "budget/limits.h"
+#include "daemon/event.h"
+#include "daemon/replay.h"
 #include "daemon/store.h"
 
 /* LMDB's MDB_MAP_FULL, the one non-errno code a fault function may return (store.h). */
@@ -1051,4 +1053,68 @@ Test(store, refuses_a_directory_it_cannot_create)
     char dir[192];
     snprintf(dir, sizeof dir, "%s/missing/store", tmp_root);
     assert_open_refused(dir, "No such file or directory");
+}
+
+/* ---- replay over real events ---- */
+
+/* A grant of 100 öre to KS for 2021 (an adjustment of `frame` by 100 when `frame` is set),
+ * as event `seq`. */
+static ledger_event grant_event(uint64_t seq, const char *id, const char *frame)
+{
+    ledger_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = frame ? LEDGER_FRAME_ADJUSTED : LEDGER_FRAME_GRANTED;
+    ev.seq = seq;
+    ev.ts_ms = 1630000000000u + seq;
+    memcpy(ev.id, id, strlen(id) + 1);
+    if (frame)
+        memcpy(ev.frame, frame, strlen(frame) + 1);
+    memcpy(ev.unit, "KS", 3);
+    ev.year = 2021;
+    ev.amount = 100;
+    memcpy(ev.title, "Ram", 4);
+    return ev;
+}
+
+/* Appends `n` events chained from the start (event_encode), whatever they say: a log a faulty
+ * writer could have left. */
+static void append_events(store *s, const ledger_event *evs, size_t n)
+{
+    static uint8_t bytes[8][EVENT_BYTES_MAX];
+    uint8_t prev[BUDGET_HASH_BYTES] = {0};
+    store_item items[8];
+    cr_assert(n <= 8);
+    for (size_t i = 0; i < n; i++) {
+        int size = event_encode(&evs[i], prev, bytes[i], sizeof bytes[i], prev);
+        cr_assert_gt(size, 0, "event %zu cannot be encoded", i + 1);
+        items[i] = (store_item){evs[i].seq, bytes[i], (size_t)size, evs[i].id, strlen(evs[i].id)};
+    }
+    bool sync_failed = false;
+    cr_assert_eq(store_append(s, items, n, &sync_failed), 0);
+}
+
+/* Replay stops at the first event that breaks a rule (here: an adjustment of a frame that does
+ * not exist), with the events before it applied, and says which. */
+Test(store, replay_stops_at_an_event_that_breaks_a_rule)
+{
+    store_options opt = {0};
+    store *s = open_store(&opt);
+    ledger_event evs[] = {grant_event(1, "f1", NULL), grant_event(2, "j1", "f1"),
+                          grant_event(3, "j2", "no-such-frame"), grant_event(4, "f2", NULL)};
+    append_events(s, evs, 4);
+
+    replay_result res;
+    ledger *l = ledger_new();
+    cr_assert_eq(replay_log(s, l, UINT64_MAX, &res), BUDGET_EINTERNAL);
+    cr_assert_str_eq(res.why, "event 3 breaks a ledger rule on replay");
+    cr_assert_eq(res.head, 2, "the events before it are applied");
+    cr_assert_eq(ledger_events(l), 2);
+    ledger_free(l);
+
+    /* Up to the event before it, the replay succeeds. */
+    l = ledger_new();
+    cr_assert_eq(replay_log(s, l, 2, &res), 0, "%s", res.why);
+    cr_assert_eq(res.head, 2);
+    ledger_free(l);
+    store_close(s);
 }
