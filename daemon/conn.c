@@ -527,6 +527,14 @@ static void identity_run(uv_work_t *w)
 
 static void identity_lookup(conn *c);
 
+static uint32_t lookups_running(const server *s)
+{
+    uint32_t n = 0;
+    for (const identity_job *j = s->lookups; j; j = j->next)
+        n++;
+    return n;
+}
+
 /* True when the client has closed its end: a connection that waited its turn for a lookup
  * while nothing read from it is let go then rather than looked up. */
 static bool conn_hung_up(conn *c)
@@ -549,7 +557,6 @@ static void identity_done(uv_work_t *w, int status)
             *p = j->next;
             break;
         }
-    s->lookups_running--;
     while (j->conns) {
         conn *c = j->conns;
         j->conns = c->lookup_next;
@@ -569,7 +576,7 @@ static void identity_done(uv_work_t *w, int status)
     }
     free(j);
     /* The next in line, as far as LOOKUPS_MAX allows; one closed meanwhile is let go. */
-    while (s->lookups_waiting && s->lookups_running < LOOKUPS_MAX) {
+    while (s->lookups_waiting && lookups_running(s) < LOOKUPS_MAX) {
         conn *c = s->lookups_waiting;
         s->lookups_waiting = c->lookup_next;
         if (!s->lookups_waiting)
@@ -598,7 +605,7 @@ static void identity_lookup(conn *c)
             j->conns = c;
             return;
         }
-    if (s->lookups_running >= LOOKUPS_MAX) {
+    if (lookups_running(s) >= LOOKUPS_MAX) {
         if (s->lookups_waiting_tail)
             s->lookups_waiting_tail->lookup_next = c;
         else
@@ -623,7 +630,6 @@ static void identity_lookup(conn *c)
     }
     j->next = s->lookups;
     s->lookups = j;
-    s->lookups_running++;
 }
 
 static void identity_begin(conn *c, uint32_t gid)

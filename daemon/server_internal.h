@@ -157,7 +157,6 @@ struct server {
     void (*lookup_hook)(uint32_t uid);
     /* conn.c: lookups of names and groups running, and connections waiting for a turn */
     identity_job *lookups;
-    uint32_t lookups_running;
     conn *lookups_waiting, *lookups_waiting_tail;
     /* ops.c: refusals logged in the second that began at refusals_window_ms, and not logged */
     uint64_t refusals_window_ms;
