@@ -387,7 +387,7 @@ static void op_stats(conn *c, uint32_t idx, uint64_t req_id, const msgpack_objec
     pack_key_uint(&r.pk, "map_bytes", st.map_bytes);
     pack_key_uint(&r.pk, "map_used_bytes", st.map_used_bytes);
     pack_key_uint(&r.pk, "map_growths", st.map_growths);
-    pack_key_uint(&r.pk, "uptime_ms", now_ms() - s->started_ms);
+    pack_key_uint(&r.pk, "uptime_ms", uv_hrtime() / 1000000u - s->started_ms);
     sub_pack_stats(s, &r.pk);
     conn_answer(c, idx, &r, req_id);
 }

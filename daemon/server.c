@@ -322,7 +322,7 @@ int server_run(const server_config *cfg)
     memcpy(s->spec_hash, cfg->head_hash, sizeof(s->spec_hash));
     s->pending = &s->batches[0];
     clock_offset_ms = cfg->clock_offset_ms;
-    s->started_ms = now_ms();
+    s->started_ms = uv_hrtime() / 1000000u;
     s->access = cfg->access;
     s->access_path = cfg->access_path;
     s->connections_max = cfg->connections_max;

@@ -132,7 +132,7 @@ struct server {
     conn *resume;
     bool stopping;
     int exit_status;
-    uint64_t started_ms;
+    uint64_t started_ms; /* monotonic (uv_hrtime), for uptime: a clock set back moves nothing */
 
     /* counters for stats */
     uint64_t requests, errors, batches_committed, batch_events_max, commits_failed;
