@@ -633,15 +633,17 @@ static void arm(fault_plan *p, store_fault_point point, int err, unsigned fail_a
 }
 
 /* Returns once a growth of `s` waits for its live readers to end. */
-static void wait_for_growth(store *s)
+/* Waits until a growth of `s` waits for its live readers to end; false after 10 s without. */
+static bool wait_for_growth(store *s)
 {
     store_stats st;
-    for (;;) {
+    for (int waited_ms = 0; waited_ms < 10000; waited_ms++) {
         store_get_stats(s, &st);
         if (st.growth_waiting)
-            return;
+            return true;
         usleep(1000);
     }
+    return false;
 }
 
 /* A map that the blocking thread holds a reader of while a growth is pending. */
@@ -663,7 +665,11 @@ static void *nested_reader_thread(void *arg)
     atomic_store(&n->stage, 1);
     while (atomic_load(&n->stage) < 2)
         usleep(1000);
-    wait_for_growth(n->s); /* the growth now waits for `outer` to end */
+    if (!wait_for_growth(n->s)) { /* the growth now waits for `outer` to end */
+        store_reader_end(outer);
+        atomic_store(&n->result, -2);
+        return NULL;
+    }
     int rc = store_reader_begin(n->s, &inner);
     if (rc == 0)
         store_reader_end(inner);
@@ -687,7 +693,7 @@ Test(store, a_second_reader_on_a_thread_passes_a_waiting_growth)
     atomic_store(&n.stage, 2);
     append_ok(n.s, 4, 3, 0); /* grows: waits for the thread's readers to end */
     pthread_join(thread, NULL);
-    cr_assert_eq(atomic_load(&n.result), 1);
+    cr_assert_eq(atomic_load(&n.result), 1, "-2: the growth never waited; -1: a reader failed");
 
     store_stats st;
     store_get_stats(n.s, &st);
@@ -721,7 +727,6 @@ static void *holder_thread(void *arg)
     if (store_reader_begin(h->s, &r) != 0)
         return NULL;
     atomic_store(&h->holder_ready, true);
-    wait_for_growth(h->s);
     while (!atomic_load(&h->main_waits))
         usleep(1000);
     usleep(50 * 1000); /* the main thread is in store_reader_begin by now, or soon after */
@@ -752,7 +757,7 @@ Test(store, a_waiting_growth_holds_back_new_readers)
     while (!atomic_load(&h.holder_ready))
         usleep(1000);
     cr_assert_eq(pthread_create(&writer, NULL, growing_writer_thread, &h), 0);
-    wait_for_growth(h.s);
+    cr_assert(wait_for_growth(h.s), "the growth never waited for the reader held");
 
     /* The growth is waiting for the holder: this reader must wait until it is done. */
     store_reader *r;
