@@ -155,10 +155,7 @@ static int spawn(rel_daemon *r)
     }
     if (pid == 0) {
         e2e_child_reset(parent);
-        if (r->fault[0] != '\0')
-            setenv("BUDGETD_FAULT", r->fault, 1);
-        else
-            unsetenv("BUDGETD_FAULT");
+        unsetenv("BUDGETD_FAULT");
         unsetenv("BUDGETD_LOOKUP_DELAY");
         unsetenv("BUDGETD_CLOCK_OFFSET_MS");
         for (int i = 0; i < REL_ENV_MAX && r->env[i][0] != '\0'; i++)

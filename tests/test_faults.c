@@ -225,7 +225,7 @@ static void check_on_disk(const fault_spec *f, run_result *res)
     bool sync = strcmp(f->point, "sync") == 0;
 
     rd.binary = BUDGETD_PATH;
-    rd.fault[0] = '\0';
+    rd.env[0][0] = '\0';
     rel_assert(&rd, rel_restart(&rd) == 0, "budgetd does not start on the data left by %s:%d",
                f->point, f->nth);
     rel_assert(&rd, budget_client_connect(rd.d.socket, &c) == 0, "connect");
@@ -286,7 +286,7 @@ static bool run_once(const fault_spec *f)
     for (int i = 0; i < WRITES; i++)
         pack_write(&res.w[i], i);
     rd.binary = BUDGETD_FAULTY_PATH;
-    snprintf(rd.fault, sizeof(rd.fault), "%s:%d:%s:%s", f->point, f->nth, f->error,
+    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_FAULT=%s:%d:%s:%s", f->point, f->nth, f->error,
              f->mode == MODE_ALWAYS ? "always" : "once");
     cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
 
@@ -466,7 +466,7 @@ Test(faults, writes_behind_a_failed_commit_see_the_ledger_without_it)
     e2e_envelope env;
 
     rd.binary = BUDGETD_FAULTY_PATH;
-    snprintf(rd.fault, sizeof(rd.fault), "commit:1:EIO");
+    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_FAULT=commit:1:EIO");
     cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
     int fd = e2e_raw_connect(rd.d.socket);
     rel_assert(&rd, fd >= 0, "connect");
@@ -519,7 +519,7 @@ Test(faults, reads_never_show_a_write_before_it_is_durable)
 
     rd.binary = BUDGETD_FAULTY_PATH;
     int hold_ms = 300 * e2e_slow();
-    snprintf(rd.fault, sizeof(rd.fault), "commit:1:DELAY=%d", hold_ms);
+    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_FAULT=commit:1:DELAY=%d", hold_ms);
     cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
     int writer = e2e_raw_connect(rd.d.socket);
     int reader = e2e_raw_connect(rd.d.socket);
