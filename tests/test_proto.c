@@ -15,6 +15,7 @@
 #include "budget/limits.h"
 #include "proto/frame.h"
 #include "proto/mp.h"
+#include "proto/text.h"
 #include "proto/validate.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -866,14 +867,14 @@ Test(validate, hostile_container_headers_cost_nothing)
                                        0xa0, 0x00, 0xa0, 0x00, 0x00};
     cr_assert_eq(validate_copy(one_over, sizeof one_over, why, sizeof why), BUDGET_EBAD_REQUEST);
     cr_assert_str_eq(why, "map at byte 3 claims 3 pairs but 5 bytes remain");
-    /* The same claim with 6 bytes left passes the header and fails later, on the last key. */
-    static const uint8_t fits[] = {0x81, 0xa1, 'k',  0xde, 0x00, 0x03,
-                                   0xa0, 0x00, 0xa0, 0x00, 0x00, 0x00};
+    /* The same claim with 7 bytes left passes the header and fails later, on the last key. */
+    static const uint8_t fits[] = {0x81, 0xa1, 'k', 0xde, 0x00, 0x03, 0xa0,
+                                   0x00, 0xa1, 'b', 0x00, 0x00, 0x00};
     cr_assert_eq(validate_copy(fits, sizeof fits, why, sizeof why), BUDGET_EBAD_REQUEST);
-    cr_assert_str_eq(why, "map key at byte 10 is of type nil, bool or number, not str");
-    /* And with a str key there, it is a valid frame. */
-    static const uint8_t valid[] = {0x81, 0xa1, 'k',  0xde, 0x00, 0x03,
-                                    0xa0, 0x00, 0xa0, 0x00, 0xa0, 0x00};
+    cr_assert_str_eq(why, "map key at byte 11 is of type nil, bool or number, not str");
+    /* And with a str key there (each key another), it is a valid frame. */
+    static const uint8_t valid[] = {0x81, 0xa1, 'k', 0xde, 0x00, 0x03, 0xa0,
+                                    0x00, 0xa1, 'b', 0x00, 0xa1, 'c',  0x00};
     cr_assert_eq(validate_copy(valid, sizeof valid, why, sizeof why), 0, "%s", why);
 }
 
@@ -1005,6 +1006,327 @@ Test(validate, explanation_is_bounded_and_optional)
     cr_assert_eq(why[5], 'z');
     cr_assert_eq(budget_validate_frame(array32, sizeof array32, NULL, 0), BUDGET_EBAD_REQUEST);
     cr_assert_eq(budget_validate_frame(array32, sizeof array32, why, 0), BUDGET_EBAD_REQUEST);
+}
+
+/* ---- duplicate keys and map sizes -------------------------------------------------------- */
+
+/* Validates `body`, expecting `rc`; when `key` is given, the explanation must quote it. */
+static void expect_refused(const void *body, size_t size, int rc, const char *key, const char *what)
+{
+    char why[160] = "";
+    cr_assert_eq(validate_copy(body, size, why, sizeof why), rc, "%s: %s", what, why);
+    if (key != NULL) {
+        char quoted[80];
+        snprintf(quoted, sizeof quoted, "\"%s\"", key);
+        cr_assert(strstr(why, quoted) != NULL && strstr(why, "twice") != NULL, "%s: %s", what, why);
+    }
+}
+
+Test(validate, a_key_twice_in_any_map_is_refused)
+{
+    /* The envelope: the op the write check reads and the op dispatch reads must be one. */
+    static const uint8_t top[] = {0x83, 0xa2, 'i', 'd', 0x02, 0xa2, 'o',  'p', 0xa7, 'a',
+                                  'p',  'p',  'r', 'o', 'v',  'e',  0xa2, 'o', 'p',  0xa8,
+                                  'b',  'a',  'l', 'a', 'n',  'c',  'e',  's'};
+    /* args: {"id": 1, "op": "x", "args": {"amount": 1, "amount": 2}} */
+    static const uint8_t args[] = {0x83, 0xa2, 'i',  'd', 0x01, 0xa2, 'o', 'p', 0xa1, 'x', 0xa4,
+                                   'a',  'r',  'g',  's', 0x82, 0xa6, 'a', 'm', 'o',  'u', 'n',
+                                   't',  0x01, 0xa6, 'a', 'm',  'o',  'u', 'n', 't',  0x02};
+    /* nested maps, in a map and in an array: {"a": {"b": {"k": 1, "k": 2}}}, {"a": [{"k": 1, "k":
+     * 2}]} */
+    static const uint8_t nested[] = {0x81, 0xa1, 'a', 0x81, 0xa1, 'b', 0x82,
+                                     0xa1, 'k',  1,   0xa1, 'k',  2};
+    static const uint8_t in_array[] = {0x81, 0xa1, 'a', 0x91, 0x82, 0xa1, 'k', 1, 0xa1, 'k', 2};
+    /* The same key in another encoding (str 8) is the same key. */
+    static const uint8_t str8[] = {0x82, 0xa2, 'o', 'p', 0x01, 0xd9, 0x02, 'o', 'p', 0x02};
+    /* The empty key, and a key of control bytes, which the explanation escapes. */
+    static const uint8_t empty[] = {0x83, 0xa0, 1, 0xa1, 'x', 2, 0xa0, 3};
+    static const uint8_t control[] = {0x82, 0xa2, '\n', 0xff, 1, 0xa2, '\n', 0xff, 2};
+
+    expect_refused(top, sizeof top, BUDGET_EBAD_REQUEST, "op", "the envelope");
+    expect_refused(args, sizeof args, BUDGET_EBAD_REQUEST, "amount", "args");
+    expect_refused(nested, sizeof nested, BUDGET_EBAD_REQUEST, "k", "a nested map");
+    expect_refused(in_array, sizeof in_array, BUDGET_EBAD_REQUEST, "k", "a map in an array");
+    expect_refused(str8, sizeof str8, BUDGET_EBAD_REQUEST, "op", "op as fixstr and str 8");
+    expect_refused(empty, sizeof empty, BUDGET_EBAD_REQUEST, "", "the empty key");
+    expect_refused(control, sizeof control, BUDGET_EBAD_REQUEST, "\\n\\xff", "control bytes");
+
+    char why[160];
+    cr_assert_eq(validate_copy(top, sizeof top, why, sizeof why), BUDGET_EBAD_REQUEST);
+    cr_assert_str_eq(why, "map key \"op\" at byte 16 appears twice in its map; every key must be "
+                          "given once");
+}
+
+Test(validate, the_same_key_in_other_maps_is_not_twice)
+{
+    /* {"k": {"k": 1}, "a": {"k": 2}, "b": [{"k": 3}, {"k": 4}]} */
+    static const uint8_t ok[] = {0x83, 0xa1, 'k',  0x81, 0xa1, 'k',  1,   0xa1,
+                                 'a',  0x81, 0xa1, 'k',  2,    0xa1, 'b', 0x92,
+                                 0x81, 0xa1, 'k',  3,    0x81, 0xa1, 'k', 4};
+    /* Keys that share a prefix or a length are other keys: "a", "ab", "b", "". */
+    static const uint8_t close[] = {0x84, 0xa1, 'a', 1, 0xa2, 'a', 'b', 2, 0xa1, 'b', 3, 0xa0, 4};
+    char why[160] = "";
+    cr_assert_eq(validate_copy(ok, sizeof ok, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(validate_copy(close, sizeof close, why, sizeof why), 0, "%s", why);
+}
+
+/* A frame {"m": {k0: 0, k1: 1, ...}} with `pairs` keys, each another. */
+static size_t write_wide_map(uint8_t *buf, size_t cap, uint32_t pairs, uint32_t twice_at)
+{
+    mp_writer w;
+    mp_writer_init(&w, buf, cap);
+    mp_write_map(&w, 1);
+    mp_write_cstr(&w, "m");
+    mp_write_map(&w, pairs);
+    for (uint32_t i = 0; i < pairs; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%u", i == twice_at ? pairs : pairs - i);
+        mp_write_cstr(&w, key);
+        mp_write_uint(&w, i);
+    }
+    cr_assert(!w.overflow);
+    return w.len;
+}
+
+Test(validate, a_map_holds_at_most_the_pairs_limit)
+{
+    uint8_t buf[4096];
+    char why[160] = "";
+    size_t n = write_wide_map(buf, sizeof buf, BUDGET_MAP_PAIRS_MAX, UINT32_MAX);
+    cr_assert_eq(validate_copy(buf, n, why, sizeof why), 0, "%s", why);
+    n = write_wide_map(buf, sizeof buf, BUDGET_MAP_PAIRS_MAX + 1, UINT32_MAX);
+    cr_assert_eq(validate_copy(buf, n, why, sizeof why), BUDGET_ETOO_LARGE);
+    cr_assert_str_eq(why, "map at byte 3 has 65 pairs, more than 64");
+    /* The last of the limit's keys repeating the first is found too. */
+    n = write_wide_map(buf, sizeof buf, BUDGET_MAP_PAIRS_MAX, BUDGET_MAP_PAIRS_MAX - 1);
+    cr_assert_eq(validate_copy(buf, n, why, sizeof why), BUDGET_EBAD_REQUEST);
+    cr_assert(strstr(why, "\"k64\" at byte") != NULL, "%s", why);
+}
+
+/* ---- the envelope, read once --------------------------------------------------------------- */
+
+/* budget_parse_request on an exact heap copy. The copy is kept for the views in `env`: free
+ * it with exact_free(*copy, size). */
+static int parse_copy(const void *body, size_t size, budget_envelope *env, uint8_t **copy)
+{
+    char why[160];
+    *copy = exact_copy(body, size);
+    return budget_parse_request(*copy, size, env, why, sizeof why);
+}
+
+Test(envelope, reads_id_op_and_args_once)
+{
+    uint8_t buf[256], *copy;
+    size_t n = write_request(buf, sizeof buf);
+    budget_envelope env;
+    cr_assert_eq(parse_copy(buf, n, &env, &copy), 0);
+    cr_assert_eq(env.id, 7);
+    cr_assert_eq(env.op_len, strlen("allocation.propose"));
+    cr_assert_eq(memcmp(env.op, "allocation.propose", env.op_len), 0);
+    cr_assert_not_null(env.args);
+    /* The args view is exactly the args map: one value, nothing after it. */
+    mp_reader r;
+    mp_reader_init(&r, env.args, env.args_size);
+    cr_assert_eq(mp_peek(&r), MP_MAP);
+    cr_assert_eq(mp_skip(&r, BUDGET_DEPTH_MAX), 0);
+    cr_assert_eq(mp_remaining(&r), 0);
+    cr_assert(env.args + env.args_size == copy + n, "args are the frame's last value");
+    exact_free(copy, n);
+
+    /* nil args are none */
+    static const uint8_t nil_args[] = {0x83, 0xa2, 'i',  'd', 0x05, 0xa2, 'o', 'p',
+                                       0xa1, 'x',  0xa4, 'a', 'r',  'g',  's', 0xc0};
+    cr_assert_eq(parse_copy(nil_args, sizeof nil_args, &env, &copy), 0);
+    cr_assert_eq(env.id, 5);
+    cr_assert_null(env.args);
+    exact_free(copy, sizeof nil_args);
+}
+
+Test(envelope, refusals_keep_the_id_when_it_is_readable)
+{
+    static const struct {
+        const char *name;
+        const char *bytes;
+        size_t size;
+        int rc;
+        uint64_t id;
+        const char *why;
+    } cases[] = {
+        {"op twice", "\x83\xa2id\x02\xa2op\xa1x\xa2op\xa1y", 14, BUDGET_EBAD_REQUEST, 2,
+         "map key \"op\" at byte 10 appears twice in its map; every key must be given once"},
+        {"id twice", "\x83\xa2id\x02\xa2op\xa1x\xa2id\x03", 13, BUDGET_EBAD_REQUEST, 0,
+         "map key \"id\" at byte 10 appears twice in its map; every key must be given once"},
+        {"args twice",
+         "\x84\xa2id\x04\xa2op\xa1x\xa4"
+         "args\x80\xa4"
+         "args\x80",
+         22, BUDGET_EBAD_REQUEST, 4,
+         "map key \"args\" at byte 16 appears twice in its map; every key must be given once"},
+        {"no id", "\x81\xa2op\xa1x", 6, BUDGET_EBAD_REQUEST, 0, "a request needs a uint id"},
+        {"str id",
+         "\x82\xa2id\xa1"
+         "7\xa2op\xa1x",
+         11, BUDGET_EBAD_REQUEST, 0, "a request needs a uint id"},
+        {"other key", "\x83\xa2id\x09\xa2op\xa1x\xa1u\x01", 13, BUDGET_EBAD_REQUEST, 9,
+         "a request holds only id, op and args"},
+        {"int op", "\x82\xa2id\x0a\xa2op\x01", 9, BUDGET_EBAD_REQUEST, 10,
+         "a request needs a str op"},
+        {"array args",
+         "\x83\xa2id\x0b\xa2op\xa1x\xa4"
+         "args\x90",
+         16, BUDGET_EBAD_REQUEST, 11, "args must be a map"},
+    };
+    for (size_t i = 0; i < COUNT(cases); i++) {
+        budget_envelope env;
+        char why[160] = "";
+        uint8_t *copy = exact_copy(cases[i].bytes, cases[i].size);
+        int rc = budget_parse_request(copy, cases[i].size, &env, why, sizeof why);
+        cr_assert_eq(rc, cases[i].rc, "%s: %d %s", cases[i].name, rc, why);
+        cr_assert_eq(env.id, cases[i].id, "%s: id %" PRIu64, cases[i].name, env.id);
+        cr_assert_str_eq(why, cases[i].why, "%s: %s", cases[i].name, why);
+        cr_assert_null(env.op, "%s: a refused envelope has no op", cases[i].name);
+        exact_free(copy, cases[i].size);
+    }
+}
+
+Test(envelope, every_truncation_is_refused_in_bounds)
+{
+    uint8_t buf[256];
+    size_t n = write_request(buf, sizeof buf);
+    for (size_t cut = 0; cut < n; cut++) {
+        budget_envelope env;
+        uint8_t *copy;
+        cr_assert_neq(parse_copy(buf, cut, &env, &copy), 0, "cut at %zu", cut);
+        cr_assert(env.id == 0 || env.id == 7, "cut at %zu: id %" PRIu64, cut, env.id);
+        exact_free(copy, cut);
+    }
+}
+
+/* ---- escaping outside text ------------------------------------------------------------------ */
+
+/* budget_escape of `n` bytes (an exact heap copy) into a buffer of `out_size`. */
+static size_t escape_copy(char *out, size_t out_size, const char *s, size_t n)
+{
+    uint8_t *copy = exact_copy(s, n);
+    size_t len = budget_escape(out, out_size, copy, n);
+    exact_free(copy, n);
+    return len;
+}
+
+Test(escape, control_characters_and_stray_bytes)
+{
+    static const struct {
+        const char *in;
+        size_t size;
+        const char *out;
+    } cases[] = {
+        {"KS", 2, "KS"},
+        {"X\nbudgetd error: FAKE", 21, "X\\nbudgetd error: FAKE"},
+        {"a\r\tb", 4, "a\\r\\tb"},
+        {"back\\slash", 10, "back\\\\slash"},
+        {"\x00\x01\x1b[31m\x7f", 8, "\\x00\\x01\\x1b[31m\\x7f"},
+        {"\xff\xfe\n", 3, "\\xff\\xfe\\n"},
+        {"C1 \xc2\x9b"
+         "2J \xc2\x80",
+         10, "C1 \\xc2\\x9b2J \\xc2\\x80"},
+        {"\xc2\xa0 \xc2\xa7 \xc3\xb6", 8, "\xc2\xa0 \xc2\xa7 \xc3\xb6"}, /* U+00A0 is not C1 */
+        {"\xe2\x82\xac \xf0\x9f\x98\x80", 8, "\xe2\x82\xac \xf0\x9f\x98\x80"},
+        {"\xc0\xaf", 2, "\\xc0\\xaf"},                   /* overlong '/' */
+        {"\xe0\x80\xaf", 3, "\\xe0\\x80\\xaf"},          /* overlong, 3 bytes */
+        {"\xed\xa0\x80", 3, "\\xed\\xa0\\x80"},          /* a surrogate */
+        {"\xf4\x90\x80\x80", 4, "\\xf4\\x90\\x80\\x80"}, /* past U+10FFFF */
+        {"\xf5\x80\x80\x80", 4, "\\xf5\\x80\\x80\\x80"},
+        {"\x80", 1, "\\x80"},
+        {"", 0, ""},
+    };
+    for (size_t i = 0; i < COUNT(cases); i++) {
+        char out[128];
+        size_t len = escape_copy(out, sizeof out, cases[i].in, cases[i].size);
+        cr_assert_str_eq(out, cases[i].out, "case %zu", i);
+        cr_assert_eq(len, strlen(cases[i].out), "case %zu", i);
+        cr_assert(budget_text_clean(out, len), "case %zu: the rendering is clean", i);
+        /* Clean text is kept as it is, but for its backslashes. */
+        bool kept = strcmp(cases[i].in, cases[i].out) == 0 && cases[i].size == strlen(cases[i].in);
+        cr_assert_eq(budget_text_clean(cases[i].in, cases[i].size),
+                     kept || memchr(cases[i].in, '\\', cases[i].size) != NULL, "case %zu", i);
+    }
+}
+
+/*
+ * Text cut at every byte: a multi-byte character cut inside is stray bytes (escaped), a whole
+ * one is kept. "aö€😀b" has sequences of 2, 3 and 4 bytes.
+ */
+Test(escape, every_split_point_of_multibyte_sequences)
+{
+    static const char text[] = "a\xc3\xb6\xe2\x82\xac\xf0\x9f\x98\x80"
+                               "b";
+    static const size_t starts[] = {0, 1, 3, 6, 10, 11}; /* where each character begins */
+    const size_t n = sizeof text - 1;
+    for (size_t cut = 0; cut <= n; cut++) {
+        char out[128], want[128];
+        size_t w = 0, whole = 0;
+        for (size_t k = 0; k + 1 < COUNT(starts) && starts[k + 1] <= cut; k++)
+            whole = starts[k + 1];
+        memcpy(want, text, whole);
+        w = whole;
+        for (size_t b = whole; b < cut; b++)
+            w += (size_t)snprintf(want + w, sizeof want - w, "\\x%02x", (uint8_t)text[b]);
+        want[w] = '\0';
+        escape_copy(out, sizeof out, text, cut);
+        cr_assert_str_eq(out, want, "cut at %zu", cut);
+        cr_assert(budget_text_clean(out, strlen(out)), "cut at %zu", cut);
+        cr_assert_eq(budget_text_clean(text, cut), whole == cut, "cut at %zu", cut);
+        /* And the split as the input's start: the first bytes are missing. */
+        escape_copy(out, sizeof out, text + cut, n - cut);
+        cr_assert(budget_text_clean(out, strlen(out)), "from %zu", cut);
+    }
+}
+
+/* A cap cuts before an escape or a character, never inside one, and says so with "…". */
+Test(escape, the_cap_never_splits_and_ends_in_an_ellipsis)
+{
+    static const char text[] = "a\xc3\xb6\n\xe2\x82\xac\xff\xf0\x9f\x98\x80"
+                               "b";
+    const size_t n = sizeof text - 1;
+    char full[128];
+    size_t full_len = escape_copy(full, sizeof full, text, n);
+    for (size_t cap = 0; cap <= full_len + 1; cap++) {
+        char out[128];
+        memset(out, 'z', sizeof out);
+        size_t len = escape_copy(out, cap, text, n);
+        if (cap == 0) {
+            cr_assert_eq(len, 0);
+            cr_assert_eq(out[0], 'z', "nothing is written into no room");
+            continue;
+        }
+        cr_assert_lt(len, cap, "cap %zu", cap);
+        cr_assert_eq(out[len], '\0', "cap %zu", cap);
+        cr_assert_eq(strlen(out), len, "cap %zu", cap);
+        cr_assert_eq(out[cap], 'z', "cap %zu: wrote past the buffer", cap);
+        cr_assert(budget_text_clean(out, len), "cap %zu: %s", cap, out);
+        if (cap > full_len) {
+            cr_assert_str_eq(out, full, "cap %zu: it fits whole", cap);
+            continue;
+        }
+        const char *ellipsis = strstr(out, "\xe2\x80\xa6");
+        size_t kept = ellipsis ? (size_t)(ellipsis - out) : len;
+        if (cap >= 4)
+            cr_assert(ellipsis != NULL && ellipsis + 3 == out + len, "cap %zu: %s", cap, out);
+        cr_assert_eq(memcmp(out, full, kept), 0, "cap %zu: a prefix of the whole", cap);
+        /* The cut falls between two units of the whole rendering. */
+        char unit_end[128];
+        size_t ends = 0;
+        size_t boundaries[64] = {0};
+        for (size_t i = 0; i < n;) {
+            size_t seq = budget_utf8_sequence(text + i, n - i);
+            i += seq == 0 ? 1 : seq;
+            boundaries[ends++] = escape_copy(unit_end, sizeof unit_end, text, i);
+        }
+        bool at_boundary = kept == 0;
+        for (size_t b = 0; b < ends; b++)
+            at_boundary = at_boundary || boundaries[b] == kept;
+        cr_assert(at_boundary, "cap %zu cuts inside a unit: %s", cap, out);
+    }
 }
 
 /* ---- framing ---------------------------------------------------------------------------- */

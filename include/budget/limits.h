@@ -10,6 +10,9 @@
 #define BUDGET_DEPTH_MAX 8
 /* Any msgpack str or bin inside a request frame. */
 #define BUDGET_STRING_BYTES_MAX 4096u
+/* Pairs of any one map inside a request frame (an envelope has 3, the most args an op takes 8);
+ * no key may appear twice in a map, and this bound keeps checking that cheap. */
+#define BUDGET_MAP_PAIRS_MAX 64u
 
 /* Identifiers (frame, allocation, avrop, decision ids): 1..64 of A-Za-z0-9._:- */
 #define BUDGET_ID_BYTES_MAX 64
