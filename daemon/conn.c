@@ -13,7 +13,7 @@
 #include <sys/socket.h>
 
 #include "proto/frame.h"
-#include "proto/mp.h"
+#include "proto/text.h"
 #include "proto/validate.h"
 
 static void conn_flush(conn *c);
@@ -39,12 +39,21 @@ void resp_begin(resp *r, uint64_t req_id, bool ok)
     pack_cstr(&r->pk, ok ? "result" : "error");
 }
 
+/* Every error message goes out as clean text (a msgpack str must be UTF-8): one that holds
+ * outside bytes still raw is escaped here, whoever made it. */
 void resp_error_into(resp *r, uint64_t req_id, int code, const char *message)
 {
+    char safe[1024];
+    size_t len = strlen(message);
+
+    if (!budget_text_clean(message, len))
+        message = safe, len = budget_escape(safe, sizeof(safe), message, len);
     resp_begin(r, req_id, false);
     msgpack_pack_map(&r->pk, 2);
     pack_key_str(&r->pk, "code", budget_err_code(code));
-    pack_key_str(&r->pk, "message", message);
+    pack_cstr(&r->pk, "message");
+    msgpack_pack_str(&r->pk, len);
+    msgpack_pack_str_body(&r->pk, message, len);
 }
 
 /* Finishes the frame; a result over the frame limit becomes a too_large error. */
@@ -273,35 +282,16 @@ void conn_close(conn *c)
 
 /* ---- frames ------------------------------------------------------------------------------ */
 
-/* The envelope's id, read best-effort from a frame that failed validation; 0 if unreadable. */
-static uint64_t peek_request_id(const uint8_t *body, size_t size)
+/*
+ * Answers one frame, read once by budget_parse_request (`rc` and `why` are what it said, `env`
+ * what it read): the same reading decided whether the frame waits for the connection's writes
+ * (conn_process), so the op that runs is the op that was judged.
+ */
+static void handle_frame(conn *c, const budget_envelope *env, int rc, const char *why)
 {
-    mp_reader r;
-    uint32_t n;
-    uint64_t id = 0;
-
-    mp_reader_init(&r, body, size);
-    if (mp_read_map(&r, &n) != 0)
-        return 0;
-    for (uint32_t i = 0; i < n; i++) {
-        int eq = mp_read_str_eq(&r, "id");
-        if (eq < 0)
-            return 0;
-        if (eq == 1)
-            return mp_read_uint(&r, &id) == 0 ? id : 0;
-        if (mp_skip(&r, BUDGET_DEPTH_MAX) != 0)
-            return 0;
-    }
-    return 0;
-}
-
-static void handle_frame(conn *c, const uint8_t *body, size_t size)
-{
-    char why[160];
     msgpack_unpacked u;
     size_t off = 0;
     uint32_t idx = 0;
-    int rc;
 
     conn_slot_open(c, &idx); /* the caller checked that a slot is free */
     c->srv->requests++;
@@ -309,50 +299,31 @@ static void handle_frame(conn *c, const uint8_t *body, size_t size)
         /* Pushes and answers cannot share a stream unambiguously: the last frame, then close. */
         sub_detach(c);
         c->close_flushed = true;
-        conn_answer_error(c, idx, peek_request_id(body, size), BUDGET_EBAD_REQUEST,
+        conn_answer_error(c, idx, env->id, BUDGET_EBAD_REQUEST,
                           "this connection is subscribed; send requests on another connection");
         return;
     }
-    rc = budget_validate_frame(body, size, why, sizeof(why));
     if (rc != 0) {
-        conn_answer_error(c, idx, peek_request_id(body, size), rc, why);
+        conn_answer_error(c, idx, env->id, rc, why);
+        return;
+    }
+    if (env->args == NULL) {
+        dispatch(c, idx, env, NULL);
         return;
     }
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, (const char *)body, size, &off) != MSGPACK_UNPACK_SUCCESS ||
+    if (msgpack_unpack_next(&u, (const char *)env->args, env->args_size, &off) !=
+            MSGPACK_UNPACK_SUCCESS ||
         u.data.type != MSGPACK_OBJECT_MAP) {
         msgpack_unpacked_destroy(&u);
-        conn_answer_error(c, idx, 0, BUDGET_EBAD_REQUEST, "the frame is not one msgpack map");
+        conn_answer_error(c, idx, env->id, BUDGET_EBAD_REQUEST, "args are not one msgpack map");
         return;
     }
-    dispatch(c, idx, &u.data);
+    dispatch(c, idx, env, &u.data);
     msgpack_unpacked_destroy(&u);
 }
 
 /* Handles every whole frame received, while answer slots and output room allow. */
-/* True when the frame's op is a write: it may be pipelined behind other writes. */
-static bool frame_is_write(const uint8_t *body, size_t size)
-{
-    mp_reader r;
-    uint32_t n;
-    const char *op;
-    uint32_t len;
-
-    mp_reader_init(&r, body, size);
-    if (mp_read_map(&r, &n) != 0)
-        return false;
-    for (uint32_t i = 0; i < n; i++) {
-        int eq = mp_read_str_eq(&r, "op");
-        if (eq < 0)
-            return false;
-        if (eq == 1)
-            return mp_read_str(&r, &op, &len) == 0 && request_find_write(op, len) != NULL;
-        if (mp_skip(&r, BUDGET_DEPTH_MAX) != 0)
-            return false;
-    }
-    return false;
-}
-
 static void conn_process(conn *c)
 {
     size_t used = 0;
@@ -390,12 +361,18 @@ static void conn_process(conn *c)
             used = c->recv_len;
             break;
         }
-        if (c->writes_waiting > 0 &&
-            !frame_is_write(c->recv + used + BUDGET_FRAME_HEADER_BYTES, body)) {
+        budget_envelope env;
+        char why[160];
+        int parsed = budget_parse_request(c->recv + used + BUDGET_FRAME_HEADER_BYTES, body, &env,
+                                          why, sizeof(why));
+        /* Only a write may pass the connection's writes not yet answered (read-your-writes);
+         * a frame that is refused waits its turn like a read. */
+        bool is_write = parsed == 0 && request_find_write(env.op, env.op_len) != NULL;
+        if (c->writes_waiting > 0 && !is_write) {
             blocked = true; /* resumed by conn_write_answered */
             break;
         }
-        handle_frame(c, c->recv + used + BUDGET_FRAME_HEADER_BYTES, body);
+        handle_frame(c, &env, parsed, why);
         used += BUDGET_FRAME_HEADER_BYTES + body;
     }
     if (used > 0) {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "budget/errors.h"
+#include "proto/text.h"
 #include "log.h"
 #include "server_internal.h"
 #include "checkpoint.h"
@@ -441,11 +442,15 @@ static bool allowed(conn *c, uint32_t idx, uint64_t req_id, const char *op, acce
     int rc = access_decide(c->srv->access, &c->grants, need, unit, what, op, who, why, sizeof(why));
     if (rc == 0)
         return true;
+    /* The unit of a frame.grant is the client's, not yet checked: the reason, which names it,
+     * is escaped before it reaches the log or the answer. */
+    char safe[BUDGET_ESCAPED_BYTES(sizeof(why))];
+    budget_escape(safe, sizeof(safe), why, strlen(why));
     if (rc == BUDGET_EINTERNAL)
-        log_error("%s", why);
+        log_error("%s", safe);
     else if (refusal_to_log(c->srv))
-        log_info("refused: %s", why);
-    conn_answer_error(c, idx, req_id, rc, why);
+        log_info("refused: %s", safe);
+    conn_answer_error(c, idx, req_id, rc, safe);
     return false;
 }
 
@@ -495,60 +500,27 @@ static const struct {
     {"backup", ACCESS_AUDITOR, op_backup},
 };
 
-void dispatch(conn *c, uint32_t idx, const msgpack_object *root)
+void dispatch(conn *c, uint32_t idx, const budget_envelope *env, const msgpack_object *args)
 {
-    const msgpack_object *op = NULL, *args = NULL, *id = NULL;
-    uint64_t req_id = 0;
-    bool extra = false;
-    char msg[160];
+    uint64_t req_id = env->id;
+    char msg[160], op[BUDGET_ESCAPED_BYTES(BUDGET_OP_BYTES_MAX)];
 
-    for (uint32_t i = 0; i < root->via.map.size; i++) {
-        const msgpack_object *k = &root->via.map.ptr[i].key;
-        const msgpack_object *v = &root->via.map.ptr[i].val;
-        if (k->via.str.size == 2 && memcmp(k->via.str.ptr, "id", 2) == 0)
-            id = v;
-        else if (k->via.str.size == 2 && memcmp(k->via.str.ptr, "op", 2) == 0)
-            op = v;
-        else if (k->via.str.size == 4 && memcmp(k->via.str.ptr, "args", 4) == 0)
-            args = v;
-        else
-            extra = true;
-    }
-    if (!id || id->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        conn_answer_error(c, idx, 0, BUDGET_EBAD_REQUEST, "a request needs a uint id");
-        return;
-    }
-    req_id = id->via.u64;
-    if (extra) {
-        conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST,
-                          "a request holds only id, op and args");
-        return;
-    }
-    if (!op || op->type != MSGPACK_OBJECT_STR) {
-        conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST, "a request needs a str op");
-        return;
-    }
-    if (args && args->type == MSGPACK_OBJECT_NIL)
-        args = NULL;
-    if (args && args->type != MSGPACK_OBJECT_MAP) {
-        conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST, "args must be a map");
-        return;
-    }
-    const request_write_op *w = request_find_write(op->via.str.ptr, op->via.str.size);
+    const request_write_op *w = request_find_write(env->op, env->op_len);
     if (w) {
         if (allowed(c, idx, req_id, w->op, w->need, NULL, NULL))
             op_write(c, idx, req_id, w, args);
         return;
     }
     for (size_t i = 0; i < sizeof(read_ops) / sizeof(read_ops[0]); i++) {
-        if (strlen(read_ops[i].name) == op->via.str.size &&
-            memcmp(read_ops[i].name, op->via.str.ptr, op->via.str.size) == 0) {
+        if (strlen(read_ops[i].name) == env->op_len &&
+            memcmp(read_ops[i].name, env->op, env->op_len) == 0) {
             if (allowed(c, idx, req_id, read_ops[i].name, read_ops[i].need, NULL, NULL))
                 read_ops[i].fn(c, idx, req_id, args);
             return;
         }
     }
-    snprintf(msg, sizeof(msg), "no op \"%.*s\"",
-             (int)(op->via.str.size > 40 ? 40 : op->via.str.size), op->via.str.ptr);
+    /* The op is the client's bytes: escaped, and cut with an ellipsis past 32 bytes. */
+    budget_escape(op, sizeof(op), env->op, env->op_len);
+    snprintf(msg, sizeof(msg), "no op \"%s\"", op);
     conn_answer_error(c, idx, req_id, BUDGET_EUNKNOWN_OP, msg);
 }

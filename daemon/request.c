@@ -6,6 +6,7 @@
 
 #include "budget/errors.h"
 #include "budget/limits.h"
+#include "proto/text.h"
 #include "request.h"
 
 /* How an arg is read and where it goes. */
@@ -198,10 +199,10 @@ int request_decode_write(const request_write_op *w, const msgpack_object *args, 
             if (key_is(k, row->args[j].name))
                 break;
         if (j == ARGS_MAX || !row->args[j].name) {
-            char name[40] = "?";
+            /* The key is the client's bytes: escaped, and cut with an ellipsis. */
+            char name[48] = "?";
             if (k->type == MSGPACK_OBJECT_STR)
-                snprintf(name, sizeof(name), "%.*s",
-                         (int)(k->via.str.size > 32 ? 32 : k->via.str.size), k->via.str.ptr);
+                budget_escape(name, sizeof(name), k->via.str.ptr, k->via.str.size);
             err->code = BUDGET_EBAD_REQUEST;
             snprintf(err->message, sizeof(err->message), "%s takes no arg \"%s\"", w->op, name);
             return err->code;
@@ -513,12 +514,17 @@ int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_qu
     ledger_avrop_view v;
     size_t count, i = 0;
 
-    if (q->frame[0] && !ledger_frame(l, q->frame, &f))
-        return fail(err, BUDGET_ENOT_FOUND, "no frame %s as of seq %lld", q->frame,
+    /* The id asked for is the client's bytes, not checked against the id rules: escaped. */
+    char id[100];
+    if (q->frame[0] && !ledger_frame(l, q->frame, &f)) {
+        budget_escape(id, sizeof(id), q->frame, strlen(q->frame));
+        return fail(err, BUDGET_ENOT_FOUND, "no frame %s as of seq %lld", id, (long long)as_of);
+    }
+    if (q->allocation[0] && !ledger_allocation(l, q->allocation, &a)) {
+        budget_escape(id, sizeof(id), q->allocation, strlen(q->allocation));
+        return fail(err, BUDGET_ENOT_FOUND, "no allocation %s as of seq %lld", id,
                     (long long)as_of);
-    if (q->allocation[0] && !ledger_allocation(l, q->allocation, &a))
-        return fail(err, BUDGET_ENOT_FOUND, "no allocation %s as of seq %lld", q->allocation,
-                    (long long)as_of);
+    }
 
     msgpack_pack_map(pk, q->allocation[0] ? 6 : 5);
     pack_key_uint(pk, "as_of", as_of);

@@ -15,6 +15,7 @@
 
 #include "budget/limits.h"
 #include "budget/protocol.h"
+#include "proto/validate.h"
 #include "access.h"
 #include "ledger.h"
 #include "request.h"
@@ -231,7 +232,8 @@ void batch_free(batch *b);
  * Returns 0; or -1 past BUDGET_READ_JOBS_MAX running jobs: then the request is answered
  * `unavailable` at once and `j` is freed. */
 int worker_queue(conn *c, uint32_t idx, uint64_t req_id, worker_job *j);
-void dispatch(conn *c, uint32_t idx, const msgpack_object *root);
+/* Runs the request `env` (read by budget_parse_request; `args` is its args decoded, or NULL). */
+void dispatch(conn *c, uint32_t idx, const budget_envelope *env, const msgpack_object *args);
 /* True when a refusal may be logged in full now (at most 10 a second); else it is counted. */
 bool refusal_to_log(server *s);
 /* Logs how many refusals were not logged, once their second is over (or at once: `force`). */
