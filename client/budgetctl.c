@@ -24,6 +24,7 @@
 #include "budget/amount.h"
 #include "budget/client.h"
 #include "proto/frame.h"
+#include "proto/text.h"
 
 enum {
     EXIT_DONE = 0,
@@ -286,7 +287,22 @@ static const command commands[] = {
 
 static int complain(int status, const char *format, ...) __attribute__((format(printf, 2, 3)));
 
-/* Prints one line "budgetctl: ..." on stderr and returns `status`. */
+/* Prints "budgetctl: LINE" on stderr as one line of clean text: a line that quotes the daemon's
+ * words or the user's with control characters or bytes that are not UTF-8 is escaped
+ * (budget_escape), so no message can move the cursor, recolour or retitle a terminal. */
+static void say(const char *line)
+{
+    char safe[2048];
+    size_t len = strlen(line);
+    if (!budget_text_clean(line, len)) {
+        budget_escape(safe, sizeof(safe), line, len);
+        line = safe;
+    }
+    fflush(stdout);
+    fprintf(stderr, "budgetctl: %s\n", line);
+}
+
+/* Prints one line "budgetctl: ..." on stderr (say) and returns `status`. */
 static int complain(int status, const char *format, ...)
 {
     char line[1024];
@@ -294,8 +310,7 @@ static int complain(int status, const char *format, ...)
     va_start(ap, format);
     vsnprintf(line, sizeof(line), format, ap);
     va_end(ap);
-    fflush(stdout);
-    fprintf(stderr, "budgetctl: %s\n", line);
+    say(line);
     return status;
 }
 
@@ -344,9 +359,9 @@ static size_t sequence_columns(const unsigned char *s, size_t len)
 }
 
 /*
- * Copies `n` bytes of ledger text into `out` for a terminal: control characters and invalid
- * UTF-8 become '?', and at most `columns` display columns are kept (the last one an ellipsis
- * when cut). Returns the columns used.
+ * Copies `n` bytes of ledger text into `out` for a terminal: control characters (C0, DEL, C1)
+ * and invalid UTF-8 become '?', and at most `columns` display columns are kept (the last one an
+ * ellipsis when cut). Returns the columns used.
  */
 static size_t terminal_text(const char *s, size_t n, size_t columns, char *out, size_t out_size)
 {
@@ -363,7 +378,10 @@ static size_t terminal_text(const char *s, size_t n, size_t columns, char *out, 
         size_t width = len == 0 ? 1 : sequence_columns(u + i, len);
         if (used + width > keep || o + 4 + 3 >= out_size)
             break;
-        if (len == 0 || (len == 1 && (u[i] < 0x20 || u[i] == 0x7f))) {
+        /* C0, DEL and C1 (U+0080..U+009F: c2 80..c2 9f; 9b is CSI to many terminals). */
+        bool control = (len == 1 && (u[i] < 0x20 || u[i] == 0x7f)) ||
+                       (len == 2 && u[i] == 0xc2 && u[i + 1] <= 0x9f);
+        if (len == 0 || control) {
             out[o++] = '?';
             i += len == 0 ? 1 : len;
         } else {
@@ -424,6 +442,8 @@ static void json_string(FILE *f, const char *s, size_t n)
             fputs("\\r", f);
         else if (ch < 0x20 || ch == 0x7f)
             fprintf(f, "\\u%04x", ch);
+        else if (len == 2 && ch == 0xc2 && u[i + 1] <= 0x9f)
+            fprintf(f, "\\u%04x", u[i + 1]); /* C1 controls: escaped, so a terminal sees none */
         else
             fwrite(u + i, 1, len, f);
         i += len;
@@ -1001,8 +1021,10 @@ static int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budge
         if (rc == 0)
             budget_response_free(out);
         disconnect_daemon(c);
-        fprintf(stderr, "budgetctl: %s; retrying with the same id in %u ms (%zu of %zu)\n", failure,
-                retry_wait_ms[attempt], attempt + 1, RETRIES_MAX);
+        char line[sizeof(failure) + 80];
+        snprintf(line, sizeof(line), "%s; retrying with the same id in %u ms (%zu of %zu)", failure,
+                 retry_wait_ms[attempt], attempt + 1, RETRIES_MAX);
+        say(line);
         sleep_ms(retry_wait_ms[attempt]);
         reconnect = budget_client_connect(c->socket_path, &c->client);
     }
@@ -1038,9 +1060,12 @@ static void print_write_result(const ctl *c, const budget_response *r, const cha
         return;
     }
     char type[64], result_id[BUDGET_ID_BYTES_MAX + 1];
+    char safe_type[sizeof(type) * 2], safe_id[sizeof(result_id) * 2];
     budget_map_str(&r->result, "type", type, sizeof(type));
     budget_map_str(&r->result, "id", result_id, sizeof(result_id));
-    printf("%s %s seq %" PRId64 " hash ", type[0] ? type : "?", result_id[0] ? result_id : id,
+    terminal_text(type, strlen(type), sizeof(type) - 1, safe_type, sizeof(safe_type));
+    terminal_text(result_id, strlen(result_id), BUDGET_ID_BYTES_MAX, safe_id, sizeof(safe_id));
+    printf("%s %s seq %" PRId64 " hash ", safe_type[0] ? safe_type : "?", safe_id[0] ? safe_id : id,
            budget_map_int(&r->result, "seq", 0));
     const msgpack_object *hash = budget_map_get(&r->result, "hash");
     if (hash != NULL && hash->type == MSGPACK_OBJECT_BIN)
@@ -1128,10 +1153,14 @@ static int run_hello(ctl *c, const command *cmd, arg_value *values)
         budget_map_str(&r.result, "version", version, sizeof(version));
         const msgpack_object *actor = budget_map_get(&r.result, "actor");
         budget_map_str(actor, "name", name, sizeof(name));
-        char safe_name[BUDGET_NAME_BYTES_MAX * 2];
+        char safe_name[BUDGET_NAME_BYTES_MAX * 2], safe_server[sizeof(server) * 2],
+            safe_version[sizeof(version) * 2];
         terminal_text(name, strlen(name), BUDGET_NAME_BYTES_MAX, safe_name, sizeof(safe_name));
-        printf("server: %s\nversion: %s\nprotocol: %" PRId64 "\nhead: %" PRId64 "\n", server,
-               version, budget_map_int(&r.result, "protocol", 0),
+        terminal_text(server, strlen(server), sizeof(server) - 1, safe_server, sizeof(safe_server));
+        terminal_text(version, strlen(version), sizeof(version) - 1, safe_version,
+                      sizeof(safe_version));
+        printf("server: %s\nversion: %s\nprotocol: %" PRId64 "\nhead: %" PRId64 "\n", safe_server,
+               safe_version, budget_map_int(&r.result, "protocol", 0),
                budget_map_int(&r.result, "head", 0));
         printf("you are %s (uid %" PRId64 ")\n", safe_name[0] ? safe_name : "?",
                budget_map_int(actor, "uid", -1));
