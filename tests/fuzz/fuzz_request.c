@@ -4,7 +4,9 @@
  * table-driven decoders the daemon uses (request_decode_write, _balances, _events). A write
  * that decodes is then checked against a small ledger (a frame, an approved allocation, a
  * pending avrop), and if ledger_check accepts it, ledger_apply must apply it. Any error must
- * be one of the documented codes with a message.
+ * be one of the documented codes with a message, and every message clean text (UTF-8 without
+ * control characters), whatever bytes the request held. The envelope is read as the daemon
+ * reads it: once, by budget_parse_request.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 #include "budget/limits.h"
 #include "daemon/ledger.h"
 #include "daemon/request.h"
+#include "proto/text.h"
 #include "proto/validate.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -65,7 +68,7 @@ static void check_error(int rc, const ledger_error *err)
 {
     if (rc != BUDGET_EBAD_REQUEST && rc != BUDGET_ETOO_LARGE && rc != BUDGET_ENOT_FOUND)
         abort();
-    if (err->message[0] == '\0')
+    if (err->message[0] == '\0' || !budget_text_clean(err->message, strlen(err->message)))
         abort();
 }
 
@@ -88,6 +91,8 @@ static void run_write(const request_write_op *w, const msgpack_object *args)
     rc = ledger_check(base, &cmd, &clerk, &ev, &existing, &err);
     if (rc == 1 && (existing == 0 || existing > 4))
         abort();
+    if (rc < 0 && !budget_text_clean(err.message, strlen(err.message)))
+        abort();
     if (rc != 0)
         return;
     ledger *l = ledger_clone(base);
@@ -104,45 +109,54 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char why[160];
     if (base == NULL && (base = make_base()) == NULL)
         abort();
-    if (budget_validate_frame(data, size, why, sizeof(why)) != 0)
+    budget_envelope env;
+    why[0] = '\0';
+    int parsed = budget_parse_request(data, size, &env, why, sizeof(why));
+    if (!budget_text_clean(why, strlen(why)))
+        abort();
+    if (parsed != 0)
         return 0;
 
     msgpack_unpacked u;
     size_t off = 0;
+    const msgpack_object *args = NULL;
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, (const char *)data, size, &off) != MSGPACK_UNPACK_SUCCESS ||
-        u.data.type != MSGPACK_OBJECT_MAP)
-        abort();
-    const msgpack_object *op = NULL, *args = NULL;
-    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
-        const msgpack_object_kv *kv = &u.data.via.map.ptr[i];
-        if (kv->key.type != MSGPACK_OBJECT_STR)
-            abort(); /* the validator lets only str keys through */
-        if (kv->key.via.str.size == 2 && memcmp(kv->key.via.str.ptr, "op", 2) == 0)
-            op = &kv->val;
-        else if (kv->key.via.str.size == 4 && memcmp(kv->key.via.str.ptr, "args", 4) == 0)
-            args = &kv->val;
+    if (env.args != NULL) {
+        if (msgpack_unpack_next(&u, (const char *)env.args, env.args_size, &off) !=
+                MSGPACK_UNPACK_SUCCESS ||
+            off != env.args_size || u.data.type != MSGPACK_OBJECT_MAP)
+            abort(); /* the reader hands on exactly one map */
+        args = &u.data;
     }
-    if (op != NULL && op->type == MSGPACK_OBJECT_STR) {
-        const char *name = op->via.str.ptr;
-        uint32_t len = op->via.str.size;
-        const request_write_op *w = request_find_write(name, len);
-        ledger_error err = {0};
-        if (w != NULL) {
-            run_write(w, args);
-        } else if (len == 8 && memcmp(name, "balances", 8) == 0) {
-            balances_query q;
-            int rc = request_decode_balances(args, &q, &err);
+    const char *name = env.op;
+    uint32_t len = env.op_len;
+    const request_write_op *w = request_find_write(name, len);
+    ledger_error err = {0};
+    if (w != NULL) {
+        run_write(w, args);
+    } else if (len == 8 && memcmp(name, "balances", 8) == 0) {
+        balances_query q;
+        int rc = request_decode_balances(args, &q, &err);
+        if (rc != 0)
+            check_error(rc, &err);
+        else if (q.frame[0] || q.allocation[0]) {
+            /* A frame or allocation that does not exist is named in the answer. */
+            msgpack_sbuffer sb;
+            msgpack_packer pk;
+            msgpack_sbuffer_init(&sb);
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            rc = request_pack_balances(&pk, base, &q, 4, &err);
             if (rc != 0)
                 check_error(rc, &err);
-        } else if (len == 6 && memcmp(name, "events", 6) == 0) {
-            events_query q;
-            int rc = request_decode_events(args, &q, &err);
-            if (rc != 0)
-                check_error(rc, &err);
-            else if (q.limit == 0 || q.limit > BUDGET_EVENTS_PAGE_MAX)
-                abort();
+            msgpack_sbuffer_destroy(&sb);
         }
+    } else if (len == 6 && memcmp(name, "events", 6) == 0) {
+        events_query q;
+        int rc = request_decode_events(args, &q, &err);
+        if (rc != 0)
+            check_error(rc, &err);
+        else if (q.limit == 0 || q.limit > BUDGET_EVENTS_PAGE_MAX)
+            abort();
     }
     msgpack_unpacked_destroy(&u);
     return 0;

@@ -1,9 +1,10 @@
 /*
  * Writes the fuzzers' seed corpus from the real encoders: make_corpus DIR writes
  * DIR/fuzz_frame and DIR/fuzz_request (request bodies for every op, and a few hostile
- * ones), DIR/fuzz_event (one encoded event of every type, chained) and DIR/fuzz_ledger
- * (command sequences in the harness's 6-byte format). The committed corpus in
- * tests/fuzz/corpus/ was made by it; libFuzzer adds what it finds beside it when asked.
+ * ones: keys given twice, control characters and stray bytes where messages quote them),
+ * DIR/fuzz_event (one encoded event of every type, chained) and DIR/fuzz_ledger (command sequences
+ * in the harness's 6-byte format). The committed corpus in tests/fuzz/corpus/ was made by it;
+ * libFuzzer adds what it finds beside it when asked.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -137,12 +138,37 @@ static void requests(void)
     put_both("reserved-c1", reserved, sizeof(reserved));
     put_both("ext", ext, sizeof(ext));
     put_both("deep", deep, sizeof(deep));
+
+    /* Keys given twice: in the envelope (a write's op, then a read's), in args, nested. */
+    static const uint8_t op_twice[] = {0x83, 0xa2, 'i', 'd', 0x02, 0xa2, 'o',  'p', 0xa7, 'a',
+                                       'p',  'p',  'r', 'o', 'v',  'e',  0xa2, 'o', 'p',  0xa8,
+                                       'b',  'a',  'l', 'a', 'n',  'c',  'e',  's'};
+    static const uint8_t id_twice[] = {0x83, 0xa2, 'i', 'd', 0x01, 0xa2, 'o', 'p', 0xa5,
+                                       'h',  'e',  'l', 'l', 'o',  0xa2, 'i', 'd', 0x02};
+    static const uint8_t op_str8[] = {0x83, 0xa2, 'i',  'd', 0x03, 0xa2, 'o',  'p',
+                                      0xa5, 's',  't',  'a', 't',  's',  0xd9, 0x02,
+                                      'o',  'p',  0xa5, 'h', 'e',  'l',  'l',  'o'};
+    static const uint8_t nested_twice[] = {0x81, 0xa1, 'a', 0x91, 0x82, 0xa1, 'k', 1, 0xa1, 'k', 2};
+    put_both("twice-op", op_twice, sizeof(op_twice));
+    put_both("twice-id", id_twice, sizeof(id_twice));
+    put_both("twice-op-str8", op_str8, sizeof(op_str8));
+    put_both("twice-nested", nested_twice, sizeof(nested_twice));
+    request("twice-args", "avrop.request",
+            P("id=a1", "allocation=son-2021", "amount=#100", "amount=#200"));
+    request("twice-balances", "balances", P("unit=SON", "unit=KS"));
+
+    /* Bytes that messages quote: an op, an arg's name, an id asked for, a unit. */
+    request("stray-op", "\xff\xfe\n", NULL);
+    request("stray-arg", "frame.grant", P("id=x", "\x1b[2J\xc2\x9b=1"));
+    request("stray-frame", "balances", P("frame=\xe2\x82"));
+    request("stray-unit", "frame.grant",
+            P("id=x", "unit=X\nbudgetd error: FAKE", "year=#2021", "amount=#1", "title=T"));
 }
 
 /* The scenario of the source document, as events, each file one encoded event. */
 static void events(void)
 {
-    static const ledger_actor clerk = {1000, "clerk"};
+    static const ledger_actor clerk = {1000, "clerk"}, approver = {1002, "approver"};
     ledger *l = ledger_new();
     ledger_cmd c[7];
     uint8_t prev[BUDGET_HASH_BYTES] = {0};
@@ -193,7 +219,10 @@ static void events(void)
             ev.seq = 7;
             ledger_apply(l, &ev);
         }
-        if (ledger_check(l, &c[i], &clerk, &ev, NULL, NULL) != 0) {
+        /* Four-eyes: decisions come from another identity than the requests they decide. */
+        bool decision =
+            c[i].type == LEDGER_DECISION_APPROVED || c[i].type == LEDGER_DECISION_REJECTED;
+        if (ledger_check(l, &c[i], decision ? &approver : &clerk, &ev, NULL, NULL) != 0) {
             fprintf(stderr, "make_corpus: event %d refused\n", i);
             exit(1);
         }
