@@ -10,6 +10,7 @@
  * copy of a data folder (a backup): they open the store read-only and use the daemon's own
  * store, event, ledger and checkpoint code, so no daemon has to run.
  */
+#include <fcntl.h>
 #include <limits.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -338,6 +339,25 @@ static int print_ledger_balances(const ctl *c, const ledger *l, uint64_t as_of)
 
 /* ---- a store copy, offline ---------------------------------------------------------------- */
 
+/* Says so on stderr when a running budgetd holds DIR (its lock file is locked): the offline
+ * tools only read, through their own snapshot, and the daemon may append meanwhile. */
+static void notice_if_served(const char *dir)
+{
+    char path[PATH_MAX];
+    struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+    if (snprintf(path, sizeof(path), "%s/%s", dir, STORE_DAEMON_LOCK_FILE) >= (int)sizeof(path))
+        return;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return;
+    if (fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK)
+        fprintf(stderr,
+                "budgetctl: notice: budgetd pid %ld is serving %s; this only reads it, from "
+                "one snapshot taken now\n",
+                (long)fl.l_pid, dir);
+    close(fd);
+}
+
 /* Opens the store in DIR read-only. Returns 0, or an exit status (3: it cannot be read). */
 static int open_copy(const char *dir, store **st)
 {
@@ -348,6 +368,7 @@ static int open_copy(const char *dir, store **st)
         return complain(EXIT_USAGE, "--data: path too long");
     if (stat(path, &sb) != 0)
         return complain(EXIT_CONNECTION, "--data: %s: %s", path, strerror(errno));
+    notice_if_served(dir);
     if (store_open(st, dir, &opt, why, sizeof(why)) != 0)
         return complain(EXIT_CONNECTION, "--data: %s", why);
     return 0;

@@ -1,6 +1,8 @@
 /* budgetd: the budget ledger daemon. Opens the store, replays the log, serves the socket. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,6 +274,52 @@ static void start_signing_key(const char *data)
     log_info("%s checkpoint signing key: public key %s", created ? "made a new" : "the", hex);
 }
 
+/*
+ * Holds STORE_DAEMON_LOCK_FILE in the data folder locked (a POSIX write lock over the whole file)
+ * for the daemon's whole life, so that a second budgetd on the same folder refuses to start: two
+ * writers would each replay, check and append against a ledger the other changes. The file
+ * holds the holder's pid for people; the lock itself is what counts, and the kernel drops it
+ * when the process ends, however it ends. Makes the folder (0750) when it is missing. Returns
+ * the descriptor, never closed (closing any descriptor of the file would drop the lock), or
+ * -1 after logging why.
+ */
+static int data_lock(const char *data)
+{
+    char path[PATH_MAX], pid_text[32];
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+
+    if (snprintf(path, sizeof(path), "%s/%s", data, STORE_DAEMON_LOCK_FILE) >= (int)sizeof(path)) {
+        log_error("%s: the data folder's path is too long", data);
+        return -1;
+    }
+    if (mkdir(data, 0750) != 0 && errno != EEXIST) {
+        log_error("cannot make the data folder %s: %s", data, strerror(errno));
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        log_error("cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fcntl(fd, F_SETLK, &fl) != 0) {
+        int err = errno;
+        struct flock holder = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        if ((err == EAGAIN || err == EACCES) && fcntl(fd, F_GETLK, &holder) == 0 &&
+            holder.l_type != F_UNLCK)
+            log_error("the data folder %s is in use by budgetd pid %ld (it holds %s); one "
+                      "daemon serves a data folder at a time",
+                      data, (long)holder.l_pid, path);
+        else
+            log_error("cannot lock %s: %s", path, strerror(err));
+        close(fd);
+        return -1;
+    }
+    int n = snprintf(pid_text, sizeof(pid_text), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid_text, (size_t)n, 0) != n)
+        log_warn("cannot write the pid into %s: %s", path, strerror(errno));
+    return fd;
+}
+
 /* Long options without a short letter. */
 enum {
     OPT_SOCKET_GROUP = 1000,
@@ -448,6 +496,10 @@ int main(int argc, char **argv)
         return 2;
     }
 #endif
+    if (data_lock(data) < 0) {
+        access_free(cfg.access);
+        return 1;
+    }
     if (store_open(&st, data, &sopt, why, sizeof(why)) != 0) {
         log_error("%s", why);
         access_free(cfg.access);

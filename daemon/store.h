@@ -17,6 +17,11 @@
 
 #include "budget/protocol.h"
 
+/* The file in the data folder that a running budgetd holds locked (a POSIX write lock over
+ * the whole file) for its whole life; it holds that daemon's pid as text. Only budgetd
+ * (main.c) takes the lock; offline readers only look whether it is held. */
+#define STORE_DAEMON_LOCK_FILE "budgetd.lock"
+
 typedef struct store store;
 typedef struct store_reader store_reader;
 

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -587,5 +588,41 @@ Test(hostile, answers_held_behind_a_slow_read)
             peak, peak - a.rss_before_kib);
     attack_end(&a, "held-answers");
     close(fd);
+    e2e_buf_destroy(&b);
+}
+
+/* ---- the data folder and the socket's path ------------------------------------------------- */
+
+/* A second budgetd on a data folder that one already serves must not start: it exits at once,
+ * naming the pid of the first, and the first goes on serving. */
+Test(hostile, a_second_daemon_on_the_same_data_exits_naming_the_first)
+{
+    rel_daemon second;
+    char pid_text[32];
+    int status = 0;
+    budget_client *c = e2e_client(&rd.d);
+    e2e_buf b;
+    e2e_buf_init(&b);
+
+    memset(&second, 0, sizeof(second));
+    second.d = rd.d;
+    second.d.pid = 0;
+    snprintf(second.d.socket, sizeof(second.d.socket), "%s/second.sock", rd.d.dir);
+    snprintf(second.d.log, sizeof(second.d.log), "%s/second.log", rd.d.dir);
+    cr_assert_eq(rel_spawn(&second), 0, "the second budgetd could not be run");
+    rel_assert(&second, rel_wait_exit(&second, 10000, &status) == 0,
+               "the second budgetd on the same data did not exit");
+    rel_assert(&second, WIFEXITED(status) && WEXITSTATUS(status) != 0,
+               "the second budgetd exited with status 0x%x, expected a failure", status);
+    snprintf(pid_text, sizeof(pid_text), "pid %ld", (long)rd.d.pid);
+    rel_assert(&second, rel_log_contains(&second, pid_text),
+               "the second budgetd's refusal names the first (%s)", pid_text);
+    /* The first still serves, reads and writes. */
+    uint64_t head = e2e_head(c);
+    rel_pack_grant(&b, "after-second", "KS", 1000);
+    rel_result r;
+    rel_write(c, "frame.grant", b.sb.data, b.sb.size, &r);
+    rel_assert(&rd, r.ok && r.seq == head + 1, "the first takes a write");
+    budget_client_close(c);
     e2e_buf_destroy(&b);
 }
