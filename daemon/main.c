@@ -219,6 +219,30 @@ static int lookup_delay_install(server_config *cfg)
     return 0;
 }
 
+/* $BUDGETD_SOCKET_SWAP=TARGET: right after the socket is bound, its path is made a symbolic
+ * link to TARGET, as a local user who may write in the socket's folder could do in that
+ * moment; the daemon must then change nothing at TARGET. */
+static const char *socket_swap_target;
+
+static void socket_swap(const char *socket_path)
+{
+    char moved[PATH_MAX];
+    snprintf(moved, sizeof(moved), "%s.swapped", socket_path);
+    if (rename(socket_path, moved) != 0 || symlink(socket_swap_target, socket_path) != 0)
+        log_warn("fault: cannot swap %s for a link: %s", socket_path, strerror(errno));
+    else
+        log_warn("fault injected: %s is now a link to %s", socket_path, socket_swap_target);
+}
+
+static void socket_swap_install(server_config *cfg)
+{
+    const char *env = getenv("BUDGETD_SOCKET_SWAP");
+    if (!env || !*env)
+        return;
+    socket_swap_target = env;
+    cfg->socket_hook = socket_swap;
+}
+
 /* $BUDGETD_CLOCK_OFFSET_MS=N: the daemon's wall clock is N ms off (N may be negative, at most
  * a year either way), as after a clock set wrong or set back. */
 static int clock_offset_install(server_config *cfg)
@@ -491,6 +515,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "budgetd: BUDGETD_LOOKUP_DELAY is UID[-UID]:MS\n");
         return 2;
     }
+    socket_swap_install(&cfg);
     if (clock_offset_install(&cfg) != 0) {
         fprintf(stderr, "budgetd: BUDGETD_CLOCK_OFFSET_MS is a number of ms\n");
         return 2;

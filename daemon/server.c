@@ -211,6 +211,32 @@ static int activated_socket(char *path, size_t path_size)
 }
 
 /*
+ * Gives the entry at `path` the group `gid`, only when it is what this daemon just made there:
+ * of type `type` (S_IFSOCK, S_IFDIR) and owned by this process's user. The entry is opened
+ * without following a symbolic link and changed through that descriptor, so an entry swapped
+ * in after it was made (a link to somewhere else, another file) is refused, never changed.
+ * Returns 0, or -1 with errno (ELOOP, EPERM for an entry that is not ours).
+ */
+static int set_group_nofollow(const char *path, mode_t type, uint32_t gid)
+{
+    struct stat st;
+    int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fstat(fd, &st);
+    if (rc == 0 && ((st.st_mode & S_IFMT) != type || st.st_uid != geteuid())) {
+        errno = (st.st_mode & S_IFMT) == S_IFLNK ? ELOOP : EPERM;
+        rc = -1;
+    }
+    if (rc == 0)
+        rc = fchownat(fd, "", (uid_t)-1, (gid_t)gid, AT_EMPTY_PATH);
+    int err = errno;
+    close(fd);
+    errno = err;
+    return rc;
+}
+
+/*
  * Makes the socket's folder when it is missing: mode 0750 and the socket's group, so that
  * the group can reach the socket and others cannot even see it. A folder that exists is left
  * as it is (it may be /tmp); only the last component is made.
@@ -229,7 +255,8 @@ static int make_socket_dir(const server_config *cfg)
     umask(old);
     if (rc != 0 && errno == EEXIST)
         return 0;
-    if (rc != 0 || (cfg->socket_group_set && chown(dir, (uid_t)-1, (gid_t)cfg->socket_group))) {
+    if (rc != 0 ||
+        (cfg->socket_group_set && set_group_nofollow(dir, S_IFDIR, cfg->socket_group) != 0)) {
         rc = -errno;
         log_error("cannot make the socket's folder %s: %s", dir, strerror(errno));
         return rc;
@@ -272,8 +299,10 @@ static int server_listen(server *s, const server_config *cfg)
     mode_t old = umask(0117);
     rc = uv_pipe_bind(&s->listener, s->socket_path);
     umask(old);
+    if (rc == 0 && cfg->socket_hook)
+        cfg->socket_hook(s->socket_path);
     if (rc == 0 && cfg->socket_group_set &&
-        chown(s->socket_path, (uid_t)-1, (gid_t)cfg->socket_group) != 0) {
+        set_group_nofollow(s->socket_path, S_IFSOCK, cfg->socket_group) != 0) {
         rc = -errno;
         log_error("cannot give %s the group %u: %s", s->socket_path, cfg->socket_group,
                   strerror(errno));

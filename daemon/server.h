@@ -35,6 +35,10 @@ typedef struct {
     /* Called on a worker thread before a connecting uid's name and groups are looked up; NULL
      * in budgetd. budgetd-faulty uses it to stand in for a slow user database. */
     void (*lookup_hook)(uint32_t uid);
+    /* Called right after the socket is bound, before it is given its group; NULL in budgetd.
+     * budgetd-faulty uses it to stand in for a local user who swaps the socket's path for a
+     * symbolic link in that moment. */
+    void (*socket_hook)(const char *socket_path);
     /* Added to the wall clock; 0 in budgetd. budgetd-faulty takes it from
      * $BUDGETD_CLOCK_OFFSET_MS to stand in for a clock that was set wrong. */
     int64_t clock_offset_ms;

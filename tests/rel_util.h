@@ -31,7 +31,8 @@ typedef struct {
     e2e_daemon d;
     const char *binary; /* BUDGETD_PATH unless set */
     /* budgetd-faulty's seams at the next start, "NAME=VALUE" ("BUDGETD_FAULT=commit:1:EIO",
-     * "BUDGETD_LOOKUP_DELAY=...", "BUDGETD_CLOCK_OFFSET_MS=..."); "" ends the list. Any
+     * "BUDGETD_LOOKUP_DELAY=...", "BUDGETD_CLOCK_OFFSET_MS=...", "BUDGETD_SOCKET_SWAP=...");
+     * "" ends the list. Any
      * seam not listed is unset. */
     char env[REL_ENV_MAX][176];
     const char *extra[REL_EXTRA_ARGS_MAX + 1]; /* more arguments, NULL-terminated */

@@ -626,3 +626,32 @@ Test(hostile, a_second_daemon_on_the_same_data_exits_naming_the_first)
     budget_client_close(c);
     e2e_buf_destroy(&b);
 }
+
+/* A local user who may write in the socket's folder swaps the socket's path for a link right
+ * after budgetd binds it (budgetd-faulty does it for the test, at exactly that moment). budgetd
+ * must not give the link's target the socket's group: it refuses to start instead. */
+Test(hostile, a_link_swapped_in_for_the_socket_is_never_followed)
+{
+    char target[96], message[256];
+    struct stat st;
+    int status = 0;
+
+    int stopped = e2e_daemon_stop(&rd.d, SIGTERM, E2E_STOP_TIMEOUT_MS, &status);
+    cr_assert(stopped == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "the first stops");
+    snprintf(target, sizeof(target), "%s/target", rd.d.dir);
+    FILE *f = fopen(target, "w");
+    cr_assert(f != NULL && fclose(f) == 0, "the link's target");
+    cr_assert(chown(target, 0, 0) == 0 && stat(target, &st) == 0 && st.st_gid == 0,
+              "the target's group is 0");
+    rd.binary = BUDGETD_FAULTY_PATH;
+    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_SOCKET_SWAP=%s", target);
+    rd.env[1][0] = '\0';
+    cr_assert_eq(rel_spawn(&rd), 0, "budgetd-faulty could not be run");
+    int exited = rel_wait_exit(&rd, 10000, &status);
+    rel_assert(&rd, stat(target, &st) == 0 && st.st_gid == 0,
+               "the link's target was given group %u", (unsigned)st.st_gid);
+    rel_assert(&rd, exited == 0 && WIFEXITED(status) && WEXITSTATUS(status) != 0,
+               "budgetd did not refuse the swapped socket path (status 0x%x)", status);
+    snprintf(message, sizeof(message), "cannot give %s the group", rd.d.socket);
+    rel_assert(&rd, rel_log_contains(&rd, message), "the log says why");
+}
