@@ -265,7 +265,8 @@ static const command commands[] = {
      "backup",
      NULL,
      run_backup,
-     "a consistent, compacted copy of the ledger in a new folder, made by the daemon",
+     "a consistent, compacted copy of the ledger, sent by the daemon, written here into a new "
+     "folder and verified",
      {{"DIR", KIND_TEXT, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL,
        "the new folder (its parent must exist)", 1, 1024}}},
     {"export",

@@ -867,11 +867,186 @@ static int run_audit(ctl *c, const command *cmd, arg_value *values)
 
 /* ---- backup ------------------------------------------------------------------------------- */
 
+/*
+ * budgetd sends the copy on the connection (chunk frames, then an answer with its size and
+ * checksum); budgetctl writes it with the rights of whoever runs it: DIR is made new, the
+ * data file is written under BACKUP_PARTIAL_NAME inside it, synced, then renamed to data.mdb,
+ * and the copy is verified offline like `audit verify --data DIR`.
+ */
+#define BACKUP_PARTIAL_NAME "data.mdb.partial"
+#define BACKUP_CHECKSUM_BYTES 32
+
+typedef struct {
+    const char *path; /* DIR */
+    int dir_fd;       /* DIR, opened without following a link */
+    int file_fd;      /* DIR/BACKUP_PARTIAL_NAME */
+    uint64_t bytes;
+    crypto_generichash_state checksum;
+} backup_file;
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int write_fully(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Makes DIR (it must not exist) and the partial data file in it. 0, or an exit status. */
+static int backup_create(backup_file *f)
+{
+    if (mkdir(f->path, 0750) != 0)
+        return complain(EXIT_REFUSED, "backup: %s: %s", f->path,
+                        errno == EEXIST ? "exists; a backup goes into a new folder"
+                                        : strerror(errno));
+    f->dir_fd = open(f->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (f->dir_fd >= 0)
+        f->file_fd = openat(f->dir_fd, BACKUP_PARTIAL_NAME,
+                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+    if (f->dir_fd < 0 || f->file_fd < 0) {
+        int err = errno;
+        if (f->dir_fd >= 0)
+            close(f->dir_fd);
+        f->dir_fd = -1;
+        rmdir(f->path);
+        return complain(EXIT_REFUSED, "backup: %s: %s", f->path, strerror(err));
+    }
+    crypto_generichash_init(&f->checksum, NULL, 0, BACKUP_CHECKSUM_BYTES);
+    return 0;
+}
+
+/* Removes what backup_create made, after a failure before the copy was whole. */
+static void backup_discard(backup_file *f)
+{
+    if (f->file_fd >= 0)
+        close(f->file_fd);
+    f->file_fd = -1;
+    unlinkat(f->dir_fd, BACKUP_PARTIAL_NAME, 0);
+    close(f->dir_fd);
+    f->dir_fd = -1;
+    rmdir(f->path);
+}
+
+/* Sends `backup` and writes each chunk until the answer. 0 with `answer`, or an exit status. */
+static int backup_receive(ctl *c, backup_file *f, budget_response *answer)
+{
+    int rc = connect_daemon(c);
+    if (rc != 0)
+        return rc;
+    int64_t id = budget_client_send(c->client, "backup", NULL, 0);
+    if (id < 0) {
+        disconnect_daemon(c);
+        return complain(EXIT_CONNECTION, "connection to budgetd lost: %s", client_error((int)id));
+    }
+    for (;;) {
+        budget_response r;
+        rc = budget_client_recv(c->client, &r);
+        if (rc != 0) {
+            disconnect_daemon(c);
+            return complain(EXIT_CONNECTION, "connection to budgetd lost during the backup: %s",
+                            client_error(rc));
+        }
+        if (r.id != (uint64_t)id || !r.ok) {
+            rc = r.ok ? complain(EXIT_CONNECTION, "budgetd answered another request")
+                      : complain(EXIT_REFUSED, "%s: %s", r.code, r.message);
+            budget_response_free(&r);
+            return rc;
+        }
+        const msgpack_object *chunk = budget_map_get(&r.unpacked.data, "chunk");
+        if (chunk == NULL) {
+            *answer = r;
+            return 0;
+        }
+        if (chunk->type != MSGPACK_OBJECT_BIN) {
+            budget_response_free(&r);
+            return complain(EXIT_CONNECTION, "budgetd sent a chunk that is not bytes");
+        }
+        rc = write_fully(f->file_fd, chunk->via.bin.ptr, chunk->via.bin.size);
+        crypto_generichash_update(&f->checksum, (const uint8_t *)chunk->via.bin.ptr,
+                                  chunk->via.bin.size);
+        f->bytes += chunk->via.bin.size;
+        budget_response_free(&r);
+        if (rc != 0)
+            return complain(EXIT_REFUSED, "backup: %s/%s: %s", f->path, BACKUP_PARTIAL_NAME,
+                            strerror(-rc));
+    }
+}
+
+/* Checks the answer against what was received, syncs the file, names it data.mdb and syncs
+ * the folders. 0, or an exit status. */
+static int backup_seal(backup_file *f, const msgpack_object *result)
+{
+    uint8_t sum[BACKUP_CHECKSUM_BYTES];
+    const msgpack_object *expect = bin_of(result, "checksum", sizeof(sum));
+    crypto_generichash_final(&f->checksum, sum, sizeof(sum));
+    if (expect == NULL || budget_map_int(result, "bytes", -1) != (int64_t)f->bytes ||
+        memcmp(expect->via.bin.ptr, sum, sizeof(sum)) != 0)
+        return complain(EXIT_CONNECTION,
+                        "backup: the copy received (%" PRIu64 " bytes) is not what budgetd sent "
+                        "(%" PRId64 " bytes); nothing is kept",
+                        f->bytes, budget_map_int(result, "bytes", -1));
+    if (fsync(f->file_fd) != 0 || close(f->file_fd) != 0) {
+        f->file_fd = -1;
+        return complain(EXIT_REFUSED, "backup: %s/%s: %s", f->path, BACKUP_PARTIAL_NAME,
+                        strerror(errno));
+    }
+    f->file_fd = -1;
+    if (renameat(f->dir_fd, BACKUP_PARTIAL_NAME, f->dir_fd, "data.mdb") != 0 ||
+        fsync(f->dir_fd) != 0)
+        return complain(EXIT_REFUSED, "backup: %s: %s", f->path, strerror(errno));
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof(parent), "%s/..", f->path);
+    int parent_fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (parent_fd >= 0) {
+        fsync(parent_fd);
+        close(parent_fd);
+    }
+    return 0;
+}
+
+/* Walks the copy's chain offline; it must be intact and hold the event budgetd named. */
+static int backup_verify(backup_file *f, const msgpack_object *result, checkpoint_chain *chain)
+{
+    uint64_t seq = (uint64_t)budget_map_int(result, "seq", 0);
+    const msgpack_object *hash = bin_of(result, "hash", BUDGET_HASH_BYTES);
+    int rc = walk_copy(f->path, seq, chain);
+    unlinkat(f->dir_fd, "lock.mdb", 0); /* made by the check's open; the copy is data.mdb */
+    if (rc != 0)
+        return rc;
+    if (chain->first_bad != 0)
+        return complain(EXIT_REFUSED,
+                        "backup: the copy in %s breaks the chain at seq %" PRIu64
+                        " (%s); it is left there for inspection",
+                        f->path, chain->first_bad, chain->why);
+    if (seq > 0 && (hash == NULL || !chain->mark_found ||
+                    memcmp(chain->mark_hash, hash->via.bin.ptr, BUDGET_HASH_BYTES) != 0))
+        return complain(EXIT_REFUSED,
+                        "backup: the copy in %s does not hold event %" PRIu64
+                        " as budgetd committed it; it is left there for inspection",
+                        f->path, seq);
+    return 0;
+}
+
 static int run_backup(ctl *c, const command *cmd, arg_value *values)
 {
     const char *dir = value_of(cmd, values, "DIR")->text;
     char path[PATH_MAX], cwd[PATH_MAX];
     budget_response r;
+    checkpoint_chain chain;
+    uint64_t started = monotonic_ms();
 
     if (dir[0] == '/') {
         snprintf(path, sizeof(path), "%s", dir);
@@ -882,31 +1057,63 @@ static int run_backup(ctl *c, const command *cmd, arg_value *values)
         if (snprintf(path, sizeof(path), "%s/%s", cwd, dir) >= (int)sizeof(path))
             return complain(EXIT_USAGE, "backup: DIR is too long");
     }
-    if (strlen(path) > 1024)
-        return complain(EXIT_USAGE, "backup: DIR is longer than 1024 bytes");
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    int rc = msgpack_pack_map(&pk, 1);
-    rc |= msgpack_pack_str_with_body(&pk, "dir", 3);
-    rc |= msgpack_pack_str_with_body(&pk, path, strlen(path));
-    rc = rc != 0 ? complain(EXIT_USAGE, "out of memory") : call_packed(c, cmd->op, &sb, &r);
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/')
+        path[--n] = '\0';
+    backup_file f = {.path = path, .dir_fd = -1, .file_fd = -1};
+    int rc = backup_create(&f);
     if (rc != 0)
         return rc;
+    rc = backup_receive(c, &f, &r);
+    if (rc != 0) {
+        backup_discard(&f);
+        return rc;
+    }
+    rc = backup_seal(&f, &r.result);
+    if (rc != 0) {
+        budget_response_free(&r);
+        backup_discard(&f);
+        return rc;
+    }
+    rc = backup_verify(&f, &r.result, &chain);
+    close(f.dir_fd);
+    budget_response_free(&r);
+    if (rc != 0)
+        return rc;
+    struct stat st;
+    char data_path[PATH_MAX + 16];
+    snprintf(data_path, sizeof(data_path), "%s/data.mdb", path);
+    int64_t bytes = stat(data_path, &st) == 0 ? (int64_t)st.st_size : (int64_t)f.bytes;
+    uint64_t ms = monotonic_ms() - started;
     if (c->json) {
-        json_line(&r.result);
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_unpacked u;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 5);
+        msgpack_pack_str_with_body(&pk, "dir", 3);
+        msgpack_pack_str_with_body(&pk, path, strlen(path));
+        msgpack_pack_str_with_body(&pk, "head", 4);
+        msgpack_pack_uint64(&pk, chain.head);
+        msgpack_pack_str_with_body(&pk, "hash", 4);
+        msgpack_pack_bin_with_body(&pk, chain.head_hash, BUDGET_HASH_BYTES);
+        msgpack_pack_str_with_body(&pk, "bytes", 5);
+        msgpack_pack_int64(&pk, bytes);
+        msgpack_pack_str_with_body(&pk, "ms", 2);
+        msgpack_pack_uint64(&pk, ms);
+        msgpack_unpacked_init(&u);
+        if (msgpack_unpack_next(&u, sb.data, sb.size, NULL) == MSGPACK_UNPACK_SUCCESS)
+            json_line(&u.data);
+        msgpack_unpacked_destroy(&u);
+        msgpack_sbuffer_destroy(&sb);
     } else {
         char hash[2 * BUDGET_HASH_BYTES + 1] = "";
-        const msgpack_object *h = bin_of(&r.result, "hash", BUDGET_HASH_BYTES);
-        if (h != NULL)
-            hex_string((const uint8_t *)h->via.bin.ptr, BUDGET_HASH_BYTES, hash, sizeof(hash));
-        printf("backup in %s: events up to seq %" PRId64 " (hash %.16s), %" PRId64
-               " bytes, verified in %" PRId64 " ms\n",
-               path, budget_map_int(&r.result, "head", 0), hash,
-               budget_map_int(&r.result, "bytes", 0), budget_map_int(&r.result, "ms", 0));
+        hex_string(chain.head_hash, BUDGET_HASH_BYTES, hash, sizeof(hash));
+        printf("backup in %s: events up to seq %" PRIu64 " (hash %.16s), %" PRId64
+               " bytes, verified in %" PRIu64 " ms\n",
+               path, chain.head, hash, bytes, ms);
     }
-    budget_response_free(&r);
     return EXIT_DONE;
 }
 

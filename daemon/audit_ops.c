@@ -1,10 +1,11 @@
-/* The audit ops (audit_ops.h): signed checkpoints and hot backups, on worker threads. */
+/* The audit ops (audit_ops.h): signed checkpoints on worker threads, and backups streamed
+ * to the client. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -13,13 +14,12 @@
 #include "budget/errors.h"
 #include "checkpoint.h"
 #include "log.h"
+#include "proto/frame.h"
 
 typedef struct {
     worker_job base;
-    bool backup;
-    uint64_t seq;                    /* checkpoint: the committed head when asked */
+    uint64_t seq;                    /* the committed head when asked */
     uint8_t hash[BUDGET_HASH_BYTES]; /* and its hash */
-    char dir[BACKUP_DIR_BYTES_MAX + 1];
 } audit_job;
 
 static void pack_key_bin(msgpack_packer *pk, const char *key, const uint8_t *bytes, size_t n)
@@ -60,148 +60,345 @@ static void checkpoint_work(audit_job *j, resp *r)
 
 /* ---- backup ----------------------------------------------------------------------------- */
 
-/* True when `path` is `folder` or inside it (both resolved, without a trailing slash). */
-static bool inside(const char *path, const char *folder)
+/*
+ * A backup streams a compacted copy of the store to its client; the daemon writes no file.
+ * A thread of its own runs store_backup_fd into a pipe; the loop reads the pipe into chunks of
+ * BACKUP_CHUNK_BYTES and writes each as a frame on the connection, ahead of the backup's
+ * answer. At most BACKUP_WRITES_MAX chunk frames wait to be written: past that the pipe is not
+ * read, the pipe fills, and the copy waits for the client. Memory stays bounded whatever the
+ * size of the store. Then the answer: the committed head when it was asked (the copy holds at
+ * least that), the size, and a checksum of every byte sent, so that a client can tell a
+ * truncated or damaged copy.
+ */
+typedef struct backup_stream backup_stream;
+
+typedef struct {
+    uv_write_t req;
+    backup_stream *stream;
+    char *frame;
+    size_t size;
+} chunk_write;
+
+struct backup_stream {
+    server *srv;
+    conn *c;
+    uint32_t slot;
+    uint64_t req_id;
+    uint64_t seq;                    /* the committed head when asked */
+    uint8_t hash[BUDGET_HASH_BYTES]; /* and its hash */
+    uint64_t started_ms;             /* now_ms() when asked */
+
+    /* The copy thread: writes the copy into sink_fd, closes it, then signals `copied`. */
+    uv_thread_t thread;
+    int sink_fd;
+    int copy_rc; /* set by the thread before `copied`; read on the loop after the join */
+    char copy_why[200];
+
+    uv_pipe_t source; /* the pipe's read end, on the loop */
+    uv_async_t copied;
+    uv_timer_t watch; /* gives up when the client stops reading, or the daemon stops */
+    uint32_t handles_open;
+    bool thread_done, source_done, source_reading, answered;
+
+    uint8_t chunk[BACKUP_CHUNK_BYTES];
+    size_t chunk_len;
+    uint32_t writes;     /* chunk frames handed to the connection, not yet written */
+    uint64_t written_ms; /* loop time the last chunk frame was written (or the start) */
+    uint64_t bytes;      /* sent so far */
+    crypto_generichash_state checksum;
+    int fail_code; /* 0, or why the stream is given up: then only the error follows */
+    char fail_why[200];
+};
+
+static void backup_try_finish(backup_stream *b);
+static void backup_read_more(backup_stream *b);
+
+static void backup_handle_closed(uv_handle_t *h)
 {
-    size_t n = strlen(folder);
-    if (strcmp(folder, "/") == 0)
-        return true;
-    return strncmp(path, folder, n) == 0 && (path[n] == '\0' || path[n] == '/');
+    backup_stream *b = h->data;
+    if (--b->handles_open > 0)
+        return;
+    server *s = b->srv;
+    conn_unref(b->c);
+    s->jobs_running--;
+    s->backup_running = false;
+    free(b);
+    maybe_finish(s);
 }
 
-static void remove_copy(const char *dir)
+static void close_source(backup_stream *b)
 {
-    static const char *const files[] = {"data.mdb", "lock.mdb"};
-    char path[PATH_MAX];
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
-        unlink(path);
-    }
-    rmdir(dir);
+    b->source_done = true;
+    if (!uv_is_closing((uv_handle_t *)&b->source))
+        uv_close((uv_handle_t *)&b->source, backup_handle_closed);
 }
 
-/* Checks where the copy goes and makes its folder. Returns 0, or an error with `why`. */
-static int backup_folder(audit_job *j, char *why, size_t why_size)
+/* Gives the stream up: nothing more is sent but the error. Closing the pipe's read end makes
+ * the copy thread's next write fail (EPIPE), which ends the copy. */
+static void backup_fail(backup_stream *b, int code, const char *why)
 {
-    char parent[BACKUP_DIR_BYTES_MAX + 1], real_parent[PATH_MAX], real_data[PATH_MAX];
-    struct stat st;
-    const char *data = store_folder(j->base.srv->store);
-
-    snprintf(parent, sizeof(parent), "%s", j->dir);
-    char *slash = strrchr(parent, '/');
-    slash[slash == parent ? 1 : 0] = '\0';
-    if (!realpath(parent, real_parent) || stat(real_parent, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        snprintf(why, why_size,
-                 "%s: no such folder; a backup goes into a new folder in an "
-                 "existing one",
-                 parent);
-        return BUDGET_ENOT_FOUND;
+    if (b->fail_code == 0) {
+        b->fail_code = code;
+        snprintf(b->fail_why, sizeof(b->fail_why), "%s", why);
     }
-    if (!data || !realpath(data, real_data) || inside(real_parent, real_data)) {
-        snprintf(why, why_size, "a backup cannot go inside the data folder");
-        return BUDGET_EBAD_REQUEST;
-    }
-    if (mkdir(j->dir, 0750) != 0) {
-        int err = errno;
-        snprintf(why, why_size, "%s: %s", j->dir,
-                 err == EEXIST ? "exists; a backup goes into a new folder" : strerror(err));
-        return err == EEXIST ? BUDGET_ECONFLICT : BUDGET_EUNAVAILABLE;
-    }
-    return 0;
+    close_source(b);
+    backup_try_finish(b);
 }
 
-/* Opens the copy read-only and walks its whole chain. Returns 0, or an error with `why`. */
-static int backup_check(const char *dir, checkpoint_chain *chain, char *why, size_t why_size)
+static void on_chunk_written(uv_write_t *req, int status)
 {
-    store_options opt = {.read_only = true};
-    store *copy;
-    store_reader *rd;
-    char path[PATH_MAX];
+    chunk_write *w = (chunk_write *)req;
+    backup_stream *b = w->stream;
 
-    if (store_open(&copy, dir, &opt, why, why_size) != 0)
-        return BUDGET_EINTERNAL;
-    int rc = store_reader_begin(copy, &rd);
-    if (rc == 0) {
-        checkpoint_walk_chain(rd, 0, chain);
-        store_reader_end(rd);
-    }
-    store_close(copy);
-    snprintf(path, sizeof(path), "%s/lock.mdb", dir);
-    unlink(path); /* made by the check's open; the copy is data.mdb alone */
-    if (rc != 0) {
-        snprintf(why, why_size, "the copy in %s cannot be read", dir);
-        return BUDGET_EINTERNAL;
-    }
-    if (chain->first_bad != 0) {
-        snprintf(why, why_size,
-                 "the copy in %s breaks the chain at seq %llu (%s); it is left "
-                 "there for inspection",
-                 dir, (unsigned long long)chain->first_bad, chain->why);
-        return BUDGET_EINTERNAL;
-    }
-    return 0;
-}
-
-static void backup_work(audit_job *j, resp *r)
-{
-    char why[PATH_MAX + 300];
-    char path[PATH_MAX];
-    checkpoint_chain chain;
-    struct stat st;
-    uint64_t started = now_ms();
-
-    int rc = backup_folder(j, why, sizeof(why));
-    if (rc == 0 && store_backup(j->base.srv->store, j->dir, why, sizeof(why)) != 0) {
-        remove_copy(j->dir);
-        rc = BUDGET_EUNAVAILABLE;
-    }
-    snprintf(path, sizeof(path), "%s/data.mdb", j->dir);
-    if (rc == 0 && (chmod(path, 0640) != 0 || stat(path, &st) != 0)) {
-        snprintf(why, sizeof(why), "%s: %s", path, strerror(errno));
-        remove_copy(j->dir);
-        rc = BUDGET_EUNAVAILABLE;
-    }
-    if (rc == 0)
-        rc = backup_check(j->dir, &chain, why, sizeof(why));
-    if (rc != 0) {
-        log_warn("backup into %s failed: %s", j->dir, why);
-        resp_error_into(r, j->base.req_id, rc, why);
+    b->c->out_bytes -= w->size;
+    b->writes--;
+    free(w->frame);
+    free(w);
+    if (status < 0) {
+        backup_fail(b, BUDGET_EUNAVAILABLE, "the client went away");
         return;
     }
-    log_info("backup into %s: %llu events, %lld bytes, verified", j->dir,
-             (unsigned long long)chain.head, (long long)st.st_size);
-    resp_begin(r, j->base.req_id, true);
-    msgpack_pack_map(&r->pk, 5);
-    pack_key_str(&r->pk, "dir", j->dir);
-    pack_key_uint(&r->pk, "head", chain.head);
-    pack_key_bin(&r->pk, "hash", chain.head_hash, BUDGET_HASH_BYTES);
-    pack_key_uint(&r->pk, "bytes", (uint64_t)st.st_size);
-    pack_key_uint(&r->pk, "ms", now_ms() - started);
+    b->written_ms = uv_now(b->srv->loop);
+    b->c->active_ms = b->written_ms;
+    if (!b->source_done && !b->source_reading && b->writes < BACKUP_WRITES_MAX)
+        backup_read_more(b);
+    backup_try_finish(b);
+}
+
+/* Sends what is in `chunk` as one frame: {"id", "ok": true, "chunk": bin}. */
+static void send_chunk(backup_stream *b)
+{
+    static const char header[BUDGET_FRAME_HEADER_BYTES] = {0};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    conn *c = b->c;
+    chunk_write *w = malloc(sizeof(*w));
+
+    if (!w || c->closing) {
+        free(w);
+        backup_fail(b, BUDGET_EUNAVAILABLE, w ? "the client went away" : "out of memory");
+        return;
+    }
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_sbuffer_write(&sb, header, sizeof(header));
+    msgpack_pack_map(&pk, 3);
+    pack_key_uint(&pk, "id", b->req_id);
+    pack_cstr(&pk, "ok");
+    msgpack_pack_true(&pk);
+    pack_key_bin(&pk, "chunk", b->chunk, b->chunk_len);
+    budget_frame_header((uint8_t *)sb.data, (uint32_t)(sb.size - BUDGET_FRAME_HEADER_BYTES));
+    crypto_generichash_update(&b->checksum, b->chunk, b->chunk_len);
+    b->bytes += b->chunk_len;
+    b->chunk_len = 0;
+    w->stream = b;
+    w->size = sb.size;
+    w->frame = msgpack_sbuffer_release(&sb);
+    if (!w->frame) {
+        free(w);
+        backup_fail(b, BUDGET_EUNAVAILABLE, "out of memory");
+        return;
+    }
+    uv_buf_t buf = uv_buf_init(w->frame, (unsigned int)w->size);
+    c->out_bytes += w->size;
+    b->writes++;
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_chunk_written) < 0) {
+        c->out_bytes -= w->size;
+        b->writes--;
+        free(w->frame);
+        free(w);
+        backup_fail(b, BUDGET_EUNAVAILABLE, "the client went away");
+    }
+}
+
+static void on_source_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    backup_stream *b = h->data;
+    (void)suggested;
+    *buf = uv_buf_init((char *)b->chunk + b->chunk_len,
+                       (unsigned int)(BACKUP_CHUNK_BYTES - b->chunk_len));
+}
+
+static void on_source_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+{
+    backup_stream *b = h->data;
+    (void)buf;
+    if (nread == UV_EOF) {
+        if (b->chunk_len > 0)
+            send_chunk(b);
+        close_source(b);
+        backup_try_finish(b);
+        return;
+    }
+    if (nread < 0) {
+        backup_fail(b, BUDGET_EUNAVAILABLE, "the copy could not be read");
+        return;
+    }
+    b->chunk_len += (size_t)nread;
+    if (b->chunk_len < BACKUP_CHUNK_BYTES)
+        return;
+    send_chunk(b);
+    if (!b->source_done && b->writes >= BACKUP_WRITES_MAX) {
+        uv_read_stop((uv_stream_t *)&b->source);
+        b->source_reading = false;
+    }
+}
+
+static void backup_read_more(backup_stream *b)
+{
+    if (uv_read_start((uv_stream_t *)&b->source, on_source_alloc, on_source_read) == 0)
+        b->source_reading = true;
+    else
+        backup_fail(b, BUDGET_EUNAVAILABLE, "the copy could not be read");
+}
+
+/* The copy thread. */
+static void copy_main(void *arg)
+{
+    backup_stream *b = arg;
+    b->copy_rc = store_backup_fd(b->srv->store, b->sink_fd, b->copy_why, sizeof(b->copy_why));
+    close(b->sink_fd);
+    uv_async_send(&b->copied);
+}
+
+static void on_copied(uv_async_t *h)
+{
+    backup_stream *b = h->data;
+    uv_thread_join(&b->thread);
+    b->thread_done = true;
+    uv_close((uv_handle_t *)&b->copied, backup_handle_closed);
+    backup_try_finish(b);
+}
+
+/* Gives the stream up when the daemon stops, or when a chunk frame has waited unread for
+ * longer than the frame deadline: the copy holds the store's gate, and a growth of the map
+ * (so every write that needs it) waits for the copy to end. */
+static void on_watch(uv_timer_t *h)
+{
+    backup_stream *b = h->data;
+    server *s = b->srv;
+    uint64_t now = uv_now(s->loop);
+
+    if (b->answered || b->fail_code != 0)
+        return;
+    if (s->stopping) {
+        backup_fail(b, BUDGET_EUNAVAILABLE, "budgetd is stopping");
+    } else if (b->writes > 0 && now - b->written_ms > s->frame_timeout_ms) {
+        log_info("uid %u: a backup chunk was left unread for %llu ms; the backup is given up "
+                 "and the connection closed",
+                 b->c->actor.uid, (unsigned long long)(now - b->written_ms));
+        backup_fail(b, BUDGET_EUNAVAILABLE, "the backup's chunks were left unread");
+        conn_close(b->c);
+    }
+}
+
+/* Once the copy thread has ended, the pipe is drained or closed and every chunk frame is
+ * written: the answer, then the handles close and the stream is freed. */
+static void backup_try_finish(backup_stream *b)
+{
+    resp r;
+    uint8_t checksum[BACKUP_CHECKSUM_BYTES];
+
+    if (b->answered || !b->thread_done || !b->source_done || b->writes > 0)
+        return;
+    b->answered = true;
+    if (b->fail_code == 0 && b->copy_rc != 0) {
+        b->fail_code = BUDGET_EUNAVAILABLE;
+        snprintf(b->fail_why, sizeof(b->fail_why), "%s", b->copy_why);
+    }
+    if (b->fail_code != 0) {
+        log_warn("backup for uid %u failed after %llu bytes: %s", b->c->actor.uid,
+                 (unsigned long long)b->bytes, b->fail_why);
+        conn_answer_error(b->c, b->slot, b->req_id, b->fail_code, b->fail_why);
+    } else {
+        crypto_generichash_final(&b->checksum, checksum, sizeof(checksum));
+        log_info("backup for uid %u: %llu bytes sent, events up to seq %llu at least",
+                 b->c->actor.uid, (unsigned long long)b->bytes, (unsigned long long)b->seq);
+        resp_begin(&r, b->req_id, true);
+        msgpack_pack_map(&r.pk, 5);
+        pack_key_uint(&r.pk, "seq", b->seq);
+        pack_key_bin(&r.pk, "hash", b->hash, BUDGET_HASH_BYTES);
+        pack_key_uint(&r.pk, "bytes", b->bytes);
+        pack_key_bin(&r.pk, "checksum", checksum, sizeof(checksum));
+        pack_key_uint(&r.pk, "ms", now_ms() - b->started_ms);
+        conn_answer(b->c, b->slot, &r, b->req_id);
+    }
+    uv_close((uv_handle_t *)&b->watch, backup_handle_closed);
+}
+
+static void free_unstarted(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Starts the copy thread and the stream; from then on the stream answers the request, with
+ * the copy or an error. 0, or -1 with `why` and nothing started. */
+static int backup_start(conn *c, uint32_t idx, uint64_t req_id, char *why, size_t why_size)
+{
+    server *s = c->srv;
+    int fds[2];
+    backup_stream *b = calloc(1, sizeof(*b));
+
+    if (!b) {
+        snprintf(why, why_size, "out of memory");
+        return -1;
+    }
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        snprintf(why, why_size, "cannot make a pipe: %s", strerror(errno));
+        free(b);
+        return -1;
+    }
+    fcntl(fds[1], F_SETPIPE_SZ, (int)BACKUP_CHUNK_BYTES); /* fewer wake-ups; best effort */
+    uv_pipe_init(s->loop, &b->source, 0);
+    int rc = uv_pipe_open(&b->source, fds[0]);
+    if (rc != 0) {
+        snprintf(why, why_size, "cannot read a pipe: %s", uv_strerror(rc));
+        close(fds[0]);
+        close(fds[1]);
+        b->source.data = b;
+        uv_close((uv_handle_t *)&b->source, free_unstarted);
+        return -1;
+    }
+    b->srv = s;
+    b->c = c;
+    b->slot = idx;
+    b->req_id = req_id;
+    b->seq = s->committed_head;
+    memcpy(b->hash, s->committed_hash, sizeof(b->hash));
+    b->started_ms = now_ms();
+    b->written_ms = uv_now(s->loop);
+    b->sink_fd = fds[1];
+    crypto_generichash_init(&b->checksum, NULL, 0, BACKUP_CHECKSUM_BYTES);
+    b->source.data = b;
+    uv_async_init(s->loop, &b->copied, on_copied);
+    b->copied.data = b;
+    uv_timer_init(s->loop, &b->watch);
+    b->watch.data = b;
+    b->handles_open = 3;
+    c->refs++;
+    s->jobs_running++;
+    s->backup_running = true;
+    uint64_t tick = s->frame_timeout_ms / 4;
+    tick = tick < 10 ? 10 : tick > 1000 ? 1000 : tick;
+    uv_timer_start(&b->watch, on_watch, tick, tick);
+    rc = uv_thread_create(&b->thread, copy_main, b);
+    if (rc != 0) {
+        close(b->sink_fd);
+        b->thread_done = true;
+        uv_close((uv_handle_t *)&b->copied, backup_handle_closed);
+        snprintf(why, why_size, "cannot start the copy: %s", uv_strerror(rc));
+        backup_fail(b, BUDGET_EUNAVAILABLE, why);
+        return 0;
+    }
+    backup_read_more(b);
+    return 0;
 }
 
 /* ---- jobs --------------------------------------------------------------------------------- */
 
 static void audit_run(worker_job *w, resp *answer)
 {
-    audit_job *j = (audit_job *)w;
-    if (j->backup)
-        backup_work(j, answer);
-    else
-        checkpoint_work(j, answer);
-}
-
-static void backup_finished(worker_job *w)
-{
-    w->srv->backup_running = false;
-}
-
-static void audit_queue(conn *c, uint32_t idx, uint64_t req_id, audit_job *j)
-{
-    j->base.run = audit_run;
-    if (j->backup)
-        j->base.finished = backup_finished;
-    if (worker_queue(c, idx, req_id, &j->base) == 0 && j->backup)
-        c->srv->backup_running = true;
+    checkpoint_work((audit_job *)w, answer);
 }
 
 /* ---- ops ---------------------------------------------------------------------------------- */
@@ -227,65 +424,55 @@ void op_checkpoint(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object 
     }
     j->seq = s->committed_head;
     memcpy(j->hash, s->committed_hash, sizeof(j->hash));
-    audit_queue(c, idx, req_id, j);
+    j->base.run = audit_run;
+    worker_queue(c, idx, req_id, &j->base);
 }
 
-/* args: {"dir": str}, an absolute path; trailing slashes are dropped. 0 or -1 with `msg`. */
-static int decode_dir(const msgpack_object *args, char *dir, char *msg, size_t msg_size)
+/* True when the args map has the key `key`. */
+static bool has_key(const msgpack_object *args, const char *key)
 {
-    const msgpack_object *v = NULL;
+    size_t n = strlen(key);
     for (uint32_t i = 0; args && i < args->via.map.size; i++) {
         const msgpack_object *k = &args->via.map.ptr[i].key;
-        if (k->type != MSGPACK_OBJECT_STR || k->via.str.size != 3 ||
-            memcmp(k->via.str.ptr, "dir", 3) != 0) {
-            snprintf(msg, msg_size, "backup takes only dir");
-            return -1;
-        }
-        v = &args->via.map.ptr[i].val;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+            memcmp(k->via.str.ptr, key, n) == 0)
+            return true;
     }
-    if (!v || v->type != MSGPACK_OBJECT_STR) {
-        snprintf(msg, msg_size, "backup needs args.dir, a string");
-        return -1;
-    }
-    size_t n = v->via.str.size;
-    if (n == 0 || n > BACKUP_DIR_BYTES_MAX || memchr(v->via.str.ptr, '\0', n) ||
-        v->via.str.ptr[0] != '/') {
-        snprintf(msg, msg_size, "args.dir must be an absolute path of at most %u bytes",
-                 BACKUP_DIR_BYTES_MAX);
-        return -1;
-    }
-    while (n > 1 && v->via.str.ptr[n - 1] == '/')
-        n--;
-    if (n == 1) {
-        snprintf(msg, msg_size, "args.dir cannot be /");
-        return -1;
-    }
-    memcpy(dir, v->via.str.ptr, n);
-    dir[n] = '\0';
-    return 0;
+    return false;
 }
 
 void op_backup(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
 {
     server *s = c->srv;
-    char msg[160];
-    audit_job *j = calloc(1, sizeof(*j));
+    char why[160];
 
-    if (!j) {
-        conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, "out of memory");
-        return;
-    }
-    if (decode_dir(args, j->dir, msg, sizeof(msg)) != 0) {
-        free(j);
-        conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST, msg);
+    if (args && args->via.map.size != 0) {
+        conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST,
+                          has_key(args, "dir")
+                              ? "backup takes no dir: budgetd writes no file for a backup; it "
+                                "sends the copy on this connection and the client writes it "
+                                "(budgetctl backup DIR)"
+                              : "backup takes no args");
         return;
     }
     if (s->backup_running || s->stopping) {
-        free(j);
         conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE,
                           s->stopping ? "budgetd is stopping" : "a backup is running; retry later");
         return;
     }
-    j->backup = true;
-    audit_queue(c, idx, req_id, j);
+    if (c->slot_head != idx) {
+        conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST,
+                          "a backup sends its copy ahead of its answer: send it once every "
+                          "earlier request on the connection is answered");
+        return;
+    }
+    if (s->jobs_running >= BUDGET_READ_JOBS_MAX) {
+        conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE,
+                          "too many long reads are running; retry shortly");
+        return;
+    }
+    if (backup_start(c, idx, req_id, why, sizeof(why)) != 0) {
+        log_warn("backup for uid %u not started: %s", c->actor.uid, why);
+        conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, why);
+    }
 }

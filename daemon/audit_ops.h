@@ -1,7 +1,7 @@
 /*
- * The audit ops of the server: `checkpoint` (a signed statement of the committed head) and
- * `backup` (a compacted hot copy of the store, verified before it is reported). Both run on
- * worker threads, since they touch the disk. Loop thread, like ops.c.
+ * The audit ops of the server: `checkpoint` (a signed statement of the committed head, made
+ * on a worker thread) and `backup` (a compacted hot copy of the store, sent to the client in
+ * chunk frames; the daemon writes no file for it). Loop thread, like ops.c.
  */
 #ifndef BUDGET_AUDIT_OPS_H
 #define BUDGET_AUDIT_OPS_H
@@ -12,13 +12,19 @@
 
 #include "server_internal.h"
 
-/* The longest `dir` a backup takes, in bytes. */
-#define BACKUP_DIR_BYTES_MAX 1024u
+/* A backup's chunk frames carry at most this many bytes of the copy each, and at most
+ * BACKUP_WRITES_MAX of them wait to be written at once: a backup adds at most about 512 KiB
+ * to its connection's output, far below BUDGET_CONN_OUTPUT_BYTES_MAX. */
+#define BACKUP_CHUNK_BYTES (256u * 1024u)
+#define BACKUP_WRITES_MAX 2u
+/* The checksum of a backup's bytes: BLAKE2b (libsodium crypto_generichash), unkeyed. */
+#define BACKUP_CHECKSUM_BYTES 32u
 
 /* op `checkpoint`: {} -> {seq, hash, ts, public_key, signature} (checkpoint.h). */
 void op_checkpoint(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args);
 
-/* op `backup`: {dir} -> {dir, head, hash, bytes, ms}. One at a time. */
+/* op `backup`: {} -> chunk frames {id, ok, chunk}, then {seq, hash, bytes, checksum, ms}.
+ * One at a time, and only as the oldest request waiting on its connection. */
 void op_backup(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args);
 
 #endif

@@ -890,21 +890,21 @@ static void release_copied_pages(store *s)
 }
 
 /*
- * mdb_env_copy2 reads through its own read transaction, pointing into the map the whole
+ * mdb_env_copyfd2 reads through its own read transaction, pointing into the map the whole
  * time: the copy holds the gate like any reader, so a growth waits for it to end.
  */
-int store_backup(store *s, const char *dir, char *why, size_t why_size)
+int store_backup_fd(store *s, int fd, char *why, size_t why_size)
 {
     int rc = gate_enter(s);
     if (rc != 0) {
         snprintf(why, why_size, "the store is not readable now");
         return rc;
     }
-    rc = mdb_env_copy2(s->env, dir, MDB_CP_COMPACT);
+    rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
     release_copied_pages(s);
     gate_leave(s);
     if (rc != 0) {
-        snprintf(why, why_size, "copy into %s failed: %s", dir, mdb_strerror(rc));
+        snprintf(why, why_size, "the copy failed: %s", mdb_strerror(rc));
         return BUDGET_EUNAVAILABLE;
     }
     return 0;

@@ -125,12 +125,13 @@ void store_reader_release(store_reader *r, const void *lo, const void *hi);
 const char *store_folder(store *s);
 
 /*
- * Writes a compacted copy of the store into `dir`, which must exist, be writable and be
- * empty: LMDB's mdb_env_copy2 with MDB_CP_COMPACT, from one read snapshot, free pages left
- * out. Appends go on meanwhile; a map growth waits until the copy ends. Any thread that
- * holds no reader; O(size of the store). Returns 0, or BUDGET_EUNAVAILABLE with `why` set
- * (the copy may be partial: the caller removes it).
+ * Writes a compacted copy of the store's data file to `fd` (a pipe, a socket or a file open
+ * for writing), front to back: LMDB's mdb_env_copyfd2 with MDB_CP_COMPACT, from one read
+ * snapshot, free pages left out. What is written is a whole data.mdb. Appends go on
+ * meanwhile; a map growth waits until the copy ends, so the reader of a pipe must keep up.
+ * Any thread that holds no reader; blocks while `fd` does; O(size of the store). Returns 0,
+ * or BUDGET_EUNAVAILABLE with `why` set (what was written is then partial).
  */
-int store_backup(store *s, const char *dir, char *why, size_t why_size);
+int store_backup_fd(store *s, int fd, char *why, size_t why_size);
 
 #endif

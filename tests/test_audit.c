@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "audit_util.h"
 
 static e2e_daemon bd;
@@ -669,51 +671,217 @@ Test(audit, a_backup_made_under_load_verifies_and_serves)
     e2e_remove_tree(dir);
 }
 
-/* A raw backup request: its error code, or "" when it succeeded. */
-static void backup_code(budget_client *c, const char *dir, char *code, size_t size)
+/* A backup request naming a folder, as clients sent it when the daemon wrote the copy: it must
+ * be refused as bad_request, saying that the client writes backups now. */
+static void old_style_backup(budget_client *c, const char *dir)
 {
     e2e_buf args;
     budget_response r;
     e2e_buf_init(&args);
-    if (dir) {
-        msgpack_pack_map(&args.pk, 1);
-        e2e_kv_str(&args, "dir", dir);
-    } else {
-        msgpack_pack_map(&args.pk, 0);
-    }
+    msgpack_pack_map(&args.pk, 1);
+    e2e_kv_str(&args, "dir", dir);
     e2e_call(c, "backup", &args, &r);
-    snprintf(code, size, "%s", r.ok ? "" : r.code);
+    e2e_assert(!r.ok && strcmp(r.code, "bad_request") == 0 && strstr(r.message, "client"),
+               "a backup naming a folder: %s %s", r.ok ? "ok" : r.code, r.message);
     budget_response_free(&r);
     e2e_buf_destroy(&args);
 }
 
-Test(audit, a_backup_goes_only_into_a_new_folder_outside_the_data)
+/* A file of the live data folder ("data.mdb", "lock.mdb"): its inode, or 0 when it is gone. */
+static ino_t live_inode(const char *name)
 {
-    char dir[128], path[256], code[32];
-    e2e_ctl_result r;
+    char path[256];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/%s", bd.data, name);
+    return stat(path, &st) == 0 ? st.st_ino : 0;
+}
+
+#define live_data_inode() live_inode("data.mdb")
+
+Test(audit, a_backup_request_naming_a_folder_writes_nothing_there)
+{
+    char dir[128], victim[192], link[192], path[320];
+    struct stat st;
     budget_client *c = e2e_client(&bd);
     au_grant_many(c, "x", 0, 3, 10);
     au_temp_dir(dir, sizeof(dir));
 
-    backup_code(c, "relative/copy", code, sizeof(code));
-    e2e_assert_str(code, "bad_request", "a relative path");
-    backup_code(c, NULL, code, sizeof(code));
-    e2e_assert_str(code, "bad_request", "no dir");
-    backup_code(c, dir, code, sizeof(code));
-    e2e_assert_str(code, "conflict", "a folder that exists");
-    snprintf(path, sizeof(path), "%s/missing/copy", dir);
-    backup_code(c, path, code, sizeof(code));
-    e2e_assert_str(code, "not_found", "a parent that does not exist");
-    snprintf(path, sizeof(path), "%s/inside", bd.data);
-    backup_code(c, path, code, sizeof(code));
-    e2e_assert_str(code, "bad_request", "inside the data folder");
-    e2e_assert(access(path, F_OK) != 0, "nothing was made inside the data folder");
-    snprintf(path, sizeof(path), "%s/copy/", dir);
-    backup_code(c, path, code, sizeof(code));
-    e2e_assert_str(code, "", "a new folder (a trailing slash is fine)");
+    /* An attacker's folder holds a link to a folder the attacker may not write in. */
+    snprintf(victim, sizeof(victim), "%s/victim", dir);
+    snprintf(link, sizeof(link), "%s/attacker", dir);
+    e2e_assert(mkdir(victim, 0700) == 0 && symlink(victim, link) == 0, "the folders");
+    snprintf(path, sizeof(path), "%s/copy", link);
+    old_style_backup(c, path);
+    snprintf(path, sizeof(path), "%s/copy", victim);
+    e2e_assert(lstat(path, &st) != 0, "budgetd made nothing in the folder behind the link");
+    /* A link in place of the new folder itself, to the live data folder. */
+    e2e_assert(symlink(bd.data, path) == 0, "the link");
+    ino_t live = live_data_inode();
+    old_style_backup(c, path);
+    e2e_assert_int(live_data_inode(), live, "the live data file is the same file");
+    snprintf(path, sizeof(path), "%s/data.mdb.partial", bd.data);
+    e2e_assert(lstat(path, &st) != 0, "nothing new in the live data folder");
+    e2e_assert_int(e2e_head(c), 3, "budgetd still serves every event");
+    budget_client_close(c);
+    stop_daemon(&bd);
+    e2e_remove_tree(dir);
+}
+
+/* The attack on a daemon that wrote the copy into a folder the client named: right after the
+ * daemon makes the folder, it is moved away and a link to the live data folder put in its
+ * place, so the daemon's copy, and its clean-up after the copy fails, land in the live data. */
+typedef struct {
+    char dir[256], moved[272];
+    const char *target;
+    atomic_bool stop;
+    atomic_uint swaps;
+} folder_swapper;
+
+static void *swap_folder(void *arg)
+{
+    folder_swapper *w = arg;
+    while (!atomic_load(&w->stop)) {
+        if (rename(w->dir, w->moved) == 0 && symlink(w->target, w->dir) == 0)
+            atomic_fetch_add(&w->swaps, 1);
+    }
+    return NULL;
+}
+
+#define SWAP_TRIES 32
+
+Test(audit, a_backup_raced_with_a_link_never_touches_the_live_data)
+{
+    char dir[128];
+    struct stat st;
+    budget_client *c = e2e_client(&bd);
+    au_grant_many(c, "x", 0, 20, 10);
+    au_temp_dir(dir, sizeof(dir));
+    ino_t live = live_data_inode(), live_lock = live_inode("lock.mdb");
+    e2e_assert(live != 0 && live_lock != 0, "the live data files are there");
+
+    for (int i = 0; i < SWAP_TRIES; i++) {
+        folder_swapper w;
+        pthread_t t;
+        snprintf(w.dir, sizeof(w.dir), "%s/copy%d", dir, i);
+        snprintf(w.moved, sizeof(w.moved), "%s/moved%d", dir, i);
+        w.target = bd.data;
+        atomic_init(&w.stop, false);
+        atomic_init(&w.swaps, 0);
+        cr_assert_eq(pthread_create(&t, NULL, swap_folder, &w), 0);
+        e2e_buf args;
+        budget_response r;
+        e2e_buf_init(&args);
+        msgpack_pack_map(&args.pk, 1);
+        e2e_kv_str(&args, "dir", w.dir);
+        e2e_call(c, "backup", &args, &r);
+        atomic_store(&w.stop, true);
+        pthread_join(t, NULL);
+        e2e_assert(live_data_inode() == live,
+                   "try %d: the live data.mdb was removed or replaced (%u swaps)", i,
+                   atomic_load(&w.swaps));
+        e2e_assert(live_inode("lock.mdb") == live_lock,
+                   "try %d: the live lock.mdb was removed or replaced (%u swaps)", i,
+                   atomic_load(&w.swaps));
+        e2e_assert(lstat(w.dir, &st) != 0 && lstat(w.moved, &st) != 0,
+                   "try %d: budgetd made no folder (%u swaps)", i, atomic_load(&w.swaps));
+        e2e_assert(!r.ok && strcmp(r.code, "bad_request") == 0,
+                   "try %d: a backup naming a folder was answered %s %s", i, r.ok ? "ok" : r.code,
+                   r.message);
+        budget_response_free(&r);
+        e2e_buf_destroy(&args);
+    }
+    e2e_assert_int(e2e_head(c), 20, "budgetd still serves every event");
+    e2e_assert_int(au_grant_many(c, "after", 0, 1, 10), 21, "and takes writes");
+    budget_client_close(c);
+    stop_daemon(&bd);
+    /* The data folder holds the whole ledger after a restart. */
+    e2e_assert(e2e_daemon_restart(&bd) == 0, "budgetd starts again on its data");
+    c = e2e_client(&bd);
+    e2e_assert_int(e2e_head(c), 21, "every event is still there");
+    budget_client_close(c);
+    stop_daemon(&bd);
+    e2e_remove_tree(dir);
+}
+
+Test(audit, budgetctl_backup_refuses_an_existing_folder_and_leaves_it_untouched)
+{
+    char dir[128], path[256];
+    e2e_ctl_result r;
+    struct stat st;
+    budget_client *c = e2e_client(&bd);
+    au_grant_many(c, "x", 0, 3, 10);
+    au_temp_dir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/keep", dir);
+    FILE *f = fopen(path, "w");
+    e2e_assert(f != NULL && fputs("mine\n", f) >= 0 && fclose(f) == 0, "a file of the user's");
+    e2e_assert(chmod(dir, 0700) == 0 && stat(dir, &st) == 0, "the folder");
+    struct timespec before = st.st_mtim;
+
     e2e_assert_int(ctl(&r, "backup", dir), 1, "budgetctl backup into an existing folder");
-    e2e_assert(strstr(r.err, "conflict"), "%s", r.err);
+    e2e_assert(strstr(r.err, "exists"), "%s", r.err);
     e2e_ctl_free(&r);
+    e2e_assert(stat(dir, &st) == 0 && (st.st_mode & 0777) == 0700 &&
+                   st.st_mtim.tv_sec == before.tv_sec && st.st_mtim.tv_nsec == before.tv_nsec,
+               "the folder is untouched");
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    e2e_assert(stat(path, &st) != 0, "no data file was written into it");
+    snprintf(path, sizeof(path), "%s/missing/copy", dir);
+    e2e_assert_int(ctl(&r, "backup", path), 1, "budgetctl backup under a missing folder");
+    e2e_ctl_free(&r);
+    budget_client_close(c);
+    stop_daemon(&bd);
+    e2e_remove_tree(dir);
+}
+
+/* The raw stream: chunk frames with the backup's id, then an answer whose size and checksum
+ * are those of the bytes sent, and a copy that holds the event it names. */
+Test(audit, a_backup_streams_chunks_then_their_size_and_checksum)
+{
+    char dir[128], path[256];
+    budget_client *c = e2e_client(&bd);
+    au_grant_many(c, "x", 0, 2000, 10);
+    au_temp_dir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    FILE *f = fopen(path, "w");
+    e2e_assert(f != NULL, "the copy's file");
+
+    int64_t id = budget_client_send(c, "backup", NULL, 0);
+    e2e_assert(id > 0, "sent");
+    crypto_generichash_state state;
+    crypto_generichash_init(&state, NULL, 0, 32);
+    uint64_t bytes = 0, chunks = 0;
+    budget_response r;
+    for (;;) {
+        e2e_assert_int(budget_client_recv(c, &r), 0, "a frame of the backup");
+        e2e_assert(r.ok && r.id == (uint64_t)id, "%s %s", r.code, r.message);
+        const msgpack_object *chunk = budget_map_get(&r.unpacked.data, "chunk");
+        if (chunk == NULL)
+            break;
+        e2e_assert(chunk->type == MSGPACK_OBJECT_BIN && chunk->via.bin.size > 0 &&
+                       chunk->via.bin.size <= 256 * 1024,
+                   "a chunk is bytes, at most 256 KiB");
+        fwrite(chunk->via.bin.ptr, 1, chunk->via.bin.size, f);
+        crypto_generichash_update(&state, (const uint8_t *)chunk->via.bin.ptr, chunk->via.bin.size);
+        bytes += chunk->via.bin.size;
+        chunks++;
+        budget_response_free(&r);
+    }
+    fclose(f);
+    uint8_t sum[32];
+    crypto_generichash_final(&state, sum, sizeof(sum));
+    e2e_assert(chunks > 1, "more than one chunk (%" PRIu64 " bytes)", bytes);
+    e2e_assert_int(e2e_map_uint(&r.result, "bytes"), bytes, "bytes = what was sent");
+    e2e_assert_int(e2e_map_uint(&r.result, "seq"), 2000, "seq = the committed head");
+    const msgpack_object *checksum = budget_map_get(&r.result, "checksum");
+    e2e_assert(checksum && checksum->type == MSGPACK_OBJECT_BIN && checksum->via.bin.size == 32 &&
+                   memcmp(checksum->via.bin.ptr, sum, 32) == 0,
+               "checksum = BLAKE2b-256 of what was sent");
+    budget_response_free(&r);
+    e2e_assert_int(e2e_head(c), 2000, "the connection goes on after a backup");
+    e2e_ctl_result v;
+    ctl_ok(&v, "audit", "verify", "--data", dir);
+    e2e_assert_str(v.out, "chain intact: 2000 events, head 2000\n", "the streamed copy verifies");
+    e2e_ctl_free(&v);
     budget_client_close(c);
     stop_daemon(&bd);
     e2e_remove_tree(dir);

@@ -324,12 +324,7 @@ static void table_args(e2e_buf *b, const char *op, const char *role)
     char id[64], target[64];
     snprintf(id, sizeof(id), "%s-%s", op, role);
     e2e_buf_clear(b);
-    if (strcmp(op, "backup") == 0) {
-        char dir[200];
-        snprintf(dir, sizeof(dir), "%s/backup-%s", bd.dir, role);
-        msgpack_pack_map(&b->pk, 1);
-        e2e_kv_str(b, "dir", dir);
-    } else if (strcmp(op, "subscribe") == 0) {
+    if (strcmp(op, "subscribe") == 0) {
         msgpack_pack_map(&b->pk, 1);
         e2e_kv_uint(b, "after", 0);
     } else if (strcmp(op, "frame.grant") == 0) {
