@@ -5,12 +5,14 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -882,6 +884,53 @@ Test(audit, a_backup_streams_chunks_then_their_size_and_checksum)
     ctl_ok(&v, "audit", "verify", "--data", dir);
     e2e_assert_str(v.out, "chain intact: 2000 events, head 2000\n", "the streamed copy verifies");
     e2e_ctl_free(&v);
+    budget_client_close(c);
+    stop_daemon(&bd);
+    e2e_remove_tree(dir);
+}
+
+/* A client that asks for a backup and reads nothing: the copy holds the store's gate while it
+ * waits for the client, so budgetd gives the backup up once a chunk has waited unread past
+ * the frame deadline and closes that connection. Writes go on meanwhile, and a backup after
+ * it streams in full. */
+Test(audit, a_backup_left_unread_is_given_up_at_the_frame_deadline)
+{
+    char dir[128], copy[192];
+    e2e_ctl_result r;
+    stop_daemon(&bd);
+    const char *extra[] = {"--frame-timeout", "1", NULL};
+    e2e_assert(e2e_daemon_restart_with(&bd, extra) == 0, "budgetd starts with --frame-timeout 1");
+    budget_client *c = e2e_client(&bd);
+    for (uint32_t i = 0; i < 20000; i += 500)
+        au_grant_many(c, "big", i, 500, 200);
+
+    int fd = e2e_raw_connect(bd.socket);
+    int size = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+    e2e_buf b;
+    e2e_buf_init(&b);
+    e2e_frame_begin(&b);
+    msgpack_pack_map(&b.pk, 2);
+    e2e_kv_uint(&b, "id", 7);
+    e2e_kv_str(&b, "op", "backup");
+    e2e_frame_end(&b);
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "sent");
+    e2e_buf_destroy(&b);
+    /* While it reads nothing, clerks write. */
+    e2e_assert_int(au_grant_many(c, "during", 0, 10, 10), 20010, "writes go on");
+    /* Reading nothing, the client sees the daemon close its end (POLLRDHUP). */
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    int64_t deadline = e2e_now_ms() + 10000 * e2e_slow();
+    while (poll(&p, 1, 100) == 0 && e2e_now_ms() < deadline)
+        ;
+    e2e_assert(p.revents & (POLLRDHUP | POLLHUP),
+               "budgetd closes the connection that left its backup unread");
+    close(fd);
+    au_temp_dir(dir, sizeof(dir));
+    snprintf(copy, sizeof(copy), "%s/copy", dir);
+    ctl_ok(&r, "backup", copy);
+    e2e_assert(strstr(r.out, "events up to seq 20010 "), "the next backup is whole: %s", r.out);
+    e2e_ctl_free(&r);
     budget_client_close(c);
     stop_daemon(&bd);
     e2e_remove_tree(dir);
