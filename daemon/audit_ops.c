@@ -175,8 +175,9 @@ static void send_chunk(backup_stream *b)
     chunk_write *w = malloc(sizeof(*w));
 
     if (!w || c->closing) {
+        const char *why = w ? "the client went away" : "out of memory";
         free(w);
-        backup_fail(b, BUDGET_EUNAVAILABLE, w ? "the client went away" : "out of memory");
+        backup_fail(b, BUDGET_EUNAVAILABLE, why);
         return;
     }
     msgpack_sbuffer_init(&sb);
@@ -337,8 +338,12 @@ static int backup_start(conn *c, uint32_t idx, uint64_t req_id, char *why, size_
 {
     server *s = c->srv;
     int fds[2];
-    backup_stream *b = calloc(1, sizeof(*b));
+    /* The checksum state asks for 64-byte alignment, which calloc does not promise. */
+    size_t size = (sizeof(backup_stream) + 63u) & ~(size_t)63u;
+    backup_stream *b = aligned_alloc(64, size);
 
+    if (b)
+        memset(b, 0, size);
     if (!b) {
         snprintf(why, why_size, "out of memory");
         return -1;

@@ -598,7 +598,7 @@ Test(hostile, answers_held_behind_a_slow_read)
 Test(hostile, a_second_daemon_on_the_same_data_exits_naming_the_first)
 {
     rel_daemon second;
-    char pid_text[32];
+    char pid_text[64];
     int status = 0;
     budget_client *c = e2e_client(&rd.d);
     e2e_buf b;
@@ -623,6 +623,14 @@ Test(hostile, a_second_daemon_on_the_same_data_exits_naming_the_first)
     rel_result r;
     rel_write(c, "frame.grant", b.sb.data, b.sb.size, &r);
     rel_assert(&rd, r.ok && r.seq == head + 1, "the first takes a write");
+    /* An offline audit of the served folder only reads, and says that budgetd serves it. */
+    e2e_ctl_result v;
+    const char *argv[] = {"audit", "verify", "--data", rd.d.data};
+    cr_assert_eq(e2e_ctl_argv(&rd.d, &v, 4, argv), 0, "budgetctl could not be run");
+    snprintf(pid_text, sizeof(pid_text), "notice: budgetd pid %ld is serving", (long)rd.d.pid);
+    rel_assert(&rd, v.exit_code == 0 && strstr(v.err, pid_text),
+               "offline verify of a served folder: exit %d, stderr %s", v.exit_code, v.err);
+    e2e_ctl_free(&v);
     budget_client_close(c);
     e2e_buf_destroy(&b);
 }
