@@ -236,14 +236,21 @@ static int clock_offset_install(server_config *cfg)
 }
 #endif
 
-static int replay(store *st, ledger *l, uint64_t *head, uint8_t head_hash[BUDGET_HASH_BYTES])
+static int replay(store *st, const char *data, ledger *l, uint64_t *head,
+                  uint8_t head_hash[BUDGET_HASH_BYTES])
 {
     replay_result res;
     struct timespec t0, t1;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (replay_log(st, l, UINT64_MAX, &res) != 0) {
-        log_error("replay stopped: %s; run an offline verify on a copy of the data", res.why);
+        if (res.bad_seq != 0)
+            log_error("replay stopped at seq %llu: %s; budgetd does not serve a log that does not "
+                      "verify: run `budgetctl audit verify --data %s` (or on a copy of that "
+                      "folder) to check the whole chain",
+                      (unsigned long long)res.bad_seq, res.why, data);
+        else
+            log_error("replay stopped: %s", res.why);
         return 1;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -454,7 +461,7 @@ int main(int argc, char **argv)
         return 1;
     }
     cfg.ledger = ledger_new();
-    if (!cfg.ledger || replay(st, cfg.ledger, &cfg.head, cfg.head_hash) != 0) {
+    if (!cfg.ledger || replay(st, data, cfg.ledger, &cfg.head, cfg.head_hash) != 0) {
         ledger_free(cfg.ledger);
         access_free(cfg.access);
         store_close(st);
