@@ -375,8 +375,8 @@ void on_writer_done(uv_async_t *h)
     b = s->inflight;
     s->inflight = NULL;
     if (b->sync_failed) {
-        log_error("a commit's sync failed: the disk's state is unknown; stopping writes and "
-                  "exiting so a restart replays what is on disk");
+        log_error("a commit's sync failed (or its meta page write did): the disk's state is "
+                  "unknown; stopping writes and exiting so a restart replays what is on disk");
         answer_batch_failed(s, b, "the disk failed to sync; budgetd is restarting");
         batch_reset(b);
         answer_batch_failed(s, s->pending, "budgetd is restarting after a disk failure");

@@ -43,7 +43,7 @@ static void usage(FILE *out)
 /*
  * Storage faults for the reliability tests, only in the budgetd-faulty build: never in the
  * installed budgetd. $BUDGETD_FAULT holds up to FAULTS_MAX rules separated by commas, each
- * POINT:N:ERROR[:once|always]: POINT is put, commit or sync (store.h), N counts that point's
+ * POINT:N:ERROR[:once|always]: POINT is put, commit, sync or meta (store.h), N counts that point's
  * calls from 1, ERROR is an errno name (ENOSPC, EIO, ENOMEM, EDQUOT) or MAP_FULL. "once" (the
  * default) fails call N only; "always" fails call N and every later one. ERROR may also be
  * DELAY or DELAY=MS: the call then succeeds after 300 ms, or MS (1..60000), a slow disk that
@@ -76,7 +76,10 @@ static fault_plan faults;
 
 static const char *fault_point_name(store_fault_point p)
 {
-    return p == STORE_FAULT_PUT ? "put" : p == STORE_FAULT_COMMIT ? "commit" : "sync";
+    return p == STORE_FAULT_PUT      ? "put"
+           : p == STORE_FAULT_COMMIT ? "commit"
+           : p == STORE_FAULT_SYNC   ? "sync"
+                                     : "meta";
 }
 
 /* The store's callback; runs on the writer thread only. */
@@ -128,6 +131,8 @@ static int fault_parse_rule(char *text, fault_rule *r)
         r->point = STORE_FAULT_COMMIT;
     else if (strcmp(point, "sync") == 0)
         r->point = STORE_FAULT_SYNC;
+    else if (strcmp(point, "meta") == 0)
+        r->point = STORE_FAULT_META;
     else
         return -1;
     errno = 0;

@@ -1,21 +1,21 @@
 /*
  * Storage faults, end to end, with budgetd-faulty (budgetd built with BUDGET_FAULT_INJECTION:
- * $BUDGETD_FAULT makes the Nth put, commit or sync of the store fail). For each kind of
- * fault, N = 1, 2, ... until a run of the workload completes without meeting the fault:
+ * $BUDGETD_FAULT makes the Nth put, commit, sync or meta page write of the store fail). For
+ * each kind of fault, N = 1, 2, ... until a run of the workload completes without meeting it:
  *
  *   put / commit, ENOSPC or EIO, once:  the batch that meets it is answered `unavailable`
  *       and never acknowledged; the daemon keeps serving; the same writes retried succeed.
  *   put / commit, EIO, always:  every write from then on is `unavailable`, reads are still
  *       served, SIGTERM still stops the daemon cleanly.
  *   put / commit, MAP_FULL, once:  the map grows and the batch succeeds; nobody notices.
- *   sync, EIO:  the batch is answered `unavailable`, nothing after it is acknowledged, and
- *       the daemon exits with status 1.
+ *   sync or meta, EIO:  the batch is answered `unavailable`, nothing after it is
+ *       acknowledged, and the daemon exits with status 1.
  *
  * After every run the production budgetd is started on the same folder: the chain verifies,
  * every acknowledged write is there at its seq, nothing else is (a put or commit fault
- * leaves no part of its batch; a sync fault may leave the whole batch, never a part of it),
- * and the unacknowledged writes retried with their ids are made once or answer the seq
- * they already have.
+ * leaves no part of its batch; a sync or meta fault may leave the whole batch, never a part
+ * of it), and the unacknowledged writes retried with their ids are made once or answer the
+ * seq they already have.
  *
  * Two faults of the machine around the store: a disk that holds a commit for a while (reads
  * meanwhile never show it), and a user database that is slow to answer for one uid (other
@@ -176,11 +176,18 @@ static void expect_reads_served(budget_client *c)
     budget_response_free(&r);
 }
 
+/* A fault after which the batch may or may not be on disk: a failed sync, or a failed write of
+ * the meta page (LMDB then marks the environment fatal). The daemon must stop as for both. */
+static bool outcome_unknown(const fault_spec *f)
+{
+    return strcmp(f->point, "sync") == 0 || strcmp(f->point, "meta") == 0;
+}
+
 /* Runs the workload against a daemon that injects `f`. */
 static void run_workload(const fault_spec *f, run_result *out)
 {
     budget_client *root = NULL, *other = NULL, *c;
-    bool sync = strcmp(f->point, "sync") == 0;
+    bool sync = outcome_unknown(f);
     bool failed_seen = false;
 
     rel_assert(&rd, budget_client_connect(rd.d.socket, &root) == 0, "connect");
@@ -222,7 +229,7 @@ static void check_on_disk(const fault_spec *f, run_result *res)
 {
     budget_client *c = NULL;
     rel_event *log;
-    bool sync = strcmp(f->point, "sync") == 0;
+    bool sync = outcome_unknown(f);
 
     rd.binary = BUDGETD_PATH;
     rd.env[0][0] = '\0';
@@ -279,7 +286,7 @@ static bool run_once(const fault_spec *f)
 {
     run_result res;
     int status = 0;
-    bool sync = strcmp(f->point, "sync") == 0;
+    bool sync = outcome_unknown(f);
     bool map_full = strcmp(f->error, "MAP_FULL") == 0;
 
     memset(&res, 0, sizeof(res));
@@ -383,6 +390,15 @@ Test(faults, map_full_grows_the_map_and_the_batch_succeeds)
 Test(faults, sync_failure_acknowledges_nothing_and_exits_1)
 {
     cr_assert_gt(series("sync", "EIO", MODE_ONCE), 0);
+}
+
+/* A commit whose meta page could not be written: its outcome is unknown, as after a failed
+ * sync, and the batch is never answered "nothing was written". The fault strikes after a
+ * commit that did write the batch, so a daemon that answered so and went on would leave an
+ * event on disk that its client was told is not there. */
+Test(faults, meta_write_failure_acknowledges_nothing_and_exits_1)
+{
+    cr_assert_gt(series("meta", "EIO", MODE_ONCE), 0);
 }
 
 /* A real map that fills: started at LMDB's smallest, it grows many times under load. */
