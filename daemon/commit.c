@@ -90,13 +90,20 @@ static const batch_entry *find_undurable(server *s, uint64_t seq)
 typedef struct {
     worker_job base;
     ledger_cmd cmd;
+    ledger_actor actor; /* who sent it: a retry counts only from the same uid */
     uint64_t existing;
 } retry_job;
 
-static void conflict_message(char *msg, size_t size, const char *id, uint64_t existing)
+/* Why a write whose id is taken by `ev` (made by event `existing`) is a conflict. */
+static void conflict_message(char *msg, size_t size, const char *id, uint64_t existing,
+                             const ledger_actor *actor, const ledger_event *ev)
 {
-    snprintf(msg, size, "id %s is taken by event %llu with other content", id,
-             (unsigned long long)existing);
+    if (ev != NULL && ev->actor.uid != actor->uid)
+        snprintf(msg, size, "id %s is taken by event %llu, sent by another user", id,
+                 (unsigned long long)existing);
+    else
+        snprintf(msg, size, "id %s is taken by event %llu with other content", id,
+                 (unsigned long long)existing);
 }
 
 static void retry_run(worker_job *w, resp *r)
@@ -120,11 +127,11 @@ static void retry_run(worker_job *w, resp *r)
     if (rc != 0) {
         resp_error_into(r, w->req_id, BUDGET_EINTERNAL,
                         "the event that holds this id cannot be read");
-    } else if (ledger_same_request(&j->cmd, &ev)) {
+    } else if (ledger_same_request(&j->cmd, &j->actor, &ev)) {
         resp_begin(r, w->req_id, true);
         request_pack_write_result(&r->pk, &ev, hash);
     } else {
-        conflict_message(msg, sizeof(msg), j->cmd.id, j->existing);
+        conflict_message(msg, sizeof(msg), j->cmd.id, j->existing, &j->actor, &ev);
         resp_error_into(r, w->req_id, BUDGET_ECONFLICT, msg);
     }
     store_reader_end(rd);
@@ -136,9 +143,10 @@ static void retry_finished(worker_job *w)
 }
 
 /*
- * A write whose id exists: the same content is answered with the first result, other content
- * with `conflict`. Returns true when the answer comes later (from a worker job, which then
- * ends the write), false when it is answered or queued here.
+ * A write whose id exists: the same content from the same uid is answered with the first
+ * result (in flight: with the first's outcome, when it comes); other content, or any content
+ * from another uid, with `conflict`. Returns true when the answer comes later (from a worker job,
+ * which then ends the write), false when it is answered or queued here.
  */
 static bool admit_retry(server *s, batch_entry *e, uint64_t existing)
 {
@@ -150,13 +158,14 @@ static bool admit_retry(server *s, batch_entry *e, uint64_t existing)
             return false;
         }
         j->cmd = e->cmd;
+        j->actor = e->c->actor;
         j->existing = existing;
         j->base.run = retry_run;
         j->base.finished = retry_finished;
         return worker_queue(e->c, e->slot, e->req_id, &j->base) == 0;
     }
     const batch_entry *orig = find_undurable(s, existing);
-    if (orig && ledger_same_request(&e->cmd, &orig->ev)) {
+    if (orig && ledger_same_request(&e->cmd, &e->c->actor, &orig->ev)) {
         batch_entry *d = &s->pending->entries[s->pending->count++];
         *d = *e;
         d->dup = true;
@@ -164,7 +173,7 @@ static bool admit_retry(server *s, batch_entry *e, uint64_t existing)
         memcpy(d->hash, orig->hash, sizeof(d->hash));
         return false;
     }
-    conflict_message(msg, sizeof(msg), e->cmd.id, existing);
+    conflict_message(msg, sizeof(msg), e->cmd.id, existing, &e->c->actor, orig ? &orig->ev : NULL);
     conn_answer_error(e->c, e->slot, e->req_id, BUDGET_ECONFLICT, msg);
     return false;
 }
@@ -366,8 +375,8 @@ void on_writer_done(uv_async_t *h)
     b = s->inflight;
     s->inflight = NULL;
     if (b->sync_failed) {
-        log_error("a commit's sync failed: the disk's state is unknown; stopping writes and "
-                  "exiting so a restart replays what is on disk");
+        log_error("a commit's sync failed (or its meta page write did): the disk's state is "
+                  "unknown; stopping writes and exiting so a restart replays what is on disk");
         answer_batch_failed(s, b, "the disk failed to sync; budgetd is restarting");
         batch_reset(b);
         answer_batch_failed(s, s->pending, "budgetd is restarting after a disk failure");

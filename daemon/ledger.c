@@ -1214,8 +1214,10 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
     return 0;
 }
 
-bool ledger_same_request(const ledger_cmd *cmd, const ledger_event *ev)
+bool ledger_same_request(const ledger_cmd *cmd, const ledger_actor *actor, const ledger_event *ev)
 {
+    if (actor->uid != ev->actor.uid)
+        return false;
     if (cmd->type != ev->type || !type_known(cmd->type))
         return false;
     unsigned f = types[cmd->type].given;

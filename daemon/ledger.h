@@ -157,9 +157,15 @@ int ledger_apply(ledger *l, const ledger_event *ev);
 bool ledger_syntax_ok(const ledger_event *ev);
 int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev);
 
-/* True when `ev` (an event already in the log) is what `cmd` would have made: same type and
- * the same client-given fields. Used to answer a retry with the same id. */
-bool ledger_same_request(const ledger_cmd *cmd, const ledger_event *ev);
+/*
+ * True when `ev` (an event in the log, or on its way there) is what `cmd` sent by `actor`
+ * would have made: the same uid, type and client-given fields. Used to answer a retry with
+ * the same id. A retry counts only from the uid that first sent it: the same request from
+ * another uid is a conflict, or it could take over an event (and the four-eyes rule that
+ * follows from who proposed it). The actor's name is not compared: it may change between
+ * connections of one uid.
+ */
+bool ledger_same_request(const ledger_cmd *cmd, const ledger_actor *actor, const ledger_event *ev);
 
 /* Number of events applied, and the seq and ts (ms) of the last one; 0 when there is none. */
 uint64_t ledger_events(const ledger *l);

@@ -45,7 +45,7 @@ static void usage(FILE *out)
 /*
  * Storage faults for the reliability tests, only in the budgetd-faulty build: never in the
  * installed budgetd. $BUDGETD_FAULT holds up to FAULTS_MAX rules separated by commas, each
- * POINT:N:ERROR[:once|always]: POINT is put, commit or sync (store.h), N counts that point's
+ * POINT:N:ERROR[:once|always]: POINT is put, commit, sync or meta (store.h), N counts that point's
  * calls from 1, ERROR is an errno name (ENOSPC, EIO, ENOMEM, EDQUOT) or MAP_FULL. "once" (the
  * default) fails call N only; "always" fails call N and every later one. ERROR may also be
  * DELAY or DELAY=MS: the call then succeeds after 300 ms, or MS (1..60000), a slow disk that
@@ -78,7 +78,10 @@ static fault_plan faults;
 
 static const char *fault_point_name(store_fault_point p)
 {
-    return p == STORE_FAULT_PUT ? "put" : p == STORE_FAULT_COMMIT ? "commit" : "sync";
+    return p == STORE_FAULT_PUT      ? "put"
+           : p == STORE_FAULT_COMMIT ? "commit"
+           : p == STORE_FAULT_SYNC   ? "sync"
+                                     : "meta";
 }
 
 /* The store's callback; runs on the writer thread only. */
@@ -130,6 +133,8 @@ static int fault_parse_rule(char *text, fault_rule *r)
         r->point = STORE_FAULT_COMMIT;
     else if (strcmp(point, "sync") == 0)
         r->point = STORE_FAULT_SYNC;
+    else if (strcmp(point, "meta") == 0)
+        r->point = STORE_FAULT_META;
     else
         return -1;
     errno = 0;
@@ -262,14 +267,21 @@ static int clock_offset_install(server_config *cfg)
 }
 #endif
 
-static int replay(store *st, ledger *l, uint64_t *head, uint8_t head_hash[BUDGET_HASH_BYTES])
+static int replay(store *st, const char *data, ledger *l, uint64_t *head,
+                  uint8_t head_hash[BUDGET_HASH_BYTES])
 {
     replay_result res;
     struct timespec t0, t1;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (replay_log(st, l, UINT64_MAX, &res) != 0) {
-        log_error("replay stopped: %s; run an offline verify on a copy of the data", res.why);
+        if (res.bad_seq != 0)
+            log_error("replay stopped at seq %llu: %s; budgetd does not serve a log that does not "
+                      "verify: run `budgetctl audit verify --data %s` (or on a copy of that "
+                      "folder) to check the whole chain",
+                      (unsigned long long)res.bad_seq, res.why, data);
+        else
+            log_error("replay stopped: %s", res.why);
         return 1;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -531,7 +543,7 @@ int main(int argc, char **argv)
         return 1;
     }
     cfg.ledger = ledger_new();
-    if (!cfg.ledger || replay(st, cfg.ledger, &cfg.head, cfg.head_hash) != 0) {
+    if (!cfg.ledger || replay(st, data, cfg.ledger, &cfg.head, cfg.head_hash) != 0) {
         ledger_free(cfg.ledger);
         access_free(cfg.access);
         store_close(st);

@@ -38,6 +38,7 @@ typedef struct {
     batch *current;
     uint64_t expect;
     uint8_t prev[BUDGET_HASH_BYTES];
+    uint64_t bad_seq;
     int rc;
     char why[200];
 } replay_ctx;
@@ -66,35 +67,48 @@ static void hand_over(replay_ctx *r)
     r->current = NULL;
 }
 
+/* Stops the walk at event `seq`, the first that cannot be replayed, saying why. */
+static int walk_broken(replay_ctx *r, uint64_t seq, const char *what)
+{
+    snprintf(r->why, sizeof(r->why), "event %llu %s", (unsigned long long)seq, what);
+    r->bad_seq = seq;
+    r->rc = BUDGET_EINTERNAL;
+    return 1;
+}
+
 static int walk_one(void *ctx, uint64_t seq, store_val v)
 {
     replay_ctx *r = ctx;
-    const uint8_t *prev, *hash;
+    const uint8_t *hash;
+    const char *why = "";
+    char what[120];
 
     if (seq > r->upto)
         return 1;
     if (!r->current && !take_free_batch(r))
         return 1;
     ledger_event *ev = &r->current->events[r->current->count];
-    if (seq != r->expect || event_link(v.data, v.size, &prev, &hash) != 0 ||
-        memcmp(prev, r->prev, BUDGET_HASH_BYTES) != 0) {
-        snprintf(r->why, sizeof(r->why), "event %llu does not follow event %llu in the chain",
-                 (unsigned long long)seq, (unsigned long long)(r->expect - 1));
-        r->rc = BUDGET_EINTERNAL;
-        return 1;
+    if (seq != r->expect)
+        return walk_broken(r, r->expect, "is missing from the log");
+    /* The stored prev must be the last event's hash and the stored hash the SHA-256 of the
+     * event's bytes. Hashing here, on the walker, runs beside the applier's work. */
+    if (event_check_link(v.data, v.size, r->prev, &why) != 0 ||
+        event_link(v.data, v.size, NULL, &hash) != 0) {
+        if (strcmp(why, "prev") == 0)
+            snprintf(what, sizeof(what), "does not follow event %llu in the chain (prev)",
+                     (unsigned long long)(seq - 1));
+        else if (strcmp(why, "hash") == 0)
+            snprintf(what, sizeof(what),
+                     "is not what its hash says: its bytes were changed (hash)");
+        else
+            snprintf(what, sizeof(what), "is malformed (malformed)");
+        return walk_broken(r, seq, what);
     }
-    if (event_decode(v.data, v.size, ev) != 0 || ev->seq != seq) {
-        snprintf(r->why, sizeof(r->why), "event %llu cannot be decoded", (unsigned long long)seq);
-        r->rc = BUDGET_EINTERNAL;
-        return 1;
-    }
+    if (event_decode(v.data, v.size, ev) != 0 || ev->seq != seq)
+        return walk_broken(r, seq, "cannot be decoded");
     /* The checks that need no state are made here, beside the applier rather than in it. */
-    if (!ledger_syntax_ok(ev)) {
-        snprintf(r->why, sizeof(r->why), "event %llu breaks a ledger rule on replay",
-                 (unsigned long long)seq);
-        r->rc = BUDGET_EINTERNAL;
-        return 1;
-    }
+    if (!ledger_syntax_ok(ev))
+        return walk_broken(r, seq, "breaks a ledger rule on replay");
     memcpy(r->prev, hash, BUDGET_HASH_BYTES);
     r->expect++;
     if (++r->current->count == BATCH_EVENTS)
@@ -111,7 +125,11 @@ static void *walker_main(void *arg)
         snprintf(r->why, sizeof(r->why), "the event store cannot be read");
         r->rc = BUDGET_EUNAVAILABLE;
     } else {
-        store_reader_scan(rd, 0, walk_one, r);
+        int rc = store_reader_scan(rd, 0, walk_one, r);
+        /* A scan stopped by the store itself (a gap, an unreadable page); walk_one stops it
+         * with 1. */
+        if (rc < 0 && r->rc == 0)
+            walk_broken(r, r->expect, "cannot be read from the store");
         store_reader_end(rd);
     }
     if (r->current && r->current->count > 0)
@@ -181,9 +199,11 @@ int replay_log(store *st, ledger *l, uint64_t upto, replay_result *out)
     if (broken) {
         snprintf(out->why, sizeof(out->why), "event %llu breaks a ledger rule on replay",
                  (unsigned long long)broken);
+        out->bad_seq = broken;
         rc = BUDGET_EINTERNAL;
     } else if (r->rc != 0) {
         memcpy(out->why, r->why, sizeof(out->why));
+        out->bad_seq = r->bad_seq;
         rc = r->rc;
     }
     out->head = ledger_last_seq(l);

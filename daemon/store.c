@@ -15,8 +15,10 @@
  * Durability. Commits use LMDB's default synced mode: mdb_txn_commit returning 0 means the
  * batch is on disk. A commit that fails before its meta page is written leaves the previous
  * one in charge, so the batch is simply not there. If writing the meta page itself fails,
- * LMDB marks the environment fatal (MDB_PANIC on the next transaction): the store then
- * reports an unknown outcome, as for a failed sync, and the daemon restarts from the disk.
+ * LMDB marks the environment fatal (MDB_PANIC on the next transaction) and the new meta may
+ * or may not have reached the disk: the store checks for the mark as soon as a commit fails
+ * (env_fatal) and then reports an unknown outcome for that very batch, as for a failed sync,
+ * and the daemon restarts from the disk.
  */
 #include <assert.h>
 #include <errno.h>
@@ -66,6 +68,9 @@ struct store {
     void *fault_ctx;
     /* Writer thread only: set when a commit's outcome is unknown; every later append fails. */
     bool broken;
+    /* Writer thread only: STORE_FAULT_META struck, and the store acts as LMDB does once a
+     * meta page write has failed (fault injection only). */
+    bool fatal_injected;
     bool read_only; /* store_options.read_only: set once at open */
 
     pthread_mutex_t lock;        /* guards every field below */
@@ -509,6 +514,8 @@ static int put_item(store *s, MDB_txn *txn, const store_item *item)
 static int write_batch(store *s, const store_item *items, size_t n)
 {
     MDB_txn *txn;
+    if (s->fatal_injected)
+        return MDB_PANIC;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
         return rc;
@@ -521,7 +528,29 @@ static int write_batch(store *s, const store_item *items, size_t n)
         return rc;
     }
     /* Frees the transaction whether it succeeds or not. */
-    return mdb_txn_commit(txn);
+    rc = mdb_txn_commit(txn);
+    if (rc == 0 && (rc = fault_at(s, STORE_FAULT_META)) != 0)
+        s->fatal_injected = true;
+    return rc;
+}
+
+/*
+ * True when LMDB has marked the environment fatal: a commit failed while writing its meta
+ * page (mdb_env_write_meta), after its data pages were written and synced. LMDB then tries
+ * to put the old meta back through the page cache, but the new one may already be on disk,
+ * so the batch may or may not be there after a restart. There is no call that reads the mark,
+ * but every transaction begun after it fails with MDB_PANIC; the writer thread holds no other
+ * write transaction, so beginning one here cannot wait.
+ */
+static bool env_fatal(store *s)
+{
+    if (s->fatal_injected)
+        return true;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc == 0)
+        mdb_txn_abort(txn);
+    return rc == MDB_PANIC;
 }
 
 /*
@@ -577,7 +606,12 @@ static int append_tries(store *s, const store_item *items, size_t n)
             s->broken = true;
             return BUDGET_EINTERNAL;
         default:
-            /* ENOSPC, EIO, ENOMEM, ...: the transaction was aborted, nothing is written. */
+            /* ENOSPC, EIO, ENOMEM, ...: the transaction was aborted and nothing is written,
+             * unless the meta page's write was what failed: the outcome is then unknown. */
+            if (env_fatal(s)) {
+                s->broken = true;
+                return BUDGET_EINTERNAL;
+            }
             return BUDGET_EUNAVAILABLE;
         }
     }

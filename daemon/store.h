@@ -36,6 +36,11 @@ typedef enum {
     STORE_FAULT_PUT = 1, /* an mdb_put inside the batch */
     STORE_FAULT_COMMIT,  /* mdb_txn_commit, failing before anything is written */
     STORE_FAULT_SYNC,    /* the commit wrote its pages but the sync failed: outcome unknown */
+    /* The commit wrote its data pages but writing its meta page failed: LMDB marks the
+     * environment fatal (every later transaction fails with MDB_PANIC) and whether the batch
+     * is on disk is unknown. The fault strikes after a commit that did write everything, the
+     * case in which answering "nothing was written" would be false. */
+    STORE_FAULT_META,
 } store_fault_point;
 
 /* Returns 0 to go on, or a positive errno / MDB_MAP_FULL to fail the operation with. */
@@ -77,8 +82,9 @@ typedef struct {
  * MDB_MAP_FULL the map is doubled (waiting for active readers to end) and the batch retried.
  * Returns 0 when every event is durable; BUDGET_EUNAVAILABLE when the batch was not written
  * (disk full, I/O error, map at its maximum): the caller fails exactly this batch and may go
- * on; or BUDGET_EINTERNAL with *sync_failed = true when the commit's sync failed: whether the
- * batch is on disk is unknown, and the caller must stop writing and restart from the disk.
+ * on; or BUDGET_EINTERNAL with *sync_failed = true when the commit's outcome is unknown (its
+ * sync failed, or writing its meta page did and LMDB marked the environment fatal): whether
+ * the batch is on disk is unknown, and the caller must stop writing and restart from the disk.
  * Called from one thread at a time (the writer thread).
  */
 int store_append(store *s, const store_item *items, size_t n, bool *sync_failed);

@@ -381,8 +381,8 @@ Test(audit, a_change_of_any_stored_byte_is_found_at_its_event)
     e2e_assert(au_write_file(data_file, file, len, 0640) == 0, "restore the copy");
     e2e_assert_int(offline_first_bad(copy), 0, "restored, the copy verifies again");
 
-    /* A daemon on a copy whose event 17 has one letter of its title changed: it replays
-     * (the links between events still follow) and `verify` names event 17. */
+    /* A daemon on a copy whose event 17 has one letter of its title changed: the links
+     * between events still follow, but its hash does not, so it does not start. */
     size_t starts[8], ends[8];
     size_t copies = find_event(file, len, 17, starts, ends, 8);
     char marker[32];
@@ -393,13 +393,18 @@ Test(audit, a_change_of_any_stored_byte_is_found_at_its_event)
     }
     e2e_assert(au_write_file(data_file, file, len, 0640) == 0, "write the copy");
     e2e_daemon on_copy;
-    e2e_assert(au_daemon_on(&on_copy, copy) == 0, "budgetd serves the altered copy");
-    ctl_on_argv(&on_copy, &r, 1, AU_ARGV("verify"));
-    e2e_assert_int(r.exit_code, 4, "verify on the altered copy");
-    e2e_assert(strncmp(r.out, "chain broken at seq 17: hash", 28) == 0, "%s", r.out);
-    e2e_ctl_free(&r);
-    stop_daemon(&on_copy);
+    e2e_assert(au_daemon_on(&on_copy, copy) != 0, "budgetd refuses a log whose event 17 changed");
+    size_t log_len = 0;
+    char *log = au_read_file(on_copy.log, &log_len);
+    e2e_assert(log && strstr(log, "replay stopped at seq 17: event 17 is not what its hash says"),
+               "the log names it: %s", log ? log : "");
+    free(log);
     e2e_daemon_cleanup(&on_copy);
+    e2e_assert_int(offline_first_bad(copy), 17, "offline verify names event 17");
+    for (size_t i = 0; i < copies; i++) {
+        uint8_t *m = memmem(file + starts[i], ends[i] - starts[i], marker, mlen);
+        m[mlen + 1] ^= 0x01;
+    }
 
     /* One whose event 9's prev is changed: start-up replay refuses it, naming event 9. */
     copies = find_event(file, len, 9, starts, ends, 8);
@@ -407,8 +412,7 @@ Test(audit, a_change_of_any_stored_byte_is_found_at_its_event)
         file[ends[i] - 39 - 10] ^= 0x01;
     e2e_assert(au_write_file(data_file, file, len, 0640) == 0, "write the copy");
     e2e_assert(au_daemon_on(&on_copy, copy) != 0, "budgetd refuses a log that does not replay");
-    size_t log_len = 0;
-    char *log = au_read_file(on_copy.log, &log_len);
+    log = au_read_file(on_copy.log, &log_len);
     e2e_assert(log && strstr(log, "event 9 does not follow event 8"), "the log names it: %s",
                log ? log : "");
     free(log);
@@ -425,6 +429,112 @@ Test(audit, a_change_of_any_stored_byte_is_found_at_its_event)
     fprintf(stderr, "tamper: %u single-byte changes in %zu events, each found at its event\n",
             flips, sizeof(sample_events) / sizeof(sample_events[0]));
     free(file);
+    e2e_remove_tree(copy);
+}
+
+/* ---- a log changed in place does not start ----------------------------------------------------
+ */
+
+#define CHANGED_EVENTS 9
+/* 1 000 000 kr in öre, as msgpack stores it (uint 32), and ten times that in the same width. */
+static const uint8_t amount_stored[] = {0xce, 0x05, 0xf5, 0xe1, 0x00};
+static const uint8_t amount_tenfold[] = {0xce, 0x3b, 0x9a, 0xca, 0x00};
+
+/*
+ * Runs budgetd on the data folder `data`, as an operator would start it, and waits for it to
+ * exit: its exit status (-1 when it was still serving at the deadline and was killed), its
+ * stderr in `err` (free it).
+ */
+static int start_on(const char *data, char **err)
+{
+    char sock[256];
+    au_proc p;
+    snprintf(sock, sizeof(sock), "%s/budgetd.sock", data);
+    e2e_assert(au_proc_start(&p, AU_ARGV(BUDGETD_PATH, "--data", data, "--socket", sock, NULL)) ==
+                   0,
+               "run budgetd");
+    int status = au_proc_wait(&p, E2E_START_TIMEOUT_MS);
+    *err = strdup(p.err ? p.err : "");
+    au_proc_free(&p);
+    unlink(sock);
+    return status;
+}
+
+/*
+ * Someone with write access to a data folder patches one stored event in place: an amount
+ * made ten times larger in the same width, or a prev that no longer names the event before.
+ * Whether the event is the first, one in the middle or the last, budgetd refuses to start
+ * (exit 1) and its log names the event and the command that checks the chain offline, which
+ * names the same event. A daemon that started would serve the patched balances and sign
+ * checkpoints over them.
+ */
+Test(audit, a_log_changed_in_place_does_not_start)
+{
+    static const unsigned changed[] = {1, (CHANGED_EVENTS + 1) / 2, CHANGED_EVENTS};
+    char copy[128], data_file[256], title[64], id[16], want[64];
+
+    for (unsigned seq = 1; seq <= CHANGED_EVENTS; seq++) {
+        snprintf(title, sizeof(title), MARKER "Utökat trygghetsarbete", seq);
+        snprintf(id, sizeof(id), "c%u", seq);
+        run_ok("grant", "--unit", "KS", "--year", "2021", "--amount", "1000000 kr", "--title",
+               title, "--reference", "KS § 241", "--id", id);
+    }
+    stop_daemon(&bd);
+    char from[256];
+    snprintf(from, sizeof(from), "%s/data.mdb", bd.data);
+    size_t len = 0;
+    uint8_t *honest = (uint8_t *)au_read_file(from, &len);
+    e2e_assert(honest != NULL, "read %s", from);
+    uint8_t *file = malloc(len);
+    e2e_assert(file != NULL, "memory");
+
+    au_temp_dir(copy, sizeof(copy));
+    snprintf(data_file, sizeof(data_file), "%s/data.mdb", copy);
+    e2e_assert(au_write_file(data_file, honest, len, 0640) == 0, "write the copy");
+    e2e_assert_int(offline_first_bad(copy), 0, "the untouched copy verifies");
+
+    for (size_t k = 0; k < sizeof(changed) / sizeof(changed[0]); k++) {
+        for (int kind = 0; kind < 2; kind++) {
+            unsigned seq = changed[k];
+            const char *what = kind == 0 ? "amount" : "prev";
+            size_t starts[8], ends[8];
+            memcpy(file, honest, len);
+            size_t copies = find_event(file, len, seq, starts, ends, 8);
+            e2e_assert(copies >= 1, "event %u is in the file", seq);
+            for (size_t i = 0; i < copies; i++) {
+                if (kind == 0) {
+                    uint8_t *a = memmem(file + starts[i], ends[i] - starts[i], amount_stored,
+                                        sizeof(amount_stored));
+                    e2e_assert(a != NULL, "event %u stores 1 000 000 kr", seq);
+                    memcpy(a, amount_tenfold, sizeof(amount_tenfold));
+                } else {
+                    file[ends[i] - 39 - 10] ^= 0x01; /* a byte of prev */
+                }
+            }
+            e2e_assert(au_write_file(data_file, file, len, 0640) == 0, "write the copy");
+
+            char *err = NULL;
+            int status = start_on(copy, &err);
+            e2e_assert(status == 1, "budgetd on a log whose event %u's %s is changed: exit %d: %s",
+                       seq, what, status, err);
+            snprintf(want, sizeof(want), "replay stopped at seq %u:", seq);
+            e2e_assert(strstr(err, want) != NULL, "the log does not name event %u (%s): %s", seq,
+                       what, err);
+            e2e_assert(strstr(err, "budgetctl audit verify --data") != NULL,
+                       "the log does not say how to check the chain: %s", err);
+            free(err);
+            uint64_t bad = offline_first_bad(copy);
+            e2e_assert(bad == seq, "event %u's %s changed: offline verify says %" PRIu64, seq, what,
+                       bad);
+        }
+    }
+    e2e_assert(au_write_file(data_file, honest, len, 0640) == 0, "restore the copy");
+    e2e_daemon on_copy;
+    e2e_assert(au_daemon_on(&on_copy, copy) == 0, "budgetd serves the restored copy");
+    stop_daemon(&on_copy);
+    e2e_daemon_cleanup(&on_copy);
+    free(file);
+    free(honest);
     e2e_remove_tree(copy);
 }
 

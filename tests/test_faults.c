@@ -1,21 +1,21 @@
 /*
  * Storage faults, end to end, with budgetd-faulty (budgetd built with BUDGET_FAULT_INJECTION:
- * $BUDGETD_FAULT makes the Nth put, commit or sync of the store fail). For each kind of
- * fault, N = 1, 2, ... until a run of the workload completes without meeting the fault:
+ * $BUDGETD_FAULT makes the Nth put, commit, sync or meta page write of the store fail). For
+ * each kind of fault, N = 1, 2, ... until a run of the workload completes without meeting it:
  *
  *   put / commit, ENOSPC or EIO, once:  the batch that meets it is answered `unavailable`
  *       and never acknowledged; the daemon keeps serving; the same writes retried succeed.
  *   put / commit, EIO, always:  every write from then on is `unavailable`, reads are still
  *       served, SIGTERM still stops the daemon cleanly.
  *   put / commit, MAP_FULL, once:  the map grows and the batch succeeds; nobody notices.
- *   sync, EIO:  the batch is answered `unavailable`, nothing after it is acknowledged, and
- *       the daemon exits with status 1.
+ *   sync or meta, EIO:  the batch is answered `unavailable`, nothing after it is
+ *       acknowledged, and the daemon exits with status 1.
  *
  * After every run the production budgetd is started on the same folder: the chain verifies,
  * every acknowledged write is there at its seq, nothing else is (a put or commit fault
- * leaves no part of its batch; a sync fault may leave the whole batch, never a part of it),
- * and the unacknowledged writes retried with their ids are made once or answer the seq
- * they already have.
+ * leaves no part of its batch; a sync or meta fault may leave the whole batch, never a part
+ * of it), and the unacknowledged writes retried with their ids are made once or answer the
+ * seq they already have.
  *
  * Two faults of the machine around the store: a disk that holds a commit for a while (reads
  * meanwhile never show it), and a user database that is slow to answer for one uid (other
@@ -176,11 +176,18 @@ static void expect_reads_served(budget_client *c)
     budget_response_free(&r);
 }
 
+/* A fault after which the batch may or may not be on disk: a failed sync, or a failed write of
+ * the meta page (LMDB then marks the environment fatal). The daemon must stop as for both. */
+static bool outcome_unknown(const fault_spec *f)
+{
+    return strcmp(f->point, "sync") == 0 || strcmp(f->point, "meta") == 0;
+}
+
 /* Runs the workload against a daemon that injects `f`. */
 static void run_workload(const fault_spec *f, run_result *out)
 {
     budget_client *root = NULL, *other = NULL, *c;
-    bool sync = strcmp(f->point, "sync") == 0;
+    bool sync = outcome_unknown(f);
     bool failed_seen = false;
 
     rel_assert(&rd, budget_client_connect(rd.d.socket, &root) == 0, "connect");
@@ -222,7 +229,7 @@ static void check_on_disk(const fault_spec *f, run_result *res)
 {
     budget_client *c = NULL;
     rel_event *log;
-    bool sync = strcmp(f->point, "sync") == 0;
+    bool sync = outcome_unknown(f);
 
     rd.binary = BUDGETD_PATH;
     rd.env[0][0] = '\0';
@@ -279,7 +286,7 @@ static bool run_once(const fault_spec *f)
 {
     run_result res;
     int status = 0;
-    bool sync = strcmp(f->point, "sync") == 0;
+    bool sync = outcome_unknown(f);
     bool map_full = strcmp(f->error, "MAP_FULL") == 0;
 
     memset(&res, 0, sizeof(res));
@@ -383,6 +390,15 @@ Test(faults, map_full_grows_the_map_and_the_batch_succeeds)
 Test(faults, sync_failure_acknowledges_nothing_and_exits_1)
 {
     cr_assert_gt(series("sync", "EIO", MODE_ONCE), 0);
+}
+
+/* A commit whose meta page could not be written: its outcome is unknown, as after a failed
+ * sync, and the batch is never answered "nothing was written". The fault strikes after a
+ * commit that did write the batch, so a daemon that answered so and went on would leave an
+ * event on disk that its client was told is not there. */
+Test(faults, meta_write_failure_acknowledges_nothing_and_exits_1)
+{
+    cr_assert_gt(series("meta", "EIO", MODE_ONCE), 0);
 }
 
 /* A real map that fills: started at LMDB's smallest, it grows many times under load. */
@@ -493,6 +509,112 @@ Test(faults, writes_behind_a_failed_commit_see_the_ledger_without_it)
     }
     close(fd);
     e2e_buf_destroy(&b);
+    rel_stop_clean(&rd);
+}
+
+/* Waits (bounded, stretched) until the daemon's log holds `text`. */
+static bool wait_log(const char *text, int timeout_ms)
+{
+    int64_t deadline = rel_now_us() + (int64_t)timeout_ms * e2e_slow() * 1000;
+    while (!rel_log_contains(&rd, text)) {
+        if (rel_now_us() > deadline)
+            return false;
+        rel_sleep_ms(5);
+    }
+    return true;
+}
+
+/* The answer to the oldest request sent on `c` without waiting, as rel_write reports one. */
+static void answer_of(budget_client *c, rel_result *out)
+{
+    budget_response resp;
+    memset(out, 0, sizeof(*out));
+    int rc = budget_client_recv(c, &resp);
+    if (rc != 0) {
+        out->transport = rc;
+        return;
+    }
+    out->ok = resp.ok;
+    if (resp.ok)
+        out->seq = (uint64_t)budget_map_int(&resp.result, "seq", 0);
+    snprintf(out->code, sizeof(out->code), "%s", resp.ok ? "" : resp.code);
+    snprintf(out->message, sizeof(out->message), "%s", resp.ok ? "" : resp.message);
+    budget_response_free(&resp);
+}
+
+/*
+ * A retry counts only from the uid that first sent it. Root proposes an allocation; its
+ * commit is held 2 s and then fails. Meanwhile nobody (the second identity) sends the same
+ * proposal, id and content alike. Were that taken for a retry of root's, it would wait on
+ * root's commit and, when that failed, be written as nobody's own; root, retrying, would get
+ * `ok` for an event the log says nobody proposed, and could then approve its own proposal.
+ * Now nobody is answered `conflict` at once, root's retry writes root's proposal, four-eyes
+ * refuses root's approval and allows nobody's, and nobody's proposal sent again once root's
+ * is durable is a conflict too.
+ */
+Test(faults, a_retry_counts_only_from_the_uid_that_sent_it)
+{
+    e2e_buf grant, prop, dec;
+    rel_result r, ra, rb;
+    budget_client *a = NULL, *b = NULL;
+
+    rd.binary = BUDGETD_FAULTY_PATH;
+    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_FAULT=commit:2:DELAY=%d,commit:2:EIO",
+             2000 * e2e_slow());
+    cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
+    rel_assert(&rd, budget_client_connect(rd.d.socket, &a) == 0, "connect");
+    b = e2e_client_as(&rd.d, &e2e_other);
+    e2e_buf_init(&grant);
+    e2e_buf_init(&prop);
+    e2e_buf_init(&dec);
+    rel_pack_grant(&grant, "uid-f", "KS", 1000000);
+    rel_write(a, "frame.grant", grant.sb.data, grant.sb.size, &r);
+    rel_assert(&rd, r.ok, "the grant: %s %s", r.code, r.message);
+    rel_pack_propose(&prop, "uid-a", "uid-f", "SON", 1000);
+
+    /* Root's proposal, whose commit is held and then fails. */
+    rel_assert(&rd, budget_client_send(a, "allocation.propose", prop.sb.data, prop.sb.size) > 0,
+               "send root's proposal");
+    rel_assert(&rd, wait_log("fault injected: commit call 2 waits", 5000),
+               "root's commit was never held");
+    /* Nobody's identical proposal while root's is in flight. */
+    rel_assert(&rd, budget_client_send(b, "allocation.propose", prop.sb.data, prop.sb.size) > 0,
+               "send nobody's proposal");
+    answer_of(b, &rb);
+    answer_of(a, &ra);
+    rel_assert(&rd, ra.transport == 0 && !ra.ok && strcmp(ra.code, "unavailable") == 0,
+               "root's failed commit was answered %s", ra.ok ? "ok" : ra.code);
+    rel_assert(&rd, rb.transport == 0 && !rb.ok && strcmp(rb.code, "conflict") == 0,
+               "nobody's copy of root's proposal in flight was answered %s (seq %" PRIu64 ")",
+               rb.ok ? "ok" : rb.code, rb.seq);
+    rel_assert(&rd, rel_log_contains(&rd, "fault injected: commit call 2 fails"),
+               "the commit did not fail");
+
+    /* Root retries: its own proposal is written. */
+    rel_write(a, "allocation.propose", prop.sb.data, prop.sb.size, &r);
+    rel_assert(&rd, r.ok, "root's retry: %s %s", r.code, r.message);
+    uint64_t proposed = r.seq;
+    /* Once durable, nobody's copy is still a conflict, and root's retry still its own. */
+    rel_write(b, "allocation.propose", prop.sb.data, prop.sb.size, &r);
+    rel_assert(&rd, !r.ok && strcmp(r.code, "conflict") == 0,
+               "nobody's copy of root's durable proposal was answered %s", r.ok ? "ok" : r.code);
+    rel_write(a, "allocation.propose", prop.sb.data, prop.sb.size, &r);
+    rel_assert(&rd, r.ok && r.seq == proposed, "root's second retry: %s seq %" PRIu64, r.code,
+               r.seq);
+
+    /* Four-eyes follows the log: root proposed, so root may not approve; nobody may. */
+    rel_pack_target(&dec, "uid-d", "uid-a");
+    rel_write(a, "approve", dec.sb.data, dec.sb.size, &r);
+    rel_assert(&rd, !r.ok && strcmp(r.code, "forbidden") == 0,
+               "root approved the proposal it sent: %s", r.ok ? "ok" : r.code);
+    rel_write(b, "approve", dec.sb.data, dec.sb.size, &r);
+    rel_assert(&rd, r.ok, "nobody's approval: %s %s", r.code, r.message);
+
+    budget_client_close(a);
+    budget_client_close(b);
+    e2e_buf_destroy(&grant);
+    e2e_buf_destroy(&prop);
+    e2e_buf_destroy(&dec);
     rel_stop_clean(&rd);
 }
 

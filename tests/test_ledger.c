@@ -1070,120 +1070,146 @@ Test(ledger, same_request)
 {
     ledger_cmd g = grant("f1", "KS", 2021, 1000, "Ram", "KS 1");
     ledger_event e = made(g, UID_KS);
-    cr_assert(ledger_same_request(&g, &e));
+    cr_assert(ledger_same_request(&g, &e.actor, &e));
     ledger_cmd x = g;
     x.amount = 999;
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = g;
     x.year = 2022;
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = g;
     PUT(x.unit, "SON");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = g;
     PUT(x.title, "Ram2");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = g;
     PUT(x.reference, "");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = g;
     PUT(x.id, "f2");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = g;
     x.type = LEDGER_FRAME_ADJUSTED;
-    cr_assert_not(ledger_same_request(&x, &e));
-    /* Not compared: actor, seq, ts, and fields the type does not have. */
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
+    /* Not compared: the actor's name, seq, ts, and fields the type does not have. */
     ledger_event e2 = e;
-    e2.actor.uid = 42;
+    PUT(e2.actor.name, "another.name");
     e2.seq = 99;
     e2.ts_ms = 5;
     PUT(e2.note, "annat");
-    cr_assert(ledger_same_request(&g, &e2));
+    cr_assert(ledger_same_request(&g, &e.actor, &e2));
 
     ledger_cmd j = adjust("j1", "f1", -5, "Minska", "ref");
     e = made(j, UID_KS);
-    cr_assert(ledger_same_request(&j, &e));
+    cr_assert(ledger_same_request(&j, &e.actor, &e));
     e2 = e;
     e2.year = 1999; /* derived */
     PUT(e2.unit, "ZZ");
-    cr_assert(ledger_same_request(&j, &e2));
+    cr_assert(ledger_same_request(&j, &e2.actor, &e2));
     x = j;
     x.amount = 5;
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = j;
     PUT(x.frame, "f2");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = j;
     PUT(x.title, "Öka");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = j;
     PUT(x.reference, "ref2");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
 
     ledger_cmd p = propose("a1", "f1", "SON", 100, "Syfte");
     e = made(p, UID_KS);
-    cr_assert(ledger_same_request(&p, &e));
+    cr_assert(ledger_same_request(&p, &e.actor, &e));
     e2 = e;
     e2.year = 1999;
-    cr_assert(ledger_same_request(&p, &e2));
+    cr_assert(ledger_same_request(&p, &e2.actor, &e2));
     x = p;
     PUT(x.unit, "KFN");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = p;
     x.amount = 101;
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = p;
     PUT(x.title, "Annat");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = p;
     PUT(x.frame, "f9");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
 
     ledger_cmd d = decide(LEDGER_DECISION_APPROVED, "d1", "a1", "KS § 1", "ok");
     e = made(d, UID_DECIDER);
-    cr_assert(ledger_same_request(&d, &e));
+    cr_assert(ledger_same_request(&d, &e.actor, &e));
     e2 = e;
     e2.amount = 1;
     e2.target_kind = LEDGER_KIND_AVROP;
-    cr_assert(ledger_same_request(&d, &e2));
+    cr_assert(ledger_same_request(&d, &e2.actor, &e2));
     x = d;
     x.type = LEDGER_DECISION_REJECTED;
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = d;
     PUT(x.target, "a2");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = d;
     PUT(x.reference, "KS § 2");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = d;
     PUT(x.note, "");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
 
     ledger_cmd v = avrop("v1", "a1", 10, "not");
     e = made(v, UID_SON);
-    cr_assert(ledger_same_request(&v, &e));
+    cr_assert(ledger_same_request(&v, &e.actor, &e));
     x = v;
     x.amount = 11;
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = v;
     PUT(x.note, "note");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = v;
     PUT(x.allocation, "a2");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
 
     ledger_cmd w = withdraw("w1", "v1", "ångrar");
     e = made(w, UID_SON);
-    cr_assert(ledger_same_request(&w, &e));
+    cr_assert(ledger_same_request(&w, &e.actor, &e));
     x = w;
     PUT(x.note, "");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = w;
     PUT(x.target, "v2");
-    cr_assert_not(ledger_same_request(&x, &e));
+    cr_assert_not(ledger_same_request(&x, &e.actor, &e));
     x = w;
     PUT(x.reference, "ignored"); /* a withdrawal has no reference */
-    cr_assert(ledger_same_request(&x, &e));
+    cr_assert(ledger_same_request(&x, &e.actor, &e));
+}
+
+/*
+ * A retry counts only from the uid that first sent it. A proposal by one uid, sent again with
+ * the same id and content by another, is not the same request: were it answered ok, the
+ * second uid would hold an acknowledgement of a proposal the log records as the first's, and
+ * the four-eyes rule (no one decides their own proposal) would follow the log, not the
+ * acknowledgement. The same uid under another name is the same request.
+ */
+Test(ledger, a_retry_counts_only_from_the_uid_that_sent_it)
+{
+    OK(grant("f1", "KS", 2021, 1000, "Ram", "KS 1"));
+    ledger_cmd p = propose("a1", "f1", "SON", 100, "Syfte");
+    ledger_event e = made(p, UID_KS);
+    ledger_actor ks = actor(UID_KS), son = actor(UID_SON);
+    cr_assert(ledger_same_request(&p, &ks, &e));
+    cr_assert_not(ledger_same_request(&p, &son, &e), "another uid's identical proposal");
+    PUT(ks.name, "renamed");
+    cr_assert(ledger_same_request(&p, &ks, &e), "the same uid under another name");
+
+    /* The id is taken whoever asks: the caller decides between retry and conflict. */
+    cr_assert_eq(submit_as(UID_SON, p), 1);
+    cr_assert_eq(existing_seq, e.seq);
+    /* And the proposer stays the one the log names: it may not decide, the other may. */
+    FAILS_AS(UID_KS, approve("d1", "a1"), BUDGET_EFORBIDDEN);
+    OK_AS(UID_SON, approve("d1", "a1"));
 }
 
 /* ---- ledger_apply on events that break the rules

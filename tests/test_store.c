@@ -844,6 +844,34 @@ Test(store, a_failed_batch_leaves_the_store_writable)
     store_close(s);
 }
 
+/*
+ * A commit whose meta page could not be written (LMDB then marks the environment fatal) has
+ * an unknown outcome: the batch is not answered "not written" (BUDGET_EUNAVAILABLE) but
+ * reported as a failed sync, and every later append fails alike. The fault strikes after a
+ * commit that wrote everything, and indeed the store opened again holds the batch.
+ */
+Test(store, a_failed_meta_write_is_an_unknown_outcome)
+{
+    fault_plan plan = {0};
+    store_options opt = {.fault = fault_fn, .fault_ctx = &plan};
+    store *s = open_store(&opt);
+    append_ok(s, 1, 3, 0);
+    arm(&plan, STORE_FAULT_META, EIO, 1, false);
+    bool sync_failed = false;
+    cr_assert_eq(append(s, 4, 4, 0, &sync_failed), BUDGET_EINTERNAL);
+    cr_assert(sync_failed, "a failed meta page write was reported as nothing written");
+    sync_failed = false;
+    cr_assert_eq(append(s, 4, 4, 0, &sync_failed), BUDGET_EINTERNAL);
+    cr_assert(sync_failed, "the store went on appending after a failed meta page write");
+    assert_head(s, 3); /* the head is left for the disk to say */
+    store_close(s);
+
+    s = open_store(NULL);
+    assert_head(s, 7);
+    assert_log(s, 7, 0);
+    store_close(s);
+}
+
 Test(store, map_full_once_at_put_grows_and_succeeds)
 {
     fault_plan plan = {0};

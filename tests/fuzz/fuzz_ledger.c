@@ -227,7 +227,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (clone != NULL && ledger_apply(clone, &ev) != 0)
                 abort();
             /* The retry of what was just made is recognised as the same request. */
-            if (!ledger_same_request(&cmd, &ev))
+            if (!ledger_same_request(&cmd, &actor, &ev))
                 abort();
         } else {
             abort();
