@@ -29,6 +29,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: budgetd --data DIR [--socket PATH] [--socket-group GROUP] [--config FILE]\n"
             "               [--connections N] [--connections-per-uid N]\n"
+            "               [--subscriptions-per-uid N]\n"
             "               [--idle-timeout SECONDS] [--frame-timeout SECONDS]\n"
             "               [--map-size BYTES] [--log-level debug|info|warn|error]\n"
             "\n"
@@ -363,6 +364,7 @@ enum {
     OPT_CONNECTIONS_PER_UID,
     OPT_IDLE_TIMEOUT,
     OPT_FRAME_TIMEOUT,
+    OPT_SUBSCRIPTIONS_PER_UID,
 };
 
 /* A decimal count in [min, max]. 0 or -1. */
@@ -402,6 +404,7 @@ int main(int argc, char **argv)
         {"connections-per-uid", required_argument, NULL, OPT_CONNECTIONS_PER_UID},
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"frame-timeout", required_argument, NULL, OPT_FRAME_TIMEOUT},
+        {"subscriptions-per-uid", required_argument, NULL, OPT_SUBSCRIPTIONS_PER_UID},
         {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *socket_flag = NULL, *config = NULL;
@@ -414,6 +417,7 @@ int main(int argc, char **argv)
 
     cfg.connections_max = BUDGET_CONNECTIONS_MAX;
     cfg.connections_per_uid_max = BUDGET_CONNECTIONS_PER_UID_MAX;
+    cfg.subscriptions_per_uid_max = BUDGET_SUBSCRIPTIONS_PER_UID_MAX;
     cfg.idle_timeout_ms = BUDGET_IDLE_TIMEOUT_S * 1000ull;
     cfg.frame_timeout_ms = BUDGET_FRAME_TIMEOUT_S * 1000ull;
 
@@ -470,6 +474,14 @@ int main(int argc, char **argv)
             }
             *(opt == OPT_CONNECTIONS ? &cfg.connections_max : &cfg.connections_per_uid_max) =
                 (uint32_t)count;
+            break;
+        case OPT_SUBSCRIPTIONS_PER_UID:
+            if (parse_count(optarg, 1, BUDGET_SUBSCRIPTIONS_MAX, &count) != 0) {
+                fprintf(stderr, "budgetd: --subscriptions-per-uid wants a count, 1..%u\n",
+                        BUDGET_SUBSCRIPTIONS_MAX);
+                return 2;
+            }
+            cfg.subscriptions_per_uid_max = (uint32_t)count;
             break;
         case OPT_IDLE_TIMEOUT:
         case OPT_FRAME_TIMEOUT:

@@ -37,6 +37,7 @@
 #include "request.h"
 #include "server.h"
 #include "server_internal.h"
+#include "subscribe.h"
 
 static int64_t clock_offset_ms;
 
@@ -58,8 +59,9 @@ static void on_signal(uv_signal_t *h, int signum)
 
 /*
  * SIGHUP: the access file is read again. Connections stay open; each one's grants are
- * resolved again under the new rules. A file that cannot be read or parsed leaves the rules
- * in force as they were, and the log says why.
+ * resolved again under the new rules, and a subscription whose identity lost the reader role
+ * ends (sub_access_changed): a push stream must not outlive the right to read. A file that
+ * cannot be read or parsed leaves the rules in force as they were, and the log says why.
  */
 static void on_sighup(uv_signal_t *h, int signum)
 {
@@ -83,6 +85,7 @@ static void on_sighup(uv_signal_t *h, int signum)
     access_free(s->access);
     s->access = fresh;
     log_info("SIGHUP: reloaded %s: %zu rules", s->access_path, access_rule_count(fresh));
+    sub_access_changed(s);
 }
 
 static void on_sweep(uv_timer_t *h)
@@ -356,6 +359,7 @@ int server_run(const server_config *cfg)
     s->access_path = cfg->access_path;
     s->connections_max = cfg->connections_max;
     s->connections_per_uid_max = cfg->connections_per_uid_max;
+    s->subscriptions_per_uid_max = cfg->subscriptions_per_uid_max;
     s->idle_timeout_ms = cfg->idle_timeout_ms;
     s->frame_timeout_ms = cfg->frame_timeout_ms;
     s->lookup_hook = cfg->lookup_hook;

@@ -31,6 +31,8 @@ typedef struct {
     /* Connections at once, in all and per uid; idle time before a connection is closed; time
      * from a frame's first byte to its last. */
     uint32_t connections_max, connections_per_uid_max;
+    /* Subscriptions open at once from one uid (1..BUDGET_SUBSCRIPTIONS_MAX). */
+    uint32_t subscriptions_per_uid_max;
     uint64_t idle_timeout_ms, frame_timeout_ms;
     /* Called on a worker thread before a connecting uid's name and groups are looked up; NULL
      * in budgetd. budgetd-faulty uses it to stand in for a slow user database. */

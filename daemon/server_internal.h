@@ -142,6 +142,7 @@ struct server {
     /* subscribe.c: live subscriptions, and those waiting for a catch-up job */
     struct subscription *subs, *subs_waiting;
     uint32_t subs_count, sub_jobs_running;
+    uint32_t subscriptions_per_uid_max;
     uint64_t sub_fallbacks; /* times a live subscriber fell back to catching up */
     /* audit_ops.c */
     bool backup_running;

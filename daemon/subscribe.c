@@ -30,6 +30,10 @@ struct subscription {
     bool job_running; /* a catch-up page is being read */
     bool waiting;     /* queued for a catch-up job slot */
     bool detached;    /* sends nothing more; freed with its connection */
+    /* The frame that ends the subscription, kept while answers before it are still unwritten
+     * (a push may not overtake an answer); NULL when there is none. */
+    char *end_frame;
+    size_t end_size;
     subscription *prev, *next, *wait_next;
 };
 
@@ -78,8 +82,11 @@ static int pack_push(msgpack_sbuffer *sb, uint64_t req_id, const uint8_t *event,
     return 0;
 }
 
-/* Ends a subscription with an error frame {"id", "ok": false, "error"}; then the connection
- * closes once everything before it is written. */
+/*
+ * Ends a subscription with an error frame {"id", "ok": false, "error"}; then the connection
+ * closes once everything before it is written. The frame goes after every answer the
+ * connection still owes: at once when there is none, else from sub_on_writable.
+ */
 static void sub_fail(subscription *sub, int code, const char *why)
 {
     conn *c = sub->c;
@@ -92,7 +99,14 @@ static void sub_fail(subscription *sub, int code, const char *why)
     resp_error_into(&r, sub->req_id, code, why);
     resp_finish(&r, sub->req_id);
     size_t size = r.sb.size;
-    conn_push(c, msgpack_sbuffer_release(&r.sb), size);
+    char *frame = msgpack_sbuffer_release(&r.sb);
+    if (c->slot_count == 0) {
+        conn_push(c, frame, size);
+        return;
+    }
+    free(sub->end_frame);
+    sub->end_frame = frame;
+    sub->end_size = size;
 }
 
 /* ---- catch-up pages ------------------------------------------------------------------- */
@@ -312,6 +326,15 @@ static int decode_after(const msgpack_object *args, uint64_t *after, char *msg, 
     return 0;
 }
 
+/* Subscriptions open now for `uid`. O(subscriptions), at most SUB_SUBSCRIPTIONS_MAX. */
+static uint32_t uid_subscriptions(const server *s, uint32_t uid)
+{
+    uint32_t n = 0;
+    for (const subscription *sub = s->subs; sub; sub = sub->next)
+        n += sub->c->actor.uid == uid;
+    return n;
+}
+
 void op_subscribe(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
 {
     server *s = c->srv;
@@ -329,9 +352,23 @@ void op_subscribe(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *
         conn_answer_error(c, idx, req_id, BUDGET_ENOT_FOUND, msg);
         return;
     }
-    if (s->stopping || s->subs_count >= SUB_SUBSCRIPTIONS_MAX) {
-        snprintf(msg, sizeof(msg), "%s",
-                 s->stopping ? "budgetd is stopping" : "too many subscriptions; retry later");
+    if (s->stopping)
+        snprintf(msg, sizeof(msg), "budgetd is stopping");
+    else if (s->subs_count >= SUB_SUBSCRIPTIONS_MAX)
+        snprintf(msg, sizeof(msg),
+                 "too many subscriptions: budgetd serves at most %u at once; "
+                 "retry later",
+                 SUB_SUBSCRIPTIONS_MAX);
+    else if (uid_subscriptions(s, c->actor.uid) >= s->subscriptions_per_uid_max)
+        snprintf(msg, sizeof(msg),
+                 "too many subscriptions from uid %u: at most %u at once; "
+                 "close one first",
+                 c->actor.uid, s->subscriptions_per_uid_max);
+    else
+        msg[0] = '\0';
+    if (msg[0]) {
+        if (refusal_to_log(s))
+            log_info("uid %u refused: %s", c->actor.uid, msg);
         conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, msg);
         return;
     }
@@ -360,8 +397,39 @@ void op_subscribe(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *
 
 void sub_on_writable(conn *c)
 {
-    if (c->sub)
-        sub_advance(c->sub);
+    subscription *sub = c->sub;
+
+    if (!sub)
+        return;
+    if (sub->end_frame && c->slot_count == 0 && !c->closing) {
+        char *frame = sub->end_frame;
+        sub->end_frame = NULL;
+        conn_push(c, frame, sub->end_size);
+        return;
+    }
+    sub_advance(sub);
+}
+
+void sub_access_changed(server *s)
+{
+    char why[600], who[BUDGET_NAME_BYTES_MAX + 32], msg[700];
+    subscription *sub = s->subs;
+
+    while (sub) {
+        subscription *next = sub->next; /* sub_fail takes `sub` off the list */
+        conn *c = sub->c;
+        if (c->actor.name[0])
+            snprintf(who, sizeof(who), "uid %u (%s)", c->actor.uid, c->actor.name);
+        else
+            snprintf(who, sizeof(who), "uid %u", c->actor.uid);
+        int rc = access_decide(s->access, &c->grants, ACCESS_READER, NULL, NULL, "subscribe", who,
+                               why, sizeof(why));
+        if (rc != 0) {
+            snprintf(msg, sizeof(msg), "the access file was reloaded: %s", why);
+            sub_fail(sub, rc, msg);
+        }
+        sub = next;
+    }
 }
 
 void sub_detach(conn *c)
@@ -390,6 +458,8 @@ void sub_detach(conn *c)
 
 void sub_free(conn *c)
 {
+    if (c->sub)
+        free(c->sub->end_frame);
     free(c->sub);
     c->sub = NULL;
 }

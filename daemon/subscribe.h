@@ -19,8 +19,9 @@
 
 #include "server_internal.h"
 
-/* Subscriptions at once; past it `subscribe` is answered `unavailable`. */
-#define SUB_SUBSCRIPTIONS_MAX 64u
+/* Subscriptions at once; past it `subscribe` is answered `unavailable`. One uid may hold at
+ * most server.subscriptions_per_uid_max of them (--subscriptions-per-uid). */
+#define SUB_SUBSCRIPTIONS_MAX BUDGET_SUBSCRIPTIONS_MAX
 /* Output queued to a live subscriber; a batch that would go past it is not pushed, and the
  * subscriber falls back to catching up from the store. */
 #define SUB_OUTPUT_BYTES_MAX (1024u * 1024u)
@@ -41,6 +42,15 @@ void sub_publish(server *s, const batch *b);
 /* The connection wrote something (or its last answer became writable): a subscription may
  * go on. */
 void sub_on_writable(conn *c);
+
+/*
+ * The access rules were read again (SIGHUP), and every connection's grants resolved again
+ * under them: each subscription whose identity no longer holds the reader role ends with an
+ * error frame {"id", "ok": false, "error": {"code": "forbidden", "message"}}, sent after the
+ * answers its connection still owes, and the connection closes. Nothing is pushed to it after
+ * this call.
+ */
+void sub_access_changed(server *s);
 
 /* The connection is closing or misbehaved: its subscription sends nothing more. */
 void sub_detach(conn *c);

@@ -920,6 +920,162 @@ Test(access, idle_connections_are_closed_but_subscribers_are_not)
     stop_cleanly();
 }
 
+/* ---- subscriptions and access ------------------------------------------------------------- */
+
+/* Subscribes on a raw connection as `who` (id 5, after 0): the fd, and in `code` the
+ * answer's code ("" when ok). The connection stays open either way. */
+static int raw_subscribe(const e2e_identity *who, char *code, size_t code_size)
+{
+    e2e_buf b;
+    msgpack_unpacked u;
+    e2e_envelope env;
+    int fd = e2e_raw_connect_as(bd.socket, who);
+    e2e_assert(fd >= 0, "connect as uid %u: %s", who->uid, strerror(-fd));
+    e2e_buf_init(&b);
+    e2e_frame_begin(&b);
+    msgpack_pack_map(&b.pk, 3);
+    e2e_kv_uint(&b, "id", 5);
+    e2e_kv_str(&b, "op", "subscribe");
+    e2e_pack_str(&b, "args");
+    msgpack_pack_map(&b.pk, 0);
+    e2e_frame_end(&b);
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send subscribe");
+    e2e_assert(e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME, "no subscribe answer");
+    e2e_assert(e2e_envelope_read(&u.data, &env) && env.id == 5, "not the subscribe answer");
+    snprintf(code, code_size, "%s", env.ok ? "" : env.code);
+    msgpack_unpacked_destroy(&u);
+    e2e_buf_destroy(&b);
+    return fd;
+}
+
+/* The next frame on a subscribed connection must be the push of a new event. */
+static void expect_push(int fd, const char *who)
+{
+    msgpack_unpacked u;
+    e2e_assert(e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME, "%s got no push", who);
+    e2e_assert(budget_map_get(&u.data, "event") != NULL, "%s: not a push", who);
+    msgpack_unpacked_destroy(&u);
+}
+
+/*
+ * A reader whose role is taken away stops hearing events: its subscription ends at the
+ * reload with a forbidden frame that says why, the connection closes, and the event written
+ * after the reload is not pushed to it. A subscriber that keeps its role hears it.
+ */
+Test(access, a_subscription_ends_when_its_reader_role_is_taken_away)
+{
+    start_with(NULL);
+    e2e_identity reader = as_uid(UID_READER), auditor = as_uid(UID_AUDITOR);
+    char code[32];
+    int revoked = raw_subscribe(&reader, code, sizeof(code));
+    e2e_assert_str(code, "", "the reader's subscribe");
+    int kept = raw_subscribe(&auditor, code, sizeof(code));
+    e2e_assert_str(code, "", "the auditor's subscribe");
+    e2e_buf b;
+    e2e_buf_init(&b);
+    args_grant(&b, "F-before", "KS");
+    expect_ok(UID_ADMIN, "frame.grant", &b);
+    expect_push(revoked, "the reader, before the reload,");
+    expect_push(kept, "the auditor, before the reload,");
+
+    /* The same rules without the reader's line. */
+    const char *line = "user 60005 reader\n";
+    char text[sizeof(access_text)];
+    const char *at = strstr(access_text, line);
+    cr_assert_not_null(at);
+    snprintf(text, sizeof(text), "%.*s%s", (int)(at - access_text), access_text, at + strlen(line));
+    write_access(text);
+    kill(bd.pid, SIGHUP);
+    e2e_assert(log_has("SIGHUP: reloaded", 5000 * e2e_slow()), "no reload in the log");
+    args_grant(&b, "F-after", "KS");
+    expect_ok(UID_ADMIN, "frame.grant", &b);
+
+    /* The reader: the ending frame, then the close; never the event written after. */
+    msgpack_unpacked u;
+    e2e_envelope env;
+    e2e_assert_int(e2e_raw_recv(revoked, E2E_FRAME_TIMEOUT_MS, &u), E2E_FRAME, "the ending frame");
+    e2e_assert(budget_map_get(&u.data, "event") == NULL,
+               "an event was pushed to a subscriber whose reader role was taken away");
+    e2e_assert(e2e_envelope_read(&u.data, &env) && !env.ok && env.id == 5,
+               "not an error frame with the subscribe id");
+    e2e_assert_str(env.code, "forbidden", "code of the ending frame");
+    char message[600];
+    budget_map_str(budget_map_get(&u.data, "error"), "message", message, sizeof(message));
+    e2e_assert(strstr(message, "the access file was reloaded: subscribe needs the reader role; "
+                               "uid 60005 has no role") != NULL,
+               "the message does not say why: %s", message);
+    msgpack_unpacked_destroy(&u);
+    e2e_assert(e2e_raw_wait_close(revoked, E2E_FRAME_TIMEOUT_MS),
+               "the connection stayed open, or more came after the ending frame");
+    close(revoked);
+    e2e_assert(log_has("uid 60005: subscription ends", 1000), "no log line for the end");
+
+    /* The auditor still reads: it hears the new event. */
+    expect_push(kept, "the auditor, after the reload,");
+    close(kept);
+    e2e_buf_destroy(&b);
+    stop_cleanly();
+}
+
+/*
+ * One uid cannot hold every subscription: past 8 (the default of --subscriptions-per-uid) its
+ * subscribe is answered unavailable, while another uid still subscribes; once one of the first
+ * closes, the uid may subscribe again.
+ */
+Test(access, subscriptions_are_limited_per_uid)
+{
+    enum { PER_UID = 8 };
+    start_with(NULL);
+    e2e_identity reader = as_uid(UID_READER), auditor = as_uid(UID_AUDITOR);
+    char code[32];
+    int fds[PER_UID];
+    for (int i = 0; i < PER_UID; i++) {
+        fds[i] = raw_subscribe(&reader, code, sizeof(code));
+        e2e_assert_str(code, "", "a subscribe within the limit");
+    }
+    int over = raw_subscribe(&reader, code, sizeof(code));
+    e2e_assert_str(code, "unavailable", "the subscribe past the limit");
+    close(over);
+    e2e_assert(
+        log_has("uid 60005 refused: too many subscriptions from uid 60005: at most 8 at once",
+                2000),
+        "no log line for the refusal");
+    int other = raw_subscribe(&auditor, code, sizeof(code));
+    e2e_assert_str(code, "", "another uid's subscribe");
+    close(other);
+
+    /* One closes: the uid has room again (once the daemon has seen the close). */
+    close(fds[0]);
+    for (int64_t deadline = e2e_now_ms() + 5000 * e2e_slow();;) {
+        int again = raw_subscribe(&reader, code, sizeof(code));
+        close(again);
+        if (code[0] == '\0')
+            break;
+        e2e_assert(e2e_now_ms() < deadline, "no room after a subscription closed: %s", code);
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 1; i < PER_UID; i++)
+        close(fds[i]);
+    stop_cleanly();
+}
+
+/* --subscriptions-per-uid sets the limit. */
+Test(access, the_subscription_limit_per_uid_is_set_by_an_option)
+{
+    const char *extra[] = {"--subscriptions-per-uid", "1", NULL};
+    start_with(extra);
+    e2e_identity reader = as_uid(UID_READER);
+    char code[32];
+    int first = raw_subscribe(&reader, code, sizeof(code));
+    e2e_assert_str(code, "", "the first subscribe");
+    int second = raw_subscribe(&reader, code, sizeof(code));
+    e2e_assert_str(code, "unavailable", "the second subscribe of one uid");
+    close(second);
+    close(first);
+    stop_cleanly();
+}
+
 /* ---- the log under a flood of refusals ----------------------------------------------------- */
 
 /* Reads the log: lines that log a refusal of `op`, and the sum of the refusals the daemon

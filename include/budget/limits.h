@@ -54,6 +54,10 @@
 #define BUDGET_CONN_OUTPUT_BYTES_MAX (4u * 1024u * 1024u)
 /* Writes validated and waiting for the next group commit. */
 #define BUDGET_BATCH_EVENTS_MAX 4096u
+/* Subscriptions at once, from everyone; and from one uid (default of --subscriptions-per-uid,
+ * which may set 1..BUDGET_SUBSCRIPTIONS_MAX), so that one reader cannot hold them all. */
+#define BUDGET_SUBSCRIPTIONS_MAX 64u
+#define BUDGET_SUBSCRIPTIONS_PER_UID_MAX 8u
 /* Reads running on worker threads at once (verify, as_of, events). */
 #define BUDGET_READ_JOBS_MAX 64u
 
