@@ -39,7 +39,7 @@ enum {
 /* Retries of a write after a lost connection or `unavailable`, with their waits. */
 static const unsigned retry_wait_ms[] = {100, 300, 900};
 #define RETRIES_MAX (sizeof(retry_wait_ms) / sizeof(retry_wait_ms[0]))
-/* balances pages followed (2000 allocations each) before giving up. */
+/* balances pages followed (each list up to 2000 items or 192 KiB a page) before giving up. */
 #define BALANCES_PAGES_MAX 1000u
 /* Display columns of a title, purpose or note in a table. */
 #define TABLE_TEXT_COLUMNS_MAX 40
@@ -279,7 +279,9 @@ static const command commands[] = {
       {"bom", KIND_FLAG, NULL, 0, NULL, "csv: start with a UTF-8 byte order mark", 0, 0},
       {"swedish", KIND_FLAG, NULL, 0, NULL, "csv: ; between fields and a decimal comma", 0, 0},
       {"as-of", KIND_UINT, NULL, 0, "SEQ", "balances: as they stood right after event SEQ", 1,
-       UINT64_MAX}}},
+       UINT64_MAX},
+      {"output", KIND_TEXT, NULL, 0, "FILE",
+       "write FILE, whole or not at all (it replaces FILE only once complete)", 1, 4096}}},
 };
 
 #define COMMANDS_COUNT (sizeof(commands) / sizeof(commands[0]))
@@ -1323,54 +1325,110 @@ static int add_rows(table *t, const msgpack_object *result, const char *key,
     return 0;
 }
 
-static uint32_t array_size(const msgpack_object *result, const char *key)
-{
-    const msgpack_object *list = budget_map_get(result, key);
-    return list != NULL && list->type == MSGPACK_OBJECT_ARRAY ? list->via.array.size : 0;
-}
-
 static bool more_pages(const msgpack_object *result)
 {
     const msgpack_object *more = budget_map_get(result, "more");
     return more != NULL && more->type == MSGPACK_OBJECT_BOOLEAN && more->via.boolean;
 }
 
-/* The balances request for one page: the user's filters, as_of pinned after the first page. */
+/*
+ * The lists of a balances answer, each paged on its own by the daemon: its key, and the arg
+ * that asks for its next page (also the key of that offset in the answer's "next").
+ */
+enum { BAL_FRAMES, BAL_ALLOCATIONS, BAL_AVROP, BAL_UNITS, BAL_LISTS };
+static const struct {
+    const char *key, *offset_arg;
+} balances_lists[BAL_LISTS] = {
+    {"frames", "frames_offset"},
+    {"allocations", "offset"},
+    {"avrop", "avrop_offset"},
+    {"units", "units_offset"},
+};
+/* The lists a fetch asks for, bits (1 << BAL_...); the others come empty. */
+#define BALANCES_ALL_LISTS ((1u << BAL_LISTS) - 1)
+/* An offset past the end of any list: a list not wanted comes empty on every page. */
+#define BALANCES_LIST_SKIPPED UINT64_MAX
+
+/* Where each list goes on: the offset of its next page. */
+typedef struct {
+    uint64_t at[BAL_LISTS];
+} balances_cursor;
+
+static void balances_cursor_init(balances_cursor *cur, unsigned wanted)
+{
+    for (int k = 0; k < BAL_LISTS; k++)
+        cur->at[k] = wanted & (1u << k) ? 0 : BALANCES_LIST_SKIPPED;
+}
+
+/* Moves `cur` to the answer's "next". True when some list moved on (false when the answer
+ * has no "next": a daemon that pages only allocations). */
+static bool balances_advance(const msgpack_object *result, balances_cursor *cur)
+{
+    const msgpack_object *next = budget_map_get(result, "next");
+    bool moved = false;
+    if (next == NULL || next->type != MSGPACK_OBJECT_MAP)
+        return false;
+    for (int k = 0; k < BAL_LISTS; k++) {
+        const msgpack_object *o = budget_map_get(next, balances_lists[k].offset_arg);
+        if (o != NULL && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 > cur->at[k]) {
+            cur->at[k] = o->via.u64;
+            moved = true;
+        }
+    }
+    return moved;
+}
+
+/* The balances request for one page: the user's filters, as_of pinned after the first page,
+ * and each list's offset. */
 static int pack_balances(msgpack_sbuffer *sbuf, const command *cmd, arg_value *values,
-                         uint64_t as_of, uint64_t offset)
+                         uint64_t as_of, const balances_cursor *cur)
 {
     msgpack_packer pk;
+    uint32_t extra = as_of > 0;
     msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
-    int rc = pack_args(&pk, cmd, values, (as_of > 0) + (offset > 0));
+    for (int k = 0; k < BAL_LISTS; k++)
+        extra += cur->at[k] > 0;
+    int rc = pack_args(&pk, cmd, values, extra);
     if (rc == 0 && as_of > 0)
         rc = pack_uint_pair(&pk, "as_of", as_of);
-    if (rc == 0 && offset > 0)
-        rc = pack_uint_pair(&pk, "offset", offset);
+    for (int k = 0; k < BAL_LISTS && rc == 0; k++)
+        if (cur->at[k] > 0)
+            rc = pack_uint_pair(&pk, balances_lists[k].offset_arg, cur->at[k]);
     return rc;
 }
 
-/* Fetches page after page. `page` sees each ok response; the first is kept in `first` (the
- * caller frees it), the others are freed here. */
+/* Sees one page of balances; 0, or -1 when out of memory. */
 typedef int (*page_fn)(void *state, const msgpack_object *result);
 
-static int fetch_balances(ctl *c, const command *cmd, arg_value *values, budget_response *first,
-                          page_fn page, void *state)
+/*
+ * Fetches every page of `balances` for the lists in `wanted`: each further page asked `as_of`
+ * the seq of the first, with the offsets the answer before gave in "next", until "more" is
+ * false. `page` sees every page. Returns 0 with the first page in `first` (the caller frees
+ * it), or an exit status after saying why (nothing to free).
+ */
+static int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigned wanted,
+                          budget_response *first, page_fn page, void *state)
 {
     const arg_value *as_of_value = value_of(cmd, values, "as-of");
     uint64_t as_of = as_of_value->set ? (uint64_t)as_of_value->number : 0;
-    uint64_t offset = 0;
+    balances_cursor cur;
+
+    balances_cursor_init(&cur, wanted);
     for (unsigned n = 0; n < BALANCES_PAGES_MAX; n++) {
         msgpack_sbuffer sbuf;
         msgpack_sbuffer_init(&sbuf);
         budget_response r;
-        int rc = pack_balances(&sbuf, cmd, values, as_of, offset);
+        int rc = pack_balances(&sbuf, cmd, values, as_of, &cur);
         rc = rc != 0 ? complain(EXIT_USAGE, "out of memory") : call(c, cmd->op, &sbuf, &r);
         msgpack_sbuffer_destroy(&sbuf);
-        if (rc != 0)
+        if (rc != 0) {
+            if (n > 0)
+                budget_response_free(first);
             return rc;
+        }
         rc = page(state, &r.result);
         bool more = more_pages(&r.result);
-        uint32_t listed = array_size(&r.result, "allocations");
+        bool moved = balances_advance(&r.result, &cur);
         if (n == 0) {
             *first = r;
             as_of = (uint64_t)budget_map_int(&r.result, "as_of", 0);
@@ -1378,13 +1436,18 @@ static int fetch_balances(ctl *c, const command *cmd, arg_value *values, budget_
             budget_response_free(&r);
         }
         if (rc != 0)
-            return complain(EXIT_REFUSED, "out of memory");
-        if (!more)
+            rc = complain(EXIT_REFUSED, "out of memory");
+        else if (!more)
             return 0;
-        if (listed == 0 || as_of == 0)
-            return complain(EXIT_CONNECTION, "balances: the daemon says more but sent none");
-        offset += listed;
+        else if (!moved || as_of == 0)
+            rc = complain(EXIT_CONNECTION, "balances: the daemon says more but names no next "
+                                           "page (is budgetd older than budgetctl?)");
+        if (rc != 0) {
+            budget_response_free(first);
+            return rc;
+        }
     }
+    budget_response_free(first);
     return complain(EXIT_REFUSED, "balances: more than %u pages; narrow the query",
                     BALANCES_PAGES_MAX);
 }
@@ -1392,18 +1455,18 @@ static int fetch_balances(ctl *c, const command *cmd, arg_value *values, budget_
 static int balances_page_rows(void *state, const msgpack_object *result)
 {
     balance_tables *t = state;
-    return add_rows(&t->allocations, result, "allocations", add_allocation);
+    int rc = add_rows(&t->frames, result, "frames", add_frame);
+    if (rc == 0)
+        rc = add_rows(&t->allocations, result, "allocations", add_allocation);
+    if (rc == 0)
+        rc = add_rows(&t->avrop, result, "avrop", add_avrop);
+    if (rc == 0)
+        rc = add_rows(&t->units, result, "units", add_unit);
+    return rc;
 }
 
 static int print_balances(const budget_response *first, balance_tables *t)
 {
-    int rc = add_rows(&t->frames, &first->result, "frames", add_frame);
-    if (rc == 0)
-        rc = add_rows(&t->avrop, &first->result, "avrop", add_avrop);
-    if (rc == 0)
-        rc = add_rows(&t->units, &first->result, "units", add_unit);
-    if (rc != 0)
-        return complain(EXIT_REFUSED, "out of memory");
     printf("As of seq %" PRId64 "\n", budget_map_int(&first->result, "as_of", 0));
     table_print(stdout, &t->frames, "Frames");
     table_print(stdout, &t->allocations, "Allocations");
@@ -1414,30 +1477,68 @@ static int print_balances(const budget_response *first, balance_tables *t)
     return EXIT_DONE;
 }
 
-/* JSON of balances: one object, the pages' allocations joined into one list. */
+/* JSON of balances: one object, every page's items of each list joined into one list. */
 typedef struct {
-    FILE *out;
-    unsigned pages;
-    uint32_t listed;
+    FILE *out[BAL_LISTS];
+    char *joined[BAL_LISTS];
+    size_t size[BAL_LISTS];
+    uint64_t listed[BAL_LISTS];
 } balances_json;
+
+static int balances_json_open(balances_json *j)
+{
+    memset(j, 0, sizeof(*j));
+    for (int k = 0; k < BAL_LISTS; k++)
+        if ((j->out[k] = open_memstream(&j->joined[k], &j->size[k])) == NULL)
+            return -1;
+    return 0;
+}
+
+/* Closes the streams; the joined text stays until balances_json_free. */
+static void balances_json_close(balances_json *j)
+{
+    for (int k = 0; k < BAL_LISTS; k++)
+        if (j->out[k] != NULL) {
+            fclose(j->out[k]);
+            j->out[k] = NULL;
+        }
+}
+
+static void balances_json_free(balances_json *j)
+{
+    balances_json_close(j);
+    for (int k = 0; k < BAL_LISTS; k++)
+        free(j->joined[k]);
+}
 
 static int balances_page_json(void *state, const msgpack_object *result)
 {
     balances_json *j = state;
-    const msgpack_object *list = budget_map_get(result, "allocations");
-    for (uint32_t i = 0;
-         list != NULL && list->type == MSGPACK_OBJECT_ARRAY && i < list->via.array.size; i++) {
-        if (j->listed++ > 0)
-            fputc(',', j->out);
-        json_value(j->out, &list->via.array.ptr[i], 2);
+    for (int k = 0; k < BAL_LISTS; k++) {
+        const msgpack_object *list = budget_map_get(result, balances_lists[k].key);
+        for (uint32_t i = 0;
+             list != NULL && list->type == MSGPACK_OBJECT_ARRAY && i < list->via.array.size; i++) {
+            if (j->listed[k]++ > 0)
+                fputc(',', j->out[k]);
+            json_value(j->out[k], &list->via.array.ptr[i], 2);
+        }
     }
-    j->pages++;
     return 0;
 }
 
-/* Writes the first page's result with `allocations` (already in `joined`) and `more` false. */
-static void print_balances_json(const msgpack_object *result, const char *joined, size_t size)
+/* True when `key` is the str `name`. */
+static bool key_is(const msgpack_object *key, const char *name)
 {
+    return key->type == MSGPACK_OBJECT_STR && key->via.str.size == strlen(name) &&
+           memcmp(key->via.str.ptr, name, key->via.str.size) == 0;
+}
+
+/* Writes the first page's result with each list joined over every page, "more" false, and
+ * no "next". */
+static void print_balances_json(const msgpack_object *result, const balances_json *j)
+{
+    bool comma = false;
+
     if (result->type != MSGPACK_OBJECT_MAP) {
         json_line(result);
         return;
@@ -1445,17 +1546,22 @@ static void print_balances_json(const msgpack_object *result, const char *joined
     fputc('{', stdout);
     for (uint32_t i = 0; i < result->via.map.size; i++) {
         const msgpack_object_kv *kv = &result->via.map.ptr[i];
-        if (i > 0)
+        int list = -1;
+        for (int k = 0; k < BAL_LISTS; k++)
+            if (key_is(&kv->key, balances_lists[k].key))
+                list = k;
+        if (key_is(&kv->key, "next"))
+            continue;
+        if (comma)
             fputc(',', stdout);
+        comma = true;
         json_value(stdout, &kv->key, 1);
         fputc(':', stdout);
-        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 11 &&
-            memcmp(kv->key.via.str.ptr, "allocations", 11) == 0) {
+        if (list >= 0) {
             fputc('[', stdout);
-            fwrite(joined, 1, size, stdout);
+            fwrite(j->joined[list], 1, j->size[list], stdout);
             fputc(']', stdout);
-        } else if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 4 &&
-                   memcmp(kv->key.via.str.ptr, "more", 4) == 0) {
+        } else if (key_is(&kv->key, "more")) {
             fputs("false", stdout);
         } else {
             json_value(stdout, &kv->val, 1);
@@ -1466,19 +1572,19 @@ static void print_balances_json(const msgpack_object *result, const char *joined
 
 static int run_balances_json(ctl *c, const command *cmd, arg_value *values)
 {
-    char *joined = NULL;
-    size_t size = 0;
-    balances_json j = {open_memstream(&joined, &size), 0, 0};
-    if (j.out == NULL)
+    balances_json j;
+    if (balances_json_open(&j) != 0) {
+        balances_json_free(&j);
         return complain(EXIT_REFUSED, "out of memory");
+    }
     budget_response first;
-    int rc = fetch_balances(c, cmd, values, &first, balances_page_json, &j);
-    fclose(j.out);
+    int rc = fetch_balances(c, cmd, values, BALANCES_ALL_LISTS, &first, balances_page_json, &j);
+    balances_json_close(&j);
     if (rc == 0) {
-        print_balances_json(&first.result, joined, size);
+        print_balances_json(&first.result, &j);
         budget_response_free(&first);
     }
-    free(joined);
+    balances_json_free(&j);
     return rc;
 }
 
@@ -1496,7 +1602,7 @@ static int run_balances(ctl *c, const command *cmd, arg_value *values)
     table_init(&t.avrop, avrop_headers, COUNT(avrop_headers));
     table_init(&t.units, unit_headers, COUNT(unit_headers));
     budget_response first;
-    int rc = fetch_balances(c, cmd, values, &first, balances_page_rows, &t);
+    int rc = fetch_balances(c, cmd, values, BALANCES_ALL_LISTS, &first, balances_page_rows, &t);
     if (rc == 0) {
         rc = print_balances(&first, &t);
         budget_response_free(&first);

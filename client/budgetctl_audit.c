@@ -12,6 +12,7 @@
  */
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -265,7 +266,9 @@ static int ledger_pages(const ledger *l, uint64_t as_of, page_fn page, void *sta
                         msgpack_unpacked *first)
 {
     balances_query q;
+    balances_cursor cur;
     memset(&q, 0, sizeof(q));
+    balances_cursor_init(&cur, BALANCES_ALL_LISTS);
     for (unsigned n = 0; n < BALANCES_PAGES_MAX; n++) {
         msgpack_sbuffer sb;
         msgpack_packer pk;
@@ -285,16 +288,21 @@ static int ledger_pages(const ledger *l, uint64_t as_of, page_fn page, void *sta
         msgpack_sbuffer_release(&sb); /* the zone frees it with the objects that point into it */
         int rc = page(state, &u.data);
         bool more = more_pages(&u.data);
-        uint32_t listed = array_size(&u.data, "allocations");
+        bool moved = balances_advance(&u.data, &cur);
         if (n == 0)
             *first = u;
         else
             msgpack_unpacked_destroy(&u);
         if (rc != 0)
             return complain(EXIT_REFUSED, "out of memory");
-        if (!more || listed == 0)
+        if (!more)
             return 0;
-        q.offset += listed;
+        if (!moved)
+            return complain(EXIT_REFUSED, "balances: more, but no next page");
+        q.frames_offset = cur.at[BAL_FRAMES];
+        q.offset = cur.at[BAL_ALLOCATIONS];
+        q.avrop_offset = cur.at[BAL_AVROP];
+        q.units_offset = cur.at[BAL_UNITS];
     }
     return complain(EXIT_REFUSED, "balances: more than %u pages", BALANCES_PAGES_MAX);
 }
@@ -304,16 +312,16 @@ static int print_ledger_balances(const ctl *c, const ledger *l, uint64_t as_of)
     msgpack_unpacked first;
     msgpack_unpacked_init(&first);
     if (c->json) {
-        char *joined = NULL;
-        size_t size = 0;
-        balances_json j = {open_memstream(&joined, &size), 0, 0};
-        if (j.out == NULL)
+        balances_json j;
+        if (balances_json_open(&j) != 0) {
+            balances_json_free(&j);
             return complain(EXIT_REFUSED, "out of memory");
+        }
         int rc = ledger_pages(l, as_of, balances_page_json, &j, &first);
-        fclose(j.out);
+        balances_json_close(&j);
         if (rc == 0)
-            print_balances_json(&first.data, joined, size);
-        free(joined);
+            print_balances_json(&first.data, &j);
+        balances_json_free(&j);
         msgpack_unpacked_destroy(&first);
         return rc;
     }
@@ -1316,19 +1324,153 @@ static void export_list(export_state *x, const msgpack_object *result, const cha
         export_balance_row(x, kind, &list->via.array.ptr[i]);
 }
 
-typedef struct {
-    export_state *x;
-    unsigned pages;
-} balances_export;
-
-/* Frames come with the first page, allocations with every page; units are written last. */
+/* A page of a balances export: the rows of every list it holds (the lists not asked for in
+ * this pass come empty). */
 static int export_balances_page(void *state, const msgpack_object *result)
 {
-    balances_export *b = state;
-    if (b->pages++ == 0)
-        export_list(b->x, result, "frames", "frame");
-    export_list(b->x, result, "allocations", "allocation");
+    export_state *x = state;
+    export_list(x, result, "frames", "frame");
+    export_list(x, result, "allocations", "allocation");
+    export_list(x, result, "units", "unit");
     return 0;
+}
+
+/*
+ * The balances export: frames, then allocations, then unit-years, each list fetched page by
+ * page in a pass of its own, every pass as of the seq of the first page (so the rows are one
+ * consistent view, and each kind's rows stay together without holding them in memory).
+ */
+static int export_balances(ctl *c, export_state *x, const arg_value *as_of)
+{
+    static const unsigned passes[] = {1u << BAL_FRAMES, 1u << BAL_ALLOCATIONS, 1u << BAL_UNITS};
+    const command *balances = find_command("balances");
+    arg_value bvalues[OPTS_MAX];
+    memset(bvalues, 0, sizeof(bvalues));
+    arg_value *pinned = value_of(balances, bvalues, "as-of");
+    if (as_of->set)
+        *pinned = *as_of;
+    for (size_t i = 0; i < COUNT(passes); i++) {
+        budget_response first;
+        int rc = fetch_balances(c, balances, bvalues, passes[i], &first, export_balances_page, x);
+        if (rc != 0)
+            return rc;
+        int64_t seq = budget_map_int(&first.result, "as_of", 0);
+        budget_response_free(&first);
+        if (seq == 0)
+            return EXIT_DONE; /* the empty ledger: nothing in any list */
+        pinned->set = true;
+        pinned->number = seq;
+    }
+    return EXIT_DONE;
+}
+
+/*
+ * --output FILE: the export is written to a new file in FILE's folder (FILE.tmp-XXXXXX, the
+ * mode a new file gets under the umask), synced, and renamed to FILE only once it is whole;
+ * an export that fails, or is interrupted by a signal, removes it. So FILE is either the
+ * whole export or what it was before. Standard output is pointed at the file meanwhile.
+ */
+typedef struct {
+    const char *path;
+    int fd;        /* the temporary file, also standard output meanwhile */
+    int stdout_fd; /* the standard output of before */
+} export_file;
+
+/* The temporary file being written, for the signal handler; "" when there is none. */
+static char export_temp[4096 + 16];
+
+static void export_interrupted(int signum)
+{
+    if (export_temp[0] != '\0')
+        unlink(export_temp);
+    signal(signum, SIG_DFL);
+    raise(signum);
+}
+
+static int export_file_begin(export_file *o, const char *path)
+{
+    static const int signals[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+    o->path = path;
+    o->fd = o->stdout_fd = -1;
+    if (snprintf(export_temp, sizeof(export_temp), "%s.tmp-XXXXXX", path) >=
+        (int)sizeof(export_temp))
+        return complain(EXIT_USAGE, "--output: the path is too long");
+    fflush(stdout);
+    for (size_t i = 0; i < COUNT(signals); i++)
+        signal(signals[i], export_interrupted);
+    o->fd = mkstemp(export_temp);
+    if (o->fd < 0) {
+        export_temp[0] = '\0';
+        return complain(EXIT_REFUSED, "--output: cannot make a file beside %s: %s", path,
+                        strerror(errno));
+    }
+    mode_t mask = umask(0);
+    umask(mask);
+    o->stdout_fd = dup(STDOUT_FILENO);
+    if (fchmod(o->fd, 0666 & ~mask) != 0 || o->stdout_fd < 0 || dup2(o->fd, STDOUT_FILENO) < 0) {
+        int saved = errno;
+        if (o->stdout_fd >= 0)
+            close(o->stdout_fd);
+        close(o->fd);
+        unlink(export_temp);
+        export_temp[0] = '\0';
+        return complain(EXIT_REFUSED, "--output: %s: %s", path, strerror(saved));
+    }
+    return 0;
+}
+
+/* Ends the export to a file: when `rc` is 0 and everything was written, the file is synced
+ * and takes FILE's name; else it is removed. Returns the exit status. */
+static int export_file_end(export_file *o, int rc)
+{
+    int failed = 0;
+    if (fflush(stdout) != 0 || ferror(stdout))
+        failed = errno != 0 ? errno : EIO;
+    else if (rc == 0 && fsync(o->fd) != 0)
+        failed = errno;
+    clearerr(stdout);
+    dup2(o->stdout_fd, STDOUT_FILENO);
+    close(o->stdout_fd);
+    close(o->fd);
+    if (rc == 0 && failed == 0 && rename(export_temp, o->path) != 0)
+        failed = errno;
+    if (rc != 0 || failed != 0)
+        unlink(export_temp);
+    export_temp[0] = '\0';
+    if (rc == 0 && failed != 0)
+        rc = complain(EXIT_REFUSED, "cannot write %s: %s", o->path, strerror(failed));
+    if (rc == 0) {
+        /* The rename is durable once the folder is synced. */
+        char dir[sizeof(export_temp)];
+        snprintf(dir, sizeof(dir), "%s", o->path);
+        char *slash = strrchr(dir, '/');
+        if (slash == dir)
+            slash[1] = '\0';
+        else if (slash != NULL)
+            *slash = '\0';
+        else
+            snprintf(dir, sizeof(dir), ".");
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+    }
+    return rc;
+}
+
+static int export_write(ctl *c, export_state *x, bool events, bool bom, const arg_value *as_of)
+{
+    if (bom)
+        fputs("\xef\xbb\xbf", stdout);
+    if (events) {
+        if (x->csv)
+            csv_header(&x->w, event_columns, COUNT(event_columns));
+        return walk_events(c, NULL, NULL, 0, export_event, x, NULL);
+    }
+    if (x->csv)
+        csv_header(&x->w, balance_columns, COUNT(balance_columns));
+    return export_balances(c, x, as_of);
 }
 
 static int run_export(ctl *c, const command *cmd, arg_value *values)
@@ -1336,6 +1478,7 @@ static int run_export(ctl *c, const command *cmd, arg_value *values)
     const char *what = value_of(cmd, values, "WHAT")->text;
     const arg_value *format = value_of(cmd, values, "format");
     const arg_value *as_of = value_of(cmd, values, "as-of");
+    const arg_value *output = value_of(cmd, values, "output");
     bool bom = value_of(cmd, values, "bom")->set;
     bool swedish = value_of(cmd, values, "swedish")->set;
     bool events = strcmp(what, "events") == 0;
@@ -1350,26 +1493,11 @@ static int run_export(ctl *c, const command *cmd, arg_value *values)
         return complain(EXIT_USAGE, "--bom and --swedish are for --format csv");
     if (events && as_of->set)
         return complain(EXIT_USAGE, "export events takes no --as-of");
-    if (bom)
-        fputs("\xef\xbb\xbf", stdout);
-    if (events) {
-        if (x.csv)
-            csv_header(&x.w, event_columns, COUNT(event_columns));
-        return walk_events(c, NULL, NULL, 0, export_event, &x, NULL);
-    }
-    if (x.csv)
-        csv_header(&x.w, balance_columns, COUNT(balance_columns));
-    const command *balances = find_command("balances");
-    arg_value bvalues[OPTS_MAX];
-    memset(bvalues, 0, sizeof(bvalues));
-    if (as_of->set)
-        *value_of(balances, bvalues, "as-of") = *as_of;
-    balances_export b = {&x, 0};
-    budget_response first;
-    int rc = fetch_balances(c, balances, bvalues, &first, export_balances_page, &b);
+    if (!output->set)
+        return export_write(c, &x, events, bom, as_of);
+    export_file o;
+    int rc = export_file_begin(&o, output->text);
     if (rc != 0)
         return rc;
-    export_list(&x, &first.result, "units", "unit");
-    budget_response_free(&first);
-    return EXIT_DONE;
+    return export_file_end(&o, export_write(c, &x, events, bom, as_of));
 }

@@ -259,12 +259,19 @@ int request_decode_balances(const msgpack_object *args, balances_query *q, ledge
             if (!object_uint(v, &q->as_of))
                 return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a uint seq", "as_of");
             q->has_as_of = true;
-        } else if (key_is(k, "offset")) {
-            if (!object_uint(v, &q->offset))
-                return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a uint", "offset");
+        } else if (key_is(k, "offset") || key_is(k, "frames_offset") || key_is(k, "avrop_offset") ||
+                   key_is(k, "units_offset")) {
+            uint64_t *at = key_is(k, "offset")          ? &q->offset
+                           : key_is(k, "frames_offset") ? &q->frames_offset
+                           : key_is(k, "avrop_offset")  ? &q->avrop_offset
+                                                        : &q->units_offset;
+            if (!object_uint(v, at))
+                return fail(err, BUDGET_EBAD_REQUEST, "args.%.*s must be a uint",
+                            (int)k->via.str.size, k->via.str.ptr);
         } else {
             return fail(err, BUDGET_EBAD_REQUEST,
-                        "balances takes frame, allocation, unit, year, as_of, offset");
+                        "balances takes frame, allocation, unit, year, as_of, offset, "
+                        "frames_offset, avrop_offset, units_offset");
         }
         if (rc)
             return rc;
@@ -444,75 +451,143 @@ static void pack_unit(msgpack_packer *pk, const ledger_unit_view *u)
     pack_key_int(pk, "available", u->available);
 }
 
-/* Counts the matches of an iterator first: msgpack needs an array's length before it. */
-#define COUNT_MATCHES(count, next_call)                                                            \
-    do {                                                                                           \
-        size_t i_ = 0;                                                                             \
-        (count) = 0;                                                                               \
-        while (next_call)                                                                          \
-            (count)++;                                                                             \
-    } while (0)
+/*
+ * One page of one list of `balances`: the items after the first `offset` matches, packed into
+ * a buffer of their own until BUDGET_BALANCES_PAGE_MAX items or BUDGET_BALANCES_PAGE_BYTES_MAX
+ * bytes (the item that crosses it is the last), so the array's length is known when it is
+ * written. `more`: a match was left for the next page.
+ */
+typedef struct {
+    msgpack_sbuffer items;
+    msgpack_packer pk;
+    uint64_t offset, skipped;
+    uint32_t count;
+    bool more;
+} list_page;
 
-static void pack_frames(msgpack_packer *pk, const ledger *l, const balances_query *q)
+static void page_init(list_page *p, uint64_t offset)
 {
-    ledger_frame_view f;
-    size_t count, i = 0;
-
-    if (q->allocation[0]) {
-        msgpack_pack_array(pk, 0);
-        return;
-    }
-    if (q->frame[0]) {
-        ledger_frame(l, q->frame, &f);
-        msgpack_pack_array(pk, 1);
-        pack_frame(pk, &f);
-        return;
-    }
-    COUNT_MATCHES(count, ledger_next_frame(l, &i_, q->unit[0] ? q->unit : NULL, q->year, &f));
-    msgpack_pack_array(pk, count);
-    while (ledger_next_frame(l, &i, q->unit[0] ? q->unit : NULL, q->year, &f))
-        pack_frame(pk, &f);
+    msgpack_sbuffer_init(&p->items);
+    msgpack_packer_init(&p->pk, &p->items, msgpack_sbuffer_write);
+    p->offset = offset;
+    p->skipped = 0;
+    p->count = 0;
+    p->more = false;
 }
 
-/* Packs allocations from `q->offset`, at most BUDGET_BALANCES_PAGE_MAX; returns "more". */
-static bool pack_allocations(msgpack_packer *pk, const ledger *l, const balances_query *q)
+/* A match was found: true when it is to be packed now; false when it is skipped (before the
+ * offset) or left for the next page (the page is full: `more` is set and the walk may stop). */
+static bool page_takes(list_page *p)
+{
+    if (p->skipped < p->offset) {
+        p->skipped++;
+        return false;
+    }
+    if (p->count >= BUDGET_BALANCES_PAGE_MAX || p->items.size >= BUDGET_BALANCES_PAGE_BYTES_MAX) {
+        p->more = true;
+        return false;
+    }
+    p->count++;
+    return true;
+}
+
+/* Writes "key": [items...] into `pk` and frees the page's buffer. 0, or -1 when a buffer
+ * could not grow (out of memory: the answer is then not to be sent). */
+static int page_emit(msgpack_packer *pk, const char *key, list_page *p)
+{
+    int rc = 0;
+    pack_cstr(pk, key);
+    rc |= msgpack_pack_array(pk, p->count);
+    if (p->items.size > 0)
+        rc |= pk->callback(pk->data, p->items.data, p->items.size);
+    msgpack_sbuffer_destroy(&p->items);
+    return rc == 0 ? 0 : -1;
+}
+
+static void page_frames(list_page *p, const ledger *l, const balances_query *q)
+{
+    ledger_frame_view f;
+    size_t i = 0;
+
+    if (q->allocation[0])
+        return;
+    if (q->frame[0]) {
+        if (ledger_frame(l, q->frame, &f) && page_takes(p))
+            pack_frame(&p->pk, &f);
+        return;
+    }
+    while (!p->more && ledger_next_frame(l, &i, q->unit[0] ? q->unit : NULL, q->year, &f))
+        if (page_takes(p))
+            pack_frame(&p->pk, &f);
+}
+
+static void page_allocations(list_page *p, const ledger *l, const balances_query *q)
 {
     ledger_allocation_view a;
     const char *frame = q->frame[0] ? q->frame : NULL;
     const char *unit = q->unit[0] ? q->unit : NULL;
-    size_t count, i = 0, skipped = 0, packed = 0;
+    size_t i = 0;
 
     if (q->allocation[0]) {
-        ledger_allocation(l, q->allocation, &a);
-        msgpack_pack_array(pk, 1);
-        pack_allocation(pk, &a);
-        return false;
+        if (ledger_allocation(l, q->allocation, &a) && page_takes(p))
+            pack_allocation(&p->pk, &a);
+        return;
     }
-    COUNT_MATCHES(count, ledger_next_allocation(l, &i_, frame, unit, q->year, &a));
-    count = count > q->offset ? count - q->offset : 0;
-    bool more = count > BUDGET_BALANCES_PAGE_MAX;
-    if (more)
-        count = BUDGET_BALANCES_PAGE_MAX;
-    msgpack_pack_array(pk, count);
-    while (packed < count && ledger_next_allocation(l, &i, frame, unit, q->year, &a)) {
-        if (skipped < q->offset) {
-            skipped++;
-            continue;
-        }
-        pack_allocation(pk, &a);
-        packed++;
-    }
-    return more;
+    while (!p->more && ledger_next_allocation(l, &i, frame, unit, q->year, &a))
+        if (page_takes(p))
+            pack_allocation(&p->pk, &a);
 }
+
+static void page_avrop(list_page *p, const ledger *l, const balances_query *q)
+{
+    ledger_avrop_view v;
+    size_t i = 0;
+
+    while (!p->more && ledger_next_avrop(l, &i, q->allocation, &v))
+        if (page_takes(p))
+            pack_avrop(&p->pk, l, &v);
+}
+
+static void page_units(list_page *p, const ledger *l, const balances_query *q)
+{
+    ledger_unit_view u;
+    size_t i = 0;
+
+    if (q->frame[0] || q->allocation[0])
+        return;
+    while (!p->more && ledger_next_unit(l, &i, q->unit[0] ? q->unit : NULL, q->year, &u))
+        if (page_takes(p))
+            pack_unit(&p->pk, &u);
+}
+
+/* The lists of a balances result, in the order they are packed; avrop only for one
+ * allocation. `offset_arg` is the arg (and the key of "next") that pages each. */
+enum { LIST_FRAMES, LIST_ALLOCATIONS, LIST_AVROP, LIST_UNITS, LISTS_COUNT };
+static const struct {
+    const char *key, *offset_arg;
+} lists[LISTS_COUNT] = {
+    {"frames", "frames_offset"},
+    {"allocations", "offset"},
+    {"avrop", "avrop_offset"},
+    {"units", "units_offset"},
+};
+
+/* Every list's page at its most, with the envelope and the other keys, fits in one frame. */
+#define BALANCES_ITEM_BYTES_MAX 1024u /* a frame: four strs of at most 64+32+256+256 bytes */
+_Static_assert(LISTS_COUNT *(BUDGET_BALANCES_PAGE_BYTES_MAX + BALANCES_ITEM_BYTES_MAX) + 1024u <=
+                   BUDGET_FRAME_BYTES_MAX,
+               "a balances page fits in a frame");
 
 int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_query *q,
                           uint64_t as_of, ledger_error *err)
 {
     ledger_frame_view f;
     ledger_allocation_view a;
-    ledger_unit_view u;
-    ledger_avrop_view v;
-    size_t count, i = 0;
+    list_page pages[LISTS_COUNT];
+    const uint64_t offsets[LISTS_COUNT] = {q->frames_offset, q->offset, q->avrop_offset,
+                                           q->units_offset};
+    bool avrop = q->allocation[0] != '\0', more = false;
+    int rc = 0;
 
     /* The id asked for is the client's bytes, not checked against the id rules: escaped. */
     char id[100];
@@ -526,34 +601,31 @@ int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_qu
                     (long long)as_of);
     }
 
-    msgpack_pack_map(pk, q->allocation[0] ? 6 : 5);
+    for (int k = 0; k < LISTS_COUNT; k++)
+        page_init(&pages[k], offsets[k]);
+    page_frames(&pages[LIST_FRAMES], l, q);
+    page_allocations(&pages[LIST_ALLOCATIONS], l, q);
+    if (avrop)
+        page_avrop(&pages[LIST_AVROP], l, q);
+    page_units(&pages[LIST_UNITS], l, q);
+
+    rc |= msgpack_pack_map(pk, avrop ? 7 : 6);
     pack_key_uint(pk, "as_of", as_of);
-    pack_cstr(pk, "frames");
-    pack_frames(pk, l, q);
-    pack_cstr(pk, "allocations");
-    bool more = pack_allocations(pk, l, q);
-    if (q->allocation[0]) {
-        pack_cstr(pk, "avrop");
-        COUNT_MATCHES(count, ledger_next_avrop(l, &i_, q->allocation, &v));
-        msgpack_pack_array(pk, count);
-        while (ledger_next_avrop(l, &i, q->allocation, &v))
-            pack_avrop(pk, l, &v);
-    }
-    pack_cstr(pk, "units");
-    if (q->frame[0] || q->allocation[0]) {
-        msgpack_pack_array(pk, 0);
-    } else {
-        const char *unit = q->unit[0] ? q->unit : NULL;
-        i = 0;
-        COUNT_MATCHES(count, ledger_next_unit(l, &i_, unit, q->year, &u));
-        msgpack_pack_array(pk, count);
-        while (ledger_next_unit(l, &i, unit, q->year, &u))
-            pack_unit(pk, &u);
+    for (int k = 0; k < LISTS_COUNT; k++) {
+        more = more || pages[k].more;
+        if (k == LIST_AVROP && !avrop)
+            msgpack_sbuffer_destroy(&pages[k].items);
+        else
+            rc |= page_emit(pk, lists[k].key, &pages[k]);
     }
     pack_cstr(pk, "more");
-    if (more)
-        msgpack_pack_true(pk);
-    else
-        msgpack_pack_false(pk);
+    rc |= more ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    pack_cstr(pk, "next");
+    rc |= msgpack_pack_map(pk, avrop ? 4 : 3);
+    for (int k = 0; k < LISTS_COUNT; k++)
+        if (k != LIST_AVROP || avrop)
+            pack_key_uint(pk, lists[k].offset_arg, offsets[k] + pages[k].count);
+    if (rc != 0)
+        return fail(err, BUDGET_EUNAVAILABLE, "out of memory");
     return 0;
 }

@@ -40,13 +40,22 @@ typedef struct {
     int32_t year; /* 0: any */
     bool has_as_of;
     uint64_t as_of;
-    uint64_t offset;
+    /* Items of each list skipped before its page: `offset` (allocations, its wire name since
+     * protocol 1), `frames_offset`, `avrop_offset`, `units_offset`. */
+    uint64_t offset, frames_offset, avrop_offset, units_offset;
 } balances_query;
 
 int request_decode_balances(const msgpack_object *args, balances_query *q, ledger_error *err);
 
-/* Packs the `balances` result for `q` from `l`, which stands as of `as_of`. Returns 0, or
- * BUDGET_ENOT_FOUND (the frame/allocation asked for does not exist) with `err` filled. */
+/*
+ * Packs the `balances` result for `q` from `l`, which stands as of `as_of`: one page of each
+ * list (at most BUDGET_BALANCES_PAGE_MAX items and about BUDGET_BALANCES_PAGE_BYTES_MAX bytes
+ * of them, from its offset), "more" when any list goes on, and "next", the offsets of the
+ * next page. The whole result stays under the frame limit whatever the ledger holds.
+ * Returns 0; or BUDGET_ENOT_FOUND (the frame/allocation asked for does not exist; nothing is
+ * packed) or BUDGET_EUNAVAILABLE (out of memory; the packed bytes are to be dropped) with
+ * `err` filled.
+ */
 int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_query *q,
                           uint64_t as_of, ledger_error *err);
 

@@ -1170,3 +1170,337 @@ Test(audit, export_writes_csv_for_excel_and_json_lines)
     e2e_ctl_free(&r);
     stop_daemon(&bd);
 }
+
+/* ---- a ledger too large for one answer -------------------------------------------------- */
+
+/* Frames with 256-byte titles (about 360 bytes each in an answer): together over the 1 MiB
+ * frame limit, as a single `balances` answer would hold them. Proposals of 1 öre to as many
+ * new units of 32 characters, with 256-byte purposes: the units and allocations lists also
+ * take more than one page each. */
+#define BIG_FRAMES 3000u
+#define BIG_UNITS 2000u
+
+/* `n` proposals of 1 öre from frame `frame`, each to a unit of its own, pipelined. */
+static void propose_to_new_units(budget_client *c, const char *frame, uint32_t n)
+{
+    char id[BUDGET_ID_BYTES_MAX + 1], unit[BUDGET_UNIT_BYTES_MAX + 1];
+    char purpose[BUDGET_TEXT_BYTES_MAX + 1];
+    e2e_buf b;
+    memset(purpose, 'p', BUDGET_TEXT_BYTES_MAX);
+    purpose[BUDGET_TEXT_BYTES_MAX] = '\0';
+    e2e_buf_init(&b);
+    for (uint32_t done = 0; done < n;) {
+        uint32_t batch = n - done < AU_PIPELINE ? n - done : AU_PIPELINE;
+        for (uint32_t i = 0; i < batch; i++) {
+            snprintf(id, sizeof(id), "p-%u", done + i);
+            snprintf(unit, sizeof(unit), "U%031u", done + i);
+            e2e_buf_clear(&b);
+            msgpack_pack_map(&b.pk, 5);
+            e2e_kv_str(&b, "id", id);
+            e2e_kv_str(&b, "frame", frame);
+            e2e_kv_str(&b, "unit", unit);
+            e2e_kv_int(&b, "amount", 1);
+            e2e_kv_str(&b, "purpose", purpose);
+            int64_t rc = budget_client_send(c, "allocation.propose", b.sb.data, b.sb.size);
+            e2e_assert(rc > 0, "allocation.propose %s could not be sent (%lld)", id, (long long)rc);
+        }
+        for (uint32_t i = 0; i < batch; i++) {
+            budget_response r;
+            e2e_assert(budget_client_recv(c, &r) == 0, "no answer to a proposal");
+            e2e_assert(r.ok, "allocation.propose refused: %s: %s", r.code, r.message);
+            budget_response_free(&r);
+        }
+        done += batch;
+    }
+    e2e_buf_destroy(&b);
+}
+
+/* Frames big-0.. and "pool" (KS), allocations p-0.. from pool, units U0..01 and KS. */
+static void make_big_ledger(void)
+{
+    budget_client *c = e2e_client(&bd);
+    e2e_buf b;
+    e2e_buf_init(&b);
+    au_grant_many(c, "big", 0, BIG_FRAMES, BUDGET_TEXT_BYTES_MAX);
+    msgpack_pack_map(&b.pk, 5);
+    e2e_kv_str(&b, "id", "pool");
+    e2e_kv_str(&b, "unit", "KS");
+    e2e_kv_int(&b, "year", 2030);
+    e2e_kv_int(&b, "amount", 1000000);
+    e2e_kv_str(&b, "title", "Pool");
+    e2e_write_ok(c, "frame.grant", &b);
+    propose_to_new_units(c, "pool", BIG_UNITS);
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+}
+
+/* Marks the number after `prefix` in `text` (of `len` bytes) in `seen` (of `n`); false when
+ * it is not such a name, is out of range, or was seen before. */
+static bool mark_once(const char *text, size_t len, const char *prefix, bool *seen, uint32_t n)
+{
+    char buf[BUDGET_TEXT_BYTES_MAX + 1], *end;
+    size_t plen = strlen(prefix);
+    if (len <= plen || len >= sizeof(buf) || memcmp(text, prefix, plen) != 0)
+        return false;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    unsigned long i = strtoul(buf + plen, &end, 10);
+    if (*end != '\0' || i >= n || seen[i])
+        return false;
+    seen[i] = true;
+    return true;
+}
+
+/* Every item of one list of a page, each named once: `key` of each map is PREFIX<i>, or one
+ * of the extra names `extra` (counted in *extras). */
+static void mark_list(const msgpack_object *result, const char *list, const char *key,
+                      const char *prefix, bool *seen, uint32_t n, const char *extra,
+                      uint32_t *extras)
+{
+    const msgpack_object *items = budget_map_get(result, list);
+    e2e_assert(items != NULL && items->type == MSGPACK_OBJECT_ARRAY, "no %s in the answer", list);
+    for (uint32_t i = 0; i < items->via.array.size; i++) {
+        const msgpack_object *name = budget_map_get(&items->via.array.ptr[i], key);
+        e2e_assert(name != NULL && name->type == MSGPACK_OBJECT_STR, "a %s without %s", list, key);
+        if (name->via.str.size == strlen(extra) &&
+            memcmp(name->via.str.ptr, extra, name->via.str.size) == 0) {
+            (*extras)++;
+            continue;
+        }
+        e2e_assert(mark_once(name->via.str.ptr, name->via.str.size, prefix, seen, n),
+                   "%s: %.*s is not expected, or came twice", list, (int)name->via.str.size,
+                   name->via.str.ptr);
+    }
+}
+
+static uint32_t count_true(const bool *seen, uint32_t n)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < n; i++)
+        k += seen[i];
+    return k;
+}
+
+/*
+ * `balances` over the protocol: every answer fits in a frame, and following "next" until
+ * "more" is false lists every frame, allocation and unit-year exactly once. Returns the pages.
+ */
+static unsigned balances_by_pages(void)
+{
+    static bool frames[BIG_FRAMES], allocations[BIG_UNITS], units[BIG_UNITS];
+    uint32_t pools = 0, ks = 0, none = 0;
+    uint64_t as_of = 0, offsets[4] = {0, 0, 0, 0};
+    static const char *const offset_args[4] = {"frames_offset", "offset", "units_offset", NULL};
+    budget_client *c = e2e_client(&bd);
+    e2e_buf b;
+    unsigned pages = 0;
+    bool more = true;
+
+    memset(frames, 0, sizeof(frames));
+    memset(allocations, 0, sizeof(allocations));
+    memset(units, 0, sizeof(units));
+    e2e_buf_init(&b);
+    while (more) {
+        budget_response r;
+        e2e_buf_clear(&b);
+        msgpack_pack_map(&b.pk, pages == 0 ? 0 : 4);
+        if (pages > 0) {
+            e2e_kv_uint(&b, "as_of", as_of);
+            for (int k = 0; offset_args[k] != NULL; k++)
+                e2e_kv_uint(&b, offset_args[k], offsets[k]);
+        }
+        e2e_call(c, "balances", &b, &r);
+        e2e_assert(r.ok, "balances, page %u: %s: %s", pages + 1, r.code, r.message);
+        if (pages == 0)
+            as_of = e2e_map_uint(&r.result, "as_of");
+        e2e_assert_int(e2e_map_uint(&r.result, "as_of"), as_of, "as_of of every page");
+        mark_list(&r.result, "frames", "id", "big-", frames, BIG_FRAMES, "pool", &pools);
+        mark_list(&r.result, "allocations", "id", "p-", allocations, BIG_UNITS, "", &none);
+        mark_list(&r.result, "units", "unit", "U", units, BIG_UNITS, "KS", &ks);
+        const msgpack_object *m = budget_map_get(&r.result, "more");
+        const msgpack_object *next = budget_map_get(&r.result, "next");
+        e2e_assert(m != NULL && m->type == MSGPACK_OBJECT_BOOLEAN, "more");
+        e2e_assert(next != NULL && next->type == MSGPACK_OBJECT_MAP, "next");
+        more = m->via.boolean;
+        for (int k = 0; offset_args[k] != NULL; k++)
+            offsets[k] = e2e_map_uint(next, offset_args[k]);
+        budget_response_free(&r);
+        pages++;
+        e2e_assert(pages < 100, "balances does not end");
+    }
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+    e2e_assert_int(count_true(frames, BIG_FRAMES), BIG_FRAMES, "frames listed");
+    e2e_assert_int(pools, 1, "the pool frame listed");
+    e2e_assert_int(count_true(allocations, BIG_UNITS), BIG_UNITS, "allocations listed");
+    e2e_assert_int(count_true(units, BIG_UNITS), BIG_UNITS, "new units listed");
+    e2e_assert_int(ks, 1, "KS's year listed");
+    return pages;
+}
+
+/* Lines of `text` that start with `start`. */
+static size_t lines_starting(const char *text, const char *start)
+{
+    size_t n = 0;
+    for (const char *line = text; line && *line;) {
+        n += strncmp(line, start, strlen(start)) == 0;
+        line = strchr(line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    return n;
+}
+
+/*
+ * A clerk cannot make `balances` fail for everyone by filling the ledger: frames and new
+ * units past what one answer holds are paged like allocations. `balances` (every page under
+ * the frame limit, every item once), `budgetctl balances` (tables and --json) and `budgetctl
+ * export balances` all show every frame, allocation and unit-year.
+ */
+Test(audit, balances_and_export_page_a_ledger_too_large_for_one_answer)
+{
+    int64_t t0 = e2e_now_ms();
+    make_big_ledger();
+    int64_t t1 = e2e_now_ms();
+    unsigned pages = balances_by_pages();
+    e2e_assert(pages >= 3, "%u pages: the frames alone are over 1 MiB", pages);
+
+    e2e_ctl_result r;
+    ctl_ok(&r, "balances");
+    e2e_assert_int(lines_starting(r.out, "big-"), BIG_FRAMES, "frame rows of budgetctl balances");
+    e2e_assert_int(lines_starting(r.out, "p-"), BIG_UNITS, "allocation rows");
+    e2e_assert_int(lines_starting(r.out, "U0"), BIG_UNITS, "unit rows");
+    e2e_ctl_free(&r);
+    /* --json: one object, every page joined (counted in the text: a big JSON parses slowly
+     * here). */
+    ctl_ok(&r, "--json", "balances", "--year", "2030");
+    e2e_assert_int(count_of(r.out, "\n"), 1, "one line of JSON");
+    e2e_assert_int(count_of(r.out, "{\"id\":\"big-"), BIG_FRAMES, "frames in the JSON");
+    e2e_assert_int(count_of(r.out, "{\"id\":\"p-"), BIG_UNITS, "allocations in the JSON");
+    e2e_assert_int(count_of(r.out, "{\"unit\":\""), BIG_UNITS + 1, "units in the JSON");
+    e2e_assert(strstr(r.out, ",\"more\":false}") && !strstr(r.out, "\"next\""),
+               "more is false once every page is joined, and no next");
+    e2e_ctl_free(&r);
+
+    char dir[128], path[192];
+    au_temp_dir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/balances.csv", dir);
+    ctl_ok(&r, "export", "balances", "--output", path);
+    e2e_ctl_free(&r);
+    size_t len;
+    char *csv = au_read_file(path, &len);
+    e2e_assert(csv != NULL, "no export in %s", path);
+    e2e_assert_int(lines_starting(csv, "frame,"), BIG_FRAMES + 1, "frame rows exported");
+    e2e_assert_int(lines_starting(csv, "allocation,"), BIG_UNITS, "allocation rows exported");
+    e2e_assert_int(lines_starting(csv, "unit,"), BIG_UNITS + 1, "unit rows exported");
+    /* Each kind's rows together: frames, then allocations, then units. */
+    const char *last_frame = csv, *first_allocation = strstr(csv, "\r\nallocation,");
+    for (const char *p = csv; (p = strstr(p, "\r\nframe,")) != NULL; p++)
+        last_frame = p;
+    e2e_assert(first_allocation && last_frame < first_allocation &&
+                   strstr(first_allocation, "\r\nframe,") == NULL &&
+                   strstr(first_allocation, "\r\nunit,") > first_allocation &&
+                   strstr(strstr(first_allocation, "\r\nunit,"), "\r\nallocation,") == NULL,
+               "rows are not grouped by kind");
+    free(csv);
+    cr_log_info("%u frames and %u units written in %lld ms; balances in %u pages, checked in "
+                "%lld ms",
+                BIG_FRAMES, BIG_UNITS, (long long)(t1 - t0), pages, (long long)(e2e_now_ms() - t1));
+    e2e_remove_tree(dir);
+    stop_daemon(&bd);
+}
+
+/* The names in `dir` (not . and ..), joined by spaces, into `out`. */
+static void dir_names(const char *dir, char *out, size_t size)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "ls -A %s", dir);
+    out[0] = '\0';
+    FILE *p = popen(cmd, "r");
+    e2e_assert(p != NULL, "ls");
+    char line[256];
+    while (fgets(line, sizeof(line), p)) {
+        line[strcspn(line, "\n")] = '\0';
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? " " : "", line);
+    }
+    pclose(p);
+}
+
+/* True when `dir` holds a name that starts with `prefix`. */
+static bool dir_has(const char *dir, const char *prefix)
+{
+    char names[1024];
+    dir_names(dir, names, sizeof(names));
+    return strstr(names, prefix) != NULL;
+}
+
+/* Starts `budgetctl export events --output path` while the daemon is stopped (SIGSTOP), and
+ * waits until it has made its temporary file and is waiting for the first answer. */
+static void start_stuck_export(au_proc *p, const char *dir, const char *path)
+{
+    e2e_assert(kill(bd.pid, SIGSTOP) == 0, "SIGSTOP");
+    const char *const argv[] = {BUDGETCTL_PATH, "--socket", bd.socket, "export",
+                                "events",       "--output", path,      NULL};
+    e2e_assert(au_proc_start(p, argv) == 0, "budgetctl export started");
+    e2e_assert(AU_WAIT(dir_has(dir, "events.csv.tmp-"), 10000 * e2e_slow()),
+               "no temporary file beside %s", path);
+}
+
+/*
+ * An export to a file is whole or absent: a complete one replaces the file; one that fails
+ * midway (the daemon dies while budgetctl waits for it) or is interrupted (SIGINT) leaves the
+ * file as it was and no temporary file beside it.
+ */
+Test(audit, an_export_that_fails_leaves_no_file)
+{
+    budget_client *c = e2e_client(&bd);
+    au_grant_many(c, "x", 0, 50, 20);
+    budget_client_close(c);
+    char dir[128], path[192], names[1024];
+    au_temp_dir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/events.csv", dir);
+    static const char old[] = "the export of before\n";
+    e2e_assert(au_write_file(path, old, strlen(old), 0640) == 0, "write %s", path);
+
+    /* A complete export replaces the file with what standard output would have shown. */
+    e2e_ctl_result r;
+    ctl_ok(&r, "export", "events");
+    char *expected = strdup(r.out);
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "export", "events", "--output", path);
+    e2e_assert_int(r.out_len, 0, "nothing on standard output with --output");
+    e2e_ctl_free(&r);
+    size_t len;
+    char *got = au_read_file(path, &len);
+    e2e_assert(got != NULL && strcmp(got, expected) == 0, "the file is not the export");
+    free(got);
+    free(expected);
+    dir_names(dir, names, sizeof(names));
+    e2e_assert_str(names, "events.csv", "what is left in the folder");
+
+    /* The daemon dies while budgetctl waits for an answer: exit 3, the old file stays. */
+    e2e_assert(au_write_file(path, old, strlen(old), 0640) == 0, "write %s", path);
+    au_proc p;
+    start_stuck_export(&p, dir, path);
+    e2e_daemon_kill(&bd);
+    e2e_assert_int(au_proc_wait(&p, E2E_CTL_TIMEOUT_MS), 3, "exit status of the failed export");
+    e2e_assert(strstr(p.err, "connection"), "it says why: %s", p.err);
+    au_proc_free(&p);
+    dir_names(dir, names, sizeof(names));
+    e2e_assert_str(names, "events.csv", "what a failed export leaves in the folder");
+    got = au_read_file(path, &len);
+    e2e_assert(got != NULL && strcmp(got, old) == 0, "the file of before was changed");
+    free(got);
+
+    /* Interrupted: the temporary file goes with budgetctl. */
+    e2e_assert(e2e_daemon_restart(&bd) == 0, "budgetd did not start again");
+    start_stuck_export(&p, dir, path);
+    au_proc_stop(&p, SIGINT, E2E_CTL_TIMEOUT_MS);
+    e2e_assert(WIFSIGNALED(p.status) && WTERMSIG(p.status) == SIGINT,
+               "budgetctl did not end by its SIGINT (status 0x%x)", p.status);
+    au_proc_free(&p);
+    dir_names(dir, names, sizeof(names));
+    e2e_assert_str(names, "events.csv", "what an interrupted export leaves in the folder");
+    kill(bd.pid, SIGCONT);
+    e2e_remove_tree(dir);
+    stop_daemon(&bd);
+}

@@ -35,8 +35,11 @@
 #define BUDGET_EVENTS_PAGE_DEFAULT 100u
 #define BUDGET_EVENTS_PAGE_MAX 1000u
 #define BUDGET_EVENTS_SCAN_MAX 100000u
-/* balances: allocations listed per page. */
+/* balances: each list (frames, allocations, avrop, units) is paged on its own: a page holds at
+ * most this many items, and stops after the item that reaches this many bytes, so that every
+ * answer fits in a frame however many units or frames the ledger holds. */
 #define BUDGET_BALANCES_PAGE_MAX 2000u
+#define BUDGET_BALANCES_PAGE_BYTES_MAX (192u * 1024u)
 
 /* The server side. Connections at once (default of --connections; --connections may raise it
  * up to BUDGET_CONNECTIONS_CEILING), and from one uid (default of --connections-per-uid). */
