@@ -4,7 +4,8 @@
  * nothing but hello; each role may do exactly its ops (a table over every op and role); roles
  * limited to units; four-eyes; SIGHUP reloads the file and a broken file keeps the old rules;
  * the socket's group keeps other users out; limits on connections, idle connections and slow
- * frames; socket activation by systemd's protocol.
+ * frames; subscriptions end when a reload takes their role, and are limited per uid; socket
+ * activation by systemd's protocol.
  */
 #include <errno.h>
 #include <fcntl.h>
