@@ -22,7 +22,7 @@
 #include <time.h>
 
 #include "budget/amount.h"
-#include "budget/client.h"
+#include "budget/client_msgpack.h"
 #include "proto/frame.h"
 #include "proto/text.h"
 

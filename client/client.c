@@ -6,6 +6,10 @@
  * announced size (at most BUDGET_FRAME_BYTES_MAX), decoded with msgpack_unpack_next, and handed
  * to the response's zone, which frees it: decoded strings point into that buffer, so a response
  * stays valid while later ones are received (pipelining).
+ *
+ * The msgpack-free layer (budget/client.h) sits on the same code: a budget_req packs its args
+ * as they are added, a budget_answer holds a budget_response, and a budget_value is the
+ * msgpack_object it views, under another name.
  */
 #include <assert.h>
 #include <errno.h>
@@ -15,7 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "budget/client.h"
+#include "budget/client_msgpack.h"
 #include "proto/frame.h"
 
 struct budget_client {
@@ -326,4 +330,351 @@ int64_t budget_map_int(const msgpack_object *map, const char *key, int64_t fallb
     if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
         return o->via.i64;
     return fallback;
+}
+
+/* ---- the msgpack-free layer (budget/client.h) --------------------------------------------- */
+
+struct budget_req {
+    char op[BUDGET_OP_BYTES_MAX + 1];
+    uint32_t pairs;
+    msgpack_sbuffer args; /* the pairs packed so far, without the map's header */
+    char *keys[BUDGET_MAP_PAIRS_MAX];
+};
+
+struct budget_answer {
+    budget_response r;
+};
+
+int budget_req_new(const char *op, budget_req **out)
+{
+    assert(op != NULL && out != NULL);
+    *out = NULL;
+    size_t op_bytes = strnlen(op, BUDGET_OP_BYTES_MAX + 1);
+    if (op_bytes == 0 || op_bytes > BUDGET_OP_BYTES_MAX)
+        return BUDGET_EBAD_REQUEST;
+    budget_req *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return -ENOMEM;
+    memcpy(r->op, op, op_bytes);
+    msgpack_sbuffer_init(&r->args);
+    *out = r;
+    return 0;
+}
+
+void budget_req_free(budget_req *r)
+{
+    if (r == NULL)
+        return;
+    for (uint32_t i = 0; i < r->pairs; i++)
+        free(r->keys[i]);
+    msgpack_sbuffer_destroy(&r->args);
+    free(r);
+}
+
+/* Checks `key` and packs it; the value follows. On failure the request is unchanged. */
+static int req_key(budget_req *r, const char *key, msgpack_packer *pk, size_t *undo)
+{
+    assert(r != NULL && key != NULL);
+    size_t key_bytes = strnlen(key, BUDGET_STRING_BYTES_MAX + 1);
+    if (key_bytes == 0)
+        return BUDGET_EBAD_REQUEST;
+    if (key_bytes > BUDGET_STRING_BYTES_MAX)
+        return BUDGET_ETOO_LARGE;
+    for (uint32_t i = 0; i < r->pairs; i++)
+        if (strcmp(r->keys[i], key) == 0)
+            return BUDGET_EBAD_REQUEST;
+    if (r->pairs >= BUDGET_MAP_PAIRS_MAX)
+        return BUDGET_ETOO_LARGE;
+    char *copy = strdup(key);
+    if (copy == NULL)
+        return -ENOMEM;
+    *undo = r->args.size;
+    msgpack_packer_init(pk, &r->args, msgpack_sbuffer_write);
+    if (msgpack_pack_str_with_body(pk, key, key_bytes) != 0) {
+        free(copy);
+        r->args.size = *undo;
+        return -ENOMEM;
+    }
+    r->keys[r->pairs] = copy;
+    return 0;
+}
+
+/* Counts the pair whose value was packed (`rc` 0), or takes the key back. */
+static int req_done(budget_req *r, int rc, size_t undo)
+{
+    if (rc != 0) {
+        free(r->keys[r->pairs]);
+        r->keys[r->pairs] = NULL;
+        r->args.size = undo;
+        return -ENOMEM;
+    }
+    r->pairs++;
+    return 0;
+}
+
+int budget_req_add_str(budget_req *r, const char *key, const char *value)
+{
+    assert(value != NULL);
+    size_t bytes = strnlen(value, BUDGET_STRING_BYTES_MAX + 1);
+    if (bytes > BUDGET_STRING_BYTES_MAX)
+        return BUDGET_ETOO_LARGE;
+    msgpack_packer pk;
+    size_t undo;
+    int rc = req_key(r, key, &pk, &undo);
+    if (rc != 0)
+        return rc;
+    return req_done(r, msgpack_pack_str_with_body(&pk, value, bytes), undo);
+}
+
+int budget_req_add_uint(budget_req *r, const char *key, uint64_t value)
+{
+    msgpack_packer pk;
+    size_t undo;
+    int rc = req_key(r, key, &pk, &undo);
+    if (rc != 0)
+        return rc;
+    return req_done(r, msgpack_pack_uint64(&pk, value), undo);
+}
+
+int budget_req_add_int(budget_req *r, const char *key, int64_t value)
+{
+    msgpack_packer pk;
+    size_t undo;
+    int rc = req_key(r, key, &pk, &undo);
+    if (rc != 0)
+        return rc;
+    return req_done(r, msgpack_pack_int64(&pk, value), undo);
+}
+
+int64_t budget_send(budget_client *c, const budget_req *r)
+{
+    assert(c != NULL && r != NULL);
+    if (r->pairs == 0)
+        return budget_client_send(c, r->op, NULL, 0);
+    msgpack_sbuffer args;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&args);
+    msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
+    int64_t rc = -ENOMEM;
+    if (msgpack_pack_map(&pk, r->pairs) == 0 &&
+        msgpack_sbuffer_write(&args, r->args.data, r->args.size) == 0)
+        rc = budget_client_send(c, r->op, args.data, args.size);
+    msgpack_sbuffer_destroy(&args);
+    return rc;
+}
+
+int budget_recv(budget_client *c, budget_answer **out)
+{
+    assert(c != NULL && out != NULL);
+    *out = NULL;
+    budget_answer *a = malloc(sizeof(*a));
+    if (a == NULL)
+        return -ENOMEM;
+    int rc = budget_client_recv(c, &a->r);
+    if (rc != 0) {
+        free(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+int budget_call(budget_client *c, const budget_req *r, budget_answer **out)
+{
+    assert(out != NULL);
+    *out = NULL;
+    int64_t id = budget_send(c, r);
+    if (id < 0)
+        return (int)id;
+    return budget_recv(c, out);
+}
+
+int budget_call_op(budget_client *c, const char *op, budget_answer **out)
+{
+    assert(c != NULL && op != NULL && out != NULL);
+    *out = NULL;
+    int64_t id = budget_client_send(c, op, NULL, 0);
+    if (id < 0)
+        return (int)id;
+    return budget_recv(c, out);
+}
+
+uint64_t budget_answer_id(const budget_answer *a)
+{
+    return a->r.id;
+}
+
+int budget_answer_error(const budget_answer *a)
+{
+    return a->r.ok ? 0 : a->r.err;
+}
+
+const char *budget_answer_code(const budget_answer *a)
+{
+    return a->r.code;
+}
+
+const char *budget_answer_message(const budget_answer *a)
+{
+    return a->r.message;
+}
+
+const budget_value *budget_answer_result(const budget_answer *a)
+{
+    if (!a->r.ok || budget_map_get(&a->r.unpacked.data, "result") == NULL)
+        return NULL;
+    return budget_value_of(&a->r.result);
+}
+
+const budget_value *budget_answer_event(const budget_answer *a)
+{
+    if (!a->r.ok)
+        return NULL;
+    return budget_value_of(budget_map_get(&a->r.unpacked.data, "event"));
+}
+
+void budget_answer_free(budget_answer *a)
+{
+    if (a == NULL)
+        return;
+    budget_response_free(&a->r);
+    free(a);
+}
+
+const msgpack_object *budget_value_object(const budget_value *v)
+{
+    return (const msgpack_object *)v;
+}
+
+const budget_value *budget_value_of(const msgpack_object *o)
+{
+    return (const budget_value *)o;
+}
+
+budget_value_type budget_value_type_of(const budget_value *v)
+{
+    const msgpack_object *o = budget_value_object(v);
+    if (o == NULL)
+        return BUDGET_VALUE_NIL;
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL:
+        return BUDGET_VALUE_NIL;
+    case MSGPACK_OBJECT_BOOLEAN:
+        return BUDGET_VALUE_BOOL;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return BUDGET_VALUE_UINT;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return BUDGET_VALUE_INT;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return BUDGET_VALUE_FLOAT;
+    case MSGPACK_OBJECT_STR:
+        return BUDGET_VALUE_STR;
+    case MSGPACK_OBJECT_BIN:
+        return BUDGET_VALUE_BIN;
+    case MSGPACK_OBJECT_ARRAY:
+        return BUDGET_VALUE_ARRAY;
+    case MSGPACK_OBJECT_MAP:
+        return BUDGET_VALUE_MAP;
+    default:
+        return BUDGET_VALUE_OTHER;
+    }
+}
+
+const budget_value *budget_value_get(const budget_value *map, const char *key)
+{
+    return budget_value_of(budget_map_get(budget_value_object(map), key));
+}
+
+size_t budget_value_count(const budget_value *v)
+{
+    const msgpack_object *o = budget_value_object(v);
+    if (o != NULL && o->type == MSGPACK_OBJECT_ARRAY)
+        return o->via.array.size;
+    if (o != NULL && o->type == MSGPACK_OBJECT_MAP)
+        return o->via.map.size;
+    return 0;
+}
+
+const budget_value *budget_value_at(const budget_value *v, size_t i)
+{
+    const msgpack_object *o = budget_value_object(v);
+    if (i >= budget_value_count(v))
+        return NULL;
+    if (o->type == MSGPACK_OBJECT_ARRAY)
+        return budget_value_of(&o->via.array.ptr[i]);
+    return budget_value_of(&o->via.map.ptr[i].val);
+}
+
+const budget_value *budget_value_key_at(const budget_value *map, size_t i)
+{
+    const msgpack_object *o = budget_value_object(map);
+    if (o == NULL || o->type != MSGPACK_OBJECT_MAP || i >= o->via.map.size)
+        return NULL;
+    return budget_value_of(&o->via.map.ptr[i].key);
+}
+
+int budget_value_uint(const budget_value *v, uint64_t *out)
+{
+    const msgpack_object *o = budget_value_object(v);
+    if (o == NULL || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return BUDGET_EBAD_REQUEST;
+    *out = o->via.u64;
+    return 0;
+}
+
+int budget_value_int(const budget_value *v, int64_t *out)
+{
+    const msgpack_object *o = budget_value_object(v);
+    if (o != NULL && o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        *out = o->via.i64;
+        return 0;
+    }
+    if (o != NULL && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX) {
+        *out = (int64_t)o->via.u64;
+        return 0;
+    }
+    return BUDGET_EBAD_REQUEST;
+}
+
+int budget_value_bool(const budget_value *v, bool *out)
+{
+    const msgpack_object *o = budget_value_object(v);
+    if (o == NULL || o->type != MSGPACK_OBJECT_BOOLEAN)
+        return BUDGET_EBAD_REQUEST;
+    *out = o->via.boolean;
+    return 0;
+}
+
+const char *budget_value_str(const budget_value *v, size_t *len)
+{
+    const msgpack_object *o = budget_value_object(v);
+    if (o == NULL || o->type != MSGPACK_OBJECT_STR)
+        return NULL;
+    if (len != NULL)
+        *len = o->via.str.size;
+    return o->via.str.ptr != NULL ? o->via.str.ptr : "";
+}
+
+const uint8_t *budget_value_bin(const budget_value *v, size_t *len)
+{
+    const msgpack_object *o = budget_value_object(v);
+    if (o == NULL || o->type != MSGPACK_OBJECT_BIN)
+        return NULL;
+    if (len != NULL)
+        *len = o->via.bin.size;
+    return o->via.bin.ptr != NULL ? (const uint8_t *)o->via.bin.ptr : (const uint8_t *)"";
+}
+
+size_t budget_value_str_copy(const budget_value *v, char *out, size_t out_size)
+{
+    const msgpack_object *o = budget_value_object(v);
+    copy_str(o, out, out_size);
+    return o != NULL && o->type == MSGPACK_OBJECT_STR ? o->via.str.size : 0;
+}
+
+bool budget_value_str_is(const budget_value *v, const char *s)
+{
+    const msgpack_object *o = budget_value_object(v);
+    return o != NULL && s != NULL && str_is(o, s);
 }

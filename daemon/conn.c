@@ -304,6 +304,9 @@ static void handle_frame(conn *c, const budget_envelope *env, int rc, const char
         return;
     }
     if (rc != 0) {
+        /* An answer with id 0 answers no request: it is the last frame (docs/protocol.md). */
+        if (env->id == 0)
+            c->close_flushed = true;
         conn_answer_error(c, idx, env->id, rc, why);
         return;
     }

@@ -27,7 +27,8 @@ const char *budget_strerror(int err)
         BUDGET_ERRNO_MAP(BUDGET_ERR_MESSAGE)
 #undef BUDGET_ERR_MESSAGE
     default:
-        return "unknown error";
+        /* A negative errno, as the client library returns beside these. */
+        return err < 0 && err > -1000 ? strerror(-err) : "unknown error";
     }
 }
 

@@ -17,11 +17,7 @@ int budget_frame_peek(const uint8_t *buf, size_t len, uint32_t *body_size);
 /* Writes the 4-byte header for a body of `size` bytes. */
 void budget_frame_header(uint8_t out[4], uint32_t size);
 
-/*
- * Resolves the socket path: `flag` if not NULL, else $BUDGETD_SOCKET, else
- * $XDG_RUNTIME_DIR/budgetd.sock, else /run/budgetd/budgetd.sock. Writes it into `out`.
- * Returns 0, or BUDGET_ETOO_LARGE when the path does not fit a sockaddr_un.
- */
-int budget_socket_path(const char *flag, char *out, size_t out_size);
+/* budget_socket_path is public, in budget/socket.h. */
+#include "budget/socket.h"
 
 #endif

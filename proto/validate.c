@@ -353,6 +353,9 @@ int budget_parse_request(const uint8_t *body, size_t size, budget_envelope *env,
         env->id = 0;
         return fail(BUDGET_EBAD_REQUEST, why, why_size, "a request needs a uint id");
     }
+    if (env->id == 0)
+        return fail(BUDGET_EBAD_REQUEST, why, why_size,
+                    "request ids start at 1; id 0 marks the frame the daemon sends as it closes");
     if (extra)
         return fail(BUDGET_EBAD_REQUEST, why, why_size, "a request holds only id, op and args");
     if (!has_op)

@@ -15,7 +15,7 @@
 #include <criterion/criterion.h>
 #include <msgpack.h>
 
-#include "budget/client.h"
+#include "budget/client_msgpack.h"
 
 /*
  * How much slower than a plain build the daemon and the tests run: $RELIABILITY_SLOW, or 10

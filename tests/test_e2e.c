@@ -1240,13 +1240,17 @@ static void begin_request(e2e_buf *b, uint64_t id, const char *op)
     e2e_pack_str(b, "args");
 }
 
-/* A request packed by the caller must get `code` with `id`, then the connection serves on. */
+/* A request packed by the caller must get `code` with `id`, then the connection serves on;
+ * an answer with id 0 (no id could be read) is the last on its connection. */
 static void refused_request(honest *h, const e2e_buf *body, uint64_t id, const char *code,
                             const char *what)
 {
     int fd = send_body(body->sb.data, body->sb.size);
     expect_response(fd, id, code, what);
-    hello_on(fd, id + 1, what, 0);
+    if (id == 0)
+        e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS), "%s: not closed", what);
+    else
+        hello_on(fd, id + 1, what, 0);
     close(fd);
     still_serving(h, what, 0);
 }
@@ -1283,11 +1287,12 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
     e2e_buf_init(&b);
     still_serving(&h, "nothing", 0);
 
-    /* A map that claims 2^32-1 pairs in 5 bytes: refused, and the stream stays usable. */
+    /* A map that claims 2^32-1 pairs in 5 bytes: refused with id 0, since no id can be read
+     * from it, and so closed; the daemon serves on. */
     static const uint8_t huge_map[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
     fd = send_body(huge_map, sizeof(huge_map));
     expect_response(fd, 0, "bad_request", "a map claiming 2^32-1 pairs");
-    hello_on(fd, 1, "hello after a map claiming 2^32-1 pairs", 0);
+    e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS), "closed after an answer with id 0");
     close(fd);
     still_serving(&h, "a map claiming 2^32-1 pairs", 0);
 
@@ -1320,7 +1325,7 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
     static const uint8_t array_body[] = {0x93, 0x01, 0x02, 0x03};
     fd = send_body(array_body, sizeof(array_body));
     expect_response(fd, 0, "bad_request", "a top-level array");
-    hello_on(fd, 1, "hello after a top-level array", 0);
+    e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS), "closed after an answer with id 0");
     close(fd);
     still_serving(&h, "a top-level array", 0);
 
@@ -1346,8 +1351,8 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
     close(fd);
     still_serving(&h, "10 000 bytes of garbage", 0);
 
-    /* Garbage bodies behind honest length prefixes: each one is answered with an error. */
-    e2e_buf_clear(&b);
+    /* Garbage bodies behind honest length prefixes, each on a connection of its own: each one
+     * is answered with an error, and with id 0 (no id read) it is the connection's last frame. */
     size_t frames = 0;
     for (size_t used = 0; used < sizeof(garbage); frames++) {
         size_t size = 1 + next_random(&state) % 200;
@@ -1355,26 +1360,24 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
             size = sizeof(garbage) - used;
         for (size_t i = 0; i < size; i++)
             garbage[i] = (uint8_t)next_random(&state);
-        e2e_frame_begin(&b);
-        e2e_buf_raw(&b, garbage, size);
-        e2e_frame_end(&b);
         used += size;
-    }
-    fd = e2e_raw_connect(bd.socket);
-    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send framed garbage");
-    for (size_t i = 0; i < frames; i++) {
         msgpack_unpacked u;
         e2e_envelope env;
+        fd = send_body(garbage, size);
         e2e_assert(e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME,
-                   "framed garbage %zu of %zu: no answer", i + 1, frames);
+                   "framed garbage %zu: no answer", frames + 1);
         e2e_assert(e2e_envelope_read(&u.data, &env) && !env.ok,
-                   "framed garbage %zu: not an error response", i + 1);
+                   "framed garbage %zu: not an error response", frames + 1);
         e2e_assert(strcmp(env.code, "bad_request") == 0 || strcmp(env.code, "too_large") == 0,
-                   "framed garbage %zu: code %s", i + 1, env.code);
+                   "framed garbage %zu: code %s", frames + 1, env.code);
         msgpack_unpacked_destroy(&u);
+        if (env.id == 0)
+            e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS),
+                       "framed garbage %zu: not closed after an answer with id 0", frames + 1);
+        else
+            hello_on(fd, env.id + 1, "hello after framed garbage", 0);
+        close(fd);
     }
-    hello_on(fd, 1, "hello after framed garbage", 0);
-    close(fd);
     still_serving(&h, "framed garbage", 0);
 
     /* Half a frame, then the client goes away. */
@@ -1789,24 +1792,31 @@ Test(e2e, envelope_errors_echo_a_readable_id)
     msgpack_pack_map(&b.pk, 1);
     e2e_kv_int(&b, "verbose", 1);
     e2e_frame_end(&b);
-    e2e_frame_begin(&b); /* the id is not a uint: it cannot be read */
-    msgpack_pack_map(&b.pk, 2);
-    e2e_kv_str(&b, "id", "21");
-    e2e_kv_str(&b, "op", "hello");
-    e2e_frame_end(&b);
     e2e_frame_begin(&b); /* a key the envelope does not have */
     msgpack_pack_map(&b.pk, 3);
     e2e_kv_uint(&b, "id", 22);
     e2e_kv_str(&b, "op", "hello");
     e2e_kv_str(&b, "user", "kommundirektören");
     e2e_frame_end(&b);
+    e2e_frame_begin(&b); /* the id is not a uint: it cannot be read */
+    msgpack_pack_map(&b.pk, 2);
+    e2e_kv_str(&b, "id", "21");
+    e2e_kv_str(&b, "op", "hello");
+    e2e_frame_end(&b);
+    e2e_frame_begin(&b); /* never read: the frame before closed the connection */
+    msgpack_pack_map(&b.pk, 2);
+    e2e_kv_uint(&b, "id", 23);
+    e2e_kv_str(&b, "op", "hello");
+    e2e_frame_end(&b);
     e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
 
     expect_response(fd, 18, "bad_request", "an op that is not a str");
     expect_response(fd, 19, "bad_request", "args that are not a map");
     expect_response(fd, 20, "bad_request", "hello with args");
-    expect_response(fd, 0, "bad_request", "an id that is not a uint");
     expect_response(fd, 22, "bad_request", "an envelope with an unknown key");
+    /* No id could be read: answered with id 0, the last frame on the connection. */
+    expect_response(fd, 0, "bad_request", "an id that is not a uint");
+    e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS), "closed after an answer with id 0");
     e2e_buf_destroy(&b);
     close(fd);
     stop_cleanly();

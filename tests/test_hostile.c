@@ -260,12 +260,12 @@ Test(hostile, four_gib_length_prefix)
     fprintf(stderr, "hostile 4GiB-prefix: %" PRIu64 " connections refused and closed\n", sent);
 }
 
-/* 1 MiB frames of nested arrays (and maps) 1 million deep: too_large, the connection open. */
+/* 1 MiB frames of nested arrays (and maps) 1 million deep: too_large with id 0 (none can be
+ * read), and so the connection's last frame; each frame comes on a new connection. */
 Test(hostile, deep_nesting)
 {
     size_t size = BUDGET_FRAME_BYTES_MAX;
     uint8_t *arrays = malloc(size), *maps = malloc(size);
-    int fd = connect_raw();
     attack a;
     uint64_t sent = 0;
 
@@ -279,13 +279,16 @@ Test(hostile, deep_nesting)
 
     attack_begin(&a, "deep-nesting", attack_seconds());
     while (attack_running(&a)) {
+        int fd = connect_raw();
         send_frame(fd, sent % 2 ? maps : arrays, size, "nesting");
         expect_error(fd, 0, "too_large", "nesting a million deep");
+        rel_assert(&rd, e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS),
+                   "not closed after an answer with id 0");
+        close(fd);
         sent++;
     }
     attack_end(&a, "deep-nesting");
     fprintf(stderr, "hostile deep-nesting: %" PRIu64 " frames of 1 MiB refused\n", sent);
-    close(fd);
     free(arrays);
     free(maps);
 }

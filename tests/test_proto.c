@@ -1167,6 +1167,8 @@ Test(envelope, refusals_keep_the_id_when_it_is_readable)
          "\x82\xa2id\xa1"
          "7\xa2op\xa1x",
          11, BUDGET_EBAD_REQUEST, 0, "a request needs a uint id"},
+        {"id 0", "\x82\xa2id\x00\xa2op\xa5hello", 14, BUDGET_EBAD_REQUEST, 0,
+         "request ids start at 1; id 0 marks the frame the daemon sends as it closes"},
         {"other key", "\x83\xa2id\x09\xa2op\xa1x\xa1u\x01", 13, BUDGET_EBAD_REQUEST, 9,
          "a request holds only id, op and args"},
         {"int op", "\x82\xa2id\x0a\xa2op\x01", 9, BUDGET_EBAD_REQUEST, 10,

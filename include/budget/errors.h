@@ -2,6 +2,8 @@
 #ifndef BUDGET_ERRORS_H
 #define BUDGET_ERRORS_H
 
+#include "budget/export.h"
+
 /*
  * X(NAME, value, wire code, message). Values are negative, as libuv's are, so a function
  * can return either a count (>= 0) or an error, and start at -1001 so they never collide
@@ -29,12 +31,12 @@ typedef enum {
 } budget_err;
 
 /* The wire code of an error ("insufficient_funds"), or "internal" for an unknown value. */
-const char *budget_err_code(int err);
+BUDGET_API const char *budget_err_code(int err);
 
-/* A short English description of an error, never NULL. */
-const char *budget_strerror(int err);
+/* A short English description of an error or of a negative errno, never NULL. */
+BUDGET_API const char *budget_strerror(int err);
 
 /* The error value for a wire code, or BUDGET_EINTERNAL when the code is unknown. */
-int budget_err_from_code(const char *code, unsigned long len);
+BUDGET_API int budget_err_from_code(const char *code, unsigned long len);
 
 #endif
