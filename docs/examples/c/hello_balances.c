@@ -49,6 +49,53 @@ static int fail(const char *what, int rc)
     return 1;
 }
 
+/* Prints the units and frames of one page of balances. */
+static void print_page(const budget_value *result)
+{
+    const budget_value *units = budget_value_get(result, "units");
+    for (size_t i = 0; i < budget_value_count(units); i++) {
+        const budget_value *u = budget_value_at(units, i);
+        printf("unit ");
+        print_str(u, "unit");
+        printf(" %" PRId64, get_int(u, "year"));
+        print_figures(u, unit_keys, sizeof(unit_keys) / sizeof(unit_keys[0]));
+    }
+    const budget_value *frames = budget_value_get(result, "frames");
+    for (size_t i = 0; i < budget_value_count(frames); i++) {
+        const budget_value *f = budget_value_at(frames, i);
+        printf("frame ");
+        print_str(f, "id");
+        printf(" ");
+        print_str(f, "unit");
+        printf(" %" PRId64, get_int(f, "year"));
+        print_figures(f, frame_keys, sizeof(frame_keys) / sizeof(frame_keys[0]));
+    }
+}
+
+/* Asks for one page of balances: the first (as_of 0: the head), or the one `next` names. */
+static int balances_page(budget_client *c, uint64_t as_of, const char *const offsets[3],
+                         const uint64_t next[3], budget_answer **a)
+{
+    budget_req *req = NULL;
+    int rc = budget_req_new("balances", &req);
+    for (size_t k = 0; rc == 0 && as_of != 0 && k < 3; k++)
+        rc = budget_req_add_uint(req, offsets[k], next[k]);
+    if (rc == 0 && as_of != 0)
+        rc = budget_req_add_uint(req, "as_of", as_of);
+    if (rc == 0)
+        rc = budget_call(c, req, a);
+    budget_req_free(req);
+    if (rc != 0)
+        return fail("balances", rc);
+    if (budget_answer_error(*a) != 0) {
+        fprintf(stderr, "hello_balances: balances: %s: %s\n", budget_answer_code(*a),
+                budget_answer_message(*a));
+        budget_answer_free(*a);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     char path[128];
@@ -83,40 +130,25 @@ int main(int argc, char **argv)
     printf("\n");
     budget_answer_free(a);
 
-    /* balances, everything: units per fiscal year, and frames. */
-    budget_req *req = NULL;
-    rc = budget_req_new("balances", &req);
-    if (rc != 0)
-        return fail("balances", rc);
-    rc = budget_call(c, req, &a);
-    budget_req_free(req);
-    if (rc != 0)
-        return fail("balances", rc);
-    if (budget_answer_error(a) != 0) {
-        fprintf(stderr, "hello_balances: balances: %s: %s\n", budget_answer_code(a),
-                budget_answer_message(a));
-        return 1;
+    /* balances, everything: units per fiscal year, and frames, page by page. Every page after
+     * the first is asked as of the first one's seq, so all of them show the same ledger. */
+    static const char *const offsets[] = {"frames_offset", "offset", "units_offset"};
+    uint64_t next[3] = {0, 0, 0}, as_of = 0;
+    for (bool more = true; more;) {
+        rc = balances_page(c, as_of, offsets, next, &a);
+        if (rc != 0)
+            return rc;
+        const budget_value *result = budget_answer_result(a);
+        print_page(result);
+        const budget_value *n = budget_value_get(result, "next");
+        if (budget_value_uint(budget_value_get(result, "as_of"), &as_of) != 0 ||
+            budget_value_bool(budget_value_get(result, "more"), &more) != 0)
+            more = false;
+        for (size_t k = 0; k < 3; k++)
+            if (budget_value_uint(budget_value_get(n, offsets[k]), &next[k]) != 0)
+                more = false;
+        budget_answer_free(a);
     }
-    const budget_value *result = budget_answer_result(a);
-    const budget_value *units = budget_value_get(result, "units");
-    for (size_t i = 0; i < budget_value_count(units); i++) {
-        const budget_value *u = budget_value_at(units, i);
-        printf("unit ");
-        print_str(u, "unit");
-        printf(" %" PRId64, get_int(u, "year"));
-        print_figures(u, unit_keys, sizeof(unit_keys) / sizeof(unit_keys[0]));
-    }
-    const budget_value *frames = budget_value_get(result, "frames");
-    for (size_t i = 0; i < budget_value_count(frames); i++) {
-        const budget_value *f = budget_value_at(frames, i);
-        printf("frame ");
-        print_str(f, "id");
-        printf(" ");
-        print_str(f, "unit");
-        printf(" %" PRId64, get_int(f, "year"));
-        print_figures(f, frame_keys, sizeof(frame_keys) / sizeof(frame_keys[0]));
-    }
-    budget_answer_free(a);
     budget_client_close(c);
     return 0;
 }

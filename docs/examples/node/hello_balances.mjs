@@ -207,14 +207,23 @@ async function main() {
   console.log(`hello ${hello.server} ${hello.version} protocol ${hello.protocol} head ${hello.head}` +
               ` uid ${hello.actor.uid} name ${hello.actor.name}`);
 
-  const { result: balances } = await conn.call("balances");
-  for (const u of balances.units) {
-    console.log(`unit ${u.unit} ${u.year} ` +
-                figures(u, ["frames", "allocated", "called_off", "pending", "available"]));
-  }
-  for (const f of balances.frames) {
-    console.log(`frame ${f.id} ${f.unit} ${f.year} ` +
-                figures(f, ["granted", "allocated", "pending", "unallocated", "called_off"]));
+  // Every page of balances: each list is paged on its own; the pages after the first are asked
+  // as of the first one's seq, so that all of them show the same ledger.
+  let args;
+  for (;;) {
+    const { result: page } = await conn.call("balances", args);
+    for (const u of page.units) {
+      console.log(`unit ${u.unit} ${u.year} ` +
+                  figures(u, ["frames", "allocated", "called_off", "pending", "available"]));
+    }
+    for (const f of page.frames) {
+      console.log(`frame ${f.id} ${f.unit} ${f.year} ` +
+                  figures(f, ["granted", "allocated", "pending", "unallocated", "called_off"]));
+    }
+    if (!page.more) break;
+    // seqs and offsets stay far below 2^53, so they go back as plain numbers.
+    args = { as_of: Number(page.as_of), frames_offset: Number(page.next.frames_offset),
+             offset: Number(page.next.offset), units_offset: Number(page.next.units_offset) };
   }
 
   // The first page of events, checked link by link from the bytes as they came.
