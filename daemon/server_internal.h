@@ -32,6 +32,7 @@ typedef struct identity_job identity_job; /* conn.c: a lookup of a name and grou
 typedef struct {
     char *frame; /* the whole response frame (header included), malloc'd; NULL until ready */
     size_t size;
+    size_t cost; /* the memory it holds (frame_cost) */
 } slot;
 
 struct conn {
@@ -46,8 +47,11 @@ struct conn {
     size_t recv_len, recv_cap;
     slot slots[BUDGET_CONN_INFLIGHT_MAX];
     uint32_t slot_head, slot_count;
-    size_t out_bytes;    /* handed to uv_write and not yet written */
-    size_t held_bytes;   /* answers ready but held behind an earlier one still being made */
+    size_t out_bytes;  /* handed to uv_write and not yet written */
+    size_t held_bytes; /* answers ready but held behind an earlier one still being made */
+    /* The memory those answers and pushes really hold: their allocations and write requests,
+     * not only their bytes. The output limit is counted on it. */
+    size_t out_cost;
     uint32_t refs;       /* batch entries and jobs that will answer into this connection */
     bool reading;        /* uv_read_start is in effect */
     bool closing;        /* uv_close called */
@@ -219,7 +223,9 @@ void conn_close_when_flushed(conn *c);
 void on_connection(uv_stream_t *listener, int status);
 /* Closes, each with an error frame and a log line, the connections idle for longer than
  * idle_timeout_ms (not subscribers, nor those waiting for an answer) and those whose
- * unfinished frame began more than frame_timeout_ms ago. Run by the server's sweep timer. */
+ * unfinished frame began more than frame_timeout_ms ago; and, with a log line only, those
+ * not read from for their full output when none of it was read for frame_timeout_ms. Run by
+ * the server's sweep timer. */
 void conn_sweep(server *s);
 
 /* commit.c */
