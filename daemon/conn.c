@@ -512,21 +512,20 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 /*
  * Who the peer is. The uid and primary group come from the kernel (SO_PEERCRED) at once; the
  * user name and the other groups come from the user and group databases, which may be a
- * directory service (LDAP, SSSD) and slow, so they are looked up on a worker thread and the
- * connection reads nothing until they are in.
+ * directory service (LDAP, SSSD) and slow, so they are looked up on a thread of their own and
+ * the connection reads nothing until they are in.
  *
- * A directory that hangs must not take libuv's whole pool (4 threads) from long reads,
- * checkpoints and backups, nor one slow user hold up the others: a connection whose uid is
- * being looked up already waits for that lookup and shares its answer, and at most
- * LOOKUPS_MAX lookups run at once; the others wait their turn in order. One that waits longer
- * than the idle timeout is refused (conn_sweep).
+ * Lookups have their own LOOKUP_THREADS threads, not libuv's pool: there they would wait
+ * behind long reads (64 slow `balances as_of` kept new users out for as long as those took),
+ * and a directory that hangs would take the pool from the reads. Nor may one slow user hold
+ * up the others: a connection whose uid is being looked up already waits for that lookup and
+ * shares its answer, and at most LOOKUP_THREADS lookups run at once; the others wait their
+ * turn in order. One that waits longer than the idle timeout is refused (conn_sweep).
  */
-#define LOOKUPS_MAX 2
-
 struct identity_job {
-    uv_work_t work;
-    identity_job *next; /* in server.lookups */
-    conn *conns;        /* waiting for this answer, through conn.lookup_next */
+    identity_job *next;       /* in server.lookups */
+    identity_job *queue_next; /* in server.lookup_todo or lookup_done */
+    conn *conns;              /* waiting for this answer, through conn.lookup_next */
     void (*hook)(uint32_t uid);
     uint32_t uid;
     bool found; /* the uid has a password entry */
@@ -551,9 +550,8 @@ static int peer_cred(conn *c, uint32_t *gid)
     return 0;
 }
 
-static void identity_run(uv_work_t *w)
+static void identity_run(identity_job *j)
 {
-    identity_job *j = w->data;
     struct passwd pw, *found = NULL;
     char buf[4096];
 
@@ -588,12 +586,8 @@ static bool conn_hung_up(conn *c)
     return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
-static void identity_done(uv_work_t *w, int status)
+static void identity_done(server *s, identity_job *j)
 {
-    identity_job *j = w->data;
-    server *s = j->conns->srv;
-
-    (void)status;
     for (identity_job **p = &s->lookups; *p; p = &(*p)->next)
         if (*p == j) {
             *p = j->next;
@@ -617,8 +611,8 @@ static void identity_done(uv_work_t *w, int status)
         conn_unref(c);
     }
     free(j);
-    /* The next in line, as far as LOOKUPS_MAX allows; one closed meanwhile is let go. */
-    while (s->lookups_waiting && lookups_running(s) < LOOKUPS_MAX) {
+    /* The next in line, as far as LOOKUP_THREADS allows; one closed meanwhile is let go. */
+    while (s->lookups_waiting && lookups_running(s) < LOOKUP_THREADS) {
         conn *c = s->lookups_waiting;
         s->lookups_waiting = c->lookup_next;
         if (!s->lookups_waiting)
@@ -647,7 +641,7 @@ static void identity_lookup(conn *c)
             j->conns = c;
             return;
         }
-    if (lookups_running(s) >= LOOKUPS_MAX) {
+    if (lookups_running(s) >= LOOKUP_THREADS) {
         if (s->lookups_waiting_tail)
             s->lookups_waiting_tail->lookup_next = c;
         else
@@ -656,13 +650,7 @@ static void identity_lookup(conn *c)
         return;
     }
     identity_job *j = calloc(1, sizeof(*j));
-    if (j) {
-        j->work.data = j;
-        j->conns = c;
-        j->hook = s->lookup_hook;
-        j->uid = c->actor.uid;
-    }
-    if (!j || uv_queue_work(s->loop, &j->work, identity_run, identity_done) != 0) {
+    if (!j || s->lookup_threads_count == 0) {
         free(j);
         log_warn("uid %u: cannot look up its name and groups; closing the connection",
                  c->actor.uid);
@@ -670,8 +658,96 @@ static void identity_lookup(conn *c)
         conn_unref(c);
         return;
     }
+    j->conns = c;
+    j->hook = s->lookup_hook;
+    j->uid = c->actor.uid;
     j->next = s->lookups;
     s->lookups = j;
+    /* Fewer than LOOKUP_THREADS run (lookups_running), so a thread is free for it. */
+    uv_mutex_lock(&s->lookup_mutex);
+    identity_job **tail = &s->lookup_todo;
+    while (*tail)
+        tail = &(*tail)->queue_next;
+    *tail = j;
+    uv_cond_signal(&s->lookup_cond);
+    uv_mutex_unlock(&s->lookup_mutex);
+}
+
+/* A lookup thread: runs the lookups handed to it, one at a time, and wakes the loop. */
+static void lookup_main(void *arg)
+{
+    server *s = arg;
+
+    uv_mutex_lock(&s->lookup_mutex);
+    for (;;) {
+        while (!s->lookup_todo && !s->lookup_stop)
+            uv_cond_wait(&s->lookup_cond, &s->lookup_mutex);
+        identity_job *j = s->lookup_todo;
+        if (!j)
+            break; /* stopping, and nothing left to do */
+        s->lookup_todo = j->queue_next;
+        uv_mutex_unlock(&s->lookup_mutex);
+        identity_run(j);
+        uv_mutex_lock(&s->lookup_mutex);
+        j->queue_next = s->lookup_done;
+        s->lookup_done = j;
+        /* Under the mutex: the loop closes the handle only once it has taken every job. */
+        uv_async_send(&s->lookup_async);
+    }
+    uv_mutex_unlock(&s->lookup_mutex);
+}
+
+/* On the loop thread: the lookups the threads finished. */
+static void on_lookups_done(uv_async_t *h)
+{
+    server *s = h->data;
+
+    uv_mutex_lock(&s->lookup_mutex);
+    identity_job *done = s->lookup_done;
+    s->lookup_done = NULL;
+    uv_mutex_unlock(&s->lookup_mutex);
+    while (done) {
+        identity_job *j = done;
+        done = j->queue_next;
+        identity_done(s, j);
+    }
+    maybe_finish(s);
+}
+
+int lookups_start(server *s)
+{
+    uv_mutex_init(&s->lookup_mutex);
+    uv_cond_init(&s->lookup_cond);
+    uv_async_init(s->loop, &s->lookup_async, on_lookups_done);
+    s->lookup_async.data = s;
+    for (uint32_t i = 0; i < LOOKUP_THREADS; i++) {
+        if (uv_thread_create(&s->lookup_threads[i], lookup_main, s) != 0)
+            break;
+        s->lookup_threads_count++;
+    }
+    if (s->lookup_threads_count == 0) {
+        log_error("cannot start a thread to look up users; connections will be refused");
+        return -1;
+    }
+    return 0;
+}
+
+void lookups_close(server *s)
+{
+    if (!uv_is_closing((uv_handle_t *)&s->lookup_async))
+        uv_close((uv_handle_t *)&s->lookup_async, NULL);
+}
+
+void lookups_join(server *s)
+{
+    uv_mutex_lock(&s->lookup_mutex);
+    s->lookup_stop = true;
+    uv_cond_broadcast(&s->lookup_cond);
+    uv_mutex_unlock(&s->lookup_mutex);
+    for (uint32_t i = 0; i < s->lookup_threads_count; i++)
+        uv_thread_join(&s->lookup_threads[i]);
+    uv_cond_destroy(&s->lookup_cond);
+    uv_mutex_destroy(&s->lookup_mutex);
 }
 
 static void identity_begin(conn *c, uint32_t gid)

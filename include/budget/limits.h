@@ -66,7 +66,9 @@
  * which may set 1..BUDGET_SUBSCRIPTIONS_MAX), so that one reader cannot hold them all. */
 #define BUDGET_SUBSCRIPTIONS_MAX 64u
 #define BUDGET_SUBSCRIPTIONS_PER_UID_MAX 8u
-/* Reads running on worker threads at once (verify, as_of, events). */
+/* Long reads on worker threads (verify, as_of, events, checkpoint) running or
+ * waiting for a thread, in all and for one uid. */
 #define BUDGET_READ_JOBS_MAX 64u
+#define BUDGET_READ_JOBS_PER_UID_MAX 16u
 
 #endif
