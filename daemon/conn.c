@@ -1,5 +1,6 @@
 /* Connections: reading frames, answering each connection's requests in order. */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,53 @@ void resp_finish(resp *r, uint64_t req_id)
 
 /* ---- connections: answer order and output ----------------------------------------------- */
 
+typedef struct {
+    uv_write_t req;
+    conn *c;
+    char *frame;
+    size_t size;
+    size_t cost;
+} write_req;
+
+/* malloc's own bookkeeping for each of a frame's two allocations (the frame, its write_req). */
+#define MALLOC_OVERHEAD_BYTES 16u
+
+/*
+ * `frame` (`size` bytes, malloc'd) in an allocation of its own size. A response is built in a
+ * buffer that starts at 8 KiB; a 40-byte answer kept in it would hold 200 times its size
+ * while it waits to be written. A copy frees the big buffer for the next answer (shrinking it
+ * in place would leave a hole that buffer no longer fits). Returns the frame to keep.
+ */
+static char *frame_fit(char *frame, size_t size)
+{
+    if (!frame || size == 0 || malloc_usable_size(frame) - size < 64)
+        return frame;
+    char *fit = malloc(size);
+    if (!fit)
+        return frame;
+    memcpy(fit, frame, size);
+    free(frame);
+    return fit;
+}
+
+/* The memory a frame waiting to be written holds: its allocation and its write request. */
+static size_t frame_cost(char *frame)
+{
+    return malloc_usable_size(frame) + sizeof(write_req) + 2 * MALLOC_OVERHEAD_BYTES;
+}
+
+/* An identity that holds no role may say hello and is refused everything else: it gets a
+ * small share of memory (BUDGET_CONN_ROLELESS_*). */
+static bool conn_roleless(const conn *c)
+{
+    return c->grants.all == 0 && c->grants.some == 0;
+}
+
+static size_t conn_output_max(const conn *c)
+{
+    return conn_roleless(c) ? BUDGET_CONN_ROLELESS_OUTPUT_BYTES_MAX : BUDGET_CONN_OUTPUT_BYTES_MAX;
+}
+
 static bool conn_slot_open(conn *c, uint32_t *idx)
 {
     if (c->slot_count == BUDGET_CONN_INFLIGHT_MAX)
@@ -96,9 +144,12 @@ void conn_answer_frame(conn *c, uint32_t idx, char *frame, size_t size)
         free(frame);
         return;
     }
+    frame = frame_fit(frame, size);
     c->slots[idx].frame = frame;
     c->slots[idx].size = size;
+    c->slots[idx].cost = frame_cost(frame);
     c->held_bytes += size;
+    c->out_cost += c->slots[idx].cost;
     conn_flush(c);
 }
 
@@ -111,18 +162,12 @@ void conn_answer_error(conn *c, uint32_t idx, uint64_t req_id, int code, const c
     conn_answer(c, idx, &r, req_id);
 }
 
-typedef struct {
-    uv_write_t req;
-    conn *c;
-    char *frame;
-    size_t size;
-} write_req;
-
-/* Output waiting for this client, written or held; past the limit nothing more is read. */
+/* Output waiting for this client, written or held, at the memory it holds, and a frame's
+ * worth for each worker job that will answer; past the limit nothing more is read. */
 static bool conn_output_full(const conn *c)
 {
     size_t jobs = (size_t)c->jobs_running * BUDGET_FRAME_BYTES_MAX;
-    return c->out_bytes + c->held_bytes + jobs > BUDGET_CONN_OUTPUT_BYTES_MAX;
+    return c->out_cost + jobs > conn_output_max(c);
 }
 
 static void conn_maybe_resume(conn *c)
@@ -143,6 +188,7 @@ static void on_write(uv_write_t *req, int status)
     conn *c = w->c;
 
     c->out_bytes -= w->size;
+    c->out_cost -= w->cost;
     c->active_ms = uv_now(c->srv->loop);
     free(w->frame);
     free(w);
@@ -169,6 +215,7 @@ static void conn_flush(conn *c)
         c->slot_count--;
         c->held_bytes -= sl->size;
         if (!w) {
+            c->out_cost -= sl->cost;
             free(sl->frame);
             sl->frame = NULL;
             conn_close(c);
@@ -177,12 +224,14 @@ static void conn_flush(conn *c)
         w->c = c;
         w->frame = sl->frame;
         w->size = sl->size;
+        w->cost = sl->cost;
         sl->frame = NULL;
         uv_buf_t buf = uv_buf_init(w->frame, (unsigned int)w->size);
         c->out_bytes += w->size;
         int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_write);
         if (rc < 0) {
             c->out_bytes -= w->size;
+            c->out_cost -= w->cost;
             free(w->frame);
             free(w);
             conn_close(c);
@@ -206,13 +255,17 @@ int conn_push(conn *c, char *frames, size_t size)
             conn_close(c);
         return -1;
     }
+    frames = frame_fit(frames, size);
     w->c = c;
     w->frame = frames;
     w->size = size;
+    w->cost = frame_cost(frames);
     uv_buf_t buf = uv_buf_init(frames, (unsigned int)size);
     c->out_bytes += size;
+    c->out_cost += w->cost;
     if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_write) < 0) {
         c->out_bytes -= size;
+        c->out_cost -= w->cost;
         free(frames);
         free(w);
         conn_close(c);
@@ -348,15 +401,27 @@ static void conn_process(conn *c)
     while (!c->closing && !c->close_flushed && c->slot_count < BUDGET_CONN_INFLIGHT_MAX &&
            !conn_output_full(c)) {
         int rc = budget_frame_peek(c->recv + used, c->recv_len - used, &body);
+        uint32_t n = 0, max = BUDGET_FRAME_BYTES_MAX;
+        if (c->recv_len - used >= BUDGET_FRAME_HEADER_BYTES) {
+            n = ((uint32_t)c->recv[used] << 24) | ((uint32_t)c->recv[used + 1] << 16) |
+                ((uint32_t)c->recv[used + 2] << 8) | c->recv[used + 3];
+            if (conn_roleless(c) && n > BUDGET_CONN_ROLELESS_FRAME_BYTES_MAX) {
+                max = BUDGET_CONN_ROLELESS_FRAME_BYTES_MAX;
+                rc = -1;
+            }
+        }
         if (rc == 1)
             break;
         if (rc < 0) {
             uint32_t idx = 0;
-            char msg[120];
-            uint32_t n = ((uint32_t)c->recv[used] << 24) | ((uint32_t)c->recv[used + 1] << 16) |
-                         ((uint32_t)c->recv[used + 2] << 8) | c->recv[used + 3];
-            snprintf(msg, sizeof(msg), "a frame of %u bytes; frames are 1..%u bytes", n,
-                     BUDGET_FRAME_BYTES_MAX);
+            char msg[160];
+            if (max == BUDGET_FRAME_BYTES_MAX)
+                snprintf(msg, sizeof(msg), "a frame of %u bytes; frames are 1..%u bytes", n, max);
+            else
+                snprintf(msg, sizeof(msg),
+                         "a frame of %u bytes; uid %u holds no role, and its frames are 1..%u "
+                         "bytes",
+                         n, c->actor.uid, max);
             log_info("uid %u: %s; closing the connection", c->actor.uid, msg);
             conn_slot_open(c, &idx);
             c->close_flushed = true;
@@ -450,21 +515,20 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 /*
  * Who the peer is. The uid and primary group come from the kernel (SO_PEERCRED) at once; the
  * user name and the other groups come from the user and group databases, which may be a
- * directory service (LDAP, SSSD) and slow, so they are looked up on a worker thread and the
- * connection reads nothing until they are in.
+ * directory service (LDAP, SSSD) and slow, so they are looked up on a thread of their own and
+ * the connection reads nothing until they are in.
  *
- * A directory that hangs must not take libuv's whole pool (4 threads) from long reads,
- * checkpoints and backups, nor one slow user hold up the others: a connection whose uid is
- * being looked up already waits for that lookup and shares its answer, and at most
- * LOOKUPS_MAX lookups run at once; the others wait their turn in order. One that waits longer
- * than the idle timeout is refused (conn_sweep).
+ * Lookups have their own LOOKUP_THREADS threads, not libuv's pool: there they would wait
+ * behind long reads (64 slow `balances as_of` kept new users out for as long as those took),
+ * and a directory that hangs would take the pool from the reads. Nor may one slow user hold
+ * up the others: a connection whose uid is being looked up already waits for that lookup and
+ * shares its answer, and at most LOOKUP_THREADS lookups run at once; the others wait their
+ * turn in order. One that waits longer than the idle timeout is refused (conn_sweep).
  */
-#define LOOKUPS_MAX 2
-
 struct identity_job {
-    uv_work_t work;
-    identity_job *next; /* in server.lookups */
-    conn *conns;        /* waiting for this answer, through conn.lookup_next */
+    identity_job *next;       /* in server.lookups */
+    identity_job *queue_next; /* in server.lookup_todo or lookup_done */
+    conn *conns;              /* waiting for this answer, through conn.lookup_next */
     void (*hook)(uint32_t uid);
     uint32_t uid;
     bool found; /* the uid has a password entry */
@@ -489,9 +553,8 @@ static int peer_cred(conn *c, uint32_t *gid)
     return 0;
 }
 
-static void identity_run(uv_work_t *w)
+static void identity_run(identity_job *j)
 {
-    identity_job *j = w->data;
     struct passwd pw, *found = NULL;
     char buf[4096];
 
@@ -526,12 +589,8 @@ static bool conn_hung_up(conn *c)
     return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
-static void identity_done(uv_work_t *w, int status)
+static void identity_done(server *s, identity_job *j)
 {
-    identity_job *j = w->data;
-    server *s = j->conns->srv;
-
-    (void)status;
     for (identity_job **p = &s->lookups; *p; p = &(*p)->next)
         if (*p == j) {
             *p = j->next;
@@ -555,8 +614,8 @@ static void identity_done(uv_work_t *w, int status)
         conn_unref(c);
     }
     free(j);
-    /* The next in line, as far as LOOKUPS_MAX allows; one closed meanwhile is let go. */
-    while (s->lookups_waiting && lookups_running(s) < LOOKUPS_MAX) {
+    /* The next in line, as far as LOOKUP_THREADS allows; one closed meanwhile is let go. */
+    while (s->lookups_waiting && lookups_running(s) < LOOKUP_THREADS) {
         conn *c = s->lookups_waiting;
         s->lookups_waiting = c->lookup_next;
         if (!s->lookups_waiting)
@@ -585,7 +644,7 @@ static void identity_lookup(conn *c)
             j->conns = c;
             return;
         }
-    if (lookups_running(s) >= LOOKUPS_MAX) {
+    if (lookups_running(s) >= LOOKUP_THREADS) {
         if (s->lookups_waiting_tail)
             s->lookups_waiting_tail->lookup_next = c;
         else
@@ -594,13 +653,7 @@ static void identity_lookup(conn *c)
         return;
     }
     identity_job *j = calloc(1, sizeof(*j));
-    if (j) {
-        j->work.data = j;
-        j->conns = c;
-        j->hook = s->lookup_hook;
-        j->uid = c->actor.uid;
-    }
-    if (!j || uv_queue_work(s->loop, &j->work, identity_run, identity_done) != 0) {
+    if (!j || s->lookup_threads_count == 0) {
         free(j);
         log_warn("uid %u: cannot look up its name and groups; closing the connection",
                  c->actor.uid);
@@ -608,8 +661,96 @@ static void identity_lookup(conn *c)
         conn_unref(c);
         return;
     }
+    j->conns = c;
+    j->hook = s->lookup_hook;
+    j->uid = c->actor.uid;
     j->next = s->lookups;
     s->lookups = j;
+    /* Fewer than LOOKUP_THREADS run (lookups_running), so a thread is free for it. */
+    uv_mutex_lock(&s->lookup_mutex);
+    identity_job **tail = &s->lookup_todo;
+    while (*tail)
+        tail = &(*tail)->queue_next;
+    *tail = j;
+    uv_cond_signal(&s->lookup_cond);
+    uv_mutex_unlock(&s->lookup_mutex);
+}
+
+/* A lookup thread: runs the lookups handed to it, one at a time, and wakes the loop. */
+static void lookup_main(void *arg)
+{
+    server *s = arg;
+
+    uv_mutex_lock(&s->lookup_mutex);
+    for (;;) {
+        while (!s->lookup_todo && !s->lookup_stop)
+            uv_cond_wait(&s->lookup_cond, &s->lookup_mutex);
+        identity_job *j = s->lookup_todo;
+        if (!j)
+            break; /* stopping, and nothing left to do */
+        s->lookup_todo = j->queue_next;
+        uv_mutex_unlock(&s->lookup_mutex);
+        identity_run(j);
+        uv_mutex_lock(&s->lookup_mutex);
+        j->queue_next = s->lookup_done;
+        s->lookup_done = j;
+        /* Under the mutex: the loop closes the handle only once it has taken every job. */
+        uv_async_send(&s->lookup_async);
+    }
+    uv_mutex_unlock(&s->lookup_mutex);
+}
+
+/* On the loop thread: the lookups the threads finished. */
+static void on_lookups_done(uv_async_t *h)
+{
+    server *s = h->data;
+
+    uv_mutex_lock(&s->lookup_mutex);
+    identity_job *done = s->lookup_done;
+    s->lookup_done = NULL;
+    uv_mutex_unlock(&s->lookup_mutex);
+    while (done) {
+        identity_job *j = done;
+        done = j->queue_next;
+        identity_done(s, j);
+    }
+    maybe_finish(s);
+}
+
+int lookups_start(server *s)
+{
+    uv_mutex_init(&s->lookup_mutex);
+    uv_cond_init(&s->lookup_cond);
+    uv_async_init(s->loop, &s->lookup_async, on_lookups_done);
+    s->lookup_async.data = s;
+    for (uint32_t i = 0; i < LOOKUP_THREADS; i++) {
+        if (uv_thread_create(&s->lookup_threads[i], lookup_main, s) != 0)
+            break;
+        s->lookup_threads_count++;
+    }
+    if (s->lookup_threads_count == 0) {
+        log_error("cannot start a thread to look up users; connections will be refused");
+        return -1;
+    }
+    return 0;
+}
+
+void lookups_close(server *s)
+{
+    if (!uv_is_closing((uv_handle_t *)&s->lookup_async))
+        uv_close((uv_handle_t *)&s->lookup_async, NULL);
+}
+
+void lookups_join(server *s)
+{
+    uv_mutex_lock(&s->lookup_mutex);
+    s->lookup_stop = true;
+    uv_cond_broadcast(&s->lookup_cond);
+    uv_mutex_unlock(&s->lookup_mutex);
+    for (uint32_t i = 0; i < s->lookup_threads_count; i++)
+        uv_thread_join(&s->lookup_threads[i]);
+    uv_cond_destroy(&s->lookup_cond);
+    uv_mutex_destroy(&s->lookup_mutex);
 }
 
 static void identity_begin(conn *c, uint32_t gid)
@@ -752,6 +893,20 @@ void conn_sweep(server *s)
                      (unsigned long long)(now - c->frame_begun_ms), msg);
             s->connections_timed_out++;
             conn_refuse(c, BUDGET_ETOO_LARGE, msg);
+            continue;
+        }
+        /* Not read from because its answers fill its output: a client that sends and does not
+         * read (its next frame, whole or not, waits in `recv` or in the socket, where neither
+         * deadline above sees it). When none of its answers has been read for as long as a
+         * frame may take, it is let go, its answers with it (it reads none, so a last answer
+         * would not reach it). Answers still being made (refs) are not its doing. */
+        if (!c->reading && !c->sub && c->refs == 0 && c->out_bytes > 0 && conn_output_full(c) &&
+            now - c->active_ms > s->frame_timeout_ms) {
+            log_info("uid %u: %zu bytes of answers unread for %llu ms while it sends requests; "
+                     "closing the connection",
+                     c->actor.uid, c->out_bytes, (unsigned long long)(now - c->active_ms));
+            s->connections_timed_out++;
+            conn_close(c);
             continue;
         }
         if (!c->sub && c->slot_count == 0 && c->refs == 0 && c->recv_len == 0 &&

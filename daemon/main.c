@@ -249,6 +249,34 @@ static void socket_swap_install(server_config *cfg)
     cfg->socket_hook = socket_swap;
 }
 
+/*
+ * $BUDGETD_JOB_DELAY=MS: every worker job (a long read, a checkpoint, a write retried) takes MS
+ * longer (1..60000), as a read of a long log does, for the tests that show such reads hold up no
+ * one else.
+ */
+static unsigned long job_delay_ms;
+
+static void job_delay(void)
+{
+    usleep((useconds_t)(job_delay_ms * 1000));
+}
+
+static int job_delay_install(server_config *cfg)
+{
+    const char *env = getenv("BUDGETD_JOB_DELAY");
+    char *end;
+
+    if (!env || !*env)
+        return 0;
+    errno = 0;
+    job_delay_ms = strtoul(env, &end, 10);
+    if (errno || *end || job_delay_ms == 0 || job_delay_ms > FAULT_DELAY_MS_MAX)
+        return -1;
+    cfg->job_hook = job_delay;
+    log_warn("BUDGETD_JOB_DELAY=%s: every worker job takes %lu ms longer", env, job_delay_ms);
+    return 0;
+}
+
 /* $BUDGETD_CLOCK_OFFSET_MS=N: the daemon's wall clock is N ms off (N may be negative, at most
  * a year either way), as after a clock set wrong or set back. */
 static int clock_offset_install(server_config *cfg)
@@ -540,6 +568,10 @@ int main(int argc, char **argv)
         return 2;
     }
     socket_swap_install(&cfg);
+    if (job_delay_install(&cfg) != 0) {
+        fprintf(stderr, "budgetd: BUDGETD_JOB_DELAY is a number of ms (1..60000)\n");
+        return 2;
+    }
     if (clock_offset_install(&cfg) != 0) {
         fprintf(stderr, "budgetd: BUDGETD_CLOCK_OFFSET_MS is a number of ms\n");
         return 2;

@@ -169,11 +169,58 @@ static void read_job_run(worker_job *w, resp *r)
     store_reader_end(rd);
 }
 
+/*
+ * Worker jobs take their turns on libuv's pool: at most WORKER_JOBS_ON_POOL_MAX at once; the
+ * others wait in server.jobs_waiting. The next to run is the oldest job of a uid with the
+ * fewest jobs on the pool, so a uid that queued many slow reads has one after the other, and
+ * another uid's read runs as soon as a thread is free, not after them all. A uid may have at
+ * most BUDGET_READ_JOBS_PER_UID_MAX jobs running or waiting, and all uids
+ * BUDGET_READ_JOBS_MAX; past either a request is answered `unavailable` at once.
+ */
 static void worker_run(uv_work_t *w)
 {
     worker_job *j = w->data;
+    if (j->srv->job_hook)
+        j->srv->job_hook();
     j->run(j, &j->answer);
     resp_finish(&j->answer, j->req_id);
+}
+
+static void worker_done(uv_work_t *w, int status);
+
+static uint32_t jobs_on_pool_of(const server *s, uint32_t uid)
+{
+    uint32_t n = 0;
+    for (const worker_job *o = s->jobs_on_pool; o; o = o->next)
+        n += o->uid == uid;
+    return n;
+}
+
+/* Hands waiting jobs to the pool while it has room, fairly between uids. */
+static void worker_start_waiting(server *s)
+{
+    while (s->jobs_waiting && s->jobs_on_pool_count < WORKER_JOBS_ON_POOL_MAX) {
+        worker_job **best = NULL, *prev = NULL, *best_prev = NULL;
+        uint32_t best_running = UINT32_MAX;
+        for (worker_job **p = &s->jobs_waiting; *p; prev = *p, p = &(*p)->next) {
+            uint32_t running = jobs_on_pool_of(s, (*p)->uid);
+            if (running < best_running) {
+                best = p;
+                best_prev = prev;
+                best_running = running;
+            }
+            if (running == 0)
+                break; /* none is fewer */
+        }
+        worker_job *j = *best;
+        *best = j->next;
+        if (s->jobs_waiting_tail == j)
+            s->jobs_waiting_tail = best_prev;
+        j->next = s->jobs_on_pool;
+        s->jobs_on_pool = j;
+        s->jobs_on_pool_count++;
+        uv_queue_work(s->loop, &j->work, worker_run, worker_done);
+    }
 }
 
 static void worker_done(uv_work_t *w, int status)
@@ -183,6 +230,13 @@ static void worker_done(uv_work_t *w, int status)
     conn *c = j->c;
 
     (void)status;
+    for (worker_job **p = &s->jobs_on_pool; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            break;
+        }
+    s->jobs_on_pool_count--;
+    worker_start_waiting(s);
     c->jobs_running--;
     size_t size = j->answer.sb.size;
     conn_answer_frame(c, j->slot, msgpack_sbuffer_release(&j->answer.sb), size);
@@ -197,22 +251,45 @@ static void worker_done(uv_work_t *w, int status)
 int worker_queue(conn *c, uint32_t idx, uint64_t req_id, worker_job *j)
 {
     server *s = c->srv;
+    uint32_t uid = c->actor.uid, mine = 0;
+    char msg[200];
 
-    if (s->jobs_running >= BUDGET_READ_JOBS_MAX) {
+    for (const worker_job *o = s->jobs_on_pool; o; o = o->next)
+        mine += o->uid == uid;
+    for (const worker_job *o = s->jobs_waiting; o; o = o->next)
+        mine += o->uid == uid;
+    if (s->jobs_running >= BUDGET_READ_JOBS_MAX || mine >= BUDGET_READ_JOBS_PER_UID_MAX) {
         free(j);
-        conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE,
-                          "too many long reads are running; retry shortly");
+        if (mine >= BUDGET_READ_JOBS_PER_UID_MAX)
+            snprintf(msg, sizeof(msg),
+                     "uid %u has %u long reads (events, verify, balances as_of, checkpoint) "
+                     "running or waiting, the most one uid may; retry once one is "
+                     "answered",
+                     uid, mine);
+        else
+            snprintf(msg, sizeof(msg),
+                     "%u long reads are running or waiting, the most budgetd takes; retry "
+                     "shortly",
+                     BUDGET_READ_JOBS_MAX);
+        conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, msg);
         return -1;
     }
     j->work.data = j;
     j->srv = s;
     j->c = c;
+    j->uid = uid;
     j->slot = idx;
     j->req_id = req_id;
     c->refs++;
     c->jobs_running++;
     s->jobs_running++;
-    uv_queue_work(s->loop, &j->work, worker_run, worker_done);
+    j->next = NULL;
+    if (s->jobs_waiting_tail)
+        s->jobs_waiting_tail->next = j;
+    else
+        s->jobs_waiting = j;
+    s->jobs_waiting_tail = j;
+    worker_start_waiting(s);
     return 0;
 }
 

@@ -110,6 +110,8 @@ void maybe_finish(server *s)
         conn_close_when_flushed(c);
     if (s->conns)
         return; /* the last close callback calls again */
+    if (s->lookups)
+        return; /* their connections are closed; on_lookups_done calls again */
     refusals_log_flush(s, true);
     close_if_open((uv_handle_t *)&s->sigterm);
     close_if_open((uv_handle_t *)&s->sigint);
@@ -117,6 +119,7 @@ void maybe_finish(server *s)
     close_if_open((uv_handle_t *)&s->sweep);
     close_if_open((uv_handle_t *)&s->writer_async);
     close_if_open((uv_handle_t *)&s->commit_check);
+    lookups_close(s);
 }
 
 void server_stop(server *s, int status)
@@ -363,6 +366,7 @@ int server_run(const server_config *cfg)
     s->idle_timeout_ms = cfg->idle_timeout_ms;
     s->frame_timeout_ms = cfg->frame_timeout_ms;
     s->lookup_hook = cfg->lookup_hook;
+    s->job_hook = cfg->job_hook;
     if (!s->speculative) {
         log_error("out of memory");
         ledger_free(s->committed);
@@ -390,6 +394,7 @@ int server_run(const server_config *cfg)
     uv_timer_start(&s->sweep, on_sweep, sweep_interval_ms(s), sweep_interval_ms(s));
     signal(SIGPIPE, SIG_IGN);
     uv_thread_create(&s->writer, writer_main, s);
+    lookups_start(s);
 
     if (server_listen(s, cfg) != 0) {
         s->stopping = true;
@@ -405,6 +410,7 @@ int server_run(const server_config *cfg)
     uv_cond_signal(&s->writer_cond);
     uv_mutex_unlock(&s->writer_mutex);
     uv_thread_join(&s->writer);
+    lookups_join(s);
     uv_loop_close(s->loop);
     uv_mutex_destroy(&s->writer_mutex);
     uv_cond_destroy(&s->writer_cond);

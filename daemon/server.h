@@ -34,13 +34,16 @@ typedef struct {
     /* Subscriptions open at once from one uid (1..BUDGET_SUBSCRIPTIONS_MAX). */
     uint32_t subscriptions_per_uid_max;
     uint64_t idle_timeout_ms, frame_timeout_ms;
-    /* Called on a worker thread before a connecting uid's name and groups are looked up; NULL
+    /* Called on a lookup thread before a connecting uid's name and groups are looked up; NULL
      * in budgetd. budgetd-faulty uses it to stand in for a slow user database. */
     void (*lookup_hook)(uint32_t uid);
     /* Called right after the socket is bound, before it is given its group; NULL in budgetd.
      * budgetd-faulty uses it to stand in for a local user who swaps the socket's path for a
      * symbolic link in that moment. */
     void (*socket_hook)(const char *socket_path);
+    /* Called on a worker thread before a worker job (a long read, a checkpoint, a write retried)
+     * runs; NULL in budgetd. budgetd-faulty uses it to make those jobs slow. */
+    void (*job_hook)(void);
     /* Added to the wall clock; 0 in budgetd. budgetd-faulty takes it from
      * $BUDGETD_CLOCK_OFFSET_MS to stand in for a clock that was set wrong. */
     int64_t clock_offset_ms;

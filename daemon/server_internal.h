@@ -28,10 +28,18 @@ typedef struct server server;
 typedef struct conn conn;
 typedef struct identity_job identity_job; /* conn.c: a lookup of a name and groups */
 
+/* Threads that look up connecting users' names and groups, so at most this many lookups run
+ * at once (a directory that hangs holds up these threads and nothing else). */
+#define LOOKUP_THREADS 2
+/* Worker jobs handed to libuv's pool (4 threads) at once; the others wait their turn, taken
+ * fairly between uids (worker_queue). */
+#define WORKER_JOBS_ON_POOL_MAX 4
+
 /* One request's place in its connection's answer order. */
 typedef struct {
     char *frame; /* the whole response frame (header included), malloc'd; NULL until ready */
     size_t size;
+    size_t cost; /* the memory it holds (frame_cost) */
 } slot;
 
 struct conn {
@@ -46,8 +54,11 @@ struct conn {
     size_t recv_len, recv_cap;
     slot slots[BUDGET_CONN_INFLIGHT_MAX];
     uint32_t slot_head, slot_count;
-    size_t out_bytes;    /* handed to uv_write and not yet written */
-    size_t held_bytes;   /* answers ready but held behind an earlier one still being made */
+    size_t out_bytes;  /* handed to uv_write and not yet written */
+    size_t held_bytes; /* answers ready but held behind an earlier one still being made */
+    /* The memory those answers and pushes really hold: their allocations and write requests,
+     * not only their bytes. The output limit is counted on it. */
+    size_t out_cost;
     uint32_t refs;       /* batch entries and jobs that will answer into this connection */
     bool reading;        /* uv_read_start is in effect */
     bool closing;        /* uv_close called */
@@ -160,6 +171,19 @@ struct server {
     /* conn.c: lookups of names and groups running, and connections waiting for a turn */
     identity_job *lookups;
     conn *lookups_waiting, *lookups_waiting_tail;
+    /* conn.c: the threads that run those lookups (never libuv's pool, where long reads wait),
+     * what they are to do and what they did (both under lookup_mutex), and the loop's wakeup */
+    uv_thread_t lookup_threads[LOOKUP_THREADS];
+    uint32_t lookup_threads_count;
+    uv_mutex_t lookup_mutex;
+    uv_cond_t lookup_cond;
+    identity_job *lookup_todo, *lookup_done;
+    bool lookup_stop;
+    uv_async_t lookup_async;
+    /* ops.c: worker jobs waiting for a turn on the pool, and those on it (worker_queue) */
+    struct worker_job *jobs_waiting, *jobs_waiting_tail, *jobs_on_pool;
+    uint32_t jobs_on_pool_count;
+    void (*job_hook)(void);
     /* ops.c: refusals logged in the second that began at refusals_window_ms, and not logged */
     uint64_t refusals_window_ms;
     uint32_t refusals_logged;
@@ -181,6 +205,8 @@ struct worker_job {
     uv_work_t work;
     server *srv;
     conn *c;
+    uint32_t uid;     /* the connection's, for the per-uid bound and the fair turn */
+    worker_job *next; /* in server.jobs_waiting or server.jobs_on_pool */
     uint32_t slot;
     uint64_t req_id;
     /* On a worker thread: makes the whole answer in `answer` (resp_begin or resp_error_into;
@@ -219,7 +245,9 @@ void conn_close_when_flushed(conn *c);
 void on_connection(uv_stream_t *listener, int status);
 /* Closes, each with an error frame and a log line, the connections idle for longer than
  * idle_timeout_ms (not subscribers, nor those waiting for an answer) and those whose
- * unfinished frame began more than frame_timeout_ms ago. Run by the server's sweep timer. */
+ * unfinished frame began more than frame_timeout_ms ago; and, with a log line only, those
+ * not read from for their full output when none of it was read for frame_timeout_ms. Run by
+ * the server's sweep timer. */
 void conn_sweep(server *s);
 
 /* commit.c */
@@ -228,10 +256,18 @@ void on_writer_done(uv_async_t *h);
 void writer_main(void *arg);
 void batch_free(batch *b);
 
+/* Starts the lookup threads (0, or -1: none could be started); lets the loop end once no
+ * lookup runs (lookups_close, from maybe_finish); stops and joins them after the loop. */
+int lookups_start(server *s);
+void lookups_close(server *s);
+void lookups_join(server *s);
+
 /* ops.c */
 /* Queues `j` (calloc'd by the caller, `run` set) to answer slot `idx`; frees it when done.
- * Returns 0; or -1 past BUDGET_READ_JOBS_MAX running jobs: then the request is answered
- * `unavailable` at once and `j` is freed. */
+ * At most WORKER_JOBS_ON_POOL_MAX run at once; the others wait, and the next to run is the
+ * oldest of a uid with the fewest running. Returns 0; or -1 past BUDGET_READ_JOBS_MAX jobs
+ * running or waiting, or BUDGET_READ_JOBS_PER_UID_MAX of the connection's uid: then the request
+ * is answered `unavailable` at once and `j` is freed. */
 int worker_queue(conn *c, uint32_t idx, uint64_t req_id, worker_job *j);
 /* Runs the request `env` (read by budget_parse_request; `args` is its args decoded, or NULL). */
 void dispatch(conn *c, uint32_t idx, const budget_envelope *env, const msgpack_object *args);

@@ -159,6 +159,7 @@ static int spawn(rel_daemon *r)
         unsetenv("BUDGETD_LOOKUP_DELAY");
         unsetenv("BUDGETD_CLOCK_OFFSET_MS");
         unsetenv("BUDGETD_SOCKET_SWAP");
+        unsetenv("BUDGETD_JOB_DELAY");
         for (int i = 0; i < REL_ENV_MAX && r->env[i][0] != '\0'; i++)
             putenv(r->env[i]);
         dup2(null_fd, STDIN_FILENO);

@@ -1177,3 +1177,168 @@ Test(access, a_flood_of_refused_connections_is_logged_in_short)
         close(held[i]);
     stop_cleanly();
 }
+
+/* ---- clients that send and do not read ------------------------------------------------------ */
+
+/* `count` empty maps (00 00 00 01 80: each answered with an error), malloc'd; *size set. */
+static uint8_t *empty_maps(size_t count, size_t *size)
+{
+    static const uint8_t empty_map[] = {0x00, 0x00, 0x00, 0x01, 0x80};
+    *size = sizeof(empty_map) * count;
+    uint8_t *bytes = malloc(*size);
+    e2e_assert(bytes != NULL, "out of memory");
+    for (size_t i = 0; i < count; i++)
+        memcpy(bytes + i * sizeof(empty_map), empty_map, sizeof(empty_map));
+    return bytes;
+}
+
+/* Sends `bytes` on non-blocking `fd` without reading until all are sent, the daemon has
+ * taken none for 2 s (stretched: a slow build may be that long at handling what it read): it
+ * stopped reading, or it closed the connection. Returns how many were sent. */
+static size_t send_until_stalled(int fd, const uint8_t *bytes, size_t size)
+{
+    size_t off = 0;
+    int64_t stalled_since = 0;
+    int64_t deadline = e2e_now_ms() + 30000 * e2e_slow();
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    while (off < size && e2e_now_ms() < deadline) {
+        ssize_t n = send(fd, bytes + off, size - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+            stalled_since = 0;
+            continue;
+        }
+        if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
+            break;
+        e2e_assert(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK), "send: %s", strerror(errno));
+        if (stalled_since == 0)
+            stalled_since = e2e_now_ms();
+        else if (e2e_now_ms() - stalled_since >= 2000 * e2e_slow())
+            break;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return off;
+}
+
+/* A counter of `stats`, asked as the reader. */
+static uint64_t stat_of(const char *key)
+{
+    e2e_identity reader = as_uid(UID_READER);
+    budget_client *c = e2e_client_as(&bd, &reader);
+    budget_response r;
+    e2e_call(c, "stats", NULL, &r);
+    uint64_t v = e2e_map_uint(&r.result, key);
+    budget_response_free(&r);
+    budget_client_close(c);
+    return v;
+}
+
+/*
+ * A client that sends and never reads, and leaves part of a frame: once its answers fill its
+ * output the daemon stops reading it, and then neither the frame deadline (which counts while
+ * the daemon reads) nor the idle timeout (which waits for an empty buffer) closed it, so it
+ * held its 4 MiB of answers for good. Now a connection whose output stays full and unread for
+ * the frame timeout (1 s here; the idle timeout is 600 s) is closed and counted as timed out.
+ */
+Test(access, a_client_that_sends_and_never_reads_is_closed)
+{
+    const char *extra[] = {"--frame-timeout", "1", NULL};
+    start_with(extra);
+    e2e_identity reader = as_uid(UID_READER);
+    size_t size;
+    uint8_t *bytes = empty_maps(200000, &size);
+    int fd = e2e_raw_connect_as(bd.socket, &reader);
+    e2e_assert(fd >= 0, "connect");
+
+    size_t sent = send_until_stalled(fd, bytes, size);
+    e2e_assert(sent < size, "the daemon read all %zu bytes without being read from", size);
+    /* The start of one more frame, should the socket take it. */
+    (void)send(fd, bytes, 2, MSG_NOSIGNAL);
+    int64_t stalled = e2e_now_ms() - 2000 * e2e_slow();
+    uint64_t timed_out = 0;
+    for (int64_t deadline = stalled + 10000 * e2e_slow(); e2e_now_ms() < deadline;) {
+        timed_out = stat_of("connections_timed_out");
+        if (timed_out > 0)
+            break;
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    e2e_assert(timed_out == 1,
+               "%" PRIu64 " connections timed out, %lld ms after the daemon stopped reading",
+               timed_out, (long long)(e2e_now_ms() - stalled));
+    cr_log_info("closed %lld ms after the last byte it sent was taken, %zu bytes sent",
+                (long long)(e2e_now_ms() - stalled), sent);
+    /* Closed for its unread answers; or, should a write have let it be read again, for the
+     * part of a frame it never finished. */
+    e2e_assert(log_has("bytes of answers unread for", 2000) || log_has("bytes of a frame in", 0),
+               "no log line for the close");
+    e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS), "not closed");
+    close(fd);
+    int other = e2e_raw_connect_as(bd.socket, &reader);
+    e2e_assert(raw_hello(other), "another client was not served after");
+    close(other);
+    free(bytes);
+    stop_cleanly();
+}
+
+/*
+ * An identity that holds no role may say hello and is refused everything else, so it is given
+ * little: 64 KiB of queued answers (not 4 MiB) and frames of at most 16 KiB. A uid without a
+ * role that pipelines 200 000 requests and never reads has few of them handled before the
+ * daemon stops reading it; its 20 000-byte frame is refused too_large and the connection
+ * closed, while a reader's frame of that size is read and answered.
+ */
+Test(access, a_uid_without_a_role_is_given_little)
+{
+    start_with(NULL);
+    e2e_identity unknown = as_uid(UID_UNKNOWN), reader = as_uid(UID_READER);
+    size_t size;
+    uint8_t *bytes = empty_maps(200000, &size);
+
+    int fd = e2e_raw_connect_as(bd.socket, &unknown);
+    e2e_assert(raw_hello(fd), "hello");
+    uint64_t before = stat_of("requests");
+    size_t sent = send_until_stalled(fd, bytes, size);
+    uint64_t handled = stat_of("requests") - before - 1;
+    cr_log_info("a uid without a role: %" PRIu64 " requests handled of %zu bytes sent", handled,
+                sent);
+    e2e_assert(sent < size, "the daemon read all %zu bytes without being read from", size);
+    /* 64 KiB at some 130 bytes an answer, and what the socket takes; 4 MiB took some 30 000. */
+    e2e_assert(handled < 5000, "%" PRIu64 " requests of a uid without a role were handled",
+               handled);
+    close(fd);
+
+    /* A frame of some 20 000 bytes: a map of 5 strings of 4 000 bytes. */
+    e2e_buf b;
+    e2e_buf_init(&b);
+    e2e_frame_begin(&b);
+    msgpack_pack_map(&b.pk, 5);
+    static char filler[4001];
+    memset(filler, 'x', sizeof(filler) - 1);
+    for (int i = 0; i < 5; i++) {
+        char key[8];
+        snprintf(key, sizeof(key), "k%d", i);
+        e2e_kv_str(&b, key, filler);
+    }
+    e2e_frame_end(&b);
+    e2e_assert(b.sb.size > 20000 && b.sb.size < 20100, "frame of %zu bytes", b.sb.size);
+    fd = e2e_raw_connect_as(bd.socket, &unknown);
+    e2e_assert(raw_hello(fd), "hello");
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0 || errno == EPIPE || errno == ECONNRESET,
+               "send");
+    expect_refused(fd, "too_large", "holds no role, and its frames are 1..16380 bytes");
+    fd = e2e_raw_connect_as(bd.socket, &reader);
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send as the reader");
+    msgpack_unpacked u;
+    e2e_envelope env;
+    e2e_assert(e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME, "the reader's answer");
+    e2e_assert(e2e_envelope_read(&u.data, &env) && !env.ok, "not an error");
+    e2e_assert(strcmp(env.code, "too_large") != 0, "the reader's frame was refused too_large");
+    msgpack_unpacked_destroy(&u);
+    e2e_assert(raw_hello(fd), "the reader's connection was closed");
+    close(fd);
+    e2e_buf_destroy(&b);
+    free(bytes);
+    stop_cleanly();
+}

@@ -945,6 +945,145 @@ Test(faults, a_stop_while_lookups_run_is_clean)
         close(fds[i]);
 }
 
+/* The `events` read of raw_events, framed into `b` (not sent). */
+static void pack_events(e2e_buf *b, uint64_t id)
+{
+    e2e_frame_begin(b);
+    msgpack_pack_map(&b->pk, 3);
+    e2e_kv_uint(b, "id", id);
+    e2e_kv_str(b, "op", "events");
+    e2e_pack_str(b, "args");
+    msgpack_pack_map(&b->pk, 1);
+    e2e_kv_uint(b, "limit", 1);
+    e2e_frame_end(b);
+}
+
+/* The next answer on `fd` within `timeout_ms`: its envelope, and false when none came. */
+static bool answer_within(int fd, int timeout_ms, e2e_envelope *env, char *message, size_t size)
+{
+    msgpack_unpacked u;
+    if (e2e_raw_recv(fd, timeout_ms, &u) != E2E_FRAME)
+        return false;
+    bool read = e2e_envelope_read(&u.data, env);
+    message[0] = '\0';
+    if (read && !env->ok)
+        budget_map_str(budget_map_get(&u.data, "error"), "message", message, size);
+    msgpack_unpacked_destroy(&u);
+    return read;
+}
+
+/* Long reads of one uid: 4 on each of 16 connections (a connection takes at most 4 at once:
+ * each may answer 1 MiB, and its output is 4 MiB). */
+#define HOG_CONNS 16
+#define HOG_READS_PER_CONN 4
+#define HOG_READS (HOG_CONNS * HOG_READS_PER_CONN)
+
+/*
+ * Long reads (events, verify, balances as_of) run on libuv's pool of 4 threads. One uid
+ * queues 64 of them (on 16 connections), each made to take 2 s: the names and groups of new clients
+ * were looked up on that pool too, behind the 64 (16 s), so a new user's hello waited, or was
+ * refused by the idle timeout. Now lookups have threads of their own: nobody's hello is answered at
+ * once. A uid may have 16 long reads running or waiting: the other 48 are answered
+ * `unavailable` at once. And the turns on the pool are fair: nobody's long read runs when the
+ * first thread is free, not after root's 16.
+ */
+Test(faults, long_reads_of_one_uid_hold_up_neither_new_clients_nor_another_uid)
+{
+    e2e_buf b;
+    e2e_envelope env;
+    char message[300];
+
+    rd.binary = BUDGETD_FAULTY_PATH;
+    int delay_ms = 2000; /* not stretched: what it is compared with is */
+    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_JOB_DELAY=%d", delay_ms);
+    cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
+    rel_assert(&rd, rel_log_contains(&rd, "every worker job takes 2000 ms longer"), "no delay set");
+
+    int hog[HOG_CONNS];
+    e2e_buf_init(&b);
+    for (uint64_t id = 1; id <= HOG_READS_PER_CONN; id++)
+        pack_events(&b, id);
+    for (int i = 0; i < HOG_CONNS; i++) {
+        hog[i] = e2e_raw_connect(rd.d.socket);
+        rel_assert(&rd, hog[i] >= 0, "root cannot connect");
+        rel_assert(&rd, e2e_raw_send(hog[i], b.sb.data, b.sb.size) == 0, "send the long reads");
+    }
+    e2e_buf_destroy(&b);
+    /* The daemon took all 64 (and this stats). */
+    budget_client *c = NULL;
+    rel_assert(&rd, budget_client_connect(rd.d.socket, &c) == 0, "connect");
+    uint64_t requests = 0;
+    for (int64_t deadline = e2e_now_ms() + E2E_FRAME_TIMEOUT_MS; e2e_now_ms() < deadline;) {
+        budget_response r;
+        rel_assert(&rd, budget_client_call(c, "stats", NULL, 0, &r) == 0 && r.ok, "stats");
+        requests = (uint64_t)budget_map_int(&r.result, "requests", 0);
+        budget_response_free(&r);
+        if (requests >= HOG_READS + 1)
+            break;
+        rel_sleep_ms(10);
+    }
+    budget_client_close(c);
+    rel_assert(&rd, requests >= HOG_READS + 1, "the daemon took %" PRIu64 " requests", requests);
+
+    /* A new user is looked up and answered at once. */
+    int64_t began = e2e_now_ms();
+    int other = e2e_raw_connect_as(rd.d.socket, &e2e_other);
+    rel_assert(&rd, other >= 0, "nobody cannot connect: %d", other);
+    e2e_buf_init(&b);
+    pipe_request(&b, 7, NULL);
+    rel_assert(&rd, e2e_raw_send(other, b.sb.data, b.sb.size) == 0, "send nobody's hello");
+    e2e_buf_destroy(&b);
+    int bound_ms = 1000 * e2e_slow();
+    rel_assert(&rd, answer_within(other, bound_ms, &env, message, sizeof(message)),
+               "nobody's hello was not answered within %d ms, behind root's long reads", bound_ms);
+    rel_assert(&rd, env.ok && env.id == 7, "nobody's hello was refused: %s: %s", env.code, message);
+    int64_t hello_ms = e2e_now_ms() - began;
+
+    /* Nobody's long read runs when the first thread is free: within two of root's. */
+    began = e2e_now_ms();
+    e2e_buf_init(&b);
+    pack_events(&b, 8);
+    rel_assert(&rd, e2e_raw_send(other, b.sb.data, b.sb.size) == 0, "send nobody's read");
+    e2e_buf_destroy(&b);
+    bound_ms = 2 * delay_ms + 1500 * e2e_slow();
+    rel_assert(&rd, answer_within(other, bound_ms, &env, message, sizeof(message)),
+               "nobody's long read was not answered within %d ms", bound_ms);
+    rel_assert(&rd, env.ok && env.id == 8, "nobody's long read failed: %s: %s", env.code, message);
+    int64_t read_ms = e2e_now_ms() - began;
+
+    /* Root's: 16 answered, the other 48 refused at once (answered in order behind them). */
+    int ok = 0, refused = 0;
+    for (int i = 0; i < HOG_READS; i++) {
+        uint64_t id = (uint64_t)(i % HOG_READS_PER_CONN) + 1;
+        rel_assert(&rd,
+                   answer_within(hog[i / HOG_READS_PER_CONN], 8 * delay_ms + E2E_FRAME_TIMEOUT_MS,
+                                 &env, message, sizeof(message)),
+                   "root's long read %" PRIu64 " was not answered", id);
+        rel_assert(&rd, env.id == id, "answer %" PRIu64 " for request %" PRIu64, env.id, id);
+        if (env.ok) {
+            ok++;
+            continue;
+        }
+        rel_assert(&rd, strcmp(env.code, "unavailable") == 0, "read %" PRIu64 ": %s: %s", id,
+                   env.code, message);
+        rel_assert(&rd,
+                   strstr(message, "uid 0 has 16 long reads") != NULL &&
+                       strstr(message, "the most one uid may") != NULL,
+                   "read %" PRIu64 " refused with \"%s\"", id, message);
+        refused++;
+    }
+    rel_assert(&rd, ok == (int)BUDGET_READ_JOBS_PER_UID_MAX && refused == HOG_READS - ok,
+               "root's long reads: %d answered, %d refused", ok, refused);
+    fprintf(stderr,
+            "faults: behind 64 long reads of 2 s: a new user's hello in %lld ms, its long read "
+            "in %lld ms; root had %d run and %d refused\n",
+            (long long)hello_ms, (long long)read_ms, ok, refused);
+    close(other);
+    for (int i = 0; i < HOG_CONNS; i++)
+        close(hog[i]);
+    rel_stop_clean(&rd);
+}
+
 /* Grants frame `id` (100 öre to KS) and asserts it is acknowledged. */
 static void grant_ok(budget_client *c, const char *id)
 {

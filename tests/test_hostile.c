@@ -666,3 +666,71 @@ Test(hostile, a_link_swapped_in_for_the_socket_is_never_followed)
     snprintf(message, sizeof(message), "cannot give %s the group", rd.d.socket);
     rel_assert(&rd, rel_log_contains(&rd, message), "the log says why");
 }
+
+/*
+ * Tiny requests, never read. An empty map (5 bytes with its header: 00 00 00 01 80) is
+ * answered with a 40-byte error, but the answer was built in a buffer of 8 KiB and kept in it
+ * until written: counted at its 40 bytes against the connection's 4 MiB of output, 4 clients
+ * that never read made budgetd hold some 800 MiB. Answers are now kept in buffers of their own
+ * size and counted at the memory they hold (their allocation and write request), so each
+ * client costs at most its 4 MiB, and the others are served meanwhile.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define TINY_GROWTH_KIB_MAX (640L * 1024L)
+#else
+#define TINY_GROWTH_KIB_MAX (64L * 1024L)
+#endif
+
+Test(hostile, tiny_requests_never_read_hold_little_memory)
+{
+    enum { CONNS = 4, REQUESTS = 200000 };
+    static const uint8_t empty_map[] = {0x00, 0x00, 0x00, 0x01, 0x80};
+    size_t size = sizeof(empty_map) * REQUESTS;
+    uint8_t *bytes = malloc(size);
+    int fds[CONNS];
+    size_t off[CONNS] = {0};
+    attack a;
+
+    rel_assert(&rd, bytes != NULL, "out of memory");
+    for (size_t i = 0; i < REQUESTS; i++)
+        memcpy(bytes + i * sizeof(empty_map), empty_map, sizeof(empty_map));
+    for (int i = 0; i < CONNS; i++) {
+        fds[i] = connect_raw();
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+    }
+    uint64_t requests_before = stat_uint("requests");
+    attack_begin(&a, "tiny-no-read", attack_seconds());
+    long rss_max = 0;
+    while (attack_running(&a)) {
+        bool sent = false;
+        for (int i = 0; i < CONNS; i++) {
+            ssize_t n =
+                off[i] < size ? send(fds[i], bytes + off[i], size - off[i], MSG_NOSIGNAL) : 0;
+            if (n > 0) {
+                off[i] += (size_t)n;
+                sent = true;
+            } else if (n < 0) {
+                rel_assert(&rd, errno == EAGAIN || errno == EWOULDBLOCK, "send: %s",
+                           strerror(errno));
+            }
+        }
+        long rss = status_kib("VmRSS");
+        if (rss > rss_max)
+            rss_max = rss;
+        if (!sent)
+            rel_sleep_ms(10);
+    }
+    uint64_t handled = stat_uint("requests") - requests_before;
+    long growth = rss_max - a.rss_before_kib;
+    fprintf(stderr,
+            "hostile tiny-no-read: %d clients sent %zu, %zu, %zu, %zu of %zu bytes; budgetd "
+            "handled %" PRIu64 " requests; VmRSS grew by %ld KiB at most\n",
+            CONNS, off[0], off[1], off[2], off[3], size, handled, growth);
+    attack_end(&a, "tiny-no-read");
+    if (!e2e_wrapped())
+        rel_assert(&rd, growth < TINY_GROWTH_KIB_MAX,
+                   "4 clients that never read made budgetd grow by %ld KiB", growth);
+    for (int i = 0; i < CONNS; i++)
+        close(fds[i]);
+    free(bytes);
+}

@@ -53,15 +53,22 @@
 #define BUDGET_FRAME_TIMEOUT_S 10u
 /* Requests read from one connection but not yet answered; past it the server stops reading. */
 #define BUDGET_CONN_INFLIGHT_MAX 256u
-/* Bytes queued for writing to one connection; past it the server stops reading from it. */
+/* Memory the answers queued for one connection may hold (their allocations, not only their
+ * bytes); past it the server stops reading from it. */
 #define BUDGET_CONN_OUTPUT_BYTES_MAX (4u * 1024u * 1024u)
+/* The same, and the largest frame read, for a connection whose identity holds no role (it
+ * may say hello and is refused everything else). */
+#define BUDGET_CONN_ROLELESS_OUTPUT_BYTES_MAX (64u * 1024u)
+#define BUDGET_CONN_ROLELESS_FRAME_BYTES_MAX (16u * 1024u - 4u)
 /* Writes validated and waiting for the next group commit. */
 #define BUDGET_BATCH_EVENTS_MAX 4096u
 /* Subscriptions at once, from everyone; and from one uid (default of --subscriptions-per-uid,
  * which may set 1..BUDGET_SUBSCRIPTIONS_MAX), so that one reader cannot hold them all. */
 #define BUDGET_SUBSCRIPTIONS_MAX 64u
 #define BUDGET_SUBSCRIPTIONS_PER_UID_MAX 8u
-/* Reads running on worker threads at once (verify, as_of, events). */
+/* Long reads on worker threads (verify, as_of, events, checkpoint) running or
+ * waiting for a thread, in all and for one uid. */
 #define BUDGET_READ_JOBS_MAX 64u
+#define BUDGET_READ_JOBS_PER_UID_MAX 16u
 
 #endif
