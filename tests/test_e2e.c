@@ -1069,6 +1069,47 @@ Test(e2e, retries_are_idempotent_and_expect_head_guards)
     stop_cleanly();
 }
 
+/* A retried frame.adjust is compared by its delta too: the same delta answers the first seq,
+ * another delta (larger, smaller, or of the other sign) is a conflict and writes nothing. */
+static void adjust_args(e2e_buf *b, const char *id, const char *frame, int64_t delta)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 4);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "frame", frame);
+    e2e_kv_int(b, "delta", delta);
+    e2e_kv_str(b, "reason", "Tilläggsanslag");
+}
+
+Test(e2e, a_retried_adjustment_with_another_delta_is_a_conflict)
+{
+    budget_client *c = e2e_client(&bd);
+    e2e_write_result first, again;
+    e2e_buf b;
+    e2e_buf_init(&b);
+    grant_args(&b, "adj-frame", "KS", 100000);
+    e2e_write_ok(c, "frame.grant", &b);
+    adjust_args(&b, "adj-1", "adj-frame", 2500);
+    e2e_write(c, "frame.adjust", &b, &first);
+    e2e_assert(first.ok, "the adjustment was refused: %s: %s", first.code, first.message);
+    e2e_write(c, "frame.adjust", &b, &again);
+    e2e_assert(again.ok, "its retry was refused: %s: %s", again.code, again.message);
+    e2e_assert_int(again.seq, first.seq, "seq of the retried adjustment");
+    const int64_t others[] = {2501, 2499, -2500, 1};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        adjust_args(&b, "adj-1", "adj-frame", others[i]);
+        e2e_write(c, "frame.adjust", &b, &again);
+        e2e_assert(!again.ok, "a retry with delta %lld was accepted as seq %llu",
+                   (long long)others[i], (unsigned long long)again.seq);
+        e2e_assert(strcmp(again.code, "conflict") == 0, "a retry with delta %lld: %s, not conflict",
+                   (long long)others[i], again.code);
+    }
+    e2e_assert_int(e2e_head(c), first.seq, "head after the retries");
+    budget_client_close(c);
+    e2e_buf_destroy(&b);
+    stop_cleanly();
+}
+
 /* ---- a restart shows the same ledger --------------------------------------------------------- */
 
 Test(e2e, restart_replays_the_same_ledger)

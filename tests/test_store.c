@@ -1151,3 +1151,43 @@ Test(store, replay_stops_at_an_event_that_breaks_a_rule)
     ledger_free(l);
     store_close(s);
 }
+
+/* Replay (start-up's, and budgetctl's offline replay of a copy) follows the chain link by link:
+ * an event whose prev is not the hash of the event before it stops the replay there, with the
+ * events before it applied, even when that event's own hash is sound. */
+Test(store, replay_stops_at_an_event_whose_prev_is_not_the_event_before_it)
+{
+    for (uint64_t broken = 1; broken <= 4; broken++) {
+        store_options opt = {0};
+        store *s = open_store(&opt);
+        ledger_event evs[] = {grant_event(1, "f1", NULL), grant_event(2, "f2", NULL),
+                              grant_event(3, "f3", NULL), grant_event(4, "f4", NULL)};
+        static uint8_t bytes[4][EVENT_BYTES_MAX];
+        uint8_t prev[BUDGET_HASH_BYTES] = {0};
+        store_item items[4];
+        for (size_t i = 0; i < 4; i++) {
+            if (i + 1 == broken)
+                prev[i % BUDGET_HASH_BYTES] ^= 0x40; /* a link to some other event */
+            int size = event_encode(&evs[i], prev, bytes[i], sizeof bytes[i], prev);
+            cr_assert_gt(size, 0);
+            items[i] =
+                (store_item){evs[i].seq, bytes[i], (size_t)size, evs[i].id, strlen(evs[i].id)};
+        }
+        bool sync_failed = false;
+        cr_assert_eq(store_append(s, items, 4, &sync_failed), 0);
+
+        replay_result res;
+        ledger *l = ledger_new();
+        cr_assert_eq(replay_log(s, l, UINT64_MAX, &res), BUDGET_EINTERNAL,
+                     "a log broken at event %llu replays", (unsigned long long)broken);
+        char want[96];
+        snprintf(want, sizeof want, "event %llu does not follow event %llu in the chain",
+                 (unsigned long long)broken, (unsigned long long)broken - 1);
+        cr_assert_str_eq(res.why, want);
+        cr_assert_eq(ledger_events(l), broken - 1, "the events before it are applied");
+        ledger_free(l);
+        store_close(s);
+        teardown();
+        setup();
+    }
+}
