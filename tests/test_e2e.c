@@ -1069,6 +1069,50 @@ Test(e2e, retries_are_idempotent_and_expect_head_guards)
     stop_cleanly();
 }
 
+/* expect_head is compared with the head that writes are checked against, which counts writes
+ * pipelined ahead that are not yet durable: behind a grant that will be seq 1, expect_head 0
+ * is stale and expect_head 1 is current, whether or not the grant has been committed yet. */
+static void pack_guarded_grant(e2e_buf *b, uint64_t req, const char *id, uint64_t expect_head)
+{
+    e2e_frame_begin(b);
+    msgpack_pack_map(&b->pk, 3);
+    e2e_kv_uint(b, "id", req);
+    e2e_kv_str(b, "op", "frame.grant");
+    e2e_pack_str(b, "args");
+    msgpack_pack_map(&b->pk, expect_head == UINT64_MAX ? 5 : 6);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "unit", "KFN");
+    e2e_kv_int(b, "year", 2022);
+    e2e_kv_int(b, "amount", 1000);
+    e2e_kv_str(b, "title", "Fritidsverksamhet");
+    if (expect_head != UINT64_MAX)
+        e2e_kv_uint(b, "expect_head", expect_head);
+    e2e_frame_end(b);
+}
+
+Test(e2e, expect_head_counts_the_writes_pipelined_ahead_of_it)
+{
+    int fd = e2e_raw_connect(bd.socket);
+    e2e_assert(fd >= 0, "connect");
+    e2e_buf b;
+    e2e_buf_init(&b);
+    pack_guarded_grant(&b, 1, "head-first", UINT64_MAX);
+    pack_guarded_grant(&b, 2, "head-stale", 0);
+    pack_guarded_grant(&b, 3, "head-current", 1);
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
+    uint64_t seq1, seq3;
+    uint8_t hash1[32], hash3[32];
+    read_write_result(fd, 1, &seq1, hash1);
+    expect_response(fd, 2, "conflict", "expect_head 0 behind a pipelined write");
+    read_write_result(fd, 3, &seq3, hash3);
+    e2e_assert_int(seq1, 1, "seq of the first grant");
+    e2e_assert_int(seq3, 2, "seq of the grant that expected head 1");
+    e2e_assert_int(e2e_head_raw(fd, 4), 2, "head after the guarded writes");
+    close(fd);
+    e2e_buf_destroy(&b);
+    stop_cleanly();
+}
+
 /* A retried frame.adjust is compared by its delta too: the same delta answers the first seq,
  * another delta (larger, smaller, or of the other sign) is a conflict and writes nothing. */
 static void adjust_args(e2e_buf *b, const char *id, const char *frame, int64_t delta)

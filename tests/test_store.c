@@ -24,6 +24,7 @@
 
 #include "budget/errors.h"
 #include "budget/limits.h"
+#include "daemon/checkpoint.h"
 #include "daemon/event.h"
 #include "daemon/replay.h"
 #include "daemon/store.h"
@@ -1186,6 +1187,42 @@ Test(store, replay_stops_at_an_event_whose_prev_is_not_the_event_before_it)
         cr_assert_str_eq(res.why, want);
         cr_assert_eq(ledger_events(l), broken - 1, "the events before it are applied");
         ledger_free(l);
+        store_close(s);
+        teardown();
+        setup();
+    }
+}
+
+/* verify (checkpoint_walk_chain) holds each event to the seq it is stored under: an event
+ * whose own seq is another, though its link and hash are sound, is the first bad one. */
+Test(store, verify_finds_an_event_stored_under_another_seq)
+{
+    for (uint64_t wrong = 1; wrong <= 3; wrong++) {
+        store_options opt = {0};
+        store *s = open_store(&opt);
+        ledger_event evs[] = {grant_event(1, "f1", NULL), grant_event(2, "f2", NULL),
+                              grant_event(3, "f3", NULL)};
+        evs[wrong - 1].seq = 7; /* stored as event `wrong`, says it is event 7 */
+        static uint8_t bytes[3][EVENT_BYTES_MAX];
+        uint8_t prev[BUDGET_HASH_BYTES] = {0};
+        store_item items[3];
+        for (size_t i = 0; i < 3; i++) {
+            int size = event_encode(&evs[i], prev, bytes[i], sizeof bytes[i], prev);
+            cr_assert_gt(size, 0);
+            items[i] = (store_item){i + 1, bytes[i], (size_t)size, evs[i].id, strlen(evs[i].id)};
+        }
+        bool sync_failed = false;
+        cr_assert_eq(store_append(s, items, 3, &sync_failed), 0);
+
+        store_reader *rd;
+        cr_assert_eq(store_reader_begin(s, &rd), 0);
+        checkpoint_chain chain;
+        checkpoint_walk_chain(rd, 0, &chain);
+        store_reader_end(rd);
+        cr_assert_eq(chain.first_bad, wrong, "event %llu says it is event 7; first bad: %llu",
+                     (unsigned long long)wrong, (unsigned long long)chain.first_bad);
+        cr_assert_str_eq(chain.why, "seq");
+        cr_assert_eq(chain.checked, wrong - 1);
         store_close(s);
         teardown();
         setup();
