@@ -133,6 +133,8 @@ def main():
         return 1 if stale else 0
 
     scratch = tempfile.mkdtemp(prefix="budgetd-mutate-")
+    # The suites run budgetctl as other users (four-eyes, access): they must reach the binaries.
+    os.chmod(scratch, 0o755)
     log = os.path.join(scratch, "mutate.log")
     build = os.path.join(scratch, "build")
     status = 0
@@ -163,7 +165,9 @@ def main():
         t0 = time.monotonic()
         failed = suites_pass(every)
         if failed:
-            print(f"mutate: {failed} fails on the unmutated tree (log: {log})")
+            print(f"mutate: {failed} fails on the unmutated tree (log: {log}); its end:")
+            with open(log, encoding="utf-8", errors="replace") as f:
+                print("".join(f.readlines()[-40:]))
             return 1
         print(f"mutate: the unmutated suites pass ({time.monotonic() - t0:.0f} s)", flush=True)
 
