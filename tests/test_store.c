@@ -1228,3 +1228,26 @@ Test(store, verify_finds_an_event_stored_under_another_seq)
         setup();
     }
 }
+
+/* After a failed sync the store takes no write, and does not even try one: what is on disk is
+ * unknown until a restart reads it. */
+Test(store, after_a_failed_sync_no_write_is_tried)
+{
+    fault_plan plan = {0};
+    store_options opt = {.fault = fault_fn, .fault_ctx = &plan};
+    store *s = open_store(&opt);
+    append_ok(s, 1, 2, 0);
+    arm(&plan, STORE_FAULT_SYNC, EIO, 1, false);
+    bool sync_failed = false;
+    cr_assert_eq(append(s, 3, 1, 0, &sync_failed), BUDGET_EINTERNAL);
+    cr_assert(sync_failed);
+    /* Counts every put from now on, failing none. */
+    arm(&plan, STORE_FAULT_PUT, EIO, 1000000, false);
+    for (int i = 0; i < 3; i++) {
+        sync_failed = false;
+        cr_assert_eq(append(s, 3, 1, 0, &sync_failed), BUDGET_EINTERNAL);
+        cr_assert(sync_failed);
+    }
+    cr_assert_eq(plan.calls, 0, "%u puts were tried after the failed sync", plan.calls);
+    store_close(s);
+}
