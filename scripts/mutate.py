@@ -5,7 +5,7 @@ tree, builds it, runs the suites named for it, and counts the mutations the suit
 usage: scripts/mutate.py [--list FILE] [--only TEXT] [--jobs N] [--keep]
 
   --list FILE  the mutations (default tests/mutations.txt; its head says the format)
-  --only TEXT  only the mutations whose file, name or text contains TEXT
+  --only TEXT  only the mutations whose file, name or text contains TEXT (repeatable)
   --jobs N     build jobs (default: the number of CPUs)
   --keep       leave the scratch copy (its path is printed)
 
@@ -106,7 +106,7 @@ def run(cmd, cwd, log, timeout=None):
 def main():
     ap = argparse.ArgumentParser(add_help=True)
     ap.add_argument("--list", default=os.path.join(ROOT, "tests", "mutations.txt"))
-    ap.add_argument("--only", default=None)
+    ap.add_argument("--only", action="append", default=[])
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -114,7 +114,7 @@ def main():
     entries = parse(args.list)
     if args.only:
         entries = [e for e in entries
-                   if any(args.only in e[k] for k in ("name", "file", "from", "to"))]
+                   if any(o in e[k] for o in args.only for k in ("name", "file", "from", "to"))]
     # Stale before anything is built: the text must be in the working tree's file once.
     live, stale = [], []
     for e in entries:
@@ -154,11 +154,19 @@ def main():
             return 1
 
         def suites_pass(suites):
+            """None, or the first suite that failed and the tests of it that did."""
             for s in suites:
+                start = os.path.getsize(log)
                 rc, late = run([os.path.join(build, "tests", s), "--jobs", "2"], scratch, log,
                                timeout=SUITE_TIMEOUT_S)
                 if rc != 0:
-                    return s + (" (time limit)" if late else "")
+                    with open(log, encoding="utf-8", errors="replace") as f:
+                        f.seek(start)
+                        failed = sorted({line.split("::", 1)[1].split(":")[0]
+                                         for line in f if line.startswith(("[FAIL]", "[CRASH]"))
+                                         and "::" in line})
+                    what = f" ({', '.join(failed)})" if failed else ""
+                    return s + what + (" (time limit)" if late else "")
             return None
 
         every = sorted({s for e in live for s in e["suites"]})
