@@ -1182,7 +1182,7 @@ Test(store, replay_stops_at_an_event_whose_prev_is_not_the_event_before_it)
         cr_assert_eq(replay_log(s, l, UINT64_MAX, &res), BUDGET_EINTERNAL,
                      "a log broken at event %llu replays", (unsigned long long)broken);
         char want[96];
-        snprintf(want, sizeof want, "event %llu does not follow event %llu in the chain",
+        snprintf(want, sizeof want, "event %llu does not follow event %llu in the chain (prev)",
                  (unsigned long long)broken, (unsigned long long)broken - 1);
         cr_assert_str_eq(res.why, want);
         cr_assert_eq(ledger_events(l), broken - 1, "the events before it are applied");
