@@ -39,6 +39,8 @@
  */
 #include "event.h"
 
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdbool.h>
 #include <string.h>
@@ -218,141 +220,85 @@ static bool write_field(mp_writer *w, const field *f, const ledger_event *ev)
 }
 
 /*
- * SHA-256 with the x86 SHA extensions, where the CPU has them: about three times libsodium's
- * portable code, which every write (event_encode) and every event of `verify` pays for. The
- * digest is the same SHA-256; libsodium stays the reference and the fallback: the fast path is
- * used only when the CPU reports the extensions and its result on a known message equals
- * libsodium's (checked once at start-up).
+ * SHA-256 is OpenSSL's (libcrypto), which uses the CPU's SHA extensions where it has them:
+ * about four times libsodium's portable code, which every write (event_encode) and every
+ * event of `verify` pays for. One EVP_MD is fetched once, and each thread keeps one
+ * EVP_MD_CTX that it re-initializes per hash, so hashing allocates nothing once a thread has
+ * hashed once. Should OpenSSL fail to give either, the hash is libsodium's: the same digest,
+ * slower.
  */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-/* (clang 14 does not know "sha" for __builtin_cpu_supports: the fuzz builds use libsodium.) */
-#include <immintrin.h>
+static EVP_MD *sha256_md;
+static pthread_key_t sha256_ctx_key;
+static bool sha256_key_made;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static _Thread_local EVP_MD_CTX *sha256_ctx;
+static _Thread_local bool sha256_ctx_failed;
 
-#define SHA256_FAST 1
-/* The padded input of one event hash: prev, the event up to prev, the padding. */
-#define SHA256_EVENT_BYTES_MAX (BUDGET_HASH_BYTES + EVENT_BYTES_MAX + 72)
-
-static const uint32_t sha256_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-/* Runs the compression function over `blocks` 64-byte blocks (FIPS 180-4, 6.2.2). The state is
- * kept as the instructions want it: ABEF and CDGH. */
-__attribute__((target("sha,sse4.1,ssse3"))) static void
-sha256_blocks_fast(uint32_t state[8], const uint8_t *data, size_t blocks)
+static void sha256_ctx_free(void *ctx)
 {
-    const __m128i big_endian = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
-    __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&state[0]), 0xb1);
-    __m128i cdgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&state[4]), 0x1b);
-    __m128i abef = _mm_alignr_epi8(tmp, cdgh, 8);
-    cdgh = _mm_blend_epi16(cdgh, tmp, 0xf0);
-    for (; blocks > 0; blocks--, data += 64) {
-        __m128i abef_in = abef, cdgh_in = cdgh, w[4];
-        for (int i = 0; i < 4; i++)
-            w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data + 16 * i)), big_endian);
-        /* Four rounds per step; w[i % 4] holds message words 4i..4i+3, and once used it is
-         * replaced by words 4i+16..4i+19 of the schedule. */
-        _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++)
-        {
-            __m128i k = _mm_loadu_si128((const __m128i *)&sha256_k[4 * i]);
-            __m128i msg = _mm_add_epi32(w[i & 3], k);
-            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, msg);
-            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(msg, 0x0e));
-            if (i < 12) {
-                __m128i x = _mm_add_epi32(_mm_sha256msg1_epu32(w[i & 3], w[(i + 1) & 3]),
-                                          _mm_alignr_epi8(w[(i + 3) & 3], w[(i + 2) & 3], 4));
-                w[i & 3] = _mm_sha256msg2_epu32(x, w[(i + 3) & 3]);
-            }
-        }
-        abef = _mm_add_epi32(abef, abef_in);
-        cdgh = _mm_add_epi32(cdgh, cdgh_in);
-    }
-    tmp = _mm_shuffle_epi32(abef, 0x1b);
-    cdgh = _mm_shuffle_epi32(cdgh, 0xb1);
-    _mm_storeu_si128((__m128i *)&state[0], _mm_blend_epi16(tmp, cdgh, 0xf0));
-    _mm_storeu_si128((__m128i *)&state[4], _mm_alignr_epi8(cdgh, tmp, 8));
+    EVP_MD_CTX_free(ctx);
 }
 
-/* SHA-256 of prev || MAP6 || bytes[1..size), as hash_event defines it, padded in one buffer. */
-static void hash_event_fast(const uint8_t prev[BUDGET_HASH_BYTES], const uint8_t *bytes,
-                            size_t size, uint8_t hash[BUDGET_HASH_BYTES])
+static void sha256_setup(void)
 {
-    uint8_t buf[SHA256_EVENT_BYTES_MAX];
-    uint32_t state[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                         0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    size_t len = BUDGET_HASH_BYTES + size;
-    size_t padded = (len + 9 + 63) & ~(size_t)63;
-    memcpy(buf, prev, BUDGET_HASH_BYTES);
-    buf[BUDGET_HASH_BYTES] = MAP6;
-    memcpy(buf + BUDGET_HASH_BYTES + 1, bytes + 1, size - 1);
-    memset(buf + len, 0, padded - len);
-    buf[len] = 0x80;
-    for (int i = 0; i < 8; i++)
-        buf[padded - 1 - i] = (uint8_t)((uint64_t)len * 8 >> (8 * i));
-    sha256_blocks_fast(state, buf, padded / 64);
-    for (int i = 0; i < 8; i++) {
-        hash[4 * i] = (uint8_t)(state[i] >> 24);
-        hash[4 * i + 1] = (uint8_t)(state[i] >> 16);
-        hash[4 * i + 2] = (uint8_t)(state[i] >> 8);
-        hash[4 * i + 3] = (uint8_t)state[i];
-    }
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    sha256_key_made = pthread_key_create(&sha256_ctx_key, sha256_ctx_free) == 0;
 }
-#endif
 
-static void hash_event_sodium(const uint8_t prev[BUDGET_HASH_BYTES], const uint8_t *bytes,
-                              size_t size, uint8_t hash[BUDGET_HASH_BYTES])
+/* This thread's context, made on its first hash and freed when the thread exits; NULL when
+ * OpenSSL cannot give one. */
+static EVP_MD_CTX *sha256_thread_ctx(void)
+{
+    if (sha256_ctx != NULL)
+        return sha256_ctx;
+    if (sha256_ctx_failed)
+        return NULL;
+    pthread_once(&sha256_once, sha256_setup);
+    EVP_MD_CTX *ctx = NULL;
+    if (sha256_md != NULL && sha256_key_made && (ctx = EVP_MD_CTX_new()) != NULL &&
+        pthread_setspecific(sha256_ctx_key, ctx) == 0) {
+        sha256_ctx = ctx;
+        return ctx;
+    }
+    EVP_MD_CTX_free(ctx);
+    sha256_ctx_failed = true;
+    return NULL;
+}
+
+void event_sha256_portable(const event_span *parts, size_t count, uint8_t out[BUDGET_HASH_BYTES])
 {
     crypto_hash_sha256_state st;
     crypto_hash_sha256_init(&st);
-    crypto_hash_sha256_update(&st, prev, BUDGET_HASH_BYTES);
-    crypto_hash_sha256_update(&st, &MAP6, 1);
-    crypto_hash_sha256_update(&st, bytes + 1, size - 1);
-    crypto_hash_sha256_final(&st, hash);
+    for (size_t i = 0; i < count; i++)
+        crypto_hash_sha256_update(&st, parts[i].bytes, parts[i].size);
+    crypto_hash_sha256_final(&st, out);
 }
 
-#ifdef SHA256_FAST
-/* Set once before main: the CPU has the SHA extensions and they agree with libsodium. */
-static bool sha256_fast_ok;
-
-__attribute__((constructor)) static void sha256_fast_probe(void)
+void event_sha256(const event_span *parts, size_t count, uint8_t out[BUDGET_HASH_BYTES])
 {
-    uint8_t prev[BUDGET_HASH_BYTES], bytes[300], want[BUDGET_HASH_BYTES], got[BUDGET_HASH_BYTES];
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("sha") || !__builtin_cpu_supports("sse4.1") ||
-        !__builtin_cpu_supports("ssse3"))
-        return;
-    for (size_t i = 0; i < sizeof prev; i++)
-        prev[i] = (uint8_t)(i * 7 + 1);
-    for (size_t i = 0; i < sizeof bytes; i++)
-        bytes[i] = (uint8_t)(i * 131 + 17);
-    bool same = true;
-    for (size_t size = 1; size <= sizeof bytes && same; size += 37) {
-        hash_event_sodium(prev, bytes, size, want);
-        hash_event_fast(prev, bytes, size, got);
-        same = memcmp(want, got, sizeof want) == 0;
+    EVP_MD_CTX *ctx = sha256_thread_ctx();
+    if (ctx != NULL && EVP_DigestInit_ex2(ctx, sha256_md, NULL)) {
+        size_t i = 0;
+        while (i < count && EVP_DigestUpdate(ctx, parts[i].bytes, parts[i].size))
+            i++;
+        unsigned int len = 0;
+        if (i == count && EVP_DigestFinal_ex(ctx, out, &len) && len == BUDGET_HASH_BYTES)
+            return;
     }
-    sha256_fast_ok = same;
+    event_sha256_portable(parts, count, out);
 }
-#endif
 
-/* The hash of an encoded event whose first `size` bytes run up to and including prev. */
+/* The hash of an encoded event whose first `size` bytes run up to and including prev:
+ * SHA-256(prev || MAP6 || bytes[1..size)). */
 static void hash_event(const uint8_t prev[BUDGET_HASH_BYTES], const uint8_t *bytes, size_t size,
                        uint8_t hash[BUDGET_HASH_BYTES])
 {
-#ifdef SHA256_FAST
-    if (sha256_fast_ok && size <= EVENT_BYTES_MAX) {
-        hash_event_fast(prev, bytes, size, hash);
-        return;
-    }
-#endif
-    hash_event_sodium(prev, bytes, size, hash);
+    const event_span parts[3] = {
+        {prev, BUDGET_HASH_BYTES},
+        {&MAP6, 1},
+        {bytes + 1, size - 1},
+    };
+    event_sha256(parts, 3, hash);
 }
 
 int event_encode(const ledger_event *ev, const uint8_t prev[BUDGET_HASH_BYTES], uint8_t *out,

@@ -47,6 +47,21 @@ int event_link(const uint8_t *bytes, size_t size, const uint8_t **prev, const ui
 int event_check_link(const uint8_t *bytes, size_t size, const uint8_t prev[BUDGET_HASH_BYTES],
                      const char **why);
 
+/* One piece of a message to hash. */
+typedef struct {
+    const void *bytes;
+    size_t size;
+} event_span;
+
+/*
+ * SHA-256 of the concatenation of `count` spans, the one hash budgetd uses for its chain
+ * (OpenSSL's, else libsodium's). Safe to call from any thread.
+ */
+void event_sha256(const event_span *parts, size_t count, uint8_t out[BUDGET_HASH_BYTES]);
+
+/* The same with libsodium's portable code: what event_sha256 falls back to. */
+void event_sha256_portable(const event_span *parts, size_t count, uint8_t out[BUDGET_HASH_BYTES]);
+
 /* Only the seq of an encoded event, cheaply; 0 or BUDGET_EINTERNAL. */
 int event_seq(const uint8_t *bytes, size_t size, uint64_t *seq);
 

@@ -9,6 +9,10 @@
 #                                              known issues (expected to fail until fixed)
 #   scripts/reliability.sh fuzz [SECONDS]      each libFuzzer harness for SECONDS (default 600)
 #   scripts/reliability.sh valgrind            the end-to-end suites with budgetd under valgrind
+#   scripts/reliability.sh mutate [ARGS]       plants each mutation of tests/mutations.txt in a
+#                                              scratch copy, runs its suites, prints the kill
+#                                              ratio and the survivors (scripts/mutate.py ARGS;
+#                                              long: not part of ci)
 #   scripts/reliability.sh ci                  fuzz 20 s per harness, then the valgrind pass
 #
 # RELIABILITY_SEED=N repeats a run's random choices. Builds go to $BUILD_DIR (default build),
@@ -152,6 +156,11 @@ EOF
   return $status
 }
 
+cmd_mutate() {
+  echo "+ python3 scripts/mutate.py $*"
+  python3 scripts/mutate.py "$@"
+}
+
 cmd_ci() {
   cmd_fuzz "${RELIABILITY_FUZZ_S:-20}"
   cmd_valgrind
@@ -164,6 +173,7 @@ case "${1:-}" in
   hostile) shift; cmd_hostile "$@" ;;
   fuzz) shift; cmd_fuzz "$@" ;;
   valgrind) shift; cmd_valgrind "$@" ;;
+  mutate) shift; cmd_mutate "$@" ;;
   ci) shift; cmd_ci "$@" ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libuv1-dev liblmdb-dev libmsgpack-dev
-          libsodium-dev libcriterion-dev lmdb-utils python3 python3-msgpack)
+          libsodium-dev libssl-dev libcriterion-dev lmdb-utils python3 python3-msgpack)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

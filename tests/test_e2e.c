@@ -1069,6 +1069,91 @@ Test(e2e, retries_are_idempotent_and_expect_head_guards)
     stop_cleanly();
 }
 
+/* expect_head is compared with the head that writes are checked against, which counts writes
+ * pipelined ahead that are not yet durable: behind a grant that will be seq 1, expect_head 0
+ * is stale and expect_head 1 is current, whether or not the grant has been committed yet. */
+static void pack_guarded_grant(e2e_buf *b, uint64_t req, const char *id, uint64_t expect_head)
+{
+    e2e_frame_begin(b);
+    msgpack_pack_map(&b->pk, 3);
+    e2e_kv_uint(b, "id", req);
+    e2e_kv_str(b, "op", "frame.grant");
+    e2e_pack_str(b, "args");
+    msgpack_pack_map(&b->pk, expect_head == UINT64_MAX ? 5 : 6);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "unit", "KFN");
+    e2e_kv_int(b, "year", 2022);
+    e2e_kv_int(b, "amount", 1000);
+    e2e_kv_str(b, "title", "Fritidsverksamhet");
+    if (expect_head != UINT64_MAX)
+        e2e_kv_uint(b, "expect_head", expect_head);
+    e2e_frame_end(b);
+}
+
+Test(e2e, expect_head_counts_the_writes_pipelined_ahead_of_it)
+{
+    int fd = e2e_raw_connect(bd.socket);
+    e2e_assert(fd >= 0, "connect");
+    e2e_buf b;
+    e2e_buf_init(&b);
+    pack_guarded_grant(&b, 1, "head-first", UINT64_MAX);
+    pack_guarded_grant(&b, 2, "head-stale", 0);
+    pack_guarded_grant(&b, 3, "head-current", 1);
+    e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
+    uint64_t seq1, seq3;
+    uint8_t hash1[32], hash3[32];
+    read_write_result(fd, 1, &seq1, hash1);
+    expect_response(fd, 2, "conflict", "expect_head 0 behind a pipelined write");
+    read_write_result(fd, 3, &seq3, hash3);
+    e2e_assert_int(seq1, 1, "seq of the first grant");
+    e2e_assert_int(seq3, 2, "seq of the grant that expected head 1");
+    e2e_assert_int(e2e_head_raw(fd, 4), 2, "head after the guarded writes");
+    close(fd);
+    e2e_buf_destroy(&b);
+    stop_cleanly();
+}
+
+/* A retried frame.adjust is compared by its delta too: the same delta answers the first seq,
+ * another delta (larger, smaller, or of the other sign) is a conflict and writes nothing. */
+static void adjust_args(e2e_buf *b, const char *id, const char *frame, int64_t delta)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 4);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "frame", frame);
+    e2e_kv_int(b, "delta", delta);
+    e2e_kv_str(b, "reason", "Tilläggsanslag");
+}
+
+Test(e2e, a_retried_adjustment_with_another_delta_is_a_conflict)
+{
+    budget_client *c = e2e_client(&bd);
+    e2e_write_result first, again;
+    e2e_buf b;
+    e2e_buf_init(&b);
+    grant_args(&b, "adj-frame", "KS", 100000);
+    e2e_write_ok(c, "frame.grant", &b);
+    adjust_args(&b, "adj-1", "adj-frame", 2500);
+    e2e_write(c, "frame.adjust", &b, &first);
+    e2e_assert(first.ok, "the adjustment was refused: %s: %s", first.code, first.message);
+    e2e_write(c, "frame.adjust", &b, &again);
+    e2e_assert(again.ok, "its retry was refused: %s: %s", again.code, again.message);
+    e2e_assert_int(again.seq, first.seq, "seq of the retried adjustment");
+    const int64_t others[] = {2501, 2499, -2500, 1};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        adjust_args(&b, "adj-1", "adj-frame", others[i]);
+        e2e_write(c, "frame.adjust", &b, &again);
+        e2e_assert(!again.ok, "a retry with delta %lld was accepted as seq %llu",
+                   (long long)others[i], (unsigned long long)again.seq);
+        e2e_assert(strcmp(again.code, "conflict") == 0, "a retry with delta %lld: %s, not conflict",
+                   (long long)others[i], again.code);
+    }
+    e2e_assert_int(e2e_head(c), first.seq, "head after the retries");
+    budget_client_close(c);
+    e2e_buf_destroy(&b);
+    stop_cleanly();
+}
+
 /* ---- a restart shows the same ledger --------------------------------------------------------- */
 
 Test(e2e, restart_replays_the_same_ledger)

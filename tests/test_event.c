@@ -967,3 +967,555 @@ Test(event, the_largest_event_fits)
     cr_assert_leq(largest, EVENT_BYTES_MAX);
     cr_assert_gt(largest, 900); /* the maximum event really is at its limits */
 }
+
+/* ---- the hash against the reference
+ * --------------------------------------------------------------------- */
+
+/* budgetd's SHA-256 (event_sha256) equals libsodium's on every length from 0 to 4200 bytes, at
+ * several alignments, whole and in pieces: every padding case (a length of 55, 56 or 63 mod 64
+ * among them) and every way a message can straddle a block. */
+Test(event, sha256_equals_libsodium_for_every_length_and_alignment)
+{
+    enum { LONGEST = 4200 };
+    static const size_t aligns[] = {0, 1, 3, 4, 7, 8, 15, 33};
+    static uint8_t data[LONGEST + 64];
+    uint32_t x = 0x9e3779b9u;
+    for (size_t i = 0; i < sizeof data; i++) {
+        x = x * 1664525u + 1013904223u;
+        data[i] = (uint8_t)(x >> 24);
+    }
+    for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
+        const uint8_t *msg = data + aligns[a];
+        for (size_t len = 0; len <= LONGEST; len++) {
+            uint8_t want[BUDGET_HASH_BYTES], got[BUDGET_HASH_BYTES];
+            crypto_hash_sha256(want, msg, len);
+            event_span whole = {msg, len};
+            event_sha256(&whole, 1, got);
+            cr_assert_eq(memcmp(want, got, sizeof want), 0, "length %zu at offset %zu", len,
+                         aligns[a]);
+            /* In three pieces, as an event is hashed (prev, the map byte, the rest). */
+            size_t cut1 = len < 32 ? len : 32, cut2 = len < 33 ? len : 33;
+            if (a % 2 == 1) {
+                cut1 = len / 3;
+                cut2 = 2 * len / 3;
+            }
+            event_span parts[3] = {
+                {msg, cut1}, {msg + cut1, cut2 - cut1}, {msg + cut2, len - cut2}};
+            memset(got, 0, sizeof got);
+            event_sha256(parts, 3, got);
+            cr_assert_eq(memcmp(want, got, sizeof want), 0, "length %zu in pieces %zu/%zu/%zu", len,
+                         cut1, cut2 - cut1, len - cut2);
+            /* The fallback, the same way. */
+            memset(got, 0, sizeof got);
+            event_sha256_portable(parts, 3, got);
+            cr_assert_eq(memcmp(want, got, sizeof want), 0,
+                         "length %zu in pieces %zu/%zu/%zu (libsodium)", len, cut1, cut2 - cut1,
+                         len - cut2);
+        }
+    }
+}
+
+/* The hash of events of every length from the smallest of a type to past 600 bytes (every
+ * remainder mod 64 of the hashed length), stored and checked, equals libsodium's over
+ * prev || 0x86 || the event up to prev. */
+Test(event, event_hashes_of_every_size_equal_libsodium)
+{
+    uint8_t prev[BUDGET_HASH_BYTES];
+    for (int i = 0; i < BUDGET_HASH_BYTES; i++)
+        prev[i] = (uint8_t)(255 - i);
+    bool seen[64] = {false};
+    for (int k = 0; k < TYPES; k++) {
+        for (size_t len = 0; len <= BUDGET_TEXT_BYTES_MAX; len++) {
+            ledger_event ev = typical_event(all_types[k], 1000 + len);
+            /* Every type has reference or note, 0..256 bytes. */
+            if (all_types[k] == LEDGER_ALLOCATION_PROPOSED)
+                fill(ev.title, len == 0 ? 1 : len, 'p');
+            else if (all_types[k] == LEDGER_FRAME_GRANTED || all_types[k] == LEDGER_FRAME_ADJUSTED)
+                fill(ev.reference, len, 'r');
+            else
+                fill(ev.note, len, 'o');
+            uint8_t buf[EVENT_BYTES_MAX], hash[BUDGET_HASH_BYTES];
+            size_t n = encode(&ev, prev, buf, hash);
+            size_t hashed = BUDGET_HASH_BYTES + n - EVENT_HASH_TAIL_BYTES;
+            uint8_t input[BUDGET_HASH_BYTES + EVENT_BYTES_MAX], want[BUDGET_HASH_BYTES];
+            memcpy(input, prev, BUDGET_HASH_BYTES);
+            input[BUDGET_HASH_BYTES] = 0x86;
+            memcpy(input + BUDGET_HASH_BYTES + 1, buf + 1, n - EVENT_HASH_TAIL_BYTES - 1);
+            crypto_hash_sha256(want, input, hashed);
+            cr_assert_eq(memcmp(want, hash, sizeof want), 0, "%s of %zu bytes (%zu hashed)",
+                         type_name(ev.type), n, hashed);
+            cr_assert_eq(event_check_link(buf, n, prev, NULL), 0);
+            seen[hashed % 64] = true;
+        }
+    }
+    for (int r = 0; r < 64; r++)
+        cr_assert(seen[r], "no event hashed a length of %d mod 64", r);
+}
+
+/* ---- every canonical-encoding boundary
+ * ------------------------------------------------------------------ */
+
+typedef __int128 wide;
+
+#define WIDE_U64_MAX ((wide)UINT64_MAX)
+#define WIDE_2_32 ((wide)1 << 32)
+
+/* One msgpack encoding of a value: its bytes and the name of its form. */
+typedef struct {
+    uint8_t b[16];
+    size_t n;
+    const char *form;
+} mp_form;
+
+static void put_be(uint8_t *p, uint64_t v, size_t bytes)
+{
+    for (size_t i = 0; i < bytes; i++)
+        p[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+}
+
+static size_t add_form(mp_form *f, size_t count, const char *form, uint8_t head, uint64_t v,
+                       size_t bytes)
+{
+    f[count].form = form;
+    f[count].b[0] = head;
+    put_be(f[count].b + 1, v, bytes);
+    f[count].n = 1 + bytes;
+    return count + 1;
+}
+
+/* Every msgpack encoding of the integer `v`, in the order the canonical rule prefers them: for
+ * v >= 0 the first is its shortest uint, for v < 0 its shortest int. */
+static size_t int_forms(wide v, mp_form *f)
+{
+    size_t c = 0;
+    if (v >= 0) {
+        if (v <= 127)
+            c = add_form(f, c, "positive fixint", (uint8_t)v, 0, 0);
+        if (v <= 0xff)
+            c = add_form(f, c, "uint 8", 0xcc, (uint64_t)v, 1);
+        if (v <= 0xffff)
+            c = add_form(f, c, "uint 16", 0xcd, (uint64_t)v, 2);
+        if (v <= 0xffffffff)
+            c = add_form(f, c, "uint 32", 0xce, (uint64_t)v, 4);
+        if (v <= WIDE_U64_MAX)
+            c = add_form(f, c, "uint 64", 0xcf, (uint64_t)v, 8);
+    } else if (v >= -32) {
+        c = add_form(f, c, "negative fixint", (uint8_t)(int8_t)v, 0, 0);
+    }
+    if (v >= INT8_MIN && v <= INT8_MAX)
+        c = add_form(f, c, "int 8", 0xd0, (uint64_t)(int64_t)v, 1);
+    if (v >= INT16_MIN && v <= INT16_MAX)
+        c = add_form(f, c, "int 16", 0xd1, (uint64_t)(int64_t)v, 2);
+    if (v >= INT32_MIN && v <= INT32_MAX)
+        c = add_form(f, c, "int 32", 0xd2, (uint64_t)(int64_t)v, 4);
+    if (v >= INT64_MIN && v <= INT64_MAX)
+        c = add_form(f, c, "int 64", 0xd3, (uint64_t)(int64_t)v, 8);
+    return c;
+}
+
+static size_t load_be16_test(const uint8_t *p)
+{
+    return (size_t)p[0] << 8 | p[1];
+}
+
+/* Every header of a str of `len` bytes; the first is the shortest. */
+static size_t str_forms(uint64_t len, mp_form *f)
+{
+    size_t c = 0;
+    if (len <= 31)
+        c = add_form(f, c, "fixstr", (uint8_t)(0xa0 | len), 0, 0);
+    if (len <= 0xff)
+        c = add_form(f, c, "str 8", 0xd9, len, 1);
+    if (len <= 0xffff)
+        c = add_form(f, c, "str 16", 0xda, len, 2);
+    return add_form(f, c, "str 32", 0xdb, len, 4);
+}
+
+/* Every header of a map of `count` entries; the first is the shortest. */
+static size_t map_forms(uint64_t count, mp_form *f)
+{
+    size_t c = 0;
+    if (count <= 15)
+        c = add_form(f, c, "fixmap", (uint8_t)(0x80 | count), 0, 0);
+    if (count <= 0xffff)
+        c = add_form(f, c, "map 16", 0xde, count, 2);
+    return add_form(f, c, "map 32", 0xdf, count, 4);
+}
+
+/* Where the value after the key `key` (its encoded bytes, fixstr header included) starts in
+ * an encoded event; the key must occur exactly once. */
+static size_t value_at(const uint8_t *buf, size_t n, const char *key)
+{
+    size_t klen = strlen(key);
+    const uint8_t *at = memmem(buf, n, key, klen);
+    cr_assert_not_null(at, "no key %s", key + 1);
+    cr_assert_null(memmem(at + 1, n - (size_t)(at + 1 - buf), key, klen), "key %s twice", key + 1);
+    return (size_t)(at - buf) + klen;
+}
+
+/* The size of the msgpack int or str header at `p` (the forms above). */
+static size_t head_size(const uint8_t *p)
+{
+    switch (p[0]) {
+    case 0xcc:
+    case 0xd0:
+    case 0xd9:
+        return 2;
+    case 0xcd:
+    case 0xd1:
+    case 0xda:
+    case 0xde:
+        return 3;
+    case 0xce:
+    case 0xd2:
+    case 0xdb:
+    case 0xdf:
+        return 5;
+    case 0xcf:
+    case 0xd3:
+        return 9;
+    default:
+        return 1;
+    }
+}
+
+/* `buf` with the `old` bytes at `at` replaced by `repl` (`rn` bytes) into `out`. */
+static size_t splice(const uint8_t *buf, size_t n, size_t at, size_t old, const void *repl,
+                     size_t rn, uint8_t *out, size_t cap)
+{
+    cr_assert_leq(n - old + rn, cap);
+    memcpy(out, buf, at);
+    memcpy(out + at, repl, rn);
+    memcpy(out + at + rn, buf + at + old, n - at - old);
+    return n - old + rn;
+}
+
+/* An integer field: its key as encoded, the types that have it, its range. */
+typedef struct {
+    const char *key;
+    bool all_types; /* else only `only` */
+    ledger_type only;
+    bool not_frame_adjusted;
+    wide min, max;
+    bool nonzero;
+} int_field;
+
+static void set_int(ledger_event *ev, const char *key, wide v)
+{
+    if (strcmp(key, "\xa3seq") == 0)
+        ev->seq = (uint64_t)v;
+    else if (strcmp(key, "\xa2ts") == 0)
+        ev->ts_ms = (uint64_t)v;
+    else if (strcmp(key, "\xa3uid") == 0)
+        ev->actor.uid = (uint32_t)v;
+    else if (strcmp(key, "\xa4year") == 0)
+        ev->year = (int32_t)v;
+    else
+        ev->amount = (int64_t)v;
+}
+
+static wide get_int(const ledger_event *ev, const char *key)
+{
+    if (strcmp(key, "\xa3seq") == 0)
+        return ev->seq;
+    if (strcmp(key, "\xa2ts") == 0)
+        return ev->ts_ms;
+    if (strcmp(key, "\xa3uid") == 0)
+        return ev->actor.uid;
+    if (strcmp(key, "\xa4year") == 0)
+        return ev->year;
+    return ev->amount;
+}
+
+static bool field_in(const int_field *f, ledger_type t)
+{
+    if (f->all_types)
+        return true;
+    if (f->not_frame_adjusted)
+        return t != LEDGER_FRAME_ADJUSTED;
+    return t == f->only;
+}
+
+Test(event, every_integer_field_decodes_only_its_shortest_form_at_every_width_boundary)
+{
+    const wide P15 = 1000000000000000;
+    const int_field fields[] = {
+        {"\xa3seq", true, 0, false, 0, WIDE_U64_MAX, false},
+        {"\xa2ts", true, 0, false, 0, WIDE_U64_MAX, false},
+        {"\xa3uid", true, 0, false, 0, UINT32_MAX, false},
+        {"\xa4year", true, 0, false, BUDGET_YEAR_MIN, BUDGET_YEAR_MAX, false},
+        {"\xa6"
+         "amount",
+         false, 0, true, 1, P15, false},
+        {"\xa5"
+         "delta",
+         false, LEDGER_FRAME_ADJUSTED, false, -P15, P15, true},
+    };
+    /* Each side of every width boundary, the fields' own limits, and the extremes. */
+    const wide values[] = {
+        0,
+        1,
+        31,
+        32,
+        127,
+        128,
+        255,
+        256,
+        65535,
+        65536,
+        UINT32_MAX,
+        WIDE_2_32,
+        P15,
+        P15 + 1,
+        INT64_MAX,
+        (wide)INT64_MAX + 1,
+        WIDE_U64_MAX,
+        -1,
+        -31,
+        -32,
+        -33,
+        -127,
+        -128,
+        -129,
+        -32767,
+        -32768,
+        -32769,
+        INT32_MIN,
+        (wide)INT32_MIN - 1,
+        -P15,
+        -P15 - 1,
+        INT64_MIN,
+        1899,
+        1900,
+        9999,
+        10000,
+        UINT32_MAX - 1,
+    };
+    size_t accepted = 0, refused = 0;
+    for (size_t fi = 0; fi < sizeof fields / sizeof fields[0]; fi++) {
+        const int_field *f = &fields[fi];
+        for (int k = 0; k < TYPES; k++) {
+            if (!field_in(f, all_types[k]))
+                continue;
+            ledger_event base = typical_event(all_types[k], 5);
+            uint8_t buf[EVENT_BYTES_MAX];
+            size_t n = encode(&base, zero_prev, buf, NULL);
+            size_t at = value_at(buf, n, f->key);
+            size_t old = head_size(buf + at);
+            for (size_t vi = 0; vi < sizeof values / sizeof values[0]; vi++) {
+                wide v = values[vi];
+                bool in_range = v >= f->min && v <= f->max && !(f->nonzero && v == 0);
+                mp_form forms[10];
+                size_t nf = int_forms(v, forms);
+                cr_assert_gt(nf, 0);
+                if (in_range) {
+                    /* The encoder writes the shortest form. */
+                    ledger_event ev = base;
+                    set_int(&ev, f->key, v);
+                    uint8_t mine[EVENT_BYTES_MAX];
+                    size_t m = encode(&ev, zero_prev, mine, NULL);
+                    cr_assert_eq(memcmp(mine + at, forms[0].b, forms[0].n), 0,
+                                 "%s %s: a value is not written as %s", type_name(ev.type),
+                                 f->key + 1, forms[0].form);
+                    cr_assert_eq(m, n - old + forms[0].n);
+                }
+                for (size_t q = 0; q < nf; q++) {
+                    uint8_t bad[EVENT_BYTES_MAX + 16];
+                    size_t bn = splice(buf, n, at, old, forms[q].b, forms[q].n, bad, sizeof bad);
+                    ledger_event got;
+                    int rc = event_decode(bad, bn, &got);
+                    uint64_t seq = 0;
+                    int seq_rc = event_seq(bad, bn, &seq);
+                    long long lo = (long long)(v >> 64 ? -1 : 0), vv = (long long)(uint64_t)v;
+                    if (q == 0 && in_range) {
+                        cr_assert_eq(rc, 0, "%s %s = %lld:%llu in its %s refused",
+                                     type_name(all_types[k]), f->key + 1, lo,
+                                     (unsigned long long)vv, forms[q].form);
+                        cr_assert(get_int(&got, f->key) == v, "%s %s read back otherwise",
+                                  type_name(all_types[k]), f->key + 1);
+                        /* ... and encodes again to the same bytes (the hash aside). */
+                        uint8_t again[EVENT_BYTES_MAX];
+                        size_t an = encode(&got, zero_prev, again, NULL);
+                        cr_assert_eq(an, bn);
+                        cr_assert_eq(memcmp(again, bad, bn - BUDGET_HASH_BYTES), 0);
+                        accepted++;
+                    } else {
+                        cr_assert_eq(rc, BUDGET_EINTERNAL,
+                                     "%s %s = %lld:%llu as %s (%zu bytes) decoded; %s",
+                                     type_name(all_types[k]), f->key + 1, lo,
+                                     (unsigned long long)vv, forms[q].form, forms[q].n,
+                                     in_range ? "a longer form than it needs" : "out of range");
+                        refused++;
+                    }
+                    if (strcmp(f->key, "\xa3seq") == 0)
+                        cr_assert_eq(seq_rc == 0, q == 0 && v <= WIDE_U64_MAX && v >= 0,
+                                     "event_seq of seq %lld:%llu as %s", lo, (unsigned long long)vv,
+                                     forms[q].form);
+                }
+            }
+        }
+    }
+    cr_assert_gt(accepted, 100);
+    cr_assert_gt(refused, 1000);
+}
+
+/* A str field: its key as encoded, the types that have it, its lengths, a valid character. */
+typedef struct {
+    const char *key;
+    ledger_type type;
+    size_t min, max;
+    char c;
+} str_field;
+
+Test(event, every_string_and_map_decodes_only_its_shortest_header)
+{
+    const str_field fields[] = {
+        {"\xa4name", LEDGER_FRAME_GRANTED, 0, BUDGET_NAME_BYTES_MAX, 'n'},
+        {"\xa2id", LEDGER_FRAME_GRANTED, 1, BUDGET_ID_BYTES_MAX, 'i'},
+        {"\xa4unit", LEDGER_FRAME_GRANTED, 1, BUDGET_UNIT_BYTES_MAX, 'U'},
+        {"\xa5title", LEDGER_FRAME_GRANTED, 1, BUDGET_TEXT_BYTES_MAX, 't'},
+        {"\xa9reference", LEDGER_FRAME_GRANTED, 0, BUDGET_TEXT_BYTES_MAX, 'r'},
+        {"\xa5"
+         "frame",
+         LEDGER_FRAME_ADJUSTED, 1, BUDGET_ID_BYTES_MAX, 'F'},
+        {"\xa6reason", LEDGER_FRAME_ADJUSTED, 1, BUDGET_TEXT_BYTES_MAX, 'w'},
+        {"\xa7purpose", LEDGER_ALLOCATION_PROPOSED, 1, BUDGET_TEXT_BYTES_MAX, 'p'},
+        {"\xaa"
+         "allocation",
+         LEDGER_AVROP_REQUESTED, 1, BUDGET_ID_BYTES_MAX, 'A'},
+        {"\xa4note", LEDGER_AVROP_REQUESTED, 0, BUDGET_TEXT_BYTES_MAX, 'o'},
+        {"\xa6target", LEDGER_DECISION_APPROVED, 1, BUDGET_ID_BYTES_MAX, 'T'},
+        {"\xa9reference", LEDGER_DECISION_REJECTED, 0, BUDGET_TEXT_BYTES_MAX, 'r'},
+        {"\xa4note", LEDGER_REQUEST_WITHDRAWN, 0, BUDGET_TEXT_BYTES_MAX, 'o'},
+    };
+    /* Each side of the fixstr, str 8 boundaries, and of every field's limits. (str 16 65535 /
+     * 65536 are past every field's limit and the largest event: refused as too long.) */
+    const size_t lens[] = {0, 1, 30, 31, 32, 33, 63, 64, 65, 254, 255, 256, 257};
+    static char text[300];
+    size_t accepted = 0, refused = 0;
+    for (size_t fi = 0; fi < sizeof fields / sizeof fields[0]; fi++) {
+        const str_field *f = &fields[fi];
+        ledger_event base = typical_event(f->type, 5);
+        uint8_t buf[EVENT_BYTES_MAX];
+        size_t n = encode(&base, zero_prev, buf, NULL);
+        size_t at = value_at(buf, n, f->key);
+        size_t h = head_size(buf + at);
+        size_t old_len = buf[at] == 0xd9   ? buf[at + 1]
+                         : buf[at] == 0xda ? load_be16_test(buf + at + 1)
+                                           : (size_t)(buf[at] & 0x1f);
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            size_t len = lens[li];
+            bool in_range = len >= f->min && len <= f->max;
+            memset(text, f->c, len);
+            mp_form forms[4];
+            size_t nf = str_forms(len, forms);
+            for (size_t q = 0; q < nf; q++) {
+                uint8_t repl[300 + 8], bad[EVENT_BYTES_MAX + 300];
+                memcpy(repl, forms[q].b, forms[q].n);
+                memcpy(repl + forms[q].n, text, len);
+                size_t bn =
+                    splice(buf, n, at, h + old_len, repl, forms[q].n + len, bad, sizeof bad);
+                ledger_event got;
+                int rc = event_decode(bad, bn, &got);
+                if (q == 0 && in_range) {
+                    cr_assert_eq(rc, 0, "%s %s of %zu bytes as %s refused", type_name(f->type),
+                                 f->key + 1, len, forms[q].form);
+                    uint8_t again[EVENT_BYTES_MAX];
+                    size_t an = encode(&got, zero_prev, again, NULL);
+                    cr_assert_eq(an, bn);
+                    cr_assert_eq(memcmp(again, bad, bn - BUDGET_HASH_BYTES), 0);
+                    accepted++;
+                } else {
+                    cr_assert_eq(rc, BUDGET_EINTERNAL, "%s %s of %zu bytes as %s decoded; %s",
+                                 type_name(f->type), f->key + 1, len, forms[q].form,
+                                 in_range ? "a longer header than it needs" : "out of range");
+                    refused++;
+                }
+            }
+        }
+    }
+
+    /* The fixed strings (keys, type, target_kind) and the maps: only their shortest headers. */
+    for (int k = 0; k < TYPES; k++) {
+        ledger_event base = typical_event(all_types[k], 5);
+        uint8_t buf[EVENT_BYTES_MAX];
+        size_t n = encode(&base, zero_prev, buf, NULL);
+        size_t maps[3] = {0,
+                          value_at(buf, n,
+                                   "\xa5"
+                                   "actor"),
+                          value_at(buf, n,
+                                   "\xa4"
+                                   "data")};
+        for (size_t mi = 0; mi < 3; mi++) {
+            uint8_t count = buf[maps[mi]] & 0x0f;
+            cr_assert_eq(buf[maps[mi]] & 0xf0, 0x80);
+            mp_form forms[3];
+            size_t nf = map_forms(count, forms);
+            /* One entry more or fewer in the shortest form, and the longer forms. */
+            for (size_t q = 0; q < nf + 2; q++) {
+                uint8_t other[1] = {(uint8_t)(0x80 | (q == nf ? count + 1 : count - 1))};
+                const uint8_t *repl = q < nf ? forms[q].b : other;
+                size_t rn = q < nf ? forms[q].n : 1;
+                uint8_t bad[EVENT_BYTES_MAX + 8];
+                size_t bn = splice(buf, n, maps[mi], 1, repl, rn, bad, sizeof bad);
+                ledger_event got;
+                cr_assert_eq(event_decode(bad, bn, &got), q == 0 ? 0 : BUDGET_EINTERNAL,
+                             "%s: map %zu as %s", type_name(all_types[k]), mi,
+                             q < nf ? forms[q].form : "another count");
+                q == 0 ? accepted++ : refused++;
+            }
+        }
+        /* 15 and 16 entries where the map has its own count: refused whatever the form. */
+        for (uint64_t count = 15; count <= 16; count++) {
+            mp_form forms[3];
+            size_t nf = map_forms(count, forms);
+            for (size_t q = 0; q < nf; q++) {
+                uint8_t bad[EVENT_BYTES_MAX + 8];
+                size_t bn = splice(buf, n, maps[2], 1, forms[q].b, forms[q].n, bad, sizeof bad);
+                ledger_event got;
+                cr_assert_eq(event_decode(bad, bn, &got), BUDGET_EINTERNAL);
+                refused++;
+            }
+        }
+        /* Every key and the fixed strings in a str 8 header, in place of their fixstr. */
+        for (size_t at = 0; at < n - BUDGET_HASH_BYTES; at++) {
+            size_t len = buf[at] & 0x1f;
+            if ((buf[at] & 0xe0) != 0xa0 || len == 0 || at + 1 + len > n)
+                continue;
+            /* Only the keys and fixed values: the bytes that follow are lowercase letters,
+             * dots or underscores. */
+            bool keylike = true;
+            for (size_t i = 0; i < len && keylike; i++) {
+                uint8_t c = buf[at + 1 + i];
+                keylike = (c >= 'a' && c <= 'z') || c == '.' || c == '_';
+            }
+            if (!keylike)
+                continue;
+            uint8_t repl[40], bad[EVENT_BYTES_MAX + 8];
+            repl[0] = 0xd9;
+            repl[1] = (uint8_t)len;
+            memcpy(repl + 2, buf + at + 1, len);
+            size_t bn = splice(buf, n, at, 1 + len, repl, 2 + len, bad, sizeof bad);
+            ledger_event got;
+            /* A str 8 of fewer than 32 bytes is a longer form than it needs. */
+            cr_assert_eq(event_decode(bad, bn, &got), BUDGET_EINTERNAL,
+                         "%s: the fixstr at byte %zu (\"%.*s\") as a str 8 decoded",
+                         type_name(all_types[k]), at, (int)len, buf + at + 1);
+            refused++;
+        }
+        /* prev and hash in a bin 16 header. */
+        for (size_t tail = 1; tail <= 2; tail++) {
+            size_t at = n - tail * EVENT_HASH_TAIL_BYTES + 5;
+            cr_assert_eq(buf[at], 0xc4);
+            const uint8_t bin16[3] = {0xc5, 0, BUDGET_HASH_BYTES};
+            uint8_t bad[EVENT_BYTES_MAX + 8];
+            size_t bn = splice(buf, n, at, 2, bin16, 3, bad, sizeof bad);
+            ledger_event got;
+            cr_assert_eq(event_decode(bad, bn, &got), BUDGET_EINTERNAL);
+            refused++;
+        }
+    }
+    cr_assert_gt(accepted, 50);
+    cr_assert_gt(refused, 400);
+}

@@ -24,6 +24,7 @@
 
 #include "budget/errors.h"
 #include "budget/limits.h"
+#include "daemon/checkpoint.h"
 #include "daemon/event.h"
 #include "daemon/replay.h"
 #include "daemon/store.h"
@@ -1149,5 +1150,104 @@ Test(store, replay_stops_at_an_event_that_breaks_a_rule)
     cr_assert_eq(replay_log(s, l, 2, &res), 0, "%s", res.why);
     cr_assert_eq(res.head, 2);
     ledger_free(l);
+    store_close(s);
+}
+
+/* Replay (start-up's, and budgetctl's offline replay of a copy) follows the chain link by link:
+ * an event whose prev is not the hash of the event before it stops the replay there, with the
+ * events before it applied, even when that event's own hash is sound. */
+Test(store, replay_stops_at_an_event_whose_prev_is_not_the_event_before_it)
+{
+    for (uint64_t broken = 1; broken <= 4; broken++) {
+        store_options opt = {0};
+        store *s = open_store(&opt);
+        ledger_event evs[] = {grant_event(1, "f1", NULL), grant_event(2, "f2", NULL),
+                              grant_event(3, "f3", NULL), grant_event(4, "f4", NULL)};
+        static uint8_t bytes[4][EVENT_BYTES_MAX];
+        uint8_t prev[BUDGET_HASH_BYTES] = {0};
+        store_item items[4];
+        for (size_t i = 0; i < 4; i++) {
+            if (i + 1 == broken)
+                prev[i % BUDGET_HASH_BYTES] ^= 0x40; /* a link to some other event */
+            int size = event_encode(&evs[i], prev, bytes[i], sizeof bytes[i], prev);
+            cr_assert_gt(size, 0);
+            items[i] =
+                (store_item){evs[i].seq, bytes[i], (size_t)size, evs[i].id, strlen(evs[i].id)};
+        }
+        bool sync_failed = false;
+        cr_assert_eq(store_append(s, items, 4, &sync_failed), 0);
+
+        replay_result res;
+        ledger *l = ledger_new();
+        cr_assert_eq(replay_log(s, l, UINT64_MAX, &res), BUDGET_EINTERNAL,
+                     "a log broken at event %llu replays", (unsigned long long)broken);
+        char want[96];
+        snprintf(want, sizeof want, "event %llu does not follow event %llu in the chain (prev)",
+                 (unsigned long long)broken, (unsigned long long)broken - 1);
+        cr_assert_str_eq(res.why, want);
+        cr_assert_eq(ledger_events(l), broken - 1, "the events before it are applied");
+        ledger_free(l);
+        store_close(s);
+        teardown();
+        setup();
+    }
+}
+
+/* verify (checkpoint_walk_chain) holds each event to the seq it is stored under: an event
+ * whose own seq is another, though its link and hash are sound, is the first bad one. */
+Test(store, verify_finds_an_event_stored_under_another_seq)
+{
+    for (uint64_t wrong = 1; wrong <= 3; wrong++) {
+        store_options opt = {0};
+        store *s = open_store(&opt);
+        ledger_event evs[] = {grant_event(1, "f1", NULL), grant_event(2, "f2", NULL),
+                              grant_event(3, "f3", NULL)};
+        evs[wrong - 1].seq = 7; /* stored as event `wrong`, says it is event 7 */
+        static uint8_t bytes[3][EVENT_BYTES_MAX];
+        uint8_t prev[BUDGET_HASH_BYTES] = {0};
+        store_item items[3];
+        for (size_t i = 0; i < 3; i++) {
+            int size = event_encode(&evs[i], prev, bytes[i], sizeof bytes[i], prev);
+            cr_assert_gt(size, 0);
+            items[i] = (store_item){i + 1, bytes[i], (size_t)size, evs[i].id, strlen(evs[i].id)};
+        }
+        bool sync_failed = false;
+        cr_assert_eq(store_append(s, items, 3, &sync_failed), 0);
+
+        store_reader *rd;
+        cr_assert_eq(store_reader_begin(s, &rd), 0);
+        checkpoint_chain chain;
+        checkpoint_walk_chain(rd, 0, &chain);
+        store_reader_end(rd);
+        cr_assert_eq(chain.first_bad, wrong, "event %llu says it is event 7; first bad: %llu",
+                     (unsigned long long)wrong, (unsigned long long)chain.first_bad);
+        cr_assert_str_eq(chain.why, "seq");
+        cr_assert_eq(chain.checked, wrong - 1);
+        store_close(s);
+        teardown();
+        setup();
+    }
+}
+
+/* After a failed sync the store takes no write, and does not even try one: what is on disk is
+ * unknown until a restart reads it. */
+Test(store, after_a_failed_sync_no_write_is_tried)
+{
+    fault_plan plan = {0};
+    store_options opt = {.fault = fault_fn, .fault_ctx = &plan};
+    store *s = open_store(&opt);
+    append_ok(s, 1, 2, 0);
+    arm(&plan, STORE_FAULT_SYNC, EIO, 1, false);
+    bool sync_failed = false;
+    cr_assert_eq(append(s, 3, 1, 0, &sync_failed), BUDGET_EINTERNAL);
+    cr_assert(sync_failed);
+    /* Counts every put from now on, failing none. */
+    arm(&plan, STORE_FAULT_PUT, EIO, 1000000, false);
+    for (int i = 0; i < 3; i++) {
+        sync_failed = false;
+        cr_assert_eq(append(s, 3, 1, 0, &sync_failed), BUDGET_EINTERNAL);
+        cr_assert(sync_failed);
+    }
+    cr_assert_eq(plan.calls, 0, "%u puts were tried after the failed sync", plan.calls);
     store_close(s);
 }

@@ -5,8 +5,10 @@
  *   - an event that decodes has exactly one encoding: re-encoding it with its stored prev
  *     gives the same bytes, hash aside;
  *   - event_check_link accepts it exactly when its stored hash is the one the encoder computes;
- *   - event_seq and event_link read what event_decode reads.
+ *   - event_seq and event_link read what event_decode reads;
+ *   - budgetd's SHA-256 (event_sha256) equals libsodium's on the input, whole and cut in three.
  */
+#include <sodium.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *prev = NULL, *hash = NULL;
     const char *why = NULL;
     uint64_t seq = 0;
+
+    /* The hash is SHA-256, whatever the bytes and wherever a message is cut. */
+    uint8_t want[BUDGET_HASH_BYTES], got[BUDGET_HASH_BYTES];
+    crypto_hash_sha256(want, data, size);
+    size_t cut1 = size == 0 ? 0 : data[0] % (size + 1), cut2 = cut1 + (size - cut1) / 2;
+    const event_span parts[3] = {
+        {data, cut1}, {data + cut1, cut2 - cut1}, {data + cut2, size - cut2}};
+    event_sha256(parts, 3, got);
+    if (memcmp(want, got, sizeof want) != 0)
+        abort();
 
     /* Every reader copes with any bytes. */
     int link = event_link(data, size, &prev, &hash);
@@ -51,6 +63,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if ((check == 0) != stored_right)
         abort();
     if (memcmp(out + size - BUDGET_HASH_BYTES, computed, BUDGET_HASH_BYTES) != 0)
+        abort();
+    /* Whatever it accepts as a whole event, decode then encode gives back the same bytes. */
+    if (check == 0 && memcmp(out, data, size) != 0)
         abort();
 
     /* A decoded event decodes again to the same thing after re-encoding. */
