@@ -1180,10 +1180,11 @@ Test(access, a_flood_of_refused_connections_is_logged_in_short)
 
 /* ---- clients that send and do not read ------------------------------------------------------ */
 
-/* `count` empty maps (00 00 00 01 80: each answered with an error), malloc'd; *size set. */
+/* `count` frames of {"id": 1} (each answered with an error, the connection left open),
+ * malloc'd; *size set. */
 static uint8_t *empty_maps(size_t count, size_t *size)
 {
-    static const uint8_t empty_map[] = {0x00, 0x00, 0x00, 0x01, 0x80};
+    static const uint8_t empty_map[] = {0x00, 0x00, 0x00, 0x05, 0x81, 0xa2, 'i', 'd', 0x01};
     *size = sizeof(empty_map) * count;
     uint8_t *bytes = malloc(*size);
     e2e_assert(bytes != NULL, "out of memory");
@@ -1309,11 +1310,13 @@ Test(access, a_uid_without_a_role_is_given_little)
                handled);
     close(fd);
 
-    /* A frame of some 20 000 bytes: a map of 5 strings of 4 000 bytes. */
+    /* A frame of some 20 000 bytes: an id and 5 strings of 4 000 bytes (the id keeps the
+     * reader's connection open after its answer). */
     e2e_buf b;
     e2e_buf_init(&b);
     e2e_frame_begin(&b);
-    msgpack_pack_map(&b.pk, 5);
+    msgpack_pack_map(&b.pk, 6);
+    e2e_kv_uint(&b, "id", 7);
     static char filler[4001];
     memset(filler, 'x', sizeof(filler) - 1);
     for (int i = 0; i < 5; i++) {
