@@ -11,6 +11,7 @@
 #include "budget/amount.h"
 #include "budget/errors.h"
 #include "budget/limits.h"
+#include "proto/fail.h"
 
 /* The longest text looked at. "-10 000 000 000 000,00 kronor" is 29 bytes; the rest leaves
  * room for no-break spaces (3 bytes each) and trailing zeros, and refuses pasted essays. */
@@ -32,20 +33,6 @@ static const amount_unit amount_units[] = {
 
 static const uint64_t powers_of_ten[] = {1,      10,      100,      1000,     10000,
                                          100000, 1000000, 10000000, 100000000};
-
-static int fail(char *why, size_t why_size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *why, size_t why_size, const char *format, ...)
-{
-    if (why != NULL && why_size > 0) {
-        va_list ap;
-        va_start(ap, format);
-        vsnprintf(why, why_size, format, ap);
-        va_end(ap);
-    }
-    return BUDGET_EBAD_REQUEST;
-}
 
 static bool is_digit(char c)
 {
@@ -87,8 +74,9 @@ static int unexpected(char *why, size_t why_size, const char *text, const char *
 {
     unsigned char c = (unsigned char)*p;
     if (c > 0x20 && c < 0x7f)
-        return fail(why, why_size, "unexpected '%c' %s", c, where);
-    return fail(why, why_size, "unexpected character at byte %zu %s", (size_t)(p - text), where);
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "unexpected '%c' %s", c, where);
+    return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "unexpected character at byte %zu %s",
+                       (size_t)(p - text), where);
 }
 
 /* Reads a unit name at `p` (ASCII letters, 'ö' or 'Ö'), lower-cased into `name`.
@@ -165,15 +153,17 @@ static int read_whole(const char *text, const char **pp, amount_number *n, char 
         if (sep == 0 || digits == 0 || !is_digit(p[sep]))
             break;
         if (group > 3 || (grouped && group != 3))
-            return fail(why, why_size,
-                        "thousands separator at byte %zu does not follow a group of three digits",
-                        (size_t)(p - text));
+            return budget_fail(
+                BUDGET_EBAD_REQUEST, why, why_size,
+                "thousands separator at byte %zu does not follow a group of three digits",
+                (size_t)(p - text));
         grouped = true;
         group = 0;
         p += sep;
     }
     if (grouped && group != 3)
-        return fail(why, why_size, "the last thousands group must have three digits");
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size,
+                           "the last thousands group must have three digits");
     if (n->whole > (uint64_t)BUDGET_AMOUNT_MAX)
         n->whole_too_large = true;
     *pp = p;
@@ -189,7 +179,7 @@ static int read_fraction(const char *text, const char **pp, amount_number *n, ch
         return 0;
     p++;
     if (!is_digit(*p))
-        return fail(why, why_size, "no digits after the decimal mark");
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "no digits after the decimal mark");
     n->fraction = p;
     size_t digits = 0;
     size_t significant = 0;
@@ -201,10 +191,12 @@ static int read_fraction(const char *text, const char **pp, amount_number *n, ch
     }
     n->fraction_digits = significant;
     if (*p == ',' || *p == '.')
-        return fail(why, why_size, "more than one decimal mark (at byte %zu)", (size_t)(p - text));
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size,
+                           "more than one decimal mark (at byte %zu)", (size_t)(p - text));
     if (separator_bytes(p) > 0 && is_digit(p[separator_bytes(p)]))
-        return fail(why, why_size, "thousands separator after the decimal mark (at byte %zu)",
-                    (size_t)(p - text));
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size,
+                           "thousands separator after the decimal mark (at byte %zu)",
+                           (size_t)(p - text));
     *pp = p;
     return 0;
 }
@@ -213,7 +205,7 @@ static int read_fraction(const char *text, const char **pp, amount_number *n, ch
 static int scale(const amount_number *n, int exponent, int64_t *ore, char *why, size_t why_size)
 {
     if (n->fraction_digits > (size_t)exponent)
-        return fail(why, why_size, "not a whole number of \xc3\xb6re");
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "not a whole number of \xc3\xb6re");
     uint64_t fraction = 0;
     for (size_t i = 0; i < n->fraction_digits; i++)
         fraction = fraction * 10 + (uint64_t)(n->fraction[i] - '0');
@@ -222,8 +214,8 @@ static int scale(const amount_number *n, int exponent, int64_t *ore, char *why, 
     uint64_t whole = 0;
     if (n->whole_too_large || __builtin_mul_overflow(n->whole, powers_of_ten[exponent], &whole) ||
         whole > (uint64_t)BUDGET_AMOUNT_MAX - fraction)
-        return fail(why, why_size,
-                    "more than 10 000 000 000 000 kr (10^15 \xc3\xb6re) in magnitude");
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size,
+                           "more than 10 000 000 000 000 kr (10^15 \xc3\xb6re) in magnitude");
     uint64_t total = whole + fraction;
     *ore = n->negative ? -(int64_t)total : (int64_t)total;
     return 0;
@@ -234,14 +226,15 @@ int budget_amount_parse(const char *text, int64_t *ore, char *why, size_t why_si
     if (why != NULL && why_size > 0)
         why[0] = '\0';
     if (text == NULL)
-        return fail(why, why_size, "no amount");
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "no amount");
     if (strnlen(text, AMOUNT_TEXT_BYTES_MAX + 1) > AMOUNT_TEXT_BYTES_MAX)
-        return fail(why, why_size, "longer than %d bytes", AMOUNT_TEXT_BYTES_MAX);
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "longer than %d bytes",
+                           AMOUNT_TEXT_BYTES_MAX);
 
     amount_number n = {0};
     const char *p = skip_space(text);
     if (*p == '\0')
-        return fail(why, why_size, "empty amount");
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "empty amount");
     bool signed_text = true;
     if (*p == '+') {
         p++;
@@ -256,9 +249,10 @@ int budget_amount_parse(const char *text, int64_t *ore, char *why, size_t why_si
     }
     if (!is_digit(*p)) {
         if (*p == ',' || *p == '.')
-            return fail(why, why_size, "no digits before the decimal mark (write 0%c5)", *p);
+            return budget_fail(BUDGET_EBAD_REQUEST, why, why_size,
+                               "no digits before the decimal mark (write 0%c5)", *p);
         if (signed_text)
-            return fail(why, why_size, "no digits after the sign");
+            return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "no digits after the sign");
         return unexpected(why, why_size, text, p, "where the amount should start with a digit");
     }
 
@@ -273,12 +267,14 @@ int budget_amount_parse(const char *text, int64_t *ore, char *why, size_t why_si
     int name_bytes = read_unit_name(p, name);
     const amount_unit *unit = &amount_units[0]; /* kronor when no unit is written */
     if (name_bytes < 0)
-        return fail(why, why_size, "unknown unit at byte %zu (use kr, tkr, mkr or \xc3\xb6re)",
-                    (size_t)(p - text));
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size,
+                           "unknown unit at byte %zu (use kr, tkr, mkr or \xc3\xb6re)",
+                           (size_t)(p - text));
     if (name_bytes > 0) {
         unit = find_unit(name);
         if (unit == NULL)
-            return fail(why, why_size, "unknown unit '%s' (use kr, tkr, mkr or \xc3\xb6re)", name);
+            return budget_fail(BUDGET_EBAD_REQUEST, why, why_size,
+                               "unknown unit '%s' (use kr, tkr, mkr or \xc3\xb6re)", name);
         p += name_bytes;
     }
     p = skip_space(p);

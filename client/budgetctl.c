@@ -23,82 +23,20 @@
 
 #include "budget/amount.h"
 #include "budget/client_msgpack.h"
+#include "client/budgetctl.h"
+#include "proto/fields.h"
 #include "proto/frame.h"
 #include "proto/text.h"
 
-enum {
-    EXIT_DONE = 0,
-    EXIT_REFUSED = 1,
-    EXIT_USAGE = 2,
-    EXIT_CONNECTION = 3,
-    EXIT_BROKEN_CHAIN = 4,
-};
-
-/* Arguments a command may take, besides --socket, --json and --help. */
-#define OPTS_MAX 12
 /* Retries of a write after a lost connection or `unavailable`, with their waits. */
 static const unsigned retry_wait_ms[] = {100, 300, 900};
 #define RETRIES_MAX (sizeof(retry_wait_ms) / sizeof(retry_wait_ms[0]))
-/* balances pages followed (each list up to 2000 items or 192 KiB a page) before giving up. */
-#define BALANCES_PAGES_MAX 1000u
 /* Display columns of a title, purpose or note in a table. */
 #define TABLE_TEXT_COLUMNS_MAX 40
-#define TABLE_COLUMNS_MAX 10
 /* Nesting printed as JSON; deeper values (never sent by budgetd) print as null. */
 #define JSON_DEPTH_MAX 16
 /* An event type name as given to `events --type`. */
 #define EVENT_TYPE_BYTES_MAX 64
-
-/* ---- argument tables ------------------------------------------------------------------- */
-
-typedef enum {
-    KIND_FLAG,   /* no value */
-    KIND_ID,     /* 1..64 of A-Za-z0-9._:- */
-    KIND_UNIT,   /* 1..32 of the same */
-    KIND_TEXT,   /* UTF-8, min..max bytes */
-    KIND_WORD,   /* an event type: 1..64 of the id characters */
-    KIND_AMOUNT, /* an amount as budget_amount_parse reads it */
-    KIND_UINT,   /* decimal, min..max */
-    KIND_DATE,   /* a day YYYY-MM-DD (UTC) as ms: its first ms, or with min 1 the next day's */
-} arg_kind;
-
-enum { ARG_REQUIRED = 1, ARG_POSITIONAL = 2 };
-
-typedef struct {
-    const char *name; /* option name without "--"; a positional's placeholder ("FRAME") */
-    arg_kind kind;
-    const char *wire; /* key in the request's args; NULL when the command packs it itself */
-    unsigned flags;
-    const char *meta; /* the value's placeholder in usage lines */
-    const char *help;
-    uint64_t min, max; /* bytes for text, the range for numbers */
-} arg_spec;
-
-typedef struct {
-    bool set;
-    const char *text;
-    int64_t number; /* amounts and numbers (numbers are checked to fit) */
-} arg_value;
-
-typedef struct ctl ctl;
-typedef struct command command;
-typedef int (*command_fn)(ctl *c, const command *cmd, arg_value *values);
-
-struct command {
-    const char *name;
-    const char *op;
-    const char *id_kind; /* writes: the prefix of generated ids; NULL for reads */
-    command_fn run;
-    const char *summary;
-    arg_spec args[OPTS_MAX];
-};
-
-/* The connection and what every command shares. */
-struct ctl {
-    char socket_path[128];
-    bool json;
-    budget_client *client;
-};
 
 /* Argument rows shared by several commands. */
 // clang-format off
@@ -122,17 +60,8 @@ struct ctl {
 
 static int run_write(ctl *c, const command *cmd, arg_value *values);
 static int run_hello(ctl *c, const command *cmd, arg_value *values);
-static int run_balances(ctl *c, const command *cmd, arg_value *values);
 static int run_events(ctl *c, const command *cmd, arg_value *values);
-static int run_verify(ctl *c, const command *cmd, arg_value *values);
 static int run_stats(ctl *c, const command *cmd, arg_value *values);
-/* budgetctl_audit.c */
-static int run_watch(ctl *c, const command *cmd, arg_value *values);
-static int run_history(ctl *c, const command *cmd, arg_value *values);
-static int run_audit(ctl *c, const command *cmd, arg_value *values);
-static int run_backup(ctl *c, const command *cmd, arg_value *values);
-static int run_export(ctl *c, const command *cmd, arg_value *values);
-static int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out);
 
 // clang-format off
 #define DAY_ARGS \
@@ -288,8 +217,6 @@ static const command commands[] = {
 
 /* ---- messages ------------------------------------------------------------------------- */
 
-static int complain(int status, const char *format, ...) __attribute__((format(printf, 2, 3)));
-
 /* Prints "budgetctl: LINE" on stderr as one line of clean text: a line that quotes the daemon's
  * words or the user's with control characters or bytes that are not UTF-8 is escaped
  * (budget_escape), so no message can move the cursor, recolour or retitle a terminal. */
@@ -306,7 +233,7 @@ static void say(const char *line)
 }
 
 /* Prints one line "budgetctl: ..." on stderr (say) and returns `status`. */
-static int complain(int status, const char *format, ...)
+int complain(int status, const char *format, ...)
 {
     char line[1024];
     va_list ap;
@@ -318,40 +245,6 @@ static int complain(int status, const char *format, ...)
 }
 
 /* ---- text ----------------------------------------------------------------------------- */
-
-/* Bytes of the valid UTF-8 sequence at `s` (at most `n` bytes), or 0 when it is not one. */
-static size_t utf8_sequence(const unsigned char *s, size_t n)
-{
-    if (s[0] < 0x80)
-        return 1;
-    size_t len = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
-    if (len == 0 || s[0] > 0xf4 || len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    uint32_t cp = len == 2 ? (uint32_t)(s[0] & 0x1f) << 6 | (s[1] & 0x3f)
-                  : len == 3
-                      ? (uint32_t)(s[0] & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (s[2] & 0x3f)
-                      : (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 |
-                            (uint32_t)(s[2] & 0x3f) << 6 | (s[3] & 0x3f);
-    bool overlong = (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
-    if (overlong || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
-static bool utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t len = utf8_sequence(u + i, n - i);
-        if (len == 0)
-            return false;
-        i += len;
-    }
-    return true;
-}
 
 /* Display columns of one valid sequence: combining marks (U+0300..U+036F) take none. */
 static size_t sequence_columns(const unsigned char *s, size_t len)
@@ -371,13 +264,13 @@ static size_t terminal_text(const char *s, size_t n, size_t columns, char *out, 
     const unsigned char *u = (const unsigned char *)s;
     size_t used = 0, o = 0, total = 0;
     for (size_t i = 0; i < n;) { /* first: does it fit? */
-        size_t len = utf8_sequence(u + i, n - i);
+        size_t len = budget_utf8_sequence(u + i, n - i);
         total += len == 0 ? 1 : sequence_columns(u + i, len);
         i += len == 0 ? 1 : len;
     }
     size_t keep = total > columns ? columns - 1 : columns;
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_sequence(u + i, n - i);
+        size_t len = budget_utf8_sequence(u + i, n - i);
         size_t width = len == 0 ? 1 : sequence_columns(u + i, len);
         if (used + width > keep || o + 4 + 3 >= out_size)
             break;
@@ -408,7 +301,7 @@ static size_t display_columns(const char *s)
     const unsigned char *u = (const unsigned char *)s;
     size_t n = strlen(s), columns = 0;
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_sequence(u + i, n - i);
+        size_t len = budget_utf8_sequence(u + i, n - i);
         columns += len == 0 ? 1 : sequence_columns(u + i, len);
         i += len == 0 ? 1 : len;
     }
@@ -428,7 +321,7 @@ static void json_string(FILE *f, const char *s, size_t n)
     const unsigned char *u = (const unsigned char *)s;
     fputc('"', f);
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_sequence(u + i, n - i);
+        size_t len = budget_utf8_sequence(u + i, n - i);
         if (len == 0) {
             fputs("\\ufffd", f); /* not UTF-8: replaced, so the output stays JSON */
             i++;
@@ -453,8 +346,6 @@ static void json_string(FILE *f, const char *s, size_t n)
     }
     fputc('"', f);
 }
-
-static void json_value(FILE *f, const msgpack_object *o, int depth);
 
 static void json_map(FILE *f, const msgpack_object *o, int depth)
 {
@@ -482,7 +373,7 @@ static void json_map(FILE *f, const msgpack_object *o, int depth)
     fputc('}', f);
 }
 
-static void json_value(FILE *f, const msgpack_object *o, int depth)
+void json_value(FILE *f, const msgpack_object *o, int depth)
 {
     if (depth > JSON_DEPTH_MAX) {
         fputs("null", f);
@@ -535,24 +426,13 @@ static void json_value(FILE *f, const msgpack_object *o, int depth)
     }
 }
 
-static void json_line(const msgpack_object *o)
+void json_line(const msgpack_object *o)
 {
     json_value(stdout, o, 0);
     fputc('\n', stdout);
 }
 
 /* ---- tables --------------------------------------------------------------------------- */
-
-/* Rows of cells, each a copy; widths grow as rows are added. Printed once complete. */
-typedef struct {
-    size_t columns;
-    const char *headers[TABLE_COLUMNS_MAX];
-    bool right[TABLE_COLUMNS_MAX];
-    size_t widths[TABLE_COLUMNS_MAX];
-    char **cells;
-    size_t rows;
-    size_t capacity;
-} table;
 
 /* A '>' before a header aligns its column right. */
 static void table_init(table *t, const char *const *headers, size_t columns)
@@ -667,18 +547,6 @@ static int add_cells(table *t, cell *cells, size_t n)
 
 /* ---- arguments ------------------------------------------------------------------------ */
 
-static bool id_characters(const char *s)
-{
-    for (; *s != '\0'; s++) {
-        char ch = *s;
-        bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == ':' || ch == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 /* The spelling of an argument in messages: "--unit" or "FRAME". */
 static void arg_label(const arg_spec *spec, char *out, size_t out_size)
 {
@@ -718,14 +586,14 @@ static int check_arg(const arg_spec *spec, arg_value *v)
         if (bytes < spec->min || bytes > spec->max)
             return complain(EXIT_USAGE, "%s: must be %" PRIu64 "..%" PRIu64 " characters", label,
                             spec->min, spec->max);
-        if (!id_characters(v->text))
+        if (!budget_word_valid(v->text, bytes, spec->max))
             return complain(EXIT_USAGE, "%s: only A-Z a-z 0-9 . _ : - are allowed", label);
         return 0;
     case KIND_TEXT:
         if (bytes < spec->min || bytes > spec->max)
             return complain(EXIT_USAGE, "%s: must be %" PRIu64 "..%" PRIu64 " bytes", label,
                             spec->min, spec->max);
-        if (!utf8_valid(v->text, bytes))
+        if (!budget_utf8_valid(v->text, bytes))
             return complain(EXIT_USAGE, "%s: not valid UTF-8", label);
         return 0;
     case KIND_AMOUNT:
@@ -888,7 +756,7 @@ static int parse_args(ctl *c, const command *cmd, int argc, char **argv, arg_val
     return check_args(cmd, values);
 }
 
-static arg_value *value_of(const command *cmd, arg_value *values, const char *name)
+arg_value *value_of(const command *cmd, arg_value *values, const char *name)
 {
     for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++)
         if (strcmp(cmd->args[i].name, name) == 0)
@@ -900,8 +768,7 @@ static arg_value *value_of(const command *cmd, arg_value *values, const char *na
 
 /* Packs every given argument that has a wire name, as a map with `extra` more pairs that the
  * caller packs after. Returns 0 or -ENOMEM. */
-static int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *values,
-                     uint32_t extra)
+int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *values, uint32_t extra)
 {
     uint32_t count = extra;
     for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++)
@@ -921,14 +788,14 @@ static int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *va
     return rc == 0 ? 0 : -ENOMEM;
 }
 
-static int pack_uint_pair(msgpack_packer *pk, const char *key, uint64_t value)
+int pack_uint_pair(msgpack_packer *pk, const char *key, uint64_t value)
 {
     int rc = msgpack_pack_str_with_body(pk, key, strlen(key));
     rc |= msgpack_pack_uint64(pk, value);
     return rc == 0 ? 0 : -ENOMEM;
 }
 
-static const char *client_error(int rc)
+const char *client_error(int rc)
 {
     if (rc == BUDGET_ETOO_LARGE)
         return "frame over the 1 MiB limit";
@@ -937,7 +804,7 @@ static const char *client_error(int rc)
     return strerror(-rc);
 }
 
-static int connect_daemon(ctl *c)
+int connect_daemon(ctl *c)
 {
     if (c->client != NULL)
         return 0;
@@ -949,7 +816,7 @@ static int connect_daemon(ctl *c)
     return 0;
 }
 
-static void disconnect_daemon(ctl *c)
+void disconnect_daemon(ctl *c)
 {
     budget_client_close(c->client);
     c->client = NULL;
@@ -968,7 +835,7 @@ static int exchange(ctl *c, const char *op, const msgpack_sbuffer *args, budget_
 
 /* A read: one request, no retry. Returns 0 with `out` holding an ok response, else the exit
  * status after saying why. */
-static int call(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out)
+int call(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out)
 {
     int rc = connect_daemon(c);
     if (rc != 0)
@@ -1173,7 +1040,7 @@ static int run_hello(ctl *c, const command *cmd, arg_value *values)
     return EXIT_DONE;
 }
 
-static int run_verify(ctl *c, const command *cmd, arg_value *values)
+int run_verify(ctl *c, const command *cmd, arg_value *values)
 {
     (void)values;
     budget_response r;
@@ -1237,10 +1104,6 @@ static int run_stats(ctl *c, const command *cmd, arg_value *values)
 
 /* ---- balances ------------------------------------------------------------------------- */
 
-typedef struct {
-    table frames, allocations, avrop, units;
-} balance_tables;
-
 static const char *const frame_headers[] = {"ID",           "UNIT",        ">YEAR",
                                             ">GRANTED",     ">ALLOCATED",  ">PENDING",
                                             ">UNALLOCATED", ">CALLED OFF", "TITLE"};
@@ -1252,7 +1115,21 @@ static const char *const avrop_headers[] = {"ID",     "ALLOCATION", "UNIT",
 static const char *const unit_headers[] = {"UNIT",        ">YEAR",    ">FRAMES",   ">ALLOCATED",
                                            ">CALLED OFF", ">PENDING", ">AVAILABLE"};
 
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+void balance_tables_init(balance_tables *t)
+{
+    table_init(&t->frames, frame_headers, COUNT(frame_headers));
+    table_init(&t->allocations, allocation_headers, COUNT(allocation_headers));
+    table_init(&t->avrop, avrop_headers, COUNT(avrop_headers));
+    table_init(&t->units, unit_headers, COUNT(unit_headers));
+}
+
+void balance_tables_free(balance_tables *t)
+{
+    table_free(&t->frames);
+    table_free(&t->allocations);
+    table_free(&t->avrop);
+    table_free(&t->units);
+}
 
 static int add_frame(table *t, const msgpack_object *f)
 {
@@ -1325,7 +1202,7 @@ static int add_rows(table *t, const msgpack_object *result, const char *key,
     return 0;
 }
 
-static bool more_pages(const msgpack_object *result)
+bool more_pages(const msgpack_object *result)
 {
     const msgpack_object *more = budget_map_get(result, "more");
     return more != NULL && more->type == MSGPACK_OBJECT_BOOLEAN && more->via.boolean;
@@ -1335,7 +1212,6 @@ static bool more_pages(const msgpack_object *result)
  * The lists of a balances answer, each paged on its own by the daemon: its key, and the arg
  * that asks for its next page (also the key of that offset in the answer's "next").
  */
-enum { BAL_FRAMES, BAL_ALLOCATIONS, BAL_AVROP, BAL_UNITS, BAL_LISTS };
 static const struct {
     const char *key, *offset_arg;
 } balances_lists[BAL_LISTS] = {
@@ -1344,17 +1220,10 @@ static const struct {
     {"avrop", "avrop_offset"},
     {"units", "units_offset"},
 };
-/* The lists a fetch asks for, bits (1 << BAL_...); the others come empty. */
-#define BALANCES_ALL_LISTS ((1u << BAL_LISTS) - 1)
 /* An offset past the end of any list: a list not wanted comes empty on every page. */
 #define BALANCES_LIST_SKIPPED UINT64_MAX
 
-/* Where each list goes on: the offset of its next page. */
-typedef struct {
-    uint64_t at[BAL_LISTS];
-} balances_cursor;
-
-static void balances_cursor_init(balances_cursor *cur, unsigned wanted)
+void balances_cursor_init(balances_cursor *cur, unsigned wanted)
 {
     for (int k = 0; k < BAL_LISTS; k++)
         cur->at[k] = wanted & (1u << k) ? 0 : BALANCES_LIST_SKIPPED;
@@ -1362,7 +1231,7 @@ static void balances_cursor_init(balances_cursor *cur, unsigned wanted)
 
 /* Moves `cur` to the answer's "next". True when some list moved on (false when the answer
  * has no "next": a daemon that pages only allocations). */
-static bool balances_advance(const msgpack_object *result, balances_cursor *cur)
+bool balances_advance(const msgpack_object *result, balances_cursor *cur)
 {
     const msgpack_object *next = budget_map_get(result, "next");
     bool moved = false;
@@ -1397,17 +1266,14 @@ static int pack_balances(msgpack_sbuffer *sbuf, const command *cmd, arg_value *v
     return rc;
 }
 
-/* Sees one page of balances; 0, or -1 when out of memory. */
-typedef int (*page_fn)(void *state, const msgpack_object *result);
-
 /*
  * Fetches every page of `balances` for the lists in `wanted`: each further page asked `as_of`
  * the seq of the first, with the offsets the answer before gave in "next", until "more" is
  * false. `page` sees every page. Returns 0 with the first page in `first` (the caller frees
  * it), or an exit status after saying why (nothing to free).
  */
-static int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigned wanted,
-                          budget_response *first, page_fn page, void *state)
+int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigned wanted,
+                   budget_response *first, page_fn page, void *state)
 {
     const arg_value *as_of_value = value_of(cmd, values, "as-of");
     uint64_t as_of = as_of_value->set ? (uint64_t)as_of_value->number : 0;
@@ -1452,7 +1318,7 @@ static int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigne
                     BALANCES_PAGES_MAX);
 }
 
-static int balances_page_rows(void *state, const msgpack_object *result)
+int balances_page_rows(void *state, const msgpack_object *result)
 {
     balance_tables *t = state;
     int rc = add_rows(&t->frames, result, "frames", add_frame);
@@ -1465,7 +1331,7 @@ static int balances_page_rows(void *state, const msgpack_object *result)
     return rc;
 }
 
-static int print_balances(const budget_response *first, balance_tables *t)
+int print_balances(const budget_response *first, balance_tables *t)
 {
     printf("As of seq %" PRId64 "\n", budget_map_int(&first->result, "as_of", 0));
     table_print(stdout, &t->frames, "Frames");
@@ -1477,15 +1343,7 @@ static int print_balances(const budget_response *first, balance_tables *t)
     return EXIT_DONE;
 }
 
-/* JSON of balances: one object, every page's items of each list joined into one list. */
-typedef struct {
-    FILE *out[BAL_LISTS];
-    char *joined[BAL_LISTS];
-    size_t size[BAL_LISTS];
-    uint64_t listed[BAL_LISTS];
-} balances_json;
-
-static int balances_json_open(balances_json *j)
+int balances_json_open(balances_json *j)
 {
     memset(j, 0, sizeof(*j));
     for (int k = 0; k < BAL_LISTS; k++)
@@ -1495,7 +1353,7 @@ static int balances_json_open(balances_json *j)
 }
 
 /* Closes the streams; the joined text stays until balances_json_free. */
-static void balances_json_close(balances_json *j)
+void balances_json_close(balances_json *j)
 {
     for (int k = 0; k < BAL_LISTS; k++)
         if (j->out[k] != NULL) {
@@ -1504,14 +1362,14 @@ static void balances_json_close(balances_json *j)
         }
 }
 
-static void balances_json_free(balances_json *j)
+void balances_json_free(balances_json *j)
 {
     balances_json_close(j);
     for (int k = 0; k < BAL_LISTS; k++)
         free(j->joined[k]);
 }
 
-static int balances_page_json(void *state, const msgpack_object *result)
+int balances_page_json(void *state, const msgpack_object *result)
 {
     balances_json *j = state;
     for (int k = 0; k < BAL_LISTS; k++) {
@@ -1535,7 +1393,7 @@ static bool key_is(const msgpack_object *key, const char *name)
 
 /* Writes the first page's result with each list joined over every page, "more" false, and
  * no "next". */
-static void print_balances_json(const msgpack_object *result, const balances_json *j)
+void print_balances_json(const msgpack_object *result, const balances_json *j)
 {
     bool comma = false;
 
@@ -1588,7 +1446,7 @@ static int run_balances_json(ctl *c, const command *cmd, arg_value *values)
     return rc;
 }
 
-static int run_balances(ctl *c, const command *cmd, arg_value *values)
+int run_balances(ctl *c, const command *cmd, arg_value *values)
 {
     int selectors = value_of(cmd, values, "frame")->set + value_of(cmd, values, "allocation")->set +
                     value_of(cmd, values, "unit")->set;
@@ -1597,20 +1455,14 @@ static int run_balances(ctl *c, const command *cmd, arg_value *values)
     if (c->json)
         return run_balances_json(c, cmd, values);
     balance_tables t;
-    table_init(&t.frames, frame_headers, COUNT(frame_headers));
-    table_init(&t.allocations, allocation_headers, COUNT(allocation_headers));
-    table_init(&t.avrop, avrop_headers, COUNT(avrop_headers));
-    table_init(&t.units, unit_headers, COUNT(unit_headers));
+    balance_tables_init(&t);
     budget_response first;
     int rc = fetch_balances(c, cmd, values, BALANCES_ALL_LISTS, &first, balances_page_rows, &t);
     if (rc == 0) {
         rc = print_balances(&first, &t);
         budget_response_free(&first);
     }
-    table_free(&t.frames);
-    table_free(&t.allocations);
-    table_free(&t.avrop);
-    table_free(&t.units);
+    balance_tables_free(&t);
     return rc;
 }
 
@@ -1626,7 +1478,7 @@ static bool is_amount_key(const msgpack_object *key)
 /* A str that can be printed bare: printable ASCII or UTF-8 without spaces, quotes or '='. */
 static bool bare_text(const char *s, size_t n)
 {
-    if (n == 0 || !utf8_valid(s, n))
+    if (n == 0 || !budget_utf8_valid(s, n))
         return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
@@ -1672,7 +1524,7 @@ static void print_event_data(const msgpack_object *data)
 }
 
 /* `seq  YYYY-MM-DD HH:MM:SS UTC  name(uid)  type  key=value ...` */
-static void print_event(const msgpack_object *ev, int seq_width)
+void print_event(const msgpack_object *ev, int seq_width)
 {
     int64_t ts_ms = budget_map_int(ev, "ts", 0);
     time_t seconds = (time_t)(ts_ms / 1000);
@@ -1727,7 +1579,7 @@ static int fetch_events(ctl *c, const command *cmd, const arg_value *values, uin
     return rc;
 }
 
-static int digits_of(uint64_t n)
+int digits_of(uint64_t n)
 {
     int digits = 1;
     while (n >= 10) {
@@ -1839,7 +1691,7 @@ static int main_usage(FILE *f)
 
 /* ---- main ----------------------------------------------------------------------------- */
 
-static const command *find_command(const char *name)
+const command *find_command(const char *name)
 {
     for (size_t i = 0; i < COMMANDS_COUNT; i++)
         if (strcmp(commands[i].name, name) == 0)
@@ -1875,9 +1727,6 @@ static int parse_global(ctl *c, int argc, char **argv, const char **socket_flag)
         return -1 - complain(EXIT_USAGE, "no command given (see budgetctl --help)");
     return i;
 }
-
-/* watch, history, audit, backup, export: part of this file, kept in their own. */
-#include "budgetctl_audit.c"
 
 int main(int argc, char **argv)
 {

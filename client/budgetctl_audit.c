@@ -2,23 +2,28 @@
  * budgetctl's audit and integration commands: watch, history, audit, backup and export
  * (docs/audit.md).
  *
- * This file is part of budgetctl.c's translation unit: budgetctl.c includes it after its own
- * helpers, so these commands share its argument tables, connection, printing and exit
- * statuses. It is not compiled on its own.
+ * These commands share budgetctl.c's argument tables, connection, printing and exit statuses
+ * through client/budgetctl.h.
  *
  * `audit replay`, `audit verify` and `audit check` also work offline, with --data DIR, on a
  * copy of a data folder (a backup): they open the store read-only and use the daemon's own
  * store, event, ledger and checkpoint code, so no daemon has to run.
  */
+#include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
+#include "client/budgetctl.h"
 #include "daemon/checkpoint.h"
 #include "daemon/event.h"
 #include "daemon/ledger.h"
@@ -58,7 +63,7 @@ static int parse_day(const char *text, int64_t *ms)
 }
 
 /* KIND_DATE: a day; the value is its first ms, or (min 1) the first ms of the next day. */
-static int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out)
+int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out)
 {
     int64_t ms;
     if (parse_day(text, &ms) != 0)
@@ -171,7 +176,7 @@ static int walk_events(ctl *c, const command *cmd, const arg_value *values, uint
 
 /* Subscribes after --after and prints each event as it comes: the catch-up first, then live
  * events. Stops after --count events, or when the connection ends. */
-static int run_watch(ctl *c, const command *cmd, arg_value *values)
+int run_watch(ctl *c, const command *cmd, arg_value *values)
 {
     const arg_value *after_value = value_of(cmd, values, "after");
     const arg_value *count_value = value_of(cmd, values, "count");
@@ -242,7 +247,7 @@ static int history_event(void *state, const msgpack_object *event)
 }
 
 /* Every event of the entity and of what refers to it, oldest first, read to the head. */
-static int run_history(ctl *c, const command *cmd, arg_value *values)
+int run_history(ctl *c, const command *cmd, arg_value *values)
 {
     history_state h = {c, 1, 0};
     budget_response r;
@@ -326,10 +331,7 @@ static int print_ledger_balances(const ctl *c, const ledger *l, uint64_t as_of)
         return rc;
     }
     balance_tables t;
-    table_init(&t.frames, frame_headers, COUNT(frame_headers));
-    table_init(&t.allocations, allocation_headers, COUNT(allocation_headers));
-    table_init(&t.avrop, avrop_headers, COUNT(avrop_headers));
-    table_init(&t.units, unit_headers, COUNT(unit_headers));
+    balance_tables_init(&t);
     int rc = ledger_pages(l, as_of, balances_page_rows, &t, &first);
     if (rc == 0) {
         budget_response shown;
@@ -338,10 +340,7 @@ static int print_ledger_balances(const ctl *c, const ledger *l, uint64_t as_of)
         rc = print_balances(&shown, &t);
     }
     msgpack_unpacked_destroy(&first);
-    table_free(&t.frames);
-    table_free(&t.allocations);
-    table_free(&t.avrop);
-    table_free(&t.units);
+    balance_tables_free(&t);
     return rc;
 }
 
@@ -837,7 +836,7 @@ static int audit_check(ctl *c, const char *path, const char *data, const char *k
 
 /* ---- audit -------------------------------------------------------------------------------- */
 
-static int run_audit(ctl *c, const command *cmd, arg_value *values)
+int run_audit(ctl *c, const command *cmd, arg_value *values)
 {
     const char *action = value_of(cmd, values, "ACTION")->text;
     const arg_value *file = value_of(cmd, values, "FILE");
@@ -1048,7 +1047,7 @@ static int backup_verify(backup_file *f, const msgpack_object *result, checkpoin
     return 0;
 }
 
-static int run_backup(ctl *c, const command *cmd, arg_value *values)
+int run_backup(ctl *c, const command *cmd, arg_value *values)
 {
     const char *dir = value_of(cmd, values, "DIR")->text;
     char path[PATH_MAX], cwd[PATH_MAX];
@@ -1473,7 +1472,7 @@ static int export_write(ctl *c, export_state *x, bool events, bool bom, const ar
     return export_balances(c, x, as_of);
 }
 
-static int run_export(ctl *c, const command *cmd, arg_value *values)
+int run_export(ctl *c, const command *cmd, arg_value *values)
 {
     const char *what = value_of(cmd, values, "WHAT")->text;
     const arg_value *format = value_of(cmd, values, "format");

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "budget/errors.h"
+#include "proto/fields.h"
 
 #define NONE UINT32_MAX
 /* Seqs are kept in 48 bits (2.8e14 events). */
@@ -416,87 +417,19 @@ static uint32_t unit_get_or_add(ledger *l, const char *unit, int32_t year)
 
 /* ---- field syntax ----------------------------------------------------------------------- */
 
-static const bool id_char[256] = {
-    ['-'] = true, ['.'] = true, [':'] = true, ['_'] = true, ['0'] = true, ['1'] = true,
-    ['2'] = true, ['3'] = true, ['4'] = true, ['5'] = true, ['6'] = true, ['7'] = true,
-    ['8'] = true, ['9'] = true, ['A'] = true, ['B'] = true, ['C'] = true, ['D'] = true,
-    ['E'] = true, ['F'] = true, ['G'] = true, ['H'] = true, ['I'] = true, ['J'] = true,
-    ['K'] = true, ['L'] = true, ['M'] = true, ['N'] = true, ['O'] = true, ['P'] = true,
-    ['Q'] = true, ['R'] = true, ['S'] = true, ['T'] = true, ['U'] = true, ['V'] = true,
-    ['W'] = true, ['X'] = true, ['Y'] = true, ['Z'] = true, ['a'] = true, ['b'] = true,
-    ['c'] = true, ['d'] = true, ['e'] = true, ['f'] = true, ['g'] = true, ['h'] = true,
-    ['i'] = true, ['j'] = true, ['k'] = true, ['l'] = true, ['m'] = true, ['n'] = true,
-    ['o'] = true, ['p'] = true, ['q'] = true, ['r'] = true, ['s'] = true, ['t'] = true,
-    ['u'] = true, ['v'] = true, ['w'] = true, ['x'] = true, ['y'] = true, ['z'] = true,
-};
-
-static bool valid_chars(const char *s, size_t len, size_t max)
-{
-    if (len == 0 || len > max)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!id_char[(uint8_t)s[i]])
-            return false;
-    return true;
-}
-
 bool ledger_valid_id(const char *s, size_t len)
 {
-    return valid_chars(s, len, BUDGET_ID_BYTES_MAX);
+    return budget_id_valid(s, len);
 }
 
 bool ledger_valid_unit(const char *s, size_t len)
 {
-    return valid_chars(s, len, BUDGET_UNIT_BYTES_MAX);
+    return budget_unit_valid(s, len);
 }
 
-/*
- * UTF-8 as RFC 3629 has it (no overlong forms, no surrogates, nothing past U+10FFFF), with no
- * control character: neither C0 (U+0000..U+001F), DEL (U+007F) nor C1 (U+0080..U+009F).
- */
 bool ledger_valid_text(const char *s, size_t len, size_t min)
 {
-    if (len < min || len > BUDGET_TEXT_BYTES_MAX)
-        return false;
-    const uint8_t *p = (const uint8_t *)s, *end = p + len;
-    while (p < end) {
-        uint8_t c = *p;
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return false;
-            p++;
-            continue;
-        }
-        uint32_t cp;
-        size_t n;
-        uint32_t min_cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            cp = c & 0x1fu;
-            n = 1;
-            min_cp = 0x80;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            cp = c & 0x0fu;
-            n = 2;
-            min_cp = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            cp = c & 0x07u;
-            n = 3;
-            min_cp = 0x10000;
-        } else {
-            return false;
-        }
-        if ((size_t)(end - p) <= n)
-            return false;
-        for (size_t i = 1; i <= n; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (p[i] & 0x3fu);
-        }
-        if (cp < min_cp || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || cp <= 0x9f)
-            return false;
-        p += n + 1;
-    }
-    return true;
+    return budget_text_valid(s, len, min);
 }
 
 /*

@@ -1,5 +1,6 @@
 /* budgetd: the budget ledger daemon. Opens the store, replays the log, serves the socket. */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
@@ -17,284 +18,13 @@
 #include "budget/protocol.h"
 #include "checkpoint.h"
 #include "event.h"
+#include "faults.h"
 #include "ledger.h"
 #include "log.h"
 #include "proto/frame.h"
 #include "replay.h"
 #include "server.h"
 #include "store.h"
-
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: budgetd --data DIR [--socket PATH] [--socket-group GROUP] [--config FILE]\n"
-            "               [--connections N] [--connections-per-uid N]\n"
-            "               [--subscriptions-per-uid N]\n"
-            "               [--idle-timeout SECONDS] [--frame-timeout SECONDS]\n"
-            "               [--map-size BYTES] [--log-level debug|info|warn|error]\n"
-            "\n"
-            "Serves the budget ledger kept in DIR on a UNIX socket, in the foreground.\n"
-            "The socket is --socket, else $BUDGETD_SOCKET, else $XDG_RUNTIME_DIR/budgetd.sock,\n"
-            "else /run/budgetd/budgetd.sock, or the one systemd passes (LISTEN_FDS). --config\n"
-            "names the access file (who may do what); without it every local user that can\n"
-            "open the socket holds every role. SIGHUP reads the access file again; SIGTERM or\n"
-            "SIGINT stops budgetd after the batch in flight. See budgetd(8) and\n"
-            "docs/operations.md.\n");
-}
-
-#ifdef BUDGET_FAULT_INJECTION
-/*
- * Storage faults for the reliability tests, only in the budgetd-faulty build: never in the
- * installed budgetd. $BUDGETD_FAULT holds up to FAULTS_MAX rules separated by commas, each
- * POINT:N:ERROR[:once|always]: POINT is put, commit, sync or meta (store.h), N counts that point's
- * calls from 1, ERROR is an errno name (ENOSPC, EIO, ENOMEM, EDQUOT) or MAP_FULL. "once" (the
- * default) fails call N only; "always" fails call N and every later one. ERROR may also be
- * DELAY or DELAY=MS: the call then succeeds after 300 ms, or MS (1..60000), a slow disk that
- * holds a batch in flight. Each injected fault is logged as "fault injected: ...", which the
- * tests read.
- */
-#include <lmdb.h> /* MDB_MAP_FULL: this test-only seam speaks the store's language */
-
-#define FAULTS_MAX 4
-/* Not an errno: the call waits delay_ms (FAULT_DELAY_MS unless given), then goes on. */
-#define FAULT_DELAY (-1)
-#define FAULT_DELAY_MS 300
-#define FAULT_DELAY_MS_MAX 60000
-
-typedef struct {
-    store_fault_point point;
-    unsigned long nth;
-    int error;
-    unsigned long delay_ms;
-    bool always;
-    unsigned long calls;
-} fault_rule;
-
-typedef struct {
-    fault_rule rules[FAULTS_MAX];
-    int count;
-} fault_plan;
-
-static fault_plan faults;
-
-static const char *fault_point_name(store_fault_point p)
-{
-    return p == STORE_FAULT_PUT      ? "put"
-           : p == STORE_FAULT_COMMIT ? "commit"
-           : p == STORE_FAULT_SYNC   ? "sync"
-                                     : "meta";
-}
-
-/* The store's callback; runs on the writer thread only. */
-static int fault_hook(void *ctx, store_fault_point point)
-{
-    fault_plan *plan = ctx;
-    int error = 0;
-    for (int i = 0; i < plan->count; i++) {
-        fault_rule *r = &plan->rules[i];
-        if (r->point != point)
-            continue;
-        r->calls++;
-        if (error == 0 && (r->calls == r->nth || (r->always && r->calls > r->nth))) {
-            if (r->error == FAULT_DELAY) {
-                log_warn("fault injected: %s call %lu waits %lu ms", fault_point_name(point),
-                         r->calls, r->delay_ms);
-                usleep((useconds_t)(r->delay_ms * 1000));
-                continue;
-            }
-            error = r->error;
-            log_warn("fault injected: %s call %lu fails with %s", fault_point_name(point), r->calls,
-                     error == MDB_MAP_FULL ? "MAP_FULL" : strerror(error));
-        }
-    }
-    return error;
-}
-
-static int fault_parse_rule(char *text, fault_rule *r)
-{
-    static const struct {
-        const char *name;
-        int value;
-    } errors[] = {{"ENOSPC", ENOSPC},         {"EIO", EIO},
-                  {"ENOMEM", ENOMEM},         {"EDQUOT", EDQUOT},
-                  {"MAP_FULL", MDB_MAP_FULL}, {"DELAY", FAULT_DELAY}};
-    char *save = NULL;
-    char *point = strtok_r(text, ":", &save);
-    char *nth = strtok_r(NULL, ":", &save);
-    char *error = strtok_r(NULL, ":", &save);
-    char *mode = strtok_r(NULL, ":", &save);
-    char *end;
-
-    memset(r, 0, sizeof(*r));
-    if (!point || !nth || !error || strtok_r(NULL, ":", &save))
-        return -1;
-    if (strcmp(point, "put") == 0)
-        r->point = STORE_FAULT_PUT;
-    else if (strcmp(point, "commit") == 0)
-        r->point = STORE_FAULT_COMMIT;
-    else if (strcmp(point, "sync") == 0)
-        r->point = STORE_FAULT_SYNC;
-    else if (strcmp(point, "meta") == 0)
-        r->point = STORE_FAULT_META;
-    else
-        return -1;
-    errno = 0;
-    r->nth = strtoul(nth, &end, 10);
-    if (errno || *end || r->nth == 0)
-        return -1;
-    if (strncmp(error, "DELAY=", 6) == 0) {
-        errno = 0;
-        r->delay_ms = strtoul(error + 6, &end, 10);
-        if (errno || *end || r->delay_ms == 0 || r->delay_ms > FAULT_DELAY_MS_MAX)
-            return -1;
-        error[5] = '\0';
-    }
-    for (size_t i = 0; i < sizeof(errors) / sizeof(errors[0]); i++)
-        if (strcmp(error, errors[i].name) == 0)
-            r->error = errors[i].value;
-    if (r->error == 0)
-        return -1;
-    if (r->error == FAULT_DELAY && r->delay_ms == 0)
-        r->delay_ms = FAULT_DELAY_MS;
-    if (mode && strcmp(mode, "always") == 0)
-        r->always = true;
-    else if (mode && strcmp(mode, "once") != 0)
-        return -1;
-    return 0;
-}
-
-/* Reads $BUDGETD_FAULT into the store's options. 0, or -1 when it cannot be parsed. */
-static int fault_install(store_options *sopt)
-{
-    const char *env = getenv("BUDGETD_FAULT");
-    char text[256], *save = NULL;
-
-    if (!env || !*env)
-        return 0;
-    if (strlen(env) >= sizeof(text))
-        return -1;
-    snprintf(text, sizeof(text), "%s", env);
-    for (char *rule = strtok_r(text, ",", &save); rule; rule = strtok_r(NULL, ",", &save)) {
-        if (faults.count == FAULTS_MAX || fault_parse_rule(rule, &faults.rules[faults.count]))
-            return -1;
-        faults.count++;
-    }
-    sopt->fault = fault_hook;
-    sopt->fault_ctx = &faults;
-    log_warn("BUDGETD_FAULT=%s: storage faults will be injected", env);
-    return 0;
-}
-
-/*
- * $BUDGETD_LOOKUP_DELAY=UID[-UID]:MS: looking up the name and groups of a connecting uid in
- * that range takes MS longer (1..60000), as with a slow directory service, for the tests that
- * show the loop and the other clients do not wait for it.
- */
-static uint32_t lookup_delay_first, lookup_delay_last;
-static unsigned long lookup_delay_ms;
-
-static void lookup_delay(uint32_t uid)
-{
-    if (uid >= lookup_delay_first && uid <= lookup_delay_last && lookup_delay_ms > 0) {
-        log_warn("fault injected: the lookup of uid %u waits %lu ms", uid, lookup_delay_ms);
-        usleep((useconds_t)(lookup_delay_ms * 1000));
-    }
-}
-
-static int lookup_delay_install(server_config *cfg)
-{
-    const char *env = getenv("BUDGETD_LOOKUP_DELAY");
-    char *end;
-
-    if (!env || !*env)
-        return 0;
-    errno = 0;
-    unsigned long first = strtoul(env, &end, 10), last = first;
-    if (*end == '-')
-        last = strtoul(end + 1, &end, 10);
-    if (errno || *end != ':' || first > last || last > UINT32_MAX)
-        return -1;
-    lookup_delay_ms = strtoul(end + 1, &end, 10);
-    if (errno || *end || lookup_delay_ms == 0 || lookup_delay_ms > FAULT_DELAY_MS_MAX)
-        return -1;
-    lookup_delay_first = (uint32_t)first;
-    lookup_delay_last = (uint32_t)last;
-    cfg->lookup_hook = lookup_delay;
-    log_warn("BUDGETD_LOOKUP_DELAY=%s: looking up uids %lu to %lu takes %lu ms longer", env, first,
-             last, lookup_delay_ms);
-    return 0;
-}
-
-/* $BUDGETD_SOCKET_SWAP=TARGET: right after the socket is bound, its path is made a symbolic
- * link to TARGET, as a local user who may write in the socket's folder could do in that
- * moment; the daemon must then change nothing at TARGET. */
-static const char *socket_swap_target;
-
-static void socket_swap(const char *socket_path)
-{
-    char moved[PATH_MAX];
-    snprintf(moved, sizeof(moved), "%s.swapped", socket_path);
-    if (rename(socket_path, moved) != 0 || symlink(socket_swap_target, socket_path) != 0)
-        log_warn("fault: cannot swap %s for a link: %s", socket_path, strerror(errno));
-    else
-        log_warn("fault injected: %s is now a link to %s", socket_path, socket_swap_target);
-}
-
-static void socket_swap_install(server_config *cfg)
-{
-    const char *env = getenv("BUDGETD_SOCKET_SWAP");
-    if (!env || !*env)
-        return;
-    socket_swap_target = env;
-    cfg->socket_hook = socket_swap;
-}
-
-/*
- * $BUDGETD_JOB_DELAY=MS: every worker job (a long read, a checkpoint, a write retried) takes MS
- * longer (1..60000), as a read of a long log does, for the tests that show such reads hold up no
- * one else.
- */
-static unsigned long job_delay_ms;
-
-static void job_delay(void)
-{
-    usleep((useconds_t)(job_delay_ms * 1000));
-}
-
-static int job_delay_install(server_config *cfg)
-{
-    const char *env = getenv("BUDGETD_JOB_DELAY");
-    char *end;
-
-    if (!env || !*env)
-        return 0;
-    errno = 0;
-    job_delay_ms = strtoul(env, &end, 10);
-    if (errno || *end || job_delay_ms == 0 || job_delay_ms > FAULT_DELAY_MS_MAX)
-        return -1;
-    cfg->job_hook = job_delay;
-    log_warn("BUDGETD_JOB_DELAY=%s: every worker job takes %lu ms longer", env, job_delay_ms);
-    return 0;
-}
-
-/* $BUDGETD_CLOCK_OFFSET_MS=N: the daemon's wall clock is N ms off (N may be negative, at most
- * a year either way), as after a clock set wrong or set back. */
-static int clock_offset_install(server_config *cfg)
-{
-    const char *env = getenv("BUDGETD_CLOCK_OFFSET_MS");
-    char *end;
-
-    if (!env || !*env)
-        return 0;
-    errno = 0;
-    long long ms = strtoll(env, &end, 10);
-    if (errno || *end || ms < -31622400000LL || ms > 31622400000LL)
-        return -1;
-    cfg->clock_offset_ms = ms;
-    log_warn("BUDGETD_CLOCK_OFFSET_MS=%s: the clock is moved by %lld ms", env, ms);
-    return 0;
-}
-#endif
 
 static int replay(store *st, const char *data, ledger *l, uint64_t *head,
                   uint8_t head_hash[BUDGET_HASH_BYTES])
@@ -385,14 +115,28 @@ static int data_lock(const char *data)
     return fd;
 }
 
-/* Long options without a short letter. */
-enum {
-    OPT_SOCKET_GROUP = 1000,
-    OPT_CONNECTIONS,
-    OPT_CONNECTIONS_PER_UID,
-    OPT_IDLE_TIMEOUT,
-    OPT_FRAME_TIMEOUT,
-    OPT_SUBSCRIPTIONS_PER_UID,
+/* ---- options ------------------------------------------------------------------------------ */
+
+/* What the command line sets. */
+typedef struct {
+    const char *data, *socket_flag, *config;
+    store_options sopt;
+    server_config cfg;
+} daemon_options;
+
+typedef struct option_row option_row;
+
+/* Reads an option's value into `o`. 0, or 2 after saying on stderr what the option wants. */
+typedef int (*option_parser)(const option_row *row, const char *value, daemon_options *o);
+
+/* One option of budgetd: a row of `option_rows`, which makes getopt's table and the usage. */
+struct option_row {
+    const char *name;
+    const char *meta; /* the value's placeholder; NULL when the option takes no value */
+    option_parser parse;
+    unsigned long min, max; /* the range of a count */
+    size_t field;           /* where a count goes in daemon_options */
+    const char *help;
 };
 
 /* A decimal count in [min, max]. 0 or -1. */
@@ -406,197 +150,270 @@ static int parse_count(const char *text, unsigned long min, unsigned long max, u
     return errno || *end || *out < min || *out > max ? -1 : 0;
 }
 
-/* A group by name or number. 0 or -1. */
-static int parse_group(const char *text, uint32_t *gid)
+static int parse_data(const option_row *row, const char *value, daemon_options *o)
+{
+    (void)row;
+    o->data = value;
+    return 0;
+}
+
+static int parse_socket(const option_row *row, const char *value, daemon_options *o)
+{
+    (void)row;
+    o->socket_flag = value;
+    return 0;
+}
+
+static int parse_config(const option_row *row, const char *value, daemon_options *o)
+{
+    (void)row;
+    o->config = value;
+    return 0;
+}
+
+/* A group by name or number. */
+static int parse_socket_group(const option_row *row, const char *value, daemon_options *o)
 {
     unsigned long n;
-    if (parse_count(text, 0, UINT32_MAX - 1ul, &n) == 0) {
-        *gid = (uint32_t)n;
+    if (parse_count(value, 0, UINT32_MAX - 1ul, &n) == 0)
+        o->cfg.socket_group = (uint32_t)n;
+    else if (access_system_resolver.group(NULL, value, &o->cfg.socket_group) != 0) {
+        fprintf(stderr, "budgetd: --%s: no group %s\n", row->name, value);
+        return 2;
+    }
+    o->cfg.socket_group_set = true;
+    return 0;
+}
+
+/* A count of connections or subscriptions, into the uint32_t at row->field. */
+static int parse_limit(const option_row *row, const char *value, daemon_options *o)
+{
+    unsigned long count;
+    if (parse_count(value, row->min, row->max, &count) != 0) {
+        fprintf(stderr, "budgetd: --%s wants a count, %lu..%lu\n", row->name, row->min, row->max);
+        return 2;
+    }
+    *(uint32_t *)((char *)o + row->field) = (uint32_t)count;
+    return 0;
+}
+
+/* Seconds, into the milliseconds (uint64_t) at row->field. */
+static int parse_seconds(const option_row *row, const char *value, daemon_options *o)
+{
+    unsigned long count;
+    if (parse_count(value, row->min, row->max, &count) != 0) {
+        fprintf(stderr, "budgetd: --%s wants seconds, %lu..%lu\n", row->name, row->min, row->max);
+        return 2;
+    }
+    *(uint64_t *)((char *)o + row->field) = count * 1000u;
+    return 0;
+}
+
+static int parse_map_size(const option_row *row, const char *value, daemon_options *o)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(value, &end, 10);
+    if (errno || *end || n < row->min) {
+        fprintf(stderr, "budgetd: --%s wants bytes, at least %lu\n", row->name, row->min);
+        return 2;
+    }
+    o->sopt.map_bytes_initial = (size_t)n;
+    return 0;
+}
+
+static int parse_log_level(const option_row *row, const char *value, daemon_options *o)
+{
+    static const struct {
+        const char *name;
+        log_level level;
+    } levels[] = {{"debug", LOG_LEVEL_DEBUG},
+                  {"info", LOG_LEVEL_INFO},
+                  {"warn", LOG_LEVEL_WARN},
+                  {"error", LOG_LEVEL_ERROR}};
+    (void)o;
+    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+        if (strcmp(value, levels[i].name) == 0) {
+            log_set_level(levels[i].level);
+            return 0;
+        }
+    }
+    fprintf(stderr, "budgetd: --%s is debug, info, warn or error\n", row->name);
+    return 2;
+}
+
+#define CFG_FIELD(f) offsetof(daemon_options, cfg.f)
+
+/* Every option of budgetd. --help and --version (no parser) are answered in main. */
+static const option_row option_rows[] = {
+    {"data", "DIR", parse_data, 0, 0, 0, "the data folder (required)"},
+    {"socket", "PATH", parse_socket, 0, 0, 0, "the UNIX socket"},
+    {"socket-group", "GROUP", parse_socket_group, 0, 0, 0, "the socket's group"},
+    {"config", "FILE", parse_config, 0, 0, 0, "the access file: who may do what"},
+    {"connections", "N", parse_limit, 1, BUDGET_CONNECTIONS_CEILING, CFG_FIELD(connections_max),
+     "connections at once, from everyone"},
+    {"connections-per-uid", "N", parse_limit, 1, BUDGET_CONNECTIONS_CEILING,
+     CFG_FIELD(connections_per_uid_max), "connections at once from one uid"},
+    {"subscriptions-per-uid", "N", parse_limit, 1, BUDGET_SUBSCRIPTIONS_MAX,
+     CFG_FIELD(subscriptions_per_uid_max), "subscriptions at once from one uid"},
+    {"idle-timeout", "SECONDS", parse_seconds, 1, 86400, CFG_FIELD(idle_timeout_ms),
+     "close a connection idle this long"},
+    {"frame-timeout", "SECONDS", parse_seconds, 1, 86400, CFG_FIELD(frame_timeout_ms),
+     "a frame must arrive whole within this long"},
+    {"map-size", "BYTES", parse_map_size, 65536, 0, 0, "LMDB's initial map size"},
+    {"log-level", "debug|info|warn|error", parse_log_level, 0, 0, 0, "what the log holds"},
+    {"help", NULL, NULL, 0, 0, 0, "print this usage and exit"},
+    {"version", NULL, NULL, 0, 0, 0, "print the version and exit"},
+};
+
+#define OPTION_ROWS (sizeof(option_rows) / sizeof(option_rows[0]))
+/* getopt_long's value for option_rows[i] is OPTION_VAL_FIRST + i, clear of '?' and ':'. */
+#define OPTION_VAL_FIRST 1000
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: budgetd --data DIR [OPTION]...\n"
+            "\n"
+            "Serves the budget ledger kept in DIR on a UNIX socket, in the foreground.\n"
+            "The socket is --socket, else $BUDGETD_SOCKET, else $XDG_RUNTIME_DIR/budgetd.sock,\n"
+            "else /run/budgetd/budgetd.sock, or the one systemd passes (LISTEN_FDS). --config\n"
+            "names the access file (who may do what); without it every local user that can\n"
+            "open the socket holds every role. SIGHUP reads the access file again; SIGTERM or\n"
+            "SIGINT stops budgetd after the batch in flight. See budgetd(8) and\n"
+            "docs/operations.md.\n"
+            "\n");
+    for (size_t i = 0; i < OPTION_ROWS; i++) {
+        const option_row *row = &option_rows[i];
+        char left[64];
+        snprintf(left, sizeof(left), "--%s%s%s", row->name, row->meta ? " " : "",
+                 row->meta ? row->meta : "");
+        fprintf(out, "  %-36s %s\n", left, row->help);
+    }
+}
+
+/* The defaults of everything the command line may set. */
+static void options_init(daemon_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->cfg.connections_max = BUDGET_CONNECTIONS_MAX;
+    o->cfg.connections_per_uid_max = BUDGET_CONNECTIONS_PER_UID_MAX;
+    o->cfg.subscriptions_per_uid_max = BUDGET_SUBSCRIPTIONS_PER_UID_MAX;
+    o->cfg.idle_timeout_ms = BUDGET_IDLE_TIMEOUT_S * 1000ull;
+    o->cfg.frame_timeout_ms = BUDGET_FRAME_TIMEOUT_S * 1000ull;
+}
+
+/* -1 when the command line is all read into `o`; else the status to exit with (0 after
+ * --help or --version). */
+static int options_parse(int argc, char **argv, daemon_options *o)
+{
+    struct option long_options[OPTION_ROWS + 1];
+    int index;
+
+    for (size_t i = 0; i < OPTION_ROWS; i++)
+        long_options[i] = (struct option){option_rows[i].name,
+                                          option_rows[i].meta ? required_argument : no_argument,
+                                          NULL, OPTION_VAL_FIRST + (int)i};
+    long_options[OPTION_ROWS] = (struct option){NULL, 0, NULL, 0};
+    options_init(o);
+    while ((index = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        if (index < OPTION_VAL_FIRST || (size_t)(index - OPTION_VAL_FIRST) >= OPTION_ROWS) {
+            usage(stderr);
+            return 2;
+        }
+        const option_row *row = &option_rows[index - OPTION_VAL_FIRST];
+        if (strcmp(row->name, "help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(row->name, "version") == 0) {
+            printf("budgetd %s (protocol %d)\n", BUDGET_VERSION, BUDGET_PROTOCOL_VERSION);
+            return 0;
+        }
+        int status = row->parse(row, optarg, o);
+        if (status != 0)
+            return status;
+    }
+    if (!o->data || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    return -1;
+}
+
+/* The access rules: from --config, else every role for everyone. 0, or 1 after logging why. */
+static int load_access(daemon_options *o)
+{
+    char why[256];
+    server_config *cfg = &o->cfg;
+
+    if (o->config) {
+        if (access_load(o->config, &cfg->access, why, sizeof(why)) != 0) {
+            log_error("the access file cannot be used: %s", why);
+            return 1;
+        }
+        cfg->access_path = o->config;
+        log_info("access file %s: %zu rules", o->config, access_rule_count(cfg->access));
         return 0;
     }
-    return access_system_resolver.group(NULL, text, gid);
+    cfg->access = access_rules_open();
+    if (!cfg->access) {
+        log_error("out of memory");
+        return 1;
+    }
+    log_warn("no access file (--config): every local user who can open the socket holds "
+             "every role; only the socket's permissions keep others out (four-eyes still "
+             "holds)");
+    return 0;
+}
+
+/* Locks the data folder, opens the store and replays it, then serves. The exit status. */
+static int serve(daemon_options *o, const char *socket_path)
+{
+    char why[256];
+    store *st = NULL;
+    server_config *cfg = &o->cfg;
+
+    if (data_lock(o->data) < 0) {
+        access_free(cfg->access);
+        return 1;
+    }
+    if (store_open(&st, o->data, &o->sopt, why, sizeof(why)) != 0) {
+        log_error("%s", why);
+        access_free(cfg->access);
+        return 1;
+    }
+    cfg->ledger = ledger_new();
+    if (!cfg->ledger || replay(st, o->data, cfg->ledger, &cfg->head, cfg->head_hash) != 0) {
+        ledger_free(cfg->ledger);
+        access_free(cfg->access);
+        store_close(st);
+        return 1;
+    }
+    start_signing_key(o->data);
+    cfg->socket_path = socket_path;
+    cfg->store = st;
+    int status = server_run(cfg);
+    store_close(st);
+    return status;
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"data", required_argument, NULL, 'd'},
-        {"socket", required_argument, NULL, 's'},
-        {"config", required_argument, NULL, 'c'},
-        {"map-size", required_argument, NULL, 'm'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {"socket-group", required_argument, NULL, OPT_SOCKET_GROUP},
-        {"connections", required_argument, NULL, OPT_CONNECTIONS},
-        {"connections-per-uid", required_argument, NULL, OPT_CONNECTIONS_PER_UID},
-        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
-        {"frame-timeout", required_argument, NULL, OPT_FRAME_TIMEOUT},
-        {"subscriptions-per-uid", required_argument, NULL, OPT_SUBSCRIPTIONS_PER_UID},
-        {NULL, 0, NULL, 0},
-    };
-    const char *data = NULL, *socket_flag = NULL, *config = NULL;
-    char socket_path[108], why[256];
-    store_options sopt = {0};
-    store *st = NULL;
-    server_config cfg = {0};
-    int opt, status;
-    unsigned long count;
+    daemon_options o;
+    char socket_path[108];
 
-    cfg.connections_max = BUDGET_CONNECTIONS_MAX;
-    cfg.connections_per_uid_max = BUDGET_CONNECTIONS_PER_UID_MAX;
-    cfg.subscriptions_per_uid_max = BUDGET_SUBSCRIPTIONS_PER_UID_MAX;
-    cfg.idle_timeout_ms = BUDGET_IDLE_TIMEOUT_S * 1000ull;
-    cfg.frame_timeout_ms = BUDGET_FRAME_TIMEOUT_S * 1000ull;
-
-    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
-        switch (opt) {
-        case 'd':
-            data = optarg;
-            break;
-        case 's':
-            socket_flag = optarg;
-            break;
-        case 'c':
-            config = optarg;
-            break;
-        case 'm': {
-            char *end;
-            errno = 0;
-            unsigned long long n = strtoull(optarg, &end, 10);
-            if (errno || *end || n < 65536) {
-                fprintf(stderr, "budgetd: --map-size wants bytes, at least 65536\n");
-                return 2;
-            }
-            sopt.map_bytes_initial = (size_t)n;
-            break;
-        }
-        case 'l':
-            if (strcmp(optarg, "debug") == 0)
-                log_set_level(LOG_LEVEL_DEBUG);
-            else if (strcmp(optarg, "info") == 0)
-                log_set_level(LOG_LEVEL_INFO);
-            else if (strcmp(optarg, "warn") == 0)
-                log_set_level(LOG_LEVEL_WARN);
-            else if (strcmp(optarg, "error") == 0)
-                log_set_level(LOG_LEVEL_ERROR);
-            else {
-                fprintf(stderr, "budgetd: --log-level is debug, info, warn or error\n");
-                return 2;
-            }
-            break;
-        case OPT_SOCKET_GROUP:
-            if (parse_group(optarg, &cfg.socket_group) != 0) {
-                fprintf(stderr, "budgetd: --socket-group: no group %s\n", optarg);
-                return 2;
-            }
-            cfg.socket_group_set = true;
-            break;
-        case OPT_CONNECTIONS:
-        case OPT_CONNECTIONS_PER_UID:
-            if (parse_count(optarg, 1, BUDGET_CONNECTIONS_CEILING, &count) != 0) {
-                fprintf(stderr, "budgetd: --%s wants a count, 1..%u\n",
-                        opt == OPT_CONNECTIONS ? "connections" : "connections-per-uid",
-                        BUDGET_CONNECTIONS_CEILING);
-                return 2;
-            }
-            *(opt == OPT_CONNECTIONS ? &cfg.connections_max : &cfg.connections_per_uid_max) =
-                (uint32_t)count;
-            break;
-        case OPT_SUBSCRIPTIONS_PER_UID:
-            if (parse_count(optarg, 1, BUDGET_SUBSCRIPTIONS_MAX, &count) != 0) {
-                fprintf(stderr, "budgetd: --subscriptions-per-uid wants a count, 1..%u\n",
-                        BUDGET_SUBSCRIPTIONS_MAX);
-                return 2;
-            }
-            cfg.subscriptions_per_uid_max = (uint32_t)count;
-            break;
-        case OPT_IDLE_TIMEOUT:
-        case OPT_FRAME_TIMEOUT:
-            if (parse_count(optarg, 1, 86400, &count) != 0) {
-                fprintf(stderr, "budgetd: --%s wants seconds, 1..86400\n",
-                        opt == OPT_IDLE_TIMEOUT ? "idle-timeout" : "frame-timeout");
-                return 2;
-            }
-            *(opt == OPT_IDLE_TIMEOUT ? &cfg.idle_timeout_ms : &cfg.frame_timeout_ms) =
-                count * 1000u;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        case 'V':
-            printf("budgetd %s (protocol %d)\n", BUDGET_VERSION, BUDGET_PROTOCOL_VERSION);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!data || optind != argc) {
-        usage(stderr);
-        return 2;
-    }
-    if (budget_socket_path(socket_flag, socket_path, sizeof(socket_path)) != 0) {
+    int status = options_parse(argc, argv, &o);
+    if (status >= 0)
+        return status;
+    if (budget_socket_path(o.socket_flag, socket_path, sizeof(socket_path)) != 0) {
         fprintf(stderr, "budgetd: the socket path is too long for a UNIX socket\n");
         return 2;
     }
-    if (config) {
-        if (access_load(config, &cfg.access, why, sizeof(why)) != 0) {
-            log_error("the access file cannot be used: %s", why);
-            return 1;
-        }
-        cfg.access_path = config;
-        log_info("access file %s: %zu rules", config, access_rule_count(cfg.access));
-    } else {
-        cfg.access = access_rules_open();
-        if (!cfg.access) {
-            log_error("out of memory");
-            return 1;
-        }
-        log_warn("no access file (--config): every local user who can open the socket holds "
-                 "every role; only the socket's permissions keep others out (four-eyes still "
-                 "holds)");
-    }
-
-#ifdef BUDGET_FAULT_INJECTION
-    if (fault_install(&sopt) != 0) {
-        fprintf(stderr, "budgetd: BUDGETD_FAULT is POINT:N:ERROR[:once|always][,...]\n");
-        return 2;
-    }
-    if (lookup_delay_install(&cfg) != 0) {
-        fprintf(stderr, "budgetd: BUDGETD_LOOKUP_DELAY is UID[-UID]:MS\n");
-        return 2;
-    }
-    socket_swap_install(&cfg);
-    if (job_delay_install(&cfg) != 0) {
-        fprintf(stderr, "budgetd: BUDGETD_JOB_DELAY is a number of ms (1..60000)\n");
-        return 2;
-    }
-    if (clock_offset_install(&cfg) != 0) {
-        fprintf(stderr, "budgetd: BUDGETD_CLOCK_OFFSET_MS is a number of ms\n");
-        return 2;
-    }
-#endif
-    if (data_lock(data) < 0) {
-        access_free(cfg.access);
+    if (load_access(&o) != 0)
         return 1;
-    }
-    if (store_open(&st, data, &sopt, why, sizeof(why)) != 0) {
-        log_error("%s", why);
-        access_free(cfg.access);
-        return 1;
-    }
-    cfg.ledger = ledger_new();
-    if (!cfg.ledger || replay(st, data, cfg.ledger, &cfg.head, cfg.head_hash) != 0) {
-        ledger_free(cfg.ledger);
-        access_free(cfg.access);
-        store_close(st);
-        return 1;
-    }
-    start_signing_key(data);
-    cfg.socket_path = socket_path;
-    cfg.store = st;
-    status = server_run(&cfg);
-    store_close(st);
-    return status;
+    status = faults_install(&o.sopt, &o.cfg);
+    if (status != 0)
+        return status;
+    return serve(&o, socket_path);
 }

@@ -1,7 +1,10 @@
 /* Names and messages of budget_err values, from the one table in budget/errors.h. */
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "budget/errors.h"
+#include "proto/fail.h"
 
 const char *budget_err_code(int err)
 {
@@ -40,4 +43,15 @@ int budget_err_from_code(const char *code, unsigned long len)
     BUDGET_ERRNO_MAP(BUDGET_ERR_MATCH)
 #undef BUDGET_ERR_MATCH
     return BUDGET_EINTERNAL;
+}
+
+int budget_fail(int err, char *why, size_t why_size, const char *fmt, ...)
+{
+    if (why != NULL && why_size > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, why_size, fmt, ap);
+        va_end(ap);
+    }
+    return err;
 }

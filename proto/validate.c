@@ -14,6 +14,7 @@
 #include "budget/limits.h"
 #include "proto/mp.h"
 #include "proto/text.h"
+#include "proto/fail.h"
 #include "proto/validate.h"
 
 typedef enum {
@@ -106,18 +107,6 @@ static inline int read_head(const uint8_t *p, size_t avail, value_head *h)
     return h->head <= avail ? 0 : -1;
 }
 
-__attribute__((format(printf, 4, 5))) static int fail(int err, char *why, size_t why_size,
-                                                      const char *fmt, ...)
-{
-    if (why != NULL && why_size > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, why_size, fmt, ap);
-        va_end(ap);
-    }
-    return err;
-}
-
 /* A map key seen: its bytes in the body. */
 typedef struct {
     const uint8_t *p;
@@ -161,10 +150,11 @@ static int add_key(walker *w, size_t first, key_ref k, size_t at)
         if (cmp == 0) {
             char name[48];
             budget_escape(name, sizeof(name), k.p, k.len);
-            return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
-                        "map key \"%s\" at byte %zu appears twice in its map; every key must be "
-                        "given once",
-                        name, at);
+            return budget_fail(
+                BUDGET_EBAD_REQUEST, w->why, w->why_size,
+                "map key \"%s\" at byte %zu appears twice in its map; every key must be "
+                "given once",
+                name, at);
         }
         if (cmp < 0)
             lo = mid + 1;
@@ -172,7 +162,8 @@ static int add_key(walker *w, size_t first, key_ref k, size_t at)
             hi = mid;
     }
     if (w->keys_count == KEYS_MAX) /* cannot happen: the limits above bound it */
-        return fail(BUDGET_ETOO_LARGE, w->why, w->why_size, "too many map keys open at once");
+        return budget_fail(BUDGET_ETOO_LARGE, w->why, w->why_size,
+                           "too many map keys open at once");
     memmove(&w->keys[lo + 1], &w->keys[lo], (w->keys_count - lo) * sizeof(w->keys[0]));
     w->keys[lo] = k;
     w->keys_count++;
@@ -189,40 +180,40 @@ static int visit(walker *w, bool top, bool key, value_head *h)
     size_t at = (size_t)(w->p - w->body);
     size_t avail = (size_t)(w->end - w->p);
     if (avail == 0 || read_head(w->p, avail, h) != 0)
-        return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
-                    "value at byte %zu is cut short by the end of the frame", at);
+        return budget_fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
+                           "value at byte %zu is cut short by the end of the frame", at);
     avail -= h->head;
     /* Every element needs at least one byte, so a count larger than what remains is refused
      * at the header, before anyone sizes anything by it. */
     if ((h->kind == VALUE_ARRAY && h->len > avail) || (h->kind == VALUE_MAP && 2 * h->len > avail))
-        return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
-                    "%s at byte %zu claims %" PRIu64 " %s but %zu bytes remain",
-                    kind_names[h->kind], at, h->len, h->kind == VALUE_MAP ? "pairs" : "elements",
-                    avail);
+        return budget_fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
+                           "%s at byte %zu claims %" PRIu64 " %s but %zu bytes remain",
+                           kind_names[h->kind], at, h->len,
+                           h->kind == VALUE_MAP ? "pairs" : "elements", avail);
     if (h->kind == VALUE_MAP && h->len > BUDGET_MAP_PAIRS_MAX)
-        return fail(BUDGET_ETOO_LARGE, w->why, w->why_size,
-                    "map at byte %zu has %" PRIu64 " pairs, more than %u", at, h->len,
-                    BUDGET_MAP_PAIRS_MAX);
+        return budget_fail(BUDGET_ETOO_LARGE, w->why, w->why_size,
+                           "map at byte %zu has %" PRIu64 " pairs, more than %u", at, h->len,
+                           BUDGET_MAP_PAIRS_MAX);
     if (top && h->kind != VALUE_MAP)
-        return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
-                    "the value at byte 0 is of type %s, not a map", kind_names[h->kind]);
+        return budget_fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
+                           "the value at byte 0 is of type %s, not a map", kind_names[h->kind]);
     if (key && h->kind != VALUE_STR)
-        return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
-                    "map key at byte %zu is of type %s, not str", at, kind_names[h->kind]);
+        return budget_fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
+                           "map key at byte %zu is of type %s, not str", at, kind_names[h->kind]);
     if (h->kind == VALUE_EXT || h->kind == VALUE_RESERVED)
-        return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size, "%s at byte %zu is not accepted",
-                    kind_names[h->kind], at);
+        return budget_fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
+                           "%s at byte %zu is not accepted", kind_names[h->kind], at);
     w->p += h->head;
     if (h->kind != VALUE_STR && h->kind != VALUE_BIN)
         return 0;
     if (h->len > BUDGET_STRING_BYTES_MAX)
-        return fail(BUDGET_ETOO_LARGE, w->why, w->why_size,
-                    "%s at byte %zu has %" PRIu64 " bytes, more than %u", kind_names[h->kind], at,
-                    h->len, BUDGET_STRING_BYTES_MAX);
+        return budget_fail(BUDGET_ETOO_LARGE, w->why, w->why_size,
+                           "%s at byte %zu has %" PRIu64 " bytes, more than %u",
+                           kind_names[h->kind], at, h->len, BUDGET_STRING_BYTES_MAX);
     if (h->len > avail)
-        return fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
-                    "%s at byte %zu claims %" PRIu64 " bytes but %zu remain", kind_names[h->kind],
-                    at, h->len, avail);
+        return budget_fail(BUDGET_EBAD_REQUEST, w->why, w->why_size,
+                           "%s at byte %zu claims %" PRIu64 " bytes but %zu remain",
+                           kind_names[h->kind], at, h->len, avail);
     w->p += h->len;
     return 0;
 }
@@ -237,7 +228,7 @@ int budget_validate_frame(const uint8_t *body, size_t size, char *why, size_t wh
     uint64_t pending = 1;                          /* values left at this depth: one at the top */
 
     if (size == 0)
-        return fail(BUDGET_EBAD_REQUEST, why, why_size, "the frame body is empty");
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "the frame body is empty");
 
     /* Each turn consumes at least one byte or closes a container, so this is O(size). */
     for (;;) {
@@ -261,9 +252,9 @@ int budget_validate_frame(const uint8_t *body, size_t size, char *why, size_t wh
         if (h.kind != VALUE_ARRAY && h.kind != VALUE_MAP)
             continue;
         if (depth == BUDGET_DEPTH_MAX)
-            return fail(BUDGET_ETOO_LARGE, why, why_size,
-                        "%s at byte %zu nests deeper than %d levels", kind_names[h.kind], at,
-                        BUDGET_DEPTH_MAX);
+            return budget_fail(BUDGET_ETOO_LARGE, why, why_size,
+                               "%s at byte %zu nests deeper than %d levels", kind_names[h.kind], at,
+                               BUDGET_DEPTH_MAX);
         stack[depth++] = pending;
         in_map[depth] = h.kind == VALUE_MAP;
         keys_first[depth] = w.keys_count;
@@ -271,9 +262,9 @@ int budget_validate_frame(const uint8_t *body, size_t size, char *why, size_t wh
     }
 
     if (w.p != w.end)
-        return fail(BUDGET_EBAD_REQUEST, why, why_size,
-                    "the map ends at byte %zu but the frame has %zu more bytes",
-                    (size_t)(w.p - body), (size_t)(w.end - w.p));
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size,
+                           "the map ends at byte %zu but the frame has %zu more bytes",
+                           (size_t)(w.p - body), (size_t)(w.end - w.p));
     return 0;
 }
 
@@ -345,23 +336,25 @@ int budget_parse_request(const uint8_t *body, size_t size, budget_envelope *env,
             extra = true;
         }
         if (r.p == value && mp_skip(&r, BUDGET_DEPTH_MAX) != 0)
-            return fail(BUDGET_EBAD_REQUEST, why, why_size, "the envelope cannot be read");
+            return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "the envelope cannot be read");
         if (env->args == value)
             env->args_size = (size_t)(r.p - value);
     }
     if (!has_id) {
         env->id = 0;
-        return fail(BUDGET_EBAD_REQUEST, why, why_size, "a request needs a uint id");
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "a request needs a uint id");
     }
     if (env->id == 0)
-        return fail(BUDGET_EBAD_REQUEST, why, why_size,
-                    "request ids start at 1; id 0 marks the frame the daemon sends as it closes");
+        return budget_fail(
+            BUDGET_EBAD_REQUEST, why, why_size,
+            "request ids start at 1; id 0 marks the frame the daemon sends as it closes");
     if (extra)
-        return fail(BUDGET_EBAD_REQUEST, why, why_size, "a request holds only id, op and args");
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size,
+                           "a request holds only id, op and args");
     if (!has_op)
-        return fail(BUDGET_EBAD_REQUEST, why, why_size, "a request needs a str op");
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "a request needs a str op");
     if (args_bad)
-        return fail(BUDGET_EBAD_REQUEST, why, why_size, "args must be a map");
+        return budget_fail(BUDGET_EBAD_REQUEST, why, why_size, "args must be a map");
     env->op = op;
     env->op_len = op_len;
     return 0;

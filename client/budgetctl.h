@@ -1,0 +1,184 @@
+/*
+ * What budgetctl.c (the command table, arguments, connection, printing) and budgetctl_audit.c
+ * (watch, history, audit, backup, export) share: the types of the command table, the exit
+ * statuses and the helpers both call.
+ */
+#ifndef BUDGETCTL_H
+#define BUDGETCTL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <msgpack.h>
+
+#include "budget/client_msgpack.h"
+
+enum {
+    EXIT_DONE = 0,
+    EXIT_REFUSED = 1,
+    EXIT_USAGE = 2,
+    EXIT_CONNECTION = 3,
+    EXIT_BROKEN_CHAIN = 4,
+};
+
+/* Arguments a command may take, besides --socket, --json and --help. */
+#define OPTS_MAX 12
+/* balances pages followed (each list up to 2000 items or 192 KiB a page) before giving up. */
+#define BALANCES_PAGES_MAX 1000u
+/* Columns of a table. */
+#define TABLE_COLUMNS_MAX 10
+
+/* ---- argument tables ------------------------------------------------------------------- */
+
+typedef enum {
+    KIND_FLAG,   /* no value */
+    KIND_ID,     /* 1..64 of A-Za-z0-9._:- */
+    KIND_UNIT,   /* 1..32 of the same */
+    KIND_TEXT,   /* UTF-8, min..max bytes */
+    KIND_WORD,   /* an event type: 1..64 of the id characters */
+    KIND_AMOUNT, /* an amount as budget_amount_parse reads it */
+    KIND_UINT,   /* decimal, min..max */
+    KIND_DATE,   /* a day YYYY-MM-DD (UTC) as ms: its first ms, or with min 1 the next day's */
+} arg_kind;
+
+enum { ARG_REQUIRED = 1, ARG_POSITIONAL = 2 };
+
+typedef struct {
+    const char *name; /* option name without "--"; a positional's placeholder ("FRAME") */
+    arg_kind kind;
+    const char *wire; /* key in the request's args; NULL when the command packs it itself */
+    unsigned flags;
+    const char *meta; /* the value's placeholder in usage lines */
+    const char *help;
+    uint64_t min, max; /* bytes for text, the range for numbers */
+} arg_spec;
+
+typedef struct {
+    bool set;
+    const char *text;
+    int64_t number; /* amounts and numbers (numbers are checked to fit) */
+} arg_value;
+
+typedef struct ctl ctl;
+typedef struct command command;
+typedef int (*command_fn)(ctl *c, const command *cmd, arg_value *values);
+
+struct command {
+    const char *name;
+    const char *op;
+    const char *id_kind; /* writes: the prefix of generated ids; NULL for reads */
+    command_fn run;
+    const char *summary;
+    arg_spec args[OPTS_MAX];
+};
+
+/* The connection and what every command shares. */
+struct ctl {
+    char socket_path[128];
+    bool json;
+    budget_client *client;
+};
+
+/* ---- budgetctl_audit.c: the audit and integration commands ---------------------------- */
+
+int run_watch(ctl *c, const command *cmd, arg_value *values);
+int run_history(ctl *c, const command *cmd, arg_value *values);
+int run_audit(ctl *c, const command *cmd, arg_value *values);
+int run_backup(ctl *c, const command *cmd, arg_value *values);
+int run_export(ctl *c, const command *cmd, arg_value *values);
+/* KIND_DATE: a day; the value is its first ms, or (min 1) the first ms of the next day. */
+int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out);
+
+/* ---- budgetctl.c: helpers shared with budgetctl_audit.c --------------------------------- */
+
+/* Rows of cells, each a copy; widths grow as rows are added. Printed once complete. */
+typedef struct {
+    size_t columns;
+    const char *headers[TABLE_COLUMNS_MAX];
+    bool right[TABLE_COLUMNS_MAX];
+    size_t widths[TABLE_COLUMNS_MAX];
+    char **cells;
+    size_t rows;
+    size_t capacity;
+} table;
+
+typedef struct {
+    table frames, allocations, avrop, units;
+} balance_tables;
+
+/* Empty tables of frames, allocations, avrop and units, with their headers; and their end. */
+void balance_tables_init(balance_tables *t);
+void balance_tables_free(balance_tables *t);
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+enum { BAL_FRAMES, BAL_ALLOCATIONS, BAL_AVROP, BAL_UNITS, BAL_LISTS };
+
+/* The lists a fetch asks for, bits (1 << BAL_...); the others come empty. */
+#define BALANCES_ALL_LISTS ((1u << BAL_LISTS) - 1)
+
+/* Where each list goes on: the offset of its next page. */
+typedef struct {
+    uint64_t at[BAL_LISTS];
+} balances_cursor;
+
+/* Sees one page of balances; 0, or -1 when out of memory. */
+typedef int (*page_fn)(void *state, const msgpack_object *result);
+
+/* JSON of balances: one object, every page's items of each list joined into one list. */
+typedef struct {
+    FILE *out[BAL_LISTS];
+    char *joined[BAL_LISTS];
+    size_t size[BAL_LISTS];
+    uint64_t listed[BAL_LISTS];
+} balances_json;
+
+/* Prints one line "budgetctl: ..." on stderr (say) and returns `status`. */
+/* Prints one line "budgetctl: ..." on stderr, escaped where it must be, and returns `status`. */
+int complain(int status, const char *format, ...) __attribute__((format(printf, 2, 3)));
+void json_value(FILE *f, const msgpack_object *o, int depth);
+void json_line(const msgpack_object *o);
+arg_value *value_of(const command *cmd, arg_value *values, const char *name);
+/* Packs every given argument that has a wire name, as a map with `extra` more pairs that the
+ * caller packs after. Returns 0 or -ENOMEM. */
+int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *values, uint32_t extra);
+int pack_uint_pair(msgpack_packer *pk, const char *key, uint64_t value);
+const char *client_error(int rc);
+int connect_daemon(ctl *c);
+void disconnect_daemon(ctl *c);
+/* A read: one request, no retry. Returns 0 with `out` holding an ok response, else the exit
+ * status after saying why. */
+int call(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out);
+int run_verify(ctl *c, const command *cmd, arg_value *values);
+int run_balances(ctl *c, const command *cmd, arg_value *values);
+bool more_pages(const msgpack_object *result);
+void balances_cursor_init(balances_cursor *cur, unsigned wanted);
+/* Moves `cur` to the answer's "next". True when some list moved on (false when the answer
+ * has no "next": a daemon that pages only allocations). */
+bool balances_advance(const msgpack_object *result, balances_cursor *cur);
+/*
+ * Fetches every page of `balances` for the lists in `wanted`: each further page asked `as_of`
+ * the seq of the first, with the offsets the answer before gave in "next", until "more" is
+ * false. `page` sees every page. Returns 0 with the first page in `first` (the caller frees
+ * it), or an exit status after saying why (nothing to free).
+ */
+int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigned wanted,
+                   budget_response *first, page_fn page, void *state);
+int balances_page_rows(void *state, const msgpack_object *result);
+int print_balances(const budget_response *first, balance_tables *t);
+int balances_json_open(balances_json *j);
+/* Closes the streams; the joined text stays until balances_json_free. */
+void balances_json_close(balances_json *j);
+void balances_json_free(balances_json *j);
+int balances_page_json(void *state, const msgpack_object *result);
+/* Writes the first page's result with each list joined over every page, "more" false, and
+ * no "next". */
+void print_balances_json(const msgpack_object *result, const balances_json *j);
+/* `seq  YYYY-MM-DD HH:MM:SS UTC  name(uid)  type  key=value ...` */
+void print_event(const msgpack_object *ev, int seq_width);
+int digits_of(uint64_t n);
+/* ---- main ----------------------------------------------------------------------------- */
+const command *find_command(const char *name);
+
+#endif
