@@ -761,6 +761,61 @@ static int check_event(void *state, const msgpack_object *event)
     return 0;
 }
 
+/* audit check --data: the copy's chain must hold the checkpoint's event with its hash and be
+ * intact to its head. 0 with the head and the events checked, or an exit status. */
+static int check_copy(const char *data, const checkpoint_file *cp, uint64_t *head,
+                      uint64_t *checked)
+{
+    checkpoint_chain chain;
+    int rc = walk_copy(data, cp->seq, &chain);
+    if (rc != 0)
+        return rc;
+    if (!chain.mark_found && chain.first_bad == 0)
+        return complain(EXIT_BROKEN_CHAIN,
+                        "check failed: the log ends at seq %" PRIu64
+                        ", before the checkpoint's seq %" PRIu64 ": history was cut",
+                        chain.head, cp->seq);
+    if (!chain.mark_found)
+        return complain(EXIT_BROKEN_CHAIN, "check failed: chain broken at seq %" PRIu64 ": %s",
+                        chain.first_bad, chain.why);
+    if (memcmp(chain.mark_hash, cp->hash, sizeof(cp->hash)) != 0)
+        return complain(EXIT_BROKEN_CHAIN,
+                        "check failed: event %" PRIu64 " no longer has the "
+                        "checkpoint's hash: history was rewritten",
+                        cp->seq);
+    if (chain.first_bad != 0)
+        return complain(EXIT_BROKEN_CHAIN, "check failed: chain broken at seq %" PRIu64 ": %s",
+                        chain.first_bad, chain.why);
+    *head = chain.head;
+    *checked = chain.head - cp->seq + 1;
+    return 0;
+}
+
+/* audit check against the daemon: every event from the checkpoint's on is read and linked.
+ * 0 with the head and the events checked, or an exit status. */
+static int check_daemon(ctl *c, const checkpoint_file *cp, uint64_t *head, uint64_t *checked)
+{
+    check_state s;
+    memset(&s, 0, sizeof(s));
+    s.cp = cp;
+    s.expect = cp->seq;
+    msgpack_sbuffer_init(&s.bytes);
+    int rc = walk_events(c, NULL, NULL, cp->seq - 1, check_event, &s, head);
+    msgpack_sbuffer_destroy(&s.bytes);
+    if (rc == EXIT_BROKEN_CHAIN)
+        return complain(EXIT_BROKEN_CHAIN, "check failed: %s", s.why);
+    if (rc != 0)
+        return rc;
+    if (s.expect <= cp->seq)
+        return complain(EXIT_BROKEN_CHAIN,
+                        "check failed: the log ends at seq %" PRIu64
+                        ", before the checkpoint's seq %" PRIu64 ": history was cut",
+                        *head, cp->seq);
+    *checked = s.expect - cp->seq;
+    *head = s.expect - 1;
+    return 0;
+}
+
 static int audit_check(ctl *c, const char *path, const char *data, const char *key_hex)
 {
     checkpoint_file cp;
@@ -779,49 +834,10 @@ static int audit_check(ctl *c, const char *path, const char *data, const char *k
     if (!checkpoint_verify(cp.public_key, cp.seq, cp.hash, cp.ts, cp.signature))
         return complain(EXIT_BROKEN_CHAIN, "check failed: the signature does not verify: the "
                                            "file was altered, or was not signed by this key");
-    if (data != NULL) {
-        checkpoint_chain chain;
-        rc = walk_copy(data, cp.seq, &chain);
-        if (rc != 0)
-            return rc;
-        if (!chain.mark_found && chain.first_bad == 0)
-            return complain(EXIT_BROKEN_CHAIN,
-                            "check failed: the log ends at seq %" PRIu64
-                            ", before the checkpoint's seq %" PRIu64 ": history was cut",
-                            chain.head, cp.seq);
-        if (!chain.mark_found)
-            return complain(EXIT_BROKEN_CHAIN, "check failed: chain broken at seq %" PRIu64 ": %s",
-                            chain.first_bad, chain.why);
-        if (memcmp(chain.mark_hash, cp.hash, sizeof(cp.hash)) != 0)
-            return complain(EXIT_BROKEN_CHAIN,
-                            "check failed: event %" PRIu64 " no longer has the "
-                            "checkpoint's hash: history was rewritten",
-                            cp.seq);
-        if (chain.first_bad != 0)
-            return complain(EXIT_BROKEN_CHAIN, "check failed: chain broken at seq %" PRIu64 ": %s",
-                            chain.first_bad, chain.why);
-        head = chain.head;
-        checked = chain.head - cp.seq + 1;
-    } else {
-        check_state s;
-        memset(&s, 0, sizeof(s));
-        s.cp = &cp;
-        s.expect = cp.seq;
-        msgpack_sbuffer_init(&s.bytes);
-        rc = walk_events(c, NULL, NULL, cp.seq - 1, check_event, &s, &head);
-        msgpack_sbuffer_destroy(&s.bytes);
-        if (rc == EXIT_BROKEN_CHAIN)
-            return complain(EXIT_BROKEN_CHAIN, "check failed: %s", s.why);
-        if (rc != 0)
-            return rc;
-        if (s.expect <= cp.seq)
-            return complain(EXIT_BROKEN_CHAIN,
-                            "check failed: the log ends at seq %" PRIu64
-                            ", before the checkpoint's seq %" PRIu64 ": history was cut",
-                            head, cp.seq);
-        checked = s.expect - cp.seq;
-        head = s.expect - 1;
-    }
+    rc = data != NULL ? check_copy(data, &cp, &head, &checked)
+                      : check_daemon(c, &cp, &head, &checked);
+    if (rc != 0)
+        return rc;
     if (c->json)
         printf("{\"ok\":true,\"seq\":%" PRIu64 ",\"hash\":\"%s\",\"public_key\":\"%s\","
                "\"head\":%" PRIu64 ",\"checked\":%" PRIu64 "}\n",
@@ -1047,28 +1063,73 @@ static int backup_verify(backup_file *f, const msgpack_object *result, checkpoin
     return 0;
 }
 
-int run_backup(ctl *c, const command *cmd, arg_value *values)
+/* The absolute path of the backup folder DIR, without trailing slashes. 0 or EXIT_USAGE. */
+static int backup_path(const char *dir, char path[PATH_MAX])
 {
-    const char *dir = value_of(cmd, values, "DIR")->text;
-    char path[PATH_MAX], cwd[PATH_MAX];
-    budget_response r;
-    checkpoint_chain chain;
-    uint64_t started = monotonic_ms();
-
+    char cwd[PATH_MAX];
     if (dir[0] == '/') {
-        snprintf(path, sizeof(path), "%s", dir);
+        snprintf(path, PATH_MAX, "%s", dir);
     } else {
         if (getcwd(cwd, sizeof(cwd)) == NULL)
             return complain(EXIT_USAGE, "backup: cannot tell the current folder: %s",
                             strerror(errno));
-        if (snprintf(path, sizeof(path), "%s/%s", cwd, dir) >= (int)sizeof(path))
+        if (snprintf(path, PATH_MAX, "%s/%s", cwd, dir) >= PATH_MAX)
             return complain(EXIT_USAGE, "backup: DIR is too long");
     }
     size_t n = strlen(path);
     while (n > 1 && path[n - 1] == '/')
         path[--n] = '\0';
+    return 0;
+}
+
+/* What a finished backup holds, as a line or as JSON. */
+static void print_backup(const ctl *c, const char *path, const checkpoint_chain *chain,
+                         int64_t bytes, uint64_t ms)
+{
+    if (c->json) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_unpacked u;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 5);
+        msgpack_pack_str_with_body(&pk, "dir", 3);
+        msgpack_pack_str_with_body(&pk, path, strlen(path));
+        msgpack_pack_str_with_body(&pk, "head", 4);
+        msgpack_pack_uint64(&pk, chain->head);
+        msgpack_pack_str_with_body(&pk, "hash", 4);
+        msgpack_pack_bin_with_body(&pk, chain->head_hash, BUDGET_HASH_BYTES);
+        msgpack_pack_str_with_body(&pk, "bytes", 5);
+        msgpack_pack_int64(&pk, bytes);
+        msgpack_pack_str_with_body(&pk, "ms", 2);
+        msgpack_pack_uint64(&pk, ms);
+        msgpack_unpacked_init(&u);
+        if (msgpack_unpack_next(&u, sb.data, sb.size, NULL) == MSGPACK_UNPACK_SUCCESS)
+            json_line(&u.data);
+        msgpack_unpacked_destroy(&u);
+        msgpack_sbuffer_destroy(&sb);
+    } else {
+        char hash[2 * BUDGET_HASH_BYTES + 1] = "";
+        hex_string(chain->head_hash, BUDGET_HASH_BYTES, hash, sizeof(hash));
+        printf("backup in %s: events up to seq %" PRIu64 " (hash %.16s), %" PRId64
+               " bytes, verified in %" PRIu64 " ms\n",
+               path, chain->head, hash, bytes, ms);
+    }
+}
+
+int run_backup(ctl *c, const command *cmd, arg_value *values)
+{
+    const char *dir = value_of(cmd, values, "DIR")->text;
+    char path[PATH_MAX];
+    budget_response r;
+    checkpoint_chain chain;
+    uint64_t started = monotonic_ms();
+
+    int rc = backup_path(dir, path);
+    if (rc != 0)
+        return rc;
     backup_file f = {.path = path, .dir_fd = -1, .file_fd = -1};
-    int rc = backup_create(&f);
+    rc = backup_create(&f);
     if (rc != 0)
         return rc;
     rc = backup_receive(c, &f, &r);
@@ -1092,35 +1153,7 @@ int run_backup(ctl *c, const command *cmd, arg_value *values)
     snprintf(data_path, sizeof(data_path), "%s/data.mdb", path);
     int64_t bytes = stat(data_path, &st) == 0 ? (int64_t)st.st_size : (int64_t)f.bytes;
     uint64_t ms = monotonic_ms() - started;
-    if (c->json) {
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_unpacked u;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 5);
-        msgpack_pack_str_with_body(&pk, "dir", 3);
-        msgpack_pack_str_with_body(&pk, path, strlen(path));
-        msgpack_pack_str_with_body(&pk, "head", 4);
-        msgpack_pack_uint64(&pk, chain.head);
-        msgpack_pack_str_with_body(&pk, "hash", 4);
-        msgpack_pack_bin_with_body(&pk, chain.head_hash, BUDGET_HASH_BYTES);
-        msgpack_pack_str_with_body(&pk, "bytes", 5);
-        msgpack_pack_int64(&pk, bytes);
-        msgpack_pack_str_with_body(&pk, "ms", 2);
-        msgpack_pack_uint64(&pk, ms);
-        msgpack_unpacked_init(&u);
-        if (msgpack_unpack_next(&u, sb.data, sb.size, NULL) == MSGPACK_UNPACK_SUCCESS)
-            json_line(&u.data);
-        msgpack_unpacked_destroy(&u);
-        msgpack_sbuffer_destroy(&sb);
-    } else {
-        char hash[2 * BUDGET_HASH_BYTES + 1] = "";
-        hex_string(chain.head_hash, BUDGET_HASH_BYTES, hash, sizeof(hash));
-        printf("backup in %s: events up to seq %" PRIu64 " (hash %.16s), %" PRId64
-               " bytes, verified in %" PRIu64 " ms\n",
-               path, chain.head, hash, bytes, ms);
-    }
+    print_backup(c, path, &chain, bytes, ms);
     return EXIT_DONE;
 }
 

@@ -135,84 +135,54 @@ int mp_read_bool(mp_reader *r, bool *out)
     return 0;
 }
 
+/* The big-endian value of the `width` (1, 2, 4 or 8) bytes at `p`. */
+static inline uint64_t mp__be(const uint8_t *p, size_t width)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < width; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* `v`, `width` bytes wide, read as a two's-complement number of that width. */
+static inline int64_t mp__sign_extend(uint64_t v, size_t width)
+{
+    unsigned shift = 64 - 8 * (unsigned)width;
+    return (int64_t)(v << shift) >> shift;
+}
+
 /*
  * Decodes any integer encoding at the cursor. On success returns the bytes it takes and sets
  * *bits to the value as a two's-complement uint64 and *negative to whether it is below zero.
- * Returns 0 when the next value is not an integer or is cut short.
+ * Returns 0 when the next value is not an integer or is cut short. The type bytes 0xcc..0xcf
+ * are uint 8, 16, 32 and 64, 0xd0..0xd3 int 8 to 64: the low two bits give the width.
  */
 static inline size_t mp__integer(const mp_reader *r, uint64_t *bits, bool *negative)
 {
     size_t avail = mp_remaining(r);
     if (avail == 0)
         return 0;
-    const uint8_t *p = r->p;
-    uint8_t b = p[0];
-    int64_t s;
-    if (b <= 0x7f) {
-        *bits = b;
-        *negative = false;
-        return 1;
-    }
-    if (b >= 0xe0) {
+    uint8_t b = r->p[0];
+    if (b <= 0x7f || b >= 0xe0) { /* positive or negative fixint */
         *bits = (uint64_t)(int64_t)(int8_t)b;
-        *negative = true;
+        *negative = b >= 0xe0;
         return 1;
     }
-    switch (b) {
-    case 0xcc:
-        if (avail < 2)
-            return 0;
-        *bits = p[1];
-        *negative = false;
-        return 2;
-    case 0xcd:
-        if (avail < 3)
-            return 0;
-        *bits = mp__be16(p + 1);
-        *negative = false;
-        return 3;
-    case 0xce:
-        if (avail < 5)
-            return 0;
-        *bits = mp__be32(p + 1);
-        *negative = false;
-        return 5;
-    case 0xcf:
-        if (avail < 9)
-            return 0;
-        *bits = mp__be64(p + 1);
-        *negative = false;
-        return 9;
-    case 0xd0:
-        if (avail < 2)
-            return 0;
-        s = (int8_t)p[1];
-        *bits = (uint64_t)s;
-        *negative = s < 0;
-        return 2;
-    case 0xd1:
-        if (avail < 3)
-            return 0;
-        s = (int16_t)mp__be16(p + 1);
-        *bits = (uint64_t)s;
-        *negative = s < 0;
-        return 3;
-    case 0xd2:
-        if (avail < 5)
-            return 0;
-        s = (int32_t)mp__be32(p + 1);
-        *bits = (uint64_t)s;
-        *negative = s < 0;
-        return 5;
-    case 0xd3:
-        if (avail < 9)
-            return 0;
-        *bits = mp__be64(p + 1);
-        *negative = (*bits >> 63) != 0;
-        return 9;
-    default:
+    if (b < 0xcc || b > 0xd3)
         return 0;
+    size_t width = (size_t)1 << (b & 3);
+    if (avail < 1 + width)
+        return 0;
+    uint64_t v = mp__be(r->p + 1, width);
+    if (b <= 0xcf) {
+        *bits = v;
+        *negative = false;
+    } else {
+        int64_t s = mp__sign_extend(v, width);
+        *bits = (uint64_t)s;
+        *negative = s < 0;
     }
+    return 1 + width;
 }
 
 int mp_read_uint(mp_reader *r, uint64_t *out)

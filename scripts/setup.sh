@@ -6,20 +6,10 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libuv1-dev liblmdb-dev libmsgpack-dev
           libsodium-dev libssl-dev libcriterion-dev lmdb-utils python3 python3-msgpack)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
 # The Node.js example (docs/examples/node): node and npm, from Debian where none is installed.
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
-  sudo_cmd=()
-  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
+scripts/install-packages.sh setup "${packages[@]}"
 
 # The example's one package, at the version its package-lock.json pins.
 if [ ! -d docs/examples/node/node_modules/@msgpack/msgpack ]; then
