@@ -185,28 +185,34 @@ static int parse_socket_group(const option_row *row, const char *value, daemon_o
     return 0;
 }
 
+/* A count in the row's range, or 2 after saying that the option wants `what` in it. */
+static int option_count(const option_row *row, const char *value, const char *what,
+                        unsigned long *count)
+{
+    if (parse_count(value, row->min, row->max, count) == 0)
+        return 0;
+    fprintf(stderr, "budgetd: --%s wants %s, %lu..%lu\n", row->name, what, row->min, row->max);
+    return 2;
+}
+
 /* A count of connections or subscriptions, into the uint32_t at row->field. */
 static int parse_limit(const option_row *row, const char *value, daemon_options *o)
 {
     unsigned long count;
-    if (parse_count(value, row->min, row->max, &count) != 0) {
-        fprintf(stderr, "budgetd: --%s wants a count, %lu..%lu\n", row->name, row->min, row->max);
-        return 2;
-    }
-    *(uint32_t *)((char *)o + row->field) = (uint32_t)count;
-    return 0;
+    int status = option_count(row, value, "a count", &count);
+    if (status == 0)
+        *(uint32_t *)((char *)o + row->field) = (uint32_t)count;
+    return status;
 }
 
 /* Seconds, into the milliseconds (uint64_t) at row->field. */
 static int parse_seconds(const option_row *row, const char *value, daemon_options *o)
 {
     unsigned long count;
-    if (parse_count(value, row->min, row->max, &count) != 0) {
-        fprintf(stderr, "budgetd: --%s wants seconds, %lu..%lu\n", row->name, row->min, row->max);
-        return 2;
-    }
-    *(uint64_t *)((char *)o + row->field) = count * 1000u;
-    return 0;
+    int status = option_count(row, value, "seconds", &count);
+    if (status == 0)
+        *(uint64_t *)((char *)o + row->field) = count * 1000u;
+    return status;
 }
 
 static int parse_map_size(const option_row *row, const char *value, daemon_options *o)
