@@ -138,10 +138,7 @@ int mp_read_bool(mp_reader *r, bool *out)
 /* The big-endian value of the `width` (1, 2, 4 or 8) bytes at `p`. */
 static inline uint64_t mp__be(const uint8_t *p, size_t width)
 {
-    uint64_t v = 0;
-    for (size_t i = 0; i < width; i++)
-        v = v << 8 | p[i];
-    return v;
+    return width == 1 ? p[0] : width == 2 ? mp__be16(p) : width == 4 ? mp__be32(p) : mp__be64(p);
 }
 
 /* `v`, `width` bytes wide, read as a two's-complement number of that width. */
