@@ -82,6 +82,7 @@ struct ctl {
 
 /* ---- budgetctl_audit.c: the audit and integration commands ---------------------------- */
 
+/* The commands of budgetctl_audit.c, rows of the command table. */
 int run_watch(ctl *c, const command *cmd, arg_value *values);
 int run_history(ctl *c, const command *cmd, arg_value *values);
 int run_audit(ctl *c, const command *cmd, arg_value *values);
@@ -103,6 +104,7 @@ typedef struct {
     size_t capacity;
 } table;
 
+/* The tables `balances` prints. */
 typedef struct {
     table frames, allocations, avrop, units;
 } balance_tables;
@@ -111,8 +113,10 @@ typedef struct {
 void balance_tables_init(balance_tables *t);
 void balance_tables_free(balance_tables *t);
 
+/* Items of an array. */
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The lists of a balances answer, each paged on its own by the daemon. */
 enum { BAL_FRAMES, BAL_ALLOCATIONS, BAL_AVROP, BAL_UNITS, BAL_LISTS };
 
 /* The lists a fetch asks for, bits (1 << BAL_...); the others come empty. */
@@ -134,25 +138,31 @@ typedef struct {
     uint64_t listed[BAL_LISTS];
 } balances_json;
 
-/* Prints one line "budgetctl: ..." on stderr (say) and returns `status`. */
 /* Prints one line "budgetctl: ..." on stderr, escaped where it must be, and returns `status`. */
 int complain(int status, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* A msgpack value as JSON, `depth` levels in; and a whole value as one line on stdout. */
 void json_value(FILE *f, const msgpack_object *o, int depth);
 void json_line(const msgpack_object *o);
+/* The value of the command's argument `name` (a row of its table). */
 arg_value *value_of(const command *cmd, arg_value *values, const char *name);
 /* Packs every given argument that has a wire name, as a map with `extra` more pairs that the
  * caller packs after. Returns 0 or -ENOMEM. */
 int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *values, uint32_t extra);
 int pack_uint_pair(msgpack_packer *pk, const char *key, uint64_t value);
+/* Words for a budget_client error. */
 const char *client_error(int rc);
+/* Connects to the daemon at c->socket_path (an exit status after saying why); and closes. */
 int connect_daemon(ctl *c);
 void disconnect_daemon(ctl *c);
 /* A read: one request, no retry. Returns 0 with `out` holding an ok response, else the exit
  * status after saying why. */
 int call(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out);
+/* The `verify` and `balances` commands, which `audit` runs against the daemon. */
 int run_verify(ctl *c, const command *cmd, arg_value *values);
 int run_balances(ctl *c, const command *cmd, arg_value *values);
+/* True when a balances answer says more pages follow. */
 bool more_pages(const msgpack_object *result);
+/* A cursor at the start of the lists in `wanted` (bits 1 << BAL_...); the others skipped. */
 void balances_cursor_init(balances_cursor *cur, unsigned wanted);
 /* Moves `cur` to the answer's "next". True when some list moved on (false when the answer
  * has no "next": a daemon that pages only allocations). */
@@ -165,20 +175,24 @@ bool balances_advance(const msgpack_object *result, balances_cursor *cur);
  */
 int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigned wanted,
                    budget_response *first, page_fn page, void *state);
+/* page_fn: adds a page's items to the balance_tables at `state`; and prints the tables. */
 int balances_page_rows(void *state, const msgpack_object *result);
 int print_balances(const budget_response *first, balance_tables *t);
+/* Opens a stream for each list (0, or -1 when out of memory). */
 int balances_json_open(balances_json *j);
 /* Closes the streams; the joined text stays until balances_json_free. */
 void balances_json_close(balances_json *j);
 void balances_json_free(balances_json *j);
+/* page_fn: appends a page's items to the balances_json at `state`. */
 int balances_page_json(void *state, const msgpack_object *result);
 /* Writes the first page's result with each list joined over every page, "more" false, and
  * no "next". */
 void print_balances_json(const msgpack_object *result, const balances_json *j);
 /* `seq  YYYY-MM-DD HH:MM:SS UTC  name(uid)  type  key=value ...` */
 void print_event(const msgpack_object *ev, int seq_width);
+/* Decimal digits of `n`: the width of a seq column. */
 int digits_of(uint64_t n);
-/* ---- main ----------------------------------------------------------------------------- */
+/* The row of the command table named `name`, or NULL. */
 const command *find_command(const char *name);
 
 #endif
