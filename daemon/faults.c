@@ -48,6 +48,22 @@ typedef struct {
 
 static fault_plan faults;
 
+/* The variable `name`'s value, or NULL when it is unset or empty. */
+static const char *seam_env(const char *name)
+{
+    const char *env = getenv(name);
+    return env && *env ? env : NULL;
+}
+
+/* The whole of `text` as a delay of 1..FAULT_DELAY_MS_MAX ms. 0, or -1. */
+static int delay_parse(const char *text, unsigned long *ms)
+{
+    char *end;
+    errno = 0;
+    *ms = strtoul(text, &end, 10);
+    return errno || *end || *ms == 0 || *ms > FAULT_DELAY_MS_MAX ? -1 : 0;
+}
+
 static const char *fault_point_name(store_fault_point p)
 {
     return p == STORE_FAULT_PUT      ? "put"
@@ -114,9 +130,7 @@ static int fault_parse_rule(char *text, fault_rule *r)
     if (errno || *end || r->nth == 0)
         return -1;
     if (strncmp(error, "DELAY=", 6) == 0) {
-        errno = 0;
-        r->delay_ms = strtoul(error + 6, &end, 10);
-        if (errno || *end || r->delay_ms == 0 || r->delay_ms > FAULT_DELAY_MS_MAX)
+        if (delay_parse(error + 6, &r->delay_ms) != 0)
             return -1;
         error[5] = '\0';
     }
@@ -137,10 +151,10 @@ static int fault_parse_rule(char *text, fault_rule *r)
 /* Reads $BUDGETD_FAULT into the store's options. 0, or -1 when it cannot be parsed. */
 static int fault_install(store_options *sopt)
 {
-    const char *env = getenv("BUDGETD_FAULT");
+    const char *env = seam_env("BUDGETD_FAULT");
     char text[256], *save = NULL;
 
-    if (!env || !*env)
+    if (!env)
         return 0;
     if (strlen(env) >= sizeof(text))
         return -1;
@@ -174,10 +188,10 @@ static void lookup_delay(uint32_t uid)
 
 static int lookup_delay_install(server_config *cfg)
 {
-    const char *env = getenv("BUDGETD_LOOKUP_DELAY");
+    const char *env = seam_env("BUDGETD_LOOKUP_DELAY");
     char *end;
 
-    if (!env || !*env)
+    if (!env)
         return 0;
     errno = 0;
     unsigned long first = strtoul(env, &end, 10), last = first;
@@ -185,8 +199,7 @@ static int lookup_delay_install(server_config *cfg)
         last = strtoul(end + 1, &end, 10);
     if (errno || *end != ':' || first > last || last > UINT32_MAX)
         return -1;
-    lookup_delay_ms = strtoul(end + 1, &end, 10);
-    if (errno || *end || lookup_delay_ms == 0 || lookup_delay_ms > FAULT_DELAY_MS_MAX)
+    if (delay_parse(end + 1, &lookup_delay_ms) != 0)
         return -1;
     lookup_delay_first = (uint32_t)first;
     lookup_delay_last = (uint32_t)last;
@@ -213,8 +226,8 @@ static void socket_swap(const char *socket_path)
 
 static void socket_swap_install(server_config *cfg)
 {
-    const char *env = getenv("BUDGETD_SOCKET_SWAP");
-    if (!env || !*env)
+    const char *env = seam_env("BUDGETD_SOCKET_SWAP");
+    if (!env)
         return;
     socket_swap_target = env;
     cfg->socket_hook = socket_swap;
@@ -234,14 +247,11 @@ static void job_delay(void)
 
 static int job_delay_install(server_config *cfg)
 {
-    const char *env = getenv("BUDGETD_JOB_DELAY");
-    char *end;
+    const char *env = seam_env("BUDGETD_JOB_DELAY");
 
-    if (!env || !*env)
+    if (!env)
         return 0;
-    errno = 0;
-    job_delay_ms = strtoul(env, &end, 10);
-    if (errno || *end || job_delay_ms == 0 || job_delay_ms > FAULT_DELAY_MS_MAX)
+    if (delay_parse(env, &job_delay_ms) != 0)
         return -1;
     cfg->job_hook = job_delay;
     log_warn("BUDGETD_JOB_DELAY=%s: every worker job takes %lu ms longer", env, job_delay_ms);
@@ -252,10 +262,10 @@ static int job_delay_install(server_config *cfg)
  * a year either way), as after a clock set wrong or set back. */
 static int clock_offset_install(server_config *cfg)
 {
-    const char *env = getenv("BUDGETD_CLOCK_OFFSET_MS");
+    const char *env = seam_env("BUDGETD_CLOCK_OFFSET_MS");
     char *end;
 
-    if (!env || !*env)
+    if (!env)
         return 0;
     errno = 0;
     long long ms = strtoll(env, &end, 10);
