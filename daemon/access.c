@@ -1,4 +1,5 @@
 /* Who may do what: the access file's parser, identities, and the decision (access.h). */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -609,47 +610,85 @@ static bool frame_holder(const ledger *l, const char *id, char unit[BUDGET_UNIT_
     return true;
 }
 
-bool access_write_scope(const ledger *l, const ledger_cmd *cmd,
-                        char unit[BUDGET_UNIT_BYTES_MAX + 1], char *what, size_t what_size)
+/* Adds `unit` to `out`, with the phrase that says why the write concerns it. */
+__attribute__((format(printf, 3, 4))) static void scope_add(access_scope *out, const char *unit,
+                                                            const char *fmt, ...)
+{
+    assert(out->count < ACCESS_SCOPE_UNITS_MAX);
+    snprintf(out->units[out->count].unit, sizeof out->units[out->count].unit, "%s", unit);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out->units[out->count].what, sizeof out->units[out->count].what, fmt, ap);
+    va_end(ap);
+    out->count++;
+}
+
+/*
+ * The scopes of the types, scope_<scope> of each row of LEDGER_EVENT_TYPES: each adds the
+ * units the write concerns to `out`, none when what it names does not exist.
+ */
+
+/* The unit the client names (frame.grant: the unit of the new frame). */
+static void scope_given_unit(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    (void)l;
+    if (cmd->unit[0] != '\0')
+        scope_add(out, cmd->unit, "the frame is for %s", cmd->unit);
+}
+
+/* The unit that holds the frame the write names (frame.adjust, allocation.propose). */
+static void scope_frame_holder(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    char unit[BUDGET_UNIT_BYTES_MAX + 1];
+    if (frame_holder(l, cmd->frame, unit))
+        scope_add(out, unit, "frame %s is held by %s", cmd->frame, unit);
+}
+
+/* The unit the allocation the write names is to (avrop.request). */
+static void scope_allocation_unit(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    ledger_allocation_view a;
+    if (ledger_allocation(l, cmd->allocation, &a))
+        scope_add(out, a.unit, "allocation %s is to %s", cmd->allocation, a.unit);
+}
+
+/* The unit that holds the frame the target comes from (approve, reject). */
+static void scope_target_holder(const ledger *l, const ledger_cmd *cmd, access_scope *out)
 {
     ledger_allocation_view a;
     ledger_avrop_view v;
+    char unit[BUDGET_UNIT_BYTES_MAX + 1];
 
-    switch (cmd->type) {
-    case LEDGER_FRAME_GRANTED:
-        snprintf(unit, BUDGET_UNIT_BYTES_MAX + 1, "%s", cmd->unit);
-        snprintf(what, what_size, "the frame is for %s", cmd->unit);
-        return unit[0] != '\0';
-    case LEDGER_FRAME_ADJUSTED:
-    case LEDGER_ALLOCATION_PROPOSED:
-        if (!frame_holder(l, cmd->frame, unit))
-            return false;
-        snprintf(what, what_size, "frame %s is held by %s", cmd->frame, unit);
-        return true;
-    case LEDGER_AVROP_REQUESTED:
-        if (!ledger_allocation(l, cmd->allocation, &a))
-            return false;
-        snprintf(unit, BUDGET_UNIT_BYTES_MAX + 1, "%s", a.unit);
-        snprintf(what, what_size, "allocation %s is to %s", cmd->allocation, a.unit);
-        return true;
-    case LEDGER_DECISION_APPROVED:
-    case LEDGER_DECISION_REJECTED:
-        if (ledger_allocation(l, cmd->target, &a)) {
-            if (!frame_holder(l, a.frame, unit))
-                return false;
-            snprintf(what, what_size, "allocation %s comes from frame %s, held by %s", cmd->target,
-                     a.frame, unit);
-            return true;
-        }
-        if (ledger_avrop(l, cmd->target, &v) && ledger_allocation(l, v.allocation, &a) &&
-            frame_holder(l, a.frame, unit)) {
-            snprintf(what, what_size, "avrop %s draws on frame %s, held by %s", cmd->target,
-                     a.frame, unit);
-            return true;
-        }
-        return false;
-    case LEDGER_REQUEST_WITHDRAWN:
-        return false;
+    if (ledger_allocation(l, cmd->target, &a)) {
+        if (frame_holder(l, a.frame, unit))
+            scope_add(out, unit, "allocation %s comes from frame %s, held by %s", cmd->target,
+                      a.frame, unit);
+        return;
     }
-    return false;
+    if (ledger_avrop(l, cmd->target, &v) && ledger_allocation(l, v.allocation, &a) &&
+        frame_holder(l, a.frame, unit))
+        scope_add(out, unit, "avrop %s draws on frame %s, held by %s", cmd->target, a.frame, unit);
+}
+
+/* No unit (withdraw: only the proposer may withdraw; the ledger checks). */
+static void scope_none(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    (void)l;
+    (void)cmd;
+    (void)out;
+}
+
+typedef void (*scope_fn)(const ledger *l, const ledger_cmd *cmd, access_scope *out);
+static const scope_fn type_scopes[LEDGER_TYPE_END] = {
+#define TYPE_SCOPE(name, wire, op, role, kind, fields, rules, scope)                               \
+    [LEDGER_##name] = scope_##scope,
+    LEDGER_EVENT_TYPES(TYPE_SCOPE)
+#undef TYPE_SCOPE
+};
+
+void access_write_scope(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    out->count = 0;
+    if (ledger_type_known(cmd->type))
+        type_scopes[cmd->type](l, cmd, out);
 }

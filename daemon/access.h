@@ -116,17 +116,30 @@ void access_resolve(const access_rules *r, const access_identity *id, access_gra
 int access_decide(const access_rules *r, const access_grants *g, access_role need, const char *unit,
                   const char *what, const char *op, const char *who, char *why, size_t why_size);
 
+/* A write concerns at most this many units (one that moves money between two units
+ * concerns both). */
+#define ACCESS_SCOPE_UNITS_MAX 2
+
+/* The units a write concerns, each with a phrase for an error ("frame ks-2021 is held by
+ * KS"). */
+typedef struct {
+    size_t count;
+    struct {
+        char unit[BUDGET_UNIT_BYTES_MAX + 1];
+        char what[200];
+    } units[ACCESS_SCOPE_UNITS_MAX];
+} access_scope;
+
 /*
- * The unit a write is done for, from the ledger state: frame.grant the unit of the new
- * frame; frame.adjust and allocation.propose the unit that holds the frame; avrop.request the
- * unit the allocation is to; approve and reject the unit that holds the frame the target
- * comes from. withdraw concerns no unit (only the proposer may withdraw; the ledger checks).
- * Returns true with `unit` and `what` (a phrase for an error, "frame ks-2021 is held by KS")
- * filled, or false when the write concerns no unit or what it names does not exist (the
- * ledger then says not_found).
+ * The units a write is done for, from the ledger state, by the scope of its type's row
+ * (LEDGER_EVENT_TYPES): frame.grant the unit of the new frame; frame.adjust and
+ * allocation.propose the unit that holds the frame; avrop.request the unit the allocation is
+ * to; approve and reject the unit that holds the frame the target comes from. withdraw
+ * concerns no unit (only the proposer may withdraw; the ledger checks). Fills `out`; its
+ * count is 0 when the write concerns no unit or what it names does not exist (the ledger then
+ * says not_found). The caller checks the role for every unit of the set.
  */
-bool access_write_scope(const ledger *l, const ledger_cmd *cmd,
-                        char unit[BUDGET_UNIT_BYTES_MAX + 1], char *what, size_t what_size);
+void access_write_scope(const ledger *l, const ledger_cmd *cmd, access_scope *out);
 
 /*
  * Iterates what `g` holds, for hello: each call fills the next role held, whether it is

@@ -49,72 +49,9 @@
 #include "budget/limits.h"
 #include "proto/mp.h"
 
-/* What a data value is, and the rule it obeys. */
-typedef enum {
-    V_ID,     /* str: an id */
-    V_UNIT,   /* str: a unit */
-    V_YEAR,   /* int: a fiscal year */
-    V_AMOUNT, /* int: 1..BUDGET_AMOUNT_MAX */
-    V_DELTA,  /* int: non-zero, |delta| <= BUDGET_AMOUNT_MAX */
-    V_TITLE,  /* str: 1..BUDGET_TEXT_BYTES_MAX bytes */
-    V_TEXT,   /* str: 0..BUDGET_TEXT_BYTES_MAX bytes */
-    V_KIND,   /* str: "allocation" or "avrop" */
-} value_kind;
-
-/* A key of the data map (a fixstr when encoded), and where its value lives. */
-typedef struct {
-    const char *key;
-    uint8_t key_len;
-    value_kind kind;
-    uint16_t offset; /* of the string field in ledger_event (str kinds) */
-} field;
-
-#define KEY(name) (name), (uint8_t)(sizeof(name) - 1)
-#define STR_FIELD(key, kind, member)                                                               \
-    {                                                                                              \
-        KEY(key), kind, offsetof(ledger_event, member)                                             \
-    }
-
-static const field F_ID = STR_FIELD("id", V_ID, id);
-static const field F_FRAME = STR_FIELD("frame", V_ID, frame);
-static const field F_ALLOCATION = STR_FIELD("allocation", V_ID, allocation);
-static const field F_TARGET = STR_FIELD("target", V_ID, target);
-static const field F_UNIT = STR_FIELD("unit", V_UNIT, unit);
-static const field F_YEAR = {KEY("year"), V_YEAR, 0};
-static const field F_AMOUNT = {KEY("amount"), V_AMOUNT, 0};
-static const field F_DELTA = {KEY("delta"), V_DELTA, 0};
-static const field F_TITLE = STR_FIELD("title", V_TITLE, title);
-static const field F_REASON = STR_FIELD("reason", V_TITLE, title);
-static const field F_PURPOSE = STR_FIELD("purpose", V_TITLE, title);
-static const field F_REFERENCE = STR_FIELD("reference", V_TEXT, reference);
-static const field F_NOTE = STR_FIELD("note", V_TEXT, note);
-static const field F_TARGET_KIND = {KEY("target_kind"), V_KIND, 0};
-
-#define DATA_FIELDS_MAX 9
-
-/* The data map of each type, in order (the table at the top of this file). */
-static const struct {
-    uint8_t count;
-    const field *fields[DATA_FIELDS_MAX];
-} layouts[] = {
-    [LEDGER_FRAME_GRANTED] = {6, {&F_ID, &F_UNIT, &F_YEAR, &F_AMOUNT, &F_TITLE, &F_REFERENCE}},
-    [LEDGER_FRAME_ADJUSTED] = {7,
-                               {&F_ID, &F_FRAME, &F_UNIT, &F_YEAR, &F_DELTA, &F_REASON,
-                                &F_REFERENCE}},
-    [LEDGER_ALLOCATION_PROPOSED] = {6, {&F_ID, &F_FRAME, &F_UNIT, &F_YEAR, &F_AMOUNT, &F_PURPOSE}},
-    [LEDGER_AVROP_REQUESTED] = {7,
-                                {&F_ID, &F_ALLOCATION, &F_FRAME, &F_UNIT, &F_YEAR, &F_AMOUNT,
-                                 &F_NOTE}},
-    [LEDGER_DECISION_APPROVED] = {9,
-                                  {&F_ID, &F_TARGET, &F_TARGET_KIND, &F_FRAME, &F_UNIT, &F_YEAR,
-                                   &F_AMOUNT, &F_REFERENCE, &F_NOTE}},
-    [LEDGER_DECISION_REJECTED] = {9,
-                                  {&F_ID, &F_TARGET, &F_TARGET_KIND, &F_FRAME, &F_UNIT, &F_YEAR,
-                                   &F_AMOUNT, &F_REFERENCE, &F_NOTE}},
-    [LEDGER_REQUEST_WITHDRAWN] = {8,
-                                  {&F_ID, &F_TARGET, &F_TARGET_KIND, &F_FRAME, &F_UNIT, &F_YEAR,
-                                   &F_AMOUNT, &F_NOTE}},
-};
+/* The data map of each type is its field table (event_types.c): the keys in order, each
+ * value's rule (field_value) and its member of ledger_event. */
+typedef event_field field;
 
 /* The fixed parts of the envelope, as encoded. */
 static const uint8_t MAP7 = 0x87, MAP6 = 0x86, ACTOR_MAP = 0x82;
@@ -133,58 +70,40 @@ _Static_assert(LINK_BYTES == EVENT_HASH_TAIL_BYTES, "the tail is 39 bytes");
 /* The smallest possible event is well over this; anything shorter is malformed. */
 #define EVENT_BYTES_MIN (1 + 2 * LINK_BYTES)
 
-static bool type_known(ledger_type t)
-{
-    return t >= LEDGER_FRAME_GRANTED && t <= LEDGER_REQUEST_WITHDRAWN;
-}
-
-static size_t str_field_size(value_kind kind)
-{
-    switch (kind) {
-    case V_ID:
-        return BUDGET_ID_BYTES_MAX + 1;
-    case V_UNIT:
-        return BUDGET_UNIT_BYTES_MAX + 1;
-    default:
-        return BUDGET_TEXT_BYTES_MAX + 1;
-    }
-}
-
-/* The rule of a str value of `kind`. Text is not scanned for UTF-8 here: it was checked
+/* The rule of a str value of field `f`. Text is not scanned for UTF-8 here: it was checked
  * before the event was first written, and the hash chain covers it since. */
-static bool str_ok(value_kind kind, const char *s, size_t len)
+static bool str_ok(const field *f, const char *s, size_t len)
 {
-    switch (kind) {
-    case V_ID:
+    switch ((field_value)f->value) {
+    case FIELD_ID:
         return ledger_valid_id(s, len);
-    case V_UNIT:
+    case FIELD_UNIT:
         return ledger_valid_unit(s, len);
-    case V_TITLE:
-        return len >= 1 && len <= BUDGET_TEXT_BYTES_MAX && memchr(s, 0, len) == NULL;
-    case V_TEXT:
-        return len <= BUDGET_TEXT_BYTES_MAX && memchr(s, 0, len) == NULL;
+    case FIELD_TEXT:
+        return len >= field_bytes_min(f) && len <= field_bytes_max(f) && memchr(s, 0, len) == NULL;
     default:
         return false;
     }
 }
 
-static bool int_ok(value_kind kind, int64_t v)
+static bool int_ok(field_value kind, int64_t v)
 {
     switch (kind) {
-    case V_YEAR:
+    case FIELD_YEAR:
         return v >= BUDGET_YEAR_MIN && v <= BUDGET_YEAR_MAX;
-    case V_AMOUNT:
+    case FIELD_AMOUNT:
         return v >= 1 && v <= BUDGET_AMOUNT_MAX;
-    case V_DELTA:
+    case FIELD_DELTA:
         return v != 0 && v >= -BUDGET_AMOUNT_MAX && v <= BUDGET_AMOUNT_MAX;
     default:
         return false;
     }
 }
 
+/* The kinds a target_kind may hold. */
 static const char *kind_text(ledger_kind k)
 {
-    return k == LEDGER_KIND_ALLOCATION ? "allocation" : k == LEDGER_KIND_AVROP ? "avrop" : NULL;
+    return k == LEDGER_KIND_ALLOCATION || k == LEDGER_KIND_AVROP ? ledger_kind_name(k) : NULL;
 }
 
 /* ---- encoding ----------------------------------------------------------------------------- */
@@ -193,15 +112,15 @@ static const char *kind_text(ledger_kind k)
 static bool write_field(mp_writer *w, const field *f, const ledger_event *ev)
 {
     mp_write_str(w, f->key, f->key_len);
-    switch (f->kind) {
-    case V_YEAR:
-        mp_write_int(w, ev->year);
-        return int_ok(f->kind, ev->year);
-    case V_AMOUNT:
-    case V_DELTA:
-        mp_write_int(w, ev->amount);
-        return int_ok(f->kind, ev->amount);
-    case V_KIND: {
+    switch ((field_value)f->value) {
+    case FIELD_YEAR:
+    case FIELD_AMOUNT:
+    case FIELD_DELTA: {
+        int64_t v = ledger_field_int(ev, f);
+        mp_write_int(w, v);
+        return int_ok(f->value, v);
+    }
+    case FIELD_TARGET_KIND: {
         const char *k = kind_text(ev->target_kind);
         if (k == NULL)
             return false;
@@ -209,9 +128,9 @@ static bool write_field(mp_writer *w, const field *f, const ledger_event *ev)
         return true;
     }
     default: {
-        const char *s = (const char *)ev + f->offset;
-        size_t len = strnlen(s, str_field_size(f->kind));
-        if (!str_ok(f->kind, s, len))
+        const char *s = ledger_field_str(ev, f);
+        size_t len = strnlen(s, f->size);
+        if (!str_ok(f, s, len))
             return false;
         mp_write_str(w, s, len);
         return true;
@@ -304,7 +223,7 @@ static void hash_event(const uint8_t prev[BUDGET_HASH_BYTES], const uint8_t *byt
 int event_encode(const ledger_event *ev, const uint8_t prev[BUDGET_HASH_BYTES], uint8_t *out,
                  size_t cap, uint8_t hash[BUDGET_HASH_BYTES])
 {
-    if (!type_known(ev->type))
+    if (!ledger_type_known(ev->type))
         return BUDGET_EINTERNAL;
     size_t name_len = strnlen(ev->actor.name, sizeof ev->actor.name);
     if (name_len > BUDGET_NAME_BYTES_MAX)
@@ -326,9 +245,10 @@ int event_encode(const ledger_event *ev, const uint8_t prev[BUDGET_HASH_BYTES], 
     mp_write_raw(&w, KEY_TYPE, sizeof KEY_TYPE - 1);
     mp_write_cstr(&w, ledger_type_name(ev->type));
     mp_write_raw(&w, KEY_DATA, sizeof KEY_DATA - 1);
-    mp_write_map(&w, layouts[ev->type].count);
-    for (uint8_t i = 0; i < layouts[ev->type].count; i++)
-        if (!write_field(&w, layouts[ev->type].fields[i], ev))
+    const event_type_info *t = &event_types[ev->type];
+    mp_write_map(&w, t->field_count);
+    for (uint8_t i = 0; i < t->field_count; i++)
+        if (!write_field(&w, &t->fields[i], ev))
             return BUDGET_EINTERNAL;
     mp_write_raw(&w, PREV_HEAD, sizeof PREV_HEAD);
     mp_write_raw(&w, prev, BUDGET_HASH_BYTES);
@@ -530,19 +450,15 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
     int64_t v;
     const char *s;
     uint32_t len;
-    switch (f->kind) {
-    case V_YEAR:
-        if (!read_int(r, &v) || !int_ok(V_YEAR, v))
+    switch ((field_value)f->value) {
+    case FIELD_YEAR:
+    case FIELD_AMOUNT:
+    case FIELD_DELTA:
+        if (!read_int(r, &v) || !int_ok(f->value, v))
             return false;
-        ev->year = (int32_t)v;
+        ledger_field_set_int(ev, f, v);
         return true;
-    case V_AMOUNT:
-    case V_DELTA:
-        if (!read_int(r, &v) || !int_ok(f->kind, v))
-            return false;
-        ev->amount = v;
-        return true;
-    case V_KIND:
+    case FIELD_TARGET_KIND:
         if (!read_str(r, &s, &len, 16))
             return false;
         if (len == 10 && memcmp(s, "allocation", 10) == 0)
@@ -552,13 +468,11 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
         else
             return false;
         return true;
-    default: {
-        size_t size = str_field_size(f->kind);
-        if (!read_str(r, &s, &len, (uint32_t)size - 1) || !str_ok(f->kind, s, len))
+    default:
+        if (!read_str(r, &s, &len, (uint32_t)field_bytes_max(f)) || !str_ok(f, s, len))
             return false;
-        copy_str((char *)ev + f->offset, size, s, len, r->end);
+        copy_str((char *)ev + f->offset, f->size, s, len, r->end);
         return true;
-    }
     }
 }
 
@@ -596,15 +510,16 @@ int event_decode(const uint8_t *bytes, size_t size, ledger_event *ev)
     if (!expect(&r, KEY_TYPE, sizeof KEY_TYPE - 1) || !read_str(&r, &s, &len, 32))
         return BUDGET_EINTERNAL;
     ledger_type type = ledger_type_from_name(s, len);
-    if (!type_known(type))
+    if (!ledger_type_known(type))
         return BUDGET_EINTERNAL;
     ev->type = type;
-    uint8_t data_map = (uint8_t)(0x80 | layouts[type].count);
+    const event_type_info *t = &event_types[type];
+    uint8_t data_map = (uint8_t)(0x80 | t->field_count);
     if (!expect(&r, KEY_DATA, sizeof KEY_DATA - 1) || !expect(&r, &data_map, 1))
         return BUDGET_EINTERNAL;
     clear_fields(ev);
-    for (uint8_t i = 0; i < layouts[type].count; i++)
-        if (!read_field(&r, layouts[type].fields[i], ev))
+    for (uint8_t i = 0; i < t->field_count; i++)
+        if (!read_field(&r, &t->fields[i], ev))
             return BUDGET_EINTERNAL;
 
     /* Exactly the link remains. */

@@ -123,61 +123,8 @@ struct ledger {
 
     uint64_t events, last_seq;
     uint64_t last_ts_ms; /* of the event with last_seq */
-    uint64_t decisions, adjustments, withdrawals;
+    uint64_t ids_of_kind[LEDGER_KIND_END];
 };
-
-/* Fields of an event, as bits: which ones the client gives for each type. */
-enum {
-    F_ID = 1u << 0,
-    F_FRAME = 1u << 1,
-    F_ALLOCATION = 1u << 2,
-    F_TARGET = 1u << 3,
-    F_UNIT = 1u << 4,
-    F_YEAR = 1u << 5,
-    F_AMOUNT = 1u << 6, /* 0 < amount <= BUDGET_AMOUNT_MAX */
-    F_DELTA = 1u << 7,  /* amount != 0, |amount| <= BUDGET_AMOUNT_MAX */
-    F_TITLE = 1u << 8,  /* 1..256 bytes */
-    F_REFERENCE = 1u << 9,
-    F_NOTE = 1u << 10,
-};
-
-#define F_TEXTS (F_TITLE | F_REFERENCE | F_NOTE)
-
-#define NAME(s) (s), sizeof(s) - 1
-
-/* The command table: per event type, its name, the fields a client gives, the texts the
- * state keeps, the wire name of the `title` field, and the kind of what its id creates. */
-static const struct {
-    const char *name;
-    size_t name_len;
-    unsigned given;
-    unsigned kept;
-    const char *title;
-    ledger_kind creates;
-} types[] = {
-    [LEDGER_FRAME_GRANTED] = {NAME("frame.granted"),
-                              F_ID | F_UNIT | F_YEAR | F_AMOUNT | F_TITLE | F_REFERENCE,
-                              F_TITLE | F_REFERENCE, "title", LEDGER_KIND_FRAME},
-    [LEDGER_FRAME_ADJUSTED] = {NAME("frame.adjusted"),
-                               F_ID | F_FRAME | F_DELTA | F_TITLE | F_REFERENCE, 0, "reason",
-                               LEDGER_KIND_ADJUSTMENT},
-    [LEDGER_ALLOCATION_PROPOSED] = {NAME("allocation.proposed"),
-                                    F_ID | F_FRAME | F_UNIT | F_AMOUNT | F_TITLE, F_TITLE,
-                                    "purpose", LEDGER_KIND_ALLOCATION},
-    [LEDGER_AVROP_REQUESTED] = {NAME("avrop.requested"), F_ID | F_ALLOCATION | F_AMOUNT | F_NOTE,
-                                F_NOTE, NULL, LEDGER_KIND_AVROP},
-    [LEDGER_DECISION_APPROVED] = {NAME("decision.approved"), F_ID | F_TARGET | F_REFERENCE | F_NOTE,
-                                  0, NULL, LEDGER_KIND_DECISION},
-    [LEDGER_DECISION_REJECTED] = {NAME("decision.rejected"), F_ID | F_TARGET | F_REFERENCE | F_NOTE,
-                                  0, NULL, LEDGER_KIND_DECISION},
-    [LEDGER_REQUEST_WITHDRAWN] = {NAME("request.withdrawn"), F_ID | F_TARGET | F_NOTE, 0, NULL,
-                                  LEDGER_KIND_WITHDRAWAL},
-};
-
-static bool type_known(ledger_type t)
-{
-    return t >= LEDGER_FRAME_GRANTED && t <= LEDGER_REQUEST_WITHDRAWN;
-}
 
 /* What an event refers to, as found in the state by check_rules. */
 typedef struct {
@@ -463,46 +410,68 @@ static bool unit_field(const char *s, bool full)
     return len >= 1 && len <= BUDGET_UNIT_BYTES_MAX;
 }
 
-/* The syntax of every field the client gives for the event's type (`full`: see above). */
+/* The syntax of field `f` of `c`, one the client gives (`full`: see above). */
+static int check_field(const ledger_event *c, const event_field *f, bool full, ledger_error *err)
+{
+    const char *s = ledger_field_str(c, f);
+    int64_t v = field_is_str(f) ? 0 : ledger_field_int(c, f);
+    switch ((field_value)f->value) {
+    case FIELD_ID:
+        if (id_field(s, full))
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST, "%s must be 1..64 characters of A-Za-z0-9._:-",
+                    f->key);
+    case FIELD_UNIT:
+        if (unit_field(s, full))
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST, "%s must be 1..32 characters of A-Za-z0-9._:-",
+                    f->key);
+    case FIELD_YEAR:
+        if (v >= BUDGET_YEAR_MIN && v <= BUDGET_YEAR_MAX)
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST, "%s %" PRId64 " is not within %d..%d", f->key, v,
+                    BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
+    case FIELD_AMOUNT:
+        if (v > 0 && v <= BUDGET_AMOUNT_MAX)
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST, "%s %" PRId64 " öre is not within 1..%lld öre",
+                    f->key, v, BUDGET_AMOUNT_MAX);
+    case FIELD_DELTA:
+        if (v != 0 && v >= -BUDGET_AMOUNT_MAX && v <= BUDGET_AMOUNT_MAX)
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "%s %" PRId64 " öre must be non-zero and within -%lld..%lld öre", f->key, v,
+                    BUDGET_AMOUNT_MAX, BUDGET_AMOUNT_MAX);
+    case FIELD_TEXT:
+        if (text_field(s, field_bytes_min(f), full))
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "%s must be %zu..%zu bytes of UTF-8 without control characters", f->key,
+                    field_bytes_min(f), field_bytes_max(f));
+    case FIELD_TARGET_KIND:
+        break; /* derived, never given */
+    }
+    return fail(err, BUDGET_EINTERNAL, "field %s cannot be given", f->key);
+}
+
+/*
+ * The syntax of every field the client gives for the event's type, in the order of its data
+ * map (`full`: see above; without it, of the texts only those the state keeps).
+ */
 static int check_syntax(const ledger_event *c, bool full, ledger_error *err)
 {
-    if (!type_known(c->type))
+    if (!ledger_type_known(c->type))
         return fail(err, BUDGET_EBAD_REQUEST, "unknown event type %d", (int)c->type);
-    unsigned f = types[c->type].given;
-    if (!full)
-        f &= ~F_TEXTS | types[c->type].kept;
-    const char *id_rule = "must be 1..64 characters of A-Za-z0-9._:-";
-    if ((f & F_ID) && !id_field(c->id, full))
-        return fail(err, BUDGET_EBAD_REQUEST, "id %s", id_rule);
-    if ((f & F_FRAME) && !id_field(c->frame, full))
-        return fail(err, BUDGET_EBAD_REQUEST, "frame %s", id_rule);
-    if ((f & F_ALLOCATION) && !id_field(c->allocation, full))
-        return fail(err, BUDGET_EBAD_REQUEST, "allocation %s", id_rule);
-    if ((f & F_TARGET) && !id_field(c->target, full))
-        return fail(err, BUDGET_EBAD_REQUEST, "target %s", id_rule);
-    if ((f & F_UNIT) && !unit_field(c->unit, full))
-        return fail(err, BUDGET_EBAD_REQUEST, "unit must be 1..32 characters of A-Za-z0-9._:-");
-    if ((f & F_YEAR) && (c->year < BUDGET_YEAR_MIN || c->year > BUDGET_YEAR_MAX))
-        return fail(err, BUDGET_EBAD_REQUEST, "year %" PRId32 " is not within %d..%d", c->year,
-                    BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
-    if ((f & F_AMOUNT) && (c->amount <= 0 || c->amount > BUDGET_AMOUNT_MAX))
-        return fail(err, BUDGET_EBAD_REQUEST, "amount %" PRId64 " öre is not within 1..%lld öre",
-                    c->amount, BUDGET_AMOUNT_MAX);
-    if ((f & F_DELTA) &&
-        (c->amount == 0 || c->amount < -BUDGET_AMOUNT_MAX || c->amount > BUDGET_AMOUNT_MAX))
-        return fail(err, BUDGET_EBAD_REQUEST,
-                    "delta %" PRId64 " öre must be non-zero and within -%lld..%lld öre", c->amount,
-                    BUDGET_AMOUNT_MAX, BUDGET_AMOUNT_MAX);
-    if ((f & F_TITLE) && !text_field(c->title, 1, full))
-        return fail(err, BUDGET_EBAD_REQUEST,
-                    "%s must be 1..256 bytes of UTF-8 without control characters",
-                    types[c->type].title);
-    if ((f & F_REFERENCE) && !text_field(c->reference, 0, full))
-        return fail(err, BUDGET_EBAD_REQUEST,
-                    "reference must be 0..256 bytes of UTF-8 without control characters");
-    if ((f & F_NOTE) && !text_field(c->note, 0, full))
-        return fail(err, BUDGET_EBAD_REQUEST,
-                    "note must be 0..256 bytes of UTF-8 without control characters");
+    const event_type_info *t = &event_types[c->type];
+    for (uint8_t i = 0; i < t->field_count; i++) {
+        const event_field *f = &t->fields[i];
+        if (f->source == FIELD_DERIVED ||
+            (!full && f->value == FIELD_TEXT && !(f->flags & FIELD_KEPT)))
+            continue;
+        int rc = check_field(c, f, full, err);
+        if (rc != 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -528,8 +497,10 @@ static int find_entity(const ledger *l, const char *id, ledger_kind kind, uint32
     return 0;
 }
 
-static int rule_grant(const ledger *l, const ledger_event *ev, refs *r, ledger_error *err)
+static int rule_grant(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                      ledger_error *err)
 {
+    (void)actor_uid;
     r->unit = unit_get(l, ev->unit, ev->year);
     if (r->unit != NONE && l->units[r->unit].frames > INT64_MAX - ev->amount)
         return fail(err, BUDGET_ETOO_LARGE,
@@ -538,8 +509,10 @@ static int rule_grant(const ledger *l, const ledger_event *ev, refs *r, ledger_e
     return 0;
 }
 
-static int rule_adjust(const ledger *l, const ledger_event *ev, refs *r, ledger_error *err)
+static int rule_adjust(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                       ledger_error *err)
 {
+    (void)actor_uid;
     int rc = find_entity(l, ev->frame, LEDGER_KIND_FRAME, &r->frame, err);
     if (rc != 0)
         return rc;
@@ -562,8 +535,10 @@ static int rule_adjust(const ledger *l, const ledger_event *ev, refs *r, ledger_
     return 0;
 }
 
-static int rule_propose(const ledger *l, const ledger_event *ev, refs *r, ledger_error *err)
+static int rule_propose(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                        ledger_error *err)
 {
+    (void)actor_uid;
     int rc = find_entity(l, ev->frame, LEDGER_KIND_FRAME, &r->frame, err);
     if (rc != 0)
         return rc;
@@ -578,8 +553,10 @@ static int rule_propose(const ledger *l, const ledger_event *ev, refs *r, ledger
     return 0;
 }
 
-static int rule_avrop(const ledger *l, const ledger_event *ev, refs *r, ledger_error *err)
+static int rule_avrop(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                      ledger_error *err)
 {
+    (void)actor_uid;
     int rc = find_entity(l, ev->allocation, LEDGER_KIND_ALLOCATION, &r->allocation, err);
     if (rc != 0)
         return rc;
@@ -663,6 +640,15 @@ static int rule_target(const ledger *l, const ledger_event *ev, uint32_t actor_u
     return 0;
 }
 
+/* The rules of each type: rule_<rules> of its row. */
+typedef int (*rule_fn)(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                       ledger_error *err);
+static const rule_fn type_rules[LEDGER_TYPE_END] = {
+#define TYPE_RULE(name, wire, op, role, kind, fields, rules, scope) [LEDGER_##name] = rule_##rules,
+    LEDGER_EVENT_TYPES(TYPE_RULE)
+#undef TYPE_RULE
+};
+
 /*
  * Checks the rules of the budget for `ev` (its client-given fields, already of valid syntax)
  * by `actor_uid`, and finds what it refers to. Whether its id is new is checked apart. Does
@@ -672,102 +658,92 @@ static int check_rules(const ledger *l, const ledger_event *ev, uint32_t actor_u
                        ledger_error *err)
 {
     *r = (refs){NONE, NONE, NONE, NONE, 0, 0, 0};
-    switch (ev->type) {
-    case LEDGER_FRAME_GRANTED:
-        return rule_grant(l, ev, r, err);
-    case LEDGER_FRAME_ADJUSTED:
-        return rule_adjust(l, ev, r, err);
-    case LEDGER_ALLOCATION_PROPOSED:
-        return rule_propose(l, ev, r, err);
-    case LEDGER_AVROP_REQUESTED:
-        return rule_avrop(l, ev, r, err);
-    case LEDGER_DECISION_APPROVED:
-    case LEDGER_DECISION_REJECTED:
-    case LEDGER_REQUEST_WITHDRAWN:
-        return rule_target(l, ev, actor_uid, r, err);
-    }
-    return fail(err, BUDGET_EBAD_REQUEST, "unknown event type %d", (int)ev->type);
+    if (!ledger_type_known(ev->type))
+        return fail(err, BUDGET_EBAD_REQUEST, "unknown event type %d", (int)ev->type);
+    return type_rules[ev->type](l, ev, actor_uid, r, err);
 }
 
-/* The fields of an event that ledger_check derives from the state. */
-typedef struct {
-    bool frame, unit, year, amount, target_kind; /* which ones the type has */
-    const char *frame_id, *unit_code;
-    int32_t year_value;
-    int64_t amount_value;
-    ledger_kind kind_value;
-} derived;
-
-static void derive(const ledger *l, const ledger_event *ev, const refs *r, derived *d)
+/*
+ * The value of a field that ledger_check derives from the state, for an event that refers to
+ * `r` (check_rules found it): a str into *s, an int into *v. A derived id is the frame the
+ * event draws on; a unit, the unit row the event changes; a year, the frame's; an amount, the
+ * target's; a target_kind, the target's kind.
+ */
+static void derive_field(const ledger *l, const refs *r, const event_field *f, const char **s,
+                         int64_t *v)
 {
-    memset(d, 0, sizeof *d);
-    switch (ev->type) {
-    case LEDGER_FRAME_GRANTED:
+    switch ((field_value)f->value) {
+    case FIELD_ID:
+        assert(f->offset == offsetof(ledger_event, frame) && r->frame != NONE);
+        *s = id_text(l, l->frames[r->frame].id);
         return;
-    case LEDGER_FRAME_ADJUSTED:
-        d->unit = d->year = true;
-        break;
-    case LEDGER_ALLOCATION_PROPOSED:
-        d->year = true;
-        break;
-    case LEDGER_AVROP_REQUESTED:
-        d->frame = d->unit = d->year = true;
-        break;
-    case LEDGER_DECISION_APPROVED:
-    case LEDGER_DECISION_REJECTED:
-    case LEDGER_REQUEST_WITHDRAWN:
-        d->frame = d->unit = d->year = d->amount = d->target_kind = true;
-        d->amount_value = r->amount;
-        d->kind_value = r->target_kind;
+    case FIELD_UNIT:
+        assert(r->unit != NONE);
+        *s = l->units[r->unit].unit;
+        return;
+    case FIELD_YEAR:
+        assert(r->frame != NONE);
+        *v = l->units[l->frames[r->frame].unit].year;
+        return;
+    case FIELD_AMOUNT:
+        *v = r->amount;
+        return;
+    case FIELD_TARGET_KIND:
+        *v = r->target_kind;
+        return;
+    case FIELD_DELTA:
+    case FIELD_TEXT:
         break;
     }
-    const frame_rec *f = &l->frames[r->frame];
-    d->frame_id = id_text(l, f->id);
-    d->year_value = l->units[f->unit].year;
-    if (d->unit)
-        d->unit_code = l->units[r->unit].unit;
+    assert(!"a field of this value is never derived");
+    *s = "";
+}
+
+/* Fills the derived fields of `out` (of a type with a row) from the state. */
+static void put_derived(const ledger *l, const refs *r, ledger_event *out)
+{
+    const event_type_info *t = &event_types[out->type];
+    for (uint8_t i = 0; i < t->field_count; i++) {
+        const event_field *f = &t->fields[i];
+        if (f->source != FIELD_DERIVED)
+            continue;
+        const char *s = NULL;
+        int64_t v = 0;
+        derive_field(l, r, f, &s, &v);
+        if (field_is_str(f))
+            memcpy((char *)out + f->offset, s, strlen(s) + 1);
+        else
+            ledger_field_set_int(out, f, v);
+    }
 }
 
 /* True when the derived fields stored in `ev` are those the state gives. */
-static bool derived_match(const ledger_event *ev, const derived *d)
+static bool derived_match(const ledger *l, const refs *r, const ledger_event *ev)
 {
-    if (d->frame && strcmp(ev->frame, d->frame_id) != 0)
-        return false;
-    if (d->unit && strcmp(ev->unit, d->unit_code) != 0)
-        return false;
-    if (d->year && ev->year != d->year_value)
-        return false;
-    if (d->amount && ev->amount != d->amount_value)
-        return false;
-    if (d->target_kind && ev->target_kind != d->kind_value)
-        return false;
+    const event_type_info *t = &event_types[ev->type];
+    for (uint8_t i = 0; i < t->field_count; i++) {
+        const event_field *f = &t->fields[i];
+        if (f->source != FIELD_DERIVED)
+            continue;
+        const char *s = NULL;
+        int64_t v = 0;
+        derive_field(l, r, f, &s, &v);
+        if (field_is_str(f) ? strncmp(ledger_field_str(ev, f), s, f->size) != 0
+                            : ledger_field_int(ev, f) != v)
+            return false;
+    }
     return true;
 }
 
-/* Copies the client-given fields of `type` from `c` to `out`. */
+/* Copies the client-given fields of `c`'s type from `c` to `out`. */
 static void copy_given(ledger_event *out, const ledger_cmd *c)
 {
-    unsigned f = types[c->type].given;
-    if (f & F_ID)
-        memcpy(out->id, c->id, sizeof out->id);
-    if (f & F_FRAME)
-        memcpy(out->frame, c->frame, sizeof out->frame);
-    if (f & F_ALLOCATION)
-        memcpy(out->allocation, c->allocation, sizeof out->allocation);
-    if (f & F_TARGET)
-        memcpy(out->target, c->target, sizeof out->target);
-    if (f & F_UNIT)
-        memcpy(out->unit, c->unit, sizeof out->unit);
-    if (f & F_YEAR)
-        out->year = c->year;
-    if (f & (F_AMOUNT | F_DELTA))
-        out->amount = c->amount;
-    if (f & F_TITLE)
-        memcpy(out->title, c->title, sizeof out->title);
-    if (f & F_REFERENCE)
-        memcpy(out->reference, c->reference, sizeof out->reference);
-    if (f & F_NOTE)
-        memcpy(out->note, c->note, sizeof out->note);
+    const event_type_info *t = &event_types[c->type];
+    for (uint8_t i = 0; i < t->field_count; i++) {
+        const event_field *f = &t->fields[i];
+        if (f->source != FIELD_DERIVED)
+            memcpy((char *)out + f->offset, (const char *)c + f->offset, f->size);
+    }
 }
 
 /* ---- public: life cycle ---------------------------------------------------------------- */
@@ -888,23 +864,16 @@ int ledger_check(const ledger *l, const ledger_cmd *cmd, const ledger_actor *act
     out->actor = *actor;
     out->actor.name[BUDGET_NAME_BYTES_MAX] = '\0';
     copy_given(out, cmd);
-    derived d;
-    derive(l, cmd, &r, &d);
-    if (d.frame)
-        memcpy(out->frame, d.frame_id, strlen(d.frame_id) + 1);
-    if (d.unit)
-        memcpy(out->unit, d.unit_code, strlen(d.unit_code) + 1);
-    if (d.year)
-        out->year = d.year_value;
-    if (d.amount)
-        out->amount = d.amount_value;
-    if (d.target_kind)
-        out->target_kind = d.kind_value;
+    put_derived(l, &r, out);
     return 0;
 }
 
-/* Makes room for whatever applying an event of `type` may add; 0 or -1. */
-static int reserve_for(ledger *l, ledger_type type)
+/*
+ * Makes room for whatever applying any event may add: an id, its texts, an entity of each kind
+ * that carries balances and a unit row. 0 or -1. When there is room, as almost always, this
+ * is a few comparisons.
+ */
+static int reserve_room(ledger *l)
 {
     if (reserve((void **)&l->ids, &l->ids_cap, l->ids_len, 1, sizeof *l->ids) != 0 ||
         table_reserve(&l->id_table, l->ids_len, l->ids, sizeof *l->ids) != 0)
@@ -921,31 +890,29 @@ static int reserve_for(ledger *l, ledger_type type)
         l->arena = grown;
         l->arena_cap = (uint32_t)want;
     }
-    switch (type) {
-    case LEDGER_FRAME_GRANTED:
-        if (reserve((void **)&l->frames, &l->frames_cap, l->frames_len, 1, sizeof *l->frames))
-            return -1;
-        break;
-    case LEDGER_ALLOCATION_PROPOSED:
-        if (reserve((void **)&l->allocations, &l->allocations_cap, l->allocations_len, 1,
-                    sizeof *l->allocations))
-            return -1;
-        break;
-    case LEDGER_AVROP_REQUESTED:
-        return reserve((void **)&l->avrop, &l->avrop_cap, l->avrop_len, 1, sizeof *l->avrop);
-    default:
-        return 0;
-    }
-    /* A grant or a proposal may add a unit row. */
+    if (reserve((void **)&l->frames, &l->frames_cap, l->frames_len, 1, sizeof *l->frames) != 0 ||
+        reserve((void **)&l->allocations, &l->allocations_cap, l->allocations_len, 1,
+                sizeof *l->allocations) != 0 ||
+        reserve((void **)&l->avrop, &l->avrop_cap, l->avrop_len, 1, sizeof *l->avrop) != 0)
+        return -1;
     if (reserve((void **)&l->units, &l->units_cap, l->units_len, 1, sizeof *l->units) != 0 ||
         table_reserve(&l->unit_table, l->units_len, l->units, sizeof *l->units) != 0)
         return -1;
     return 0;
 }
 
-static void apply_grant(ledger *l, const ledger_event *ev, uint32_t id)
+/*
+ * The effect of each type: apply_<rules> of its row changes the state for `ev`, whose id is
+ * ids[id] (made, of the row's kind, with no entity yet), with `r` from check_rules, and sets
+ * in `r` what it made, for assert_balanced. Room was reserved; nothing fails.
+ */
+
+static void apply_grant(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
 {
     uint32_t row = unit_get_or_add(l, ev->unit, ev->year);
+    l->ids[id].index = l->frames_len;
+    r->frame = l->frames_len;
+    r->unit = row;
     frame_rec *f = &l->frames[l->frames_len++];
     f->id = id;
     f->unit = row;
@@ -957,10 +924,18 @@ static void apply_grant(ledger *l, const ledger_event *ev, uint32_t id)
     l->units[row].frames += ev->amount;
 }
 
-static void apply_propose(ledger *l, const ledger_event *ev, const refs *r, uint32_t id)
+static void apply_adjust(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    (void)id;
+    l->frames[r->frame].granted += ev->amount;
+    l->units[r->unit].frames += ev->amount;
+}
+
+static void apply_propose(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
 {
     frame_rec *f = &l->frames[r->frame];
     uint32_t index = l->allocations_len++;
+    l->ids[id].index = index;
     allocation_rec *a = &l->allocations[index];
     a->id = id;
     a->frame = r->frame;
@@ -978,11 +953,14 @@ static void apply_propose(ledger *l, const ledger_event *ev, const refs *r, uint
         l->allocations[f->allocation_last].next_in_frame = index;
     f->allocation_last = index;
     f->pending += ev->amount;
+    r->allocation = index;
+    r->unit = a->unit;
 }
 
-static void apply_avrop(ledger *l, const ledger_event *ev, const refs *r, uint32_t id)
+static void apply_avrop(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
 {
     uint32_t index = l->avrop_len++;
+    l->ids[id].index = index;
     avrop_rec *v = &l->avrop[index];
     allocation_rec *a = &l->allocations[r->allocation];
     v->id = id;
@@ -1002,8 +980,9 @@ static void apply_avrop(ledger *l, const ledger_event *ev, const refs *r, uint32
 }
 
 /* A decision or a withdrawal: moves the target out of pending, and its reservation. */
-static void apply_target(ledger *l, const ledger_event *ev, const refs *r)
+static void apply_target(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
 {
+    (void)id;
     frame_rec *f = &l->frames[r->frame];
     allocation_rec *a = &l->allocations[r->allocation];
     unit_rec *u = &l->units[r->unit];
@@ -1028,11 +1007,15 @@ static void apply_target(ledger *l, const ledger_event *ev, const refs *r)
             u->called_off += amount;
         }
     }
-    if (ev->type == LEDGER_REQUEST_WITHDRAWN)
-        l->withdrawals++;
-    else
-        l->decisions++;
 }
+
+typedef void (*apply_fn)(ledger *l, const ledger_event *ev, refs *r, uint32_t id);
+static const apply_fn type_apply[LEDGER_TYPE_END] = {
+#define TYPE_APPLY(name, wire, op, role, kind, fields, rules, scope)                               \
+    [LEDGER_##name] = apply_##rules,
+    LEDGER_EVENT_TYPES(TYPE_APPLY)
+#undef TYPE_APPLY
+};
 
 /* The invariants of what an event of this kind touched. */
 static void assert_balanced(const ledger *l, const refs *r)
@@ -1072,36 +1055,12 @@ int ledger_apply(ledger *l, const ledger_event *ev)
     return ledger_apply_syntax_ok(l, ev);
 }
 
-int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
+/* Makes the id of `ev` (of `len` bytes, `hash`, to go in slot `at`): its record and the count
+ * of its kind. Returns its index in ids. Room was reserved. */
+static uint32_t add_id(ledger *l, const ledger_event *ev, size_t len, uint32_t hash, uint32_t at)
 {
-    assert(l != NULL && ev != NULL);
-    if (!type_known(ev->type) || ev->seq <= l->last_seq || ev->seq > SEQ_MAX)
-        return BUDGET_EINTERNAL;
-    if (reserve_for(l, ev->type) != 0)
-        return BUDGET_EUNAVAILABLE;
-    /* The new id's slot is almost never in cache: ask for it now, look at it last. */
-    size_t len = strnlen(ev->id, BUDGET_ID_BYTES_MAX + 1);
-    uint32_t hash = hash_key(ev->id, len, 0);
-    uint32_t home = hash >> l->id_table.shift;
-    __builtin_prefetch(&l->id_table.ctrl[home], 1);
-    __builtin_prefetch(&l->id_table.refs[home], 1);
-
-    refs r;
-    if (check_rules(l, ev, ev->actor.uid, &r, NULL) != 0)
-        return BUDGET_EINTERNAL;
-    if (ev->type != LEDGER_FRAME_GRANTED) {
-        derived d;
-        derive(l, ev, &r, &d);
-        if (!derived_match(ev, &d))
-            return BUDGET_EINTERNAL;
-    }
-    uint32_t at = id_find(l, ev->id, len, hash);
-    if (l->id_table.ctrl[at] != 0)
-        return BUDGET_EINTERNAL; /* the id exists */
-
-    /* Nothing fails from here on. */
     uint32_t id = l->ids_len++;
-    ledger_kind kind = types[ev->type].creates;
+    ledger_kind kind = event_types[ev->type].creates;
     id_rec *rec = &l->ids[id];
     rec->hash = hash;
     rec->text = arena_put(l, ev->id, len);
@@ -1111,35 +1070,34 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
     rec->seq_high = (uint16_t)(ev->seq >> 32);
     rec->index = NONE;
     table_put(&l->id_table, at, hash, id);
+    l->ids_of_kind[kind]++;
+    return id;
+}
 
-    switch (ev->type) {
-    case LEDGER_FRAME_GRANTED:
-        rec->index = l->frames_len;
-        apply_grant(l, ev, id);
-        r.frame = rec->index;
-        r.unit = l->frames[r.frame].unit;
-        break;
-    case LEDGER_FRAME_ADJUSTED:
-        l->frames[r.frame].granted += ev->amount;
-        l->units[r.unit].frames += ev->amount;
-        l->adjustments++;
-        break;
-    case LEDGER_ALLOCATION_PROPOSED:
-        rec->index = l->allocations_len;
-        apply_propose(l, ev, &r, id);
-        r.allocation = rec->index;
-        r.unit = l->allocations[r.allocation].unit;
-        break;
-    case LEDGER_AVROP_REQUESTED:
-        rec->index = l->avrop_len;
-        apply_avrop(l, ev, &r, id);
-        break;
-    case LEDGER_DECISION_APPROVED:
-    case LEDGER_DECISION_REJECTED:
-    case LEDGER_REQUEST_WITHDRAWN:
-        apply_target(l, ev, &r);
-        break;
-    }
+int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
+{
+    assert(l != NULL && ev != NULL);
+    if (!ledger_type_known(ev->type) || ev->seq <= l->last_seq || ev->seq > SEQ_MAX)
+        return BUDGET_EINTERNAL;
+    if (reserve_room(l) != 0)
+        return BUDGET_EUNAVAILABLE;
+    /* The new id's slot is almost never in cache: ask for it now, look at it last. */
+    size_t len = strnlen(ev->id, BUDGET_ID_BYTES_MAX + 1);
+    uint32_t hash = hash_key(ev->id, len, 0);
+    uint32_t home = hash >> l->id_table.shift;
+    __builtin_prefetch(&l->id_table.ctrl[home], 1);
+    __builtin_prefetch(&l->id_table.refs[home], 1);
+
+    refs r;
+    if (check_rules(l, ev, ev->actor.uid, &r, NULL) != 0 || !derived_match(l, &r, ev))
+        return BUDGET_EINTERNAL;
+    uint32_t at = id_find(l, ev->id, len, hash);
+    if (l->id_table.ctrl[at] != 0)
+        return BUDGET_EINTERNAL; /* the id exists */
+
+    /* Nothing fails from here on. */
+    uint32_t id = add_id(l, ev, len, hash, at);
+    type_apply[ev->type](l, ev, &r, id);
     assert_balanced(l, &r);
     l->events++;
     l->last_seq = ev->seq;
@@ -1147,33 +1105,24 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
     return 0;
 }
 
+/* True when field `f` holds the same value in `a` and `b`. */
+static bool field_equal(const ledger_event *a, const ledger_event *b, const event_field *f)
+{
+    if (field_is_str(f))
+        return strncmp(ledger_field_str(a, f), ledger_field_str(b, f), f->size) == 0;
+    return ledger_field_int(a, f) == ledger_field_int(b, f);
+}
+
 bool ledger_same_request(const ledger_cmd *cmd, const ledger_actor *actor, const ledger_event *ev)
 {
     if (actor->uid != ev->actor.uid)
         return false;
-    if (cmd->type != ev->type || !type_known(cmd->type))
+    if (cmd->type != ev->type || !ledger_type_known(cmd->type))
         return false;
-    unsigned f = types[cmd->type].given;
-    if ((f & F_ID) && strcmp(cmd->id, ev->id) != 0)
-        return false;
-    if ((f & F_FRAME) && strcmp(cmd->frame, ev->frame) != 0)
-        return false;
-    if ((f & F_ALLOCATION) && strcmp(cmd->allocation, ev->allocation) != 0)
-        return false;
-    if ((f & F_TARGET) && strcmp(cmd->target, ev->target) != 0)
-        return false;
-    if ((f & F_UNIT) && strcmp(cmd->unit, ev->unit) != 0)
-        return false;
-    if ((f & F_YEAR) && cmd->year != ev->year)
-        return false;
-    if ((f & (F_AMOUNT | F_DELTA)) && cmd->amount != ev->amount)
-        return false;
-    if ((f & F_TITLE) && strcmp(cmd->title, ev->title) != 0)
-        return false;
-    if ((f & F_REFERENCE) && strcmp(cmd->reference, ev->reference) != 0)
-        return false;
-    if ((f & F_NOTE) && strcmp(cmd->note, ev->note) != 0)
-        return false;
+    const event_type_info *t = &event_types[cmd->type];
+    for (uint8_t i = 0; i < t->field_count; i++)
+        if (t->fields[i].source != FIELD_DERIVED && !field_equal(cmd, ev, &t->fields[i]))
+            return false;
     return true;
 }
 
@@ -1196,12 +1145,9 @@ uint64_t ledger_last_seq(const ledger *l)
 
 void ledger_get_counts(const ledger *l, ledger_counts *out)
 {
-    out->frames = l->frames_len;
-    out->allocations = l->allocations_len;
-    out->avrop = l->avrop_len;
-    out->decisions = l->decisions;
-    out->adjustments = l->adjustments;
-    out->withdrawals = l->withdrawals;
+#define KIND_COUNT(name, wire, count) out->count = l->ids_of_kind[LEDGER_KIND_##name];
+    LEDGER_KINDS(KIND_COUNT)
+#undef KIND_COUNT
     out->units = l->units_len;
 }
 
@@ -1406,13 +1352,13 @@ bool ledger_next_unit(const ledger *l, size_t *i, const char *unit, int32_t year
 
 const char *ledger_type_name(ledger_type t)
 {
-    return type_known(t) ? types[t].name : "unknown";
+    return ledger_type_known(t) ? event_types[t].name : "unknown";
 }
 
 ledger_type ledger_type_from_name(const char *s, size_t len)
 {
-    for (int t = LEDGER_FRAME_GRANTED; t <= LEDGER_REQUEST_WITHDRAWN; t++)
-        if (types[t].name_len == len && memcmp(types[t].name, s, len) == 0)
+    for (int t = 1; t < (int)LEDGER_TYPE_END; t++)
+        if (event_types[t].name_len == len && memcmp(event_types[t].name, s, len) == 0)
             return (ledger_type)t;
     return 0;
 }
@@ -1434,19 +1380,5 @@ const char *ledger_status_name(ledger_status s)
 
 const char *ledger_kind_name(ledger_kind k)
 {
-    switch (k) {
-    case LEDGER_KIND_FRAME:
-        return "frame";
-    case LEDGER_KIND_ADJUSTMENT:
-        return "adjustment";
-    case LEDGER_KIND_ALLOCATION:
-        return "allocation";
-    case LEDGER_KIND_AVROP:
-        return "avrop";
-    case LEDGER_KIND_DECISION:
-        return "decision";
-    case LEDGER_KIND_WITHDRAWAL:
-        return "withdrawal";
-    }
-    return "unknown";
+    return (int)k > 0 && (int)k < (int)LEDGER_KIND_END ? event_kind_names[k] : "unknown";
 }

@@ -10,28 +10,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "budget/limits.h"
 
-typedef enum {
-    LEDGER_FRAME_GRANTED = 1,
-    LEDGER_FRAME_ADJUSTED,
-    LEDGER_ALLOCATION_PROPOSED,
-    LEDGER_AVROP_REQUESTED,
-    LEDGER_DECISION_APPROVED,
-    LEDGER_DECISION_REJECTED,
-    LEDGER_REQUEST_WITHDRAWN,
-} ledger_type;
-
-/* What an id names. */
-typedef enum {
-    LEDGER_KIND_FRAME = 1,
-    LEDGER_KIND_ADJUSTMENT,
-    LEDGER_KIND_ALLOCATION,
-    LEDGER_KIND_AVROP,
-    LEDGER_KIND_DECISION,
-    LEDGER_KIND_WITHDRAWAL,
-} ledger_kind;
+/* ledger_type and ledger_kind, and the fields of each type, come from one list: */
+#include "event_types.h"
 
 typedef enum {
     LEDGER_PENDING = 0,
@@ -47,15 +31,11 @@ typedef struct {
 } ledger_actor;
 
 /*
- * An event, decoded. Which fields are meaningful depends on `type` (docs/events.md):
- *   FRAME_GRANTED        id unit year amount title(title) reference
- *   FRAME_ADJUSTED       id frame unit* year* amount(delta, signed) title(reason) reference
- *   ALLOCATION_PROPOSED  id frame unit year* amount title(purpose)
- *   AVROP_REQUESTED      id allocation frame* unit* year* amount note
- *   DECISION_*           id target target_kind* frame* unit* year* amount* reference note
- *   REQUEST_WITHDRAWN    id target target_kind* frame* unit* year* amount* note
- * Fields marked * are derived by ledger_check from the state and stored in the event, so
- * that a reader can filter events by unit or frame without the state.
+ * An event, decoded. Which fields are meaningful depends on `type`: its field table
+ * (event_types.c, and docs/events.md) names them, in the order of the data map, and says which
+ * the client gives and which ledger_check derives from the state and stores in the event, so
+ * that a reader can filter events by unit or frame without the state. A field keeps the name
+ * of its member or another (frame.adjusted's "delta" is `amount`, its "reason" `title`).
  * Strings are NUL-terminated; an absent optional string is "".
  */
 typedef struct {
@@ -83,6 +63,41 @@ typedef struct {
  * event it made (ledger_same_request).
  */
 typedef ledger_event ledger_cmd;
+
+/* The str member of `ev` that field `f` names (NUL-terminated within f->size bytes). */
+static inline const char *ledger_field_str(const ledger_event *ev, const event_field *f)
+{
+    return (const char *)ev + f->offset;
+}
+
+/* The value of an int field (year, amount, delta, target_kind) of `ev`. */
+static inline int64_t ledger_field_int(const ledger_event *ev, const event_field *f)
+{
+    const char *at = (const char *)ev + f->offset;
+    if (f->size == sizeof(int64_t)) {
+        int64_t v;
+        memcpy(&v, at, sizeof v);
+        return v;
+    }
+    int32_t v; /* year, or a ledger_kind */
+    memcpy(&v, at, sizeof v);
+    return v;
+}
+
+static inline void ledger_field_set_int(ledger_event *ev, const event_field *f, int64_t v)
+{
+    char *at = (char *)ev + f->offset;
+    if (f->size == sizeof(int64_t)) {
+        memcpy(at, &v, sizeof v);
+    } else {
+        int32_t n = (int32_t)v;
+        memcpy(at, &n, sizeof n);
+    }
+}
+
+_Static_assert(sizeof(ledger_kind) == sizeof(int32_t) && sizeof(((ledger_event *)0)->year) == 4 &&
+                   sizeof(((ledger_event *)0)->amount) == 8,
+               "int fields are of 4 or 8 bytes");
 
 /* An error from ledger_check: a budget_err value and one line for the client. */
 typedef struct {
@@ -172,9 +187,12 @@ uint64_t ledger_events(const ledger *l);
 uint64_t ledger_last_seq(const ledger *l);
 uint64_t ledger_last_ts(const ledger *l);
 
-/* Counts of entities. */
+/* Counts of entities: of the ids of each kind (LEDGER_KINDS names the members), and units. */
 typedef struct {
-    uint64_t frames, allocations, avrop, decisions, adjustments, withdrawals, units;
+#define LEDGER_COUNT_MEMBER(name, wire, count) uint64_t count;
+    LEDGER_KINDS(LEDGER_COUNT_MEMBER)
+#undef LEDGER_COUNT_MEMBER
+    uint64_t units;
 } ledger_counts;
 void ledger_get_counts(const ledger *l, ledger_counts *out);
 
@@ -200,7 +218,8 @@ bool ledger_next_avrop(const ledger *l, size_t *i, const char *allocation, ledge
 bool ledger_next_unit(const ledger *l, size_t *i, const char *unit, int32_t year,
                       ledger_unit_view *out);
 
-const char *ledger_type_name(ledger_type t);                  /* "frame.granted", ... */
+const char *ledger_type_name(ledger_type t); /* "frame.granted", ... */
+/* (ledger_type_known(t), in event_types.h: t names a type of the list.) */
 ledger_type ledger_type_from_name(const char *s, size_t len); /* 0 when unknown */
 const char *ledger_status_name(ledger_status s);              /* "pending", ... */
 const char *ledger_kind_name(ledger_kind k); /* "frame", "allocation", "avrop", ... */

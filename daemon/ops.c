@@ -536,7 +536,7 @@ static void op_write(conn *c, uint32_t idx, uint64_t req_id, const request_write
 {
     batch_entry e;
     ledger_error err;
-    char unit[BUDGET_UNIT_BYTES_MAX + 1], what[200];
+    access_scope scope;
 
     memset(&e, 0, sizeof(e));
     if (request_decode_write(w, args, &e.cmd, &e.has_expect_head, &e.expect_head, &err) != 0) {
@@ -544,10 +544,12 @@ static void op_write(conn *c, uint32_t idx, uint64_t req_id, const request_write
         return;
     }
     /* The role was checked by dispatch; a role limited to units is checked here, where the
-     * unit the write is for can be read from the state the write will be checked against. */
-    if (access_write_scope(c->srv->speculative, &e.cmd, unit, what, sizeof(what)) &&
-        !allowed(c, idx, req_id, w->op, w->need, unit, what))
-        return;
+     * units the write is for can be read from the state the write will be checked against;
+     * the role must hold for every one of them. */
+    access_write_scope(c->srv->speculative, &e.cmd, &scope);
+    for (size_t i = 0; i < scope.count; i++)
+        if (!allowed(c, idx, req_id, w->op, w->need, scope.units[i].unit, scope.units[i].what))
+            return;
     e.c = c;
     e.slot = idx;
     e.req_id = req_id;

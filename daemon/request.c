@@ -9,71 +9,16 @@
 #include "proto/text.h"
 #include "request.h"
 
-/* How an arg is read and where it goes. */
-typedef enum {
-    ARG_STR,    /* a str copied into a char[] field of the command, at most `max` bytes */
-    ARG_YEAR,   /* an integer into cmd->year */
-    ARG_AMOUNT, /* an integer into cmd->amount (its sign is checked by the ledger) */
-} arg_kind;
-
-typedef struct {
-    const char *name;
-    arg_kind kind;
-    size_t offset; /* of the field in ledger_cmd, for ARG_STR */
-    size_t max;    /* bytes, for ARG_STR */
-    bool required;
-} arg_spec;
-
-#define ARGS_MAX 6
-
-typedef struct {
-    request_write_op w;
-    arg_spec args[ARGS_MAX];
-} write_table_row;
-
-#define STR(name, field, max, req)                                                                 \
-    {                                                                                              \
-        name, ARG_STR, offsetof(ledger_cmd, field), max, req                                       \
-    }
-#define ID(name, field) STR(name, field, BUDGET_ID_BYTES_MAX, true)
-#define TEXT(name, field, req) STR(name, field, BUDGET_TEXT_BYTES_MAX, req)
-
-static const write_table_row write_table[] = {
-    {{"frame.grant", ACCESS_ADMIN, LEDGER_FRAME_GRANTED},
-     {ID("id", id),
-      STR("unit", unit, BUDGET_UNIT_BYTES_MAX, true),
-      {"year", ARG_YEAR, 0, 0, true},
-      {"amount", ARG_AMOUNT, 0, 0, true},
-      TEXT("title", title, true),
-      TEXT("reference", reference, false)}},
-    {{"frame.adjust", ACCESS_ADMIN, LEDGER_FRAME_ADJUSTED},
-     {ID("id", id),
-      ID("frame", frame),
-      {"delta", ARG_AMOUNT, 0, 0, true},
-      TEXT("reason", title, true),
-      TEXT("reference", reference, false)}},
-    {{"allocation.propose", ACCESS_CLERK, LEDGER_ALLOCATION_PROPOSED},
-     {ID("id", id),
-      ID("frame", frame),
-      STR("unit", unit, BUDGET_UNIT_BYTES_MAX, true),
-      {"amount", ARG_AMOUNT, 0, 0, true},
-      TEXT("purpose", title, true)}},
-    {{"avrop.request", ACCESS_CLERK, LEDGER_AVROP_REQUESTED},
-     {ID("id", id),
-      ID("allocation", allocation),
-      {"amount", ARG_AMOUNT, 0, 0, true},
-      TEXT("note", note, false)}},
-    {{"approve", ACCESS_APPROVER, LEDGER_DECISION_APPROVED},
-     {ID("id", id), ID("target", target), TEXT("reference", reference, false),
-      TEXT("note", note, false)}},
-    {{"reject", ACCESS_APPROVER, LEDGER_DECISION_REJECTED},
-     {ID("id", id), ID("target", target), TEXT("reference", reference, false),
-      TEXT("note", note, false)}},
-    {{"withdraw", ACCESS_CLERK, LEDGER_REQUEST_WITHDRAWN},
-     {ID("id", id), ID("target", target), TEXT("note", note, false)}},
+/* The write ops, one per event type (LEDGER_EVENT_TYPES): an op's args are the fields of its
+ * type that the client gives (event_types.c), by the same names. */
+static const request_write_op write_ops[] = {
+#define WRITE_OP(name, wire, op, role, kind, fields, rules, scope)                                 \
+    {op, ACCESS_##role, LEDGER_##name},
+    LEDGER_EVENT_TYPES(WRITE_OP)
+#undef WRITE_OP
 };
 
-#define WRITE_OPS (sizeof(write_table) / sizeof(write_table[0]))
+#define WRITE_OPS (sizeof(write_ops) / sizeof(write_ops[0]))
 
 static bool key_is(const msgpack_object *key, const char *name)
 {
@@ -137,42 +82,69 @@ static int copy_str(const msgpack_object *v, const char *name, char *dst, size_t
 const request_write_op *request_find_write(const char *op, size_t len)
 {
     for (size_t i = 0; i < WRITE_OPS; i++) {
-        const char *name = write_table[i].w.op;
+        const char *name = write_ops[i].op;
         if (strlen(name) == len && memcmp(name, op, len) == 0)
-            return &write_table[i].w;
+            return &write_ops[i];
     }
     return NULL;
 }
 
-static int decode_arg(const arg_spec *spec, const msgpack_object *v, ledger_cmd *cmd,
+/* Reads the arg of field `f` from `v` into its member of `cmd`. The ledger checks the rest of
+ * the field's rule (ledger_check); the range of a year is checked here already. */
+static int decode_arg(const event_field *f, const msgpack_object *v, ledger_cmd *cmd,
                       ledger_error *err)
 {
     int64_t n;
 
-    switch (spec->kind) {
-    case ARG_STR:
-        return copy_str(v, spec->name, (char *)cmd + spec->offset, spec->max, err);
-    case ARG_YEAR:
+    switch ((field_value)f->value) {
+    case FIELD_ID:
+    case FIELD_UNIT:
+    case FIELD_TEXT:
+        return copy_str(v, f->key, (char *)cmd + f->offset, field_bytes_max(f), err);
+    case FIELD_YEAR:
         if (!object_int(v, &n) || n < BUDGET_YEAR_MIN || n > BUDGET_YEAR_MAX)
-            return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be an integer year %d..%d",
-                        spec->name, BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
-        cmd->year = (int32_t)n;
+            return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be an integer year %d..%d", f->key,
+                        BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
+        ledger_field_set_int(cmd, f, n);
         return 0;
-    case ARG_AMOUNT:
+    case FIELD_AMOUNT:
+    case FIELD_DELTA:
         if (!object_int(v, &n))
             return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be an integer amount in öre",
-                        spec->name);
-        cmd->amount = n;
+                        f->key);
+        ledger_field_set_int(cmd, f, n);
         return 0;
+    case FIELD_TARGET_KIND:
+        break;
     }
-    return fail(err, BUDGET_EINTERNAL, "arg %s has no kind", spec->name);
+    return fail(err, BUDGET_EINTERNAL, "arg %s has no kind", f->key);
+}
+
+/* The field of `t` the client gives as arg `k`, or -1. */
+static int arg_index(const event_type_info *t, const msgpack_object *k)
+{
+    for (uint8_t j = 0; j < t->field_count; j++)
+        if (t->fields[j].source != FIELD_DERIVED && key_is(k, t->fields[j].key))
+            return j;
+    return -1;
+}
+
+/* An arg the op does not take: its name is the client's bytes, escaped and cut. */
+static int unknown_arg(const request_write_op *w, const msgpack_object *k, ledger_error *err)
+{
+    char name[48] = "?";
+    if (k->type == MSGPACK_OBJECT_STR)
+        budget_escape(name, sizeof(name), k->via.str.ptr, k->via.str.size);
+    err->code = BUDGET_EBAD_REQUEST;
+    snprintf(err->message, sizeof(err->message), "%s takes no arg \"%s\"", w->op, name);
+    return err->code;
 }
 
 int request_decode_write(const request_write_op *w, const msgpack_object *args, ledger_cmd *cmd,
                          bool *has_expect_head, uint64_t *expect_head, ledger_error *err)
 {
-    const write_table_row *row = (const write_table_row *)w;
-    bool seen[ARGS_MAX] = {false};
+    const event_type_info *t = &event_types[w->type];
+    bool seen[EVENT_FIELDS_MAX] = {false};
     uint32_t n = 0;
 
     memset(cmd, 0, sizeof(*cmd));
@@ -187,7 +159,6 @@ int request_decode_write(const request_write_op *w, const msgpack_object *args, 
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *k = &args->via.map.ptr[i].key;
         const msgpack_object *v = &args->via.map.ptr[i].val;
-        size_t j;
 
         if (key_is(k, "expect_head")) {
             if (!object_uint(v, expect_head))
@@ -195,32 +166,19 @@ int request_decode_write(const request_write_op *w, const msgpack_object *args, 
             *has_expect_head = true;
             continue;
         }
-        for (j = 0; j < ARGS_MAX && row->args[j].name; j++)
-            if (key_is(k, row->args[j].name))
-                break;
-        if (j == ARGS_MAX || !row->args[j].name) {
-            /* The key is the client's bytes: escaped, and cut with an ellipsis. */
-            char name[48] = "?";
-            if (k->type == MSGPACK_OBJECT_STR)
-                budget_escape(name, sizeof(name), k->via.str.ptr, k->via.str.size);
-            err->code = BUDGET_EBAD_REQUEST;
-            snprintf(err->message, sizeof(err->message), "%s takes no arg \"%s\"", w->op, name);
-            return err->code;
-        }
+        int j = arg_index(t, k);
+        if (j < 0)
+            return unknown_arg(w, k, err);
         if (seen[j])
-            return fail(err, BUDGET_EBAD_REQUEST, "args.%s given twice", row->args[j].name);
+            return fail(err, BUDGET_EBAD_REQUEST, "args.%s given twice", t->fields[j].key);
         seen[j] = true;
-        int rc = decode_arg(&row->args[j], v, cmd, err);
+        int rc = decode_arg(&t->fields[j], v, cmd, err);
         if (rc)
             return rc;
     }
-    for (size_t j = 0; j < ARGS_MAX && row->args[j].name; j++)
-        if (row->args[j].required && !seen[j]) {
-            err->code = BUDGET_EBAD_REQUEST;
-            snprintf(err->message, sizeof(err->message), "%s needs args.%s", w->op,
-                     row->args[j].name);
-            return err->code;
-        }
+    for (uint8_t j = 0; j < t->field_count; j++)
+        if (t->fields[j].source == FIELD_REQUIRED && !seen[j])
+            return fail(err, BUDGET_EBAD_REQUEST, "%s needs args.%s", w->op, t->fields[j].key);
     return 0;
 }
 
@@ -341,6 +299,19 @@ int request_decode_events(const msgpack_object *args, events_query *q, ledger_er
     return 0;
 }
 
+/* True when an id field of `ev` (its id, frame, allocation, target, ...) is `entity`. */
+static bool names_entity(const ledger_event *ev, const char *entity)
+{
+    if (!ledger_type_known(ev->type))
+        return false;
+    const event_type_info *t = &event_types[ev->type];
+    for (uint8_t i = 0; i < t->field_count; i++)
+        if (t->fields[i].value == FIELD_ID &&
+            strncmp(ledger_field_str(ev, &t->fields[i]), entity, t->fields[i].size) == 0)
+            return true;
+    return false;
+}
+
 event_match request_event_matches(const events_query *q, const ledger_event *ev)
 {
     if (q->type && ev->type != q->type)
@@ -351,8 +322,7 @@ event_match request_event_matches(const events_query *q, const ledger_event *ev)
         return EVENT_NO;
     if ((q->has_ts_from && ev->ts_ms < q->ts_from) || (q->has_ts_to && ev->ts_ms >= q->ts_to))
         return EVENT_NO;
-    if (!q->entity[0] || strcmp(ev->id, q->entity) == 0 || strcmp(ev->frame, q->entity) == 0 ||
-        strcmp(ev->allocation, q->entity) == 0 || strcmp(ev->target, q->entity) == 0)
+    if (!q->entity[0] || names_entity(ev, q->entity))
         return EVENT_YES;
     /* A decision or withdrawal names its avrop and frame, not the allocation between them. */
     if (ev->target_kind == LEDGER_KIND_AVROP)

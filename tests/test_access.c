@@ -464,15 +464,15 @@ static void small_ledger(void)
 
 static void expect_scope(ledger_cmd c, const char *unit, const char *what)
 {
-    char got[BUDGET_UNIT_BYTES_MAX + 1], phrase[200];
-    bool found = access_write_scope(l, &c, got, phrase, sizeof(phrase));
+    access_scope scope;
+    access_write_scope(l, &c, &scope);
     if (!unit) {
-        cr_assert_not(found, "a unit for %s: %s", c.id, got);
+        cr_assert_eq(scope.count, 0, "a unit for %s: %s", c.id, scope.units[0].unit);
         return;
     }
-    cr_assert(found, "no unit for %s", c.id);
-    cr_assert_str_eq(got, unit);
-    cr_assert_str_eq(phrase, what);
+    cr_assert_eq(scope.count, 1, "not one unit for %s", c.id);
+    cr_assert_str_eq(scope.units[0].unit, unit);
+    cr_assert_str_eq(scope.units[0].what, what);
 }
 
 Test(access, the_unit_of_each_write)

@@ -10,14 +10,8 @@
 #define BUDGET_SOCKET_FALLBACK "/run/budgetd/budgetd.sock"
 #define BUDGET_SOCKET_NAME "budgetd.sock"
 
-/* Event types, as stored and as read back in an event's "type". */
-#define BUDGET_EV_FRAME_GRANTED "frame.granted"
-#define BUDGET_EV_FRAME_ADJUSTED "frame.adjusted"
-#define BUDGET_EV_ALLOCATION_PROPOSED "allocation.proposed"
-#define BUDGET_EV_AVROP_REQUESTED "avrop.requested"
-#define BUDGET_EV_DECISION_APPROVED "decision.approved"
-#define BUDGET_EV_DECISION_REJECTED "decision.rejected"
-#define BUDGET_EV_REQUEST_WITHDRAWN "request.withdrawn"
+/* Event types ("frame.granted", ...) are listed in docs/events.md; the daemon makes its
+ * tables of them from one list, LEDGER_EVENT_TYPES in daemon/event_types.h. */
 
 /* SHA-256 digest length of an event's hash and prev. */
 #define BUDGET_HASH_BYTES 32

@@ -1,0 +1,111 @@
+/*
+ * The fields of each event type (event_types.h): one table per data map, in the order of the
+ * map (docs/events.md). The type rows themselves are LEDGER_EVENT_TYPES.
+ */
+#include <stddef.h>
+
+#include "ledger.h"
+
+#define MEMBER_SIZE(member) sizeof(((ledger_event *)0)->member)
+#define FIELD(key, value, source, flags, member)                                                   \
+    {                                                                                              \
+        (key), (uint8_t)(sizeof(key) - 1), (value), (source), (flags),                             \
+            offsetof(ledger_event, member), MEMBER_SIZE(member)                                    \
+    }
+
+/* The fields most types share. */
+#define ID FIELD("id", FIELD_ID, FIELD_REQUIRED, 0, id)
+#define DERIVED_FRAME FIELD("frame", FIELD_ID, FIELD_DERIVED, 0, frame)
+#define DERIVED_UNIT FIELD("unit", FIELD_UNIT, FIELD_DERIVED, 0, unit)
+#define DERIVED_YEAR FIELD("year", FIELD_YEAR, FIELD_DERIVED, 0, year)
+#define TARGET FIELD("target", FIELD_ID, FIELD_REQUIRED, 0, target)
+#define TARGET_KIND FIELD("target_kind", FIELD_TARGET_KIND, FIELD_DERIVED, 0, target_kind)
+#define REFERENCE FIELD("reference", FIELD_TEXT, FIELD_OPTIONAL, 0, reference)
+#define NOTE FIELD("note", FIELD_TEXT, FIELD_OPTIONAL, 0, note)
+
+static const event_field event_fields_frame_granted[] = {
+    ID,
+    FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, 0, unit),
+    FIELD("year", FIELD_YEAR, FIELD_REQUIRED, 0, year),
+    FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
+    FIELD("title", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    FIELD("reference", FIELD_TEXT, FIELD_OPTIONAL, FIELD_KEPT, reference),
+};
+
+static const event_field event_fields_frame_adjusted[] = {
+    ID,
+    FIELD("frame", FIELD_ID, FIELD_REQUIRED, 0, frame),
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("delta", FIELD_DELTA, FIELD_REQUIRED, 0, amount),
+    FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
+    REFERENCE,
+};
+
+static const event_field event_fields_allocation_proposed[] = {
+    ID,
+    FIELD("frame", FIELD_ID, FIELD_REQUIRED, 0, frame),
+    FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, 0, unit),
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
+    FIELD("purpose", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+};
+
+static const event_field event_fields_avrop_requested[] = {
+    ID,
+    FIELD("allocation", FIELD_ID, FIELD_REQUIRED, 0, allocation),
+    DERIVED_FRAME,
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
+    FIELD("note", FIELD_TEXT, FIELD_OPTIONAL, FIELD_KEPT, note),
+};
+
+/* decision.approved and decision.rejected */
+static const event_field event_fields_decision[] = {
+    ID,
+    TARGET,
+    TARGET_KIND,
+    DERIVED_FRAME,
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_DERIVED, 0, amount),
+    REFERENCE,
+    NOTE,
+};
+
+static const event_field event_fields_request_withdrawn[] = {
+    ID,
+    TARGET,
+    TARGET_KIND,
+    DERIVED_FRAME,
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_DERIVED, 0, amount),
+    NOTE,
+};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+const event_type_info event_types[LEDGER_TYPE_END] = {
+#define TYPE_ROW(name, wire, op_name, role, kind, fields, rules, scope)                            \
+    [LEDGER_##name] = {(wire),                                                                     \
+                       (uint8_t)(sizeof(wire) - 1),                                                \
+                       (op_name),                                                                  \
+                       LEDGER_KIND_##kind,                                                         \
+                       (uint8_t)COUNT(event_fields_##fields),                                      \
+                       event_fields_##fields},
+    LEDGER_EVENT_TYPES(TYPE_ROW)
+#undef TYPE_ROW
+};
+
+#define FIELDS_FIT(name, wire, op_name, role, kind, fields, rules, scope)                          \
+    _Static_assert(COUNT(event_fields_##fields) <= EVENT_FIELDS_MAX, wire " has too many fields");
+LEDGER_EVENT_TYPES(FIELDS_FIT)
+#undef FIELDS_FIT
+
+const char *const event_kind_names[LEDGER_KIND_END] = {
+#define KIND_NAME(name, wire, count) [LEDGER_KIND_##name] = (wire),
+    LEDGER_KINDS(KIND_NAME)
+#undef KIND_NAME
+};
