@@ -1519,3 +1519,75 @@ Test(event, every_string_and_map_decodes_only_its_shortest_header)
     cr_assert_gt(accepted, 50);
     cr_assert_gt(refused, 400);
 }
+
+/* ---- the type table
+ * -------------------------------------------------------------------------------- */
+
+Test(event, the_type_table_holds_every_documented_type_and_its_data_map)
+{
+    /* A type added to LEDGER_EVENT_TYPES needs its documented keys written out above. */
+    cr_assert_eq(LEDGER_TYPE_COUNT, TYPES, "the table has %d types, this suite knows %d",
+                 (int)LEDGER_TYPE_COUNT, TYPES);
+    for (int k = 0; k < TYPES; k++) {
+        ledger_type t = all_types[k];
+        const event_type_info *info = &event_types[t];
+        cr_assert_str_eq(info->name, type_name(t));
+        cr_assert_eq(info->name_len, strlen(type_name(t)));
+        cr_assert_eq(info->field_count, key_count(t), "%s has %d fields", type_name(t),
+                     info->field_count);
+        for (size_t i = 0; i < key_count(t); i++) {
+            cr_assert_str_eq(info->fields[i].key, data_keys[t][i], "%s field %zu", type_name(t), i);
+            cr_assert_eq(info->fields[i].key_len, strlen(data_keys[t][i]));
+        }
+        /* What the id of an event names. */
+        cr_assert_gt(info->creates, 0);
+        cr_assert_lt((int)info->creates, (int)LEDGER_KIND_END);
+    }
+}
+
+/* The contents of a file of the source tree into `buf`; its size. */
+static size_t read_source_file(const char *path, uint8_t *buf, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    size_t n = fread(buf, 1, cap, f);
+    cr_assert(feof(f), "%s is over %zu bytes", path, cap);
+    fclose(f);
+    return n;
+}
+
+/*
+ * The events of the committed fuzz corpus were written by an earlier build's encoder from a
+ * ledger's checked commands: each decodes, encodes to exactly the bytes on file, links to the
+ * one before it, and (all but the last, whose target is not in the corpus) applies.
+ */
+Test(event, the_committed_corpus_events_encode_to_the_same_bytes)
+{
+    static const char *const files[] = {
+        "1-frame.granted",   "2-frame.adjusted",    "3-allocation.proposed", "4-decision.approved",
+        "5-avrop.requested", "6-decision.rejected", "7-request.withdrawn"};
+    uint8_t prev[BUDGET_HASH_BYTES] = {0};
+    bool seen[LEDGER_TYPE_END] = {false};
+    ledger *l = ledger_new();
+    cr_assert_not_null(l);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/tests/fuzz/corpus/fuzz_event/%s", BUDGET_SOURCE_DIR,
+                 files[i]);
+        uint8_t bytes[EVENT_BYTES_MAX + 1], again[EVENT_BYTES_MAX], hash[BUDGET_HASH_BYTES];
+        size_t n = read_source_file(path, bytes, sizeof bytes);
+        ledger_event ev;
+        cr_assert_eq(event_decode(bytes, n, &ev), 0, "%s", files[i]);
+        cr_assert_eq(event_check_link(bytes, n, prev, NULL), 0, "%s", files[i]);
+        size_t m = encode(&ev, prev, again, hash);
+        cr_assert_eq(m, n, "%s: %zu bytes, not %zu", files[i], m, n);
+        cr_assert_eq(memcmp(again, bytes, n), 0, "%s encodes to other bytes", files[i]);
+        if (i + 1 < sizeof files / sizeof files[0])
+            cr_assert_eq(ledger_apply(l, &ev), 0, "%s does not apply", files[i]);
+        seen[ev.type] = true;
+        memcpy(prev, hash, sizeof prev);
+    }
+    for (int k = 0; k < TYPES; k++)
+        cr_assert(seen[all_types[k]], "the corpus has no %s", type_name(all_types[k]));
+    ledger_free(l);
+}

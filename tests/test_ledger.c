@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "budget/errors.h"
+#include "daemon/event.h"
 #include "daemon/ledger.h"
 
 #define MAX BUDGET_AMOUNT_MAX
@@ -2015,4 +2016,267 @@ Test(ledger, randomized_against_a_model, .timeout = 120)
     cr_assert_gt(m->n_avrop, 300);
     cr_assert_gt(m->n_others, 2000);
     free(m);
+}
+
+/* ---- the type table: every type's fields are checked, copied and compared --------------------
+ */
+
+/* The state the witnesses below are checked against: frame f1 of KS; a1 from it to SON,
+ * approved; a2 from it to SON, pending; v1 on a1, pending. */
+static void table_fixture(void)
+{
+    OK(grant("f1", "KS", 2021, 1000000, "Ram", ""));
+    OK(propose("a1", "f1", "SON", 1000, "Fritid"));
+    OK_AS(UID_DECIDER, approve("a1-ok", "a1"));
+    OK(propose("a2", "f1", "SON", 500, "Kultur"));
+    OK_AS(UID_SON, avrop("v1", "a1", 200, ""));
+}
+
+/* A command of `type` that the fixture accepts from *uid, with every field it may give set.
+ * A type added to the table needs its witness here (the switch names every type). */
+static ledger_cmd witness(ledger_type type, uint32_t *uid)
+{
+    *uid = UID_KS;
+    switch (type) {
+    case LEDGER_FRAME_GRANTED:
+        return grant("w", "KS", 2022, 100, "Ram", "KS 2022-01-10 § 3");
+    case LEDGER_FRAME_ADJUSTED:
+        return adjust("w", "f1", 100, "Tillägg", "KS 2021-10-01 § 9");
+    case LEDGER_ALLOCATION_PROPOSED:
+        return propose("w", "f1", "SON", 100, "Idrott");
+    case LEDGER_AVROP_REQUESTED:
+        *uid = UID_SON;
+        return avrop("w", "a1", 100, "Hösten");
+    case LEDGER_DECISION_APPROVED:
+    case LEDGER_DECISION_REJECTED:
+        *uid = UID_DECIDER;
+        return decide(type, "w", "a2", "KS 2021-09-28 § 270", "Enligt förslag");
+    case LEDGER_REQUEST_WITHDRAWN:
+        return withdraw("w", "a2", "Fel belopp");
+    }
+    cr_assert_fail("no witness for type %d", (int)type);
+    return grant("w", "KS", 2022, 100, "Ram", "");
+}
+
+/* The fields the client gives, by type, in order, written out again here on purpose; "!"
+ * marks a required one (docs/protocol.md). */
+static const char *const given_fields[][8] = {
+    [LEDGER_FRAME_GRANTED] = {"id!", "unit!", "year!", "amount!", "title!", "reference"},
+    [LEDGER_FRAME_ADJUSTED] = {"id!", "frame!", "delta!", "reason!", "reference"},
+    [LEDGER_ALLOCATION_PROPOSED] = {"id!", "frame!", "unit!", "amount!", "purpose!"},
+    [LEDGER_AVROP_REQUESTED] = {"id!", "allocation!", "amount!", "note"},
+    [LEDGER_DECISION_APPROVED] = {"id!", "target!", "reference", "note"},
+    [LEDGER_DECISION_REJECTED] = {"id!", "target!", "reference", "note"},
+    [LEDGER_REQUEST_WITHDRAWN] = {"id!", "target!", "note"},
+};
+
+/* The table gives the fields above, and requires those marked. */
+static void expect_given_fields(ledger_type t)
+{
+    const event_type_info *info = &event_types[t];
+    size_t k = 0;
+    for (uint8_t i = 0; i < info->field_count; i++) {
+        const event_field *f = &info->fields[i];
+        if (f->source == FIELD_DERIVED)
+            continue;
+        char want[32];
+        snprintf(want, sizeof want, "%s%s", f->key, f->source == FIELD_REQUIRED ? "!" : "");
+        cr_assert_lt(k, 8);
+        cr_assert_not_null(given_fields[t][k], "%s gives more than this suite knows", info->name);
+        cr_assert_str_eq(want, given_fields[t][k], "%s", info->name);
+        k++;
+    }
+    cr_assert(k == 8 || given_fields[t][k] == NULL, "%s gives fewer fields", info->name);
+}
+
+static char *member(ledger_event *ev, const event_field *f)
+{
+    return (char *)ev + f->offset;
+}
+
+/* Checks `c` as `uid`, without applying it. */
+static int check_as(uint32_t uid, const ledger_cmd *c, ledger_event *out)
+{
+    ledger_actor a = actor(uid);
+    memset(&err, 0, sizeof err);
+    return ledger_check(l, c, &a, out, NULL, &err);
+}
+
+/* True when the last check was refused as bad_request for field `f`. */
+static bool refused_for(int rc, const event_field *f)
+{
+    return rc == BUDGET_EBAD_REQUEST && strncmp(err.message, f->key, f->key_len) == 0 &&
+           err.message[f->key_len] == ' ';
+}
+
+/* `c` with field `f` absent: an empty str, an int of 0. */
+static ledger_cmd without(ledger_cmd c, const event_field *f)
+{
+    memset(member(&c, f), 0, f->size);
+    return c;
+}
+
+/* `c` with field `f` just over its limit (`over`) or at it. */
+static ledger_cmd at_limit(ledger_cmd c, const event_field *f, bool over)
+{
+    if (field_is_str(f)) {
+        char *s = member(&c, f);
+        memset(s, f->value == FIELD_TEXT ? 't' : 'x', f->size);
+        if (!over)
+            s[f->size - 1] = '\0';
+        return c;
+    }
+    int64_t max = f->value == FIELD_YEAR ? BUDGET_YEAR_MAX : BUDGET_AMOUNT_MAX;
+    ledger_field_set_int(&c, f, over ? max + 1 : max);
+    return c;
+}
+
+/* `c` with field `f` changed to another valid value. */
+static ledger_cmd changed(ledger_cmd c, const event_field *f)
+{
+    if (field_is_str(f)) {
+        char *s = member(&c, f);
+        size_t len = strlen(s);
+        if (len == 0)
+            strcpy(s, "x");
+        else
+            s[len - 1] = s[len - 1] == 'x' ? 'y' : 'x';
+        return c;
+    }
+    ledger_field_set_int(&c, f, ledger_field_int(&c, f) + 1);
+    return c;
+}
+
+static void check_fields_of(ledger_type t)
+{
+    const event_type_info *info = &event_types[t];
+    expect_given_fields(t);
+    uint32_t uid;
+    ledger_cmd base = witness(t, &uid);
+    ledger_event ev;
+    cr_assert_eq(check_as(uid, &base, &ev), 0, "%s witness: %s", info->name, err.message);
+    ledger_actor a = actor(uid);
+    cr_assert(ledger_same_request(&base, &a, &ev), "%s: a retry is not the same", info->name);
+    ledger_actor other = actor(uid + 1);
+    cr_assert_not(ledger_same_request(&base, &other, &ev), "%s from another uid", info->name);
+
+    for (uint8_t i = 0; i < info->field_count; i++) {
+        const event_field *f = &info->fields[i];
+        if (f->source == FIELD_DERIVED)
+            continue;
+        ledger_cmd c = without(base, f);
+        int rc = check_as(uid, &c, NULL);
+        if (f->source == FIELD_REQUIRED)
+            cr_assert(refused_for(rc, f), "%s without %s: %d %s", info->name, f->key, rc,
+                      err.message);
+        else
+            cr_assert_eq(rc, 0, "%s without %s: %s", info->name, f->key, err.message);
+        c = at_limit(base, f, true);
+        rc = check_as(uid, &c, NULL);
+        cr_assert(refused_for(rc, f), "%s with %s over its limit: %d %s", info->name, f->key, rc,
+                  err.message);
+        c = at_limit(base, f, false);
+        rc = check_as(uid, &c, NULL);
+        cr_assert_not(refused_for(rc, f), "%s with %s at its limit: %s", info->name, f->key,
+                      err.message);
+        /* A retry with this field changed is another request: a conflict. */
+        c = changed(base, f);
+        cr_assert_not(ledger_same_request(&c, &a, &ev), "%s with another %s is the same",
+                      info->name, f->key);
+    }
+}
+
+/* The count of ids of kind `k` in `n`. */
+static uint64_t count_of(const ledger_counts *n, ledger_kind k)
+{
+    switch (k) {
+#define KIND_COUNT(name, wire, count)                                                              \
+    case LEDGER_KIND_##name:                                                                       \
+        return n->count;
+        LEDGER_KINDS(KIND_COUNT)
+#undef KIND_COUNT
+    }
+    return UINT64_MAX;
+}
+
+static void check_replay_of(ledger_type t)
+{
+    const event_type_info *info = &event_types[t];
+    uint32_t uid;
+    ledger_cmd base = witness(t, &uid);
+    ledger_event ev;
+    cr_assert_eq(check_as(uid, &base, &ev), 0, "%s witness: %s", info->name, err.message);
+    ev.seq = seq + 1;
+    ev.ts_ms = 1640000000000u;
+
+    /* Its layout: it encodes, and decodes to the same fields. */
+    uint8_t bytes[EVENT_BYTES_MAX];
+    int n = event_encode(&ev, (const uint8_t[BUDGET_HASH_BYTES]){0}, bytes, sizeof bytes, NULL);
+    cr_assert_gt(n, 0, "%s does not encode", info->name);
+    ledger_event back;
+    cr_assert_eq(event_decode(bytes, (size_t)n, &back), 0, "%s does not decode", info->name);
+    for (uint8_t i = 0; i < info->field_count; i++) {
+        const event_field *f = &info->fields[i];
+        cr_assert_eq(memcmp(member(&back, f), member(&ev, f),
+                            field_is_str(f) ? strlen(member(&ev, f)) + 1 : f->size),
+                     0, "%s: %s differs after a round trip", info->name, f->key);
+    }
+
+    /* Every derived field is checked against the state when the event is applied. */
+    for (uint8_t i = 0; i < info->field_count; i++) {
+        const event_field *f = &info->fields[i];
+        if (f->source != FIELD_DERIVED)
+            continue;
+        ledger_event bad = ev;
+        if (f->value == FIELD_TARGET_KIND)
+            bad.target_kind =
+                bad.target_kind == LEDGER_KIND_AVROP ? LEDGER_KIND_ALLOCATION : LEDGER_KIND_AVROP;
+        else
+            bad = changed(bad, f);
+        cr_assert_eq(ledger_apply(l, &bad), BUDGET_EINTERNAL, "%s with another %s applies",
+                     info->name, f->key);
+    }
+
+    /* It applies, its id names the kind of its row, and that kind is counted. */
+    ledger *c = ledger_clone(l);
+    cr_assert_not_null(c);
+    ledger_counts before, after;
+    ledger_get_counts(c, &before);
+    cr_assert_eq(ledger_apply(c, &ev), 0, "%s does not apply", info->name);
+    ledger_get_counts(c, &after);
+    cr_assert_eq(ledger_id_kind(c, "w"), info->creates, "%s", info->name);
+    cr_assert_eq(count_of(&after, info->creates), count_of(&before, info->creates) + 1,
+                 "%s: %s not counted", info->name, ledger_kind_name(info->creates));
+    ledger_free(c);
+}
+
+Test(ledger, every_type_names_round_trip_and_every_kind_has_a_name)
+{
+    for (int t = 1; t < (int)LEDGER_TYPE_END; t++) {
+        const char *name = ledger_type_name((ledger_type)t);
+        cr_assert_str_eq(name, event_types[t].name);
+        cr_assert_eq(ledger_type_from_name(name, strlen(name)), (ledger_type)t, "%s", name);
+        cr_assert_str_neq(ledger_kind_name(event_types[t].creates), "unknown", "%s", name);
+        cr_assert_gt(event_types[t].field_count, 0, "%s has no layout", name);
+        cr_assert_str_eq(event_types[t].fields[0].key, "id", "%s", name);
+    }
+    cr_assert_str_eq(ledger_type_name((ledger_type)LEDGER_TYPE_END), "unknown");
+    cr_assert_str_eq(ledger_type_name(0), "unknown");
+    for (int k = 1; k < (int)LEDGER_KIND_END; k++)
+        cr_assert_str_neq(ledger_kind_name((ledger_kind)k), "unknown");
+    cr_assert_str_eq(ledger_kind_name((ledger_kind)LEDGER_KIND_END), "unknown");
+}
+
+Test(ledger, every_field_of_every_type_is_checked_and_compared_on_retry)
+{
+    table_fixture();
+    for (int t = 1; t < (int)LEDGER_TYPE_END; t++)
+        check_fields_of((ledger_type)t);
+}
+
+Test(ledger, every_type_encodes_by_its_layout_and_replays_with_its_derived_fields_checked)
+{
+    table_fixture();
+    for (int t = 1; t < (int)LEDGER_TYPE_END; t++)
+        check_replay_of((ledger_type)t);
 }
