@@ -12,7 +12,7 @@
  *   prev   bin 32   hash of the event before (32 zero bytes for event 1)
  *   hash   bin 32   SHA-256(prev || this map as a 6-entry map without "hash")
  *
- * data, per type:
+ * data, per type (the field tables of event_types.c):
  *
  *   frame.granted        id, unit, year, amount, title, reference
  *   frame.adjusted       id, frame, unit, year, delta, reason, reference

@@ -1,7 +1,7 @@
 /*
  * Requests and results: turns a request's args (decoded by msgpack-c) into ledger commands
- * and queries, and packs results. Table-driven: each op lists its args, their kinds and
- * where they go, so an unknown or ill-typed arg always gets the same clear error.
+ * and queries, and packs results. Table-driven: a write op's args are its event type's field
+ * table, so an unknown or ill-typed arg always gets the same clear error.
  */
 #ifndef BUDGET_REQUEST_H
 #define BUDGET_REQUEST_H
@@ -14,9 +14,9 @@
 #include "access.h"
 #include "ledger.h"
 
-/* The write ops of docs/protocol.md: `need` is the role the caller must hold (checked by
- * ops.c's dispatch before the op runs; it comes second so that a row without it does not
- * compile), `type` the event the op makes. */
+/* The write ops of docs/protocol.md, one per event type (LEDGER_EVENT_TYPES): `need` is the
+ * role the caller must hold (checked by ops.c's dispatch before the op runs), `type` the
+ * event the op makes; its args are the fields of the type the client gives. */
 typedef struct {
     const char *op;
     access_role need;
