@@ -2175,6 +2175,17 @@ static void check_fields_of(ledger_type t)
         rc = check_as(uid, &c, NULL);
         cr_assert(refused_for(rc, f), "%s with %s over its limit: %d %s", info->name, f->key, rc,
                   err.message);
+        if (!field_is_str(f)) {
+            /* Just under its least value (an amount: 0, as when absent). */
+            int64_t least = f->value == FIELD_YEAR    ? BUDGET_YEAR_MIN
+                            : f->value == FIELD_DELTA ? -BUDGET_AMOUNT_MAX
+                                                      : 1;
+            c = base;
+            ledger_field_set_int(&c, f, least - 1);
+            rc = check_as(uid, &c, NULL);
+            cr_assert(refused_for(rc, f), "%s with %s under its limit: %d %s", info->name, f->key,
+                      rc, err.message);
+        }
         c = at_limit(base, f, false);
         rc = check_as(uid, &c, NULL);
         cr_assert_not(refused_for(rc, f), "%s with %s at its limit: %s", info->name, f->key,
