@@ -211,6 +211,18 @@ static const command commands[] = {
        UINT64_MAX},
       {"output", KIND_TEXT, NULL, 0, "FILE",
        "write FILE, whole or not at all (it replaces FILE only once complete)", 1, 4096}}},
+    {"report",
+     "balances",
+     NULL,
+     run_report,
+     "balances per unit and year as one HTML page for a committee (A4, Swedish)",
+     {UNIT_ARG("unit", 0, "one unit"),
+      YEAR_ARG(0, "one fiscal year"),
+      {"years", KIND_TEXT, NULL, 0, "Y1-Y2", "fiscal years Y1 to Y2 (2021-2027)", 3, 9},
+      {"as-of", KIND_UINT, NULL, 0, "SEQ", "the ledger as it stood right after event SEQ", 1,
+       UINT64_MAX},
+      {"output", KIND_TEXT, NULL, 0, "FILE",
+       "write FILE, whole or not at all (it replaces FILE only once complete)", 1, 4096}}},
 };
 
 #define COMMANDS_COUNT (sizeof(commands) / sizeof(commands[0]))

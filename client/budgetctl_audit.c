@@ -30,6 +30,7 @@
 #include "daemon/replay.h"
 #include "daemon/request.h"
 #include "daemon/store.h"
+#include "client/report.h"
 
 #define DAY_MS 86400000LL
 /* A checkpoint file is a few short lines; anything longer is not one. */
@@ -1532,4 +1533,77 @@ int run_export(ctl *c, const command *cmd, arg_value *values)
     if (rc != 0)
         return rc;
     return export_file_end(&o, export_write(c, &x, events, bom, as_of));
+}
+
+/* ---- report ------------------------------------------------------------------------------- */
+
+/* The years of a report: --year Y, --years Y1-Y2, or every year. 0, or a usage status. */
+static int report_years(const command *cmd, arg_value *values, report_filter *filter)
+{
+    const arg_value *year = value_of(cmd, values, "year");
+    const arg_value *years = value_of(cmd, values, "years");
+    filter->year_from = BUDGET_YEAR_MIN;
+    filter->year_to = BUDGET_YEAR_MAX;
+    if (year->set && years->set)
+        return complain(EXIT_USAGE, "report: give --year or --years, not both");
+    if (year->set)
+        filter->year_from = filter->year_to = (int)year->number;
+    if (!years->set)
+        return 0;
+    int from, to, end = 0;
+    if (sscanf(years->text, "%4d-%4d%n", &from, &to, &end) != 2 || years->text[end] != '\0' ||
+        from < BUDGET_YEAR_MIN || to > BUDGET_YEAR_MAX || from > to)
+        return complain(EXIT_USAGE,
+                        "--years: a range of fiscal years Y1-Y2 (%d..%d), "
+                        "the first not after the last: %.40s",
+                        BUDGET_YEAR_MIN, BUDGET_YEAR_MAX, years->text);
+    filter->year_from = from;
+    filter->year_to = to;
+    return 0;
+}
+
+static int report_event_seen(void *state, const msgpack_object *event)
+{
+    int rc = report_event(state, event);
+    return rc < 0 ? complain(EXIT_REFUSED, "out of memory") : rc;
+}
+
+/* Every page of balances, then the events up to their as_of, then the page on stdout. */
+static int report_write(ctl *c, const command *cmd, arg_value *values, report *r)
+{
+    budget_response first;
+    int rc = fetch_balances(c, cmd, values, BALANCES_ALL_LISTS, &first, report_balances, r);
+    if (rc != 0)
+        return rc;
+    report_set_as_of(r, (uint64_t)budget_map_int(&first.result, "as_of", 0));
+    budget_response_free(&first);
+    rc = walk_events(c, NULL, NULL, 0, report_event_seen, r, NULL);
+    if (rc != 0 && rc != REPORT_PAST_AS_OF)
+        return rc;
+    if (report_write_html(r, stdout) != 0)
+        return complain(EXIT_REFUSED, "report: cannot write the page: %s", strerror(errno));
+    return EXIT_DONE;
+}
+
+int run_report(ctl *c, const command *cmd, arg_value *values)
+{
+    const arg_value *unit = value_of(cmd, values, "unit");
+    const arg_value *output = value_of(cmd, values, "output");
+    report_filter filter = {unit->set ? unit->text : NULL, 0, 0};
+    int rc = report_years(cmd, values, &filter);
+    if (rc != 0)
+        return rc;
+    report *r = report_new(&filter);
+    if (r == NULL)
+        return complain(EXIT_REFUSED, "out of memory");
+    if (!output->set) {
+        rc = report_write(c, cmd, values, r);
+    } else {
+        export_file o;
+        rc = export_file_begin(&o, output->text);
+        if (rc == 0)
+            rc = export_file_end(&o, report_write(c, cmd, values, r));
+    }
+    report_free(r);
+    return rc;
 }

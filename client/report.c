@@ -1,0 +1,927 @@
+/*
+ * budgetctl report: balances as one self-contained HTML page for a committee (report.h).
+ *
+ * Everything the page shows is copied out of the daemon's answers into plain arrays first;
+ * the page is written in one pass at the end. Every text from the ledger goes through
+ * html_text, so a title, purpose or reference holding <, & or quotes is shown as it is and
+ * never read as markup. The page has no script and names nothing outside itself.
+ */
+#include "client/report.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "budget/client_msgpack.h"
+#include "budget/limits.h"
+
+/* Text fields are copied whole: ids and units are short, other texts at most 256 bytes. */
+#define ID_SIZE (BUDGET_ID_BYTES_MAX + 1)
+#define UNIT_SIZE (BUDGET_UNIT_BYTES_MAX + 1)
+#define TEXT_SIZE (BUDGET_TEXT_BYTES_MAX + 1)
+/* Units drawn in one bar chart; the tables list every unit. */
+#define CHART_UNITS_MAX 40
+/* Fiscal years drawn in the line over the years. */
+#define CHART_YEARS_MAX 60
+
+typedef struct {
+    char id[ID_SIZE], unit[UNIT_SIZE];
+    int year;
+    char title[TEXT_SIZE], reference[TEXT_SIZE];
+    int64_t granted, allocated, pending, unallocated, called_off;
+} frame_row;
+
+typedef struct {
+    char id[ID_SIZE], frame[ID_SIZE], unit[UNIT_SIZE];
+    int year;
+    char purpose[TEXT_SIZE], status[16];
+    int64_t amount, called_off, pending, available;
+} allocation_row;
+
+typedef struct {
+    char unit[UNIT_SIZE];
+    int year;
+    int64_t frames, allocated, called_off, pending, available;
+} unit_row;
+
+/* An event the report cites: a grant, an adjustment, an avrop, a decision or a withdrawal. */
+typedef enum { EV_GRANT, EV_ADJUST, EV_AVROP, EV_APPROVED, EV_REJECTED, EV_WITHDRAWN } event_kind;
+
+typedef struct {
+    event_kind kind;
+    uint64_t seq;
+    char day[11]; /* YYYY-MM-DD (UTC) of its ts */
+    char id[ID_SIZE], target[ID_SIZE], frame[ID_SIZE], allocation[ID_SIZE], unit[UNIT_SIZE];
+    int year;
+    int64_t amount;
+    char reference[TEXT_SIZE], note[TEXT_SIZE];
+} event_row;
+
+/* A growing array of `size`-byte items. */
+typedef struct {
+    void *items;
+    size_t count, capacity, size;
+} list;
+
+struct report {
+    char unit[UNIT_SIZE];
+    bool one_unit;
+    int year_from, year_to;
+    uint64_t as_of;
+    list frames, allocations, units, events;
+};
+
+/* Sums of the five figures of a unit row. */
+typedef struct {
+    int64_t frames, allocated, called_off, pending, available;
+} sums;
+
+/* ---- lists and copies ------------------------------------------------------------------- */
+
+static void *list_add(list *l)
+{
+    if (l->count == l->capacity) {
+        size_t capacity = l->capacity ? l->capacity * 2 : 16;
+        if (capacity > SIZE_MAX / l->size)
+            return NULL;
+        void *items = realloc(l->items, capacity * l->size);
+        if (items == NULL)
+            return NULL;
+        l->items = items;
+        l->capacity = capacity;
+    }
+    void *item = (char *)l->items + l->count * l->size;
+    l->count++;
+    memset(item, 0, l->size);
+    return item;
+}
+
+static void copy_str(const msgpack_object *map, const char *key, char *out, size_t size)
+{
+    budget_map_str(map, key, out, size);
+}
+
+static bool year_wanted(const report *r, int year)
+{
+    return year >= r->year_from && year <= r->year_to;
+}
+
+static bool unit_wanted(const report *r, const char *unit)
+{
+    return !r->one_unit || strcmp(r->unit, unit) == 0;
+}
+
+static int add_frame(report *r, const msgpack_object *o)
+{
+    char unit[UNIT_SIZE];
+    int year = (int)budget_map_int(o, "year", 0);
+    copy_str(o, "unit", unit, sizeof(unit));
+    if (!unit_wanted(r, unit) || !year_wanted(r, year))
+        return 0;
+    frame_row *f = list_add(&r->frames);
+    if (f == NULL)
+        return -1;
+    memcpy(f->unit, unit, sizeof(unit));
+    f->year = year;
+    copy_str(o, "id", f->id, sizeof(f->id));
+    copy_str(o, "title", f->title, sizeof(f->title));
+    copy_str(o, "reference", f->reference, sizeof(f->reference));
+    f->granted = budget_map_int(o, "granted", 0);
+    f->allocated = budget_map_int(o, "allocated", 0);
+    f->pending = budget_map_int(o, "pending", 0);
+    f->unallocated = budget_map_int(o, "unallocated", 0);
+    f->called_off = budget_map_int(o, "called_off", 0);
+    return 0;
+}
+
+static int add_allocation(report *r, const msgpack_object *o)
+{
+    char unit[UNIT_SIZE];
+    int year = (int)budget_map_int(o, "year", 0);
+    copy_str(o, "unit", unit, sizeof(unit));
+    if (!unit_wanted(r, unit) || !year_wanted(r, year))
+        return 0;
+    allocation_row *a = list_add(&r->allocations);
+    if (a == NULL)
+        return -1;
+    memcpy(a->unit, unit, sizeof(unit));
+    a->year = year;
+    copy_str(o, "id", a->id, sizeof(a->id));
+    copy_str(o, "frame", a->frame, sizeof(a->frame));
+    copy_str(o, "purpose", a->purpose, sizeof(a->purpose));
+    copy_str(o, "status", a->status, sizeof(a->status));
+    a->amount = budget_map_int(o, "amount", 0);
+    a->called_off = budget_map_int(o, "called_off", 0);
+    a->pending = budget_map_int(o, "pending", 0);
+    a->available = budget_map_int(o, "available", 0);
+    return 0;
+}
+
+static int add_unit(report *r, const msgpack_object *o)
+{
+    char unit[UNIT_SIZE];
+    int year = (int)budget_map_int(o, "year", 0);
+    copy_str(o, "unit", unit, sizeof(unit));
+    if (!unit_wanted(r, unit) || !year_wanted(r, year))
+        return 0;
+    unit_row *u = list_add(&r->units);
+    if (u == NULL)
+        return -1;
+    memcpy(u->unit, unit, sizeof(unit));
+    u->year = year;
+    u->frames = budget_map_int(o, "frames", 0);
+    u->allocated = budget_map_int(o, "allocated", 0);
+    u->called_off = budget_map_int(o, "called_off", 0);
+    u->pending = budget_map_int(o, "pending", 0);
+    u->available = budget_map_int(o, "available", 0);
+    return 0;
+}
+
+static int add_each(report *r, const msgpack_object *result, const char *key,
+                    int (*add)(report *, const msgpack_object *))
+{
+    const msgpack_object *items = budget_map_get(result, key);
+    if (items == NULL || items->type != MSGPACK_OBJECT_ARRAY)
+        return 0;
+    for (uint32_t i = 0; i < items->via.array.size; i++) {
+        const msgpack_object *item = &items->via.array.ptr[i];
+        if (item->type == MSGPACK_OBJECT_MAP && add(r, item) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- public: building ------------------------------------------------------------------- */
+
+report *report_new(const report_filter *filter)
+{
+    report *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    if (filter->unit != NULL) {
+        snprintf(r->unit, sizeof(r->unit), "%s", filter->unit);
+        r->one_unit = true;
+    }
+    r->year_from = filter->year_from;
+    r->year_to = filter->year_to;
+    r->frames.size = sizeof(frame_row);
+    r->allocations.size = sizeof(allocation_row);
+    r->units.size = sizeof(unit_row);
+    r->events.size = sizeof(event_row);
+    return r;
+}
+
+void report_free(report *r)
+{
+    if (r == NULL)
+        return;
+    free(r->frames.items);
+    free(r->allocations.items);
+    free(r->units.items);
+    free(r->events.items);
+    free(r);
+}
+
+int report_balances(void *state, const msgpack_object *result)
+{
+    report *r = state;
+    if (add_each(r, result, "frames", add_frame) != 0 ||
+        add_each(r, result, "allocations", add_allocation) != 0 ||
+        add_each(r, result, "units", add_unit) != 0)
+        return -1;
+    return 0;
+}
+
+void report_set_as_of(report *r, uint64_t as_of)
+{
+    r->as_of = as_of;
+}
+
+static const struct {
+    const char *type;
+    event_kind kind;
+} cited_types[] = {
+    {"frame.granted", EV_GRANT},        {"frame.adjusted", EV_ADJUST},
+    {"avrop.requested", EV_AVROP},      {"decision.approved", EV_APPROVED},
+    {"decision.rejected", EV_REJECTED}, {"request.withdrawn", EV_WITHDRAWN},
+};
+
+int report_event(void *state, const msgpack_object *event)
+{
+    report *r = state;
+    uint64_t seq = (uint64_t)budget_map_int(event, "seq", 0);
+    if (seq > r->as_of)
+        return REPORT_PAST_AS_OF;
+    char type[32];
+    budget_map_str(event, "type", type, sizeof(type));
+    size_t k = 0;
+    while (k < sizeof(cited_types) / sizeof(cited_types[0]) && strcmp(cited_types[k].type, type))
+        k++;
+    const msgpack_object *data = budget_map_get(event, "data");
+    if (k == sizeof(cited_types) / sizeof(cited_types[0]) || data == NULL ||
+        data->type != MSGPACK_OBJECT_MAP)
+        return 0;
+    event_row *e = list_add(&r->events);
+    if (e == NULL)
+        return -1;
+    e->kind = cited_types[k].kind;
+    e->seq = seq;
+    time_t seconds = (time_t)(budget_map_int(event, "ts", 0) / 1000);
+    struct tm tm;
+    if (gmtime_r(&seconds, &tm) == NULL || strftime(e->day, sizeof(e->day), "%Y-%m-%d", &tm) == 0)
+        snprintf(e->day, sizeof(e->day), "?");
+    copy_str(data, "id", e->id, sizeof(e->id));
+    copy_str(data, "target", e->target, sizeof(e->target));
+    copy_str(data, "frame", e->frame, sizeof(e->frame));
+    copy_str(data, "allocation", e->allocation, sizeof(e->allocation));
+    copy_str(data, "unit", e->unit, sizeof(e->unit));
+    e->year = (int)budget_map_int(data, "year", 0);
+    e->amount = budget_map_int(data, e->kind == EV_ADJUST ? "delta" : "amount", 0);
+    copy_str(data, "reference", e->reference, sizeof(e->reference));
+    copy_str(data, e->kind == EV_ADJUST ? "reason" : "note", e->note, sizeof(e->note));
+    return 0;
+}
+
+/* ---- Swedish numbers -------------------------------------------------------------------- */
+
+#define NARROW_NBSP "\xe2\x80\xaf" /* U+202F, between groups of three digits */
+#define NBSP "\xc2\xa0"            /* U+00A0, before "kr" */
+#define MINUS "\xe2\x88\x92"       /* U+2212 */
+
+/* Kronor with groups of three digits: "1 500 000" (narrow no-break spaces). */
+static int kronor_sv(uint64_t kronor, char *out, size_t out_size)
+{
+    char digits[24];
+    int n = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)kronor);
+    char buf[64];
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && (n - i) % 3 == 0) {
+            memcpy(buf + at, NARROW_NBSP, 3);
+            at += 3;
+        }
+        buf[at++] = digits[i];
+    }
+    buf[at] = '\0';
+    return snprintf(out, out_size, "%s", buf);
+}
+
+int report_amount_sv(int64_t ore, char *out, size_t out_size)
+{
+    uint64_t magnitude = ore < 0 ? (uint64_t)0 - (uint64_t)ore : (uint64_t)ore;
+    char kronor[64];
+    kronor_sv(magnitude / 100, kronor, sizeof(kronor));
+    unsigned cents = (unsigned)(magnitude % 100);
+    if (cents == 0)
+        return snprintf(out, out_size, "%s%s" NBSP "kr", ore < 0 ? MINUS : "", kronor);
+    return snprintf(out, out_size, "%s%s,%02u" NBSP "kr", ore < 0 ? MINUS : "", kronor, cents);
+}
+
+/* ---- HTML ------------------------------------------------------------------------------- */
+
+/* Text as HTML content or a quoted attribute value: markup characters escaped, control
+ * characters (never stored by budgetd) shown as spaces. */
+static void html_text(FILE *f, const char *s)
+{
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+        switch (ch) {
+        case '&':
+            fputs("&amp;", f);
+            break;
+        case '<':
+            fputs("&lt;", f);
+            break;
+        case '>':
+            fputs("&gt;", f);
+            break;
+        case '"':
+            fputs("&quot;", f);
+            break;
+        case '\'':
+            fputs("&#39;", f);
+            break;
+        default:
+            fputc(ch < 0x20 || ch == 0x7f ? ' ' : ch, f);
+        }
+    }
+}
+
+static void html_amount(FILE *f, int64_t ore)
+{
+    char text[64];
+    report_amount_sv(ore, text, sizeof(text));
+    fputs(text, f);
+}
+
+/* A right-aligned figure cell. */
+static void td_amount(FILE *f, int64_t ore)
+{
+    fputs("<td class=\"n\">", f);
+    html_amount(f, ore);
+    fputs("</td>", f);
+}
+
+static const char *status_sv(const char *status)
+{
+    static const char *const names[][2] = {{"pending", "väntar på beslut"},
+                                           {"approved", "beviljad"},
+                                           {"rejected", "avslagen"},
+                                           {"withdrawn", "återtagen"}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(status, names[i][0]) == 0)
+            return names[i][1];
+    return status;
+}
+
+static const char style[] =
+    "@page { size: A4; margin: 16mm 14mm 18mm 14mm; }\n"
+    "* { box-sizing: border-box; }\n"
+    "body { font-family: 'DejaVu Sans', 'Liberation Sans', Arial, sans-serif; font-size: 9.5pt;"
+    " color: #111; margin: 0 auto; max-width: 186mm; line-height: 1.35; }\n"
+    "@media screen { body { padding: 8mm 6mm; } }\n"
+    "h1 { font-size: 17pt; margin: 0 0 1mm 0; }\n"
+    "h2 { font-size: 13pt; margin: 6mm 0 2mm 0; border-bottom: 2px solid #24466e; }\n"
+    "h3 { font-size: 10.5pt; margin: 4mm 0 1mm 0; }\n"
+    "p.meta { color: #444; margin: 0 0 3mm 0; }\n"
+    "table { border-collapse: collapse; width: 100%; margin: 1mm 0 3mm 0; }\n"
+    "th, td { padding: 1mm 1.5mm; border-bottom: 0.5pt solid #bbb; text-align: left;"
+    " vertical-align: top; }\n"
+    "th { background: #e8eef5; font-weight: bold; }\n"
+    ".n { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }\n"
+    "tr.subtotal td { font-weight: bold; border-top: 1pt solid #333; background: #f4f4f4; }\n"
+    "tr.total td { font-weight: bold; border-top: 2pt solid #000; border-bottom: 2pt solid #000;"
+    " }\n"
+    ".ref { color: #24466e; min-width: 36mm; }\n"
+    "table.frames, table.allocations, table.avrop { font-size: 8pt; }\n"
+    "table.frames td, table.allocations td, table.avrop td, table.frames th,"
+    " table.allocations th, table.avrop th { padding: 0.8mm 1mm; }\n"
+    "td.id { white-space: nowrap; }\n"
+    ".small { font-size: 8pt; color: #555; }\n"
+    "figure { margin: 2mm 0 4mm 0; break-inside: avoid; }\n"
+    "figcaption { font-weight: bold; margin-bottom: 1mm; }\n"
+    "svg { width: 100%; height: auto; }\n"
+    "svg text { font-family: inherit; font-size: 10px; fill: #222; }\n"
+    ".legend span { display: inline-block; margin-right: 4mm; }\n"
+    ".legend i { display: inline-block; width: 3mm; height: 3mm; margin-right: 1mm;"
+    " vertical-align: -0.3mm; }\n"
+    "section.unit { break-before: page; page-break-before: always; }\n"
+    "table, tr { break-inside: avoid; }\n";
+
+/* The five figures, their Swedish labels and their colours in the charts. */
+enum { FIG_FRAMES, FIG_ALLOCATED, FIG_CALLED_OFF, FIG_PENDING, FIG_AVAILABLE, FIGURES };
+static const char *const figure_label[FIGURES] = {"Budget (ramar)", "Tilldelat", "Avropat",
+                                                  "Väntande avrop", "Kvar att avropa"};
+static const char *const figure_colour[FIGURES] = {"#24466e", "#4f8f4f", "#d1812b", "#a0a0a0",
+                                                   "#8a63b0"};
+
+static int64_t figure_of(const sums *s, int k)
+{
+    const int64_t v[FIGURES] = {s->frames, s->allocated, s->called_off, s->pending, s->available};
+    return v[k];
+}
+
+static void sums_add(sums *s, const unit_row *u)
+{
+    s->frames += u->frames;
+    s->allocated += u->allocated;
+    s->called_off += u->called_off;
+    s->pending += u->pending;
+    s->available += u->available;
+}
+
+static void figure_cells(FILE *f, const sums *s)
+{
+    for (int k = 0; k < FIGURES; k++)
+        td_amount(f, figure_of(s, k));
+}
+
+/* The units in the order the daemon first lists them: indexes into r->units of each unit's
+ * first row. Returns the count; `first` has room for r->units.count. */
+static size_t distinct_units(const report *r, size_t *first)
+{
+    const unit_row *rows = r->units.items;
+    size_t n = 0;
+    for (size_t i = 0; i < r->units.count; i++) {
+        size_t j = 0;
+        while (j < n && strcmp(rows[first[j]].unit, rows[i].unit) != 0)
+            j++;
+        if (j == n)
+            first[n++] = i;
+    }
+    return n;
+}
+
+static sums unit_sums(const report *r, const char *unit)
+{
+    const unit_row *rows = r->units.items;
+    sums s = {0};
+    for (size_t i = 0; i < r->units.count; i++)
+        if (strcmp(rows[i].unit, unit) == 0)
+            sums_add(&s, &rows[i]);
+    return s;
+}
+
+static int compare_year(const void *a, const void *b)
+{
+    const unit_row *x = *(const unit_row *const *)a, *y = *(const unit_row *const *)b;
+    return (x->year > y->year) - (x->year < y->year);
+}
+
+static void figure_headers(FILE *f)
+{
+    for (int k = 0; k < FIGURES; k++)
+        fprintf(f, "<th class=\"n\">%s</th>", figure_label[k]);
+}
+
+/* The rows of one unit, year by year, then its subtotal. Returns -1 when out of memory. */
+static int summary_unit(FILE *f, const report *r, const char *unit)
+{
+    const unit_row *rows = r->units.items;
+    const unit_row **mine = malloc((r->units.count + 1) * sizeof(*mine));
+    if (mine == NULL)
+        return -1;
+    size_t n = 0;
+    for (size_t i = 0; i < r->units.count; i++)
+        if (strcmp(rows[i].unit, unit) == 0)
+            mine[n++] = &rows[i];
+    qsort(mine, n, sizeof(*mine), compare_year);
+    for (size_t i = 0; i < n; i++) {
+        sums s = {0};
+        sums_add(&s, mine[i]);
+        fputs("<tr class=\"year\" data-unit=\"", f);
+        html_text(f, unit);
+        fprintf(f, "\" data-year=\"%d\"><td>", mine[i]->year);
+        html_text(f, unit);
+        fprintf(f, "</td><td>%d</td>", mine[i]->year);
+        figure_cells(f, &s);
+        fputs("</tr>\n", f);
+    }
+    free(mine);
+    sums s = unit_sums(r, unit);
+    fputs("<tr class=\"subtotal\" data-unit=\"", f);
+    html_text(f, unit);
+    fputs("\" data-subtotal=\"\"><td colspan=\"2\">Summa ", f);
+    html_text(f, unit);
+    fputs("</td>", f);
+    figure_cells(f, &s);
+    fputs("</tr>\n", f);
+    return 0;
+}
+
+static int write_summary(FILE *f, const report *r, const size_t *first, size_t units)
+{
+    const unit_row *rows = r->units.items;
+    sums total = {0};
+    fputs("<h2>Sammanställning per enhet och år</h2>\n<table class=\"summary\">\n"
+          "<thead><tr><th>Enhet</th><th>År</th>",
+          f);
+    figure_headers(f);
+    fputs("</tr></thead>\n<tbody>\n", f);
+    for (size_t i = 0; i < units; i++)
+        if (summary_unit(f, r, rows[first[i]].unit) != 0)
+            return -1;
+    for (size_t i = 0; i < r->units.count; i++)
+        sums_add(&total, &rows[i]);
+    fputs("<tr class=\"total\" data-total=\"\"><td colspan=\"2\">Totalt</td>", f);
+    figure_cells(f, &total);
+    fputs("</tr>\n</tbody></table>\n", f);
+    fputs("<p class=\"small\">Budget (ramar): ramar beviljade enheten, med justeringar. Tilldelat: "
+          "beviljade tilldelningar till enheten. Avropat: beviljade avrop. Väntande avrop: avrop "
+          "som väntar på beslut. Kvar att avropa: tilldelat − avropat − väntande.</p>\n",
+          f);
+    return 0;
+}
+
+/* ---- charts (inline SVG) ---------------------------------------------------------------- */
+
+static void legend(FILE *f, int figures)
+{
+    fputs("<div class=\"legend small\">", f);
+    for (int k = 0; k < figures; k++)
+        fprintf(f, "<span><i style=\"background:%s\"></i>%s</span>", figure_colour[k],
+                figure_label[k]);
+    fputs("</div>\n", f);
+}
+
+/* The largest figure, at least 1 öre: the top of a chart's scale. */
+static int64_t scale_top(int64_t largest)
+{
+    return largest > 0 ? largest : 1;
+}
+
+/* Horizontal grid lines at quarters of `top`, labelled with the amount. */
+static void grid(FILE *f, int64_t top, int left, int right, int plot_top, int plot_bottom)
+{
+    for (int q = 0; q <= 4; q++) {
+        double y = plot_bottom - (plot_bottom - plot_top) * q / 4.0;
+        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#ccc\"/>", left, y,
+                right, y);
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">", left - 4, y + 3.5);
+        html_amount(f, top / 4 * q);
+        fputs("</text>", f);
+    }
+}
+
+/* One group of bars per unit: its five figures over the years shown. */
+static void bar_chart(FILE *f, const report *r, const size_t *first, size_t units)
+{
+    const unit_row *rows = r->units.items;
+    size_t shown = units < CHART_UNITS_MAX ? units : CHART_UNITS_MAX;
+    int64_t largest = 0;
+    for (size_t i = 0; i < shown; i++) {
+        sums s = unit_sums(r, rows[first[i]].unit);
+        for (int k = 0; k < FIGURES; k++)
+            if (figure_of(&s, k) > largest)
+                largest = figure_of(&s, k);
+    }
+    int64_t top = scale_top(largest);
+    const int left = 110, bar = 14, gap = 26, plot_top = 10, plot_bottom = 200;
+    int group = FIGURES * bar + gap;
+    int width = left + (int)shown * group + 10;
+    if (width < 640)
+        width = 640;
+    fprintf(f,
+            "<figure><figcaption>Per enhet</figcaption>\n<svg "
+            "viewBox=\"0 0 %d 230\" role=\"img\" aria-label=\"Stapeldiagram per enhet\">",
+            width);
+    grid(f, top, left, width - 10, plot_top, plot_bottom);
+    for (size_t i = 0; i < shown; i++) {
+        sums s = unit_sums(r, rows[first[i]].unit);
+        int x0 = left + 8 + (int)i * group;
+        for (int k = 0; k < FIGURES; k++) {
+            int64_t v = figure_of(&s, k);
+            double h = v > 0 ? (double)(plot_bottom - plot_top) * (double)v / (double)top : 0;
+            fprintf(f, "<rect x=\"%d\" y=\"%.1f\" width=\"%d\" height=\"%.1f\" fill=\"%s\"><title>",
+                    x0 + k * bar, plot_bottom - h, bar - 2, h, figure_colour[k]);
+            html_text(f, rows[first[i]].unit);
+            fprintf(f, ", %s: ", figure_label[k]);
+            html_amount(f, v);
+            fputs("</title></rect>", f);
+        }
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">", x0 + FIGURES * bar / 2,
+                plot_bottom + 16);
+        html_text(f, rows[first[i]].unit);
+        fputs("</text>", f);
+    }
+    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>", left, plot_bottom,
+            width - 10, plot_bottom);
+    fputs("</svg>\n", f);
+    legend(f, FIGURES);
+    if (shown < units)
+        fprintf(f,
+                "<p class=\"small\">Diagrammet visar de första %d enheterna; tabellerna visar "
+                "alla.</p>\n",
+                CHART_UNITS_MAX);
+    fputs("</figure>\n", f);
+}
+
+/* Budget, allocated and called off, summed over the units shown, year by year. */
+static void line_chart(FILE *f, const report *r)
+{
+    const unit_row *rows = r->units.items;
+    int low = 0, high = 0;
+    for (size_t i = 0; i < r->units.count; i++) {
+        if (i == 0 || rows[i].year < low)
+            low = rows[i].year;
+        if (i == 0 || rows[i].year > high)
+            high = rows[i].year;
+    }
+    if (high - low + 1 > CHART_YEARS_MAX)
+        low = high - CHART_YEARS_MAX + 1;
+    int years = high - low + 1;
+    sums per_year[CHART_YEARS_MAX] = {{0}};
+    int64_t largest = 0;
+    for (size_t i = 0; i < r->units.count; i++)
+        if (rows[i].year >= low)
+            sums_add(&per_year[rows[i].year - low], &rows[i]);
+    for (int y = 0; y < years; y++)
+        for (int k = 0; k < 3; k++)
+            if (figure_of(&per_year[y], k) > largest)
+                largest = figure_of(&per_year[y], k);
+    int64_t top = scale_top(largest);
+    const int left = 110, right = 630, plot_top = 10, plot_bottom = 200;
+    fputs("<figure><figcaption>Över åren</figcaption>\n<svg "
+          "viewBox=\"0 0 640 230\" role=\"img\" aria-label=\"Linjediagram över åren\">",
+          f);
+    grid(f, top, left, right, plot_top, plot_bottom);
+    double step = years > 1 ? (double)(right - left - 40) / (years - 1) : 0;
+    for (int y = 0; y < years; y++)
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%d</text>",
+                left + 20 + step * y + (years == 1 ? (right - left - 40) / 2.0 : 0),
+                plot_bottom + 16, low + y);
+    for (int k = 0; k < 3; k++) {
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
+                figure_colour[k]);
+        for (int y = 0; y < years; y++) {
+            double x = left + 20 + step * y + (years == 1 ? (right - left - 40) / 2.0 : 0);
+            double h =
+                (double)(plot_bottom - plot_top) * (double)figure_of(&per_year[y], k) / (double)top;
+            fprintf(f, "%s%.1f,%.1f", y ? " " : "", x, plot_bottom - h);
+        }
+        fputs("\"/>", f);
+        for (int y = 0; y < years; y++) {
+            double x = left + 20 + step * y + (years == 1 ? (right - left - 40) / 2.0 : 0);
+            double h =
+                (double)(plot_bottom - plot_top) * (double)figure_of(&per_year[y], k) / (double)top;
+            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"%s\"><title>%d, %s: ", x,
+                    plot_bottom - h, 6.0 - 1.5 * k, figure_colour[k], low + y, figure_label[k]);
+            html_amount(f, figure_of(&per_year[y], k));
+            fputs("</title></circle>", f);
+        }
+    }
+    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>", left, plot_bottom,
+            right, plot_bottom);
+    fputs("</svg>\n", f);
+    legend(f, 3);
+    fputs("</figure>\n", f);
+}
+
+/* ---- a unit's section: its frames, allocations and avrop with their decisions ----------- */
+
+/* The decision on `target` (approval, rejection or withdrawal), or NULL. */
+static const event_row *decision_on(const report *r, const char *target)
+{
+    const event_row *e = r->events.items;
+    for (size_t i = 0; i < r->events.count; i++)
+        if ((e[i].kind == EV_APPROVED || e[i].kind == EV_REJECTED || e[i].kind == EV_WITHDRAWN) &&
+            strcmp(e[i].target, target) == 0)
+            return &e[i];
+    return NULL;
+}
+
+static const event_row *event_making(const report *r, event_kind kind, const char *id)
+{
+    const event_row *e = r->events.items;
+    for (size_t i = 0; i < r->events.count; i++)
+        if (e[i].kind == kind && strcmp(e[i].id, id) == 0)
+            return &e[i];
+    return NULL;
+}
+
+/* "Beviljad KS 2021-09-28 § 270 (2021-09-28, händelse 5)" in a cell. */
+static void decision_cell(FILE *f, const event_row *d)
+{
+    static const char *const verb[] = {
+        [EV_APPROVED] = "Beviljad", [EV_REJECTED] = "Avslagen", [EV_WITHDRAWN] = "Återtagen"};
+    fputs("<td class=\"ref\">", f);
+    if (d != NULL) {
+        fputs(verb[d->kind], f);
+        if (d->reference[0] != '\0') {
+            fputs(": ", f);
+            html_text(f, d->reference);
+        }
+        fprintf(f, "<br><span class=\"small\">%s, händelse %llu</span>", d->day,
+                (unsigned long long)d->seq);
+    } else {
+        fputs("—", f);
+    }
+    fputs("</td>", f);
+}
+
+static void frames_table(FILE *f, const report *r, const char *unit)
+{
+    const frame_row *rows = r->frames.items;
+    const event_row *ev = r->events.items;
+    bool any = false;
+    for (size_t i = 0; i < r->frames.count && !any; i++)
+        any = strcmp(rows[i].unit, unit) == 0;
+    if (!any)
+        return;
+    fputs("<h3>Ramar</h3>\n<table class=\"frames\"><thead><tr><th>Ram</th><th>År</th>"
+          "<th>Rubrik</th><th class=\"n\">Beviljat</th><th class=\"n\">Tilldelat</th>"
+          "<th class=\"n\">Väntande</th><th class=\"n\">Ej fördelat</th>"
+          "<th class=\"n\">Avropat</th><th>Beslut</th></tr></thead><tbody>\n",
+          f);
+    for (size_t i = 0; i < r->frames.count; i++) {
+        const frame_row *fr = &rows[i];
+        if (strcmp(fr->unit, unit) != 0)
+            continue;
+        fputs("<tr data-frame=\"", f);
+        html_text(f, fr->id);
+        fputs("\"><td class=\"id\">", f);
+        html_text(f, fr->id);
+        fprintf(f, "</td><td>%d</td><td>", fr->year);
+        html_text(f, fr->title);
+        fputs("</td>", f);
+        td_amount(f, fr->granted);
+        td_amount(f, fr->allocated);
+        td_amount(f, fr->pending);
+        td_amount(f, fr->unallocated);
+        td_amount(f, fr->called_off);
+        fputs("<td class=\"ref\">", f);
+        html_text(f, fr->reference[0] != '\0' ? fr->reference : "—");
+        const event_row *grant = event_making(r, EV_GRANT, fr->id);
+        if (grant != NULL)
+            fprintf(f, "<br><span class=\"small\">%s, händelse %llu</span>", grant->day,
+                    (unsigned long long)grant->seq);
+        fputs("</td></tr>\n", f);
+        for (size_t j = 0; j < r->events.count; j++) {
+            if (ev[j].kind != EV_ADJUST || strcmp(ev[j].frame, fr->id) != 0)
+                continue;
+            fputs("<tr class=\"small\"><td></td><td></td><td>Justering: ", f);
+            html_text(f, ev[j].note);
+            fputs("</td>", f);
+            td_amount(f, ev[j].amount);
+            fputs("<td colspan=\"4\"></td><td class=\"ref\">", f);
+            html_text(f, ev[j].reference[0] != '\0' ? ev[j].reference : "—");
+            fprintf(f, "<br><span class=\"small\">%s, händelse %llu</span></td></tr>\n", ev[j].day,
+                    (unsigned long long)ev[j].seq);
+        }
+    }
+    fputs("</tbody></table>\n", f);
+}
+
+static void allocations_table(FILE *f, const report *r, const char *unit)
+{
+    const allocation_row *rows = r->allocations.items;
+    bool any = false;
+    for (size_t i = 0; i < r->allocations.count && !any; i++)
+        any = strcmp(rows[i].unit, unit) == 0;
+    if (!any)
+        return;
+    fputs("<h3>Tilldelningar till enheten</h3>\n<table class=\"allocations\"><thead><tr>"
+          "<th>Tilldelning</th><th>Ändamål</th><th>Status</th>"
+          "<th class=\"n\">Belopp</th><th class=\"n\">Avropat</th><th class=\"n\">Väntande</th>"
+          "<th class=\"n\">Kvar</th><th>Beslut</th></tr></thead><tbody>\n",
+          f);
+    for (size_t i = 0; i < r->allocations.count; i++) {
+        const allocation_row *a = &rows[i];
+        if (strcmp(a->unit, unit) != 0)
+            continue;
+        fputs("<tr data-allocation=\"", f);
+        html_text(f, a->id);
+        fputs("\"><td class=\"id\">", f);
+        html_text(f, a->id);
+        fputs("<br><span class=\"small\">ur ", f);
+        html_text(f, a->frame);
+        fprintf(f, ", %d</span></td><td>", a->year);
+        html_text(f, a->purpose);
+        fputs("</td><td>", f);
+        html_text(f, status_sv(a->status));
+        fputs("</td>", f);
+        td_amount(f, a->amount);
+        td_amount(f, a->called_off);
+        td_amount(f, a->pending);
+        td_amount(f, a->available);
+        decision_cell(f, decision_on(r, a->id));
+        fputs("</tr>\n", f);
+    }
+    fputs("</tbody></table>\n", f);
+}
+
+static void avrop_table(FILE *f, const report *r, const char *unit)
+{
+    const event_row *ev = r->events.items;
+    bool any = false;
+    for (size_t i = 0; i < r->events.count && !any; i++)
+        any = ev[i].kind == EV_AVROP && strcmp(ev[i].unit, unit) == 0 && year_wanted(r, ev[i].year);
+    if (!any)
+        return;
+    fputs("<h3>Avrop</h3>\n<table class=\"avrop\"><thead><tr><th>Avrop</th>"
+          "<th>Dag</th><th>Anteckning</th><th class=\"n\">Belopp</th><th>Beslut</th></tr>"
+          "</thead><tbody>\n",
+          f);
+    for (size_t i = 0; i < r->events.count; i++) {
+        const event_row *v = &ev[i];
+        if (v->kind != EV_AVROP || strcmp(v->unit, unit) != 0 || !year_wanted(r, v->year))
+            continue;
+        fputs("<tr data-avrop=\"", f);
+        html_text(f, v->id);
+        fputs("\"><td class=\"id\">", f);
+        html_text(f, v->id);
+        fputs("<br><span class=\"small\">ur ", f);
+        html_text(f, v->allocation);
+        fprintf(f, "</td><td class=\"id\">%s</td><td>", v->day);
+        html_text(f, v->note);
+        fputs("</td>", f);
+        td_amount(f, v->amount);
+        const event_row *d = decision_on(r, v->id);
+        if (d != NULL)
+            decision_cell(f, d);
+        else
+            fputs("<td>väntar på beslut</td>", f);
+        fputs("</tr>\n", f);
+    }
+    fputs("</tbody></table>\n", f);
+}
+
+static int unit_section(FILE *f, const report *r, const char *unit)
+{
+    fputs("<section class=\"unit\" data-unit=\"", f);
+    html_text(f, unit);
+    fputs("\">\n<h2>Enhet ", f);
+    html_text(f, unit);
+    fputs("</h2>\n<table class=\"summary\">\n<thead><tr><th>Enhet</th><th>År</th>", f);
+    figure_headers(f);
+    fputs("</tr></thead>\n<tbody>\n", f);
+    int rc = summary_unit(f, r, unit);
+    fputs("</tbody></table>\n", f);
+    frames_table(f, r, unit);
+    allocations_table(f, r, unit);
+    avrop_table(f, r, unit);
+    fputs("</section>\n", f);
+    return rc;
+}
+
+/* ---- public: the page ------------------------------------------------------------------- */
+
+static void header(FILE *f, const report *r)
+{
+    char today[11] = "?";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&now, &tm) != NULL)
+        strftime(today, sizeof(today), "%Y-%m-%d", &tm);
+    fputs("<!DOCTYPE html>\n<html lang=\"sv\">\n<head>\n<meta charset=\"utf-8\">\n"
+          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+          "<title>Budgetrapport</title>\n<style>\n",
+          f);
+    fputs(style, f);
+    fputs("</style>\n</head>\n<body>\n<h1>Budgetrapport</h1>\n<p class=\"meta\">", f);
+    if (r->one_unit) {
+        fputs("Enhet ", f);
+        html_text(f, r->unit);
+        fputs(", ", f);
+    } else {
+        fputs("Alla enheter, ", f);
+    }
+    if (r->year_from == r->year_to)
+        fprintf(f, "år %d. ", r->year_from);
+    else if (r->year_from <= BUDGET_YEAR_MIN && r->year_to >= BUDGET_YEAR_MAX)
+        fputs("alla år. ", f);
+    else
+        fprintf(f, "år %d–%d. ", r->year_from, r->year_to);
+    fprintf(f,
+            "Huvudboken som den stod efter händelse <span data-as-of=\"%llu\">%llu</span>. "
+            "Utskriven %s.</p>\n",
+            (unsigned long long)r->as_of, (unsigned long long)r->as_of, today);
+}
+
+int report_write_html(const report *r, FILE *f)
+{
+    size_t *first = malloc((r->units.count + 1) * sizeof(*first));
+    if (first == NULL)
+        return -1;
+    size_t units = distinct_units(r, first);
+    const unit_row *rows = r->units.items;
+    header(f, r);
+    int rc = 0;
+    if (units == 0) {
+        fputs("<p>Inga belopp för detta urval.</p>\n", f);
+    } else {
+        rc = write_summary(f, r, first, units);
+        if (rc == 0) {
+            bar_chart(f, r, first, units);
+            line_chart(f, r);
+            for (size_t i = 0; i < units && rc == 0; i++)
+                rc = unit_section(f, r, rows[first[i]].unit);
+        }
+    }
+    fputs("</body>\n</html>\n", f);
+    free(first);
+    if (rc != 0)
+        return rc;
+    return ferror(f) ? -1 : 0;
+}
