@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libuv1-dev liblmdb-dev libmsgpack-dev
-          libsodium-dev libssl-dev libcriterion-dev lmdb-utils python3 python3-msgpack)
+          libsodium-dev libssl-dev libcriterion-dev lmdb-utils python3 python3-msgpack
+          zlib1g-dev chromium)
 # The Node.js example (docs/examples/node): node and npm, from Debian where none is installed.
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)

@@ -1,0 +1,638 @@
+/*
+ * budgetctl report against a real budgetd, read the way a committee reads it: rendered by a
+ * headless Chromium to a PNG and a PDF, and its DOM compared figure by figure with what
+ * `budgetctl --json balances` says.
+ *
+ * The ledger is the decision KS 2021-08-24 § 241 as scripts/demo.sh loads it: KS's frame of
+ * 3 mkr for 2021 "Utökat trygghetsarbete", divided 1 mkr to SON, 0,5 mkr to KFN and 1,5 mkr to
+ * KS, approved by a second uid (KS 2021-09-28 § 270); SON calls off 400 tkr, approved (KS
+ * ordförandebeslut 2021-10-15), and asks for 150 000,50 kr more, still pending.
+ *
+ * Chromium comes from Debian's `chromium` package, which scripts/setup.sh installs.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "audit_util.h"
+#include "budget/limits.h"
+#include "e2e_util.h"
+
+static e2e_daemon bd;
+
+static void setup(void)
+{
+    cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+}
+
+static void teardown(void)
+{
+    e2e_daemon_cleanup(&bd);
+    au_cleanup();
+}
+
+/* A backstop: every wait inside is bounded well below it. */
+#define TEST_TIMEOUT_S 120
+TestSuite(report, .init = setup, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+
+/* How long one Chromium run may take (it starts in about 1 s on an idle machine). */
+#define CHROMIUM_TIMEOUT_MS (30000 * e2e_slow())
+/* A rendered first page is text, tables and two charts: well over this share is ink. */
+#define INKED_SHARE_MIN 0.02
+/* The page is A4 at 150 dpi, as the screenshot is taken. */
+#define PAGE_WIDTH_PX 1240
+#define PAGE_HEIGHT_PX 1754
+
+#define FRAME_REFERENCE "KS 2021-08-24 § 241"
+#define ALLOCATION_REFERENCE "KS 2021-09-28 § 270"
+#define AVROP_REFERENCE "KS ordförandebeslut 2021-10-15"
+
+/* ---- budgetctl --------------------------------------------------------------------------- */
+
+static void ctl_ok_argv(bool other, int argc, const char *const *argv)
+{
+    e2e_ctl_result r;
+    int rc = other ? e2e_ctl_argv_as(&bd, &e2e_other, &r, argc, argv)
+                   : e2e_ctl_argv(&bd, &r, argc, argv);
+    e2e_assert(rc == 0, "budgetctl %s could not be run", argv[0]);
+    e2e_assert(r.exit_code == 0, "budgetctl %s exited %d: %s%s", argv[0], r.exit_code, r.out,
+               r.err);
+    e2e_ctl_free(&r);
+}
+
+#define ctl_ok(...) ctl_ok_argv(false, AU_ARGC(__VA_ARGS__), AU_ARGV(__VA_ARGS__))
+#define ctl_ok_other(...) ctl_ok_argv(true, AU_ARGC(__VA_ARGS__), AU_ARGV(__VA_ARGS__))
+
+/* The decision's events (11): the grant, three allocations and their approvals, an approved
+ * avrop and a pending one. */
+static void seed(void)
+{
+    ctl_ok("grant", "--id", "ks-2021-trygghet", "--unit", "KS", "--year", "2021", "--amount",
+           "3 mkr", "--title", "Utökat trygghetsarbete", "--reference", FRAME_REFERENCE);
+    ctl_ok("allocate", "ks-2021-trygghet", "--id", "son-trygghet", "--unit", "SON", "--amount",
+           "1 mkr", "--purpose", "Förstärka områdesarbetet för trygghetsskapande åtgärder");
+    ctl_ok("allocate", "ks-2021-trygghet", "--id", "kfn-fritid", "--unit", "KFN", "--amount",
+           "0,5 mkr", "--purpose", "Fritidsverksamhet som säkerställer skolgång");
+    ctl_ok("allocate", "ks-2021-trygghet", "--id", "ks-trygghet", "--unit", "KS", "--amount",
+           "1,5 mkr", "--purpose", "Förstärkt trygghetsarbete, bland annat ordningsvakter");
+    ctl_ok_other("approve", "son-trygghet", "--id", "beslut-son-trygghet", "--reference",
+                 ALLOCATION_REFERENCE);
+    ctl_ok_other("approve", "kfn-fritid", "--id", "beslut-kfn-fritid", "--reference",
+                 ALLOCATION_REFERENCE);
+    ctl_ok_other("approve", "ks-trygghet", "--id", "beslut-ks-trygghet", "--reference",
+                 ALLOCATION_REFERENCE);
+    ctl_ok("avrop", "son-trygghet", "--id", "son-avrop-1", "--amount", "400 tkr", "--note",
+           "Fältorganisationen, hösten 2021");
+    ctl_ok_other("approve", "son-avrop-1", "--id", "beslut-son-avrop-1", "--reference",
+                 AVROP_REFERENCE);
+    ctl_ok("avrop", "son-trygghet", "--id", "son-avrop-2", "--amount", "150 000,50 kr", "--note",
+           "Ordningsvakter vid skolorna");
+}
+
+/* Runs `budgetctl report ARGS... --output DIR/report.html` and returns the file (free it). */
+static char *report_file(const char *dir, const char *const *args, int argc, char *path,
+                         size_t path_size)
+{
+    const char *argv[16];
+    snprintf(path, path_size, "%s/report.html", dir);
+    argv[0] = "report";
+    for (int i = 0; i < argc; i++)
+        argv[1 + i] = args[i];
+    argv[1 + argc] = "--output";
+    argv[2 + argc] = path;
+    ctl_ok_argv(false, argc + 3, argv);
+    size_t len;
+    char *html = au_read_file(path, &len);
+    e2e_assert(html != NULL && len > 0, "budgetctl report wrote no %s", path);
+    return html;
+}
+
+/* ---- Chromium ---------------------------------------------------------------------------- */
+
+/* Where `chromium` is on PATH (copied to out); the test fails when it is not installed. */
+static void find_chromium(char *out, size_t out_size)
+{
+    const char *path = getenv("PATH");
+    char copy[4096];
+    snprintf(copy, sizeof(copy), "%s", path != NULL ? path : "/usr/bin:/bin");
+    for (char *save = NULL, *dir = strtok_r(copy, ":", &save); dir != NULL;
+         dir = strtok_r(NULL, ":", &save)) {
+        snprintf(out, out_size, "%s/chromium", dir);
+        if (access(out, X_OK) == 0)
+            return;
+    }
+    cr_assert_fail("chromium is not installed: scripts/setup.sh installs Debian's chromium "
+                   "package, which this suite renders the report with");
+}
+
+/* Starts a headless Chromium on file://`html` with `mode` (--screenshot=..., --dump-dom);
+ * `profile` is an empty folder of its own. */
+static void chromium_start(au_proc *p, const char *profile, const char *mode, const char *html)
+{
+    static char chromium[1024];
+    char profile_arg[1100], url[1100];
+    find_chromium(chromium, sizeof(chromium));
+    snprintf(profile_arg, sizeof(profile_arg), "--user-data-dir=%s", profile);
+    snprintf(url, sizeof(url), "file://%s", html);
+    const char *argv[] = {chromium,
+                          "--headless",
+                          "--no-sandbox",
+                          "--disable-gpu",
+                          "--disable-quic",
+                          "--no-first-run",
+                          "--disable-background-networking",
+                          "--disable-component-update",
+                          "--disable-sync",
+                          "--hide-scrollbars",
+                          profile_arg,
+                          "--window-size=1240,1754",
+                          mode,
+                          url,
+                          NULL};
+    e2e_assert(au_proc_start(p, argv) == 0, "chromium could not be started");
+}
+
+static void chromium_wait(au_proc *p, const char *what)
+{
+    int code = au_proc_wait(p, CHROMIUM_TIMEOUT_MS);
+    e2e_assert(code == 0, "chromium %s exited %d: %s", what, code, p->err ? p->err : "");
+}
+
+/* ---- a small PNG reader ------------------------------------------------------------------ */
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int paeth(int a, int b, int c)
+{
+    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+    return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+}
+
+/* Undoes the PNG filter of one row in place (`prev` the row above, zeros for the first). */
+static bool unfilter(int type, unsigned char *row, const unsigned char *prev, size_t stride,
+                     size_t bpp)
+{
+    for (size_t i = 0; i < stride; i++) {
+        int left = i >= bpp ? row[i - bpp] : 0, up = prev[i], corner = i >= bpp ? prev[i - bpp] : 0;
+        switch (type) {
+        case 0:
+            break;
+        case 1:
+            row[i] = (unsigned char)(row[i] + left);
+            break;
+        case 2:
+            row[i] = (unsigned char)(row[i] + up);
+            break;
+        case 3:
+            row[i] = (unsigned char)(row[i] + (left + up) / 2);
+            break;
+        case 4:
+            row[i] = (unsigned char)(row[i] + paeth(left, up, corner));
+            break;
+        default:
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Decodes an 8-bit RGB or RGBA PNG (what Chromium writes) and counts its pixels that are not
+ * near white. Fails the test on anything else. */
+static void png_ink(const char *path, uint32_t *width, uint32_t *height, uint64_t *inked)
+{
+    size_t len;
+    unsigned char *png = (unsigned char *)au_read_file(path, &len);
+    e2e_assert(png != NULL && len > 33 && memcmp(png, "\x89PNG\r\n\x1a\n", 8) == 0,
+               "%s is not a PNG", path);
+    unsigned char *idat = malloc(len);
+    size_t idat_len = 0;
+    int depth = 0, colour = 0, interlace = 0;
+    for (size_t at = 8; at + 12 <= len;) {
+        uint32_t n = be32(png + at);
+        const unsigned char *kind = png + at + 4, *body = png + at + 8;
+        e2e_assert(n <= len - at - 12, "a chunk of %s runs past its end", path);
+        if (memcmp(kind, "IHDR", 4) == 0) {
+            *width = be32(body);
+            *height = be32(body + 4);
+            depth = body[8];
+            colour = body[9];
+            interlace = body[12];
+        } else if (memcmp(kind, "IDAT", 4) == 0) {
+            memcpy(idat + idat_len, body, n);
+            idat_len += n;
+        } else if (memcmp(kind, "IEND", 4) == 0) {
+            break;
+        }
+        at += 12 + (size_t)n;
+    }
+    e2e_assert(depth == 8 && (colour == 2 || colour == 6) && interlace == 0 && idat_len > 0,
+               "%s: depth %d colour type %d interlace %d: not an 8-bit RGB(A) PNG", path, depth,
+               colour, interlace);
+    size_t bpp = colour == 2 ? 3 : 4, stride = (size_t)*width * bpp;
+    uLongf raw_len = (uLongf)((stride + 1) * *height);
+    unsigned char *raw = malloc(raw_len), *prev = calloc(1, stride);
+    e2e_assert(raw != NULL && prev != NULL, "out of memory for %s", path);
+    e2e_assert(
+        uncompress(raw, &raw_len, idat, idat_len) == Z_OK && raw_len == (stride + 1) * *height,
+        "%s: the image data does not inflate to %u rows of %zu bytes", path, *height, stride);
+    *inked = 0;
+    for (uint32_t y = 0; y < *height; y++) {
+        unsigned char *row = raw + y * (stride + 1) + 1;
+        e2e_assert(unfilter(row[-1], row, prev, stride, bpp), "%s: bad filter in row %u", path, y);
+        for (size_t x = 0; x < stride; x += bpp) {
+            unsigned char darkest = row[x] < row[x + 1] ? row[x] : row[x + 1];
+            darkest = darkest < row[x + 2] ? darkest : row[x + 2];
+            if (darkest < 235 && (bpp == 3 || row[x + 3] > 0))
+                (*inked)++;
+        }
+        memcpy(prev, row, stride);
+    }
+    free(prev);
+    free(raw);
+    free(idat);
+    free(png);
+}
+
+/* ---- Swedish figures --------------------------------------------------------------------- */
+
+/* öre as the report writes them: "1 500 000 kr", "150 000,50 kr" (U+202F between groups of
+ * digits, U+00A0 before kr). Written here on their own, from the documented form. */
+static void swedish(int64_t ore, char *out, size_t out_size)
+{
+    char digits[32], grouped[96] = "";
+    uint64_t magnitude = ore < 0 ? (uint64_t)(-ore) : (uint64_t)ore;
+    int n = snprintf(digits, sizeof(digits), "%" PRIu64, magnitude / 100);
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && (n - i) % 3 == 0)
+            at += (size_t)snprintf(grouped + at, sizeof(grouped) - at, "\u202f");
+        grouped[at++] = digits[i];
+    }
+    grouped[at] = '\0';
+    if (magnitude % 100 != 0)
+        snprintf(out, out_size, "%s%s,%02" PRIu64 "\u00a0kr", ore < 0 ? "\u2212" : "", grouped,
+                 magnitude % 100);
+    else
+        snprintf(out, out_size, "%s%s\u00a0kr", ore < 0 ? "\u2212" : "", grouped);
+}
+
+/* Replaces every "&nbsp;" of a DOM dump by U+00A0 itself, as the file holds it. */
+static void unescape_nbsp(char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r != '\0';) {
+        if (strncmp(r, "&nbsp;", 6) == 0) {
+            memcpy(w, "\u00a0", 2);
+            w += 2;
+            r += 6;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+}
+
+/*
+ * Checks the row that starts at the first `marker` at or after `from` in `dom`: its figure
+ * cells (<td class="n">) hold exactly `expected`, in order. Returns where the row starts.
+ */
+static const char *check_row(const char *dom, const char *from, const char *marker,
+                             const int64_t *expected, int count)
+{
+    const char *row = strstr(from, marker);
+    e2e_assert(row != NULL, "the DOM has no row %s after byte %td", marker, from - dom);
+    const char *end = strstr(row, "</tr>");
+    e2e_assert(end != NULL, "the row %s does not end", marker);
+    const char *cell = row;
+    for (int i = 0; i < count; i++) {
+        char want[96];
+        swedish(expected[i], want, sizeof(want));
+        cell = strstr(cell, "<td class=\"n\">");
+        e2e_assert(cell != NULL && cell < end, "row %s: figure %d of %d is missing", marker, i + 1,
+                   count);
+        cell += strlen("<td class=\"n\">");
+        const char *close = strstr(cell, "</td>");
+        e2e_assert(close != NULL && (size_t)(close - cell) == strlen(want) &&
+                       strncmp(cell, want, strlen(want)) == 0,
+                   "row %s: figure %d is \"%.*s\", expected \"%s\"", marker, i + 1,
+                   close ? (int)(close - cell) : 40, cell, want);
+    }
+    return row;
+}
+
+/* The text of a row (from `row` to its </tr>) contains `text`. */
+static bool row_has(const char *row, const char *text)
+{
+    const char *end = strstr(row, "</tr>"), *at = strstr(row, text);
+    return at != NULL && end != NULL && at < end;
+}
+
+/* `budgetctl --json balances`, parsed (free it). */
+static e2e_json *balances_json(void)
+{
+    e2e_ctl_result r;
+    e2e_assert(au_ctl(&bd, &r, "--json", "balances") == 0 && r.exit_code == 0,
+               "budgetctl --json balances failed: %s", r.err);
+    e2e_json *j = e2e_json_parse(r.out, r.out_len);
+    e2e_assert(j != NULL, "--json balances printed no JSON: %s", r.out);
+    e2e_ctl_free(&r);
+    return j;
+}
+
+/* Where the section of `unit` starts in the DOM, and where the next section starts (or the
+ * end). */
+static void unit_section(const char *dom, const char *unit, const char **start, const char **end)
+{
+    char marker[96];
+    snprintf(marker, sizeof(marker), "<section class=\"unit\" data-unit=\"%s\">", unit);
+    *start = strstr(dom, marker);
+    e2e_assert(*start != NULL, "the DOM has no section for unit %s", unit);
+    *end = strstr(*start + 1, "<section class=\"unit\"");
+    if (*end == NULL)
+        *end = *start + strlen(*start);
+}
+
+/* ---- the tests --------------------------------------------------------------------------- */
+
+Test(report, renders_headless_to_a_png_and_a_pdf_that_are_not_blank)
+{
+    char dir[256], html[300], png[300], pdf[300], profile_png[300], profile_pdf[300];
+    char screenshot[320], print[320];
+    au_temp_dir(dir, sizeof(dir));
+    seed();
+    free(report_file(dir, NULL, 0, html, sizeof(html)));
+    snprintf(png, sizeof(png), "%s/report.png", dir);
+    snprintf(pdf, sizeof(pdf), "%s/report.pdf", dir);
+    snprintf(profile_png, sizeof(profile_png), "%s/profile-png", dir);
+    snprintf(profile_pdf, sizeof(profile_pdf), "%s/profile-pdf", dir);
+    e2e_assert(mkdir(profile_png, 0700) == 0 && mkdir(profile_pdf, 0700) == 0, "mkdir: %s",
+               strerror(errno));
+    snprintf(screenshot, sizeof(screenshot), "--screenshot=%s", png);
+    snprintf(print, sizeof(print), "--print-to-pdf=%s", pdf);
+
+    /* Both renderings at once: each Chromium has a profile of its own. */
+    au_proc shot, printed;
+    chromium_start(&shot, profile_png, screenshot, html);
+    chromium_start(&printed, profile_pdf, print, html);
+    chromium_wait(&shot, "--screenshot");
+    chromium_wait(&printed, "--print-to-pdf");
+    au_proc_free(&shot);
+    au_proc_free(&printed);
+
+    uint32_t width = 0, height = 0;
+    uint64_t inked = 0;
+    png_ink(png, &width, &height, &inked);
+    e2e_assert(width == PAGE_WIDTH_PX && height == PAGE_HEIGHT_PX,
+               "the PNG is %ux%u, expected %ux%u", width, height, PAGE_WIDTH_PX, PAGE_HEIGHT_PX);
+    double share = (double)inked / ((double)width * height);
+    e2e_assert(share > INKED_SHARE_MIN, "the PNG is blank: %.4f of its pixels are inked (> %.2f)",
+               share, INKED_SHARE_MIN);
+    const char *keep = getenv("REPORT_EXAMPLE_PNG");
+    if (keep != NULL && keep[0] != '\0')
+        e2e_assert(au_copy_file(png, keep) == 0, "cannot copy the PNG to %s", keep);
+
+    size_t pdf_len;
+    char *doc = au_read_file(pdf, &pdf_len);
+    e2e_assert(doc != NULL && pdf_len > 1000 && memcmp(doc, "%PDF-", 5) == 0,
+               "%s is not a PDF (%zu bytes)", pdf, doc ? pdf_len : 0);
+    /* The summary, then a page for each of the three units at least. */
+    int pages = 0;
+    for (const char *p = doc; (p = memmem(p, pdf_len - (size_t)(p - doc), "/Type /Page", 11));
+         p += 11)
+        pages += p[11] != 's';
+    e2e_assert(pages >= 4, "the PDF has %d pages, expected a page break before each of 3 units",
+               pages);
+    free(doc);
+}
+
+Test(report, the_dom_shows_every_figure_of_balances_unit_by_unit)
+{
+    char dir[256], html[300], profile[300];
+    au_temp_dir(dir, sizeof(dir));
+    seed();
+    free(report_file(dir, NULL, 0, html, sizeof(html)));
+    snprintf(profile, sizeof(profile), "%s/profile", dir);
+    e2e_assert(mkdir(profile, 0700) == 0, "mkdir: %s", strerror(errno));
+    au_proc p;
+    chromium_start(&p, profile, "--dump-dom", html);
+    chromium_wait(&p, "--dump-dom");
+    char *dom = strdup(p.out != NULL ? p.out : "");
+    au_proc_free(&p);
+    unescape_nbsp(dom);
+    e2e_assert(strstr(dom, "<h1>Budgetrapport</h1>") != NULL, "the DOM has no report: %.400s", dom);
+
+    e2e_json *balances = balances_json();
+    const e2e_json *units = e2e_json_get(balances, "units");
+    e2e_assert(units != NULL && units->type == E2E_JSON_ARRAY && units->count == 3,
+               "balances has %zu unit rows, expected KS, SON and KFN for 2021",
+               units ? units->count : 0);
+    int64_t total[5] = {0};
+    static const char *const figures[5] = {"frames", "allocated", "called_off", "pending",
+                                           "available"};
+    for (size_t i = 0; i < units->count; i++) {
+        const e2e_json *u = units->items[i];
+        const char *unit = e2e_json_str(u, "unit");
+        int64_t want[5], year = e2e_json_int(u, "year", 0);
+        for (int k = 0; k < 5; k++) {
+            want[k] = e2e_json_int(u, figures[k], -1);
+            total[k] += want[k];
+        }
+        char marker[128];
+        /* The summary's row, and its subtotal (one year each here), then the unit's section. */
+        snprintf(marker, sizeof(marker),
+                 "<tr class=\"year\" data-unit=\"%s\" data-year=\"%" PRId64 "\">", unit, year);
+        check_row(dom, dom, marker, want, 5);
+        snprintf(marker, sizeof(marker), "<tr class=\"subtotal\" data-unit=\"%s\"", unit);
+        check_row(dom, dom, marker, want, 5);
+        const char *start, *end;
+        unit_section(dom, unit, &start, &end);
+        snprintf(marker, sizeof(marker),
+                 "<tr class=\"year\" data-unit=\"%s\" data-year=\"%" PRId64 "\">", unit, year);
+        e2e_assert(check_row(dom, start, marker, want, 5) < end,
+                   "unit %s: its figures are not in its own section", unit);
+    }
+    check_row(dom, dom, "<tr class=\"total\"", total, 5);
+
+    /* Each frame in its unit's section, with its figures and the decision that granted it. */
+    const e2e_json *frames = e2e_json_get(balances, "frames");
+    e2e_assert(frames != NULL && frames->count == 1, "balances lists one frame");
+    for (size_t i = 0; i < frames->count; i++) {
+        const e2e_json *f = frames->items[i];
+        const char *start, *end;
+        unit_section(dom, e2e_json_str(f, "unit"), &start, &end);
+        int64_t want[5] = {e2e_json_int(f, "granted", -1), e2e_json_int(f, "allocated", -1),
+                           e2e_json_int(f, "pending", -1), e2e_json_int(f, "unallocated", -1),
+                           e2e_json_int(f, "called_off", -1)};
+        char marker[128];
+        snprintf(marker, sizeof(marker), "<tr data-frame=\"%s\">", e2e_json_str(f, "id"));
+        const char *row = check_row(dom, start, marker, want, 5);
+        e2e_assert(row < end, "frame %s is outside its unit's section", e2e_json_str(f, "id"));
+        e2e_assert(row_has(row, e2e_json_str(f, "reference")) && row_has(row, FRAME_REFERENCE),
+                   "frame %s: its reference %s is not beside its figures", e2e_json_str(f, "id"),
+                   FRAME_REFERENCE);
+    }
+    /* Each allocation in the section of the unit it goes to, with the approval's reference. */
+    const e2e_json *allocations = e2e_json_get(balances, "allocations");
+    e2e_assert(allocations != NULL && allocations->count == 3, "balances lists 3 allocations");
+    for (size_t i = 0; i < allocations->count; i++) {
+        const e2e_json *a = allocations->items[i];
+        const char *start, *end;
+        unit_section(dom, e2e_json_str(a, "unit"), &start, &end);
+        int64_t want[4] = {e2e_json_int(a, "amount", -1), e2e_json_int(a, "called_off", -1),
+                           e2e_json_int(a, "pending", -1), e2e_json_int(a, "available", -1)};
+        char marker[128];
+        snprintf(marker, sizeof(marker), "<tr data-allocation=\"%s\">", e2e_json_str(a, "id"));
+        const char *row = check_row(dom, start, marker, want, 4);
+        e2e_assert(row < end, "allocation %s is outside its unit's section", e2e_json_str(a, "id"));
+        e2e_assert(row_has(row, ALLOCATION_REFERENCE),
+                   "allocation %s: the approval %s is not "
+                   "beside its figures",
+                   e2e_json_str(a, "id"), ALLOCATION_REFERENCE);
+    }
+    /* The avrop: the approved one with its decision, the pending one as pending. */
+    const char *start, *end;
+    unit_section(dom, "SON", &start, &end);
+    int64_t first[1] = {40000000}, second[1] = {15000050};
+    const char *row = check_row(dom, start, "<tr data-avrop=\"son-avrop-1\">", first, 1);
+    e2e_assert(row < end && row_has(row, AVROP_REFERENCE), "son-avrop-1: no %s beside it",
+               AVROP_REFERENCE);
+    row = check_row(dom, start, "<tr data-avrop=\"son-avrop-2\">", second, 1);
+    e2e_assert(row < end && row_has(row, "väntar på beslut"), "son-avrop-2 is not shown pending");
+    e2e_json_free(balances);
+    free(dom);
+}
+
+Test(report, holds_no_script_and_names_nothing_outside_itself)
+{
+    char dir[256], html[300];
+    au_temp_dir(dir, sizeof(dir));
+    seed();
+    char *page = report_file(dir, NULL, 0, html, sizeof(html));
+    e2e_assert(strcasestr(page, "<script") == NULL, "the report holds a <script");
+    e2e_assert(strcasestr(page, "http://") == NULL && strcasestr(page, "https://") == NULL,
+               "the report names an address outside itself");
+    e2e_assert(strcasestr(page, "src=") == NULL && strcasestr(page, "url(") == NULL &&
+                   strcasestr(page, "<link") == NULL && strcasestr(page, "@import") == NULL,
+               "the report loads something from outside itself");
+    e2e_assert(strstr(page, "@page { size: A4;") != NULL, "the report has no A4 print style");
+    e2e_assert(strstr(page, "<html lang=\"sv\">") != NULL &&
+                   strstr(page, "<meta charset=\"utf-8\">"),
+               "the report is not marked Swedish UTF-8");
+    free(page);
+}
+
+Test(report, escapes_every_text_from_the_ledger)
+{
+    char dir[256], html[300];
+    au_temp_dir(dir, sizeof(dir));
+    ctl_ok("grant", "--id", "ks-2022-x", "--unit", "KS", "--year", "2022", "--amount",
+           "250 000,50 kr", "--title", "<b>Fet</b> & \"citerad\" 'rubrik'", "--reference",
+           "KS <i>2022</i> § 1 & 2");
+    ctl_ok("allocate", "ks-2022-x", "--id", "son-x", "--unit", "SON", "--amount", "1 kr",
+           "--purpose", "<img src=x onerror=alert(1)>");
+    char *page = report_file(dir, NULL, 0, html, sizeof(html));
+    e2e_assert(strstr(page, "<b>") == NULL && strstr(page, "<i>") == NULL &&
+                   strstr(page, "<img") == NULL,
+               "a text from the ledger became markup");
+    e2e_assert(strstr(page, "&lt;b&gt;Fet&lt;/b&gt; &amp; &quot;citerad&quot; &#39;rubrik&#39;") !=
+                       NULL &&
+                   strstr(page, "KS &lt;i&gt;2022&lt;/i&gt; § 1 &amp; 2") != NULL &&
+                   strstr(page, "&lt;img src=x onerror=alert(1)&gt;") != NULL,
+               "the texts are not shown escaped");
+    char amount[64];
+    swedish(25000050, amount, sizeof(amount));
+    e2e_assert(strstr(page, amount) != NULL, "250 000,50 kr is not written as %s", amount);
+    free(page);
+}
+
+Test(report, unit_years_and_as_of_narrow_what_it_shows)
+{
+    char dir[256], html[300], want[64];
+    au_temp_dir(dir, sizeof(dir));
+    seed();
+    ctl_ok("grant", "--id", "son-2023", "--unit", "SON", "--year", "2023", "--amount", "2 mkr",
+           "--title", "Ram 2023", "--reference", "KF 2022-11-21 § 150");
+    /* SON as of event 8: the avrop of 400 tkr requested, not yet approved; no 2023 frame. */
+    char *page = report_file(dir, AU_ARGV("--unit", "SON", "--as-of", "8"), 4, html, sizeof(html));
+    e2e_assert(strstr(page, "data-unit=\"KS\"") == NULL &&
+                   strstr(page, "data-unit=\"KFN\"") == NULL,
+               "--unit SON shows other units");
+    e2e_assert(strstr(page, "data-as-of=\"8\"") != NULL, "the report does not say it is as of 8");
+    const char *row = strstr(page, "<tr class=\"year\" data-unit=\"SON\" data-year=\"2021\">");
+    e2e_assert(row != NULL, "no SON 2021 row");
+    swedish(40000000, want, sizeof(want));
+    e2e_assert(row_has(row, want) && strstr(page, "data-year=\"2023\"") == NULL &&
+                   strstr(page, AVROP_REFERENCE) == NULL,
+               "as of 8, SON's 400 tkr is pending and no later decision or frame is shown");
+    free(page);
+    /* --years 2022-2027: only the 2023 frame. */
+    page = report_file(dir, AU_ARGV("--years", "2022-2027"), 2, html, sizeof(html));
+    e2e_assert(strstr(page, "data-year=\"2021\"") == NULL &&
+                   strstr(page, "<tr class=\"year\" data-unit=\"SON\" data-year=\"2023\">") != NULL,
+               "--years 2022-2027 does not show just 2023");
+    free(page);
+    e2e_ctl_result r;
+    e2e_assert(au_ctl(&bd, &r, "report", "--years", "2027-2022") == 0 && r.exit_code == 2,
+               "--years 2027-2022 is not a usage error");
+    e2e_ctl_free(&r);
+}
+
+Test(report, output_is_replaced_only_by_a_whole_report)
+{
+    char dir[256], path[300];
+    au_temp_dir(dir, sizeof(dir));
+    seed();
+    snprintf(path, sizeof(path), "%s/report.html", dir);
+    e2e_assert(au_write_file(path, "old\n", 4, 0644) == 0, "cannot write %s", path);
+    e2e_daemon_kill(&bd);
+    e2e_ctl_result r;
+    e2e_assert(au_ctl(&bd, &r, "report", "--output", path) == 0 && r.exit_code == 3,
+               "report without a daemon exited %d, expected 3 (no connection)", r.exit_code);
+    e2e_ctl_free(&r);
+    size_t len;
+    char *kept = au_read_file(path, &len);
+    e2e_assert(kept != NULL && strcmp(kept, "old\n") == 0, "a failed report replaced %s", path);
+    free(kept);
+    DIR *folder = opendir(dir);
+    e2e_assert(folder != NULL, "opendir %s", dir);
+    for (struct dirent *entry; (entry = readdir(folder)) != NULL;)
+        e2e_assert(strncmp(entry->d_name, "report.html.tmp-", 16) != 0,
+                   "a failed report left %s behind", entry->d_name);
+    closedir(folder);
+}
+
+Test(report, reads_every_page_of_balances)
+{
+    char dir[256], html[300];
+    au_temp_dir(dir, sizeof(dir));
+    /* More frames than one page of balances holds. */
+    const uint32_t frames = BUDGET_BALANCES_PAGE_MAX + 5;
+    budget_client *c = e2e_client(&bd);
+    au_grant_many(c, "many", 1, frames, 16);
+    budget_client_close(c);
+    char *page = report_file(dir, NULL, 0, html, sizeof(html));
+    uint32_t rows = 0;
+    for (const char *p = page; (p = strstr(p, "<tr data-frame=\"many-")) != NULL; p++)
+        rows++;
+    e2e_assert(rows == frames, "the report shows %u frames, expected %u", rows, frames);
+    char marker[64], want[64];
+    snprintf(marker, sizeof(marker), "<tr data-frame=\"many-%u\">", frames);
+    e2e_assert(strstr(page, marker) != NULL, "the last frame, on the second page, is missing");
+    /* Each is 1 krona, granted to KS for 2030: the unit's row sums them all. */
+    swedish((int64_t)frames * 100, want, sizeof(want));
+    const char *row = strstr(page, "<tr class=\"year\" data-unit=\"KS\" data-year=\"2030\">");
+    e2e_assert(row != NULL && row_has(row, want), "KS 2030 does not show %s", want);
+    free(page);
+}
