@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: build budgetd, start it on a temporary data folder, load the decision
 # "Utökat trygghetsarbete, fördelning av kommunstyrelsens utökade ram år 2021"
-# (KS 2021-08-24 § 241), print the balances, and stop the daemon.
+# (KS 2021-08-24 § 241), print the balances, write the committee's report (an HTML page kept
+# after the demo; its path is printed), and stop the daemon.
 #
 # Two identities take part, as the four-eyes rule wants: you, as the board's clerk (admin,
 # clerk, auditor, and approver too: roles never lift four-eyes), and a second local user,
@@ -118,3 +119,9 @@ ctl balances
 
 echo
 ctl verify
+
+echo
+echo "== The report for the committee: one HTML page, for the screen or A4"
+report=$(mktemp -t budgetd-demo-report.XXXXXX.html)
+ctl report --output "$report"
+echo "   report: $report"
