@@ -628,6 +628,11 @@ static void line_chart(FILE *f, const report *r)
         if (i == 0 || rows[i].year > high)
             high = rows[i].year;
     }
+    /* A range asked for (--years) is drawn whole, its years without figures at 0. */
+    if (r->year_from > BUDGET_YEAR_MIN && r->year_to < BUDGET_YEAR_MAX) {
+        low = r->year_from;
+        high = r->year_to;
+    }
     if (high - low + 1 > CHART_YEARS_MAX)
         low = high - CHART_YEARS_MAX + 1;
     int years = high - low + 1;

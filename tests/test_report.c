@@ -582,6 +582,9 @@ Test(report, unit_years_and_as_of_narrow_what_it_shows)
     e2e_assert(strstr(page, "data-year=\"2021\"") == NULL &&
                    strstr(page, "<tr class=\"year\" data-unit=\"SON\" data-year=\"2023\">") != NULL,
                "--years 2022-2027 does not show just 2023");
+    /* The line over the years spans the range asked for, years without figures too. */
+    e2e_assert(strstr(page, ">2022</text>") != NULL && strstr(page, ">2027</text>") != NULL,
+               "the line over the years does not run from 2022 to 2027");
     free(page);
     e2e_ctl_result r;
     e2e_assert(au_ctl(&bd, &r, "report", "--years", "2027-2022") == 0 && r.exit_code == 2,
