@@ -70,6 +70,10 @@ struct report {
     int year_from, year_to;
     uint64_t as_of;
     list frames, allocations, units, events;
+    /* Built when the page is written: the decisions, grants and adjustments, sorted by the
+     * id they are about (index_key), so each row finds its own in O(log n). */
+    const event_row **index;
+    size_t indexed;
 };
 
 /* Sums of the five figures of a unit row. */
@@ -277,6 +281,11 @@ int report_event(void *state, const msgpack_object *event)
     copy_str(data, "allocation", e->allocation, sizeof(e->allocation));
     copy_str(data, "unit", e->unit, sizeof(e->unit));
     e->year = (int)budget_map_int(data, "year", 0);
+    if ((e->unit[0] != '\0' && !unit_wanted(r, e->unit)) ||
+        (e->year != 0 && !year_wanted(r, e->year))) {
+        r->events.count--; /* not this report's: the slot is taken back */
+        return 0;
+    }
     e->amount = budget_map_int(data, e->kind == EV_ADJUST ? "delta" : "amount", 0);
     copy_str(data, "reference", e->reference, sizeof(e->reference));
     copy_str(data, e->kind == EV_ADJUST ? "reason" : "note", e->note, sizeof(e->note));
@@ -685,24 +694,83 @@ static void line_chart(FILE *f, const report *r)
 
 /* ---- a unit's section: its frames, allocations and avrop with their decisions ----------- */
 
+/* What an event is about, for the index: a decision or withdrawal its target, a grant its
+ * frame's id, an adjustment the frame; NULL for an avrop (not indexed). */
+typedef enum { KEY_DECISION, KEY_GRANT, KEY_ADJUST, KEY_NONE } key_group;
+
+static key_group index_group(const event_row *e)
+{
+    switch (e->kind) {
+    case EV_APPROVED:
+    case EV_REJECTED:
+    case EV_WITHDRAWN:
+        return KEY_DECISION;
+    case EV_GRANT:
+        return KEY_GRANT;
+    case EV_ADJUST:
+        return KEY_ADJUST;
+    default:
+        return KEY_NONE;
+    }
+}
+
+static const char *index_key(const event_row *e)
+{
+    key_group g = index_group(e);
+    return g == KEY_DECISION ? e->target : g == KEY_GRANT ? e->id : e->frame;
+}
+
+/* Orders by group, key, then seq: the first of a key is its earliest event. */
+static int compare_indexed(const void *a, const void *b)
+{
+    const event_row *x = *(const event_row *const *)a, *y = *(const event_row *const *)b;
+    key_group gx = index_group(x), gy = index_group(y);
+    if (gx != gy)
+        return gx < gy ? -1 : 1;
+    int c = strcmp(index_key(x), index_key(y));
+    if (c != 0)
+        return c;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static int build_index(report *r)
+{
+    const event_row *e = r->events.items;
+    r->index = malloc((r->events.count + 1) * sizeof(*r->index));
+    if (r->index == NULL)
+        return -1;
+    r->indexed = 0;
+    for (size_t i = 0; i < r->events.count; i++)
+        if (index_group(&e[i]) != KEY_NONE)
+            r->index[r->indexed++] = &e[i];
+    qsort(r->index, r->indexed, sizeof(*r->index), compare_indexed);
+    return 0;
+}
+
+/* The position of the first indexed event of `group` about `key` (r->indexed when none). */
+static size_t index_find(const report *r, key_group group, const char *key)
+{
+    size_t low = 0, high = r->indexed;
+    while (low < high) {
+        size_t mid = low + (high - low) / 2;
+        const event_row *e = r->index[mid];
+        key_group g = index_group(e);
+        if (g < group || (g == group && strcmp(index_key(e), key) < 0))
+            low = mid + 1;
+        else
+            high = mid;
+    }
+    if (low < r->indexed && index_group(r->index[low]) == group &&
+        strcmp(index_key(r->index[low]), key) == 0)
+        return low;
+    return r->indexed;
+}
+
 /* The decision on `target` (approval, rejection or withdrawal), or NULL. */
 static const event_row *decision_on(const report *r, const char *target)
 {
-    const event_row *e = r->events.items;
-    for (size_t i = 0; i < r->events.count; i++)
-        if ((e[i].kind == EV_APPROVED || e[i].kind == EV_REJECTED || e[i].kind == EV_WITHDRAWN) &&
-            strcmp(e[i].target, target) == 0)
-            return &e[i];
-    return NULL;
-}
-
-static const event_row *event_making(const report *r, event_kind kind, const char *id)
-{
-    const event_row *e = r->events.items;
-    for (size_t i = 0; i < r->events.count; i++)
-        if (e[i].kind == kind && strcmp(e[i].id, id) == 0)
-            return &e[i];
-    return NULL;
+    size_t at = index_find(r, KEY_DECISION, target);
+    return at < r->indexed ? r->index[at] : NULL;
 }
 
 /* "Beviljad KS 2021-09-28 § 270 (2021-09-28, händelse 5)" in a cell. */
@@ -728,7 +796,6 @@ static void decision_cell(FILE *f, const event_row *d)
 static void frames_table(FILE *f, const report *r, const char *unit)
 {
     const frame_row *rows = r->frames.items;
-    const event_row *ev = r->events.items;
     bool any = false;
     for (size_t i = 0; i < r->frames.count && !any; i++)
         any = strcmp(rows[i].unit, unit) == 0;
@@ -757,22 +824,25 @@ static void frames_table(FILE *f, const report *r, const char *unit)
         td_amount(f, fr->called_off);
         fputs("<td class=\"ref\">", f);
         html_text(f, fr->reference[0] != '\0' ? fr->reference : "—");
-        const event_row *grant = event_making(r, EV_GRANT, fr->id);
+        size_t at = index_find(r, KEY_GRANT, fr->id);
+        const event_row *grant = at < r->indexed ? r->index[at] : NULL;
         if (grant != NULL)
             fprintf(f, "<br><span class=\"small\">%s, händelse %llu</span>", grant->day,
                     (unsigned long long)grant->seq);
         fputs("</td></tr>\n", f);
-        for (size_t j = 0; j < r->events.count; j++) {
-            if (ev[j].kind != EV_ADJUST || strcmp(ev[j].frame, fr->id) != 0)
-                continue;
+        for (size_t j = index_find(r, KEY_ADJUST, fr->id);
+             j < r->indexed && index_group(r->index[j]) == KEY_ADJUST &&
+             strcmp(r->index[j]->frame, fr->id) == 0;
+             j++) {
+            const event_row *adjust = r->index[j];
             fputs("<tr class=\"small\"><td></td><td></td><td>Justering: ", f);
-            html_text(f, ev[j].note);
+            html_text(f, adjust->note);
             fputs("</td>", f);
-            td_amount(f, ev[j].amount);
+            td_amount(f, adjust->amount);
             fputs("<td colspan=\"4\"></td><td class=\"ref\">", f);
-            html_text(f, ev[j].reference[0] != '\0' ? ev[j].reference : "—");
-            fprintf(f, "<br><span class=\"small\">%s, händelse %llu</span></td></tr>\n", ev[j].day,
-                    (unsigned long long)ev[j].seq);
+            html_text(f, adjust->reference[0] != '\0' ? adjust->reference : "—");
+            fprintf(f, "<br><span class=\"small\">%s, händelse %llu</span></td></tr>\n",
+                    adjust->day, (unsigned long long)adjust->seq);
         }
     }
     fputs("</tbody></table>\n", f);
@@ -904,11 +974,13 @@ static void header(FILE *f, const report *r)
             (unsigned long long)r->as_of, (unsigned long long)r->as_of, today);
 }
 
-int report_write_html(const report *r, FILE *f)
+int report_write_html(report *r, FILE *f)
 {
     size_t *first = malloc((r->units.count + 1) * sizeof(*first));
-    if (first == NULL)
+    if (first == NULL || build_index(r) != 0) {
+        free(first);
         return -1;
+    }
     size_t units = distinct_units(r, first);
     const unit_row *rows = r->units.items;
     header(f, r);
@@ -926,6 +998,8 @@ int report_write_html(const report *r, FILE *f)
     }
     fputs("</body>\n</html>\n", f);
     free(first);
+    free(r->index);
+    r->index = NULL;
     if (rc != 0)
         return rc;
     return ferror(f) ? -1 : 0;

@@ -45,7 +45,7 @@ void report_set_as_of(report *r, uint64_t as_of);
 int report_event(void *state, const msgpack_object *event);
 
 /* Writes the whole HTML page. 0, or -1 when writing failed (see ferror). */
-int report_write_html(const report *r, FILE *out);
+int report_write_html(report *r, FILE *out);
 
 /* Formats öre the Swedish way: "1 500 000 kr", "1 500 000,50 kr", "−200 000 kr", with a
  * narrow no-break space (U+202F) between groups of digits and a no-break space (U+00A0)

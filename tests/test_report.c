@@ -564,6 +564,8 @@ Test(report, unit_years_and_as_of_narrow_what_it_shows)
     seed();
     ctl_ok("grant", "--id", "son-2023", "--unit", "SON", "--year", "2023", "--amount", "2 mkr",
            "--title", "Ram 2023", "--reference", "KF 2022-11-21 § 150");
+    ctl_ok("adjust", "son-2023", "--delta", "+250 tkr", "--reason", "Tilläggsanslag", "--reference",
+           "KF 2023-03-20 § 40");
     /* SON as of event 8: the avrop of 400 tkr requested, not yet approved; no 2023 frame. */
     char *page = report_file(dir, AU_ARGV("--unit", "SON", "--as-of", "8"), 4, html, sizeof(html));
     e2e_assert(strstr(page, "data-unit=\"KS\"") == NULL &&
@@ -582,6 +584,16 @@ Test(report, unit_years_and_as_of_narrow_what_it_shows)
     e2e_assert(strstr(page, "data-year=\"2021\"") == NULL &&
                    strstr(page, "<tr class=\"year\" data-unit=\"SON\" data-year=\"2023\">") != NULL,
                "--years 2022-2027 does not show just 2023");
+    /* The frame with its grant's decision, and below it the adjustment with its own. */
+    row = strstr(page, "<tr data-frame=\"son-2023\">");
+    swedish(225000000, want, sizeof(want));
+    e2e_assert(row != NULL && row_has(row, want) && row_has(row, "KF 2022-11-21 § 150"),
+               "the 2023 frame does not show %s granted by KF 2022-11-21 § 150", want);
+    row = strstr(row, "</tr>") + strlen("</tr>");
+    swedish(25000000, want, sizeof(want));
+    e2e_assert(row_has(row, "Tilläggsanslag") && row_has(row, want) &&
+                   row_has(row, "KF 2023-03-20 § 40"),
+               "the adjustment of %s is not cited under its frame", want);
     /* The line over the years spans the range asked for, years without figures too. */
     e2e_assert(strstr(page, ">2022</text>") != NULL && strstr(page, ">2027</text>") != NULL,
                "the line over the years does not run from 2022 to 2027");
