@@ -4,6 +4,7 @@
  * thread, which appends it in one LMDB transaction. Only then are its writes applied to
  * the committed ledger and answered.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,8 +15,6 @@
 #include "server_internal.h"
 #include "event.h"
 #include "subscribe.h"
-
-static void schedule_commit(server *s);
 
 /* ---- group commit ---------------------------------------------------------------------- */
 
@@ -245,9 +244,7 @@ void admit_write(server *s, const batch_entry *in)
     b->entries[b->count++] = e;
 done:
     if (s->pending->count == before)
-        conn_write_answered(e.c);
-    else
-        schedule_commit(s);
+        conn_write_answered(e.c); /* the step launches the batch otherwise */
 }
 
 void writer_main(void *arg)
@@ -337,27 +334,6 @@ static void recheck_pending(server *s)
     free(waiting);
 }
 
-/* While the outcome of a commit is applied and answered, connections handle no new frames. */
-static void settle_begin(server *s)
-{
-    s->settling = true;
-}
-
-/* ...then every connection that received frames meanwhile handles them, in the settled state. */
-static void settle_end(server *s)
-{
-    s->settling = false;
-    while (s->resume) {
-        conn *c = s->resume;
-        s->resume = c->resume_next;
-        c->resume_next = NULL;
-        c->resume_queued = false;
-        if (!c->closing)
-            conn_resume(c);
-        conn_unref(c);
-    }
-}
-
 void on_writer_done(uv_async_t *h)
 {
     server *s = h->data;
@@ -371,8 +347,8 @@ void on_writer_done(uv_async_t *h)
     s->writer_done = false;
     uv_mutex_unlock(&s->writer_mutex);
 
-    settle_begin(s);
     b = s->inflight;
+    assert(b != NULL);
     s->inflight = NULL;
     if (b->sync_failed) {
         log_error("a commit's sync failed (or its meta page write did): the disk's state is "
@@ -393,18 +369,17 @@ void on_writer_done(uv_async_t *h)
         answer_batch_ok(s, b);
         batch_reset(b);
     }
-    settle_end(s);
-    if (s->pending->count > 0)
-        schedule_commit(s);
+    /* Answers were only queued; the connections they woke handle their next frames at the
+     * step, checked against the settled ledgers. */
     maybe_finish(s);
 }
 
-/* Hands the pending batch to the writer thread, when it is idle. */
-static void launch_commit(server *s)
+void launch_commit(server *s)
 {
     batch *b = s->pending;
     size_t n = 0;
 
+    assert(!s->running_ready);
     if (s->inflight || b->count == 0 || s->exit_status != 0)
         return;
     for (size_t i = 0; i < b->count; i++) {
@@ -434,18 +409,4 @@ static void launch_commit(server *s)
     s->writer_job = b;
     uv_cond_signal(&s->writer_cond);
     uv_mutex_unlock(&s->writer_mutex);
-}
-
-/* Runs once per loop turn, after every read of that turn: writes read together commit together. */
-static void on_commit_check(uv_check_t *h)
-{
-    server *s = h->data;
-    uv_check_stop(h);
-    launch_commit(s);
-}
-
-static void schedule_commit(server *s)
-{
-    if (!s->inflight)
-        uv_check_start(&s->commit_check, on_commit_check);
 }

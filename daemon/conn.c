@@ -1,4 +1,5 @@
 /* Connections: reading frames, answering each connection's requests in order. */
+#include <assert.h>
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "proto/validate.h"
 
 static void conn_flush(conn *c);
+static void conn_wake(conn *c);
 static void conn_process(conn *c);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -170,18 +172,6 @@ static bool conn_output_full(const conn *c)
     return c->out_cost + jobs > conn_output_max(c);
 }
 
-static void conn_maybe_resume(conn *c)
-{
-    if (c->closing || c->reading)
-        return;
-    if (c->slot_count >= BUDGET_CONN_INFLIGHT_MAX || conn_output_full(c))
-        return;
-    if (c->close_flushed || c->processing)
-        return;
-    /* Frames already received are handled before reading more. */
-    conn_process(c);
-}
-
 static void on_write(uv_write_t *req, int status)
 {
     write_req *w = (write_req *)req;
@@ -203,7 +193,7 @@ static void on_write(uv_write_t *req, int status)
     }
     if (c->sub)
         sub_on_writable(c);
-    conn_maybe_resume(c);
+    conn_wake(c);
 }
 
 static void conn_flush(conn *c)
@@ -240,7 +230,7 @@ static void conn_flush(conn *c)
     }
     if (c->sub && c->slot_count == 0)
         sub_on_writable(c);
-    conn_maybe_resume(c);
+    conn_wake(c); /* a slot or output room may have come free */
 }
 
 int conn_push(conn *c, char *frames, size_t size)
@@ -283,21 +273,19 @@ static void conn_free(conn *c)
     free(c);
 }
 
-void conn_resume(conn *c)
-{
-    conn_process(c);
-}
-
 void conn_write_answered(conn *c)
 {
+    assert(c->writes_waiting > 0);
+    assert(c->refs > 0);
     c->writes_waiting--;
-    if (c->writes_waiting == 0 && !c->closing)
-        conn_process(c);
+    if (c->writes_waiting == 0)
+        conn_wake(c);
     conn_unref(c);
 }
 
 void conn_unref(conn *c)
 {
+    assert(c->refs > 0);
     c->refs--;
     if (c->refs == 0 && c->closed)
         conn_free(c);
@@ -346,7 +334,9 @@ static void handle_frame(conn *c, const budget_envelope *env, int rc, const char
     size_t off = 0;
     uint32_t idx = 0;
 
-    conn_slot_open(c, &idx); /* the caller checked that a slot is free */
+    assert(c->srv->running_ready);
+    assert(c->slot_count < BUDGET_CONN_INFLIGHT_MAX); /* conn_process checked */
+    conn_slot_open(c, &idx);
     c->srv->requests++;
     if (c->sub) {
         /* Pushes and answers cannot share a stream unambiguously: the last frame, then close. */
@@ -379,25 +369,19 @@ static void handle_frame(conn *c, const budget_envelope *env, int rc, const char
     msgpack_unpacked_destroy(&u);
 }
 
-/* Handles every whole frame received, while answer slots and output room allow. */
+/* Handles every whole frame received, while answer slots and output room allow. Called only
+ * by conn_run_ready: an answer made here wakes the connection again, never re-enters. */
 static void conn_process(conn *c)
 {
     size_t used = 0;
     uint32_t body = 0;
     bool blocked = false;
 
-    if (c->processing || !c->identified)
-        return; /* identity_done starts it */
-    if (c->srv->settling) {
-        if (!c->resume_queued) {
-            c->resume_queued = true;
-            c->refs++; /* until the server resumes it */
-            c->resume_next = c->srv->resume;
-            c->srv->resume = c;
-        }
-        return;
-    }
-    c->processing = true;
+    assert(c->srv->running_ready);
+    assert(!c->ready && !c->closing && c->refs > 0);
+    assert(c->recv_len <= c->recv_cap);
+    if (!c->identified)
+        return; /* identity_done wakes it */
     while (!c->closing && !c->close_flushed && c->slot_count < BUDGET_CONN_INFLIGHT_MAX &&
            !conn_output_full(c)) {
         int rc = budget_frame_peek(c->recv + used, c->recv_len - used, &body);
@@ -449,7 +433,6 @@ static void conn_process(conn *c)
         /* What is left is the start of the next frame, which began just now. */
         c->frame_begun_ms = c->recv_len ? uv_now(c->srv->loop) : 0;
     }
-    c->processing = false;
     if (c->closing || c->close_flushed)
         return;
     bool room = !blocked && c->slot_count < BUDGET_CONN_INFLIGHT_MAX && !conn_output_full(c);
@@ -509,7 +492,61 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
             c->frame_begun_ms = c->active_ms;
     }
     c->recv_len += (size_t)nread;
-    conn_process(c);
+    /* The end of a read callback is a step of its own: no answer is being made here, and the
+     * frames are handled before the next read can fill `recv`. */
+    conn_wake(c);
+    conn_run_ready(c->srv);
+}
+
+/* Keeps the loop from blocking in poll while connections are ready: the step that runs them
+ * (a check handle) comes after poll. */
+static void on_ready_idle(uv_idle_t *h)
+{
+    (void)h;
+}
+
+/* Marks `c` as having work: frames to handle, or reading to start again. It runs at the next
+ * step (conn_run_ready); nothing is handled here, so an answer may wake its connection from
+ * anywhere. */
+static void conn_wake(conn *c)
+{
+    server *s = c->srv;
+
+    if (c->ready || c->closing || c->close_flushed)
+        return;
+    assert(!uv_is_closing((uv_handle_t *)&s->ready_idle));
+    c->ready = true;
+    c->refs++; /* until conn_run_ready has run it */
+    c->ready_next = NULL;
+    if (s->ready_tail)
+        s->ready_tail->ready_next = c;
+    else
+        s->ready = c;
+    s->ready_tail = c;
+    if (!uv_is_active((uv_handle_t *)&s->ready_idle))
+        uv_idle_start(&s->ready_idle, on_ready_idle);
+}
+
+void conn_run_ready(server *s)
+{
+    assert(!s->running_ready);
+    s->running_ready = true;
+    /* A connection its own answers wake again goes to the back: each run handles new frames,
+     * so this ends once every connection has handled what it can. */
+    while (s->ready) {
+        conn *c = s->ready;
+        s->ready = c->ready_next;
+        if (!s->ready)
+            s->ready_tail = NULL;
+        c->ready_next = NULL;
+        c->ready = false;
+        if (!c->closing)
+            conn_process(c);
+        conn_unref(c);
+    }
+    s->running_ready = false;
+    if (uv_is_active((uv_handle_t *)&s->ready_idle))
+        uv_idle_stop(&s->ready_idle);
 }
 
 /*
@@ -609,7 +646,7 @@ static void identity_done(server *s, identity_job *j)
             access_resolve(s->access, &c->identity, &c->grants);
             c->identified = true;
             c->active_ms = uv_now(s->loop);
-            conn_process(c);
+            conn_wake(c);
         }
         conn_unref(c);
     }

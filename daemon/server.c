@@ -10,6 +10,7 @@
  * against it in arrival order, so two clerks never both win the last krona. When a commit
  * fails, speculative is rebuilt from committed and the writes still waiting are checked again.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
@@ -100,6 +101,18 @@ static void close_if_open(uv_handle_t *h)
         uv_close(h, NULL);
 }
 
+/*
+ * The loop thread's step, once per turn after poll: the connections woken in that turn
+ * (reads, answers, writes done) handle their frames, and then the pending batch, with every
+ * write those frames and the turn's reads admitted, goes to the writer thread.
+ */
+static void on_step(uv_check_t *h)
+{
+    server *s = h->data;
+    conn_run_ready(s);
+    launch_commit(s);
+}
+
 /* Once stopping, and no batch or job is left, every handle is closed and the loop ends. */
 void maybe_finish(server *s)
 {
@@ -112,13 +125,15 @@ void maybe_finish(server *s)
         return; /* the last close callback calls again */
     if (s->lookups)
         return; /* their connections are closed; on_lookups_done calls again */
+    assert(s->ready == NULL && !s->running_ready); /* every connection is gone */
     refusals_log_flush(s, true);
     close_if_open((uv_handle_t *)&s->sigterm);
     close_if_open((uv_handle_t *)&s->sigint);
     close_if_open((uv_handle_t *)&s->sighup);
     close_if_open((uv_handle_t *)&s->sweep);
     close_if_open((uv_handle_t *)&s->writer_async);
-    close_if_open((uv_handle_t *)&s->commit_check);
+    close_if_open((uv_handle_t *)&s->step);
+    close_if_open((uv_handle_t *)&s->ready_idle);
     lookups_close(s);
 }
 
@@ -379,8 +394,11 @@ int server_run(const server_config *cfg)
     uv_cond_init(&s->writer_cond);
     uv_async_init(s->loop, &s->writer_async, on_writer_done);
     s->writer_async.data = s;
-    uv_check_init(s->loop, &s->commit_check);
-    s->commit_check.data = s;
+    uv_check_init(s->loop, &s->step);
+    s->step.data = s;
+    uv_check_start(&s->step, on_step);
+    uv_idle_init(s->loop, &s->ready_idle);
+    s->ready_idle.data = s;
     uv_signal_init(s->loop, &s->sigterm);
     uv_signal_init(s->loop, &s->sigint);
     s->sigterm.data = s->sigint.data = s;

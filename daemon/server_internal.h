@@ -64,7 +64,6 @@ struct conn {
     bool closing;        /* uv_close called */
     bool closed;         /* close callback ran; freed when refs reach 0 */
     bool close_flushed;  /* close once every answer is written (unframeable stream) */
-    bool processing;     /* inside conn_process: answers made there must not re-enter it */
     bool identified;     /* name and groups looked up: frames may be read and handled */
     uint32_t lookup_gid; /* the primary group SO_PEERCRED gave, for the lookup */
     conn *lookup_next;   /* in server.lookups_waiting, or in a lookup's list */
@@ -74,9 +73,9 @@ struct conn {
     /* Worker jobs that will answer into this connection; each may answer up to 1 MiB, so
      * they count against its output limit before they are done. */
     uint32_t jobs_running;
-    /* Frames left to handle once the server settles (see server.settling). */
-    bool resume_queued;
-    conn *resume_next;
+    /* In server.ready: it may have frames to handle or reading to start (conn_wake). */
+    bool ready;
+    conn *ready_next;
     struct subscription *sub; /* subscribe.c: set once the connection subscribed */
     conn *prev, *next;
 };
@@ -112,7 +111,11 @@ struct server {
     uv_pipe_t listener;
     uv_signal_t sigterm, sigint;
     uv_async_t writer_async;
-    uv_check_t commit_check;
+    /* Once per loop turn, after the reads of that turn: the ready connections handle their
+     * frames, then the pending batch goes to the writer (server.c on_step). */
+    uv_check_t step;
+    /* Active while connections are ready, so the loop does not block before the step. */
+    uv_idle_t ready_idle;
     const char *socket_path;
     store *store;
 
@@ -137,11 +140,11 @@ struct server {
     conn *conns;
     uint32_t conn_count;
     uint32_t jobs_running;
-    /* While a commit's outcome is being applied and answered, no connection handles new
-     * frames: answering one may free its slots, and its next write must be checked against
-     * the settled ledgers. Such connections wait in `resume` and go on once it is done. */
-    bool settling;
-    conn *resume;
+    /* Connections woken (conn_wake) and not yet run (conn_run_ready), oldest first; each holds
+     * a reference while it is here. Answers only queue bytes and wake: frames are handled
+     * only by conn_run_ready, never from inside an answer. */
+    conn *ready, *ready_tail;
+    bool running_ready; /* inside conn_run_ready */
     bool stopping;
     int exit_status;
     uint64_t started_ms; /* monotonic (uv_hrtime), for uptime: a clock set back moves nothing */
@@ -234,10 +237,12 @@ void conn_answer_frame(conn *c, uint32_t idx, char *frame, size_t size);
  * the connection is closing or the write failed (the connection is then closed). */
 int conn_push(conn *c, char *frames, size_t size);
 void conn_unref(conn *c);
-/* Handles the frames `c` has received, as far as its limits allow (conn_process). */
-void conn_resume(conn *c);
-/* A write of `c` was answered: drops its reference and lets reads queued behind it go on. */
+/* A write of `c` was answered: drops its reference and wakes it, so that reads queued behind
+ * the write go on at the next step. */
 void conn_write_answered(conn *c);
+/* Handles the frames of every connection woken since the last call, as far as each one's
+ * limits allow, and starts or stops its reading. The only place frames are handled. */
+void conn_run_ready(server *s);
 void conn_close(conn *c);
 /* Reads nothing more and closes once every answer is written; the sweep closes a client that
  * leaves them unread past the frame deadline. */
@@ -253,6 +258,8 @@ void conn_sweep(server *s);
 /* commit.c */
 void admit_write(server *s, const batch_entry *in);
 void on_writer_done(uv_async_t *h);
+/* Hands the pending batch to the writer thread when it is idle and the batch is not empty. */
+void launch_commit(server *s);
 void writer_main(void *arg);
 void batch_free(batch *b);
 
