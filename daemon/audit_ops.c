@@ -1,5 +1,6 @@
 /* The audit ops (audit_ops.h): signed checkpoints on worker threads, and backups streamed
  * to the client. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -13,11 +14,14 @@
 #include "audit_ops.h"
 #include "budget/errors.h"
 #include "checkpoint.h"
+#include "clock.h"
 #include "log.h"
 #include "proto/frame.h"
+#include "request.h"
 
 typedef struct {
-    worker_job base;
+    job_t base;
+    store *store;
     uint64_t seq;                    /* the committed head when asked */
     uint8_t hash[BUDGET_HASH_BYTES]; /* and its hash */
 } audit_job;
@@ -31,13 +35,13 @@ static void pack_key_bin(msgpack_packer *pk, const char *key, const uint8_t *byt
 
 /* ---- checkpoint ------------------------------------------------------------------------- */
 
-static void checkpoint_work(audit_job *j, resp *r)
+static void checkpoint_work(audit_job *j, resp_t *r)
 {
     checkpoint_key key;
     uint8_t signature[CHECKPOINT_SIGNATURE_BYTES];
     char why[PATH_MAX + 200] = "the data folder is unknown";
     bool created = false;
-    const char *dir = store_folder(j->base.srv->store);
+    const char *dir = store_folder(j->store);
 
     if (!dir || checkpoint_key_load(dir, true, &key, &created, why, sizeof(why)) != 0) {
         log_error("checkpoint refused: %s", why);
@@ -46,7 +50,7 @@ static void checkpoint_work(audit_job *j, resp *r)
     }
     if (created)
         log_warn("the signing key was missing: made a new one in %s/%s", dir, CHECKPOINT_KEY_FILE);
-    uint64_t ts = now_ms();
+    uint64_t ts = clock_now_ms();
     checkpoint_sign(&key, j->seq, j->hash, ts, signature);
     resp_begin(r, j->base.req_id, true);
     msgpack_pack_map(&r->pk, 5);
@@ -72,21 +76,14 @@ static void checkpoint_work(audit_job *j, resp *r)
  */
 typedef struct backup_stream backup_stream;
 
-typedef struct {
-    uv_write_t req;
-    backup_stream *stream;
-    char *frame;
-    size_t size;
-} chunk_write;
-
 struct backup_stream {
-    server *srv;
-    conn *c;
+    audit_t *audit;
+    conn_t *c;
     uint32_t slot;
     uint64_t req_id;
     uint64_t seq;                    /* the committed head when asked */
     uint8_t hash[BUDGET_HASH_BYTES]; /* and its hash */
-    uint64_t started_ms;             /* now_ms() when asked */
+    uint64_t started_ms;             /* clock_now_ms() when asked */
 
     /* The copy thread: writes the copy into sink_fd, closes it, then signals `copied`. */
     uv_thread_t thread;
@@ -118,12 +115,11 @@ static void backup_handle_closed(uv_handle_t *h)
     backup_stream *b = h->data;
     if (--b->handles_open > 0)
         return;
-    server *s = b->srv;
+    audit_t *a = b->audit;
     conn_unref(b->c);
-    s->jobs_running--;
-    s->backup_running = false;
+    a->backup_running = false;
     free(b);
-    maybe_finish(s);
+    job_count_end(a->jobs);
 }
 
 static void close_source(backup_stream *b)
@@ -145,21 +141,17 @@ static void backup_fail(backup_stream *b, int code, const char *why)
     backup_try_finish(b);
 }
 
-static void on_chunk_written(uv_write_t *req, int status)
+static void on_chunk_written(void *arg, int status)
 {
-    chunk_write *w = (chunk_write *)req;
-    backup_stream *b = w->stream;
+    backup_stream *b = arg;
 
-    b->c->out_bytes -= w->size;
+    assert(b->writes > 0);
     b->writes--;
-    free(w->frame);
-    free(w);
     if (status < 0) {
         backup_fail(b, BUDGET_EUNAVAILABLE, "the client went away");
         return;
     }
-    b->written_ms = uv_now(b->srv->loop);
-    b->c->active_ms = b->written_ms;
+    b->written_ms = uv_now(b->audit->loop);
     if (!b->source_done && !b->source_reading && b->writes < BACKUP_WRITES_MAX)
         backup_read_more(b);
     backup_try_finish(b);
@@ -171,13 +163,9 @@ static void send_chunk(backup_stream *b)
     static const char header[BUDGET_FRAME_HEADER_BYTES] = {0};
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    conn *c = b->c;
-    chunk_write *w = malloc(sizeof(*w));
 
-    if (!w || c->closing) {
-        const char *why = w ? "the client went away" : "out of memory";
-        free(w);
-        backup_fail(b, BUDGET_EUNAVAILABLE, why);
+    if (conn_closing(b->c)) {
+        backup_fail(b, BUDGET_EUNAVAILABLE, "the client went away");
         return;
     }
     msgpack_sbuffer_init(&sb);
@@ -192,22 +180,15 @@ static void send_chunk(backup_stream *b)
     crypto_generichash_update(&b->checksum, b->chunk, b->chunk_len);
     b->bytes += b->chunk_len;
     b->chunk_len = 0;
-    w->stream = b;
-    w->size = sb.size;
-    w->frame = msgpack_sbuffer_release(&sb);
-    if (!w->frame) {
-        free(w);
+    size_t size = sb.size;
+    char *frame = msgpack_sbuffer_release(&sb);
+    if (!frame) {
         backup_fail(b, BUDGET_EUNAVAILABLE, "out of memory");
         return;
     }
-    uv_buf_t buf = uv_buf_init(w->frame, (unsigned int)w->size);
-    c->out_bytes += w->size;
     b->writes++;
-    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_chunk_written) < 0) {
-        c->out_bytes -= w->size;
+    if (conn_write_ahead(b->c, b->slot, frame, size, on_chunk_written, b) != 0) {
         b->writes--;
-        free(w->frame);
-        free(w);
         backup_fail(b, BUDGET_EUNAVAILABLE, "the client went away");
     }
 }
@@ -257,7 +238,7 @@ static void backup_read_more(backup_stream *b)
 static void copy_main(void *arg)
 {
     backup_stream *b = arg;
-    b->copy_rc = store_backup_fd(b->srv->store, b->sink_fd, b->copy_why, sizeof(b->copy_why));
+    b->copy_rc = store_backup_fd(b->audit->store, b->sink_fd, b->copy_why, sizeof(b->copy_why));
     close(b->sink_fd);
     uv_async_send(&b->copied);
 }
@@ -277,17 +258,17 @@ static void on_copied(uv_async_t *h)
 static void on_watch(uv_timer_t *h)
 {
     backup_stream *b = h->data;
-    server *s = b->srv;
-    uint64_t now = uv_now(s->loop);
+    audit_t *a = b->audit;
+    uint64_t now = uv_now(a->loop);
 
     if (b->answered || b->fail_code != 0)
         return;
-    if (s->stopping) {
+    if (*a->stopping) {
         backup_fail(b, BUDGET_EUNAVAILABLE, "budgetd is stopping");
-    } else if (b->writes > 0 && now - b->written_ms > s->frame_timeout_ms) {
+    } else if (b->writes > 0 && now - b->written_ms > a->frame_timeout_ms) {
         log_info("uid %u: a backup chunk was left unread for %llu ms; the backup is given up "
                  "and the connection closed",
-                 b->c->actor.uid, (unsigned long long)(now - b->written_ms));
+                 conn_actor(b->c)->uid, (unsigned long long)(now - b->written_ms));
         backup_fail(b, BUDGET_EUNAVAILABLE, "the backup's chunks were left unread");
         conn_close(b->c);
     }
@@ -297,7 +278,7 @@ static void on_watch(uv_timer_t *h)
  * written: the answer, then the handles close and the stream is freed. */
 static void backup_try_finish(backup_stream *b)
 {
-    resp r;
+    resp_t r;
     uint8_t checksum[BACKUP_CHECKSUM_BYTES];
 
     if (b->answered || !b->thread_done || !b->source_done || b->writes > 0)
@@ -308,20 +289,20 @@ static void backup_try_finish(backup_stream *b)
         snprintf(b->fail_why, sizeof(b->fail_why), "%s", b->copy_why);
     }
     if (b->fail_code != 0) {
-        log_warn("backup for uid %u failed after %llu bytes: %s", b->c->actor.uid,
+        log_warn("backup for uid %u failed after %llu bytes: %s", conn_actor(b->c)->uid,
                  (unsigned long long)b->bytes, b->fail_why);
         conn_answer_error(b->c, b->slot, b->req_id, b->fail_code, b->fail_why);
     } else {
         crypto_generichash_final(&b->checksum, checksum, sizeof(checksum));
         log_info("backup for uid %u: %llu bytes sent, events up to seq %llu at least",
-                 b->c->actor.uid, (unsigned long long)b->bytes, (unsigned long long)b->seq);
+                 conn_actor(b->c)->uid, (unsigned long long)b->bytes, (unsigned long long)b->seq);
         resp_begin(&r, b->req_id, true);
         msgpack_pack_map(&r.pk, 5);
         pack_key_uint(&r.pk, "seq", b->seq);
         pack_key_bin(&r.pk, "hash", b->hash, BUDGET_HASH_BYTES);
         pack_key_uint(&r.pk, "bytes", b->bytes);
         pack_key_bin(&r.pk, "checksum", checksum, sizeof(checksum));
-        pack_key_uint(&r.pk, "ms", now_ms() - b->started_ms);
+        pack_key_uint(&r.pk, "ms", clock_now_ms() - b->started_ms);
         conn_answer(b->c, b->slot, &r, b->req_id);
     }
     uv_close((uv_handle_t *)&b->watch, backup_handle_closed);
@@ -334,9 +315,9 @@ static void free_unstarted(uv_handle_t *h)
 
 /* Starts the copy thread and the stream; from then on the stream answers the request, with
  * the copy or an error. 0, or -1 with `why` and nothing started. */
-static int backup_start(conn *c, uint32_t idx, uint64_t req_id, char *why, size_t why_size)
+static int backup_start(audit_t *a, conn_t *c, uint32_t idx, uint64_t req_id, char *why,
+                        size_t why_size)
 {
-    server *s = c->srv;
     int fds[2];
     /* The checksum state asks for 64-byte alignment, which calloc does not promise. */
     size_t size = (sizeof(backup_stream) + 63u) & ~(size_t)63u;
@@ -354,7 +335,7 @@ static int backup_start(conn *c, uint32_t idx, uint64_t req_id, char *why, size_
         return -1;
     }
     fcntl(fds[1], F_SETPIPE_SZ, (int)BACKUP_CHUNK_BYTES); /* fewer wake-ups; best effort */
-    uv_pipe_init(s->loop, &b->source, 0);
+    uv_pipe_init(a->loop, &b->source, 0);
     int rc = uv_pipe_open(&b->source, fds[0]);
     if (rc != 0) {
         snprintf(why, why_size, "cannot read a pipe: %s", uv_strerror(rc));
@@ -364,26 +345,26 @@ static int backup_start(conn *c, uint32_t idx, uint64_t req_id, char *why, size_
         uv_close((uv_handle_t *)&b->source, free_unstarted);
         return -1;
     }
-    b->srv = s;
+    b->audit = a;
     b->c = c;
     b->slot = idx;
     b->req_id = req_id;
-    b->seq = s->committed_head;
-    memcpy(b->hash, s->committed_hash, sizeof(b->hash));
-    b->started_ms = now_ms();
-    b->written_ms = uv_now(s->loop);
+    b->seq = commit_head(a->commit);
+    memcpy(b->hash, commit_head_hash(a->commit), sizeof(b->hash));
+    b->started_ms = clock_now_ms();
+    b->written_ms = uv_now(a->loop);
     b->sink_fd = fds[1];
     crypto_generichash_init(&b->checksum, NULL, 0, BACKUP_CHECKSUM_BYTES);
     b->source.data = b;
-    uv_async_init(s->loop, &b->copied, on_copied);
+    uv_async_init(a->loop, &b->copied, on_copied);
     b->copied.data = b;
-    uv_timer_init(s->loop, &b->watch);
+    uv_timer_init(a->loop, &b->watch);
     b->watch.data = b;
     b->handles_open = 3;
-    c->refs++;
-    s->jobs_running++;
-    s->backup_running = true;
-    uint64_t tick = s->frame_timeout_ms / 4;
+    conn_ref(c);
+    job_count_begin(a->jobs);
+    a->backup_running = true;
+    uint64_t tick = a->frame_timeout_ms / 4;
     tick = tick < 10 ? 10 : tick > 1000 ? 1000 : tick;
     uv_timer_start(&b->watch, on_watch, tick, tick);
     rc = uv_thread_create(&b->thread, copy_main, b);
@@ -401,23 +382,23 @@ static int backup_start(conn *c, uint32_t idx, uint64_t req_id, char *why, size_
 
 /* ---- jobs --------------------------------------------------------------------------------- */
 
-static void audit_run(worker_job *w, resp *answer)
+static void audit_run(job_t *w, resp_t *answer)
 {
     checkpoint_work((audit_job *)w, answer);
 }
 
 /* ---- ops ---------------------------------------------------------------------------------- */
 
-void op_checkpoint(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+void audit_checkpoint(audit_t *a, conn_t *c, uint32_t idx, uint64_t req_id,
+                      const msgpack_object *args)
 {
-    server *s = c->srv;
     audit_job *j;
 
     if (args && args->via.map.size != 0) {
         conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST, "checkpoint takes no args");
         return;
     }
-    if (s->committed_head == 0) {
+    if (commit_head(a->commit) == 0) {
         conn_answer_error(c, idx, req_id, BUDGET_ENOT_FOUND,
                           "the log is empty: there is nothing to sign yet");
         return;
@@ -427,10 +408,11 @@ void op_checkpoint(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object 
         conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, "out of memory");
         return;
     }
-    j->seq = s->committed_head;
-    memcpy(j->hash, s->committed_hash, sizeof(j->hash));
+    j->store = a->store;
+    j->seq = commit_head(a->commit);
+    memcpy(j->hash, commit_head_hash(a->commit), sizeof(j->hash));
     j->base.run = audit_run;
-    worker_queue(c, idx, req_id, &j->base);
+    job_queue(a->jobs, c, idx, req_id, &j->base);
 }
 
 /* True when the args map has the key `key`. */
@@ -446,9 +428,8 @@ static bool has_key(const msgpack_object *args, const char *key)
     return false;
 }
 
-void op_backup(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+void audit_backup(audit_t *a, conn_t *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
 {
-    server *s = c->srv;
     char why[160];
 
     if (args && args->via.map.size != 0) {
@@ -460,24 +441,25 @@ void op_backup(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *arg
                               : "backup takes no args");
         return;
     }
-    if (s->backup_running || s->stopping) {
+    if (a->backup_running || *a->stopping) {
         conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE,
-                          s->stopping ? "budgetd is stopping" : "a backup is running; retry later");
+                          *a->stopping ? "budgetd is stopping"
+                                       : "a backup is running; retry later");
         return;
     }
-    if (c->slot_head != idx) {
+    if (!conn_is_oldest(c, idx)) {
         conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST,
                           "a backup sends its copy ahead of its answer: send it once every "
                           "earlier request on the connection is answered");
         return;
     }
-    if (s->jobs_running >= BUDGET_READ_JOBS_MAX) {
+    if (a->jobs->running >= BUDGET_READ_JOBS_MAX) {
         conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE,
                           "too many long reads are running; retry shortly");
         return;
     }
-    if (backup_start(c, idx, req_id, why, sizeof(why)) != 0) {
-        log_warn("backup for uid %u not started: %s", c->actor.uid, why);
+    if (backup_start(a, c, idx, req_id, why, sizeof(why)) != 0) {
+        log_warn("backup for uid %u not started: %s", conn_actor(c)->uid, why);
         conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, why);
     }
 }

@@ -9,8 +9,12 @@
 #include <stdint.h>
 
 #include <msgpack.h>
+#include <uv.h>
 
-#include "server_internal.h"
+#include "commit.h"
+#include "conn.h"
+#include "job.h"
+#include "store.h"
 
 /* A backup's chunk frames carry at most this many bytes of the copy each, and at most
  * BACKUP_WRITES_MAX of them wait to be written at once: a backup adds at most about 512 KiB
@@ -20,11 +24,23 @@
 /* The checksum of a backup's bytes: BLAKE2b (libsodium crypto_generichash), unkeyed. */
 #define BACKUP_CHECKSUM_BYTES 32u
 
+/* What the audit ops use; filled in by the owner, except `backup_running`. */
+typedef struct {
+    uv_loop_t *loop;
+    store *store;
+    const commit_t *commit; /* the committed head a checkpoint signs and a backup holds */
+    job_pool_t *jobs;       /* checkpoints run there; a backup is counted there */
+    const bool *stopping;
+    uint64_t frame_timeout_ms; /* a chunk left unread this long ends the backup */
+    bool backup_running;
+} audit_t;
+
 /* op `checkpoint`: {} -> {seq, hash, ts, public_key, signature} (checkpoint.h). */
-void op_checkpoint(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args);
+void audit_checkpoint(audit_t *a, conn_t *c, uint32_t idx, uint64_t req_id,
+                      const msgpack_object *args);
 
 /* op `backup`: {} -> chunk frames {id, ok, chunk}, then {seq, hash, bytes, checksum, ms}.
  * One at a time, and only as the oldest request waiting on its connection. */
-void op_backup(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args);
+void audit_backup(audit_t *a, conn_t *c, uint32_t idx, uint64_t req_id, const msgpack_object *args);
 
 #endif

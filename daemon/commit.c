@@ -1,9 +1,4 @@
-/*
- * Group commit. Writes are checked in arrival order against the speculative ledger and
- * queued in the pending batch; once per loop turn the pending batch goes to the writer
- * thread, which appends it in one LMDB transaction. Only then are its writes applied to
- * the committed ledger and answered.
- */
+/* Group commit and the writer thread (commit.h). */
 #include <assert.h>
 #include <errno.h>
 #include <stdio.h>
@@ -11,19 +6,20 @@
 #include <string.h>
 
 #include "budget/errors.h"
-#include "log.h"
-#include "server_internal.h"
+#include "clock.h"
+#include "commit.h"
 #include "event.h"
-#include "subscribe.h"
+#include "log.h"
+#include "request.h"
 
 /* ---- group commit ---------------------------------------------------------------------- */
 
-static int batch_reserve(batch *b)
+static int batch_reserve(commit_batch_t *b)
 {
     if (b->count == b->cap) {
         /* Entries and their store items grow together: launching a commit allocates nothing. */
         size_t cap = b->cap ? b->cap * 2 : 64;
-        batch_entry *e = realloc(b->entries, cap * sizeof(*e));
+        commit_entry_t *e = realloc(b->entries, cap * sizeof(*e));
         if (!e)
             return BUDGET_EUNAVAILABLE;
         b->entries = e;
@@ -44,7 +40,7 @@ static int batch_reserve(batch *b)
     return 0;
 }
 
-static void batch_reset(batch *b)
+static void batch_reset(commit_batch_t *b)
 {
     b->count = 0;
     b->bytes_len = 0;
@@ -53,27 +49,27 @@ static void batch_reset(batch *b)
     b->sync_failed = false;
 }
 
-void batch_free(batch *b)
+static void batch_free(commit_batch_t *b)
 {
     free(b->entries);
     free(b->bytes);
     free(b->items);
 }
 
-static void answer_write_ok(server *s, conn *c, uint32_t idx, uint64_t req_id,
+static void answer_write_ok(commit_t *m, conn_t *c, uint32_t idx, uint64_t req_id,
                             const ledger_event *ev, const uint8_t hash[BUDGET_HASH_BYTES])
 {
-    resp r;
-    (void)s;
+    resp_t r;
+    (void)m;
     resp_begin(&r, req_id, true);
     request_pack_write_result(&r.pk, ev, hash);
     conn_answer(c, idx, &r, req_id);
 }
 
 /* The batch entry holding the event `seq` that is not yet durable, or NULL. */
-static const batch_entry *find_undurable(server *s, uint64_t seq)
+static const commit_entry_t *find_undurable(commit_t *m, uint64_t seq)
 {
-    batch *bs[2] = {s->inflight, s->pending};
+    commit_batch_t *bs[2] = {m->inflight, m->pending};
     for (int i = 0; i < 2; i++) {
         if (!bs[i])
             continue;
@@ -87,7 +83,8 @@ static const batch_entry *find_undurable(server *s, uint64_t seq)
 /* A retry of a write already durable, answered on a worker thread: reading the event that
  * holds its id may wait on the disk, which the loop thread never does. */
 typedef struct {
-    worker_job base;
+    job_t base;
+    store *store;
     ledger_cmd cmd;
     ledger_actor actor; /* who sent it: a retry counts only from the same uid */
     uint64_t existing;
@@ -105,7 +102,7 @@ static void conflict_message(char *msg, size_t size, const char *id, uint64_t ex
                  (unsigned long long)existing);
 }
 
-static void retry_run(worker_job *w, resp *r)
+static void retry_run(job_t *w, resp_t *r)
 {
     retry_job *j = (retry_job *)w;
     store_reader *rd;
@@ -114,7 +111,7 @@ static void retry_run(worker_job *w, resp *r)
     const uint8_t *prev, *hash;
     char msg[200];
 
-    if (store_reader_begin(w->srv->store, &rd) != 0) {
+    if (store_reader_begin(j->store, &rd) != 0) {
         resp_error_into(r, w->req_id, BUDGET_EUNAVAILABLE, "the event store cannot be read now");
         return;
     }
@@ -136,7 +133,7 @@ static void retry_run(worker_job *w, resp *r)
     store_reader_end(rd);
 }
 
-static void retry_finished(worker_job *w)
+static void retry_finished(job_t *w)
 {
     conn_write_answered(w->c);
 }
@@ -147,32 +144,34 @@ static void retry_finished(worker_job *w)
  * from another uid, with `conflict`. Returns true when the answer comes later (from a worker job,
  * which then ends the write), false when it is answered or queued here.
  */
-static bool admit_retry(server *s, batch_entry *e, uint64_t existing)
+static bool admit_retry(commit_t *m, commit_entry_t *e, uint64_t existing)
 {
     char msg[200];
-    if (existing <= s->committed_head) {
+    if (existing <= m->committed_head) {
         retry_job *j = calloc(1, sizeof(*j));
         if (!j) {
             conn_answer_error(e->c, e->slot, e->req_id, BUDGET_EUNAVAILABLE, "out of memory");
             return false;
         }
+        j->store = m->store;
         j->cmd = e->cmd;
-        j->actor = e->c->actor;
+        j->actor = *conn_actor(e->c);
         j->existing = existing;
         j->base.run = retry_run;
         j->base.finished = retry_finished;
-        return worker_queue(e->c, e->slot, e->req_id, &j->base) == 0;
+        return job_queue(m->jobs, e->c, e->slot, e->req_id, &j->base) == 0;
     }
-    const batch_entry *orig = find_undurable(s, existing);
-    if (orig && ledger_same_request(&e->cmd, &e->c->actor, &orig->ev)) {
-        batch_entry *d = &s->pending->entries[s->pending->count++];
+    const commit_entry_t *orig = find_undurable(m, existing);
+    if (orig && ledger_same_request(&e->cmd, conn_actor(e->c), &orig->ev)) {
+        commit_entry_t *d = &m->pending->entries[m->pending->count++];
         *d = *e;
         d->dup = true;
         d->ev = orig->ev;
         memcpy(d->hash, orig->hash, sizeof(d->hash));
         return false;
     }
-    conflict_message(msg, sizeof(msg), e->cmd.id, existing, &e->c->actor, orig ? &orig->ev : NULL);
+    conflict_message(msg, sizeof(msg), e->cmd.id, existing, conn_actor(e->c),
+                     orig ? &orig->ev : NULL);
     conn_answer_error(e->c, e->slot, e->req_id, BUDGET_ECONFLICT, msg);
     return false;
 }
@@ -183,27 +182,27 @@ static bool admit_retry(server *s, batch_entry *e, uint64_t existing)
  * write is answered here. The connection's reference is kept by a queued entry and dropped
  * otherwise.
  */
-void admit_write(server *s, const batch_entry *in)
+void commit_admit(commit_t *m, const commit_entry_t *in)
 {
-    batch_entry e = *in;
+    commit_entry_t e = *in;
     ledger_error err;
     uint64_t existing = 0;
     char msg[200];
-    size_t before = s->pending->count;
+    size_t before = m->pending->count;
 
-    if (s->stopping) {
+    if (*m->stopping) {
         conn_answer_error(e.c, e.slot, e.req_id, BUDGET_EUNAVAILABLE,
                           "budgetd is stopping; retry with the same id");
         goto done;
     }
-    if (s->pending->count >= BUDGET_BATCH_EVENTS_MAX || batch_reserve(s->pending) != 0) {
+    if (m->pending->count >= BUDGET_BATCH_EVENTS_MAX || batch_reserve(m->pending) != 0) {
         conn_answer_error(e.c, e.slot, e.req_id, BUDGET_EUNAVAILABLE,
                           "the write queue is full; retry with the same id");
         goto done;
     }
-    int rc = ledger_check(s->speculative, &e.cmd, &e.c->actor, &e.ev, &existing, &err);
+    int rc = ledger_check(m->speculative, &e.cmd, conn_actor(e.c), &e.ev, &existing, &err);
     if (rc == 1) {
-        if (admit_retry(s, &e, existing))
+        if (admit_retry(m, &e, existing))
             return; /* the retry job ends the write */
         goto done;
     }
@@ -212,9 +211,9 @@ void admit_write(server *s, const batch_entry *in)
         conn_answer_error(e.c, e.slot, e.req_id, rc, err.message);
         goto done;
     }
-    if (e.has_expect_head && e.expect_head != s->spec_head) {
+    if (e.has_expect_head && e.expect_head != m->spec_head) {
         snprintf(msg, sizeof(msg), "expect_head is %llu but the log's last seq is %llu",
-                 (unsigned long long)e.expect_head, (unsigned long long)s->spec_head);
+                 (unsigned long long)e.expect_head, (unsigned long long)m->spec_head);
         conn_answer_error(e.c, e.slot, e.req_id, BUDGET_ECONFLICT, msg);
         goto done;
     }
@@ -222,16 +221,16 @@ void admit_write(server *s, const batch_entry *in)
         conn_answer_error(e.c, e.slot, e.req_id, rc, err.message);
         goto done;
     }
-    batch *b = s->pending;
-    e.ev.seq = s->spec_head + 1;
+    commit_batch_t *b = m->pending;
+    e.ev.seq = m->spec_head + 1;
     /* Time never goes backwards in the log, even when the clock is set back: an event is
      * stamped no earlier than the one before it (docs/events.md). */
-    uint64_t now = now_ms(), last = ledger_last_ts(s->speculative);
+    uint64_t now = clock_now_ms(), last = ledger_last_ts(m->speculative);
     e.ev.ts_ms = now > last ? now : last;
     e.dup = false;
     e.offset = b->bytes_len;
-    rc = event_encode(&e.ev, s->spec_hash, b->bytes + b->bytes_len, EVENT_BYTES_MAX, e.hash);
-    if (rc < 0 || ledger_apply(s->speculative, &e.ev) != 0) {
+    rc = event_encode(&e.ev, m->spec_hash, b->bytes + b->bytes_len, EVENT_BYTES_MAX, e.hash);
+    if (rc < 0 || ledger_apply(m->speculative, &e.ev) != 0) {
         log_error("event %llu (%s) could not be encoded or applied", (unsigned long long)e.ev.seq,
                   e.cmd.id);
         conn_answer_error(e.c, e.slot, e.req_id, BUDGET_EINTERNAL, "the event could not be made");
@@ -239,77 +238,84 @@ void admit_write(server *s, const batch_entry *in)
     }
     e.size = (size_t)rc;
     b->bytes_len += e.size;
-    s->spec_head = e.ev.seq;
-    memcpy(s->spec_hash, e.hash, sizeof(s->spec_hash));
+    m->spec_head = e.ev.seq;
+    memcpy(m->spec_hash, e.hash, sizeof(m->spec_hash));
     b->entries[b->count++] = e;
 done:
-    if (s->pending->count == before)
+    if (m->pending->count == before)
         conn_write_answered(e.c); /* the step launches the batch otherwise */
 }
 
-void writer_main(void *arg)
+static void writer_main(void *arg)
 {
-    server *s = arg;
+    commit_t *m = arg;
 
-    uv_mutex_lock(&s->writer_mutex);
+    uv_mutex_lock(&m->writer_mutex);
     for (;;) {
-        while (!s->writer_job && !s->writer_stop)
-            uv_cond_wait(&s->writer_cond, &s->writer_mutex);
-        if (!s->writer_job)
+        while (!m->writer_job && !m->writer_stop)
+            uv_cond_wait(&m->writer_cond, &m->writer_mutex);
+        if (!m->writer_job)
             break;
-        batch *b = s->writer_job;
-        uv_mutex_unlock(&s->writer_mutex);
+        commit_batch_t *b = m->writer_job;
+        uv_mutex_unlock(&m->writer_mutex);
 
         bool sync_failed = false;
-        int rc = store_append(s->store, b->items, b->items_count, &sync_failed);
+        int rc = store_append(m->store, b->items, b->items_count, &sync_failed);
 
-        uv_mutex_lock(&s->writer_mutex);
+        uv_mutex_lock(&m->writer_mutex);
         b->rc = rc;
         b->sync_failed = sync_failed;
-        s->writer_job = NULL;
-        s->writer_done = true;
-        uv_async_send(&s->writer_async);
+        m->writer_job = NULL;
+        m->writer_done = true;
+        uv_async_send(&m->writer_async);
     }
-    uv_mutex_unlock(&s->writer_mutex);
+    uv_mutex_unlock(&m->writer_mutex);
 }
 
-static void answer_batch_ok(server *s, batch *b)
+static void answer_batch_ok(commit_t *m, commit_batch_t *b)
 {
     for (size_t i = 0; i < b->count; i++) {
-        batch_entry *e = &b->entries[i];
+        commit_entry_t *e = &b->entries[i];
         if (!e->dup) {
-            if (ledger_apply(s->committed, &e->ev) != 0)
+            if (ledger_apply(m->committed, &e->ev) != 0)
                 log_error("committed event %llu does not apply to the committed ledger",
                           (unsigned long long)e->ev.seq);
-            s->committed_head = e->ev.seq;
-            memcpy(s->committed_hash, e->hash, sizeof(s->committed_hash));
+            m->committed_head = e->ev.seq;
+            memcpy(m->committed_hash, e->hash, sizeof(m->committed_hash));
         }
-        answer_write_ok(s, e->c, e->slot, e->req_id, &e->ev, e->hash);
+        answer_write_ok(m, e->c, e->slot, e->req_id, &e->ev, e->hash);
         conn_write_answered(e->c);
     }
-    sub_publish(s, b); /* the batch is durable and applied: now it may be seen */
-    s->batches_committed++;
-    if (b->items_count > s->batch_events_max)
-        s->batch_events_max = b->items_count;
+    m->durable(m->owner, b); /* the batch is durable and applied: now it may be seen */
+    m->batches_committed++;
+    if (b->items_count > m->batch_events_max)
+        m->batch_events_max = b->items_count;
 }
 
-static void answer_batch_failed(server *s, batch *b, const char *why)
+static void answer_batch_failed(commit_t *m, commit_batch_t *b, const char *why)
 {
-    s->commits_failed++;
+    m->commits_failed++;
     for (size_t i = 0; i < b->count; i++) {
-        batch_entry *e = &b->entries[i];
+        commit_entry_t *e = &b->entries[i];
         conn_answer_error(e->c, e->slot, e->req_id, BUDGET_EUNAVAILABLE, why);
         conn_write_answered(e->c);
     }
 }
 
-/* After a failed commit: speculative = committed, and the waiting writes are checked again. */
-static void recheck_pending(server *s)
+/* The disk's state is unknown: nothing more is written, and the owner stops. */
+static void commit_halt(commit_t *m)
 {
-    batch *b = s->pending;
-    batch_entry *waiting = NULL;
+    m->halted = true;
+    m->fatal(m->owner);
+}
+
+/* After a failed commit: speculative = committed, and the waiting writes are checked again. */
+static void recheck_pending(commit_t *m)
+{
+    commit_batch_t *b = m->pending;
+    commit_entry_t *waiting = NULL;
     size_t n = b->count;
-    ledger *fresh = ledger_clone(s->committed);
+    ledger *fresh = ledger_clone(m->committed);
 
     if (n > 0)
         waiting = malloc(n * sizeof(*waiting));
@@ -317,73 +323,78 @@ static void recheck_pending(server *s)
         log_error("out of memory rebuilding the write state; stopping");
         free(waiting);
         ledger_free(fresh);
-        answer_batch_failed(s, b, "budgetd is out of memory");
+        answer_batch_failed(m, b, "budgetd is out of memory");
         batch_reset(b);
-        server_stop(s, 1);
+        commit_halt(m);
         return;
     }
     if (n > 0)
         memcpy(waiting, b->entries, n * sizeof(*waiting));
-    ledger_free(s->speculative);
-    s->speculative = fresh;
-    s->spec_head = s->committed_head;
-    memcpy(s->spec_hash, s->committed_hash, sizeof(s->spec_hash));
+    ledger_free(m->speculative);
+    m->speculative = fresh;
+    m->spec_head = m->committed_head;
+    memcpy(m->spec_hash, m->committed_hash, sizeof(m->spec_hash));
     batch_reset(b);
     for (size_t i = 0; i < n; i++)
-        admit_write(s, &waiting[i]); /* keeps or drops the entry's connection reference */
+        commit_admit(m, &waiting[i]); /* keeps or drops the entry's connection reference */
     free(waiting);
 }
 
-void on_writer_done(uv_async_t *h)
+/*
+ * The one step that turns the writer's outcome into answers, on the loop thread: the batch's
+ * writes are applied and answered (or refused), the batch is published, and the connections
+ * that wait are woken. Answers only queue bytes: no frame is handled here.
+ */
+static void on_writer_done(uv_async_t *h)
 {
-    server *s = h->data;
-    batch *b;
+    commit_t *m = h->data;
+    commit_batch_t *b;
 
-    uv_mutex_lock(&s->writer_mutex);
-    if (!s->writer_done) {
-        uv_mutex_unlock(&s->writer_mutex);
+    uv_mutex_lock(&m->writer_mutex);
+    if (!m->writer_done) {
+        uv_mutex_unlock(&m->writer_mutex);
         return;
     }
-    s->writer_done = false;
-    uv_mutex_unlock(&s->writer_mutex);
+    m->writer_done = false;
+    uv_mutex_unlock(&m->writer_mutex);
 
-    b = s->inflight;
-    assert(b != NULL);
-    s->inflight = NULL;
+    b = m->inflight;
+    assert(b != NULL && b != m->pending);
+    m->inflight = NULL;
     if (b->sync_failed) {
         log_error("a commit's sync failed (or its meta page write did): the disk's state is "
                   "unknown; stopping writes and exiting so a restart replays what is on disk");
-        answer_batch_failed(s, b, "the disk failed to sync; budgetd is restarting");
+        answer_batch_failed(m, b, "the disk failed to sync; budgetd is restarting");
         batch_reset(b);
-        answer_batch_failed(s, s->pending, "budgetd is restarting after a disk failure");
-        batch_reset(s->pending);
-        server_stop(s, 1);
+        answer_batch_failed(m, m->pending, "budgetd is restarting after a disk failure");
+        batch_reset(m->pending);
+        commit_halt(m);
     } else if (b->rc != 0) {
         log_warn("commit of %zu events failed: %s", b->items_count, budget_strerror(b->rc));
-        answer_batch_failed(s, b,
+        answer_batch_failed(m, b,
                             "the commit failed (disk full or I/O error); nothing was "
                             "written; retry with the same id");
         batch_reset(b);
-        recheck_pending(s);
+        recheck_pending(m);
     } else {
-        answer_batch_ok(s, b);
+        answer_batch_ok(m, b);
         batch_reset(b);
     }
     /* Answers were only queued; the connections they woke handle their next frames at the
      * step, checked against the settled ledgers. */
-    maybe_finish(s);
+    m->quiet(m->owner);
 }
 
-void launch_commit(server *s)
+void commit_launch(commit_t *m)
 {
-    batch *b = s->pending;
+    commit_batch_t *b = m->pending;
     size_t n = 0;
 
-    assert(!s->running_ready);
-    if (s->inflight || b->count == 0 || s->exit_status != 0)
+    assert(m->pending != m->inflight);
+    if (m->inflight || b->count == 0 || m->halted)
         return;
     for (size_t i = 0; i < b->count; i++) {
-        batch_entry *e = &b->entries[i];
+        commit_entry_t *e = &b->entries[i];
         if (e->dup)
             continue;
         b->items[n].seq = e->ev.seq;
@@ -394,19 +405,91 @@ void launch_commit(server *s)
         n++;
     }
     b->items_count = n;
-    s->pending = (b == &s->batches[0]) ? &s->batches[1] : &s->batches[0];
-    batch_reset(s->pending);
-    s->inflight = b;
+    m->pending = (b == &m->batches[0]) ? &m->batches[1] : &m->batches[0];
+    batch_reset(m->pending);
+    m->inflight = b;
     if (n == 0) {
         /* Only retries of events already durable: nothing to write. */
-        uv_mutex_lock(&s->writer_mutex);
-        s->writer_done = true;
-        uv_mutex_unlock(&s->writer_mutex);
-        uv_async_send(&s->writer_async);
+        uv_mutex_lock(&m->writer_mutex);
+        m->writer_done = true;
+        uv_mutex_unlock(&m->writer_mutex);
+        uv_async_send(&m->writer_async);
         return;
     }
-    uv_mutex_lock(&s->writer_mutex);
-    s->writer_job = b;
-    uv_cond_signal(&s->writer_cond);
-    uv_mutex_unlock(&s->writer_mutex);
+    uv_mutex_lock(&m->writer_mutex);
+    m->writer_job = b;
+    uv_cond_signal(&m->writer_cond);
+    uv_mutex_unlock(&m->writer_mutex);
+}
+
+int commit_start(commit_t *m, uv_loop_t *loop, ledger *committed, uint64_t head,
+                 const uint8_t head_hash[BUDGET_HASH_BYTES])
+{
+    assert(m->store && m->jobs && m->stopping && m->durable && m->fatal && m->quiet);
+    m->loop = loop;
+    m->committed = committed;
+    m->committed_head = head;
+    memcpy(m->committed_hash, head_hash, sizeof(m->committed_hash));
+    m->speculative = ledger_clone(committed);
+    if (!m->speculative) {
+        ledger_free(committed);
+        m->committed = NULL;
+        return -1;
+    }
+    m->spec_head = head;
+    memcpy(m->spec_hash, head_hash, sizeof(m->spec_hash));
+    m->pending = &m->batches[0];
+    uv_mutex_init(&m->writer_mutex);
+    uv_cond_init(&m->writer_cond);
+    uv_async_init(loop, &m->writer_async, on_writer_done);
+    m->writer_async.data = m;
+    uv_thread_create(&m->writer, writer_main, m);
+    return 0;
+}
+
+bool commit_idle(const commit_t *m)
+{
+    return m->inflight == NULL && m->pending->count == 0;
+}
+
+void commit_close(commit_t *m)
+{
+    assert(commit_idle(m));
+    if (!uv_is_closing((uv_handle_t *)&m->writer_async))
+        uv_close((uv_handle_t *)&m->writer_async, NULL);
+}
+
+void commit_join(commit_t *m)
+{
+    uv_mutex_lock(&m->writer_mutex);
+    m->writer_stop = true;
+    uv_cond_signal(&m->writer_cond);
+    uv_mutex_unlock(&m->writer_mutex);
+    uv_thread_join(&m->writer);
+    uv_mutex_destroy(&m->writer_mutex);
+    uv_cond_destroy(&m->writer_cond);
+    ledger_free(m->committed);
+    ledger_free(m->speculative);
+    batch_free(&m->batches[0]);
+    batch_free(&m->batches[1]);
+}
+
+uint64_t commit_head(const commit_t *m)
+{
+    return m->committed_head;
+}
+
+const uint8_t *commit_head_hash(const commit_t *m)
+{
+    return m->committed_hash;
+}
+
+const ledger *commit_ledger(const commit_t *m)
+{
+    return m->committed;
+}
+
+const ledger *commit_speculative(const commit_t *m)
+{
+    return m->speculative;
 }

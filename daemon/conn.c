@@ -1,85 +1,83 @@
-/* Connections: reading frames, answering each connection's requests in order. */
+/*
+ * Connections (conn.h): accepting, reading frames, answering each connection's requests in the
+ * order it sent them, and the bounds on what a connection may hold.
+ */
 #include <assert.h>
 #include <errno.h>
 #include <malloc.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "budget/errors.h"
-#include "log.h"
-#include "server_internal.h"
-#include "subscribe.h"
-#include <poll.h>
-#include <pwd.h>
 #include <sys/socket.h>
 
+#include "budget/errors.h"
+#include "conn.h"
+#include "log.h"
 #include "proto/frame.h"
-#include "proto/text.h"
-#include "proto/validate.h"
+#include "request.h"
 
-static void conn_flush(conn *c);
-static void conn_wake(conn *c);
-static void conn_process(conn *c);
+/* One request's place in its connection's answer order. */
+typedef struct {
+    char *frame; /* the whole response frame (header included), malloc'd; NULL until ready */
+    size_t size;
+    size_t cost; /* the memory it holds (frame_cost) */
+} answer_slot;
+
+struct conn {
+    uv_pipe_t pipe;
+    conn_hub_t *hub;
+    ledger_actor actor;
+    access_identity identity; /* uid and groups, from the kernel and the group database */
+    access_grants grants;     /* what the identity holds under hub->access */
+    uint64_t active_ms;       /* loop time of the last byte read or answer written */
+    uint64_t frame_begun_ms;  /* loop time the unfinished frame in `recv` began; 0: none */
+    uint8_t *recv;
+    size_t recv_len, recv_cap;
+    answer_slot slots[BUDGET_CONN_INFLIGHT_MAX];
+    uint32_t slot_head, slot_count;
+    size_t out_bytes;  /* handed to uv_write and not yet written */
+    size_t held_bytes; /* answers ready but held behind an earlier one still being made */
+    /* The memory those answers and pushes really hold: their allocations and write requests,
+     * not only their bytes. The output limit is counted on it. */
+    size_t out_cost;
+    uint32_t refs;       /* batch entries, jobs, lookups and the ready list that hold it */
+    bool reading;        /* uv_read_start is in effect */
+    bool closing;        /* uv_close called */
+    bool closed;         /* close callback ran; freed when refs reach 0 */
+    bool close_flushed;  /* close once every answer is written (unframeable stream) */
+    bool identified;     /* name and groups looked up: frames may be read and handled */
+    uint32_t lookup_gid; /* the primary group SO_PEERCRED gave, for the lookup */
+    lookup_waiter_t lookup;
+    /* Writes read from this connection and not yet answered. A read that follows them waits
+     * until they are answered, so a client sees its own writes (read-your-writes). */
+    uint32_t writes_waiting;
+    /* Worker jobs that will answer into this connection; each may answer up to 1 MiB, so
+     * they count against its output limit before they are done. */
+    uint32_t jobs_running;
+    /* In hub->ready: it may have frames to handle or reading to start (conn_wake). */
+    bool ready;
+    conn_t *ready_next;
+    struct sub *sub; /* sub.c's: set once the connection subscribed */
+    conn_t *prev, *next;
+};
+
+static void conn_flush(conn_t *c);
+static void conn_wake(conn_t *c);
+static void conn_process(conn_t *c);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-
-/* ---- responses ------------------------------------------------------------------------ */
-
-void resp_begin(resp *r, uint64_t req_id, bool ok)
-{
-    static const char header[BUDGET_FRAME_HEADER_BYTES] = {0};
-    msgpack_sbuffer_init(&r->sb);
-    msgpack_packer_init(&r->pk, &r->sb, msgpack_sbuffer_write);
-    msgpack_sbuffer_write(&r->sb, header, sizeof(header));
-    msgpack_pack_map(&r->pk, 3);
-    pack_key_uint(&r->pk, "id", req_id);
-    pack_cstr(&r->pk, "ok");
-    if (ok)
-        msgpack_pack_true(&r->pk);
-    else
-        msgpack_pack_false(&r->pk);
-    pack_cstr(&r->pk, ok ? "result" : "error");
-}
-
-/* Every error message goes out as clean text (a msgpack str must be UTF-8): one that holds
- * outside bytes still raw is escaped here, whoever made it. */
-void resp_error_into(resp *r, uint64_t req_id, int code, const char *message)
-{
-    char safe[1024];
-    size_t len = strlen(message);
-
-    if (!budget_text_clean(message, len))
-        message = safe, len = budget_escape(safe, sizeof(safe), message, len);
-    resp_begin(r, req_id, false);
-    msgpack_pack_map(&r->pk, 2);
-    pack_key_str(&r->pk, "code", budget_err_code(code));
-    pack_cstr(&r->pk, "message");
-    msgpack_pack_str(&r->pk, len);
-    msgpack_pack_str_body(&r->pk, message, len);
-}
-
-/* Finishes the frame; a result over the frame limit becomes a too_large error. */
-void resp_finish(resp *r, uint64_t req_id)
-{
-    size_t body = r->sb.size - BUDGET_FRAME_HEADER_BYTES;
-    if (body > BUDGET_FRAME_BYTES_MAX) {
-        msgpack_sbuffer_destroy(&r->sb);
-        resp_error_into(r, req_id, BUDGET_ETOO_LARGE,
-                        "the result is over the 1 MiB frame limit; narrow the query or page it");
-        body = r->sb.size - BUDGET_FRAME_HEADER_BYTES;
-    }
-    budget_frame_header((uint8_t *)r->sb.data, (uint32_t)body);
-}
 
 /* ---- connections: answer order and output ----------------------------------------------- */
 
 typedef struct {
     uv_write_t req;
-    conn *c;
+    conn_t *c;
     char *frame;
     size_t size;
     size_t cost;
+    void (*done)(void *arg, int status); /* conn_write_ahead's; NULL for answers and pushes */
+    void *arg;
 } write_req;
 
 /* malloc's own bookkeeping for each of a frame's two allocations (the frame, its write_req). */
@@ -111,17 +109,17 @@ static size_t frame_cost(char *frame)
 
 /* An identity that holds no role may say hello and is refused everything else: it gets a
  * small share of memory (BUDGET_CONN_ROLELESS_*). */
-static bool conn_roleless(const conn *c)
+static bool conn_roleless(const conn_t *c)
 {
     return c->grants.all == 0 && c->grants.some == 0;
 }
 
-static size_t conn_output_max(const conn *c)
+static size_t conn_output_max(const conn_t *c)
 {
     return conn_roleless(c) ? BUDGET_CONN_ROLELESS_OUTPUT_BYTES_MAX : BUDGET_CONN_OUTPUT_BYTES_MAX;
 }
 
-static bool conn_slot_open(conn *c, uint32_t *idx)
+static bool conn_slot_open(conn_t *c, uint32_t *idx)
 {
     if (c->slot_count == BUDGET_CONN_INFLIGHT_MAX)
         return false;
@@ -133,14 +131,14 @@ static bool conn_slot_open(conn *c, uint32_t *idx)
 }
 
 /* Hands a finished response to its slot; the connection writes it when its turn comes. */
-void conn_answer(conn *c, uint32_t idx, resp *r, uint64_t req_id)
+void conn_answer(conn_t *c, uint32_t idx, resp_t *r, uint64_t req_id)
 {
     resp_finish(r, req_id);
     size_t size = r->sb.size;
     conn_answer_frame(c, idx, msgpack_sbuffer_release(&r->sb), size);
 }
 
-void conn_answer_frame(conn *c, uint32_t idx, char *frame, size_t size)
+void conn_answer_frame(conn_t *c, uint32_t idx, char *frame, size_t size)
 {
     if (c->closing) {
         free(frame);
@@ -155,18 +153,18 @@ void conn_answer_frame(conn *c, uint32_t idx, char *frame, size_t size)
     conn_flush(c);
 }
 
-void conn_answer_error(conn *c, uint32_t idx, uint64_t req_id, int code, const char *msg)
+void conn_answer_error(conn_t *c, uint32_t idx, uint64_t req_id, int code, const char *msg)
 {
-    resp r;
+    resp_t r;
     if (code != 0)
-        c->srv->errors++;
+        c->hub->errors++;
     resp_error_into(&r, req_id, code, msg);
     conn_answer(c, idx, &r, req_id);
 }
 
 /* Output waiting for this client, written or held, at the memory it holds, and a frame's
  * worth for each worker job that will answer; past the limit nothing more is read. */
-static bool conn_output_full(const conn *c)
+static bool conn_output_full(const conn_t *c)
 {
     size_t jobs = (size_t)c->jobs_running * BUDGET_FRAME_BYTES_MAX;
     return c->out_cost + jobs > conn_output_max(c);
@@ -175,13 +173,22 @@ static bool conn_output_full(const conn *c)
 static void on_write(uv_write_t *req, int status)
 {
     write_req *w = (write_req *)req;
-    conn *c = w->c;
+    conn_t *c = w->c;
+    void (*done)(void *arg, int status) = w->done;
+    void *arg = w->arg;
 
+    assert(c->out_bytes >= w->size && c->out_cost >= w->cost);
     c->out_bytes -= w->size;
     c->out_cost -= w->cost;
-    c->active_ms = uv_now(c->srv->loop);
     free(w->frame);
     free(w);
+    if (done) {
+        if (status >= 0)
+            c->active_ms = uv_now(c->hub->loop);
+        done(arg, status);
+        return;
+    }
+    c->active_ms = uv_now(c->hub->loop);
     if (status < 0 && status != UV_ECANCELED) {
         log_debug("uid %u: write failed: %s", c->actor.uid, uv_strerror(status));
         conn_close(c);
@@ -192,14 +199,14 @@ static void on_write(uv_write_t *req, int status)
         return;
     }
     if (c->sub)
-        sub_on_writable(c);
+        c->hub->hooks.writable(c->hub->owner, c);
     conn_wake(c);
 }
 
-static void conn_flush(conn *c)
+static void conn_flush(conn_t *c)
 {
     while (c->slot_count > 0 && c->slots[c->slot_head].frame) {
-        slot *sl = &c->slots[c->slot_head];
+        answer_slot *sl = &c->slots[c->slot_head];
         write_req *w = malloc(sizeof(*w));
         c->slot_head = (c->slot_head + 1) % BUDGET_CONN_INFLIGHT_MAX;
         c->slot_count--;
@@ -212,6 +219,7 @@ static void conn_flush(conn *c)
             return;
         }
         w->c = c;
+        w->done = NULL;
         w->frame = sl->frame;
         w->size = sl->size;
         w->cost = sl->cost;
@@ -229,11 +237,11 @@ static void conn_flush(conn *c)
         }
     }
     if (c->sub && c->slot_count == 0)
-        sub_on_writable(c);
+        c->hub->hooks.writable(c->hub->owner, c);
     conn_wake(c); /* a slot or output room may have come free */
 }
 
-int conn_push(conn *c, char *frames, size_t size)
+int conn_push(conn_t *c, char *frames, size_t size)
 {
     write_req *w = NULL;
 
@@ -247,6 +255,7 @@ int conn_push(conn *c, char *frames, size_t size)
     }
     frames = frame_fit(frames, size);
     w->c = c;
+    w->done = NULL;
     w->frame = frames;
     w->size = size;
     w->cost = frame_cost(frames);
@@ -264,16 +273,17 @@ int conn_push(conn *c, char *frames, size_t size)
     return 0;
 }
 
-static void conn_free(conn *c)
+static void conn_free(conn_t *c)
 {
     for (uint32_t i = 0; i < BUDGET_CONN_INFLIGHT_MAX; i++)
         free(c->slots[i].frame);
-    sub_free(c);
+    if (c->sub)
+        c->hub->hooks.freed(c->hub->owner, c);
     free(c->recv);
     free(c);
 }
 
-void conn_write_answered(conn *c)
+void conn_write_answered(conn_t *c)
 {
     assert(c->writes_waiting > 0);
     assert(c->refs > 0);
@@ -283,7 +293,7 @@ void conn_write_answered(conn *c)
     conn_unref(c);
 }
 
-void conn_unref(conn *c)
+void conn_unref(conn_t *c)
 {
     assert(c->refs > 0);
     c->refs--;
@@ -291,30 +301,32 @@ void conn_unref(conn *c)
         conn_free(c);
 }
 
-static void on_conn_closed(uv_handle_t *h)
+static void on_conn_closed(uv_handle_t *handle)
 {
-    conn *c = h->data;
-    server *s = c->srv;
+    conn_t *c = handle->data;
+    conn_hub_t *h = c->hub;
 
+    assert(c->closing && !c->closed && !c->ready);
     if (c->prev)
         c->prev->next = c->next;
     else
-        s->conns = c->next;
+        h->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    s->conn_count--;
+    h->count--;
     c->closed = true;
     if (c->refs == 0)
         conn_free(c);
-    maybe_finish(s);
+    h->hooks.quiet(h->owner);
 }
 
-void conn_close(conn *c)
+void conn_close(conn_t *c)
 {
     if (c->closing)
         return;
     c->closing = true;
-    sub_detach(c);
+    if (c->sub)
+        c->hub->hooks.closing(c->hub->owner, c);
     if (c->reading)
         uv_read_stop((uv_stream_t *)&c->pipe);
     c->reading = false;
@@ -323,61 +335,27 @@ void conn_close(conn *c)
 
 /* ---- frames ------------------------------------------------------------------------------ */
 
-/*
- * Answers one frame, read once by budget_parse_request (`rc` and `why` are what it said, `env`
- * what it read): the same reading decided whether the frame waits for the connection's writes
- * (conn_process), so the op that runs is the op that was judged.
- */
-static void handle_frame(conn *c, const budget_envelope *env, int rc, const char *why)
+/* Opens a slot for one whole frame and hands it to the owner, which answers it. */
+static void handle_frame(conn_t *c, const budget_envelope *env, int rc, const char *why)
 {
-    msgpack_unpacked u;
-    size_t off = 0;
     uint32_t idx = 0;
 
-    assert(c->srv->running_ready);
+    assert(c->hub->running_ready);
     assert(c->slot_count < BUDGET_CONN_INFLIGHT_MAX); /* conn_process checked */
     conn_slot_open(c, &idx);
-    c->srv->requests++;
-    if (c->sub) {
-        /* Pushes and answers cannot share a stream unambiguously: the last frame, then close. */
-        sub_detach(c);
-        c->close_flushed = true;
-        conn_answer_error(c, idx, env->id, BUDGET_EBAD_REQUEST,
-                          "this connection is subscribed; send requests on another connection");
-        return;
-    }
-    if (rc != 0) {
-        /* An answer with id 0 answers no request: it is the last frame (docs/protocol.md). */
-        if (env->id == 0)
-            c->close_flushed = true;
-        conn_answer_error(c, idx, env->id, rc, why);
-        return;
-    }
-    if (env->args == NULL) {
-        dispatch(c, idx, env, NULL);
-        return;
-    }
-    msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, (const char *)env->args, env->args_size, &off) !=
-            MSGPACK_UNPACK_SUCCESS ||
-        u.data.type != MSGPACK_OBJECT_MAP) {
-        msgpack_unpacked_destroy(&u);
-        conn_answer_error(c, idx, env->id, BUDGET_EBAD_REQUEST, "args are not one msgpack map");
-        return;
-    }
-    dispatch(c, idx, env, &u.data);
-    msgpack_unpacked_destroy(&u);
+    c->hub->requests++;
+    c->hub->hooks.frame(c->hub->owner, c, idx, env, rc, why);
 }
 
 /* Handles every whole frame received, while answer slots and output room allow. Called only
  * by conn_run_ready: an answer made here wakes the connection again, never re-enters. */
-static void conn_process(conn *c)
+static void conn_process(conn_t *c)
 {
     size_t used = 0;
     uint32_t body = 0;
     bool blocked = false;
 
-    assert(c->srv->running_ready);
+    assert(c->hub->running_ready);
     assert(!c->ready && !c->closing && c->refs > 0);
     assert(c->recv_len <= c->recv_cap);
     if (!c->identified)
@@ -431,7 +409,7 @@ static void conn_process(conn *c)
         memmove(c->recv, c->recv + used, c->recv_len - used);
         c->recv_len -= used;
         /* What is left is the start of the next frame, which began just now. */
-        c->frame_begun_ms = c->recv_len ? uv_now(c->srv->loop) : 0;
+        c->frame_begun_ms = c->recv_len ? uv_now(c->hub->loop) : 0;
     }
     if (c->closing || c->close_flushed)
         return;
@@ -441,7 +419,7 @@ static void conn_process(conn *c)
             c->reading = true;
         /* A frame's deadline counts only while the daemon reads it. */
         if (c->recv_len)
-            c->frame_begun_ms = uv_now(c->srv->loop);
+            c->frame_begun_ms = uv_now(c->hub->loop);
     } else if (!room && c->reading) {
         uv_read_stop((uv_stream_t *)&c->pipe);
         c->reading = false;
@@ -450,7 +428,7 @@ static void conn_process(conn *c)
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    conn *c = h->data;
+    conn_t *c = h->data;
     size_t need = c->recv_len + 1;
 
     (void)suggested;
@@ -461,11 +439,11 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
             need = body + BUDGET_FRAME_HEADER_BYTES;
     }
     if (need > c->recv_cap || c->recv_cap == 0) {
-        size_t cap = c->recv_cap ? c->recv_cap : RECV_BYTES_INITIAL;
+        size_t cap = c->recv_cap ? c->recv_cap : CONN_RECV_BYTES_INITIAL;
         while (cap < need)
             cap *= 2;
-        if (cap > RECV_BYTES_MAX)
-            cap = RECV_BYTES_MAX;
+        if (cap > CONN_RECV_BYTES_MAX)
+            cap = CONN_RECV_BYTES_MAX;
         uint8_t *p = realloc(c->recv, cap);
         if (p) {
             c->recv = p;
@@ -477,7 +455,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
-    conn *c = stream->data;
+    conn_t *c = stream->data;
 
     (void)buf;
     if (nread < 0) {
@@ -487,7 +465,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread > 0) {
-        c->active_ms = uv_now(c->srv->loop);
+        c->active_ms = uv_now(c->hub->loop);
         if (c->recv_len == 0)
             c->frame_begun_ms = c->active_ms;
     }
@@ -495,7 +473,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     /* The end of a read callback is a step of its own: no answer is being made here, and the
      * frames are handled before the next read can fill `recv`. */
     conn_wake(c);
-    conn_run_ready(c->srv);
+    conn_run_ready(c->hub);
 }
 
 /* Keeps the loop from blocking in poll while connections are ready: the step that runs them
@@ -508,72 +486,54 @@ static void on_ready_idle(uv_idle_t *h)
 /* Marks `c` as having work: frames to handle, or reading to start again. It runs at the next
  * step (conn_run_ready); nothing is handled here, so an answer may wake its connection from
  * anywhere. */
-static void conn_wake(conn *c)
+static void conn_wake(conn_t *c)
 {
-    server *s = c->srv;
+    conn_hub_t *h = c->hub;
 
     if (c->ready || c->closing || c->close_flushed)
         return;
-    assert(!uv_is_closing((uv_handle_t *)&s->ready_idle));
+    assert(!uv_is_closing((uv_handle_t *)&h->ready_idle));
     c->ready = true;
     c->refs++; /* until conn_run_ready has run it */
     c->ready_next = NULL;
-    if (s->ready_tail)
-        s->ready_tail->ready_next = c;
+    if (h->ready_tail)
+        h->ready_tail->ready_next = c;
     else
-        s->ready = c;
-    s->ready_tail = c;
-    if (!uv_is_active((uv_handle_t *)&s->ready_idle))
-        uv_idle_start(&s->ready_idle, on_ready_idle);
+        h->ready = c;
+    h->ready_tail = c;
+    if (!uv_is_active((uv_handle_t *)&h->ready_idle))
+        uv_idle_start(&h->ready_idle, on_ready_idle);
 }
 
-void conn_run_ready(server *s)
+void conn_run_ready(conn_hub_t *h)
 {
-    assert(!s->running_ready);
-    s->running_ready = true;
+    assert(!h->running_ready);
+    h->running_ready = true;
     /* A connection its own answers wake again goes to the back: each run handles new frames,
      * so this ends once every connection has handled what it can. */
-    while (s->ready) {
-        conn *c = s->ready;
-        s->ready = c->ready_next;
-        if (!s->ready)
-            s->ready_tail = NULL;
+    while (h->ready) {
+        conn_t *c = h->ready;
+        h->ready = c->ready_next;
+        if (!h->ready)
+            h->ready_tail = NULL;
         c->ready_next = NULL;
         c->ready = false;
         if (!c->closing)
             conn_process(c);
         conn_unref(c);
     }
-    s->running_ready = false;
-    if (uv_is_active((uv_handle_t *)&s->ready_idle))
-        uv_idle_stop(&s->ready_idle);
+    h->running_ready = false;
+    if (uv_is_active((uv_handle_t *)&h->ready_idle))
+        uv_idle_stop(&h->ready_idle);
 }
 
 /*
  * Who the peer is. The uid and primary group come from the kernel (SO_PEERCRED) at once; the
- * user name and the other groups come from the user and group databases, which may be a
- * directory service (LDAP, SSSD) and slow, so they are looked up on a thread of their own and
- * the connection reads nothing until they are in.
- *
- * Lookups have their own LOOKUP_THREADS threads, not libuv's pool: there they would wait
- * behind long reads (64 slow `balances as_of` kept new users out for as long as those took),
- * and a directory that hangs would take the pool from the reads. Nor may one slow user hold
- * up the others: a connection whose uid is being looked up already waits for that lookup and
- * shares its answer, and at most LOOKUP_THREADS lookups run at once; the others wait their
- * turn in order. One that waits longer than the idle timeout is refused (conn_sweep).
+ * user name and the other groups come from the user and group databases (lookup.h), and the
+ * connection reads nothing until they are in. One that waits longer than the idle timeout is
+ * refused (conn_sweep).
  */
-struct identity_job {
-    identity_job *next;       /* in server.lookups */
-    identity_job *queue_next; /* in server.lookup_todo or lookup_done */
-    conn *conns;              /* waiting for this answer, through conn.lookup_next */
-    void (*hook)(uint32_t uid);
-    uint32_t uid;
-    bool found; /* the uid has a password entry */
-    char name[BUDGET_NAME_BYTES_MAX + 1];
-    access_identity user; /* the user's group in the password database, then its others */
-};
-
-static int peer_cred(conn *c, uint32_t *gid)
+static int peer_cred(conn_t *c, uint32_t *gid)
 {
     struct ucred cred;
     socklen_t len = sizeof(cred);
@@ -590,34 +550,9 @@ static int peer_cred(conn *c, uint32_t *gid)
     return 0;
 }
 
-static void identity_run(identity_job *j)
-{
-    struct passwd pw, *found = NULL;
-    char buf[4096];
-
-    if (j->hook)
-        j->hook(j->uid);
-    if (getpwuid_r(j->uid, &pw, buf, sizeof(buf), &found) != 0 || !found ||
-        strlen(found->pw_name) > BUDGET_NAME_BYTES_MAX)
-        return;
-    snprintf(j->name, sizeof(j->name), "%s", found->pw_name);
-    j->found = true;
-    access_identity_of(j->uid, (uint32_t)found->pw_gid, j->name, (uint32_t)found->pw_gid, &j->user);
-}
-
-static void identity_lookup(conn *c);
-
-static uint32_t lookups_running(const server *s)
-{
-    uint32_t n = 0;
-    for (const identity_job *j = s->lookups; j; j = j->next)
-        n++;
-    return n;
-}
-
 /* True when the client has closed its end: a connection that waited its turn for a lookup
  * while nothing read from it is let go then rather than looked up. */
-static bool conn_hung_up(conn *c)
+static bool conn_hung_up(conn_t *c)
 {
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
@@ -626,181 +561,55 @@ static bool conn_hung_up(conn *c)
     return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
-static void identity_done(server *s, identity_job *j)
+static bool identity_turn(lookup_waiter_t *w)
 {
-    for (identity_job **p = &s->lookups; *p; p = &(*p)->next)
-        if (*p == j) {
-            *p = j->next;
-            break;
-        }
-    while (j->conns) {
-        conn *c = j->conns;
-        j->conns = c->lookup_next;
-        c->lookup_next = NULL;
-        if (!c->closing && !c->close_flushed) {
-            /* The groups: the peer's own from the kernel, the user's others from the group
-             * database; a uid without a password entry has only the kernel's. */
-            snprintf(c->actor.name, sizeof(c->actor.name), "%s", j->name);
-            if (j->found)
-                access_identity_with_gid(&j->user, c->lookup_gid, &c->identity);
-            access_resolve(s->access, &c->identity, &c->grants);
-            c->identified = true;
-            c->active_ms = uv_now(s->loop);
-            conn_wake(c);
-        }
-        conn_unref(c);
+    conn_t *c = (conn_t *)((char *)w - offsetof(conn_t, lookup));
+
+    if (c->closing || c->close_flushed)
+        return false; /* closed, or refused and closing once its answer is out */
+    if (conn_hung_up(c)) {
+        conn_close(c);
+        return false;
     }
-    free(j);
-    /* The next in line, as far as LOOKUP_THREADS allows; one closed meanwhile is let go. */
-    while (s->lookups_waiting && lookups_running(s) < LOOKUP_THREADS) {
-        conn *c = s->lookups_waiting;
-        s->lookups_waiting = c->lookup_next;
-        if (!s->lookups_waiting)
-            s->lookups_waiting_tail = NULL;
-        c->lookup_next = NULL;
-        if (c->closing || c->close_flushed) {
-            conn_unref(c); /* closed, or refused and closing once its answer is out */
-        } else if (conn_hung_up(c)) {
-            conn_close(c);
-            conn_unref(c);
-        } else {
-            identity_lookup(c);
-        }
-    }
+    return true;
 }
 
-/* Looks `c` up: with a running lookup of its uid, at once, or once a lookup ends. It holds a
- * reference for it (identity_begin). */
-static void identity_lookup(conn *c)
+static void identity_done(lookup_waiter_t *w, const lookup_result_t *r)
 {
-    server *s = c->srv;
+    conn_t *c = (conn_t *)((char *)w - offsetof(conn_t, lookup));
 
-    for (identity_job *j = s->lookups; j; j = j->next)
-        if (j->uid == c->actor.uid) {
-            c->lookup_next = j->conns;
-            j->conns = c;
-            return;
-        }
-    if (lookups_running(s) >= LOOKUP_THREADS) {
-        if (s->lookups_waiting_tail)
-            s->lookups_waiting_tail->lookup_next = c;
-        else
-            s->lookups_waiting = c;
-        s->lookups_waiting_tail = c;
-        return;
-    }
-    identity_job *j = calloc(1, sizeof(*j));
-    if (!j || s->lookup_threads_count == 0) {
-        free(j);
+    if (!r && !c->closing && !c->close_flushed) {
         log_warn("uid %u: cannot look up its name and groups; closing the connection",
                  c->actor.uid);
         conn_close(c);
-        conn_unref(c);
-        return;
+    } else if (r && !c->closing && !c->close_flushed) {
+        /* The groups: the peer's own from the kernel, the user's others from the group
+         * database; a uid without a password entry has only the kernel's. */
+        snprintf(c->actor.name, sizeof(c->actor.name), "%s", r->name);
+        if (r->found)
+            access_identity_with_gid(&r->user, c->lookup_gid, &c->identity);
+        access_resolve(c->hub->access, &c->identity, &c->grants);
+        c->identified = true;
+        c->active_ms = uv_now(c->hub->loop);
+        conn_wake(c);
     }
-    j->conns = c;
-    j->hook = s->lookup_hook;
-    j->uid = c->actor.uid;
-    j->next = s->lookups;
-    s->lookups = j;
-    /* Fewer than LOOKUP_THREADS run (lookups_running), so a thread is free for it. */
-    uv_mutex_lock(&s->lookup_mutex);
-    identity_job **tail = &s->lookup_todo;
-    while (*tail)
-        tail = &(*tail)->queue_next;
-    *tail = j;
-    uv_cond_signal(&s->lookup_cond);
-    uv_mutex_unlock(&s->lookup_mutex);
+    conn_unref(c);
 }
 
-/* A lookup thread: runs the lookups handed to it, one at a time, and wakes the loop. */
-static void lookup_main(void *arg)
-{
-    server *s = arg;
-
-    uv_mutex_lock(&s->lookup_mutex);
-    for (;;) {
-        while (!s->lookup_todo && !s->lookup_stop)
-            uv_cond_wait(&s->lookup_cond, &s->lookup_mutex);
-        identity_job *j = s->lookup_todo;
-        if (!j)
-            break; /* stopping, and nothing left to do */
-        s->lookup_todo = j->queue_next;
-        uv_mutex_unlock(&s->lookup_mutex);
-        identity_run(j);
-        uv_mutex_lock(&s->lookup_mutex);
-        j->queue_next = s->lookup_done;
-        s->lookup_done = j;
-        /* Under the mutex: the loop closes the handle only once it has taken every job. */
-        uv_async_send(&s->lookup_async);
-    }
-    uv_mutex_unlock(&s->lookup_mutex);
-}
-
-/* On the loop thread: the lookups the threads finished. */
-static void on_lookups_done(uv_async_t *h)
-{
-    server *s = h->data;
-
-    uv_mutex_lock(&s->lookup_mutex);
-    identity_job *done = s->lookup_done;
-    s->lookup_done = NULL;
-    uv_mutex_unlock(&s->lookup_mutex);
-    while (done) {
-        identity_job *j = done;
-        done = j->queue_next;
-        identity_done(s, j);
-    }
-    maybe_finish(s);
-}
-
-int lookups_start(server *s)
-{
-    uv_mutex_init(&s->lookup_mutex);
-    uv_cond_init(&s->lookup_cond);
-    uv_async_init(s->loop, &s->lookup_async, on_lookups_done);
-    s->lookup_async.data = s;
-    for (uint32_t i = 0; i < LOOKUP_THREADS; i++) {
-        if (uv_thread_create(&s->lookup_threads[i], lookup_main, s) != 0)
-            break;
-        s->lookup_threads_count++;
-    }
-    if (s->lookup_threads_count == 0) {
-        log_error("cannot start a thread to look up users; connections will be refused");
-        return -1;
-    }
-    return 0;
-}
-
-void lookups_close(server *s)
-{
-    if (!uv_is_closing((uv_handle_t *)&s->lookup_async))
-        uv_close((uv_handle_t *)&s->lookup_async, NULL);
-}
-
-void lookups_join(server *s)
-{
-    uv_mutex_lock(&s->lookup_mutex);
-    s->lookup_stop = true;
-    uv_cond_broadcast(&s->lookup_cond);
-    uv_mutex_unlock(&s->lookup_mutex);
-    for (uint32_t i = 0; i < s->lookup_threads_count; i++)
-        uv_thread_join(&s->lookup_threads[i]);
-    uv_cond_destroy(&s->lookup_cond);
-    uv_mutex_destroy(&s->lookup_mutex);
-}
-
-static void identity_begin(conn *c, uint32_t gid)
+static void identity_begin(conn_t *c, uint32_t gid)
 {
     c->lookup_gid = gid;
-    c->refs++; /* until its lookup is done, or it leaves the queue closed */
-    identity_lookup(c);
+    c->refs++; /* until its lookup is done (identity_done) */
+    c->lookup.uid = c->actor.uid;
+    c->lookup.turn = identity_turn;
+    c->lookup.done = identity_done;
+    lookup_want(&c->hub->lookups, &c->lookup);
 }
 
-static uint32_t uid_connections(const server *s, uint32_t uid);
+static uint32_t uid_connections(const conn_hub_t *h, uint32_t uid);
 
 /* Answers `msg` (request id 0) and closes once it is written; reads nothing more. */
-static void conn_refuse(conn *c, int code, const char *msg)
+static void conn_refuse(conn_t *c, int code, const char *msg)
 {
     uint32_t idx = 0;
 
@@ -808,7 +617,7 @@ static void conn_refuse(conn *c, int code, const char *msg)
         uv_read_stop((uv_stream_t *)&c->pipe);
     c->reading = false;
     c->close_flushed = true;
-    c->active_ms = uv_now(c->srv->loop);
+    c->active_ms = uv_now(c->hub->loop);
     if (!conn_slot_open(c, &idx)) {
         conn_close(c);
         return;
@@ -816,10 +625,10 @@ static void conn_refuse(conn *c, int code, const char *msg)
     conn_answer_error(c, idx, 0, code, msg);
 }
 
-void on_connection(uv_stream_t *listener, int status)
+void conn_on_connection(uv_stream_t *listener, int status)
 {
-    server *s = listener->data;
-    conn *c;
+    conn_hub_t *h = listener->data;
+    conn_t *c;
     char msg[160];
 
     if (status < 0) {
@@ -829,40 +638,40 @@ void on_connection(uv_stream_t *listener, int status)
     c = calloc(1, sizeof(*c));
     if (!c)
         return;
-    c->srv = s;
-    uv_pipe_init(s->loop, &c->pipe, 0);
+    c->hub = h;
+    uv_pipe_init(h->loop, &c->pipe, 0);
     c->pipe.data = c;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    s->conn_count++;
+    c->next = h->conns;
+    if (h->conns)
+        h->conns->prev = c;
+    h->conns = c;
+    h->count++;
     uint32_t gid = 0;
     if (uv_accept(listener, (uv_stream_t *)&c->pipe) != 0 || peer_cred(c, &gid) != 0) {
         conn_close(c);
         return;
     }
-    s->connections_total++;
-    c->active_ms = uv_now(s->loop);
-    if (s->stopping) {
+    h->connections_total++;
+    c->active_ms = uv_now(h->loop);
+    if (*h->stopping) {
         conn_refuse(c, BUDGET_EUNAVAILABLE, "budgetd is stopping");
         return;
     }
-    if (s->conn_count > s->connections_max) {
+    if (h->count > h->connections_max) {
         snprintf(msg, sizeof(msg), "too many connections: budgetd serves at most %u at once",
-                 s->connections_max);
-        if (refusal_to_log(s))
+                 h->connections_max);
+        if (refusal_to_log(h->refusals))
             log_warn("uid %u refused: %s", c->actor.uid, msg);
-        s->connections_refused++;
+        h->connections_refused++;
         conn_refuse(c, BUDGET_EUNAVAILABLE, msg);
         return;
     }
-    if (uid_connections(s, c->actor.uid) > s->connections_per_uid_max) {
+    if (uid_connections(h, c->actor.uid) > h->connections_per_uid_max) {
         snprintf(msg, sizeof(msg), "too many connections from uid %u: at most %u at once",
-                 c->actor.uid, s->connections_per_uid_max);
-        if (refusal_to_log(s))
+                 c->actor.uid, h->connections_per_uid_max);
+        if (refusal_to_log(h->refusals))
             log_warn("uid %u refused: %s", c->actor.uid, msg);
-        s->connections_refused++;
+        h->connections_refused++;
         conn_refuse(c, BUDGET_EUNAVAILABLE, msg);
         return;
     }
@@ -870,16 +679,16 @@ void on_connection(uv_stream_t *listener, int status)
 }
 
 /* Connections open (and not being refused or closed) by `uid`, this one included. */
-static uint32_t uid_connections(const server *s, uint32_t uid)
+static uint32_t uid_connections(const conn_hub_t *h, uint32_t uid)
 {
     uint32_t n = 0;
-    for (const conn *o = s->conns; o; o = o->next)
+    for (const conn_t *o = h->conns; o; o = o->next)
         if (o->actor.uid == uid && !o->closing && !o->close_flushed)
             n++;
     return n;
 }
 
-void conn_close_when_flushed(conn *c)
+void conn_close_when_flushed(conn_t *c)
 {
     if (c->closing)
         return;
@@ -892,43 +701,43 @@ void conn_close_when_flushed(conn *c)
         conn_close(c);
 }
 
-void conn_sweep(server *s)
+void conn_sweep(conn_hub_t *h)
 {
-    uint64_t now = uv_now(s->loop);
+    uint64_t now = uv_now(h->loop);
     char msg[160];
 
-    for (conn *c = s->conns; c; c = c->next) {
+    for (conn_t *c = h->conns; c; c = c->next) {
         if (c->closing)
             continue;
         if (c->close_flushed) {
             /* Its last answers had their time to be read. */
-            if (c->refs == 0 && now - c->active_ms > s->frame_timeout_ms)
+            if (c->refs == 0 && now - c->active_ms > h->frame_timeout_ms)
                 conn_close(c);
             continue;
         }
         if (!c->identified) {
-            /* Still waiting to learn who it is (identity_lookup): the idle timeout bounds that
+            /* Still waiting to learn who it is (identity_begin): the idle timeout bounds that
              * too. */
-            if (now - c->active_ms > s->idle_timeout_ms) {
+            if (now - c->active_ms > h->idle_timeout_ms) {
                 snprintf(msg, sizeof(msg),
                          "the user database did not say who uid %u is within %llu ms; closing "
                          "the connection",
-                         c->actor.uid, (unsigned long long)s->idle_timeout_ms);
+                         c->actor.uid, (unsigned long long)h->idle_timeout_ms);
                 log_warn("%s", msg);
-                s->connections_timed_out++;
+                h->connections_timed_out++;
                 conn_refuse(c, BUDGET_EUNAVAILABLE, msg);
             }
             continue;
         }
         if (c->reading && c->recv_len > 0 && c->frame_begun_ms != 0 &&
-            now - c->frame_begun_ms > s->frame_timeout_ms) {
+            now - c->frame_begun_ms > h->frame_timeout_ms) {
             snprintf(msg, sizeof(msg),
                      "a frame must arrive whole within %llu ms of its first byte; closing the "
                      "connection",
-                     (unsigned long long)s->frame_timeout_ms);
+                     (unsigned long long)h->frame_timeout_ms);
             log_info("uid %u: %zu bytes of a frame in %llu ms: %s", c->actor.uid, c->recv_len,
                      (unsigned long long)(now - c->frame_begun_ms), msg);
-            s->connections_timed_out++;
+            h->connections_timed_out++;
             conn_refuse(c, BUDGET_ETOO_LARGE, msg);
             continue;
         }
@@ -938,21 +747,175 @@ void conn_sweep(server *s)
          * frame may take, it is let go, its answers with it (it reads none, so a last answer
          * would not reach it). Answers still being made (refs) are not its doing. */
         if (!c->reading && !c->sub && c->refs == 0 && c->out_bytes > 0 && conn_output_full(c) &&
-            now - c->active_ms > s->frame_timeout_ms) {
+            now - c->active_ms > h->frame_timeout_ms) {
             log_info("uid %u: %zu bytes of answers unread for %llu ms while it sends requests; "
                      "closing the connection",
                      c->actor.uid, c->out_bytes, (unsigned long long)(now - c->active_ms));
-            s->connections_timed_out++;
+            h->connections_timed_out++;
             conn_close(c);
             continue;
         }
         if (!c->sub && c->slot_count == 0 && c->refs == 0 && c->recv_len == 0 &&
-            now - c->active_ms > s->idle_timeout_ms) {
+            now - c->active_ms > h->idle_timeout_ms) {
             snprintf(msg, sizeof(msg), "idle for %llu ms; closing the connection",
-                     (unsigned long long)s->idle_timeout_ms);
+                     (unsigned long long)h->idle_timeout_ms);
             log_info("uid %u: %s", c->actor.uid, msg);
-            s->connections_timed_out++;
+            h->connections_timed_out++;
             conn_refuse(c, BUDGET_EUNAVAILABLE, msg);
         }
     }
+}
+
+int conn_write_ahead(conn_t *c, uint32_t idx, char *frame, size_t size,
+                     void (*done)(void *arg, int status), void *arg)
+{
+    assert(done != NULL);
+    assert(c->slot_count > 0 && c->slot_head == idx); /* the oldest answer owed */
+    (void)idx;
+    write_req *w = c->closing ? NULL : malloc(sizeof(*w));
+    if (!w) {
+        free(frame);
+        return -1;
+    }
+    w->c = c;
+    w->frame = frame;
+    w->size = size;
+    w->cost = 0; /* bounded by its maker (a backup keeps at most two chunks out) */
+    w->done = done;
+    w->arg = arg;
+    uv_buf_t buf = uv_buf_init(frame, (unsigned int)size);
+    c->out_bytes += size;
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_write) < 0) {
+        c->out_bytes -= size;
+        free(frame);
+        free(w);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the hub ------------------------------------------------------------------------------ */
+
+int conn_hub_start(conn_hub_t *h, uv_loop_t *loop)
+{
+    assert(h->hooks.frame && h->hooks.writable && h->hooks.closing && h->hooks.freed &&
+           h->hooks.quiet && h->stopping && h->refusals);
+    h->loop = loop;
+    uv_idle_init(loop, &h->ready_idle);
+    h->ready_idle.data = h;
+    h->lookups.owner = h->owner;
+    h->lookups.quiet = h->hooks.quiet;
+    return lookup_start(&h->lookups, loop);
+}
+
+void conn_hub_close_all(conn_hub_t *h)
+{
+    for (conn_t *c = h->conns; c; c = c->next)
+        conn_close_when_flushed(c);
+}
+
+bool conn_hub_empty(const conn_hub_t *h)
+{
+    return h->conns == NULL && !lookup_busy(&h->lookups);
+}
+
+void conn_hub_close(conn_hub_t *h)
+{
+    assert(conn_hub_empty(h));
+    assert(h->ready == NULL && !h->running_ready); /* every connection is gone */
+    if (!uv_is_closing((uv_handle_t *)&h->ready_idle))
+        uv_close((uv_handle_t *)&h->ready_idle, NULL);
+    lookup_close(&h->lookups);
+}
+
+void conn_hub_join(conn_hub_t *h)
+{
+    lookup_join(&h->lookups);
+    access_free(h->access);
+    h->access = NULL;
+}
+
+void conn_hub_set_access(conn_hub_t *h, access_rules *fresh)
+{
+    for (conn_t *c = h->conns; c; c = c->next)
+        access_resolve(fresh, &c->identity, &c->grants);
+    access_free(h->access);
+    h->access = fresh;
+}
+
+/* ---- references and what others may read ------------------------------------------------- */
+
+void conn_ref(conn_t *c)
+{
+    assert(!c->closed);
+    c->refs++;
+}
+
+void conn_write_begin(conn_t *c)
+{
+    conn_ref(c);
+    c->writes_waiting++;
+}
+
+void conn_job_begin(conn_t *c)
+{
+    conn_ref(c);
+    c->jobs_running++;
+}
+
+void conn_job_answer(conn_t *c, uint32_t idx, char *frame, size_t size)
+{
+    assert(c->jobs_running > 0 && c->refs > 0);
+    c->jobs_running--;
+    conn_answer_frame(c, idx, frame, size);
+}
+
+conn_hub_t *conn_hub(const conn_t *c)
+{
+    return c->hub;
+}
+
+const ledger_actor *conn_actor(const conn_t *c)
+{
+    return &c->actor;
+}
+
+const access_grants *conn_grants(const conn_t *c)
+{
+    return &c->grants;
+}
+
+bool conn_closing(const conn_t *c)
+{
+    return c->closing;
+}
+
+bool conn_ending(const conn_t *c)
+{
+    return c->closing || c->close_flushed;
+}
+
+bool conn_owes_answers(const conn_t *c)
+{
+    return c->slot_count > 0;
+}
+
+bool conn_is_oldest(const conn_t *c, uint32_t idx)
+{
+    return c->slot_count > 0 && c->slot_head == idx;
+}
+
+size_t conn_out_bytes(const conn_t *c)
+{
+    return c->out_bytes;
+}
+
+struct sub *conn_sub(const conn_t *c)
+{
+    return c->sub;
+}
+
+void conn_set_sub(conn_t *c, struct sub *sub)
+{
+    c->sub = sub;
 }

@@ -1,4 +1,6 @@
-/* The op table: read ops answered on the loop thread or by worker jobs; writes go to commit.c. */
+/* The op table (ops.h): read ops answered on the loop thread or by worker jobs; writes go to
+ * commit.c. */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,20 +9,20 @@
 #include "budget/errors.h"
 #include "proto/text.h"
 #include "log.h"
-#include "server_internal.h"
 #include "checkpoint.h"
 #include "event.h"
+#include "ops.h"
 #include "replay.h"
-#include "audit_ops.h"
-#include "subscribe.h"
+#include "request.h"
 
 /* ---- read jobs on worker threads --------------------------------------------------------- */
 
 typedef enum { JOB_BALANCES, JOB_EVENTS, JOB_VERIFY } job_kind;
 
 typedef struct {
-    worker_job base;
+    job_t base;
     job_kind kind;
+    store *store;
     balances_query bq;
     events_query eq;
     uint64_t head; /* committed head when the job was queued */
@@ -28,7 +30,7 @@ typedef struct {
 
 /* Balances as of an earlier event: the log replayed up to it into a ledger of the job's own.
  * No store reader may be held here: the replay's walker thread begins its own. */
-static void job_balances(job *j, resp *r)
+static void job_balances(job *j, resp_t *r)
 {
     ledger_error err;
     replay_result res;
@@ -38,7 +40,7 @@ static void job_balances(job *j, resp *r)
         resp_error_into(r, j->base.req_id, BUDGET_EUNAVAILABLE, "out of memory");
         return;
     }
-    int rc = replay_log(j->base.srv->store, l, j->bq.as_of, &res);
+    int rc = replay_log(j->store, l, j->bq.as_of, &res);
     if (rc != 0) {
         resp_error_into(r, j->base.req_id, rc, res.why);
     } else {
@@ -94,7 +96,7 @@ static int events_one(void *ctx, uint64_t seq, store_val v)
     return 0;
 }
 
-static void job_events(job *j, store_reader *rd, resp *r)
+static void job_events(job *j, store_reader *rd, resp_t *r)
 {
     events_ctx e = {&j->eq, j->head, j->eq.after, 0, 0, {0}, 0, rd};
 
@@ -121,7 +123,7 @@ static void job_events(job *j, store_reader *rd, resp *r)
 }
 
 /* The whole chain re-walked (checkpoint_walk_chain, as `audit check` does it offline). */
-static void job_verify(job *j, store_reader *rd, resp *r)
+static void job_verify(job *j, store_reader *rd, resp_t *r)
 {
     checkpoint_chain chain;
 
@@ -143,7 +145,7 @@ static void job_verify(job *j, store_reader *rd, resp *r)
     pack_key_str(&r->pk, "reason", chain.why);
 }
 
-static void read_job_run(worker_job *w, resp *r)
+static void read_job_run(job_t *w, resp_t *r)
 {
     job *j = (job *)w;
     store_reader *rd;
@@ -152,7 +154,7 @@ static void read_job_run(worker_job *w, resp *r)
         job_balances(j, r);
         return;
     }
-    if (store_reader_begin(w->srv->store, &rd) != 0) {
+    if (store_reader_begin(j->store, &rd) != 0) {
         resp_error_into(r, w->req_id, BUDGET_EUNAVAILABLE, "the event store cannot be read now");
         return;
     }
@@ -169,143 +171,21 @@ static void read_job_run(worker_job *w, resp *r)
     store_reader_end(rd);
 }
 
-/*
- * Worker jobs take their turns on libuv's pool: at most WORKER_JOBS_ON_POOL_MAX at once; the
- * others wait in server.jobs_waiting. The next to run is the oldest job of a uid with the
- * fewest jobs on the pool, so a uid that queued many slow reads has one after the other, and
- * another uid's read runs as soon as a thread is free, not after them all. A uid may have at
- * most BUDGET_READ_JOBS_PER_UID_MAX jobs running or waiting, and all uids
- * BUDGET_READ_JOBS_MAX; past either a request is answered `unavailable` at once.
- */
-static void worker_run(uv_work_t *w)
-{
-    worker_job *j = w->data;
-    if (j->srv->job_hook)
-        j->srv->job_hook();
-    j->run(j, &j->answer);
-    resp_finish(&j->answer, j->req_id);
-}
-
-static void worker_done(uv_work_t *w, int status);
-
-static uint32_t jobs_on_pool_of(const server *s, uint32_t uid)
-{
-    uint32_t n = 0;
-    for (const worker_job *o = s->jobs_on_pool; o; o = o->next)
-        n += o->uid == uid;
-    return n;
-}
-
-/* Hands waiting jobs to the pool while it has room, fairly between uids. */
-static void worker_start_waiting(server *s)
-{
-    while (s->jobs_waiting && s->jobs_on_pool_count < WORKER_JOBS_ON_POOL_MAX) {
-        worker_job **best = NULL, *prev = NULL, *best_prev = NULL;
-        uint32_t best_running = UINT32_MAX;
-        for (worker_job **p = &s->jobs_waiting; *p; prev = *p, p = &(*p)->next) {
-            uint32_t running = jobs_on_pool_of(s, (*p)->uid);
-            if (running < best_running) {
-                best = p;
-                best_prev = prev;
-                best_running = running;
-            }
-            if (running == 0)
-                break; /* none is fewer */
-        }
-        worker_job *j = *best;
-        *best = j->next;
-        if (s->jobs_waiting_tail == j)
-            s->jobs_waiting_tail = best_prev;
-        j->next = s->jobs_on_pool;
-        s->jobs_on_pool = j;
-        s->jobs_on_pool_count++;
-        uv_queue_work(s->loop, &j->work, worker_run, worker_done);
-    }
-}
-
-static void worker_done(uv_work_t *w, int status)
-{
-    worker_job *j = w->data;
-    server *s = j->srv;
-    conn *c = j->c;
-
-    (void)status;
-    for (worker_job **p = &s->jobs_on_pool; *p; p = &(*p)->next)
-        if (*p == j) {
-            *p = j->next;
-            break;
-        }
-    s->jobs_on_pool_count--;
-    worker_start_waiting(s);
-    c->jobs_running--;
-    size_t size = j->answer.sb.size;
-    conn_answer_frame(c, j->slot, msgpack_sbuffer_release(&j->answer.sb), size);
-    if (j->finished)
-        j->finished(j);
-    free(j);
-    s->jobs_running--;
-    conn_unref(c);
-    maybe_finish(s);
-}
-
-int worker_queue(conn *c, uint32_t idx, uint64_t req_id, worker_job *j)
-{
-    server *s = c->srv;
-    uint32_t uid = c->actor.uid, mine = 0;
-    char msg[200];
-
-    for (const worker_job *o = s->jobs_on_pool; o; o = o->next)
-        mine += o->uid == uid;
-    for (const worker_job *o = s->jobs_waiting; o; o = o->next)
-        mine += o->uid == uid;
-    if (s->jobs_running >= BUDGET_READ_JOBS_MAX || mine >= BUDGET_READ_JOBS_PER_UID_MAX) {
-        free(j);
-        if (mine >= BUDGET_READ_JOBS_PER_UID_MAX)
-            snprintf(msg, sizeof(msg),
-                     "uid %u has %u long reads (events, verify, balances as_of, checkpoint) "
-                     "running or waiting, the most one uid may; retry once one is "
-                     "answered",
-                     uid, mine);
-        else
-            snprintf(msg, sizeof(msg),
-                     "%u long reads are running or waiting, the most budgetd takes; retry "
-                     "shortly",
-                     BUDGET_READ_JOBS_MAX);
-        conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, msg);
-        return -1;
-    }
-    j->work.data = j;
-    j->srv = s;
-    j->c = c;
-    j->uid = uid;
-    j->slot = idx;
-    j->req_id = req_id;
-    c->refs++;
-    c->jobs_running++;
-    s->jobs_running++;
-    j->next = NULL;
-    if (s->jobs_waiting_tail)
-        s->jobs_waiting_tail->next = j;
-    else
-        s->jobs_waiting = j;
-    s->jobs_waiting_tail = j;
-    worker_start_waiting(s);
-    return 0;
-}
-
 /* A read job: its answer is made from a store reader begun on the worker thread. */
-static void queue_job(conn *c, uint32_t idx, uint64_t req_id, job *j)
+static void queue_job(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, job *j)
 {
     j->base.run = read_job_run;
-    j->head = c->srv->committed_head;
-    worker_queue(c, idx, req_id, &j->base);
+    j->store = o->store;
+    j->head = commit_head(o->commit);
+    job_queue(o->jobs, c, idx, req_id, &j->base);
 }
 
 /* ---- ops --------------------------------------------------------------------------------- */
 
-typedef void (*op_fn)(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args);
+typedef void (*op_fn)(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
+                      const msgpack_object *args);
 
-static bool args_empty(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args,
+static bool args_empty(conn_t *c, uint32_t idx, uint64_t req_id, const msgpack_object *args,
                        const char *op)
 {
     char msg[120];
@@ -317,7 +197,7 @@ static bool args_empty(conn *c, uint32_t idx, uint64_t req_id, const msgpack_obj
 }
 
 /* "roles": [{"role", "units"}...]: what the caller holds; units ["*"] means every unit. */
-static void pack_hello_roles(conn *c, msgpack_packer *pk)
+static void pack_hello_roles(const ops_t *o, conn_t *c, msgpack_packer *pk)
 {
     const char *units[ACCESS_UNITS_MAX];
     size_t units_count, roles = 0;
@@ -325,14 +205,14 @@ static void pack_hello_roles(conn *c, msgpack_packer *pk)
     bool all;
     int i = 0;
 
-    while (access_next_role(c->srv->access, &c->grants, &i, &role, &all, units, ACCESS_UNITS_MAX,
-                            &units_count))
+    while (access_next_role(o->hub->access, conn_grants(c), &i, &role, &all, units,
+                            ACCESS_UNITS_MAX, &units_count))
         roles++;
     pack_cstr(pk, "roles");
     msgpack_pack_array(pk, roles);
     i = 0;
-    while (access_next_role(c->srv->access, &c->grants, &i, &role, &all, units, ACCESS_UNITS_MAX,
-                            &units_count)) {
+    while (access_next_role(o->hub->access, conn_grants(c), &i, &role, &all, units,
+                            ACCESS_UNITS_MAX, &units_count)) {
         msgpack_pack_map(pk, 2);
         pack_key_str(pk, "role", access_role_name(role));
         pack_cstr(pk, "units");
@@ -344,9 +224,9 @@ static void pack_hello_roles(conn *c, msgpack_packer *pk)
     }
 }
 
-static void op_hello(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+static void op_hello(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
 {
-    resp r;
+    resp_t r;
     if (!args_empty(c, idx, req_id, args, "hello"))
         return;
     resp_begin(&r, req_id, true);
@@ -354,34 +234,35 @@ static void op_hello(conn *c, uint32_t idx, uint64_t req_id, const msgpack_objec
     pack_key_uint(&r.pk, "protocol", BUDGET_PROTOCOL_VERSION);
     pack_key_str(&r.pk, "server", "budgetd");
     pack_key_str(&r.pk, "version", BUDGET_VERSION);
-    pack_key_uint(&r.pk, "head", c->srv->committed_head);
+    pack_key_uint(&r.pk, "head", commit_head(o->commit));
     pack_cstr(&r.pk, "actor");
     msgpack_pack_map(&r.pk, 2);
-    pack_key_uint(&r.pk, "uid", c->actor.uid);
-    pack_key_str(&r.pk, "name", c->actor.name);
-    pack_hello_roles(c, &r.pk);
+    pack_key_uint(&r.pk, "uid", conn_actor(c)->uid);
+    pack_key_str(&r.pk, "name", conn_actor(c)->name);
+    pack_hello_roles(o, c, &r.pk);
     conn_answer(c, idx, &r, req_id);
 }
 
-static void op_balances(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+static void op_balances(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
+                        const msgpack_object *args)
 {
-    server *s = c->srv;
+    uint64_t head = commit_head(o->commit);
     balances_query q;
     ledger_error err;
-    resp r;
+    resp_t r;
     char msg[120];
 
     if (request_decode_balances(args, &q, &err) != 0) {
         conn_answer_error(c, idx, req_id, err.code, err.message);
         return;
     }
-    if (q.has_as_of && q.as_of > s->committed_head) {
+    if (q.has_as_of && q.as_of > head) {
         snprintf(msg, sizeof(msg), "as_of %llu is after the last event, %llu",
-                 (unsigned long long)q.as_of, (unsigned long long)s->committed_head);
+                 (unsigned long long)q.as_of, (unsigned long long)head);
         conn_answer_error(c, idx, req_id, BUDGET_ENOT_FOUND, msg);
         return;
     }
-    if (q.has_as_of && q.as_of < s->committed_head) {
+    if (q.has_as_of && q.as_of < head) {
         job *j = calloc(1, sizeof(*j));
         if (!j) {
             conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, "out of memory");
@@ -389,11 +270,11 @@ static void op_balances(conn *c, uint32_t idx, uint64_t req_id, const msgpack_ob
         }
         j->kind = JOB_BALANCES;
         j->bq = q;
-        queue_job(c, idx, req_id, j);
+        queue_job(o, c, idx, req_id, j);
         return;
     }
     resp_begin(&r, req_id, true);
-    if (request_pack_balances(&r.pk, s->committed, &q, s->committed_head, &err) != 0) {
+    if (request_pack_balances(&r.pk, commit_ledger(o->commit), &q, head, &err) != 0) {
         msgpack_sbuffer_destroy(&r.sb);
         conn_answer_error(c, idx, req_id, err.code, err.message);
         return;
@@ -401,7 +282,8 @@ static void op_balances(conn *c, uint32_t idx, uint64_t req_id, const msgpack_ob
     conn_answer(c, idx, &r, req_id);
 }
 
-static void op_events(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+static void op_events(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
+                      const msgpack_object *args)
 {
     ledger_error err;
     job *j = calloc(1, sizeof(*j));
@@ -416,10 +298,11 @@ static void op_events(conn *c, uint32_t idx, uint64_t req_id, const msgpack_obje
         return;
     }
     j->kind = JOB_EVENTS;
-    queue_job(c, idx, req_id, j);
+    queue_job(o, c, idx, req_id, j);
 }
 
-static void op_verify(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+static void op_verify(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
+                      const msgpack_object *args)
 {
     job *j;
     if (!args_empty(c, idx, req_id, args, "verify"))
@@ -430,76 +313,45 @@ static void op_verify(conn *c, uint32_t idx, uint64_t req_id, const msgpack_obje
         return;
     }
     j->kind = JOB_VERIFY;
-    queue_job(c, idx, req_id, j);
+    queue_job(o, c, idx, req_id, j);
 }
 
-static void op_stats(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
 {
-    server *s = c->srv;
+    const commit_t *m = o->commit;
+    const conn_hub_t *h = o->hub;
     ledger_counts counts;
     store_stats st;
-    resp r;
+    resp_t r;
 
     if (!args_empty(c, idx, req_id, args, "stats"))
         return;
-    ledger_get_counts(s->committed, &counts);
-    store_get_stats(s->store, &st);
+    ledger_get_counts(commit_ledger(m), &counts);
+    store_get_stats(o->store, &st);
     resp_begin(&r, req_id, true);
     msgpack_pack_map(&r.pk, 20 + SUB_STATS_COUNT);
-    pack_key_uint(&r.pk, "head", s->committed_head);
-    pack_key_uint(&r.pk, "events", ledger_events(s->committed));
+    pack_key_uint(&r.pk, "head", commit_head(m));
+    pack_key_uint(&r.pk, "events", ledger_events(commit_ledger(m)));
     pack_key_uint(&r.pk, "frames", counts.frames);
     pack_key_uint(&r.pk, "allocations", counts.allocations);
     pack_key_uint(&r.pk, "avrop", counts.avrop);
     pack_key_uint(&r.pk, "decisions", counts.decisions);
     pack_key_uint(&r.pk, "units", counts.units);
-    pack_key_uint(&r.pk, "connections", s->conn_count);
-    pack_key_uint(&r.pk, "connections_total", s->connections_total);
-    pack_key_uint(&r.pk, "connections_refused", s->connections_refused);
-    pack_key_uint(&r.pk, "connections_timed_out", s->connections_timed_out);
-    pack_key_uint(&r.pk, "requests", s->requests);
-    pack_key_uint(&r.pk, "errors", s->errors);
-    pack_key_uint(&r.pk, "batches", s->batches_committed);
-    pack_key_uint(&r.pk, "batch_events_max", s->batch_events_max);
-    pack_key_uint(&r.pk, "commits_failed", s->commits_failed);
+    pack_key_uint(&r.pk, "connections", h->count);
+    pack_key_uint(&r.pk, "connections_total", h->connections_total);
+    pack_key_uint(&r.pk, "connections_refused", h->connections_refused);
+    pack_key_uint(&r.pk, "connections_timed_out", h->connections_timed_out);
+    pack_key_uint(&r.pk, "requests", h->requests);
+    pack_key_uint(&r.pk, "errors", h->errors);
+    pack_key_uint(&r.pk, "batches", m->batches_committed);
+    pack_key_uint(&r.pk, "batch_events_max", m->batch_events_max);
+    pack_key_uint(&r.pk, "commits_failed", m->commits_failed);
     pack_key_uint(&r.pk, "map_bytes", st.map_bytes);
     pack_key_uint(&r.pk, "map_used_bytes", st.map_used_bytes);
     pack_key_uint(&r.pk, "map_growths", st.map_growths);
-    pack_key_uint(&r.pk, "uptime_ms", uv_hrtime() / 1000000u - s->started_ms);
-    sub_pack_stats(s, &r.pk);
+    pack_key_uint(&r.pk, "uptime_ms", uv_hrtime() / 1000000u - o->started_ms);
+    sub_pack_stats(o->subs, &r.pk);
     conn_answer(c, idx, &r, req_id);
-}
-
-/*
- * Refusals are logged, but at most REFUSALS_LOGGED_PER_S a second, so a client that asks for
- * what it may not have thousands of times cannot flood the log; the rest are counted and the
- * count is logged once the second is over (refusals_log_flush, also run by the sweep, and at stop
- * whatever the time).
- */
-#define REFUSALS_LOGGED_PER_S 10
-
-void refusals_log_flush(server *s, bool force)
-{
-    if (!force && uv_now(s->loop) - s->refusals_window_ms < 1000)
-        return;
-    if (s->refusals_unlogged > 0)
-        log_info("%llu more refusals in the last second were not logged (at most %d a second "
-                 "are)",
-                 (unsigned long long)s->refusals_unlogged, REFUSALS_LOGGED_PER_S);
-    s->refusals_unlogged = 0;
-    s->refusals_logged = 0;
-    s->refusals_window_ms = uv_now(s->loop);
-}
-
-bool refusal_to_log(server *s)
-{
-    refusals_log_flush(s, false);
-    if (s->refusals_logged < REFUSALS_LOGGED_PER_S) {
-        s->refusals_logged++;
-        return true;
-    }
-    s->refusals_unlogged++;
-    return false;
 }
 
 /*
@@ -507,16 +359,18 @@ bool refusal_to_log(server *s)
  * which needs `need`, for `unit` (NULL: for any unit; `what` says why the unit is concerned)?
  * When not, the request is answered forbidden and the refusal logged.
  */
-static bool allowed(conn *c, uint32_t idx, uint64_t req_id, const char *op, access_role need,
-                    const char *unit, const char *what)
+static bool allowed(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const char *op,
+                    access_role need, const char *unit, const char *what)
 {
     char why[600], who[BUDGET_NAME_BYTES_MAX + 32];
 
-    if (c->actor.name[0])
-        snprintf(who, sizeof(who), "uid %u (%s)", c->actor.uid, c->actor.name);
+    const ledger_actor *actor = conn_actor(c);
+    if (actor->name[0])
+        snprintf(who, sizeof(who), "uid %u (%s)", actor->uid, actor->name);
     else
-        snprintf(who, sizeof(who), "uid %u", c->actor.uid);
-    int rc = access_decide(c->srv->access, &c->grants, need, unit, what, op, who, why, sizeof(why));
+        snprintf(who, sizeof(who), "uid %u", actor->uid);
+    int rc =
+        access_decide(o->hub->access, conn_grants(c), need, unit, what, op, who, why, sizeof(why));
     if (rc == 0)
         return true;
     /* The unit of a frame.grant is the client's, not yet checked: the reason, which names it,
@@ -525,16 +379,16 @@ static bool allowed(conn *c, uint32_t idx, uint64_t req_id, const char *op, acce
     budget_escape(safe, sizeof(safe), why, strlen(why));
     if (rc == BUDGET_EINTERNAL)
         log_error("%s", safe);
-    else if (refusal_to_log(c->srv))
+    else if (refusal_to_log(o->refusals))
         log_info("refused: %s", safe);
     conn_answer_error(c, idx, req_id, rc, safe);
     return false;
 }
 
-static void op_write(conn *c, uint32_t idx, uint64_t req_id, const request_write_op *w,
+static void op_write(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const request_write_op *w,
                      const msgpack_object *args)
 {
-    batch_entry e;
+    commit_entry_t e;
     ledger_error err;
     access_scope scope;
 
@@ -546,16 +400,33 @@ static void op_write(conn *c, uint32_t idx, uint64_t req_id, const request_write
     /* The role was checked by dispatch; a role limited to units is checked here, where the
      * units the write is for can be read from the state the write will be checked against;
      * the role must hold for every one of them. */
-    access_write_scope(c->srv->speculative, &e.cmd, &scope);
+    access_write_scope(commit_speculative(o->commit), &e.cmd, &scope);
     for (size_t i = 0; i < scope.count; i++)
-        if (!allowed(c, idx, req_id, w->op, w->need, scope.units[i].unit, scope.units[i].what))
+        if (!allowed(o, c, idx, req_id, w->op, w->need, scope.units[i].unit, scope.units[i].what))
             return;
     e.c = c;
     e.slot = idx;
     e.req_id = req_id;
-    c->refs++;
-    c->writes_waiting++;
-    admit_write(c->srv, &e);
+    conn_write_begin(c);
+    commit_admit(o->commit, &e);
+}
+
+static void op_subscribe(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
+                         const msgpack_object *args)
+{
+    sub_subscribe(o->subs, c, idx, req_id, args);
+}
+
+static void op_checkpoint(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
+                          const msgpack_object *args)
+{
+    audit_checkpoint(o->audit, c, idx, req_id, args);
+}
+
+static void op_backup(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
+                      const msgpack_object *args)
+{
+    audit_backup(o->audit, c, idx, req_id, args);
 }
 
 /*
@@ -573,28 +444,29 @@ static const struct {
     {"events", ACCESS_READER, op_events},
     {"verify", ACCESS_AUDITOR, op_verify},
     {"stats", ACCESS_READER, op_stats},
-    /* subscribe.c and audit_ops.c */
+    /* sub.c and audit_ops.c */
     {"subscribe", ACCESS_READER, op_subscribe},
     {"checkpoint", ACCESS_AUDITOR, op_checkpoint},
     {"backup", ACCESS_AUDITOR, op_backup},
 };
 
-void dispatch(conn *c, uint32_t idx, const budget_envelope *env, const msgpack_object *args)
+static void dispatch(ops_t *o, conn_t *c, uint32_t idx, const budget_envelope *env,
+                     const msgpack_object *args)
 {
     uint64_t req_id = env->id;
     char msg[160], op[BUDGET_ESCAPED_BYTES(BUDGET_OP_BYTES_MAX)];
 
     const request_write_op *w = request_find_write(env->op, env->op_len);
     if (w) {
-        if (allowed(c, idx, req_id, w->op, w->need, NULL, NULL))
-            op_write(c, idx, req_id, w, args);
+        if (allowed(o, c, idx, req_id, w->op, w->need, NULL, NULL))
+            op_write(o, c, idx, req_id, w, args);
         return;
     }
     for (size_t i = 0; i < sizeof(read_ops) / sizeof(read_ops[0]); i++) {
         if (strlen(read_ops[i].name) == env->op_len &&
             memcmp(read_ops[i].name, env->op, env->op_len) == 0) {
-            if (allowed(c, idx, req_id, read_ops[i].name, read_ops[i].need, NULL, NULL))
-                read_ops[i].fn(c, idx, req_id, args);
+            if (allowed(o, c, idx, req_id, read_ops[i].name, read_ops[i].need, NULL, NULL))
+                read_ops[i].fn(o, c, idx, req_id, args);
             return;
         }
     }
@@ -602,4 +474,43 @@ void dispatch(conn *c, uint32_t idx, const budget_envelope *env, const msgpack_o
     budget_escape(op, sizeof(op), env->op, env->op_len);
     snprintf(msg, sizeof(msg), "no op \"%s\"", op);
     conn_answer_error(c, idx, req_id, BUDGET_EUNKNOWN_OP, msg);
+}
+
+void ops_frame(ops_t *o, conn_t *c, uint32_t idx, const budget_envelope *env, int rc,
+               const char *why)
+{
+    msgpack_unpacked u;
+    size_t off = 0;
+
+    assert(o->hub && o->commit && o->jobs && o->subs && o->audit && o->refusals);
+    assert(!conn_ending(c)); /* conn_process hands no frame to a connection that ends */
+    if (conn_sub(c)) {
+        /* Pushes and answers cannot share a stream unambiguously: the last frame, then close. */
+        sub_detach(c);
+        conn_close_when_flushed(c);
+        conn_answer_error(c, idx, env->id, BUDGET_EBAD_REQUEST,
+                          "this connection is subscribed; send requests on another connection");
+        return;
+    }
+    if (rc != 0) {
+        /* An answer with id 0 answers no request: it is the last frame (docs/protocol.md). */
+        if (env->id == 0)
+            conn_close_when_flushed(c);
+        conn_answer_error(c, idx, env->id, rc, why);
+        return;
+    }
+    if (env->args == NULL) {
+        dispatch(o, c, idx, env, NULL);
+        return;
+    }
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, (const char *)env->args, env->args_size, &off) !=
+            MSGPACK_UNPACK_SUCCESS ||
+        u.data.type != MSGPACK_OBJECT_MAP) {
+        msgpack_unpacked_destroy(&u);
+        conn_answer_error(c, idx, env->id, BUDGET_EBAD_REQUEST, "args are not one msgpack map");
+        return;
+    }
+    dispatch(o, c, idx, env, &u.data);
+    msgpack_unpacked_destroy(&u);
 }

@@ -1,19 +1,23 @@
 /*
- * The server: connections, request dispatch, group commit and worker jobs.
+ * The server (server.h): the top of the daemon's layers. It owns the loop, the listening
+ * socket, the signals and the sweep, and wires the modules below it together:
  *
- * Threads: the loop thread owns every connection and both ledgers. The writer thread only
- * runs store_append on a batch handed to it. Worker threads (libuv's pool) run read jobs on
- * their own store readers and their own ledgers.
+ *   server.c                 start, stop, signals, the loop's step
+ *   ops.c                    dispatch: the op table and access checks
+ *   sub.c  audit_ops.c       subscriptions; checkpoints and backups
+ *   commit.c                 group commit, the writer thread, the two ledgers
+ *   job.c                    worker jobs on libuv's pool
+ *   conn.c                   connections, frames, answer order
+ *   lookup.c refusal.c resp.c clock.c
  *
- * Two ledgers: `committed` holds exactly the durable events and answers every read;
- * `speculative` is committed plus the batches not yet durable, and every write is checked
- * against it in arrival order, so two clerks never both win the last krona. When a commit
- * fails, speculative is rebuilt from committed and the writes still waiting are checked again.
+ * Each module includes only those below it; a lower one tells the server through the hooks
+ * the server gives it (a frame read, a batch durable, the disk failed, work ended). See
+ * docs/architecture.md.
  */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pwd.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -22,38 +26,147 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <msgpack.h>
 #include <uv.h>
 
-#include "budget/errors.h"
-#include "budget/limits.h"
-#include "event.h"
+#include "audit_ops.h"
+#include "clock.h"
+#include "commit.h"
+#include "conn.h"
+#include "job.h"
 #include "log.h"
-#include "proto/frame.h"
-#include "proto/mp.h"
-#include "proto/validate.h"
-#include "request.h"
+#include "ops.h"
+#include "refusal.h"
 #include "server.h"
-#include "server_internal.h"
-#include "subscribe.h"
+#include "sub.h"
 
-static int64_t clock_offset_ms;
+typedef struct {
+    uv_loop_t *loop;
+    uv_pipe_t listener;
+    uv_signal_t sigterm, sigint;
+    uv_signal_t sighup; /* reloads the access file */
+    uv_timer_t sweep;   /* closes idle connections and frames past their deadline */
+    /* Once per loop turn, after poll: the ready connections handle their frames, then the
+     * pending batch goes to the writer (on_step). */
+    uv_check_t step;
+    const char *socket_path;
+    bool socket_activated;   /* the listener came from systemd: never unlinked here */
+    const char *access_path; /* NULL: no access file, every identity holds every role */
+    bool stopping;           /* every module reads it through its `stopping` */
+    int exit_status;
 
-uint64_t now_ms(void)
+    refusal_log_t refusals;
+    conn_hub_t hub;
+    job_pool_t jobs;
+    commit_t commit;
+    sub_set_t subs;
+    audit_t audit;
+    ops_t ops;
+} server_t;
+
+static void server_stop(server_t *s, int status);
+
+/* ---- the loop's step and the end ---------------------------------------------------------- */
+
+/*
+ * The loop thread's step, once per turn after poll: the connections woken in that turn
+ * (reads, answers, writes done) handle their frames, and then the pending batch, with every
+ * write those frames and the turn's reads admitted, goes to the writer thread.
+ */
+static void on_step(uv_check_t *h)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + clock_offset_ms);
+    server_t *s = h->data;
+    assert(!s->hub.running_ready);
+    conn_run_ready(&s->hub);
+    commit_launch(&s->commit);
 }
 
-/* ---- start and stop ---------------------------------------------------------------------- */
+static void close_if_open(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Once stopping, and no batch or job is left, every handle is closed and the loop ends. Every
+ * module's `quiet` hook calls it. */
+static void maybe_finish(void *owner)
+{
+    server_t *s = owner;
+
+    if (!s->stopping || !commit_idle(&s->commit) || s->jobs.running > 0)
+        return;
+    /* Answers already made are still written before a connection closes. */
+    conn_hub_close_all(&s->hub);
+    if (!conn_hub_empty(&s->hub))
+        return; /* the last close callback, or the last lookup, calls again */
+    refusal_flush(&s->refusals, true);
+    close_if_open((uv_handle_t *)&s->sigterm);
+    close_if_open((uv_handle_t *)&s->sigint);
+    close_if_open((uv_handle_t *)&s->sighup);
+    close_if_open((uv_handle_t *)&s->sweep);
+    close_if_open((uv_handle_t *)&s->step);
+    commit_close(&s->commit);
+    conn_hub_close(&s->hub);
+}
+
+static void server_stop(server_t *s, int status)
+{
+    if (status > s->exit_status)
+        s->exit_status = status;
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    uv_close((uv_handle_t *)&s->listener, NULL);
+    /* A socket systemd made is systemd's: it stays, to start budgetd again on demand. */
+    if (!s->socket_activated && unlink(s->socket_path) != 0 && errno != ENOENT)
+        log_warn("cannot remove %s: %s", s->socket_path, strerror(errno));
+    maybe_finish(s);
+}
+
+/* ---- hooks the modules below call --------------------------------------------------------- */
+
+static void hook_frame(void *owner, conn_t *c, uint32_t idx, const budget_envelope *env, int rc,
+                       const char *why)
+{
+    server_t *s = owner;
+    ops_frame(&s->ops, c, idx, env, rc, why);
+}
+
+static void hook_writable(void *owner, conn_t *c)
+{
+    (void)owner;
+    sub_on_writable(c);
+}
+
+static void hook_closing(void *owner, conn_t *c)
+{
+    (void)owner;
+    sub_detach(c);
+}
+
+static void hook_freed(void *owner, conn_t *c)
+{
+    (void)owner;
+    sub_free(c);
+}
+
+static void hook_durable(void *owner, const commit_batch_t *b)
+{
+    server_t *s = owner;
+    sub_publish(&s->subs, b);
+}
+
+static void hook_fatal(void *owner)
+{
+    server_stop(owner, 1);
+}
+
+/* ---- signals and the sweep ---------------------------------------------------------------- */
 
 static void on_signal(uv_signal_t *h, int signum)
 {
-    server *s = h->data;
+    server_t *s = h->data;
     log_info("signal %d: finishing the batch in flight, then stopping", signum);
     server_stop(s, 0);
 }
@@ -66,7 +179,7 @@ static void on_signal(uv_signal_t *h, int signum)
  */
 static void on_sighup(uv_signal_t *h, int signum)
 {
-    server *s = h->data;
+    server_t *s = h->data;
     access_rules *fresh = NULL;
     char why[600];
 
@@ -81,75 +194,19 @@ static void on_sighup(uv_signal_t *h, int signum)
                   why);
         return;
     }
-    for (conn *c = s->conns; c; c = c->next)
-        access_resolve(fresh, &c->identity, &c->grants);
-    access_free(s->access);
-    s->access = fresh;
+    conn_hub_set_access(&s->hub, fresh);
     log_info("SIGHUP: reloaded %s: %zu rules", s->access_path, access_rule_count(fresh));
-    sub_access_changed(s);
+    sub_access_changed(&s->subs);
 }
 
 static void on_sweep(uv_timer_t *h)
 {
-    conn_sweep(h->data);
-    refusals_log_flush(h->data, false);
+    server_t *s = h->data;
+    conn_sweep(&s->hub);
+    refusal_flush(&s->refusals, false);
 }
 
-static void close_if_open(uv_handle_t *h)
-{
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
-/*
- * The loop thread's step, once per turn after poll: the connections woken in that turn
- * (reads, answers, writes done) handle their frames, and then the pending batch, with every
- * write those frames and the turn's reads admitted, goes to the writer thread.
- */
-static void on_step(uv_check_t *h)
-{
-    server *s = h->data;
-    conn_run_ready(s);
-    launch_commit(s);
-}
-
-/* Once stopping, and no batch or job is left, every handle is closed and the loop ends. */
-void maybe_finish(server *s)
-{
-    if (!s->stopping || s->inflight || s->pending->count > 0 || s->jobs_running > 0)
-        return;
-    /* Answers already made are still written before a connection closes. */
-    for (conn *c = s->conns; c; c = c->next)
-        conn_close_when_flushed(c);
-    if (s->conns)
-        return; /* the last close callback calls again */
-    if (s->lookups)
-        return; /* their connections are closed; on_lookups_done calls again */
-    assert(s->ready == NULL && !s->running_ready); /* every connection is gone */
-    refusals_log_flush(s, true);
-    close_if_open((uv_handle_t *)&s->sigterm);
-    close_if_open((uv_handle_t *)&s->sigint);
-    close_if_open((uv_handle_t *)&s->sighup);
-    close_if_open((uv_handle_t *)&s->sweep);
-    close_if_open((uv_handle_t *)&s->writer_async);
-    close_if_open((uv_handle_t *)&s->step);
-    close_if_open((uv_handle_t *)&s->ready_idle);
-    lookups_close(s);
-}
-
-void server_stop(server *s, int status)
-{
-    if (status > s->exit_status)
-        s->exit_status = status;
-    if (s->stopping)
-        return;
-    s->stopping = true;
-    uv_close((uv_handle_t *)&s->listener, NULL);
-    /* A socket systemd made is systemd's: it stays, to start budgetd again on demand. */
-    if (!s->socket_activated && unlink(s->socket_path) != 0 && errno != ENOENT)
-        log_warn("cannot remove %s: %s", s->socket_path, strerror(errno));
-    maybe_finish(s);
-}
+/* ---- the socket --------------------------------------------------------------------------- */
 
 /* Removes a socket file left by a daemon that died; refuses when one still answers there. */
 static int clear_stale_socket(const char *path)
@@ -286,7 +343,7 @@ static int make_socket_dir(const server_config *cfg)
     return 0;
 }
 
-static int server_listen(server *s, const server_config *cfg)
+static int server_listen(server_t *s, const server_config *cfg)
 {
     static char activated_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
     int fd = activated_socket(activated_path, sizeof(activated_path));
@@ -295,13 +352,13 @@ static int server_listen(server *s, const server_config *cfg)
     if (fd == -2)
         return -EINVAL;
     uv_pipe_init(s->loop, &s->listener, 0);
-    s->listener.data = s;
+    s->listener.data = &s->hub;
     if (fd >= 0) {
         s->socket_activated = true;
         s->socket_path = activated_path;
         rc = uv_pipe_open(&s->listener, fd);
         if (rc == 0)
-            rc = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
+            rc = uv_listen((uv_stream_t *)&s->listener, 128, conn_on_connection);
         if (rc != 0) {
             log_error("cannot listen on the socket systemd passed: %s", uv_strerror(rc));
             uv_close((uv_handle_t *)&s->listener, NULL);
@@ -332,7 +389,7 @@ static int server_listen(server *s, const server_config *cfg)
         return rc;
     }
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
+        rc = uv_listen((uv_stream_t *)&s->listener, 128, conn_on_connection);
     if (rc != 0) {
         log_error("cannot listen on %s: %s", s->socket_path, uv_strerror(rc));
         uv_close((uv_handle_t *)&s->listener, NULL);
@@ -340,65 +397,78 @@ static int server_listen(server *s, const server_config *cfg)
     return rc;
 }
 
+/* ---- start and run ------------------------------------------------------------------------ */
+
 /* How often the sweep looks for idle connections and late frames: a quarter of the shorter
  * limit, at most a second, so either is enforced within 25% of its value. */
-static uint64_t sweep_interval_ms(const server *s)
+static uint64_t sweep_interval_ms(const conn_hub_t *h)
 {
     uint64_t ms = 1000;
-    if (s->frame_timeout_ms / 4 < ms)
-        ms = s->frame_timeout_ms / 4;
-    if (s->idle_timeout_ms / 4 < ms)
-        ms = s->idle_timeout_ms / 4;
+    if (h->frame_timeout_ms / 4 < ms)
+        ms = h->frame_timeout_ms / 4;
+    if (h->idle_timeout_ms / 4 < ms)
+        ms = h->idle_timeout_ms / 4;
     return ms < 10 ? 10 : ms;
 }
 
-int server_run(const server_config *cfg)
+/* Fills in what each module reads and the hooks it calls; nothing is started. */
+static void server_wire(server_t *s, const server_config *cfg)
 {
-    server *s = calloc(1, sizeof(*s));
-    int status;
+    conn_hub_t *h = &s->hub;
+    commit_t *m = &s->commit;
 
-    if (!s) {
-        access_free(cfg->access);
-        return 1;
-    }
-    s->loop = uv_default_loop();
-    s->socket_path = cfg->socket_path;
-    s->store = cfg->store;
-    s->committed = cfg->ledger;
-    s->committed_head = cfg->head;
-    memcpy(s->committed_hash, cfg->head_hash, sizeof(s->committed_hash));
-    s->speculative = ledger_clone(s->committed);
-    s->spec_head = cfg->head;
-    memcpy(s->spec_hash, cfg->head_hash, sizeof(s->spec_hash));
-    s->pending = &s->batches[0];
-    clock_offset_ms = cfg->clock_offset_ms;
-    s->started_ms = uv_hrtime() / 1000000u;
-    s->access = cfg->access;
-    s->access_path = cfg->access_path;
-    s->connections_max = cfg->connections_max;
-    s->connections_per_uid_max = cfg->connections_per_uid_max;
-    s->subscriptions_per_uid_max = cfg->subscriptions_per_uid_max;
-    s->idle_timeout_ms = cfg->idle_timeout_ms;
-    s->frame_timeout_ms = cfg->frame_timeout_ms;
-    s->lookup_hook = cfg->lookup_hook;
-    s->job_hook = cfg->job_hook;
-    if (!s->speculative) {
-        log_error("out of memory");
-        ledger_free(s->committed);
-        access_free(s->access);
-        free(s);
-        return 1;
-    }
+    refusal_init(&s->refusals, s->loop);
+    h->hooks = (conn_hooks_t){hook_frame, hook_writable, hook_closing, hook_freed, maybe_finish};
+    h->owner = s;
+    h->stopping = &s->stopping;
+    h->refusals = &s->refusals;
+    h->access = cfg->access;
+    h->connections_max = cfg->connections_max;
+    h->connections_per_uid_max = cfg->connections_per_uid_max;
+    h->idle_timeout_ms = cfg->idle_timeout_ms;
+    h->frame_timeout_ms = cfg->frame_timeout_ms;
+    h->lookups.hook = cfg->lookup_hook;
 
-    uv_mutex_init(&s->writer_mutex);
-    uv_cond_init(&s->writer_cond);
-    uv_async_init(s->loop, &s->writer_async, on_writer_done);
-    s->writer_async.data = s;
+    s->jobs =
+        (job_pool_t){.loop = s->loop, .hook = cfg->job_hook, .quiet = maybe_finish, .owner = s};
+    m->store = cfg->store;
+    m->jobs = &s->jobs;
+    m->stopping = &s->stopping;
+    m->durable = hook_durable;
+    m->fatal = hook_fatal;
+    m->quiet = maybe_finish;
+    m->owner = s;
+
+    s->subs = (sub_set_t){.loop = s->loop,
+                          .store = cfg->store,
+                          .commit = m,
+                          .jobs = &s->jobs,
+                          .refusals = &s->refusals,
+                          .hub = h,
+                          .stopping = &s->stopping,
+                          .per_uid_max = cfg->subscriptions_per_uid_max};
+    s->audit = (audit_t){.loop = s->loop,
+                         .store = cfg->store,
+                         .commit = m,
+                         .jobs = &s->jobs,
+                         .stopping = &s->stopping,
+                         .frame_timeout_ms = cfg->frame_timeout_ms};
+    s->ops = (ops_t){.hub = h,
+                     .commit = m,
+                     .jobs = &s->jobs,
+                     .subs = &s->subs,
+                     .audit = &s->audit,
+                     .refusals = &s->refusals,
+                     .store = cfg->store,
+                     .started_ms = uv_hrtime() / 1000000u};
+}
+
+/* The server's own handles: the step, the signals, the sweep. */
+static void server_handles(server_t *s)
+{
     uv_check_init(s->loop, &s->step);
     s->step.data = s;
     uv_check_start(&s->step, on_step);
-    uv_idle_init(s->loop, &s->ready_idle);
-    s->ready_idle.data = s;
     uv_signal_init(s->loop, &s->sigterm);
     uv_signal_init(s->loop, &s->sigint);
     s->sigterm.data = s->sigint.data = s;
@@ -409,37 +479,48 @@ int server_run(const server_config *cfg)
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
     uv_timer_init(s->loop, &s->sweep);
     s->sweep.data = s;
-    uv_timer_start(&s->sweep, on_sweep, sweep_interval_ms(s), sweep_interval_ms(s));
+    uint64_t every = sweep_interval_ms(&s->hub);
+    uv_timer_start(&s->sweep, on_sweep, every, every);
     signal(SIGPIPE, SIG_IGN);
-    uv_thread_create(&s->writer, writer_main, s);
-    lookups_start(s);
+}
 
+int server_run(const server_config *cfg)
+{
+    server_t *s = calloc(1, sizeof(*s));
+
+    if (!s) {
+        ledger_free(cfg->ledger);
+        access_free(cfg->access);
+        return 1;
+    }
+    s->loop = uv_default_loop();
+    s->socket_path = cfg->socket_path;
+    s->access_path = cfg->access_path;
+    clock_set_offset_ms(cfg->clock_offset_ms);
+    server_wire(s, cfg);
+    if (commit_start(&s->commit, s->loop, cfg->ledger, cfg->head, cfg->head_hash) != 0) {
+        log_error("out of memory");
+        access_free(cfg->access);
+        free(s);
+        return 1;
+    }
+    server_handles(s);
+    conn_hub_start(&s->hub, s->loop);
     if (server_listen(s, cfg) != 0) {
         s->stopping = true;
         s->exit_status = 1;
         maybe_finish(s);
     } else {
-        log_info("serving %s: head %llu", s->socket_path, (unsigned long long)s->committed_head);
+        log_info("serving %s: head %llu", s->socket_path,
+                 (unsigned long long)commit_head(&s->commit));
     }
     uv_run(s->loop, UV_RUN_DEFAULT);
 
-    uv_mutex_lock(&s->writer_mutex);
-    s->writer_stop = true;
-    uv_cond_signal(&s->writer_cond);
-    uv_mutex_unlock(&s->writer_mutex);
-    uv_thread_join(&s->writer);
-    lookups_join(s);
+    commit_join(&s->commit);
+    conn_hub_join(&s->hub);
     uv_loop_close(s->loop);
-    uv_mutex_destroy(&s->writer_mutex);
-    uv_cond_destroy(&s->writer_cond);
-
-    status = s->exit_status;
-    log_info("stopped at head %llu", (unsigned long long)s->committed_head);
-    ledger_free(s->committed);
-    ledger_free(s->speculative);
-    access_free(s->access);
-    batch_free(&s->batches[0]);
-    batch_free(&s->batches[1]);
+    int status = s->exit_status;
+    log_info("stopped at head %llu", (unsigned long long)commit_head(&s->commit));
     free(s);
     return status;
 }

@@ -10,17 +10,21 @@
  * when its next seq is past the committed head; every batch committed after that is published
  * to it, and each push starts exactly at the subscription's next seq.
  */
-#ifndef BUDGET_SUBSCRIBE_H
-#define BUDGET_SUBSCRIBE_H
+#ifndef BUDGET_SUB_H
+#define BUDGET_SUB_H
 
 #include <stdint.h>
 
 #include <msgpack.h>
 
-#include "server_internal.h"
+#include "commit.h"
+#include "conn.h"
+#include "job.h"
+#include "refusal.h"
+#include "store.h"
 
 /* Subscriptions at once; past it `subscribe` is answered `unavailable`. One uid may hold at
- * most server.subscriptions_per_uid_max of them (--subscriptions-per-uid). */
+ * most sub_set_t.per_uid_max of them (--subscriptions-per-uid). */
 #define SUB_SUBSCRIPTIONS_MAX BUDGET_SUBSCRIPTIONS_MAX
 /* Output queued to a live subscriber; a batch that would go past it is not pushed, and the
  * subscriber falls back to catching up from the store. */
@@ -33,15 +37,36 @@
 /* Catch-up pages being read on worker threads at once; other subscribers wait their turn. */
 #define SUB_JOBS_MAX 8u
 
+typedef struct sub sub_t;
+
+/* Every subscription. The fields before `subs` are the owner's to fill. */
+typedef struct {
+    uv_loop_t *loop;
+    store *store;
+    const commit_t *commit; /* the committed head: what catch-up reads up to */
+    job_pool_t *jobs;       /* pages are counted there (the owner waits for them to end) */
+    refusal_log_t *refusals;
+    const conn_hub_t *hub; /* the access rules */
+    const bool *stopping;
+    uint32_t per_uid_max;
+
+    sub_t *subs;           /* live and catching up */
+    sub_t *waiting;        /* for a catch-up job slot */
+    uint32_t count;        /* in `subs` */
+    uint32_t jobs_running; /* catch-up pages being read */
+    uint64_t fallbacks;    /* times a live subscriber fell back to catching up */
+} sub_set_t;
+
 /* op `subscribe` {after}: answered at once, then the events follow as push frames. */
-void op_subscribe(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args);
+void sub_subscribe(sub_set_t *set, conn_t *c, uint32_t idx, uint64_t req_id,
+                   const msgpack_object *args);
 
 /* Pushes a batch that has just become durable, and was applied, to every live subscriber. */
-void sub_publish(server *s, const batch *b);
+void sub_publish(sub_set_t *set, const commit_batch_t *b);
 
 /* The connection wrote something (or its last answer became writable): a subscription may
  * go on. */
-void sub_on_writable(conn *c);
+void sub_on_writable(conn_t *c);
 
 /*
  * The access rules were read again (SIGHUP), and every connection's grants resolved again
@@ -50,18 +75,18 @@ void sub_on_writable(conn *c);
  * answers its connection still owes, and the connection closes. Nothing is pushed to it after
  * this call.
  */
-void sub_access_changed(server *s);
+void sub_access_changed(sub_set_t *set);
 
 /* The connection is closing or misbehaved: its subscription sends nothing more. */
-void sub_detach(conn *c);
+void sub_detach(conn_t *c);
 
 /* Frees the connection's subscription (when the connection itself is freed). */
-void sub_free(conn *c);
+void sub_free(conn_t *c);
 
 /* The subscription counters of `stats`, SUB_STATS_COUNT key-value pairs: "subscriptions"
  * (now), "subscription_fallbacks" (live subscribers that fell behind, since start) and
  * "subscription_queued_bytes" (output queued to subscribers now). */
 #define SUB_STATS_COUNT 3
-void sub_pack_stats(const server *s, msgpack_packer *pk);
+void sub_pack_stats(const sub_set_t *set, msgpack_packer *pk);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * Subscriptions (subscribe.h): catch-up pages read from the store on worker threads, then
+ * Subscriptions (sub.h): catch-up pages read from the store on worker threads, then
  * live pushes after each durable batch; a bounded queue per subscriber in between.
  *
  * A subscription is in one of two modes. CATCHUP: it asks for a page of events from
@@ -16,14 +16,16 @@
 #include "budget/errors.h"
 #include "log.h"
 #include "proto/frame.h"
-#include "subscribe.h"
+#include "request.h"
+#include <assert.h>
+
+#include "sub.h"
 
 typedef enum { SUB_CATCHUP, SUB_LIVE } sub_mode;
 
-typedef struct subscription subscription;
-
-struct subscription {
-    conn *c;
+struct sub {
+    sub_set_t *set;
+    conn_t *c;
     uint64_t req_id;   /* the subscribe request's id, repeated in every push */
     uint64_t next_seq; /* the next event this subscriber is to get */
     sub_mode mode;
@@ -34,14 +36,14 @@ struct subscription {
      * (a push may not overtake an answer); NULL when there is none. */
     char *end_frame;
     size_t end_size;
-    subscription *prev, *next, *wait_next;
+    sub_t *prev, *next, *wait_next;
 };
 
 /* One catch-up page, read on a worker thread. */
 typedef struct {
     uv_work_t work;
-    subscription *sub;
-    server *s;
+    sub_t *sub;
+    sub_set_t *set;
     uint64_t req_id;
     uint64_t from, head;    /* events from..head, as far as the page holds */
     uint64_t last;          /* the last seq packed into `out` (from - 1: none yet) */
@@ -51,7 +53,7 @@ typedef struct {
     char why[120];
 } page_job;
 
-static void sub_advance(subscription *sub);
+static void sub_advance(sub_t *sub);
 
 /* ---- frames --------------------------------------------------------------------------- */
 
@@ -87,26 +89,27 @@ static int pack_push(msgpack_sbuffer *sb, uint64_t req_id, const uint8_t *event,
  * closes once everything before it is written. The frame goes after every answer the
  * connection still owes: at once when there is none, else from sub_on_writable.
  */
-static void sub_fail(subscription *sub, int code, const char *why)
+static void sub_fail(sub_t *sub, int code, const char *why)
 {
-    conn *c = sub->c;
-    resp r;
+    conn_t *c = sub->c;
+    resp_t r;
 
-    log_warn("uid %u: subscription ends at seq %llu: %s", c->actor.uid,
+    log_warn("uid %u: subscription ends at seq %llu: %s", conn_actor(c)->uid,
              (unsigned long long)sub->next_seq, why);
     sub_detach(c);
-    c->close_flushed = true;
     resp_error_into(&r, sub->req_id, code, why);
     resp_finish(&r, sub->req_id);
     size_t size = r.sb.size;
     char *frame = msgpack_sbuffer_release(&r.sb);
-    if (c->slot_count == 0) {
-        conn_push(c, frame, size);
+    if (!conn_owes_answers(c)) {
+        if (conn_push(c, frame, size) == 0)
+            conn_close_when_flushed(c);
         return;
     }
     free(sub->end_frame);
     sub->end_frame = frame;
     sub->end_size = size;
+    conn_close_when_flushed(c); /* not at once: answers are owed, then the end frame */
 }
 
 /* ---- catch-up pages ------------------------------------------------------------------- */
@@ -137,7 +140,7 @@ static void page_work(uv_work_t *w)
     page_job *j = w->data;
     store_reader *rd;
 
-    if (store_reader_begin(j->s->store, &rd) != 0) {
+    if (store_reader_begin(j->set->store, &rd) != 0) {
         j->rc = BUDGET_EUNAVAILABLE;
         snprintf(j->why, sizeof(j->why), "the event store cannot be read now");
         return;
@@ -154,11 +157,11 @@ static void page_work(uv_work_t *w)
 }
 
 /* Gives waiting subscribers the job slots that are free. */
-static void start_waiting(server *s)
+static void start_waiting(sub_set_t *set)
 {
-    while (s->subs_waiting && s->sub_jobs_running < SUB_JOBS_MAX) {
-        subscription *sub = s->subs_waiting;
-        s->subs_waiting = sub->wait_next;
+    while (set->waiting && set->jobs_running < SUB_JOBS_MAX) {
+        sub_t *sub = set->waiting;
+        set->waiting = sub->wait_next;
         sub->wait_next = NULL;
         sub->waiting = false;
         sub_advance(sub);
@@ -168,15 +171,14 @@ static void start_waiting(server *s)
 static void page_done(uv_work_t *w, int status)
 {
     page_job *j = w->data;
-    subscription *sub = j->sub;
-    server *s = j->s;
-    conn *c = sub->c;
+    sub_t *sub = j->sub;
+    sub_set_t *set = j->set;
+    conn_t *c = sub->c;
 
     (void)status;
     sub->job_running = false;
-    s->jobs_running--;
-    s->sub_jobs_running--;
-    if (!sub->detached && !c->closing && !c->close_flushed) {
+    set->jobs_running--;
+    if (!sub->detached && !conn_ending(c)) {
         if (j->rc != 0) {
             sub_fail(sub, j->rc, j->why);
         } else {
@@ -188,15 +190,15 @@ static void page_done(uv_work_t *w, int status)
     }
     msgpack_sbuffer_destroy(&j->out);
     free(j);
-    start_waiting(s);
+    start_waiting(set);
     conn_unref(c); /* may free the connection and its subscription */
-    maybe_finish(s);
+    job_count_end(set->jobs);
 }
 
-static void start_page(subscription *sub)
+static void start_page(sub_t *sub)
 {
-    conn *c = sub->c;
-    server *s = c->srv;
+    conn_t *c = sub->c;
+    sub_set_t *set = sub->set;
     page_job *j = calloc(1, sizeof(*j));
 
     if (!j) {
@@ -205,17 +207,17 @@ static void start_page(subscription *sub)
     }
     j->work.data = j;
     j->sub = sub;
-    j->s = s;
+    j->set = set;
     j->req_id = sub->req_id;
     j->from = sub->next_seq;
-    j->head = s->committed_head;
+    j->head = commit_head(set->commit);
     j->last = j->from - 1;
     msgpack_sbuffer_init(&j->out);
     sub->job_running = true;
-    c->refs++;
-    s->jobs_running++;
-    s->sub_jobs_running++;
-    uv_queue_work(s->loop, &j->work, page_work, page_done);
+    conn_ref(c);
+    job_count_begin(set->jobs);
+    set->jobs_running++;
+    uv_queue_work(set->loop, &j->work, page_work, page_done);
 }
 
 /*
@@ -223,22 +225,22 @@ static void start_page(subscription *sub)
  * else asks for the next page, once its earlier answers are written and its queued output
  * is below a page.
  */
-static void sub_advance(subscription *sub)
+static void sub_advance(sub_t *sub)
 {
-    conn *c = sub->c;
-    server *s = c->srv;
+    conn_t *c = sub->c;
+    sub_set_t *set = sub->set;
 
-    if (sub->detached || c->closing || c->close_flushed || sub->mode == SUB_LIVE ||
-        sub->job_running || sub->waiting)
+    if (sub->detached || conn_ending(c) || sub->mode == SUB_LIVE || sub->job_running ||
+        sub->waiting)
         return;
-    if (c->slot_count > 0 || c->out_bytes >= SUB_PAGE_BYTES_MAX || s->stopping)
+    if (conn_owes_answers(c) || conn_out_bytes(c) >= SUB_PAGE_BYTES_MAX || *set->stopping)
         return;
-    if (sub->next_seq > s->committed_head) {
+    if (sub->next_seq > commit_head(set->commit)) {
         sub->mode = SUB_LIVE;
         return;
     }
-    if (s->sub_jobs_running >= SUB_JOBS_MAX) {
-        subscription **tail = &s->subs_waiting;
+    if (set->jobs_running >= SUB_JOBS_MAX) {
+        sub_t **tail = &set->waiting;
         while (*tail)
             tail = &(*tail)->wait_next;
         *tail = sub;
@@ -250,16 +252,16 @@ static void sub_advance(subscription *sub)
 
 /* ---- live ----------------------------------------------------------------------------- */
 
-static void publish_to(server *s, subscription *sub, const batch *b)
+static void publish_to(sub_set_t *set, sub_t *sub, const commit_batch_t *b)
 {
-    conn *c = sub->c;
+    conn_t *c = sub->c;
     uint64_t next = sub->next_seq;
     msgpack_sbuffer sb;
     bool whole = true;
 
     msgpack_sbuffer_init(&sb);
     for (size_t i = 0; i < b->count; i++) {
-        const batch_entry *e = &b->entries[i];
+        const commit_entry_t *e = &b->entries[i];
         if (e->dup || e->ev.seq < next)
             continue; /* a retry's answer, or an event the subscriber already has */
         if (e->ev.seq > next || pack_push(&sb, sub->req_id, b->bytes + e->offset, e->size) != 0) {
@@ -268,16 +270,16 @@ static void publish_to(server *s, subscription *sub, const batch *b)
         }
         next++;
     }
-    if (sb.size > 0 && c->out_bytes + sb.size > SUB_OUTPUT_BYTES_MAX) {
+    if (sb.size > 0 && conn_out_bytes(c) + sb.size > SUB_OUTPUT_BYTES_MAX) {
         /* A slow reader: it gets these from the store once it has read what it has (at
          * once when nothing is queued: a batch alone can be over the bound). */
         msgpack_sbuffer_destroy(&sb);
         sub->mode = SUB_CATCHUP;
-        s->sub_fallbacks++;
+        set->fallbacks++;
         sub_advance(sub);
         return;
     }
-    if (whole && next <= s->committed_head)
+    if (whole && next <= commit_head(set->commit))
         whole = false; /* this batch was not the next one: should not happen, but recover */
     if (sb.size > 0) {
         size_t size = sb.size;
@@ -292,13 +294,13 @@ static void publish_to(server *s, subscription *sub, const batch *b)
     }
 }
 
-void sub_publish(server *s, const batch *b)
+void sub_publish(sub_set_t *set, const commit_batch_t *b)
 {
-    subscription *sub = s->subs;
+    sub_t *sub = set->subs;
     while (sub) {
-        subscription *next = sub->next; /* publish_to may detach `sub` on a failed write */
-        if (sub->mode == SUB_LIVE && !sub->c->close_flushed)
-            publish_to(s, sub, b);
+        sub_t *next = sub->next; /* publish_to may detach `sub` on a failed write */
+        if (sub->mode == SUB_LIVE && !conn_ending(sub->c))
+            publish_to(set, sub, b);
         sub = next;
     }
 }
@@ -327,81 +329,82 @@ static int decode_after(const msgpack_object *args, uint64_t *after, char *msg, 
 }
 
 /* Subscriptions open now for `uid`. O(subscriptions), at most SUB_SUBSCRIPTIONS_MAX. */
-static uint32_t uid_subscriptions(const server *s, uint32_t uid)
+static uint32_t uid_subscriptions(const sub_set_t *set, uint32_t uid)
 {
     uint32_t n = 0;
-    for (const subscription *sub = s->subs; sub; sub = sub->next)
-        n += sub->c->actor.uid == uid;
+    for (const sub_t *sub = set->subs; sub; sub = sub->next)
+        n += conn_actor(sub->c)->uid == uid;
     return n;
 }
 
-void op_subscribe(conn *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+void sub_subscribe(sub_set_t *set, conn_t *c, uint32_t idx, uint64_t req_id,
+                   const msgpack_object *args)
 {
-    server *s = c->srv;
     uint64_t after;
     char msg[160];
-    resp r;
+    resp_t r;
 
     if (decode_after(args, &after, msg, sizeof(msg)) != 0) {
         conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST, msg);
         return;
     }
-    if (after > s->committed_head) {
+    if (after > commit_head(set->commit)) {
         snprintf(msg, sizeof(msg), "after %llu is past the last event, %llu",
-                 (unsigned long long)after, (unsigned long long)s->committed_head);
+                 (unsigned long long)after, (unsigned long long)commit_head(set->commit));
         conn_answer_error(c, idx, req_id, BUDGET_ENOT_FOUND, msg);
         return;
     }
-    if (s->stopping)
+    if (*set->stopping)
         snprintf(msg, sizeof(msg), "budgetd is stopping");
-    else if (s->subs_count >= SUB_SUBSCRIPTIONS_MAX)
+    else if (set->count >= SUB_SUBSCRIPTIONS_MAX)
         snprintf(msg, sizeof(msg),
                  "too many subscriptions: budgetd serves at most %u at once; "
                  "retry later",
                  SUB_SUBSCRIPTIONS_MAX);
-    else if (uid_subscriptions(s, c->actor.uid) >= s->subscriptions_per_uid_max)
+    else if (uid_subscriptions(set, conn_actor(c)->uid) >= set->per_uid_max)
         snprintf(msg, sizeof(msg),
                  "too many subscriptions from uid %u: at most %u at once; "
                  "close one first",
-                 c->actor.uid, s->subscriptions_per_uid_max);
+                 conn_actor(c)->uid, set->per_uid_max);
     else
         msg[0] = '\0';
     if (msg[0]) {
-        if (refusal_to_log(s))
-            log_info("uid %u refused: %s", c->actor.uid, msg);
+        if (refusal_to_log(set->refusals))
+            log_info("uid %u refused: %s", conn_actor(c)->uid, msg);
         conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, msg);
         return;
     }
-    subscription *sub = calloc(1, sizeof(*sub));
+    sub_t *sub = calloc(1, sizeof(*sub));
     if (!sub) {
         conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, "budgetd is out of memory");
         return;
     }
+    sub->set = set;
     sub->c = c;
     sub->req_id = req_id;
     sub->next_seq = after + 1;
     sub->mode = SUB_CATCHUP;
-    sub->next = s->subs;
-    if (s->subs)
-        s->subs->prev = sub;
-    s->subs = sub;
-    s->subs_count++;
-    c->sub = sub;
+    sub->next = set->subs;
+    if (set->subs)
+        set->subs->prev = sub;
+    set->subs = sub;
+    set->count++;
+    conn_set_sub(c, sub);
 
     resp_begin(&r, req_id, true);
     msgpack_pack_map(&r.pk, 2);
     pack_key_uint(&r.pk, "after", after);
-    pack_key_uint(&r.pk, "head", s->committed_head);
+    pack_key_uint(&r.pk, "head", commit_head(set->commit));
     conn_answer(c, idx, &r, req_id); /* once written, the subscription starts (conn_flush) */
 }
 
-void sub_on_writable(conn *c)
+void sub_on_writable(conn_t *c)
 {
-    subscription *sub = c->sub;
+    sub_t *sub = conn_sub(c);
 
     if (!sub)
         return;
-    if (sub->end_frame && c->slot_count == 0 && !c->closing) {
+    if (sub->end_frame && !conn_owes_answers(c) && !conn_closing(c)) {
         char *frame = sub->end_frame;
         sub->end_frame = NULL;
         conn_push(c, frame, sub->end_size);
@@ -410,20 +413,20 @@ void sub_on_writable(conn *c)
     sub_advance(sub);
 }
 
-void sub_access_changed(server *s)
+void sub_access_changed(sub_set_t *set)
 {
     char why[600], who[BUDGET_NAME_BYTES_MAX + 32], msg[700];
-    subscription *sub = s->subs;
+    sub_t *sub = set->subs;
 
     while (sub) {
-        subscription *next = sub->next; /* sub_fail takes `sub` off the list */
-        conn *c = sub->c;
-        if (c->actor.name[0])
-            snprintf(who, sizeof(who), "uid %u (%s)", c->actor.uid, c->actor.name);
+        sub_t *next = sub->next; /* sub_fail takes `sub` off the list */
+        conn_t *c = sub->c;
+        if (conn_actor(c)->name[0])
+            snprintf(who, sizeof(who), "uid %u (%s)", conn_actor(c)->uid, conn_actor(c)->name);
         else
-            snprintf(who, sizeof(who), "uid %u", c->actor.uid);
-        int rc = access_decide(s->access, &c->grants, ACCESS_READER, NULL, NULL, "subscribe", who,
-                               why, sizeof(why));
+            snprintf(who, sizeof(who), "uid %u", conn_actor(c)->uid);
+        int rc = access_decide(set->hub->access, conn_grants(c), ACCESS_READER, NULL, NULL,
+                               "subscribe", who, why, sizeof(why));
         if (rc != 0) {
             snprintf(msg, sizeof(msg), "the access file was reloaded: %s", why);
             sub_fail(sub, rc, msg);
@@ -432,23 +435,24 @@ void sub_access_changed(server *s)
     }
 }
 
-void sub_detach(conn *c)
+void sub_detach(conn_t *c)
 {
-    subscription *sub = c->sub;
-    server *s = c->srv;
+    sub_t *sub = conn_sub(c);
 
     if (!sub || sub->detached)
         return;
+    sub_set_t *set = sub->set;
+    assert(set->count > 0);
     sub->detached = true;
     if (sub->prev)
         sub->prev->next = sub->next;
     else
-        s->subs = sub->next;
+        set->subs = sub->next;
     if (sub->next)
         sub->next->prev = sub->prev;
-    s->subs_count--;
+    set->count--;
     if (sub->waiting) {
-        subscription **at = &s->subs_waiting;
+        sub_t **at = &set->waiting;
         while (*at != sub)
             at = &(*at)->wait_next;
         *at = sub->wait_next;
@@ -456,20 +460,21 @@ void sub_detach(conn *c)
     }
 }
 
-void sub_free(conn *c)
+void sub_free(conn_t *c)
 {
-    if (c->sub)
-        free(c->sub->end_frame);
-    free(c->sub);
-    c->sub = NULL;
+    sub_t *sub = conn_sub(c);
+    if (sub)
+        free(sub->end_frame);
+    free(sub);
+    conn_set_sub(c, NULL);
 }
 
-void sub_pack_stats(const server *s, msgpack_packer *pk)
+void sub_pack_stats(const sub_set_t *set, msgpack_packer *pk)
 {
     uint64_t queued = 0;
-    for (const subscription *sub = s->subs; sub; sub = sub->next)
-        queued += sub->c->out_bytes;
-    pack_key_uint(pk, "subscriptions", s->subs_count);
-    pack_key_uint(pk, "subscription_fallbacks", s->sub_fallbacks);
+    for (const sub_t *sub = set->subs; sub; sub = sub->next)
+        queued += conn_out_bytes(sub->c);
+    pack_key_uint(pk, "subscriptions", set->count);
+    pack_key_uint(pk, "subscription_fallbacks", set->fallbacks);
     pack_key_uint(pk, "subscription_queued_bytes", queued);
 }

@@ -1,0 +1,119 @@
+/*
+ * Group commit. Writes are checked in arrival order against the speculative ledger and queued
+ * in the pending batch; at the loop's step the pending batch goes to the writer thread, which
+ * appends it in one LMDB transaction. Only then are its writes applied to the committed ledger
+ * and answered, in one step on the loop thread (the writer's wakeup), which also hands the
+ * batch to the owner (`durable`: the subscriptions) and wakes the connections that wait.
+ *
+ * Two ledgers: `committed` holds exactly the durable events and answers every read;
+ * `speculative` is committed plus the batches not yet durable, and every write is checked
+ * against it in arrival order, so two clerks never both win the last krona. When a commit
+ * fails, speculative is rebuilt from committed and the writes still waiting are checked again.
+ *
+ * Threads: the writer thread touches only the batch handed to it and the store; everything
+ * else is the loop thread's.
+ */
+#ifndef BUDGET_COMMIT_H
+#define BUDGET_COMMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "conn.h"
+#include "job.h"
+#include "ledger.h"
+#include "store.h"
+
+/* A write waiting for, or riding in, a group commit. */
+typedef struct {
+    conn_t *c;
+    uint32_t slot;
+    uint64_t req_id;
+    ledger_cmd cmd;
+    bool has_expect_head;
+    uint64_t expect_head;
+    bool dup;        /* a retry of an event still in flight: answered with its result */
+    ledger_event ev; /* the event made (or, for dup, the original's) */
+    uint8_t hash[BUDGET_HASH_BYTES];
+    size_t offset; /* of the encoded event in the batch's bytes */
+    size_t size;
+} commit_entry_t;
+
+/* The writes committed together; `bytes` holds their encoded events back to back. */
+typedef struct {
+    commit_entry_t *entries;
+    size_t count, cap;
+    uint8_t *bytes;
+    size_t bytes_len, bytes_cap;
+    store_item *items;
+    size_t items_count;
+    int rc;
+    bool sync_failed;
+} commit_batch_t;
+
+typedef struct {
+    uv_loop_t *loop;
+    store *store;
+    job_pool_t *jobs;
+    const bool *stopping; /* the owner's: once set, writes are refused */
+    /* Told on the loop thread: a batch is durable and applied (it may now be seen); the disk
+     * failed (the owner stops with status 1); a commit ended (the owner may be done). */
+    void (*durable)(void *owner, const commit_batch_t *b);
+    void (*fatal)(void *owner);
+    void (*quiet)(void *owner);
+    void *owner;
+
+    ledger *committed;
+    uint64_t committed_head;
+    uint8_t committed_hash[BUDGET_HASH_BYTES];
+    ledger *speculative;
+    uint64_t spec_head;
+    uint8_t spec_hash[BUDGET_HASH_BYTES];
+
+    commit_batch_t batches[2];
+    commit_batch_t *pending;  /* filling on the loop thread */
+    commit_batch_t *inflight; /* with the writer thread, or NULL */
+    bool halted;              /* the disk failed: nothing more is written */
+
+    /* Shared with the writer thread, under writer_mutex. */
+    uv_thread_t writer;
+    uv_mutex_t writer_mutex;
+    uv_cond_t writer_cond;
+    commit_batch_t *writer_job;
+    bool writer_done;
+    bool writer_stop;
+    uv_async_t writer_async;
+
+    /* counters for stats */
+    uint64_t batches_committed, batch_events_max, commits_failed;
+} commit_t;
+
+/* Takes `committed` (the ledger replayed, at `head` with `head_hash`) and starts the writer
+ * thread; the fields before `committed` are the caller's to fill. 0, or -1 (out of memory:
+ * nothing started, `committed` freed). */
+int commit_start(commit_t *m, uv_loop_t *loop, ledger *committed, uint64_t head,
+                 const uint8_t head_hash[BUDGET_HASH_BYTES]);
+/* Checks a write against the speculative ledger and, when it passes, queues its event in the
+ * pending batch. `in` is copied. The write (conn_write_begin) is answered, and ended with
+ * conn_write_answered, here or once its batch is durable. */
+void commit_admit(commit_t *m, const commit_entry_t *in);
+/* Hands the pending batch to the writer thread when it is idle and the batch is not empty. */
+void commit_launch(commit_t *m);
+/* No write waits or is in flight. */
+bool commit_idle(const commit_t *m);
+/* Lets the loop end (commit_idle); after the loop, commit_join stops the writer and frees
+ * the ledgers. */
+void commit_close(commit_t *m);
+void commit_join(commit_t *m);
+
+/* What readers see: the durable head, its hash and ledger; the ledger writes are checked
+ * against. */
+uint64_t commit_head(const commit_t *m);
+const uint8_t *commit_head_hash(const commit_t *m);
+const ledger *commit_ledger(const commit_t *m);
+const ledger *commit_speculative(const commit_t *m);
+
+#endif
