@@ -323,6 +323,7 @@ static int backup_start(audit_t *a, conn_t *c, uint32_t idx, uint64_t req_id, ch
     size_t size = (sizeof(backup_stream) + 63u) & ~(size_t)63u;
     backup_stream *b = aligned_alloc(64, size);
 
+    assert(!a->backup_running && conn_is_oldest(c, idx));
     if (b)
         memset(b, 0, size);
     if (!b) {

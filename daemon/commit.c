@@ -190,6 +190,9 @@ void commit_admit(commit_t *m, const commit_entry_t *in)
     char msg[200];
     size_t before = m->pending->count;
 
+    assert(e.c != NULL && m->pending != m->inflight);
+    assert(m->spec_head >= m->committed_head);
+
     if (*m->stopping) {
         conn_answer_error(e.c, e.slot, e.req_id, BUDGET_EUNAVAILABLE,
                           "budgetd is stopping; retry with the same id");
@@ -276,6 +279,7 @@ static void answer_batch_ok(commit_t *m, commit_batch_t *b)
 {
     for (size_t i = 0; i < b->count; i++) {
         commit_entry_t *e = &b->entries[i];
+        assert(e->dup || e->ev.seq == m->committed_head + 1); /* in order, with no gap */
         if (!e->dup) {
             if (ledger_apply(m->committed, &e->ev) != 0)
                 log_error("committed event %llu does not apply to the committed ledger",
@@ -314,6 +318,8 @@ static void recheck_pending(commit_t *m)
 {
     commit_batch_t *b = m->pending;
     commit_entry_t *waiting = NULL;
+
+    assert(m->inflight == NULL); /* the failed batch was answered */
     size_t n = b->count;
     ledger *fresh = ledger_clone(m->committed);
 

@@ -138,8 +138,17 @@ void conn_answer(conn_t *c, uint32_t idx, resp_t *r, uint64_t req_id)
     conn_answer_frame(c, idx, msgpack_sbuffer_release(&r->sb), size);
 }
 
+/* `idx` is a slot opened and not yet written. */
+static inline bool slot_owed(const conn_t *c, uint32_t idx)
+{
+    uint32_t age = (idx + BUDGET_CONN_INFLIGHT_MAX - c->slot_head) % BUDGET_CONN_INFLIGHT_MAX;
+    return idx < BUDGET_CONN_INFLIGHT_MAX && age < c->slot_count;
+}
+
 void conn_answer_frame(conn_t *c, uint32_t idx, char *frame, size_t size)
 {
+    assert(slot_owed(c, idx) && c->slots[idx].frame == NULL); /* each slot is answered once */
+    assert(size >= BUDGET_FRAME_HEADER_BYTES);
     if (c->closing) {
         free(frame);
         return;
@@ -245,6 +254,8 @@ int conn_push(conn_t *c, char *frames, size_t size)
 {
     write_req *w = NULL;
 
+    assert(size >= BUDGET_FRAME_HEADER_BYTES);
+
     if (!c->closing && c->slot_count == 0)
         w = malloc(sizeof(*w));
     if (!w) {
@@ -347,6 +358,41 @@ static void handle_frame(conn_t *c, const budget_envelope *env, int rc, const ch
     c->hub->hooks.frame(c->hub->owner, c, idx, env, rc, why);
 }
 
+/* A frame over the limit (`n` bytes, of at most `max`): its answer is the last frame. */
+static void refuse_frame(conn_t *c, uint32_t n, uint32_t max)
+{
+    uint32_t idx = 0;
+    char msg[160];
+
+    if (max == BUDGET_FRAME_BYTES_MAX)
+        snprintf(msg, sizeof(msg), "a frame of %u bytes; frames are 1..%u bytes", n, max);
+    else
+        snprintf(msg, sizeof(msg),
+                 "a frame of %u bytes; uid %u holds no role, and its frames are 1..%u "
+                 "bytes",
+                 n, c->actor.uid, max);
+    log_info("uid %u: %s; closing the connection", c->actor.uid, msg);
+    conn_slot_open(c, &idx);
+    c->close_flushed = true;
+    conn_answer_error(c, idx, 0, BUDGET_ETOO_LARGE, msg);
+}
+
+/* Reads while there is room for more answers and nothing waits on the connection's writes. */
+static void conn_set_reading(conn_t *c, bool blocked)
+{
+    bool room = !blocked && c->slot_count < BUDGET_CONN_INFLIGHT_MAX && !conn_output_full(c);
+    if (room && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
+            c->reading = true;
+        /* A frame's deadline counts only while the daemon reads it. */
+        if (c->recv_len)
+            c->frame_begun_ms = uv_now(c->hub->loop);
+    } else if (!room && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->pipe);
+        c->reading = false;
+    }
+}
+
 /* Handles every whole frame received, while answer slots and output room allow. Called only
  * by conn_run_ready: an answer made here wakes the connection again, never re-enters. */
 static void conn_process(conn_t *c)
@@ -375,19 +421,7 @@ static void conn_process(conn_t *c)
         if (rc == 1)
             break;
         if (rc < 0) {
-            uint32_t idx = 0;
-            char msg[160];
-            if (max == BUDGET_FRAME_BYTES_MAX)
-                snprintf(msg, sizeof(msg), "a frame of %u bytes; frames are 1..%u bytes", n, max);
-            else
-                snprintf(msg, sizeof(msg),
-                         "a frame of %u bytes; uid %u holds no role, and its frames are 1..%u "
-                         "bytes",
-                         n, c->actor.uid, max);
-            log_info("uid %u: %s; closing the connection", c->actor.uid, msg);
-            conn_slot_open(c, &idx);
-            c->close_flushed = true;
-            conn_answer_error(c, idx, 0, BUDGET_ETOO_LARGE, msg);
+            refuse_frame(c, n, max);
             used = c->recv_len;
             break;
         }
@@ -399,7 +433,7 @@ static void conn_process(conn_t *c)
          * a frame that is refused waits its turn like a read. */
         bool is_write = parsed == 0 && request_find_write(env.op, env.op_len) != NULL;
         if (c->writes_waiting > 0 && !is_write) {
-            blocked = true; /* resumed by conn_write_answered */
+            blocked = true; /* woken by conn_write_answered */
             break;
         }
         handle_frame(c, &env, parsed, why);
@@ -411,19 +445,8 @@ static void conn_process(conn_t *c)
         /* What is left is the start of the next frame, which began just now. */
         c->frame_begun_ms = c->recv_len ? uv_now(c->hub->loop) : 0;
     }
-    if (c->closing || c->close_flushed)
-        return;
-    bool room = !blocked && c->slot_count < BUDGET_CONN_INFLIGHT_MAX && !conn_output_full(c);
-    if (room && !c->reading) {
-        if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
-            c->reading = true;
-        /* A frame's deadline counts only while the daemon reads it. */
-        if (c->recv_len)
-            c->frame_begun_ms = uv_now(c->hub->loop);
-    } else if (!room && c->reading) {
-        uv_read_stop((uv_stream_t *)&c->pipe);
-        c->reading = false;
-    }
+    if (!c->closing && !c->close_flushed)
+        conn_set_reading(c, blocked);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -489,6 +512,8 @@ static void on_ready_idle(uv_idle_t *h)
 static void conn_wake(conn_t *c)
 {
     conn_hub_t *h = c->hub;
+
+    assert(!c->closed);
 
     if (c->ready || c->closing || c->close_flushed)
         return;

@@ -2,7 +2,8 @@
  * The server: libuv on a UNIX socket. Reads frames, answers each connection's requests in
  * order, validates writes against the speculative ledger in arrival order and commits them in
  * groups on the writer thread, and runs long reads (as_of, events, verify) on worker threads.
- * Only this module includes uv.h.
+ * Only the server's modules (server.c and the layers below it, docs/architecture.md) include
+ * uv.h; the ledger core, the store and the codec do not.
  */
 #ifndef BUDGET_SERVER_H
 #define BUDGET_SERVER_H

@@ -176,6 +176,7 @@ static void page_done(uv_work_t *w, int status)
     conn_t *c = sub->c;
 
     (void)status;
+    assert(sub->job_running && set->jobs_running > 0);
     sub->job_running = false;
     set->jobs_running--;
     if (!sub->detached && !conn_ending(c)) {
@@ -259,6 +260,8 @@ static void publish_to(sub_set_t *set, sub_t *sub, const commit_batch_t *b)
     msgpack_sbuffer sb;
     bool whole = true;
 
+    assert(sub->mode == SUB_LIVE && !sub->detached);
+
     msgpack_sbuffer_init(&sb);
     for (size_t i = 0; i < b->count; i++) {
         const commit_entry_t *e = &b->entries[i];
@@ -297,6 +300,8 @@ static void publish_to(sub_set_t *set, sub_t *sub, const commit_batch_t *b)
 void sub_publish(sub_set_t *set, const commit_batch_t *b)
 {
     sub_t *sub = set->subs;
+
+    assert(b->count > 0 && b->rc == 0 && !b->sync_failed); /* durable */
     while (sub) {
         sub_t *next = sub->next; /* publish_to may detach `sub` on a failed write */
         if (sub->mode == SUB_LIVE && !conn_ending(sub->c))
@@ -344,6 +349,7 @@ void sub_subscribe(sub_set_t *set, conn_t *c, uint32_t idx, uint64_t req_id,
     char msg[160];
     resp_t r;
 
+    assert(conn_sub(c) == NULL); /* ops_frame refuses requests on a subscribed connection */
     if (decode_after(args, &after, msg, sizeof(msg)) != 0) {
         conn_answer_error(c, idx, req_id, BUDGET_EBAD_REQUEST, msg);
         return;
