@@ -64,6 +64,7 @@ struct conn {
 
 static void conn_flush(conn_t *c);
 static void conn_wake(conn_t *c);
+static void ready_push(conn_t *c);
 static void conn_process(conn_t *c);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -495,7 +496,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     c->recv_len += (size_t)nread;
     /* The end of a read callback is a step of its own: no answer is being made here, and the
      * frames are handled before the next read can fill `recv`. */
-    conn_wake(c);
+    ready_push(c);
     conn_run_ready(c->hub);
 }
 
@@ -506,15 +507,12 @@ static void on_ready_idle(uv_idle_t *h)
     (void)h;
 }
 
-/* Marks `c` as having work: frames to handle, or reading to start again. It runs at the next
- * step (conn_run_ready); nothing is handled here, so an answer may wake its connection from
- * anywhere. */
-static void conn_wake(conn_t *c)
+/* Puts `c` on the ready list, to be run at the next step (conn_run_ready). */
+static void ready_push(conn_t *c)
 {
     conn_hub_t *h = c->hub;
 
     assert(!c->closed);
-
     if (c->ready || c->closing || c->close_flushed)
         return;
     assert(!uv_is_closing((uv_handle_t *)&h->ready_idle));
@@ -528,6 +526,19 @@ static void conn_wake(conn_t *c)
     h->ready_tail = c;
     if (!uv_is_active((uv_handle_t *)&h->ready_idle))
         uv_idle_start(&h->ready_idle, on_ready_idle);
+}
+
+/*
+ * Marks `c` as having work: frames to handle, or reading to start again, at the next step
+ * (conn_run_ready). Nothing is handled here, so an answer may wake its connection from
+ * anywhere. A connection that reads has no whole frame left unhandled (conn_process stops
+ * reading whenever it leaves one), so only its next read can give it work.
+ */
+static void conn_wake(conn_t *c)
+{
+    if (c->reading)
+        return;
+    ready_push(c);
 }
 
 void conn_run_ready(conn_hub_t *h)
