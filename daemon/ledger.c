@@ -386,12 +386,14 @@ bool ledger_valid_text(const char *s, size_t len, size_t min)
  * replay checks only what keeps the state sound: lengths and ranges, and of the texts only
  * those the state keeps.
  */
-static bool text_field(const char *s, size_t min, bool full)
+static bool text_field(const char *s, size_t min, size_t max, bool full)
 {
-    size_t len = strnlen(s, BUDGET_TEXT_BYTES_MAX + 1);
+    size_t len = strnlen(s, max + 1);
+    if (len > max)
+        return false;
     if (full)
         return ledger_valid_text(s, len, min);
-    return len >= min && len <= BUDGET_TEXT_BYTES_MAX;
+    return len >= min;
 }
 
 static bool id_field(const char *s, bool full)
@@ -408,6 +410,40 @@ static bool unit_field(const char *s, bool full)
     if (full)
         return ledger_valid_unit(s, len);
     return len >= 1 && len <= BUDGET_UNIT_BYTES_MAX;
+}
+
+/* The syntax of a field of a decision (a date, a body, a paragraph): checked in full, on
+ * replay too, for they are short. */
+static int check_decision_field(const ledger_event *c, const event_field *f, ledger_error *err)
+{
+    const char *s = ledger_field_str(c, f);
+    switch ((field_value)f->value) {
+    case FIELD_DATE:
+        if (budget_date_valid((int32_t)ledger_field_int(c, f)))
+            return 0;
+        if (ledger_field_int(c, f) == 0 && f->source == FIELD_REQUIRED)
+            return fail(err, BUDGET_EBAD_REQUEST, "%s is required: the day of the decision",
+                        f->key);
+        return fail(err, BUDGET_EBAD_REQUEST, "%s must be a real day YYYY-MM-DD in %d..%d", f->key,
+                    BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
+    case FIELD_BODY:
+        if (budget_decision_body_valid(s, strnlen(s, f->size)))
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "%s must be 1..%zu bytes of A-Z, Å, Ä, Ö and 0-9, beginning "
+                    "with a letter (the body that decided, such as KS)",
+                    f->key, field_bytes_max(f));
+    case FIELD_PARAGRAPH:
+        if (budget_decision_paragraph_valid(s, strnlen(s, f->size)))
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "%s must be 1..%zu bytes of A-Z a-z 0-9 . / : - and single spaces, "
+                    "beginning with a digit (the text after §, such as 241)",
+                    f->key, field_bytes_max(f));
+    default:
+        break;
+    }
+    return fail(err, BUDGET_EINTERNAL, "field %s is not of a decision", f->key);
 }
 
 /* The syntax of field `f` of `c`, one the client gives (`full`: see above). */
@@ -443,15 +479,43 @@ static int check_field(const ledger_event *c, const event_field *f, bool full, l
                     "%s %" PRId64 " öre must be non-zero and within -%lld..%lld öre", f->key, v,
                     BUDGET_AMOUNT_MAX, BUDGET_AMOUNT_MAX);
     case FIELD_TEXT:
-        if (text_field(s, field_bytes_min(f), full))
+        if (text_field(s, field_bytes_min(f), field_bytes_max(f), full))
             return 0;
         return fail(err, BUDGET_EBAD_REQUEST,
                     "%s must be %zu..%zu bytes of UTF-8 without control characters", f->key,
                     field_bytes_min(f), field_bytes_max(f));
     case FIELD_TARGET_KIND:
         break; /* derived, never given */
+    case FIELD_DATE:
+    case FIELD_BODY:
+    case FIELD_PARAGRAPH:
+        return check_decision_field(c, f, err);
     }
     return fail(err, BUDGET_EINTERNAL, "field %s cannot be given", f->key);
+}
+
+/* True when every field of `t` flagged FIELD_ADDED is empty in `c` ("" or 0). */
+static bool added_fields_absent(const ledger_event *c, const event_type_info *t)
+{
+    for (uint8_t i = 0; i < t->field_count; i++) {
+        const event_field *f = &t->fields[i];
+        if (!(f->flags & FIELD_ADDED))
+            continue;
+        if (field_is_str(f) ? ledger_field_str(c, f)[0] != '\0' : ledger_field_int(c, f) != 0)
+            return false;
+    }
+    return true;
+}
+
+bool ledger_added_absent(const ledger_event *ev)
+{
+    if (!ledger_type_known(ev->type))
+        return false;
+    const event_type_info *t = &event_types[ev->type];
+    for (uint8_t i = 0; i < t->field_count; i++)
+        if (t->fields[i].flags & FIELD_ADDED)
+            return added_fields_absent(ev, t);
+    return false;
 }
 
 /*
@@ -463,10 +527,13 @@ static int check_syntax(const ledger_event *c, bool full, ledger_error *err)
     if (!ledger_type_known(c->type))
         return fail(err, BUDGET_EBAD_REQUEST, "unknown event type %d", (int)c->type);
     const event_type_info *t = &event_types[c->type];
+    /* An event read back may lack the fields added to its type since it was written. */
+    bool added_absent = !full && added_fields_absent(c, t);
     for (uint8_t i = 0; i < t->field_count; i++) {
         const event_field *f = &t->fields[i];
         if (f->source == FIELD_DERIVED ||
-            (!full && f->value == FIELD_TEXT && !(f->flags & FIELD_KEPT)))
+            (!full && f->value == FIELD_TEXT && !(f->flags & FIELD_KEPT)) ||
+            (added_absent && (f->flags & FIELD_ADDED)))
             continue;
         int rc = check_field(c, f, full, err);
         if (rc != 0)
@@ -693,6 +760,9 @@ static void derive_field(const ledger *l, const refs *r, const event_field *f, c
         return;
     case FIELD_DELTA:
     case FIELD_TEXT:
+    case FIELD_DATE:
+    case FIELD_BODY:
+    case FIELD_PARAGRAPH:
         break;
     }
     assert(!"a field of this value is never derived");

@@ -54,6 +54,13 @@ typedef struct {
     char title[BUDGET_TEXT_BYTES_MAX + 1];
     char reference[BUDGET_TEXT_BYTES_MAX + 1];
     char note[BUDGET_TEXT_BYTES_MAX + 1];
+    /* The decision the event rests on (DECISION_FIELDS of event_types.c): body, date as
+     * YYYYMMDD, paragraph and diary number. An event of a type that rests on a decision but
+     * was written before decisions were data has none: "", 0, "", "". */
+    char decision_body[BUDGET_DECISION_BODY_BYTES_MAX + 1];
+    int32_t decision_date;
+    char decision_paragraph[BUDGET_DECISION_PARAGRAPH_BYTES_MAX + 1];
+    char decision_dnr[BUDGET_DECISION_DNR_BYTES_MAX + 1];
 } ledger_event;
 
 /*
@@ -79,7 +86,7 @@ static inline int64_t ledger_field_int(const ledger_event *ev, const event_field
         memcpy(&v, at, sizeof v);
         return v;
     }
-    int32_t v; /* year, or a ledger_kind */
+    int32_t v; /* year, a date, or a ledger_kind */
     memcpy(&v, at, sizeof v);
     return v;
 }
@@ -96,6 +103,7 @@ static inline void ledger_field_set_int(ledger_event *ev, const event_field *f, 
 }
 
 _Static_assert(sizeof(ledger_kind) == sizeof(int32_t) && sizeof(((ledger_event *)0)->year) == 4 &&
+                   sizeof(((ledger_event *)0)->decision_date) == 4 &&
                    sizeof(((ledger_event *)0)->amount) == 8,
                "int fields are of 4 or 8 bytes");
 
@@ -229,5 +237,15 @@ bool ledger_valid_id(const char *s, size_t len);
 bool ledger_valid_unit(const char *s, size_t len);
 /* Valid UTF-8 with no control characters, len bytes within [min, BUDGET_TEXT_BYTES_MAX]. */
 bool ledger_valid_text(const char *s, size_t len, size_t min);
+
+/* True when `ev` lacks every field added to its type (FIELD_ADDED) since its first events:
+ * an event written before them, which encodes without them. False when its type has none. */
+bool ledger_added_absent(const ledger_event *ev);
+
+/* True when `ev` carries a decision (its decision_date is set). */
+static inline bool ledger_has_decision(const ledger_event *ev)
+{
+    return ev->decision_date != 0;
+}
 
 #endif

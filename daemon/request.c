@@ -6,6 +6,7 @@
 
 #include "budget/errors.h"
 #include "budget/limits.h"
+#include "proto/fields.h"
 #include "proto/text.h"
 #include "request.h"
 
@@ -100,7 +101,19 @@ static int decode_arg(const event_field *f, const msgpack_object *v, ledger_cmd 
     case FIELD_ID:
     case FIELD_UNIT:
     case FIELD_TEXT:
+    case FIELD_BODY:
+    case FIELD_PARAGRAPH:
         return copy_str(v, f->key, (char *)cmd + f->offset, field_bytes_max(f), err);
+    case FIELD_DATE: {
+        int32_t day;
+        if (v->type != MSGPACK_OBJECT_STR ||
+            !budget_date_parse(v->via.str.ptr, v->via.str.size, &day))
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "args.%s must be a real day as a string YYYY-MM-DD, years %d..%d", f->key,
+                        BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
+        ledger_field_set_int(cmd, f, day);
+        return 0;
+    }
     case FIELD_YEAR:
         if (!object_int(v, &n) || n < BUDGET_YEAR_MIN || n > BUDGET_YEAR_MAX)
             return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be an integer year %d..%d", f->key,
