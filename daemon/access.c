@@ -670,6 +670,14 @@ static void scope_target_holder(const ledger *l, const ledger_cmd *cmd, access_s
         scope_add(out, unit, "avrop %s draws on frame %s, held by %s", cmd->target, a.frame, unit);
 }
 
+/* Every unit (year.close: a closed year freezes the frames of all units). No unit of the
+ * access file is named ACCESS_EVERY_UNIT, so only a role held for every unit passes. */
+static void scope_every_unit(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    (void)l;
+    scope_add(out, ACCESS_EVERY_UNIT, "closing fiscal year %d concerns every unit", (int)cmd->year);
+}
+
 /* No unit (withdraw: only the proposer may withdraw; the ledger checks). */
 static void scope_none(const ledger *l, const ledger_cmd *cmd, access_scope *out)
 {

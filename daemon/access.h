@@ -116,6 +116,10 @@ void access_resolve(const access_rules *r, const access_identity *id, access_gra
 int access_decide(const access_rules *r, const access_grants *g, access_role need, const char *unit,
                   const char *what, const char *op, const char *who, char *why, size_t why_size);
 
+/* The unit a write that concerns every unit names in its scope (year.close): not a unit's
+ * name (it holds a space), so only a role held for every unit is enough for it. */
+#define ACCESS_EVERY_UNIT "every unit"
+
 /* A write concerns at most this many units (one that moves money between two units
  * concerns both). */
 #define ACCESS_SCOPE_UNITS_MAX 2
@@ -135,9 +139,10 @@ typedef struct {
  * (LEDGER_EVENT_TYPES): frame.grant the unit of the new frame; frame.adjust and
  * allocation.propose the unit that holds the frame; avrop.request the unit the allocation is
  * to; approve and reject the unit that holds the frame the target comes from. withdraw
- * concerns no unit (only the proposer may withdraw; the ledger checks). Fills `out`; its
- * count is 0 when the write concerns no unit or what it names does not exist (the ledger then
- * says not_found). The caller checks the role for every unit of the set.
+ * concerns no unit (only the proposer may withdraw; the ledger checks); year.close concerns
+ * every unit (ACCESS_EVERY_UNIT); frame.carry_over the unit that holds the frame carried from.
+ * Fills `out`; its count is 0 when the write concerns no unit or what it names does not exist (the
+ * ledger then says not_found). The caller checks the role for every unit of the set.
  */
 void access_write_scope(const ledger *l, const ledger_cmd *cmd, access_scope *out);
 

@@ -203,6 +203,11 @@ void commit_admit(commit_t *m, const commit_entry_t *in)
                           "the write queue is full; retry with the same id");
         goto done;
     }
+    /* Time never goes backwards in the log, even when the clock is set back: an event is
+     * stamped no earlier than the one before it (docs/events.md). The rules see the stamp:
+     * an avrop's last day is checked against it. */
+    uint64_t now = clock_now_ms(), last = ledger_last_ts(m->speculative);
+    e.cmd.ts_ms = now > last ? now : last;
     int rc = ledger_check(m->speculative, &e.cmd, conn_actor(e.c), &e.ev, &existing, &err);
     if (rc == 1) {
         if (admit_retry(m, &e, existing))
@@ -226,10 +231,7 @@ void commit_admit(commit_t *m, const commit_entry_t *in)
     }
     commit_batch_t *b = m->pending;
     e.ev.seq = m->spec_head + 1;
-    /* Time never goes backwards in the log, even when the clock is set back: an event is
-     * stamped no earlier than the one before it (docs/events.md). */
-    uint64_t now = clock_now_ms(), last = ledger_last_ts(m->speculative);
-    e.ev.ts_ms = now > last ? now : last;
+    e.ev.ts_ms = e.cmd.ts_ms;
     e.dup = false;
     e.offset = b->bytes_len;
     rc = event_encode(&e.ev, m->spec_hash, b->bytes + b->bytes_len, EVENT_BYTES_MAX, e.hash);

@@ -102,6 +102,8 @@ static bool int_ok(field_value kind, int64_t v)
         return v != 0 && v >= -BUDGET_AMOUNT_MAX && v <= BUDGET_AMOUNT_MAX;
     case FIELD_DATE:
         return v >= INT32_MIN && v <= INT32_MAX && budget_date_valid((int32_t)v);
+    case FIELD_TOTAL:
+        return v >= 0;
     default:
         return false;
     }
@@ -131,7 +133,8 @@ static bool write_field(mp_writer *w, const field *f, const ledger_event *ev)
     switch ((field_value)f->value) {
     case FIELD_YEAR:
     case FIELD_AMOUNT:
-    case FIELD_DELTA: {
+    case FIELD_DELTA:
+    case FIELD_TOTAL: {
         int64_t v = ledger_field_int(ev, f);
         mp_write_int(w, v);
         return int_ok(f->value, v);
@@ -145,6 +148,11 @@ static bool write_field(mp_writer *w, const field *f, const ledger_event *ev)
     }
     case FIELD_DATE: {
         char day[BUDGET_DATE_BYTES + 1];
+        /* An optional date that is absent is "" (as an absent optional text is). */
+        if (f->source == FIELD_OPTIONAL && ledger_field_int(ev, f) == 0) {
+            mp_write_str(w, "", 0);
+            return true;
+        }
         if (!budget_date_format((int32_t)ledger_field_int(ev, f), day))
             return false;
         mp_write_str(w, day, BUDGET_DATE_BYTES);
@@ -481,13 +489,15 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
     case FIELD_YEAR:
     case FIELD_AMOUNT:
     case FIELD_DELTA:
+    case FIELD_TOTAL:
         if (!read_int(r, &v) || !int_ok(f->value, v))
             return false;
         ledger_field_set_int(ev, f, v);
         return true;
     case FIELD_DATE: {
-        int32_t day;
-        if (!read_str(r, &s, &len, BUDGET_DATE_BYTES) || !budget_date_parse(s, len, &day))
+        int32_t day = 0;
+        if (!read_str(r, &s, &len, BUDGET_DATE_BYTES) ||
+            (len == 0 ? f->source != FIELD_OPTIONAL : !budget_date_parse(s, len, &day)))
             return false;
         ledger_field_set_int(ev, f, day);
         return true;
@@ -517,6 +527,7 @@ static void clear_fields(ledger_event *ev)
     ev->title[0] = ev->reference[0] = ev->note[0] = '\0';
     ev->decision_body[0] = ev->decision_paragraph[0] = ev->decision_dnr[0] = '\0';
     ev->decision_date = 0;
+    ev->avrop_last_day = 0;
     ev->target_kind = 0;
     ev->year = 0;
     ev->amount = 0;

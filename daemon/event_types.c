@@ -38,6 +38,12 @@
         FIELD("decision_dnr", FIELD_TEXT, FIELD_OPTIONAL, (flags), decision_dnr)
 #define DECISION_FIELDS DECISION_FIELDS_AS(0)
 
+/* The last day an avrop may be requested on (optional): of a frame, or of an allocation,
+ * which then overrides its frame's. Added to frame.granted and allocation.proposed after
+ * events of them were written. */
+#define AVROP_LAST_DAY_AS(flags)                                                                   \
+    FIELD("avrop_last_day", FIELD_DATE, FIELD_OPTIONAL, (flags), avrop_last_day)
+
 static const event_field event_fields_frame_granted[] = {
     ID,
     FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, 0, unit),
@@ -45,6 +51,7 @@ static const event_field event_fields_frame_granted[] = {
     FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
     FIELD("title", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
     FIELD("reference", FIELD_TEXT, FIELD_OPTIONAL, FIELD_KEPT, reference),
+    AVROP_LAST_DAY_AS(FIELD_ADDED),
 };
 
 static const event_field event_fields_frame_adjusted[] = {
@@ -64,6 +71,7 @@ static const event_field event_fields_allocation_proposed[] = {
     DERIVED_YEAR,
     FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
     FIELD("purpose", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    AVROP_LAST_DAY_AS(FIELD_ADDED),
 };
 
 static const event_field event_fields_avrop_requested[] = {
@@ -98,6 +106,29 @@ static const event_field event_fields_request_withdrawn[] = {
     DERIVED_YEAR,
     FIELD("amount", FIELD_AMOUNT, FIELD_DERIVED, 0, amount),
     NOTE,
+};
+
+/* The close of a fiscal year; "unspent" is what its frames kept: neither allocated nor called
+ * off (granted - called off, for nothing is pending), summed when the year was closed. */
+static const event_field event_fields_year_closed[] = {
+    ID,
+    FIELD("year", FIELD_YEAR, FIELD_REQUIRED, 0, year),
+    FIELD("unspent", FIELD_TOTAL, FIELD_DERIVED, 0, amount),
+    DECISION_FIELDS,
+    NOTE,
+};
+
+/* Ombudgetering: `amount` of the unspent money of `frame` (of a closed year, held by `unit`)
+ * goes to a new frame, `id`, of the same unit for year + 1, with its own title and window. */
+static const event_field event_fields_frame_carried_over[] = {
+    ID,
+    FIELD("frame", FIELD_ID, FIELD_REQUIRED, 0, frame),
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
+    FIELD("title", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    AVROP_LAST_DAY_AS(0),
+    DECISION_FIELDS,
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))

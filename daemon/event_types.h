@@ -25,7 +25,8 @@
     X(ALLOCATION, "allocation", allocations)                                                       \
     X(AVROP, "avrop", avrop)                                                                       \
     X(DECISION, "decision", decisions)                                                             \
-    X(WITHDRAWAL, "withdrawal", withdrawals)
+    X(WITHDRAWAL, "withdrawal", withdrawals)                                                       \
+    X(CLOSING, "closing", closings)
 
 /*
  * The event types: X(NAME, wire name, op, role, kind, fields, rules, scope).
@@ -54,7 +55,11 @@
     X(DECISION_REJECTED, "decision.rejected", "reject", APPROVER, DECISION, decision, target,      \
       target_holder)                                                                               \
     X(REQUEST_WITHDRAWN, "request.withdrawn", "withdraw", CLERK, WITHDRAWAL, request_withdrawn,    \
-      target, none)
+      target, none)                                                                                \
+    X(YEAR_CLOSED, "year.closed", "year.close", ADMIN, CLOSING, year_closed, close_year,           \
+      every_unit)                                                                                  \
+    X(FRAME_CARRIED_OVER, "frame.carried_over", "frame.carry_over", ADMIN, FRAME,                  \
+      frame_carried_over, carry_over, frame_holder)
 
 /* The numbers: row order from 1 (0 is no type), and one past the last. The enum of the values
  * below holds only the types, so that a switch over a ledger_type is checked to name them all. */
@@ -109,6 +114,7 @@ typedef enum {
                           int32 YYYYMMDD (proto/fields.h), 0 when absent */
     FIELD_BODY,        /* str: a decision's body, 1..16 of A-Z Å Ä Ö 0-9 ("KS") */
     FIELD_PARAGRAPH,   /* str: a decision's paragraph, 1..16 ("241", "241 p. 2") */
+    FIELD_TOTAL,       /* int: 0..INT64_MAX (öre), a sum the ledger derives (never given) */
 } field_value;
 
 /* Where a field's value comes from. */

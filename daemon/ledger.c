@@ -12,6 +12,8 @@
  *   unit_table   open addressing, (unit, year) -> index into units
  *   arena        the NUL-terminated strings (ids, titles, references, purposes, notes),
  *                addressed by uint32 offsets; offset 0 is the empty string
+ *   closings     the closed fiscal years, in order of closing, each with the id of the
+ *                year.closed event (few: one a year)
  * Decisions, adjustments and withdrawals change balances but carry none, so they are only
  * entries of `ids`.
  *
@@ -70,7 +72,10 @@ typedef struct {
     uint32_t title, reference; /* arena offsets */
     /* Its allocations in order of creation, linked by next_in_frame; NONE when none. */
     uint32_t allocation_first, allocation_last;
+    uint32_t carried_from;  /* the frame whose unspent money made this one, or NONE */
+    int32_t avrop_last_day; /* YYYYMMDD, or 0: no last day for avrop */
     int64_t granted, allocated, pending, called_off;
+    int64_t carried_over; /* of its unspent money, what frame.carried_over took to year + 1 */
 } frame_rec;
 
 typedef struct {
@@ -81,7 +86,8 @@ typedef struct {
     uint32_t next_in_frame; /* the frame's next allocation, or NONE */
     /* Its avrop in order of creation, linked by next_in_allocation; NONE when none. */
     uint32_t avrop_first, avrop_last;
-    uint8_t status; /* ledger_status */
+    uint8_t status;         /* ledger_status */
+    int32_t avrop_last_day; /* YYYYMMDD, or 0: its frame's */
     int64_t amount, called_off, pending;
 } allocation_rec;
 
@@ -102,6 +108,12 @@ typedef struct {
     int64_t frames, allocated, called_off, pending;
 } unit_rec;
 
+/* A closed fiscal year. */
+typedef struct {
+    int32_t year;
+    uint32_t id; /* into ids: the year.closed event's id */
+} closing_rec;
+
 struct ledger {
     id_rec *ids;
     uint32_t ids_len, ids_cap;
@@ -117,6 +129,9 @@ struct ledger {
     unit_rec *units;
     uint32_t units_len, units_cap;
     table unit_table;
+
+    closing_rec *closings;
+    uint32_t closings_len, closings_cap;
 
     char *arena;
     uint32_t arena_len, arena_cap;
@@ -419,7 +434,8 @@ static int check_decision_field(const ledger_event *c, const event_field *f, led
     const char *s = ledger_field_str(c, f);
     switch ((field_value)f->value) {
     case FIELD_DATE:
-        if (budget_date_valid((int32_t)ledger_field_int(c, f)))
+        if (budget_date_valid((int32_t)ledger_field_int(c, f)) ||
+            (ledger_field_int(c, f) == 0 && f->source == FIELD_OPTIONAL))
             return 0;
         if (ledger_field_int(c, f) == 0 && f->source == FIELD_REQUIRED)
             return fail(err, BUDGET_EBAD_REQUEST, "%s is required: the day of the decision",
@@ -485,6 +501,7 @@ static int check_field(const ledger_event *c, const event_field *f, bool full, l
                     "%s must be %zu..%zu bytes of UTF-8 without control characters", f->key,
                     field_bytes_min(f), field_bytes_max(f));
     case FIELD_TARGET_KIND:
+    case FIELD_TOTAL:
         break; /* derived, never given */
     case FIELD_DATE:
     case FIELD_BODY:
@@ -564,10 +581,186 @@ static int find_entity(const ledger *l, const char *id, ledger_kind kind, uint32
     return 0;
 }
 
+/* ---- the year's end ---------------------------------------------------------------------- */
+
+/* The closing of fiscal year `year`, or NULL while it is open. O(closed years). */
+static const closing_rec *closing_of(const ledger *l, int32_t year)
+{
+    for (uint32_t i = 0; i < l->closings_len; i++)
+        if (l->closings[i].year == year)
+            return &l->closings[i];
+    return NULL;
+}
+
+/*
+ * The one check of a closed year: every write that would move money on a frame of `year`
+ * (grant, adjust, propose, avrop, a decision or withdrawal of its requests, and any request
+ * type added later) asks it before its own rules. `what` says what is refused ("frame ks-2021
+ * cannot be adjusted"). 0 while the year is open, else invalid_state naming the year and the
+ * event that closed it.
+ */
+static int check_year_open(const ledger *l, int32_t year, const char *what, ledger_error *err)
+{
+    const closing_rec *c = closing_of(l, year);
+    if (c == NULL)
+        return 0;
+    return fail(err, BUDGET_EINVALID_STATE, "fiscal year %" PRId32 " is closed (%s): %s", year,
+                id_text(l, c->id), what);
+}
+
+/* The fiscal year of frame `f`. */
+static int32_t frame_year(const ledger *l, uint32_t f)
+{
+    return l->units[l->frames[f].unit].year;
+}
+
+/* What a frame kept of its money: unallocated, or allocated and not called off. */
+static int64_t frame_unspent(const frame_rec *f)
+{
+    return f->granted - f->pending - f->called_off;
+}
+
+/* Appends `id` to the list in `buf` (of `size`) while it fits, leaving room for the tail. */
+static void list_id(char *buf, size_t size, size_t *used, size_t *listed, const char *id)
+{
+    size_t len = strlen(id);
+    if (*used + len + 2 + 24 > size)
+        return;
+    memcpy(buf + *used, *listed ? ", " : "", *listed ? 2 : 0);
+    *used += *listed ? 2 : 0;
+    memcpy(buf + *used, id, len + 1);
+    *used += len;
+    (*listed)++;
+}
+
+/* The pending allocations and avrop on the frames of `year`: their count, and as many of
+ * their ids as fit in `buf`. O(allocations + avrop). */
+static size_t pending_of_year(const ledger *l, int32_t year, char *buf, size_t size)
+{
+    size_t count = 0, used = 0, listed = 0;
+    buf[0] = '\0';
+    for (uint32_t i = 0; i < l->allocations_len; i++) {
+        const allocation_rec *a = &l->allocations[i];
+        if (a->status == LEDGER_PENDING && frame_year(l, a->frame) == year) {
+            count++;
+            list_id(buf, size, &used, &listed, id_text(l, a->id));
+        }
+    }
+    for (uint32_t i = 0; i < l->avrop_len; i++) {
+        const avrop_rec *v = &l->avrop[i];
+        if (v->status == LEDGER_PENDING &&
+            frame_year(l, l->allocations[v->allocation].frame) == year) {
+            count++;
+            list_id(buf, size, &used, &listed, id_text(l, v->id));
+        }
+    }
+    if (listed < count)
+        snprintf(buf + used, size - used, " and %zu more", count - listed);
+    return count;
+}
+
+/* year.closed: the year is open and nothing on its frames is pending; `r->amount` is what its
+ * frames kept (the event's derived "unspent"). */
+static int rule_close_year(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                           ledger_error *err)
+{
+    (void)actor_uid;
+    const closing_rec *c = closing_of(l, ev->year);
+    if (c != NULL)
+        return fail(err, BUDGET_EINVALID_STATE, "fiscal year %" PRId32 " is already closed (%s)",
+                    ev->year, id_text(l, c->id));
+    char ids[120];
+    size_t pending = pending_of_year(l, ev->year, ids, sizeof ids);
+    if (pending > 0)
+        return fail(err, BUDGET_ECONFLICT,
+                    "fiscal year %" PRId32 " has %zu pending request%s on its frames; decide or "
+                    "withdraw %s first: %s",
+                    ev->year, pending, pending == 1 ? "" : "s", pending == 1 ? "it" : "them", ids);
+    int64_t unspent = 0;
+    for (uint32_t i = 0; i < l->frames_len; i++) {
+        if (frame_year(l, i) != ev->year)
+            continue;
+        if (unspent > INT64_MAX - frame_unspent(&l->frames[i]))
+            return fail(err, BUDGET_ETOO_LARGE,
+                        "the unspent money of fiscal year %" PRId32 " exceeds %" PRId64 " öre",
+                        ev->year, INT64_MAX);
+        unspent += frame_unspent(&l->frames[i]);
+    }
+    r->amount = unspent;
+    return 0;
+}
+
+/* frame.carried_over: from a frame of a closed year, at most what it kept and has not yet
+ * carried over, into a new frame of the same unit for the next year, which is open. */
+static int rule_carry_over(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                           ledger_error *err)
+{
+    (void)actor_uid;
+    int rc = find_entity(l, ev->frame, LEDGER_KIND_FRAME, &r->frame, err);
+    if (rc != 0)
+        return rc;
+    const frame_rec *f = &l->frames[r->frame];
+    int32_t year = frame_year(l, r->frame);
+    r->unit = f->unit;
+    if (closing_of(l, year) == NULL)
+        return fail(err, BUDGET_EINVALID_STATE,
+                    "frame %s is of fiscal year %" PRId32 ", which is not closed; only the unspent "
+                    "money of a closed year can be carried over",
+                    ev->frame, year);
+    if (year >= BUDGET_YEAR_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST, "fiscal year %" PRId32 " has no next year", year);
+    char what[BUDGET_ID_BYTES_MAX + 64];
+    snprintf(what, sizeof what, "frame %s cannot be made in it", ev->id);
+    rc = check_year_open(l, year + 1, what, err);
+    if (rc != 0)
+        return rc;
+    int64_t left = frame_unspent(f) - f->carried_over;
+    if (ev->amount > left)
+        return fail(err, BUDGET_EINSUFFICIENT_FUNDS,
+                    "carrying %" PRId64 " öre over from frame %s exceeds what it has left: %" PRId64
+                    " öre (unspent %" PRId64 ", carried over %" PRId64 ")",
+                    ev->amount, ev->frame, left, frame_unspent(f), f->carried_over);
+    uint32_t next = unit_get(l, l->units[f->unit].unit, year + 1);
+    if (next != NONE && l->units[next].frames > INT64_MAX - ev->amount)
+        return fail(err, BUDGET_ETOO_LARGE,
+                    "the frames of unit %s in %" PRId32 " would exceed %" PRId64 " öre in all",
+                    l->units[f->unit].unit, year + 1, INT64_MAX);
+    return 0;
+}
+
+/* The UTC day (YYYYMMDD) of `ts_ms`, the time an event is entered; 0 when unknown. */
+static int32_t entry_day(uint64_t ts_ms)
+{
+    return ts_ms == 0 ? 0 : budget_date_from_days((int64_t)(ts_ms / 86400000u));
+}
+
+/* An avrop entered after the last day of its allocation (or else of its frame) is refused. */
+static int check_avrop_window(const ledger *l, const ledger_event *ev, const allocation_rec *a,
+                              ledger_error *err)
+{
+    int32_t last = a->avrop_last_day ? a->avrop_last_day : l->frames[a->frame].avrop_last_day;
+    int32_t day = entry_day(ev->ts_ms);
+    if (last == 0 || day <= last)
+        return 0;
+    char last_text[BUDGET_DATE_BYTES + 1], day_text[BUDGET_DATE_BYTES + 1];
+    if (!budget_date_format(last, last_text) || !budget_date_format(day, day_text))
+        return fail(err, BUDGET_EINTERNAL, "a last day for avrop is not a date");
+    return fail(err, BUDGET_EINVALID_STATE,
+                "the last day for avrop on allocation %s was %s (of its %s); avrop %s entered "
+                "on %s is too late",
+                ev->allocation, last_text, a->avrop_last_day ? "allocation" : "frame", ev->id,
+                day_text);
+}
+
 static int rule_grant(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
                       ledger_error *err)
 {
     (void)actor_uid;
+    char what[BUDGET_ID_BYTES_MAX + 64];
+    snprintf(what, sizeof what, "frame %s cannot be granted in it", ev->id);
+    int rc = check_year_open(l, ev->year, what, err);
+    if (rc != 0)
+        return rc;
     r->unit = unit_get(l, ev->unit, ev->year);
     if (r->unit != NONE && l->units[r->unit].frames > INT64_MAX - ev->amount)
         return fail(err, BUDGET_ETOO_LARGE,
@@ -581,6 +774,11 @@ static int rule_adjust(const ledger *l, const ledger_event *ev, uint32_t actor_u
 {
     (void)actor_uid;
     int rc = find_entity(l, ev->frame, LEDGER_KIND_FRAME, &r->frame, err);
+    if (rc != 0)
+        return rc;
+    char what[BUDGET_ID_BYTES_MAX + 64];
+    snprintf(what, sizeof what, "frame %s cannot be adjusted", ev->frame);
+    rc = check_year_open(l, frame_year(l, r->frame), what, err);
     if (rc != 0)
         return rc;
     const frame_rec *f = &l->frames[r->frame];
@@ -609,6 +807,11 @@ static int rule_propose(const ledger *l, const ledger_event *ev, uint32_t actor_
     int rc = find_entity(l, ev->frame, LEDGER_KIND_FRAME, &r->frame, err);
     if (rc != 0)
         return rc;
+    char what[BUDGET_ID_BYTES_MAX + 64];
+    snprintf(what, sizeof what, "nothing can be allocated from frame %s", ev->frame);
+    rc = check_year_open(l, frame_year(l, r->frame), what, err);
+    if (rc != 0)
+        return rc;
     const frame_rec *f = &l->frames[r->frame];
     r->unit = unit_get(l, ev->unit, l->units[f->unit].year);
     int64_t taken = f->allocated + f->pending;
@@ -630,10 +833,18 @@ static int rule_avrop(const ledger *l, const ledger_event *ev, uint32_t actor_ui
     const allocation_rec *a = &l->allocations[r->allocation];
     r->frame = a->frame;
     r->unit = a->unit;
+    char what[BUDGET_ID_BYTES_MAX + 64];
+    snprintf(what, sizeof what, "allocation %s cannot be called off", ev->allocation);
+    rc = check_year_open(l, frame_year(l, a->frame), what, err);
+    if (rc != 0)
+        return rc;
     if (a->status != LEDGER_APPROVED)
         return fail(err, BUDGET_EINVALID_STATE,
                     "allocation %s is %s; an avrop needs an approved allocation", ev->allocation,
                     ledger_status_name((ledger_status)a->status));
+    rc = check_avrop_window(l, ev, a, err);
+    if (rc != 0)
+        return rc;
     int64_t taken = a->called_off + a->pending;
     if (ev->amount > a->amount - taken)
         return fail(err, BUDGET_EINSUFFICIENT_FUNDS,
@@ -678,6 +889,12 @@ static int rule_target(const ledger *l, const ledger_event *ev, uint32_t actor_u
                     article((ledger_kind)t->kind), ledger_kind_name((ledger_kind)t->kind), verb);
     }
     r->target_kind = (ledger_kind)t->kind;
+    char what[BUDGET_ID_BYTES_MAX + 64];
+    snprintf(what, sizeof what, "%s %s cannot be %s", ledger_kind_name(r->target_kind), ev->target,
+             verb);
+    int rc = check_year_open(l, frame_year(l, r->frame), what, err);
+    if (rc != 0)
+        return rc;
     if (status != LEDGER_PENDING)
         return fail(err, BUDGET_EINVALID_STATE, "%s %s is %s, not pending; it cannot be %s",
                     ledger_kind_name(r->target_kind), ev->target, ledger_status_name(status), verb);
@@ -757,6 +974,9 @@ static void derive_field(const ledger *l, const refs *r, const event_field *f, c
         return;
     case FIELD_TARGET_KIND:
         *v = r->target_kind;
+        return;
+    case FIELD_TOTAL:
+        *v = r->amount;
         return;
     case FIELD_DELTA:
     case FIELD_TEXT:
@@ -848,6 +1068,7 @@ void ledger_free(ledger *l)
 {
     if (l == NULL)
         return;
+    free(l->closings);
     free(l->arena);
     free(l->unit_table.ctrl);
     free(l->units);
@@ -892,6 +1113,8 @@ ledger *ledger_clone(const ledger *l)
     c->unit_table.ctrl = copy_array(l->unit_table.ctrl, table_block_bytes(&l->unit_table),
                                     table_block_bytes(&l->unit_table), 1, &failed);
     c->arena = copy_array(l->arena, l->arena_len, l->arena_cap, 1, &failed);
+    c->closings =
+        copy_array(l->closings, l->closings_len, l->closings_cap, sizeof *l->closings, &failed);
     if (failed) {
         ledger_free(c);
         return NULL;
@@ -931,6 +1154,7 @@ int ledger_check(const ledger *l, const ledger_cmd *cmd, const ledger_actor *act
 
     memset(out, 0, sizeof *out);
     out->type = cmd->type;
+    out->ts_ms = cmd->ts_ms;
     out->actor = *actor;
     out->actor.name[BUDGET_NAME_BYTES_MAX] = '\0';
     copy_given(out, cmd);
@@ -968,6 +1192,9 @@ static int reserve_room(ledger *l)
     if (reserve((void **)&l->units, &l->units_cap, l->units_len, 1, sizeof *l->units) != 0 ||
         table_reserve(&l->unit_table, l->units_len, l->units, sizeof *l->units) != 0)
         return -1;
+    if (reserve((void **)&l->closings, &l->closings_cap, l->closings_len, 1, sizeof *l->closings) !=
+        0)
+        return -1;
     return 0;
 }
 
@@ -991,6 +1218,9 @@ static void apply_grant(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
     f->granted = ev->amount;
     f->allocated = f->pending = f->called_off = 0;
     f->allocation_first = f->allocation_last = NONE;
+    f->carried_from = NONE;
+    f->carried_over = 0;
+    f->avrop_last_day = ev->avrop_last_day;
     l->units[row].frames += ev->amount;
 }
 
@@ -1013,6 +1243,7 @@ static void apply_propose(ledger *l, const ledger_event *ev, refs *r, uint32_t i
     a->purpose = arena_put(l, ev->title, strlen(ev->title));
     a->proposer_uid = ev->actor.uid;
     a->status = LEDGER_PENDING;
+    a->avrop_last_day = ev->avrop_last_day;
     a->amount = ev->amount;
     a->called_off = a->pending = 0;
     a->next_in_frame = NONE;
@@ -1077,6 +1308,27 @@ static void apply_target(ledger *l, const ledger_event *ev, refs *r, uint32_t id
             u->called_off += amount;
         }
     }
+}
+
+static void apply_close_year(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    (void)r;
+    l->closings[l->closings_len++] = (closing_rec){ev->year, id};
+}
+
+/* A new frame of the next year, as frame.granted makes one, that remembers where it came from;
+ * the frame it came from counts what it carried over. */
+static void apply_carry_over(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    frame_rec *from = &l->frames[r->frame];
+    uint32_t from_index = r->frame;
+    ledger_event made = *ev;
+    snprintf(made.unit, sizeof made.unit, "%s", l->units[from->unit].unit);
+    made.year = l->units[from->unit].year + 1;
+    made.reference[0] = '\0';
+    from->carried_over += ev->amount;
+    apply_grant(l, &made, r, id);
+    l->frames[r->frame].carried_from = from_index;
 }
 
 typedef void (*apply_fn)(ledger *l, const ledger_event *ev, refs *r, uint32_t id);
@@ -1235,6 +1487,11 @@ static void frame_view(const ledger *l, uint32_t i, ledger_frame_view *out)
     out->pending = f->pending;
     out->unallocated = f->granted - f->allocated - f->pending;
     out->called_off = f->called_off;
+    out->closed = closing_of(l, u->year) != NULL;
+    out->unspent = frame_unspent(f);
+    out->carried_over = f->carried_over;
+    out->carried_from = f->carried_from == NONE ? NULL : id_text(l, l->frames[f->carried_from].id);
+    out->avrop_last_day = f->avrop_last_day;
 }
 
 static void allocation_view(const ledger *l, uint32_t i, ledger_allocation_view *out)
@@ -1251,6 +1508,7 @@ static void allocation_view(const ledger *l, uint32_t i, ledger_allocation_view 
     out->called_off = a->called_off;
     out->pending = a->pending;
     out->available = a->status == LEDGER_APPROVED ? a->amount - a->called_off - a->pending : 0;
+    out->avrop_last_day = a->avrop_last_day;
 }
 
 static void avrop_view(const ledger *l, uint32_t i, ledger_avrop_view *out)
@@ -1419,6 +1677,12 @@ bool ledger_next_unit(const ledger *l, size_t *i, const char *unit, int32_t year
 }
 
 /* ---- public: names ---------------------------------------------------------------------- */
+
+const char *ledger_year_closed(const ledger *l, int32_t year)
+{
+    const closing_rec *c = closing_of(l, year);
+    return c == NULL ? NULL : id_text(l, c->id);
+}
 
 const char *ledger_type_name(ledger_type t)
 {

@@ -61,13 +61,16 @@ typedef struct {
     int32_t decision_date;
     char decision_paragraph[BUDGET_DECISION_PARAGRAPH_BYTES_MAX + 1];
     char decision_dnr[BUDGET_DECISION_DNR_BYTES_MAX + 1];
+    /* The last day (YYYYMMDD) an avrop may be requested on, of a frame or an allocation; 0
+     * when none (the window is then the frame's, or has no end). */
+    int32_t avrop_last_day;
 } ledger_event;
 
 /*
  * A command: what a client asks for. The same struct as an event, with only the fields the
- * client gives filled in (`type` names the event it would make; seq, ts, actor and the
- * derived fields are left zero). Keeping one struct lets a retry be compared with the
- * event it made (ledger_same_request).
+ * client gives filled in (`type` names the event it would make; seq, actor and the derived
+ * fields are left zero, and ts is the time of entry the caller will stamp the event with). Keeping
+ * one struct lets a retry be compared with the event it made (ledger_same_request).
  */
 typedef ledger_event ledger_cmd;
 
@@ -104,6 +107,7 @@ static inline void ledger_field_set_int(ledger_event *ev, const event_field *f, 
 
 _Static_assert(sizeof(ledger_kind) == sizeof(int32_t) && sizeof(((ledger_event *)0)->year) == 4 &&
                    sizeof(((ledger_event *)0)->decision_date) == 4 &&
+                   sizeof(((ledger_event *)0)->avrop_last_day) == 4 &&
                    sizeof(((ledger_event *)0)->amount) == 8,
                "int fields are of 4 or 8 bytes");
 
@@ -120,6 +124,14 @@ typedef struct {
     const char *id, *unit, *title, *reference;
     int32_t year;
     int64_t granted, allocated, pending, unallocated, called_off;
+    /* The year's end: whether the frame's year is closed; what it kept (unallocated, and
+     * allocated but not called off: granted - pending - called_off); how much of that
+     * frame.carried_over took to the next year; the frame it was itself carried over from
+     * (NULL when granted); its last day for avrop (YYYYMMDD, 0 when none). */
+    bool closed;
+    int64_t unspent, carried_over;
+    const char *carried_from;
+    int32_t avrop_last_day;
 } ledger_frame_view;
 
 typedef struct {
@@ -127,6 +139,7 @@ typedef struct {
     int32_t year;
     ledger_status status;
     int64_t amount, called_off, pending, available;
+    int32_t avrop_last_day; /* its own, YYYYMMDD; 0 when it has none (its frame's holds) */
 } ledger_allocation_view;
 
 typedef struct {
@@ -150,7 +163,8 @@ ledger *ledger_clone(const ledger *l);
 /*
  * Checks `cmd` by `actor` against the state and, when every rule of docs/events.md holds,
  * fills `out` with the event it makes (cmd's fields, the actor, and the derived fields;
- * seq and ts are left for the caller). Returns:
+ * seq is left for the caller). cmd->ts_ms is the time the event will be stamped with, which
+ * the rules read (an avrop's last day: docs/events.md); it is copied to out. Returns:
  *   0                         the event may be appended;
  *   1                         cmd->id already exists: *existing_seq is the seq of the event
  *                             that created it (the caller compares content: idempotent retry
@@ -225,6 +239,9 @@ bool ledger_next_allocation(const ledger *l, size_t *i, const char *frame, const
 bool ledger_next_avrop(const ledger *l, size_t *i, const char *allocation, ledger_avrop_view *out);
 bool ledger_next_unit(const ledger *l, size_t *i, const char *unit, int32_t year,
                       ledger_unit_view *out);
+
+/* The id of the year.closed event that closed fiscal year `year`, or NULL while it is open. */
+const char *ledger_year_closed(const ledger *l, int32_t year);
 
 const char *ledger_type_name(ledger_type t); /* "frame.granted", ... */
 /* (ledger_type_known(t), in event_types.h: t names a type of the list.) */

@@ -128,6 +128,7 @@ static int decode_arg(const event_field *f, const msgpack_object *v, ledger_cmd 
         ledger_field_set_int(cmd, f, n);
         return 0;
     case FIELD_TARGET_KIND:
+    case FIELD_TOTAL:
         break;
     }
     return fail(err, BUDGET_EINTERNAL, "arg %s has no kind", f->key);
@@ -370,7 +371,12 @@ void pack_key_str(msgpack_packer *pk, const char *key, const char *v)
 
 void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const uint8_t hash[32])
 {
-    msgpack_pack_map(pk, 5);
+    /* The totals the ledger derived for the event (year.closed: "unspent") are part of it. */
+    const event_type_info *t = ledger_type_known(ev->type) ? &event_types[ev->type] : NULL;
+    uint32_t totals = 0;
+    for (uint8_t i = 0; t != NULL && i < t->field_count; i++)
+        totals += t->fields[i].value == FIELD_TOTAL;
+    msgpack_pack_map(pk, 5 + totals);
     pack_key_uint(pk, "seq", ev->seq);
     pack_cstr(pk, "hash");
     msgpack_pack_bin(pk, 32);
@@ -378,11 +384,35 @@ void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const
     pack_key_uint(pk, "ts", ev->ts_ms);
     pack_key_str(pk, "type", ledger_type_name(ev->type));
     pack_key_str(pk, "id", ev->id);
+    for (uint8_t i = 0; t != NULL && i < t->field_count; i++)
+        if (t->fields[i].value == FIELD_TOTAL)
+            pack_key_int(pk, t->fields[i].key, ledger_field_int(ev, &t->fields[i]));
+}
+
+/* A day YYYYMMDD as "YYYY-MM-DD", or nil when there is none. */
+static void pack_key_day(msgpack_packer *pk, const char *key, int32_t day)
+{
+    char text[BUDGET_DATE_BYTES + 1];
+    pack_cstr(pk, key);
+    if (day != 0 && budget_date_format(day, text))
+        pack_cstr(pk, text);
+    else
+        msgpack_pack_nil(pk);
+}
+
+/* A str, or nil for NULL. */
+static void pack_key_str_or_nil(msgpack_packer *pk, const char *key, const char *v)
+{
+    pack_cstr(pk, key);
+    if (v != NULL)
+        pack_cstr(pk, v);
+    else
+        msgpack_pack_nil(pk);
 }
 
 static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f)
 {
-    msgpack_pack_map(pk, 10);
+    msgpack_pack_map(pk, 15);
     pack_key_str(pk, "id", f->id);
     pack_key_str(pk, "unit", f->unit);
     pack_key_int(pk, "year", f->year);
@@ -393,11 +423,20 @@ static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f)
     pack_key_int(pk, "pending", f->pending);
     pack_key_int(pk, "unallocated", f->unallocated);
     pack_key_int(pk, "called_off", f->called_off);
+    pack_cstr(pk, "closed");
+    if (f->closed)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    pack_key_int(pk, "unspent", f->unspent);
+    pack_key_int(pk, "carried_over", f->carried_over);
+    pack_key_str_or_nil(pk, "carried_from", f->carried_from);
+    pack_key_day(pk, "avrop_last_day", f->avrop_last_day);
 }
 
 static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a)
 {
-    msgpack_pack_map(pk, 10);
+    msgpack_pack_map(pk, 11);
     pack_key_str(pk, "id", a->id);
     pack_key_str(pk, "frame", a->frame);
     pack_key_str(pk, "unit", a->unit);
@@ -408,6 +447,7 @@ static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a)
     pack_key_int(pk, "called_off", a->called_off);
     pack_key_int(pk, "pending", a->pending);
     pack_key_int(pk, "available", a->available);
+    pack_key_day(pk, "avrop_last_day", a->avrop_last_day);
 }
 
 static void pack_avrop(msgpack_packer *pk, const ledger *l, const ledger_avrop_view *v)
@@ -556,7 +596,8 @@ static const struct {
 };
 
 /* Every list's page at its most, with the envelope and the other keys, fits in one frame. */
-#define BALANCES_ITEM_BYTES_MAX 1024u /* a frame: four strs of at most 64+32+256+256 bytes */
+/* A frame: five strs of at most 64+32+256+256+64 bytes, a date, 11 ints and its keys. */
+#define BALANCES_ITEM_BYTES_MAX 1024u
 _Static_assert(LISTS_COUNT *(BUDGET_BALANCES_PAGE_BYTES_MAX + BALANCES_ITEM_BYTES_MAX) + 1024u <=
                    BUDGET_FRAME_BYTES_MAX,
                "a balances page fits in a frame");

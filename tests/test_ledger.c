@@ -22,12 +22,16 @@ static uint64_t seq;          /* last seq applied */
 static ledger_error err;      /* of the last submit */
 static uint64_t existing_seq; /* of the last submit that returned 1 */
 static ledger_event last_ev;  /* made by the last successful submit */
+/* The time of entry of the next submit, as the daemon's clock would stamp it (ms since 1970);
+ * 0: a time derived from the seq. */
+static uint64_t entry_ms;
 
 static void setup(void)
 {
     l = ledger_new();
     cr_assert_not_null(l);
     seq = 0;
+    entry_ms = 0;
 }
 
 static void teardown(void)
@@ -138,6 +142,39 @@ static ledger_cmd withdraw(const char *id, const char *target, const char *note)
     return c;
 }
 
+/* The decision a year's end rests on: KS 2022-01-25 § 12. */
+static void decided(ledger_cmd *c)
+{
+    PUT(c->decision_body, "KS");
+    c->decision_date = 20220125;
+    PUT(c->decision_paragraph, "12");
+}
+
+static ledger_cmd close_year(const char *id, int32_t year)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_YEAR_CLOSED;
+    PUT(c.id, id);
+    c.year = year;
+    decided(&c);
+    return c;
+}
+
+static ledger_cmd carry_over(const char *id, const char *frame, int64_t amount, int32_t last_day)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_FRAME_CARRIED_OVER;
+    PUT(c.id, id);
+    PUT(c.frame, frame);
+    c.amount = amount;
+    PUT(c.title, "Ombudgetering");
+    c.avrop_last_day = last_day;
+    decided(&c);
+    return c;
+}
+
 static ledger_actor actor(uint32_t uid)
 {
     ledger_actor a;
@@ -203,6 +240,8 @@ static int submit_as(uint32_t uid, ledger_cmd c)
     bool small = ledger_events(l) < 300;
     char *before = small ? snapshot(l) : NULL;
     memset(&err, 0, sizeof err);
+    /* The rules see the time the event is stamped with, as the daemon gives it. */
+    c.ts_ms = entry_ms != 0 ? entry_ms : 1630000000000u + seq + 1;
     int rc = ledger_check(l, &c, &a, &last_ev, &existing_seq, &err);
     if (small) {
         char *after = snapshot(l);
@@ -213,8 +252,8 @@ static int submit_as(uint32_t uid, ledger_cmd c)
     if (rc == 0) {
         cr_assert_eq(last_ev.seq, 0);
         cr_assert_eq(last_ev.actor.uid, uid);
+        cr_assert_eq(last_ev.ts_ms, c.ts_ms);
         last_ev.seq = ++seq;
-        last_ev.ts_ms = 1630000000000u + seq;
         cr_assert_eq(ledger_apply(l, &last_ev), 0, "apply of a checked event failed");
         cr_assert_eq(ledger_last_seq(l), seq);
         cr_assert_eq(ledger_last_ts(l), last_ev.ts_ms);
@@ -2025,6 +2064,8 @@ Test(ledger, randomized_against_a_model, .timeout = 120)
  * approved; a2 from it to SON, pending; v1 on a1, pending. */
 static void table_fixture(void)
 {
+    OK(grant("f0", "KS", 2020, 1000, "Ram 2020", ""));
+    OK(close_year("c2020", 2020));
     OK(grant("f1", "KS", 2021, 1000000, "Ram", ""));
     OK(propose("a1", "f1", "SON", 1000, "Fritid"));
     OK_AS(UID_DECIDER, approve("a1-ok", "a1"));
@@ -2053,6 +2094,17 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
         return decide(type, "w", "a2", "KS 2021-09-28 § 270", "Enligt förslag");
     case LEDGER_REQUEST_WITHDRAWN:
         return withdraw("w", "a2", "Fel belopp");
+    case LEDGER_YEAR_CLOSED: {
+        ledger_cmd c = close_year("w", 2022);
+        PUT(c.decision_dnr, "KS 2022/7");
+        PUT(c.note, "Bokslut");
+        return c;
+    }
+    case LEDGER_FRAME_CARRIED_OVER: {
+        ledger_cmd c = carry_over("w", "f0", 100, 20210630);
+        PUT(c.decision_dnr, "KS 2021/3");
+        return c;
+    }
     }
     cr_assert_fail("no witness for type %d", (int)type);
     return grant("w", "KS", 2022, 100, "Ram", "");
@@ -2060,14 +2112,21 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
 
 /* The fields the client gives, by type, in order, written out again here on purpose; "!"
  * marks a required one (docs/protocol.md). */
-static const char *const given_fields[][8] = {
-    [LEDGER_FRAME_GRANTED] = {"id!", "unit!", "year!", "amount!", "title!", "reference"},
+static const char *const given_fields[][12] = {
+    [LEDGER_FRAME_GRANTED] = {"id!", "unit!", "year!", "amount!", "title!", "reference",
+                              "avrop_last_day"},
     [LEDGER_FRAME_ADJUSTED] = {"id!", "frame!", "delta!", "reason!", "reference"},
-    [LEDGER_ALLOCATION_PROPOSED] = {"id!", "frame!", "unit!", "amount!", "purpose!"},
+    [LEDGER_ALLOCATION_PROPOSED] = {"id!", "frame!", "unit!", "amount!", "purpose!",
+                                    "avrop_last_day"},
     [LEDGER_AVROP_REQUESTED] = {"id!", "allocation!", "amount!", "note"},
     [LEDGER_DECISION_APPROVED] = {"id!", "target!", "reference", "note"},
     [LEDGER_DECISION_REJECTED] = {"id!", "target!", "reference", "note"},
     [LEDGER_REQUEST_WITHDRAWN] = {"id!", "target!", "note"},
+    [LEDGER_YEAR_CLOSED] = {"id!", "year!", "decision_body!", "decision_date!",
+                            "decision_paragraph!", "decision_dnr", "note"},
+    [LEDGER_FRAME_CARRIED_OVER] = {"id!", "frame!", "amount!", "title!", "avrop_last_day",
+                                   "decision_body!", "decision_date!", "decision_paragraph!",
+                                   "decision_dnr"},
 };
 
 /* The table gives the fields above, and requires those marked. */
@@ -2081,12 +2140,12 @@ static void expect_given_fields(ledger_type t)
             continue;
         char want[32];
         snprintf(want, sizeof want, "%s%s", f->key, f->source == FIELD_REQUIRED ? "!" : "");
-        cr_assert_lt(k, 8);
+        cr_assert_lt(k, 12);
         cr_assert_not_null(given_fields[t][k], "%s gives more than this suite knows", info->name);
         cr_assert_str_eq(want, given_fields[t][k], "%s", info->name);
         k++;
     }
-    cr_assert(k == 8 || given_fields[t][k] == NULL, "%s gives fewer fields", info->name);
+    cr_assert(k == 12 || given_fields[t][k] == NULL, "%s gives fewer fields", info->name);
 }
 
 static char *member(ledger_event *ev, const event_field *f)
@@ -2121,9 +2180,19 @@ static ledger_cmd at_limit(ledger_cmd c, const event_field *f, bool over)
 {
     if (field_is_str(f)) {
         char *s = member(&c, f);
-        memset(s, f->value == FIELD_TEXT ? 't' : 'x', f->size);
+        char fill = f->value == FIELD_TEXT        ? 't'
+                    : f->value == FIELD_BODY      ? 'K'
+                    : f->value == FIELD_PARAGRAPH ? '1'
+                                                  : 'x';
+        memset(s, fill, f->size);
         if (!over)
             s[f->size - 1] = '\0';
+        return c;
+    }
+    if (f->value == FIELD_DATE) {
+        /* The last day of the last year, or the first day after it. */
+        ledger_field_set_int(
+            &c, f, over ? (BUDGET_YEAR_MAX + 1) * 10000 + 101 : BUDGET_YEAR_MAX * 10000 + 1231);
         return c;
     }
     int64_t max = f->value == FIELD_YEAR ? BUDGET_YEAR_MAX : BUDGET_AMOUNT_MAX;
@@ -2179,6 +2248,7 @@ static void check_fields_of(ledger_type t)
             /* Just under its least value (an amount: 0, as when absent). */
             int64_t least = f->value == FIELD_YEAR    ? BUDGET_YEAR_MIN
                             : f->value == FIELD_DELTA ? -BUDGET_AMOUNT_MAX
+                            : f->value == FIELD_DATE  ? BUDGET_YEAR_MIN * 10000 + 101
                                                       : 1;
             c = base;
             ledger_field_set_int(&c, f, least - 1);
