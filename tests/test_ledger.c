@@ -208,12 +208,18 @@ static char *snapshot(const ledger *s)
                 fv.id, fv.unit, (int)fv.year, fv.title, fv.reference, fv.granted, fv.allocated,
                 fv.pending, fv.unallocated, fv.called_off);
     i = 0;
+    while (ledger_next_frame(s, &i, NULL, 0, &fv))
+        fprintf(f, "year-end %s %d %" PRId64 " %" PRId64 " [%s] %" PRId32 "\n", fv.id,
+                (int)fv.closed, fv.unspent, fv.carried_over, fv.carried_from ? fv.carried_from : "",
+                fv.avrop_last_day);
+    i = 0;
     ledger_allocation_view av;
     while (ledger_next_allocation(s, &i, NULL, NULL, 0, &av))
         fprintf(f,
-                "allocation %s %s %s %d [%s] %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\n",
+                "allocation %s %s %s %d [%s] %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64
+                " %" PRId32 "\n",
                 av.id, av.frame, av.unit, (int)av.year, av.purpose, (int)av.status, av.amount,
-                av.called_off, av.pending, av.available);
+                av.called_off, av.pending, av.available, av.avrop_last_day);
     i = 0;
     ledger_avrop_view vv;
     while (ledger_next_avrop(s, &i, NULL, &vv))
@@ -2360,4 +2366,318 @@ Test(ledger, every_type_encodes_by_its_layout_and_replays_with_its_derived_field
     table_fixture();
     for (int t = 1; t < (int)LEDGER_TYPE_END; t++)
         check_replay_of((ledger_type)t);
+}
+
+/* ---- the year's end ------------------------------------------------------------------------ */
+
+/* Every frame of these tests is made here, so that what a frame needs first (a registered
+ * unit) is one edit. `last_day` is its last day for avrop (YYYYMMDD), 0 for none. */
+static void frame_of(const char *id, const char *unit, int32_t year, int64_t amount,
+                     int32_t last_day)
+{
+    ledger_cmd c = grant(id, unit, year, amount, "Ram", "");
+    c.avrop_last_day = last_day;
+    OK(c);
+}
+
+/* 2021: frame k21 of KS, 3 000 000; a1 to SON 1 000 000 approved, 400 000 of it called off;
+ * a2 to KFN 500 000 approved, nothing called off. Unspent: 1 500 000 + 600 000 + 500 000. */
+static void year_2021(void)
+{
+    frame_of("k21", "KS", 2021, 3000000, 0);
+    OK(propose("a1", "k21", "SON", 1000000, "Trygghet"));
+    OK_AS(UID_DECIDER, approve("a1-ok", "a1"));
+    OK(propose("a2", "k21", "KFN", 500000, "Fritid"));
+    OK_AS(UID_DECIDER, approve("a2-ok", "a2"));
+    OK_AS(UID_SON, avrop("v1", "a1", 400000, ""));
+    OK_AS(UID_DECIDER, approve("v1-ok", "v1"));
+}
+
+static ledger_frame_view frame(const char *id)
+{
+    ledger_frame_view f;
+    cr_assert(ledger_frame(l, id, &f), "no frame %s", id);
+    return f;
+}
+
+Test(ledger, closing_a_year_is_refused_while_its_frames_have_pending_requests_and_lists_them)
+{
+    year_2021();
+    OK(propose("a3", "k21", "SON", 100, "Mer"));
+    OK_AS(UID_SON, avrop("v2", "a1", 100, ""));
+    frame_of("k22", "KS", 2022, 1000, 0);
+    OK(propose("a-2022", "k22", "SON", 100, "Nästa år")); /* another year's: no matter */
+    FAILS(close_year("c21", 2021), BUDGET_ECONFLICT);
+    cr_assert_not_null(strstr(err.message, "2021 has 2 pending requests"), "%s", err.message);
+    cr_assert_not_null(strstr(err.message, ": a3, v2"), "%s", err.message);
+    cr_assert_null(strstr(err.message, "a-2022"), "%s", err.message);
+    cr_assert_null(ledger_year_closed(l, 2021));
+    /* Decided or withdrawn, they hold it up no more. */
+    OK_AS(UID_DECIDER, reject("a3-no", "a3"));
+    FAILS(close_year("c21", 2021), BUDGET_ECONFLICT);
+    cr_assert_not_null(strstr(err.message, "1 pending request on its frames; decide or withdraw "
+                                           "it first: v2"),
+                       "%s", err.message);
+    OK_AS(UID_SON, withdraw("v2-wd", "v2", ""));
+    OK(close_year("c21", 2021));
+    cr_assert_str_eq(ledger_year_closed(l, 2021), "c21");
+}
+
+Test(ledger, a_long_list_of_pending_requests_is_cut_with_their_count)
+{
+    frame_of("k21", "KS", 2021, 1000000, 0);
+    char id[32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(id, sizeof id, "pending-allocation-%02d", i);
+        OK(propose(id, "k21", "SON", 1, "X"));
+    }
+    FAILS(close_year("c21", 2021), BUDGET_ECONFLICT);
+    cr_assert_not_null(strstr(err.message, "40 pending requests"), "%s", err.message);
+    cr_assert_not_null(strstr(err.message, "pending-allocation-00, pending-allocation-01"), "%s",
+                       err.message);
+    cr_assert_not_null(strstr(err.message, " more"), "%s", err.message);
+    cr_assert_lt(strlen(err.message), sizeof err.message - 1, "the message is cut: %s",
+                 err.message);
+}
+
+Test(ledger, a_closed_year_is_not_closed_again)
+{
+    OK(close_year("c21", 2021));
+    FAILS(close_year("c21-again", 2021), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "fiscal year 2021 is already closed (c21)");
+}
+
+Test(ledger, closing_reports_what_each_frame_kept_unallocated_or_not_called_off)
+{
+    year_2021();
+    frame_of("s21", "SON", 2021, 700, 0);
+    frame_of("k22", "KS", 2022, 900, 0);
+    cr_assert_not(frame("k21").closed);
+    OK(close_year("c21", 2021));
+    cr_assert_eq(last_ev.amount, 1500000 + 600000 + 500000 + 700, "the year's unspent");
+    ledger_frame_view k21 = frame("k21"), s21 = frame("s21"), k22 = frame("k22");
+    cr_assert(k21.closed && s21.closed && !k22.closed);
+    cr_assert_eq(k21.unspent, 2600000);
+    cr_assert_eq(k21.unallocated + k21.allocated - k21.called_off, k21.unspent);
+    cr_assert_eq(s21.unspent, 700);
+}
+
+Test(ledger, after_the_close_nothing_on_the_years_frames_moves)
+{
+    year_2021();
+    frame_of("k22", "KS", 2022, 1000, 0);
+    OK(close_year("c21", 2021));
+    char *before = snapshot(l);
+
+    FAILS(grant("k21b", "KS", 2021, 100, "Ram", ""), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message,
+                     "fiscal year 2021 is closed (c21): frame k21b cannot be granted in it");
+    FAILS(adjust("j1", "k21", 100, "Tillägg", ""), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "fiscal year 2021 is closed (c21): frame k21 cannot be adjusted");
+    FAILS(adjust("j2", "k21", -100, "Minskning", ""), BUDGET_EINVALID_STATE);
+    FAILS(propose("a9", "k21", "SON", 100, "X"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message,
+                     "fiscal year 2021 is closed (c21): nothing can be allocated from frame k21");
+    FAILS_AS(UID_SON, avrop("v9", "a1", 100, ""), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message,
+                     "fiscal year 2021 is closed (c21): allocation a1 cannot be called off");
+    FAILS_AS(UID_DECIDER, approve("d9", "v1"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "fiscal year 2021 is closed (c21): avrop v1 cannot be approved");
+    FAILS_AS(UID_DECIDER, reject("d9", "a2"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message,
+                     "fiscal year 2021 is closed (c21): allocation a2 cannot be rejected");
+    FAILS(withdraw("w9", "a1", ""), BUDGET_EINVALID_STATE);
+
+    char *after = snapshot(l);
+    cr_assert_str_eq(before, after, "a refused write changed the closed year");
+    free(before);
+    free(after);
+    /* The next year goes on. */
+    OK(adjust("j3", "k22", 100, "Tillägg", ""));
+    OK(propose("a22", "k22", "SON", 100, "X"));
+}
+
+/* Replay checks a close as a write is checked: a log that closes a year past a pending request
+ * on its frames does not replay. */
+Test(ledger, a_close_past_a_pending_request_does_not_replay)
+{
+    frame_of("k21", "KS", 2021, 1000, 0);
+    ledger_event g = last_ev;
+    OK(propose("a1", "k21", "SON", 100, "X"));
+    ledger_event p = last_ev;
+    /* The close, as checked where a1 was never proposed. */
+    ledger *with_a1 = l;
+    l = ledger_new();
+    cr_assert_eq(ledger_apply(l, &g), 0);
+    ledger_event c = checked(close_year("c21", 2021), UID_KS);
+    ledger_free(l);
+    l = with_a1;
+    /* The forged log: a1 pending, then the year closed. */
+    ledger *r = ledger_new();
+    c.seq = 3;
+    cr_assert_eq(ledger_apply(r, &g), 0);
+    cr_assert_eq(ledger_apply(r, &p), 0);
+    cr_assert_eq(ledger_apply(r, &c), BUDGET_EINTERNAL, "a close past a pending request");
+    ledger_free(r);
+    /* Without a1, the same close applies. */
+    r = ledger_new();
+    cr_assert_eq(ledger_apply(r, &g), 0);
+    c.seq = 2;
+    cr_assert_eq(ledger_apply(r, &c), 0);
+    ledger_free(r);
+}
+
+Test(ledger, carrying_over_takes_at_most_what_a_closed_years_frame_has_left)
+{
+    year_2021();
+    FAILS(carry_over("k22-ob", "k21", 100, 0), BUDGET_EINVALID_STATE);
+    cr_assert_not_null(strstr(err.message, "which is not closed"), "%s", err.message);
+    OK(close_year("c21", 2021));
+    FAILS(carry_over("k22-ob", "nothing", 100, 0), BUDGET_ENOT_FOUND);
+    FAILS(carry_over("k22-ob", "a1", 100, 0), BUDGET_ENOT_FOUND);
+
+    FAILS(carry_over("k22-ob", "k21", 2600001, 0), BUDGET_EINSUFFICIENT_FUNDS);
+    cr_assert_str_eq(err.message, "carrying 2600001 öre over from frame k21 exceeds what it has "
+                                  "left: 2600000 öre (unspent 2600000, carried over 0)");
+    OK(carry_over("k22-ob", "k21", 2000000, 20220630));
+    cr_assert_str_eq(last_ev.frame, "k21");
+    cr_assert_str_eq(last_ev.id, "k22-ob");
+    cr_assert_str_eq(last_ev.unit, "KS");
+    cr_assert_eq(last_ev.year, 2021);
+
+    ledger_frame_view from = frame("k21"), made = frame("k22-ob");
+    cr_assert_eq(from.carried_over, 2000000);
+    cr_assert_eq(from.unspent, 2600000, "what the year kept stays as it was");
+    cr_assert_str_eq(made.unit, "KS");
+    cr_assert_eq(made.year, 2022);
+    cr_assert_eq(made.granted, 2000000);
+    cr_assert_str_eq(made.carried_from, "k21");
+    cr_assert_eq(made.avrop_last_day, 20220630);
+    cr_assert_not(made.closed);
+    ledger_unit_view u;
+    size_t i = 0;
+    cr_assert(ledger_next_unit(l, &i, "KS", 2022, &u));
+    cr_assert_eq(u.frames, 2000000);
+
+    FAILS(carry_over("k22-ob2", "k21", 600001, 0), BUDGET_EINSUFFICIENT_FUNDS);
+    cr_assert_not_null(strstr(err.message, "has left: 600000 öre (unspent 2600000, carried over "
+                                           "2000000)"),
+                       "%s", err.message);
+    OK(carry_over("k22-ob2", "k21", 600000, 0));
+    FAILS(carry_over("k22-ob3", "k21", 1, 0), BUDGET_EINSUFFICIENT_FUNDS);
+    /* The new frame is of an open year: money moves on it. */
+    OK(propose("a22", "k22-ob", "SON", 2000000, "Trygghet 2022"));
+}
+
+Test(ledger, nothing_is_carried_into_a_closed_year)
+{
+    frame_of("k21", "KS", 2021, 1000, 0);
+    OK(close_year("c21", 2021));
+    OK(close_year("c22", 2022));
+    FAILS(carry_over("k22-ob", "k21", 100, 0), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message,
+                     "fiscal year 2022 is closed (c22): frame k22-ob cannot be made in it");
+}
+
+/* 2021-12-31T23:59:59.999Z and the ms after it. */
+#define LAST_MS_OF_2021 1640995199999u
+#define FIRST_MS_OF_2022 1640995200000u
+
+Test(ledger, an_avrop_on_its_last_day_is_taken_and_the_day_after_refused_with_the_date)
+{
+    frame_of("k21", "KS", 2021, 1000, 20211231);
+    OK(propose("a1", "k21", "SON", 500, "X"));
+    OK_AS(UID_DECIDER, approve("a1-ok", "a1"));
+    entry_ms = LAST_MS_OF_2021;
+    OK_AS(UID_SON, avrop("v1", "a1", 100, "i tid"));
+    entry_ms = FIRST_MS_OF_2022;
+    FAILS_AS(UID_SON, avrop("v2", "a1", 100, "för sent"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "the last day for avrop on allocation a1 was 2021-12-31 (of its "
+                                  "frame); avrop v2 entered on 2022-01-01 is too late");
+    /* The avrop requested in time is decided after the day. */
+    OK_AS(UID_DECIDER, approve("v1-ok", "v1"));
+    cr_assert_eq(frame("k21").called_off, 100);
+    /* An allocation without a day of its own, and a frame without one: no end. */
+    frame_of("k21-open", "KS", 2021, 1000, 0);
+    OK(propose("a2", "k21-open", "SON", 500, "X"));
+    OK_AS(UID_DECIDER, approve("a2-ok", "a2"));
+    entry_ms = FIRST_MS_OF_2022 + 86400000u * 300;
+    OK_AS(UID_SON, avrop("v3", "a2", 100, ""));
+}
+
+Test(ledger, an_allocations_own_last_day_holds_over_its_frames)
+{
+    frame_of("k21", "KS", 2021, 1000, 20211231);
+    ledger_cmd p = propose("a1", "k21", "SON", 500, "X");
+    p.avrop_last_day = 20211130;
+    OK(p);
+    OK_AS(UID_DECIDER, approve("a1-ok", "a1"));
+    cr_assert_eq(frame("k21").avrop_last_day, 20211231);
+    ledger_allocation_view a;
+    cr_assert(ledger_allocation(l, "a1", &a));
+    cr_assert_eq(a.avrop_last_day, 20211130);
+    entry_ms = 1638316799999u; /* 2021-11-30T23:59:59.999Z */
+    OK_AS(UID_SON, avrop("v1", "a1", 100, ""));
+    entry_ms = 1638316800000u; /* 2021-12-01 */
+    FAILS_AS(UID_SON, avrop("v2", "a1", 100, ""), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "the last day for avrop on allocation a1 was 2021-11-30 (of its "
+                                  "allocation); avrop v2 entered on 2021-12-01 is too late");
+    /* A later day of its own lets it run past its frame's. */
+    ledger_cmd q = propose("a2", "k21", "SON", 500, "Y");
+    q.avrop_last_day = 20220115;
+    OK(q);
+    OK_AS(UID_DECIDER, approve("a2-ok", "a2"));
+    entry_ms = FIRST_MS_OF_2022;
+    OK_AS(UID_SON, avrop("v3", "a2", 100, ""));
+}
+
+Test(ledger, the_years_end_replays_to_the_same_state_at_every_point)
+{
+    ledger_event log[32];
+    size_t n = 0;
+    char *at[32];
+#define LOG(uid, c)                                                                                \
+    do {                                                                                           \
+        OK_AS(uid, c);                                                                             \
+        log[n] = last_ev;                                                                          \
+        at[n++] = snapshot(l);                                                                     \
+    } while (0)
+    ledger_cmd g = grant("k21", "KS", 2021, 3000000, "Ram", "");
+    g.avrop_last_day = 20211231;
+    LOG(UID_KS, g);
+    LOG(UID_KS, propose("a1", "k21", "SON", 1000000, "X"));
+    LOG(UID_DECIDER, approve("a1-ok", "a1"));
+    entry_ms = LAST_MS_OF_2021;
+    LOG(UID_SON, avrop("v1", "a1", 400000, ""));
+    entry_ms = FIRST_MS_OF_2022;
+    LOG(UID_DECIDER, approve("v1-ok", "v1"));
+    LOG(UID_KS, close_year("c21", 2021));
+    LOG(UID_KS, carry_over("k22-ob", "k21", 2000000, 0));
+    LOG(UID_KS, propose("a22", "k22-ob", "SON", 100, "Y"));
+#undef LOG
+    ledger *r = ledger_new();
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(ledger_apply(r, &log[i]), 0, "event %zu", i);
+        char *b = snapshot(r);
+        cr_assert_str_eq(at[i], b, "as of event %zu", i + 1);
+        free(b);
+        free(at[i]);
+    }
+    ledger_free(r);
+    /* The close's unspent is checked on replay; an avrop stamped after its day does not
+     * replay. */
+    r = ledger_new();
+    for (size_t i = 0; i < 5; i++)
+        cr_assert_eq(ledger_apply(r, &log[i]), 0);
+    ledger_event bad = log[5];
+    bad.amount += 1;
+    cr_assert_eq(ledger_apply(r, &bad), BUDGET_EINTERNAL);
+    ledger_free(r);
+    r = ledger_new();
+    for (size_t i = 0; i < 3; i++)
+        cr_assert_eq(ledger_apply(r, &log[i]), 0);
+    bad = log[3];
+    bad.ts_ms = FIRST_MS_OF_2022;
+    cr_assert_eq(ledger_apply(r, &bad), BUDGET_EINTERNAL);
+    ledger_free(r);
 }
