@@ -51,6 +51,10 @@ static const unsigned retry_wait_ms[] = {100, 300, 900};
     {"year", KIND_UINT, "year", flags, "Y", help, BUDGET_YEAR_MIN, BUDGET_YEAR_MAX}
 #define AMOUNT_ARG(name, help) \
     {name, KIND_AMOUNT, name, ARG_REQUIRED, "AMOUNT", help, 0, 0}
+#define LAST_DAY_ARG(help) \
+    {"last-avrop-day", KIND_DAY, "avrop_last_day", 0, "DAY", help, 0, 0}
+#define DECISION_ARG(help) \
+    {"decision", KIND_DECISION, "decision", ARG_REQUIRED, "DECISION", help, 0, 0}
 #define WRITE_ARGS \
     {"id", KIND_ID, "id", 0, "ID", "id of what this creates (default: generated)", 1, \
      BUDGET_ID_BYTES_MAX}, \
@@ -62,6 +66,8 @@ static int run_write(ctl *c, const command *cmd, arg_value *values);
 static int run_hello(ctl *c, const command *cmd, arg_value *values);
 static int run_events(ctl *c, const command *cmd, arg_value *values);
 static int run_stats(ctl *c, const command *cmd, arg_value *values);
+static int run_close_year(ctl *c, const command *cmd, arg_value *values);
+static int run_unspent(ctl *c, const command *cmd, arg_value *values);
 
 // clang-format off
 #define DAY_ARGS \
@@ -81,6 +87,7 @@ static const command commands[] = {
       YEAR_ARG(ARG_REQUIRED, "fiscal year"), AMOUNT_ARG("amount", "amount granted (3 mkr)"),
       TEXT_ARG("title", "title", ARG_REQUIRED, "TEXT", "what the frame is for"),
       TEXT_ARG("reference", "reference", 0, "REF", "the decision (KS 2021-08-24 § 241)"),
+      LAST_DAY_ARG("the last day an avrop on the frame may be requested (2021-12-31)"),
       WRITE_ARGS}},
     {"adjust",
      "frame.adjust",
@@ -99,7 +106,9 @@ static const command commands[] = {
      {ID_ARG("FRAME", "frame", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the frame to allocate from"),
       UNIT_ARG("unit", ARG_REQUIRED, "unit receiving the allocation (SON)"),
       AMOUNT_ARG("amount", "amount (1 mkr)"),
-      TEXT_ARG("purpose", "purpose", ARG_REQUIRED, "TEXT", "what it is for"), WRITE_ARGS}},
+      TEXT_ARG("purpose", "purpose", ARG_REQUIRED, "TEXT", "what it is for"),
+      LAST_DAY_ARG("the last day an avrop on it may be requested (default: its frame's)"),
+      WRITE_ARGS}},
     {"avrop",
      "avrop.request",
      "avrop",
@@ -156,6 +165,41 @@ static const command commands[] = {
        EVENT_TYPE_BYTES_MAX},
       {"all", KIND_FLAG, NULL, 0, NULL, "keep reading until the head of the log", 0, 0},
       DAY_ARGS}},
+    {"close-year",
+     "year.close",
+     "close",
+     run_close_year,
+     "close a fiscal year by a decision: nothing on its frames moves after; shows its unspent",
+     {{"YEAR", KIND_UINT, "year", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the fiscal year",
+       BUDGET_YEAR_MIN, BUDGET_YEAR_MAX},
+      DECISION_ARG("the decision (KS 2022-01-25 § 12 [dnr KS 2022/7])"),
+      TEXT_ARG("note", "note", 0, "TEXT", "a note"),
+      WRITE_ARGS}},
+    {"carry-over",
+     "frame.carry_over",
+     "frame",
+     run_write,
+     "carry unspent money of a closed year's frame into a new frame for the next year "
+     "(ombudgetering)",
+     {ID_ARG("FRAME", "frame", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the closed year's frame"),
+      AMOUNT_ARG("amount", "amount carried over (500 tkr)"),
+      TEXT_ARG("title", "title", ARG_REQUIRED, "TEXT", "the new frame's title"),
+      DECISION_ARG("the decision (KS 2022-01-25 § 13)"),
+      LAST_DAY_ARG("the last day an avrop on the new frame may be requested"),
+      {"id", KIND_ID, "id", 0, "ID", "id of the new frame (default: generated)", 1,
+       BUDGET_ID_BYTES_MAX},
+      {"expect-head", KIND_UINT, "expect_head", 0, "SEQ",
+       "refuse (conflict) unless the ledger's last seq is SEQ", 0, UINT64_MAX}}},
+    {"unspent",
+     "balances",
+     NULL,
+     run_unspent,
+     "the unspent money of a fiscal year's frames, and what of it was carried over",
+     {{"YEAR", KIND_UINT, "year", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the fiscal year",
+       BUDGET_YEAR_MIN, BUDGET_YEAR_MAX},
+      UNIT_ARG("unit", 0, "frames held by this unit"),
+      {"as-of", KIND_UINT, NULL, 0, "SEQ", "the ledger as it stood right after event SEQ", 1,
+       UINT64_MAX}}},
     {"verify", "verify", NULL, run_verify, "re-walk the whole hash chain", {{0}}},
     {"stats", "stats", NULL, run_stats, "the daemon's counters", {{0}}},
     /* Audit and integration (budgetctl_audit.c, docs/audit.md). */
@@ -616,6 +660,20 @@ static int check_arg(const arg_spec *spec, arg_value *v)
         return check_number(spec, label, v->text, &v->number);
     case KIND_DATE:
         return check_date(spec, label, v->text, &v->number);
+    case KIND_DAY: {
+        int32_t day;
+        if (!budget_date_parse(v->text, strlen(v->text), &day))
+            return complain(EXIT_USAGE, "%s: not a day YYYY-MM-DD: %.40s", label, v->text);
+        return 0;
+    }
+    case KIND_DECISION: {
+        budget_decision d;
+        const char *wrong = "";
+        if (!budget_decision_parse(v->text, strlen(v->text), &d, &wrong))
+            return complain(EXIT_USAGE, "%s: %s; write it as %s (KS 2021-08-24 § 241)", label,
+                            wrong, BUDGET_DECISION_FORM);
+        return 0;
+    }
     }
     return 0;
 }
@@ -778,6 +836,38 @@ arg_value *value_of(const command *cmd, arg_value *values, const char *name)
 
 /* ---- requests ------------------------------------------------------------------------- */
 
+/* The args a decision (checked by check_arg) is sent as: 3, or 4 with a diary number. */
+static uint32_t decision_pairs(const char *text)
+{
+    budget_decision d;
+    const char *why;
+    if (!budget_decision_parse(text, strlen(text), &d, &why))
+        return 0;
+    return d.dnr[0] != '\0' ? 4 : 3;
+}
+
+static int pack_str_pair(msgpack_packer *pk, const char *key, const char *value)
+{
+    int rc = msgpack_pack_str_with_body(pk, key, strlen(key));
+    return rc | msgpack_pack_str_with_body(pk, value, strlen(value));
+}
+
+/* A decision as its args; as many pairs as decision_pairs says. */
+static int pack_decision(msgpack_packer *pk, const char *text)
+{
+    budget_decision d;
+    const char *why;
+    char day[BUDGET_DATE_BYTES + 1];
+    if (!budget_decision_parse(text, strlen(text), &d, &why) || !budget_date_format(d.date, day))
+        return 0;
+    int rc = pack_str_pair(pk, "decision_body", d.body);
+    rc |= pack_str_pair(pk, "decision_date", day);
+    rc |= pack_str_pair(pk, "decision_paragraph", d.paragraph);
+    if (d.dnr[0] != '\0')
+        rc |= pack_str_pair(pk, "decision_dnr", d.dnr);
+    return rc;
+}
+
 /* Packs every given argument that has a wire name, as a map with `extra` more pairs that the
  * caller packs after. Returns 0 or -ENOMEM. */
 int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *values, uint32_t extra)
@@ -785,12 +875,16 @@ int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *values, u
     uint32_t count = extra;
     for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++)
         if (values[i].set && cmd->args[i].wire != NULL)
-            count++;
+            count += cmd->args[i].kind == KIND_DECISION ? decision_pairs(values[i].text) : 1;
     int rc = msgpack_pack_map(pk, count);
     for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++) {
         const arg_spec *spec = &cmd->args[i];
         if (!values[i].set || spec->wire == NULL)
             continue;
+        if (spec->kind == KIND_DECISION) {
+            rc |= pack_decision(pk, values[i].text);
+            continue;
+        }
         rc |= msgpack_pack_str_with_body(pk, spec->wire, strlen(spec->wire));
         if (spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_DATE)
             rc |= msgpack_pack_int64(pk, values[i].number);
@@ -952,6 +1046,11 @@ static void print_write_result(const ctl *c, const budget_response *r, const cha
     const msgpack_object *hash = budget_map_get(&r->result, "hash");
     if (hash != NULL && hash->type == MSGPACK_OBJECT_BIN)
         hex(stdout, hash->via.bin.ptr, hash->via.bin.size < 8 ? hash->via.bin.size : 8);
+    if (budget_map_get(&r->result, "unspent") != NULL) {
+        char unspent[48];
+        budget_amount_format(budget_map_int(&r->result, "unspent", 0), unspent, sizeof(unspent));
+        printf(" unspent %s", unspent);
+    }
     fputc('\n', stdout);
 }
 
@@ -1478,13 +1577,119 @@ int run_balances(ctl *c, const command *cmd, arg_value *values)
     return rc;
 }
 
+/* ---- the year's end -------------------------------------------------------------------- */
+
+static const char *const unspent_headers[] = {"FRAME",       "UNIT",     ">GRANTED",
+                                              ">CALLED OFF", ">UNSPENT", ">CARRIED OVER",
+                                              ">LEFT",       "CLOSED",   "FROM"};
+
+typedef struct {
+    table frames;
+    int64_t unspent, carried_over;
+} unspent_rows;
+
+static int add_unspent_row(table *t, const msgpack_object *f)
+{
+    cell cells[COUNT(unspent_headers)];
+    cell_str(&cells[0], f, "id", BUDGET_ID_BYTES_MAX);
+    cell_str(&cells[1], f, "unit", BUDGET_UNIT_BYTES_MAX);
+    cell_amount(&cells[2], f, "granted");
+    cell_amount(&cells[3], f, "called_off");
+    cell_amount(&cells[4], f, "unspent");
+    cell_amount(&cells[5], f, "carried_over");
+    budget_amount_format(budget_map_int(f, "unspent", 0) - budget_map_int(f, "carried_over", 0),
+                         cells[6].text, sizeof(cells[6].text));
+    const msgpack_object *closed = budget_map_get(f, "closed");
+    snprintf(cells[7].text, sizeof(cells[7].text), "%s",
+             closed != NULL && closed->type == MSGPACK_OBJECT_BOOLEAN && closed->via.boolean
+                 ? "yes"
+                 : "no");
+    cell_str(&cells[8], f, "carried_from", BUDGET_ID_BYTES_MAX);
+    return add_cells(t, cells, COUNT(cells));
+}
+
+/* page_fn: the frames of a page, and their sums. */
+static int unspent_page(void *state, const msgpack_object *result)
+{
+    unspent_rows *u = state;
+    const msgpack_object *list = budget_map_get(result, "frames");
+    if (list == NULL || list->type != MSGPACK_OBJECT_ARRAY)
+        return 0;
+    for (uint32_t i = 0; i < list->via.array.size; i++) {
+        const msgpack_object *f = &list->via.array.ptr[i];
+        u->unspent += budget_map_int(f, "unspent", 0);
+        u->carried_over += budget_map_int(f, "carried_over", 0);
+        if (add_unspent_row(&u->frames, f) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Prints the frames of the year that `cmd` (the unspent command) names, with their sums. */
+static int print_unspent(ctl *c, const command *cmd, arg_value *values)
+{
+    if (c->json) {
+        budget_response first;
+        balances_json j;
+        if (balances_json_open(&j) != 0) {
+            balances_json_free(&j);
+            return complain(EXIT_REFUSED, "out of memory");
+        }
+        int rc = fetch_balances(c, cmd, values, 1u << BAL_FRAMES, &first, balances_page_json, &j);
+        balances_json_close(&j);
+        if (rc == 0) {
+            print_balances_json(&first.result, &j);
+            budget_response_free(&first);
+        }
+        balances_json_free(&j);
+        return rc;
+    }
+    unspent_rows u = {.unspent = 0, .carried_over = 0};
+    table_init(&u.frames, unspent_headers, COUNT(unspent_headers));
+    budget_response first;
+    int rc = fetch_balances(c, cmd, values, 1u << BAL_FRAMES, &first, unspent_page, &u);
+    if (rc == 0) {
+        char unspent[48], carried[48], left[48];
+        budget_amount_format(u.unspent, unspent, sizeof(unspent));
+        budget_amount_format(u.carried_over, carried, sizeof(carried));
+        budget_amount_format(u.unspent - u.carried_over, left, sizeof(left));
+        printf("Fiscal year %" PRId64 " as of seq %" PRId64 "\n",
+               value_of(cmd, values, "YEAR")->number, budget_map_int(&first.result, "as_of", 0));
+        table_print(stdout, &u.frames,
+                    "Frames: unspent (unallocated, or allocated and not called off)");
+        printf("\nunspent %s, carried over %s, left %s\n", unspent, carried, left);
+        budget_response_free(&first);
+    }
+    table_free(&u.frames);
+    return rc;
+}
+
+static int run_unspent(ctl *c, const command *cmd, arg_value *values)
+{
+    return print_unspent(c, cmd, values);
+}
+
+/* close-year: the write, then the year's frames as `unspent` shows them. */
+static int run_close_year(ctl *c, const command *cmd, arg_value *values)
+{
+    int rc = run_write(c, cmd, values);
+    if (rc != EXIT_DONE || c->json)
+        return rc;
+    const command *read = find_command("unspent");
+    arg_value read_values[OPTS_MAX];
+    memset(read_values, 0, sizeof(read_values));
+    *value_of(read, read_values, "YEAR") = *value_of(cmd, values, "YEAR");
+    return print_unspent(c, read, read_values);
+}
+
 /* ---- events --------------------------------------------------------------------------- */
 
 static bool is_amount_key(const msgpack_object *key)
 {
     return key->type == MSGPACK_OBJECT_STR &&
            ((key->via.str.size == 6 && memcmp(key->via.str.ptr, "amount", 6) == 0) ||
-            (key->via.str.size == 5 && memcmp(key->via.str.ptr, "delta", 5) == 0));
+            (key->via.str.size == 5 && memcmp(key->via.str.ptr, "delta", 5) == 0) ||
+            (key->via.str.size == 7 && memcmp(key->via.str.ptr, "unspent", 7) == 0));
 }
 
 /* A str that can be printed bare: printable ASCII or UTF-8 without spaces, quotes or '='. */
