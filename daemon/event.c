@@ -14,13 +14,17 @@
  *
  * data, per type (the field tables of event_types.c):
  *
- *   frame.granted        id, unit, year, amount, title, reference
+ *   frame.granted        id, unit, year, amount, title, reference[, avrop_last_day]
  *   frame.adjusted       id, frame, unit, year, delta, reason, reference
- *   allocation.proposed  id, frame, unit, year, amount, purpose
+ *   allocation.proposed  id, frame, unit, year, amount, purpose[, avrop_last_day]
  *   avrop.requested      id, allocation, frame, unit, year, amount, note
  *   decision.approved    id, target, target_kind, frame, unit, year, amount, reference, note
  *   decision.rejected    id, target, target_kind, frame, unit, year, amount, reference, note
  *   request.withdrawn    id, target, target_kind, frame, unit, year, amount, note
+ *   year.closed          id, year, unspent, decision_body, decision_date,
+ *                        decision_paragraph, decision_dnr, note
+ *   frame.carried_over   id, frame, unit, year, amount, title, avrop_last_day, decision_body,
+ *                        decision_date, decision_paragraph, decision_dnr
  *
  * with
  *
@@ -32,6 +36,11 @@
  *   title, reason, purpose          str, 1..256 bytes of UTF-8
  *   reference, note                 str, 0..256 bytes of UTF-8
  *   target_kind                     str, "allocation" or "avrop"
+ *   unspent                         int, 0..2^63-1 (öre)
+ *   avrop_last_day, decision_date   str, "YYYY-MM-DD"; an absent avrop_last_day is "", or
+ *                                   (added to frame.granted and allocation.proposed) left
+ *                                   out, the data map being that of the older events
+ *   decision_body, decision_paragraph, decision_dnr   str (docs/events.md)
  *
  * Every value is in its shortest msgpack form (non-negative integers as uint), so one event
  * has exactly one encoding and re-encoding a decoded event gives the same bytes. In the

@@ -521,6 +521,28 @@ Test(access, the_unit_of_each_write)
     ledger_free(l);
 }
 
+/* Closing a year concerns every unit: only an admin for every unit may; a carry-over concerns
+ * the unit that holds the frame carried from. */
+Test(access, closing_a_year_needs_the_admin_role_for_every_unit)
+{
+    small_ledger();
+    ledger_cmd c = cmd(LEDGER_YEAR_CLOSED, "c21");
+    c.year = 2021;
+    expect_scope(c, ACCESS_EVERY_UNIT, "closing fiscal year 2021 concerns every unit");
+    c = cmd(LEDGER_FRAME_CARRIED_OVER, "f22");
+    strcpy(c.frame, "f1");
+    expect_scope(c, "KS", "frame f1 is held by KS");
+    ledger_free(l);
+
+    access_rules *r = parse_ok("user anna admin\n"
+                               "user bertil admin KS SON KFN\n");
+    ALLOWED(r, who(1001, 1), ACCESS_ADMIN, ACCESS_EVERY_UNIT);
+    cr_assert_eq(decide(r, who(1002, 1), ACCESS_ADMIN, ACCESS_EVERY_UNIT), BUDGET_EFORBIDDEN);
+    cr_assert_not_null(strstr(why, "needs the admin role for every unit"), "%s", why);
+    ALLOWED(r, who(1002, 1), ACCESS_ADMIN, "KS");
+    access_free(r);
+}
+
 /* ---- the system side ----------------------------------------------------------------------- */
 
 static void write_file(const char *path, const char *text, mode_t mode)
