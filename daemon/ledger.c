@@ -669,7 +669,7 @@ static int rule_close_year(const ledger *l, const ledger_event *ev, uint32_t act
     if (c != NULL)
         return fail(err, BUDGET_EINVALID_STATE, "fiscal year %" PRId32 " is already closed (%s)",
                     ev->year, id_text(l, c->id));
-    char ids[120];
+    char ids[88]; /* with the rest of the message, within ledger_error.message */
     size_t pending = pending_of_year(l, ev->year, ids, sizeof ids);
     if (pending > 0)
         return fail(err, BUDGET_ECONFLICT,
