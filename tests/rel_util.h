@@ -68,7 +68,6 @@ int rel_log_count(const rel_daemon *r, const char *text);
 
 /* ---- small things ------------------------------------------------------------------------- */
 
-int64_t rel_now_us(void);
 void rel_sleep_ms(int ms);
 /* The seed (RELIABILITY_SEED or the clock), printed once with `what`. */
 uint64_t rel_seed(const char *what);

@@ -373,7 +373,7 @@ Test(crash, sigkill_under_load_loses_no_acknowledged_write)
     history h = {0};
     uint64_t rng = rel_seed("crash");
     long cycles = e2e_env_long("RELIABILITY_CRASH_CYCLES", CYCLES_DEFAULT);
-    int64_t t0 = rel_now_us();
+    int64_t t0 = e2e_now_us();
 
     cr_assert_eq(rel_start(&rd), 0, "budgetd did not start");
     for (int k = 0; k < cycles; k++) {
@@ -422,7 +422,7 @@ Test(crash, sigkill_under_load_loses_no_acknowledged_write)
             " times in all), lost 0; %" PRIu64 " unanswered at a kill, %" PRIu64
             " of them already written, %" PRIu64 " made on retry, %" PRIu64
             " refused on retry (shared allocation full)\n",
-            cycles, (double)(rel_now_us() - t0) / 1e6, acked, h.acked_checked, h.unknown,
+            cycles, (double)(e2e_now_us() - t0) / 1e6, acked, h.acked_checked, h.unknown,
             h.unknown_in_log, h.created_on_retry, h.refused_on_retry);
     free(h.all);
 }
