@@ -13,6 +13,7 @@
 
 #include "budget/amount.h"
 #include "client/budgetctl.h"
+#include "proto/fields.h"
 
 /* ---- what the ledger holds ---------------------------------------------------------------- */
 
@@ -23,9 +24,9 @@ typedef struct {
     char unit[BUDGET_UNIT_BYTES_MAX + 1];
     char status[16];
     int64_t amount, pending;
-    char text[BUDGET_TEXT_BYTES_MAX + 16]; /* purpose or note, cleaned for a terminal */
-    int64_t by_uid;                        /* who proposed or requested it; -1 unknown */
-    char by_name[BUDGET_NAME_BYTES_MAX + 1];
+    char text[BUDGET_TEXT_BYTES_MAX + 16];   /* purpose or note, cleaned for a terminal */
+    int64_t by_uid;                          /* who proposed or requested it; -1 unknown */
+    char by_name[BUDGET_NAME_BYTES_MAX * 2]; /* cleaned for a terminal */
 } item;
 
 typedef struct {
@@ -50,6 +51,19 @@ static item *view_add(view *v)
     return it;
 }
 
+/* True when the ids and the unit of `it` are what budgetd allows (words), so they can be
+ * printed and matched as they are; a daemon that sent anything else is not believed. */
+static bool item_valid(const item *it)
+{
+    return budget_word_valid(it->id, strlen(it->id), BUDGET_ID_BYTES_MAX) &&
+           (it->parent[0] == '\0' ||
+            budget_word_valid(it->parent, strlen(it->parent), BUDGET_ID_BYTES_MAX)) &&
+           (it->unit[0] == '\0' ||
+            budget_word_valid(it->unit, strlen(it->unit), BUDGET_UNIT_BYTES_MAX)) &&
+           (it->status[0] == '\0' ||
+            budget_word_valid(it->status, strlen(it->status), sizeof(it->status) - 1));
+}
+
 /* Adds every map of result[key] as items of `kind`. 0, or -1 when out of memory. */
 static int view_list(view *v, const msgpack_object *result, const char *key, char kind)
 {
@@ -68,7 +82,10 @@ static int view_list(view *v, const msgpack_object *result, const char *key, cha
         budget_map_str(o, "status", it->status, sizeof(it->status));
         it->amount = budget_map_int(o, kind == 'f' ? "granted" : "amount", 0);
         it->pending = budget_map_int(o, "pending", 0);
-        text_cell(it->text, sizeof(it->text), o, kind == 'a' ? "purpose" : "note", 40);
+        text_cell(it->text, sizeof(it->text), o, kind == 'a' ? "purpose" : "note",
+                  cli_json ? BUDGET_TEXT_BYTES_MAX : 40); /* JSON: whole */
+        if (!item_valid(it))
+            v->count--;
     }
     return 0;
 }
@@ -156,7 +173,7 @@ static int pending_proposer(void *state, const msgpack_object *event)
     if (it != NULL && strcmp(it->status, "pending") == 0) {
         const msgpack_object *actor = budget_map_get(event, "actor");
         it->by_uid = budget_map_int(actor, "uid", -1);
-        budget_map_str(actor, "name", it->by_name, sizeof(it->by_name));
+        text_cell(it->by_name, sizeof(it->by_name), actor, "name", BUDGET_NAME_BYTES_MAX);
     }
     return 0;
 }
@@ -271,7 +288,7 @@ static int pending_print_tables(view *v, int64_t uid, const msgpack_object *role
             const item *it = &v->items[i];
             if (pending_side(v, it, uid, roles) != side)
                 continue;
-            char amount[48], by[BUDGET_NAME_BYTES_MAX + 32];
+            char amount[48], by[sizeof(it->by_name) + 32];
             budget_amount_format(it->amount, amount, sizeof(amount));
             snprintf(by, sizeof(by), "%s(%" PRId64 ")", it->by_name[0] ? it->by_name : "?",
                      it->by_uid);
