@@ -288,12 +288,17 @@ static void say_json_error(int status, const char *line)
             code_len = (size_t)(colon - line);
             line = colon + 2;
         }
+    json_error(status, code, code_len, line);
+}
+
+void json_error(int status, const char *code, size_t code_len, const char *message)
+{
     progress_end();
     fflush(stdout);
     fputs("{\"error\":{\"code\":", stderr);
     json_string(stderr, code, code_len);
     fputs(",\"message\":", stderr);
-    json_string(stderr, line, strlen(line));
+    json_string(stderr, message, strlen(message));
     fprintf(stderr, "},\"exit\":%d}\n", status);
 }
 

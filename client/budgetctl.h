@@ -190,6 +190,8 @@ typedef struct {
 
 /* Prints one line "budgetctl: ..." on stderr, escaped where it must be, and returns `status`. */
 int complain(int status, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* --json: an error as one line {"error": {"code", "message"}, "exit": status} on stderr. */
+void json_error(int status, const char *code, size_t code_len, const char *message);
 /* A note on stderr that is no error: "budgetctl: ...", or {"notice": ...} with --json. */
 void notice(const char *format, ...) __attribute__((format(printf, 1, 2)));
 /* A msgpack value as JSON, `depth` levels in; and a whole value as one line on stdout. */

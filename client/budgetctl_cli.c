@@ -285,8 +285,11 @@ int refusal(int status, const char *code, const char *message, const char *gener
     snprintf(text, sizeof(text), "%s", message);
     if (generated_id != NULL)
         drop_id(text, generated_id);
-    if (cli_json)
-        return complain(status, "%s: %s", code, text);
+    if (cli_json) {
+        if (!cli_quiet)
+            json_error(status, code, strlen(code), text);
+        return status;
+    }
     kronor_text(text, kronor, sizeof(kronor));
     return complain(status, "%s: %s", code, kronor);
 }
