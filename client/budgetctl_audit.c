@@ -1323,12 +1323,14 @@ static const char *const event_columns[] = {
 typedef struct {
     csv_writer w;
     bool csv;
+    uint64_t rows; /* events or balance rows written */
 } export_state;
 
 static int export_event(void *state, const msgpack_object *event)
 {
     export_state *x = state;
     csv_writer *w = &x->w;
+    x->rows++;
     if (!x->csv) {
         json_line(event);
         return 0;
@@ -1379,6 +1381,7 @@ static const char *const balance_columns[] = {
 static void export_balance_row(export_state *x, const char *kind, const msgpack_object *o)
 {
     csv_writer *w = &x->w;
+    x->rows++;
     if (!x->csv) {
         printf("{\"kind\":\"%s\"", kind);
         for (uint32_t i = 0; o->type == MSGPACK_OBJECT_MAP && i < o->via.map.size; i++) {
@@ -1578,6 +1581,9 @@ static int export_write(ctl *c, export_state *x, const command *cmd, arg_value *
         rc = export_balances(c, x, value_of(cmd, values, "as-of"), value_of(cmd, values, "unit"));
     }
     progress_end();
+    const arg_value *unit = value_of(cmd, values, "unit");
+    if (rc == 0 && x->rows == 0 && unit->set)
+        unit_hint(c, unit->text);
     return rc;
 }
 
@@ -1590,7 +1596,7 @@ int run_export(ctl *c, const command *cmd, arg_value *values)
     bool bom = value_of(cmd, values, "bom")->set;
     bool swedish = cli_swedish;
     bool events = strcmp(what, "events") == 0;
-    export_state x = {{stdout, swedish ? ';' : ',', swedish ? ',' : '.', 0}, true};
+    export_state x = {{stdout, swedish ? ';' : ',', swedish ? ',' : '.', 0}, true, 0};
 
     if (!events && strcmp(what, "balances") != 0)
         return complain(EXIT_USAGE, "export: WHAT is events or balances");

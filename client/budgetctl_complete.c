@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "budget/amount.h"
 #include "client/budgetctl.h"
@@ -498,6 +499,9 @@ static void complete_command(ctl *c, const command *cmd, char **words, int n, co
         }
 }
 
+/* How long completion may take before it ends (SIGALRM) and the shell offers nothing. */
+#define COMPLETE_SECONDS_MAX 3
+
 /* The socket named among the words (--socket PATH or --socket=PATH), or NULL. */
 static const char *socket_of(char **words, int n)
 {
@@ -526,6 +530,7 @@ int run_complete(const char *socket_flag, int argc, char **argv)
     const char *cur = argc > 0 ? argv[argc - 1] : "";
     int n = argc > 0 ? argc - 1 : 0;
     cli_quiet = true;
+    alarm(COMPLETE_SECONDS_MAX); /* a shell waiting on a stuck daemon gets nothing, soon */
     if (socket_of(argv, n) != NULL)
         socket_flag = socket_of(argv, n);
     if (budget_socket_path(socket_flag, c.socket_path, sizeof(c.socket_path)) != 0)

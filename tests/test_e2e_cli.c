@@ -258,6 +258,9 @@ Test(cli, did_you_mean_commands_options_and_units)
     e2e_assert_int(ctl(&r, "events", "--unit", "kfn"), 0, "events of an unknown unit");
     e2e_assert(has(r.err, "did you mean KFN?"), "unit in another case: %s", r.err);
     e2e_ctl_free(&r);
+    e2e_assert_int(ctl(&r, "export", "events", "--unit", "SNO"), 0, "export of an unknown unit");
+    e2e_assert(has(r.err, "did you mean SON?"), "export: %s", r.err);
+    e2e_ctl_free(&r);
     e2e_assert_int(ctl(&r, "balances", "--unit", "SON"), 0, "balances of a known unit");
     e2e_assert(!has(r.err, "did you mean"), "a known unit: %s", r.err);
     e2e_ctl_free(&r);
