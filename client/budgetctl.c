@@ -64,6 +64,15 @@ static int run_events(ctl *c, const command *cmd, arg_value *values);
 static int run_stats(ctl *c, const command *cmd, arg_value *values);
 
 // clang-format off
+#define AS_OF_ARG(what) \
+    {"as-of", KIND_AS_OF, NULL, 0, "SEQ|DAY", \
+     what " as it stood right after event SEQ, or at the end of DAY (YYYY-MM-DD, UTC)", 1, 32}
+#define FILTER_ARGS(what) \
+    UNIT_ARG("unit", 0, what " of this unit (data.unit)"), \
+    {"type", KIND_WORD, "type", 0, "TYPE", what " of this type (avrop.requested)", 1, \
+     EVENT_TYPE_BYTES_MAX}, \
+    {"from", KIND_DATE, "ts_from", 0, "DAY", what " on or after this day (YYYY-MM-DD, UTC)", 0, 0}, \
+    {"to", KIND_DATE, "ts_to", 0, "DAY", what " on or before this day (YYYY-MM-DD, UTC)", 1, 0}
 #define DAY_ARGS \
     {"from", KIND_DATE, "ts_from", 0, "DAY", "events on or after this day (YYYY-MM-DD, UTC)", 0, 0}, \
     {"to", KIND_DATE, "ts_to", 0, "DAY", "events on or before this day (YYYY-MM-DD, UTC)", 1, 0}, \
@@ -139,9 +148,7 @@ static const command commands[] = {
      {ID_ARG("frame", "frame", 0, "F", "one frame and its allocations"),
       ID_ARG("allocation", "allocation", 0, "A", "one allocation and its avrop"),
       UNIT_ARG("unit", 0, "one unit: its frames, allocations to it, its totals"),
-      YEAR_ARG(0, "only this fiscal year"),
-      {"as-of", KIND_UINT, NULL, 0, "SEQ", "the ledger as it stood right after event SEQ", 1,
-       UINT64_MAX}}},
+      YEAR_ARG(0, "only this fiscal year"), AS_OF_ARG("the ledger")}},
     {"events",
      "events",
      NULL,
@@ -156,6 +163,12 @@ static const command commands[] = {
        EVENT_TYPE_BYTES_MAX},
       {"all", KIND_FLAG, NULL, 0, NULL, "keep reading until the head of the log", 0, 0},
       DAY_ARGS}},
+    {"pending",
+     "balances",
+     NULL,
+     run_pending,
+     "what waits for you to decide, and what you sent that waits for others",
+     {{0}}},
     {"verify", "verify", NULL, run_verify, "re-walk the whole hash chain", {{0}}},
     {"stats", "stats", NULL, run_stats, "the daemon's counters", {{0}}},
     /* Audit and integration (budgetctl_audit.c, docs/audit.md). */
@@ -167,7 +180,8 @@ static const command commands[] = {
      {{"after", KIND_UINT, NULL, 0, "SEQ", "start after this seq (default 0: the first event)", 0,
        UINT64_MAX},
       {"count", KIND_UINT, NULL, 0, "N", "stop after N events (default: run until stopped)", 1,
-       UINT64_MAX}}},
+       UINT64_MAX},
+      FILTER_ARGS("events")}},
     {"history",
      "events",
      NULL,
@@ -206,11 +220,12 @@ static const command commands[] = {
      {{"WHAT", KIND_WORD, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL, "events or balances", 1, 16},
       {"format", KIND_WORD, NULL, 0, "csv|jsonl", "default csv", 1, 8},
       {"bom", KIND_FLAG, NULL, 0, NULL, "csv: start with a UTF-8 byte order mark", 0, 0},
-      {"swedish", KIND_FLAG, NULL, 0, NULL, "csv: ; between fields and a decimal comma", 0, 0},
-      {"as-of", KIND_UINT, NULL, 0, "SEQ", "balances: as they stood right after event SEQ", 1,
-       UINT64_MAX},
+      {"swedish", KIND_FLAG, NULL, 0, NULL,
+       "csv: ; between fields, a decimal comma, Swedish headers", 0, 0},
+      AS_OF_ARG("balances:"),
       {"output", KIND_TEXT, NULL, 0, "FILE",
-       "write FILE, whole or not at all (it replaces FILE only once complete)", 1, 4096}}},
+       "write FILE, whole or not at all (it replaces FILE only once complete)", 1, 4096},
+      FILTER_ARGS("events:")}},
     {"report",
      "balances",
      NULL,
@@ -219,8 +234,7 @@ static const command commands[] = {
      {UNIT_ARG("unit", 0, "one unit"),
       YEAR_ARG(0, "one fiscal year"),
       {"years", KIND_TEXT, NULL, 0, "Y1-Y2", "fiscal years Y1 to Y2 (2021-2027)", 3, 9},
-      {"as-of", KIND_UINT, NULL, 0, "SEQ", "the ledger as it stood right after event SEQ", 1,
-       UINT64_MAX},
+      AS_OF_ARG("the ledger"),
       {"output", KIND_TEXT, NULL, 0, "FILE",
        "write FILE, whole or not at all (it replaces FILE only once complete)", 1, 4096}}},
 };
@@ -229,12 +243,22 @@ static const command commands[] = {
 
 /* ---- messages ------------------------------------------------------------------------- */
 
+static void json_string(FILE *f, const char *s, size_t n);
+
 /* Prints "budgetctl: LINE" on stderr as one line of clean text: a line that quotes the daemon's
  * words or the user's with control characters or bytes that are not UTF-8 is escaped
  * (budget_escape), so no message can move the cursor, recolour or retitle a terminal. */
 static void say(const char *line)
 {
     char safe[2048];
+    progress_end();
+    if (cli_json) {
+        fflush(stdout);
+        fputs("{\"notice\":", stderr);
+        json_string(stderr, line, strlen(line));
+        fputs("}\n", stderr);
+        return;
+    }
     size_t len = strlen(line);
     if (!budget_text_clean(line, len)) {
         budget_escape(safe, sizeof(safe), line, len);
@@ -244,7 +268,42 @@ static void say(const char *line)
     fprintf(stderr, "budgetctl: %s\n", line);
 }
 
-/* Prints one line "budgetctl: ..." on stderr (say) and returns `status`. */
+/* The error codes of the protocol, which a refusal's line starts with. */
+static const char *const error_codes[] = {
+    "bad_request",   "unknown_op", "not_found", "conflict",    "insufficient_funds",
+    "invalid_state", "forbidden",  "too_large", "unavailable", "internal"};
+
+/* --json: an error as one line of JSON on stderr, {"error": {"code", "message"}, "exit"}. The
+ * code is the daemon's when the line starts with one, else what kind of failure it was. */
+static void say_json_error(int status, const char *line)
+{
+    static const char *const kinds[] = {"done", "failed", "usage", "connection", "broken_chain"};
+    const char *code = status >= 0 && (size_t)status < COUNT(kinds) ? kinds[status] : "failed";
+    size_t code_len = strlen(code);
+    const char *colon = strstr(line, ": ");
+    for (size_t i = 0; colon != NULL && status == EXIT_REFUSED && i < COUNT(error_codes); i++)
+        if ((size_t)(colon - line) == strlen(error_codes[i]) &&
+            memcmp(line, error_codes[i], strlen(error_codes[i])) == 0) {
+            code = line;
+            code_len = (size_t)(colon - line);
+            line = colon + 2;
+        }
+    json_error(status, code, code_len, line);
+}
+
+void json_error(int status, const char *code, size_t code_len, const char *message)
+{
+    progress_end();
+    fflush(stdout);
+    fputs("{\"error\":{\"code\":", stderr);
+    json_string(stderr, code, code_len);
+    fputs(",\"message\":", stderr);
+    json_string(stderr, message, strlen(message));
+    fprintf(stderr, "},\"exit\":%d}\n", status);
+}
+
+/* Prints one line "budgetctl: ..." on stderr (say), or JSON with --json, and returns
+ * `status`. Nothing while cli_quiet is set. */
 int complain(int status, const char *format, ...)
 {
     char line[1024];
@@ -252,8 +311,24 @@ int complain(int status, const char *format, ...)
     va_start(ap, format);
     vsnprintf(line, sizeof(line), format, ap);
     va_end(ap);
-    say(line);
+    if (cli_quiet)
+        return status;
+    if (cli_json)
+        say_json_error(status, line);
+    else
+        say(line);
     return status;
+}
+
+void notice(const char *format, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(line, sizeof(line), format, ap);
+    va_end(ap);
+    if (!cli_quiet)
+        say(line);
 }
 
 /* ---- text ----------------------------------------------------------------------------- */
@@ -447,18 +522,18 @@ void json_line(const msgpack_object *o)
 /* ---- tables --------------------------------------------------------------------------- */
 
 /* A '>' before a header aligns its column right. */
-static void table_init(table *t, const char *const *headers, size_t columns)
+void table_init(table *t, const char *const *headers, size_t columns)
 {
     memset(t, 0, sizeof(*t));
     t->columns = columns;
     for (size_t i = 0; i < columns; i++) {
         t->right[i] = headers[i][0] == '>';
-        t->headers[i] = headers[i] + (t->right[i] ? 1 : 0);
+        t->headers[i] = header_text(headers[i] + (t->right[i] ? 1 : 0));
         t->widths[i] = display_columns(t->headers[i]);
     }
 }
 
-static int table_add(table *t, char *const *values)
+int table_add(table *t, char *const *values)
 {
     if (t->rows == t->capacity) {
         size_t capacity = t->capacity == 0 ? 16 : t->capacity * 2;
@@ -498,11 +573,11 @@ static void table_cell(FILE *f, const table *t, size_t column, const char *text)
         fprintf(f, "%s%*s", text, last ? 0 : (int)pad, "");
 }
 
-static void table_print(FILE *f, const table *t, const char *title)
+void table_print(FILE *f, const table *t, const char *title)
 {
     if (t->rows == 0)
         return;
-    fprintf(f, "\n%s\n", title);
+    fprintf(f, "\n%s\n", header_text(title));
     for (size_t c = 0; c < t->columns; c++)
         table_cell(f, t, c, t->headers[c]);
     fputc('\n', f);
@@ -513,7 +588,7 @@ static void table_print(FILE *f, const table *t, const char *title)
     }
 }
 
-static void table_free(table *t)
+void table_free(table *t)
 {
     for (size_t i = 0; i < t->rows * t->columns; i++)
         free(t->cells[i]);
@@ -525,7 +600,7 @@ static void table_free(table *t)
 /* ---- cells from response values --------------------------------------------------------- */
 
 typedef struct {
-    char text[TABLE_TEXT_COLUMNS_MAX * 4 + 8];
+    char text[BUDGET_TEXT_BYTES_MAX + 16]; /* --wide: the whole text */
 } cell;
 
 static void cell_str(cell *out, const msgpack_object *map, const char *key, size_t columns)
@@ -535,7 +610,16 @@ static void cell_str(cell *out, const msgpack_object *map, const char *key, size
         strcpy(out->text, "");
         return;
     }
+    if (cli_wide && columns < BUDGET_TEXT_BYTES_MAX)
+        columns = BUDGET_TEXT_BYTES_MAX; /* no text has more columns than bytes */
     terminal_text(o->via.str.ptr, o->via.str.size, columns, out->text, sizeof(out->text));
+}
+
+void text_cell(char *out, size_t size, const msgpack_object *map, const char *key, size_t columns)
+{
+    cell c;
+    cell_str(&c, map, key, columns);
+    snprintf(out, size, "%s", c.text);
 }
 
 static void cell_amount(cell *out, const msgpack_object *map, const char *key)
@@ -586,8 +670,9 @@ static int check_arg(const arg_spec *spec, arg_value *v)
 {
     char label[48];
     arg_label(spec, label, sizeof(label));
-    size_t bytes =
-        spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT ? 0 : strnlen(v->text, spec->max + 1);
+    size_t bytes = spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_AS_OF
+                       ? 0
+                       : strnlen(v->text, spec->max + 1);
     char why[160];
     switch (spec->kind) {
     case KIND_FLAG:
@@ -616,6 +701,8 @@ static int check_arg(const arg_spec *spec, arg_value *v)
         return check_number(spec, label, v->text, &v->number);
     case KIND_DATE:
         return check_date(spec, label, v->text, &v->number);
+    case KIND_AS_OF:
+        return check_as_of(label, v->text, &v->number);
     }
     return 0;
 }
@@ -655,7 +742,7 @@ static int common_option(ctl *c, const command *cmd, const char *name, const cha
         else if (name[0] == 'h')
             *rc = -1 - usage(cmd, stdout);
         else
-            c->json = true;
+            c->json = cli_json = true;
         return 1;
     }
     if (strcmp(name, "socket") == 0) {
@@ -666,6 +753,45 @@ static int common_option(ctl *c, const command *cmd, const char *name, const cha
         return 1;
     }
     return 0;
+}
+
+/* --swedish and --wide, which every command takes (export has a --swedish of its own, which
+ * also sets the mode). Returns 1 when `name` was one of them (0 or EXIT_USAGE in *rc). */
+static int global_flag(const command *cmd, const char *name, const char *value, int *rc)
+{
+    size_t index;
+    bool *flag = strcmp(name, "wide") == 0      ? &cli_wide
+                 : strcmp(name, "swedish") == 0 ? &cli_swedish
+                                                : NULL;
+    *rc = 0;
+    if (flag == NULL)
+        return 0;
+    if (find_option(cmd, name, strlen(name), &index) != NULL) {
+        *flag = true;
+        return 0; /* the command's own option is read as well */
+    }
+    if (value != NULL)
+        *rc = complain(EXIT_USAGE, "--%s takes no value", name);
+    *flag = true;
+    return 1;
+}
+
+/* An unknown option of `cmd`, with the nearest it takes. */
+static int unknown_option(const command *cmd, const char *name)
+{
+    const char *names[OPTS_MAX + 5] = {"json", "socket", "help", "swedish", "wide"};
+    size_t n = 5;
+    for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++)
+        if (!(cmd->args[i].flags & ARG_POSITIONAL))
+            names[n++] = cmd->args[i].name;
+    const char *near = nearest_word(name, names, n);
+    if (near != NULL)
+        return complain(EXIT_USAGE,
+                        "%s: unknown option --%s; did you mean --%s? (see budgetctl "
+                        "%s --help)",
+                        cmd->name, name, near, cmd->name);
+    return complain(EXIT_USAGE, "%s: unknown option --%s (see budgetctl %s --help)", cmd->name,
+                    name, cmd->name);
 }
 
 /* Reads one "--name[=value]" at the cursor into `values`. Returns 0, EXIT_USAGE, or -1 (help). */
@@ -685,11 +811,12 @@ static int parse_option(ctl *c, const command *cmd, arg_cursor *cur, arg_value *
     int rc = 0;
     if (common_option(c, cmd, name, value, cur, socket_flag, &rc))
         return rc;
+    if (global_flag(cmd, name, value, &rc))
+        return rc;
     size_t index = 0;
     const arg_spec *spec = find_option(cmd, name, name_bytes, &index);
     if (spec == NULL)
-        return complain(EXIT_USAGE, "%s: unknown option --%s (see budgetctl %s --help)", cmd->name,
-                        name, cmd->name);
+        return unknown_option(cmd, name);
     bool is_flag = spec->kind == KIND_FLAG;
     if (is_flag && value != NULL)
         return complain(EXIT_USAGE, "--%s takes no value", name);
@@ -821,10 +948,14 @@ int connect_daemon(ctl *c)
     if (c->client != NULL)
         return 0;
     int rc = budget_client_connect(c->socket_path, &c->client);
+    char why[256] = "";
+    if (rc == -EACCES || rc == -EPERM)
+        permission_hint(c->socket_path, why, sizeof(why));
+    else if (rc == -ENOENT || rc == -ECONNREFUSED)
+        snprintf(why, sizeof(why), " (is budgetd running?)");
     if (rc != 0)
         return complain(EXIT_CONNECTION, "cannot connect to %s: %s%s", c->socket_path,
-                        strerror(-rc),
-                        rc == -ENOENT || rc == -ECONNREFUSED ? " (is budgetd running?)" : "");
+                        strerror(-rc), why);
     return 0;
 }
 
@@ -856,7 +987,7 @@ int call(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *o
     if (rc != 0)
         return complain(EXIT_CONNECTION, "connection to budgetd lost: %s", client_error(rc));
     if (!out->ok) {
-        rc = complain(EXIT_REFUSED, "%s: %s", out->code, out->message);
+        rc = refusal(EXIT_REFUSED, out->code, out->message, NULL);
         budget_response_free(out);
         return rc;
     }
@@ -875,7 +1006,8 @@ static void sleep_ms(unsigned ms)
  * sends the very same request (same id) again, up to RETRIES_MAX times; budgetd answers a
  * repeated id with the first result, so a write that did land is not made twice.
  */
-static int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out)
+static int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out,
+                      const char *generated_id)
 {
     int rc = connect_daemon(c);
     if (rc != 0)
@@ -910,7 +1042,7 @@ static int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budge
         sleep_ms(retry_wait_ms[attempt]);
         reconnect = budget_client_connect(c->socket_path, &c->client);
     }
-    rc = complain(EXIT_REFUSED, "%s: %s", out->code, out->message);
+    rc = refusal(EXIT_REFUSED, out->code, out->message, generated_id);
     budget_response_free(out);
     return rc;
 }
@@ -959,6 +1091,7 @@ static int run_write(ctl *c, const command *cmd, arg_value *values)
 {
     char id[BUDGET_ID_BYTES_MAX + 1];
     arg_value *id_value = value_of(cmd, values, "id");
+    const char *generated = id_value->set ? NULL : id;
     if (!id_value->set) {
         int rc = generate_id(cmd->id_kind, id, sizeof(id));
         if (rc != 0)
@@ -975,8 +1108,11 @@ static int run_write(ctl *c, const command *cmd, arg_value *values)
     if (rc != 0)
         rc = complain(EXIT_USAGE, "out of memory");
     else
-        rc = call_write(c, cmd->op, &args, &r);
+        rc = call_write(c, cmd->op, &args, &r, generated);
     msgpack_sbuffer_destroy(&args);
+    const arg_value *unit = value_of(cmd, values, "unit");
+    if (rc == EXIT_REFUSED && unit != NULL && unit->set)
+        unit_hint(c, unit->text);
     if (rc != 0)
         return rc;
     print_write_result(c, &r, id_value->text);
@@ -1287,8 +1423,11 @@ static int pack_balances(msgpack_sbuffer *sbuf, const command *cmd, arg_value *v
 int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigned wanted,
                    budget_response *first, page_fn page, void *state)
 {
-    const arg_value *as_of_value = value_of(cmd, values, "as-of");
-    uint64_t as_of = as_of_value->set ? (uint64_t)as_of_value->number : 0;
+    arg_value *as_of_value = value_of(cmd, values, "as-of");
+    int resolved = as_of_value != NULL ? resolve_as_of(c, as_of_value) : 0;
+    if (resolved != 0)
+        return resolved;
+    uint64_t as_of = as_of_value != NULL && as_of_value->set ? (uint64_t)as_of_value->number : 0;
     balances_cursor cur;
 
     balances_cursor_init(&cur, wanted);
@@ -1345,13 +1484,14 @@ int balances_page_rows(void *state, const msgpack_object *result)
 
 int print_balances(const budget_response *first, balance_tables *t)
 {
-    printf("As of seq %" PRId64 "\n", budget_map_int(&first->result, "as_of", 0));
+    printf("%s %" PRId64 "\n", header_text("As of seq"),
+           budget_map_int(&first->result, "as_of", 0));
     table_print(stdout, &t->frames, "Frames");
     table_print(stdout, &t->allocations, "Allocations");
     table_print(stdout, &t->avrop, "Avrop");
     table_print(stdout, &t->units, "Units, per fiscal year");
     if (t->frames.rows + t->allocations.rows + t->avrop.rows + t->units.rows == 0)
-        printf("\nnothing to show\n");
+        printf("\n%s\n", header_text("nothing to show"));
     return EXIT_DONE;
 }
 
@@ -1474,6 +1614,9 @@ int run_balances(ctl *c, const command *cmd, arg_value *values)
         rc = print_balances(&first, &t);
         budget_response_free(&first);
     }
+    const arg_value *unit = value_of(cmd, values, "unit");
+    if (rc == 0 && unit->set && t.frames.rows + t.allocations.rows + t.units.rows == 0)
+        unit_hint(c, unit->text);
     balance_tables_free(&t);
     return rc;
 }
@@ -1609,8 +1752,9 @@ static int run_events(ctl *c, const command *cmd, arg_value *values)
 {
     const arg_value *after_value = value_of(cmd, values, "after");
     bool all = value_of(cmd, values, "all")->set;
+    const arg_value *unit = value_of(cmd, values, "unit");
     uint64_t after = after_value->set ? (uint64_t)after_value->number : 0;
-    uint64_t target = 0;
+    uint64_t target = 0, shown = 0;
     for (unsigned page = 0;; page++) {
         budget_response r;
         int rc = fetch_events(c, cmd, values, after, &r);
@@ -1620,11 +1764,16 @@ static int run_events(ctl *c, const command *cmd, arg_value *values)
         uint64_t head = (uint64_t)budget_map_int(&r.result, "head", 0);
         if (page == 0)
             target = head;
+        const msgpack_object *events = budget_map_get(&r.result, "events");
+        if (events != NULL && events->type == MSGPACK_OBJECT_ARRAY)
+            shown += events->via.array.size;
         if (c->json && !all)
             json_line(&r.result);
         else
-            print_events(c, budget_map_get(&r.result, "events"), digits_of(target));
+            print_events(c, events, digits_of(target));
         budget_response_free(&r);
+        if (shown == 0 && next >= (page == 0 ? head : target) && unit->set)
+            unit_hint(c, unit->text);
         if (!all) {
             if (next < head && !c->json)
                 fprintf(stderr,
@@ -1674,9 +1823,14 @@ static int usage(const command *cmd, FILE *f)
             snprintf(left, sizeof(left), "--%s %s", s->name, s->meta);
         fprintf(f, "  %-20s %s\n", left, s->help);
     }
-    if (cmd->id_kind != NULL)
+    bool amount = false;
+    for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++)
+        amount |= cmd->args[i].kind == KIND_AMOUNT;
+    if (amount)
         fprintf(f, "\nAMOUNT: \"3 mkr\", \"1,5 mkr\", \"500 tkr\", \"1 500 000 kr\", \"0,50 kr\"; "
-                   "no unit means kronor.\nPrints: <type> <id> seq <seq> hash <first 16 hex>.\n"
+                   "no unit means kronor.\n");
+    if (cmd->id_kind != NULL)
+        fprintf(f, "\nPrints: <type> <id> seq <seq> hash <first 16 hex>.\n"
                    "A write is retried with the same id (100, 300, 900 ms) when the connection\n"
                    "is lost or the daemon answers unavailable.\n");
     return EXIT_DONE;
@@ -1692,7 +1846,10 @@ static int main_usage(FILE *f)
     fprintf(f, "\noptions:\n"
                "  --socket PATH  the daemon's socket (default: $BUDGETD_SOCKET, else\n"
                "                 $XDG_RUNTIME_DIR/budgetd.sock, else /run/budgetd/budgetd.sock)\n"
-               "  --json         print results as JSON, amounts as integers in öre\n"
+               "  --json         print results as JSON, amounts as integers in öre; errors\n"
+               "                 as one line of JSON on stderr\n"
+               "  --swedish      headers in Swedish (also when the locale is sv_*)\n"
+               "  --wide         tables show every text whole\n"
                "  --help         this text; budgetctl COMMAND --help for one command\n"
                "  --version      budgetctl's version\n\n"
                "exit status: 0 done, 1 refused by the daemon, 2 usage error,\n"
@@ -1711,6 +1868,43 @@ const command *find_command(const char *name)
     return NULL;
 }
 
+const command *command_at(size_t i)
+{
+    return i < COMMANDS_COUNT ? &commands[i] : NULL;
+}
+
+int option_kind(const command *cmd, const char *name)
+{
+    size_t index;
+    const arg_spec *spec = find_option(cmd, name, strlen(name), &index);
+    return spec != NULL ? (int)spec->kind : -1;
+}
+
+static const char *const global_options[] = {"--socket", "--json", "--swedish",
+                                             "--wide",   "--help", "--version"};
+
+static int unknown_global(const char *arg)
+{
+    const char *near = nearest_word(arg, global_options, COUNT(global_options));
+    if (near != NULL)
+        return complain(EXIT_USAGE, "unknown option %.40s; did you mean %s? (see budgetctl --help)",
+                        arg, near);
+    return complain(EXIT_USAGE, "unknown option %.40s (see budgetctl --help)", arg);
+}
+
+static int unknown_command(const char *name)
+{
+    const char *names[COMMANDS_COUNT];
+    for (size_t i = 0; i < COMMANDS_COUNT; i++)
+        names[i] = commands[i].name;
+    const char *near = nearest_word(name, names, COMMANDS_COUNT);
+    if (near != NULL)
+        return complain(EXIT_USAGE,
+                        "unknown command \"%.40s\"; did you mean %s? (see budgetctl --help)", name,
+                        near);
+    return complain(EXIT_USAGE, "unknown command \"%.40s\" (see budgetctl --help)", name);
+}
+
 /* Options before the command. Returns the index of the command word, or -1 - exit status. */
 static int parse_global(ctl *c, int argc, char **argv, const char **socket_flag)
 {
@@ -1724,7 +1918,11 @@ static int parse_global(ctl *c, int argc, char **argv, const char **socket_flag)
             return -1 - EXIT_DONE;
         }
         if (strcmp(arg, "--json") == 0) {
-            c->json = true;
+            c->json = cli_json = true;
+        } else if (strcmp(arg, "--swedish") == 0) {
+            cli_swedish = true;
+        } else if (strcmp(arg, "--wide") == 0) {
+            cli_wide = true;
         } else if (strcmp(arg, "--socket") == 0) {
             if (++i >= argc)
                 return -1 - complain(EXIT_USAGE, "--socket needs a value");
@@ -1732,7 +1930,7 @@ static int parse_global(ctl *c, int argc, char **argv, const char **socket_flag)
         } else if (strncmp(arg, "--socket=", 9) == 0) {
             *socket_flag = arg + 9;
         } else {
-            return -1 - complain(EXIT_USAGE, "unknown option %.40s (see budgetctl --help)", arg);
+            return -1 - unknown_global(arg);
         }
     }
     if (i >= argc)
@@ -1744,16 +1942,20 @@ int main(int argc, char **argv)
 {
     ctl c = {.json = false, .client = NULL};
     const char *socket_flag = NULL;
+    cli_swedish = locale_is_swedish();
     int at = parse_global(&c, argc, argv, &socket_flag);
     if (at < 0)
         return -1 - at;
+    if (strcmp(argv[at], "complete") == 0) /* hidden: for the shells' completion scripts */
+        return run_complete(socket_flag, argc - at - 1, argv + at + 1);
     const command *cmd = find_command(argv[at]);
     if (cmd == NULL)
-        return complain(EXIT_USAGE, "unknown command \"%.40s\" (see budgetctl --help)", argv[at]);
+        return unknown_command(argv[at]);
 
     arg_value values[OPTS_MAX];
     memset(values, 0, sizeof(values));
     int rc = parse_args(&c, cmd, argc - at - 1, argv + at + 1, values, &socket_flag);
+    cli_json = c.json;
     if (rc != 0)
         return rc < 0 ? EXIT_DONE : rc;
     if (budget_socket_path(socket_flag, c.socket_path, sizeof(c.socket_path)) != 0)

@@ -1133,7 +1133,8 @@ Test(audit, export_writes_csv_for_excel_and_json_lines)
     e2e_ctl_free(&r);
 
     ctl_ok(&r, "export", "events", "--swedish", "--bom");
-    e2e_assert(memcmp(r.out, "\xef\xbb\xbfseq;time_utc;", 16) == 0, "BOM, then ;: %s", r.out);
+    e2e_assert(memcmp(r.out, "\xef\xbb\xbfseq;tid_utc;ts_ms;akt\xc3\xb6r_uid;", 32) == 0,
+               "BOM, then ; and Swedish column names: %s", r.out);
     e2e_assert(strstr(r.out, ";3000000,00;") && strstr(r.out, ";1500000,50;") &&
                    strstr(r.out, ";-200000,00;"),
                "decimal comma: %s", r.out);
@@ -1150,7 +1151,7 @@ Test(audit, export_writes_csv_for_excel_and_json_lines)
     e2e_ctl_free(&r);
 
     ctl_ok(&r, "export", "balances", "--swedish");
-    e2e_assert(strncmp(r.out, "kind;id;unit;year;frame;status;title;", 37) == 0, "%s", r.out);
+    e2e_assert(strncmp(r.out, "slag;id;enhet;\xc3\xa5r;ram;status;rubrik;", 36) == 0, "%s", r.out);
     e2e_assert(strstr(r.out, "\r\nframe;ks21;KS;2021;;;") && strstr(r.out, ";2800000,00;"),
                "the frame after its adjustment: %s", r.out);
     e2e_assert(strstr(r.out, "\r\nallocation;son21;SON;2021;ks21;pending;"), "%s", r.out);
