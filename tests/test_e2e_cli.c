@@ -477,15 +477,13 @@ static char *on_terminal(int argc, const char *const *argv)
     e2e_assert(argc < 20 && openpty(&master, &slave, NULL, NULL, NULL) == 0, "no pty");
     for (int i = 0; i < argc; i++)
         full[3 + i] = argv[i];
-    pid_t pid = fork();
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, STDOUT_FILENO);
-        dup2(slave, STDERR_FILENO);
-        close(master);
-        execv(full[0], (char *const *)full);
-        _exit(127);
-    }
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    fcntl(master, F_SETFD, FD_CLOEXEC);
+    fcntl(slave, F_SETFD, FD_CLOEXEC);
+    e2e_child child = {full, null, slave, NULL, NULL, NULL};
+    pid_t pid = e2e_spawn(&child);
+    close(null);
+    e2e_assert(pid > 0, "cannot start budgetctl");
     close(slave);
     size_t n = 0;
     int64_t deadline = e2e_now_ms() + E2E_CTL_TIMEOUT_MS;
