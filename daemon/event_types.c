@@ -44,6 +44,7 @@ static const event_field event_fields_frame_granted[] = {
     FIELD("year", FIELD_YEAR, FIELD_REQUIRED, 0, year),
     FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
     FIELD("title", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    DECISION_FIELDS_AS(FIELD_ADDED),
     FIELD("reference", FIELD_TEXT, FIELD_OPTIONAL, FIELD_KEPT, reference),
 };
 
@@ -54,6 +55,7 @@ static const event_field event_fields_frame_adjusted[] = {
     DERIVED_YEAR,
     FIELD("delta", FIELD_DELTA, FIELD_REQUIRED, 0, amount),
     FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
+    DECISION_FIELDS_AS(FIELD_ADDED),
     REFERENCE,
 };
 
@@ -85,6 +87,7 @@ static const event_field event_fields_decision[] = {
     DERIVED_UNIT,
     DERIVED_YEAR,
     FIELD("amount", FIELD_AMOUNT, FIELD_DERIVED, 0, amount),
+    DECISION_FIELDS_AS(FIELD_ADDED),
     REFERENCE,
     NOTE,
 };

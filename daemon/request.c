@@ -153,6 +153,11 @@ static int unknown_arg(const request_write_op *w, const msgpack_object *k, ledge
     return err->code;
 }
 
+static bool is_decision_field(const event_field *f)
+{
+    return f->value == FIELD_BODY || f->value == FIELD_DATE || f->value == FIELD_PARAGRAPH;
+}
+
 int request_decode_write(const request_write_op *w, const msgpack_object *args, ledger_cmd *cmd,
                          bool *has_expect_head, uint64_t *expect_head, ledger_error *err)
 {
@@ -189,9 +194,17 @@ int request_decode_write(const request_write_op *w, const msgpack_object *args, 
         if (rc)
             return rc;
     }
-    for (uint8_t j = 0; j < t->field_count; j++)
-        if (t->fields[j].source == FIELD_REQUIRED && !seen[j])
-            return fail(err, BUDGET_EBAD_REQUEST, "%s needs args.%s", w->op, t->fields[j].key);
+    for (uint8_t j = 0; j < t->field_count; j++) {
+        if (t->fields[j].source != FIELD_REQUIRED || seen[j])
+            continue;
+        if (is_decision_field(&t->fields[j]))
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "%s rests on a decision and needs args.%s: give decision_body, "
+                        "decision_date and decision_paragraph (and decision_dnr if there is one), "
+                        "as in KS 2021-08-24 § 241",
+                        w->op, t->fields[j].key);
+        return fail(err, BUDGET_EBAD_REQUEST, "%s needs args.%s", w->op, t->fields[j].key);
+    }
     return 0;
 }
 
