@@ -51,6 +51,8 @@ static const unsigned retry_wait_ms[] = {100, 300, 900};
     {"year", KIND_UINT, "year", flags, "Y", help, BUDGET_YEAR_MIN, BUDGET_YEAR_MAX}
 #define AMOUNT_ARG(name, help) \
     {name, KIND_AMOUNT, name, ARG_REQUIRED, "AMOUNT", help, 0, 0}
+#define DECISION_ARG(help) \
+    {"decision", KIND_DECISION, "decision", ARG_REQUIRED, "DECISION", help, 0, 0}
 #define WRITE_ARGS \
     {"id", KIND_ID, "id", 0, "ID", "id of what this creates (default: generated)", 1, \
      BUDGET_ID_BYTES_MAX}, \
@@ -80,7 +82,8 @@ static const command commands[] = {
      {UNIT_ARG("unit", ARG_REQUIRED, "unit the frame is granted to (KS)"),
       YEAR_ARG(ARG_REQUIRED, "fiscal year"), AMOUNT_ARG("amount", "amount granted (3 mkr)"),
       TEXT_ARG("title", "title", ARG_REQUIRED, "TEXT", "what the frame is for"),
-      TEXT_ARG("reference", "reference", 0, "REF", "the decision (KS 2021-08-24 § 241)"),
+      DECISION_ARG("the decision that grants it (KS 2021-08-24 § 241)"),
+      TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
       WRITE_ARGS}},
     {"adjust",
      "frame.adjust",
@@ -90,7 +93,9 @@ static const command commands[] = {
      {ID_ARG("FRAME", "frame", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the frame"),
       AMOUNT_ARG("delta", "signed change (+1 mkr, -200 tkr)"),
       TEXT_ARG("reason", "reason", ARG_REQUIRED, "TEXT", "why"),
-      TEXT_ARG("reference", "reference", 0, "REF", "the decision"), WRITE_ARGS}},
+      DECISION_ARG("the decision that changes it (KS 2021-10-12 § 301)"),
+      TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
+      WRITE_ARGS}},
     {"allocate",
      "allocation.propose",
      "alloc",
@@ -114,7 +119,8 @@ static const command commands[] = {
      run_write,
      "approve a pending allocation or avrop (not your own)",
      {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
-      TEXT_ARG("reference", "reference", 0, "REF", "the decision (KS 2021-09-28 § 270)"),
+      DECISION_ARG("the decision that approves it (KS 2021-09-28 § 270)"),
+      TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
     {"reject",
      "reject",
@@ -122,7 +128,8 @@ static const command commands[] = {
      run_write,
      "reject a pending allocation or avrop (not your own)",
      {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
-      TEXT_ARG("reference", "reference", 0, "REF", "the decision"),
+      DECISION_ARG("the decision that rejects it"),
+      TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
     {"withdraw",
      "withdraw",
@@ -581,6 +588,58 @@ static int check_number(const arg_spec *spec, const char *label, const char *tex
     return 0;
 }
 
+/* KIND_DECISION: a decision as budget_decision_parse reads it. */
+static int check_decision(const char *label, const char *text)
+{
+    budget_decision d;
+    const char *why = "";
+    size_t len = strnlen(text, 4 * BUDGET_TEXT_BYTES_MAX);
+    if (budget_decision_parse(text, len, &d, &why))
+        return 0;
+    return complain(EXIT_USAGE,
+                    "%s: not a decision \"%.120s\": %s; write " BUDGET_DECISION_FORM
+                    ", as in \"KS 2021-08-24 § 241\" or \"KS 2021-08-24 § 241 dnr KS 2021/123\"",
+                    label, text, why);
+}
+
+/* KIND_DAY: a real day YYYY-MM-DD. */
+static int check_day(const char *label, const char *text)
+{
+    int32_t day;
+    if (budget_date_parse(text, strnlen(text, BUDGET_DATE_BYTES + 1), &day))
+        return 0;
+    return complain(EXIT_USAGE, "%s: not a real day YYYY-MM-DD: %.40s", label, text);
+}
+
+/* Packs the decision `text` (checked) as its fields: 3 pairs, or 4 with a diary number. */
+static int pack_decision(msgpack_packer *pk, const char *text)
+{
+    budget_decision d;
+    if (!budget_decision_parse(text, strlen(text), &d, NULL))
+        return -EINVAL;
+    char day[BUDGET_DATE_BYTES + 1];
+    budget_date_format(d.date, day);
+    const char *keys[] = {"decision_body", "decision_date", "decision_paragraph", "decision_dnr"};
+    const char *vals[] = {d.body, day, d.paragraph, d.dnr};
+    int rc = 0;
+    for (size_t i = 0; i < (d.dnr[0] != '\0' ? 4u : 3u); i++) {
+        rc |= msgpack_pack_str_with_body(pk, keys[i], strlen(keys[i]));
+        rc |= msgpack_pack_str_with_body(pk, vals[i], strlen(vals[i]));
+    }
+    return rc;
+}
+
+/* The pairs an argument adds to a request's args. */
+static uint32_t arg_pairs(const arg_spec *spec, const arg_value *v)
+{
+    if (spec->kind != KIND_DECISION)
+        return 1;
+    budget_decision d;
+    if (!budget_decision_parse(v->text, strlen(v->text), &d, NULL))
+        return 0;
+    return d.dnr[0] != '\0' ? 4 : 3;
+}
+
 /* Checks one argument's value against its kind and limits. Returns 0 or EXIT_USAGE. */
 static int check_arg(const arg_spec *spec, arg_value *v)
 {
@@ -616,6 +675,10 @@ static int check_arg(const arg_spec *spec, arg_value *v)
         return check_number(spec, label, v->text, &v->number);
     case KIND_DATE:
         return check_date(spec, label, v->text, &v->number);
+    case KIND_DECISION:
+        return check_decision(label, v->text);
+    case KIND_DAY:
+        return check_day(label, v->text);
     }
     return 0;
 }
@@ -785,12 +848,16 @@ int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *values, u
     uint32_t count = extra;
     for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++)
         if (values[i].set && cmd->args[i].wire != NULL)
-            count++;
+            count += arg_pairs(&cmd->args[i], &values[i]);
     int rc = msgpack_pack_map(pk, count);
     for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++) {
         const arg_spec *spec = &cmd->args[i];
         if (!values[i].set || spec->wire == NULL)
             continue;
+        if (spec->kind == KIND_DECISION) {
+            rc |= pack_decision(pk, values[i].text);
+            continue;
+        }
         rc |= msgpack_pack_str_with_body(pk, spec->wire, strlen(spec->wire));
         if (spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_DATE)
             rc |= msgpack_pack_int64(pk, values[i].number);
@@ -1502,14 +1569,50 @@ static bool bare_text(const char *s, size_t n)
     return true;
 }
 
-/* `key=value` pairs of an event's data; amounts formatted, text quoted when needed. */
+/* The decision of an event's data as clerks write it, "KS 2021-08-24 § 241 dnr KS 2021/1",
+ * into `out`; "" when the data has none. */
+void decision_text(const msgpack_object *data, char *out, size_t out_size)
+{
+    char body[BUDGET_DECISION_BODY_BYTES_MAX + 1], day[BUDGET_DATE_BYTES + 1];
+    char paragraph[BUDGET_DECISION_PARAGRAPH_BYTES_MAX + 1], dnr[BUDGET_DECISION_DNR_BYTES_MAX + 1];
+    budget_map_str(data, "decision_body", body, sizeof(body));
+    budget_map_str(data, "decision_date", day, sizeof(day));
+    budget_map_str(data, "decision_paragraph", paragraph, sizeof(paragraph));
+    budget_map_str(data, "decision_dnr", dnr, sizeof(dnr));
+    out[0] = '\0';
+    if (body[0] != '\0')
+        snprintf(out, out_size, "%s %s § %s%s%s", body, day, paragraph, dnr[0] ? " dnr " : "", dnr);
+}
+
+/* True for the keys of a decision that print_event_data shows as one "decision". */
+static bool decision_part(const msgpack_object *key)
+{
+    return key->type == MSGPACK_OBJECT_STR && key->via.str.size > 9 &&
+           memcmp(key->via.str.ptr, "decision_", 9) == 0;
+}
+
+/* `key=value` pairs of an event's data; amounts formatted, text quoted when needed; the
+ * decision's fields as one decision="KS 2021-08-24 § 241". */
 static void print_event_data(const msgpack_object *data)
 {
     if (data == NULL || data->type != MSGPACK_OBJECT_MAP)
         return;
+    bool decision_shown = false;
     for (uint32_t i = 0; i < data->via.map.size; i++) {
         const msgpack_object *key = &data->via.map.ptr[i].key;
         const msgpack_object *val = &data->via.map.ptr[i].val;
+        if (decision_part(key)) {
+            char text[160];
+            decision_text(data, text, sizeof(text));
+            if (!decision_shown && text[0] != '\0') {
+                fputs("  decision=", stdout);
+                msgpack_object o = {.type = MSGPACK_OBJECT_STR,
+                                    .via.str = {(uint32_t)strlen(text), text}};
+                json_value(stdout, &o, 1);
+            }
+            decision_shown = true;
+            continue;
+        }
         fputs("  ", stdout);
         if (key->type == MSGPACK_OBJECT_STR && bare_text(key->via.str.ptr, key->via.str.size))
             fwrite(key->via.str.ptr, 1, key->via.str.size, stdout);

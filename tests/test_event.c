@@ -1694,7 +1694,11 @@ Test(event, an_event_from_before_decisions_decodes_without_one_and_keeps_its_byt
     ledger_event ev = typical_event(LEDGER_ALLOCATION_PROPOSED, 3);
     uint8_t buf[EVENT_BYTES_MAX];
     size_t n = encode(&ev, zero_prev, buf, NULL);
-    size_t at = find_bytes(buf, n, "\xa4" "data", 5) + 5;
+    size_t at = find_bytes(buf, n,
+                           "\xa4"
+                           "data",
+                           5) +
+                5;
     cr_assert_eq(buf[at], 0x86);
     buf[at] = 0x82;
     cr_assert_eq(event_decode(buf, n, &ev), BUDGET_EINTERNAL);
@@ -1705,7 +1709,11 @@ Test(event, a_decision_must_be_whole_in_the_log)
     ledger_event ev = typical_event(LEDGER_DECISION_APPROVED, 4);
     uint8_t buf[EVENT_BYTES_MAX];
     size_t n = encode(&ev, zero_prev, buf, NULL);
-    size_t at = find_bytes(buf, n, "\xa4" "data", 5) + 5;
+    size_t at = find_bytes(buf, n,
+                           "\xa4"
+                           "data",
+                           5) +
+                5;
     cr_assert_eq(buf[at], 0x80 | key_count(ev.type));
     /* A map that lacks only some of the decision's keys is no map of before. */
     for (int fewer = 1; fewer <= 5; fewer++) {
@@ -1734,8 +1742,8 @@ Test(event, a_decision_date_in_the_log_is_a_real_day)
     cr_assert_eq(event_decode(buf, n, &back), 0);
     cr_assert_eq(back.decision_date, 20240229);
     size_t at = find_bytes(buf, n, "2024-02-29", 10);
-    const char *bad[] = {"2021-02-29", "2024-02-30", "1899-12-31", "2024-13-01", "2024-2-290",
-                         "2024/02/29", "20240229  "};
+    const char *bad[] = {"2021-02-29", "2024-02-30", "1899-12-31", "2024-13-01",
+                         "2024-2-290", "2024/02/29", "20240229  "};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memcpy(buf + at, bad[i], 10);
         cr_assert_eq(event_decode(buf, n, &back), BUDGET_EINTERNAL, "%s", bad[i]);

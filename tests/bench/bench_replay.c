@@ -230,6 +230,14 @@ static void allocation_name(char *out, size_t size, int year, uint32_t n)
     snprintf(out, size, "ford-%d-%06u", year, n);
 }
 
+/* The decision of a command: body, date YYYYMMDD, paragraph. */
+static void set_decision(ledger_cmd *c, const char *body, int32_t date, uint32_t paragraph)
+{
+    snprintf(c->decision_body, sizeof(c->decision_body), "%s", body);
+    c->decision_date = date;
+    snprintf(c->decision_paragraph, sizeof(c->decision_paragraph), "%u", paragraph);
+}
+
 static int grant_frames(writer *w, int year)
 {
     for (uint32_t u = 0; u < UNITS; u++) {
@@ -242,8 +250,10 @@ static int grant_frames(writer *w, int year)
             c.amount = (int64_t)(2 + rng_below(199)) * 1000000000LL; /* 20..2000 mkr */
             snprintf(c.title, sizeof(c.title), "Budgetram %d för %s, del %u", year, unit_codes[u],
                      k + 1);
-            snprintf(c.reference, sizeof(c.reference), "KF %d-11-%02u § %u", year - 1,
-                     10 + rng_below(18), 100 + rng_below(300));
+            set_decision(&c, "KF", (year - 1) * 10000 + 1100 + 10 + (int32_t)rng_below(18),
+                         100 + rng_below(300));
+            snprintf(c.reference, sizeof(c.reference), "KF %d § %s", year - 1,
+                     c.decision_paragraph);
             if (emit(w, &c, rng_below(ACTORS)) != 0)
                 return -1;
         }
@@ -259,8 +269,9 @@ static int adjust_frame(writer *w, int year)
     frame_name(c.frame, sizeof(c.frame), year, rng_below(UNITS), rng_below(FRAMES_PER_UNIT));
     c.amount = (int64_t)(1 + rng_below(10)) * 100000000LL; /* 1..10 mkr */
     snprintf(c.title, sizeof(c.title), "Tilläggsanslag för %s", purposes[rng_below(12)]);
-    snprintf(c.reference, sizeof(c.reference), "KF %d-%02u-%02u § %u", year, 1 + rng_below(12),
-             1 + rng_below(28), 1 + rng_below(400));
+    set_decision(&c, "KF",
+                 year * 10000 + (1 + (int32_t)rng_below(12)) * 100 + 1 + (int32_t)rng_below(28),
+                 1 + rng_below(400));
     return emit(w, &c, rng_below(ACTORS));
 }
 
@@ -322,8 +333,10 @@ static int decide(writer *w, queue *q, bool is_avrop)
     } else {
         c.type = roll < (is_avrop ? 8u : 10u) ? LEDGER_DECISION_REJECTED : LEDGER_DECISION_APPROVED;
         snprintf(c.id, sizeof(c.id), "beslut-%08u", w->decisions++);
-        snprintf(c.reference, sizeof(c.reference), "KS %d-%02u-%02u § %u", p.year,
-                 1 + rng_below(12), 1 + rng_below(28), 1 + rng_below(400));
+        set_decision(&c, "KS",
+                     p.year * 10000 + (1 + (int32_t)rng_below(12)) * 100 + 1 +
+                         (int32_t)rng_below(28),
+                     1 + rng_below(400));
         snprintf(c.note, sizeof(c.note), "%s", notes[rng_below(8)]);
     }
     if (emit(w, &c, actor) != 0)
