@@ -147,8 +147,10 @@ static const command commands[] = {
       ID_ARG("allocation", "allocation", 0, "A", "one allocation and its avrop"),
       UNIT_ARG("unit", 0, "one unit: its frames, allocations to it, its totals"),
       YEAR_ARG(0, "only this fiscal year"),
-      {"as-of", KIND_UINT, NULL, 0, "SEQ", "the ledger as it stood right after event SEQ", 1,
-       UINT64_MAX}}},
+      {"as-of", KIND_SEQ_OR_DAY, NULL, 0, "SEQ|DAY",
+       "the ledger as it stood right after event SEQ, or at the end of DAY (UTC)", 1, UINT64_MAX},
+      {"decided-by", KIND_DAY, "decided_by", 0, "DAY",
+       "what had been decided by DAY, entered before or after; oddities are flagged", 0, 0}}},
     {"events",
      "events",
      NULL,
@@ -162,7 +164,11 @@ static const command commands[] = {
       {"type", KIND_WORD, "type", 0, "TYPE", "events of this type (avrop.requested)", 1,
        EVENT_TYPE_BYTES_MAX},
       {"all", KIND_FLAG, NULL, 0, NULL, "keep reading until the head of the log", 0, 0},
-      DAY_ARGS}},
+      DAY_ARGS,
+      {"decided-from", KIND_DAY, "decided_from", 0, "DAY",
+       "events whose decision is dated on or after DAY", 0, 0},
+      {"decided-to", KIND_DAY, "decided_to", 0, "DAY",
+       "events whose decision is dated on or before DAY", 0, 0}}},
     {"verify", "verify", NULL, run_verify, "re-walk the whole hash chain", {{0}}},
     {"stats", "stats", NULL, run_stats, "the daemon's counters", {{0}}},
     /* Audit and integration (budgetctl_audit.c, docs/audit.md). */
@@ -545,6 +551,24 @@ static void cell_str(cell *out, const msgpack_object *map, const char *key, size
     terminal_text(o->via.str.ptr, o->via.str.size, columns, out->text, sizeof(out->text));
 }
 
+/* In a decided_by view, an item's oddities follow its first cell: "ks21 !allocated_over_granted".
+ */
+static void cell_mark_oddities(cell *out, const msgpack_object *map)
+{
+    const msgpack_object *o = budget_map_get(map, "oddities");
+    if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY)
+        return;
+    for (uint32_t i = 0; i < o->via.array.size && i < 4; i++) {
+        const msgpack_object *name = &o->via.array.ptr[i];
+        char safe[64];
+        if (name->type != MSGPACK_OBJECT_STR)
+            continue;
+        terminal_text(name->via.str.ptr, name->via.str.size, 40, safe, sizeof(safe));
+        size_t used = strlen(out->text);
+        snprintf(out->text + used, sizeof(out->text) - used, "%s%s", i == 0 ? " !" : ",", safe);
+    }
+}
+
 static void cell_amount(cell *out, const msgpack_object *map, const char *key)
 {
     budget_amount_format(budget_map_int(map, key, 0), out->text, sizeof(out->text));
@@ -679,6 +703,17 @@ static int check_arg(const arg_spec *spec, arg_value *v)
         return check_decision(label, v->text);
     case KIND_DAY:
         return check_day(label, v->text);
+    case KIND_SEQ_OR_DAY: {
+        int32_t day;
+        if (budget_date_parse(v->text, strnlen(v->text, BUDGET_DATE_BYTES + 1), &day)) {
+            v->number = 0;
+            return 0;
+        }
+        if (v->text[0] < '0' || v->text[0] > '9' || strchr(v->text, '-') != NULL)
+            return complain(EXIT_USAGE, "%s: a seq (1 or more) or a real day YYYY-MM-DD: %.40s",
+                            label, v->text);
+        return check_number(spec, label, v->text, &v->number);
+    }
     }
     return 0;
 }
@@ -859,7 +894,8 @@ int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *values, u
             continue;
         }
         rc |= msgpack_pack_str_with_body(pk, spec->wire, strlen(spec->wire));
-        if (spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_DATE)
+        if (spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_DATE ||
+            spec->kind == KIND_SEQ_OR_DAY)
             rc |= msgpack_pack_int64(pk, values[i].number);
         else
             rc |= msgpack_pack_str_with_body(pk, values[i].text, strlen(values[i].text));
@@ -1222,6 +1258,7 @@ static int add_frame(table *t, const msgpack_object *f)
     cell_amount(&cells[6], f, "unallocated");
     cell_amount(&cells[7], f, "called_off");
     cell_str(&cells[8], f, "title", TABLE_TEXT_COLUMNS_MAX);
+    cell_mark_oddities(&cells[0], f);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1238,6 +1275,7 @@ static int add_allocation(table *t, const msgpack_object *a)
     cell_amount(&cells[7], a, "pending");
     cell_amount(&cells[8], a, "available");
     cell_str(&cells[9], a, "purpose", TABLE_TEXT_COLUMNS_MAX);
+    cell_mark_oddities(&cells[0], a);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1263,6 +1301,7 @@ static int add_unit(table *t, const msgpack_object *u)
     cell_amount(&cells[4], u, "called_off");
     cell_amount(&cells[5], u, "pending");
     cell_amount(&cells[6], u, "available");
+    cell_mark_oddities(&cells[0], u);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1329,16 +1368,19 @@ bool balances_advance(const msgpack_object *result, balances_cursor *cur)
 /* The balances request for one page: the user's filters, as_of pinned after the first page,
  * and each list's offset. */
 static int pack_balances(msgpack_sbuffer *sbuf, const command *cmd, arg_value *values,
-                         uint64_t as_of, const balances_cursor *cur)
+                         uint64_t as_of, const char *as_of_day, const balances_cursor *cur)
 {
     msgpack_packer pk;
-    uint32_t extra = as_of > 0;
+    uint32_t extra = as_of > 0 || as_of_day != NULL;
     msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
     for (int k = 0; k < BAL_LISTS; k++)
         extra += cur->at[k] > 0;
     int rc = pack_args(&pk, cmd, values, extra);
     if (rc == 0 && as_of > 0)
         rc = pack_uint_pair(&pk, "as_of", as_of);
+    else if (rc == 0 && as_of_day != NULL)
+        rc = msgpack_pack_str_with_body(&pk, "as_of", 5) |
+             msgpack_pack_str_with_body(&pk, as_of_day, strlen(as_of_day));
     for (int k = 0; k < BAL_LISTS && rc == 0; k++)
         if (cur->at[k] > 0)
             rc = pack_uint_pair(&pk, balances_lists[k].offset_arg, cur->at[k]);
@@ -1356,6 +1398,8 @@ int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigned wante
 {
     const arg_value *as_of_value = value_of(cmd, values, "as-of");
     uint64_t as_of = as_of_value->set ? (uint64_t)as_of_value->number : 0;
+    /* A day is asked on the first page; the others ask the seq it stood at. */
+    const char *as_of_day = as_of_value->set && as_of == 0 ? as_of_value->text : NULL;
     balances_cursor cur;
 
     balances_cursor_init(&cur, wanted);
@@ -1363,7 +1407,7 @@ int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigned wante
         msgpack_sbuffer sbuf;
         msgpack_sbuffer_init(&sbuf);
         budget_response r;
-        int rc = pack_balances(&sbuf, cmd, values, as_of, &cur);
+        int rc = pack_balances(&sbuf, cmd, values, as_of, n == 0 ? as_of_day : NULL, &cur);
         rc = rc != 0 ? complain(EXIT_USAGE, "out of memory") : call(c, cmd->op, &sbuf, &r);
         msgpack_sbuffer_destroy(&sbuf);
         if (rc != 0) {
@@ -1413,6 +1457,12 @@ int balances_page_rows(void *state, const msgpack_object *result)
 int print_balances(const budget_response *first, balance_tables *t)
 {
     printf("As of seq %" PRId64 "\n", budget_map_int(&first->result, "as_of", 0));
+    char day[BUDGET_DATE_BYTES + 1];
+    budget_map_str(&first->result, "decided_by", day, sizeof(day));
+    if (day[0] != '\0')
+        printf("Decided by %s, whenever entered (! marks an oddity: what the rules forbid, shown "
+               "as it is)\n",
+               day);
     table_print(stdout, &t->frames, "Frames");
     table_print(stdout, &t->allocations, "Allocations");
     table_print(stdout, &t->avrop, "Avrop");

@@ -32,17 +32,18 @@ enum {
 /* ---- argument tables ------------------------------------------------------------------- */
 
 typedef enum {
-    KIND_FLAG,     /* no value */
-    KIND_ID,       /* 1..64 of A-Za-z0-9._:- */
-    KIND_UNIT,     /* 1..32 of the same */
-    KIND_TEXT,     /* UTF-8, min..max bytes */
-    KIND_WORD,     /* an event type: 1..64 of the id characters */
-    KIND_AMOUNT,   /* an amount as budget_amount_parse reads it */
-    KIND_UINT,     /* decimal, min..max */
-    KIND_DATE,     /* a day YYYY-MM-DD (UTC) as ms: its first ms, or with min 1 the next day's */
-    KIND_DECISION, /* a decision "KS 2021-08-24 § 241 [dnr KS 2021/123]" (budget_decision_parse),
-                      sent as decision_body, decision_date, decision_paragraph [, decision_dnr] */
-    KIND_DAY,      /* a day YYYY-MM-DD, sent as that str */
+    KIND_FLAG,       /* no value */
+    KIND_ID,         /* 1..64 of A-Za-z0-9._:- */
+    KIND_UNIT,       /* 1..32 of the same */
+    KIND_TEXT,       /* UTF-8, min..max bytes */
+    KIND_WORD,       /* an event type: 1..64 of the id characters */
+    KIND_AMOUNT,     /* an amount as budget_amount_parse reads it */
+    KIND_UINT,       /* decimal, min..max */
+    KIND_DATE,       /* a day YYYY-MM-DD (UTC) as ms: its first ms, or with min 1 the next day's */
+    KIND_DECISION,   /* a decision "KS 2021-08-24 § 241 [dnr KS 2021/123]" (budget_decision_parse),
+                        sent as decision_body, decision_date, decision_paragraph [, decision_dnr] */
+    KIND_DAY,        /* a day YYYY-MM-DD, sent as that str */
+    KIND_SEQ_OR_DAY, /* a seq (number, min..max) or a day YYYY-MM-DD (number 0, text the day) */
 } arg_kind;
 
 enum { ARG_REQUIRED = 1, ARG_POSITIONAL = 2 };

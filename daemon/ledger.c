@@ -71,6 +71,9 @@ typedef struct {
     /* Its allocations in order of creation, linked by next_in_frame; NONE when none. */
     uint32_t allocation_first, allocation_last;
     int64_t granted, allocated, pending, called_off;
+    /* In a ledger of what was decided by a day (ledger_apply_decided): the grant was decided
+     * later, so the frame is here only for what refers to it, with nothing granted. */
+    bool granted_later;
 } frame_rec;
 
 typedef struct {
@@ -901,6 +904,14 @@ ledger *ledger_clone(const ledger *l)
     return c;
 }
 
+/* An event that ledger_apply_decided leaves out: only the head moves. */
+static int skip_event(ledger *l, const ledger_event *ev)
+{
+    l->last_seq = ev->seq;
+    l->last_ts_ms = ev->ts_ms;
+    return 0;
+}
+
 /* ---- public: check and apply ------------------------------------------------------------ */
 
 int ledger_check(const ledger *l, const ledger_cmd *cmd, const ledger_actor *actor,
@@ -989,6 +1000,7 @@ static void apply_grant(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
     f->title = arena_put(l, ev->title, strlen(ev->title));
     f->reference = arena_put(l, ev->reference, strlen(ev->reference));
     f->granted = ev->amount;
+    f->granted_later = false;
     f->allocated = f->pending = f->called_off = 0;
     f->allocation_first = f->allocation_last = NONE;
     l->units[row].frames += ev->amount;
@@ -1235,6 +1247,7 @@ static void frame_view(const ledger *l, uint32_t i, ledger_frame_view *out)
     out->pending = f->pending;
     out->unallocated = f->granted - f->allocated - f->pending;
     out->called_off = f->called_off;
+    out->granted_later = f->granted_later;
 }
 
 static void allocation_view(const ledger *l, uint32_t i, ledger_allocation_view *out)
@@ -1451,4 +1464,99 @@ const char *ledger_status_name(ledger_status s)
 const char *ledger_kind_name(ledger_kind k)
 {
     return (int)k > 0 && (int)k < (int)LEDGER_KIND_END ? event_kind_names[k] : "unknown";
+}
+
+/* ---- public: what was decided by a day -------------------------------------------------- */
+
+int32_t ledger_decision_day(const ledger_event *ev)
+{
+    if (ledger_has_decision(ev))
+        return ev->decision_date;
+    return budget_date_from_days((int64_t)(ev->ts_ms / 86400000u));
+}
+
+/* True when events of `t` rest on a decision (their table has the decision's date). */
+static bool rests_on_decision(ledger_type t)
+{
+    const event_type_info *info = &event_types[t];
+    for (uint8_t i = 0; i < info->field_count; i++)
+        if (info->fields[i].value == FIELD_DATE &&
+            info->fields[i].offset == offsetof(ledger_event, decision_date))
+            return true;
+    return false;
+}
+
+/*
+ * What `ev` refers to, for an event whose budget rules need not hold in a ledger of what was
+ * decided by a day: the entities it names must exist (they were made before it in the log),
+ * and a decision's or a withdrawal's target must still be pending here. 0, or -1 when it
+ * refers to nothing that can take it.
+ */
+static int decided_refs(const ledger *l, const ledger_event *ev, refs *r)
+{
+    *r = (refs){NONE, NONE, NONE, NONE, 0, 0, 0};
+    uint32_t i;
+    switch (ev->type) {
+    case LEDGER_FRAME_GRANTED:
+        r->unit = unit_get(l, ev->unit, ev->year);
+        return 0;
+    case LEDGER_FRAME_ADJUSTED:
+    case LEDGER_ALLOCATION_PROPOSED:
+        if (find_entity(l, ev->frame, LEDGER_KIND_FRAME, &r->frame, NULL) != 0)
+            return -1;
+        r->unit = ev->type == LEDGER_FRAME_ADJUSTED
+                      ? l->frames[r->frame].unit
+                      : unit_get(l, ev->unit, l->units[l->frames[r->frame].unit].year);
+        return 0;
+    case LEDGER_AVROP_REQUESTED:
+        if (find_entity(l, ev->allocation, LEDGER_KIND_ALLOCATION, &i, NULL) != 0)
+            return -1;
+        r->allocation = i;
+        r->frame = l->allocations[i].frame;
+        r->unit = l->allocations[i].unit;
+        return 0;
+    case LEDGER_DECISION_APPROVED:
+    case LEDGER_DECISION_REJECTED:
+    case LEDGER_REQUEST_WITHDRAWN:
+        break;
+    default:
+        return -1; /* a type this view does not know how to lean on: left out */
+    }
+    /* A decision or a withdrawal: rule_target finds its target; its other refusals (four-eyes
+     * and the like) held when the event was written. */
+    ledger_error err;
+    int rc = rule_target(l, ev, ev->actor.uid, r, &err);
+    return rc == 0 || (rc != BUDGET_ENOT_FOUND && rc != BUDGET_EINVALID_STATE) ? 0 : -1;
+}
+
+int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by)
+{
+    assert(l != NULL && ev != NULL);
+    if (!ledger_type_known(ev->type) || ev->seq <= l->last_seq || ev->seq > SEQ_MAX ||
+        !ledger_syntax_ok(ev))
+        return BUDGET_EINTERNAL;
+    if (reserve_room(l) != 0)
+        return BUDGET_EUNAVAILABLE;
+    bool later = ev->type == LEDGER_REQUEST_WITHDRAWN || rests_on_decision(ev->type)
+                     ? ledger_decision_day(ev) > decided_by
+                     : false;
+    ledger_event kept = *ev;
+    if (later && ev->type == LEDGER_FRAME_GRANTED)
+        kept.amount = 0; /* the frame stays, for what refers to it, with nothing granted */
+    else if (later)
+        return skip_event(l, ev);
+    refs r;
+    size_t len = strnlen(ev->id, BUDGET_ID_BYTES_MAX + 1);
+    uint32_t hash = hash_key(ev->id, len, 0);
+    uint32_t at = id_find(l, ev->id, len, hash);
+    if (l->id_table.ctrl[at] != 0 || decided_refs(l, &kept, &r) != 0)
+        return skip_event(l, ev);
+    uint32_t id = add_id(l, &kept, len, hash, at);
+    type_apply[ev->type](l, &kept, &r, id);
+    if (later)
+        l->frames[r.frame].granted_later = true;
+    l->events++;
+    l->last_seq = ev->seq;
+    l->last_ts_ms = ev->ts_ms;
+    return 0;
 }

@@ -120,6 +120,7 @@ typedef struct {
     const char *id, *unit, *title, *reference;
     int32_t year;
     int64_t granted, allocated, pending, unallocated, called_off;
+    bool granted_later; /* ledger_apply_decided: its grant was decided after the day */
 } ledger_frame_view;
 
 typedef struct {
@@ -189,6 +190,23 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev);
  * connections of one uid.
  */
 bool ledger_same_request(const ledger_cmd *cmd, const ledger_actor *actor, const ledger_event *ev);
+
+/*
+ * What had been decided by a day, whenever it was entered. `l` holds events applied only by
+ * this function, in log order; `decided_by` is a day YYYYMMDD. An event that rests on a
+ * decision counts when its decision is dated on or before that day; one that carries none
+ * (written before decisions were data) by the day it was entered (UTC), as does a withdrawal.
+ * A grant decided later leaves its frame with nothing granted (the view's granted_later), an
+ * adjustment or decision decided later is left out: its target stays pending. Requests
+ * (proposals, avrop) always count. The rules of the budget are not checked, for a raise
+ * decided later may have been entered first: the balances may show more allocated than
+ * granted, or more called off than allocated, and are to be shown as they are. Returns 0,
+ * BUDGET_EINTERNAL (not an event of the log: seq out of order, bad syntax) or
+ * BUDGET_EUNAVAILABLE (out of memory).
+ */
+int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by);
+/* The day an event's decision is dated, or, when it carries none, the day it was entered. */
+int32_t ledger_decision_day(const ledger_event *ev);
 
 /* Number of events applied, and the seq and ts (ms) of the last one; 0 when there is none. */
 uint64_t ledger_events(const ledger *l);
