@@ -2452,3 +2452,105 @@ Test(ledger, a_logged_event_with_part_of_a_decision_does_not_apply)
     cr_assert_eq(apply_next(partial), BUDGET_EINTERNAL);
     cr_assert_eq(apply_next(ev), 0);
 }
+
+/* ---- what was decided by a day ---------------------------------------------------------- */
+
+/* The events of the commands so far, kept to be applied again (decided_events). */
+static ledger_event decided_log[16];
+static size_t decided_len;
+
+static void ok_kept(uint32_t uid, ledger_cmd c)
+{
+    OK_AS(uid, c);
+    cr_assert_lt(decided_len, 16);
+    decided_log[decided_len++] = last_ev;
+}
+
+/* A ledger of what the log so far had decided by `day`. */
+static ledger *decided_by(int32_t day)
+{
+    ledger *d = ledger_new();
+    cr_assert_not_null(d);
+    for (size_t i = 0; i < decided_len; i++)
+        cr_assert_eq(ledger_apply_decided(d, &decided_log[i], day), 0, "event %zu", i);
+    cr_assert_eq(ledger_last_seq(d), decided_log[decided_len - 1].seq);
+    return d;
+}
+
+Test(ledger, decided_by_counts_decisions_by_date_in_any_order_of_entry)
+{
+    decided_len = 0;
+    ledger_cmd c = grant("f1", "KS", 2021, 1000, "Ram", "");
+    ok_kept(UID_KS, c);
+    c = adjust("f1-up", "f1", 1000, "Tillägg", "");
+    set_decision(&c, "KS", 20211001, "280", "");
+    ok_kept(UID_KS, c);
+    ok_kept(UID_KS, propose("a1", "f1", "SON", 1500, "Trygghet"));
+    c = approve("a1-ok", "a1");
+    set_decision(&c, "KS", 20210915, "260", "");
+    ok_kept(UID_DECIDER, c);
+    ok_kept(UID_SON, avrop("v1", "a1", 700, ""));
+    c = approve("v1-ok", "v1");
+    set_decision(&c, "KS", 20210901, "250", ""); /* dated before the allocation's approval */
+    ok_kept(UID_DECIDER, c);
+
+    /* Decided by 2021-09-30: the approvals, not the raise: more allocated than granted. */
+    ledger *d = decided_by(20210930);
+    ledger_frame_view f;
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert_eq(f.granted, 1000);
+    cr_assert_eq(f.allocated, 1500);
+    cr_assert_eq(f.called_off, 700);
+    cr_assert_not(f.granted_later);
+    ledger_free(d);
+
+    /* By 2021-09-10: the avrop's approval, not the allocation's: called off while pending. */
+    d = decided_by(20210910);
+    ledger_allocation_view a;
+    cr_assert(ledger_allocation(d, "a1", &a));
+    cr_assert_eq(a.status, LEDGER_PENDING);
+    cr_assert_eq(a.called_off, 700);
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert_eq(f.allocated, 0);
+    cr_assert_eq(f.pending, 1500);
+    ledger_free(d);
+
+    /* Before the grant: the frame stays for what draws on it, with nothing granted. */
+    d = decided_by(20210801);
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert_eq(f.granted, 0);
+    cr_assert(f.granted_later);
+    ledger_free(d);
+
+    /* By the last decision's day: the ledger itself. */
+    d = decided_by(20211001);
+    char *want = snapshot(l), *got = snapshot(d);
+    cr_assert_str_eq(got, want);
+    free(want);
+    free(got);
+    ledger_free(d);
+}
+
+Test(ledger, decided_by_counts_an_event_without_a_decision_by_its_day_of_entry)
+{
+    decided_len = 0;
+    ok_kept(UID_KS, grant("f1", "KS", 2021, 1000, "Ram", ""));
+    ledger_event old = decided_log[0];
+    set_decision(&old, "", 0, "", "");
+    old.ts_ms = 1630000000000u; /* 2021-08-26T17:46:40Z */
+    cr_assert_eq(ledger_decision_day(&old), 20210826);
+    cr_assert_eq(ledger_decision_day(&decided_log[0]), 20210824);
+    ledger *d = ledger_new();
+    cr_assert_eq(ledger_apply_decided(d, &old, 20210825), 0);
+    ledger_frame_view f;
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert(f.granted_later);
+    ledger_free(d);
+    d = ledger_new();
+    cr_assert_eq(ledger_apply_decided(d, &old, 20210826), 0);
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert_eq(f.granted, 1000);
+    /* Not an event of a log: out of order. */
+    cr_assert_eq(ledger_apply_decided(d, &old, 20210826), BUDGET_EINTERNAL);
+    ledger_free(d);
+}
