@@ -14,13 +14,19 @@
  *
  * data, per type (the field tables of event_types.c):
  *
- *   frame.granted        id, unit, year, amount, title, reference
- *   frame.adjusted       id, frame, unit, year, delta, reason, reference
+ *   frame.granted        id, unit, year, amount, title, DECISION, reference
+ *   frame.adjusted       id, frame, unit, year, delta, reason, DECISION, reference
  *   allocation.proposed  id, frame, unit, year, amount, purpose
  *   avrop.requested      id, allocation, frame, unit, year, amount, note
- *   decision.approved    id, target, target_kind, frame, unit, year, amount, reference, note
- *   decision.rejected    id, target, target_kind, frame, unit, year, amount, reference, note
+ *   decision.approved    id, target, target_kind, frame, unit, year, amount, DECISION,
+ *                        reference, note
+ *   decision.rejected    (as decision.approved)
  *   request.withdrawn    id, target, target_kind, frame, unit, year, amount, note
+ *
+ * where DECISION is decision_body, decision_date, decision_paragraph, decision_dnr: fields
+ * added to these types (FIELD_ADDED) after events of them were written. An event written
+ * before has none of the four (its data map is four entries shorter) and is read and
+ * written back in that form.
  *
  * with
  *
@@ -32,6 +38,10 @@
  *   title, reason, purpose          str, 1..256 bytes of UTF-8
  *   reference, note                 str, 0..256 bytes of UTF-8
  *   target_kind                     str, "allocation" or "avrop"
+ *   decision_body                   str, 1..16 of A-Z Å Ä Ö 0-9, a letter first
+ *   decision_date                   str, "YYYY-MM-DD", a real day of 1900..9999
+ *   decision_paragraph              str, 1..16, a digit first ("241", "241 p. 2")
+ *   decision_dnr                    str, 0..64 bytes of UTF-8
  *
  * Every value is in its shortest msgpack form (non-negative integers as uint), so one event
  * has exactly one encoding and re-encoding a decoded event gives the same bytes. In the
