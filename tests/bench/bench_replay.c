@@ -690,6 +690,32 @@ static int balances_as_of(const daemon_proc *d, uint64_t as_of, const char *key)
     return 0;
 }
 
+/* `balances` decided by `day` (YYYY-MM-DD): the whole log replayed counting decisions by
+ * their date (ledger_apply_decided). */
+static int balances_decided_by(const daemon_proc *d, const char *day, const char *key)
+{
+    uint8_t frame[BENCH_REQUEST_BYTES_MAX];
+    mp_writer w;
+    bench_response r;
+    bench_conn c;
+    bench_request_begin(&w, frame, sizeof(frame), 4, "balances", 1);
+    mp_write_cstr(&w, "decided_by");
+    mp_write_cstr(&w, day);
+    size_t size = bench_request_end(&w);
+    double t = timed_call(d, frame, size, &r, &c);
+    size_t bytes = c.used;
+    bool ok = t >= 0 && r.ok;
+    bench_conn_close(&c);
+    if (!ok) {
+        fprintf(stderr, "bench_replay: balances decided_by %s failed: %s %s\n", day, r.code,
+                r.message);
+        return -1;
+    }
+    printf("balances decided_by %s %.3f s (%zu bytes answered)\n", day, t, bytes);
+    bench_result(key, "%.4f", t);
+    return 0;
+}
+
 static int verify(const daemon_proc *d, uint64_t events)
 {
     uint8_t frame[BENCH_REQUEST_BYTES_MAX];
@@ -757,6 +783,7 @@ static int with_daemon(const char *budgetd, const char *dir, const char *data, u
     rc |= balances_as_of(&d, events / 100, "daemon_balances_as_of_start_s");
     rc |= balances_as_of(&d, events / 2, "daemon_balances_as_of_middle_s");
     rc |= balances_as_of(&d, events - 1, "daemon_balances_as_of_end_s");
+    rc |= balances_decided_by(&d, "2024-06-30", "daemon_balances_decided_by_s");
     rc |= verify(&d, events);
     memory(&d, "after_reads");
     daemon_stop(&d);
