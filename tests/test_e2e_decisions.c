@@ -250,6 +250,20 @@ Test(decisions, balances_as_of_a_day_of_entry)
     e2e_assert(e2e_json_get(j, "frames")->count == 2, "both frames today");
     e2e_json_free(j);
     refused(2, "--as-of: a seq (1 or more) or a real day", "balances", "--as-of", "2021-02-29");
+
+    /* export and report take the day too. */
+    e2e_ctl_result r;
+    today(day, -1);
+    e2e_assert_int(ctl(&r, "export", "balances", "--format", "jsonl", "--as-of", day), 0, "export");
+    e2e_assert(strstr(r.out, "\"f1\"") == NULL, "no frame yesterday: %s", r.out);
+    e2e_ctl_free(&r);
+    today(day, 0);
+    e2e_assert_int(ctl(&r, "export", "balances", "--format", "jsonl", "--as-of", day), 0, "export");
+    e2e_assert(strstr(r.out, "\"f1\"") != NULL, "f1 today: %s", r.out);
+    e2e_ctl_free(&r);
+    e2e_assert_int(ctl(&r, "report", "--as-of", day), 0, "report as of today");
+    e2e_assert(strstr(r.out, "data-as-of=\"2\"") != NULL, "the report stands at seq 2");
+    e2e_ctl_free(&r);
 }
 
 /*
