@@ -51,6 +51,8 @@ static const unsigned retry_wait_ms[] = {100, 300, 900};
     {"year", KIND_UINT, "year", flags, "Y", help, BUDGET_YEAR_MIN, BUDGET_YEAR_MAX}
 #define AMOUNT_ARG(name, help) \
     {name, KIND_AMOUNT, name, ARG_REQUIRED, "AMOUNT", help, 0, 0}
+#define DECISION_ARG(help) \
+    {"decision", KIND_DECISION, "decision", ARG_REQUIRED, "DECISION", help, 0, 0}
 #define WRITE_ARGS \
     {"id", KIND_ID, "id", 0, "ID", "id of what this creates (default: generated)", 1, \
      BUDGET_ID_BYTES_MAX}, \
@@ -65,8 +67,9 @@ static int run_stats(ctl *c, const command *cmd, arg_value *values);
 
 // clang-format off
 #define AS_OF_ARG(what) \
-    {"as-of", KIND_AS_OF, NULL, 0, "SEQ|DAY", \
-     what " as it stood right after event SEQ, or at the end of DAY (YYYY-MM-DD, UTC)", 1, 32}
+    {"as-of", KIND_SEQ_OR_DAY, NULL, 0, "SEQ|DAY", \
+     what " as it stood right after event SEQ, or at the end of DAY (YYYY-MM-DD, UTC)", 1, \
+     UINT64_MAX}
 #define FILTER_ARGS(what) \
     UNIT_ARG("unit", 0, what " of this unit (data.unit)"), \
     {"type", KIND_WORD, "type", 0, "TYPE", what " of this type (avrop.requested)", 1, \
@@ -89,7 +92,8 @@ static const command commands[] = {
      {UNIT_ARG("unit", ARG_REQUIRED, "unit the frame is granted to (KS)"),
       YEAR_ARG(ARG_REQUIRED, "fiscal year"), AMOUNT_ARG("amount", "amount granted (3 mkr)"),
       TEXT_ARG("title", "title", ARG_REQUIRED, "TEXT", "what the frame is for"),
-      TEXT_ARG("reference", "reference", 0, "REF", "the decision (KS 2021-08-24 § 241)"),
+      DECISION_ARG("the decision that grants it (KS 2021-08-24 § 241)"),
+      TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
       WRITE_ARGS}},
     {"adjust",
      "frame.adjust",
@@ -99,7 +103,9 @@ static const command commands[] = {
      {ID_ARG("FRAME", "frame", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the frame"),
       AMOUNT_ARG("delta", "signed change (+1 mkr, -200 tkr)"),
       TEXT_ARG("reason", "reason", ARG_REQUIRED, "TEXT", "why"),
-      TEXT_ARG("reference", "reference", 0, "REF", "the decision"), WRITE_ARGS}},
+      DECISION_ARG("the decision that changes it (KS 2021-10-12 § 301)"),
+      TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
+      WRITE_ARGS}},
     {"allocate",
      "allocation.propose",
      "alloc",
@@ -123,7 +129,8 @@ static const command commands[] = {
      run_write,
      "approve a pending allocation or avrop (not your own)",
      {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
-      TEXT_ARG("reference", "reference", 0, "REF", "the decision (KS 2021-09-28 § 270)"),
+      DECISION_ARG("the decision that approves it (KS 2021-09-28 § 270)"),
+      TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
     {"reject",
      "reject",
@@ -131,7 +138,8 @@ static const command commands[] = {
      run_write,
      "reject a pending allocation or avrop (not your own)",
      {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
-      TEXT_ARG("reference", "reference", 0, "REF", "the decision"),
+      DECISION_ARG("the decision that rejects it"),
+      TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
     {"withdraw",
      "withdraw",
@@ -148,7 +156,10 @@ static const command commands[] = {
      {ID_ARG("frame", "frame", 0, "F", "one frame and its allocations"),
       ID_ARG("allocation", "allocation", 0, "A", "one allocation and its avrop"),
       UNIT_ARG("unit", 0, "one unit: its frames, allocations to it, its totals"),
-      YEAR_ARG(0, "only this fiscal year"), AS_OF_ARG("the ledger")}},
+      YEAR_ARG(0, "only this fiscal year"),
+      AS_OF_ARG("the ledger"),
+      {"decided-by", KIND_DAY, "decided_by", 0, "DAY",
+       "what had been decided by DAY, entered before or after; oddities are flagged", 0, 0}}},
     {"events",
      "events",
      NULL,
@@ -162,7 +173,11 @@ static const command commands[] = {
       {"type", KIND_WORD, "type", 0, "TYPE", "events of this type (avrop.requested)", 1,
        EVENT_TYPE_BYTES_MAX},
       {"all", KIND_FLAG, NULL, 0, NULL, "keep reading until the head of the log", 0, 0},
-      DAY_ARGS}},
+      DAY_ARGS,
+      {"decided-from", KIND_DAY, "decided_from", 0, "DAY",
+       "events whose decision is dated on or after DAY", 0, 0},
+      {"decided-to", KIND_DAY, "decided_to", 0, "DAY",
+       "events whose decision is dated on or before DAY", 0, 0}}},
     {"pending",
      "balances",
      NULL,
@@ -622,6 +637,24 @@ void text_cell(char *out, size_t size, const msgpack_object *map, const char *ke
     snprintf(out, size, "%s", c.text);
 }
 
+/* In a decided_by view, an item's oddities follow its first cell: "ks21 !allocated_over_granted".
+ */
+static void cell_mark_oddities(cell *out, const msgpack_object *map)
+{
+    const msgpack_object *o = budget_map_get(map, "oddities");
+    if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY)
+        return;
+    for (uint32_t i = 0; i < o->via.array.size && i < 4; i++) {
+        const msgpack_object *name = &o->via.array.ptr[i];
+        char safe[64];
+        if (name->type != MSGPACK_OBJECT_STR)
+            continue;
+        terminal_text(name->via.str.ptr, name->via.str.size, 40, safe, sizeof(safe));
+        size_t used = strlen(out->text);
+        snprintf(out->text + used, sizeof(out->text) - used, "%s%s", i == 0 ? " !" : ",", safe);
+    }
+}
+
 static void cell_amount(cell *out, const msgpack_object *map, const char *key)
 {
     budget_amount_format(budget_map_int(map, key, 0), out->text, sizeof(out->text));
@@ -665,14 +698,67 @@ static int check_number(const arg_spec *spec, const char *label, const char *tex
     return 0;
 }
 
+/* KIND_DECISION: a decision as budget_decision_parse reads it. */
+static int check_decision(const char *label, const char *text)
+{
+    budget_decision d;
+    const char *why = "";
+    size_t len = strnlen(text, 4 * BUDGET_TEXT_BYTES_MAX);
+    if (budget_decision_parse(text, len, &d, &why))
+        return 0;
+    return complain(EXIT_USAGE,
+                    "%s: not a decision \"%.120s\": %s; write " BUDGET_DECISION_FORM
+                    ", as in \"KS 2021-08-24 § 241\" or \"KS 2021-08-24 § 241 dnr KS 2021/123\"",
+                    label, text, why);
+}
+
+/* KIND_DAY: a real day YYYY-MM-DD. */
+static int check_day(const char *label, const char *text)
+{
+    int32_t day;
+    if (budget_date_parse(text, strnlen(text, BUDGET_DATE_BYTES + 1), &day))
+        return 0;
+    return complain(EXIT_USAGE, "%s: not a real day YYYY-MM-DD: %.40s", label, text);
+}
+
+/* Packs the decision `text` (checked) as its fields: 3 pairs, or 4 with a diary number. */
+static int pack_decision(msgpack_packer *pk, const char *text)
+{
+    budget_decision d;
+    if (!budget_decision_parse(text, strlen(text), &d, NULL))
+        return -EINVAL;
+    char day[BUDGET_DATE_BYTES + 1];
+    budget_date_format(d.date, day);
+    const char *keys[] = {"decision_body", "decision_date", "decision_paragraph", "decision_dnr"};
+    const char *vals[] = {d.body, day, d.paragraph, d.dnr};
+    int rc = 0;
+    for (size_t i = 0; i < (d.dnr[0] != '\0' ? 4u : 3u); i++) {
+        rc |= msgpack_pack_str_with_body(pk, keys[i], strlen(keys[i]));
+        rc |= msgpack_pack_str_with_body(pk, vals[i], strlen(vals[i]));
+    }
+    return rc;
+}
+
+/* The pairs an argument adds to a request's args. */
+static uint32_t arg_pairs(const arg_spec *spec, const arg_value *v)
+{
+    if (spec->kind != KIND_DECISION)
+        return 1;
+    budget_decision d;
+    if (!budget_decision_parse(v->text, strlen(v->text), &d, NULL))
+        return 0;
+    return d.dnr[0] != '\0' ? 4 : 3;
+}
+
 /* Checks one argument's value against its kind and limits. Returns 0 or EXIT_USAGE. */
 static int check_arg(const arg_spec *spec, arg_value *v)
 {
     char label[48];
     arg_label(spec, label, sizeof(label));
-    size_t bytes = spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_AS_OF
-                       ? 0
-                       : strnlen(v->text, spec->max + 1);
+    size_t bytes =
+        spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_SEQ_OR_DAY
+            ? 0
+            : strnlen(v->text, spec->max + 1);
     char why[160];
     switch (spec->kind) {
     case KIND_FLAG:
@@ -701,8 +787,21 @@ static int check_arg(const arg_spec *spec, arg_value *v)
         return check_number(spec, label, v->text, &v->number);
     case KIND_DATE:
         return check_date(spec, label, v->text, &v->number);
-    case KIND_AS_OF:
-        return check_as_of(label, v->text, &v->number);
+    case KIND_DECISION:
+        return check_decision(label, v->text);
+    case KIND_DAY:
+        return check_day(label, v->text);
+    case KIND_SEQ_OR_DAY: {
+        int32_t day;
+        if (budget_date_parse(v->text, strnlen(v->text, BUDGET_DATE_BYTES + 1), &day)) {
+            v->number = 0;
+            return 0;
+        }
+        if (v->text[0] < '0' || v->text[0] > '9' || strchr(v->text, '-') != NULL)
+            return complain(EXIT_USAGE, "%s: a seq (1 or more) or a real day YYYY-MM-DD: %.40s",
+                            label, v->text);
+        return check_number(spec, label, v->text, &v->number);
+    }
     }
     return 0;
 }
@@ -912,14 +1011,19 @@ int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *values, u
     uint32_t count = extra;
     for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++)
         if (values[i].set && cmd->args[i].wire != NULL)
-            count++;
+            count += arg_pairs(&cmd->args[i], &values[i]);
     int rc = msgpack_pack_map(pk, count);
     for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++) {
         const arg_spec *spec = &cmd->args[i];
         if (!values[i].set || spec->wire == NULL)
             continue;
+        if (spec->kind == KIND_DECISION) {
+            rc |= pack_decision(pk, values[i].text);
+            continue;
+        }
         rc |= msgpack_pack_str_with_body(pk, spec->wire, strlen(spec->wire));
-        if (spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_DATE)
+        if (spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_DATE ||
+            spec->kind == KIND_SEQ_OR_DAY)
             rc |= msgpack_pack_int64(pk, values[i].number);
         else
             rc |= msgpack_pack_str_with_body(pk, values[i].text, strlen(values[i].text));
@@ -1291,6 +1395,7 @@ static int add_frame(table *t, const msgpack_object *f)
     cell_amount(&cells[6], f, "unallocated");
     cell_amount(&cells[7], f, "called_off");
     cell_str(&cells[8], f, "title", TABLE_TEXT_COLUMNS_MAX);
+    cell_mark_oddities(&cells[0], f);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1307,6 +1412,7 @@ static int add_allocation(table *t, const msgpack_object *a)
     cell_amount(&cells[7], a, "pending");
     cell_amount(&cells[8], a, "available");
     cell_str(&cells[9], a, "purpose", TABLE_TEXT_COLUMNS_MAX);
+    cell_mark_oddities(&cells[0], a);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1332,6 +1438,7 @@ static int add_unit(table *t, const msgpack_object *u)
     cell_amount(&cells[4], u, "called_off");
     cell_amount(&cells[5], u, "pending");
     cell_amount(&cells[6], u, "available");
+    cell_mark_oddities(&cells[0], u);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1398,16 +1505,19 @@ bool balances_advance(const msgpack_object *result, balances_cursor *cur)
 /* The balances request for one page: the user's filters, as_of pinned after the first page,
  * and each list's offset. */
 static int pack_balances(msgpack_sbuffer *sbuf, const command *cmd, arg_value *values,
-                         uint64_t as_of, const balances_cursor *cur)
+                         uint64_t as_of, const char *as_of_day, const balances_cursor *cur)
 {
     msgpack_packer pk;
-    uint32_t extra = as_of > 0;
+    uint32_t extra = as_of > 0 || as_of_day != NULL;
     msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
     for (int k = 0; k < BAL_LISTS; k++)
         extra += cur->at[k] > 0;
     int rc = pack_args(&pk, cmd, values, extra);
     if (rc == 0 && as_of > 0)
         rc = pack_uint_pair(&pk, "as_of", as_of);
+    else if (rc == 0 && as_of_day != NULL)
+        rc = msgpack_pack_str_with_body(&pk, "as_of", 5) |
+             msgpack_pack_str_with_body(&pk, as_of_day, strlen(as_of_day));
     for (int k = 0; k < BAL_LISTS && rc == 0; k++)
         if (cur->at[k] > 0)
             rc = pack_uint_pair(&pk, balances_lists[k].offset_arg, cur->at[k]);
@@ -1424,10 +1534,10 @@ int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigned wante
                    budget_response *first, page_fn page, void *state)
 {
     arg_value *as_of_value = value_of(cmd, values, "as-of");
-    int resolved = as_of_value != NULL ? resolve_as_of(c, as_of_value) : 0;
-    if (resolved != 0)
-        return resolved;
-    uint64_t as_of = as_of_value != NULL && as_of_value->set ? (uint64_t)as_of_value->number : 0;
+    bool as_of_set = as_of_value != NULL && as_of_value->set;
+    uint64_t as_of = as_of_set ? (uint64_t)as_of_value->number : 0;
+    /* A day is asked on the first page; the others ask the seq it stood at. */
+    const char *as_of_day = as_of_set && as_of == 0 ? as_of_value->text : NULL;
     balances_cursor cur;
 
     balances_cursor_init(&cur, wanted);
@@ -1435,7 +1545,7 @@ int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigned wante
         msgpack_sbuffer sbuf;
         msgpack_sbuffer_init(&sbuf);
         budget_response r;
-        int rc = pack_balances(&sbuf, cmd, values, as_of, &cur);
+        int rc = pack_balances(&sbuf, cmd, values, as_of, n == 0 ? as_of_day : NULL, &cur);
         rc = rc != 0 ? complain(EXIT_USAGE, "out of memory") : call(c, cmd->op, &sbuf, &r);
         msgpack_sbuffer_destroy(&sbuf);
         if (rc != 0) {
@@ -1486,6 +1596,12 @@ int print_balances(const budget_response *first, balance_tables *t)
 {
     printf("%s %" PRId64 "\n", header_text("As of seq"),
            budget_map_int(&first->result, "as_of", 0));
+    char day[BUDGET_DATE_BYTES + 1];
+    budget_map_str(&first->result, "decided_by", day, sizeof(day));
+    if (day[0] != '\0')
+        printf("Decided by %s, whenever entered (! marks an oddity: what the rules forbid, shown "
+               "as it is)\n",
+               day);
     table_print(stdout, &t->frames, "Frames");
     table_print(stdout, &t->allocations, "Allocations");
     table_print(stdout, &t->avrop, "Avrop");
@@ -1645,14 +1761,50 @@ static bool bare_text(const char *s, size_t n)
     return true;
 }
 
-/* `key=value` pairs of an event's data; amounts formatted, text quoted when needed. */
+/* The decision of an event's data as clerks write it, "KS 2021-08-24 § 241 dnr KS 2021/1",
+ * into `out`; "" when the data has none. */
+void decision_text(const msgpack_object *data, char *out, size_t out_size)
+{
+    char body[BUDGET_DECISION_BODY_BYTES_MAX + 1], day[BUDGET_DATE_BYTES + 1];
+    char paragraph[BUDGET_DECISION_PARAGRAPH_BYTES_MAX + 1], dnr[BUDGET_DECISION_DNR_BYTES_MAX + 1];
+    budget_map_str(data, "decision_body", body, sizeof(body));
+    budget_map_str(data, "decision_date", day, sizeof(day));
+    budget_map_str(data, "decision_paragraph", paragraph, sizeof(paragraph));
+    budget_map_str(data, "decision_dnr", dnr, sizeof(dnr));
+    out[0] = '\0';
+    if (body[0] != '\0')
+        snprintf(out, out_size, "%s %s § %s%s%s", body, day, paragraph, dnr[0] ? " dnr " : "", dnr);
+}
+
+/* True for the keys of a decision that print_event_data shows as one "decision". */
+static bool decision_part(const msgpack_object *key)
+{
+    return key->type == MSGPACK_OBJECT_STR && key->via.str.size > 9 &&
+           memcmp(key->via.str.ptr, "decision_", 9) == 0;
+}
+
+/* `key=value` pairs of an event's data; amounts formatted, text quoted when needed; the
+ * decision's fields as one decision="KS 2021-08-24 § 241". */
 static void print_event_data(const msgpack_object *data)
 {
     if (data == NULL || data->type != MSGPACK_OBJECT_MAP)
         return;
+    bool decision_shown = false;
     for (uint32_t i = 0; i < data->via.map.size; i++) {
         const msgpack_object *key = &data->via.map.ptr[i].key;
         const msgpack_object *val = &data->via.map.ptr[i].val;
+        if (decision_part(key)) {
+            char text[160];
+            decision_text(data, text, sizeof(text));
+            if (!decision_shown && text[0] != '\0') {
+                fputs("  decision=", stdout);
+                msgpack_object o = {.type = MSGPACK_OBJECT_STR,
+                                    .via.str = {(uint32_t)strlen(text), text}};
+                json_value(stdout, &o, 1);
+            }
+            decision_shown = true;
+            continue;
+        }
         fputs("  ", stdout);
         if (key->type == MSGPACK_OBJECT_STR && bare_text(key->via.str.ptr, key->via.str.size))
             fwrite(key->via.str.ptr, 1, key->via.str.size, stdout);

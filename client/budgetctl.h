@@ -32,15 +32,18 @@ enum {
 /* ---- argument tables ------------------------------------------------------------------- */
 
 typedef enum {
-    KIND_FLAG,   /* no value */
-    KIND_ID,     /* 1..64 of A-Za-z0-9._:- */
-    KIND_UNIT,   /* 1..32 of the same */
-    KIND_TEXT,   /* UTF-8, min..max bytes */
-    KIND_WORD,   /* an event type: 1..64 of the id characters */
-    KIND_AMOUNT, /* an amount as budget_amount_parse reads it */
-    KIND_UINT,   /* decimal, min..max */
-    KIND_DATE,   /* a day YYYY-MM-DD (UTC) as ms: its first ms, or with min 1 the next day's */
-    KIND_AS_OF,  /* a seq (1 or more), or a day YYYY-MM-DD: number 0 until resolve_as_of */
+    KIND_FLAG,       /* no value */
+    KIND_ID,         /* 1..64 of A-Za-z0-9._:- */
+    KIND_UNIT,       /* 1..32 of the same */
+    KIND_TEXT,       /* UTF-8, min..max bytes */
+    KIND_WORD,       /* an event type: 1..64 of the id characters */
+    KIND_AMOUNT,     /* an amount as budget_amount_parse reads it */
+    KIND_UINT,       /* decimal, min..max */
+    KIND_DATE,       /* a day YYYY-MM-DD (UTC) as ms: its first ms, or with min 1 the next day's */
+    KIND_DECISION,   /* a decision "KS 2021-08-24 § 241 [dnr KS 2021/123]" (budget_decision_parse),
+                        sent as decision_body, decision_date, decision_paragraph [, decision_dnr] */
+    KIND_DAY,        /* a day YYYY-MM-DD, sent as that str */
+    KIND_SEQ_OR_DAY, /* a seq (number, min..max) or a day YYYY-MM-DD (number 0, text the day) */
 } arg_kind;
 
 enum { ARG_REQUIRED = 1, ARG_POSITIONAL = 2 };
@@ -99,8 +102,6 @@ int walk_events(ctl *c, const command *cmd, const arg_value *values, uint64_t af
                 void *state, uint64_t *head_out);
 /* KIND_DATE: a day; the value is its first ms, or (min 1) the first ms of the next day. */
 int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out);
-/* KIND_AS_OF: a seq (the value), or a day (the value 0 until resolve_as_of). */
-int check_as_of(const char *label, const char *text, int64_t *out);
 
 /* --as-of SEQ|DAY: sets v->number to the seq (a day: the last seq entered by its end, UTC,
  * read from the events' ts). Returns 0 or an exit status after saying why. */
@@ -244,6 +245,8 @@ int balances_page_json(void *state, const msgpack_object *result);
 void print_balances_json(const msgpack_object *result, const balances_json *j);
 /* `seq  YYYY-MM-DD HH:MM:SS UTC  name(uid)  type  key=value ...` */
 void print_event(const msgpack_object *ev, int seq_width);
+/* The decision in an event's data, "KS 2021-08-24 § 241 [dnr X]", into `out`; "" if none. */
+void decision_text(const msgpack_object *data, char *out, size_t out_size);
 /* Decimal digits of `n`: the width of a seq column. */
 int digits_of(uint64_t n);
 /* Tables: headers (a '>' first aligns right), rows of copied cells, printed under a title. */

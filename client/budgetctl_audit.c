@@ -536,19 +536,6 @@ static int parse_as_of(const char *text, uint64_t *as_of, int64_t *day_end)
     return 0;
 }
 
-/* KIND_AS_OF: a seq (the value) or a day (the value 0 until resolve_as_of). */
-int check_as_of(const char *label, const char *text, int64_t *out)
-{
-    uint64_t as_of;
-    int64_t day_end;
-    if (strlen(text) > 32)
-        return complain(EXIT_USAGE, "%s: a seq (1 or more) or a day YYYY-MM-DD", label);
-    if (parse_as_of(text, &as_of, &day_end) != 0)
-        return EXIT_USAGE;
-    *out = (int64_t)as_of;
-    return 0;
-}
-
 /*
  * --as-of SEQ|DAY as a seq: a day becomes the last seq stamped before its end (UTC), read from
  * the events' ts (seq_before). Every command that takes --as-of comes through here.

@@ -71,6 +71,9 @@ typedef struct {
     /* Its allocations in order of creation, linked by next_in_frame; NONE when none. */
     uint32_t allocation_first, allocation_last;
     int64_t granted, allocated, pending, called_off;
+    /* In a ledger of what was decided by a day (ledger_apply_decided): the grant was decided
+     * later, so the frame is here only for what refers to it, with nothing granted. */
+    bool granted_later;
 } frame_rec;
 
 typedef struct {
@@ -386,12 +389,14 @@ bool ledger_valid_text(const char *s, size_t len, size_t min)
  * replay checks only what keeps the state sound: lengths and ranges, and of the texts only
  * those the state keeps.
  */
-static bool text_field(const char *s, size_t min, bool full)
+static bool text_field(const char *s, size_t min, size_t max, bool full)
 {
-    size_t len = strnlen(s, BUDGET_TEXT_BYTES_MAX + 1);
+    size_t len = strnlen(s, max + 1);
+    if (len > max)
+        return false;
     if (full)
         return ledger_valid_text(s, len, min);
-    return len >= min && len <= BUDGET_TEXT_BYTES_MAX;
+    return len >= min;
 }
 
 static bool id_field(const char *s, bool full)
@@ -408,6 +413,40 @@ static bool unit_field(const char *s, bool full)
     if (full)
         return ledger_valid_unit(s, len);
     return len >= 1 && len <= BUDGET_UNIT_BYTES_MAX;
+}
+
+/* The syntax of a field of a decision (a date, a body, a paragraph): checked in full, on
+ * replay too, for they are short. */
+static int check_decision_field(const ledger_event *c, const event_field *f, ledger_error *err)
+{
+    const char *s = ledger_field_str(c, f);
+    switch ((field_value)f->value) {
+    case FIELD_DATE:
+        if (budget_date_valid((int32_t)ledger_field_int(c, f)))
+            return 0;
+        if (ledger_field_int(c, f) == 0 && f->source == FIELD_REQUIRED)
+            return fail(err, BUDGET_EBAD_REQUEST, "%s is required: the day of the decision",
+                        f->key);
+        return fail(err, BUDGET_EBAD_REQUEST, "%s must be a real day YYYY-MM-DD in %d..%d", f->key,
+                    BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
+    case FIELD_BODY:
+        if (budget_decision_body_valid(s, strnlen(s, f->size)))
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "%s must be 1..%zu bytes of A-Z, Å, Ä, Ö and 0-9, beginning "
+                    "with a letter (the body that decided, such as KS)",
+                    f->key, field_bytes_max(f));
+    case FIELD_PARAGRAPH:
+        if (budget_decision_paragraph_valid(s, strnlen(s, f->size)))
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "%s must be 1..%zu bytes of A-Z a-z 0-9 . / : - and single spaces, "
+                    "beginning with a digit (the text after §, such as 241)",
+                    f->key, field_bytes_max(f));
+    default:
+        break;
+    }
+    return fail(err, BUDGET_EINTERNAL, "field %s is not of a decision", f->key);
 }
 
 /* The syntax of field `f` of `c`, one the client gives (`full`: see above). */
@@ -443,15 +482,43 @@ static int check_field(const ledger_event *c, const event_field *f, bool full, l
                     "%s %" PRId64 " öre must be non-zero and within -%lld..%lld öre", f->key, v,
                     BUDGET_AMOUNT_MAX, BUDGET_AMOUNT_MAX);
     case FIELD_TEXT:
-        if (text_field(s, field_bytes_min(f), full))
+        if (text_field(s, field_bytes_min(f), field_bytes_max(f), full))
             return 0;
         return fail(err, BUDGET_EBAD_REQUEST,
                     "%s must be %zu..%zu bytes of UTF-8 without control characters", f->key,
                     field_bytes_min(f), field_bytes_max(f));
     case FIELD_TARGET_KIND:
         break; /* derived, never given */
+    case FIELD_DATE:
+    case FIELD_BODY:
+    case FIELD_PARAGRAPH:
+        return check_decision_field(c, f, err);
     }
     return fail(err, BUDGET_EINTERNAL, "field %s cannot be given", f->key);
+}
+
+/* True when every field of `t` flagged FIELD_ADDED is empty in `c` ("" or 0). */
+static bool added_fields_absent(const ledger_event *c, const event_type_info *t)
+{
+    for (uint8_t i = 0; i < t->field_count; i++) {
+        const event_field *f = &t->fields[i];
+        if (!(f->flags & FIELD_ADDED))
+            continue;
+        if (field_is_str(f) ? ledger_field_str(c, f)[0] != '\0' : ledger_field_int(c, f) != 0)
+            return false;
+    }
+    return true;
+}
+
+bool ledger_added_absent(const ledger_event *ev)
+{
+    if (!ledger_type_known(ev->type))
+        return false;
+    const event_type_info *t = &event_types[ev->type];
+    for (uint8_t i = 0; i < t->field_count; i++)
+        if (t->fields[i].flags & FIELD_ADDED)
+            return added_fields_absent(ev, t);
+    return false;
 }
 
 /*
@@ -463,10 +530,13 @@ static int check_syntax(const ledger_event *c, bool full, ledger_error *err)
     if (!ledger_type_known(c->type))
         return fail(err, BUDGET_EBAD_REQUEST, "unknown event type %d", (int)c->type);
     const event_type_info *t = &event_types[c->type];
+    /* An event read back may lack the fields added to its type since it was written. */
+    bool added_absent = !full && added_fields_absent(c, t);
     for (uint8_t i = 0; i < t->field_count; i++) {
         const event_field *f = &t->fields[i];
         if (f->source == FIELD_DERIVED ||
-            (!full && f->value == FIELD_TEXT && !(f->flags & FIELD_KEPT)))
+            (!full && f->value == FIELD_TEXT && !(f->flags & FIELD_KEPT)) ||
+            (added_absent && (f->flags & FIELD_ADDED)))
             continue;
         int rc = check_field(c, f, full, err);
         if (rc != 0)
@@ -693,6 +763,9 @@ static void derive_field(const ledger *l, const refs *r, const event_field *f, c
         return;
     case FIELD_DELTA:
     case FIELD_TEXT:
+    case FIELD_DATE:
+    case FIELD_BODY:
+    case FIELD_PARAGRAPH:
         break;
     }
     assert(!"a field of this value is never derived");
@@ -831,6 +904,14 @@ ledger *ledger_clone(const ledger *l)
     return c;
 }
 
+/* An event that ledger_apply_decided leaves out: only the head moves. */
+static int skip_event(ledger *l, const ledger_event *ev)
+{
+    l->last_seq = ev->seq;
+    l->last_ts_ms = ev->ts_ms;
+    return 0;
+}
+
 /* ---- public: check and apply ------------------------------------------------------------ */
 
 int ledger_check(const ledger *l, const ledger_cmd *cmd, const ledger_actor *actor,
@@ -919,6 +1000,7 @@ static void apply_grant(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
     f->title = arena_put(l, ev->title, strlen(ev->title));
     f->reference = arena_put(l, ev->reference, strlen(ev->reference));
     f->granted = ev->amount;
+    f->granted_later = false;
     f->allocated = f->pending = f->called_off = 0;
     f->allocation_first = f->allocation_last = NONE;
     l->units[row].frames += ev->amount;
@@ -1165,6 +1247,7 @@ static void frame_view(const ledger *l, uint32_t i, ledger_frame_view *out)
     out->pending = f->pending;
     out->unallocated = f->granted - f->allocated - f->pending;
     out->called_off = f->called_off;
+    out->granted_later = f->granted_later;
 }
 
 static void allocation_view(const ledger *l, uint32_t i, ledger_allocation_view *out)
@@ -1381,4 +1464,99 @@ const char *ledger_status_name(ledger_status s)
 const char *ledger_kind_name(ledger_kind k)
 {
     return (int)k > 0 && (int)k < (int)LEDGER_KIND_END ? event_kind_names[k] : "unknown";
+}
+
+/* ---- public: what was decided by a day -------------------------------------------------- */
+
+int32_t ledger_decision_day(const ledger_event *ev)
+{
+    if (ledger_has_decision(ev))
+        return ev->decision_date;
+    return budget_date_from_days((int64_t)(ev->ts_ms / 86400000u));
+}
+
+/* True when events of `t` rest on a decision (their table has the decision's date). */
+static bool rests_on_decision(ledger_type t)
+{
+    const event_type_info *info = &event_types[t];
+    for (uint8_t i = 0; i < info->field_count; i++)
+        if (info->fields[i].value == FIELD_DATE &&
+            info->fields[i].offset == offsetof(ledger_event, decision_date))
+            return true;
+    return false;
+}
+
+/*
+ * What `ev` refers to, for an event whose budget rules need not hold in a ledger of what was
+ * decided by a day: the entities it names must exist (they were made before it in the log),
+ * and a decision's or a withdrawal's target must still be pending here. 0, or -1 when it
+ * refers to nothing that can take it.
+ */
+static int decided_refs(const ledger *l, const ledger_event *ev, refs *r)
+{
+    *r = (refs){NONE, NONE, NONE, NONE, 0, 0, 0};
+    uint32_t i;
+    switch (ev->type) {
+    case LEDGER_FRAME_GRANTED:
+        r->unit = unit_get(l, ev->unit, ev->year);
+        return 0;
+    case LEDGER_FRAME_ADJUSTED:
+    case LEDGER_ALLOCATION_PROPOSED:
+        if (find_entity(l, ev->frame, LEDGER_KIND_FRAME, &r->frame, NULL) != 0)
+            return -1;
+        r->unit = ev->type == LEDGER_FRAME_ADJUSTED
+                      ? l->frames[r->frame].unit
+                      : unit_get(l, ev->unit, l->units[l->frames[r->frame].unit].year);
+        return 0;
+    case LEDGER_AVROP_REQUESTED:
+        if (find_entity(l, ev->allocation, LEDGER_KIND_ALLOCATION, &i, NULL) != 0)
+            return -1;
+        r->allocation = i;
+        r->frame = l->allocations[i].frame;
+        r->unit = l->allocations[i].unit;
+        return 0;
+    case LEDGER_DECISION_APPROVED:
+    case LEDGER_DECISION_REJECTED:
+    case LEDGER_REQUEST_WITHDRAWN:
+        break;
+    default:
+        return -1; /* a type this view does not know how to lean on: left out */
+    }
+    /* A decision or a withdrawal: rule_target finds its target; its other refusals (four-eyes
+     * and the like) held when the event was written. */
+    ledger_error err;
+    int rc = rule_target(l, ev, ev->actor.uid, r, &err);
+    return rc == 0 || (rc != BUDGET_ENOT_FOUND && rc != BUDGET_EINVALID_STATE) ? 0 : -1;
+}
+
+int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by)
+{
+    assert(l != NULL && ev != NULL);
+    if (!ledger_type_known(ev->type) || ev->seq <= l->last_seq || ev->seq > SEQ_MAX ||
+        !ledger_syntax_ok(ev))
+        return BUDGET_EINTERNAL;
+    if (reserve_room(l) != 0)
+        return BUDGET_EUNAVAILABLE;
+    bool later = ev->type == LEDGER_REQUEST_WITHDRAWN || rests_on_decision(ev->type)
+                     ? ledger_decision_day(ev) > decided_by
+                     : false;
+    ledger_event kept = *ev;
+    if (later && ev->type == LEDGER_FRAME_GRANTED)
+        kept.amount = 0; /* the frame stays, for what refers to it, with nothing granted */
+    else if (later)
+        return skip_event(l, ev);
+    refs r;
+    size_t len = strnlen(ev->id, BUDGET_ID_BYTES_MAX + 1);
+    uint32_t hash = hash_key(ev->id, len, 0);
+    uint32_t at = id_find(l, ev->id, len, hash);
+    if (l->id_table.ctrl[at] != 0 || decided_refs(l, &kept, &r) != 0)
+        return skip_event(l, ev);
+    uint32_t id = add_id(l, &kept, len, hash, at);
+    type_apply[ev->type](l, &kept, &r, id);
+    if (later)
+        l->frames[r.frame].granted_later = true;
+    l->events++;
+    l->last_seq = ev->seq;
+    l->last_ts_ms = ev->ts_ms;
+    return 0;
 }

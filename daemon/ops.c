@@ -40,12 +40,22 @@ static void job_balances(job *j, resp_t *r)
         resp_error_into(r, j->base.req_id, BUDGET_EUNAVAILABLE, "out of memory");
         return;
     }
-    int rc = replay_log(j->store, l, j->bq.as_of, &res);
+    uint64_t upto = j->bq.has_as_of ? j->bq.as_of : j->head;
+    int rc = 0;
+    memset(&res, 0, sizeof(res));
+    if (j->bq.as_of_day != 0) {
+        rc = replay_seq_before(j->store, j->head, request_day_end_ms(j->bq.as_of_day), &upto);
+        if (rc != 0)
+            snprintf(res.why, sizeof(res.why), "the event store cannot be read now");
+    }
+    if (rc == 0)
+        rc = j->bq.decided_by != 0 ? replay_decided(j->store, l, upto, j->bq.decided_by, &res)
+                                   : replay_log(j->store, l, upto, &res);
     if (rc != 0) {
         resp_error_into(r, j->base.req_id, rc, res.why);
     } else {
         resp_begin(r, j->base.req_id, true);
-        if (request_pack_balances(&r->pk, l, &j->bq, j->bq.as_of, &err) != 0) {
+        if (request_pack_balances(&r->pk, l, &j->bq, upto, &err) != 0) {
             msgpack_sbuffer_destroy(&r->sb);
             resp_error_into(r, j->base.req_id, err.code, err.message);
         }
@@ -262,7 +272,7 @@ static void op_balances(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
         conn_answer_error(c, idx, req_id, BUDGET_ENOT_FOUND, msg);
         return;
     }
-    if (q.has_as_of && q.as_of < head) {
+    if ((q.has_as_of && q.as_of < head) || q.as_of_day != 0 || q.decided_by != 0) {
         job *j = calloc(1, sizeof(*j));
         if (!j) {
             conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, "out of memory");

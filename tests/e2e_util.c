@@ -782,6 +782,13 @@ void e2e_kv_str(e2e_buf *b, const char *key, const char *value)
     e2e_pack_str(b, value);
 }
 
+void e2e_kv_decision(e2e_buf *b)
+{
+    e2e_kv_str(b, "decision_body", "KS");
+    e2e_kv_str(b, "decision_date", "2021-08-24");
+    e2e_kv_str(b, "decision_paragraph", "241");
+}
+
 void e2e_kv_int(e2e_buf *b, const char *key, int64_t value)
 {
     e2e_pack_str(b, key);

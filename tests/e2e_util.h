@@ -197,6 +197,13 @@ void e2e_pack_str(e2e_buf *b, const char *s);
 void e2e_kv_str(e2e_buf *b, const char *key, const char *value);
 void e2e_kv_int(e2e_buf *b, const char *key, int64_t value);
 void e2e_kv_uint(e2e_buf *b, const char *key, uint64_t value);
+/* The decision a write rests on, as args: E2E_DECISION_PAIRS pairs (decision_body "KS",
+ * decision_date "2021-08-24", decision_paragraph "241": KS 2021-08-24 § 241, the source
+ * document's), to count in the args map. */
+#define E2E_DECISION_PAIRS 3
+void e2e_kv_decision(e2e_buf *b);
+/* The same decision as budgetctl takes it. */
+#define E2E_DECISION "KS 2021-08-24 § 241"
 
 /* ---- the client library ---------------------------------------------------------------------- */
 

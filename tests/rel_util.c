@@ -211,22 +211,24 @@ bool rel_log_contains(const rel_daemon *r, const char *needle)
 void rel_pack_grant(e2e_buf *b, const char *id, const char *unit, int64_t amount)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 5);
+    msgpack_pack_map(&b->pk, 5 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", unit);
     e2e_kv_int(b, "year", 2021);
     e2e_kv_int(b, "amount", amount);
     e2e_kv_str(b, "title", "Utökat trygghetsarbete");
+    e2e_kv_decision(b);
 }
 
 void rel_pack_adjust(e2e_buf *b, const char *id, const char *frame, int64_t delta)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 4);
+    msgpack_pack_map(&b->pk, 4 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "frame", frame);
     e2e_kv_int(b, "delta", delta);
     e2e_kv_str(b, "reason", "Tilläggsanslag");
+    e2e_kv_decision(b);
 }
 
 void rel_pack_propose(e2e_buf *b, const char *id, const char *frame, const char *unit,
@@ -256,6 +258,23 @@ void rel_pack_target(e2e_buf *b, const char *id, const char *target)
     msgpack_pack_map(&b->pk, 2);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "target", target);
+}
+
+void rel_pack_decide(e2e_buf *b, const char *id, const char *target)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 2 + E2E_DECISION_PAIRS);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "target", target);
+    e2e_kv_decision(b);
+}
+
+void rel_pack_for(e2e_buf *b, const char *op, const char *id, const char *target)
+{
+    if (strcmp(op, "withdraw") == 0)
+        rel_pack_target(b, id, target);
+    else
+        rel_pack_decide(b, id, target);
 }
 
 void rel_write(budget_client *c, const char *op, const void *args, size_t args_size,

@@ -426,6 +426,10 @@ static ledger_cmd cmd(ledger_type type, const char *id)
     memset(&c, 0, sizeof(c));
     c.type = type;
     snprintf(c.id, sizeof(c.id), "%s", id);
+    /* The decision every grant, adjustment and decision rests on (others carry none). */
+    strcpy(c.decision_body, "KS");
+    c.decision_date = 20210824;
+    strcpy(c.decision_paragraph, "241");
     return c;
 }
 

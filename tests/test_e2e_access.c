@@ -187,22 +187,24 @@ static void expect_code(uint32_t uid, const char *op, const e2e_buf *args, const
 static void args_grant(e2e_buf *b, const char *id, const char *unit)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 5);
+    msgpack_pack_map(&b->pk, 5 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", unit);
     e2e_kv_int(b, "year", 2021);
     e2e_kv_int(b, "amount", 1000000000);
     e2e_kv_str(b, "title", "Utökat trygghetsarbete");
+    e2e_kv_decision(b);
 }
 
 static void args_adjust(e2e_buf *b, const char *id, const char *frame)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 4);
+    msgpack_pack_map(&b->pk, 4 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "frame", frame);
     e2e_kv_int(b, "delta", 100);
     e2e_kv_str(b, "reason", "Tilläggsanslag");
+    e2e_kv_decision(b);
 }
 
 static void args_propose(e2e_buf *b, const char *id, const char *frame, const char *unit)
@@ -225,12 +227,22 @@ static void args_avrop(e2e_buf *b, const char *id, const char *allocation)
     e2e_kv_int(b, "amount", 100);
 }
 
-static void args_target(e2e_buf *b, const char *id, const char *target)
+static void args_withdraw(e2e_buf *b, const char *id, const char *target)
 {
     e2e_buf_clear(b);
     msgpack_pack_map(&b->pk, 2);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "target", target);
+}
+
+/* The args of approve and reject: with the decision. */
+static void args_target(e2e_buf *b, const char *id, const char *target)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 2 + E2E_DECISION_PAIRS);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "target", target);
+    e2e_kv_decision(b);
 }
 
 static uint64_t head_now(void)
@@ -340,7 +352,10 @@ static void table_args(e2e_buf *b, const char *op, const char *role)
                strcmp(op, "withdraw") == 0) {
         /* Pending allocations the clerk proposed, one per op and role (table_state). */
         snprintf(target, sizeof(target), "pending-%s-%s", op, role);
-        args_target(b, id, target);
+        if (strcmp(op, "withdraw") == 0)
+            args_withdraw(b, id, target);
+        else
+            args_target(b, id, target);
     } else {
         msgpack_pack_map(&b->pk, 0);
     }

@@ -19,23 +19,33 @@ static const ledger_type all_types[TYPES] = {
 };
 
 /* The documented data keys of each type, in order (written out again here on purpose). */
-static const char *const data_keys[][10] = {
-    [LEDGER_FRAME_GRANTED] = {"id", "unit", "year", "amount", "title", "reference"},
-    [LEDGER_FRAME_ADJUSTED] = {"id", "frame", "unit", "year", "delta", "reason", "reference"},
+#define KEYS_MAX 16
+#define DECISION_KEYS "decision_body", "decision_date", "decision_paragraph", "decision_dnr"
+static const char *const data_keys[][KEYS_MAX] = {
+    [LEDGER_FRAME_GRANTED] = {"id", "unit", "year", "amount", "title", DECISION_KEYS, "reference"},
+    [LEDGER_FRAME_ADJUSTED] = {"id", "frame", "unit", "year", "delta", "reason", DECISION_KEYS,
+                               "reference"},
     [LEDGER_ALLOCATION_PROPOSED] = {"id", "frame", "unit", "year", "amount", "purpose"},
     [LEDGER_AVROP_REQUESTED] = {"id", "allocation", "frame", "unit", "year", "amount", "note"},
     [LEDGER_DECISION_APPROVED] = {"id", "target", "target_kind", "frame", "unit", "year", "amount",
-                                  "reference", "note"},
+                                  DECISION_KEYS, "reference", "note"},
     [LEDGER_DECISION_REJECTED] = {"id", "target", "target_kind", "frame", "unit", "year", "amount",
-                                  "reference", "note"},
+                                  DECISION_KEYS, "reference", "note"},
     [LEDGER_REQUEST_WITHDRAWN] = {"id", "target", "target_kind", "frame", "unit", "year", "amount",
                                   "note"},
 };
 
+/* True when events of `t` carry a decision. */
+static bool has_decision(ledger_type t)
+{
+    return t == LEDGER_FRAME_GRANTED || t == LEDGER_FRAME_ADJUSTED ||
+           t == LEDGER_DECISION_APPROVED || t == LEDGER_DECISION_REJECTED;
+}
+
 static size_t key_count(ledger_type t)
 {
     size_t n = 0;
-    while (n < 10 && data_keys[t][n] != NULL)
+    while (n < KEYS_MAX && data_keys[t][n] != NULL)
         n++;
     return n;
 }
@@ -85,6 +95,13 @@ static ledger_event max_event(ledger_type type)
     fill(ev.unit, BUDGET_UNIT_BYTES_MAX, 'U');
     ev.year = BUDGET_YEAR_MAX;
     ev.amount = MAX;
+    if (has_decision(type)) {
+        fill(ev.decision_body, BUDGET_DECISION_BODY_BYTES_MAX - 6, 'B');
+        memcpy(ev.decision_body + BUDGET_DECISION_BODY_BYTES_MAX - 6, "ÅÄÖ", 7);
+        ev.decision_date = 99991231;
+        fill(ev.decision_paragraph, BUDGET_DECISION_PARAGRAPH_BYTES_MAX, '9');
+        fill(ev.decision_dnr, BUDGET_DECISION_DNR_BYTES_MAX, 'd');
+    }
     switch (type) {
     case LEDGER_FRAME_GRANTED:
         fill_text(ev.title, 't');
@@ -145,6 +162,12 @@ static ledger_event typical_event(ledger_type type, uint64_t seq)
     PUT(ev.unit, "SON");
     ev.year = 2021;
     ev.amount = 100000000 + (int64_t)seq;
+    if (has_decision(type)) {
+        PUT(ev.decision_body, "KS");
+        ev.decision_date = 20210824;
+        PUT(ev.decision_paragraph, "241");
+        PUT(ev.decision_dnr, seq % 2 ? "KS 2021/123" : "");
+    }
     switch (type) {
     case LEDGER_FRAME_GRANTED:
         PUT(ev.unit, "KS");
@@ -213,6 +236,10 @@ static void expect_same_event(const ledger_event *want, const ledger_event *got)
     cr_assert_str_eq(got->title, want->title);
     cr_assert_str_eq(got->reference, want->reference);
     cr_assert_str_eq(got->note, want->note);
+    cr_assert_str_eq(got->decision_body, want->decision_body);
+    cr_assert_eq(got->decision_date, want->decision_date);
+    cr_assert_str_eq(got->decision_paragraph, want->decision_paragraph);
+    cr_assert_str_eq(got->decision_dnr, want->decision_dnr);
 }
 
 /* ---- round trips
@@ -439,6 +466,27 @@ static int64_t int_of(msgpack_object o)
     return o.type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)o.via.u64 : o.via.i64;
 }
 
+/* The str a decision key of `ev` holds on the wire (the date into `day`), or NULL. */
+static const char *decision_value(const ledger_event *ev, const char *key,
+                                  char day[BUDGET_DATE_BYTES + 1])
+{
+    if (strcmp(key, "decision_body") == 0)
+        return ev->decision_body;
+    if (strcmp(key, "decision_paragraph") == 0)
+        return ev->decision_paragraph;
+    if (strcmp(key, "decision_dnr") == 0)
+        return ev->decision_dnr;
+    if (strcmp(key, "decision_date") == 0) {
+        unsigned d = (unsigned)ev->decision_date % 100000000u;
+        char wide[32];
+        snprintf(wide, sizeof wide, "%04u-%02u-%02u", d / 10000, d / 100 % 100, d % 100);
+        cr_assert_eq(strlen(wide), BUDGET_DATE_BYTES);
+        memcpy(day, wide, BUDGET_DATE_BYTES + 1);
+        return day;
+    }
+    return NULL;
+}
+
 /* The value a data key of `ev` must hold, as msgpack-c sees it. */
 static void expect_data_value(const ledger_event *ev, const char *key, msgpack_object v)
 {
@@ -461,6 +509,9 @@ static void expect_data_value(const ledger_event *ev, const char *key, msgpack_o
         s = ev->note;
     else if (strcmp(key, "target_kind") == 0)
         s = ev->target_kind == LEDGER_KIND_ALLOCATION ? "allocation" : "avrop";
+    char day[BUDGET_DATE_BYTES + 1];
+    if (s == NULL)
+        s = decision_value(ev, key, day);
     if (s != NULL) {
         cr_assert(str_is(v, s), "data.%s", key);
         return;
@@ -590,6 +641,9 @@ static void pack_data_value(packer *p, const ledger_event *ev, const char *key, 
         s = ev->note;
     else if (strcmp(key, "target_kind") == 0)
         s = ev->target_kind == LEDGER_KIND_ALLOCATION ? "allocation" : "avrop";
+    char day[BUDGET_DATE_BYTES + 1];
+    if (s == NULL)
+        s = decision_value(ev, key, day);
     cr_assert_not_null(s);
     if (strcmp(key, "id") == 0 && is(mutate, "id-str8")) {
         uint8_t head[2] = {0xd9, (uint8_t)strlen(s)};
@@ -1590,4 +1644,113 @@ Test(event, the_committed_corpus_events_encode_to_the_same_bytes)
     for (int k = 0; k < TYPES; k++)
         cr_assert(seen[all_types[k]], "the corpus has no %s", type_name(all_types[k]));
     ledger_free(l);
+}
+
+/* ---- decisions as data ----------------------------------------------------------------- */
+
+/* The offset of `what` (n bytes) in buf, which must hold it once. */
+static size_t find_bytes(const uint8_t *buf, size_t size, const char *what, size_t n)
+{
+    size_t found = SIZE_MAX;
+    for (size_t i = 0; i + n <= size; i++)
+        if (memcmp(buf + i, what, n) == 0) {
+            cr_assert_eq(found, SIZE_MAX, "\"%s\" twice", what);
+            found = i;
+        }
+    cr_assert_neq(found, SIZE_MAX, "no \"%s\"", what);
+    return found;
+}
+
+Test(event, an_event_from_before_decisions_decodes_without_one_and_keeps_its_bytes)
+{
+    for (int k = 0; k < TYPES; k++) {
+        if (!has_decision(all_types[k]))
+            continue;
+        ledger_event ev = typical_event(all_types[k], 3);
+        ev.decision_body[0] = ev.decision_paragraph[0] = ev.decision_dnr[0] = '\0';
+        ev.decision_date = 0;
+        uint8_t buf[EVENT_BYTES_MAX], again[EVENT_BYTES_MAX];
+        size_t n = encode(&ev, zero_prev, buf, NULL);
+        /* Its data map is the one of before: four keys fewer, none of them a decision's. */
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        cr_assert_eq(msgpack_unpack_next(&u, (const char *)buf, n, NULL), MSGPACK_UNPACK_SUCCESS);
+        msgpack_object data = u.data.via.map.ptr[4].val;
+        cr_assert_eq(data.via.map.size, key_count(ev.type) - 4, "%s", type_name(ev.type));
+        for (uint32_t i = 0; i < data.via.map.size; i++)
+            cr_assert(strncmp(data.via.map.ptr[i].key.via.str.ptr, "decision_", 9) != 0);
+        msgpack_unpacked_destroy(&u);
+
+        ledger_event back;
+        memset(&back, 0x55, sizeof back);
+        cr_assert_eq(event_decode(buf, n, &back), 0, "%s", type_name(ev.type));
+        expect_same_event(&ev, &back);
+        cr_assert_not(ledger_has_decision(&back));
+        cr_assert(ledger_added_absent(&back));
+        cr_assert_eq(encode(&back, zero_prev, again, NULL), n);
+        cr_assert_eq(memcmp(buf, again, n), 0, "%s encodes to other bytes", type_name(ev.type));
+    }
+    /* A type that never had a decision has no shorter form. */
+    ledger_event ev = typical_event(LEDGER_ALLOCATION_PROPOSED, 3);
+    uint8_t buf[EVENT_BYTES_MAX];
+    size_t n = encode(&ev, zero_prev, buf, NULL);
+    size_t at = find_bytes(buf, n,
+                           "\xa4"
+                           "data",
+                           5) +
+                5;
+    cr_assert_eq(buf[at], 0x86);
+    buf[at] = 0x82;
+    cr_assert_eq(event_decode(buf, n, &ev), BUDGET_EINTERNAL);
+}
+
+Test(event, a_decision_must_be_whole_in_the_log)
+{
+    ledger_event ev = typical_event(LEDGER_DECISION_APPROVED, 4);
+    uint8_t buf[EVENT_BYTES_MAX];
+    size_t n = encode(&ev, zero_prev, buf, NULL);
+    size_t at = find_bytes(buf, n,
+                           "\xa4"
+                           "data",
+                           5) +
+                5;
+    cr_assert_eq(buf[at], 0x80 | key_count(ev.type));
+    /* A map that lacks only some of the decision's keys is no map of before. */
+    for (int fewer = 1; fewer <= 5; fewer++) {
+        if (fewer == 4)
+            continue;
+        buf[at] = (uint8_t)(0x80 | (key_count(ev.type) - (size_t)fewer));
+        ledger_event back;
+        cr_assert_eq(event_decode(buf, n, &back), BUDGET_EINTERNAL, "%d fewer", fewer);
+    }
+    /* Nor does a part of one encode. */
+    ledger_event part = ev;
+    part.decision_date = 0;
+    cr_assert_eq(event_encode(&part, zero_prev, buf, sizeof buf, NULL), BUDGET_EINTERNAL);
+    part = ev;
+    part.decision_paragraph[0] = '\0';
+    cr_assert_eq(event_encode(&part, zero_prev, buf, sizeof buf, NULL), BUDGET_EINTERNAL);
+}
+
+Test(event, a_decision_date_in_the_log_is_a_real_day)
+{
+    ledger_event ev = typical_event(LEDGER_FRAME_GRANTED, 5);
+    ev.decision_date = 20240229;
+    uint8_t buf[EVENT_BYTES_MAX];
+    size_t n = encode(&ev, zero_prev, buf, NULL);
+    ledger_event back;
+    cr_assert_eq(event_decode(buf, n, &back), 0);
+    cr_assert_eq(back.decision_date, 20240229);
+    size_t at = find_bytes(buf, n, "2024-02-29", 10);
+    const char *bad[] = {"2021-02-29", "2024-02-30", "1899-12-31", "2024-13-01",
+                         "2024-2-290", "2024/02/29", "20240229  "};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memcpy(buf + at, bad[i], 10);
+        cr_assert_eq(event_decode(buf, n, &back), BUDGET_EINTERNAL, "%s", bad[i]);
+    }
+    memcpy(buf + at, "2000-02-29", 10);
+    cr_assert_eq(event_decode(buf, n, &back), 0);
+    cr_assert_eq(back.decision_date, 20000229);
+    ev.decision_date = 20210229;
+    cr_assert_eq(event_encode(&ev, zero_prev, buf, sizeof buf, NULL), BUDGET_EINTERNAL);
 }

@@ -49,6 +49,23 @@ static void put(char *dst, size_t size, const char *src)
 
 #define PUT(field, value) put((field), sizeof(field), (value))
 
+/* Sets the decision of `c`: body, date (YYYYMMDD), paragraph and diary number. */
+static void set_decision(ledger_cmd *c, const char *body, int32_t date, const char *paragraph,
+                         const char *dnr)
+{
+    PUT(c->decision_body, body);
+    c->decision_date = date;
+    PUT(c->decision_paragraph, paragraph);
+    PUT(c->decision_dnr, dnr);
+}
+
+/* The decision of the source document, KS 2021-08-24 § 241, which every write that rests on
+ * a decision is given below unless a test sets another. */
+static void seed_decision(ledger_cmd *c)
+{
+    set_decision(c, "KS", 20210824, "241", "");
+}
+
 static ledger_cmd grant(const char *id, const char *unit, int32_t year, int64_t amount,
                         const char *title, const char *reference)
 {
@@ -61,6 +78,7 @@ static ledger_cmd grant(const char *id, const char *unit, int32_t year, int64_t 
     c.amount = amount;
     PUT(c.title, title);
     PUT(c.reference, reference);
+    seed_decision(&c);
     return c;
 }
 
@@ -75,6 +93,7 @@ static ledger_cmd adjust(const char *id, const char *frame, int64_t delta, const
     c.amount = delta;
     PUT(c.title, reason);
     PUT(c.reference, reference);
+    seed_decision(&c);
     return c;
 }
 
@@ -114,6 +133,7 @@ static ledger_cmd decide(ledger_type type, const char *id, const char *target,
     PUT(c.target, target);
     PUT(c.reference, reference);
     PUT(c.note, note);
+    seed_decision(&c);
     return c;
 }
 
@@ -2060,13 +2080,16 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
 
 /* The fields the client gives, by type, in order, written out again here on purpose; "!"
  * marks a required one (docs/protocol.md). */
-static const char *const given_fields[][8] = {
-    [LEDGER_FRAME_GRANTED] = {"id!", "unit!", "year!", "amount!", "title!", "reference"},
-    [LEDGER_FRAME_ADJUSTED] = {"id!", "frame!", "delta!", "reason!", "reference"},
+#define GIVEN_DECISION "decision_body!", "decision_date!", "decision_paragraph!", "decision_dnr"
+#define GIVEN_FIELDS_MAX 12
+static const char *const given_fields[][GIVEN_FIELDS_MAX] = {
+    [LEDGER_FRAME_GRANTED] = {"id!", "unit!", "year!", "amount!", "title!", GIVEN_DECISION,
+                              "reference"},
+    [LEDGER_FRAME_ADJUSTED] = {"id!", "frame!", "delta!", "reason!", GIVEN_DECISION, "reference"},
     [LEDGER_ALLOCATION_PROPOSED] = {"id!", "frame!", "unit!", "amount!", "purpose!"},
     [LEDGER_AVROP_REQUESTED] = {"id!", "allocation!", "amount!", "note"},
-    [LEDGER_DECISION_APPROVED] = {"id!", "target!", "reference", "note"},
-    [LEDGER_DECISION_REJECTED] = {"id!", "target!", "reference", "note"},
+    [LEDGER_DECISION_APPROVED] = {"id!", "target!", GIVEN_DECISION, "reference", "note"},
+    [LEDGER_DECISION_REJECTED] = {"id!", "target!", GIVEN_DECISION, "reference", "note"},
     [LEDGER_REQUEST_WITHDRAWN] = {"id!", "target!", "note"},
 };
 
@@ -2081,12 +2104,13 @@ static void expect_given_fields(ledger_type t)
             continue;
         char want[32];
         snprintf(want, sizeof want, "%s%s", f->key, f->source == FIELD_REQUIRED ? "!" : "");
-        cr_assert_lt(k, 8);
+        cr_assert_lt(k, GIVEN_FIELDS_MAX);
         cr_assert_not_null(given_fields[t][k], "%s gives more than this suite knows", info->name);
         cr_assert_str_eq(want, given_fields[t][k], "%s", info->name);
         k++;
     }
-    cr_assert(k == 8 || given_fields[t][k] == NULL, "%s gives fewer fields", info->name);
+    cr_assert(k == GIVEN_FIELDS_MAX || given_fields[t][k] == NULL, "%s gives fewer fields",
+              info->name);
 }
 
 static char *member(ledger_event *ev, const event_field *f)
@@ -2121,12 +2145,19 @@ static ledger_cmd at_limit(ledger_cmd c, const event_field *f, bool over)
 {
     if (field_is_str(f)) {
         char *s = member(&c, f);
-        memset(s, f->value == FIELD_TEXT ? 't' : 'x', f->size);
+        memset(s,
+               f->value == FIELD_TEXT        ? 't'
+               : f->value == FIELD_BODY      ? 'X'
+               : f->value == FIELD_PARAGRAPH ? '1'
+                                             : 'x',
+               f->size);
         if (!over)
             s[f->size - 1] = '\0';
         return c;
     }
-    int64_t max = f->value == FIELD_YEAR ? BUDGET_YEAR_MAX : BUDGET_AMOUNT_MAX;
+    int64_t max = f->value == FIELD_YEAR   ? BUDGET_YEAR_MAX
+                  : f->value == FIELD_DATE ? 99991231
+                                           : BUDGET_AMOUNT_MAX;
     ledger_field_set_int(&c, f, over ? max + 1 : max);
     return c;
 }
@@ -2179,6 +2210,7 @@ static void check_fields_of(ledger_type t)
             /* Just under its least value (an amount: 0, as when absent). */
             int64_t least = f->value == FIELD_YEAR    ? BUDGET_YEAR_MIN
                             : f->value == FIELD_DELTA ? -BUDGET_AMOUNT_MAX
+                            : f->value == FIELD_DATE  ? 19000101
                                                       : 1;
             c = base;
             ledger_field_set_int(&c, f, least - 1);
@@ -2290,4 +2322,235 @@ Test(ledger, every_type_encodes_by_its_layout_and_replays_with_its_derived_field
     table_fixture();
     for (int t = 1; t < (int)LEDGER_TYPE_END; t++)
         check_replay_of((ledger_type)t);
+}
+
+/* ---- decisions as data ------------------------------------------------------------------- */
+
+/* `c` without a decision: as events were written before decisions were data. */
+static ledger_cmd without_decision(ledger_cmd c)
+{
+    set_decision(&c, "", 0, "", "");
+    return c;
+}
+
+Test(ledger, every_write_that_rests_on_a_decision_needs_one)
+{
+    FAILS(without_decision(grant("f1", "KS", 2021, 1000, "Ram", "KS 2021-08-24 § 241")),
+          BUDGET_EBAD_REQUEST);
+    cr_assert(strncmp(err.message, "decision_body ", 14) == 0, "%s", err.message);
+    OK(grant("f1", "KS", 2021, 1000, "Ram", ""));
+    FAILS(without_decision(adjust("f1-up", "f1", 100, "Tillägg", "")), BUDGET_EBAD_REQUEST);
+    OK(propose("a1", "f1", "SON", 100, "Fritid"));
+    FAILS_AS(UID_DECIDER, without_decision(approve("a1-ok", "a1")), BUDGET_EBAD_REQUEST);
+    FAILS_AS(UID_DECIDER, without_decision(reject("a1-no", "a1")), BUDGET_EBAD_REQUEST);
+    /* One part missing is as bad as all of them. */
+    ledger_cmd c = approve("a1-ok", "a1");
+    c.decision_date = 0;
+    FAILS_AS(UID_DECIDER, c, BUDGET_EBAD_REQUEST);
+    cr_assert(strstr(err.message, "decision_date is required") != NULL, "%s", err.message);
+    c = approve("a1-ok", "a1");
+    c.decision_paragraph[0] = '\0';
+    FAILS_AS(UID_DECIDER, c, BUDGET_EBAD_REQUEST);
+    cr_assert(strncmp(err.message, "decision_paragraph ", 19) == 0, "%s", err.message);
+    /* The diary number is optional; the free-text reference too. */
+    c = approve("a1-ok", "a1");
+    set_decision(&c, "KS", 20210928, "270 p. 2", "KS 2021/123");
+    PUT(c.reference, "");
+    OK_AS(UID_DECIDER, c);
+    cr_assert_str_eq(last_ev.decision_body, "KS");
+    cr_assert_eq(last_ev.decision_date, 20210928);
+    cr_assert_str_eq(last_ev.decision_paragraph, "270 p. 2");
+    cr_assert_str_eq(last_ev.decision_dnr, "KS 2021/123");
+    /* Neither a proposal nor an avrop nor a withdrawal carries a decision. */
+    cr_assert_eq(last_ev.type, LEDGER_DECISION_APPROVED);
+    OK_AS(UID_SON, avrop("v1", "a1", 10, ""));
+    cr_assert_not(ledger_has_decision(&last_ev));
+}
+
+Test(ledger, a_decision_date_is_a_real_day)
+{
+    ledger_cmd c = grant("f1", "KS", 2021, 1000, "Ram", "");
+    c.decision_date = 20210229;
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    cr_assert(strstr(err.message, "decision_date must be a real day") != NULL, "%s", err.message);
+    c.decision_date = 18991231;
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    c.decision_date = 20241301;
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    c.decision_date = 20240229;
+    OK(c);
+    cr_assert_eq(last_ev.decision_date, 20240229);
+    c = grant("f2", "KS", 2021, 1000, "Ram", "");
+    PUT(c.decision_body, "ks");
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    cr_assert(strncmp(err.message, "decision_body ", 14) == 0, "%s", err.message);
+    PUT(c.decision_body, "KFN");
+    PUT(c.decision_paragraph, "§ 241");
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    cr_assert(strncmp(err.message, "decision_paragraph ", 19) == 0, "%s", err.message);
+}
+
+/* Applies `ev` (checked, then stripped or changed) with the next seq. */
+static int apply_next(ledger_event ev)
+{
+    ev.seq = ++seq;
+    ev.ts_ms = 1630000000000u + seq;
+    int rc = ledger_apply(l, &ev);
+    if (rc != 0)
+        seq--;
+    return rc;
+}
+
+Test(ledger, events_written_before_decisions_were_data_replay_to_the_same_balances)
+{
+    /* The same history twice: once with decisions, once as an old log has it (without). */
+    ledger_cmd cmds[] = {
+        grant("f1", "KS", 2021, 3000, "Ram", "KS 2021-08-24 § 241"),
+        adjust("f1-up", "f1", 500, "Tillägg", ""),
+        propose("a1", "f1", "SON", 1000, "Fritid"),
+        approve("a1-ok", "a1"),
+        propose("a2", "f1", "KFN", 500, "Kultur"),
+        reject("a2-no", "a2"),
+    };
+    const uint32_t uids[] = {UID_KS, UID_KS, UID_KS, UID_DECIDER, UID_KS, UID_DECIDER};
+    ledger *old = ledger_new();
+    cr_assert_not_null(old);
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        OK_AS(uids[i], cmds[i]);
+        ledger_event stripped = last_ev;
+        set_decision(&stripped, "", 0, "", "");
+        cr_assert_eq(ledger_apply(old, &stripped), 0, "event %zu without a decision", i);
+        cr_assert(ledger_added_absent(&stripped) == ledger_has_decision(&last_ev));
+    }
+    char *a = snapshot(l), *b = snapshot(old);
+    cr_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    ledger_free(old);
+}
+
+Test(ledger, a_logged_event_with_part_of_a_decision_does_not_apply)
+{
+    OK(grant("f1", "KS", 2021, 3000, "Ram", ""));
+    ledger_event ev;
+    ledger_actor a = actor(UID_KS);
+    cr_assert_eq(ledger_check(l, &(ledger_cmd){0}, &a, &ev, NULL, &err), BUDGET_EBAD_REQUEST);
+    ledger_cmd c = grant("f2", "KS", 2021, 3000, "Ram", "");
+    cr_assert_eq(ledger_check(l, &c, &a, &ev, NULL, &err), 0, "%s", err.message);
+    ledger_event partial = ev;
+    partial.decision_date = 0;
+    cr_assert_eq(apply_next(partial), BUDGET_EINTERNAL);
+    partial = ev;
+    partial.decision_body[0] = '\0';
+    cr_assert_eq(apply_next(partial), BUDGET_EINTERNAL);
+    partial = ev;
+    partial.decision_date = 20210229;
+    cr_assert_eq(apply_next(partial), BUDGET_EINTERNAL);
+    /* With only the optional diary number it is not one of before decisions either. */
+    partial = ev;
+    set_decision(&partial, "", 0, "", "KS 2021/1");
+    cr_assert_eq(apply_next(partial), BUDGET_EINTERNAL);
+    cr_assert_eq(apply_next(ev), 0);
+}
+
+/* ---- what was decided by a day ---------------------------------------------------------- */
+
+/* The events of the commands so far, kept to be applied again (decided_events). */
+static ledger_event decided_log[16];
+static size_t decided_len;
+
+static void ok_kept(uint32_t uid, ledger_cmd c)
+{
+    OK_AS(uid, c);
+    cr_assert_lt(decided_len, 16);
+    decided_log[decided_len++] = last_ev;
+}
+
+/* A ledger of what the log so far had decided by `day`. */
+static ledger *decided_by(int32_t day)
+{
+    ledger *d = ledger_new();
+    cr_assert_not_null(d);
+    for (size_t i = 0; i < decided_len; i++)
+        cr_assert_eq(ledger_apply_decided(d, &decided_log[i], day), 0, "event %zu", i);
+    cr_assert_eq(ledger_last_seq(d), decided_log[decided_len - 1].seq);
+    return d;
+}
+
+Test(ledger, decided_by_counts_decisions_by_date_in_any_order_of_entry)
+{
+    decided_len = 0;
+    ledger_cmd c = grant("f1", "KS", 2021, 1000, "Ram", "");
+    ok_kept(UID_KS, c);
+    c = adjust("f1-up", "f1", 1000, "Tillägg", "");
+    set_decision(&c, "KS", 20211001, "280", "");
+    ok_kept(UID_KS, c);
+    ok_kept(UID_KS, propose("a1", "f1", "SON", 1500, "Trygghet"));
+    c = approve("a1-ok", "a1");
+    set_decision(&c, "KS", 20210915, "260", "");
+    ok_kept(UID_DECIDER, c);
+    ok_kept(UID_SON, avrop("v1", "a1", 700, ""));
+    c = approve("v1-ok", "v1");
+    set_decision(&c, "KS", 20210901, "250", ""); /* dated before the allocation's approval */
+    ok_kept(UID_DECIDER, c);
+
+    /* Decided by 2021-09-30: the approvals, not the raise: more allocated than granted. */
+    ledger *d = decided_by(20210930);
+    ledger_frame_view f;
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert_eq(f.granted, 1000);
+    cr_assert_eq(f.allocated, 1500);
+    cr_assert_eq(f.called_off, 700);
+    cr_assert_not(f.granted_later);
+    ledger_free(d);
+
+    /* By 2021-09-10: the avrop's approval, not the allocation's: called off while pending. */
+    d = decided_by(20210910);
+    ledger_allocation_view a;
+    cr_assert(ledger_allocation(d, "a1", &a));
+    cr_assert_eq(a.status, LEDGER_PENDING);
+    cr_assert_eq(a.called_off, 700);
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert_eq(f.allocated, 0);
+    cr_assert_eq(f.pending, 1500);
+    ledger_free(d);
+
+    /* Before the grant: the frame stays for what draws on it, with nothing granted. */
+    d = decided_by(20210801);
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert_eq(f.granted, 0);
+    cr_assert(f.granted_later);
+    ledger_free(d);
+
+    /* By the last decision's day: the ledger itself. */
+    d = decided_by(20211001);
+    char *want = snapshot(l), *got = snapshot(d);
+    cr_assert_str_eq(got, want);
+    free(want);
+    free(got);
+    ledger_free(d);
+}
+
+Test(ledger, decided_by_counts_an_event_without_a_decision_by_its_day_of_entry)
+{
+    decided_len = 0;
+    ok_kept(UID_KS, grant("f1", "KS", 2021, 1000, "Ram", ""));
+    ledger_event old = decided_log[0];
+    set_decision(&old, "", 0, "", "");
+    old.ts_ms = 1630000000000u; /* 2021-08-26T17:46:40Z */
+    cr_assert_eq(ledger_decision_day(&old), 20210826);
+    cr_assert_eq(ledger_decision_day(&decided_log[0]), 20210824);
+    ledger *d = ledger_new();
+    cr_assert_eq(ledger_apply_decided(d, &old, 20210825), 0);
+    ledger_frame_view f;
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert(f.granted_later);
+    ledger_free(d);
+    d = ledger_new();
+    cr_assert_eq(ledger_apply_decided(d, &old, 20210826), 0);
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert_eq(f.granted, 1000);
+    /* Not an event of a log: out of order. */
+    cr_assert_eq(ledger_apply_decided(d, &old, 20210826), BUDGET_EINTERNAL);
+    ledger_free(d);
 }

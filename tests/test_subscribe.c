@@ -387,10 +387,11 @@ Test(subscribe, watch_prints_events_live_and_resumes_from_a_seq)
 static uint64_t python_scenario(void)
 {
     static const char *const steps[][16] = {
-        {"grant", "--unit", "KS", "--year", "2021", "--amount", "3 mkr", "--title",
-         "Utökat trygghetsarbete", "--reference", "KS 2021-08-24 § 241", "--id", "ks21", NULL},
-        {"grant", "--unit", "KS", "--year", "2022", "--amount", "2 mkr", "--title", "Plan 2022",
-         "--id", "ks22", NULL},
+        {"grant", "--decision", E2E_DECISION, "--unit", "KS", "--year", "2021", "--amount", "3 mkr",
+         "--title", "Utökat trygghetsarbete", "--reference", "KS 2021-08-24 § 241", "--id", "ks21",
+         NULL},
+        {"grant", "--decision", E2E_DECISION, "--unit", "KS", "--year", "2022", "--amount", "2 mkr",
+         "--title", "Plan 2022", "--id", "ks22", NULL},
         {"allocate", "ks21", "--unit", "SON", "--amount", "1 mkr", "--purpose", "Områdesarbete",
          "--id", "son21", NULL},
         {"allocate", "ks21", "--unit", "KFN", "--amount", "0,5 mkr", "--purpose", "Fritid", "--id",
@@ -399,18 +400,20 @@ static uint64_t python_scenario(void)
          "ks21a", NULL},
         {"allocate", "ks22", "--unit", "SON", "--amount", "700 tkr", "--purpose", "2022", "--id",
          "son22", NULL},
-        {"approve", "son21", "--reference", "KS 2021-09-28 § 270", NULL},
-        {"approve", "kfn21", NULL},
-        {"reject", "ks21a", "--note", "ny beredning", NULL},
-        {"approve", "son22", NULL},
+        {"approve", "--decision", E2E_DECISION, "son21", "--reference", "KS 2021-09-28 § 270",
+         NULL},
+        {"approve", "--decision", E2E_DECISION, "kfn21", NULL},
+        {"reject", "--decision", E2E_DECISION, "ks21a", "--note", "ny beredning", NULL},
+        {"approve", "--decision", E2E_DECISION, "son22", NULL},
         {"avrop", "son21", "--amount", "400 tkr", "--id", "av1", NULL},
-        {"approve", "av1", NULL},
+        {"approve", "--decision", E2E_DECISION, "av1", NULL},
         {"avrop", "son21", "--amount", "100 tkr", "--id", "av2", NULL},
         {"withdraw", "av2", NULL},
         {"avrop", "kfn21", "--amount", "250 tkr", "--id", "av3", NULL},
         {"avrop", "son22", "--amount", "50 tkr", "--id", "av4", NULL},
-        {"approve", "av4", NULL},
-        {"adjust", "ks22", "--delta", "-200 tkr", "--reason", "Omprioritering", NULL},
+        {"approve", "--decision", E2E_DECISION, "av4", NULL},
+        {"adjust", "--decision", E2E_DECISION, "ks22", "--delta", "-200 tkr", "--reason",
+         "Omprioritering", NULL},
     };
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         e2e_ctl_result r;
