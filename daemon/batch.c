@@ -30,8 +30,8 @@ static int batch_decide(batch_access *a, const request_write_op *w, const char *
                         const char *what, ledger_error *err)
 {
     char why[600];
-    int rc = access_decide(a->rules, a->grants, w->need, unit, what, w->op, a->who, why,
-                           sizeof(why));
+    int rc =
+        access_decide(a->rules, a->grants, w->need, unit, what, w->op, a->who, why, sizeof(why));
     if (rc == 0)
         return 0;
     char safe[BUDGET_ESCAPED_BYTES(sizeof(why))];
@@ -72,8 +72,8 @@ static int batch_scope_check(void *ctx, const ledger *l, uint32_t index, const l
 
 /* Reads write `index`, {"op": str, "args": map}, into `e->cmd`. 0, or a budget_err with
  * `err` filled. */
-static int decode_one(batch_access *a, const msgpack_object *o, uint32_t index,
-                      commit_entry_t *e, ledger_error *err)
+static int decode_one(batch_access *a, const msgpack_object *o, uint32_t index, commit_entry_t *e,
+                      ledger_error *err)
 {
     const msgpack_object *op = NULL, *args = NULL;
     char name[BUDGET_ESCAPED_BYTES(BUDGET_OP_BYTES_MAX)];
@@ -168,8 +168,7 @@ static bool decode_writes(batch_access *a, conn_t *c, uint32_t idx, uint64_t req
             continue;
         refusals[refused].index = i;
         refusals[refused].code = err.code;
-        snprintf(refusals[refused].message, sizeof(refusals[refused].message), "%s",
-                 err.message);
+        snprintf(refusals[refused].message, sizeof(refusals[refused].message), "%s", err.message);
         refused++;
     }
     if (refused > 0)

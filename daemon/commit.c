@@ -339,7 +339,7 @@ typedef struct {
     ledger_actor actor;
     bool dry_run;
     uint32_t n;
-    uint64_t *existing;     /* n seqs, after the entries */
+    uint64_t *existing;         /* n seqs, after the entries */
     commit_refusal_t *refusals; /* room for n */
     commit_entry_t entries[];
 } group_retry_job;
@@ -407,8 +407,8 @@ static bool group_retry(commit_t *m, group_check *g, bool dry_run)
 {
     const commit_entry_t *first = &g->entries[0];
     size_t n = g->n;
-    group_retry_job *j = calloc(1, sizeof(*j) + n * (sizeof(commit_entry_t) + sizeof(uint64_t) +
-                                                     sizeof(commit_refusal_t)));
+    group_retry_job *j = calloc(
+        1, sizeof(*j) + n * (sizeof(commit_entry_t) + sizeof(uint64_t) + sizeof(commit_refusal_t)));
     if (!j) {
         conn_answer_error(first->c, first->slot, first->req_id, BUDGET_EUNAVAILABLE,
                           "out of memory");

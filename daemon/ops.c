@@ -412,8 +412,7 @@ static void op_write(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const r
     commit_admit(o->commit, &e);
 }
 
-static void op_batch(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
-                     const msgpack_object *args)
+static void op_batch(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
 {
     batch_op(o->commit, o->hub->access, o->refusals, c, idx, req_id, args);
 }
