@@ -90,6 +90,8 @@ int run_backup(ctl *c, const command *cmd, arg_value *values);
 int run_export(ctl *c, const command *cmd, arg_value *values);
 /* budgetctl report: one HTML page of balances for a committee (client/report.h). */
 int run_report(ctl *c, const command *cmd, arg_value *values);
+/* budgetctl_import.c: import budget FILE.csv, one `batch` of frames and allocations. */
+int run_import(ctl *c, const command *cmd, arg_value *values);
 /* KIND_DATE: a day; the value is its first ms, or (min 1) the first ms of the next day. */
 int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out);
 
