@@ -250,14 +250,18 @@ done:
         conn_write_answered(e.c); /* the step launches the batch otherwise */
 }
 
+static void answer_batch_failed(commit_t *m, commit_batch_t *b, const char *why);
+static void commit_halt(commit_t *m);
+
 /* ---- groups: the writes of a `batch` op -------------------------------------------------- */
 
-/* A group being checked: copies of its entries (each with its event once checked), the
- * speculative ledger with the writes accepted so far applied, and what was found. */
+/* A group being checked: copies of its entries (each with its event once checked) and what
+ * was found. The writes accepted so far are applied to the speculative ledger as they pass;
+ * a group that is not queued in the end takes them out again (group_restore). */
 typedef struct {
     commit_entry_t *entries;
     uint32_t n, accepted, refused, exist;
-    ledger *scratch;
+    bool queued;
     commit_refusal_t *refusals;
     uint64_t *existing; /* the seq of the event that holds each write's id, or 0 */
     uint64_t ts_ms;
@@ -432,7 +436,6 @@ static void group_free(group_check *g)
     free(g->entries);
     free(g->refusals);
     free(g->existing);
-    ledger_free(g->scratch);
 }
 
 /* 0, or -1 when out of memory (nothing to free). */
@@ -443,8 +446,7 @@ static int group_init(commit_t *m, group_check *g, const commit_entry_t *entries
     g->entries = malloc(n * sizeof(*g->entries));
     g->refusals = malloc(n * sizeof(*g->refusals));
     g->existing = calloc(n, sizeof(*g->existing));
-    g->scratch = ledger_clone(m->speculative);
-    if (!g->entries || !g->refusals || !g->existing || !g->scratch) {
+    if (!g->entries || !g->refusals || !g->existing) {
         group_free(g);
         return -1;
     }
@@ -464,11 +466,11 @@ static void group_check_one(commit_t *m, group_check *g, uint32_t i, const commi
     uint64_t existing = 0;
     char msg[200];
 
-    if (o->check && o->check(o->check_ctx, g->scratch, i, &e->cmd, &err) != 0) {
+    if (o->check && o->check(o->check_ctx, m->speculative, i, &e->cmd, &err) != 0) {
         group_refuse(g, i, err.code, err.message);
         return;
     }
-    int rc = ledger_check(g->scratch, &e->cmd, conn_actor(e->c), &e->ev, &existing, &err);
+    int rc = ledger_check(m->speculative, &e->cmd, conn_actor(e->c), &e->ev, &existing, &err);
     if (rc == 1 && existing > m->spec_head) {
         snprintf(msg, sizeof(msg), "id %s is also the id of write %llu of this batch", e->cmd.id,
                  (unsigned long long)(existing - m->spec_head - 1));
@@ -481,7 +483,7 @@ static void group_check_one(commit_t *m, group_check *g, uint32_t i, const commi
     } else {
         e->ev.seq = m->spec_head + 1 + g->accepted;
         e->ev.ts_ms = g->ts_ms;
-        rc = ledger_apply(g->scratch, &e->ev);
+        rc = ledger_apply(m->speculative, &e->ev);
         if (rc != 0)
             group_refuse(g, i, rc, "the event could not be applied");
         else
@@ -565,7 +567,7 @@ static int group_reserve(commit_batch_t *b, uint32_t n)
     return 0;
 }
 
-/* Queues the checked group in the pending batch; the speculative ledger becomes the group's.
+/* Queues the checked group in the pending batch (the speculative ledger holds it already).
  * True when queued. */
 static bool group_queue(commit_t *m, group_check *g, const commit_group_opts *o)
 {
@@ -582,9 +584,7 @@ static bool group_queue(commit_t *m, group_check *g, const commit_group_opts *o)
     g->entries[0].expect_head = o->expect_head;
     memcpy(b->entries + b->count, g->entries, g->n * sizeof(*g->entries));
     b->count += g->n;
-    ledger_free(m->speculative);
-    m->speculative = g->scratch;
-    g->scratch = NULL;
+    g->queued = true;
     m->spec_head += g->n;
     memcpy(m->spec_hash, g->entries[g->n - 1].hash, sizeof(m->spec_hash));
     return true;
@@ -632,6 +632,36 @@ static bool group_settle(commit_t *m, group_check *g, const commit_group_opts *o
     return false;
 }
 
+/*
+ * The speculative ledger without a group that was not queued: made again from the committed
+ * one and the events not yet durable (the batch in flight, then the pending one). O(the
+ * ledger), and only after a group applied some writes and was then refused or only a dry run.
+ * Out of memory, the speculative ledger cannot be trusted: the daemon stops, as after a failed
+ * rebuild in recheck_pending.
+ */
+static void group_restore(commit_t *m)
+{
+    const commit_batch_t *bs[2] = {m->inflight, m->pending};
+    ledger *fresh = ledger_clone(m->committed);
+
+    for (int i = 0; fresh && i < 2; i++)
+        for (size_t j = 0; bs[i] && j < bs[i]->count; j++)
+            if (!bs[i]->entries[j].dup && ledger_apply(fresh, &bs[i]->entries[j].ev) != 0) {
+                ledger_free(fresh);
+                fresh = NULL;
+                break;
+            }
+    if (!fresh) {
+        log_error("out of memory restoring the write state after a batch; stopping");
+        answer_batch_failed(m, m->pending, "budgetd is out of memory");
+        batch_reset(m->pending);
+        commit_halt(m);
+        return;
+    }
+    ledger_free(m->speculative);
+    m->speculative = fresh;
+}
+
 void commit_admit_group(commit_t *m, const commit_entry_t *entries, uint32_t n,
                         const commit_group_opts *o)
 {
@@ -640,7 +670,7 @@ void commit_admit_group(commit_t *m, const commit_entry_t *entries, uint32_t n,
     bool later = false;
 
     assert(n > 0 && n <= COMMIT_GROUP_WRITES_MAX && m->pending != m->inflight);
-    if (*m->stopping) {
+    if (*m->stopping || m->halted) {
         conn_answer_error(first->c, first->slot, first->req_id, BUDGET_EUNAVAILABLE,
                           "budgetd is stopping; retry with the same ids");
     } else if (m->pending->count + n > BUDGET_BATCH_EVENTS_MAX ||
@@ -654,6 +684,8 @@ void commit_admit_group(commit_t *m, const commit_entry_t *entries, uint32_t n,
         for (uint32_t i = 0; i < n; i++)
             group_check_one(m, &g, i, o);
         later = group_settle(m, &g, o);
+        if (!g.queued && g.accepted > 0)
+            group_restore(m);
         group_free(&g);
     }
     if (!later)
