@@ -4,10 +4,10 @@
  *
  * The file is CSV as Swedish Excel saves it: `;` between fields, a decimal comma, an optional
  * UTF-8 byte order mark, CRLF or LF, fields in double quotes where they need it. Columns are
- * found by their header. Two tables say everything about the mapping: `column_names` (the
- * header words of each column) and `row_types` (for each word of the type column, the write
- * op it becomes and, for each of the op's args, the column it comes from and what it holds).
- * A new row type or a new column is one entry there.
+ * found by their header. One table says everything about the mapping: `row_types`, for each
+ * word of the type column the write op it becomes and, for each of the op's args, the column
+ * it comes from (by its header words, Swedish and English) and what the cell holds. A new row
+ * type is one entry there, a new column one arg.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -33,36 +33,29 @@
 #define IMPORT_CELL_BYTES_MAX 1024u
 #define IMPORT_RETRIES_MAX 3u
 
-/* ---- the mapping: columns and row types --------------------------------------------------- */
+/* ---- the mapping: row types and their columns --------------------------------------------- */
 
-typedef enum {
-    COL_TYPE,
-    COL_ID,
-    COL_FRAME,
-    COL_UNIT,
-    COL_YEAR,
-    COL_AMOUNT,
-    COL_TITLE,
-    COL_PURPOSE,
-    COL_REFERENCE,
-    COL_COUNT, /* no column */
-} column;
+/* The header words of a column, Swedish first; compared without case ("År" is "år"). A
+ * column with no words is none. */
+typedef struct {
+    const char *words[3];
+} column_words;
 
-/* The header words of each column, Swedish first; compared without case ("År" is "år"). */
-static const struct {
-    column col;
-    const char *names[3];
-} column_names[] = {
-    {COL_TYPE, {"typ", "type"}},
-    {COL_ID, {"id"}},
-    {COL_FRAME, {"ram", "frame"}},
-    {COL_UNIT, {"enhet", "unit"}},
-    {COL_YEAR, {"\xc3\xa5r", "year"}},
-    {COL_AMOUNT, {"belopp", "amount"}},
-    {COL_TITLE, {"rubrik", "title"}},
-    {COL_PURPOSE, {"syfte", "purpose"}},
-    {COL_REFERENCE, {"referens", "reference"}},
-};
+#define COLUMN(...)                                                                                \
+    {                                                                                              \
+        {                                                                                          \
+            __VA_ARGS__                                                                            \
+        }                                                                                          \
+    }
+#define NO_COLUMN                                                                                  \
+    {                                                                                              \
+        {                                                                                          \
+            NULL                                                                                   \
+        }                                                                                          \
+    }
+
+/* The column that holds each row's type. */
+static const column_words type_column = COLUMN("typ", "type");
 
 typedef enum { CELL_ID, CELL_UNIT, CELL_YEAR, CELL_AMOUNT, CELL_TEXT } cell_kind;
 
@@ -73,10 +66,10 @@ enum {
 };
 
 /* One arg of a row's write: its name, the column it comes from (`alt` when that cell is
- * empty; COL_COUNT: none), what the cell holds. */
+ * empty), what the cell holds. */
 typedef struct {
     const char *arg;
-    column col, alt;
+    column_words col, alt;
     cell_kind kind;
     unsigned flags;
 } row_arg;
@@ -84,7 +77,8 @@ typedef struct {
 #define ROW_ARGS_MAX 8
 
 /* A row type: the words of the type column, the write op, and its args. Rows are written in
- * the order of this table (every frame before any allocation), each type in file order. */
+ * the order of this table (every frame before any allocation), each type in file order. A
+ * new row type is one entry; a new column is one arg of the types that read it. */
 typedef struct {
     const char *names[3];
     const char *op;
@@ -94,19 +88,20 @@ typedef struct {
 static const row_type row_types[] = {
     {{"ram", "frame"},
      "frame.grant",
-     {{"id", COL_FRAME, COL_ID, CELL_ID, CELL_REQUIRED},
-      {"unit", COL_UNIT, COL_COUNT, CELL_UNIT, CELL_REQUIRED},
-      {"year", COL_YEAR, COL_COUNT, CELL_YEAR, CELL_REQUIRED},
-      {"amount", COL_AMOUNT, COL_COUNT, CELL_AMOUNT, CELL_REQUIRED},
-      {"title", COL_TITLE, COL_COUNT, CELL_TEXT, CELL_REQUIRED},
-      {"reference", COL_REFERENCE, COL_COUNT, CELL_TEXT, 0}}},
+     {{"id", COLUMN("ram", "frame"), COLUMN("id"), CELL_ID, CELL_REQUIRED},
+      {"unit", COLUMN("enhet", "unit"), NO_COLUMN, CELL_UNIT, CELL_REQUIRED},
+      {"year", COLUMN("\xc3\xa5r", "year"), NO_COLUMN, CELL_YEAR, CELL_REQUIRED},
+      {"amount", COLUMN("belopp", "amount"), NO_COLUMN, CELL_AMOUNT, CELL_REQUIRED},
+      {"title", COLUMN("rubrik", "title"), NO_COLUMN, CELL_TEXT, CELL_REQUIRED},
+      {"reference", COLUMN("referens", "reference"), NO_COLUMN, CELL_TEXT, 0}}},
     {{"f\xc3\xb6rdelning", "allocation"},
      "allocation.propose",
-     {{"frame", COL_FRAME, COL_COUNT, CELL_ID, CELL_REQUIRED},
-      {"unit", COL_UNIT, COL_COUNT, CELL_UNIT, CELL_REQUIRED},
-      {"id", COL_ID, COL_COUNT, CELL_ID, CELL_ID_FROM_FRAME_UNIT},
-      {"amount", COL_AMOUNT, COL_COUNT, CELL_AMOUNT, CELL_REQUIRED},
-      {"purpose", COL_PURPOSE, COL_TITLE, CELL_TEXT, CELL_REQUIRED}}},
+     {{"frame", COLUMN("ram", "frame"), NO_COLUMN, CELL_ID, CELL_REQUIRED},
+      {"unit", COLUMN("enhet", "unit"), NO_COLUMN, CELL_UNIT, CELL_REQUIRED},
+      {"id", COLUMN("id"), NO_COLUMN, CELL_ID, CELL_ID_FROM_FRAME_UNIT},
+      {"amount", COLUMN("belopp", "amount"), NO_COLUMN, CELL_AMOUNT, CELL_REQUIRED},
+      {"purpose", COLUMN("syfte", "purpose"), COLUMN("rubrik", "title"), CELL_TEXT,
+       CELL_REQUIRED}}},
 };
 
 #define ROW_TYPES COUNT(row_types)
@@ -123,7 +118,8 @@ typedef struct {
 
 typedef struct {
     const char *path;
-    int columns[COL_COUNT]; /* the file's column of each, or -1 */
+    char header[IMPORT_COLUMNS_MAX][48]; /* the header's words, folded ("" when too long) */
+    size_t header_count;
     import_row *rows;
     size_t count;
     unsigned bad;     /* lines refused here */
@@ -247,24 +243,51 @@ static bool record_empty(const csv_record *rec)
     return true;
 }
 
-/* Finds the columns by the header. 0, or -1 after saying why. */
+static bool words_have(const column_words *c, const char *word)
+{
+    for (size_t w = 0; w < 3 && c->words[w]; w++)
+        if (strcmp(c->words[w], word) == 0)
+            return true;
+    return false;
+}
+
+/* True when a column of the mapping has `word` in its header words. */
+static bool known_word(const char *word)
+{
+    if (words_have(&type_column, word))
+        return true;
+    for (size_t t = 0; t < ROW_TYPES; t++)
+        for (size_t i = 0; i < ROW_ARGS_MAX && row_types[t].args[i].arg; i++)
+            if (words_have(&row_types[t].args[i].col, word) ||
+                words_have(&row_types[t].args[i].alt, word))
+                return true;
+    return false;
+}
+
+/* The file's column `c`, or -1. */
+static int column_index(const import_file *f, const column_words *c)
+{
+    for (size_t i = 0; i < f->header_count; i++)
+        if (f->header[i][0] && words_have(c, f->header[i]))
+            return (int)i;
+    return -1;
+}
+
+/* Keeps the header's words. 0, or -1 after saying why. */
 static int read_header(import_file *f, csv_record *rec)
 {
-    for (size_t c = 0; c < COL_COUNT; c++)
-        f->columns[c] = -1;
+    f->header_count = rec->count;
     for (size_t i = 0; i < rec->count; i++) {
         fold_case(rec->cells[i]);
-        for (size_t k = 0; k < COUNT(column_names); k++)
-            for (size_t w = 0; w < 3 && column_names[k].names[w]; w++) {
-                if (strcmp(rec->cells[i], column_names[k].names[w]) != 0)
-                    continue;
-                if (f->columns[column_names[k].col] >= 0)
-                    return complain(-1, "%s:%u: the column \"%s\" is given twice", f->path,
-                                    rec->line, rec->cells[i]);
-                f->columns[column_names[k].col] = (int)i;
-            }
+        snprintf(f->header[i], sizeof(f->header[i]), "%s",
+                 strlen(rec->cells[i]) < sizeof(f->header[i]) ? rec->cells[i] : "");
+        for (size_t j = 0; j < i; j++)
+            if (f->header[i][0] && strcmp(f->header[i], f->header[j]) == 0 &&
+                known_word(f->header[i]))
+                return complain(-1, "%s:%u: the column \"%s\" is given twice", f->path, rec->line,
+                                f->header[i]);
     }
-    if (f->columns[COL_TYPE] < 0)
+    if (column_index(f, &type_column) < 0)
         return complain(-1,
                         "%s:%u: no column typ (or type) in the header; the columns are typ, id, "
                         "ram, enhet, år, belopp, rubrik, syfte, referens",
@@ -274,21 +297,13 @@ static int read_header(import_file *f, csv_record *rec)
 
 /* ---- checking a row ----------------------------------------------------------------------- */
 
-/* The cell of column `col` in `rec`, or "" when the file has no such column. */
-static const char *cell_of(const import_file *f, const csv_record *rec, column col)
+/* The cell of column `c` in `rec`, or "" when the file has no such column. */
+static const char *cell_of(const import_file *f, const csv_record *rec, const column_words *c)
 {
-    if (col == COL_COUNT || f->columns[col] < 0 || (size_t)f->columns[col] >= rec->count)
+    int i = c->words[0] ? column_index(f, c) : -1;
+    if (i < 0 || (size_t)i >= rec->count)
         return "";
-    return rec->cells[f->columns[col]];
-}
-
-/* The header word of a column, for messages: Swedish. */
-static const char *column_word(column col)
-{
-    for (size_t k = 0; k < COUNT(column_names); k++)
-        if (column_names[k].col == col)
-            return column_names[k].names[0];
-    return "?";
+    return rec->cells[i];
 }
 
 /* Checks `text` as a cell of `kind` and packs it as the arg's value. 0, or -1 with `why`. */
@@ -352,16 +367,16 @@ static size_t row_type_of(char *word)
 static const char *arg_text(const import_file *f, const csv_record *rec, const row_type *t,
                             const row_arg *a, char *derived, size_t derived_size)
 {
-    const char *text = cell_of(f, rec, a->col);
+    const char *text = cell_of(f, rec, &a->col);
     if (!text[0])
-        text = cell_of(f, rec, a->alt);
+        text = cell_of(f, rec, &a->alt);
     if (!text[0] && (a->flags & CELL_ID_FROM_FRAME_UNIT)) {
         const char *frame = "", *unit = "";
         for (size_t i = 0; i < ROW_ARGS_MAX && t->args[i].arg; i++) {
             if (strcmp(t->args[i].arg, "frame") == 0)
-                frame = cell_of(f, rec, t->args[i].col);
+                frame = cell_of(f, rec, &t->args[i].col);
             if (strcmp(t->args[i].arg, "unit") == 0)
-                unit = cell_of(f, rec, t->args[i].col);
+                unit = cell_of(f, rec, &t->args[i].col);
         }
         if (frame[0] && unit[0])
             snprintf(derived, derived_size, "%.64s-%.32s", frame, unit);
@@ -396,10 +411,10 @@ static int pack_row(import_file *f, csv_record *rec, import_row *row)
             continue;
         if (!text[0])
             return complain(-1, "%s:%u: %s needs %s", f->path, rec->line, t->names[0],
-                            column_word(a->col));
+                            a->col.words[0]);
         msgpack_pack_str_with_body(&pk, a->arg, strlen(a->arg));
         if (pack_cell(&pk, a, text, why, sizeof(why)) != 0)
-            return complain(-1, "%s:%u: %s: %s", f->path, rec->line, column_word(a->col), why);
+            return complain(-1, "%s:%u: %s: %s", f->path, rec->line, a->col.words[0], why);
         if (strcmp(a->arg, "id") == 0)
             snprintf(row->id, sizeof(row->id), "%s", text);
     }
@@ -410,7 +425,7 @@ static int pack_row(import_file *f, csv_record *rec, import_row *row)
 static void read_row(import_file *f, csv_record *rec)
 {
     import_row *row = &f->rows[f->count];
-    char *word = (char *)cell_of(f, rec, COL_TYPE);
+    char *word = (char *)cell_of(f, rec, &type_column);
     memset(row, 0, sizeof(*row));
     row->line = rec->line;
     row->type = row_type_of(word);
