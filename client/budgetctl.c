@@ -252,6 +252,15 @@ static const command commands[] = {
       AS_OF_ARG("the ledger"),
       {"output", KIND_TEXT, NULL, 0, "FILE",
        "write FILE, whole or not at all (it replaces FILE only once complete)", 1, 4096}}},
+    {"import",
+     "batch",
+     NULL,
+     run_import,
+     "frames and allocations from a CSV file (Swedish Excel), all rows or none",
+     {{"WHAT", KIND_WORD, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL, "budget", 1, 16},
+      {"FILE", KIND_TEXT, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL, "the CSV file", 1, 4096},
+      {"dry-run", KIND_FLAG, NULL, 0, NULL,
+       "print what would be written and every refusal; write nothing", 0, 0}}},
 };
 
 #define COMMANDS_COUNT (sizeof(commands) / sizeof(commands[0]))

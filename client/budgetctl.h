@@ -100,6 +100,8 @@ typedef int (*event_fn)(void *state, const msgpack_object *event);
  * for each event. `cmd` and `values` give filters (NULL: none). 0 or an exit status. */
 int walk_events(ctl *c, const command *cmd, const arg_value *values, uint64_t after, event_fn fn,
                 void *state, uint64_t *head_out);
+/* budgetctl_import.c: import budget FILE.csv, one `batch` of frames and allocations. */
+int run_import(ctl *c, const command *cmd, arg_value *values);
 /* KIND_DATE: a day; the value is its first ms, or (min 1) the first ms of the next day. */
 int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out);
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch.h"
 #include "budget/errors.h"
 #include "proto/text.h"
 #include "log.h"
@@ -421,6 +422,11 @@ static void op_write(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const r
     commit_admit(o->commit, &e);
 }
 
+static void op_batch(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+{
+    batch_op(o->commit, o->hub->access, o->refusals, c, idx, req_id, args);
+}
+
 static void op_subscribe(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
                          const msgpack_object *args)
 {
@@ -454,6 +460,8 @@ static const struct {
     {"events", ACCESS_READER, op_events},
     {"verify", ACCESS_AUDITOR, op_verify},
     {"stats", ACCESS_READER, op_stats},
+    /* batch.c: every write in it is checked for its own role and units */
+    {"batch", ACCESS_READER, op_batch},
     /* sub.c and audit_ops.c */
     {"subscribe", ACCESS_READER, op_subscribe},
     {"checkpoint", ACCESS_AUDITOR, op_checkpoint},
