@@ -615,8 +615,9 @@ static int rule_avrop(const ledger *l, const ledger_event *ev, uint32_t actor_ui
     if (ev->amount > a->amount - taken)
         return fail(err, BUDGET_EINSUFFICIENT_FUNDS,
                     "avrop %s of %" PRId64 " öre does not fit allocation %s: %" PRId64
-                    " of %" PRId64 " öre called off, pending or being reduced",
-                    ev->id, ev->amount, ev->allocation, taken, a->amount);
+                    " of %" PRId64 " öre called off%s",
+                    ev->id, ev->amount, ev->allocation, taken, a->amount,
+                    a->reducing > 0 ? ", pending or being reduced" : " or pending");
     return 0;
 }
 
