@@ -79,7 +79,8 @@ static const command commands[] = {
      run_write,
      "record a frame granted to a unit for a fiscal year",
      {UNIT_ARG("unit", ARG_REQUIRED, "unit the frame is granted to (KS)"),
-      YEAR_ARG(ARG_REQUIRED, "fiscal year"), AMOUNT_ARG("amount", "amount granted (3 mkr)"),
+      YEAR_ARG(ARG_REQUIRED, "fiscal year"),
+      AMOUNT_ARG("amount", "amount granted (3 mkr)"),
       TEXT_ARG("title", "title", ARG_REQUIRED, "TEXT", "what the frame is for"),
       TEXT_ARG("reference", "reference", 0, "REF", "the decision (KS 2021-08-24 § 241)"),
       {"intended", KIND_FLAG, "intended", 0, NULL,
@@ -119,7 +120,8 @@ static const command commands[] = {
      {ID_ARG("ALLOCATION", "allocation", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation"),
       {"AMOUNT", KIND_AMOUNT, "amount", ARG_REQUIRED | ARG_POSITIONAL, NULL,
        "amount to take back (100 tkr)", 0, 0},
-      TEXT_ARG("reason", "reason", ARG_REQUIRED, "TEXT", "why"), WRITE_ARGS}},
+      TEXT_ARG("reason", "reason", ARG_REQUIRED, "TEXT", "why"),
+      WRITE_ARGS}},
     {"reverse",
      "avrop.reverse",
      "rev",
@@ -128,7 +130,8 @@ static const command commands[] = {
      {ID_ARG("AVROP", "avrop", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the avrop"),
       {"AMOUNT", KIND_AMOUNT, "amount", ARG_POSITIONAL, NULL,
        "amount to reverse (default: all of the avrop not yet reversed or being reversed)", 0, 0},
-      TEXT_ARG("reason", "reason", ARG_REQUIRED, "TEXT", "why"), WRITE_ARGS}},
+      TEXT_ARG("reason", "reason", ARG_REQUIRED, "TEXT", "why"),
+      WRITE_ARGS}},
     {"approve",
      "approve",
      "dec",
@@ -1101,8 +1104,9 @@ static int run_reverse(ctl *c, const command *cmd, arg_value *values)
         if (rc != 0)
             return rc;
         if (amount->number <= 0)
-            return complain(EXIT_REFUSED, "insufficient_funds: avrop %s has nothing left to "
-                                          "reverse",
+            return complain(EXIT_REFUSED,
+                            "insufficient_funds: avrop %s has nothing left to "
+                            "reverse",
                             avrop);
         amount->set = true;
         amount->text = "";
@@ -1245,13 +1249,13 @@ static int run_stats(ctl *c, const command *cmd, arg_value *values)
 static const char *const frame_headers[] = {"ID",           "UNIT",        ">YEAR",
                                             ">GRANTED",     ">ALLOCATED",  ">PENDING",
                                             ">UNALLOCATED", ">CALLED OFF", "TITLE"};
-static const char *const allocation_headers[] = {"ID",         "FRAME",   "UNIT",        ">YEAR",
-                                                 "STATUS",     ">AMOUNT", ">CALLED OFF", ">PENDING",
-                                                 ">AVAILABLE", "PURPOSE"};
-static const char *const avrop_headers[] = {"ID",     "ALLOCATION", "UNIT",
-                                            "STATUS", ">AMOUNT",    "NOTE"};
-static const char *const unit_headers[] = {"UNIT",        ">YEAR",    ">FRAMES",   ">ALLOCATED",
-                                           ">CALLED OFF", ">PENDING", ">AVAILABLE"};
+static const char *const allocation_headers[] = {
+    "ID",          "FRAME",    "UNIT",       ">YEAR",    "STATUS",    ">AMOUNT",
+    ">CALLED OFF", ">PENDING", ">AVAILABLE", ">REDUCED", ">REDUCING", "PURPOSE"};
+static const char *const avrop_headers[] = {"ID",      "ALLOCATION", "UNIT",       "STATUS",
+                                            ">AMOUNT", ">REVERSED",  ">REVERSING", "NOTE"};
+static const char *const unit_headers[] = {"UNIT",        ">YEAR",    ">FRAMES",    ">ALLOCATED",
+                                           ">CALLED OFF", ">PENDING", ">AVAILABLE", ">REDUCING"};
 
 void balance_tables_init(balance_tables *t)
 {
@@ -1296,7 +1300,9 @@ static int add_allocation(table *t, const msgpack_object *a)
     cell_amount(&cells[6], a, "called_off");
     cell_amount(&cells[7], a, "pending");
     cell_amount(&cells[8], a, "available");
-    cell_str(&cells[9], a, "purpose", TABLE_TEXT_COLUMNS_MAX);
+    cell_amount(&cells[9], a, "reduced");
+    cell_amount(&cells[10], a, "reducing");
+    cell_str(&cells[11], a, "purpose", TABLE_TEXT_COLUMNS_MAX);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1308,7 +1314,9 @@ static int add_avrop(table *t, const msgpack_object *v)
     cell_str(&cells[2], v, "unit", BUDGET_UNIT_BYTES_MAX);
     cell_str(&cells[3], v, "status", 16);
     cell_amount(&cells[4], v, "amount");
-    cell_str(&cells[5], v, "note", TABLE_TEXT_COLUMNS_MAX);
+    cell_amount(&cells[5], v, "reversed");
+    cell_amount(&cells[6], v, "reversing");
+    cell_str(&cells[7], v, "note", TABLE_TEXT_COLUMNS_MAX);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1322,6 +1330,7 @@ static int add_unit(table *t, const msgpack_object *u)
     cell_amount(&cells[4], u, "called_off");
     cell_amount(&cells[5], u, "pending");
     cell_amount(&cells[6], u, "available");
+    cell_amount(&cells[7], u, "reducing");
     return add_cells(t, cells, COUNT(cells));
 }
 

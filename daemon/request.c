@@ -330,8 +330,10 @@ event_match request_event_matches(const events_query *q, const ledger_event *ev)
         return EVENT_NO;
     if (!q->entity[0] || names_entity(ev, q->entity))
         return EVENT_YES;
-    /* A decision or withdrawal names its avrop and frame, not the allocation between them. */
-    if (ev->target_kind == LEDGER_KIND_AVROP)
+    /* A decision or withdrawal names its avrop (or reduction, or reversal) and frame, not the
+     * allocation between them. */
+    if (ev->target_kind == LEDGER_KIND_AVROP || ev->target_kind == LEDGER_KIND_REDUCTION ||
+        ev->target_kind == LEDGER_KIND_REVERSAL)
         return EVENT_IF_AVROP_OF_ENTITY;
     return EVENT_NO;
 }
