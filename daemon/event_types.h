@@ -57,8 +57,8 @@
       target_holder)                                                                               \
     X(REQUEST_WITHDRAWN, "request.withdrawn", "withdraw", CLERK, WITHDRAWAL, request_withdrawn,    \
       target, none)                                                                                \
-    X(ALLOCATION_REDUCTION_REQUESTED, "allocation.reduction_requested", "allocation.reduce", CLERK, \
-      REDUCTION, reduction_requested, reduce, allocation_and_frame)                                \
+    X(ALLOCATION_REDUCTION_REQUESTED, "allocation.reduction_requested", "allocation.reduce",       \
+      CLERK, REDUCTION, reduction_requested, reduce, allocation_and_frame)                         \
     X(AVROP_REVERSAL_REQUESTED, "avrop.reversal_requested", "avrop.reverse", CLERK, REVERSAL,      \
       reversal_requested, reverse, avrop_and_frame)
 

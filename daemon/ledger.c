@@ -826,8 +826,8 @@ static int check_rules(const ledger *l, const ledger_event *ev, uint32_t actor_u
 /*
  * The value of a field that ledger_check derives from the state, for an event that refers to
  * `r` (check_rules found it): a str into *s, an int into *v. A derived id is the frame the
- * event draws on, or the allocation; a unit, the unit row the event changes; a year, the frame's; an amount, the
- * target's; a target_kind, the target's kind.
+ * event draws on, or the allocation; a unit, the unit row the event changes; a year, the frame's;
+ * an amount, the target's; a target_kind, the target's kind.
  */
 static void derive_field(const ledger *l, const refs *r, const event_field *f, const char **s,
                          int64_t *v)

@@ -13,9 +13,14 @@
 #define TYPES 9
 
 static const ledger_type all_types[TYPES] = {
-    LEDGER_FRAME_GRANTED,     LEDGER_FRAME_ADJUSTED,    LEDGER_ALLOCATION_PROPOSED,
-    LEDGER_AVROP_REQUESTED,   LEDGER_DECISION_APPROVED, LEDGER_DECISION_REJECTED,
-    LEDGER_REQUEST_WITHDRAWN, LEDGER_ALLOCATION_REDUCTION_REQUESTED,
+    LEDGER_FRAME_GRANTED,
+    LEDGER_FRAME_ADJUSTED,
+    LEDGER_ALLOCATION_PROPOSED,
+    LEDGER_AVROP_REQUESTED,
+    LEDGER_DECISION_APPROVED,
+    LEDGER_DECISION_REJECTED,
+    LEDGER_REQUEST_WITHDRAWN,
+    LEDGER_ALLOCATION_REDUCTION_REQUESTED,
     LEDGER_AVROP_REVERSAL_REQUESTED,
 };
 
@@ -1628,9 +1633,11 @@ static size_t read_source_file(const char *path, uint8_t *buf, size_t cap)
 Test(event, the_committed_corpus_events_encode_to_the_same_bytes)
 {
     static const char *const files[] = {
-        "1-frame.granted",   "2-frame.adjusted",    "3-allocation.proposed", "4-decision.approved",
-        "5-avrop.requested", "6-decision.rejected", "7-request.withdrawn",
-        "8-allocation.reduction_requested", "9-avrop.reversal_requested"};
+        "1-frame.granted",           "2-frame.adjusted",
+        "3-allocation.proposed",     "4-decision.approved",
+        "5-avrop.requested",         "6-decision.rejected",
+        "7-request.withdrawn",       "8-allocation.reduction_requested",
+        "9-avrop.reversal_requested"};
     /* Files 7 and 9 name requests the corpus does not hold; the others apply in order. */
     const bool applies[] = {true, true, true, true, true, true, false, true, false};
     uint8_t prev[BUDGET_HASH_BYTES] = {0};

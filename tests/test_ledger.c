@@ -138,8 +138,7 @@ static ledger_cmd withdraw(const char *id, const char *target, const char *note)
     return c;
 }
 
-static ledger_cmd reduce(const char *id, const char *allocation, int64_t amount,
-                         const char *reason)
+static ledger_cmd reduce(const char *id, const char *allocation, int64_t amount, const char *reason)
 {
     ledger_cmd c;
     memset(&c, 0, sizeof c);
@@ -623,9 +622,10 @@ Test(ledger, decisions_need_a_pending_allocation_or_avrop)
     cr_assert_str_eq(err.message, "target nope does not exist");
     FAILS_AS(UID_DECIDER, reject("d2", "nope"), BUDGET_ENOT_FOUND);
     FAILS_AS(UID_DECIDER, approve("d2", "f1"), BUDGET_EINVALID_STATE);
-    cr_assert_str_eq(err.message,
-                     "target f1 is a frame; only an allocation, an avrop, a reduction or a reversal "
-                     "can be approved");
+    cr_assert_str_eq(
+        err.message,
+        "target f1 is a frame; only an allocation, an avrop, a reduction or a reversal "
+        "can be approved");
     FAILS_AS(UID_DECIDER, reject("d2", "d1"), BUDGET_EINVALID_STATE);
     FAILS_AS(UID_DECIDER, approve("d2", "a1"), BUDGET_EINVALID_STATE);
     cr_assert_str_eq(err.message, "allocation a1 is approved, not pending; it cannot be approved");
@@ -1510,8 +1510,8 @@ Test(ledger, clones_are_independent)
     ledger_actor a = actor(UID_KS);
     char id[32];
     for (int i = 0; i < 3000; i++) {
-        ledger_cmd cmd = i % 3 == 0   ? intended(grant("x", i % 2 ? "KS" : "SON", 2000 + i % 50,
-                                                       10, "Ett långt namn på en ram", "ref"))
+        ledger_cmd cmd = i % 3 == 0   ? intended(grant("x", i % 2 ? "KS" : "SON", 2000 + i % 50, 10,
+                                                       "Ett långt namn på en ram", "ref"))
                          : i % 3 == 1 ? propose("x", "f1", "KFN", 1, "Syfte")
                                       : avrop("x", "a1", 1, "note");
         snprintf(id, sizeof id, "c%d", i);
@@ -2529,8 +2529,8 @@ Test(ledger, corrections_replay_to_the_same_balances)
     ledger *r = ledger_new();
     for (size_t i = 0; i < n; i++) {
         uint8_t bytes[EVENT_BYTES_MAX];
-        int size = event_encode(&log[i], (const uint8_t[BUDGET_HASH_BYTES]){0}, bytes,
-                                sizeof bytes, NULL);
+        int size =
+            event_encode(&log[i], (const uint8_t[BUDGET_HASH_BYTES]){0}, bytes, sizeof bytes, NULL);
         cr_assert_gt(size, 0);
         ledger_event back;
         cr_assert_eq(event_decode(bytes, (size_t)size, &back), 0, "event %zu", i);
@@ -2581,8 +2581,7 @@ Test(ledger, a_grant_like_an_existing_frame_is_refused_unless_intended)
     cr_assert(strstr(err.message, "frame f7") != NULL, "%s", err.message);
     /* An adjusted frame is still compared by the amount it was granted. */
     OK(adjust("j1", "f1", 100, "Tillägg", ""));
-    FAILS(grant("f2", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"),
-          BUDGET_ECONFLICT);
+    FAILS(grant("f2", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"), BUDGET_ECONFLICT);
     OK(intended(grant("f2", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241")));
     expect_frame("f2", 300000000, 0, 0, 0);
     /* The intended flag is the command's, not the event's. */
@@ -2593,8 +2592,7 @@ Test(ledger, a_retry_of_a_grant_is_not_a_duplicate)
 {
     OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
     uint64_t first = seq;
-    cr_assert_eq(submit(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241")),
-                 1);
+    cr_assert_eq(submit(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241")), 1);
     cr_assert_eq(existing_seq, first);
 }
 
