@@ -1027,8 +1027,7 @@ static int check_duplicate_grant(const ledger *l, const ledger_cmd *cmd, ledger_
         if (same_grant(l, &l->frames[i], cmd))
             return fail(err, BUDGET_ECONFLICT,
                         "frame %s already grants %s to %s for %" PRId32
-                        " by the same decision; pass intended: true (budgetctl grant "
-                        "--intended) if a second frame is meant",
+                        " by the same decision; pass intended: true if a second frame is meant",
                         id_text(l, l->frames[i].id), kr(cmd->amount).text, cmd->unit, cmd->year);
     }
     return 0;
