@@ -268,3 +268,36 @@ Test(corrections, the_same_grant_twice_is_refused_unless_intended)
     e2e_assert_int(head_now(), head + 1, "head after an intended grant");
     stop_cleanly();
 }
+
+/* `intended` is a bool of frame.grant alone: anything else is refused and writes nothing. */
+Test(corrections, intended_is_a_bool_that_only_a_grant_takes)
+{
+    budget_client *c = e2e_client(&bd);
+    e2e_buf b;
+    e2e_write_result w;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, 6);
+    e2e_kv_str(&b, "id", "F1");
+    e2e_kv_str(&b, "unit", "KS");
+    e2e_kv_int(&b, "year", 2021);
+    e2e_kv_int(&b, "amount", 100);
+    e2e_kv_str(&b, "title", "Ram");
+    e2e_kv_str(&b, "intended", "yes");
+    e2e_write(c, "frame.grant", &b, &w);
+    e2e_assert(!w.ok && strcmp(w.code, "bad_request") == 0 &&
+                   strcmp(w.message, "args.intended must be true or false") == 0,
+               "a str intended: %s %s", w.code, w.message);
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 2);
+    e2e_kv_str(&b, "id", "R1");
+    e2e_pack_str(&b, "intended");
+    msgpack_pack_true(&b.pk);
+    e2e_write(c, "allocation.reduce", &b, &w);
+    e2e_assert(!w.ok && strcmp(w.code, "bad_request") == 0 &&
+                   strstr(w.message, "takes no arg \"intended\"") != NULL,
+               "intended on a reduction: %s %s", w.code, w.message);
+    e2e_assert_int(e2e_head(c), 0, "head after the refusals");
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+    stop_cleanly();
+}
