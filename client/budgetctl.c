@@ -61,6 +61,7 @@ static const unsigned retry_wait_ms[] = {100, 300, 900};
 // clang-format on
 
 static int run_write(ctl *c, const command *cmd, arg_value *values);
+static int run_reverse(ctl *c, const command *cmd, arg_value *values);
 static int run_hello(ctl *c, const command *cmd, arg_value *values);
 static int run_events(ctl *c, const command *cmd, arg_value *values);
 static int run_stats(ctl *c, const command *cmd, arg_value *values);
@@ -90,10 +91,13 @@ static const command commands[] = {
      run_write,
      "record a frame granted to a unit for a fiscal year",
      {UNIT_ARG("unit", ARG_REQUIRED, "unit the frame is granted to (KS)"),
-      YEAR_ARG(ARG_REQUIRED, "fiscal year"), AMOUNT_ARG("amount", "amount granted (3 mkr)"),
+      YEAR_ARG(ARG_REQUIRED, "fiscal year"),
+      AMOUNT_ARG("amount", "amount granted (3 mkr)"),
       TEXT_ARG("title", "title", ARG_REQUIRED, "TEXT", "what the frame is for"),
       DECISION_ARG("the decision that grants it (KS 2021-08-24 § 241)"),
       TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
+      {"intended", KIND_FLAG, "intended", 0, NULL,
+       "a second frame like an existing one (same unit, year, amount, decision) is meant", 0, 0},
       WRITE_ARGS}},
     {"adjust",
      "frame.adjust",
@@ -123,12 +127,33 @@ static const command commands[] = {
      {ID_ARG("ALLOCATION", "allocation", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation"),
       AMOUNT_ARG("amount", "amount called off (250 tkr)"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
+    {"reduce",
+     "allocation.reduce",
+     "red",
+     run_write,
+     "request a reduction of an approved allocation, its money back to the frame",
+     {ID_ARG("ALLOCATION", "allocation", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation"),
+      {"AMOUNT", KIND_AMOUNT, "amount", ARG_REQUIRED | ARG_POSITIONAL, NULL,
+       "amount to take back (100 tkr)", 0, 0},
+      TEXT_ARG("reason", "reason", ARG_REQUIRED, "TEXT", "why"),
+      WRITE_ARGS}},
+    {"reverse",
+     "avrop.reverse",
+     "rev",
+     run_reverse,
+     "request a reversal (återföring) of an approved avrop, its money back to the allocation",
+     {ID_ARG("AVROP", "avrop", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the avrop"),
+      {"AMOUNT", KIND_AMOUNT, "amount", ARG_POSITIONAL, NULL,
+       "amount to reverse (default: all of the avrop not yet reversed or being reversed)", 0, 0},
+      TEXT_ARG("reason", "reason", ARG_REQUIRED, "TEXT", "why"),
+      WRITE_ARGS}},
     {"approve",
      "approve",
      "dec",
      run_write,
-     "approve a pending allocation or avrop (not your own)",
-     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
+     "approve a pending allocation, avrop, reduction or reversal (not your own)",
+     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL,
+             "the allocation, avrop, reduction or reversal"),
       DECISION_ARG("the decision that approves it (KS 2021-09-28 § 270)"),
       TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
@@ -136,8 +161,9 @@ static const command commands[] = {
      "reject",
      "dec",
      run_write,
-     "reject a pending allocation or avrop (not your own)",
-     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
+     "reject a pending allocation, avrop, reduction or reversal (not your own)",
+     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL,
+             "the allocation, avrop, reduction or reversal"),
       DECISION_ARG("the decision that rejects it"),
       TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
@@ -145,8 +171,9 @@ static const command commands[] = {
      "withdraw",
      "wd",
      run_write,
-     "withdraw your own pending allocation or avrop",
-     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
+     "withdraw your own pending allocation, avrop, reduction or reversal",
+     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL,
+             "the allocation, avrop, reduction or reversal"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
     {"balances",
      "balances",
@@ -1034,6 +1061,8 @@ int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *values, u
         if (spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_DATE ||
             spec->kind == KIND_SEQ_OR_DAY)
             rc |= msgpack_pack_int64(pk, values[i].number);
+        else if (spec->kind == KIND_FLAG)
+            rc |= msgpack_pack_true(pk);
         else
             rc |= msgpack_pack_str_with_body(pk, values[i].text, strlen(values[i].text));
     }
@@ -1233,6 +1262,107 @@ static int run_write(ctl *c, const command *cmd, arg_value *values)
     return EXIT_DONE;
 }
 
+/* Reads `op` with one str arg `key` (and a uint arg `uint_key` when not NULL). */
+static int call_one(ctl *c, const char *op, const char *key, const char *value,
+                    const char *uint_key, uint64_t number, budget_response *r)
+{
+    msgpack_sbuffer args;
+    msgpack_sbuffer_init(&args);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
+    int rc = msgpack_pack_map(&pk, uint_key != NULL ? 2 : 1);
+    rc |= msgpack_pack_str_with_body(&pk, key, strlen(key));
+    rc |= msgpack_pack_str_with_body(&pk, value, strlen(value));
+    if (uint_key != NULL)
+        rc |= pack_uint_pair(&pk, uint_key, number);
+    rc = rc != 0 ? complain(EXIT_USAGE, "out of memory") : call(c, op, &args, r);
+    msgpack_sbuffer_destroy(&args);
+    return rc;
+}
+
+/* The allocation avrop `id` was requested from, into `allocation`: the first event of its
+ * history, read from the start of the log (a call scans part of a long log). Returns 0 or an
+ * exit status. */
+static int avrop_allocation(ctl *c, const char *id, char *allocation, size_t size)
+{
+    char type[32] = "";
+    for (uint64_t after = 0;;) {
+        budget_response r;
+        int rc = call_one(c, "events", "entity", id, "after", after, &r);
+        if (rc != 0)
+            return rc;
+        const msgpack_object *events = budget_map_get(&r.result, "events");
+        uint64_t next = (uint64_t)budget_map_int(&r.result, "next", 0);
+        bool more = next > after && next < (uint64_t)budget_map_int(&r.result, "head", 0);
+        if (events != NULL && events->type == MSGPACK_OBJECT_ARRAY && events->via.array.size > 0) {
+            const msgpack_object *first = &events->via.array.ptr[0];
+            budget_map_str(first, "type", type, sizeof(type));
+            budget_map_str(budget_map_get(first, "data"), "allocation", allocation, size);
+            more = false;
+        }
+        budget_response_free(&r);
+        if (!more)
+            break;
+        after = next;
+    }
+    if (strcmp(type, "avrop.requested") != 0 || allocation[0] == '\0')
+        return complain(EXIT_REFUSED, "not_found: no avrop %s", id);
+    return 0;
+}
+
+/* What is left to reverse of avrop `id`: its amount less what is reversed or being reversed,
+ * from the balances of its allocation, page by page. Returns 0 or an exit status. */
+static int avrop_left(ctl *c, const char *id, int64_t *left)
+{
+    char allocation[BUDGET_ID_BYTES_MAX + 1] = "";
+    int rc = avrop_allocation(c, id, allocation, sizeof(allocation));
+    for (uint64_t offset = 0, pages = 0; rc == 0 && pages < BALANCES_PAGES_MAX; pages++) {
+        budget_response r;
+        rc = call_one(c, "balances", "allocation", allocation, "avrop_offset", offset, &r);
+        if (rc != 0)
+            return rc;
+        const msgpack_object *list = budget_map_get(&r.result, "avrop");
+        uint32_t n = list != NULL && list->type == MSGPACK_OBJECT_ARRAY ? list->via.array.size : 0;
+        for (uint32_t i = 0; i < n; i++) {
+            char got[BUDGET_ID_BYTES_MAX + 1];
+            const msgpack_object *v = &list->via.array.ptr[i];
+            budget_map_str(v, "id", got, sizeof(got));
+            if (strcmp(got, id) == 0) {
+                *left = budget_map_int(v, "amount", 0) - budget_map_int(v, "reversed", 0) -
+                        budget_map_int(v, "reversing", 0);
+                budget_response_free(&r);
+                return 0;
+            }
+        }
+        offset += n;
+        bool more = n > 0 && more_pages(&r.result);
+        budget_response_free(&r);
+        if (!more)
+            break;
+    }
+    return rc != 0 ? rc : complain(EXIT_REFUSED, "not_found: no avrop %s", id);
+}
+
+/* `reverse AVROP [AMOUNT]`: without AMOUNT, all of the avrop that is left to reverse. */
+static int run_reverse(ctl *c, const command *cmd, arg_value *values)
+{
+    arg_value *amount = value_of(cmd, values, "AMOUNT");
+    if (!amount->set) {
+        const char *avrop = value_of(cmd, values, "AVROP")->text;
+        int rc = avrop_left(c, avrop, &amount->number);
+        if (rc != 0)
+            return rc;
+        if (amount->number <= 0)
+            return complain(EXIT_REFUSED,
+                            "insufficient_funds: avrop %s has nothing left to "
+                            "reverse",
+                            avrop);
+        amount->set = true;
+        amount->text = "";
+    }
+    return run_write(c, cmd, values);
+}
+
 /* ---- hello, verify, stats -------------------------------------------------------------- */
 
 /* "roles: clerk (SON, KFN), approver (every unit)", or that the caller holds none. */
@@ -1368,13 +1498,13 @@ static int run_stats(ctl *c, const command *cmd, arg_value *values)
 static const char *const frame_headers[] = {"ID",           "UNIT",        ">YEAR",
                                             ">GRANTED",     ">ALLOCATED",  ">PENDING",
                                             ">UNALLOCATED", ">CALLED OFF", "TITLE"};
-static const char *const allocation_headers[] = {"ID",         "FRAME",   "UNIT",        ">YEAR",
-                                                 "STATUS",     ">AMOUNT", ">CALLED OFF", ">PENDING",
-                                                 ">AVAILABLE", "PURPOSE"};
-static const char *const avrop_headers[] = {"ID",     "ALLOCATION", "UNIT",
-                                            "STATUS", ">AMOUNT",    "NOTE"};
-static const char *const unit_headers[] = {"UNIT",        ">YEAR",    ">FRAMES",   ">ALLOCATED",
-                                           ">CALLED OFF", ">PENDING", ">AVAILABLE"};
+static const char *const allocation_headers[] = {
+    "ID",          "FRAME",    "UNIT",       ">YEAR",    "STATUS",    ">AMOUNT",
+    ">CALLED OFF", ">PENDING", ">AVAILABLE", ">REDUCED", ">REDUCING", "PURPOSE"};
+static const char *const avrop_headers[] = {"ID",      "ALLOCATION", "UNIT",       "STATUS",
+                                            ">AMOUNT", ">REVERSED",  ">REVERSING", "NOTE"};
+static const char *const unit_headers[] = {"UNIT",        ">YEAR",    ">FRAMES",    ">ALLOCATED",
+                                           ">CALLED OFF", ">PENDING", ">AVAILABLE", ">REDUCING"};
 
 void balance_tables_init(balance_tables *t)
 {
@@ -1420,7 +1550,9 @@ static int add_allocation(table *t, const msgpack_object *a)
     cell_amount(&cells[6], a, "called_off");
     cell_amount(&cells[7], a, "pending");
     cell_amount(&cells[8], a, "available");
-    cell_str(&cells[9], a, "purpose", TABLE_TEXT_COLUMNS_MAX);
+    cell_amount(&cells[9], a, "reduced");
+    cell_amount(&cells[10], a, "reducing");
+    cell_str(&cells[11], a, "purpose", TABLE_TEXT_COLUMNS_MAX);
     cell_mark_oddities(&cells[0], a);
     return add_cells(t, cells, COUNT(cells));
 }
@@ -1433,7 +1565,9 @@ static int add_avrop(table *t, const msgpack_object *v)
     cell_str(&cells[2], v, "unit", BUDGET_UNIT_BYTES_MAX);
     cell_str(&cells[3], v, "status", 16);
     cell_amount(&cells[4], v, "amount");
-    cell_str(&cells[5], v, "note", TABLE_TEXT_COLUMNS_MAX);
+    cell_amount(&cells[5], v, "reversed");
+    cell_amount(&cells[6], v, "reversing");
+    cell_str(&cells[7], v, "note", TABLE_TEXT_COLUMNS_MAX);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1447,6 +1581,7 @@ static int add_unit(table *t, const msgpack_object *u)
     cell_amount(&cells[4], u, "called_off");
     cell_amount(&cells[5], u, "pending");
     cell_amount(&cells[6], u, "available");
+    cell_amount(&cells[7], u, "reducing");
     cell_mark_oddities(&cells[0], u);
     return add_cells(t, cells, COUNT(cells));
 }

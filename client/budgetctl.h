@@ -27,7 +27,7 @@ enum {
 /* balances pages followed (each list up to 2000 items or 192 KiB a page) before giving up. */
 #define BALANCES_PAGES_MAX 1000u
 /* Columns of a table. */
-#define TABLE_COLUMNS_MAX 10
+#define TABLE_COLUMNS_MAX 12
 
 /* ---- argument tables ------------------------------------------------------------------- */
 

@@ -1305,9 +1305,9 @@ static void csv_header(csv_writer *w, const char *const *names, size_t n)
 }
 
 static const char *const event_columns[] = {
-    "seq",  "time_utc",  "ts_ms",      "actor_uid", "actor_name",  "type",
-    "id",   "frame",     "allocation", "target",    "target_kind", "unit",
-    "year", "amount_kr", "text",       "reference", "note",        "hash"};
+    "seq",   "time_utc",   "ts_ms",  "actor_uid",   "actor_name", "type", "id",
+    "frame", "allocation", "target", "target_kind", "unit",       "year", "amount_kr",
+    "text",  "reference",  "note",   "hash",        "avrop"};
 
 typedef struct {
     csv_writer w;
@@ -1357,6 +1357,7 @@ static int export_event(void *state, const msgpack_object *event)
     csv_str(w, data, "reference");
     csv_str(w, data, "note");
     csv_cstr(w, hash_hex);
+    csv_str(w, data, "avrop"); /* a reversal's avrop; last, so earlier columns keep their place */
     csv_row_end(w);
     return 0;
 }

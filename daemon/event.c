@@ -22,6 +22,8 @@
  *                        reference, note
  *   decision.rejected    (as decision.approved)
  *   request.withdrawn    id, target, target_kind, frame, unit, year, amount, note
+ *   allocation.reduction_requested  id, allocation, frame, unit, year, amount, reason
+ *   avrop.reversal_requested        id, avrop, allocation, frame, unit, year, amount, reason
  *
  * where DECISION is decision_body, decision_date, decision_paragraph, decision_dnr: fields
  * added to these types (FIELD_ADDED) after events of them were written. An event written
@@ -30,14 +32,14 @@
  *
  * with
  *
- *   id, frame, allocation, target   str, 1..64 of A-Za-z0-9._:-
+ *   id, frame, allocation, target, avrop  str, 1..64 of A-Za-z0-9._:-
  *   unit                            str, 1..32 of A-Za-z0-9._:-
  *   year                            int, 1900..9999
  *   amount                          int, 1..10^15 (öre)
  *   delta                           int, non-zero, -10^15..10^15 (öre)
  *   title, reason, purpose          str, 1..256 bytes of UTF-8
  *   reference, note                 str, 0..256 bytes of UTF-8
- *   target_kind                     str, "allocation" or "avrop"
+ *   target_kind                     str, "allocation", "avrop", "reduction" or "reversal"
  *   decision_body                   str, 1..16 of A-Z Å Ä Ö 0-9, a letter first
  *   decision_date                   str, "YYYY-MM-DD", a real day of 1900..9999
  *   decision_paragraph              str, 1..16, a digit first ("241", "241 p. 2")
@@ -45,7 +47,7 @@
  *
  * Every value is in its shortest msgpack form (non-negative integers as uint), so one event
  * has exactly one encoding and re-encoding a decoded event gives the same bytes. In the
- * ledger_event, delta is `amount` and reason and purpose are `title`.
+ * ledger_event, delta is `amount`, reason and purpose are `title`, and avrop is `target`.
  */
 #include "event.h"
 
@@ -120,7 +122,10 @@ static bool int_ok(field_value kind, int64_t v)
 /* The kinds a target_kind may hold. */
 static const char *kind_text(ledger_kind k)
 {
-    return k == LEDGER_KIND_ALLOCATION || k == LEDGER_KIND_AVROP ? ledger_kind_name(k) : NULL;
+    return k == LEDGER_KIND_ALLOCATION || k == LEDGER_KIND_AVROP || k == LEDGER_KIND_REDUCTION ||
+                   k == LEDGER_KIND_REVERSAL
+               ? ledger_kind_name(k)
+               : NULL;
 }
 
 /* The number of fields of `t` flagged FIELD_ADDED. */
@@ -505,13 +510,14 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
     case FIELD_TARGET_KIND:
         if (!read_str(r, &s, &len, 16))
             return false;
-        if (len == 10 && memcmp(s, "allocation", 10) == 0)
-            ev->target_kind = LEDGER_KIND_ALLOCATION;
-        else if (len == 5 && memcmp(s, "avrop", 5) == 0)
-            ev->target_kind = LEDGER_KIND_AVROP;
-        else
-            return false;
-        return true;
+        for (int k = 1; k < (int)LEDGER_KIND_END; k++) {
+            const char *name = kind_text((ledger_kind)k);
+            if (name != NULL && strlen(name) == len && memcmp(s, name, len) == 0) {
+                ev->target_kind = (ledger_kind)k;
+                return true;
+            }
+        }
+        return false;
     default:
         if (!read_str(r, &s, &len, (uint32_t)field_bytes_max(f)) || !str_ok(f, s, len))
             return false;

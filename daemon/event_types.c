@@ -103,6 +103,29 @@ static const event_field event_fields_request_withdrawn[] = {
     NOTE,
 };
 
+/* allocation.reduction_requested: the allocation and the amount to take back from it */
+static const event_field event_fields_reduction_requested[] = {
+    ID,
+    FIELD("allocation", FIELD_ID, FIELD_REQUIRED, 0, allocation),
+    DERIVED_FRAME,
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
+    FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
+};
+
+/* avrop.reversal_requested: the avrop (kept in `target`) and the part of it to reverse */
+static const event_field event_fields_reversal_requested[] = {
+    ID,
+    FIELD("avrop", FIELD_ID, FIELD_REQUIRED, 0, target),
+    FIELD("allocation", FIELD_ID, FIELD_DERIVED, 0, allocation),
+    DERIVED_FRAME,
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
+    FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
+};
+
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 const event_type_info event_types[LEDGER_TYPE_END] = {

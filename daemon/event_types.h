@@ -25,7 +25,9 @@
     X(ALLOCATION, "allocation", allocations)                                                       \
     X(AVROP, "avrop", avrop)                                                                       \
     X(DECISION, "decision", decisions)                                                             \
-    X(WITHDRAWAL, "withdrawal", withdrawals)
+    X(WITHDRAWAL, "withdrawal", withdrawals)                                                       \
+    X(REDUCTION, "reduction", reductions)                                                          \
+    X(REVERSAL, "reversal", reversals)
 
 /*
  * The event types: X(NAME, wire name, op, role, kind, fields, rules, scope).
@@ -54,7 +56,11 @@
     X(DECISION_REJECTED, "decision.rejected", "reject", APPROVER, DECISION, decision, target,      \
       target_holder)                                                                               \
     X(REQUEST_WITHDRAWN, "request.withdrawn", "withdraw", CLERK, WITHDRAWAL, request_withdrawn,    \
-      target, none)
+      target, none)                                                                                \
+    X(ALLOCATION_REDUCTION_REQUESTED, "allocation.reduction_requested", "allocation.reduce",       \
+      CLERK, REDUCTION, reduction_requested, reduce, allocation_and_frame)                         \
+    X(AVROP_REVERSAL_REQUESTED, "avrop.reversal_requested", "avrop.reverse", CLERK, REVERSAL,      \
+      reversal_requested, reverse, avrop_and_frame)
 
 /* The numbers: row order from 1 (0 is no type), and one past the last. The enum of the values
  * below holds only the types, so that a switch over a ledger_type is checked to name them all. */
@@ -104,7 +110,7 @@ typedef enum {
     FIELD_AMOUNT,      /* int: 1..BUDGET_AMOUNT_MAX (öre) */
     FIELD_DELTA,       /* int: non-zero, -BUDGET_AMOUNT_MAX..BUDGET_AMOUNT_MAX (öre) */
     FIELD_TEXT,        /* str: UTF-8 without control characters, up to the limit (256 bytes) */
-    FIELD_TARGET_KIND, /* str: "allocation" or "avrop" (a ledger_kind in the struct) */
+    FIELD_TARGET_KIND, /* str: "allocation", "avrop", "reduction" or "reversal" (a ledger_kind) */
     FIELD_DATE,        /* str "YYYY-MM-DD", a real day in BUDGET_YEAR_MIN..MAX; in the struct an
                           int32 YYYYMMDD (proto/fields.h), 0 when absent */
     FIELD_BODY,        /* str: a decision's body, 1..16 of A-Z Å Ä Ö 0-9 ("KS") */

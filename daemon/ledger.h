@@ -47,7 +47,7 @@ typedef struct {
     char frame[BUDGET_ID_BYTES_MAX + 1];
     char allocation[BUDGET_ID_BYTES_MAX + 1];
     char target[BUDGET_ID_BYTES_MAX + 1];
-    ledger_kind target_kind; /* LEDGER_KIND_ALLOCATION or LEDGER_KIND_AVROP */
+    ledger_kind target_kind; /* LEDGER_KIND_ALLOCATION, _AVROP, _REDUCTION or _REVERSAL */
     char unit[BUDGET_UNIT_BYTES_MAX + 1];
     int32_t year;
     int64_t amount;
@@ -61,6 +61,9 @@ typedef struct {
     int32_t decision_date;
     char decision_paragraph[BUDGET_DECISION_PARAGRAPH_BYTES_MAX + 1];
     char decision_dnr[BUDGET_DECISION_DNR_BYTES_MAX + 1];
+    /* Of a command only, never stored: frame.grant's "intended", a grant meant to be like an
+     * existing one (ledger_check refuses a likely duplicate without it). */
+    bool intended;
 } ledger_event;
 
 /*
@@ -127,19 +130,30 @@ typedef struct {
     const char *id, *frame, *unit, *purpose;
     int32_t year;
     ledger_status status;
-    int64_t amount, called_off, pending, available;
+    /* amount: after approved reductions; reduced: their sum; reducing: pending reductions */
+    int64_t amount, called_off, pending, available, reduced, reducing;
 } ledger_allocation_view;
 
 typedef struct {
     const char *id, *allocation, *unit;
     ledger_status status;
-    int64_t amount;
+    /* amount: as requested; reversed: approved reversals of it; reversing: pending ones */
+    int64_t amount, reversed, reversing;
 } ledger_avrop_view;
+
+/* A reduction of an allocation or a reversal of an avrop (avrop NULL for a reduction). */
+typedef struct {
+    const char *id, *allocation, *avrop;
+    ledger_kind kind; /* LEDGER_KIND_REDUCTION or LEDGER_KIND_REVERSAL */
+    ledger_status status;
+    int64_t amount;
+} ledger_correction_view;
 
 typedef struct {
     const char *unit;
     int32_t year;
     int64_t frames, allocated, called_off, pending, available;
+    int64_t reducing; /* pending reductions of allocations to the unit */
 } ledger_unit_view;
 
 /* A new empty ledger, or NULL when out of memory. */
@@ -226,6 +240,8 @@ void ledger_get_counts(const ledger *l, ledger_counts *out);
 bool ledger_frame(const ledger *l, const char *id, ledger_frame_view *out);
 bool ledger_allocation(const ledger *l, const char *id, ledger_allocation_view *out);
 bool ledger_avrop(const ledger *l, const char *id, ledger_avrop_view *out);
+/* A reduction or a reversal; false when `id` names neither. */
+bool ledger_correction(const ledger *l, const char *id, ledger_correction_view *out);
 /* The note of an avrop (valid as the views are), or NULL when `id` does not name an avrop. */
 const char *ledger_avrop_note(const ledger *l, const char *id);
 /* The kind an id names, or 0 when unused. */

@@ -73,7 +73,8 @@ typedef struct {
     store_reader *rd;
 } events_ctx;
 
-/* True when the avrop `id` (an event before this one) was requested from `allocation`. */
+/* True when the request `id` (an avrop, a reduction or a reversal: an event before this one)
+ * was made on `allocation`. */
 static bool avrop_of(store_reader *rd, const char *id, const char *allocation)
 {
     uint64_t seq;

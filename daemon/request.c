@@ -196,6 +196,12 @@ int request_decode_write(const request_write_op *w, const msgpack_object *args, 
             *has_expect_head = true;
             continue;
         }
+        if (w->type == LEDGER_FRAME_GRANTED && key_is(k, "intended")) {
+            if (v->type != MSGPACK_OBJECT_BOOLEAN)
+                return fail(err, BUDGET_EBAD_REQUEST, "args.intended must be true or false");
+            cmd->intended = v->via.boolean;
+            continue;
+        }
         int j = arg_index(t, k);
         if (j < 0)
             return unknown_arg(w, k, err);
@@ -380,8 +386,10 @@ event_match request_event_matches(const events_query *q, const ledger_event *ev)
         return EVENT_NO;
     if (!q->entity[0] || names_entity(ev, q->entity))
         return EVENT_YES;
-    /* A decision or withdrawal names its avrop and frame, not the allocation between them. */
-    if (ev->target_kind == LEDGER_KIND_AVROP)
+    /* A decision or withdrawal names its avrop (or reduction, or reversal) and frame, not the
+     * allocation between them. */
+    if (ev->target_kind == LEDGER_KIND_AVROP || ev->target_kind == LEDGER_KIND_REDUCTION ||
+        ev->target_kind == LEDGER_KIND_REVERSAL)
         return EVENT_IF_AVROP_OF_ENTITY;
     return EVENT_NO;
 }
@@ -475,7 +483,7 @@ static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f, bool deci
 
 static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a, bool decided)
 {
-    msgpack_pack_map(pk, decided ? 11 : 10);
+    msgpack_pack_map(pk, decided ? 13 : 12);
     pack_key_str(pk, "id", a->id);
     pack_key_str(pk, "frame", a->frame);
     pack_key_str(pk, "unit", a->unit);
@@ -486,23 +494,27 @@ static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a,
     pack_key_int(pk, "called_off", a->called_off);
     pack_key_int(pk, "pending", a->pending);
     pack_key_int(pk, "available", a->available);
+    pack_key_int(pk, "reduced", a->reduced);
+    pack_key_int(pk, "reducing", a->reducing);
 }
 
 static void pack_avrop(msgpack_packer *pk, const ledger *l, const ledger_avrop_view *v)
 {
     const char *note = ledger_avrop_note(l, v->id);
-    msgpack_pack_map(pk, 6);
+    msgpack_pack_map(pk, 8);
     pack_key_str(pk, "id", v->id);
     pack_key_str(pk, "allocation", v->allocation);
     pack_key_str(pk, "unit", v->unit);
     pack_key_int(pk, "amount", v->amount);
     pack_key_str(pk, "status", ledger_status_name(v->status));
     pack_key_str(pk, "note", note ? note : "");
+    pack_key_int(pk, "reversed", v->reversed);
+    pack_key_int(pk, "reversing", v->reversing);
 }
 
 static void pack_unit(msgpack_packer *pk, const ledger_unit_view *u, bool decided)
 {
-    msgpack_pack_map(pk, decided ? 8 : 7);
+    msgpack_pack_map(pk, decided ? 9 : 8);
     pack_key_str(pk, "unit", u->unit);
     pack_key_int(pk, "year", u->year);
     pack_key_int(pk, "frames", u->frames);
@@ -510,6 +522,7 @@ static void pack_unit(msgpack_packer *pk, const ledger_unit_view *u, bool decide
     pack_key_int(pk, "called_off", u->called_off);
     pack_key_int(pk, "pending", u->pending);
     pack_key_int(pk, "available", u->available);
+    pack_key_int(pk, "reducing", u->reducing);
 }
 
 /*

@@ -47,13 +47,15 @@ uint64_t au_grant_many(budget_client *c, const char *prefix, uint32_t first, uin
         for (uint32_t i = 0; i < batch; i++) {
             snprintf(id, sizeof(id), "%s-%u", prefix, first + done + i);
             e2e_buf_clear(&b);
-            msgpack_pack_map(&b.pk, 5 + E2E_DECISION_PAIRS);
+            msgpack_pack_map(&b.pk, 6 + E2E_DECISION_PAIRS);
             e2e_kv_str(&b, "id", id);
             e2e_kv_str(&b, "unit", "KS");
             e2e_kv_int(&b, "year", 2030);
             e2e_kv_int(&b, "amount", 100);
             e2e_kv_str(&b, "title", title);
             e2e_kv_decision(&b);
+            msgpack_pack_str_with_body(&b.pk, "intended", 8); /* many alike, on purpose */
+            msgpack_pack_true(&b.pk);
             int64_t rc = budget_client_send(c, "frame.grant", b.sb.data, b.sb.size);
             e2e_assert(rc > 0, "frame.grant %s could not be sent (%lld)", id, (long long)rc);
         }

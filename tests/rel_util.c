@@ -211,13 +211,16 @@ bool rel_log_contains(const rel_daemon *r, const char *needle)
 void rel_pack_grant(e2e_buf *b, const char *id, const char *unit, int64_t amount)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 5 + E2E_DECISION_PAIRS);
+    msgpack_pack_map(&b->pk, 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", unit);
     e2e_kv_int(b, "year", 2021);
     e2e_kv_int(b, "amount", amount);
     e2e_kv_str(b, "title", "Utökat trygghetsarbete");
     e2e_kv_decision(b);
+    /* Load makes many frames alike on purpose: not the duplicates a clerk would enter. */
+    msgpack_pack_str_with_body(&b->pk, "intended", 8);
+    msgpack_pack_true(&b->pk);
 }
 
 void rel_pack_adjust(e2e_buf *b, const char *id, const char *frame, int64_t delta)

@@ -348,7 +348,7 @@ Test(audit, a_change_of_any_stored_byte_is_found_at_its_event)
         char id[16];
         snprintf(id, sizeof(id), "t%u", seq);
         run_ok("grant", "--decision", E2E_DECISION, "--unit", "KS", "--year", "2021", "--amount",
-               "1 kr", "--title", title, "--reference", "KS § 241", "--id", id);
+               "1 kr", "--title", title, "--reference", "KS § 241", "--id", id, "--intended");
     }
     budget_client_close(c);
     stop_daemon(&bd);
@@ -485,7 +485,7 @@ Test(audit, a_log_changed_in_place_does_not_start)
         snprintf(title, sizeof(title), MARKER "Utökat trygghetsarbete", seq);
         snprintf(id, sizeof(id), "c%u", seq);
         run_ok("grant", "--decision", E2E_DECISION, "--unit", "KS", "--year", "2021", "--amount",
-               "1000000 kr", "--title", title, "--reference", "KS § 241", "--id", id);
+               "1000000 kr", "--title", title, "--reference", "KS § 241", "--id", id, "--intended");
     }
     stop_daemon(&bd);
     char from[256];

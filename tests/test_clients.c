@@ -193,6 +193,10 @@ static uint64_t grant(budget_client *c, const char *id, const char *unit, int64_
     cr_assert_eq(budget_req_add_int(r, "amount", amount), 0);
     cr_assert_eq(budget_req_add_str(r, "title", "Ram för klienterna"), 0);
     add_decision(r);
+    /* A decision of its own: frames alike in all else are refused as duplicate grants. */
+    char reference[80];
+    snprintf(reference, sizeof(reference), "KS 2021-08-24 § %s", id);
+    cr_assert_eq(budget_req_add_str(r, "reference", reference), 0);
     return write_ok(c, r);
 }
 

@@ -1094,7 +1094,7 @@ static void pack_guarded_grant(e2e_buf *b, uint64_t req, const char *id, uint64_
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", "KFN");
     e2e_kv_int(b, "year", 2022);
-    e2e_kv_int(b, "amount", 1000);
+    e2e_kv_int(b, "amount", 1000 + (int64_t)req); /* each its own grant, not a duplicate */
     e2e_kv_str(b, "title", "Fritidsverksamhet");
     e2e_kv_decision(b);
     if (expect_head != UINT64_MAX)
@@ -1842,7 +1842,7 @@ Test(e2e, field_rules_are_the_documented_ones)
         e2e_kv_str(&b, "id", g->id);
         e2e_kv_str(&b, "unit", g->unit);
         e2e_kv_int(&b, "year", g->year);
-        e2e_kv_int(&b, "amount", 100);
+        e2e_kv_int(&b, "amount", 100 + (int64_t)i); /* each its own grant, not a duplicate */
         e2e_kv_str(&b, "title", g->title);
         e2e_kv_decision(&b);
         e2e_kv_str(&b, "reference", g->reference);
@@ -1976,13 +1976,14 @@ Test(e2e, avrop_rows_list_the_allocations_avrop)
     static const char *const ids[] = {AVROP_ID, "son-2021-avrop-2", "son-2021-avrop-3"};
     static const char *const statuses[] = {"approved", "pending", "pending"};
     static const int64_t amounts[] = {AVROP_ORE, 1000, 2000};
-    static const char *const keys[] = {"id", "allocation", "unit", "amount", "status", "note"};
+    static const char *const keys[] = {"id",     "allocation", "unit",     "amount",
+                                       "status", "note",       "reversed", "reversing"};
     static const char *const notes[] = {"", "", "Fältassistenter, Skäggetorp"};
     for (uint32_t i = 0; i < 3; i++) {
         const msgpack_object *row = &rows->via.array.ptr[i];
-        e2e_assert(row->type == MSGPACK_OBJECT_MAP && row->via.map.size == 6,
-                   "avrop row %u does not have the 6 documented keys", i);
-        for (uint32_t k = 0; k < 6; k++) {
+        e2e_assert(row->type == MSGPACK_OBJECT_MAP && row->via.map.size == 8,
+                   "avrop row %u does not have the 8 documented keys", i);
+        for (uint32_t k = 0; k < 8; k++) {
             const msgpack_object *key = &row->via.map.ptr[k].key;
             e2e_assert(key->type == MSGPACK_OBJECT_STR && key->via.str.size == strlen(keys[k]) &&
                            memcmp(key->via.str.ptr, keys[k], key->via.str.size) == 0,
@@ -2078,7 +2079,8 @@ static void *load_main(void *arg)
             break;
         }
         load_id(id, sizeof(id), lc->index, n);
-        grant_args(&b, id, "KS", 1000 + n);
+        /* An amount of its own: frames alike would be refused as duplicate grants. */
+        grant_args(&b, id, "KS", 1000 + (int64_t)n * LOAD_THREADS + lc->index);
         lc->ended_by = budget_client_call(c, "frame.grant", b.sb.data, b.sb.size, &r);
         if (lc->ended_by != 0)
             break;

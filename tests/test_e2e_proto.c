@@ -62,13 +62,15 @@ static void pack_grant(e2e_buf *b, uint64_t id, const char *frame, const char *u
     e2e_kv_uint(b, "id", id);
     e2e_kv_str(b, "op", "frame.grant");
     e2e_pack_str(b, "args");
-    msgpack_pack_map(&b->pk, 5 + E2E_DECISION_PAIRS);
+    msgpack_pack_map(&b->pk, 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", frame);
     e2e_kv_str(b, "unit", unit);
     e2e_kv_int(b, "year", 2021);
     e2e_kv_int(b, "amount", 100);
     e2e_kv_str(b, "title", "Två op i en ram");
     e2e_kv_decision(b);
+    e2e_pack_str(b, "intended"); /* many frames alike, on purpose */
+    msgpack_pack_true(&b->pk);
     e2e_frame_end(b);
 }
 

@@ -1097,13 +1097,14 @@ static void grant_ok(budget_client *c, const char *id)
     e2e_buf b;
     rel_result res;
     e2e_buf_init(&b);
-    msgpack_pack_map(&b.pk, 5 + E2E_DECISION_PAIRS);
+    msgpack_pack_map(&b.pk, 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(&b, "id", id);
     e2e_kv_str(&b, "unit", "KS");
     e2e_kv_int(&b, "year", 2021);
     e2e_kv_int(&b, "amount", 100);
     e2e_kv_str(&b, "title", "Utökat trygghetsarbete");
     e2e_kv_decision(&b);
+    e2e_kv_str(&b, "reference", id); /* a decision of its own: not a duplicate grant */
     rel_write(c, "frame.grant", b.sb.data, b.sb.size, &res);
     rel_assert(&rd, res.ok, "the grant of %s was refused: %s", id, res.code);
     e2e_buf_destroy(&b);

@@ -158,6 +158,37 @@ static ledger_cmd withdraw(const char *id, const char *target, const char *note)
     return c;
 }
 
+static ledger_cmd reduce(const char *id, const char *allocation, int64_t amount, const char *reason)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_ALLOCATION_REDUCTION_REQUESTED;
+    PUT(c.id, id);
+    PUT(c.allocation, allocation);
+    c.amount = amount;
+    PUT(c.title, reason);
+    return c;
+}
+
+static ledger_cmd reverse(const char *id, const char *avrop_id, int64_t amount, const char *reason)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_AVROP_REVERSAL_REQUESTED;
+    PUT(c.id, id);
+    PUT(c.target, avrop_id);
+    c.amount = amount;
+    PUT(c.title, reason);
+    return c;
+}
+
+/* A grant the client says is meant even when like an existing frame. */
+static ledger_cmd intended(ledger_cmd c)
+{
+    c.intended = true;
+    return c;
+}
+
 static ledger_actor actor(uint32_t uid)
 {
     ledger_actor a;
@@ -180,8 +211,9 @@ static char *snapshot(const ledger *s)
             ledger_last_seq(s), ledger_last_ts(s));
     fprintf(f,
             "counts %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
-            " %" PRIu64 "\n",
-            n.frames, n.allocations, n.avrop, n.decisions, n.adjustments, n.withdrawals, n.units);
+            " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+            n.frames, n.allocations, n.avrop, n.decisions, n.adjustments, n.withdrawals,
+            n.reductions, n.reversals, n.units);
     size_t i = 0;
     ledger_frame_view fv;
     while (ledger_next_frame(s, &i, NULL, 0, &fv))
@@ -194,20 +226,24 @@ static char *snapshot(const ledger *s)
     ledger_allocation_view av;
     while (ledger_next_allocation(s, &i, NULL, NULL, 0, &av))
         fprintf(f,
-                "allocation %s %s %s %d [%s] %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\n",
+                "allocation %s %s %s %d [%s] %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64
+                " %" PRId64 " %" PRId64 "\n",
                 av.id, av.frame, av.unit, (int)av.year, av.purpose, (int)av.status, av.amount,
-                av.called_off, av.pending, av.available);
+                av.called_off, av.pending, av.available, av.reduced, av.reducing);
     i = 0;
     ledger_avrop_view vv;
     while (ledger_next_avrop(s, &i, NULL, &vv))
-        fprintf(f, "avrop %s %s %s %d %" PRId64 " [%s]\n", vv.id, vv.allocation, vv.unit,
-                (int)vv.status, vv.amount, ledger_avrop_note(s, vv.id));
+        fprintf(f, "avrop %s %s %s %d %" PRId64 " [%s] %" PRId64 " %" PRId64 "\n", vv.id,
+                vv.allocation, vv.unit, (int)vv.status, vv.amount, ledger_avrop_note(s, vv.id),
+                vv.reversed, vv.reversing);
     i = 0;
     ledger_unit_view uv;
     while (ledger_next_unit(s, &i, NULL, 0, &uv))
-        fprintf(f, "unit %s %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\n",
+        fprintf(f,
+                "unit %s %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64
+                "\n",
                 uv.unit, (int)uv.year, uv.frames, uv.allocated, uv.called_off, uv.pending,
-                uv.available);
+                uv.available, uv.reducing);
     fclose(f);
     return buf;
 }
@@ -606,8 +642,10 @@ Test(ledger, decisions_need_a_pending_allocation_or_avrop)
     cr_assert_str_eq(err.message, "target nope does not exist");
     FAILS_AS(UID_DECIDER, reject("d2", "nope"), BUDGET_ENOT_FOUND);
     FAILS_AS(UID_DECIDER, approve("d2", "f1"), BUDGET_EINVALID_STATE);
-    cr_assert_str_eq(err.message,
-                     "target f1 is a frame; only an allocation or an avrop can be approved");
+    cr_assert_str_eq(
+        err.message,
+        "target f1 is a frame; only an allocation, an avrop, a reduction or a reversal "
+        "can be approved");
     FAILS_AS(UID_DECIDER, reject("d2", "d1"), BUDGET_EINVALID_STATE);
     FAILS_AS(UID_DECIDER, approve("d2", "a1"), BUDGET_EINVALID_STATE);
     cr_assert_str_eq(err.message, "allocation a1 is approved, not pending; it cannot be approved");
@@ -786,7 +824,7 @@ static void fill(char *dst, char c, size_t n)
 Test(ledger, ids_are_1_to_64_of_the_id_characters)
 {
     OK(grant("Az09._:-", "KS", 2021, 1, "T", ""));
-    ledger_cmd c = grant("x", "KS", 2021, 1, "T", "");
+    ledger_cmd c = intended(grant("x", "KS", 2021, 1, "T", ""));
     fill(c.id, 'i', 64);
     c.id[64] = '\0';
     OK(c);
@@ -964,7 +1002,7 @@ Test(ledger, text_fields)
     OK(grant("f0", "KS", 2021, MAX / 2, "Ram", ""));
     OK(propose("a0", "f0", "SON", 1000000, "X"));
     OK_AS(UID_DECIDER, approve("d0", "a0"));
-    ledger_cmd c = grant("x", "KS", 2021, 1, "T", "");
+    ledger_cmd c = intended(grant("x", "KS", 2021, 1, "T", ""));
     check_text_rules(c, offsetof(ledger_cmd, title), 1, "title");
     check_text_rules(c, offsetof(ledger_cmd, reference), 0, "reference");
     c = adjust("x", "f0", 1, "R", "");
@@ -1051,7 +1089,7 @@ Test(ledger, unit_totals_never_overflow)
     int64_t rest = INT64_MAX - 9223 * MAX;
     for (int i = 0; i < 9224; i++) {
         snprintf(id, sizeof id, "f%d", i);
-        OK(grant(id, "KS", 2021, i < 9223 ? MAX : rest, "Ram", ""));
+        OK(intended(grant(id, "KS", 2021, i < 9223 ? MAX : rest, "Ram", "")));
     }
     expect_unit("KS", 2021, INT64_MAX, 0, 0, 0);
     FAILS(grant("g", "KS", 2021, 1, "Ram", ""), BUDGET_ETOO_LARGE);
@@ -1448,7 +1486,7 @@ Test(ledger, the_two_halves_of_apply_accept_what_apply_accepts)
     PUT(bad.id, "");
     cr_assert(!ledger_syntax_ok(&bad));
     cr_assert_eq(ledger_apply(l, &bad), BUDGET_EINTERNAL);
-    bad = checked(grant("f2", "KS", 2021, 1000, "Ram", ""), UID_KS);
+    bad = checked(intended(grant("f2", "KS", 2021, 1000, "Ram", "")), UID_KS);
     bad.seq = seq + 1;
     bad.year = BUDGET_YEAR_MIN - 1;
     cr_assert(!ledger_syntax_ok(&bad));
@@ -1492,8 +1530,8 @@ Test(ledger, clones_are_independent)
     ledger_actor a = actor(UID_KS);
     char id[32];
     for (int i = 0; i < 3000; i++) {
-        ledger_cmd cmd = i % 3 == 0   ? grant("x", i % 2 ? "KS" : "SON", 2000 + i % 50, 10,
-                                              "Ett långt namn på en ram", "ref")
+        ledger_cmd cmd = i % 3 == 0   ? intended(grant("x", i % 2 ? "KS" : "SON", 2000 + i % 50, 10,
+                                                       "Ett långt namn på en ram", "ref"))
                          : i % 3 == 1 ? propose("x", "f1", "KFN", 1, "Syfte")
                                       : avrop("x", "a1", 1, "note");
         snprintf(id, sizeof id, "c%d", i);
@@ -2042,7 +2080,7 @@ Test(ledger, randomized_against_a_model, .timeout = 120)
  */
 
 /* The state the witnesses below are checked against: frame f1 of KS; a1 from it to SON,
- * approved; a2 from it to SON, pending; v1 on a1, pending. */
+ * approved; a2 from it to SON, pending; v1 on a1, pending; v2 on a1, approved. */
 static void table_fixture(void)
 {
     OK(grant("f1", "KS", 2021, 1000000, "Ram", ""));
@@ -2050,6 +2088,8 @@ static void table_fixture(void)
     OK_AS(UID_DECIDER, approve("a1-ok", "a1"));
     OK(propose("a2", "f1", "SON", 500, "Kultur"));
     OK_AS(UID_SON, avrop("v1", "a1", 200, ""));
+    OK_AS(UID_SON, avrop("v2", "a1", 100, ""));
+    OK_AS(UID_DECIDER, approve("v2-ok", "v2"));
 }
 
 /* A command of `type` that the fixture accepts from *uid, with every field it may give set.
@@ -2073,6 +2113,10 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
         return decide(type, "w", "a2", "KS 2021-09-28 § 270", "Enligt förslag");
     case LEDGER_REQUEST_WITHDRAWN:
         return withdraw("w", "a2", "Fel belopp");
+    case LEDGER_ALLOCATION_REDUCTION_REQUESTED:
+        return reduce("w", "a1", 100, "Verksamheten startar 2022");
+    case LEDGER_AVROP_REVERSAL_REQUESTED:
+        return reverse("w", "v2", 50, "Felaktigt avrop");
     }
     cr_assert_fail("no witness for type %d", (int)type);
     return grant("w", "KS", 2022, 100, "Ram", "");
@@ -2091,6 +2135,8 @@ static const char *const given_fields[][GIVEN_FIELDS_MAX] = {
     [LEDGER_DECISION_APPROVED] = {"id!", "target!", GIVEN_DECISION, "reference", "note"},
     [LEDGER_DECISION_REJECTED] = {"id!", "target!", GIVEN_DECISION, "reference", "note"},
     [LEDGER_REQUEST_WITHDRAWN] = {"id!", "target!", "note"},
+    [LEDGER_ALLOCATION_REDUCTION_REQUESTED] = {"id!", "allocation!", "amount!", "reason!"},
+    [LEDGER_AVROP_REVERSAL_REQUESTED] = {"id!", "avrop!", "amount!", "reason!"},
 };
 
 /* The table gives the fields above, and requires those marked. */
@@ -2553,4 +2599,277 @@ Test(ledger, decided_by_counts_an_event_without_a_decision_by_its_day_of_entry)
     /* Not an event of a log: out of order. */
     cr_assert_eq(ledger_apply_decided(d, &old, 20210826), BUDGET_EINTERNAL);
     ledger_free(d);
-}
+
+    /* ---- corrections: reductions of allocations, reversals of avrop ----------------------------
+     */
+
+    static void expect_reductions(const char *id, int64_t reduced, int64_t reducing)
+    {
+        ledger_allocation_view v;
+        cr_assert(ledger_allocation(l, id, &v), "no allocation %s", id);
+        cr_assert_eq(v.reduced, reduced, "allocation %s reduced %" PRId64, id, v.reduced);
+        cr_assert_eq(v.reducing, reducing, "allocation %s reducing %" PRId64, id, v.reducing);
+    }
+
+    static void expect_reversals(const char *id, int64_t reversed, int64_t reversing)
+    {
+        ledger_avrop_view v;
+        cr_assert(ledger_avrop(l, id, &v), "no avrop %s", id);
+        cr_assert_eq(v.reversed, reversed, "avrop %s reversed %" PRId64, id, v.reversed);
+        cr_assert_eq(v.reversing, reversing, "avrop %s reversing %" PRId64, id, v.reversing);
+    }
+
+    /* small_state, and on a1 (0.4 mkr): v1 of 100 tkr called off, v2 of 50 tkr pending. */
+    static void corrections_state(void)
+    {
+        small_state();
+        OK_AS(UID_SON, avrop("v1", "a1", 10000000, "Hösten"));
+        OK_AS(UID_DECIDER, approve("v1-ok", "v1"));
+        OK_AS(UID_SON, avrop("v2", "a1", 5000000, "Vintern"));
+    }
+
+    Test(ledger, a_reduction_takes_at_most_what_is_not_called_off_pending_or_being_reduced)
+    {
+        corrections_state();
+        OK(reduce("r1", "a1", 3000000, "Mindre behov"));
+        /* 40 000 000 - 10 000 000 called off - 5 000 000 pending - 3 000 000 being reduced */
+        FAILS(reduce("r2", "a1", 22000001, "Resten"), BUDGET_EINSUFFICIENT_FUNDS);
+        cr_assert(strstr(err.message, "at most 220 000,00 kr, not 220 000,01 kr") != NULL, "%s",
+                  err.message);
+        cr_assert(strstr(err.message, "100 000,00 kr is called off") != NULL, "%s", err.message);
+        cr_assert(strstr(err.message, "30 000,00 kr pending reductions") != NULL, "%s",
+                  err.message);
+        OK(reduce("r2", "a1", 22000000, "Resten"));
+        expect_reductions("a1", 0, 25000000);
+        expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 0);
+        /* A pending reduction is reserved: no avrop can take the same krona. */
+        FAILS_AS(UID_SON, avrop("v3", "a1", 1, ""), BUDGET_EINSUFFICIENT_FUNDS);
+        FAILS(reduce("r3", "a1", 1, "En krona till"), BUDGET_EINSUFFICIENT_FUNDS);
+        /* Nothing moved until a decision: the frame still counts it allocated. */
+        expect_frame("f1", 100000000, 40000000, 0, 10000000);
+    }
+
+    Test(ledger, an_approved_reduction_returns_the_money_to_the_frame)
+    {
+        corrections_state();
+        OK(reduce("r1", "a1", 20000000, "Mindre behov"));
+        FAILS(approve("r1-ok", "r1"), BUDGET_EFORBIDDEN); /* four-eyes: not by its requester */
+        cr_assert(strstr(err.message, "four-eyes") != NULL, "%s", err.message);
+        OK_AS(UID_DECIDER, approve("r1-ok", "r1"));
+        cr_assert_eq(last_ev.target_kind, LEDGER_KIND_REDUCTION);
+        cr_assert_eq(last_ev.amount, 20000000);
+        cr_assert_str_eq(last_ev.unit, "SON");
+        expect_allocation("a1", LEDGER_APPROVED, 20000000, 10000000, 5000000, 5000000);
+        expect_reductions("a1", 20000000, 0);
+        expect_frame("f1", 100000000, 20000000, 0, 10000000);
+        expect_unit("SON", 2021, 0, 20000000, 10000000, 5000000);
+        /* The frame's room is back: it can be allocated again, or lowered by an adjustment. */
+        OK(adjust("j1", "f1", -80000000, "Neddragning", ""));
+        expect_frame("f1", 20000000, 20000000, 0, 10000000);
+        FAILS_AS(UID_DECIDER, approve("r1-again", "r1"), BUDGET_EINVALID_STATE);
+    }
+
+    Test(ledger, a_reduction_needs_an_approved_allocation)
+    {
+        small_state();
+        OK(propose("a2", "f1", "KFN", 1000, "Bibliotek"));
+        FAILS(reduce("r1", "a2", 100, "x"), BUDGET_EINVALID_STATE);
+        FAILS(reduce("r1", "nope", 100, "x"), BUDGET_ENOT_FOUND);
+        FAILS(reduce("r1", "f1", 100, "x"), BUDGET_ENOT_FOUND);
+        FAILS(reduce("r1", "a1", 0, "x"), BUDGET_EBAD_REQUEST);
+        FAILS(reduce("r1", "a1", 100, ""), BUDGET_EBAD_REQUEST);
+        /* The whole of an untouched allocation may go. */
+        OK(reduce("r1", "a1", 40000000, "Utgår"));
+        OK_AS(UID_DECIDER, approve("r1-ok", "r1"));
+        expect_allocation("a1", LEDGER_APPROVED, 0, 0, 0, 0);
+        expect_frame("f1", 100000000, 0, 1000, 0);
+    }
+
+    Test(ledger, rejected_or_withdrawn_reductions_release_their_reservation)
+    {
+        corrections_state();
+        OK(reduce("r1", "a1", 25000000, "Allt"));
+        FAILS_AS(UID_SON, withdraw("r1-w", "r1", ""), BUDGET_EFORBIDDEN); /* only its requester */
+        OK(withdraw("r1-w", "r1", "Fel"));
+        cr_assert_eq(last_ev.target_kind, LEDGER_KIND_REDUCTION);
+        expect_reductions("a1", 0, 0);
+        FAILS_AS(UID_DECIDER, approve("r1-ok", "r1"), BUDGET_EINVALID_STATE);
+        OK(reduce("r2", "a1", 25000000, "Allt"));
+        OK_AS(UID_DECIDER, reject("r2-no", "r2"));
+        expect_reductions("a1", 0, 0);
+        expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 25000000);
+        expect_frame("f1", 100000000, 40000000, 0, 10000000);
+    }
+
+    Test(ledger, a_reversal_takes_at_most_what_is_left_of_the_avrop)
+    {
+        corrections_state();
+        FAILS(reverse("x1", "v2", 100, "Pending"), BUDGET_EINVALID_STATE);
+        FAILS(reverse("x1", "a1", 100, "Not an avrop"), BUDGET_ENOT_FOUND);
+        OK(reverse("x1", "v1", 6000000, "Fel konto"));
+        cr_assert_str_eq(last_ev.allocation, "a1");
+        cr_assert_str_eq(last_ev.frame, "f1");
+        cr_assert_str_eq(last_ev.unit, "SON");
+        FAILS(reverse("x2", "v1", 4000001, "Resten"), BUDGET_EINSUFFICIENT_FUNDS);
+        cr_assert(strstr(err.message, "at most 40 000,00 kr, not 40 000,01 kr") != NULL, "%s",
+                  err.message);
+        OK(reverse("x2", "v1", 4000000, "Resten"));
+        expect_reversals("v1", 0, 10000000);
+        /* Nothing returns before a decision. */
+        expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 25000000);
+        FAILS(approve("x1-ok", "x1"), BUDGET_EFORBIDDEN); /* four-eyes */
+        OK_AS(UID_DECIDER, approve("x1-ok", "x1"));
+        cr_assert_eq(last_ev.target_kind, LEDGER_KIND_REVERSAL);
+        cr_assert_eq(last_ev.amount, 6000000);
+        expect_reversals("v1", 6000000, 4000000);
+        expect_allocation("a1", LEDGER_APPROVED, 40000000, 4000000, 5000000, 31000000);
+        expect_frame("f1", 100000000, 40000000, 0, 4000000);
+        expect_unit("SON", 2021, 0, 40000000, 4000000, 5000000);
+        OK_AS(UID_DECIDER, approve("x2-ok", "x2"));
+        expect_reversals("v1", 10000000, 0);
+        expect_avrop("v1", LEDGER_APPROVED, 10000000);
+        expect_allocation("a1", LEDGER_APPROVED, 40000000, 0, 5000000, 35000000);
+        FAILS(reverse("x3", "v1", 1, "Ingenting kvar"), BUDGET_EINSUFFICIENT_FUNDS);
+    }
+
+    Test(ledger, withdrawn_or_rejected_reversals_leave_the_avrop_called_off)
+    {
+        corrections_state();
+        OK(reverse("x1", "v1", 10000000, "Allt"));
+        FAILS_AS(UID_DECIDER, withdraw("x1-w", "x1", ""), BUDGET_EFORBIDDEN);
+        OK(withdraw("x1-w", "x1", ""));
+        expect_reversals("v1", 0, 0);
+        OK(reverse("x2", "v1", 10000000, "Allt"));
+        OK_AS(UID_DECIDER, reject("x2-no", "x2"));
+        expect_reversals("v1", 0, 0);
+        expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 25000000);
+        expect_frame("f1", 100000000, 40000000, 0, 10000000);
+    }
+
+    Test(ledger, corrections_are_checked_again_against_the_state_at_approval)
+    {
+        corrections_state();
+        OK(reduce("r1", "a1", 25000000, "Det som är kvar"));
+        /* Between request and approval: the pending avrop is approved, part of v1 reversed. */
+        OK_AS(UID_DECIDER, approve("v2-ok", "v2"));
+        OK(reverse("x1", "v1", 2000000, "Fel"));
+        OK_AS(UID_DECIDER, approve("x1-ok", "x1"));
+        expect_allocation("a1", LEDGER_APPROVED, 40000000, 13000000, 0, 2000000);
+        OK_AS(UID_DECIDER, approve("r1-ok", "r1"));
+        expect_allocation("a1", LEDGER_APPROVED, 15000000, 13000000, 0, 2000000);
+        expect_frame("f1", 100000000, 15000000, 0, 13000000);
+        /* What is left after the reversal may be taken too: the allocation ends fully called off.
+         */
+        OK(reduce("r2", "a1", 2000000, "Resten"));
+        OK_AS(UID_DECIDER, approve("r2-ok", "r2"));
+        expect_allocation("a1", LEDGER_APPROVED, 13000000, 13000000, 0, 0);
+        expect_reductions("a1", 27000000, 0);
+    }
+
+    Test(ledger, corrections_replay_to_the_same_balances)
+    {
+        ledger_event log[64];
+        size_t n = 0;
+#define LOG(uid, c)                                                                                \
+    do {                                                                                           \
+        OK_AS(uid, c);                                                                             \
+        log[n++] = last_ev;                                                                        \
+    } while (0)
+        LOG(UID_KS, grant("f1", "KS", 2021, 300000000, "Ram", "KS § 241"));
+        LOG(UID_KS, propose("a1", "f1", "SON", 100000000, "X"));
+        LOG(UID_DECIDER, approve("d1", "a1"));
+        LOG(UID_SON, avrop("v1", "a1", 60000000, "n"));
+        LOG(UID_DECIDER, approve("d2", "v1"));
+        LOG(UID_KS, reduce("r1", "a1", 30000000, "Mindre"));
+        LOG(UID_KS, reduce("r2", "a1", 1000000, "Mindre"));
+        LOG(UID_SON, reverse("x1", "v1", 20000000, "Fel"));
+        LOG(UID_SON, reverse("x2", "v1", 100, "Fel"));
+        LOG(UID_DECIDER, approve("r1-ok", "r1"));
+        LOG(UID_KS, withdraw("r2-w", "r2", ""));
+        LOG(UID_DECIDER, approve("x1-ok", "x1"));
+        LOG(UID_DECIDER, reject("x2-no", "x2"));
+        LOG(UID_KS, intended(grant("f2", "KS", 2021, 300000000, "Ram", "KS § 241")));
+#undef LOG
+        ledger *r = ledger_new();
+        for (size_t i = 0; i < n; i++) {
+            uint8_t bytes[EVENT_BYTES_MAX];
+            int size = event_encode(&log[i], (const uint8_t[BUDGET_HASH_BYTES]){0}, bytes,
+                                    sizeof bytes, NULL);
+            cr_assert_gt(size, 0);
+            ledger_event back;
+            cr_assert_eq(event_decode(bytes, (size_t)size, &back), 0, "event %zu", i);
+            cr_assert_eq(ledger_apply(r, &back), 0, "event %zu", i);
+        }
+        char *a = snapshot(l), *b = snapshot(r);
+        cr_assert_str_eq(a, b);
+        free(a);
+        free(b);
+        ledger_free(r);
+        expect_allocation("a1", LEDGER_APPROVED, 70000000, 40000000, 0, 30000000);
+        expect_frame("f1", 300000000, 70000000, 0, 40000000);
+    }
+
+    Test(ledger, four_eyes_holds_for_corrections_on_replay)
+    {
+        corrections_state();
+        OK(reduce("r1", "a1", 1000, "x"));
+        OK(reverse("x1", "v1", 1000, "x"));
+        for (int k = 0; k < 2; k++) {
+            ledger_cmd c = approve("d", k == 0 ? "r1" : "x1");
+            ledger_actor a = actor(UID_DECIDER);
+            ledger_event ev;
+            cr_assert_eq(ledger_check(l, &c, &a, &ev, NULL, &err), 0, "%s", err.message);
+            ev.actor.uid = UID_KS; /* forged: by the requester */
+            ev.seq = seq + 1;
+            cr_assert_eq(ledger_apply(l, &ev), BUDGET_EINTERNAL);
+        }
+    }
+
+    /* ---- duplicate grants ----------------------------------------------------------------------
+     */
+
+    Test(ledger, a_grant_like_an_existing_frame_is_refused_unless_intended)
+    {
+        OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
+        FAILS(grant("f2", "KS", 2021, 300000000, "Annan titel", "KS 2021-08-24 § 241"),
+              BUDGET_ECONFLICT);
+        cr_assert(strstr(err.message, "frame f1") != NULL, "%s", err.message);
+        cr_assert(strstr(err.message, "3 000 000,00 kr") != NULL, "%s", err.message);
+        cr_assert(strstr(err.message, "intended") != NULL, "%s", err.message);
+        /* Any of unit, year, amount or decision differing makes it another grant. */
+        OK(grant("f3", "SON", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
+        OK(grant("f4", "KS", 2022, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
+        OK(grant("f5", "KS", 2021, 300000001, "Trygghet", "KS 2021-08-24 § 241"));
+        OK(grant("f6", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 242"));
+        OK(grant("f7", "KS", 2021, 300000000, "Trygghet", ""));
+        FAILS(grant("f8", "KS", 2021, 300000000, "Trygghet", ""), BUDGET_ECONFLICT);
+        cr_assert(strstr(err.message, "frame f7") != NULL, "%s", err.message);
+        /* An adjusted frame is still compared by the amount it was granted. */
+        OK(adjust("j1", "f1", 100, "Tillägg", ""));
+        FAILS(grant("f2", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"),
+              BUDGET_ECONFLICT);
+        OK(intended(grant("f2", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241")));
+        expect_frame("f2", 300000000, 0, 0, 0);
+        /* The intended flag is the command's, not the event's. */
+        cr_assert_not(last_ev.intended);
+    }
+
+    Test(ledger, a_retry_of_a_grant_is_not_a_duplicate)
+    {
+        OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
+        uint64_t first = seq;
+        cr_assert_eq(submit(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241")),
+                     1);
+        cr_assert_eq(existing_seq, first);
+    }
+
+    Test(ledger, duplicate_grants_in_a_log_still_replay)
+    {
+        OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS § 241"));
+        ledger_event dup = last_ev;
+        PUT(dup.id, "f2");
+        dup.seq = ++seq;
+        cr_assert_eq(ledger_apply(l, &dup), 0); /* as a log written before the rule holds it */
+        expect_frame("f2", 300000000, 0, 0, 0);
+        expect_unit("KS", 2021, 600000000, 0, 0, 0);
+    }

@@ -383,7 +383,8 @@ Test(subscribe, watch_prints_events_live_and_resumes_from_a_seq)
 
 /* ---- the Python example ------------------------------------------------------------------ */
 
-/* A ledger with several units and years, rejections, withdrawals and pending avrop. */
+/* A ledger with several units and years, rejections, withdrawals, pending avrop, and
+ * reductions and reversals approved, pending and rejected. */
 static uint64_t python_scenario(void)
 {
     static const char *const steps[][16] = {
@@ -414,6 +415,13 @@ static uint64_t python_scenario(void)
         {"approve", "--decision", E2E_DECISION, "av4", NULL},
         {"adjust", "--decision", E2E_DECISION, "ks22", "--delta", "-200 tkr", "--reason",
          "Omprioritering", NULL},
+        {"reduce", "son21", "100 tkr", "--reason", "Mindre behov", "--id", "red1", NULL},
+        {"approve", "--decision", E2E_DECISION, "red1", NULL},
+        {"reduce", "son22", "50 tkr", "--reason", "Väntar", "--id", "red2", NULL},
+        {"reverse", "av1", "50 tkr", "--reason", "Fel konto", "--id", "rev1", NULL},
+        {"approve", "--decision", E2E_DECISION, "rev1", NULL},
+        {"reverse", "av4", "--reason", "Fel konto", "--id", "rev2", NULL},
+        {"reject", "--decision", E2E_DECISION, "rev2", NULL},
     };
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         e2e_ctl_result r;
