@@ -1806,7 +1806,7 @@ static bool rests_on_decision(ledger_type t)
  */
 static int decided_refs(const ledger *l, const ledger_event *ev, refs *r)
 {
-    *r = (refs){NONE, NONE, NONE, NONE, 0, 0, 0};
+    *r = (refs){.frame = NONE, .allocation = NONE, .avrop = NONE, .correction = NONE, .unit = NONE};
     uint32_t i;
     switch (ev->type) {
     case LEDGER_FRAME_GRANTED:

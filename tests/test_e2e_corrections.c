@@ -40,9 +40,28 @@ static void stop_cleanly(void)
 #define ARGV(...) ((const char *const[]){__VA_ARGS__})
 #define ARGC(...) ((int)(sizeof(ARGV(__VA_ARGS__)) / sizeof(const char *)))
 
-/* Runs budgetctl as this process's uid (`other` false) or as the second identity. */
-static int ctl_argv(bool other, e2e_ctl_result *r, int argc, const char *const *argv)
+/* The writes that rest on a decision: each is given E2E_DECISION, these tests being about
+ * what corrections do, not about decisions. */
+static bool rests_on_decision(const char *cmd)
 {
+    static const char *const decided[] = {"grant", "adjust", "approve", "reject"};
+    for (size_t i = 0; i < sizeof(decided) / sizeof(decided[0]); i++)
+        if (strcmp(cmd, decided[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Runs budgetctl as this process's uid (`other` false) or as the second identity. */
+static int ctl_argv(bool other, e2e_ctl_result *r, int argc, const char *const *given)
+{
+    const char *argv[48];
+    e2e_assert(argc > 0 && argc + 2 <= 48, "too many arguments");
+    for (int i = 0; i < argc; i++)
+        argv[i] = given[i];
+    if (rests_on_decision(argv[0])) {
+        argv[argc++] = "--decision";
+        argv[argc++] = E2E_DECISION;
+    }
     int rc =
         other ? e2e_ctl_argv_as(&bd, &e2e_other, r, argc, argv) : e2e_ctl_argv(&bd, r, argc, argv);
     e2e_assert(rc == 0, "budgetctl %s could not be run", argv[0]);

@@ -2481,7 +2481,7 @@ Test(ledger, a_logged_event_with_part_of_a_decision_does_not_apply)
     ledger_event ev;
     ledger_actor a = actor(UID_KS);
     cr_assert_eq(ledger_check(l, &(ledger_cmd){0}, &a, &ev, NULL, &err), BUDGET_EBAD_REQUEST);
-    ledger_cmd c = grant("f2", "KS", 2021, 3000, "Ram", "");
+    ledger_cmd c = grant("f2", "KS", 2021, 2000, "Ram", "");
     cr_assert_eq(ledger_check(l, &c, &a, &ev, NULL, &err), 0, "%s", err.message);
     ledger_event partial = ev;
     partial.decision_date = 0;
@@ -2599,277 +2599,274 @@ Test(ledger, decided_by_counts_an_event_without_a_decision_by_its_day_of_entry)
     /* Not an event of a log: out of order. */
     cr_assert_eq(ledger_apply_decided(d, &old, 20210826), BUDGET_EINTERNAL);
     ledger_free(d);
+}
 
-    /* ---- corrections: reductions of allocations, reversals of avrop ----------------------------
+/* ---- corrections: reductions of allocations, reversals of avrop ------------------------ */
+
+static void expect_reductions(const char *id, int64_t reduced, int64_t reducing)
+{
+    ledger_allocation_view v;
+    cr_assert(ledger_allocation(l, id, &v), "no allocation %s", id);
+    cr_assert_eq(v.reduced, reduced, "allocation %s reduced %" PRId64, id, v.reduced);
+    cr_assert_eq(v.reducing, reducing, "allocation %s reducing %" PRId64, id, v.reducing);
+}
+
+static void expect_reversals(const char *id, int64_t reversed, int64_t reversing)
+{
+    ledger_avrop_view v;
+    cr_assert(ledger_avrop(l, id, &v), "no avrop %s", id);
+    cr_assert_eq(v.reversed, reversed, "avrop %s reversed %" PRId64, id, v.reversed);
+    cr_assert_eq(v.reversing, reversing, "avrop %s reversing %" PRId64, id, v.reversing);
+}
+
+/* small_state, and on a1 (0.4 mkr): v1 of 100 tkr called off, v2 of 50 tkr pending. */
+static void corrections_state(void)
+{
+    small_state();
+    OK_AS(UID_SON, avrop("v1", "a1", 10000000, "Hösten"));
+    OK_AS(UID_DECIDER, approve("v1-ok", "v1"));
+    OK_AS(UID_SON, avrop("v2", "a1", 5000000, "Vintern"));
+}
+
+Test(ledger, a_reduction_takes_at_most_what_is_not_called_off_pending_or_being_reduced)
+{
+    corrections_state();
+    OK(reduce("r1", "a1", 3000000, "Mindre behov"));
+    /* 40 000 000 - 10 000 000 called off - 5 000 000 pending - 3 000 000 being reduced */
+    FAILS(reduce("r2", "a1", 22000001, "Resten"), BUDGET_EINSUFFICIENT_FUNDS);
+    cr_assert(strstr(err.message, "at most 220 000,00 kr, not 220 000,01 kr") != NULL, "%s",
+              err.message);
+    cr_assert(strstr(err.message, "100 000,00 kr is called off") != NULL, "%s", err.message);
+    cr_assert(strstr(err.message, "30 000,00 kr pending reductions") != NULL, "%s", err.message);
+    OK(reduce("r2", "a1", 22000000, "Resten"));
+    expect_reductions("a1", 0, 25000000);
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 0);
+    /* A pending reduction is reserved: no avrop can take the same krona. */
+    FAILS_AS(UID_SON, avrop("v3", "a1", 1, ""), BUDGET_EINSUFFICIENT_FUNDS);
+    FAILS(reduce("r3", "a1", 1, "En krona till"), BUDGET_EINSUFFICIENT_FUNDS);
+    /* Nothing moved until a decision: the frame still counts it allocated. */
+    expect_frame("f1", 100000000, 40000000, 0, 10000000);
+}
+
+Test(ledger, an_approved_reduction_returns_the_money_to_the_frame)
+{
+    corrections_state();
+    OK(reduce("r1", "a1", 20000000, "Mindre behov"));
+    FAILS(approve("r1-ok", "r1"), BUDGET_EFORBIDDEN); /* four-eyes: not by its requester */
+    cr_assert(strstr(err.message, "four-eyes") != NULL, "%s", err.message);
+    OK_AS(UID_DECIDER, approve("r1-ok", "r1"));
+    cr_assert_eq(last_ev.target_kind, LEDGER_KIND_REDUCTION);
+    cr_assert_eq(last_ev.amount, 20000000);
+    cr_assert_str_eq(last_ev.unit, "SON");
+    expect_allocation("a1", LEDGER_APPROVED, 20000000, 10000000, 5000000, 5000000);
+    expect_reductions("a1", 20000000, 0);
+    expect_frame("f1", 100000000, 20000000, 0, 10000000);
+    expect_unit("SON", 2021, 0, 20000000, 10000000, 5000000);
+    /* The frame's room is back: it can be allocated again, or lowered by an adjustment. */
+    OK(adjust("j1", "f1", -80000000, "Neddragning", ""));
+    expect_frame("f1", 20000000, 20000000, 0, 10000000);
+    FAILS_AS(UID_DECIDER, approve("r1-again", "r1"), BUDGET_EINVALID_STATE);
+}
+
+Test(ledger, a_reduction_needs_an_approved_allocation)
+{
+    small_state();
+    OK(propose("a2", "f1", "KFN", 1000, "Bibliotek"));
+    FAILS(reduce("r1", "a2", 100, "x"), BUDGET_EINVALID_STATE);
+    FAILS(reduce("r1", "nope", 100, "x"), BUDGET_ENOT_FOUND);
+    FAILS(reduce("r1", "f1", 100, "x"), BUDGET_ENOT_FOUND);
+    FAILS(reduce("r1", "a1", 0, "x"), BUDGET_EBAD_REQUEST);
+    FAILS(reduce("r1", "a1", 100, ""), BUDGET_EBAD_REQUEST);
+    /* The whole of an untouched allocation may go. */
+    OK(reduce("r1", "a1", 40000000, "Utgår"));
+    OK_AS(UID_DECIDER, approve("r1-ok", "r1"));
+    expect_allocation("a1", LEDGER_APPROVED, 0, 0, 0, 0);
+    expect_frame("f1", 100000000, 0, 1000, 0);
+}
+
+Test(ledger, rejected_or_withdrawn_reductions_release_their_reservation)
+{
+    corrections_state();
+    OK(reduce("r1", "a1", 25000000, "Allt"));
+    FAILS_AS(UID_SON, withdraw("r1-w", "r1", ""), BUDGET_EFORBIDDEN); /* only its requester */
+    OK(withdraw("r1-w", "r1", "Fel"));
+    cr_assert_eq(last_ev.target_kind, LEDGER_KIND_REDUCTION);
+    expect_reductions("a1", 0, 0);
+    FAILS_AS(UID_DECIDER, approve("r1-ok", "r1"), BUDGET_EINVALID_STATE);
+    OK(reduce("r2", "a1", 25000000, "Allt"));
+    OK_AS(UID_DECIDER, reject("r2-no", "r2"));
+    expect_reductions("a1", 0, 0);
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 25000000);
+    expect_frame("f1", 100000000, 40000000, 0, 10000000);
+}
+
+Test(ledger, a_reversal_takes_at_most_what_is_left_of_the_avrop)
+{
+    corrections_state();
+    FAILS(reverse("x1", "v2", 100, "Pending"), BUDGET_EINVALID_STATE);
+    FAILS(reverse("x1", "a1", 100, "Not an avrop"), BUDGET_ENOT_FOUND);
+    OK(reverse("x1", "v1", 6000000, "Fel konto"));
+    cr_assert_str_eq(last_ev.allocation, "a1");
+    cr_assert_str_eq(last_ev.frame, "f1");
+    cr_assert_str_eq(last_ev.unit, "SON");
+    FAILS(reverse("x2", "v1", 4000001, "Resten"), BUDGET_EINSUFFICIENT_FUNDS);
+    cr_assert(strstr(err.message, "at most 40 000,00 kr, not 40 000,01 kr") != NULL, "%s",
+              err.message);
+    OK(reverse("x2", "v1", 4000000, "Resten"));
+    expect_reversals("v1", 0, 10000000);
+    /* Nothing returns before a decision. */
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 25000000);
+    FAILS(approve("x1-ok", "x1"), BUDGET_EFORBIDDEN); /* four-eyes */
+    OK_AS(UID_DECIDER, approve("x1-ok", "x1"));
+    cr_assert_eq(last_ev.target_kind, LEDGER_KIND_REVERSAL);
+    cr_assert_eq(last_ev.amount, 6000000);
+    expect_reversals("v1", 6000000, 4000000);
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 4000000, 5000000, 31000000);
+    expect_frame("f1", 100000000, 40000000, 0, 4000000);
+    expect_unit("SON", 2021, 0, 40000000, 4000000, 5000000);
+    OK_AS(UID_DECIDER, approve("x2-ok", "x2"));
+    expect_reversals("v1", 10000000, 0);
+    expect_avrop("v1", LEDGER_APPROVED, 10000000);
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 0, 5000000, 35000000);
+    FAILS(reverse("x3", "v1", 1, "Ingenting kvar"), BUDGET_EINSUFFICIENT_FUNDS);
+}
+
+Test(ledger, withdrawn_or_rejected_reversals_leave_the_avrop_called_off)
+{
+    corrections_state();
+    OK(reverse("x1", "v1", 10000000, "Allt"));
+    FAILS_AS(UID_DECIDER, withdraw("x1-w", "x1", ""), BUDGET_EFORBIDDEN);
+    OK(withdraw("x1-w", "x1", ""));
+    expect_reversals("v1", 0, 0);
+    OK(reverse("x2", "v1", 10000000, "Allt"));
+    OK_AS(UID_DECIDER, reject("x2-no", "x2"));
+    expect_reversals("v1", 0, 0);
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 25000000);
+    expect_frame("f1", 100000000, 40000000, 0, 10000000);
+}
+
+Test(ledger, corrections_are_checked_again_against_the_state_at_approval)
+{
+    corrections_state();
+    OK(reduce("r1", "a1", 25000000, "Det som är kvar"));
+    /* Between request and approval: the pending avrop is approved, part of v1 reversed. */
+    OK_AS(UID_DECIDER, approve("v2-ok", "v2"));
+    OK(reverse("x1", "v1", 2000000, "Fel"));
+    OK_AS(UID_DECIDER, approve("x1-ok", "x1"));
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 13000000, 0, 2000000);
+    OK_AS(UID_DECIDER, approve("r1-ok", "r1"));
+    expect_allocation("a1", LEDGER_APPROVED, 15000000, 13000000, 0, 2000000);
+    expect_frame("f1", 100000000, 15000000, 0, 13000000);
+    /* What is left after the reversal may be taken too: the allocation ends fully called off.
      */
+    OK(reduce("r2", "a1", 2000000, "Resten"));
+    OK_AS(UID_DECIDER, approve("r2-ok", "r2"));
+    expect_allocation("a1", LEDGER_APPROVED, 13000000, 13000000, 0, 0);
+    expect_reductions("a1", 27000000, 0);
+}
 
-    static void expect_reductions(const char *id, int64_t reduced, int64_t reducing)
-    {
-        ledger_allocation_view v;
-        cr_assert(ledger_allocation(l, id, &v), "no allocation %s", id);
-        cr_assert_eq(v.reduced, reduced, "allocation %s reduced %" PRId64, id, v.reduced);
-        cr_assert_eq(v.reducing, reducing, "allocation %s reducing %" PRId64, id, v.reducing);
-    }
-
-    static void expect_reversals(const char *id, int64_t reversed, int64_t reversing)
-    {
-        ledger_avrop_view v;
-        cr_assert(ledger_avrop(l, id, &v), "no avrop %s", id);
-        cr_assert_eq(v.reversed, reversed, "avrop %s reversed %" PRId64, id, v.reversed);
-        cr_assert_eq(v.reversing, reversing, "avrop %s reversing %" PRId64, id, v.reversing);
-    }
-
-    /* small_state, and on a1 (0.4 mkr): v1 of 100 tkr called off, v2 of 50 tkr pending. */
-    static void corrections_state(void)
-    {
-        small_state();
-        OK_AS(UID_SON, avrop("v1", "a1", 10000000, "Hösten"));
-        OK_AS(UID_DECIDER, approve("v1-ok", "v1"));
-        OK_AS(UID_SON, avrop("v2", "a1", 5000000, "Vintern"));
-    }
-
-    Test(ledger, a_reduction_takes_at_most_what_is_not_called_off_pending_or_being_reduced)
-    {
-        corrections_state();
-        OK(reduce("r1", "a1", 3000000, "Mindre behov"));
-        /* 40 000 000 - 10 000 000 called off - 5 000 000 pending - 3 000 000 being reduced */
-        FAILS(reduce("r2", "a1", 22000001, "Resten"), BUDGET_EINSUFFICIENT_FUNDS);
-        cr_assert(strstr(err.message, "at most 220 000,00 kr, not 220 000,01 kr") != NULL, "%s",
-                  err.message);
-        cr_assert(strstr(err.message, "100 000,00 kr is called off") != NULL, "%s", err.message);
-        cr_assert(strstr(err.message, "30 000,00 kr pending reductions") != NULL, "%s",
-                  err.message);
-        OK(reduce("r2", "a1", 22000000, "Resten"));
-        expect_reductions("a1", 0, 25000000);
-        expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 0);
-        /* A pending reduction is reserved: no avrop can take the same krona. */
-        FAILS_AS(UID_SON, avrop("v3", "a1", 1, ""), BUDGET_EINSUFFICIENT_FUNDS);
-        FAILS(reduce("r3", "a1", 1, "En krona till"), BUDGET_EINSUFFICIENT_FUNDS);
-        /* Nothing moved until a decision: the frame still counts it allocated. */
-        expect_frame("f1", 100000000, 40000000, 0, 10000000);
-    }
-
-    Test(ledger, an_approved_reduction_returns_the_money_to_the_frame)
-    {
-        corrections_state();
-        OK(reduce("r1", "a1", 20000000, "Mindre behov"));
-        FAILS(approve("r1-ok", "r1"), BUDGET_EFORBIDDEN); /* four-eyes: not by its requester */
-        cr_assert(strstr(err.message, "four-eyes") != NULL, "%s", err.message);
-        OK_AS(UID_DECIDER, approve("r1-ok", "r1"));
-        cr_assert_eq(last_ev.target_kind, LEDGER_KIND_REDUCTION);
-        cr_assert_eq(last_ev.amount, 20000000);
-        cr_assert_str_eq(last_ev.unit, "SON");
-        expect_allocation("a1", LEDGER_APPROVED, 20000000, 10000000, 5000000, 5000000);
-        expect_reductions("a1", 20000000, 0);
-        expect_frame("f1", 100000000, 20000000, 0, 10000000);
-        expect_unit("SON", 2021, 0, 20000000, 10000000, 5000000);
-        /* The frame's room is back: it can be allocated again, or lowered by an adjustment. */
-        OK(adjust("j1", "f1", -80000000, "Neddragning", ""));
-        expect_frame("f1", 20000000, 20000000, 0, 10000000);
-        FAILS_AS(UID_DECIDER, approve("r1-again", "r1"), BUDGET_EINVALID_STATE);
-    }
-
-    Test(ledger, a_reduction_needs_an_approved_allocation)
-    {
-        small_state();
-        OK(propose("a2", "f1", "KFN", 1000, "Bibliotek"));
-        FAILS(reduce("r1", "a2", 100, "x"), BUDGET_EINVALID_STATE);
-        FAILS(reduce("r1", "nope", 100, "x"), BUDGET_ENOT_FOUND);
-        FAILS(reduce("r1", "f1", 100, "x"), BUDGET_ENOT_FOUND);
-        FAILS(reduce("r1", "a1", 0, "x"), BUDGET_EBAD_REQUEST);
-        FAILS(reduce("r1", "a1", 100, ""), BUDGET_EBAD_REQUEST);
-        /* The whole of an untouched allocation may go. */
-        OK(reduce("r1", "a1", 40000000, "Utgår"));
-        OK_AS(UID_DECIDER, approve("r1-ok", "r1"));
-        expect_allocation("a1", LEDGER_APPROVED, 0, 0, 0, 0);
-        expect_frame("f1", 100000000, 0, 1000, 0);
-    }
-
-    Test(ledger, rejected_or_withdrawn_reductions_release_their_reservation)
-    {
-        corrections_state();
-        OK(reduce("r1", "a1", 25000000, "Allt"));
-        FAILS_AS(UID_SON, withdraw("r1-w", "r1", ""), BUDGET_EFORBIDDEN); /* only its requester */
-        OK(withdraw("r1-w", "r1", "Fel"));
-        cr_assert_eq(last_ev.target_kind, LEDGER_KIND_REDUCTION);
-        expect_reductions("a1", 0, 0);
-        FAILS_AS(UID_DECIDER, approve("r1-ok", "r1"), BUDGET_EINVALID_STATE);
-        OK(reduce("r2", "a1", 25000000, "Allt"));
-        OK_AS(UID_DECIDER, reject("r2-no", "r2"));
-        expect_reductions("a1", 0, 0);
-        expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 25000000);
-        expect_frame("f1", 100000000, 40000000, 0, 10000000);
-    }
-
-    Test(ledger, a_reversal_takes_at_most_what_is_left_of_the_avrop)
-    {
-        corrections_state();
-        FAILS(reverse("x1", "v2", 100, "Pending"), BUDGET_EINVALID_STATE);
-        FAILS(reverse("x1", "a1", 100, "Not an avrop"), BUDGET_ENOT_FOUND);
-        OK(reverse("x1", "v1", 6000000, "Fel konto"));
-        cr_assert_str_eq(last_ev.allocation, "a1");
-        cr_assert_str_eq(last_ev.frame, "f1");
-        cr_assert_str_eq(last_ev.unit, "SON");
-        FAILS(reverse("x2", "v1", 4000001, "Resten"), BUDGET_EINSUFFICIENT_FUNDS);
-        cr_assert(strstr(err.message, "at most 40 000,00 kr, not 40 000,01 kr") != NULL, "%s",
-                  err.message);
-        OK(reverse("x2", "v1", 4000000, "Resten"));
-        expect_reversals("v1", 0, 10000000);
-        /* Nothing returns before a decision. */
-        expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 25000000);
-        FAILS(approve("x1-ok", "x1"), BUDGET_EFORBIDDEN); /* four-eyes */
-        OK_AS(UID_DECIDER, approve("x1-ok", "x1"));
-        cr_assert_eq(last_ev.target_kind, LEDGER_KIND_REVERSAL);
-        cr_assert_eq(last_ev.amount, 6000000);
-        expect_reversals("v1", 6000000, 4000000);
-        expect_allocation("a1", LEDGER_APPROVED, 40000000, 4000000, 5000000, 31000000);
-        expect_frame("f1", 100000000, 40000000, 0, 4000000);
-        expect_unit("SON", 2021, 0, 40000000, 4000000, 5000000);
-        OK_AS(UID_DECIDER, approve("x2-ok", "x2"));
-        expect_reversals("v1", 10000000, 0);
-        expect_avrop("v1", LEDGER_APPROVED, 10000000);
-        expect_allocation("a1", LEDGER_APPROVED, 40000000, 0, 5000000, 35000000);
-        FAILS(reverse("x3", "v1", 1, "Ingenting kvar"), BUDGET_EINSUFFICIENT_FUNDS);
-    }
-
-    Test(ledger, withdrawn_or_rejected_reversals_leave_the_avrop_called_off)
-    {
-        corrections_state();
-        OK(reverse("x1", "v1", 10000000, "Allt"));
-        FAILS_AS(UID_DECIDER, withdraw("x1-w", "x1", ""), BUDGET_EFORBIDDEN);
-        OK(withdraw("x1-w", "x1", ""));
-        expect_reversals("v1", 0, 0);
-        OK(reverse("x2", "v1", 10000000, "Allt"));
-        OK_AS(UID_DECIDER, reject("x2-no", "x2"));
-        expect_reversals("v1", 0, 0);
-        expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 25000000);
-        expect_frame("f1", 100000000, 40000000, 0, 10000000);
-    }
-
-    Test(ledger, corrections_are_checked_again_against_the_state_at_approval)
-    {
-        corrections_state();
-        OK(reduce("r1", "a1", 25000000, "Det som är kvar"));
-        /* Between request and approval: the pending avrop is approved, part of v1 reversed. */
-        OK_AS(UID_DECIDER, approve("v2-ok", "v2"));
-        OK(reverse("x1", "v1", 2000000, "Fel"));
-        OK_AS(UID_DECIDER, approve("x1-ok", "x1"));
-        expect_allocation("a1", LEDGER_APPROVED, 40000000, 13000000, 0, 2000000);
-        OK_AS(UID_DECIDER, approve("r1-ok", "r1"));
-        expect_allocation("a1", LEDGER_APPROVED, 15000000, 13000000, 0, 2000000);
-        expect_frame("f1", 100000000, 15000000, 0, 13000000);
-        /* What is left after the reversal may be taken too: the allocation ends fully called off.
-         */
-        OK(reduce("r2", "a1", 2000000, "Resten"));
-        OK_AS(UID_DECIDER, approve("r2-ok", "r2"));
-        expect_allocation("a1", LEDGER_APPROVED, 13000000, 13000000, 0, 0);
-        expect_reductions("a1", 27000000, 0);
-    }
-
-    Test(ledger, corrections_replay_to_the_same_balances)
-    {
-        ledger_event log[64];
-        size_t n = 0;
+Test(ledger, corrections_replay_to_the_same_balances)
+{
+    ledger_event log[64];
+    size_t n = 0;
 #define LOG(uid, c)                                                                                \
     do {                                                                                           \
         OK_AS(uid, c);                                                                             \
         log[n++] = last_ev;                                                                        \
     } while (0)
-        LOG(UID_KS, grant("f1", "KS", 2021, 300000000, "Ram", "KS § 241"));
-        LOG(UID_KS, propose("a1", "f1", "SON", 100000000, "X"));
-        LOG(UID_DECIDER, approve("d1", "a1"));
-        LOG(UID_SON, avrop("v1", "a1", 60000000, "n"));
-        LOG(UID_DECIDER, approve("d2", "v1"));
-        LOG(UID_KS, reduce("r1", "a1", 30000000, "Mindre"));
-        LOG(UID_KS, reduce("r2", "a1", 1000000, "Mindre"));
-        LOG(UID_SON, reverse("x1", "v1", 20000000, "Fel"));
-        LOG(UID_SON, reverse("x2", "v1", 100, "Fel"));
-        LOG(UID_DECIDER, approve("r1-ok", "r1"));
-        LOG(UID_KS, withdraw("r2-w", "r2", ""));
-        LOG(UID_DECIDER, approve("x1-ok", "x1"));
-        LOG(UID_DECIDER, reject("x2-no", "x2"));
-        LOG(UID_KS, intended(grant("f2", "KS", 2021, 300000000, "Ram", "KS § 241")));
+    LOG(UID_KS, grant("f1", "KS", 2021, 300000000, "Ram", "KS § 241"));
+    LOG(UID_KS, propose("a1", "f1", "SON", 100000000, "X"));
+    LOG(UID_DECIDER, approve("d1", "a1"));
+    LOG(UID_SON, avrop("v1", "a1", 60000000, "n"));
+    LOG(UID_DECIDER, approve("d2", "v1"));
+    LOG(UID_KS, reduce("r1", "a1", 30000000, "Mindre"));
+    LOG(UID_KS, reduce("r2", "a1", 1000000, "Mindre"));
+    LOG(UID_SON, reverse("x1", "v1", 20000000, "Fel"));
+    LOG(UID_SON, reverse("x2", "v1", 100, "Fel"));
+    LOG(UID_DECIDER, approve("r1-ok", "r1"));
+    LOG(UID_KS, withdraw("r2-w", "r2", ""));
+    LOG(UID_DECIDER, approve("x1-ok", "x1"));
+    LOG(UID_DECIDER, reject("x2-no", "x2"));
+    LOG(UID_KS, intended(grant("f2", "KS", 2021, 300000000, "Ram", "KS § 241")));
 #undef LOG
-        ledger *r = ledger_new();
-        for (size_t i = 0; i < n; i++) {
-            uint8_t bytes[EVENT_BYTES_MAX];
-            int size = event_encode(&log[i], (const uint8_t[BUDGET_HASH_BYTES]){0}, bytes,
-                                    sizeof bytes, NULL);
-            cr_assert_gt(size, 0);
-            ledger_event back;
-            cr_assert_eq(event_decode(bytes, (size_t)size, &back), 0, "event %zu", i);
-            cr_assert_eq(ledger_apply(r, &back), 0, "event %zu", i);
-        }
-        char *a = snapshot(l), *b = snapshot(r);
-        cr_assert_str_eq(a, b);
-        free(a);
-        free(b);
-        ledger_free(r);
-        expect_allocation("a1", LEDGER_APPROVED, 70000000, 40000000, 0, 30000000);
-        expect_frame("f1", 300000000, 70000000, 0, 40000000);
+    ledger *r = ledger_new();
+    for (size_t i = 0; i < n; i++) {
+        uint8_t bytes[EVENT_BYTES_MAX];
+        int size =
+            event_encode(&log[i], (const uint8_t[BUDGET_HASH_BYTES]){0}, bytes, sizeof bytes, NULL);
+        cr_assert_gt(size, 0);
+        ledger_event back;
+        cr_assert_eq(event_decode(bytes, (size_t)size, &back), 0, "event %zu", i);
+        cr_assert_eq(ledger_apply(r, &back), 0, "event %zu", i);
     }
+    char *a = snapshot(l), *b = snapshot(r);
+    cr_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    ledger_free(r);
+    expect_allocation("a1", LEDGER_APPROVED, 70000000, 40000000, 0, 30000000);
+    expect_frame("f1", 300000000, 70000000, 0, 40000000);
+}
 
-    Test(ledger, four_eyes_holds_for_corrections_on_replay)
-    {
-        corrections_state();
-        OK(reduce("r1", "a1", 1000, "x"));
-        OK(reverse("x1", "v1", 1000, "x"));
-        for (int k = 0; k < 2; k++) {
-            ledger_cmd c = approve("d", k == 0 ? "r1" : "x1");
-            ledger_actor a = actor(UID_DECIDER);
-            ledger_event ev;
-            cr_assert_eq(ledger_check(l, &c, &a, &ev, NULL, &err), 0, "%s", err.message);
-            ev.actor.uid = UID_KS; /* forged: by the requester */
-            ev.seq = seq + 1;
-            cr_assert_eq(ledger_apply(l, &ev), BUDGET_EINTERNAL);
-        }
+Test(ledger, four_eyes_holds_for_corrections_on_replay)
+{
+    corrections_state();
+    OK(reduce("r1", "a1", 1000, "x"));
+    OK(reverse("x1", "v1", 1000, "x"));
+    for (int k = 0; k < 2; k++) {
+        ledger_cmd c = approve("d", k == 0 ? "r1" : "x1");
+        ledger_actor a = actor(UID_DECIDER);
+        ledger_event ev;
+        cr_assert_eq(ledger_check(l, &c, &a, &ev, NULL, &err), 0, "%s", err.message);
+        ev.actor.uid = UID_KS; /* forged: by the requester */
+        ev.seq = seq + 1;
+        cr_assert_eq(ledger_apply(l, &ev), BUDGET_EINTERNAL);
     }
+}
 
-    /* ---- duplicate grants ----------------------------------------------------------------------
-     */
+/* ---- duplicate grants ----------------------------------------------------------------------
+ */
 
-    Test(ledger, a_grant_like_an_existing_frame_is_refused_unless_intended)
-    {
-        OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
-        FAILS(grant("f2", "KS", 2021, 300000000, "Annan titel", "KS 2021-08-24 § 241"),
-              BUDGET_ECONFLICT);
-        cr_assert(strstr(err.message, "frame f1") != NULL, "%s", err.message);
-        cr_assert(strstr(err.message, "3 000 000,00 kr") != NULL, "%s", err.message);
-        cr_assert(strstr(err.message, "intended") != NULL, "%s", err.message);
-        /* Any of unit, year, amount or decision differing makes it another grant. */
-        OK(grant("f3", "SON", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
-        OK(grant("f4", "KS", 2022, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
-        OK(grant("f5", "KS", 2021, 300000001, "Trygghet", "KS 2021-08-24 § 241"));
-        OK(grant("f6", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 242"));
-        OK(grant("f7", "KS", 2021, 300000000, "Trygghet", ""));
-        FAILS(grant("f8", "KS", 2021, 300000000, "Trygghet", ""), BUDGET_ECONFLICT);
-        cr_assert(strstr(err.message, "frame f7") != NULL, "%s", err.message);
-        /* An adjusted frame is still compared by the amount it was granted. */
-        OK(adjust("j1", "f1", 100, "Tillägg", ""));
-        FAILS(grant("f2", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"),
-              BUDGET_ECONFLICT);
-        OK(intended(grant("f2", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241")));
-        expect_frame("f2", 300000000, 0, 0, 0);
-        /* The intended flag is the command's, not the event's. */
-        cr_assert_not(last_ev.intended);
-    }
+Test(ledger, a_grant_like_an_existing_frame_is_refused_unless_intended)
+{
+    OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
+    FAILS(grant("f2", "KS", 2021, 300000000, "Annan titel", "KS 2021-08-24 § 241"),
+          BUDGET_ECONFLICT);
+    cr_assert(strstr(err.message, "frame f1") != NULL, "%s", err.message);
+    cr_assert(strstr(err.message, "3 000 000,00 kr") != NULL, "%s", err.message);
+    cr_assert(strstr(err.message, "intended") != NULL, "%s", err.message);
+    /* Any of unit, year, amount or decision differing makes it another grant. */
+    OK(grant("f3", "SON", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
+    OK(grant("f4", "KS", 2022, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
+    OK(grant("f5", "KS", 2021, 300000001, "Trygghet", "KS 2021-08-24 § 241"));
+    OK(grant("f6", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 242"));
+    OK(grant("f7", "KS", 2021, 300000000, "Trygghet", ""));
+    FAILS(grant("f8", "KS", 2021, 300000000, "Trygghet", ""), BUDGET_ECONFLICT);
+    cr_assert(strstr(err.message, "frame f7") != NULL, "%s", err.message);
+    /* An adjusted frame is still compared by the amount it was granted. */
+    OK(adjust("j1", "f1", 100, "Tillägg", ""));
+    FAILS(grant("f2", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"), BUDGET_ECONFLICT);
+    OK(intended(grant("f2", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241")));
+    expect_frame("f2", 300000000, 0, 0, 0);
+    /* The intended flag is the command's, not the event's. */
+    cr_assert_not(last_ev.intended);
+}
 
-    Test(ledger, a_retry_of_a_grant_is_not_a_duplicate)
-    {
-        OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
-        uint64_t first = seq;
-        cr_assert_eq(submit(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241")),
-                     1);
-        cr_assert_eq(existing_seq, first);
-    }
+Test(ledger, a_retry_of_a_grant_is_not_a_duplicate)
+{
+    OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
+    uint64_t first = seq;
+    cr_assert_eq(submit(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241")), 1);
+    cr_assert_eq(existing_seq, first);
+}
 
-    Test(ledger, duplicate_grants_in_a_log_still_replay)
-    {
-        OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS § 241"));
-        ledger_event dup = last_ev;
-        PUT(dup.id, "f2");
-        dup.seq = ++seq;
-        cr_assert_eq(ledger_apply(l, &dup), 0); /* as a log written before the rule holds it */
-        expect_frame("f2", 300000000, 0, 0, 0);
-        expect_unit("KS", 2021, 600000000, 0, 0, 0);
-    }
+Test(ledger, duplicate_grants_in_a_log_still_replay)
+{
+    OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS § 241"));
+    ledger_event dup = last_ev;
+    PUT(dup.id, "f2");
+    dup.seq = ++seq;
+    cr_assert_eq(ledger_apply(l, &dup), 0); /* as a log written before the rule holds it */
+    expect_frame("f2", 300000000, 0, 0, 0);
+    expect_unit("KS", 2021, 600000000, 0, 0, 0);
+}
