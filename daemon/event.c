@@ -14,37 +14,48 @@
  *
  * data, per type (the field tables of event_types.c):
  *
- *   frame.granted        id, unit, year, amount, title, reference[, avrop_last_day]
- *   frame.adjusted       id, frame, unit, year, delta, reason, reference
+ *   frame.granted        id, unit, year, amount, title, DECISION, reference[, avrop_last_day]
+ *   frame.adjusted       id, frame, unit, year, delta, reason, DECISION, reference
  *   allocation.proposed  id, frame, unit, year, amount, purpose[, avrop_last_day]
  *   avrop.requested      id, allocation, frame, unit, year, amount, note
- *   decision.approved    id, target, target_kind, frame, unit, year, amount, reference, note
- *   decision.rejected    id, target, target_kind, frame, unit, year, amount, reference, note
+ *   decision.approved    id, target, target_kind, frame, unit, year, amount, DECISION,
+ *                        reference, note
+ *   decision.rejected    (as decision.approved)
  *   request.withdrawn    id, target, target_kind, frame, unit, year, amount, note
+ *   allocation.reduction_requested  id, allocation, frame, unit, year, amount, reason
+ *   avrop.reversal_requested        id, avrop, allocation, frame, unit, year, amount, reason
  *   year.closed          id, year, unspent, decision_body, decision_date,
  *                        decision_paragraph, decision_dnr, note
  *   frame.carried_over   id, frame, unit, year, amount, title, avrop_last_day, decision_body,
  *                        decision_date, decision_paragraph, decision_dnr
  *
+ * where DECISION is decision_body, decision_date, decision_paragraph, decision_dnr: fields
+ * added to these types (FIELD_ADDED) after events of them were written. An event written
+ * before has none of the four (its data map is four entries shorter) and is read and
+ * written back in that form. The same holds for [, avrop_last_day], added later still.
+ *
  * with
  *
- *   id, frame, allocation, target   str, 1..64 of A-Za-z0-9._:-
+ *   id, frame, allocation, target, avrop  str, 1..64 of A-Za-z0-9._:-
  *   unit                            str, 1..32 of A-Za-z0-9._:-
  *   year                            int, 1900..9999
  *   amount                          int, 1..10^15 (öre)
  *   delta                           int, non-zero, -10^15..10^15 (öre)
  *   title, reason, purpose          str, 1..256 bytes of UTF-8
  *   reference, note                 str, 0..256 bytes of UTF-8
- *   target_kind                     str, "allocation" or "avrop"
+ *   target_kind                     str, "allocation", "avrop", "reduction" or "reversal"
  *   unspent                         int, 0..2^63-1 (öre)
- *   avrop_last_day, decision_date   str, "YYYY-MM-DD"; an absent avrop_last_day is "", or
- *                                   (added to frame.granted and allocation.proposed) left
- *                                   out, the data map being that of the older events
- *   decision_body, decision_paragraph, decision_dnr   str (docs/events.md)
+ *   decision_body                   str, 1..16 of A-Z Å Ä Ö 0-9, a letter first
+ *   decision_date                   str, "YYYY-MM-DD", a real day of 1900..9999
+ *   decision_paragraph              str, 1..16, a digit first ("241", "241 p. 2")
+ *   decision_dnr                    str, 0..64 bytes of UTF-8
+ *   avrop_last_day                  str, "YYYY-MM-DD"; an absent one is "", or (added to
+ *                                   frame.granted and allocation.proposed) left out, the
+ *                                   data map being that of the older events
  *
  * Every value is in its shortest msgpack form (non-negative integers as uint), so one event
  * has exactly one encoding and re-encoding a decoded event gives the same bytes. In the
- * ledger_event, delta is `amount` and reason and purpose are `title`.
+ * ledger_event, delta is `amount`, reason and purpose are `title`, and avrop is `target`.
  */
 #include "event.h"
 
@@ -121,16 +132,33 @@ static bool int_ok(field_value kind, int64_t v)
 /* The kinds a target_kind may hold. */
 static const char *kind_text(ledger_kind k)
 {
-    return k == LEDGER_KIND_ALLOCATION || k == LEDGER_KIND_AVROP ? ledger_kind_name(k) : NULL;
+    return k == LEDGER_KIND_ALLOCATION || k == LEDGER_KIND_AVROP || k == LEDGER_KIND_REDUCTION ||
+                   k == LEDGER_KIND_REVERSAL
+               ? ledger_kind_name(k)
+               : NULL;
 }
 
-/* The number of fields of `t` flagged FIELD_ADDED. */
-static uint8_t added_count(const event_type_info *t)
+/* The number of fields of `t` with one of `flags`. */
+static uint8_t flagged_count(const event_type_info *t, unsigned flags)
 {
     uint8_t n = 0;
     for (uint8_t i = 0; i < t->field_count; i++)
-        n += (t->fields[i].flags & FIELD_ADDED) != 0;
+        n += (t->fields[i].flags & flags) != 0;
     return n;
+}
+
+/* The flags of the fields a data map of `entries` entries leaves out of type `t`: 0 for the
+ * whole map, FIELD_ADDED_LATER, or that and FIELD_ADDED; -1 when no form has that size. */
+static int omitted_by_size(const event_type_info *t, uint8_t entries)
+{
+    uint8_t later = flagged_count(t, FIELD_ADDED_LATER), added = flagged_count(t, FIELD_ADDED);
+    if (entries == t->field_count)
+        return 0;
+    if (later > 0 && entries == t->field_count - later)
+        return FIELD_ADDED_LATER;
+    if (added > 0 && entries == t->field_count - later - added)
+        return FIELD_ADDED_LATER | FIELD_ADDED;
+    return -1;
 }
 
 /* ---- encoding ----------------------------------------------------------------------------- */
@@ -288,11 +316,10 @@ int event_encode(const ledger_event *ev, const uint8_t prev[BUDGET_HASH_BYTES], 
     const event_type_info *t = &event_types[ev->type];
     /* An event of before the added fields of its type (it has none of them) keeps the data
      * map it was written with. */
-    bool short_form = ledger_added_absent(ev);
-    mp_write_map(&w, short_form ? t->field_count - added_count(t) : t->field_count);
+    unsigned omitted = ledger_omitted_fields(ev);
+    mp_write_map(&w, t->field_count - flagged_count(t, omitted));
     for (uint8_t i = 0; i < t->field_count; i++)
-        if (!(short_form && (t->fields[i].flags & FIELD_ADDED)) &&
-            !write_field(&w, &t->fields[i], ev))
+        if (!(t->fields[i].flags & omitted) && !write_field(&w, &t->fields[i], ev))
             return BUDGET_EINTERNAL;
     mp_write_raw(&w, PREV_HEAD, sizeof PREV_HEAD);
     mp_write_raw(&w, prev, BUDGET_HASH_BYTES);
@@ -514,13 +541,14 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
     case FIELD_TARGET_KIND:
         if (!read_str(r, &s, &len, 16))
             return false;
-        if (len == 10 && memcmp(s, "allocation", 10) == 0)
-            ev->target_kind = LEDGER_KIND_ALLOCATION;
-        else if (len == 5 && memcmp(s, "avrop", 5) == 0)
-            ev->target_kind = LEDGER_KIND_AVROP;
-        else
-            return false;
-        return true;
+        for (int k = 1; k < (int)LEDGER_KIND_END; k++) {
+            const char *name = kind_text((ledger_kind)k);
+            if (name != NULL && strlen(name) == len && memcmp(s, name, len) == 0) {
+                ev->target_kind = (ledger_kind)k;
+                return true;
+            }
+        }
+        return false;
     default:
         if (!read_str(r, &s, &len, (uint32_t)field_bytes_max(f)) || !str_ok(f, s, len))
             return false;
@@ -574,14 +602,12 @@ int event_decode(const uint8_t *bytes, size_t size, ledger_event *ev)
         return BUDGET_EINTERNAL;
     /* The whole data map, or one written before the type's added fields, without them. */
     uint8_t data_map = *r.p++;
-    bool short_form = data_map != (uint8_t)(0x80 | t->field_count);
-    if (short_form &&
-        (added_count(t) == 0 || data_map != (uint8_t)(0x80 | (t->field_count - added_count(t)))))
+    int omitted = (data_map & 0xf0) == 0x80 ? omitted_by_size(t, data_map & 0x0f) : -1;
+    if (omitted < 0)
         return BUDGET_EINTERNAL;
     clear_fields(ev);
     for (uint8_t i = 0; i < t->field_count; i++)
-        if (!(short_form && (t->fields[i].flags & FIELD_ADDED)) &&
-            !read_field(&r, &t->fields[i], ev))
+        if (!(t->fields[i].flags & (unsigned)omitted) && !read_field(&r, &t->fields[i], ev))
             return BUDGET_EINTERNAL;
 
     /* Exactly the link remains. */

@@ -40,7 +40,7 @@
 
 /* The last day an avrop may be requested on (optional): of a frame, or of an allocation,
  * which then overrides its frame's. Added to frame.granted and allocation.proposed after
- * events of them were written. */
+ * events of them were written, and after frame.granted's decision (FIELD_ADDED_LATER). */
 #define AVROP_LAST_DAY_AS(flags)                                                                   \
     FIELD("avrop_last_day", FIELD_DATE, FIELD_OPTIONAL, (flags), avrop_last_day)
 
@@ -50,8 +50,9 @@ static const event_field event_fields_frame_granted[] = {
     FIELD("year", FIELD_YEAR, FIELD_REQUIRED, 0, year),
     FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
     FIELD("title", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    DECISION_FIELDS_AS(FIELD_ADDED),
     FIELD("reference", FIELD_TEXT, FIELD_OPTIONAL, FIELD_KEPT, reference),
-    AVROP_LAST_DAY_AS(FIELD_ADDED),
+    AVROP_LAST_DAY_AS(FIELD_ADDED_LATER),
 };
 
 static const event_field event_fields_frame_adjusted[] = {
@@ -61,6 +62,7 @@ static const event_field event_fields_frame_adjusted[] = {
     DERIVED_YEAR,
     FIELD("delta", FIELD_DELTA, FIELD_REQUIRED, 0, amount),
     FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
+    DECISION_FIELDS_AS(FIELD_ADDED),
     REFERENCE,
 };
 
@@ -71,7 +73,7 @@ static const event_field event_fields_allocation_proposed[] = {
     DERIVED_YEAR,
     FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
     FIELD("purpose", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
-    AVROP_LAST_DAY_AS(FIELD_ADDED),
+    AVROP_LAST_DAY_AS(FIELD_ADDED_LATER),
 };
 
 static const event_field event_fields_avrop_requested[] = {
@@ -93,6 +95,7 @@ static const event_field event_fields_decision[] = {
     DERIVED_UNIT,
     DERIVED_YEAR,
     FIELD("amount", FIELD_AMOUNT, FIELD_DERIVED, 0, amount),
+    DECISION_FIELDS_AS(FIELD_ADDED),
     REFERENCE,
     NOTE,
 };
@@ -106,6 +109,29 @@ static const event_field event_fields_request_withdrawn[] = {
     DERIVED_YEAR,
     FIELD("amount", FIELD_AMOUNT, FIELD_DERIVED, 0, amount),
     NOTE,
+};
+
+/* allocation.reduction_requested: the allocation and the amount to take back from it */
+static const event_field event_fields_reduction_requested[] = {
+    ID,
+    FIELD("allocation", FIELD_ID, FIELD_REQUIRED, 0, allocation),
+    DERIVED_FRAME,
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
+    FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
+};
+
+/* avrop.reversal_requested: the avrop (kept in `target`) and the part of it to reverse */
+static const event_field event_fields_reversal_requested[] = {
+    ID,
+    FIELD("avrop", FIELD_ID, FIELD_REQUIRED, 0, target),
+    FIELD("allocation", FIELD_ID, FIELD_DERIVED, 0, allocation),
+    DERIVED_FRAME,
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
+    FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
 };
 
 /* The close of a fiscal year; "unspent" is what its frames kept: neither allocated nor called

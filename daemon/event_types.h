@@ -26,6 +26,8 @@
     X(AVROP, "avrop", avrop)                                                                       \
     X(DECISION, "decision", decisions)                                                             \
     X(WITHDRAWAL, "withdrawal", withdrawals)                                                       \
+    X(REDUCTION, "reduction", reductions)                                                          \
+    X(REVERSAL, "reversal", reversals)                                                             \
     X(CLOSING, "closing", closings)
 
 /*
@@ -56,6 +58,10 @@
       target_holder)                                                                               \
     X(REQUEST_WITHDRAWN, "request.withdrawn", "withdraw", CLERK, WITHDRAWAL, request_withdrawn,    \
       target, none)                                                                                \
+    X(ALLOCATION_REDUCTION_REQUESTED, "allocation.reduction_requested", "allocation.reduce",       \
+      CLERK, REDUCTION, reduction_requested, reduce, allocation_and_frame)                         \
+    X(AVROP_REVERSAL_REQUESTED, "avrop.reversal_requested", "avrop.reverse", CLERK, REVERSAL,      \
+      reversal_requested, reverse, avrop_and_frame)                                                \
     X(YEAR_CLOSED, "year.closed", "year.close", ADMIN, CLOSING, year_closed, close_year,           \
       every_unit)                                                                                  \
     X(FRAME_CARRIED_OVER, "frame.carried_over", "frame.carry_over", ADMIN, FRAME,                  \
@@ -109,7 +115,7 @@ typedef enum {
     FIELD_AMOUNT,      /* int: 1..BUDGET_AMOUNT_MAX (öre) */
     FIELD_DELTA,       /* int: non-zero, -BUDGET_AMOUNT_MAX..BUDGET_AMOUNT_MAX (öre) */
     FIELD_TEXT,        /* str: UTF-8 without control characters, up to the limit (256 bytes) */
-    FIELD_TARGET_KIND, /* str: "allocation" or "avrop" (a ledger_kind in the struct) */
+    FIELD_TARGET_KIND, /* str: "allocation", "avrop", "reduction" or "reversal" (a ledger_kind) */
     FIELD_DATE,        /* str "YYYY-MM-DD", a real day in BUDGET_YEAR_MIN..MAX; in the struct an
                           int32 YYYYMMDD (proto/fields.h), 0 when absent */
     FIELD_BODY,        /* str: a decision's body, 1..16 of A-Z Å Ä Ö 0-9 ("KS") */
@@ -131,6 +137,9 @@ enum {
      * added field of its type at once (its data map is shorter by their number), and then
      * decodes with them empty ("" and 0). A new write must still give the required ones. */
     FIELD_ADDED = 1u << 1,
+    /* Added after the FIELD_ADDED fields of its type: an event read back may lack these alone
+     * (written after the first were added), or these and the FIELD_ADDED ones at once. */
+    FIELD_ADDED_LATER = 1u << 2,
 };
 
 /*

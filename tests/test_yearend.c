@@ -70,7 +70,8 @@ static void grant_frame(const char *id, const char *unit, const char *year, cons
                         const char *last_day)
 {
     CTL_OK("grant", "--id", id, "--unit", unit, "--year", year, "--amount", amount, "--title",
-           "Utökat trygghetsarbete", "--last-avrop-day", last_day);
+           "Utökat trygghetsarbete", "--decision", "KS 2021-08-24 § 241", "--last-avrop-day",
+           last_day);
 }
 
 /* `budgetctl --json ARGS...`, parsed; free it with e2e_json_free. */
@@ -148,7 +149,7 @@ Test(yearend, a_year_is_closed_and_carried_over_through_budgetctl_and_replays)
     grant_frame("ks", "KS", year, "3 mkr", last);
     CTL_OK("allocate", "ks", "--id", "a-son", "--unit", "SON", "--amount", "1 mkr", "--purpose",
            "Trygghet");
-    CTL_OK_AS_OTHER("approve", "a-son");
+    CTL_OK_AS_OTHER("approve", "a-son", "--decision", E2E_DECISION);
     /* The last day itself. */
     CTL_OK("avrop", "a-son", "--id", "v-in-time", "--amount", "400 tkr");
     CTL_OK("avrop", "a-son", "--id", "v-pending", "--amount", "100 tkr");
@@ -163,12 +164,12 @@ Test(yearend, a_year_is_closed_and_carried_over_through_budgetctl_and_replays)
              last, next_day);
     CTL_REFUSED(message, "avrop", "a-son", "--id", "v-late", "--amount", "1 kr");
     /* Requested in time, approved after the day. */
-    CTL_OK_AS_OTHER("approve", "v-in-time");
+    CTL_OK_AS_OTHER("approve", "v-in-time", "--decision", E2E_DECISION);
 
     /* A pending request holds the close up, named in the refusal. */
     CTL_REFUSED("has 1 pending request on its frames; decide or withdraw it first: v-pending",
                 "close-year", year, "--decision", "KS 2022-01-25 § 12", "--id", "close");
-    CTL_OK_AS_OTHER("reject", "v-pending");
+    CTL_OK_AS_OTHER("reject", "v-pending", "--decision", E2E_DECISION);
     e2e_ctl_result r;
     const char *const close_argv[] = {
         "close-year", year,    "--decision", "KS 2022-01-25 § 12 dnr KS 2022/7",
@@ -186,13 +187,14 @@ Test(yearend, a_year_is_closed_and_carried_over_through_budgetctl_and_replays)
     /* Nothing on the year's frames moves. */
     snprintf(message, sizeof message, "fiscal year %s is closed (close)", year);
     CTL_REFUSED(message, "grant", "--unit", "KS", "--year", year, "--amount", "1 kr", "--title",
-                "x");
-    CTL_REFUSED(message, "adjust", "ks", "--delta", "-1 kr", "--reason", "x");
+                "x", "--decision", "KS 2021-12-01 § 300");
+    CTL_REFUSED(message, "adjust", "ks", "--delta", "-1 kr", "--reason", "x", "--decision",
+                "KS 2021-12-01 § 301");
     CTL_REFUSED(message, "allocate", "ks", "--unit", "KFN", "--amount", "1 kr", "--purpose", "x");
     CTL_REFUSED(message, "avrop", "a-son", "--amount", "1 kr");
 
     /* Ombudgetering: at most what is left, into a frame of the next year. */
-    CTL_REFUSED("exceeds what it has left: 260000000 öre", "carry-over", "ks", "--id", "ks-next",
+    CTL_REFUSED("exceeds what it has left: 2 600 000,00 kr", "carry-over", "ks", "--id", "ks-next",
                 "--amount", "3 mkr", "--title", "Ombudgetering", "--decision",
                 "KS 2022-01-25 § 13");
     CTL_OK("carry-over", "ks", "--id", "ks-next", "--amount", "2 mkr", "--title", "Ombudgetering",
