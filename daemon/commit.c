@@ -472,6 +472,7 @@ static void group_check_one(commit_t *m, group_check *g, uint32_t i, const commi
         group_refuse(g, i, err.code, err.message);
         return;
     }
+    e->cmd.ts_ms = g->ts_ms; /* the rules see the time the event will be stamped with */
     int rc = ledger_check(m->speculative, &e->cmd, conn_actor(e->c), &e->ev, &existing, &err);
     if (rc == 1 && existing > m->spec_head) {
         snprintf(msg, sizeof(msg), "id %s is also the id of write %llu of this batch", e->cmd.id,

@@ -514,3 +514,54 @@ Test(batch, every_write_is_checked_for_its_role_and_its_units)
     e2e_buf_destroy(&b);
     budget_client_close(admin);
 }
+
+/* An avrop in a batch is checked against its last day by the time the batch's events are
+ * stamped with, as a single write is. */
+Test(batch, an_avrop_in_a_batch_after_its_last_day_is_refused)
+{
+    cr_assert_eq(e2e_daemon_start(&bd), 0);
+    budget_client *c = e2e_client(&bd), *other = e2e_client_as(&bd, &e2e_other);
+    e2e_buf b;
+    budget_response r;
+    refusals f;
+    e2e_buf_init(&b);
+
+    batch_begin(&b, 2, false);
+    write_begin(&b, "frame.grant", 6 + E2E_DECISION_PAIRS);
+    e2e_kv_str(&b, "id", "F");
+    e2e_kv_str(&b, "unit", "KS");
+    e2e_kv_int(&b, "year", 2021);
+    e2e_kv_int(&b, "amount", 1000);
+    e2e_kv_str(&b, "title", "Ram");
+    e2e_kv_str(&b, "avrop_last_day", "2021-12-31");
+    e2e_kv_decision(&b);
+    w_propose(&b, "a1", "F", "SON", 500);
+    e2e_call(c, "batch", &b, &r);
+    written(&r, 2);
+    budget_response_free(&r);
+    batch_begin(&b, 1, false);
+    write_begin(&b, "approve", 2 + E2E_DECISION_PAIRS);
+    e2e_kv_str(&b, "id", "a1-ok");
+    e2e_kv_str(&b, "target", "a1");
+    e2e_kv_decision(&b);
+    e2e_call(other, "batch", &b, &r);
+    written(&r, 1);
+    budget_response_free(&r);
+
+    uint64_t head = e2e_head(c);
+    batch_begin(&b, 1, false);
+    write_begin(&b, "avrop.request", 3);
+    e2e_kv_str(&b, "id", "v1");
+    e2e_kv_str(&b, "allocation", "a1");
+    e2e_kv_int(&b, "amount", 100);
+    e2e_call(c, "batch", &b, &r);
+    e2e_assert(!r.ok, "an avrop after its last day was written in a batch");
+    read_refusals(&r, &f);
+    e2e_assert_int(f.count, 1, "refusals");
+    e2e_assert_str(f.code[0], "invalid_state", "code of the refusal");
+    budget_response_free(&r);
+    e2e_assert_int(e2e_head(c), head, "head after the refused batch");
+    e2e_buf_destroy(&b);
+    budget_client_close(other);
+    budget_client_close(c);
+}
