@@ -57,13 +57,14 @@ static void write_begin(e2e_buf *b, const char *op, uint32_t n)
 
 static void w_grant(e2e_buf *b, const char *id, const char *unit, int64_t amount)
 {
-    write_begin(b, "frame.grant", 5 + E2E_DECISION_PAIRS);
+    write_begin(b, "frame.grant", 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", unit);
     e2e_kv_int(b, "year", 2021);
     e2e_kv_int(b, "amount", amount);
     e2e_kv_str(b, "title", "Utökat trygghetsarbete");
     e2e_kv_decision(b);
+    e2e_kv_str(b, "reference", id); /* a reference of its own: no grant is a duplicate */
 }
 
 static void w_propose(e2e_buf *b, const char *id, const char *frame, const char *unit,
