@@ -800,7 +800,7 @@ static int check_day(const char *label, const char *text)
 }
 
 /* Packs the decision `text` (checked) as its fields: 3 pairs, or 4 with a diary number. */
-static int pack_decision(msgpack_packer *pk, const char *text)
+int pack_decision(msgpack_packer *pk, const char *text)
 {
     budget_decision d;
     if (!budget_decision_parse(text, strlen(text), &d, NULL))

@@ -249,6 +249,10 @@ void print_balances_json(const msgpack_object *result, const balances_json *j);
 void print_event(const msgpack_object *ev, int seq_width);
 /* The decision in an event's data, "KS 2021-08-24 § 241 [dnr X]", into `out`; "" if none. */
 void decision_text(const msgpack_object *data, char *out, size_t out_size);
+/* Packs the decision `text`, as budget_decision_parse reads it, as the args decision_body,
+ * decision_date, decision_paragraph and (when it has one) decision_dnr: 3 or 4 pairs. 0, or
+ * -EINVAL when `text` is not a decision. */
+int pack_decision(msgpack_packer *pk, const char *text);
 /* Decimal digits of `n`: the width of a seq column. */
 int digits_of(uint64_t n);
 /* Tables: headers (a '>' first aligns right), rows of copied cells, printed under a title. */

@@ -57,7 +57,9 @@ typedef struct {
 /* The column that holds each row's type. */
 static const column_words type_column = COLUMN("typ", "type");
 
-typedef enum { CELL_ID, CELL_UNIT, CELL_YEAR, CELL_AMOUNT, CELL_TEXT } cell_kind;
+/* CELL_DECISION is a decision as clerks write it, "KS 2021-08-24 § 241" (budget_decision_parse),
+ * and becomes the args decision_body, decision_date, decision_paragraph and decision_dnr. */
+typedef enum { CELL_ID, CELL_UNIT, CELL_YEAR, CELL_AMOUNT, CELL_TEXT, CELL_DECISION } cell_kind;
 
 enum {
     CELL_REQUIRED = 1,
@@ -93,6 +95,7 @@ static const row_type row_types[] = {
       {"year", COLUMN("\xc3\xa5r", "year"), NO_COLUMN, CELL_YEAR, CELL_REQUIRED},
       {"amount", COLUMN("belopp", "amount"), NO_COLUMN, CELL_AMOUNT, CELL_REQUIRED},
       {"title", COLUMN("rubrik", "title"), NO_COLUMN, CELL_TEXT, CELL_REQUIRED},
+      {"decision", COLUMN("beslut", "decision"), NO_COLUMN, CELL_DECISION, CELL_REQUIRED},
       {"reference", COLUMN("referens", "reference"), NO_COLUMN, CELL_TEXT, 0}}},
     {{"f\xc3\xb6rdelning", "allocation"},
      "allocation.propose",
@@ -290,7 +293,7 @@ static int read_header(import_file *f, csv_record *rec)
     if (column_index(f, &type_column) < 0)
         return complain(-1,
                         "%s:%u: no column typ (or type) in the header; the columns are typ, id, "
-                        "ram, enhet, år, belopp, rubrik, syfte, referens",
+                        "ram, enhet, år, belopp, rubrik, syfte, beslut, referens",
                         f->path, rec->line);
     return 0;
 }
@@ -304,6 +307,32 @@ static const char *cell_of(const import_file *f, const csv_record *rec, const co
     if (i < 0 || (size_t)i >= rec->count)
         return "";
     return rec->cells[i];
+}
+
+/* Checks `text` as a decision and packs it as its args. 0, or -1 with `why`. */
+static int pack_decision_cell(msgpack_packer *pk, const char *text, char *why, size_t why_size)
+{
+    budget_decision d;
+    const char *wrong = "";
+    if (!budget_decision_parse(text, strlen(text), &d, &wrong)) {
+        snprintf(why, why_size,
+                 "\"%.80s\" is not a decision: %s; write " BUDGET_DECISION_FORM
+                 ", as in \"KS 2021-08-24 § 241\"",
+                 text, wrong);
+        return -1;
+    }
+    return pack_decision(pk, text) == 0 ? 0 : -1;
+}
+
+/* The pairs of args a given cell of `a` adds: a decision's 3 or 4, else 1. */
+static uint32_t cell_pairs(const row_arg *a, const char *text)
+{
+    budget_decision d;
+    if (a->kind != CELL_DECISION)
+        return 1;
+    if (!budget_decision_parse(text, strlen(text), &d, NULL))
+        return 0; /* refused when packed */
+    return d.dnr[0] != '\0' ? 4 : 3;
 }
 
 /* Checks `text` as a cell of `kind` and packs it as the arg's value. 0, or -1 with `why`. */
@@ -348,6 +377,8 @@ static int pack_cell(msgpack_packer *pk, const row_arg *a, const char *text, cha
             return -1;
         }
         return msgpack_pack_str_with_body(pk, text, len);
+    case CELL_DECISION:
+        return pack_decision_cell(pk, text, why, why_size);
     }
     return -1;
 }
@@ -396,8 +427,10 @@ static int pack_row(import_file *f, csv_record *rec, import_row *row)
     while (n < ROW_ARGS_MAX && t->args[n].arg)
         n++;
     uint32_t given = 0;
-    for (uint32_t i = 0; i < n; i++)
-        given += arg_text(f, rec, t, &t->args[i], derived, sizeof(derived))[0] != '\0';
+    for (uint32_t i = 0; i < n; i++) {
+        const char *text = arg_text(f, rec, t, &t->args[i], derived, sizeof(derived));
+        given += text[0] != '\0' ? cell_pairs(&t->args[i], text) : 0;
+    }
     msgpack_packer_init(&pk, &row->write, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 2);
     msgpack_pack_str_with_body(&pk, "op", 2);
@@ -412,7 +445,8 @@ static int pack_row(import_file *f, csv_record *rec, import_row *row)
         if (!text[0])
             return complain(-1, "%s:%u: %s needs %s", f->path, rec->line, t->names[0],
                             a->col.words[0]);
-        msgpack_pack_str_with_body(&pk, a->arg, strlen(a->arg));
+        if (a->kind != CELL_DECISION)
+            msgpack_pack_str_with_body(&pk, a->arg, strlen(a->arg));
         if (pack_cell(&pk, a, text, why, sizeof(why)) != 0)
             return complain(-1, "%s:%u: %s: %s", f->path, rec->line, a->col.words[0], why);
         if (strcmp(a->arg, "id") == 0)

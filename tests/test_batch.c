@@ -57,12 +57,14 @@ static void write_begin(e2e_buf *b, const char *op, uint32_t n)
 
 static void w_grant(e2e_buf *b, const char *id, const char *unit, int64_t amount)
 {
-    write_begin(b, "frame.grant", 5);
+    write_begin(b, "frame.grant", 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", unit);
     e2e_kv_int(b, "year", 2021);
     e2e_kv_int(b, "amount", amount);
     e2e_kv_str(b, "title", "Utökat trygghetsarbete");
+    e2e_kv_decision(b);
+    e2e_kv_str(b, "reference", id); /* a reference of its own: no grant is a duplicate */
 }
 
 static void w_propose(e2e_buf *b, const char *id, const char *frame, const char *unit,
@@ -257,6 +259,37 @@ Test(batch, every_bad_write_is_refused_with_its_index_and_nothing_is_written)
     e2e_assert_str(f.code[2], "conflict", "an id given twice");
     budget_response_free(&r);
     e2e_assert_int(e2e_head(c), 0, "head after refused batches");
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+}
+
+Test(batch, a_grant_without_its_decision_is_refused_with_its_index_and_nothing_is_written)
+{
+    cr_assert_eq(e2e_daemon_start(&bd), 0);
+    budget_client *c = e2e_client(&bd);
+    e2e_buf b;
+    budget_response r;
+    refusals f;
+    e2e_buf_init(&b);
+
+    batch_begin(&b, 3, false);
+    w_grant(&b, "F", "KS", 100);
+    write_begin(&b, "frame.grant", 5); /* as a grant was written before decisions */
+    e2e_kv_str(&b, "id", "G");
+    e2e_kv_str(&b, "unit", "KS");
+    e2e_kv_int(&b, "year", 2021);
+    e2e_kv_int(&b, "amount", 100);
+    e2e_kv_str(&b, "title", "Utökat trygghetsarbete");
+    w_propose(&b, "F-SON", "F", "SON", 50);
+    e2e_call(c, "batch", &b, &r);
+    e2e_assert(!r.ok, "a batch with a grant without its decision was written");
+    read_refusals(&r, &f);
+    e2e_assert_int(f.count, 1, "refusals");
+    e2e_assert_int(f.index[0], 1, "the grant without its decision");
+    e2e_assert_str(f.code[0], "bad_request", "a grant without its decision");
+    e2e_assert(strstr(f.message[0], "decision_body") != NULL, "message: %s", f.message[0]);
+    budget_response_free(&r);
+    e2e_assert_int(e2e_head(c), 0, "head after a refused batch");
     e2e_buf_destroy(&b);
     budget_client_close(c);
 }

@@ -49,13 +49,14 @@ static void pack_batch(e2e_buf *b, const char *tag)
         msgpack_pack_map(&b->pk, 2);
         e2e_kv_str(b, "op", i == 0 ? "frame.grant" : "allocation.propose");
         e2e_pack_str(b, "args");
-        msgpack_pack_map(&b->pk, 5);
+        msgpack_pack_map(&b->pk, i == 0 ? 5 + E2E_DECISION_PAIRS : 5);
         e2e_kv_str(b, "id", id);
         if (i == 0) {
             e2e_kv_str(b, "unit", "KS");
             e2e_kv_int(b, "year", 2021);
             e2e_kv_int(b, "amount", 1000000);
             e2e_kv_str(b, "title", "Utökat trygghetsarbete");
+            e2e_kv_decision(b);
         } else {
             e2e_kv_str(b, "frame", frame);
             e2e_kv_str(b, "unit", "SON");
@@ -237,12 +238,13 @@ Test(batch_faults, a_batch_behind_a_failed_commit_is_checked_again_whole)
     msgpack_pack_map(&b.pk, 2);
     e2e_kv_str(&b, "op", "frame.grant");
     e2e_pack_str(&b, "args");
-    msgpack_pack_map(&b.pk, 5);
+    msgpack_pack_map(&b.pk, 5 + E2E_DECISION_PAIRS);
     e2e_kv_str(&b, "id", "X");
     e2e_kv_str(&b, "unit", "KS");
     e2e_kv_int(&b, "year", 2021);
     e2e_kv_int(&b, "amount", 1000);
     e2e_kv_str(&b, "title", "Utökat trygghetsarbete");
+    e2e_kv_decision(&b);
     msgpack_pack_map(&b.pk, 2);
     e2e_kv_str(&b, "op", "allocation.propose");
     e2e_pack_str(&b, "args");

@@ -2,7 +2,8 @@
  * budgetctl import budget FILE.csv against a real budgetd: a Swedish Excel file (BOM, CRLF,
  * `;`, quoted fields, decimal commas, spaces between thousands) is written whole in one batch;
  * a file with bad lines writes nothing and names each line; a dry run writes nothing; the same
- * file again changes nothing, and a changed one is refused line by line; limits.
+ * file again changes nothing, and a changed one is refused line by line; a frame's decision
+ * (beslut) is read as clerks write it and a bad one is an error of its line; limits.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,15 +66,45 @@ static int64_t allocation_amount(const char *id)
     return amount;
 }
 
+/* The decision of the event that made `id`, as "body date § paragraph dnr" ("" when there is
+ * no such event). */
+static void decision_of(const char *id, char *out, size_t size)
+{
+    budget_client *c = e2e_client(&bd);
+    e2e_buf b;
+    budget_response r;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, 2);
+    e2e_kv_str(&b, "entity", id);
+    e2e_kv_int(&b, "limit", 1);
+    e2e_call(c, "events", &b, &r);
+    e2e_assert(r.ok, "events of %s: %s", id, r.message);
+    const msgpack_object *list = budget_map_get(&r.result, "events");
+    out[0] = '\0';
+    if (list && list->type == MSGPACK_OBJECT_ARRAY && list->via.array.size == 1) {
+        const msgpack_object *data = budget_map_get(&list->via.array.ptr[0], "data");
+        char body[32] = "", day[16] = "", paragraph[64] = "", dnr[80] = "";
+        budget_map_str(data, "decision_body", body, sizeof(body));
+        budget_map_str(data, "decision_date", day, sizeof(day));
+        budget_map_str(data, "decision_paragraph", paragraph, sizeof(paragraph));
+        budget_map_str(data, "decision_dnr", dnr, sizeof(dnr));
+        snprintf(out, size, "%s %s \xc2\xa7 %s dnr %s", body, day, paragraph, dnr);
+    }
+    budget_response_free(&r);
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+}
+
 /* The file of the source document, as Swedish Excel saves it: a BOM, CRLF, an extra column,
- * an allocation before its frame, quoted fields, a field with `;` and `""`, an empty row. */
+ * an allocation before its frame, quoted fields, a field with `;` and `""`, an empty row, the
+ * frame's decision as the clerk wrote it. */
 static const char excel[] =
-    "\xef\xbb\xbfTyp;Ram;Enhet;\xc3\x85r;Belopp;Rubrik;Syfte;Referens;Kommentar\r\n"
-    "f\xc3\xb6rdelning;KS-2021;SON;2021;\"1 000 000\";;Trygghetsinsatser SON;;\r\n"
+    "\xef\xbb\xbfTyp;Ram;Enhet;\xc3\x85r;Belopp;Rubrik;Syfte;Beslut;Referens;Kommentar\r\n"
+    "f\xc3\xb6rdelning;KS-2021;SON;2021;\"1 000 000\";;Trygghetsinsatser SON;;;\r\n"
     "ram;KS-2021;KS;2021;\"3 000 000\";Ut\xc3\xb6kat trygghetsarbete;;KS 2021-08-24 \xc2\xa7 "
-    "241;beslutat\r\n"
-    "F\xc3\xb6rdelning;KS-2021;KFN;;500000,50;;\"Fritid; \"\"kv\xc3\xa4ll\"\"\";;\r\n"
-    ";;;;;;;;\r\n";
+    "241 dnr KS 2021/123;Protokoll 2021-08-24;beslutat\r\n"
+    "F\xc3\xb6rdelning;KS-2021;KFN;;500000,50;;\"Fritid; \"\"kv\xc3\xa4ll\"\"\";;;\r\n"
+    ";;;;;;;;;\r\n";
 
 Test(import, a_swedish_excel_file_is_written_whole_in_one_batch)
 {
@@ -89,36 +120,43 @@ Test(import, a_swedish_excel_file_is_written_whole_in_one_batch)
     e2e_assert_int(head(), 3, "head");
     e2e_assert_int(allocation_amount("KS-2021-SON"), 100000000, "SON's allocation in öre");
     e2e_assert_int(allocation_amount("KS-2021-KFN"), 50000050, "KFN's allocation in öre");
+    char decision[200];
+    decision_of("KS-2021", decision, sizeof(decision));
+    e2e_assert_str(decision, "KS 2021-08-24 \xc2\xa7 241 dnr KS 2021/123", "the frame's decision");
 }
 
 Test(import, english_headers_and_plain_line_ends_read_the_same)
 {
     char path[256];
     e2e_ctl_result r;
-    static const char text[] = "type;id;frame;unit;year;amount;title;purpose\n"
-                               "frame;;F;KS;2022;1500000;Frame;\n"
-                               "allocation;a-1;F;SON;;1 500 000;;Everything\n";
+    static const char text[] = "type;id;frame;unit;year;amount;title;purpose;decision\n"
+                               "frame;;F;KS;2022;1500000;Frame;;KS 2021-12-14 \xc2\xa7"
+                               "312\n"
+                               "allocation;a-1;F;SON;;1 500 000;;Everything;\n";
     cr_assert_eq(e2e_daemon_start(&bd), 0);
     write_file("en.csv", text, sizeof(text) - 1, path, sizeof(path));
     import(path, false, &r);
     e2e_assert(r.exit_code == 0, "import failed (%d): %s", r.exit_code, r.err);
     e2e_ctl_free(&r);
     e2e_assert_int(allocation_amount("a-1"), 150000000, "the allocation in öre");
+    char decision[200];
+    decision_of("F", decision, sizeof(decision));
+    e2e_assert_str(decision, "KS 2021-12-14 \xc2\xa7 312 dnr ", "the frame's decision");
 }
 
 Test(import, a_file_with_bad_lines_writes_nothing_and_names_each_line)
 {
     char path[256];
     e2e_ctl_result r;
-    static const char text[] = "typ;ram;enhet;år;belopp;rubrik;syfte\n"
-                               "ram;F;KS;2021;1000;Ram;\n"       /* 2: good */
-                               "ram;G;KS;20x1;1000;Ram;\n"       /* 3: year */
-                               "fördelning;F;SON;;-5;;P\n"       /* 4: amount */
-                               "utfall;F;SON;;5;;P\n"            /* 5: type */
-                               "fördelning;F;KFN;;400;;\n"       /* 6: no purpose */
-                               "fördelning;F;SON;;600;;P\n"      /* 7: good alone */
-                               "fördelning;F;KFN;;600;;Q\n"      /* 8: over the frame */
-                               "ram;F;KS;2021;1000;Ram igen;\n"; /* 9: id again */
+    static const char text[] = "typ;ram;enhet;år;belopp;rubrik;syfte;beslut\n"
+                               "ram;F;KS;2021;1000;Ram;;" E2E_DECISION "\n" /* 2: good */
+                               "ram;G;KS;20x1;1000;Ram;;" E2E_DECISION "\n" /* 3: year */
+                               "fördelning;F;SON;;-5;;P\n"                  /* 4: amount */
+                               "utfall;F;SON;;5;;P\n"                       /* 5: type */
+                               "fördelning;F;KFN;;400;;\n"                  /* 6: no purpose */
+                               "fördelning;F;SON;;600;;P\n"                 /* 7: good alone */
+                               "fördelning;F;KFN;;600;;Q\n"                 /* 8: over the frame */
+                               "ram;F;KS;2021;1000;Ram igen;;" E2E_DECISION "\n"; /* 9: id again */
     cr_assert_eq(e2e_daemon_start(&bd), 0);
     write_file("bad.csv", text, sizeof(text) - 1, path, sizeof(path));
     import(path, false, &r);
@@ -136,6 +174,36 @@ Test(import, a_file_with_bad_lines_writes_nothing_and_names_each_line)
     e2e_assert(strstr(r.err, "6 of 8 rows refused; nothing was imported") != NULL, "%s", r.err);
     e2e_ctl_free(&r);
     e2e_assert_int(head(), 0, "head after a file with bad lines");
+}
+
+Test(import, a_bad_or_missing_decision_is_an_error_of_its_line_and_nothing_is_written)
+{
+    char path[256];
+    e2e_ctl_result r;
+    static const char text[] =
+        "typ;ram;enhet;år;belopp;rubrik;syfte;beslut\n"
+        "ram;F;KS;2021;1000;Ram;;KS 2021-08-24 § 241\n"     /* 2: good */
+        "ram;G;KS;2021;1000;Ram;;KS 2021-08-32 § 241\n"     /* 3: no such day */
+        "ram;H;KS;2021;1000;Ram;;KS 2021-08-24 241\n"       /* 4: no § */
+        "ram;I;KS;2021;1000;Ram;;\n"                        /* 5: no decision */
+        "ram;J;KS;2021;1000;Ram;;ks 2021-08-24 § 241\n"     /* 6: body in lower case */
+        "fördelning;F;SON;;500;;P;KS 2021-08-24 § 241 x\n"; /* 7: an allocation takes none */
+    cr_assert_eq(e2e_daemon_start(&bd), 0);
+    write_file("decisions.csv", text, sizeof(text) - 1, path, sizeof(path));
+    import(path, false, &r);
+    e2e_assert_int(r.exit_code, 1, "exit status");
+    const char *lines[] = {"decisions.csv:3: beslut: \"KS 2021-08-32 § 241\" is not a decision",
+                           "decisions.csv:4: beslut: \"KS 2021-08-24 241\" is not a decision",
+                           "decisions.csv:5: ram needs beslut",
+                           "decisions.csv:6: beslut: \"ks 2021-08-24 § 241\" is not a decision",
+                           "write BODY YYYY-MM-DD § PARAGRAPH"};
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+        e2e_assert(strstr(r.err, lines[i]) != NULL, "no \"%s\" in: %s", lines[i], r.err);
+    e2e_assert(strstr(r.err, ":2:") == NULL && strstr(r.err, ":7:") == NULL,
+               "a good line is named: %s", r.err);
+    e2e_assert(strstr(r.err, "4 of 6 rows refused; nothing was imported") != NULL, "%s", r.err);
+    e2e_ctl_free(&r);
+    e2e_assert_int(head(), 0, "head after a file with bad decisions");
 }
 
 Test(import, a_dry_run_prints_what_would_be_written_and_writes_nothing)
