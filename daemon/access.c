@@ -670,6 +670,15 @@ static void scope_target_holder(const ledger *l, const ledger_cmd *cmd, access_s
         scope_add(out, unit, "avrop %s draws on frame %s, held by %s", cmd->target, a.frame, unit);
 }
 
+/* The unit registered, renamed or closed (unit.register, unit.rename, unit.close). A parent
+ * is not in the scope: naming a unit as a parent changes nothing of it. */
+static void scope_registered_unit(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    (void)l;
+    if (cmd->unit[0] != '\0')
+        scope_add(out, cmd->unit, "the unit is %s", cmd->unit);
+}
+
 /* No unit (withdraw: only the proposer may withdraw; the ledger checks). */
 static void scope_none(const ledger *l, const ledger_cmd *cmd, access_scope *out)
 {

@@ -21,15 +21,20 @@
  *   decision.approved    id, target, target_kind, frame, unit, year, amount, reference, note
  *   decision.rejected    id, target, target_kind, frame, unit, year, amount, reference, note
  *   request.withdrawn    id, target, target_kind, frame, unit, year, amount, note
+ *   unit.registered      id, unit, name, kind, parent, reference
+ *   unit.renamed         id, unit, name, reference
+ *   unit.closed          id, unit, reference
  *
  * with
  *
  *   id, frame, allocation, target   str, 1..64 of A-Za-z0-9._:-
  *   unit                            str, 1..32 of A-Za-z0-9._:-
+ *   parent                          str, "" or 1..32 of A-Za-z0-9._:-
  *   year                            int, 1900..9999
  *   amount                          int, 1..10^15 (öre)
  *   delta                           int, non-zero, -10^15..10^15 (öre)
- *   title, reason, purpose          str, 1..256 bytes of UTF-8
+ *   title, reason, purpose, name    str, 1..256 bytes of UTF-8
+ *   kind                            str, 1..15 bytes of UTF-8 (one of the unit kinds)
  *   reference, note                 str, 0..256 bytes of UTF-8
  *   target_kind                     str, "allocation" or "avrop"
  *
@@ -78,7 +83,7 @@ static bool str_ok(const field *f, const char *s, size_t len)
     case FIELD_ID:
         return ledger_valid_id(s, len);
     case FIELD_UNIT:
-        return ledger_valid_unit(s, len);
+        return (len == 0 && field_bytes_min(f) == 0) || ledger_valid_unit(s, len);
     case FIELD_TEXT:
         return len >= field_bytes_min(f) && len <= field_bytes_max(f) && memchr(s, 0, len) == NULL;
     default:
@@ -480,7 +485,7 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
 static void clear_fields(ledger_event *ev)
 {
     ev->id[0] = ev->frame[0] = ev->allocation[0] = ev->target[0] = ev->unit[0] = '\0';
-    ev->title[0] = ev->reference[0] = ev->note[0] = '\0';
+    ev->title[0] = ev->reference[0] = ev->note[0] = ev->unit_kind[0] = ev->parent[0] = '\0';
     ev->target_kind = 0;
     ev->year = 0;
     ev->amount = 0;

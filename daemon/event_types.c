@@ -85,6 +85,30 @@ static const event_field event_fields_request_withdrawn[] = {
     NOTE,
 };
 
+/* The register of units (docs/events.md, "Units"): the unit's code is `unit`, its name is kept
+ * in `title`. */
+static const event_field event_fields_unit_registered[] = {
+    ID,
+    FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, FIELD_NEW_UNIT, unit),
+    FIELD("name", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    FIELD("kind", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, unit_kind),
+    FIELD("parent", FIELD_UNIT, FIELD_OPTIONAL, 0, parent),
+    REFERENCE,
+};
+
+static const event_field event_fields_unit_renamed[] = {
+    ID,
+    FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, 0, unit),
+    FIELD("name", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    REFERENCE,
+};
+
+static const event_field event_fields_unit_closed[] = {
+    ID,
+    FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, 0, unit),
+    REFERENCE,
+};
+
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 const event_type_info event_types[LEDGER_TYPE_END] = {

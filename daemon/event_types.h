@@ -25,7 +25,10 @@
     X(ALLOCATION, "allocation", allocations)                                                       \
     X(AVROP, "avrop", avrop)                                                                       \
     X(DECISION, "decision", decisions)                                                             \
-    X(WITHDRAWAL, "withdrawal", withdrawals)
+    X(WITHDRAWAL, "withdrawal", withdrawals)                                                       \
+    X(REGISTRATION, "registration", registrations)                                                 \
+    X(RENAMING, "renaming", renamings)                                                             \
+    X(CLOSING, "closing", closings)
 
 /*
  * The event types: X(NAME, wire name, op, role, kind, fields, rules, scope).
@@ -54,7 +57,13 @@
     X(DECISION_REJECTED, "decision.rejected", "reject", APPROVER, DECISION, decision, target,      \
       target_holder)                                                                               \
     X(REQUEST_WITHDRAWN, "request.withdrawn", "withdraw", CLERK, WITHDRAWAL, request_withdrawn,    \
-      target, none)
+      target, none)                                                                                \
+    X(UNIT_REGISTERED, "unit.registered", "unit.register", ADMIN, REGISTRATION, unit_registered,   \
+      register_unit, registered_unit)                                                              \
+    X(UNIT_RENAMED, "unit.renamed", "unit.rename", ADMIN, RENAMING, unit_renamed, rename_unit,     \
+      registered_unit)                                                                             \
+    X(UNIT_CLOSED, "unit.closed", "unit.close", ADMIN, CLOSING, unit_closed, close_unit,           \
+      registered_unit)
 
 /* The numbers: row order from 1 (0 is no type), and one past the last. The enum of the values
  * below holds only the types, so that a switch over a ledger_type is checked to name them all. */
@@ -117,6 +126,9 @@ typedef enum {
 /* Flags of a field. */
 enum {
     FIELD_KEPT = 1u << 0, /* a text the state keeps: replay checks it too */
+    /* a unit the event brings into the register (unit.registered's own): not required to be
+     * registered already, as every other unit a write names is */
+    FIELD_NEW_UNIT = 1u << 1,
 };
 
 /*
@@ -163,10 +175,12 @@ static inline bool field_is_str(const event_field *f)
     return f->value == FIELD_ID || f->value == FIELD_UNIT || f->value == FIELD_TEXT;
 }
 
-/* The least bytes a str field may hold: 1, but 0 for an optional text. */
+/* The least bytes a str field may hold: 1, but 0 for an optional text or unit ("" when it is
+ * not given). */
 static inline size_t field_bytes_min(const event_field *f)
 {
-    return f->value == FIELD_TEXT && f->source == FIELD_OPTIONAL ? 0 : 1;
+    return (f->value == FIELD_TEXT || f->value == FIELD_UNIT) && f->source == FIELD_OPTIONAL ? 0
+                                                                                             : 1;
 }
 
 #endif

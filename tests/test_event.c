@@ -10,12 +10,13 @@
 #include "daemon/event.h"
 
 #define MAX BUDGET_AMOUNT_MAX
-#define TYPES 7
+#define TYPES 10
 
 static const ledger_type all_types[TYPES] = {
     LEDGER_FRAME_GRANTED,     LEDGER_FRAME_ADJUSTED,    LEDGER_ALLOCATION_PROPOSED,
     LEDGER_AVROP_REQUESTED,   LEDGER_DECISION_APPROVED, LEDGER_DECISION_REJECTED,
-    LEDGER_REQUEST_WITHDRAWN,
+    LEDGER_REQUEST_WITHDRAWN, LEDGER_UNIT_REGISTERED,   LEDGER_UNIT_RENAMED,
+    LEDGER_UNIT_CLOSED,
 };
 
 /* The documented data keys of each type, in order (written out again here on purpose). */
@@ -30,7 +31,16 @@ static const char *const data_keys[][10] = {
                                   "reference", "note"},
     [LEDGER_REQUEST_WITHDRAWN] = {"id", "target", "target_kind", "frame", "unit", "year", "amount",
                                   "note"},
+    [LEDGER_UNIT_REGISTERED] = {"id", "unit", "name", "kind", "parent", "reference"},
+    [LEDGER_UNIT_RENAMED] = {"id", "unit", "name", "reference"},
+    [LEDGER_UNIT_CLOSED] = {"id", "unit", "reference"},
 };
+
+/* The types of the register of units have no year and no amount. */
+static bool is_unit_type(ledger_type t)
+{
+    return t == LEDGER_UNIT_REGISTERED || t == LEDGER_UNIT_RENAMED || t == LEDGER_UNIT_CLOSED;
+}
 
 static size_t key_count(ledger_type t)
 {
@@ -50,6 +60,9 @@ static const char *type_name(ledger_type t)
         [LEDGER_DECISION_APPROVED] = "decision.approved",
         [LEDGER_DECISION_REJECTED] = "decision.rejected",
         [LEDGER_REQUEST_WITHDRAWN] = "request.withdrawn",
+        [LEDGER_UNIT_REGISTERED] = "unit.registered",
+        [LEDGER_UNIT_RENAMED] = "unit.renamed",
+        [LEDGER_UNIT_CLOSED] = "unit.closed",
     };
     return names[t];
 }
@@ -119,6 +132,25 @@ static ledger_event max_event(ledger_type type)
         fill(ev.frame, BUDGET_ID_BYTES_MAX, 'F');
         fill_text(ev.note, 'o');
         break;
+    case LEDGER_UNIT_REGISTERED:
+        ev.year = 0;
+        ev.amount = 0;
+        fill_text(ev.title, 'n');
+        fill(ev.unit_kind, REGISTRY_KIND_BYTES_MAX, 'k');
+        fill(ev.parent, BUDGET_UNIT_BYTES_MAX, 'P');
+        fill_text(ev.reference, 'r');
+        break;
+    case LEDGER_UNIT_RENAMED:
+        ev.year = 0;
+        ev.amount = 0;
+        fill_text(ev.title, 'n');
+        fill_text(ev.reference, 'r');
+        break;
+    case LEDGER_UNIT_CLOSED:
+        ev.year = 0;
+        ev.amount = 0;
+        fill_text(ev.reference, 'r');
+        break;
     }
     return ev;
 }
@@ -179,6 +211,24 @@ static ledger_event typical_event(ledger_type type, uint64_t seq)
         PUT(ev.frame, "KS-2021");
         PUT(ev.note, "Fel belopp");
         break;
+    case LEDGER_UNIT_REGISTERED:
+        ev.year = 0;
+        ev.amount = 0;
+        PUT(ev.title, "Social- och omsorgsnämnden");
+        PUT(ev.unit_kind, "nämnd");
+        PUT(ev.parent, "KS");
+        PUT(ev.reference, "KF 2018-12-18 § 510");
+        break;
+    case LEDGER_UNIT_RENAMED:
+        ev.year = 0;
+        ev.amount = 0;
+        PUT(ev.title, "Socialnämnden");
+        break;
+    case LEDGER_UNIT_CLOSED:
+        ev.year = 0;
+        ev.amount = 0;
+        PUT(ev.reference, "KF 2022-12-12 § 5");
+        break;
     }
     return ev;
 }
@@ -213,6 +263,8 @@ static void expect_same_event(const ledger_event *want, const ledger_event *got)
     cr_assert_str_eq(got->title, want->title);
     cr_assert_str_eq(got->reference, want->reference);
     cr_assert_str_eq(got->note, want->note);
+    cr_assert_str_eq(got->unit_kind, want->unit_kind);
+    cr_assert_str_eq(got->parent, want->parent);
 }
 
 /* ---- round trips
@@ -248,9 +300,12 @@ Test(event, round_trip_of_every_type_at_minimum_values)
         ev.actor.name[0] = '\0';
         PUT(ev.id, "x");
         PUT(ev.unit, "K");
-        ev.year = BUDGET_YEAR_MIN;
-        ev.amount = all_types[k] == LEDGER_FRAME_ADJUSTED ? -1 : 1;
+        if (!is_unit_type(all_types[k])) {
+            ev.year = BUDGET_YEAR_MIN;
+            ev.amount = all_types[k] == LEDGER_FRAME_ADJUSTED ? -1 : 1;
+        }
         ev.reference[0] = '\0';
+        ev.parent[0] = '\0';
         ev.note[0] = '\0';
         if (ev.title[0] != '\0')
             PUT(ev.title, "t");
@@ -453,8 +508,13 @@ static void expect_data_value(const ledger_event *ev, const char *key, msgpack_o
         s = ev->target;
     else if (strcmp(key, "unit") == 0)
         s = ev->unit;
-    else if (strcmp(key, "title") == 0 || strcmp(key, "reason") == 0 || strcmp(key, "purpose") == 0)
+    else if (strcmp(key, "title") == 0 || strcmp(key, "reason") == 0 ||
+             strcmp(key, "purpose") == 0 || strcmp(key, "name") == 0)
         s = ev->title;
+    else if (strcmp(key, "kind") == 0)
+        s = ev->unit_kind;
+    else if (strcmp(key, "parent") == 0)
+        s = ev->parent;
     else if (strcmp(key, "reference") == 0)
         s = ev->reference;
     else if (strcmp(key, "note") == 0)
@@ -582,8 +642,13 @@ static void pack_data_value(packer *p, const ledger_event *ev, const char *key, 
         s = ev->target;
     else if (strcmp(key, "unit") == 0)
         s = ev->unit;
-    else if (strcmp(key, "title") == 0 || strcmp(key, "reason") == 0 || strcmp(key, "purpose") == 0)
+    else if (strcmp(key, "title") == 0 || strcmp(key, "reason") == 0 ||
+             strcmp(key, "purpose") == 0 || strcmp(key, "name") == 0)
         s = ev->title;
+    else if (strcmp(key, "kind") == 0)
+        s = ev->unit_kind;
+    else if (strcmp(key, "parent") == 0)
+        s = ev->parent;
     else if (strcmp(key, "reference") == 0)
         s = ev->reference;
     else if (strcmp(key, "note") == 0)
@@ -746,7 +811,9 @@ Test(event, decode_refuses_other_shapes)
         ledger_event ev = typical_event(all_types[k], 9);
         expect_accepted(ev);
         for (size_t i = 0; i < sizeof mutations / sizeof mutations[0]; i++)
-            expect_refused(ev, mutations[i]);
+            if (!is_unit_type(all_types[k]) || (strncmp(mutations[i], "year-", 5) != 0 &&
+                                                strncmp(mutations[i], "amount-", 7) != 0))
+                expect_refused(ev, mutations[i]);
     }
     expect_refused(typical_event(LEDGER_AVROP_REQUESTED, 9), "note-nul");
     expect_refused(typical_event(LEDGER_FRAME_GRANTED, 9), "title-nul");
@@ -1229,6 +1296,10 @@ static wide get_int(const ledger_event *ev, const char *key)
 
 static bool field_in(const int_field *f, ledger_type t)
 {
+    bool envelope = strcmp(f->key, "\xa3seq") == 0 || strcmp(f->key, "\xa2ts") == 0 ||
+                    strcmp(f->key, "\xa3uid") == 0;
+    if (is_unit_type(t) && !envelope)
+        return false;
     if (f->all_types)
         return true;
     if (f->not_frame_adjusted)
@@ -1559,13 +1630,16 @@ static size_t read_source_file(const char *path, uint8_t *buf, size_t cap)
 /*
  * The events of the committed fuzz corpus were written by an earlier build's encoder from a
  * ledger's checked commands: each decodes, encodes to exactly the bytes on file, links to the
- * one before it, and (all but the last, whose target is not in the corpus) applies.
+ * one before it, and (all but the withdrawal, whose target is not in the corpus) applies. The
+ * first seven were written before units were registered: they apply to an empty ledger, which
+ * takes KS and SON as defined under their codes.
  */
 Test(event, the_committed_corpus_events_encode_to_the_same_bytes)
 {
     static const char *const files[] = {
         "1-frame.granted",   "2-frame.adjusted",    "3-allocation.proposed", "4-decision.approved",
-        "5-avrop.requested", "6-decision.rejected", "7-request.withdrawn"};
+        "5-avrop.requested", "6-decision.rejected", "7-request.withdrawn",   "8-unit.registered",
+        "9-unit.renamed",    "10-unit.closed"};
     uint8_t prev[BUDGET_HASH_BYTES] = {0};
     bool seen[LEDGER_TYPE_END] = {false};
     ledger *l = ledger_new();
@@ -1582,7 +1656,7 @@ Test(event, the_committed_corpus_events_encode_to_the_same_bytes)
         size_t m = encode(&ev, prev, again, hash);
         cr_assert_eq(m, n, "%s: %zu bytes, not %zu", files[i], m, n);
         cr_assert_eq(memcmp(again, bytes, n), 0, "%s encodes to other bytes", files[i]);
-        if (i + 1 < sizeof files / sizeof files[0])
+        if (strcmp(files[i], "7-request.withdrawn") != 0)
             cr_assert_eq(ledger_apply(l, &ev), 0, "%s does not apply", files[i]);
         seen[ev.type] = true;
         memcpy(prev, hash, sizeof prev);

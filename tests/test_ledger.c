@@ -23,11 +23,18 @@ static ledger_error err;      /* of the last submit */
 static uint64_t existing_seq; /* of the last submit that returned 1 */
 static ledger_event last_ev;  /* made by the last successful submit */
 
+static void register_fixture_units(void);
+static ledger_event fixture_log[4]; /* the events it made */
+
+/* The units every test may name are registered first: FIXTURE_EVENTS events. */
+#define FIXTURE_EVENTS 4u
+
 static void setup(void)
 {
     l = ledger_new();
     cr_assert_not_null(l);
     seq = 0;
+    register_fixture_units();
 }
 
 static void teardown(void)
@@ -138,6 +145,43 @@ static ledger_cmd withdraw(const char *id, const char *target, const char *note)
     return c;
 }
 
+static ledger_cmd register_unit(const char *id, const char *unit, const char *name,
+                                const char *kind, const char *parent, const char *reference)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_UNIT_REGISTERED;
+    PUT(c.id, id);
+    PUT(c.unit, unit);
+    PUT(c.title, name);
+    PUT(c.unit_kind, kind);
+    PUT(c.parent, parent);
+    PUT(c.reference, reference);
+    return c;
+}
+
+static ledger_cmd rename_unit(const char *id, const char *unit, const char *name)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_UNIT_RENAMED;
+    PUT(c.id, id);
+    PUT(c.unit, unit);
+    PUT(c.title, name);
+    PUT(c.reference, "KF 2022-12-12 § 5");
+    return c;
+}
+
+static ledger_cmd close_unit(const char *id, const char *unit)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_UNIT_CLOSED;
+    PUT(c.id, id);
+    PUT(c.unit, unit);
+    return c;
+}
+
 static ledger_actor actor(uint32_t uid)
 {
     ledger_actor a;
@@ -188,6 +232,16 @@ static char *snapshot(const ledger *s)
         fprintf(f, "unit %s %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\n",
                 uv.unit, (int)uv.year, uv.frames, uv.allocated, uv.called_off, uv.pending,
                 uv.available);
+    const registry *reg = ledger_registry(s);
+    for (uint32_t k = 0; k < registry_count(reg); k++) {
+        registry_view rv;
+        registry_view_of(reg, k, &rv);
+        fprintf(f, "registered %s [%s] [%s] [%s] %d %d", rv.code, rv.name, rv.kind, rv.parent,
+                (int)rv.registered, (int)rv.closed);
+        for (uint32_t former = 0; former < rv.former_count; former++)
+            fprintf(f, " [%s]", registry_former_name(reg, k, former));
+        fprintf(f, "\n");
+    }
     fclose(f);
     return buf;
 }
@@ -234,6 +288,22 @@ static int submit(ledger_cmd c)
 #define OK_AS(uid, c) cr_assert_eq(submit_as((uid), (c)), 0, "%s", err.message)
 #define FAILS(c, code) cr_assert_eq(submit(c), (code), "got: %s", err.message)
 #define FAILS_AS(uid, c, code) cr_assert_eq(submit_as((uid), (c)), (code), "got: %s", err.message)
+
+/* KS, the board, and the committees SON, KFN and X under it. */
+static void register_fixture_units(void)
+{
+    const ledger_cmd units[FIXTURE_EVENTS] = {
+        register_unit("unit-KS", "KS", "Kommunstyrelsen", "styrelse", "", ""),
+        register_unit("unit-SON", "SON", "Social- och omsorgsnämnden", "nämnd", "KS", ""),
+        register_unit("unit-KFN", "KFN", "Kultur- och fritidsnämnden", "nämnd", "KS", ""),
+        register_unit("unit-X", "X", "Nämnden X", "nämnd", "", ""),
+    };
+    for (size_t i = 0; i < FIXTURE_EVENTS; i++) {
+        OK(units[i]);
+        fixture_log[i] = last_ev;
+    }
+    cr_assert_eq(seq, FIXTURE_EVENTS);
+}
 
 static void expect_frame(const char *id, int64_t granted, int64_t allocated, int64_t pending,
                          int64_t called_off)
@@ -371,8 +441,8 @@ Test(ledger, source_document_scenario)
     cr_assert_eq(n.adjustments, 0);
     cr_assert_eq(n.withdrawals, 0);
     cr_assert_eq(n.units, 3);
-    cr_assert_eq(ledger_events(l), 13);
-    cr_assert_eq(ledger_last_seq(l), 13);
+    cr_assert_eq(ledger_events(l), FIXTURE_EVENTS + 13);
+    cr_assert_eq(ledger_last_seq(l), FIXTURE_EVENTS + 13);
 }
 
 /* ---- reservations ---------------------------------------------------------------------------- */
@@ -721,7 +791,7 @@ Test(ledger, a_taken_id_returns_the_seq_that_created_it)
         for (size_t c = 0; c < sizeof cmds / sizeof cmds[0]; c++) {
             existing_seq = 0;
             cr_assert_eq(submit(cmds[c]), 1, "id %s type %d", id, (int)cmds[c].type);
-            cr_assert_eq(existing_seq, k + 1, "id %s", id);
+            cr_assert_eq(existing_seq, FIXTURE_EVENTS + k + 1, "id %s", id);
         }
     }
     /* Field syntax comes first. */
@@ -734,7 +804,7 @@ Test(ledger, a_taken_id_returns_the_seq_that_created_it)
     cr_assert_eq(ledger_id_kind(l, "w1"), LEDGER_KIND_WITHDRAWAL);
     cr_assert_eq(ledger_id_kind(l, "x1"), 0);
     cr_assert_eq(ledger_id_kind(l, ""), 0);
-    cr_assert_eq(ledger_events(l), 6);
+    cr_assert_eq(ledger_events(l), FIXTURE_EVENTS + 6);
 }
 
 Test(ledger, many_ids_survive_table_growth)
@@ -750,7 +820,7 @@ Test(ledger, many_ids_survive_table_growth)
         expect_allocation(id, LEDGER_PENDING, 1000 + i, 0, 0, 0);
         existing_seq = 0;
         cr_assert_eq(submit(grant(id, "KS", 2021, 1, "T", "")), 1);
-        cr_assert_eq(existing_seq, (uint64_t)i + 2);
+        cr_assert_eq(existing_seq, FIXTURE_EVENTS + (uint64_t)i + 2);
     }
     cr_assert_eq(ledger_id_kind(l, "a-5000"), 0);
 }
@@ -812,6 +882,8 @@ Test(ledger, units_are_1_to_32_of_the_id_characters)
     ledger_cmd c = grant("f1", "x", 2021, 1, "T", "");
     fill(c.unit, 'U', 32);
     c.unit[32] = '\0';
+    OK(register_unit("u-long", c.unit, "Lång", "nämnd", "", ""));
+    OK(register_unit("u-dots", "S.O-N:1_", "Punkter", "verksamhet", "", ""));
     OK(c);
     c = grant("f2", "x", 2021, 1, "T", "");
     fill(c.unit, 'U', 33);
@@ -1401,6 +1473,8 @@ Test(ledger, replaying_checked_events_rebuilds_the_same_state)
     LOG(UID_KS, adjust("j1", "f1", -100000000, "R", ""));
 #undef LOG
     ledger *r = ledger_new();
+    for (size_t i = 0; i < FIXTURE_EVENTS; i++)
+        cr_assert_eq(ledger_apply(r, &fixture_log[i]), 0);
     for (size_t i = 0; i < n; i++)
         cr_assert_eq(ledger_apply(r, &log[i]), 0);
     char *a = snapshot(l), *b = snapshot(r);
@@ -1515,7 +1589,7 @@ Test(ledger, clones_are_independent)
     ledger *empty_clone = ledger_clone(empty);
     cr_assert_not_null(empty_clone);
     cr_assert_eq(ledger_events(empty_clone), 0);
-    ledger_cmd g = grant("f1", "KS", 2021, 1, "T", "");
+    ledger_cmd g = register_unit("f1", "KS", "Kommunstyrelsen", "styrelse", "", "");
     ledger_event ev;
     cr_assert_eq(ledger_check(empty_clone, &g, &a, &ev, NULL, NULL), 0);
     ev.seq = 1;
@@ -2038,6 +2112,13 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
 {
     *uid = UID_KS;
     switch (type) {
+    case LEDGER_UNIT_REGISTERED:
+        return register_unit("w", "BUN", "Barn- och ungdomsnämnden", "nämnd", "KS",
+                             "KF 2022-12-12 § 5");
+    case LEDGER_UNIT_RENAMED:
+        return rename_unit("w", "SON", "Socialnämnden");
+    case LEDGER_UNIT_CLOSED:
+        return close_unit("w", "KFN");
     case LEDGER_FRAME_GRANTED:
         return grant("w", "KS", 2022, 100, "Ram", "KS 2022-01-10 § 3");
     case LEDGER_FRAME_ADJUSTED:
@@ -2068,6 +2149,9 @@ static const char *const given_fields[][8] = {
     [LEDGER_DECISION_APPROVED] = {"id!", "target!", "reference", "note"},
     [LEDGER_DECISION_REJECTED] = {"id!", "target!", "reference", "note"},
     [LEDGER_REQUEST_WITHDRAWN] = {"id!", "target!", "note"},
+    [LEDGER_UNIT_REGISTERED] = {"id!", "unit!", "name!", "kind!", "parent", "reference"},
+    [LEDGER_UNIT_RENAMED] = {"id!", "unit!", "name!", "reference"},
+    [LEDGER_UNIT_CLOSED] = {"id!", "unit!", "reference"},
 };
 
 /* The table gives the fields above, and requires those marked. */
