@@ -820,7 +820,8 @@ static int rule_rename_unit(const ledger *l, const ledger_event *ev, uint32_t ac
 
 /* What keeps a unit open, one item after another into a message. */
 typedef struct {
-    char text[sizeof(((ledger_error *)0)->message)];
+    /* Room is left for "unit CODE cannot be closed: " before it. */
+    char text[sizeof(((ledger_error *)0)->message) - 60];
     size_t len;
     uint32_t items, shown;
 } open_list;
