@@ -319,31 +319,23 @@ static uint32_t distance(const char *a, const char *b, uint32_t limit)
 
 uint32_t registry_nearest(const registry *r, const char *code, uint32_t out[REGISTRY_NEAREST_MAX])
 {
-    uint32_t found = 0, dist[REGISTRY_NEAREST_MAX];
+    size_t len = strlen(code);
+    uint32_t limit = len < REGISTRY_NEAREST_LONG_BYTES ? 1 : REGISTRY_NEAREST_DISTANCE_MAX;
+    uint32_t found = 0, best = limit;
     for (uint32_t u = 0; u < r->units_len; u++) {
         if (r->units[u].closed || strcmp(r->units[u].code, code) == 0)
             continue;
-        uint32_t d = distance(code, r->units[u].code, REGISTRY_NEAREST_DISTANCE_MAX);
-        size_t longer =
-            strlen(code) > strlen(r->units[u].code) ? strlen(code) : strlen(r->units[u].code);
+        uint32_t d = distance(code, r->units[u].code, best);
+        size_t other = strlen(r->units[u].code);
         /* Not near when every character would have to change ("X" is not near "KS"). */
-        if (d > REGISTRY_NEAREST_DISTANCE_MAX || d >= longer)
+        if (d > best || d >= (len > other ? len : other))
             continue;
-        /* Insert by distance, after those as near (register order among equals). */
-        uint32_t at = found;
-        while (at > 0 && dist[at - 1] > d)
-            at--;
-        if (at >= REGISTRY_NEAREST_MAX)
-            continue;
-        uint32_t last = found < REGISTRY_NEAREST_MAX ? found : REGISTRY_NEAREST_MAX - 1;
-        for (uint32_t k = last; k > at; k--) {
-            out[k] = out[k - 1];
-            dist[k] = dist[k - 1];
+        if (d < best) {
+            best = d;
+            found = 0;
         }
-        out[at] = u;
-        dist[at] = d;
         if (found < REGISTRY_NEAREST_MAX)
-            found++;
+            out[found++] = u;
     }
     return found;
 }

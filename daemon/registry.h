@@ -21,9 +21,11 @@
 #define REGISTRY_NONE UINT32_MAX
 /* The most names a unit has in all, its current one included: a rename past it is refused. */
 #define REGISTRY_NAMES_MAX 64u
-/* The most codes a did-you-mean names, and the largest edit distance it names. */
+/* The most codes a did-you-mean names, and the largest edit distance it names: 1 for a code
+ * of fewer than REGISTRY_NEAREST_LONG_BYTES bytes (codes are short: "KS", "SON"), else 2. */
 #define REGISTRY_NEAREST_MAX 3u
 #define REGISTRY_NEAREST_DISTANCE_MAX 2u
+#define REGISTRY_NEAREST_LONG_BYTES 6u
 /* The kinds of unit, in the order of their numbers from 1 (0: no kind, an implicit unit). */
 #define REGISTRY_KINDS "styrelse", "nämnd", "förvaltning", "verksamhet"
 /* The longest kind's bytes ("förvaltning" is 12 in UTF-8), with room to spare. */
@@ -83,9 +85,9 @@ void registry_close(registry *r, uint32_t i);
 
 /*
  * The open units whose codes are nearest to `code`, case-insensitively, by edit distance
- * (an insertion, deletion, substitution or swap of neighbours counts 1), at most
- * REGISTRY_NEAREST_DISTANCE_MAX away and never `code` itself: up to REGISTRY_NEAREST_MAX
- * indices into `out`, nearest first (ties in register order). Returns how many. O(units).
+ * (an insertion, deletion, substitution or swap of neighbours counts 1), within the distance
+ * above and never `code` itself: of those at the smallest distance found, up to
+ * REGISTRY_NEAREST_MAX indices into `out`, in register order. Returns how many. O(units).
  */
 uint32_t registry_nearest(const registry *r, const char *code, uint32_t out[REGISTRY_NEAREST_MAX]);
 

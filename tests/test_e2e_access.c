@@ -99,6 +99,8 @@ static void start_with(const char *const *extra)
     argv[n] = NULL;
     write_access(access_text);
     cr_assert_eq(e2e_daemon_start_with(&bd, argv), 0, "budgetd did not start");
+    e2e_identity admin = as_uid(UID_ADMIN);
+    e2e_register_units(&bd, &admin, "KS", "SON", "KFN", NULL);
 }
 
 static void setup(void)

@@ -32,6 +32,7 @@ static void setup(void)
     cr_assert_eq(fclose(f), 0);
     const char *argv[] = {"--config", conf_path, NULL};
     cr_assert_eq(e2e_daemon_start_with(&bd, argv), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", NULL);
 }
 
 static void teardown(void)

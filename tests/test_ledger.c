@@ -2375,3 +2375,204 @@ Test(ledger, every_type_encodes_by_its_layout_and_replays_with_its_derived_field
     for (int t = 1; t < (int)LEDGER_TYPE_END; t++)
         check_replay_of((ledger_type)t);
 }
+
+/* ---- the register of units ------------------------------------------------------------------ */
+
+/* The register's view of `code`; asserts it is there. */
+static registry_view unit_view_of(const char *code)
+{
+    const registry *reg = ledger_registry(l);
+    uint32_t i = registry_find(reg, code);
+    cr_assert_neq(i, REGISTRY_NONE, "%s is not in the register", code);
+    registry_view v;
+    registry_view_of(reg, i, &v);
+    return v;
+}
+
+Test(ledger, a_write_naming_an_unregistered_unit_is_not_found_with_the_nearest_codes)
+{
+    FAILS(grant("f1", "SONN", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit SONN is not a registered unit; did you mean SON?");
+    /* Case does not count in the distance; the code is still refused as written. */
+    FAILS(grant("f1", "son", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit son is not a registered unit; did you mean SON?");
+    OK(register_unit("u1", "SOC", "Socialförvaltningen", "förvaltning", "SON", ""));
+    OK(register_unit("u2", "SN", "Samhällsbyggnadsnämnden", "nämnd", "", ""));
+    OK(register_unit("u3", "SOM", "Sommarverksamheten", "verksamhet", "SOC", ""));
+    /* At most three, nearest first, ties in the order they were registered. */
+    FAILS(propose("a1", "f1", "SO", 1, "P"), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit SO is not a registered unit; did you mean SON, SOC or SN?");
+    /* Nothing near: no guess. */
+    FAILS(grant("f1", "QWERTY", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit QWERTY is not a registered unit");
+    /* A swap of two neighbours is one edit. */
+    FAILS(grant("f1", "SNO", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert(strstr(err.message, "did you mean SON") != NULL, "%s", err.message);
+    OK(grant("f1", "SON", 2021, 1000, "Ram", ""));
+}
+
+Test(ledger,
+     a_proposal_to_an_unregistered_unit_is_not_found_and_a_proposal_to_a_registered_one_fits)
+{
+    OK(grant("f1", "KS", 2021, 1000, "Ram", ""));
+    FAILS(propose("a1", "f1", "KFM", 100, "Fritid"), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit KFM is not a registered unit; did you mean KFN?");
+    OK(propose("a1", "f1", "KFN", 100, "Fritid"));
+}
+
+Test(ledger, a_unit_is_registered_once_with_a_kind_of_the_list_under_an_open_parent)
+{
+    registry_view v = unit_view_of("SON");
+    cr_assert_str_eq(v.name, "Social- och omsorgsnämnden");
+    cr_assert_str_eq(v.kind, "nämnd");
+    cr_assert_str_eq(v.parent, "KS");
+    cr_assert(v.registered && !v.closed);
+    FAILS(register_unit("u1", "SON", "Socialnämnden", "nämnd", "", ""), BUDGET_ECONFLICT);
+    cr_assert_str_eq(err.message, "unit SON is registered already, as Social- och omsorgsnämnden");
+    FAILS(register_unit("u1", "BUN", "Barn", "namnd", "", ""), BUDGET_EBAD_REQUEST);
+    cr_assert_str_eq(err.message, "\"namnd\" is not a kind of unit: the kinds are styrelse, "
+                                  "nämnd, förvaltning, verksamhet");
+    FAILS(register_unit("u1", "BUN", "Barn", "nämnd", "KZ", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "parent KZ is not a registered unit; did you mean KS?");
+    OK(register_unit("u1", "BUN", "Barn- och ungdomsnämnden", "nämnd", "KS", "KF § 1"));
+    cr_assert_str_eq(unit_view_of("BUN").parent, "KS");
+    /* A closed unit is no parent, and its code is not registered again. */
+    OK(close_unit("c1", "X"));
+    FAILS(register_unit("u2", "X2", "Ny", "verksamhet", "X", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "parent X is closed");
+    FAILS(register_unit("u2", "X", "Ny", "nämnd", "", ""), BUDGET_ECONFLICT);
+    cr_assert_str_eq(err.message, "unit X was closed; the code of a closed unit is not used again");
+}
+
+Test(ledger, a_rename_keeps_the_former_names_and_refuses_an_unknown_unit_or_the_same_name)
+{
+    OK(rename_unit("r1", "SON", "Socialnämnden"));
+    OK(rename_unit("r2", "SON", "Vård- och omsorgsnämnden"));
+    registry_view v = unit_view_of("SON");
+    cr_assert_str_eq(v.name, "Vård- och omsorgsnämnden");
+    cr_assert_eq(v.former_count, 2);
+    const registry *reg = ledger_registry(l);
+    uint32_t i = registry_find(reg, "SON");
+    cr_assert_str_eq(registry_former_name(reg, i, 0), "Socialnämnden");
+    cr_assert_str_eq(registry_former_name(reg, i, 1), "Social- och omsorgsnämnden");
+    FAILS(rename_unit("r3", "SON", "Vård- och omsorgsnämnden"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit SON is named Vård- och omsorgsnämnden already");
+    FAILS(rename_unit("r3", "SONX", "Ny"), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit SONX is not a registered unit; did you mean SON?");
+    /* A unit has at most REGISTRY_NAMES_MAX names in all. */
+    for (uint32_t k = 3; k <= REGISTRY_NAMES_MAX; k++) {
+        char id[16], name[32];
+        snprintf(id, sizeof id, "r%u", k);
+        snprintf(name, sizeof name, "Namn %u", k);
+        if (k < REGISTRY_NAMES_MAX)
+            OK(rename_unit(id, "SON", name));
+        else
+            FAILS(rename_unit(id, "SON", name), BUDGET_EINVALID_STATE);
+    }
+    cr_assert_eq(unit_view_of("SON").former_count, REGISTRY_NAMES_MAX - 1);
+}
+
+Test(ledger, closing_a_unit_is_refused_while_money_is_left_or_pending_and_says_what)
+{
+    OK(grant("f1", "KFN", 2021, 1000, "Ram", ""));
+    FAILS(close_unit("c1", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit KFN cannot be closed: frame f1 has 1000 öre unallocated, "
+                                  "0 öre pending");
+    OK(propose("a1", "f1", "KFN", 400, "Fritid"));
+    FAILS(close_unit("c1", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message,
+                     "unit KFN cannot be closed: frame f1 has 600 öre unallocated, 400 öre "
+                     "pending; allocation a1 is pending");
+    OK_AS(UID_DECIDER, approve("d1", "a1"));
+    OK(adjust("j1", "f1", -600, "Minskning", ""));
+    FAILS(close_unit("c1", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message,
+                     "unit KFN cannot be closed: 2021: 400 öre to call off, 0 öre pending");
+    OK(avrop("v1", "a1", 400, "Allt"));
+    OK_AS(UID_DECIDER, approve("d2", "v1"));
+    /* Open units under it keep it open too. */
+    OK(register_unit("u1", "KFN-B", "Biblioteken", "verksamhet", "KFN", ""));
+    FAILS(close_unit("c1", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit KFN cannot be closed: unit KFN-B under it is open");
+    OK(close_unit("c1", "KFN-B"));
+    OK(close_unit("c2", "KFN"));
+    cr_assert(unit_view_of("KFN").closed);
+    FAILS(close_unit("c3", "KFN"), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit KFN is closed");
+}
+
+Test(ledger, a_closed_unit_is_named_by_no_write_and_nothing_moves_in_or_out_of_it)
+{
+    OK(grant("f1", "KFN", 2021, 1000, "Ram", ""));
+    OK(adjust("j1", "f1", -1000, "Indragen", ""));
+    OK(close_unit("c1", "KFN"));
+    FAILS(grant("f2", "KFN", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit KFN is closed");
+    OK(grant("f2", "KS", 2021, 1000, "Ram", ""));
+    FAILS(propose("a1", "f2", "KFN", 100, "Fritid"), BUDGET_ENOT_FOUND);
+    FAILS(adjust("j2", "f1", 100, "Tillägg", ""), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "frame f1 is held by unit KFN, which is closed");
+    FAILS(rename_unit("r1", "KFN", "Ny"), BUDGET_ENOT_FOUND);
+}
+
+/* An event as budgetd before the register wrote it: checked against a ledger in which its
+ * units were taken as defined, then applied to `l` as replay does. */
+static int replay_old(ledger_event ev)
+{
+    ev.seq = ++seq;
+    ev.ts_ms = 1630000000000u + seq;
+    return ledger_apply(l, &ev);
+}
+
+Test(ledger, replay_takes_the_units_of_an_old_log_as_defined_under_their_codes)
+{
+    ledger_event g;
+    memset(&g, 0, sizeof g);
+    g.type = LEDGER_FRAME_GRANTED;
+    PUT(g.id, "old-f1");
+    PUT(g.unit, "TN");
+    g.year = 2020;
+    g.amount = 5000;
+    PUT(g.title, "Ram");
+    g.actor = actor(UID_KS);
+    /* The write path refuses it... */
+    FAILS(grant("old-f1", "TN", 2020, 5000, "Ram", ""), BUDGET_ENOT_FOUND);
+    /* ...replay of the stored event takes TN as defined, named by its code. */
+    cr_assert_eq(replay_old(g), 0);
+    registry_view v = unit_view_of("TN");
+    cr_assert_str_eq(v.name, "TN");
+    cr_assert_str_eq(v.kind, "");
+    cr_assert(!v.registered && !v.closed);
+    expect_frame("old-f1", 5000, 0, 0, 0);
+    /* New writes may name it, and it may be registered with a name, a kind and a parent. */
+    OK(grant("f2", "TN", 2021, 100, "Ram", ""));
+    OK(register_unit("u1", "TN-D", "Driften", "verksamhet", "TN", ""));
+    FAILS(register_unit("u2", "TN", "Tekniska nämnden", "nämnd", "TN", ""), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit TN cannot be under TN, which is itself");
+    FAILS(register_unit("u2", "TN", "Tekniska nämnden", "nämnd", "TN-D", ""),
+          BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit TN cannot be under TN-D, which is under it");
+    OK(register_unit("u2", "TN", "Tekniska nämnden", "nämnd", "KS", ""));
+    v = unit_view_of("TN");
+    cr_assert_str_eq(v.name, "Tekniska nämnden");
+    cr_assert(v.registered);
+    cr_assert_eq(v.former_count, 0);
+}
+
+Test(ledger, replay_refuses_an_event_that_names_a_closed_unit)
+{
+    OK(close_unit("c1", "X"));
+    ledger_event g;
+    memset(&g, 0, sizeof g);
+    g.type = LEDGER_FRAME_GRANTED;
+    PUT(g.id, "f1");
+    PUT(g.unit, "X");
+    g.year = 2021;
+    g.amount = 1;
+    PUT(g.title, "Ram");
+    g.actor = actor(UID_KS);
+    g.seq = seq + 1;
+    cr_assert_eq(ledger_apply(l, &g), BUDGET_EINTERNAL);
+    PUT(g.unit, "Y");
+    cr_assert_eq(ledger_apply(l, &g), 0, "an unknown unit is taken as defined");
+}
