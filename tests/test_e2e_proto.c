@@ -149,7 +149,8 @@ Test(proto, a_key_twice_in_a_pipelined_frame_is_refused)
     msgpack_unpacked_destroy(&r.u);
     read_response(fd, &r, "the hello after it");
     e2e_assert(r.env.ok && r.env.id == 3, "the hello: %s", r.env.code);
-    e2e_assert_int(e2e_map_uint(r.env.result, "head"), 1, "head after the grant");
+    e2e_assert_int(e2e_map_uint(r.env.result, "head"), 2,
+                   "head after KS's registration and the grant");
     msgpack_unpacked_destroy(&r.u);
     e2e_buf_destroy(&b);
     close(fd);
