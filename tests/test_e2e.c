@@ -2213,3 +2213,86 @@ Test(e2e, sigkill_under_load_loses_no_acknowledged_write)
     load_then_signal(SIGKILL);
     stop_cleanly();
 }
+
+/* ---- the register of units through budgetctl --------------------------------------------------
+ */
+
+/* The unit `code` of `budgetctl --json units`, or NULL. */
+static const e2e_json *unit_in(const e2e_json *j, const char *code)
+{
+    const e2e_json *units = e2e_json_get(j, "units");
+    for (size_t i = 0; units && i < units->count; i++)
+        if (strcmp(e2e_json_str(units->items[i], "unit"), code) == 0)
+            return units->items[i];
+    return NULL;
+}
+
+Test(e2e, units_are_registered_renamed_and_closed_through_budgetctl)
+{
+    e2e_ctl_result r;
+    ctl_ok(&r, "unit", "register", "BUN", "--name", "Barn- och ungdomsnämnden", "--kind", "nämnd",
+           "--parent", "KS", "--reference", "KF 2018-12-18 § 510", "--id", "unit-bun");
+    e2e_assert(strncmp(r.out, "unit.registered unit-bun seq 4 hash ", 36) == 0, "%s", r.out);
+    e2e_ctl_free(&r);
+
+    /* A write naming an unregistered unit: not_found, with the nearest code. */
+    e2e_assert_int(ctl_run(&r, "grant", "--unit", "BNU", "--year", "2021", "--amount", "1 kr",
+                           "--title", "Ram"),
+                   1, "a grant to an unregistered unit");
+    e2e_assert(strstr(r.err, "not_found: unit BNU is not a registered unit; did you mean BUN?"),
+               "%s", r.err);
+    e2e_ctl_free(&r);
+    e2e_assert_int(ctl_run(&r, "unit", "register", "VON", "--name", "Vård", "--kind", "namnd"), 1,
+                   "a kind not of the list");
+    e2e_assert(strstr(r.err, "bad_request"), "%s", r.err);
+    e2e_ctl_free(&r);
+
+    ctl_ok(&r, "grant", "--unit", "BUN", "--year", "2021", "--amount", "1 kr", "--title", "Ram",
+           "--id", "bun-ram");
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "unit", "rename", "BUN", "--name", "Bildningsnämnden");
+    e2e_ctl_free(&r);
+    /* Money left: closing is refused, saying what. */
+    e2e_assert_int(ctl_run(&r, "unit", "close", "BUN"), 1, "closing a unit with money left");
+    e2e_assert(strstr(r.err, "invalid_state: unit BUN cannot be closed: frame bun-ram has 100 öre "
+                             "unallocated"),
+               "%s", r.err);
+    e2e_ctl_free(&r);
+
+    /* balances names the unit as it is called now; units shows its history. */
+    ctl_ok(&r, "--json", "balances", "--unit", "BUN");
+    e2e_json *j = json_line(&r);
+    const e2e_json *rows = e2e_json_get(j, "units");
+    e2e_assert(rows && rows->count == 1, "one unit row of BUN");
+    e2e_assert_str(e2e_json_str(rows->items[0], "name"), "Bildningsnämnden", "name in balances");
+    e2e_json_free(j);
+    ctl_ok(&r, "--json", "units");
+    j = json_line(&r);
+    const e2e_json *bun = unit_in(j, "BUN");
+    e2e_assert(bun != NULL, "BUN is in the register: %s", r.out);
+    e2e_assert_str(e2e_json_str(bun, "name"), "Bildningsnämnden", "current name");
+    e2e_assert_str(e2e_json_str(bun, "kind"), "nämnd", "kind");
+    e2e_assert_str(e2e_json_str(bun, "parent"), "KS", "parent");
+    e2e_assert_str(e2e_json_str(bun, "state"), "open", "state");
+    const e2e_json *former = e2e_json_get(bun, "former_names");
+    e2e_assert(former && former->count == 1 &&
+                   strcmp(former->items[0]->string, "Barn- och ungdomsnämnden") == 0,
+               "former names: %s", r.out);
+    e2e_assert_int(e2e_json_get(j, "units")->count, U + 1, "units in the register");
+    e2e_json_free(j);
+
+    /* Once its money is gone it closes, and no write names it again. */
+    ctl_ok(&r, "adjust", "bun-ram", "--delta", "-1 kr", "--reason", "Indragen");
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "unit", "close", "BUN");
+    e2e_ctl_free(&r);
+    e2e_assert_int(ctl_run(&r, "grant", "--unit", "BUN", "--year", "2022", "--amount", "1 kr",
+                           "--title", "Ram"),
+                   1, "a grant to a closed unit");
+    e2e_assert(strstr(r.err, "not_found: unit BUN is closed"), "%s", r.err);
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "units");
+    e2e_assert(strstr(r.out, "closed") && strstr(r.out, "Barn- och ungdomsnämnden"), "%s", r.out);
+    e2e_ctl_free(&r);
+    stop_cleanly();
+}

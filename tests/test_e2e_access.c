@@ -1357,3 +1357,42 @@ Test(access, a_uid_without_a_role_is_given_little)
     free(bytes);
     stop_cleanly();
 }
+
+/* unit.register, unit.rename and unit.close need the admin role for the unit; every other role
+ * is refused, and the register is unchanged. */
+Test(access, only_an_admin_registers_renames_and_closes_units)
+{
+    start_with(NULL);
+    e2e_buf b;
+    answer a;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, 4);
+    e2e_kv_str(&b, "id", "unit-bun");
+    e2e_kv_str(&b, "unit", "BUN");
+    e2e_kv_str(&b, "name", "Barn- och ungdomsnämnden");
+    e2e_kv_str(&b, "kind", "nämnd");
+    const uint32_t others[] = {UID_CLERK, UID_APPROVER, UID_AUDITOR, UID_READER,
+                               UID_CLERK_APPROVER};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        expect_code(others[i], "unit.register", &b, "forbidden", &a);
+        e2e_assert(strstr(a.message, "unit.register needs the admin role"), "%s", a.message);
+    }
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 3);
+    e2e_kv_str(&b, "id", "son-namn");
+    e2e_kv_str(&b, "unit", "SON");
+    e2e_kv_str(&b, "name", "Socialnämnden");
+    expect_code(UID_SON_CLERK, "unit.rename", &b, "forbidden", &a);
+    expect_ok(UID_ADMIN, "unit.rename", &b);
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 2);
+    e2e_kv_str(&b, "id", "kfn-slut");
+    e2e_kv_str(&b, "unit", "KFN");
+    expect_code(UID_KFN_MEMBER, "unit.close", &b, "forbidden", &a);
+    expect_ok(UID_ADMIN, "unit.close", &b);
+    e2e_identity reader = as_uid(UID_READER);
+    budget_client *c = e2e_client_as(&bd, &reader);
+    e2e_assert_int(e2e_head(c), UNIT_EVENTS + 2, "only the admin's two writes were made");
+    budget_client_close(c);
+    e2e_buf_destroy(&b);
+}

@@ -149,3 +149,50 @@ Test(v1_log, a_log_written_before_the_register_verifies_to_the_same_head)
     e2e_json_free(verify);
     e2e_json_free(head);
 }
+
+/* The units the old log names are in the register under their codes, and writes may name
+ * them; a write naming any other unit is checked as always. */
+Test(v1_log, the_units_of_an_old_log_are_taken_as_defined_under_their_codes)
+{
+    e2e_json *units = ctl_json(1, (const char *const[]){"units"});
+    const e2e_json *list = e2e_json_get(units, "units");
+    static const char *const codes[] = {"KS", "SON", "KFN", "BUN", "TN", "MHN", "SBN"};
+    e2e_assert(list != NULL && list->count == sizeof(codes) / sizeof(codes[0]),
+               "the seven units of the log");
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        const e2e_json *u = NULL;
+        for (size_t k = 0; k < list->count; k++)
+            if (strcmp(e2e_json_str(list->items[k], "unit"), codes[i]) == 0)
+                u = list->items[k];
+        e2e_assert(u != NULL, "%s is in the register", codes[i]);
+        e2e_assert_str(e2e_json_str(u, "name"), codes[i], "named by its code");
+        e2e_assert_str(e2e_json_str(u, "kind"), "", "no kind");
+        e2e_assert_str(e2e_json_str(u, "state"), "open", "open");
+    }
+    e2e_json_free(units);
+
+    e2e_ctl_result r;
+    const char *grant[] = {"grant",    "--unit", "SON",     "--year", "2024",
+                           "--amount", "1 kr",   "--title", "Ram"};
+    e2e_assert(e2e_ctl_argv(&bd, &r, 9, grant) == 0 && r.exit_code == 0, "a grant to SON: %s",
+               r.err);
+    e2e_ctl_free(&r);
+    grant[2] = "SONX";
+    e2e_assert(e2e_ctl_argv(&bd, &r, 9, grant) == 0 && r.exit_code == 1, "a grant to SONX");
+    e2e_assert(strstr(r.err, "unit SONX is not a registered unit; did you mean SON?"), "%s", r.err);
+    e2e_ctl_free(&r);
+    /* Registering one gives it its name, and the restarted daemon replays both kinds. */
+    const char *reg[] = {"unit",   "register", "SON",      "--name", "Social- och omsorgsnämnden",
+                         "--kind", "nämnd",    "--parent", "KS"};
+    e2e_assert(e2e_ctl_argv(&bd, &r, 9, reg) == 0 && r.exit_code == 0, "register SON: %s", r.err);
+    e2e_ctl_free(&r);
+    int status = 0;
+    cr_assert_eq(e2e_daemon_stop(&bd, SIGTERM, E2E_STOP_TIMEOUT_MS, &status), 0);
+    cr_assert_eq(e2e_daemon_restart(&bd), 0, "budgetd did not start again");
+    e2e_json *balances = ctl_json(3, (const char *const[]){"balances", "--unit", "SON"});
+    const e2e_json *rows = e2e_json_get(balances, "units");
+    e2e_assert(rows && rows->count >= 1, "SON's rows");
+    e2e_assert_str(e2e_json_str(rows->items[0], "name"), "Social- och omsorgsnämnden",
+                   "the registered name after a restart");
+    e2e_json_free(balances);
+}
