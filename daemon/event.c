@@ -14,20 +14,28 @@
  *
  * data, per type (the field tables of event_types.c):
  *
- *   frame.granted        id, unit, year, amount, title, reference
- *   frame.adjusted       id, frame, unit, year, delta, reason, reference
+ *   frame.granted        id, unit, year, amount, title, DECISION, reference
+ *   frame.adjusted       id, frame, unit, year, delta, reason, DECISION, reference
  *   allocation.proposed  id, frame, unit, year, amount, purpose
  *   avrop.requested      id, allocation, frame, unit, year, amount, note
- *   decision.approved    id, target, target_kind, frame, unit, year, amount, reference, note
- *   decision.rejected    id, target, target_kind, frame, unit, year, amount, reference, note
+ *   decision.approved    id, target, target_kind, frame, unit, year, amount, DECISION,
+ *                        reference, note
+ *   decision.rejected    (as decision.approved)
  *   request.withdrawn    id, target, target_kind, frame, unit, year, amount, note
+ *   allocation.reduction_requested  id, allocation, frame, unit, year, amount, reason
+ *   avrop.reversal_requested        id, avrop, allocation, frame, unit, year, amount, reason
  *   unit.registered      id, unit, name, kind, parent, reference
  *   unit.renamed         id, unit, name, reference
  *   unit.closed          id, unit, reference
  *
+ * where DECISION is decision_body, decision_date, decision_paragraph, decision_dnr: fields
+ * added to these types (FIELD_ADDED) after events of them were written. An event written
+ * before has none of the four (its data map is four entries shorter) and is read and
+ * written back in that form.
+ *
  * with
  *
- *   id, frame, allocation, target   str, 1..64 of A-Za-z0-9._:-
+ *   id, frame, allocation, target, avrop  str, 1..64 of A-Za-z0-9._:-
  *   unit                            str, 1..32 of A-Za-z0-9._:-
  *   parent                          str, "" or 1..32 of A-Za-z0-9._:-
  *   year                            int, 1900..9999
@@ -36,11 +44,15 @@
  *   title, reason, purpose, name    str, 1..256 bytes of UTF-8
  *   kind                            str, 1..15 bytes of UTF-8 (one of the unit kinds)
  *   reference, note                 str, 0..256 bytes of UTF-8
- *   target_kind                     str, "allocation" or "avrop"
+ *   target_kind                     str, "allocation", "avrop", "reduction" or "reversal"
+ *   decision_body                   str, 1..16 of A-Z Å Ä Ö 0-9, a letter first
+ *   decision_date                   str, "YYYY-MM-DD", a real day of 1900..9999
+ *   decision_paragraph              str, 1..16, a digit first ("241", "241 p. 2")
+ *   decision_dnr                    str, 0..64 bytes of UTF-8
  *
  * Every value is in its shortest msgpack form (non-negative integers as uint), so one event
  * has exactly one encoding and re-encoding a decoded event gives the same bytes. In the
- * ledger_event, delta is `amount` and reason and purpose are `title`.
+ * ledger_event, delta is `amount`, reason and purpose are `title`, and avrop is `target`.
  */
 #include "event.h"
 
@@ -52,6 +64,7 @@
 
 #include "budget/errors.h"
 #include "budget/limits.h"
+#include "proto/fields.h"
 #include "proto/mp.h"
 
 /* The data map of each type is its field table (event_types.c): the keys in order, each
@@ -86,6 +99,10 @@ static bool str_ok(const field *f, const char *s, size_t len)
         return (len == 0 && field_bytes_min(f) == 0) || ledger_valid_unit(s, len);
     case FIELD_TEXT:
         return len >= field_bytes_min(f) && len <= field_bytes_max(f) && memchr(s, 0, len) == NULL;
+    case FIELD_BODY:
+        return budget_decision_body_valid(s, len);
+    case FIELD_PARAGRAPH:
+        return budget_decision_paragraph_valid(s, len);
     default:
         return false;
     }
@@ -100,6 +117,8 @@ static bool int_ok(field_value kind, int64_t v)
         return v >= 1 && v <= BUDGET_AMOUNT_MAX;
     case FIELD_DELTA:
         return v != 0 && v >= -BUDGET_AMOUNT_MAX && v <= BUDGET_AMOUNT_MAX;
+    case FIELD_DATE:
+        return v >= INT32_MIN && v <= INT32_MAX && budget_date_valid((int32_t)v);
     default:
         return false;
     }
@@ -108,7 +127,19 @@ static bool int_ok(field_value kind, int64_t v)
 /* The kinds a target_kind may hold. */
 static const char *kind_text(ledger_kind k)
 {
-    return k == LEDGER_KIND_ALLOCATION || k == LEDGER_KIND_AVROP ? ledger_kind_name(k) : NULL;
+    return k == LEDGER_KIND_ALLOCATION || k == LEDGER_KIND_AVROP || k == LEDGER_KIND_REDUCTION ||
+                   k == LEDGER_KIND_REVERSAL
+               ? ledger_kind_name(k)
+               : NULL;
+}
+
+/* The number of fields of `t` flagged FIELD_ADDED. */
+static uint8_t added_count(const event_type_info *t)
+{
+    uint8_t n = 0;
+    for (uint8_t i = 0; i < t->field_count; i++)
+        n += (t->fields[i].flags & FIELD_ADDED) != 0;
+    return n;
 }
 
 /* ---- encoding ----------------------------------------------------------------------------- */
@@ -130,6 +161,13 @@ static bool write_field(mp_writer *w, const field *f, const ledger_event *ev)
         if (k == NULL)
             return false;
         mp_write_cstr(w, k);
+        return true;
+    }
+    case FIELD_DATE: {
+        char day[BUDGET_DATE_BYTES + 1];
+        if (!budget_date_format((int32_t)ledger_field_int(ev, f), day))
+            return false;
+        mp_write_str(w, day, BUDGET_DATE_BYTES);
         return true;
     }
     default: {
@@ -251,9 +289,13 @@ int event_encode(const ledger_event *ev, const uint8_t prev[BUDGET_HASH_BYTES], 
     mp_write_cstr(&w, ledger_type_name(ev->type));
     mp_write_raw(&w, KEY_DATA, sizeof KEY_DATA - 1);
     const event_type_info *t = &event_types[ev->type];
-    mp_write_map(&w, t->field_count);
+    /* An event of before the added fields of its type (it has none of them) keeps the data
+     * map it was written with. */
+    bool short_form = ledger_added_absent(ev);
+    mp_write_map(&w, short_form ? t->field_count - added_count(t) : t->field_count);
     for (uint8_t i = 0; i < t->field_count; i++)
-        if (!write_field(&w, &t->fields[i], ev))
+        if (!(short_form && (t->fields[i].flags & FIELD_ADDED)) &&
+            !write_field(&w, &t->fields[i], ev))
             return BUDGET_EINTERNAL;
     mp_write_raw(&w, PREV_HEAD, sizeof PREV_HEAD);
     mp_write_raw(&w, prev, BUDGET_HASH_BYTES);
@@ -463,16 +505,24 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
             return false;
         ledger_field_set_int(ev, f, v);
         return true;
+    case FIELD_DATE: {
+        int32_t day;
+        if (!read_str(r, &s, &len, BUDGET_DATE_BYTES) || !budget_date_parse(s, len, &day))
+            return false;
+        ledger_field_set_int(ev, f, day);
+        return true;
+    }
     case FIELD_TARGET_KIND:
         if (!read_str(r, &s, &len, 16))
             return false;
-        if (len == 10 && memcmp(s, "allocation", 10) == 0)
-            ev->target_kind = LEDGER_KIND_ALLOCATION;
-        else if (len == 5 && memcmp(s, "avrop", 5) == 0)
-            ev->target_kind = LEDGER_KIND_AVROP;
-        else
-            return false;
-        return true;
+        for (int k = 1; k < (int)LEDGER_KIND_END; k++) {
+            const char *name = kind_text((ledger_kind)k);
+            if (name != NULL && strlen(name) == len && memcmp(s, name, len) == 0) {
+                ev->target_kind = (ledger_kind)k;
+                return true;
+            }
+        }
+        return false;
     default:
         if (!read_str(r, &s, &len, (uint32_t)field_bytes_max(f)) || !str_ok(f, s, len))
             return false;
@@ -486,6 +536,8 @@ static void clear_fields(ledger_event *ev)
 {
     ev->id[0] = ev->frame[0] = ev->allocation[0] = ev->target[0] = ev->unit[0] = '\0';
     ev->title[0] = ev->reference[0] = ev->note[0] = ev->unit_kind[0] = ev->parent[0] = '\0';
+    ev->decision_body[0] = ev->decision_paragraph[0] = ev->decision_dnr[0] = '\0';
+    ev->decision_date = 0;
     ev->target_kind = 0;
     ev->year = 0;
     ev->amount = 0;
@@ -519,12 +571,18 @@ int event_decode(const uint8_t *bytes, size_t size, ledger_event *ev)
         return BUDGET_EINTERNAL;
     ev->type = type;
     const event_type_info *t = &event_types[type];
-    uint8_t data_map = (uint8_t)(0x80 | t->field_count);
-    if (!expect(&r, KEY_DATA, sizeof KEY_DATA - 1) || !expect(&r, &data_map, 1))
+    if (!expect(&r, KEY_DATA, sizeof KEY_DATA - 1) || mp_remaining(&r) < 1)
+        return BUDGET_EINTERNAL;
+    /* The whole data map, or one written before the type's added fields, without them. */
+    uint8_t data_map = *r.p++;
+    bool short_form = data_map != (uint8_t)(0x80 | t->field_count);
+    if (short_form &&
+        (added_count(t) == 0 || data_map != (uint8_t)(0x80 | (t->field_count - added_count(t)))))
         return BUDGET_EINTERNAL;
     clear_fields(ev);
     for (uint8_t i = 0; i < t->field_count; i++)
-        if (!read_field(&r, &t->fields[i], ev))
+        if (!(short_form && (t->fields[i].flags & FIELD_ADDED)) &&
+            !read_field(&r, &t->fields[i], ev))
             return BUDGET_EINTERNAL;
 
     /* Exactly the link remains. */

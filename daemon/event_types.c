@@ -23,12 +23,28 @@
 #define REFERENCE FIELD("reference", FIELD_TEXT, FIELD_OPTIONAL, 0, reference)
 #define NOTE FIELD("note", FIELD_TEXT, FIELD_OPTIONAL, 0, note)
 
+/*
+ * The decision (beslut) a write rests on, as data: the body that decided ("KS"), the date of
+ * the decision (beside the event's ts, the time of entry), its paragraph ("241") and, when
+ * given, its diary number ("KS 2021/123"). Four fields, in this order, with these names; a
+ * new type that rests on a decision lists DECISION_FIELDS in its table. DECISION_FIELDS_AS
+ * gives them other flags: the types that carried only a free-text reference before decisions
+ * were data list them with FIELD_ADDED, so that their old events still decode.
+ */
+#define DECISION_FIELDS_AS(flags)                                                                  \
+    FIELD("decision_body", FIELD_BODY, FIELD_REQUIRED, (flags), decision_body),                    \
+        FIELD("decision_date", FIELD_DATE, FIELD_REQUIRED, (flags), decision_date),                \
+        FIELD("decision_paragraph", FIELD_PARAGRAPH, FIELD_REQUIRED, (flags), decision_paragraph), \
+        FIELD("decision_dnr", FIELD_TEXT, FIELD_OPTIONAL, (flags), decision_dnr)
+#define DECISION_FIELDS DECISION_FIELDS_AS(0)
+
 static const event_field event_fields_frame_granted[] = {
     ID,
     FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, 0, unit),
     FIELD("year", FIELD_YEAR, FIELD_REQUIRED, 0, year),
     FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
     FIELD("title", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    DECISION_FIELDS_AS(FIELD_ADDED),
     FIELD("reference", FIELD_TEXT, FIELD_OPTIONAL, FIELD_KEPT, reference),
 };
 
@@ -39,6 +55,7 @@ static const event_field event_fields_frame_adjusted[] = {
     DERIVED_YEAR,
     FIELD("delta", FIELD_DELTA, FIELD_REQUIRED, 0, amount),
     FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
+    DECISION_FIELDS_AS(FIELD_ADDED),
     REFERENCE,
 };
 
@@ -70,6 +87,7 @@ static const event_field event_fields_decision[] = {
     DERIVED_UNIT,
     DERIVED_YEAR,
     FIELD("amount", FIELD_AMOUNT, FIELD_DERIVED, 0, amount),
+    DECISION_FIELDS_AS(FIELD_ADDED),
     REFERENCE,
     NOTE,
 };
@@ -83,6 +101,29 @@ static const event_field event_fields_request_withdrawn[] = {
     DERIVED_YEAR,
     FIELD("amount", FIELD_AMOUNT, FIELD_DERIVED, 0, amount),
     NOTE,
+};
+
+/* allocation.reduction_requested: the allocation and the amount to take back from it */
+static const event_field event_fields_reduction_requested[] = {
+    ID,
+    FIELD("allocation", FIELD_ID, FIELD_REQUIRED, 0, allocation),
+    DERIVED_FRAME,
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
+    FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
+};
+
+/* avrop.reversal_requested: the avrop (kept in `target`) and the part of it to reverse */
+static const event_field event_fields_reversal_requested[] = {
+    ID,
+    FIELD("avrop", FIELD_ID, FIELD_REQUIRED, 0, target),
+    FIELD("allocation", FIELD_ID, FIELD_DERIVED, 0, allocation),
+    DERIVED_FRAME,
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
+    FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
 };
 
 /* The register of units (docs/events.md, "Units"): the unit's code is `unit`, its name is kept

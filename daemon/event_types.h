@@ -26,6 +26,8 @@
     X(AVROP, "avrop", avrop)                                                                       \
     X(DECISION, "decision", decisions)                                                             \
     X(WITHDRAWAL, "withdrawal", withdrawals)                                                       \
+    X(REDUCTION, "reduction", reductions)                                                          \
+    X(REVERSAL, "reversal", reversals)                                                             \
     X(REGISTRATION, "registration", registrations)                                                 \
     X(RENAMING, "renaming", renamings)                                                             \
     X(CLOSING, "closing", closings)
@@ -58,6 +60,10 @@
       target_holder)                                                                               \
     X(REQUEST_WITHDRAWN, "request.withdrawn", "withdraw", CLERK, WITHDRAWAL, request_withdrawn,    \
       target, none)                                                                                \
+    X(ALLOCATION_REDUCTION_REQUESTED, "allocation.reduction_requested", "allocation.reduce",       \
+      CLERK, REDUCTION, reduction_requested, reduce, allocation_and_frame)                         \
+    X(AVROP_REVERSAL_REQUESTED, "avrop.reversal_requested", "avrop.reverse", CLERK, REVERSAL,      \
+      reversal_requested, reverse, avrop_and_frame)                                                \
     X(UNIT_REGISTERED, "unit.registered", "unit.register", ADMIN, REGISTRATION, unit_registered,   \
       register_unit, registered_unit)                                                              \
     X(UNIT_RENAMED, "unit.renamed", "unit.rename", ADMIN, RENAMING, unit_renamed, rename_unit,     \
@@ -113,7 +119,11 @@ typedef enum {
     FIELD_AMOUNT,      /* int: 1..BUDGET_AMOUNT_MAX (öre) */
     FIELD_DELTA,       /* int: non-zero, -BUDGET_AMOUNT_MAX..BUDGET_AMOUNT_MAX (öre) */
     FIELD_TEXT,        /* str: UTF-8 without control characters, up to the limit (256 bytes) */
-    FIELD_TARGET_KIND, /* str: "allocation" or "avrop" (a ledger_kind in the struct) */
+    FIELD_TARGET_KIND, /* str: "allocation", "avrop", "reduction" or "reversal" (a ledger_kind) */
+    FIELD_DATE,        /* str "YYYY-MM-DD", a real day in BUDGET_YEAR_MIN..MAX; in the struct an
+                          int32 YYYYMMDD (proto/fields.h), 0 when absent */
+    FIELD_BODY,        /* str: a decision's body, 1..16 of A-Z Å Ä Ö 0-9 ("KS") */
+    FIELD_PARAGRAPH,   /* str: a decision's paragraph, 1..16 ("241", "241 p. 2") */
 } field_value;
 
 /* Where a field's value comes from. */
@@ -126,9 +136,13 @@ typedef enum {
 /* Flags of a field. */
 enum {
     FIELD_KEPT = 1u << 0, /* a text the state keeps: replay checks it too */
+    /* Added to a type after events of it were written: an event read back may lack every
+     * added field of its type at once (its data map is shorter by their number), and then
+     * decodes with them empty ("" and 0). A new write must still give the required ones. */
+    FIELD_ADDED = 1u << 1,
     /* a unit the event brings into the register (unit.registered's own): not required to be
      * registered already, as every other unit a write names is */
-    FIELD_NEW_UNIT = 1u << 1,
+    FIELD_NEW_UNIT = 1u << 2,
 };
 
 /*
@@ -146,8 +160,8 @@ typedef struct {
     uint16_t size;   /* of the member, bytes */
 } event_field;
 
-/* A data map has at most this many fields. */
-#define EVENT_FIELDS_MAX 9
+/* A data map has at most this many fields (its header is one byte, a fixmap). */
+#define EVENT_FIELDS_MAX 15
 
 typedef struct {
     const char *name; /* the wire name */
@@ -172,7 +186,8 @@ static inline size_t field_bytes_max(const event_field *f)
 
 static inline bool field_is_str(const event_field *f)
 {
-    return f->value == FIELD_ID || f->value == FIELD_UNIT || f->value == FIELD_TEXT;
+    return f->value == FIELD_ID || f->value == FIELD_UNIT || f->value == FIELD_TEXT ||
+           f->value == FIELD_BODY || f->value == FIELD_PARAGRAPH;
 }
 
 /* The least bytes a str field may hold: 1, but 0 for an optional text or unit ("" when it is

@@ -48,7 +48,7 @@ typedef struct {
     char frame[BUDGET_ID_BYTES_MAX + 1];
     char allocation[BUDGET_ID_BYTES_MAX + 1];
     char target[BUDGET_ID_BYTES_MAX + 1];
-    ledger_kind target_kind; /* LEDGER_KIND_ALLOCATION or LEDGER_KIND_AVROP */
+    ledger_kind target_kind; /* LEDGER_KIND_ALLOCATION, _AVROP, _REDUCTION or _REVERSAL */
     char unit[BUDGET_UNIT_BYTES_MAX + 1];
     int32_t year;
     int64_t amount;
@@ -57,6 +57,16 @@ typedef struct {
     char note[BUDGET_TEXT_BYTES_MAX + 1];
     char unit_kind[REGISTRY_KIND_BYTES_MAX + 1]; /* unit.registered's "kind" */
     char parent[BUDGET_UNIT_BYTES_MAX + 1];      /* unit.registered's "parent", "" for none */
+    /* The decision the event rests on (DECISION_FIELDS of event_types.c): body, date as
+     * YYYYMMDD, paragraph and diary number. An event of a type that rests on a decision but
+     * was written before decisions were data has none: "", 0, "", "". */
+    char decision_body[BUDGET_DECISION_BODY_BYTES_MAX + 1];
+    int32_t decision_date;
+    char decision_paragraph[BUDGET_DECISION_PARAGRAPH_BYTES_MAX + 1];
+    char decision_dnr[BUDGET_DECISION_DNR_BYTES_MAX + 1];
+    /* Of a command only, never stored: frame.grant's "intended", a grant meant to be like an
+     * existing one (ledger_check refuses a likely duplicate without it). */
+    bool intended;
 } ledger_event;
 
 /*
@@ -82,7 +92,7 @@ static inline int64_t ledger_field_int(const ledger_event *ev, const event_field
         memcpy(&v, at, sizeof v);
         return v;
     }
-    int32_t v; /* year, or a ledger_kind */
+    int32_t v; /* year, a date, or a ledger_kind */
     memcpy(&v, at, sizeof v);
     return v;
 }
@@ -99,6 +109,7 @@ static inline void ledger_field_set_int(ledger_event *ev, const event_field *f, 
 }
 
 _Static_assert(sizeof(ledger_kind) == sizeof(int32_t) && sizeof(((ledger_event *)0)->year) == 4 &&
+                   sizeof(((ledger_event *)0)->decision_date) == 4 &&
                    sizeof(((ledger_event *)0)->amount) == 8,
                "int fields are of 4 or 8 bytes");
 
@@ -115,25 +126,37 @@ typedef struct {
     const char *id, *unit, *title, *reference;
     int32_t year;
     int64_t granted, allocated, pending, unallocated, called_off;
+    bool granted_later; /* ledger_apply_decided: its grant was decided after the day */
 } ledger_frame_view;
 
 typedef struct {
     const char *id, *frame, *unit, *purpose;
     int32_t year;
     ledger_status status;
-    int64_t amount, called_off, pending, available;
+    /* amount: after approved reductions; reduced: their sum; reducing: pending reductions */
+    int64_t amount, called_off, pending, available, reduced, reducing;
 } ledger_allocation_view;
 
 typedef struct {
     const char *id, *allocation, *unit;
     ledger_status status;
-    int64_t amount;
+    /* amount: as requested; reversed: approved reversals of it; reversing: pending ones */
+    int64_t amount, reversed, reversing;
 } ledger_avrop_view;
+
+/* A reduction of an allocation or a reversal of an avrop (avrop NULL for a reduction). */
+typedef struct {
+    const char *id, *allocation, *avrop;
+    ledger_kind kind; /* LEDGER_KIND_REDUCTION or LEDGER_KIND_REVERSAL */
+    ledger_status status;
+    int64_t amount;
+} ledger_correction_view;
 
 typedef struct {
     const char *unit;
     int32_t year;
     int64_t frames, allocated, called_off, pending, available;
+    int64_t reducing; /* pending reductions of allocations to the unit */
 } ledger_unit_view;
 
 /* A new empty ledger, or NULL when out of memory. */
@@ -185,6 +208,23 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev);
  */
 bool ledger_same_request(const ledger_cmd *cmd, const ledger_actor *actor, const ledger_event *ev);
 
+/*
+ * What had been decided by a day, whenever it was entered. `l` holds events applied only by
+ * this function, in log order; `decided_by` is a day YYYYMMDD. An event that rests on a
+ * decision counts when its decision is dated on or before that day; one that carries none
+ * (written before decisions were data) by the day it was entered (UTC), as does a withdrawal.
+ * A grant decided later leaves its frame with nothing granted (the view's granted_later), an
+ * adjustment or decision decided later is left out: its target stays pending. Requests
+ * (proposals, avrop) always count. The rules of the budget are not checked, for a raise
+ * decided later may have been entered first: the balances may show more allocated than
+ * granted, or more called off than allocated, and are to be shown as they are. Returns 0,
+ * BUDGET_EINTERNAL (not an event of the log: seq out of order, bad syntax) or
+ * BUDGET_EUNAVAILABLE (out of memory).
+ */
+int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by);
+/* The day an event's decision is dated, or, when it carries none, the day it was entered. */
+int32_t ledger_decision_day(const ledger_event *ev);
+
 /* Number of events applied, and the seq and ts (ms) of the last one; 0 when there is none. */
 uint64_t ledger_events(const ledger *l);
 uint64_t ledger_last_seq(const ledger *l);
@@ -207,6 +247,8 @@ const registry *ledger_registry(const ledger *l);
 bool ledger_frame(const ledger *l, const char *id, ledger_frame_view *out);
 bool ledger_allocation(const ledger *l, const char *id, ledger_allocation_view *out);
 bool ledger_avrop(const ledger *l, const char *id, ledger_avrop_view *out);
+/* A reduction or a reversal; false when `id` names neither. */
+bool ledger_correction(const ledger *l, const char *id, ledger_correction_view *out);
 /* The note of an avrop (valid as the views are), or NULL when `id` does not name an avrop. */
 const char *ledger_avrop_note(const ledger *l, const char *id);
 /* The kind an id names, or 0 when unused. */
@@ -236,5 +278,15 @@ bool ledger_valid_id(const char *s, size_t len);
 bool ledger_valid_unit(const char *s, size_t len);
 /* Valid UTF-8 with no control characters, len bytes within [min, BUDGET_TEXT_BYTES_MAX]. */
 bool ledger_valid_text(const char *s, size_t len, size_t min);
+
+/* True when `ev` lacks every field added to its type (FIELD_ADDED) since its first events:
+ * an event written before them, which encodes without them. False when its type has none. */
+bool ledger_added_absent(const ledger_event *ev);
+
+/* True when `ev` carries a decision (its decision_date is set). */
+static inline bool ledger_has_decision(const ledger_event *ev)
+{
+    return ev->decision_date != 0;
+}
 
 #endif

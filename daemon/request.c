@@ -6,6 +6,7 @@
 
 #include "budget/errors.h"
 #include "budget/limits.h"
+#include "proto/fields.h"
 #include "proto/text.h"
 #include "request.h"
 
@@ -55,6 +56,18 @@ static bool object_int(const msgpack_object *o, int64_t *out)
     return false;
 }
 
+/* A str "YYYY-MM-DD" that names a real day, into *day (YYYYMMDD). */
+static bool object_day(const msgpack_object *o, int32_t *day)
+{
+    return o->type == MSGPACK_OBJECT_STR && budget_date_parse(o->via.str.ptr, o->via.str.size, day);
+}
+
+uint64_t request_day_end_ms(int32_t day)
+{
+    int64_t days = budget_date_days(day) + 1;
+    return days <= 0 ? 0 : (uint64_t)days * 86400000u;
+}
+
 static bool object_uint(const msgpack_object *o, uint64_t *out)
 {
     if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
@@ -100,7 +113,19 @@ static int decode_arg(const event_field *f, const msgpack_object *v, ledger_cmd 
     case FIELD_ID:
     case FIELD_UNIT:
     case FIELD_TEXT:
+    case FIELD_BODY:
+    case FIELD_PARAGRAPH:
         return copy_str(v, f->key, (char *)cmd + f->offset, field_bytes_max(f), err);
+    case FIELD_DATE: {
+        int32_t day;
+        if (v->type != MSGPACK_OBJECT_STR ||
+            !budget_date_parse(v->via.str.ptr, v->via.str.size, &day))
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "args.%s must be a real day as a string YYYY-MM-DD, years %d..%d", f->key,
+                        BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
+        ledger_field_set_int(cmd, f, day);
+        return 0;
+    }
     case FIELD_YEAR:
         if (!object_int(v, &n) || n < BUDGET_YEAR_MIN || n > BUDGET_YEAR_MAX)
             return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be an integer year %d..%d", f->key,
@@ -140,6 +165,11 @@ static int unknown_arg(const request_write_op *w, const msgpack_object *k, ledge
     return err->code;
 }
 
+static bool is_decision_field(const event_field *f)
+{
+    return f->value == FIELD_BODY || f->value == FIELD_DATE || f->value == FIELD_PARAGRAPH;
+}
+
 int request_decode_write(const request_write_op *w, const msgpack_object *args, ledger_cmd *cmd,
                          bool *has_expect_head, uint64_t *expect_head, ledger_error *err)
 {
@@ -166,6 +196,12 @@ int request_decode_write(const request_write_op *w, const msgpack_object *args, 
             *has_expect_head = true;
             continue;
         }
+        if (w->type == LEDGER_FRAME_GRANTED && key_is(k, "intended")) {
+            if (v->type != MSGPACK_OBJECT_BOOLEAN)
+                return fail(err, BUDGET_EBAD_REQUEST, "args.intended must be true or false");
+            cmd->intended = v->via.boolean;
+            continue;
+        }
         int j = arg_index(t, k);
         if (j < 0)
             return unknown_arg(w, k, err);
@@ -176,9 +212,17 @@ int request_decode_write(const request_write_op *w, const msgpack_object *args, 
         if (rc)
             return rc;
     }
-    for (uint8_t j = 0; j < t->field_count; j++)
-        if (t->fields[j].source == FIELD_REQUIRED && !seen[j])
-            return fail(err, BUDGET_EBAD_REQUEST, "%s needs args.%s", w->op, t->fields[j].key);
+    for (uint8_t j = 0; j < t->field_count; j++) {
+        if (t->fields[j].source != FIELD_REQUIRED || seen[j])
+            continue;
+        if (is_decision_field(&t->fields[j]))
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "%s rests on a decision and needs args.%s: give decision_body, "
+                        "decision_date and decision_paragraph (and decision_dnr if there is one), "
+                        "as in KS 2021-08-24 § 241",
+                        w->op, t->fields[j].key);
+        return fail(err, BUDGET_EBAD_REQUEST, "%s needs args.%s", w->op, t->fields[j].key);
+    }
     return 0;
 }
 
@@ -214,9 +258,14 @@ int request_decode_balances(const msgpack_object *args, balances_query *q, ledge
                             BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
             q->year = (int32_t)year;
         } else if (key_is(k, "as_of")) {
-            if (!object_uint(v, &q->as_of))
-                return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a uint seq", "as_of");
-            q->has_as_of = true;
+            if (!object_uint(v, &q->as_of) && !object_day(v, &q->as_of_day))
+                return fail(err, BUDGET_EBAD_REQUEST,
+                            "args.%s must be a uint seq or a day YYYY-MM-DD", "as_of");
+            q->has_as_of = q->as_of_day == 0;
+        } else if (key_is(k, "decided_by")) {
+            if (!object_day(v, &q->decided_by))
+                return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a real day YYYY-MM-DD",
+                            "decided_by");
         } else if (key_is(k, "offset") || key_is(k, "frames_offset") || key_is(k, "avrop_offset") ||
                    key_is(k, "units_offset")) {
             uint64_t *at = key_is(k, "offset")          ? &q->offset
@@ -228,8 +277,8 @@ int request_decode_balances(const msgpack_object *args, balances_query *q, ledge
                             (int)k->via.str.size, k->via.str.ptr);
         } else {
             return fail(err, BUDGET_EBAD_REQUEST,
-                        "balances takes frame, allocation, unit, year, as_of, offset, "
-                        "frames_offset, avrop_offset, units_offset");
+                        "balances takes frame, allocation, unit, year, as_of, decided_by, "
+                        "offset, frames_offset, avrop_offset, units_offset");
         }
         if (rc)
             return rc;
@@ -287,15 +336,23 @@ int request_decode_events(const msgpack_object *args, events_query *q, ledger_er
             if (!object_uint(v, &q->ts_to))
                 return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a uint (ms)", "ts_to");
             q->has_ts_to = true;
+        } else if (key_is(k, "decided_from") || key_is(k, "decided_to")) {
+            int32_t *day = key_is(k, "decided_from") ? &q->decided_from : &q->decided_to;
+            if (!object_day(v, day))
+                return fail(err, BUDGET_EBAD_REQUEST, "args.%.*s must be a real day YYYY-MM-DD",
+                            (int)k->via.str.size, k->via.str.ptr);
         } else {
             return fail(err, BUDGET_EBAD_REQUEST,
-                        "events takes after, limit, entity, unit, type, actor, ts_from, ts_to");
+                        "events takes after, limit, entity, unit, type, actor, ts_from, ts_to, "
+                        "decided_from, decided_to");
         }
         if (rc)
             return rc;
     }
     if (q->has_ts_from && q->has_ts_to && q->ts_from > q->ts_to)
         return fail(err, BUDGET_EBAD_REQUEST, "args.ts_from is after args.ts_to");
+    if (q->decided_from && q->decided_to && q->decided_from > q->decided_to)
+        return fail(err, BUDGET_EBAD_REQUEST, "args.decided_from is after args.decided_to");
     return 0;
 }
 
@@ -322,10 +379,17 @@ event_match request_event_matches(const events_query *q, const ledger_event *ev)
         return EVENT_NO;
     if ((q->has_ts_from && ev->ts_ms < q->ts_from) || (q->has_ts_to && ev->ts_ms >= q->ts_to))
         return EVENT_NO;
+    /* By the decision's date: only events that carry a decision. */
+    if ((q->decided_from || q->decided_to) &&
+        (!ledger_has_decision(ev) || (q->decided_from && ev->decision_date < q->decided_from) ||
+         (q->decided_to && ev->decision_date > q->decided_to)))
+        return EVENT_NO;
     if (!q->entity[0] || names_entity(ev, q->entity))
         return EVENT_YES;
-    /* A decision or withdrawal names its avrop and frame, not the allocation between them. */
-    if (ev->target_kind == LEDGER_KIND_AVROP)
+    /* A decision or withdrawal names its avrop (or reduction, or reversal) and frame, not the
+     * allocation between them. */
+    if (ev->target_kind == LEDGER_KIND_AVROP || ev->target_kind == LEDGER_KIND_REDUCTION ||
+        ev->target_kind == LEDGER_KIND_REVERSAL)
         return EVENT_IF_AVROP_OF_ENTITY;
     return EVENT_NO;
 }
@@ -367,9 +431,44 @@ void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const
     pack_key_str(pk, "id", ev->id);
 }
 
-static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f)
+/*
+ * The oddities of a decided_by view (docs/protocol.md): what the rules forbid in the ledger
+ * but a view of decisions by a day may show, for a raise decided later may have been entered
+ * first. At most ODDITIES_MAX per item.
+ */
+#define ODDITIES_MAX 3
+
+static uint32_t frame_oddities(const ledger_frame_view *f, const char **out)
 {
-    msgpack_pack_map(pk, 10);
+    uint32_t n = 0;
+    if (f->granted_later)
+        out[n++] = "granted_later";
+    if (f->allocated > f->granted)
+        out[n++] = "allocated_over_granted";
+    if (f->called_off > f->allocated)
+        out[n++] = "called_off_over_allocated";
+    return n;
+}
+
+static uint32_t allocation_oddities(const ledger_allocation_view *a, const char **out)
+{
+    uint32_t n = 0;
+    if (a->called_off > 0 && a->status != LEDGER_APPROVED)
+        out[n++] = "called_off_before_approved";
+    return n;
+}
+
+static uint32_t unit_oddities(const ledger_unit_view *u, const char **out)
+{
+    uint32_t n = 0;
+    if (u->called_off > u->allocated)
+        out[n++] = "called_off_over_allocated";
+    return n;
+}
+
+static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f, bool decided)
+{
+    msgpack_pack_map(pk, decided ? 11 : 10);
     pack_key_str(pk, "id", f->id);
     pack_key_str(pk, "unit", f->unit);
     pack_key_int(pk, "year", f->year);
@@ -382,9 +481,9 @@ static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f)
     pack_key_int(pk, "called_off", f->called_off);
 }
 
-static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a)
+static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a, bool decided)
 {
-    msgpack_pack_map(pk, 10);
+    msgpack_pack_map(pk, decided ? 13 : 12);
     pack_key_str(pk, "id", a->id);
     pack_key_str(pk, "frame", a->frame);
     pack_key_str(pk, "unit", a->unit);
@@ -395,29 +494,34 @@ static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a)
     pack_key_int(pk, "called_off", a->called_off);
     pack_key_int(pk, "pending", a->pending);
     pack_key_int(pk, "available", a->available);
+    pack_key_int(pk, "reduced", a->reduced);
+    pack_key_int(pk, "reducing", a->reducing);
 }
 
 static void pack_avrop(msgpack_packer *pk, const ledger *l, const ledger_avrop_view *v)
 {
     const char *note = ledger_avrop_note(l, v->id);
-    msgpack_pack_map(pk, 6);
+    msgpack_pack_map(pk, 8);
     pack_key_str(pk, "id", v->id);
     pack_key_str(pk, "allocation", v->allocation);
     pack_key_str(pk, "unit", v->unit);
     pack_key_int(pk, "amount", v->amount);
     pack_key_str(pk, "status", ledger_status_name(v->status));
     pack_key_str(pk, "note", note ? note : "");
+    pack_key_int(pk, "reversed", v->reversed);
+    pack_key_int(pk, "reversing", v->reversing);
 }
 
 /* A unit's row of balances, with the unit's current name (its code when it has none). */
-static void pack_unit(msgpack_packer *pk, const ledger *l, const ledger_unit_view *u)
+static void pack_unit(msgpack_packer *pk, const ledger *l, const ledger_unit_view *u,
+                      bool decided)
 {
     const registry *reg = ledger_registry(l);
     uint32_t i = registry_find(reg, u->unit);
     registry_view v = {.name = u->unit};
     if (i != REGISTRY_NONE)
         registry_view_of(reg, i, &v);
-    msgpack_pack_map(pk, 8);
+    msgpack_pack_map(pk, decided ? 10 : 9);
     pack_key_str(pk, "unit", u->unit);
     pack_key_str(pk, "name", v.name);
     pack_key_int(pk, "year", u->year);
@@ -426,6 +530,7 @@ static void pack_unit(msgpack_packer *pk, const ledger *l, const ledger_unit_vie
     pack_key_int(pk, "called_off", u->called_off);
     pack_key_int(pk, "pending", u->pending);
     pack_key_int(pk, "available", u->available);
+    pack_key_int(pk, "reducing", u->reducing);
 }
 
 /*
@@ -440,6 +545,8 @@ typedef struct {
     uint64_t offset, skipped;
     uint32_t count;
     bool more;
+    bool decided;      /* a decided_by view: each item says its oddities */
+    uint32_t oddities; /* items packed with one or more */
 } list_page;
 
 static void page_init(list_page *p, uint64_t offset)
@@ -450,6 +557,8 @@ static void page_init(list_page *p, uint64_t offset)
     p->skipped = 0;
     p->count = 0;
     p->more = false;
+    p->decided = false;
+    p->oddities = 0;
 }
 
 /* A match was found: true when it is to be packed now; false when it is skipped (before the
@@ -481,6 +590,33 @@ static int page_emit(msgpack_packer *pk, const char *key, list_page *p)
     return rc == 0 ? 0 : -1;
 }
 
+/* "oddities": [names...] of an item of a decided_by view, counted in the page. */
+static void pack_oddities(list_page *p, const char *const *names, uint32_t n)
+{
+    pack_cstr(&p->pk, "oddities");
+    msgpack_pack_array(&p->pk, n);
+    for (uint32_t i = 0; i < n; i++)
+        pack_cstr(&p->pk, names[i]);
+    p->oddities += n > 0;
+}
+
+static void page_frame(list_page *p, const ledger_frame_view *f)
+{
+    pack_frame(&p->pk, f, p->decided);
+    if (p->decided) {
+        const char *names[ODDITIES_MAX];
+        pack_oddities(p, names, frame_oddities(f, names));
+    }
+}
+
+/* In a decided_by view, a frame whose grant was decided later is left out unless something
+ * decided or pending by then draws on it. */
+static bool frame_shown(const list_page *p, const ledger_frame_view *f)
+{
+    return !p->decided || !f->granted_later || f->allocated != 0 || f->pending != 0 ||
+           f->called_off != 0;
+}
+
 static void page_frames(list_page *p, const ledger *l, const balances_query *q)
 {
     ledger_frame_view f;
@@ -490,12 +626,21 @@ static void page_frames(list_page *p, const ledger *l, const balances_query *q)
         return;
     if (q->frame[0]) {
         if (ledger_frame(l, q->frame, &f) && page_takes(p))
-            pack_frame(&p->pk, &f);
+            page_frame(p, &f);
         return;
     }
     while (!p->more && ledger_next_frame(l, &i, q->unit[0] ? q->unit : NULL, q->year, &f))
-        if (page_takes(p))
-            pack_frame(&p->pk, &f);
+        if (frame_shown(p, &f) && page_takes(p))
+            page_frame(p, &f);
+}
+
+static void page_allocation(list_page *p, const ledger_allocation_view *a)
+{
+    pack_allocation(&p->pk, a, p->decided);
+    if (p->decided) {
+        const char *names[ODDITIES_MAX];
+        pack_oddities(p, names, allocation_oddities(a, names));
+    }
 }
 
 static void page_allocations(list_page *p, const ledger *l, const balances_query *q)
@@ -507,12 +652,12 @@ static void page_allocations(list_page *p, const ledger *l, const balances_query
 
     if (q->allocation[0]) {
         if (ledger_allocation(l, q->allocation, &a) && page_takes(p))
-            pack_allocation(&p->pk, &a);
+            page_allocation(p, &a);
         return;
     }
     while (!p->more && ledger_next_allocation(l, &i, frame, unit, q->year, &a))
         if (page_takes(p))
-            pack_allocation(&p->pk, &a);
+            page_allocation(p, &a);
 }
 
 static void page_avrop(list_page *p, const ledger *l, const balances_query *q)
@@ -532,9 +677,15 @@ static void page_units(list_page *p, const ledger *l, const balances_query *q)
 
     if (q->frame[0] || q->allocation[0])
         return;
-    while (!p->more && ledger_next_unit(l, &i, q->unit[0] ? q->unit : NULL, q->year, &u))
-        if (page_takes(p))
-            pack_unit(&p->pk, l, &u);
+    while (!p->more && ledger_next_unit(l, &i, q->unit[0] ? q->unit : NULL, q->year, &u)) {
+        if (!page_takes(p))
+            continue;
+        pack_unit(&p->pk, l, &u, p->decided);
+        if (p->decided) {
+            const char *names[ODDITIES_MAX];
+            pack_oddities(p, names, unit_oddities(&u, names));
+        }
+    }
 }
 
 /* The lists of a balances result, in the order they are packed; avrop only for one
@@ -554,6 +705,18 @@ static const struct {
 _Static_assert(LISTS_COUNT *(BUDGET_BALANCES_PAGE_BYTES_MAX + BALANCES_ITEM_BYTES_MAX) + 1024u <=
                    BUDGET_FRAME_BYTES_MAX,
                "a balances page fits in a frame");
+
+/* "decided_by": the day, and "oddities": the items of these pages that have one. */
+static void pack_decided_by(msgpack_packer *pk, int32_t day, const list_page *pages)
+{
+    char text[BUDGET_DATE_BYTES + 1];
+    budget_date_format(day, text);
+    pack_key_str(pk, "decided_by", text);
+    uint32_t n = 0;
+    for (int k = 0; k < LISTS_COUNT; k++)
+        n += pages[k].oddities;
+    pack_key_uint(pk, "oddities", n);
+}
 
 int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_query *q,
                           uint64_t as_of, ledger_error *err)
@@ -578,16 +741,20 @@ int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_qu
                     (long long)as_of);
     }
 
-    for (int k = 0; k < LISTS_COUNT; k++)
+    for (int k = 0; k < LISTS_COUNT; k++) {
         page_init(&pages[k], offsets[k]);
+        pages[k].decided = q->decided_by != 0;
+    }
     page_frames(&pages[LIST_FRAMES], l, q);
     page_allocations(&pages[LIST_ALLOCATIONS], l, q);
     if (avrop)
         page_avrop(&pages[LIST_AVROP], l, q);
     page_units(&pages[LIST_UNITS], l, q);
 
-    rc |= msgpack_pack_map(pk, avrop ? 7 : 6);
+    rc |= msgpack_pack_map(pk, (avrop ? 7 : 6) + (q->decided_by != 0 ? 2 : 0));
     pack_key_uint(pk, "as_of", as_of);
+    if (q->decided_by != 0)
+        pack_decided_by(pk, q->decided_by, pages);
     for (int k = 0; k < LISTS_COUNT; k++) {
         more = more || pages[k].more;
         if (k == LIST_AVROP && !avrop)

@@ -40,12 +40,21 @@ typedef struct {
     int32_t year; /* 0: any */
     bool has_as_of;
     uint64_t as_of;
+    /* as_of given as a day (YYYYMMDD): the ledger as it stood at the end of that day (UTC);
+     * as_of is then found from it (request_as_of_day_end). */
+    int32_t as_of_day;
+    /* decided_by, a day YYYYMMDD (0: not given): what had been decided by then
+     * (ledger_apply_decided), with the oddities of each item packed. */
+    int32_t decided_by;
     /* Items of each list skipped before its page: `offset` (allocations, its wire name since
      * protocol 1), `frames_offset`, `avrop_offset`, `units_offset`. */
     uint64_t offset, frames_offset, avrop_offset, units_offset;
 } balances_query;
 
 int request_decode_balances(const msgpack_object *args, balances_query *q, ledger_error *err);
+
+/* The first ms (since the epoch, UTC) after the day YYYYMMDD `day`. */
+uint64_t request_day_end_ms(int32_t day);
 
 /*
  * Packs the `balances` result for `q` from `l`, which stands as of `as_of`: one page of each
@@ -69,6 +78,8 @@ typedef struct {
     uint32_t actor; /* the actor's uid */
     bool has_ts_from, has_ts_to;
     uint64_t ts_from, ts_to; /* ms since the epoch: from <= ts < to */
+    /* Days YYYYMMDD (0: not given): events whose decision is dated within them, inclusive. */
+    int32_t decided_from, decided_to;
 } events_query;
 
 int request_decode_events(const msgpack_object *args, events_query *q, ledger_error *err);

@@ -1,5 +1,6 @@
 /* The syntax of a request's fields (proto/fields.h). */
 #include <stdint.h>
+#include <string.h>
 
 #include "budget/limits.h"
 #include "proto/fields.h"
@@ -54,4 +55,195 @@ bool budget_utf8_valid(const void *s, size_t n)
 bool budget_text_valid(const char *s, size_t len, size_t min)
 {
     return len >= min && len <= BUDGET_TEXT_BYTES_MAX && budget_text_clean(s, len);
+}
+
+/* ---- dates ---------------------------------------------------------------------------- */
+
+static bool leap_year(int32_t y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int32_t days_in_month(int32_t y, int32_t m)
+{
+    static const int8_t days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return m == 2 && leap_year(y) ? 29 : days[m - 1];
+}
+
+bool budget_date_valid(int32_t date)
+{
+    int32_t y = date / 10000, m = date / 100 % 100, d = date % 100;
+    return y >= BUDGET_YEAR_MIN && y <= BUDGET_YEAR_MAX && m >= 1 && m <= 12 && d >= 1 &&
+           d <= days_in_month(y, m);
+}
+
+bool budget_date_parse(const char *s, size_t len, int32_t *date)
+{
+    if (len != BUDGET_DATE_BYTES || s[4] != '-' || s[7] != '-')
+        return false;
+    int32_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (i == 4 || i == 7)
+            continue;
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (!budget_date_valid(v))
+        return false;
+    *date = v;
+    return true;
+}
+
+bool budget_date_format(int32_t date, char out[BUDGET_DATE_BYTES + 1])
+{
+    if (!budget_date_valid(date))
+        return false;
+    int32_t parts[3] = {date / 10000, date / 100 % 100, date % 100};
+    int widths[3] = {4, 2, 2};
+    size_t at = 0;
+    for (int p = 0; p < 3; p++) {
+        if (p > 0)
+            out[at++] = '-';
+        for (int k = widths[p] - 1; k >= 0; k--) {
+            out[at + (size_t)k] = (char)('0' + parts[p] % 10);
+            parts[p] /= 10;
+        }
+        at += (size_t)widths[p];
+    }
+    out[at] = '\0';
+    return true;
+}
+
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar (Howard Hinnant's
+ * days_from_civil). */
+int64_t budget_date_days(int32_t date)
+{
+    int64_t y = date / 10000, m = date / 100 % 100, d = date % 100;
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+int32_t budget_date_from_days(int64_t days)
+{
+    if (days < -1000000000 || days > 1000000000)
+        return 0;
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1;
+    int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = yoe + era * 400 + (m <= 2);
+    if (y < BUDGET_YEAR_MIN || y > BUDGET_YEAR_MAX)
+        return 0;
+    return (int32_t)(y * 10000 + m * 100 + d);
+}
+
+/* ---- decisions ------------------------------------------------------------------------ */
+
+/* Bytes of the body letter at s (A-Z: 1; Å, Ä, Ö in UTF-8: 2), or 0. */
+static size_t body_letter(const char *s, size_t n)
+{
+    if (s[0] >= 'A' && s[0] <= 'Z')
+        return 1;
+    if (n >= 2 && (uint8_t)s[0] == 0xc3 &&
+        ((uint8_t)s[1] == 0x85 || (uint8_t)s[1] == 0x84 || (uint8_t)s[1] == 0x96))
+        return 2;
+    return 0;
+}
+
+bool budget_decision_body_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > BUDGET_DECISION_BODY_BYTES_MAX || body_letter(s, len) == 0)
+        return false;
+    for (size_t i = 0; i < len;) {
+        size_t n = s[i] >= '0' && s[i] <= '9' ? 1 : body_letter(s + i, len - i);
+        if (n == 0)
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+bool budget_decision_paragraph_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > BUDGET_DECISION_PARAGRAPH_BYTES_MAX || s[0] < '0' || s[0] > '9' ||
+        s[len - 1] == ' ')
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool ok = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                  c == '.' || c == '/' || c == ':' || c == '-' || (c == ' ' && s[i - 1] != ' ');
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static const char SECTION[] = "\xc2\xa7"; /* § in UTF-8 */
+
+/* The offset of the first word "dnr" (any case, after a space, before a space or the end)
+ * in s[from..len), at its space; or len. */
+static size_t find_dnr(const char *s, size_t from, size_t len)
+{
+    for (size_t i = from; i + 4 <= len; i++)
+        if (s[i] == ' ' && (s[i + 1] | 0x20) == 'd' && (s[i + 2] | 0x20) == 'n' &&
+            (s[i + 3] | 0x20) == 'r' && (i + 4 == len || s[i + 4] == ' '))
+            return i;
+    return len;
+}
+
+bool budget_decision_parse(const char *s, size_t len, budget_decision *out, const char **why)
+{
+    const char *scratch;
+    if (why == NULL)
+        why = &scratch;
+    memset(out, 0, sizeof *out);
+    const char *space = memchr(s, ' ', len);
+    size_t body_len = space == NULL ? len : (size_t)(space - s);
+    if (!budget_decision_body_valid(s, body_len)) {
+        *why = "the body must be 1..16 of A-Z, Å, Ä, Ö and 0-9, beginning with a letter";
+        return false;
+    }
+    memcpy(out->body, s, body_len);
+    size_t at = body_len + 1;
+    if (space == NULL || len - at < BUDGET_DATE_BYTES ||
+        !budget_date_parse(s + at, BUDGET_DATE_BYTES, &out->date)) {
+        *why = "the body must be followed by one space and a real day as YYYY-MM-DD";
+        return false;
+    }
+    at += BUDGET_DATE_BYTES;
+    if (len - at < 3 || s[at] != ' ' || memcmp(s + at + 1, SECTION, 2) != 0) {
+        *why = "the date must be followed by one space and §";
+        return false;
+    }
+    at += 3;
+    if (at < len && s[at] == ' ')
+        at++;
+    size_t dnr = find_dnr(s, at, len);
+    if (!budget_decision_paragraph_valid(s + at, dnr - at)) {
+        *why = "the paragraph after § must be 1..16 of A-Z a-z 0-9 . / : - and single "
+               "spaces, beginning with a digit";
+        return false;
+    }
+    memcpy(out->paragraph, s + at, dnr - at);
+    if (dnr < len) {
+        at = dnr + 4 == len ? len : dnr + 5;
+        if (len - at > BUDGET_DECISION_DNR_BYTES_MAX || !budget_text_valid(s + at, len - at, 1) ||
+            s[at] == ' ' || s[len - 1] == ' ') {
+            *why = "the diary number after \"dnr\" must be 1..64 bytes of text, not beginning or "
+                   "ending with a space";
+            return false;
+        }
+        memcpy(out->dnr, s + at, len - at);
+    }
+    *why = "";
+    return true;
 }

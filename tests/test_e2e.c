@@ -169,7 +169,8 @@ static void scenario_ctl(void)
     uint64_t seq = U + 1;
 
     ctl_ok(&r, "grant", "--unit", "KS", "--year", "2021", "--amount", "3 mkr", "--title",
-           FRAME_TITLE, "--reference", FRAME_REFERENCE, "--id", FRAME_ID);
+           FRAME_TITLE, "--decision", E2E_DECISION, "--reference", FRAME_REFERENCE, "--id",
+           FRAME_ID);
     expect_write_line(&r, "frame.granted", FRAME_ID, seq++);
     e2e_ctl_free(&r);
     for (int i = 0; i < ALLOCATIONS; i++) {
@@ -181,8 +182,8 @@ static void scenario_ctl(void)
     }
     for (int i = 0; i < ALLOCATIONS; i++) {
         const scenario_allocation *a = &allocations[i];
-        ctl_ok_other(&r, "approve", a->id, "--reference", DECISION_REFERENCE, "--id",
-                     a->decision_id);
+        ctl_ok_other(&r, "approve", a->id, "--decision", E2E_DECISION, "--reference",
+                     DECISION_REFERENCE, "--id", a->decision_id);
         expect_write_line(&r, "decision.approved", a->decision_id, seq++);
         e2e_ctl_free(&r);
     }
@@ -190,7 +191,7 @@ static void scenario_ctl(void)
            "Områdesarbete hösten 2021", "--id", AVROP_ID);
     expect_write_line(&r, "avrop.requested", AVROP_ID, seq++);
     e2e_ctl_free(&r);
-    ctl_ok_other(&r, "approve", AVROP_ID, "--id", AVROP_DECISION_ID);
+    ctl_ok_other(&r, "approve", AVROP_ID, "--decision", E2E_DECISION, "--id", AVROP_DECISION_ID);
     expect_write_line(&r, "decision.approved", AVROP_DECISION_ID, seq++);
     e2e_ctl_free(&r);
 }
@@ -211,12 +212,13 @@ static e2e_json *json_line(const e2e_ctl_result *r)
 static void grant_args(e2e_buf *b, const char *id, const char *unit, int64_t amount)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 6);
+    msgpack_pack_map(&b->pk, 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", unit);
     e2e_kv_int(b, "year", 2021);
     e2e_kv_int(b, "amount", amount);
     e2e_kv_str(b, "title", FRAME_TITLE);
+    e2e_kv_decision(b);
     e2e_kv_str(b, "reference", FRAME_REFERENCE);
 }
 
@@ -244,9 +246,10 @@ static void avrop_args(e2e_buf *b, const char *id, const char *allocation, int64
 static void approve_args(e2e_buf *b, const char *id, const char *target, const char *reference)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, reference ? 3 : 2);
+    msgpack_pack_map(&b->pk, (reference ? 3 : 2) + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "target", target);
+    e2e_kv_decision(b);
     if (reference)
         e2e_kv_str(b, "reference", reference);
 }
@@ -813,13 +816,17 @@ static void pack_pipe_request(e2e_buf *b, uint64_t id)
         snprintf(name, sizeof(name), "pipe-%03" PRIu64, id);
         e2e_kv_str(b, "op", "frame.grant");
         e2e_pack_str(b, "args");
-        msgpack_pack_map(&b->pk, kind == PIPE_GRANT ? 5 : kind == PIPE_MISSING_ARG ? 4 : 6);
+        msgpack_pack_map(&b->pk, (kind == PIPE_GRANT         ? 5
+                                  : kind == PIPE_MISSING_ARG ? 4
+                                                             : 6) +
+                                     E2E_DECISION_PAIRS);
         e2e_kv_str(b, "id", name);
         e2e_kv_str(b, "unit", "KS");
         e2e_kv_int(b, "year", 2021);
         if (kind != PIPE_MISSING_ARG)
             e2e_kv_int(b, "amount", (int64_t)id * 100);
         e2e_kv_str(b, "title", "Pipelined");
+        e2e_kv_decision(b);
         if (kind == PIPE_UNKNOWN_ARG)
             e2e_kv_str(b, "colour", "blå");
         break;
@@ -833,9 +840,10 @@ static void pack_pipe_request(e2e_buf *b, uint64_t id)
         snprintf(name, sizeof(name), "pipe-decision-%03" PRIu64, id);
         e2e_kv_str(b, "op", "approve");
         e2e_pack_str(b, "args");
-        msgpack_pack_map(&b->pk, 2);
+        msgpack_pack_map(&b->pk, 2 + E2E_DECISION_PAIRS);
         e2e_kv_str(b, "id", name);
         e2e_kv_str(b, "target", "no-such-allocation");
+        e2e_kv_decision(b);
         break;
     default:
         break;
@@ -928,12 +936,13 @@ Test(e2e, pipelined_read_sees_the_write_answered_before_it)
     e2e_kv_uint(&b, "id", 1);
     e2e_kv_str(&b, "op", "frame.grant");
     e2e_pack_str(&b, "args");
-    msgpack_pack_map(&b.pk, 5);
+    msgpack_pack_map(&b.pk, 5 + E2E_DECISION_PAIRS);
     e2e_kv_str(&b, "id", "pipe-read-frame");
     e2e_kv_str(&b, "unit", "KS");
     e2e_kv_int(&b, "year", 2021);
     e2e_kv_int(&b, "amount", 100);
     e2e_kv_str(&b, "title", "Läs det du skrev");
+    e2e_kv_decision(&b);
     e2e_frame_end(&b);
     pack_hello(&b, 2);
     e2e_frame_begin(&b);
@@ -959,12 +968,13 @@ Test(e2e, pipelined_read_sees_the_write_answered_before_it)
 static void grant_with_head(e2e_buf *b, const char *id, int64_t amount, uint64_t expect_head)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 7);
+    msgpack_pack_map(&b->pk, 7 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", "KFN");
     e2e_kv_int(b, "year", 2022);
     e2e_kv_int(b, "amount", amount);
     e2e_kv_str(b, "title", "Fritidsverksamhet");
+    e2e_kv_decision(b);
     e2e_kv_str(b, "reference", "");
     e2e_kv_uint(b, "expect_head", expect_head);
 }
@@ -1033,12 +1043,13 @@ Test(e2e, retries_are_idempotent_and_expect_head_guards)
         e2e_kv_uint(&b, "id", id);
         e2e_kv_str(&b, "op", "frame.grant");
         e2e_pack_str(&b, "args");
-        msgpack_pack_map(&b.pk, 5);
+        msgpack_pack_map(&b.pk, 5 + E2E_DECISION_PAIRS);
         e2e_kv_str(&b, "id", "idem-pipelined");
         e2e_kv_str(&b, "unit", "SON");
         e2e_kv_int(&b, "year", 2021);
         e2e_kv_int(&b, "amount", id == 3 ? 778 : 777);
         e2e_kv_str(&b, "title", "Omtag");
+        e2e_kv_decision(&b);
         e2e_frame_end(&b);
     }
     e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
@@ -1085,12 +1096,13 @@ static void pack_guarded_grant(e2e_buf *b, uint64_t req, const char *id, uint64_
     e2e_kv_uint(b, "id", req);
     e2e_kv_str(b, "op", "frame.grant");
     e2e_pack_str(b, "args");
-    msgpack_pack_map(&b->pk, expect_head == UINT64_MAX ? 5 : 6);
+    msgpack_pack_map(&b->pk, (expect_head == UINT64_MAX ? 5 : 6) + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", "KFN");
     e2e_kv_int(b, "year", 2022);
-    e2e_kv_int(b, "amount", 1000);
+    e2e_kv_int(b, "amount", 1000 + (int64_t)req); /* each its own grant, not a duplicate */
     e2e_kv_str(b, "title", "Fritidsverksamhet");
+    e2e_kv_decision(b);
     if (expect_head != UINT64_MAX)
         e2e_kv_uint(b, "expect_head", expect_head);
     e2e_frame_end(b);
@@ -1124,11 +1136,12 @@ Test(e2e, expect_head_counts_the_writes_pipelined_ahead_of_it)
 static void adjust_args(e2e_buf *b, const char *id, const char *frame, int64_t delta)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 4);
+    msgpack_pack_map(&b->pk, 4 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "frame", frame);
     e2e_kv_int(b, "delta", delta);
     e2e_kv_str(b, "reason", "Tilläggsanslag");
+    e2e_kv_decision(b);
 }
 
 Test(e2e, a_retried_adjustment_with_another_delta_is_a_conflict)
@@ -1350,11 +1363,12 @@ static void refused_request(honest *h, const e2e_buf *body, uint64_t id, const c
 static void begin_grant_amount(e2e_buf *b, uint64_t id)
 {
     begin_request(b, id, "frame.grant");
-    msgpack_pack_map(&b->pk, 5);
+    msgpack_pack_map(&b->pk, 5 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", "hostile-frame");
     e2e_kv_str(b, "unit", "KS");
     e2e_kv_int(b, "year", 2021);
     e2e_kv_str(b, "title", "Fientlig");
+    e2e_kv_decision(b);
     e2e_pack_str(b, "amount");
 }
 
@@ -1424,8 +1438,9 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
     static char long_text[5001];
     memset(long_text, 'a', 5000);
     begin_request(&b, 8, "frame.grant");
-    msgpack_pack_map(&b.pk, 1);
+    msgpack_pack_map(&b.pk, 1 + E2E_DECISION_PAIRS);
     e2e_kv_str(&b, "title", long_text);
+    e2e_kv_decision(&b);
     refused_request(&h, &b, 8, "too_large", "a 5000-byte string");
 
     /* 10 000 bytes of garbage, then end of input: the daemon answers what it can, closes. */
@@ -1494,12 +1509,13 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
     refused_request(&h, &b, 0, "bad_request", "a request without id");
 
     begin_request(&b, 10, "frame.grant");
-    msgpack_pack_map(&b.pk, 6);
+    msgpack_pack_map(&b.pk, 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(&b, "id", "hostile-frame");
     e2e_kv_str(&b, "unit", "KS");
     e2e_kv_int(&b, "year", 2021);
     e2e_kv_int(&b, "amount", 100);
     e2e_kv_str(&b, "title", "Fientlig");
+    e2e_kv_decision(&b);
     e2e_kv_str(&b, "colour", "blå");
     refused_request(&h, &b, 10, "bad_request", "args with an unknown key");
 
@@ -1831,12 +1847,13 @@ Test(e2e, field_rules_are_the_documented_ones)
         const grant_case *g = &cases[i];
         e2e_write_result w;
         e2e_buf_clear(&b);
-        msgpack_pack_map(&b.pk, 6);
+        msgpack_pack_map(&b.pk, 6 + E2E_DECISION_PAIRS);
         e2e_kv_str(&b, "id", g->id);
         e2e_kv_str(&b, "unit", g->unit);
         e2e_kv_int(&b, "year", g->year);
-        e2e_kv_int(&b, "amount", 100);
+        e2e_kv_int(&b, "amount", 100 + (int64_t)i); /* each its own grant, not a duplicate */
         e2e_kv_str(&b, "title", g->title);
+        e2e_kv_decision(&b);
         e2e_kv_str(&b, "reference", g->reference);
         e2e_write(c, "frame.grant", &b, &w);
         if (g->ok) {
@@ -1968,13 +1985,14 @@ Test(e2e, avrop_rows_list_the_allocations_avrop)
     static const char *const ids[] = {AVROP_ID, "son-2021-avrop-2", "son-2021-avrop-3"};
     static const char *const statuses[] = {"approved", "pending", "pending"};
     static const int64_t amounts[] = {AVROP_ORE, 1000, 2000};
-    static const char *const keys[] = {"id", "allocation", "unit", "amount", "status", "note"};
+    static const char *const keys[] = {"id",     "allocation", "unit",     "amount",
+                                       "status", "note",       "reversed", "reversing"};
     static const char *const notes[] = {"", "", "Fältassistenter, Skäggetorp"};
     for (uint32_t i = 0; i < 3; i++) {
         const msgpack_object *row = &rows->via.array.ptr[i];
-        e2e_assert(row->type == MSGPACK_OBJECT_MAP && row->via.map.size == 6,
-                   "avrop row %u does not have the 6 documented keys", i);
-        for (uint32_t k = 0; k < 6; k++) {
+        e2e_assert(row->type == MSGPACK_OBJECT_MAP && row->via.map.size == 8,
+                   "avrop row %u does not have the 8 documented keys", i);
+        for (uint32_t k = 0; k < 8; k++) {
             const msgpack_object *key = &row->via.map.ptr[k].key;
             e2e_assert(key->type == MSGPACK_OBJECT_STR && key->via.str.size == strlen(keys[k]) &&
                            memcmp(key->via.str.ptr, keys[k], key->via.str.size) == 0,
@@ -2070,7 +2088,8 @@ static void *load_main(void *arg)
             break;
         }
         load_id(id, sizeof(id), lc->index, n);
-        grant_args(&b, id, "KS", 1000 + n);
+        /* An amount of its own: frames alike would be refused as duplicate grants. */
+        grant_args(&b, id, "KS", 1000 + (int64_t)n * LOAD_THREADS + lc->index);
         lc->ended_by = budget_client_call(c, "frame.grant", b.sb.data, b.sb.size, &r);
         if (lc->ended_by != 0)
             break;
@@ -2236,8 +2255,8 @@ Test(e2e, units_are_registered_renamed_and_closed_through_budgetctl)
     e2e_ctl_free(&r);
 
     /* A write naming an unregistered unit: not_found, with the nearest code. */
-    e2e_assert_int(ctl_run(&r, "grant", "--unit", "BNU", "--year", "2021", "--amount", "1 kr",
-                           "--title", "Ram"),
+    e2e_assert_int(ctl_run(&r, "grant", "--decision", E2E_DECISION, "--unit", "BNU", "--year",
+                           "2021", "--amount", "1 kr", "--title", "Ram"),
                    1, "a grant to an unregistered unit");
     e2e_assert(strstr(r.err, "not_found: unit BNU is not a registered unit; did you mean BUN?"),
                "%s", r.err);
@@ -2247,14 +2266,14 @@ Test(e2e, units_are_registered_renamed_and_closed_through_budgetctl)
     e2e_assert(strstr(r.err, "bad_request"), "%s", r.err);
     e2e_ctl_free(&r);
 
-    ctl_ok(&r, "grant", "--unit", "BUN", "--year", "2021", "--amount", "1 kr", "--title", "Ram",
-           "--id", "bun-ram");
+    ctl_ok(&r, "grant", "--decision", E2E_DECISION, "--unit", "BUN", "--year", "2021", "--amount",
+           "1 kr", "--title", "Ram", "--id", "bun-ram");
     e2e_ctl_free(&r);
     ctl_ok(&r, "unit", "rename", "BUN", "--name", "Bildningsnämnden");
     e2e_ctl_free(&r);
     /* Money left: closing is refused, saying what. */
     e2e_assert_int(ctl_run(&r, "unit", "close", "BUN"), 1, "closing a unit with money left");
-    e2e_assert(strstr(r.err, "invalid_state: unit BUN cannot be closed: frame bun-ram has 100 öre "
+    e2e_assert(strstr(r.err, "invalid_state: unit BUN cannot be closed: frame bun-ram has 1,00 kr "
                              "unallocated"),
                "%s", r.err);
     e2e_ctl_free(&r);
@@ -2282,12 +2301,13 @@ Test(e2e, units_are_registered_renamed_and_closed_through_budgetctl)
     e2e_json_free(j);
 
     /* Once its money is gone it closes, and no write names it again. */
-    ctl_ok(&r, "adjust", "bun-ram", "--delta", "-1 kr", "--reason", "Indragen");
+    ctl_ok(&r, "adjust", "bun-ram", "--decision", E2E_DECISION, "--delta", "-1 kr", "--reason",
+           "Indragen");
     e2e_ctl_free(&r);
     ctl_ok(&r, "unit", "close", "BUN");
     e2e_ctl_free(&r);
-    e2e_assert_int(ctl_run(&r, "grant", "--unit", "BUN", "--year", "2022", "--amount", "1 kr",
-                           "--title", "Ram"),
+    e2e_assert_int(ctl_run(&r, "grant", "--decision", E2E_DECISION, "--unit", "BUN", "--year",
+                           "2022", "--amount", "1 kr", "--title", "Ram"),
                    1, "a grant to a closed unit");
     e2e_assert(strstr(r.err, "not_found: unit BUN is closed"), "%s", r.err);
     e2e_ctl_free(&r);

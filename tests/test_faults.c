@@ -77,7 +77,7 @@ static void pack_write(write_rec *w, int i)
         break;
     case 2:
         w->op = "approve";
-        rel_pack_target(&w->args, w->id, "w-a");
+        rel_pack_decide(&w->args, w->id, "w-a");
         break;
     case 3:
     case 4:
@@ -88,11 +88,11 @@ static void pack_write(write_rec *w, int i)
         break;
     case 7:
         w->op = "approve";
-        rel_pack_target(&w->args, w->id, "w-v1");
+        rel_pack_decide(&w->args, w->id, "w-v1");
         break;
     case 8:
         w->op = "reject";
-        rel_pack_target(&w->args, w->id, "w-v2");
+        rel_pack_decide(&w->args, w->id, "w-v2");
         break;
     case 9:
         w->op = "withdraw";
@@ -465,12 +465,13 @@ static void pipe_request(e2e_buf *b, uint64_t id, const char *frame)
     if (frame) {
         msgpack_pack_str(&b->pk, 4);
         msgpack_pack_str_body(&b->pk, "args", 4);
-        msgpack_pack_map(&b->pk, 5);
+        msgpack_pack_map(&b->pk, 5 + E2E_DECISION_PAIRS);
         e2e_kv_str(b, "id", frame);
         e2e_kv_str(b, "unit", "KS");
         e2e_kv_int(b, "year", 2021);
         e2e_kv_int(b, "amount", 100);
         e2e_kv_str(b, "title", "Utökat trygghetsarbete");
+        e2e_kv_decision(b);
     }
     e2e_frame_end(b);
 }
@@ -521,9 +522,9 @@ Test(faults, writes_behind_a_failed_commit_see_the_ledger_without_it)
 /* Waits (bounded, stretched) until the daemon's log holds `text`. */
 static bool wait_log(const char *text, int timeout_ms)
 {
-    int64_t deadline = rel_now_us() + (int64_t)timeout_ms * e2e_slow() * 1000;
+    int64_t deadline = e2e_now_us() + (int64_t)timeout_ms * e2e_slow() * 1000;
     while (!rel_log_contains(&rd, text)) {
-        if (rel_now_us() > deadline)
+        if (e2e_now_us() > deadline)
             return false;
         rel_sleep_ms(5);
     }
@@ -609,7 +610,7 @@ Test(faults, a_retry_counts_only_from_the_uid_that_sent_it)
                r.seq);
 
     /* Four-eyes follows the log: root proposed, so root may not approve; nobody may. */
-    rel_pack_target(&dec, "uid-d", "uid-a");
+    rel_pack_decide(&dec, "uid-d", "uid-a");
     rel_write(a, "approve", dec.sb.data, dec.sb.size, &r);
     rel_assert(&rd, !r.ok && strcmp(r.code, "forbidden") == 0,
                "root approved the proposal it sent: %s", r.ok ? "ok" : r.code);
@@ -1096,12 +1097,14 @@ static void grant_ok(budget_client *c, const char *id)
     e2e_buf b;
     rel_result res;
     e2e_buf_init(&b);
-    msgpack_pack_map(&b.pk, 5);
+    msgpack_pack_map(&b.pk, 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(&b, "id", id);
     e2e_kv_str(&b, "unit", "KS");
     e2e_kv_int(&b, "year", 2021);
     e2e_kv_int(&b, "amount", 100);
     e2e_kv_str(&b, "title", "Utökat trygghetsarbete");
+    e2e_kv_decision(&b);
+    e2e_kv_str(&b, "reference", id); /* a decision of its own: not a duplicate grant */
     rel_write(c, "frame.grant", b.sb.data, b.sb.size, &res);
     rel_assert(&rd, res.ok, "the grant of %s was refused: %s", id, res.code);
     e2e_buf_destroy(&b);

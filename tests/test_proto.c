@@ -13,6 +13,7 @@
 
 #include "budget/errors.h"
 #include "budget/limits.h"
+#include "proto/fields.h"
 #include "proto/frame.h"
 #include "proto/mp.h"
 #include "proto/text.h"
@@ -1640,4 +1641,148 @@ Test(random, validate_and_skip_agree_and_never_overrun, .timeout = 300)
     cr_assert_gt(accepted, 10000, "only %zu of 100000 inputs were valid frames", accepted);
     cr_assert_gt(too_large, 1000, "only %zu inputs were too large", too_large);
     cr_assert_gt(bad, 10000, "only %zu inputs were bad requests", bad);
+}
+
+/* ---- dates and decisions (proto/fields.h) ------------------------------------------------- */
+
+static bool date_of(const char *text, int32_t *date)
+{
+    return budget_date_parse(text, strlen(text), date);
+}
+
+Test(date, a_real_day_at_the_limits_is_read_and_written_back)
+{
+    const char *days[] = {"2024-02-29", "2000-02-29", "1900-01-01", "9999-12-31",
+                          "2021-08-24", "2021-12-31", "2021-04-30", "1970-01-01"};
+    const int32_t values[] = {20240229, 20000229, 19000101, 99991231,
+                              20210824, 20211231, 20210430, 19700101};
+    for (size_t i = 0; i < sizeof days / sizeof days[0]; i++) {
+        int32_t date = 0;
+        cr_assert(date_of(days[i], &date), "%s is a day", days[i]);
+        cr_assert_eq(date, values[i], "%s", days[i]);
+        char out[BUDGET_DATE_BYTES + 1];
+        cr_assert(budget_date_format(date, out));
+        cr_assert_str_eq(out, days[i]);
+        cr_assert_eq(budget_date_from_days(budget_date_days(date)), date, "%s", days[i]);
+    }
+}
+
+Test(date, a_day_that_does_not_exist_or_is_out_of_range_is_refused)
+{
+    const char *bad[] = {"2021-02-29",  "1900-02-29", "2100-02-29", "2021-04-31", "2021-13-01",
+                         "2021-00-10",  "2021-01-00", "2021-01-32", "1899-12-31", "0000-01-01",
+                         "2021-8-24",   "2021-08-2",  "21-08-24",   "2021/08/24", "2021-08-24 ",
+                         " 2021-08-24", "2021-08-2x", "+021-08-24", "2021-08--4", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int32_t date = 7;
+        cr_assert_not(date_of(bad[i], &date), "\"%s\" is refused", bad[i]);
+        cr_assert_eq(date, 7, "a refused day leaves the value alone");
+    }
+    char out[BUDGET_DATE_BYTES + 1];
+    cr_assert_not(budget_date_format(0, out));
+    cr_assert_not(budget_date_format(20210229, out));
+    cr_assert_not(budget_date_valid(20210229));
+    cr_assert(budget_date_valid(20240229));
+    cr_assert_not(budget_date_valid(100000101));
+}
+
+Test(date, days_count_from_1970_across_leap_years)
+{
+    int32_t a = 0, b = 0;
+    cr_assert(date_of("2024-02-28", &a) && date_of("2024-03-01", &b));
+    cr_assert_eq(budget_date_days(b) - budget_date_days(a), 2);
+    cr_assert(date_of("2021-02-28", &a) && date_of("2021-03-01", &b));
+    cr_assert_eq(budget_date_days(b) - budget_date_days(a), 1);
+    cr_assert(date_of("1970-01-02", &a));
+    cr_assert_eq(budget_date_days(a), 1);
+    cr_assert(date_of("2021-08-24", &a));
+    cr_assert_eq(budget_date_days(a), 18863); /* date -ud 2021-08-24 +%s / 86400 */
+    cr_assert_eq(budget_date_from_days(budget_date_days(19000101) - 1), 0);
+}
+
+Test(decision, a_body_is_upper_case_letters_and_digits)
+{
+    const char *good[] = {"KS", "SON", "KFN", "K", "TN2", "ÅÄÖ", "BUN1234567890123"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        cr_assert(budget_decision_body_valid(good[i], strlen(good[i])), "%s", good[i]);
+    const char *bad[] = {
+        "", "ks", "Ks", "2KS", "K S", "K-S", "KS.", "åäö", "BUN12345678901234", "\xc3", "K\xc3"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_not(budget_decision_body_valid(bad[i], strlen(bad[i])), "\"%s\"", bad[i]);
+}
+
+Test(decision, a_paragraph_begins_with_a_digit)
+{
+    const char *good[] = {"241", "241 p. 2", "12:3", "1", "7/2021", "1234567890123456"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        cr_assert(budget_decision_paragraph_valid(good[i], strlen(good[i])), "%s", good[i]);
+    const char *bad[] = {"",       "p. 2",  " 241", "241 ",
+                         "241  p", "241\t", "241§", "12345678901234567"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_not(budget_decision_paragraph_valid(bad[i], strlen(bad[i])), "\"%s\"", bad[i]);
+}
+
+static bool decision_of(const char *text, budget_decision *d, const char **why)
+{
+    return budget_decision_parse(text, strlen(text), d, why);
+}
+
+Test(decision, the_forms_clerks_write_are_read)
+{
+    budget_decision d;
+    const char *why = NULL;
+    cr_assert(decision_of("KS 2021-08-24 § 241", &d, &why), "%s", why);
+    cr_assert_str_eq(d.body, "KS");
+    cr_assert_eq(d.date, 20210824);
+    cr_assert_str_eq(d.paragraph, "241");
+    cr_assert_str_eq(d.dnr, "");
+
+    cr_assert(decision_of("KS 2021-08-24 §241", &d, &why), "%s", why);
+    cr_assert_str_eq(d.paragraph, "241");
+
+    cr_assert(decision_of("SON 2024-02-29 § 241 p. 2 dnr KS 2021/123", &d, &why), "%s", why);
+    cr_assert_str_eq(d.body, "SON");
+    cr_assert_eq(d.date, 20240229);
+    cr_assert_str_eq(d.paragraph, "241 p. 2");
+    cr_assert_str_eq(d.dnr, "KS 2021/123");
+
+    cr_assert(decision_of("KFN 2021-09-28 § 270 Dnr 5", &d, &why), "%s", why);
+    cr_assert_str_eq(d.paragraph, "270");
+    cr_assert_str_eq(d.dnr, "5");
+}
+
+Test(decision, every_malformed_part_is_refused_with_its_reason)
+{
+    const struct {
+        const char *text, *why_has;
+    } bad[] = {
+        {"", "body"},
+        {"ks 2021-08-24 § 241", "body"},
+        {"KS", "YYYY-MM-DD"},
+        {"KS 2021-02-29 § 241", "YYYY-MM-DD"},
+        {"KS  2021-08-24 § 241", "YYYY-MM-DD"},
+        {"KS 24/8 2021 § 241", "YYYY-MM-DD"},
+        {"KS 2021-08-24", "§"},
+        {"KS 2021-08-24 241", "§"},
+        {"KS 2021-08-24  § 241", "§"},
+        {"KS 2021-08-24 §", "paragraph"},
+        {"KS 2021-08-24 § ", "paragraph"},
+        {"KS 2021-08-24 §  241", "paragraph"},
+        {"KS 2021-08-24 § p. 2", "paragraph"},
+        {"KS 2021-08-24 § 241 ", "paragraph"},
+        {"KS 2021-08-24 § 241 dnr ", "diary"},
+        {"KS 2021-08-24 § 241 dnr \x01", "diary"},
+        {"KS 2021-08-24 § 241 dnr "
+         "12345678901234567890123456789012345678901234567890123456789012345",
+         "diary"},
+        {"KS 2021-08-24 § 241 dnr", "diary"},
+        {"KS 2021-08-24 § 241 DNR  5", "diary"},
+        {"KS 2021-08-24 § dnr 5", "paragraph"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        budget_decision d;
+        const char *why = NULL;
+        cr_assert_not(decision_of(bad[i].text, &d, &why), "\"%s\" is refused", bad[i].text);
+        cr_assert_not_null(strstr(why, bad[i].why_has), "\"%s\": %s", bad[i].text, why);
+    }
 }

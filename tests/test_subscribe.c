@@ -387,14 +387,16 @@ Test(subscribe, watch_prints_events_live_and_resumes_from_a_seq)
 
 /* ---- the Python example ------------------------------------------------------------------ */
 
-/* A ledger with several units and years, rejections, withdrawals and pending avrop. */
+/* A ledger with several units and years, rejections, withdrawals, pending avrop, and
+ * reductions and reversals approved, pending and rejected. */
 static uint64_t python_scenario(void)
 {
     static const char *const steps[][16] = {
-        {"grant", "--unit", "KS", "--year", "2021", "--amount", "3 mkr", "--title",
-         "Utökat trygghetsarbete", "--reference", "KS 2021-08-24 § 241", "--id", "ks21", NULL},
-        {"grant", "--unit", "KS", "--year", "2022", "--amount", "2 mkr", "--title", "Plan 2022",
-         "--id", "ks22", NULL},
+        {"grant", "--decision", E2E_DECISION, "--unit", "KS", "--year", "2021", "--amount", "3 mkr",
+         "--title", "Utökat trygghetsarbete", "--reference", "KS 2021-08-24 § 241", "--id", "ks21",
+         NULL},
+        {"grant", "--decision", E2E_DECISION, "--unit", "KS", "--year", "2022", "--amount", "2 mkr",
+         "--title", "Plan 2022", "--id", "ks22", NULL},
         {"allocate", "ks21", "--unit", "SON", "--amount", "1 mkr", "--purpose", "Områdesarbete",
          "--id", "son21", NULL},
         {"allocate", "ks21", "--unit", "KFN", "--amount", "0,5 mkr", "--purpose", "Fritid", "--id",
@@ -403,18 +405,27 @@ static uint64_t python_scenario(void)
          "ks21a", NULL},
         {"allocate", "ks22", "--unit", "SON", "--amount", "700 tkr", "--purpose", "2022", "--id",
          "son22", NULL},
-        {"approve", "son21", "--reference", "KS 2021-09-28 § 270", NULL},
-        {"approve", "kfn21", NULL},
-        {"reject", "ks21a", "--note", "ny beredning", NULL},
-        {"approve", "son22", NULL},
+        {"approve", "--decision", E2E_DECISION, "son21", "--reference", "KS 2021-09-28 § 270",
+         NULL},
+        {"approve", "--decision", E2E_DECISION, "kfn21", NULL},
+        {"reject", "--decision", E2E_DECISION, "ks21a", "--note", "ny beredning", NULL},
+        {"approve", "--decision", E2E_DECISION, "son22", NULL},
         {"avrop", "son21", "--amount", "400 tkr", "--id", "av1", NULL},
-        {"approve", "av1", NULL},
+        {"approve", "--decision", E2E_DECISION, "av1", NULL},
         {"avrop", "son21", "--amount", "100 tkr", "--id", "av2", NULL},
         {"withdraw", "av2", NULL},
         {"avrop", "kfn21", "--amount", "250 tkr", "--id", "av3", NULL},
         {"avrop", "son22", "--amount", "50 tkr", "--id", "av4", NULL},
-        {"approve", "av4", NULL},
-        {"adjust", "ks22", "--delta", "-200 tkr", "--reason", "Omprioritering", NULL},
+        {"approve", "--decision", E2E_DECISION, "av4", NULL},
+        {"adjust", "--decision", E2E_DECISION, "ks22", "--delta", "-200 tkr", "--reason",
+         "Omprioritering", NULL},
+        {"reduce", "son21", "100 tkr", "--reason", "Mindre behov", "--id", "red1", NULL},
+        {"approve", "--decision", E2E_DECISION, "red1", NULL},
+        {"reduce", "son22", "50 tkr", "--reason", "Väntar", "--id", "red2", NULL},
+        {"reverse", "av1", "50 tkr", "--reason", "Fel konto", "--id", "rev1", NULL},
+        {"approve", "--decision", E2E_DECISION, "rev1", NULL},
+        {"reverse", "av4", "--reason", "Fel konto", "--id", "rev2", NULL},
+        {"reject", "--decision", E2E_DECISION, "rev2", NULL},
     };
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         e2e_ctl_result r;

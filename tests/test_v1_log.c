@@ -172,13 +172,13 @@ Test(v1_log, the_units_of_an_old_log_are_taken_as_defined_under_their_codes)
     e2e_json_free(units);
 
     e2e_ctl_result r;
-    const char *grant[] = {"grant",    "--unit", "SON",     "--year", "2024",
-                           "--amount", "1 kr",   "--title", "Ram"};
-    e2e_assert(e2e_ctl_argv(&bd, &r, 9, grant) == 0 && r.exit_code == 0, "a grant to SON: %s",
+    const char *grant[] = {"grant", "--unit",  "SON", "--year",     "2024",      "--amount",
+                           "1 kr",  "--title", "Ram", "--decision", E2E_DECISION};
+    e2e_assert(e2e_ctl_argv(&bd, &r, 11, grant) == 0 && r.exit_code == 0, "a grant to SON: %s",
                r.err);
     e2e_ctl_free(&r);
     grant[2] = "SONX";
-    e2e_assert(e2e_ctl_argv(&bd, &r, 9, grant) == 0 && r.exit_code == 1, "a grant to SONX");
+    e2e_assert(e2e_ctl_argv(&bd, &r, 11, grant) == 0 && r.exit_code == 1, "a grant to SONX");
     e2e_assert(strstr(r.err, "unit SONX is not a registered unit; did you mean SON?"), "%s", r.err);
     e2e_ctl_free(&r);
     /* Registering one gives it its name, and the restarted daemon replays both kinds. */

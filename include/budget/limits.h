@@ -22,6 +22,13 @@
 #define BUDGET_TEXT_BYTES_MAX 256
 /* A user name taken from the password database for an actor. */
 #define BUDGET_NAME_BYTES_MAX 64
+/* A decision (beslut): the body that took it ("KS"), 1..16 bytes of A-Z, Å, Ä, Ö and 0-9; its
+ * paragraph ("241", "241 p. 2"), 1..16 bytes; its diary number (dnr), 0..64 bytes of UTF-8. */
+#define BUDGET_DECISION_BODY_BYTES_MAX 16
+#define BUDGET_DECISION_PARAGRAPH_BYTES_MAX 16
+#define BUDGET_DECISION_DNR_BYTES_MAX 64
+/* A calendar date, "YYYY-MM-DD". */
+#define BUDGET_DATE_BYTES 10
 /* Operation names. */
 #define BUDGET_OP_BYTES_MAX 32
 

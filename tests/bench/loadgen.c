@@ -92,16 +92,28 @@ static bool avrop_enabled = true;
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
+/* The decision of a grant or an approval, as its three args: KS 2026-08-24 § 241. */
+#define BENCH_DECISION_PAIRS 3
+static void bench_kv_decision(mp_writer *w)
+{
+    bench_kv_str(w, "decision_body", "KS");
+    bench_kv_str(w, "decision_date", "2026-08-24");
+    bench_kv_str(w, "decision_paragraph", "241");
+}
+
 static size_t build_grant(uint8_t *buf, uint64_t rid, const char *id, const char *title)
 {
     mp_writer w;
-    bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "frame.grant", 6);
+    bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "frame.grant", 7 + BENCH_DECISION_PAIRS);
     bench_kv_str(&w, "id", id);
     bench_kv_str(&w, "unit", BENCH_FRAME_UNIT);
     bench_kv_int(&w, "year", BENCH_YEAR);
     bench_kv_int(&w, "amount", FRAME_AMOUNT);
     bench_kv_str(&w, "title", title);
+    bench_kv_decision(&w);
     bench_kv_str(&w, "reference", BENCH_REFERENCE);
+    mp_write_cstr(&w, "intended"); /* the run's frames are alike on purpose */
+    mp_write_bool(&w, true);
     return bench_request_end(&w);
 }
 
@@ -121,9 +133,10 @@ static size_t build_propose(uint8_t *buf, uint64_t rid, const char *id, const ch
 static size_t build_approve(uint8_t *buf, uint64_t rid, const char *id, const char *target)
 {
     mp_writer w;
-    bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "approve", 3);
+    bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "approve", 3 + BENCH_DECISION_PAIRS);
     bench_kv_str(&w, "id", id);
     bench_kv_str(&w, "target", target);
+    bench_kv_decision(&w);
     bench_kv_str(&w, "reference", BENCH_REFERENCE);
     return bench_request_end(&w);
 }

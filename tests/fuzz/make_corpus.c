@@ -99,20 +99,27 @@ static void requests(void)
     request("verify", "verify", NULL);
     request("grant", "frame.grant",
             P("id=ks-2021", "unit=KS", "year=#2021", "amount=#300000000",
-              "title=Utökat trygghetsarbete", "reference=KS 2021-08-24 § 241"));
+              "title=Utökat trygghetsarbete", "decision_body=KS", "decision_date=2021-08-24",
+              "decision_paragraph=241", "reference=KS 2021-08-24 § 241"));
     request("adjust", "frame.adjust",
-            P("id=ks-2021-adj", "frame=ks-2021", "delta=#-5000000", "reason=Minskning"));
+            P("id=ks-2021-adj", "frame=ks-2021", "delta=#-5000000", "reason=Minskning",
+              "decision_body=KS", "decision_date=2021-10-12", "decision_paragraph=301"));
     request("propose", "allocation.propose",
             P("id=son-2021", "frame=ks-2021", "unit=SON", "amount=#100000000",
               "purpose=Områdesarbete"));
     request("avrop", "avrop.request",
             P("id=son-avrop-2", "allocation=son-2021", "amount=#40000000", "note=Höst"));
     request("approve", "approve",
-            P("id=son-avrop-1-ok", "target=son-avrop-1", "reference=KS 2021-09-28 § 270"));
-    request("reject", "reject", P("id=son-avrop-1-no", "target=son-avrop-1", "note=Nej"));
+            P("id=son-avrop-1-ok", "target=son-avrop-1", "decision_body=KS",
+              "decision_date=2021-09-28", "decision_paragraph=270 p. 2",
+              "decision_dnr=KS 2021/123"));
+    request("reject", "reject",
+            P("id=son-avrop-1-no", "target=son-avrop-1", "decision_body=SON",
+              "decision_date=2024-02-29", "decision_paragraph=12", "note=Nej"));
     request("withdraw", "withdraw", P("id=son-avrop-1-wd", "target=son-avrop-1"));
     request("expect-head", "frame.grant",
             P("id=kfn-2021", "unit=KFN", "year=#2021", "amount=#50000000", "title=Fritid",
+              "decision_body=KS", "decision_date=2021-08-24", "decision_paragraph=241",
               "expect_head=#4"));
     request("balances", "balances", P("unit=SON", "year=#2021", "as_of=#3", "offset=#0"));
     request("events", "events", P("after=#0", "limit=#100", "type=avrop.requested"));
@@ -253,6 +260,13 @@ static void events(void)
     strcpy(c[6].id, "son-avrop-2-wd");
     strcpy(c[6].target, "son-avrop-2");
     unit_commands(&c[7]);
+    /* The decisions. The committed corpus of fuzz_event was written before decisions were
+     * data: its events carry none, as a log of then does (test_event replays them). */
+    for (int i = 0; i < 7; i++) {
+        strcpy(c[i].decision_body, "KS");
+        c[i].decision_date = 20210824;
+        strcpy(c[i].decision_paragraph, "241");
+    }
     for (int i = 0; i < 10; i++) {
         ledger_event ev;
         uint8_t bytes[EVENT_BYTES_MAX], hash[BUDGET_HASH_BYTES];
