@@ -513,8 +513,7 @@ static void pack_avrop(msgpack_packer *pk, const ledger *l, const ledger_avrop_v
 }
 
 /* A unit's row of balances, with the unit's current name (its code when it has none). */
-static void pack_unit(msgpack_packer *pk, const ledger *l, const ledger_unit_view *u,
-                      bool decided)
+static void pack_unit(msgpack_packer *pk, const ledger *l, const ledger_unit_view *u, bool decided)
 {
     const registry *reg = ledger_registry(l);
     uint32_t i = registry_find(reg, u->unit);
