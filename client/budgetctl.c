@@ -35,6 +35,8 @@ static const unsigned retry_wait_ms[] = {100, 300, 900};
 #define TABLE_TEXT_COLUMNS_MAX 40
 /* Nesting printed as JSON; deeper values (never sent by budgetd) print as null. */
 #define JSON_DEPTH_MAX 16
+/* A unit's kind as given to `unit register --kind` ("förvaltning" is 12 bytes). */
+#define UNIT_KIND_BYTES_MAX 15
 /* An event type name as given to `events --type`. */
 #define EVENT_TYPE_BYTES_MAX 64
 
@@ -69,6 +71,7 @@ static int run_events(ctl *c, const command *cmd, arg_value *values);
 static int run_stats(ctl *c, const command *cmd, arg_value *values);
 static int run_close_year(ctl *c, const command *cmd, arg_value *values);
 static int run_unspent(ctl *c, const command *cmd, arg_value *values);
+static int run_units(ctl *c, const command *cmd, arg_value *values);
 
 // clang-format off
 #define AS_OF_ARG(what) \
@@ -182,6 +185,45 @@ static const command commands[] = {
      {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL,
              "the allocation, avrop, reduction or reversal"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
+    {"unit register",
+     "unit.register",
+     "unit",
+     run_write,
+     "register a unit: its code, full name, kind and the unit it belongs under",
+     {{"CODE", KIND_UNIT, "unit", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the unit's code (SON)", 1,
+       BUDGET_UNIT_BYTES_MAX},
+      TEXT_ARG("name", "name", ARG_REQUIRED, "NAME", "full name (Social- och omsorgsnämnden)"),
+      {"kind", KIND_TEXT, "kind", ARG_REQUIRED, "KIND",
+       "styrelse, nämnd, förvaltning or verksamhet", 1, UNIT_KIND_BYTES_MAX},
+      {"parent", KIND_UNIT, "parent", 0, "P", "the registered unit it belongs under (KS)", 1,
+       BUDGET_UNIT_BYTES_MAX},
+      TEXT_ARG("reference", "reference", 0, "REF", "the decision"),
+      WRITE_ARGS}},
+    {"unit rename",
+     "unit.rename",
+     "unit",
+     run_write,
+     "give a unit a new name (the old one is kept in its history)",
+     {{"CODE", KIND_UNIT, "unit", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the unit's code", 1,
+       BUDGET_UNIT_BYTES_MAX},
+      TEXT_ARG("name", "name", ARG_REQUIRED, "NAME", "the new full name"),
+      TEXT_ARG("reference", "reference", 0, "REF", "the decision"),
+      WRITE_ARGS}},
+    {"unit close",
+     "unit.close",
+     "unit",
+     run_write,
+     "close a unit: no write may name it again (refused while money is left or pending)",
+     {{"CODE", KIND_UNIT, "unit", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the unit's code", 1,
+       BUDGET_UNIT_BYTES_MAX},
+      TEXT_ARG("reference", "reference", 0, "REF", "the decision"),
+      WRITE_ARGS}},
+    {"units",
+     "units",
+     NULL,
+     run_units,
+     "the register of units: code, name, kind, parent, state and former names",
+     {{0}}},
     {"balances",
      "balances",
      NULL,
@@ -2033,6 +2075,89 @@ static int run_close_year(ctl *c, const command *cmd, arg_value *values)
     return print_unspent(c, read, read_values);
 }
 
+/* ---- units ---------------------------------------------------------------------------- */
+
+/* The most pages of `units` read; each holds up to 2000 units. */
+#define UNITS_PAGES_MAX 10000u
+
+/* A row of the units table from one item of the answer. */
+static int add_unit_row(table *t, const msgpack_object *u)
+{
+    cell cells[6];
+    cell_str(&cells[0], u, "unit", BUDGET_UNIT_BYTES_MAX);
+    cell_str(&cells[1], u, "name", TABLE_TEXT_COLUMNS_MAX);
+    cell_str(&cells[2], u, "kind", TABLE_TEXT_COLUMNS_MAX);
+    cell_str(&cells[3], u, "parent", BUDGET_UNIT_BYTES_MAX);
+    cell_str(&cells[4], u, "state", TABLE_TEXT_COLUMNS_MAX);
+    const msgpack_object *former = budget_map_get(u, "former_names");
+    cells[5].text[0] = '\0';
+    for (uint32_t k = 0;
+         former && former->type == MSGPACK_OBJECT_ARRAY && k < former->via.array.size; k++) {
+        const msgpack_object *name = &former->via.array.ptr[k];
+        size_t at = strlen(cells[5].text);
+        if (name->type != MSGPACK_OBJECT_STR || at + 8 >= sizeof(cells[5].text))
+            break;
+        if (k > 0)
+            at += (size_t)snprintf(cells[5].text + at, sizeof(cells[5].text) - at, "; ");
+        terminal_text(name->via.str.ptr, name->via.str.size, TABLE_TEXT_COLUMNS_MAX,
+                      cells[5].text + at, sizeof(cells[5].text) - at);
+    }
+    return add_cells(t, cells, COUNT(cells));
+}
+
+/* Every page of `units`: as a table, or with --json as one object {"as_of", "units"}. */
+static int run_units(ctl *c, const command *cmd, arg_value *values)
+{
+    (void)values;
+    static const char *const headers[] = {"Code",   "Name",  "Kind",
+                                          "Parent", "State", "Former names"};
+    table t;
+    table_init(&t, headers, COUNT(headers));
+    uint64_t offset = 0;
+    int rc = 0;
+    for (unsigned page = 0; page < UNITS_PAGES_MAX && rc == 0; page++) {
+        msgpack_sbuffer args;
+        msgpack_sbuffer_init(&args);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 1);
+        msgpack_pack_str_with_body(&pk, "offset", 6);
+        msgpack_pack_uint64(&pk, offset);
+        budget_response r;
+        rc = call(c, cmd->op, &args, &r);
+        msgpack_sbuffer_destroy(&args);
+        if (rc != 0)
+            break;
+        const msgpack_object *list = budget_map_get(&r.result, "units");
+        uint32_t n = list && list->type == MSGPACK_OBJECT_ARRAY ? list->via.array.size : 0;
+        if (c->json && page == 0)
+            printf("{\"as_of\":%" PRId64 ",\"units\":[", budget_map_int(&r.result, "as_of", 0));
+        for (uint32_t i = 0; i < n && rc == 0; i++) {
+            if (c->json) {
+                if (offset + i > 0)
+                    fputc(',', stdout);
+                json_value(stdout, &list->via.array.ptr[i], 1);
+            } else if (add_unit_row(&t, &list->via.array.ptr[i]) != 0) {
+                rc = complain(EXIT_REFUSED, "out of memory");
+            }
+        }
+        const msgpack_object *more = budget_map_get(&r.result, "more");
+        bool again = n > 0 && more && more->type == MSGPACK_OBJECT_BOOLEAN && more->via.boolean;
+        offset += n;
+        budget_response_free(&r);
+        if (!again)
+            break;
+    }
+    if (rc == 0 && c->json)
+        printf("]}\n");
+    else if (rc == 0 && t.rows == 0)
+        printf("no units are registered\n");
+    else if (rc == 0)
+        table_print(stdout, &t, "Units");
+    table_free(&t);
+    return rc;
+}
+
 /* ---- events --------------------------------------------------------------------------- */
 
 static bool is_amount_key(const msgpack_object *key)
@@ -2398,6 +2523,16 @@ int main(int argc, char **argv)
     if (strcmp(argv[at], "complete") == 0) /* hidden: for the shells' completion scripts */
         return run_complete(socket_flag, argc - at - 1, argv + at + 1);
     const command *cmd = find_command(argv[at]);
+    if (strcmp(argv[at], "unit") == 0) {
+        /* unit register, unit rename, unit close: the command is two words. */
+        char name[48];
+        snprintf(name, sizeof(name), "unit %.40s", at + 1 < argc ? argv[at + 1] : "");
+        cmd = find_command(name);
+        if (cmd == NULL)
+            return complain(EXIT_USAGE, "unit needs register, rename or close (see budgetctl "
+                                        "--help)");
+        at++;
+    }
     if (cmd == NULL)
         return unknown_command(argv[at]);
 

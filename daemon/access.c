@@ -702,6 +702,15 @@ static void scope_avrop_and_frame(const ledger *l, const ledger_cmd *cmd, access
         scope_allocation_and_holder(l, v.allocation, out);
 }
 
+/* The unit registered, renamed or closed (unit.register, unit.rename, unit.close). A parent
+ * is not in the scope: naming a unit as a parent changes nothing of it. */
+static void scope_registered_unit(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    (void)l;
+    if (cmd->unit[0] != '\0')
+        scope_add(out, cmd->unit, "the unit is %s", cmd->unit);
+}
+
 /* Every unit (year.close: a closed year freezes the frames of all units). No unit of the
  * access file is named ACCESS_EVERY_UNIT, so only a role held for every unit passes. */
 static void scope_every_unit(const ledger *l, const ledger_cmd *cmd, access_scope *out)

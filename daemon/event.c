@@ -24,6 +24,9 @@
  *   request.withdrawn    id, target, target_kind, frame, unit, year, amount, note
  *   allocation.reduction_requested  id, allocation, frame, unit, year, amount, reason
  *   avrop.reversal_requested        id, avrop, allocation, frame, unit, year, amount, reason
+ *   unit.registered      id, unit, name, kind, parent, reference
+ *   unit.renamed         id, unit, name, reference
+ *   unit.closed          id, unit, reference
  *   year.closed          id, year, unspent, decision_body, decision_date,
  *                        decision_paragraph, decision_dnr, note
  *   frame.carried_over   id, frame, unit, year, amount, title, avrop_last_day, decision_body,
@@ -38,10 +41,12 @@
  *
  *   id, frame, allocation, target, avrop  str, 1..64 of A-Za-z0-9._:-
  *   unit                            str, 1..32 of A-Za-z0-9._:-
+ *   parent                          str, "" or 1..32 of A-Za-z0-9._:-
  *   year                            int, 1900..9999
  *   amount                          int, 1..10^15 (öre)
  *   delta                           int, non-zero, -10^15..10^15 (öre)
- *   title, reason, purpose          str, 1..256 bytes of UTF-8
+ *   title, reason, purpose, name    str, 1..256 bytes of UTF-8
+ *   kind                            str, 1..15 bytes of UTF-8 (one of the unit kinds)
  *   reference, note                 str, 0..256 bytes of UTF-8
  *   target_kind                     str, "allocation", "avrop", "reduction" or "reversal"
  *   unspent                         int, 0..2^63-1 (öre)
@@ -99,7 +104,7 @@ static bool str_ok(const field *f, const char *s, size_t len)
     case FIELD_ID:
         return ledger_valid_id(s, len);
     case FIELD_UNIT:
-        return ledger_valid_unit(s, len);
+        return (len == 0 && field_bytes_min(f) == 0) || ledger_valid_unit(s, len);
     case FIELD_TEXT:
         return len >= field_bytes_min(f) && len <= field_bytes_max(f) && memchr(s, 0, len) == NULL;
     case FIELD_BODY:
@@ -561,7 +566,7 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
 static void clear_fields(ledger_event *ev)
 {
     ev->id[0] = ev->frame[0] = ev->allocation[0] = ev->target[0] = ev->unit[0] = '\0';
-    ev->title[0] = ev->reference[0] = ev->note[0] = '\0';
+    ev->title[0] = ev->reference[0] = ev->note[0] = ev->unit_kind[0] = ev->parent[0] = '\0';
     ev->decision_body[0] = ev->decision_paragraph[0] = ev->decision_dnr[0] = '\0';
     ev->decision_date = 0;
     ev->avrop_last_day = 0;

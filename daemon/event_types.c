@@ -134,6 +134,30 @@ static const event_field event_fields_reversal_requested[] = {
     FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
 };
 
+/* The register of units (docs/events.md, "Units"): the unit's code is `unit`, its name is kept
+ * in `title`. */
+static const event_field event_fields_unit_registered[] = {
+    ID,
+    FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, FIELD_NEW_UNIT, unit),
+    FIELD("name", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    FIELD("kind", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, unit_kind),
+    FIELD("parent", FIELD_UNIT, FIELD_OPTIONAL, 0, parent),
+    REFERENCE,
+};
+
+static const event_field event_fields_unit_renamed[] = {
+    ID,
+    FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, 0, unit),
+    FIELD("name", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    REFERENCE,
+};
+
+static const event_field event_fields_unit_closed[] = {
+    ID,
+    FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, 0, unit),
+    REFERENCE,
+};
+
 /* The close of a fiscal year; "unspent" is what its frames kept: neither allocated nor called
  * off (granted - called off, for nothing is pending), summed when the year was closed. */
 static const event_field event_fields_year_closed[] = {

@@ -28,6 +28,8 @@
     X(WITHDRAWAL, "withdrawal", withdrawals)                                                       \
     X(REDUCTION, "reduction", reductions)                                                          \
     X(REVERSAL, "reversal", reversals)                                                             \
+    X(REGISTRATION, "registration", registrations)                                                 \
+    X(RENAMING, "renaming", renamings)                                                             \
     X(CLOSING, "closing", closings)
 
 /*
@@ -62,6 +64,12 @@
       CLERK, REDUCTION, reduction_requested, reduce, allocation_and_frame)                         \
     X(AVROP_REVERSAL_REQUESTED, "avrop.reversal_requested", "avrop.reverse", CLERK, REVERSAL,      \
       reversal_requested, reverse, avrop_and_frame)                                                \
+    X(UNIT_REGISTERED, "unit.registered", "unit.register", ADMIN, REGISTRATION, unit_registered,   \
+      register_unit, registered_unit)                                                              \
+    X(UNIT_RENAMED, "unit.renamed", "unit.rename", ADMIN, RENAMING, unit_renamed, rename_unit,     \
+      registered_unit)                                                                             \
+    X(UNIT_CLOSED, "unit.closed", "unit.close", ADMIN, CLOSING, unit_closed, close_unit,           \
+      registered_unit)                                                                             \
     X(YEAR_CLOSED, "year.closed", "year.close", ADMIN, CLOSING, year_closed, close_year,           \
       every_unit)                                                                                  \
     X(FRAME_CARRIED_OVER, "frame.carried_over", "frame.carry_over", ADMIN, FRAME,                  \
@@ -140,6 +148,9 @@ enum {
     /* Added after the FIELD_ADDED fields of its type: an event read back may lack these alone
      * (written after the first were added), or these and the FIELD_ADDED ones at once. */
     FIELD_ADDED_LATER = 1u << 2,
+    /* a unit the event brings into the register (unit.registered's own): not required to be
+     * registered already, as every other unit a write names is */
+    FIELD_NEW_UNIT = 1u << 3,
 };
 
 /*
@@ -187,10 +198,12 @@ static inline bool field_is_str(const event_field *f)
            f->value == FIELD_BODY || f->value == FIELD_PARAGRAPH;
 }
 
-/* The least bytes a str field may hold: 1, but 0 for an optional text. */
+/* The least bytes a str field may hold: 1, but 0 for an optional text or unit ("" when it is
+ * not given). */
 static inline size_t field_bytes_min(const event_field *f)
 {
-    return f->value == FIELD_TEXT && f->source == FIELD_OPTIONAL ? 0 : 1;
+    return (f->value == FIELD_TEXT || f->value == FIELD_UNIT) && f->source == FIELD_OPTIONAL ? 0
+                                                                                             : 1;
 }
 
 #endif

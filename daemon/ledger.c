@@ -15,6 +15,7 @@
  *                addressed by uint32 offsets; offset 0 is the empty string
  *   closings     the closed fiscal years, in order of closing, each with the id of the
  *                year.closed event (few: one a year)
+ *   reg          the register of units (registry.c): codes, names, kinds, parents, closed
  * Decisions, adjustments and withdrawals change balances but carry none, so they are only
  * entries of `ids`.
  *
@@ -161,6 +162,8 @@ struct ledger {
 
     char *arena;
     uint32_t arena_len, arena_cap;
+
+    registry *reg;
 
     uint64_t events, last_seq;
     uint64_t last_ts_ms; /* of the event with last_seq */
@@ -525,7 +528,7 @@ static int check_field(const ledger_event *c, const event_field *f, bool full, l
         return fail(err, BUDGET_EBAD_REQUEST, "%s must be 1..64 characters of A-Za-z0-9._:-",
                     f->key);
     case FIELD_UNIT:
-        if (unit_field(s, full))
+        if ((s[0] == '\0' && field_bytes_min(f) == 0) || unit_field(s, full))
             return 0;
         return fail(err, BUDGET_EBAD_REQUEST, "%s must be 1..32 characters of A-Za-z0-9._:-",
                     f->key);
@@ -768,6 +771,8 @@ static int rule_close_year(const ledger *l, const ledger_event *ev, uint32_t act
 
 /* frame.carried_over: from a frame of a closed year, at most what it kept and has not yet
  * carried over, into a new frame of the same unit for the next year, which is open. */
+static int find_open_unit(const ledger *l, const char *code, uint32_t *i, ledger_error *err);
+
 static int rule_carry_over(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
                            ledger_error *err)
 {
@@ -778,6 +783,10 @@ static int rule_carry_over(const ledger *l, const ledger_event *ev, uint32_t act
     const frame_rec *f = &l->frames[r->frame];
     int32_t year = frame_year(l, r->frame);
     r->unit = f->unit;
+    uint32_t registered;
+    rc = find_open_unit(l, l->units[f->unit].unit, &registered, err);
+    if (rc != 0)
+        return rc; /* a closed unit gets no frame of the next year */
     if (closing_of(l, year) == NULL)
         return fail(err, BUDGET_EINVALID_STATE,
                     "frame %s is of fiscal year %" PRId32 ", which is not closed; only the unspent "
@@ -1121,6 +1130,258 @@ static int rule_target(const ledger *l, const ledger_event *ev, uint32_t actor_u
     return 0;
 }
 
+/*
+ * The register of units (registry.h; docs/events.md, "Units"). A write names only units that
+ * are registered and open: check_named_units refuses any other with not_found and the nearest
+ * codes. Replay does not: a stored event may come from a log written before units were
+ * registered, and a unit it names that is not in the register is defined under its code
+ * (define_named_units). A closed unit is never defined again, by a write or on replay.
+ */
+
+/* True when field `f` of a type is a unit the event names (given, not the one it registers). */
+static bool names_unit(const event_field *f)
+{
+    return f->value == FIELD_UNIT && f->source != FIELD_DERIVED && !(f->flags & FIELD_NEW_UNIT);
+}
+
+/* not_found for unit `code` (field `key`), which is not in the register or is closed (`i`),
+ * naming the open units nearest to it. */
+static int unit_not_found(const ledger *l, const char *key, const char *code, uint32_t i,
+                          ledger_error *err)
+{
+    uint32_t near[REGISTRY_NEAREST_MAX];
+    uint32_t n = registry_nearest(l->reg, code, near);
+    char hint[3 * (BUDGET_UNIT_BYTES_MAX + 4) + 32] = "";
+    size_t at = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        registry_view v;
+        registry_view_of(l->reg, near[k], &v);
+        const char *sep = k == 0 ? "; did you mean " : k + 1 == n ? " or " : ", ";
+        at += (size_t)snprintf(hint + at, sizeof hint - at, "%s%s", sep, v.code);
+    }
+    if (n > 0)
+        snprintf(hint + at, sizeof hint - at, "?");
+    const char *what = strcmp(key, "unit") == 0 ? "unit" : key;
+    return fail(err, BUDGET_ENOT_FOUND, "%s %s %s%s", what, code,
+                i == REGISTRY_NONE ? "is not a registered unit" : "is closed", hint);
+}
+
+/* Every unit `c` names is registered and open (a write). */
+static int check_named_units(const ledger *l, const ledger_cmd *c, ledger_error *err)
+{
+    const event_type_info *t = &event_types[c->type];
+    for (uint8_t k = 0; k < t->field_count; k++) {
+        const event_field *f = &t->fields[k];
+        const char *code = ledger_field_str(c, f);
+        if (!names_unit(f) || code[0] == '\0')
+            continue;
+        uint32_t i = registry_find(l->reg, code);
+        if (i == REGISTRY_NONE || registry_closed(l->reg, i))
+            return unit_not_found(l, f->key, code, i, err);
+    }
+    return 0;
+}
+
+/* A unit row's unit, when it is closed. */
+static bool row_closed(const ledger *l, uint32_t row)
+{
+    uint32_t i = registry_find(l->reg, l->units[row].unit);
+    return i != REGISTRY_NONE && registry_closed(l->reg, i);
+}
+
+/* A write that draws on a frame of a closed unit (an adjustment, a proposal out of it), or
+ * calls off money of one, is refused (invalid_state): nothing moves in or out of a closed
+ * unit. `r` is from check_rules. */
+static int check_open_holders(const ledger *l, const ledger_cmd *c, const refs *r,
+                              ledger_error *err)
+{
+    if ((c->type == LEDGER_FRAME_ADJUSTED || c->type == LEDGER_ALLOCATION_PROPOSED) &&
+        r->frame != NONE && row_closed(l, l->frames[r->frame].unit))
+        return fail(err, BUDGET_EINVALID_STATE, "frame %s is held by unit %s, which is closed",
+                    c->frame, l->units[l->frames[r->frame].unit].unit);
+    if (c->type == LEDGER_AVROP_REQUESTED && r->unit != NONE && row_closed(l, r->unit))
+        return fail(err, BUDGET_EINVALID_STATE, "allocation %s is to unit %s, which is closed",
+                    c->allocation, l->units[r->unit].unit);
+    return 0;
+}
+
+/* On replay: no unit a stored event names is closed. */
+static bool named_units_replay(const ledger *l, const ledger_event *ev)
+{
+    if (!ledger_type_known(ev->type))
+        return false;
+    const event_type_info *t = &event_types[ev->type];
+    for (uint8_t k = 0; k < t->field_count; k++) {
+        const event_field *f = &t->fields[k];
+        const char *code = ledger_field_str(ev, f);
+        if (!names_unit(f) || code[0] == '\0')
+            continue;
+        uint32_t i = registry_find(l->reg, code);
+        if (i != REGISTRY_NONE && registry_closed(l->reg, i))
+            return false;
+    }
+    return true;
+}
+
+/* Defines under its code each unit `ev` names that is not in the register: only a stored
+ * event of an old log can name one (a write is checked), and a type names at most one such
+ * unit (a parent or the unit renamed or closed must be registered), for which room was
+ * reserved. */
+static void define_named_units(ledger *l, const ledger_event *ev)
+{
+    const event_type_info *t = &event_types[ev->type];
+    for (uint8_t k = 0; k < t->field_count; k++) {
+        const event_field *f = &t->fields[k];
+        const char *code = ledger_field_str(ev, f);
+        if (names_unit(f) && code[0] != '\0' && registry_find(l->reg, code) == REGISTRY_NONE)
+            registry_define(l->reg, code);
+    }
+}
+
+/* The register and open unit `code`, or not_found. */
+static int find_open_unit(const ledger *l, const char *code, uint32_t *i, ledger_error *err)
+{
+    *i = registry_find(l->reg, code);
+    if (*i == REGISTRY_NONE || registry_closed(l->reg, *i))
+        return unit_not_found(l, "unit", code, *i, err);
+    return 0;
+}
+
+static int rule_register_unit(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                              ledger_error *err)
+{
+    (void)actor_uid;
+    (void)r;
+    if (registry_kind_from_name(ev->unit_kind) == 0)
+        return fail(err, BUDGET_EBAD_REQUEST, "\"%s\" is not a kind of unit: the kinds are %s",
+                    ev->unit_kind, registry_kinds_text());
+    uint32_t i = registry_find(l->reg, ev->unit);
+    if (i != REGISTRY_NONE && registry_closed(l->reg, i))
+        return fail(err, BUDGET_ECONFLICT,
+                    "unit %s was closed; the code of a closed unit is "
+                    "not used again",
+                    ev->unit);
+    if (i != REGISTRY_NONE && registry_registered(l->reg, i)) {
+        registry_view v;
+        registry_view_of(l->reg, i, &v);
+        return fail(err, BUDGET_ECONFLICT, "unit %s is registered already, as %.120s", ev->unit,
+                    v.name);
+    }
+    if (ev->parent[0] == '\0')
+        return 0;
+    uint32_t p;
+    int rc = find_open_unit(l, ev->parent, &p, err);
+    if (rc != 0)
+        return rc;
+    /* A unit that is in the register without a name (an old log's) may be given a parent:
+     * never one under it. The chain of parents is bounded by the number of units. */
+    for (uint32_t k = p, steps = 0; k != REGISTRY_NONE && steps <= registry_count(l->reg);
+         k = registry_parent(l->reg, k), steps++)
+        if (k == i)
+            return fail(err, BUDGET_EINVALID_STATE, "unit %s cannot be under %s, which is %s",
+                        ev->unit, ev->parent, p == i ? "itself" : "under it");
+    return 0;
+}
+
+static int rule_rename_unit(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                            ledger_error *err)
+{
+    (void)actor_uid;
+    (void)r;
+    uint32_t i;
+    int rc = find_open_unit(l, ev->unit, &i, err);
+    if (rc != 0)
+        return rc;
+    registry_view v;
+    registry_view_of(l->reg, i, &v);
+    if (strcmp(v.name, ev->title) == 0)
+        return fail(err, BUDGET_EINVALID_STATE, "unit %s is named %.120s already", ev->unit,
+                    v.name);
+    if (registry_names(l->reg, i) >= REGISTRY_NAMES_MAX)
+        return fail(err, BUDGET_EINVALID_STATE, "unit %s has had %u names, the most a unit has",
+                    ev->unit, REGISTRY_NAMES_MAX);
+    return 0;
+}
+
+/* What keeps a unit open, one item after another into a message. */
+typedef struct {
+    /* Room is left for "unit CODE cannot be closed: " before it. */
+    char text[sizeof(((ledger_error *)0)->message) - 60];
+    size_t len;
+    uint32_t items, shown;
+} open_list;
+
+__attribute__((format(printf, 2, 3))) static void open_item(open_list *o, const char *fmt, ...)
+{
+    char item[120];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(item, sizeof item, fmt, ap);
+    va_end(ap);
+    o->items++;
+    /* Room is kept for "; and N more". */
+    if (o->len + strlen(item) + 2 + 16 >= sizeof o->text)
+        return;
+    o->len += (size_t)snprintf(o->text + o->len, sizeof o->text - o->len, "%s%s",
+                               o->shown == 0 ? "" : "; ", item);
+    o->shown++;
+}
+
+/* The money of unit `code` that is left or pending: its frames, the allocations to it, its
+ * totals per year. O(frames + allocations + unit rows). */
+static void open_money(const ledger *l, const char *code, open_list *o)
+{
+    for (uint32_t k = 0; k < l->frames_len; k++) {
+        const frame_rec *f = &l->frames[k];
+        int64_t left = f->granted - f->allocated - f->pending;
+        if (closing_of(l, l->units[f->unit].year) != NULL)
+            continue; /* what a closed year kept is its unspent money, which nothing moves */
+        if (strcmp(l->units[f->unit].unit, code) == 0 && (left != 0 || f->pending != 0))
+            open_item(o, "frame %s has %" PRId64 " öre unallocated, %" PRId64 " öre pending",
+                      id_text(l, f->id), left, f->pending);
+    }
+    for (uint32_t k = 0; k < l->allocations_len; k++) {
+        const allocation_rec *a = &l->allocations[k];
+        if (a->status == LEDGER_PENDING && strcmp(l->units[a->unit].unit, code) == 0)
+            open_item(o, "allocation %s is pending", id_text(l, a->id));
+    }
+    for (uint32_t k = 0; k < l->units_len; k++) {
+        const unit_rec *u = &l->units[k];
+        int64_t available = u->allocated - u->called_off - u->pending;
+        if (closing_of(l, u->year) != NULL)
+            continue;
+        if (strcmp(u->unit, code) == 0 && (available != 0 || u->pending != 0))
+            open_item(o, "%" PRId32 ": %" PRId64 " öre to call off, %" PRId64 " öre pending",
+                      u->year, available, u->pending);
+    }
+}
+
+static int rule_close_unit(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                           ledger_error *err)
+{
+    (void)actor_uid;
+    (void)r;
+    uint32_t i;
+    int rc = find_open_unit(l, ev->unit, &i, err);
+    if (rc != 0)
+        return rc;
+    open_list o = {.len = 0};
+    o.text[0] = '\0';
+    open_money(l, ev->unit, &o);
+    for (uint32_t k = 0; k < registry_count(l->reg); k++)
+        if (registry_parent(l->reg, k) == i && !registry_closed(l->reg, k)) {
+            registry_view v;
+            registry_view_of(l->reg, k, &v);
+            open_item(&o, "unit %s under it is open", v.code);
+        }
+    if (o.items == 0)
+        return 0;
+    if (o.shown < o.items)
+        snprintf(o.text + o.len, sizeof o.text - o.len, "; and %" PRIu32 " more",
+                 o.items - o.shown);
+    return fail(err, BUDGET_EINVALID_STATE, "unit %s cannot be closed: %s", ev->unit, o.text);
+}
+
 /* The rules of each type: rule_<rules> of its row. */
 typedef int (*rule_fn)(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
                        ledger_error *err);
@@ -1262,8 +1523,13 @@ ledger *ledger_new(void)
         goto failed_arena;
     l->arena[0] = '\0'; /* offset 0: the empty string */
     l->arena_len = 1;
+    l->reg = registry_new();
+    if (l->reg == NULL)
+        goto failed_registry;
     return l;
 
+failed_registry:
+    free(l->arena);
 failed_arena:
     free(l->unit_table.ctrl);
 failed_unit_table:
@@ -1278,6 +1544,7 @@ void ledger_free(ledger *l)
     if (l == NULL)
         return;
     free(l->closings);
+    registry_free(l->reg);
     free(l->arena);
     free(l->unit_table.ctrl);
     free(l->units);
@@ -1327,6 +1594,9 @@ ledger *ledger_clone(const ledger *l)
     c->arena = copy_array(l->arena, l->arena_len, l->arena_cap, 1, &failed);
     c->closings =
         copy_array(l->closings, l->closings_len, l->closings_cap, sizeof *l->closings, &failed);
+    c->reg = registry_clone(l->reg);
+    if (c->reg == NULL)
+        failed = true;
     if (failed) {
         ledger_free(c);
         return NULL;
@@ -1400,8 +1670,13 @@ int ledger_check(const ledger *l, const ledger_cmd *cmd, const ledger_actor *act
             *existing_seq = rec_seq(existing);
         return 1;
     }
+    rc = check_named_units(l, cmd, err);
+    if (rc != 0)
+        return rc;
     refs r;
     rc = check_rules(l, cmd, actor->uid, &r, err);
+    if (rc == 0)
+        rc = check_open_holders(l, cmd, &r, err);
     if (rc == 0)
         rc = check_duplicate_grant(l, cmd, err);
     if (rc != 0)
@@ -1454,7 +1729,7 @@ static int reserve_room(ledger *l)
     if (reserve((void **)&l->closings, &l->closings_cap, l->closings_len, 1, sizeof *l->closings) !=
         0)
         return -1;
-    return 0;
+    return registry_reserve(l->reg);
 }
 
 /*
@@ -1637,6 +1912,28 @@ static void apply_target(ledger *l, const ledger_event *ev, refs *r, uint32_t id
     }
 }
 
+static void apply_register_unit(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    (void)r;
+    (void)id;
+    uint32_t parent = ev->parent[0] == '\0' ? REGISTRY_NONE : registry_find(l->reg, ev->parent);
+    registry_register(l->reg, ev->unit, ev->title, registry_kind_from_name(ev->unit_kind), parent);
+}
+
+static void apply_rename_unit(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    (void)r;
+    (void)id;
+    registry_rename(l->reg, registry_find(l->reg, ev->unit), ev->title);
+}
+
+static void apply_close_unit(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    (void)r;
+    (void)id;
+    registry_close(l->reg, registry_find(l->reg, ev->unit));
+}
+
 static void apply_close_year(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
 {
     (void)r;
@@ -1745,7 +2042,8 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
     __builtin_prefetch(&l->id_table.refs[home], 1);
 
     refs r;
-    if (check_rules(l, ev, ev->actor.uid, &r, NULL) != 0 || !derived_match(l, &r, ev))
+    if (!named_units_replay(l, ev) || check_rules(l, ev, ev->actor.uid, &r, NULL) != 0 ||
+        !derived_match(l, &r, ev))
         return BUDGET_EINTERNAL;
     uint32_t at = id_find(l, ev->id, len, hash);
     if (l->id_table.ctrl[at] != 0)
@@ -1753,6 +2051,7 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
 
     /* Nothing fails from here on. */
     uint32_t id = add_id(l, ev, len, hash, at);
+    define_named_units(l, ev);
     type_apply[ev->type](l, ev, &r, id);
     assert_balanced(l, &r);
     l->events++;
@@ -1933,6 +2232,11 @@ const char *ledger_avrop_note(const ledger *l, const char *id)
 {
     uint32_t i = lookup(l, id, LEDGER_KIND_AVROP);
     return i == NONE ? NULL : text(l, l->avrop[i].note);
+}
+
+const registry *ledger_registry(const ledger *l)
+{
+    return l->reg;
 }
 
 ledger_kind ledger_id_kind(const ledger *l, const char *id)
@@ -2140,6 +2444,12 @@ static int decided_refs(const ledger *l, const ledger_event *ev, refs *r)
     case LEDGER_DECISION_REJECTED:
     case LEDGER_REQUEST_WITHDRAWN:
         break;
+    case LEDGER_UNIT_REGISTERED:
+    case LEDGER_UNIT_RENAMED:
+    case LEDGER_UNIT_CLOSED:
+        /* The register is not a decision: every view has all of it, so its rules held here
+         * as they did when the event was written. */
+        return 0;
     default:
         return -1; /* a type this view does not know how to lean on: left out */
     }
@@ -2158,6 +2468,9 @@ int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by)
         return BUDGET_EINTERNAL;
     if (reserve_room(l) != 0)
         return BUDGET_EUNAVAILABLE;
+    /* The units of an old log are defined as on replay, by every event, left out or not: the
+     * register is the same in every view. */
+    define_named_units(l, ev);
     bool later = ev->type == LEDGER_REQUEST_WITHDRAWN || rests_on_decision(ev->type)
                      ? ledger_decision_day(ev) > decided_by
                      : false;

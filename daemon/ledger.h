@@ -16,6 +16,7 @@
 
 /* ledger_type and ledger_kind, and the fields of each type, come from one list: */
 #include "event_types.h"
+#include "registry.h"
 
 typedef enum {
     LEDGER_PENDING = 0,
@@ -54,6 +55,8 @@ typedef struct {
     char title[BUDGET_TEXT_BYTES_MAX + 1];
     char reference[BUDGET_TEXT_BYTES_MAX + 1];
     char note[BUDGET_TEXT_BYTES_MAX + 1];
+    char unit_kind[REGISTRY_KIND_BYTES_MAX + 1]; /* unit.registered's "kind" */
+    char parent[BUDGET_UNIT_BYTES_MAX + 1];      /* unit.registered's "parent", "" for none */
     /* The decision the event rests on (DECISION_FIELDS of event_types.c): body, date as
      * YYYYMMDD, paragraph and diary number. An event of a type that rests on a decision but
      * was written before decisions were data has none: "", 0, "", "". */
@@ -249,6 +252,10 @@ typedef struct {
     uint64_t units;
 } ledger_counts;
 void ledger_get_counts(const ledger *l, ledger_counts *out);
+
+/* The register of units (registry.h), as the ledger stands: valid until the next ledger_apply
+ * or ledger_free. */
+const registry *ledger_registry(const ledger *l);
 
 /* Lookups; return false when the id does not exist or names another kind. */
 bool ledger_frame(const ledger *l, const char *id, ledger_frame_view *out);

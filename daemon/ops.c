@@ -294,6 +294,28 @@ static void op_balances(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
     conn_answer(c, idx, &r, req_id);
 }
 
+/* The register of units, as the committed ledger stands: answered at once (its pages are
+ * bounded as balances' are). */
+static void op_units(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+{
+    uint64_t offset;
+    ledger_error err;
+    resp_t r;
+
+    if (request_decode_units(args, &offset, &err) != 0) {
+        conn_answer_error(c, idx, req_id, err.code, err.message);
+        return;
+    }
+    resp_begin(&r, req_id, true);
+    if (request_pack_units(&r.pk, commit_ledger(o->commit), offset, commit_head(o->commit), &err) !=
+        0) {
+        msgpack_sbuffer_destroy(&r.sb);
+        conn_answer_error(c, idx, req_id, err.code, err.message);
+        return;
+    }
+    conn_answer(c, idx, &r, req_id);
+}
+
 static void op_events(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
                       const msgpack_object *args)
 {
@@ -458,6 +480,7 @@ static const struct {
 } read_ops[] = {
     {"hello", ACCESS_ANYONE, op_hello},
     {"balances", ACCESS_READER, op_balances},
+    {"units", ACCESS_READER, op_units},
     {"events", ACCESS_READER, op_events},
     {"verify", ACCESS_AUDITOR, op_verify},
     {"stats", ACCESS_READER, op_stats},

@@ -552,10 +552,17 @@ static void pack_avrop(msgpack_packer *pk, const ledger *l, const ledger_avrop_v
     pack_key_int(pk, "reversing", v->reversing);
 }
 
-static void pack_unit(msgpack_packer *pk, const ledger_unit_view *u, bool decided)
+/* A unit's row of balances, with the unit's current name (its code when it has none). */
+static void pack_unit(msgpack_packer *pk, const ledger *l, const ledger_unit_view *u, bool decided)
 {
-    msgpack_pack_map(pk, decided ? 9 : 8);
+    const registry *reg = ledger_registry(l);
+    uint32_t i = registry_find(reg, u->unit);
+    registry_view v = {.name = u->unit};
+    if (i != REGISTRY_NONE)
+        registry_view_of(reg, i, &v);
+    msgpack_pack_map(pk, decided ? 10 : 9);
     pack_key_str(pk, "unit", u->unit);
+    pack_key_str(pk, "name", v.name);
     pack_key_int(pk, "year", u->year);
     pack_key_int(pk, "frames", u->frames);
     pack_key_int(pk, "allocated", u->allocated);
@@ -712,7 +719,7 @@ static void page_units(list_page *p, const ledger *l, const balances_query *q)
     while (!p->more && ledger_next_unit(l, &i, q->unit[0] ? q->unit : NULL, q->year, &u)) {
         if (!page_takes(p))
             continue;
-        pack_unit(&p->pk, &u, p->decided);
+        pack_unit(&p->pk, l, &u, p->decided);
         if (p->decided) {
             const char *names[ODDITIES_MAX];
             pack_oddities(p, names, unit_oddities(&u, names));
@@ -802,6 +809,75 @@ int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_qu
     for (int k = 0; k < LISTS_COUNT; k++)
         if (k != LIST_AVROP || avrop)
             pack_key_uint(pk, lists[k].offset_arg, offsets[k] + pages[k].count);
+    if (rc != 0)
+        return fail(err, BUDGET_EUNAVAILABLE, "out of memory");
+    return 0;
+}
+
+/* ---- units ------------------------------------------------------------------------------ */
+
+int request_decode_units(const msgpack_object *args, uint64_t *offset, ledger_error *err)
+{
+    uint32_t n = 0;
+
+    *offset = 0;
+    if (args) {
+        if (args->type != MSGPACK_OBJECT_MAP)
+            return fail(err, BUDGET_EBAD_REQUEST, "args must be a map");
+        n = args->via.map.size;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *k = &args->via.map.ptr[i].key;
+        if (!key_is(k, "offset"))
+            return fail(err, BUDGET_EBAD_REQUEST, "units takes offset");
+        if (!object_uint(&args->via.map.ptr[i].val, offset))
+            return fail(err, BUDGET_EBAD_REQUEST, "args.offset must be a uint");
+    }
+    return 0;
+}
+
+/* One unit of `units`: {"unit", "name", "kind", "parent", "state", "registered",
+ * "former_names"}, former names newest first. At most about 17 KiB (REGISTRY_NAMES_MAX). */
+static void pack_registered(msgpack_packer *pk, const registry *reg, uint32_t i)
+{
+    registry_view v;
+    registry_view_of(reg, i, &v);
+    msgpack_pack_map(pk, 7);
+    pack_key_str(pk, "unit", v.code);
+    pack_key_str(pk, "name", v.name);
+    pack_key_str(pk, "kind", v.kind);
+    pack_key_str(pk, "parent", v.parent);
+    pack_key_str(pk, "state", v.closed ? "closed" : "open");
+    pack_cstr(pk, "registered");
+    if (v.registered)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    pack_cstr(pk, "former_names");
+    msgpack_pack_array(pk, v.former_count);
+    for (uint32_t k = 0; k < v.former_count; k++)
+        pack_cstr(pk, registry_former_name(reg, i, k));
+}
+
+int request_pack_units(msgpack_packer *pk, const ledger *l, uint64_t offset, uint64_t as_of,
+                       ledger_error *err)
+{
+    const registry *reg = ledger_registry(l);
+    list_page page;
+    int rc = 0;
+
+    page_init(&page, offset);
+    for (uint32_t i = 0; i < registry_count(reg) && !page.more; i++)
+        if (page_takes(&page))
+            pack_registered(&page.pk, reg, i);
+    rc |= msgpack_pack_map(pk, 4);
+    pack_key_uint(pk, "as_of", as_of);
+    rc |= page_emit(pk, "units", &page);
+    pack_cstr(pk, "more");
+    rc |= page.more ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    pack_cstr(pk, "next");
+    rc |= msgpack_pack_map(pk, 1);
+    pack_key_uint(pk, "offset", offset + page.count);
     if (rc != 0)
         return fail(err, BUDGET_EUNAVAILABLE, "out of memory");
     return 0;

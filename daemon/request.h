@@ -102,6 +102,18 @@ typedef enum {
  */
 event_match request_event_matches(const events_query *q, const ledger_event *ev);
 
+/* The args of `units`: `offset` (units skipped before the page). 0 or BUDGET_EBAD_REQUEST. */
+int request_decode_units(const msgpack_object *args, uint64_t *offset, ledger_error *err);
+
+/*
+ * Packs the `units` result from the register of `l` (as of `as_of`): one page of units in the
+ * order they entered the register, from `offset`, as balances pages its lists (at most
+ * BUDGET_BALANCES_PAGE_MAX units and about BUDGET_BALANCES_PAGE_BYTES_MAX bytes), "more" and
+ * "next": {"offset"}. 0, or BUDGET_EUNAVAILABLE (out of memory; drop the packed bytes).
+ */
+int request_pack_units(msgpack_packer *pk, const ledger *l, uint64_t offset, uint64_t as_of,
+                       ledger_error *err);
+
 /* The result of a write: {"seq","hash","ts","type","id"}. */
 void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const uint8_t hash[32]);
 

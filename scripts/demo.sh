@@ -77,6 +77,15 @@ ctl_approver() {
   "${as_root[@]}" runuser -u "$approver" -- "$work/bin/budgetctl" --socket "$BUDGETD_SOCKET" "$@"
 }
 
+echo "== The units, registered once: the board and the two committees that share the frame"
+ctl unit register KS --name "Kommunstyrelsen" --kind styrelse
+ctl unit register SON --name "Social- och omsorgsnämnden" --kind nämnd --parent KS
+ctl unit register KFN --name "Kultur- och fritidsnämnden" --kind nämnd --parent KS
+echo "   (a unit that is not registered is refused, with the nearest codes)"
+ctl grant --unit SONN --year 2021 --amount "1 kr" --title "Fel kod" || true
+ctl units
+
+echo
 echo "== The board's frame: KS 2021-08-24 § 241 extends KS's 2021 frame by 3 mkr"
 ctl grant --id ks-2021-trygghet --unit KS --year 2021 --amount "3 mkr" \
   --title "Utökat trygghetsarbete" --decision "KS 2021-08-24 § 241"

@@ -3,6 +3,7 @@
  * exec, never through a shell; every wait polls against a deadline.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
@@ -936,6 +937,46 @@ uint64_t e2e_write_ok(budget_client *c, const char *op, const e2e_buf *args)
     e2e_write(c, op, args, &w);
     e2e_assert(w.ok, "%s refused: %s: %s", op, w.code, w.message);
     return w.seq;
+}
+
+/* The full names of the units the suites name most; any other is registered under its code. */
+static const char *unit_name(const char *code)
+{
+    static const char *const names[][2] = {
+        {"KS", "Kommunstyrelsen"},
+        {"SON", "Social- och omsorgsnämnden"},
+        {"KFN", "Kultur- och fritidsnämnden"},
+        {"BUN", "Barn- och ungdomsnämnden"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(names[i][0], code) == 0)
+            return names[i][1];
+    return code;
+}
+
+void e2e_register_units(const e2e_daemon *d, const e2e_identity *as, ...)
+{
+    budget_client *c = as == NULL ? e2e_client(d) : e2e_client_as(d, as);
+    e2e_buf args;
+    e2e_buf_init(&args);
+    va_list ap;
+    va_start(ap, as);
+    for (const char *code = va_arg(ap, const char *); code != NULL;
+         code = va_arg(ap, const char *)) {
+        char id[BUDGET_UNIT_BYTES_MAX + 8];
+        snprintf(id, sizeof(id), "unit-%s", code);
+        bool board = strcmp(code, "KS") == 0;
+        e2e_buf_clear(&args);
+        msgpack_pack_map(&args.pk, 4);
+        e2e_kv_str(&args, "id", id);
+        e2e_kv_str(&args, "unit", code);
+        e2e_kv_str(&args, "name", unit_name(code));
+        e2e_kv_str(&args, "kind", board ? "styrelse" : "nämnd");
+        e2e_write_ok(c, "unit.register", &args);
+    }
+    va_end(ap);
+    e2e_buf_destroy(&args);
+    budget_client_close(c);
 }
 
 uint64_t e2e_head(budget_client *c)

@@ -290,6 +290,15 @@ int e2e_ctl_argv_as(const e2e_daemon *d, const e2e_identity *who, e2e_ctl_result
 int e2e_daemon_start_with(e2e_daemon *d, const char *const *extra);
 int e2e_daemon_restart_with(e2e_daemon *d, const char *const *extra);
 
+/*
+ * Registers each unit of the NULL-terminated list, as `as` (NULL: as root, the suites' admin
+ * when no access file says otherwise), one unit.register each with the id "unit-CODE": KS as
+ * the board (styrelse), the others as committees (nämnd), named as the source document names
+ * them or else by their code. A write names only registered units: a suite registers those it
+ * uses after starting its daemon. Asserts success.
+ */
+void e2e_register_units(const e2e_daemon *d, const e2e_identity *as, ...) __attribute__((sentinel));
+
 /* ---- JSON ------------------------------------------------------------------------------------ */
 
 typedef enum {

@@ -115,11 +115,36 @@ int rel_spawn(rel_daemon *r)
     return launch(r, false);
 }
 
+/*
+ * The units the reliability suites name are registered on the fresh folder first, by a daemon
+ * started without the seams of `r->env` (so a fault counts only the workload's calls) and
+ * stopped again: KS, SON, KFN and U0..U7 (test_crash's clients).
+ */
+static int register_units_first(rel_daemon *r)
+{
+    char env[REL_ENV_MAX][sizeof(r->env[0])];
+    memcpy(env, r->env, sizeof(env));
+    memset(r->env, 0, sizeof(r->env));
+    int rc = launch(r, true);
+    memcpy(r->env, env, sizeof(env));
+    if (rc != 0)
+        return -1;
+    e2e_register_units(&r->d, NULL, "KS", "SON", "KFN", "U0", "U1", "U2", "U3", "U4", "U5", "U6",
+                       "U7", NULL);
+    int status = 0;
+    if (e2e_daemon_stop(&r->d, SIGTERM, E2E_STOP_TIMEOUT_MS, &status) != 0 || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "rel: budgetd did not stop after registering the units\n");
+        return -1;
+    }
+    return 0;
+}
+
 int rel_start(rel_daemon *r)
 {
     if (e2e_daemon_make(&r->d, "rel") != 0)
         return -1;
-    return launch(r, true);
+    return register_units_first(r) == 0 ? launch(r, true) : -1;
 }
 
 int rel_restart(rel_daemon *r)

@@ -25,6 +25,9 @@
 /* ---- a daemon of a chosen build ----------------------------------------------------------- */
 
 #define REL_EXTRA_ARGS_MAX 4
+/* The events rel_start writes on a fresh folder before the daemon the test asked for starts:
+ * the registrations of KS, SON, KFN and U0..U7 (seqs 1..REL_UNIT_EVENTS). */
+#define REL_UNIT_EVENTS 11u
 #define REL_ENV_MAX 2
 
 typedef struct {

@@ -433,12 +433,26 @@ static ledger_cmd cmd(ledger_type type, const char *id)
     return c;
 }
 
+/* Registers the units the ledger below names (a write names only registered units). */
+static void register_units(void)
+{
+    static const char *const codes[] = {"KS", "SON", "KFN"};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        ledger_cmd c = cmd(LEDGER_UNIT_REGISTERED, codes[i]);
+        strcpy(c.unit, codes[i]);
+        strcpy(c.title, codes[i]);
+        strcpy(c.unit_kind, i == 0 ? "styrelse" : "nämnd");
+        apply_cmd(c, 1);
+    }
+}
+
 /* KS holds frame f1; allocation a1 goes from it to SON (approved); avrop v1 draws on it;
  * a2 to KFN is pending. */
 static void small_ledger(void)
 {
     l = ledger_new();
     seq = 0;
+    register_units();
     ledger_cmd c = cmd(LEDGER_FRAME_GRANTED, "f1");
     strcpy(c.unit, "KS");
     c.year = 2021;
@@ -522,6 +536,19 @@ Test(access, the_unit_of_each_write)
     c = cmd(LEDGER_FRAME_ADJUSTED, "j2");
     strcpy(c.frame, "nope");
     expect_scope(c, NULL, NULL);
+
+    /* The register's writes are for the unit they register, rename or close; a parent is not
+     * in the scope. */
+    c = cmd(LEDGER_UNIT_REGISTERED, "u1");
+    strcpy(c.unit, "BUN");
+    strcpy(c.parent, "KS");
+    expect_scope(c, "BUN", "the unit is BUN");
+    c = cmd(LEDGER_UNIT_RENAMED, "u2");
+    strcpy(c.unit, "SON");
+    expect_scope(c, "SON", "the unit is SON");
+    c = cmd(LEDGER_UNIT_CLOSED, "u3");
+    strcpy(c.unit, "KFN");
+    expect_scope(c, "KFN", "the unit is KFN");
     ledger_free(l);
 }
 

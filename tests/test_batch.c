@@ -17,6 +17,17 @@
 #include "e2e_util.h"
 
 static e2e_daemon bd;
+
+/* The events start() writes before a test's own: the registrations of KS, SON and KFN. */
+#define U 3
+
+/* Starts budgetd and registers the units the tests name (three events, seqs 1..3). */
+static void start(void)
+{
+    cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
+}
+
 static char conf_dir[64], conf_path[128];
 
 static void teardown(void)
@@ -76,6 +87,15 @@ static void w_propose(e2e_buf *b, const char *id, const char *frame, const char 
     e2e_kv_str(b, "unit", unit);
     e2e_kv_int(b, "amount", amount);
     e2e_kv_str(b, "purpose", "Trygghetsinsatser");
+}
+
+static void w_register(e2e_buf *b, const char *id, const char *unit, const char *name)
+{
+    write_begin(b, "unit.register", 4);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "unit", unit);
+    e2e_kv_str(b, "name", name);
+    e2e_kv_str(b, "kind", "nämnd");
 }
 
 /* ---- reading answers ---------------------------------------------------------------------- */
@@ -147,7 +167,7 @@ static int64_t frame_reserved(budget_client *c, const char *frame)
 
 Test(batch, an_allocation_may_use_a_frame_granted_earlier_in_the_batch_all_in_one_commit)
 {
-    cr_assert_eq(e2e_daemon_start(&bd), 0);
+    start();
     budget_client *c = e2e_client(&bd);
     e2e_buf b;
     budget_response r;
@@ -174,9 +194,45 @@ Test(batch, an_allocation_may_use_a_frame_granted_earlier_in_the_batch_all_in_on
     budget_client_close(c);
 }
 
+Test(batch, a_unit_registered_earlier_in_the_batch_may_be_named_by_the_writes_after_it)
+{
+    start();
+    budget_client *c = e2e_client(&bd);
+    e2e_buf b;
+    budget_response r;
+    refusals f;
+    e2e_buf_init(&b);
+
+    /* Named before it is registered: refused, and the registration is not written either. */
+    uint64_t head = e2e_head(c);
+    batch_begin(&b, 2, false);
+    w_grant(&b, "BUN-2021", "BUN", 1000);
+    w_register(&b, "unit-BUN", "BUN", "Barn- och ungdomsnämnden");
+    e2e_call(c, "batch", &b, &r);
+    e2e_assert(!r.ok, "a grant to a unit registered after it in the batch was written");
+    read_refusals(&r, &f);
+    e2e_assert_int(f.count, 1, "refusals");
+    e2e_assert_int(f.index[0], 0, "index of the refused grant");
+    e2e_assert_str(f.code[0], "not_found", "code");
+    budget_response_free(&r);
+    e2e_assert_int(e2e_head(c), head, "head after a refused batch");
+
+    batch_begin(&b, 3, false);
+    w_register(&b, "unit-BUN", "BUN", "Barn- och ungdomsnämnden");
+    w_grant(&b, "BUN-2021", "BUN", 1000);
+    w_propose(&b, "bun-son", "BUN-2021", "SON", 400);
+    e2e_call(c, "batch", &b, &r);
+    written(&r, 3);
+    budget_response_free(&r);
+    e2e_assert_int(e2e_head(c), head + 3, "head after the batch");
+    e2e_assert_int(frame_reserved(c, "BUN-2021"), 400, "reserved of the frame");
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+}
+
 Test(batch, two_allocations_that_each_fit_but_not_together_are_refused_and_nothing_is_written)
 {
-    cr_assert_eq(e2e_daemon_start(&bd), 0);
+    start();
     budget_client *c = e2e_client(&bd);
     e2e_buf b;
     budget_response r;
@@ -216,7 +272,7 @@ Test(batch, two_allocations_that_each_fit_but_not_together_are_refused_and_nothi
 
 Test(batch, every_bad_write_is_refused_with_its_index_and_nothing_is_written)
 {
-    cr_assert_eq(e2e_daemon_start(&bd), 0);
+    start();
     budget_client *c = e2e_client(&bd);
     e2e_buf b;
     budget_response r;
@@ -258,14 +314,14 @@ Test(batch, every_bad_write_is_refused_with_its_index_and_nothing_is_written)
     e2e_assert_int(f.index[2], 3, "third refused");
     e2e_assert_str(f.code[2], "conflict", "an id given twice");
     budget_response_free(&r);
-    e2e_assert_int(e2e_head(c), 0, "head after refused batches");
+    e2e_assert_int(e2e_head(c), U, "head after refused batches");
     e2e_buf_destroy(&b);
     budget_client_close(c);
 }
 
 Test(batch, a_grant_without_its_decision_is_refused_with_its_index_and_nothing_is_written)
 {
-    cr_assert_eq(e2e_daemon_start(&bd), 0);
+    start();
     budget_client *c = e2e_client(&bd);
     e2e_buf b;
     budget_response r;
@@ -289,14 +345,14 @@ Test(batch, a_grant_without_its_decision_is_refused_with_its_index_and_nothing_i
     e2e_assert_str(f.code[0], "bad_request", "a grant without its decision");
     e2e_assert(strstr(f.message[0], "decision_body") != NULL, "message: %s", f.message[0]);
     budget_response_free(&r);
-    e2e_assert_int(e2e_head(c), 0, "head after a refused batch");
+    e2e_assert_int(e2e_head(c), U, "head after a refused batch");
     e2e_buf_destroy(&b);
     budget_client_close(c);
 }
 
 Test(batch, a_dry_run_answers_as_the_batch_would_be_and_writes_nothing)
 {
-    cr_assert_eq(e2e_daemon_start(&bd), 0);
+    start();
     budget_client *c = e2e_client(&bd);
     e2e_buf b;
     budget_response r;
@@ -309,9 +365,9 @@ Test(batch, a_dry_run_answers_as_the_batch_would_be_and_writes_nothing)
     e2e_call(c, "batch", &b, &r);
     const msgpack_object *w = written(&r, 2);
     e2e_assert(budget_map_get(&r.result, "dry_run")->via.boolean, "dry_run not said");
-    e2e_assert_int(e2e_map_uint(&w->via.array.ptr[1], "seq"), 2, "seq a dry run would give");
+    e2e_assert_int(e2e_map_uint(&w->via.array.ptr[1], "seq"), U + 2, "seq a dry run would give");
     budget_response_free(&r);
-    e2e_assert_int(e2e_head(c), 0, "head after a dry run");
+    e2e_assert_int(e2e_head(c), U, "head after a dry run");
 
     batch_begin(&b, 2, true);
     w_grant(&b, "F", "KS", 100);
@@ -321,14 +377,14 @@ Test(batch, a_dry_run_answers_as_the_batch_would_be_and_writes_nothing)
     read_refusals(&r, &f);
     e2e_assert_int(f.index[0], 1, "refused write of a dry run");
     budget_response_free(&r);
-    e2e_assert_int(e2e_head(c), 0, "head after a refused dry run");
+    e2e_assert_int(e2e_head(c), U, "head after a refused dry run");
     e2e_buf_destroy(&b);
     budget_client_close(c);
 }
 
 Test(batch, a_retried_batch_answers_as_before_and_one_whose_ids_partly_exist_is_refused)
 {
-    cr_assert_eq(e2e_daemon_start(&bd), 0);
+    start();
     budget_client *c = e2e_client(&bd);
     e2e_buf b;
     budget_response r;
@@ -350,7 +406,7 @@ Test(batch, a_retried_batch_answers_as_before_and_one_whose_ids_partly_exist_is_
     for (int i = 0; i < 2; i++)
         e2e_assert_int(e2e_map_uint(&w->via.array.ptr[i], "seq"), seqs[i], "seq of a retry");
     budget_response_free(&r);
-    e2e_assert_int(e2e_head(c), 2, "head after a retry");
+    e2e_assert_int(e2e_head(c), U + 2, "head after a retry");
 
     batch_begin(&b, 2, false); /* the same ids, other content */
     w_grant(&b, "F", "KS", 100);
@@ -373,14 +429,14 @@ Test(batch, a_retried_batch_answers_as_before_and_one_whose_ids_partly_exist_is_
     e2e_assert_int(f.index[0], 0, "the existing id");
     e2e_assert_str(f.code[0], "conflict", "code");
     budget_response_free(&r);
-    e2e_assert_int(e2e_head(c), 2, "head after refused retries");
+    e2e_assert_int(e2e_head(c), U + 2, "head after refused retries");
     e2e_buf_destroy(&b);
     budget_client_close(c);
 }
 
 Test(batch, limits_of_a_batch)
 {
-    cr_assert_eq(e2e_daemon_start(&bd), 0);
+    start();
     budget_client *c = e2e_client(&bd);
     e2e_buf b;
     budget_response r;
@@ -409,7 +465,7 @@ Test(batch, limits_of_a_batch)
     e2e_call(c, "batch", &b, &r);
     written(&r, 1000);
     budget_response_free(&r);
-    e2e_assert_int(e2e_head(c), 1000, "head after 1000 writes");
+    e2e_assert_int(e2e_head(c), U + 1000, "head after 1000 writes");
 
     e2e_buf_clear(&b); /* an arg it does not take */
     msgpack_pack_map(&b.pk, 1);
@@ -423,7 +479,7 @@ Test(batch, limits_of_a_batch)
 
 Test(batch, subscribers_see_a_batch_as_its_events)
 {
-    cr_assert_eq(e2e_daemon_start(&bd), 0);
+    start();
     budget_client *c = e2e_client(&bd), *s = e2e_client(&bd);
     e2e_buf b;
     budget_response r;
@@ -483,6 +539,8 @@ static void start_with_access(void)
     chmod(conf_dir, 0755);
     const char *argv[] = {"--config", conf_path, NULL};
     cr_assert_eq(e2e_daemon_start_with(&bd, argv), 0, "budgetd did not start");
+    e2e_identity admin = {UID_ADMIN, E2E_OTHER_GID, {0}, 0};
+    e2e_register_units(&bd, &admin, "KS", "SON", "KFN", NULL);
 }
 
 /* A refused batch of `uid` whose single refusal is `index`, forbidden. */
@@ -543,7 +601,7 @@ Test(batch, every_write_is_checked_for_its_role_and_its_units)
     written(&r, 2);
     budget_response_free(&r);
     budget_client_close(c);
-    e2e_assert_int(e2e_head(admin), 4, "head: only the allowed batches");
+    e2e_assert_int(e2e_head(admin), U + 4, "head: only the allowed batches");
     e2e_buf_destroy(&b);
     budget_client_close(admin);
 }
@@ -552,7 +610,7 @@ Test(batch, every_write_is_checked_for_its_role_and_its_units)
  * stamped with, as a single write is. */
 Test(batch, an_avrop_in_a_batch_after_its_last_day_is_refused)
 {
-    cr_assert_eq(e2e_daemon_start(&bd), 0);
+    start();
     budget_client *c = e2e_client(&bd), *other = e2e_client_as(&bd, &e2e_other);
     e2e_buf b;
     budget_response r;

@@ -27,6 +27,7 @@ static e2e_daemon bd;
 static void setup(void)
 {
     cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
 }
 
 static void teardown(void)

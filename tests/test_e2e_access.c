@@ -56,6 +56,9 @@ static const char access_text[] = "# budgetd access file of the end-to-end suite
 static e2e_daemon bd;
 static char conf_dir[64], conf_path[128];
 
+/* The events start_with writes first: the units of the suite, registered by UID_ADMIN. */
+#define UNIT_EVENTS 3
+
 static e2e_identity as_uid(uint32_t uid)
 {
     e2e_identity who = {uid, E2E_OTHER_GID, {0}, 0};
@@ -99,6 +102,8 @@ static void start_with(const char *const *extra)
     argv[n] = NULL;
     write_access(access_text);
     cr_assert_eq(e2e_daemon_start_with(&bd, argv), 0, "budgetd did not start");
+    e2e_identity admin = as_uid(UID_ADMIN);
+    e2e_register_units(&bd, &admin, "KS", "SON", "KFN", NULL);
 }
 
 static void setup(void)
@@ -299,7 +304,7 @@ Test(access, an_unknown_uid_gets_hello_and_nothing_else)
     call(c, "frame.grant", &b, &a);
     e2e_assert_str(a.code, "forbidden", "frame.grant");
     /* The connection stays usable: refusals are answers. */
-    e2e_assert_int(e2e_head(c), 0, "head");
+    e2e_assert_int(e2e_head(c), UNIT_EVENTS, "head");
     e2e_buf_destroy(&b);
     budget_client_close(c);
     e2e_assert(log_has("refused: balances needs the reader role; uid 60006", 2000),
@@ -597,7 +602,12 @@ static void actors(uint32_t *out, size_t n)
     e2e_identity reader = as_uid(UID_READER);
     budget_client *c = e2e_client_as(&bd, &reader);
     budget_response r;
-    e2e_call(c, "events", NULL, &r);
+    e2e_buf args;
+    e2e_buf_init(&args);
+    msgpack_pack_map(&args.pk, 1);
+    e2e_kv_uint(&args, "after", UNIT_EVENTS); /* after the registrations */
+    e2e_call(c, "events", &args, &r);
+    e2e_buf_destroy(&args);
     e2e_assert(r.ok, "events refused: %s", r.code);
     const msgpack_object *events = budget_map_get(&r.result, "events");
     e2e_assert(events && events->via.array.size == n, "events: %u, expected %zu",
@@ -659,6 +669,7 @@ Test(access, nobody_decides_their_own_request)
 Test(access, without_an_access_file_four_eyes_still_holds)
 {
     cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
     e2e_assert(log_has("no access file (--config): every local user", 2000),
                "no warning about the open access");
     budget_client *c = e2e_client(&bd);
@@ -789,7 +800,7 @@ Test(access, the_socket_is_open_to_its_group_only)
     /* In the group, it connects. */
     e2e_identity member = {UID_ADMIN, GID_OUTSIDE, {E2E_OTHER_GID}, 1};
     c = e2e_client_as(&bd, &member);
-    e2e_assert_int(e2e_head(c), 0, "head");
+    e2e_assert_int(e2e_head(c), UNIT_EVENTS, "head");
     budget_client_close(c);
     stop_cleanly();
 }
@@ -1046,7 +1057,8 @@ static int raw_subscribe(const e2e_identity *who, char *code, size_t code_size)
     e2e_kv_uint(&b, "id", 5);
     e2e_kv_str(&b, "op", "subscribe");
     e2e_pack_str(&b, "args");
-    msgpack_pack_map(&b.pk, 0);
+    msgpack_pack_map(&b.pk, 1);
+    e2e_kv_uint(&b, "after", UNIT_EVENTS); /* the registrations are not what it listens for */
     e2e_frame_end(&b);
     e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send subscribe");
     e2e_assert(e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME, "no subscribe answer");
@@ -1452,4 +1464,43 @@ Test(access, a_uid_without_a_role_is_given_little)
     e2e_buf_destroy(&b);
     free(bytes);
     stop_cleanly();
+}
+
+/* unit.register, unit.rename and unit.close need the admin role for the unit; every other role
+ * is refused, and the register is unchanged. */
+Test(access, only_an_admin_registers_renames_and_closes_units)
+{
+    start_with(NULL);
+    e2e_buf b;
+    answer a;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, 4);
+    e2e_kv_str(&b, "id", "unit-bun");
+    e2e_kv_str(&b, "unit", "BUN");
+    e2e_kv_str(&b, "name", "Barn- och ungdomsnämnden");
+    e2e_kv_str(&b, "kind", "nämnd");
+    const uint32_t others[] = {UID_CLERK, UID_APPROVER, UID_AUDITOR, UID_READER,
+                               UID_CLERK_APPROVER};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        expect_code(others[i], "unit.register", &b, "forbidden", &a);
+        e2e_assert(strstr(a.message, "unit.register needs the admin role"), "%s", a.message);
+    }
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 3);
+    e2e_kv_str(&b, "id", "son-namn");
+    e2e_kv_str(&b, "unit", "SON");
+    e2e_kv_str(&b, "name", "Socialnämnden");
+    expect_code(UID_SON_CLERK, "unit.rename", &b, "forbidden", &a);
+    expect_ok(UID_ADMIN, "unit.rename", &b);
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 2);
+    e2e_kv_str(&b, "id", "kfn-slut");
+    e2e_kv_str(&b, "unit", "KFN");
+    expect_code(UID_KFN_MEMBER, "unit.close", &b, "forbidden", &a);
+    expect_ok(UID_ADMIN, "unit.close", &b);
+    e2e_identity reader = as_uid(UID_READER);
+    budget_client *c = e2e_client_as(&bd, &reader);
+    e2e_assert_int(e2e_head(c), UNIT_EVENTS + 2, "only the admin's two writes were made");
+    budget_client_close(c);
+    e2e_buf_destroy(&b);
 }

@@ -24,6 +24,7 @@ static e2e_daemon bd;
 static void setup(void)
 {
     cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
 }
 
 static void teardown(void)
@@ -364,8 +365,9 @@ Test(cli, swedish_headers_by_option_and_by_locale)
                "English by default: %s", r.out);
     e2e_ctl_free(&r);
     e2e_assert_int(ctl(&r, "--swedish", "balances"), 0, "balances --swedish");
-    e2e_assert(has(r.out, "Per seq 4") && has(r.out, "Ramar") && has(r.out, "BEVILJAT") &&
-                   has(r.out, "Fördelningar") && has(r.out, "ÄNDAMÅL") && !has(r.out, "GRANTED"),
+    e2e_assert(has(r.out, "Per seq 7") && has(r.out, "Ramar") && has(r.out, "BEVILJAT") &&
+                   has(r.out, "Fördelningar") && has(r.out, "ÄNDAMÅL") && has(r.out, "MINSKAS") &&
+                   !has(r.out, "GRANTED") && !has(r.out, "REDUC"),
                "Swedish headers: %s", r.out);
     e2e_ctl_free(&r);
     setenv("LANG", "sv_SE.UTF-8", 1);
@@ -412,7 +414,8 @@ Test(cli, as_of_takes_a_day_everywhere)
     day_text(-1, yesterday, sizeof(yesterday));
     e2e_ctl_result r;
     e2e_assert_int(ctl(&r, "balances", "--as-of", today), 0, "balances as of today");
-    e2e_assert(strncmp(r.out, "As of seq 4\n", 12) == 0, "today is the head: %s", r.out);
+    /* Setup's three registrations and the small ledger's four events. */
+    e2e_assert(strncmp(r.out, "As of seq 7\n", 12) == 0, "today is the head: %s", r.out);
     e2e_ctl_free(&r);
     e2e_assert_int(ctl(&r, "balances", "--as-of", yesterday), 0, "balances as of yesterday");
     e2e_assert(strncmp(r.out, "As of seq 0\n", 12) == 0 && !has(r.out, "ks-2021"),
@@ -455,10 +458,12 @@ Test(cli, watch_and_export_filter_by_unit_type_and_day)
     e2e_assert_int(ctl(&r, "export", "balances", "--type", "x"), 2, "balances take no --type");
     e2e_ctl_free(&r);
 
-    e2e_assert_int(ctl(&r, "watch", "--unit", "KFN", "--count", "1"), 0, "watch --unit");
-    e2e_assert(has(r.out, "allocation.proposed") && has(r.out, "alloc-kfn") &&
-                   !has(r.out, "frame.granted") && !has(r.out, "alloc-son"),
-               "watch shows the first KFN event: %s", r.out);
+    /* KFN's first two events: its registration, then the allocation proposed to it. */
+    e2e_assert_int(ctl(&r, "watch", "--unit", "KFN", "--count", "2"), 0, "watch --unit");
+    e2e_assert(has(r.out, "unit.registered") && has(r.out, "allocation.proposed") &&
+                   has(r.out, "alloc-kfn") && !has(r.out, "frame.granted") &&
+                   !has(r.out, "alloc-son") && !has(r.out, "unit-SON"),
+               "watch shows KFN's first two events: %s", r.out);
     e2e_ctl_free(&r);
     e2e_assert_int(ctl(&r, "--json", "watch", "--type", "decision.approved", "--count", "1"), 0,
                    "watch --type");
@@ -514,7 +519,7 @@ Test(cli, progress_only_on_a_terminal)
     char out[sizeof(bd.dir) + 32];
     snprintf(out, sizeof(out), "%s/export.csv", bd.dir);
     char *shown = on_terminal(4, ARGV("export", "events", "--output", out));
-    e2e_assert(has(shown, "export: 4 of 4 events (100%)"), "progress on a terminal: %s", shown);
+    e2e_assert(has(shown, "export: 7 of 7 events (100%)"), "progress on a terminal: %s", shown);
     e2e_assert(has(shown, "\r\033[K"), "the progress line is cleared: %s", shown);
 
     e2e_ctl_result r;
@@ -527,7 +532,7 @@ Test(cli, progress_only_on_a_terminal)
     shown = on_terminal(2, ARGV("backup", copy));
     e2e_assert(has(shown, "backup: ") && has(shown, "bytes received"), "backup: %s", shown);
     shown = on_terminal(4, ARGV("audit", "verify", "--data", copy));
-    e2e_assert(has(shown, "checking the chain: 4 events"), "offline verify: %s", shown);
+    e2e_assert(has(shown, "checking the chain: 7 events"), "offline verify: %s", shown);
     e2e_assert_int(ctl(&r, "audit", "verify", "--data", copy), 0, "offline verify to a pipe");
     e2e_assert_str(r.err, "", "no progress when stderr is no terminal");
     e2e_ctl_free(&r);

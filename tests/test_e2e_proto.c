@@ -32,6 +32,7 @@ static void setup(void)
     cr_assert_eq(fclose(f), 0);
     const char *argv[] = {"--config", conf_path, NULL};
     cr_assert_eq(e2e_daemon_start_with(&bd, argv), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", NULL);
 }
 
 static void teardown(void)
@@ -151,7 +152,8 @@ Test(proto, a_key_twice_in_a_pipelined_frame_is_refused)
     msgpack_unpacked_destroy(&r.u);
     read_response(fd, &r, "the hello after it");
     e2e_assert(r.env.ok && r.env.id == 3, "the hello: %s", r.env.code);
-    e2e_assert_int(e2e_map_uint(r.env.result, "head"), 1, "head after the grant");
+    e2e_assert_int(e2e_map_uint(r.env.result, "head"), 2,
+                   "head after KS's registration and the grant");
     msgpack_unpacked_destroy(&r.u);
     e2e_buf_destroy(&b);
     close(fd);

@@ -255,7 +255,7 @@ static void check_on_disk(const fault_spec *f, run_result *res)
      * sync failed was written (the fault strikes after LMDB's commit) but never
      * acknowledged. Its retries below must then answer the seqs it already has. */
     if (!sync)
-        rel_assert(&rd, n == acked,
+        rel_assert(&rd, n == REL_UNIT_EVENTS + acked,
                    "%s:%d: %zu events on disk but %zu acknowledged: a failed batch was written",
                    f->point, f->nth, n, acked);
     free(log);
@@ -446,7 +446,7 @@ Test(faults, a_tiny_map_grows_under_load)
     rel_assert(&rd, budget_client_connect(rd.d.socket, &c) == 0, "connect");
     rel_verify(&rd, c);
     size_t n = rel_read_log(&rd, c, &log);
-    rel_assert(&rd, n == 600, "%zu events after the restart", n);
+    rel_assert(&rd, n == REL_UNIT_EVENTS + 600, "%zu events after the restart", n);
     for (int i = 0; i < 600; i++) {
         snprintf(id, sizeof(id), "map-%d", i);
         rel_assert(&rd, strcmp(log[seqs[i] - 1].id, id) == 0, "%s is lost", id);
@@ -478,9 +478,9 @@ static void pipe_request(e2e_buf *b, uint64_t id, const char *frame)
 
 /*
  * Writes pipelined behind a write whose commit fails are checked against the ledger without
- * it: the same grant sent again on the same connection is written as new (seq 1), not
- * refused as a conflict with an event that was never written, and the hello between them
- * shows the empty log.
+ * it: the same grant sent again on the same connection is written as new (the first seq after
+ * the units), not refused as a conflict with an event that was never written, and the hello
+ * between them shows the log as it was.
  */
 Test(faults, writes_behind_a_failed_commit_see_the_ledger_without_it)
 {
@@ -507,10 +507,10 @@ Test(faults, writes_behind_a_failed_commit_see_the_ledger_without_it)
             rel_assert(&rd, !env.ok && strcmp(env.code, "unavailable") == 0,
                        "the failed commit was answered %s", env.ok ? "ok" : env.code);
         if (id == 2)
-            rel_assert(&rd, env.ok && e2e_map_uint(env.result, "head") == 0,
+            rel_assert(&rd, env.ok && e2e_map_uint(env.result, "head") == REL_UNIT_EVENTS,
                        "hello after the failed commit does not show an empty log");
         if (id == 3)
-            rel_assert(&rd, env.ok && e2e_map_uint(env.result, "seq") == 1,
+            rel_assert(&rd, env.ok && e2e_map_uint(env.result, "seq") == REL_UNIT_EVENTS + 1,
                        "the grant sent again was answered %s", env.ok ? "ok" : env.code);
         msgpack_unpacked_destroy(&u);
     }
@@ -1136,9 +1136,10 @@ Test(faults, a_clock_set_back_does_not_turn_the_log_back)
     grant_ok(c, "back-2");
     rel_verify(&rd, c);
     size_t n = rel_read_log(&rd, c, &log);
-    rel_assert(&rd, n == 4, "%zu events", n);
+    rel_assert(&rd, n == REL_UNIT_EVENTS + 4, "%zu events", n);
     uint64_t wall = (uint64_t)time(NULL) * 1000;
-    rel_assert(&rd, log[0].ts_ms > wall + 86000000, "the first event is not a day ahead");
+    rel_assert(&rd, log[REL_UNIT_EVENTS].ts_ms > wall + 86000000,
+               "the first event after the registrations is not a day ahead");
     for (size_t i = 1; i < n; i++)
         rel_assert(&rd, log[i].ts_ms >= log[i - 1].ts_ms,
                    "event %" PRIu64 " (%" PRIu64 ") is stamped before event %" PRIu64 " (%" PRIu64

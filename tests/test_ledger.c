@@ -26,12 +26,19 @@ static ledger_event last_ev;  /* made by the last successful submit */
  * 0: a time derived from the seq. */
 static uint64_t entry_ms;
 
+static void register_fixture_units(void);
+static ledger_event fixture_log[4]; /* the events it made */
+
+/* The units every test may name are registered first: FIXTURE_EVENTS events. */
+#define FIXTURE_EVENTS 4u
+
 static void setup(void)
 {
     l = ledger_new();
     cr_assert_not_null(l);
     seq = 0;
     entry_ms = 0;
+    register_fixture_units();
 }
 
 static void teardown(void)
@@ -195,6 +202,43 @@ static ledger_cmd carry_over(const char *id, const char *frame, int64_t amount, 
     return c;
 }
 
+static ledger_cmd register_unit(const char *id, const char *unit, const char *name,
+                                const char *kind, const char *parent, const char *reference)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_UNIT_REGISTERED;
+    PUT(c.id, id);
+    PUT(c.unit, unit);
+    PUT(c.title, name);
+    PUT(c.unit_kind, kind);
+    PUT(c.parent, parent);
+    PUT(c.reference, reference);
+    return c;
+}
+
+static ledger_cmd rename_unit(const char *id, const char *unit, const char *name)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_UNIT_RENAMED;
+    PUT(c.id, id);
+    PUT(c.unit, unit);
+    PUT(c.title, name);
+    PUT(c.reference, "KF 2022-12-12 § 5");
+    return c;
+}
+
+static ledger_cmd close_unit(const char *id, const char *unit)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_UNIT_CLOSED;
+    PUT(c.id, id);
+    PUT(c.unit, unit);
+    return c;
+}
+
 static ledger_cmd reduce(const char *id, const char *allocation, int64_t amount, const char *reason)
 {
     ledger_cmd c;
@@ -287,6 +331,16 @@ static char *snapshot(const ledger *s)
                 "\n",
                 uv.unit, (int)uv.year, uv.frames, uv.allocated, uv.called_off, uv.pending,
                 uv.available, uv.reducing);
+    const registry *reg = ledger_registry(s);
+    for (uint32_t k = 0; k < registry_count(reg); k++) {
+        registry_view rv;
+        registry_view_of(reg, k, &rv);
+        fprintf(f, "registered %s [%s] [%s] [%s] %d %d", rv.code, rv.name, rv.kind, rv.parent,
+                (int)rv.registered, (int)rv.closed);
+        for (uint32_t former = 0; former < rv.former_count; former++)
+            fprintf(f, " [%s]", registry_former_name(reg, k, former));
+        fprintf(f, "\n");
+    }
     fclose(f);
     return buf;
 }
@@ -335,6 +389,33 @@ static int submit(ledger_cmd c)
 #define OK_AS(uid, c) cr_assert_eq(submit_as((uid), (c)), 0, "%s", err.message)
 #define FAILS(c, code) cr_assert_eq(submit(c), (code), "got: %s", err.message)
 #define FAILS_AS(uid, c, code) cr_assert_eq(submit_as((uid), (c)), (code), "got: %s", err.message)
+
+/* KS, the board, and the committees SON, KFN and X under it. */
+static void register_fixture_units(void)
+{
+    const ledger_cmd units[FIXTURE_EVENTS] = {
+        register_unit("unit-KS", "KS", "Kommunstyrelsen", "styrelse", "", ""),
+        register_unit("unit-SON", "SON", "Social- och omsorgsnämnden", "nämnd", "KS", ""),
+        register_unit("unit-KFN", "KFN", "Kultur- och fritidsnämnden", "nämnd", "KS", ""),
+        register_unit("unit-X", "X", "Nämnden X", "nämnd", "", ""),
+    };
+    for (size_t i = 0; i < FIXTURE_EVENTS; i++) {
+        OK(units[i]);
+        fixture_log[i] = last_ev;
+    }
+    cr_assert_eq(seq, FIXTURE_EVENTS);
+}
+
+/* A new ledger holding the fixture's registered units, as `l` does before a test's first
+ * write: a replay of a test's log starts from it. */
+static ledger *replica(void)
+{
+    ledger *r = ledger_new();
+    cr_assert_not_null(r);
+    for (size_t i = 0; i < FIXTURE_EVENTS; i++)
+        cr_assert_eq(ledger_apply(r, &fixture_log[i]), 0);
+    return r;
+}
 
 static void expect_frame(const char *id, int64_t granted, int64_t allocated, int64_t pending,
                          int64_t called_off)
@@ -472,8 +553,8 @@ Test(ledger, source_document_scenario)
     cr_assert_eq(n.adjustments, 0);
     cr_assert_eq(n.withdrawals, 0);
     cr_assert_eq(n.units, 3);
-    cr_assert_eq(ledger_events(l), 13);
-    cr_assert_eq(ledger_last_seq(l), 13);
+    cr_assert_eq(ledger_events(l), FIXTURE_EVENTS + 13);
+    cr_assert_eq(ledger_last_seq(l), FIXTURE_EVENTS + 13);
 }
 
 /* ---- reservations ---------------------------------------------------------------------------- */
@@ -824,7 +905,7 @@ Test(ledger, a_taken_id_returns_the_seq_that_created_it)
         for (size_t c = 0; c < sizeof cmds / sizeof cmds[0]; c++) {
             existing_seq = 0;
             cr_assert_eq(submit(cmds[c]), 1, "id %s type %d", id, (int)cmds[c].type);
-            cr_assert_eq(existing_seq, k + 1, "id %s", id);
+            cr_assert_eq(existing_seq, FIXTURE_EVENTS + k + 1, "id %s", id);
         }
     }
     /* Field syntax comes first. */
@@ -837,7 +918,7 @@ Test(ledger, a_taken_id_returns_the_seq_that_created_it)
     cr_assert_eq(ledger_id_kind(l, "w1"), LEDGER_KIND_WITHDRAWAL);
     cr_assert_eq(ledger_id_kind(l, "x1"), 0);
     cr_assert_eq(ledger_id_kind(l, ""), 0);
-    cr_assert_eq(ledger_events(l), 6);
+    cr_assert_eq(ledger_events(l), FIXTURE_EVENTS + 6);
 }
 
 Test(ledger, many_ids_survive_table_growth)
@@ -853,7 +934,7 @@ Test(ledger, many_ids_survive_table_growth)
         expect_allocation(id, LEDGER_PENDING, 1000 + i, 0, 0, 0);
         existing_seq = 0;
         cr_assert_eq(submit(grant(id, "KS", 2021, 1, "T", "")), 1);
-        cr_assert_eq(existing_seq, (uint64_t)i + 2);
+        cr_assert_eq(existing_seq, FIXTURE_EVENTS + (uint64_t)i + 2);
     }
     cr_assert_eq(ledger_id_kind(l, "a-5000"), 0);
 }
@@ -915,6 +996,8 @@ Test(ledger, units_are_1_to_32_of_the_id_characters)
     ledger_cmd c = grant("f1", "x", 2021, 1, "T", "");
     fill(c.unit, 'U', 32);
     c.unit[32] = '\0';
+    OK(register_unit("u-long", c.unit, "Lång", "nämnd", "", ""));
+    OK(register_unit("u-dots", "S.O-N:1_", "Punkter", "verksamhet", "", ""));
     OK(c);
     c = grant("f2", "x", 2021, 1, "T", "");
     fill(c.unit, 'U', 33);
@@ -1503,7 +1586,7 @@ Test(ledger, replaying_checked_events_rebuilds_the_same_state)
     LOG(UID_DECIDER, approve("d2", "v1"));
     LOG(UID_KS, adjust("j1", "f1", -100000000, "R", ""));
 #undef LOG
-    ledger *r = ledger_new();
+    ledger *r = replica();
     for (size_t i = 0; i < n; i++)
         cr_assert_eq(ledger_apply(r, &log[i]), 0);
     char *a = snapshot(l), *b = snapshot(r);
@@ -1618,7 +1701,7 @@ Test(ledger, clones_are_independent)
     ledger *empty_clone = ledger_clone(empty);
     cr_assert_not_null(empty_clone);
     cr_assert_eq(ledger_events(empty_clone), 0);
-    ledger_cmd g = grant("f1", "KS", 2021, 1, "T", "");
+    ledger_cmd g = register_unit("f1", "KS", "Kommunstyrelsen", "styrelse", "", "");
     ledger_event ev;
     cr_assert_eq(ledger_check(empty_clone, &g, &a, &ev, NULL, NULL), 0);
     ev.seq = 1;
@@ -2145,6 +2228,13 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
 {
     *uid = UID_KS;
     switch (type) {
+    case LEDGER_UNIT_REGISTERED:
+        return register_unit("w", "BUN", "Barn- och ungdomsnämnden", "nämnd", "KS",
+                             "KF 2022-12-12 § 5");
+    case LEDGER_UNIT_RENAMED:
+        return rename_unit("w", "SON", "Socialnämnden");
+    case LEDGER_UNIT_CLOSED:
+        return close_unit("w", "KFN");
     case LEDGER_FRAME_GRANTED:
         return grant("w", "KS", 2022, 100, "Ram", "KS 2022-01-10 § 3");
     case LEDGER_FRAME_ADJUSTED:
@@ -2201,6 +2291,9 @@ static const char *const given_fields[][GIVEN_FIELDS_MAX] = {
     [LEDGER_FRAME_CARRIED_OVER] = {"id!", "frame!", "amount!", "title!", "avrop_last_day",
                                    "decision_body!", "decision_date!", "decision_paragraph!",
                                    "decision_dnr"},
+    [LEDGER_UNIT_REGISTERED] = {"id!", "unit!", "name!", "kind!", "parent", "reference"},
+    [LEDGER_UNIT_RENAMED] = {"id!", "unit!", "name!", "reference"},
+    [LEDGER_UNIT_CLOSED] = {"id!", "unit!", "reference"},
 };
 
 /* The table gives the fields above, and requires those marked. */
@@ -2434,6 +2527,207 @@ Test(ledger, every_type_encodes_by_its_layout_and_replays_with_its_derived_field
         check_replay_of((ledger_type)t);
 }
 
+/* ---- the register of units ------------------------------------------------------------------ */
+
+/* The register's view of `code`; asserts it is there. */
+static registry_view unit_view_of(const char *code)
+{
+    const registry *reg = ledger_registry(l);
+    uint32_t i = registry_find(reg, code);
+    cr_assert_neq(i, REGISTRY_NONE, "%s is not in the register", code);
+    registry_view v;
+    registry_view_of(reg, i, &v);
+    return v;
+}
+
+Test(ledger, a_write_naming_an_unregistered_unit_is_not_found_with_the_nearest_codes)
+{
+    FAILS(grant("f1", "SONN", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit SONN is not a registered unit; did you mean SON?");
+    /* Case does not count in the distance; the code is still refused as written. */
+    FAILS(grant("f1", "son", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit son is not a registered unit; did you mean SON?");
+    OK(register_unit("u1", "SOC", "Socialförvaltningen", "förvaltning", "SON", ""));
+    OK(register_unit("u2", "SN", "Samhällsbyggnadsnämnden", "nämnd", "", ""));
+    OK(register_unit("u3", "SOM", "Sommarverksamheten", "verksamhet", "SOC", ""));
+    /* At most three, nearest first, ties in the order they were registered. */
+    FAILS(propose("a1", "f1", "SO", 1, "P"), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit SO is not a registered unit; did you mean SON, SOC or SN?");
+    /* Nothing near: no guess. */
+    FAILS(grant("f1", "QWERTY", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit QWERTY is not a registered unit");
+    /* A swap of two neighbours is one edit. */
+    FAILS(grant("f1", "SNO", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert(strstr(err.message, "did you mean SON") != NULL, "%s", err.message);
+    OK(grant("f1", "SON", 2021, 1000, "Ram", ""));
+}
+
+Test(ledger,
+     a_proposal_to_an_unregistered_unit_is_not_found_and_a_proposal_to_a_registered_one_fits)
+{
+    OK(grant("f1", "KS", 2021, 1000, "Ram", ""));
+    FAILS(propose("a1", "f1", "KFM", 100, "Fritid"), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit KFM is not a registered unit; did you mean KFN?");
+    OK(propose("a1", "f1", "KFN", 100, "Fritid"));
+}
+
+Test(ledger, a_unit_is_registered_once_with_a_kind_of_the_list_under_an_open_parent)
+{
+    registry_view v = unit_view_of("SON");
+    cr_assert_str_eq(v.name, "Social- och omsorgsnämnden");
+    cr_assert_str_eq(v.kind, "nämnd");
+    cr_assert_str_eq(v.parent, "KS");
+    cr_assert(v.registered && !v.closed);
+    FAILS(register_unit("u1", "SON", "Socialnämnden", "nämnd", "", ""), BUDGET_ECONFLICT);
+    cr_assert_str_eq(err.message, "unit SON is registered already, as Social- och omsorgsnämnden");
+    FAILS(register_unit("u1", "BUN", "Barn", "namnd", "", ""), BUDGET_EBAD_REQUEST);
+    cr_assert_str_eq(err.message, "\"namnd\" is not a kind of unit: the kinds are styrelse, "
+                                  "nämnd, förvaltning, verksamhet");
+    FAILS(register_unit("u1", "BUN", "Barn", "nämnd", "KZ", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "parent KZ is not a registered unit; did you mean KS?");
+    OK(register_unit("u1", "BUN", "Barn- och ungdomsnämnden", "nämnd", "KS", "KF § 1"));
+    cr_assert_str_eq(unit_view_of("BUN").parent, "KS");
+    /* A closed unit is no parent, and its code is not registered again. */
+    OK(close_unit("c1", "X"));
+    FAILS(register_unit("u2", "X2", "Ny", "verksamhet", "X", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "parent X is closed");
+    FAILS(register_unit("u2", "X", "Ny", "nämnd", "", ""), BUDGET_ECONFLICT);
+    cr_assert_str_eq(err.message, "unit X was closed; the code of a closed unit is not used again");
+}
+
+Test(ledger, a_rename_keeps_the_former_names_and_refuses_an_unknown_unit_or_the_same_name)
+{
+    OK(rename_unit("r1", "SON", "Socialnämnden"));
+    OK(rename_unit("r2", "SON", "Vård- och omsorgsnämnden"));
+    registry_view v = unit_view_of("SON");
+    cr_assert_str_eq(v.name, "Vård- och omsorgsnämnden");
+    cr_assert_eq(v.former_count, 2);
+    const registry *reg = ledger_registry(l);
+    uint32_t i = registry_find(reg, "SON");
+    cr_assert_str_eq(registry_former_name(reg, i, 0), "Socialnämnden");
+    cr_assert_str_eq(registry_former_name(reg, i, 1), "Social- och omsorgsnämnden");
+    FAILS(rename_unit("r3", "SON", "Vård- och omsorgsnämnden"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit SON is named Vård- och omsorgsnämnden already");
+    FAILS(rename_unit("r3", "SONX", "Ny"), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit SONX is not a registered unit; did you mean SON?");
+    /* A unit has at most REGISTRY_NAMES_MAX names in all. */
+    for (uint32_t k = 3; k <= REGISTRY_NAMES_MAX; k++) {
+        char id[16], name[32];
+        snprintf(id, sizeof id, "r%u", k);
+        snprintf(name, sizeof name, "Namn %u", k);
+        if (k < REGISTRY_NAMES_MAX)
+            OK(rename_unit(id, "SON", name));
+        else
+            FAILS(rename_unit(id, "SON", name), BUDGET_EINVALID_STATE);
+    }
+    cr_assert_eq(unit_view_of("SON").former_count, REGISTRY_NAMES_MAX - 1);
+}
+
+Test(ledger, closing_a_unit_is_refused_while_money_is_left_or_pending_and_says_what)
+{
+    OK(grant("f1", "KFN", 2021, 1000, "Ram", ""));
+    FAILS(close_unit("c1", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit KFN cannot be closed: frame f1 has 1000 öre unallocated, "
+                                  "0 öre pending");
+    OK(propose("a1", "f1", "KFN", 400, "Fritid"));
+    FAILS(close_unit("c1", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message,
+                     "unit KFN cannot be closed: frame f1 has 600 öre unallocated, 400 öre "
+                     "pending; allocation a1 is pending");
+    OK_AS(UID_DECIDER, approve("d1", "a1"));
+    OK(adjust("j1", "f1", -600, "Minskning", ""));
+    FAILS(close_unit("c1", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message,
+                     "unit KFN cannot be closed: 2021: 400 öre to call off, 0 öre pending");
+    OK(avrop("v1", "a1", 400, "Allt"));
+    OK_AS(UID_DECIDER, approve("d2", "v1"));
+    /* Open units under it keep it open too. */
+    OK(register_unit("u1", "KFN-B", "Biblioteken", "verksamhet", "KFN", ""));
+    FAILS(close_unit("c1", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit KFN cannot be closed: unit KFN-B under it is open");
+    OK(close_unit("c1", "KFN-B"));
+    OK(close_unit("c2", "KFN"));
+    cr_assert(unit_view_of("KFN").closed);
+    FAILS(close_unit("c3", "KFN"), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit KFN is closed");
+}
+
+Test(ledger, a_closed_unit_is_named_by_no_write_and_nothing_moves_in_or_out_of_it)
+{
+    OK(grant("f1", "KFN", 2021, 1000, "Ram", ""));
+    OK(adjust("j1", "f1", -1000, "Indragen", ""));
+    OK(close_unit("c1", "KFN"));
+    FAILS(grant("f2", "KFN", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit KFN is closed");
+    OK(grant("f2", "KS", 2021, 1000, "Ram", ""));
+    FAILS(propose("a1", "f2", "KFN", 100, "Fritid"), BUDGET_ENOT_FOUND);
+    FAILS(adjust("j2", "f1", 100, "Tillägg", ""), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "frame f1 is held by unit KFN, which is closed");
+    FAILS(rename_unit("r1", "KFN", "Ny"), BUDGET_ENOT_FOUND);
+}
+
+/* An event as budgetd before the register wrote it: checked against a ledger in which its
+ * units were taken as defined, then applied to `l` as replay does. */
+static int replay_old(ledger_event ev)
+{
+    ev.seq = ++seq;
+    ev.ts_ms = 1630000000000u + seq;
+    return ledger_apply(l, &ev);
+}
+
+Test(ledger, replay_takes_the_units_of_an_old_log_as_defined_under_their_codes)
+{
+    ledger_event g;
+    memset(&g, 0, sizeof g);
+    g.type = LEDGER_FRAME_GRANTED;
+    PUT(g.id, "old-f1");
+    PUT(g.unit, "TN");
+    g.year = 2020;
+    g.amount = 5000;
+    PUT(g.title, "Ram");
+    g.actor = actor(UID_KS);
+    /* The write path refuses it... */
+    FAILS(grant("old-f1", "TN", 2020, 5000, "Ram", ""), BUDGET_ENOT_FOUND);
+    /* ...replay of the stored event takes TN as defined, named by its code. */
+    cr_assert_eq(replay_old(g), 0);
+    registry_view v = unit_view_of("TN");
+    cr_assert_str_eq(v.name, "TN");
+    cr_assert_str_eq(v.kind, "");
+    cr_assert(!v.registered && !v.closed);
+    expect_frame("old-f1", 5000, 0, 0, 0);
+    /* New writes may name it, and it may be registered with a name, a kind and a parent. */
+    OK(grant("f2", "TN", 2021, 100, "Ram", ""));
+    OK(register_unit("u1", "TN-D", "Driften", "verksamhet", "TN", ""));
+    FAILS(register_unit("u2", "TN", "Tekniska nämnden", "nämnd", "TN", ""), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit TN cannot be under TN, which is itself");
+    FAILS(register_unit("u2", "TN", "Tekniska nämnden", "nämnd", "TN-D", ""),
+          BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit TN cannot be under TN-D, which is under it");
+    OK(register_unit("u2", "TN", "Tekniska nämnden", "nämnd", "KS", ""));
+    v = unit_view_of("TN");
+    cr_assert_str_eq(v.name, "Tekniska nämnden");
+    cr_assert(v.registered);
+    cr_assert_eq(v.former_count, 0);
+}
+
+Test(ledger, replay_refuses_an_event_that_names_a_closed_unit)
+{
+    OK(close_unit("c1", "X"));
+    ledger_event g;
+    memset(&g, 0, sizeof g);
+    g.type = LEDGER_FRAME_GRANTED;
+    PUT(g.id, "f1");
+    PUT(g.unit, "X");
+    g.year = 2021;
+    g.amount = 1;
+    PUT(g.title, "Ram");
+    g.actor = actor(UID_KS);
+    g.seq = seq + 1;
+    cr_assert_eq(ledger_apply(l, &g), BUDGET_EINTERNAL);
+    PUT(g.unit, "Y");
+    cr_assert_eq(ledger_apply(l, &g), 0, "an unknown unit is taken as defined");
+}
+
 /* ---- decisions as data ------------------------------------------------------------------- */
 
 /* `c` without a decision: as events were written before decisions were data. */
@@ -2523,8 +2817,7 @@ Test(ledger, events_written_before_decisions_were_data_replay_to_the_same_balanc
         reject("a2-no", "a2"),
     };
     const uint32_t uids[] = {UID_KS, UID_KS, UID_KS, UID_DECIDER, UID_KS, UID_DECIDER};
-    ledger *old = ledger_new();
-    cr_assert_not_null(old);
+    ledger *old = replica();
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         OK_AS(uids[i], cmds[i]);
         ledger_event stripped = last_ev;
@@ -2581,6 +2874,8 @@ static ledger *decided_by(int32_t day)
 {
     ledger *d = ledger_new();
     cr_assert_not_null(d);
+    for (size_t i = 0; i < FIXTURE_EVENTS; i++)
+        cr_assert_eq(ledger_apply_decided(d, &fixture_log[i], day), 0, "unit %zu", i);
     for (size_t i = 0; i < decided_len; i++)
         cr_assert_eq(ledger_apply_decided(d, &decided_log[i], day), 0, "event %zu", i);
     cr_assert_eq(ledger_last_seq(d), decided_log[decided_len - 1].seq);
@@ -2853,7 +3148,7 @@ Test(ledger, corrections_replay_to_the_same_balances)
     LOG(UID_DECIDER, reject("x2-no", "x2"));
     LOG(UID_KS, intended(grant("f2", "KS", 2021, 300000000, "Ram", "KS § 241")));
 #undef LOG
-    ledger *r = ledger_new();
+    ledger *r = replica();
     for (size_t i = 0; i < n; i++) {
         uint8_t bytes[EVENT_BYTES_MAX];
         int size =
@@ -3074,24 +3369,40 @@ Test(ledger, a_close_past_a_pending_request_does_not_replay)
     ledger_event p = last_ev;
     /* The close, as checked where a1 was never proposed. */
     ledger *with_a1 = l;
-    l = ledger_new();
+    l = replica();
     cr_assert_eq(ledger_apply(l, &g), 0);
     ledger_event c = checked(close_year("c21", 2021), UID_KS);
     ledger_free(l);
     l = with_a1;
     /* The forged log: a1 pending, then the year closed. */
-    ledger *r = ledger_new();
-    c.seq = 3;
+    ledger *r = replica();
+    c.seq = FIXTURE_EVENTS + 3;
     cr_assert_eq(ledger_apply(r, &g), 0);
     cr_assert_eq(ledger_apply(r, &p), 0);
     cr_assert_eq(ledger_apply(r, &c), BUDGET_EINTERNAL, "a close past a pending request");
     ledger_free(r);
     /* Without a1, the same close applies. */
-    r = ledger_new();
+    r = replica();
     cr_assert_eq(ledger_apply(r, &g), 0);
-    c.seq = 2;
+    c.seq = FIXTURE_EVENTS + 2;
     cr_assert_eq(ledger_apply(r, &c), 0);
     ledger_free(r);
+}
+
+/* What a closed year kept is unspent, not money left: it does not hold a unit's close up, and
+ * a closed unit gets nothing carried over into the next year. */
+Test(ledger, a_unit_closes_over_a_closed_years_unspent_money_and_gets_no_carry_over)
+{
+    year_2021();
+    frame_of("kfn21", "KFN", 2021, 1000, 0);
+    FAILS(close_unit("unit-KFN-closed", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_not_null(strstr(err.message, "frame kfn21 has 1000 öre unallocated"), "%s",
+                       err.message);
+    OK(close_year("c21", 2021));
+    OK(close_unit("unit-KFN-closed", "KFN"));
+    FAILS(carry_over("kfn22", "kfn21", 1000, 0), BUDGET_ENOT_FOUND);
+    cr_assert_not_null(strstr(err.message, "unit KFN is closed"), "%s", err.message);
+    OK(carry_over("k22-ob", "k21", 1000, 0)); /* KS is open */
 }
 
 Test(ledger, carrying_over_takes_at_most_what_a_closed_years_frame_has_left)
@@ -3223,7 +3534,7 @@ Test(ledger, the_years_end_replays_to_the_same_state_at_every_point)
     LOG(UID_KS, carry_over("k22-ob", "k21", 2000000, 0));
     LOG(UID_KS, propose("a22", "k22-ob", "SON", 100, "Y"));
 #undef LOG
-    ledger *r = ledger_new();
+    ledger *r = replica();
     for (size_t i = 0; i < n; i++) {
         cr_assert_eq(ledger_apply(r, &log[i]), 0, "event %zu", i);
         char *b = snapshot(r);
@@ -3234,14 +3545,14 @@ Test(ledger, the_years_end_replays_to_the_same_state_at_every_point)
     ledger_free(r);
     /* The close's unspent is checked on replay; an avrop stamped after its day does not
      * replay. */
-    r = ledger_new();
+    r = replica();
     for (size_t i = 0; i < 5; i++)
         cr_assert_eq(ledger_apply(r, &log[i]), 0);
     ledger_event bad = log[5];
     bad.amount += 1;
     cr_assert_eq(ledger_apply(r, &bad), BUDGET_EINTERNAL);
     ledger_free(r);
-    r = ledger_new();
+    r = replica();
     for (size_t i = 0; i < 3; i++)
         cr_assert_eq(ledger_apply(r, &log[i]), 0);
     bad = log[3];

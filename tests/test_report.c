@@ -32,6 +32,7 @@ static e2e_daemon bd;
 static void setup(void)
 {
     cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
 }
 
 static void teardown(void)
@@ -568,18 +569,19 @@ Test(report, unit_years_and_as_of_narrow_what_it_shows)
            "KF 2022-11-21 § 150");
     ctl_ok("adjust", "--decision", E2E_DECISION, "son-2023", "--delta", "+250 tkr", "--reason",
            "Tilläggsanslag", "--reference", "KF 2023-03-20 § 40");
-    /* SON as of event 8: the avrop of 400 tkr requested, not yet approved; no 2023 frame. */
-    char *page = report_file(dir, AU_ARGV("--unit", "SON", "--as-of", "8"), 4, html, sizeof(html));
+    /* SON as of event 11 (8 of the scenario after the 3 registrations): the avrop of 400 tkr
+     * requested, not yet approved; no 2023 frame. */
+    char *page = report_file(dir, AU_ARGV("--unit", "SON", "--as-of", "11"), 4, html, sizeof(html));
     e2e_assert(strstr(page, "data-unit=\"KS\"") == NULL &&
                    strstr(page, "data-unit=\"KFN\"") == NULL,
                "--unit SON shows other units");
-    e2e_assert(strstr(page, "data-as-of=\"8\"") != NULL, "the report does not say it is as of 8");
+    e2e_assert(strstr(page, "data-as-of=\"11\"") != NULL, "the report does not say it is as of 11");
     const char *row = strstr(page, "<tr class=\"year\" data-unit=\"SON\" data-year=\"2021\">");
     e2e_assert(row != NULL, "no SON 2021 row");
     swedish(40000000, want, sizeof(want));
     e2e_assert(row_has(row, want) && strstr(page, "data-year=\"2023\"") == NULL &&
                    strstr(page, AVROP_REFERENCE) == NULL,
-               "as of 8, SON's 400 tkr is pending and no later decision or frame is shown");
+               "as of 11, SON's 400 tkr is pending and no later decision or frame is shown");
     free(page);
     /* --years 2022-2027: only the 2023 frame. */
     page = report_file(dir, AU_ARGV("--years", "2022-2027"), 2, html, sizeof(html));

@@ -76,6 +76,8 @@ class Totals:
     def apply(self, event):
         """Returns the (unit, year) the event changed, or None."""
         kind, data = event["type"], event["data"]
+        if "year" not in data:
+            return None  # the register of units (unit.registered, ...) moves no money
         key = (data.get("unit"), data.get("year"))
         if kind in ("frame.granted", "allocation.proposed"):
             self.row(*key)  # the unit is known from here on, with nothing yet
