@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job: build budgetd, start it on a temporary data folder, load the decision
 # "Utökat trygghetsarbete, fördelning av kommunstyrelsens utökade ram år 2021"
-# (KS 2021-08-24 § 241), print the balances, write the committee's report (an HTML page kept
-# after the demo; its path is printed), and stop the daemon.
+# (KS 2021-08-24 § 241): its frame and split, avrop in the autumn and one too late, a
+# reversal, the year closed and carried over; print the balances, write the committee's
+# report (an HTML page kept after the demo; its path is printed), and stop the daemon.
 #
 # Two identities take part, as the four-eyes rule wants: you, as the board's clerk (admin,
 # clerk, auditor, and approver too: roles never lift four-eyes), and a second local user,
@@ -95,7 +96,7 @@ echo "== The proposal divides it (fördelning)"
 ctl allocate ks-2021-trygghet --id son-trygghet --unit SON --amount "1 mkr" \
   --purpose "Förstärka områdesarbetet för trygghetsskapande åtgärder"
 ctl allocate ks-2021-trygghet --id kfn-fritid --unit KFN --amount "0,5 mkr" \
-  --purpose "Fritidsverksamhet som säkerställer skolgång"
+  --purpose "Fritidsverksamhet som säkerställer skolgång" --last-avrop-day 2021-12-31
 ctl allocate ks-2021-trygghet --id ks-trygghet --unit KS --amount "1,5 mkr" \
   --purpose "Förstärkt trygghetsarbete, bland annat ordningsvakter"
 
@@ -120,12 +121,35 @@ ctl_approver approve son-avrop-1 --id beslut-son-avrop-1 \
   --decision "KS 2021-10-15 § 12" --reference "KS ordförandebeslut"
 
 echo
+echo "== The resources are for avrop during the autumn of 2021 (\"under hösten 2021\"):"
+echo "   KFN's share took 2021-12-31 as its last day, so an avrop entered today is too late"
+ctl avrop kfn-fritid --amount "100 tkr" --note "Sommarlovsaktiviteter" || true
+
+echo
+echo "== A reversal (återföring): 100 tkr of SON's avrop was booked wrongly and goes back"
+ctl reverse son-avrop-1 "100 tkr" --id son-aterforing-1 --reason "Felaktigt avrop, dubbelbokat"
+ctl_approver approve son-aterforing-1 --id beslut-son-aterforing-1 \
+  --decision "KS 2021-11-23 § 301"
+
+echo
 echo "== No krona is promised twice: one öre more than the frame is refused"
 ctl allocate ks-2021-trygghet --unit KS --amount "0,01 kr" --purpose "Ett öre för mycket" || true
 
 echo
 echo "== Balances"
 ctl balances
+
+echo
+echo "== The year's end: 2021 is closed by a decision; what was not called off is unspent"
+ctl close-year 2021 --id bokslut-2021 --decision "KS 2022-01-25 § 12"
+echo "   (after the close nothing on the year's frames moves)"
+ctl avrop son-trygghet --amount "1 kr" || true
+
+echo
+echo "== Ombudgetering: 1 mkr of the unspent money is carried over into a frame for 2022"
+ctl carry-over ks-2021-trygghet --id ks-2022-ombudgeterat --amount "1 mkr" \
+  --title "Ombudgetering: utökat trygghetsarbete" --decision "KF 2022-02-21 § 20"
+ctl unspent 2021
 
 echo
 ctl verify
