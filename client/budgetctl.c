@@ -76,17 +76,17 @@ static int run_units(ctl *c, const command *cmd, arg_value *values);
 // clang-format off
 #define AS_OF_ARG(what) \
     {"as-of", KIND_SEQ_OR_DAY, NULL, 0, "SEQ|DAY", \
-     what " as it stood right after event SEQ, or at the end of DAY (YYYY-MM-DD, UTC)", 1, \
+     what " as it stood right after event SEQ, or at the end of DAY (YYYY-MM-DD, Swedish time)", 1, \
      UINT64_MAX}
 #define FILTER_ARGS(what) \
     UNIT_ARG("unit", 0, what " of this unit (data.unit)"), \
     {"type", KIND_WORD, "type", 0, "TYPE", what " of this type (avrop.requested)", 1, \
      EVENT_TYPE_BYTES_MAX}, \
-    {"from", KIND_DATE, "ts_from", 0, "DAY", what " on or after this day (YYYY-MM-DD, UTC)", 0, 0}, \
-    {"to", KIND_DATE, "ts_to", 0, "DAY", what " on or before this day (YYYY-MM-DD, UTC)", 1, 0}
+    {"from", KIND_DATE, "ts_from", 0, "DAY", what " on or after this day (YYYY-MM-DD, Swedish time)", 0, 0}, \
+    {"to", KIND_DATE, "ts_to", 0, "DAY", what " on or before this day (YYYY-MM-DD, Swedish time)", 1, 0}
 #define DAY_ARGS \
-    {"from", KIND_DATE, "ts_from", 0, "DAY", "events on or after this day (YYYY-MM-DD, UTC)", 0, 0}, \
-    {"to", KIND_DATE, "ts_to", 0, "DAY", "events on or before this day (YYYY-MM-DD, UTC)", 1, 0}, \
+    {"from", KIND_DATE, "ts_from", 0, "DAY", "events on or after this day (YYYY-MM-DD, Swedish time)", 0, 0}, \
+    {"to", KIND_DATE, "ts_to", 0, "DAY", "events on or before this day (YYYY-MM-DD, Swedish time)", 1, 0}, \
     {"actor", KIND_UINT, "actor", 0, "UID", "events by this uid", 0, UINT32_MAX}
 // clang-format on
 
@@ -325,7 +325,7 @@ static const command commands[] = {
        "checkpoint, check, replay or verify", 1, 16},
       {"FILE", KIND_TEXT, NULL, ARG_POSITIONAL, NULL, "check: the checkpoint file", 1, 4096},
       {"as-of", KIND_TEXT, NULL, 0, "SEQ|DAY",
-       "replay: right after event SEQ, or at the end of DAY (UTC)", 1, 32},
+       "replay: right after event SEQ, or at the end of DAY (Swedish time)", 1, 32},
       {"data", KIND_TEXT, NULL, 0, "DIR", "check, replay, verify: a copy of a data folder, offline",
        1, 4096},
       {"key", KIND_WORD, NULL, 0, "HEX", "check: the public key that must have signed it", 64,

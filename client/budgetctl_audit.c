@@ -31,8 +31,8 @@
 #include "daemon/request.h"
 #include "daemon/store.h"
 #include "client/report.h"
+#include "proto/fields.h"
 
-#define DAY_MS 86400000LL
 /* A checkpoint file is a few short lines; anything longer is not one. */
 #define CHECKPOINT_FILE_BYTES_MAX 4096
 /* Events asked for per request when a command reads the whole log. */
@@ -42,34 +42,23 @@
 
 /* ---- days --------------------------------------------------------------------------------- */
 
-/* "YYYY-MM-DD" (a day in UTC, 1970 or later): *ms is its first millisecond. 0, or -1. */
-static int parse_day(const char *text, int64_t *ms)
+/* "YYYY-MM-DD", a Swedish day of 1970 or later, into *date (YYYYMMDD). 0, or -1. */
+static int parse_day(const char *text, int32_t *date)
 {
-    int year, month, day;
-    if (strlen(text) != 10 || text[4] != '-' || text[7] != '-')
-        return -1;
-    for (int i = 0; i < 10; i++)
-        if (i != 4 && i != 7 && (text[i] < '0' || text[i] > '9'))
-            return -1;
-    if (sscanf(text, "%4d-%2d-%2d", &year, &month, &day) != 3 || year < 1970)
-        return -1;
-    struct tm tm = {.tm_year = year - 1900, .tm_mon = month - 1, .tm_mday = day};
-    time_t t = timegm(&tm);
-    struct tm back;
-    if (t == (time_t)-1 || gmtime_r(&t, &back) == NULL || back.tm_year != year - 1900 ||
-        back.tm_mon != month - 1 || back.tm_mday != day)
+    size_t len = strlen(text);
+    if (!budget_date_parse(text, len, date) || *date < 19700101)
         return -1; /* 2021-02-30 and the like */
-    *ms = (int64_t)t * 1000;
     return 0;
 }
 
-/* KIND_DATE: a day; the value is its first ms, or (min 1) the first ms of the next day. */
+/* KIND_DATE: a day; the value is its first ms, or (min 1) the first ms of the next day, as
+ * Swedish days begin and end (budget_day_start_ms). */
 int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out)
 {
-    int64_t ms;
-    if (parse_day(text, &ms) != 0)
-        return complain(EXIT_USAGE, "%s: not a day YYYY-MM-DD (UTC): %.40s", label, text);
-    *out = spec->min ? ms + DAY_MS : ms;
+    int32_t date;
+    if (parse_day(text, &date) != 0)
+        return complain(EXIT_USAGE, "%s: not a day YYYY-MM-DD: %.40s", label, text);
+    *out = spec->min ? budget_day_end_ms(date) : budget_day_start_ms(date);
     return 0;
 }
 
@@ -520,11 +509,11 @@ static int seq_before(ctl *c, int64_t day_end, uint64_t *as_of)
 /* --as-of SEQ or DATE: a seq (day_end -1), or the end of a day (as_of 0, day_end set). */
 static int parse_as_of(const char *text, uint64_t *as_of, int64_t *day_end)
 {
-    int64_t ms;
+    int32_t date;
     *as_of = 0;
     *day_end = -1;
-    if (parse_day(text, &ms) == 0) {
-        *day_end = ms + DAY_MS;
+    if (parse_day(text, &date) == 0) {
+        *day_end = budget_day_end_ms(date);
         return 0;
     }
     char *end = NULL;
@@ -537,8 +526,8 @@ static int parse_as_of(const char *text, uint64_t *as_of, int64_t *day_end)
 }
 
 /*
- * --as-of SEQ|DAY as a seq: a day becomes the last seq stamped before its end (UTC), read from
- * the events' ts (seq_before). Every command that takes --as-of comes through here.
+ * --as-of SEQ|DAY as a seq: a day becomes the last seq stamped before its end (Swedish time), read
+ * from the events' ts (seq_before). Every command that takes --as-of comes through here.
  */
 int resolve_as_of(ctl *c, arg_value *v)
 {

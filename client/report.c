@@ -15,6 +15,7 @@
 
 #include "budget/client_msgpack.h"
 #include "budget/limits.h"
+#include "proto/fields.h"
 
 /* Text fields are copied whole: ids and units are short, other texts at most 256 bytes. */
 #define ID_SIZE (BUDGET_ID_BYTES_MAX + 1)
@@ -51,7 +52,7 @@ typedef enum { EV_GRANT, EV_ADJUST, EV_AVROP, EV_APPROVED, EV_REJECTED, EV_WITHD
 typedef struct {
     event_kind kind;
     uint64_t seq;
-    char day[11]; /* YYYY-MM-DD (UTC) of its ts */
+    char day[11]; /* YYYY-MM-DD, the Swedish day of its ts */
     char id[ID_SIZE], target[ID_SIZE], frame[ID_SIZE], allocation[ID_SIZE], unit[UNIT_SIZE];
     int year;
     int64_t amount;
@@ -271,9 +272,7 @@ int report_event(void *state, const msgpack_object *event)
         return -1;
     e->kind = cited_types[k].kind;
     e->seq = seq;
-    time_t seconds = (time_t)(budget_map_int(event, "ts", 0) / 1000);
-    struct tm tm;
-    if (gmtime_r(&seconds, &tm) == NULL || strftime(e->day, sizeof(e->day), "%Y-%m-%d", &tm) == 0)
+    if (!budget_date_format(budget_day_of_ms(budget_map_int(event, "ts", 0)), e->day))
         snprintf(e->day, sizeof(e->day), "?");
     copy_str(data, "id", e->id, sizeof(e->id));
     copy_str(data, "target", e->target, sizeof(e->target));
@@ -945,10 +944,8 @@ static int unit_section(FILE *f, const report *r, const char *unit)
 static void header(FILE *f, const report *r)
 {
     char today[11] = "?";
-    time_t now = time(NULL);
-    struct tm tm;
-    if (gmtime_r(&now, &tm) != NULL)
-        strftime(today, sizeof(today), "%Y-%m-%d", &tm);
+    if (!budget_date_format(budget_day_of_ms((int64_t)time(NULL) * 1000), today))
+        snprintf(today, sizeof(today), "?");
     fputs("<!DOCTYPE html>\n<html lang=\"sv\">\n<head>\n<meta charset=\"utf-8\">\n"
           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
           "<title>Budgetrapport</title>\n<style>\n",

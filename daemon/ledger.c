@@ -814,10 +814,10 @@ static int rule_carry_over(const ledger *l, const ledger_event *ev, uint32_t act
     return 0;
 }
 
-/* The UTC day (YYYYMMDD) of `ts_ms`, the time an event is entered; 0 when unknown. */
+/* The Swedish day (YYYYMMDD) of `ts_ms`, the time an event is entered; 0 when unknown. */
 static int32_t entry_day(uint64_t ts_ms)
 {
-    return ts_ms == 0 ? 0 : budget_date_from_days((int64_t)(ts_ms / 86400000u));
+    return ts_ms == 0 || ts_ms > INT64_MAX ? 0 : budget_day_of_ms((int64_t)ts_ms);
 }
 
 /* An avrop entered after the last day of its allocation (or else of its frame) is refused. */
@@ -2388,7 +2388,7 @@ int32_t ledger_decision_day(const ledger_event *ev)
 {
     if (ledger_has_decision(ev))
         return ev->decision_date;
-    return budget_date_from_days((int64_t)(ev->ts_ms / 86400000u));
+    return entry_day(ev->ts_ms);
 }
 
 /* True when events of `t` rest on a decision (their table has the decision's date). */

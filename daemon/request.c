@@ -64,8 +64,8 @@ static bool object_day(const msgpack_object *o, int32_t *day)
 
 uint64_t request_day_end_ms(int32_t day)
 {
-    int64_t days = budget_date_days(day) + 1;
-    return days <= 0 ? 0 : (uint64_t)days * 86400000u;
+    int64_t end = budget_day_end_ms(day);
+    return end <= 0 ? 0 : (uint64_t)end;
 }
 
 static bool object_uint(const msgpack_object *o, uint64_t *out)

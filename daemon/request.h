@@ -53,7 +53,7 @@ typedef struct {
 
 int request_decode_balances(const msgpack_object *args, balances_query *q, ledger_error *err);
 
-/* The first ms (since the epoch, UTC) after the day YYYYMMDD `day`. */
+/* The first ms (since the epoch, UTC) after the Swedish day YYYYMMDD `day` (budget_day_end_ms). */
 uint64_t request_day_end_ms(int32_t day);
 
 /*

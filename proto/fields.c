@@ -146,6 +146,60 @@ int32_t budget_date_from_days(int64_t days)
     return (int32_t)(y * 10000 + m * 100 + d);
 }
 
+/* ---- Swedish days ---------------------------------------------------------------------- */
+
+#define HOUR_MS INT64_C(3600000)
+#define DAY_MS INT64_C(86400000)
+
+/* Days since 1970-01-01 of the last Sunday of `month` in `year`. */
+static int64_t last_sunday(int64_t year, int month)
+{
+    int32_t first_of_next =
+        (int32_t)(month == 12 ? (year + 1) * 10000 + 101 : year * 10000 + (month + 1) * 100 + 1);
+    int64_t last = budget_date_days(first_of_next) - 1;
+    /* 1970-01-01 was a Thursday: day 0 is weekday 4 when Sunday is 0. */
+    int64_t weekday = ((last + 4) % 7 + 7) % 7;
+    return last - weekday;
+}
+
+int64_t budget_swedish_offset_ms(int64_t utc_ms)
+{
+    int64_t days = utc_ms >= 0 ? utc_ms / DAY_MS : -((-utc_ms + DAY_MS - 1) / DAY_MS);
+    int32_t date = budget_date_from_days(days);
+    int64_t year = date / 10000;
+    if (date == 0 || year < 1980)
+        return HOUR_MS;
+    /* 1980, the first year, began on the first Sunday of April. */
+    int64_t begins =
+        (year == 1980 ? budget_date_days(19800406) : last_sunday(year, 3)) * DAY_MS + HOUR_MS;
+    int64_t ends = last_sunday(year, year < 1996 ? 9 : 10) * DAY_MS + HOUR_MS;
+    return utc_ms >= begins && utc_ms < ends ? 2 * HOUR_MS : HOUR_MS;
+}
+
+int32_t budget_day_of_ms(int64_t utc_ms)
+{
+    int64_t local = utc_ms + budget_swedish_offset_ms(utc_ms);
+    int64_t days = local >= 0 ? local / DAY_MS : -((-local + DAY_MS - 1) / DAY_MS);
+    return budget_date_from_days(days);
+}
+
+int64_t budget_day_start_ms(int32_t date)
+{
+    /* Midnight is never within a change of offset (they happen at 02:00 and 03:00), so the
+     * offset an hour before midnight UTC of the same date is the one in force. */
+    int64_t midnight_utc = budget_date_days(date) * DAY_MS;
+    return midnight_utc - budget_swedish_offset_ms(midnight_utc - HOUR_MS);
+}
+
+int64_t budget_day_end_ms(int32_t date)
+{
+    int64_t next = budget_date_days(date) + 1;
+    int32_t next_date = budget_date_from_days(next);
+    if (next_date == 0) /* the last day allowed: as if its next day existed */
+        return budget_day_start_ms(date) + DAY_MS;
+    return budget_day_start_ms(next_date);
+}
+
 /* ---- decisions ------------------------------------------------------------------------ */
 
 /* Bytes of the body letter at s (A-Z: 1; Å, Ä, Ö in UTF-8: 2), or 0. */

@@ -45,6 +45,24 @@ int64_t budget_date_days(int32_t date);
 /* The valid date that is `days` days since 1970-01-01, or 0 when outside the years allowed. */
 int32_t budget_date_from_days(int64_t days);
 
+/*
+ * The ledger's days. A day that a client names (as_of, a last day for avrop, a filter of
+ * events) and the day an event was entered on are days of Swedish time, Europe/Stockholm:
+ * CET (UTC+1), and CEST (UTC+2) from 01:00 UTC on the last Sunday of March to 01:00 UTC on the
+ * last Sunday of October (the rule since 1996; from 1980 to 1995 summer time ended on the
+ * last Sunday of September, and 1980's began on 6 April; before 1980 there was none). Computed
+ * here, with no time zone database, so that every replay of a log, on any machine, finds the same
+ * days.
+ */
+/* Milliseconds that Swedish time is ahead of UTC at `utc_ms` (3 600 000 or 7 200 000). */
+int64_t budget_swedish_offset_ms(int64_t utc_ms);
+/* The Swedish day (YYYYMMDD) that holds the instant `utc_ms`; 0 outside the years allowed. */
+int32_t budget_day_of_ms(int64_t utc_ms);
+/* The UTC ms at which the Swedish day `date` (a valid date) begins: its 00:00 in Stockholm. */
+int64_t budget_day_start_ms(int32_t date);
+/* The UTC ms at which the Swedish day `date` ends: the next day's start. */
+int64_t budget_day_end_ms(int32_t date);
+
 /* A decision's body: 1..BUDGET_DECISION_BODY_BYTES_MAX bytes of A-Z, Å, Ä, Ö (UTF-8) and
  * 0-9, beginning with a letter; kept as written ("KS", "SON", "KFN"). */
 bool budget_decision_body_valid(const char *s, size_t len);

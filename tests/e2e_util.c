@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "e2e_util.h"
+#include "proto/fields.h"
 
 /* Sleep between two looks at a child or a socket while waiting for it. */
 #define POLL_INTERVAL_MS 5
@@ -273,6 +274,15 @@ int64_t e2e_now_us(void)
 int64_t e2e_now_ms(void)
 {
     return e2e_now_us() / 1000;
+}
+
+void e2e_day_text(int64_t utc_ms, int shift, char out[11])
+{
+    if (utc_ms == 0)
+        utc_ms = (int64_t)time(NULL) * 1000;
+    int32_t day = budget_date_from_days(budget_date_days(budget_day_of_ms(utc_ms)) + shift);
+    if (!budget_date_format(day, out))
+        snprintf(out, 11, "?");
 }
 
 int e2e_slow(void)

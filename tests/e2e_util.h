@@ -27,6 +27,9 @@ int e2e_slow(void);
 int64_t e2e_now_us(void);
 /* The same clock in milliseconds. */
 int64_t e2e_now_ms(void);
+/* The Swedish day (the ledger's days, budget_day_of_ms) of the UTC instant `utc_ms`, moved by
+ * `shift` days, as YYYY-MM-DD; utc_ms 0 is now. */
+void e2e_day_text(int64_t utc_ms, int shift, char out[11]);
 /* True when the daemon runs under a wrapper ($BUDGETD_WRAPPER, or $RELIABILITY_WRAPPED=1). */
 bool e2e_wrapped(void);
 /* The number in environment variable `name`, or `fallback` when it is unset or not a number. */

@@ -214,12 +214,10 @@ static uint64_t event_ts(budget_client *c, uint64_t seq)
     return ts;
 }
 
-/* The UTC day (YYYY-MM-DD) of a ts in ms, moved by `shift` days. */
-static void utc_day(uint64_t ts_ms, int shift, char out[16])
+/* The Swedish day (YYYY-MM-DD) of a ts in ms, moved by `shift` days. */
+static void swedish_day(uint64_t ts_ms, int shift, char out[16])
 {
-    time_t t = (time_t)(ts_ms / 1000) + (time_t)shift * 86400;
-    struct tm tm;
-    strftime(out, 16, "%Y-%m-%d", gmtime_r(&t, &tm));
+    e2e_day_text((int64_t)ts_ms, shift, out);
 }
 
 Test(audit, history_follows_an_entity_and_all_that_refers_to_it)
@@ -278,8 +276,8 @@ Test(audit, history_follows_an_entity_and_all_that_refers_to_it)
     /* budgetctl takes days: the days of the first and the last event hold everything (one day
      * unless the scenario ran across midnight, UTC), a day long gone nothing. */
     char first_day[16], last_day[16];
-    utc_day(event_ts(c, 1), 0, first_day);
-    utc_day(event_ts(c, U + 13), 0, last_day);
+    swedish_day(event_ts(c, 1), 0, first_day);
+    swedish_day(event_ts(c, U + 13), 0, last_day);
     ctl_ok(&r, "history", "F1", "--from", first_day, "--to", last_day);
     e2e_assert_int(line_seqs(r.out, got, 32), 8, "F1's events today");
     e2e_ctl_free(&r);
@@ -1081,8 +1079,8 @@ Test(audit, replay_as_of_a_seq_or_a_day_online_and_offline)
     run_ok("backup", copy);
     /* "today" is the day of the last event, "yesterday" the day before the first. */
     budget_client *c = e2e_client(&bd);
-    utc_day(event_ts(c, U + 13), 0, today);
-    utc_day(event_ts(c, 1), -1, yesterday);
+    swedish_day(event_ts(c, U + 13), 0, today);
+    swedish_day(event_ts(c, 1), -1, yesterday);
     budget_client_close(c);
 
     static const char *const seqs[] = {"6", "10", "15", "16"}; /* U + 3, 7, 12, 13 */

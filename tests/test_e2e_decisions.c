@@ -119,13 +119,10 @@ static bool odd(const e2e_json *item, const char *name)
     return false;
 }
 
-/* Today, UTC, as YYYY-MM-DD, moved by `days`. */
+/* Today, a Swedish day, as YYYY-MM-DD, moved by `days`. */
 static void today(char out[11], int days)
 {
-    time_t t = time(NULL) + (time_t)days * 86400;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, 11, "%Y-%m-%d", &tm);
+    e2e_day_text(0, days, out);
 }
 
 /* ---- refusals ------------------------------------------------------------------------------ */

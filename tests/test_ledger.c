@@ -3458,9 +3458,10 @@ Test(ledger, nothing_is_carried_into_a_closed_year)
                      "fiscal year 2022 is closed (c22): frame k22-ob cannot be made in it");
 }
 
-/* 2021-12-31T23:59:59.999Z and the ms after it. */
-#define LAST_MS_OF_2021 1640995199999u
-#define FIRST_MS_OF_2022 1640995200000u
+/* The last ms of 2021 in Swedish time (2021-12-31T22:59:59.999Z) and the ms after it: a day
+ * ends in Stockholm, not in UTC. */
+#define LAST_MS_OF_2021 1640991599999u
+#define FIRST_MS_OF_2022 1640991600000u
 
 Test(ledger, an_avrop_on_its_last_day_is_taken_and_the_day_after_refused_with_the_date)
 {
@@ -3469,7 +3470,8 @@ Test(ledger, an_avrop_on_its_last_day_is_taken_and_the_day_after_refused_with_th
     OK_AS(UID_DECIDER, approve("a1-ok", "a1"));
     entry_ms = LAST_MS_OF_2021;
     OK_AS(UID_SON, avrop("v1", "a1", 100, "i tid"));
-    entry_ms = FIRST_MS_OF_2022;
+    /* 23:30 UTC on 31 December is 00:30 on New Year's Day in Stockholm: too late. */
+    entry_ms = FIRST_MS_OF_2022 + 1800000u;
     FAILS_AS(UID_SON, avrop("v2", "a1", 100, "för sent"), BUDGET_EINVALID_STATE);
     cr_assert_str_eq(err.message, "the last day for avrop on allocation a1 was 2021-12-31 (of its "
                                   "frame); avrop v2 entered on 2022-01-01 is too late");
@@ -3495,9 +3497,9 @@ Test(ledger, an_allocations_own_last_day_holds_over_its_frames)
     ledger_allocation_view a;
     cr_assert(ledger_allocation(l, "a1", &a));
     cr_assert_eq(a.avrop_last_day, 20211130);
-    entry_ms = 1638316799999u; /* 2021-11-30T23:59:59.999Z */
+    entry_ms = 1638313199999u; /* 2021-11-30T22:59:59.999Z, the day's last ms in Stockholm */
     OK_AS(UID_SON, avrop("v1", "a1", 100, ""));
-    entry_ms = 1638316800000u; /* 2021-12-01 */
+    entry_ms = 1638313200000u; /* 2021-12-01 in Stockholm */
     FAILS_AS(UID_SON, avrop("v2", "a1", 100, ""), BUDGET_EINVALID_STATE);
     cr_assert_str_eq(err.message, "the last day for avrop on allocation a1 was 2021-11-30 (of its "
                                   "allocation); avrop v2 entered on 2021-12-01 is too late");

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
+#include <time.h>
 
 #include "budget/errors.h"
 #include "budget/limits.h"
@@ -1785,4 +1786,66 @@ Test(decision, every_malformed_part_is_refused_with_its_reason)
         cr_assert_not(decision_of(bad[i].text, &d, &why), "\"%s\" is refused", bad[i].text);
         cr_assert_not_null(strstr(why, bad[i].why_has), "\"%s\": %s", bad[i].text, why);
     }
+}
+
+/* ---- Swedish days ------------------------------------------------------------------------ */
+
+#define H_MS INT64_C(3600000)
+
+Test(swedish_days, summer_time_begins_and_ends_at_one_o_clock_utc)
+{
+    const int64_t spring = 1616893200000; /* 2021-03-28T01:00:00Z */
+    const int64_t autumn = 1635642000000; /* 2021-10-31T01:00:00Z */
+    cr_assert_eq(budget_swedish_offset_ms(spring - 1), H_MS);
+    cr_assert_eq(budget_swedish_offset_ms(spring), 2 * H_MS);
+    cr_assert_eq(budget_swedish_offset_ms(autumn - 1), 2 * H_MS);
+    cr_assert_eq(budget_swedish_offset_ms(autumn), H_MS);
+    /* 1980-1995: summer time ended in September; before 1980 there was none. */
+    cr_assert_eq(budget_swedish_offset_ms(654656400000 - 1), 2 * H_MS); /* 1990-09-30T00:59:59Z */
+    cr_assert_eq(budget_swedish_offset_ms(654656400000), H_MS);
+    cr_assert_eq(budget_swedish_offset_ms(173448000000), H_MS); /* 1975-07-01T12:00Z */
+}
+
+Test(swedish_days, a_day_is_a_day_of_swedish_time)
+{
+    const int64_t new_year = 1640991600000; /* 2021-12-31T23:00:00Z, 00:00 in Stockholm */
+    cr_assert_eq(budget_day_of_ms(new_year - 1), 20211231);
+    cr_assert_eq(budget_day_of_ms(new_year), 20220101);
+    cr_assert_eq(budget_day_of_ms(new_year + H_MS / 2), 20220101, "00:30 Swedish time");
+    cr_assert_eq(budget_day_start_ms(20220101), new_year);
+    cr_assert_eq(budget_day_end_ms(20211231), new_year);
+    /* In summer the day begins at 22:00 UTC the day before. */
+    cr_assert_eq(budget_day_start_ms(20210824), 1629756000000); /* 2021-08-23T22:00Z */
+    cr_assert_eq(budget_day_of_ms(1629756000000 - 1), 20210823);
+    cr_assert_eq(budget_day_of_ms(1629756000000), 20210824);
+    /* The days of a change of offset are 23 and 25 hours long. */
+    cr_assert_eq(budget_day_end_ms(20210328) - budget_day_start_ms(20210328), 23 * H_MS);
+    cr_assert_eq(budget_day_end_ms(20211031) - budget_day_start_ms(20211031), 25 * H_MS);
+    cr_assert_eq(budget_day_end_ms(99991231) - budget_day_start_ms(99991231), 24 * H_MS);
+}
+
+/* The rule agrees with the system's time zone database, where it has one, at every hour of
+ * 1980 to 2060 and at the minute around each change. */
+Test(swedish_days, the_rule_agrees_with_the_time_zone_database)
+{
+    setenv("TZ", "Europe/Stockholm", 1);
+    tzset();
+    time_t probe = 1629756000; /* a summer day */
+    struct tm tm;
+    if (localtime_r(&probe, &tm) == NULL || tm.tm_gmtoff != 7200)
+        cr_skip_test("no time zone database for Europe/Stockholm on this machine");
+    const int64_t from = 315532800, to = 2871763200; /* 1980-01-01 .. 2061-01-01, seconds */
+    unsigned checked = 0;
+    for (int64_t t = from; t < to; t += 3600) {
+        for (int64_t d = -60; d <= 60; d += 60) {
+            time_t s = (time_t)(t + d);
+            cr_assert_not_null(localtime_r(&s, &tm));
+            cr_assert_eq(budget_swedish_offset_ms((int64_t)s * 1000), (int64_t)tm.tm_gmtoff * 1000,
+                         "at %lld s", (long long)s);
+            int32_t day = (tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday;
+            cr_assert_eq(budget_day_of_ms((int64_t)s * 1000), day, "day at %lld s", (long long)s);
+            checked++;
+        }
+    }
+    cr_assert_gt(checked, 2000000u);
 }

@@ -110,21 +110,26 @@ static bool json_true(const e2e_json *obj, const char *key)
     return v != NULL && v->type == E2E_JSON_BOOL && v->boolean;
 }
 
-/* Starts budgetd-faulty with its clock at noon UTC of the day `day_ms` (the first ms of a day,
- * within a year of today). */
-static void start_at_noon(int64_t day_ms, bool restart)
+/* Starts budgetd-faulty with its clock at `at_ms` (UTC, within a year of now). */
+static void start_at(int64_t at_ms, bool restart)
 {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     rd.binary = BUDGETD_FAULTY_PATH;
-    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_CLOCK_OFFSET_MS=%" PRId64,
-             day_ms + DAY_MS / 2 - now_ms);
+    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_CLOCK_OFFSET_MS=%" PRId64, at_ms - now_ms);
     rd.env[1][0] = '\0';
     if (restart)
         rel_assert(&rd, rel_restart(&rd) == 0, "budgetd-faulty did not start again");
     else
         cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
+}
+
+/* Starts budgetd-faulty with its clock at noon UTC of the day `day_ms` (the first ms of a UTC
+ * day, within a year of today): the same day in Stockholm. */
+static void start_at_noon(int64_t day_ms, bool restart)
+{
+    start_at(day_ms + DAY_MS / 2, restart);
 }
 
 static void day_text(int64_t day_ms, char out[16])
@@ -137,7 +142,8 @@ static void day_text(int64_t day_ms, char out[16])
 
 Test(yearend, a_year_is_closed_and_carried_over_through_budgetctl_and_replays)
 {
-    /* Today (UTC) is the last day for avrop; its year is the fiscal year. */
+    /* Today is the last day for avrop (at noon UTC the same day in Stockholm); its year is the
+     * fiscal year. */
     int64_t today = (int64_t)time(NULL) / 86400 * DAY_MS;
     char last[16], next_day[16], year[8], next_year[16];
     day_text(today, last);
@@ -235,5 +241,36 @@ Test(yearend, a_year_is_closed_and_carried_over_through_budgetctl_and_replays)
     rel_assert(&rd, !json_true(f, "closed"), "as of seq %s the year was open", before_close);
     e2e_assert_int(e2e_json_int(f, "carried_over", -1), 0, "carried over before the close");
     e2e_json_free(j);
+    rel_stop_clean(&rd);
+}
+
+/* A day ends in Stockholm, not in UTC: at 23:30 UTC it is already the next day there (00:30 in
+ * winter, 01:30 in summer), so an avrop entered then on an allocation whose last day is the
+ * UTC date is too late, and the message names the Swedish day. */
+Test(yearend, the_last_day_for_avrop_ends_at_midnight_in_stockholm)
+{
+    int64_t today = (int64_t)time(NULL) / 86400 * DAY_MS;
+    char last[16], next_day[16], year[8];
+    day_text(today, last);
+    day_text(today + DAY_MS, next_day);
+    snprintf(year, sizeof year, "%.4s", last);
+    start_at(today + DAY_MS - DAY_MS / 48, false); /* 23:30 UTC */
+    grant_frame("ks", "KS", year, "3 mkr", last);
+    CTL_OK("allocate", "ks", "--id", "a-son", "--unit", "SON", "--amount", "1 mkr", "--purpose",
+           "Trygghet");
+    CTL_OK_AS_OTHER("approve", "a-son", "--decision", E2E_DECISION);
+    char message[160];
+    snprintf(message, sizeof message,
+             "the last day for avrop on allocation a-son was %s (of its frame); avrop v-late "
+             "entered on %s is too late",
+             last, next_day);
+    CTL_REFUSED(message, "avrop", "a-son", "--id", "v-late", "--amount", "1 kr");
+    /* Balances as of the UTC date end before the frame: it was entered the next day. */
+    e2e_ctl_result r;
+    const char *const argv[] = {"--json", "balances", "--as-of", last, NULL};
+    ctl(NULL, &r, argv);
+    rel_assert(&rd, r.exit_code == 0 && strstr(r.out, "\"frames\":[]") != NULL,
+               "as of %s, before the events: %s %s", last, r.out, r.err);
+    e2e_ctl_free(&r);
     rel_stop_clean(&rd);
 }
