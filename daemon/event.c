@@ -77,7 +77,7 @@ static bool str_ok(const field *f, const char *s, size_t len)
 {
     switch ((field_value)f->value) {
     case FIELD_ID:
-        return ledger_valid_id(s, len);
+        return (len == 0 && f->source == FIELD_OPTIONAL) || ledger_valid_id(s, len);
     case FIELD_UNIT:
         return ledger_valid_unit(s, len);
     case FIELD_TEXT:
@@ -124,6 +124,51 @@ static uint8_t added_count(const event_type_info *t)
 
 /* ---- encoding ----------------------------------------------------------------------------- */
 
+/* The keys of a line of budget.adopted, in their order. */
+static const char LINE_UNIT[] = "unit", LINE_AMOUNT[] = "amount", LINE_PLAN[] = "plan",
+                  LINE_CONTINUES[] = "continues";
+
+/* True when line `x` keeps the rules of a line (docs/events.md, budget.adopted). */
+static bool line_ok(const ledger_line *x)
+{
+    size_t unit_len = strnlen(x->unit, sizeof x->unit);
+    size_t cont_len = strnlen(x->continues, sizeof x->continues);
+    if (!ledger_valid_unit(x->unit, unit_len) || !int_ok(FIELD_AMOUNT, x->amount) ||
+        (cont_len != 0 && !ledger_valid_id(x->continues, cont_len)) ||
+        x->plans > BUDGET_PLAN_YEARS_MAX)
+        return false;
+    for (uint8_t k = 0; k < x->plans; k++)
+        if (x->plan[k] < 0 || x->plan[k] > BUDGET_AMOUNT_MAX)
+            return false;
+    return true;
+}
+
+/* Writes the lines of `ev`: an array of maps {unit, amount, plan: [...], continues}. */
+static bool write_lines(mp_writer *w, const ledger_event *ev)
+{
+    const ledger_lines *ls = &ev->lines;
+    if (ls->count < 1 || ls->count > BUDGET_ADOPT_LINES_MAX)
+        return false;
+    mp_write_array(w, ls->count);
+    for (uint16_t i = 0; i < ls->count; i++) {
+        const ledger_line *x = &ls->line[i];
+        if (!line_ok(x))
+            return false;
+        mp_write_map(w, 4);
+        mp_write_str(w, LINE_UNIT, sizeof LINE_UNIT - 1);
+        mp_write_cstr(w, x->unit);
+        mp_write_str(w, LINE_AMOUNT, sizeof LINE_AMOUNT - 1);
+        mp_write_int(w, x->amount);
+        mp_write_str(w, LINE_PLAN, sizeof LINE_PLAN - 1);
+        mp_write_array(w, x->plans);
+        for (uint8_t k = 0; k < x->plans; k++)
+            mp_write_int(w, x->plan[k]);
+        mp_write_str(w, LINE_CONTINUES, sizeof LINE_CONTINUES - 1);
+        mp_write_cstr(w, x->continues);
+    }
+    return true;
+}
+
 /* Writes one data entry; false when the event's value breaks the field's rule. */
 static bool write_field(mp_writer *w, const field *f, const ledger_event *ev)
 {
@@ -150,6 +195,8 @@ static bool write_field(mp_writer *w, const field *f, const ledger_event *ev)
         mp_write_str(w, day, BUDGET_DATE_BYTES);
         return true;
     }
+    case FIELD_LINES:
+        return write_lines(w, ev);
     default: {
         const char *s = ledger_field_str(ev, f);
         size_t len = strnlen(s, f->size);
@@ -470,6 +517,67 @@ static inline void copy_str(char *dst, size_t cap, const char *s, size_t len, co
     dst[len] = '\0';
 }
 
+/* An array or map header of `n` entries in its shortest form (fix or 16-bit); `fix` is 0x90 for
+ * an array, 0x80 for a map. */
+static bool read_header(mp_reader *r, uint8_t fix, uint32_t *n)
+{
+    const uint8_t *p = r->p;
+    size_t avail = mp_remaining(r);
+    if (avail >= 1 && (p[0] & 0xf0) == fix) {
+        *n = p[0] & 0x0fu;
+        r->p += 1;
+        return true;
+    }
+    uint8_t wide = fix == 0x90 ? 0xdc : 0xde;
+    if (avail >= 3 && p[0] == wide && (*n = load_be16(p + 1)) > 15) {
+        r->p += 3;
+        return true;
+    }
+    return false;
+}
+
+/* One line of budget.adopted into `x`. */
+static bool read_line(mp_reader *r, ledger_line *x)
+{
+    uint32_t n, len;
+    const char *s;
+    int64_t v;
+    if (!read_header(r, 0x80, &n) || n != 4 || !expect_key(r, LINE_UNIT, sizeof LINE_UNIT - 1) ||
+        !read_str(r, &s, &len, BUDGET_UNIT_BYTES_MAX))
+        return false;
+    memcpy(x->unit, s, len);
+    x->unit[len] = '\0';
+    if (!expect_key(r, LINE_AMOUNT, sizeof LINE_AMOUNT - 1) || !read_int(r, &x->amount) ||
+        !expect_key(r, LINE_PLAN, sizeof LINE_PLAN - 1) || !read_header(r, 0x90, &n) ||
+        n > BUDGET_PLAN_YEARS_MAX)
+        return false;
+    x->plans = (uint8_t)n;
+    for (uint32_t k = 0; k < n; k++) {
+        if (!read_int(r, &v))
+            return false;
+        x->plan[k] = v;
+    }
+    if (!expect_key(r, LINE_CONTINUES, sizeof LINE_CONTINUES - 1) ||
+        !read_str(r, &s, &len, BUDGET_ID_BYTES_MAX))
+        return false;
+    memcpy(x->continues, s, len);
+    x->continues[len] = '\0';
+    return line_ok(x);
+}
+
+/* The lines of budget.adopted. */
+static bool read_lines(mp_reader *r, ledger_event *ev)
+{
+    uint32_t n;
+    if (!read_header(r, 0x90, &n) || n < 1 || n > BUDGET_ADOPT_LINES_MAX)
+        return false;
+    for (uint32_t i = 0; i < n; i++)
+        if (!read_line(r, &ev->lines.line[i]))
+            return false;
+    ev->lines.count = (uint16_t)n;
+    return true;
+}
+
 static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
 {
     if (!expect_key(r, f->key, f->key_len))
@@ -492,6 +600,8 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
         ledger_field_set_int(ev, f, day);
         return true;
     }
+    case FIELD_LINES:
+        return read_lines(r, ev);
     case FIELD_TARGET_KIND:
         if (!read_str(r, &s, &len, 16))
             return false;
@@ -517,6 +627,9 @@ static void clear_fields(ledger_event *ev)
     ev->title[0] = ev->reference[0] = ev->note[0] = '\0';
     ev->decision_body[0] = ev->decision_paragraph[0] = ev->decision_dnr[0] = '\0';
     ev->decision_date = 0;
+    ev->continues[0] = '\0';
+    ev->plan_until = 0;
+    ev->lines.count = 0;
     ev->target_kind = 0;
     ev->year = 0;
     ev->amount = 0;

@@ -45,6 +45,8 @@ static const event_field event_fields_frame_granted[] = {
     FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
     FIELD("title", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
     FIELD("reference", FIELD_TEXT, FIELD_OPTIONAL, FIELD_KEPT, reference),
+    /* The earlier frame this one continues; added after frame.granted events were written. */
+    FIELD("continues", FIELD_ID, FIELD_OPTIONAL, FIELD_ADDED, continues),
 };
 
 static const event_field event_fields_frame_adjusted[] = {
@@ -98,6 +100,17 @@ static const event_field event_fields_request_withdrawn[] = {
     DERIVED_YEAR,
     FIELD("amount", FIELD_AMOUNT, FIELD_DERIVED, 0, amount),
     NOTE,
+};
+
+/* One decision adopts a budget year with its plan years: a binding frame per line, plan
+ * amounts for the years year+1..plan_until. */
+static const event_field event_fields_budget_adopted[] = {
+    ID,
+    FIELD("year", FIELD_YEAR, FIELD_REQUIRED, 0, year),
+    FIELD("plan_until", FIELD_YEAR, FIELD_REQUIRED, 0, plan_until),
+    FIELD("title", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    FIELD("lines", FIELD_LINES, FIELD_REQUIRED, 0, lines),
+    DECISION_FIELDS,
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))

@@ -25,7 +25,8 @@
     X(ALLOCATION, "allocation", allocations)                                                       \
     X(AVROP, "avrop", avrop)                                                                       \
     X(DECISION, "decision", decisions)                                                             \
-    X(WITHDRAWAL, "withdrawal", withdrawals)
+    X(WITHDRAWAL, "withdrawal", withdrawals)                                                       \
+    X(ADOPTION, "adoption", adoptions)
 
 /*
  * The event types: X(NAME, wire name, op, role, kind, fields, rules, scope).
@@ -54,7 +55,9 @@
     X(DECISION_REJECTED, "decision.rejected", "reject", APPROVER, DECISION, decision, target,      \
       target_holder)                                                                               \
     X(REQUEST_WITHDRAWN, "request.withdrawn", "withdraw", CLERK, WITHDRAWAL, request_withdrawn,    \
-      target, none)
+      target, none)                                                                                \
+    X(BUDGET_ADOPTED, "budget.adopted", "budget.adopt", ADMIN, ADOPTION, budget_adopted, adopt,    \
+      line_units)
 
 /* The numbers: row order from 1 (0 is no type), and one past the last. The enum of the values
  * below holds only the types, so that a switch over a ledger_type is checked to name them all. */
@@ -109,6 +112,8 @@ typedef enum {
                           int32 YYYYMMDD (proto/fields.h), 0 when absent */
     FIELD_BODY,        /* str: a decision's body, 1..16 of A-Z Å Ä Ö 0-9 ("KS") */
     FIELD_PARAGRAPH,   /* str: a decision's paragraph, 1..16 ("241", "241 p. 2") */
+    FIELD_LINES,       /* array of 1..BUDGET_ADOPT_LINES_MAX maps, the lines of a budget
+                          adoption (a ledger_lines in the struct; docs/events.md) */
 } field_value;
 
 /* Where a field's value comes from. */

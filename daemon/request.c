@@ -1,4 +1,5 @@
 /* Requests and results: args of each op into ledger commands and queries; results packed. */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -90,6 +91,70 @@ const request_write_op *request_find_write(const char *op, size_t len)
     return NULL;
 }
 
+/* One entry of a line of budget.adopt: unit, amount, plan, continues. */
+static int decode_line_entry(const msgpack_object *k, const msgpack_object *v, ledger_line *x,
+                             uint32_t at, ledger_error *err)
+{
+    int64_t n;
+    if (key_is(k, "unit"))
+        return copy_str(v, "lines[].unit", x->unit, BUDGET_UNIT_BYTES_MAX, err);
+    if (key_is(k, "continues"))
+        return copy_str(v, "lines[].continues", x->continues, BUDGET_ID_BYTES_MAX, err);
+    if (key_is(k, "amount")) {
+        if (!object_int(v, &n))
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "args.lines[%" PRIu32 "].amount must be an integer amount in öre", at);
+        x->amount = n;
+        return 0;
+    }
+    if (!key_is(k, "plan"))
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "args.lines[%" PRIu32 "] takes unit, amount, plan and continues", at);
+    if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size > BUDGET_PLAN_YEARS_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "args.lines[%" PRIu32 "].plan must be an array of at most %d amounts in öre",
+                    at, BUDGET_PLAN_YEARS_MAX);
+    for (uint32_t i = 0; i < v->via.array.size; i++) {
+        if (!object_int(&v->via.array.ptr[i], &n))
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "args.lines[%" PRIu32 "].plan[%" PRIu32
+                        "] must be an integer amount in öre",
+                        at, i);
+        x->plan[i] = n;
+    }
+    x->plans = (uint8_t)v->via.array.size;
+    return 0;
+}
+
+/* The lines of budget.adopt: an array of 1..BUDGET_ADOPT_LINES_MAX maps. */
+static int decode_lines(const msgpack_object *v, ledger_lines *out, ledger_error *err)
+{
+    if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size < 1 ||
+        v->via.array.size > BUDGET_ADOPT_LINES_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST, "args.lines must be an array of 1..%d lines",
+                    BUDGET_ADOPT_LINES_MAX);
+    for (uint32_t i = 0; i < v->via.array.size; i++) {
+        const msgpack_object *m = &v->via.array.ptr[i];
+        ledger_line *x = &out->line[i];
+        if (m->type != MSGPACK_OBJECT_MAP)
+            return fail(err, BUDGET_EBAD_REQUEST, "args.lines[%" PRIu32 "] must be a map", i);
+        bool has_unit = false, has_amount = false;
+        for (uint32_t j = 0; j < m->via.map.size; j++) {
+            const msgpack_object *k = &m->via.map.ptr[j].key;
+            int rc = decode_line_entry(k, &m->via.map.ptr[j].val, x, i, err);
+            if (rc)
+                return rc;
+            has_unit |= key_is(k, "unit");
+            has_amount |= key_is(k, "amount");
+        }
+        if (!has_unit || !has_amount)
+            return fail(err, BUDGET_EBAD_REQUEST, "args.lines[%" PRIu32 "] needs unit and amount",
+                        i);
+    }
+    out->count = (uint16_t)v->via.array.size;
+    return 0;
+}
+
 /* Reads the arg of field `f` from `v` into its member of `cmd`. The ledger checks the rest of
  * the field's rule (ledger_check); the range of a year is checked here already. */
 static int decode_arg(const event_field *f, const msgpack_object *v, ledger_cmd *cmd,
@@ -127,6 +192,8 @@ static int decode_arg(const event_field *f, const msgpack_object *v, ledger_cmd 
                         f->key);
         ledger_field_set_int(cmd, f, n);
         return 0;
+    case FIELD_LINES:
+        return decode_lines(v, &cmd->lines, err);
     case FIELD_TARGET_KIND:
         break;
     }
