@@ -10,6 +10,7 @@
 #include "proto/fields.h"
 #include "proto/text.h"
 #include "request.h"
+#include "years.h"
 
 /* The write ops, one per event type (LEDGER_EVENT_TYPES): an op's args are the fields of its
  * type that the client gives (event_types.c), by the same names. */
@@ -262,6 +263,54 @@ int request_decode_write(const request_write_op *w, const msgpack_object *args, 
     return 0;
 }
 
+/* One arg of the years view: view, from, to, subtotals_offset. */
+static int decode_years_arg(const msgpack_object *k, const msgpack_object *v, balances_query *q,
+                            ledger_error *err)
+{
+    int64_t year;
+    if (key_is(k, "view")) {
+        if (v->type != MSGPACK_OBJECT_STR || v->via.str.size != 5 ||
+            memcmp(v->via.str.ptr, "years", 5) != 0)
+            return fail(err, BUDGET_EBAD_REQUEST, "args.view must be \"years\" (or absent)");
+        q->years = true;
+        return 0;
+    }
+    if (key_is(k, "subtotals_offset")) {
+        if (!object_uint(v, &q->subtotals_offset))
+            return fail(err, BUDGET_EBAD_REQUEST, "args.subtotals_offset must be a uint");
+        return 0;
+    }
+    const char *name = key_is(k, "from") ? "from" : "to";
+    if (!object_int(v, &year) || year < BUDGET_YEAR_MIN || year > BUDGET_YEAR_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a year %d..%d", name,
+                    BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
+    *(key_is(k, "from") ? &q->from : &q->to) = (int32_t)year;
+    return 0;
+}
+
+/* The args of the years view hold together, and only with it. */
+static int check_years_query(const balances_query *q, ledger_error *err)
+{
+    if (!q->years) {
+        if (q->from || q->to || q->subtotals_offset)
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "balances takes from, to and subtotals_offset only with view \"years\"");
+        return 0;
+    }
+    if (q->frame[0] || q->allocation[0] || q->year || q->frames_offset || q->avrop_offset ||
+        q->units_offset)
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "balances with view \"years\" takes from, to, unit, as_of, offset and "
+                    "subtotals_offset");
+    if (!q->from || !q->to)
+        return fail(err, BUDGET_EBAD_REQUEST, "balances with view \"years\" needs from and to");
+    if (q->to < q->from || q->to - q->from >= BUDGET_YEARS_SPAN_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "args.from %d and args.to %d must span 1..%d years, from first", (int)q->from,
+                    (int)q->to, BUDGET_YEARS_SPAN_MAX);
+    return 0;
+}
+
 int request_decode_balances(const msgpack_object *args, balances_query *q, ledger_error *err)
 {
     uint32_t n = 0;
@@ -297,6 +346,9 @@ int request_decode_balances(const msgpack_object *args, balances_query *q, ledge
             if (!object_uint(v, &q->as_of))
                 return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a uint seq", "as_of");
             q->has_as_of = true;
+        } else if (key_is(k, "view") || key_is(k, "from") || key_is(k, "to") ||
+                   key_is(k, "subtotals_offset")) {
+            rc = decode_years_arg(k, v, q, err);
         } else if (key_is(k, "offset") || key_is(k, "frames_offset") || key_is(k, "avrop_offset") ||
                    key_is(k, "units_offset")) {
             uint64_t *at = key_is(k, "offset")          ? &q->offset
@@ -309,7 +361,8 @@ int request_decode_balances(const msgpack_object *args, balances_query *q, ledge
         } else {
             return fail(err, BUDGET_EBAD_REQUEST,
                         "balances takes frame, allocation, unit, year, as_of, offset, "
-                        "frames_offset, avrop_offset, units_offset");
+                        "frames_offset, avrop_offset, units_offset, view, from, to, "
+                        "subtotals_offset");
         }
         if (rc)
             return rc;
@@ -317,7 +370,7 @@ int request_decode_balances(const msgpack_object *args, balances_query *q, ledge
     if (picked > 1)
         return fail(err, BUDGET_EBAD_REQUEST,
                     "balances takes at most one of frame, allocation, unit");
-    return 0;
+    return check_years_query(q, err);
 }
 
 int request_decode_events(const msgpack_object *args, events_query *q, ledger_error *err)
@@ -449,7 +502,7 @@ void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const
 
 static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f)
 {
-    msgpack_pack_map(pk, 10);
+    msgpack_pack_map(pk, 11);
     pack_key_str(pk, "id", f->id);
     pack_key_str(pk, "unit", f->unit);
     pack_key_int(pk, "year", f->year);
@@ -460,6 +513,7 @@ static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f)
     pack_key_int(pk, "pending", f->pending);
     pack_key_int(pk, "unallocated", f->unallocated);
     pack_key_int(pk, "called_off", f->called_off);
+    pack_key_str(pk, "continues", f->continues);
 }
 
 static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a)
@@ -610,6 +664,90 @@ static void page_units(list_page *p, const ledger *l, const balances_query *q)
             pack_unit(&p->pk, &u);
 }
 
+/* The sums of a row, a subtotal or a total; "plan" and "unspent" are nil when there is none. */
+static void pack_sums(msgpack_packer *pk, const years_sums *v)
+{
+    pack_key_int(pk, "budget", v->budget);
+    pack_cstr(pk, "plan");
+    if (v->has_plan)
+        msgpack_pack_int64(pk, v->plan);
+    else
+        msgpack_pack_nil(pk);
+    pack_key_int(pk, "allocated", v->allocated);
+    pack_key_int(pk, "called_off", v->called_off);
+    pack_key_int(pk, "available", v->available);
+    pack_cstr(pk, "unspent");
+    if (v->has_unspent)
+        msgpack_pack_int64(pk, v->unspent);
+    else
+        msgpack_pack_nil(pk);
+}
+
+static void pack_years_row(msgpack_packer *pk, const years_row *r, const char *parent)
+{
+    msgpack_pack_map(pk, 10);
+    pack_key_str(pk, "unit", r->unit);
+    pack_key_str(pk, "parent", parent != NULL ? parent : "");
+    pack_key_int(pk, "year", r->year);
+    pack_key_int(pk, "plan_by", r->plan_by);
+    pack_sums(pk, &r->sums);
+}
+
+static void pack_years_sum(msgpack_packer *pk, const char *parent, int32_t year,
+                           const years_sums *v)
+{
+    msgpack_pack_map(pk, parent != NULL ? 8 : 7);
+    if (parent != NULL)
+        pack_key_str(pk, "parent", parent);
+    pack_key_int(pk, "year", year);
+    pack_sums(pk, v);
+}
+
+/* The years view: a page of rows, a page of subtotals, every total; years.h. */
+static int pack_years(msgpack_packer *pk, const ledger *l, const balances_query *q, uint64_t as_of,
+                      ledger_error *err)
+{
+    const char *unit = q->unit[0] ? q->unit : NULL;
+    years_summary sum;
+    list_page rows, subtotals;
+    if (years_summarize(l, unit, q->from, q->to, years_parent, NULL, &sum) != 0) {
+        years_summary_free(&sum);
+        return fail(err, BUDGET_EUNAVAILABLE, "out of memory");
+    }
+    page_init(&rows, q->offset);
+    page_init(&subtotals, q->subtotals_offset);
+    size_t i = 0;
+    years_row r;
+    while (!rows.more && years_next_row(l, &i, unit, q->from, q->to, &r))
+        if (page_takes(&rows))
+            pack_years_row(&rows.pk, &r, years_parent(l, r.unit, NULL));
+    for (size_t k = 0; k < sum.subtotals_count && !subtotals.more; k++)
+        if (page_takes(&subtotals))
+            pack_years_sum(&subtotals.pk, sum.subtotals[k].parent, sum.subtotals[k].year,
+                           &sum.subtotals[k].sums);
+    int rc = msgpack_pack_map(pk, 9);
+    pack_key_uint(pk, "as_of", as_of);
+    pack_key_str(pk, "view", "years");
+    pack_key_int(pk, "from", q->from);
+    pack_key_int(pk, "to", q->to);
+    rc |= page_emit(pk, "rows", &rows);
+    rc |= page_emit(pk, "subtotals", &subtotals);
+    pack_cstr(pk, "totals");
+    rc |= msgpack_pack_array(pk, (uint32_t)(q->to - q->from + 1));
+    for (int32_t y = q->from; y <= q->to; y++)
+        pack_years_sum(pk, NULL, y, &sum.totals[y - q->from]);
+    pack_cstr(pk, "more");
+    rc |= rows.more || subtotals.more ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    pack_cstr(pk, "next");
+    rc |= msgpack_pack_map(pk, 2);
+    pack_key_uint(pk, "offset", q->offset + rows.count);
+    pack_key_uint(pk, "subtotals_offset", q->subtotals_offset + subtotals.count);
+    years_summary_free(&sum);
+    if (rc != 0)
+        return fail(err, BUDGET_EUNAVAILABLE, "out of memory");
+    return 0;
+}
+
 /* The lists of a balances result, in the order they are packed; avrop only for one
  * allocation. `offset_arg` is the arg (and the key of "next") that pages each. */
 enum { LIST_FRAMES, LIST_ALLOCATIONS, LIST_AVROP, LIST_UNITS, LISTS_COUNT };
@@ -639,6 +777,8 @@ int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_qu
     bool avrop = q->allocation[0] != '\0', more = false;
     int rc = 0;
 
+    if (q->years)
+        return pack_years(pk, l, q, as_of, err);
     /* The id asked for is the client's bytes, not checked against the id rules: escaped. */
     char id[100];
     if (q->frame[0] && !ledger_frame(l, q->frame, &f)) {

@@ -9,6 +9,7 @@
 #include "budget/errors.h"
 #include "daemon/event.h"
 #include "daemon/ledger.h"
+#include "daemon/years.h"
 
 #define MAX BUDGET_AMOUNT_MAX
 
@@ -2670,4 +2671,75 @@ Test(ledger, adoptions_and_continued_frames_replay_to_the_same_state)
     ledger_free(before);
     l = keep;
     ledger_free(twin);
+}
+
+/* A parent map for the tests of subtotals: SON and KFN under "VO"; others have none. */
+static const char *test_parent(const ledger *s, const char *unit, void *ctx)
+{
+    (void)s;
+    cr_assert_str_eq((const char *)ctx, "map");
+    return strcmp(unit, "SON") == 0 || strcmp(unit, "KFN") == 0 ? "VO" : NULL;
+}
+
+Test(ledger, the_years_view_sums_rows_by_parent_and_by_year)
+{
+    adopt_2022();
+    OK(propose("a1", "b2022:KS", "SON", 30000000, "Trygghet"));
+    OK_AS(UID_DECIDER, approve("a1-ok", "a1"));
+    OK_AS(UID_SON, avrop("v1", "a1", 10000000, ""));
+    OK_AS(UID_DECIDER, approve("v1-ok", "v1"));
+
+    years_summary sum;
+    cr_assert_eq(years_summarize(l, NULL, 2021, 2024, test_parent, "map", &sum), 0);
+    /* Totals of every unit by year. */
+    cr_assert_eq(sum.totals[0].budget, 300000000); /* 2021: f2021 */
+    cr_assert_not(sum.totals[0].has_plan);
+    cr_assert_eq(sum.totals[1].budget, 300000000);
+    cr_assert_eq(sum.totals[1].allocated, 30000000);
+    cr_assert_eq(sum.totals[1].called_off, 10000000);
+    cr_assert_eq(sum.totals[1].available, 20000000);
+    cr_assert_eq(sum.totals[2].budget, 0);
+    cr_assert(sum.totals[2].has_plan);
+    cr_assert_eq(sum.totals[2].plan, 300000000);
+    cr_assert_eq(sum.totals[3].plan, 300000000);
+    /* Subtotals of VO (SON and KFN), in order of first appearance: 2022, then 2023, 2024. */
+    cr_assert_eq(sum.subtotals_count, 3);
+    cr_assert_str_eq(sum.subtotals[0].parent, "VO");
+    cr_assert_eq(sum.subtotals[0].year, 2022);
+    cr_assert_eq(sum.subtotals[0].sums.budget, 150000000);
+    cr_assert_eq(sum.subtotals[0].sums.allocated, 30000000);
+    cr_assert_eq(sum.subtotals[1].year, 2023);
+    cr_assert_eq(sum.subtotals[1].sums.plan, 150000000);
+    cr_assert_eq(sum.subtotals[2].sums.plan, 150000000);
+    years_summary_free(&sum);
+
+    /* One unit only; and the ledger's own parents: none yet, so no subtotals. */
+    cr_assert_eq(years_summarize(l, "KFN", 2021, 2024, test_parent, "map", &sum), 0);
+    cr_assert_eq(sum.totals[1].budget, 50000000);
+    cr_assert_eq(sum.totals[2].plan, 50000000);
+    cr_assert_eq(sum.subtotals_count, 3);
+    years_summary_free(&sum);
+    cr_assert_eq(years_summarize(l, NULL, 2021, 2024, years_parent, NULL, &sum), 0);
+    cr_assert_eq(sum.subtotals_count, 0);
+    years_summary_free(&sum);
+    /* A span over the limit is refused. */
+    cr_assert_eq(
+        years_summarize(l, NULL, 2021, 2021 + BUDGET_YEARS_SPAN_MAX, years_parent, NULL, &sum), -1);
+    years_summary_free(&sum);
+}
+
+Test(ledger, unspent_is_shown_only_for_closed_years)
+{
+    adopt_2022();
+    size_t i = 0;
+    years_row r;
+    int rows = 0;
+    while (years_next_row(l, &i, NULL, 2021, 2027, &r)) {
+        cr_assert_not(r.sums.has_unspent, "%s %d is of an open year", r.unit, (int)r.year);
+        rows++;
+    }
+    cr_assert_eq(rows, 1 + 3 + 3 * 5);
+    int64_t unspent = -1;
+    cr_assert_not(years_unspent(l, "KS", 2022, &unspent));
+    cr_assert_eq(unspent, -1);
 }
