@@ -81,6 +81,20 @@ static const command commands[] = {
       YEAR_ARG(ARG_REQUIRED, "fiscal year"), AMOUNT_ARG("amount", "amount granted (3 mkr)"),
       TEXT_ARG("title", "title", ARG_REQUIRED, "TEXT", "what the frame is for"),
       TEXT_ARG("reference", "reference", 0, "REF", "the decision (KS 2021-08-24 § 241)"),
+      ID_ARG("continues", "continues", 0, "FRAME", "the frame of an earlier year this continues"),
+      WRITE_ARGS}},
+    {"adopt",
+     "budget.adopt",
+     "budget",
+     run_adopt,
+     "adopt a budget year with its plan years: a frame per unit, plan amounts per plan year",
+     {YEAR_ARG(ARG_REQUIRED, "the budget year (2022)"),
+      {"plan", KIND_TEXT, NULL, 0, "Y1-Y2", "the plan years (2023-2027); none when absent", 4, 9},
+      TEXT_ARG("title", "title", ARG_REQUIRED, "TEXT", "what the frames are for"),
+      {"decision", KIND_TEXT, NULL, ARG_REQUIRED, "DECISION",
+       "the decision (KF 2021-11-22 § 120 [dnr KS 2021/123])", 1, 160},
+      {"lines", KIND_TEXT, NULL, ARG_REQUIRED, "FILE",
+       "the lines, one a line: UNIT;AMOUNT;PLAN1;...;PLANk[;continues=FRAME]", 1, 4096},
       WRITE_ARGS}},
     {"adjust",
      "frame.adjust",
@@ -156,6 +170,20 @@ static const command commands[] = {
        EVENT_TYPE_BYTES_MAX},
       {"all", KIND_FLAG, NULL, 0, NULL, "keep reading until the head of the log", 0, 0},
       DAY_ARGS}},
+    {"years",
+     "balances",
+     NULL,
+     run_years,
+     "units × years: budget, plan, allocated, called off, available, unspent, with subtotals "
+     "and totals",
+     {{"YEARS", KIND_TEXT, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL,
+       "fiscal years Y1-Y2 (2021-2027)", 4, 9},
+      UNIT_ARG("unit", 0, "one unit"),
+      {"as-of", KIND_UINT, NULL, 0, "SEQ", "the ledger as it stood right after event SEQ", 1,
+       UINT64_MAX},
+      {"csv", KIND_FLAG, NULL, 0, NULL, "CSV instead of a table", 0, 0},
+      {"swedish", KIND_FLAG, NULL, 0, NULL, "csv: ; between fields, decimal comma, Swedish headers",
+       0, 0}}},
     {"verify", "verify", NULL, run_verify, "re-walk the whole hash chain", {{0}}},
     {"stats", "stats", NULL, run_stats, "the daemon's counters", {{0}}},
     /* Audit and integration (budgetctl_audit.c, docs/audit.md). */
@@ -875,7 +903,7 @@ static void sleep_ms(unsigned ms)
  * sends the very same request (same id) again, up to RETRIES_MAX times; budgetd answers a
  * repeated id with the first result, so a write that did land is not made twice.
  */
-static int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out)
+int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out)
 {
     int rc = connect_daemon(c);
     if (rc != 0)
@@ -918,7 +946,7 @@ static int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budge
 /* ---- writes --------------------------------------------------------------------------- */
 
 /* "<kind>-<12 lowercase hex>" from the kernel's random source. */
-static int generate_id(const char *kind, char *out, size_t out_size)
+int generate_id(const char *kind, char *out, size_t out_size)
 {
     unsigned char random[6];
     size_t got = 0;
@@ -935,7 +963,7 @@ static int generate_id(const char *kind, char *out, size_t out_size)
     return 0;
 }
 
-static void print_write_result(const ctl *c, const budget_response *r, const char *id)
+void print_write_result(const ctl *c, const budget_response *r, const char *id)
 {
     if (c->json) {
         json_line(&r->result);

@@ -432,11 +432,34 @@ int request_decode_events(const msgpack_object *args, events_query *q, ledger_er
     return 0;
 }
 
+/* True when a line of adoption `ev` makes the frame `entity` ("<id>:<unit>") or continues it. */
+static bool lines_name_entity(const ledger_event *ev, const char *entity)
+{
+    size_t id_len = strlen(ev->id);
+    bool made_here = strncmp(entity, ev->id, id_len) == 0 && entity[id_len] == ':';
+    for (uint16_t i = 0; i < ev->lines.count; i++)
+        if ((made_here && strcmp(entity + id_len + 1, ev->lines.line[i].unit) == 0) ||
+            strcmp(entity, ev->lines.line[i].continues) == 0)
+            return true;
+    return false;
+}
+
+/* True when adoption `ev` has a line for `unit`. */
+static bool lines_name_unit(const ledger_event *ev, const char *unit)
+{
+    for (uint16_t i = 0; i < ev->lines.count; i++)
+        if (strcmp(unit, ev->lines.line[i].unit) == 0)
+            return true;
+    return false;
+}
+
 /* True when an id field of `ev` (its id, frame, allocation, target, ...) is `entity`. */
 static bool names_entity(const ledger_event *ev, const char *entity)
 {
     if (!ledger_type_known(ev->type))
         return false;
+    if (ev->type == LEDGER_BUDGET_ADOPTED && lines_name_entity(ev, entity))
+        return true;
     const event_type_info *t = &event_types[ev->type];
     for (uint8_t i = 0; i < t->field_count; i++)
         if (t->fields[i].value == FIELD_ID &&
@@ -449,7 +472,8 @@ event_match request_event_matches(const events_query *q, const ledger_event *ev)
 {
     if (q->type && ev->type != q->type)
         return EVENT_NO;
-    if (q->unit[0] && strcmp(ev->unit, q->unit) != 0)
+    if (q->unit[0] && strcmp(ev->unit, q->unit) != 0 &&
+        !(ev->type == LEDGER_BUDGET_ADOPTED && lines_name_unit(ev, q->unit)))
         return EVENT_NO;
     if (q->has_actor && ev->actor.uid != q->actor)
         return EVENT_NO;
