@@ -1,0 +1,285 @@
+/*
+ * End to end: budget years with plan years (budget.adopt) and the units × years view, through
+ * budgetctl against a real budgetd. The decision of the source document works the efforts into
+ * "budget 2022 med plan 2023–2027": KS's 2021 frame is continued by the 2022 adoption, and the
+ * 2023 adoption changes a plan amount.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "e2e_util.h"
+
+static e2e_daemon bd;
+
+static void setup(void)
+{
+    cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+}
+
+static void teardown(void)
+{
+    e2e_daemon_cleanup(&bd);
+}
+
+TestSuite(e2e_years, .init = setup, .fini = teardown, .timeout = 90);
+
+#define ARGV(...) ((const char *const[]){__VA_ARGS__})
+#define ARGC(...) ((int)(sizeof(ARGV(__VA_ARGS__)) / sizeof(const char *)))
+
+static int ctl_run_argv(e2e_ctl_result *r, int argc, const char *const *argv)
+{
+    e2e_assert(e2e_ctl_argv(&bd, r, argc, argv) == 0, "budgetctl %s could not be run", argv[0]);
+    return r->exit_code;
+}
+#define ctl_run(r, ...) ctl_run_argv((r), ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
+
+static void ctl_ok_argv(e2e_ctl_result *r, int argc, const char *const *argv)
+{
+    int code = ctl_run_argv(r, argc, argv);
+    e2e_assert(code == 0, "budgetctl %s exited %d; stdout: %s; stderr: %s", argv[0], code, r->out,
+               r->err);
+}
+#define ctl_ok(r, ...) ctl_ok_argv((r), ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
+
+static void ctl_ok_other_argv(e2e_ctl_result *r, int argc, const char *const *argv)
+{
+    e2e_assert(e2e_ctl_argv_as(&bd, &e2e_other, r, argc, argv) == 0,
+               "budgetctl %s could not be run", argv[0]);
+    e2e_assert(r->exit_code == 0, "budgetctl %s as uid %u exited %d; stdout: %s; stderr: %s",
+               argv[0], e2e_other.uid, r->exit_code, r->out, r->err);
+}
+#define ctl_ok_other(r, ...) ctl_ok_other_argv((r), ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
+
+/* The one place the tests' frames are made outside adoptions: a unit's frame for a year. When
+ * units must be registered first, the registration goes here. */
+static void unit_frame(const char *id, const char *unit, const char *year, const char *amount)
+{
+    e2e_ctl_result r;
+    ctl_ok(&r, "grant", "--id", id, "--unit", unit, "--year", year, "--amount", amount, "--title",
+           "Utökat trygghetsarbete", "--reference", "KS 2021-08-24 § 241");
+    e2e_ctl_free(&r);
+}
+
+/* A lines file in the daemon's folder, named `name`, holding `text`; its path in `path`. */
+static void lines_file(const char *name, const char *text, char *path, size_t size)
+{
+    snprintf(path, size, "%s/%s", bd.dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Budget 2022 with plan 2023-2027, continuing KS's 2021 frame. */
+static void adopt_2022(void)
+{
+    char path[256];
+    unit_frame("ks-2021", "KS", "2021", "3 mkr");
+    lines_file("2022.txt",
+               "# enhet;budget 2022;plan 2023;2024;2025;2026;2027\n"
+               "KS;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;continues=ks-2021\n"
+               "SON;1 mkr;1 mkr;1 mkr;1 mkr;1 mkr;1 mkr\n"
+               "KFN;0,5 mkr;0,5 mkr;0,5 mkr;0;0;0\n",
+               path, sizeof path);
+    e2e_ctl_result r;
+    ctl_ok(&r, "adopt", "--id", "b2022", "--year", "2022", "--plan", "2023-2027", "--decision",
+           "KF 2021-11-22 § 120", "--title", "Utökat trygghetsarbete", "--lines", path);
+    cr_assert(strstr(r.out, "budget.adopted b2022") != NULL, "%s", r.out);
+    e2e_ctl_free(&r);
+}
+
+/* Budget 2023 with plan 2024-2028: SON's 2024 plan goes from 1 mkr to 1,2 mkr. */
+static void adopt_2023(void)
+{
+    char path[256];
+    lines_file("2023.txt",
+               "KS;1,6 mkr;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;continues=b2022:KS\n"
+               "SON;1 mkr;1,2 mkr;1 mkr;1 mkr;1 mkr;1 mkr;continues=b2022:SON\n",
+               path, sizeof path);
+    e2e_ctl_result r;
+    ctl_ok(&r, "adopt", "--id", "b2023", "--year", "2023", "--plan", "2024-2028", "--decision",
+           "KF 2022-11-21 § 98 dnr KS 2022/77", "--title", "Utökat trygghetsarbete", "--lines",
+           path);
+    e2e_ctl_free(&r);
+}
+
+/* The row of (unit, year) of a `years --json` answer, which must be there. */
+static const e2e_json *row_of(const e2e_json *view, const char *list, const char *unit,
+                              int64_t year)
+{
+    const e2e_json *rows = e2e_json_get(view, list);
+    e2e_assert(rows != NULL && rows->type == E2E_JSON_ARRAY, "no %s", list);
+    for (size_t i = 0; i < rows->count; i++)
+        if ((unit == NULL || strcmp(e2e_json_str(rows->items[i], "unit"), unit) == 0) &&
+            e2e_json_int(rows->items[i], "year", 0) == year)
+            return rows->items[i];
+    e2e_assert(false, "no %s row %s %lld", list, unit ? unit : "", (long long)year);
+    return NULL;
+}
+
+static e2e_json *years_json(const char *span, const char *as_of)
+{
+    e2e_ctl_result r;
+    if (as_of != NULL)
+        ctl_ok(&r, "--json", "years", span, "--as-of", as_of);
+    else
+        ctl_ok(&r, "--json", "years", span);
+    e2e_json *j = e2e_json_parse(r.out, strlen(r.out));
+    e2e_assert(j != NULL, "not JSON: %s", r.out);
+    e2e_ctl_free(&r);
+    return j;
+}
+
+Test(e2e_years, a_later_adoption_shows_plan_against_adopted)
+{
+    adopt_2022();
+    adopt_2023();
+    e2e_json *j = years_json("2021-2024", NULL);
+    /* 2023: the frame adopted for 2023 beside the plan of 2022's adoption. */
+    const e2e_json *ks = row_of(j, "rows", "KS", 2023);
+    e2e_assert_int(e2e_json_int(ks, "budget", -1), 160000000, "KS 2023 budget");
+    e2e_assert_int(e2e_json_int(ks, "plan", -1), 150000000, "KS 2023 plan");
+    e2e_assert_int(e2e_json_int(ks, "plan_by", -1), 2022, "KS 2023 planned by");
+    /* 2024: 2023's adoption changed SON's plan; KFN's plan of 2022 stands. */
+    const e2e_json *son = row_of(j, "rows", "SON", 2024);
+    e2e_assert_int(e2e_json_int(son, "plan", -1), 120000000, "SON 2024 plan");
+    e2e_assert_int(e2e_json_int(son, "plan_by", -1), 2023, "SON 2024 planned by");
+    e2e_assert_int(e2e_json_int(row_of(j, "rows", "KFN", 2024), "plan", -1), 50000000, "KFN");
+    /* Unspent is empty for open years; totals by year. */
+    e2e_assert(e2e_json_get(son, "unspent")->type == E2E_JSON_NULL, "unspent of an open year");
+    const e2e_json *t2022 = row_of(j, "totals", NULL, 2022);
+    e2e_assert_int(e2e_json_int(t2022, "budget", -1), 300000000, "total budget 2022");
+    e2e_assert_int(e2e_json_int(row_of(j, "totals", NULL, 2024), "plan", -1),
+                   150000000 + 120000000 + 50000000, "total plan 2024");
+    e2e_json_free(j);
+
+    /* The thread: KS's 2021 frame, its 2022 continuation, its 2023 continuation. */
+    e2e_ctl_result r;
+    ctl_ok(&r, "history", "ks-2021");
+    cr_assert(strstr(r.out, "budget.adopted") != NULL && strstr(r.out, "b2022") != NULL, "%s",
+              r.out);
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "--json", "balances", "--frame", "b2023:KS");
+    cr_assert(strstr(r.out, "\"continues\":\"b2022:KS\"") != NULL, "%s", r.out);
+    e2e_ctl_free(&r);
+}
+
+Test(e2e_years, the_view_as_csv_and_as_a_table_cuts_no_text)
+{
+    adopt_2022();
+    e2e_ctl_result r;
+    ctl_ok(&r, "years", "2022-2023", "--csv", "--swedish");
+    cr_assert(strncmp(r.out, "typ;enhet;överordnad;år;", strlen("typ;enhet;överordnad;år;")) == 0,
+              "%s", r.out);
+    cr_assert(strstr(r.out, "\nenhet;SON;;2022;;1000000,00;;0,00;0,00;0,00;\n") != NULL, "%s",
+              r.out);
+    cr_assert(strstr(r.out, "\nenhet;SON;;2023;2022;0,00;1000000,00;0,00;0,00;0,00;\n") != NULL,
+              "%s", r.out);
+    cr_assert(strstr(r.out, "\ntotalt;;;2023;;0,00;3000000,00;") != NULL, "%s", r.out);
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "years", "2022-2023", "--csv");
+    cr_assert(strstr(r.out, "\nunit,SON,,2023,2022,0.00,1000000.00,0.00,0.00,0.00,\n") != NULL,
+              "%s", r.out);
+    e2e_ctl_free(&r);
+
+    /* A unit code of 32 characters shows whole in the table. */
+    const char *long_unit = "SOCIAL-OCH-OMSORGSNAMNDEN-2022AB";
+    unit_frame("long", long_unit, "2022", "1 kr");
+    ctl_ok(&r, "years", "2022-2022");
+    cr_assert(strstr(r.out, long_unit) != NULL, "%s", r.out);
+    cr_assert(strstr(r.out, "1 000 000,00 kr") != NULL, "%s", r.out);
+    e2e_ctl_free(&r);
+    cr_assert_eq(ctl_run(&r, "years", "2022-2022", "--swedish"), 2, "--swedish without --csv");
+    e2e_ctl_free(&r);
+    cr_assert_eq(ctl_run(&r, "years", "2000-2020"), 2, "21 years");
+    e2e_ctl_free(&r);
+}
+
+Test(e2e_years, plan_amounts_are_not_frames_and_the_frames_take_four_eyes)
+{
+    adopt_2022();
+    e2e_ctl_result r;
+    cr_assert_eq(ctl_run(&r, "allocate", "b2022", "--unit", "SON", "--amount", "1 kr", "--purpose",
+                         "Trygghet"),
+                 1);
+    cr_assert(strstr(r.err, "not_found") != NULL, "%s", r.err);
+    e2e_ctl_free(&r);
+    /* The budget year's frame: an allocation proposed here is decided by another identity. */
+    ctl_ok(&r, "allocate", "b2022:KS", "--id", "a-son", "--unit", "SON", "--amount", "1 mkr",
+           "--purpose", "Områdesarbete");
+    e2e_ctl_free(&r);
+    cr_assert_eq(ctl_run(&r, "approve", "a-son"), 1, "four-eyes");
+    cr_assert(strstr(r.err, "forbidden") != NULL, "%s", r.err);
+    e2e_ctl_free(&r);
+    ctl_ok_other(&r, "approve", "a-son", "--id", "a-son-ok");
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "avrop", "a-son", "--id", "v-son", "--amount", "400 tkr");
+    e2e_ctl_free(&r);
+    ctl_ok_other(&r, "approve", "v-son", "--id", "v-son-ok");
+    e2e_ctl_free(&r);
+    e2e_json *j = years_json("2022-2023", NULL);
+    const e2e_json *son = row_of(j, "rows", "SON", 2022);
+    e2e_assert_int(e2e_json_int(son, "allocated", -1), 100000000, "SON 2022 allocated");
+    e2e_assert_int(e2e_json_int(son, "called_off", -1), 40000000, "SON 2022 called off");
+    e2e_assert_int(e2e_json_int(son, "available", -1), 60000000, "SON 2022 available");
+    son = row_of(j, "rows", "SON", 2023);
+    e2e_assert_int(e2e_json_int(son, "allocated", -1), 0, "a plan year holds nothing");
+    e2e_json_free(j);
+}
+
+Test(e2e_years, a_bad_line_refuses_the_adoption_and_the_view_replays_as_of)
+{
+    adopt_2022();
+    char path[256];
+    lines_file("bad.txt", "KS;1 mkr;1 mkr\nSON;1 mkr;1 mkr;continues=nowhere\n", path, sizeof path);
+    e2e_ctl_result r;
+    cr_assert_eq(ctl_run(&r, "adopt", "--id", "b2023", "--year", "2023", "--plan", "2024-2024",
+                         "--decision", "KF 2022-11-21 § 98", "--title", "T", "--lines", path),
+                 1);
+    e2e_ctl_free(&r);
+    cr_assert_eq(ctl_run(&r, "balances", "--frame", "b2023:KS"), 1, "a frame of a refused line");
+    e2e_ctl_free(&r);
+    /* A plan that does not follow the year, and a line of too few plan amounts: usage. */
+    cr_assert_eq(ctl_run(&r, "adopt", "--year", "2023", "--plan", "2025-2026", "--decision",
+                         "KF 2022-11-21 § 98", "--title", "T", "--lines", path),
+                 2);
+    e2e_ctl_free(&r);
+    cr_assert_eq(ctl_run(&r, "adopt", "--year", "2023", "--plan", "2024-2025", "--decision",
+                         "KF 2022-11-21 § 98", "--title", "T", "--lines", path),
+                 2);
+    e2e_ctl_free(&r);
+
+    adopt_2023(); /* seq 3 */
+    e2e_json *now = years_json("2023-2024", NULL);
+    e2e_json *then = years_json("2023-2024", "2");
+    e2e_assert_int(e2e_json_int(then, "as_of", -1), 2, "as_of");
+    e2e_assert_int(e2e_json_int(row_of(then, "rows", "SON", 2024), "plan", -1), 100000000,
+                   "SON 2024 as planned in 2022");
+    e2e_assert_int(e2e_json_int(row_of(then, "rows", "KS", 2023), "budget", -1), 0,
+                   "2023 not yet adopted");
+    e2e_assert_int(e2e_json_int(row_of(now, "rows", "SON", 2024), "plan", -1), 120000000,
+                   "SON 2024 now");
+    e2e_json_free(then);
+
+    /* After a restart the log replays to the same view. */
+    int status = 0;
+    e2e_assert(e2e_daemon_stop(&bd, SIGTERM, E2E_STOP_TIMEOUT_MS, &status) == 0, "stop");
+    e2e_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status 0x%x", status);
+    e2e_assert(e2e_daemon_restart(&bd) == 0, "restart");
+    e2e_ctl_result a, b;
+    ctl_ok(&a, "--json", "years", "2021-2028");
+    e2e_json *again = years_json("2023-2024", NULL);
+    e2e_assert_int(e2e_json_int(row_of(again, "rows", "SON", 2024), "plan", -1), 120000000,
+                   "after restart");
+    e2e_assert_int(e2e_json_int(row_of(again, "rows", "KS", 2023), "budget", -1),
+                   e2e_json_int(row_of(now, "rows", "KS", 2023), "budget", -2), "KS 2023");
+    ctl_ok(&b, "--json", "years", "2021-2028");
+    cr_assert_str_eq(a.out, b.out);
+    e2e_ctl_free(&a);
+    e2e_ctl_free(&b);
+    e2e_json_free(again);
+    e2e_json_free(now);
+}
