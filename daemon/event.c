@@ -14,13 +14,15 @@
  *
  * data, per type (the field tables of event_types.c):
  *
- *   frame.granted        id, unit, year, amount, title, reference
+ *   frame.granted        id, unit, year, amount, title, reference[, continues]
  *   frame.adjusted       id, frame, unit, year, delta, reason, reference
  *   allocation.proposed  id, frame, unit, year, amount, purpose
  *   avrop.requested      id, allocation, frame, unit, year, amount, note
  *   decision.approved    id, target, target_kind, frame, unit, year, amount, reference, note
  *   decision.rejected    id, target, target_kind, frame, unit, year, amount, reference, note
  *   request.withdrawn    id, target, target_kind, frame, unit, year, amount, note
+ *   budget.adopted       id, year, plan_until, title, lines, decision_body, decision_date,
+ *                        decision_paragraph, decision_dnr
  *
  * with
  *
@@ -32,6 +34,12 @@
  *   title, reason, purpose          str, 1..256 bytes of UTF-8
  *   reference, note                 str, 0..256 bytes of UTF-8
  *   target_kind                     str, "allocation" or "avrop"
+ *   continues                       str, a frame id; frame.granted writes it only when set
+ *   plan_until                      int, year..year+10
+ *   lines                           array of 1..64 maps {unit, amount, plan: [int 0..10^15,
+ *                                   plan_until - year of them], continues: "" or a frame id}
+ *   decision_body, _paragraph       str, 1..16; decision_date str "YYYY-MM-DD"; decision_dnr
+ *                                   str, 0..64
  *
  * Every value is in its shortest msgpack form (non-negative integers as uint), so one event
  * has exactly one encoding and re-encoding a decoded event gives the same bytes. In the
