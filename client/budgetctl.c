@@ -1144,9 +1144,9 @@ static int run_stats(ctl *c, const command *cmd, arg_value *values)
 
 /* ---- balances ------------------------------------------------------------------------- */
 
-static const char *const frame_headers[] = {"ID",           "UNIT",        ">YEAR",
-                                            ">GRANTED",     ">ALLOCATED",  ">PENDING",
-                                            ">UNALLOCATED", ">CALLED OFF", "TITLE"};
+static const char *const frame_headers[] = {"ID",         "UNIT",     ">YEAR",        ">GRANTED",
+                                            ">ALLOCATED", ">PENDING", ">UNALLOCATED", ">CALLED OFF",
+                                            "CONTINUES",  "TITLE"};
 static const char *const allocation_headers[] = {"ID",         "FRAME",   "UNIT",        ">YEAR",
                                                  "STATUS",     ">AMOUNT", ">CALLED OFF", ">PENDING",
                                                  ">AVAILABLE", "PURPOSE"};
@@ -1182,7 +1182,8 @@ static int add_frame(table *t, const msgpack_object *f)
     cell_amount(&cells[5], f, "pending");
     cell_amount(&cells[6], f, "unallocated");
     cell_amount(&cells[7], f, "called_off");
-    cell_str(&cells[8], f, "title", TABLE_TEXT_COLUMNS_MAX);
+    cell_str(&cells[8], f, "continues", BUDGET_ID_BYTES_MAX);
+    cell_str(&cells[9], f, "title", TABLE_TEXT_COLUMNS_MAX);
     return add_cells(t, cells, COUNT(cells));
 }
 

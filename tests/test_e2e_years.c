@@ -165,6 +165,10 @@ Test(e2e_years, a_later_adoption_shows_plan_against_adopted)
     ctl_ok(&r, "--json", "balances", "--frame", "b2023:KS");
     cr_assert(strstr(r.out, "\"continues\":\"b2022:KS\"") != NULL, "%s", r.out);
     e2e_ctl_free(&r);
+    ctl_ok(&r, "balances", "--frame", "b2023:KS");
+    cr_assert(strstr(r.out, "CONTINUES") != NULL && strstr(r.out, "  b2022:KS  ") != NULL, "%s",
+              r.out);
+    e2e_ctl_free(&r);
 }
 
 Test(e2e_years, the_view_as_csv_and_as_a_table_cuts_no_text)
