@@ -108,7 +108,8 @@ static void put_lines(ledger_event *ev, uint16_t count, uint8_t plans, bool max)
         ledger_line *x = &ev->lines.line[i];
         if (max) {
             fill(x->unit, BUDGET_UNIT_BYTES_MAX, 'U');
-            snprintf(x->unit + BUDGET_UNIT_BYTES_MAX - 3, 4, "%03u", (unsigned)i);
+            x->unit[BUDGET_UNIT_BYTES_MAX - 2] = (char)('0' + i / 10 % 10);
+            x->unit[BUDGET_UNIT_BYTES_MAX - 1] = (char)('0' + i % 10);
             fill(x->continues, BUDGET_ID_BYTES_MAX, 'C');
         } else {
             snprintf(x->unit, sizeof x->unit, "N%u", (unsigned)i);
