@@ -35,6 +35,8 @@ static const unsigned retry_wait_ms[] = {100, 300, 900};
 #define TABLE_TEXT_COLUMNS_MAX 40
 /* Nesting printed as JSON; deeper values (never sent by budgetd) print as null. */
 #define JSON_DEPTH_MAX 16
+/* A unit's kind as given to `unit register --kind` ("förvaltning" is 12 bytes). */
+#define UNIT_KIND_BYTES_MAX 15
 /* An event type name as given to `events --type`. */
 #define EVENT_TYPE_BYTES_MAX 64
 
@@ -51,6 +53,8 @@ static const unsigned retry_wait_ms[] = {100, 300, 900};
     {"year", KIND_UINT, "year", flags, "Y", help, BUDGET_YEAR_MIN, BUDGET_YEAR_MAX}
 #define AMOUNT_ARG(name, help) \
     {name, KIND_AMOUNT, name, ARG_REQUIRED, "AMOUNT", help, 0, 0}
+#define DECISION_ARG(help) \
+    {"decision", KIND_DECISION, "decision", ARG_REQUIRED, "DECISION", help, 0, 0}
 #define WRITE_ARGS \
     {"id", KIND_ID, "id", 0, "ID", "id of what this creates (default: generated)", 1, \
      BUDGET_ID_BYTES_MAX}, \
@@ -59,11 +63,23 @@ static const unsigned retry_wait_ms[] = {100, 300, 900};
 // clang-format on
 
 static int run_write(ctl *c, const command *cmd, arg_value *values);
+static int run_reverse(ctl *c, const command *cmd, arg_value *values);
 static int run_hello(ctl *c, const command *cmd, arg_value *values);
 static int run_events(ctl *c, const command *cmd, arg_value *values);
 static int run_stats(ctl *c, const command *cmd, arg_value *values);
+static int run_units(ctl *c, const command *cmd, arg_value *values);
 
 // clang-format off
+#define AS_OF_ARG(what) \
+    {"as-of", KIND_SEQ_OR_DAY, NULL, 0, "SEQ|DAY", \
+     what " as it stood right after event SEQ, or at the end of DAY (YYYY-MM-DD, UTC)", 1, \
+     UINT64_MAX}
+#define FILTER_ARGS(what) \
+    UNIT_ARG("unit", 0, what " of this unit (data.unit)"), \
+    {"type", KIND_WORD, "type", 0, "TYPE", what " of this type (avrop.requested)", 1, \
+     EVENT_TYPE_BYTES_MAX}, \
+    {"from", KIND_DATE, "ts_from", 0, "DAY", what " on or after this day (YYYY-MM-DD, UTC)", 0, 0}, \
+    {"to", KIND_DATE, "ts_to", 0, "DAY", what " on or before this day (YYYY-MM-DD, UTC)", 1, 0}
 #define DAY_ARGS \
     {"from", KIND_DATE, "ts_from", 0, "DAY", "events on or after this day (YYYY-MM-DD, UTC)", 0, 0}, \
     {"to", KIND_DATE, "ts_to", 0, "DAY", "events on or before this day (YYYY-MM-DD, UTC)", 1, 0}, \
@@ -78,9 +94,13 @@ static const command commands[] = {
      run_write,
      "record a frame granted to a unit for a fiscal year",
      {UNIT_ARG("unit", ARG_REQUIRED, "unit the frame is granted to (KS)"),
-      YEAR_ARG(ARG_REQUIRED, "fiscal year"), AMOUNT_ARG("amount", "amount granted (3 mkr)"),
+      YEAR_ARG(ARG_REQUIRED, "fiscal year"),
+      AMOUNT_ARG("amount", "amount granted (3 mkr)"),
       TEXT_ARG("title", "title", ARG_REQUIRED, "TEXT", "what the frame is for"),
-      TEXT_ARG("reference", "reference", 0, "REF", "the decision (KS 2021-08-24 § 241)"),
+      DECISION_ARG("the decision that grants it (KS 2021-08-24 § 241)"),
+      TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
+      {"intended", KIND_FLAG, "intended", 0, NULL,
+       "a second frame like an existing one (same unit, year, amount, decision) is meant", 0, 0},
       ID_ARG("continues", "continues", 0, "FRAME", "the frame of an earlier year this continues"),
       WRITE_ARGS}},
     {"adopt",
@@ -91,8 +111,7 @@ static const command commands[] = {
      {YEAR_ARG(ARG_REQUIRED, "the budget year (2022)"),
       {"plan", KIND_TEXT, NULL, 0, "Y1-Y2", "the plan years (2023-2027); none when absent", 4, 9},
       TEXT_ARG("title", "title", ARG_REQUIRED, "TEXT", "what the frames are for"),
-      {"decision", KIND_TEXT, NULL, ARG_REQUIRED, "DECISION",
-       "the decision (KF 2021-11-22 § 120 [dnr KS 2021/123])", 1, 160},
+      DECISION_ARG("the decision that adopts it (KF 2021-11-22 § 150)"),
       {"lines", KIND_TEXT, NULL, ARG_REQUIRED, "FILE",
        "the lines, one a line: UNIT;AMOUNT;PLAN1;...;PLANk[;continues=FRAME]", 1, 4096},
       WRITE_ARGS}},
@@ -104,7 +123,9 @@ static const command commands[] = {
      {ID_ARG("FRAME", "frame", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the frame"),
       AMOUNT_ARG("delta", "signed change (+1 mkr, -200 tkr)"),
       TEXT_ARG("reason", "reason", ARG_REQUIRED, "TEXT", "why"),
-      TEXT_ARG("reference", "reference", 0, "REF", "the decision"), WRITE_ARGS}},
+      DECISION_ARG("the decision that changes it (KS 2021-10-12 § 301)"),
+      TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
+      WRITE_ARGS}},
     {"allocate",
      "allocation.propose",
      "alloc",
@@ -122,29 +143,93 @@ static const command commands[] = {
      {ID_ARG("ALLOCATION", "allocation", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation"),
       AMOUNT_ARG("amount", "amount called off (250 tkr)"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
+    {"reduce",
+     "allocation.reduce",
+     "red",
+     run_write,
+     "request a reduction of an approved allocation, its money back to the frame",
+     {ID_ARG("ALLOCATION", "allocation", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation"),
+      {"AMOUNT", KIND_AMOUNT, "amount", ARG_REQUIRED | ARG_POSITIONAL, NULL,
+       "amount to take back (100 tkr)", 0, 0},
+      TEXT_ARG("reason", "reason", ARG_REQUIRED, "TEXT", "why"),
+      WRITE_ARGS}},
+    {"reverse",
+     "avrop.reverse",
+     "rev",
+     run_reverse,
+     "request a reversal (återföring) of an approved avrop, its money back to the allocation",
+     {ID_ARG("AVROP", "avrop", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the avrop"),
+      {"AMOUNT", KIND_AMOUNT, "amount", ARG_POSITIONAL, NULL,
+       "amount to reverse (default: all of the avrop not yet reversed or being reversed)", 0, 0},
+      TEXT_ARG("reason", "reason", ARG_REQUIRED, "TEXT", "why"),
+      WRITE_ARGS}},
     {"approve",
      "approve",
      "dec",
      run_write,
-     "approve a pending allocation or avrop (not your own)",
-     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
-      TEXT_ARG("reference", "reference", 0, "REF", "the decision (KS 2021-09-28 § 270)"),
+     "approve a pending allocation, avrop, reduction or reversal (not your own)",
+     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL,
+             "the allocation, avrop, reduction or reversal"),
+      DECISION_ARG("the decision that approves it (KS 2021-09-28 § 270)"),
+      TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
     {"reject",
      "reject",
      "dec",
      run_write,
-     "reject a pending allocation or avrop (not your own)",
-     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
-      TEXT_ARG("reference", "reference", 0, "REF", "the decision"),
+     "reject a pending allocation, avrop, reduction or reversal (not your own)",
+     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL,
+             "the allocation, avrop, reduction or reversal"),
+      DECISION_ARG("the decision that rejects it"),
+      TEXT_ARG("reference", "reference", 0, "TEXT", "more about the decision, free text"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
     {"withdraw",
      "withdraw",
      "wd",
      run_write,
-     "withdraw your own pending allocation or avrop",
-     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the allocation or avrop"),
+     "withdraw your own pending allocation, avrop, reduction or reversal",
+     {ID_ARG("TARGET", "target", ARG_REQUIRED | ARG_POSITIONAL, NULL,
+             "the allocation, avrop, reduction or reversal"),
       TEXT_ARG("note", "note", 0, "TEXT", "a note"), WRITE_ARGS}},
+    {"unit register",
+     "unit.register",
+     "unit",
+     run_write,
+     "register a unit: its code, full name, kind and the unit it belongs under",
+     {{"CODE", KIND_UNIT, "unit", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the unit's code (SON)", 1,
+       BUDGET_UNIT_BYTES_MAX},
+      TEXT_ARG("name", "name", ARG_REQUIRED, "NAME", "full name (Social- och omsorgsnämnden)"),
+      {"kind", KIND_TEXT, "kind", ARG_REQUIRED, "KIND",
+       "styrelse, nämnd, förvaltning or verksamhet", 1, UNIT_KIND_BYTES_MAX},
+      {"parent", KIND_UNIT, "parent", 0, "P", "the registered unit it belongs under (KS)", 1,
+       BUDGET_UNIT_BYTES_MAX},
+      TEXT_ARG("reference", "reference", 0, "REF", "the decision"),
+      WRITE_ARGS}},
+    {"unit rename",
+     "unit.rename",
+     "unit",
+     run_write,
+     "give a unit a new name (the old one is kept in its history)",
+     {{"CODE", KIND_UNIT, "unit", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the unit's code", 1,
+       BUDGET_UNIT_BYTES_MAX},
+      TEXT_ARG("name", "name", ARG_REQUIRED, "NAME", "the new full name"),
+      TEXT_ARG("reference", "reference", 0, "REF", "the decision"),
+      WRITE_ARGS}},
+    {"unit close",
+     "unit.close",
+     "unit",
+     run_write,
+     "close a unit: no write may name it again (refused while money is left or pending)",
+     {{"CODE", KIND_UNIT, "unit", ARG_REQUIRED | ARG_POSITIONAL, NULL, "the unit's code", 1,
+       BUDGET_UNIT_BYTES_MAX},
+      TEXT_ARG("reference", "reference", 0, "REF", "the decision"),
+      WRITE_ARGS}},
+    {"units",
+     "units",
+     NULL,
+     run_units,
+     "the register of units: code, name, kind, parent, state and former names",
+     {{0}}},
     {"balances",
      "balances",
      NULL,
@@ -154,8 +239,9 @@ static const command commands[] = {
       ID_ARG("allocation", "allocation", 0, "A", "one allocation and its avrop"),
       UNIT_ARG("unit", 0, "one unit: its frames, allocations to it, its totals"),
       YEAR_ARG(0, "only this fiscal year"),
-      {"as-of", KIND_UINT, NULL, 0, "SEQ", "the ledger as it stood right after event SEQ", 1,
-       UINT64_MAX}}},
+      AS_OF_ARG("the ledger"),
+      {"decided-by", KIND_DAY, "decided_by", 0, "DAY",
+       "what had been decided by DAY, entered before or after; oddities are flagged", 0, 0}}},
     {"events",
      "events",
      NULL,
@@ -169,7 +255,17 @@ static const command commands[] = {
       {"type", KIND_WORD, "type", 0, "TYPE", "events of this type (avrop.requested)", 1,
        EVENT_TYPE_BYTES_MAX},
       {"all", KIND_FLAG, NULL, 0, NULL, "keep reading until the head of the log", 0, 0},
-      DAY_ARGS}},
+      DAY_ARGS,
+      {"decided-from", KIND_DAY, "decided_from", 0, "DAY",
+       "events whose decision is dated on or after DAY", 0, 0},
+      {"decided-to", KIND_DAY, "decided_to", 0, "DAY",
+       "events whose decision is dated on or before DAY", 0, 0}}},
+    {"pending",
+     "balances",
+     NULL,
+     run_pending,
+     "what waits for you to decide, and what you sent that waits for others",
+     {{0}}},
     {"years",
      "balances",
      NULL,
@@ -195,7 +291,8 @@ static const command commands[] = {
      {{"after", KIND_UINT, NULL, 0, "SEQ", "start after this seq (default 0: the first event)", 0,
        UINT64_MAX},
       {"count", KIND_UINT, NULL, 0, "N", "stop after N events (default: run until stopped)", 1,
-       UINT64_MAX}}},
+       UINT64_MAX},
+      FILTER_ARGS("events")}},
     {"history",
      "events",
      NULL,
@@ -234,11 +331,12 @@ static const command commands[] = {
      {{"WHAT", KIND_WORD, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL, "events or balances", 1, 16},
       {"format", KIND_WORD, NULL, 0, "csv|jsonl", "default csv", 1, 8},
       {"bom", KIND_FLAG, NULL, 0, NULL, "csv: start with a UTF-8 byte order mark", 0, 0},
-      {"swedish", KIND_FLAG, NULL, 0, NULL, "csv: ; between fields and a decimal comma", 0, 0},
-      {"as-of", KIND_UINT, NULL, 0, "SEQ", "balances: as they stood right after event SEQ", 1,
-       UINT64_MAX},
+      {"swedish", KIND_FLAG, NULL, 0, NULL,
+       "csv: ; between fields, a decimal comma, Swedish headers", 0, 0},
+      AS_OF_ARG("balances:"),
       {"output", KIND_TEXT, NULL, 0, "FILE",
-       "write FILE, whole or not at all (it replaces FILE only once complete)", 1, 4096}}},
+       "write FILE, whole or not at all (it replaces FILE only once complete)", 1, 4096},
+      FILTER_ARGS("events:")}},
     {"report",
      "balances",
      NULL,
@@ -247,15 +345,25 @@ static const command commands[] = {
      {UNIT_ARG("unit", 0, "one unit"),
       YEAR_ARG(0, "one fiscal year"),
       {"years", KIND_TEXT, NULL, 0, "Y1-Y2", "fiscal years Y1 to Y2 (2021-2027)", 3, 9},
-      {"as-of", KIND_UINT, NULL, 0, "SEQ", "the ledger as it stood right after event SEQ", 1,
-       UINT64_MAX},
+      AS_OF_ARG("the ledger"),
       {"output", KIND_TEXT, NULL, 0, "FILE",
        "write FILE, whole or not at all (it replaces FILE only once complete)", 1, 4096}}},
+    {"import",
+     "batch",
+     NULL,
+     run_import,
+     "frames and allocations from a CSV file (Swedish Excel), all rows or none",
+     {{"WHAT", KIND_WORD, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL, "budget", 1, 16},
+      {"FILE", KIND_TEXT, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL, "the CSV file", 1, 4096},
+      {"dry-run", KIND_FLAG, NULL, 0, NULL,
+       "print what would be written and every refusal; write nothing", 0, 0}}},
 };
 
 #define COMMANDS_COUNT (sizeof(commands) / sizeof(commands[0]))
 
 /* ---- messages ------------------------------------------------------------------------- */
+
+static void json_string(FILE *f, const char *s, size_t n);
 
 /* Prints "budgetctl: LINE" on stderr as one line of clean text: a line that quotes the daemon's
  * words or the user's with control characters or bytes that are not UTF-8 is escaped
@@ -263,6 +371,14 @@ static const command commands[] = {
 static void say(const char *line)
 {
     char safe[2048];
+    progress_end();
+    if (cli_json) {
+        fflush(stdout);
+        fputs("{\"notice\":", stderr);
+        json_string(stderr, line, strlen(line));
+        fputs("}\n", stderr);
+        return;
+    }
     size_t len = strlen(line);
     if (!budget_text_clean(line, len)) {
         budget_escape(safe, sizeof(safe), line, len);
@@ -272,7 +388,42 @@ static void say(const char *line)
     fprintf(stderr, "budgetctl: %s\n", line);
 }
 
-/* Prints one line "budgetctl: ..." on stderr (say) and returns `status`. */
+/* The error codes of the protocol, which a refusal's line starts with. */
+static const char *const error_codes[] = {
+    "bad_request",   "unknown_op", "not_found", "conflict",    "insufficient_funds",
+    "invalid_state", "forbidden",  "too_large", "unavailable", "internal"};
+
+/* --json: an error as one line of JSON on stderr, {"error": {"code", "message"}, "exit"}. The
+ * code is the daemon's when the line starts with one, else what kind of failure it was. */
+static void say_json_error(int status, const char *line)
+{
+    static const char *const kinds[] = {"done", "failed", "usage", "connection", "broken_chain"};
+    const char *code = status >= 0 && (size_t)status < COUNT(kinds) ? kinds[status] : "failed";
+    size_t code_len = strlen(code);
+    const char *colon = strstr(line, ": ");
+    for (size_t i = 0; colon != NULL && status == EXIT_REFUSED && i < COUNT(error_codes); i++)
+        if ((size_t)(colon - line) == strlen(error_codes[i]) &&
+            memcmp(line, error_codes[i], strlen(error_codes[i])) == 0) {
+            code = line;
+            code_len = (size_t)(colon - line);
+            line = colon + 2;
+        }
+    json_error(status, code, code_len, line);
+}
+
+void json_error(int status, const char *code, size_t code_len, const char *message)
+{
+    progress_end();
+    fflush(stdout);
+    fputs("{\"error\":{\"code\":", stderr);
+    json_string(stderr, code, code_len);
+    fputs(",\"message\":", stderr);
+    json_string(stderr, message, strlen(message));
+    fprintf(stderr, "},\"exit\":%d}\n", status);
+}
+
+/* Prints one line "budgetctl: ..." on stderr (say), or JSON with --json, and returns
+ * `status`. Nothing while cli_quiet is set. */
 int complain(int status, const char *format, ...)
 {
     char line[1024];
@@ -280,8 +431,24 @@ int complain(int status, const char *format, ...)
     va_start(ap, format);
     vsnprintf(line, sizeof(line), format, ap);
     va_end(ap);
-    say(line);
+    if (cli_quiet)
+        return status;
+    if (cli_json)
+        say_json_error(status, line);
+    else
+        say(line);
     return status;
+}
+
+void notice(const char *format, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(line, sizeof(line), format, ap);
+    va_end(ap);
+    if (!cli_quiet)
+        say(line);
 }
 
 /* ---- text ----------------------------------------------------------------------------- */
@@ -475,18 +642,18 @@ void json_line(const msgpack_object *o)
 /* ---- tables --------------------------------------------------------------------------- */
 
 /* A '>' before a header aligns its column right. */
-static void table_init(table *t, const char *const *headers, size_t columns)
+void table_init(table *t, const char *const *headers, size_t columns)
 {
     memset(t, 0, sizeof(*t));
     t->columns = columns;
     for (size_t i = 0; i < columns; i++) {
         t->right[i] = headers[i][0] == '>';
-        t->headers[i] = headers[i] + (t->right[i] ? 1 : 0);
+        t->headers[i] = header_text(headers[i] + (t->right[i] ? 1 : 0));
         t->widths[i] = display_columns(t->headers[i]);
     }
 }
 
-static int table_add(table *t, char *const *values)
+int table_add(table *t, char *const *values)
 {
     if (t->rows == t->capacity) {
         size_t capacity = t->capacity == 0 ? 16 : t->capacity * 2;
@@ -526,11 +693,11 @@ static void table_cell(FILE *f, const table *t, size_t column, const char *text)
         fprintf(f, "%s%*s", text, last ? 0 : (int)pad, "");
 }
 
-static void table_print(FILE *f, const table *t, const char *title)
+void table_print(FILE *f, const table *t, const char *title)
 {
     if (t->rows == 0)
         return;
-    fprintf(f, "\n%s\n", title);
+    fprintf(f, "\n%s\n", header_text(title));
     for (size_t c = 0; c < t->columns; c++)
         table_cell(f, t, c, t->headers[c]);
     fputc('\n', f);
@@ -541,7 +708,7 @@ static void table_print(FILE *f, const table *t, const char *title)
     }
 }
 
-static void table_free(table *t)
+void table_free(table *t)
 {
     for (size_t i = 0; i < t->rows * t->columns; i++)
         free(t->cells[i]);
@@ -553,7 +720,7 @@ static void table_free(table *t)
 /* ---- cells from response values --------------------------------------------------------- */
 
 typedef struct {
-    char text[TABLE_TEXT_COLUMNS_MAX * 4 + 8];
+    char text[BUDGET_TEXT_BYTES_MAX + 16]; /* --wide: the whole text */
 } cell;
 
 static void cell_str(cell *out, const msgpack_object *map, const char *key, size_t columns)
@@ -563,7 +730,34 @@ static void cell_str(cell *out, const msgpack_object *map, const char *key, size
         strcpy(out->text, "");
         return;
     }
+    if (cli_wide && columns < BUDGET_TEXT_BYTES_MAX)
+        columns = BUDGET_TEXT_BYTES_MAX; /* no text has more columns than bytes */
     terminal_text(o->via.str.ptr, o->via.str.size, columns, out->text, sizeof(out->text));
+}
+
+void text_cell(char *out, size_t size, const msgpack_object *map, const char *key, size_t columns)
+{
+    cell c;
+    cell_str(&c, map, key, columns);
+    snprintf(out, size, "%s", c.text);
+}
+
+/* In a decided_by view, an item's oddities follow its first cell: "ks21 !allocated_over_granted".
+ */
+static void cell_mark_oddities(cell *out, const msgpack_object *map)
+{
+    const msgpack_object *o = budget_map_get(map, "oddities");
+    if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY)
+        return;
+    for (uint32_t i = 0; i < o->via.array.size && i < 4; i++) {
+        const msgpack_object *name = &o->via.array.ptr[i];
+        char safe[64];
+        if (name->type != MSGPACK_OBJECT_STR)
+            continue;
+        terminal_text(name->via.str.ptr, name->via.str.size, 40, safe, sizeof(safe));
+        size_t used = strlen(out->text);
+        snprintf(out->text + used, sizeof(out->text) - used, "%s%s", i == 0 ? " !" : ",", safe);
+    }
 }
 
 static void cell_amount(cell *out, const msgpack_object *map, const char *key)
@@ -609,13 +803,67 @@ static int check_number(const arg_spec *spec, const char *label, const char *tex
     return 0;
 }
 
+/* KIND_DECISION: a decision as budget_decision_parse reads it. */
+static int check_decision(const char *label, const char *text)
+{
+    budget_decision d;
+    const char *why = "";
+    size_t len = strnlen(text, 4 * BUDGET_TEXT_BYTES_MAX);
+    if (budget_decision_parse(text, len, &d, &why))
+        return 0;
+    return complain(EXIT_USAGE,
+                    "%s: not a decision \"%.120s\": %s; write " BUDGET_DECISION_FORM
+                    ", as in \"KS 2021-08-24 § 241\" or \"KS 2021-08-24 § 241 dnr KS 2021/123\"",
+                    label, text, why);
+}
+
+/* KIND_DAY: a real day YYYY-MM-DD. */
+static int check_day(const char *label, const char *text)
+{
+    int32_t day;
+    if (budget_date_parse(text, strnlen(text, BUDGET_DATE_BYTES + 1), &day))
+        return 0;
+    return complain(EXIT_USAGE, "%s: not a real day YYYY-MM-DD: %.40s", label, text);
+}
+
+/* Packs the decision `text` (checked) as its fields: 3 pairs, or 4 with a diary number. */
+int pack_decision(msgpack_packer *pk, const char *text)
+{
+    budget_decision d;
+    if (!budget_decision_parse(text, strlen(text), &d, NULL))
+        return -EINVAL;
+    char day[BUDGET_DATE_BYTES + 1];
+    budget_date_format(d.date, day);
+    const char *keys[] = {"decision_body", "decision_date", "decision_paragraph", "decision_dnr"};
+    const char *vals[] = {d.body, day, d.paragraph, d.dnr};
+    int rc = 0;
+    for (size_t i = 0; i < (d.dnr[0] != '\0' ? 4u : 3u); i++) {
+        rc |= msgpack_pack_str_with_body(pk, keys[i], strlen(keys[i]));
+        rc |= msgpack_pack_str_with_body(pk, vals[i], strlen(vals[i]));
+    }
+    return rc;
+}
+
+/* The pairs an argument adds to a request's args. */
+static uint32_t arg_pairs(const arg_spec *spec, const arg_value *v)
+{
+    if (spec->kind != KIND_DECISION)
+        return 1;
+    budget_decision d;
+    if (!budget_decision_parse(v->text, strlen(v->text), &d, NULL))
+        return 0;
+    return d.dnr[0] != '\0' ? 4 : 3;
+}
+
 /* Checks one argument's value against its kind and limits. Returns 0 or EXIT_USAGE. */
 static int check_arg(const arg_spec *spec, arg_value *v)
 {
     char label[48];
     arg_label(spec, label, sizeof(label));
     size_t bytes =
-        spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT ? 0 : strnlen(v->text, spec->max + 1);
+        spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_SEQ_OR_DAY
+            ? 0
+            : strnlen(v->text, spec->max + 1);
     char why[160];
     switch (spec->kind) {
     case KIND_FLAG:
@@ -644,6 +892,21 @@ static int check_arg(const arg_spec *spec, arg_value *v)
         return check_number(spec, label, v->text, &v->number);
     case KIND_DATE:
         return check_date(spec, label, v->text, &v->number);
+    case KIND_DECISION:
+        return check_decision(label, v->text);
+    case KIND_DAY:
+        return check_day(label, v->text);
+    case KIND_SEQ_OR_DAY: {
+        int32_t day;
+        if (budget_date_parse(v->text, strnlen(v->text, BUDGET_DATE_BYTES + 1), &day)) {
+            v->number = 0;
+            return 0;
+        }
+        if (v->text[0] < '0' || v->text[0] > '9' || strchr(v->text, '-') != NULL)
+            return complain(EXIT_USAGE, "%s: a seq (1 or more) or a real day YYYY-MM-DD: %.40s",
+                            label, v->text);
+        return check_number(spec, label, v->text, &v->number);
+    }
     }
     return 0;
 }
@@ -683,7 +946,7 @@ static int common_option(ctl *c, const command *cmd, const char *name, const cha
         else if (name[0] == 'h')
             *rc = -1 - usage(cmd, stdout);
         else
-            c->json = true;
+            c->json = cli_json = true;
         return 1;
     }
     if (strcmp(name, "socket") == 0) {
@@ -694,6 +957,45 @@ static int common_option(ctl *c, const command *cmd, const char *name, const cha
         return 1;
     }
     return 0;
+}
+
+/* --swedish and --wide, which every command takes (export has a --swedish of its own, which
+ * also sets the mode). Returns 1 when `name` was one of them (0 or EXIT_USAGE in *rc). */
+static int global_flag(const command *cmd, const char *name, const char *value, int *rc)
+{
+    size_t index;
+    bool *flag = strcmp(name, "wide") == 0      ? &cli_wide
+                 : strcmp(name, "swedish") == 0 ? &cli_swedish
+                                                : NULL;
+    *rc = 0;
+    if (flag == NULL)
+        return 0;
+    if (find_option(cmd, name, strlen(name), &index) != NULL) {
+        *flag = true;
+        return 0; /* the command's own option is read as well */
+    }
+    if (value != NULL)
+        *rc = complain(EXIT_USAGE, "--%s takes no value", name);
+    *flag = true;
+    return 1;
+}
+
+/* An unknown option of `cmd`, with the nearest it takes. */
+static int unknown_option(const command *cmd, const char *name)
+{
+    const char *names[OPTS_MAX + 5] = {"json", "socket", "help", "swedish", "wide"};
+    size_t n = 5;
+    for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++)
+        if (!(cmd->args[i].flags & ARG_POSITIONAL))
+            names[n++] = cmd->args[i].name;
+    const char *near = nearest_word(name, names, n);
+    if (near != NULL)
+        return complain(EXIT_USAGE,
+                        "%s: unknown option --%s; did you mean --%s? (see budgetctl "
+                        "%s --help)",
+                        cmd->name, name, near, cmd->name);
+    return complain(EXIT_USAGE, "%s: unknown option --%s (see budgetctl %s --help)", cmd->name,
+                    name, cmd->name);
 }
 
 /* Reads one "--name[=value]" at the cursor into `values`. Returns 0, EXIT_USAGE, or -1 (help). */
@@ -713,11 +1015,12 @@ static int parse_option(ctl *c, const command *cmd, arg_cursor *cur, arg_value *
     int rc = 0;
     if (common_option(c, cmd, name, value, cur, socket_flag, &rc))
         return rc;
+    if (global_flag(cmd, name, value, &rc))
+        return rc;
     size_t index = 0;
     const arg_spec *spec = find_option(cmd, name, name_bytes, &index);
     if (spec == NULL)
-        return complain(EXIT_USAGE, "%s: unknown option --%s (see budgetctl %s --help)", cmd->name,
-                        name, cmd->name);
+        return unknown_option(cmd, name);
     bool is_flag = spec->kind == KIND_FLAG;
     if (is_flag && value != NULL)
         return complain(EXIT_USAGE, "--%s takes no value", name);
@@ -813,15 +1116,22 @@ int pack_args(msgpack_packer *pk, const command *cmd, const arg_value *values, u
     uint32_t count = extra;
     for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++)
         if (values[i].set && cmd->args[i].wire != NULL)
-            count++;
+            count += arg_pairs(&cmd->args[i], &values[i]);
     int rc = msgpack_pack_map(pk, count);
     for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++) {
         const arg_spec *spec = &cmd->args[i];
         if (!values[i].set || spec->wire == NULL)
             continue;
+        if (spec->kind == KIND_DECISION) {
+            rc |= pack_decision(pk, values[i].text);
+            continue;
+        }
         rc |= msgpack_pack_str_with_body(pk, spec->wire, strlen(spec->wire));
-        if (spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_DATE)
+        if (spec->kind == KIND_AMOUNT || spec->kind == KIND_UINT || spec->kind == KIND_DATE ||
+            spec->kind == KIND_SEQ_OR_DAY)
             rc |= msgpack_pack_int64(pk, values[i].number);
+        else if (spec->kind == KIND_FLAG)
+            rc |= msgpack_pack_true(pk);
         else
             rc |= msgpack_pack_str_with_body(pk, values[i].text, strlen(values[i].text));
     }
@@ -849,10 +1159,14 @@ int connect_daemon(ctl *c)
     if (c->client != NULL)
         return 0;
     int rc = budget_client_connect(c->socket_path, &c->client);
+    char why[256] = "";
+    if (rc == -EACCES || rc == -EPERM)
+        permission_hint(c->socket_path, why, sizeof(why));
+    else if (rc == -ENOENT || rc == -ECONNREFUSED)
+        snprintf(why, sizeof(why), " (is budgetd running?)");
     if (rc != 0)
         return complain(EXIT_CONNECTION, "cannot connect to %s: %s%s", c->socket_path,
-                        strerror(-rc),
-                        rc == -ENOENT || rc == -ECONNREFUSED ? " (is budgetd running?)" : "");
+                        strerror(-rc), why);
     return 0;
 }
 
@@ -884,7 +1198,7 @@ int call(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *o
     if (rc != 0)
         return complain(EXIT_CONNECTION, "connection to budgetd lost: %s", client_error(rc));
     if (!out->ok) {
-        rc = complain(EXIT_REFUSED, "%s: %s", out->code, out->message);
+        rc = refusal(EXIT_REFUSED, out->code, out->message, NULL);
         budget_response_free(out);
         return rc;
     }
@@ -903,7 +1217,8 @@ static void sleep_ms(unsigned ms)
  * sends the very same request (same id) again, up to RETRIES_MAX times; budgetd answers a
  * repeated id with the first result, so a write that did land is not made twice.
  */
-int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out)
+int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out,
+               const char *generated_id)
 {
     int rc = connect_daemon(c);
     if (rc != 0)
@@ -938,7 +1253,7 @@ int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_respo
         sleep_ms(retry_wait_ms[attempt]);
         reconnect = budget_client_connect(c->socket_path, &c->client);
     }
-    rc = complain(EXIT_REFUSED, "%s: %s", out->code, out->message);
+    rc = refusal(EXIT_REFUSED, out->code, out->message, generated_id);
     budget_response_free(out);
     return rc;
 }
@@ -987,6 +1302,7 @@ static int run_write(ctl *c, const command *cmd, arg_value *values)
 {
     char id[BUDGET_ID_BYTES_MAX + 1];
     arg_value *id_value = value_of(cmd, values, "id");
+    const char *generated = id_value->set ? NULL : id;
     if (!id_value->set) {
         int rc = generate_id(cmd->id_kind, id, sizeof(id));
         if (rc != 0)
@@ -1003,13 +1319,117 @@ static int run_write(ctl *c, const command *cmd, arg_value *values)
     if (rc != 0)
         rc = complain(EXIT_USAGE, "out of memory");
     else
-        rc = call_write(c, cmd->op, &args, &r);
+        rc = call_write(c, cmd->op, &args, &r, generated);
     msgpack_sbuffer_destroy(&args);
+    const arg_value *unit = value_of(cmd, values, "unit");
+    if (rc == EXIT_REFUSED && unit != NULL && unit->set)
+        unit_hint(c, unit->text);
     if (rc != 0)
         return rc;
     print_write_result(c, &r, id_value->text);
     budget_response_free(&r);
     return EXIT_DONE;
+}
+
+/* Reads `op` with one str arg `key` (and a uint arg `uint_key` when not NULL). */
+static int call_one(ctl *c, const char *op, const char *key, const char *value,
+                    const char *uint_key, uint64_t number, budget_response *r)
+{
+    msgpack_sbuffer args;
+    msgpack_sbuffer_init(&args);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
+    int rc = msgpack_pack_map(&pk, uint_key != NULL ? 2 : 1);
+    rc |= msgpack_pack_str_with_body(&pk, key, strlen(key));
+    rc |= msgpack_pack_str_with_body(&pk, value, strlen(value));
+    if (uint_key != NULL)
+        rc |= pack_uint_pair(&pk, uint_key, number);
+    rc = rc != 0 ? complain(EXIT_USAGE, "out of memory") : call(c, op, &args, r);
+    msgpack_sbuffer_destroy(&args);
+    return rc;
+}
+
+/* The allocation avrop `id` was requested from, into `allocation`: the first event of its
+ * history, read from the start of the log (a call scans part of a long log). Returns 0 or an
+ * exit status. */
+static int avrop_allocation(ctl *c, const char *id, char *allocation, size_t size)
+{
+    char type[32] = "";
+    for (uint64_t after = 0;;) {
+        budget_response r;
+        int rc = call_one(c, "events", "entity", id, "after", after, &r);
+        if (rc != 0)
+            return rc;
+        const msgpack_object *events = budget_map_get(&r.result, "events");
+        uint64_t next = (uint64_t)budget_map_int(&r.result, "next", 0);
+        bool more = next > after && next < (uint64_t)budget_map_int(&r.result, "head", 0);
+        if (events != NULL && events->type == MSGPACK_OBJECT_ARRAY && events->via.array.size > 0) {
+            const msgpack_object *first = &events->via.array.ptr[0];
+            budget_map_str(first, "type", type, sizeof(type));
+            budget_map_str(budget_map_get(first, "data"), "allocation", allocation, size);
+            more = false;
+        }
+        budget_response_free(&r);
+        if (!more)
+            break;
+        after = next;
+    }
+    if (strcmp(type, "avrop.requested") != 0 || allocation[0] == '\0')
+        return complain(EXIT_REFUSED, "not_found: no avrop %s", id);
+    return 0;
+}
+
+/* What is left to reverse of avrop `id`: its amount less what is reversed or being reversed,
+ * from the balances of its allocation, page by page. Returns 0 or an exit status. */
+static int avrop_left(ctl *c, const char *id, int64_t *left)
+{
+    char allocation[BUDGET_ID_BYTES_MAX + 1] = "";
+    int rc = avrop_allocation(c, id, allocation, sizeof(allocation));
+    for (uint64_t offset = 0, pages = 0; rc == 0 && pages < BALANCES_PAGES_MAX; pages++) {
+        budget_response r;
+        rc = call_one(c, "balances", "allocation", allocation, "avrop_offset", offset, &r);
+        if (rc != 0)
+            return rc;
+        const msgpack_object *list = budget_map_get(&r.result, "avrop");
+        uint32_t n = list != NULL && list->type == MSGPACK_OBJECT_ARRAY ? list->via.array.size : 0;
+        for (uint32_t i = 0; i < n; i++) {
+            char got[BUDGET_ID_BYTES_MAX + 1];
+            const msgpack_object *v = &list->via.array.ptr[i];
+            budget_map_str(v, "id", got, sizeof(got));
+            if (strcmp(got, id) == 0) {
+                *left = budget_map_int(v, "amount", 0) - budget_map_int(v, "reversed", 0) -
+                        budget_map_int(v, "reversing", 0);
+                budget_response_free(&r);
+                return 0;
+            }
+        }
+        offset += n;
+        bool more = n > 0 && more_pages(&r.result);
+        budget_response_free(&r);
+        if (!more)
+            break;
+    }
+    return rc != 0 ? rc : complain(EXIT_REFUSED, "not_found: no avrop %s", id);
+}
+
+/* `reverse AVROP [AMOUNT]`: without AMOUNT, all of the avrop that is left to reverse. */
+static int run_reverse(ctl *c, const command *cmd, arg_value *values)
+{
+    arg_value *amount = value_of(cmd, values, "AMOUNT");
+    if (!amount->set) {
+        const char *avrop = value_of(cmd, values, "AVROP")->text;
+        int rc = avrop_left(c, avrop, &amount->number);
+        if (rc != 0)
+            return rc;
+        if (amount->number <= 0)
+            return complain(EXIT_REFUSED,
+                            "insufficient_funds: avrop %s has nothing left to "
+                            "reverse",
+                            avrop);
+        amount->set = true;
+        amount->text = "";
+    }
+    return run_write(c, cmd, values);
 }
 
 /* ---- hello, verify, stats -------------------------------------------------------------- */
@@ -1147,13 +1567,13 @@ static int run_stats(ctl *c, const command *cmd, arg_value *values)
 static const char *const frame_headers[] = {"ID",         "UNIT",     ">YEAR",        ">GRANTED",
                                             ">ALLOCATED", ">PENDING", ">UNALLOCATED", ">CALLED OFF",
                                             "CONTINUES",  "TITLE"};
-static const char *const allocation_headers[] = {"ID",         "FRAME",   "UNIT",        ">YEAR",
-                                                 "STATUS",     ">AMOUNT", ">CALLED OFF", ">PENDING",
-                                                 ">AVAILABLE", "PURPOSE"};
-static const char *const avrop_headers[] = {"ID",     "ALLOCATION", "UNIT",
-                                            "STATUS", ">AMOUNT",    "NOTE"};
-static const char *const unit_headers[] = {"UNIT",        ">YEAR",    ">FRAMES",   ">ALLOCATED",
-                                           ">CALLED OFF", ">PENDING", ">AVAILABLE"};
+static const char *const allocation_headers[] = {
+    "ID",          "FRAME",    "UNIT",       ">YEAR",    "STATUS",    ">AMOUNT",
+    ">CALLED OFF", ">PENDING", ">AVAILABLE", ">REDUCED", ">REDUCING", "PURPOSE"};
+static const char *const avrop_headers[] = {"ID",      "ALLOCATION", "UNIT",       "STATUS",
+                                            ">AMOUNT", ">REVERSED",  ">REVERSING", "NOTE"};
+static const char *const unit_headers[] = {"UNIT",        ">YEAR",    ">FRAMES",    ">ALLOCATED",
+                                           ">CALLED OFF", ">PENDING", ">AVAILABLE", ">REDUCING"};
 
 void balance_tables_init(balance_tables *t)
 {
@@ -1184,6 +1604,7 @@ static int add_frame(table *t, const msgpack_object *f)
     cell_amount(&cells[7], f, "called_off");
     cell_str(&cells[8], f, "continues", BUDGET_ID_BYTES_MAX);
     cell_str(&cells[9], f, "title", TABLE_TEXT_COLUMNS_MAX);
+    cell_mark_oddities(&cells[0], f);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1199,7 +1620,10 @@ static int add_allocation(table *t, const msgpack_object *a)
     cell_amount(&cells[6], a, "called_off");
     cell_amount(&cells[7], a, "pending");
     cell_amount(&cells[8], a, "available");
-    cell_str(&cells[9], a, "purpose", TABLE_TEXT_COLUMNS_MAX);
+    cell_amount(&cells[9], a, "reduced");
+    cell_amount(&cells[10], a, "reducing");
+    cell_str(&cells[11], a, "purpose", TABLE_TEXT_COLUMNS_MAX);
+    cell_mark_oddities(&cells[0], a);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1211,7 +1635,9 @@ static int add_avrop(table *t, const msgpack_object *v)
     cell_str(&cells[2], v, "unit", BUDGET_UNIT_BYTES_MAX);
     cell_str(&cells[3], v, "status", 16);
     cell_amount(&cells[4], v, "amount");
-    cell_str(&cells[5], v, "note", TABLE_TEXT_COLUMNS_MAX);
+    cell_amount(&cells[5], v, "reversed");
+    cell_amount(&cells[6], v, "reversing");
+    cell_str(&cells[7], v, "note", TABLE_TEXT_COLUMNS_MAX);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1225,6 +1651,8 @@ static int add_unit(table *t, const msgpack_object *u)
     cell_amount(&cells[4], u, "called_off");
     cell_amount(&cells[5], u, "pending");
     cell_amount(&cells[6], u, "available");
+    cell_amount(&cells[7], u, "reducing");
+    cell_mark_oddities(&cells[0], u);
     return add_cells(t, cells, COUNT(cells));
 }
 
@@ -1291,16 +1719,19 @@ bool balances_advance(const msgpack_object *result, balances_cursor *cur)
 /* The balances request for one page: the user's filters, as_of pinned after the first page,
  * and each list's offset. */
 static int pack_balances(msgpack_sbuffer *sbuf, const command *cmd, arg_value *values,
-                         uint64_t as_of, const balances_cursor *cur)
+                         uint64_t as_of, const char *as_of_day, const balances_cursor *cur)
 {
     msgpack_packer pk;
-    uint32_t extra = as_of > 0;
+    uint32_t extra = as_of > 0 || as_of_day != NULL;
     msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
     for (int k = 0; k < BAL_LISTS; k++)
         extra += cur->at[k] > 0;
     int rc = pack_args(&pk, cmd, values, extra);
     if (rc == 0 && as_of > 0)
         rc = pack_uint_pair(&pk, "as_of", as_of);
+    else if (rc == 0 && as_of_day != NULL)
+        rc = msgpack_pack_str_with_body(&pk, "as_of", 5) |
+             msgpack_pack_str_with_body(&pk, as_of_day, strlen(as_of_day));
     for (int k = 0; k < BAL_LISTS && rc == 0; k++)
         if (cur->at[k] > 0)
             rc = pack_uint_pair(&pk, balances_lists[k].offset_arg, cur->at[k]);
@@ -1316,8 +1747,11 @@ static int pack_balances(msgpack_sbuffer *sbuf, const command *cmd, arg_value *v
 int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigned wanted,
                    budget_response *first, page_fn page, void *state)
 {
-    const arg_value *as_of_value = value_of(cmd, values, "as-of");
-    uint64_t as_of = as_of_value->set ? (uint64_t)as_of_value->number : 0;
+    arg_value *as_of_value = value_of(cmd, values, "as-of");
+    bool as_of_set = as_of_value != NULL && as_of_value->set;
+    uint64_t as_of = as_of_set ? (uint64_t)as_of_value->number : 0;
+    /* A day is asked on the first page; the others ask the seq it stood at. */
+    const char *as_of_day = as_of_set && as_of == 0 ? as_of_value->text : NULL;
     balances_cursor cur;
 
     balances_cursor_init(&cur, wanted);
@@ -1325,7 +1759,7 @@ int fetch_balances(ctl *c, const command *cmd, arg_value *values, unsigned wante
         msgpack_sbuffer sbuf;
         msgpack_sbuffer_init(&sbuf);
         budget_response r;
-        int rc = pack_balances(&sbuf, cmd, values, as_of, &cur);
+        int rc = pack_balances(&sbuf, cmd, values, as_of, n == 0 ? as_of_day : NULL, &cur);
         rc = rc != 0 ? complain(EXIT_USAGE, "out of memory") : call(c, cmd->op, &sbuf, &r);
         msgpack_sbuffer_destroy(&sbuf);
         if (rc != 0) {
@@ -1374,13 +1808,20 @@ int balances_page_rows(void *state, const msgpack_object *result)
 
 int print_balances(const budget_response *first, balance_tables *t)
 {
-    printf("As of seq %" PRId64 "\n", budget_map_int(&first->result, "as_of", 0));
+    printf("%s %" PRId64 "\n", header_text("As of seq"),
+           budget_map_int(&first->result, "as_of", 0));
+    char day[BUDGET_DATE_BYTES + 1];
+    budget_map_str(&first->result, "decided_by", day, sizeof(day));
+    if (day[0] != '\0')
+        printf("Decided by %s, whenever entered (! marks an oddity: what the rules forbid, shown "
+               "as it is)\n",
+               day);
     table_print(stdout, &t->frames, "Frames");
     table_print(stdout, &t->allocations, "Allocations");
     table_print(stdout, &t->avrop, "Avrop");
     table_print(stdout, &t->units, "Units, per fiscal year");
     if (t->frames.rows + t->allocations.rows + t->avrop.rows + t->units.rows == 0)
-        printf("\nnothing to show\n");
+        printf("\n%s\n", header_text("nothing to show"));
     return EXIT_DONE;
 }
 
@@ -1503,7 +1944,93 @@ int run_balances(ctl *c, const command *cmd, arg_value *values)
         rc = print_balances(&first, &t);
         budget_response_free(&first);
     }
+    const arg_value *unit = value_of(cmd, values, "unit");
+    if (rc == 0 && unit->set && t.frames.rows + t.allocations.rows + t.units.rows == 0)
+        unit_hint(c, unit->text);
     balance_tables_free(&t);
+    return rc;
+}
+
+/* ---- units ---------------------------------------------------------------------------- */
+
+/* The most pages of `units` read; each holds up to 2000 units. */
+#define UNITS_PAGES_MAX 10000u
+
+/* A row of the units table from one item of the answer. */
+static int add_unit_row(table *t, const msgpack_object *u)
+{
+    cell cells[6];
+    cell_str(&cells[0], u, "unit", BUDGET_UNIT_BYTES_MAX);
+    cell_str(&cells[1], u, "name", TABLE_TEXT_COLUMNS_MAX);
+    cell_str(&cells[2], u, "kind", TABLE_TEXT_COLUMNS_MAX);
+    cell_str(&cells[3], u, "parent", BUDGET_UNIT_BYTES_MAX);
+    cell_str(&cells[4], u, "state", TABLE_TEXT_COLUMNS_MAX);
+    const msgpack_object *former = budget_map_get(u, "former_names");
+    cells[5].text[0] = '\0';
+    for (uint32_t k = 0;
+         former && former->type == MSGPACK_OBJECT_ARRAY && k < former->via.array.size; k++) {
+        const msgpack_object *name = &former->via.array.ptr[k];
+        size_t at = strlen(cells[5].text);
+        if (name->type != MSGPACK_OBJECT_STR || at + 8 >= sizeof(cells[5].text))
+            break;
+        if (k > 0)
+            at += (size_t)snprintf(cells[5].text + at, sizeof(cells[5].text) - at, "; ");
+        terminal_text(name->via.str.ptr, name->via.str.size, TABLE_TEXT_COLUMNS_MAX,
+                      cells[5].text + at, sizeof(cells[5].text) - at);
+    }
+    return add_cells(t, cells, COUNT(cells));
+}
+
+/* Every page of `units`: as a table, or with --json as one object {"as_of", "units"}. */
+static int run_units(ctl *c, const command *cmd, arg_value *values)
+{
+    (void)values;
+    static const char *const headers[] = {"Code",   "Name",  "Kind",
+                                          "Parent", "State", "Former names"};
+    table t;
+    table_init(&t, headers, COUNT(headers));
+    uint64_t offset = 0;
+    int rc = 0;
+    for (unsigned page = 0; page < UNITS_PAGES_MAX && rc == 0; page++) {
+        msgpack_sbuffer args;
+        msgpack_sbuffer_init(&args);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 1);
+        msgpack_pack_str_with_body(&pk, "offset", 6);
+        msgpack_pack_uint64(&pk, offset);
+        budget_response r;
+        rc = call(c, cmd->op, &args, &r);
+        msgpack_sbuffer_destroy(&args);
+        if (rc != 0)
+            break;
+        const msgpack_object *list = budget_map_get(&r.result, "units");
+        uint32_t n = list && list->type == MSGPACK_OBJECT_ARRAY ? list->via.array.size : 0;
+        if (c->json && page == 0)
+            printf("{\"as_of\":%" PRId64 ",\"units\":[", budget_map_int(&r.result, "as_of", 0));
+        for (uint32_t i = 0; i < n && rc == 0; i++) {
+            if (c->json) {
+                if (offset + i > 0)
+                    fputc(',', stdout);
+                json_value(stdout, &list->via.array.ptr[i], 1);
+            } else if (add_unit_row(&t, &list->via.array.ptr[i]) != 0) {
+                rc = complain(EXIT_REFUSED, "out of memory");
+            }
+        }
+        const msgpack_object *more = budget_map_get(&r.result, "more");
+        bool again = n > 0 && more && more->type == MSGPACK_OBJECT_BOOLEAN && more->via.boolean;
+        offset += n;
+        budget_response_free(&r);
+        if (!again)
+            break;
+    }
+    if (rc == 0 && c->json)
+        printf("]}\n");
+    else if (rc == 0 && t.rows == 0)
+        printf("no units are registered\n");
+    else if (rc == 0)
+        table_print(stdout, &t, "Units");
+    table_free(&t);
     return rc;
 }
 
@@ -1531,14 +2058,50 @@ static bool bare_text(const char *s, size_t n)
     return true;
 }
 
-/* `key=value` pairs of an event's data; amounts formatted, text quoted when needed. */
+/* The decision of an event's data as clerks write it, "KS 2021-08-24 § 241 dnr KS 2021/1",
+ * into `out`; "" when the data has none. */
+void decision_text(const msgpack_object *data, char *out, size_t out_size)
+{
+    char body[BUDGET_DECISION_BODY_BYTES_MAX + 1], day[BUDGET_DATE_BYTES + 1];
+    char paragraph[BUDGET_DECISION_PARAGRAPH_BYTES_MAX + 1], dnr[BUDGET_DECISION_DNR_BYTES_MAX + 1];
+    budget_map_str(data, "decision_body", body, sizeof(body));
+    budget_map_str(data, "decision_date", day, sizeof(day));
+    budget_map_str(data, "decision_paragraph", paragraph, sizeof(paragraph));
+    budget_map_str(data, "decision_dnr", dnr, sizeof(dnr));
+    out[0] = '\0';
+    if (body[0] != '\0')
+        snprintf(out, out_size, "%s %s § %s%s%s", body, day, paragraph, dnr[0] ? " dnr " : "", dnr);
+}
+
+/* True for the keys of a decision that print_event_data shows as one "decision". */
+static bool decision_part(const msgpack_object *key)
+{
+    return key->type == MSGPACK_OBJECT_STR && key->via.str.size > 9 &&
+           memcmp(key->via.str.ptr, "decision_", 9) == 0;
+}
+
+/* `key=value` pairs of an event's data; amounts formatted, text quoted when needed; the
+ * decision's fields as one decision="KS 2021-08-24 § 241". */
 static void print_event_data(const msgpack_object *data)
 {
     if (data == NULL || data->type != MSGPACK_OBJECT_MAP)
         return;
+    bool decision_shown = false;
     for (uint32_t i = 0; i < data->via.map.size; i++) {
         const msgpack_object *key = &data->via.map.ptr[i].key;
         const msgpack_object *val = &data->via.map.ptr[i].val;
+        if (decision_part(key)) {
+            char text[160];
+            decision_text(data, text, sizeof(text));
+            if (!decision_shown && text[0] != '\0') {
+                fputs("  decision=", stdout);
+                msgpack_object o = {.type = MSGPACK_OBJECT_STR,
+                                    .via.str = {(uint32_t)strlen(text), text}};
+                json_value(stdout, &o, 1);
+            }
+            decision_shown = true;
+            continue;
+        }
         fputs("  ", stdout);
         if (key->type == MSGPACK_OBJECT_STR && bare_text(key->via.str.ptr, key->via.str.size))
             fwrite(key->via.str.ptr, 1, key->via.str.size, stdout);
@@ -1638,8 +2201,9 @@ static int run_events(ctl *c, const command *cmd, arg_value *values)
 {
     const arg_value *after_value = value_of(cmd, values, "after");
     bool all = value_of(cmd, values, "all")->set;
+    const arg_value *unit = value_of(cmd, values, "unit");
     uint64_t after = after_value->set ? (uint64_t)after_value->number : 0;
-    uint64_t target = 0;
+    uint64_t target = 0, shown = 0;
     for (unsigned page = 0;; page++) {
         budget_response r;
         int rc = fetch_events(c, cmd, values, after, &r);
@@ -1649,11 +2213,16 @@ static int run_events(ctl *c, const command *cmd, arg_value *values)
         uint64_t head = (uint64_t)budget_map_int(&r.result, "head", 0);
         if (page == 0)
             target = head;
+        const msgpack_object *events = budget_map_get(&r.result, "events");
+        if (events != NULL && events->type == MSGPACK_OBJECT_ARRAY)
+            shown += events->via.array.size;
         if (c->json && !all)
             json_line(&r.result);
         else
-            print_events(c, budget_map_get(&r.result, "events"), digits_of(target));
+            print_events(c, events, digits_of(target));
         budget_response_free(&r);
+        if (shown == 0 && next >= (page == 0 ? head : target) && unit->set)
+            unit_hint(c, unit->text);
         if (!all) {
             if (next < head && !c->json)
                 fprintf(stderr,
@@ -1703,9 +2272,14 @@ static int usage(const command *cmd, FILE *f)
             snprintf(left, sizeof(left), "--%s %s", s->name, s->meta);
         fprintf(f, "  %-20s %s\n", left, s->help);
     }
-    if (cmd->id_kind != NULL)
+    bool amount = false;
+    for (size_t i = 0; i < OPTS_MAX && cmd->args[i].name != NULL; i++)
+        amount |= cmd->args[i].kind == KIND_AMOUNT;
+    if (amount)
         fprintf(f, "\nAMOUNT: \"3 mkr\", \"1,5 mkr\", \"500 tkr\", \"1 500 000 kr\", \"0,50 kr\"; "
-                   "no unit means kronor.\nPrints: <type> <id> seq <seq> hash <first 16 hex>.\n"
+                   "no unit means kronor.\n");
+    if (cmd->id_kind != NULL)
+        fprintf(f, "\nPrints: <type> <id> seq <seq> hash <first 16 hex>.\n"
                    "A write is retried with the same id (100, 300, 900 ms) when the connection\n"
                    "is lost or the daemon answers unavailable.\n");
     return EXIT_DONE;
@@ -1721,7 +2295,10 @@ static int main_usage(FILE *f)
     fprintf(f, "\noptions:\n"
                "  --socket PATH  the daemon's socket (default: $BUDGETD_SOCKET, else\n"
                "                 $XDG_RUNTIME_DIR/budgetd.sock, else /run/budgetd/budgetd.sock)\n"
-               "  --json         print results as JSON, amounts as integers in öre\n"
+               "  --json         print results as JSON, amounts as integers in öre; errors\n"
+               "                 as one line of JSON on stderr\n"
+               "  --swedish      headers in Swedish (also when the locale is sv_*)\n"
+               "  --wide         tables show every text whole\n"
                "  --help         this text; budgetctl COMMAND --help for one command\n"
                "  --version      budgetctl's version\n\n"
                "exit status: 0 done, 1 refused by the daemon, 2 usage error,\n"
@@ -1740,6 +2317,43 @@ const command *find_command(const char *name)
     return NULL;
 }
 
+const command *command_at(size_t i)
+{
+    return i < COMMANDS_COUNT ? &commands[i] : NULL;
+}
+
+int option_kind(const command *cmd, const char *name)
+{
+    size_t index;
+    const arg_spec *spec = find_option(cmd, name, strlen(name), &index);
+    return spec != NULL ? (int)spec->kind : -1;
+}
+
+static const char *const global_options[] = {"--socket", "--json", "--swedish",
+                                             "--wide",   "--help", "--version"};
+
+static int unknown_global(const char *arg)
+{
+    const char *near = nearest_word(arg, global_options, COUNT(global_options));
+    if (near != NULL)
+        return complain(EXIT_USAGE, "unknown option %.40s; did you mean %s? (see budgetctl --help)",
+                        arg, near);
+    return complain(EXIT_USAGE, "unknown option %.40s (see budgetctl --help)", arg);
+}
+
+static int unknown_command(const char *name)
+{
+    const char *names[COMMANDS_COUNT];
+    for (size_t i = 0; i < COMMANDS_COUNT; i++)
+        names[i] = commands[i].name;
+    const char *near = nearest_word(name, names, COMMANDS_COUNT);
+    if (near != NULL)
+        return complain(EXIT_USAGE,
+                        "unknown command \"%.40s\"; did you mean %s? (see budgetctl --help)", name,
+                        near);
+    return complain(EXIT_USAGE, "unknown command \"%.40s\" (see budgetctl --help)", name);
+}
+
 /* Options before the command. Returns the index of the command word, or -1 - exit status. */
 static int parse_global(ctl *c, int argc, char **argv, const char **socket_flag)
 {
@@ -1753,7 +2367,11 @@ static int parse_global(ctl *c, int argc, char **argv, const char **socket_flag)
             return -1 - EXIT_DONE;
         }
         if (strcmp(arg, "--json") == 0) {
-            c->json = true;
+            c->json = cli_json = true;
+        } else if (strcmp(arg, "--swedish") == 0) {
+            cli_swedish = true;
+        } else if (strcmp(arg, "--wide") == 0) {
+            cli_wide = true;
         } else if (strcmp(arg, "--socket") == 0) {
             if (++i >= argc)
                 return -1 - complain(EXIT_USAGE, "--socket needs a value");
@@ -1761,7 +2379,7 @@ static int parse_global(ctl *c, int argc, char **argv, const char **socket_flag)
         } else if (strncmp(arg, "--socket=", 9) == 0) {
             *socket_flag = arg + 9;
         } else {
-            return -1 - complain(EXIT_USAGE, "unknown option %.40s (see budgetctl --help)", arg);
+            return -1 - unknown_global(arg);
         }
     }
     if (i >= argc)
@@ -1773,16 +2391,30 @@ int main(int argc, char **argv)
 {
     ctl c = {.json = false, .client = NULL};
     const char *socket_flag = NULL;
+    cli_swedish = locale_is_swedish();
     int at = parse_global(&c, argc, argv, &socket_flag);
     if (at < 0)
         return -1 - at;
+    if (strcmp(argv[at], "complete") == 0) /* hidden: for the shells' completion scripts */
+        return run_complete(socket_flag, argc - at - 1, argv + at + 1);
     const command *cmd = find_command(argv[at]);
+    if (strcmp(argv[at], "unit") == 0) {
+        /* unit register, unit rename, unit close: the command is two words. */
+        char name[48];
+        snprintf(name, sizeof(name), "unit %.40s", at + 1 < argc ? argv[at + 1] : "");
+        cmd = find_command(name);
+        if (cmd == NULL)
+            return complain(EXIT_USAGE, "unit needs register, rename or close (see budgetctl "
+                                        "--help)");
+        at++;
+    }
     if (cmd == NULL)
-        return complain(EXIT_USAGE, "unknown command \"%.40s\" (see budgetctl --help)", argv[at]);
+        return unknown_command(argv[at]);
 
     arg_value values[OPTS_MAX];
     memset(values, 0, sizeof(values));
     int rc = parse_args(&c, cmd, argc - at - 1, argv + at + 1, values, &socket_flag);
+    cli_json = c.json;
     if (rc != 0)
         return rc < 0 ? EXIT_DONE : rc;
     if (budget_socket_path(socket_flag, c.socket_path, sizeof(c.socket_path)) != 0)

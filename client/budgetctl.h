@@ -27,19 +27,23 @@ enum {
 /* balances pages followed (each list up to 2000 items or 192 KiB a page) before giving up. */
 #define BALANCES_PAGES_MAX 1000u
 /* Columns of a table. */
-#define TABLE_COLUMNS_MAX 10
+#define TABLE_COLUMNS_MAX 12
 
 /* ---- argument tables ------------------------------------------------------------------- */
 
 typedef enum {
-    KIND_FLAG,   /* no value */
-    KIND_ID,     /* 1..64 of A-Za-z0-9._:- */
-    KIND_UNIT,   /* 1..32 of the same */
-    KIND_TEXT,   /* UTF-8, min..max bytes */
-    KIND_WORD,   /* an event type: 1..64 of the id characters */
-    KIND_AMOUNT, /* an amount as budget_amount_parse reads it */
-    KIND_UINT,   /* decimal, min..max */
-    KIND_DATE,   /* a day YYYY-MM-DD (UTC) as ms: its first ms, or with min 1 the next day's */
+    KIND_FLAG,       /* no value */
+    KIND_ID,         /* 1..64 of A-Za-z0-9._:- */
+    KIND_UNIT,       /* 1..32 of the same */
+    KIND_TEXT,       /* UTF-8, min..max bytes */
+    KIND_WORD,       /* an event type: 1..64 of the id characters */
+    KIND_AMOUNT,     /* an amount as budget_amount_parse reads it */
+    KIND_UINT,       /* decimal, min..max */
+    KIND_DATE,       /* a day YYYY-MM-DD (UTC) as ms: its first ms, or with min 1 the next day's */
+    KIND_DECISION,   /* a decision "KS 2021-08-24 § 241 [dnr KS 2021/123]" (budget_decision_parse),
+                        sent as decision_body, decision_date, decision_paragraph [, decision_dnr] */
+    KIND_DAY,        /* a day YYYY-MM-DD, sent as that str */
+    KIND_SEQ_OR_DAY, /* a seq (number, min..max) or a day YYYY-MM-DD (number 0, text the day) */
 } arg_kind;
 
 enum { ARG_REQUIRED = 1, ARG_POSITIONAL = 2 };
@@ -90,17 +94,65 @@ int run_backup(ctl *c, const command *cmd, arg_value *values);
 int run_export(ctl *c, const command *cmd, arg_value *values);
 /* budgetctl report: one HTML page of balances for a committee (client/report.h). */
 int run_report(ctl *c, const command *cmd, arg_value *values);
+/* Called with each event of a walk over `events` pages; nonzero stops the walk with it. */
+typedef int (*event_fn)(void *state, const msgpack_object *event);
+/* Reads `events` pages from `after` on until the head the first page reported, calling `fn`
+ * for each event. `cmd` and `values` give filters (NULL: none). 0 or an exit status. */
+int walk_events(ctl *c, const command *cmd, const arg_value *values, uint64_t after, event_fn fn,
+                void *state, uint64_t *head_out);
+/* budgetctl_import.c: import budget FILE.csv, one `batch` of frames and allocations. */
+int run_import(ctl *c, const command *cmd, arg_value *values);
 /* budgetctl_years.c: budget adoptions and the units × years view. */
 int run_adopt(ctl *c, const command *cmd, arg_value *values);
 int run_years(ctl *c, const command *cmd, arg_value *values);
 /* A write with retries (the same id); 0 with `out` an ok answer, else an exit status. */
-int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out);
+int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out,
+               const char *generated_id);
 /* "<kind>-<12 lowercase hex>"; 0 or a negative errno. */
 int generate_id(const char *kind, char *out, size_t out_size);
 /* One line for a write's answer (or its JSON). */
 void print_write_result(const ctl *c, const budget_response *r, const char *id);
 /* KIND_DATE: a day; the value is its first ms, or (min 1) the first ms of the next day. */
 int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out);
+
+/* --as-of SEQ|DAY: sets v->number to the seq (a day: the last seq entered by its end, UTC,
+ * read from the events' ts). Returns 0 or an exit status after saying why. */
+int resolve_as_of(ctl *c, arg_value *v);
+/* Whether an event passes --unit (data.unit), --type and --from/--to of `cmd`'s values. */
+bool event_passes(const command *cmd, arg_value *values, const msgpack_object *event);
+
+/* ---- budgetctl_cli.c: output modes, did you mean, refusals, progress -------------------- */
+
+/* For the whole run: --json (errors as JSON on stderr too), --swedish or a Swedish locale
+ * (headers in Swedish), --wide (no text cut in tables), quiet (complain says nothing). */
+extern bool cli_json, cli_swedish, cli_wide, cli_quiet;
+bool locale_is_swedish(void);
+/* A header or title in the language of the run. */
+const char *header_text(const char *english);
+/* The nearest of `n` words to `word` (a typo's worth of edits away), or NULL. */
+const char *nearest_word(const char *word, const char *const *words, size_t n);
+/* A daemon's message with its amounts in öre written in kronor, and what is left. */
+void kronor_text(const char *message, char *out, size_t size);
+/* Says `code: message` (amounts in kronor, `generated_id` left out) and returns `status`. */
+int refusal(int status, const char *code, const char *message, const char *generated_id);
+/* " (join the group G, ...)" for a socket refused for permissions, or "". */
+void permission_hint(const char *path, char *out, size_t size);
+/* Progress lines on stderr when it is a terminal (and not --json). */
+void progress_begin(const char *what);
+void progress_update(uint64_t done, uint64_t total, const char *unit);
+void progress_end(void);
+
+/* ---- budgetctl_complete.c: completion, pending, unit codes ------------------------------- */
+
+/* budgetctl complete WORDS...: the candidates for the last word, one a line. */
+int run_complete(const char *socket_flag, int argc, char **argv);
+int run_pending(ctl *c, const command *cmd, arg_value *values);
+/* After a read or write that named an unknown unit: "did you mean" on stderr. */
+void unit_hint(ctl *c, const char *unit);
+/* The command table, for completion. */
+const command *command_at(size_t i);
+/* The kind of a command's option `name`, or -1 when it takes none by that name. */
+int option_kind(const command *cmd, const char *name);
 
 /* ---- budgetctl.c: helpers shared with budgetctl_audit.c --------------------------------- */
 
@@ -151,6 +203,10 @@ typedef struct {
 
 /* Prints one line "budgetctl: ..." on stderr, escaped where it must be, and returns `status`. */
 int complain(int status, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* --json: an error as one line {"error": {"code", "message"}, "exit": status} on stderr. */
+void json_error(int status, const char *code, size_t code_len, const char *message);
+/* A note on stderr that is no error: "budgetctl: ...", or {"notice": ...} with --json. */
+void notice(const char *format, ...) __attribute__((format(printf, 1, 2)));
 /* A msgpack value as JSON, `depth` levels in; and a whole value as one line on stdout. */
 void json_value(FILE *f, const msgpack_object *o, int depth);
 void json_line(const msgpack_object *o);
@@ -201,8 +257,22 @@ int balances_page_json(void *state, const msgpack_object *result);
 void print_balances_json(const msgpack_object *result, const balances_json *j);
 /* `seq  YYYY-MM-DD HH:MM:SS UTC  name(uid)  type  key=value ...` */
 void print_event(const msgpack_object *ev, int seq_width);
+/* The decision in an event's data, "KS 2021-08-24 § 241 [dnr X]", into `out`; "" if none. */
+void decision_text(const msgpack_object *data, char *out, size_t out_size);
+/* Packs the decision `text`, as budget_decision_parse reads it, as the args decision_body,
+ * decision_date, decision_paragraph and (when it has one) decision_dnr: 3 or 4 pairs. 0, or
+ * -EINVAL when `text` is not a decision. */
+int pack_decision(msgpack_packer *pk, const char *text);
 /* Decimal digits of `n`: the width of a seq column. */
 int digits_of(uint64_t n);
+/* Tables: headers (a '>' first aligns right), rows of copied cells, printed under a title. */
+void table_init(table *t, const char *const *headers, size_t columns);
+int table_add(table *t, char *const *values);
+void table_print(FILE *f, const table *t, const char *title);
+void table_free(table *t);
+/* The str under `key` of `map` as a table cell: cleaned for a terminal, cut at `columns`
+ * (not with --wide). */
+void text_cell(char *out, size_t size, const msgpack_object *map, const char *key, size_t columns);
 /* The row of the command table named `name`, or NULL. */
 const command *find_command(const char *name);
 

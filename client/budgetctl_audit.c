@@ -132,15 +132,12 @@ static int events_page(ctl *c, const command *cmd, const arg_value *values, uint
     return call_packed(c, "events", &sb, r);
 }
 
-/* Called with each event of a walk over `events` pages; nonzero stops the walk with it. */
-typedef int (*event_fn)(void *state, const msgpack_object *event);
-
 /*
  * Reads `events` pages from `after` on until the head the first page reported, calling `fn`
  * for each event. `cmd` and `values` give filters (NULL: none). Returns 0 or an exit status.
  */
-static int walk_events(ctl *c, const command *cmd, const arg_value *values, uint64_t after,
-                       event_fn fn, void *state, uint64_t *head_out)
+int walk_events(ctl *c, const command *cmd, const arg_value *values, uint64_t after, event_fn fn,
+                void *state, uint64_t *head_out)
 {
     uint64_t target = 0;
     for (unsigned page = 0; page < EVENT_PAGES_MAX; page++) {
@@ -163,6 +160,7 @@ static int walk_events(ctl *c, const command *cmd, const arg_value *values, uint
         budget_response_free(&r);
         if (rc != 0)
             return rc;
+        progress_update(next < target ? next : target, target, "events");
         if (next >= target)
             return EXIT_DONE;
         if (next <= after)
@@ -174,6 +172,32 @@ static int walk_events(ctl *c, const command *cmd, const arg_value *values, uint
 }
 
 /* ---- watch -------------------------------------------------------------------------------- */
+
+/* True when the str under `key` of `map` is exactly `text`. */
+static bool str_is(const msgpack_object *map, const char *key, const char *text)
+{
+    const msgpack_object *o = budget_map_get(map, key);
+    return o != NULL && o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(text) &&
+           memcmp(o->via.str.ptr, text, o->via.str.size) == 0;
+}
+
+/* The filters `events` applies in the daemon, applied here to pushed events: --unit
+ * (data.unit), --type, --from (ts >= its first ms) and --to (ts < the next day's). */
+bool event_passes(const command *cmd, arg_value *values, const msgpack_object *event)
+{
+    const arg_value *unit = value_of(cmd, values, "unit");
+    const arg_value *type = value_of(cmd, values, "type");
+    const arg_value *from = value_of(cmd, values, "from");
+    const arg_value *to = value_of(cmd, values, "to");
+    int64_t ts = budget_map_int(event, "ts", 0);
+    if (unit != NULL && unit->set && !str_is(budget_map_get(event, "data"), "unit", unit->text))
+        return false;
+    if (type != NULL && type->set && !str_is(event, "type", type->text))
+        return false;
+    if (from != NULL && from->set && ts < from->number)
+        return false;
+    return to == NULL || !to->set || ts < to->number;
+}
 
 /* Subscribes after --after and prints each event as it comes: the catch-up first, then live
  * events. Stops after --count events, or when the connection ends. */
@@ -216,6 +240,11 @@ int run_watch(ctl *c, const command *cmd, arg_value *values)
             return complain(EXIT_CONNECTION,
                             "the daemon sent event %" PRId64 " where %" PRIu64 " was due", seq,
                             expect);
+        }
+        if (!event_passes(cmd, values, event)) {
+            seen--; /* --count counts the events shown */
+            budget_response_free(&r);
+            continue;
         }
         if (c->json)
             json_line(event);
@@ -422,6 +451,8 @@ static int replay_offline(const ctl *c, const char *dir, uint64_t as_of, int64_t
         return complain(EXIT_CONNECTION, "--data: the store cannot be read");
     }
     uint64_t head = store_reader_head(rd);
+    progress_begin("checking the chain and replaying");
+    progress_update(head, 0, "events");
     checkpoint_walk_chain(rd, 0, &chain);
     if (day_end >= 0) {
         day_scan d = {(uint64_t)day_end, 0, 0};
@@ -450,6 +481,7 @@ static int replay_offline(const ctl *c, const char *dir, uint64_t as_of, int64_t
             rc = complain(EXIT_BROKEN_CHAIN, "the copy does not replay: %s", res.why);
     }
     store_close(st);
+    progress_end();
     if (rc == 0)
         rc = print_ledger_balances(c, l, as_of);
     ledger_free(l);
@@ -504,6 +536,27 @@ static int parse_as_of(const char *text, uint64_t *as_of, int64_t *day_end)
     return 0;
 }
 
+/*
+ * --as-of SEQ|DAY as a seq: a day becomes the last seq stamped before its end (UTC), read from
+ * the events' ts (seq_before). Every command that takes --as-of comes through here.
+ */
+int resolve_as_of(ctl *c, arg_value *v)
+{
+    uint64_t as_of;
+    int64_t day_end;
+    if (!v->set || v->number > 0)
+        return 0;
+    int rc = parse_as_of(v->text, &as_of, &day_end);
+    if (rc == 0 && day_end >= 0)
+        rc = seq_before(c, day_end, &as_of);
+    if (rc != 0)
+        return rc;
+    if (as_of == 0)
+        return complain(EXIT_REFUSED, "not_found: nothing was recorded by the end of %s", v->text);
+    v->number = (int64_t)as_of;
+    return 0;
+}
+
 static int audit_replay(ctl *c, const char *as_of_text, const char *data)
 {
     uint64_t as_of;
@@ -513,14 +566,6 @@ static int audit_replay(ctl *c, const char *as_of_text, const char *data)
         return rc;
     if (data != NULL)
         return replay_offline(c, data, as_of, day_end);
-    if (day_end >= 0) {
-        rc = seq_before(c, day_end, &as_of);
-        if (rc != 0)
-            return rc;
-        if (as_of == 0)
-            return complain(EXIT_REFUSED, "not_found: nothing was recorded by the end of %s",
-                            as_of_text);
-    }
     const command *balances = find_command("balances");
     arg_value values[OPTS_MAX];
     memset(values, 0, sizeof(values));
@@ -528,7 +573,9 @@ static int audit_replay(ctl *c, const char *as_of_text, const char *data)
     v->set = true;
     v->text = as_of_text;
     v->number = (int64_t)as_of;
-    return run_balances(c, balances, values);
+    /* As offline: a day before the first event has nothing to replay. */
+    rc = resolve_as_of(c, v);
+    return rc != 0 ? rc : run_balances(c, balances, values);
 }
 
 /* ---- audit verify ------------------------------------------------------------------------- */
@@ -563,7 +610,10 @@ static int walk_copy(const char *dir, uint64_t mark_seq, checkpoint_chain *chain
         store_close(st);
         return complain(EXIT_CONNECTION, "--data: the store cannot be read");
     }
+    progress_begin("checking the chain");
+    progress_update(store_reader_head(rd), 0, "events");
     checkpoint_walk_chain(rd, mark_seq, chain);
+    progress_end();
     store_reader_end(rd);
     store_close(st);
     return 0;
@@ -1002,6 +1052,7 @@ static int backup_receive(ctl *c, backup_file *f, budget_response *answer)
         crypto_generichash_update(&f->checksum, (const uint8_t *)chunk->via.bin.ptr,
                                   chunk->via.bin.size);
         f->bytes += chunk->via.bin.size;
+        progress_update(f->bytes, 0, "bytes received");
         budget_response_free(&r);
         if (rc != 0)
             return complain(EXIT_REFUSED, "backup: %s/%s: %s", f->path, BACKUP_PARTIAL_NAME,
@@ -1125,6 +1176,7 @@ int run_backup(ctl *c, const command *cmd, arg_value *values)
     budget_response r;
     checkpoint_chain chain;
     uint64_t started = monotonic_ms();
+    progress_begin("backup");
 
     int rc = backup_path(dir, path);
     if (rc != 0)
@@ -1154,6 +1206,7 @@ int run_backup(ctl *c, const command *cmd, arg_value *values)
     snprintf(data_path, sizeof(data_path), "%s/data.mdb", path);
     int64_t bytes = stat(data_path, &st) == 0 ? (int64_t)st.st_size : (int64_t)f.bytes;
     uint64_t ms = monotonic_ms() - started;
+    progress_end();
     print_backup(c, path, &chain, bytes, ms);
     return EXIT_DONE;
 }
@@ -1247,24 +1300,26 @@ static void csv_amount(csv_writer *w, const msgpack_object *map, const char *key
 static void csv_header(csv_writer *w, const char *const *names, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        csv_cstr(w, names[i]);
+        csv_cstr(w, header_text(names[i]));
     csv_row_end(w);
 }
 
 static const char *const event_columns[] = {
-    "seq",  "time_utc",  "ts_ms",      "actor_uid", "actor_name",  "type",
-    "id",   "frame",     "allocation", "target",    "target_kind", "unit",
-    "year", "amount_kr", "text",       "reference", "note",        "hash"};
+    "seq",   "time_utc",   "ts_ms",  "actor_uid",   "actor_name", "type", "id",
+    "frame", "allocation", "target", "target_kind", "unit",       "year", "amount_kr",
+    "text",  "reference",  "note",   "hash",        "avrop"};
 
 typedef struct {
     csv_writer w;
     bool csv;
+    uint64_t rows; /* events or balance rows written */
 } export_state;
 
 static int export_event(void *state, const msgpack_object *event)
 {
     export_state *x = state;
     csv_writer *w = &x->w;
+    x->rows++;
     if (!x->csv) {
         json_line(event);
         return 0;
@@ -1302,6 +1357,7 @@ static int export_event(void *state, const msgpack_object *event)
     csv_str(w, data, "reference");
     csv_str(w, data, "note");
     csv_cstr(w, hash_hex);
+    csv_str(w, data, "avrop"); /* a reversal's avrop; last, so earlier columns keep their place */
     csv_row_end(w);
     return 0;
 }
@@ -1315,6 +1371,7 @@ static const char *const balance_columns[] = {
 static void export_balance_row(export_state *x, const char *kind, const msgpack_object *o)
 {
     csv_writer *w = &x->w;
+    x->rows++;
     if (!x->csv) {
         printf("{\"kind\":\"%s\"", kind);
         for (uint32_t i = 0; o->type == MSGPACK_OBJECT_MAP && i < o->via.map.size; i++) {
@@ -1373,18 +1430,21 @@ static int export_balances_page(void *state, const msgpack_object *result)
  * page in a pass of its own, every pass as of the seq of the first page (so the rows are one
  * consistent view, and each kind's rows stay together without holding them in memory).
  */
-static int export_balances(ctl *c, export_state *x, const arg_value *as_of)
+static int export_balances(ctl *c, export_state *x, arg_value *as_of, const arg_value *unit)
 {
     static const unsigned passes[] = {1u << BAL_FRAMES, 1u << BAL_ALLOCATIONS, 1u << BAL_UNITS};
     const command *balances = find_command("balances");
     arg_value bvalues[OPTS_MAX];
     memset(bvalues, 0, sizeof(bvalues));
     arg_value *pinned = value_of(balances, bvalues, "as-of");
+    int rc;
+    /* A day goes to the daemon with the first pass; the others ask the seq it stood at. */
     if (as_of->set)
         *pinned = *as_of;
+    *value_of(balances, bvalues, "unit") = *unit;
     for (size_t i = 0; i < COUNT(passes); i++) {
         budget_response first;
-        int rc = fetch_balances(c, balances, bvalues, passes[i], &first, export_balances_page, x);
+        rc = fetch_balances(c, balances, bvalues, passes[i], &first, export_balances_page, x);
         if (rc != 0)
             return rc;
         int64_t seq = budget_map_int(&first.result, "as_of", 0);
@@ -1492,18 +1552,28 @@ static int export_file_end(export_file *o, int rc)
     return rc;
 }
 
-static int export_write(ctl *c, export_state *x, bool events, bool bom, const arg_value *as_of)
+static int export_write(ctl *c, export_state *x, const command *cmd, arg_value *values)
 {
-    if (bom)
+    bool events = strcmp(value_of(cmd, values, "WHAT")->text, "events") == 0;
+    if (value_of(cmd, values, "bom")->set)
         fputs("\xef\xbb\xbf", stdout);
+    if (!isatty(STDOUT_FILENO))
+        progress_begin("export");
+    int rc;
     if (events) {
         if (x->csv)
             csv_header(&x->w, event_columns, COUNT(event_columns));
-        return walk_events(c, NULL, NULL, 0, export_event, x, NULL);
+        rc = walk_events(c, cmd, values, 0, export_event, x, NULL);
+    } else {
+        if (x->csv)
+            csv_header(&x->w, balance_columns, COUNT(balance_columns));
+        rc = export_balances(c, x, value_of(cmd, values, "as-of"), value_of(cmd, values, "unit"));
     }
-    if (x->csv)
-        csv_header(&x->w, balance_columns, COUNT(balance_columns));
-    return export_balances(c, x, as_of);
+    progress_end();
+    const arg_value *unit = value_of(cmd, values, "unit");
+    if (rc == 0 && x->rows == 0 && unit->set)
+        unit_hint(c, unit->text);
+    return rc;
 }
 
 int run_export(ctl *c, const command *cmd, arg_value *values)
@@ -1513,26 +1583,29 @@ int run_export(ctl *c, const command *cmd, arg_value *values)
     const arg_value *as_of = value_of(cmd, values, "as-of");
     const arg_value *output = value_of(cmd, values, "output");
     bool bom = value_of(cmd, values, "bom")->set;
-    bool swedish = value_of(cmd, values, "swedish")->set;
+    bool swedish = cli_swedish;
     bool events = strcmp(what, "events") == 0;
-    export_state x = {{stdout, swedish ? ';' : ',', swedish ? ',' : '.', 0}, true};
+    export_state x = {{stdout, swedish ? ';' : ',', swedish ? ',' : '.', 0}, true, 0};
 
     if (!events && strcmp(what, "balances") != 0)
         return complain(EXIT_USAGE, "export: WHAT is events or balances");
     if (format->set && strcmp(format->text, "csv") != 0 && strcmp(format->text, "jsonl") != 0)
         return complain(EXIT_USAGE, "--format: csv or jsonl");
     x.csv = !format->set || strcmp(format->text, "csv") == 0;
-    if (!x.csv && (bom || swedish))
+    if (!x.csv && (bom || value_of(cmd, values, "swedish")->set))
         return complain(EXIT_USAGE, "--bom and --swedish are for --format csv");
     if (events && as_of->set)
         return complain(EXIT_USAGE, "export events takes no --as-of");
+    if (!events && (value_of(cmd, values, "type")->set || value_of(cmd, values, "from")->set ||
+                    value_of(cmd, values, "to")->set))
+        return complain(EXIT_USAGE, "export balances takes no --type, --from or --to");
     if (!output->set)
-        return export_write(c, &x, events, bom, as_of);
+        return export_write(c, &x, cmd, values);
     export_file o;
     int rc = export_file_begin(&o, output->text);
     if (rc != 0)
         return rc;
-    return export_file_end(&o, export_write(c, &x, events, bom, as_of));
+    return export_file_end(&o, export_write(c, &x, cmd, values));
 }
 
 /* ---- report ------------------------------------------------------------------------------- */

@@ -166,23 +166,15 @@ static void pack_lines(msgpack_packer *pk, const adopt_line *lines, unsigned n)
     }
 }
 
-/* The decision and the years, packed after the table's own args. */
+/* The years and the lines, packed after the table's own args (the decision among them). */
 static int pack_adoption(msgpack_packer *pk, const command *cmd, arg_value *values,
-                         const budget_decision *d, int32_t plan_until, const adopt_line *lines,
-                         unsigned n)
+                         int32_t plan_until, const adopt_line *lines, unsigned n)
 {
-    char day[BUDGET_DATE_BYTES + 1];
-    budget_date_format(d->date, day);
-    int rc = pack_args(pk, cmd, values, 5 + (d->dnr[0] ? 1 : 0));
+    int rc = pack_args(pk, cmd, values, 2);
     if (rc != 0)
         return rc;
     msgpack_pack_str_with_body(pk, "plan_until", 10);
     msgpack_pack_int64(pk, plan_until);
-    pack_str_pair(pk, "decision_body", d->body);
-    pack_str_pair(pk, "decision_date", day);
-    pack_str_pair(pk, "decision_paragraph", d->paragraph);
-    if (d->dnr[0])
-        pack_str_pair(pk, "decision_dnr", d->dnr);
     pack_lines(pk, lines, n);
     return 0;
 }
@@ -210,10 +202,6 @@ int run_adopt(ctl *c, const command *cmd, arg_value *values)
     int rc = plan_until_of(value_of(cmd, values, "plan"), year, &until);
     if (rc != 0)
         return rc;
-    budget_decision d;
-    const char *why = NULL, *text = value_of(cmd, values, "decision")->text;
-    if (!budget_decision_parse(text, strlen(text), &d, &why))
-        return complain(EXIT_USAGE, "--decision: %s (%s)", why, BUDGET_DECISION_FORM);
     static adopt_line lines[BUDGET_ADOPT_LINES_MAX];
     unsigned n;
     rc = read_lines(value_of(cmd, values, "lines")->text, (unsigned)(until - year), lines, &n);
@@ -231,8 +219,8 @@ int run_adopt(ctl *c, const command *cmd, arg_value *values)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
     budget_response r;
-    rc = pack_adoption(&pk, cmd, values, &d, until, lines, n);
-    rc = rc != 0 ? complain(EXIT_USAGE, "out of memory") : call_write(c, cmd->op, &args, &r);
+    rc = pack_adoption(&pk, cmd, values, until, lines, n);
+    rc = rc != 0 ? complain(EXIT_USAGE, "out of memory") : call_write(c, cmd->op, &args, &r, NULL);
     msgpack_sbuffer_destroy(&args);
     if (rc != 0)
         return rc;

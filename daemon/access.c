@@ -652,7 +652,21 @@ static void scope_allocation_unit(const ledger *l, const ledger_cmd *cmd, access
         scope_add(out, a.unit, "allocation %s is to %s", cmd->allocation, a.unit);
 }
 
-/* The unit that holds the frame the target comes from (approve, reject). */
+/* The unit allocation `id` is to, and the unit that holds its frame (once when they are the
+ * same): a correction takes money from the one and gives it back to the other. */
+static void scope_allocation_and_holder(const ledger *l, const char *id, access_scope *out)
+{
+    ledger_allocation_view a;
+    char unit[BUDGET_UNIT_BYTES_MAX + 1];
+    if (!ledger_allocation(l, id, &a))
+        return;
+    scope_add(out, a.unit, "allocation %s is to %s", id, a.unit);
+    if (frame_holder(l, a.frame, unit) && strcmp(unit, a.unit) != 0)
+        scope_add(out, unit, "allocation %s comes from frame %s, held by %s", id, a.frame, unit);
+}
+
+/* The unit that holds the frame the target comes from (approve, reject); of a reduction or a
+ * reversal, also the unit of its allocation. */
 static void scope_target_holder(const ledger *l, const ledger_cmd *cmd, access_scope *out)
 {
     ledger_allocation_view a;
@@ -668,6 +682,33 @@ static void scope_target_holder(const ledger *l, const ledger_cmd *cmd, access_s
     if (ledger_avrop(l, cmd->target, &v) && ledger_allocation(l, v.allocation, &a) &&
         frame_holder(l, a.frame, unit))
         scope_add(out, unit, "avrop %s draws on frame %s, held by %s", cmd->target, a.frame, unit);
+    ledger_correction_view c;
+    if (ledger_correction(l, cmd->target, &c))
+        scope_allocation_and_holder(l, c.allocation, out);
+}
+
+/* A reduction: the allocation's unit and the frame's (allocation.reduce). */
+static void scope_allocation_and_frame(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    scope_allocation_and_holder(l, cmd->allocation, out);
+}
+
+/* A reversal: the unit of the avrop's allocation and the frame's (avrop.reverse; the avrop is
+ * in `target`). */
+static void scope_avrop_and_frame(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    ledger_avrop_view v;
+    if (ledger_avrop(l, cmd->target, &v))
+        scope_allocation_and_holder(l, v.allocation, out);
+}
+
+/* The unit registered, renamed or closed (unit.register, unit.rename, unit.close). A parent
+ * is not in the scope: naming a unit as a parent changes nothing of it. */
+static void scope_registered_unit(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    (void)l;
+    if (cmd->unit[0] != '\0')
+        scope_add(out, cmd->unit, "the unit is %s", cmd->unit);
 }
 
 /* No unit (withdraw: only the proposer may withdraw; the ledger checks). */

@@ -10,6 +10,7 @@
 #include "commit.h"
 #include "event.h"
 #include "log.h"
+#include "proto/text.h"
 #include "request.h"
 
 /* ---- group commit ---------------------------------------------------------------------- */
@@ -249,6 +250,448 @@ done:
         conn_write_answered(e.c); /* the step launches the batch otherwise */
 }
 
+static void answer_batch_failed(commit_t *m, commit_batch_t *b, const char *why);
+static void commit_halt(commit_t *m);
+
+/* ---- groups: the writes of a `batch` op -------------------------------------------------- */
+
+/* A group being checked: copies of its entries (each with its event once checked) and what
+ * was found. The writes accepted so far are applied to the speculative ledger as they pass;
+ * a group that is not queued in the end takes them out again (group_restore). */
+typedef struct {
+    commit_entry_t *entries;
+    uint32_t n, accepted, refused, exist;
+    bool queued;
+    commit_refusal_t *refusals;
+    uint64_t *existing; /* the seq of the event that holds each write's id, or 0 */
+    uint64_t ts_ms;
+} group_check;
+
+static void group_refuse(group_check *g, uint32_t index, int code, const char *message)
+{
+    commit_refusal_t *r = &g->refusals[g->refused++];
+    r->index = index;
+    r->code = code;
+    snprintf(r->message, sizeof(r->message), "%s", message);
+}
+
+static int refusal_order(const void *a, const void *b)
+{
+    const commit_refusal_t *x = a, *y = b;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* A str of text that may hold a client's bytes: escaped unless clean. */
+static void pack_clean(msgpack_packer *pk, const char *s)
+{
+    char safe[BUDGET_ESCAPED_BYTES(sizeof(((commit_refusal_t *)0)->message) + 100)];
+    size_t len = strlen(s);
+    if (!budget_text_clean(s, len))
+        s = safe, len = budget_escape(safe, sizeof(safe), s, len);
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, s, len);
+}
+
+/* {"dry_run", "writes": [each write's result, as a single write's]}. */
+static void pack_group_ok(resp_t *r, uint64_t req_id, const commit_entry_t *e, uint32_t n,
+                          bool dry_run)
+{
+    resp_begin(r, req_id, true);
+    msgpack_pack_map(&r->pk, 2);
+    pack_cstr(&r->pk, "dry_run");
+    if (dry_run)
+        msgpack_pack_true(&r->pk);
+    else
+        msgpack_pack_false(&r->pk);
+    pack_cstr(&r->pk, "writes");
+    msgpack_pack_array(&r->pk, n);
+    for (uint32_t i = 0; i < n; i++)
+        request_pack_write_result(&r->pk, &e[i].ev, e[i].hash);
+}
+
+/* The error of a refused group: the first refusal's code, a message naming it, and
+ * "refusals": [{"index", "code", "message"}...] in the order of the writes. */
+static void pack_group_refused(resp_t *r, uint64_t req_id, uint32_t n, commit_refusal_t *refusals,
+                               uint32_t count)
+{
+    char msg[400];
+
+    qsort(refusals, count, sizeof(*refusals), refusal_order);
+    snprintf(msg, sizeof(msg), "%u of %u writes refused, nothing written; write %u: %s", count, n,
+             refusals[0].index, refusals[0].message);
+    resp_begin(r, req_id, false);
+    msgpack_pack_map(&r->pk, 3);
+    pack_key_str(&r->pk, "code", budget_err_code(refusals[0].code));
+    pack_cstr(&r->pk, "message");
+    pack_clean(&r->pk, msg);
+    pack_cstr(&r->pk, "refusals");
+    msgpack_pack_array(&r->pk, count);
+    for (uint32_t i = 0; i < count; i++) {
+        msgpack_pack_map(&r->pk, 3);
+        pack_key_uint(&r->pk, "index", refusals[i].index);
+        pack_key_str(&r->pk, "code", budget_err_code(refusals[i].code));
+        pack_cstr(&r->pk, "message");
+        pack_clean(&r->pk, refusals[i].message);
+    }
+}
+
+/* A retry of a group whose events are all durable, answered on a worker thread (it reads
+ * them): the first results when every write is the same request, else each that is not. */
+typedef struct {
+    job_t base;
+    store *store;
+    ledger_actor actor;
+    bool dry_run;
+    uint32_t n;
+    uint64_t *existing;         /* n seqs, after the entries */
+    commit_refusal_t *refusals; /* room for n */
+    commit_entry_t entries[];
+} group_retry_job;
+
+static int group_retry_read(store_reader *rd, uint64_t seq, commit_entry_t *e)
+{
+    store_val v;
+    const uint8_t *prev, *hash;
+    int rc = store_reader_get(rd, seq, &v);
+    if (rc == 0)
+        rc = event_decode(v.data, v.size, &e->ev);
+    if (rc == 0)
+        rc = event_link(v.data, v.size, &prev, &hash);
+    if (rc == 0)
+        memcpy(e->hash, hash, sizeof(e->hash));
+    return rc;
+}
+
+static void group_retry_run(job_t *w, resp_t *r)
+{
+    group_retry_job *j = (group_retry_job *)w;
+    store_reader *rd;
+    uint32_t refused = 0;
+    char msg[200];
+
+    if (store_reader_begin(j->store, &rd) != 0) {
+        resp_error_into(r, w->req_id, BUDGET_EUNAVAILABLE, "the event store cannot be read now");
+        return;
+    }
+    for (uint32_t i = 0; i < j->n; i++) {
+        commit_entry_t *e = &j->entries[i];
+        commit_refusal_t *f = &j->refusals[refused];
+        if (group_retry_read(rd, j->existing[i], e) != 0) {
+            store_reader_end(rd);
+            resp_error_into(r, w->req_id, BUDGET_EINTERNAL,
+                            "an event that holds an id of this batch cannot be read");
+            return;
+        }
+        if (ledger_same_request(&e->cmd, &j->actor, &e->ev))
+            continue;
+        conflict_message(msg, sizeof(msg), e->cmd.id, j->existing[i], &j->actor, &e->ev);
+        f->index = i;
+        f->code = BUDGET_ECONFLICT;
+        snprintf(f->message, sizeof(f->message), "%s", msg);
+        refused++;
+    }
+    store_reader_end(rd);
+    if (refused > 0)
+        pack_group_refused(r, w->req_id, j->n, j->refusals, refused);
+    else
+        pack_group_ok(r, w->req_id, j->entries, j->n, j->dry_run);
+}
+
+void commit_answer_refused(conn_t *c, uint32_t slot, uint64_t req_id, uint32_t n,
+                           commit_refusal_t *refusals, uint32_t count)
+{
+    resp_t r;
+    pack_group_refused(&r, req_id, n, refusals, count);
+    conn_answer(c, slot, &r, req_id);
+}
+
+/* Queues the retry job of `g`. True when it was queued (it ends the write), false when it
+ * was answered here. */
+static bool group_retry(commit_t *m, group_check *g, bool dry_run)
+{
+    const commit_entry_t *first = &g->entries[0];
+    size_t n = g->n;
+    group_retry_job *j = calloc(
+        1, sizeof(*j) + n * (sizeof(commit_entry_t) + sizeof(uint64_t) + sizeof(commit_refusal_t)));
+    if (!j) {
+        conn_answer_error(first->c, first->slot, first->req_id, BUDGET_EUNAVAILABLE,
+                          "out of memory");
+        return false;
+    }
+    memcpy(j->entries, g->entries, n * sizeof(commit_entry_t));
+    j->existing = (uint64_t *)(j->entries + n);
+    memcpy(j->existing, g->existing, n * sizeof(uint64_t));
+    j->refusals = (commit_refusal_t *)(j->existing + n);
+    j->store = m->store;
+    j->actor = *conn_actor(first->c);
+    j->dry_run = dry_run;
+    j->n = g->n;
+    j->base.run = group_retry_run;
+    j->base.finished = retry_finished;
+    return job_queue(m->jobs, first->c, first->slot, first->req_id, &j->base) == 0;
+}
+
+static void group_free(group_check *g)
+{
+    free(g->entries);
+    free(g->refusals);
+    free(g->existing);
+}
+
+/* 0, or -1 when out of memory (nothing to free). */
+static int group_init(commit_t *m, group_check *g, const commit_entry_t *entries, uint32_t n)
+{
+    memset(g, 0, sizeof(*g));
+    g->n = n;
+    g->entries = malloc(n * sizeof(*g->entries));
+    g->refusals = malloc(n * sizeof(*g->refusals));
+    g->existing = calloc(n, sizeof(*g->existing));
+    if (!g->entries || !g->refusals || !g->existing) {
+        group_free(g);
+        return -1;
+    }
+    memcpy(g->entries, entries, n * sizeof(*g->entries));
+    /* Every event of a group is stamped alike, never before the last (as commit_admit). */
+    uint64_t now = clock_now_ms(), last = ledger_last_ts(m->speculative);
+    g->ts_ms = now > last ? now : last;
+    return 0;
+}
+
+/* Checks write `i` against the state the accepted writes before it leave, and applies it
+ * there when it passes. */
+static void group_check_one(commit_t *m, group_check *g, uint32_t i, const commit_group_opts *o)
+{
+    commit_entry_t *e = &g->entries[i];
+    ledger_error err;
+    uint64_t existing = 0;
+    char msg[200];
+
+    if (o->check && o->check(o->check_ctx, m->speculative, i, &e->cmd, &err) != 0) {
+        group_refuse(g, i, err.code, err.message);
+        return;
+    }
+    int rc = ledger_check(m->speculative, &e->cmd, conn_actor(e->c), &e->ev, &existing, &err);
+    if (rc == 1 && existing > m->spec_head) {
+        snprintf(msg, sizeof(msg), "id %s is also the id of write %llu of this batch", e->cmd.id,
+                 (unsigned long long)(existing - m->spec_head - 1));
+        group_refuse(g, i, BUDGET_ECONFLICT, msg);
+    } else if (rc == 1) {
+        g->existing[i] = existing;
+        g->exist++;
+    } else if (rc < 0) {
+        group_refuse(g, i, rc, err.message);
+    } else {
+        e->ev.seq = m->spec_head + 1 + g->accepted;
+        e->ev.ts_ms = g->ts_ms;
+        rc = ledger_apply(m->speculative, &e->ev);
+        if (rc != 0)
+            group_refuse(g, i, rc, "the event could not be applied");
+        else
+            g->accepted++;
+    }
+}
+
+/* A group whose ids partly exist: each existing one is refused too. */
+static void group_refuse_existing(group_check *g)
+{
+    char msg[200];
+    for (uint32_t i = 0; i < g->n; i++) {
+        if (g->existing[i] == 0)
+            continue;
+        snprintf(msg, sizeof(msg),
+                 "id %s is taken by event %llu; a batch is retried whole, with every id as "
+                 "before",
+                 g->entries[i].cmd.id, (unsigned long long)g->existing[i]);
+        group_refuse(g, i, BUDGET_ECONFLICT, msg);
+    }
+}
+
+/* Encodes the group's events, chained from the speculative head, into `b` (NULL: a dry run,
+ * for their hashes only). 0, or -1 (nothing added to `b`). */
+static int group_encode(commit_t *m, group_check *g, commit_batch_t *b)
+{
+    uint8_t prev[BUDGET_HASH_BYTES], scratch[EVENT_BYTES_MAX];
+    size_t at = b ? b->bytes_len : 0;
+
+    memcpy(prev, m->spec_hash, sizeof(prev));
+    for (uint32_t i = 0; i < g->n; i++) {
+        commit_entry_t *e = &g->entries[i];
+        uint8_t *out = b ? b->bytes + at : scratch;
+        int rc = event_encode(&e->ev, prev, out, EVENT_BYTES_MAX, e->hash);
+        if (rc < 0) {
+            log_error("event %llu (%s) could not be encoded", (unsigned long long)e->ev.seq,
+                      e->cmd.id);
+            return -1;
+        }
+        e->offset = at;
+        e->size = (size_t)rc;
+        e->dup = false;
+        e->group = i == 0 ? g->n : 0;
+        e->in_group = i > 0;
+        at += b ? (size_t)rc : 0;
+        memcpy(prev, e->hash, sizeof(prev));
+    }
+    if (b)
+        b->bytes_len = at;
+    return 0;
+}
+
+/* Room in `b` for `n` more entries and their events. 0 or BUDGET_EUNAVAILABLE. */
+static int group_reserve(commit_batch_t *b, uint32_t n)
+{
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->count + n)
+        cap *= 2;
+    if (cap > b->cap) {
+        commit_entry_t *e = realloc(b->entries, cap * sizeof(*e));
+        if (!e)
+            return BUDGET_EUNAVAILABLE;
+        b->entries = e;
+        store_item *items = realloc(b->items, cap * sizeof(*items));
+        if (!items)
+            return BUDGET_EUNAVAILABLE;
+        b->items = items;
+        b->cap = cap;
+    }
+    size_t need = b->bytes_len + (size_t)(n + 1) * EVENT_BYTES_MAX;
+    if (b->bytes_cap < need) {
+        size_t bytes_cap = b->bytes_cap ? b->bytes_cap : 64 * EVENT_BYTES_MAX;
+        while (bytes_cap < need)
+            bytes_cap *= 2;
+        uint8_t *p = realloc(b->bytes, bytes_cap);
+        if (!p)
+            return BUDGET_EUNAVAILABLE;
+        b->bytes = p;
+        b->bytes_cap = bytes_cap;
+    }
+    return 0;
+}
+
+/* Queues the checked group in the pending batch (the speculative ledger holds it already).
+ * True when queued. */
+static bool group_queue(commit_t *m, group_check *g, const commit_group_opts *o)
+{
+    commit_batch_t *b = m->pending;
+    const commit_entry_t *first = &g->entries[0];
+
+    if (group_encode(m, g, b) != 0) {
+        conn_answer_error(first->c, first->slot, first->req_id, BUDGET_EINTERNAL,
+                          "the events could not be made");
+        return false;
+    }
+    /* A failed commit checks the group again (recheck_pending): it keeps the batch's head. */
+    g->entries[0].has_expect_head = o->has_expect_head;
+    g->entries[0].expect_head = o->expect_head;
+    memcpy(b->entries + b->count, g->entries, g->n * sizeof(*g->entries));
+    b->count += g->n;
+    g->queued = true;
+    m->spec_head += g->n;
+    memcpy(m->spec_hash, g->entries[g->n - 1].hash, sizeof(m->spec_hash));
+    return true;
+}
+
+/* The outcome of a checked group: refused, a retry, answered as a dry run, or queued. True
+ * when the write is ended later (queued, or a retry job). */
+static bool group_settle(commit_t *m, group_check *g, const commit_group_opts *o)
+{
+    const commit_entry_t *first = &g->entries[0];
+    char msg[200];
+    resp_t r;
+
+    if (g->exist > 0 && (g->exist < g->n || g->refused > 0))
+        group_refuse_existing(g);
+    if (g->refused > 0) {
+        pack_group_refused(&r, first->req_id, g->n, g->refusals, g->refused);
+        conn_answer(first->c, first->slot, &r, first->req_id);
+        return false;
+    }
+    if (g->exist == g->n) {
+        for (uint32_t i = 0; i < g->n; i++)
+            if (g->existing[i] > m->committed_head) {
+                conn_answer_error(first->c, first->slot, first->req_id, BUDGET_EUNAVAILABLE,
+                                  "this batch is being written; retry with the same ids");
+                return false;
+            }
+        return group_retry(m, g, o->dry_run);
+    }
+    if (o->has_expect_head && o->expect_head != m->spec_head) {
+        snprintf(msg, sizeof(msg), "expect_head is %llu but the log's last seq is %llu",
+                 (unsigned long long)o->expect_head, (unsigned long long)m->spec_head);
+        conn_answer_error(first->c, first->slot, first->req_id, BUDGET_ECONFLICT, msg);
+        return false;
+    }
+    if (!o->dry_run)
+        return group_queue(m, g, o);
+    if (group_encode(m, g, NULL) != 0) {
+        conn_answer_error(first->c, first->slot, first->req_id, BUDGET_EINTERNAL,
+                          "the events could not be made");
+        return false;
+    }
+    pack_group_ok(&r, first->req_id, g->entries, g->n, true);
+    conn_answer(first->c, first->slot, &r, first->req_id);
+    return false;
+}
+
+/*
+ * The speculative ledger without a group that was not queued: made again from the committed
+ * one and the events not yet durable (the batch in flight, then the pending one). O(the
+ * ledger), and only after a group applied some writes and was then refused or only a dry run.
+ * Out of memory, the speculative ledger cannot be trusted: the daemon stops, as after a failed
+ * rebuild in recheck_pending.
+ */
+static void group_restore(commit_t *m)
+{
+    const commit_batch_t *bs[2] = {m->inflight, m->pending};
+    ledger *fresh = ledger_clone(m->committed);
+
+    for (int i = 0; fresh && i < 2; i++)
+        for (size_t j = 0; bs[i] && j < bs[i]->count; j++)
+            if (!bs[i]->entries[j].dup && ledger_apply(fresh, &bs[i]->entries[j].ev) != 0) {
+                ledger_free(fresh);
+                fresh = NULL;
+                break;
+            }
+    if (!fresh) {
+        log_error("out of memory restoring the write state after a batch; stopping");
+        answer_batch_failed(m, m->pending, "budgetd is out of memory");
+        batch_reset(m->pending);
+        commit_halt(m);
+        return;
+    }
+    ledger_free(m->speculative);
+    m->speculative = fresh;
+}
+
+void commit_admit_group(commit_t *m, const commit_entry_t *entries, uint32_t n,
+                        const commit_group_opts *o)
+{
+    const commit_entry_t *first = &entries[0];
+    group_check g;
+    bool later = false;
+
+    assert(n > 0 && n <= COMMIT_GROUP_WRITES_MAX && m->pending != m->inflight);
+    if (*m->stopping || m->halted) {
+        conn_answer_error(first->c, first->slot, first->req_id, BUDGET_EUNAVAILABLE,
+                          "budgetd is stopping; retry with the same ids");
+    } else if (m->pending->count + n > BUDGET_BATCH_EVENTS_MAX ||
+               group_reserve(m->pending, n) != 0) {
+        conn_answer_error(first->c, first->slot, first->req_id, BUDGET_EUNAVAILABLE,
+                          "the write queue is full; retry with the same ids");
+    } else if (group_init(m, &g, entries, n) != 0) {
+        conn_answer_error(first->c, first->slot, first->req_id, BUDGET_EUNAVAILABLE,
+                          "out of memory");
+    } else {
+        for (uint32_t i = 0; i < n; i++)
+            group_check_one(m, &g, i, o);
+        later = group_settle(m, &g, o);
+        if (!g.queued && g.accepted > 0)
+            group_restore(m);
+        group_free(&g);
+    }
+    if (!later)
+        conn_write_answered(first->c);
+}
+
 static void writer_main(void *arg)
 {
     commit_t *m = arg;
@@ -287,7 +730,15 @@ static void answer_batch_ok(commit_t *m, commit_batch_t *b)
             m->committed_head = e->ev.seq;
             memcpy(m->committed_hash, e->hash, sizeof(m->committed_hash));
         }
-        answer_write_ok(m, e->c, e->slot, e->req_id, &e->ev, e->hash);
+        if (e->in_group)
+            continue; /* answered with its group's first write */
+        if (e->group > 0) {
+            resp_t r;
+            pack_group_ok(&r, e->req_id, e, e->group, false);
+            conn_answer(e->c, e->slot, &r, e->req_id);
+        } else {
+            answer_write_ok(m, e->c, e->slot, e->req_id, &e->ev, e->hash);
+        }
         conn_write_answered(e->c);
     }
     m->durable(m->owner, b); /* the batch is durable and applied: now it may be seen */
@@ -301,6 +752,8 @@ static void answer_batch_failed(commit_t *m, commit_batch_t *b, const char *why)
     m->commits_failed++;
     for (size_t i = 0; i < b->count; i++) {
         commit_entry_t *e = &b->entries[i];
+        if (e->in_group)
+            continue; /* one answer for the group */
         conn_answer_error(e->c, e->slot, e->req_id, BUDGET_EUNAVAILABLE, why);
         conn_write_answered(e->c);
     }
@@ -341,8 +794,18 @@ static void recheck_pending(commit_t *m)
     m->spec_head = m->committed_head;
     memcpy(m->spec_hash, m->committed_hash, sizeof(m->spec_hash));
     batch_reset(b);
-    for (size_t i = 0; i < n; i++)
-        commit_admit(m, &waiting[i]); /* keeps or drops the entry's connection reference */
+    for (size_t i = 0; i < n; i++) {
+        /* keeps or drops the entry's connection reference */
+        if (waiting[i].group == 0) {
+            commit_admit(m, &waiting[i]);
+            continue;
+        }
+        /* A group is checked again whole (its access was checked when it came). */
+        commit_group_opts o = {.has_expect_head = waiting[i].has_expect_head,
+                               .expect_head = waiting[i].expect_head};
+        commit_admit_group(m, &waiting[i], waiting[i].group, &o);
+        i += waiting[i].group - 1;
+    }
     free(waiting);
 }
 

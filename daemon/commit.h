@@ -40,6 +40,10 @@ typedef struct {
     uint8_t hash[BUDGET_HASH_BYTES];
     size_t offset; /* of the encoded event in the batch's bytes */
     size_t size;
+    /* A `batch` op's writes ride as consecutive entries of one commit batch: the first holds
+     * their number in `group` and answers for all of them; the others hold `in_group`. */
+    uint32_t group;
+    bool in_group;
 } commit_entry_t;
 
 /* The writes committed together; `bytes` holds their encoded events back to back. */
@@ -100,6 +104,44 @@ int commit_start(commit_t *m, uv_loop_t *loop, ledger *committed, uint64_t head,
  * pending batch. `in` is copied. The write (conn_write_begin) is answered, and ended with
  * conn_write_answered, here or once its batch is durable. */
 void commit_admit(commit_t *m, const commit_entry_t *in);
+/* A `batch` op's writes: at most this many, checked together and committed together. */
+#define COMMIT_GROUP_WRITES_MAX 1000u
+
+/* The access check of write `index` of a group, against `l`, the state the writes before it
+ * in the group leave: 0, or a budget_err with `err` filled. */
+typedef int (*commit_group_check_fn)(void *ctx, const ledger *l, uint32_t index,
+                                     const ledger_cmd *cmd, ledger_error *err);
+
+/* One refused write of a group: its index in the group, a budget_err and why. */
+typedef struct {
+    uint32_t index;
+    int code;
+    char message[200];
+} commit_refusal_t;
+
+typedef struct {
+    bool dry_run; /* answer as if, append nothing */
+    bool has_expect_head;
+    uint64_t expect_head;
+    commit_group_check_fn check; /* may be NULL */
+    void *check_ctx;
+} commit_group_opts;
+
+/*
+ * Checks the writes of a group (`n` entries, 1..COMMIT_GROUP_WRITES_MAX, each with `cmd`,
+ * and the same connection, slot and request id) in order against the speculative ledger as
+ * the writes before each leave it, and queues all their events in the pending batch (so one
+ * commit holds them, at consecutive seqs) or none. The group gets one answer: every event's
+ * result once durable, or every refusal with its index (here). A group whose ids all exist
+ * is a retry, answered with the first results; one whose ids partly exist is refused.
+ * `entries` is copied. The caller did conn_write_begin once; it is ended here or once durable.
+ */
+void commit_admit_group(commit_t *m, const commit_entry_t *entries, uint32_t n,
+                        const commit_group_opts *o);
+/* Answers a group of `n` writes refused: the first refusal's code, and every refusal
+ * ("refusals", sorted here by index; `count` >= 1). */
+void commit_answer_refused(conn_t *c, uint32_t slot, uint64_t req_id, uint32_t n,
+                           commit_refusal_t *refusals, uint32_t count);
 /* Hands the pending batch to the writer thread when it is idle and the batch is not empty. */
 void commit_launch(commit_t *m);
 /* No write waits or is in flight. */

@@ -14,36 +14,52 @@
  *
  * data, per type (the field tables of event_types.c):
  *
- *   frame.granted        id, unit, year, amount, title, reference[, continues]
- *   frame.adjusted       id, frame, unit, year, delta, reason, reference
+ *   frame.granted        id, unit, year, amount, title, DECISION, reference[, continues]
+ *   frame.adjusted       id, frame, unit, year, delta, reason, DECISION, reference
  *   allocation.proposed  id, frame, unit, year, amount, purpose
  *   avrop.requested      id, allocation, frame, unit, year, amount, note
- *   decision.approved    id, target, target_kind, frame, unit, year, amount, reference, note
- *   decision.rejected    id, target, target_kind, frame, unit, year, amount, reference, note
+ *   decision.approved    id, target, target_kind, frame, unit, year, amount, DECISION,
+ *                        reference, note
+ *   decision.rejected    (as decision.approved)
  *   request.withdrawn    id, target, target_kind, frame, unit, year, amount, note
- *   budget.adopted       id, year, plan_until, title, lines, decision_body, decision_date,
- *                        decision_paragraph, decision_dnr
+ *   allocation.reduction_requested  id, allocation, frame, unit, year, amount, reason
+ *   avrop.reversal_requested        id, avrop, allocation, frame, unit, year, amount, reason
+ *   unit.registered      id, unit, name, kind, parent, reference
+ *   unit.renamed         id, unit, name, reference
+ *   unit.closed          id, unit, reference
+ *   budget.adopted       id, year, plan_until, title, lines, DECISION
+ *
+ * where DECISION is decision_body, decision_date, decision_paragraph, decision_dnr: fields
+ * added to frame.granted, frame.adjusted and the decisions (FIELD_ADDED) after events of them
+ * were written. An event written before has none of the four (its data map is four entries
+ * shorter) and is read and written back in that form. frame.granted's continues was added
+ * later still (FIELD_ADDED_LATER): an event without it has a map one entry shorter, so a
+ * frame.granted event has 6, 10 or 11 entries. budget.adopted always has all its fields.
  *
  * with
  *
- *   id, frame, allocation, target   str, 1..64 of A-Za-z0-9._:-
+ *   id, frame, allocation, target, avrop  str, 1..64 of A-Za-z0-9._:-
  *   unit                            str, 1..32 of A-Za-z0-9._:-
+ *   parent                          str, "" or 1..32 of A-Za-z0-9._:-
  *   year                            int, 1900..9999
  *   amount                          int, 1..10^15 (öre)
  *   delta                           int, non-zero, -10^15..10^15 (öre)
- *   title, reason, purpose          str, 1..256 bytes of UTF-8
+ *   title, reason, purpose, name    str, 1..256 bytes of UTF-8
+ *   kind                            str, 1..15 bytes of UTF-8 (one of the unit kinds)
  *   reference, note                 str, 0..256 bytes of UTF-8
- *   target_kind                     str, "allocation" or "avrop"
+ *   target_kind                     str, "allocation", "avrop", "reduction" or "reversal"
  *   continues                       str, a frame id; frame.granted writes it only when set
  *   plan_until                      int, year..year+10
  *   lines                           array of 1..64 maps {unit, amount, plan: [int 0..10^15,
  *                                   plan_until - year of them], continues: "" or a frame id}
- *   decision_body, _paragraph       str, 1..16; decision_date str "YYYY-MM-DD"; decision_dnr
- *                                   str, 0..64
+ *   decision_body                   str, 1..16 of A-Z Å Ä Ö 0-9, a letter first
+ *   decision_date                   str, "YYYY-MM-DD", a real day of 1900..9999
+ *   decision_paragraph              str, 1..16, a digit first ("241", "241 p. 2")
+ *   decision_dnr                    str, 0..64 bytes of UTF-8
  *
  * Every value is in its shortest msgpack form (non-negative integers as uint), so one event
  * has exactly one encoding and re-encoding a decoded event gives the same bytes. In the
- * ledger_event, delta is `amount` and reason and purpose are `title`.
+ * ledger_event, delta is `amount`, reason and purpose are `title`, and avrop is `target`.
  */
 #include "event.h"
 
@@ -87,7 +103,7 @@ static bool str_ok(const field *f, const char *s, size_t len)
     case FIELD_ID:
         return (len == 0 && f->source == FIELD_OPTIONAL) || ledger_valid_id(s, len);
     case FIELD_UNIT:
-        return ledger_valid_unit(s, len);
+        return (len == 0 && field_bytes_min(f) == 0) || ledger_valid_unit(s, len);
     case FIELD_TEXT:
         return len >= field_bytes_min(f) && len <= field_bytes_max(f) && memchr(s, 0, len) == NULL;
     case FIELD_BODY:
@@ -118,16 +134,31 @@ static bool int_ok(field_value kind, int64_t v)
 /* The kinds a target_kind may hold. */
 static const char *kind_text(ledger_kind k)
 {
-    return k == LEDGER_KIND_ALLOCATION || k == LEDGER_KIND_AVROP ? ledger_kind_name(k) : NULL;
+    return k == LEDGER_KIND_ALLOCATION || k == LEDGER_KIND_AVROP || k == LEDGER_KIND_REDUCTION ||
+                   k == LEDGER_KIND_REVERSAL
+               ? ledger_kind_name(k)
+               : NULL;
 }
 
-/* The number of fields of `t` flagged FIELD_ADDED. */
-static uint8_t added_count(const event_type_info *t)
+/* The number of fields of `t` of rounds 0..round (field_round): the size of its data map. */
+static uint8_t round_count(const event_type_info *t, unsigned round)
 {
     uint8_t n = 0;
     for (uint8_t i = 0; i < t->field_count; i++)
-        n += (t->fields[i].flags & FIELD_ADDED) != 0;
+        n += field_round(t->fields[i].flags) <= round;
     return n;
+}
+
+/* The round whose layout has a data map with fixmap header `head`, the last round first (the
+ * whole map, as every new event of most types has), or FIELD_ROUNDS when none has. */
+static unsigned round_of_map(const event_type_info *t, uint8_t head)
+{
+    if (head == (uint8_t)(0x80 | t->field_count))
+        return FIELD_ROUNDS - 1;
+    for (unsigned round = FIELD_ROUNDS - 1; round-- > 0;)
+        if (head == (uint8_t)(0x80 | round_count(t, round)))
+            return round;
+    return FIELD_ROUNDS;
 }
 
 /* ---- encoding ----------------------------------------------------------------------------- */
@@ -324,13 +355,12 @@ int event_encode(const ledger_event *ev, const uint8_t prev[BUDGET_HASH_BYTES], 
     mp_write_cstr(&w, ledger_type_name(ev->type));
     mp_write_raw(&w, KEY_DATA, sizeof KEY_DATA - 1);
     const event_type_info *t = &event_types[ev->type];
-    /* An event of before the added fields of its type (it has none of them) keeps the data
-     * map it was written with. */
-    bool short_form = ledger_added_absent(ev);
-    mp_write_map(&w, short_form ? t->field_count - added_count(t) : t->field_count);
+    /* An event without the fields added to its type in a round keeps the data map of the
+     * round before. */
+    unsigned round = ledger_added_round(ev);
+    mp_write_map(&w, round_count(t, round));
     for (uint8_t i = 0; i < t->field_count; i++)
-        if (!(short_form && (t->fields[i].flags & FIELD_ADDED)) &&
-            !write_field(&w, &t->fields[i], ev))
+        if (field_round(t->fields[i].flags) <= round && !write_field(&w, &t->fields[i], ev))
             return BUDGET_EINTERNAL;
     mp_write_raw(&w, PREV_HEAD, sizeof PREV_HEAD);
     mp_write_raw(&w, prev, BUDGET_HASH_BYTES);
@@ -613,13 +643,14 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
     case FIELD_TARGET_KIND:
         if (!read_str(r, &s, &len, 16))
             return false;
-        if (len == 10 && memcmp(s, "allocation", 10) == 0)
-            ev->target_kind = LEDGER_KIND_ALLOCATION;
-        else if (len == 5 && memcmp(s, "avrop", 5) == 0)
-            ev->target_kind = LEDGER_KIND_AVROP;
-        else
-            return false;
-        return true;
+        for (int k = 1; k < (int)LEDGER_KIND_END; k++) {
+            const char *name = kind_text((ledger_kind)k);
+            if (name != NULL && strlen(name) == len && memcmp(s, name, len) == 0) {
+                ev->target_kind = (ledger_kind)k;
+                return true;
+            }
+        }
+        return false;
     default:
         if (!read_str(r, &s, &len, (uint32_t)field_bytes_max(f)) || !str_ok(f, s, len))
             return false;
@@ -632,7 +663,7 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
 static void clear_fields(ledger_event *ev)
 {
     ev->id[0] = ev->frame[0] = ev->allocation[0] = ev->target[0] = ev->unit[0] = '\0';
-    ev->title[0] = ev->reference[0] = ev->note[0] = '\0';
+    ev->title[0] = ev->reference[0] = ev->note[0] = ev->unit_kind[0] = ev->parent[0] = '\0';
     ev->decision_body[0] = ev->decision_paragraph[0] = ev->decision_dnr[0] = '\0';
     ev->decision_date = 0;
     ev->continues[0] = '\0';
@@ -673,16 +704,14 @@ int event_decode(const uint8_t *bytes, size_t size, ledger_event *ev)
     const event_type_info *t = &event_types[type];
     if (!expect(&r, KEY_DATA, sizeof KEY_DATA - 1) || mp_remaining(&r) < 1)
         return BUDGET_EINTERNAL;
-    /* The whole data map, or one written before the type's added fields, without them. */
-    uint8_t data_map = *r.p++;
-    bool short_form = data_map != (uint8_t)(0x80 | t->field_count);
-    if (short_form &&
-        (added_count(t) == 0 || data_map != (uint8_t)(0x80 | (t->field_count - added_count(t)))))
+    /* The whole data map, or one written before a round of fields added to the type, without
+     * them. */
+    unsigned round = round_of_map(t, *r.p++);
+    if (round == FIELD_ROUNDS)
         return BUDGET_EINTERNAL;
     clear_fields(ev);
     for (uint8_t i = 0; i < t->field_count; i++)
-        if (!(short_form && (t->fields[i].flags & FIELD_ADDED)) &&
-            !read_field(&r, &t->fields[i], ev))
+        if (field_round(t->fields[i].flags) <= round && !read_field(&r, &t->fields[i], ev))
             return BUDGET_EINTERNAL;
 
     /* Exactly the link remains. */

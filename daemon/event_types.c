@@ -44,9 +44,11 @@ static const event_field event_fields_frame_granted[] = {
     FIELD("year", FIELD_YEAR, FIELD_REQUIRED, 0, year),
     FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
     FIELD("title", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    DECISION_FIELDS_AS(FIELD_ADDED),
     FIELD("reference", FIELD_TEXT, FIELD_OPTIONAL, FIELD_KEPT, reference),
-    /* The earlier frame this one continues; added after frame.granted events were written. */
-    FIELD("continues", FIELD_ID, FIELD_OPTIONAL, FIELD_ADDED, continues),
+    /* The earlier frame this one continues; added after frame.granted events with a decision
+     * were written, so a round of its own. */
+    FIELD("continues", FIELD_ID, FIELD_OPTIONAL, FIELD_ADDED | FIELD_ADDED_LATER, continues),
 };
 
 static const event_field event_fields_frame_adjusted[] = {
@@ -56,6 +58,7 @@ static const event_field event_fields_frame_adjusted[] = {
     DERIVED_YEAR,
     FIELD("delta", FIELD_DELTA, FIELD_REQUIRED, 0, amount),
     FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
+    DECISION_FIELDS_AS(FIELD_ADDED),
     REFERENCE,
 };
 
@@ -87,6 +90,7 @@ static const event_field event_fields_decision[] = {
     DERIVED_UNIT,
     DERIVED_YEAR,
     FIELD("amount", FIELD_AMOUNT, FIELD_DERIVED, 0, amount),
+    DECISION_FIELDS_AS(FIELD_ADDED),
     REFERENCE,
     NOTE,
 };
@@ -100,6 +104,53 @@ static const event_field event_fields_request_withdrawn[] = {
     DERIVED_YEAR,
     FIELD("amount", FIELD_AMOUNT, FIELD_DERIVED, 0, amount),
     NOTE,
+};
+
+/* allocation.reduction_requested: the allocation and the amount to take back from it */
+static const event_field event_fields_reduction_requested[] = {
+    ID,
+    FIELD("allocation", FIELD_ID, FIELD_REQUIRED, 0, allocation),
+    DERIVED_FRAME,
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
+    FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
+};
+
+/* avrop.reversal_requested: the avrop (kept in `target`) and the part of it to reverse */
+static const event_field event_fields_reversal_requested[] = {
+    ID,
+    FIELD("avrop", FIELD_ID, FIELD_REQUIRED, 0, target),
+    FIELD("allocation", FIELD_ID, FIELD_DERIVED, 0, allocation),
+    DERIVED_FRAME,
+    DERIVED_UNIT,
+    DERIVED_YEAR,
+    FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
+    FIELD("reason", FIELD_TEXT, FIELD_REQUIRED, 0, title),
+};
+
+/* The register of units (docs/events.md, "Units"): the unit's code is `unit`, its name is kept
+ * in `title`. */
+static const event_field event_fields_unit_registered[] = {
+    ID,
+    FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, FIELD_NEW_UNIT, unit),
+    FIELD("name", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    FIELD("kind", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, unit_kind),
+    FIELD("parent", FIELD_UNIT, FIELD_OPTIONAL, 0, parent),
+    REFERENCE,
+};
+
+static const event_field event_fields_unit_renamed[] = {
+    ID,
+    FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, 0, unit),
+    FIELD("name", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    REFERENCE,
+};
+
+static const event_field event_fields_unit_closed[] = {
+    ID,
+    FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, 0, unit),
+    REFERENCE,
 };
 
 /* One decision adopts a budget year with its plan years: a binding frame per line, plan

@@ -26,6 +26,11 @@
     X(AVROP, "avrop", avrop)                                                                       \
     X(DECISION, "decision", decisions)                                                             \
     X(WITHDRAWAL, "withdrawal", withdrawals)                                                       \
+    X(REDUCTION, "reduction", reductions)                                                          \
+    X(REVERSAL, "reversal", reversals)                                                             \
+    X(REGISTRATION, "registration", registrations)                                                 \
+    X(RENAMING, "renaming", renamings)                                                             \
+    X(CLOSING, "closing", closings)                                                                \
     X(ADOPTION, "adoption", adoptions)
 
 /*
@@ -56,6 +61,16 @@
       target_holder)                                                                               \
     X(REQUEST_WITHDRAWN, "request.withdrawn", "withdraw", CLERK, WITHDRAWAL, request_withdrawn,    \
       target, none)                                                                                \
+    X(ALLOCATION_REDUCTION_REQUESTED, "allocation.reduction_requested", "allocation.reduce",       \
+      CLERK, REDUCTION, reduction_requested, reduce, allocation_and_frame)                         \
+    X(AVROP_REVERSAL_REQUESTED, "avrop.reversal_requested", "avrop.reverse", CLERK, REVERSAL,      \
+      reversal_requested, reverse, avrop_and_frame)                                                \
+    X(UNIT_REGISTERED, "unit.registered", "unit.register", ADMIN, REGISTRATION, unit_registered,   \
+      register_unit, registered_unit)                                                              \
+    X(UNIT_RENAMED, "unit.renamed", "unit.rename", ADMIN, RENAMING, unit_renamed, rename_unit,     \
+      registered_unit)                                                                             \
+    X(UNIT_CLOSED, "unit.closed", "unit.close", ADMIN, CLOSING, unit_closed, close_unit,           \
+      registered_unit)                                                                             \
     X(BUDGET_ADOPTED, "budget.adopted", "budget.adopt", ADMIN, ADOPTION, budget_adopted, adopt,    \
       line_units)
 
@@ -107,7 +122,7 @@ typedef enum {
     FIELD_AMOUNT,      /* int: 1..BUDGET_AMOUNT_MAX (öre) */
     FIELD_DELTA,       /* int: non-zero, -BUDGET_AMOUNT_MAX..BUDGET_AMOUNT_MAX (öre) */
     FIELD_TEXT,        /* str: UTF-8 without control characters, up to the limit (256 bytes) */
-    FIELD_TARGET_KIND, /* str: "allocation" or "avrop" (a ledger_kind in the struct) */
+    FIELD_TARGET_KIND, /* str: "allocation", "avrop", "reduction" or "reversal" (a ledger_kind) */
     FIELD_DATE,        /* str "YYYY-MM-DD", a real day in BUDGET_YEAR_MIN..MAX; in the struct an
                           int32 YYYYMMDD (proto/fields.h), 0 when absent */
     FIELD_BODY,        /* str: a decision's body, 1..16 of A-Z Å Ä Ö 0-9 ("KS") */
@@ -130,7 +145,22 @@ enum {
      * added field of its type at once (its data map is shorter by their number), and then
      * decodes with them empty ("" and 0). A new write must still give the required ones. */
     FIELD_ADDED = 1u << 1,
+    /* a unit the event brings into the register (unit.registered's own): not required to be
+     * registered already, as every other unit a write names is */
+    FIELD_NEW_UNIT = 1u << 2,
+    /* With FIELD_ADDED: added in a later round than the type's other added fields (after events
+     * with those were written). Such an event may lack the later round only, and its data map
+     * is then shorter by the later fields: a type has a layout per round (field_round). */
+    FIELD_ADDED_LATER = 1u << 3,
 };
+
+/* The round in which a field came to its type: 0 with the type, 1 FIELD_ADDED, 2 also
+ * FIELD_ADDED_LATER. An event of round r has exactly the fields of rounds 0..r. */
+#define FIELD_ROUNDS 3
+static inline unsigned field_round(uint8_t flags)
+{
+    return !(flags & FIELD_ADDED) ? 0 : (flags & FIELD_ADDED_LATER) ? 2 : 1;
+}
 
 /*
  * One field of an event: its key in the data map (and the name of the write op's arg), what
@@ -177,10 +207,12 @@ static inline bool field_is_str(const event_field *f)
            f->value == FIELD_BODY || f->value == FIELD_PARAGRAPH;
 }
 
-/* The least bytes a str field may hold: 1, but 0 for an optional text. */
+/* The least bytes a str field may hold: 1, but 0 for an optional text or unit ("" when it is
+ * not given). */
 static inline size_t field_bytes_min(const event_field *f)
 {
-    return f->value == FIELD_TEXT && f->source == FIELD_OPTIONAL ? 0 : 1;
+    return (f->value == FIELD_TEXT || f->value == FIELD_UNIT) && f->source == FIELD_OPTIONAL ? 0
+                                                                                             : 1;
 }
 
 #endif

@@ -6,12 +6,14 @@
  *   ids          every id ever created (one namespace for all kinds), with the seq of the
  *                event that created it; the id's bytes are in the arena
  *   id_table     open addressing, id -> index into ids
- *   frames, allocations, avrop
- *                the entities that carry balances, in order of creation
+ *   frames, allocations, avrop, corrections
+ *                the entities that carry balances, in order of creation (corrections: the
+ *                reductions of allocations and reversals of avrop, one array for both)
  *   units        one row per (unit, fiscal year), in order of first appearance
  *   unit_table   open addressing, (unit, year) -> index into units
  *   arena        the NUL-terminated strings (ids, titles, references, purposes, notes),
  *                addressed by uint32 offsets; offset 0 is the empty string
+ *   reg          the register of units (registry.c): codes, names, kinds, parents, closed
  * Decisions, adjustments and withdrawals change balances but carry none, so they are only
  * entries of `ids`.
  *
@@ -71,7 +73,17 @@ typedef struct {
     uint32_t continues;        /* the frame it continues (into frames), or NONE */
     /* Its allocations in order of creation, linked by next_in_frame; NONE when none. */
     uint32_t allocation_first, allocation_last;
+    uint32_t prev_in_unit; /* the frame granted before it to the same unit and year, or NONE */
     int64_t granted, allocated, pending, called_off;
+    /* In a ledger of what was decided by a day (ledger_apply_decided): the grant was decided
+     * later, so the frame is here only for what refers to it, with nothing granted. */
+    bool granted_later;
+    /* As granted, before adjustments, and the decision it was granted by: what a duplicate
+     * grant is compared by. */
+    int64_t grant_amount;
+    int32_t decision_date;
+    char decision_body[BUDGET_DECISION_BODY_BYTES_MAX + 1];
+    char decision_paragraph[BUDGET_DECISION_PARAGRAPH_BYTES_MAX + 1];
 } frame_rec;
 
 typedef struct {
@@ -84,6 +96,7 @@ typedef struct {
     uint32_t avrop_first, avrop_last;
     uint8_t status; /* ledger_status */
     int64_t amount, called_off, pending;
+    int64_t reduced, reducing; /* approved reductions (already out of amount), pending ones */
 } allocation_rec;
 
 typedef struct {
@@ -93,7 +106,17 @@ typedef struct {
     uint32_t next_in_allocation; /* the allocation's next avrop, or NONE */
     uint8_t status;
     int64_t amount;
+    int64_t reversed, reversing; /* approved reversals (out of called_off), pending ones */
 } avrop_rec;
+
+/* A reduction of an allocation or a reversal of an avrop: a request another identity decides. */
+typedef struct {
+    uint32_t id;
+    uint32_t of; /* the allocation (a reduction) or the avrop (a reversal) */
+    uint32_t requester_uid;
+    uint8_t status; /* ledger_status */
+    int64_t amount;
+} correction_rec;
 
 typedef struct {
     uint32_t hash; /* of (unit, year), for the table */
@@ -107,6 +130,8 @@ typedef struct {
     int32_t plan_by;
     int64_t plan;
     int64_t frames, allocated, called_off, pending;
+    int64_t reducing;    /* pending reductions of the allocations to it */
+    uint32_t frame_last; /* the last frame granted to it, linked by prev_in_unit; or NONE */
 } unit_rec;
 
 struct ledger {
@@ -120,6 +145,8 @@ struct ledger {
     uint32_t allocations_len, allocations_cap;
     avrop_rec *avrop;
     uint32_t avrop_len, avrop_cap;
+    correction_rec *corrections;
+    uint32_t corrections_len, corrections_cap;
 
     unit_rec *units;
     uint32_t units_len, units_cap;
@@ -128,6 +155,8 @@ struct ledger {
 
     char *arena;
     uint32_t arena_len, arena_cap;
+
+    registry *reg;
 
     uint64_t events, last_seq;
     uint64_t last_ts_ms; /* of the event with last_seq */
@@ -139,6 +168,7 @@ typedef struct {
     uint32_t frame;      /* frame index, or NONE */
     uint32_t allocation; /* allocation index, or NONE */
     uint32_t avrop;      /* avrop index, or NONE */
+    uint32_t correction; /* correction index (a decided reduction or reversal), or NONE */
     uint32_t unit;       /* the unit row the event changes, or NONE when it is to be made */
     ledger_kind target_kind;
     uint32_t proposer_uid; /* of the target, for decisions and withdrawals */
@@ -159,6 +189,29 @@ __attribute__((format(printf, 3, 4))) static int fail(ledger_error *err, int cod
         va_end(ap);
     }
     return code;
+}
+
+/* An amount as budgetctl's tables show it: "1 500 000,00 kr". */
+typedef struct {
+    char text[40];
+} kronor;
+
+static kronor kr(int64_t ore)
+{
+    kronor k;
+    char digits[32];
+    uint64_t magnitude = ore < 0 ? (uint64_t)0 - (uint64_t)ore : (uint64_t)ore;
+    int n = snprintf(digits, sizeof digits, "%" PRIu64, magnitude / 100);
+    size_t o = 0;
+    if (ore < 0)
+        k.text[o++] = '-';
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && (n - i) % 3 == 0)
+            k.text[o++] = ' ';
+        k.text[o++] = digits[i];
+    }
+    snprintf(k.text + o, sizeof k.text - o, ",%02u kr", (unsigned)(magnitude % 100));
+    return k;
 }
 
 static uint64_t rec_seq(const id_rec *r)
@@ -376,6 +429,7 @@ static uint32_t unit_get_or_add(ledger *l, const char *unit, int32_t year)
     u->len = (uint8_t)len;
     u->year = year;
     u->held = 1;
+    u->frame_last = NONE;
     table_put(&l->unit_table, i, hash, row);
     return row;
 }
@@ -527,7 +581,7 @@ static int check_field(const ledger_event *c, const event_field *f, bool full, l
         return fail(err, BUDGET_EBAD_REQUEST, "%s must be 1..64 characters of A-Za-z0-9._:-",
                     f->key);
     case FIELD_UNIT:
-        if (unit_field(s, full))
+        if ((s[0] == '\0' && field_bytes_min(f) == 0) || unit_field(s, full))
             return 0;
         return fail(err, BUDGET_EBAD_REQUEST, "%s must be 1..32 characters of A-Za-z0-9._:-",
                     f->key);
@@ -565,17 +619,25 @@ static int check_field(const ledger_event *c, const event_field *f, bool full, l
     return fail(err, BUDGET_EINTERNAL, "field %s cannot be given", f->key);
 }
 
-/* True when every field of `t` flagged FIELD_ADDED is empty in `c` ("" or 0). */
-static bool added_fields_absent(const ledger_event *c, const event_type_info *t)
+/* The last round of added fields of which `c` has one that is not empty ("" or 0); 0 when
+ * none. */
+static unsigned added_round(const ledger_event *c, const event_type_info *t)
 {
+    unsigned round = 0;
     for (uint8_t i = 0; i < t->field_count; i++) {
         const event_field *f = &t->fields[i];
-        if (!(f->flags & FIELD_ADDED))
+        unsigned r = field_round(f->flags);
+        if (r <= round)
             continue;
         if (field_is_str(f) ? ledger_field_str(c, f)[0] != '\0' : ledger_field_int(c, f) != 0)
-            return false;
+            round = r;
     }
-    return true;
+    return round;
+}
+
+unsigned ledger_added_round(const ledger_event *ev)
+{
+    return ledger_type_known(ev->type) ? added_round(ev, &event_types[ev->type]) : 0;
 }
 
 bool ledger_added_absent(const ledger_event *ev)
@@ -585,7 +647,7 @@ bool ledger_added_absent(const ledger_event *ev)
     const event_type_info *t = &event_types[ev->type];
     for (uint8_t i = 0; i < t->field_count; i++)
         if (t->fields[i].flags & FIELD_ADDED)
-            return added_fields_absent(ev, t);
+            return added_round(ev, t) == 0;
     return false;
 }
 
@@ -599,12 +661,12 @@ static int check_syntax(const ledger_event *c, bool full, ledger_error *err)
         return fail(err, BUDGET_EBAD_REQUEST, "unknown event type %d", (int)c->type);
     const event_type_info *t = &event_types[c->type];
     /* An event read back may lack the fields added to its type since it was written. */
-    bool added_absent = !full && added_fields_absent(c, t);
+    unsigned round = full ? FIELD_ROUNDS : added_round(c, t);
     for (uint8_t i = 0; i < t->field_count; i++) {
         const event_field *f = &t->fields[i];
         if (f->source == FIELD_DERIVED ||
             (!full && f->value == FIELD_TEXT && !(f->flags & FIELD_KEPT)) ||
-            (added_absent && (f->flags & FIELD_ADDED)))
+            field_round(f->flags) > round)
             continue;
         int rc = check_field(c, f, full, err);
         if (rc != 0)
@@ -685,12 +747,17 @@ static size_t line_frame_id(const char *adoption, const char *unit,
     return n > 0 && n <= BUDGET_ID_BYTES_MAX ? (size_t)n : 0;
 }
 
+static int check_line_unit(const ledger *l, uint16_t at, const char *code, ledger_error *err);
+
 /* Line number `at` (from 1) of an adoption of `k` plan years, against the state and the lines
  * before it. */
 static int rule_line(const ledger *l, const ledger_event *ev, uint16_t at, int32_t k,
                      ledger_error *err)
 {
     const ledger_line *x = &ev->lines.line[at - 1];
+    int rc = check_line_unit(l, at, x->unit, err);
+    if (rc != 0)
+        return rc;
     if (x->plans != k)
         return fail(err, BUDGET_EBAD_REQUEST,
                     "line %u (%s) gives %u plan amounts; the plan years %" PRId32 "..%" PRId32
@@ -708,7 +775,7 @@ static int rule_line(const ledger *l, const ledger_event *ev, uint16_t at, int32
     if (id_get(l, id) != NULL)
         return fail(err, BUDGET_ECONFLICT, "the frame of line %u, %s, exists already", (unsigned)at,
                     id);
-    int rc = check_frames_fit(l, x->unit, ev->year, x->amount, err);
+    rc = check_frames_fit(l, x->unit, ev->year, x->amount, err);
     return rc != 0 ? rc : check_continues(l, x->continues, ev->year, err);
 }
 
@@ -791,16 +858,144 @@ static int rule_avrop(const ledger *l, const ledger_event *ev, uint32_t actor_ui
         return fail(err, BUDGET_EINVALID_STATE,
                     "allocation %s is %s; an avrop needs an approved allocation", ev->allocation,
                     ledger_status_name((ledger_status)a->status));
-    int64_t taken = a->called_off + a->pending;
+    /* Pending reductions are reserved as pending avrop are. */
+    int64_t taken = a->called_off + a->pending + a->reducing;
     if (ev->amount > a->amount - taken)
         return fail(err, BUDGET_EINSUFFICIENT_FUNDS,
                     "avrop %s of %" PRId64 " öre does not fit allocation %s: %" PRId64
-                    " of %" PRId64 " öre called off or pending",
-                    ev->id, ev->amount, ev->allocation, taken, a->amount);
+                    " of %" PRId64 " öre called off%s",
+                    ev->id, ev->amount, ev->allocation, taken, a->amount,
+                    a->reducing > 0 ? ", pending or being reduced" : " or pending");
     return 0;
 }
 
-/* The target of a decision or a withdrawal: a pending allocation or avrop. */
+static int rule_reduce(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                       ledger_error *err)
+{
+    (void)actor_uid;
+    int rc = find_entity(l, ev->allocation, LEDGER_KIND_ALLOCATION, &r->allocation, err);
+    if (rc != 0)
+        return rc;
+    const allocation_rec *a = &l->allocations[r->allocation];
+    r->frame = a->frame;
+    r->unit = a->unit;
+    if (a->status != LEDGER_APPROVED)
+        return fail(err, BUDGET_EINVALID_STATE,
+                    "allocation %s is %s; only an approved allocation can be reduced",
+                    ev->allocation, ledger_status_name((ledger_status)a->status));
+    int64_t room = a->amount - a->called_off - a->pending - a->reducing;
+    if (ev->amount > room)
+        return fail(err, BUDGET_EINSUFFICIENT_FUNDS,
+                    "allocation %s can be reduced by at most %s, not %s: of its %s, %s is called "
+                    "off, %s is pending avrop and %s pending reductions",
+                    ev->allocation, kr(room).text, kr(ev->amount).text, kr(a->amount).text,
+                    kr(a->called_off).text, kr(a->pending).text, kr(a->reducing).text);
+    return 0;
+}
+
+static int rule_reverse(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                        ledger_error *err)
+{
+    (void)actor_uid;
+    int rc = find_entity(l, ev->target, LEDGER_KIND_AVROP, &r->avrop, err);
+    if (rc != 0)
+        return rc;
+    const avrop_rec *v = &l->avrop[r->avrop];
+    r->allocation = v->allocation;
+    r->frame = l->allocations[v->allocation].frame;
+    r->unit = l->allocations[v->allocation].unit;
+    if (v->status != LEDGER_APPROVED)
+        return fail(err, BUDGET_EINVALID_STATE,
+                    "avrop %s is %s; only an approved avrop can be reversed", ev->target,
+                    ledger_status_name((ledger_status)v->status));
+    int64_t left = v->amount - v->reversed - v->reversing;
+    if (ev->amount > left)
+        return fail(err, BUDGET_EINSUFFICIENT_FUNDS,
+                    "avrop %s can be reversed by at most %s, not %s: of its %s, %s is reversed "
+                    "and %s pending reversal",
+                    ev->target, kr(left).text, kr(ev->amount).text, kr(v->amount).text,
+                    kr(v->reversed).text, kr(v->reversing).text);
+    return 0;
+}
+
+/* Fills `r` from the target `t` of a decision or a withdrawal, and its status; false when it
+ * names a kind that is not decided. */
+static bool find_target(const ledger *l, const id_rec *t, refs *r, ledger_status *status)
+{
+    const correction_rec *c = NULL;
+    uint32_t avrop = NONE, allocation = NONE;
+    if (t->kind == LEDGER_KIND_ALLOCATION) {
+        allocation = t->index;
+        r->proposer_uid = l->allocations[allocation].proposer_uid;
+        r->amount = l->allocations[allocation].amount;
+        *status = (ledger_status)l->allocations[allocation].status;
+    } else if (t->kind == LEDGER_KIND_AVROP) {
+        avrop = t->index;
+    } else if (t->kind == LEDGER_KIND_REDUCTION || t->kind == LEDGER_KIND_REVERSAL) {
+        c = &l->corrections[t->index];
+        r->correction = t->index;
+        if (t->kind == LEDGER_KIND_REDUCTION)
+            allocation = c->of;
+        else
+            avrop = c->of;
+    } else {
+        return false;
+    }
+    if (avrop != NONE) {
+        allocation = l->avrop[avrop].allocation;
+        r->avrop = avrop;
+        if (c == NULL) {
+            r->proposer_uid = l->avrop[avrop].requester_uid;
+            r->amount = l->avrop[avrop].amount;
+            *status = (ledger_status)l->avrop[avrop].status;
+        }
+    }
+    if (c != NULL) {
+        r->proposer_uid = c->requester_uid;
+        r->amount = c->amount;
+        *status = (ledger_status)c->status;
+    }
+    r->allocation = allocation;
+    r->frame = l->allocations[allocation].frame;
+    r->unit = l->allocations[allocation].unit;
+    r->target_kind = (ledger_kind)t->kind;
+    return true;
+}
+
+/*
+ * The limits of a correction, checked again when it is approved: the state may have moved
+ * since it was requested. Its own amount is still reserved in `reducing` or `reversing`.
+ */
+static int recheck_correction(const ledger *l, const ledger_event *ev, const refs *r,
+                              ledger_error *err)
+{
+    const allocation_rec *a = &l->allocations[r->allocation];
+    if (r->target_kind == LEDGER_KIND_REDUCTION) {
+        int64_t room = a->amount - a->called_off - a->pending - (a->reducing - r->amount);
+        if (r->amount > room)
+            return fail(err, BUDGET_EINSUFFICIENT_FUNDS,
+                        "reduction %s of %s no longer fits allocation %s: at most %s can be "
+                        "taken back now",
+                        ev->target, kr(r->amount).text, id_text(l, a->id), kr(room).text);
+        return 0;
+    }
+    const avrop_rec *v = &l->avrop[r->avrop];
+    int64_t left = v->amount - v->reversed - (v->reversing - r->amount);
+    if (r->amount > left || r->amount > a->called_off)
+        return fail(err, BUDGET_EINSUFFICIENT_FUNDS,
+                    "reversal %s of %s no longer fits avrop %s: at most %s is left to reverse",
+                    ev->target, kr(r->amount).text, id_text(l, v->id), kr(left).text);
+    return 0;
+}
+
+/* What proposing the target is called: an allocation is proposed, the rest requested. */
+static const char *proposed(const refs *r)
+{
+    return r->target_kind == LEDGER_KIND_ALLOCATION ? "proposed" : "requested";
+}
+
+/* The target of a decision or a withdrawal: a pending allocation, avrop, reduction or
+ * reversal. */
 static int rule_target(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
                        ledger_error *err)
 {
@@ -810,31 +1005,13 @@ static int rule_target(const ledger *l, const ledger_event *ev, uint32_t actor_u
     const id_rec *t = id_get(l, ev->target);
     if (t == NULL)
         return fail(err, BUDGET_ENOT_FOUND, "target %s does not exist", ev->target);
-    ledger_status status;
-    if (t->kind == LEDGER_KIND_ALLOCATION) {
-        const allocation_rec *a = &l->allocations[t->index];
-        r->allocation = t->index;
-        r->frame = a->frame;
-        r->unit = a->unit;
-        r->amount = a->amount;
-        r->proposer_uid = a->proposer_uid;
-        status = (ledger_status)a->status;
-    } else if (t->kind == LEDGER_KIND_AVROP) {
-        const avrop_rec *v = &l->avrop[t->index];
-        const allocation_rec *a = &l->allocations[v->allocation];
-        r->avrop = t->index;
-        r->allocation = v->allocation;
-        r->frame = a->frame;
-        r->unit = a->unit;
-        r->amount = v->amount;
-        r->proposer_uid = v->requester_uid;
-        status = (ledger_status)v->status;
-    } else {
+    ledger_status status = LEDGER_PENDING;
+    if (!find_target(l, t, r, &status))
         return fail(err, BUDGET_EINVALID_STATE,
-                    "target %s is %s %s; only an allocation or an avrop can be %s", ev->target,
-                    article((ledger_kind)t->kind), ledger_kind_name((ledger_kind)t->kind), verb);
-    }
-    r->target_kind = (ledger_kind)t->kind;
+                    "target %s is %s %s; only an allocation, an avrop, a reduction or a reversal "
+                    "can be %s",
+                    ev->target, article((ledger_kind)t->kind),
+                    ledger_kind_name((ledger_kind)t->kind), verb);
     if (status != LEDGER_PENDING)
         return fail(err, BUDGET_EINVALID_STATE, "%s %s is %s, not pending; it cannot be %s",
                     ledger_kind_name(r->target_kind), ev->target, ledger_status_name(status), verb);
@@ -844,9 +1021,8 @@ static int rule_target(const ledger *l, const ledger_event *ev, uint32_t actor_u
         return fail(err, BUDGET_EFORBIDDEN,
                     "%s %s was %s by uid %" PRIu32 "; it must be %s by another identity "
                     "(four-eyes)",
-                    ledger_kind_name(r->target_kind), ev->target,
-                    r->target_kind == LEDGER_KIND_ALLOCATION ? "proposed" : "requested",
-                    r->proposer_uid, verb);
+                    ledger_kind_name(r->target_kind), ev->target, proposed(r), r->proposer_uid,
+                    verb);
     if (ev->type == LEDGER_DECISION_APPROVED && r->target_kind == LEDGER_KIND_ALLOCATION) {
         const unit_rec *u = &l->units[r->unit];
         if (u->allocated > INT64_MAX - r->amount)
@@ -855,13 +1031,277 @@ static int rule_target(const ledger *l, const ledger_event *ev, uint32_t actor_u
                         " öre in all",
                         u->unit, u->year, INT64_MAX);
     }
+    if (ev->type == LEDGER_DECISION_APPROVED && r->correction != NONE)
+        return recheck_correction(l, ev, r, err);
     if (ev->type == LEDGER_REQUEST_WITHDRAWN && actor_uid != r->proposer_uid)
         return fail(err, BUDGET_EFORBIDDEN,
                     "%s %s was %s by uid %" PRIu32 "; uid %" PRIu32 " may not withdraw it",
-                    ledger_kind_name(r->target_kind), ev->target,
-                    r->target_kind == LEDGER_KIND_ALLOCATION ? "proposed" : "requested",
-                    r->proposer_uid, actor_uid);
+                    ledger_kind_name(r->target_kind), ev->target, proposed(r), r->proposer_uid,
+                    actor_uid);
     return 0;
+}
+
+/*
+ * The register of units (registry.h; docs/events.md, "Units"). A write names only units that
+ * are registered and open: check_named_units refuses any other with not_found and the nearest
+ * codes. Replay does not: a stored event may come from a log written before units were
+ * registered, and a unit it names that is not in the register is defined under its code
+ * (define_named_units). A closed unit is never defined again, by a write or on replay.
+ */
+
+/* True when field `f` of a type is a unit the event names (given, not the one it registers). */
+static bool names_unit(const event_field *f)
+{
+    return f->value == FIELD_UNIT && f->source != FIELD_DERIVED && !(f->flags & FIELD_NEW_UNIT);
+}
+
+/* not_found for unit `code` (field `key`), which is not in the register or is closed (`i`),
+ * naming the open units nearest to it. */
+static int unit_not_found(const ledger *l, const char *key, const char *code, uint32_t i,
+                          ledger_error *err)
+{
+    uint32_t near[REGISTRY_NEAREST_MAX];
+    uint32_t n = registry_nearest(l->reg, code, near);
+    char hint[3 * (BUDGET_UNIT_BYTES_MAX + 4) + 32] = "";
+    size_t at = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        registry_view v;
+        registry_view_of(l->reg, near[k], &v);
+        const char *sep = k == 0 ? "; did you mean " : k + 1 == n ? " or " : ", ";
+        at += (size_t)snprintf(hint + at, sizeof hint - at, "%s%s", sep, v.code);
+    }
+    if (n > 0)
+        snprintf(hint + at, sizeof hint - at, "?");
+    const char *what = strcmp(key, "unit") == 0 ? "unit" : key;
+    return fail(err, BUDGET_ENOT_FOUND, "%s %s %s%s", what, code,
+                i == REGISTRY_NONE ? "is not a registered unit" : "is closed", hint);
+}
+
+/*
+ * The unit of line `at` of an adoption is registered and open, or not_found naming the nearest
+ * codes. Checked on replay too: budget.adopted came after the register, so no stored adoption
+ * names a unit that was not registered and open when it was written.
+ */
+static int check_line_unit(const ledger *l, uint16_t at, const char *code, ledger_error *err)
+{
+    uint32_t i = registry_find(l->reg, code);
+    if (i != REGISTRY_NONE && !registry_closed(l->reg, i))
+        return 0;
+    char key[32];
+    snprintf(key, sizeof key, "line %u: unit", (unsigned)at);
+    return unit_not_found(l, key, code, i, err);
+}
+
+/* Every unit `c` names is registered and open (a write). */
+static int check_named_units(const ledger *l, const ledger_cmd *c, ledger_error *err)
+{
+    const event_type_info *t = &event_types[c->type];
+    for (uint8_t k = 0; k < t->field_count; k++) {
+        const event_field *f = &t->fields[k];
+        const char *code = ledger_field_str(c, f);
+        if (!names_unit(f) || code[0] == '\0')
+            continue;
+        uint32_t i = registry_find(l->reg, code);
+        if (i == REGISTRY_NONE || registry_closed(l->reg, i))
+            return unit_not_found(l, f->key, code, i, err);
+    }
+    return 0;
+}
+
+/* A unit row's unit, when it is closed. */
+static bool row_closed(const ledger *l, uint32_t row)
+{
+    uint32_t i = registry_find(l->reg, l->units[row].unit);
+    return i != REGISTRY_NONE && registry_closed(l->reg, i);
+}
+
+/* A write that draws on a frame of a closed unit (an adjustment, a proposal out of it), or
+ * calls off money of one, is refused (invalid_state): nothing moves in or out of a closed
+ * unit. `r` is from check_rules. */
+static int check_open_holders(const ledger *l, const ledger_cmd *c, const refs *r,
+                              ledger_error *err)
+{
+    if ((c->type == LEDGER_FRAME_ADJUSTED || c->type == LEDGER_ALLOCATION_PROPOSED) &&
+        r->frame != NONE && row_closed(l, l->frames[r->frame].unit))
+        return fail(err, BUDGET_EINVALID_STATE, "frame %s is held by unit %s, which is closed",
+                    c->frame, l->units[l->frames[r->frame].unit].unit);
+    if (c->type == LEDGER_AVROP_REQUESTED && r->unit != NONE && row_closed(l, r->unit))
+        return fail(err, BUDGET_EINVALID_STATE, "allocation %s is to unit %s, which is closed",
+                    c->allocation, l->units[r->unit].unit);
+    return 0;
+}
+
+/* On replay: no unit a stored event names is closed. */
+static bool named_units_replay(const ledger *l, const ledger_event *ev)
+{
+    if (!ledger_type_known(ev->type))
+        return false;
+    const event_type_info *t = &event_types[ev->type];
+    for (uint8_t k = 0; k < t->field_count; k++) {
+        const event_field *f = &t->fields[k];
+        const char *code = ledger_field_str(ev, f);
+        if (!names_unit(f) || code[0] == '\0')
+            continue;
+        uint32_t i = registry_find(l->reg, code);
+        if (i != REGISTRY_NONE && registry_closed(l->reg, i))
+            return false;
+    }
+    return true;
+}
+
+/* Defines under its code each unit `ev` names that is not in the register: only a stored
+ * event of an old log can name one (a write is checked), and a type names at most one such
+ * unit (a parent or the unit renamed or closed must be registered), for which room was
+ * reserved. */
+static void define_named_units(ledger *l, const ledger_event *ev)
+{
+    const event_type_info *t = &event_types[ev->type];
+    for (uint8_t k = 0; k < t->field_count; k++) {
+        const event_field *f = &t->fields[k];
+        const char *code = ledger_field_str(ev, f);
+        if (names_unit(f) && code[0] != '\0' && registry_find(l->reg, code) == REGISTRY_NONE)
+            registry_define(l->reg, code);
+    }
+}
+
+/* The register and open unit `code`, or not_found. */
+static int find_open_unit(const ledger *l, const char *code, uint32_t *i, ledger_error *err)
+{
+    *i = registry_find(l->reg, code);
+    if (*i == REGISTRY_NONE || registry_closed(l->reg, *i))
+        return unit_not_found(l, "unit", code, *i, err);
+    return 0;
+}
+
+static int rule_register_unit(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                              ledger_error *err)
+{
+    (void)actor_uid;
+    (void)r;
+    if (registry_kind_from_name(ev->unit_kind) == 0)
+        return fail(err, BUDGET_EBAD_REQUEST, "\"%s\" is not a kind of unit: the kinds are %s",
+                    ev->unit_kind, registry_kinds_text());
+    uint32_t i = registry_find(l->reg, ev->unit);
+    if (i != REGISTRY_NONE && registry_closed(l->reg, i))
+        return fail(err, BUDGET_ECONFLICT,
+                    "unit %s was closed; the code of a closed unit is "
+                    "not used again",
+                    ev->unit);
+    if (i != REGISTRY_NONE && registry_registered(l->reg, i)) {
+        registry_view v;
+        registry_view_of(l->reg, i, &v);
+        return fail(err, BUDGET_ECONFLICT, "unit %s is registered already, as %.120s", ev->unit,
+                    v.name);
+    }
+    if (ev->parent[0] == '\0')
+        return 0;
+    uint32_t p;
+    int rc = find_open_unit(l, ev->parent, &p, err);
+    if (rc != 0)
+        return rc;
+    /* A unit that is in the register without a name (an old log's) may be given a parent:
+     * never one under it. The chain of parents is bounded by the number of units. */
+    for (uint32_t k = p, steps = 0; k != REGISTRY_NONE && steps <= registry_count(l->reg);
+         k = registry_parent(l->reg, k), steps++)
+        if (k == i)
+            return fail(err, BUDGET_EINVALID_STATE, "unit %s cannot be under %s, which is %s",
+                        ev->unit, ev->parent, p == i ? "itself" : "under it");
+    return 0;
+}
+
+static int rule_rename_unit(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                            ledger_error *err)
+{
+    (void)actor_uid;
+    (void)r;
+    uint32_t i;
+    int rc = find_open_unit(l, ev->unit, &i, err);
+    if (rc != 0)
+        return rc;
+    registry_view v;
+    registry_view_of(l->reg, i, &v);
+    if (strcmp(v.name, ev->title) == 0)
+        return fail(err, BUDGET_EINVALID_STATE, "unit %s is named %.120s already", ev->unit,
+                    v.name);
+    if (registry_names(l->reg, i) >= REGISTRY_NAMES_MAX)
+        return fail(err, BUDGET_EINVALID_STATE, "unit %s has had %u names, the most a unit has",
+                    ev->unit, REGISTRY_NAMES_MAX);
+    return 0;
+}
+
+/* What keeps a unit open, one item after another into a message. */
+typedef struct {
+    /* Room is left for "unit CODE cannot be closed: " before it. */
+    char text[sizeof(((ledger_error *)0)->message) - 60];
+    size_t len;
+    uint32_t items, shown;
+} open_list;
+
+__attribute__((format(printf, 2, 3))) static void open_item(open_list *o, const char *fmt, ...)
+{
+    char item[120];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(item, sizeof item, fmt, ap);
+    va_end(ap);
+    o->items++;
+    /* Room is kept for "; and N more". */
+    if (o->len + strlen(item) + 2 + 16 >= sizeof o->text)
+        return;
+    o->len += (size_t)snprintf(o->text + o->len, sizeof o->text - o->len, "%s%s",
+                               o->shown == 0 ? "" : "; ", item);
+    o->shown++;
+}
+
+/* The money of unit `code` that is left or pending: its frames, the allocations to it, its
+ * totals per year. O(frames + allocations + unit rows). */
+static void open_money(const ledger *l, const char *code, open_list *o)
+{
+    for (uint32_t k = 0; k < l->frames_len; k++) {
+        const frame_rec *f = &l->frames[k];
+        int64_t left = f->granted - f->allocated - f->pending;
+        if (strcmp(l->units[f->unit].unit, code) == 0 && (left != 0 || f->pending != 0))
+            open_item(o, "frame %s has %" PRId64 " öre unallocated, %" PRId64 " öre pending",
+                      id_text(l, f->id), left, f->pending);
+    }
+    for (uint32_t k = 0; k < l->allocations_len; k++) {
+        const allocation_rec *a = &l->allocations[k];
+        if (a->status == LEDGER_PENDING && strcmp(l->units[a->unit].unit, code) == 0)
+            open_item(o, "allocation %s is pending", id_text(l, a->id));
+    }
+    for (uint32_t k = 0; k < l->units_len; k++) {
+        const unit_rec *u = &l->units[k];
+        int64_t available = u->allocated - u->called_off - u->pending;
+        if (strcmp(u->unit, code) == 0 && (available != 0 || u->pending != 0))
+            open_item(o, "%" PRId32 ": %" PRId64 " öre to call off, %" PRId64 " öre pending",
+                      u->year, available, u->pending);
+    }
+}
+
+static int rule_close_unit(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                           ledger_error *err)
+{
+    (void)actor_uid;
+    (void)r;
+    uint32_t i;
+    int rc = find_open_unit(l, ev->unit, &i, err);
+    if (rc != 0)
+        return rc;
+    open_list o = {.len = 0};
+    o.text[0] = '\0';
+    open_money(l, ev->unit, &o);
+    for (uint32_t k = 0; k < registry_count(l->reg); k++)
+        if (registry_parent(l->reg, k) == i && !registry_closed(l->reg, k)) {
+            registry_view v;
+            registry_view_of(l->reg, k, &v);
+            open_item(&o, "unit %s under it is open", v.code);
+        }
+    if (o.items == 0)
+        return 0;
+    if (o.shown < o.items)
+        snprintf(o.text + o.len, sizeof o.text - o.len, "; and %" PRIu32 " more",
+                 o.items - o.shown);
+    return fail(err, BUDGET_EINVALID_STATE, "unit %s cannot be closed: %s", ev->unit, o.text);
 }
 
 /* The rules of each type: rule_<rules> of its row. */
@@ -881,7 +1321,14 @@ static const rule_fn type_rules[LEDGER_TYPE_END] = {
 static int check_rules(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
                        ledger_error *err)
 {
-    *r = (refs){NONE, NONE, NONE, NONE, 0, 0, 0};
+    *r = (refs){.frame = NONE,
+                .allocation = NONE,
+                .avrop = NONE,
+                .correction = NONE,
+                .unit = NONE,
+                .target_kind = 0,
+                .proposer_uid = 0,
+                .amount = 0};
     if (!ledger_type_known(ev->type))
         return fail(err, BUDGET_EBAD_REQUEST, "unknown event type %d", (int)ev->type);
     return type_rules[ev->type](l, ev, actor_uid, r, err);
@@ -890,14 +1337,19 @@ static int check_rules(const ledger *l, const ledger_event *ev, uint32_t actor_u
 /*
  * The value of a field that ledger_check derives from the state, for an event that refers to
  * `r` (check_rules found it): a str into *s, an int into *v. A derived id is the frame the
- * event draws on; a unit, the unit row the event changes; a year, the frame's; an amount, the
- * target's; a target_kind, the target's kind.
+ * event draws on, or the allocation; a unit, the unit row the event changes; a year, the frame's;
+ * an amount, the target's; a target_kind, the target's kind.
  */
 static void derive_field(const ledger *l, const refs *r, const event_field *f, const char **s,
                          int64_t *v)
 {
     switch ((field_value)f->value) {
     case FIELD_ID:
+        if (f->offset == offsetof(ledger_event, allocation)) {
+            assert(r->allocation != NONE);
+            *s = id_text(l, l->allocations[r->allocation].id);
+            return;
+        }
         assert(f->offset == offsetof(ledger_event, frame) && r->frame != NONE);
         *s = id_text(l, l->frames[r->frame].id);
         return;
@@ -991,8 +1443,13 @@ ledger *ledger_new(void)
         goto failed_arena;
     l->arena[0] = '\0'; /* offset 0: the empty string */
     l->arena_len = 1;
+    l->reg = registry_new();
+    if (l->reg == NULL)
+        goto failed_registry;
     return l;
 
+failed_registry:
+    free(l->arena);
 failed_arena:
     free(l->unit_table.ctrl);
 failed_unit_table:
@@ -1006,9 +1463,11 @@ void ledger_free(ledger *l)
 {
     if (l == NULL)
         return;
+    registry_free(l->reg);
     free(l->arena);
     free(l->unit_table.ctrl);
     free(l->units);
+    free(l->corrections);
     free(l->avrop);
     free(l->allocations);
     free(l->frames);
@@ -1046,10 +1505,15 @@ ledger *ledger_clone(const ledger *l)
     c->allocations = copy_array(l->allocations, l->allocations_len, l->allocations_cap,
                                 sizeof *l->allocations, &failed);
     c->avrop = copy_array(l->avrop, l->avrop_len, l->avrop_cap, sizeof *l->avrop, &failed);
+    c->corrections = copy_array(l->corrections, l->corrections_len, l->corrections_cap,
+                                sizeof *l->corrections, &failed);
     c->units = copy_array(l->units, l->units_len, l->units_cap, sizeof *l->units, &failed);
     c->unit_table.ctrl = copy_array(l->unit_table.ctrl, table_block_bytes(&l->unit_table),
                                     table_block_bytes(&l->unit_table), 1, &failed);
     c->arena = copy_array(l->arena, l->arena_len, l->arena_cap, 1, &failed);
+    c->reg = registry_clone(l->reg);
+    if (c->reg == NULL)
+        failed = true;
     if (failed) {
         ledger_free(c);
         return NULL;
@@ -1059,7 +1523,50 @@ ledger *ledger_clone(const ledger *l)
     return c;
 }
 
+/* An event that ledger_apply_decided leaves out: only the head moves. */
+static int skip_event(ledger *l, const ledger_event *ev)
+{
+    l->last_seq = ev->seq;
+    l->last_ts_ms = ev->ts_ms;
+    return 0;
+}
+
 /* ---- public: check and apply ------------------------------------------------------------ */
+
+/*
+ * True when frame `f` is what grant `cmd` would make again: the same unit, year, amount as
+ * granted, and decision. The one place that says what makes two grants the same.
+ */
+static bool same_grant(const ledger *l, const frame_rec *f, const ledger_cmd *cmd)
+{
+    const unit_rec *u = &l->units[f->unit];
+    return u->year == cmd->year && strcmp(u->unit, cmd->unit) == 0 &&
+           f->grant_amount == cmd->amount && strcmp(text(l, f->reference), cmd->reference) == 0 &&
+           f->decision_date == cmd->decision_date &&
+           strcmp(f->decision_body, cmd->decision_body) == 0 &&
+           strcmp(f->decision_paragraph, cmd->decision_paragraph) == 0;
+}
+
+/*
+ * A rule of writes only, never of replay (a log may hold grants made before it): a grant like
+ * an existing frame is refused as a likely duplicate unless the client says it is intended.
+ * O(frames granted to the unit in that year).
+ */
+static int check_duplicate_grant(const ledger *l, const ledger_cmd *cmd, ledger_error *err)
+{
+    if (cmd->type != LEDGER_FRAME_GRANTED || cmd->intended)
+        return 0;
+    uint32_t row = unit_get(l, cmd->unit, cmd->year);
+    for (uint32_t i = row == NONE ? NONE : l->units[row].frame_last; i != NONE;
+         i = l->frames[i].prev_in_unit) {
+        if (same_grant(l, &l->frames[i], cmd))
+            return fail(err, BUDGET_ECONFLICT,
+                        "frame %s already grants %s to %s for %" PRId32
+                        " by the same decision; pass intended: true if a second frame is meant",
+                        id_text(l, l->frames[i].id), kr(cmd->amount).text, cmd->unit, cmd->year);
+    }
+    return 0;
+}
 
 int ledger_check(const ledger *l, const ledger_cmd *cmd, const ledger_actor *actor,
                  ledger_event *out, uint64_t *existing_seq, ledger_error *err)
@@ -1080,8 +1587,15 @@ int ledger_check(const ledger *l, const ledger_cmd *cmd, const ledger_actor *act
             *existing_seq = rec_seq(existing);
         return 1;
     }
+    rc = check_named_units(l, cmd, err);
+    if (rc != 0)
+        return rc;
     refs r;
     rc = check_rules(l, cmd, actor->uid, &r, err);
+    if (rc == 0)
+        rc = check_open_holders(l, cmd, &r, err);
+    if (rc == 0)
+        rc = check_duplicate_grant(l, cmd, err);
     if (rc != 0)
         return rc;
     if (out == NULL)
@@ -1156,13 +1670,15 @@ static int reserve_room(ledger *l, const ledger_event *ev)
             0 ||
         reserve((void **)&l->allocations, &l->allocations_cap, l->allocations_len, 1,
                 sizeof *l->allocations) != 0 ||
-        reserve((void **)&l->avrop, &l->avrop_cap, l->avrop_len, 1, sizeof *l->avrop) != 0)
+        reserve((void **)&l->avrop, &l->avrop_cap, l->avrop_len, 1, sizeof *l->avrop) != 0 ||
+        reserve((void **)&l->corrections, &l->corrections_cap, l->corrections_len, 1,
+                sizeof *l->corrections) != 0)
         return -1;
     uint32_t rows = 1 + lines + plan_rows;
     if (reserve((void **)&l->units, &l->units_cap, l->units_len, rows, sizeof *l->units) != 0 ||
         table_reserve(&l->unit_table, l->units_len, rows, l->units, sizeof *l->units) != 0)
         return -1;
-    return 0;
+    return registry_reserve(l->reg);
 }
 
 /*
@@ -1180,10 +1696,10 @@ static uint32_t frame_index(const ledger *l, const char *id)
 
 /* Makes the frame of id record `id` for (unit, year), with its texts (arena offsets) and the
  * frame it continues (a frame index, or NONE). Returns its index. */
-static uint32_t add_frame(ledger *l, uint32_t id, const char *unit, int32_t year, int64_t amount,
-                          uint32_t title, uint32_t reference, uint32_t continues)
+static uint32_t add_frame(ledger *l, uint32_t id, const ledger_event *ev, const char *unit,
+                          int64_t amount, uint32_t title, uint32_t reference, uint32_t continues)
 {
-    uint32_t row = unit_get_or_add(l, unit, year);
+    uint32_t row = unit_get_or_add(l, unit, ev->year);
     uint32_t index = l->frames_len++;
     l->ids[id].index = index;
     frame_rec *f = &l->frames[index];
@@ -1192,9 +1708,15 @@ static uint32_t add_frame(ledger *l, uint32_t id, const char *unit, int32_t year
     f->title = title;
     f->reference = reference;
     f->continues = continues;
-    f->granted = amount;
+    f->granted = f->grant_amount = amount;
+    f->granted_later = false;
+    f->decision_date = ev->decision_date;
+    memcpy(f->decision_body, ev->decision_body, sizeof(f->decision_body));
+    memcpy(f->decision_paragraph, ev->decision_paragraph, sizeof(f->decision_paragraph));
     f->allocated = f->pending = f->called_off = 0;
     f->allocation_first = f->allocation_last = NONE;
+    f->prev_in_unit = l->units[row].frame_last;
+    l->units[row].frame_last = index;
     l->units[row].frames += amount;
     return index;
 }
@@ -1203,8 +1725,8 @@ static void apply_grant(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
 {
     uint32_t title = arena_put(l, ev->title, strlen(ev->title));
     uint32_t reference = arena_put(l, ev->reference, strlen(ev->reference));
-    r->frame = add_frame(l, id, ev->unit, ev->year, ev->amount, title, reference,
-                         frame_index(l, ev->continues));
+    r->frame =
+        add_frame(l, id, ev, ev->unit, ev->amount, title, reference, frame_index(l, ev->continues));
     r->unit = l->frames[r->frame].unit;
 }
 
@@ -1230,7 +1752,7 @@ static void adopt_line(ledger *l, const ledger_event *ev, const ledger_line *x, 
     uint32_t hash = hash_key(id, len, 0);
     uint32_t rec =
         add_id_of(l, id, len, hash, id_find(l, id, len, hash), LEDGER_KIND_FRAME, ev->seq);
-    add_frame(l, rec, x->unit, ev->year, x->amount, title, reference, frame_index(l, x->continues));
+    add_frame(l, rec, ev, x->unit, x->amount, title, reference, frame_index(l, x->continues));
     for (uint8_t k = 0; k < x->plans; k++) {
         unit_rec *u = &l->units[unit_plan_row(l, x->unit, ev->year + 1 + k)];
         if (u->plan_by <= ev->year) {
@@ -1271,6 +1793,7 @@ static void apply_propose(ledger *l, const ledger_event *ev, refs *r, uint32_t i
     a->status = LEDGER_PENDING;
     a->amount = ev->amount;
     a->called_off = a->pending = 0;
+    a->reduced = a->reducing = 0;
     a->next_in_frame = NONE;
     a->avrop_first = a->avrop_last = NONE;
     if (f->allocation_last == NONE)
@@ -1294,6 +1817,7 @@ static void apply_avrop(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
     v->note = arena_put(l, ev->note, strlen(ev->note));
     v->requester_uid = ev->actor.uid;
     v->amount = ev->amount;
+    v->reversed = v->reversing = 0;
     v->status = LEDGER_PENDING;
     v->next_in_allocation = NONE;
     if (a->avrop_last == NONE)
@@ -1303,6 +1827,64 @@ static void apply_avrop(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
     a->avrop_last = index;
     a->pending += ev->amount;
     l->units[r->unit].pending += ev->amount;
+}
+
+/* A correction requested: its record, of the allocation or avrop `of`. */
+static void add_correction(ledger *l, const ledger_event *ev, uint32_t id, uint32_t of)
+{
+    uint32_t index = l->corrections_len++;
+    l->ids[id].index = index;
+    correction_rec *c = &l->corrections[index];
+    c->id = id;
+    c->of = of;
+    c->requester_uid = ev->actor.uid;
+    c->status = LEDGER_PENDING;
+    c->amount = ev->amount;
+}
+
+/* A reduction requested: its amount is reserved until it is decided or withdrawn. */
+static void apply_reduce(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    add_correction(l, ev, id, r->allocation);
+    l->allocations[r->allocation].reducing += ev->amount;
+    l->units[r->unit].reducing += ev->amount;
+}
+
+/* A reversal requested: reserved in the avrop, so that no more than it can be reversed. */
+static void apply_reverse(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    add_correction(l, ev, id, r->avrop);
+    l->avrop[r->avrop].reversing += ev->amount;
+}
+
+/* A decided or withdrawn correction: its reservation ends, and an approved one returns the
+ * money where it came from (the frame's unallocated room, the allocation's available). */
+static void apply_correction(ledger *l, ledger_status status, refs *r)
+{
+    frame_rec *f = &l->frames[r->frame];
+    allocation_rec *a = &l->allocations[r->allocation];
+    unit_rec *u = &l->units[r->unit];
+    int64_t amount = r->amount;
+    l->corrections[r->correction].status = (uint8_t)status;
+    if (r->target_kind == LEDGER_KIND_REDUCTION) {
+        a->reducing -= amount;
+        u->reducing -= amount;
+        if (status == LEDGER_APPROVED) {
+            a->amount -= amount;
+            a->reduced += amount;
+            f->allocated -= amount;
+            u->allocated -= amount;
+        }
+        return;
+    }
+    avrop_rec *v = &l->avrop[r->avrop];
+    v->reversing -= amount;
+    if (status == LEDGER_APPROVED) {
+        v->reversed += amount;
+        a->called_off -= amount;
+        f->called_off -= amount;
+        u->called_off -= amount;
+    }
 }
 
 /* A decision or a withdrawal: moves the target out of pending, and its reservation. */
@@ -1316,7 +1898,9 @@ static void apply_target(ledger *l, const ledger_event *ev, refs *r, uint32_t id
     ledger_status status = ev->type == LEDGER_DECISION_APPROVED   ? LEDGER_APPROVED
                            : ev->type == LEDGER_DECISION_REJECTED ? LEDGER_REJECTED
                                                                   : LEDGER_WITHDRAWN;
-    if (r->target_kind == LEDGER_KIND_ALLOCATION) {
+    if (r->correction != NONE) {
+        apply_correction(l, status, r);
+    } else if (r->target_kind == LEDGER_KIND_ALLOCATION) {
         a->status = (uint8_t)status;
         f->pending -= amount;
         if (status == LEDGER_APPROVED) {
@@ -1333,6 +1917,28 @@ static void apply_target(ledger *l, const ledger_event *ev, refs *r, uint32_t id
             u->called_off += amount;
         }
     }
+}
+
+static void apply_register_unit(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    (void)r;
+    (void)id;
+    uint32_t parent = ev->parent[0] == '\0' ? REGISTRY_NONE : registry_find(l->reg, ev->parent);
+    registry_register(l->reg, ev->unit, ev->title, registry_kind_from_name(ev->unit_kind), parent);
+}
+
+static void apply_rename_unit(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    (void)r;
+    (void)id;
+    registry_rename(l->reg, registry_find(l->reg, ev->unit), ev->title);
+}
+
+static void apply_close_unit(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    (void)r;
+    (void)id;
+    registry_close(l->reg, registry_find(l->reg, ev->unit));
 }
 
 typedef void (*apply_fn)(ledger *l, const ledger_event *ev, refs *r, uint32_t id);
@@ -1358,13 +1964,20 @@ static void assert_balanced(const ledger *l, const refs *r)
     if (r->allocation != NONE) {
         const allocation_rec *a = &l->allocations[r->allocation];
         assert(a->called_off >= 0 && a->pending >= 0);
-        assert(a->called_off + a->pending <= a->amount);
-        assert(a->status == LEDGER_APPROVED || (a->called_off == 0 && a->pending == 0));
+        assert(a->reduced >= 0 && a->reducing >= 0);
+        assert(a->called_off + a->pending + a->reducing <= a->amount);
+        assert(a->status == LEDGER_APPROVED ||
+               (a->called_off == 0 && a->pending == 0 && a->reducing == 0));
+    }
+    if (r->avrop != NONE) {
+        const avrop_rec *v = &l->avrop[r->avrop];
+        assert(v->reversed >= 0 && v->reversing >= 0);
+        assert(v->reversed + v->reversing <= v->amount);
     }
     if (r->unit != NONE) {
         const unit_rec *u = &l->units[r->unit];
-        assert(u->frames >= 0 && u->called_off >= 0 && u->pending >= 0);
-        assert(u->called_off + u->pending <= u->allocated);
+        assert(u->frames >= 0 && u->called_off >= 0 && u->pending >= 0 && u->reducing >= 0);
+        assert(u->called_off + u->pending + u->reducing <= u->allocated);
     }
 #endif
 }
@@ -1396,7 +2009,8 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
     __builtin_prefetch(&l->id_table.refs[home], 1);
 
     refs r;
-    if (check_rules(l, ev, ev->actor.uid, &r, NULL) != 0 || !derived_match(l, &r, ev))
+    if (!named_units_replay(l, ev) || check_rules(l, ev, ev->actor.uid, &r, NULL) != 0 ||
+        !derived_match(l, &r, ev))
         return BUDGET_EINTERNAL;
     uint32_t at = id_find(l, ev->id, len, hash);
     if (l->id_table.ctrl[at] != 0)
@@ -1404,6 +2018,7 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
 
     /* Nothing fails from here on. */
     uint32_t id = add_id(l, ev, len, hash, at);
+    define_named_units(l, ev);
     type_apply[ev->type](l, ev, &r, id);
     assert_balanced(l, &r);
     l->events++;
@@ -1490,6 +2105,7 @@ static void frame_view(const ledger *l, uint32_t i, ledger_frame_view *out)
     out->pending = f->pending;
     out->unallocated = f->granted - f->allocated - f->pending;
     out->called_off = f->called_off;
+    out->granted_later = f->granted_later;
 }
 
 static void allocation_view(const ledger *l, uint32_t i, ledger_allocation_view *out)
@@ -1505,7 +2121,10 @@ static void allocation_view(const ledger *l, uint32_t i, ledger_allocation_view 
     out->amount = a->amount;
     out->called_off = a->called_off;
     out->pending = a->pending;
-    out->available = a->status == LEDGER_APPROVED ? a->amount - a->called_off - a->pending : 0;
+    out->available =
+        a->status == LEDGER_APPROVED ? a->amount - a->called_off - a->pending - a->reducing : 0;
+    out->reduced = a->reduced;
+    out->reducing = a->reducing;
 }
 
 static void avrop_view(const ledger *l, uint32_t i, ledger_avrop_view *out)
@@ -1517,6 +2136,8 @@ static void avrop_view(const ledger *l, uint32_t i, ledger_avrop_view *out)
     out->unit = l->units[a->unit].unit;
     out->status = (ledger_status)v->status;
     out->amount = v->amount;
+    out->reversed = v->reversed;
+    out->reversing = v->reversing;
 }
 
 static void unit_view(const ledger *l, uint32_t i, ledger_unit_view *out)
@@ -1528,7 +2149,8 @@ static void unit_view(const ledger *l, uint32_t i, ledger_unit_view *out)
     out->allocated = u->allocated;
     out->called_off = u->called_off;
     out->pending = u->pending;
-    out->available = u->allocated - u->called_off - u->pending;
+    out->available = u->allocated - u->called_off - u->pending - u->reducing;
+    out->reducing = u->reducing;
 }
 
 /* The entity index of `id` when it names an entity of `kind`, else NONE. */
@@ -1565,10 +2187,35 @@ bool ledger_avrop(const ledger *l, const char *id, ledger_avrop_view *out)
     return true;
 }
 
+bool ledger_correction(const ledger *l, const char *id, ledger_correction_view *out)
+{
+    const id_rec *r = id_get(l, id);
+    if (r == NULL || (r->kind != LEDGER_KIND_REDUCTION && r->kind != LEDGER_KIND_REVERSAL))
+        return false;
+    const correction_rec *c = &l->corrections[r->index];
+    uint32_t allocation = c->of;
+    out->avrop = NULL;
+    if (r->kind == LEDGER_KIND_REVERSAL) {
+        out->avrop = id_text(l, l->avrop[c->of].id);
+        allocation = l->avrop[c->of].allocation;
+    }
+    out->id = id_text(l, c->id);
+    out->allocation = id_text(l, l->allocations[allocation].id);
+    out->kind = (ledger_kind)r->kind;
+    out->status = (ledger_status)c->status;
+    out->amount = c->amount;
+    return true;
+}
+
 const char *ledger_avrop_note(const ledger *l, const char *id)
 {
     uint32_t i = lookup(l, id, LEDGER_KIND_AVROP);
     return i == NONE ? NULL : text(l, l->avrop[i].note);
+}
+
+const registry *ledger_registry(const ledger *l)
+{
+    return l->reg;
 }
 
 ledger_kind ledger_id_kind(const ledger *l, const char *id)
@@ -1729,4 +2376,137 @@ const char *ledger_status_name(ledger_status s)
 const char *ledger_kind_name(ledger_kind k)
 {
     return (int)k > 0 && (int)k < (int)LEDGER_KIND_END ? event_kind_names[k] : "unknown";
+}
+
+/* ---- public: what was decided by a day -------------------------------------------------- */
+
+int32_t ledger_decision_day(const ledger_event *ev)
+{
+    if (ledger_has_decision(ev))
+        return ev->decision_date;
+    return budget_date_from_days((int64_t)(ev->ts_ms / 86400000u));
+}
+
+/* True when events of `t` rest on a decision (their table has the decision's date). */
+static bool rests_on_decision(ledger_type t)
+{
+    const event_type_info *info = &event_types[t];
+    for (uint8_t i = 0; i < info->field_count; i++)
+        if (info->fields[i].value == FIELD_DATE &&
+            info->fields[i].offset == offsetof(ledger_event, decision_date))
+            return true;
+    return false;
+}
+
+/*
+ * What `ev` refers to, for an event whose budget rules need not hold in a ledger of what was
+ * decided by a day: the entities it names must exist (they were made before it in the log),
+ * and a decision's or a withdrawal's target must still be pending here. 0, or -1 when it
+ * refers to nothing that can take it.
+ */
+static int decided_refs(const ledger *l, const ledger_event *ev, refs *r)
+{
+    *r = (refs){.frame = NONE, .allocation = NONE, .avrop = NONE, .correction = NONE, .unit = NONE};
+    uint32_t i;
+    switch (ev->type) {
+    case LEDGER_FRAME_GRANTED:
+        r->unit = unit_get(l, ev->unit, ev->year);
+        return 0;
+    case LEDGER_FRAME_ADJUSTED:
+    case LEDGER_ALLOCATION_PROPOSED:
+        if (find_entity(l, ev->frame, LEDGER_KIND_FRAME, &r->frame, NULL) != 0)
+            return -1;
+        r->unit = ev->type == LEDGER_FRAME_ADJUSTED
+                      ? l->frames[r->frame].unit
+                      : unit_get(l, ev->unit, l->units[l->frames[r->frame].unit].year);
+        return 0;
+    case LEDGER_AVROP_REQUESTED:
+        if (find_entity(l, ev->allocation, LEDGER_KIND_ALLOCATION, &i, NULL) != 0)
+            return -1;
+        r->allocation = i;
+        r->frame = l->allocations[i].frame;
+        r->unit = l->allocations[i].unit;
+        return 0;
+    case LEDGER_DECISION_APPROVED:
+    case LEDGER_DECISION_REJECTED:
+    case LEDGER_REQUEST_WITHDRAWN:
+        break;
+    case LEDGER_BUDGET_ADOPTED:
+        /* Its frames' ids are its own, and a frame it continues is found when it is there. */
+        return 0;
+    case LEDGER_UNIT_REGISTERED:
+    case LEDGER_UNIT_RENAMED:
+    case LEDGER_UNIT_CLOSED:
+        /* The register is not a decision: every view has all of it, so its rules held here
+         * as they did when the event was written. */
+        return 0;
+    default:
+        return -1; /* a type this view does not know how to lean on: left out */
+    }
+    /* A decision or a withdrawal: rule_target finds its target; its other refusals (four-eyes
+     * and the like) held when the event was written. */
+    ledger_error err;
+    int rc = rule_target(l, ev, ev->actor.uid, r, &err);
+    return rc == 0 || (rc != BUDGET_ENOT_FOUND && rc != BUDGET_EINVALID_STATE) ? 0 : -1;
+}
+
+/* A grant or an adoption decided after the day: its frames stay, for what refers to them, with
+ * nothing granted, and an adoption sets no plan amounts. */
+static void keep_frames_only(ledger_event *ev)
+{
+    ev->amount = 0;
+    for (uint16_t i = 0; i < ev->lines.count && i < BUDGET_ADOPT_LINES_MAX; i++) {
+        ev->lines.line[i].amount = 0;
+        ev->lines.line[i].plans = 0;
+    }
+}
+
+/* Marks the frames that `ev` (kept by keep_frames_only and applied) made. */
+static void mark_granted_later(ledger *l, const ledger_event *ev, const refs *r)
+{
+    if (ev->type == LEDGER_FRAME_GRANTED) {
+        l->frames[r->frame].granted_later = true;
+        return;
+    }
+    for (uint16_t i = 0; i < ev->lines.count; i++) {
+        char id[BUDGET_ID_BYTES_MAX + 1];
+        uint32_t f = line_frame_id(ev->id, ev->lines.line[i].unit, id) ? frame_index(l, id) : NONE;
+        if (f != NONE)
+            l->frames[f].granted_later = true;
+    }
+}
+
+int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by)
+{
+    assert(l != NULL && ev != NULL);
+    if (!ledger_type_known(ev->type) || ev->seq <= l->last_seq || ev->seq > SEQ_MAX ||
+        !ledger_syntax_ok(ev))
+        return BUDGET_EINTERNAL;
+    if (reserve_room(l, ev) != 0)
+        return BUDGET_EUNAVAILABLE;
+    /* The units of an old log are defined as on replay, by every event, left out or not: the
+     * register is the same in every view. */
+    define_named_units(l, ev);
+    bool later = ev->type == LEDGER_REQUEST_WITHDRAWN || rests_on_decision(ev->type)
+                     ? ledger_decision_day(ev) > decided_by
+                     : false;
+    ledger_event kept = *ev;
+    if (later && (ev->type == LEDGER_FRAME_GRANTED || ev->type == LEDGER_BUDGET_ADOPTED))
+        keep_frames_only(&kept);
+    else if (later)
+        return skip_event(l, ev);
+    refs r;
+    size_t len = strnlen(ev->id, BUDGET_ID_BYTES_MAX + 1);
+    uint32_t hash = hash_key(ev->id, len, 0);
+    uint32_t at = id_find(l, ev->id, len, hash);
+    if (l->id_table.ctrl[at] != 0 || decided_refs(l, &kept, &r) != 0)
+        return skip_event(l, ev);
+    uint32_t id = add_id(l, &kept, len, hash, at);
+    type_apply[ev->type](l, &kept, &r, id);
+    if (later)
+        mark_granted_later(l, &kept, &r);
+    l->events++;
+    l->last_seq = ev->seq;
+    l->last_ts_ms = ev->ts_ms;
+    return 0;
 }

@@ -16,6 +16,7 @@
 
 /* ledger_type and ledger_kind, and the fields of each type, come from one list: */
 #include "event_types.h"
+#include "registry.h"
 
 typedef enum {
     LEDGER_PENDING = 0,
@@ -66,13 +67,15 @@ typedef struct {
     char frame[BUDGET_ID_BYTES_MAX + 1];
     char allocation[BUDGET_ID_BYTES_MAX + 1];
     char target[BUDGET_ID_BYTES_MAX + 1];
-    ledger_kind target_kind; /* LEDGER_KIND_ALLOCATION or LEDGER_KIND_AVROP */
+    ledger_kind target_kind; /* LEDGER_KIND_ALLOCATION, _AVROP, _REDUCTION or _REVERSAL */
     char unit[BUDGET_UNIT_BYTES_MAX + 1];
     int32_t year;
     int64_t amount;
     char title[BUDGET_TEXT_BYTES_MAX + 1];
     char reference[BUDGET_TEXT_BYTES_MAX + 1];
     char note[BUDGET_TEXT_BYTES_MAX + 1];
+    char unit_kind[REGISTRY_KIND_BYTES_MAX + 1]; /* unit.registered's "kind" */
+    char parent[BUDGET_UNIT_BYTES_MAX + 1];      /* unit.registered's "parent", "" for none */
     /* The decision the event rests on (DECISION_FIELDS of event_types.c): body, date as
      * YYYYMMDD, paragraph and diary number. An event of a type that rests on a decision but
      * was written before decisions were data has none: "", 0, "", "". */
@@ -80,6 +83,9 @@ typedef struct {
     int32_t decision_date;
     char decision_paragraph[BUDGET_DECISION_PARAGRAPH_BYTES_MAX + 1];
     char decision_dnr[BUDGET_DECISION_DNR_BYTES_MAX + 1];
+    /* Of a command only, never stored: frame.grant's "intended", a grant meant to be like an
+     * existing one (ledger_check refuses a likely duplicate without it). */
+    bool intended;
     /* The frame a new frame continues ("" when none): frame.granted's optional "continues". */
     char continues[BUDGET_ID_BYTES_MAX + 1];
     /* budget.adopted: the last plan year (the budget year is `year`), and the lines. The
@@ -147,25 +153,37 @@ typedef struct {
     const char *continues; /* the id of the frame this one continues, "" when none */
     int32_t year;
     int64_t granted, allocated, pending, unallocated, called_off;
+    bool granted_later; /* ledger_apply_decided: its grant was decided after the day */
 } ledger_frame_view;
 
 typedef struct {
     const char *id, *frame, *unit, *purpose;
     int32_t year;
     ledger_status status;
-    int64_t amount, called_off, pending, available;
+    /* amount: after approved reductions; reduced: their sum; reducing: pending reductions */
+    int64_t amount, called_off, pending, available, reduced, reducing;
 } ledger_allocation_view;
 
 typedef struct {
     const char *id, *allocation, *unit;
     ledger_status status;
-    int64_t amount;
+    /* amount: as requested; reversed: approved reversals of it; reversing: pending ones */
+    int64_t amount, reversed, reversing;
 } ledger_avrop_view;
+
+/* A reduction of an allocation or a reversal of an avrop (avrop NULL for a reduction). */
+typedef struct {
+    const char *id, *allocation, *avrop;
+    ledger_kind kind; /* LEDGER_KIND_REDUCTION or LEDGER_KIND_REVERSAL */
+    ledger_status status;
+    int64_t amount;
+} ledger_correction_view;
 
 typedef struct {
     const char *unit;
     int32_t year;
     int64_t frames, allocated, called_off, pending, available;
+    int64_t reducing; /* pending reductions of allocations to the unit */
 } ledger_unit_view;
 
 /*
@@ -230,6 +248,23 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev);
  */
 bool ledger_same_request(const ledger_cmd *cmd, const ledger_actor *actor, const ledger_event *ev);
 
+/*
+ * What had been decided by a day, whenever it was entered. `l` holds events applied only by
+ * this function, in log order; `decided_by` is a day YYYYMMDD. An event that rests on a
+ * decision counts when its decision is dated on or before that day; one that carries none
+ * (written before decisions were data) by the day it was entered (UTC), as does a withdrawal.
+ * A grant decided later leaves its frame with nothing granted (the view's granted_later), an
+ * adjustment or decision decided later is left out: its target stays pending. Requests
+ * (proposals, avrop) always count. The rules of the budget are not checked, for a raise
+ * decided later may have been entered first: the balances may show more allocated than
+ * granted, or more called off than allocated, and are to be shown as they are. Returns 0,
+ * BUDGET_EINTERNAL (not an event of the log: seq out of order, bad syntax) or
+ * BUDGET_EUNAVAILABLE (out of memory).
+ */
+int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by);
+/* The day an event's decision is dated, or, when it carries none, the day it was entered. */
+int32_t ledger_decision_day(const ledger_event *ev);
+
 /* Number of events applied, and the seq and ts (ms) of the last one; 0 when there is none. */
 uint64_t ledger_events(const ledger *l);
 uint64_t ledger_last_seq(const ledger *l);
@@ -244,10 +279,16 @@ typedef struct {
 } ledger_counts;
 void ledger_get_counts(const ledger *l, ledger_counts *out);
 
+/* The register of units (registry.h), as the ledger stands: valid until the next ledger_apply
+ * or ledger_free. */
+const registry *ledger_registry(const ledger *l);
+
 /* Lookups; return false when the id does not exist or names another kind. */
 bool ledger_frame(const ledger *l, const char *id, ledger_frame_view *out);
 bool ledger_allocation(const ledger *l, const char *id, ledger_allocation_view *out);
 bool ledger_avrop(const ledger *l, const char *id, ledger_avrop_view *out);
+/* A reduction or a reversal; false when `id` names neither. */
+bool ledger_correction(const ledger *l, const char *id, ledger_correction_view *out);
 /* The note of an avrop (valid as the views are), or NULL when `id` does not name an avrop. */
 const char *ledger_avrop_note(const ledger *l, const char *id);
 /* The kind an id names, or 0 when unused. */
@@ -289,6 +330,11 @@ bool ledger_valid_text(const char *s, size_t len, size_t min);
 /* True when `ev` lacks every field added to its type (FIELD_ADDED) since its first events:
  * an event written before them, which encodes without them. False when its type has none. */
 bool ledger_added_absent(const ledger_event *ev);
+
+/* The round of fields added to its type that `ev` was written with (field_round): the last
+ * round of which it has a field that is not empty; 0 when it has none. It is encoded with the
+ * fields of rounds 0..that one. */
+unsigned ledger_added_round(const ledger_event *ev);
 
 /* True when `ev` carries a decision (its decision_date is set). */
 static inline bool ledger_has_decision(const ledger_event *ev)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch.h"
 #include "budget/errors.h"
 #include "proto/text.h"
 #include "log.h"
@@ -40,12 +41,22 @@ static void job_balances(job *j, resp_t *r)
         resp_error_into(r, j->base.req_id, BUDGET_EUNAVAILABLE, "out of memory");
         return;
     }
-    int rc = replay_log(j->store, l, j->bq.as_of, &res);
+    uint64_t upto = j->bq.has_as_of ? j->bq.as_of : j->head;
+    int rc = 0;
+    memset(&res, 0, sizeof(res));
+    if (j->bq.as_of_day != 0) {
+        rc = replay_seq_before(j->store, j->head, request_day_end_ms(j->bq.as_of_day), &upto);
+        if (rc != 0)
+            snprintf(res.why, sizeof(res.why), "the event store cannot be read now");
+    }
+    if (rc == 0)
+        rc = j->bq.decided_by != 0 ? replay_decided(j->store, l, upto, j->bq.decided_by, &res)
+                                   : replay_log(j->store, l, upto, &res);
     if (rc != 0) {
         resp_error_into(r, j->base.req_id, rc, res.why);
     } else {
         resp_begin(r, j->base.req_id, true);
-        if (request_pack_balances(&r->pk, l, &j->bq, j->bq.as_of, &err) != 0) {
+        if (request_pack_balances(&r->pk, l, &j->bq, upto, &err) != 0) {
             msgpack_sbuffer_destroy(&r->sb);
             resp_error_into(r, j->base.req_id, err.code, err.message);
         }
@@ -67,7 +78,8 @@ typedef struct {
     bool full; /* the page stopped at EVENTS_PAGE_BYTES_MAX */
 } events_ctx;
 
-/* True when the avrop `id` (an event before this one) was requested from `allocation`. */
+/* True when the request `id` (an avrop, a reduction or a reversal: an event before this one)
+ * was made on `allocation`. */
 static bool avrop_of(store_reader *rd, const char *id, const char *allocation)
 {
     uint64_t seq;
@@ -273,7 +285,7 @@ static void op_balances(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
         conn_answer_error(c, idx, req_id, BUDGET_ENOT_FOUND, msg);
         return;
     }
-    if (q.has_as_of && q.as_of < head) {
+    if ((q.has_as_of && q.as_of < head) || q.as_of_day != 0 || q.decided_by != 0) {
         job *j = calloc(1, sizeof(*j));
         if (!j) {
             conn_answer_error(c, idx, req_id, BUDGET_EUNAVAILABLE, "out of memory");
@@ -286,6 +298,28 @@ static void op_balances(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
     }
     resp_begin(&r, req_id, true);
     if (request_pack_balances(&r.pk, commit_ledger(o->commit), &q, head, &err) != 0) {
+        msgpack_sbuffer_destroy(&r.sb);
+        conn_answer_error(c, idx, req_id, err.code, err.message);
+        return;
+    }
+    conn_answer(c, idx, &r, req_id);
+}
+
+/* The register of units, as the committed ledger stands: answered at once (its pages are
+ * bounded as balances' are). */
+static void op_units(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+{
+    uint64_t offset;
+    ledger_error err;
+    resp_t r;
+
+    if (request_decode_units(args, &offset, &err) != 0) {
+        conn_answer_error(c, idx, req_id, err.code, err.message);
+        return;
+    }
+    resp_begin(&r, req_id, true);
+    if (request_pack_units(&r.pk, commit_ledger(o->commit), offset, commit_head(o->commit), &err) !=
+        0) {
         msgpack_sbuffer_destroy(&r.sb);
         conn_answer_error(c, idx, req_id, err.code, err.message);
         return;
@@ -422,6 +456,11 @@ static void op_write(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const r
     commit_admit(o->commit, &e);
 }
 
+static void op_batch(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const msgpack_object *args)
+{
+    batch_op(o->commit, o->hub->access, o->refusals, c, idx, req_id, args);
+}
+
 static void op_subscribe(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
                          const msgpack_object *args)
 {
@@ -452,9 +491,12 @@ static const struct {
 } read_ops[] = {
     {"hello", ACCESS_ANYONE, op_hello},
     {"balances", ACCESS_READER, op_balances},
+    {"units", ACCESS_READER, op_units},
     {"events", ACCESS_READER, op_events},
     {"verify", ACCESS_AUDITOR, op_verify},
     {"stats", ACCESS_READER, op_stats},
+    /* batch.c: every write in it is checked for its own role and units */
+    {"batch", ACCESS_READER, op_batch},
     /* sub.c and audit_ops.c */
     {"subscribe", ACCESS_READER, op_subscribe},
     {"checkpoint", ACCESS_AUDITOR, op_checkpoint},

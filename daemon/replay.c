@@ -218,3 +218,91 @@ failed_thread:
     free(r);
     return rc;
 }
+
+/* ---- what was decided by a day, and the seq at a time ---------------------------------- */
+
+typedef struct {
+    ledger *l;
+    uint64_t upto;
+    int32_t decided_by;
+    int rc;
+    uint64_t bad_seq;
+} decided_scan;
+
+static int decided_one(void *ctx, uint64_t seq, store_val v)
+{
+    decided_scan *d = ctx;
+    if (seq > d->upto)
+        return 1;
+    ledger_event ev;
+    int rc = event_decode(v.data, v.size, &ev);
+    if (rc == 0 && ev.seq != seq)
+        rc = BUDGET_EINTERNAL;
+    if (rc == 0)
+        rc = ledger_apply_decided(d->l, &ev, d->decided_by);
+    if (rc != 0) {
+        d->rc = rc;
+        d->bad_seq = seq;
+        return 1;
+    }
+    return 0;
+}
+
+int replay_decided(store *st, ledger *l, uint64_t upto, int32_t decided_by, replay_result *out)
+{
+    memset(out, 0, sizeof(*out));
+    store_reader *rd;
+    if (store_reader_begin(st, &rd) != 0) {
+        snprintf(out->why, sizeof(out->why), "the event store cannot be read now");
+        return BUDGET_EUNAVAILABLE;
+    }
+    decided_scan d = {l, upto, decided_by, 0, 0};
+    int rc = store_reader_scan(rd, 0, decided_one, &d);
+    store_reader_end(rd);
+    if (d.rc != 0) {
+        out->bad_seq = d.bad_seq;
+        snprintf(out->why, sizeof(out->why), "event %llu cannot be read back",
+                 (unsigned long long)d.bad_seq);
+        return d.rc == BUDGET_EUNAVAILABLE ? BUDGET_EUNAVAILABLE : BUDGET_EINTERNAL;
+    }
+    if (rc < 0) {
+        snprintf(out->why, sizeof(out->why), "the event store cannot be read now");
+        return BUDGET_EUNAVAILABLE;
+    }
+    out->head = ledger_last_seq(l);
+    return 0;
+}
+
+/* The ts of event `seq`: 0, or an error. */
+static int ts_of(store_reader *rd, uint64_t seq, uint64_t *ts)
+{
+    store_val v;
+    ledger_event ev;
+    if (store_reader_get(rd, seq, &v) != 0 || event_decode(v.data, v.size, &ev) != 0)
+        return BUDGET_EINTERNAL;
+    *ts = ev.ts_ms;
+    return 0;
+}
+
+int replay_seq_before(store *st, uint64_t upto, uint64_t ts_end_ms, uint64_t *seq)
+{
+    store_reader *rd;
+    if (store_reader_begin(st, &rd) != 0)
+        return BUDGET_EUNAVAILABLE;
+    uint64_t lo = 0, hi = store_reader_head(rd);
+    if (hi > upto)
+        hi = upto;
+    int rc = 0;
+    /* Invariant: events 1..lo are before ts_end_ms, events after hi are not. */
+    while (rc == 0 && lo < hi) {
+        uint64_t mid = lo + (hi - lo + 1) / 2, ts;
+        rc = ts_of(rd, mid, &ts);
+        if (rc == 0 && ts < ts_end_ms)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    store_reader_end(rd);
+    *seq = lo;
+    return rc;
+}

@@ -31,4 +31,21 @@ typedef struct {
  */
 int replay_log(store *st, ledger *l, uint64_t upto, replay_result *out);
 
+/*
+ * Applies events 1..upto of `st` to `l` (empty) with ledger_apply_decided: what had been
+ * decided by the day `decided_by` (YYYYMMDD), by what the log held at `upto`. The chain is
+ * not checked again here: start-up checked it, and the log only grows. Returns 0,
+ * BUDGET_EINTERNAL when an event does not decode (out->bad_seq, out->why), or
+ * BUDGET_EUNAVAILABLE (the store cannot be read, or out of memory).
+ */
+int replay_decided(store *st, ledger *l, uint64_t upto, int32_t decided_by, replay_result *out);
+
+/*
+ * The last seq, at most `upto`, of an event entered before `ts_end_ms` (ms since the epoch),
+ * into *seq (0: none). The ts of the log never falls (commit.c stamps each event at least as
+ * late as the one before), so this is a binary search: O(log n) events read. 0, or
+ * BUDGET_EUNAVAILABLE / BUDGET_EINTERNAL when the store cannot be read.
+ */
+int replay_seq_before(store *st, uint64_t upto, uint64_t ts_end_ms, uint64_t *seq);
+
 #endif

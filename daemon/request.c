@@ -58,6 +58,18 @@ static bool object_int(const msgpack_object *o, int64_t *out)
     return false;
 }
 
+/* A str "YYYY-MM-DD" that names a real day, into *day (YYYYMMDD). */
+static bool object_day(const msgpack_object *o, int32_t *day)
+{
+    return o->type == MSGPACK_OBJECT_STR && budget_date_parse(o->via.str.ptr, o->via.str.size, day);
+}
+
+uint64_t request_day_end_ms(int32_t day)
+{
+    int64_t days = budget_date_days(day) + 1;
+    return days <= 0 ? 0 : (uint64_t)days * 86400000u;
+}
+
 static bool object_uint(const msgpack_object *o, uint64_t *out)
 {
     if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
@@ -221,6 +233,11 @@ static int unknown_arg(const request_write_op *w, const msgpack_object *k, ledge
     return err->code;
 }
 
+static bool is_decision_field(const event_field *f)
+{
+    return f->value == FIELD_BODY || f->value == FIELD_DATE || f->value == FIELD_PARAGRAPH;
+}
+
 int request_decode_write(const request_write_op *w, const msgpack_object *args, ledger_cmd *cmd,
                          bool *has_expect_head, uint64_t *expect_head, ledger_error *err)
 {
@@ -247,6 +264,12 @@ int request_decode_write(const request_write_op *w, const msgpack_object *args, 
             *has_expect_head = true;
             continue;
         }
+        if (w->type == LEDGER_FRAME_GRANTED && key_is(k, "intended")) {
+            if (v->type != MSGPACK_OBJECT_BOOLEAN)
+                return fail(err, BUDGET_EBAD_REQUEST, "args.intended must be true or false");
+            cmd->intended = v->via.boolean;
+            continue;
+        }
         int j = arg_index(t, k);
         if (j < 0)
             return unknown_arg(w, k, err);
@@ -257,9 +280,17 @@ int request_decode_write(const request_write_op *w, const msgpack_object *args, 
         if (rc)
             return rc;
     }
-    for (uint8_t j = 0; j < t->field_count; j++)
-        if (t->fields[j].source == FIELD_REQUIRED && !seen[j])
-            return fail(err, BUDGET_EBAD_REQUEST, "%s needs args.%s", w->op, t->fields[j].key);
+    for (uint8_t j = 0; j < t->field_count; j++) {
+        if (t->fields[j].source != FIELD_REQUIRED || seen[j])
+            continue;
+        if (is_decision_field(&t->fields[j]))
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "%s rests on a decision and needs args.%s: give decision_body, "
+                        "decision_date and decision_paragraph (and decision_dnr if there is one), "
+                        "as in KS 2021-08-24 § 241",
+                        w->op, t->fields[j].key);
+        return fail(err, BUDGET_EBAD_REQUEST, "%s needs args.%s", w->op, t->fields[j].key);
+    }
     return 0;
 }
 
@@ -343,9 +374,14 @@ int request_decode_balances(const msgpack_object *args, balances_query *q, ledge
                             BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
             q->year = (int32_t)year;
         } else if (key_is(k, "as_of")) {
-            if (!object_uint(v, &q->as_of))
-                return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a uint seq", "as_of");
-            q->has_as_of = true;
+            if (!object_uint(v, &q->as_of) && !object_day(v, &q->as_of_day))
+                return fail(err, BUDGET_EBAD_REQUEST,
+                            "args.%s must be a uint seq or a day YYYY-MM-DD", "as_of");
+            q->has_as_of = q->as_of_day == 0;
+        } else if (key_is(k, "decided_by")) {
+            if (!object_day(v, &q->decided_by))
+                return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a real day YYYY-MM-DD",
+                            "decided_by");
         } else if (key_is(k, "view") || key_is(k, "from") || key_is(k, "to") ||
                    key_is(k, "subtotals_offset")) {
             rc = decode_years_arg(k, v, q, err);
@@ -360,8 +396,8 @@ int request_decode_balances(const msgpack_object *args, balances_query *q, ledge
                             (int)k->via.str.size, k->via.str.ptr);
         } else {
             return fail(err, BUDGET_EBAD_REQUEST,
-                        "balances takes frame, allocation, unit, year, as_of, offset, "
-                        "frames_offset, avrop_offset, units_offset, view, from, to, "
+                        "balances takes frame, allocation, unit, year, as_of, decided_by, "
+                        "offset, frames_offset, avrop_offset, units_offset, view, from, to, "
                         "subtotals_offset");
         }
         if (rc)
@@ -420,15 +456,23 @@ int request_decode_events(const msgpack_object *args, events_query *q, ledger_er
             if (!object_uint(v, &q->ts_to))
                 return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a uint (ms)", "ts_to");
             q->has_ts_to = true;
+        } else if (key_is(k, "decided_from") || key_is(k, "decided_to")) {
+            int32_t *day = key_is(k, "decided_from") ? &q->decided_from : &q->decided_to;
+            if (!object_day(v, day))
+                return fail(err, BUDGET_EBAD_REQUEST, "args.%.*s must be a real day YYYY-MM-DD",
+                            (int)k->via.str.size, k->via.str.ptr);
         } else {
             return fail(err, BUDGET_EBAD_REQUEST,
-                        "events takes after, limit, entity, unit, type, actor, ts_from, ts_to");
+                        "events takes after, limit, entity, unit, type, actor, ts_from, ts_to, "
+                        "decided_from, decided_to");
         }
         if (rc)
             return rc;
     }
     if (q->has_ts_from && q->has_ts_to && q->ts_from > q->ts_to)
         return fail(err, BUDGET_EBAD_REQUEST, "args.ts_from is after args.ts_to");
+    if (q->decided_from && q->decided_to && q->decided_from > q->decided_to)
+        return fail(err, BUDGET_EBAD_REQUEST, "args.decided_from is after args.decided_to");
     return 0;
 }
 
@@ -479,10 +523,17 @@ event_match request_event_matches(const events_query *q, const ledger_event *ev)
         return EVENT_NO;
     if ((q->has_ts_from && ev->ts_ms < q->ts_from) || (q->has_ts_to && ev->ts_ms >= q->ts_to))
         return EVENT_NO;
+    /* By the decision's date: only events that carry a decision. */
+    if ((q->decided_from || q->decided_to) &&
+        (!ledger_has_decision(ev) || (q->decided_from && ev->decision_date < q->decided_from) ||
+         (q->decided_to && ev->decision_date > q->decided_to)))
+        return EVENT_NO;
     if (!q->entity[0] || names_entity(ev, q->entity))
         return EVENT_YES;
-    /* A decision or withdrawal names its avrop and frame, not the allocation between them. */
-    if (ev->target_kind == LEDGER_KIND_AVROP)
+    /* A decision or withdrawal names its avrop (or reduction, or reversal) and frame, not the
+     * allocation between them. */
+    if (ev->target_kind == LEDGER_KIND_AVROP || ev->target_kind == LEDGER_KIND_REDUCTION ||
+        ev->target_kind == LEDGER_KIND_REVERSAL)
         return EVENT_IF_AVROP_OF_ENTITY;
     return EVENT_NO;
 }
@@ -524,9 +575,44 @@ void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const
     pack_key_str(pk, "id", ev->id);
 }
 
-static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f)
+/*
+ * The oddities of a decided_by view (docs/protocol.md): what the rules forbid in the ledger
+ * but a view of decisions by a day may show, for a raise decided later may have been entered
+ * first. At most ODDITIES_MAX per item.
+ */
+#define ODDITIES_MAX 3
+
+static uint32_t frame_oddities(const ledger_frame_view *f, const char **out)
 {
-    msgpack_pack_map(pk, 11);
+    uint32_t n = 0;
+    if (f->granted_later)
+        out[n++] = "granted_later";
+    if (f->allocated > f->granted)
+        out[n++] = "allocated_over_granted";
+    if (f->called_off > f->allocated)
+        out[n++] = "called_off_over_allocated";
+    return n;
+}
+
+static uint32_t allocation_oddities(const ledger_allocation_view *a, const char **out)
+{
+    uint32_t n = 0;
+    if (a->called_off > 0 && a->status != LEDGER_APPROVED)
+        out[n++] = "called_off_before_approved";
+    return n;
+}
+
+static uint32_t unit_oddities(const ledger_unit_view *u, const char **out)
+{
+    uint32_t n = 0;
+    if (u->called_off > u->allocated)
+        out[n++] = "called_off_over_allocated";
+    return n;
+}
+
+static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f, bool decided)
+{
+    msgpack_pack_map(pk, decided ? 12 : 11);
     pack_key_str(pk, "id", f->id);
     pack_key_str(pk, "unit", f->unit);
     pack_key_int(pk, "year", f->year);
@@ -540,9 +626,9 @@ static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f)
     pack_key_str(pk, "continues", f->continues);
 }
 
-static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a)
+static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a, bool decided)
 {
-    msgpack_pack_map(pk, 10);
+    msgpack_pack_map(pk, decided ? 13 : 12);
     pack_key_str(pk, "id", a->id);
     pack_key_str(pk, "frame", a->frame);
     pack_key_str(pk, "unit", a->unit);
@@ -553,30 +639,42 @@ static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a)
     pack_key_int(pk, "called_off", a->called_off);
     pack_key_int(pk, "pending", a->pending);
     pack_key_int(pk, "available", a->available);
+    pack_key_int(pk, "reduced", a->reduced);
+    pack_key_int(pk, "reducing", a->reducing);
 }
 
 static void pack_avrop(msgpack_packer *pk, const ledger *l, const ledger_avrop_view *v)
 {
     const char *note = ledger_avrop_note(l, v->id);
-    msgpack_pack_map(pk, 6);
+    msgpack_pack_map(pk, 8);
     pack_key_str(pk, "id", v->id);
     pack_key_str(pk, "allocation", v->allocation);
     pack_key_str(pk, "unit", v->unit);
     pack_key_int(pk, "amount", v->amount);
     pack_key_str(pk, "status", ledger_status_name(v->status));
     pack_key_str(pk, "note", note ? note : "");
+    pack_key_int(pk, "reversed", v->reversed);
+    pack_key_int(pk, "reversing", v->reversing);
 }
 
-static void pack_unit(msgpack_packer *pk, const ledger_unit_view *u)
+/* A unit's row of balances, with the unit's current name (its code when it has none). */
+static void pack_unit(msgpack_packer *pk, const ledger *l, const ledger_unit_view *u, bool decided)
 {
-    msgpack_pack_map(pk, 7);
+    const registry *reg = ledger_registry(l);
+    uint32_t i = registry_find(reg, u->unit);
+    registry_view v = {.name = u->unit};
+    if (i != REGISTRY_NONE)
+        registry_view_of(reg, i, &v);
+    msgpack_pack_map(pk, decided ? 10 : 9);
     pack_key_str(pk, "unit", u->unit);
+    pack_key_str(pk, "name", v.name);
     pack_key_int(pk, "year", u->year);
     pack_key_int(pk, "frames", u->frames);
     pack_key_int(pk, "allocated", u->allocated);
     pack_key_int(pk, "called_off", u->called_off);
     pack_key_int(pk, "pending", u->pending);
     pack_key_int(pk, "available", u->available);
+    pack_key_int(pk, "reducing", u->reducing);
 }
 
 /*
@@ -591,6 +689,8 @@ typedef struct {
     uint64_t offset, skipped;
     uint32_t count;
     bool more;
+    bool decided;      /* a decided_by view: each item says its oddities */
+    uint32_t oddities; /* items packed with one or more */
 } list_page;
 
 static void page_init(list_page *p, uint64_t offset)
@@ -601,6 +701,8 @@ static void page_init(list_page *p, uint64_t offset)
     p->skipped = 0;
     p->count = 0;
     p->more = false;
+    p->decided = false;
+    p->oddities = 0;
 }
 
 /* A match was found: true when it is to be packed now; false when it is skipped (before the
@@ -632,6 +734,33 @@ static int page_emit(msgpack_packer *pk, const char *key, list_page *p)
     return rc == 0 ? 0 : -1;
 }
 
+/* "oddities": [names...] of an item of a decided_by view, counted in the page. */
+static void pack_oddities(list_page *p, const char *const *names, uint32_t n)
+{
+    pack_cstr(&p->pk, "oddities");
+    msgpack_pack_array(&p->pk, n);
+    for (uint32_t i = 0; i < n; i++)
+        pack_cstr(&p->pk, names[i]);
+    p->oddities += n > 0;
+}
+
+static void page_frame(list_page *p, const ledger_frame_view *f)
+{
+    pack_frame(&p->pk, f, p->decided);
+    if (p->decided) {
+        const char *names[ODDITIES_MAX];
+        pack_oddities(p, names, frame_oddities(f, names));
+    }
+}
+
+/* In a decided_by view, a frame whose grant was decided later is left out unless something
+ * decided or pending by then draws on it. */
+static bool frame_shown(const list_page *p, const ledger_frame_view *f)
+{
+    return !p->decided || !f->granted_later || f->allocated != 0 || f->pending != 0 ||
+           f->called_off != 0;
+}
+
 static void page_frames(list_page *p, const ledger *l, const balances_query *q)
 {
     ledger_frame_view f;
@@ -641,12 +770,21 @@ static void page_frames(list_page *p, const ledger *l, const balances_query *q)
         return;
     if (q->frame[0]) {
         if (ledger_frame(l, q->frame, &f) && page_takes(p))
-            pack_frame(&p->pk, &f);
+            page_frame(p, &f);
         return;
     }
     while (!p->more && ledger_next_frame(l, &i, q->unit[0] ? q->unit : NULL, q->year, &f))
-        if (page_takes(p))
-            pack_frame(&p->pk, &f);
+        if (frame_shown(p, &f) && page_takes(p))
+            page_frame(p, &f);
+}
+
+static void page_allocation(list_page *p, const ledger_allocation_view *a)
+{
+    pack_allocation(&p->pk, a, p->decided);
+    if (p->decided) {
+        const char *names[ODDITIES_MAX];
+        pack_oddities(p, names, allocation_oddities(a, names));
+    }
 }
 
 static void page_allocations(list_page *p, const ledger *l, const balances_query *q)
@@ -658,12 +796,12 @@ static void page_allocations(list_page *p, const ledger *l, const balances_query
 
     if (q->allocation[0]) {
         if (ledger_allocation(l, q->allocation, &a) && page_takes(p))
-            pack_allocation(&p->pk, &a);
+            page_allocation(p, &a);
         return;
     }
     while (!p->more && ledger_next_allocation(l, &i, frame, unit, q->year, &a))
         if (page_takes(p))
-            pack_allocation(&p->pk, &a);
+            page_allocation(p, &a);
 }
 
 static void page_avrop(list_page *p, const ledger *l, const balances_query *q)
@@ -683,9 +821,15 @@ static void page_units(list_page *p, const ledger *l, const balances_query *q)
 
     if (q->frame[0] || q->allocation[0])
         return;
-    while (!p->more && ledger_next_unit(l, &i, q->unit[0] ? q->unit : NULL, q->year, &u))
-        if (page_takes(p))
-            pack_unit(&p->pk, &u);
+    while (!p->more && ledger_next_unit(l, &i, q->unit[0] ? q->unit : NULL, q->year, &u)) {
+        if (!page_takes(p))
+            continue;
+        pack_unit(&p->pk, l, &u, p->decided);
+        if (p->decided) {
+            const char *names[ODDITIES_MAX];
+            pack_oddities(p, names, unit_oddities(&u, names));
+        }
+    }
 }
 
 /* The sums of a row, a subtotal or a total; "plan" and "unspent" are nil when there is none. */
@@ -790,6 +934,18 @@ _Static_assert(LISTS_COUNT *(BUDGET_BALANCES_PAGE_BYTES_MAX + BALANCES_ITEM_BYTE
                    BUDGET_FRAME_BYTES_MAX,
                "a balances page fits in a frame");
 
+/* "decided_by": the day, and "oddities": the items of these pages that have one. */
+static void pack_decided_by(msgpack_packer *pk, int32_t day, const list_page *pages)
+{
+    char text[BUDGET_DATE_BYTES + 1];
+    budget_date_format(day, text);
+    pack_key_str(pk, "decided_by", text);
+    uint32_t n = 0;
+    for (int k = 0; k < LISTS_COUNT; k++)
+        n += pages[k].oddities;
+    pack_key_uint(pk, "oddities", n);
+}
+
 int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_query *q,
                           uint64_t as_of, ledger_error *err)
 {
@@ -815,16 +971,20 @@ int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_qu
                     (long long)as_of);
     }
 
-    for (int k = 0; k < LISTS_COUNT; k++)
+    for (int k = 0; k < LISTS_COUNT; k++) {
         page_init(&pages[k], offsets[k]);
+        pages[k].decided = q->decided_by != 0;
+    }
     page_frames(&pages[LIST_FRAMES], l, q);
     page_allocations(&pages[LIST_ALLOCATIONS], l, q);
     if (avrop)
         page_avrop(&pages[LIST_AVROP], l, q);
     page_units(&pages[LIST_UNITS], l, q);
 
-    rc |= msgpack_pack_map(pk, avrop ? 7 : 6);
+    rc |= msgpack_pack_map(pk, (avrop ? 7 : 6) + (q->decided_by != 0 ? 2 : 0));
     pack_key_uint(pk, "as_of", as_of);
+    if (q->decided_by != 0)
+        pack_decided_by(pk, q->decided_by, pages);
     for (int k = 0; k < LISTS_COUNT; k++) {
         more = more || pages[k].more;
         if (k == LIST_AVROP && !avrop)
@@ -839,6 +999,75 @@ int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_qu
     for (int k = 0; k < LISTS_COUNT; k++)
         if (k != LIST_AVROP || avrop)
             pack_key_uint(pk, lists[k].offset_arg, offsets[k] + pages[k].count);
+    if (rc != 0)
+        return fail(err, BUDGET_EUNAVAILABLE, "out of memory");
+    return 0;
+}
+
+/* ---- units ------------------------------------------------------------------------------ */
+
+int request_decode_units(const msgpack_object *args, uint64_t *offset, ledger_error *err)
+{
+    uint32_t n = 0;
+
+    *offset = 0;
+    if (args) {
+        if (args->type != MSGPACK_OBJECT_MAP)
+            return fail(err, BUDGET_EBAD_REQUEST, "args must be a map");
+        n = args->via.map.size;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *k = &args->via.map.ptr[i].key;
+        if (!key_is(k, "offset"))
+            return fail(err, BUDGET_EBAD_REQUEST, "units takes offset");
+        if (!object_uint(&args->via.map.ptr[i].val, offset))
+            return fail(err, BUDGET_EBAD_REQUEST, "args.offset must be a uint");
+    }
+    return 0;
+}
+
+/* One unit of `units`: {"unit", "name", "kind", "parent", "state", "registered",
+ * "former_names"}, former names newest first. At most about 17 KiB (REGISTRY_NAMES_MAX). */
+static void pack_registered(msgpack_packer *pk, const registry *reg, uint32_t i)
+{
+    registry_view v;
+    registry_view_of(reg, i, &v);
+    msgpack_pack_map(pk, 7);
+    pack_key_str(pk, "unit", v.code);
+    pack_key_str(pk, "name", v.name);
+    pack_key_str(pk, "kind", v.kind);
+    pack_key_str(pk, "parent", v.parent);
+    pack_key_str(pk, "state", v.closed ? "closed" : "open");
+    pack_cstr(pk, "registered");
+    if (v.registered)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    pack_cstr(pk, "former_names");
+    msgpack_pack_array(pk, v.former_count);
+    for (uint32_t k = 0; k < v.former_count; k++)
+        pack_cstr(pk, registry_former_name(reg, i, k));
+}
+
+int request_pack_units(msgpack_packer *pk, const ledger *l, uint64_t offset, uint64_t as_of,
+                       ledger_error *err)
+{
+    const registry *reg = ledger_registry(l);
+    list_page page;
+    int rc = 0;
+
+    page_init(&page, offset);
+    for (uint32_t i = 0; i < registry_count(reg) && !page.more; i++)
+        if (page_takes(&page))
+            pack_registered(&page.pk, reg, i);
+    rc |= msgpack_pack_map(pk, 4);
+    pack_key_uint(pk, "as_of", as_of);
+    rc |= page_emit(pk, "units", &page);
+    pack_cstr(pk, "more");
+    rc |= page.more ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    pack_cstr(pk, "next");
+    rc |= msgpack_pack_map(pk, 1);
+    pack_key_uint(pk, "offset", offset + page.count);
     if (rc != 0)
         return fail(err, BUDGET_EUNAVAILABLE, "out of memory");
     return 0;

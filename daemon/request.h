@@ -40,6 +40,12 @@ typedef struct {
     int32_t year; /* 0: any */
     bool has_as_of;
     uint64_t as_of;
+    /* as_of given as a day (YYYYMMDD): the ledger as it stood at the end of that day (UTC);
+     * as_of is then found from it (request_as_of_day_end). */
+    int32_t as_of_day;
+    /* decided_by, a day YYYYMMDD (0: not given): what had been decided by then
+     * (ledger_apply_decided), with the oddities of each item packed. */
+    int32_t decided_by;
     /* Items of each list skipped before its page: `offset` (allocations, its wire name since
      * protocol 1), `frames_offset`, `avrop_offset`, `units_offset`. */
     uint64_t offset, frames_offset, avrop_offset, units_offset;
@@ -51,6 +57,9 @@ typedef struct {
 } balances_query;
 
 int request_decode_balances(const msgpack_object *args, balances_query *q, ledger_error *err);
+
+/* The first ms (since the epoch, UTC) after the day YYYYMMDD `day`. */
+uint64_t request_day_end_ms(int32_t day);
 
 /*
  * Packs the `balances` result for `q` from `l`, which stands as of `as_of`: one page of each
@@ -74,6 +83,8 @@ typedef struct {
     uint32_t actor; /* the actor's uid */
     bool has_ts_from, has_ts_to;
     uint64_t ts_from, ts_to; /* ms since the epoch: from <= ts < to */
+    /* Days YYYYMMDD (0: not given): events whose decision is dated within them, inclusive. */
+    int32_t decided_from, decided_to;
 } events_query;
 
 int request_decode_events(const msgpack_object *args, events_query *q, ledger_error *err);
@@ -95,6 +106,18 @@ typedef enum {
  * allocation that is the entity (EVENT_IF_AVROP_OF_ENTITY).
  */
 event_match request_event_matches(const events_query *q, const ledger_event *ev);
+
+/* The args of `units`: `offset` (units skipped before the page). 0 or BUDGET_EBAD_REQUEST. */
+int request_decode_units(const msgpack_object *args, uint64_t *offset, ledger_error *err);
+
+/*
+ * Packs the `units` result from the register of `l` (as of `as_of`): one page of units in the
+ * order they entered the register, from `offset`, as balances pages its lists (at most
+ * BUDGET_BALANCES_PAGE_MAX units and about BUDGET_BALANCES_PAGE_BYTES_MAX bytes), "more" and
+ * "next": {"offset"}. 0, or BUDGET_EUNAVAILABLE (out of memory; drop the packed bytes).
+ */
+int request_pack_units(msgpack_packer *pk, const ledger *l, uint64_t offset, uint64_t as_of,
+                       ledger_error *err);
 
 /* The result of a write: {"seq","hash","ts","type","id"}. */
 void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const uint8_t hash[32]);

@@ -77,9 +77,18 @@ ctl_approver() {
   "${as_root[@]}" runuser -u "$approver" -- "$work/bin/budgetctl" --socket "$BUDGETD_SOCKET" "$@"
 }
 
+echo "== The units, registered once: the board and the two committees that share the frame"
+ctl unit register KS --name "Kommunstyrelsen" --kind styrelse
+ctl unit register SON --name "Social- och omsorgsnämnden" --kind nämnd --parent KS
+ctl unit register KFN --name "Kultur- och fritidsnämnden" --kind nämnd --parent KS
+echo "   (a unit that is not registered is refused, with the nearest codes)"
+ctl grant --unit SONN --year 2021 --amount "1 kr" --title "Fel kod" || true
+ctl units
+
+echo
 echo "== The board's frame: KS 2021-08-24 § 241 extends KS's 2021 frame by 3 mkr"
 ctl grant --id ks-2021-trygghet --unit KS --year 2021 --amount "3 mkr" \
-  --title "Utökat trygghetsarbete" --reference "KS 2021-08-24 § 241"
+  --title "Utökat trygghetsarbete" --decision "KS 2021-08-24 § 241"
 
 echo
 echo "== The proposal divides it (fördelning)"
@@ -92,22 +101,23 @@ ctl allocate ks-2021-trygghet --id ks-trygghet --unit KS --amount "1,5 mkr" \
 
 echo
 echo "== Four-eyes: whoever proposed may not approve it, whatever roles it holds"
-ctl approve son-trygghet --id beslut-son-trygghet --reference "KS 2021-09-28 § 270" || true
+ctl approve son-trygghet --id beslut-son-trygghet --decision "KS 2021-09-28 § 270" || true
 
 echo
 echo "== The board decides, through its approver"
 ctl_approver hello
 for a in son-trygghet kfn-fritid ks-trygghet; do
-  ctl_approver approve "$a" --id "beslut-$a" --reference "KS 2021-09-28 § 270"
+  ctl_approver approve "$a" --id "beslut-$a" --decision "KS 2021-09-28 § 270"
 done
 echo "   (an approver grants no frames)"
-ctl_approver grant --unit KS --year 2021 --amount "1 kr" --title "Egen ram" || true
+ctl_approver grant --unit KS --year 2021 --amount "1 kr" --title "Egen ram" \
+  --decision "KS 2021-08-24 § 241" || true
 
 echo
 echo "== SON calls off part of its share (avrop), and it is approved"
 ctl avrop son-trygghet --id son-avrop-1 --amount "400 tkr" --note "Fältorganisationen, hösten 2021"
 ctl_approver approve son-avrop-1 --id beslut-son-avrop-1 \
-  --reference "KS ordförandebeslut 2021-10-15"
+  --decision "KS 2021-10-15 § 12" --reference "KS ordförandebeslut"
 
 echo
 echo "== No krona is promised twice: one öre more than the frame is refused"

@@ -29,13 +29,6 @@ static void remember_dir(const char *dir)
 /* Output kept from one child. */
 #define PROC_OUTPUT_BYTES_MAX (64u * 1024u * 1024u)
 
-int64_t au_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- writes ------------------------------------------------------------------------------ */
 
 uint64_t au_grant_many(budget_client *c, const char *prefix, uint32_t first, uint32_t n,
@@ -54,12 +47,15 @@ uint64_t au_grant_many(budget_client *c, const char *prefix, uint32_t first, uin
         for (uint32_t i = 0; i < batch; i++) {
             snprintf(id, sizeof(id), "%s-%u", prefix, first + done + i);
             e2e_buf_clear(&b);
-            msgpack_pack_map(&b.pk, 5);
+            msgpack_pack_map(&b.pk, 6 + E2E_DECISION_PAIRS);
             e2e_kv_str(&b, "id", id);
             e2e_kv_str(&b, "unit", "KS");
             e2e_kv_int(&b, "year", 2030);
             e2e_kv_int(&b, "amount", 100);
             e2e_kv_str(&b, "title", title);
+            e2e_kv_decision(&b);
+            msgpack_pack_str_with_body(&b.pk, "intended", 8); /* many alike, on purpose */
+            msgpack_pack_true(&b.pk);
             int64_t rc = budget_client_send(c, "frame.grant", b.sb.data, b.sb.size);
             e2e_assert(rc > 0, "frame.grant %s could not be sent (%lld)", id, (long long)rc);
         }
@@ -171,7 +167,6 @@ void au_sub_close(au_sub *s)
 int au_proc_start(au_proc *p, const char *const *argv)
 {
     int out[2], err[2];
-    pid_t parent = getpid();
 
     memset(p, 0, sizeof(*p));
     p->out_fd = p->err_fd = -1;
@@ -182,18 +177,8 @@ int au_proc_start(au_proc *p, const char *const *argv)
         close(out[1]);
         return -1;
     }
-    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    pid_t pid = fork();
-    if (pid == 0) {
-        e2e_child_reset(parent);
-        dup2(null_fd, STDIN_FILENO);
-        dup2(out[1], STDOUT_FILENO);
-        dup2(err[1], STDERR_FILENO);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    if (null_fd >= 0)
-        close(null_fd);
+    e2e_child child = {argv, out[1], err[1], NULL, NULL, NULL};
+    pid_t pid = e2e_spawn(&child);
     close(out[1]);
     close(err[1]);
     if (pid < 0) {
@@ -259,9 +244,9 @@ static size_t count_lines(const au_proc *p)
 
 bool au_proc_wait_lines(au_proc *p, size_t lines, int timeout_ms)
 {
-    int64_t deadline = au_now_ms() + timeout_ms;
+    int64_t deadline = e2e_now_ms() + timeout_ms;
     while (count_lines(p) < lines) {
-        int64_t left = deadline - au_now_ms();
+        int64_t left = deadline - e2e_now_ms();
         if (left <= 0 || !pump(p, (int)(left < 50 ? left : 50)))
             return count_lines(p) >= lines;
     }
@@ -270,7 +255,7 @@ bool au_proc_wait_lines(au_proc *p, size_t lines, int timeout_ms)
 
 int au_proc_wait(au_proc *p, int timeout_ms)
 {
-    int64_t deadline = au_now_ms() + timeout_ms;
+    int64_t deadline = e2e_now_ms() + timeout_ms;
     bool killed = false;
     for (;;) {
         pump(p, 10);
@@ -279,7 +264,7 @@ int au_proc_wait(au_proc *p, int timeout_ms)
             break;
         if (got < 0 && errno != EINTR)
             return -1;
-        if (au_now_ms() > deadline) {
+        if (e2e_now_ms() > deadline) {
             kill(p->pid, SIGKILL);
             waitpid(p->pid, &p->status, 0);
             killed = true;
@@ -287,7 +272,7 @@ int au_proc_wait(au_proc *p, int timeout_ms)
         }
     }
     /* What the child wrote before it exited is still in the pipes. */
-    while (pump(p, 100) && au_now_ms() < deadline + 1000)
+    while (pump(p, 100) && e2e_now_ms() < deadline + 1000)
         ;
     p->pid = 0;
     if (killed || !WIFEXITED(p->status))

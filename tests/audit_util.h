@@ -22,14 +22,12 @@
 
 #define AU_ARGV(...) ((const char *const[]){__VA_ARGS__})
 #define AU_ARGC(...) ((int)(sizeof(AU_ARGV(__VA_ARGS__)) / sizeof(const char *)))
-/* Milliseconds on a monotonic clock. */
-int64_t au_now_ms(void);
 /* Polls `cond` every 200 µs until it holds or `timeout_ms` pass: true when it holds. */
 #define AU_WAIT(cond, timeout_ms)                                                                  \
     __extension__({                                                                                \
-        int64_t deadline_ = au_now_ms() + (timeout_ms);                                            \
+        int64_t deadline_ = e2e_now_ms() + (timeout_ms);                                           \
         bool held_;                                                                                \
-        while (!(held_ = (cond)) && au_now_ms() < deadline_)                                       \
+        while (!(held_ = (cond)) && e2e_now_ms() < deadline_)                                      \
             usleep(200);                                                                           \
         held_;                                                                                     \
     })

@@ -3,6 +3,7 @@
  * exec, never through a shell; every wait polls against a deadline.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
@@ -77,35 +78,74 @@ static int become(const e2e_identity *who)
     return 0;
 }
 
-/* Starts `argv` with stdin from /dev/null, stdout into `out_fd` and stderr into `err_fd`,
- * as `who` (NULL: as this process). Returns the pid or -1. */
-static pid_t spawn_as(const char *const *argv, int out_fd, int err_fd, const e2e_identity *who)
+/* Names of budgetd-faulty's seams: no daemon inherits them from the test's environment; a
+ * launch sets the ones it wants (e2e_launch.env). */
+static const char *const seam_names[] = {"BUDGETD_FAULT",           "BUDGETD_LOOKUP_DELAY",
+                                         "BUDGETD_CLOCK_OFFSET_MS", "BUDGETD_SOCKET_SWAP",
+                                         "BUDGETD_JOB_DELAY",       NULL};
+
+static bool named_in(const char *entry, const char *const *names)
+{
+    for (int i = 0; names && names[i]; i++) {
+        size_t n = strlen(names[i]);
+        if (strncmp(entry, names[i], n) == 0 && entry[n] == '=')
+            return true;
+    }
+    return false;
+}
+
+/* The child's environment: this process's, less `unset`, plus `set`. One allocation, which
+ * the caller frees; NULL when out of memory. */
+static char **child_environment(const char *const *unset, const char *const *set)
+{
+    extern char **environ;
+    size_t n = 0, extra = 0;
+    while (environ[n])
+        n++;
+    while (set && set[extra])
+        extra++;
+    char **envp = calloc(n + extra + 1, sizeof(*envp));
+    if (envp == NULL)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!named_in(environ[i], unset))
+            envp[k++] = environ[i];
+    for (size_t i = 0; i < extra; i++)
+        envp[k++] = (char *)set[i];
+    envp[k] = NULL;
+    return envp;
+}
+
+pid_t e2e_spawn(const e2e_child *c)
 {
     pid_t parent = getpid();
     int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null_fd < 0)
+    char **envp = child_environment(c->unset, c->set);
+    if (null_fd < 0 || envp == NULL) {
+        if (null_fd >= 0)
+            close(null_fd);
+        free(envp);
         return -1;
-    /* Arguments are ready before fork: the child only makes async-signal-safe calls. */
+    }
+    const e2e_identity *who = c->who;
+    /* Everything is ready before fork: the child only makes async-signal-safe calls. */
     pid_t pid = fork();
     if (pid == 0) {
         e2e_child_reset(parent);
         dup2(null_fd, STDIN_FILENO);
-        dup2(out_fd, STDOUT_FILENO);
-        dup2(err_fd, STDERR_FILENO);
+        dup2(c->out_fd, STDOUT_FILENO);
+        dup2(c->err_fd, STDERR_FILENO);
         /* All of its ids, real and saved too: the child is that user for good. */
         if (who && (become(who) != 0 || syscall(SYS_setresgid, who->gid, who->gid, who->gid) ||
                     syscall(SYS_setresuid, who->uid, who->uid, who->uid)))
             _exit(126);
-        execv(argv[0], (char *const *)argv);
+        execve(c->argv[0], (char *const *)c->argv, envp);
         _exit(127);
     }
     close(null_fd);
+    free(envp);
     return pid;
-}
-
-static pid_t spawn(const char *const *argv, int out_fd, int err_fd)
-{
-    return spawn_as(argv, out_fd, err_fd, NULL);
 }
 
 static bool socket_answers(const char *path)
@@ -117,38 +157,17 @@ static bool socket_answers(const char *path)
     return true;
 }
 
-/* Arguments given to budgetd after the usual ones. */
+/* Words of $BUDGETD_WRAPPER, and arguments given to budgetd after the usual ones. */
+#define WRAPPER_WORDS_MAX 24
 #define EXTRA_ARGS_MAX 16
 
-/* Starts budgetd on the daemon's folder and waits until its socket answers. Its socket's
- * group is E2E_OTHER_GID, so that the second identity of the suites can open it. */
-static int launch(e2e_daemon *d, const char *const *extra)
+/* Waits until the started daemon's socket answers, or it exits, or the start-up time is up. */
+static int await_socket(e2e_daemon *d)
 {
-    const char *argv[8 + EXTRA_ARGS_MAX + 1] = {BUDGETD_PATH,      "--data",  d->data,
-                                                "--socket",        d->socket, "--socket-group",
-                                                E2E_OTHER_GID_TEXT};
-    int argc = 7;
-    for (int i = 0; extra && extra[i] && i < EXTRA_ARGS_MAX; i++)
-        argv[argc++] = extra[i];
-    argv[argc] = NULL;
-    int log_fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (log_fd < 0) {
-        fprintf(stderr, "e2e: cannot open %s: %s\n", d->log, strerror(errno));
-        return -1;
-    }
-    pid_t pid = spawn(argv, log_fd, log_fd);
-    close(log_fd);
-    if (pid < 0) {
-        fprintf(stderr, "e2e: cannot start budgetd: %s\n", strerror(errno));
-        return -1;
-    }
-    d->pid = pid;
-    current = d;
-
     int64_t deadline = e2e_now_ms() + E2E_START_TIMEOUT_MS;
     for (;;) {
         int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
             d->pid = 0;
             fprintf(stderr, "e2e: budgetd exited during start-up (status 0x%x)\n", status);
             e2e_report();
@@ -165,6 +184,64 @@ static int launch(e2e_daemon *d, const char *const *extra)
     e2e_report();
     e2e_daemon_kill(d);
     return -1;
+}
+
+/*
+ * Starts budgetd on the daemon's folder, under $BUDGETD_WRAPPER when that is set, and unless
+ * `how->no_wait`, waits until its socket answers. Its socket's group is E2E_OTHER_GID, so that
+ * the second identity of the suites can open it.
+ */
+int e2e_daemon_launch(e2e_daemon *d, const e2e_launch *how)
+{
+    const char *argv[WRAPPER_WORDS_MAX + 7 + EXTRA_ARGS_MAX + 1];
+    char wrapper[1024];
+    int argc = 0;
+    const char *w = getenv("BUDGETD_WRAPPER");
+    if (d->pid != 0) {
+        fprintf(stderr, "e2e: start of a daemon that still runs\n");
+        return -1;
+    }
+    if (w != NULL && *w != '\0') {
+        char *save = NULL;
+        snprintf(wrapper, sizeof(wrapper), "%s", w);
+        for (char *word = strtok_r(wrapper, " ", &save); word && argc < WRAPPER_WORDS_MAX;
+             word = strtok_r(NULL, " ", &save))
+            argv[argc++] = word;
+    }
+    const char *usual[] = {how && how->binary ? how->binary : BUDGETD_PATH,
+                           "--data",
+                           d->data,
+                           "--socket",
+                           d->socket,
+                           "--socket-group",
+                           E2E_OTHER_GID_TEXT};
+    for (size_t i = 0; i < sizeof(usual) / sizeof(usual[0]); i++)
+        argv[argc++] = usual[i];
+    for (int i = 0; how && how->extra && how->extra[i] && i < EXTRA_ARGS_MAX; i++)
+        argv[argc++] = how->extra[i];
+    argv[argc] = NULL;
+
+    int log_fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd < 0) {
+        fprintf(stderr, "e2e: cannot open %s: %s\n", d->log, strerror(errno));
+        return -1;
+    }
+    e2e_child child = {argv, log_fd, log_fd, NULL, seam_names, how ? how->env : NULL};
+    pid_t pid = e2e_spawn(&child);
+    close(log_fd);
+    if (pid < 0) {
+        fprintf(stderr, "e2e: cannot start budgetd: %s\n", strerror(errno));
+        return -1;
+    }
+    d->pid = pid;
+    current = d;
+    return how && how->no_wait ? 0 : await_socket(d);
+}
+
+static int launch(e2e_daemon *d, const char *const *extra)
+{
+    e2e_launch how = {.extra = extra};
+    return e2e_daemon_launch(d, &how);
 }
 
 /* ---- slowness ---- */
@@ -186,11 +263,16 @@ bool e2e_wrapped(void)
     return (w != NULL && *w != '\0') || e2e_env_long("RELIABILITY_WRAPPED", 0) != 0;
 }
 
-int64_t e2e_now_ms(void)
+int64_t e2e_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t e2e_now_ms(void)
+{
+    return e2e_now_us() / 1000;
 }
 
 int e2e_slow(void)
@@ -215,14 +297,14 @@ int e2e_daemon_start(e2e_daemon *d)
     return e2e_daemon_start_with(d, NULL);
 }
 
-int e2e_daemon_start_with(e2e_daemon *d, const char *const *extra)
+int e2e_daemon_make(e2e_daemon *d, const char *name)
 {
     const char *tmp = getenv("TMPDIR");
     memset(d, 0, sizeof(*d));
     /* The socket path must fit a sockaddr_un: a long $TMPDIR is not used. */
     if (tmp == NULL || tmp[0] == '\0' || strlen(tmp) > 40)
         tmp = "/tmp";
-    snprintf(d->dir, sizeof(d->dir), "%s/budgetd-e2e-XXXXXX", tmp);
+    snprintf(d->dir, sizeof(d->dir), "%s/budgetd-%.8s-XXXXXX", tmp, name);
     if (mkdtemp(d->dir) == NULL) {
         fprintf(stderr, "e2e: mkdtemp %s: %s\n", d->dir, strerror(errno));
         return -1;
@@ -235,6 +317,13 @@ int e2e_daemon_start_with(e2e_daemon *d, const char *const *extra)
         fprintf(stderr, "e2e: chmod %s: %s\n", d->dir, strerror(errno));
         return -1;
     }
+    return 0;
+}
+
+int e2e_daemon_start_with(e2e_daemon *d, const char *const *extra)
+{
+    if (e2e_daemon_make(d, "e2e") != 0)
+        return -1;
     return launch(d, extra);
 }
 
@@ -245,10 +334,6 @@ int e2e_daemon_restart(e2e_daemon *d)
 
 int e2e_daemon_restart_with(e2e_daemon *d, const char *const *extra)
 {
-    if (d->pid != 0) {
-        fprintf(stderr, "e2e: restart of a daemon that still runs\n");
-        return -1;
-    }
     return launch(d, extra);
 }
 
@@ -453,7 +538,8 @@ int e2e_ctl_argv_as(const e2e_daemon *d, const e2e_identity *who, e2e_ctl_result
     full[3 + argc] = NULL;
 
     if (pipe2(out_pipe, O_CLOEXEC) == 0 && pipe2(err_pipe, O_CLOEXEC) == 0) {
-        pid_t pid = spawn_as(full, out_pipe[1], err_pipe[1], who);
+        e2e_child child = {full, out_pipe[1], err_pipe[1], who, NULL, NULL};
+        pid_t pid = e2e_spawn(&child);
         close(out_pipe[1]);
         close(err_pipe[1]);
         out_pipe[1] = err_pipe[1] = -1;
@@ -697,6 +783,13 @@ void e2e_kv_str(e2e_buf *b, const char *key, const char *value)
     e2e_pack_str(b, value);
 }
 
+void e2e_kv_decision(e2e_buf *b)
+{
+    e2e_kv_str(b, "decision_body", "KS");
+    e2e_kv_str(b, "decision_date", "2021-08-24");
+    e2e_kv_str(b, "decision_paragraph", "241");
+}
+
 void e2e_kv_int(e2e_buf *b, const char *key, int64_t value)
 {
     e2e_pack_str(b, key);
@@ -844,6 +937,46 @@ uint64_t e2e_write_ok(budget_client *c, const char *op, const e2e_buf *args)
     e2e_write(c, op, args, &w);
     e2e_assert(w.ok, "%s refused: %s: %s", op, w.code, w.message);
     return w.seq;
+}
+
+/* The full names of the units the suites name most; any other is registered under its code. */
+static const char *unit_name(const char *code)
+{
+    static const char *const names[][2] = {
+        {"KS", "Kommunstyrelsen"},
+        {"SON", "Social- och omsorgsnämnden"},
+        {"KFN", "Kultur- och fritidsnämnden"},
+        {"BUN", "Barn- och ungdomsnämnden"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(names[i][0], code) == 0)
+            return names[i][1];
+    return code;
+}
+
+void e2e_register_units(const e2e_daemon *d, const e2e_identity *as, ...)
+{
+    budget_client *c = as == NULL ? e2e_client(d) : e2e_client_as(d, as);
+    e2e_buf args;
+    e2e_buf_init(&args);
+    va_list ap;
+    va_start(ap, as);
+    for (const char *code = va_arg(ap, const char *); code != NULL;
+         code = va_arg(ap, const char *)) {
+        char id[BUDGET_UNIT_BYTES_MAX + 8];
+        snprintf(id, sizeof(id), "unit-%s", code);
+        bool board = strcmp(code, "KS") == 0;
+        e2e_buf_clear(&args);
+        msgpack_pack_map(&args.pk, 4);
+        e2e_kv_str(&args, "id", id);
+        e2e_kv_str(&args, "unit", code);
+        e2e_kv_str(&args, "name", unit_name(code));
+        e2e_kv_str(&args, "kind", board ? "styrelse" : "nämnd");
+        e2e_write_ok(c, "unit.register", &args);
+    }
+    va_end(ap);
+    e2e_buf_destroy(&args);
+    budget_client_close(c);
 }
 
 uint64_t e2e_head(budget_client *c)

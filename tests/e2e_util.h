@@ -23,7 +23,9 @@
  * timeout below is multiplied by it, so a slow machine or build waits longer, never less.
  */
 int e2e_slow(void);
-/* Milliseconds on the monotonic clock. */
+/* Microseconds on the monotonic clock: the one clock of every test helper. */
+int64_t e2e_now_us(void);
+/* The same clock in milliseconds. */
 int64_t e2e_now_ms(void);
 /* True when the daemon runs under a wrapper ($BUDGETD_WRAPPER, or $RELIABILITY_WRAPPED=1). */
 bool e2e_wrapped(void);
@@ -57,6 +59,25 @@ int e2e_daemon_start(e2e_daemon *d);
 
 /* Starts budgetd again on the folder of a stopped daemon. Returns 0 or -1. */
 int e2e_daemon_restart(e2e_daemon *d);
+
+/* Makes a fresh folder for a daemon, TMPDIR/budgetd-NAME-XXXXXX, and names its data, socket
+ * and log in it; starts nothing. 0, or -1 with the reason printed. */
+int e2e_daemon_make(e2e_daemon *d, const char *name);
+
+/* How e2e_daemon_launch starts budgetd. */
+typedef struct {
+    const char *binary;       /* NULL: BUDGETD_PATH */
+    const char *const *extra; /* arguments after the usual ones, NULL-terminated; or NULL */
+    /* "NAME=VALUE" settings of budgetd-faulty's seams ("BUDGETD_FAULT=commit:1:EIO"),
+     * NULL-terminated; or NULL. A seam not listed is unset, whatever the test's environment. */
+    const char *const *env;
+    bool no_wait; /* return once started, without waiting for the socket (a failing start) */
+} e2e_launch;
+
+/* The one way a suite starts budgetd: on the folder of `d` (made by e2e_daemon_make or a
+ * stopped daemon's), under $BUDGETD_WRAPPER when that is set, its output appended to the log.
+ * Waits until the socket answers unless `how->no_wait`. 0, or -1 with the log printed. */
+int e2e_daemon_launch(e2e_daemon *d, const e2e_launch *how);
 
 /*
  * Sends `signum` and waits up to `timeout_ms` for the daemon to exit. Returns 0 with its
@@ -176,6 +197,13 @@ void e2e_pack_str(e2e_buf *b, const char *s);
 void e2e_kv_str(e2e_buf *b, const char *key, const char *value);
 void e2e_kv_int(e2e_buf *b, const char *key, int64_t value);
 void e2e_kv_uint(e2e_buf *b, const char *key, uint64_t value);
+/* The decision a write rests on, as args: E2E_DECISION_PAIRS pairs (decision_body "KS",
+ * decision_date "2021-08-24", decision_paragraph "241": KS 2021-08-24 § 241, the source
+ * document's), to count in the args map. */
+#define E2E_DECISION_PAIRS 3
+void e2e_kv_decision(e2e_buf *b);
+/* The same decision as budgetctl takes it. */
+#define E2E_DECISION "KS 2021-08-24 § 241"
 
 /* ---- the client library ---------------------------------------------------------------------- */
 
@@ -229,6 +257,18 @@ typedef struct {
 /* nobody/nogroup: the second identity of every suite. */
 extern const e2e_identity e2e_other;
 
+/* A child process: the one way the helpers fork and exec. */
+typedef struct {
+    const char *const *argv;  /* argv[0] is the program's path; NULL-terminated */
+    int out_fd, err_fd;       /* its stdout and stderr; stdin is /dev/null */
+    const e2e_identity *who;  /* NULL: this process's ids */
+    const char *const *unset; /* variables it does not inherit, NULL-terminated; or NULL */
+    const char *const *set;   /* "NAME=VALUE" it gets besides, NULL-terminated; or NULL */
+} e2e_child;
+
+/* Starts a child, which dies with the test. Its pid, or -1. */
+pid_t e2e_spawn(const e2e_child *c);
+
 /*
  * Connects to `path` as `who`, from a thread that takes that identity for the connect only
  * (the rest of the process stays root): the kernel checks the socket's permissions for it,
@@ -249,6 +289,15 @@ int e2e_ctl_argv_as(const e2e_daemon *d, const e2e_identity *who, e2e_ctl_result
  * most 16): --config, limits. */
 int e2e_daemon_start_with(e2e_daemon *d, const char *const *extra);
 int e2e_daemon_restart_with(e2e_daemon *d, const char *const *extra);
+
+/*
+ * Registers each unit of the NULL-terminated list, as `as` (NULL: as root, the suites' admin
+ * when no access file says otherwise), one unit.register each with the id "unit-CODE": KS as
+ * the board (styrelse), the others as committees (nämnd), named as the source document names
+ * them or else by their code. A write names only registered units: a suite registers those it
+ * uses after starting its daemon. Asserts success.
+ */
+void e2e_register_units(const e2e_daemon *d, const e2e_identity *as, ...) __attribute__((sentinel));
 
 /* ---- JSON ------------------------------------------------------------------------------------ */
 

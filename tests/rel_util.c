@@ -16,7 +16,6 @@
 #include "rel_util.h"
 
 /* Words of $BUDGETD_WRAPPER. */
-#define WRAPPER_WORDS_MAX 24
 /* Bytes of the daemon's log shown when a check fails. */
 #define REPORT_TAIL_BYTES 4000
 /* Log bytes searched by rel_log_contains. */
@@ -25,13 +24,6 @@
 #define BALANCES_PAGE 2000u
 
 /* ---- small things ------------------------------------------------------------------------- */
-
-int64_t rel_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 void rel_sleep_ms(int ms)
 {
@@ -44,7 +36,7 @@ uint64_t rel_seed(const char *what)
 {
     uint64_t seed = (uint64_t)e2e_env_long("RELIABILITY_SEED", 0);
     if (seed == 0)
-        seed = (uint64_t)rel_now_us() ^ ((uint64_t)getpid() << 32);
+        seed = (uint64_t)e2e_now_us() ^ ((uint64_t)getpid() << 32);
     fprintf(stderr, "%s: RELIABILITY_SEED=%" PRIu64 "\n", what, seed);
     return seed;
 }
@@ -101,144 +93,68 @@ bool rel_join(pthread_t *threads, int n, int timeout_ms, rel_daemon *r)
 
 /* ---- the daemon ---------------------------------------------------------------------------- */
 
-static bool socket_answers(const char *path)
+/* The daemon's seam settings, NULL-terminated: its env entries up to the first "". */
+static void seam_settings(const rel_daemon *r, const char *out[REL_ENV_MAX + 1])
 {
-    int fd = e2e_raw_connect(path);
-    if (fd < 0)
-        return false;
-    close(fd);
-    return true;
+    int n = 0;
+    for (int i = 0; i < REL_ENV_MAX && r->env[i][0] != '\0'; i++)
+        out[n++] = r->env[i];
+    out[n] = NULL;
 }
 
-static int spawn(rel_daemon *r)
+static int launch(rel_daemon *r, bool wait)
 {
-    const char *argv[WRAPPER_WORDS_MAX + 16];
-    char wrapper[1024];
-    int argc = 0;
-    const char *w = getenv("BUDGETD_WRAPPER");
-
-    if (w != NULL && *w != '\0') {
-        char *save = NULL;
-        snprintf(wrapper, sizeof(wrapper), "%s", w);
-        for (char *word = strtok_r(wrapper, " ", &save); word && argc < WRAPPER_WORDS_MAX;
-             word = strtok_r(NULL, " ", &save))
-            argv[argc++] = word;
-    }
-    argv[argc++] = r->binary ? r->binary : BUDGETD_PATH;
-    argv[argc++] = "--data";
-    argv[argc++] = r->d.data;
-    argv[argc++] = "--socket";
-    argv[argc++] = r->d.socket;
-    /* As e2e_util's daemons: the second identity (e2e_other) may open the socket. */
-    argv[argc++] = "--socket-group";
-    argv[argc++] = E2E_OTHER_GID_TEXT;
-    for (int i = 0; i < REL_EXTRA_ARGS_MAX && r->extra[i]; i++)
-        argv[argc++] = r->extra[i];
-    argv[argc] = NULL;
-
-    int log_fd = open(r->d.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (log_fd < 0 || null_fd < 0) {
-        fprintf(stderr, "rel: cannot open %s: %s\n", r->d.log, strerror(errno));
-        if (log_fd >= 0)
-            close(log_fd);
-        if (null_fd >= 0)
-            close(null_fd);
-        return -1;
-    }
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(log_fd);
-        close(null_fd);
-        return -1;
-    }
-    if (pid == 0) {
-        e2e_child_reset(parent);
-        unsetenv("BUDGETD_FAULT");
-        unsetenv("BUDGETD_LOOKUP_DELAY");
-        unsetenv("BUDGETD_CLOCK_OFFSET_MS");
-        unsetenv("BUDGETD_SOCKET_SWAP");
-        unsetenv("BUDGETD_JOB_DELAY");
-        for (int i = 0; i < REL_ENV_MAX && r->env[i][0] != '\0'; i++)
-            putenv(r->env[i]);
-        dup2(null_fd, STDIN_FILENO);
-        dup2(log_fd, STDOUT_FILENO);
-        dup2(log_fd, STDERR_FILENO);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(log_fd);
-    close(null_fd);
-    r->d.pid = pid;
-    return 0;
+    const char *env[REL_ENV_MAX + 1];
+    seam_settings(r, env);
+    e2e_launch how = {.binary = r->binary, .extra = r->extra, .env = env, .no_wait = !wait};
+    return e2e_daemon_launch(&r->d, &how);
 }
 
 int rel_spawn(rel_daemon *r)
 {
-    if (r->d.pid != 0)
-        return -1;
-    return spawn(r);
+    return launch(r, false);
 }
 
-static int launch(rel_daemon *r)
+/*
+ * The units the reliability suites name are registered on the fresh folder first, by a daemon
+ * started without the seams of `r->env` (so a fault counts only the workload's calls) and
+ * stopped again: KS, SON, KFN and U0..U7 (test_crash's clients).
+ */
+static int register_units_first(rel_daemon *r)
 {
-    if (spawn(r) != 0)
+    char env[REL_ENV_MAX][sizeof(r->env[0])];
+    memcpy(env, r->env, sizeof(env));
+    memset(r->env, 0, sizeof(r->env));
+    int rc = launch(r, true);
+    memcpy(r->env, env, sizeof(env));
+    if (rc != 0)
         return -1;
-    int64_t deadline = rel_now_us() + (int64_t)E2E_START_TIMEOUT_MS * 1000;
-    for (;;) {
-        int status;
-        if (waitpid(r->d.pid, &status, WNOHANG) == r->d.pid) {
-            r->d.pid = 0;
-            fprintf(stderr, "rel: budgetd exited during start-up (status 0x%x)\n", status);
-            rel_report(r);
-            return -1;
-        }
-        if (socket_answers(r->d.socket))
-            return 0;
-        if (rel_now_us() > deadline)
-            break;
-        rel_sleep_ms(2);
+    e2e_register_units(&r->d, NULL, "KS", "SON", "KFN", "U0", "U1", "U2", "U3", "U4", "U5", "U6",
+                       "U7", NULL);
+    int status = 0;
+    if (e2e_daemon_stop(&r->d, SIGTERM, E2E_STOP_TIMEOUT_MS, &status) != 0 || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "rel: budgetd did not stop after registering the units\n");
+        return -1;
     }
-    fprintf(stderr, "rel: budgetd did not listen on %s in time\n", r->d.socket);
-    rel_report(r);
-    e2e_daemon_kill(&r->d);
-    return -1;
+    return 0;
 }
 
 int rel_start(rel_daemon *r)
 {
-    const char *tmp = getenv("TMPDIR");
-    if (tmp == NULL || tmp[0] == '\0' || strlen(tmp) > 40)
-        tmp = "/tmp";
-    memset(&r->d, 0, sizeof(r->d));
-    snprintf(r->d.dir, sizeof(r->d.dir), "%s/budgetd-rel-XXXXXX", tmp);
-    if (mkdtemp(r->d.dir) == NULL) {
-        fprintf(stderr, "rel: mkdtemp %s: %s\n", r->d.dir, strerror(errno));
+    if (e2e_daemon_make(&r->d, "rel") != 0)
         return -1;
-    }
-    if (chmod(r->d.dir, 0711) != 0) {
-        fprintf(stderr, "rel: chmod %s: %s\n", r->d.dir, strerror(errno));
-        return -1;
-    }
-    snprintf(r->d.data, sizeof(r->d.data), "%s/data", r->d.dir);
-    snprintf(r->d.socket, sizeof(r->d.socket), "%s/budgetd.sock", r->d.dir);
-    snprintf(r->d.log, sizeof(r->d.log), "%s/budgetd.log", r->d.dir);
-    return launch(r);
+    return register_units_first(r) == 0 ? launch(r, true) : -1;
 }
 
 int rel_restart(rel_daemon *r)
 {
-    if (r->d.pid != 0) {
-        fprintf(stderr, "rel: restart of a daemon that still runs\n");
-        return -1;
-    }
-    return launch(r);
+    return launch(r, true);
 }
 
 int rel_wait_exit(rel_daemon *r, int timeout_ms, int *status)
 {
-    int64_t deadline = rel_now_us() + (int64_t)timeout_ms * 1000 * e2e_slow();
+    int64_t deadline = e2e_now_us() + (int64_t)timeout_ms * 1000 * e2e_slow();
     while (r->d.pid != 0) {
         pid_t got = waitpid(r->d.pid, status, WNOHANG);
         if (got == r->d.pid) {
@@ -247,7 +163,7 @@ int rel_wait_exit(rel_daemon *r, int timeout_ms, int *status)
         }
         if (got < 0 && errno != EINTR)
             return -1;
-        if (rel_now_us() > deadline) {
+        if (e2e_now_us() > deadline) {
             rel_report(r);
             e2e_daemon_kill(&r->d);
             return -1;
@@ -320,22 +236,27 @@ bool rel_log_contains(const rel_daemon *r, const char *needle)
 void rel_pack_grant(e2e_buf *b, const char *id, const char *unit, int64_t amount)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 5);
+    msgpack_pack_map(&b->pk, 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", unit);
     e2e_kv_int(b, "year", 2021);
     e2e_kv_int(b, "amount", amount);
     e2e_kv_str(b, "title", "Utökat trygghetsarbete");
+    e2e_kv_decision(b);
+    /* Load makes many frames alike on purpose: not the duplicates a clerk would enter. */
+    msgpack_pack_str_with_body(&b->pk, "intended", 8);
+    msgpack_pack_true(&b->pk);
 }
 
 void rel_pack_adjust(e2e_buf *b, const char *id, const char *frame, int64_t delta)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 4);
+    msgpack_pack_map(&b->pk, 4 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "frame", frame);
     e2e_kv_int(b, "delta", delta);
     e2e_kv_str(b, "reason", "Tilläggsanslag");
+    e2e_kv_decision(b);
 }
 
 void rel_pack_propose(e2e_buf *b, const char *id, const char *frame, const char *unit,
@@ -365,6 +286,23 @@ void rel_pack_target(e2e_buf *b, const char *id, const char *target)
     msgpack_pack_map(&b->pk, 2);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "target", target);
+}
+
+void rel_pack_decide(e2e_buf *b, const char *id, const char *target)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 2 + E2E_DECISION_PAIRS);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "target", target);
+    e2e_kv_decision(b);
+}
+
+void rel_pack_for(e2e_buf *b, const char *op, const char *id, const char *target)
+{
+    if (strcmp(op, "withdraw") == 0)
+        rel_pack_target(b, id, target);
+    else
+        rel_pack_decide(b, id, target);
 }
 
 void rel_write(budget_client *c, const char *op, const void *args, size_t args_size,
@@ -634,7 +572,7 @@ static void *honest_main(void *arg)
     while (!atomic_load(h->stop) && h->count < REL_SAMPLES_MAX) {
         bool write = n % 2 == 1;
         budget_response resp;
-        int64_t t0 = rel_now_us();
+        int64_t t0 = e2e_now_us();
         int rc;
         if (write) {
             snprintf(id, sizeof(id), "%s-%d-%" PRIu64, h->prefix, h->index, n);
@@ -643,7 +581,7 @@ static void *honest_main(void *arg)
         } else {
             rc = budget_client_call(c, "hello", NULL, 0, &resp);
         }
-        int64_t t1 = rel_now_us();
+        int64_t t1 = e2e_now_us();
         n++;
         if (rc != 0) {
             snprintf(h->failure, sizeof(h->failure), "request %" PRIu64 ": no response (%d)", n,

@@ -25,6 +25,9 @@
 /* ---- a daemon of a chosen build ----------------------------------------------------------- */
 
 #define REL_EXTRA_ARGS_MAX 4
+/* The events rel_start writes on a fresh folder before the daemon the test asked for starts:
+ * the registrations of KS, SON, KFN and U0..U7 (seqs 1..REL_UNIT_EVENTS). */
+#define REL_UNIT_EVENTS 11u
 #define REL_ENV_MAX 2
 
 typedef struct {
@@ -68,7 +71,6 @@ int rel_log_count(const rel_daemon *r, const char *text);
 
 /* ---- small things ------------------------------------------------------------------------- */
 
-int64_t rel_now_us(void);
 void rel_sleep_ms(int ms);
 /* The seed (RELIABILITY_SEED or the clock), printed once with `what`. */
 uint64_t rel_seed(const char *what);
@@ -90,6 +92,10 @@ void rel_pack_propose(e2e_buf *b, const char *id, const char *frame, const char 
 void rel_pack_avrop(e2e_buf *b, const char *id, const char *allocation, int64_t amount);
 /* approve, reject, withdraw */
 void rel_pack_target(e2e_buf *b, const char *id, const char *target);
+/* The args of approve or reject: id, target and the decision (e2e_kv_decision). */
+void rel_pack_decide(e2e_buf *b, const char *id, const char *target);
+/* The args of `op` on a target: rel_pack_target for withdraw, else rel_pack_decide. */
+void rel_pack_for(e2e_buf *b, const char *op, const char *id, const char *target);
 
 /* What one write answered, without asserting (usable on any thread). */
 typedef struct {

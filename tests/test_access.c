@@ -426,7 +426,24 @@ static ledger_cmd cmd(ledger_type type, const char *id)
     memset(&c, 0, sizeof(c));
     c.type = type;
     snprintf(c.id, sizeof(c.id), "%s", id);
+    /* The decision every grant, adjustment and decision rests on (others carry none). */
+    strcpy(c.decision_body, "KS");
+    c.decision_date = 20210824;
+    strcpy(c.decision_paragraph, "241");
     return c;
+}
+
+/* Registers the units the ledger below names (a write names only registered units). */
+static void register_units(void)
+{
+    static const char *const codes[] = {"KS", "SON", "KFN"};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        ledger_cmd c = cmd(LEDGER_UNIT_REGISTERED, codes[i]);
+        strcpy(c.unit, codes[i]);
+        strcpy(c.title, codes[i]);
+        strcpy(c.unit_kind, i == 0 ? "styrelse" : "nämnd");
+        apply_cmd(c, 1);
+    }
 }
 
 /* KS holds frame f1; allocation a1 goes from it to SON (approved); avrop v1 draws on it;
@@ -435,6 +452,7 @@ static void small_ledger(void)
 {
     l = ledger_new();
     seq = 0;
+    register_units();
     ledger_cmd c = cmd(LEDGER_FRAME_GRANTED, "f1");
     strcpy(c.unit, "KS");
     c.year = 2021;
@@ -517,6 +535,86 @@ Test(access, the_unit_of_each_write)
     expect_scope(c, NULL, NULL);
     c = cmd(LEDGER_FRAME_ADJUSTED, "j2");
     strcpy(c.frame, "nope");
+    expect_scope(c, NULL, NULL);
+
+    /* The register's writes are for the unit they register, rename or close; a parent is not
+     * in the scope. */
+    c = cmd(LEDGER_UNIT_REGISTERED, "u1");
+    strcpy(c.unit, "BUN");
+    strcpy(c.parent, "KS");
+    expect_scope(c, "BUN", "the unit is BUN");
+    c = cmd(LEDGER_UNIT_RENAMED, "u2");
+    strcpy(c.unit, "SON");
+    expect_scope(c, "SON", "the unit is SON");
+    c = cmd(LEDGER_UNIT_CLOSED, "u3");
+    strcpy(c.unit, "KFN");
+    expect_scope(c, "KFN", "the unit is KFN");
+    ledger_free(l);
+}
+
+/* `c`'s scope is exactly these two units, each with its reason. */
+static void expect_two_units(ledger_cmd c, const char *unit0, const char *what0, const char *unit1,
+                             const char *what1)
+{
+    access_scope scope;
+    access_write_scope(l, &c, &scope);
+    cr_assert_eq(scope.count, 2, "not two units for %s", c.id);
+    cr_assert_str_eq(scope.units[0].unit, unit0);
+    cr_assert_str_eq(scope.units[0].what, what0);
+    cr_assert_str_eq(scope.units[1].unit, unit1);
+    cr_assert_str_eq(scope.units[1].what, what1);
+}
+
+Test(access, a_correction_concerns_the_allocations_unit_and_the_frames)
+{
+    small_ledger();
+    ledger_cmd c = cmd(LEDGER_DECISION_APPROVED, "v1-ok");
+    strcpy(c.target, "v1");
+    apply_cmd(c, 2);
+    /* A reduction, and a reversal (whose avrop is in `target`), asked for and decided. */
+    c = cmd(LEDGER_ALLOCATION_REDUCTION_REQUESTED, "r1");
+    strcpy(c.allocation, "a1");
+    c.amount = 5;
+    strcpy(c.title, "Mindre");
+    expect_two_units(c, "SON", "allocation a1 is to SON", "KS",
+                     "allocation a1 comes from frame f1, held by KS");
+    apply_cmd(c, 1);
+    c = cmd(LEDGER_AVROP_REVERSAL_REQUESTED, "x1");
+    strcpy(c.target, "v1");
+    c.amount = 5;
+    strcpy(c.title, "Fel");
+    expect_two_units(c, "SON", "allocation a1 is to SON", "KS",
+                     "allocation a1 comes from frame f1, held by KS");
+    apply_cmd(c, 1);
+    const char *const decided[] = {"r1", "x1"};
+    for (int i = 0; i < 2; i++) {
+        c = cmd(i == 0 ? LEDGER_DECISION_APPROVED : LEDGER_DECISION_REJECTED, "d9");
+        strcpy(c.target, decided[i]);
+        expect_two_units(c, "SON", "allocation a1 is to SON", "KS",
+                         "allocation a1 comes from frame f1, held by KS");
+    }
+    /* Within one unit (its own frame to itself), that unit once. */
+    c = cmd(LEDGER_FRAME_GRANTED, "f-son");
+    strcpy(c.unit, "SON");
+    c.year = 2021;
+    c.amount = 1000;
+    strcpy(c.title, "Egen ram");
+    apply_cmd(c, 1);
+    c = cmd(LEDGER_ALLOCATION_PROPOSED, "a-son");
+    strcpy(c.frame, "f-son");
+    strcpy(c.unit, "SON");
+    c.amount = 100;
+    strcpy(c.title, "Z");
+    apply_cmd(c, 1);
+    c = cmd(LEDGER_DECISION_APPROVED, "a-son-ok");
+    strcpy(c.target, "a-son");
+    apply_cmd(c, 2);
+    c = cmd(LEDGER_ALLOCATION_REDUCTION_REQUESTED, "r2");
+    strcpy(c.allocation, "a-son");
+    expect_scope(c, "SON", "allocation a-son is to SON");
+    /* What does not exist has none. */
+    c = cmd(LEDGER_AVROP_REVERSAL_REQUESTED, "x2");
+    strcpy(c.target, "a1"); /* an allocation, not an avrop */
     expect_scope(c, NULL, NULL);
     ledger_free(l);
 }

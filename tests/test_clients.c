@@ -27,6 +27,7 @@ static e2e_daemon bd;
 static void setup(void)
 {
     cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
 }
 
 static void teardown(void)
@@ -176,6 +177,14 @@ static budget_req *req(const char *op, const char *id)
     return r;
 }
 
+/* The decision a grant or an approval rests on: KS 2021-08-24 § 241. */
+static void add_decision(budget_req *r)
+{
+    cr_assert_eq(budget_req_add_str(r, "decision_body", "KS"), 0);
+    cr_assert_eq(budget_req_add_str(r, "decision_date", "2021-08-24"), 0);
+    cr_assert_eq(budget_req_add_str(r, "decision_paragraph", "241"), 0);
+}
+
 static uint64_t grant(budget_client *c, const char *id, const char *unit, int64_t year,
                       int64_t amount)
 {
@@ -184,6 +193,11 @@ static uint64_t grant(budget_client *c, const char *id, const char *unit, int64_
     cr_assert_eq(budget_req_add_int(r, "year", year), 0);
     cr_assert_eq(budget_req_add_int(r, "amount", amount), 0);
     cr_assert_eq(budget_req_add_str(r, "title", "Ram för klienterna"), 0);
+    add_decision(r);
+    /* A decision of its own: frames alike in all else are refused as duplicate grants. */
+    char reference[80];
+    snprintf(reference, sizeof(reference), "KS 2021-08-24 § %s", id);
+    cr_assert_eq(budget_req_add_str(r, "reference", reference), 0);
     return write_ok(c, r);
 }
 
@@ -210,6 +224,7 @@ static uint64_t approve(budget_client *c, const char *id, const char *target)
 {
     budget_req *r = req("approve", id);
     cr_assert_eq(budget_req_add_str(r, "target", target), 0);
+    add_decision(r);
     return write_ok(c, r);
 }
 
@@ -252,6 +267,7 @@ Test(clients, answers_are_read_without_msgpack)
     cr_assert_eq(budget_req_add_int(r, "year", 2022), 0);
     cr_assert_eq(budget_req_add_int(r, "amount", 1), 0);
     cr_assert_eq(budget_req_add_str(r, "title", "Annat innehåll"), 0);
+    add_decision(r);
     e2e_assert_int(budget_call(c, r, &a), 0, "call");
     e2e_assert_int(budget_answer_error(a), BUDGET_ECONFLICT, "an id taken by other content");
     e2e_assert_str(budget_answer_code(a), "conflict", "its code");

@@ -138,7 +138,7 @@ static void *client_main(void *arg)
     if (!client_write(cl, c, "allocation.propose", alloc, &b, false, &q))
         goto done;
     snprintf(id, sizeof(id), "%s-ok", alloc);
-    rel_pack_target(&b, id, alloc);
+    rel_pack_decide(&b, id, alloc);
     if (!client_write(cl, d, "approve", id, &b, false, &q))
         goto done;
 
@@ -154,7 +154,7 @@ static void *client_main(void *arg)
             rel_pack_avrop(&b, id, alloc, 1000 + j);
             ok = client_write(cl, c, "avrop.request", id, &b, false, &q);
             snprintf(id2, sizeof(id2), "%s-d", id);
-            rel_pack_target(&b, id2, id);
+            rel_pack_for(&b, decide[kind], id2, id);
             ok = ok && client_write(cl, kind == 2 ? c : d, decide[kind], id2, &b, false, &q);
             break;
         case 3:
@@ -167,7 +167,7 @@ static void *client_main(void *arg)
             rel_pack_propose(&b, id, frame, unit, 7000);
             ok = client_write(cl, c, "allocation.propose", id, &b, false, &q);
             snprintf(id2, sizeof(id2), "%s-d", id);
-            rel_pack_target(&b, id2, id);
+            rel_pack_for(&b, j % 12 == 4 ? "reject" : "withdraw", id2, id);
             if (j % 12 == 4)
                 ok = ok && client_write(cl, d, "reject", id2, &b, false, &q);
             else
@@ -179,7 +179,7 @@ static void *client_main(void *arg)
             ok = client_write(cl, c, "avrop.request", id, &b, true, &q);
             if (ok && q->state == REQ_ACKED && j % 12 == 5) {
                 snprintf(id2, sizeof(id2), "%s-d", id);
-                rel_pack_target(&b, id2, id);
+                rel_pack_decide(&b, id2, id);
                 ok = client_write(cl, d, "approve", id2, &b, false, &q);
             }
             break;
@@ -236,7 +236,7 @@ static void make_shared(budget_client *c, budget_client *d, int cycle, history *
         else if (i == 1)
             rel_pack_propose(&b, alloc, frame, "SON", SHARED_ORE);
         else
-            rel_pack_target(&b, decision, alloc);
+            rel_pack_decide(&b, decision, alloc);
         rel_write(i == 2 ? d : c, steps[i].op, b.sb.data, b.sb.size, &res);
         rel_assert(&rd, res.transport == 0 && res.ok, "%s %s: %s", steps[i].op, steps[i].id,
                    res.code);
@@ -373,7 +373,7 @@ Test(crash, sigkill_under_load_loses_no_acknowledged_write)
     history h = {0};
     uint64_t rng = rel_seed("crash");
     long cycles = e2e_env_long("RELIABILITY_CRASH_CYCLES", CYCLES_DEFAULT);
-    int64_t t0 = rel_now_us();
+    int64_t t0 = e2e_now_us();
 
     cr_assert_eq(rel_start(&rd), 0, "budgetd did not start");
     for (int k = 0; k < cycles; k++) {
@@ -422,7 +422,7 @@ Test(crash, sigkill_under_load_loses_no_acknowledged_write)
             " times in all), lost 0; %" PRIu64 " unanswered at a kill, %" PRIu64
             " of them already written, %" PRIu64 " made on retry, %" PRIu64
             " refused on retry (shared allocation full)\n",
-            cycles, (double)(rel_now_us() - t0) / 1e6, acked, h.acked_checked, h.unknown,
+            cycles, (double)(e2e_now_us() - t0) / 1e6, acked, h.acked_checked, h.unknown,
             h.unknown_in_log, h.created_on_retry, h.refused_on_retry);
     free(h.all);
 }

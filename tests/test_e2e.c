@@ -36,6 +36,7 @@ static e2e_daemon bd;
 static void setup(void)
 {
     cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
 }
 
 static void teardown(void)
@@ -69,6 +70,10 @@ TestSuite(e2e, .init = setup, .fini = teardown, .timeout = TEST_TIMEOUT_S);
 #define AVROP_DECISION_ID "son-2021-avrop-1-beslut"
 #define AVROP_ORE 40000000LL
 #define SCENARIO_EVENTS 9
+/* The events setup writes first: the registrations of KS, SON and KFN (seqs 1..U). */
+#define U 3
+/* The head after the scenario. */
+#define SCENARIO_HEAD (U + SCENARIO_EVENTS)
 
 typedef struct {
     const char *id;
@@ -153,18 +158,19 @@ static void expect_write_line(const e2e_ctl_result *r, const char *type, const c
         ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
     }
     e2e_assert(ok, "budgetctl printed \"%s\", expected \"%s<16 hex digits>\"", r->out, prefix);
-    if (seq <= SCENARIO_EVENTS)
-        snprintf(printed_hash[seq], sizeof(printed_hash[seq]), "%.16s", r->out + n);
+    if (seq > U && seq - U <= SCENARIO_EVENTS)
+        snprintf(printed_hash[seq - U], sizeof(printed_hash[seq - U]), "%.16s", r->out + n);
 }
 
 /* The scenario through budgetctl, checking every line it prints. */
 static void scenario_ctl(void)
 {
     e2e_ctl_result r;
-    uint64_t seq = 1;
+    uint64_t seq = U + 1;
 
     ctl_ok(&r, "grant", "--unit", "KS", "--year", "2021", "--amount", "3 mkr", "--title",
-           FRAME_TITLE, "--reference", FRAME_REFERENCE, "--id", FRAME_ID);
+           FRAME_TITLE, "--decision", E2E_DECISION, "--reference", FRAME_REFERENCE, "--id",
+           FRAME_ID);
     expect_write_line(&r, "frame.granted", FRAME_ID, seq++);
     e2e_ctl_free(&r);
     for (int i = 0; i < ALLOCATIONS; i++) {
@@ -176,8 +182,8 @@ static void scenario_ctl(void)
     }
     for (int i = 0; i < ALLOCATIONS; i++) {
         const scenario_allocation *a = &allocations[i];
-        ctl_ok_other(&r, "approve", a->id, "--reference", DECISION_REFERENCE, "--id",
-                     a->decision_id);
+        ctl_ok_other(&r, "approve", a->id, "--decision", E2E_DECISION, "--reference",
+                     DECISION_REFERENCE, "--id", a->decision_id);
         expect_write_line(&r, "decision.approved", a->decision_id, seq++);
         e2e_ctl_free(&r);
     }
@@ -185,7 +191,7 @@ static void scenario_ctl(void)
            "Områdesarbete hösten 2021", "--id", AVROP_ID);
     expect_write_line(&r, "avrop.requested", AVROP_ID, seq++);
     e2e_ctl_free(&r);
-    ctl_ok_other(&r, "approve", AVROP_ID, "--id", AVROP_DECISION_ID);
+    ctl_ok_other(&r, "approve", AVROP_ID, "--decision", E2E_DECISION, "--id", AVROP_DECISION_ID);
     expect_write_line(&r, "decision.approved", AVROP_DECISION_ID, seq++);
     e2e_ctl_free(&r);
 }
@@ -206,12 +212,13 @@ static e2e_json *json_line(const e2e_ctl_result *r)
 static void grant_args(e2e_buf *b, const char *id, const char *unit, int64_t amount)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 6);
+    msgpack_pack_map(&b->pk, 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", unit);
     e2e_kv_int(b, "year", 2021);
     e2e_kv_int(b, "amount", amount);
     e2e_kv_str(b, "title", FRAME_TITLE);
+    e2e_kv_decision(b);
     e2e_kv_str(b, "reference", FRAME_REFERENCE);
 }
 
@@ -239,9 +246,10 @@ static void avrop_args(e2e_buf *b, const char *id, const char *allocation, int64
 static void approve_args(e2e_buf *b, const char *id, const char *target, const char *reference)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, reference ? 3 : 2);
+    msgpack_pack_map(&b->pk, (reference ? 3 : 2) + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "target", target);
+    e2e_kv_decision(b);
     if (reference)
         e2e_kv_str(b, "reference", reference);
 }
@@ -251,7 +259,7 @@ static void approve_args(e2e_buf *b, const char *id, const char *target, const c
 static void scenario_lib(budget_client *c)
 {
     e2e_buf b;
-    uint64_t seq = 1;
+    uint64_t seq = U + 1;
     budget_client *approver = e2e_client_as(&bd, &e2e_other);
 
     e2e_buf_init(&b);
@@ -523,7 +531,7 @@ Test(e2e, scenario_through_budgetctl)
     /* The frame: every krona allocated, 400 tkr of it called off. */
     ctl_ok(&r, "balances", "--json", "--frame", FRAME_ID);
     e2e_json *j = json_line(&r);
-    e2e_assert_int(e2e_json_int(j, "as_of", -1), SCENARIO_EVENTS, "as_of");
+    e2e_assert_int(e2e_json_int(j, "as_of", -1), SCENARIO_HEAD, "as_of");
     const e2e_json *frame = json_member_array(j, "frames", 1)->items[0];
     e2e_assert_str(e2e_json_str(frame, "id"), FRAME_ID, "frame id");
     e2e_assert_str(e2e_json_str(frame, "unit"), "KS", "frame unit");
@@ -588,10 +596,11 @@ Test(e2e, scenario_through_budgetctl)
      * decisions to the second identity. */
     ctl_ok(&r, "--json", "events");
     j = json_line(&r);
-    const e2e_json *events = json_member_array(j, "events", SCENARIO_EVENTS);
-    for (size_t i = 0; i < events->count; i++) {
-        const e2e_json *ev = events->items[i];
-        e2e_assert_int(e2e_json_int(ev, "seq", -1), (int64_t)i + 1, "event seq");
+    const e2e_json *events = json_member_array(j, "events", SCENARIO_HEAD);
+    for (size_t k = U; k < events->count; k++) {
+        const e2e_json *ev = events->items[k];
+        size_t i = k - U; /* the scenario's own events, after the registrations */
+        e2e_assert_int(e2e_json_int(ev, "seq", -1), (int64_t)k + 1, "event seq");
         e2e_assert_str(e2e_json_str(ev, "type"), scenario_types[i], "event type");
         bool decision = strcmp(scenario_types[i], "decision.approved") == 0;
         e2e_assert_int(e2e_json_int(e2e_json_get(ev, "actor"), "uid", -1),
@@ -601,7 +610,7 @@ Test(e2e, scenario_through_budgetctl)
                    printed_hash[i + 1]);
         e2e_assert_int(strlen(e2e_json_str(ev, "hash")), 64, "hex digits of a hash");
     }
-    e2e_assert_int(e2e_json_int(j, "head", -1), SCENARIO_EVENTS, "events head");
+    e2e_assert_int(e2e_json_int(j, "head", -1), SCENARIO_HEAD, "events head");
     e2e_json_free(j);
     e2e_ctl_free(&r);
     stop_cleanly();
@@ -716,7 +725,7 @@ Test(e2e, concurrent_avrop_never_overdraw)
     e2e_assert_int(lost, RACE_THREADS * RACE_REQUESTS - RACE_WINNERS, "avrop refused");
     qsort(seqs, (size_t)won, sizeof(seqs[0]), compare_u64);
     for (int i = 0; i < won; i++)
-        e2e_assert_int(seqs[i], 4 + i, "the winners' seqs are 4.. without gaps or repeats");
+        e2e_assert_int(seqs[i], U + 4 + i, "the winners' seqs follow without gaps or repeats");
 
     balances(c, "allocation", "race-allocation", 0, &r);
     e2e_assert(r.ok, "balances refused: %s", r.code);
@@ -807,13 +816,17 @@ static void pack_pipe_request(e2e_buf *b, uint64_t id)
         snprintf(name, sizeof(name), "pipe-%03" PRIu64, id);
         e2e_kv_str(b, "op", "frame.grant");
         e2e_pack_str(b, "args");
-        msgpack_pack_map(&b->pk, kind == PIPE_GRANT ? 5 : kind == PIPE_MISSING_ARG ? 4 : 6);
+        msgpack_pack_map(&b->pk, (kind == PIPE_GRANT         ? 5
+                                  : kind == PIPE_MISSING_ARG ? 4
+                                                             : 6) +
+                                     E2E_DECISION_PAIRS);
         e2e_kv_str(b, "id", name);
         e2e_kv_str(b, "unit", "KS");
         e2e_kv_int(b, "year", 2021);
         if (kind != PIPE_MISSING_ARG)
             e2e_kv_int(b, "amount", (int64_t)id * 100);
         e2e_kv_str(b, "title", "Pipelined");
+        e2e_kv_decision(b);
         if (kind == PIPE_UNKNOWN_ARG)
             e2e_kv_str(b, "colour", "blå");
         break;
@@ -827,9 +840,10 @@ static void pack_pipe_request(e2e_buf *b, uint64_t id)
         snprintf(name, sizeof(name), "pipe-decision-%03" PRIu64, id);
         e2e_kv_str(b, "op", "approve");
         e2e_pack_str(b, "args");
-        msgpack_pack_map(&b->pk, 2);
+        msgpack_pack_map(&b->pk, 2 + E2E_DECISION_PAIRS);
         e2e_kv_str(b, "id", name);
         e2e_kv_str(b, "target", "no-such-allocation");
+        e2e_kv_decision(b);
         break;
     default:
         break;
@@ -856,7 +870,7 @@ Test(e2e, pipelined_requests_are_answered_in_order)
 {
     e2e_buf b;
     int fd = e2e_raw_connect(bd.socket);
-    uint64_t grants = 0, last_head = 0;
+    uint64_t grants = U, last_head = U;
 
     e2e_assert(fd >= 0, "connect");
     e2e_buf_init(&b);
@@ -922,12 +936,13 @@ Test(e2e, pipelined_read_sees_the_write_answered_before_it)
     e2e_kv_uint(&b, "id", 1);
     e2e_kv_str(&b, "op", "frame.grant");
     e2e_pack_str(&b, "args");
-    msgpack_pack_map(&b.pk, 5);
+    msgpack_pack_map(&b.pk, 5 + E2E_DECISION_PAIRS);
     e2e_kv_str(&b, "id", "pipe-read-frame");
     e2e_kv_str(&b, "unit", "KS");
     e2e_kv_int(&b, "year", 2021);
     e2e_kv_int(&b, "amount", 100);
     e2e_kv_str(&b, "title", "Läs det du skrev");
+    e2e_kv_decision(&b);
     e2e_frame_end(&b);
     pack_hello(&b, 2);
     e2e_frame_begin(&b);
@@ -940,8 +955,8 @@ Test(e2e, pipelined_read_sees_the_write_answered_before_it)
     e2e_frame_end(&b);
     e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
 
-    e2e_assert_int(expect_result_uint(fd, 1, "seq"), 1, "seq of the grant");
-    e2e_assert_int(expect_result_uint(fd, 2, "head"), 1, "head seen by the hello after it");
+    e2e_assert_int(expect_result_uint(fd, 1, "seq"), U + 1, "seq of the grant");
+    e2e_assert_int(expect_result_uint(fd, 2, "head"), U + 1, "head seen by the hello after it");
     expect_response(fd, 3, NULL, "balances of the frame granted just before");
     e2e_buf_destroy(&b);
     close(fd);
@@ -953,12 +968,13 @@ Test(e2e, pipelined_read_sees_the_write_answered_before_it)
 static void grant_with_head(e2e_buf *b, const char *id, int64_t amount, uint64_t expect_head)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 7);
+    msgpack_pack_map(&b->pk, 7 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", "KFN");
     e2e_kv_int(b, "year", 2022);
     e2e_kv_int(b, "amount", amount);
     e2e_kv_str(b, "title", "Fritidsverksamhet");
+    e2e_kv_decision(b);
     e2e_kv_str(b, "reference", "");
     e2e_kv_uint(b, "expect_head", expect_head);
 }
@@ -973,14 +989,14 @@ Test(e2e, retries_are_idempotent_and_expect_head_guards)
     grant_args(&b, "idem-frame", "KS", 123456);
     e2e_write(c, "frame.grant", &b, &first);
     e2e_assert(first.ok, "first grant refused: %s", first.code);
-    e2e_assert_int(first.seq, 1, "seq of the first write");
+    e2e_assert_int(first.seq, U + 1, "seq of the first write");
 
     /* The same id and content: the first result, nothing written. */
     e2e_write(c, "frame.grant", &b, &again);
     e2e_assert(again.ok, "retry refused: %s: %s", again.code, again.message);
     e2e_assert_int(again.seq, first.seq, "seq of a retry");
     e2e_assert(memcmp(again.hash, first.hash, 32) == 0, "a retry's hash differs");
-    e2e_assert_int(e2e_head(c), 1, "head after a retry");
+    e2e_assert_int(e2e_head(c), U + 1, "head after a retry");
 
     /* The same id, other content. */
     grant_args(&b, "idem-frame", "KS", 123457);
@@ -991,29 +1007,29 @@ Test(e2e, retries_are_idempotent_and_expect_head_guards)
     approve_args(&b, "idem-frame", "idem-frame", NULL);
     e2e_write(c, "approve", &b, &again);
     e2e_assert_str(again.code, "conflict", "code of an approval reusing a frame's id");
-    e2e_assert_int(e2e_head(c), 1, "head after conflicts");
+    e2e_assert_int(e2e_head(c), U + 1, "head after conflicts");
 
     /* expect_head: written only when the log's last seq is the one given. */
-    grant_with_head(&b, "idem-head-ok", 1000, 1);
+    grant_with_head(&b, "idem-head-ok", 1000, U + 1);
     e2e_write(c, "frame.grant", &b, &again);
     e2e_assert(again.ok, "expect_head equal to head refused: %s", again.code);
-    e2e_assert_int(again.seq, 2, "seq of the guarded write");
-    grant_with_head(&b, "idem-head-stale", 1000, 1);
+    e2e_assert_int(again.seq, U + 2, "seq of the guarded write");
+    grant_with_head(&b, "idem-head-stale", 1000, U + 1);
     e2e_write(c, "frame.grant", &b, &again);
     e2e_assert_str(again.code, "conflict", "code of a stale expect_head");
-    grant_with_head(&b, "idem-head-future", 1000, 3);
+    grant_with_head(&b, "idem-head-future", 1000, U + 3);
     e2e_write(c, "frame.grant", &b, &again);
     e2e_assert_str(again.code, "conflict", "code of an expect_head past the head");
     /* A malformed write is bad_request whatever its expect_head (docs/events.md, the order). */
-    grant_with_head(&b, "idem-head-zero", 0, 1);
+    grant_with_head(&b, "idem-head-zero", 0, U + 1);
     e2e_write(c, "frame.grant", &b, &again);
     e2e_assert_str(again.code, "bad_request", "code of amount 0 with a stale expect_head");
-    e2e_assert_int(e2e_head(c), 2, "head after refused guarded writes");
+    e2e_assert_int(e2e_head(c), U + 2, "head after refused guarded writes");
     /* A retry is the same request whatever its expect_head: the first result again. */
     grant_with_head(&b, "idem-head-ok", 1000, 0);
     e2e_write(c, "frame.grant", &b, &again);
     e2e_assert(again.ok, "retry of a guarded write refused: %s: %s", again.code, again.message);
-    e2e_assert_int(again.seq, 2, "seq of a retried guarded write");
+    e2e_assert_int(again.seq, U + 2, "seq of a retried guarded write");
     budget_client_close(c);
 
     /* Retries pipelined behind the first write, before it is durable: the same result, or
@@ -1027,12 +1043,13 @@ Test(e2e, retries_are_idempotent_and_expect_head_guards)
         e2e_kv_uint(&b, "id", id);
         e2e_kv_str(&b, "op", "frame.grant");
         e2e_pack_str(&b, "args");
-        msgpack_pack_map(&b.pk, 5);
+        msgpack_pack_map(&b.pk, 5 + E2E_DECISION_PAIRS);
         e2e_kv_str(&b, "id", "idem-pipelined");
         e2e_kv_str(&b, "unit", "SON");
         e2e_kv_int(&b, "year", 2021);
         e2e_kv_int(&b, "amount", id == 3 ? 778 : 777);
         e2e_kv_str(&b, "title", "Omtag");
+        e2e_kv_decision(&b);
         e2e_frame_end(&b);
     }
     e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
@@ -1042,12 +1059,12 @@ Test(e2e, retries_are_idempotent_and_expect_head_guards)
     read_write_result(fd, 2, &seq2, hash2);
     expect_response(fd, 3, "conflict", "a pipelined retry with other content");
     read_write_result(fd, 4, &seq4, hash4);
-    e2e_assert_int(seq1, 3, "seq of the pipelined write");
+    e2e_assert_int(seq1, U + 3, "seq of the pipelined write");
     e2e_assert_int(seq2, seq1, "seq of its pipelined retry");
     e2e_assert_int(seq4, seq1, "seq of its second pipelined retry");
     e2e_assert(memcmp(hash1, hash2, 32) == 0 && memcmp(hash1, hash4, 32) == 0,
                "pipelined retries carry another hash");
-    e2e_assert_int(e2e_head_raw(fd, 5), 3, "head after pipelined retries");
+    e2e_assert_int(e2e_head_raw(fd, 5), U + 3, "head after pipelined retries");
     close(fd);
 
     /* After a restart the retry still finds the first write. */
@@ -1063,7 +1080,7 @@ Test(e2e, retries_are_idempotent_and_expect_head_guards)
     grant_args(&b, "idem-frame", "KS", 1);
     e2e_write(c, "frame.grant", &b, &again);
     e2e_assert_str(again.code, "conflict", "code of a reused id after a restart");
-    e2e_assert_int(e2e_head(c), 3, "head after the retries");
+    e2e_assert_int(e2e_head(c), U + 3, "head after the retries");
     budget_client_close(c);
     e2e_buf_destroy(&b);
     stop_cleanly();
@@ -1079,12 +1096,13 @@ static void pack_guarded_grant(e2e_buf *b, uint64_t req, const char *id, uint64_
     e2e_kv_uint(b, "id", req);
     e2e_kv_str(b, "op", "frame.grant");
     e2e_pack_str(b, "args");
-    msgpack_pack_map(&b->pk, expect_head == UINT64_MAX ? 5 : 6);
+    msgpack_pack_map(&b->pk, (expect_head == UINT64_MAX ? 5 : 6) + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", "KFN");
     e2e_kv_int(b, "year", 2022);
-    e2e_kv_int(b, "amount", 1000);
+    e2e_kv_int(b, "amount", 1000 + (int64_t)req); /* each its own grant, not a duplicate */
     e2e_kv_str(b, "title", "Fritidsverksamhet");
+    e2e_kv_decision(b);
     if (expect_head != UINT64_MAX)
         e2e_kv_uint(b, "expect_head", expect_head);
     e2e_frame_end(b);
@@ -1097,17 +1115,17 @@ Test(e2e, expect_head_counts_the_writes_pipelined_ahead_of_it)
     e2e_buf b;
     e2e_buf_init(&b);
     pack_guarded_grant(&b, 1, "head-first", UINT64_MAX);
-    pack_guarded_grant(&b, 2, "head-stale", 0);
-    pack_guarded_grant(&b, 3, "head-current", 1);
+    pack_guarded_grant(&b, 2, "head-stale", U);
+    pack_guarded_grant(&b, 3, "head-current", U + 1);
     e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send");
     uint64_t seq1, seq3;
     uint8_t hash1[32], hash3[32];
     read_write_result(fd, 1, &seq1, hash1);
     expect_response(fd, 2, "conflict", "expect_head 0 behind a pipelined write");
     read_write_result(fd, 3, &seq3, hash3);
-    e2e_assert_int(seq1, 1, "seq of the first grant");
-    e2e_assert_int(seq3, 2, "seq of the grant that expected head 1");
-    e2e_assert_int(e2e_head_raw(fd, 4), 2, "head after the guarded writes");
+    e2e_assert_int(seq1, U + 1, "seq of the first grant");
+    e2e_assert_int(seq3, U + 2, "seq of the grant that expected the head after the first");
+    e2e_assert_int(e2e_head_raw(fd, 4), U + 2, "head after the guarded writes");
     close(fd);
     e2e_buf_destroy(&b);
     stop_cleanly();
@@ -1118,11 +1136,12 @@ Test(e2e, expect_head_counts_the_writes_pipelined_ahead_of_it)
 static void adjust_args(e2e_buf *b, const char *id, const char *frame, int64_t delta)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 4);
+    msgpack_pack_map(&b->pk, 4 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "frame", frame);
     e2e_kv_int(b, "delta", delta);
     e2e_kv_str(b, "reason", "Tilläggsanslag");
+    e2e_kv_decision(b);
 }
 
 Test(e2e, a_retried_adjustment_with_another_delta_is_a_conflict)
@@ -1168,7 +1187,7 @@ Test(e2e, restart_replays_the_same_ledger)
     size_t lines = 0;
     for (size_t i = 0; i < before_events.out_len; i++)
         lines += before_events.out[i] == '\n';
-    e2e_assert_int(lines, SCENARIO_EVENTS, "lines of events --json --all");
+    e2e_assert_int(lines, SCENARIO_HEAD, "lines of events --json --all");
 
     e2e_assert(e2e_daemon_stop(&bd, SIGTERM, E2E_STOP_TIMEOUT_MS, &status) == 0,
                "budgetd did not stop on SIGTERM");
@@ -1190,7 +1209,7 @@ Test(e2e, restart_replays_the_same_ledger)
     e2e_json *j = json_line(&r);
     const e2e_json *ok = e2e_json_get(j, "ok");
     e2e_assert(ok != NULL && ok->type == E2E_JSON_BOOL && ok->boolean, "verify: %s", r.out);
-    e2e_assert_int(e2e_json_int(j, "checked", -1), SCENARIO_EVENTS, "verify checked");
+    e2e_assert_int(e2e_json_int(j, "checked", -1), SCENARIO_HEAD, "verify checked");
     e2e_json_free(j);
     e2e_ctl_free(&r);
 
@@ -1212,9 +1231,9 @@ Test(e2e, balances_as_of_replay_history)
     scenario_lib(c);
 
     /* Right after the grant: all of it unallocated. */
-    balances(c, "frame", FRAME_ID, 1, &r);
+    balances(c, "frame", FRAME_ID, U + 1, &r);
     e2e_assert(r.ok, "balances as_of 1 refused: %s: %s", r.code, r.message);
-    e2e_assert_int(e2e_map_uint(&r.result, "as_of"), 1, "as_of echoed");
+    e2e_assert_int(e2e_map_uint(&r.result, "as_of"), U + 1, "as_of echoed");
     f = single(&r.result, "frames");
     expect_int(f, "granted", FRAME_ORE, "frame as of 1");
     expect_int(f, "allocated", 0, "frame as of 1");
@@ -1225,7 +1244,7 @@ Test(e2e, balances_as_of_replay_history)
     budget_response_free(&r);
 
     /* After the three proposals: all of it reserved, none of it decided. */
-    balances(c, "frame", FRAME_ID, 4, &r);
+    balances(c, "frame", FRAME_ID, U + 4, &r);
     f = single(&r.result, "frames");
     expect_int(f, "allocated", 0, "frame as of 4");
     expect_int(f, "pending", FRAME_ORE, "frame as of 4");
@@ -1234,7 +1253,7 @@ Test(e2e, balances_as_of_replay_history)
     budget_response_free(&r);
 
     /* After the avrop was requested and before it was approved. */
-    balances(c, "allocation", allocations[SON].id, 8, &r);
+    balances(c, "allocation", allocations[SON].id, U + 8, &r);
     f = single(&r.result, "allocations");
     expect_int(f, "called_off", 0, "SON allocation as of 8");
     expect_int(f, "pending", AVROP_ORE, "SON allocation as of 8");
@@ -1242,7 +1261,7 @@ Test(e2e, balances_as_of_replay_history)
     budget_response_free(&r);
 
     /* The whole ledger as of the grant: one frame, one unit row. */
-    balances(c, NULL, NULL, 1, &r);
+    balances(c, NULL, NULL, U + 1, &r);
     e2e_assert_int(array_size(&r.result, "frames"), 1, "frames as of 1");
     e2e_assert_int(array_size(&r.result, "allocations"), 0, "allocations as of 1");
     f = single(&r.result, "units");
@@ -1252,10 +1271,10 @@ Test(e2e, balances_as_of_replay_history)
     budget_response_free(&r);
 
     /* as_of the head is today's ledger; past the head there is nothing to show. */
-    balances(c, "frame", FRAME_ID, SCENARIO_EVENTS, &r);
+    balances(c, "frame", FRAME_ID, SCENARIO_HEAD, &r);
     expect_int(single(&r.result, "frames"), "called_off", AVROP_ORE, "frame as of the head");
     budget_response_free(&r);
-    balances(c, "frame", FRAME_ID, SCENARIO_EVENTS + 1, &r);
+    balances(c, "frame", FRAME_ID, SCENARIO_HEAD + 1, &r);
     e2e_assert(!r.ok, "balances as_of past the head answered ok");
     e2e_assert_str(r.code, "not_found", "code of as_of past the head");
     budget_response_free(&r);
@@ -1335,20 +1354,21 @@ static void refused_request(honest *h, const e2e_buf *body, uint64_t id, const c
     if (id == 0)
         e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS), "%s: not closed", what);
     else
-        hello_on(fd, id + 1, what, 0);
+        hello_on(fd, id + 1, what, U);
     close(fd);
-    still_serving(h, what, 0);
+    still_serving(h, what, U);
 }
 
 /* A frame.grant whose amount the caller packs. */
 static void begin_grant_amount(e2e_buf *b, uint64_t id)
 {
     begin_request(b, id, "frame.grant");
-    msgpack_pack_map(&b->pk, 5);
+    msgpack_pack_map(&b->pk, 5 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", "hostile-frame");
     e2e_kv_str(b, "unit", "KS");
     e2e_kv_int(b, "year", 2021);
     e2e_kv_str(b, "title", "Fientlig");
+    e2e_kv_decision(b);
     e2e_pack_str(b, "amount");
 }
 
@@ -1370,7 +1390,7 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
 
     e2e_assert(h.fd >= 0, "connect");
     e2e_buf_init(&b);
-    still_serving(&h, "nothing", 0);
+    still_serving(&h, "nothing", U);
 
     /* A map that claims 2^32-1 pairs in 5 bytes: refused with id 0, since no id can be read
      * from it, and so closed; the daemon serves on. */
@@ -1379,7 +1399,7 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
     expect_response(fd, 0, "bad_request", "a map claiming 2^32-1 pairs");
     e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS), "closed after an answer with id 0");
     close(fd);
-    still_serving(&h, "a map claiming 2^32-1 pairs", 0);
+    still_serving(&h, "a map claiming 2^32-1 pairs", U);
 
     /* Length prefixes that cannot be honoured: answered with id 0, then closed. */
     static const uint8_t prefixes[][4] = {
@@ -1394,7 +1414,7 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
         e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS),
                    "%s: the daemon did not close the connection", what);
         close(fd);
-        still_serving(&h, what, 0);
+        still_serving(&h, what, U);
     }
 
     /* Nesting 20 deep inside args: too_large, with the id read from the envelope. */
@@ -1412,14 +1432,15 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
     expect_response(fd, 0, "bad_request", "a top-level array");
     e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS), "closed after an answer with id 0");
     close(fd);
-    still_serving(&h, "a top-level array", 0);
+    still_serving(&h, "a top-level array", U);
 
     /* A string of 5000 bytes. */
     static char long_text[5001];
     memset(long_text, 'a', 5000);
     begin_request(&b, 8, "frame.grant");
-    msgpack_pack_map(&b.pk, 1);
+    msgpack_pack_map(&b.pk, 1 + E2E_DECISION_PAIRS);
     e2e_kv_str(&b, "title", long_text);
+    e2e_kv_decision(&b);
     refused_request(&h, &b, 8, "too_large", "a 5000-byte string");
 
     /* 10 000 bytes of garbage, then end of input: the daemon answers what it can, closes. */
@@ -1434,7 +1455,7 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
     e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS),
                "the daemon kept a connection of garbage open");
     close(fd);
-    still_serving(&h, "10 000 bytes of garbage", 0);
+    still_serving(&h, "10 000 bytes of garbage", U);
 
     /* Garbage bodies behind honest length prefixes, each on a connection of its own: each one
      * is answered with an error, and with id 0 (no id read) it is the connection's last frame. */
@@ -1460,10 +1481,10 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
             e2e_assert(e2e_raw_wait_close(fd, E2E_FRAME_TIMEOUT_MS),
                        "framed garbage %zu: not closed after an answer with id 0", frames + 1);
         else
-            hello_on(fd, env.id + 1, "hello after framed garbage", 0);
+            hello_on(fd, env.id + 1, "hello after framed garbage", U);
         close(fd);
     }
-    still_serving(&h, "framed garbage", 0);
+    still_serving(&h, "framed garbage", U);
 
     /* Half a frame, then the client goes away. */
     e2e_buf_clear(&b);
@@ -1473,7 +1494,7 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
     e2e_assert(e2e_raw_send(fd, half_header, 4) == 0, "send");
     e2e_assert(e2e_raw_send(fd, b.sb.data + 4, b.sb.size - 4) == 0, "send");
     close(fd);
-    still_serving(&h, "half a frame", 0);
+    still_serving(&h, "half a frame", U);
 
     /* Envelopes and args that break the protocol's rules. */
     e2e_buf_clear(&b);
@@ -1488,12 +1509,13 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
     refused_request(&h, &b, 0, "bad_request", "a request without id");
 
     begin_request(&b, 10, "frame.grant");
-    msgpack_pack_map(&b.pk, 6);
+    msgpack_pack_map(&b.pk, 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(&b, "id", "hostile-frame");
     e2e_kv_str(&b, "unit", "KS");
     e2e_kv_int(&b, "year", 2021);
     e2e_kv_int(&b, "amount", 100);
     e2e_kv_str(&b, "title", "Fientlig");
+    e2e_kv_decision(&b);
     e2e_kv_str(&b, "colour", "blå");
     refused_request(&h, &b, 10, "bad_request", "args with an unknown key");
 
@@ -1523,7 +1545,7 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
     fd = send_body(b.sb.data, b.sb.size);
     expect_response(fd, 16, NULL, "an amount of 10^15");
     close(fd);
-    still_serving(&h, "an amount of 10^15", 1);
+    still_serving(&h, "an amount of 10^15", U + 1);
 
     /* Every hostile connection is gone: only the honest one and the one asking remain. */
     budget_client *c = e2e_client(&bd);
@@ -1551,20 +1573,21 @@ Test(e2e, hostile_frames_are_refused_and_the_daemon_serves_on)
 Test(e2e, events_page_and_filter)
 {
     budget_client *c = e2e_client(&bd);
-    uint64_t got[SCENARIO_EVENTS + 1];
+    uint64_t got[SCENARIO_HEAD + 1];
     size_t n;
 
     scenario_lib(c);
 
-    /* Two at a time, following next: all nine, in order, in five pages. */
-    static const uint64_t all[] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
-    n = events_all(c, 2, NULL, NULL, NULL, NULL, got, SCENARIO_EVENTS);
-    expect_seqs(got, n, all, 9, "events, 2 per page");
+    /* Two at a time, following next: all twelve (the registrations, then the scenario), in
+     * order, in six pages. */
+    static const uint64_t all[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    n = events_all(c, 2, NULL, NULL, NULL, NULL, got, SCENARIO_HEAD);
+    expect_seqs(got, n, all, SCENARIO_HEAD, "events, 2 per page");
     budget_response r;
-    events_page(c, 0, 2, NULL, NULL, NULL, NULL, &r);
-    e2e_assert_int(array_size(&r.result, "events"), 2, "first page");
-    e2e_assert_int(e2e_map_uint(&r.result, "next"), 2, "next of the first page");
-    e2e_assert_int(e2e_map_uint(&r.result, "head"), SCENARIO_EVENTS, "head of the first page");
+    events_page(c, U, 2, NULL, NULL, NULL, NULL, &r);
+    e2e_assert_int(array_size(&r.result, "events"), 2, "first page after the registrations");
+    e2e_assert_int(e2e_map_uint(&r.result, "next"), U + 2, "next of that page");
+    e2e_assert_int(e2e_map_uint(&r.result, "head"), SCENARIO_HEAD, "head of that page");
     const msgpack_object *ev = &budget_map_get(&r.result, "events")->via.array.ptr[0];
     static const char *const keys[] = {"seq", "ts", "actor", "type", "data", "prev", "hash"};
     e2e_assert(ev->type == MSGPACK_OBJECT_MAP && ev->via.map.size == 7, "an event has 7 keys");
@@ -1579,15 +1602,15 @@ Test(e2e, events_page_and_filter)
     e2e_assert(e2e_map_str_is(data, "unit", "KS"), "data.unit of event 1");
     budget_response_free(&r);
     /* The last page is short and ends at the head. */
-    events_page(c, 8, 2, NULL, NULL, NULL, NULL, &r);
+    events_page(c, U + 8, 2, NULL, NULL, NULL, NULL, &r);
     e2e_assert_int(array_size(&r.result, "events"), 1, "last page");
-    e2e_assert_int(e2e_map_uint(&r.result, "next"), SCENARIO_EVENTS, "next of the last page");
+    e2e_assert_int(e2e_map_uint(&r.result, "next"), SCENARIO_HEAD, "next of the last page");
     budget_response_free(&r);
 
     /* The hash chain: event 1's prev is 32 zero bytes, every later prev the hash before it. */
     events_page(c, 0, 100, NULL, NULL, NULL, NULL, &r);
     const msgpack_object *page = budget_map_get(&r.result, "events");
-    e2e_assert_int(page->via.array.size, SCENARIO_EVENTS, "events on one page");
+    e2e_assert_int(page->via.array.size, SCENARIO_HEAD, "events on one page");
     static const uint8_t zeros[32];
     const uint8_t *expected_prev = zeros;
     for (uint32_t i = 0; i < page->via.array.size; i++) {
@@ -1604,36 +1627,36 @@ Test(e2e, events_page_and_filter)
 
     /* unit: events whose data.unit is SON: its allocation, that allocation's approval, its
      * avrop and the avrop's approval. */
-    static const uint64_t son[] = {2, 5, 8, 9};
-    n = events_all(c, 100, "unit", "SON", NULL, NULL, got, SCENARIO_EVENTS);
-    expect_seqs(got, n, son, 4, "unit SON");
-    n = events_all(c, 1, "unit", "SON", NULL, NULL, got, SCENARIO_EVENTS);
-    expect_seqs(got, n, son, 4, "unit SON, 1 per page");
-    static const uint64_t ks[] = {1, 4, 7};
-    n = events_all(c, 100, "unit", "KS", NULL, NULL, got, SCENARIO_EVENTS);
-    expect_seqs(got, n, ks, 3, "unit KS");
+    static const uint64_t son[] = {2, U + 2, U + 5, U + 8, U + 9}; /* its registration too */
+    n = events_all(c, 100, "unit", "SON", NULL, NULL, got, SCENARIO_HEAD);
+    expect_seqs(got, n, son, 5, "unit SON");
+    n = events_all(c, 1, "unit", "SON", NULL, NULL, got, SCENARIO_HEAD);
+    expect_seqs(got, n, son, 5, "unit SON, 1 per page");
+    static const uint64_t ks[] = {1, U + 1, U + 4, U + 7};
+    n = events_all(c, 100, "unit", "KS", NULL, NULL, got, SCENARIO_HEAD);
+    expect_seqs(got, n, ks, 4, "unit KS");
 
     /* entity: events whose data names the id as id, frame, allocation or target (the
      * allocation itself: entity_names_what_the_data_names). */
-    static const uint64_t avrop[] = {8, 9};
-    n = events_all(c, 100, "entity", AVROP_ID, NULL, NULL, got, SCENARIO_EVENTS);
+    static const uint64_t avrop[] = {U + 8, U + 9};
+    n = events_all(c, 100, "entity", AVROP_ID, NULL, NULL, got, SCENARIO_HEAD);
     expect_seqs(got, n, avrop, 2, "entity avrop");
-    n = events_all(c, 3, "entity", FRAME_ID, NULL, NULL, got, SCENARIO_EVENTS);
-    expect_seqs(got, n, all, 9, "entity frame");
-    n = events_all(c, 100, "entity", "no-such-id", NULL, NULL, got, SCENARIO_EVENTS);
+    n = events_all(c, 3, "entity", FRAME_ID, NULL, NULL, got, SCENARIO_HEAD);
+    expect_seqs(got, n, all + U, SCENARIO_EVENTS, "entity frame");
+    n = events_all(c, 100, "entity", "no-such-id", NULL, NULL, got, SCENARIO_HEAD);
     expect_seqs(got, n, NULL, 0, "entity no-such-id");
 
     /* type, alone and with unit. */
-    static const uint64_t approvals[] = {5, 6, 7, 9};
-    n = events_all(c, 100, "type", "decision.approved", NULL, NULL, got, SCENARIO_EVENTS);
+    static const uint64_t approvals[] = {U + 5, U + 6, U + 7, U + 9};
+    n = events_all(c, 100, "type", "decision.approved", NULL, NULL, got, SCENARIO_HEAD);
     expect_seqs(got, n, approvals, 4, "type decision.approved");
-    static const uint64_t proposals[] = {2, 3, 4};
-    n = events_all(c, 2, "type", "allocation.proposed", NULL, NULL, got, SCENARIO_EVENTS);
+    static const uint64_t proposals[] = {U + 2, U + 3, U + 4};
+    n = events_all(c, 2, "type", "allocation.proposed", NULL, NULL, got, SCENARIO_HEAD);
     expect_seqs(got, n, proposals, 3, "type allocation.proposed");
-    static const uint64_t kfn_approval[] = {6};
-    n = events_all(c, 100, "type", "decision.approved", "unit", "KFN", got, SCENARIO_EVENTS);
+    static const uint64_t kfn_approval[] = {U + 6};
+    n = events_all(c, 100, "type", "decision.approved", "unit", "KFN", got, SCENARIO_HEAD);
     expect_seqs(got, n, kfn_approval, 1, "type decision.approved, unit KFN");
-    n = events_all(c, 100, "type", "avrop.requested", "unit", "KFN", got, SCENARIO_EVENTS);
+    n = events_all(c, 100, "type", "avrop.requested", "unit", "KFN", got, SCENARIO_HEAD);
     expect_seqs(got, n, NULL, 0, "type avrop.requested, unit KFN");
 
     /* Filters and pages outside their rules. */
@@ -1669,11 +1692,11 @@ Test(e2e, events_page_and_filter)
 Test(e2e, entity_takes_what_refers_to_it)
 {
     budget_client *c = e2e_client(&bd);
-    uint64_t got[SCENARIO_EVENTS + 1];
+    uint64_t got[SCENARIO_HEAD + 1];
 
     scenario_lib(c);
-    static const uint64_t son_allocation[] = {2, 5, 8, 9};
-    size_t n = events_all(c, 100, "entity", allocations[SON].id, NULL, NULL, got, SCENARIO_EVENTS);
+    static const uint64_t son_allocation[] = {U + 2, U + 5, U + 8, U + 9};
+    size_t n = events_all(c, 100, "entity", allocations[SON].id, NULL, NULL, got, SCENARIO_HEAD);
     expect_seqs(got, n, son_allocation, 4, "entity SON allocation");
     budget_client_close(c);
     stop_cleanly();
@@ -1743,10 +1766,10 @@ Test(e2e, a_client_that_does_not_read_is_held_back_while_others_are_served)
 
     /* Others are answered while the flood waits to be read. */
     for (int i = 0; i < 3; i++) {
-        e2e_assert_int(e2e_head(c), SCENARIO_EVENTS, "head seen by another client");
+        e2e_assert_int(e2e_head(c), SCENARIO_HEAD, "head seen by another client");
         int fd = e2e_raw_connect(bd.socket);
         e2e_assert(fd >= 0, "a new connection during the flood");
-        hello_on(fd, 1, "hello on a new connection during the flood", SCENARIO_EVENTS);
+        hello_on(fd, 1, "hello on a new connection during the flood", SCENARIO_HEAD);
         close(fd);
     }
 
@@ -1813,21 +1836,24 @@ Test(e2e, field_rules_are_the_documented_ones)
         {"a reference of 256 bytes", "reference-256", "KS", 2021, "t", T256, true},
         {"a reference of 257 bytes", "reference-257", "KS", 2021, "t", T256 "t", false},
     };
+    /* The unit of 32 characters is registered first: a write names only registered units. */
+    e2e_register_units(&bd, NULL, A32, NULL);
     budget_client *c = e2e_client(&bd);
     e2e_buf b;
-    uint64_t written = 0;
+    uint64_t written = U + 1;
 
     e2e_buf_init(&b);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const grant_case *g = &cases[i];
         e2e_write_result w;
         e2e_buf_clear(&b);
-        msgpack_pack_map(&b.pk, 6);
+        msgpack_pack_map(&b.pk, 6 + E2E_DECISION_PAIRS);
         e2e_kv_str(&b, "id", g->id);
         e2e_kv_str(&b, "unit", g->unit);
         e2e_kv_int(&b, "year", g->year);
-        e2e_kv_int(&b, "amount", 100);
+        e2e_kv_int(&b, "amount", 100 + (int64_t)i); /* each its own grant, not a duplicate */
         e2e_kv_str(&b, "title", g->title);
+        e2e_kv_decision(&b);
         e2e_kv_str(&b, "reference", g->reference);
         e2e_write(c, "frame.grant", &b, &w);
         if (g->ok) {
@@ -1921,7 +1947,7 @@ Test(e2e, hello_names_the_caller_from_peer_credentials)
     e2e_assert_int(e2e_map_uint(&r.result, "protocol"), 1, "protocol");
     e2e_assert(e2e_map_str_is(&r.result, "server", "budgetd"), "server is not budgetd");
     e2e_assert(e2e_map_str_is(&r.result, "version", BUDGET_VERSION), "version");
-    e2e_assert_int(e2e_map_uint(&r.result, "head"), 0, "head of an empty ledger");
+    e2e_assert_int(e2e_map_uint(&r.result, "head"), U, "head of a ledger of its units only");
     const msgpack_object *actor = budget_map_get(&r.result, "actor");
     e2e_assert_int(e2e_map_uint(actor, "uid"), getuid(), "actor uid");
     budget_map_str(actor, "name", name, sizeof(name));
@@ -1959,13 +1985,14 @@ Test(e2e, avrop_rows_list_the_allocations_avrop)
     static const char *const ids[] = {AVROP_ID, "son-2021-avrop-2", "son-2021-avrop-3"};
     static const char *const statuses[] = {"approved", "pending", "pending"};
     static const int64_t amounts[] = {AVROP_ORE, 1000, 2000};
-    static const char *const keys[] = {"id", "allocation", "unit", "amount", "status", "note"};
+    static const char *const keys[] = {"id",     "allocation", "unit",     "amount",
+                                       "status", "note",       "reversed", "reversing"};
     static const char *const notes[] = {"", "", "Fältassistenter, Skäggetorp"};
     for (uint32_t i = 0; i < 3; i++) {
         const msgpack_object *row = &rows->via.array.ptr[i];
-        e2e_assert(row->type == MSGPACK_OBJECT_MAP && row->via.map.size == 6,
-                   "avrop row %u does not have the 6 documented keys", i);
-        for (uint32_t k = 0; k < 6; k++) {
+        e2e_assert(row->type == MSGPACK_OBJECT_MAP && row->via.map.size == 8,
+                   "avrop row %u does not have the 8 documented keys", i);
+        for (uint32_t k = 0; k < 8; k++) {
             const msgpack_object *key = &row->via.map.ptr[k].key;
             e2e_assert(key->type == MSGPACK_OBJECT_STR && key->via.str.size == strlen(keys[k]) &&
                            memcmp(key->via.str.ptr, keys[k], key->via.str.size) == 0,
@@ -2009,11 +2036,11 @@ Test(e2e, verify_a_healthy_log)
     budget_client *c = e2e_client(&bd);
     e2e_ctl_result r;
 
-    expect_verify_ok(c, 0);
+    expect_verify_ok(c, U);
     scenario_lib(c);
-    expect_verify_ok(c, SCENARIO_EVENTS);
+    expect_verify_ok(c, SCENARIO_HEAD);
     ctl_ok(&r, "verify");
-    e2e_assert_str(r.out, "chain intact: 9 events, head 9\n", "budgetctl verify");
+    e2e_assert_str(r.out, "chain intact: 12 events, head 12\n", "budgetctl verify");
     e2e_ctl_free(&r);
     budget_client_close(c);
     stop_cleanly();
@@ -2061,7 +2088,8 @@ static void *load_main(void *arg)
             break;
         }
         load_id(id, sizeof(id), lc->index, n);
-        grant_args(&b, id, "KS", 1000 + n);
+        /* An amount of its own: frames alike would be refused as duplicate grants. */
+        grant_args(&b, id, "KS", 1000 + (int64_t)n * LOAD_THREADS + lc->index);
         lc->ended_by = budget_client_call(c, "frame.grant", b.sb.data, b.sb.size, &r);
         if (lc->ended_by != 0)
             break;
@@ -2202,5 +2230,89 @@ Test(e2e, sigterm_under_load_loses_no_acknowledged_write)
 Test(e2e, sigkill_under_load_loses_no_acknowledged_write)
 {
     load_then_signal(SIGKILL);
+    stop_cleanly();
+}
+
+/* ---- the register of units through budgetctl --------------------------------------------------
+ */
+
+/* The unit `code` of `budgetctl --json units`, or NULL. */
+static const e2e_json *unit_in(const e2e_json *j, const char *code)
+{
+    const e2e_json *units = e2e_json_get(j, "units");
+    for (size_t i = 0; units && i < units->count; i++)
+        if (strcmp(e2e_json_str(units->items[i], "unit"), code) == 0)
+            return units->items[i];
+    return NULL;
+}
+
+Test(e2e, units_are_registered_renamed_and_closed_through_budgetctl)
+{
+    e2e_ctl_result r;
+    ctl_ok(&r, "unit", "register", "BUN", "--name", "Barn- och ungdomsnämnden", "--kind", "nämnd",
+           "--parent", "KS", "--reference", "KF 2018-12-18 § 510", "--id", "unit-bun");
+    e2e_assert(strncmp(r.out, "unit.registered unit-bun seq 4 hash ", 36) == 0, "%s", r.out);
+    e2e_ctl_free(&r);
+
+    /* A write naming an unregistered unit: not_found, with the nearest code. */
+    e2e_assert_int(ctl_run(&r, "grant", "--decision", E2E_DECISION, "--unit", "BNU", "--year",
+                           "2021", "--amount", "1 kr", "--title", "Ram"),
+                   1, "a grant to an unregistered unit");
+    e2e_assert(strstr(r.err, "not_found: unit BNU is not a registered unit; did you mean BUN?"),
+               "%s", r.err);
+    e2e_ctl_free(&r);
+    e2e_assert_int(ctl_run(&r, "unit", "register", "VON", "--name", "Vård", "--kind", "namnd"), 1,
+                   "a kind not of the list");
+    e2e_assert(strstr(r.err, "bad_request"), "%s", r.err);
+    e2e_ctl_free(&r);
+
+    ctl_ok(&r, "grant", "--decision", E2E_DECISION, "--unit", "BUN", "--year", "2021", "--amount",
+           "1 kr", "--title", "Ram", "--id", "bun-ram");
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "unit", "rename", "BUN", "--name", "Bildningsnämnden");
+    e2e_ctl_free(&r);
+    /* Money left: closing is refused, saying what. */
+    e2e_assert_int(ctl_run(&r, "unit", "close", "BUN"), 1, "closing a unit with money left");
+    e2e_assert(strstr(r.err, "invalid_state: unit BUN cannot be closed: frame bun-ram has 1,00 kr "
+                             "unallocated"),
+               "%s", r.err);
+    e2e_ctl_free(&r);
+
+    /* balances names the unit as it is called now; units shows its history. */
+    ctl_ok(&r, "--json", "balances", "--unit", "BUN");
+    e2e_json *j = json_line(&r);
+    const e2e_json *rows = e2e_json_get(j, "units");
+    e2e_assert(rows && rows->count == 1, "one unit row of BUN");
+    e2e_assert_str(e2e_json_str(rows->items[0], "name"), "Bildningsnämnden", "name in balances");
+    e2e_json_free(j);
+    ctl_ok(&r, "--json", "units");
+    j = json_line(&r);
+    const e2e_json *bun = unit_in(j, "BUN");
+    e2e_assert(bun != NULL, "BUN is in the register: %s", r.out);
+    e2e_assert_str(e2e_json_str(bun, "name"), "Bildningsnämnden", "current name");
+    e2e_assert_str(e2e_json_str(bun, "kind"), "nämnd", "kind");
+    e2e_assert_str(e2e_json_str(bun, "parent"), "KS", "parent");
+    e2e_assert_str(e2e_json_str(bun, "state"), "open", "state");
+    const e2e_json *former = e2e_json_get(bun, "former_names");
+    e2e_assert(former && former->count == 1 &&
+                   strcmp(former->items[0]->string, "Barn- och ungdomsnämnden") == 0,
+               "former names: %s", r.out);
+    e2e_assert_int(e2e_json_get(j, "units")->count, U + 1, "units in the register");
+    e2e_json_free(j);
+
+    /* Once its money is gone it closes, and no write names it again. */
+    ctl_ok(&r, "adjust", "bun-ram", "--decision", E2E_DECISION, "--delta", "-1 kr", "--reason",
+           "Indragen");
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "unit", "close", "BUN");
+    e2e_ctl_free(&r);
+    e2e_assert_int(ctl_run(&r, "grant", "--decision", E2E_DECISION, "--unit", "BUN", "--year",
+                           "2022", "--amount", "1 kr", "--title", "Ram"),
+                   1, "a grant to a closed unit");
+    e2e_assert(strstr(r.err, "not_found: unit BUN is closed"), "%s", r.err);
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "units");
+    e2e_assert(strstr(r.out, "closed") && strstr(r.out, "Barn- och ungdomsnämnden"), "%s", r.out);
+    e2e_ctl_free(&r);
     stop_cleanly();
 }

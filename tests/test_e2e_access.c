@@ -56,6 +56,9 @@ static const char access_text[] = "# budgetd access file of the end-to-end suite
 static e2e_daemon bd;
 static char conf_dir[64], conf_path[128];
 
+/* The events start_with writes first: the units of the suite, registered by UID_ADMIN. */
+#define UNIT_EVENTS 3
+
 static e2e_identity as_uid(uint32_t uid)
 {
     e2e_identity who = {uid, E2E_OTHER_GID, {0}, 0};
@@ -99,6 +102,8 @@ static void start_with(const char *const *extra)
     argv[n] = NULL;
     write_access(access_text);
     cr_assert_eq(e2e_daemon_start_with(&bd, argv), 0, "budgetd did not start");
+    e2e_identity admin = as_uid(UID_ADMIN);
+    e2e_register_units(&bd, &admin, "KS", "SON", "KFN", NULL);
 }
 
 static void setup(void)
@@ -187,22 +192,27 @@ static void expect_code(uint32_t uid, const char *op, const e2e_buf *args, const
 static void args_grant(e2e_buf *b, const char *id, const char *unit)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 5);
+    char reference[96];
+    snprintf(reference, sizeof(reference), "KS 2021-08-24 § %s", id); /* not a duplicate */
+    msgpack_pack_map(&b->pk, 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "unit", unit);
     e2e_kv_int(b, "year", 2021);
     e2e_kv_int(b, "amount", 1000000000);
     e2e_kv_str(b, "title", "Utökat trygghetsarbete");
+    e2e_kv_decision(b);
+    e2e_kv_str(b, "reference", reference);
 }
 
 static void args_adjust(e2e_buf *b, const char *id, const char *frame)
 {
     e2e_buf_clear(b);
-    msgpack_pack_map(&b->pk, 4);
+    msgpack_pack_map(&b->pk, 4 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "frame", frame);
     e2e_kv_int(b, "delta", 100);
     e2e_kv_str(b, "reason", "Tilläggsanslag");
+    e2e_kv_decision(b);
 }
 
 static void args_propose(e2e_buf *b, const char *id, const char *frame, const char *unit)
@@ -225,12 +235,33 @@ static void args_avrop(e2e_buf *b, const char *id, const char *allocation)
     e2e_kv_int(b, "amount", 100);
 }
 
-static void args_target(e2e_buf *b, const char *id, const char *target)
+/* A reduction of `allocation`, or a reversal of `avrop` (op "avrop.reverse"), by 1 öre. */
+static void args_correction(e2e_buf *b, const char *id, const char *key, const char *what)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 4);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, key, what);
+    e2e_kv_int(b, "amount", 1);
+    e2e_kv_str(b, "reason", "Rättelse");
+}
+
+static void args_withdraw(e2e_buf *b, const char *id, const char *target)
 {
     e2e_buf_clear(b);
     msgpack_pack_map(&b->pk, 2);
     e2e_kv_str(b, "id", id);
     e2e_kv_str(b, "target", target);
+}
+
+/* The args of approve and reject: with the decision. */
+static void args_target(e2e_buf *b, const char *id, const char *target)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 2 + E2E_DECISION_PAIRS);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "target", target);
+    e2e_kv_decision(b);
 }
 
 static uint64_t head_now(void)
@@ -273,7 +304,7 @@ Test(access, an_unknown_uid_gets_hello_and_nothing_else)
     call(c, "frame.grant", &b, &a);
     e2e_assert_str(a.code, "forbidden", "frame.grant");
     /* The connection stays usable: refusals are answers. */
-    e2e_assert_int(e2e_head(c), 0, "head");
+    e2e_assert_int(e2e_head(c), UNIT_EVENTS, "head");
     e2e_buf_destroy(&b);
     budget_client_close(c);
     e2e_assert(log_has("refused: balances needs the reader role; uid 60006", 2000),
@@ -314,6 +345,8 @@ static const struct {
     {"frame.adjust", BIT(R_ADMIN)},
     {"allocation.propose", BIT(R_CLERK)},
     {"avrop.request", BIT(R_CLERK)},
+    {"allocation.reduce", BIT(R_CLERK)},
+    {"avrop.reverse", BIT(R_CLERK)},
     {"withdraw", BIT(R_CLERK)},
     {"approve", BIT(R_APPROVER)},
     {"reject", BIT(R_APPROVER)},
@@ -336,18 +369,25 @@ static void table_args(e2e_buf *b, const char *op, const char *role)
         args_propose(b, id, "F", "SON");
     } else if (strcmp(op, "avrop.request") == 0) {
         args_avrop(b, id, "A");
+    } else if (strcmp(op, "allocation.reduce") == 0) {
+        args_correction(b, id, "allocation", "A");
+    } else if (strcmp(op, "avrop.reverse") == 0) {
+        args_correction(b, id, "avrop", "V");
     } else if (strcmp(op, "approve") == 0 || strcmp(op, "reject") == 0 ||
                strcmp(op, "withdraw") == 0) {
         /* Pending allocations the clerk proposed, one per op and role (table_state). */
         snprintf(target, sizeof(target), "pending-%s-%s", op, role);
-        args_target(b, id, target);
+        if (strcmp(op, "withdraw") == 0)
+            args_withdraw(b, id, target);
+        else
+            args_target(b, id, target);
     } else {
         msgpack_pack_map(&b->pk, 0);
     }
 }
 
-/* Frame F (KS), allocation A from it to SON (approved), and pending allocations for every
- * decision and withdrawal of the table, proposed by the clerk. */
+/* Frame F (KS), allocation A from it to SON (approved), avrop V on A (approved), and pending
+ * allocations for every decision and withdrawal of the table, proposed by the clerk. */
 static void table_state(void)
 {
     e2e_buf b;
@@ -357,6 +397,10 @@ static void table_state(void)
     args_propose(&b, "A", "F", "SON");
     expect_ok(UID_CLERK, "allocation.propose", &b);
     args_target(&b, "A-beslut", "A");
+    expect_ok(UID_APPROVER, "approve", &b);
+    args_avrop(&b, "V", "A");
+    expect_ok(UID_CLERK, "avrop.request", &b);
+    args_target(&b, "V-beslut", "V");
     expect_ok(UID_APPROVER, "approve", &b);
     static const char *const decided[] = {"approve", "reject", "withdraw"};
     for (int r = 0; r < R_COUNT; r++)
@@ -397,12 +441,81 @@ Test(access, each_role_may_do_exactly_its_ops)
             checked++;
         }
     }
-    e2e_assert_int(checked, R_COUNT * 15, "requests checked");
+    e2e_assert_int(checked, R_COUNT * 17, "requests checked");
     e2e_buf_destroy(&b);
     stop_cleanly();
 }
 
 /* ---- units --------------------------------------------------------------------------------- */
+
+/* A correction moves money between the unit an allocation is to and the unit that holds its
+ * frame: asking for it and deciding it need the role for both. */
+Test(access, corrections_need_the_role_for_the_allocations_unit_and_the_frames)
+{
+    start_with(NULL);
+    e2e_buf b;
+    answer a;
+    e2e_buf_init(&b);
+    args_grant(&b, "KS-F", "KS");
+    expect_ok(UID_ADMIN, "frame.grant", &b);
+    args_grant(&b, "SON-F", "SON");
+    expect_ok(UID_ADMIN, "frame.grant", &b);
+    const char *const made[][3] = {{"ks-to-son", "KS-F", "SON"}, {"son-to-son", "SON-F", "SON"}};
+    for (int i = 0; i < 2; i++) {
+        char id[64];
+        args_propose(&b, made[i][0], made[i][1], made[i][2]);
+        expect_ok(UID_CLERK, "allocation.propose", &b);
+        snprintf(id, sizeof(id), "%s-ok", made[i][0]);
+        args_target(&b, id, made[i][0]);
+        expect_ok(UID_APPROVER, "approve", &b);
+        snprintf(id, sizeof(id), "%s-v", made[i][0]);
+        args_avrop(&b, id, made[i][0]);
+        expect_ok(UID_SON_CLERK, "avrop.request", &b);
+    }
+    args_target(&b, "ks-v-ok", "ks-to-son-v");
+    expect_ok(UID_APPROVER, "approve", &b);
+    args_target(&b, "son-v-ok", "son-to-son-v");
+    expect_ok(UID_SON_APPROVER, "approve", &b);
+
+    /* A clerk for SON alone: not on KS's frame, for either kind of correction. */
+    uint64_t before = head_now();
+    args_correction(&b, "r-son", "allocation", "ks-to-son");
+    expect_code(UID_SON_CLERK, "allocation.reduce", &b, "forbidden", &a);
+    e2e_assert_str(a.message,
+                   "allocation.reduce needs the clerk role for KS (allocation ks-to-son comes "
+                   "from frame KS-F, held by KS); uid 60007 holds reader, clerk for SON",
+                   "the refusal");
+    args_correction(&b, "x-son", "avrop", "ks-to-son-v");
+    expect_code(UID_SON_CLERK, "avrop.reverse", &b, "forbidden", &a);
+    e2e_assert(strstr(a.message, "clerk role for KS") != NULL, "the refusal: %s", a.message);
+    e2e_assert_int(head_now(), before, "head after refused corrections");
+    /* Within SON's own frame it may. */
+    args_correction(&b, "r-son-own", "allocation", "son-to-son");
+    expect_ok(UID_SON_CLERK, "allocation.reduce", &b);
+    args_correction(&b, "x-son-own", "avrop", "son-to-son-v");
+    expect_ok(UID_SON_CLERK, "avrop.reverse", &b);
+
+    /* A clerk for every unit asks; an approver for SON alone may not decide it, one for
+     * every unit may. */
+    args_correction(&b, "r-ks", "allocation", "ks-to-son");
+    expect_ok(UID_CLERK, "allocation.reduce", &b);
+    args_correction(&b, "x-ks", "avrop", "ks-to-son-v");
+    expect_ok(UID_CLERK, "avrop.reverse", &b);
+    args_target(&b, "r-ks-ok", "r-ks");
+    expect_code(UID_SON_APPROVER, "approve", &b, "forbidden", &a);
+    e2e_assert(strstr(a.message, "approver role for KS") != NULL, "the refusal: %s", a.message);
+    expect_ok(UID_APPROVER, "approve", &b);
+    args_target(&b, "x-ks-ok", "x-ks");
+    expect_code(UID_SON_APPROVER, "reject", &b, "forbidden", &a);
+    expect_ok(UID_APPROVER, "reject", &b);
+    /* And SON's approver decides SON's own. */
+    args_target(&b, "r-son-own-ok", "r-son-own");
+    expect_ok(UID_SON_APPROVER, "approve", &b);
+    args_target(&b, "x-son-own-ok", "x-son-own");
+    expect_ok(UID_SON_APPROVER, "approve", &b);
+    e2e_buf_destroy(&b);
+    stop_cleanly();
+}
 
 Test(access, roles_limited_to_units)
 {
@@ -489,7 +602,12 @@ static void actors(uint32_t *out, size_t n)
     e2e_identity reader = as_uid(UID_READER);
     budget_client *c = e2e_client_as(&bd, &reader);
     budget_response r;
-    e2e_call(c, "events", NULL, &r);
+    e2e_buf args;
+    e2e_buf_init(&args);
+    msgpack_pack_map(&args.pk, 1);
+    e2e_kv_uint(&args, "after", UNIT_EVENTS); /* after the registrations */
+    e2e_call(c, "events", &args, &r);
+    e2e_buf_destroy(&args);
     e2e_assert(r.ok, "events refused: %s", r.code);
     const msgpack_object *events = budget_map_get(&r.result, "events");
     e2e_assert(events && events->via.array.size == n, "events: %u, expected %zu",
@@ -551,6 +669,7 @@ Test(access, nobody_decides_their_own_request)
 Test(access, without_an_access_file_four_eyes_still_holds)
 {
     cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
     e2e_assert(log_has("no access file (--config): every local user", 2000),
                "no warning about the open access");
     budget_client *c = e2e_client(&bd);
@@ -681,7 +800,7 @@ Test(access, the_socket_is_open_to_its_group_only)
     /* In the group, it connects. */
     e2e_identity member = {UID_ADMIN, GID_OUTSIDE, {E2E_OTHER_GID}, 1};
     c = e2e_client_as(&bd, &member);
-    e2e_assert_int(e2e_head(c), 0, "head");
+    e2e_assert_int(e2e_head(c), UNIT_EVENTS, "head");
     budget_client_close(c);
     stop_cleanly();
 }
@@ -938,7 +1057,8 @@ static int raw_subscribe(const e2e_identity *who, char *code, size_t code_size)
     e2e_kv_uint(&b, "id", 5);
     e2e_kv_str(&b, "op", "subscribe");
     e2e_pack_str(&b, "args");
-    msgpack_pack_map(&b.pk, 0);
+    msgpack_pack_map(&b.pk, 1);
+    e2e_kv_uint(&b, "after", UNIT_EVENTS); /* the registrations are not what it listens for */
     e2e_frame_end(&b);
     e2e_assert(e2e_raw_send(fd, b.sb.data, b.sb.size) == 0, "send subscribe");
     e2e_assert(e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u) == E2E_FRAME, "no subscribe answer");
@@ -1344,4 +1464,43 @@ Test(access, a_uid_without_a_role_is_given_little)
     e2e_buf_destroy(&b);
     free(bytes);
     stop_cleanly();
+}
+
+/* unit.register, unit.rename and unit.close need the admin role for the unit; every other role
+ * is refused, and the register is unchanged. */
+Test(access, only_an_admin_registers_renames_and_closes_units)
+{
+    start_with(NULL);
+    e2e_buf b;
+    answer a;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, 4);
+    e2e_kv_str(&b, "id", "unit-bun");
+    e2e_kv_str(&b, "unit", "BUN");
+    e2e_kv_str(&b, "name", "Barn- och ungdomsnämnden");
+    e2e_kv_str(&b, "kind", "nämnd");
+    const uint32_t others[] = {UID_CLERK, UID_APPROVER, UID_AUDITOR, UID_READER,
+                               UID_CLERK_APPROVER};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        expect_code(others[i], "unit.register", &b, "forbidden", &a);
+        e2e_assert(strstr(a.message, "unit.register needs the admin role"), "%s", a.message);
+    }
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 3);
+    e2e_kv_str(&b, "id", "son-namn");
+    e2e_kv_str(&b, "unit", "SON");
+    e2e_kv_str(&b, "name", "Socialnämnden");
+    expect_code(UID_SON_CLERK, "unit.rename", &b, "forbidden", &a);
+    expect_ok(UID_ADMIN, "unit.rename", &b);
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 2);
+    e2e_kv_str(&b, "id", "kfn-slut");
+    e2e_kv_str(&b, "unit", "KFN");
+    expect_code(UID_KFN_MEMBER, "unit.close", &b, "forbidden", &a);
+    expect_ok(UID_ADMIN, "unit.close", &b);
+    e2e_identity reader = as_uid(UID_READER);
+    budget_client *c = e2e_client_as(&bd, &reader);
+    e2e_assert_int(e2e_head(c), UNIT_EVENTS + 2, "only the admin's two writes were made");
+    budget_client_close(c);
+    e2e_buf_destroy(&b);
 }

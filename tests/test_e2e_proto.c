@@ -32,6 +32,7 @@ static void setup(void)
     cr_assert_eq(fclose(f), 0);
     const char *argv[] = {"--config", conf_path, NULL};
     cr_assert_eq(e2e_daemon_start_with(&bd, argv), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", NULL);
 }
 
 static void teardown(void)
@@ -62,12 +63,15 @@ static void pack_grant(e2e_buf *b, uint64_t id, const char *frame, const char *u
     e2e_kv_uint(b, "id", id);
     e2e_kv_str(b, "op", "frame.grant");
     e2e_pack_str(b, "args");
-    msgpack_pack_map(&b->pk, 5);
+    msgpack_pack_map(&b->pk, 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(b, "id", frame);
     e2e_kv_str(b, "unit", unit);
     e2e_kv_int(b, "year", 2021);
     e2e_kv_int(b, "amount", 100);
     e2e_kv_str(b, "title", "Två op i en ram");
+    e2e_kv_decision(b);
+    e2e_pack_str(b, "intended"); /* many frames alike, on purpose */
+    msgpack_pack_true(&b->pk);
     e2e_frame_end(b);
 }
 
@@ -148,7 +152,8 @@ Test(proto, a_key_twice_in_a_pipelined_frame_is_refused)
     msgpack_unpacked_destroy(&r.u);
     read_response(fd, &r, "the hello after it");
     e2e_assert(r.env.ok && r.env.id == 3, "the hello: %s", r.env.code);
-    e2e_assert_int(e2e_map_uint(r.env.result, "head"), 1, "head after the grant");
+    e2e_assert_int(e2e_map_uint(r.env.result, "head"), 2,
+                   "head after KS's registration and the grant");
     msgpack_unpacked_destroy(&r.u);
     e2e_buf_destroy(&b);
     close(fd);
@@ -257,12 +262,13 @@ Test(proto, a_unit_cannot_forge_a_log_line)
     budget_response r;
 
     e2e_buf_init(&args);
-    msgpack_pack_map(&args.pk, 5);
+    msgpack_pack_map(&args.pk, 5 + E2E_DECISION_PAIRS);
     e2e_kv_str(&args, "id", "forged-unit");
     e2e_kv_str(&args, "unit", forged);
     e2e_kv_int(&args, "year", 2021);
     e2e_kv_int(&args, "amount", 100);
     e2e_kv_str(&args, "title", "Falsk rad");
+    e2e_kv_decision(&args);
     e2e_call(c, "frame.grant", &args, &r);
     e2e_assert(!r.ok, "the grant to another unit was answered ok");
     e2e_assert_str(r.code, "forbidden", "a grant for a unit the caller does not hold");

@@ -17,6 +17,7 @@ static e2e_daemon bd;
 static void setup(void)
 {
     cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
 }
 
 static void teardown(void)
@@ -53,13 +54,13 @@ static void ctl_ok_other_argv(e2e_ctl_result *r, int argc, const char *const *ar
 }
 #define ctl_ok_other(r, ...) ctl_ok_other_argv((r), ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
 
-/* The one place the tests' frames are made outside adoptions: a unit's frame for a year. When
- * units must be registered first, the registration goes here. */
+/* The one place the tests' frames are made outside adoptions: a unit's frame for a year (its
+ * unit registered by setup). */
 static void unit_frame(const char *id, const char *unit, const char *year, const char *amount)
 {
     e2e_ctl_result r;
     ctl_ok(&r, "grant", "--id", id, "--unit", unit, "--year", year, "--amount", amount, "--title",
-           "Utökat trygghetsarbete", "--reference", "KS 2021-08-24 § 241");
+           "Utökat trygghetsarbete", "--decision", "KS 2021-08-24 § 241");
     e2e_ctl_free(&r);
 }
 
@@ -86,7 +87,7 @@ static void adopt_2022(void)
                path, sizeof path);
     e2e_ctl_result r;
     ctl_ok(&r, "adopt", "--id", "b2022", "--year", "2022", "--plan", "2023-2027", "--decision",
-           "KF 2021-11-22 § 120", "--title", "Utökat trygghetsarbete", "--lines", path);
+           "KF 2021-11-22 § 150", "--title", "Utökat trygghetsarbete", "--lines", path);
     cr_assert(strstr(r.out, "budget.adopted b2022") != NULL, "%s", r.out);
     e2e_ctl_free(&r);
 }
@@ -191,6 +192,7 @@ Test(e2e_years, the_view_as_csv_and_as_a_table_cuts_no_text)
 
     /* A unit code of 32 characters shows whole in the table. */
     const char *long_unit = "SOCIAL-OCH-OMSORGSNAMNDEN-2022AB";
+    e2e_register_units(&bd, NULL, long_unit, NULL);
     unit_frame("long", long_unit, "2022", "1 kr");
     ctl_ok(&r, "years", "2022-2022");
     cr_assert(strstr(r.out, long_unit) != NULL, "%s", r.out);
@@ -215,14 +217,15 @@ Test(e2e_years, plan_amounts_are_not_frames_and_the_frames_take_four_eyes)
     ctl_ok(&r, "allocate", "b2022:KS", "--id", "a-son", "--unit", "SON", "--amount", "1 mkr",
            "--purpose", "Områdesarbete");
     e2e_ctl_free(&r);
-    cr_assert_eq(ctl_run(&r, "approve", "a-son"), 1, "four-eyes");
+    cr_assert_eq(ctl_run(&r, "approve", "a-son", "--decision", "KS 2022-02-01 § 12"), 1,
+                 "four-eyes");
     cr_assert(strstr(r.err, "forbidden") != NULL, "%s", r.err);
     e2e_ctl_free(&r);
-    ctl_ok_other(&r, "approve", "a-son", "--id", "a-son-ok");
+    ctl_ok_other(&r, "approve", "a-son", "--id", "a-son-ok", "--decision", "KS 2022-02-01 § 12");
     e2e_ctl_free(&r);
     ctl_ok(&r, "avrop", "a-son", "--id", "v-son", "--amount", "400 tkr");
     e2e_ctl_free(&r);
-    ctl_ok_other(&r, "approve", "v-son", "--id", "v-son-ok");
+    ctl_ok_other(&r, "approve", "v-son", "--id", "v-son-ok", "--decision", "KS 2022-03-01 § 30");
     e2e_ctl_free(&r);
     e2e_json *j = years_json("2022-2023", NULL);
     const e2e_json *son = row_of(j, "rows", "SON", 2022);
@@ -256,10 +259,10 @@ Test(e2e_years, a_bad_line_refuses_the_adoption_and_the_view_replays_as_of)
                  2);
     e2e_ctl_free(&r);
 
-    adopt_2023(); /* seq 3 */
+    adopt_2023(); /* seq 6: after the three units, the grant of 2021 and the adoption of 2022 */
     e2e_json *now = years_json("2023-2024", NULL);
-    e2e_json *then = years_json("2023-2024", "2");
-    e2e_assert_int(e2e_json_int(then, "as_of", -1), 2, "as_of");
+    e2e_json *then = years_json("2023-2024", "5");
+    e2e_assert_int(e2e_json_int(then, "as_of", -1), 5, "as_of");
     e2e_assert_int(e2e_json_int(row_of(then, "rows", "SON", 2024), "plan", -1), 100000000,
                    "SON 2024 as planned in 2022");
     e2e_assert_int(e2e_json_int(row_of(then, "rows", "KS", 2023), "budget", -1), 0,

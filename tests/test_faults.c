@@ -77,7 +77,7 @@ static void pack_write(write_rec *w, int i)
         break;
     case 2:
         w->op = "approve";
-        rel_pack_target(&w->args, w->id, "w-a");
+        rel_pack_decide(&w->args, w->id, "w-a");
         break;
     case 3:
     case 4:
@@ -88,11 +88,11 @@ static void pack_write(write_rec *w, int i)
         break;
     case 7:
         w->op = "approve";
-        rel_pack_target(&w->args, w->id, "w-v1");
+        rel_pack_decide(&w->args, w->id, "w-v1");
         break;
     case 8:
         w->op = "reject";
-        rel_pack_target(&w->args, w->id, "w-v2");
+        rel_pack_decide(&w->args, w->id, "w-v2");
         break;
     case 9:
         w->op = "withdraw";
@@ -255,7 +255,7 @@ static void check_on_disk(const fault_spec *f, run_result *res)
      * sync failed was written (the fault strikes after LMDB's commit) but never
      * acknowledged. Its retries below must then answer the seqs it already has. */
     if (!sync)
-        rel_assert(&rd, n == acked,
+        rel_assert(&rd, n == REL_UNIT_EVENTS + acked,
                    "%s:%d: %zu events on disk but %zu acknowledged: a failed batch was written",
                    f->point, f->nth, n, acked);
     free(log);
@@ -446,7 +446,7 @@ Test(faults, a_tiny_map_grows_under_load)
     rel_assert(&rd, budget_client_connect(rd.d.socket, &c) == 0, "connect");
     rel_verify(&rd, c);
     size_t n = rel_read_log(&rd, c, &log);
-    rel_assert(&rd, n == 600, "%zu events after the restart", n);
+    rel_assert(&rd, n == REL_UNIT_EVENTS + 600, "%zu events after the restart", n);
     for (int i = 0; i < 600; i++) {
         snprintf(id, sizeof(id), "map-%d", i);
         rel_assert(&rd, strcmp(log[seqs[i] - 1].id, id) == 0, "%s is lost", id);
@@ -465,21 +465,22 @@ static void pipe_request(e2e_buf *b, uint64_t id, const char *frame)
     if (frame) {
         msgpack_pack_str(&b->pk, 4);
         msgpack_pack_str_body(&b->pk, "args", 4);
-        msgpack_pack_map(&b->pk, 5);
+        msgpack_pack_map(&b->pk, 5 + E2E_DECISION_PAIRS);
         e2e_kv_str(b, "id", frame);
         e2e_kv_str(b, "unit", "KS");
         e2e_kv_int(b, "year", 2021);
         e2e_kv_int(b, "amount", 100);
         e2e_kv_str(b, "title", "Utökat trygghetsarbete");
+        e2e_kv_decision(b);
     }
     e2e_frame_end(b);
 }
 
 /*
  * Writes pipelined behind a write whose commit fails are checked against the ledger without
- * it: the same grant sent again on the same connection is written as new (seq 1), not
- * refused as a conflict with an event that was never written, and the hello between them
- * shows the empty log.
+ * it: the same grant sent again on the same connection is written as new (the first seq after
+ * the units), not refused as a conflict with an event that was never written, and the hello
+ * between them shows the log as it was.
  */
 Test(faults, writes_behind_a_failed_commit_see_the_ledger_without_it)
 {
@@ -506,10 +507,10 @@ Test(faults, writes_behind_a_failed_commit_see_the_ledger_without_it)
             rel_assert(&rd, !env.ok && strcmp(env.code, "unavailable") == 0,
                        "the failed commit was answered %s", env.ok ? "ok" : env.code);
         if (id == 2)
-            rel_assert(&rd, env.ok && e2e_map_uint(env.result, "head") == 0,
+            rel_assert(&rd, env.ok && e2e_map_uint(env.result, "head") == REL_UNIT_EVENTS,
                        "hello after the failed commit does not show an empty log");
         if (id == 3)
-            rel_assert(&rd, env.ok && e2e_map_uint(env.result, "seq") == 1,
+            rel_assert(&rd, env.ok && e2e_map_uint(env.result, "seq") == REL_UNIT_EVENTS + 1,
                        "the grant sent again was answered %s", env.ok ? "ok" : env.code);
         msgpack_unpacked_destroy(&u);
     }
@@ -521,9 +522,9 @@ Test(faults, writes_behind_a_failed_commit_see_the_ledger_without_it)
 /* Waits (bounded, stretched) until the daemon's log holds `text`. */
 static bool wait_log(const char *text, int timeout_ms)
 {
-    int64_t deadline = rel_now_us() + (int64_t)timeout_ms * e2e_slow() * 1000;
+    int64_t deadline = e2e_now_us() + (int64_t)timeout_ms * e2e_slow() * 1000;
     while (!rel_log_contains(&rd, text)) {
-        if (rel_now_us() > deadline)
+        if (e2e_now_us() > deadline)
             return false;
         rel_sleep_ms(5);
     }
@@ -609,7 +610,7 @@ Test(faults, a_retry_counts_only_from_the_uid_that_sent_it)
                r.seq);
 
     /* Four-eyes follows the log: root proposed, so root may not approve; nobody may. */
-    rel_pack_target(&dec, "uid-d", "uid-a");
+    rel_pack_decide(&dec, "uid-d", "uid-a");
     rel_write(a, "approve", dec.sb.data, dec.sb.size, &r);
     rel_assert(&rd, !r.ok && strcmp(r.code, "forbidden") == 0,
                "root approved the proposal it sent: %s", r.ok ? "ok" : r.code);
@@ -1096,12 +1097,14 @@ static void grant_ok(budget_client *c, const char *id)
     e2e_buf b;
     rel_result res;
     e2e_buf_init(&b);
-    msgpack_pack_map(&b.pk, 5);
+    msgpack_pack_map(&b.pk, 6 + E2E_DECISION_PAIRS);
     e2e_kv_str(&b, "id", id);
     e2e_kv_str(&b, "unit", "KS");
     e2e_kv_int(&b, "year", 2021);
     e2e_kv_int(&b, "amount", 100);
     e2e_kv_str(&b, "title", "Utökat trygghetsarbete");
+    e2e_kv_decision(&b);
+    e2e_kv_str(&b, "reference", id); /* a decision of its own: not a duplicate grant */
     rel_write(c, "frame.grant", b.sb.data, b.sb.size, &res);
     rel_assert(&rd, res.ok, "the grant of %s was refused: %s", id, res.code);
     e2e_buf_destroy(&b);
@@ -1133,9 +1136,10 @@ Test(faults, a_clock_set_back_does_not_turn_the_log_back)
     grant_ok(c, "back-2");
     rel_verify(&rd, c);
     size_t n = rel_read_log(&rd, c, &log);
-    rel_assert(&rd, n == 4, "%zu events", n);
+    rel_assert(&rd, n == REL_UNIT_EVENTS + 4, "%zu events", n);
     uint64_t wall = (uint64_t)time(NULL) * 1000;
-    rel_assert(&rd, log[0].ts_ms > wall + 86000000, "the first event is not a day ahead");
+    rel_assert(&rd, log[REL_UNIT_EVENTS].ts_ms > wall + 86000000,
+               "the first event after the registrations is not a day ahead");
     for (size_t i = 1; i < n; i++)
         rel_assert(&rd, log[i].ts_ms >= log[i - 1].ts_ms,
                    "event %" PRIu64 " (%" PRIu64 ") is stamped before event %" PRIu64 " (%" PRIu64

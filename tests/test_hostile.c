@@ -93,13 +93,13 @@ static void attack_begin(attack *a, const char *name, int seconds)
     rel_honest_start(a->honest, HONEST, rd.d.socket, name, &a->stop);
     rel_sleep_ms(100); /* the honest clients are connected and working */
     a->rss_before_kib = status_kib("VmRSS");
-    a->started_us = rel_now_us();
+    a->started_us = e2e_now_us();
     a->until_us = a->started_us + (int64_t)seconds * 1000000;
 }
 
 static bool attack_running(const attack *a)
 {
-    return rel_now_us() < a->until_us;
+    return e2e_now_us() < a->until_us;
 }
 
 /* Stops the honest clients, prints the figures and checks the daemon came through. */
@@ -356,9 +356,9 @@ Test(hostile, a_thousand_idle_connections)
         close(fds[i]);
     /* The daemon notices the closes on its next loop turns: a client gets in again. */
     budget_client *c = NULL;
-    int64_t deadline = rel_now_us() + 5000000LL * e2e_slow();
+    int64_t deadline = e2e_now_us() + 5000000LL * e2e_slow();
     bool served = false;
-    while (!served && rel_now_us() < deadline) {
+    while (!served && e2e_now_us() < deadline) {
         budget_response r;
         if (budget_client_connect(rd.d.socket, &c) == 0) {
             if (budget_client_call(c, "hello", NULL, 0, &r) == 0) {
@@ -395,7 +395,7 @@ Test(hostile, one_byte_a_second)
         fds[i] = connect_raw();
     attack_begin(&a, "one-byte-a-second", seconds);
     size_t off = 0;
-    int64_t t0 = rel_now_us();
+    int64_t t0 = e2e_now_us();
     while (attack_running(&a) && off + 1 < b.sb.size) {
         for (int i = 0; i < SLOW; i++)
             send(fds[i], b.sb.data + off, 1, MSG_NOSIGNAL); /* fails once it is closed */
@@ -410,7 +410,7 @@ Test(hostile, one_byte_a_second)
     fprintf(stderr,
             "hostile one-byte-a-second: %d clients sent %zu bytes each, one a second; all closed "
             "by the %d s frame deadline within %.1f s\n",
-            SLOW, off, DEADLINE_S, (double)(rel_now_us() - t0) / 1e6);
+            SLOW, off, DEADLINE_S, (double)(e2e_now_us() - t0) / 1e6);
     for (int i = 0; i < SLOW; i++)
         close(fds[i]);
     e2e_buf_destroy(&b);
@@ -480,7 +480,7 @@ Test(hostile, pipelines_and_never_reads)
         } else {
             rel_assert(&rd, errno == EAGAIN || errno == EWOULDBLOCK, "send: %s", strerror(errno));
             if (stuck_since == 0)
-                stuck_since = rel_now_us();
+                stuck_since = e2e_now_us();
             rel_sleep_ms(10);
         }
         long rss = status_kib("VmRSS");

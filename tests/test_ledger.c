@@ -24,11 +24,18 @@ static ledger_error err;      /* of the last submit */
 static uint64_t existing_seq; /* of the last submit that returned 1 */
 static ledger_event last_ev;  /* made by the last successful submit */
 
+static void register_fixture_units(void);
+static ledger_event fixture_log[4]; /* the events it made */
+
+/* The units every test may name are registered first: FIXTURE_EVENTS events. */
+#define FIXTURE_EVENTS 4u
+
 static void setup(void)
 {
     l = ledger_new();
     cr_assert_not_null(l);
     seq = 0;
+    register_fixture_units();
 }
 
 static void teardown(void)
@@ -50,6 +57,23 @@ static void put(char *dst, size_t size, const char *src)
 
 #define PUT(field, value) put((field), sizeof(field), (value))
 
+/* Sets the decision of `c`: body, date (YYYYMMDD), paragraph and diary number. */
+static void set_decision(ledger_cmd *c, const char *body, int32_t date, const char *paragraph,
+                         const char *dnr)
+{
+    PUT(c->decision_body, body);
+    c->decision_date = date;
+    PUT(c->decision_paragraph, paragraph);
+    PUT(c->decision_dnr, dnr);
+}
+
+/* The decision of the source document, KS 2021-08-24 § 241, which every write that rests on
+ * a decision is given below unless a test sets another. */
+static void seed_decision(ledger_cmd *c)
+{
+    set_decision(c, "KS", 20210824, "241", "");
+}
+
 static ledger_cmd grant(const char *id, const char *unit, int32_t year, int64_t amount,
                         const char *title, const char *reference)
 {
@@ -62,6 +86,7 @@ static ledger_cmd grant(const char *id, const char *unit, int32_t year, int64_t 
     c.amount = amount;
     PUT(c.title, title);
     PUT(c.reference, reference);
+    seed_decision(&c);
     return c;
 }
 
@@ -76,6 +101,7 @@ static ledger_cmd adjust(const char *id, const char *frame, int64_t delta, const
     c.amount = delta;
     PUT(c.title, reason);
     PUT(c.reference, reference);
+    seed_decision(&c);
     return c;
 }
 
@@ -115,6 +141,7 @@ static ledger_cmd decide(ledger_type type, const char *id, const char *target,
     PUT(c.target, target);
     PUT(c.reference, reference);
     PUT(c.note, note);
+    seed_decision(&c);
     return c;
 }
 
@@ -180,6 +207,74 @@ static ledger_cmd withdraw(const char *id, const char *target, const char *note)
     return c;
 }
 
+static ledger_cmd register_unit(const char *id, const char *unit, const char *name,
+                                const char *kind, const char *parent, const char *reference)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_UNIT_REGISTERED;
+    PUT(c.id, id);
+    PUT(c.unit, unit);
+    PUT(c.title, name);
+    PUT(c.unit_kind, kind);
+    PUT(c.parent, parent);
+    PUT(c.reference, reference);
+    return c;
+}
+
+static ledger_cmd rename_unit(const char *id, const char *unit, const char *name)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_UNIT_RENAMED;
+    PUT(c.id, id);
+    PUT(c.unit, unit);
+    PUT(c.title, name);
+    PUT(c.reference, "KF 2022-12-12 § 5");
+    return c;
+}
+
+static ledger_cmd close_unit(const char *id, const char *unit)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_UNIT_CLOSED;
+    PUT(c.id, id);
+    PUT(c.unit, unit);
+    return c;
+}
+
+static ledger_cmd reduce(const char *id, const char *allocation, int64_t amount, const char *reason)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_ALLOCATION_REDUCTION_REQUESTED;
+    PUT(c.id, id);
+    PUT(c.allocation, allocation);
+    c.amount = amount;
+    PUT(c.title, reason);
+    return c;
+}
+
+static ledger_cmd reverse(const char *id, const char *avrop_id, int64_t amount, const char *reason)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_AVROP_REVERSAL_REQUESTED;
+    PUT(c.id, id);
+    PUT(c.target, avrop_id);
+    c.amount = amount;
+    PUT(c.title, reason);
+    return c;
+}
+
+/* A grant the client says is meant even when like an existing frame. */
+static ledger_cmd intended(ledger_cmd c)
+{
+    c.intended = true;
+    return c;
+}
+
 static ledger_actor actor(uint32_t uid)
 {
     ledger_actor a;
@@ -202,8 +297,9 @@ static char *snapshot(const ledger *s)
             ledger_last_seq(s), ledger_last_ts(s));
     fprintf(f,
             "counts %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
-            " %" PRIu64 "\n",
-            n.frames, n.allocations, n.avrop, n.decisions, n.adjustments, n.withdrawals, n.units);
+            " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+            n.frames, n.allocations, n.avrop, n.decisions, n.adjustments, n.withdrawals,
+            n.reductions, n.reversals, n.units);
     size_t i = 0;
     ledger_frame_view fv;
     while (ledger_next_frame(s, &i, NULL, 0, &fv))
@@ -221,20 +317,34 @@ static char *snapshot(const ledger *s)
     ledger_allocation_view av;
     while (ledger_next_allocation(s, &i, NULL, NULL, 0, &av))
         fprintf(f,
-                "allocation %s %s %s %d [%s] %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\n",
+                "allocation %s %s %s %d [%s] %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64
+                " %" PRId64 " %" PRId64 "\n",
                 av.id, av.frame, av.unit, (int)av.year, av.purpose, (int)av.status, av.amount,
-                av.called_off, av.pending, av.available);
+                av.called_off, av.pending, av.available, av.reduced, av.reducing);
     i = 0;
     ledger_avrop_view vv;
     while (ledger_next_avrop(s, &i, NULL, &vv))
-        fprintf(f, "avrop %s %s %s %d %" PRId64 " [%s]\n", vv.id, vv.allocation, vv.unit,
-                (int)vv.status, vv.amount, ledger_avrop_note(s, vv.id));
+        fprintf(f, "avrop %s %s %s %d %" PRId64 " [%s] %" PRId64 " %" PRId64 "\n", vv.id,
+                vv.allocation, vv.unit, (int)vv.status, vv.amount, ledger_avrop_note(s, vv.id),
+                vv.reversed, vv.reversing);
     i = 0;
     ledger_unit_view uv;
     while (ledger_next_unit(s, &i, NULL, 0, &uv))
-        fprintf(f, "unit %s %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\n",
+        fprintf(f,
+                "unit %s %d %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64
+                "\n",
                 uv.unit, (int)uv.year, uv.frames, uv.allocated, uv.called_off, uv.pending,
-                uv.available);
+                uv.available, uv.reducing);
+    const registry *reg = ledger_registry(s);
+    for (uint32_t k = 0; k < registry_count(reg); k++) {
+        registry_view rv;
+        registry_view_of(reg, k, &rv);
+        fprintf(f, "registered %s [%s] [%s] [%s] %d %d", rv.code, rv.name, rv.kind, rv.parent,
+                (int)rv.registered, (int)rv.closed);
+        for (uint32_t former = 0; former < rv.former_count; former++)
+            fprintf(f, " [%s]", registry_former_name(reg, k, former));
+        fprintf(f, "\n");
+    }
     fclose(f);
     return buf;
 }
@@ -281,6 +391,33 @@ static int submit(ledger_cmd c)
 #define OK_AS(uid, c) cr_assert_eq(submit_as((uid), (c)), 0, "%s", err.message)
 #define FAILS(c, code) cr_assert_eq(submit(c), (code), "got: %s", err.message)
 #define FAILS_AS(uid, c, code) cr_assert_eq(submit_as((uid), (c)), (code), "got: %s", err.message)
+
+/* KS, the board, and the committees SON, KFN and X under it. */
+static void register_fixture_units(void)
+{
+    const ledger_cmd units[FIXTURE_EVENTS] = {
+        register_unit("unit-KS", "KS", "Kommunstyrelsen", "styrelse", "", ""),
+        register_unit("unit-SON", "SON", "Social- och omsorgsnämnden", "nämnd", "KS", ""),
+        register_unit("unit-KFN", "KFN", "Kultur- och fritidsnämnden", "nämnd", "KS", ""),
+        register_unit("unit-X", "X", "Nämnden X", "nämnd", "", ""),
+    };
+    for (size_t i = 0; i < FIXTURE_EVENTS; i++) {
+        OK(units[i]);
+        fixture_log[i] = last_ev;
+    }
+    cr_assert_eq(seq, FIXTURE_EVENTS);
+}
+
+/* A new ledger holding the fixture's registered units, as `l` does before a test's first
+ * write: a replay of a test's log starts from it. */
+static ledger *replica(void)
+{
+    ledger *r = ledger_new();
+    cr_assert_not_null(r);
+    for (size_t i = 0; i < FIXTURE_EVENTS; i++)
+        cr_assert_eq(ledger_apply(r, &fixture_log[i]), 0);
+    return r;
+}
 
 static void expect_frame(const char *id, int64_t granted, int64_t allocated, int64_t pending,
                          int64_t called_off)
@@ -418,8 +555,8 @@ Test(ledger, source_document_scenario)
     cr_assert_eq(n.adjustments, 0);
     cr_assert_eq(n.withdrawals, 0);
     cr_assert_eq(n.units, 3);
-    cr_assert_eq(ledger_events(l), 13);
-    cr_assert_eq(ledger_last_seq(l), 13);
+    cr_assert_eq(ledger_events(l), FIXTURE_EVENTS + 13);
+    cr_assert_eq(ledger_last_seq(l), FIXTURE_EVENTS + 13);
 }
 
 /* ---- reservations ---------------------------------------------------------------------------- */
@@ -633,8 +770,10 @@ Test(ledger, decisions_need_a_pending_allocation_or_avrop)
     cr_assert_str_eq(err.message, "target nope does not exist");
     FAILS_AS(UID_DECIDER, reject("d2", "nope"), BUDGET_ENOT_FOUND);
     FAILS_AS(UID_DECIDER, approve("d2", "f1"), BUDGET_EINVALID_STATE);
-    cr_assert_str_eq(err.message,
-                     "target f1 is a frame; only an allocation or an avrop can be approved");
+    cr_assert_str_eq(
+        err.message,
+        "target f1 is a frame; only an allocation, an avrop, a reduction or a reversal "
+        "can be approved");
     FAILS_AS(UID_DECIDER, reject("d2", "d1"), BUDGET_EINVALID_STATE);
     FAILS_AS(UID_DECIDER, approve("d2", "a1"), BUDGET_EINVALID_STATE);
     cr_assert_str_eq(err.message, "allocation a1 is approved, not pending; it cannot be approved");
@@ -768,7 +907,7 @@ Test(ledger, a_taken_id_returns_the_seq_that_created_it)
         for (size_t c = 0; c < sizeof cmds / sizeof cmds[0]; c++) {
             existing_seq = 0;
             cr_assert_eq(submit(cmds[c]), 1, "id %s type %d", id, (int)cmds[c].type);
-            cr_assert_eq(existing_seq, k + 1, "id %s", id);
+            cr_assert_eq(existing_seq, FIXTURE_EVENTS + k + 1, "id %s", id);
         }
     }
     /* Field syntax comes first. */
@@ -781,7 +920,7 @@ Test(ledger, a_taken_id_returns_the_seq_that_created_it)
     cr_assert_eq(ledger_id_kind(l, "w1"), LEDGER_KIND_WITHDRAWAL);
     cr_assert_eq(ledger_id_kind(l, "x1"), 0);
     cr_assert_eq(ledger_id_kind(l, ""), 0);
-    cr_assert_eq(ledger_events(l), 6);
+    cr_assert_eq(ledger_events(l), FIXTURE_EVENTS + 6);
 }
 
 Test(ledger, many_ids_survive_table_growth)
@@ -797,7 +936,7 @@ Test(ledger, many_ids_survive_table_growth)
         expect_allocation(id, LEDGER_PENDING, 1000 + i, 0, 0, 0);
         existing_seq = 0;
         cr_assert_eq(submit(grant(id, "KS", 2021, 1, "T", "")), 1);
-        cr_assert_eq(existing_seq, (uint64_t)i + 2);
+        cr_assert_eq(existing_seq, FIXTURE_EVENTS + (uint64_t)i + 2);
     }
     cr_assert_eq(ledger_id_kind(l, "a-5000"), 0);
 }
@@ -813,7 +952,7 @@ static void fill(char *dst, char c, size_t n)
 Test(ledger, ids_are_1_to_64_of_the_id_characters)
 {
     OK(grant("Az09._:-", "KS", 2021, 1, "T", ""));
-    ledger_cmd c = grant("x", "KS", 2021, 1, "T", "");
+    ledger_cmd c = intended(grant("x", "KS", 2021, 1, "T", ""));
     fill(c.id, 'i', 64);
     c.id[64] = '\0';
     OK(c);
@@ -859,6 +998,8 @@ Test(ledger, units_are_1_to_32_of_the_id_characters)
     ledger_cmd c = grant("f1", "x", 2021, 1, "T", "");
     fill(c.unit, 'U', 32);
     c.unit[32] = '\0';
+    OK(register_unit("u-long", c.unit, "Lång", "nämnd", "", ""));
+    OK(register_unit("u-dots", "S.O-N:1_", "Punkter", "verksamhet", "", ""));
     OK(c);
     c = grant("f2", "x", 2021, 1, "T", "");
     fill(c.unit, 'U', 33);
@@ -991,7 +1132,7 @@ Test(ledger, text_fields)
     OK(grant("f0", "KS", 2021, MAX / 2, "Ram", ""));
     OK(propose("a0", "f0", "SON", 1000000, "X"));
     OK_AS(UID_DECIDER, approve("d0", "a0"));
-    ledger_cmd c = grant("x", "KS", 2021, 1, "T", "");
+    ledger_cmd c = intended(grant("x", "KS", 2021, 1, "T", ""));
     check_text_rules(c, offsetof(ledger_cmd, title), 1, "title");
     check_text_rules(c, offsetof(ledger_cmd, reference), 0, "reference");
     c = adjust("x", "f0", 1, "R", "");
@@ -1078,7 +1219,7 @@ Test(ledger, unit_totals_never_overflow)
     int64_t rest = INT64_MAX - 9223 * MAX;
     for (int i = 0; i < 9224; i++) {
         snprintf(id, sizeof id, "f%d", i);
-        OK(grant(id, "KS", 2021, i < 9223 ? MAX : rest, "Ram", ""));
+        OK(intended(grant(id, "KS", 2021, i < 9223 ? MAX : rest, "Ram", "")));
     }
     expect_unit("KS", 2021, INT64_MAX, 0, 0, 0);
     FAILS(grant("g", "KS", 2021, 1, "Ram", ""), BUDGET_ETOO_LARGE);
@@ -1447,7 +1588,7 @@ Test(ledger, replaying_checked_events_rebuilds_the_same_state)
     LOG(UID_DECIDER, approve("d2", "v1"));
     LOG(UID_KS, adjust("j1", "f1", -100000000, "R", ""));
 #undef LOG
-    ledger *r = ledger_new();
+    ledger *r = replica();
     for (size_t i = 0; i < n; i++)
         cr_assert_eq(ledger_apply(r, &log[i]), 0);
     char *a = snapshot(l), *b = snapshot(r);
@@ -1475,7 +1616,7 @@ Test(ledger, the_two_halves_of_apply_accept_what_apply_accepts)
     PUT(bad.id, "");
     cr_assert(!ledger_syntax_ok(&bad));
     cr_assert_eq(ledger_apply(l, &bad), BUDGET_EINTERNAL);
-    bad = checked(grant("f2", "KS", 2021, 1000, "Ram", ""), UID_KS);
+    bad = checked(intended(grant("f2", "KS", 2021, 1000, "Ram", "")), UID_KS);
     bad.seq = seq + 1;
     bad.year = BUDGET_YEAR_MIN - 1;
     cr_assert(!ledger_syntax_ok(&bad));
@@ -1519,8 +1660,8 @@ Test(ledger, clones_are_independent)
     ledger_actor a = actor(UID_KS);
     char id[32];
     for (int i = 0; i < 3000; i++) {
-        ledger_cmd cmd = i % 3 == 0   ? grant("x", i % 2 ? "KS" : "SON", 2000 + i % 50, 10,
-                                              "Ett långt namn på en ram", "ref")
+        ledger_cmd cmd = i % 3 == 0   ? intended(grant("x", i % 2 ? "KS" : "SON", 2000 + i % 50, 10,
+                                                       "Ett långt namn på en ram", "ref"))
                          : i % 3 == 1 ? propose("x", "f1", "KFN", 1, "Syfte")
                                       : avrop("x", "a1", 1, "note");
         snprintf(id, sizeof id, "c%d", i);
@@ -1562,7 +1703,7 @@ Test(ledger, clones_are_independent)
     ledger *empty_clone = ledger_clone(empty);
     cr_assert_not_null(empty_clone);
     cr_assert_eq(ledger_events(empty_clone), 0);
-    ledger_cmd g = grant("f1", "KS", 2021, 1, "T", "");
+    ledger_cmd g = register_unit("f1", "KS", "Kommunstyrelsen", "styrelse", "", "");
     ledger_event ev;
     cr_assert_eq(ledger_check(empty_clone, &g, &a, &ev, NULL, NULL), 0);
     ev.seq = 1;
@@ -2069,7 +2210,7 @@ Test(ledger, randomized_against_a_model, .timeout = 120)
  */
 
 /* The state the witnesses below are checked against: frame f1 of KS; a1 from it to SON,
- * approved; a2 from it to SON, pending; v1 on a1, pending. */
+ * approved; a2 from it to SON, pending; v1 on a1, pending; v2 on a1, approved. */
 static void table_fixture(void)
 {
     OK(grant("f1", "KS", 2021, 1000000, "Ram", ""));
@@ -2077,6 +2218,8 @@ static void table_fixture(void)
     OK_AS(UID_DECIDER, approve("a1-ok", "a1"));
     OK(propose("a2", "f1", "SON", 500, "Kultur"));
     OK_AS(UID_SON, avrop("v1", "a1", 200, ""));
+    OK_AS(UID_SON, avrop("v2", "a1", 100, ""));
+    OK_AS(UID_DECIDER, approve("v2-ok", "v2"));
 }
 
 /* A command of `type` that the fixture accepts from *uid, with every field it may give set.
@@ -2085,6 +2228,13 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
 {
     *uid = UID_KS;
     switch (type) {
+    case LEDGER_UNIT_REGISTERED:
+        return register_unit("w", "BUN", "Barn- och ungdomsnämnden", "nämnd", "KS",
+                             "KF 2022-12-12 § 5");
+    case LEDGER_UNIT_RENAMED:
+        return rename_unit("w", "SON", "Socialnämnden");
+    case LEDGER_UNIT_CLOSED:
+        return close_unit("w", "KFN");
     case LEDGER_FRAME_GRANTED: {
         ledger_cmd c = grant("w", "KS", 2022, 100, "Ram", "KS 2022-01-10 § 3");
         PUT(c.continues, "f1");
@@ -2109,6 +2259,10 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
         add_line(&c, "KS", 100, "f1", 2, (const int64_t[]){50, 60});
         return c;
     }
+    case LEDGER_ALLOCATION_REDUCTION_REQUESTED:
+        return reduce("w", "a1", 100, "Verksamheten startar 2022");
+    case LEDGER_AVROP_REVERSAL_REQUESTED:
+        return reverse("w", "v2", 50, "Felaktigt avrop");
     }
     cr_assert_fail("no witness for type %d", (int)type);
     return grant("w", "KS", 2022, 100, "Ram", "");
@@ -2116,17 +2270,23 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
 
 /* The fields the client gives, by type, in order, written out again here on purpose; "!"
  * marks a required one (docs/protocol.md). */
-static const char *const given_fields[][10] = {
-    [LEDGER_FRAME_GRANTED] = {"id!", "unit!", "year!", "amount!", "title!", "reference",
-                              "continues"},
-    [LEDGER_FRAME_ADJUSTED] = {"id!", "frame!", "delta!", "reason!", "reference"},
+#define GIVEN_DECISION "decision_body!", "decision_date!", "decision_paragraph!", "decision_dnr"
+#define GIVEN_FIELDS_MAX 12
+static const char *const given_fields[][GIVEN_FIELDS_MAX] = {
+    [LEDGER_FRAME_GRANTED] = {"id!", "unit!", "year!", "amount!", "title!", GIVEN_DECISION,
+                              "reference", "continues"},
+    [LEDGER_FRAME_ADJUSTED] = {"id!", "frame!", "delta!", "reason!", GIVEN_DECISION, "reference"},
     [LEDGER_ALLOCATION_PROPOSED] = {"id!", "frame!", "unit!", "amount!", "purpose!"},
     [LEDGER_AVROP_REQUESTED] = {"id!", "allocation!", "amount!", "note"},
-    [LEDGER_DECISION_APPROVED] = {"id!", "target!", "reference", "note"},
-    [LEDGER_DECISION_REJECTED] = {"id!", "target!", "reference", "note"},
+    [LEDGER_DECISION_APPROVED] = {"id!", "target!", GIVEN_DECISION, "reference", "note"},
+    [LEDGER_DECISION_REJECTED] = {"id!", "target!", GIVEN_DECISION, "reference", "note"},
     [LEDGER_REQUEST_WITHDRAWN] = {"id!", "target!", "note"},
-    [LEDGER_BUDGET_ADOPTED] = {"id!", "year!", "plan_until!", "title!", "lines!", "decision_body!",
-                               "decision_date!", "decision_paragraph!", "decision_dnr"},
+    [LEDGER_ALLOCATION_REDUCTION_REQUESTED] = {"id!", "allocation!", "amount!", "reason!"},
+    [LEDGER_AVROP_REVERSAL_REQUESTED] = {"id!", "avrop!", "amount!", "reason!"},
+    [LEDGER_UNIT_REGISTERED] = {"id!", "unit!", "name!", "kind!", "parent", "reference"},
+    [LEDGER_UNIT_RENAMED] = {"id!", "unit!", "name!", "reference"},
+    [LEDGER_UNIT_CLOSED] = {"id!", "unit!", "reference"},
+    [LEDGER_BUDGET_ADOPTED] = {"id!", "year!", "plan_until!", "title!", "lines!", GIVEN_DECISION},
 };
 
 /* The table gives the fields above, and requires those marked. */
@@ -2140,12 +2300,13 @@ static void expect_given_fields(ledger_type t)
             continue;
         char want[32];
         snprintf(want, sizeof want, "%s%s", f->key, f->source == FIELD_REQUIRED ? "!" : "");
-        cr_assert_lt(k, 10);
+        cr_assert_lt(k, GIVEN_FIELDS_MAX);
         cr_assert_not_null(given_fields[t][k], "%s gives more than this suite knows", info->name);
         cr_assert_str_eq(want, given_fields[t][k], "%s", info->name);
         k++;
     }
-    cr_assert(k == 10 || given_fields[t][k] == NULL, "%s gives fewer fields", info->name);
+    cr_assert(k == GIVEN_FIELDS_MAX || given_fields[t][k] == NULL, "%s gives fewer fields",
+              info->name);
 }
 
 static char *member(ledger_event *ev, const event_field *f)
@@ -2192,7 +2353,7 @@ static ledger_cmd lines_at_limit(ledger_cmd c, bool over)
 static char limit_char(const event_field *f)
 {
     return f->value == FIELD_TEXT        ? 't'
-           : f->value == FIELD_BODY      ? 'K'
+           : f->value == FIELD_BODY      ? 'X'
            : f->value == FIELD_PARAGRAPH ? '1'
                                          : 'x';
 }
@@ -2213,7 +2374,9 @@ static ledger_cmd at_limit(ledger_cmd c, const event_field *f, bool over)
             s[f->size - 1] = '\0';
         return c;
     }
-    int64_t max = f->value == FIELD_YEAR ? BUDGET_YEAR_MAX : BUDGET_AMOUNT_MAX;
+    int64_t max = f->value == FIELD_YEAR   ? BUDGET_YEAR_MAX
+                  : f->value == FIELD_DATE ? 99991231
+                                           : BUDGET_AMOUNT_MAX;
     ledger_field_set_int(&c, f, over ? max + 1 : max);
     return c;
 }
@@ -2602,8 +2765,10 @@ Test(ledger, an_adoption_holds_at_most_its_lines_and_plan_years)
     /* The most lines, each with the most plan years, and one line more. */
     c = adopt("bmax", 2040, 2040 + BUDGET_PLAN_YEARS_MAX);
     for (int i = 0; i < BUDGET_ADOPT_LINES_MAX; i++) {
-        char unit[16];
+        char unit[16], id[24];
         snprintf(unit, sizeof unit, "U%d", i);
+        snprintf(id, sizeof id, "unit-U%d", i);
+        OK(register_unit(id, unit, "Verksamhet", "verksamhet", "SON", ""));
         add_line(&c, unit, 10, "b10:KS", BUDGET_PLAN_YEARS_MAX, plan);
     }
     ledger_cmd over = c;
@@ -2616,6 +2781,7 @@ Test(ledger, an_adoption_holds_at_most_its_lines_and_plan_years)
     over.lines.count = BUDGET_ADOPT_LINES_MAX + 1;
     FAILS(over, BUDGET_EBAD_REQUEST);
     /* A frame id over 64 characters: "<adoption id>:<unit>". */
+    OK(register_unit("unit-long", "A-UNIT-CODE-OF-TWENTY-FOUR", "Lång", "verksamhet", "", ""));
     c = adopt("an-adoption-id-of-forty-characters-long", 2050, 2050);
     add_line(&c, "A-UNIT-CODE-OF-TWENTY-FOUR", 10, "", 0, plan);
     FAILS(c, BUDGET_EBAD_REQUEST);
@@ -2648,11 +2814,10 @@ Test(ledger, adoptions_and_continued_frames_replay_to_the_same_state)
     add_line(&c, "KS", 10, "b2022:KS", 1, (const int64_t[]){7});
     OK(c);
     /* Check each command again on a fresh ledger, by its events. */
-    ledger *twin = ledger_new();
-    cr_assert_not_null(twin);
+    ledger *twin = replica();
     ledger *keep = l;
     l = twin;
-    seq = 0;
+    seq = FIXTURE_EVENTS;
     adopt_2022();
     OK(grant_continuing("f2023", "KFN", 2023, 100, "b2022:KFN"));
     /* A clone before the last adoption does not see it. */
@@ -2742,4 +2907,707 @@ Test(ledger, unspent_is_shown_only_for_closed_years)
     int64_t unspent = -1;
     cr_assert_not(years_unspent(l, "KS", 2022, &unspent));
     cr_assert_eq(unspent, -1);
+}
+
+/* ---- the register of units ------------------------------------------------------------------ */
+
+/* The register's view of `code`; asserts it is there. */
+static registry_view unit_view_of(const char *code)
+{
+    const registry *reg = ledger_registry(l);
+    uint32_t i = registry_find(reg, code);
+    cr_assert_neq(i, REGISTRY_NONE, "%s is not in the register", code);
+    registry_view v;
+    registry_view_of(reg, i, &v);
+    return v;
+}
+
+Test(ledger, a_write_naming_an_unregistered_unit_is_not_found_with_the_nearest_codes)
+{
+    FAILS(grant("f1", "SONN", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit SONN is not a registered unit; did you mean SON?");
+    /* Case does not count in the distance; the code is still refused as written. */
+    FAILS(grant("f1", "son", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit son is not a registered unit; did you mean SON?");
+    OK(register_unit("u1", "SOC", "Socialförvaltningen", "förvaltning", "SON", ""));
+    OK(register_unit("u2", "SN", "Samhällsbyggnadsnämnden", "nämnd", "", ""));
+    OK(register_unit("u3", "SOM", "Sommarverksamheten", "verksamhet", "SOC", ""));
+    /* At most three, nearest first, ties in the order they were registered. */
+    FAILS(propose("a1", "f1", "SO", 1, "P"), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit SO is not a registered unit; did you mean SON, SOC or SN?");
+    /* Nothing near: no guess. */
+    FAILS(grant("f1", "QWERTY", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit QWERTY is not a registered unit");
+    /* A swap of two neighbours is one edit. */
+    FAILS(grant("f1", "SNO", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert(strstr(err.message, "did you mean SON") != NULL, "%s", err.message);
+    OK(grant("f1", "SON", 2021, 1000, "Ram", ""));
+}
+
+Test(ledger,
+     a_proposal_to_an_unregistered_unit_is_not_found_and_a_proposal_to_a_registered_one_fits)
+{
+    OK(grant("f1", "KS", 2021, 1000, "Ram", ""));
+    FAILS(propose("a1", "f1", "KFM", 100, "Fritid"), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit KFM is not a registered unit; did you mean KFN?");
+    OK(propose("a1", "f1", "KFN", 100, "Fritid"));
+}
+
+Test(ledger, a_unit_is_registered_once_with_a_kind_of_the_list_under_an_open_parent)
+{
+    registry_view v = unit_view_of("SON");
+    cr_assert_str_eq(v.name, "Social- och omsorgsnämnden");
+    cr_assert_str_eq(v.kind, "nämnd");
+    cr_assert_str_eq(v.parent, "KS");
+    cr_assert(v.registered && !v.closed);
+    FAILS(register_unit("u1", "SON", "Socialnämnden", "nämnd", "", ""), BUDGET_ECONFLICT);
+    cr_assert_str_eq(err.message, "unit SON is registered already, as Social- och omsorgsnämnden");
+    FAILS(register_unit("u1", "BUN", "Barn", "namnd", "", ""), BUDGET_EBAD_REQUEST);
+    cr_assert_str_eq(err.message, "\"namnd\" is not a kind of unit: the kinds are styrelse, "
+                                  "nämnd, förvaltning, verksamhet");
+    FAILS(register_unit("u1", "BUN", "Barn", "nämnd", "KZ", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "parent KZ is not a registered unit; did you mean KS?");
+    OK(register_unit("u1", "BUN", "Barn- och ungdomsnämnden", "nämnd", "KS", "KF § 1"));
+    cr_assert_str_eq(unit_view_of("BUN").parent, "KS");
+    /* A closed unit is no parent, and its code is not registered again. */
+    OK(close_unit("c1", "X"));
+    FAILS(register_unit("u2", "X2", "Ny", "verksamhet", "X", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "parent X is closed");
+    FAILS(register_unit("u2", "X", "Ny", "nämnd", "", ""), BUDGET_ECONFLICT);
+    cr_assert_str_eq(err.message, "unit X was closed; the code of a closed unit is not used again");
+}
+
+Test(ledger, a_rename_keeps_the_former_names_and_refuses_an_unknown_unit_or_the_same_name)
+{
+    OK(rename_unit("r1", "SON", "Socialnämnden"));
+    OK(rename_unit("r2", "SON", "Vård- och omsorgsnämnden"));
+    registry_view v = unit_view_of("SON");
+    cr_assert_str_eq(v.name, "Vård- och omsorgsnämnden");
+    cr_assert_eq(v.former_count, 2);
+    const registry *reg = ledger_registry(l);
+    uint32_t i = registry_find(reg, "SON");
+    cr_assert_str_eq(registry_former_name(reg, i, 0), "Socialnämnden");
+    cr_assert_str_eq(registry_former_name(reg, i, 1), "Social- och omsorgsnämnden");
+    FAILS(rename_unit("r3", "SON", "Vård- och omsorgsnämnden"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit SON is named Vård- och omsorgsnämnden already");
+    FAILS(rename_unit("r3", "SONX", "Ny"), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit SONX is not a registered unit; did you mean SON?");
+    /* A unit has at most REGISTRY_NAMES_MAX names in all. */
+    for (uint32_t k = 3; k <= REGISTRY_NAMES_MAX; k++) {
+        char id[16], name[32];
+        snprintf(id, sizeof id, "r%u", k);
+        snprintf(name, sizeof name, "Namn %u", k);
+        if (k < REGISTRY_NAMES_MAX)
+            OK(rename_unit(id, "SON", name));
+        else
+            FAILS(rename_unit(id, "SON", name), BUDGET_EINVALID_STATE);
+    }
+    cr_assert_eq(unit_view_of("SON").former_count, REGISTRY_NAMES_MAX - 1);
+}
+
+Test(ledger, closing_a_unit_is_refused_while_money_is_left_or_pending_and_says_what)
+{
+    OK(grant("f1", "KFN", 2021, 1000, "Ram", ""));
+    FAILS(close_unit("c1", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit KFN cannot be closed: frame f1 has 1000 öre unallocated, "
+                                  "0 öre pending");
+    OK(propose("a1", "f1", "KFN", 400, "Fritid"));
+    FAILS(close_unit("c1", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message,
+                     "unit KFN cannot be closed: frame f1 has 600 öre unallocated, 400 öre "
+                     "pending; allocation a1 is pending");
+    OK_AS(UID_DECIDER, approve("d1", "a1"));
+    OK(adjust("j1", "f1", -600, "Minskning", ""));
+    FAILS(close_unit("c1", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message,
+                     "unit KFN cannot be closed: 2021: 400 öre to call off, 0 öre pending");
+    OK(avrop("v1", "a1", 400, "Allt"));
+    OK_AS(UID_DECIDER, approve("d2", "v1"));
+    /* Open units under it keep it open too. */
+    OK(register_unit("u1", "KFN-B", "Biblioteken", "verksamhet", "KFN", ""));
+    FAILS(close_unit("c1", "KFN"), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit KFN cannot be closed: unit KFN-B under it is open");
+    OK(close_unit("c1", "KFN-B"));
+    OK(close_unit("c2", "KFN"));
+    cr_assert(unit_view_of("KFN").closed);
+    FAILS(close_unit("c3", "KFN"), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit KFN is closed");
+}
+
+Test(ledger, a_closed_unit_is_named_by_no_write_and_nothing_moves_in_or_out_of_it)
+{
+    OK(grant("f1", "KFN", 2021, 1000, "Ram", ""));
+    OK(adjust("j1", "f1", -1000, "Indragen", ""));
+    OK(close_unit("c1", "KFN"));
+    FAILS(grant("f2", "KFN", 2021, 1000, "Ram", ""), BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "unit KFN is closed");
+    OK(grant("f2", "KS", 2021, 1000, "Ram", ""));
+    FAILS(propose("a1", "f2", "KFN", 100, "Fritid"), BUDGET_ENOT_FOUND);
+    FAILS(adjust("j2", "f1", 100, "Tillägg", ""), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "frame f1 is held by unit KFN, which is closed");
+    FAILS(rename_unit("r1", "KFN", "Ny"), BUDGET_ENOT_FOUND);
+}
+
+/* An event as budgetd before the register wrote it: checked against a ledger in which its
+ * units were taken as defined, then applied to `l` as replay does. */
+static int replay_old(ledger_event ev)
+{
+    ev.seq = ++seq;
+    ev.ts_ms = 1630000000000u + seq;
+    return ledger_apply(l, &ev);
+}
+
+Test(ledger, replay_takes_the_units_of_an_old_log_as_defined_under_their_codes)
+{
+    ledger_event g;
+    memset(&g, 0, sizeof g);
+    g.type = LEDGER_FRAME_GRANTED;
+    PUT(g.id, "old-f1");
+    PUT(g.unit, "TN");
+    g.year = 2020;
+    g.amount = 5000;
+    PUT(g.title, "Ram");
+    g.actor = actor(UID_KS);
+    /* The write path refuses it... */
+    FAILS(grant("old-f1", "TN", 2020, 5000, "Ram", ""), BUDGET_ENOT_FOUND);
+    /* ...replay of the stored event takes TN as defined, named by its code. */
+    cr_assert_eq(replay_old(g), 0);
+    registry_view v = unit_view_of("TN");
+    cr_assert_str_eq(v.name, "TN");
+    cr_assert_str_eq(v.kind, "");
+    cr_assert(!v.registered && !v.closed);
+    expect_frame("old-f1", 5000, 0, 0, 0);
+    /* New writes may name it, and it may be registered with a name, a kind and a parent. */
+    OK(grant("f2", "TN", 2021, 100, "Ram", ""));
+    OK(register_unit("u1", "TN-D", "Driften", "verksamhet", "TN", ""));
+    FAILS(register_unit("u2", "TN", "Tekniska nämnden", "nämnd", "TN", ""), BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit TN cannot be under TN, which is itself");
+    FAILS(register_unit("u2", "TN", "Tekniska nämnden", "nämnd", "TN-D", ""),
+          BUDGET_EINVALID_STATE);
+    cr_assert_str_eq(err.message, "unit TN cannot be under TN-D, which is under it");
+    OK(register_unit("u2", "TN", "Tekniska nämnden", "nämnd", "KS", ""));
+    v = unit_view_of("TN");
+    cr_assert_str_eq(v.name, "Tekniska nämnden");
+    cr_assert(v.registered);
+    cr_assert_eq(v.former_count, 0);
+}
+
+Test(ledger, replay_refuses_an_event_that_names_a_closed_unit)
+{
+    OK(close_unit("c1", "X"));
+    ledger_event g;
+    memset(&g, 0, sizeof g);
+    g.type = LEDGER_FRAME_GRANTED;
+    PUT(g.id, "f1");
+    PUT(g.unit, "X");
+    g.year = 2021;
+    g.amount = 1;
+    PUT(g.title, "Ram");
+    g.actor = actor(UID_KS);
+    g.seq = seq + 1;
+    cr_assert_eq(ledger_apply(l, &g), BUDGET_EINTERNAL);
+    PUT(g.unit, "Y");
+    cr_assert_eq(ledger_apply(l, &g), 0, "an unknown unit is taken as defined");
+}
+
+/* ---- decisions as data ------------------------------------------------------------------- */
+
+/* `c` without a decision: as events were written before decisions were data. */
+static ledger_cmd without_decision(ledger_cmd c)
+{
+    set_decision(&c, "", 0, "", "");
+    return c;
+}
+
+Test(ledger, every_write_that_rests_on_a_decision_needs_one)
+{
+    FAILS(without_decision(grant("f1", "KS", 2021, 1000, "Ram", "KS 2021-08-24 § 241")),
+          BUDGET_EBAD_REQUEST);
+    cr_assert(strncmp(err.message, "decision_body ", 14) == 0, "%s", err.message);
+    OK(grant("f1", "KS", 2021, 1000, "Ram", ""));
+    FAILS(without_decision(adjust("f1-up", "f1", 100, "Tillägg", "")), BUDGET_EBAD_REQUEST);
+    OK(propose("a1", "f1", "SON", 100, "Fritid"));
+    FAILS_AS(UID_DECIDER, without_decision(approve("a1-ok", "a1")), BUDGET_EBAD_REQUEST);
+    FAILS_AS(UID_DECIDER, without_decision(reject("a1-no", "a1")), BUDGET_EBAD_REQUEST);
+    /* One part missing is as bad as all of them. */
+    ledger_cmd c = approve("a1-ok", "a1");
+    c.decision_date = 0;
+    FAILS_AS(UID_DECIDER, c, BUDGET_EBAD_REQUEST);
+    cr_assert(strstr(err.message, "decision_date is required") != NULL, "%s", err.message);
+    c = approve("a1-ok", "a1");
+    c.decision_paragraph[0] = '\0';
+    FAILS_AS(UID_DECIDER, c, BUDGET_EBAD_REQUEST);
+    cr_assert(strncmp(err.message, "decision_paragraph ", 19) == 0, "%s", err.message);
+    /* The diary number is optional; the free-text reference too. */
+    c = approve("a1-ok", "a1");
+    set_decision(&c, "KS", 20210928, "270 p. 2", "KS 2021/123");
+    PUT(c.reference, "");
+    OK_AS(UID_DECIDER, c);
+    cr_assert_str_eq(last_ev.decision_body, "KS");
+    cr_assert_eq(last_ev.decision_date, 20210928);
+    cr_assert_str_eq(last_ev.decision_paragraph, "270 p. 2");
+    cr_assert_str_eq(last_ev.decision_dnr, "KS 2021/123");
+    /* Neither a proposal nor an avrop nor a withdrawal carries a decision. */
+    cr_assert_eq(last_ev.type, LEDGER_DECISION_APPROVED);
+    OK_AS(UID_SON, avrop("v1", "a1", 10, ""));
+    cr_assert_not(ledger_has_decision(&last_ev));
+}
+
+Test(ledger, a_decision_date_is_a_real_day)
+{
+    ledger_cmd c = grant("f1", "KS", 2021, 1000, "Ram", "");
+    c.decision_date = 20210229;
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    cr_assert(strstr(err.message, "decision_date must be a real day") != NULL, "%s", err.message);
+    c.decision_date = 18991231;
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    c.decision_date = 20241301;
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    c.decision_date = 20240229;
+    OK(c);
+    cr_assert_eq(last_ev.decision_date, 20240229);
+    c = grant("f2", "KS", 2021, 1000, "Ram", "");
+    PUT(c.decision_body, "ks");
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    cr_assert(strncmp(err.message, "decision_body ", 14) == 0, "%s", err.message);
+    PUT(c.decision_body, "KFN");
+    PUT(c.decision_paragraph, "§ 241");
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    cr_assert(strncmp(err.message, "decision_paragraph ", 19) == 0, "%s", err.message);
+}
+
+/* Applies `ev` (checked, then stripped or changed) with the next seq. */
+static int apply_next(ledger_event ev)
+{
+    ev.seq = ++seq;
+    ev.ts_ms = 1630000000000u + seq;
+    int rc = ledger_apply(l, &ev);
+    if (rc != 0)
+        seq--;
+    return rc;
+}
+
+Test(ledger, events_written_before_decisions_were_data_replay_to_the_same_balances)
+{
+    /* The same history twice: once with decisions, once as an old log has it (without). */
+    ledger_cmd cmds[] = {
+        grant("f1", "KS", 2021, 3000, "Ram", "KS 2021-08-24 § 241"),
+        adjust("f1-up", "f1", 500, "Tillägg", ""),
+        propose("a1", "f1", "SON", 1000, "Fritid"),
+        approve("a1-ok", "a1"),
+        propose("a2", "f1", "KFN", 500, "Kultur"),
+        reject("a2-no", "a2"),
+    };
+    const uint32_t uids[] = {UID_KS, UID_KS, UID_KS, UID_DECIDER, UID_KS, UID_DECIDER};
+    ledger *old = replica();
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        OK_AS(uids[i], cmds[i]);
+        ledger_event stripped = last_ev;
+        set_decision(&stripped, "", 0, "", "");
+        cr_assert_eq(ledger_apply(old, &stripped), 0, "event %zu without a decision", i);
+        cr_assert(ledger_added_absent(&stripped) == ledger_has_decision(&last_ev));
+    }
+    char *a = snapshot(l), *b = snapshot(old);
+    cr_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    ledger_free(old);
+}
+
+Test(ledger, a_logged_event_with_part_of_a_decision_does_not_apply)
+{
+    OK(grant("f1", "KS", 2021, 3000, "Ram", ""));
+    ledger_event ev;
+    ledger_actor a = actor(UID_KS);
+    cr_assert_eq(ledger_check(l, &(ledger_cmd){0}, &a, &ev, NULL, &err), BUDGET_EBAD_REQUEST);
+    ledger_cmd c = grant("f2", "KS", 2021, 2000, "Ram", "");
+    cr_assert_eq(ledger_check(l, &c, &a, &ev, NULL, &err), 0, "%s", err.message);
+    ledger_event partial = ev;
+    partial.decision_date = 0;
+    cr_assert_eq(apply_next(partial), BUDGET_EINTERNAL);
+    partial = ev;
+    partial.decision_body[0] = '\0';
+    cr_assert_eq(apply_next(partial), BUDGET_EINTERNAL);
+    partial = ev;
+    partial.decision_date = 20210229;
+    cr_assert_eq(apply_next(partial), BUDGET_EINTERNAL);
+    /* With only the optional diary number it is not one of before decisions either. */
+    partial = ev;
+    set_decision(&partial, "", 0, "", "KS 2021/1");
+    cr_assert_eq(apply_next(partial), BUDGET_EINTERNAL);
+    cr_assert_eq(apply_next(ev), 0);
+}
+
+/* ---- what was decided by a day ---------------------------------------------------------- */
+
+/* The events of the commands so far, kept to be applied again (decided_events). */
+static ledger_event decided_log[16];
+static size_t decided_len;
+
+static void ok_kept(uint32_t uid, ledger_cmd c)
+{
+    OK_AS(uid, c);
+    cr_assert_lt(decided_len, 16);
+    decided_log[decided_len++] = last_ev;
+}
+
+/* A ledger of what the log so far had decided by `day`. */
+static ledger *decided_by(int32_t day)
+{
+    ledger *d = ledger_new();
+    cr_assert_not_null(d);
+    for (size_t i = 0; i < FIXTURE_EVENTS; i++)
+        cr_assert_eq(ledger_apply_decided(d, &fixture_log[i], day), 0, "unit %zu", i);
+    for (size_t i = 0; i < decided_len; i++)
+        cr_assert_eq(ledger_apply_decided(d, &decided_log[i], day), 0, "event %zu", i);
+    cr_assert_eq(ledger_last_seq(d), decided_log[decided_len - 1].seq);
+    return d;
+}
+
+Test(ledger, decided_by_counts_decisions_by_date_in_any_order_of_entry)
+{
+    decided_len = 0;
+    ledger_cmd c = grant("f1", "KS", 2021, 1000, "Ram", "");
+    ok_kept(UID_KS, c);
+    c = adjust("f1-up", "f1", 1000, "Tillägg", "");
+    set_decision(&c, "KS", 20211001, "280", "");
+    ok_kept(UID_KS, c);
+    ok_kept(UID_KS, propose("a1", "f1", "SON", 1500, "Trygghet"));
+    c = approve("a1-ok", "a1");
+    set_decision(&c, "KS", 20210915, "260", "");
+    ok_kept(UID_DECIDER, c);
+    ok_kept(UID_SON, avrop("v1", "a1", 700, ""));
+    c = approve("v1-ok", "v1");
+    set_decision(&c, "KS", 20210901, "250", ""); /* dated before the allocation's approval */
+    ok_kept(UID_DECIDER, c);
+
+    /* Decided by 2021-09-30: the approvals, not the raise: more allocated than granted. */
+    ledger *d = decided_by(20210930);
+    ledger_frame_view f;
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert_eq(f.granted, 1000);
+    cr_assert_eq(f.allocated, 1500);
+    cr_assert_eq(f.called_off, 700);
+    cr_assert_not(f.granted_later);
+    ledger_free(d);
+
+    /* By 2021-09-10: the avrop's approval, not the allocation's: called off while pending. */
+    d = decided_by(20210910);
+    ledger_allocation_view a;
+    cr_assert(ledger_allocation(d, "a1", &a));
+    cr_assert_eq(a.status, LEDGER_PENDING);
+    cr_assert_eq(a.called_off, 700);
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert_eq(f.allocated, 0);
+    cr_assert_eq(f.pending, 1500);
+    ledger_free(d);
+
+    /* Before the grant: the frame stays for what draws on it, with nothing granted. */
+    d = decided_by(20210801);
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert_eq(f.granted, 0);
+    cr_assert(f.granted_later);
+    ledger_free(d);
+
+    /* By the last decision's day: the ledger itself. */
+    d = decided_by(20211001);
+    char *want = snapshot(l), *got = snapshot(d);
+    cr_assert_str_eq(got, want);
+    free(want);
+    free(got);
+    ledger_free(d);
+}
+
+Test(ledger, decided_by_counts_an_event_without_a_decision_by_its_day_of_entry)
+{
+    decided_len = 0;
+    ok_kept(UID_KS, grant("f1", "KS", 2021, 1000, "Ram", ""));
+    ledger_event old = decided_log[0];
+    set_decision(&old, "", 0, "", "");
+    old.ts_ms = 1630000000000u; /* 2021-08-26T17:46:40Z */
+    cr_assert_eq(ledger_decision_day(&old), 20210826);
+    cr_assert_eq(ledger_decision_day(&decided_log[0]), 20210824);
+    ledger *d = ledger_new();
+    cr_assert_eq(ledger_apply_decided(d, &old, 20210825), 0);
+    ledger_frame_view f;
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert(f.granted_later);
+    ledger_free(d);
+    d = ledger_new();
+    cr_assert_eq(ledger_apply_decided(d, &old, 20210826), 0);
+    cr_assert(ledger_frame(d, "f1", &f));
+    cr_assert_eq(f.granted, 1000);
+    /* Not an event of a log: out of order. */
+    cr_assert_eq(ledger_apply_decided(d, &old, 20210826), BUDGET_EINTERNAL);
+    ledger_free(d);
+}
+
+/* ---- corrections: reductions of allocations, reversals of avrop ------------------------ */
+
+static void expect_reductions(const char *id, int64_t reduced, int64_t reducing)
+{
+    ledger_allocation_view v;
+    cr_assert(ledger_allocation(l, id, &v), "no allocation %s", id);
+    cr_assert_eq(v.reduced, reduced, "allocation %s reduced %" PRId64, id, v.reduced);
+    cr_assert_eq(v.reducing, reducing, "allocation %s reducing %" PRId64, id, v.reducing);
+}
+
+static void expect_reversals(const char *id, int64_t reversed, int64_t reversing)
+{
+    ledger_avrop_view v;
+    cr_assert(ledger_avrop(l, id, &v), "no avrop %s", id);
+    cr_assert_eq(v.reversed, reversed, "avrop %s reversed %" PRId64, id, v.reversed);
+    cr_assert_eq(v.reversing, reversing, "avrop %s reversing %" PRId64, id, v.reversing);
+}
+
+/* small_state, and on a1 (0.4 mkr): v1 of 100 tkr called off, v2 of 50 tkr pending. */
+static void corrections_state(void)
+{
+    small_state();
+    OK_AS(UID_SON, avrop("v1", "a1", 10000000, "Hösten"));
+    OK_AS(UID_DECIDER, approve("v1-ok", "v1"));
+    OK_AS(UID_SON, avrop("v2", "a1", 5000000, "Vintern"));
+}
+
+Test(ledger, a_reduction_takes_at_most_what_is_not_called_off_pending_or_being_reduced)
+{
+    corrections_state();
+    OK(reduce("r1", "a1", 3000000, "Mindre behov"));
+    /* 40 000 000 - 10 000 000 called off - 5 000 000 pending - 3 000 000 being reduced */
+    FAILS(reduce("r2", "a1", 22000001, "Resten"), BUDGET_EINSUFFICIENT_FUNDS);
+    cr_assert(strstr(err.message, "at most 220 000,00 kr, not 220 000,01 kr") != NULL, "%s",
+              err.message);
+    cr_assert(strstr(err.message, "100 000,00 kr is called off") != NULL, "%s", err.message);
+    cr_assert(strstr(err.message, "30 000,00 kr pending reductions") != NULL, "%s", err.message);
+    OK(reduce("r2", "a1", 22000000, "Resten"));
+    expect_reductions("a1", 0, 25000000);
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 0);
+    /* A pending reduction is reserved: no avrop can take the same krona. */
+    FAILS_AS(UID_SON, avrop("v3", "a1", 1, ""), BUDGET_EINSUFFICIENT_FUNDS);
+    FAILS(reduce("r3", "a1", 1, "En krona till"), BUDGET_EINSUFFICIENT_FUNDS);
+    /* Nothing moved until a decision: the frame still counts it allocated. */
+    expect_frame("f1", 100000000, 40000000, 0, 10000000);
+}
+
+Test(ledger, an_approved_reduction_returns_the_money_to_the_frame)
+{
+    corrections_state();
+    OK(reduce("r1", "a1", 20000000, "Mindre behov"));
+    FAILS(approve("r1-ok", "r1"), BUDGET_EFORBIDDEN); /* four-eyes: not by its requester */
+    cr_assert(strstr(err.message, "four-eyes") != NULL, "%s", err.message);
+    OK_AS(UID_DECIDER, approve("r1-ok", "r1"));
+    cr_assert_eq(last_ev.target_kind, LEDGER_KIND_REDUCTION);
+    cr_assert_eq(last_ev.amount, 20000000);
+    cr_assert_str_eq(last_ev.unit, "SON");
+    expect_allocation("a1", LEDGER_APPROVED, 20000000, 10000000, 5000000, 5000000);
+    expect_reductions("a1", 20000000, 0);
+    expect_frame("f1", 100000000, 20000000, 0, 10000000);
+    expect_unit("SON", 2021, 0, 20000000, 10000000, 5000000);
+    /* The frame's room is back: it can be allocated again, or lowered by an adjustment. */
+    OK(adjust("j1", "f1", -80000000, "Neddragning", ""));
+    expect_frame("f1", 20000000, 20000000, 0, 10000000);
+    FAILS_AS(UID_DECIDER, approve("r1-again", "r1"), BUDGET_EINVALID_STATE);
+}
+
+Test(ledger, a_reduction_needs_an_approved_allocation)
+{
+    small_state();
+    OK(propose("a2", "f1", "KFN", 1000, "Bibliotek"));
+    FAILS(reduce("r1", "a2", 100, "x"), BUDGET_EINVALID_STATE);
+    FAILS(reduce("r1", "nope", 100, "x"), BUDGET_ENOT_FOUND);
+    FAILS(reduce("r1", "f1", 100, "x"), BUDGET_ENOT_FOUND);
+    FAILS(reduce("r1", "a1", 0, "x"), BUDGET_EBAD_REQUEST);
+    FAILS(reduce("r1", "a1", 100, ""), BUDGET_EBAD_REQUEST);
+    /* The whole of an untouched allocation may go. */
+    OK(reduce("r1", "a1", 40000000, "Utgår"));
+    OK_AS(UID_DECIDER, approve("r1-ok", "r1"));
+    expect_allocation("a1", LEDGER_APPROVED, 0, 0, 0, 0);
+    expect_frame("f1", 100000000, 0, 1000, 0);
+}
+
+Test(ledger, rejected_or_withdrawn_reductions_release_their_reservation)
+{
+    corrections_state();
+    OK(reduce("r1", "a1", 25000000, "Allt"));
+    FAILS_AS(UID_SON, withdraw("r1-w", "r1", ""), BUDGET_EFORBIDDEN); /* only its requester */
+    OK(withdraw("r1-w", "r1", "Fel"));
+    cr_assert_eq(last_ev.target_kind, LEDGER_KIND_REDUCTION);
+    expect_reductions("a1", 0, 0);
+    FAILS_AS(UID_DECIDER, approve("r1-ok", "r1"), BUDGET_EINVALID_STATE);
+    OK(reduce("r2", "a1", 25000000, "Allt"));
+    OK_AS(UID_DECIDER, reject("r2-no", "r2"));
+    expect_reductions("a1", 0, 0);
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 25000000);
+    expect_frame("f1", 100000000, 40000000, 0, 10000000);
+}
+
+Test(ledger, a_reversal_takes_at_most_what_is_left_of_the_avrop)
+{
+    corrections_state();
+    FAILS(reverse("x1", "v2", 100, "Pending"), BUDGET_EINVALID_STATE);
+    FAILS(reverse("x1", "a1", 100, "Not an avrop"), BUDGET_ENOT_FOUND);
+    OK(reverse("x1", "v1", 6000000, "Fel konto"));
+    cr_assert_str_eq(last_ev.allocation, "a1");
+    cr_assert_str_eq(last_ev.frame, "f1");
+    cr_assert_str_eq(last_ev.unit, "SON");
+    FAILS(reverse("x2", "v1", 4000001, "Resten"), BUDGET_EINSUFFICIENT_FUNDS);
+    cr_assert(strstr(err.message, "at most 40 000,00 kr, not 40 000,01 kr") != NULL, "%s",
+              err.message);
+    OK(reverse("x2", "v1", 4000000, "Resten"));
+    expect_reversals("v1", 0, 10000000);
+    /* Nothing returns before a decision. */
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 25000000);
+    FAILS(approve("x1-ok", "x1"), BUDGET_EFORBIDDEN); /* four-eyes */
+    OK_AS(UID_DECIDER, approve("x1-ok", "x1"));
+    cr_assert_eq(last_ev.target_kind, LEDGER_KIND_REVERSAL);
+    cr_assert_eq(last_ev.amount, 6000000);
+    expect_reversals("v1", 6000000, 4000000);
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 4000000, 5000000, 31000000);
+    expect_frame("f1", 100000000, 40000000, 0, 4000000);
+    expect_unit("SON", 2021, 0, 40000000, 4000000, 5000000);
+    OK_AS(UID_DECIDER, approve("x2-ok", "x2"));
+    expect_reversals("v1", 10000000, 0);
+    expect_avrop("v1", LEDGER_APPROVED, 10000000);
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 0, 5000000, 35000000);
+    FAILS(reverse("x3", "v1", 1, "Ingenting kvar"), BUDGET_EINSUFFICIENT_FUNDS);
+}
+
+Test(ledger, withdrawn_or_rejected_reversals_leave_the_avrop_called_off)
+{
+    corrections_state();
+    OK(reverse("x1", "v1", 10000000, "Allt"));
+    FAILS_AS(UID_DECIDER, withdraw("x1-w", "x1", ""), BUDGET_EFORBIDDEN);
+    OK(withdraw("x1-w", "x1", ""));
+    expect_reversals("v1", 0, 0);
+    OK(reverse("x2", "v1", 10000000, "Allt"));
+    OK_AS(UID_DECIDER, reject("x2-no", "x2"));
+    expect_reversals("v1", 0, 0);
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 10000000, 5000000, 25000000);
+    expect_frame("f1", 100000000, 40000000, 0, 10000000);
+}
+
+Test(ledger, corrections_are_checked_again_against_the_state_at_approval)
+{
+    corrections_state();
+    OK(reduce("r1", "a1", 25000000, "Det som är kvar"));
+    /* Between request and approval: the pending avrop is approved, part of v1 reversed. */
+    OK_AS(UID_DECIDER, approve("v2-ok", "v2"));
+    OK(reverse("x1", "v1", 2000000, "Fel"));
+    OK_AS(UID_DECIDER, approve("x1-ok", "x1"));
+    expect_allocation("a1", LEDGER_APPROVED, 40000000, 13000000, 0, 2000000);
+    OK_AS(UID_DECIDER, approve("r1-ok", "r1"));
+    expect_allocation("a1", LEDGER_APPROVED, 15000000, 13000000, 0, 2000000);
+    expect_frame("f1", 100000000, 15000000, 0, 13000000);
+    /* What is left after the reversal may be taken too: the allocation ends fully called off.
+     */
+    OK(reduce("r2", "a1", 2000000, "Resten"));
+    OK_AS(UID_DECIDER, approve("r2-ok", "r2"));
+    expect_allocation("a1", LEDGER_APPROVED, 13000000, 13000000, 0, 0);
+    expect_reductions("a1", 27000000, 0);
+}
+
+Test(ledger, corrections_replay_to_the_same_balances)
+{
+    ledger_event log[64];
+    size_t n = 0;
+#define LOG(uid, c)                                                                                \
+    do {                                                                                           \
+        OK_AS(uid, c);                                                                             \
+        log[n++] = last_ev;                                                                        \
+    } while (0)
+    LOG(UID_KS, grant("f1", "KS", 2021, 300000000, "Ram", "KS § 241"));
+    LOG(UID_KS, propose("a1", "f1", "SON", 100000000, "X"));
+    LOG(UID_DECIDER, approve("d1", "a1"));
+    LOG(UID_SON, avrop("v1", "a1", 60000000, "n"));
+    LOG(UID_DECIDER, approve("d2", "v1"));
+    LOG(UID_KS, reduce("r1", "a1", 30000000, "Mindre"));
+    LOG(UID_KS, reduce("r2", "a1", 1000000, "Mindre"));
+    LOG(UID_SON, reverse("x1", "v1", 20000000, "Fel"));
+    LOG(UID_SON, reverse("x2", "v1", 100, "Fel"));
+    LOG(UID_DECIDER, approve("r1-ok", "r1"));
+    LOG(UID_KS, withdraw("r2-w", "r2", ""));
+    LOG(UID_DECIDER, approve("x1-ok", "x1"));
+    LOG(UID_DECIDER, reject("x2-no", "x2"));
+    LOG(UID_KS, intended(grant("f2", "KS", 2021, 300000000, "Ram", "KS § 241")));
+#undef LOG
+    ledger *r = replica();
+    for (size_t i = 0; i < n; i++) {
+        uint8_t bytes[EVENT_BYTES_MAX];
+        int size =
+            event_encode(&log[i], (const uint8_t[BUDGET_HASH_BYTES]){0}, bytes, sizeof bytes, NULL);
+        cr_assert_gt(size, 0);
+        ledger_event back;
+        cr_assert_eq(event_decode(bytes, (size_t)size, &back), 0, "event %zu", i);
+        cr_assert_eq(ledger_apply(r, &back), 0, "event %zu", i);
+    }
+    char *a = snapshot(l), *b = snapshot(r);
+    cr_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    ledger_free(r);
+    expect_allocation("a1", LEDGER_APPROVED, 70000000, 40000000, 0, 30000000);
+    expect_frame("f1", 300000000, 70000000, 0, 40000000);
+}
+
+Test(ledger, four_eyes_holds_for_corrections_on_replay)
+{
+    corrections_state();
+    OK(reduce("r1", "a1", 1000, "x"));
+    OK(reverse("x1", "v1", 1000, "x"));
+    for (int k = 0; k < 2; k++) {
+        ledger_cmd c = approve("d", k == 0 ? "r1" : "x1");
+        ledger_actor a = actor(UID_DECIDER);
+        ledger_event ev;
+        cr_assert_eq(ledger_check(l, &c, &a, &ev, NULL, &err), 0, "%s", err.message);
+        ev.actor.uid = UID_KS; /* forged: by the requester */
+        ev.seq = seq + 1;
+        cr_assert_eq(ledger_apply(l, &ev), BUDGET_EINTERNAL);
+    }
+}
+
+/* ---- duplicate grants ----------------------------------------------------------------------
+ */
+
+Test(ledger, a_grant_like_an_existing_frame_is_refused_unless_intended)
+{
+    OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
+    FAILS(grant("f2", "KS", 2021, 300000000, "Annan titel", "KS 2021-08-24 § 241"),
+          BUDGET_ECONFLICT);
+    cr_assert(strstr(err.message, "frame f1") != NULL, "%s", err.message);
+    cr_assert(strstr(err.message, "3 000 000,00 kr") != NULL, "%s", err.message);
+    cr_assert(strstr(err.message, "intended") != NULL, "%s", err.message);
+    /* Any of unit, year, amount or decision differing makes it another grant. */
+    OK(grant("f3", "SON", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
+    OK(grant("f4", "KS", 2022, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
+    OK(grant("f5", "KS", 2021, 300000001, "Trygghet", "KS 2021-08-24 § 241"));
+    OK(grant("f6", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 242"));
+    OK(grant("f7", "KS", 2021, 300000000, "Trygghet", ""));
+    FAILS(grant("f8", "KS", 2021, 300000000, "Trygghet", ""), BUDGET_ECONFLICT);
+    cr_assert(strstr(err.message, "frame f7") != NULL, "%s", err.message);
+    /* An adjusted frame is still compared by the amount it was granted. */
+    OK(adjust("j1", "f1", 100, "Tillägg", ""));
+    FAILS(grant("f2", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"), BUDGET_ECONFLICT);
+    OK(intended(grant("f2", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241")));
+    expect_frame("f2", 300000000, 0, 0, 0);
+    /* The intended flag is the command's, not the event's. */
+    cr_assert_not(last_ev.intended);
+}
+
+Test(ledger, a_retry_of_a_grant_is_not_a_duplicate)
+{
+    OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241"));
+    uint64_t first = seq;
+    cr_assert_eq(submit(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS 2021-08-24 § 241")), 1);
+    cr_assert_eq(existing_seq, first);
+}
+
+Test(ledger, duplicate_grants_in_a_log_still_replay)
+{
+    OK(grant("f1", "KS", 2021, 300000000, "Trygghet", "KS § 241"));
+    ledger_event dup = last_ev;
+    PUT(dup.id, "f2");
+    dup.seq = ++seq;
+    cr_assert_eq(ledger_apply(l, &dup), 0); /* as a log written before the rule holds it */
+    expect_frame("f2", 300000000, 0, 0, 0);
+    expect_unit("KS", 2021, 600000000, 0, 0, 0);
 }

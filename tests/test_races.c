@@ -94,7 +94,7 @@ static bool decide(racer *r, budget_client *c, e2e_buf *b, const char *op, const
     char id[64];
     rel_result res;
     snprintf(id, sizeof(id), "%s-%s", target, op);
-    rel_pack_target(b, id, target);
+    rel_pack_for(b, op, id, target);
     rel_write(c, op, b->sb.data, b->sb.size, &res);
     if (res.transport != 0 || !res.ok) {
         snprintf(r->failure, sizeof(r->failure), "%s %s: %s: %s", op, target, res.code,
@@ -209,7 +209,7 @@ static void one_seed(int s, uint64_t seed, avrop_queue *queue, int64_t *approved
     rel_pack_propose(&b, alloc, frame, "SON", ALLOCATION_ORE);
     rel_write(c, "allocation.propose", b.sb.data, b.sb.size, &res);
     rel_assert(&rd, res.ok, "propose: %s", res.code);
-    rel_pack_target(&b, decision, alloc);
+    rel_pack_decide(&b, decision, alloc);
     budget_client *other = e2e_client_as(&rd.d, &e2e_other);
     rel_write(other, "approve", b.sb.data, b.sb.size, &res);
     budget_client_close(other);

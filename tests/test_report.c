@@ -32,6 +32,7 @@ static e2e_daemon bd;
 static void setup(void)
 {
     cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
 }
 
 static void teardown(void)
@@ -76,24 +77,25 @@ static void ctl_ok_argv(bool other, int argc, const char *const *argv)
  * avrop and a pending one. */
 static void seed(void)
 {
-    ctl_ok("grant", "--id", "ks-2021-trygghet", "--unit", "KS", "--year", "2021", "--amount",
-           "3 mkr", "--title", "Utökat trygghetsarbete", "--reference", FRAME_REFERENCE);
+    ctl_ok("grant", "--decision", E2E_DECISION, "--id", "ks-2021-trygghet", "--unit", "KS",
+           "--year", "2021", "--amount", "3 mkr", "--title", "Utökat trygghetsarbete",
+           "--reference", FRAME_REFERENCE);
     ctl_ok("allocate", "ks-2021-trygghet", "--id", "son-trygghet", "--unit", "SON", "--amount",
            "1 mkr", "--purpose", "Förstärka områdesarbetet för trygghetsskapande åtgärder");
     ctl_ok("allocate", "ks-2021-trygghet", "--id", "kfn-fritid", "--unit", "KFN", "--amount",
            "0,5 mkr", "--purpose", "Fritidsverksamhet som säkerställer skolgång");
     ctl_ok("allocate", "ks-2021-trygghet", "--id", "ks-trygghet", "--unit", "KS", "--amount",
            "1,5 mkr", "--purpose", "Förstärkt trygghetsarbete, bland annat ordningsvakter");
-    ctl_ok_other("approve", "son-trygghet", "--id", "beslut-son-trygghet", "--reference",
-                 ALLOCATION_REFERENCE);
-    ctl_ok_other("approve", "kfn-fritid", "--id", "beslut-kfn-fritid", "--reference",
-                 ALLOCATION_REFERENCE);
-    ctl_ok_other("approve", "ks-trygghet", "--id", "beslut-ks-trygghet", "--reference",
-                 ALLOCATION_REFERENCE);
+    ctl_ok_other("approve", "--decision", E2E_DECISION, "son-trygghet", "--id",
+                 "beslut-son-trygghet", "--reference", ALLOCATION_REFERENCE);
+    ctl_ok_other("approve", "--decision", E2E_DECISION, "kfn-fritid", "--id", "beslut-kfn-fritid",
+                 "--reference", ALLOCATION_REFERENCE);
+    ctl_ok_other("approve", "--decision", E2E_DECISION, "ks-trygghet", "--id", "beslut-ks-trygghet",
+                 "--reference", ALLOCATION_REFERENCE);
     ctl_ok("avrop", "son-trygghet", "--id", "son-avrop-1", "--amount", "400 tkr", "--note",
            "Fältorganisationen, hösten 2021");
-    ctl_ok_other("approve", "son-avrop-1", "--id", "beslut-son-avrop-1", "--reference",
-                 AVROP_REFERENCE);
+    ctl_ok_other("approve", "--decision", E2E_DECISION, "son-avrop-1", "--id", "beslut-son-avrop-1",
+                 "--reference", AVROP_REFERENCE);
     ctl_ok("avrop", "son-trygghet", "--id", "son-avrop-2", "--amount", "150 000,50 kr", "--note",
            "Ordningsvakter vid skolorna");
 }
@@ -537,9 +539,9 @@ Test(report, escapes_every_text_from_the_ledger)
 {
     char dir[256], html[300];
     au_temp_dir(dir, sizeof(dir));
-    ctl_ok("grant", "--id", "ks-2022-x", "--unit", "KS", "--year", "2022", "--amount",
-           "250 000,50 kr", "--title", "<b>Fet</b> & \"citerad\" 'rubrik'", "--reference",
-           "KS <i>2022</i> § 1 & 2");
+    ctl_ok("grant", "--decision", E2E_DECISION, "--id", "ks-2022-x", "--unit", "KS", "--year",
+           "2022", "--amount", "250 000,50 kr", "--title", "<b>Fet</b> & \"citerad\" 'rubrik'",
+           "--reference", "KS <i>2022</i> § 1 & 2");
     ctl_ok("allocate", "ks-2022-x", "--id", "son-x", "--unit", "SON", "--amount", "1 kr",
            "--purpose", "<img src=x onerror=alert(1)>");
     char *page = report_file(dir, NULL, 0, html, sizeof(html));
@@ -562,22 +564,24 @@ Test(report, unit_years_and_as_of_narrow_what_it_shows)
     char dir[256], html[300], want[64];
     au_temp_dir(dir, sizeof(dir));
     seed();
-    ctl_ok("grant", "--id", "son-2023", "--unit", "SON", "--year", "2023", "--amount", "2 mkr",
-           "--title", "Ram 2023", "--reference", "KF 2022-11-21 § 150");
-    ctl_ok("adjust", "son-2023", "--delta", "+250 tkr", "--reason", "Tilläggsanslag", "--reference",
-           "KF 2023-03-20 § 40");
-    /* SON as of event 8: the avrop of 400 tkr requested, not yet approved; no 2023 frame. */
-    char *page = report_file(dir, AU_ARGV("--unit", "SON", "--as-of", "8"), 4, html, sizeof(html));
+    ctl_ok("grant", "--decision", E2E_DECISION, "--id", "son-2023", "--unit", "SON", "--year",
+           "2023", "--amount", "2 mkr", "--title", "Ram 2023", "--reference",
+           "KF 2022-11-21 § 150");
+    ctl_ok("adjust", "--decision", E2E_DECISION, "son-2023", "--delta", "+250 tkr", "--reason",
+           "Tilläggsanslag", "--reference", "KF 2023-03-20 § 40");
+    /* SON as of event 11 (8 of the scenario after the 3 registrations): the avrop of 400 tkr
+     * requested, not yet approved; no 2023 frame. */
+    char *page = report_file(dir, AU_ARGV("--unit", "SON", "--as-of", "11"), 4, html, sizeof(html));
     e2e_assert(strstr(page, "data-unit=\"KS\"") == NULL &&
                    strstr(page, "data-unit=\"KFN\"") == NULL,
                "--unit SON shows other units");
-    e2e_assert(strstr(page, "data-as-of=\"8\"") != NULL, "the report does not say it is as of 8");
+    e2e_assert(strstr(page, "data-as-of=\"11\"") != NULL, "the report does not say it is as of 11");
     const char *row = strstr(page, "<tr class=\"year\" data-unit=\"SON\" data-year=\"2021\">");
     e2e_assert(row != NULL, "no SON 2021 row");
     swedish(40000000, want, sizeof(want));
     e2e_assert(row_has(row, want) && strstr(page, "data-year=\"2023\"") == NULL &&
                    strstr(page, AVROP_REFERENCE) == NULL,
-               "as of 8, SON's 400 tkr is pending and no later decision or frame is shown");
+               "as of 11, SON's 400 tkr is pending and no later decision or frame is shown");
     free(page);
     /* --years 2022-2027: only the 2023 frame. */
     page = report_file(dir, AU_ARGV("--years", "2022-2027"), 2, html, sizeof(html));

@@ -18,9 +18,13 @@
 
 static e2e_daemon bd;
 
+/* The events setup writes first: the registrations of KS, SON and KFN. */
+#define U 3
+
 static void setup(void)
 {
     cr_assert_eq(e2e_daemon_start(&bd), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
 }
 
 static void teardown(void)
@@ -104,16 +108,16 @@ Test(subscribe, catches_up_then_pushes_live_events_on_the_subscribe_id)
     au_sub s;
     uint64_t seq = 0;
 
-    e2e_assert_int(au_grant_many(c, "before", 0, 5, 40), 5, "head before subscribing");
-    au_subscribe(&bd, 2, 77, &s);
-    e2e_assert_int(s.head, 5, "the head in the subscribe answer");
-    au_sub_until(&s, 5);
-    expect_same_as_events(c, &s, 5);
+    e2e_assert_int(au_grant_many(c, "before", 0, 5, 40), U + 5, "head before subscribing");
+    au_subscribe(&bd, U + 2, 77, &s);
+    e2e_assert_int(s.head, U + 5, "the head in the subscribe answer");
+    au_sub_until(&s, U + 5);
+    expect_same_as_events(c, &s, U + 5);
     /* Nothing more until something is written. */
     e2e_assert_int(au_sub_next(&s, 200, &seq), E2E_TIMEOUT, "a push without a write");
-    e2e_assert_int(au_grant_many(c, "after", 0, 3, 40), 8, "head after");
-    au_sub_until(&s, 8);
-    expect_same_as_events(c, &s, 8);
+    e2e_assert_int(au_grant_many(c, "after", 0, 3, 40), U + 8, "head after");
+    au_sub_until(&s, U + 8);
+    expect_same_as_events(c, &s, U + 8);
 
     /* A request on a subscribed connection: refused with its id, then the connection ends. */
     send_subscribe(s.fd, 78, "hello", -1, NULL);
@@ -123,11 +127,11 @@ Test(subscribe, catches_up_then_pushes_live_events_on_the_subscribe_id)
 
     /* A subscription from 0 gets everything; from the head, only what comes. */
     au_subscribe(&bd, 0, 1, &s);
-    au_sub_until(&s, 8);
+    au_sub_until(&s, U + 8);
     au_sub_close(&s);
-    au_subscribe(&bd, 8, 1, &s);
-    e2e_assert_int(au_grant_many(c, "last", 0, 1, 40), 9, "head");
-    au_sub_until(&s, 9);
+    au_subscribe(&bd, U + 8, 1, &s);
+    e2e_assert_int(au_grant_many(c, "last", 0, 1, 40), U + 9, "head");
+    au_sub_until(&s, U + 9);
     e2e_assert_int(s.received, 1, "pushes after subscribing at the head");
 
     budget_client_close(c);
@@ -141,7 +145,7 @@ Test(subscribe, refuses_what_it_cannot_serve)
     budget_client *c = e2e_client(&bd);
     au_grant_many(c, "x", 0, 2, 10);
     int fd = e2e_raw_connect(bd.socket);
-    send_subscribe(fd, 5, "subscribe", 3, NULL);
+    send_subscribe(fd, 5, "subscribe", U + 3, NULL);
     expect_error(fd, 5, "not_found"); /* after is past the head */
     send_subscribe(fd, 6, "subscribe", -1, "from");
     expect_error(fd, 6, "bad_request"); /* an unknown arg */
@@ -292,7 +296,7 @@ Test(subscribe, a_subscriber_that_never_reads_slows_no_writer_and_stays_bounded)
     for (uint32_t i = 0; i < SLOW_WRITERS; i++)
         pthread_join(t[i], NULL); /* each writer asserted every one of its writes ok */
     uint64_t head = e2e_head(c);
-    e2e_assert_int(head, SLOW_WRITERS * SLOW_EVENTS_EACH, "every write landed");
+    e2e_assert_int(head, U + SLOW_WRITERS * SLOW_EVENTS_EACH, "every write landed");
     long rss_after = e2e_status_kib(bd.pid, "VmRSS");
     uint64_t queued = stat_of(c, "subscription_queued_bytes");
     uint64_t fallbacks = stat_of(c, "subscription_fallbacks");
@@ -338,23 +342,23 @@ Test(subscribe, watch_prints_events_live_and_resumes_from_a_seq)
     au_grant_many(c, "w", 0, 4, 20);
 
     /* Resuming from a seq: the events after it, then --count ends it. */
-    e2e_assert(au_ctl(&bd, &r, "watch", "--after", "1", "--count", "3") == 0, "run");
+    e2e_assert(au_ctl(&bd, &r, "watch", "--after", "4", "--count", "3") == 0, "run");
     e2e_assert(r.exit_code == 0, "watch exited %d: %s", r.exit_code, r.err);
     count_event_lines(r.out, AU_ARGV("frame.granted", "frame.granted", "frame.granted"), 3);
-    e2e_assert(strncmp(r.out, "2  ", 3) == 0, "the first line is seq 2: %s", r.out);
+    e2e_assert(strncmp(r.out, "5  ", 3) == 0, "the first line is seq 5: %s", r.out);
     e2e_ctl_free(&r);
 
     /* Live, as JSON lines: it waits for events that are not written yet. */
     au_proc p;
     const char *const argv[] = {BUDGETCTL_PATH, "--socket", bd.socket, "--json",
-                                "watch",        "--after",  "4",       NULL};
+                                "watch",        "--after",  "7",       NULL};
     e2e_assert(au_proc_start(&p, argv) == 0, "budgetctl watch started");
     e2e_assert(!au_proc_wait_lines(&p, 1, 200), "nothing to print before a write: %s", p.out);
     au_grant_many(c, "live", 0, 3, 20);
     e2e_assert(au_proc_wait_lines(&p, 3, 10000), "three live events printed: %s / %s", p.out,
                p.err);
     const char *line = p.out;
-    for (int64_t seq = 5; seq <= 7; seq++) {
+    for (int64_t seq = U + 5; seq <= U + 7; seq++) {
         const char *end = strchr(line, '\n');
         e2e_json *j = e2e_json_parse(line, (size_t)(end - line));
         e2e_assert(j != NULL, "a JSON line: %.*s", (int)(end - line), line);
@@ -383,14 +387,16 @@ Test(subscribe, watch_prints_events_live_and_resumes_from_a_seq)
 
 /* ---- the Python example ------------------------------------------------------------------ */
 
-/* A ledger with several units and years, rejections, withdrawals and pending avrop. */
+/* A ledger with several units and years, rejections, withdrawals, pending avrop, and
+ * reductions and reversals approved, pending and rejected. */
 static uint64_t python_scenario(void)
 {
     static const char *const steps[][16] = {
-        {"grant", "--unit", "KS", "--year", "2021", "--amount", "3 mkr", "--title",
-         "Utökat trygghetsarbete", "--reference", "KS 2021-08-24 § 241", "--id", "ks21", NULL},
-        {"grant", "--unit", "KS", "--year", "2022", "--amount", "2 mkr", "--title", "Plan 2022",
-         "--id", "ks22", NULL},
+        {"grant", "--decision", E2E_DECISION, "--unit", "KS", "--year", "2021", "--amount", "3 mkr",
+         "--title", "Utökat trygghetsarbete", "--reference", "KS 2021-08-24 § 241", "--id", "ks21",
+         NULL},
+        {"grant", "--decision", E2E_DECISION, "--unit", "KS", "--year", "2022", "--amount", "2 mkr",
+         "--title", "Plan 2022", "--id", "ks22", NULL},
         {"allocate", "ks21", "--unit", "SON", "--amount", "1 mkr", "--purpose", "Områdesarbete",
          "--id", "son21", NULL},
         {"allocate", "ks21", "--unit", "KFN", "--amount", "0,5 mkr", "--purpose", "Fritid", "--id",
@@ -399,18 +405,27 @@ static uint64_t python_scenario(void)
          "ks21a", NULL},
         {"allocate", "ks22", "--unit", "SON", "--amount", "700 tkr", "--purpose", "2022", "--id",
          "son22", NULL},
-        {"approve", "son21", "--reference", "KS 2021-09-28 § 270", NULL},
-        {"approve", "kfn21", NULL},
-        {"reject", "ks21a", "--note", "ny beredning", NULL},
-        {"approve", "son22", NULL},
+        {"approve", "--decision", E2E_DECISION, "son21", "--reference", "KS 2021-09-28 § 270",
+         NULL},
+        {"approve", "--decision", E2E_DECISION, "kfn21", NULL},
+        {"reject", "--decision", E2E_DECISION, "ks21a", "--note", "ny beredning", NULL},
+        {"approve", "--decision", E2E_DECISION, "son22", NULL},
         {"avrop", "son21", "--amount", "400 tkr", "--id", "av1", NULL},
-        {"approve", "av1", NULL},
+        {"approve", "--decision", E2E_DECISION, "av1", NULL},
         {"avrop", "son21", "--amount", "100 tkr", "--id", "av2", NULL},
         {"withdraw", "av2", NULL},
         {"avrop", "kfn21", "--amount", "250 tkr", "--id", "av3", NULL},
         {"avrop", "son22", "--amount", "50 tkr", "--id", "av4", NULL},
-        {"approve", "av4", NULL},
-        {"adjust", "ks22", "--delta", "-200 tkr", "--reason", "Omprioritering", NULL},
+        {"approve", "--decision", E2E_DECISION, "av4", NULL},
+        {"adjust", "--decision", E2E_DECISION, "ks22", "--delta", "-200 tkr", "--reason",
+         "Omprioritering", NULL},
+        {"reduce", "son21", "100 tkr", "--reason", "Mindre behov", "--id", "red1", NULL},
+        {"approve", "--decision", E2E_DECISION, "red1", NULL},
+        {"reduce", "son22", "50 tkr", "--reason", "Väntar", "--id", "red2", NULL},
+        {"reverse", "av1", "50 tkr", "--reason", "Fel konto", "--id", "rev1", NULL},
+        {"approve", "--decision", E2E_DECISION, "rev1", NULL},
+        {"reverse", "av4", "--reason", "Fel konto", "--id", "rev2", NULL},
+        {"reject", "--decision", E2E_DECISION, "rev2", NULL},
     };
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         e2e_ctl_result r;
@@ -430,7 +445,7 @@ static uint64_t python_scenario(void)
 Test(subscribe, the_python_example_agrees_with_balances)
 {
     char head_text[24], path[600];
-    uint64_t head = python_scenario();
+    uint64_t head = U + python_scenario(); /* after the registrations */
     snprintf(head_text, sizeof(head_text), "%" PRIu64, head);
     snprintf(path, sizeof(path), "%s/docs/examples/follow_ledger.py", BUDGET_SOURCE_DIR);
 

@@ -71,26 +71,38 @@ class Totals:
 
     def row(self, unit, year):
         return self.units.setdefault(
-            (unit, year), {"allocated": 0, "called_off": 0, "pending": 0})
+            (unit, year), {"allocated": 0, "called_off": 0, "pending": 0, "reducing": 0})
 
     def apply(self, event):
         """Returns the (unit, year) the event changed, or None."""
         kind, data = event["type"], event["data"]
+        if "year" not in data:
+            return None  # the register of units (unit.registered, ...) moves no money
         key = (data.get("unit"), data.get("year"))
         if kind in ("frame.granted", "allocation.proposed"):
             self.row(*key)  # the unit is known from here on, with nothing yet
             return None
         row = self.row(*key)
-        avrop = data.get("target_kind") == "avrop"
+        target = data.get("target_kind")
+        decided = kind in ("decision.rejected", "request.withdrawn")
         if kind == "avrop.requested":
             row["pending"] += data["amount"]
-        elif kind == "decision.approved" and avrop:
+        elif kind == "allocation.reduction_requested":
+            row["reducing"] += data["amount"]
+        elif kind == "decision.approved" and target == "avrop":
             row["pending"] -= data["amount"]
             row["called_off"] += data["amount"]
+        elif kind == "decision.approved" and target == "reduction":
+            row["reducing"] -= data["amount"]
+            row["allocated"] -= data["amount"]
+        elif kind == "decision.approved" and target == "reversal":
+            row["called_off"] -= data["amount"]
         elif kind == "decision.approved":
             row["allocated"] += data["amount"]
-        elif kind in ("decision.rejected", "request.withdrawn") and avrop:
+        elif decided and target == "avrop":
             row["pending"] -= data["amount"]
+        elif decided and target == "reduction":
+            row["reducing"] -= data["amount"]
         else:
             return None
         return key
@@ -98,7 +110,8 @@ class Totals:
     def as_json(self, seq):
         units = []
         for (unit, year), row in self.units.items():
-            available = row["allocated"] - row["called_off"] - row["pending"]
+            available = (row["allocated"] - row["called_off"] - row["pending"]
+                         - row["reducing"])
             units.append(dict(unit=unit, year=year, available=available, **row))
         return {"seq": seq, "units": units}
 

@@ -230,6 +230,14 @@ static void allocation_name(char *out, size_t size, int year, uint32_t n)
     snprintf(out, size, "ford-%d-%06u", year, n);
 }
 
+/* The decision of a command: body, date YYYYMMDD, paragraph. */
+static void set_decision(ledger_cmd *c, const char *body, int32_t date, uint32_t paragraph)
+{
+    snprintf(c->decision_body, sizeof(c->decision_body), "%s", body);
+    c->decision_date = date;
+    snprintf(c->decision_paragraph, sizeof(c->decision_paragraph), "%u", paragraph);
+}
+
 static int grant_frames(writer *w, int year)
 {
     for (uint32_t u = 0; u < UNITS; u++) {
@@ -242,8 +250,10 @@ static int grant_frames(writer *w, int year)
             c.amount = (int64_t)(2 + rng_below(199)) * 1000000000LL; /* 20..2000 mkr */
             snprintf(c.title, sizeof(c.title), "Budgetram %d för %s, del %u", year, unit_codes[u],
                      k + 1);
-            snprintf(c.reference, sizeof(c.reference), "KF %d-11-%02u § %u", year - 1,
-                     10 + rng_below(18), 100 + rng_below(300));
+            set_decision(&c, "KF", (year - 1) * 10000 + 1100 + 10 + (int32_t)rng_below(18),
+                         100 + rng_below(300));
+            snprintf(c.reference, sizeof(c.reference), "KF %d § %s", year - 1,
+                     c.decision_paragraph);
             if (emit(w, &c, rng_below(ACTORS)) != 0)
                 return -1;
         }
@@ -259,8 +269,9 @@ static int adjust_frame(writer *w, int year)
     frame_name(c.frame, sizeof(c.frame), year, rng_below(UNITS), rng_below(FRAMES_PER_UNIT));
     c.amount = (int64_t)(1 + rng_below(10)) * 100000000LL; /* 1..10 mkr */
     snprintf(c.title, sizeof(c.title), "Tilläggsanslag för %s", purposes[rng_below(12)]);
-    snprintf(c.reference, sizeof(c.reference), "KF %d-%02u-%02u § %u", year, 1 + rng_below(12),
-             1 + rng_below(28), 1 + rng_below(400));
+    set_decision(&c, "KF",
+                 year * 10000 + (1 + (int32_t)rng_below(12)) * 100 + 1 + (int32_t)rng_below(28),
+                 1 + rng_below(400));
     return emit(w, &c, rng_below(ACTORS));
 }
 
@@ -322,8 +333,10 @@ static int decide(writer *w, queue *q, bool is_avrop)
     } else {
         c.type = roll < (is_avrop ? 8u : 10u) ? LEDGER_DECISION_REJECTED : LEDGER_DECISION_APPROVED;
         snprintf(c.id, sizeof(c.id), "beslut-%08u", w->decisions++);
-        snprintf(c.reference, sizeof(c.reference), "KS %d-%02u-%02u § %u", p.year,
-                 1 + rng_below(12), 1 + rng_below(28), 1 + rng_below(400));
+        set_decision(&c, "KS",
+                     p.year * 10000 + (1 + (int32_t)rng_below(12)) * 100 + 1 +
+                         (int32_t)rng_below(28),
+                     1 + rng_below(400));
         snprintf(c.note, sizeof(c.note), "%s", notes[rng_below(8)]);
     }
     if (emit(w, &c, actor) != 0)
@@ -677,6 +690,32 @@ static int balances_as_of(const daemon_proc *d, uint64_t as_of, const char *key)
     return 0;
 }
 
+/* `balances` decided by `day` (YYYY-MM-DD): the whole log replayed counting decisions by
+ * their date (ledger_apply_decided). */
+static int balances_decided_by(const daemon_proc *d, const char *day, const char *key)
+{
+    uint8_t frame[BENCH_REQUEST_BYTES_MAX];
+    mp_writer w;
+    bench_response r;
+    bench_conn c;
+    bench_request_begin(&w, frame, sizeof(frame), 4, "balances", 1);
+    mp_write_cstr(&w, "decided_by");
+    mp_write_cstr(&w, day);
+    size_t size = bench_request_end(&w);
+    double t = timed_call(d, frame, size, &r, &c);
+    size_t bytes = c.used;
+    bool ok = t >= 0 && r.ok;
+    bench_conn_close(&c);
+    if (!ok) {
+        fprintf(stderr, "bench_replay: balances decided_by %s failed: %s %s\n", day, r.code,
+                r.message);
+        return -1;
+    }
+    printf("balances decided_by %s %.3f s (%zu bytes answered)\n", day, t, bytes);
+    bench_result(key, "%.4f", t);
+    return 0;
+}
+
 static int verify(const daemon_proc *d, uint64_t events)
 {
     uint8_t frame[BENCH_REQUEST_BYTES_MAX];
@@ -744,6 +783,7 @@ static int with_daemon(const char *budgetd, const char *dir, const char *data, u
     rc |= balances_as_of(&d, events / 100, "daemon_balances_as_of_start_s");
     rc |= balances_as_of(&d, events / 2, "daemon_balances_as_of_middle_s");
     rc |= balances_as_of(&d, events - 1, "daemon_balances_as_of_end_s");
+    rc |= balances_decided_by(&d, "2024-06-30", "daemon_balances_decided_by_s");
     rc |= verify(&d, events);
     memory(&d, "after_reads");
     daemon_stop(&d);

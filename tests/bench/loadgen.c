@@ -92,16 +92,28 @@ static bool avrop_enabled = true;
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
+/* The decision of a grant or an approval, as its three args: KS 2026-08-24 § 241. */
+#define BENCH_DECISION_PAIRS 3
+static void bench_kv_decision(mp_writer *w)
+{
+    bench_kv_str(w, "decision_body", "KS");
+    bench_kv_str(w, "decision_date", "2026-08-24");
+    bench_kv_str(w, "decision_paragraph", "241");
+}
+
 static size_t build_grant(uint8_t *buf, uint64_t rid, const char *id, const char *title)
 {
     mp_writer w;
-    bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "frame.grant", 6);
+    bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "frame.grant", 7 + BENCH_DECISION_PAIRS);
     bench_kv_str(&w, "id", id);
     bench_kv_str(&w, "unit", BENCH_FRAME_UNIT);
     bench_kv_int(&w, "year", BENCH_YEAR);
     bench_kv_int(&w, "amount", FRAME_AMOUNT);
     bench_kv_str(&w, "title", title);
+    bench_kv_decision(&w);
     bench_kv_str(&w, "reference", BENCH_REFERENCE);
+    mp_write_cstr(&w, "intended"); /* the run's frames are alike on purpose */
+    mp_write_bool(&w, true);
     return bench_request_end(&w);
 }
 
@@ -121,9 +133,10 @@ static size_t build_propose(uint8_t *buf, uint64_t rid, const char *id, const ch
 static size_t build_approve(uint8_t *buf, uint64_t rid, const char *id, const char *target)
 {
     mp_writer w;
-    bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "approve", 3);
+    bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "approve", 3 + BENCH_DECISION_PAIRS);
     bench_kv_str(&w, "id", id);
     bench_kv_str(&w, "target", target);
+    bench_kv_decision(&w);
     bench_kv_str(&w, "reference", BENCH_REFERENCE);
     return bench_request_end(&w);
 }
@@ -246,6 +259,19 @@ static int setup_exchange(bench_conn *bc, const uint8_t *buf, size_t len, unsign
 
 typedef size_t (*setup_builder)(uint8_t *buf, uint64_t rid, unsigned i);
 
+/* The two units the load names, registered first: a write names only registered units. The
+ * ids are fixed, so a later run on the same daemon is a retry that answers the first result. */
+static size_t setup_unit(uint8_t *buf, uint64_t rid, unsigned i)
+{
+    mp_writer w;
+    bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "unit.register", 4);
+    bench_kv_str(&w, "id", i == 0 ? "lg-unit-ks" : "lg-unit-son");
+    bench_kv_str(&w, "unit", i == 0 ? BENCH_FRAME_UNIT : BENCH_ALLOCATION_UNIT);
+    bench_kv_str(&w, "name", i == 0 ? "Kommunstyrelsen" : "Social- och omsorgsnämnden");
+    bench_kv_str(&w, "kind", i == 0 ? "styrelse" : "nämnd");
+    return bench_request_end(&w);
+}
+
 static size_t setup_frame(uint8_t *buf, uint64_t rid, unsigned i)
 {
     char id[BUDGET_ID_BYTES_MAX + 1], title[64];
@@ -352,6 +378,8 @@ static int setup(bench_conn *fr, const char *socket_path, uid_t decider)
 {
     bool forbidden = false;
     double t0 = bench_now_s();
+    if (setup_step(fr, setup_unit, 2, "unit.register", NULL) != 0)
+        return -1;
     if (setup_step(fr, setup_frame, APPEND_FRAMES + 1, "frame.grant", NULL) != 0)
         return -1;
     if (setup_step(fr, setup_proposal, APPEND_ALLOCATIONS + READ_ALLOCATIONS, "allocation.propose",

@@ -85,6 +85,11 @@ static void decode_command(const uint8_t *b, ledger_cmd *cmd, ledger_actor *acto
         snprintf(cmd->target, sizeof(cmd->target), "%s", ref);
         break;
     }
+    /* The decision of the types that rest on one (ignored by the others); now and then a
+     * date that is no day, which must be refused. */
+    snprintf(cmd->decision_body, sizeof(cmd->decision_body), "KS");
+    cmd->decision_date = b[2] == 0xff ? 20210229 : 20210824;
+    snprintf(cmd->decision_paragraph, sizeof(cmd->decision_paragraph), "%u", b[2] % 400u + 1);
 }
 
 static void check_rules(const ledger *l)

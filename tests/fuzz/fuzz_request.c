@@ -47,6 +47,11 @@ static ledger *make_base(void)
     c[2].type = LEDGER_DECISION_APPROVED;
     strcpy(c[2].id, "son-2021-ok");
     strcpy(c[2].target, "son-2021");
+    for (int i = 0; i < 3; i += 2) {
+        strcpy(c[i].decision_body, "KS");
+        c[i].decision_date = 20210824;
+        strcpy(c[i].decision_paragraph, "241");
+    }
     c[3].type = LEDGER_AVROP_REQUESTED;
     strcpy(c[3].id, "son-avrop-1");
     strcpy(c[3].allocation, "son-2021");

@@ -99,20 +99,27 @@ static void requests(void)
     request("verify", "verify", NULL);
     request("grant", "frame.grant",
             P("id=ks-2021", "unit=KS", "year=#2021", "amount=#300000000",
-              "title=Utökat trygghetsarbete", "reference=KS 2021-08-24 § 241"));
+              "title=Utökat trygghetsarbete", "decision_body=KS", "decision_date=2021-08-24",
+              "decision_paragraph=241", "reference=KS 2021-08-24 § 241"));
     request("adjust", "frame.adjust",
-            P("id=ks-2021-adj", "frame=ks-2021", "delta=#-5000000", "reason=Minskning"));
+            P("id=ks-2021-adj", "frame=ks-2021", "delta=#-5000000", "reason=Minskning",
+              "decision_body=KS", "decision_date=2021-10-12", "decision_paragraph=301"));
     request("propose", "allocation.propose",
             P("id=son-2021", "frame=ks-2021", "unit=SON", "amount=#100000000",
               "purpose=Områdesarbete"));
     request("avrop", "avrop.request",
             P("id=son-avrop-2", "allocation=son-2021", "amount=#40000000", "note=Höst"));
     request("approve", "approve",
-            P("id=son-avrop-1-ok", "target=son-avrop-1", "reference=KS 2021-09-28 § 270"));
-    request("reject", "reject", P("id=son-avrop-1-no", "target=son-avrop-1", "note=Nej"));
+            P("id=son-avrop-1-ok", "target=son-avrop-1", "decision_body=KS",
+              "decision_date=2021-09-28", "decision_paragraph=270 p. 2",
+              "decision_dnr=KS 2021/123"));
+    request("reject", "reject",
+            P("id=son-avrop-1-no", "target=son-avrop-1", "decision_body=SON",
+              "decision_date=2024-02-29", "decision_paragraph=12", "note=Nej"));
     request("withdraw", "withdraw", P("id=son-avrop-1-wd", "target=son-avrop-1"));
     request("expect-head", "frame.grant",
             P("id=kfn-2021", "unit=KFN", "year=#2021", "amount=#50000000", "title=Fritid",
+              "decision_body=KS", "decision_date=2021-08-24", "decision_paragraph=241",
               "expect_head=#4"));
     request("balances", "balances", P("unit=SON", "year=#2021", "as_of=#3", "offset=#0"));
     request("events", "events", P("after=#0", "limit=#100", "type=avrop.requested"));
@@ -165,13 +172,59 @@ static void requests(void)
             P("id=x", "unit=X\nbudgetd error: FAKE", "year=#2021", "amount=#1", "title=T"));
 }
 
-/* The scenario of the source document, as events, each file one encoded event. */
+/* Registers unit `code` in `l` (the checking ledger of events() below) as event `seq`. */
+static void register_in(ledger *l, const char *code, uint64_t seq)
+{
+    static const ledger_actor admin = {1000, "clerk"};
+    ledger_cmd c;
+    ledger_event ev;
+    memset(&c, 0, sizeof(c));
+    c.type = LEDGER_UNIT_REGISTERED;
+    snprintf(c.id, sizeof(c.id), "unit-%s", code);
+    strcpy(c.unit, code);
+    strcpy(c.title, code);
+    strcpy(c.unit_kind, "nämnd");
+    if (ledger_check(l, &c, &admin, &ev, NULL, NULL) != 0)
+        exit(1);
+    ev.seq = seq;
+    ledger_apply(l, &ev);
+}
+
+/* The register of units, after the scenario: BUN registered under KS, renamed, closed. */
+static void unit_commands(ledger_cmd *c)
+{
+    memset(c, 0, 3 * sizeof(*c));
+    c[0].type = LEDGER_UNIT_REGISTERED;
+    strcpy(c[0].id, "unit-bun");
+    strcpy(c[0].unit, "BUN");
+    strcpy(c[0].title, "Barn- och ungdomsnämnden");
+    strcpy(c[0].unit_kind, "nämnd");
+    strcpy(c[0].parent, "KS");
+    strcpy(c[0].reference, "KF 2018-12-18 § 510");
+    c[1].type = LEDGER_UNIT_RENAMED;
+    strcpy(c[1].id, "unit-bun-namn");
+    strcpy(c[1].unit, "BUN");
+    strcpy(c[1].title, "Bildningsnämnden");
+    c[2].type = LEDGER_UNIT_CLOSED;
+    strcpy(c[2].id, "unit-bun-slut");
+    strcpy(c[2].unit, "BUN");
+    strcpy(c[2].reference, "KF 2022-12-12 § 5");
+}
+
+/*
+ * The scenario of the source document, as events, each file one encoded event; then the
+ * register's three types. The first seven files were written before units were registered
+ * and keep their bytes: their commands are checked against a ledger `l` in which KS and SON
+ * were registered first (events the corpus leaves out, so `l` runs two seqs ahead).
+ */
 static void events(void)
 {
     static const ledger_actor clerk = {1000, "clerk"}, approver = {1002, "approver"};
     ledger *l = ledger_new();
-    ledger_cmd c[7];
+    ledger_cmd c[10];
     uint8_t prev[BUDGET_HASH_BYTES] = {0};
+    register_in(l, "KS", 1);
+    register_in(l, "SON", 2);
     memset(c, 0, sizeof(c));
     c[0].type = LEDGER_FRAME_GRANTED;
     strcpy(c[0].id, "ks-2021");
@@ -206,7 +259,15 @@ static void events(void)
     c[6].type = LEDGER_REQUEST_WITHDRAWN;
     strcpy(c[6].id, "son-avrop-2-wd");
     strcpy(c[6].target, "son-avrop-2");
+    unit_commands(&c[7]);
+    /* The decisions. The committed corpus of fuzz_event was written before decisions were
+     * data: its events carry none, as a log of then does (test_event replays them). */
     for (int i = 0; i < 7; i++) {
+        strcpy(c[i].decision_body, "KS");
+        c[i].decision_date = 20210824;
+        strcpy(c[i].decision_paragraph, "241");
+    }
+    for (int i = 0; i < 10; i++) {
         ledger_event ev;
         uint8_t bytes[EVENT_BYTES_MAX], hash[BUDGET_HASH_BYTES];
         char name[32];
@@ -216,7 +277,7 @@ static void events(void)
             strcpy(v.id, "son-avrop-2");
             if (ledger_check(l, &v, &clerk, &ev, NULL, NULL) != 0)
                 exit(1);
-            ev.seq = 7;
+            ev.seq = 7 + 2;
             ledger_apply(l, &ev);
         }
         /* Four-eyes: decisions come from another identity than the requests they decide. */
@@ -226,9 +287,10 @@ static void events(void)
             fprintf(stderr, "make_corpus: event %d refused\n", i);
             exit(1);
         }
-        ev.seq = (uint64_t)i + 1 + (i == 6);
+        ev.seq = (uint64_t)i + 1 + (i >= 6) + 2;
         ev.ts_ms = 1630000000000ull + (uint64_t)i;
         ledger_apply(l, &ev);
+        ev.seq -= 2;
         int n = event_encode(&ev, prev, bytes, sizeof(bytes), hash);
         snprintf(name, sizeof(name), "%d-%s", i + 1, ledger_type_name(ev.type));
         put_file("fuzz_event", name, bytes, (size_t)n);
