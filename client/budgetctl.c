@@ -278,7 +278,7 @@ static const command commands[] = {
       {"as-of", KIND_UINT, NULL, 0, "SEQ", "the ledger as it stood right after event SEQ", 1,
        UINT64_MAX},
       {"csv", KIND_FLAG, NULL, 0, NULL, "CSV instead of a table", 0, 0},
-      {"swedish", KIND_FLAG, NULL, 0, NULL, "csv: ; between fields, decimal comma, Swedish headers",
+      {"swedish", KIND_FLAG, NULL, 0, NULL, "Swedish headers; csv: ; between fields, decimal comma",
        0, 0}}},
     {"verify", "verify", NULL, run_verify, "re-walk the whole hash chain", {{0}}},
     {"stats", "stats", NULL, run_stats, "the daemon's counters", {{0}}},

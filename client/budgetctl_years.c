@@ -307,17 +307,32 @@ static int fetch_years(ctl *c, const command *cmd, arg_value *values, const int3
 static const char *const amount_keys[] = {"budget",     "plan",      "allocated",
                                           "called_off", "available", "unspent"};
 #define AMOUNTS (sizeof amount_keys / sizeof amount_keys[0])
-static const char *const english_headers[] = {"kind",       "unit",      "parent", "year",
-                                              "plan_by",    "budget",    "plan",   "allocated",
-                                              "called_off", "available", "unspent"};
+static const char *const english_headers[] = {"kind",      "unit",       "name",      "parent",
+                                              "year",      "plan_by",    "budget",    "plan",
+                                              "allocated", "called_off", "available", "unspent"};
 static const char *const swedish_headers[] = {
-    "typ",  "enhet",    "överordnad", "år",          "plan_beslutad_år", "budget",
-    "plan", "fördelat", "avropat",    "disponibelt", "ej_förbrukat"};
+    "typ",    "enhet", "namn",     "överordnad", "år",          "plan_beslutad_år",
+    "budget", "plan",  "fördelat", "avropat",    "disponibelt", "ej_förbrukat"};
 #define COLUMNS (sizeof english_headers / sizeof english_headers[0])
-/* A cell: a unit code, a year or an amount "-1 000 000 000 000 000,00 kr" fits. */
+/* The columns of a unit's name and its year; the amounts follow the year's plan_by. */
+#define NAME_COLUMN 2
+#define YEAR_COLUMN 4
+#define AMOUNT_COLUMN 6
+/* A cell: a unit code, a year or an amount "-1 000 000 000 000 000,00 kr" fits. A name is
+ * longer (up to BUDGET_TEXT_BYTES_MAX bytes) and is kept apart. */
 #define CELL_BYTES 64
 
-typedef char years_cells[COLUMNS][CELL_BYTES];
+/* The kinds of item, in the order they are shown within a group. */
+enum { ITEM_ROW, ITEM_SUBTOTAL, ITEM_TOTAL };
+
+/* One item shown: a row, a subtotal or a total, and where it goes (see order_items). */
+typedef struct {
+    char cells[COLUMNS][CELL_BYTES];
+    char *name; /* the name column, escaped; NULL when empty */
+    int kind;
+    int64_t year;
+    size_t rank, order;
+} years_item;
 
 /* An amount in kronor for CSV: "1500000.00" or, Swedish, "1500000,00"; "" for nil. */
 static void csv_amount(char *out, size_t size, const msgpack_object *v, bool swedish)
@@ -359,59 +374,118 @@ static void safe_str(const msgpack_object *item, const char *key, char *out)
     budget_escape(out, CELL_BYTES, raw, strlen(raw));
 }
 
+/* The name of `item` made safe, whole, in a new string; NULL when it has none or when out of
+ * memory (`failed` is then set). */
+static char *safe_name(const msgpack_object *item, bool *failed)
+{
+    char raw[BUDGET_TEXT_BYTES_MAX + 1], safe[BUDGET_ESCAPED_BYTES(BUDGET_TEXT_BYTES_MAX)];
+    budget_map_str(item, "name", raw, sizeof raw);
+    if (raw[0] == '\0')
+        return NULL;
+    budget_escape(safe, sizeof safe, raw, strlen(raw));
+    char *copy = strdup(safe);
+    *failed = *failed || copy == NULL;
+    return copy;
+}
+
 typedef struct {
     bool csv, swedish;
-    years_cells *cells[2]; /* rows, subtotals */
-    size_t count[2], cap[2];
+    years_item *items;
+    size_t count, cap;
     bool failed;
 } years_out;
 
-/* The cells of one item: kind, unit, parent, year, plan_by, then the amounts. */
-static void item_cells(const years_out *o, const msgpack_object *item, const char *kind,
-                       years_cells cells)
+/* The cells of one item: kind, unit, name, parent, year, plan_by, then the amounts. A subtotal
+ * shows its parent as its unit. */
+static void item_cells(const years_out *o, const msgpack_object *item, years_item *x)
 {
-    snprintf(cells[0], CELL_BYTES, "%s", kind);
-    safe_str(item, "unit", cells[1]);
-    safe_str(item, "parent", cells[2]);
-    snprintf(cells[3], CELL_BYTES, "%" PRId64, budget_map_int(item, "year", 0));
+    static const char *const kinds[][2] = {
+        {"unit", "enhet"}, {"subtotal", "delsumma"}, {"total", "totalt"}};
+    snprintf(x->cells[0], CELL_BYTES, "%s", kinds[x->kind][o->swedish ? 1 : 0]);
+    safe_str(item, x->kind == ITEM_SUBTOTAL ? "parent" : "unit", x->cells[1]);
+    x->cells[NAME_COLUMN][0] = '\0';
+    x->cells[3][0] = '\0';
+    if (x->kind == ITEM_ROW)
+        safe_str(item, "parent", x->cells[3]);
+    x->year = budget_map_int(item, "year", 0);
+    snprintf(x->cells[YEAR_COLUMN], CELL_BYTES, "%" PRId64, x->year);
     int64_t plan_by = budget_map_int(item, "plan_by", 0);
-    cells[4][0] = '\0';
+    x->cells[YEAR_COLUMN + 1][0] = '\0';
     if (plan_by > 0)
-        snprintf(cells[4], CELL_BYTES, "%" PRId64, plan_by);
+        snprintf(x->cells[YEAR_COLUMN + 1], CELL_BYTES, "%" PRId64, plan_by);
     for (size_t k = 0; k < AMOUNTS; k++) {
         const msgpack_object *v = budget_map_get(item, amount_keys[k]);
         if (o->csv)
-            csv_amount(cells[5 + k], CELL_BYTES, v, o->swedish);
+            csv_amount(x->cells[AMOUNT_COLUMN + k], CELL_BYTES, v, o->swedish);
         else
-            table_amount(cells[5 + k], CELL_BYTES, v);
+            table_amount(x->cells[AMOUNT_COLUMN + k], CELL_BYTES, v);
     }
 }
 
-/* Keeps the items of `list` as cells of list `which` (0 rows, 1 subtotals, totals with 1). */
-static void keep_items(years_out *o, const msgpack_object *list, int which, const char *kind)
+/* Keeps the items of `list`, of kind `kind`. */
+static void keep_items(years_out *o, const msgpack_object *list, int kind)
 {
     if (list == NULL || list->type != MSGPACK_OBJECT_ARRAY)
         return;
     for (uint32_t i = 0; i < list->via.array.size && !o->failed; i++) {
-        if (o->count[which] == o->cap[which]) {
-            size_t cap = o->cap[which] ? o->cap[which] * 2 : 64;
-            years_cells *grown = realloc(o->cells[which], cap * sizeof *grown);
+        if (o->count == o->cap) {
+            size_t cap = o->cap ? o->cap * 2 : 64;
+            years_item *grown = realloc(o->items, cap * sizeof *grown);
             if (grown == NULL) {
                 o->failed = true;
                 return;
             }
-            o->cells[which] = grown;
-            o->cap[which] = cap;
+            o->items = grown;
+            o->cap = cap;
         }
-        item_cells(o, &list->via.array.ptr[i], kind, o->cells[which][o->count[which]++]);
+        years_item *x = &o->items[o->count];
+        x->kind = kind;
+        x->order = o->count++;
+        x->name = kind == ITEM_TOTAL ? NULL : safe_name(&list->via.array.ptr[i], &o->failed);
+        item_cells(o, &list->via.array.ptr[i], x);
     }
 }
 
 static void keep_page(const msgpack_object *page, void *state)
 {
     years_out *o = state;
-    keep_items(o, budget_map_get(page, "rows"), 0, o->swedish ? "enhet" : "unit");
-    keep_items(o, budget_map_get(page, "subtotals"), 1, o->swedish ? "delsumma" : "subtotal");
+    keep_items(o, budget_map_get(page, "rows"), ITEM_ROW);
+    keep_items(o, budget_map_get(page, "subtotals"), ITEM_SUBTOTAL);
+}
+
+static int item_cmp(const void *pa, const void *pb)
+{
+    const years_item *a = pa, *b = pb;
+    if (a->year != b->year)
+        return a->year < b->year ? -1 : 1;
+    if (a->rank != b->rank)
+        return a->rank < b->rank ? -1 : 1;
+    if (a->kind != b->kind)
+        return a->kind < b->kind ? -1 : 1;
+    return a->order < b->order ? -1 : a->order > b->order;
+}
+
+/*
+ * Puts the items in the order shown: by year; in a year, first the rows of units under no
+ * parent (or under one without a subtotal), then for each subtotal, in the daemon's order, the
+ * rows of the units under that parent followed by the subtotal, and last the year's total.
+ * O(rows × subtotals).
+ */
+static void order_items(years_out *o)
+{
+    for (size_t i = 0; i < o->count; i++) {
+        years_item *x = &o->items[i];
+        x->rank = x->kind == ITEM_TOTAL ? SIZE_MAX : x->kind == ITEM_SUBTOTAL ? 1 + x->order : 0;
+        for (size_t k = 0; x->kind == ITEM_ROW && x->cells[3][0] != '\0' && k < o->count; k++) {
+            const years_item *t = &o->items[k];
+            if (t->kind == ITEM_SUBTOTAL && t->year == x->year &&
+                strcmp(t->cells[1], x->cells[3]) == 0) {
+                x->rank = 1 + t->order;
+                break;
+            }
+        }
+    }
+    qsort(o->items, o->count, sizeof *o->items, item_cmp);
 }
 
 /* A CSV field: quoted when it holds the separator, a quote or a line break. */
@@ -440,18 +514,20 @@ static void csv_line(const char *const *cells, char sep)
     fputc('\n', stdout);
 }
 
-/* Calls `line` with the headers, then every kept row, subtotal and total in that order. */
+/* Calls `line` with the headers, then every kept item in its order. */
 static void each_line(const years_out *o, const char *const *headers,
                       void (*line)(const char *const *cells, const void *state), const void *state)
 {
     line(headers, state);
-    for (int which = 0; which < 2; which++)
-        for (size_t r = 0; r < o->count[which]; r++) {
-            const char *cells[COLUMNS];
-            for (size_t k = 0; k < COLUMNS; k++)
-                cells[k] = o->cells[which][r][k];
-            line(cells, state);
-        }
+    for (size_t r = 0; r < o->count; r++) {
+        const years_item *x = &o->items[r];
+        const char *cells[COLUMNS];
+        for (size_t k = 0; k < COLUMNS; k++)
+            cells[k] = x->cells[k];
+        if (x->name != NULL)
+            cells[NAME_COLUMN] = x->name;
+        line(cells, state);
+    }
 }
 
 static void csv_out(const char *const *cells, const void *state)
@@ -473,7 +549,7 @@ static void table_out(const char *const *cells, const void *state)
     const size_t *width = state;
     for (size_t k = 0; k < COLUMNS; k++) {
         int pad = (int)(width[k] - columns_of(cells[k]));
-        if (k >= 3) /* numbers to the right */
+        if (k >= YEAR_COLUMN) /* numbers to the right */
             printf("%s%*s%s", k > 0 ? "  " : "", pad, "", cells[k]);
         else
             printf("%s%s%*s", k > 0 ? "  " : "", cells[k], k + 1 == COLUMNS ? 0 : pad, "");
@@ -481,13 +557,15 @@ static void table_out(const char *const *cells, const void *state)
     fputc('\n', stdout);
 }
 
-/* The table or the CSV of the kept items and the totals of `first`. */
+/* The table or the CSV of the kept items and the totals of `first`. Headers in Swedish for
+ * --swedish (or a Swedish locale); CSV with ';' and a decimal comma for years' --swedish. */
 static int print_years(years_out *o, const msgpack_object *first)
 {
-    keep_items(o, budget_map_get(first, "totals"), 1, o->swedish ? "totalt" : "total");
+    keep_items(o, budget_map_get(first, "totals"), ITEM_TOTAL);
     if (o->failed)
         return complain(EXIT_USAGE, "out of memory");
-    const char *const *headers = o->swedish ? swedish_headers : english_headers;
+    order_items(o);
+    const char *const *headers = o->swedish || cli_swedish ? swedish_headers : english_headers;
     if (o->csv) {
         char sep = o->swedish ? ';' : ',';
         each_line(o, headers, csv_out, &sep);
@@ -497,7 +575,7 @@ static int print_years(years_out *o, const msgpack_object *first)
     size_t width[COLUMNS] = {0};
     each_line(o, headers, widen, width);
     printf("as of seq %" PRId64 "; plan_by: the budget year of the adoption that planned the "
-           "amount; unspent only for closed years\n",
+           "amount; a subtotal sums the units under its parent; unspent only for closed years\n",
            budget_map_int(first, "as_of", 0));
     each_line(o, headers, table_out, width);
     return EXIT_DONE;
@@ -568,8 +646,6 @@ int run_years(ctl *c, const command *cmd, arg_value *values)
     memset(&o, 0, sizeof o);
     o.csv = value_of(cmd, values, "csv")->set;
     o.swedish = value_of(cmd, values, "swedish")->set;
-    if (o.swedish && !o.csv)
-        return complain(EXIT_USAGE, "--swedish goes with --csv");
     if (c->json && o.csv)
         return complain(EXIT_USAGE, "--json and --csv do not go together");
     if (c->json)
@@ -580,7 +656,8 @@ int run_years(ctl *c, const command *cmd, arg_value *values)
         rc = print_years(&o, &first.result);
         budget_response_free(&first);
     }
-    free(o.cells[0]);
-    free(o.cells[1]);
+    for (size_t i = 0; i < o.count; i++)
+        free(o.items[i].name);
+    free(o.items);
     return rc;
 }

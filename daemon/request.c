@@ -851,22 +851,27 @@ static void pack_sums(msgpack_packer *pk, const years_sums *v)
         msgpack_pack_nil(pk);
 }
 
-static void pack_years_row(msgpack_packer *pk, const years_row *r, const char *parent)
+static void pack_years_row(msgpack_packer *pk, const ledger *l, const years_row *r)
 {
-    msgpack_pack_map(pk, 10);
+    const char *parent = years_parent(l, r->unit, NULL);
+    msgpack_pack_map(pk, 11);
     pack_key_str(pk, "unit", r->unit);
+    pack_key_str(pk, "name", years_name(l, r->unit));
     pack_key_str(pk, "parent", parent != NULL ? parent : "");
     pack_key_int(pk, "year", r->year);
     pack_key_int(pk, "plan_by", r->plan_by);
     pack_sums(pk, &r->sums);
 }
 
-static void pack_years_sum(msgpack_packer *pk, const char *parent, int32_t year,
+/* A subtotal of the rows under `parent` (with its name), or a total (`parent` NULL). */
+static void pack_years_sum(msgpack_packer *pk, const ledger *l, const char *parent, int32_t year,
                            const years_sums *v)
 {
-    msgpack_pack_map(pk, parent != NULL ? 8 : 7);
-    if (parent != NULL)
+    msgpack_pack_map(pk, parent != NULL ? 9 : 7);
+    if (parent != NULL) {
         pack_key_str(pk, "parent", parent);
+        pack_key_str(pk, "name", years_name(l, parent));
+    }
     pack_key_int(pk, "year", year);
     pack_sums(pk, v);
 }
@@ -888,10 +893,10 @@ static int pack_years(msgpack_packer *pk, const ledger *l, const balances_query 
     years_row r;
     while (!rows.more && years_next_row(l, &i, unit, q->from, q->to, &r))
         if (page_takes(&rows))
-            pack_years_row(&rows.pk, &r, years_parent(l, r.unit, NULL));
+            pack_years_row(&rows.pk, l, &r);
     for (size_t k = 0; k < sum.subtotals_count && !subtotals.more; k++)
         if (page_takes(&subtotals))
-            pack_years_sum(&subtotals.pk, sum.subtotals[k].parent, sum.subtotals[k].year,
+            pack_years_sum(&subtotals.pk, l, sum.subtotals[k].parent, sum.subtotals[k].year,
                            &sum.subtotals[k].sums);
     int rc = msgpack_pack_map(pk, 9);
     pack_key_uint(pk, "as_of", as_of);
@@ -903,7 +908,7 @@ static int pack_years(msgpack_packer *pk, const ledger *l, const balances_query 
     pack_cstr(pk, "totals");
     rc |= msgpack_pack_array(pk, (uint32_t)(q->to - q->from + 1));
     for (int32_t y = q->from; y <= q->to; y++)
-        pack_years_sum(pk, NULL, y, &sum.totals[y - q->from]);
+        pack_years_sum(pk, l, NULL, y, &sum.totals[y - q->from]);
     pack_cstr(pk, "more");
     rc |= rows.more || subtotals.more ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
     pack_cstr(pk, "next");

@@ -6,10 +6,25 @@
 
 const char *years_parent(const ledger *l, const char *unit, void *ctx)
 {
-    (void)l;
-    (void)unit;
     (void)ctx;
-    return NULL;
+    const registry *reg = ledger_registry(l);
+    uint32_t i = registry_find(reg, unit);
+    if (i == REGISTRY_NONE)
+        return NULL;
+    registry_view v;
+    registry_view_of(reg, i, &v);
+    return v.parent[0] != '\0' ? v.parent : NULL;
+}
+
+const char *years_name(const ledger *l, const char *unit)
+{
+    const registry *reg = ledger_registry(l);
+    uint32_t i = registry_find(reg, unit);
+    if (i == REGISTRY_NONE)
+        return unit;
+    registry_view v;
+    registry_view_of(reg, i, &v);
+    return v.name;
 }
 
 bool years_closed(const ledger *l, int32_t year)

@@ -2,6 +2,7 @@
  * The units × years view (docs/protocol.md, `balances` with view "years"): per unit and year
  * its budget (frames), its plan amount, what it received and called off, what is available and,
  * for a closed year, what was left unspent; with subtotals by parent unit and totals by year.
+ * The parent of a unit and its name are the register's (registry.h).
  * Pure, over a ledger: no I/O, no allocation but the summary's list of subtotals.
  */
 #ifndef BUDGET_YEARS_H
@@ -33,8 +34,13 @@ typedef struct {
 /* The parent of `unit`, or NULL when it has none. `ctx` is the caller's. */
 typedef const char *(*years_parent_fn)(const ledger *l, const char *unit, void *ctx);
 
-/* The parent of a unit as the ledger knows it: none yet (units have no register), so NULL. */
+/* The parent of a unit in the ledger's register of units (its code), or NULL when it has none
+ * or is not in the register. `ctx` is not used. Valid until the register next changes. */
 const char *years_parent(const ledger *l, const char *unit, void *ctx);
+
+/* The current name of `unit` in the register (its code when it is not registered). Valid
+ * until the register next changes. */
+const char *years_name(const ledger *l, const char *unit);
 
 /* True when `year` is closed (its frames frozen): none is yet, so false. */
 bool years_closed(const ledger *l, int32_t year);

@@ -177,16 +177,20 @@ Test(e2e_years, the_view_as_csv_and_as_a_table_cuts_no_text)
     adopt_2022();
     e2e_ctl_result r;
     ctl_ok(&r, "years", "2022-2023", "--csv", "--swedish");
-    cr_assert(strncmp(r.out, "typ;enhet;överordnad;år;", strlen("typ;enhet;överordnad;år;")) == 0,
+    cr_assert(strncmp(r.out, "typ;enhet;namn;överordnad;år;",
+                      strlen("typ;enhet;namn;överordnad;år;")) == 0,
               "%s", r.out);
-    cr_assert(strstr(r.out, "\nenhet;SON;;2022;;1000000,00;;0,00;0,00;0,00;\n") != NULL, "%s",
-              r.out);
-    cr_assert(strstr(r.out, "\nenhet;SON;;2023;2022;0,00;1000000,00;0,00;0,00;0,00;\n") != NULL,
+    cr_assert(strstr(r.out, "\nenhet;SON;Social- och omsorgsnämnden;;2022;;1000000,00;;0,00;0,00;"
+                            "0,00;\n") != NULL,
               "%s", r.out);
-    cr_assert(strstr(r.out, "\ntotalt;;;2023;;0,00;3000000,00;") != NULL, "%s", r.out);
+    cr_assert(strstr(r.out, "\nenhet;SON;Social- och omsorgsnämnden;;2023;2022;0,00;1000000,00;"
+                            "0,00;0,00;0,00;\n") != NULL,
+              "%s", r.out);
+    cr_assert(strstr(r.out, "\ntotalt;;;;2023;;0,00;3000000,00;") != NULL, "%s", r.out);
     e2e_ctl_free(&r);
     ctl_ok(&r, "years", "2022-2023", "--csv");
-    cr_assert(strstr(r.out, "\nunit,SON,,2023,2022,0.00,1000000.00,0.00,0.00,0.00,\n") != NULL,
+    cr_assert(strstr(r.out, "\nunit,SON,Social- och omsorgsnämnden,,2023,2022,0.00,1000000.00,0.00,"
+                            "0.00,0.00,\n") != NULL,
               "%s", r.out);
     e2e_ctl_free(&r);
 
@@ -197,8 +201,6 @@ Test(e2e_years, the_view_as_csv_and_as_a_table_cuts_no_text)
     ctl_ok(&r, "years", "2022-2022");
     cr_assert(strstr(r.out, long_unit) != NULL, "%s", r.out);
     cr_assert(strstr(r.out, "1 000 000,00 kr") != NULL, "%s", r.out);
-    e2e_ctl_free(&r);
-    cr_assert_eq(ctl_run(&r, "years", "2022-2022", "--swedish"), 2, "--swedish without --csv");
     e2e_ctl_free(&r);
     cr_assert_eq(ctl_run(&r, "years", "2000-2020"), 2, "21 years");
     e2e_ctl_free(&r);
@@ -289,4 +291,175 @@ Test(e2e_years, a_bad_line_refuses_the_adoption_and_the_view_replays_as_of)
     e2e_ctl_free(&b);
     e2e_json_free(again);
     e2e_json_free(now);
+}
+
+/* ---- subtotals by the register's parents --------------------------------------------------- */
+
+/* Verksamheter under SON and KFN (SON and KFN themselves are under none), and budget 2022 with
+ * plan 2023 for them and for KS. */
+static void adopt_verksamheter(void)
+{
+    static const char *const units[][3] = {
+        {"SON-IFO", "Individ- och familjeomsorg", "SON"},
+        {"SON-AO", "Äldreomsorg", "SON"},
+        {"KFN-BIB", "Bibliotek", "KFN"},
+    };
+    e2e_ctl_result r;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        ctl_ok(&r, "unit", "register", units[i][0], "--name", units[i][1], "--kind", "verksamhet",
+               "--parent", units[i][2]);
+        e2e_ctl_free(&r);
+    }
+    char path[256];
+    lines_file("v2022.txt",
+               "KS;2 mkr;2 mkr\n"
+               "SON-IFO;1,25 mkr;1,3 mkr\n"
+               "SON-AO;3 mkr;3,1 mkr\n"
+               "KFN-BIB;0,75 mkr;0\n",
+               path, sizeof path);
+    ctl_ok(&r, "adopt", "--id", "v2022", "--year", "2022", "--plan", "2023-2023", "--decision",
+           "KF 2021-11-22 § 150", "--title", "Verksamheternas budget", "--lines", path);
+    e2e_ctl_free(&r);
+}
+
+Test(e2e_years, subtotals_sum_the_rows_of_the_units_under_each_parent)
+{
+    adopt_verksamheter();
+    e2e_json *j = years_json("2022-2023", NULL);
+    const e2e_json *rows = e2e_json_get(j, "rows"), *subtotals = e2e_json_get(j, "subtotals");
+    e2e_assert(rows != NULL && subtotals != NULL, "rows and subtotals");
+    /* Each row has its registered name and parent. */
+    e2e_assert_str(e2e_json_str(row_of(j, "rows", "SON-AO", 2022), "name"), "Äldreomsorg",
+                   "SON-AO's name");
+    e2e_assert_str(e2e_json_str(row_of(j, "rows", "SON-AO", 2022), "parent"), "SON",
+                   "SON-AO's parent");
+    e2e_assert_str(e2e_json_str(row_of(j, "rows", "KS", 2022), "parent"), "", "KS has none");
+    /* SON and KFN in 2022 and 2023; each the sums of its rows, with the parent's name. */
+    e2e_assert_int((int64_t)subtotals->count, 4, "subtotals");
+    static const char *const keys[] = {"budget", "plan", "allocated", "called_off", "available"};
+    for (size_t k = 0; k < subtotals->count; k++) {
+        const e2e_json *t = subtotals->items[k];
+        const char *parent = e2e_json_str(t, "parent");
+        int64_t year = e2e_json_int(t, "year", 0);
+        e2e_assert_str(e2e_json_str(t, "name"),
+                       strcmp(parent, "SON") == 0 ? "Social- och omsorgsnämnden"
+                                                  : "Kultur- och fritidsnämnden",
+                       "the parent's registered name");
+        for (size_t c = 0; c < sizeof keys / sizeof keys[0]; c++) {
+            int64_t sum = 0;
+            size_t summed = 0, valued = 0;
+            for (size_t i = 0; i < rows->count; i++)
+                if (strcmp(e2e_json_str(rows->items[i], "parent"), parent) == 0 &&
+                    e2e_json_int(rows->items[i], "year", 0) == year) {
+                    const e2e_json *v = e2e_json_get(rows->items[i], keys[c]);
+                    valued += v != NULL && v->type == E2E_JSON_NUMBER;
+                    sum += e2e_json_int(rows->items[i], keys[c], 0);
+                    summed++;
+                }
+            e2e_assert(summed > 0, "subtotal %s %lld sums no row", parent, (long long)year);
+            const e2e_json *v = e2e_json_get(t, keys[c]);
+            e2e_assert(valued > 0 ? e2e_json_int(t, keys[c], -1) == sum
+                                  : v != NULL && v->type == E2E_JSON_NULL,
+                       "subtotal %s %lld %s is not %lld", parent, (long long)year, keys[c],
+                       (long long)sum);
+        }
+    }
+    e2e_json_free(j);
+}
+
+/* Öre of a CSV amount "1250000.00" (or with a decimal comma); 0 for "". */
+static int64_t csv_ore(const char *s)
+{
+    char digits[32];
+    size_t n = 0;
+    for (; *s && n + 1 < sizeof digits; s++)
+        if (*s != '.' && *s != ',')
+            digits[n++] = *s;
+    digits[n] = '\0';
+    return n ? strtoll(digits, NULL, 10) : 0;
+}
+
+/* Splits the CSV line `line` (no quoted fields) on `sep` into at most 12 fields. */
+static size_t csv_fields(char *line, char sep, char *fields[12])
+{
+    size_t n = 0;
+    fields[n++] = line;
+    for (char *p = line; *p && n < 12; p++)
+        if (*p == sep) {
+            *p = '\0';
+            fields[n++] = p + 1;
+        }
+    return n;
+}
+
+/* The CSV of `years` checked line by line: the rows of the units under a parent come right
+ * before its subtotal, which sums them, and each year ends with its total, which sums every
+ * row of the year. Returns the number of subtotals seen. */
+static size_t check_csv_groups(char *csv, char sep, const char *subtotal, const char *total)
+{
+    int64_t group[6] = {0}, year_sum[6] = {0};
+    char group_parent[64] = "", *save = NULL;
+    size_t rows_in_group = 0, subtotals = 0;
+    strtok_r(csv, "\n", &save); /* the headers */
+    for (char *line = strtok_r(NULL, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *f[12];
+        e2e_assert(csv_fields(line, sep, f) == 12, "12 fields: %s", line);
+        if (strcmp(f[0], subtotal) == 0) {
+            e2e_assert(rows_in_group > 0 && strcmp(group_parent, f[1]) == 0,
+                       "subtotal %s right after the rows under it", f[1]);
+            for (int k = 0; k < 5; k++)
+                e2e_assert(csv_ore(f[6 + k]) == group[k], "subtotal %s %s column %d", f[1], f[4],
+                           6 + k);
+            subtotals++;
+        } else if (strcmp(f[0], total) == 0) {
+            for (int k = 0; k < 5; k++)
+                e2e_assert(csv_ore(f[6 + k]) == year_sum[k], "total %s column %d", f[4], 6 + k);
+            memset(year_sum, 0, sizeof year_sum);
+        } else {
+            if (f[3][0] == '\0' || strcmp(f[3], group_parent) != 0) {
+                memset(group, 0, sizeof group);
+                rows_in_group = 0;
+            }
+            snprintf(group_parent, sizeof group_parent, "%s", f[3]);
+            for (int k = 0; k < 5; k++) {
+                group[k] += csv_ore(f[6 + k]);
+                year_sum[k] += csv_ore(f[6 + k]);
+            }
+            rows_in_group++;
+            continue;
+        }
+        group_parent[0] = '\0';
+        rows_in_group = 0;
+        memset(group, 0, sizeof group);
+    }
+    return subtotals;
+}
+
+Test(e2e_years, the_table_and_csv_show_each_parents_units_then_its_subtotal)
+{
+    adopt_verksamheter();
+    e2e_ctl_result r;
+    ctl_ok(&r, "years", "2022-2023", "--csv");
+    e2e_assert_int(check_csv_groups(r.out, ',', "subtotal", "total"), 4, "subtotals in CSV");
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "years", "2022-2023", "--csv", "--swedish");
+    cr_assert(strncmp(r.out, "typ;enhet;namn;överordnad;år;", 30) == 0, "%s", r.out);
+    cr_assert(strstr(r.out, "\ndelsumma;SON;Social- och omsorgsnämnden;;2022;;") != NULL, "%s",
+              r.out);
+    e2e_assert_int(check_csv_groups(r.out, ';', "delsumma", "totalt"), 4, "subtotals, Swedish");
+    e2e_ctl_free(&r);
+    /* The table: in the same order, with the names whole. */
+    ctl_ok(&r, "years", "2022-2023");
+    const char *ifo = strstr(r.out, "Individ- och familjeomsorg");
+    const char *ao = strstr(r.out, "Äldreomsorg");
+    const char *son = strstr(r.out, "subtotal  SON");
+    const char *total = strstr(r.out, "\ntotal ");
+    e2e_assert(ifo && ao && son && total && ifo < son && ao < son && son < total,
+               "SON's units, then its subtotal, then the total: %s", r.out);
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "years", "2022-2023", "--swedish");
+    cr_assert(strncmp(r.out, "as of", 5) == 0 && strstr(r.out, "\ntyp ") != NULL &&
+                  strstr(r.out, "\ndelsumma  SON") != NULL,
+              "%s", r.out);
+    e2e_ctl_free(&r);
 }

@@ -2838,14 +2838,6 @@ Test(ledger, adoptions_and_continued_frames_replay_to_the_same_state)
     ledger_free(twin);
 }
 
-/* A parent map for the tests of subtotals: SON and KFN under "VO"; others have none. */
-static const char *test_parent(const ledger *s, const char *unit, void *ctx)
-{
-    (void)s;
-    cr_assert_str_eq((const char *)ctx, "map");
-    return strcmp(unit, "SON") == 0 || strcmp(unit, "KFN") == 0 ? "VO" : NULL;
-}
-
 Test(ledger, the_years_view_sums_rows_by_parent_and_by_year)
 {
     adopt_2022();
@@ -2855,7 +2847,8 @@ Test(ledger, the_years_view_sums_rows_by_parent_and_by_year)
     OK_AS(UID_DECIDER, approve("v1-ok", "v1"));
 
     years_summary sum;
-    cr_assert_eq(years_summarize(l, NULL, 2021, 2024, test_parent, "map", &sum), 0);
+    /* The register's parents: SON and KFN are under KS (the fixture); KS is under none. */
+    cr_assert_eq(years_summarize(l, NULL, 2021, 2024, years_parent, NULL, &sum), 0);
     /* Totals of every unit by year. */
     cr_assert_eq(sum.totals[0].budget, 300000000); /* 2021: f2021 */
     cr_assert_not(sum.totals[0].has_plan);
@@ -2867,9 +2860,9 @@ Test(ledger, the_years_view_sums_rows_by_parent_and_by_year)
     cr_assert(sum.totals[2].has_plan);
     cr_assert_eq(sum.totals[2].plan, 300000000);
     cr_assert_eq(sum.totals[3].plan, 300000000);
-    /* Subtotals of VO (SON and KFN), in order of first appearance: 2022, then 2023, 2024. */
+    /* Subtotals of KS (SON and KFN), in order of first appearance: 2022, then 2023, 2024. */
     cr_assert_eq(sum.subtotals_count, 3);
-    cr_assert_str_eq(sum.subtotals[0].parent, "VO");
+    cr_assert_str_eq(sum.subtotals[0].parent, "KS");
     cr_assert_eq(sum.subtotals[0].year, 2022);
     cr_assert_eq(sum.subtotals[0].sums.budget, 150000000);
     cr_assert_eq(sum.subtotals[0].sums.allocated, 30000000);
@@ -2878,14 +2871,17 @@ Test(ledger, the_years_view_sums_rows_by_parent_and_by_year)
     cr_assert_eq(sum.subtotals[2].sums.plan, 150000000);
     years_summary_free(&sum);
 
-    /* One unit only; and the ledger's own parents: none yet, so no subtotals. */
-    cr_assert_eq(years_summarize(l, "KFN", 2021, 2024, test_parent, "map", &sum), 0);
+    /* One unit only: its parent's subtotals hold it alone. */
+    cr_assert_eq(years_summarize(l, "KFN", 2021, 2024, years_parent, NULL, &sum), 0);
     cr_assert_eq(sum.totals[1].budget, 50000000);
     cr_assert_eq(sum.totals[2].plan, 50000000);
     cr_assert_eq(sum.subtotals_count, 3);
+    cr_assert_eq(sum.subtotals[0].sums.budget, 50000000);
     years_summary_free(&sum);
-    cr_assert_eq(years_summarize(l, NULL, 2021, 2024, years_parent, NULL, &sum), 0);
+    /* KS itself has no parent: its rows are in the totals only. */
+    cr_assert_eq(years_summarize(l, "KS", 2021, 2024, years_parent, NULL, &sum), 0);
     cr_assert_eq(sum.subtotals_count, 0);
+    cr_assert_eq(sum.totals[1].budget, 150000000);
     years_summary_free(&sum);
     /* A span over the limit is refused. */
     cr_assert_eq(
