@@ -463,3 +463,35 @@ Test(e2e_years, the_table_and_csv_show_each_parents_units_then_its_subtotal)
               "%s", r.out);
     e2e_ctl_free(&r);
 }
+
+Test(e2e_years, an_adoption_rests_on_a_decision_and_names_registered_units)
+{
+    char path[256];
+    lines_file("2024.txt", "KS;1 mkr\nSONN;1 mkr\n", path, sizeof path);
+    e2e_ctl_result r;
+    cr_assert_eq(ctl_run(&r, "adopt", "--year", "2024", "--decision", "KF 2023-11-20 § 140",
+                         "--title", "Budget 2024", "--lines", path),
+                 1);
+    cr_assert(strstr(r.err, "not_found: line 2: unit SONN is not a registered unit; did you "
+                            "mean SON?") != NULL,
+              "%s", r.err);
+    e2e_ctl_free(&r);
+    lines_file("2024.txt", "KS;1 mkr\nSON;1 mkr\n", path, sizeof path);
+    cr_assert_eq(ctl_run(&r, "adopt", "--year", "2024", "--title", "Budget 2024", "--lines", path),
+                 2, "no decision");
+    cr_assert(strstr(r.err, "--decision") != NULL, "%s", r.err);
+    e2e_ctl_free(&r);
+    cr_assert_eq(ctl_run(&r, "adopt", "--year", "2024", "--decision", "KF 2023-02-30 § 140",
+                         "--title", "Budget 2024", "--lines", path),
+                 2, "a decision dated on no day");
+    e2e_ctl_free(&r);
+    cr_assert_eq(ctl_run(&r, "balances", "--frame", "budget-2024:KS"), 1, "nothing adopted");
+    e2e_ctl_free(&r);
+    /* With its decision and its units registered, it is adopted. */
+    ctl_ok(&r, "adopt", "--year", "2024", "--decision", "KF 2023-11-20 § 140", "--title",
+           "Budget 2024", "--lines", path);
+    e2e_ctl_free(&r);
+    ctl_ok(&r, "balances", "--frame", "budget-2024:SON");
+    cr_assert(strstr(r.out, "1 000 000,00 kr") != NULL, "%s", r.out);
+    e2e_ctl_free(&r);
+}

@@ -2905,6 +2905,38 @@ Test(ledger, unspent_is_shown_only_for_closed_years)
     cr_assert_eq(unspent, -1);
 }
 
+Test(ledger, an_adoption_names_only_registered_open_units)
+{
+    ledger_counts before, after;
+    ledger_get_counts(l, &before);
+    ledger_cmd c = adopt("b2022", 2022, 2022);
+    add_line(&c, "KS", 1000, "", 0, NULL);
+    add_line(&c, "SONN", 500, "", 0, NULL);
+    FAILS(c, BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "line 2: unit SONN is not a registered unit; did you mean SON?");
+    OK(close_unit("c1", "X"));
+    c = adopt("b2022", 2022, 2022);
+    add_line(&c, "X", 1000, "", 0, NULL);
+    FAILS(c, BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "line 1: unit X is closed");
+    /* Nothing of a refused adoption is made. */
+    ledger_get_counts(l, &after);
+    cr_assert_eq(after.frames, before.frames);
+    ledger_frame_view f;
+    cr_assert_not(ledger_frame(l, "b2022:KS", &f));
+    /* Adoptions exist only in logs written with the register: replay refuses one naming a unit
+     * the register does not hold, where an older type's event would define it. */
+    c = adopt("b2022", 2022, 2022);
+    add_line(&c, "KS", 1000, "", 0, NULL);
+    OK(c);
+    ledger *bare = ledger_new();
+    cr_assert_not_null(bare);
+    ledger_event stored = last_ev;
+    stored.seq = 1;
+    cr_assert_neq(ledger_apply(bare, &stored), 0);
+    ledger_free(bare);
+}
+
 /* ---- the register of units ------------------------------------------------------------------ */
 
 /* The register's view of `code`; asserts it is there. */
@@ -3258,6 +3290,51 @@ static ledger *decided_by(int32_t day)
         cr_assert_eq(ledger_apply_decided(d, &decided_log[i], day), 0, "event %zu", i);
     cr_assert_eq(ledger_last_seq(d), decided_log[decided_len - 1].seq);
     return d;
+}
+
+/* The units × years row of (unit, year) in `d`, when there is one. */
+static bool year_row_in(const ledger *d, const char *unit, int32_t year, ledger_year_view *v)
+{
+    size_t i = 0;
+    return ledger_next_year_row(d, &i, unit, year, year, v);
+}
+
+Test(ledger, decided_by_takes_an_adoption_as_a_grant_by_its_decision_date)
+{
+    decided_len = 0;
+    ledger_cmd c = adopt("b2022", 2022, 2023); /* decided 2021-11-22 */
+    add_line(&c, "KS", 1000, "", 1, (const int64_t[]){900});
+    add_line(&c, "SON", 500, "", 1, (const int64_t[]){400});
+    ok_kept(UID_KS, c);
+    ok_kept(UID_KS, propose("a1", "b2022:KS", "KFN", 300, "Trygghet"));
+
+    /* The day before: the frames stay for what draws on them, with nothing granted, and the
+     * adoption's plan amounts are not there. */
+    ledger *d = decided_by(20211121);
+    ledger_frame_view f;
+    const char *const frames[] = {"b2022:KS", "b2022:SON"};
+    for (size_t i = 0; i < 2; i++) {
+        cr_assert(ledger_frame(d, frames[i], &f), "%s", frames[i]);
+        cr_assert_eq(f.granted, 0, "%s", frames[i]);
+        cr_assert(f.granted_later, "%s", frames[i]);
+    }
+    cr_assert(ledger_frame(d, "b2022:KS", &f));
+    cr_assert_eq(f.pending, 300);
+    ledger_year_view v;
+    cr_assert(!year_row_in(d, "KS", 2023, &v) || !v.has_plan);
+    ledger_free(d);
+
+    /* On the day of its decision: the ledger itself. */
+    d = decided_by(20211122);
+    cr_assert(ledger_frame(d, "b2022:SON", &f));
+    cr_assert_eq(f.granted, 500);
+    cr_assert_not(f.granted_later);
+    cr_assert(year_row_in(d, "KS", 2023, &v) && v.has_plan && v.plan == 900);
+    char *want = snapshot(l), *got = snapshot(d);
+    cr_assert_str_eq(got, want);
+    free(want);
+    free(got);
+    ledger_free(d);
 }
 
 Test(ledger, decided_by_counts_decisions_by_date_in_any_order_of_entry)
