@@ -8,7 +8,9 @@
  * control characters), whatever bytes the request held. The envelope is read as the daemon
  * reads it: once, by budget_parse_request.
  */
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,11 +27,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static ledger *base;
 
-/* KS's 3 mkr, 1 mkr of it to SON (approved), and a pending avrop of 400 tkr. */
+/* Registers `unit` (no parent) in `l`, as event `seq`; false when refused. */
+static bool register_unit(ledger *l, const char *unit, const char *kind, uint64_t seq)
+{
+    static const ledger_actor admin = {1000, "clerk"};
+    ledger_cmd c;
+    memset(&c, 0, sizeof(c));
+    c.type = LEDGER_UNIT_REGISTERED;
+    snprintf(c.id, sizeof(c.id), "unit-%s", unit);
+    strcpy(c.unit, unit);
+    strcpy(c.title, unit);
+    strcpy(c.unit_kind, kind);
+    ledger_event ev;
+    if (ledger_check(l, &c, &admin, &ev, NULL, NULL) != 0)
+        return false;
+    ev.seq = seq;
+    return ledger_apply(l, &ev) == 0;
+}
+
+/* KS and SON registered; KS's 3 mkr, 1 mkr of it to SON (approved), and a pending avrop of
+ * 400 tkr: BASE_EVENTS events. */
+#define BASE_EVENTS 6
 static ledger *make_base(void)
 {
     static const ledger_actor clerk = {1000, "clerk"}, approver = {1002, "approver"};
     ledger *l = ledger_new();
+    if (l != NULL &&
+        (!register_unit(l, "KS", "styrelse", 1) || !register_unit(l, "SON", "nämnd", 2)))
+        abort();
     ledger_cmd c[4];
     memset(c, 0, sizeof(c));
     c[0].type = LEDGER_FRAME_GRANTED;
@@ -62,7 +87,7 @@ static ledger *make_base(void)
         const ledger_actor *by = c[i].type == LEDGER_DECISION_APPROVED ? &approver : &clerk;
         if (ledger_check(l, &c[i], by, &ev, NULL, NULL) != 0)
             abort();
-        ev.seq = (uint64_t)i + 1;
+        ev.seq = (uint64_t)i + 3;
         if (ledger_apply(l, &ev) != 0)
             abort();
     }
@@ -94,7 +119,7 @@ static void run_write(const request_write_op *w, const msgpack_object *args)
     ledger_event ev;
     uint64_t existing = 0;
     rc = ledger_check(base, &cmd, &clerk, &ev, &existing, &err);
-    if (rc == 1 && (existing == 0 || existing > 4))
+    if (rc == 1 && (existing == 0 || existing > BASE_EVENTS))
         abort();
     if (rc < 0 && !budget_text_clean(err.message, strlen(err.message)))
         abort();
@@ -103,7 +128,7 @@ static void run_write(const request_write_op *w, const msgpack_object *args)
     ledger *l = ledger_clone(base);
     if (l == NULL)
         abort();
-    ev.seq = 5;
+    ev.seq = BASE_EVENTS + 1;
     if (ledger_apply(l, &ev) != 0)
         abort();
     ledger_free(l);
