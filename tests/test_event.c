@@ -2175,3 +2175,28 @@ Test(event, a_decision_date_in_the_log_is_a_real_day)
     ev.decision_date = 20210229;
     cr_assert_eq(event_encode(&ev, zero_prev, buf, sizeof buf, NULL), BUDGET_EINTERNAL);
 }
+
+/* A frame.granted with a decision and no continues: the ten keys of the logs main writes (the
+ * decision added, continues not), packed by msgpack-c; it decodes and encodes to its bytes. */
+Test(event, a_frame_granted_with_a_decision_and_no_continues_keeps_ten_keys)
+{
+    ledger_event ev = typical_event(LEDGER_FRAME_GRANTED, 77);
+    ev.continues[0] = '\0';
+    cr_assert(ledger_has_decision(&ev));
+    cr_assert_eq(data_count(&ev), 10);
+    uint8_t theirs[4096], ours[EVENT_BYTES_MAX];
+    size_t m = pack_event(&ev, zero_prev, NULL, theirs, sizeof theirs);
+    ledger_event got;
+    cr_assert_eq(event_decode(theirs, m, &got), 0);
+    expect_same_event(&ev, &got);
+    cr_assert_eq(ledger_added_round(&got), 1);
+    cr_assert_eq(encode(&got, zero_prev, ours, NULL), m);
+    cr_assert_eq(memcmp(ours, theirs, m), 0);
+    /* With continues it has eleven, the last of them continues. */
+    PUT(ev.continues, "f-2020");
+    cr_assert_eq(data_count(&ev), 11);
+    m = pack_event(&ev, zero_prev, NULL, theirs, sizeof theirs);
+    cr_assert_eq(event_decode(theirs, m, &got), 0);
+    cr_assert_str_eq(got.continues, "f-2020");
+    cr_assert_eq(ledger_added_round(&got), 2);
+}
