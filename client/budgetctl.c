@@ -106,6 +106,19 @@ static const command commands[] = {
       LAST_DAY_ARG("the last day an avrop on the frame may be requested (2021-12-31)"),
       {"intended", KIND_FLAG, "intended", 0, NULL,
        "a second frame like an existing one (same unit, year, amount, decision) is meant", 0, 0},
+      ID_ARG("continues", "continues", 0, "FRAME", "the frame of an earlier year this continues"),
+      WRITE_ARGS}},
+    {"adopt",
+     "budget.adopt",
+     "budget",
+     run_adopt,
+     "adopt a budget year with its plan years: a frame per unit, plan amounts per plan year",
+     {YEAR_ARG(ARG_REQUIRED, "the budget year (2022)"),
+      {"plan", KIND_TEXT, NULL, 0, "Y1-Y2", "the plan years (2023-2027); none when absent", 4, 9},
+      TEXT_ARG("title", "title", ARG_REQUIRED, "TEXT", "what the frames are for"),
+      DECISION_ARG("the decision that adopts it (KF 2021-11-22 § 150)"),
+      {"lines", KIND_TEXT, NULL, ARG_REQUIRED, "FILE",
+       "the lines, one a line: UNIT;AMOUNT;PLAN1;...;PLANk[;continues=FRAME]", 1, 4096},
       WRITE_ARGS}},
     {"adjust",
      "frame.adjust",
@@ -295,6 +308,20 @@ static const command commands[] = {
       UNIT_ARG("unit", 0, "frames held by this unit"),
       {"as-of", KIND_UINT, NULL, 0, "SEQ", "the ledger as it stood right after event SEQ", 1,
        UINT64_MAX}}},
+    {"years",
+     "balances",
+     NULL,
+     run_years,
+     "units × years: budget, plan, allocated, called off, available, unspent, with subtotals "
+     "and totals",
+     {{"YEARS", KIND_TEXT, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL,
+       "fiscal years Y1-Y2 (2021-2027)", 4, 9},
+      UNIT_ARG("unit", 0, "one unit"),
+      {"as-of", KIND_UINT, NULL, 0, "SEQ", "the ledger as it stood right after event SEQ", 1,
+       UINT64_MAX},
+      {"csv", KIND_FLAG, NULL, 0, NULL, "CSV instead of a table", 0, 0},
+      {"swedish", KIND_FLAG, NULL, 0, NULL, "Swedish headers; csv: ; between fields, decimal comma",
+       0, 0}}},
     {"verify", "verify", NULL, run_verify, "re-walk the whole hash chain", {{0}}},
     {"stats", "stats", NULL, run_stats, "the daemon's counters", {{0}}},
     /* Audit and integration (budgetctl_audit.c, docs/audit.md). */
@@ -1232,8 +1259,8 @@ static void sleep_ms(unsigned ms)
  * sends the very same request (same id) again, up to RETRIES_MAX times; budgetd answers a
  * repeated id with the first result, so a write that did land is not made twice.
  */
-static int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out,
-                      const char *generated_id)
+int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out,
+               const char *generated_id)
 {
     int rc = connect_daemon(c);
     if (rc != 0)
@@ -1276,7 +1303,7 @@ static int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budge
 /* ---- writes --------------------------------------------------------------------------- */
 
 /* "<kind>-<12 lowercase hex>" from the kernel's random source. */
-static int generate_id(const char *kind, char *out, size_t out_size)
+int generate_id(const char *kind, char *out, size_t out_size)
 {
     unsigned char random[6];
     size_t got = 0;
@@ -1293,7 +1320,7 @@ static int generate_id(const char *kind, char *out, size_t out_size)
     return 0;
 }
 
-static void print_write_result(const ctl *c, const budget_response *r, const char *id)
+void print_write_result(const ctl *c, const budget_response *r, const char *id)
 {
     if (c->json) {
         json_line(&r->result);
@@ -1584,9 +1611,9 @@ static int run_stats(ctl *c, const command *cmd, arg_value *values)
 
 /* ---- balances ------------------------------------------------------------------------- */
 
-static const char *const frame_headers[] = {"ID",           "UNIT",        ">YEAR",
-                                            ">GRANTED",     ">ALLOCATED",  ">PENDING",
-                                            ">UNALLOCATED", ">CALLED OFF", "TITLE"};
+static const char *const frame_headers[] = {"ID",         "UNIT",     ">YEAR",        ">GRANTED",
+                                            ">ALLOCATED", ">PENDING", ">UNALLOCATED", ">CALLED OFF",
+                                            "CONTINUES",  "TITLE"};
 static const char *const allocation_headers[] = {
     "ID",          "FRAME",    "UNIT",       ">YEAR",    "STATUS",    ">AMOUNT",
     ">CALLED OFF", ">PENDING", ">AVAILABLE", ">REDUCED", ">REDUCING", "PURPOSE"};
@@ -1622,7 +1649,8 @@ static int add_frame(table *t, const msgpack_object *f)
     cell_amount(&cells[5], f, "pending");
     cell_amount(&cells[6], f, "unallocated");
     cell_amount(&cells[7], f, "called_off");
-    cell_str(&cells[8], f, "title", TABLE_TEXT_COLUMNS_MAX);
+    cell_str(&cells[8], f, "continues", BUDGET_ID_BYTES_MAX);
+    cell_str(&cells[9], f, "title", TABLE_TEXT_COLUMNS_MAX);
     cell_mark_oddities(&cells[0], f);
     return add_cells(t, cells, COUNT(cells));
 }

@@ -102,6 +102,16 @@ int walk_events(ctl *c, const command *cmd, const arg_value *values, uint64_t af
                 void *state, uint64_t *head_out);
 /* budgetctl_import.c: import budget FILE.csv, one `batch` of frames and allocations. */
 int run_import(ctl *c, const command *cmd, arg_value *values);
+/* budgetctl_years.c: budget adoptions and the units × years view. */
+int run_adopt(ctl *c, const command *cmd, arg_value *values);
+int run_years(ctl *c, const command *cmd, arg_value *values);
+/* A write with retries (the same id); 0 with `out` an ok answer, else an exit status. */
+int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out,
+               const char *generated_id);
+/* "<kind>-<12 lowercase hex>"; 0 or a negative errno. */
+int generate_id(const char *kind, char *out, size_t out_size);
+/* One line for a write's answer (or its JSON). */
+void print_write_result(const ctl *c, const budget_response *r, const char *id);
 /* KIND_DATE: a day; the value is its first ms, or (min 1) the first ms of the next day. */
 int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out);
 

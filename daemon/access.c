@@ -727,6 +727,15 @@ static void scope_none(const ledger *l, const ledger_cmd *cmd, access_scope *out
     (void)out;
 }
 
+/* The unit of each line (budget.adopt): each gets a frame. */
+static void scope_line_units(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    (void)l;
+    for (uint16_t i = 0; i < cmd->lines.count && out->count < ACCESS_SCOPE_UNITS_MAX; i++)
+        scope_add(out, cmd->lines.line[i].unit, "line %u of the adoption is for %s",
+                  (unsigned)i + 1, cmd->lines.line[i].unit);
+}
+
 typedef void (*scope_fn)(const ledger *l, const ledger_cmd *cmd, access_scope *out);
 static const scope_fn type_scopes[LEDGER_TYPE_END] = {
 #define TYPE_SCOPE(name, wire, op, role, kind, fields, rules, scope)                               \

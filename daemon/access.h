@@ -121,8 +121,8 @@ int access_decide(const access_rules *r, const access_grants *g, access_role nee
 #define ACCESS_EVERY_UNIT "every unit"
 
 /* A write concerns at most this many units (one that moves money between two units
- * concerns both). */
-#define ACCESS_SCOPE_UNITS_MAX 2
+ * concerns both; a budget adoption concerns the unit of each of its lines). */
+#define ACCESS_SCOPE_UNITS_MAX BUDGET_ADOPT_LINES_MAX
 
 /* The units a write concerns, each with a phrase for an error ("frame ks-2021 is held by
  * KS"). */

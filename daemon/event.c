@@ -14,7 +14,8 @@
  *
  * data, per type (the field tables of event_types.c):
  *
- *   frame.granted        id, unit, year, amount, title, DECISION, reference[, avrop_last_day]
+ *   frame.granted        id, unit, year, amount, title, DECISION, reference[, avrop_last_day][,
+ *                        continues]
  *   frame.adjusted       id, frame, unit, year, delta, reason, DECISION, reference
  *   allocation.proposed  id, frame, unit, year, amount, purpose[, avrop_last_day]
  *   avrop.requested      id, allocation, frame, unit, year, amount, note
@@ -31,11 +32,16 @@
  *                        decision_paragraph, decision_dnr, note
  *   frame.carried_over   id, frame, unit, year, amount, title, avrop_last_day, decision_body,
  *                        decision_date, decision_paragraph, decision_dnr
+ *   budget.adopted       id, year, plan_until, title, lines, DECISION
  *
  * where DECISION is decision_body, decision_date, decision_paragraph, decision_dnr: fields
- * added to these types (FIELD_ADDED) after events of them were written. An event written
- * before has none of the four (its data map is four entries shorter) and is read and
- * written back in that form. The same holds for [, avrop_last_day], added later still.
+ * added to frame.granted, frame.adjusted and the decisions (FIELD_ADDED) after events of them
+ * were written. An event written before has none of the four (its data map is four entries
+ * shorter) and is read and written back in that form. The fields in [ ] were added in later
+ * rounds still (field_round): avrop_last_day (round 2, also of allocation.proposed), then
+ * continues (round 3), so a frame.granted event has 6, 10, 11 or 12 entries: an event is
+ * written with the rounds up to the last of which it has a field that is not empty.
+ * budget.adopted always has all its fields.
  *
  * with
  *
@@ -50,6 +56,10 @@
  *   reference, note                 str, 0..256 bytes of UTF-8
  *   target_kind                     str, "allocation", "avrop", "reduction" or "reversal"
  *   unspent                         int, 0..2^63-1 (öre)
+ *   continues                       str, a frame id; frame.granted writes it only when set
+ *   plan_until                      int, year..year+10
+ *   lines                           array of 1..64 maps {unit, amount, plan: [int 0..10^15,
+ *                                   plan_until - year of them], continues: "" or a frame id}
  *   decision_body                   str, 1..16 of A-Z Å Ä Ö 0-9, a letter first
  *   decision_date                   str, "YYYY-MM-DD", a real day of 1900..9999
  *   decision_paragraph              str, 1..16, a digit first ("241", "241 p. 2")
@@ -102,7 +112,7 @@ static bool str_ok(const field *f, const char *s, size_t len)
 {
     switch ((field_value)f->value) {
     case FIELD_ID:
-        return ledger_valid_id(s, len);
+        return (len == 0 && f->source == FIELD_OPTIONAL) || ledger_valid_id(s, len);
     case FIELD_UNIT:
         return (len == 0 && field_bytes_min(f) == 0) || ledger_valid_unit(s, len);
     case FIELD_TEXT:
@@ -143,30 +153,73 @@ static const char *kind_text(ledger_kind k)
                : NULL;
 }
 
-/* The number of fields of `t` with one of `flags`. */
-static uint8_t flagged_count(const event_type_info *t, unsigned flags)
+/* The number of fields of `t` of rounds 0..round (field_round): the size of its data map. */
+static uint8_t round_count(const event_type_info *t, unsigned round)
 {
     uint8_t n = 0;
     for (uint8_t i = 0; i < t->field_count; i++)
-        n += (t->fields[i].flags & flags) != 0;
+        n += field_round(t->fields[i].flags) <= round;
     return n;
 }
 
-/* The flags of the fields a data map of `entries` entries leaves out of type `t`: 0 for the
- * whole map, FIELD_ADDED_LATER, or that and FIELD_ADDED; -1 when no form has that size. */
-static int omitted_by_size(const event_type_info *t, uint8_t entries)
+/* The round whose layout has a data map with fixmap header `head`, the last round first (the
+ * whole map, as every new event of most types has), or FIELD_ROUNDS when none has. */
+static unsigned round_of_map(const event_type_info *t, uint8_t head)
 {
-    uint8_t later = flagged_count(t, FIELD_ADDED_LATER), added = flagged_count(t, FIELD_ADDED);
-    if (entries == t->field_count)
-        return 0;
-    if (later > 0 && entries == t->field_count - later)
-        return FIELD_ADDED_LATER;
-    if (added > 0 && entries == t->field_count - later - added)
-        return FIELD_ADDED_LATER | FIELD_ADDED;
-    return -1;
+    if (head == (uint8_t)(0x80 | t->field_count))
+        return FIELD_ROUNDS - 1;
+    for (unsigned round = FIELD_ROUNDS - 1; round-- > 0;)
+        if (head == (uint8_t)(0x80 | round_count(t, round)))
+            return round;
+    return FIELD_ROUNDS;
 }
 
 /* ---- encoding ----------------------------------------------------------------------------- */
+
+/* The keys of a line of budget.adopted, in their order. */
+static const char LINE_UNIT[] = "unit", LINE_AMOUNT[] = "amount", LINE_PLAN[] = "plan",
+                  LINE_CONTINUES[] = "continues";
+
+/* True when line `x` keeps the rules of a line (docs/events.md, budget.adopted). */
+static bool line_ok(const ledger_line *x)
+{
+    size_t unit_len = strnlen(x->unit, sizeof x->unit);
+    size_t cont_len = strnlen(x->continues, sizeof x->continues);
+    if (!ledger_valid_unit(x->unit, unit_len) || !int_ok(FIELD_AMOUNT, x->amount) ||
+        (cont_len != 0 && !ledger_valid_id(x->continues, cont_len)) ||
+        x->plans > BUDGET_PLAN_YEARS_MAX)
+        return false;
+    for (uint8_t k = 0; k < x->plans; k++)
+        if (x->plan[k] < 0 || x->plan[k] > BUDGET_AMOUNT_MAX)
+            return false;
+    return true;
+}
+
+/* Writes the lines of `ev`: an array of maps {unit, amount, plan: [...], continues}. */
+static bool write_lines(mp_writer *w, const ledger_event *ev)
+{
+    const ledger_lines *ls = &ev->lines;
+    if (ls->count < 1 || ls->count > BUDGET_ADOPT_LINES_MAX)
+        return false;
+    mp_write_array(w, ls->count);
+    for (uint16_t i = 0; i < ls->count; i++) {
+        const ledger_line *x = &ls->line[i];
+        if (!line_ok(x))
+            return false;
+        mp_write_map(w, 4);
+        mp_write_str(w, LINE_UNIT, sizeof LINE_UNIT - 1);
+        mp_write_cstr(w, x->unit);
+        mp_write_str(w, LINE_AMOUNT, sizeof LINE_AMOUNT - 1);
+        mp_write_int(w, x->amount);
+        mp_write_str(w, LINE_PLAN, sizeof LINE_PLAN - 1);
+        mp_write_array(w, x->plans);
+        for (uint8_t k = 0; k < x->plans; k++)
+            mp_write_int(w, x->plan[k]);
+        mp_write_str(w, LINE_CONTINUES, sizeof LINE_CONTINUES - 1);
+        mp_write_cstr(w, x->continues);
+    }
+    return true;
+}
 
 /* Writes one data entry; false when the event's value breaks the field's rule. */
 static bool write_field(mp_writer *w, const field *f, const ledger_event *ev)
@@ -200,6 +253,8 @@ static bool write_field(mp_writer *w, const field *f, const ledger_event *ev)
         mp_write_str(w, day, BUDGET_DATE_BYTES);
         return true;
     }
+    case FIELD_LINES:
+        return write_lines(w, ev);
     default: {
         const char *s = ledger_field_str(ev, f);
         size_t len = strnlen(s, f->size);
@@ -319,12 +374,12 @@ int event_encode(const ledger_event *ev, const uint8_t prev[BUDGET_HASH_BYTES], 
     mp_write_cstr(&w, ledger_type_name(ev->type));
     mp_write_raw(&w, KEY_DATA, sizeof KEY_DATA - 1);
     const event_type_info *t = &event_types[ev->type];
-    /* An event of before the added fields of its type (it has none of them) keeps the data
-     * map it was written with. */
-    unsigned omitted = ledger_omitted_fields(ev);
-    mp_write_map(&w, t->field_count - flagged_count(t, omitted));
+    /* An event without the fields added to its type in a round keeps the data map of the
+     * round before. */
+    unsigned round = ledger_added_round(ev);
+    mp_write_map(&w, round_count(t, round));
     for (uint8_t i = 0; i < t->field_count; i++)
-        if (!(t->fields[i].flags & omitted) && !write_field(&w, &t->fields[i], ev))
+        if (field_round(t->fields[i].flags) <= round && !write_field(&w, &t->fields[i], ev))
             return BUDGET_EINTERNAL;
     mp_write_raw(&w, PREV_HEAD, sizeof PREV_HEAD);
     mp_write_raw(&w, prev, BUDGET_HASH_BYTES);
@@ -519,6 +574,67 @@ static inline void copy_str(char *dst, size_t cap, const char *s, size_t len, co
     dst[len] = '\0';
 }
 
+/* An array or map header of `n` entries in its shortest form (fix or 16-bit); `fix` is 0x90 for
+ * an array, 0x80 for a map. */
+static bool read_header(mp_reader *r, uint8_t fix, uint32_t *n)
+{
+    const uint8_t *p = r->p;
+    size_t avail = mp_remaining(r);
+    if (avail >= 1 && (p[0] & 0xf0) == fix) {
+        *n = p[0] & 0x0fu;
+        r->p += 1;
+        return true;
+    }
+    uint8_t wide = fix == 0x90 ? 0xdc : 0xde;
+    if (avail >= 3 && p[0] == wide && (*n = load_be16(p + 1)) > 15) {
+        r->p += 3;
+        return true;
+    }
+    return false;
+}
+
+/* One line of budget.adopted into `x`. */
+static bool read_line(mp_reader *r, ledger_line *x)
+{
+    uint32_t n, len;
+    const char *s;
+    int64_t v;
+    if (!read_header(r, 0x80, &n) || n != 4 || !expect_key(r, LINE_UNIT, sizeof LINE_UNIT - 1) ||
+        !read_str(r, &s, &len, BUDGET_UNIT_BYTES_MAX))
+        return false;
+    memcpy(x->unit, s, len);
+    x->unit[len] = '\0';
+    if (!expect_key(r, LINE_AMOUNT, sizeof LINE_AMOUNT - 1) || !read_int(r, &x->amount) ||
+        !expect_key(r, LINE_PLAN, sizeof LINE_PLAN - 1) || !read_header(r, 0x90, &n) ||
+        n > BUDGET_PLAN_YEARS_MAX)
+        return false;
+    x->plans = (uint8_t)n;
+    for (uint32_t k = 0; k < n; k++) {
+        if (!read_int(r, &v))
+            return false;
+        x->plan[k] = v;
+    }
+    if (!expect_key(r, LINE_CONTINUES, sizeof LINE_CONTINUES - 1) ||
+        !read_str(r, &s, &len, BUDGET_ID_BYTES_MAX))
+        return false;
+    memcpy(x->continues, s, len);
+    x->continues[len] = '\0';
+    return line_ok(x);
+}
+
+/* The lines of budget.adopted. */
+static bool read_lines(mp_reader *r, ledger_event *ev)
+{
+    uint32_t n;
+    if (!read_header(r, 0x90, &n) || n < 1 || n > BUDGET_ADOPT_LINES_MAX)
+        return false;
+    for (uint32_t i = 0; i < n; i++)
+        if (!read_line(r, &ev->lines.line[i]))
+            return false;
+    ev->lines.count = (uint16_t)n;
+    return true;
+}
+
 static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
 {
     if (!expect_key(r, f->key, f->key_len))
@@ -543,6 +659,8 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
         ledger_field_set_int(ev, f, day);
         return true;
     }
+    case FIELD_LINES:
+        return read_lines(r, ev);
     case FIELD_TARGET_KIND:
         if (!read_str(r, &s, &len, 16))
             return false;
@@ -570,6 +688,9 @@ static void clear_fields(ledger_event *ev)
     ev->decision_body[0] = ev->decision_paragraph[0] = ev->decision_dnr[0] = '\0';
     ev->decision_date = 0;
     ev->avrop_last_day = 0;
+    ev->continues[0] = '\0';
+    ev->plan_until = 0;
+    ev->lines.count = 0;
     ev->target_kind = 0;
     ev->year = 0;
     ev->amount = 0;
@@ -605,14 +726,14 @@ int event_decode(const uint8_t *bytes, size_t size, ledger_event *ev)
     const event_type_info *t = &event_types[type];
     if (!expect(&r, KEY_DATA, sizeof KEY_DATA - 1) || mp_remaining(&r) < 1)
         return BUDGET_EINTERNAL;
-    /* The whole data map, or one written before the type's added fields, without them. */
-    uint8_t data_map = *r.p++;
-    int omitted = (data_map & 0xf0) == 0x80 ? omitted_by_size(t, data_map & 0x0f) : -1;
-    if (omitted < 0)
+    /* The whole data map, or one written before a round of fields added to the type, without
+     * them. */
+    unsigned round = round_of_map(t, *r.p++);
+    if (round == FIELD_ROUNDS)
         return BUDGET_EINTERNAL;
     clear_fields(ev);
     for (uint8_t i = 0; i < t->field_count; i++)
-        if (!(t->fields[i].flags & (unsigned)omitted) && !read_field(&r, &t->fields[i], ev))
+        if (field_round(t->fields[i].flags) <= round && !read_field(&r, &t->fields[i], ev))
             return BUDGET_EINTERNAL;
 
     /* Exactly the link remains. */

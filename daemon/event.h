@@ -18,8 +18,9 @@
 
 /* Bytes at the end of every encoded event taken by the prev and hash entries. */
 #define EVENT_HASH_TAIL_BYTES 39
-/* An encoded event is never longer than this (all strings at their limits). */
-#define EVENT_BYTES_MAX 2048
+/* An encoded event is never longer than this (all strings at their limits): a budget.adopted
+ * of BUDGET_ADOPT_LINES_MAX lines, each at most 228 bytes, and the rest under 1.2 KiB. */
+#define EVENT_BYTES_MAX 16384
 
 /*
  * Encodes `ev` with `prev` into `out` (capacity `cap`, EVENT_BYTES_MAX always suffices),

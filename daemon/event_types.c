@@ -40,7 +40,8 @@
 
 /* The last day an avrop may be requested on (optional): of a frame, or of an allocation,
  * which then overrides its frame's. Added to frame.granted and allocation.proposed after
- * events of them were written, and after frame.granted's decision (FIELD_ADDED_LATER). */
+ * events of them were written, and after frame.granted's decision: round 2 (FIELD_ADDED |
+ * FIELD_ADDED_LATER; field_round). */
 #define AVROP_LAST_DAY_AS(flags)                                                                   \
     FIELD("avrop_last_day", FIELD_DATE, FIELD_OPTIONAL, (flags), avrop_last_day)
 
@@ -52,7 +53,10 @@ static const event_field event_fields_frame_granted[] = {
     FIELD("title", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
     DECISION_FIELDS_AS(FIELD_ADDED),
     FIELD("reference", FIELD_TEXT, FIELD_OPTIONAL, FIELD_KEPT, reference),
-    AVROP_LAST_DAY_AS(FIELD_ADDED_LATER),
+    AVROP_LAST_DAY_AS(FIELD_ADDED | FIELD_ADDED_LATER),
+    /* The earlier frame this one continues; added after frame.granted events with a decision
+     * were written, and after its avrop_last_day: a round of its own. */
+    FIELD("continues", FIELD_ID, FIELD_OPTIONAL, FIELD_ADDED | FIELD_ADDED_LAST, continues),
 };
 
 static const event_field event_fields_frame_adjusted[] = {
@@ -73,7 +77,7 @@ static const event_field event_fields_allocation_proposed[] = {
     DERIVED_YEAR,
     FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
     FIELD("purpose", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
-    AVROP_LAST_DAY_AS(FIELD_ADDED_LATER),
+    AVROP_LAST_DAY_AS(FIELD_ADDED | FIELD_ADDED_LATER),
 };
 
 static const event_field event_fields_avrop_requested[] = {
@@ -178,6 +182,17 @@ static const event_field event_fields_frame_carried_over[] = {
     FIELD("amount", FIELD_AMOUNT, FIELD_REQUIRED, 0, amount),
     FIELD("title", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
     AVROP_LAST_DAY_AS(0),
+    DECISION_FIELDS,
+};
+
+/* One decision adopts a budget year with its plan years: a binding frame per line, plan
+ * amounts for the years year+1..plan_until. */
+static const event_field event_fields_budget_adopted[] = {
+    ID,
+    FIELD("year", FIELD_YEAR, FIELD_REQUIRED, 0, year),
+    FIELD("plan_until", FIELD_YEAR, FIELD_REQUIRED, 0, plan_until),
+    FIELD("title", FIELD_TEXT, FIELD_REQUIRED, FIELD_KEPT, title),
+    FIELD("lines", FIELD_LINES, FIELD_REQUIRED, 0, lines),
     DECISION_FIELDS,
 };
 

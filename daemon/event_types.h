@@ -30,7 +30,8 @@
     X(REVERSAL, "reversal", reversals)                                                             \
     X(REGISTRATION, "registration", registrations)                                                 \
     X(RENAMING, "renaming", renamings)                                                             \
-    X(CLOSING, "closing", closings)
+    X(CLOSING, "closing", closings)                                                                \
+    X(ADOPTION, "adoption", adoptions)
 
 /*
  * The event types: X(NAME, wire name, op, role, kind, fields, rules, scope).
@@ -73,7 +74,9 @@
     X(YEAR_CLOSED, "year.closed", "year.close", ADMIN, CLOSING, year_closed, close_year,           \
       every_unit)                                                                                  \
     X(FRAME_CARRIED_OVER, "frame.carried_over", "frame.carry_over", ADMIN, FRAME,                  \
-      frame_carried_over, carry_over, frame_holder)
+      frame_carried_over, carry_over, frame_holder)                                                \
+    X(BUDGET_ADOPTED, "budget.adopted", "budget.adopt", ADMIN, ADOPTION, budget_adopted, adopt,    \
+      line_units)
 
 /* The numbers: row order from 1 (0 is no type), and one past the last. The enum of the values
  * below holds only the types, so that a switch over a ledger_type is checked to name them all. */
@@ -129,6 +132,8 @@ typedef enum {
     FIELD_BODY,        /* str: a decision's body, 1..16 of A-Z Å Ä Ö 0-9 ("KS") */
     FIELD_PARAGRAPH,   /* str: a decision's paragraph, 1..16 ("241", "241 p. 2") */
     FIELD_TOTAL,       /* int: 0..INT64_MAX (öre), a sum the ledger derives (never given) */
+    FIELD_LINES,       /* array of 1..BUDGET_ADOPT_LINES_MAX maps, the lines of a budget
+                          adoption (a ledger_lines in the struct; docs/events.md) */
 } field_value;
 
 /* Where a field's value comes from. */
@@ -145,13 +150,28 @@ enum {
      * added field of its type at once (its data map is shorter by their number), and then
      * decodes with them empty ("" and 0). A new write must still give the required ones. */
     FIELD_ADDED = 1u << 1,
-    /* Added after the FIELD_ADDED fields of its type: an event read back may lack these alone
-     * (written after the first were added), or these and the FIELD_ADDED ones at once. */
-    FIELD_ADDED_LATER = 1u << 2,
     /* a unit the event brings into the register (unit.registered's own): not required to be
      * registered already, as every other unit a write names is */
     FIELD_NEW_UNIT = 1u << 3,
+    /* With FIELD_ADDED: added in a later round than the type's other added fields (after events
+     * with those were written). Such an event may lack the later round only, and its data map
+     * is then shorter by the later fields: a type has a layout per round (field_round). */
+    FIELD_ADDED_LATER = 1u << 2,
+    /* With FIELD_ADDED: added in a round after the FIELD_ADDED_LATER fields of its type. */
+    FIELD_ADDED_LAST = 1u << 4,
 };
+
+/* The round in which a field came to its type: 0 with the type, 1 FIELD_ADDED, 2 also
+ * FIELD_ADDED_LATER, 3 also FIELD_ADDED_LAST. An event of round r has exactly the fields of
+ * rounds 0..r. */
+#define FIELD_ROUNDS 4
+static inline unsigned field_round(uint8_t flags)
+{
+    return !(flags & FIELD_ADDED)        ? 0
+           : (flags & FIELD_ADDED_LAST)  ? 3
+           : (flags & FIELD_ADDED_LATER) ? 2
+                                         : 1;
+}
 
 /*
  * One field of an event: its key in the data map (and the name of the write op's arg), what

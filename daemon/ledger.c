@@ -72,6 +72,7 @@ typedef struct {
     uint32_t id;               /* into ids */
     uint32_t unit;             /* into units: the unit that holds the frame, and its year */
     uint32_t title, reference; /* arena offsets */
+    uint32_t continues;        /* the frame it continues (into frames), or NONE */
     /* Its allocations in order of creation, linked by next_in_frame; NONE when none. */
     uint32_t allocation_first, allocation_last;
     uint32_t prev_in_unit;  /* the frame granted before it to the same unit and year, or NONE */
@@ -128,6 +129,12 @@ typedef struct {
     char unit[BUDGET_UNIT_BYTES_MAX + 1];
     uint8_t len;
     int32_t year;
+    /* 0 for a row made only for a plan amount (not listed among the units), else 1. */
+    uint8_t held;
+    /* The plan amount for this unit and year, and the budget year of the adoption that set
+     * it (0: none). The adoption of the latest budget year wins. */
+    int32_t plan_by;
+    int64_t plan;
     int64_t frames, allocated, called_off, pending;
     int64_t reducing;    /* pending reductions of the allocations to it */
     uint32_t frame_last; /* the last frame granted to it, linked by prev_in_unit; or NONE */
@@ -155,6 +162,7 @@ struct ledger {
 
     unit_rec *units;
     uint32_t units_len, units_cap;
+    uint32_t plan_rows; /* rows of `units` with held 0 */
     table unit_table;
 
     closing_rec *closings;
@@ -311,19 +319,22 @@ static void table_put(table *t, uint32_t slot, uint32_t hash, uint32_t ref)
 }
 
 /*
- * Makes room for entry number `count` (0-based), keeping the table at most 7/10 full. The
- * entries are `count` records of `stride` bytes at `entries`, each beginning with its uint32
- * hash. 0, or -1 when out of memory (the table is unchanged).
+ * Makes room for `more` entries after the first `count`, keeping the table at most 7/10 full.
+ * The entries are `count` records of `stride` bytes at `entries`, each beginning with its
+ * uint32 hash. 0, or -1 when out of memory (the table is unchanged).
  */
-static int table_reserve(table *t, uint32_t count, const void *entries, size_t stride)
+static int table_reserve(table *t, uint32_t count, uint32_t more, const void *entries,
+                         size_t stride)
 {
     uint64_t slots = (uint64_t)t->mask + 1;
-    if (((uint64_t)count + 1) * 10 <= slots * 7)
+    if (((uint64_t)count + more) * 10 <= slots * 7)
         return 0;
-    if (slots >= TABLE_SLOTS_MAX)
+    while (((uint64_t)count + more) * 10 > slots * 7)
+        slots *= 2;
+    if (slots > TABLE_SLOTS_MAX)
         return -1;
     table grown;
-    if (table_init(&grown, (uint32_t)(slots * 2)) != 0)
+    if (table_init(&grown, (uint32_t)slots) != 0)
         return -1;
     for (uint32_t k = 0; k < count; k++) {
         uint32_t hash;
@@ -416,8 +427,14 @@ static uint32_t unit_get_or_add(ledger *l, const char *unit, int32_t year)
     size_t len = strlen(unit);
     uint32_t hash = unit_hash(unit, len, year);
     uint32_t i = unit_find(l, unit, len, year, hash);
-    if (l->unit_table.ctrl[i] != 0)
+    if (l->unit_table.ctrl[i] != 0) {
+        unit_rec *u = &l->units[l->unit_table.refs[i]];
+        if (!u->held) {
+            u->held = 1;
+            l->plan_rows--;
+        }
         return l->unit_table.refs[i];
+    }
     assert(l->units_len < l->units_cap);
     uint32_t row = l->units_len++;
     unit_rec *u = &l->units[row];
@@ -426,8 +443,22 @@ static uint32_t unit_get_or_add(ledger *l, const char *unit, int32_t year)
     memcpy(u->unit, unit, len);
     u->len = (uint8_t)len;
     u->year = year;
+    u->held = 1;
     u->frame_last = NONE;
     table_put(&l->unit_table, i, hash, row);
+    return row;
+}
+
+/* The row of (unit, year) for a plan amount, made when missing and then not held (room
+ * reserved before). */
+static uint32_t unit_plan_row(ledger *l, const char *unit, int32_t year)
+{
+    uint32_t row = unit_get(l, unit, year);
+    if (row != NONE)
+        return row;
+    row = unit_get_or_add(l, unit, year);
+    l->units[row].held = 0;
+    l->plan_rows++;
     return row;
 }
 
@@ -516,6 +547,44 @@ static int check_decision_field(const ledger_event *c, const event_field *f, led
     return fail(err, BUDGET_EINTERNAL, "field %s is not of a decision", f->key);
 }
 
+/* The syntax of one line of an adoption, number `at` (from 1). */
+static int check_line(const ledger_line *x, uint32_t at, bool full, ledger_error *err)
+{
+    if (!unit_field(x->unit, full))
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "lines[%" PRIu32 "].unit must be 1..32 characters of A-Za-z0-9._:-", at);
+    if (x->continues[0] != '\0' && !id_field(x->continues, full))
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "lines[%" PRIu32 "].continues must be 1..64 characters of A-Za-z0-9._:-", at);
+    if (x->amount <= 0 || x->amount > BUDGET_AMOUNT_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "lines[%" PRIu32 "].amount %" PRId64 " öre is not within 1..%lld öre", at,
+                    x->amount, BUDGET_AMOUNT_MAX);
+    if (x->plans > BUDGET_PLAN_YEARS_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST, "lines[%" PRIu32 "] has over %d plan amounts", at,
+                    BUDGET_PLAN_YEARS_MAX);
+    for (uint8_t k = 0; k < x->plans; k++)
+        if (x->plan[k] < 0 || x->plan[k] > BUDGET_AMOUNT_MAX)
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "lines[%" PRIu32 "].plan[%u] %" PRId64 " öre is not within 0..%lld öre", at,
+                        (unsigned)k, x->plan[k], BUDGET_AMOUNT_MAX);
+    return 0;
+}
+
+/* The syntax of the lines of an adoption: 1..BUDGET_ADOPT_LINES_MAX lines, each sound. */
+static int check_lines(const ledger_lines *ls, bool full, ledger_error *err)
+{
+    if (ls->count < 1 || ls->count > BUDGET_ADOPT_LINES_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST, "lines must hold 1..%d lines, not %u",
+                    BUDGET_ADOPT_LINES_MAX, (unsigned)ls->count);
+    for (uint16_t i = 0; i < ls->count; i++) {
+        int rc = check_line(&ls->line[i], (uint32_t)i + 1, full, err);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* The syntax of field `f` of `c`, one the client gives (`full`: see above). */
 static int check_field(const ledger_event *c, const event_field *f, bool full, ledger_error *err)
 {
@@ -523,7 +592,7 @@ static int check_field(const ledger_event *c, const event_field *f, bool full, l
     int64_t v = field_is_str(f) ? 0 : ledger_field_int(c, f);
     switch ((field_value)f->value) {
     case FIELD_ID:
-        if (id_field(s, full))
+        if (id_field(s, full) || (s[0] == '\0' && f->source == FIELD_OPTIONAL))
             return 0;
         return fail(err, BUDGET_EBAD_REQUEST, "%s must be 1..64 characters of A-Za-z0-9._:-",
                     f->key);
@@ -561,37 +630,31 @@ static int check_field(const ledger_event *c, const event_field *f, bool full, l
     case FIELD_BODY:
     case FIELD_PARAGRAPH:
         return check_decision_field(c, f, err);
+    case FIELD_LINES:
+        return check_lines(&c->lines, full, err);
     }
     return fail(err, BUDGET_EINTERNAL, "field %s cannot be given", f->key);
 }
 
-/* True when every field of `t` flagged `flag` is empty in `c` ("" or 0), or it has none. */
-static bool flagged_fields_absent(const ledger_event *c, const event_type_info *t, unsigned flag)
+/* The last round of added fields of which `c` has one that is not empty ("" or 0); 0 when
+ * none. */
+static unsigned added_round(const ledger_event *c, const event_type_info *t)
 {
+    unsigned round = 0;
     for (uint8_t i = 0; i < t->field_count; i++) {
         const event_field *f = &t->fields[i];
-        if (!(f->flags & flag))
+        unsigned r = field_round(f->flags);
+        if (r <= round)
             continue;
         if (field_is_str(f) ? ledger_field_str(c, f)[0] != '\0' : ledger_field_int(c, f) != 0)
-            return false;
+            round = r;
     }
-    return true;
+    return round;
 }
 
-/* True when every field of `t` flagged FIELD_ADDED is empty in `c` ("" or 0). */
-static bool added_fields_absent(const ledger_event *c, const event_type_info *t)
+unsigned ledger_added_round(const ledger_event *ev)
 {
-    return flagged_fields_absent(c, t, FIELD_ADDED);
-}
-
-unsigned ledger_omitted_fields(const ledger_event *ev)
-{
-    if (!ledger_type_known(ev->type))
-        return 0;
-    const event_type_info *t = &event_types[ev->type];
-    if (!flagged_fields_absent(ev, t, FIELD_ADDED_LATER))
-        return 0;
-    return FIELD_ADDED_LATER | (added_fields_absent(ev, t) ? FIELD_ADDED : 0u);
+    return ledger_type_known(ev->type) ? added_round(ev, &event_types[ev->type]) : 0;
 }
 
 bool ledger_added_absent(const ledger_event *ev)
@@ -599,10 +662,16 @@ bool ledger_added_absent(const ledger_event *ev)
     if (!ledger_type_known(ev->type))
         return false;
     const event_type_info *t = &event_types[ev->type];
-    for (uint8_t i = 0; i < t->field_count; i++)
-        if (t->fields[i].flags & FIELD_ADDED)
-            return added_fields_absent(ev, t);
-    return false;
+    bool has = false;
+    for (uint8_t i = 0; i < t->field_count; i++) {
+        const event_field *f = &t->fields[i];
+        if (field_round(f->flags) != 1)
+            continue;
+        has = true;
+        if (field_is_str(f) ? ledger_field_str(ev, f)[0] != '\0' : ledger_field_int(ev, f) != 0)
+            return false;
+    }
+    return has;
 }
 
 /*
@@ -615,12 +684,12 @@ static int check_syntax(const ledger_event *c, bool full, ledger_error *err)
         return fail(err, BUDGET_EBAD_REQUEST, "unknown event type %d", (int)c->type);
     const event_type_info *t = &event_types[c->type];
     /* An event read back may lack the fields added to its type since it was written. */
-    bool added_absent = !full && added_fields_absent(c, t);
+    unsigned round = full ? FIELD_ROUNDS : added_round(c, t);
     for (uint8_t i = 0; i < t->field_count; i++) {
         const event_field *f = &t->fields[i];
         if (f->source == FIELD_DERIVED ||
             (!full && f->value == FIELD_TEXT && !(f->flags & FIELD_KEPT)) ||
-            (added_absent && (f->flags & FIELD_ADDED)))
+            field_round(f->flags) > round)
             continue;
         int rc = check_field(c, f, full, err);
         if (rc != 0)
@@ -838,6 +907,36 @@ static int check_avrop_window(const ledger *l, const ledger_event *ev, const all
                 day_text);
 }
 
+/* A frame of `year` may continue `id` ("" is none): a frame of an earlier year. */
+static int check_continues(const ledger *l, const char *id, int32_t year, ledger_error *err)
+{
+    if (id[0] == '\0')
+        return 0;
+    uint32_t f;
+    int rc = find_entity(l, id, LEDGER_KIND_FRAME, &f, err);
+    if (rc != 0)
+        return rc;
+    int32_t earlier = l->units[l->frames[f].unit].year;
+    if (earlier >= year)
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "a frame of %" PRId32 " cannot continue frame %s of %" PRId32
+                    "; it continues a frame of an earlier year",
+                    year, id, earlier);
+    return 0;
+}
+
+/* No more frames for (unit, year) than int64 can sum. */
+static int check_frames_fit(const ledger *l, const char *unit, int32_t year, int64_t amount,
+                            ledger_error *err)
+{
+    uint32_t row = unit_get(l, unit, year);
+    if (row != NONE && l->units[row].frames > INT64_MAX - amount)
+        return fail(err, BUDGET_ETOO_LARGE,
+                    "the frames of unit %s in %" PRId32 " would exceed %" PRId64 " öre in all",
+                    unit, year, INT64_MAX);
+    return 0;
+}
+
 static int rule_grant(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
                       ledger_error *err)
 {
@@ -848,10 +947,76 @@ static int rule_grant(const ledger *l, const ledger_event *ev, uint32_t actor_ui
     if (rc != 0)
         return rc;
     r->unit = unit_get(l, ev->unit, ev->year);
-    if (r->unit != NONE && l->units[r->unit].frames > INT64_MAX - ev->amount)
-        return fail(err, BUDGET_ETOO_LARGE,
-                    "the frames of unit %s in %" PRId32 " would exceed %" PRId64 " öre in all",
-                    ev->unit, ev->year, INT64_MAX);
+    rc = check_frames_fit(l, ev->unit, ev->year, ev->amount, err);
+    return rc != 0 ? rc : check_continues(l, ev->continues, ev->year, err);
+}
+
+/*
+ * The id of the frame a budget adoption makes for a line's unit: "<adoption id>:<unit>", into
+ * `out`. Its length, or 0 when it would be over BUDGET_ID_BYTES_MAX.
+ */
+static size_t line_frame_id(const char *adoption, const char *unit,
+                            char out[BUDGET_ID_BYTES_MAX + 1])
+{
+    int n = snprintf(out, BUDGET_ID_BYTES_MAX + 1, "%s:%s", adoption, unit);
+    return n > 0 && n <= BUDGET_ID_BYTES_MAX ? (size_t)n : 0;
+}
+
+static int check_line_unit(const ledger *l, uint16_t at, const char *code, ledger_error *err);
+
+/* Line number `at` (from 1) of an adoption of `k` plan years, against the state and the lines
+ * before it. */
+static int rule_line(const ledger *l, const ledger_event *ev, uint16_t at, int32_t k,
+                     ledger_error *err)
+{
+    const ledger_line *x = &ev->lines.line[at - 1];
+    int rc = check_line_unit(l, at, x->unit, err);
+    if (rc != 0)
+        return rc;
+    if (x->plans != k)
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "line %u (%s) gives %u plan amounts; the plan years %" PRId32 "..%" PRId32
+                    " need %" PRId32,
+                    (unsigned)at, x->unit, (unsigned)x->plans, ev->year + 1, ev->plan_until, k);
+    for (uint16_t j = 0; j + 1 < at; j++)
+        if (strcmp(ev->lines.line[j].unit, x->unit) == 0)
+            return fail(err, BUDGET_EBAD_REQUEST, "lines %u and %u are both for unit %s",
+                        (unsigned)j + 1, (unsigned)at, x->unit);
+    char id[BUDGET_ID_BYTES_MAX + 1];
+    if (line_frame_id(ev->id, x->unit, id) == 0)
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "the frame of line %u, %s:%s, would be over %d characters; use a shorter id",
+                    (unsigned)at, ev->id, x->unit, BUDGET_ID_BYTES_MAX);
+    if (id_get(l, id) != NULL)
+        return fail(err, BUDGET_ECONFLICT, "the frame of line %u, %s, exists already", (unsigned)at,
+                    id);
+    rc = check_frames_fit(l, x->unit, ev->year, x->amount, err);
+    return rc != 0 ? rc : check_continues(l, x->continues, ev->year, err);
+}
+
+/* A budget year with its plan years: every line must hold, or nothing is adopted. */
+static int rule_adopt(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                      ledger_error *err)
+{
+    (void)actor_uid;
+    (void)r;
+    int32_t k = ev->plan_until - ev->year;
+    if (k < 0 || k > BUDGET_PLAN_YEARS_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "the budget year %" PRId32 " has at most %d plan years: plan_until %" PRId32
+                    " must be within %" PRId32 "..%" PRId32,
+                    ev->year, BUDGET_PLAN_YEARS_MAX, ev->plan_until, ev->year,
+                    ev->year + BUDGET_PLAN_YEARS_MAX);
+    char what[BUDGET_ID_BYTES_MAX + 64];
+    snprintf(what, sizeof what, "budget %s cannot be adopted for it", ev->id);
+    int rc = check_year_open(l, ev->year, what, err);
+    if (rc != 0)
+        return rc;
+    for (uint16_t i = 1; i <= ev->lines.count; i++) {
+        rc = rule_line(l, ev, i, k, err);
+        if (rc != 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -1166,6 +1331,21 @@ static int unit_not_found(const ledger *l, const char *key, const char *code, ui
                 i == REGISTRY_NONE ? "is not a registered unit" : "is closed", hint);
 }
 
+/*
+ * The unit of line `at` of an adoption is registered and open, or not_found naming the nearest
+ * codes. Checked on replay too: budget.adopted came after the register, so no stored adoption
+ * names a unit that was not registered and open when it was written.
+ */
+static int check_line_unit(const ledger *l, uint16_t at, const char *code, ledger_error *err)
+{
+    uint32_t i = registry_find(l->reg, code);
+    if (i != REGISTRY_NONE && !registry_closed(l->reg, i))
+        return 0;
+    char key[32];
+    snprintf(key, sizeof key, "line %u: unit", (unsigned)at);
+    return unit_not_found(l, key, code, i, err);
+}
+
 /* Every unit `c` names is registered and open (a write). */
 static int check_named_units(const ledger *l, const ledger_cmd *c, ledger_error *err)
 {
@@ -1453,6 +1633,7 @@ static void derive_field(const ledger *l, const refs *r, const event_field *f, c
     case FIELD_DATE:
     case FIELD_BODY:
     case FIELD_PARAGRAPH:
+    case FIELD_LINES:
         break;
     }
     assert(!"a field of this value is never derived");
@@ -1694,21 +1875,55 @@ int ledger_check(const ledger *l, const ledger_cmd *cmd, const ledger_actor *act
     return 0;
 }
 
-/*
- * Makes room for whatever applying any event may add: an id, its texts, an entity of each kind
- * that carries balances and a unit row. 0 or -1. When there is room, as almost always, this
- * is a few comparisons.
- */
-static int reserve_room(ledger *l)
+/* Makes the id `text` (of `len` bytes, `hash`, to go in slot `at`) of `kind`, made by the
+ * event `seq`: its record and the count of its kind. Returns its index in ids. Room was
+ * reserved. */
+static uint32_t add_id_of(ledger *l, const char *text, size_t len, uint32_t hash, uint32_t at,
+                          ledger_kind kind, uint64_t seq)
 {
-    if (reserve((void **)&l->ids, &l->ids_cap, l->ids_len, 1, sizeof *l->ids) != 0 ||
-        table_reserve(&l->id_table, l->ids_len, l->ids, sizeof *l->ids) != 0)
+    uint32_t id = l->ids_len++;
+    id_rec *rec = &l->ids[id];
+    rec->hash = hash;
+    rec->text = arena_put(l, text, len);
+    rec->len = (uint8_t)len;
+    rec->kind = (uint8_t)kind;
+    rec->seq_low = (uint32_t)seq;
+    rec->seq_high = (uint16_t)(seq >> 32);
+    rec->index = NONE;
+    table_put(&l->id_table, at, hash, id);
+    l->ids_of_kind[kind]++;
+    return id;
+}
+
+/* Makes the id of `ev`, of its type's kind (see add_id_of). */
+static uint32_t add_id(ledger *l, const ledger_event *ev, size_t len, uint32_t hash, uint32_t at)
+{
+    return add_id_of(l, ev->id, len, hash, at, event_types[ev->type].creates, ev->seq);
+}
+
+/*
+ * Makes room for whatever applying `ev` may add: an id, its texts, an entity of each kind that
+ * carries balances and a unit row; and for a budget adoption a frame id, a frame and unit rows
+ * for each line and its plan years. 0 or -1. When there is room, as almost always, this is a
+ * few comparisons.
+ */
+static int reserve_room(ledger *l, const ledger_event *ev)
+{
+    uint32_t lines = 0, plan_rows = 0;
+    if (ev->type == LEDGER_BUDGET_ADOPTED && ev->lines.count <= BUDGET_ADOPT_LINES_MAX) {
+        int32_t k = ev->plan_until - ev->year;
+        lines = ev->lines.count;
+        plan_rows = k > 0 && k <= BUDGET_PLAN_YEARS_MAX ? lines * (uint32_t)k : 0;
+    }
+    uint32_t arena_need = ARENA_EVENT_BYTES_MAX + lines * (BUDGET_ID_BYTES_MAX + 1);
+    if (reserve((void **)&l->ids, &l->ids_cap, l->ids_len, 1 + lines, sizeof *l->ids) != 0 ||
+        table_reserve(&l->id_table, l->ids_len, 1 + lines, l->ids, sizeof *l->ids) != 0)
         return -1;
-    if (l->arena_cap - l->arena_len < ARENA_EVENT_BYTES_MAX) {
+    if (l->arena_cap - l->arena_len < arena_need) {
         uint64_t want = (uint64_t)l->arena_cap * 2;
         if (want > UINT32_MAX)
             want = UINT32_MAX;
-        if (want - l->arena_len < ARENA_EVENT_BYTES_MAX)
+        if (want - l->arena_len < arena_need)
             return -1;
         char *grown = realloc(l->arena, (size_t)want);
         if (grown == NULL)
@@ -1716,15 +1931,17 @@ static int reserve_room(ledger *l)
         l->arena = grown;
         l->arena_cap = (uint32_t)want;
     }
-    if (reserve((void **)&l->frames, &l->frames_cap, l->frames_len, 1, sizeof *l->frames) != 0 ||
+    if (reserve((void **)&l->frames, &l->frames_cap, l->frames_len, 1 + lines, sizeof *l->frames) !=
+            0 ||
         reserve((void **)&l->allocations, &l->allocations_cap, l->allocations_len, 1,
                 sizeof *l->allocations) != 0 ||
         reserve((void **)&l->avrop, &l->avrop_cap, l->avrop_len, 1, sizeof *l->avrop) != 0 ||
         reserve((void **)&l->corrections, &l->corrections_cap, l->corrections_len, 1,
                 sizeof *l->corrections) != 0)
         return -1;
-    if (reserve((void **)&l->units, &l->units_cap, l->units_len, 1, sizeof *l->units) != 0 ||
-        table_reserve(&l->unit_table, l->units_len, l->units, sizeof *l->units) != 0)
+    uint32_t rows = 1 + lines + plan_rows;
+    if (reserve((void **)&l->units, &l->units_cap, l->units_len, rows, sizeof *l->units) != 0 ||
+        table_reserve(&l->unit_table, l->units_len, rows, l->units, sizeof *l->units) != 0)
         return -1;
     if (reserve((void **)&l->closings, &l->closings_cap, l->closings_len, 1, sizeof *l->closings) !=
         0)
@@ -1738,18 +1955,28 @@ static int reserve_room(ledger *l)
  * in `r` what it made, for assert_balanced. Room was reserved; nothing fails.
  */
 
-static void apply_grant(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+/* The frame index of `id`, a frame that exists, or NONE for "". */
+static uint32_t frame_index(const ledger *l, const char *id)
 {
-    uint32_t row = unit_get_or_add(l, ev->unit, ev->year);
-    l->ids[id].index = l->frames_len;
-    r->frame = l->frames_len;
-    r->unit = row;
-    frame_rec *f = &l->frames[l->frames_len++];
+    const id_rec *r = id[0] == '\0' ? NULL : id_get(l, id);
+    return r != NULL && r->kind == LEDGER_KIND_FRAME ? r->index : NONE;
+}
+
+/* Makes the frame of id record `id` for (unit, year), with its texts (arena offsets) and the
+ * frame it continues (a frame index, or NONE). Returns its index. */
+static uint32_t add_frame(ledger *l, uint32_t id, const ledger_event *ev, const char *unit,
+                          int64_t amount, uint32_t title, uint32_t reference, uint32_t continues)
+{
+    uint32_t row = unit_get_or_add(l, unit, ev->year);
+    uint32_t index = l->frames_len++;
+    l->ids[id].index = index;
+    frame_rec *f = &l->frames[index];
     f->id = id;
     f->unit = row;
-    f->title = arena_put(l, ev->title, strlen(ev->title));
-    f->reference = arena_put(l, ev->reference, strlen(ev->reference));
-    f->granted = f->grant_amount = ev->amount;
+    f->title = title;
+    f->reference = reference;
+    f->continues = continues;
+    f->granted = f->grant_amount = amount;
     f->granted_later = false;
     f->decision_date = ev->decision_date;
     memcpy(f->decision_body, ev->decision_body, sizeof(f->decision_body));
@@ -1760,8 +1987,60 @@ static void apply_grant(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
     f->carried_over = 0;
     f->avrop_last_day = ev->avrop_last_day;
     f->prev_in_unit = l->units[row].frame_last;
-    l->units[row].frame_last = r->frame;
-    l->units[row].frames += ev->amount;
+    l->units[row].frame_last = index;
+    l->units[row].frames += amount;
+    return index;
+}
+
+static void apply_grant(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    uint32_t title = arena_put(l, ev->title, strlen(ev->title));
+    uint32_t reference = arena_put(l, ev->reference, strlen(ev->reference));
+    r->frame =
+        add_frame(l, id, ev, ev->unit, ev->amount, title, reference, frame_index(l, ev->continues));
+    r->unit = l->frames[r->frame].unit;
+}
+
+/* The frames' reference for an adoption: its decision as clerks write it ("KF 2021-11-22 §
+ * 120", and " dnr ..." when it has one). */
+static uint32_t decision_reference(ledger *l, const ledger_event *ev)
+{
+    char day[BUDGET_DATE_BYTES + 1] = "";
+    char out[BUDGET_TEXT_BYTES_MAX + 1];
+    budget_date_format(ev->decision_date, day);
+    int n = snprintf(out, sizeof out, "%s %s § %s%s%s", ev->decision_body, day,
+                     ev->decision_paragraph, ev->decision_dnr[0] ? " dnr " : "", ev->decision_dnr);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof out ? (size_t)n : sizeof out - 1;
+    return arena_put(l, out, len);
+}
+
+/* One line of an adoption: its frame "<adoption id>:<unit>" and its plan amounts. */
+static void adopt_line(ledger *l, const ledger_event *ev, const ledger_line *x, uint32_t title,
+                       uint32_t reference)
+{
+    char id[BUDGET_ID_BYTES_MAX + 1];
+    size_t len = line_frame_id(ev->id, x->unit, id);
+    uint32_t hash = hash_key(id, len, 0);
+    uint32_t rec =
+        add_id_of(l, id, len, hash, id_find(l, id, len, hash), LEDGER_KIND_FRAME, ev->seq);
+    add_frame(l, rec, ev, x->unit, x->amount, title, reference, frame_index(l, x->continues));
+    for (uint8_t k = 0; k < x->plans; k++) {
+        unit_rec *u = &l->units[unit_plan_row(l, x->unit, ev->year + 1 + k)];
+        if (u->plan_by <= ev->year) {
+            u->plan = x->plan[k];
+            u->plan_by = ev->year;
+        }
+    }
+}
+
+static void apply_adopt(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    (void)r;
+    (void)id;
+    uint32_t title = arena_put(l, ev->title, strlen(ev->title));
+    uint32_t reference = decision_reference(l, ev);
+    for (uint16_t i = 0; i < ev->lines.count; i++)
+        adopt_line(l, ev, &ev->lines.line[i], title, reference);
 }
 
 static void apply_adjust(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
@@ -2008,31 +2287,12 @@ int ledger_apply(ledger *l, const ledger_event *ev)
     return ledger_apply_syntax_ok(l, ev);
 }
 
-/* Makes the id of `ev` (of `len` bytes, `hash`, to go in slot `at`): its record and the count
- * of its kind. Returns its index in ids. Room was reserved. */
-static uint32_t add_id(ledger *l, const ledger_event *ev, size_t len, uint32_t hash, uint32_t at)
-{
-    uint32_t id = l->ids_len++;
-    ledger_kind kind = event_types[ev->type].creates;
-    id_rec *rec = &l->ids[id];
-    rec->hash = hash;
-    rec->text = arena_put(l, ev->id, len);
-    rec->len = (uint8_t)len;
-    rec->kind = (uint8_t)kind;
-    rec->seq_low = (uint32_t)ev->seq;
-    rec->seq_high = (uint16_t)(ev->seq >> 32);
-    rec->index = NONE;
-    table_put(&l->id_table, at, hash, id);
-    l->ids_of_kind[kind]++;
-    return id;
-}
-
 int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
 {
     assert(l != NULL && ev != NULL);
     if (!ledger_type_known(ev->type) || ev->seq <= l->last_seq || ev->seq > SEQ_MAX)
         return BUDGET_EINTERNAL;
-    if (reserve_room(l) != 0)
+    if (reserve_room(l, ev) != 0)
         return BUDGET_EUNAVAILABLE;
     /* The new id's slot is almost never in cache: ask for it now, look at it last. */
     size_t len = strnlen(ev->id, BUDGET_ID_BYTES_MAX + 1);
@@ -2060,9 +2320,26 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
     return 0;
 }
 
+/* True when two adoptions have the same lines, in the same order. */
+static bool lines_equal(const ledger_lines *a, const ledger_lines *b)
+{
+    if (a->count != b->count)
+        return false;
+    for (uint16_t i = 0; i < a->count; i++) {
+        const ledger_line *x = &a->line[i], *y = &b->line[i];
+        if (strcmp(x->unit, y->unit) != 0 || strcmp(x->continues, y->continues) != 0 ||
+            x->amount != y->amount || x->plans != y->plans || x->plans > BUDGET_PLAN_YEARS_MAX ||
+            memcmp(x->plan, y->plan, x->plans * sizeof x->plan[0]) != 0)
+            return false;
+    }
+    return true;
+}
+
 /* True when field `f` holds the same value in `a` and `b`. */
 static bool field_equal(const ledger_event *a, const ledger_event *b, const event_field *f)
 {
+    if (f->value == FIELD_LINES)
+        return lines_equal(&a->lines, &b->lines);
     if (field_is_str(f))
         return strncmp(ledger_field_str(a, f), ledger_field_str(b, f), f->size) == 0;
     return ledger_field_int(a, f) == ledger_field_int(b, f);
@@ -2103,7 +2380,7 @@ void ledger_get_counts(const ledger *l, ledger_counts *out)
 #define KIND_COUNT(name, wire, count) out->count = l->ids_of_kind[LEDGER_KIND_##name];
     LEDGER_KINDS(KIND_COUNT)
 #undef KIND_COUNT
-    out->units = l->units_len;
+    out->units = l->units_len - l->plan_rows;
 }
 
 static void frame_view(const ledger *l, uint32_t i, ledger_frame_view *out)
@@ -2114,6 +2391,7 @@ static void frame_view(const ledger *l, uint32_t i, ledger_frame_view *out)
     out->unit = u->unit;
     out->title = text(l, f->title);
     out->reference = text(l, f->reference);
+    out->continues = f->continues == NONE ? "" : id_text(l, l->frames[f->continues].id);
     out->year = u->year;
     out->granted = f->granted;
     out->allocated = f->allocated;
@@ -2333,9 +2611,32 @@ bool ledger_next_unit(const ledger *l, size_t *i, const char *unit, int32_t year
                       ledger_unit_view *out)
 {
     for (; *i < l->units_len; (*i)++) {
-        if (!unit_matches(&l->units[*i], unit, year))
+        if (!l->units[*i].held || !unit_matches(&l->units[*i], unit, year))
             continue;
         unit_view(l, (uint32_t)(*i)++, out);
+        return true;
+    }
+    return false;
+}
+
+bool ledger_next_year_row(const ledger *l, size_t *i, const char *unit, int32_t from, int32_t to,
+                          ledger_year_view *out)
+{
+    for (; *i < l->units_len; (*i)++) {
+        const unit_rec *u = &l->units[*i];
+        if (u->year < from || u->year > to || !unit_matches(u, unit, 0))
+            continue;
+        out->unit = u->unit;
+        out->year = u->year;
+        out->has_plan = u->plan_by != 0;
+        out->plan_by = u->plan_by;
+        out->plan = u->plan;
+        out->budget = u->frames;
+        out->allocated = u->allocated;
+        out->called_off = u->called_off;
+        out->pending = u->pending;
+        out->available = u->allocated - u->called_off - u->pending;
+        (*i)++;
         return true;
     }
     return false;
@@ -2444,6 +2745,9 @@ static int decided_refs(const ledger *l, const ledger_event *ev, refs *r)
     case LEDGER_DECISION_REJECTED:
     case LEDGER_REQUEST_WITHDRAWN:
         break;
+    case LEDGER_BUDGET_ADOPTED:
+        /* Its frames' ids are its own, and a frame it continues is found when it is there. */
+        return 0;
     case LEDGER_UNIT_REGISTERED:
     case LEDGER_UNIT_RENAMED:
     case LEDGER_UNIT_CLOSED:
@@ -2460,13 +2764,39 @@ static int decided_refs(const ledger *l, const ledger_event *ev, refs *r)
     return rc == 0 || (rc != BUDGET_ENOT_FOUND && rc != BUDGET_EINVALID_STATE) ? 0 : -1;
 }
 
+/* A grant or an adoption decided after the day: its frames stay, for what refers to them, with
+ * nothing granted, and an adoption sets no plan amounts. */
+static void keep_frames_only(ledger_event *ev)
+{
+    ev->amount = 0;
+    for (uint16_t i = 0; i < ev->lines.count && i < BUDGET_ADOPT_LINES_MAX; i++) {
+        ev->lines.line[i].amount = 0;
+        ev->lines.line[i].plans = 0;
+    }
+}
+
+/* Marks the frames that `ev` (kept by keep_frames_only and applied) made. */
+static void mark_granted_later(ledger *l, const ledger_event *ev, const refs *r)
+{
+    if (ev->type == LEDGER_FRAME_GRANTED || ev->type == LEDGER_FRAME_CARRIED_OVER) {
+        l->frames[r->frame].granted_later = true;
+        return;
+    }
+    for (uint16_t i = 0; i < ev->lines.count; i++) {
+        char id[BUDGET_ID_BYTES_MAX + 1];
+        uint32_t f = line_frame_id(ev->id, ev->lines.line[i].unit, id) ? frame_index(l, id) : NONE;
+        if (f != NONE)
+            l->frames[f].granted_later = true;
+    }
+}
+
 int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by)
 {
     assert(l != NULL && ev != NULL);
     if (!ledger_type_known(ev->type) || ev->seq <= l->last_seq || ev->seq > SEQ_MAX ||
         !ledger_syntax_ok(ev))
         return BUDGET_EINTERNAL;
-    if (reserve_room(l) != 0)
+    if (reserve_room(l, ev) != 0)
         return BUDGET_EUNAVAILABLE;
     /* The units of an old log are defined as on replay, by every event, left out or not: the
      * register is the same in every view. */
@@ -2475,8 +2805,10 @@ int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by)
                      ? ledger_decision_day(ev) > decided_by
                      : false;
     ledger_event kept = *ev;
-    if (later && (ev->type == LEDGER_FRAME_GRANTED || ev->type == LEDGER_FRAME_CARRIED_OVER))
-        kept.amount = 0; /* the frame stays, for what refers to it, with nothing granted */
+    if (later && (ev->type == LEDGER_FRAME_GRANTED || ev->type == LEDGER_BUDGET_ADOPTED ||
+                  ev->type == LEDGER_FRAME_CARRIED_OVER))
+        keep_frames_only(
+            &kept); /* the frames stay, for what refers to them, with nothing granted */
     else if (later)
         return skip_event(l, ev);
     refs r;
@@ -2488,7 +2820,7 @@ int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by)
     uint32_t id = add_id(l, &kept, len, hash, at);
     type_apply[ev->type](l, &kept, &r, id);
     if (later)
-        l->frames[r.frame].granted_later = true;
+        mark_granted_later(l, &kept, &r);
     l->events++;
     l->last_seq = ev->seq;
     l->last_ts_ms = ev->ts_ms;

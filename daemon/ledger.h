@@ -32,6 +32,25 @@ typedef struct {
 } ledger_actor;
 
 /*
+ * One line of a budget adoption (budget.adopted): the unit, its binding frame for the budget
+ * year (`amount`, öre), the frame that frame continues ("" when none), and its planned amount
+ * for each plan year in order (`plan[0]` for the year after the budget year), `plans` of them.
+ */
+typedef struct {
+    char unit[BUDGET_UNIT_BYTES_MAX + 1];
+    char continues[BUDGET_ID_BYTES_MAX + 1];
+    uint8_t plans;
+    int64_t amount;
+    int64_t plan[BUDGET_PLAN_YEARS_MAX];
+} ledger_line;
+
+/* The lines of a budget adoption, `count` of them (the field value FIELD_LINES). */
+typedef struct {
+    uint16_t count;
+    ledger_line line[BUDGET_ADOPT_LINES_MAX];
+} ledger_lines;
+
+/*
  * An event, decoded. Which fields are meaningful depends on `type`: its field table
  * (event_types.c, and docs/events.md) names them, in the order of the data map, and says which
  * the client gives and which ledger_check derives from the state and stores in the event, so
@@ -70,6 +89,13 @@ typedef struct {
     /* Of a command only, never stored: frame.grant's "intended", a grant meant to be like an
      * existing one (ledger_check refuses a likely duplicate without it). */
     bool intended;
+    /* The frame a new frame continues ("" when none): frame.granted's optional "continues". */
+    char continues[BUDGET_ID_BYTES_MAX + 1];
+    /* budget.adopted: the last plan year (the budget year is `year`), and the lines. The
+     * lines come last, so that an event of another type is read and written in its first
+     * bytes only. */
+    int32_t plan_until;
+    ledger_lines lines;
 } ledger_event;
 
 /*
@@ -128,6 +154,7 @@ typedef struct ledger ledger;
 /* Balances, as views into the state: valid until the next ledger_apply or ledger_free. */
 typedef struct {
     const char *id, *unit, *title, *reference;
+    const char *continues; /* the id of the frame this one continues, "" when none */
     int32_t year;
     int64_t granted, allocated, pending, unallocated, called_off;
     /* The year's end: whether the frame's year is closed; what it kept (unallocated, and
@@ -171,6 +198,19 @@ typedef struct {
     int64_t frames, allocated, called_off, pending, available;
     int64_t reducing; /* pending reductions of allocations to the unit */
 } ledger_unit_view;
+
+/*
+ * One row of the units × years view: a unit in a year, with its frames (the binding budget),
+ * the plan amount the latest adoption of an earlier budget year set for it (`has_plan`;
+ * `plan_by` is that adoption's budget year), and what the unit received and called off.
+ */
+typedef struct {
+    const char *unit;
+    int32_t year;
+    bool has_plan;
+    int32_t plan_by;
+    int64_t budget, plan, allocated, called_off, pending, available;
+} ledger_year_view;
 
 /* A new empty ledger, or NULL when out of memory. */
 ledger *ledger_new(void);
@@ -284,6 +324,14 @@ bool ledger_next_unit(const ledger *l, size_t *i, const char *unit, int32_t year
 /* The id of the year.closed event that closed fiscal year `year`, or NULL while it is open. */
 const char *ledger_year_closed(const ledger *l, int32_t year);
 
+/*
+ * The rows of the units × years view, in order of first appearance: every (unit, year) with
+ * `from` <= year <= `to` that holds frames, received allocations or has a plan amount (and is
+ * `unit`, when not NULL). As the other iterations.
+ */
+bool ledger_next_year_row(const ledger *l, size_t *i, const char *unit, int32_t from, int32_t to,
+                          ledger_year_view *out);
+
 const char *ledger_type_name(ledger_type t); /* "frame.granted", ... */
 /* (ledger_type_known(t), in event_types.h: t names a type of the list.) */
 ledger_type ledger_type_from_name(const char *s, size_t len); /* 0 when unknown */
@@ -300,10 +348,10 @@ bool ledger_valid_text(const char *s, size_t len, size_t min);
  * an event written before them, which encodes without them. False when its type has none. */
 bool ledger_added_absent(const ledger_event *ev);
 
-/* The flags (FIELD_ADDED_LATER, and FIELD_ADDED with it) of the fields `ev` is encoded
- * without: the fields added later when all of them are empty, and then also the fields added
- * first when those are empty too. 0 for the whole data map. */
-unsigned ledger_omitted_fields(const ledger_event *ev);
+/* The round of fields added to its type that `ev` was written with (field_round): the last
+ * round of which it has a field that is not empty; 0 when it has none. It is encoded with the
+ * fields of rounds 0..that one. */
+unsigned ledger_added_round(const ledger_event *ev);
 
 /* True when `ev` carries a decision (its decision_date is set). */
 static inline bool ledger_has_decision(const ledger_event *ev)

@@ -64,6 +64,10 @@ static void job_balances(job *j, resp_t *r)
     ledger_free(l);
 }
 
+/* The stored bytes of the events of one `events` page, at most: room is left in the frame for
+ * the envelope (a page of 1000 events of up to EVENT_BYTES_MAX would not fit). */
+#define EVENTS_PAGE_BYTES_MAX (BUDGET_FRAME_BYTES_MAX - 64u * 1024u)
+
 typedef struct {
     const events_query *q;
     uint64_t head, next, scanned;
@@ -71,6 +75,7 @@ typedef struct {
     msgpack_sbuffer events; /* the matching events' stored bytes, back to back */
     int rc;
     store_reader *rd;
+    bool full; /* the page stopped at EVENTS_PAGE_BYTES_MAX */
 } events_ctx;
 
 /* True when the request `id` (an avrop, a reduction or a reversal: an event before this one)
@@ -93,6 +98,12 @@ static int events_one(void *ctx, uint64_t seq, store_val v)
 
     if (seq > e->head || e->found >= e->q->limit || e->scanned >= BUDGET_EVENTS_SCAN_MAX)
         return 1;
+    /* Events of up to EVENT_BYTES_MAX (an adoption): a page stops before the one that would
+     * take it over its byte bound, and `next` stays on the event before. */
+    if (e->found > 0 && e->events.size + v.size > EVENTS_PAGE_BYTES_MAX) {
+        e->full = true;
+        return 1;
+    }
     e->scanned++;
     e->next = seq;
     if (event_decode(v.data, v.size, &ev) != 0) {
@@ -110,7 +121,7 @@ static int events_one(void *ctx, uint64_t seq, store_val v)
 
 static void job_events(job *j, store_reader *rd, resp_t *r)
 {
-    events_ctx e = {&j->eq, j->head, j->eq.after, 0, 0, {0}, 0, rd};
+    events_ctx e = {&j->eq, j->head, j->eq.after, 0, 0, {0}, 0, rd, false};
 
     msgpack_sbuffer_init(&e.events);
     if (e.next > e.head)
@@ -121,7 +132,7 @@ static void job_events(job *j, store_reader *rd, resp_t *r)
                         "an event cannot be decoded; run verify");
     } else {
         /* Every event was scanned up to `head` when fewer than `limit` matched. */
-        if (e.found < j->eq.limit && e.scanned < BUDGET_EVENTS_SCAN_MAX)
+        if (e.found < j->eq.limit && e.scanned < BUDGET_EVENTS_SCAN_MAX && !e.full)
             e.next = e.head > j->eq.after ? e.head : j->eq.after;
         resp_begin(r, j->base.req_id, true);
         msgpack_pack_map(&r->pk, 3);

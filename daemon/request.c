@@ -1,4 +1,5 @@
 /* Requests and results: args of each op into ledger commands and queries; results packed. */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include "proto/fields.h"
 #include "proto/text.h"
 #include "request.h"
+#include "years.h"
 
 /* The write ops, one per event type (LEDGER_EVENT_TYPES): an op's args are the fields of its
  * type that the client gives (event_types.c), by the same names. */
@@ -102,6 +104,70 @@ const request_write_op *request_find_write(const char *op, size_t len)
     return NULL;
 }
 
+/* One entry of a line of budget.adopt: unit, amount, plan, continues. */
+static int decode_line_entry(const msgpack_object *k, const msgpack_object *v, ledger_line *x,
+                             uint32_t at, ledger_error *err)
+{
+    int64_t n;
+    if (key_is(k, "unit"))
+        return copy_str(v, "lines[].unit", x->unit, BUDGET_UNIT_BYTES_MAX, err);
+    if (key_is(k, "continues"))
+        return copy_str(v, "lines[].continues", x->continues, BUDGET_ID_BYTES_MAX, err);
+    if (key_is(k, "amount")) {
+        if (!object_int(v, &n))
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "args.lines[%" PRIu32 "].amount must be an integer amount in öre", at);
+        x->amount = n;
+        return 0;
+    }
+    if (!key_is(k, "plan"))
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "args.lines[%" PRIu32 "] takes unit, amount, plan and continues", at);
+    if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size > BUDGET_PLAN_YEARS_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "args.lines[%" PRIu32 "].plan must be an array of at most %d amounts in öre",
+                    at, BUDGET_PLAN_YEARS_MAX);
+    for (uint32_t i = 0; i < v->via.array.size; i++) {
+        if (!object_int(&v->via.array.ptr[i], &n))
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "args.lines[%" PRIu32 "].plan[%" PRIu32
+                        "] must be an integer amount in öre",
+                        at, i);
+        x->plan[i] = n;
+    }
+    x->plans = (uint8_t)v->via.array.size;
+    return 0;
+}
+
+/* The lines of budget.adopt: an array of 1..BUDGET_ADOPT_LINES_MAX maps. */
+static int decode_lines(const msgpack_object *v, ledger_lines *out, ledger_error *err)
+{
+    if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size < 1 ||
+        v->via.array.size > BUDGET_ADOPT_LINES_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST, "args.lines must be an array of 1..%d lines",
+                    BUDGET_ADOPT_LINES_MAX);
+    for (uint32_t i = 0; i < v->via.array.size; i++) {
+        const msgpack_object *m = &v->via.array.ptr[i];
+        ledger_line *x = &out->line[i];
+        if (m->type != MSGPACK_OBJECT_MAP)
+            return fail(err, BUDGET_EBAD_REQUEST, "args.lines[%" PRIu32 "] must be a map", i);
+        bool has_unit = false, has_amount = false;
+        for (uint32_t j = 0; j < m->via.map.size; j++) {
+            const msgpack_object *k = &m->via.map.ptr[j].key;
+            int rc = decode_line_entry(k, &m->via.map.ptr[j].val, x, i, err);
+            if (rc)
+                return rc;
+            has_unit |= key_is(k, "unit");
+            has_amount |= key_is(k, "amount");
+        }
+        if (!has_unit || !has_amount)
+            return fail(err, BUDGET_EBAD_REQUEST, "args.lines[%" PRIu32 "] needs unit and amount",
+                        i);
+    }
+    out->count = (uint16_t)v->via.array.size;
+    return 0;
+}
+
 /* Reads the arg of field `f` from `v` into its member of `cmd`. The ledger checks the rest of
  * the field's rule (ledger_check); the range of a year is checked here already. */
 static int decode_arg(const event_field *f, const msgpack_object *v, ledger_cmd *cmd,
@@ -139,6 +205,8 @@ static int decode_arg(const event_field *f, const msgpack_object *v, ledger_cmd 
                         f->key);
         ledger_field_set_int(cmd, f, n);
         return 0;
+    case FIELD_LINES:
+        return decode_lines(v, &cmd->lines, err);
     case FIELD_TARGET_KIND:
     case FIELD_TOTAL:
         break;
@@ -227,6 +295,54 @@ int request_decode_write(const request_write_op *w, const msgpack_object *args, 
     return 0;
 }
 
+/* One arg of the years view: view, from, to, subtotals_offset. */
+static int decode_years_arg(const msgpack_object *k, const msgpack_object *v, balances_query *q,
+                            ledger_error *err)
+{
+    int64_t year;
+    if (key_is(k, "view")) {
+        if (v->type != MSGPACK_OBJECT_STR || v->via.str.size != 5 ||
+            memcmp(v->via.str.ptr, "years", 5) != 0)
+            return fail(err, BUDGET_EBAD_REQUEST, "args.view must be \"years\" (or absent)");
+        q->years = true;
+        return 0;
+    }
+    if (key_is(k, "subtotals_offset")) {
+        if (!object_uint(v, &q->subtotals_offset))
+            return fail(err, BUDGET_EBAD_REQUEST, "args.subtotals_offset must be a uint");
+        return 0;
+    }
+    const char *name = key_is(k, "from") ? "from" : "to";
+    if (!object_int(v, &year) || year < BUDGET_YEAR_MIN || year > BUDGET_YEAR_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a year %d..%d", name,
+                    BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
+    *(key_is(k, "from") ? &q->from : &q->to) = (int32_t)year;
+    return 0;
+}
+
+/* The args of the years view hold together, and only with it. */
+static int check_years_query(const balances_query *q, ledger_error *err)
+{
+    if (!q->years) {
+        if (q->from || q->to || q->subtotals_offset)
+            return fail(err, BUDGET_EBAD_REQUEST,
+                        "balances takes from, to and subtotals_offset only with view \"years\"");
+        return 0;
+    }
+    if (q->frame[0] || q->allocation[0] || q->year || q->frames_offset || q->avrop_offset ||
+        q->units_offset)
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "balances with view \"years\" takes from, to, unit, as_of, offset and "
+                    "subtotals_offset");
+    if (!q->from || !q->to)
+        return fail(err, BUDGET_EBAD_REQUEST, "balances with view \"years\" needs from and to");
+    if (q->to < q->from || q->to - q->from >= BUDGET_YEARS_SPAN_MAX)
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "args.from %d and args.to %d must span 1..%d years, from first", (int)q->from,
+                    (int)q->to, BUDGET_YEARS_SPAN_MAX);
+    return 0;
+}
+
 int request_decode_balances(const msgpack_object *args, balances_query *q, ledger_error *err)
 {
     uint32_t n = 0;
@@ -267,6 +383,9 @@ int request_decode_balances(const msgpack_object *args, balances_query *q, ledge
             if (!object_day(v, &q->decided_by))
                 return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be a real day YYYY-MM-DD",
                             "decided_by");
+        } else if (key_is(k, "view") || key_is(k, "from") || key_is(k, "to") ||
+                   key_is(k, "subtotals_offset")) {
+            rc = decode_years_arg(k, v, q, err);
         } else if (key_is(k, "offset") || key_is(k, "frames_offset") || key_is(k, "avrop_offset") ||
                    key_is(k, "units_offset")) {
             uint64_t *at = key_is(k, "offset")          ? &q->offset
@@ -279,7 +398,8 @@ int request_decode_balances(const msgpack_object *args, balances_query *q, ledge
         } else {
             return fail(err, BUDGET_EBAD_REQUEST,
                         "balances takes frame, allocation, unit, year, as_of, decided_by, "
-                        "offset, frames_offset, avrop_offset, units_offset");
+                        "offset, frames_offset, avrop_offset, units_offset, view, from, to, "
+                        "subtotals_offset");
         }
         if (rc)
             return rc;
@@ -287,7 +407,7 @@ int request_decode_balances(const msgpack_object *args, balances_query *q, ledge
     if (picked > 1)
         return fail(err, BUDGET_EBAD_REQUEST,
                     "balances takes at most one of frame, allocation, unit");
-    return 0;
+    return check_years_query(q, err);
 }
 
 int request_decode_events(const msgpack_object *args, events_query *q, ledger_error *err)
@@ -357,11 +477,34 @@ int request_decode_events(const msgpack_object *args, events_query *q, ledger_er
     return 0;
 }
 
+/* True when a line of adoption `ev` makes the frame `entity` ("<id>:<unit>") or continues it. */
+static bool lines_name_entity(const ledger_event *ev, const char *entity)
+{
+    size_t id_len = strlen(ev->id);
+    bool made_here = strncmp(entity, ev->id, id_len) == 0 && entity[id_len] == ':';
+    for (uint16_t i = 0; i < ev->lines.count; i++)
+        if ((made_here && strcmp(entity + id_len + 1, ev->lines.line[i].unit) == 0) ||
+            strcmp(entity, ev->lines.line[i].continues) == 0)
+            return true;
+    return false;
+}
+
+/* True when adoption `ev` has a line for `unit`. */
+static bool lines_name_unit(const ledger_event *ev, const char *unit)
+{
+    for (uint16_t i = 0; i < ev->lines.count; i++)
+        if (strcmp(unit, ev->lines.line[i].unit) == 0)
+            return true;
+    return false;
+}
+
 /* True when an id field of `ev` (its id, frame, allocation, target, ...) is `entity`. */
 static bool names_entity(const ledger_event *ev, const char *entity)
 {
     if (!ledger_type_known(ev->type))
         return false;
+    if (ev->type == LEDGER_BUDGET_ADOPTED && lines_name_entity(ev, entity))
+        return true;
     const event_type_info *t = &event_types[ev->type];
     for (uint8_t i = 0; i < t->field_count; i++)
         if (t->fields[i].value == FIELD_ID &&
@@ -374,7 +517,8 @@ event_match request_event_matches(const events_query *q, const ledger_event *ev)
 {
     if (q->type && ev->type != q->type)
         return EVENT_NO;
-    if (q->unit[0] && strcmp(ev->unit, q->unit) != 0)
+    if (q->unit[0] && strcmp(ev->unit, q->unit) != 0 &&
+        !(ev->type == LEDGER_BUDGET_ADOPTED && lines_name_unit(ev, q->unit)))
         return EVENT_NO;
     if (q->has_actor && ev->actor.uid != q->actor)
         return EVENT_NO;
@@ -498,7 +642,7 @@ static uint32_t unit_oddities(const ledger_unit_view *u, const char **out)
 
 static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f, bool decided)
 {
-    msgpack_pack_map(pk, decided ? 16 : 15);
+    msgpack_pack_map(pk, decided ? 17 : 16);
     pack_key_str(pk, "id", f->id);
     pack_key_str(pk, "unit", f->unit);
     pack_key_int(pk, "year", f->year);
@@ -518,6 +662,7 @@ static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f, bool deci
     pack_key_int(pk, "carried_over", f->carried_over);
     pack_key_str_or_nil(pk, "carried_from", f->carried_from);
     pack_key_day(pk, "avrop_last_day", f->avrop_last_day);
+    pack_key_str(pk, "continues", f->continues);
 }
 
 static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a, bool decided)
@@ -727,6 +872,95 @@ static void page_units(list_page *p, const ledger *l, const balances_query *q)
     }
 }
 
+/* The sums of a row, a subtotal or a total; "plan" and "unspent" are nil when there is none. */
+static void pack_sums(msgpack_packer *pk, const years_sums *v)
+{
+    pack_key_int(pk, "budget", v->budget);
+    pack_cstr(pk, "plan");
+    if (v->has_plan)
+        msgpack_pack_int64(pk, v->plan);
+    else
+        msgpack_pack_nil(pk);
+    pack_key_int(pk, "allocated", v->allocated);
+    pack_key_int(pk, "called_off", v->called_off);
+    pack_key_int(pk, "available", v->available);
+    pack_cstr(pk, "unspent");
+    if (v->has_unspent)
+        msgpack_pack_int64(pk, v->unspent);
+    else
+        msgpack_pack_nil(pk);
+}
+
+static void pack_years_row(msgpack_packer *pk, const ledger *l, const years_row *r)
+{
+    const char *parent = years_parent(l, r->unit, NULL);
+    msgpack_pack_map(pk, 11);
+    pack_key_str(pk, "unit", r->unit);
+    pack_key_str(pk, "name", years_name(l, r->unit));
+    pack_key_str(pk, "parent", parent != NULL ? parent : "");
+    pack_key_int(pk, "year", r->year);
+    pack_key_int(pk, "plan_by", r->plan_by);
+    pack_sums(pk, &r->sums);
+}
+
+/* A subtotal of the rows under `parent` (with its name), or a total (`parent` NULL). */
+static void pack_years_sum(msgpack_packer *pk, const ledger *l, const char *parent, int32_t year,
+                           const years_sums *v)
+{
+    msgpack_pack_map(pk, parent != NULL ? 9 : 7);
+    if (parent != NULL) {
+        pack_key_str(pk, "parent", parent);
+        pack_key_str(pk, "name", years_name(l, parent));
+    }
+    pack_key_int(pk, "year", year);
+    pack_sums(pk, v);
+}
+
+/* The years view: a page of rows, a page of subtotals, every total; years.h. */
+static int pack_years(msgpack_packer *pk, const ledger *l, const balances_query *q, uint64_t as_of,
+                      ledger_error *err)
+{
+    const char *unit = q->unit[0] ? q->unit : NULL;
+    years_summary sum;
+    list_page rows, subtotals;
+    if (years_summarize(l, unit, q->from, q->to, years_parent, NULL, &sum) != 0) {
+        years_summary_free(&sum);
+        return fail(err, BUDGET_EUNAVAILABLE, "out of memory");
+    }
+    page_init(&rows, q->offset);
+    page_init(&subtotals, q->subtotals_offset);
+    size_t i = 0;
+    years_row r;
+    while (!rows.more && years_next_row(l, &i, unit, q->from, q->to, &r))
+        if (page_takes(&rows))
+            pack_years_row(&rows.pk, l, &r);
+    for (size_t k = 0; k < sum.subtotals_count && !subtotals.more; k++)
+        if (page_takes(&subtotals))
+            pack_years_sum(&subtotals.pk, l, sum.subtotals[k].parent, sum.subtotals[k].year,
+                           &sum.subtotals[k].sums);
+    int rc = msgpack_pack_map(pk, 9);
+    pack_key_uint(pk, "as_of", as_of);
+    pack_key_str(pk, "view", "years");
+    pack_key_int(pk, "from", q->from);
+    pack_key_int(pk, "to", q->to);
+    rc |= page_emit(pk, "rows", &rows);
+    rc |= page_emit(pk, "subtotals", &subtotals);
+    pack_cstr(pk, "totals");
+    rc |= msgpack_pack_array(pk, (uint32_t)(q->to - q->from + 1));
+    for (int32_t y = q->from; y <= q->to; y++)
+        pack_years_sum(pk, l, NULL, y, &sum.totals[y - q->from]);
+    pack_cstr(pk, "more");
+    rc |= rows.more || subtotals.more ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    pack_cstr(pk, "next");
+    rc |= msgpack_pack_map(pk, 2);
+    pack_key_uint(pk, "offset", q->offset + rows.count);
+    pack_key_uint(pk, "subtotals_offset", q->subtotals_offset + subtotals.count);
+    years_summary_free(&sum);
+    if (rc != 0)
+        return fail(err, BUDGET_EUNAVAILABLE, "out of memory");
+    return 0;
+}
+
 /* The lists of a balances result, in the order they are packed; avrop only for one
  * allocation. `offset_arg` is the arg (and the key of "next") that pages each. */
 enum { LIST_FRAMES, LIST_ALLOCATIONS, LIST_AVROP, LIST_UNITS, LISTS_COUNT };
@@ -769,6 +1003,8 @@ int request_pack_balances(msgpack_packer *pk, const ledger *l, const balances_qu
     bool avrop = q->allocation[0] != '\0', more = false;
     int rc = 0;
 
+    if (q->years)
+        return pack_years(pk, l, q, as_of, err);
     /* The id asked for is the client's bytes, not checked against the id rules: escaped. */
     char id[100];
     if (q->frame[0] && !ledger_frame(l, q->frame, &f)) {

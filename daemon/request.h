@@ -49,6 +49,11 @@ typedef struct {
     /* Items of each list skipped before its page: `offset` (allocations, its wire name since
      * protocol 1), `frames_offset`, `avrop_offset`, `units_offset`. */
     uint64_t offset, frames_offset, avrop_offset, units_offset;
+    /* view "years": the units × years view of years from..to (`unit` filters it; `offset`
+     * pages its rows, `subtotals_offset` its subtotals). */
+    bool years;
+    int32_t from, to;
+    uint64_t subtotals_offset;
 } balances_query;
 
 int request_decode_balances(const msgpack_object *args, balances_query *q, ledger_error *err);

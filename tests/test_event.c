@@ -12,6 +12,8 @@
 #define MAX BUDGET_AMOUNT_MAX
 #define TYPES 14
 
+/* The types whose data maps hold only strings and integers. budget.adopted, whose lines are an
+ * array of maps, has its own tests at the end of this file ("budget.adopted"). */
 static const ledger_type all_types[TYPES] = {
     LEDGER_FRAME_GRANTED,
     LEDGER_FRAME_ADJUSTED,
@@ -34,7 +36,7 @@ static const ledger_type all_types[TYPES] = {
 #define DECISION_KEYS "decision_body", "decision_date", "decision_paragraph", "decision_dnr"
 static const char *const data_keys[][KEYS_MAX] = {
     [LEDGER_FRAME_GRANTED] = {"id", "unit", "year", "amount", "title", DECISION_KEYS, "reference",
-                              "avrop_last_day"},
+                              "avrop_last_day", "continues"},
     [LEDGER_FRAME_ADJUSTED] = {"id", "frame", "unit", "year", "delta", "reason", DECISION_KEYS,
                                "reference"},
     [LEDGER_ALLOCATION_PROPOSED] = {"id", "frame", "unit", "year", "amount", "purpose",
@@ -58,6 +60,7 @@ static const char *const data_keys[][KEYS_MAX] = {
     [LEDGER_FRAME_CARRIED_OVER] = {"id", "frame", "unit", "year", "amount", "title",
                                    "avrop_last_day", "decision_body", "decision_date",
                                    "decision_paragraph", "decision_dnr"},
+    [LEDGER_BUDGET_ADOPTED] = {"id", "year", "plan_until", "title", "lines", DECISION_KEYS},
 };
 
 /* The types of the register of units have no year and no amount. */
@@ -98,6 +101,18 @@ static size_t key_count(ledger_type t)
     return n;
 }
 
+/* The keys an encoded `ev` holds: a frame.granted that continues no frame is written without
+ * "continues", its last key, as frame.granted was before it had one. */
+static size_t data_count(const ledger_event *ev)
+{
+    size_t n = key_count(ev->type);
+    if (ev->type == LEDGER_FRAME_GRANTED && ev->continues[0] == '\0')
+        n -= ev->avrop_last_day == 0 ? 2 : 1; /* the rounds after its last field set */
+    else if (ev->type == LEDGER_ALLOCATION_PROPOSED && ev->avrop_last_day == 0)
+        n--;
+    return n;
+}
+
 static const char *type_name(ledger_type t)
 {
     static const char *names[] = {
@@ -108,6 +123,7 @@ static const char *type_name(ledger_type t)
         [LEDGER_DECISION_APPROVED] = "decision.approved",
         [LEDGER_DECISION_REJECTED] = "decision.rejected",
         [LEDGER_REQUEST_WITHDRAWN] = "request.withdrawn",
+        [LEDGER_BUDGET_ADOPTED] = "budget.adopted",
         [LEDGER_ALLOCATION_REDUCTION_REQUESTED] = "allocation.reduction_requested",
         [LEDGER_AVROP_REVERSAL_REQUESTED] = "avrop.reversal_requested",
         [LEDGER_UNIT_REGISTERED] = "unit.registered",
@@ -147,6 +163,44 @@ static void max_decision(ledger_event *ev)
     fill(ev->decision_dnr, BUDGET_DECISION_DNR_BYTES_MAX, 'd');
 }
 
+/* The decision fields of `ev` at their longest (`max`) or as clerks write them. */
+static void put_decision(ledger_event *ev, bool max)
+{
+    if (max) {
+        fill(ev->decision_body, BUDGET_DECISION_BODY_BYTES_MAX, 'K');
+        ev->decision_date = 99991231;
+        fill(ev->decision_paragraph, BUDGET_DECISION_PARAGRAPH_BYTES_MAX, '1');
+        fill(ev->decision_dnr, BUDGET_DECISION_DNR_BYTES_MAX, 'd');
+        return;
+    }
+    strcpy(ev->decision_body, "KF");
+    ev->decision_date = 20211122;
+    strcpy(ev->decision_paragraph, "120");
+}
+
+/* Lines of an adoption: `count` of them, with `plans` plan amounts each, every string at its
+ * longest and every amount at its largest (`max`), or everyday ones. */
+static void put_lines(ledger_event *ev, uint16_t count, uint8_t plans, bool max)
+{
+    ev->lines.count = count;
+    for (uint16_t i = 0; i < count; i++) {
+        ledger_line *x = &ev->lines.line[i];
+        if (max) {
+            fill(x->unit, BUDGET_UNIT_BYTES_MAX, 'U');
+            x->unit[BUDGET_UNIT_BYTES_MAX - 2] = (char)('0' + i / 10 % 10);
+            x->unit[BUDGET_UNIT_BYTES_MAX - 1] = (char)('0' + i % 10);
+            fill(x->continues, BUDGET_ID_BYTES_MAX, 'C');
+        } else {
+            snprintf(x->unit, sizeof x->unit, "N%u", (unsigned)i);
+            x->continues[0] = '\0';
+        }
+        x->amount = max ? MAX : 300000000 + i;
+        x->plans = plans;
+        for (uint8_t k = 0; k < plans; k++)
+            x->plan[k] = max ? MAX : 300000000 + k;
+    }
+}
+
 /* An event of `type` with every field the type has at its longest or largest. */
 static ledger_event max_event(ledger_type type)
 {
@@ -173,6 +227,15 @@ static ledger_event max_event(ledger_type type)
         fill_text(ev.title, 't');
         fill_text(ev.reference, 'r');
         ev.avrop_last_day = 99991231;
+        fill(ev.continues, BUDGET_ID_BYTES_MAX, 'C');
+        break;
+    case LEDGER_BUDGET_ADOPTED:
+        ev.unit[0] = '\0';
+        ev.amount = 0;
+        ev.plan_until = BUDGET_YEAR_MAX;
+        fill_text(ev.title, 't');
+        put_lines(&ev, BUDGET_ADOPT_LINES_MAX, BUDGET_PLAN_YEARS_MAX, true);
+        put_decision(&ev, true);
         break;
     case LEDGER_FRAME_ADJUSTED:
         fill(ev.frame, BUDGET_ID_BYTES_MAX, 'F');
@@ -293,6 +356,15 @@ static ledger_event typical_event(ledger_type type, uint64_t seq)
         PUT(ev.title, "Utökat trygghetsarbete");
         PUT(ev.reference, "KS 2021-08-24 § 241");
         ev.avrop_last_day = 20211231;
+        break;
+    case LEDGER_BUDGET_ADOPTED:
+        ev.unit[0] = '\0';
+        ev.amount = 0;
+        ev.year = 2022;
+        ev.plan_until = 2027;
+        PUT(ev.title, "Utökat trygghetsarbete");
+        put_lines(&ev, 3, 5, false);
+        put_decision(&ev, false);
         break;
     case LEDGER_FRAME_ADJUSTED:
         PUT(ev.frame, "KS-2021");
@@ -712,6 +784,8 @@ static void expect_data_value(const ledger_event *ev, const char *key, msgpack_o
         s = ev->reference;
     else if (strcmp(key, "note") == 0)
         s = ev->note;
+    else if (strcmp(key, "continues") == 0)
+        s = ev->continues;
     else if (strcmp(key, "target_kind") == 0)
         s = kind_word(ev->target_kind);
     char day[BUDGET_DATE_BYTES + 1];
@@ -760,8 +834,8 @@ static void cross_check(const ledger_event *ev, const uint8_t *prev)
     cr_assert(str_is(kv[3].val, type_name(ev->type)));
     msgpack_object data = kv[4].val;
     cr_assert_eq(data.type, MSGPACK_OBJECT_MAP);
-    cr_assert_eq(data.via.map.size, key_count(ev->type));
-    for (size_t i = 0; i < key_count(ev->type); i++) {
+    cr_assert_eq(data.via.map.size, data_count(ev));
+    for (size_t i = 0; i < data_count(ev); i++) {
         const char *key = data_keys[ev->type][i];
         cr_assert(str_is(data.via.map.ptr[i].key, key), "%s: data key %zu is not %s",
                   type_name(ev->type), i, key);
@@ -851,6 +925,8 @@ static void pack_data_value(packer *p, const ledger_event *ev, const char *key, 
         s = ev->reference;
     else if (strcmp(key, "note") == 0)
         s = ev->note;
+    else if (strcmp(key, "continues") == 0)
+        s = ev->continues;
     else if (strcmp(key, "target_kind") == 0)
         s = kind_word(ev->target_kind);
     char day[BUDGET_DATE_BYTES + 1];
@@ -888,11 +964,10 @@ static void pack_data_value(packer *p, const ledger_event *ev, const char *key, 
 
 /* The key "data-missing" leaves out: the last, or the one before it when the last was added
  * to the type later (without it the map is that of an older event, which decodes). */
-static size_t missing_index(ledger_type t)
+static size_t missing_index(const ledger_event *ev)
 {
-    size_t count = key_count(t);
-    return event_types[t].fields[count - 1].flags & (FIELD_ADDED | FIELD_ADDED_LATER) ? count - 2
-                                                                                      : count - 1;
+    size_t count = data_count(ev);
+    return event_types[ev->type].fields[count - 1].flags & FIELD_ADDED ? count - 2 : count - 1;
 }
 
 static size_t pack_event(const ledger_event *ev, const uint8_t *prev, const char *mutate,
@@ -930,7 +1005,7 @@ static size_t pack_event(const ledger_event *ev, const uint8_t *prev, const char
     pack_str(&p, "type");
     pack_str(&p, is(mutate, "type-unknown") ? "frame.grant" : type_name(ev->type));
     pack_str(&p, "data");
-    size_t count = key_count(ev->type);
+    size_t count = data_count(ev);
     size_t packed =
         count + (is(mutate, "data-extra") ? 1 : 0) - (is(mutate, "data-missing") ? 1 : 0);
     msgpack_pack_map(&p.pk, packed);
@@ -938,7 +1013,7 @@ static size_t pack_event(const ledger_event *ev, const uint8_t *prev, const char
         size_t j = i;
         if (is(mutate, "data-swap") && i < 2)
             j = 1 - i;
-        if (is(mutate, "data-missing") && i == missing_index(ev->type))
+        if (is(mutate, "data-missing") && i == missing_index(ev))
             continue;
         if (is(mutate, "key-renamed") && i == count - 1)
             pack_str(&p, "referens");
@@ -1020,6 +1095,7 @@ Test(event, an_event_without_its_added_field_keeps_the_data_map_it_was_written_w
     for (size_t k = 0; k < 2; k++) {
         ledger_event ev = typical_event(types[k], 3);
         ev.avrop_last_day = 0;
+        ev.continues[0] = '\0'; /* added after the last day: no event has it without one */
         uint8_t buf[EVENT_BYTES_MAX], again[EVENT_BYTES_MAX];
         size_t n = encode(&ev, zero_prev, buf, NULL);
         const char *type = type_name(types[k]);
@@ -1028,7 +1104,7 @@ Test(event, an_event_without_its_added_field_keeps_the_data_map_it_was_written_w
                                      "data",
                                      5);
         cr_assert_not_null(data);
-        cr_assert_eq(data[5], 0x80 | (key_count(types[k]) - 1), "%s: a map of the old size", type);
+        cr_assert_eq(data[5], 0x80 | data_count(&ev), "%s: a map of the old size", type);
         cr_assert_null(memmem(buf, n, "avrop_last_day", 14), "%s names no last day", type);
         ledger_event got;
         cr_assert_eq(event_decode(buf, n, &got), 0);
@@ -1042,7 +1118,7 @@ Test(event, an_event_without_its_added_field_keeps_the_data_map_it_was_written_w
                       "\xa4"
                       "data",
                       5);
-        cr_assert_eq(data[5], 0x80 | key_count(types[k]), "%s: the whole map", type);
+        cr_assert_eq(data[5], 0x80 | data_count(&ev), "%s: the map with the last day", type);
     }
 }
 
@@ -1844,10 +1920,10 @@ Test(event, every_string_and_map_decodes_only_its_shortest_header)
 Test(event, the_type_table_holds_every_documented_type_and_its_data_map)
 {
     /* A type added to LEDGER_EVENT_TYPES needs its documented keys written out above. */
-    cr_assert_eq(LEDGER_TYPE_COUNT, TYPES, "the table has %d types, this suite knows %d",
-                 (int)LEDGER_TYPE_COUNT, TYPES);
-    for (int k = 0; k < TYPES; k++) {
-        ledger_type t = all_types[k];
+    cr_assert_eq(LEDGER_TYPE_COUNT, TYPES + 1, "the table has %d types, this suite knows %d",
+                 (int)LEDGER_TYPE_COUNT, TYPES + 1);
+    for (int k = 1; k <= LEDGER_TYPE_COUNT; k++) {
+        ledger_type t = (ledger_type)k;
         const event_type_info *info = &event_types[t];
         cr_assert_str_eq(info->name, type_name(t));
         cr_assert_eq(info->name_len, strlen(type_name(t)));
@@ -1908,6 +1984,190 @@ static void corpus_chain(const char *const *files, const bool *applies, size_t c
     ledger_free(l);
 }
 
+/* ---- budget.adopted
+ * -------------------------------------------------------------------------------- */
+
+/* The lines of `a` and `b` are the same. */
+static void expect_same_lines(const ledger_lines *a, const ledger_lines *b)
+{
+    cr_assert_eq(a->count, b->count);
+    for (uint16_t i = 0; i < a->count; i++) {
+        const ledger_line *x = &a->line[i], *y = &b->line[i];
+        cr_assert_str_eq(x->unit, y->unit);
+        cr_assert_str_eq(x->continues, y->continues);
+        cr_assert_eq(x->amount, y->amount);
+        cr_assert_eq(x->plans, y->plans);
+        for (uint8_t k = 0; k < x->plans; k++)
+            cr_assert_eq(x->plan[k], y->plan[k], "line %u plan %u", (unsigned)i, (unsigned)k);
+    }
+}
+
+Test(event, an_adoption_round_trips_at_its_limits_and_fits_an_event)
+{
+    for (int variant = 0; variant < 2; variant++) {
+        ledger_event ev =
+            variant ? max_event(LEDGER_BUDGET_ADOPTED) : typical_event(LEDGER_BUDGET_ADOPTED, 12);
+        static uint8_t buf[EVENT_BYTES_MAX], again[EVENT_BYTES_MAX];
+        size_t n = encode(&ev, zero_prev, buf, NULL);
+        ledger_event got;
+        memset(&got, 0x5a, sizeof got);
+        cr_assert_eq(event_decode(buf, n, &got), 0);
+        expect_same_event(&ev, &got);
+        cr_assert_eq(got.plan_until, ev.plan_until);
+        cr_assert_str_eq(got.decision_body, ev.decision_body);
+        cr_assert_eq(got.decision_date, ev.decision_date);
+        cr_assert_str_eq(got.decision_paragraph, ev.decision_paragraph);
+        cr_assert_str_eq(got.decision_dnr, ev.decision_dnr);
+        expect_same_lines(&ev.lines, &got.lines);
+        cr_assert_eq(encode(&got, zero_prev, again, NULL), n);
+        cr_assert_eq(memcmp(buf, again, n), 0);
+    }
+}
+
+/* An adoption packed by msgpack-c: the independent way to the same bytes. `mutate` names one
+ * departure from it in the lines, or NULL. */
+static size_t pack_adoption(const ledger_event *ev, const char *mutate, uint8_t *out, size_t cap)
+{
+    packer p;
+    msgpack_sbuffer_init(&p.sbuf);
+    msgpack_packer_init(&p.pk, &p.sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&p.pk, 7);
+    pack_str(&p, "seq");
+    msgpack_pack_uint64(&p.pk, ev->seq);
+    pack_str(&p, "ts");
+    msgpack_pack_uint64(&p.pk, ev->ts_ms);
+    pack_str(&p, "actor");
+    msgpack_pack_map(&p.pk, 2);
+    pack_str(&p, "uid");
+    msgpack_pack_uint32(&p.pk, ev->actor.uid);
+    pack_str(&p, "name");
+    pack_str(&p, ev->actor.name);
+    pack_str(&p, "type");
+    pack_str(&p, "budget.adopted");
+    pack_str(&p, "data");
+    msgpack_pack_map(&p.pk, 9);
+    pack_str(&p, "id");
+    pack_str(&p, ev->id);
+    pack_str(&p, "year");
+    msgpack_pack_int64(&p.pk, ev->year);
+    pack_str(&p, "plan_until");
+    msgpack_pack_int64(&p.pk, ev->plan_until);
+    pack_str(&p, "title");
+    pack_str(&p, ev->title);
+    pack_str(&p, "lines");
+    uint16_t count = ev->lines.count;
+    if (is(mutate, "no-lines"))
+        count = 0;
+    if (is(mutate, "lines-array16")) {
+        uint8_t head[3] = {0xdc, 0, (uint8_t)count};
+        msgpack_sbuffer_write(&p.sbuf, (const char *)head, 3);
+    } else {
+        msgpack_pack_array(&p.pk, count);
+    }
+    for (uint16_t i = 0; i < count; i++) {
+        const ledger_line *x = &ev->lines.line[i];
+        bool last = i + 1 == count;
+        msgpack_pack_map(&p.pk, last && is(mutate, "line-3-keys") ? 3 : 4);
+        pack_str(&p, "unit");
+        pack_str(&p, last && is(mutate, "line-bad-unit") ? "K S" : x->unit);
+        pack_str(&p, "amount");
+        msgpack_pack_int64(&p.pk, last && is(mutate, "line-amount-0") ? 0 : x->amount);
+        pack_str(&p, "plan");
+        uint8_t plans = last && is(mutate, "line-11-plans") ? 11 : x->plans;
+        msgpack_pack_array(&p.pk, plans);
+        for (uint8_t k = 0; k < plans; k++)
+            msgpack_pack_int64(&p.pk, last && is(mutate, "line-plan-negative") ? -1
+                                      : k < x->plans                           ? x->plan[k]
+                                                                               : 1);
+        if (last && is(mutate, "line-3-keys"))
+            continue;
+        pack_str(&p, "continues");
+        pack_str(&p, last && is(mutate, "line-continues-bad") ? "a b" : x->continues);
+    }
+    pack_str(&p, "decision_body");
+    pack_str(&p, ev->decision_body);
+    pack_str(&p, "decision_date");
+    char day[16];
+    snprintf(day, sizeof day, "%04d-%02d-%02d", (int)(ev->decision_date / 10000),
+             (int)(ev->decision_date / 100 % 100), (int)(ev->decision_date % 100));
+    pack_str(&p, day);
+    pack_str(&p, "decision_paragraph");
+    pack_str(&p, ev->decision_paragraph);
+    pack_str(&p, "decision_dnr");
+    pack_str(&p, ev->decision_dnr);
+    pack_str(&p, "prev");
+    msgpack_pack_bin_with_body(&p.pk, zero_prev, 32);
+    uint8_t hash[BUDGET_HASH_BYTES];
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, zero_prev, 32);
+    uint8_t map6 = 0x86;
+    crypto_hash_sha256_update(&st, &map6, 1);
+    crypto_hash_sha256_update(&st, (const uint8_t *)p.sbuf.data + 1, p.sbuf.size - 1);
+    crypto_hash_sha256_final(&st, hash);
+    pack_str(&p, "hash");
+    msgpack_pack_bin_with_body(&p.pk, hash, 32);
+    cr_assert_leq(p.sbuf.size, cap);
+    size_t n = p.sbuf.size;
+    memcpy(out, p.sbuf.data, n);
+    msgpack_sbuffer_destroy(&p.sbuf);
+    return n;
+}
+
+Test(event, msgpack_c_packs_an_adoption_to_the_same_bytes_and_its_bad_lines_are_refused)
+{
+    for (int variant = 0; variant < 2; variant++) {
+        ledger_event ev =
+            variant ? max_event(LEDGER_BUDGET_ADOPTED) : typical_event(LEDGER_BUDGET_ADOPTED, 12);
+        ev.seq = 12;
+        ev.ts_ms = 1640000000000u;
+        static uint8_t ours[EVENT_BYTES_MAX], theirs[EVENT_BYTES_MAX + 4096];
+        size_t n = encode(&ev, zero_prev, ours, NULL);
+        size_t m = pack_adoption(&ev, NULL, theirs, sizeof theirs);
+        cr_assert_eq(m, n, "variant %d: %zu bytes, msgpack-c %zu", variant, n, m);
+        cr_assert_eq(memcmp(ours, theirs, n), 0, "variant %d", variant);
+        ledger_event got;
+        cr_assert_eq(event_decode(theirs, m, &got), 0);
+        static const char *const bad[] = {
+            "no-lines",      "lines-array16", "line-3-keys",        "line-bad-unit",
+            "line-amount-0", "line-11-plans", "line-plan-negative", "line-continues-bad"};
+        for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+            /* array16 of fewer than 16 is not the shortest form; of 64 it is. */
+            if (variant == 1 && strcmp(bad[k], "lines-array16") == 0)
+                continue;
+            m = pack_adoption(&ev, bad[k], theirs, sizeof theirs);
+            cr_assert_neq(event_decode(theirs, m, &got), 0, "variant %d: %s decodes", variant,
+                          bad[k]);
+        }
+    }
+}
+
+Test(event, an_adoption_of_more_lines_than_the_limit_does_not_decode)
+{
+    ledger_event ev = max_event(LEDGER_BUDGET_ADOPTED);
+    ev.lines.count = BUDGET_ADOPT_LINES_MAX + 1;
+    ev.lines.line[BUDGET_ADOPT_LINES_MAX - 1].unit[0] = 'V';
+    static uint8_t out[EVENT_BYTES_MAX + 4096];
+    cr_assert_lt(event_encode(&ev, zero_prev, out, sizeof out, NULL), 0,
+                 "an encoder that writes 65 lines");
+    /* 64 lines decode; an array header of 65 over the same bytes does not. */
+    ledger_event small = typical_event(LEDGER_BUDGET_ADOPTED, 3);
+    small.lines.count = BUDGET_ADOPT_LINES_MAX;
+    for (uint16_t i = 0; i < BUDGET_ADOPT_LINES_MAX; i++) {
+        ledger_line *x = &small.lines.line[i];
+        snprintf(x->unit, sizeof x->unit, "N%u", (unsigned)i);
+        x->amount = 1;
+        x->plans = 5;
+    }
+    size_t n = pack_adoption(&small, NULL, out, sizeof out);
+    ledger_event got;
+    cr_assert_eq(event_decode(out, n, &got), 0, "64 lines decode");
+    uint8_t *head = memmem(out, n, "\xa5lines\xdc\x00\x40", 9);
+    cr_assert_not_null(head);
+    head[8] = 0x41;
+    cr_assert_neq(event_decode(out, n, &got), 0, "a header of 65 lines decodes");
+}
+
 Test(event, the_committed_corpus_events_encode_to_the_same_bytes)
 {
     static const char *const corrections[] = {
@@ -1955,8 +2215,8 @@ Test(event, an_event_from_before_decisions_decodes_without_one_and_keeps_its_byt
         ledger_event ev = typical_event(all_types[k], 3);
         ev.decision_body[0] = ev.decision_paragraph[0] = ev.decision_dnr[0] = '\0';
         ev.decision_date = 0;
-        ev.avrop_last_day = 0; /* added after decisions: absent from an event of before them */
-        size_t later = ev.type == LEDGER_FRAME_GRANTED ? 1 : 0;
+        ev.avrop_last_day = 0;  /* added after decisions: absent from an event of before them */
+        ev.continues[0] = '\0'; /* the same */
         uint8_t buf[EVENT_BYTES_MAX], again[EVENT_BYTES_MAX];
         size_t n = encode(&ev, zero_prev, buf, NULL);
         /* Its data map is the one of before: four keys fewer (and no last day for avrop), none
@@ -1965,7 +2225,7 @@ Test(event, an_event_from_before_decisions_decodes_without_one_and_keeps_its_byt
         msgpack_unpacked_init(&u);
         cr_assert_eq(msgpack_unpack_next(&u, (const char *)buf, n, NULL), MSGPACK_UNPACK_SUCCESS);
         msgpack_object data = u.data.via.map.ptr[4].val;
-        cr_assert_eq(data.via.map.size, key_count(ev.type) - 4 - later, "%s", type_name(ev.type));
+        cr_assert_eq(data.via.map.size, data_count(&ev) - 4, "%s", type_name(ev.type));
         for (uint32_t i = 0; i < data.via.map.size; i++)
             cr_assert(strncmp(data.via.map.ptr[i].key.via.str.ptr, "decision_", 9) != 0);
         msgpack_unpacked_destroy(&u);
@@ -2043,4 +2303,41 @@ Test(event, a_decision_date_in_the_log_is_a_real_day)
     cr_assert_eq(back.decision_date, 20000229);
     ev.decision_date = 20210229;
     cr_assert_eq(event_encode(&ev, zero_prev, buf, sizeof buf, NULL), BUDGET_EINTERNAL);
+}
+
+/* A frame.granted with a decision and no continues: the ten keys of the logs main writes (the
+ * decision added, continues not), packed by msgpack-c; it decodes and encodes to its bytes. */
+Test(event, a_frame_granted_with_a_decision_and_no_continues_keeps_ten_keys)
+{
+    ledger_event ev = typical_event(LEDGER_FRAME_GRANTED, 77);
+    ev.continues[0] = '\0';
+    ev.avrop_last_day = 0; /* the round before continues: no last day for avrop either */
+    cr_assert(ledger_has_decision(&ev));
+    cr_assert_eq(data_count(&ev), 10);
+    uint8_t theirs[4096], ours[EVENT_BYTES_MAX];
+    size_t m = pack_event(&ev, zero_prev, NULL, theirs, sizeof theirs);
+    ledger_event got;
+    cr_assert_eq(event_decode(theirs, m, &got), 0);
+    expect_same_event(&ev, &got);
+    cr_assert_eq(ledger_added_round(&got), 1);
+    cr_assert_eq(encode(&got, zero_prev, ours, NULL), m);
+    cr_assert_eq(memcmp(ours, theirs, m), 0);
+    /* With a last day for avrop it has eleven; with continues twelve, the last continues, and
+     * the last day "" when it has none. */
+    ev.avrop_last_day = 20211231;
+    cr_assert_eq(data_count(&ev), 11);
+    m = pack_event(&ev, zero_prev, NULL, theirs, sizeof theirs);
+    cr_assert_eq(event_decode(theirs, m, &got), 0);
+    cr_assert_eq(got.avrop_last_day, 20211231);
+    cr_assert_eq(ledger_added_round(&got), 2);
+    ev.avrop_last_day = 0;
+    PUT(ev.continues, "f-2020");
+    cr_assert_eq(data_count(&ev), 12);
+    m = pack_event(&ev, zero_prev, NULL, theirs, sizeof theirs);
+    cr_assert_eq(event_decode(theirs, m, &got), 0);
+    cr_assert_str_eq(got.continues, "f-2020");
+    cr_assert_eq(got.avrop_last_day, 0);
+    cr_assert_eq(ledger_added_round(&got), 3);
+    cr_assert_eq(encode(&got, zero_prev, ours, NULL), m);
+    cr_assert_eq(memcmp(ours, theirs, m), 0);
 }

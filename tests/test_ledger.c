@@ -9,6 +9,7 @@
 #include "budget/errors.h"
 #include "daemon/event.h"
 #include "daemon/ledger.h"
+#include "daemon/years.h"
 
 #define MAX BUDGET_AMOUNT_MAX
 
@@ -146,6 +147,47 @@ static ledger_cmd decide(ledger_type type, const char *id, const char *target,
     PUT(c.note, note);
     seed_decision(&c);
     return c;
+}
+
+/* frame.grant of a frame that continues `continues`. */
+static ledger_cmd grant_continuing(const char *id, const char *unit, int32_t year, int64_t amount,
+                                   const char *continues)
+{
+    ledger_cmd c = grant(id, unit, year, amount, "Ram", "");
+    PUT(c.continues, continues);
+    return c;
+}
+
+/* budget.adopt of budget year `year` with plan years to `plan_until`, on the decision KF
+ * 2021-11-22 § 120; lines are added with add_line. */
+static ledger_cmd adopt(const char *id, int32_t year, int32_t plan_until)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_BUDGET_ADOPTED;
+    PUT(c.id, id);
+    c.year = year;
+    c.plan_until = plan_until;
+    PUT(c.title, "Utökat trygghetsarbete");
+    PUT(c.decision_body, "KF");
+    c.decision_date = 20211122;
+    PUT(c.decision_paragraph, "120");
+    return c;
+}
+
+/* Adds a line to adoption `c`: `unit`, `amount` for the budget year, the frame it continues
+ * ("" for none) and `plans` plan amounts. */
+static void add_line(ledger_cmd *c, const char *unit, int64_t amount, const char *continues,
+                     uint8_t plans, const int64_t *plan)
+{
+    cr_assert_lt(c->lines.count, BUDGET_ADOPT_LINES_MAX);
+    ledger_line *x = &c->lines.line[c->lines.count++];
+    PUT(x->unit, unit);
+    PUT(x->continues, continues);
+    x->amount = amount;
+    x->plans = plans;
+    for (uint8_t k = 0; k < plans; k++)
+        x->plan[k] = plan[k];
 }
 
 static ledger_cmd approve(const char *id, const char *target)
@@ -299,10 +341,15 @@ static char *snapshot(const ledger *s)
     ledger_frame_view fv;
     while (ledger_next_frame(s, &i, NULL, 0, &fv))
         fprintf(f,
-                "frame %s %s %d [%s] [%s] %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64
-                "\n",
-                fv.id, fv.unit, (int)fv.year, fv.title, fv.reference, fv.granted, fv.allocated,
-                fv.pending, fv.unallocated, fv.called_off);
+                "frame %s %s %d [%s] [%s] <%s> %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64
+                " %" PRId64 "\n",
+                fv.id, fv.unit, (int)fv.year, fv.title, fv.reference, fv.continues, fv.granted,
+                fv.allocated, fv.pending, fv.unallocated, fv.called_off);
+    i = 0;
+    ledger_year_view yv;
+    while (ledger_next_year_row(s, &i, NULL, BUDGET_YEAR_MIN, BUDGET_YEAR_MAX, &yv))
+        fprintf(f, "year %s %d %" PRId64 " %d %d %" PRId64 "\n", yv.unit, (int)yv.year, yv.budget,
+                (int)yv.has_plan, (int)yv.plan_by, yv.plan);
     i = 0;
     while (ledger_next_frame(s, &i, NULL, 0, &fv))
         fprintf(f, "year-end %s %d %" PRId64 " %" PRId64 " [%s] %" PRId32 "\n", fv.id,
@@ -2235,8 +2282,11 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
         return rename_unit("w", "SON", "Socialnämnden");
     case LEDGER_UNIT_CLOSED:
         return close_unit("w", "KFN");
-    case LEDGER_FRAME_GRANTED:
-        return grant("w", "KS", 2022, 100, "Ram", "KS 2022-01-10 § 3");
+    case LEDGER_FRAME_GRANTED: {
+        ledger_cmd c = grant("w", "KS", 2022, 100, "Ram", "KS 2022-01-10 § 3");
+        PUT(c.continues, "f1");
+        return c;
+    }
     case LEDGER_FRAME_ADJUSTED:
         return adjust("w", "f1", 100, "Tillägg", "KS 2021-10-01 § 9");
     case LEDGER_ALLOCATION_PROPOSED:
@@ -2250,6 +2300,12 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
         return decide(type, "w", "a2", "KS 2021-09-28 § 270", "Enligt förslag");
     case LEDGER_REQUEST_WITHDRAWN:
         return withdraw("w", "a2", "Fel belopp");
+    case LEDGER_BUDGET_ADOPTED: {
+        ledger_cmd c = adopt("w", 2022, 2024);
+        PUT(c.decision_dnr, "KS 2021/123");
+        add_line(&c, "KS", 100, "f1", 2, (const int64_t[]){50, 60});
+        return c;
+    }
     case LEDGER_ALLOCATION_REDUCTION_REQUESTED:
         return reduce("w", "a1", 100, "Verksamheten startar 2022");
     case LEDGER_AVROP_REVERSAL_REQUESTED:
@@ -2276,7 +2332,7 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
 #define GIVEN_FIELDS_MAX 12
 static const char *const given_fields[][GIVEN_FIELDS_MAX] = {
     [LEDGER_FRAME_GRANTED] = {"id!", "unit!", "year!", "amount!", "title!", GIVEN_DECISION,
-                              "reference", "avrop_last_day"},
+                              "reference", "avrop_last_day", "continues"},
     [LEDGER_FRAME_ADJUSTED] = {"id!", "frame!", "delta!", "reason!", GIVEN_DECISION, "reference"},
     [LEDGER_ALLOCATION_PROPOSED] = {"id!", "frame!", "unit!", "amount!", "purpose!",
                                     "avrop_last_day"},
@@ -2294,6 +2350,7 @@ static const char *const given_fields[][GIVEN_FIELDS_MAX] = {
     [LEDGER_UNIT_REGISTERED] = {"id!", "unit!", "name!", "kind!", "parent", "reference"},
     [LEDGER_UNIT_RENAMED] = {"id!", "unit!", "name!", "reference"},
     [LEDGER_UNIT_CLOSED] = {"id!", "unit!", "reference"},
+    [LEDGER_BUDGET_ADOPTED] = {"id!", "year!", "plan_until!", "title!", "lines!", GIVEN_DECISION},
 };
 
 /* The table gives the fields above, and requires those marked. */
@@ -2343,17 +2400,40 @@ static ledger_cmd without(ledger_cmd c, const event_field *f)
     return c;
 }
 
+/* `c`'s lines as many as the limit allows (`over`: one more), each of its first line but for
+ * its unit. */
+static ledger_cmd lines_at_limit(ledger_cmd c, bool over)
+{
+    ledger_line first = c.lines.line[0];
+    c.lines.count = BUDGET_ADOPT_LINES_MAX + (over ? 1 : 0);
+    for (uint16_t i = 0; i < BUDGET_ADOPT_LINES_MAX; i++) {
+        c.lines.line[i] = first;
+        snprintf(c.lines.line[i].unit, sizeof first.unit, "U%u", (unsigned)i);
+    }
+    return c;
+}
+
+/* A str field's character at its limit: one its rule accepts. */
+static char limit_char(const event_field *f)
+{
+    return f->value == FIELD_TEXT        ? 't'
+           : f->value == FIELD_BODY      ? 'X'
+           : f->value == FIELD_PARAGRAPH ? '1'
+                                         : 'x';
+}
+
 /* `c` with field `f` just over its limit (`over`) or at it. */
 static ledger_cmd at_limit(ledger_cmd c, const event_field *f, bool over)
 {
+    if (f->value == FIELD_LINES)
+        return lines_at_limit(c, over);
+    if (f->value == FIELD_DATE) {
+        ledger_field_set_int(&c, f, over ? 100000101 : 99991231);
+        return c;
+    }
     if (field_is_str(f)) {
         char *s = member(&c, f);
-        memset(s,
-               f->value == FIELD_TEXT        ? 't'
-               : f->value == FIELD_BODY      ? 'X'
-               : f->value == FIELD_PARAGRAPH ? '1'
-                                             : 'x',
-               f->size);
+        memset(s, limit_char(f), f->size);
         if (!over)
             s[f->size - 1] = '\0';
         return c;
@@ -2368,13 +2448,20 @@ static ledger_cmd at_limit(ledger_cmd c, const event_field *f, bool over)
 /* `c` with field `f` changed to another valid value. */
 static ledger_cmd changed(ledger_cmd c, const event_field *f)
 {
+    if (f->value == FIELD_LINES) {
+        c.lines.line[0].plan[0]++;
+        return c;
+    }
     if (field_is_str(f)) {
         char *s = member(&c, f);
         size_t len = strlen(s);
         if (len == 0)
             strcpy(s, "x");
         else
-            s[len - 1] = s[len - 1] == 'x' ? 'y' : 'x';
+            s[len - 1] = f->value == FIELD_PARAGRAPH ? (s[len - 1] == '1' ? '2' : '1')
+                         : f->value == FIELD_BODY    ? (s[len - 1] == 'X' ? 'Y' : 'X')
+                         : s[len - 1] == 'x'         ? 'y'
+                                                     : 'x';
         return c;
     }
     ledger_field_set_int(&c, f, ledger_field_int(&c, f) + 1);
@@ -2409,7 +2496,7 @@ static void check_fields_of(ledger_type t)
         rc = check_as(uid, &c, NULL);
         cr_assert(refused_for(rc, f), "%s with %s over its limit: %d %s", info->name, f->key, rc,
                   err.message);
-        if (!field_is_str(f)) {
+        if (!field_is_str(f) && f->value != FIELD_LINES) {
             /* Just under its least value (an amount: 0, as when absent). */
             int64_t least = f->value == FIELD_YEAR    ? BUDGET_YEAR_MIN
                             : f->value == FIELD_DELTA ? -BUDGET_AMOUNT_MAX
@@ -2463,6 +2550,10 @@ static void check_replay_of(ledger_type t)
     cr_assert_eq(event_decode(bytes, (size_t)n, &back), 0, "%s does not decode", info->name);
     for (uint8_t i = 0; i < info->field_count; i++) {
         const event_field *f = &info->fields[i];
+        if (f->value == FIELD_LINES) {
+            cr_assert(ledger_same_request(&ev, &ev.actor, &back), "%s: lines differ", info->name);
+            continue;
+        }
         cr_assert_eq(memcmp(member(&back, f), member(&ev, f),
                             field_is_str(f) ? strlen(member(&ev, f)) + 1 : f->size),
                      0, "%s: %s differs after a round trip", info->name, f->key);
@@ -2525,6 +2616,413 @@ Test(ledger, every_type_encodes_by_its_layout_and_replays_with_its_derived_field
     table_fixture();
     for (int t = 1; t < (int)LEDGER_TYPE_END; t++)
         check_replay_of((ledger_type)t);
+}
+
+/* ---- budget year and plan years ---------------------------------------------------------- */
+
+/* The units × years row of (unit, year), which must exist. */
+static ledger_year_view year_row(const char *unit, int32_t year)
+{
+    size_t i = 0;
+    ledger_year_view v;
+    cr_assert(ledger_next_year_row(l, &i, unit, year, year, &v), "no row %s %d", unit, (int)year);
+    return v;
+}
+
+static bool has_year_row(const char *unit, int32_t year)
+{
+    size_t i = 0;
+    ledger_year_view v;
+    return ledger_next_year_row(l, &i, unit, year, year, &v);
+}
+
+/* Budget 2022 with plan 2023-2027 for KS, SON and KFN; KS's line continues f2021. */
+static void adopt_2022(void)
+{
+    OK(grant("f2021", "KS", 2021, 300000000, "Utökat trygghetsarbete", "KS 2021-08-24 § 241"));
+    ledger_cmd c = adopt("b2022", 2022, 2027);
+    add_line(&c, "KS", 150000000, "f2021", 5,
+             (const int64_t[]){150000000, 150000000, 150000000, 150000000, 150000000});
+    add_line(&c, "SON", 100000000, "", 5,
+             (const int64_t[]){100000000, 100000000, 100000000, 100000000, 100000000});
+    add_line(&c, "KFN", 50000000, "", 5, (const int64_t[]){50000000, 50000000, 0, 0, 0});
+    OK(c);
+}
+
+/* A closed year takes no adoption: its frames would move money in it. A closed year's unspent
+ * money shows in the units × years view. */
+Test(ledger, a_closed_year_takes_no_adoption_and_shows_its_unspent_by_unit)
+{
+    OK(grant("f2021", "KS", 2021, 3000, "Ram", ""));
+    OK(propose("a1", "f2021", "SON", 1000, "X"));
+    OK_AS(UID_DECIDER, approve("a1-ok", "a1"));
+    OK_AS(UID_SON, avrop("v1", "a1", 400, ""));
+    OK_AS(UID_DECIDER, approve("v1-ok", "v1"));
+    ledger_cmd c = adopt("b2021", 2021, 2022);
+    add_line(&c, "SON", 100, "", 1, (const int64_t[]){100});
+    ledger_cmd closing = close_year("c21", 2021);
+    OK(closing);
+    FAILS(c, BUDGET_EINVALID_STATE);
+    cr_assert_not_null(strstr(err.message, "fiscal year 2021 is closed (c21)"), "%s", err.message);
+    size_t i = 0;
+    ledger_year_view v;
+    cr_assert(ledger_next_year_row(l, &i, "KS", 2021, 2021, &v));
+    int64_t unspent = -1;
+    cr_assert(years_unspent(l, "KS", 2021, &unspent));
+    cr_assert_eq(unspent, 3000 - 400, "KS's frame kept what was not called off");
+    cr_assert_not(years_unspent(l, "KS", 2022, &unspent), "2022 is open");
+}
+
+Test(ledger, an_adoption_makes_a_binding_frame_per_line_and_records_the_plan_years)
+{
+    adopt_2022();
+    cr_assert_eq(ledger_id_kind(l, "b2022"), LEDGER_KIND_ADOPTION);
+    expect_frame("b2022:KS", 150000000, 0, 0, 0);
+    expect_frame("b2022:SON", 100000000, 0, 0, 0);
+    expect_frame("b2022:KFN", 50000000, 0, 0, 0);
+    ledger_frame_view f;
+    cr_assert(ledger_frame(l, "b2022:KS", &f));
+    cr_assert_eq(f.year, 2022);
+    cr_assert_str_eq(f.unit, "KS");
+    cr_assert_str_eq(f.title, "Utökat trygghetsarbete");
+    cr_assert_str_eq(f.reference, "KF 2021-11-22 § 120");
+    cr_assert_str_eq(f.continues, "f2021");
+    cr_assert(ledger_frame(l, "b2022:SON", &f));
+    cr_assert_str_eq(f.continues, "");
+
+    ledger_year_view y = year_row("SON", 2022);
+    cr_assert_eq(y.budget, 100000000);
+    cr_assert_not(y.has_plan);
+    y = year_row("KFN", 2024);
+    cr_assert(y.has_plan);
+    cr_assert_eq(y.plan_by, 2022);
+    cr_assert_eq(y.plan, 50000000);
+    cr_assert_eq(y.budget, 0);
+    y = year_row("KFN", 2025);
+    cr_assert(y.has_plan, "a plan amount of 0 is a plan");
+    cr_assert_eq(y.plan, 0);
+    cr_assert_not(has_year_row("KS", 2028), "2028 is past the plan years");
+
+    ledger_counts n;
+    ledger_get_counts(l, &n);
+    cr_assert_eq(n.frames, 4);
+    cr_assert_eq(n.adoptions, 1);
+    cr_assert_eq(n.units, 4, "plan years are no units: %" PRIu64, n.units);
+}
+
+Test(ledger, plan_amounts_cannot_be_allocated_from_or_called_off)
+{
+    adopt_2022();
+    /* Nothing of 2023 is a frame: no frame, no unit row to allocate or call off from. */
+    size_t i = 0;
+    ledger_frame_view f;
+    cr_assert_not(ledger_next_frame(l, &i, NULL, 2023, &f));
+    i = 0;
+    ledger_unit_view u;
+    cr_assert_not(ledger_next_unit(l, &i, "KS", 2023, &u));
+    /* The adoption itself is no frame either. */
+    FAILS(propose("a1", "b2022", "SON", 1, "Trygghet"), BUDGET_ENOT_FOUND);
+    cr_assert(strstr(err.message, "adoption") != NULL, "%s", err.message);
+    FAILS(adjust("j1", "b2022", 1, "Tillägg", ""), BUDGET_ENOT_FOUND);
+    FAILS_AS(UID_SON, avrop("v1", "b2022", 1, ""), BUDGET_ENOT_FOUND);
+    FAILS(propose("a1", "b2022:KS:2023", "SON", 1, "Trygghet"), BUDGET_ENOT_FOUND);
+    /* The budget year's frame is binding, and only it: the plan amounts do not add to it. */
+    FAILS(propose("a1", "b2022:KS", "SON", 150000001, "Trygghet"), BUDGET_EINSUFFICIENT_FUNDS);
+    OK(propose("a1", "b2022:KS", "SON", 150000000, "Trygghet"));
+    OK_AS(UID_DECIDER, approve("a1-ok", "a1"));
+    OK_AS(UID_SON, avrop("v1", "a1", 150000000, ""));
+    OK_AS(UID_DECIDER, approve("v1-ok", "v1"));
+    ledger_year_view y = year_row("SON", 2023);
+    cr_assert_eq(y.allocated, 0);
+    cr_assert_eq(y.called_off, 0);
+    cr_assert_eq(y.plan, 100000000);
+    y = year_row("SON", 2022);
+    cr_assert_eq(y.allocated, 150000000);
+    cr_assert_eq(y.called_off, 150000000);
+}
+
+Test(ledger, a_later_adoption_shows_plan_against_adopted_and_takes_over_the_plan)
+{
+    adopt_2022();
+    ledger_cmd c = adopt("b2023", 2023, 2028);
+    add_line(&c, "KS", 160000000, "b2022:KS", 5,
+             (const int64_t[]){150000000, 150000000, 150000000, 150000000, 150000000});
+    add_line(&c, "SON", 100000000, "b2022:SON", 5,
+             (const int64_t[]){120000000, 100000000, 100000000, 100000000, 100000000});
+    OK(c);
+    /* 2023: the plan of 2022's adoption beside the frame 2023's adopted. */
+    ledger_year_view y = year_row("KS", 2023);
+    cr_assert_eq(y.budget, 160000000);
+    cr_assert(y.has_plan);
+    cr_assert_eq(y.plan_by, 2022);
+    cr_assert_eq(y.plan, 150000000);
+    /* 2024: the later adoption changed SON's plan amount. */
+    y = year_row("SON", 2024);
+    cr_assert_eq(y.plan_by, 2023);
+    cr_assert_eq(y.plan, 120000000);
+    /* KFN was not in 2023's adoption: its plan of 2022 stands. */
+    y = year_row("KFN", 2024);
+    cr_assert_eq(y.plan_by, 2022);
+    cr_assert_eq(y.plan, 50000000);
+    y = year_row("KS", 2028);
+    cr_assert_eq(y.plan_by, 2023);
+}
+
+Test(ledger, an_adoption_of_an_earlier_year_entered_later_keeps_the_later_plan)
+{
+    ledger_cmd c = adopt("b2023", 2023, 2024);
+    add_line(&c, "KS", 100, "", 1, (const int64_t[]){300});
+    OK(c);
+    c = adopt("b2022", 2022, 2024);
+    add_line(&c, "KS", 100, "", 2, (const int64_t[]){200, 200});
+    OK(c);
+    ledger_year_view y = year_row("KS", 2024);
+    cr_assert_eq(y.plan_by, 2023);
+    cr_assert_eq(y.plan, 300);
+    y = year_row("KS", 2023);
+    cr_assert_eq(y.plan_by, 2022);
+    cr_assert_eq(y.plan, 200);
+    cr_assert_eq(y.budget, 100);
+}
+
+Test(ledger, one_bad_line_refuses_the_whole_adoption)
+{
+    OK(grant("f2021", "KS", 2021, 100, "Ram", ""));
+    OK(grant("f2022", "KS", 2022, 100, "Ram", ""));
+    char *before = snapshot(l);
+    const int64_t plan[] = {1, 2};
+    struct {
+        const char *why;
+        const char *unit, *continues;
+        int64_t amount;
+        uint8_t plans;
+        int code;
+    } bad[] = {
+        {"a unit twice", "SON", "", 5, 2, BUDGET_EBAD_REQUEST},
+        {"continues a frame of the same year", "KFN", "f2022", 5, 2, BUDGET_EBAD_REQUEST},
+        {"continues no frame", "KFN", "nowhere", 5, 2, BUDGET_ENOT_FOUND},
+        {"too few plan amounts", "KFN", "", 5, 1, BUDGET_EBAD_REQUEST},
+        {"no amount", "KFN", "", 0, 2, BUDGET_EBAD_REQUEST},
+        {"an amount over the limit", "KFN", "", MAX + 1, 2, BUDGET_EBAD_REQUEST},
+        {"a unit of bad characters", "K N", "", 5, 2, BUDGET_EBAD_REQUEST},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        ledger_cmd c = adopt("b2022", 2022, 2024);
+        add_line(&c, "KS", 10, "f2021", 2, plan);
+        add_line(&c, "SON", 10, "", 2, plan);
+        add_line(&c, bad[k].unit, bad[k].amount, bad[k].continues, bad[k].plans, plan);
+        FAILS(c, bad[k].code);
+        char *after = snapshot(l);
+        cr_assert_str_eq(before, after, "%s: something was adopted", bad[k].why);
+        free(after);
+    }
+    free(before);
+    /* A negative plan amount, and the frame of a line that exists already. */
+    ledger_cmd c = adopt("b2022", 2022, 2024);
+    add_line(&c, "KS", 10, "", 2, (const int64_t[]){1, -1});
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    OK(grant("b2022:SON", "SON", 2022, 1, "Ram", ""));
+    c = adopt("b2022", 2022, 2024);
+    add_line(&c, "KS", 10, "", 2, plan);
+    add_line(&c, "SON", 10, "", 2, plan);
+    FAILS(c, BUDGET_ECONFLICT);
+    cr_assert_not(ledger_frame(l, "b2022:KS", &(ledger_frame_view){0}));
+}
+
+Test(ledger, an_adoption_holds_at_most_its_lines_and_plan_years)
+{
+    int64_t plan[BUDGET_PLAN_YEARS_MAX + 1];
+    for (int k = 0; k <= BUDGET_PLAN_YEARS_MAX; k++)
+        plan[k] = k;
+    /* Ten plan years, and not eleven. */
+    ledger_cmd c = adopt("b11", 2022, 2022 + BUDGET_PLAN_YEARS_MAX + 1);
+    add_line(&c, "KS", 10, "", BUDGET_PLAN_YEARS_MAX, plan);
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    cr_assert(strstr(err.message, "at most 10 plan years") != NULL, "%s", err.message);
+    c = adopt("b10", 2022, 2022 + BUDGET_PLAN_YEARS_MAX);
+    add_line(&c, "KS", 10, "", BUDGET_PLAN_YEARS_MAX, plan);
+    OK(c);
+    cr_assert_eq(year_row("KS", 2022 + BUDGET_PLAN_YEARS_MAX).plan, BUDGET_PLAN_YEARS_MAX - 1);
+    /* A budget year alone (no plan years), and a plan_until before it. */
+    c = adopt("b0", 2030, 2030);
+    add_line(&c, "KS", 10, "", 0, plan);
+    OK(c);
+    c = adopt("bneg", 2030, 2029);
+    add_line(&c, "KS", 10, "", 0, plan);
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    /* The most lines, each with the most plan years, and one line more. */
+    c = adopt("bmax", 2040, 2040 + BUDGET_PLAN_YEARS_MAX);
+    for (int i = 0; i < BUDGET_ADOPT_LINES_MAX; i++) {
+        char unit[16], id[24];
+        snprintf(unit, sizeof unit, "U%d", i);
+        snprintf(id, sizeof id, "unit-U%d", i);
+        OK(register_unit(id, unit, "Verksamhet", "verksamhet", "SON", ""));
+        add_line(&c, unit, 10, "b10:KS", BUDGET_PLAN_YEARS_MAX, plan);
+    }
+    ledger_cmd over = c;
+    OK(c);
+    ledger_counts n;
+    ledger_get_counts(l, &n);
+    cr_assert_eq(n.frames, 2 + BUDGET_ADOPT_LINES_MAX);
+    cr_assert_eq(year_row("U63", 2050).plan, BUDGET_PLAN_YEARS_MAX - 1);
+    PUT(over.id, "bover");
+    over.lines.count = BUDGET_ADOPT_LINES_MAX + 1;
+    FAILS(over, BUDGET_EBAD_REQUEST);
+    /* A frame id over 64 characters: "<adoption id>:<unit>". */
+    OK(register_unit("unit-long", "A-UNIT-CODE-OF-TWENTY-FOUR", "Lång", "verksamhet", "", ""));
+    c = adopt("an-adoption-id-of-forty-characters-long", 2050, 2050);
+    add_line(&c, "A-UNIT-CODE-OF-TWENTY-FOUR", 10, "", 0, plan);
+    FAILS(c, BUDGET_EBAD_REQUEST);
+    cr_assert(strstr(err.message, "shorter id") != NULL, "%s", err.message);
+}
+
+Test(ledger, a_frame_may_continue_a_frame_of_an_earlier_year)
+{
+    OK(grant("f2021", "KS", 2021, 100, "Ram", ""));
+    OK(propose("a1", "f2021", "SON", 10, "Trygghet"));
+    OK(grant_continuing("f2022", "SON", 2022, 100, "f2021"));
+    ledger_frame_view f;
+    cr_assert(ledger_frame(l, "f2022", &f));
+    cr_assert_str_eq(f.continues, "f2021");
+    FAILS(grant_continuing("g2022", "KS", 2022, 100, "f2022"), BUDGET_EBAD_REQUEST);
+    FAILS(grant_continuing("g2021", "KS", 2021, 100, "f2022"), BUDGET_EBAD_REQUEST);
+    FAILS(grant_continuing("g2023", "KS", 2023, 100, "nowhere"), BUDGET_ENOT_FOUND);
+    FAILS(grant_continuing("g2023", "KS", 2023, 100, "a1"), BUDGET_ENOT_FOUND);
+    cr_assert(strstr(err.message, "allocation") != NULL, "%s", err.message);
+    FAILS(grant_continuing("g2023", "KS", 2023, 100, "bad id!"), BUDGET_EBAD_REQUEST);
+    cr_assert(strstr(err.message, "continues") == err.message, "%s", err.message);
+    OK(grant_continuing("g2023", "KS", 2023, 100, "f2022"));
+}
+
+Test(ledger, adoptions_and_continued_frames_replay_to_the_same_state)
+{
+    adopt_2022();
+    OK(grant_continuing("f2023", "KFN", 2023, 100, "b2022:KFN"));
+    ledger_cmd c = adopt("b2023", 2023, 2024);
+    add_line(&c, "KS", 10, "b2022:KS", 1, (const int64_t[]){7});
+    OK(c);
+    /* Check each command again on a fresh ledger, by its events. */
+    ledger *twin = replica();
+    ledger *keep = l;
+    l = twin;
+    seq = FIXTURE_EVENTS;
+    adopt_2022();
+    OK(grant_continuing("f2023", "KFN", 2023, 100, "b2022:KFN"));
+    /* A clone before the last adoption does not see it. */
+    ledger *before = ledger_clone(l);
+    cr_assert_not_null(before);
+    char *before_snap = snapshot(before);
+    OK(c);
+    char *a = snapshot(keep), *b = snapshot(twin), *after_snap = snapshot(before);
+    cr_assert_str_eq(a, b);
+    cr_assert_str_eq(before_snap, after_snap);
+    cr_assert_str_neq(before_snap, b);
+    free(a);
+    free(b);
+    free(before_snap);
+    free(after_snap);
+    ledger_free(before);
+    l = keep;
+    ledger_free(twin);
+}
+
+Test(ledger, the_years_view_sums_rows_by_parent_and_by_year)
+{
+    adopt_2022();
+    OK(propose("a1", "b2022:KS", "SON", 30000000, "Trygghet"));
+    OK_AS(UID_DECIDER, approve("a1-ok", "a1"));
+    OK_AS(UID_SON, avrop("v1", "a1", 10000000, ""));
+    OK_AS(UID_DECIDER, approve("v1-ok", "v1"));
+
+    years_summary sum;
+    /* The register's parents: SON and KFN are under KS (the fixture); KS is under none. */
+    cr_assert_eq(years_summarize(l, NULL, 2021, 2024, years_parent, NULL, &sum), 0);
+    /* Totals of every unit by year. */
+    cr_assert_eq(sum.totals[0].budget, 300000000); /* 2021: f2021 */
+    cr_assert_not(sum.totals[0].has_plan);
+    cr_assert_eq(sum.totals[1].budget, 300000000);
+    cr_assert_eq(sum.totals[1].allocated, 30000000);
+    cr_assert_eq(sum.totals[1].called_off, 10000000);
+    cr_assert_eq(sum.totals[1].available, 20000000);
+    cr_assert_eq(sum.totals[2].budget, 0);
+    cr_assert(sum.totals[2].has_plan);
+    cr_assert_eq(sum.totals[2].plan, 300000000);
+    cr_assert_eq(sum.totals[3].plan, 300000000);
+    /* Subtotals of KS (SON and KFN), in order of first appearance: 2022, then 2023, 2024. */
+    cr_assert_eq(sum.subtotals_count, 3);
+    cr_assert_str_eq(sum.subtotals[0].parent, "KS");
+    cr_assert_eq(sum.subtotals[0].year, 2022);
+    cr_assert_eq(sum.subtotals[0].sums.budget, 150000000);
+    cr_assert_eq(sum.subtotals[0].sums.allocated, 30000000);
+    cr_assert_eq(sum.subtotals[1].year, 2023);
+    cr_assert_eq(sum.subtotals[1].sums.plan, 150000000);
+    cr_assert_eq(sum.subtotals[2].sums.plan, 150000000);
+    years_summary_free(&sum);
+
+    /* One unit only: its parent's subtotals hold it alone. */
+    cr_assert_eq(years_summarize(l, "KFN", 2021, 2024, years_parent, NULL, &sum), 0);
+    cr_assert_eq(sum.totals[1].budget, 50000000);
+    cr_assert_eq(sum.totals[2].plan, 50000000);
+    cr_assert_eq(sum.subtotals_count, 3);
+    cr_assert_eq(sum.subtotals[0].sums.budget, 50000000);
+    years_summary_free(&sum);
+    /* KS itself has no parent: its rows are in the totals only. */
+    cr_assert_eq(years_summarize(l, "KS", 2021, 2024, years_parent, NULL, &sum), 0);
+    cr_assert_eq(sum.subtotals_count, 0);
+    cr_assert_eq(sum.totals[1].budget, 150000000);
+    years_summary_free(&sum);
+    /* A span over the limit is refused. */
+    cr_assert_eq(
+        years_summarize(l, NULL, 2021, 2021 + BUDGET_YEARS_SPAN_MAX, years_parent, NULL, &sum), -1);
+    years_summary_free(&sum);
+}
+
+Test(ledger, unspent_is_shown_only_for_closed_years)
+{
+    adopt_2022();
+    size_t i = 0;
+    years_row r;
+    int rows = 0;
+    while (years_next_row(l, &i, NULL, 2021, 2027, &r)) {
+        cr_assert_not(r.sums.has_unspent, "%s %d is of an open year", r.unit, (int)r.year);
+        rows++;
+    }
+    cr_assert_eq(rows, 1 + 3 + 3 * 5);
+    int64_t unspent = -1;
+    cr_assert_not(years_unspent(l, "KS", 2022, &unspent));
+    cr_assert_eq(unspent, -1);
+}
+
+Test(ledger, an_adoption_names_only_registered_open_units)
+{
+    ledger_counts before, after;
+    ledger_get_counts(l, &before);
+    ledger_cmd c = adopt("b2022", 2022, 2022);
+    add_line(&c, "KS", 1000, "", 0, NULL);
+    add_line(&c, "SONN", 500, "", 0, NULL);
+    FAILS(c, BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "line 2: unit SONN is not a registered unit; did you mean SON?");
+    OK(close_unit("c1", "X"));
+    c = adopt("b2022", 2022, 2022);
+    add_line(&c, "X", 1000, "", 0, NULL);
+    FAILS(c, BUDGET_ENOT_FOUND);
+    cr_assert_str_eq(err.message, "line 1: unit X is closed");
+    /* Nothing of a refused adoption is made. */
+    ledger_get_counts(l, &after);
+    cr_assert_eq(after.frames, before.frames);
+    ledger_frame_view f;
+    cr_assert_not(ledger_frame(l, "b2022:KS", &f));
+    /* Adoptions exist only in logs written with the register: replay refuses one naming a unit
+     * the register does not hold, where an older type's event would define it. */
+    c = adopt("b2022", 2022, 2022);
+    add_line(&c, "KS", 1000, "", 0, NULL);
+    OK(c);
+    ledger *bare = ledger_new();
+    cr_assert_not_null(bare);
+    ledger_event stored = last_ev;
+    stored.seq = 1;
+    cr_assert_neq(ledger_apply(bare, &stored), 0);
+    ledger_free(bare);
 }
 
 /* ---- the register of units ------------------------------------------------------------------ */
@@ -2880,6 +3378,51 @@ static ledger *decided_by(int32_t day)
         cr_assert_eq(ledger_apply_decided(d, &decided_log[i], day), 0, "event %zu", i);
     cr_assert_eq(ledger_last_seq(d), decided_log[decided_len - 1].seq);
     return d;
+}
+
+/* The units × years row of (unit, year) in `d`, when there is one. */
+static bool year_row_in(const ledger *d, const char *unit, int32_t year, ledger_year_view *v)
+{
+    size_t i = 0;
+    return ledger_next_year_row(d, &i, unit, year, year, v);
+}
+
+Test(ledger, decided_by_takes_an_adoption_as_a_grant_by_its_decision_date)
+{
+    decided_len = 0;
+    ledger_cmd c = adopt("b2022", 2022, 2023); /* decided 2021-11-22 */
+    add_line(&c, "KS", 1000, "", 1, (const int64_t[]){900});
+    add_line(&c, "SON", 500, "", 1, (const int64_t[]){400});
+    ok_kept(UID_KS, c);
+    ok_kept(UID_KS, propose("a1", "b2022:KS", "KFN", 300, "Trygghet"));
+
+    /* The day before: the frames stay for what draws on them, with nothing granted, and the
+     * adoption's plan amounts are not there. */
+    ledger *d = decided_by(20211121);
+    ledger_frame_view f;
+    const char *const frames[] = {"b2022:KS", "b2022:SON"};
+    for (size_t i = 0; i < 2; i++) {
+        cr_assert(ledger_frame(d, frames[i], &f), "%s", frames[i]);
+        cr_assert_eq(f.granted, 0, "%s", frames[i]);
+        cr_assert(f.granted_later, "%s", frames[i]);
+    }
+    cr_assert(ledger_frame(d, "b2022:KS", &f));
+    cr_assert_eq(f.pending, 300);
+    ledger_year_view v;
+    cr_assert(!year_row_in(d, "KS", 2023, &v) || !v.has_plan);
+    ledger_free(d);
+
+    /* On the day of its decision: the ledger itself. */
+    d = decided_by(20211122);
+    cr_assert(ledger_frame(d, "b2022:SON", &f));
+    cr_assert_eq(f.granted, 500);
+    cr_assert_not(f.granted_later);
+    cr_assert(year_row_in(d, "KS", 2023, &v) && v.has_plan && v.plan == 900);
+    char *want = snapshot(l), *got = snapshot(d);
+    cr_assert_str_eq(got, want);
+    free(want);
+    free(got);
+    ledger_free(d);
 }
 
 Test(ledger, decided_by_counts_decisions_by_date_in_any_order_of_entry)

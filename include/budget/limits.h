@@ -29,6 +29,13 @@
 #define BUDGET_DECISION_DNR_BYTES_MAX 64
 /* A calendar date, "YYYY-MM-DD". */
 #define BUDGET_DATE_BYTES 10
+/* A budget adoption (budget.adopted): at most this many lines (one binding frame each, with its
+ * plan amounts), and at most this many plan years after the budget year. Every line is kept
+ * inside the decoded event, so the bound also sizes every decoded event (docs/events.md). */
+#define BUDGET_ADOPT_LINES_MAX 64
+#define BUDGET_PLAN_YEARS_MAX 10
+/* The units × years view: at most this many years in one answer. */
+#define BUDGET_YEARS_SPAN_MAX 20
 /* Operation names. */
 #define BUDGET_OP_BYTES_MAX 32
 
