@@ -447,7 +447,8 @@ static int seed(bench_conn *fr, unsigned count)
 {
     static uint8_t buf[1u << 20];
     double t0 = bench_now_s();
-    if (setup_step(fr, setup_seed_unit, SEED_UNITS - 2, "unit.register", NULL) != 0 ||
+    if (setup_step(fr, setup_unit, 2, "unit.register", NULL) != 0 ||
+        setup_step(fr, setup_seed_unit, SEED_UNITS - 2, "unit.register", NULL) != 0 ||
         setup_step(fr, setup_seed_frame, SEED_UNITS, "frame.grant", NULL) != 0)
         return -1;
     for (unsigned start = 0; start < count; start += SEED_BATCH) {
