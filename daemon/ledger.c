@@ -14,6 +14,10 @@
  *   arena        the NUL-terminated strings (ids, titles, references, purposes, notes),
  *                addressed by uint32 offsets; offset 0 is the empty string
  *   reg          the register of units (registry.c): codes, names, kinds, parents, closed
+ *   ix           the index of balances' lists (ledger_index): per unit row, unit code and
+ *                year the indices of its frames and allocations, and per frame and allocation
+ *                (once long) its allocations and avrop; made from the entities after each
+ *                event applies, so that a page of a list starts at its offset
  * Decisions, adjustments and withdrawals change balances but carry none, so they are only
  * entries of `ids`.
  *
