@@ -16,6 +16,10 @@
  *   closings     the closed fiscal years, in order of closing, each with the id of the
  *                year.closed event (few: one a year)
  *   reg          the register of units (registry.c): codes, names, kinds, parents, closed
+ *   ix           the index of balances' lists (ledger_index): per unit row, unit code and
+ *                year the indices of its frames and allocations, and per frame and allocation
+ *                (once long) its allocations and avrop; made from the entities after each
+ *                event applies, so that a page of a list starts at its offset
  * Decisions, adjustments and withdrawals change balances but carry none, so they are only
  * entries of `ids`.
  *
@@ -146,6 +150,49 @@ typedef struct {
     uint32_t id; /* into ids: the year.closed event's id */
 } closing_rec;
 
+/*
+ * The index of balances' lists: for each unit row, unit code (every year) and year, the
+ * indices of its frames and allocations in order of creation, and of each frame and allocation
+ * its allocations and avrop by position, so that a page of a filtered list is found without
+ * walking what comes before it. It is made from the entities alone (ix_catch_up, after each
+ * event applied), so replay and a clone hold the same index as the live state.
+ */
+typedef struct {
+    uint32_t *items;
+    uint32_t len, cap;
+} ix_list;
+
+typedef struct {
+    ix_list frames, allocations;
+    uint32_t code, year; /* into ledger_index.codes and .years */
+} ix_row;
+
+/* Of one unit code, or of one year: its unit rows, frames and allocations. */
+typedef struct {
+    ix_list rows, frames, allocations;
+    int32_t year; /* of a year's group; 0 for a code's */
+} ix_group;
+
+/* A frame's allocations or an allocation's avrop: while fewer than IX_LINKED_MAX they are only
+ * linked (next_in_frame, next_in_allocation) and `kids` counts them; from then on they are also
+ * listed, and `kids` is IX_LISTED | the list's number in ledger_index.long_lists. */
+#define IX_LINKED_MAX 32u
+#define IX_LISTED 0x80000000u
+
+typedef struct {
+    ix_row *rows;
+    uint32_t rows_len, rows_cap;
+    ix_group *codes, *years;
+    uint32_t codes_len, codes_cap, years_len, years_cap;
+    uint32_t *reg_code; /* the code group of each unit of the register, or NONE */
+    uint32_t reg_len, reg_cap;
+    uint32_t *frame_kids, *allocation_kids;
+    uint32_t frames_len, frames_cap, allocations_len, allocations_cap;
+    ix_list *long_lists;
+    uint32_t long_len, long_cap;
+    uint32_t avrop_len; /* avrop indexed */
+} ledger_index;
+
 struct ledger {
     id_rec *ids;
     uint32_t ids_len, ids_cap;
@@ -176,6 +223,7 @@ struct ledger {
     uint64_t events, last_seq;
     uint64_t last_ts_ms; /* of the event with last_seq */
     uint64_t ids_of_kind[LEDGER_KIND_END];
+    ledger_index ix;
 };
 
 /* What an event refers to, as found in the state by check_rules. */
@@ -1687,6 +1735,295 @@ static void copy_given(ledger_event *out, const ledger_cmd *c)
     }
 }
 
+/* ---- the index of balances' lists ----------------------------------------------------------- */
+
+static int ix_room(ix_list *x)
+{
+    return reserve((void **)&x->items, &x->cap, x->len, 1, sizeof *x->items);
+}
+
+static void ix_push(ix_list *x, uint32_t v)
+{
+    assert(x->len < x->cap);
+    x->items[x->len++] = v;
+}
+
+/* The group of `year`, made when missing; NONE when out of memory. Years are few (at most
+ * BUDGET_YEAR_MAX - BUDGET_YEAR_MIN + 1), so they are looked up in order. */
+static uint32_t ix_year_group(ledger_index *ix, int32_t year)
+{
+    for (uint32_t g = 0; g < ix->years_len; g++)
+        if (ix->years[g].year == year)
+            return g;
+    if (reserve((void **)&ix->years, &ix->years_cap, ix->years_len, 1, sizeof *ix->years) != 0)
+        return NONE;
+    ix->years[ix->years_len] = (ix_group){.year = year};
+    return ix->years_len++;
+}
+
+/* The group of the code of unit `reg_unit` of the register, made when missing; NONE when out
+ * of memory. */
+static uint32_t ix_code_group(ledger_index *ix, uint32_t reg_unit)
+{
+    if (reg_unit >= ix->reg_len) {
+        if (reserve((void **)&ix->reg_code, &ix->reg_cap, ix->reg_len, reg_unit + 1 - ix->reg_len,
+                    sizeof *ix->reg_code) != 0)
+            return NONE;
+        while (ix->reg_len <= reg_unit)
+            ix->reg_code[ix->reg_len++] = NONE;
+    }
+    if (ix->reg_code[reg_unit] != NONE)
+        return ix->reg_code[reg_unit];
+    if (reserve((void **)&ix->codes, &ix->codes_cap, ix->codes_len, 1, sizeof *ix->codes) != 0)
+        return NONE;
+    ix->codes[ix->codes_len] = (ix_group){.year = 0};
+    ix->reg_code[reg_unit] = ix->codes_len;
+    return ix->codes_len++;
+}
+
+/* Indexes unit row `k`. 0, or -1 (out of memory, or a code not in the register, which every
+ * row's is: ledger_apply defines it first). Each ix_add_* changes the index only once nothing
+ * can fail, so a failed one is tried again whole by the next ix_catch_up. */
+static int ix_add_row(ledger *l, uint32_t k)
+{
+    ledger_index *ix = &l->ix;
+    const unit_rec *u = &l->units[k];
+    uint32_t reg_unit = registry_find(l->reg, u->unit);
+    if (reg_unit == REGISTRY_NONE)
+        return -1;
+    uint32_t code = ix_code_group(ix, reg_unit);
+    uint32_t year = ix_year_group(ix, u->year);
+    if (code == NONE || year == NONE ||
+        reserve((void **)&ix->rows, &ix->rows_cap, ix->rows_len, 1, sizeof *ix->rows) != 0 ||
+        ix_room(&ix->codes[code].rows) != 0 || ix_room(&ix->years[year].rows) != 0)
+        return -1;
+    ix->rows[ix->rows_len++] = (ix_row){.code = code, .year = year};
+    ix_push(&ix->codes[code].rows, k);
+    ix_push(&ix->years[year].rows, k);
+    return 0;
+}
+
+static uint32_t next_in_frame(const ledger *l, uint32_t allocation)
+{
+    return l->allocations[allocation].next_in_frame;
+}
+
+static uint32_t next_in_allocation(const ledger *l, uint32_t avrop)
+{
+    return l->avrop[avrop].next_in_allocation;
+}
+
+/* Makes room for child `child` of a parent whose `kids` (IX_LINKED_MAX) are linked from
+ * `first` by `next`: when it is the IX_LINKED_MAX-th, the children before it are listed. */
+static int ix_kid_room(ledger *l, uint32_t *kids, uint32_t first, uint32_t child,
+                       uint32_t (*next)(const ledger *, uint32_t))
+{
+    ledger_index *ix = &l->ix;
+    if (*kids & IX_LISTED)
+        return ix_room(&ix->long_lists[*kids & ~IX_LISTED]);
+    if (*kids + 1 < IX_LINKED_MAX)
+        return 0;
+    ix_list x = {0};
+    if (reserve((void **)&ix->long_lists, &ix->long_cap, ix->long_len, 1, sizeof *ix->long_lists) !=
+            0 ||
+        reserve((void **)&x.items, &x.cap, 0, IX_LINKED_MAX, sizeof *x.items) != 0)
+        return -1;
+    for (uint32_t k = first; k != NONE && k < child; k = next(l, k))
+        x.items[x.len++] = k;
+    assert(x.len == *kids);
+    ix->long_lists[ix->long_len] = x;
+    *kids = IX_LISTED | ix->long_len++;
+    return 0;
+}
+
+static void ix_kid_push(ledger_index *ix, uint32_t *kids, uint32_t child)
+{
+    if (*kids & IX_LISTED)
+        ix_push(&ix->long_lists[*kids & ~IX_LISTED], child);
+    else
+        (*kids)++;
+}
+
+/* Indexes an entity `k` of unit row `row` in the row's, its code's and its year's lists of
+ * frames (`allocations` false) or allocations; its own `kids` start at 0. */
+static int ix_add_to_row(ledger_index *ix, uint32_t row, bool allocations, uint32_t **kids,
+                         uint32_t *kids_len, uint32_t *kids_cap, uint32_t k)
+{
+    ix_row *r = &ix->rows[row];
+    ix_group *code = &ix->codes[r->code], *year = &ix->years[r->year];
+    ix_list *lists[3] = {allocations ? &r->allocations : &r->frames,
+                         allocations ? &code->allocations : &code->frames,
+                         allocations ? &year->allocations : &year->frames};
+    if (reserve((void **)kids, kids_cap, *kids_len, 1, sizeof **kids) != 0)
+        return -1;
+    for (int i = 0; i < 3; i++)
+        if (ix_room(lists[i]) != 0)
+            return -1;
+    (*kids)[(*kids_len)++] = 0;
+    for (int i = 0; i < 3; i++)
+        ix_push(lists[i], k);
+    return 0;
+}
+
+static int ix_add_allocation(ledger *l, uint32_t k)
+{
+    ledger_index *ix = &l->ix;
+    const allocation_rec *a = &l->allocations[k];
+    /* Room in the new allocation's own count first: it may move the frame counts' array. */
+    if (reserve((void **)&ix->allocation_kids, &ix->allocations_cap, ix->allocations_len, 1,
+                sizeof *ix->allocation_kids) != 0 ||
+        ix_kid_room(l, &ix->frame_kids[a->frame], l->frames[a->frame].allocation_first, k,
+                    next_in_frame) != 0 ||
+        ix_add_to_row(ix, a->unit, true, &ix->allocation_kids, &ix->allocations_len,
+                      &ix->allocations_cap, k) != 0)
+        return -1;
+    ix_kid_push(ix, &ix->frame_kids[a->frame], k);
+    return 0;
+}
+
+static int ix_add_avrop(ledger *l, uint32_t k)
+{
+    ledger_index *ix = &l->ix;
+    uint32_t a = l->avrop[k].allocation;
+    if (ix_kid_room(l, &ix->allocation_kids[a], l->allocations[a].avrop_first, k,
+                    next_in_allocation) != 0)
+        return -1;
+    ix_kid_push(ix, &ix->allocation_kids[a], k);
+    ix->avrop_len++;
+    return 0;
+}
+
+/* Indexes what was made since the last call, in order: rows, frames, allocations, avrop. Out
+ * of memory it stops where it is; the index is then behind (ix_current is false) until a later
+ * call catches up, and the lists are walked as before. */
+static void ix_catch_up(ledger *l)
+{
+    ledger_index *ix = &l->ix;
+    while (ix->rows_len < l->units_len)
+        if (ix_add_row(l, ix->rows_len) != 0)
+            return;
+    while (ix->frames_len < l->frames_len)
+        if (ix_add_to_row(ix, l->frames[ix->frames_len].unit, false, &ix->frame_kids,
+                          &ix->frames_len, &ix->frames_cap, ix->frames_len) != 0)
+            return;
+    while (ix->allocations_len < l->allocations_len)
+        if (ix_add_allocation(l, ix->allocations_len) != 0)
+            return;
+    while (ix->avrop_len < l->avrop_len)
+        if (ix_add_avrop(l, ix->avrop_len) != 0)
+            return;
+}
+
+static bool ix_current(const ledger *l)
+{
+    const ledger_index *ix = &l->ix;
+    return ix->rows_len == l->units_len && ix->frames_len == l->frames_len &&
+           ix->allocations_len == l->allocations_len && ix->avrop_len == l->avrop_len;
+}
+
+static void ix_groups_free(ix_group *g, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        free(g[i].rows.items);
+        free(g[i].frames.items);
+        free(g[i].allocations.items);
+    }
+    free(g);
+}
+
+static void ix_free(ledger_index *ix)
+{
+    for (uint32_t i = 0; i < ix->rows_len; i++) {
+        free(ix->rows[i].frames.items);
+        free(ix->rows[i].allocations.items);
+    }
+    free(ix->rows);
+    ix_groups_free(ix->codes, ix->codes_len);
+    ix_groups_free(ix->years, ix->years_len);
+    for (uint32_t i = 0; i < ix->long_len; i++)
+        free(ix->long_lists[i].items);
+    free(ix->long_lists);
+    free(ix->reg_code);
+    free(ix->frame_kids);
+    free(ix->allocation_kids);
+}
+
+/* A copy of `n` items of `size` bytes, with room for `cap`; false when out of memory. */
+static bool ix_copy(void **to, const void *from, size_t n, size_t cap, size_t size)
+{
+    *to = NULL;
+    if (cap == 0)
+        return true;
+    *to = malloc(cap * size);
+    if (*to != NULL && n > 0)
+        memcpy(*to, from, n * size);
+    return *to != NULL;
+}
+
+static bool ix_list_copy(ix_list *to, const ix_list *from)
+{
+    *to = *from;
+    return ix_copy((void **)&to->items, from->items, from->len, from->cap, sizeof *from->items);
+}
+
+/* Copies `len` groups into `*to` (of room `cap`), their lists too. On failure `*to` holds
+ * `*done` whole groups, to be freed. */
+static bool ix_groups_copy(ix_group **to, uint32_t *done, const ix_group *from, uint32_t len,
+                           uint32_t cap)
+{
+    *done = 0;
+    if (!ix_copy((void **)to, NULL, 0, cap, sizeof **to))
+        return false;
+    for (; *done < len; (*done)++) {
+        ix_group *g = &(*to)[*done];
+        const ix_group *f = &from[*done];
+        g->year = f->year;
+        g->frames.items = g->allocations.items = NULL;
+        if (!ix_list_copy(&g->rows, &f->rows) || !ix_list_copy(&g->frames, &f->frames) ||
+            !ix_list_copy(&g->allocations, &f->allocations)) {
+            free(g->rows.items);
+            free(g->frames.items);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A deep copy of `ix` into `c`; false when out of memory, with `c` left to ix_free. */
+static bool ix_clone(ledger_index *c, const ledger_index *ix)
+{
+    *c = *ix;
+    c->rows = NULL;
+    c->codes = c->years = NULL;
+    c->long_lists = NULL;
+    c->reg_code = c->frame_kids = c->allocation_kids = NULL;
+    c->rows_len = c->codes_len = c->years_len = c->long_len = 0;
+    const size_t u32 = sizeof(uint32_t);
+    if (!ix_copy((void **)&c->reg_code, ix->reg_code, ix->reg_len, ix->reg_cap, u32) ||
+        !ix_copy((void **)&c->frame_kids, ix->frame_kids, ix->frames_len, ix->frames_cap, u32) ||
+        !ix_copy((void **)&c->allocation_kids, ix->allocation_kids, ix->allocations_len,
+                 ix->allocations_cap, u32) ||
+        !ix_groups_copy(&c->codes, &c->codes_len, ix->codes, ix->codes_len, ix->codes_cap) ||
+        !ix_groups_copy(&c->years, &c->years_len, ix->years, ix->years_len, ix->years_cap) ||
+        !ix_copy((void **)&c->rows, NULL, 0, ix->rows_cap, sizeof *c->rows) ||
+        !ix_copy((void **)&c->long_lists, NULL, 0, ix->long_cap, sizeof *c->long_lists))
+        return false;
+    for (; c->rows_len < ix->rows_len; c->rows_len++) {
+        ix_row *r = &c->rows[c->rows_len];
+        *r = ix->rows[c->rows_len];
+        r->allocations.items = NULL;
+        if (!ix_list_copy(&r->frames, &ix->rows[c->rows_len].frames) ||
+            !ix_list_copy(&r->allocations, &ix->rows[c->rows_len].allocations)) {
+            free(r->frames.items);
+            return false;
+        }
+    }
+    for (; c->long_len < ix->long_len; c->long_len++)
+        if (!ix_list_copy(&c->long_lists[c->long_len], &ix->long_lists[c->long_len]))
+            return false;
+    return true;
+}
+
 /* ---- public: life cycle ---------------------------------------------------------------- */
 
 ledger *ledger_new(void)
@@ -1725,6 +2062,7 @@ void ledger_free(ledger *l)
     if (l == NULL)
         return;
     free(l->closings);
+    ix_free(&l->ix);
     registry_free(l->reg);
     free(l->arena);
     free(l->unit_table.ctrl);
@@ -1777,6 +2115,8 @@ ledger *ledger_clone(const ledger *l)
         copy_array(l->closings, l->closings_len, l->closings_cap, sizeof *l->closings, &failed);
     c->reg = registry_clone(l->reg);
     if (c->reg == NULL)
+        failed = true;
+    if (!ix_clone(&c->ix, &l->ix))
         failed = true;
     if (failed) {
         ledger_free(c);
@@ -2317,6 +2657,7 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
     l->events++;
     l->last_seq = ev->seq;
     l->last_ts_ms = ev->ts_ms;
+    ix_catch_up(l);
     return 0;
 }
 
@@ -2642,6 +2983,197 @@ bool ledger_next_year_row(const ledger *l, size_t *i, const char *unit, int32_t 
     return false;
 }
 
+/* ---- public: paging by position ------------------------------------------------------- */
+
+/* The cursor over `count` entities from index `first`, at `offset`. */
+static void seek_range(ledger_cursor *c, uint32_t first, uint32_t count, uint64_t offset)
+{
+    c->items = NULL;
+    c->linked = false;
+    c->end = count;
+    c->at = offset < count ? (uint32_t)offset : count;
+    c->next = first + c->at;
+}
+
+/* The cursor over list `x` (NULL: nothing matches), at `offset`. */
+static void seek_list(ledger_cursor *c, const ix_list *x, uint64_t offset)
+{
+    static const uint32_t none[1] = {0};
+    c->items = x != NULL ? x->items : none;
+    c->linked = false;
+    c->end = x != NULL ? x->len : 0;
+    c->at = offset < c->end ? (uint32_t)offset : c->end;
+    c->next = NONE;
+}
+
+/* The cursor over the children of a parent (`kids`, linked from `first` by `next`). Fewer
+ * than IX_LINKED_MAX are walked by their links. */
+static void seek_kids(const ledger *l, ledger_cursor *c, uint32_t kids, uint32_t first,
+                      uint64_t offset, uint32_t (*next)(const ledger *, uint32_t))
+{
+    if (kids & IX_LISTED) {
+        seek_list(c, &l->ix.long_lists[kids & ~IX_LISTED], offset);
+        return;
+    }
+    c->items = NULL;
+    c->linked = true;
+    c->end = kids;
+    c->at = 0;
+    c->next = first;
+    for (; c->at < c->end && c->at < offset; c->at++)
+        c->next = next(l, c->next);
+}
+
+typedef enum { IX_ROWS, IX_FRAMES, IX_ALLOCATIONS } ix_what;
+
+static const ix_list *group_list(const ix_group *g, ix_what what)
+{
+    return what == IX_ROWS ? &g->rows : what == IX_FRAMES ? &g->frames : &g->allocations;
+}
+
+/* The list of `what` for a filter of unit, year or both (not neither); NULL when nothing
+ * matches. Rows of a unit and a year are at most one, and not listed. */
+static const ix_list *ix_find(const ledger *l, const char *unit, int32_t year, ix_what what)
+{
+    const ledger_index *ix = &l->ix;
+    if (unit != NULL && year != 0) {
+        uint32_t row = unit_get(l, unit, year);
+        if (row == NONE || what == IX_ROWS)
+            return NULL;
+        return what == IX_FRAMES ? &ix->rows[row].frames : &ix->rows[row].allocations;
+    }
+    if (unit != NULL) {
+        uint32_t reg_unit = registry_find(l->reg, unit);
+        if (reg_unit == REGISTRY_NONE || reg_unit >= ix->reg_len || ix->reg_code[reg_unit] == NONE)
+            return NULL;
+        return group_list(&ix->codes[ix->reg_code[reg_unit]], what);
+    }
+    for (uint32_t g = 0; g < ix->years_len; g++)
+        if (ix->years[g].year == year)
+            return group_list(&ix->years[g], what);
+    return NULL;
+}
+
+bool ledger_seek_frames(const ledger *l, const char *unit, int32_t year, uint64_t offset,
+                        ledger_cursor *c)
+{
+    if (!ix_current(l))
+        return false;
+    if (unit == NULL && year == 0)
+        seek_range(c, 0, l->frames_len, offset);
+    else
+        seek_list(c, ix_find(l, unit, year, IX_FRAMES), offset);
+    return true;
+}
+
+bool ledger_seek_allocations(const ledger *l, const char *frame, const char *unit, int32_t year,
+                             uint64_t offset, ledger_cursor *c)
+{
+    if (!ix_current(l) || (frame != NULL && (unit != NULL || year != 0)))
+        return false;
+    if (frame != NULL) {
+        uint32_t f = lookup(l, frame, LEDGER_KIND_FRAME);
+        if (f == NONE)
+            seek_list(c, NULL, offset);
+        else
+            seek_kids(l, c, l->ix.frame_kids[f], l->frames[f].allocation_first, offset,
+                      next_in_frame);
+    } else if (unit == NULL && year == 0) {
+        seek_range(c, 0, l->allocations_len, offset);
+    } else {
+        seek_list(c, ix_find(l, unit, year, IX_ALLOCATIONS), offset);
+    }
+    return true;
+}
+
+bool ledger_seek_avrop(const ledger *l, const char *allocation, uint64_t offset, ledger_cursor *c)
+{
+    if (!ix_current(l))
+        return false;
+    if (allocation == NULL) {
+        seek_range(c, 0, l->avrop_len, offset);
+        return true;
+    }
+    uint32_t a = lookup(l, allocation, LEDGER_KIND_ALLOCATION);
+    if (a == NONE)
+        seek_list(c, NULL, offset);
+    else
+        seek_kids(l, c, l->ix.allocation_kids[a], l->allocations[a].avrop_first, offset,
+                  next_in_allocation);
+    return true;
+}
+
+bool ledger_seek_units(const ledger *l, const char *unit, int32_t year, uint64_t offset,
+                       ledger_cursor *c)
+{
+    if (!ix_current(l))
+        return false;
+    if (unit == NULL && year == 0) {
+        seek_range(c, 0, l->units_len, offset);
+    } else if (unit != NULL && year != 0) {
+        uint32_t row = unit_get(l, unit, year);
+        if (row == NONE)
+            seek_list(c, NULL, offset);
+        else
+            seek_range(c, row, 1, offset);
+    } else {
+        seek_list(c, ix_find(l, unit, year, IX_ROWS), offset);
+    }
+    return true;
+}
+
+/* The index of the cursor's next match (`link` follows a linked one); false at the end. */
+static bool cursor_next(const ledger *l, ledger_cursor *c,
+                        uint32_t (*link)(const ledger *, uint32_t), uint32_t *index)
+{
+    if (c->at >= c->end)
+        return false;
+    if (c->items != NULL) {
+        *index = c->items[c->at];
+    } else {
+        *index = c->next;
+        c->next = c->linked ? link(l, c->next) : c->next + 1;
+    }
+    c->at++;
+    return true;
+}
+
+bool ledger_cursor_frame(const ledger *l, ledger_cursor *c, ledger_frame_view *out)
+{
+    uint32_t i;
+    if (!cursor_next(l, c, NULL, &i))
+        return false;
+    frame_view(l, i, out);
+    return true;
+}
+
+bool ledger_cursor_allocation(const ledger *l, ledger_cursor *c, ledger_allocation_view *out)
+{
+    uint32_t i;
+    if (!cursor_next(l, c, next_in_frame, &i))
+        return false;
+    allocation_view(l, i, out);
+    return true;
+}
+
+bool ledger_cursor_avrop(const ledger *l, ledger_cursor *c, ledger_avrop_view *out)
+{
+    uint32_t i;
+    if (!cursor_next(l, c, next_in_allocation, &i))
+        return false;
+    avrop_view(l, i, out);
+    return true;
+}
+
+bool ledger_cursor_unit(const ledger *l, ledger_cursor *c, ledger_unit_view *out)
+{
+    uint32_t i;
+    if (!cursor_next(l, c, NULL, &i))
+        return false;
+    unit_view(l, i, out);
+    return true;
+}
+
 /* ---- public: names ---------------------------------------------------------------------- */
 
 const char *ledger_year_closed(const ledger *l, int32_t year)
@@ -2824,5 +3356,6 @@ int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by)
     l->events++;
     l->last_seq = ev->seq;
     l->last_ts_ms = ev->ts_ms;
+    ix_catch_up(l);
     return 0;
 }

@@ -332,6 +332,35 @@ const char *ledger_year_closed(const ledger *l, int32_t year);
 bool ledger_next_year_row(const ledger *l, size_t *i, const char *unit, int32_t from, int32_t to,
                           ledger_year_view *out);
 
+/*
+ * Paging by position: ledger_seek_* sets a cursor at the match number `offset` (0-based) of
+ * the same filters, in the same order, and each ledger_cursor_* call then fills `out` with
+ * the next match; false at the end. Unfiltered, a filter of unit, year or both, a frame's
+ * allocations and an allocation's avrop are answered from lists the ledger keeps as events
+ * apply: seeking is O(1) and each match O(1), whatever the offset. ledger_seek_* returns false
+ * when it has no list for the filter (a frame with a unit or year, or lists left behind by a
+ * failed allocation): the caller walks with ledger_next_* instead. Valid until the next
+ * ledger_apply or ledger_free.
+ */
+typedef struct {
+    const uint32_t *items; /* the matches, from a list of the ledger; NULL: see `next` */
+    uint32_t at, end;      /* the position of the next match, and the number of matches */
+    uint32_t next;         /* without items: the next match, by link or (not linked) counting up */
+    bool linked;
+} ledger_cursor;
+
+bool ledger_seek_frames(const ledger *l, const char *unit, int32_t year, uint64_t offset,
+                        ledger_cursor *c);
+bool ledger_seek_allocations(const ledger *l, const char *frame, const char *unit, int32_t year,
+                             uint64_t offset, ledger_cursor *c);
+bool ledger_seek_avrop(const ledger *l, const char *allocation, uint64_t offset, ledger_cursor *c);
+bool ledger_seek_units(const ledger *l, const char *unit, int32_t year, uint64_t offset,
+                       ledger_cursor *c);
+bool ledger_cursor_frame(const ledger *l, ledger_cursor *c, ledger_frame_view *out);
+bool ledger_cursor_allocation(const ledger *l, ledger_cursor *c, ledger_allocation_view *out);
+bool ledger_cursor_avrop(const ledger *l, ledger_cursor *c, ledger_avrop_view *out);
+bool ledger_cursor_unit(const ledger *l, ledger_cursor *c, ledger_unit_view *out);
+
 const char *ledger_type_name(ledger_type t); /* "frame.granted", ... */
 /* (ledger_type_known(t), in event_types.h: t names a type of the list.) */
 ledger_type ledger_type_from_name(const char *s, size_t len); /* 0 when unknown */

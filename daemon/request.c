@@ -801,6 +801,63 @@ static bool frame_shown(const list_page *p, const ledger_frame_view *f)
            f->called_off != 0;
 }
 
+/*
+ * A page of a list found by position (ledger_seek_*): the walk starts at the page's offset, so
+ * the items before it cost nothing, and a filtered list visits only its matches. Each returns
+ * false when the ledger has no such list for the query; the page is then walked from the
+ * start. A decided_by view's frames are not: which it shows depends on each frame's balances.
+ */
+static bool page_frames_at(list_page *p, const ledger *l, const balances_query *q)
+{
+    ledger_cursor c;
+    ledger_frame_view f;
+
+    if (p->decided || !ledger_seek_frames(l, q->unit[0] ? q->unit : NULL, q->year, p->offset, &c))
+        return false;
+    p->skipped = p->offset;
+    while (!p->more && ledger_cursor_frame(l, &c, &f))
+        if (page_takes(p))
+            page_frame(p, &f);
+    return true;
+}
+
+static bool page_avrop_at(list_page *p, const ledger *l, const balances_query *q)
+{
+    ledger_cursor c;
+    ledger_avrop_view v;
+
+    if (!ledger_seek_avrop(l, q->allocation, p->offset, &c))
+        return false;
+    p->skipped = p->offset;
+    while (!p->more && ledger_cursor_avrop(l, &c, &v))
+        if (page_takes(p))
+            pack_avrop(&p->pk, l, &v);
+    return true;
+}
+
+static void page_unit(list_page *p, const ledger *l, const ledger_unit_view *u)
+{
+    pack_unit(&p->pk, l, u, p->decided);
+    if (p->decided) {
+        const char *names[ODDITIES_MAX];
+        pack_oddities(p, names, unit_oddities(u, names));
+    }
+}
+
+static bool page_units_at(list_page *p, const ledger *l, const balances_query *q)
+{
+    ledger_cursor c;
+    ledger_unit_view u;
+
+    if (!ledger_seek_units(l, q->unit[0] ? q->unit : NULL, q->year, p->offset, &c))
+        return false;
+    p->skipped = p->offset;
+    while (!p->more && ledger_cursor_unit(l, &c, &u))
+        if (page_takes(p))
+            page_unit(p, l, &u);
+    return true;
+}
+
 static void page_frames(list_page *p, const ledger *l, const balances_query *q)
 {
     ledger_frame_view f;
@@ -813,6 +870,8 @@ static void page_frames(list_page *p, const ledger *l, const balances_query *q)
             page_frame(p, &f);
         return;
     }
+    if (page_frames_at(p, l, q))
+        return;
     while (!p->more && ledger_next_frame(l, &i, q->unit[0] ? q->unit : NULL, q->year, &f))
         if (frame_shown(p, &f) && page_takes(p))
             page_frame(p, &f);
@@ -827,6 +886,21 @@ static void page_allocation(list_page *p, const ledger_allocation_view *a)
     }
 }
 
+static bool page_allocations_at(list_page *p, const ledger *l, const balances_query *q)
+{
+    ledger_cursor c;
+    ledger_allocation_view a;
+
+    if (!ledger_seek_allocations(l, q->frame[0] ? q->frame : NULL, q->unit[0] ? q->unit : NULL,
+                                 q->year, p->offset, &c))
+        return false;
+    p->skipped = p->offset;
+    while (!p->more && ledger_cursor_allocation(l, &c, &a))
+        if (page_takes(p))
+            page_allocation(p, &a);
+    return true;
+}
+
 static void page_allocations(list_page *p, const ledger *l, const balances_query *q)
 {
     ledger_allocation_view a;
@@ -839,6 +913,8 @@ static void page_allocations(list_page *p, const ledger *l, const balances_query
             page_allocation(p, &a);
         return;
     }
+    if (page_allocations_at(p, l, q))
+        return;
     while (!p->more && ledger_next_allocation(l, &i, frame, unit, q->year, &a))
         if (page_takes(p))
             page_allocation(p, &a);
@@ -849,6 +925,8 @@ static void page_avrop(list_page *p, const ledger *l, const balances_query *q)
     ledger_avrop_view v;
     size_t i = 0;
 
+    if (page_avrop_at(p, l, q))
+        return;
     while (!p->more && ledger_next_avrop(l, &i, q->allocation, &v))
         if (page_takes(p))
             pack_avrop(&p->pk, l, &v);
@@ -860,6 +938,8 @@ static void page_units(list_page *p, const ledger *l, const balances_query *q)
     size_t i = 0;
 
     if (q->frame[0] || q->allocation[0])
+        return;
+    if (page_units_at(p, l, q))
         return;
     while (!p->more && ledger_next_unit(l, &i, q->unit[0] ? q->unit : NULL, q->year, &u)) {
         if (!page_takes(p))

@@ -3,10 +3,16 @@
 # go: the raw LMDB baseline, budgetd under four load mixes, and the replay benchmark on a log
 # of a million events; prints one table of every figure beside its target and its baseline.
 #
-# usage: scripts/bench.sh [--quick] [--dir DIR] [--no-build]
+# usage: scripts/bench.sh [--quick] [--dir DIR] [--no-build] [--baseline BUDGETD] [--pages-only]
 #   --quick     one round of short runs (~25 s instead of ~70 s); same figures, more noise
 #   --dir DIR   where the data goes (default: $BENCH_DIR, else /tmp); the disk under test
 #   --no-build  use what is already built in build-bench/
+#   --baseline BUDGETD  also run the paged-read mix on this budgetd (an older build), in the
+#               same run, for a before/after ratio
+#   --pages-only  only the paged-read mix (and its baseline)
+# The paged-read mix seeds a ledger of PAGES_ALLOCATIONS (default 1 000 000; --quick 200 000)
+# allocations through batches, then runs 16 x 4 appenders alone and beside 4 readers of every
+# page of plain balances, then beside 4 readers of every page of per-unit balances.
 # Every figure is also left as "RESULT key value" lines in the work folder's results.txt.
 #
 # The appends are CPU-bound and the baseline is disk-bound, so a neighbour that takes the CPU
@@ -18,12 +24,16 @@ cd "$(dirname "$0")/.."
 quick=0
 build=1
 parent=${BENCH_DIR:-/tmp}
+baseline=
+pages_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --no-build) build=0 ;;
     --dir) parent=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --baseline) baseline=$2; shift ;;
+    --pages-only) pages_only=1 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "bench: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -31,8 +41,10 @@ done
 
 if [ "$quick" = 1 ]; then
   rounds=1; lmdb_seconds=1; load_seconds=2; warmup=0.5
+  pages_allocations=${PAGES_ALLOCATIONS:-200000}
 else
   rounds=3; lmdb_seconds=1.5; load_seconds=3; warmup=1
+  pages_allocations=${PAGES_ALLOCATIONS:-1000000}
 fi
 
 tree=build-bench
@@ -74,9 +86,9 @@ run() {
 }
 
 start_daemon() {
-  local dir=$work/$1
+  local dir=$work/$1 daemon=${2:-$budgetd}
   mkdir -p "$dir"
-  "$budgetd" --data "$dir/data" --socket "$dir/budgetd.sock" 2>"$dir/budgetd.log" &
+  "$daemon" --data "$dir/data" --socket "$dir/budgetd.sock" 2>"$dir/budgetd.log" &
   daemon_pid=$!
   for _ in $(seq 200); do
     [ -S "$dir/budgetd.sock" ] && return 0
@@ -101,7 +113,60 @@ load() {
   stop_daemon
 }
 
+# The paged-read mix on one budgetd ($2; prefix $1): a seeded ledger, appenders alone and beside
+# readers of every page of plain balances, then beside readers of every page of a unit's.
+pages() {
+  local prefix=$1 daemon=$2
+  start_daemon "$prefix" "$daemon"
+  run "$loadgen" --socket "$work/$prefix/budgetd.sock" --seed-allocations "$pages_allocations"
+  sed -i "s/^RESULT seed_/RESULT ${prefix}_seed_/" "$results"
+  run "$loadgen" --socket "$work/$prefix/budgetd.sock" --seconds "$load_seconds" --warmup "$warmup" \
+      --name "${prefix}_plain" --append-clients 16 --depth 4 --read-clients 4 --read-mode pages \
+      --read-spread "$pages_allocations" --compare
+  run "$loadgen" --socket "$work/$prefix/budgetd.sock" --seconds "$load_seconds" --warmup "$warmup" \
+      --name "${prefix}_unit" --append-clients 16 --depth 4 --read-clients 4 --read-mode unit \
+      --read-spread "$pages_allocations" --compare
+  stop_daemon
+  rm -rf "${work:?}/$prefix"
+}
+
+pages_table() {
+  awk -v n="$pages_allocations" -v base="$baseline" '
+    $1 == "RESULT" { v[$2] = $3 }
+    function num(k) { return (k in v) ? v[k] + 0 : -1 }
+    function row(a, b, c, d, e) { printf "%-44s %-18s %-18s %-18s %s\n", a, b, c, d, e }
+    END {
+      print ""
+      print "paged reads on a ledger of " n " allocations (16 x 4 appenders; 4 readers of every page)"
+      row("figure", "this build", base != "" ? "baseline" : "", base != "" ? "ratio" : "", "")
+      split("plain unit", kind, " ")
+      for (i = 1; i <= 2; i++) {
+        k = kind[i]
+        row(k " pages: appends alone", sprintf("%.0f/s", num("pages_" k "_alone_appends_per_s")),
+            base != "" ? sprintf("%.0f/s", num("base_" k "_alone_appends_per_s")) : "", "", "")
+        row("  appends beside the readers", sprintf("%.0f/s", num("pages_" k "_appends_per_s")),
+            base != "" ? sprintf("%.0f/s", num("base_" k "_appends_per_s")) : "", "", "")
+        row("  beside / alone", sprintf("%.2f", num("pages_" k "_appends_ratio")),
+            base != "" ? sprintf("%.2f", num("base_" k "_appends_ratio")) : "", "", "")
+        r = num("pages_" k "_reads_per_s"); b = num("base_" k "_reads_per_s")
+        row("  pages read/s (p99)", sprintf("%.0f/s (%.0f us)", r, num("pages_" k "_reads_p99_us")),
+            base != "" ? sprintf("%.0f/s (%.0f us)", b, num("base_" k "_reads_p99_us")) : "",
+            base != "" && b > 0 ? sprintf("%.1fx", r / b) : "", "")
+      }
+    }' "$results"
+}
+
 echo "bench: $(nproc) cores, $(uname -r), data in $work ($(df -T "$work" | awk 'NR==2 {print $2}'))"
+if [ "$pages_only" = 1 ]; then
+  echo "== paged reads, this build =="
+  pages pages "$budgetd"
+  if [ -n "$baseline" ]; then
+    echo "== paged reads, baseline $baseline =="
+    pages base "$baseline"
+  fi
+  pages_table
+  exit 0
+fi
 echo "== raw LMDB, 1024 events per commit =="
 run "$tree/tests/bench/bench_lmdb" --dir "$work" --seconds "$lmdb_seconds" --batches 1024
 for round in $(seq "$rounds"); do
@@ -114,6 +179,12 @@ done
 echo "== budgetd reading =="
 load r8 --read-clients 8 --depth 4
 load mix --read-clients 8 --append-clients 16 --depth 4
+echo "== paged reads on a ledger of $pages_allocations allocations =="
+pages pages "$budgetd"
+if [ -n "$baseline" ]; then
+  echo "== the same on the baseline $baseline =="
+  pages base "$baseline"
+fi
 echo "== replay of a million events =="
 run "$tree/tests/bench/bench_replay" --dir "$work" --budgetd "$budgetd"
 
@@ -192,3 +263,4 @@ awk -v quick="$quick" -v rounds="$rounds" '
       median_of("lmdb", "_b1_events_per_s"), median_of("lmdb", "_b64_events_per_s"), num("lmdb_b1024_events_per_s"), num("event_bytes_mean")
     if (quick) print "(--quick: short runs; figures are noisier)"
   }' "$results"
+pages_table

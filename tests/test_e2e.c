@@ -2316,3 +2316,198 @@ Test(e2e, units_are_registered_renamed_and_closed_through_budgetctl)
     e2e_ctl_free(&r);
     stop_cleanly();
 }
+
+/* ---- balances paged through a large ledger ------------------------------------------------ */
+
+/* pf<i>: frames to KS, SON, KFN in turn, years 2021 and 2022 by threes. pa<i>: allocations,
+ * every second from pf0 (more than a page holds), the rest spread over the frames, to KS, SON
+ * and KFN by sevens. */
+#define PAGED_FRAMES 2400u
+#define PAGED_ALLOCATIONS 6000u
+static const char *const paged_units[3] = {"KS", "SON", "KFN"};
+
+static const char *paged_frame_unit(uint32_t f)
+{
+    return paged_units[f % 3];
+}
+
+static int32_t paged_frame_year(uint32_t f)
+{
+    return 2021 + (int32_t)((f / 3) % 2);
+}
+
+static uint32_t paged_frame_of(uint32_t a)
+{
+    return a % 2 == 0 ? 0 : a % PAGED_FRAMES;
+}
+
+static const char *paged_allocation_unit(uint32_t a)
+{
+    return paged_units[(a / 7) % 3];
+}
+
+/* Write `i` of the ledger, as an item of a batch's "writes": the grants, then the proposals. */
+static void pack_paged_write(e2e_buf *b, uint32_t i)
+{
+    char id[32], frame[32];
+    msgpack_pack_map(&b->pk, 2);
+    e2e_kv_str(b, "op", i < PAGED_FRAMES ? "frame.grant" : "allocation.propose");
+    e2e_pack_str(b, "args");
+    if (i < PAGED_FRAMES) {
+        snprintf(id, sizeof(id), "pf%u", i);
+        msgpack_pack_map(&b->pk, 6 + E2E_DECISION_PAIRS);
+        e2e_kv_str(b, "id", id);
+        e2e_kv_str(b, "unit", paged_frame_unit(i));
+        e2e_kv_int(b, "year", paged_frame_year(i));
+        e2e_kv_int(b, "amount", 10000000);
+        e2e_kv_str(b, "title", FRAME_TITLE);
+        e2e_kv_decision(b);
+        e2e_kv_str(b, "reference", id);
+        return;
+    }
+    uint32_t a = i - PAGED_FRAMES;
+    snprintf(id, sizeof(id), "pa%u", a);
+    snprintf(frame, sizeof(frame), "pf%u", paged_frame_of(a));
+    msgpack_pack_map(&b->pk, 5);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "frame", frame);
+    e2e_kv_str(b, "unit", paged_allocation_unit(a));
+    e2e_kv_int(b, "amount", 100);
+    e2e_kv_str(b, "purpose", "Paged");
+}
+
+static void make_paged_ledger(budget_client *c)
+{
+    const uint32_t total = PAGED_FRAMES + PAGED_ALLOCATIONS;
+    e2e_buf b;
+    e2e_buf_init(&b);
+    for (uint32_t first = 0; first < total; first += 1000) {
+        uint32_t n = total - first < 1000 ? total - first : 1000;
+        budget_response r;
+        e2e_buf_clear(&b);
+        msgpack_pack_map(&b.pk, 1);
+        e2e_pack_str(&b, "writes");
+        msgpack_pack_array(&b.pk, n);
+        for (uint32_t i = 0; i < n; i++)
+            pack_paged_write(&b, first + i);
+        e2e_call(c, "batch", &b, &r);
+        e2e_assert(r.ok, "batch from %u: %s: %s", first, r.code, r.message);
+        budget_response_free(&r);
+    }
+    e2e_buf_destroy(&b);
+}
+
+/* A filter of balances: unit, year, frame (NULL / 0 = none). */
+typedef struct {
+    const char *unit;
+    int32_t year;
+    const char *frame;
+} paged_filter;
+
+/* The name of item `k` of a list of the ledger when it matches `q`, else false: the one walk
+ * the pages are compared with, from what was written. */
+static bool paged_match(const char *list, const paged_filter *q, uint32_t k, char *name,
+                        size_t size)
+{
+    if (strcmp(list, "frames") == 0) {
+        if (k >= PAGED_FRAMES || q->frame || (q->unit && strcmp(q->unit, paged_frame_unit(k))) ||
+            (q->year && q->year != paged_frame_year(k)))
+            return false;
+        snprintf(name, size, "pf%u", k);
+        return true;
+    }
+    if (k >= PAGED_ALLOCATIONS || (q->unit && strcmp(q->unit, paged_allocation_unit(k))) ||
+        (q->year && q->year != paged_frame_year(paged_frame_of(k))))
+        return false;
+    if (q->frame) {
+        char frame[32];
+        snprintf(frame, sizeof(frame), "pf%u", paged_frame_of(k));
+        if (strcmp(frame, q->frame) != 0)
+            return false;
+    }
+    snprintf(name, size, "pa%u", k);
+    return true;
+}
+
+/*
+ * Reads one list of `balances` with filter `q` page by page, from offset 0 following "next"
+ * until "more" is false, and checks that the pages hold, in order, exactly the items that match
+ * (paged_match). Returns the pages.
+ */
+static unsigned page_through(budget_client *c, const paged_filter *q, const char *list,
+                             const char *offset_arg)
+{
+    const uint32_t end = strcmp(list, "frames") == 0 ? PAGED_FRAMES : PAGED_ALLOCATIONS;
+    uint64_t offset = 0;
+    uint32_t k = 0, seen = 0;
+    unsigned pages = 0;
+    bool more = true;
+    char want[32];
+    e2e_buf b;
+
+    e2e_buf_init(&b);
+    while (more) {
+        budget_response r;
+        e2e_buf_clear(&b);
+        msgpack_pack_map(&b.pk, 1 + (q->unit != NULL) + (q->year != 0) + (q->frame != NULL));
+        e2e_kv_uint(&b, offset_arg, offset);
+        if (q->unit)
+            e2e_kv_str(&b, "unit", q->unit);
+        if (q->year)
+            e2e_kv_int(&b, "year", q->year);
+        if (q->frame)
+            e2e_kv_str(&b, "frame", q->frame);
+        e2e_call(c, "balances", &b, &r);
+        e2e_assert(r.ok, "balances %s from %" PRIu64 ": %s: %s", list, offset, r.code, r.message);
+        const msgpack_object *items = budget_map_get(&r.result, list);
+        e2e_assert(items && items->type == MSGPACK_OBJECT_ARRAY, "no %s", list);
+        for (uint32_t i = 0; i < items->via.array.size; i++) {
+            while (k < end && !paged_match(list, q, k, want, sizeof(want)))
+                k++;
+            e2e_assert(k < end, "%s: more items than match, at %" PRIu64, list, offset + i);
+            e2e_assert(e2e_map_str_is(&items->via.array.ptr[i], "id", want),
+                       "%s item %" PRIu64 " is not %s", list, offset + i, want);
+            k++;
+            seen++;
+        }
+        offset += items->via.array.size;
+        const msgpack_object *m = budget_map_get(&r.result, "more");
+        const msgpack_object *next = budget_map_get(&r.result, "next");
+        e2e_assert(m && m->type == MSGPACK_OBJECT_BOOLEAN && next, "more and next");
+        e2e_assert(e2e_map_uint(next, offset_arg) == offset, "next %s", offset_arg);
+        more = m->via.boolean && items->via.array.size > 0;
+        budget_response_free(&r);
+        e2e_assert(++pages < 100, "%s does not end", list);
+    }
+    while (k < end && !paged_match(list, q, k, want, sizeof(want)))
+        k++;
+    e2e_assert(k == end, "%s ends at %u items, before %s", list, seen, want);
+    e2e_buf_destroy(&b);
+    return pages;
+}
+
+/*
+ * Paging through frames and allocations of a ledger larger than a page, unfiltered, by unit,
+ * by year, by both and by frame: the pages, joined, are the items that match, each once and
+ * in order of creation (each page starts at its offset, whatever came before it).
+ */
+Test(e2e, balances_pages_of_filtered_and_unfiltered_lists_are_one_walk)
+{
+    budget_client *c = e2e_client(&bd);
+    make_paged_ledger(c);
+    const paged_filter filters[] = {
+        {NULL, 0, NULL},     {"SON", 0, NULL},   {NULL, 2022, NULL},
+        {"KFN", 2021, NULL}, {"KS", 2030, NULL},
+    };
+    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
+        unsigned frames = page_through(c, &filters[i], "frames", "frames_offset");
+        unsigned pages = page_through(c, &filters[i], "allocations", "offset");
+        if (i == 0)
+            e2e_assert(frames > 2 && pages > 2, "%u and %u pages: too few to page", frames, pages);
+    }
+    e2e_assert(page_through(c, &(paged_filter){NULL, 0, "pf0"}, "allocations", "offset") > 1,
+               "pf0's allocations in one page");
+    page_through(c, &(paged_filter){NULL, 0, "pf7"}, "allocations", "offset");
+    budget_client_close(c);
+    stop_cleanly();
+}

@@ -321,6 +321,162 @@ static ledger_actor actor(uint32_t uid)
     return a;
 }
 
+/* ---- lists by position --------------------------------------------------------------------- */
+
+typedef enum { LIST_FRAMES, LIST_ALLOCATIONS, LIST_AVROP, LIST_UNITS } list_kind;
+
+/* A filter of a list of balances: NULL / 0 = any. */
+typedef struct {
+    const char *frame, *allocation, *unit;
+    int32_t year;
+} list_filter;
+
+/* The next match of `k` after the walk's `*i`; its name ("id", or "unit year") in `name`. */
+static bool walk_next(const ledger *s, list_kind k, const list_filter *q, size_t *i, char *name,
+                      size_t size)
+{
+    ledger_frame_view f;
+    ledger_allocation_view a;
+    ledger_avrop_view v;
+    ledger_unit_view u;
+    switch (k) {
+    case LIST_FRAMES:
+        if (!ledger_next_frame(s, i, q->unit, q->year, &f))
+            return false;
+        snprintf(name, size, "%s", f.id);
+        return true;
+    case LIST_ALLOCATIONS:
+        if (!ledger_next_allocation(s, i, q->frame, q->unit, q->year, &a))
+            return false;
+        snprintf(name, size, "%s", a.id);
+        return true;
+    case LIST_AVROP:
+        if (!ledger_next_avrop(s, i, q->allocation, &v))
+            return false;
+        snprintf(name, size, "%s", v.id);
+        return true;
+    case LIST_UNITS:
+        if (!ledger_next_unit(s, i, q->unit, q->year, &u))
+            return false;
+        snprintf(name, size, "%s %d", u.unit, (int)u.year);
+        return true;
+    }
+    return false;
+}
+
+static bool seek(const ledger *s, list_kind k, const list_filter *q, uint64_t offset,
+                 ledger_cursor *c)
+{
+    switch (k) {
+    case LIST_FRAMES:
+        return ledger_seek_frames(s, q->unit, q->year, offset, c);
+    case LIST_ALLOCATIONS:
+        return ledger_seek_allocations(s, q->frame, q->unit, q->year, offset, c);
+    case LIST_AVROP:
+        return ledger_seek_avrop(s, q->allocation, offset, c);
+    case LIST_UNITS:
+        return ledger_seek_units(s, q->unit, q->year, offset, c);
+    }
+    return false;
+}
+
+static bool cursor_next(const ledger *s, list_kind k, ledger_cursor *c, char *name, size_t size)
+{
+    ledger_frame_view f;
+    ledger_allocation_view a;
+    ledger_avrop_view v;
+    ledger_unit_view u;
+    bool ok = false;
+    switch (k) {
+    case LIST_FRAMES:
+        if ((ok = ledger_cursor_frame(s, c, &f)))
+            snprintf(name, size, "%s", f.id);
+        break;
+    case LIST_ALLOCATIONS:
+        if ((ok = ledger_cursor_allocation(s, c, &a)))
+            snprintf(name, size, "%s", a.id);
+        break;
+    case LIST_AVROP:
+        if ((ok = ledger_cursor_avrop(s, c, &v)))
+            snprintf(name, size, "%s", v.id);
+        break;
+    case LIST_UNITS:
+        if ((ok = ledger_cursor_unit(s, c, &u)))
+            snprintf(name, size, "%s %d", u.unit, (int)u.year);
+        break;
+    }
+    return ok;
+}
+
+/* The names of at most `limit` matches after the first `offset`, one a line: by a walk from
+ * the start that passes over `offset` matches, or (by_position) from ledger_seek_*; NULL when
+ * the ledger keeps no positions for the filter. */
+static char *listed(const ledger *s, list_kind k, const list_filter *q, uint64_t offset,
+                    uint64_t limit, bool by_position)
+{
+    char *buf = NULL, name[BUDGET_ID_BYTES_MAX + 16];
+    size_t size = 0, i = 0;
+    ledger_cursor c;
+    if (by_position && !seek(s, k, q, offset, &c))
+        return NULL;
+    FILE *f = open_memstream(&buf, &size);
+    cr_assert_not_null(f);
+    uint64_t taken = 0, passed = 0;
+    while (taken < limit) {
+        bool more = by_position ? cursor_next(s, k, &c, name, sizeof name)
+                                : walk_next(s, k, q, &i, name, sizeof name);
+        if (!more)
+            break;
+        if (!by_position && passed < offset) {
+            passed++;
+            continue;
+        }
+        fprintf(f, "%s\n", name);
+        taken++;
+    }
+    fclose(f);
+    return buf;
+}
+
+/* Every list of every filter of units and years the ledger names, and of each frame and
+ * allocation, as found by position ("-" when the ledger keeps no positions for it). */
+static void print_positions(FILE *f, const ledger *s)
+{
+    const registry *reg = ledger_registry(s);
+    int32_t years[] = {0, 2020, 2021, 2022, 2023};
+    for (uint32_t k = 0; k <= registry_count(reg); k++) {
+        registry_view rv = {.code = NULL};
+        if (k < registry_count(reg))
+            registry_view_of(reg, k, &rv);
+        for (size_t y = 0; y < sizeof years / sizeof years[0]; y++) {
+            list_filter q = {.unit = rv.code, .year = years[y]};
+            for (list_kind kind = LIST_FRAMES; kind <= LIST_UNITS; kind++) {
+                if (kind == LIST_AVROP)
+                    continue;
+                char *got = listed(s, kind, &q, 0, UINT32_MAX, true);
+                fprintf(f, "list %d %s %d:\n%s", (int)kind, rv.code ? rv.code : "*", (int)years[y],
+                        got ? got : "-\n");
+                free(got);
+            }
+        }
+    }
+    size_t i = 0;
+    ledger_frame_view fv;
+    while (ledger_next_frame(s, &i, NULL, 0, &fv)) {
+        char *got =
+            listed(s, LIST_ALLOCATIONS, &(list_filter){.frame = fv.id}, 0, UINT32_MAX, true);
+        fprintf(f, "allocations of %s:\n%s", fv.id, got ? got : "-\n");
+        free(got);
+    }
+    i = 0;
+    ledger_allocation_view av;
+    while (ledger_next_allocation(s, &i, NULL, NULL, 0, &av)) {
+        char *got = listed(s, LIST_AVROP, &(list_filter){.allocation = av.id}, 0, UINT32_MAX, true);
+        fprintf(f, "avrop of %s:\n%s", av.id, got ? got : "-\n");
+        free(got);
+    }
+}
+
 /* Everything the ledger shows, as text: equal snapshots mean equal states. */
 static char *snapshot(const ledger *s)
 {
@@ -388,6 +544,7 @@ static char *snapshot(const ledger *s)
             fprintf(f, " [%s]", registry_former_name(reg, k, former));
         fprintf(f, "\n");
     }
+    print_positions(f, s);
     fclose(f);
     return buf;
 }
@@ -1686,6 +1843,95 @@ Test(ledger, the_two_halves_of_apply_accept_what_apply_accepts)
     free(b);
     free(before);
     ledger_free(twin);
+}
+
+/* ---- lists by position
+ * ------------------------------------------------------------------------------------------ */
+
+/* The list by position (ledger_seek_*) and the walk that passes over the offset agree. */
+static void expect_same_list(list_kind k, list_filter q, uint64_t offset, uint64_t limit)
+{
+    char *want = listed(l, k, &q, offset, limit, false);
+    char *got = listed(l, k, &q, offset, limit, true);
+    cr_assert_not_null(got, "no positions for list %d unit %s year %d frame %s", (int)k,
+                       q.unit ? q.unit : "-", (int)q.year, q.frame ? q.frame : "-");
+    cr_assert_str_eq(got, want, "list %d unit %s year %d frame %s allocation %s from %" PRIu64,
+                     (int)k, q.unit ? q.unit : "-", (int)q.year, q.frame ? q.frame : "-",
+                     q.allocation ? q.allocation : "-", offset);
+    free(want);
+    free(got);
+}
+
+static size_t lines(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/*
+ * Every list that balances pages, with every filter the ledger keeps positions for, read from
+ * offsets at and around its edges, is what a walk from the start gives after passing over the
+ * offset: frames, allocations and unit rows by unit, year or both; a frame's allocations and an
+ * allocation's avrop, both while they are only linked and once they are listed.
+ */
+Test(ledger, lists_by_position_are_the_walks_from_their_offsets)
+{
+    static const char *const units[] = {"KS", "SON", "KFN", "X"};
+    char id[32], frame[32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(id, sizeof id, "f%d", i);
+        OK(grant(id, units[i % 4], 2021 + (i / 4) % 2, 1000000, "Ram", id));
+    }
+    /* f0 takes one allocation of four: 100, past the linked ones. */
+    for (int i = 0; i < 400; i++) {
+        snprintf(id, sizeof id, "a%d", i);
+        snprintf(frame, sizeof frame, "f%d", i % 4 == 0 ? 0 : i % 40);
+        OK(propose(id, frame, units[(i / 3) % 4], 100, "X"));
+    }
+    OK_AS(UID_DECIDER, approve("d1", "a1"));
+    OK_AS(UID_DECIDER, approve("d2", "a2"));
+    for (int i = 0; i < 70; i++) {
+        snprintf(id, sizeof id, "v%d", i);
+        OK_AS(UID_SON, avrop(id, i % 10 == 0 ? "a2" : "a1", 1, ""));
+    }
+
+    static const uint64_t offsets[] = {0,  1,   2,   30,  31,  32,  33,   39,        40,
+                                       99, 100, 101, 399, 400, 401, 1000, UINT64_MAX};
+    static const char *const filter_units[] = {NULL, "KS", "SON", "KFN", "X", "NONE"};
+    static const int32_t filter_years[] = {0, 2021, 2022, 2030};
+    list_filter by_frame[] = {{.frame = "f0"}, {.frame = "f1"}, {.frame = "f39"}, {.frame = "a1"}};
+    list_filter by_allocation[] = {
+        {.allocation = NULL}, {.allocation = "a1"}, {.allocation = "a2"}, {.allocation = "a3"}};
+    for (size_t o = 0; o < sizeof offsets / sizeof offsets[0]; o++)
+        for (uint64_t limit = 7; limit != 0; limit = limit == 7 ? UINT32_MAX : 0) {
+            for (size_t u = 0; u < sizeof filter_units / sizeof filter_units[0]; u++)
+                for (size_t y = 0; y < sizeof filter_years / sizeof filter_years[0]; y++) {
+                    list_filter q = {.unit = filter_units[u], .year = filter_years[y]};
+                    expect_same_list(LIST_FRAMES, q, offsets[o], limit);
+                    expect_same_list(LIST_ALLOCATIONS, q, offsets[o], limit);
+                    expect_same_list(LIST_UNITS, q, offsets[o], limit);
+                }
+            for (size_t f = 0; f < sizeof by_frame / sizeof by_frame[0]; f++)
+                expect_same_list(LIST_ALLOCATIONS, by_frame[f], offsets[o], limit);
+            for (size_t a = 0; a < sizeof by_allocation / sizeof by_allocation[0]; a++)
+                expect_same_list(LIST_AVROP, by_allocation[a], offsets[o], limit);
+        }
+
+    /* The lists compared are the ones meant. */
+    char *s = listed(l, LIST_ALLOCATIONS, &(list_filter){.frame = "f0"}, 0, UINT32_MAX, true);
+    cr_assert_eq(lines(s), 100);
+    free(s);
+    s = listed(l, LIST_AVROP, &(list_filter){.allocation = "a1"}, 0, UINT32_MAX, true);
+    cr_assert_eq(lines(s), 63);
+    free(s);
+    s = listed(l, LIST_FRAMES, &(list_filter){.unit = "SON", .year = 2022}, 0, UINT32_MAX, true);
+    cr_assert_str_eq(s, "f5\nf13\nf21\nf29\nf37\n");
+    free(s);
+    /* A frame with a year is walked. */
+    ledger_cursor c;
+    cr_assert_not(ledger_seek_allocations(l, "f0", NULL, 2021, 0, &c));
 }
 
 /* ---- clones

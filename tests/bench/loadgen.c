@@ -7,7 +7,18 @@
  *                   avrop.request (1 öre out of an approved allocation of 10^12 öre), each
  *                   with a new id, so every write is a new durable event that keeps
  *                   succeeding for the whole run;
- *   read clients    balances of one frame that holds a few allocations.
+ *   read clients    balances of one frame that holds a few allocations (--read-mode frame,
+ *                   the default); or (--read-mode pages) plain balances, reading every page
+ *                   by following "next" and starting again when "more" is false; or
+ *                   (--read-mode unit) the same for balances of one unit, the next unit of
+ *                   the seeded ones after each whole read. A paging reader has one request
+ *                   in flight (each page's offsets come from the answer before it); reader
+ *                   r of R starts r/R of the way into the allocations (--read-spread N: the
+ *                   number of allocations), so that the readers are spread over the list.
+ * --seed-allocations N first fills the ledger with N allocation proposals (batches of 1000)
+ * over 8 units and frames, for the paging readers; with no clients it only seeds.
+ * --compare runs the appenders alone first, then the same appenders beside the readers, and
+ * reports both and the ratio of their appends/s.
  * Before the run it sets up what the writes name: frames, allocations, their approvals. It
  * reports, per kind, requests answered ok per second, p50/p99/p999 latency (from sending a
  * request to reading its whole answer), and errors by code, with the first message of each.
@@ -22,6 +33,8 @@
  *
  * usage: loadgen --socket PATH [--append-clients N] [--read-clients N] [--depth D]
  *                [--seconds S] [--warmup S] [--name NAME] [--decider-uid UID]
+ *                [--read-mode frame|pages|unit] [--read-spread N] [--seed-allocations N]
+ *                [--compare]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -85,7 +98,19 @@ typedef struct {
     uint32_t ring_head, inflight;
     uint64_t writes;
     bool polling_out;
+    uint64_t offsets[3]; /* a paging reader's next frames_offset, offset, units_offset */
+    unsigned unit;       /* a unit reader's unit, of seed_units */
 } lg_conn;
+
+typedef enum { READ_FRAME, READ_PAGES, READ_UNIT } read_mode;
+static read_mode reading = READ_FRAME;
+
+/* The units and frames the seeded allocations are spread over. */
+#define SEED_UNITS 8
+#define SEED_BATCH 1000
+static const char *const seed_units[SEED_UNITS] = {
+    BENCH_FRAME_UNIT, BENCH_ALLOCATION_UNIT, "LG2", "LG3", "LG4", "LG5", "LG6", "LG7"};
+static const char *const page_offset_args[3] = {"frames_offset", "offset", "units_offset"};
 
 static char tag[16];
 static bool avrop_enabled = true;
@@ -160,6 +185,19 @@ static size_t build_balances_frame(uint8_t *buf, uint64_t rid, const char *frame
     return bench_request_end(&w);
 }
 
+/* The next page of a paging reader: plain balances, or of its unit. */
+static size_t build_balances_page(uint8_t *buf, uint64_t rid, const lg_conn *c)
+{
+    mp_writer w;
+    bool unit = reading == READ_UNIT;
+    bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "balances", 3 + unit);
+    if (unit)
+        bench_kv_str(&w, "unit", seed_units[c->unit]);
+    for (int k = 0; k < 3; k++)
+        bench_kv_int(&w, page_offset_args[k], (int64_t)c->offsets[k]);
+    return bench_request_end(&w);
+}
+
 static size_t build_plain(uint8_t *buf, uint64_t rid, const char *op)
 {
     mp_writer w;
@@ -188,6 +226,8 @@ static size_t build_next(lg_conn *c, uint8_t *buf)
     char id[BUDGET_ID_BYTES_MAX + 1], ref[BUDGET_ID_BYTES_MAX + 1];
     uint64_t rid = c->next_request_id++;
 
+    if (c->kind == ROLE_READ && reading != READ_FRAME)
+        return build_balances_page(buf, rid, c);
     if (c->kind == ROLE_READ) {
         read_frame_id(ref, sizeof(ref));
         return build_balances_frame(buf, rid, ref);
@@ -223,6 +263,48 @@ static void stats_record(role_stats *st, const bench_response *resp)
         snprintf(st->first_message[i], sizeof(st->first_message[i]), "%s", resp->message);
         st->code_hits[i] = 1;
     }
+}
+
+/* A page's "more" and the offsets of its "next"; -1 when the answer has no "next". */
+static int page_next(const bench_response *resp, bool *more, uint64_t next[3])
+{
+    mp_reader r = resp->result;
+    uint32_t n, m;
+    *more = bench_result_bool(resp, "more", false);
+    if (mp_read_map(&r, &n) != 0)
+        return -1;
+    for (uint32_t i = 0; i < n; i++) {
+        int eq = mp_read_str_eq(&r, "next");
+        if (eq < 0 || (eq == 0 && mp_skip(&r, 16) != 0))
+            return -1;
+        if (eq == 0)
+            continue;
+        if (mp_read_map(&r, &m) != 0)
+            return -1;
+        for (uint32_t j = 0; j < m; j++) {
+            const char *key;
+            uint32_t len;
+            uint64_t v;
+            if (mp_read_str(&r, &key, &len) != 0 || mp_read_uint(&r, &v) != 0)
+                return -1;
+            for (int k = 0; k < 3; k++)
+                if (len == strlen(page_offset_args[k]) &&
+                    memcmp(key, page_offset_args[k], len) == 0)
+                    next[k] = v;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+/* A paging reader's answer: the next page, or (no more) the start again, of the next unit. */
+static void page_advance(lg_conn *c, const bench_response *resp)
+{
+    bool more = false;
+    if (resp->ok && page_next(resp, &more, c->offsets) == 0 && more)
+        return;
+    memset(c->offsets, 0, sizeof(c->offsets));
+    c->unit = (c->unit + 1) % SEED_UNITS;
 }
 
 /* ---- blocking set-up connection ------------------------------------------------------------ */
@@ -327,6 +409,82 @@ static int setup_step(bench_conn *fr, setup_builder build, unsigned count, const
     return failed;
 }
 
+/* The units and frames the seeded allocations name; fixed ids, so seeding again is a retry. */
+static size_t setup_seed_unit(uint8_t *buf, uint64_t rid, unsigned i)
+{
+    mp_writer w;
+    char id[32];
+    snprintf(id, sizeof(id), "lg-seed-unit-%u", i + 2);
+    bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "unit.register", 4);
+    bench_kv_str(&w, "id", id);
+    bench_kv_str(&w, "unit", seed_units[i + 2]);
+    bench_kv_str(&w, "name", seed_units[i + 2]);
+    bench_kv_str(&w, "kind", "nämnd");
+    return bench_request_end(&w);
+}
+
+static size_t setup_seed_frame(uint8_t *buf, uint64_t rid, unsigned i)
+{
+    mp_writer w;
+    char id[32];
+    snprintf(id, sizeof(id), "lg-seed-f%u", i);
+    bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "frame.grant", 7 + BENCH_DECISION_PAIRS);
+    bench_kv_str(&w, "id", id);
+    bench_kv_str(&w, "unit", seed_units[i]);
+    bench_kv_int(&w, "year", BENCH_YEAR);
+    bench_kv_int(&w, "amount", FRAME_AMOUNT);
+    bench_kv_str(&w, "title", "Lastprov, ram för sidor");
+    bench_kv_decision(&w);
+    bench_kv_str(&w, "reference", BENCH_REFERENCE);
+    mp_write_cstr(&w, "intended");
+    mp_write_bool(&w, true);
+    return bench_request_end(&w);
+}
+
+/* Proposes `count` allocations of 1 öre, SEED_BATCH to a batch: allocation i from frame
+ * i % SEED_UNITS to unit (i / SEED_UNITS) % SEED_UNITS. */
+static int seed(bench_conn *fr, unsigned count)
+{
+    static uint8_t buf[1u << 20];
+    double t0 = bench_now_s();
+    if (setup_step(fr, setup_unit, 2, "unit.register", NULL) != 0 ||
+        setup_step(fr, setup_seed_unit, SEED_UNITS - 2, "unit.register", NULL) != 0 ||
+        setup_step(fr, setup_seed_frame, SEED_UNITS, "frame.grant", NULL) != 0)
+        return -1;
+    for (unsigned start = 0; start < count; start += SEED_BATCH) {
+        unsigned n = count - start < SEED_BATCH ? count - start : SEED_BATCH;
+        mp_writer w;
+        bench_response resp;
+        bench_request_begin(&w, buf, sizeof(buf), 1000000 + start, "batch", 1);
+        mp_write_cstr(&w, "writes");
+        mp_write_array(&w, n);
+        for (unsigned i = start; i < start + n; i++) {
+            char id[32], frame[32];
+            snprintf(id, sizeof(id), "lg-seed-a%u", i);
+            snprintf(frame, sizeof(frame), "lg-seed-f%u", i % SEED_UNITS);
+            mp_write_map(&w, 2);
+            bench_kv_str(&w, "op", "allocation.propose");
+            mp_write_cstr(&w, "args");
+            mp_write_map(&w, 5);
+            bench_kv_str(&w, "id", id);
+            bench_kv_str(&w, "frame", frame);
+            bench_kv_str(&w, "unit", seed_units[(i / SEED_UNITS) % SEED_UNITS]);
+            bench_kv_int(&w, "amount", 1);
+            bench_kv_str(&w, "purpose", BENCH_PURPOSE);
+        }
+        size_t len = bench_request_end(&w);
+        if (len == 0 || bench_conn_call(fr, buf, len, &resp) != 0 || !resp.ok) {
+            fprintf(stderr, "loadgen: seeding at %u: %s: %s\n", start, len ? resp.code : "",
+                    len ? resp.message : "the batch does not fit");
+            return -1;
+        }
+    }
+    double s = bench_now_s() - t0;
+    printf("seeded: %u allocations in %.1f s (%.0f/s)\n", count, s, count / s);
+    bench_result("seed_allocations_per_s", "%.0f", count / s);
+    return 0;
+}
+
 /* The daemon's stats: head, batches. */
 static int daemon_stats(bench_conn *fr, uint64_t *head, uint64_t *batches)
 {
@@ -418,6 +576,7 @@ typedef struct {
     bool sending;
     uint64_t inflight;
     role_stats stats[2];
+    bool readers_on; /* --compare: false while the appenders run alone */
 } run_state;
 
 static int conn_reserve_out(lg_conn *c, size_t more)
@@ -472,7 +631,11 @@ static int conn_flush(run_state *s, lg_conn *c)
 /* Sends requests until `depth` are in flight (while the run still sends). */
 static int conn_top_up(run_state *s, lg_conn *c, uint64_t now)
 {
-    while (s->sending && c->inflight < s->depth) {
+    bool reader = c->kind == ROLE_READ;
+    unsigned depth = reader && reading != READ_FRAME ? 1 : s->depth;
+    if (reader && !s->readers_on)
+        return conn_flush(s, c);
+    while (s->sending && c->inflight < depth) {
         if (conn_reserve_out(c, REQUEST_BYTES_MAX) != 0)
             return -1;
         size_t n = build_next(c, c->out + c->out_len);
@@ -497,6 +660,8 @@ static int conn_on_frame(run_state *s, lg_conn *c, const uint8_t *body, uint32_t
     c->ring_head = (c->ring_head + 1) % DEPTH_MAX;
     c->inflight--;
     s->inflight--;
+    if (c->kind == ROLE_READ && reading != READ_FRAME)
+        page_advance(c, &resp);
     if (now >= s->warm_ns && now < s->end_ns) {
         stats_record(&s->stats[c->kind], &resp);
         if (resp.ok)
@@ -581,6 +746,22 @@ static int run(run_state *s)
     }
 }
 
+/* One timed run, with the readers or without; the stats start from zero. */
+static int run_phase(run_state *s, bool readers_on, double seconds, double warmup)
+{
+    for (int k = 0; k < 2; k++) {
+        bench_latency_free(&s->stats[k].latency);
+        memset(&s->stats[k], 0, sizeof(s->stats[k]));
+        bench_latency_init(&s->stats[k].latency);
+    }
+    s->readers_on = readers_on;
+    uint64_t start = bench_now_ns();
+    s->warm_ns = start + (uint64_t)(warmup * 1e9);
+    s->end_ns = s->warm_ns + (uint64_t)(seconds * 1e9);
+    s->sending = true;
+    return run(s);
+}
+
 static void report(run_state *s, role kind, unsigned clients, double seconds, const char *name)
 {
     role_stats *st = &s->stats[kind];
@@ -616,6 +797,8 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: loadgen --socket PATH [--append-clients N] [--read-clients N] [--depth D]\n"
             "               [--seconds S] [--warmup S] [--name NAME] [--decider-uid UID]\n"
+            "               [--read-mode frame|pages|unit] [--read-spread N]\n"
+            "               [--seed-allocations N] [--compare]\n"
             "Sets up frames and allocations on a running budgetd, then keeps D requests in\n"
             "flight on each connection for S seconds and reports ok/s, latency and errors.\n");
 }
@@ -631,6 +814,10 @@ int main(int argc, char **argv)
         {"warmup", required_argument, NULL, 'w'},
         {"name", required_argument, NULL, 'n'},
         {"decider-uid", required_argument, NULL, 'u'},
+        {"read-mode", required_argument, NULL, 'm'},
+        {"read-spread", required_argument, NULL, 'p'},
+        {"seed-allocations", required_argument, NULL, 'e'},
+        {"compare", no_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -638,6 +825,9 @@ int main(int argc, char **argv)
     unsigned appenders = 0, readers = 0, depth = 1;
     double seconds = 3.0, warmup = 0.5;
     uid_t decider = 65534;
+    unsigned seed_count = 0;
+    uint64_t spread = 0;
+    bool compare = false;
     int opt;
 
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -666,6 +856,23 @@ int main(int argc, char **argv)
         case 'u':
             decider = (uid_t)bench_arg_long(optarg, "--decider-uid");
             break;
+        case 'm':
+            if (strcmp(optarg, "frame") != 0 && strcmp(optarg, "pages") != 0 &&
+                strcmp(optarg, "unit") != 0) {
+                usage(stderr);
+                return 2;
+            }
+            reading = optarg[0] == 'f' ? READ_FRAME : optarg[0] == 'p' ? READ_PAGES : READ_UNIT;
+            break;
+        case 'p':
+            spread = (uint64_t)bench_arg_long(optarg, "--read-spread");
+            break;
+        case 'e':
+            seed_count = (unsigned)bench_arg_long(optarg, "--seed-allocations");
+            break;
+        case 'c':
+            compare = true;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -674,8 +881,9 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!socket_path || appenders + readers == 0 || appenders + readers > CONNECTIONS_MAX ||
-        depth > DEPTH_MAX || depth > BUDGET_CONN_INFLIGHT_MAX) {
+    if (!socket_path || (appenders + readers == 0 && seed_count == 0) ||
+        appenders + readers > CONNECTIONS_MAX || depth > DEPTH_MAX ||
+        depth > BUDGET_CONN_INFLIGHT_MAX) {
         usage(stderr);
         return 2;
     }
@@ -687,6 +895,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "loadgen: cannot connect to %s: %s\n", socket_path, strerror(errno));
         return 1;
     }
+    if (seed_count > 0 && seed(&fr, seed_count) != 0) {
+        fprintf(stderr, "loadgen: seeding failed\n");
+        return 1;
+    }
+    if (appenders + readers == 0)
+        return 0;
     uint64_t head0 = 0, batches0 = 0, head1 = 0, batches1 = 0;
     if (setup(&fr, socket_path, decider) != 0 || daemon_stats(&fr, &head0, &batches0) != 0) {
         fprintf(stderr, "loadgen: set-up failed\n");
@@ -705,6 +919,11 @@ int main(int argc, char **argv)
         c->index = i;
         c->kind = i < appenders ? ROLE_APPEND : ROLE_READ;
         c->next_request_id = 1;
+        if (c->kind == ROLE_READ) {
+            unsigned r = i - appenders;
+            c->unit = r % SEED_UNITS;
+            c->offsets[1] = (reading == READ_UNIT ? spread / SEED_UNITS : spread) * r / readers;
+        }
         c->fd = bench_connect(socket_path, true);
         if (c->fd < 0) {
             fprintf(stderr, "loadgen: connection %u: %s\n", i, strerror(errno));
@@ -715,12 +934,21 @@ int main(int argc, char **argv)
     }
     bench_latency_init(&s.stats[0].latency);
     bench_latency_init(&s.stats[1].latency);
-    uint64_t start = bench_now_ns();
-    s.warm_ns = start + (uint64_t)(warmup * 1e9);
-    s.end_ns = s.warm_ns + (uint64_t)(seconds * 1e9);
-    s.sending = true;
-    int rc = run(&s);
-    if (rc != 0 || daemon_stats(&fr, &head1, &batches1) != 0) {
+    double alone = 0;
+    if (compare && appenders > 0 && readers > 0) {
+        char alone_name[96];
+        snprintf(alone_name, sizeof(alone_name), "%s_alone", name);
+        if (run_phase(&s, false, seconds, warmup) != 0) {
+            fprintf(stderr, "loadgen: the run failed\n");
+            return 1;
+        }
+        printf("%s: %u append clients alone, depth %u, %.1f s after %.1f s of warm-up\n",
+               alone_name, appenders, depth, seconds, warmup);
+        report(&s, ROLE_APPEND, appenders, seconds, alone_name);
+        alone = (double)s.stats[ROLE_APPEND].ok / seconds;
+    }
+    if (daemon_stats(&fr, &head0, &batches0) != 0 || run_phase(&s, true, seconds, warmup) != 0 ||
+        daemon_stats(&fr, &head1, &batches1) != 0) {
         fprintf(stderr, "loadgen: the run failed\n");
         return 1;
     }
@@ -730,6 +958,13 @@ int main(int argc, char **argv)
            avrop_enabled ? "" : " (appends: proposals only)");
     report(&s, ROLE_APPEND, appenders, seconds, name);
     report(&s, ROLE_READ, readers, seconds, name);
+    if (alone > 0) {
+        double with = (double)s.stats[ROLE_APPEND].ok / seconds;
+        printf("         appends beside the readers / alone: %.2f\n", with / alone);
+        char key[96];
+        snprintf(key, sizeof(key), "%s_appends_ratio", name);
+        bench_result(key, "%.3f", with / alone);
+    }
     if (appenders > 0 && batches1 > batches0) {
         double per_commit = (double)(head1 - head0) / (double)(batches1 - batches0);
         printf("         %llu events in %llu group commits: %.1f events per commit\n",
