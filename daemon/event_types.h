@@ -30,7 +30,8 @@
     X(REVERSAL, "reversal", reversals)                                                             \
     X(REGISTRATION, "registration", registrations)                                                 \
     X(RENAMING, "renaming", renamings)                                                             \
-    X(CLOSING, "closing", closings)
+    X(CLOSING, "closing", closings)                                                                \
+    X(OUTCOME, "outcome", outcomes)
 
 /*
  * The event types: X(NAME, wire name, op, role, kind, fields, rules, scope).
@@ -69,7 +70,9 @@
     X(UNIT_RENAMED, "unit.renamed", "unit.rename", ADMIN, RENAMING, unit_renamed, rename_unit,     \
       registered_unit)                                                                             \
     X(UNIT_CLOSED, "unit.closed", "unit.close", ADMIN, CLOSING, unit_closed, close_unit,           \
-      registered_unit)
+      registered_unit)                                                                             \
+    X(OUTCOME_RECORDED, "outcome.recorded", "outcome.record", CLERK, OUTCOME, outcome_recorded,    \
+      record_outcome, outcome_unit)
 
 /* The numbers: row order from 1 (0 is no type), and one past the last. The enum of the values
  * below holds only the types, so that a switch over a ledger_type is checked to name them all. */
@@ -124,6 +127,8 @@ typedef enum {
                           int32 YYYYMMDD (proto/fields.h), 0 when absent */
     FIELD_BODY,        /* str: a decision's body, 1..16 of A-Z Å Ä Ö 0-9 ("KS") */
     FIELD_PARAGRAPH,   /* str: a decision's paragraph, 1..16 ("241", "241 p. 2") */
+    FIELD_MONTH,       /* int: a month of the fiscal year, 1..12 */
+    FIELD_MONEY,       /* int: signed, zero too, -BUDGET_AMOUNT_MAX..BUDGET_AMOUNT_MAX (öre) */
 } field_value;
 
 /* Where a field's value comes from. */
@@ -190,12 +195,14 @@ static inline bool field_is_str(const event_field *f)
            f->value == FIELD_BODY || f->value == FIELD_PARAGRAPH;
 }
 
-/* The least bytes a str field may hold: 1, but 0 for an optional text or unit ("" when it is
- * not given). */
+/* The least bytes a str field may hold: 1, but 0 for an optional text, unit or id ("" when it
+ * is not given). */
 static inline size_t field_bytes_min(const event_field *f)
 {
-    return (f->value == FIELD_TEXT || f->value == FIELD_UNIT) && f->source == FIELD_OPTIONAL ? 0
-                                                                                             : 1;
+    return (f->value == FIELD_TEXT || f->value == FIELD_UNIT || f->value == FIELD_ID) &&
+                   f->source == FIELD_OPTIONAL
+               ? 0
+               : 1;
 }
 
 #endif

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "budget/errors.h"
+#include "outcome.h"
 #include "proto/fields.h"
 
 #define NONE UINT32_MAX
@@ -149,6 +150,7 @@ struct ledger {
     uint32_t arena_len, arena_cap;
 
     registry *reg;
+    outcome_book *outcomes; /* the actual costs recorded (outcome.recorded) */
 
     uint64_t events, last_seq;
     uint64_t last_ts_ms; /* of the event with last_seq */
@@ -507,7 +509,7 @@ static int check_field(const ledger_event *c, const event_field *f, bool full, l
     int64_t v = field_is_str(f) ? 0 : ledger_field_int(c, f);
     switch ((field_value)f->value) {
     case FIELD_ID:
-        if (id_field(s, full))
+        if ((s[0] == '\0' && field_bytes_min(f) == 0) || id_field(s, full))
             return 0;
         return fail(err, BUDGET_EBAD_REQUEST, "%s must be 1..64 characters of A-Za-z0-9._:-",
                     f->key);
@@ -538,6 +540,15 @@ static int check_field(const ledger_event *c, const event_field *f, bool full, l
         return fail(err, BUDGET_EBAD_REQUEST,
                     "%s must be %zu..%zu bytes of UTF-8 without control characters", f->key,
                     field_bytes_min(f), field_bytes_max(f));
+    case FIELD_MONTH:
+        if (v >= 1 && v <= OUTCOME_MONTHS)
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST, "%s %" PRId64 " is not a month 1..12", f->key, v);
+    case FIELD_MONEY:
+        if (v >= -BUDGET_AMOUNT_MAX && v <= BUDGET_AMOUNT_MAX)
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST, "%s %" PRId64 " öre is not within -%lld..%lld öre",
+                    f->key, v, BUDGET_AMOUNT_MAX, BUDGET_AMOUNT_MAX);
     case FIELD_TARGET_KIND:
         break; /* derived, never given */
     case FIELD_DATE:
@@ -1119,6 +1130,49 @@ static int rule_close_unit(const ledger *l, const ledger_event *ev, uint32_t act
     return fail(err, BUDGET_EINVALID_STATE, "unit %s cannot be closed: %s", ev->unit, o.text);
 }
 
+/*
+ * Outcome (utfall, docs/events.md "Outcome"): the figure of a key (unit, year, month,
+ * allocation) replaces the one before. A figure equal to the current one is refused
+ * (conflict, "unchanged"): recording it again would change nothing, so a file imported twice,
+ * by one clerk or by two at once, writes its figures once. The allocation, when given, is one
+ * to the unit in that year. The unit's month and year stay within OUTCOME_TOTAL_MAX.
+ */
+static int rule_record_outcome(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                               ledger_error *err)
+{
+    (void)actor_uid;
+    (void)r;
+    if (ev->allocation[0] != '\0') {
+        uint32_t i;
+        int rc = find_entity(l, ev->allocation, LEDGER_KIND_ALLOCATION, &i, err);
+        if (rc != 0)
+            return rc;
+        const unit_rec *u = &l->units[l->allocations[i].unit];
+        if (strcmp(u->unit, ev->unit) != 0 || u->year != ev->year)
+            return fail(err, BUDGET_EINVALID_STATE,
+                        "allocation %s is to %s for %" PRId32 ", not to %s for %" PRId32,
+                        ev->allocation, u->unit, u->year, ev->unit, ev->year);
+    }
+    outcome_figure_view now = {.amount = 0};
+    bool had = outcome_figure(l->outcomes, ev->unit, ev->year, ev->month, ev->allocation, &now);
+    if (now.amount == ev->amount)
+        return fail(err, BUDGET_ECONFLICT,
+                    "unchanged: the outcome of %s %04" PRId32 "-%02" PRId32 "%s%s is %s %s",
+                    ev->unit, ev->year, ev->month, ev->allocation[0] ? " allocation " : "",
+                    ev->allocation, had ? "already" : "without a figure, that is",
+                    kr(ev->amount).text);
+    outcome_year_view y = {.total = 0};
+    outcome_year(l->outcomes, ev->unit, ev->year, &y);
+    int64_t change = ev->amount - now.amount;
+    int64_t month = y.months[ev->month - 1] + change, year = y.total + change;
+    if (month > OUTCOME_TOTAL_MAX || month < -OUTCOME_TOTAL_MAX || year > OUTCOME_TOTAL_MAX ||
+        year < -OUTCOME_TOTAL_MAX)
+        return fail(err, BUDGET_ETOO_LARGE,
+                    "the outcome of %s in %" PRId32 " would pass %lld öre for a month or the year",
+                    ev->unit, ev->year, OUTCOME_TOTAL_MAX);
+    return 0;
+}
+
 /* The rules of each type: rule_<rules> of its row. */
 typedef int (*rule_fn)(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
                        ledger_error *err);
@@ -1187,6 +1241,8 @@ static void derive_field(const ledger *l, const refs *r, const event_field *f, c
     case FIELD_DATE:
     case FIELD_BODY:
     case FIELD_PARAGRAPH:
+    case FIELD_MONTH:
+    case FIELD_MONEY:
         break;
     }
     assert(!"a field of this value is never derived");
@@ -1260,8 +1316,13 @@ ledger *ledger_new(void)
     l->reg = registry_new();
     if (l->reg == NULL)
         goto failed_registry;
+    l->outcomes = outcome_new();
+    if (l->outcomes == NULL)
+        goto failed_outcomes;
     return l;
 
+failed_outcomes:
+    registry_free(l->reg);
 failed_registry:
     free(l->arena);
 failed_arena:
@@ -1277,6 +1338,7 @@ void ledger_free(ledger *l)
 {
     if (l == NULL)
         return;
+    outcome_free(l->outcomes);
     registry_free(l->reg);
     free(l->arena);
     free(l->unit_table.ctrl);
@@ -1327,6 +1389,9 @@ ledger *ledger_clone(const ledger *l)
     c->arena = copy_array(l->arena, l->arena_len, l->arena_cap, 1, &failed);
     c->reg = registry_clone(l->reg);
     if (c->reg == NULL)
+        failed = true;
+    c->outcomes = outcome_clone(l->outcomes);
+    if (c->outcomes == NULL)
         failed = true;
     if (failed) {
         ledger_free(c);
@@ -1455,6 +1520,8 @@ static int reserve_room(ledger *l)
         return -1;
     if (reserve((void **)&l->units, &l->units_cap, l->units_len, 1, sizeof *l->units) != 0 ||
         table_reserve(&l->unit_table, l->units_len, l->units, sizeof *l->units) != 0)
+        return -1;
+    if (outcome_reserve(l->outcomes) != 0)
         return -1;
     return registry_reserve(l->reg);
 }
@@ -1655,6 +1722,15 @@ static void apply_close_unit(ledger *l, const ledger_event *ev, refs *r, uint32_
     (void)r;
     (void)id;
     registry_close(l->reg, registry_find(l->reg, ev->unit));
+}
+
+/* The figure replaces the key's one before; the unit's year gets a row of balances. */
+static void apply_record_outcome(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    (void)r;
+    (void)id;
+    unit_get_or_add(l, ev->unit, ev->year);
+    outcome_record(l->outcomes, ev->unit, ev->year, ev->month, ev->allocation, ev->amount, ev->seq);
 }
 
 typedef void (*apply_fn)(ledger *l, const ledger_event *ev, refs *r, uint32_t id);
@@ -2037,6 +2113,43 @@ bool ledger_next_unit(const ledger *l, size_t *i, const char *unit, int32_t year
     return false;
 }
 
+/* ---- public: outcome -------------------------------------------------------------------- */
+
+const outcome_book *ledger_outcomes(const ledger *l)
+{
+    return l->outcomes;
+}
+
+/* The unit's budget in a year: its frames (granted, after adjustments) less what is allocated
+ * out of them, plus the allocations it received. O(frames of the unit in the year). */
+static int64_t unit_budget(const ledger *l, uint32_t row)
+{
+    const unit_rec *u = &l->units[row];
+    int64_t budget = u->allocated;
+    for (uint32_t i = u->frame_last; i != NONE; i = l->frames[i].prev_in_unit)
+        budget += l->frames[i].granted - l->frames[i].allocated;
+    return budget;
+}
+
+void ledger_outcome(const ledger *l, const char *unit, int32_t year, ledger_outcome_view *out)
+{
+    outcome_year_view y;
+    memset(out, 0, sizeof *out);
+    if (outcome_year(l->outcomes, unit, year, &y)) {
+        memcpy(out->months, y.months, sizeof out->months);
+        out->outcome = y.total;
+        out->last_month = y.last_month;
+        out->figures = y.figures;
+    }
+    uint32_t row = unit_get(l, unit, year);
+    out->budget = row == NONE ? 0 : unit_budget(l, row);
+    out->deviation = out->budget - out->outcome;
+    /* |outcome| <= OUTCOME_TOTAL_MAX: times 12 fits, as does times 1000 in 128 bits */
+    out->forecast = out->last_month == 0 ? 0 : out->outcome * 12 / out->last_month;
+    out->has_used = out->budget > 0;
+    out->used_permille = out->has_used ? (int64_t)((__int128)out->outcome * 1000 / out->budget) : 0;
+}
+
 /* ---- public: names ---------------------------------------------------------------------- */
 
 const char *ledger_type_name(ledger_type t)
@@ -2130,6 +2243,9 @@ static int decided_refs(const ledger *l, const ledger_event *ev, refs *r)
     case LEDGER_UNIT_CLOSED:
         /* The register is not a decision: every view has all of it, so its rules held here
          * as they did when the event was written. */
+        return 0;
+    case LEDGER_OUTCOME_RECORDED:
+        /* Outcome is no decision either: it counts as entered. */
         return 0;
     default:
         return -1; /* a type this view does not know how to lean on: left out */

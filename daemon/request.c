@@ -132,8 +132,14 @@ static int decode_arg(const event_field *f, const msgpack_object *v, ledger_cmd 
                         BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
         ledger_field_set_int(cmd, f, n);
         return 0;
+    case FIELD_MONTH:
+        if (!object_int(v, &n) || n < 1 || n > 12)
+            return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be an integer month 1..12", f->key);
+        ledger_field_set_int(cmd, f, n);
+        return 0;
     case FIELD_AMOUNT:
     case FIELD_DELTA:
+    case FIELD_MONEY:
         if (!object_int(v, &n))
             return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be an integer amount in öre",
                         f->key);
