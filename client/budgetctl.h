@@ -102,6 +102,9 @@ int walk_events(ctl *c, const command *cmd, const arg_value *values, uint64_t af
                 void *state, uint64_t *head_out);
 /* budgetctl_import.c: import budget FILE.csv, one `batch` of frames and allocations. */
 int run_import(ctl *c, const command *cmd, arg_value *values);
+/* budgetctl_outcome.c: import outcome FILE.csv --map MAP, and the outcome of a unit's year. */
+int run_import_outcome(ctl *c, const command *cmd, arg_value *values);
+int run_outcome(ctl *c, const command *cmd, arg_value *values);
 /* KIND_DATE: a day; the value is its first ms, or (min 1) the first ms of the next day. */
 int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out);
 
