@@ -123,6 +123,10 @@ static void requests(void)
               "expect_head=#4"));
     request("balances", "balances", P("unit=SON", "year=#2021", "as_of=#3", "offset=#0"));
     request("events", "events", P("after=#0", "limit=#100", "type=avrop.requested"));
+    request("outcome-record", "outcome.record",
+            P("id=utfall-1", "unit=SON", "year=#2021", "month=#9", "allocation=son-2021",
+              "amount=#-250025", "source=utfall-2021-09.csv"));
+    request("outcome", "outcome", P("unit=SON", "year=#2021", "offset=#0"));
     request("unknown-arg", "frame.grant", P("id=x", "colour=blå"));
     request("unknown-op", "frame.steal", NULL);
 
