@@ -124,8 +124,9 @@ typedef struct {
     uint8_t len;
     int32_t year;
     int64_t frames, allocated, called_off, pending;
-    int64_t reducing;    /* pending reductions of the allocations to it */
-    uint32_t frame_last; /* the last frame granted to it, linked by prev_in_unit; or NONE */
+    int64_t reducing;      /* pending reductions of the allocations to it */
+    uint32_t frame_last;   /* the last frame granted to it, linked by prev_in_unit; or NONE */
+    int64_t allocated_out; /* approved out of its frames (to any unit, itself too) */
 } unit_rec;
 
 struct ledger {
@@ -1657,6 +1658,7 @@ static void apply_correction(ledger *l, ledger_status status, refs *r)
             a->reduced += amount;
             f->allocated -= amount;
             u->allocated -= amount;
+            l->units[f->unit].allocated_out -= amount;
         }
         return;
     }
@@ -1689,6 +1691,7 @@ static void apply_target(ledger *l, const ledger_event *ev, refs *r, uint32_t id
         if (status == LEDGER_APPROVED) {
             f->allocated += amount;
             u->allocated += amount;
+            l->units[f->unit].allocated_out += amount;
         }
     } else {
         l->avrop[r->avrop].status = (uint8_t)status;
@@ -2121,14 +2124,11 @@ const outcome_book *ledger_outcomes(const ledger *l)
 }
 
 /* The unit's budget in a year: its frames (granted, after adjustments) less what is allocated
- * out of them, plus the allocations it received. O(frames of the unit in the year). */
+ * out of them, plus the allocations it received. O(1). */
 static int64_t unit_budget(const ledger *l, uint32_t row)
 {
     const unit_rec *u = &l->units[row];
-    int64_t budget = u->allocated;
-    for (uint32_t i = u->frame_last; i != NONE; i = l->frames[i].prev_in_unit)
-        budget += l->frames[i].granted - l->frames[i].allocated;
-    return budget;
+    return u->frames - u->allocated_out + u->allocated;
 }
 
 void ledger_outcome(const ledger *l, const char *unit, int32_t year, ledger_outcome_view *out)

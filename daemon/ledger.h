@@ -286,8 +286,7 @@ typedef struct {
     uint32_t figures;               /* keys with a figure */
 } ledger_outcome_view;
 
-/* The outcome of `unit` in `year`: zeros when nothing was recorded. O(the unit's frames in the
- * year). */
+/* The outcome of `unit` in `year`: zeros when nothing was recorded. O(1). */
 void ledger_outcome(const ledger *l, const char *unit, int32_t year, ledger_outcome_view *out);
 /* The figures themselves (outcome.h), as the ledger stands: valid as the views are. */
 const outcome_book *ledger_outcomes(const ledger *l);

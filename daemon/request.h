@@ -128,7 +128,7 @@ int request_decode_outcome(const msgpack_object *args, outcome_query *q, ledger_
 /*
  * Packs the `outcome` result (docs/protocol.md): the unit's outcome in the year set against its
  * budget, its twelve month sums, and one page of its figures (as balances pages a list), "more"
- * and "next": {"offset"}. O(the page, the offset and the unit's frames in the year). 0;
+ * and "next": {"offset"}. O(the page and the offset). 0;
  * BUDGET_ENOT_FOUND (the unit is not in the register; nothing packed) or BUDGET_EUNAVAILABLE
  * (out of memory; drop the packed bytes) with `err` filled.
  */
