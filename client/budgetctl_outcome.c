@@ -635,9 +635,24 @@ static void print_outcome_csv(const msgpack_object *r, int32_t year)
     }
 }
 
+/* Prints `s` padded with spaces to `width` columns (a UTF-8 character is one column), on the
+ * left when `right`. */
+static void print_padded(const char *s, size_t width, bool right)
+{
+    size_t columns = 0;
+    for (const unsigned char *u = (const unsigned char *)s; *u; u++)
+        columns += (*u & 0xc0) != 0x80;
+    for (size_t i = columns; right && i < width; i++)
+        putchar(' ');
+    fputs(s, stdout);
+    for (size_t i = columns; !right && i < width; i++)
+        putchar(' ');
+}
+
 static void print_summary_line(const char *label, const char *value)
 {
-    printf("%-*s %s\n", 24, header_text(label), value);
+    print_padded(header_text(label), 24, false);
+    printf(" %s\n", value);
 }
 
 static void print_outcome_summary(const msgpack_object *r)
@@ -670,8 +685,12 @@ static void print_outcome_table(const msgpack_object *r, int32_t year)
     budget_map_str(r, "unit", unit, sizeof(unit));
     text_cell(name, sizeof(name), r, "name", 60);
     printf("%s %s (%s), %d\n", header_text("Outcome of"), unit, name, (int)year);
-    printf("%-7s %22s %22s\n", header_text("MONTH"), header_text("OUTCOME"),
-           header_text("TO DATE"));
+    print_padded(header_text("MONTH"), 7, false);
+    putchar(' ');
+    print_padded(header_text("OUTCOME"), 22, true);
+    putchar(' ');
+    print_padded(header_text("TO DATE"), 22, true);
+    putchar('\n');
     for (uint32_t m = 0;
          months && months->type == MSGPACK_OBJECT_ARRAY && m < months->via.array.size && m < 12;
          m++) {
@@ -683,7 +702,11 @@ static void print_outcome_table(const msgpack_object *r, int32_t year)
         to_date += amount;
         budget_amount_format(amount, a, sizeof(a));
         budget_amount_format(to_date, t, sizeof(t));
-        printf("%04d-%02u %22s %22s\n", (int)year, m + 1, a, t);
+        printf("%04d-%02u ", (int)year, m + 1);
+        print_padded(a, 22, true);
+        putchar(' ');
+        print_padded(t, 22, true);
+        putchar('\n');
     }
     print_outcome_summary(r);
 }

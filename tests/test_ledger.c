@@ -3288,6 +3288,11 @@ Test(ledger, outcome_is_set_against_the_units_budget_with_a_straight_line_foreca
     cr_assert_eq(ks.budget, 300000000 - 100000000);
     cr_assert_eq(ks.outcome, 0);
     cr_assert_eq(ks.forecast, 0);
+    /* an approved reduction of SON's allocation moves budget back to KS */
+    OK(reduce("r1", "a-son", 10000000, "Mindre behov"));
+    OK_AS(UID_DECIDER, approve("d3", "r1"));
+    cr_assert_eq(outcome_of("SON", 2021).budget, 100000000 - 10000000);
+    cr_assert_eq(outcome_of("KS", 2021).budget, 300000000 - 100000000 + 10000000);
     /* a unit without budget has no share used */
     OK(record_outcome("k1", "KFN", 2021, 3, "", 700, "mar.csv"));
     cr_assert_not(outcome_of("KFN", 2021).has_used);
