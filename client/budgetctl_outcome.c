@@ -423,7 +423,8 @@ static void write_id(const outcome_key *k, const char *source, char *out, size_t
     char text[512];
     int n = snprintf(text, sizeof(text), "%s|%d|%d|%s|%" PRId64 "|%" PRIu64 "|%s", k->unit,
                      (int)k->year, k->month, k->allocation, k->amount, k->current_seq, source);
-    uint64_t h = fnv(UINT64_C(0xcbf29ce484222325), text, (size_t)n);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof(text) ? (size_t)n : sizeof(text) - 1;
+    uint64_t h = fnv(UINT64_C(0xcbf29ce484222325), text, len);
     snprintf(out, size, "utfall-%016" PRIx64, h);
 }
 
@@ -558,7 +559,9 @@ static int import_outcome_rows(ctl *c, outcome_file *f, bool dry_run)
     if (!rows)
         return complain(EXIT_USAGE, "out of memory");
     size_t n = plan_writes(f, rows, source, c->json);
-    if (n == 0 && f->bad == 0)
+    if (n == 0 && f->bad == 0 && c->json)
+        printf("{\"writes\": [], \"unchanged\": %zu}\n", f->count);
+    else if (n == 0 && f->bad == 0)
         printf("nothing to record: the %zu figures of %s are recorded as they are\n", f->count,
                f->path);
     else if (n > 0)
