@@ -394,11 +394,20 @@ static const command commands[] = {
      "batch",
      NULL,
      run_import,
-     "frames and allocations from a CSV file (Swedish Excel), all rows or none",
-     {{"WHAT", KIND_WORD, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL, "budget", 1, 16},
+     "frames and allocations, or outcome, from a CSV file (Swedish Excel), all rows or none",
+     {{"WHAT", KIND_WORD, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL, "budget or outcome", 1, 16},
       {"FILE", KIND_TEXT, NULL, ARG_REQUIRED | ARG_POSITIONAL, NULL, "the CSV file", 1, 4096},
+      {"map", KIND_TEXT, NULL, 0, "MAP", "outcome: the file naming the CSV's columns", 1, 4096},
       {"dry-run", KIND_FLAG, NULL, 0, NULL,
        "print what would be written and every refusal; write nothing", 0, 0}}},
+    {"outcome",
+     "outcome",
+     NULL,
+     run_outcome,
+     "a unit's outcome per month of a year, set against its budget, with a forecast",
+     {UNIT_ARG("unit", ARG_REQUIRED, "the unit"),
+      YEAR_ARG(ARG_REQUIRED, "the fiscal year"),
+      {"csv", KIND_FLAG, NULL, 0, NULL, "CSV for Excel: ; between fields, a decimal comma", 0, 0}}},
 };
 
 #define COMMANDS_COUNT (sizeof(commands) / sizeof(commands[0]))
@@ -805,6 +814,19 @@ static void cell_mark_oddities(cell *out, const msgpack_object *map)
 static void cell_amount(cell *out, const msgpack_object *map, const char *key)
 {
     budget_amount_format(budget_map_int(map, key, 0), out->text, sizeof(out->text));
+}
+
+/* A share in per mille as "12,3 %", or "-" when there is none (nil). */
+static void cell_permille(cell *out, const msgpack_object *map, const char *key)
+{
+    const msgpack_object *o = budget_map_get(map, key);
+    int64_t p = budget_map_int(map, key, 0);
+    uint64_t m = p < 0 ? (uint64_t)0 - (uint64_t)p : (uint64_t)p;
+    if (o == NULL || o->type == MSGPACK_OBJECT_NIL)
+        snprintf(out->text, sizeof(out->text), "-");
+    else
+        snprintf(out->text, sizeof(out->text), "%s%" PRIu64 ",%u %%", p < 0 ? "-" : "", m / 10,
+                 (unsigned)(m % 10));
 }
 
 static void cell_int(cell *out, const msgpack_object *map, const char *key)
@@ -1620,7 +1642,8 @@ static const char *const allocation_headers[] = {
 static const char *const avrop_headers[] = {"ID",      "ALLOCATION", "UNIT",       "STATUS",
                                             ">AMOUNT", ">REVERSED",  ">REVERSING", "NOTE"};
 static const char *const unit_headers[] = {"UNIT",        ">YEAR",    ">FRAMES",    ">ALLOCATED",
-                                           ">CALLED OFF", ">PENDING", ">AVAILABLE", ">REDUCING"};
+                                           ">CALLED OFF", ">PENDING", ">AVAILABLE", ">REDUCING",
+                                           ">OUTCOME",    ">USED",    ">DEVIATION", ">FORECAST"};
 
 void balance_tables_init(balance_tables *t)
 {
@@ -1699,6 +1722,10 @@ static int add_unit(table *t, const msgpack_object *u)
     cell_amount(&cells[5], u, "pending");
     cell_amount(&cells[6], u, "available");
     cell_amount(&cells[7], u, "reducing");
+    cell_amount(&cells[8], u, "outcome");
+    cell_permille(&cells[9], u, "used_permille");
+    cell_amount(&cells[10], u, "deviation");
+    cell_amount(&cells[11], u, "forecast");
     cell_mark_oddities(&cells[0], u);
     return add_cells(t, cells, COUNT(cells));
 }

@@ -112,6 +112,9 @@ int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_respo
 int generate_id(const char *kind, char *out, size_t out_size);
 /* One line for a write's answer (or its JSON). */
 void print_write_result(const ctl *c, const budget_response *r, const char *id);
+/* budgetctl_outcome.c: import outcome FILE.csv --map MAP, and the outcome of a unit's year. */
+int run_import_outcome(ctl *c, const command *cmd, arg_value *values);
+int run_outcome(ctl *c, const command *cmd, arg_value *values);
 /* KIND_DATE: a day; the value is its first ms, or (min 1) the first ms of the next day. */
 int check_date(const arg_spec *spec, const char *label, const char *text, int64_t *out);
 

@@ -102,6 +102,22 @@ static const struct {
     {"unallocated_kr", "ofördelat_kr"},
     {"called_off_kr", "avropat_kr"},
     {"available_kr", "tillgängligt_kr"},
+    /* outcome */
+    {"OUTCOME", "UTFALL"},
+    {"USED", "FÖRBRUKAT"},
+    {"DEVIATION", "AVVIKELSE"},
+    {"FORECAST", "PROGNOS"},
+    {"MONTH", "MÅNAD"},
+    {"TO DATE", "ACKUMULERAT"},
+    {"Outcome of", "Utfall för"},
+    {"Budget:", "Budget:"},
+    {"Outcome to date:", "Utfall hittills:"},
+    {"Used of budget:", "Förbrukat av budget:"},
+    {"Deviation:", "Avvikelse:"},
+    {"Full-year forecast:", "Helårsprognos:"},
+    {"month", "månad"},
+    {"outcome_kr", "utfall_kr"},
+    {"to_date_kr", "ackumulerat_kr"},
 };
 
 const char *header_text(const char *english)

@@ -23,15 +23,8 @@
 #include "budget/errors.h"
 #include "budget/limits.h"
 #include "client/budgetctl.h"
+#include "client/import.h"
 #include "proto/fields.h"
-
-/* The file is read whole; its rows become one batch, which holds at most 1000 writes in a
- * request of at most 1 MiB. */
-#define IMPORT_FILE_BYTES_MAX (1024u * 1024u)
-#define IMPORT_ROWS_MAX 1000u
-#define IMPORT_COLUMNS_MAX 32u
-#define IMPORT_CELL_BYTES_MAX 1024u
-#define IMPORT_RETRIES_MAX 3u
 
 /* ---- the mapping: row types and their columns --------------------------------------------- */
 
@@ -111,14 +104,6 @@ static const row_type row_types[] = {
 
 /* ---- the file ----------------------------------------------------------------------------- */
 
-/* A row read and checked: its line, type, id and its write packed as {"op", "args"}. */
-typedef struct {
-    unsigned line;
-    size_t type;
-    char id[BUDGET_ID_BYTES_MAX + 1];
-    msgpack_sbuffer write;
-} import_row;
-
 typedef struct {
     const char *path;
     char header[IMPORT_COLUMNS_MAX][48]; /* the header's words, folded ("" when too long) */
@@ -128,123 +113,6 @@ typedef struct {
     unsigned bad;     /* lines refused here */
     unsigned refused; /* rows the daemon refused */
 } import_file;
-
-/* A CSV reader over the whole file. */
-typedef struct {
-    const char *p, *end;
-    unsigned line; /* of the next byte */
-} csv_reader;
-
-typedef struct {
-    char *cells[IMPORT_COLUMNS_MAX];
-    size_t count;
-    unsigned line; /* where the record starts */
-    char buf[IMPORT_COLUMNS_MAX * (IMPORT_CELL_BYTES_MAX + 1)];
-} csv_record;
-
-/* Lower case of ASCII and of Å Ä Ö (and the other Latin-1 capitals), in place. */
-static void fold_case(char *s)
-{
-    for (unsigned char *u = (unsigned char *)s; *u; u++) {
-        if (*u >= 'A' && *u <= 'Z')
-            *u = (unsigned char)(*u + 32);
-        else if (*u == 0xc3 && u[1] >= 0x80 && u[1] <= 0x9e && u[1] != 0x97)
-            u[1] = (unsigned char)(u[1] + 0x20), u++;
-    }
-}
-
-/* Reads one quoted or plain cell at r->p into `out` (room for IMPORT_CELL_BYTES_MAX + 1);
- * stops before the `;` or the end of the line. 0, or -1 with `why`. */
-static int csv_cell(csv_reader *r, char *out, char *why, size_t why_size)
-{
-    size_t n = 0;
-    bool quoted = r->p < r->end && *r->p == '"';
-
-    if (quoted)
-        r->p++;
-    while (r->p < r->end) {
-        char ch = *r->p;
-        if (quoted && ch == '"') {
-            if (r->p + 1 < r->end && r->p[1] == '"') {
-                r->p++;
-            } else {
-                quoted = false;
-                r->p++;
-                while (r->p < r->end && *r->p == ' ')
-                    r->p++;
-                if (r->p < r->end && *r->p != ';' && *r->p != '\r' && *r->p != '\n') {
-                    snprintf(why, why_size, "text after the closing quote of a field");
-                    return -1;
-                }
-                break;
-            }
-        } else if (!quoted && (ch == ';' || ch == '\r' || ch == '\n')) {
-            break;
-        } else if (ch == '\n') {
-            r->line++; /* a line break inside quotes */
-        }
-        if (n == IMPORT_CELL_BYTES_MAX) {
-            snprintf(why, why_size, "a field longer than %u bytes", IMPORT_CELL_BYTES_MAX);
-            return -1;
-        }
-        out[n++] = *r->p++;
-    }
-    if (quoted) {
-        snprintf(why, why_size, "a quote that is never closed");
-        return -1;
-    }
-    out[n] = '\0';
-    return 0;
-}
-
-/* Cuts the spaces around a plain cell. */
-static char *trim(char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-        s[--n] = '\0';
-    return s;
-}
-
-/* The next record: 1, 0 at the end of the file, -1 with `why` (the rest is not read). */
-static int csv_next(csv_reader *r, csv_record *rec, char *why, size_t why_size)
-{
-    if (r->p >= r->end)
-        return 0;
-    rec->count = 0;
-    rec->line = r->line;
-    for (;;) {
-        if (rec->count == IMPORT_COLUMNS_MAX) {
-            snprintf(why, why_size, "more than %u fields", IMPORT_COLUMNS_MAX);
-            return -1;
-        }
-        char *cell = rec->buf + rec->count * (IMPORT_CELL_BYTES_MAX + 1);
-        if (csv_cell(r, cell, why, why_size) != 0)
-            return -1;
-        rec->cells[rec->count++] = trim(cell);
-        if (r->p < r->end && *r->p == ';') {
-            r->p++;
-            continue;
-        }
-        break;
-    }
-    if (r->p < r->end && *r->p == '\r')
-        r->p++;
-    if (r->p < r->end && *r->p == '\n')
-        r->p++;
-    r->line++;
-    return 1;
-}
-
-static bool record_empty(const csv_record *rec)
-{
-    for (size_t i = 0; i < rec->count; i++)
-        if (rec->cells[i][0])
-            return false;
-    return true;
-}
 
 static bool words_have(const column_words *c, const char *word)
 {
@@ -281,7 +149,7 @@ static int read_header(import_file *f, csv_record *rec)
 {
     f->header_count = rec->count;
     for (size_t i = 0; i < rec->count; i++) {
-        fold_case(rec->cells[i]);
+        import_fold_case(rec->cells[i]);
         snprintf(f->header[i], sizeof(f->header[i]), "%s",
                  strlen(rec->cells[i]) < sizeof(f->header[i]) ? rec->cells[i] : "");
         for (size_t j = 0; j < i; j++)
@@ -386,7 +254,7 @@ static int pack_cell(msgpack_packer *pk, const row_arg *a, const char *text, cha
 /* The row type the type cell names, or ROW_TYPES. */
 static size_t row_type_of(char *word)
 {
-    fold_case(word);
+    import_fold_case(word);
     for (size_t t = 0; t < ROW_TYPES; t++)
         for (size_t w = 0; w < 3 && row_types[t].names[w]; w++)
             if (strcmp(word, row_types[t].names[w]) == 0)
@@ -497,7 +365,7 @@ static int read_rows(import_file *f, csv_reader *r, csv_record *rec)
     bool header = false;
 
     while ((rc = csv_next(r, rec, why, sizeof(why))) == 1) {
-        if (record_empty(rec))
+        if (csv_record_empty(rec))
             continue;
         if (!header) {
             if (read_header(f, rec) != 0)
@@ -517,31 +385,6 @@ static int read_rows(import_file *f, csv_reader *r, csv_record *rec)
     return 0;
 }
 
-/* Reads the file whole: at most IMPORT_FILE_BYTES_MAX bytes. NULL after saying why. */
-static char *read_file(const char *path, size_t *size)
-{
-    FILE *in = fopen(path, "rb");
-    struct stat st;
-    if (!in || fstat(fileno(in), &st) != 0 || !S_ISREG(st.st_mode)) {
-        complain(0, "cannot read %s: %s", path, in ? "not a regular file" : strerror(errno));
-        if (in)
-            fclose(in);
-        return NULL;
-    }
-    char *text = malloc(IMPORT_FILE_BYTES_MAX + 1);
-    size_t n = text ? fread(text, 1, IMPORT_FILE_BYTES_MAX + 1, in) : 0;
-    bool failed = !text || ferror(in);
-    fclose(in);
-    if (failed || n > IMPORT_FILE_BYTES_MAX) {
-        complain(0, "cannot read %s: %s", path,
-                 failed ? "read error or out of memory" : "larger than 1 MiB; split the file");
-        free(text);
-        return NULL;
-    }
-    *size = n;
-    return text;
-}
-
 /* ---- the batch ---------------------------------------------------------------------------- */
 
 /* The rows in the order they are written: by row type, then by line. */
@@ -551,75 +394,6 @@ static int row_order(const void *a, const void *b)
     if (x->type != y->type)
         return x->type < y->type ? -1 : 1;
     return (x->line > y->line) - (x->line < y->line);
-}
-
-static int pack_batch(msgpack_sbuffer *sb, const import_file *f, bool dry_run)
-{
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    int rc = msgpack_pack_map(&pk, 2);
-    rc |= msgpack_pack_str_with_body(&pk, "dry_run", 7);
-    rc |= dry_run ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    rc |= msgpack_pack_str_with_body(&pk, "writes", 6);
-    rc |= msgpack_pack_array(&pk, (uint32_t)f->count);
-    for (size_t i = 0; i < f->count; i++)
-        rc |= msgpack_sbuffer_write(sb, f->rows[i].write.data, f->rows[i].write.size);
-    return rc == 0 ? 0 : -1;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec left = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&left, &left) != 0 && errno == EINTR)
-        ;
-}
-
-/* Sends the batch; after a lost connection or `unavailable` the same batch again (its ids make
- * a retry answer as before). 0 with `out` (any answer), or an exit status after saying why. */
-static int send_batch(ctl *c, const msgpack_sbuffer *args, budget_response *out)
-{
-    static const unsigned wait_ms[IMPORT_RETRIES_MAX] = {100, 300, 900};
-    for (unsigned attempt = 0;; attempt++) {
-        int rc = connect_daemon(c);
-        if (rc != 0)
-            return rc;
-        rc = budget_client_call(c->client, "batch", args->data, args->size, out);
-        if (rc == 0 && (out->ok || out->err != BUDGET_EUNAVAILABLE))
-            return 0;
-        if (attempt == IMPORT_RETRIES_MAX) {
-            if (rc == 0)
-                return 0; /* still unavailable: the daemon's answer is reported */
-            return complain(EXIT_CONNECTION, "connection to budgetd lost: %s", client_error(rc));
-        }
-        if (rc == 0)
-            budget_response_free(out);
-        disconnect_daemon(c);
-        complain(0, "%s; sending the same batch again in %u ms",
-                 rc == 0 ? "budgetd is unavailable" : "connection lost", wait_ms[attempt]);
-        sleep_ms(wait_ms[attempt]);
-    }
-}
-
-/* A refused batch: each refusal with the line of its row. */
-static int say_refusals(import_file *f, const budget_response *r)
-{
-    const msgpack_object *error = budget_map_get(&r->unpacked.data, "error");
-    const msgpack_object *list = error ? budget_map_get(error, "refusals") : NULL;
-    if (!list || list->type != MSGPACK_OBJECT_ARRAY)
-        return complain(EXIT_REFUSED, "%s: %s", r->code, r->message);
-    f->refused = list->via.array.size;
-    for (uint32_t i = 0; i < list->via.array.size; i++) {
-        const msgpack_object *x = &list->via.array.ptr[i];
-        int64_t index = budget_map_int(x, "index", -1);
-        char code[32], message[BUDGET_TEXT_BYTES_MAX + 1];
-        budget_map_str(x, "code", code, sizeof(code));
-        budget_map_str(x, "message", message, sizeof(message));
-        if (index >= 0 && (size_t)index < f->count)
-            complain(0, "%s:%u: %s: %s", f->path, f->rows[index].line, code, message);
-        else
-            complain(0, "%s: %s: %s", f->path, code, message);
-    }
-    return EXIT_REFUSED;
 }
 
 /* What was written (or would be): a line for each row, then a summary. */
@@ -654,18 +428,6 @@ static void print_written(const ctl *c, const import_file *f, const budget_respo
                last);
 }
 
-/* The head now, to tell a first import from a repeated one. 0 or an exit status. */
-static int head_now(ctl *c, uint64_t *head)
-{
-    budget_response r;
-    int rc = call(c, "hello", NULL, &r);
-    if (rc != 0)
-        return rc;
-    *head = (uint64_t)budget_map_int(&r.result, "head", 0);
-    budget_response_free(&r);
-    return 0;
-}
-
 /* Sends the good rows (as a dry run when there are bad ones, to report every refusal at
  * once) and reports the outcome. */
 static int import_rows(ctl *c, import_file *f, bool dry_run)
@@ -676,19 +438,20 @@ static int import_rows(ctl *c, import_file *f, bool dry_run)
     bool check_only = dry_run || f->bad > 0;
 
     qsort(f->rows, f->count, sizeof(*f->rows), row_order);
-    int rc = head_now(c, &head);
+    int rc = import_head_now(c, &head);
     if (rc != 0)
         return rc;
     msgpack_sbuffer_init(&args);
-    rc = pack_batch(&args, f, check_only) != 0 ? complain(EXIT_USAGE, "out of memory")
+    rc = import_pack_batch(&args, f->rows, f->count, check_only) != 0
+             ? complain(EXIT_USAGE, "out of memory")
          : args.size > BUDGET_FRAME_BYTES_MAX - 1024
              ? complain(EXIT_USAGE, "%s: the rows take more than 1 MiB; split the file", f->path)
-             : send_batch(c, &args, &r);
+             : import_send_batch(c, &args, &r);
     msgpack_sbuffer_destroy(&args);
     if (rc != 0)
         return rc;
     if (!r.ok)
-        rc = say_refusals(f, &r);
+        rc = import_say_refusals(f->path, f->rows, f->count, &r, &f->refused);
     else if (f->bad == 0)
         print_written(c, f, &r, dry_run, head);
     budget_response_free(&r);
@@ -705,18 +468,19 @@ int run_import(ctl *c, const command *cmd, arg_value *values)
     size_t size = 0;
     int rc;
 
+    if (strcmp(what, "outcome") == 0)
+        return run_import_outcome(c, cmd, values);
     if (strcmp(what, "budget") != 0)
-        return complain(EXIT_USAGE, "import: only \"budget\" can be imported");
-    char *text = read_file(f.path, &size);
+        return complain(EXIT_USAGE, "import: \"budget\" or \"outcome\" can be imported");
+    char *text = import_read_file(f.path, &size);
     csv_record *rec = malloc(sizeof(*rec));
     f.rows = calloc(IMPORT_ROWS_MAX, sizeof(*f.rows));
     if (!text || !rec || !f.rows) {
         rc = text ? complain(EXIT_USAGE, "out of memory") : EXIT_USAGE;
         goto done;
     }
-    csv_reader r = {text, text + size, 1};
-    if (size >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
-        r.p += 3; /* the byte order mark Excel writes */
+    csv_reader r;
+    csv_reader_init(&r, text, size);
     rc = read_rows(&f, &r, rec) != 0 ? EXIT_REFUSED : 0;
     if (rc == 0 && f.count == 0 && f.bad == 0)
         rc = complain(EXIT_REFUSED, "%s: no rows to import", f.path);

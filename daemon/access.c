@@ -636,6 +636,14 @@ static void scope_given_unit(const ledger *l, const ledger_cmd *cmd, access_scop
         scope_add(out, cmd->unit, "the frame is for %s", cmd->unit);
 }
 
+/* The unit whose outcome is recorded (outcome.record): its clerk records it. */
+static void scope_outcome_unit(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    (void)l;
+    if (cmd->unit[0] != '\0')
+        scope_add(out, cmd->unit, "the outcome is of %s", cmd->unit);
+}
+
 /* The unit that holds the frame the write names (frame.adjust, allocation.propose). */
 static void scope_frame_holder(const ledger *l, const ledger_cmd *cmd, access_scope *out)
 {

@@ -33,6 +33,7 @@
  *   frame.carried_over   id, frame, unit, year, amount, title, avrop_last_day, decision_body,
  *                        decision_date, decision_paragraph, decision_dnr
  *   budget.adopted       id, year, plan_until, title, lines, DECISION
+ *   outcome.recorded     id, unit, year, month, allocation, amount, source
  *
  * where DECISION is decision_body, decision_date, decision_paragraph, decision_dnr: fields
  * added to frame.granted, frame.adjusted and the decisions (FIELD_ADDED) after events of them
@@ -51,6 +52,9 @@
  *   year                            int, 1900..9999
  *   amount                          int, 1..10^15 (öre)
  *   delta                           int, non-zero, -10^15..10^15 (öre)
+ *   month                           int, 1..12
+ *   outcome.recorded's amount       int, -10^15..10^15, zero too (öre)
+ *   outcome.recorded's allocation   str, "" or an id
  *   title, reason, purpose, name    str, 1..256 bytes of UTF-8
  *   kind                            str, 1..15 bytes of UTF-8 (one of the unit kinds)
  *   reference, note                 str, 0..256 bytes of UTF-8
@@ -112,7 +116,8 @@ static bool str_ok(const field *f, const char *s, size_t len)
 {
     switch ((field_value)f->value) {
     case FIELD_ID:
-        return (len == 0 && f->source == FIELD_OPTIONAL) || ledger_valid_id(s, len);
+        return (len == 0 && (f->source == FIELD_OPTIONAL || field_bytes_min(f) == 0)) ||
+               ledger_valid_id(s, len);
     case FIELD_UNIT:
         return (len == 0 && field_bytes_min(f) == 0) || ledger_valid_unit(s, len);
     case FIELD_TEXT:
@@ -135,6 +140,10 @@ static bool int_ok(field_value kind, int64_t v)
         return v >= 1 && v <= BUDGET_AMOUNT_MAX;
     case FIELD_DELTA:
         return v != 0 && v >= -BUDGET_AMOUNT_MAX && v <= BUDGET_AMOUNT_MAX;
+    case FIELD_MONTH:
+        return v >= 1 && v <= 12;
+    case FIELD_MONEY:
+        return v >= -BUDGET_AMOUNT_MAX && v <= BUDGET_AMOUNT_MAX;
     case FIELD_DATE:
         return v >= INT32_MIN && v <= INT32_MAX && budget_date_valid((int32_t)v);
     case FIELD_TOTAL:
@@ -229,7 +238,9 @@ static bool write_field(mp_writer *w, const field *f, const ledger_event *ev)
     case FIELD_YEAR:
     case FIELD_AMOUNT:
     case FIELD_DELTA:
-    case FIELD_TOTAL: {
+    case FIELD_TOTAL:
+    case FIELD_MONTH:
+    case FIELD_MONEY: {
         int64_t v = ledger_field_int(ev, f);
         mp_write_int(w, v);
         return int_ok(f->value, v);
@@ -647,6 +658,8 @@ static bool read_field(mp_reader *r, const field *f, ledger_event *ev)
     case FIELD_AMOUNT:
     case FIELD_DELTA:
     case FIELD_TOTAL:
+    case FIELD_MONTH:
+    case FIELD_MONEY:
         if (!read_int(r, &v) || !int_ok(f->value, v))
             return false;
         ledger_field_set_int(ev, f, v);

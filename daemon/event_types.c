@@ -196,6 +196,18 @@ static const event_field event_fields_budget_adopted[] = {
     DECISION_FIELDS,
 };
 
+/* outcome.recorded: the figure of a unit's month (and allocation, when given) in öre, costs
+ * positive, and the file it came from in `note`. */
+static const event_field event_fields_outcome_recorded[] = {
+    ID,
+    FIELD("unit", FIELD_UNIT, FIELD_REQUIRED, 0, unit),
+    FIELD("year", FIELD_YEAR, FIELD_REQUIRED, 0, year),
+    FIELD("month", FIELD_MONTH, FIELD_REQUIRED, 0, month),
+    FIELD("allocation", FIELD_ID, FIELD_OPTIONAL, 0, allocation),
+    FIELD("amount", FIELD_MONEY, FIELD_REQUIRED, 0, amount),
+    FIELD("source", FIELD_TEXT, FIELD_REQUIRED, 0, note),
+};
+
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 const event_type_info event_types[LEDGER_TYPE_END] = {

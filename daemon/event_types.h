@@ -31,7 +31,8 @@
     X(REGISTRATION, "registration", registrations)                                                 \
     X(RENAMING, "renaming", renamings)                                                             \
     X(CLOSING, "closing", closings)                                                                \
-    X(ADOPTION, "adoption", adoptions)
+    X(ADOPTION, "adoption", adoptions)                                                             \
+    X(OUTCOME, "outcome", outcomes)
 
 /*
  * The event types: X(NAME, wire name, op, role, kind, fields, rules, scope).
@@ -76,7 +77,9 @@
     X(FRAME_CARRIED_OVER, "frame.carried_over", "frame.carry_over", ADMIN, FRAME,                  \
       frame_carried_over, carry_over, frame_holder)                                                \
     X(BUDGET_ADOPTED, "budget.adopted", "budget.adopt", ADMIN, ADOPTION, budget_adopted, adopt,    \
-      line_units)
+      line_units)                                                                                  \
+    X(OUTCOME_RECORDED, "outcome.recorded", "outcome.record", CLERK, OUTCOME, outcome_recorded,    \
+      record_outcome, outcome_unit)
 
 /* The numbers: row order from 1 (0 is no type), and one past the last. The enum of the values
  * below holds only the types, so that a switch over a ledger_type is checked to name them all. */
@@ -134,6 +137,8 @@ typedef enum {
     FIELD_TOTAL,       /* int: 0..INT64_MAX (öre), a sum the ledger derives (never given) */
     FIELD_LINES,       /* array of 1..BUDGET_ADOPT_LINES_MAX maps, the lines of a budget
                           adoption (a ledger_lines in the struct; docs/events.md) */
+    FIELD_MONTH,       /* int: a month of the fiscal year, 1..12 */
+    FIELD_MONEY,       /* int: signed, zero too, -BUDGET_AMOUNT_MAX..BUDGET_AMOUNT_MAX (öre) */
 } field_value;
 
 /* Where a field's value comes from. */
@@ -218,12 +223,14 @@ static inline bool field_is_str(const event_field *f)
            f->value == FIELD_BODY || f->value == FIELD_PARAGRAPH;
 }
 
-/* The least bytes a str field may hold: 1, but 0 for an optional text or unit ("" when it is
- * not given). */
+/* The least bytes a str field may hold: 1, but 0 for an optional text, unit or id ("" when it
+ * is not given). */
 static inline size_t field_bytes_min(const event_field *f)
 {
-    return (f->value == FIELD_TEXT || f->value == FIELD_UNIT) && f->source == FIELD_OPTIONAL ? 0
-                                                                                             : 1;
+    return (f->value == FIELD_TEXT || f->value == FIELD_UNIT || f->value == FIELD_ID) &&
+                   f->source == FIELD_OPTIONAL
+               ? 0
+               : 1;
 }
 
 #endif

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "budget/errors.h"
+#include "outcome.h"
 #include "proto/fields.h"
 
 #define NONE UINT32_MAX
@@ -140,8 +141,9 @@ typedef struct {
     int32_t plan_by;
     int64_t plan;
     int64_t frames, allocated, called_off, pending;
-    int64_t reducing;    /* pending reductions of the allocations to it */
-    uint32_t frame_last; /* the last frame granted to it, linked by prev_in_unit; or NONE */
+    int64_t reducing;      /* pending reductions of the allocations to it */
+    uint32_t frame_last;   /* the last frame granted to it, linked by prev_in_unit; or NONE */
+    int64_t allocated_out; /* approved out of its frames (to any unit, itself too) */
 } unit_rec;
 
 /* A closed fiscal year. */
@@ -219,6 +221,7 @@ struct ledger {
     uint32_t arena_len, arena_cap;
 
     registry *reg;
+    outcome_book *outcomes; /* the actual costs recorded (outcome.recorded) */
 
     uint64_t events, last_seq;
     uint64_t last_ts_ms; /* of the event with last_seq */
@@ -640,7 +643,8 @@ static int check_field(const ledger_event *c, const event_field *f, bool full, l
     int64_t v = field_is_str(f) ? 0 : ledger_field_int(c, f);
     switch ((field_value)f->value) {
     case FIELD_ID:
-        if (id_field(s, full) || (s[0] == '\0' && f->source == FIELD_OPTIONAL))
+        if (id_field(s, full) ||
+            (s[0] == '\0' && (f->source == FIELD_OPTIONAL || field_bytes_min(f) == 0)))
             return 0;
         return fail(err, BUDGET_EBAD_REQUEST, "%s must be 1..64 characters of A-Za-z0-9._:-",
                     f->key);
@@ -671,6 +675,15 @@ static int check_field(const ledger_event *c, const event_field *f, bool full, l
         return fail(err, BUDGET_EBAD_REQUEST,
                     "%s must be %zu..%zu bytes of UTF-8 without control characters", f->key,
                     field_bytes_min(f), field_bytes_max(f));
+    case FIELD_MONTH:
+        if (v >= 1 && v <= OUTCOME_MONTHS)
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST, "%s %" PRId64 " is not a month 1..12", f->key, v);
+    case FIELD_MONEY:
+        if (v >= -BUDGET_AMOUNT_MAX && v <= BUDGET_AMOUNT_MAX)
+            return 0;
+        return fail(err, BUDGET_EBAD_REQUEST, "%s %" PRId64 " öre is not within -%lld..%lld öre",
+                    f->key, v, BUDGET_AMOUNT_MAX, BUDGET_AMOUNT_MAX);
     case FIELD_TARGET_KIND:
     case FIELD_TOTAL:
         break; /* derived, never given */
@@ -1610,6 +1623,49 @@ static int rule_close_unit(const ledger *l, const ledger_event *ev, uint32_t act
     return fail(err, BUDGET_EINVALID_STATE, "unit %s cannot be closed: %s", ev->unit, o.text);
 }
 
+/*
+ * Outcome (utfall, docs/events.md "Outcome"): the figure of a key (unit, year, month,
+ * allocation) replaces the one before. A figure equal to the current one is refused
+ * (conflict, "unchanged"): recording it again would change nothing, so a file imported twice,
+ * by one clerk or by two at once, writes its figures once. The allocation, when given, is one
+ * to the unit in that year. The unit's month and year stay within OUTCOME_TOTAL_MAX.
+ */
+static int rule_record_outcome(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
+                               ledger_error *err)
+{
+    (void)actor_uid;
+    (void)r;
+    if (ev->allocation[0] != '\0') {
+        uint32_t i;
+        int rc = find_entity(l, ev->allocation, LEDGER_KIND_ALLOCATION, &i, err);
+        if (rc != 0)
+            return rc;
+        const unit_rec *u = &l->units[l->allocations[i].unit];
+        if (strcmp(u->unit, ev->unit) != 0 || u->year != ev->year)
+            return fail(err, BUDGET_EINVALID_STATE,
+                        "allocation %s is to %s for %" PRId32 ", not to %s for %" PRId32,
+                        ev->allocation, u->unit, u->year, ev->unit, ev->year);
+    }
+    outcome_figure_view now = {.amount = 0};
+    bool had = outcome_figure(l->outcomes, ev->unit, ev->year, ev->month, ev->allocation, &now);
+    if (now.amount == ev->amount)
+        return fail(err, BUDGET_ECONFLICT,
+                    "unchanged: the outcome of %s %04" PRId32 "-%02" PRId32 "%s%s is %s %s",
+                    ev->unit, ev->year, ev->month, ev->allocation[0] ? " allocation " : "",
+                    ev->allocation, had ? "already" : "without a figure, that is",
+                    kr(ev->amount).text);
+    outcome_year_view y = {.total = 0};
+    outcome_year(l->outcomes, ev->unit, ev->year, &y);
+    int64_t change = ev->amount - now.amount;
+    int64_t month = y.months[ev->month - 1] + change, year = y.total + change;
+    if (month > OUTCOME_TOTAL_MAX || month < -OUTCOME_TOTAL_MAX || year > OUTCOME_TOTAL_MAX ||
+        year < -OUTCOME_TOTAL_MAX)
+        return fail(err, BUDGET_ETOO_LARGE,
+                    "the outcome of %s in %" PRId32 " would pass %lld öre for a month or the year",
+                    ev->unit, ev->year, OUTCOME_TOTAL_MAX);
+    return 0;
+}
+
 /* The rules of each type: rule_<rules> of its row. */
 typedef int (*rule_fn)(const ledger *l, const ledger_event *ev, uint32_t actor_uid, refs *r,
                        ledger_error *err);
@@ -1682,6 +1738,8 @@ static void derive_field(const ledger *l, const refs *r, const event_field *f, c
     case FIELD_BODY:
     case FIELD_PARAGRAPH:
     case FIELD_LINES:
+    case FIELD_MONTH:
+    case FIELD_MONEY:
         break;
     }
     assert(!"a field of this value is never derived");
@@ -2044,8 +2102,13 @@ ledger *ledger_new(void)
     l->reg = registry_new();
     if (l->reg == NULL)
         goto failed_registry;
+    l->outcomes = outcome_new();
+    if (l->outcomes == NULL)
+        goto failed_outcomes;
     return l;
 
+failed_outcomes:
+    registry_free(l->reg);
 failed_registry:
     free(l->arena);
 failed_arena:
@@ -2063,6 +2126,7 @@ void ledger_free(ledger *l)
         return;
     free(l->closings);
     ix_free(&l->ix);
+    outcome_free(l->outcomes);
     registry_free(l->reg);
     free(l->arena);
     free(l->unit_table.ctrl);
@@ -2117,6 +2181,9 @@ ledger *ledger_clone(const ledger *l)
     if (c->reg == NULL)
         failed = true;
     if (!ix_clone(&c->ix, &l->ix))
+        failed = true;
+    c->outcomes = outcome_clone(l->outcomes);
+    if (c->outcomes == NULL)
         failed = true;
     if (failed) {
         ledger_free(c);
@@ -2285,6 +2352,8 @@ static int reserve_room(ledger *l, const ledger_event *ev)
         return -1;
     if (reserve((void **)&l->closings, &l->closings_cap, l->closings_len, 1, sizeof *l->closings) !=
         0)
+        return -1;
+    if (outcome_reserve(l->outcomes) != 0)
         return -1;
     return registry_reserve(l->reg);
 }
@@ -2486,6 +2555,7 @@ static void apply_correction(ledger *l, ledger_status status, refs *r)
             a->reduced += amount;
             f->allocated -= amount;
             u->allocated -= amount;
+            l->units[f->unit].allocated_out -= amount;
         }
         return;
     }
@@ -2518,6 +2588,7 @@ static void apply_target(ledger *l, const ledger_event *ev, refs *r, uint32_t id
         if (status == LEDGER_APPROVED) {
             f->allocated += amount;
             u->allocated += amount;
+            l->units[f->unit].allocated_out += amount;
         }
     } else {
         l->avrop[r->avrop].status = (uint8_t)status;
@@ -2572,6 +2643,15 @@ static void apply_carry_over(ledger *l, const ledger_event *ev, refs *r, uint32_
     from->carried_over += ev->amount;
     apply_grant(l, &made, r, id);
     l->frames[r->frame].carried_from = from_index;
+}
+
+/* The figure replaces the key's one before; the unit's year gets a row of balances. */
+static void apply_record_outcome(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
+{
+    (void)r;
+    (void)id;
+    unit_get_or_add(l, ev->unit, ev->year);
+    outcome_record(l->outcomes, ev->unit, ev->year, ev->month, ev->allocation, ev->amount, ev->seq);
 }
 
 typedef void (*apply_fn)(ledger *l, const ledger_event *ev, refs *r, uint32_t id);
@@ -3174,6 +3254,40 @@ bool ledger_cursor_unit(const ledger *l, ledger_cursor *c, ledger_unit_view *out
     return true;
 }
 
+/* ---- public: outcome -------------------------------------------------------------------- */
+
+const outcome_book *ledger_outcomes(const ledger *l)
+{
+    return l->outcomes;
+}
+
+/* The unit's budget in a year: its frames (granted, after adjustments) less what is allocated
+ * out of them, plus the allocations it received. O(1). */
+static int64_t unit_budget(const ledger *l, uint32_t row)
+{
+    const unit_rec *u = &l->units[row];
+    return u->frames - u->allocated_out + u->allocated;
+}
+
+void ledger_outcome(const ledger *l, const char *unit, int32_t year, ledger_outcome_view *out)
+{
+    outcome_year_view y;
+    memset(out, 0, sizeof *out);
+    if (outcome_year(l->outcomes, unit, year, &y)) {
+        memcpy(out->months, y.months, sizeof out->months);
+        out->outcome = y.total;
+        out->last_month = y.last_month;
+        out->figures = y.figures;
+    }
+    uint32_t row = unit_get(l, unit, year);
+    out->budget = row == NONE ? 0 : unit_budget(l, row);
+    out->deviation = out->budget - out->outcome;
+    /* |outcome| <= OUTCOME_TOTAL_MAX: times 12 fits, as does times 1000 in 128 bits */
+    out->forecast = out->last_month == 0 ? 0 : out->outcome * 12 / out->last_month;
+    out->has_used = out->budget > 0;
+    out->used_permille = out->has_used ? (int64_t)((__int128)out->outcome * 1000 / out->budget) : 0;
+}
+
 /* ---- public: names ---------------------------------------------------------------------- */
 
 const char *ledger_year_closed(const ledger *l, int32_t year)
@@ -3285,6 +3399,9 @@ static int decided_refs(const ledger *l, const ledger_event *ev, refs *r)
     case LEDGER_UNIT_CLOSED:
         /* The register is not a decision: every view has all of it, so its rules held here
          * as they did when the event was written. */
+        return 0;
+    case LEDGER_OUTCOME_RECORDED:
+        /* Outcome is no decision either: it counts as entered. */
         return 0;
     default:
         return -1; /* a type this view does not know how to lean on: left out */

@@ -16,6 +16,7 @@
 
 /* ledger_type and ledger_kind, and the fields of each type, come from one list: */
 #include "event_types.h"
+#include "outcome.h"
 #include "registry.h"
 
 typedef enum {
@@ -86,6 +87,7 @@ typedef struct {
     /* The last day (YYYYMMDD) an avrop may be requested on, of a frame or an allocation; 0
      * when none (the window is then the frame's, or has no end). */
     int32_t avrop_last_day;
+    int32_t month; /* outcome.recorded's month, 1..12 */
     /* Of a command only, never stored: frame.grant's "intended", a grant meant to be like an
      * existing one (ledger_check refuses a likely duplicate without it). */
     bool intended;
@@ -140,6 +142,7 @@ static inline void ledger_field_set_int(ledger_event *ev, const event_field *f, 
 _Static_assert(sizeof(ledger_kind) == sizeof(int32_t) && sizeof(((ledger_event *)0)->year) == 4 &&
                    sizeof(((ledger_event *)0)->decision_date) == 4 &&
                    sizeof(((ledger_event *)0)->avrop_last_day) == 4 &&
+                   sizeof(((ledger_event *)0)->month) == 4 &&
                    sizeof(((ledger_event *)0)->amount) == 8,
                "int fields are of 4 or 8 bytes");
 
@@ -360,6 +363,27 @@ bool ledger_cursor_frame(const ledger *l, ledger_cursor *c, ledger_frame_view *o
 bool ledger_cursor_allocation(const ledger *l, ledger_cursor *c, ledger_allocation_view *out);
 bool ledger_cursor_avrop(const ledger *l, ledger_cursor *c, ledger_avrop_view *out);
 bool ledger_cursor_unit(const ledger *l, ledger_cursor *c, ledger_unit_view *out);
+
+/*
+ * A unit's outcome (utfall) in a fiscal year set against its budget (docs/protocol.md,
+ * "outcome"). `budget`: the unit's frames, less what is allocated out of them, plus the
+ * allocations it received (approved, after reductions); `outcome`: the sum of its months;
+ * `deviation = budget - outcome`; `forecast = outcome * 12 / last_month` (0 without outcome),
+ * rounded toward zero; `used_permille = outcome * 1000 / budget`, rounded toward zero, when
+ * `has_used` (a budget above 0).
+ */
+typedef struct {
+    int64_t budget, outcome, deviation, forecast, used_permille;
+    bool has_used;
+    int64_t months[OUTCOME_MONTHS]; /* the sum of each month, January first */
+    int last_month;                 /* the latest month with a figure; 0 when none */
+    uint32_t figures;               /* keys with a figure */
+} ledger_outcome_view;
+
+/* The outcome of `unit` in `year`: zeros when nothing was recorded. O(1). */
+void ledger_outcome(const ledger *l, const char *unit, int32_t year, ledger_outcome_view *out);
+/* The figures themselves (outcome.h), as the ledger stands: valid as the views are. */
+const outcome_book *ledger_outcomes(const ledger *l);
 
 const char *ledger_type_name(ledger_type t); /* "frame.granted", ... */
 /* (ledger_type_known(t), in event_types.h: t names a type of the list.) */

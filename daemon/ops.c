@@ -327,6 +327,29 @@ static void op_units(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
     conn_answer(c, idx, &r, req_id);
 }
 
+/* A unit's outcome in a year, as the committed ledger stands: answered at once (a page of
+ * figures is bounded as balances' are). */
+static void op_outcome(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
+                       const msgpack_object *args)
+{
+    outcome_query q;
+    ledger_error err;
+    resp_t r;
+
+    if (request_decode_outcome(args, &q, &err) != 0) {
+        conn_answer_error(c, idx, req_id, err.code, err.message);
+        return;
+    }
+    resp_begin(&r, req_id, true);
+    if (request_pack_outcome(&r.pk, commit_ledger(o->commit), &q, commit_head(o->commit), &err) !=
+        0) {
+        msgpack_sbuffer_destroy(&r.sb);
+        conn_answer_error(c, idx, req_id, err.code, err.message);
+        return;
+    }
+    conn_answer(c, idx, &r, req_id);
+}
+
 static void op_events(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id,
                       const msgpack_object *args)
 {
@@ -492,6 +515,7 @@ static const struct {
     {"hello", ACCESS_ANYONE, op_hello},
     {"balances", ACCESS_READER, op_balances},
     {"units", ACCESS_READER, op_units},
+    {"outcome", ACCESS_READER, op_outcome},
     {"events", ACCESS_READER, op_events},
     {"verify", ACCESS_AUDITOR, op_verify},
     {"stats", ACCESS_READER, op_stats},

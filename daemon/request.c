@@ -198,8 +198,14 @@ static int decode_arg(const event_field *f, const msgpack_object *v, ledger_cmd 
                         BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
         ledger_field_set_int(cmd, f, n);
         return 0;
+    case FIELD_MONTH:
+        if (!object_int(v, &n) || n < 1 || n > 12)
+            return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be an integer month 1..12", f->key);
+        ledger_field_set_int(cmd, f, n);
+        return 0;
     case FIELD_AMOUNT:
     case FIELD_DELTA:
+    case FIELD_MONEY:
         if (!object_int(v, &n))
             return fail(err, BUDGET_EBAD_REQUEST, "args.%s must be an integer amount in öre",
                         f->key);
@@ -697,6 +703,24 @@ static void pack_avrop(msgpack_packer *pk, const ledger *l, const ledger_avrop_v
     pack_key_int(pk, "reversing", v->reversing);
 }
 
+/* The six keys of a unit's outcome set against its budget (ledger_outcome), as in a unit's
+ * row of balances and in `outcome`. */
+static void pack_outcome_keys(msgpack_packer *pk, const ledger_outcome_view *o)
+{
+    pack_key_int(pk, "budget", o->budget);
+    pack_key_int(pk, "outcome", o->outcome);
+    pack_cstr(pk, "used_permille");
+    if (o->has_used)
+        msgpack_pack_int64(pk, o->used_permille);
+    else
+        msgpack_pack_nil(pk);
+    pack_key_int(pk, "deviation", o->deviation);
+    pack_key_int(pk, "forecast", o->forecast);
+    pack_key_int(pk, "last_month", o->last_month);
+}
+
+#define OUTCOME_KEYS 6
+
 /* A unit's row of balances, with the unit's current name (its code when it has none). */
 static void pack_unit(msgpack_packer *pk, const ledger *l, const ledger_unit_view *u, bool decided)
 {
@@ -705,7 +729,9 @@ static void pack_unit(msgpack_packer *pk, const ledger *l, const ledger_unit_vie
     registry_view v = {.name = u->unit};
     if (i != REGISTRY_NONE)
         registry_view_of(reg, i, &v);
-    msgpack_pack_map(pk, decided ? 10 : 9);
+    ledger_outcome_view o;
+    ledger_outcome(l, u->unit, u->year, &o);
+    msgpack_pack_map(pk, (decided ? 10 : 9) + OUTCOME_KEYS);
     pack_key_str(pk, "unit", u->unit);
     pack_key_str(pk, "name", v.name);
     pack_key_int(pk, "year", u->year);
@@ -715,6 +741,7 @@ static void pack_unit(msgpack_packer *pk, const ledger *l, const ledger_unit_vie
     pack_key_int(pk, "pending", u->pending);
     pack_key_int(pk, "available", u->available);
     pack_key_int(pk, "reducing", u->reducing);
+    pack_outcome_keys(pk, &o);
 }
 
 /*
@@ -1194,6 +1221,97 @@ int request_pack_units(msgpack_packer *pk, const ledger *l, uint64_t offset, uin
     pack_cstr(pk, "next");
     rc |= msgpack_pack_map(pk, 1);
     pack_key_uint(pk, "offset", offset + page.count);
+    if (rc != 0)
+        return fail(err, BUDGET_EUNAVAILABLE, "out of memory");
+    return 0;
+}
+
+/* ---- outcome ---------------------------------------------------------------------------- */
+
+/* One arg of `outcome` into `q`. */
+static int decode_outcome_arg(const msgpack_object *k, const msgpack_object *v, outcome_query *q,
+                              ledger_error *err)
+{
+    int64_t n;
+    if (key_is(k, "unit"))
+        return copy_str(v, "unit", q->unit, BUDGET_UNIT_BYTES_MAX, err);
+    if (key_is(k, "year")) {
+        if (!object_int(v, &n) || n < BUDGET_YEAR_MIN || n > BUDGET_YEAR_MAX)
+            return fail(err, BUDGET_EBAD_REQUEST, "args.year must be an integer year %d..%d",
+                        BUDGET_YEAR_MIN, BUDGET_YEAR_MAX);
+        q->year = (int32_t)n;
+        return 0;
+    }
+    if (key_is(k, "offset")) {
+        if (!object_uint(v, &q->offset))
+            return fail(err, BUDGET_EBAD_REQUEST, "args.offset must be a uint");
+        return 0;
+    }
+    return fail(err, BUDGET_EBAD_REQUEST, "outcome takes unit, year, offset");
+}
+
+int request_decode_outcome(const msgpack_object *args, outcome_query *q, ledger_error *err)
+{
+    memset(q, 0, sizeof *q);
+    if (args != NULL && args->type != MSGPACK_OBJECT_MAP)
+        return fail(err, BUDGET_EBAD_REQUEST, "args must be a map");
+    for (uint32_t i = 0; args != NULL && i < args->via.map.size; i++) {
+        int rc = decode_outcome_arg(&args->via.map.ptr[i].key, &args->via.map.ptr[i].val, q, err);
+        if (rc != 0)
+            return rc;
+    }
+    if (q->unit[0] == '\0' || !budget_unit_valid(q->unit, strlen(q->unit)))
+        return fail(err, BUDGET_EBAD_REQUEST,
+                    "outcome needs args.unit, 1..32 characters of A-Za-z0-9._:-");
+    if (q->year == 0)
+        return fail(err, BUDGET_EBAD_REQUEST, "outcome needs args.year");
+    return 0;
+}
+
+/* One figure of `outcome`: {"month", "allocation", "amount", "seq"}. */
+static void pack_figure(msgpack_packer *pk, const outcome_figure_view *f)
+{
+    msgpack_pack_map(pk, 4);
+    pack_key_int(pk, "month", f->month);
+    pack_key_str(pk, "allocation", f->allocation);
+    pack_key_int(pk, "amount", f->amount);
+    pack_key_uint(pk, "seq", f->seq);
+}
+
+int request_pack_outcome(msgpack_packer *pk, const ledger *l, const outcome_query *q,
+                         uint64_t as_of, ledger_error *err)
+{
+    const registry *reg = ledger_registry(l);
+    uint32_t i = registry_find(reg, q->unit);
+    if (i == REGISTRY_NONE)
+        return fail(err, BUDGET_ENOT_FOUND, "unit %s is not a registered unit", q->unit);
+    registry_view v;
+    registry_view_of(reg, i, &v);
+    ledger_outcome_view o;
+    ledger_outcome(l, q->unit, q->year, &o);
+    list_page page;
+    page_init(&page, q->offset);
+    outcome_figure_view f;
+    uint32_t cursor = 0;
+    while (!page.more && outcome_next_figure(ledger_outcomes(l), q->unit, q->year, &cursor, &f))
+        if (page_takes(&page))
+            pack_figure(&page.pk, &f);
+    int rc = msgpack_pack_map(pk, 8 + OUTCOME_KEYS);
+    pack_key_uint(pk, "as_of", as_of);
+    pack_key_str(pk, "unit", q->unit);
+    pack_key_str(pk, "name", v.name);
+    pack_key_int(pk, "year", q->year);
+    pack_outcome_keys(pk, &o);
+    pack_cstr(pk, "months");
+    rc |= msgpack_pack_array(pk, OUTCOME_MONTHS);
+    for (int m = 0; m < OUTCOME_MONTHS; m++)
+        rc |= msgpack_pack_int64(pk, o.months[m]);
+    rc |= page_emit(pk, "figures", &page);
+    pack_cstr(pk, "more");
+    rc |= page.more ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    pack_cstr(pk, "next");
+    msgpack_pack_map(pk, 1);
+    pack_key_uint(pk, "offset", q->offset + page.count);
     if (rc != 0)
         return fail(err, BUDGET_EUNAVAILABLE, "out of memory");
     return 0;

@@ -119,6 +119,27 @@ int request_decode_units(const msgpack_object *args, uint64_t *offset, ledger_er
 int request_pack_units(msgpack_packer *pk, const ledger *l, uint64_t offset, uint64_t as_of,
                        ledger_error *err);
 
+/* The args of `outcome`: a unit and a fiscal year, both required, and `offset` (figures
+ * skipped before the page). */
+typedef struct {
+    char unit[BUDGET_UNIT_BYTES_MAX + 1];
+    int32_t year;
+    uint64_t offset;
+} outcome_query;
+
+/* 0, or BUDGET_EBAD_REQUEST with `err` saying which arg and why. */
+int request_decode_outcome(const msgpack_object *args, outcome_query *q, ledger_error *err);
+
+/*
+ * Packs the `outcome` result (docs/protocol.md): the unit's outcome in the year set against its
+ * budget, its twelve month sums, and one page of its figures (as balances pages a list), "more"
+ * and "next": {"offset"}. O(the page and the offset). 0;
+ * BUDGET_ENOT_FOUND (the unit is not in the register; nothing packed) or BUDGET_EUNAVAILABLE
+ * (out of memory; drop the packed bytes) with `err` filled.
+ */
+int request_pack_outcome(msgpack_packer *pk, const ledger *l, const outcome_query *q,
+                         uint64_t as_of, ledger_error *err);
+
 /* The result of a write: {"seq","hash","ts","type","id"}. */
 void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const uint8_t hash[32]);
 

@@ -10,7 +10,7 @@
 #include "daemon/event.h"
 
 #define MAX BUDGET_AMOUNT_MAX
-#define TYPES 14
+#define TYPES 15
 
 /* The types whose data maps hold only strings and integers. budget.adopted, whose lines are an
  * array of maps, has its own tests at the end of this file ("budget.adopted"). */
@@ -29,6 +29,7 @@ static const ledger_type all_types[TYPES] = {
     LEDGER_UNIT_CLOSED,
     LEDGER_YEAR_CLOSED,
     LEDGER_FRAME_CARRIED_OVER,
+    LEDGER_OUTCOME_RECORDED,
 };
 
 /* The documented data keys of each type, in order (written out again here on purpose). */
@@ -61,6 +62,7 @@ static const char *const data_keys[][KEYS_MAX] = {
                                    "avrop_last_day", "decision_body", "decision_date",
                                    "decision_paragraph", "decision_dnr"},
     [LEDGER_BUDGET_ADOPTED] = {"id", "year", "plan_until", "title", "lines", DECISION_KEYS},
+    [LEDGER_OUTCOME_RECORDED] = {"id", "unit", "year", "month", "allocation", "amount", "source"},
 };
 
 /* The types of the register of units have no year and no amount. */
@@ -131,6 +133,7 @@ static const char *type_name(ledger_type t)
         [LEDGER_UNIT_CLOSED] = "unit.closed",
         [LEDGER_YEAR_CLOSED] = "year.closed",
         [LEDGER_FRAME_CARRIED_OVER] = "frame.carried_over",
+        [LEDGER_OUTCOME_RECORDED] = "outcome.recorded",
     };
     return names[t];
 }
@@ -309,6 +312,12 @@ static ledger_event max_event(ledger_type type)
         ev.amount = 0;
         fill_text(ev.reference, 'r');
         break;
+    case LEDGER_OUTCOME_RECORDED:
+        ev.month = 12;
+        ev.amount = -MAX;
+        fill(ev.allocation, BUDGET_ID_BYTES_MAX, 'A');
+        fill_text(ev.note, 's');
+        break;
     }
     return ev;
 }
@@ -436,6 +445,12 @@ static ledger_event typical_event(ledger_type type, uint64_t seq)
         ev.amount = 0;
         PUT(ev.reference, "KF 2022-12-12 § 5");
         break;
+    case LEDGER_OUTCOME_RECORDED:
+        ev.month = 1 + (int32_t)(seq % 12);
+        PUT(ev.allocation, seq % 2 ? "a-son" : "");
+        ev.amount = seq % 3 ? (int64_t)seq * 100 : -(int64_t)seq;
+        PUT(ev.note, "Utfall SON 2021-09.csv");
+        break;
     }
     return ev;
 }
@@ -522,6 +537,12 @@ Test(event, round_trip_of_every_type_at_minimum_values)
         ev.reference[0] = '\0';
         ev.parent[0] = '\0';
         ev.note[0] = '\0';
+        if (all_types[k] == LEDGER_OUTCOME_RECORDED) {
+            ev.amount = 0; /* a figure of 0 kr is a figure */
+            ev.month = 1;
+            ev.allocation[0] = '\0';
+            PUT(ev.note, "s"); /* the source is required */
+        }
         if (ev.title[0] != '\0')
             PUT(ev.title, "t");
         uint8_t buf[EVENT_BYTES_MAX];
@@ -782,7 +803,7 @@ static void expect_data_value(const ledger_event *ev, const char *key, msgpack_o
         s = ev->parent;
     else if (strcmp(key, "reference") == 0)
         s = ev->reference;
-    else if (strcmp(key, "note") == 0)
+    else if (strcmp(key, "note") == 0 || strcmp(key, "source") == 0)
         s = ev->note;
     else if (strcmp(key, "continues") == 0)
         s = ev->continues;
@@ -799,6 +820,8 @@ static void expect_data_value(const ledger_event *ev, const char *key, msgpack_o
     }
     if (strcmp(key, "year") == 0)
         cr_assert_eq(int_of(v), ev->year);
+    else if (strcmp(key, "month") == 0)
+        cr_assert_eq(int_of(v), ev->month);
     else if (strcmp(key, "amount") == 0 || strcmp(key, "delta") == 0 || strcmp(key, "unspent") == 0)
         cr_assert_eq(int_of(v), ev->amount, "data.%s", key);
     else
@@ -892,6 +915,10 @@ static void pack_data_value(packer *p, const ledger_event *ev, const char *key, 
             msgpack_pack_int64(&p->pk, ev->year);
         return;
     }
+    if (strcmp(key, "month") == 0) {
+        msgpack_pack_int64(&p->pk, ev->month);
+        return;
+    }
     if (strcmp(key, "amount") == 0 || strcmp(key, "delta") == 0 || strcmp(key, "unspent") == 0) {
         if (is(mutate, "amount-int64"))
             msgpack_pack_fix_int64(&p->pk, ev->amount);
@@ -923,7 +950,7 @@ static void pack_data_value(packer *p, const ledger_event *ev, const char *key, 
         s = ev->parent;
     else if (strcmp(key, "reference") == 0)
         s = ev->reference;
-    else if (strcmp(key, "note") == 0)
+    else if (strcmp(key, "note") == 0 || strcmp(key, "source") == 0)
         s = ev->note;
     else if (strcmp(key, "continues") == 0)
         s = ev->continues;
@@ -1419,6 +1446,8 @@ Test(event, event_hashes_of_every_size_equal_libsodium)
             /* Every type has reference or note, 0..256 bytes. */
             if (all_types[k] == LEDGER_ALLOCATION_PROPOSED)
                 fill(ev.title, len == 0 ? 1 : len, 'p');
+            else if (all_types[k] == LEDGER_OUTCOME_RECORDED)
+                fill(ev.note, len == 0 ? 1 : len, 's'); /* the source, 1..256 bytes */
             else if (all_types[k] == LEDGER_FRAME_GRANTED || all_types[k] == LEDGER_FRAME_ADJUSTED)
                 fill(ev.reference, len, 'r');
             else
@@ -1599,6 +1628,8 @@ static void set_int(ledger_event *ev, const char *key, wide v)
         ev->actor.uid = (uint32_t)v;
     else if (strcmp(key, "\xa4year") == 0)
         ev->year = (int32_t)v;
+    else if (strcmp(key, "\xa5month") == 0)
+        ev->month = (int32_t)v;
     else
         ev->amount = (int64_t)v;
 }
@@ -1613,6 +1644,8 @@ static wide get_int(const ledger_event *ev, const char *key)
         return ev->actor.uid;
     if (strcmp(key, "\xa4year") == 0)
         return ev->year;
+    if (strcmp(key, "\xa5month") == 0)
+        return ev->month;
     return ev->amount;
 }
 
@@ -1624,8 +1657,9 @@ static bool field_in(const int_field *f, ledger_type t)
         return false;
     if (f->all_types)
         return true;
-    if (f->not_frame_adjusted)
-        return t != LEDGER_FRAME_ADJUSTED && t != LEDGER_YEAR_CLOSED;
+    if (f->not_frame_adjusted) /* amount, 1..10^15 but for outcome.recorded's */
+        return t != LEDGER_FRAME_ADJUSTED && t != LEDGER_YEAR_CLOSED &&
+               t != LEDGER_OUTCOME_RECORDED;
     return t == f->only;
 }
 
@@ -1644,6 +1678,10 @@ Test(event, every_integer_field_decodes_only_its_shortest_form_at_every_width_bo
          "delta",
          false, LEDGER_FRAME_ADJUSTED, false, -P15, P15, true},
         {"\xa7unspent", false, LEDGER_YEAR_CLOSED, false, 0, INT64_MAX, false},
+        {"\xa6"
+         "amount",
+         false, LEDGER_OUTCOME_RECORDED, false, -P15, P15, false},
+        {"\xa5month", false, LEDGER_OUTCOME_RECORDED, false, 1, 12, false},
     };
     /* Each side of every width boundary, the fields' own limits, and the extremes. */
     const wide values[] = {
@@ -1956,7 +1994,7 @@ static size_t read_source_file(const char *path, uint8_t *buf, size_t cap)
  * one before it, and (all but those naming a request the corpus does not hold) applies. The
  * first seven were written before units were registered: they apply to an empty ledger, which
  * takes KS and SON as defined under their codes. Two chains go on from the seventh: the
- * corrections (8, 9) and the register of units (8, 9, 10).
+ * corrections (8, 9) and the register of units (8, 9, 10), then an outcome (11).
  */
 static void corpus_chain(const char *const *files, const bool *applies, size_t count,
                          bool seen[LEDGER_TYPE_END])
@@ -2182,14 +2220,16 @@ Test(event, the_committed_corpus_events_encode_to_the_same_bytes)
     static const char *const units[] = {
         "1-frame.granted",   "2-frame.adjusted",    "3-allocation.proposed", "4-decision.approved",
         "5-avrop.requested", "6-decision.rejected", "7-request.withdrawn",   "8-unit.registered",
-        "9-unit.renamed",    "10-unit.closed"};
-    static const bool units_apply[] = {true, true, true, true, true, true, false, true, true, true};
+        "9-unit.renamed",    "10-unit.closed",      "11-outcome.recorded"};
+    static const bool units_apply[] = {true,  true, true, true, true, true,
+                                       false, true, true, true, true};
     bool seen[LEDGER_TYPE_END] = {false};
     corpus_chain(corrections, corrections_apply, 9, seen);
-    corpus_chain(units, units_apply, 10, seen);
-    /* The corpora hold every type but the year's end, the last two. */
-    for (int k = 0; k < TYPES - 2; k++)
-        cr_assert(seen[all_types[k]], "the corpus has no %s", type_name(all_types[k]));
+    corpus_chain(units, units_apply, 11, seen);
+    /* The corpora hold every type but the year's end. */
+    for (int k = 0; k < TYPES; k++)
+        if (all_types[k] != LEDGER_YEAR_CLOSED && all_types[k] != LEDGER_FRAME_CARRIED_OVER)
+            cr_assert(seen[all_types[k]], "the corpus has no %s", type_name(all_types[k]));
 }
 
 /* ---- decisions as data ----------------------------------------------------------------- */

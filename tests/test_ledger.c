@@ -305,6 +305,22 @@ static ledger_cmd reverse(const char *id, const char *avrop_id, int64_t amount, 
     return c;
 }
 
+static ledger_cmd record_outcome(const char *id, const char *unit, int32_t year, int32_t month,
+                                 const char *allocation, int64_t amount, const char *source)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = LEDGER_OUTCOME_RECORDED;
+    PUT(c.id, id);
+    PUT(c.unit, unit);
+    c.year = year;
+    c.month = month;
+    PUT(c.allocation, allocation);
+    c.amount = amount;
+    PUT(c.note, source);
+    return c;
+}
+
 /* A grant the client says is meant even when like an existing frame. */
 static ledger_cmd intended(ledger_cmd c)
 {
@@ -534,6 +550,21 @@ static char *snapshot(const ledger *s)
                 "\n",
                 uv.unit, (int)uv.year, uv.frames, uv.allocated, uv.called_off, uv.pending,
                 uv.available, uv.reducing);
+    i = 0;
+    while (ledger_next_unit(s, &i, NULL, 0, &uv)) {
+        ledger_outcome_view ov;
+        ledger_outcome(s, uv.unit, uv.year, &ov);
+        fprintf(f, "outcome %s %d %" PRId64 " %" PRId64 " %d:", uv.unit, (int)uv.year, ov.budget,
+                ov.outcome, ov.last_month);
+        for (int m = 0; m < OUTCOME_MONTHS; m++)
+            fprintf(f, " %" PRId64, ov.months[m]);
+        uint32_t cursor = 0;
+        outcome_figure_view fig;
+        while (outcome_next_figure(ledger_outcomes(s), uv.unit, uv.year, &cursor, &fig))
+            fprintf(f, " [%d %s %" PRId64 " %" PRIu64 "]", fig.month, fig.allocation, fig.amount,
+                    fig.seq);
+        fprintf(f, "\n");
+    }
     const registry *reg = ledger_registry(s);
     for (uint32_t k = 0; k < registry_count(reg); k++) {
         registry_view rv;
@@ -2567,6 +2598,9 @@ static ledger_cmd witness(ledger_type type, uint32_t *uid)
         PUT(c.decision_dnr, "KS 2021/3");
         return c;
     }
+    case LEDGER_OUTCOME_RECORDED:
+        *uid = UID_SON;
+        return record_outcome("w", "SON", 2021, 9, "a1", 123456, "utfall-2021-09.csv");
     }
     cr_assert_fail("no witness for type %d", (int)type);
     return grant("w", "KS", 2022, 100, "Ram", "");
@@ -2597,6 +2631,8 @@ static const char *const given_fields[][GIVEN_FIELDS_MAX] = {
     [LEDGER_UNIT_RENAMED] = {"id!", "unit!", "name!", "reference"},
     [LEDGER_UNIT_CLOSED] = {"id!", "unit!", "reference"},
     [LEDGER_BUDGET_ADOPTED] = {"id!", "year!", "plan_until!", "title!", "lines!", GIVEN_DECISION},
+    [LEDGER_OUTCOME_RECORDED] = {"id!", "unit!", "year!", "month!", "allocation", "amount!",
+                                 "source!"},
 };
 
 /* The table gives the fields above, and requires those marked. */
@@ -2684,9 +2720,10 @@ static ledger_cmd at_limit(ledger_cmd c, const event_field *f, bool over)
             s[f->size - 1] = '\0';
         return c;
     }
-    int64_t max = f->value == FIELD_YEAR   ? BUDGET_YEAR_MAX
-                  : f->value == FIELD_DATE ? 99991231
-                                           : BUDGET_AMOUNT_MAX;
+    int64_t max = f->value == FIELD_YEAR    ? BUDGET_YEAR_MAX
+                  : f->value == FIELD_DATE  ? 99991231
+                  : f->value == FIELD_MONTH ? 12
+                                            : BUDGET_AMOUNT_MAX;
     ledger_field_set_int(&c, f, over ? max + 1 : max);
     return c;
 }
@@ -2733,7 +2770,11 @@ static void check_fields_of(ledger_type t)
             continue;
         ledger_cmd c = without(base, f);
         int rc = check_as(uid, &c, NULL);
-        if (f->source == FIELD_REQUIRED)
+        /* A sum of money may be 0: its absence is seen by the request's decoder alone. */
+        if (f->value == FIELD_MONEY)
+            cr_assert_neq(rc, BUDGET_EBAD_REQUEST, "%s with %s 0: %s", info->name, f->key,
+                          err.message);
+        else if (f->source == FIELD_REQUIRED)
             cr_assert(refused_for(rc, f), "%s without %s: %d %s", info->name, f->key, rc,
                       err.message);
         else
@@ -2744,10 +2785,11 @@ static void check_fields_of(ledger_type t)
                   err.message);
         if (!field_is_str(f) && f->value != FIELD_LINES) {
             /* Just under its least value (an amount: 0, as when absent). */
-            int64_t least = f->value == FIELD_YEAR    ? BUDGET_YEAR_MIN
-                            : f->value == FIELD_DELTA ? -BUDGET_AMOUNT_MAX
-                            : f->value == FIELD_DATE  ? 19000101
-                                                      : 1;
+            int64_t least = f->value == FIELD_YEAR ? BUDGET_YEAR_MIN
+                            : f->value == FIELD_DELTA || f->value == FIELD_MONEY
+                                ? -BUDGET_AMOUNT_MAX
+                            : f->value == FIELD_DATE ? 19000101
+                                                     : 1;
             c = base;
             ledger_field_set_int(&c, f, least - 1);
             rc = check_as(uid, &c, NULL);
@@ -4410,4 +4452,145 @@ Test(ledger, a_decided_by_view_counts_a_carry_over_by_its_decision_and_closes_no
     cr_assert_eq(f.carried_over, 1000);
     cr_assert_null(ledger_year_closed(d, 2021));
     ledger_free(d);
+}
+
+/* ---- outcome (utfall) ---------------------------------------------------------------------- */
+
+static ledger_outcome_view outcome_of(const char *unit, int32_t year)
+{
+    ledger_outcome_view v;
+    ledger_outcome(l, unit, year, &v);
+    return v;
+}
+
+Test(ledger, outcome_is_refused_for_unknown_units_allocations_of_others_and_bad_months)
+{
+    OK(grant("f1", "KS", 2021, 300000000, "Ram", ""));
+    OK(propose("a-son", "f1", "SON", 100000000, "Trygghet"));
+    FAILS(record_outcome("o1", "NOPE", 2021, 9, "", 100, "u.csv"), BUDGET_ENOT_FOUND);
+    FAILS(record_outcome("o1", "SON", 2021, 9, "a-none", 100, "u.csv"), BUDGET_ENOT_FOUND);
+    FAILS(record_outcome("o1", "SON", 2021, 9, "f1", 100, "u.csv"), BUDGET_ENOT_FOUND);
+    /* a-son is SON's, in 2021: not KFN's, and not of 2022 */
+    FAILS(record_outcome("o1", "KFN", 2021, 9, "a-son", 100, "u.csv"), BUDGET_EINVALID_STATE);
+    FAILS(record_outcome("o1", "SON", 2022, 9, "a-son", 100, "u.csv"), BUDGET_EINVALID_STATE);
+    FAILS(record_outcome("o1", "SON", 2021, 0, "", 100, "u.csv"), BUDGET_EBAD_REQUEST);
+    FAILS(record_outcome("o1", "SON", 2021, 13, "", 100, "u.csv"), BUDGET_EBAD_REQUEST);
+    FAILS(record_outcome("o1", "SON", 2021, 9, "", BUDGET_AMOUNT_MAX + 1, "u.csv"),
+          BUDGET_EBAD_REQUEST);
+    FAILS(record_outcome("o1", "SON", 2021, 9, "", 100, ""), BUDGET_EBAD_REQUEST);
+    OK(close_unit("c-kfn", "KFN"));
+    FAILS(record_outcome("o1", "KFN", 2021, 9, "", 100, "u.csv"), BUDGET_ENOT_FOUND);
+    OK(record_outcome("o1", "SON", 2021, 9, "a-son", -2500, "u.csv")); /* a credit */
+    cr_assert_eq(outcome_of("SON", 2021).outcome, -2500);
+}
+
+Test(ledger, a_later_outcome_figure_replaces_the_earlier_and_an_equal_one_is_unchanged)
+{
+    OK(grant("f1", "KS", 2021, 300000000, "Ram", ""));
+    OK(record_outcome("o1", "KS", 2021, 1, "", 1000000, "jan.csv"));
+    OK(record_outcome("o2", "KS", 2021, 2, "", 2000000, "feb.csv"));
+    OK(record_outcome("o3", "KS", 2021, 1, "", 1500000, "jan-rättad.csv"));
+    ledger_outcome_view v = outcome_of("KS", 2021);
+    cr_assert_eq(v.months[0], 1500000);
+    cr_assert_eq(v.months[1], 2000000);
+    cr_assert_eq(v.outcome, 3500000);
+    cr_assert_eq(v.figures, 2);
+    cr_assert_eq(v.last_month, 2);
+    /* the same figure again, under any id or source, writes nothing */
+    FAILS(record_outcome("o4", "KS", 2021, 1, "", 1500000, "jan.csv"), BUDGET_ECONFLICT);
+    cr_assert(strstr(err.message, "unchanged") != NULL, "%s", err.message);
+    /* no figure yet is 0: recording 0 there changes nothing either */
+    FAILS(record_outcome("o4", "KS", 2021, 3, "", 0, "mar.csv"), BUDGET_ECONFLICT);
+    /* back to 0 where there was a figure is a change */
+    OK(record_outcome("o4", "KS", 2021, 2, "", 0, "feb.csv"));
+    cr_assert_eq(outcome_of("KS", 2021).outcome, 1500000);
+    cr_assert_eq(outcome_of("KS", 2021).last_month, 2, "a figure of 0 is a figure");
+    /* a retry of o3 is still a retry (the id exists), not refused as unchanged */
+    cr_assert_eq(submit(record_outcome("o3", "KS", 2021, 1, "", 1500000, "jan-rättad.csv")), 1);
+}
+
+Test(ledger, outcome_is_set_against_the_units_budget_with_a_straight_line_forecast)
+{
+    OK(grant("f1", "KS", 2021, 300000000, "Ram", ""));
+    OK(propose("a-son", "f1", "SON", 100000000, "Trygghet"));
+    OK_AS(UID_DECIDER, approve("d1", "a-son"));
+    OK(propose("a-ks", "f1", "KS", 150000000, "Egen del"));
+    OK_AS(UID_DECIDER, approve("d2", "a-ks"));
+    OK_AS(UID_SON, record_outcome("s9", "SON", 2021, 9, "a-son", 20000000, "sep.csv"));
+    OK_AS(UID_SON, record_outcome("s10", "SON", 2021, 10, "a-son", 25000000, "okt.csv"));
+    OK_AS(UID_SON, record_outcome("s10b", "SON", 2021, 10, "", 5000000, "okt.csv"));
+    ledger_outcome_view son = outcome_of("SON", 2021);
+    int64_t spent = 20000000 + 25000000 + 5000000;
+    cr_assert_eq(son.budget, 100000000, "SON: the allocation it received");
+    cr_assert_eq(son.outcome, spent);
+    cr_assert_eq(son.months[9], 30000000);
+    cr_assert_eq(son.deviation, 100000000 - spent);
+    cr_assert_eq(son.last_month, 10);
+    cr_assert_eq(son.forecast, spent * 12 / 10);
+    cr_assert(son.has_used);
+    cr_assert_eq(son.used_permille, spent * 1000 / 100000000);
+    /* KS: its frame less what went to SON (its own allocation counts once) */
+    ledger_outcome_view ks = outcome_of("KS", 2021);
+    cr_assert_eq(ks.budget, 300000000 - 100000000);
+    cr_assert_eq(ks.outcome, 0);
+    cr_assert_eq(ks.forecast, 0);
+    /* an approved reduction of SON's allocation moves budget back to KS */
+    OK(reduce("r1", "a-son", 10000000, "Mindre behov"));
+    OK_AS(UID_DECIDER, approve("d3", "r1"));
+    cr_assert_eq(outcome_of("SON", 2021).budget, 100000000 - 10000000);
+    cr_assert_eq(outcome_of("KS", 2021).budget, 300000000 - 100000000 + 10000000);
+    /* a unit without budget has no share used */
+    OK(record_outcome("k1", "KFN", 2021, 3, "", 700, "mar.csv"));
+    cr_assert_not(outcome_of("KFN", 2021).has_used);
+    cr_assert_eq(outcome_of("KFN", 2021).deviation, -700);
+}
+
+Test(ledger, outcome_replays_to_the_same_state)
+{
+    ledger_event log[16];
+    size_t n = 0;
+#define LOG(uid, c)                                                                                \
+    do {                                                                                           \
+        OK_AS(uid, c);                                                                             \
+        log[n++] = last_ev;                                                                        \
+    } while (0)
+    LOG(UID_KS, grant("f1", "KS", 2021, 300000000, "Ram", ""));
+    LOG(UID_KS, propose("a-son", "f1", "SON", 100000000, "Trygghet"));
+    LOG(UID_SON, record_outcome("s9", "SON", 2021, 9, "a-son", 20000000, "sep.csv"));
+    LOG(UID_SON, record_outcome("s9b", "SON", 2021, 9, "", -300, "sep.csv"));
+    LOG(UID_SON, record_outcome("s9c", "SON", 2021, 9, "a-son", 21000000, "sep-2.csv"));
+    LOG(UID_SON, record_outcome("s12", "SON", 2022, 12, "", 5, "dec.csv"));
+#undef LOG
+    ledger *r = replica();
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(ledger_apply(r, &log[i]), 0);
+    char *a = snapshot(l), *b = snapshot(r);
+    cr_assert_str_eq(a, b);
+    cr_assert(strstr(a, "[9 a-son 21000000 ") != NULL, "%s", a);
+    free(a);
+    free(b);
+    /* a figure equal to the one before never replays: it could not have been written */
+    ledger_event again = log[4];
+    PUT(again.id, "s9d");
+    again.seq = ledger_last_seq(r) + 1;
+    cr_assert_eq(ledger_apply(r, &again), BUDGET_EINTERNAL);
+    ledger_free(r);
+}
+
+Test(ledger, outcome_sums_are_bounded)
+{
+    char id[16];
+    int k = 0;
+    int rc = 0;
+    /* 10^15 öre a key: the month passes 10^17 after 100 allocations' worth of keys */
+    OK(grant("f1", "KS", 2021, 300000000, "Ram", ""));
+    for (k = 0; k < 200 && rc == 0; k++) {
+        snprintf(id, sizeof id, "a%d", k);
+        OK(propose(id, "f1", "KS", 1, "X"));
+        char oid[16];
+        snprintf(oid, sizeof oid, "o%d", k);
+        rc = submit(record_outcome(oid, "KS", 2021, 5, id, BUDGET_AMOUNT_MAX, "x.csv"));
+    }
+    cr_assert_eq(rc, BUDGET_ETOO_LARGE, "%s", err.message);
+    cr_assert_leq(outcome_of("KS", 2021).outcome, OUTCOME_TOTAL_MAX);
 }

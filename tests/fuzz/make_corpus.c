@@ -123,6 +123,10 @@ static void requests(void)
               "expect_head=#4"));
     request("balances", "balances", P("unit=SON", "year=#2021", "as_of=#3", "offset=#0"));
     request("events", "events", P("after=#0", "limit=#100", "type=avrop.requested"));
+    request("outcome-record", "outcome.record",
+            P("id=utfall-1", "unit=SON", "year=#2021", "month=#9", "allocation=son-2021",
+              "amount=#-250025", "source=utfall-2021-09.csv"));
+    request("outcome", "outcome", P("unit=SON", "year=#2021", "offset=#0"));
     request("unknown-arg", "frame.grant", P("id=x", "colour=blå"));
     request("unknown-op", "frame.steal", NULL);
 
@@ -213,15 +217,15 @@ static void unit_commands(ledger_cmd *c)
 
 /*
  * The scenario of the source document, as events, each file one encoded event; then the
- * register's three types. The first seven files were written before units were registered
- * and keep their bytes: their commands are checked against a ledger `l` in which KS and SON
- * were registered first (events the corpus leaves out, so `l` runs two seqs ahead).
+ * register's three types, and an outcome. The first seven files were written before units were
+ * registered and keep their bytes: their commands are checked against a ledger `l` in which KS and
+ * SON were registered first (events the corpus leaves out, so `l` runs two seqs ahead).
  */
 static void events(void)
 {
     static const ledger_actor clerk = {1000, "clerk"}, approver = {1002, "approver"};
     ledger *l = ledger_new();
-    ledger_cmd c[10];
+    ledger_cmd c[11];
     uint8_t prev[BUDGET_HASH_BYTES] = {0};
     register_in(l, "KS", 1);
     register_in(l, "SON", 2);
@@ -260,6 +264,14 @@ static void events(void)
     strcpy(c[6].id, "son-avrop-2-wd");
     strcpy(c[6].target, "son-avrop-2");
     unit_commands(&c[7]);
+    c[10].type = LEDGER_OUTCOME_RECORDED;
+    strcpy(c[10].id, "utfall-son-2021-09");
+    strcpy(c[10].unit, "SON");
+    c[10].year = 2021;
+    c[10].month = 9;
+    strcpy(c[10].allocation, "son-2021");
+    c[10].amount = 12345678;
+    strcpy(c[10].note, "Utfall SON 2021-09.csv");
     /* The decisions. The committed corpus of fuzz_event was written before decisions were
      * data: its events carry none, as a log of then does (test_event replays them). */
     for (int i = 0; i < 7; i++) {
@@ -267,7 +279,7 @@ static void events(void)
         c[i].decision_date = 20210824;
         strcpy(c[i].decision_paragraph, "241");
     }
-    for (int i = 0; i < 10; i++) {
+    for (int i = 0; i < 11; i++) {
         ledger_event ev;
         uint8_t bytes[EVENT_BYTES_MAX], hash[BUDGET_HASH_BYTES];
         char name[32];
