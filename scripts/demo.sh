@@ -2,7 +2,8 @@
 # The main job: build budgetd, start it on a temporary data folder, load the decision
 # "Utökat trygghetsarbete, fördelning av kommunstyrelsens utökade ram år 2021"
 # (KS 2021-08-24 § 241): its frame and split, avrop in the autumn and one too late, a
-# reversal, the year closed and carried over; print the balances, write the committee's
+# reversal, the year closed and carried over, budget 2022 with plan 2023-2027 adopted with
+# the efforts made permanent, and the years side by side; print the balances, write the committee's
 # report (an HTML page kept after the demo; its path is printed), and stop the daemon.
 #
 # Two identities take part, as the four-eyes rule wants: you, as the board's clerk (admin,
@@ -150,6 +151,26 @@ echo "== Ombudgetering: 1 mkr of the unspent money is carried over into a frame 
 ctl carry-over ks-2021-trygghet --id ks-2022-ombudgeterat --amount "1 mkr" \
   --title "Ombudgetering: utökat trygghetsarbete" --decision "KF 2022-02-21 § 20"
 ctl unspent 2021
+
+echo
+echo "== Budget 2022 with plan 2023-2027: the efforts are made permanent"
+echo "   One decision adopts every unit's binding frame for 2022 and its planned amounts;"
+echo "   KS's line continues the 2021 frame, so the thread shows in its history."
+lines="$work/budget-2022.txt"
+cat >"$lines" <<LINES
+# enhet;budget 2022;plan 2023;2024;2025;2026;2027
+KS;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;continues=ks-2021-trygghet
+SON;1 mkr;1 mkr;1 mkr;1 mkr;1 mkr;1 mkr
+KFN;0,5 mkr;0,5 mkr;0,5 mkr;0;0;0
+LINES
+cat "$lines"
+ctl adopt --year 2022 --plan 2023-2027 --id budget-2022 --title "Utökat trygghetsarbete" \
+  --decision "KF 2021-11-22 § 150" --lines "$lines"
+ctl history ks-2021-trygghet | tail -n 3
+
+echo
+echo "== The years side by side: budget, plan, allocated, called off, unspent"
+ctl years 2021-2027
 
 echo
 ctl verify
