@@ -44,6 +44,12 @@ typedef struct {
     char unit[UNIT_SIZE];
     int year;
     int64_t frames, allocated, called_off, pending, available;
+    /* Outcome (utfall) set against the budget, as balances gives it: used_permille only when
+     * has_used (the daemon sends nil when the budget is not above 0); last_month 0 when the
+     * unit has no outcome recorded for the year. */
+    int64_t budget, outcome, deviation, forecast, used_permille;
+    bool has_used;
+    int last_month;
 } unit_row;
 
 /* An event the report cites: a grant, an adjustment, an avrop, a decision or a withdrawal. */
@@ -180,6 +186,15 @@ static int add_unit(report *r, const msgpack_object *o)
     u->called_off = budget_map_int(o, "called_off", 0);
     u->pending = budget_map_int(o, "pending", 0);
     u->available = budget_map_int(o, "available", 0);
+    u->budget = budget_map_int(o, "budget", 0);
+    u->outcome = budget_map_int(o, "outcome", 0);
+    u->deviation = budget_map_int(o, "deviation", 0);
+    u->forecast = budget_map_int(o, "forecast", 0);
+    const msgpack_object *used = budget_map_get(o, "used_permille");
+    u->has_used = used != NULL && used->type != MSGPACK_OBJECT_NIL;
+    u->used_permille = u->has_used ? budget_map_int(o, "used_permille", 0) : 0;
+    int64_t last_month = budget_map_int(o, "last_month", 0);
+    u->last_month = last_month >= 1 && last_month <= 12 ? (int)last_month : 0;
     return 0;
 }
 
@@ -406,6 +421,10 @@ static const char style[] =
     "table.frames td, table.allocations td, table.avrop td, table.frames th,"
     " table.allocations th, table.avrop th { padding: 0.8mm 1mm; }\n"
     "td.id { white-space: nowrap; }\n"
+    "table.outcome { font-size: 8.5pt; }\n"
+    "table.outcome th, table.outcome td { padding: 1mm 1mm; }\n"
+    "table.outcome th { white-space: normal; }\n"
+    "table.outcome td:first-child { white-space: nowrap; }\n"
     ".small { font-size: 8pt; color: #555; }\n"
     "figure { margin: 2mm 0 4mm 0; break-inside: avoid; }\n"
     "figcaption { font-weight: bold; margin-bottom: 1mm; }\n"
@@ -483,18 +502,29 @@ static void figure_headers(FILE *f)
         fprintf(f, "<th class=\"n\">%s</th>", figure_label[k]);
 }
 
-/* The rows of one unit, year by year, then its subtotal. Returns -1 when out of memory. */
-static int summary_unit(FILE *f, const report *r, const char *unit)
+/* The rows of one unit, year by year: a new array (free it) of *n rows, NULL when out of
+ * memory. */
+static const unit_row **rows_of_unit(const report *r, const char *unit, size_t *n)
 {
     const unit_row *rows = r->units.items;
     const unit_row **mine = malloc((r->units.count + 1) * sizeof(*mine));
     if (mine == NULL)
-        return -1;
-    size_t n = 0;
+        return NULL;
+    *n = 0;
     for (size_t i = 0; i < r->units.count; i++)
         if (strcmp(rows[i].unit, unit) == 0)
-            mine[n++] = &rows[i];
-    qsort(mine, n, sizeof(*mine), compare_year);
+            mine[(*n)++] = &rows[i];
+    qsort(mine, *n, sizeof(*mine), compare_year);
+    return mine;
+}
+
+/* The rows of one unit, year by year, then its subtotal. Returns -1 when out of memory. */
+static int summary_unit(FILE *f, const report *r, const char *unit)
+{
+    size_t n;
+    const unit_row **mine = rows_of_unit(r, unit, &n);
+    if (mine == NULL)
+        return -1;
     for (size_t i = 0; i < n; i++) {
         sums s = {0};
         sums_add(&s, mine[i]);
@@ -539,6 +569,142 @@ static int write_summary(FILE *f, const report *r, const size_t *first, size_t u
           "beviljade tilldelningar till enheten. Avropat: beviljade avrop. Väntande avrop: avrop "
           "som väntar på beslut. Kvar att avropa: tilldelat − avropat − väntande.</p>\n",
           f);
+    return 0;
+}
+
+/* ---- outcome (utfall) set against the budget --------------------------------------------- */
+
+/* Budget, outcome, deviation and forecast summed over unit rows; the share used of a sum is
+ * worked out from its budget and outcome (permille_of). */
+typedef struct {
+    int64_t budget, outcome, deviation, forecast;
+} outcome_sums;
+
+static void outcome_add(outcome_sums *s, const unit_row *u)
+{
+    s->budget += u->budget;
+    s->outcome += u->outcome;
+    s->deviation += u->deviation;
+    s->forecast += u->forecast;
+}
+
+/* The share of `budget` that `outcome` uses, in per mille, by the rule the daemon gives
+ * used_permille (protocol.md, balances): outcome * 1000 / budget rounded toward zero; false
+ * when the budget is not above 0. For subtotals and totals, which the daemon does not give. */
+static bool permille_of(int64_t outcome, int64_t budget, int64_t *permille)
+{
+    if (budget <= 0)
+        return false;
+    *permille = (int64_t)((__int128)outcome * 1000 / budget);
+    return true;
+}
+
+/* A share in per mille as "10,5 %" (a no-break space before %), "—" when there is none. */
+static void td_permille(FILE *f, bool has, int64_t permille)
+{
+    fputs("<td class=\"n used\">", f);
+    if (has) {
+        uint64_t m = permille < 0 ? (uint64_t)0 - (uint64_t)permille : (uint64_t)permille;
+        char whole[64];
+        kronor_sv(m / 10, whole, sizeof(whole));
+        fprintf(f, "%s%s,%u" NBSP "%%", permille < 0 ? MINUS : "", whole, (unsigned)(m % 10));
+    } else {
+        fputs("—", f);
+    }
+    fputs("</td>", f);
+}
+
+/* Budget, Utfall, Förbrukat, Avvikelse, Helårsprognos of a row or a sum. */
+static void outcome_cells(FILE *f, const outcome_sums *s, bool has_used, int64_t used_permille)
+{
+    td_amount(f, s->budget);
+    td_amount(f, s->outcome);
+    td_permille(f, has_used, used_permille);
+    td_amount(f, s->deviation);
+    td_amount(f, s->forecast);
+}
+
+static void outcome_headers(FILE *f)
+{
+    fputs("<thead><tr><th>Enhet</th><th>År</th><th class=\"n\">Budget (netto)</th>"
+          "<th class=\"n\">Utfall</th><th class=\"n\">Förbrukat</th>"
+          "<th class=\"n\">Avvikelse</th><th class=\"n\">Helårsprognos</th>"
+          "<th class=\"n\">Utfall t.o.m.</th></tr></thead>\n",
+          f);
+}
+
+/* The outcome of one unit, year by year, then its subtotal; the unit's sums are added to
+ * `total`. Returns -1 when out of memory. */
+static int outcome_unit(FILE *f, const report *r, const char *unit, outcome_sums *total)
+{
+    size_t n;
+    const unit_row **mine = rows_of_unit(r, unit, &n);
+    if (mine == NULL)
+        return -1;
+    outcome_sums sum = {0};
+    for (size_t i = 0; i < n; i++) {
+        const unit_row *u = mine[i];
+        outcome_sums s = {0};
+        outcome_add(&s, u);
+        outcome_add(&sum, u);
+        fputs("<tr class=\"outcome-year\" data-unit=\"", f);
+        html_text(f, unit);
+        fprintf(f, "\" data-year=\"%d\"><td>", u->year);
+        html_text(f, unit);
+        fprintf(f, "</td><td>%d</td>", u->year);
+        outcome_cells(f, &s, u->has_used, u->used_permille);
+        if (u->last_month > 0)
+            fprintf(f, "<td class=\"n month\">%d-%02d</td></tr>\n", u->year, u->last_month);
+        else
+            fputs("<td class=\"n month\">—</td></tr>\n", f);
+    }
+    free(mine);
+    int64_t permille = 0;
+    bool has = permille_of(sum.outcome, sum.budget, &permille);
+    fputs("<tr class=\"subtotal outcome-subtotal\" data-unit=\"", f);
+    html_text(f, unit);
+    fputs("\"><td colspan=\"2\">Summa ", f);
+    html_text(f, unit);
+    fputs("</td>", f);
+    outcome_cells(f, &sum, has, permille);
+    fputs("<td></td></tr>\n", f);
+    if (total != NULL) {
+        total->budget += sum.budget;
+        total->outcome += sum.outcome;
+        total->deviation += sum.deviation;
+        total->forecast += sum.forecast;
+    }
+    return 0;
+}
+
+static const char outcome_note[] =
+    "<p class=\"small\">Budget (netto): enhetens ramar minus det som tilldelats ur dem, plus det "
+    "som tilldelats enheten; utfallet ställs mot den. Utfall: registrerade faktiska kostnader "
+    "hittills under året. Förbrukat: utfall / budget, avrundat mot noll till hela promille (— "
+    "när budgeten inte är större än 0). Avvikelse: budget − utfall. Helårsprognos: utfallet "
+    "delat med numret på den senaste månaden med utfall (Utfall t.o.m.), gånger 12. Summor "
+    "och totaler lägger ihop enheternas belopp; deras förbrukat räknas på samma sätt ur "
+    "summorna. En enhet utan registrerat utfall för året visar 0 kr i utfall och prognos, budgeten "
+    "som avvikelse och — som Utfall t.o.m.</p>\n";
+
+static int write_outcome_summary(FILE *f, const report *r, const size_t *first, size_t units)
+{
+    const unit_row *rows = r->units.items;
+    outcome_sums total = {0};
+    fputs("<h2>Utfall mot budget per enhet och år</h2>\n<table class=\"summary outcome\">\n", f);
+    outcome_headers(f);
+    fputs("<tbody>\n", f);
+    for (size_t i = 0; i < units; i++)
+        if (outcome_unit(f, r, rows[first[i]].unit, &total) != 0)
+            return -1;
+    int64_t permille = 0;
+    bool has = permille_of(total.outcome, total.budget, &permille);
+    fputs("<tr class=\"total outcome-total\" data-outcome-total=\"\"><td colspan=\"2\">Totalt"
+          "</td>",
+          f);
+    outcome_cells(f, &total, has, permille);
+    fputs("<td></td></tr>\n</tbody></table>\n", f);
+    fputs(outcome_note, f);
     return 0;
 }
 
@@ -932,6 +1098,13 @@ static int unit_section(FILE *f, const report *r, const char *unit)
     fputs("</tr></thead>\n<tbody>\n", f);
     int rc = summary_unit(f, r, unit);
     fputs("</tbody></table>\n", f);
+    if (rc == 0) {
+        fputs("<h3>Utfall mot budget</h3>\n<table class=\"summary outcome\">\n", f);
+        outcome_headers(f);
+        fputs("<tbody>\n", f);
+        rc = outcome_unit(f, r, unit, NULL);
+        fputs("</tbody></table>\n", f);
+    }
     frames_table(f, r, unit);
     allocations_table(f, r, unit);
     avrop_table(f, r, unit);
@@ -986,6 +1159,8 @@ int report_write_html(report *r, FILE *f)
         fputs("<p>Inga belopp för detta urval.</p>\n", f);
     } else {
         rc = write_summary(f, r, first, units);
+        if (rc == 0)
+            rc = write_outcome_summary(f, r, first, units);
         if (rc == 0) {
             bar_chart(f, r, first, units);
             line_chart(f, r);

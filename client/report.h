@@ -1,7 +1,8 @@
 /*
  * budgetctl report: the balances of budgetd as one self-contained HTML page for a committee
  * meeting (docs/budgetctl.md, "report"). Per unit and fiscal year: the frames granted, what is
- * allocated, called off, pending and left, with subtotals and totals, bar charts per unit, a
+ * allocated, called off, pending and left, and the outcome (utfall) set against the budget
+ * (used, deviation, full-year forecast), with subtotals and totals, bar charts per unit, a
  * line over the years, and the decisions each figure rests on. Swedish labels and numbers,
  * inline CSS and SVG, no script and no link outside the file; an A4 print style.
  *
