@@ -6,7 +6,9 @@
  * The ledger is the decision KS 2021-08-24 § 241 as scripts/demo.sh loads it: KS's frame of
  * 3 mkr for 2021 "Utökat trygghetsarbete", divided 1 mkr to SON, 0,5 mkr to KFN and 1,5 mkr to
  * KS, approved by a second uid (KS 2021-09-28 § 270); SON calls off 400 tkr, approved (KS
- * ordförandebeslut 2021-10-15), and asks for 150 000,50 kr more, still pending.
+ * ordförandebeslut 2021-10-15), and asks for 150 000,50 kr more, still pending. Outcome
+ * (utfall) is recorded for SON and KS as an import of the financial system's export
+ * (outcome_import), and is compared with what `balances` and `outcome` say of it.
  *
  * Chromium comes from Debian's `chromium` package, which scripts/setup.sh installs.
  */
@@ -366,6 +368,109 @@ static void unit_section(const char *dom, const char *unit, const char **start, 
         *end = *start + strlen(*start);
 }
 
+/* Runs `budgetctl report ARGS...` into `dir` (a new folder each time), has a headless
+ * Chromium load it and returns the DOM it dumps, with &nbsp; as U+00A0 (free it). */
+static char *report_dom(const char *dir, const char *const *args, int argc)
+{
+    static unsigned run;
+    char sub[300], html[350], profile[350];
+    snprintf(sub, sizeof(sub), "%s/dom-%u", dir, run++);
+    e2e_assert(mkdir(sub, 0700) == 0, "mkdir %s: %s", sub, strerror(errno));
+    free(report_file(sub, args, argc, html, sizeof(html)));
+    snprintf(profile, sizeof(profile), "%s/profile", sub);
+    e2e_assert(mkdir(profile, 0700) == 0, "mkdir: %s", strerror(errno));
+    au_proc p;
+    chromium_start(&p, profile, "--dump-dom", html);
+    chromium_wait(&p, "--dump-dom");
+    char *dom = strdup(p.out != NULL ? p.out : "");
+    au_proc_free(&p);
+    unescape_nbsp(dom);
+    e2e_assert(strstr(dom, "<h1>Budgetrapport</h1>") != NULL, "the DOM has no report: %.400s", dom);
+    return dom;
+}
+
+/* ---- outcome ----------------------------------------------------------------------------- */
+
+/* The financial system's export as Swedish Excel saves it, and the map that reads it: SON's
+ * September costs and a credit in October, and KS's October costs. KFN has no outcome. */
+static const char outcome_csv[] = "\xef\xbb\xbfPeriod;Ansvar;Belopp\r\n"
+                                  "2021-09;SON;\"13 345,50\"\r\n"
+                                  "2021-10;SON;\"-2 500,25\"\r\n"
+                                  "2021-10;KS;\"250 000,00\"\r\n";
+static const char outcome_map[] = "period=Period\nunit=Ansvar\namount=Belopp\n";
+
+/* Records the export's outcome with `budgetctl import outcome`, as a clerk does. */
+static void outcome_import(const char *dir)
+{
+    char csv[300], map[300];
+    snprintf(csv, sizeof(csv), "%s/utfall-2021-10.csv", dir);
+    snprintf(map, sizeof(map), "%s/utfall.map", dir);
+    e2e_assert(au_write_file(csv, outcome_csv, strlen(outcome_csv), 0644) == 0 &&
+                   au_write_file(map, outcome_map, strlen(outcome_map), 0644) == 0,
+               "cannot write the export to %s", dir);
+    ctl_ok("import", "outcome", csv, "--map", map);
+}
+
+/* A share in per mille as the report writes it: "16,6 %" (U+00A0 before %, U+2212 for a
+ * minus), or "—" when there is none (`has` false). Written here from the documented form;
+ * the shares of this ledger stay below 1000 %. */
+static void swedish_permille(bool has, int64_t permille, char *out, size_t out_size)
+{
+    uint64_t m = permille < 0 ? (uint64_t)(-permille) : (uint64_t)permille;
+    if (!has)
+        snprintf(out, out_size, "\u2014");
+    else
+        snprintf(out, out_size, "%s%" PRIu64 ",%" PRIu64 "\u00a0%%", permille < 0 ? "\u2212" : "",
+                 m / 10, m % 10);
+}
+
+/* The text of the first cell <td class="`cls`"> of the row at `row`; fails when it has none. */
+static void cell_text(const char *row, const char *cls, char *out, size_t out_size)
+{
+    char open[64];
+    snprintf(open, sizeof(open), "<td class=\"%s\">", cls);
+    const char *end = strstr(row, "</tr>"), *cell = strstr(row, open);
+    e2e_assert(cell != NULL && end != NULL && cell < end, "the row has no cell %s: %.300s", cls,
+               row);
+    cell += strlen(open);
+    const char *close = strstr(cell, "</td>");
+    e2e_assert(close != NULL, "a cell %s does not end", cls);
+    snprintf(out, out_size, "%.*s", (int)(close - cell), cell);
+}
+
+/* Checks the outcome row at `marker` (after `from`): its budget, outcome, deviation and
+ * forecast, its share used and the month the outcome runs to. Returns where the row starts. */
+static const char *check_outcome_row(const char *dom, const char *from, const char *marker,
+                                     const int64_t figures[4], bool has_used, int64_t used_permille,
+                                     const char *month)
+{
+    const char *row = check_row(dom, from, marker, figures, 4);
+    char got[96], want[96];
+    cell_text(row, "n used", got, sizeof(got));
+    swedish_permille(has_used, used_permille, want, sizeof(want));
+    e2e_assert(strcmp(got, want) == 0, "row %s: used is \"%s\", expected \"%s\"", marker, got,
+               want);
+    if (month != NULL) {
+        cell_text(row, "n month", got, sizeof(got));
+        e2e_assert(strcmp(got, month) == 0, "row %s: the outcome runs to \"%s\", expected \"%s\"",
+                   marker, got, month);
+    }
+    return row;
+}
+
+/* `budgetctl --json outcome --unit UNIT --year 2021`, parsed (free it). */
+static e2e_json *outcome_json(const char *unit)
+{
+    e2e_ctl_result r;
+    e2e_assert(au_ctl(&bd, &r, "--json", "outcome", "--unit", unit, "--year", "2021") == 0 &&
+                   r.exit_code == 0,
+               "budgetctl --json outcome --unit %s failed: %s", unit, r.err);
+    e2e_json *j = e2e_json_parse(r.out, r.out_len);
+    e2e_assert(j != NULL, "--json outcome printed no JSON: %s", r.out);
+    e2e_ctl_free(&r);
+    return j;
+}
+
 /* ---- the tests --------------------------------------------------------------------------- */
 
 Test(report, renders_headless_to_a_png_and_a_pdf_that_are_not_blank)
@@ -374,6 +479,7 @@ Test(report, renders_headless_to_a_png_and_a_pdf_that_are_not_blank)
     char screenshot[320], print[320];
     au_temp_dir(dir, sizeof(dir));
     seed();
+    outcome_import(dir);
     free(report_file(dir, NULL, 0, html, sizeof(html)));
     snprintf(png, sizeof(png), "%s/report.png", dir);
     snprintf(pdf, sizeof(pdf), "%s/report.pdf", dir);
@@ -421,19 +527,10 @@ Test(report, renders_headless_to_a_png_and_a_pdf_that_are_not_blank)
 
 Test(report, the_dom_shows_every_figure_of_balances_unit_by_unit)
 {
-    char dir[256], html[300], profile[300];
+    char dir[256];
     au_temp_dir(dir, sizeof(dir));
     seed();
-    free(report_file(dir, NULL, 0, html, sizeof(html)));
-    snprintf(profile, sizeof(profile), "%s/profile", dir);
-    e2e_assert(mkdir(profile, 0700) == 0, "mkdir: %s", strerror(errno));
-    au_proc p;
-    chromium_start(&p, profile, "--dump-dom", html);
-    chromium_wait(&p, "--dump-dom");
-    char *dom = strdup(p.out != NULL ? p.out : "");
-    au_proc_free(&p);
-    unescape_nbsp(dom);
-    e2e_assert(strstr(dom, "<h1>Budgetrapport</h1>") != NULL, "the DOM has no report: %.400s", dom);
+    char *dom = report_dom(dir, NULL, 0);
 
     e2e_json *balances = balances_json();
     const e2e_json *units = e2e_json_get(balances, "units");
@@ -513,6 +610,94 @@ Test(report, the_dom_shows_every_figure_of_balances_unit_by_unit)
     row = check_row(dom, start, "<tr data-avrop=\"son-avrop-2\">", second, 1);
     e2e_assert(row < end && row_has(row, "väntar på beslut"), "son-avrop-2 is not shown pending");
     e2e_json_free(balances);
+    free(dom);
+}
+
+Test(report, the_dom_shows_the_outcome_used_and_deviation_that_balances_gives)
+{
+    char dir[256];
+    au_temp_dir(dir, sizeof(dir));
+    seed();
+    budget_client *c = e2e_client(&bd);
+    uint64_t before_outcome = e2e_head(c);
+    budget_client_close(c);
+    outcome_import(dir);
+    char *dom = report_dom(dir, NULL, 0);
+
+    e2e_json *balances = balances_json();
+    const e2e_json *units = e2e_json_get(balances, "units");
+    e2e_assert(units != NULL && units->type == E2E_JSON_ARRAY && units->count == 3,
+               "balances has %zu unit rows, expected KS, SON and KFN for 2021",
+               units ? units->count : 0);
+    int64_t total[4] = {0};
+    static const char *const figures[4] = {"budget", "outcome", "deviation", "forecast"};
+    for (size_t i = 0; i < units->count; i++) {
+        const e2e_json *u = units->items[i];
+        const char *unit = e2e_json_str(u, "unit");
+        int64_t want[4], year = e2e_json_int(u, "year", 0);
+        for (int k = 0; k < 4; k++) {
+            want[k] = e2e_json_int(u, figures[k], INT64_MIN);
+            e2e_assert(want[k] != INT64_MIN, "balances gives %s no %s", unit, figures[k]);
+            total[k] += want[k];
+        }
+        const e2e_json *used = e2e_json_get(u, "used_permille");
+        e2e_assert(used != NULL, "balances gives %s no used_permille", unit);
+        bool has_used = used->type != E2E_JSON_NULL;
+        int64_t used_permille = e2e_json_int(u, "used_permille", 0);
+        int64_t last_month = e2e_json_int(u, "last_month", -1);
+        char month[48];
+        if (last_month > 0)
+            snprintf(month, sizeof(month), "%" PRId64 "-%02" PRId64, year, last_month);
+        else
+            snprintf(month, sizeof(month), "\u2014");
+        /* The report's figures are the ones budgetctl outcome shows of the unit. */
+        e2e_json *o = outcome_json(unit);
+        for (int k = 0; k < 4; k++)
+            e2e_assert_int(e2e_json_int(o, figures[k], INT64_MIN), want[k], figures[k]);
+        e2e_assert_int(e2e_json_int(o, "used_permille", -1), e2e_json_int(u, "used_permille", -1),
+                       "used_permille");
+        e2e_json_free(o);
+
+        /* The summary's row and the unit's subtotal (one year each here), then its section. */
+        char marker[128];
+        snprintf(marker, sizeof(marker),
+                 "<tr class=\"outcome-year\" data-unit=\"%s\" data-year=\"%" PRId64 "\">", unit,
+                 year);
+        check_outcome_row(dom, dom, marker, want, has_used, used_permille, month);
+        char subtotal[128];
+        snprintf(subtotal, sizeof(subtotal),
+                 "<tr class=\"subtotal outcome-subtotal\" data-unit=\"%s\">", unit);
+        check_outcome_row(dom, dom, subtotal, want, has_used, used_permille, NULL);
+        const char *start, *end;
+        unit_section(dom, unit, &start, &end);
+        e2e_assert(check_outcome_row(dom, start, marker, want, has_used, used_permille, month) <
+                       end,
+                   "unit %s: its outcome is not in its own section", unit);
+    }
+    /* The total: the sums, and the share they use by the rule of used_permille. */
+    e2e_assert(total[0] > 0, "the units have no budget");
+    check_outcome_row(dom, dom, "<tr class=\"total outcome-total\"", total, true,
+                      total[1] * 1000 / total[0], NULL);
+    e2e_json_free(balances);
+
+    /* Not a ledger of zeros: SON's costs to October, less the credit, 1,0 % of 1 mkr. */
+    char want[96];
+    const char *row =
+        strstr(dom, "<tr class=\"outcome-year\" data-unit=\"SON\" data-year=\"2021\">");
+    swedish(1334550 - 250025, want, sizeof(want));
+    e2e_assert(row != NULL && row_has(row, want) && row_has(row, "1,0\u00a0%") &&
+                   row_has(row, "2021-10"),
+               "SON 2021 does not show its outcome of %s, 1,0 %% used, to 2021-10", want);
+    free(dom);
+
+    /* As of the last event before the import, no unit has outcome. */
+    char as_of[32];
+    snprintf(as_of, sizeof(as_of), "%" PRIu64, before_outcome);
+    dom = report_dom(dir, AU_ARGV("--unit", "SON", "--as-of", as_of), 4);
+    const int64_t none[4] = {100000000, 0, 100000000, 0};
+    check_outcome_row(dom, dom, "<tr class=\"outcome-year\" data-unit=\"SON\" data-year=\"2021\">",
+                      none, true, 0, "\u2014");
+    e2e_assert(strstr(dom, "data-unit=\"KS\"") == NULL, "--unit SON shows KS's outcome");
     free(dom);
 }
 
