@@ -2,7 +2,7 @@
 # The main job: build budgetd, start it on a temporary data folder, load the decision
 # "Utökat trygghetsarbete, fördelning av kommunstyrelsens utökade ram år 2021"
 # (KS 2021-08-24 § 241): its frame and split, avrop in the autumn and one too late, a
-# reversal, the year closed and carried over, budget 2022 with plan 2023-2027 adopted with
+# reversal, outcome imported, the year closed and carried over, budget 2022 with plan 2023-2027 adopted with
 # the efforts made permanent, and the years side by side; print the balances, write the committee's
 # report (an HTML page kept after the demo; its path is printed), and stop the daemon.
 #
@@ -131,6 +131,18 @@ echo "== A reversal (återföring): 100 tkr of SON's avrop was booked wrongly an
 ctl reverse son-avrop-1 "100 tkr" --id son-aterforing-1 --reason "Felaktigt avrop, dubbelbokat"
 ctl_approver approve son-aterforing-1 --id beslut-son-aterforing-1 \
   --decision "KS 2021-11-23 § 301"
+
+echo
+echo "== Outcome (utfall): the financial system's export, imported every figure or none"
+printf '%s\r\n' "Period;Ansvar;Konto;Belopp" "2021-09;1100;4010;85 000,00" \
+  "2021-10;1100;4010;120 500,50" "2021-10;1100;6110;4 499,50" "2021-11;1100;4010;90 000,00" \
+  "2021-10;1000;6420;210 000,00" >"$work/utfall-2021.csv"
+printf '%s\n' "# utfall ur ekonomisystemet" "period=Period" "unit=Ansvar" "amount=Belopp" \
+  "unit.1000=KS" "unit.1100=SON" >"$work/utfall.map"
+ctl import outcome "$work/utfall-2021.csv" --map "$work/utfall.map"
+echo "   (the same file again records nothing)"
+ctl import outcome "$work/utfall-2021.csv" --map "$work/utfall.map"
+ctl outcome --unit SON --year 2021
 
 echo
 echo "== No krona is promised twice: one öre more than the frame is refused"
