@@ -55,6 +55,39 @@ static const char *const unit_codes[UNITS] = {
     "KS", "SON", "KFN", "UBN", "SBN", "MHN", "BUN", "TN",  "VON", "AMN", "KOS",  "RN",
     "ON", "VAN", "FN",  "KN",  "LN",  "MN",  "BYN", "GYN", "KUN", "IFN", "STAB", "REV",
 };
+/* The register of units: KS, the board, and the committees and offices under it; the
+ * auditors (REV) answer to the council, not to KS. */
+static const char *const unit_names[UNITS] = {
+    "Kommunstyrelsen",
+    "Social- och omsorgsnämnden",
+    "Kultur- och fritidsnämnden",
+    "Utbildningsnämnden",
+    "Samhällsbyggnadsnämnden",
+    "Miljö- och hälsoskyddsnämnden",
+    "Barn- och ungdomsnämnden",
+    "Tekniska nämnden",
+    "Vård- och omsorgsnämnden",
+    "Arbetsmarknadsnämnden",
+    "Kommunledningsförvaltningen",
+    "Räddningsnämnden",
+    "Omsorgsnämnden",
+    "Valnämnden",
+    "Fritidsnämnden",
+    "Kulturnämnden",
+    "Lokalnämnden",
+    "Måltidsnämnden",
+    "Byggnadsnämnden",
+    "Gymnasienämnden",
+    "Kommunala utvecklingsnämnden",
+    "Integrationsnämnden",
+    "Stadsledningskontorets stab",
+    "Revisionen",
+};
+static const char *const unit_kinds[UNITS] = {
+    "styrelse", "nämnd", "nämnd",       "nämnd", "nämnd", "nämnd", "nämnd",       "nämnd",
+    "nämnd",    "nämnd", "förvaltning", "nämnd", "nämnd", "nämnd", "nämnd",       "nämnd",
+    "nämnd",    "nämnd", "nämnd",       "nämnd", "nämnd", "nämnd", "förvaltning", "nämnd",
+};
 static const char *const actor_names[ACTORS] = {
     "anna.l", "lars.p", "maria.s", "erik.j", "karin.n", "johan.b",
     "eva.k",  "per.o",  "sara.h",  "nils.a", "ida.m",   "olof.g",
@@ -238,6 +271,26 @@ static void set_decision(ledger_cmd *c, const char *body, int32_t date, uint32_t
     snprintf(c->decision_paragraph, sizeof(c->decision_paragraph), "%u", paragraph);
 }
 
+/* Registers every unit of unit_codes, KS first and the rest under it (REV under none): the
+ * ledger refuses a write that names a unit that is not registered and open. */
+static int register_units(writer *w)
+{
+    for (uint32_t u = 0; u < UNITS; u++) {
+        ledger_cmd c = {0};
+        c.type = LEDGER_UNIT_REGISTERED;
+        snprintf(c.id, sizeof(c.id), "enhet-%s", unit_codes[u]);
+        snprintf(c.unit, sizeof(c.unit), "%s", unit_codes[u]);
+        snprintf(c.title, sizeof(c.title), "%s", unit_names[u]);
+        snprintf(c.unit_kind, sizeof(c.unit_kind), "%s", unit_kinds[u]);
+        if (u > 0 && strcmp(unit_codes[u], "REV") != 0)
+            snprintf(c.parent, sizeof(c.parent), "%s", unit_codes[0]);
+        snprintf(c.reference, sizeof(c.reference), "KF %d § %u", YEAR_FIRST - 1, 10 + u);
+        if (emit(w, &c, rng_below(ACTORS)) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int grant_frames(writer *w, int year)
 {
     for (uint32_t u = 0; u < UNITS; u++) {
@@ -386,7 +439,8 @@ static int step(writer *w, int year)
                                                   : request_avrop(w, year);
 }
 
-static int write_log(const char *data_dir, uint64_t events)
+/* Writes the log of `events` events into `data_dir`; `made` gets the counts of what it holds. */
+static int write_log(const char *data_dir, uint64_t events, ledger_counts *made)
 {
     store_options opt = {.map_bytes_initial = (size_t)2 << 30};
     char why[256];
@@ -407,7 +461,7 @@ static int write_log(const char *data_dir, uint64_t events)
 
     double t0 = bench_now_s();
     uint64_t per_year = events / YEARS;
-    int rc = 0;
+    int rc = register_units(w);
     for (int y = 0; y < YEARS && rc == 0; y++) {
         int year = YEAR_FIRST + y;
         uint64_t until = y == YEARS - 1 ? events : per_year * (uint64_t)(y + 1);
@@ -418,16 +472,22 @@ static int write_log(const char *data_dir, uint64_t events)
     }
     if (rc == 0)
         rc = flush_batch(w);
+    if (rc == 0 && w->seq != events) {
+        fprintf(stderr, "bench_replay: wrote %llu events, not %llu\n", (unsigned long long)w->seq,
+                (unsigned long long)events);
+        rc = -1;
+    }
     double elapsed = bench_now_s() - t0;
 
     ledger_counts counts;
     ledger_get_counts(w->l, &counts);
-    printf("wrote %llu events in %.2f s: %llu frames, %llu adjustments, %llu allocations, "
-           "%llu avrop, %llu decisions, %llu withdrawals\n",
-           (unsigned long long)w->seq, elapsed, (unsigned long long)counts.frames,
-           (unsigned long long)counts.adjustments, (unsigned long long)counts.allocations,
-           (unsigned long long)counts.avrop, (unsigned long long)counts.decisions,
-           (unsigned long long)counts.withdrawals);
+    *made = counts;
+    printf("wrote %llu events in %.2f s: %llu units registered, %llu frames, %llu adjustments, "
+           "%llu allocations, %llu avrop, %llu decisions, %llu withdrawals\n",
+           (unsigned long long)w->seq, elapsed, (unsigned long long)counts.registrations,
+           (unsigned long long)counts.frames, (unsigned long long)counts.adjustments,
+           (unsigned long long)counts.allocations, (unsigned long long)counts.avrop,
+           (unsigned long long)counts.decisions, (unsigned long long)counts.withdrawals);
     bench_result("replay_log_events", "%llu", (unsigned long long)w->seq);
     bench_result("replay_log_allocations", "%llu", (unsigned long long)counts.allocations);
     bench_result("replay_log_write_s", "%.2f", elapsed);
@@ -496,8 +556,16 @@ static int scan_verify(void *ctx, uint64_t seq, store_val v)
     return c->failed;
 }
 
-/* Times one scan of the whole log with `fn`; the best of `runs`. Returns seconds or -1. */
-static double time_scan(store *st, store_scan_fn fn, int runs, size_t *heap_bytes)
+/* What one in-process replay made: its events applied and the ledger's counts. */
+typedef struct {
+    uint64_t events;
+    ledger_counts counts;
+} replayed_ledger;
+
+/* Times one scan of the whole log with `fn`; the best of `runs`. Returns seconds or -1. With
+ * scan_replay, `replayed` gets what the last run's ledger holds. */
+static double time_scan(store *st, store_scan_fn fn, int runs, size_t *heap_bytes,
+                        replayed_ledger *replayed)
 {
     double best = -1;
     for (int i = 0; i < runs; i++) {
@@ -514,6 +582,10 @@ static double time_scan(store *st, store_scan_fn fn, int runs, size_t *heap_byte
         store_reader_end(r);
         if (heap_bytes)
             *heap_bytes = mallinfo2().uordblks - heap0;
+        if (replayed && c.l) {
+            replayed->events = ledger_events(c.l);
+            ledger_get_counts(c.l, &replayed->counts);
+        }
         ledger_free(c.l);
         if (rc != 0 || c.failed) {
             fprintf(stderr, "bench_replay: the in-process scan failed\n");
@@ -525,21 +597,47 @@ static double time_scan(store *st, store_scan_fn fn, int runs, size_t *heap_byte
     return best;
 }
 
-static int in_process(const char *data_dir, uint64_t events)
+/* The replayed ledger holds every event written and, when `made` is given (a log this run
+ * wrote), the same entities as the ledger that wrote it; else says what differs. */
+static int check_replayed(const replayed_ledger *r, uint64_t events, const ledger_counts *made)
+{
+    if (r->events != events) {
+        fprintf(stderr, "bench_replay: the in-process replay applied %llu events, not %llu\n",
+                (unsigned long long)r->events, (unsigned long long)events);
+        return -1;
+    }
+    if (made && memcmp(&r->counts, made, sizeof(*made)) != 0) {
+        fprintf(stderr,
+                "bench_replay: the replayed ledger holds %llu units, %llu frames, %llu "
+                "allocations, %llu avrop, %llu decisions; the log was written with %llu, %llu, "
+                "%llu, %llu, %llu\n",
+                (unsigned long long)r->counts.registrations, (unsigned long long)r->counts.frames,
+                (unsigned long long)r->counts.allocations, (unsigned long long)r->counts.avrop,
+                (unsigned long long)r->counts.decisions, (unsigned long long)made->registrations,
+                (unsigned long long)made->frames, (unsigned long long)made->allocations,
+                (unsigned long long)made->avrop, (unsigned long long)made->decisions);
+        return -1;
+    }
+    return 0;
+}
+
+static int in_process(const char *data_dir, uint64_t events, const ledger_counts *made)
 {
     store *st;
     char why[256];
     size_t heap = 0;
+    replayed_ledger replayed = {0};
     if (store_open(&st, data_dir, NULL, why, sizeof(why)) != 0) {
         fprintf(stderr, "bench_replay: %s\n", why);
         return -1;
     }
-    double scan = time_scan(st, scan_only, 3, NULL);
-    double decode = time_scan(st, scan_decode, 3, NULL);
-    double replay = time_scan(st, scan_replay, 3, &heap);
-    double verify = time_scan(st, scan_verify, 1, NULL);
+    double scan = time_scan(st, scan_only, 3, NULL, NULL);
+    double decode = time_scan(st, scan_decode, 3, NULL, NULL);
+    double replay = time_scan(st, scan_replay, 3, &heap, &replayed);
+    double verify = time_scan(st, scan_verify, 1, NULL, NULL);
     store_close(st);
-    if (scan < 0 || decode < 0 || replay < 0 || verify < 0)
+    if (scan < 0 || decode < 0 || replay < 0 || verify < 0 ||
+        check_replayed(&replayed, events, made) != 0)
         return -1;
     double n = (double)events;
     printf("in-process: scan %.3f s (%.1f M events/s), + decode %.3f s (%.1f M/s), + apply "
@@ -610,11 +708,13 @@ static double daemon_wait_ready(daemon_proc *d, double t0)
     return -1;
 }
 
-/* The "replayed N events in X s" line of the daemon's log: X, or -1. */
-static double logged_replay_s(const daemon_proc *d)
+/* The "replayed N events in X s" line of the daemon's log: X, or -1 when there is none or N
+ * is not `events`. */
+static double logged_replay_s(const daemon_proc *d, uint64_t events)
 {
     char line[512];
     double s = -1;
+    unsigned long long replayed = 0;
     FILE *f = fopen(d->log, "r");
     if (!f)
         return -1;
@@ -622,10 +722,17 @@ static double logged_replay_s(const daemon_proc *d)
         const char *at = strstr(line, "replayed ");
         unsigned long long n;
         double x;
-        if (at && sscanf(at, "replayed %llu events in %lf s", &n, &x) == 2)
+        if (at && sscanf(at, "replayed %llu events in %lf s", &n, &x) == 2) {
             s = x;
+            replayed = n;
+        }
     }
     fclose(f);
+    if (s < 0 || replayed != events) {
+        fprintf(stderr, "bench_replay: budgetd logged %s%llu events replayed, not %llu; see %s\n",
+                s < 0 ? "no replay line, " : "", replayed, (unsigned long long)events, d->log);
+        return -1;
+    }
     return s;
 }
 
@@ -660,7 +767,7 @@ static double timed_call(const daemon_proc *d, const uint8_t *frame, size_t size
     return bench_now_s() - t0;
 }
 
-static int balances_as_of(const daemon_proc *d, uint64_t as_of, const char *key)
+static int balances_as_of(const daemon_proc *d, uint64_t as_of, uint64_t events, const char *key)
 {
     uint8_t frame[BENCH_REQUEST_BYTES_MAX];
     mp_writer w;
@@ -674,11 +781,20 @@ static int balances_as_of(const daemon_proc *d, uint64_t as_of, const char *key)
     size_t size = bench_request_end(&w);
     double t = timed_call(d, frame, size, &r, &c);
     size_t bytes = c.used;
-    bool ok = t >= 0 && r.ok && bench_result_uint(&r, "as_of", 0) == as_of;
+    /* The current balances are as of the last event: the whole log was replayed. */
+    uint64_t expected = as_of ? as_of : events;
+    bool ok = t >= 0 && r.ok;
+    uint64_t answered = ok ? bench_result_uint(&r, "as_of", 0) : 0;
     bench_conn_close(&c);
-    if (!ok && as_of) {
+    if (!ok) {
         fprintf(stderr, "bench_replay: balances as_of %llu failed: %s %s\n",
                 (unsigned long long)as_of, r.code, r.message);
+        return -1;
+    }
+    if (answered != expected) {
+        fprintf(stderr, "bench_replay: balances as_of %llu answered as of %llu, not %llu\n",
+                (unsigned long long)as_of, (unsigned long long)answered,
+                (unsigned long long)expected);
         return -1;
     }
     if (as_of)
@@ -768,7 +884,11 @@ static int with_daemon(const char *budgetd, const char *dir, const char *data, u
         daemon_stop(&d);
         return -1;
     }
-    double replay = logged_replay_s(&d);
+    double replay = logged_replay_s(&d, events);
+    if (replay < 0) {
+        daemon_stop(&d);
+        return -1;
+    }
     printf("budgetd start-up        %.3f s until the socket answers; replay logged %.3f s "
            "(%.2f M events/s)\n",
            ready, replay, replay > 0 ? (double)events / replay / 1e6 : 0.0);
@@ -779,10 +899,10 @@ static int with_daemon(const char *budgetd, const char *dir, const char *data, u
     memory(&d, "replayed");
 
     int rc = 0;
-    rc |= balances_as_of(&d, 0, "daemon_balances_now_s");
-    rc |= balances_as_of(&d, events / 100, "daemon_balances_as_of_start_s");
-    rc |= balances_as_of(&d, events / 2, "daemon_balances_as_of_middle_s");
-    rc |= balances_as_of(&d, events - 1, "daemon_balances_as_of_end_s");
+    rc |= balances_as_of(&d, 0, events, "daemon_balances_now_s");
+    rc |= balances_as_of(&d, events / 100, events, "daemon_balances_as_of_start_s");
+    rc |= balances_as_of(&d, events / 2, events, "daemon_balances_as_of_middle_s");
+    rc |= balances_as_of(&d, events - 1, events, "daemon_balances_as_of_end_s");
     rc |= balances_decided_by(&d, "2024-06-30", "daemon_balances_decided_by_s");
     rc |= verify(&d, events);
     memory(&d, "after_reads");
@@ -867,9 +987,10 @@ int main(int argc, char **argv)
     if (!reuse)
         remove_folder(data);
 
-    int rc = reuse ? 0 : write_log(data, events);
+    ledger_counts made;
+    int rc = reuse ? 0 : write_log(data, events, &made);
     if (rc == 0)
-        rc = in_process(data, events);
+        rc = in_process(data, events, reuse ? NULL : &made);
     if (rc == 0 && !no_daemon)
         rc = with_daemon(budgetd, dir, data, events);
     if (!keep)

@@ -92,6 +92,48 @@ static void request(const char *name, const char *op, const char *const *pairs)
 
 #define P(...) ((const char *const[]){__VA_ARGS__, NULL})
 
+/* budget.adopt of budget 2022 with plan 2023-2025 (docs/protocol.md): its lines are an array
+ * of maps, which request() does not write. */
+static void adopt_request(void)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    kv_int(&pk, "id", 7);
+    kv_str(&pk, "op", "budget.adopt");
+    pk_str(&pk, "args");
+    msgpack_pack_map(&pk, 8);
+    kv_str(&pk, "id", "b2022");
+    kv_int(&pk, "year", 2022);
+    kv_int(&pk, "plan_until", 2025);
+    kv_str(&pk, "title", "Budget 2022 med plan 2023–2025");
+    kv_str(&pk, "decision_body", "KF");
+    kv_str(&pk, "decision_date", "2021-11-22");
+    kv_str(&pk, "decision_paragraph", "150");
+    pk_str(&pk, "lines");
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_map(&pk, 4);
+    kv_str(&pk, "unit", "KS");
+    kv_int(&pk, "amount", 150000000);
+    kv_str(&pk, "continues", "ks-2021");
+    pk_str(&pk, "plan");
+    msgpack_pack_array(&pk, 3);
+    for (int i = 0; i < 3; i++)
+        msgpack_pack_int64(&pk, 150000000);
+    msgpack_pack_map(&pk, 3);
+    kv_str(&pk, "unit", "SON");
+    kv_int(&pk, "amount", 100000000);
+    pk_str(&pk, "plan");
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_int64(&pk, 100000000);
+    msgpack_pack_int64(&pk, 100000000);
+    msgpack_pack_int64(&pk, 0);
+    put_both("budget-adopt", sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void requests(void)
 {
     request("hello", "hello", NULL);
@@ -127,6 +169,27 @@ static void requests(void)
             P("id=utfall-1", "unit=SON", "year=#2021", "month=#9", "allocation=son-2021",
               "amount=#-250025", "source=utfall-2021-09.csv"));
     request("outcome", "outcome", P("unit=SON", "year=#2021", "offset=#0"));
+    request(
+        "reduce", "allocation.reduce",
+        P("id=son-2021-minus", "allocation=son-2021", "amount=#10000000", "reason=Mindre behov"));
+    request(
+        "reverse", "avrop.reverse",
+        P("id=son-avrop-1-back", "avrop=son-avrop-1", "amount=#5000000", "reason=Felaktigt avrop"));
+    request("unit-register", "unit.register",
+            P("id=unit-bun", "unit=BUN", "name=Barn- och ungdomsnämnden", "kind=nämnd", "parent=KS",
+              "reference=KF 2018-12-18 § 510"));
+    request("unit-rename", "unit.rename",
+            P("id=unit-son-namn", "unit=SON", "name=Socialnämnden", "reference=KF 2022-12-12 § 4"));
+    request("unit-close", "unit.close",
+            P("id=unit-son-slut", "unit=SON", "reference=KF 2022-12-12 § 5"));
+    request("year-close", "year.close",
+            P("id=bokslut-2021", "year=#2021", "decision_body=KF", "decision_date=2022-04-25",
+              "decision_paragraph=88", "decision_dnr=KS 2022/41", "note=Bokslut 2021"));
+    request("carry-over", "frame.carry_over",
+            P("id=ks-2022-omb", "frame=ks-2021", "amount=#50000000",
+              "title=Ombudgetering av trygghetsarbete", "avrop_last_day=2022-06-30",
+              "decision_body=KF", "decision_date=2022-04-25", "decision_paragraph=89"));
+    adopt_request();
     request("unknown-arg", "frame.grant", P("id=x", "colour=blå"));
     request("unknown-op", "frame.steal", NULL);
 
@@ -215,17 +278,63 @@ static void unit_commands(ledger_cmd *c)
     strcpy(c[2].reference, "KF 2022-12-12 § 5");
 }
 
+/* The budget cycle, after the outcome: budget 2022 with plan 2023-2025 adopted, year 2021
+ * closed, and part of KS's unspent 2021 frame carried over into 2022. */
+static void cycle_commands(ledger_cmd *c)
+{
+    memset(c, 0, 3 * sizeof(*c));
+    c[0].type = LEDGER_BUDGET_ADOPTED;
+    strcpy(c[0].id, "b2022");
+    c[0].year = 2022;
+    c[0].plan_until = 2025;
+    strcpy(c[0].title, "Budget 2022 med plan 2023–2025");
+    c[0].lines.count = 2;
+    strcpy(c[0].lines.line[0].unit, "KS");
+    strcpy(c[0].lines.line[0].continues, "ks-2021");
+    c[0].lines.line[0].amount = 150000000;
+    c[0].lines.line[0].plans = 3;
+    for (int k = 0; k < 3; k++)
+        c[0].lines.line[0].plan[k] = 150000000;
+    strcpy(c[0].lines.line[1].unit, "SON");
+    c[0].lines.line[1].amount = 100000000;
+    c[0].lines.line[1].plans = 3;
+    c[0].lines.line[1].plan[0] = 100000000;
+    c[0].lines.line[1].plan[1] = 100000000;
+    strcpy(c[0].decision_body, "KF");
+    c[0].decision_date = 20211122;
+    strcpy(c[0].decision_paragraph, "150");
+    c[1].type = LEDGER_YEAR_CLOSED;
+    strcpy(c[1].id, "bokslut-2021");
+    c[1].year = 2021;
+    strcpy(c[1].note, "Bokslut 2021");
+    c[2].type = LEDGER_FRAME_CARRIED_OVER;
+    strcpy(c[2].id, "ks-2022-omb");
+    strcpy(c[2].frame, "ks-2021");
+    c[2].amount = 50000000;
+    strcpy(c[2].title, "Ombudgetering av trygghetsarbete");
+    c[2].avrop_last_day = 20220630;
+    for (int i = 1; i < 3; i++) {
+        strcpy(c[i].decision_body, "KF");
+        c[i].decision_date = 20220425;
+        snprintf(c[i].decision_paragraph, sizeof(c[i].decision_paragraph), "%d", 87 + i);
+        strcpy(c[i].decision_dnr, "KS 2022/41");
+    }
+}
+
 /*
  * The scenario of the source document, as events, each file one encoded event; then the
- * register's three types, and an outcome. The first seven files were written before units were
- * registered and keep their bytes: their commands are checked against a ledger `l` in which KS and
- * SON were registered first (events the corpus leaves out, so `l` runs two seqs ahead).
+ * register's three types, an outcome, and the budget cycle's three types. The first seven files
+ * were written before units were registered and keep their bytes: their commands are checked
+ * against a ledger `l` in which KS and SON were registered first (events the corpus leaves out,
+ * so `l` runs two seqs ahead). The committed files 1-11 were written by earlier versions of this
+ * program (before decisions were data) and are not rewritten: files 12-14 were added beside
+ * them, so the prev of 12 is the hash of this program's 11, not of the committed one.
  */
 static void events(void)
 {
     static const ledger_actor clerk = {1000, "clerk"}, approver = {1002, "approver"};
     ledger *l = ledger_new();
-    ledger_cmd c[11];
+    ledger_cmd c[14];
     uint8_t prev[BUDGET_HASH_BYTES] = {0};
     register_in(l, "KS", 1);
     register_in(l, "SON", 2);
@@ -272,6 +381,7 @@ static void events(void)
     strcpy(c[10].allocation, "son-2021");
     c[10].amount = 12345678;
     strcpy(c[10].note, "Utfall SON 2021-09.csv");
+    cycle_commands(&c[11]);
     /* The decisions. The committed corpus of fuzz_event was written before decisions were
      * data: its events carry none, as a log of then does (test_event replays them). */
     for (int i = 0; i < 7; i++) {
@@ -279,7 +389,7 @@ static void events(void)
         c[i].decision_date = 20210824;
         strcpy(c[i].decision_paragraph, "241");
     }
-    for (int i = 0; i < 11; i++) {
+    for (int i = 0; i < 14; i++) {
         ledger_event ev;
         uint8_t bytes[EVENT_BYTES_MAX], hash[BUDGET_HASH_BYTES];
         char name[32];
