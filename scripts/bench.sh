@@ -7,9 +7,10 @@
 #                         [--peer] [--seconds S]
 #   --quick     one round of short runs (~25 s instead of ~70 s); same figures, more noise
 #   --peer      also run the same appends on PostgreSQL 15 (tests/bench/pg_ledger.sql, driven by
-#               pg_loadgen) in each round, right after budgetd's, in a throwaway cluster under
-#               a temp folder on the same disk (fsync=on, synchronous_commit=on, socket only);
-#               installs postgresql-15 and libpq-dev with apt-get when they are missing
+#               pg_loadgen: 64 x 4, 64 x 1 and 1 x 1) in each round, right after budgetd's, in
+#               a throwaway cluster in a temp folder on the same disk (fsync=on,
+#               synchronous_commit=on, socket only); installs postgresql-15 and libpq-dev
+#               with apt-get when they are missing (never without --peer)
 #   --seconds S  seconds measured per load run (default 3; --quick 2)
 #   --dir DIR   where the data goes (default: $BENCH_DIR, else /tmp); the disk under test
 #   --no-build  use what is already built in build-bench/
@@ -268,6 +269,7 @@ peer_table() {
       figure("appends/s, 64 clients x depth 4", "a64", "pg_a64", "_appends_per_s", "lmdb", "_b64_events_per_s", "%.0f/s", "> 10")
       figure("  p50 latency", "a64", "pg_a64", "_appends_p50_us", "", "", "%.0f us", "")
       figure("  p99 latency", "a64", "pg_a64", "_appends_p99_us", "", "", "%.0f us", "")
+      figure("  against PostgreSQL at 64 x depth 1", "a64", "pg_a64d1", "_appends_per_s", "lmdb", "_b64_events_per_s", "%.0f/s", "> 10")
       figure("one client, depth 1: p50 latency", "a1", "pg_a1", "_appends_p50_us", "lmdb", "_b1_commit_p50_us", "%.0f us", "< 1")
       figure("  p99 latency", "a1", "pg_a1", "_appends_p99_us", "lmdb", "_b1_commit_p99_us", "%.0f us", "")
       figure("  appends/s", "a1", "pg_a1", "_appends_per_s", "lmdb", "_b1_events_per_s", "%.0f/s", "")
@@ -279,7 +281,11 @@ peer_table() {
           num("a64_r" i "_appends_per_s") / num("pg_a64_r" i "_appends_per_s"),
           num("a1_r" i "_appends_p50_us") / num("pg_a1_r" i "_appends_p50_us"))
       print "budgetd / PostgreSQL per round (appends/s 64x4; depth-1 p50):" line
-      for (i = 1; i <= rounds; i++) errors += num("pg_a64_r" i "_appends_errors") + num("pg_a1_r" i "_appends_errors")
+      line = ""
+      for (i = 1; i <= rounds; i++)
+        line = line sprintf("%s %.0f/s", i > 1 ? "," : "", num("pg_a64d1_r" i "_appends_per_s"))
+      print "PostgreSQL 64 x depth 1 per round:" line
+      for (i = 1; i <= rounds; i++) errors += num("pg_a64_r" i "_appends_errors") + num("pg_a64d1_r" i "_appends_errors") + num("pg_a1_r" i "_appends_errors")
       printf "PostgreSQL: %.0f WAL bytes per append (64 x 4); errors answered: %d\n",
         median_of("pg_a64", "_wal_bytes_per_append"), errors
     }' "$results"
@@ -333,6 +339,7 @@ for round in $(seq "$rounds"); do
   load "a1_r$round" --append-clients 1 --depth 1
   if [ "$peer" = 1 ]; then
     peer_load "pg_a64_r$round" --clients 64 --depth 4
+    peer_load "pg_a64d1_r$round" --clients 64 --depth 1
     peer_load "pg_a1_r$round" --clients 1 --depth 1
   fi
 done
