@@ -4,7 +4,14 @@
 # of a million events; prints one table of every figure beside its target and its baseline.
 #
 # usage: scripts/bench.sh [--quick] [--dir DIR] [--no-build] [--baseline BUDGETD] [--pages-only]
+#                         [--peer] [--seconds S]
 #   --quick     one round of short runs (~25 s instead of ~70 s); same figures, more noise
+#   --peer      also run the same appends on PostgreSQL 15 (tests/bench/pg_ledger.sql, driven by
+#               pg_loadgen: 64 x 4, 64 x 1 and 1 x 1) in each round, right after budgetd's, in
+#               a throwaway cluster in a temp folder on the same disk (fsync=on,
+#               synchronous_commit=on, socket only); installs postgresql-15 and libpq-dev
+#               with apt-get when they are missing (never without --peer)
+#   --seconds S  seconds measured per load run (default 3; --quick 2)
 #   --dir DIR   where the data goes (default: $BENCH_DIR, else /tmp); the disk under test
 #   --no-build  use what is already built in build-bench/
 #   --baseline BUDGETD  also run the paged-read mix on this budgetd (an older build), in the
@@ -26,6 +33,8 @@ build=1
 parent=${BENCH_DIR:-/tmp}
 baseline=
 pages_only=0
+peer=0
+seconds=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -33,7 +42,9 @@ while [ $# -gt 0 ]; do
     --dir) parent=$2; shift ;;
     --baseline) baseline=$2; shift ;;
     --pages-only) pages_only=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --peer) peer=1 ;;
+    --seconds) seconds=$2; shift ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "bench: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -46,14 +57,99 @@ else
   rounds=3; lmdb_seconds=1.5; load_seconds=3; warmup=1
   pages_allocations=${PAGES_ALLOCATIONS:-1000000}
 fi
+if [ -n "$seconds" ]; then load_seconds=$seconds; fi
 
-tree=build-bench
+# ---- the PostgreSQL peer (--peer only) -------------------------------------------------------
+pg_bin=/usr/lib/postgresql/15/bin
+pg_owner=
+pg_dir=
+pg_conninfo=
+
+# PostgreSQL 15's server programs and libpq's headers, installed with apt-get when missing.
+peer_install() {
+  local missing=()
+  [ -x "$pg_bin/initdb" ] || missing+=(postgresql-15)
+  pkg-config --exists libpq 2>/dev/null || missing+=(libpq-dev)
+  [ "${#missing[@]}" -gt 0 ] || return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "bench: --peer needs ${missing[*]}: apt-get install ${missing[*]}, or run as root" >&2
+    exit 1
+  fi
+  echo "bench: installing ${missing[*]} for --peer"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# The server's programs run as the caller, or as the postgres user when the caller is root.
+as_pg_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u "$pg_owner" -- "$@"; else "$@"; fi
+}
+
+peer_sql() {
+  local db=$1; shift
+  "$pg_bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$pg_dir" -p 5432 -U postgres -d "$db" "$@" >/dev/null
+}
+
+# A throwaway cluster in a folder of its own beside the work folder (the same disk), durable as
+# shipped (fsync, synchronous_commit and full_page_writes on), reachable only by its socket.
+peer_start() {
+  pg_owner=$(id -un)
+  if [ "$(id -u)" = 0 ]; then pg_owner=postgres; fi
+  pg_dir=$(mktemp -d "$parent/budgetd-peer-XXXXXX")
+  chown "$pg_owner" "$pg_dir"
+  chmod 0755 "$pg_dir"
+  if ! as_pg_owner "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust --encoding=UTF8 \
+         --locale=C.UTF-8 --no-sync >"$pg_dir/initdb.log" 2>&1; then
+    cat "$pg_dir/initdb.log" >&2
+    echo "bench: initdb failed" >&2
+    exit 1
+  fi
+  printf '%s\n' "" "# scripts/bench.sh --peer" "listen_addresses = ''" \
+    "unix_socket_directories = '$pg_dir'" "port = 5432" "max_connections = 100" \
+    "shared_buffers = 256MB" "fsync = on" "synchronous_commit = on" "full_page_writes = on" \
+    "wal_sync_method = fdatasync" | as_pg_owner tee -a "$pg_dir/data/postgresql.conf" >/dev/null
+  if ! as_pg_owner "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 start \
+         >/dev/null; then
+    tail -n 20 "$pg_dir/server.log" >&2
+    echo "bench: PostgreSQL did not start" >&2
+    exit 1
+  fi
+  pg_conninfo="host=$pg_dir port=5432 user=postgres dbname=budget"
+  peer_sql postgres -c "CREATE DATABASE budget"
+  peer_sql budget -f tests/bench/pg_ledger.sql
+  echo "bench: $("$pg_bin/postgres" --version), a cluster in $pg_dir"
+}
+
+peer_stop() {
+  [ -n "$pg_dir" ] || return 0
+  if [ -f "$pg_dir/data/postmaster.pid" ]; then
+    as_pg_owner "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$pg_dir"
+  pg_dir=
+}
+
+# One run of the peer's driver, after a checkpoint, so that every run pays the same full-page
+# writes.
+peer_load() {
+  local name=$1; shift
+  peer_sql budget -c CHECKPOINT
+  run "$tree/tests/bench/pg_loadgen" --conninfo "$pg_conninfo" --seconds "$load_seconds" \
+      --warmup "$warmup" --name "$name" "$@"
+}
+
+if [ "$peer" = 1 ]; then peer_install; fi
+
+tree="build-bench"
+peer_target=
+if [ "$peer" = 1 ]; then peer_target=pg_loadgen; fi
 if [ "$build" = 1 ]; then
   echo "bench: building into $tree/ (RelWithDebInfo)"
   mkdir -p "$tree"
   if ! { cmake -S . -B "$tree" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUDGET_SANITIZE=OFF \
            -DBUDGET_BENCH=ON &&
-         cmake --build "$tree" -j"$(nproc)" --target budgetd bench_lmdb loadgen bench_replay
+         cmake --build "$tree" -j"$(nproc)" --target budgetd bench_lmdb loadgen bench_replay \
+           ${peer_target:+"$peer_target"}
        } >"$tree/bench-build.log" 2>&1; then
     cat "$tree/bench-build.log"
     echo "bench: the build failed" >&2
@@ -62,6 +158,10 @@ if [ "$build" = 1 ]; then
 fi
 budgetd=$tree/budgetd
 loadgen=$tree/tests/bench/loadgen
+if [ "$peer" = 1 ] && [ ! -x "$tree/tests/bench/pg_loadgen" ]; then
+  echo "bench: --peer: $tree/tests/bench/pg_loadgen is not built (libpq not found?)" >&2
+  exit 1
+fi
 
 work=$(mktemp -d "$parent/budgetd-bench-XXXXXX")
 # Open to group root: loadgen makes its approvals as another uid in group root (four-eyes).
@@ -71,6 +171,7 @@ results=$work/results.txt
 daemon_pid=
 cleanup() {
   if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+  peer_stop
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -130,6 +231,66 @@ pages() {
   rm -rf "${work:?}/$prefix"
 }
 
+# budgetd beside the PostgreSQL peer, round by round: each side and its ratio to the raw LMDB
+# baseline of its round, and budgetd / PostgreSQL; the medians of the rounds.
+peer_table() {
+  awk -v rounds="$rounds" '
+    $1 == "RESULT" { v[$2] = $3 }
+    function num(k) { return (k in v) && v[k] != "" ? v[k] + 0 : -1 }
+    function row(a, b, c, d, e, f) { printf "%-40s %-16s %-16s %-18s %-16s %s\n", a, b, c, d, e, f }
+    # The median over the rounds of a_r<i>a_suffix / b_r<i>b_suffix (b "": of a alone).
+    function median_of(a, a_suffix, b, b_suffix,    n, i, x, y, arr, j, t) {
+      n = 0
+      for (i = 1; i <= rounds; i++) {
+        x = num(a "_r" i a_suffix)
+        if (x < 0) continue
+        if (b != "") { y = num(b "_r" i b_suffix); if (y <= 0) continue; x = x / y }
+        arr[++n] = x
+      }
+      if (n == 0) return -1
+      for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
+      return n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
+    }
+    function r2(x) { return x < 0 ? "-" : sprintf("%.2f", x) }
+    # One figure: budgetd, PostgreSQL, each / its round s baseline, budgetd / PostgreSQL.
+    # A target is "> X" (budgetd / PG at least X) or "< X" (below X); "" is none.
+    function figure(title, bd, pg, suffix, base, base_suffix, unit, target,    q, x, met) {
+      q = median_of(bd, suffix, pg, suffix)
+      x = substr(target, 3) + 0
+      met = q > 0 && (substr(target, 1, 1) == ">" ? q >= x : q < x)
+      row(title, sprintf(unit, median_of(bd, suffix)), sprintf(unit, median_of(pg, suffix)),
+          base == "" ? "" : r2(median_of(bd, suffix, base, base_suffix)) " / " r2(median_of(pg, suffix, base, base_suffix)),
+          r2(q), target == "" ? "" : (substr(target, 1, 1) == ">" ? ">= " x "x " : "< " x "x ") (met ? "met" : "MISSED"))
+    }
+    END {
+      print ""
+      print "budgetd beside PostgreSQL 15 (the same appends, the same disk, each round right after budgetd)"
+      row("figure", "budgetd", "PostgreSQL", "each / raw LMDB", "budgetd / PG", "target")
+      figure("appends/s, 64 clients x depth 4", "a64", "pg_a64", "_appends_per_s", "lmdb", "_b64_events_per_s", "%.0f/s", "> 10")
+      figure("  p50 latency", "a64", "pg_a64", "_appends_p50_us", "", "", "%.0f us", "")
+      figure("  p99 latency", "a64", "pg_a64", "_appends_p99_us", "", "", "%.0f us", "")
+      figure("  against PostgreSQL at 64 x depth 1", "a64", "pg_a64d1", "_appends_per_s", "lmdb", "_b64_events_per_s", "%.0f/s", "> 10")
+      figure("one client, depth 1: p50 latency", "a1", "pg_a1", "_appends_p50_us", "lmdb", "_b1_commit_p50_us", "%.0f us", "< 1")
+      figure("  p99 latency", "a1", "pg_a1", "_appends_p99_us", "lmdb", "_b1_commit_p99_us", "%.0f us", "")
+      figure("  appends/s", "a1", "pg_a1", "_appends_per_s", "lmdb", "_b1_events_per_s", "%.0f/s", "")
+      printf "raw LMDB in the same rounds: 64 per commit %.0f events/s; 1 per commit %.0f events/s, commit p50 %.0f us, p99 %.0f us\n",
+        median_of("lmdb", "_b64_events_per_s"), median_of("lmdb", "_b1_events_per_s"),
+        median_of("lmdb", "_b1_commit_p50_us"), median_of("lmdb", "_b1_commit_p99_us")
+      for (i = 1; i <= rounds; i++)
+        line = line sprintf("%s round %d: %.2f / %.2f", i > 1 ? ";" : "", i,
+          num("a64_r" i "_appends_per_s") / num("pg_a64_r" i "_appends_per_s"),
+          num("a1_r" i "_appends_p50_us") / num("pg_a1_r" i "_appends_p50_us"))
+      print "budgetd / PostgreSQL per round (appends/s 64x4; depth-1 p50):" line
+      line = ""
+      for (i = 1; i <= rounds; i++)
+        line = line sprintf("%s %.0f/s", i > 1 ? "," : "", num("pg_a64d1_r" i "_appends_per_s"))
+      print "PostgreSQL 64 x depth 1 per round:" line
+      for (i = 1; i <= rounds; i++) errors += num("pg_a64_r" i "_appends_errors") + num("pg_a64d1_r" i "_appends_errors") + num("pg_a1_r" i "_appends_errors")
+      printf "PostgreSQL: %.0f WAL bytes per append (64 x 4); errors answered: %d\n",
+        median_of("pg_a64", "_wal_bytes_per_append"), errors
+    }' "$results"
+}
+
 pages_table() {
   awk -v n="$pages_allocations" -v base="$baseline" '
     $1 == "RESULT" { v[$2] = $3 }
@@ -167,6 +328,7 @@ if [ "$pages_only" = 1 ]; then
   pages_table
   exit 0
 fi
+if [ "$peer" = 1 ]; then peer_start; fi
 echo "== raw LMDB, 1024 events per commit =="
 run "$tree/tests/bench/bench_lmdb" --dir "$work" --seconds "$lmdb_seconds" --batches 1024
 for round in $(seq "$rounds"); do
@@ -175,7 +337,13 @@ for round in $(seq "$rounds"); do
       --name "lmdb_r$round"
   load "a64_r$round" --append-clients 64 --depth 4
   load "a1_r$round" --append-clients 1 --depth 1
+  if [ "$peer" = 1 ]; then
+    peer_load "pg_a64_r$round" --clients 64 --depth 4
+    peer_load "pg_a64d1_r$round" --clients 64 --depth 1
+    peer_load "pg_a1_r$round" --clients 1 --depth 1
+  fi
 done
+peer_stop
 echo "== budgetd reading =="
 load r8 --read-clients 8 --depth 4
 load mix --read-clients 8 --append-clients 16 --depth 4
@@ -263,4 +431,5 @@ awk -v quick="$quick" -v rounds="$rounds" '
       median_of("lmdb", "_b1_events_per_s"), median_of("lmdb", "_b64_events_per_s"), num("lmdb_b1024_events_per_s"), num("event_bytes_mean")
     if (quick) print "(--quick: short runs; figures are noisier)"
   }' "$results"
+if [ "$peer" = 1 ]; then peer_table; fi
 pages_table
