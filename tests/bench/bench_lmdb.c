@@ -8,10 +8,15 @@
  * generator's (an allocation.proposed and an avrop.requested in turn), so only budgetd's own
  * work separates its figures from these.
  *
- * usage: bench_lmdb --dir DIR [--seconds S] [--batches 1,64,1024] [--name NAME]
+ * With --fdatasync it first measures the floor under any durable commit: one page holding an
+ * event of the mean size, overwritten in a file written and synced beforehand (so that no sync
+ * carries metadata), then fdatasync'd; its RESULT keys are NAME_fdatasync_....
+ *
+ * usage: bench_lmdb --dir DIR [--seconds S] [--batches 1,64,1024] [--name NAME] [--fdatasync]
  * Its RESULT keys are NAME_b<batch>_... (NAME defaults to "lmdb").
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <lmdb.h>
 #include <stdio.h>
@@ -32,6 +37,9 @@
 #define MAP_BYTES ((size_t)4 << 30)
 #define RUN_BYTES_MAX ((size_t)3 << 30)
 #define BATCHES_MAX 8
+/* The fdatasync baseline: a file of this many pages, each overwritten in turn. */
+#define SYNC_PAGE_BYTES 4096
+#define SYNC_FILE_PAGES 1024
 
 typedef struct {
     uint8_t *bytes;
@@ -193,23 +201,86 @@ static int run_batch(const char *parent, const pool *p, unsigned batch, double s
     return 0;
 }
 
+/* Overwrites a page of a pre-written file and syncs it, for `seconds`; prints its RESULT lines. */
+static int run_fdatasync(const char *parent, const pool *p, double seconds, const char *name)
+{
+    char path[4096];
+    static uint8_t page[SYNC_PAGE_BYTES];
+    bench_latency lat;
+    uint64_t syncs = 0;
+    int rc = 0;
+
+    snprintf(path, sizeof(path), "%s/fdatasync-baseline", parent);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        fprintf(stderr, "bench_lmdb: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    /* Every page written and the file synced once, so a later sync moves data only. */
+    for (unsigned i = 0; i < SYNC_FILE_PAGES && rc == 0; i++)
+        if (pwrite(fd, page, sizeof(page), (off_t)i * SYNC_PAGE_BYTES) != (ssize_t)sizeof(page))
+            rc = -1;
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -1;
+    size_t event = p->sizes[0] < sizeof(page) ? p->sizes[0] : sizeof(page);
+    memcpy(page, p->bytes + p->offsets[0], event);
+
+    bench_latency_init(&lat);
+    uint64_t start = bench_now_ns(), now = start;
+    uint64_t until = start + (uint64_t)(seconds * 1e9);
+    while (rc == 0 && now < until) {
+        uint64_t t0 = now;
+        off_t at = (off_t)(syncs % SYNC_FILE_PAGES) * SYNC_PAGE_BYTES;
+        if (pwrite(fd, page, sizeof(page), at) != (ssize_t)sizeof(page) || fdatasync(fd) != 0)
+            rc = -1;
+        now = bench_now_ns();
+        bench_latency_add(&lat, now - t0);
+        syncs++;
+    }
+    if (rc != 0)
+        fprintf(stderr, "bench_lmdb: %s: %s\n", path, strerror(errno));
+    close(fd);
+    unlink(path);
+    if (rc == 0) {
+        double p50 = (double)bench_latency_at(&lat, 0.5) / 1e3;
+        double p99 = (double)bench_latency_at(&lat, 0.99) / 1e3;
+        printf(
+            "one %d-byte page written and fdatasync'd: p50 %8.1f us  p99 %8.1f us  (%llu syncs)\n",
+            SYNC_PAGE_BYTES, p50, p99, (unsigned long long)syncs);
+        char key[64];
+        snprintf(key, sizeof(key), "%s_fdatasync_p50_us", name);
+        bench_result(key, "%.1f", p50);
+        snprintf(key, sizeof(key), "%s_fdatasync_p99_us", name);
+        bench_result(key, "%.1f", p99);
+    }
+    bench_latency_free(&lat);
+    return rc;
+}
+
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: bench_lmdb --dir DIR [--seconds S] [--batches 1,64,1024] [--name NAME]\n"
-                 "Appends events of budgetd's size to raw LMDB, synced, per batch size.\n");
+    fprintf(out, "usage: bench_lmdb --dir DIR [--seconds S] [--batches 1,64,1024] [--name NAME] "
+                 "[--fdatasync]\n"
+                 "Appends events of budgetd's size to raw LMDB, synced, per batch size; with\n"
+                 "--fdatasync first one page written and synced, the floor under a commit.\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"dir", required_argument, NULL, 'd'},     {"seconds", required_argument, NULL, 's'},
-        {"batches", required_argument, NULL, 'b'}, {"name", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"dir", required_argument, NULL, 'd'},
+        {"seconds", required_argument, NULL, 's'},
+        {"batches", required_argument, NULL, 'b'},
+        {"name", required_argument, NULL, 'n'},
+        {"fdatasync", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *name = "lmdb";
     double seconds = 2.0;
     unsigned batches[BATCHES_MAX] = {1, 64, 1024};
     size_t batch_count = 3;
+    bool fdatasync_too = false;
     int opt;
 
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -232,6 +303,9 @@ int main(int argc, char **argv)
         case 'n':
             name = optarg;
             break;
+        case 'f':
+            fdatasync_too = true;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -252,6 +326,8 @@ int main(int argc, char **argv)
            p.mean_bytes, seconds);
     bench_result("event_bytes_mean", "%.0f", p.mean_bytes);
     int status = 0;
+    if (fdatasync_too && run_fdatasync(dir, &p, seconds, name) != 0)
+        status = 1;
     for (size_t i = 0; i < batch_count; i++)
         if (run_batch(dir, &p, batches[i], seconds, name) != 0)
             status = 1;
