@@ -611,7 +611,7 @@ static bool read_line(mp_reader *r, ledger_line *x)
     const char *s;
     int64_t v;
     if (!read_header(r, 0x80, &n) || n != 4 || !expect_key(r, LINE_UNIT, sizeof LINE_UNIT - 1) ||
-        !read_str(r, &s, &len, BUDGET_UNIT_BYTES_MAX))
+        !read_str(r, &s, &len, BUDGET_UNIT_BYTES_MAX) || memchr(s, 0, len) != NULL)
         return false;
     memcpy(x->unit, s, len);
     x->unit[len] = '\0';
@@ -626,8 +626,8 @@ static bool read_line(mp_reader *r, ledger_line *x)
         x->plan[k] = v;
     }
     if (!expect_key(r, LINE_CONTINUES, sizeof LINE_CONTINUES - 1) ||
-        !read_str(r, &s, &len, BUDGET_ID_BYTES_MAX))
-        return false;
+        !read_str(r, &s, &len, BUDGET_ID_BYTES_MAX) || memchr(s, 0, len) != NULL)
+        return false; /* a NUL inside would shorten the text the line is checked and kept as */
     memcpy(x->continues, s, len);
     x->continues[len] = '\0';
     return line_ok(x);

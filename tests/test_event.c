@@ -2107,7 +2107,12 @@ static size_t pack_adoption(const ledger_event *ev, const char *mutate, uint8_t 
         bool last = i + 1 == count;
         msgpack_pack_map(&p.pk, last && is(mutate, "line-3-keys") ? 3 : 4);
         pack_str(&p, "unit");
-        pack_str(&p, last && is(mutate, "line-bad-unit") ? "K S" : x->unit);
+        if (last && is(mutate, "line-unit-nul")) {
+            msgpack_pack_str(&p.pk, 3);
+            msgpack_pack_str_body(&p.pk, "K\0S", 3);
+        } else {
+            pack_str(&p, last && is(mutate, "line-bad-unit") ? "K S" : x->unit);
+        }
         pack_str(&p, "amount");
         msgpack_pack_int64(&p.pk, last && is(mutate, "line-amount-0") ? 0 : x->amount);
         pack_str(&p, "plan");
@@ -2120,7 +2125,16 @@ static size_t pack_adoption(const ledger_event *ev, const char *mutate, uint8_t 
         if (last && is(mutate, "line-3-keys"))
             continue;
         pack_str(&p, "continues");
-        pack_str(&p, last && is(mutate, "line-continues-bad") ? "a b" : x->continues);
+        if (last && is(mutate, "line-continues-nul")) {
+            /* A NUL inside: a reader of C strings would keep "ks-2" and encode other bytes. */
+            msgpack_pack_str(&p.pk, 7);
+            msgpack_pack_str_body(&p.pk,
+                                  "ks-2\0"
+                                  "21",
+                                  7);
+        } else {
+            pack_str(&p, last && is(mutate, "line-continues-bad") ? "a b" : x->continues);
+        }
     }
     pack_str(&p, "decision_body");
     pack_str(&p, ev->decision_body);
@@ -2167,8 +2181,9 @@ Test(event, msgpack_c_packs_an_adoption_to_the_same_bytes_and_its_bad_lines_are_
         ledger_event got;
         cr_assert_eq(event_decode(theirs, m, &got), 0);
         static const char *const bad[] = {
-            "no-lines",      "lines-array16", "line-3-keys",        "line-bad-unit",
-            "line-amount-0", "line-11-plans", "line-plan-negative", "line-continues-bad"};
+            "no-lines",           "lines-array16", "line-3-keys",        "line-bad-unit",
+            "line-amount-0",      "line-11-plans", "line-plan-negative", "line-continues-bad",
+            "line-continues-nul", "line-unit-nul"};
         for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
             /* array16 of fewer than 16 is not the shortest form; of 64 it is. */
             if (variant == 1 && strcmp(bad[k], "lines-array16") == 0)
