@@ -105,6 +105,16 @@ int run_import(ctl *c, const command *cmd, arg_value *values);
 /* budgetctl_years.c: budget adoptions and the units × years view. */
 int run_adopt(ctl *c, const command *cmd, arg_value *values);
 int run_years(ctl *c, const command *cmd, arg_value *values);
+/* Sees one page of the units × years view (its rows and subtotals): 0, or -1 when out of
+ * memory (the fetch stops). */
+typedef int (*years_page_fn)(const msgpack_object *page, void *state);
+/* Fetches every page of the units × years view (`balances` with view "years") of years
+ * span[0]..span[1] (at most BUDGET_YEARS_SPAN_MAX) for `unit` (NULL: every unit), as of seq
+ * `as_of` (0: now), each further page as of the seq of the first; `see` sees every page.
+ * Returns 0 with the first answer in `first` (its totals cover every page; the caller frees
+ * it), or an exit status after saying why (nothing to free). */
+int fetch_years_view(ctl *c, const char *unit, const int32_t span[2], uint64_t as_of,
+                     budget_response *first, years_page_fn see, void *state);
 /* A write with retries (the same id); 0 with `out` an ok answer, else an exit status. */
 int call_write(ctl *c, const char *op, const msgpack_sbuffer *args, budget_response *out,
                const char *generated_id);

@@ -1630,15 +1630,40 @@ static int report_event_seen(void *state, const msgpack_object *event)
     return rc < 0 ? complain(EXIT_REFUSED, "out of memory") : rc;
 }
 
-/* Every page of balances, then the events up to their as_of, then the page on stdout. */
+/* The plan amounts: every page of the units × years view as of the balances' seq, over the
+ * years report_plan_years names, BUDGET_YEARS_SPAN_MAX years a request. 0 or an exit status. */
+static int report_plans(ctl *c, const char *unit, uint64_t as_of, report *r)
+{
+    int32_t from, to;
+    if (!report_plan_years(r, &from, &to))
+        return 0;
+    for (int32_t year = from; year <= to; year += BUDGET_YEARS_SPAN_MAX) {
+        int32_t span[2] = {
+            year, to - year >= BUDGET_YEARS_SPAN_MAX ? year + BUDGET_YEARS_SPAN_MAX - 1 : to};
+        budget_response first;
+        int rc = fetch_years_view(c, unit, span, as_of, &first, report_years_page, r);
+        if (rc != 0)
+            return rc;
+        budget_response_free(&first);
+    }
+    return 0;
+}
+
+/* Every page of balances, then the plan amounts and the events up to their as_of, then the
+ * page on stdout. */
 static int report_write(ctl *c, const command *cmd, arg_value *values, report *r)
 {
     budget_response first;
     int rc = fetch_balances(c, cmd, values, BALANCES_ALL_LISTS, &first, report_balances, r);
     if (rc != 0)
         return rc;
-    report_set_as_of(r, (uint64_t)budget_map_int(&first.result, "as_of", 0));
+    uint64_t as_of = (uint64_t)budget_map_int(&first.result, "as_of", 0);
+    report_set_as_of(r, as_of);
     budget_response_free(&first);
+    const arg_value *unit = value_of(cmd, values, "unit");
+    rc = report_plans(c, unit->set ? unit->text : NULL, as_of, r);
+    if (rc != 0)
+        return rc;
     rc = walk_events(c, NULL, NULL, 0, report_event_seen, r, NULL);
     if (rc != 0 && rc != REPORT_PAST_AS_OF)
         return rc;

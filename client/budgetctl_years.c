@@ -231,19 +231,16 @@ int run_adopt(ctl *c, const command *cmd, arg_value *values)
 
 /* ---- years ------------------------------------------------------------------------------ */
 
-/* Sees one page of the view (its rows and subtotals). */
-typedef void (*years_page_fn)(const msgpack_object *page, void *state);
-
-/* Asks for one page of years from..to at `as_of` (0: now), from the offsets given. */
-static int ask_page(ctl *c, const command *cmd, arg_value *values, const int32_t span[2],
-                    uint64_t as_of, const uint64_t at[2], budget_response *out)
+/* Asks for one page of years from..to for `unit` (NULL: every unit) at `as_of` (0: now), from
+ * the offsets given. */
+static int ask_page(ctl *c, const char *unit, const int32_t span[2], uint64_t as_of,
+                    const uint64_t at[2], budget_response *out)
 {
     msgpack_sbuffer args;
     msgpack_sbuffer_init(&args);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
-    arg_value *unit = value_of(cmd, values, "unit");
-    msgpack_pack_map(&pk, 5 + (unit->set ? 1 : 0) + (as_of > 0 ? 1 : 0));
+    msgpack_pack_map(&pk, 5 + (unit != NULL ? 1 : 0) + (as_of > 0 ? 1 : 0));
     pack_str_pair(&pk, "view", "years");
     msgpack_pack_str_with_body(&pk, "from", 4);
     msgpack_pack_int64(&pk, span[0]);
@@ -251,8 +248,8 @@ static int ask_page(ctl *c, const command *cmd, arg_value *values, const int32_t
     msgpack_pack_int64(&pk, span[1]);
     pack_uint_pair(&pk, "offset", at[0]);
     pack_uint_pair(&pk, "subtotals_offset", at[1]);
-    if (unit->set)
-        pack_str_pair(&pk, "unit", unit->text);
+    if (unit != NULL)
+        pack_str_pair(&pk, "unit", unit);
     if (as_of > 0)
         pack_uint_pair(&pk, "as_of", as_of);
     int rc = call(c, "balances", &args, out);
@@ -276,31 +273,46 @@ static bool next_page(const msgpack_object *page, uint64_t at[2])
     return true;
 }
 
-/* Fetches every page, each asked as of the seq of the first; `see` sees each page. The first
- * answer stays in `first` (its totals cover every page). 0, or an exit status. */
-static int fetch_years(ctl *c, const command *cmd, arg_value *values, const int32_t span[2],
-                       budget_response *first, years_page_fn see, void *state)
+int fetch_years_view(ctl *c, const char *unit, const int32_t span[2], uint64_t as_of,
+                     budget_response *first, years_page_fn see, void *state)
 {
-    arg_value *as_of_value = value_of(cmd, values, "as-of");
-    uint64_t as_of = as_of_value->set ? (uint64_t)as_of_value->number : 0, at[2] = {0, 0};
-    int rc = ask_page(c, cmd, values, span, as_of, at, first);
+    uint64_t at[2] = {0, 0};
+    int rc = ask_page(c, unit, span, as_of, at, first);
     if (rc != 0)
         return rc;
     as_of = (uint64_t)budget_map_int(&first->result, "as_of", 0);
-    see(&first->result, state);
-    bool more = next_page(&first->result, at);
-    while (more) {
-        budget_response next;
-        rc = ask_page(c, cmd, values, span, as_of, at, &next);
-        if (rc != 0) {
-            budget_response_free(first);
-            return rc;
+    const msgpack_object *page = &first->result;
+    budget_response next;
+    for (unsigned n = 0;; n++) {
+        rc = see(page, state) != 0 ? complain(EXIT_USAGE, "out of memory") : 0;
+        bool more = rc == 0 && next_page(page, at);
+        if (n > 0)
+            budget_response_free(&next);
+        if (!more)
+            break;
+        if (n + 1 == BALANCES_PAGES_MAX) {
+            rc = complain(EXIT_REFUSED, "years: more than %u pages; narrow the query",
+                          BALANCES_PAGES_MAX);
+            break;
         }
-        see(&next.result, state);
-        more = next_page(&next.result, at);
-        budget_response_free(&next);
+        rc = ask_page(c, unit, span, as_of, at, &next);
+        if (rc != 0)
+            break;
+        page = &next.result;
     }
-    return 0;
+    if (rc != 0)
+        budget_response_free(first);
+    return rc;
+}
+
+/* Every page of the view the command asks for (YEARS, --unit, --as-of). */
+static int fetch_years(ctl *c, const command *cmd, arg_value *values, const int32_t span[2],
+                       budget_response *first, years_page_fn see, void *state)
+{
+    arg_value *unit = value_of(cmd, values, "unit");
+    arg_value *as_of = value_of(cmd, values, "as-of");
+    return fetch_years_view(c, unit->set ? unit->text : NULL, span,
+                            as_of->set ? (uint64_t)as_of->number : 0, first, see, state);
 }
 
 /* The amount columns of a row, a subtotal and a total, in the order shown. */
@@ -446,11 +458,12 @@ static void keep_items(years_out *o, const msgpack_object *list, int kind)
     }
 }
 
-static void keep_page(const msgpack_object *page, void *state)
+static int keep_page(const msgpack_object *page, void *state)
 {
     years_out *o = state;
     keep_items(o, budget_map_get(page, "rows"), ITEM_ROW);
     keep_items(o, budget_map_get(page, "subtotals"), ITEM_SUBTOTAL);
+    return o->failed ? -1 : 0;
 }
 
 static int item_cmp(const void *pa, const void *pb)
@@ -589,7 +602,7 @@ typedef struct {
     uint64_t n[2];
 } years_json;
 
-static void json_page(const msgpack_object *page, void *state)
+static int json_page(const msgpack_object *page, void *state)
 {
     years_json *j = state;
     static const char *const keys[2] = {"rows", "subtotals"};
@@ -603,6 +616,7 @@ static void json_page(const msgpack_object *page, void *state)
             json_value(j->f[k], &list->via.array.ptr[i], 1);
         }
     }
+    return 0;
 }
 
 static int run_years_json(ctl *c, const command *cmd, arg_value *values, const int32_t span[2])

@@ -25,12 +25,23 @@
 #define CHART_UNITS_MAX 40
 /* Fiscal years drawn in the line over the years. */
 #define CHART_YEARS_MAX 60
+/* Oddities kept of one item of a decided-by view (the daemon names four kinds), and the bytes
+ * of a name. */
+#define ODDITIES_MAX 4
+#define ODDITY_BYTES 40
+
+/* What the rules forbid that an item of a decided-by view shows (balances' "oddities"). */
+typedef struct {
+    unsigned count;
+    char names[ODDITIES_MAX][ODDITY_BYTES];
+} oddity_set;
 
 typedef struct {
     char id[ID_SIZE], unit[UNIT_SIZE];
     int year;
     char title[TEXT_SIZE], reference[TEXT_SIZE];
     int64_t granted, allocated, pending, unallocated, called_off;
+    oddity_set oddities;
 } frame_row;
 
 typedef struct {
@@ -38,6 +49,7 @@ typedef struct {
     int year;
     char purpose[TEXT_SIZE], status[16];
     int64_t amount, called_off, pending, available;
+    oddity_set oddities;
 } allocation_row;
 
 typedef struct {
@@ -50,7 +62,22 @@ typedef struct {
     int64_t budget, outcome, deviation, forecast, used_permille;
     bool has_used;
     int last_month;
+    /* The plan amount of the unit and year from the units × years view, when has_plan, and
+     * the budget year whose adoption planned it. A row only the view gives (a plan year with
+     * nothing else) is not in_balances: its other figures are 0 and it has no outcome row. */
+    int64_t plan;
+    int plan_by;
+    bool has_plan, in_balances;
+    oddity_set oddities;
 } unit_row;
+
+/* A plan amount of the units × years view, merged into the unit rows when the page is
+ * written (merge_plans). */
+typedef struct {
+    char unit[UNIT_SIZE];
+    int year, plan_by;
+    int64_t plan;
+} plan_row;
 
 /* An event the report cites: a grant, an adjustment, an avrop, a decision or a withdrawal. */
 typedef enum { EV_GRANT, EV_ADJUST, EV_AVROP, EV_APPROVED, EV_REJECTED, EV_WITHDRAWN } event_kind;
@@ -58,7 +85,8 @@ typedef enum { EV_GRANT, EV_ADJUST, EV_AVROP, EV_APPROVED, EV_REJECTED, EV_WITHD
 typedef struct {
     event_kind kind;
     uint64_t seq;
-    char day[11]; /* YYYY-MM-DD, the Swedish day of its ts */
+    char day[11];           /* YYYY-MM-DD, the Swedish day of its ts */
+    char decision_date[11]; /* YYYY-MM-DD, the day of its decision; "" when none */
     char id[ID_SIZE], target[ID_SIZE], frame[ID_SIZE], allocation[ID_SIZE], unit[UNIT_SIZE];
     int year;
     int64_t amount;
@@ -76,16 +104,23 @@ struct report {
     bool one_unit;
     int year_from, year_to;
     uint64_t as_of;
-    list frames, allocations, units, events;
+    /* A decided-by view: the day (YYYY-MM-DD) the balances answered for; "" when not. */
+    char decided_by[11];
+    /* The fiscal years of every unit row balances gave, before the filter (report_plan_years). */
+    int seen_year_min, seen_year_max;
+    bool seen_any;
+    list frames, allocations, units, events, plans;
     /* Built when the page is written: the decisions, grants and adjustments, sorted by the
      * id they are about (index_key), so each row finds its own in O(log n). */
     const event_row **index;
     size_t indexed;
 };
 
-/* Sums of the five figures of a unit row. */
+/* Sums of the five figures of a unit row, and of its plan amount (has_plan when some row
+ * summed has one). */
 typedef struct {
-    int64_t frames, allocated, called_off, pending, available;
+    int64_t frames, allocated, called_off, pending, available, plan;
+    bool has_plan;
 } sums;
 
 /* ---- lists and copies ------------------------------------------------------------------- */
@@ -111,6 +146,23 @@ static void *list_add(list *l)
 static void copy_str(const msgpack_object *map, const char *key, char *out, size_t size)
 {
     budget_map_str(map, key, out, size);
+}
+
+/* The item's "oddities" (a decided-by view), at most ODDITIES_MAX of them. */
+static void copy_oddities(const msgpack_object *map, oddity_set *out)
+{
+    const msgpack_object *o = budget_map_get(map, "oddities");
+    out->count = 0;
+    if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY)
+        return;
+    for (uint32_t i = 0; i < o->via.array.size && out->count < ODDITIES_MAX; i++) {
+        const msgpack_object *name = &o->via.array.ptr[i];
+        if (name->type != MSGPACK_OBJECT_STR || name->via.str.size == 0)
+            continue;
+        snprintf(out->names[out->count++], ODDITY_BYTES, "%.*s",
+                 (int)(name->via.str.size < ODDITY_BYTES ? name->via.str.size : ODDITY_BYTES - 1),
+                 name->via.str.ptr);
+    }
 }
 
 static bool year_wanted(const report *r, int year)
@@ -143,6 +195,7 @@ static int add_frame(report *r, const msgpack_object *o)
     f->pending = budget_map_int(o, "pending", 0);
     f->unallocated = budget_map_int(o, "unallocated", 0);
     f->called_off = budget_map_int(o, "called_off", 0);
+    copy_oddities(o, &f->oddities);
     return 0;
 }
 
@@ -166,6 +219,7 @@ static int add_allocation(report *r, const msgpack_object *o)
     a->called_off = budget_map_int(o, "called_off", 0);
     a->pending = budget_map_int(o, "pending", 0);
     a->available = budget_map_int(o, "available", 0);
+    copy_oddities(o, &a->oddities);
     return 0;
 }
 
@@ -174,6 +228,11 @@ static int add_unit(report *r, const msgpack_object *o)
     char unit[UNIT_SIZE];
     int year = (int)budget_map_int(o, "year", 0);
     copy_str(o, "unit", unit, sizeof(unit));
+    if (!r->seen_any || year < r->seen_year_min)
+        r->seen_year_min = year;
+    if (!r->seen_any || year > r->seen_year_max)
+        r->seen_year_max = year;
+    r->seen_any = true;
     if (!unit_wanted(r, unit) || !year_wanted(r, year))
         return 0;
     unit_row *u = list_add(&r->units);
@@ -181,6 +240,8 @@ static int add_unit(report *r, const msgpack_object *o)
         return -1;
     memcpy(u->unit, unit, sizeof(unit));
     u->year = year;
+    u->in_balances = true;
+    copy_oddities(o, &u->oddities);
     u->frames = budget_map_int(o, "frames", 0);
     u->allocated = budget_map_int(o, "allocated", 0);
     u->called_off = budget_map_int(o, "called_off", 0);
@@ -229,6 +290,7 @@ report *report_new(const report_filter *filter)
     r->allocations.size = sizeof(allocation_row);
     r->units.size = sizeof(unit_row);
     r->events.size = sizeof(event_row);
+    r->plans.size = sizeof(plan_row);
     return r;
 }
 
@@ -240,12 +302,16 @@ void report_free(report *r)
     free(r->allocations.items);
     free(r->units.items);
     free(r->events.items);
+    free(r->plans.items);
     free(r);
 }
 
 int report_balances(void *state, const msgpack_object *result)
 {
     report *r = state;
+    const msgpack_object *day = budget_map_get(result, "decided_by");
+    if (day != NULL && day->type == MSGPACK_OBJECT_STR)
+        copy_str(result, "decided_by", r->decided_by, sizeof(r->decided_by));
     if (add_each(r, result, "frames", add_frame) != 0 ||
         add_each(r, result, "allocations", add_allocation) != 0 ||
         add_each(r, result, "units", add_unit) != 0)
@@ -256,6 +322,41 @@ int report_balances(void *state, const msgpack_object *result)
 void report_set_as_of(report *r, uint64_t as_of)
 {
     r->as_of = as_of;
+}
+
+bool report_plan_years(const report *r, int32_t *from, int32_t *to)
+{
+    if (r->decided_by[0] != '\0' || r->as_of == 0 || !r->seen_any)
+        return false;
+    /* A plan year follows the budget year of its adoption, whose frames balances gave. */
+    int last = r->seen_year_max + BUDGET_PLAN_YEARS_MAX;
+    *from = r->year_from > r->seen_year_min ? r->year_from : r->seen_year_min;
+    *to = r->year_to < last ? r->year_to : last;
+    return *from <= *to;
+}
+
+static int add_plan(report *r, const msgpack_object *o)
+{
+    char unit[UNIT_SIZE];
+    int year = (int)budget_map_int(o, "year", 0);
+    const msgpack_object *plan = budget_map_get(o, "plan");
+    copy_str(o, "unit", unit, sizeof(unit));
+    if (plan == NULL || plan->type == MSGPACK_OBJECT_NIL || !unit_wanted(r, unit) ||
+        !year_wanted(r, year))
+        return 0;
+    plan_row *p = list_add(&r->plans);
+    if (p == NULL)
+        return -1;
+    memcpy(p->unit, unit, sizeof(unit));
+    p->year = year;
+    p->plan = budget_map_int(o, "plan", 0);
+    p->plan_by = (int)budget_map_int(o, "plan_by", 0);
+    return 0;
+}
+
+int report_years_page(const msgpack_object *page, void *state)
+{
+    return add_each(state, page, "rows", add_plan);
 }
 
 static const struct {
@@ -301,6 +402,7 @@ int report_event(void *state, const msgpack_object *event)
         return 0;
     }
     e->amount = budget_map_int(data, e->kind == EV_ADJUST ? "delta" : "amount", 0);
+    copy_str(data, "decision_date", e->decision_date, sizeof(e->decision_date));
     copy_str(data, "reference", e->reference, sizeof(e->reference));
     copy_str(data, e->kind == EV_ADJUST ? "reason" : "note", e->note, sizeof(e->note));
     return 0;
@@ -421,6 +523,9 @@ static const char style[] =
     "table.frames td, table.allocations td, table.avrop td, table.frames th,"
     " table.allocations th, table.avrop th { padding: 0.8mm 1mm; }\n"
     "td.id { white-space: nowrap; }\n"
+    "table.summary { font-size: 8.5pt; }\n"
+    "table.summary th, table.summary td { padding: 1mm 1mm; }\n"
+    "table.summary td:first-child { white-space: nowrap; }\n"
     "table.outcome { font-size: 8.5pt; }\n"
     "table.outcome th, table.outcome td { padding: 1mm 1mm; }\n"
     "table.outcome th { white-space: normal; }\n"
@@ -434,7 +539,66 @@ static const char style[] =
     ".legend i { display: inline-block; width: 3mm; height: 3mm; margin-right: 1mm;"
     " vertical-align: -0.3mm; }\n"
     "section.unit { break-before: page; page-break-before: always; }\n"
+    ".oddity { display: inline-block; color: #a00000; font-weight: bold; font-size: 8pt;"
+    " border: 1pt solid #a00000; padding: 0 1mm; margin: 0.5mm 0 0 1mm; white-space: nowrap; }\n"
+    "div.decided { border: 2pt solid #a00000; background: #fff4f2; padding: 2mm 3mm;"
+    " margin: 2mm 0 3mm 0; }\n"
+    "div.decided p { margin: 0 0 1mm 0; }\n"
+    "td.plan .small { white-space: nowrap; }\n"
     "table, tr { break-inside: avoid; }\n";
+
+/* ---- a decided-by view: its oddities, and decisions dated after its day ------------------ */
+
+static bool plan_shown(const report *r)
+{
+    return r->decided_by[0] == '\0';
+}
+
+/* The oddities the daemon names (protocol.md, "decided_by"), in Swedish. */
+static const char *oddity_sv(const char *name)
+{
+    static const char *const names[][2] = {
+        {"allocated_over_granted", "tilldelat mer än beviljat"},
+        {"called_off_over_allocated", "avropat mer än tilldelat"},
+        {"granted_later", "ramen beviljad efter dagen"},
+        {"called_off_before_approved", "avropat innan tilldelningen beviljades"}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(name, names[i][0]) == 0)
+            return names[i][1];
+    return name;
+}
+
+/* Each oddity as a visible mark: "! tilldelat mer än beviljat". */
+static void oddity_marks(FILE *f, const oddity_set *o)
+{
+    for (unsigned i = 0; i < o->count; i++) {
+        fputs(" <span class=\"oddity\" data-oddity=\"", f);
+        html_text(f, o->names[i]);
+        fputs("\">! ", f);
+        html_text(f, oddity_sv(o->names[i]));
+        fputs("</span>", f);
+    }
+}
+
+/* The day an event was decided: its decision's date, else (a withdrawal, or an event written
+ * before decisions were data) the Swedish day it was entered, as decided_by counts it. */
+static const char *decided_day(const event_row *e)
+{
+    return e->decision_date[0] != '\0' ? e->decision_date : e->day;
+}
+
+/* In a decided-by report, a cited event decided after the day does not count in its figures:
+ * it is shown, and marked so. */
+static void later_mark(FILE *f, const report *r, const event_row *e)
+{
+    if (r->decided_by[0] == '\0' || strcmp(decided_day(e), r->decided_by) <= 0)
+        return;
+    fputs("<br><span class=\"oddity later\" data-decided-later=\"\">beslutat ", f);
+    html_text(f, decided_day(e));
+    fputs(", efter ", f);
+    html_text(f, r->decided_by);
+    fputs(": räknas inte här</span>", f);
+}
 
 /* The five figures, their Swedish labels and their colours in the charts. */
 enum { FIG_FRAMES, FIG_ALLOCATED, FIG_CALLED_OFF, FIG_PENDING, FIG_AVAILABLE, FIGURES };
@@ -456,12 +620,38 @@ static void sums_add(sums *s, const unit_row *u)
     s->called_off += u->called_off;
     s->pending += u->pending;
     s->available += u->available;
+    if (u->has_plan) {
+        s->plan += u->plan;
+        s->has_plan = true;
+    }
 }
 
-static void figure_cells(FILE *f, const sums *s)
+/* The plan amount of a row ("—" when none), with the budget year that planned it (plan_by,
+ * 0 for a sum). */
+static void td_plan(FILE *f, const sums *s, int plan_by)
 {
-    for (int k = 0; k < FIGURES; k++)
+    fputs("<td class=\"n plan\"", f);
+    if (plan_by > 0)
+        fprintf(f, " data-plan-by=\"%d\"", plan_by);
+    fputs(">", f);
+    if (s->has_plan)
+        html_amount(f, s->plan);
+    else
+        fputs("—", f);
+    if (s->has_plan && plan_by > 0)
+        fprintf(f, "<br><span class=\"small\">budget %d</span>", plan_by);
+    fputs("</td>", f);
+}
+
+/* The figures of a row or a sum: the budget, its plan (unless a decided-by report), then the
+ * other four. */
+static void figure_cells(FILE *f, const report *r, const sums *s, int plan_by)
+{
+    for (int k = 0; k < FIGURES; k++) {
         td_amount(f, figure_of(s, k));
+        if (k == FIG_FRAMES && plan_shown(r))
+            td_plan(f, s, plan_by);
+    }
 }
 
 /* The units in the order the daemon first lists them: indexes into r->units of each unit's
@@ -496,10 +686,13 @@ static int compare_year(const void *a, const void *b)
     return (x->year > y->year) - (x->year < y->year);
 }
 
-static void figure_headers(FILE *f)
+static void figure_headers(FILE *f, const report *r)
 {
-    for (int k = 0; k < FIGURES; k++)
+    for (int k = 0; k < FIGURES; k++) {
         fprintf(f, "<th class=\"n\">%s</th>", figure_label[k]);
+        if (k == FIG_FRAMES && plan_shown(r))
+            fputs("<th class=\"n\">Plan</th>", f);
+    }
 }
 
 /* The rows of one unit, year by year: a new array (free it) of *n rows, NULL when out of
@@ -532,8 +725,9 @@ static int summary_unit(FILE *f, const report *r, const char *unit)
         html_text(f, unit);
         fprintf(f, "\" data-year=\"%d\"><td>", mine[i]->year);
         html_text(f, unit);
+        oddity_marks(f, &mine[i]->oddities);
         fprintf(f, "</td><td>%d</td>", mine[i]->year);
-        figure_cells(f, &s);
+        figure_cells(f, r, &s, mine[i]->plan_by);
         fputs("</tr>\n", f);
     }
     free(mine);
@@ -543,7 +737,7 @@ static int summary_unit(FILE *f, const report *r, const char *unit)
     fputs("\" data-subtotal=\"\"><td colspan=\"2\">Summa ", f);
     html_text(f, unit);
     fputs("</td>", f);
-    figure_cells(f, &s);
+    figure_cells(f, r, &s, 0);
     fputs("</tr>\n", f);
     return 0;
 }
@@ -555,7 +749,7 @@ static int write_summary(FILE *f, const report *r, const size_t *first, size_t u
     fputs("<h2>Sammanställning per enhet och år</h2>\n<table class=\"summary\">\n"
           "<thead><tr><th>Enhet</th><th>År</th>",
           f);
-    figure_headers(f);
+    figure_headers(f, r);
     fputs("</tr></thead>\n<tbody>\n", f);
     for (size_t i = 0; i < units; i++)
         if (summary_unit(f, r, rows[first[i]].unit) != 0)
@@ -563,16 +757,32 @@ static int write_summary(FILE *f, const report *r, const size_t *first, size_t u
     for (size_t i = 0; i < r->units.count; i++)
         sums_add(&total, &rows[i]);
     fputs("<tr class=\"total\" data-total=\"\"><td colspan=\"2\">Totalt</td>", f);
-    figure_cells(f, &total);
+    figure_cells(f, r, &total, 0);
     fputs("</tr>\n</tbody></table>\n", f);
-    fputs("<p class=\"small\">Budget (ramar): ramar beviljade enheten, med justeringar. Tilldelat: "
-          "beviljade tilldelningar till enheten. Avropat: beviljade avrop. Väntande avrop: avrop "
-          "som väntar på beslut. Kvar att avropa: tilldelat − avropat − väntande.</p>\n",
+    fputs("<p class=\"small\">Budget (ramar): ramar beviljade enheten, med justeringar. ", f);
+    if (plan_shown(r))
+        fputs("Plan: planbeloppet för enheten och året, satt när budgeten för ett tidigare år "
+              "antogs (det budgetåret står under beloppet, en senare antagen budget ersätter "
+              "en tidigare plan); visas bredvid budgeten och fördelas aldrig ur. ",
+              f);
+    fputs("Tilldelat: beviljade tilldelningar till enheten. Avropat: beviljade avrop. Väntande "
+          "avrop: avrop som väntar på beslut. Kvar att avropa: tilldelat − avropat − "
+          "väntande.</p>\n",
           f);
     return 0;
 }
 
 /* ---- outcome (utfall) set against the budget --------------------------------------------- */
+
+/* True when balances gave the unit a row: a unit with plan years only has no outcome. */
+static bool unit_in_balances(const report *r, const char *unit)
+{
+    const unit_row *rows = r->units.items;
+    for (size_t i = 0; i < r->units.count; i++)
+        if (rows[i].in_balances && strcmp(rows[i].unit, unit) == 0)
+            return true;
+    return false;
+}
 
 /* Budget, outcome, deviation and forecast summed over unit rows; the share used of a sum is
  * worked out from its budget and outcome (permille_of). */
@@ -644,6 +854,8 @@ static int outcome_unit(FILE *f, const report *r, const char *unit, outcome_sums
     outcome_sums sum = {0};
     for (size_t i = 0; i < n; i++) {
         const unit_row *u = mine[i];
+        if (!u->in_balances)
+            continue; /* a plan year only: no outcome is set against a plan */
         outcome_sums s = {0};
         outcome_add(&s, u);
         outcome_add(&sum, u);
@@ -695,7 +907,8 @@ static int write_outcome_summary(FILE *f, const report *r, const size_t *first, 
     outcome_headers(f);
     fputs("<tbody>\n", f);
     for (size_t i = 0; i < units; i++)
-        if (outcome_unit(f, r, rows[first[i]].unit, &total) != 0)
+        if (unit_in_balances(r, rows[first[i]].unit) &&
+            outcome_unit(f, r, rows[first[i]].unit, &total) != 0)
             return -1;
     int64_t permille = 0;
     bool has = permille_of(total.outcome, total.budget, &permille);
@@ -791,34 +1004,69 @@ static void bar_chart(FILE *f, const report *r, const size_t *first, size_t unit
     fputs("</figure>\n", f);
 }
 
-/* Budget, allocated and called off, summed over the units shown, year by year. */
-static void line_chart(FILE *f, const report *r)
+/* The series of the line over the years: budget, plan (a dashed line over the years that
+ * have a plan amount, not in a decided-by report), allocated and called off. */
+typedef struct {
+    const char *name, *label, *colour, *dash;
+    int figure; /* the figure it draws, or -1 for the plan */
+} line_series;
+
+static const line_series lines[] = {
+    {"budget", "Budget (ramar)", "#24466e", NULL, FIG_FRAMES},
+    {"plan", "Plan", "#5b9bd5", "6 4", -1},
+    {"allocated", "Tilldelat", "#4f8f4f", NULL, FIG_ALLOCATED},
+    {"called_off", "Avropat", "#d1812b", NULL, FIG_CALLED_OFF},
+};
+#define LINES (int)(sizeof(lines) / sizeof(lines[0]))
+
+/* The value of series `k` in a year's sums; false when it has none (a year without plan). */
+static bool line_value(const sums *s, int k, int64_t *v)
+{
+    if (lines[k].figure >= 0) {
+        *v = figure_of(s, lines[k].figure);
+        return true;
+    }
+    *v = s->plan;
+    return s->has_plan;
+}
+
+/* The years drawn: those of the rows, or the range asked for (--years) whole. */
+static int line_years(const report *r, int *low)
 {
     const unit_row *rows = r->units.items;
-    int low = 0, high = 0;
+    int high = 0;
+    *low = 0;
     for (size_t i = 0; i < r->units.count; i++) {
-        if (i == 0 || rows[i].year < low)
-            low = rows[i].year;
+        if (i == 0 || rows[i].year < *low)
+            *low = rows[i].year;
         if (i == 0 || rows[i].year > high)
             high = rows[i].year;
     }
     /* A range asked for (--years) is drawn whole, its years without figures at 0. */
     if (r->year_from > BUDGET_YEAR_MIN && r->year_to < BUDGET_YEAR_MAX) {
-        low = r->year_from;
+        *low = r->year_from;
         high = r->year_to;
     }
-    if (high - low + 1 > CHART_YEARS_MAX)
-        low = high - CHART_YEARS_MAX + 1;
-    int years = high - low + 1;
+    if (high - *low + 1 > CHART_YEARS_MAX)
+        *low = high - CHART_YEARS_MAX + 1;
+    return high - *low + 1;
+}
+
+/* Budget, plan, allocated and called off, summed over the units shown, year by year. */
+static void line_chart(FILE *f, const report *r)
+{
+    const unit_row *rows = r->units.items;
+    int low;
+    int years = line_years(r, &low);
     sums per_year[CHART_YEARS_MAX] = {{0}};
-    int64_t largest = 0;
+    int64_t largest = 0, v;
     for (size_t i = 0; i < r->units.count; i++)
-        if (rows[i].year >= low)
+        if (rows[i].year >= low && rows[i].year < low + years)
             sums_add(&per_year[rows[i].year - low], &rows[i]);
     for (int y = 0; y < years; y++)
-        for (int k = 0; k < 3; k++)
-            if (figure_of(&per_year[y], k) > largest)
-                largest = figure_of(&per_year[y], k);
+        for (int k = 0; k < LINES; k++)
+            if (line_value(&per_year[y], k, &v) && v > largest)
+                largest = v;
     int64_t top = scale_top(largest);
     const int left = 110, right = 630, plot_top = 10, plot_bottom = 200;
     fputs("<figure><figcaption>Över åren</figcaption>\n<svg "
@@ -826,35 +1074,53 @@ static void line_chart(FILE *f, const report *r)
           f);
     grid(f, top, left, right, plot_top, plot_bottom);
     double step = years > 1 ? (double)(right - left - 40) / (years - 1) : 0;
+    double x0 = left + 20 + (years == 1 ? (right - left - 40) / 2.0 : 0);
     for (int y = 0; y < years; y++)
-        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%d</text>",
-                left + 20 + step * y + (years == 1 ? (right - left - 40) / 2.0 : 0),
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%d</text>", x0 + step * y,
                 plot_bottom + 16, low + y);
-    for (int k = 0; k < 3; k++) {
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
-                figure_colour[k]);
+    bool drawn[LINES] = {false};
+    for (int k = 0; k < LINES; k++) {
+        if (lines[k].figure < 0 && !plan_shown(r))
+            continue;
+        for (int y = 0; y < years && !drawn[k]; y++)
+            drawn[k] = line_value(&per_year[y], k, &v);
+        if (!drawn[k])
+            continue;
+        fprintf(f, "<polyline data-series=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"",
+                lines[k].name, lines[k].colour);
+        if (lines[k].dash != NULL)
+            fprintf(f, " stroke-dasharray=\"%s\"", lines[k].dash);
+        fputs(" points=\"", f);
+        bool any = false;
         for (int y = 0; y < years; y++) {
-            double x = left + 20 + step * y + (years == 1 ? (right - left - 40) / 2.0 : 0);
-            double h =
-                (double)(plot_bottom - plot_top) * (double)figure_of(&per_year[y], k) / (double)top;
-            fprintf(f, "%s%.1f,%.1f", y ? " " : "", x, plot_bottom - h);
+            if (!line_value(&per_year[y], k, &v))
+                continue;
+            double h = (double)(plot_bottom - plot_top) * (double)v / (double)top;
+            fprintf(f, "%s%.1f,%.1f", any ? " " : "", x0 + step * y, plot_bottom - h);
+            any = true;
         }
         fputs("\"/>", f);
         for (int y = 0; y < years; y++) {
-            double x = left + 20 + step * y + (years == 1 ? (right - left - 40) / 2.0 : 0);
-            double h =
-                (double)(plot_bottom - plot_top) * (double)figure_of(&per_year[y], k) / (double)top;
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"%s\"><title>%d, %s: ", x,
-                    plot_bottom - h, 6.0 - 1.5 * k, figure_colour[k], low + y, figure_label[k]);
-            html_amount(f, figure_of(&per_year[y], k));
+            if (!line_value(&per_year[y], k, &v))
+                continue;
+            double h = (double)(plot_bottom - plot_top) * (double)v / (double)top;
+            fprintf(f,
+                    "<circle data-series=\"%s\" cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" "
+                    "fill=\"%s\"><title>%d, %s: ",
+                    lines[k].name, x0 + step * y, plot_bottom - h, 6.0 - 1.2 * k, lines[k].colour,
+                    low + y, lines[k].label);
+            html_amount(f, v);
             fputs("</title></circle>", f);
         }
     }
     fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>", left, plot_bottom,
             right, plot_bottom);
-    fputs("</svg>\n", f);
-    legend(f, 3);
-    fputs("</figure>\n", f);
+    fputs("</svg>\n<div class=\"legend small\">", f);
+    for (int k = 0; k < LINES; k++)
+        if (drawn[k])
+            fprintf(f, "<span><i style=\"background:%s\"></i>%s%s</span>", lines[k].colour,
+                    lines[k].label, lines[k].dash != NULL ? " (streckad)" : "");
+    fputs("</div>\n</figure>\n", f);
 }
 
 /* ---- a unit's section: its frames, allocations and avrop with their decisions ----------- */
@@ -939,7 +1205,7 @@ static const event_row *decision_on(const report *r, const char *target)
 }
 
 /* "Beviljad KS 2021-09-28 § 270 (2021-09-28, händelse 5)" in a cell. */
-static void decision_cell(FILE *f, const event_row *d)
+static void decision_cell(FILE *f, const report *r, const event_row *d)
 {
     static const char *const verb[] = {
         [EV_APPROVED] = "Beviljad", [EV_REJECTED] = "Avslagen", [EV_WITHDRAWN] = "Återtagen"};
@@ -952,6 +1218,7 @@ static void decision_cell(FILE *f, const event_row *d)
         }
         fprintf(f, "<br><span class=\"small\">%s, händelse %llu</span>", d->day,
                 (unsigned long long)d->seq);
+        later_mark(f, r, d);
     } else {
         fputs("—", f);
     }
@@ -979,6 +1246,7 @@ static void frames_table(FILE *f, const report *r, const char *unit)
         html_text(f, fr->id);
         fputs("\"><td class=\"id\">", f);
         html_text(f, fr->id);
+        oddity_marks(f, &fr->oddities);
         fprintf(f, "</td><td>%d</td><td>", fr->year);
         html_text(f, fr->title);
         fputs("</td>", f);
@@ -991,9 +1259,11 @@ static void frames_table(FILE *f, const report *r, const char *unit)
         html_text(f, fr->reference[0] != '\0' ? fr->reference : "—");
         size_t at = index_find(r, KEY_GRANT, fr->id);
         const event_row *grant = at < r->indexed ? r->index[at] : NULL;
-        if (grant != NULL)
+        if (grant != NULL) {
             fprintf(f, "<br><span class=\"small\">%s, händelse %llu</span>", grant->day,
                     (unsigned long long)grant->seq);
+            later_mark(f, r, grant);
+        }
         fputs("</td></tr>\n", f);
         for (size_t j = index_find(r, KEY_ADJUST, fr->id);
              j < r->indexed && index_group(r->index[j]) == KEY_ADJUST &&
@@ -1006,8 +1276,10 @@ static void frames_table(FILE *f, const report *r, const char *unit)
             td_amount(f, adjust->amount);
             fputs("<td colspan=\"4\"></td><td class=\"ref\">", f);
             html_text(f, adjust->reference[0] != '\0' ? adjust->reference : "—");
-            fprintf(f, "<br><span class=\"small\">%s, händelse %llu</span></td></tr>\n",
-                    adjust->day, (unsigned long long)adjust->seq);
+            fprintf(f, "<br><span class=\"small\">%s, händelse %llu</span>", adjust->day,
+                    (unsigned long long)adjust->seq);
+            later_mark(f, r, adjust);
+            fputs("</td></tr>\n", f);
         }
     }
     fputs("</tbody></table>\n", f);
@@ -1034,6 +1306,7 @@ static void allocations_table(FILE *f, const report *r, const char *unit)
         html_text(f, a->id);
         fputs("\"><td class=\"id\">", f);
         html_text(f, a->id);
+        oddity_marks(f, &a->oddities);
         fputs("<br><span class=\"small\">ur ", f);
         html_text(f, a->frame);
         fprintf(f, ", %d</span></td><td>", a->year);
@@ -1045,7 +1318,7 @@ static void allocations_table(FILE *f, const report *r, const char *unit)
         td_amount(f, a->called_off);
         td_amount(f, a->pending);
         td_amount(f, a->available);
-        decision_cell(f, decision_on(r, a->id));
+        decision_cell(f, r, decision_on(r, a->id));
         fputs("</tr>\n", f);
     }
     fputs("</tbody></table>\n", f);
@@ -1079,7 +1352,7 @@ static void avrop_table(FILE *f, const report *r, const char *unit)
         td_amount(f, v->amount);
         const event_row *d = decision_on(r, v->id);
         if (d != NULL)
-            decision_cell(f, d);
+            decision_cell(f, r, d);
         else
             fputs("<td>väntar på beslut</td>", f);
         fputs("</tr>\n", f);
@@ -1094,11 +1367,11 @@ static int unit_section(FILE *f, const report *r, const char *unit)
     fputs("\">\n<h2>Enhet ", f);
     html_text(f, unit);
     fputs("</h2>\n<table class=\"summary\">\n<thead><tr><th>Enhet</th><th>År</th>", f);
-    figure_headers(f);
+    figure_headers(f, r);
     fputs("</tr></thead>\n<tbody>\n", f);
     int rc = summary_unit(f, r, unit);
     fputs("</tbody></table>\n", f);
-    if (rc == 0) {
+    if (rc == 0 && unit_in_balances(r, unit)) {
         fputs("<h3>Utfall mot budget</h3>\n<table class=\"summary outcome\">\n", f);
         outcome_headers(f);
         fputs("<tbody>\n", f);
@@ -1112,7 +1385,132 @@ static int unit_section(FILE *f, const report *r, const char *unit)
     return rc;
 }
 
+/* ---- plan amounts into the unit rows ------------------------------------------------------ */
+
+static int compare_unit_year(const char *unit_a, int year_a, const char *unit_b, int year_b)
+{
+    int c = strcmp(unit_a, unit_b);
+    return c != 0 ? c : (year_a > year_b) - (year_a < year_b);
+}
+
+static int compare_row_index(const void *a, const void *b)
+{
+    const unit_row *x = *(const unit_row *const *)a, *y = *(const unit_row *const *)b;
+    return compare_unit_year(x->unit, x->year, y->unit, y->year);
+}
+
+static int compare_plan_to_row(const void *key, const void *item)
+{
+    const plan_row *p = key;
+    const unit_row *u = *(const unit_row *const *)item;
+    return compare_unit_year(p->unit, p->year, u->unit, u->year);
+}
+
+/*
+ * Sets the plan amount of each unit row from the plans the units × years view gave, and adds
+ * a row for each plan of a unit and year balances has no row of (a plan year). O((units +
+ * plans) log units). -1 when out of memory.
+ */
+static int merge_plans(report *r)
+{
+    const plan_row *plans = r->plans.items;
+    size_t rows = r->units.count;
+    unit_row **sorted = malloc((rows + 1) * sizeof(*sorted));
+    bool *matched = calloc(r->plans.count + 1, sizeof(*matched));
+    if (sorted == NULL || matched == NULL) {
+        free(sorted);
+        free(matched);
+        return -1;
+    }
+    for (size_t i = 0; i < rows; i++)
+        sorted[i] = &((unit_row *)r->units.items)[i];
+    qsort(sorted, rows, sizeof(*sorted), compare_row_index);
+    for (size_t i = 0; i < r->plans.count; i++) {
+        unit_row **at = bsearch(&plans[i], sorted, rows, sizeof(*sorted), compare_plan_to_row);
+        if (at == NULL)
+            continue;
+        (*at)->plan = plans[i].plan;
+        (*at)->plan_by = plans[i].plan_by;
+        (*at)->has_plan = true;
+        matched[i] = true;
+    }
+    free(sorted); /* the rows may move below */
+    int rc = 0;
+    for (size_t i = 0; i < r->plans.count && rc == 0; i++) {
+        if (matched[i])
+            continue;
+        unit_row *u = list_add(&r->units);
+        if (u == NULL) {
+            rc = -1;
+            break;
+        }
+        memcpy(u->unit, plans[i].unit, sizeof(u->unit));
+        u->year = plans[i].year;
+        u->plan = plans[i].plan;
+        u->plan_by = plans[i].plan_by;
+        u->has_plan = true;
+    }
+    free(matched);
+    r->plans.count = 0; /* merged once */
+    return rc;
+}
+
 /* ---- public: the page ------------------------------------------------------------------- */
+
+/* One flagged item in the list of a decided-by report's oddities. */
+static void oddity_item(FILE *f, const char *what, const char *id, const char *unit, int year,
+                        const oddity_set *o)
+{
+    fprintf(f, "<li>%s ", what);
+    html_text(f, id);
+    fputs(" (", f);
+    html_text(f, unit);
+    fprintf(f, ", %d):", year);
+    oddity_marks(f, o);
+    fputs("</li>\n", f);
+}
+
+/* A decided-by report says so at its top, and lists every item the daemon flags. */
+static void decided_by_box(FILE *f, const report *r)
+{
+    const frame_row *frames = r->frames.items;
+    const allocation_row *allocations = r->allocations.items;
+    const unit_row *units = r->units.items;
+    size_t flagged = 0;
+    for (size_t i = 0; i < r->frames.count; i++)
+        flagged += frames[i].oddities.count > 0;
+    for (size_t i = 0; i < r->allocations.count; i++)
+        flagged += allocations[i].oddities.count > 0;
+    for (size_t i = 0; i < r->units.count; i++)
+        flagged += units[i].oddities.count > 0;
+    fputs("<div class=\"decided\">\n<p><strong>Beslutat senast ", f);
+    html_text(f, r->decided_by);
+    fputs(", oavsett när det fördes in.</strong> Beviljanden, justeringar och beslut räknas efter "
+          "sitt beslutsdatum; ett beslut daterat senare räknas inte (det som det beslutar "
+          "visas som väntande). En sådan vy kan visa det som reglerna förbjuder, till exempel "
+          "mer tilldelat än beviljat när en höjning beslutad senare fördes in först: det visas "
+          "som det är och markeras med !. Planbelopp visas inte i en vy per beslutsdag.</p>\n",
+          f);
+    fprintf(f, "<p class=\"oddity-count\" data-oddities=\"%zu\">", flagged);
+    if (flagged == 0) {
+        fputs("Ingen post i rapporten visar något som reglerna förbjuder.</p>\n</div>\n", f);
+        return;
+    }
+    fprintf(f, "%zu poster i rapporten visar något som reglerna förbjuder:</p>\n<ul>\n", flagged);
+    for (size_t i = 0; i < r->frames.count; i++)
+        if (frames[i].oddities.count > 0)
+            oddity_item(f, "Ram", frames[i].id, frames[i].unit, frames[i].year,
+                        &frames[i].oddities);
+    for (size_t i = 0; i < r->allocations.count; i++)
+        if (allocations[i].oddities.count > 0)
+            oddity_item(f, "Tilldelning", allocations[i].id, allocations[i].unit,
+                        allocations[i].year, &allocations[i].oddities);
+    for (size_t i = 0; i < r->units.count; i++)
+        if (units[i].oddities.count > 0)
+            oddity_item(f, "Enhet", units[i].unit, units[i].unit, units[i].year,
+                        &units[i].oddities);
+    fputs("</ul>\n</div>\n", f);
+}
 
 static void header(FILE *f, const report *r)
 {
@@ -1138,14 +1536,24 @@ static void header(FILE *f, const report *r)
         fputs("alla år. ", f);
     else
         fprintf(f, "år %d–%d. ", r->year_from, r->year_to);
-    fprintf(f,
-            "Huvudboken som den stod efter händelse <span data-as-of=\"%llu\">%llu</span>. "
-            "Utskriven %s.</p>\n",
-            (unsigned long long)r->as_of, (unsigned long long)r->as_of, today);
+    fprintf(f, "Huvudboken som den stod efter händelse <span data-as-of=\"%llu\">%llu</span>",
+            (unsigned long long)r->as_of, (unsigned long long)r->as_of);
+    if (!plan_shown(r)) {
+        fputs(", beslutat senast <span data-decided-by=\"", f);
+        html_text(f, r->decided_by);
+        fputs("\">", f);
+        html_text(f, r->decided_by);
+        fputs("</span>, oavsett när det fördes in", f);
+    }
+    fprintf(f, ". Utskriven %s.</p>\n", today);
+    if (!plan_shown(r))
+        decided_by_box(f, r);
 }
 
 int report_write_html(report *r, FILE *f)
 {
+    if (merge_plans(r) != 0)
+        return -1;
     size_t *first = malloc((r->units.count + 1) * sizeof(*first));
     if (first == NULL || build_index(r) != 0) {
         free(first);

@@ -121,6 +121,9 @@ Test(cli, completion_candidates_come_from_the_table_and_the_daemon)
                    !has_line(r.out, "--amount"),
                "balances' options: %s", r.out);
     e2e_ctl_free(&r);
+    e2e_assert_int(ctl(&r, "complete", "--", "report", "--d"), 0, "complete report's options");
+    e2e_assert_str(r.out, "--decided-by\n", "report's options starting with --d");
+    e2e_ctl_free(&r);
 
     e2e_assert_int(ctl(&r, "complete", "--", "allocate", "ks-2021", "--unit", ""), 0, "units");
     e2e_assert(!has_line(r.out, "SON"), "no unit before any was used: %s", r.out);

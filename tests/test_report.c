@@ -473,6 +473,8 @@ static e2e_json *outcome_json(const char *unit)
 
 /* ---- the tests --------------------------------------------------------------------------- */
 
+static void adopt_2022_and_2023(const char *dir);
+
 Test(report, renders_headless_to_a_png_and_a_pdf_that_are_not_blank)
 {
     char dir[256], html[300], png[300], pdf[300], profile_png[300], profile_pdf[300];
@@ -480,6 +482,7 @@ Test(report, renders_headless_to_a_png_and_a_pdf_that_are_not_blank)
     au_temp_dir(dir, sizeof(dir));
     seed();
     outcome_import(dir);
+    adopt_2022_and_2023(dir); /* the example's plan years, as scripts/demo.sh adopts them */
     free(report_file(dir, NULL, 0, html, sizeof(html)));
     snprintf(png, sizeof(png), "%s/report.png", dir);
     snprintf(pdf, sizeof(pdf), "%s/report.pdf", dir);
@@ -839,4 +842,245 @@ Test(report, reads_every_page_of_balances)
     const char *row = strstr(page, "<tr class=\"year\" data-unit=\"KS\" data-year=\"2030\">");
     e2e_assert(row != NULL && row_has(row, want), "KS 2030 does not show %s", want);
     free(page);
+}
+
+/* ---- plan years and decided_by ----------------------------------------------------------- */
+
+/* `budgetctl --json ARGS...`, parsed (free it). */
+static e2e_json *ctl_json_argv(int argc, const char *const *argv)
+{
+    e2e_ctl_result r;
+    e2e_assert(e2e_ctl_argv(&bd, &r, argc, argv) == 0 && r.exit_code == 0,
+               "budgetctl --json %s failed: %s", argv[1], r.err);
+    e2e_json *j = e2e_json_parse(r.out, r.out_len);
+    e2e_assert(j != NULL, "budgetctl --json %s printed no JSON: %s", argv[1], r.out);
+    e2e_ctl_free(&r);
+    return j;
+}
+#define ctl_json(...) ctl_json_argv(AU_ARGC("--json", __VA_ARGS__), AU_ARGV("--json", __VA_ARGS__))
+
+/* Adopts `year` with plan years `plan` through `budgetctl adopt`, its lines written to `dir`. */
+static void adopt(const char *dir, const char *id, const char *year, const char *plan,
+                  const char *decision, const char *lines)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/%s.txt", dir, id);
+    e2e_assert(au_write_file(path, lines, strlen(lines), 0644) == 0, "cannot write %s", path);
+    ctl_ok("adopt", "--id", id, "--year", year, "--plan", plan, "--decision", decision, "--title",
+           "Utökat trygghetsarbete", "--lines", path);
+}
+
+/* The plan cell of the row at `row`: the amount in Swedish and, when planned, the budget year
+ * that planned it ("1 500 000 kr<br><span class="small">budget 2022</span>"); "—" for none. */
+static void check_plan_cell(const char *row, const char *what, const e2e_json *plan,
+                            int64_t plan_by)
+{
+    const char *end = strstr(row, "</tr>"), *cell = strstr(row, "<td class=\"n plan\"");
+    e2e_assert(cell != NULL && end != NULL && cell < end, "%s has no plan cell: %.300s", what, row);
+    cell = strchr(cell, '>') + 1;
+    const char *close = strstr(cell, "</td>");
+    char want[160], amount[96];
+    if (plan == NULL || plan->type == E2E_JSON_NULL) {
+        snprintf(want, sizeof(want), "\u2014");
+    } else {
+        swedish(plan->integer, amount, sizeof(amount));
+        if (plan_by > 0)
+            snprintf(want, sizeof(want), "%s<br><span class=\"small\">budget %" PRId64 "</span>",
+                     amount, plan_by);
+        else
+            snprintf(want, sizeof(want), "%s", amount);
+    }
+    e2e_assert(close != NULL && (size_t)(close - cell) == strlen(want) &&
+                   strncmp(cell, want, strlen(want)) == 0,
+               "%s: the plan cell is \"%.*s\", expected \"%s\"", what,
+               close ? (int)(close - cell) : 60, cell, want);
+}
+
+/* Budget 2022 with plan 2023-2027 (KS's 2021 frame of the seed continued), then budget 2023
+ * with plan 2024-2028, which changes SON's plan for 2024. */
+static void adopt_2022_and_2023(const char *dir)
+{
+    adopt(dir, "b2022", "2022", "2023-2027", "KF 2021-11-22 § 150",
+          "# enhet;budget 2022;plan 2023;2024;2025;2026;2027\n"
+          "KS;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;continues=ks-2021-trygghet\n"
+          "SON;1 mkr;1 mkr;1 mkr;1 mkr;1 mkr;1 mkr\n"
+          "KFN;0,5 mkr;0,5 mkr;0,5 mkr;0;0;0\n");
+    adopt(dir, "b2023", "2023", "2024-2028", "KF 2022-11-21 § 98",
+          "KS;1,6 mkr;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;1,5 mkr;continues=b2022:KS\n"
+          "SON;1 mkr;1,2 mkr;1 mkr;1 mkr;1 mkr;1 mkr;continues=b2022:SON\n");
+}
+
+Test(report, shows_the_plan_amounts_of_the_years_view_and_a_plan_line)
+{
+    char dir[256];
+    au_temp_dir(dir, sizeof(dir));
+    seed();
+    adopt_2022_and_2023(dir);
+    char *dom = report_dom(dir, AU_ARGV("--years", "2021-2027"), 2);
+
+    /* Every row of the daemon's units × years view: its plan in the summary and in the unit's
+     * section, with the budget year that planned it; and each unit's sum of them. */
+    e2e_json *years = ctl_json("years", "2021-2027");
+    const e2e_json *rows = e2e_json_get(years, "rows");
+    e2e_assert(rows != NULL && rows->count > 0, "years gives no rows");
+    const char *units[3] = {"KS", "SON", "KFN"};
+    int64_t unit_plan[3] = {0}, plans = 0;
+    for (size_t i = 0; i < rows->count; i++) {
+        const e2e_json *row = rows->items[i];
+        const char *unit = e2e_json_str(row, "unit");
+        int64_t year = e2e_json_int(row, "year", 0), plan_by = e2e_json_int(row, "plan_by", 0);
+        const e2e_json *plan = e2e_json_get(row, "plan");
+        char marker[128], what[64];
+        snprintf(marker, sizeof(marker),
+                 "<tr class=\"year\" data-unit=\"%s\" data-year=\"%" PRId64 "\">", unit, year);
+        snprintf(what, sizeof(what), "%s %" PRId64, unit, year);
+        const char *at = strstr(dom, marker);
+        e2e_assert(at != NULL, "the summary has no row for %s, which years lists", what);
+        check_plan_cell(at, what, plan, plan_by);
+        const char *start, *end;
+        unit_section(dom, unit, &start, &end);
+        at = strstr(start, marker);
+        e2e_assert(at != NULL && at < end, "%s is not in its unit's section", what);
+        check_plan_cell(at, what, plan, plan_by);
+        for (int k = 0; k < 3; k++)
+            if (plan != NULL && plan->type != E2E_JSON_NULL && strcmp(unit, units[k]) == 0)
+                unit_plan[k] += plan->integer;
+        plans += plan != NULL && plan->type != E2E_JSON_NULL;
+    }
+    e2e_assert(plans >= 12, "years gives %" PRId64 " plan amounts for 2023-2027", plans);
+    /* A plan year holds only plan: 2027 is a row of its own. */
+    e2e_assert(strstr(dom, "<tr class=\"year\" data-unit=\"KFN\" data-year=\"2027\">") != NULL,
+               "the plan year 2027 of KFN is not a row");
+    for (int k = 0; k < 3; k++) {
+        char marker[128];
+        snprintf(marker, sizeof(marker), "<tr class=\"subtotal\" data-unit=\"%s\"", units[k]);
+        const char *at = strstr(dom, marker);
+        e2e_assert(at != NULL, "no subtotal of %s", units[k]);
+        e2e_json sum = {.type = E2E_JSON_NUMBER, .integral = true, .integer = unit_plan[k]};
+        check_plan_cell(at, marker, &sum, 0);
+    }
+
+    /* The line over the years: a plan series, a point a year with the year's total plan. */
+    e2e_assert(strstr(dom, "<polyline data-series=\"plan\"") != NULL,
+               "the line over the years has no plan series");
+    const e2e_json *totals = e2e_json_get(years, "totals");
+    e2e_assert(totals != NULL && totals->count == 7, "years gives no totals for 2021-2027");
+    for (size_t i = 0; i < totals->count; i++) {
+        const e2e_json *plan = e2e_json_get(totals->items[i], "plan");
+        if (plan == NULL || plan->type == E2E_JSON_NULL)
+            continue;
+        char amount[96], title[160];
+        swedish(plan->integer, amount, sizeof(amount));
+        snprintf(title, sizeof(title), "<title>%" PRId64 ", Plan: %s</title>",
+                 e2e_json_int(totals->items[i], "year", 0), amount);
+        e2e_assert(strstr(dom, title) != NULL, "the plan line has no point %s", title);
+    }
+    e2e_json_free(years);
+    free(dom);
+
+    /* As of event 14, before budget 2023 was adopted, SON's plan for 2024 is 2022's: the
+     * report reads the years view at its own as_of. */
+    dom = report_dom(dir, AU_ARGV("--years", "2024-2024", "--as-of", "14"), 4);
+    years = ctl_json("years", "2024-2024", "--unit", "SON", "--as-of", "14");
+    rows = e2e_json_get(years, "rows");
+    e2e_assert(rows != NULL && rows->count == 1 &&
+                   e2e_json_int(rows->items[0], "plan_by", 0) == 2022,
+               "as of 14, years gives SON 2024 no plan of budget 2022");
+    const char *at = strstr(dom, "<tr class=\"year\" data-unit=\"SON\" data-year=\"2024\">");
+    e2e_assert(at != NULL, "as of 14, the report has no SON 2024");
+    check_plan_cell(at, "SON 2024 as of 14", e2e_json_get(rows->items[0], "plan"), 2022);
+    e2e_json_free(years);
+    free(dom);
+
+    /* Without --years the report covers every year of the ledger, its plan years too. */
+    dom = report_dom(dir, NULL, 0);
+    e2e_assert(strstr(dom, "<tr class=\"year\" data-unit=\"SON\" data-year=\"2028\">") != NULL,
+               "the report of every year leaves out the plan year 2028");
+    free(dom);
+}
+
+/* The decided-by ledger: the seed, then a raise of KS's frame decided on 1 October 2021 and
+ * entered first, and an allocation of it to SON approved by a decision of 15 September. */
+#define DECIDED_BY_DAY "2021-09-30"
+#define RAISE_DECISION "KS 2021-10-01 § 300"
+#define EARLY_DECISION "KS 2021-09-15 § 260"
+
+Test(report, a_decided_by_report_shows_what_balances_decided_by_gives_and_its_oddities)
+{
+    char dir[256];
+    au_temp_dir(dir, sizeof(dir));
+    seed();
+    ctl_ok("adjust", "--decision", RAISE_DECISION, "ks-2021-trygghet", "--delta", "+1 mkr",
+           "--reason", "Höjd ram", "--reference", RAISE_DECISION);
+    ctl_ok("allocate", "ks-2021-trygghet", "--id", "son-extra", "--unit", "SON", "--amount",
+           "1 mkr", "--purpose", "Fler ordningsvakter");
+    ctl_ok_other("approve", "--decision", EARLY_DECISION, "son-extra", "--id", "beslut-son-extra",
+                 "--reference", EARLY_DECISION);
+    char *dom = report_dom(dir, AU_ARGV("--decided-by", DECIDED_BY_DAY), 2);
+
+    /* The page says what it is. */
+    e2e_assert(strstr(dom, "data-decided-by=\"" DECIDED_BY_DAY "\"") != NULL &&
+                   strstr(dom, "Beslutat senast " DECIDED_BY_DAY ", oavsett när det fördes in") !=
+                       NULL,
+               "the report does not say it is decided by " DECIDED_BY_DAY);
+    e2e_assert(strstr(dom, "<td class=\"n plan\"") == NULL,
+               "a decided-by report shows plan amounts the years view cannot give by decision");
+
+    /* Every unit row and frame as balances --decided-by gives them. */
+    e2e_json *balances = ctl_json("balances", "--decided-by", DECIDED_BY_DAY);
+    e2e_assert(strcmp(e2e_json_str(balances, "decided_by"), DECIDED_BY_DAY) == 0,
+               "balances --decided-by answers no decided_by");
+    const e2e_json *units = e2e_json_get(balances, "units");
+    e2e_assert(units != NULL && units->count == 3, "balances --decided-by lists 3 unit rows");
+    static const char *const figures[5] = {"frames", "allocated", "called_off", "pending",
+                                           "available"};
+    for (size_t i = 0; i < units->count; i++) {
+        const e2e_json *u = units->items[i];
+        int64_t want[5];
+        for (int k = 0; k < 5; k++)
+            want[k] = e2e_json_int(u, figures[k], INT64_MIN);
+        char marker[128];
+        snprintf(marker, sizeof(marker),
+                 "<tr class=\"year\" data-unit=\"%s\" data-year=\"%" PRId64 "\">",
+                 e2e_json_str(u, "unit"), e2e_json_int(u, "year", 0));
+        check_row(dom, dom, marker, want, 5);
+    }
+    const e2e_json *frames = e2e_json_get(balances, "frames");
+    e2e_assert(frames != NULL && frames->count == 1, "balances --decided-by lists one frame");
+    const e2e_json *f = frames->items[0];
+    int64_t want[5] = {e2e_json_int(f, "granted", -1), e2e_json_int(f, "allocated", -1),
+                       e2e_json_int(f, "pending", -1), e2e_json_int(f, "unallocated", -1),
+                       e2e_json_int(f, "called_off", -1)};
+    e2e_assert_int(want[0], 300000000, "granted by " DECIDED_BY_DAY " (the raise comes later)");
+    e2e_assert_int(want[1], 400000000, "allocated by " DECIDED_BY_DAY);
+    const char *row = check_row(dom, dom, "<tr data-frame=\"ks-2021-trygghet\">", want, 5);
+
+    /* The oddity the daemon flags, on the frame and in the list at the top. */
+    const e2e_json *odd = e2e_json_get(f, "oddities");
+    e2e_assert(odd != NULL && odd->count == 1 &&
+                   strcmp(odd->items[0]->string, "allocated_over_granted") == 0,
+               "balances --decided-by does not flag the frame allocated_over_granted");
+    e2e_assert(row_has(row, "data-oddity=\"allocated_over_granted\"") &&
+                   row_has(row, "! tilldelat mer än beviljat"),
+               "the frame's oddity is not shown beside it");
+    const char *box = strstr(dom, "<div class=\"decided\">");
+    e2e_assert(box != NULL && strstr(box, "data-oddity=\"allocated_over_granted\"") != NULL &&
+                   strstr(dom, "data-oddities=\"1\"") != NULL,
+               "the oddity is not listed at the top of the page");
+    /* The raise is cited, marked as decided after the day. */
+    row = strstr(row, "</tr>") + strlen("</tr>");
+    e2e_assert(row_has(row, "Höjd ram") && row_has(row, RAISE_DECISION) &&
+                   row_has(row, "beslutat 2021-10-01, efter " DECIDED_BY_DAY ": räknas inte här"),
+               "the raise decided later is not marked as not counted");
+    e2e_json_free(balances);
+    free(dom);
+
+    /* Beside --as-of, as the daemon takes them together: as of event 11 the raise is not
+     * entered, and the frame holds what was granted. */
+    dom = report_dom(dir, AU_ARGV("--decided-by", DECIDED_BY_DAY, "--as-of", "11"), 4);
+    e2e_assert(strstr(dom, "data-as-of=\"11\"") != NULL &&
+                   strstr(dom, "data-decided-by=\"" DECIDED_BY_DAY "\"") != NULL &&
+                   strstr(dom, "data-oddities=\"0\"") != NULL,
+               "--decided-by with --as-of 11 is not both, without oddities");
+    free(dom);
 }
