@@ -132,6 +132,14 @@ static void start_at_noon(int64_t day_ms, bool restart)
     start_at(day_ms + DAY_MS / 2, restart);
 }
 
+/* The day a test plays out, the first ms of it: tomorrow (UTC). The units are registered by a
+ * daemon on the real clock, and no event is stamped before the one before it, so the played
+ * clock must be ahead of the real one, even at 23:59 UTC (00:59 the next day in Stockholm). */
+static int64_t played_day(void)
+{
+    return ((int64_t)time(NULL) / 86400 + 1) * DAY_MS;
+}
+
 static void day_text(int64_t day_ms, char out[16])
 {
     time_t t = (time_t)(day_ms / 1000);
@@ -144,7 +152,7 @@ Test(yearend, a_year_is_closed_and_carried_over_through_budgetctl_and_replays)
 {
     /* Today is the last day for avrop (at noon UTC the same day in Stockholm); its year is the
      * fiscal year. */
-    int64_t today = (int64_t)time(NULL) / 86400 * DAY_MS;
+    int64_t today = played_day();
     char last[16], next_day[16], year[8], next_year[16];
     day_text(today, last);
     day_text(today + DAY_MS, next_day);
@@ -249,7 +257,7 @@ Test(yearend, a_year_is_closed_and_carried_over_through_budgetctl_and_replays)
  * UTC date is too late, and the message names the Swedish day. */
 Test(yearend, the_last_day_for_avrop_ends_at_midnight_in_stockholm)
 {
-    int64_t today = (int64_t)time(NULL) / 86400 * DAY_MS;
+    int64_t today = played_day();
     char last[16], next_day[16], year[8];
     day_text(today, last);
     day_text(today + DAY_MS, next_day);
