@@ -34,7 +34,11 @@
  * usage: loadgen --socket PATH [--append-clients N] [--read-clients N] [--depth D]
  *                [--seconds S] [--warmup S] [--name NAME] [--decider-uid UID]
  *                [--read-mode frame|pages|unit] [--read-spread N] [--seed-allocations N]
- *                [--compare]
+ *                [--compare] [--daemon-pid PID]
+ *
+ * --daemon-pid also reports the CPU time budgetd spent per event appended (user + system, of
+ * all its threads, from /proc/PID/stat), over the same window as the events counted: a figure
+ * of the write path's cost that a slow or busy disk does not move as it moves appends/s.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -792,13 +796,41 @@ static void report(run_state *s, role kind, unsigned clients, double seconds, co
     bench_result(key, "%llu", (unsigned long long)st->failed);
 }
 
+/* The CPU time, user and system, that process `pid` and all its threads have taken, in
+ * seconds (fields 14 and 15 of /proc/PID/stat, in clock ticks). A pid of 0 reads nothing. */
+static int proc_cpu(long pid, double *seconds)
+{
+    char path[64], buf[1024];
+    if (pid <= 0)
+        return 0;
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "loadgen: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name, in parentheses, may hold spaces: the fields count from its end. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long utime, stime;
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                     &stime) != 2) {
+        fprintf(stderr, "loadgen: %s: cannot read the CPU times\n", path);
+        return -1;
+    }
+    *seconds = (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+    return 0;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: loadgen --socket PATH [--append-clients N] [--read-clients N] [--depth D]\n"
             "               [--seconds S] [--warmup S] [--name NAME] [--decider-uid UID]\n"
             "               [--read-mode frame|pages|unit] [--read-spread N]\n"
-            "               [--seed-allocations N] [--compare]\n"
+            "               [--seed-allocations N] [--compare] [--daemon-pid PID]\n"
             "Sets up frames and allocations on a running budgetd, then keeps D requests in\n"
             "flight on each connection for S seconds and reports ok/s, latency and errors.\n");
 }
@@ -818,6 +850,7 @@ int main(int argc, char **argv)
         {"read-spread", required_argument, NULL, 'p'},
         {"seed-allocations", required_argument, NULL, 'e'},
         {"compare", no_argument, NULL, 'c'},
+        {"daemon-pid", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -828,6 +861,7 @@ int main(int argc, char **argv)
     unsigned seed_count = 0;
     uint64_t spread = 0;
     bool compare = false;
+    long daemon_pid = 0;
     int opt;
 
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -872,6 +906,9 @@ int main(int argc, char **argv)
             break;
         case 'c':
             compare = true;
+            break;
+        case 'P':
+            daemon_pid = bench_arg_long(optarg, "--daemon-pid");
             break;
         case 'h':
             usage(stdout);
@@ -947,8 +984,10 @@ int main(int argc, char **argv)
         report(&s, ROLE_APPEND, appenders, seconds, alone_name);
         alone = (double)s.stats[ROLE_APPEND].ok / seconds;
     }
-    if (daemon_stats(&fr, &head0, &batches0) != 0 || run_phase(&s, true, seconds, warmup) != 0 ||
-        daemon_stats(&fr, &head1, &batches1) != 0) {
+    double cpu0 = 0, cpu1 = 0;
+    if (daemon_stats(&fr, &head0, &batches0) != 0 || proc_cpu(daemon_pid, &cpu0) != 0 ||
+        run_phase(&s, true, seconds, warmup) != 0 || daemon_stats(&fr, &head1, &batches1) != 0 ||
+        proc_cpu(daemon_pid, &cpu1) != 0) {
         fprintf(stderr, "loadgen: the run failed\n");
         return 1;
     }
@@ -973,6 +1012,14 @@ int main(int argc, char **argv)
         char key[96];
         snprintf(key, sizeof(key), "%s_events_per_commit", name);
         bench_result(key, "%.1f", per_commit);
+    }
+    if (daemon_pid > 0 && head1 > head0) {
+        double us = (cpu1 - cpu0) * 1e6 / (double)(head1 - head0);
+        printf("         budgetd's CPU per event: %.1f us (%.2f s of CPU in all)\n", us,
+               cpu1 - cpu0);
+        char key[96];
+        snprintf(key, sizeof(key), "%s_cpu_us_per_event", name);
+        bench_result(key, "%.2f", us);
     }
     for (unsigned i = 0; i < s.count; i++) {
         close(s.conns[i].fd);
