@@ -41,6 +41,12 @@ static int batch_reserve(commit_batch_t *b)
     return 0;
 }
 
+static void entries_copy(commit_entry_t *dst, const commit_entry_t *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        commit_entry_copy(&dst[i], &src[i]);
+}
+
 static void batch_reset(commit_batch_t *b)
 {
     b->count = 0;
@@ -155,7 +161,7 @@ static bool admit_retry(commit_t *m, commit_entry_t *e, uint64_t existing)
             return false;
         }
         j->store = m->store;
-        j->cmd = e->cmd;
+        ledger_event_copy(&j->cmd, &e->cmd);
         j->actor = *conn_actor(e->c);
         j->existing = existing;
         j->base.run = retry_run;
@@ -164,11 +170,13 @@ static bool admit_retry(commit_t *m, commit_entry_t *e, uint64_t existing)
     }
     const commit_entry_t *orig = find_undurable(m, existing);
     if (orig && ledger_same_request(&e->cmd, conn_actor(e->c), &orig->ev)) {
-        commit_entry_t *d = &m->pending->entries[m->pending->count++];
-        *d = *e;
-        d->dup = true;
-        d->ev = orig->ev;
-        memcpy(d->hash, orig->hash, sizeof(d->hash));
+        /* `e` is the pending batch's next entry (commit_admit): it rides there, answered
+         * with the original's result once that is durable. */
+        assert(e == &m->pending->entries[m->pending->count]);
+        e->dup = true;
+        ledger_event_copy(&e->ev, &orig->ev);
+        memcpy(e->hash, orig->hash, sizeof(e->hash));
+        m->pending->count++;
         return false;
     }
     conflict_message(msg, sizeof(msg), e->cmd.id, existing, conn_actor(e->c),
@@ -179,77 +187,83 @@ static bool admit_retry(commit_t *m, commit_entry_t *e, uint64_t existing)
 
 /*
  * Checks a write against the speculative ledger and, when it passes, encodes its event into
- * the pending batch and applies it to the speculative ledger. `e` is copied; on any error the
+ * the pending batch and applies it to the speculative ledger. `in` is copied; on any error the
  * write is answered here. The connection's reference is kept by a queued entry and dropped
  * otherwise.
  */
 void commit_admit(commit_t *m, const commit_entry_t *in)
 {
-    commit_entry_t e = *in;
+    commit_batch_t *b = m->pending;
+    commit_entry_t *e;
     ledger_error err;
     uint64_t existing = 0;
     char msg[200];
-    size_t before = m->pending->count;
+    size_t before = b->count;
 
-    assert(e.c != NULL && m->pending != m->inflight);
+    assert(in->c != NULL && m->pending != m->inflight);
     assert(m->spec_head >= m->committed_head);
 
     if (*m->stopping) {
-        conn_answer_error(e.c, e.slot, e.req_id, BUDGET_EUNAVAILABLE,
+        conn_answer_error(in->c, in->slot, in->req_id, BUDGET_EUNAVAILABLE,
                           "budgetd is stopping; retry with the same id");
         goto done;
     }
-    if (m->pending->count >= BUDGET_BATCH_EVENTS_MAX || batch_reserve(m->pending) != 0) {
-        conn_answer_error(e.c, e.slot, e.req_id, BUDGET_EUNAVAILABLE,
+    if (b->count >= BUDGET_BATCH_EVENTS_MAX || batch_reserve(b) != 0) {
+        conn_answer_error(in->c, in->slot, in->req_id, BUDGET_EUNAVAILABLE,
                           "the write queue is full; retry with the same id");
         goto done;
     }
+    /* The write is made where it will ride, in the batch's next entry, which counts only once
+     * the write passes: no copy of the entry after the check. */
+    e = &b->entries[b->count];
+    memcpy(e, in, offsetof(commit_entry_t, cmd));
+    ledger_event_copy(&e->cmd, &in->cmd);
     /* Time never goes backwards in the log, even when the clock is set back: an event is
      * stamped no earlier than the one before it (docs/events.md). The rules see the stamp:
      * an avrop's last day is checked against it. */
     uint64_t now = clock_now_ms(), last = ledger_last_ts(m->speculative);
-    e.cmd.ts_ms = now > last ? now : last;
-    int rc = ledger_check(m->speculative, &e.cmd, conn_actor(e.c), &e.ev, &existing, &err);
+    e->cmd.ts_ms = now > last ? now : last;
+    int rc = ledger_check(m->speculative, &e->cmd, conn_actor(e->c), &e->ev, &existing, &err);
     if (rc == 1) {
-        if (admit_retry(m, &e, existing))
+        if (admit_retry(m, e, existing))
             return; /* the retry job ends the write */
         goto done;
     }
     /* A malformed write is refused as such, whatever the head (docs/events.md: the order). */
     if (rc == BUDGET_EBAD_REQUEST) {
-        conn_answer_error(e.c, e.slot, e.req_id, rc, err.message);
+        conn_answer_error(e->c, e->slot, e->req_id, rc, err.message);
         goto done;
     }
-    if (e.has_expect_head && e.expect_head != m->spec_head) {
+    if (e->has_expect_head && e->expect_head != m->spec_head) {
         snprintf(msg, sizeof(msg), "expect_head is %llu but the log's last seq is %llu",
-                 (unsigned long long)e.expect_head, (unsigned long long)m->spec_head);
-        conn_answer_error(e.c, e.slot, e.req_id, BUDGET_ECONFLICT, msg);
+                 (unsigned long long)e->expect_head, (unsigned long long)m->spec_head);
+        conn_answer_error(e->c, e->slot, e->req_id, BUDGET_ECONFLICT, msg);
         goto done;
     }
     if (rc < 0) {
-        conn_answer_error(e.c, e.slot, e.req_id, rc, err.message);
+        conn_answer_error(e->c, e->slot, e->req_id, rc, err.message);
         goto done;
     }
-    commit_batch_t *b = m->pending;
-    e.ev.seq = m->spec_head + 1;
-    e.ev.ts_ms = e.cmd.ts_ms;
-    e.dup = false;
-    e.offset = b->bytes_len;
-    rc = event_encode(&e.ev, m->spec_hash, b->bytes + b->bytes_len, EVENT_BYTES_MAX, e.hash);
-    if (rc < 0 || ledger_apply(m->speculative, &e.ev) != 0) {
-        log_error("event %llu (%s) could not be encoded or applied", (unsigned long long)e.ev.seq,
-                  e.cmd.id);
-        conn_answer_error(e.c, e.slot, e.req_id, BUDGET_EINTERNAL, "the event could not be made");
+    e->ev.seq = m->spec_head + 1;
+    e->ev.ts_ms = e->cmd.ts_ms;
+    e->dup = false;
+    e->offset = b->bytes_len;
+    rc = event_encode(&e->ev, m->spec_hash, b->bytes + b->bytes_len, EVENT_BYTES_MAX, e->hash);
+    if (rc < 0 || ledger_apply(m->speculative, &e->ev) != 0) {
+        log_error("event %llu (%s) could not be encoded or applied", (unsigned long long)e->ev.seq,
+                  e->cmd.id);
+        conn_answer_error(e->c, e->slot, e->req_id, BUDGET_EINTERNAL,
+                          "the event could not be made");
         goto done;
     }
-    e.size = (size_t)rc;
-    b->bytes_len += e.size;
-    m->spec_head = e.ev.seq;
-    memcpy(m->spec_hash, e.hash, sizeof(m->spec_hash));
-    b->entries[b->count++] = e;
+    e->size = (size_t)rc;
+    b->bytes_len += e->size;
+    m->spec_head = e->ev.seq;
+    memcpy(m->spec_hash, e->hash, sizeof(m->spec_hash));
+    b->count++;
 done:
-    if (m->pending->count == before)
-        conn_write_answered(e.c); /* the step launches the batch otherwise */
+    if (b->count == before)
+        conn_write_answered(in->c); /* the step launches the batch otherwise */
 }
 
 static void answer_batch_failed(commit_t *m, commit_batch_t *b, const char *why);
@@ -420,7 +434,7 @@ static bool group_retry(commit_t *m, group_check *g, bool dry_run)
                           "out of memory");
         return false;
     }
-    memcpy(j->entries, g->entries, n * sizeof(commit_entry_t));
+    entries_copy(j->entries, g->entries, n);
     j->existing = (uint64_t *)(j->entries + n);
     memcpy(j->existing, g->existing, n * sizeof(uint64_t));
     j->refusals = (commit_refusal_t *)(j->existing + n);
@@ -452,7 +466,7 @@ static int group_init(commit_t *m, group_check *g, const commit_entry_t *entries
         group_free(g);
         return -1;
     }
-    memcpy(g->entries, entries, n * sizeof(*g->entries));
+    entries_copy(g->entries, entries, n);
     /* Every event of a group is stamped alike, never before the last (as commit_admit). */
     uint64_t now = clock_now_ms(), last = ledger_last_ts(m->speculative);
     g->ts_ms = now > last ? now : last;
@@ -585,7 +599,7 @@ static bool group_queue(commit_t *m, group_check *g, const commit_group_opts *o)
     /* A failed commit checks the group again (recheck_pending): it keeps the batch's head. */
     g->entries[0].has_expect_head = o->has_expect_head;
     g->entries[0].expect_head = o->expect_head;
-    memcpy(b->entries + b->count, g->entries, g->n * sizeof(*g->entries));
+    entries_copy(b->entries + b->count, g->entries, g->n);
     b->count += g->n;
     g->queued = true;
     m->spec_head += g->n;
@@ -791,7 +805,7 @@ static void recheck_pending(commit_t *m)
         return;
     }
     if (n > 0)
-        memcpy(waiting, b->entries, n * sizeof(*waiting));
+        entries_copy(waiting, b->entries, n);
     ledger_free(m->speculative);
     m->speculative = fresh;
     m->spec_head = m->committed_head;
@@ -833,6 +847,8 @@ static void on_writer_done(uv_async_t *h)
     b = m->inflight;
     assert(b != NULL && b != m->pending);
     m->inflight = NULL;
+    if (m->hub)
+        conn_hub_cork(m->hub);
     if (b->sync_failed) {
         log_error("a commit's sync failed (or its meta page write did): the disk's state is "
                   "unknown; stopping writes and exiting so a restart replays what is on disk");
@@ -852,6 +868,8 @@ static void on_writer_done(uv_async_t *h)
         answer_batch_ok(m, b);
         batch_reset(b);
     }
+    if (m->hub)
+        conn_hub_uncork(m->hub);
     /* Answers were only queued; the connections they woke handle their next frames at the
      * step, checked against the settled ledgers. */
     m->quiet(m->owner);

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <uv.h>
 
@@ -32,11 +33,9 @@ typedef struct {
     conn_t *c;
     uint32_t slot;
     uint64_t req_id;
-    ledger_cmd cmd;
     bool has_expect_head;
     uint64_t expect_head;
-    bool dup;        /* a retry of an event still in flight: answered with its result */
-    ledger_event ev; /* the event made (or, for dup, the original's) */
+    bool dup; /* a retry of an event still in flight: answered with its result */
     uint8_t hash[BUDGET_HASH_BYTES];
     size_t offset; /* of the encoded event in the batch's bytes */
     size_t size;
@@ -44,7 +43,25 @@ typedef struct {
      * their number in `group` and answers for all of them; the others hold `in_group`. */
     uint32_t group;
     bool in_group;
+    /* Last, and cleared and copied as ledger_event_clear and _copy do (commit_entry_clear
+     * and _copy): the entry is 27 KiB, nearly all of it the lines of an adoption. */
+    ledger_cmd cmd;
+    ledger_event ev; /* the event made (or, for dup, the original's) */
 } commit_entry_t;
+
+static inline void commit_entry_clear(commit_entry_t *e)
+{
+    memset(e, 0, offsetof(commit_entry_t, cmd));
+    ledger_event_clear(&e->cmd);
+    ledger_event_clear(&e->ev);
+}
+
+static inline void commit_entry_copy(commit_entry_t *dst, const commit_entry_t *src)
+{
+    memcpy(dst, src, offsetof(commit_entry_t, cmd));
+    ledger_event_copy(&dst->cmd, &src->cmd);
+    ledger_event_copy(&dst->ev, &src->ev);
+}
 
 /* The writes committed together; `bytes` holds their encoded events back to back. */
 typedef struct {
@@ -69,6 +86,7 @@ typedef struct {
     void (*fatal)(void *owner);
     void (*quiet)(void *owner);
     void *owner;
+    conn_hub_t *hub; /* the owner's: a commit's answers are written together (conn_hub_cork) */
 
     ledger *committed;
     uint64_t committed_head;

@@ -58,6 +58,9 @@ struct conn {
     /* In hub->ready: it may have frames to handle or reading to start (conn_wake). */
     bool ready;
     conn_t *ready_next;
+    /* In hub->corked: answers wait in their slots until conn_hub_uncork writes them. */
+    bool flush_due;
+    conn_t *flush_next;
     struct sub *sub; /* sub.c's: set once the connection subscribed */
     conn_t *prev, *next;
 };
@@ -71,15 +74,38 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
 /* ---- connections: answer order and output ----------------------------------------------- */
 
+/* One write of one or more frames (answers written together are one write_req). */
 typedef struct {
     uv_write_t req;
     conn_t *c;
-    char *frame;
     size_t size;
     size_t cost;
     void (*done)(void *arg, int status); /* conn_write_ahead's; NULL for answers and pushes */
     void *arg;
+    uint32_t count;
+    char *frame[]; /* `count` of them, malloc'd */
 } write_req;
+
+static write_req *write_req_new(conn_t *c, uint32_t count)
+{
+    write_req *w = malloc(sizeof(*w) + count * sizeof(w->frame[0]));
+    if (w) {
+        w->c = c;
+        w->size = 0;
+        w->cost = 0;
+        w->done = NULL;
+        w->arg = NULL;
+        w->count = count;
+    }
+    return w;
+}
+
+static void write_req_free(write_req *w)
+{
+    for (uint32_t i = 0; i < w->count; i++)
+        free(w->frame[i]);
+    free(w);
+}
 
 /* malloc's own bookkeeping for each of a frame's two allocations (the frame, its write_req). */
 #define MALLOC_OVERHEAD_BYTES 16u
@@ -160,7 +186,38 @@ void conn_answer_frame(conn_t *c, uint32_t idx, char *frame, size_t size)
     c->slots[idx].cost = frame_cost(frame);
     c->held_bytes += size;
     c->out_cost += c->slots[idx].cost;
-    conn_flush(c);
+    conn_hub_t *h = c->hub;
+    if (!h->corked) {
+        conn_flush(c);
+        return;
+    }
+    if (!c->flush_due) {
+        c->flush_due = true;
+        c->refs++; /* until conn_hub_uncork has written it */
+        c->flush_next = h->corked_list;
+        h->corked_list = c;
+    }
+}
+
+void conn_hub_cork(conn_hub_t *h)
+{
+    assert(!h->corked);
+    h->corked = true;
+}
+
+void conn_hub_uncork(conn_hub_t *h)
+{
+    assert(h->corked);
+    h->corked = false;
+    while (h->corked_list) {
+        conn_t *c = h->corked_list;
+        h->corked_list = c->flush_next;
+        c->flush_next = NULL;
+        c->flush_due = false;
+        if (!c->closing)
+            conn_flush(c);
+        conn_unref(c);
+    }
 }
 
 void conn_answer_error(conn_t *c, uint32_t idx, uint64_t req_id, int code, const char *msg)
@@ -190,8 +247,7 @@ static void on_write(uv_write_t *req, int status)
     assert(c->out_bytes >= w->size && c->out_cost >= w->cost);
     c->out_bytes -= w->size;
     c->out_cost -= w->cost;
-    free(w->frame);
-    free(w);
+    write_req_free(w);
     if (done) {
         if (status >= 0)
             c->active_ms = uv_now(c->hub->loop);
@@ -213,35 +269,41 @@ static void on_write(uv_write_t *req, int status)
     conn_wake(c);
 }
 
+/* Writes the answers ready at the head of the slots, in order, in one write. */
 static void conn_flush(conn_t *c)
 {
-    while (c->slot_count > 0 && c->slots[c->slot_head].frame) {
-        answer_slot *sl = &c->slots[c->slot_head];
-        write_req *w = malloc(sizeof(*w));
-        c->slot_head = (c->slot_head + 1) % BUDGET_CONN_INFLIGHT_MAX;
-        c->slot_count--;
-        c->held_bytes -= sl->size;
-        if (!w) {
-            c->out_cost -= sl->cost;
-            free(sl->frame);
+    uv_buf_t bufs[BUDGET_CONN_INFLIGHT_MAX];
+    uint32_t n = 0;
+
+    while (n < c->slot_count && c->slots[(c->slot_head + n) % BUDGET_CONN_INFLIGHT_MAX].frame)
+        n++;
+    if (n > 0) {
+        write_req *w = write_req_new(c, n);
+        for (uint32_t i = 0; i < n; i++) {
+            answer_slot *sl = &c->slots[c->slot_head];
+            c->slot_head = (c->slot_head + 1) % BUDGET_CONN_INFLIGHT_MAX;
+            c->slot_count--;
+            c->held_bytes -= sl->size;
+            if (!w) {
+                c->out_cost -= sl->cost;
+                free(sl->frame);
+            } else {
+                w->frame[i] = sl->frame;
+                w->size += sl->size;
+                w->cost += sl->cost;
+                bufs[i] = uv_buf_init(sl->frame, (unsigned int)sl->size);
+            }
             sl->frame = NULL;
+        }
+        if (!w) {
             conn_close(c);
             return;
         }
-        w->c = c;
-        w->done = NULL;
-        w->frame = sl->frame;
-        w->size = sl->size;
-        w->cost = sl->cost;
-        sl->frame = NULL;
-        uv_buf_t buf = uv_buf_init(w->frame, (unsigned int)w->size);
         c->out_bytes += w->size;
-        int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_write);
-        if (rc < 0) {
+        if (uv_write(&w->req, (uv_stream_t *)&c->pipe, bufs, n, on_write) < 0) {
             c->out_bytes -= w->size;
             c->out_cost -= w->cost;
-            free(w->frame);
-            free(w);
+            write_req_free(w);
             conn_close(c);
             return;
         }
@@ -258,7 +320,7 @@ int conn_push(conn_t *c, char *frames, size_t size)
     assert(size >= BUDGET_FRAME_HEADER_BYTES);
 
     if (!c->closing && c->slot_count == 0)
-        w = malloc(sizeof(*w));
+        w = write_req_new(c, 1);
     if (!w) {
         free(frames);
         if (!c->closing)
@@ -266,9 +328,7 @@ int conn_push(conn_t *c, char *frames, size_t size)
         return -1;
     }
     frames = frame_fit(frames, size);
-    w->c = c;
-    w->done = NULL;
-    w->frame = frames;
+    w->frame[0] = frames;
     w->size = size;
     w->cost = frame_cost(frames);
     uv_buf_t buf = uv_buf_init(frames, (unsigned int)size);
@@ -277,8 +337,7 @@ int conn_push(conn_t *c, char *frames, size_t size)
     if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_write) < 0) {
         c->out_bytes -= size;
         c->out_cost -= w->cost;
-        free(frames);
-        free(w);
+        write_req_free(w);
         conn_close(c);
         return -1;
     }
@@ -808,13 +867,12 @@ int conn_write_ahead(conn_t *c, uint32_t idx, char *frame, size_t size,
     assert(done != NULL);
     assert(c->slot_count > 0 && c->slot_head == idx); /* the oldest answer owed */
     (void)idx;
-    write_req *w = c->closing ? NULL : malloc(sizeof(*w));
+    write_req *w = c->closing ? NULL : write_req_new(c, 1);
     if (!w) {
         free(frame);
         return -1;
     }
-    w->c = c;
-    w->frame = frame;
+    w->frame[0] = frame;
     w->size = size;
     w->cost = 0; /* bounded by its maker (a backup keeps at most two chunks out) */
     w->done = done;
@@ -823,8 +881,7 @@ int conn_write_ahead(conn_t *c, uint32_t idx, char *frame, size_t size,
     c->out_bytes += size;
     if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_write) < 0) {
         c->out_bytes -= size;
-        free(frame);
-        free(w);
+        write_req_free(w);
         return -1;
     }
     return 0;

@@ -70,6 +70,10 @@ typedef struct {
      * reference while it is here. */
     conn_t *ready, *ready_tail;
     bool running_ready; /* inside conn_run_ready */
+    /* Between conn_hub_cork and _uncork: answers are held, and the connections that got
+     * them listed (each holding a reference), to be written one write per connection. */
+    bool corked;
+    conn_t *corked_list;
     /* Active while connections are ready, so the loop does not block before the step. */
     uv_idle_t ready_idle;
     lookup_pool_t lookups;
@@ -88,6 +92,11 @@ void conn_on_connection(uv_stream_t *listener, int status);
  * starts or stops its reading. The only place frames are handled; never called from inside an
  * answer (it asserts so). */
 void conn_run_ready(conn_hub_t *h);
+/* Holds every answer made until conn_hub_uncork, which writes each connection's answers in
+ * one write: a group commit answers many writes of one connection at once, and a write
+ * syscall per answer costs the loop thread more than the answers do. Not nested. */
+void conn_hub_cork(conn_hub_t *h);
+void conn_hub_uncork(conn_hub_t *h);
 /* Stopping: each connection reads nothing more and closes once its answers are written. */
 void conn_hub_close_all(conn_hub_t *h);
 /* True once no connection is left and no lookup runs. */

@@ -2272,7 +2272,7 @@ int ledger_check(const ledger *l, const ledger_cmd *cmd, const ledger_actor *act
     if (out == NULL)
         return 0;
 
-    memset(out, 0, sizeof *out);
+    ledger_event_clear(out);
     out->type = cmd->type;
     out->ts_ms = cmd->ts_ms;
     out->actor = *actor;
@@ -3453,7 +3453,8 @@ int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by)
     bool later = ev->type == LEDGER_REQUEST_WITHDRAWN || rests_on_decision(ev->type)
                      ? ledger_decision_day(ev) > decided_by
                      : false;
-    ledger_event kept = *ev;
+    ledger_event kept;
+    ledger_event_copy(&kept, ev);
     if (later && (ev->type == LEDGER_FRAME_GRANTED || ev->type == LEDGER_BUDGET_ADOPTED ||
                   ev->type == LEDGER_FRAME_CARRIED_OVER))
         keep_frames_only(

@@ -108,6 +108,25 @@ typedef struct {
  */
 typedef ledger_event ledger_cmd;
 
+/*
+ * An event is about 13 KiB, nearly all of it the lines of a budget adoption, and the write
+ * path clears and copies one several times per write. The items of `lines` past
+ * `lines.count` are never read, so these clear and copy only the bytes before them and the
+ * lines in use: a few KiB for any event, the whole struct only for an adoption of every line.
+ */
+static inline void ledger_event_clear(ledger_event *ev)
+{
+    memset(ev, 0, offsetof(ledger_event, lines.line));
+}
+
+static inline void ledger_event_copy(ledger_event *dst, const ledger_event *src)
+{
+    memcpy(dst, src, offsetof(ledger_event, lines.line));
+    size_t n =
+        src->lines.count < BUDGET_ADOPT_LINES_MAX ? src->lines.count : BUDGET_ADOPT_LINES_MAX;
+    memcpy(dst->lines.line, src->lines.line, n * sizeof(src->lines.line[0]));
+}
+
 /* The str member of `ev` that field `f` names (NUL-terminated within f->size bytes). */
 static inline const char *ledger_field_str(const ledger_event *ev, const event_field *f)
 {

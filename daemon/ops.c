@@ -460,7 +460,7 @@ static void op_write(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const r
     ledger_error err;
     access_scope scope;
 
-    memset(&e, 0, sizeof(e));
+    commit_entry_clear(&e);
     if (request_decode_write(w, args, &e.cmd, &e.has_expect_head, &e.expect_head, &err) != 0) {
         conn_answer_error(c, idx, req_id, err.code, err.message);
         return;

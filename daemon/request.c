@@ -149,6 +149,7 @@ static int decode_lines(const msgpack_object *v, ledger_lines *out, ledger_error
     for (uint32_t i = 0; i < v->via.array.size; i++) {
         const msgpack_object *m = &v->via.array.ptr[i];
         ledger_line *x = &out->line[i];
+        memset(x, 0, sizeof(*x));
         if (m->type != MSGPACK_OBJECT_MAP)
             return fail(err, BUDGET_EBAD_REQUEST, "args.lines[%" PRIu32 "] must be a map", i);
         bool has_unit = false, has_amount = false;
@@ -252,7 +253,7 @@ int request_decode_write(const request_write_op *w, const msgpack_object *args, 
     bool seen[EVENT_FIELDS_MAX] = {false};
     uint32_t n = 0;
 
-    memset(cmd, 0, sizeof(*cmd));
+    ledger_event_clear(cmd); /* and decode_lines clears each line it fills */
     cmd->type = w->type;
     *has_expect_head = false;
     *expect_head = 0;

@@ -438,6 +438,7 @@ static void server_wire(server_t *s, const server_config *cfg)
     m->fatal = hook_fatal;
     m->quiet = maybe_finish;
     m->owner = s;
+    m->hub = h;
 
     s->subs = (sub_set_t){.loop = s->loop,
                           .store = cfg->store,
