@@ -210,7 +210,7 @@ load() {
   local name=$1; shift
   start_daemon "$name"
   run "$loadgen" --socket "$work/$name/budgetd.sock" --seconds "$load_seconds" \
-      --warmup "$warmup" --name "$name" "$@"
+      --warmup "$warmup" --name "$name" --daemon-pid "$daemon_pid" "$@"
   stop_daemon
 }
 
@@ -388,6 +388,7 @@ awk -v quick="$quick" -v rounds="$rounds" '
         "raw LMDB b64 " fmt_rate(b), q > 0 ? sprintf("%.2f", q) : "-", verdict(q >= 0.6))
     row("  p50 / p99 / p999 latency", "", sprintf("%.0f/%.0f/%.0f us", median_of("a64", "_appends_p50_us"), median_of("a64", "_appends_p99_us"), median_of("a64", "_appends_p999_us")),
         sprintf("%.1f events/commit", median_of("a64", "_events_per_commit")), "", "")
+    row("  budgetd CPU per event (all threads)", "", sprintf("%.1f us", median_of("a64", "_cpu_us_per_event")), "", "", "")
     a = median_of("a1", "_appends_p50_us"); b = median_of("lmdb", "_fdatasync_p50_us")
     q = median_of("a1", "_appends_p50_us", "lmdb", "_fdatasync_p50_us")
     row("one client, depth 1: median latency", "<= 1.3 x one fdatasync", sprintf("%.0f us", a),
