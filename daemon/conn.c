@@ -300,6 +300,8 @@ static void conn_flush(conn_t *c)
             return;
         }
         c->out_bytes += w->size;
+        c->hub->answers += n;
+        c->hub->answer_writes++;
         if (uv_write(&w->req, (uv_stream_t *)&c->pipe, bufs, n, on_write) < 0) {
             c->out_bytes -= w->size;
             c->out_cost -= w->cost;

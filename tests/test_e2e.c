@@ -918,6 +918,63 @@ Test(e2e, pipelined_requests_are_answered_in_order)
     stop_cleanly();
 }
 
+/* The counter `key` of stats, asked on a connection of its own. */
+static uint64_t stat_of(const char *key)
+{
+    budget_client *c = e2e_client(&bd);
+    budget_response r;
+    e2e_call(c, "stats", NULL, &r);
+    e2e_assert(r.ok, "stats refused: %s", r.code);
+    uint64_t v = e2e_map_uint(&r.result, key);
+    budget_response_free(&r);
+    budget_client_close(c);
+    return v;
+}
+
+/* The writes of one group commit are answered together: one connection's answers go out in one
+ * write, not one write each (docs/performance.md, the write path's CPU). */
+Test(e2e, a_commits_answers_to_one_connection_are_written_together)
+{
+    enum { N = 64 };
+    e2e_buf b;
+    int fd = e2e_raw_connect(bd.socket);
+    e2e_assert(fd >= 0, "connect");
+    e2e_assert_int(e2e_head_raw(fd, 1), U, "head before"); /* identified: frames are read now */
+    uint64_t answers0 = stat_of("answers"), writes0 = stat_of("answer_writes");
+
+    e2e_buf_init(&b);
+    for (uint64_t id = 2; id < 2 + N; id++) {
+        char frame_id[32];
+        snprintf(frame_id, sizeof(frame_id), "together-%" PRIu64, id);
+        e2e_frame_begin(&b);
+        msgpack_pack_map(&b.pk, 3);
+        e2e_kv_uint(&b, "id", id);
+        e2e_kv_str(&b, "op", "frame.grant");
+        e2e_pack_str(&b, "args");
+        msgpack_pack_map(&b.pk, 5 + E2E_DECISION_PAIRS);
+        e2e_kv_str(&b, "id", frame_id);
+        e2e_kv_str(&b, "unit", "KS");
+        e2e_kv_int(&b, "year", 2021);
+        e2e_kv_int(&b, "amount", (int64_t)id * 100);
+        e2e_kv_str(&b, "title", "Together");
+        e2e_kv_decision(&b);
+        e2e_frame_end(&b);
+    }
+    /* All at once: read in one turn of the loop, checked into one group commit. */
+    e2e_assert_int(send(fd, b.sb.data, b.sb.size, MSG_NOSIGNAL), b.sb.size, "bytes sent at once");
+    for (uint64_t id = 2; id < 2 + N; id++)
+        expect_response(fd, id, NULL, "a grant of the pipeline");
+
+    /* Each stat_of is answered in a write of its own; the first is counted in the second. */
+    uint64_t answers = stat_of("answers") - answers0, writes = stat_of("answer_writes") - writes0;
+    e2e_assert(answers >= N, "%" PRIu64 " answers counted for %d grants", answers, N);
+    e2e_assert(writes <= N / 4, "%d answers of a few group commits took %" PRIu64 " writes", N,
+               writes);
+    e2e_buf_destroy(&b);
+    close(fd);
+    stop_cleanly();
+}
+
 /*
  * A read pipelined after a write on the same connection sees that write: the responses come
  * in request order, so a client that was told "ok, seq 1" and then, on the next response,
