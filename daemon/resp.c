@@ -1,4 +1,5 @@
 /* Response frames (resp.h). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "budget/errors.h"
@@ -8,10 +9,19 @@
 #include "request.h"
 #include "resp.h"
 
+/* The first buffer of an answer: a write's ok answer (seq, hash, head) fits in it. */
+#define RESP_FIRST_BYTES 256u
+
 void resp_begin(resp_t *r, uint64_t req_id, bool ok)
 {
     static const char header[BUDGET_FRAME_HEADER_BYTES] = {0};
     msgpack_sbuffer_init(&r->sb);
+    /* Most answers are a few hundred bytes. msgpack's first buffer is 8 KiB, which the answer
+     * then left (conn.c copies a frame into an allocation of its own size when its buffer is
+     * much larger); a small first buffer is kept as the frame, and a large answer grows it by
+     * doubling as before. */
+    r->sb.data = malloc(RESP_FIRST_BYTES);
+    r->sb.alloc = r->sb.data ? RESP_FIRST_BYTES : 0;
     msgpack_packer_init(&r->pk, &r->sb, msgpack_sbuffer_write);
     msgpack_sbuffer_write(&r->sb, header, sizeof(header));
     msgpack_pack_map(&r->pk, 3);
