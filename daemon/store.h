@@ -89,7 +89,11 @@ typedef struct {
  */
 int store_append(store *s, const store_item *items, size_t n, bool *sync_failed);
 
-/* A read transaction: a consistent snapshot of the log. Any thread; many at once. */
+/* A read transaction: a consistent snapshot of the log. Any thread; many at once. It holds at
+ * least every batch whose store_append returned before it began; two readers begun in turn
+ * may see heads out of that order (LMDB copies the meta page after choosing it; see
+ * test_store's the_map_grows_while_readers_come_and_go), so no reader's head is a floor for
+ * the next one's. */
 int store_reader_begin(store *s, store_reader **out);
 void store_reader_end(store_reader *r);
 /* The head as this reader sees it. */
