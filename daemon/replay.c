@@ -26,6 +26,9 @@ typedef struct {
 typedef struct {
     store *st;
     uint64_t upto;
+    uint64_t from; /* events up to `from` are only checked as links, not applied */
+    uint64_t scan_after;
+    uint8_t from_hash[BUDGET_HASH_BYTES];
 
     pthread_mutex_t mutex;
     pthread_cond_t filled;  /* a batch is ready for the applier, or the walker is done */
@@ -85,6 +88,24 @@ static int walk_one(void *ctx, uint64_t seq, store_val v)
 
     if (seq > r->upto)
         return 1;
+    if (seq <= r->from) {
+        /* Before the snapshot the ledger starts from: a link of the chain, checked only. */
+        if (seq != r->expect)
+            return walk_broken(r, r->expect, "is missing from the log");
+        if (event_check_link(v.data, v.size, r->prev, &why) != 0 ||
+            event_link(v.data, v.size, NULL, &hash) != 0)
+            return walk_broken(r, seq, strcmp(why, "prev") == 0 ? "does not follow the event "
+                                                                   "before it in the chain (prev)"
+                                       : strcmp(why, "hash") == 0
+                                           ? "is not what its hash says: its bytes were changed "
+                                             "(hash)"
+                                           : "is malformed (malformed)");
+        if (seq == r->from && memcmp(hash, r->from_hash, BUDGET_HASH_BYTES) != 0)
+            return walk_broken(r, seq, "is not the event the snapshot was taken at");
+        memcpy(r->prev, hash, BUDGET_HASH_BYTES);
+        r->expect++;
+        return 0;
+    }
     if (!r->current && !take_free_batch(r))
         return 1;
     ledger_event *ev = &r->current->events[r->current->count];
@@ -125,7 +146,7 @@ static void *walker_main(void *arg)
         snprintf(r->why, sizeof(r->why), "the event store cannot be read");
         r->rc = BUDGET_EUNAVAILABLE;
     } else {
-        int rc = store_reader_scan(rd, 0, walk_one, r);
+        int rc = store_reader_scan(rd, r->scan_after, walk_one, r);
         /* A scan stopped by the store itself (a gap, an unreadable page); walk_one stops it
          * with 1. */
         if (rc < 0 && r->rc == 0)
@@ -167,6 +188,13 @@ static uint64_t apply_batches(replay_ctx *r, ledger *l)
 
 int replay_log(store *st, ledger *l, uint64_t upto, replay_result *out)
 {
+    static const uint8_t none[BUDGET_HASH_BYTES];
+    return replay_log_from(st, l, 0, none, upto, true, out);
+}
+
+int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash[BUDGET_HASH_BYTES],
+                    uint64_t upto, bool check_before, replay_result *out)
+{
     replay_ctx *r = calloc(1, sizeof(*r));
     pthread_t walker;
     int rc = 0;
@@ -179,7 +207,14 @@ int replay_log(store *st, ledger *l, uint64_t upto, replay_result *out)
     }
     r->st = st;
     r->upto = upto;
+    r->from = from;
+    memcpy(r->from_hash, from_hash, BUDGET_HASH_BYTES);
     r->expect = 1;
+    if (!check_before) {
+        r->scan_after = from;
+        r->expect = from + 1;
+        memcpy(r->prev, from_hash, BUDGET_HASH_BYTES);
+    }
     pthread_mutex_init(&r->mutex, NULL);
     pthread_cond_init(&r->filled, NULL);
     pthread_cond_init(&r->emptied, NULL);
@@ -209,6 +244,11 @@ int replay_log(store *st, ledger *l, uint64_t upto, replay_result *out)
     out->head = ledger_last_seq(l);
     if (rc == 0)
         memcpy(out->hash, r->prev, BUDGET_HASH_BYTES);
+    if (rc == 0 && out->head < from) {
+        snprintf(out->why, sizeof(out->why), "the log ends before event %llu",
+                 (unsigned long long)from);
+        rc = BUDGET_EINTERNAL;
+    }
 
 failed_thread:
     pthread_cond_destroy(&r->emptied);
