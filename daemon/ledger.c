@@ -3511,8 +3511,7 @@ typedef struct {
 static int table_save(const table *t, snap_sink *s)
 {
     uint32_t slots = t->mask + 1;
-    return snap_put_u32(s, slots) != 0 || snap_put(s, t->ctrl, table_block_bytes(t)) != 0 ? -1
-                                                                                            : 0;
+    return snap_put_u32(s, slots) != 0 || snap_put(s, t->ctrl, table_block_bytes(t)) != 0 ? -1 : 0;
 }
 
 /* A table of `count` entries read back: 0 or -1. */
@@ -3610,8 +3609,7 @@ ledger *ledger_load(snap_source *s)
         snap_get_array(s, (void **)&l->closings, &l->closings_len, &l->closings_cap,
                        sizeof *l->closings, LEDGER_ROWS_MAX) != 0 ||
         arena_load(l, s) != 0 || (l->reg = registry_load(s)) == NULL ||
-        (l->outcomes = outcome_load(s)) == NULL || s->left != 0 ||
-        l->plan_rows > l->units_len) {
+        (l->outcomes = outcome_load(s)) == NULL || s->left != 0 || l->plan_rows > l->units_len) {
         ledger_free(l);
         return NULL;
     }

@@ -28,7 +28,7 @@ typedef struct {
     refusal_log_t *refusals;
     store *store;
     const snapshots *snapshots; /* for balances as_of; NULL: none kept */
-    uint64_t started_ms; /* monotonic (uv_hrtime), for uptime */
+    uint64_t started_ms;        /* monotonic (uv_hrtime), for uptime */
 } ops_t;
 
 /* Answers one frame of `c` in slot `idx` (the conn hub's frame hook): `rc` and `why` are what

@@ -384,8 +384,8 @@ outcome_book *outcome_load(snap_source *source)
     if (snap_get_array(source, (void **)&b->figures, &b->figures_len, &b->figures_cap,
                        sizeof *b->figures, SLOTS_MAX) != 0 ||
         index_load(&b->figure_index, source, b->figures_len) != 0 ||
-        snap_get_array(source, (void **)&b->years, &b->years_len, &b->years_cap,
-                       sizeof *b->years, SLOTS_MAX) != 0 ||
+        snap_get_array(source, (void **)&b->years, &b->years_len, &b->years_cap, sizeof *b->years,
+                       SLOTS_MAX) != 0 ||
         index_load(&b->year_index, source, b->years_len) != 0) {
         outcome_free(b);
         return NULL;

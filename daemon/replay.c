@@ -94,12 +94,13 @@ static int walk_one(void *ctx, uint64_t seq, store_val v)
             return walk_broken(r, r->expect, "is missing from the log");
         if (event_check_link(v.data, v.size, r->prev, &why) != 0 ||
             event_link(v.data, v.size, NULL, &hash) != 0)
-            return walk_broken(r, seq, strcmp(why, "prev") == 0 ? "does not follow the event "
-                                                                   "before it in the chain (prev)"
-                                       : strcmp(why, "hash") == 0
-                                           ? "is not what its hash says: its bytes were changed "
-                                             "(hash)"
-                                           : "is malformed (malformed)");
+            return walk_broken(r, seq,
+                               strcmp(why, "prev") == 0 ? "does not follow the event "
+                                                          "before it in the chain (prev)"
+                               : strcmp(why, "hash") == 0
+                                   ? "is not what its hash says: its bytes were changed "
+                                     "(hash)"
+                                   : "is malformed (malformed)");
         if (seq == r->from && memcmp(hash, r->from_hash, BUDGET_HASH_BYTES) != 0)
             return walk_broken(r, seq, "is not the event the snapshot was taken at");
         memcpy(r->prev, hash, BUDGET_HASH_BYTES);

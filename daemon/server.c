@@ -196,7 +196,8 @@ static void snapshot_done(uv_work_t *w, int status)
  * one memcpy per array of the state (docs/performance.md, "Snapshots"). One at a time: while
  * one is written, the next multiple is skipped.
  */
-static void hook_snapshot(void *owner, const ledger *committed, const uint8_t hash[BUDGET_HASH_BYTES])
+static void hook_snapshot(void *owner, const ledger *committed,
+                          const uint8_t hash[BUDGET_HASH_BYTES])
 {
     server_t *s = owner;
     if (s->snapshots == NULL || s->snapshot_running || s->stopping)

@@ -316,7 +316,8 @@ ledger *snapshot_read_stream(FILE *f, uint64_t size, const uint8_t key[SNAPSHOT_
     if (l == NULL)
         return not_snapshot(why, why_size, "its state cannot be read (damaged, or another build)");
     crypto_generichash_final(&r.mac, want, sizeof(want));
-    if (fread(mac, 1, sizeof(mac), f) != sizeof(mac) || sodium_memcmp(mac, want, sizeof(mac)) != 0) {
+    if (fread(mac, 1, sizeof(mac), f) != sizeof(mac) ||
+        sodium_memcmp(mac, want, sizeof(mac)) != 0) {
         ledger_free(l);
         return not_snapshot(why, why_size, "its keyed hash does not match: damaged or not ours");
     }
