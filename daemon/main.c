@@ -1,9 +1,10 @@
 /* budgetd: the budget ledger daemon. Opens the store, replays the log, serves the socket. */
 #include <errno.h>
-#include <stddef.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,28 +40,57 @@ static void replay_failed(const char *data, const replay_result *res)
         log_error("replay stopped: %s", res->why);
 }
 
+typedef struct {
+    store *st;
+    replay_result res;
+    int rc;
+} chain_check;
+
+static void *chain_check_main(void *arg)
+{
+    chain_check *c = arg;
+    c->rc = replay_check_chain(c->st, UINT64_MAX, &c->res);
+    return NULL;
+}
+
 /*
- * From the newest valid snapshot: the chain is checked whole, and only the events after the
- * snapshot are applied. NULL when there is none, or when its events do not apply (the caller
- * replays the whole log, which says what is wrong with it if anything is).
+ * From the newest valid snapshot: the whole chain is checked on a thread of its own while the
+ * snapshot is read, then only the events after it are applied. *l is NULL when there is no
+ * valid snapshot, or when the events after it do not apply (the caller then replays the whole
+ * log, which says what is wrong with it if anything is). 0, or 1 after logging that the chain
+ * does not verify.
  */
-static ledger *replay_from_snapshot(store *st, const snapshots *snaps, uint64_t *at,
-                                    replay_result *res)
+static int replay_from_snapshot(store *st, const char *data, const snapshots *snaps, ledger **l,
+                                uint64_t *at, replay_result *res)
 {
     uint8_t at_hash[BUDGET_HASH_BYTES];
     char why[256];
-    ledger *l = snapshot_restore(snaps, st, UINT64_MAX, at, at_hash, why, sizeof(why));
+    pthread_t thread;
+    chain_check chain = {.st = st};
+    bool threaded = pthread_create(&thread, NULL, chain_check_main, &chain) == 0;
+    *l = snapshot_restore(snaps, st, UINT64_MAX, at, at_hash, why, sizeof(why));
     if (why[0] != '\0')
         log_warn("%s", why);
-    if (l == NULL)
-        return NULL;
-    if (replay_log_from(st, l, *at, at_hash, UINT64_MAX, true, res) != 0) {
+    if (threaded)
+        pthread_join(thread, NULL);
+    else
+        chain_check_main(&chain);
+    if (chain.rc != 0) {
+        ledger_free(*l);
+        *l = NULL;
+        if (chain.rc == BUDGET_EINTERNAL) {
+            replay_failed(data, &chain.res);
+            return 1;
+        }
+        return 0; /* the store could not be read: the whole replay says so */
+    }
+    if (*l != NULL && replay_log_from(st, *l, *at, at_hash, UINT64_MAX, false, res) != 0) {
         log_warn("replay from snapshot %llu stopped: %s; replaying the whole log",
                  (unsigned long long)*at, res->why);
-        ledger_free(l);
-        return NULL;
+        ledger_free(*l);
+        *l = NULL;
     }
-    return l;
+    return 0;
 }
 
 /* Replays the log into *out, from a snapshot when `snaps` has a valid one (*snapshot_head: its
@@ -73,7 +103,9 @@ static int replay(store *st, const char *data, const snapshots *snaps, ledger **
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     *snapshot_head = 0;
-    ledger *l = snaps != NULL ? replay_from_snapshot(st, snaps, snapshot_head, &res) : NULL;
+    ledger *l = NULL;
+    if (snaps != NULL && replay_from_snapshot(st, data, snaps, &l, snapshot_head, &res) != 0)
+        return 1;
     if (l == NULL) {
         *snapshot_head = 0;
         l = ledger_new();

@@ -260,6 +260,72 @@ failed_thread:
     return rc;
 }
 
+/* ---- the chain alone ----------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t upto, expect, bad_seq;
+    uint8_t prev[BUDGET_HASH_BYTES];
+    char why[200];
+} chain_scan;
+
+static int chain_one(void *ctx, uint64_t seq, store_val v)
+{
+    chain_scan *c = ctx;
+    const uint8_t *hash;
+    const char *why = "";
+    if (seq > c->upto)
+        return 1;
+    if (seq != c->expect) {
+        snprintf(c->why, sizeof(c->why), "event %llu is missing from the log",
+                 (unsigned long long)c->expect);
+        c->bad_seq = c->expect;
+        return 1;
+    }
+    if (event_check_link(v.data, v.size, c->prev, &why) != 0 ||
+        event_link(v.data, v.size, NULL, &hash) != 0) {
+        snprintf(c->why, sizeof(c->why), "event %llu %s", (unsigned long long)seq,
+                 strcmp(why, "prev") == 0   ? "does not follow the event before it in the chain "
+                                              "(prev)"
+                 : strcmp(why, "hash") == 0 ? "is not what its hash says: its bytes were changed "
+                                              "(hash)"
+                                            : "is malformed (malformed)");
+        c->bad_seq = seq;
+        return 1;
+    }
+    memcpy(c->prev, hash, BUDGET_HASH_BYTES);
+    c->expect++;
+    return 0;
+}
+
+int replay_check_chain(store *st, uint64_t upto, replay_result *out)
+{
+    memset(out, 0, sizeof(*out));
+    chain_scan *c = calloc(1, sizeof(*c));
+    store_reader *rd;
+    if (c == NULL || store_reader_begin(st, &rd) != 0) {
+        free(c);
+        snprintf(out->why, sizeof(out->why), "the event store cannot be read");
+        return BUDGET_EUNAVAILABLE;
+    }
+    c->upto = upto;
+    c->expect = 1;
+    int rc = store_reader_scan(rd, 0, chain_one, c);
+    store_reader_end(rd);
+    if (rc < 0 && c->bad_seq == 0) {
+        c->bad_seq = c->expect;
+        snprintf(c->why, sizeof(c->why), "event %llu cannot be read from the store",
+                 (unsigned long long)c->expect);
+    }
+    rc = c->bad_seq != 0 ? BUDGET_EINTERNAL : 0;
+    memcpy(out->why, c->why, sizeof(out->why));
+    out->bad_seq = c->bad_seq;
+    out->head = c->expect - 1;
+    if (rc == 0)
+        memcpy(out->hash, c->prev, BUDGET_HASH_BYTES);
+    free(c);
+    return rc;
+}
+
 /* ---- what was decided by a day, and the seq at a time ---------------------------------- */
 
 typedef struct {

@@ -43,6 +43,14 @@ int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash
                     uint64_t upto, bool check_before, replay_result *out);
 
 /*
+ * Checks every link of the chain 1..upto (UINT64_MAX: all) as replay_log does, its seq, prev
+ * and hash recomputed, without decoding or applying: out->head and out->hash are the last
+ * event's. 0, BUDGET_EINTERNAL (out->bad_seq, out->why) or BUDGET_EUNAVAILABLE. Start-up runs it
+ * beside the restore of a snapshot.
+ */
+int replay_check_chain(store *st, uint64_t upto, replay_result *out);
+
+/*
  * Applies events 1..upto of `st` to `l` (empty) with ledger_apply_decided: what had been
  * decided by the day `decided_by` (YYYYMMDD), by what the log held at `upto`. The chain is
  * not checked again here: start-up checked it, and the log only grows. Returns 0,
