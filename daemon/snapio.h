@@ -13,7 +13,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 typedef struct {
     /* Takes all `n` bytes: 0, or -1 (the sink failed; the save is abandoned). */
@@ -38,13 +37,8 @@ static inline int snap_put_u32(snap_sink *s, uint32_t v)
     return snap_put(s, &v, sizeof v);
 }
 
-/* An array: its count, then `count` items of `size` bytes. */
-static inline int snap_put_array(snap_sink *s, const void *items, uint32_t count, size_t size)
-{
-    if (snap_put_u32(s, count) != 0)
-        return -1;
-    return snap_put(s, items, (size_t)count * size);
-}
+/* An array: its count, then `count` items of `size` bytes. 0 or -1. */
+int snap_put_array(snap_sink *s, const void *items, uint32_t count, size_t size);
 
 static inline int snap_get(snap_source *s, void *bytes, size_t n)
 {
@@ -67,27 +61,8 @@ static inline int snap_get_u32(snap_source *s, uint32_t *v)
  * over `max` or over what the source has left, out of memory, or the source fails; then
  * nothing is allocated and *items is NULL.
  */
-static inline int snap_get_array(snap_source *s, void **items, uint32_t *count, uint32_t *cap,
-                                 size_t size, uint32_t max)
-{
-    uint32_t n;
-    *items = NULL;
-    *count = *cap = 0;
-    if (snap_get_u32(s, &n) != 0 || n > max || (uint64_t)n * size > s->left)
-        return -1;
-    if (n == 0)
-        return 0;
-    void *p = malloc((size_t)n * size);
-    if (p == NULL)
-        return -1;
-    if (snap_get(s, p, (size_t)n * size) != 0) {
-        free(p);
-        return -1;
-    }
-    *items = p;
-    *count = *cap = n;
-    return 0;
-}
+int snap_get_array(snap_source *s, void **items, uint32_t *count, uint32_t *cap, size_t size,
+                   uint32_t max);
 
 /* True when `n` is a power of two in [min, max]. */
 static inline bool snap_pow2_in(uint64_t n, uint64_t min, uint64_t max)
