@@ -366,9 +366,13 @@ static int index_load(index_table *t, snap_source *source, uint32_t count)
     return 0;
 }
 
+/* The sizes of the records, first: bytes saved by a build with other records are refused. */
+static const uint32_t outcome_layout[2] = {sizeof(figure_rec), sizeof(year_rec)};
+
 int outcome_save(const outcome_book *b, snap_sink *sink)
 {
-    if (snap_put_array(sink, b->figures, b->figures_len, sizeof *b->figures) != 0 ||
+    if (snap_put(sink, outcome_layout, sizeof outcome_layout) != 0 ||
+        snap_put_array(sink, b->figures, b->figures_len, sizeof *b->figures) != 0 ||
         index_save(&b->figure_index, sink) != 0 ||
         snap_put_array(sink, b->years, b->years_len, sizeof *b->years) != 0 ||
         index_save(&b->year_index, sink) != 0)
@@ -378,6 +382,10 @@ int outcome_save(const outcome_book *b, snap_sink *sink)
 
 outcome_book *outcome_load(snap_source *source)
 {
+    uint32_t layout[2];
+    if (snap_get(source, layout, sizeof layout) != 0 ||
+        memcmp(layout, outcome_layout, sizeof layout) != 0)
+        return NULL;
     outcome_book *b = calloc(1, sizeof *b);
     if (b == NULL)
         return NULL;

@@ -344,10 +344,14 @@ uint32_t registry_nearest(const registry *r, const char *code, uint32_t out[REGI
 
 #define REGISTRY_ROWS_MAX (UINT32_C(1) << 30)
 
+/* The sizes of the records, first: bytes saved by a build with other records are refused. */
+static const uint32_t registry_layout[2] = {sizeof(unit_row), sizeof(name_row)};
+
 int registry_save(const registry *r, snap_sink *sink)
 {
     uint32_t slots = r->slots_mask + 1;
-    if (snap_put_array(sink, r->units, r->units_len, sizeof *r->units) != 0 ||
+    if (snap_put(sink, registry_layout, sizeof registry_layout) != 0 ||
+        snap_put_array(sink, r->units, r->units_len, sizeof *r->units) != 0 ||
         snap_put_array(sink, r->names, r->names_len, sizeof *r->names) != 0 ||
         snap_put_array(sink, r->slots, slots, sizeof *r->slots) != 0)
         return -1;
@@ -356,6 +360,10 @@ int registry_save(const registry *r, snap_sink *sink)
 
 registry *registry_load(snap_source *source)
 {
+    uint32_t layout[2];
+    if (snap_get(source, layout, sizeof layout) != 0 ||
+        memcmp(layout, registry_layout, sizeof layout) != 0)
+        return NULL;
     registry *r = calloc(1, sizeof *r);
     if (r == NULL)
         return NULL;
