@@ -79,6 +79,18 @@ static int walk_broken(replay_ctx *r, uint64_t seq, const char *what)
     return 1;
 }
 
+/* What is wrong with link `seq` by event_check_link's `why`, as the log and verify say it. */
+static void link_problem(uint64_t seq, const char *why, char *what, size_t what_size)
+{
+    if (strcmp(why, "prev") == 0)
+        snprintf(what, what_size, "does not follow event %llu in the chain (prev)",
+                 (unsigned long long)(seq - 1));
+    else if (strcmp(why, "hash") == 0)
+        snprintf(what, what_size, "is not what its hash says: its bytes were changed (hash)");
+    else
+        snprintf(what, what_size, "is malformed (malformed)");
+}
+
 static int walk_one(void *ctx, uint64_t seq, store_val v)
 {
     replay_ctx *r = ctx;
@@ -93,14 +105,10 @@ static int walk_one(void *ctx, uint64_t seq, store_val v)
         if (seq != r->expect)
             return walk_broken(r, r->expect, "is missing from the log");
         if (event_check_link(v.data, v.size, r->prev, &why) != 0 ||
-            event_link(v.data, v.size, NULL, &hash) != 0)
-            return walk_broken(r, seq,
-                               strcmp(why, "prev") == 0 ? "does not follow the event "
-                                                          "before it in the chain (prev)"
-                               : strcmp(why, "hash") == 0
-                                   ? "is not what its hash says: its bytes were changed "
-                                     "(hash)"
-                                   : "is malformed (malformed)");
+            event_link(v.data, v.size, NULL, &hash) != 0) {
+            link_problem(seq, why, what, sizeof(what));
+            return walk_broken(r, seq, what);
+        }
         if (seq == r->from && memcmp(hash, r->from_hash, BUDGET_HASH_BYTES) != 0)
             return walk_broken(r, seq, "is not the event the snapshot was taken at");
         memcpy(r->prev, hash, BUDGET_HASH_BYTES);
@@ -116,14 +124,7 @@ static int walk_one(void *ctx, uint64_t seq, store_val v)
      * event's bytes. Hashing here, on the walker, runs beside the applier's work. */
     if (event_check_link(v.data, v.size, r->prev, &why) != 0 ||
         event_link(v.data, v.size, NULL, &hash) != 0) {
-        if (strcmp(why, "prev") == 0)
-            snprintf(what, sizeof(what), "does not follow event %llu in the chain (prev)",
-                     (unsigned long long)(seq - 1));
-        else if (strcmp(why, "hash") == 0)
-            snprintf(what, sizeof(what),
-                     "is not what its hash says: its bytes were changed (hash)");
-        else
-            snprintf(what, sizeof(what), "is malformed (malformed)");
+        link_problem(seq, why, what, sizeof(what));
         return walk_broken(r, seq, what);
     }
     if (event_decode(v.data, v.size, ev) != 0 || ev->seq != seq)
@@ -283,12 +284,9 @@ static int chain_one(void *ctx, uint64_t seq, store_val v)
     }
     if (event_check_link(v.data, v.size, c->prev, &why) != 0 ||
         event_link(v.data, v.size, NULL, &hash) != 0) {
-        snprintf(c->why, sizeof(c->why), "event %llu %s", (unsigned long long)seq,
-                 strcmp(why, "prev") == 0   ? "does not follow the event before it in the chain "
-                                              "(prev)"
-                 : strcmp(why, "hash") == 0 ? "is not what its hash says: its bytes were changed "
-                                              "(hash)"
-                                            : "is malformed (malformed)");
+        char what[120];
+        link_problem(seq, why, what, sizeof(what));
+        snprintf(c->why, sizeof(c->why), "event %llu %s", (unsigned long long)seq, what);
         c->bad_seq = seq;
         return 1;
     }
