@@ -746,6 +746,8 @@ static void answer_batch_ok(commit_t *m, commit_batch_t *b)
                           (unsigned long long)e->ev.seq);
             m->committed_head = e->ev.seq;
             memcpy(m->committed_hash, e->hash, sizeof(m->committed_hash));
+            if (m->snapshot != NULL && m->snapshot_every != 0 && e->ev.seq % m->snapshot_every == 0)
+                m->snapshot(m->owner, m->committed, e->hash);
         }
         if (e->in_group)
             continue; /* answered with its group's first write */

@@ -87,6 +87,11 @@ typedef struct {
     void (*quiet)(void *owner);
     void *owner;
     conn_hub_t *hub; /* the owner's: a commit's answers are written together (conn_hub_cork) */
+    /* Told on the loop thread, while a batch is applied, each time the committed ledger's last
+     * event is a multiple of `snapshot_every` (0: never), with that event's hash: the ledger is
+     * exactly at that event during the call only (snapshot.h). NULL: never. */
+    void (*snapshot)(void *owner, const ledger *committed, const uint8_t hash[BUDGET_HASH_BYTES]);
+    uint64_t snapshot_every;
 
     ledger *committed;
     uint64_t committed_head;

@@ -3477,3 +3477,150 @@ int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by)
     ix_catch_up(l);
     return 0;
 }
+
+/* ---- public: saving and loading ---------------------------------------------------------- */
+
+/*
+ * What ledger_save writes, in order: the layout (LEDGER_SAVE_LAYOUT and the size of each
+ * record, so that bytes saved by a build with other records are refused), the counters, then
+ * every array as its count and its records as they are in memory, the two tables as their slot
+ * count and slots, the register and the outcome book. The index (ix) is not saved: it is made
+ * again from the entities (ledger_load_finish).
+ */
+#define LEDGER_SAVE_LAYOUT 1u
+#define LEDGER_ROWS_MAX (UINT32_C(1) << 31)
+
+typedef struct {
+    uint32_t layout;
+    uint32_t sizes[8];
+} save_layout;
+
+static save_layout layout_now(void)
+{
+    return (save_layout){LEDGER_SAVE_LAYOUT,
+                         {sizeof(id_rec), sizeof(frame_rec), sizeof(allocation_rec),
+                          sizeof(avrop_rec), sizeof(correction_rec), sizeof(unit_rec),
+                          sizeof(closing_rec), LEDGER_KIND_END}};
+}
+
+typedef struct {
+    uint64_t events, last_seq, last_ts_ms;
+    uint64_t ids_of_kind[LEDGER_KIND_END];
+    uint32_t plan_rows;
+} save_counters;
+
+static int table_save(const table *t, snap_sink *s)
+{
+    uint32_t slots = t->mask + 1;
+    return snap_put_u32(s, slots) != 0 || snap_put(s, t->ctrl, table_block_bytes(t)) != 0 ? -1 : 0;
+}
+
+/* A table of `count` entries read back: 0 or -1. */
+static int table_load(table *t, snap_source *s, uint32_t count)
+{
+    uint32_t slots;
+    if (snap_get_u32(s, &slots) != 0 || !snap_pow2_in(slots, TABLE_SLOTS_MIN, TABLE_SLOTS_MAX) ||
+        count >= slots || (uint64_t)slots * (1 + sizeof(uint32_t)) > s->left)
+        return -1;
+    uint8_t *block = malloc((size_t)slots * (1 + sizeof(uint32_t)));
+    if (block == NULL)
+        return -1;
+    t->ctrl = block;
+    t->refs = (uint32_t *)(void *)(block + slots);
+    t->mask = slots - 1;
+    t->shift = 32 - (uint32_t)__builtin_ctz(slots);
+    return snap_get(s, block, table_block_bytes(t));
+}
+
+int ledger_save(const ledger *l, snap_sink *s)
+{
+    save_layout layout = layout_now();
+    save_counters counters;
+    memset(&counters, 0, sizeof counters);
+    counters.events = l->events;
+    counters.last_seq = l->last_seq;
+    counters.last_ts_ms = l->last_ts_ms;
+    memcpy(counters.ids_of_kind, l->ids_of_kind, sizeof counters.ids_of_kind);
+    counters.plan_rows = l->plan_rows;
+    if (snap_put(s, &layout, sizeof layout) != 0 || snap_put(s, &counters, sizeof counters) != 0 ||
+        snap_put_array(s, l->ids, l->ids_len, sizeof *l->ids) != 0 ||
+        table_save(&l->id_table, s) != 0 ||
+        snap_put_array(s, l->frames, l->frames_len, sizeof *l->frames) != 0 ||
+        snap_put_array(s, l->allocations, l->allocations_len, sizeof *l->allocations) != 0 ||
+        snap_put_array(s, l->avrop, l->avrop_len, sizeof *l->avrop) != 0 ||
+        snap_put_array(s, l->corrections, l->corrections_len, sizeof *l->corrections) != 0 ||
+        snap_put_array(s, l->units, l->units_len, sizeof *l->units) != 0 ||
+        table_save(&l->unit_table, s) != 0 ||
+        snap_put_array(s, l->closings, l->closings_len, sizeof *l->closings) != 0 ||
+        snap_put_array(s, l->arena, l->arena_len, 1) != 0 || registry_save(l->reg, s) != 0 ||
+        outcome_save(l->outcomes, s) != 0)
+        return -1;
+    return 0;
+}
+
+/* The arena read back, with room for the next event as a live ledger keeps it. */
+static int arena_load(ledger *l, snap_source *s)
+{
+    uint32_t len;
+    if (snap_get_u32(s, &len) != 0 || len == 0 || len > UINT32_MAX / 2 || len > s->left)
+        return -1;
+    uint64_t cap = 4096;
+    while (cap < (uint64_t)len + ARENA_EVENT_BYTES_MAX)
+        cap *= 2;
+    l->arena = malloc((size_t)cap);
+    if (l->arena == NULL)
+        return -1;
+    l->arena_cap = (uint32_t)cap;
+    l->arena_len = len;
+    if (snap_get(s, l->arena, len) != 0 || l->arena[0] != '\0' || l->arena[len - 1] != '\0')
+        return -1;
+    return 0;
+}
+
+ledger *ledger_load(snap_source *s)
+{
+    save_layout want = layout_now(), layout;
+    save_counters counters;
+    if (snap_get(s, &layout, sizeof layout) != 0 || memcmp(&layout, &want, sizeof want) != 0 ||
+        snap_get(s, &counters, sizeof counters) != 0 || counters.last_seq > SEQ_MAX ||
+        counters.events > counters.last_seq)
+        return NULL;
+    ledger *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return NULL;
+    l->events = counters.events;
+    l->last_seq = counters.last_seq;
+    l->last_ts_ms = counters.last_ts_ms;
+    memcpy(l->ids_of_kind, counters.ids_of_kind, sizeof l->ids_of_kind);
+    l->plan_rows = counters.plan_rows;
+    if (snap_get_array(s, (void **)&l->ids, &l->ids_len, &l->ids_cap, sizeof *l->ids,
+                       LEDGER_ROWS_MAX) != 0 ||
+        table_load(&l->id_table, s, l->ids_len) != 0 ||
+        snap_get_array(s, (void **)&l->frames, &l->frames_len, &l->frames_cap, sizeof *l->frames,
+                       LEDGER_ROWS_MAX) != 0 ||
+        snap_get_array(s, (void **)&l->allocations, &l->allocations_len, &l->allocations_cap,
+                       sizeof *l->allocations, LEDGER_ROWS_MAX) != 0 ||
+        snap_get_array(s, (void **)&l->avrop, &l->avrop_len, &l->avrop_cap, sizeof *l->avrop,
+                       LEDGER_ROWS_MAX) != 0 ||
+        snap_get_array(s, (void **)&l->corrections, &l->corrections_len, &l->corrections_cap,
+                       sizeof *l->corrections, LEDGER_ROWS_MAX) != 0 ||
+        snap_get_array(s, (void **)&l->units, &l->units_len, &l->units_cap, sizeof *l->units,
+                       LEDGER_ROWS_MAX) != 0 ||
+        table_load(&l->unit_table, s, l->units_len) != 0 ||
+        snap_get_array(s, (void **)&l->closings, &l->closings_len, &l->closings_cap,
+                       sizeof *l->closings, LEDGER_ROWS_MAX) != 0 ||
+        arena_load(l, s) != 0 || (l->reg = registry_load(s)) == NULL ||
+        (l->outcomes = outcome_load(s)) == NULL || s->left != 0 || l->plan_rows > l->units_len) {
+        ledger_free(l);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < l->units_len; i++)
+        l->units[i].unit[BUDGET_UNIT_BYTES_MAX] = '\0';
+    return l;
+}
+
+int ledger_load_finish(ledger *l)
+{
+    ix_catch_up(l);
+    return ix_current(l) ? 0 : -1;
+}

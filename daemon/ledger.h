@@ -18,6 +18,7 @@
 #include "event_types.h"
 #include "outcome.h"
 #include "registry.h"
+#include "snapio.h"
 
 typedef enum {
     LEDGER_PENDING = 0,
@@ -239,6 +240,29 @@ ledger *ledger_new(void);
 void ledger_free(ledger *l);
 /* A deep copy, or NULL when out of memory. O(size of the state). */
 ledger *ledger_clone(const ledger *l);
+
+/*
+ * The state as bytes into `sink` (snapio.h): every array as it is in memory, with the layout
+ * of the records, so that only the same build's ledger_load takes it back. O(size of the
+ * state); the ledger is only read. 0, or -1 when the sink fails.
+ */
+int ledger_save(const ledger *l, snap_sink *sink);
+
+/*
+ * A ledger read back from what ledger_save wrote, all of the source's bytes. Every count and
+ * length is checked against what the source has left and against the ledger's bounds before
+ * anything is allocated, so bytes of any kind cost at most their size and never crash it; NULL
+ * when they are not such a state (another layout, a count out of bounds, trailing bytes) or out
+ * of memory. The links between records are as they were written and are not checked: the
+ * caller must know the bytes are authentic (snapshot.c checks a keyed hash over them) before
+ * ledger_load_finish, and free the ledger otherwise. Nothing but ledger_free and
+ * ledger_load_finish may be called on the ledger before that.
+ */
+ledger *ledger_load(snap_source *source);
+/* Makes the index of balances' lists again for a ledger from ledger_load; after it the ledger
+ * is as the one saved. O(entities). 0, or -1 when out of memory (the ledger is then to be
+ * freed). */
+int ledger_load_finish(ledger *l);
 
 /*
  * Checks `cmd` by `actor` against the state and, when every rule of docs/events.md holds,

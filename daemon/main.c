@@ -1,9 +1,10 @@
 /* budgetd: the budget ledger daemon. Opens the store, replays the log, serves the socket. */
 #include <errno.h>
-#include <stddef.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,30 +25,112 @@
 #include "proto/frame.h"
 #include "replay.h"
 #include "server.h"
+#include "snapshot.h"
 #include "store.h"
 
-static int replay(store *st, const char *data, ledger *l, uint64_t *head,
-                  uint8_t head_hash[BUDGET_HASH_BYTES])
+/* Logs why replay stopped. */
+static void replay_failed(const char *data, const replay_result *res)
+{
+    if (res->bad_seq != 0)
+        log_error("replay stopped at seq %llu: %s; budgetd does not serve a log that does not "
+                  "verify: run `budgetctl audit verify --data %s` (or on a copy of that "
+                  "folder) to check the whole chain",
+                  (unsigned long long)res->bad_seq, res->why, data);
+    else
+        log_error("replay stopped: %s", res->why);
+}
+
+typedef struct {
+    store *st;
+    replay_result res;
+    int rc;
+} chain_check;
+
+static void *chain_check_main(void *arg)
+{
+    chain_check *c = arg;
+    c->rc = replay_check_chain(c->st, UINT64_MAX, &c->res);
+    return NULL;
+}
+
+/*
+ * From the newest valid snapshot: the whole chain is checked on a thread of its own while the
+ * snapshot is read, then only the events after it are applied. *l is NULL when there is no
+ * valid snapshot, or when the events after it do not apply (the caller then replays the whole
+ * log, which says what is wrong with it if anything is). 0, or 1 after logging that the chain
+ * does not verify.
+ */
+static int replay_from_snapshot(store *st, const char *data, const snapshots *snaps, ledger **l,
+                                uint64_t *at, replay_result *res)
+{
+    uint8_t at_hash[BUDGET_HASH_BYTES];
+    char why[256];
+    pthread_t thread;
+    chain_check chain = {.st = st};
+    uint64_t newest;
+    *l = NULL;
+    if (snapshot_list(snaps, &newest, 1) == 0)
+        return 0; /* none: the whole replay checks the chain once */
+    bool threaded = pthread_create(&thread, NULL, chain_check_main, &chain) == 0;
+    *l = snapshot_restore(snaps, st, UINT64_MAX, at, at_hash, why, sizeof(why));
+    if (why[0] != '\0')
+        log_warn("%s", why);
+    if (threaded)
+        pthread_join(thread, NULL);
+    else
+        chain_check_main(&chain);
+    if (chain.rc != 0) {
+        ledger_free(*l);
+        *l = NULL;
+        if (chain.rc == BUDGET_EINTERNAL) {
+            replay_failed(data, &chain.res);
+            return 1;
+        }
+        return 0; /* the store could not be read: the whole replay says so */
+    }
+    if (*l != NULL && replay_log_from(st, *l, *at, at_hash, UINT64_MAX, false, res) != 0) {
+        log_warn("replay from snapshot %llu stopped: %s; replaying the whole log",
+                 (unsigned long long)*at, res->why);
+        ledger_free(*l);
+        *l = NULL;
+    }
+    return 0;
+}
+
+/* Replays the log into *out, from a snapshot when `snaps` has a valid one (*snapshot_head: its
+ * seq, else 0). 0, or 1 after logging why. */
+static int replay(store *st, const char *data, const snapshots *snaps, ledger **out,
+                  uint64_t *snapshot_head, uint64_t *head, uint8_t head_hash[BUDGET_HASH_BYTES])
 {
     replay_result res;
     struct timespec t0, t1;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (replay_log(st, l, UINT64_MAX, &res) != 0) {
-        if (res.bad_seq != 0)
-            log_error("replay stopped at seq %llu: %s; budgetd does not serve a log that does not "
-                      "verify: run `budgetctl audit verify --data %s` (or on a copy of that "
-                      "folder) to check the whole chain",
-                      (unsigned long long)res.bad_seq, res.why, data);
-        else
-            log_error("replay stopped: %s", res.why);
+    *snapshot_head = 0;
+    ledger *l = NULL;
+    if (snaps != NULL && replay_from_snapshot(st, data, snaps, &l, snapshot_head, &res) != 0)
         return 1;
+    if (l == NULL) {
+        *snapshot_head = 0;
+        l = ledger_new();
+        if (l == NULL) {
+            log_error("out of memory");
+            return 1;
+        }
+        if (replay_log(st, l, UINT64_MAX, &res) != 0) {
+            replay_failed(data, &res);
+            ledger_free(l);
+            return 1;
+        }
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    *out = l;
     *head = res.head;
     memcpy(head_hash, res.hash, BUDGET_HASH_BYTES);
-    log_info("replayed %llu events in %.3f s", (unsigned long long)*head,
-             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    log_info("replayed %llu events in %.3f s (from snapshot %llu, every hash checked)",
+             (unsigned long long)*head,
+             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+             (unsigned long long)*snapshot_head);
     return 0;
 }
 
@@ -122,6 +205,8 @@ typedef struct {
     const char *data, *socket_flag, *config;
     store_options sopt;
     server_config cfg;
+    uint32_t snapshots_keep;
+    snapshots snaps;
 } daemon_options;
 
 typedef struct option_row option_row;
@@ -215,6 +300,16 @@ static int parse_seconds(const option_row *row, const char *value, daemon_option
     return status;
 }
 
+/* A count of events, into the uint64_t at row->field. */
+static int parse_events(const option_row *row, const char *value, daemon_options *o)
+{
+    unsigned long count;
+    int status = option_count(row, value, "a count of events", &count);
+    if (status == 0)
+        *(uint64_t *)((char *)o + row->field) = count;
+    return status;
+}
+
 static int parse_map_size(const option_row *row, const char *value, daemon_options *o)
 {
     char *end;
@@ -267,6 +362,10 @@ static const option_row option_rows[] = {
     {"frame-timeout", "SECONDS", parse_seconds, 1, 86400, CFG_FIELD(frame_timeout_ms),
      "a frame must arrive whole within this long"},
     {"map-size", "BYTES", parse_map_size, 65536, 0, 0, "LMDB's initial map size"},
+    {"snapshot-every", "N", parse_events, 0, UINT32_MAX, CFG_FIELD(snapshot_every),
+     "a snapshot of the ledger every N events (0: none)"},
+    {"snapshots-keep", "N", parse_limit, 1, SNAPSHOT_KEEP_MAX,
+     offsetof(daemon_options, snapshots_keep), "keep the newest N snapshots"},
     {"log-level", "debug|info|warn|error", parse_log_level, 0, 0, 0, "what the log holds"},
     {"help", NULL, NULL, 0, 0, 0, "print this usage and exit"},
     {"version", NULL, NULL, 0, 0, 0, "print the version and exit"},
@@ -307,6 +406,8 @@ static void options_init(daemon_options *o)
     o->cfg.subscriptions_per_uid_max = BUDGET_SUBSCRIPTIONS_PER_UID_MAX;
     o->cfg.idle_timeout_ms = BUDGET_IDLE_TIMEOUT_S * 1000ull;
     o->cfg.frame_timeout_ms = BUDGET_FRAME_TIMEOUT_S * 1000ull;
+    o->cfg.snapshot_every = SNAPSHOT_EVERY_DEFAULT;
+    o->snapshots_keep = SNAPSHOT_KEEP_DEFAULT;
 }
 
 /* -1 when the command line is all read into `o`; else the status to exit with (0 after
@@ -389,9 +490,15 @@ static int serve(daemon_options *o, const char *socket_path)
         access_free(cfg->access);
         return 1;
     }
-    cfg->ledger = ledger_new();
-    if (!cfg->ledger || replay(st, o->data, cfg->ledger, &cfg->head, cfg->head_hash) != 0) {
-        ledger_free(cfg->ledger);
+    cfg->snapshots = NULL;
+    if (cfg->snapshot_every != 0) {
+        if (snapshots_open(&o->snaps, o->data, o->snapshots_keep, why, sizeof(why)) == 0)
+            cfg->snapshots = &o->snaps;
+        else
+            log_warn("no snapshots: %s", why);
+    }
+    if (replay(st, o->data, cfg->snapshots, &cfg->ledger, &cfg->snapshot_head, &cfg->head,
+               cfg->head_hash) != 0) {
         access_free(cfg->access);
         store_close(st);
         return 1;

@@ -14,6 +14,7 @@
 #include "event.h"
 #include "ops.h"
 #include "replay.h"
+#include "snapshot.h"
 #include "request.h"
 
 /* ---- read jobs on worker threads --------------------------------------------------------- */
@@ -24,23 +25,57 @@ typedef struct {
     job_t base;
     job_kind kind;
     store *store;
+    const snapshots *snapshots; /* NULL: none kept */
     balances_query bq;
     events_query eq;
     uint64_t head; /* committed head when the job was queued */
 } job;
 
-/* Balances as of an earlier event: the log replayed up to it into a ledger of the job's own.
- * No store reader may be held here: the replay's walker thread begins its own. */
+/*
+ * The ledger as of event `upto`: from the newest valid snapshot at or below it, with the events
+ * after it applied, else the log replayed from its first event. A snapshot cannot serve
+ * `decided_by`: that ledger leaves out events by their decision's day, so its state at a seq
+ * is not the ledger's. No store reader may be held here: the replay's walker begins its own.
+ */
+static int balances_ledger(job *j, uint64_t upto, ledger **out, replay_result *res)
+{
+    ledger *l = NULL;
+    if (j->snapshots != NULL && j->bq.decided_by == 0) {
+        uint64_t at;
+        uint8_t at_hash[BUDGET_HASH_BYTES];
+        char why[256];
+        l = snapshot_restore(j->snapshots, j->store, upto, &at, at_hash, why, sizeof(why));
+        if (l != NULL && replay_log_from(j->store, l, at, at_hash, upto, false, res) != 0) {
+            ledger_free(l);
+            l = NULL;
+        }
+    }
+    if (l != NULL) {
+        *out = l;
+        return 0;
+    }
+    l = ledger_new();
+    if (l == NULL) {
+        snprintf(res->why, sizeof(res->why), "out of memory");
+        return BUDGET_EUNAVAILABLE;
+    }
+    int rc = j->bq.decided_by != 0 ? replay_decided(j->store, l, upto, j->bq.decided_by, res)
+                                   : replay_log(j->store, l, upto, res);
+    if (rc != 0) {
+        ledger_free(l);
+        return rc;
+    }
+    *out = l;
+    return 0;
+}
+
+/* Balances as of an earlier event, or what was decided by a day. */
 static void job_balances(job *j, resp_t *r)
 {
     ledger_error err;
     replay_result res;
-    ledger *l = ledger_new();
+    ledger *l = NULL;
 
-    if (!l) {
-        resp_error_into(r, j->base.req_id, BUDGET_EUNAVAILABLE, "out of memory");
-        return;
-    }
     uint64_t upto = j->bq.has_as_of ? j->bq.as_of : j->head;
     int rc = 0;
     memset(&res, 0, sizeof(res));
@@ -50,8 +85,7 @@ static void job_balances(job *j, resp_t *r)
             snprintf(res.why, sizeof(res.why), "the event store cannot be read now");
     }
     if (rc == 0)
-        rc = j->bq.decided_by != 0 ? replay_decided(j->store, l, upto, j->bq.decided_by, &res)
-                                   : replay_log(j->store, l, upto, &res);
+        rc = balances_ledger(j, upto, &l, &res);
     if (rc != 0) {
         resp_error_into(r, j->base.req_id, rc, res.why);
     } else {
@@ -199,6 +233,7 @@ static void queue_job(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, job *j
 {
     j->base.run = read_job_run;
     j->store = o->store;
+    j->snapshots = o->snapshots;
     j->head = commit_head(o->commit);
     job_queue(o->jobs, c, idx, req_id, &j->base);
 }

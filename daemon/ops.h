@@ -15,6 +15,7 @@
 #include "proto/validate.h"
 #include "refusal.h"
 #include "store.h"
+#include "snapshot.h"
 #include "sub.h"
 
 /* What the ops read and hand work to; filled in by the owner. */
@@ -26,7 +27,8 @@ typedef struct {
     audit_t *audit;
     refusal_log_t *refusals;
     store *store;
-    uint64_t started_ms; /* monotonic (uv_hrtime), for uptime */
+    const snapshots *snapshots; /* for balances as_of; NULL: none kept */
+    uint64_t started_ms;        /* monotonic (uv_hrtime), for uptime */
 } ops_t;
 
 /* Answers one frame of `c` in slot `idx` (the conn hub's frame hook): `rc` and `why` are what

@@ -346,3 +346,61 @@ bool outcome_next_figure(const outcome_book *b, const char *unit, int32_t year, 
     *cursor = k + 1;
     return true;
 }
+
+/* ---- saving and loading (snapio.h) ---------------------------------------------------------- */
+
+static int index_save(const index_table *t, snap_sink *sink)
+{
+    return snap_put_array(sink, t->slots, t->mask + 1, sizeof *t->slots);
+}
+
+/* A table of at least `count` + 1 slots (one stays empty, so that a probe ends). */
+static int index_load(index_table *t, snap_source *source, uint32_t count)
+{
+    uint32_t slots, cap;
+    if (snap_get_array(source, (void **)&t->slots, &slots, &cap, sizeof *t->slots, SLOTS_MAX) !=
+            0 ||
+        !snap_pow2_in(slots, SLOTS_MIN, SLOTS_MAX) || count >= slots)
+        return -1;
+    t->mask = slots - 1;
+    return 0;
+}
+
+/* The sizes of the records, first: bytes saved by a build with other records are refused. */
+static const uint32_t outcome_layout[2] = {sizeof(figure_rec), sizeof(year_rec)};
+
+int outcome_save(const outcome_book *b, snap_sink *sink)
+{
+    if (snap_put(sink, outcome_layout, sizeof outcome_layout) != 0 ||
+        snap_put_array(sink, b->figures, b->figures_len, sizeof *b->figures) != 0 ||
+        index_save(&b->figure_index, sink) != 0 ||
+        snap_put_array(sink, b->years, b->years_len, sizeof *b->years) != 0 ||
+        index_save(&b->year_index, sink) != 0)
+        return -1;
+    return 0;
+}
+
+outcome_book *outcome_load(snap_source *source)
+{
+    uint32_t layout[2];
+    if (snap_get(source, layout, sizeof layout) != 0 ||
+        memcmp(layout, outcome_layout, sizeof layout) != 0)
+        return NULL;
+    outcome_book *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return NULL;
+    if (snap_get_array(source, (void **)&b->figures, &b->figures_len, &b->figures_cap,
+                       sizeof *b->figures, SLOTS_MAX) != 0 ||
+        index_load(&b->figure_index, source, b->figures_len) != 0 ||
+        snap_get_array(source, (void **)&b->years, &b->years_len, &b->years_cap, sizeof *b->years,
+                       SLOTS_MAX) != 0 ||
+        index_load(&b->year_index, source, b->years_len) != 0) {
+        outcome_free(b);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < b->figures_len; i++)
+        b->figures[i].allocation[BUDGET_ID_BYTES_MAX] = '\0';
+    for (uint32_t i = 0; i < b->years_len; i++)
+        b->years[i].unit[BUDGET_UNIT_BYTES_MAX] = '\0';
+    return b;
+}

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "budget/limits.h"
+#include "snapio.h"
 
 /* Months of a fiscal year. */
 #define OUTCOME_MONTHS 12
@@ -46,6 +47,13 @@ outcome_book *outcome_new(void);
 void outcome_free(outcome_book *b);
 /* A deep copy, or NULL when out of memory. */
 outcome_book *outcome_clone(const outcome_book *b);
+
+/* The book as bytes into `sink` (snapio.h), for ledger_save: 0, or -1 when the sink fails. */
+int outcome_save(const outcome_book *b, snap_sink *sink);
+/* A book read back from what outcome_save wrote, every count bounded by the source; NULL when
+ * the bytes are not such a book (or out of memory). As registry_load, the links between its
+ * records are not checked: only an authentic source may be used. */
+outcome_book *outcome_load(snap_source *source);
 /* Makes room for one more key and one more unit year: 0, or -1 when out of memory. */
 int outcome_reserve(outcome_book *b);
 

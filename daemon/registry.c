@@ -339,3 +339,49 @@ uint32_t registry_nearest(const registry *r, const char *code, uint32_t out[REGI
     }
     return found;
 }
+
+/* ---- saving and loading (snapio.h) ---------------------------------------------------------- */
+
+#define REGISTRY_ROWS_MAX (UINT32_C(1) << 30)
+
+/* The sizes of the records, first: bytes saved by a build with other records are refused. */
+static const uint32_t registry_layout[2] = {sizeof(unit_row), sizeof(name_row)};
+
+int registry_save(const registry *r, snap_sink *sink)
+{
+    uint32_t slots = r->slots_mask + 1;
+    if (snap_put(sink, registry_layout, sizeof registry_layout) != 0 ||
+        snap_put_array(sink, r->units, r->units_len, sizeof *r->units) != 0 ||
+        snap_put_array(sink, r->names, r->names_len, sizeof *r->names) != 0 ||
+        snap_put_array(sink, r->slots, slots, sizeof *r->slots) != 0)
+        return -1;
+    return 0;
+}
+
+registry *registry_load(snap_source *source)
+{
+    uint32_t layout[2];
+    if (snap_get(source, layout, sizeof layout) != 0 ||
+        memcmp(layout, registry_layout, sizeof layout) != 0)
+        return NULL;
+    registry *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    uint32_t slots, slots_cap;
+    if (snap_get_array(source, (void **)&r->units, &r->units_len, &r->units_cap, sizeof *r->units,
+                       REGISTRY_ROWS_MAX) != 0 ||
+        snap_get_array(source, (void **)&r->names, &r->names_len, &r->names_cap, sizeof *r->names,
+                       REGISTRY_ROWS_MAX) != 0 ||
+        snap_get_array(source, (void **)&r->slots, &slots, &slots_cap, sizeof *r->slots,
+                       REGISTRY_ROWS_MAX) != 0 ||
+        !snap_pow2_in(slots, SLOTS_MIN, REGISTRY_ROWS_MAX) || r->units_len >= slots) {
+        registry_free(r);
+        return NULL;
+    }
+    r->slots_mask = slots - 1;
+    for (uint32_t i = 0; i < r->units_len; i++)
+        r->units[i].code[BUDGET_UNIT_BYTES_MAX] = '\0';
+    for (uint32_t i = 0; i < r->names_len; i++)
+        r->names[i].text[BUDGET_TEXT_BYTES_MAX] = '\0';
+    return r;
+}

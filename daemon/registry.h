@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "budget/limits.h"
+#include "snapio.h"
 
 /* No unit: what registry_find returns for a code not in the register, and a unit's parent
  * when it has none. */
@@ -49,6 +50,14 @@ registry *registry_new(void);
 void registry_free(registry *r);
 /* A deep copy, or NULL when out of memory. */
 registry *registry_clone(const registry *r);
+
+/* The register as bytes into `sink` (snapio.h), for ledger_save: 0, or -1 when the sink fails. */
+int registry_save(const registry *r, snap_sink *sink);
+/* A register read back from what registry_save wrote, every count bounded by the source; NULL
+ * when the bytes are not such a register (or out of memory). Only a source whose bytes are
+ * authentic (snapshot.c) may be used as a register afterwards: the links between its rows are
+ * as they were written, not checked here. */
+registry *registry_load(snap_source *source);
 
 /* Makes room for one more unit and one more name, so that the changes below cannot fail.
  * 0, or -1 when out of memory (the register is unchanged). */

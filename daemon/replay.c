@@ -26,6 +26,9 @@ typedef struct {
 typedef struct {
     store *st;
     uint64_t upto;
+    uint64_t from; /* events up to `from` are only checked as links, not applied */
+    uint64_t scan_after;
+    uint8_t from_hash[BUDGET_HASH_BYTES];
 
     pthread_mutex_t mutex;
     pthread_cond_t filled;  /* a batch is ready for the applier, or the walker is done */
@@ -76,6 +79,18 @@ static int walk_broken(replay_ctx *r, uint64_t seq, const char *what)
     return 1;
 }
 
+/* What is wrong with link `seq` by event_check_link's `why`, as the log and verify say it. */
+static void link_problem(uint64_t seq, const char *why, char *what, size_t what_size)
+{
+    if (strcmp(why, "prev") == 0)
+        snprintf(what, what_size, "does not follow event %llu in the chain (prev)",
+                 (unsigned long long)(seq - 1));
+    else if (strcmp(why, "hash") == 0)
+        snprintf(what, what_size, "is not what its hash says: its bytes were changed (hash)");
+    else
+        snprintf(what, what_size, "is malformed (malformed)");
+}
+
 static int walk_one(void *ctx, uint64_t seq, store_val v)
 {
     replay_ctx *r = ctx;
@@ -85,6 +100,21 @@ static int walk_one(void *ctx, uint64_t seq, store_val v)
 
     if (seq > r->upto)
         return 1;
+    if (seq <= r->from) {
+        /* Before the snapshot the ledger starts from: a link of the chain, checked only. */
+        if (seq != r->expect)
+            return walk_broken(r, r->expect, "is missing from the log");
+        if (event_check_link(v.data, v.size, r->prev, &why) != 0 ||
+            event_link(v.data, v.size, NULL, &hash) != 0) {
+            link_problem(seq, why, what, sizeof(what));
+            return walk_broken(r, seq, what);
+        }
+        if (seq == r->from && memcmp(hash, r->from_hash, BUDGET_HASH_BYTES) != 0)
+            return walk_broken(r, seq, "is not the event the snapshot was taken at");
+        memcpy(r->prev, hash, BUDGET_HASH_BYTES);
+        r->expect++;
+        return 0;
+    }
     if (!r->current && !take_free_batch(r))
         return 1;
     ledger_event *ev = &r->current->events[r->current->count];
@@ -94,14 +124,7 @@ static int walk_one(void *ctx, uint64_t seq, store_val v)
      * event's bytes. Hashing here, on the walker, runs beside the applier's work. */
     if (event_check_link(v.data, v.size, r->prev, &why) != 0 ||
         event_link(v.data, v.size, NULL, &hash) != 0) {
-        if (strcmp(why, "prev") == 0)
-            snprintf(what, sizeof(what), "does not follow event %llu in the chain (prev)",
-                     (unsigned long long)(seq - 1));
-        else if (strcmp(why, "hash") == 0)
-            snprintf(what, sizeof(what),
-                     "is not what its hash says: its bytes were changed (hash)");
-        else
-            snprintf(what, sizeof(what), "is malformed (malformed)");
+        link_problem(seq, why, what, sizeof(what));
         return walk_broken(r, seq, what);
     }
     if (event_decode(v.data, v.size, ev) != 0 || ev->seq != seq)
@@ -125,7 +148,7 @@ static void *walker_main(void *arg)
         snprintf(r->why, sizeof(r->why), "the event store cannot be read");
         r->rc = BUDGET_EUNAVAILABLE;
     } else {
-        int rc = store_reader_scan(rd, 0, walk_one, r);
+        int rc = store_reader_scan(rd, r->scan_after, walk_one, r);
         /* A scan stopped by the store itself (a gap, an unreadable page); walk_one stops it
          * with 1. */
         if (rc < 0 && r->rc == 0)
@@ -167,6 +190,13 @@ static uint64_t apply_batches(replay_ctx *r, ledger *l)
 
 int replay_log(store *st, ledger *l, uint64_t upto, replay_result *out)
 {
+    static const uint8_t none[BUDGET_HASH_BYTES];
+    return replay_log_from(st, l, 0, none, upto, true, out);
+}
+
+int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash[BUDGET_HASH_BYTES],
+                    uint64_t upto, bool check_before, replay_result *out)
+{
     replay_ctx *r = calloc(1, sizeof(*r));
     pthread_t walker;
     int rc = 0;
@@ -179,7 +209,14 @@ int replay_log(store *st, ledger *l, uint64_t upto, replay_result *out)
     }
     r->st = st;
     r->upto = upto;
+    r->from = from;
+    memcpy(r->from_hash, from_hash, BUDGET_HASH_BYTES);
     r->expect = 1;
+    if (!check_before) {
+        r->scan_after = from;
+        r->expect = from + 1;
+        memcpy(r->prev, from_hash, BUDGET_HASH_BYTES);
+    }
     pthread_mutex_init(&r->mutex, NULL);
     pthread_cond_init(&r->filled, NULL);
     pthread_cond_init(&r->emptied, NULL);
@@ -209,6 +246,11 @@ int replay_log(store *st, ledger *l, uint64_t upto, replay_result *out)
     out->head = ledger_last_seq(l);
     if (rc == 0)
         memcpy(out->hash, r->prev, BUDGET_HASH_BYTES);
+    if (rc == 0 && out->head < from) {
+        snprintf(out->why, sizeof(out->why), "the log ends before event %llu",
+                 (unsigned long long)from);
+        rc = BUDGET_EINTERNAL;
+    }
 
 failed_thread:
     pthread_cond_destroy(&r->emptied);
@@ -216,6 +258,69 @@ failed_thread:
     pthread_mutex_destroy(&r->mutex);
     free(r->ring);
     free(r);
+    return rc;
+}
+
+/* ---- the chain alone ----------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t upto, expect, bad_seq;
+    uint8_t prev[BUDGET_HASH_BYTES];
+    char why[200];
+} chain_scan;
+
+static int chain_one(void *ctx, uint64_t seq, store_val v)
+{
+    chain_scan *c = ctx;
+    const uint8_t *hash;
+    const char *why = "";
+    if (seq > c->upto)
+        return 1;
+    if (seq != c->expect) {
+        snprintf(c->why, sizeof(c->why), "event %llu is missing from the log",
+                 (unsigned long long)c->expect);
+        c->bad_seq = c->expect;
+        return 1;
+    }
+    if (event_check_link(v.data, v.size, c->prev, &why) != 0 ||
+        event_link(v.data, v.size, NULL, &hash) != 0) {
+        char what[120];
+        link_problem(seq, why, what, sizeof(what));
+        snprintf(c->why, sizeof(c->why), "event %llu %s", (unsigned long long)seq, what);
+        c->bad_seq = seq;
+        return 1;
+    }
+    memcpy(c->prev, hash, BUDGET_HASH_BYTES);
+    c->expect++;
+    return 0;
+}
+
+int replay_check_chain(store *st, uint64_t upto, replay_result *out)
+{
+    memset(out, 0, sizeof(*out));
+    chain_scan *c = calloc(1, sizeof(*c));
+    store_reader *rd;
+    if (c == NULL || store_reader_begin(st, &rd) != 0) {
+        free(c);
+        snprintf(out->why, sizeof(out->why), "the event store cannot be read");
+        return BUDGET_EUNAVAILABLE;
+    }
+    c->upto = upto;
+    c->expect = 1;
+    int rc = store_reader_scan(rd, 0, chain_one, c);
+    store_reader_end(rd);
+    if (rc < 0 && c->bad_seq == 0) {
+        c->bad_seq = c->expect;
+        snprintf(c->why, sizeof(c->why), "event %llu cannot be read from the store",
+                 (unsigned long long)c->expect);
+    }
+    rc = c->bad_seq != 0 ? BUDGET_EINTERNAL : 0;
+    memcpy(out->why, c->why, sizeof(out->why));
+    out->bad_seq = c->bad_seq;
+    out->head = c->expect - 1;
+    if (rc == 0)
+        memcpy(out->hash, c->prev, BUDGET_HASH_BYTES);
+    free(c);
     return rc;
 }
 

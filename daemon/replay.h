@@ -8,6 +8,7 @@
 #ifndef BUDGET_REPLAY_H
 #define BUDGET_REPLAY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,24 @@ typedef struct {
  * or a thread cannot be started.
  */
 int replay_log(store *st, ledger *l, uint64_t upto, replay_result *out);
+
+/*
+ * The same from a snapshot: `l` holds events 1..from (snapshot_restore), the last with hash
+ * `from_hash`, and events from+1..upto are applied to it. With `check_before` every event up to
+ * `from` is checked as a link of the chain too (start-up checks the whole chain) and event
+ * `from` must have hash `from_hash`; without, the chain is checked from `from_hash` on. The
+ * errors of replay_log; a log that ends before `from` is BUDGET_EINTERNAL.
+ */
+int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash[BUDGET_HASH_BYTES],
+                    uint64_t upto, bool check_before, replay_result *out);
+
+/*
+ * Checks every link of the chain 1..upto (UINT64_MAX: all) as replay_log does, its seq, prev
+ * and hash recomputed, without decoding or applying: out->head and out->hash are the last
+ * event's. 0, BUDGET_EINTERNAL (out->bad_seq, out->why) or BUDGET_EUNAVAILABLE. Start-up runs it
+ * beside the restore of a snapshot.
+ */
+int replay_check_chain(store *st, uint64_t upto, replay_result *out);
 
 /*
  * Applies events 1..upto of `st` to `l` (empty) with ledger_apply_decided: what had been

@@ -63,6 +63,15 @@ typedef struct {
     sub_set_t subs;
     audit_t audit;
     ops_t ops;
+
+    /* The snapshot being written on the pool, from a copy of the committed ledger. */
+    const snapshots *snapshots;
+    bool snapshot_running;
+    uv_work_t snapshot_work;
+    ledger *snapshot_state;
+    uint8_t snapshot_hash[BUDGET_HASH_BYTES];
+    int snapshot_rc;
+    char snapshot_why[256];
 } server_t;
 
 static void server_stop(server_t *s, int status);
@@ -155,6 +164,65 @@ static void hook_durable(void *owner, const commit_batch_t *b)
 {
     server_t *s = owner;
     sub_publish(&s->subs, b);
+}
+
+/* ---- snapshots ----------------------------------------------------------------------------- */
+
+static void snapshot_work(uv_work_t *w)
+{
+    server_t *s = w->data;
+    s->snapshot_rc = snapshot_write(s->snapshots, s->snapshot_state, s->snapshot_hash,
+                                    s->snapshot_why, sizeof(s->snapshot_why));
+}
+
+static void snapshot_done(uv_work_t *w, int status)
+{
+    server_t *s = w->data;
+    uint64_t seq = ledger_last_seq(s->snapshot_state);
+    if (status != 0 || s->snapshot_rc != 0)
+        log_warn("snapshot %llu not written: %s", (unsigned long long)seq,
+                 status != 0 ? uv_strerror(status) : s->snapshot_why);
+    else
+        log_info("snapshot %llu written", (unsigned long long)seq);
+    ledger_free(s->snapshot_state);
+    s->snapshot_state = NULL;
+    s->snapshot_running = false;
+    job_count_end(&s->jobs);
+}
+
+/*
+ * Writes a snapshot of `committed` (at its last event, with `hash`) on the pool, from a copy:
+ * the loop goes on applying batches to the committed ledger meanwhile. The copy costs the loop
+ * one memcpy per array of the state (docs/performance.md, "Snapshots"). One at a time: while
+ * one is written, the next multiple is skipped.
+ */
+static void hook_snapshot(void *owner, const ledger *committed,
+                          const uint8_t hash[BUDGET_HASH_BYTES])
+{
+    server_t *s = owner;
+    if (s->snapshots == NULL || s->snapshot_running || s->stopping)
+        return;
+    uint64_t t0 = uv_hrtime();
+    s->snapshot_state = ledger_clone(committed);
+    if (s->snapshot_state == NULL) {
+        log_warn("snapshot %llu not written: out of memory",
+                 (unsigned long long)ledger_last_seq(committed));
+        return;
+    }
+    log_debug("snapshot %llu: the state copied in %.3f ms",
+              (unsigned long long)ledger_last_seq(committed), (double)(uv_hrtime() - t0) / 1e6);
+    memcpy(s->snapshot_hash, hash, BUDGET_HASH_BYTES);
+    s->snapshot_running = true;
+    s->snapshot_work.data = s;
+    job_count_begin(&s->jobs);
+    int rc = uv_queue_work(s->loop, &s->snapshot_work, snapshot_work, snapshot_done);
+    if (rc != 0) {
+        log_warn("snapshot not written: %s", uv_strerror(rc));
+        ledger_free(s->snapshot_state);
+        s->snapshot_state = NULL;
+        s->snapshot_running = false;
+        job_count_end(&s->jobs);
+    }
 }
 
 static void hook_fatal(void *owner)
@@ -439,6 +507,9 @@ static void server_wire(server_t *s, const server_config *cfg)
     m->quiet = maybe_finish;
     m->owner = s;
     m->hub = h;
+    s->snapshots = cfg->snapshots;
+    m->snapshot = hook_snapshot;
+    m->snapshot_every = cfg->snapshots != NULL ? cfg->snapshot_every : 0;
 
     s->subs = (sub_set_t){.loop = s->loop,
                           .store = cfg->store,
@@ -461,6 +532,7 @@ static void server_wire(server_t *s, const server_config *cfg)
                      .audit = &s->audit,
                      .refusals = &s->refusals,
                      .store = cfg->store,
+                     .snapshots = cfg->snapshots,
                      .started_ms = uv_hrtime() / 1000000u};
 }
 
@@ -507,6 +579,9 @@ int server_run(const server_config *cfg)
     }
     server_handles(s);
     conn_hub_start(&s->hub, s->loop);
+    /* The newest snapshot was missing, damaged or behind: one is made of the state now. */
+    if (cfg->snapshot_every != 0 && cfg->head >= cfg->snapshot_head + cfg->snapshot_every)
+        hook_snapshot(s, commit_ledger(&s->commit), commit_head_hash(&s->commit));
     if (server_listen(s, cfg) != 0) {
         s->stopping = true;
         s->exit_status = 1;

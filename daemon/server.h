@@ -13,6 +13,7 @@
 #include "access.h"
 #include "budget/protocol.h"
 #include "ledger.h"
+#include "snapshot.h"
 #include "store.h"
 
 typedef struct {
@@ -45,6 +46,12 @@ typedef struct {
     /* Called on a worker thread before a worker job (a long read, a checkpoint, a write retried)
      * runs; NULL in budgetd. budgetd-faulty uses it to make those jobs slow. */
     void (*job_hook)(void);
+    /* Snapshots of the committed ledger (snapshot.h): NULL when none are kept. One is written
+     * off the loop after each `snapshot_every` events (0: never), and at start-up when the
+     * newest one restored (`snapshot_head`, 0: none) is that many events or more behind. */
+    const snapshots *snapshots;
+    uint64_t snapshot_every;
+    uint64_t snapshot_head;
     /* Added to the wall clock; 0 in budgetd. budgetd-faulty takes it from
      * $BUDGETD_CLOCK_OFFSET_MS to stand in for a clock that was set wrong. */
     int64_t clock_offset_ms;

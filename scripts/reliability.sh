@@ -66,7 +66,7 @@ build_fuzz() {
   if ! { cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DBUDGET_FUZZ=ON -DBUDGET_TESTS=OFF \
            -DBUDGET_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo &&
          cmake --build build-fuzz -j"$(nproc)" --target fuzz_frame fuzz_request fuzz_event \
-           fuzz_ledger; } >"$log" 2>&1; then
+           fuzz_ledger fuzz_snapshot; } >"$log" 2>&1; then
     cat "$log"
     echo "reliability: the fuzz build failed" >&2
     exit 1
@@ -77,7 +77,7 @@ build_fuzz() {
 cmd_fuzz() {
   local seconds=${1:-600} failed=0
   build_fuzz
-  for h in fuzz_frame fuzz_request fuzz_event fuzz_ledger; do
+  for h in fuzz_frame fuzz_request fuzz_event fuzz_ledger fuzz_snapshot; do
     local work=build-fuzz/corpus/$h
     mkdir -p "$work" build-fuzz/findings
     cp -n tests/fuzz/corpus/$h/* "$work"/ 2>/dev/null || true

@@ -12,14 +12,23 @@
  *    budgetd logs), the daemon's memory after replay, `balances` as of an event near the
  *    start, the middle and the end, the current `balances`, and `verify` of the whole chain.
  *
+ * 4. With --snapshots N (docs/performance.md, "Snapshots"): while writing the log, a snapshot of
+ *    the ledger every N events, written by snapshot_write as budgetd writes them, and budgetd
+ *    run with --snapshot-every N; --snapshots 0 runs it with --snapshot-every 0 (the log
+ *    replayed from its first event, as before snapshots). Besides the figures above, 8 `balances
+ *    as_of` at once: their wall time and the daemon's peak resident memory meanwhile.
+ *
  * usage: bench_replay --dir DIR [--events N] [--budgetd PATH] [--keep] [--reuse] [--no-daemon]
+ *                     [--snapshots N]
  * --keep leaves the log in DIR/replay-data; --reuse takes the log left there instead of
- * writing one (for profiling); --no-daemon stops after the in-process figures.
+ * writing one (for profiling, or to run with and without snapshots on the same log);
+ * --no-daemon stops after the in-process figures.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +44,7 @@
 #include "budget/limits.h"
 #include "daemon/event.h"
 #include "daemon/ledger.h"
+#include "daemon/snapshot.h"
 #include "daemon/store.h"
 
 #define UNITS 24
@@ -169,6 +179,9 @@ typedef struct {
     size_t approved_count, approved_cap;
     size_t approved_year_start; /* first approved entry of the current year */
     queue allocation_queue, avrop_queue;
+    snapshots snaps;
+    uint64_t snapshot_every; /* 0: none */
+    double snapshot_s;       /* spent writing them */
 } writer;
 
 static int queue_push(queue *q, pending p)
@@ -241,6 +254,15 @@ static int emit(writer *w, const ledger_cmd *cmd, uint32_t actor_index)
         exit(1);
     }
     memcpy(w->prev, hash, sizeof(hash));
+    if (w->snapshot_every != 0 && ev.seq % w->snapshot_every == 0) {
+        char why[256];
+        double t0 = bench_now_s();
+        if (snapshot_write(&w->snaps, w->l, hash, why, sizeof(why)) != 0) {
+            fprintf(stderr, "bench_replay: %s\n", why);
+            exit(1);
+        }
+        w->snapshot_s += bench_now_s() - t0;
+    }
     store_item *item = &w->items[w->items_count];
     memcpy(w->ids[w->items_count], ev.id, strlen(ev.id) + 1);
     item->seq = ev.seq;
@@ -440,7 +462,8 @@ static int step(writer *w, int year)
 }
 
 /* Writes the log of `events` events into `data_dir`; `made` gets the counts of what it holds. */
-static int write_log(const char *data_dir, uint64_t events, ledger_counts *made)
+static int write_log(const char *data_dir, uint64_t events, uint64_t snapshot_every,
+                     ledger_counts *made)
 {
     store_options opt = {.map_bytes_initial = (size_t)2 << 30};
     char why[256];
@@ -450,6 +473,12 @@ static int write_log(const char *data_dir, uint64_t events, ledger_counts *made)
     if (store_open(&w->st, data_dir, &opt, why, sizeof(why)) != 0) {
         fprintf(stderr, "bench_replay: %s\n", why);
         free(w);
+        return -1;
+    }
+    w->snapshot_every = snapshot_every;
+    if (snapshot_every != 0 &&
+        snapshots_open(&w->snaps, data_dir, SNAPSHOT_KEEP_DEFAULT, why, sizeof(why)) != 0) {
+        fprintf(stderr, "bench_replay: %s\n", why);
         return -1;
     }
     w->l = ledger_new();
@@ -491,6 +520,11 @@ static int write_log(const char *data_dir, uint64_t events, ledger_counts *made)
     bench_result("replay_log_events", "%llu", (unsigned long long)w->seq);
     bench_result("replay_log_allocations", "%llu", (unsigned long long)counts.allocations);
     bench_result("replay_log_write_s", "%.2f", elapsed);
+    if (snapshot_every != 0) {
+        printf("wrote a snapshot every %llu events: %.2f s of it\n",
+               (unsigned long long)snapshot_every, w->snapshot_s);
+        bench_result("replay_log_snapshots_s", "%.2f", w->snapshot_s);
+    }
 
     ledger_free(w->l);
     store_close(w->st);
@@ -560,6 +594,7 @@ static int scan_verify(void *ctx, uint64_t seq, store_val v)
 typedef struct {
     uint64_t events;
     ledger_counts counts;
+    double clone_s; /* ledger_clone of the whole ledger: what a snapshot costs the loop */
 } replayed_ledger;
 
 /* Times one scan of the whole log with `fn`; the best of `runs`. Returns seconds or -1. With
@@ -585,6 +620,12 @@ static double time_scan(store *st, store_scan_fn fn, int runs, size_t *heap_byte
         if (replayed && c.l) {
             replayed->events = ledger_events(c.l);
             ledger_get_counts(c.l, &replayed->counts);
+            double c0 = bench_now_s();
+            ledger *copy = ledger_clone(c.l);
+            double clone_s = bench_now_s() - c0;
+            ledger_free(copy);
+            if (replayed->clone_s == 0 || clone_s < replayed->clone_s)
+                replayed->clone_s = clone_s;
         }
         ledger_free(c.l);
         if (rc != 0 || c.failed) {
@@ -649,6 +690,9 @@ static int in_process(const char *data_dir, uint64_t events, const ledger_counts
     bench_result("inproc_replay_events_per_s", "%.0f", n / replay);
     bench_result("inproc_verify_events_per_s", "%.0f", n / verify);
     bench_result("inproc_ledger_heap_mib", "%.1f", (double)heap / (1 << 20));
+    printf("in-process: ledger_clone of the whole ledger %.1f ms (a snapshot's cost to the loop)\n",
+           replayed.clone_s * 1e3);
+    bench_result("inproc_ledger_clone_ms", "%.1f", replayed.clone_s * 1e3);
     return 0;
 }
 
@@ -660,8 +704,11 @@ typedef struct {
     char log[4200];
 } daemon_proc;
 
-static int daemon_start(daemon_proc *d, const char *budgetd, const char *dir, const char *data)
+static int daemon_start(daemon_proc *d, const char *budgetd, const char *dir, const char *data,
+                        uint64_t snapshot_every)
 {
+    char every[32];
+    snprintf(every, sizeof(every), "%llu", (unsigned long long)snapshot_every);
     snprintf(d->socket, sizeof(d->socket), "%s/budgetd.sock", dir);
     snprintf(d->log, sizeof(d->log), "%s/budgetd.log", dir);
     d->pid = fork();
@@ -671,7 +718,8 @@ static int daemon_start(daemon_proc *d, const char *budgetd, const char *dir, co
         FILE *log = freopen(d->log, "w", stderr);
         if (!log)
             _exit(127);
-        execl(budgetd, budgetd, "--data", data, "--socket", d->socket, (char *)NULL);
+        execl(budgetd, budgetd, "--data", data, "--socket", d->socket, "--snapshot-every", every,
+              (char *)NULL);
         fprintf(stderr, "bench_replay: cannot run %s: %s\n", budgetd, strerror(errno));
         _exit(127);
     }
@@ -723,6 +771,9 @@ static double logged_replay_s(const daemon_proc *d, uint64_t events)
         unsigned long long n;
         double x;
         if (at && sscanf(at, "replayed %llu events in %lf s", &n, &x) == 2) {
+            const char *from = strstr(at, "from snapshot ");
+            if (from)
+                printf("budgetd started from snapshot %s", from + strlen("from snapshot "));
             s = x;
             replayed = n;
         }
@@ -873,11 +924,77 @@ static void memory(const daemon_proc *d, const char *when)
     bench_result(key, "%.1f", hwm / 1024.0);
 }
 
-static int with_daemon(const char *budgetd, const char *dir, const char *data, uint64_t events)
+/* One of the concurrent as_of calls. */
+typedef struct {
+    const daemon_proc *d;
+    uint64_t as_of;
+    double s;
+    bool ok;
+} as_of_call;
+
+static void *as_of_thread(void *arg)
+{
+    as_of_call *a = arg;
+    uint8_t frame[BENCH_REQUEST_BYTES_MAX];
+    mp_writer w;
+    bench_response r;
+    bench_conn c;
+    bench_request_begin(&w, frame, sizeof(frame), 2, "balances", 1);
+    mp_write_cstr(&w, "as_of");
+    mp_write_uint(&w, a->as_of);
+    size_t size = bench_request_end(&w);
+    a->s = timed_call(a->d, frame, size, &r, &c);
+    a->ok = a->s >= 0 && r.ok && bench_result_uint(&r, "as_of", 0) == a->as_of;
+    bench_conn_close(&c);
+    return NULL;
+}
+
+#define CONCURRENT_AS_OF 8
+
+/* 8 `balances as_of` at once, spread over the log: the wall time until the last answer, and
+ * the daemon's peak resident memory meanwhile (its peak is reset first: clear_refs 5). */
+static int concurrent_as_of(const daemon_proc *d, uint64_t events)
+{
+    as_of_call calls[CONCURRENT_AS_OF];
+    pthread_t threads[CONCURRENT_AS_OF];
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)d->pid);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("5", f);
+        fclose(f);
+    }
+    long before = bench_proc_status_kib(d->pid, "VmHWM");
+    double t0 = bench_now_s();
+    for (int i = 0; i < CONCURRENT_AS_OF; i++) {
+        calls[i] =
+            (as_of_call){d, events * (uint64_t)(2 * i + 1) / (2 * CONCURRENT_AS_OF), 0, false};
+        pthread_create(&threads[i], NULL, as_of_thread, &calls[i]);
+    }
+    bool ok = true;
+    for (int i = 0; i < CONCURRENT_AS_OF; i++) {
+        pthread_join(threads[i], NULL);
+        ok = ok && calls[i].ok;
+    }
+    double wall = bench_now_s() - t0;
+    long hwm = bench_proc_status_kib(d->pid, "VmHWM");
+    if (!ok) {
+        fprintf(stderr, "bench_replay: a concurrent balances as_of failed\n");
+        return -1;
+    }
+    printf("8 balances as_of at once %.3f s wall; peak VmRSS %.1f MiB (%.1f MiB before)\n", wall,
+           hwm / 1024.0, before / 1024.0);
+    bench_result("daemon_as_of_8_wall_s", "%.3f", wall);
+    bench_result("daemon_as_of_8_hwm_mib", "%.1f", hwm / 1024.0);
+    return 0;
+}
+
+static int with_daemon(const char *budgetd, const char *dir, const char *data, uint64_t events,
+                       uint64_t snapshot_every)
 {
     daemon_proc d = {0};
     double t0 = bench_now_s();
-    if (daemon_start(&d, budgetd, dir, data) != 0)
+    if (daemon_start(&d, budgetd, dir, data, snapshot_every) != 0)
         return -1;
     double ready = daemon_wait_ready(&d, t0);
     if (ready < 0) {
@@ -903,6 +1020,7 @@ static int with_daemon(const char *budgetd, const char *dir, const char *data, u
     rc |= balances_as_of(&d, events / 100, events, "daemon_balances_as_of_start_s");
     rc |= balances_as_of(&d, events / 2, events, "daemon_balances_as_of_middle_s");
     rc |= balances_as_of(&d, events - 1, events, "daemon_balances_as_of_end_s");
+    rc |= concurrent_as_of(&d, events);
     rc |= balances_decided_by(&d, "2024-06-30", "daemon_balances_decided_by_s");
     rc |= verify(&d, events);
     memory(&d, "after_reads");
@@ -912,7 +1030,8 @@ static int with_daemon(const char *budgetd, const char *dir, const char *data, u
 
 /* ---- main ------------------------------------------------------------------------------ */
 
-/* Removes the files in `dir` (the store and what budgetd keeps beside it) and `dir` itself. */
+/* Removes the files in `dir` (the store and what budgetd keeps beside it, its snapshots too)
+ * and `dir` itself. */
 static void remove_folder(const char *dir)
 {
     char path[4400];
@@ -923,7 +1042,8 @@ static void remove_folder(const char *dir)
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
         snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        unlink(path);
+        if (unlink(path) != 0 && strcmp(e->d_name, "snapshots") == 0)
+            remove_folder(path);
     }
     closedir(d);
     rmdir(dir);
@@ -932,7 +1052,7 @@ static void remove_folder(const char *dir)
 static void usage(FILE *out)
 {
     fprintf(out, "usage: bench_replay --dir DIR [--events N] [--budgetd PATH] [--keep] [--reuse]\n"
-                 "                    [--no-daemon]\n"
+                 "                    [--no-daemon] [--snapshots N]\n"
                  "Writes a log of N realistic events in DIR/data, replays it in-process, then\n"
                  "times budgetd's start-up, balances as_of, verify and memory on it.\n");
 }
@@ -940,13 +1060,18 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"dir", required_argument, NULL, 'd'},     {"events", required_argument, NULL, 'n'},
-        {"budgetd", required_argument, NULL, 'b'}, {"keep", no_argument, NULL, 'k'},
-        {"reuse", no_argument, NULL, 'r'},         {"no-daemon", no_argument, NULL, 'D'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"dir", required_argument, NULL, 'd'},
+        {"events", required_argument, NULL, 'n'},
+        {"budgetd", required_argument, NULL, 'b'},
+        {"keep", no_argument, NULL, 'k'},
+        {"reuse", no_argument, NULL, 'r'},
+        {"no-daemon", no_argument, NULL, 'D'},
+        {"help", no_argument, NULL, 'h'},
+        {"snapshots", required_argument, NULL, 's'},
+        {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *budgetd = BUDGETD_PATH;
-    uint64_t events = 1000000;
+    uint64_t events = 1000000, snapshot_every = 0;
     bool keep = false, reuse = false, no_daemon = false;
     int opt;
 
@@ -970,6 +1095,10 @@ int main(int argc, char **argv)
         case 'D':
             no_daemon = true;
             break;
+        case 's':
+            snapshot_every =
+                strcmp(optarg, "0") == 0 ? 0 : (uint64_t)bench_arg_long(optarg, "--snapshots");
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -988,11 +1117,11 @@ int main(int argc, char **argv)
         remove_folder(data);
 
     ledger_counts made;
-    int rc = reuse ? 0 : write_log(data, events, &made);
+    int rc = reuse ? 0 : write_log(data, events, snapshot_every, &made);
     if (rc == 0)
         rc = in_process(data, events, reuse ? NULL : &made);
     if (rc == 0 && !no_daemon)
-        rc = with_daemon(budgetd, dir, data, events);
+        rc = with_daemon(budgetd, dir, data, events, snapshot_every);
     if (!keep)
         remove_folder(data);
     return rc == 0 ? 0 : 1;

@@ -17,6 +17,7 @@
 #include "budget/protocol.h"
 #include "daemon/event.h"
 #include "daemon/ledger.h"
+#include "daemon/snapshot.h"
 
 static const char *root;
 
@@ -321,6 +322,35 @@ static void cycle_commands(ledger_cmd *c)
     }
 }
 
+static int stream_write(void *ctx, const void *bytes, size_t n)
+{
+    return fwrite(bytes, 1, n, ctx) == n ? 0 : -1;
+}
+
+/* Seeds of fuzz_snapshot: the state `l` as ledger_save writes it, and as a whole snapshot under
+ * the harness's key (32 bytes of 0x5a), named by its seq. */
+static void snapshot_seeds(const ledger *l, const uint8_t hash[BUDGET_HASH_BYTES])
+{
+    char *bytes = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&bytes, &size);
+    snap_sink sink = {stream_write, f};
+    if (f == NULL || ledger_save(l, &sink) != 0 || fclose(f) != 0)
+        exit(1);
+    put_file("fuzz_snapshot", "state", bytes, size);
+    free(bytes);
+    snapshots s;
+    memset(&s, 0, sizeof(s));
+    memset(s.key, 0x5a, sizeof(s.key));
+    s.keep = SNAPSHOT_KEEP_MAX;
+    snprintf(s.dir, sizeof(s.dir), "%s/fuzz_snapshot", root);
+    char why[256];
+    if (snapshot_write(&s, l, hash, why, sizeof(why)) != 0) {
+        fprintf(stderr, "make_corpus: %s\n", why);
+        exit(1);
+    }
+}
+
 /*
  * The scenario of the source document, as events, each file one encoded event; then the
  * register's three types, an outcome, and the budget cycle's three types. The first seven files
@@ -418,6 +448,7 @@ static void events(void)
         put_file("fuzz_event", name, bytes, (size_t)n);
         memcpy(prev, hash, sizeof(prev));
     }
+    snapshot_seeds(l, prev);
     ledger_free(l);
 }
 

@@ -1,0 +1,432 @@
+/* Snapshots (snapshot.h): a ledger's state saved beside the events, authenticated, bounded. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "budget/errors.h"
+#include "event.h"
+#include "snapshot.h"
+
+static const uint8_t snapshot_magic[8] = {'B', 'U', 'D', 'S', 'N', 'A', 'P', 1};
+
+/* Bytes written at once through a snapshot's buffer. */
+#define WRITE_BUFFER_BYTES (1u << 20)
+
+_Static_assert(crypto_generichash_KEYBYTES == SNAPSHOT_KEY_BYTES, "BLAKE2b key");
+_Static_assert(SNAPSHOT_MAC_BYTES >= crypto_generichash_BYTES_MIN &&
+                   SNAPSHOT_MAC_BYTES <= crypto_generichash_BYTES_MAX,
+               "BLAKE2b output");
+
+static int failed(char *why, size_t why_size, const char *what, const char *path, int err)
+{
+    if (err != 0)
+        snprintf(why, why_size, "%s %s: %s", what, path, strerror(err));
+    else
+        snprintf(why, why_size, "%s %s", what, path);
+    return BUDGET_EUNAVAILABLE;
+}
+
+static int write_all(int fd, const void *bytes, size_t size)
+{
+    const uint8_t *p = bytes;
+    while (size > 0) {
+        ssize_t n = write(fd, p, size);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        p += n;
+        size -= (size_t)n;
+    }
+    return 0;
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    int err = fsync(fd) != 0 ? errno : 0;
+    close(fd);
+    return err;
+}
+
+/* ---- the key ---------------------------------------------------------------------------- */
+
+/* Reads the key: 0, 1 when there is none yet, or an errno (-1 for a file of another size). */
+static int key_read(const char *path, uint8_t key[SNAPSHOT_KEY_BYTES])
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 1 : errno;
+    struct stat st;
+    int err = 0;
+    if (fstat(fd, &st) != 0)
+        err = errno;
+    else if (!S_ISREG(st.st_mode) || st.st_size != SNAPSHOT_KEY_BYTES ||
+             read(fd, key, SNAPSHOT_KEY_BYTES) != SNAPSHOT_KEY_BYTES)
+        err = -1;
+    close(fd);
+    return err;
+}
+
+/* A new random key in `path`, synced with its folder: 0, 1 when another made it first, or an
+ * errno. */
+static int key_create(const char *dir, const char *path, uint8_t key[SNAPSHOT_KEY_BYTES])
+{
+    randombytes_buf(key, SNAPSHOT_KEY_BYTES);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno == EEXIST ? 1 : errno;
+    int err = write_all(fd, key, SNAPSHOT_KEY_BYTES);
+    if (err == 0 && fsync(fd) != 0)
+        err = errno;
+    close(fd);
+    if (err == 0)
+        err = fsync_dir(dir);
+    if (err != 0)
+        unlink(path);
+    return err;
+}
+
+/* True when `name` is <digits>.snap (a seq of at most 20 digits, no leading zero), into *seq. */
+static bool snapshot_name(const char *name, uint64_t *seq)
+{
+    size_t digits = strspn(name, "0123456789");
+    if (digits == 0 || digits > 20 || (name[0] == '0' && digits > 1) ||
+        strcmp(name + digits, ".snap") != 0)
+        return false;
+    errno = 0;
+    unsigned long long n = strtoull(name, NULL, 10);
+    if (errno != 0)
+        return false;
+    *seq = n;
+    return true;
+}
+
+int snapshots_open(snapshots *s, const char *data, uint32_t keep, char *why, size_t why_size)
+{
+    char path[PATH_MAX + 32];
+    memset(s, 0, sizeof(*s));
+    s->keep = keep == 0 ? 1 : keep;
+    if (sodium_init() < 0)
+        return failed(why, why_size, "cannot start libsodium for", data, 0);
+    int n = snprintf(s->dir, sizeof(s->dir), "%s/snapshots", data);
+    if (n < 0 || (size_t)n >= sizeof(s->dir) - 32)
+        return failed(why, why_size, "the path is too long:", data, 0);
+    if (mkdir(s->dir, 0700) != 0 && errno != EEXIST)
+        return failed(why, why_size, "cannot make", s->dir, errno);
+    struct stat st;
+    if (lstat(s->dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return failed(why, why_size, "not a folder:", s->dir, 0);
+    snprintf(path, sizeof(path), "%s/key", s->dir);
+    int err = key_read(path, s->key);
+    if (err == 1) {
+        err = key_create(s->dir, path, s->key);
+        if (err == 1)
+            err = key_read(path, s->key);
+    }
+    if (err != 0) {
+        sodium_memzero(s->key, sizeof(s->key));
+        return failed(why, why_size, "cannot use the snapshot key", path, err > 0 ? err : 0);
+    }
+    /* What a write cut short left behind: <seq>.snap.tmp. */
+    DIR *d = opendir(s->dir);
+    if (d != NULL) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            size_t len = strlen(e->d_name);
+            if (len > 9 && strcmp(e->d_name + len - 9, ".snap.tmp") == 0)
+                unlinkat(dirfd(d), e->d_name, 0);
+        }
+        closedir(d);
+    }
+    return 0;
+}
+
+/* ---- writing ---------------------------------------------------------------------------- */
+
+typedef struct {
+    int fd;
+    int err;
+    crypto_generichash_state mac;
+    uint8_t *buffer;
+    size_t used;
+    uint64_t bytes;
+} file_sink;
+
+static int sink_flush(file_sink *f)
+{
+    if (f->err == 0 && f->used > 0)
+        f->err = write_all(f->fd, f->buffer, f->used);
+    f->used = 0;
+    return f->err == 0 ? 0 : -1;
+}
+
+static int sink_write(void *ctx, const void *bytes, size_t n)
+{
+    file_sink *f = ctx;
+    crypto_generichash_update(&f->mac, bytes, n);
+    f->bytes += n;
+    const uint8_t *p = bytes;
+    while (n > 0 && f->err == 0) {
+        size_t room = WRITE_BUFFER_BYTES - f->used, take = n < room ? n : room;
+        memcpy(f->buffer + f->used, p, take);
+        f->used += take;
+        p += take;
+        n -= take;
+        if (f->used == WRITE_BUFFER_BYTES)
+            sink_flush(f);
+    }
+    return f->err == 0 ? 0 : -1;
+}
+
+static int count_write(void *ctx, const void *bytes, size_t n)
+{
+    (void)bytes;
+    *(uint64_t *)ctx += n;
+    return 0;
+}
+
+/* Keeps the newest s->keep snapshots. */
+static void prune(const snapshots *s)
+{
+    uint64_t *seqs = malloc(SNAPSHOT_LIST_MAX * sizeof(*seqs));
+    if (seqs == NULL)
+        return;
+    size_t n = snapshot_list(s, seqs, SNAPSHOT_LIST_MAX);
+    for (size_t i = s->keep; i < n; i++) {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof(path), "%s/%" PRIu64 ".snap", s->dir, seqs[i]);
+        unlink(path);
+    }
+    free(seqs);
+}
+
+/* Writes header, body and keyed hash to `fd`: 0 or an errno. */
+static int write_file(int fd, const snapshots *s, const ledger *l,
+                      const uint8_t hash[BUDGET_HASH_BYTES])
+{
+    uint64_t body = 0, seq = ledger_last_seq(l);
+    snap_sink counter = {count_write, &body};
+    if (ledger_save(l, &counter) != 0)
+        return EIO;
+    file_sink f = {.fd = fd, .buffer = malloc(WRITE_BUFFER_BYTES)};
+    if (f.buffer == NULL)
+        return ENOMEM;
+    crypto_generichash_init(&f.mac, s->key, SNAPSHOT_KEY_BYTES, SNAPSHOT_MAC_BYTES);
+    uint8_t header[SNAPSHOT_HEADER_BYTES];
+    memcpy(header, snapshot_magic, 8);
+    memcpy(header + 8, &seq, 8);
+    memcpy(header + 16, hash, BUDGET_HASH_BYTES);
+    memcpy(header + 48, &body, 8);
+    snap_sink sink = {sink_write, &f};
+    uint8_t mac[SNAPSHOT_MAC_BYTES];
+    if (snap_put(&sink, header, sizeof(header)) == 0 && ledger_save(l, &sink) == 0 &&
+        f.bytes == SNAPSHOT_HEADER_BYTES + body && sink_flush(&f) == 0) {
+        crypto_generichash_final(&f.mac, mac, sizeof(mac));
+        f.err = write_all(fd, mac, sizeof(mac));
+    } else if (f.err == 0) {
+        f.err = EIO; /* the state changed under the write: a caller's bug */
+    }
+    free(f.buffer);
+    return f.err;
+}
+
+int snapshot_write(const snapshots *s, const ledger *l, const uint8_t hash[BUDGET_HASH_BYTES],
+                   char *why, size_t why_size)
+{
+    char path[PATH_MAX + 32], tmp[PATH_MAX + 40];
+    uint64_t seq = ledger_last_seq(l);
+    snprintf(path, sizeof(path), "%s/%" PRIu64 ".snap", s->dir, seq);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return failed(why, why_size, "cannot create", tmp, errno);
+    int err = write_file(fd, s, l, hash);
+    if (err == 0 && fsync(fd) != 0)
+        err = errno;
+    if (close(fd) != 0 && err == 0)
+        err = errno;
+    if (err == 0 && rename(tmp, path) != 0)
+        err = errno;
+    if (err != 0) {
+        unlink(tmp);
+        return failed(why, why_size, "cannot write", path, err);
+    }
+    err = fsync_dir(s->dir);
+    if (err != 0)
+        return failed(why, why_size, "cannot sync", s->dir, err);
+    prune(s);
+    return 0;
+}
+
+/* ---- reading ---------------------------------------------------------------------------- */
+
+typedef struct {
+    FILE *f;
+    crypto_generichash_state mac;
+} file_source;
+
+static int source_read(void *ctx, void *bytes, size_t n)
+{
+    file_source *r = ctx;
+    if (fread(bytes, 1, n, r->f) != n)
+        return -1;
+    crypto_generichash_update(&r->mac, bytes, n);
+    return 0;
+}
+
+static ledger *not_snapshot(char *why, size_t why_size, const char *what)
+{
+    snprintf(why, why_size, "%s", what);
+    return NULL;
+}
+
+ledger *snapshot_read_stream(FILE *f, uint64_t size, const uint8_t key[SNAPSHOT_KEY_BYTES],
+                             uint64_t *seq, uint8_t hash[BUDGET_HASH_BYTES], char *why,
+                             size_t why_size)
+{
+    uint8_t header[SNAPSHOT_HEADER_BYTES], mac[SNAPSHOT_MAC_BYTES], want[SNAPSHOT_MAC_BYTES];
+    uint64_t body;
+    file_source r = {.f = f};
+
+    if (size < SNAPSHOT_HEADER_BYTES + SNAPSHOT_MAC_BYTES)
+        return not_snapshot(why, why_size, "too short");
+    crypto_generichash_init(&r.mac, key, SNAPSHOT_KEY_BYTES, SNAPSHOT_MAC_BYTES);
+    if (source_read(&r, header, sizeof(header)) != 0)
+        return not_snapshot(why, why_size, "cannot be read");
+    memcpy(seq, header + 8, 8);
+    memcpy(hash, header + 16, BUDGET_HASH_BYTES);
+    memcpy(&body, header + 48, 8);
+    if (memcmp(header, snapshot_magic, 8) != 0)
+        return not_snapshot(why, why_size, "not a snapshot of this version");
+    if (body != size - SNAPSHOT_HEADER_BYTES - SNAPSHOT_MAC_BYTES)
+        return not_snapshot(why, why_size, "its length is not the file's");
+    snap_source source = {source_read, &r, body};
+    ledger *l = ledger_load(&source);
+    if (l == NULL)
+        return not_snapshot(why, why_size, "its state cannot be read (damaged, or another build)");
+    crypto_generichash_final(&r.mac, want, sizeof(want));
+    if (fread(mac, 1, sizeof(mac), f) != sizeof(mac) ||
+        sodium_memcmp(mac, want, sizeof(mac)) != 0) {
+        ledger_free(l);
+        return not_snapshot(why, why_size, "its keyed hash does not match: damaged or not ours");
+    }
+    if (ledger_last_seq(l) != *seq || ledger_load_finish(l) != 0) {
+        ledger_free(l);
+        return not_snapshot(why, why_size, "its state is not at its seq, or out of memory");
+    }
+    return l;
+}
+
+/* Reads the snapshot at `seq` in the folder. */
+static ledger *read_one(const snapshots *s, uint64_t seq, uint8_t hash[BUDGET_HASH_BYTES],
+                        char *why, size_t why_size)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/%" PRIu64 ".snap", s->dir, seq);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return not_snapshot(why, why_size, "cannot be opened");
+    struct stat st;
+    FILE *f = NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (f = fdopen(fd, "rb")) == NULL) {
+        close(fd);
+        return not_snapshot(why, why_size, "not a file that can be read");
+    }
+    uint64_t at;
+    ledger *l = snapshot_read_stream(f, (uint64_t)st.st_size, s->key, &at, hash, why, why_size);
+    fclose(f);
+    if (l != NULL && at != seq) {
+        ledger_free(l);
+        return not_snapshot(why, why_size, "its name is not its seq");
+    }
+    return l;
+}
+
+static int by_seq_down(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+size_t snapshot_list(const snapshots *s, uint64_t *seqs, size_t max)
+{
+    DIR *d = opendir(s->dir);
+    if (d == NULL)
+        return 0;
+    size_t n = 0;
+    struct dirent *e;
+    uint64_t seq;
+    while ((e = readdir(d)) != NULL) {
+        if (!snapshot_name(e->d_name, &seq))
+            continue;
+        if (n < max) {
+            seqs[n++] = seq;
+        } else if (max > 0) {
+            /* Full: keep the newest, replacing the oldest so far. */
+            size_t oldest = 0;
+            for (size_t i = 1; i < n; i++)
+                if (seqs[i] < seqs[oldest])
+                    oldest = i;
+            if (seq > seqs[oldest])
+                seqs[oldest] = seq;
+        }
+    }
+    closedir(d);
+    qsort(seqs, n, sizeof(*seqs), by_seq_down);
+    return n;
+}
+
+/* True when event `seq` of the log has stored hash `hash`. */
+static bool log_has(store *st, uint64_t seq, const uint8_t hash[BUDGET_HASH_BYTES])
+{
+    store_reader *rd;
+    store_val v;
+    const uint8_t *stored;
+    bool same = false;
+    if (store_reader_begin(st, &rd) != 0)
+        return false;
+    if (seq <= store_reader_head(rd) && store_reader_get(rd, seq, &v) == 0 &&
+        event_link(v.data, v.size, NULL, &stored) == 0)
+        same = memcmp(stored, hash, BUDGET_HASH_BYTES) == 0;
+    store_reader_end(rd);
+    return same;
+}
+
+ledger *snapshot_restore(const snapshots *s, store *st, uint64_t upto, uint64_t *seq,
+                         uint8_t hash[BUDGET_HASH_BYTES], char *why, size_t why_size)
+{
+    uint64_t *seqs = malloc(SNAPSHOT_LIST_MAX * sizeof(*seqs));
+    ledger *l = NULL;
+    char one[160];
+    why[0] = '\0';
+    if (seqs == NULL)
+        return NULL;
+    size_t n = snapshot_list(s, seqs, SNAPSHOT_LIST_MAX);
+    for (size_t i = 0; i < n && l == NULL; i++) {
+        if (seqs[i] > upto || seqs[i] == 0)
+            continue;
+        l = read_one(s, seqs[i], hash, one, sizeof(one));
+        if (l != NULL && !log_has(st, seqs[i], hash)) {
+            ledger_free(l);
+            l = NULL;
+            snprintf(one, sizeof(one), "its seq and hash are not the log's");
+        }
+        if (l == NULL)
+            snprintf(why, why_size, "snapshot %" PRIu64 " ignored: %s", seqs[i], one);
+        else
+            *seq = seqs[i];
+    }
+    free(seqs);
+    return l;
+}

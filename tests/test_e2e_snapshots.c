@@ -1,0 +1,243 @@
+/*
+ * Snapshots through a real budgetd: with a small --snapshot-every it writes snapshots as events
+ * commit, restarts from them, and answers `balances as_of` every seq exactly as the same
+ * daemon without snapshots (--snapshot-every 0) and as one whose newest snapshot was damaged.
+ */
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "e2e_util.h"
+
+static e2e_daemon bd;
+
+static void teardown(void)
+{
+    e2e_daemon_cleanup(&bd);
+}
+
+TestSuite(e2e_snapshots, .fini = teardown, .timeout = 180);
+
+static const char *const with_snapshots[] = {"--snapshot-every", "7", "--snapshots-keep", "3",
+                                             NULL};
+static const char *const without_snapshots[] = {"--snapshot-every", "0", NULL};
+
+#define ROUNDS 6
+#define SEQS_MAX 128
+
+static void stop_cleanly(void)
+{
+    int status = 0;
+    e2e_assert(e2e_daemon_stop(&bd, SIGTERM, E2E_STOP_TIMEOUT_MS, &status) == 0,
+               "budgetd did not exit within %d ms of SIGTERM", E2E_STOP_TIMEOUT_MS);
+    e2e_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+               "budgetd stopped with status 0x%x, expected exit 0", status);
+}
+
+static void write_rounds(void)
+{
+    budget_client *c = e2e_client(&bd), *approver = e2e_client_as(&bd, &e2e_other);
+    e2e_buf b;
+    char id[64], frame[32], alloc[32];
+    e2e_buf_init(&b);
+    for (int round = 0; round < ROUNDS; round++) {
+        snprintf(frame, sizeof(frame), "f%d", round);
+        e2e_buf_clear(&b);
+        msgpack_pack_map(&b.pk, 7 + E2E_DECISION_PAIRS);
+        e2e_kv_str(&b, "id", frame);
+        e2e_kv_str(&b, "unit", "KS");
+        e2e_kv_int(&b, "year", 2021);
+        e2e_kv_int(&b, "amount", 300000000 + round);
+        e2e_kv_str(&b, "title", "Utökat trygghetsarbete");
+        e2e_kv_decision(&b);
+        e2e_kv_str(&b, "reference", "KS 2021-08-24 § 241");
+        msgpack_pack_str(&b.pk, 8);
+        msgpack_pack_str_body(&b.pk, "intended", 8);
+        msgpack_pack_true(&b.pk);
+        e2e_write_ok(c, "frame.grant", &b);
+        for (int k = 0; k < 2; k++) {
+            snprintf(alloc, sizeof(alloc), "a%d-%d", round, k);
+            e2e_buf_clear(&b);
+            msgpack_pack_map(&b.pk, 5);
+            e2e_kv_str(&b, "id", alloc);
+            e2e_kv_str(&b, "frame", frame);
+            e2e_kv_str(&b, "unit", k == 0 ? "SON" : "KFN");
+            e2e_kv_int(&b, "amount", 100000000);
+            e2e_kv_str(&b, "purpose", "Områdesarbete");
+            e2e_write_ok(c, "allocation.propose", &b);
+            snprintf(id, sizeof(id), "%s-ok", alloc);
+            e2e_buf_clear(&b);
+            msgpack_pack_map(&b.pk, 2 + E2E_DECISION_PAIRS);
+            e2e_kv_str(&b, "id", id);
+            e2e_kv_str(&b, "target", alloc);
+            e2e_kv_decision(&b);
+            e2e_write_ok(approver, k == 0 ? "approve" : "reject", &b);
+        }
+        snprintf(id, sizeof(id), "v%d", round);
+        e2e_buf_clear(&b);
+        msgpack_pack_map(&b.pk, 3);
+        e2e_kv_str(&b, "id", id);
+        snprintf(alloc, sizeof(alloc), "a%d-0", round);
+        e2e_kv_str(&b, "allocation", alloc);
+        e2e_kv_int(&b, "amount", 25000000);
+        e2e_write_ok(c, "avrop.request", &b);
+        e2e_buf_clear(&b);
+        msgpack_pack_map(&b.pk, 2 + E2E_DECISION_PAIRS);
+        snprintf(alloc, sizeof(alloc), "v%d-ok", round);
+        e2e_kv_str(&b, "id", alloc);
+        e2e_kv_str(&b, "target", id);
+        e2e_kv_decision(&b);
+        e2e_write_ok(approver, "approve", &b);
+    }
+    e2e_buf_destroy(&b);
+    budget_client_close(approver);
+    budget_client_close(c);
+}
+
+typedef struct {
+    char *bytes;
+    size_t size;
+} answer;
+
+/* The `balances` result as of every seq 1..head, as bytes. */
+static uint64_t answers_now(answer *out)
+{
+    budget_client *c = e2e_client(&bd);
+    uint64_t head = e2e_head(c);
+    e2e_assert(head < SEQS_MAX, "head %llu", (unsigned long long)head);
+    e2e_buf b;
+    e2e_buf_init(&b);
+    for (uint64_t seq = 1; seq <= head; seq++) {
+        budget_response r;
+        e2e_buf_clear(&b);
+        msgpack_pack_map(&b.pk, 1);
+        e2e_kv_uint(&b, "as_of", seq);
+        e2e_call(c, "balances", &b, &r);
+        e2e_assert(r.ok, "balances as_of %llu: %s: %s", (unsigned long long)seq, r.code, r.message);
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_object(&pk, r.result);
+        out[seq] = (answer){sb.data, sb.size};
+        budget_response_free(&r);
+    }
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+    return head;
+}
+
+static void expect_same_answers(const answer *want, uint64_t head, const char *what)
+{
+    answer got[SEQS_MAX];
+    e2e_assert_int(answers_now(got), head, what);
+    for (uint64_t seq = 1; seq <= head; seq++) {
+        e2e_assert(got[seq].size == want[seq].size &&
+                       memcmp(got[seq].bytes, want[seq].bytes, got[seq].size) == 0,
+                   "%s: balances as_of %llu differ", what, (unsigned long long)seq);
+        free(got[seq].bytes);
+    }
+}
+
+/* The seqs of the snapshot files in the data folder, newest first; their number. */
+static int snapshot_files(uint64_t *seqs, int max)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/snapshots", bd.data);
+    DIR *d = opendir(path);
+    e2e_assert(d != NULL, "no folder %s", path);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        unsigned long long seq;
+        char rest[16];
+        if (sscanf(e->d_name, "%llu%15s", &seq, rest) == 2 && strcmp(rest, ".snap") == 0 && n < max)
+            seqs[n++] = seq;
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (seqs[j] > seqs[i]) {
+                uint64_t t = seqs[i];
+                seqs[i] = seqs[j];
+                seqs[j] = t;
+            }
+    return n;
+}
+
+/* The last start-up's replay line of the log says it started from snapshot `from`. */
+static bool last_start_from(uint64_t from)
+{
+    FILE *f = fopen(bd.log, "r");
+    e2e_assert(f != NULL, "no log %s", bd.log);
+    char line[1024], last[1024] = "";
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, "replayed ") != NULL)
+            snprintf(last, sizeof(last), "%s", line);
+    fclose(f);
+    char want[64];
+    snprintf(want, sizeof(want), "(from snapshot %llu,", (unsigned long long)from);
+    return strstr(last, want) != NULL;
+}
+
+Test(e2e_snapshots, as_of_answers_the_same_with_and_without_snapshots)
+{
+    cr_assert_eq(e2e_daemon_start_with(&bd, with_snapshots), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
+    write_rounds();
+    answer want[SEQS_MAX];
+    uint64_t head = answers_now(want);
+    e2e_assert_int(head, 3 + ROUNDS * 7, "head");
+    stop_cleanly();
+
+    /* Every 7th event made one (one at a time: a multiple reached while the one before is
+     * still being written is left out); at most the newest 3 are kept; the key is the
+     * daemon's alone. */
+    uint64_t seqs[16];
+    int n = snapshot_files(seqs, 16);
+    e2e_assert(n >= 1 && n <= 3, "%d snapshots kept", n);
+    for (int i = 0; i < n; i++)
+        e2e_assert(seqs[i] % 7 == 0 && seqs[i] <= head, "snapshot %llu",
+                   (unsigned long long)seqs[i]);
+    char key[256];
+    struct stat st;
+    snprintf(key, sizeof(key), "%s/snapshots/key", bd.data);
+    e2e_assert(stat(key, &st) == 0 && (st.st_mode & 0777) == 0600, "the key is not 0600");
+
+    /* From the newest snapshot. */
+    cr_assert_eq(e2e_daemon_restart_with(&bd, with_snapshots), 0);
+    e2e_assert(last_start_from(seqs[0]), "budgetd did not start from snapshot %llu",
+               (unsigned long long)seqs[0]);
+    expect_same_answers(want, head, "restarted from a snapshot");
+    stop_cleanly();
+
+    /* Without snapshots: the whole log. */
+    cr_assert_eq(e2e_daemon_restart_with(&bd, without_snapshots), 0);
+    e2e_assert(last_start_from(0), "budgetd with --snapshot-every 0 used a snapshot");
+    expect_same_answers(want, head, "without snapshots");
+    stop_cleanly();
+
+    /* The newest snapshot damaged: the one before it, and the same answers. */
+    char path[256];
+    snprintf(path, sizeof(path), "%s/snapshots/%llu.snap", bd.data, (unsigned long long)seqs[0]);
+    FILE *f = fopen(path, "r+b");
+    e2e_assert(f != NULL, "open %s", path);
+    fseek(f, 200, SEEK_SET);
+    int byte = fgetc(f);
+    fseek(f, 200, SEEK_SET);
+    fputc(byte ^ 0x10, f);
+    fclose(f);
+    cr_assert_eq(e2e_daemon_restart_with(&bd, with_snapshots), 0);
+    e2e_assert(last_start_from(n >= 2 ? seqs[1] : 0),
+               "budgetd did not start from the snapshot before the damaged one");
+    expect_same_answers(want, head, "the newest snapshot damaged");
+    stop_cleanly();
+
+    for (uint64_t seq = 1; seq <= head; seq++)
+        free(want[seq].bytes);
+}

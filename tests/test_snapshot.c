@@ -1,0 +1,778 @@
+/*
+ * Snapshots (daemon/snapshot.c): a ledger restored from a snapshot, with the events after it
+ * applied, answers exactly as the whole log replayed, on logs that hold every event type; and
+ * a snapshot that is damaged anywhere, truncated, keyed otherwise, or not at the log's seq and
+ * hash, or missing, is never applied: the answer is still the full replay's.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "budget/errors.h"
+#include "daemon/event.h"
+#include "daemon/ledger.h"
+#include "daemon/replay.h"
+#include "daemon/request.h"
+#include "daemon/snapshot.h"
+#include "daemon/store.h"
+
+#define FIXTURE BUDGET_SOURCE_DIR "/tests/fixtures/v1-log/data/data.mdb"
+
+static char dir[64];
+static char data[128];
+
+static void remove_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        unlink(path);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char sub[512];
+        snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
+        remove_tree(sub);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+static void setup(void)
+{
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(dir, sizeof(dir), "%s/snapshot-XXXXXX", tmp);
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(data, sizeof(data), "%s/data", dir);
+}
+
+static void teardown(void)
+{
+    remove_tree(dir);
+}
+
+TestSuite(snapshot, .init = setup, .fini = teardown, .timeout = 300);
+
+/* ---- a log of every event type ---------------------------------------------------------- */
+
+typedef struct {
+    store *st;
+    ledger *l;
+    uint64_t seq;
+    uint8_t prev[BUDGET_HASH_BYTES];
+    bool types[LEDGER_TYPE_END];
+    bool break_next; /* the next event links to a wrong prev */
+} log_writer;
+
+static const ledger_actor clerk = {1000, "clerk"}, approver = {1002, "approver"};
+
+/* Checks, encodes and appends one command; asserts it is accepted. */
+static void put(log_writer *w, ledger_cmd *c, const ledger_actor *who)
+{
+    ledger_event ev;
+    ledger_error err;
+    uint8_t bytes[EVENT_BYTES_MAX], hash[BUDGET_HASH_BYTES];
+    c->ts_ms = 1630000000000ull + w->seq * 1000;
+    int rc = ledger_check(w->l, c, who, &ev, NULL, &err);
+    cr_assert_eq(rc, 0, "%s %s refused: %s", ledger_type_name(c->type), c->id, err.message);
+    ev.seq = ++w->seq;
+    cr_assert_eq(ledger_apply(w->l, &ev), 0);
+    uint8_t wrong[BUDGET_HASH_BYTES] = {1};
+    int n = event_encode(&ev, w->break_next ? wrong : w->prev, bytes, sizeof(bytes), hash);
+    w->break_next = false;
+    cr_assert_gt(n, 0);
+    store_item item = {ev.seq, bytes, (size_t)n, ev.id, strlen(ev.id)};
+    bool sync_failed = false;
+    cr_assert_eq(store_append(w->st, &item, 1, &sync_failed), 0);
+    memcpy(w->prev, hash, sizeof(w->prev));
+    w->types[ev.type] = true;
+}
+
+static ledger_cmd cmd(ledger_type type, const char *id)
+{
+    ledger_cmd c;
+    memset(&c, 0, sizeof(c));
+    c.type = type;
+    snprintf(c.id, sizeof(c.id), "%s", id);
+    return c;
+}
+
+static void decided(ledger_cmd *c, int32_t date)
+{
+    strcpy(c->decision_body, "KS");
+    c->decision_date = date;
+    strcpy(c->decision_paragraph, "241");
+}
+
+static void register_unit(log_writer *w, const char *code, const char *parent)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "unit-%s", code);
+    ledger_cmd c = cmd(LEDGER_UNIT_REGISTERED, id);
+    strcpy(c.unit, code);
+    strcpy(c.title, code);
+    strcpy(c.unit_kind, "nämnd");
+    if (parent)
+        strcpy(c.parent, parent);
+    put(w, &c, &clerk);
+}
+
+/* One round of the budget: a frame, adjusted, allocations proposed, approved, rejected and
+ * withdrawn, avrop requested and decided, a reduction and a reversal, an outcome. */
+static void budget_round(log_writer *w, int round)
+{
+    char id[64], frame[32], alloc[32], avrop[32];
+    int32_t year = round < 12 ? 2021 : 2022;
+    snprintf(frame, sizeof(frame), "f%d", round);
+    ledger_cmd c = cmd(LEDGER_FRAME_GRANTED, frame);
+    strcpy(c.unit, "KS");
+    c.year = year;
+    c.amount = 300000000 + round;
+    snprintf(c.title, sizeof(c.title), "Ram %d", round);
+    decided(&c, 20210824);
+    c.intended = true;
+    put(w, &c, &clerk);
+
+    snprintf(id, sizeof(id), "f%d-adj", round);
+    c = cmd(LEDGER_FRAME_ADJUSTED, id);
+    strcpy(c.frame, frame);
+    c.amount = -1000000;
+    strcpy(c.title, "Minskning");
+    decided(&c, 20210825);
+    put(w, &c, &clerk);
+
+    for (int k = 0; k < 3; k++) {
+        snprintf(alloc, sizeof(alloc), "a%d-%d", round, k);
+        c = cmd(LEDGER_ALLOCATION_PROPOSED, alloc);
+        strcpy(c.frame, frame);
+        strcpy(c.unit, k == 0 ? "SON" : "KFN");
+        c.amount = 50000000;
+        strcpy(c.title, "Områdesarbete");
+        put(w, &c, &clerk);
+    }
+    snprintf(id, sizeof(id), "a%d-0-ok", round);
+    c = cmd(LEDGER_DECISION_APPROVED, id);
+    snprintf(c.target, sizeof(c.target), "a%d-0", round);
+    decided(&c, 20210928);
+    put(w, &c, &approver);
+    snprintf(id, sizeof(id), "a%d-1-no", round);
+    c = cmd(LEDGER_DECISION_REJECTED, id);
+    snprintf(c.target, sizeof(c.target), "a%d-1", round);
+    decided(&c, 20210928);
+    put(w, &c, &approver);
+    snprintf(id, sizeof(id), "a%d-2-wd", round);
+    c = cmd(LEDGER_REQUEST_WITHDRAWN, id);
+    snprintf(c.target, sizeof(c.target), "a%d-2", round);
+    put(w, &c, &clerk);
+
+    snprintf(alloc, sizeof(alloc), "a%d-0", round);
+    for (int k = 0; k < 2; k++) {
+        snprintf(avrop, sizeof(avrop), "v%d-%d", round, k);
+        c = cmd(LEDGER_AVROP_REQUESTED, avrop);
+        strcpy(c.allocation, alloc);
+        c.amount = 10000000;
+        strcpy(c.note, "Hösten");
+        put(w, &c, &clerk);
+        snprintf(id, sizeof(id), "v%d-%d-ok", round, k);
+        c = cmd(LEDGER_DECISION_APPROVED, id);
+        strcpy(c.target, avrop);
+        decided(&c, 20211001);
+        put(w, &c, &approver);
+    }
+    snprintf(id, sizeof(id), "r%d", round);
+    c = cmd(LEDGER_ALLOCATION_REDUCTION_REQUESTED, id);
+    strcpy(c.allocation, alloc);
+    c.amount = 1000000;
+    strcpy(c.title, "Mindre behov");
+    put(w, &c, &clerk);
+    snprintf(id, sizeof(id), "r%d-ok", round);
+    c = cmd(LEDGER_DECISION_APPROVED, id);
+    snprintf(c.target, sizeof(c.target), "r%d", round);
+    decided(&c, 20211101);
+    put(w, &c, &approver);
+    snprintf(id, sizeof(id), "q%d", round);
+    c = cmd(LEDGER_AVROP_REVERSAL_REQUESTED, id);
+    snprintf(c.target, sizeof(c.target), "v%d-0", round);
+    c.amount = 500000;
+    strcpy(c.title, "Återföring");
+    put(w, &c, &clerk);
+    snprintf(id, sizeof(id), "q%d-no", round);
+    c = cmd(LEDGER_DECISION_REJECTED, id);
+    snprintf(c.target, sizeof(c.target), "q%d", round);
+    decided(&c, 20211102);
+    put(w, &c, &approver);
+
+    snprintf(id, sizeof(id), "o%d", round);
+    c = cmd(LEDGER_OUTCOME_RECORDED, id);
+    strcpy(c.unit, "SON");
+    c.year = year;
+    c.month = 1 + round % 12;
+    strcpy(c.allocation, alloc);
+    c.amount = 1234567 + round;
+    strcpy(c.note, "Utfall");
+    put(w, &c, &clerk);
+}
+
+/* The end of the cycle: a unit renamed and closed, a budget adopted, the year closed and a
+ * frame's unspent money carried over. */
+static void cycle_end(log_writer *w)
+{
+    ledger_cmd c = cmd(LEDGER_UNIT_RENAMED, "unit-BUN-namn");
+    strcpy(c.unit, "BUN");
+    strcpy(c.title, "Bildningsnämnden");
+    put(w, &c, &clerk);
+    c = cmd(LEDGER_UNIT_CLOSED, "unit-BUN-slut");
+    strcpy(c.unit, "BUN");
+    strcpy(c.reference, "KF 2022-12-12 § 5");
+    put(w, &c, &clerk);
+
+    c = cmd(LEDGER_BUDGET_ADOPTED, "b2022");
+    c.year = 2022;
+    c.plan_until = 2025;
+    strcpy(c.title, "Budget 2022 med plan 2023–2025");
+    c.lines.count = 2;
+    strcpy(c.lines.line[0].unit, "KS");
+    strcpy(c.lines.line[0].continues, "f0");
+    c.lines.line[0].amount = 150000000;
+    c.lines.line[0].plans = 3;
+    for (int k = 0; k < 3; k++)
+        c.lines.line[0].plan[k] = 150000000;
+    strcpy(c.lines.line[1].unit, "SON");
+    c.lines.line[1].amount = 100000000;
+    c.lines.line[1].plans = 3;
+    for (int k = 0; k < 3; k++)
+        c.lines.line[1].plan[k] = 100000000 + k;
+    decided(&c, 20211122);
+    put(w, &c, &clerk);
+    c = cmd(LEDGER_YEAR_CLOSED, "bokslut-2021");
+    c.year = 2021;
+    strcpy(c.note, "Bokslut 2021");
+    decided(&c, 20220425);
+    put(w, &c, &clerk);
+    c = cmd(LEDGER_FRAME_CARRIED_OVER, "f0-omb");
+    strcpy(c.frame, "f0");
+    c.amount = 50000000;
+    strcpy(c.title, "Ombudgetering");
+    decided(&c, 20220426);
+    put(w, &c, &clerk);
+}
+
+static store *open_store(const char *path)
+{
+    store *st = NULL;
+    char why[256];
+    cr_assert_eq(store_open(&st, path, NULL, why, sizeof(why)), 0, "store_open: %s", why);
+    return st;
+}
+
+/* Writes the log of every type into `data`; its head. */
+static uint64_t write_every_type(bool types[LEDGER_TYPE_END])
+{
+    log_writer w = {.st = open_store(data), .l = ledger_new()};
+    register_unit(&w, "KS", NULL);
+    register_unit(&w, "SON", "KS");
+    register_unit(&w, "KFN", "KS");
+    register_unit(&w, "BUN", "KS");
+    for (int round = 0; round < 12; round++)
+        budget_round(&w, round);
+    cycle_end(&w);
+    for (int round = 12; round < 16; round++)
+        budget_round(&w, round);
+    memcpy(types, w.types, sizeof(w.types));
+    ledger_free(w.l);
+    store_close(w.st);
+    return w.seq;
+}
+
+/* A copy of the v1 fixture's log (274 events written by an earlier budgetd). */
+static void copy_fixture(void)
+{
+    char to[256];
+    cr_assert_eq(mkdir(data, 0700), 0);
+    snprintf(to, sizeof(to), "%s/data.mdb", data);
+    FILE *in = fopen(FIXTURE, "rb"), *out = fopen(to, "wb");
+    cr_assert(in && out);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        cr_assert_eq(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    fclose(out);
+}
+
+/* ---- answers ---------------------------------------------------------------------------- */
+
+typedef struct {
+    char *bytes;
+    size_t size;
+} answer;
+
+/* What `balances` (the whole ledger, then the years view) answers from `l`, as bytes. */
+static answer answers_of(const ledger *l, uint64_t as_of)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    ledger_error err;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    balances_query q;
+    memset(&q, 0, sizeof(q));
+    cr_assert_eq(request_pack_balances(&pk, l, &q, as_of, &err), 0, "%s", err.message);
+    q.years = true;
+    q.from = 2018;
+    q.to = 2030;
+    cr_assert_eq(request_pack_balances(&pk, l, &q, as_of, &err), 0, "%s", err.message);
+    const char *units[] = {"KS", "SON", "KFN", "BUN"};
+    for (size_t i = 0; i < 4; i++) {
+        ledger_outcome_view o;
+        ledger_outcome(l, units[i], 2021, &o);
+        msgpack_pack_int64(&pk, o.outcome);
+        msgpack_pack_int64(&pk, o.budget);
+        msgpack_pack_int64(&pk, o.forecast);
+    }
+    ledger_counts counts;
+    ledger_get_counts(l, &counts);
+    msgpack_pack_bin(&pk, sizeof(counts));
+    msgpack_pack_bin_body(&pk, &counts, sizeof(counts));
+    msgpack_pack_uint64(&pk, ledger_events(l));
+    msgpack_pack_uint64(&pk, ledger_last_ts(l));
+    return (answer){sb.data, sb.size};
+}
+
+static ledger *full_replay(store *st, uint64_t upto)
+{
+    replay_result res;
+    ledger *l = ledger_new();
+    cr_assert_eq(replay_log(st, l, upto, &res), 0, "replay: %s", res.why);
+    return l;
+}
+
+/* Restores the newest valid snapshot at or below `upto` and applies the rest; *from: its seq
+ * (0 when none was valid, then a full replay). */
+static ledger *restored(const snapshots *s, store *st, uint64_t upto, bool check_before,
+                        uint64_t *from)
+{
+    uint8_t hash[BUDGET_HASH_BYTES];
+    char why[256];
+    replay_result res;
+    *from = 0;
+    ledger *l = snapshot_restore(s, st, upto, from, hash, why, sizeof(why));
+    if (l == NULL) {
+        *from = 0;
+        return full_replay(st, upto);
+    }
+    cr_assert_eq(replay_log_from(st, l, *from, hash, upto, check_before, &res), 0, "%s", res.why);
+    cr_assert_eq(res.head, upto);
+    return l;
+}
+
+static void expect_same(const ledger *a, const ledger *b, uint64_t as_of, const char *what)
+{
+    answer x = answers_of(a, as_of), y = answers_of(b, as_of);
+    cr_assert(x.size == y.size && memcmp(x.bytes, y.bytes, x.size) == 0,
+              "%s as of %llu: the answers differ", what, (unsigned long long)as_of);
+    free(x.bytes);
+    free(y.bytes);
+}
+
+/* Writes a snapshot of the log at each of `at` (full replays to them). */
+static void write_snapshots(const snapshots *s, store *st, const uint64_t *at, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        replay_result res;
+        ledger *l = ledger_new();
+        cr_assert_eq(replay_log(st, l, at[i], &res), 0);
+        char why[256];
+        cr_assert_eq(snapshot_write(s, l, res.hash, why, sizeof(why)), 0, "%s", why);
+        ledger_free(l);
+    }
+}
+
+static void snapshot_path(const snapshots *s, uint64_t seq, char *out, size_t size)
+{
+    snprintf(out, size, "%s/%llu.snap", s->dir, (unsigned long long)seq);
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* Every third seq from 1 to head, and the head, answered from snapshots + the tail equals the
+ * full replay; returns the share (in percent) of them that started from a snapshot. */
+static uint64_t compare_everywhere(const snapshots *s, store *st, uint64_t head, bool check_before)
+{
+    uint64_t from_snapshots = 0, compared = 0;
+    for (uint64_t upto = 1; upto <= head;
+         upto = upto + 3 > head && upto != head ? head : upto + 3) {
+        uint64_t from;
+        ledger *a = restored(s, st, upto, check_before, &from);
+        ledger *b = full_replay(st, upto);
+        cr_assert_leq(from, upto);
+        expect_same(a, b, upto, "snapshot + tail");
+        from_snapshots += from != 0;
+        compared++;
+        ledger_free(a);
+        ledger_free(b);
+    }
+    return from_snapshots * 100 / compared;
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+Test(snapshot, every_event_type_is_in_the_logs_compared)
+{
+    bool types[LEDGER_TYPE_END];
+    write_every_type(types);
+    for (int t = 1; t < LEDGER_TYPE_END; t++)
+        cr_expect(types[t], "the log has no %s", ledger_type_name((ledger_type)t));
+}
+
+static int memstream_write(void *ctx, const void *bytes, size_t n)
+{
+    return fwrite(bytes, 1, n, ctx) == n ? 0 : -1;
+}
+
+typedef struct {
+    const char *at;
+} memory_source;
+
+static int memory_read(void *ctx, void *bytes, size_t n)
+{
+    memory_source *m = ctx;
+    memcpy(bytes, m->at, n);
+    m->at += n;
+    return 0;
+}
+
+/* The bytes ledger_save writes of `l`. */
+static answer saved(const ledger *l)
+{
+    answer a = {NULL, 0};
+    FILE *f = open_memstream(&a.bytes, &a.size);
+    snap_sink sink = {memstream_write, f};
+    cr_assert_eq(ledger_save(l, &sink), 0);
+    fclose(f);
+    return a;
+}
+
+Test(snapshot, a_state_saved_and_loaded_is_the_same_state)
+{
+    bool types[LEDGER_TYPE_END];
+    uint64_t head = write_every_type(types);
+    store *st = open_store(data);
+    for (uint64_t upto = 0; upto <= head; upto += 7) {
+        ledger *l = full_replay(st, upto);
+        answer first = saved(l);
+        memory_source m = {first.bytes};
+        snap_source source = {memory_read, &m, first.size};
+        ledger *back = ledger_load(&source);
+        cr_assert_not_null(back, "the state at %llu does not load", (unsigned long long)upto);
+        cr_assert_eq(ledger_load_finish(back), 0);
+        answer second = saved(back);
+        cr_assert(first.size == second.size && memcmp(first.bytes, second.bytes, first.size) == 0,
+                  "the state at %llu loads as another", (unsigned long long)upto);
+        expect_same(l, back, upto, "loaded");
+        /* Cut short anywhere, or with a byte more, it does not load. */
+        for (uint64_t cut = 0; cut < first.size; cut += 1 + first.size / 97) {
+            memory_source c = {first.bytes};
+            snap_source shorter = {memory_read, &c, cut};
+            ledger *none = ledger_load(&shorter);
+            cr_assert_null(none, "a state cut at %llu loads", (unsigned long long)cut);
+        }
+        free(first.bytes);
+        free(second.bytes);
+        ledger_free(back);
+        ledger_free(l);
+    }
+    store_close(st);
+}
+
+Test(snapshot, restored_with_the_tail_equals_a_full_replay_of_every_type)
+{
+    bool types[LEDGER_TYPE_END];
+    uint64_t head = write_every_type(types);
+    store *st = open_store(data);
+    snapshots s;
+    char why[256];
+    cr_assert_eq(snapshots_open(&s, data, 100, why, sizeof(why)), 0, "%s", why);
+    const uint64_t at[] = {1, 4, 17, 40, 100, 163, 200, head - 1, head};
+    write_snapshots(&s, st, at, sizeof(at) / sizeof(at[0]));
+    cr_assert_gt(compare_everywhere(&s, st, head, true), 90);
+    cr_assert_gt(compare_everywhere(&s, st, head, false), 90);
+    store_close(st);
+}
+
+Test(snapshot, restored_with_the_tail_equals_a_full_replay_of_an_earlier_log)
+{
+    copy_fixture();
+    store *st = open_store(data);
+    uint64_t head;
+    uint8_t hash[BUDGET_HASH_BYTES];
+    cr_assert_eq(store_head(st, &head, hash), 0);
+    cr_assert_eq(head, 274);
+    snapshots s;
+    char why[256];
+    cr_assert_eq(snapshots_open(&s, data, 100, why, sizeof(why)), 0, "%s", why);
+    const uint64_t at[] = {1, 10, 50, 99, 150, 273};
+    write_snapshots(&s, st, at, sizeof(at) / sizeof(at[0]));
+    cr_assert_gt(compare_everywhere(&s, st, head, true), 90);
+    store_close(st);
+}
+
+/* The log of every type with snapshots at 40 and 120: the store, the folder, the head. */
+static uint64_t damage_setup(store **st, snapshots *s)
+{
+    bool types[LEDGER_TYPE_END];
+    uint64_t head = write_every_type(types);
+    *st = open_store(data);
+    char why[256];
+    cr_assert_eq(snapshots_open(s, data, 100, why, sizeof(why)), 0, "%s", why);
+    const uint64_t at[] = {40, 120};
+    write_snapshots(s, *st, at, 2);
+    return head;
+}
+
+/* The full replay's answer as of `upto` on the store of this test, made once. */
+static answer full_answer(store *st, uint64_t upto)
+{
+    static store *cached_store;
+    static uint64_t cached_upto;
+    static answer cached;
+    if (cached.bytes == NULL || cached_store != st || cached_upto != upto) {
+        free(cached.bytes);
+        ledger *b = full_replay(st, upto);
+        cached = answers_of(b, upto);
+        ledger_free(b);
+        cached_store = st;
+        cached_upto = upto;
+    }
+    return cached;
+}
+
+/* The answer as of `upto` starts from snapshot `want_from` (0: none) and equals the full
+ * replay's. */
+static void expect_restored_from(const snapshots *s, store *st, uint64_t upto, uint64_t want_from,
+                                 const char *what)
+{
+    uint64_t from;
+    ledger *a = restored(s, st, upto, true, &from);
+    cr_assert_eq(from, want_from, "%s: restored from %llu, expected %llu", what,
+                 (unsigned long long)from, (unsigned long long)want_from);
+    answer x = answers_of(a, upto), y = full_answer(st, upto);
+    cr_assert(x.size == y.size && memcmp(x.bytes, y.bytes, x.size) == 0,
+              "%s as of %llu: the answers differ", what, (unsigned long long)upto);
+    free(x.bytes);
+    ledger_free(a);
+}
+
+static char *read_all(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    long n = file_size(path);
+    char *bytes = malloc((size_t)n);
+    cr_assert_eq(fread(bytes, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *size = (size_t)n;
+    return bytes;
+}
+
+static void write_all(const char *path, const char *bytes, size_t size)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "%s", path);
+    cr_assert_eq(fwrite(bytes, 1, size, f), size);
+    fclose(f);
+}
+
+Test(snapshot, a_flipped_byte_anywhere_is_never_applied)
+{
+    store *st;
+    snapshots s;
+    uint64_t head = damage_setup(&st, &s);
+    char path[PATH_MAX + 32];
+    snapshot_path(&s, 120, path, sizeof(path));
+    size_t size;
+    char *good = read_all(path, &size);
+    expect_restored_from(&s, st, head, 120, "undamaged");
+    for (size_t at = 0; at < size; at += at < 96 || at > size - 64 ? 1 : 1 + size / 150) {
+        for (int bit = 0; bit < 8; bit += 7) {
+            good[at] ^= (char)(1 << bit);
+            write_all(path, good, size);
+            good[at] ^= (char)(1 << bit);
+            char what[64];
+            snprintf(what, sizeof(what), "byte %zu bit %d flipped", at, bit);
+            expect_restored_from(&s, st, head, 40, what);
+        }
+    }
+    free(good);
+    store_close(st);
+}
+
+Test(snapshot, a_truncated_or_extended_snapshot_is_never_applied)
+{
+    store *st;
+    snapshots s;
+    uint64_t head = damage_setup(&st, &s);
+    char path[PATH_MAX + 32];
+    snapshot_path(&s, 120, path, sizeof(path));
+    size_t size;
+    char *good = read_all(path, &size);
+    for (size_t cut = 0; cut < size; cut += cut < 96 || cut > size - 64 ? 1 : 1 + size / 100) {
+        write_all(path, good, cut);
+        expect_restored_from(&s, st, head, 40, "truncated");
+    }
+    char *longer = malloc(size + 1);
+    memcpy(longer, good, size);
+    longer[size] = 0;
+    write_all(path, longer, size + 1);
+    expect_restored_from(&s, st, head, 40, "a byte longer");
+    free(longer);
+    free(good);
+    store_close(st);
+}
+
+Test(snapshot, a_snapshot_under_another_key_is_never_applied)
+{
+    store *st;
+    snapshots s;
+    uint64_t head = damage_setup(&st, &s);
+    struct stat key_stat;
+    char key[PATH_MAX + 32];
+    snprintf(key, sizeof(key), "%s/key", s.dir);
+    cr_assert_eq(stat(key, &key_stat), 0);
+    cr_assert_eq(key_stat.st_mode & 0777, 0600, "the key is not 0600");
+    cr_assert_eq(key_stat.st_size, SNAPSHOT_KEY_BYTES);
+    /* A folder whose key was replaced: its snapshots are foreign. */
+    cr_assert_eq(unlink(key), 0);
+    snapshots other;
+    char why[256];
+    cr_assert_eq(snapshots_open(&other, data, 100, why, sizeof(why)), 0, "%s", why);
+    cr_assert(memcmp(other.key, s.key, SNAPSHOT_KEY_BYTES) != 0);
+    expect_restored_from(&other, st, head, 0, "another key");
+    expect_restored_from(&other, st, 100, 0, "another key");
+    store_close(st);
+}
+
+Test(snapshot, a_snapshot_not_at_the_logs_seq_and_hash_is_never_applied)
+{
+    store *st;
+    snapshots s;
+    uint64_t head = damage_setup(&st, &s);
+    char from[PATH_MAX + 32], to[PATH_MAX + 32];
+    /* Renamed to another seq: its name is not its seq. */
+    snapshot_path(&s, 120, from, sizeof(from));
+    snapshot_path(&s, 130, to, sizeof(to));
+    cr_assert_eq(rename(from, to), 0);
+    expect_restored_from(&s, st, head, 40, "renamed");
+    cr_assert_eq(rename(to, from), 0);
+    expect_restored_from(&s, st, head, 120, "named back");
+
+    /* Authentic, at a seq the log has, but of another log: the hash is not the log's. */
+    char other[256];
+    snprintf(other, sizeof(other), "%s/other", dir);
+    cr_assert_eq(mkdir(other, 0700), 0);
+    snprintf(to, sizeof(to), "%s/data.mdb", other);
+    FILE *in = fopen(FIXTURE, "rb"), *out = fopen(to, "wb");
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        fwrite(buf, 1, n, out);
+    fclose(in);
+    fclose(out);
+    store *foreign = open_store(other);
+    replay_result res;
+    ledger *l = ledger_new();
+    cr_assert_eq(replay_log(foreign, l, 150, &res), 0);
+    char why[256];
+    cr_assert_eq(snapshot_write(&s, l, res.hash, why, sizeof(why)), 0, "%s", why);
+    ledger_free(l);
+    store_close(foreign);
+    expect_restored_from(&s, st, head, 120, "another log's, at 150");
+    expect_restored_from(&s, st, 160, 120, "another log's, at 150");
+
+    /* And one past the log's head is not used for an earlier as_of. */
+    expect_restored_from(&s, st, 119, 40, "before 120");
+    store_close(st);
+}
+
+Test(snapshot, without_snapshots_the_log_is_replayed_whole)
+{
+    store *st;
+    snapshots s;
+    uint64_t head = damage_setup(&st, &s);
+    char path[PATH_MAX + 32];
+    snapshot_path(&s, 40, path, sizeof(path));
+    cr_assert_eq(unlink(path), 0);
+    snapshot_path(&s, 120, path, sizeof(path));
+    cr_assert_eq(unlink(path), 0);
+    expect_restored_from(&s, st, head, 0, "none");
+    store_close(st);
+}
+
+Test(snapshot, only_the_newest_are_kept)
+{
+    bool types[LEDGER_TYPE_END];
+    uint64_t head = write_every_type(types);
+    store *st = open_store(data);
+    snapshots s;
+    char why[256];
+    cr_assert_eq(snapshots_open(&s, data, 3, why, sizeof(why)), 0, "%s", why);
+    const uint64_t at[] = {10, 20, 30, 40, 50};
+    write_snapshots(&s, st, at, 5);
+    uint64_t seqs[10];
+    cr_assert_eq(snapshot_list(&s, seqs, 10), 3);
+    cr_assert(seqs[0] == 50 && seqs[1] == 40 && seqs[2] == 30);
+    /* A temporary file a write left is removed when the folder is opened. */
+    char tmp[PATH_MAX + 40];
+    snprintf(tmp, sizeof(tmp), "%s/60.snap.tmp", s.dir);
+    write_all(tmp, "x", 1);
+    cr_assert_eq(snapshots_open(&s, data, 3, why, sizeof(why)), 0, "%s", why);
+    cr_assert_eq(file_size(tmp), -1);
+    expect_restored_from(&s, st, head, 50, "the newest");
+    store_close(st);
+}
+
+Test(snapshot, a_chain_broken_before_a_snapshot_is_still_found)
+{
+    bool types[LEDGER_TYPE_END];
+    uint64_t head = write_every_type(types);
+    log_writer w = {.st = open_store(data), .l = NULL};
+    w.l = full_replay(w.st, head);
+    w.seq = head;
+    replay_result res;
+    cr_assert_eq(replay_check_chain(w.st, UINT64_MAX, &res), 0, "%s", res.why);
+    memcpy(w.prev, res.hash, sizeof(w.prev));
+    w.break_next = true;
+    budget_round(&w, 20);
+    snapshots s;
+    char why[256];
+    cr_assert_eq(snapshots_open(&s, data, 100, why, sizeof(why)), 0, "%s", why);
+    cr_assert_eq(snapshot_write(&s, w.l, w.prev, why, sizeof(why)), 0, "%s", why);
+    uint64_t new_head = w.seq;
+    ledger_free(w.l);
+
+    /* The snapshot is authentic and at the log's seq and hash, but the chain before it is
+     * broken: checking the chain (start-up, beside the restore) finds it. */
+    cr_assert_eq(replay_check_chain(w.st, UINT64_MAX, &res), BUDGET_EINTERNAL);
+    cr_assert_eq(res.bad_seq, head + 1);
+    uint64_t from;
+    uint8_t hash[BUDGET_HASH_BYTES];
+    ledger *l = snapshot_restore(&s, w.st, UINT64_MAX, &from, hash, why, sizeof(why));
+    cr_assert_not_null(l, "%s", why);
+    cr_assert_eq(from, new_head);
+    cr_assert_eq(replay_log_from(w.st, l, from, hash, UINT64_MAX, true, &res), BUDGET_EINTERNAL);
+    cr_assert_eq(res.bad_seq, head + 1);
+    ledger_free(l);
+    store_close(w.st);
+}
