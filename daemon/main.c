@@ -266,6 +266,8 @@ static const option_row option_rows[] = {
      "close a connection idle this long"},
     {"frame-timeout", "SECONDS", parse_seconds, 1, 86400, CFG_FIELD(frame_timeout_ms),
      "a frame must arrive whole within this long"},
+    {"read-slice", "MICROSECONDS", parse_limit, 0, 1000000, CFG_FIELD(read_slice_us),
+     "loop time for reads in one turn before they wait for the next"},
     {"map-size", "BYTES", parse_map_size, 65536, 0, 0, "LMDB's initial map size"},
     {"log-level", "debug|info|warn|error", parse_log_level, 0, 0, 0, "what the log holds"},
     {"help", NULL, NULL, 0, 0, 0, "print this usage and exit"},
@@ -307,6 +309,7 @@ static void options_init(daemon_options *o)
     o->cfg.subscriptions_per_uid_max = BUDGET_SUBSCRIPTIONS_PER_UID_MAX;
     o->cfg.idle_timeout_ms = BUDGET_IDLE_TIMEOUT_S * 1000ull;
     o->cfg.frame_timeout_ms = BUDGET_FRAME_TIMEOUT_S * 1000ull;
+    o->cfg.read_slice_us = BUDGET_READ_SLICE_US;
 }
 
 /* -1 when the command line is all read into `o`; else the status to exit with (0 after
