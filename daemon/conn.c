@@ -61,6 +61,9 @@ struct conn {
     /* In hub->corked: answers wait in their slots until conn_hub_uncork writes them. */
     bool flush_due;
     conn_t *flush_next;
+    /* In hub->deferred: its next frame is a read that waits for the next turn. */
+    bool deferred;
+    conn_t *deferred_next;
     struct sub *sub; /* sub.c's: set once the connection subscribed */
     conn_t *prev, *next;
 };
@@ -68,9 +71,11 @@ struct conn {
 static void conn_flush(conn_t *c);
 static void conn_wake(conn_t *c);
 static void ready_push(conn_t *c);
+static void deferred_remove(conn_t *c);
 static void conn_process(conn_t *c);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_ready_idle(uv_idle_t *h);
 
 /* ---- connections: answer order and output ----------------------------------------------- */
 
@@ -398,6 +403,8 @@ void conn_close(conn_t *c)
     if (c->closing)
         return;
     c->closing = true;
+    if (c->deferred)
+        deferred_remove(c);
     if (c->sub)
         c->hub->hooks.closing(c->hub->owner, c);
     if (c->reading)
@@ -408,16 +415,74 @@ void conn_close(conn_t *c)
 
 /* ---- frames ------------------------------------------------------------------------------ */
 
-/* Opens a slot for one whole frame and hands it to the owner, which answers it. */
-static void handle_frame(conn_t *c, const budget_envelope *env, int rc, const char *why)
+/* Opens a slot for one whole frame and hands it to the owner, which answers it. A read's time
+ * on the loop thread counts in the turn's (read_slice_spent). */
+static void handle_frame(conn_t *c, const budget_envelope *env, int rc, const char *why,
+                         bool is_write)
 {
+    conn_hub_t *h = c->hub;
     uint32_t idx = 0;
 
-    assert(c->hub->running_ready);
+    assert(h->running_ready);
     assert(c->slot_count < BUDGET_CONN_INFLIGHT_MAX); /* conn_process checked */
     conn_slot_open(c, &idx);
-    c->hub->requests++;
-    c->hub->hooks.frame(c->hub->owner, c, idx, env, rc, why);
+    h->requests++;
+    if (is_write) {
+        h->hooks.frame(h->owner, c, idx, env, rc, why);
+        return;
+    }
+    uint64_t begun_ns = uv_hrtime();
+    h->hooks.frame(h->owner, c, idx, env, rc, why);
+    h->turn_read_ns += uv_hrtime() - begun_ns;
+    h->turn_reads++;
+}
+
+/* Reads have had their time in this turn; the first read of a turn always runs. */
+static bool read_slice_spent(const conn_hub_t *h)
+{
+    return h->turn_reads > 0 && h->turn_read_ns >= h->read_slice_ns;
+}
+
+/* `c`'s next frame is a read that waits for the next turn (conn_turn_begin); it reads nothing
+ * meanwhile. */
+static void deferred_push(conn_t *c)
+{
+    conn_hub_t *h = c->hub;
+
+    assert(!c->deferred && !c->ready && !c->closing);
+    c->deferred = true;
+    c->refs++; /* until conn_turn_begin or conn_close takes it off */
+    c->deferred_next = NULL;
+    if (h->deferred_tail)
+        h->deferred_tail->deferred_next = c;
+    else
+        h->deferred = c;
+    h->deferred_tail = c;
+    h->reads_deferred++;
+    if (!uv_is_active((uv_handle_t *)&h->ready_idle))
+        uv_idle_start(&h->ready_idle, on_ready_idle);
+}
+
+/* Takes a closing `c` off the deferred list: its frames will never be handled. */
+static void deferred_remove(conn_t *c)
+{
+    conn_hub_t *h = c->hub;
+    conn_t *prev = NULL, *at = h->deferred;
+
+    while (at != c) {
+        assert(at != NULL);
+        prev = at;
+        at = at->deferred_next;
+    }
+    if (prev)
+        prev->deferred_next = c->deferred_next;
+    else
+        h->deferred = c->deferred_next;
+    if (h->deferred_tail == c)
+        h->deferred_tail = prev;
+    c->deferred = false;
+    c->deferred_next = NULL;
+    conn_unref(c);
 }
 
 /* A frame over the limit (`n` bytes, of at most `max`): its answer is the last frame. */
@@ -461,7 +526,7 @@ static void conn_process(conn_t *c)
 {
     size_t used = 0;
     uint32_t body = 0;
-    bool blocked = false;
+    bool blocked = false, deferred = false;
 
     assert(c->hub->running_ready);
     assert(!c->ready && !c->closing && c->refs > 0);
@@ -498,7 +563,13 @@ static void conn_process(conn_t *c)
             blocked = true; /* woken by conn_write_answered */
             break;
         }
-        handle_frame(c, &env, parsed, why);
+        /* A read past the turn's slice waits, and the frames after it with it (they stay in
+         * order), for the next turn. */
+        if (!is_write && read_slice_spent(c->hub)) {
+            deferred = true;
+            break;
+        }
+        handle_frame(c, &env, parsed, why, is_write);
         used += BUDGET_FRAME_HEADER_BYTES + body;
     }
     if (used > 0) {
@@ -507,8 +578,13 @@ static void conn_process(conn_t *c)
         /* What is left is the start of the next frame, which began just now. */
         c->frame_begun_ms = c->recv_len ? uv_now(c->hub->loop) : 0;
     }
-    if (!c->closing && !c->close_flushed)
-        conn_set_reading(c, blocked);
+    if (c->closing || c->close_flushed)
+        return;
+    conn_set_reading(c, blocked || deferred);
+    /* One that its own answers woke again (conn_wake while it did not read) is already back
+     * on the ready list: it defers when it is run there. */
+    if (deferred && !c->ready)
+        deferred_push(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -574,7 +650,8 @@ static void ready_push(conn_t *c)
     conn_hub_t *h = c->hub;
 
     assert(!c->closed);
-    if (c->ready || c->closing || c->close_flushed)
+    /* A deferred connection is run at the next turn (conn_turn_begin). */
+    if (c->ready || c->deferred || c->closing || c->close_flushed)
         return;
     assert(!uv_is_closing((uv_handle_t *)&h->ready_idle));
     c->ready = true;
@@ -620,8 +697,28 @@ void conn_run_ready(conn_hub_t *h)
         conn_unref(c);
     }
     h->running_ready = false;
-    if (uv_is_active((uv_handle_t *)&h->ready_idle))
+    if (h->deferred == NULL && uv_is_active((uv_handle_t *)&h->ready_idle))
         uv_idle_stop(&h->ready_idle);
+}
+
+bool conn_turn_begin(conn_hub_t *h)
+{
+    conn_t *list = h->deferred;
+
+    assert(!h->running_ready);
+    h->turn_read_ns = 0;
+    h->turn_reads = 0;
+    h->deferred = h->deferred_tail = NULL;
+    while (list) {
+        conn_t *c = list;
+        list = c->deferred_next;
+        assert(c->deferred && !c->closing);
+        c->deferred = false;
+        c->deferred_next = NULL;
+        ready_push(c); /* takes its own reference (none when closing once flushed) */
+        conn_unref(c);
+    }
+    return h->ready != NULL;
 }
 
 /*
@@ -917,7 +1014,7 @@ bool conn_hub_empty(const conn_hub_t *h)
 void conn_hub_close(conn_hub_t *h)
 {
     assert(conn_hub_empty(h));
-    assert(h->ready == NULL && !h->running_ready); /* every connection is gone */
+    assert(h->ready == NULL && h->deferred == NULL && !h->running_ready); /* all gone */
     if (!uv_is_closing((uv_handle_t *)&h->ready_idle))
         uv_close((uv_handle_t *)&h->ready_idle, NULL);
     lookup_close(&h->lookups);

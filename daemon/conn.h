@@ -74,13 +74,28 @@ typedef struct {
      * them listed (each holding a reference), to be written one write per connection. */
     bool corked;
     conn_t *corked_list;
-    /* Active while connections are ready, so the loop does not block before the step. */
+    /* Active while connections are ready or deferred, so the loop does not block before the
+     * step. */
     uv_idle_t ready_idle;
+    /*
+     * The loop thread's time for reads (every frame but a write) in one turn: once reads have
+     * taken read_slice_ns since the turn began (conn_turn_begin), a connection's next read
+     * waits, with every frame after it, for the next turn (the first read of a turn always
+     * runs). Meanwhile commits are answered and the writes of other connections are read and
+     * launched, so a client reading without pause slows the appends only by its slice.
+     */
+    uint64_t read_slice_ns;
+    uint64_t turn_read_ns; /* reads' time since the turn began */
+    uint32_t turn_reads;   /* reads handled since the turn began */
+    /* Connections whose next frame is a read that waits for the next turn, oldest first;
+     * each holds a reference while it is here, and none is closing. */
+    conn_t *deferred, *deferred_tail;
     lookup_pool_t lookups;
 
     /* counters for stats */
     uint64_t requests, errors;
     uint64_t answers, answer_writes; /* answers written, and the writes that took them */
+    uint64_t reads_deferred; /* reads that waited for a later turn */
     uint64_t connections_total, connections_refused, connections_timed_out;
 } conn_hub_t;
 
@@ -98,6 +113,10 @@ void conn_run_ready(conn_hub_t *h);
  * syscall per answer costs the loop thread more than the answers do. Not nested. */
 void conn_hub_cork(conn_hub_t *h);
 void conn_hub_uncork(conn_hub_t *h);
+/* A new turn of the loop, after the step's commit launch: the reads' time is counted from
+ * zero, and the deferred connections are made ready (to be run by conn_run_ready). True when
+ * there were any. */
+bool conn_turn_begin(conn_hub_t *h);
 /* Stopping: each connection reads nothing more and closes once its answers are written. */
 void conn_hub_close_all(conn_hub_t *h);
 /* True once no connection is left and no lookup runs. */

@@ -361,6 +361,8 @@ static const option_row option_rows[] = {
      "close a connection idle this long"},
     {"frame-timeout", "SECONDS", parse_seconds, 1, 86400, CFG_FIELD(frame_timeout_ms),
      "a frame must arrive whole within this long"},
+    {"read-slice", "MICROSECONDS", parse_limit, 0, 1000000, CFG_FIELD(read_slice_us),
+     "loop time for reads in one turn before they wait for the next"},
     {"map-size", "BYTES", parse_map_size, 65536, 0, 0, "LMDB's initial map size"},
     {"snapshot-every", "N", parse_events, 0, UINT32_MAX, CFG_FIELD(snapshot_every),
      "a snapshot of the ledger every N events (0: none)"},
@@ -408,6 +410,7 @@ static void options_init(daemon_options *o)
     o->cfg.frame_timeout_ms = BUDGET_FRAME_TIMEOUT_S * 1000ull;
     o->cfg.snapshot_every = SNAPSHOT_EVERY_DEFAULT;
     o->snapshots_keep = SNAPSHOT_KEEP_DEFAULT;
+    o->cfg.read_slice_us = BUDGET_READ_SLICE_US;
 }
 
 /* -1 when the command line is all read into `o`; else the status to exit with (0 after

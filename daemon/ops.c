@@ -432,7 +432,7 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
     ledger_get_counts(commit_ledger(m), &counts);
     store_get_stats(o->store, &st);
     resp_begin(&r, req_id, true);
-    msgpack_pack_map(&r.pk, 22 + SUB_STATS_COUNT);
+    msgpack_pack_map(&r.pk, 23 + SUB_STATS_COUNT);
     pack_key_uint(&r.pk, "head", commit_head(m));
     pack_key_uint(&r.pk, "events", ledger_events(commit_ledger(m)));
     pack_key_uint(&r.pk, "frames", counts.frames);
@@ -448,6 +448,7 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
     pack_key_uint(&r.pk, "errors", h->errors);
     pack_key_uint(&r.pk, "answers", h->answers);
     pack_key_uint(&r.pk, "answer_writes", h->answer_writes);
+    pack_key_uint(&r.pk, "reads_deferred", h->reads_deferred);
     pack_key_uint(&r.pk, "batches", m->batches_committed);
     pack_key_uint(&r.pk, "batch_events_max", m->batch_events_max);
     pack_key_uint(&r.pk, "commits_failed", m->commits_failed);

@@ -81,7 +81,9 @@ static void server_stop(server_t *s, int status);
 /*
  * The loop thread's step, once per turn after poll: the connections woken in that turn
  * (reads, answers, writes done) handle their frames, and then the pending batch, with every
- * write those frames and the turn's reads admitted, goes to the writer thread.
+ * write those frames and the turn's reads admitted, goes to the writer thread. Then the next
+ * turn's reads begin with the connections whose reads waited (conn_turn_begin), after the
+ * launch, so that a commit never waits for them.
  */
 static void on_step(uv_check_t *h)
 {
@@ -89,6 +91,10 @@ static void on_step(uv_check_t *h)
     assert(!s->hub.running_ready);
     conn_run_ready(&s->hub);
     commit_launch(&s->commit);
+    if (conn_turn_begin(&s->hub)) {
+        conn_run_ready(&s->hub);
+        commit_launch(&s->commit);
+    }
 }
 
 static void close_if_open(uv_handle_t *h)
@@ -495,6 +501,7 @@ static void server_wire(server_t *s, const server_config *cfg)
     h->connections_per_uid_max = cfg->connections_per_uid_max;
     h->idle_timeout_ms = cfg->idle_timeout_ms;
     h->frame_timeout_ms = cfg->frame_timeout_ms;
+    h->read_slice_ns = cfg->read_slice_us * 1000ull;
     h->lookups.hook = cfg->lookup_hook;
 
     s->jobs =

@@ -36,6 +36,8 @@ typedef struct {
     /* Subscriptions open at once from one uid (1..BUDGET_SUBSCRIPTIONS_MAX). */
     uint32_t subscriptions_per_uid_max;
     uint64_t idle_timeout_ms, frame_timeout_ms;
+    /* The loop thread's time for reads in one turn of the loop (conn_hub_t.read_slice_ns). */
+    uint32_t read_slice_us;
     /* Called on a lookup thread before a connecting uid's name and groups are looked up; NULL
      * in budgetd. budgetd-faulty uses it to stand in for a slow user database. */
     void (*lookup_hook)(uint32_t uid);

@@ -65,6 +65,10 @@
 #define BUDGET_IDLE_TIMEOUT_S 600u
 /* A frame must arrive whole within this long of its first byte (default of --frame-timeout). */
 #define BUDGET_FRAME_TIMEOUT_S 10u
+/* The loop thread's time for reads (every request but a write) in one turn of the loop, in
+ * microseconds (default of --read-slice): past it a connection's next read waits for the next
+ * turn, while commits are answered and writes go on. */
+#define BUDGET_READ_SLICE_US 1000u
 /* Requests read from one connection but not yet answered; past it the server stops reading. */
 #define BUDGET_CONN_INFLIGHT_MAX 256u
 /* Memory the answers queued for one connection may hold (their allocations, not only their

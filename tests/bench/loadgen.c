@@ -11,10 +11,12 @@
  *                   the default); or (--read-mode pages) plain balances, reading every page
  *                   by following "next" and starting again when "more" is false; or
  *                   (--read-mode unit) the same for balances of one unit, the next unit of
- *                   the seeded ones after each whole read. A paging reader has one request
- *                   in flight (each page's offsets come from the answer before it); reader
- *                   r of R starts r/R of the way into the allocations (--read-spread N: the
- *                   number of allocations), so that the readers are spread over the list.
+ *                   the seeded ones after each whole read. A paging reader keeps D
+ *                   requests in flight as D cursors, each a read of its own (a page's
+ *                   offsets come from the answer to that cursor's page before); cursor k
+ *                   of reader r, of R readers, starts (r D + k)/(R D) of the way into the
+ *                   allocations (--read-spread N: the number of allocations), so that the
+ *                   cursors are spread over the list.
  * --seed-allocations N first fills the ledger with N allocation proposals (batches of 1000)
  * over 8 units and frames, for the paging readers; with no clients it only seeds.
  * --compare runs the appenders alone first, then the same appenders beside the readers, and
@@ -76,6 +78,8 @@
 #define SETUP_TIMEOUT_MS 30000
 #define DRAIN_TIMEOUT_MS 30000
 #define CODES_MAX 12
+/* The cursors of one paging reader: its depth, at most. */
+#define CURSORS_MAX 16
 
 typedef enum { ROLE_APPEND = 0, ROLE_READ = 1 } role;
 static const char *const role_names[] = {"appends", "reads"};
@@ -102,8 +106,14 @@ typedef struct {
     uint32_t ring_head, inflight;
     uint64_t writes;
     bool polling_out;
-    uint64_t offsets[3]; /* a paging reader's next frames_offset, offset, units_offset */
-    unsigned unit;       /* a unit reader's unit, of seed_units */
+    /* A paging reader's cursors: each one's next frames_offset, offset, units_offset, and
+     * (a unit reader's) unit, of seed_units. Each has one request in flight; `cursor_of`
+     * says whose each request in flight is, and the free ones wait in `cursors_free`. */
+    uint64_t offsets[CURSORS_MAX][3];
+    unsigned unit[CURSORS_MAX];
+    uint8_t cursor_of[DEPTH_MAX];
+    uint8_t cursors_free[CURSORS_MAX];
+    unsigned free_head, free_count;
 } lg_conn;
 
 typedef enum { READ_FRAME, READ_PAGES, READ_UNIT } read_mode;
@@ -189,16 +199,16 @@ static size_t build_balances_frame(uint8_t *buf, uint64_t rid, const char *frame
     return bench_request_end(&w);
 }
 
-/* The next page of a paging reader: plain balances, or of its unit. */
-static size_t build_balances_page(uint8_t *buf, uint64_t rid, const lg_conn *c)
+/* The next page of a paging reader's cursor `k`: plain balances, or of its unit. */
+static size_t build_balances_page(uint8_t *buf, uint64_t rid, const lg_conn *c, unsigned k)
 {
     mp_writer w;
     bool unit = reading == READ_UNIT;
     bench_request_begin(&w, buf, REQUEST_BYTES_MAX, rid, "balances", 3 + unit);
     if (unit)
-        bench_kv_str(&w, "unit", seed_units[c->unit]);
-    for (int k = 0; k < 3; k++)
-        bench_kv_int(&w, page_offset_args[k], (int64_t)c->offsets[k]);
+        bench_kv_str(&w, "unit", seed_units[c->unit[k]]);
+    for (int i = 0; i < 3; i++)
+        bench_kv_int(&w, page_offset_args[i], (int64_t)c->offsets[k][i]);
     return bench_request_end(&w);
 }
 
@@ -230,8 +240,14 @@ static size_t build_next(lg_conn *c, uint8_t *buf)
     char id[BUDGET_ID_BYTES_MAX + 1], ref[BUDGET_ID_BYTES_MAX + 1];
     uint64_t rid = c->next_request_id++;
 
-    if (c->kind == ROLE_READ && reading != READ_FRAME)
-        return build_balances_page(buf, rid, c);
+    if (c->kind == ROLE_READ && reading != READ_FRAME) {
+        /* The cursor of the request: the oldest free one (conn_top_up checked there is one). */
+        unsigned k = c->cursors_free[c->free_head];
+        c->free_head = (c->free_head + 1) % CURSORS_MAX;
+        c->free_count--;
+        c->cursor_of[(c->ring_head + c->inflight) % DEPTH_MAX] = (uint8_t)k;
+        return build_balances_page(buf, rid, c, k);
+    }
     if (c->kind == ROLE_READ) {
         read_frame_id(ref, sizeof(ref));
         return build_balances_frame(buf, rid, ref);
@@ -301,14 +317,17 @@ static int page_next(const bench_response *resp, bool *more, uint64_t next[3])
     return -1;
 }
 
-/* A paging reader's answer: the next page, or (no more) the start again, of the next unit. */
-static void page_advance(lg_conn *c, const bench_response *resp)
+/* A paging reader's answer to cursor `k`: its next page, or (no more) the start again, of
+ * the next unit; the cursor is free for its next request. */
+static void page_advance(lg_conn *c, unsigned k, const bench_response *resp)
 {
     bool more = false;
-    if (resp->ok && page_next(resp, &more, c->offsets) == 0 && more)
-        return;
-    memset(c->offsets, 0, sizeof(c->offsets));
-    c->unit = (c->unit + 1) % SEED_UNITS;
+    if (!resp->ok || page_next(resp, &more, c->offsets[k]) != 0 || !more) {
+        memset(c->offsets[k], 0, sizeof(c->offsets[k]));
+        c->unit[k] = (c->unit[k] + 1) % SEED_UNITS;
+    }
+    c->cursors_free[(c->free_head + c->free_count) % CURSORS_MAX] = (uint8_t)k;
+    c->free_count++;
 }
 
 /* ---- blocking set-up connection ------------------------------------------------------------ */
@@ -636,7 +655,7 @@ static int conn_flush(run_state *s, lg_conn *c)
 static int conn_top_up(run_state *s, lg_conn *c, uint64_t now)
 {
     bool reader = c->kind == ROLE_READ;
-    unsigned depth = reader && reading != READ_FRAME ? 1 : s->depth;
+    unsigned depth = s->depth;
     if (reader && !s->readers_on)
         return conn_flush(s, c);
     while (s->sending && c->inflight < depth) {
@@ -661,11 +680,12 @@ static int conn_on_frame(run_state *s, lg_conn *c, const uint8_t *body, uint32_t
         return -1;
     }
     uint64_t sent = c->sent_ns[c->ring_head];
+    unsigned cursor = c->cursor_of[c->ring_head];
     c->ring_head = (c->ring_head + 1) % DEPTH_MAX;
     c->inflight--;
     s->inflight--;
     if (c->kind == ROLE_READ && reading != READ_FRAME)
-        page_advance(c, &resp);
+        page_advance(c, cursor, &resp);
     if (now >= s->warm_ns && now < s->end_ns) {
         stats_record(&s->stats[c->kind], &resp);
         if (resp.ok)
@@ -920,7 +940,8 @@ int main(int argc, char **argv)
     }
     if (!socket_path || (appenders + readers == 0 && seed_count == 0) ||
         appenders + readers > CONNECTIONS_MAX || depth > DEPTH_MAX ||
-        depth > BUDGET_CONN_INFLIGHT_MAX) {
+        depth > BUDGET_CONN_INFLIGHT_MAX ||
+        (readers > 0 && reading != READ_FRAME && depth > CURSORS_MAX)) {
         usage(stderr);
         return 2;
     }
@@ -958,8 +979,14 @@ int main(int argc, char **argv)
         c->next_request_id = 1;
         if (c->kind == ROLE_READ) {
             unsigned r = i - appenders;
-            c->unit = r % SEED_UNITS;
-            c->offsets[1] = (reading == READ_UNIT ? spread / SEED_UNITS : spread) * r / readers;
+            uint64_t list = reading == READ_UNIT ? spread / SEED_UNITS : spread;
+            for (unsigned k = 0; k < depth && k < CURSORS_MAX; k++) {
+                unsigned at = r * depth + k;
+                c->unit[k] = at % SEED_UNITS;
+                c->offsets[k][1] = list * at / (readers * depth);
+                c->cursors_free[k] = (uint8_t)k;
+            }
+            c->free_count = depth;
         }
         c->fd = bench_connect(socket_path, true);
         if (c->fd < 0) {
