@@ -95,7 +95,7 @@ typedef struct {
     /* counters for stats */
     uint64_t requests, errors;
     uint64_t answers, answer_writes; /* answers written, and the writes that took them */
-    uint64_t reads_deferred; /* reads that waited for a later turn */
+    uint64_t reads_deferred;         /* reads that waited for a later turn */
     uint64_t connections_total, connections_refused, connections_timed_out;
 } conn_hub_t;
 
