@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds budgetd and its benchmarks optimized (build-bench/), then runs, on one disk and in one
 # go: the raw LMDB baseline, budgetd under four load mixes, and the replay benchmark on a log
-# of a million events; prints one table of every figure beside its target and its baseline.
+# of a million events (with budgetd's snapshots, and again without them as the baseline);
+# prints one table of every figure beside its target and its baseline.
 #
 # usage: scripts/bench.sh [--quick] [--dir DIR] [--no-build] [--baseline BUDGETD] [--pages-only]
 #                         [--peer] [--seconds S]
@@ -188,6 +189,17 @@ run() {
   return 0
 }
 
+# As run, with the prefix put before each RESULT key.
+run_as() {
+  local prefix=$1 out=$work/step_as.out status=0
+  shift
+  "$@" >"$out" || status=$?
+  sed -n "s/^RESULT /RESULT $prefix/p" "$out" >>"$results"
+  grep -v '^RESULT ' "$out" || true
+  if [ "$status" != 0 ]; then echo "bench: $1 exited with status $status" >&2; fi
+  return 0
+}
+
 start_daemon() {
   local dir=$work/$1 daemon=${2:-$budgetd}
   mkdir -p "$dir"
@@ -359,8 +371,14 @@ if [ -n "$baseline" ]; then
   echo "== the same on the baseline $baseline =="
   pages base "$baseline"
 fi
-echo "== replay of a million events =="
-run "$tree/tests/bench/bench_replay" --dir "$work" --budgetd "$budgetd"
+# A daemon that committed the log holds a snapshot every 100 000 events (its default); the
+# same log replayed from its first event (--snapshot-every 0) is the baseline, its figures
+# kept under "nosnap_".
+echo "== replay of a million events, a snapshot every 100 000 (budgetd's default) =="
+run "$tree/tests/bench/bench_replay" --dir "$work" --budgetd "$budgetd" --snapshots 100000 --keep
+echo "== the same log without snapshots (--snapshot-every 0) =="
+run_as nosnap_ "$tree/tests/bench/bench_replay" --dir "$work" --budgetd "$budgetd" --reuse \
+  --snapshots 0
 
 # ---- the table ------------------------------------------------------------------------------
 awk -v quick="$quick" -v rounds="$rounds" '
@@ -417,12 +435,22 @@ awk -v quick="$quick" -v rounds="$rounds" '
     t = num("daemon_replay_s"); e = num("replay_log_events"); ip = num("inproc_replay_events_per_s")
     row("start-up replay of " e " events", "<= 0.5 s a 1M (>= 2M/s)", t > 0 ? sprintf("%.2fM/s (%.3f s)", e / t / 1e6, t) : "-",
         sprintf("in-process %.2fM/s", ip / 1e6), t > 0 && ip > 0 ? sprintf("%.2f", (e / t) / ip) : "-", verdict(t > 0 && e / t >= 2e6))
+    b = num("nosnap_daemon_replay_s")
+    row("  from snapshots / without (every hash checked)", "", "", sprintf("no snapshots %.3f s", b), t > 0 && b > 0 ? sprintf("%.2f", t / b) : "-", "")
     row("  until the socket answers", "", sprintf("%.3f s", num("daemon_ready_s")), "", "", "")
     split("start middle end", where, " ")
     for (i = 1; i <= 3; i++) {
-      s = num("daemon_balances_as_of_" where[i] "_s")
-      row("balances as_of an event near the " where[i], "< 0.05 s", sprintf("%.3f s", s), "", "", verdict(s >= 0 && s < 0.05))
+      s = num("daemon_balances_as_of_" where[i] "_s"); b = num("nosnap_daemon_balances_as_of_" where[i] "_s")
+      row("balances as_of an event near the " where[i], "< 0.05 s", sprintf("%.3f s", s), sprintf("no snapshots %.3f s", b),
+          s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", verdict(s >= 0 && s < 0.05))
     }
+    s = num("daemon_as_of_8_wall_s"); b = num("nosnap_daemon_as_of_8_wall_s")
+    row("8 as_of at once: wall time", "", sprintf("%.3f s", s), sprintf("no snapshots %.3f s", b), s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", "")
+    s = num("daemon_as_of_8_hwm_mib"); b = num("nosnap_daemon_as_of_8_hwm_mib")
+    row("  peak VmRSS meanwhile", "< 200 MiB", sprintf("%.1f MiB", s), sprintf("no snapshots %.1f MiB", b),
+        s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", verdict(s > 0 && s < 200))
+    s = num("daemon_balances_decided_by_s")
+    row("balances decided_by (replays from the first event)", "< 0.05 s", sprintf("%.3f s", s), "", "", verdict(s >= 0 && s < 0.05))
     row("  balances now (from memory)", "", sprintf("%.4f s", num("daemon_balances_now_s")), "", "", "")
     vr = num("daemon_verify_events_per_s"); iv = num("inproc_verify_events_per_s")
     row("verify of the whole chain", ">= 2M events/s", sprintf("%.2fM/s (%.3f s)", vr / 1e6, num("daemon_verify_s")),
