@@ -13,6 +13,7 @@
 #include "budget/errors.h"
 #include "checkpoint.h"
 #include "event.h"
+#include "fileio.h"
 
 _Static_assert(crypto_sign_PUBLICKEYBYTES == CHECKPOINT_PUBLIC_KEY_BYTES, "Ed25519 public key");
 _Static_assert(crypto_sign_SECRETKEYBYTES == CHECKPOINT_SECRET_KEY_BYTES, "Ed25519 secret key");
@@ -28,21 +29,6 @@ static int key_failed(char *why, size_t why_size, const char *path, const char *
     return BUDGET_EUNAVAILABLE;
 }
 
-/* Writes all of `size` bytes, or returns an errno. */
-static int write_all(int fd, const uint8_t *p, size_t size)
-{
-    while (size > 0) {
-        ssize_t n = write(fd, p, size);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return errno;
-        p += n;
-        size -= (size_t)n;
-    }
-    return 0;
-}
-
 /* A new key in `path`, which must not exist: written, synced, and its folder synced. */
 static int key_create(const char *dir, const char *path, checkpoint_key *key, char *why,
                       size_t why_size)
@@ -51,7 +37,7 @@ static int key_create(const char *dir, const char *path, checkpoint_key *key, ch
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return errno == EEXIST ? 1 : key_failed(why, why_size, path, "cannot create", errno);
-    int err = write_all(fd, key->secret_key, sizeof(key->secret_key));
+    int err = fileio_write_all(fd, key->secret_key, sizeof(key->secret_key));
     if (err == 0 && fsync(fd) != 0)
         err = errno;
     close(fd);
@@ -59,11 +45,7 @@ static int key_create(const char *dir, const char *path, checkpoint_key *key, ch
         unlink(path);
         return key_failed(why, why_size, path, "cannot write", err);
     }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
+    fileio_sync_dir(dir); /* best effort: the key is written and synced */
     return 0;
 }
 

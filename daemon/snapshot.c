@@ -13,6 +13,7 @@
 
 #include "budget/errors.h"
 #include "event.h"
+#include "fileio.h"
 #include "snapshot.h"
 
 static const uint8_t snapshot_magic[8] = {'B', 'U', 'D', 'S', 'N', 'A', 'P', 1};
@@ -32,31 +33,6 @@ static int failed(char *why, size_t why_size, const char *what, const char *path
     else
         snprintf(why, why_size, "%s %s", what, path);
     return BUDGET_EUNAVAILABLE;
-}
-
-static int write_all(int fd, const void *bytes, size_t size)
-{
-    const uint8_t *p = bytes;
-    while (size > 0) {
-        ssize_t n = write(fd, p, size);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return errno;
-        p += n;
-        size -= (size_t)n;
-    }
-    return 0;
-}
-
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return errno;
-    int err = fsync(fd) != 0 ? errno : 0;
-    close(fd);
-    return err;
 }
 
 /* ---- the key ---------------------------------------------------------------------------- */
@@ -86,12 +62,12 @@ static int key_create(const char *dir, const char *path, uint8_t key[SNAPSHOT_KE
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return errno == EEXIST ? 1 : errno;
-    int err = write_all(fd, key, SNAPSHOT_KEY_BYTES);
+    int err = fileio_write_all(fd, key, SNAPSHOT_KEY_BYTES);
     if (err == 0 && fsync(fd) != 0)
         err = errno;
     close(fd);
     if (err == 0)
-        err = fsync_dir(dir);
+        err = fileio_sync_dir(dir);
     if (err != 0)
         unlink(path);
     return err;
@@ -166,7 +142,7 @@ typedef struct {
 static int sink_flush(file_sink *f)
 {
     if (f->err == 0 && f->used > 0)
-        f->err = write_all(f->fd, f->buffer, f->used);
+        f->err = fileio_write_all(f->fd, f->buffer, f->used);
     f->used = 0;
     return f->err == 0 ? 0 : -1;
 }
@@ -233,7 +209,7 @@ static int write_file(int fd, const snapshots *s, const ledger *l,
     if (snap_put(&sink, header, sizeof(header)) == 0 && ledger_save(l, &sink) == 0 &&
         f.bytes == SNAPSHOT_HEADER_BYTES + body && sink_flush(&f) == 0) {
         crypto_generichash_final(&f.mac, mac, sizeof(mac));
-        f.err = write_all(fd, mac, sizeof(mac));
+        f.err = fileio_write_all(fd, mac, sizeof(mac));
     } else if (f.err == 0) {
         f.err = EIO; /* the state changed under the write: a caller's bug */
     }
@@ -262,7 +238,7 @@ int snapshot_write(const snapshots *s, const ledger *l, const uint8_t hash[BUDGE
         unlink(tmp);
         return failed(why, why_size, "cannot write", path, err);
     }
-    err = fsync_dir(s->dir);
+    err = fileio_sync_dir(s->dir);
     if (err != 0)
         return failed(why, why_size, "cannot sync", s->dir, err);
     prune(s);

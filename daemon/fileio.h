@@ -1,0 +1,15 @@
+/*
+ * Small file helpers shared by what writes the daemon's own files (checkpoint keys,
+ * snapshots): each returns 0 or an errno.
+ */
+#ifndef BUDGET_FILEIO_H
+#define BUDGET_FILEIO_H
+
+#include <stddef.h>
+
+/* Writes all `size` bytes of `bytes` to `fd`, again after EINTR and short writes. */
+int fileio_write_all(int fd, const void *bytes, size_t size);
+/* Syncs the folder `dir`, so that a file created or renamed in it stays after a crash. */
+int fileio_sync_dir(const char *dir);
+
+#endif
