@@ -91,24 +91,33 @@ static void link_problem(uint64_t seq, const char *why, char *what, size_t what_
         snprintf(what, what_size, "is malformed (malformed)");
 }
 
+/* Event `seq` is the next one, its stored prev the last event's hash and its stored hash the
+ * SHA-256 of its bytes (`hash` is set to it): 0, or walk_broken's 1. */
+static int walk_link(replay_ctx *r, uint64_t seq, store_val v, const uint8_t **hash)
+{
+    const char *why = "";
+    char what[120];
+    if (seq != r->expect)
+        return walk_broken(r, r->expect, "is missing from the log");
+    if (event_check_link(v.data, v.size, r->prev, &why) != 0 ||
+        event_link(v.data, v.size, NULL, hash) != 0) {
+        link_problem(seq, why, what, sizeof(what));
+        return walk_broken(r, seq, what);
+    }
+    return 0;
+}
+
 static int walk_one(void *ctx, uint64_t seq, store_val v)
 {
     replay_ctx *r = ctx;
     const uint8_t *hash;
-    const char *why = "";
-    char what[120];
 
     if (seq > r->upto)
         return 1;
     if (seq <= r->from) {
         /* Before the snapshot the ledger starts from: a link of the chain, checked only. */
-        if (seq != r->expect)
-            return walk_broken(r, r->expect, "is missing from the log");
-        if (event_check_link(v.data, v.size, r->prev, &why) != 0 ||
-            event_link(v.data, v.size, NULL, &hash) != 0) {
-            link_problem(seq, why, what, sizeof(what));
-            return walk_broken(r, seq, what);
-        }
+        if (walk_link(r, seq, v, &hash) != 0)
+            return 1;
         if (seq == r->from && memcmp(hash, r->from_hash, BUDGET_HASH_BYTES) != 0)
             return walk_broken(r, seq, "is not the event the snapshot was taken at");
         memcpy(r->prev, hash, BUDGET_HASH_BYTES);
@@ -118,15 +127,9 @@ static int walk_one(void *ctx, uint64_t seq, store_val v)
     if (!r->current && !take_free_batch(r))
         return 1;
     ledger_event *ev = &r->current->events[r->current->count];
-    if (seq != r->expect)
-        return walk_broken(r, r->expect, "is missing from the log");
-    /* The stored prev must be the last event's hash and the stored hash the SHA-256 of the
-     * event's bytes. Hashing here, on the walker, runs beside the applier's work. */
-    if (event_check_link(v.data, v.size, r->prev, &why) != 0 ||
-        event_link(v.data, v.size, NULL, &hash) != 0) {
-        link_problem(seq, why, what, sizeof(what));
-        return walk_broken(r, seq, what);
-    }
+    /* Hashing here, on the walker, runs beside the applier's work. */
+    if (walk_link(r, seq, v, &hash) != 0)
+        return 1;
     if (event_decode(v.data, v.size, ev) != 0 || ev->seq != seq)
         return walk_broken(r, seq, "cannot be decoded");
     /* The checks that need no state are made here, beside the applier rather than in it. */
