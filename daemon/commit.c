@@ -10,6 +10,13 @@
 #include "commit.h"
 #include "event.h"
 #include "log.h"
+
+/* Every batch fits in the store's write-ahead file: a record takes 32 bytes, and each event 8
+ * bytes more than its id and its bytes (daemon/wal.h). */
+_Static_assert(STORE_WAL_AREA_BYTES_DEFAULT >=
+                   32u + (uint64_t)BUDGET_BATCH_EVENTS_MAX *
+                             (8u + BUDGET_ID_BYTES_MAX + EVENT_BYTES_MAX),
+               "the largest batch must fit in the write-ahead file");
 #include "proto/text.h"
 #include "request.h"
 

@@ -18,12 +18,12 @@
 /*
  * Storage faults for the reliability tests, only in the budgetd-faulty build: never in the
  * installed budgetd. $BUDGETD_FAULT holds up to FAULTS_MAX rules separated by commas, each
- * POINT:N:ERROR[:once|always]: POINT is put, commit, sync or meta (store.h), N counts that point's
- * calls from 1, ERROR is an errno name (ENOSPC, EIO, ENOMEM, EDQUOT) or MAP_FULL. "once" (the
- * default) fails call N only; "always" fails call N and every later one. ERROR may also be
- * DELAY or DELAY=MS: the call then succeeds after 300 ms, or MS (1..60000), a slow disk that
- * holds a batch in flight. Each injected fault is logged as "fault injected: ...", which the
- * tests read.
+ * POINT:N:ERROR[:once|always]: POINT is put, commit, sync, meta, walwrite or lmdbsync (store.h), N
+ * counts that point's calls from 1, ERROR is an errno name (ENOSPC, EIO, ENOMEM, EDQUOT) or
+ * MAP_FULL. "once" (the default) fails call N only; "always" fails call N and every later one.
+ * ERROR may also be DELAY or DELAY=MS: the call then succeeds after 300 ms, or MS (1..60000), a
+ * slow disk that holds a batch in flight. Each injected fault is logged as "fault injected: ...",
+ * which the tests read.
  */
 
 #define FAULTS_MAX 4
@@ -66,13 +66,16 @@ static int delay_parse(const char *text, unsigned long *ms)
 
 static const char *fault_point_name(store_fault_point p)
 {
-    return p == STORE_FAULT_PUT      ? "put"
-           : p == STORE_FAULT_COMMIT ? "commit"
-           : p == STORE_FAULT_SYNC   ? "sync"
-                                     : "meta";
+    return p == STORE_FAULT_PUT         ? "put"
+           : p == STORE_FAULT_COMMIT    ? "commit"
+           : p == STORE_FAULT_SYNC      ? "sync"
+           : p == STORE_FAULT_META      ? "meta"
+           : p == STORE_FAULT_WAL_WRITE ? "walwrite"
+                                        : "lmdbsync";
 }
 
-/* The store's callback; runs on the writer thread only. */
+/* The store's callback: on the writer thread, but for lmdbsync on the store's syncer. A rule
+ * is counted only by its own point's thread. */
 static int fault_hook(void *ctx, store_fault_point point)
 {
     fault_plan *plan = ctx;
@@ -123,6 +126,10 @@ static int fault_parse_rule(char *text, fault_rule *r)
         r->point = STORE_FAULT_SYNC;
     else if (strcmp(point, "meta") == 0)
         r->point = STORE_FAULT_META;
+    else if (strcmp(point, "walwrite") == 0)
+        r->point = STORE_FAULT_WAL_WRITE;
+    else if (strcmp(point, "lmdbsync") == 0)
+        r->point = STORE_FAULT_LMDB_SYNC;
     else
         return -1;
     errno = 0;

@@ -12,16 +12,32 @@
  *
  * The thread that appends must hold no reader, or a growth would wait for it forever.
  *
- * Durability. Commits use LMDB's default synced mode: mdb_txn_commit returning 0 means the
- * batch is on disk. A commit that fails before its meta page is written leaves the previous
- * one in charge, so the batch is simply not there. If writing the meta page itself fails,
- * LMDB marks the environment fatal (MDB_PANIC on the next transaction) and the new meta may
- * or may not have reached the disk: the store checks for the mark as soon as a commit fails
+ * Durability. Each batch is first written to the write-ahead file (wal.h) and synced there,
+ * once; then LMDB commits it with MDB_NOSYNC, so a commit costs one sync, not LMDB's two (data
+ * pages, then the meta page). A thread of the store's own (the syncer) syncs LMDB behind the
+ * writer: given the writer's last transaction T, it syncs the data file, which puts every page
+ * of T on disk, and then writes a checkpoint into the write-ahead file: T's id, the log's head
+ * at T, T's meta page as it was written, and where the records after T start. Records before
+ * that are no longer needed and their space is written again.
+ *
+ * After a power loss the data file may hold any mix of the pages written since its last sync,
+ * meta pages included, so LMDB's own choice of meta page cannot be trusted. Opening after an
+ * unclean stop therefore writes the checkpoint's meta page over both of LMDB's, which puts
+ * LMDB back at T, and brings in the records after it. That T is whole on disk needs one more
+ * thing: its pages must not have been reused since. LMDB reuses a page only once no reader
+ * can see a transaction that holds it, so the syncer keeps a read transaction open on T (the
+ * "pin") until the next checkpoint is on disk.
+ *
+ * A commit that fails before its meta page is written leaves the previous one in charge; its
+ * record in the write-ahead file is spoiled and synced (wal_retract), so the batch is simply
+ * not there. If writing the meta page itself fails, LMDB marks the environment fatal (MDB_PANIC
+ * on the next transaction): the store checks for the mark as soon as a commit fails
  * (env_fatal) and then reports an unknown outcome for that very batch, as for a failed sync,
  * and the daemon restarts from the disk.
  */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -35,6 +51,7 @@
 #include "budget/errors.h"
 #include "budget/limits.h"
 #include "store.h"
+#include "wal.h"
 
 _Static_assert(sizeof(size_t) >= 8, "the store maps up to a terabyte: it needs 64-bit sizes");
 
@@ -57,6 +74,19 @@ _Static_assert(sizeof(size_t) >= 8, "the store maps up to a terabyte: it needs 6
 #define STORE_SCAN_RELEASE_EVENTS 65536
 /* Bytes below the next event that a scan asks the CPU for ahead of use (prefetch_from). */
 #define STORE_SCAN_PREFETCH_BYTES 1024
+/* The syncer checkpoints once this share of the write-ahead file holds records (1/4). */
+#define STORE_WAL_CHECKPOINT_SHARE 4
+
+/*
+ * Where a meta page keeps its fields, in LMDB 0.9's file format on a 64-bit machine: the page
+ * header (the page's number first, 8 bytes; 16 bytes in all), then MDB_meta: mm_magic, ...,
+ * mm_txnid last. The store checks these on every open against a transaction it knows
+ * (meta_read), so a build of LMDB that lays them out otherwise is refused, never misread.
+ */
+#define LMDB_PAGE_PGNO_AT 0
+#define LMDB_META_MAGIC_AT 16
+#define LMDB_META_MAGIC 0xBEEFC0DEu
+#define LMDB_META_TXNID_AT 144
 
 struct store {
     MDB_env *env;
@@ -85,6 +115,32 @@ struct store {
     size_t map_bytes;
     uint64_t map_growths;
     uint64_t map_used_bytes; /* as of the last commit; read by store_get_stats */
+
+    /* The write-ahead file; NULL for a read-only store. */
+    wal *wal;
+    /* Writer thread only. */
+    uint64_t wal_lsn;    /* where the next record goes */
+    uint64_t last_txnid; /* the last committed LMDB transaction, its head and its meta page */
+    uint64_t last_seq;
+    uint8_t last_meta[WAL_META_BYTES];
+    /* The syncer, and what it shares with the writer under ck_lock. */
+    pthread_t syncer;
+    bool syncer_started;
+    pthread_mutex_t ck_lock;
+    pthread_cond_t ck_wake; /* a checkpoint was asked for, or the syncer should stop */
+    pthread_cond_t ck_done; /* a checkpoint is on disk, or the syncer failed */
+    bool ck_stop;
+    bool ck_queued;         /* ck_next waits for the syncer */
+    wal_checkpoint ck_next; /* asked for, with its pin */
+    MDB_txn *ck_next_pin;
+    MDB_txn *ck_pin;        /* the read transaction on the last checkpoint's transaction */
+    uint64_t ck_lsn;        /* records from here on are not yet behind a checkpoint */
+    uint64_t ck_asked_lsn;  /* the newest checkpoint asked for covers records below this */
+    uint64_t wal_lsn_shown; /* wal_lsn as of the last commit, for store_get_stats */
+    int ck_error;           /* the syncer failed (an errno): the store is broken */
+    uint64_t wal_checkpoints;
+    uint64_t wal_waits;
+    uint64_t wal_records_replayed;
 };
 
 struct store_reader {
@@ -229,7 +285,7 @@ static int open_env(store *s, const char *dir, size_t map_initial, char *why, si
     if (rc == 0 && fresh)
         rc = mdb_env_set_mapsize(s->env, map_initial);
     if (rc == 0)
-        rc = mdb_env_open(s->env, dir, MDB_NOTLS | (s->read_only ? MDB_RDONLY : 0), 0640);
+        rc = mdb_env_open(s->env, dir, MDB_NOTLS | (s->read_only ? MDB_RDONLY : MDB_NOSYNC), 0640);
     if (rc != 0)
         goto failed;
 
@@ -398,6 +454,13 @@ static int open_databases(store *s, const char *dir, char *why, size_t why_size)
     return 0;
 }
 
+/* The write-ahead file's part of opening and closing (below, with the appending). */
+static int wal_before_env(store *s, const char *dir, uint64_t area, wal_checkpoint *ck, bool *found,
+                          char *why, size_t why_size);
+static int wal_after_env(store *s, const char *dir, const wal_checkpoint *ck, bool found, char *why,
+                         size_t why_size);
+static void wal_finish(store *s);
+
 int store_open(store **out, const char *dir, const store_options *opt, char *why, size_t why_size)
 {
     store_options o = opt != NULL ? *opt : (store_options){0};
@@ -405,6 +468,7 @@ int store_open(store **out, const char *dir, const store_options *opt, char *why
     size_t map_max = o.map_bytes_max != 0 ? o.map_bytes_max : STORE_MAP_BYTES_MAX_DEFAULT;
     size_t map_initial =
         o.map_bytes_initial != 0 ? o.map_bytes_initial : STORE_MAP_BYTES_INITIAL_DEFAULT;
+    uint64_t wal_area = o.wal_area_bytes != 0 ? o.wal_area_bytes : STORE_WAL_AREA_BYTES_DEFAULT;
 
     *out = NULL;
     if (why_size > 0)
@@ -425,16 +489,32 @@ int store_open(store **out, const char *dir, const store_options *opt, char *why
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->readers_gone, NULL);
     pthread_cond_init(&s->gate_opened, NULL);
+    pthread_mutex_init(&s->ck_lock, NULL);
+    pthread_cond_init(&s->ck_wake, NULL);
+    pthread_cond_init(&s->ck_done, NULL);
 
+    wal_checkpoint ck;
+    bool found = false;
+    bool env_open = false;
     int rc = o.read_only ? 0 : make_dir(dir, why, why_size);
+    if (rc == 0)
+        rc = wal_before_env(s, dir, wal_area, &ck, &found, why, why_size);
     if (rc == 0)
         rc = open_env(s, dir, map_initial, why, why_size);
     if (rc == 0) {
+        env_open = true;
         rc = open_databases(s, dir, why, why_size);
-        if (rc != 0)
-            mdb_env_close(s->env);
     }
+    if (rc == 0 && !s->read_only)
+        rc = wal_after_env(s, dir, &ck, found, why, why_size);
     if (rc != 0) {
+        wal_finish(s);
+        if (env_open)
+            mdb_env_close(s->env);
+        wal_close(s->wal);
+        pthread_cond_destroy(&s->ck_done);
+        pthread_cond_destroy(&s->ck_wake);
+        pthread_mutex_destroy(&s->ck_lock);
         pthread_cond_destroy(&s->gate_opened);
         pthread_cond_destroy(&s->readers_gone);
         pthread_mutex_destroy(&s->lock);
@@ -450,7 +530,12 @@ void store_close(store *s)
     if (s == NULL)
         return;
     assert(s->readers_live == 0);
+    wal_finish(s);
     mdb_env_close(s->env);
+    wal_close(s->wal);
+    pthread_cond_destroy(&s->ck_done);
+    pthread_cond_destroy(&s->ck_wake);
+    pthread_mutex_destroy(&s->ck_lock);
     pthread_cond_destroy(&s->gate_opened);
     pthread_cond_destroy(&s->readers_gone);
     pthread_mutex_destroy(&s->lock);
@@ -510,8 +595,9 @@ static int put_item(store *s, MDB_txn *txn, const store_item *item)
     return rc;
 }
 
-/* One try of a batch in one write transaction: 0 when committed, else the LMDB/errno code. */
-static int write_batch(store *s, const store_item *items, size_t n)
+/* One try of a batch in one write transaction: 0 when committed (its id in *txnid), else the
+ * LMDB/errno code. */
+static int write_batch(store *s, const store_item *items, size_t n, uint64_t *txnid)
 {
     MDB_txn *txn;
     if (s->fatal_injected)
@@ -519,6 +605,7 @@ static int write_batch(store *s, const store_item *items, size_t n)
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
         return rc;
+    *txnid = mdb_txn_id(txn);
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = put_item(s, txn, &items[i]);
     if (rc == 0)
@@ -586,10 +673,10 @@ static int grow_map(store *s)
 }
 
 /* Writes the batch, growing the map and trying again while it is full. */
-static int append_tries(store *s, const store_item *items, size_t n)
+static int append_tries(store *s, const store_item *items, size_t n, uint64_t *txnid)
 {
     for (int tries = 0; tries < STORE_APPEND_TRIES_MAX; tries++) {
-        int rc = write_batch(s, items, n);
+        int rc = write_batch(s, items, n, txnid);
         switch (rc) {
         case 0:
             return 0;
@@ -618,12 +705,252 @@ static int append_tries(store *s, const store_item *items, size_t n)
     return BUDGET_EUNAVAILABLE;
 }
 
+/* ---- the write-ahead file and its checkpoints ---- */
+
+static uint64_t load_u64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/*
+ * Reads transaction `txnid`'s meta page (the first WAL_META_BYTES of it) from the data file.
+ * Only the writer writes meta pages, and LMDB writes transaction T's into page T % 2, so on the
+ * writer's thread after T's commit (or before any writer runs) the page holds T's until T + 2.
+ * 0, or EPROTO when the page is not T's meta page in the layout this file knows.
+ */
+static int meta_read(store *s, uint64_t txnid, uint8_t out[WAL_META_BYTES])
+{
+    int fd;
+    if (mdb_env_get_fd(s->env, &fd) != 0)
+        return EBADF;
+    off_t at = (off_t)(txnid & 1) * (off_t)s->lmdb_page_bytes;
+    size_t got = 0;
+    while (got < WAL_META_BYTES) {
+        ssize_t n = pread(fd, out + got, WAL_META_BYTES - got, at + (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? errno : EIO;
+        got += (size_t)n;
+    }
+    uint32_t magic;
+    memcpy(&magic, out + LMDB_META_MAGIC_AT, sizeof magic);
+    if (magic != LMDB_META_MAGIC || load_u64(out + LMDB_META_TXNID_AT) != txnid)
+        return EPROTO;
+    return 0;
+}
+
+/* A checkpoint of the writer's last transaction, records from `lsn` on after it. */
+static void checkpoint_of_last(store *s, uint64_t lsn, wal_checkpoint *ck)
+{
+    memset(ck, 0, sizeof *ck);
+    ck->txnid = s->last_txnid;
+    ck->seq = s->last_seq;
+    ck->lsn = lsn;
+    ck->page_bytes = (uint32_t)s->lmdb_page_bytes;
+    memcpy(ck->meta, s->last_meta, WAL_META_BYTES);
+}
+
+/*
+ * Writer thread: asks the syncer for a checkpoint of the last transaction. The pin is begun
+ * here, where no write transaction runs, so it sees exactly that transaction. A request still
+ * queued is replaced by this newer one.
+ */
+static void checkpoint_ask(store *s)
+{
+    MDB_txn *pin;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &pin) != 0)
+        return; /* no reader slot now: the next commit asks again */
+    if (mdb_txn_id(pin) != s->last_txnid) {
+        mdb_txn_abort(pin);
+        return;
+    }
+    MDB_txn *replaced = NULL;
+    pthread_mutex_lock(&s->ck_lock);
+    if (s->ck_queued)
+        replaced = s->ck_next_pin;
+    checkpoint_of_last(s, s->wal_lsn, &s->ck_next);
+    s->ck_next_pin = pin;
+    s->ck_queued = true;
+    s->ck_asked_lsn = s->wal_lsn;
+    pthread_cond_signal(&s->ck_wake);
+    pthread_mutex_unlock(&s->ck_lock);
+    if (replaced != NULL)
+        mdb_txn_abort(replaced);
+}
+
+/*
+ * The syncer: for each checkpoint asked for, syncs LMDB's data file (every page of the
+ * checkpoint's transaction is then on disk), writes the checkpoint, and only then lets go of
+ * the previous pin. A failure stops it for good: the writer finds ck_error and the store turns
+ * broken, so the daemon restarts and recovers from the last checkpoint that did reach the disk.
+ */
+static void *syncer_main(void *arg)
+{
+    store *s = arg;
+    pthread_mutex_lock(&s->ck_lock);
+    for (;;) {
+        while (!s->ck_queued && !s->ck_stop)
+            pthread_cond_wait(&s->ck_wake, &s->ck_lock);
+        if (!s->ck_queued)
+            break;
+        wal_checkpoint ck = s->ck_next;
+        MDB_txn *pin = s->ck_next_pin;
+        s->ck_queued = false;
+        pthread_mutex_unlock(&s->ck_lock);
+
+        int err = fault_at(s, STORE_FAULT_LMDB_SYNC);
+        if (err == 0)
+            err = mdb_env_sync(s->env, 1);
+        if (err == 0)
+            err = wal_checkpoint_write(s->wal, &ck);
+
+        pthread_mutex_lock(&s->ck_lock);
+        MDB_txn *old = err == 0 ? s->ck_pin : pin;
+        if (err == 0) {
+            s->ck_pin = pin;
+            s->ck_lsn = ck.lsn;
+            s->wal_checkpoints++;
+        } else {
+            s->ck_error = err;
+            s->ck_stop = true;
+        }
+        pthread_cond_broadcast(&s->ck_done);
+        pthread_mutex_unlock(&s->ck_lock);
+        if (old != NULL)
+            mdb_txn_abort(old);
+        pthread_mutex_lock(&s->ck_lock);
+        if (err != 0)
+            break;
+    }
+    pthread_mutex_unlock(&s->ck_lock);
+    return NULL;
+}
+
+/* Where a record of `bytes` goes from `lsn`: moved to the next lap when it does not fit. */
+static uint64_t wal_place(const store *s, uint64_t lsn, size_t bytes)
+{
+    uint64_t area = wal_area_bytes(s->wal);
+    uint64_t at = lsn % area;
+    return at + bytes > area ? lsn + (area - at) : lsn;
+}
+
+/*
+ * Writer thread: waits until a record of `bytes` fits without overwriting a record LMDB may
+ * still lack on disk, asking for a checkpoint of everything so far when none covers it. 0, or
+ * an errno when the syncer has failed.
+ */
+static int wal_make_room(store *s, size_t bytes)
+{
+    uint64_t area = wal_area_bytes(s->wal);
+    bool waited = false;
+    pthread_mutex_lock(&s->ck_lock);
+    for (;;) {
+        if (s->ck_error != 0) {
+            int err = s->ck_error;
+            pthread_mutex_unlock(&s->ck_lock);
+            return err;
+        }
+        /* With every record behind a checkpoint, any record fits, wherever it goes. */
+        if (s->ck_lsn == s->wal_lsn || wal_place(s, s->wal_lsn, bytes) + bytes <= s->ck_lsn + area)
+            break;
+        if (!waited) {
+            s->wal_waits++;
+            waited = true;
+        }
+        if (s->ck_asked_lsn < s->wal_lsn) {
+            pthread_mutex_unlock(&s->ck_lock);
+            checkpoint_ask(s);
+            pthread_mutex_lock(&s->ck_lock);
+            if (s->ck_asked_lsn < s->wal_lsn) {
+                /* No pin could be had: nothing will free the space. */
+                pthread_mutex_unlock(&s->ck_lock);
+                return EAGAIN;
+            }
+            continue;
+        }
+        pthread_cond_wait(&s->ck_done, &s->ck_lock);
+    }
+    pthread_mutex_unlock(&s->ck_lock);
+    return 0;
+}
+
+/* After a commit: keeps its meta page, and asks for a checkpoint once enough is unsynced. */
+static int after_commit(store *s, uint64_t txnid, uint64_t head)
+{
+    int err = meta_read(s, txnid, s->last_meta);
+    if (err != 0)
+        return err;
+    s->last_txnid = txnid;
+    s->last_seq = head;
+    uint64_t share = wal_area_bytes(s->wal) / STORE_WAL_CHECKPOINT_SHARE;
+    pthread_mutex_lock(&s->ck_lock);
+    s->wal_lsn_shown = s->wal_lsn;
+    bool ask = s->wal_lsn - s->ck_asked_lsn >= share && s->wal_lsn - s->ck_lsn >= share;
+    pthread_mutex_unlock(&s->ck_lock);
+    if (ask)
+        checkpoint_ask(s);
+    return 0;
+}
+
+/*
+ * Appends through the write-ahead file: the record, its one sync, then LMDB without a sync.
+ * Returns as append_tries does; *unknown is set when the outcome is unknown.
+ */
+static int append_logged(store *s, const store_item *items, size_t n)
+{
+    size_t bytes = wal_record_bytes(items, n);
+    if (bytes > wal_area_bytes(s->wal))
+        return BUDGET_EUNAVAILABLE; /* larger than the file: never with the default size */
+    int err = wal_make_room(s, bytes);
+    if (err == EAGAIN)
+        return BUDGET_EUNAVAILABLE;
+    if (err != 0) {
+        s->broken = true;
+        return BUDGET_EINTERNAL;
+    }
+
+    uint64_t lsn = s->wal_lsn, next = 0;
+    bool written = false;
+    err = fault_at(s, STORE_FAULT_WAL_WRITE);
+    if (err == 0)
+        err = wal_append(s->wal, items, n, &lsn, &next, &written);
+    if (err != 0)
+        return BUDGET_EUNAVAILABLE; /* not synced, and the next record goes over it */
+    err = wal_sync(s->wal);
+    if (err == 0)
+        err = fault_at(s, STORE_FAULT_SYNC);
+    if (err != 0) {
+        s->broken = true; /* the record may or may not be on disk */
+        return BUDGET_EINTERNAL;
+    }
+    s->wal_lsn = next;
+
+    uint64_t txnid = 0;
+    int rc = append_tries(s, items, n, &txnid);
+    if (rc == 0 && after_commit(s, txnid, items[n - 1].seq) != 0) {
+        s->broken = true; /* committed, but no checkpoint can be made of it */
+        return BUDGET_EINTERNAL;
+    }
+    if (rc != 0 && !s->broken) {
+        /* Not written to LMDB: the record must not come back at the next open either. */
+        if (wal_retract(s->wal, lsn) != 0) {
+            s->broken = true;
+            return BUDGET_EINTERNAL;
+        }
+        s->wal_lsn = lsn;
+    }
+    return rc;
+}
+
 int store_append(store *s, const store_item *items, size_t n, bool *sync_failed)
 {
     *sync_failed = false;
-    if (s->broken) {
-        *sync_failed = true;
-        return BUDGET_EINTERNAL;
+    if (s->broken || s->read_only) {
+        *sync_failed = s->broken;
+        return s->broken ? BUDGET_EINTERNAL : BUDGET_EUNAVAILABLE;
     }
     pthread_mutex_lock(&s->lock);
     uint64_t head = s->head_seq;
@@ -632,12 +959,7 @@ int store_append(store *s, const store_item *items, size_t n, bool *sync_failed)
     if (rc != 0 || n == 0)
         return rc;
 
-    rc = append_tries(s, items, n);
-    if (rc == 0 && fault_at(s, STORE_FAULT_SYNC) != 0) {
-        /* Committed, but its sync is said to have failed: the head is left for the disk. */
-        s->broken = true;
-        rc = BUDGET_EINTERNAL;
-    }
+    rc = append_logged(s, items, n);
     if (rc != 0) {
         *sync_failed = s->broken;
         return rc;
@@ -653,6 +975,197 @@ int store_append(store *s, const store_item *items, size_t n, bool *sync_failed)
     memcpy(s->head_hash, last->bytes + last->size - BUDGET_HASH_BYTES, BUDGET_HASH_BYTES);
     pthread_mutex_unlock(&s->lock);
     return 0;
+}
+
+/* ---- opening and closing with the write-ahead file ---- */
+
+/* True when a running budgetd holds DIR (its lock file is locked). */
+static bool daemon_holds(const char *dir)
+{
+    char path[PATH_MAX];
+    struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+    if (snprintf(path, sizeof path, "%s/%s", dir, STORE_DAEMON_LOCK_FILE) >= (int)sizeof path)
+        return false;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return false;
+    bool held = fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+    close(fd);
+    return held;
+}
+
+/*
+ * After an unclean stop: writes the checkpoint's meta page over both of LMDB's meta pages,
+ * which puts LMDB back at the checkpoint's transaction (whose pages the pin kept from reuse
+ * and the sync put on disk), and syncs. The data file must be the one the checkpoint was made
+ * of: its meta pages must be LMDB's and one of them at least as new as the checkpoint, else a
+ * data file put in place since (a restored backup) would be overwritten.
+ */
+static int restore_meta(const char *dir, const wal_checkpoint *ck, char *why, size_t why_size)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/data.mdb", dir) >= (int)sizeof path)
+        return open_refused(why, why_size, dir, "the path is too long");
+    if (ck->page_bytes < WAL_META_BYTES || ck->page_bytes > (1u << 16) ||
+        load_u64(ck->meta + LMDB_META_TXNID_AT) != ck->txnid)
+        return open_refused(why, why_size, dir, "the write-ahead file's checkpoint is damaged");
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return open_failed(why, why_size, dir,
+                           "the write-ahead file holds events but data.mdb cannot be opened",
+                           errno);
+    uint8_t page[2][WAL_META_BYTES];
+    uint64_t newest = 0;
+    bool lmdb = true;
+    for (int i = 0; i < 2; i++) {
+        uint32_t magic = 0;
+        if (pread(fd, page[i], WAL_META_BYTES, (off_t)i * ck->page_bytes) != WAL_META_BYTES) {
+            lmdb = false;
+            break;
+        }
+        memcpy(&magic, page[i] + LMDB_META_MAGIC_AT, sizeof magic);
+        uint64_t txnid = load_u64(page[i] + LMDB_META_TXNID_AT);
+        if (magic == LMDB_META_MAGIC && txnid > newest)
+            newest = txnid;
+    }
+    if (!lmdb || newest < ck->txnid) {
+        close(fd);
+        return open_refused(why, why_size, dir,
+                            "budgetd did not stop cleanly, and data.mdb is older than the "
+                            "write-ahead file (wal) says: was it replaced? Nothing was changed");
+    }
+    int err = 0;
+    for (uint64_t i = 0; i < 2 && err == 0; i++) {
+        uint8_t meta[WAL_META_BYTES];
+        memcpy(meta, ck->meta, WAL_META_BYTES);
+        memcpy(meta + LMDB_PAGE_PGNO_AT, &i, sizeof i); /* each meta page names itself */
+        if (pwrite(fd, meta, WAL_META_BYTES, (off_t)(i * ck->page_bytes)) != WAL_META_BYTES)
+            err = errno != 0 ? errno : EIO;
+    }
+    if (err == 0 && fdatasync(fd) != 0)
+        err = errno;
+    close(fd);
+    if (err != 0)
+        return open_failed(why, why_size, dir, "cannot put LMDB back at the last checkpoint", err);
+    return 0;
+}
+
+static int wal_before_env(store *s, const char *dir, uint64_t area, wal_checkpoint *ck, bool *found,
+                          char *why, size_t why_size)
+{
+    int rc = wal_open(&s->wal, dir, area, s->read_only, found, ck, why, why_size);
+    if (rc != 0)
+        return rc;
+    if (s->read_only) {
+        bool unclean = *found && !ck->clean;
+        wal_close(s->wal);
+        s->wal = NULL;
+        if (unclean && !daemon_holds(dir))
+            return open_refused(why, why_size, dir,
+                                "budgetd did not stop cleanly: its write-ahead file (wal) may "
+                                "hold events data.mdb lacks; start budgetd on the folder once "
+                                "to bring them in");
+        return 0;
+    }
+    if (*found && !ck->clean)
+        return restore_meta(dir, ck, why, why_size);
+    return 0;
+}
+
+/* Replay of one record at open: the same checks and commit as an append, without the file. */
+static int replay_record(void *ctx, const store_item *items, size_t n)
+{
+    store *s = ctx;
+    uint64_t txnid;
+    if (check_batch(items, n, s->head_seq) != 0)
+        return BUDGET_EINTERNAL;
+    int rc = append_tries(s, items, n, &txnid);
+    if (rc != 0)
+        return rc;
+    const store_item *last = &items[n - 1];
+    s->head_seq = last->seq;
+    memcpy(s->head_hash, last->bytes + last->size - BUDGET_HASH_BYTES, BUDGET_HASH_BYTES);
+    s->wal_records_replayed++;
+    return 0;
+}
+
+/*
+ * After LMDB is open: brings in the records after an unclean stop's checkpoint, syncs LMDB,
+ * writes a fresh checkpoint of where it stands, pins it and starts the syncer.
+ */
+static int wal_after_env(store *s, const char *dir, const wal_checkpoint *ck, bool found, char *why,
+                         size_t why_size)
+{
+    uint64_t lsn = found ? ck->lsn : 0;
+    if (found && !ck->clean) {
+        if (s->head_seq != ck->seq)
+            return open_refused(why, why_size, dir,
+                                "data.mdb at the write-ahead file's checkpoint does not hold "
+                                "the events the checkpoint says");
+        uint64_t head;
+        int rc = wal_replay(s->wal, ck, replay_record, s, &lsn, &head);
+        if (rc != 0 || s->broken)
+            return open_failed(why, why_size, dir,
+                               "cannot bring the write-ahead file's events into data.mdb",
+                               rc == BUDGET_EUNAVAILABLE ? ENOSPC : EIO);
+    }
+
+    MDB_txn *pin;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &pin);
+    if (rc != 0)
+        return open_failed(why, why_size, dir, "cannot begin a read transaction", rc);
+    s->last_txnid = mdb_txn_id(pin);
+    s->last_seq = s->head_seq;
+    rc = meta_read(s, s->last_txnid, s->last_meta);
+    if (rc == EPROTO) {
+        mdb_txn_abort(pin);
+        return open_refused(why, why_size, dir,
+                            "LMDB's meta page is not laid out as budgetd knows it (another "
+                            "LMDB build?); the write-ahead file cannot be used with it");
+    }
+    wal_checkpoint now;
+    checkpoint_of_last(s, lsn, &now);
+    if (rc == 0)
+        rc = mdb_env_sync(s->env, 1);
+    if (rc == 0)
+        rc = wal_checkpoint_write(s->wal, &now);
+    if (rc != 0) {
+        mdb_txn_abort(pin);
+        return open_failed(why, why_size, dir, "cannot write the write-ahead file's checkpoint",
+                           rc);
+    }
+    s->ck_pin = pin;
+    s->wal_lsn = s->ck_lsn = s->ck_asked_lsn = s->wal_lsn_shown = lsn;
+    if (pthread_create(&s->syncer, NULL, syncer_main, s) != 0)
+        return open_failed(why, why_size, dir, "cannot start the syncer", EAGAIN);
+    s->syncer_started = true;
+    return 0;
+}
+
+/* Stops the syncer; when nothing failed, syncs LMDB and marks the file clean. */
+static void wal_finish(store *s)
+{
+    if (s->syncer_started) {
+        pthread_mutex_lock(&s->ck_lock);
+        s->ck_stop = true;
+        pthread_cond_signal(&s->ck_wake);
+        pthread_mutex_unlock(&s->ck_lock);
+        pthread_join(s->syncer, NULL);
+        s->syncer_started = false;
+        if (!s->broken && s->ck_error == 0 && mdb_env_sync(s->env, 1) == 0) {
+            wal_checkpoint ck;
+            checkpoint_of_last(s, s->wal_lsn, &ck);
+            ck.clean = true;
+            wal_checkpoint_write(s->wal, &ck);
+        }
+    }
+    if (s->ck_queued && s->ck_next_pin != NULL)
+        mdb_txn_abort(s->ck_next_pin);
+    s->ck_queued = false;
+    s->ck_next_pin = NULL;
+    if (s->ck_pin != NULL)
+        mdb_txn_abort(s->ck_pin);
+    s->ck_pin = NULL;
 }
 
 /* ---- reading ---- */
@@ -870,8 +1383,17 @@ void store_get_stats(store *s, store_stats *out)
     out->growth_waiting = s->growth_waiting && !s->growing;
     pthread_mutex_unlock(&s->lock);
     unsigned int flags = 0;
-    out->commits_synced = !s->read_only && mdb_env_get_flags(s->env, &flags) == 0 &&
-                          (flags & (MDB_NOSYNC | MDB_NOMETASYNC | MDB_MAPASYNC)) == 0;
+    out->wal = s->wal != NULL;
+    out->commits_synced =
+        !s->read_only &&
+        (s->wal != NULL || (mdb_env_get_flags(s->env, &flags) == 0 &&
+                            (flags & (MDB_NOSYNC | MDB_NOMETASYNC | MDB_MAPASYNC)) == 0));
+    pthread_mutex_lock(&s->ck_lock);
+    out->wal_checkpoints = s->wal_checkpoints;
+    out->wal_waits = s->wal_waits;
+    out->wal_records_replayed = s->wal_records_replayed;
+    out->wal_bytes_live = s->wal != NULL ? s->wal_lsn_shown - s->ck_lsn : 0;
+    pthread_mutex_unlock(&s->ck_lock);
 }
 
 void store_reader_release(store_reader *r, const void *lo, const void *hi)

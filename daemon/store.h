@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "budget/protocol.h"
+#include "wal.h"
 
 /* The file in the data folder that a running budgetd holds locked (a POSIX write lock over
  * the whole file) for its whole life; it holds that daemon's pid as text. Only budgetd
@@ -35,12 +36,20 @@ typedef struct {
 typedef enum {
     STORE_FAULT_PUT = 1, /* an mdb_put inside the batch */
     STORE_FAULT_COMMIT,  /* mdb_txn_commit, failing before anything is written */
-    STORE_FAULT_SYNC,    /* the commit wrote its pages but the sync failed: outcome unknown */
+    /* The batch's record was written to the write-ahead file but its sync failed: the outcome
+     * is unknown. (Without the file, read-only stores aside: LMDB's own sync.) */
+    STORE_FAULT_SYNC,
     /* The commit wrote its data pages but writing its meta page failed: LMDB marks the
      * environment fatal (every later transaction fails with MDB_PANIC) and whether the batch
      * is on disk is unknown. The fault strikes after a commit that did write everything, the
      * case in which answering "nothing was written" would be false. */
     STORE_FAULT_META,
+    /* Writing a batch's record into the write-ahead file fails: nothing is synced, the batch
+     * is not written. */
+    STORE_FAULT_WAL_WRITE,
+    /* The background sync of LMDB's data file (before a checkpoint) fails: the store turns
+     * broken, and the next append reports an unknown outcome. Strikes on the syncer thread. */
+    STORE_FAULT_LMDB_SYNC,
 } store_fault_point;
 
 /* Returns 0 to go on, or a positive errno / MDB_MAP_FULL to fail the operation with. */
@@ -54,30 +63,40 @@ typedef struct {
     /* Open an existing store for reading only (an audit of a backup): DIR is not created,
      * nothing is written, store_append fails. */
     bool read_only;
+    /* Bytes of records the write-ahead file DATA/wal holds when it is created; 0:
+     * STORE_WAL_AREA_BYTES_DEFAULT. An existing file keeps its size. */
+    uint64_t wal_area_bytes;
 } store_options;
+
+/* Enough for the largest batch (BUDGET_BATCH_EVENTS_MAX events of EVENT_BYTES_MAX bytes and
+ * their ids; commit.c checks it), so that every batch fits once LMDB has caught up. */
+#define STORE_WAL_AREA_BYTES_DEFAULT ((uint64_t)80 << 20)
 
 /*
  * Opens (creating DIR and the environment when missing) the store at `dir`. Returns 0, or
  * BUDGET_EUNAVAILABLE with `why` set (permissions, not an LMDB environment, another format).
+ *
+ * A writable store keeps the write-ahead file DATA/wal (daemon/wal.h): each batch is synced
+ * there once, LMDB takes it without a sync and is synced in the background. Opening after an
+ * unclean stop puts LMDB back to the last transaction known to be on disk and brings in the
+ * file's records after it, so that every batch store_append returned 0 for is there. A
+ * read-only open of a folder left so while no budgetd holds it is refused (LMDB's file may
+ * lack what the write-ahead file holds); starting budgetd on it once recovers it.
  */
 int store_open(store **out, const char *dir, const store_options *opt, char *why, size_t why_size);
-/* Closes the environment. No reader may be active. */
+/* Closes the environment: LMDB is synced and the write-ahead file marked clean, unless the
+ * store is broken. No reader may be active. */
 void store_close(store *s);
 
 /* The last seq (0 when empty) and its hash (zeros when empty). */
 int store_head(store *s, uint64_t *seq, uint8_t hash[BUDGET_HASH_BYTES]);
 
-/* One event to append. `id` is the id the event creates (indexed). */
-typedef struct {
-    uint64_t seq;
-    const uint8_t *bytes;
-    size_t size;
-    const char *id;
-    size_t id_len;
-} store_item;
+/* One event to append: its seq, its encoded bytes, and the id it creates (indexed). */
+typedef wal_item store_item;
 
 /*
- * Appends `n` events in one write transaction and syncs it. The seqs must follow the head
+ * Appends `n` events in one write transaction, durable before it returns (one sync of the
+ * write-ahead file). The seqs must follow the head
  * without a gap and the ids must be new (else BUDGET_EINTERNAL, nothing written). On
  * MDB_MAP_FULL the map is doubled (waiting for active readers to end) and the batch retried.
  * Returns 0 when every event is durable; BUDGET_EUNAVAILABLE when the batch was not written
@@ -116,10 +135,16 @@ typedef struct {
     uint64_t map_growths;    /* times the map was grown since open */
     uint64_t events;
     bool growth_waiting; /* a growth waits for live readers; new readers wait for it */
-    /* Every commit is synced before store_append returns: the environment has none of
-     * LMDB's MDB_NOSYNC, MDB_NOMETASYNC, MDB_MAPASYNC. Always true for a writable store; a
-     * test holds it so, since an acknowledged event must survive a power failure. */
+    /* Every commit is synced before store_append returns: through the write-ahead file, or
+     * by LMDB itself (none of MDB_NOSYNC, MDB_NOMETASYNC, MDB_MAPASYNC). Always true for a
+     * writable store; a test holds it so, since an acknowledged event must survive a power
+     * failure. */
     bool commits_synced;
+    bool wal;                      /* the write-ahead file is in use */
+    uint64_t wal_checkpoints;      /* LMDB synced behind it and a checkpoint written, since open */
+    uint64_t wal_bytes_live;       /* records not yet behind a checkpoint */
+    uint64_t wal_waits;            /* appends that waited for a checkpoint to free space */
+    uint64_t wal_records_replayed; /* brought into LMDB at open */
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
 

@@ -293,6 +293,10 @@ Test(audit, history_follows_an_entity_and_all_that_refers_to_it)
 
 #define TAMPER_EVENTS 30
 #define MARKER "tamper-marker-%02u-"
+/* Copies of one event a data file may hold: LMDB writes a page anew at each commit that
+ * changes it, and the old copies stay until their space is reused, which budgetd holds back
+ * until LMDB's file is synced behind the write-ahead file (daemon/store.c). */
+#define TAMPER_COPIES_MAX 256
 
 /* Where grant `seq`'s bytes (event U + seq) are in a data file: every place its marker is (a file
  * that is not compacted may hold old copies of a page too). Returns how many. */
@@ -372,8 +376,8 @@ Test(audit, a_change_of_any_stored_byte_is_found_at_its_event)
     unsigned flips = 0;
     for (size_t e = 0; e < sizeof(sample_events) / sizeof(sample_events[0]); e++) {
         unsigned seq = sample_events[e];
-        size_t starts[8], ends[8];
-        size_t found = find_event(file, len, seq, starts, ends, 8);
+        size_t starts[TAMPER_COPIES_MAX], ends[TAMPER_COPIES_MAX];
+        size_t found = find_event(file, len, seq, starts, ends, TAMPER_COPIES_MAX);
         e2e_assert(found >= 1, "event %u is in the file", seq);
         size_t size = ends[0] - starts[0];
         /* Only whole copies: a stale fragment on a free page is not the event. */
@@ -402,8 +406,8 @@ Test(audit, a_change_of_any_stored_byte_is_found_at_its_event)
 
     /* A daemon on a copy whose event 17 has one letter of its title changed: the links
      * between events still follow, but its hash does not, so it does not start. */
-    size_t starts[8], ends[8];
-    size_t copies = find_event(file, len, 17, starts, ends, 8);
+    size_t starts[TAMPER_COPIES_MAX], ends[TAMPER_COPIES_MAX];
+    size_t copies = find_event(file, len, 17, starts, ends, TAMPER_COPIES_MAX);
     char marker[32];
     size_t mlen = (size_t)snprintf(marker, sizeof(marker), MARKER, 17u);
     for (size_t i = 0; i < copies; i++) {
@@ -426,7 +430,7 @@ Test(audit, a_change_of_any_stored_byte_is_found_at_its_event)
     }
 
     /* One whose event 9's prev is changed: start-up replay refuses it, naming event 9. */
-    copies = find_event(file, len, 9, starts, ends, 8);
+    copies = find_event(file, len, 9, starts, ends, TAMPER_COPIES_MAX);
     for (size_t i = 0; i < copies; i++)
         file[ends[i] - 39 - 10] ^= 0x01;
     e2e_assert(au_write_file(data_file, file, len, 0640) == 0, "write the copy");
@@ -516,9 +520,9 @@ Test(audit, a_log_changed_in_place_does_not_start)
         for (int kind = 0; kind < 2; kind++) {
             unsigned seq = changed[k];
             const char *what = kind == 0 ? "amount" : "prev";
-            size_t starts[8], ends[8];
+            size_t starts[TAMPER_COPIES_MAX], ends[TAMPER_COPIES_MAX];
             memcpy(file, honest, len);
-            size_t copies = find_event(file, len, seq, starts, ends, 8);
+            size_t copies = find_event(file, len, seq, starts, ends, TAMPER_COPIES_MAX);
             e2e_assert(copies >= 1, "event %u is in the file", seq);
             for (size_t i = 0; i < copies; i++) {
                 if (kind == 0) {

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -1259,5 +1260,315 @@ Test(store, after_a_failed_sync_no_write_is_tried)
         cr_assert(sync_failed);
     }
     cr_assert_eq(plan.calls, 0, "%u puts were tried after the failed sync", plan.calls);
+    store_close(s);
+}
+
+/* ---- the write-ahead file: unclean stops, torn records, rollback, its faults ---- */
+
+/* A child that ends without closing its store: a crash, as far as the store can tell (what it
+ * wrote is in the page cache, but nothing was marked clean). 0 when every step went as asked. */
+typedef struct {
+    store_options opt;
+    uint64_t first;   /* the first seq appended (0: 1) */
+    uint64_t batches; /* appended from `first`, `per` events each */
+    size_t per;
+    size_t size;
+    uint64_t fail_batch; /* this batch (from 1) must fail with BUDGET_EUNAVAILABLE; 0: none */
+} crash_plan;
+
+static int crash_child(const crash_plan *p)
+{
+    store *s = NULL;
+    char why[256];
+    if (store_open(&s, store_dir, &p->opt, why, sizeof why) != 0)
+        return 2;
+    uint64_t seq = p->first != 0 ? p->first : 1;
+    for (uint64_t b = 1; b <= p->batches; b++) {
+        batch x;
+        bool sync_failed = false;
+        batch_make(&x, seq, p->per, p->size);
+        int rc = store_append(s, x.items, x.n, &sync_failed);
+        batch_free(&x);
+        if (b == p->fail_batch) {
+            if (rc != BUDGET_EUNAVAILABLE || sync_failed)
+                return 3;
+            if (p->opt.fault_ctx != NULL)
+                ((fault_plan *)p->opt.fault_ctx)->fail_at = 0;
+            continue; /* the same seqs go again in the next batch */
+        }
+        if (rc != 0 || sync_failed)
+            return 4;
+        seq += p->per;
+    }
+    return 0; /* the store is left open */
+}
+
+static void crash_after(const crash_plan *p)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0)
+        _exit(crash_child(p));
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writing child failed: %d",
+              WEXITSTATUS(status));
+}
+
+static uint64_t le64_at(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* The newest checkpoint in the store's write-ahead file: its LMDB txnid, lsn and area. */
+typedef struct {
+    uint64_t txnid, lsn, area;
+} wal_head;
+
+static wal_head read_wal_head(void)
+{
+    char path[192];
+    uint8_t slot[2][64];
+    snprintf(path, sizeof path, "%s/wal", store_dir);
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(fseek(f, i * 4096L, SEEK_SET), 0);
+        cr_assert_eq(fread(slot[i], 1, sizeof slot[i], f), sizeof slot[i]);
+    }
+    fclose(f);
+    int newest = le64_at(slot[1] + 8) > le64_at(slot[0] + 8) ? 1 : 0;
+    return (wal_head){le64_at(slot[newest] + 16), le64_at(slot[newest] + 32),
+                      le64_at(slot[newest] + 40)};
+}
+
+/* Overwrites `size` bytes of `file` in the store's folder at `at`. */
+static void patch_file(const char *file, long at, const void *bytes, size_t size)
+{
+    char path[192];
+    snprintf(path, sizeof path, "%s/%s", store_dir, file);
+    FILE *f = fopen(path, "r+b");
+    cr_assert_not_null(f);
+    cr_assert_eq(fseek(f, at, SEEK_SET), 0);
+    cr_assert_eq(fwrite(bytes, 1, size, f), size);
+    cr_assert_eq(fclose(f), 0);
+}
+
+Test(store, an_unclean_stop_keeps_every_append)
+{
+    crash_plan p = {.batches = 40, .per = 3};
+    crash_after(&p);
+    store *s = open_store(NULL);
+    store_stats st;
+    store_get_stats(s, &st);
+    cr_assert(st.wal && st.commits_synced);
+    cr_assert_eq(st.wal_records_replayed, 40, "replayed %llu records",
+                 (unsigned long long)st.wal_records_replayed);
+    assert_head(s, 120);
+    assert_log(s, 120, 0);
+    append_ok(s, 121, 2, 0);
+    store_close(s);
+
+    /* A clean close leaves nothing to bring in. */
+    s = open_store(NULL);
+    store_get_stats(s, &st);
+    cr_assert_eq(st.wal_records_replayed, 0);
+    assert_log(s, 122, 0);
+    store_close(s);
+}
+
+/*
+ * After a power loss LMDB's newest meta pages may point at pages that never reached the disk.
+ * Here both meta pages newer than the checkpoint point at a root page that does not exist:
+ * the store must not trust them, but go back to the checkpoint and bring in the records.
+ */
+Test(store, recovery_does_not_trust_lmdbs_newer_meta_pages)
+{
+    crash_plan p = {.batches = 6, .per = 2};
+    crash_after(&p);
+    wal_head w = read_wal_head();
+    long page = sysconf(_SC_PAGESIZE);
+    for (long slot = 0; slot < 2; slot++) {
+        uint8_t meta[160];
+        char path[192];
+        snprintf(path, sizeof path, "%s/data.mdb", store_dir);
+        FILE *f = fopen(path, "rb");
+        cr_assert_not_null(f);
+        cr_assert_eq(fseek(f, slot * page, SEEK_SET), 0);
+        cr_assert_eq(fread(meta, 1, sizeof meta, f), sizeof meta);
+        fclose(f);
+        uint64_t txnid;
+        memcpy(&txnid, meta + 144, sizeof txnid);
+        cr_assert_gt(txnid, w.txnid, "LMDB's meta page %ld is not newer than the checkpoint", slot);
+        uint64_t bogus_root = 0x7fffff; /* the main database's root: a page past the file */
+        patch_file("data.mdb", slot * page + 128, &bogus_root, sizeof bogus_root);
+    }
+    store *s = open_store(NULL);
+    assert_head(s, 12);
+    assert_log(s, 12, 0);
+    store_close(s);
+}
+
+/* A record cut short or changed is where the log ends: the records before it are kept. */
+Test(store, a_torn_record_ends_the_log_there)
+{
+    crash_plan p = {.batches = 3, .per = 4, .size = 700};
+    crash_after(&p);
+    wal_head w = read_wal_head();
+    /* Each record: 32 bytes, then per event 8 + id + bytes, rounded to 8. */
+    long at = 8192 + (long)(w.lsn % w.area);
+    uint8_t len_bytes[4];
+    char path[192];
+    snprintf(path, sizeof path, "%s/wal", store_dir);
+    for (int r = 0; r < 2; r++) {
+        FILE *f = fopen(path, "rb");
+        cr_assert_not_null(f);
+        cr_assert_eq(fseek(f, at + 4, SEEK_SET), 0);
+        cr_assert_eq(fread(len_bytes, 1, 4, f), 4);
+        fclose(f);
+        at += (long)(len_bytes[0] | len_bytes[1] << 8 | len_bytes[2] << 16);
+    }
+    /* The third record's second half never reached the disk. */
+    uint8_t zeros[1500] = {0};
+    patch_file("wal", at + 1500, zeros, sizeof zeros);
+    store *s = open_store(NULL);
+    assert_head(s, 8);
+    assert_log(s, 8, 700);
+    assert_absent(s, 9, 4);
+    append_ok(s, 9, 1, 700);
+    store_close(s);
+}
+
+/* A small file is written round and round; LMDB is synced behind it, and nothing is lost. */
+Test(store, the_file_wraps_around_and_keeps_everything)
+{
+    store_options opt = {.wal_area_bytes = 64 * KIB};
+    store *s = open_store(&opt);
+    uint64_t seq = 1;
+    for (int b = 0; b < 200; b++, seq += 5)
+        append_ok(s, seq, 5, 900);
+    store_stats st;
+    store_get_stats(s, &st);
+    cr_assert_gt(st.wal_checkpoints, 10, "%llu checkpoints",
+                 (unsigned long long)st.wal_checkpoints);
+    cr_assert_lt(st.wal_bytes_live, 64 * KIB);
+    store_close(s);
+
+    crash_plan p = {.opt = opt, .batches = 300, .per = 2, .size = 1200};
+    /* The crash child starts from an empty log: begin again in a new folder. */
+    teardown();
+    setup();
+    crash_after(&p);
+    s = open_store(&opt);
+    assert_head(s, 600);
+    assert_log(s, 600, 1200);
+    store_close(s);
+}
+
+/* A batch LMDB refuses after its record was synced is spoiled in the file: it never comes back. */
+Test(store, a_batch_lmdb_refused_does_not_come_back)
+{
+    fault_plan plan = {0};
+    arm(&plan, STORE_FAULT_COMMIT, ENOSPC, 3, false);
+    crash_plan p = {
+        .opt = {.fault = fault_fn, .fault_ctx = &plan}, .batches = 5, .per = 3, .fail_batch = 3};
+    crash_after(&p);
+    store *s = open_store(NULL);
+    assert_head(s, 12); /* four batches of three; the refused one went again */
+    assert_log(s, 12, 0);
+    store_close(s);
+}
+
+/* A record that cannot be written fails its batch alone; the store goes on. */
+Test(store, a_failed_record_write_fails_only_its_batch)
+{
+    fault_plan plan = {0};
+    store_options opt = {.fault = fault_fn, .fault_ctx = &plan};
+    store *s = open_store(&opt);
+    append_ok(s, 1, 3, 0);
+    arm(&plan, STORE_FAULT_WAL_WRITE, EIO, 1, false);
+    bool sync_failed = true;
+    cr_assert_eq(append(s, 4, 2, 0, &sync_failed), BUDGET_EUNAVAILABLE);
+    cr_assert(!sync_failed);
+    append_ok(s, 4, 2, 0);
+    assert_log(s, 5, 0);
+    store_close(s);
+}
+
+/* LMDB's background sync fails: the store stops taking writes; what was acknowledged stays. */
+Test(store, a_failed_lmdb_sync_stops_the_store_and_loses_nothing)
+{
+    fault_plan plan = {0};
+    store_options opt = {.wal_area_bytes = 64 * KIB, .fault = fault_fn, .fault_ctx = &plan};
+    arm(&plan, STORE_FAULT_LMDB_SYNC, EIO, 1, false);
+    store *s = open_store(&opt);
+    uint64_t acked = 0;
+    bool sync_failed = false;
+    for (int b = 0; b < 400 && !sync_failed; b++) {
+        int rc = append(s, acked + 1, 4, 800, &sync_failed);
+        if (rc == 0)
+            acked += 4;
+        else
+            cr_assert(sync_failed && rc == BUDGET_EINTERNAL, "rc %d", rc);
+    }
+    cr_assert(sync_failed, "the store went on after its background sync failed");
+    cr_assert_eq(plan.failures, 1);
+    store_close(s);
+
+    plan.fail_at = 0;
+    s = open_store(&opt);
+    assert_head(s, acked);
+    assert_log(s, acked, 800);
+    store_close(s);
+}
+
+/* Offline readers refuse a folder budgetd left uncleanly; a writable open recovers it. */
+Test(store, a_read_only_open_refuses_an_unrecovered_folder)
+{
+    crash_plan p = {.batches = 2, .per = 2};
+    crash_after(&p);
+    store_options ro = {.read_only = true};
+    store *s = (store *)&s;
+    char why[256];
+    cr_assert_eq(store_open(&s, store_dir, &ro, why, sizeof why), BUDGET_EUNAVAILABLE);
+    cr_assert_not_null(strstr(why, "did not stop cleanly"), "why: %s", why);
+    s = open_store(NULL);
+    store_close(s);
+    s = open_store(&ro);
+    assert_log(s, 4, 0);
+    store_close(s);
+}
+
+/* A data file put back from an older copy while the write-ahead file says more is refused,
+ * and nothing is changed: with the right data file back, the store opens whole. */
+Test(store, an_older_data_file_under_an_unclean_write_ahead_file_is_refused)
+{
+    store *s = open_store(NULL);
+    append_ok(s, 1, 2, 0);
+    store_close(s);
+    char live[192], old[192], newer[192], cmd[1024];
+    snprintf(live, sizeof live, "%s/data.mdb", store_dir);
+    snprintf(old, sizeof old, "%s/old.mdb", tmp_root);
+    snprintf(newer, sizeof newer, "%s/newer.mdb", tmp_root);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", live, old);
+    cr_assert_eq(system(cmd), 0);
+    s = open_store(NULL);
+    append_ok(s, 3, 2, 0); /* the copy is now older than the store */
+    store_close(s);
+
+    crash_plan p = {.first = 5, .batches = 3, .per = 1};
+    crash_after(&p);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s' && cp '%s' '%s'", live, newer, old, live);
+    cr_assert_eq(system(cmd), 0);
+    assert_open_refused(store_dir, "older than the write-ahead file");
+
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", newer, live);
+    cr_assert_eq(system(cmd), 0);
+    s = open_store(NULL);
+    assert_log(s, 7, 0);
     store_close(s);
 }
