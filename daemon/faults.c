@@ -283,8 +283,34 @@ static int clock_offset_install(server_config *cfg)
     return 0;
 }
 
+/*
+ * $BUDGETD_WAL_BYTES=N: a new write-ahead file holds N bytes of records (4096..2^40) instead
+ * of the default, so that a short test sees LMDB synced behind it, checkpoints and the file
+ * written round again.
+ */
+static int wal_bytes_install(store_options *sopt)
+{
+    const char *env = seam_env("BUDGETD_WAL_BYTES");
+    char *end;
+
+    if (!env)
+        return 0;
+    errno = 0;
+    unsigned long long bytes = strtoull(env, &end, 10);
+    if (errno || *end || bytes < 4096 || bytes > (1ULL << 40))
+        return -1;
+    sopt->wal_area_bytes = bytes;
+    log_warn("BUDGETD_WAL_BYTES=%s: a new write-ahead file holds %llu bytes of records", env,
+             bytes);
+    return 0;
+}
+
 int faults_install(store_options *sopt, server_config *cfg)
 {
+    if (wal_bytes_install(sopt) != 0) {
+        fprintf(stderr, "budgetd: BUDGETD_WAL_BYTES is a number of bytes (4096..2^40)\n");
+        return 2;
+    }
     if (fault_install(sopt) != 0) {
         fprintf(stderr, "budgetd: BUDGETD_FAULT is POINT:N:ERROR[:once|always][,...]\n");
         return 2;

@@ -1,9 +1,9 @@
 /*
  * budgetd's test seams, read from the environment: storage faults ($BUDGETD_FAULT), a slow
  * user database ($BUDGETD_LOOKUP_DELAY), a socket path swapped for a link
- * ($BUDGETD_SOCKET_SWAP), slow worker jobs ($BUDGETD_JOB_DELAY) and a clock set wrong
- * ($BUDGETD_CLOCK_OFFSET_MS). budgetd-faulty links
- * daemon/faults.c, which installs them for the reliability tests; the installed budgetd links
+ * ($BUDGETD_SOCKET_SWAP), slow worker jobs ($BUDGETD_JOB_DELAY), a clock set wrong
+ * ($BUDGETD_CLOCK_OFFSET_MS) and a small write-ahead file ($BUDGETD_WAL_BYTES). budgetd-faulty
+ * links daemon/faults.c, which installs them for the reliability tests; the installed budgetd links
  * daemon/faults_off.c, which installs none and reads no variable.
  */
 #ifndef BUDGET_FAULTS_H

@@ -457,8 +457,8 @@ static int open_databases(store *s, const char *dir, char *why, size_t why_size)
 /* The write-ahead file's part of opening and closing (below, with the appending). */
 static int wal_before_env(store *s, const char *dir, uint64_t area, wal_checkpoint *ck, bool *found,
                           char *why, size_t why_size);
-static int wal_after_env(store *s, const char *dir, const wal_checkpoint *ck, bool found, char *why,
-                         size_t why_size);
+static int wal_after_env(store *s, const char *dir, const wal_checkpoint *ck, bool found,
+                         uint64_t area, char *why, size_t why_size);
 static void wal_finish(store *s);
 
 int store_open(store **out, const char *dir, const store_options *opt, char *why, size_t why_size)
@@ -506,7 +506,7 @@ int store_open(store **out, const char *dir, const store_options *opt, char *why
         rc = open_databases(s, dir, why, why_size);
     }
     if (rc == 0 && !s->read_only)
-        rc = wal_after_env(s, dir, &ck, found, why, why_size);
+        rc = wal_after_env(s, dir, &ck, found, wal_area, why, why_size);
     if (rc != 0) {
         wal_finish(s);
         if (env_open)
@@ -1091,10 +1091,11 @@ static int replay_record(void *ctx, const store_item *items, size_t n)
 
 /*
  * After LMDB is open: brings in the records after an unclean stop's checkpoint, syncs LMDB,
- * writes a fresh checkpoint of where it stands, pins it and starts the syncer.
+ * writes a fresh checkpoint of where it stands (every record is then behind it, so the file
+ * may take the size asked for), pins it and starts the syncer.
  */
-static int wal_after_env(store *s, const char *dir, const wal_checkpoint *ck, bool found, char *why,
-                         size_t why_size)
+static int wal_after_env(store *s, const char *dir, const wal_checkpoint *ck, bool found,
+                         uint64_t area, char *why, size_t why_size)
 {
     uint64_t lsn = found ? ck->lsn : 0;
     if (found && !ck->clean) {
@@ -1129,6 +1130,9 @@ static int wal_after_env(store *s, const char *dir, const wal_checkpoint *ck, bo
         rc = mdb_env_sync(s->env, 1);
     if (rc == 0)
         rc = wal_checkpoint_write(s->wal, &now);
+    if (rc == 0)
+        rc = wal_resize(s->wal, area, &now);
+    lsn = now.lsn;
     if (rc != 0) {
         mdb_txn_abort(pin);
         return open_failed(why, why_size, dir, "cannot write the write-ahead file's checkpoint",

@@ -42,7 +42,7 @@
 #define WAL_RECORD_MAGIC 0x31525742u /* "BWR1" */
 #define WAL_HEADER_CRC_AT (56u + WAL_META_BYTES)
 /* The smallest area a file may have, and the most items one record may hold. */
-#define WAL_AREA_BYTES_MIN (64u * 1024u)
+#define WAL_AREA_BYTES_MIN 4096u
 #define WAL_RECORD_ITEMS_MAX (1u << 20)
 
 struct wal {
@@ -432,6 +432,39 @@ int wal_checkpoint_write(wal *w, wal_checkpoint *ck)
     w->counter = ck->counter;
     w->slot_next = 1 - w->slot_next;
     return 0;
+}
+
+int wal_resize(wal *w, uint64_t area_bytes, wal_checkpoint *ck)
+{
+    area_bytes = round8(area_bytes);
+    if (area_bytes < WAL_AREA_BYTES_MIN)
+        area_bytes = WAL_AREA_BYTES_MIN;
+    uint64_t old = w->area;
+    if (area_bytes == old)
+        return 0;
+    /* The file is never shorter than the valid checkpoint with the larger counter says: it
+     * grows before the new size is written, and shrinks after. */
+    int err = 0;
+    if (area_bytes > old) {
+        err = posix_fallocate(w->fd, 0, (off_t)(WAL_AREA_START + area_bytes));
+        if (err == 0)
+            err = sync_fd(w->fd);
+        if (err != 0)
+            return err;
+    }
+    w->area = area_bytes;
+    ck->lsn = 0;
+    err = wal_checkpoint_write(w, ck);
+    if (err != 0) {
+        w->area = old;
+        return err;
+    }
+    if (area_bytes < old) {
+        err = ftruncate(w->fd, (off_t)(WAL_AREA_START + area_bytes)) == 0 ? 0 : errno;
+        if (err == 0)
+            err = sync_fd(w->fd);
+    }
+    return err;
 }
 
 /* ---- recovery ---- */

@@ -86,6 +86,13 @@ int wal_retract(wal *w, uint64_t lsn);
 int wal_checkpoint_write(wal *w, wal_checkpoint *ck);
 
 /*
+ * Gives the file `area_bytes` of records (at least the smallest size), when it holds another
+ * size: only when `ck`, the checkpoint just written, has every record behind it. `ck` is
+ * written again with the new size and lsn 0. 0 or an errno.
+ */
+int wal_resize(wal *w, uint64_t area_bytes, wal_checkpoint *ck);
+
+/*
  * Reads the records from `ck->lsn` on, expecting seqs from ck->seq + 1 without a gap, and
  * calls `fn` with each whole record's items (valid during the call) until a record is missing,
  * torn or not the next. Returns 0 with *end the lsn after the last record taken and *head the

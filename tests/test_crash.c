@@ -365,14 +365,13 @@ static void crash_during_replay(uint64_t *rng)
     e2e_daemon_kill(&rd.d);
 }
 
-Test(crash, sigkill_under_load_loses_no_acknowledged_write)
+static void crash_loop(const char *what, long cycles)
 {
     static client clients[CLIENTS];
     pthread_t threads[CLIENTS];
     atomic_bool stop;
     history h = {0};
-    uint64_t rng = rel_seed("crash");
-    long cycles = e2e_env_long("RELIABILITY_CRASH_CYCLES", CYCLES_DEFAULT);
+    uint64_t rng = rel_seed(what);
     int64_t t0 = e2e_now_us();
 
     cr_assert_eq(rel_start(&rd), 0, "budgetd did not start");
@@ -418,11 +417,29 @@ Test(crash, sigkill_under_load_loses_no_acknowledged_write)
     for (size_t i = 0; i < h.count; i++)
         acked += h.all[i].state == REQ_ACKED;
     fprintf(stderr,
-            "crash: %ld cycles in %.1f s; %" PRIu64 " acknowledged writes (checked %" PRIu64
+            "%s: %ld cycles in %.1f s; %" PRIu64 " acknowledged writes (checked %" PRIu64
             " times in all), lost 0; %" PRIu64 " unanswered at a kill, %" PRIu64
             " of them already written, %" PRIu64 " made on retry, %" PRIu64
             " refused on retry (shared allocation full)\n",
-            cycles, (double)(e2e_now_us() - t0) / 1e6, acked, h.acked_checked, h.unknown,
+            what, cycles, (double)(e2e_now_us() - t0) / 1e6, acked, h.acked_checked, h.unknown,
             h.unknown_in_log, h.created_on_retry, h.refused_on_retry);
     free(h.all);
+}
+
+Test(crash, sigkill_under_load_loses_no_acknowledged_write)
+{
+    crash_loop("crash", e2e_env_long("RELIABILITY_CRASH_CYCLES", CYCLES_DEFAULT));
+}
+
+/*
+ * The same with a write-ahead file of 8 KiB (budgetd-faulty's BUDGETD_WAL_BYTES): LMDB is
+ * synced behind it and a checkpoint written every few writes, and the file is written round
+ * many times in a cycle, so kills land during checkpoints, waits for room and laps too.
+ */
+Test(crash, sigkill_with_a_small_write_ahead_file_loses_no_acknowledged_write)
+{
+    rd.binary = BUDGETD_FAULTY_PATH;
+    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_WAL_BYTES=8192");
+    long cycles = e2e_env_long("RELIABILITY_CRASH_CYCLES", CYCLES_DEFAULT) / 2;
+    crash_loop("crash-small-wal", cycles < 2 ? 2 : cycles);
 }

@@ -407,6 +407,77 @@ Test(faults, meta_write_failure_acknowledges_nothing_and_exits_1)
     cr_assert_gt(series("meta", "EIO", MODE_ONCE), 0);
 }
 
+/* A batch's record that cannot be written to the write-ahead file fails that batch alone:
+ * nothing of it is synced, and the daemon serves on. */
+Test(faults, write_ahead_record_failure_fails_its_batch_and_the_daemon_serves_on)
+{
+    cr_assert_gt(series("walwrite", "EIO", MODE_ONCE), 0);
+    cr_assert_gt(series("walwrite", "ENOSPC", MODE_ALWAYS), 0);
+}
+
+/*
+ * LMDB's data file is synced behind the write-ahead file by a thread of the store's own; a
+ * small file (BUDGETD_WAL_BYTES) makes that happen every few writes. When that sync fails,
+ * LMDB's file can no longer be trusted past the last checkpoint: the next write gets an
+ * unknown outcome and budgetd exits 1. Every write acknowledged before is still there on the
+ * next start (from the write-ahead file), and the log verifies.
+ */
+Test(faults, a_failed_background_sync_stops_the_daemon_and_loses_nothing)
+{
+    enum { WRITES_MAX = 400 };
+    static char ids[WRITES_MAX][32];
+    int acked = 0, status = 0;
+    bool refused = false;
+
+    rd.binary = BUDGETD_FAULTY_PATH;
+    snprintf(rd.env[0], sizeof(rd.env[0]), "BUDGETD_FAULT=lmdbsync:2:EIO");
+    snprintf(rd.env[1], sizeof(rd.env[1]), "BUDGETD_WAL_BYTES=4096");
+    cr_assert_eq(rel_start(&rd), 0, "budgetd-faulty did not start");
+    budget_client *c = NULL;
+    rel_assert(&rd, budget_client_connect(rd.d.socket, &c) == 0, "connect");
+    for (int i = 0; i < WRITES_MAX && !refused; i++) {
+        e2e_buf args;
+        rel_result r;
+        snprintf(ids[acked], sizeof(ids[acked]), "bg-%d", i);
+        e2e_buf_init(&args);
+        rel_pack_grant(&args, ids[acked], "KS", 1000 + i);
+        rel_write(c, "frame.grant", args.sb.data, args.sb.size, &r);
+        e2e_buf_destroy(&args);
+        if (r.transport == 0 && r.ok)
+            acked++;
+        else
+            refused = true;
+    }
+    budget_client_close(c);
+    rel_assert(&rd, rel_log_contains(&rd, "fault injected: lmdbsync call 2"),
+               "LMDB was never synced behind the write-ahead file");
+    rel_assert(&rd, refused, "budgetd acknowledged %d writes after its background sync failed",
+               acked);
+    rel_assert(&rd, rel_wait_exit(&rd, 10000, &status) == 0,
+               "budgetd did not exit after its background sync failed");
+    rel_assert(&rd, WIFEXITED(status) && WEXITSTATUS(status) == 1,
+               "after a failed background sync budgetd exited with status 0x%x, not 1", status);
+
+    rd.binary = BUDGETD_PATH;
+    rd.env[0][0] = '\0';
+    rel_assert(&rd, rel_restart(&rd) == 0, "budgetd does not start after the failed sync");
+    rel_assert(&rd, budget_client_connect(rd.d.socket, &c) == 0, "connect");
+    rel_verify(&rd, c);
+    rel_event *log;
+    size_t n = rel_read_log(&rd, c, &log);
+    for (int i = 0; i < acked; i++) {
+        bool found = false;
+        for (size_t k = 0; k < n && !found; k++)
+            found = strcmp(log[k].id, ids[i]) == 0;
+        rel_assert(&rd, found, "acknowledged %s is lost", ids[i]);
+    }
+    free(log);
+    budget_client_close(c);
+    fprintf(stderr, "faults: lmdbsync EIO at its 2nd call: %d writes acknowledged, all kept\n",
+            acked);
+    rel_stop_clean(&rd);
+}
+
 /* A real map that fills: started at LMDB's smallest, it grows many times under load. */
 Test(faults, a_tiny_map_grows_under_load)
 {

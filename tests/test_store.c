@@ -1572,3 +1572,20 @@ Test(store, an_older_data_file_under_an_unclean_write_ahead_file_is_refused)
     assert_log(s, 7, 0);
     store_close(s);
 }
+
+/* The file takes the size asked for at the next open, and what it held is kept either way. */
+Test(store, the_file_is_resized_at_open_and_keeps_everything)
+{
+    store *s = open_store(NULL);
+    append_ok(s, 1, 10, 0);
+    store_close(s);
+    crash_plan p = {.opt = {.wal_area_bytes = 16 * KIB}, .first = 11, .batches = 60, .per = 3};
+    crash_after(&p);
+    wal_head w = read_wal_head();
+    cr_assert_eq(w.area, 16 * KIB);
+    s = open_store(NULL); /* the default size again, after an unclean stop */
+    assert_log(s, 190, 0);
+    store_close(s);
+    w = read_wal_head();
+    cr_assert_eq(w.area, STORE_WAL_AREA_BYTES_DEFAULT);
+}
