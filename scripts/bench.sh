@@ -15,8 +15,8 @@
 #   --seconds S  seconds measured per load run (default 3; --quick 2)
 #   --dir DIR   where the data goes (default: $BENCH_DIR, else /tmp); the disk under test
 #   --no-build  use what is already built in build-bench/
-#   --baseline BUDGETD  also run the paged-read mix on this budgetd (an older build), in the
-#               same run, for a before/after ratio
+#   --baseline BUDGETD  also run the appends of each round and the paged-read mix on this
+#               budgetd (an older build), in the same run, for before/after ratios
 #   --pages-only  only the paged-read mix (and its baseline)
 # The paged-read mix seeds a ledger of PAGES_ALLOCATIONS (default 1 000 000; --quick 200 000)
 # allocations through batches, then runs 32 x 4 appenders alone and beside 4 x 4 readers of
@@ -222,7 +222,13 @@ stop_daemon() {
 
 load() {
   local name=$1; shift
-  start_daemon "$name"
+  load_on "$budgetd" "$name" "$@"
+}
+
+# As load, on the budgetd $1.
+load_on() {
+  local daemon=$1 name=$2; shift 2
+  start_daemon "$name" "$daemon"
   run "$loadgen" --socket "$work/$name/budgetd.sock" --seconds "$load_seconds" \
       --warmup "$warmup" --name "$name" --daemon-pid "$daemon_pid" "$@"
   stop_daemon
@@ -243,6 +249,39 @@ pages() {
       --read-spread "$pages_allocations" --compare
   stop_daemon
   rm -rf "${work:?}/$prefix"
+}
+
+# This build beside the baseline budgetd (--baseline), appending in the same rounds: the medians
+# of the rounds' ratios.
+base_table() {
+  awk -v rounds="$rounds" -v base="$baseline" '
+    $1 == "RESULT" { v[$2] = $3 }
+    function num(k) { return (k in v) && v[k] != "" ? v[k] + 0 : -1 }
+    # The median over the rounds of a<size>_r<i><suffix> / base_a<size>_r<i><suffix>.
+    function median_ratio(size, suffix,    n, i, x, y, arr, j, t) {
+      n = 0
+      for (i = 1; i <= rounds; i++) {
+        x = num("a" size "_r" i suffix); y = num("base_a" size "_r" i suffix)
+        if (x > 0 && y > 0) arr[++n] = x / y
+      }
+      if (n == 0) return -1
+      for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
+      return n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
+    }
+    function row(what, size, suffix,    i, out) {
+      out = ""
+      for (i = 1; i <= rounds; i++)
+        out = out sprintf("%s %.1f / %.1f", i > 1 ? ";" : "", num("a" size "_r" i suffix), num("base_a" size "_r" i suffix))
+      printf "%-40s median ratio %.2f  (this / baseline per round:%s)\n", what, median_ratio(size, suffix), out
+    }
+    END {
+      print ""
+      print "this build beside the baseline " base " (the same rounds)"
+      row("one client, depth 1: p50 latency (us)", "1", "_appends_p50_us")
+      row("one client, depth 1: p99 latency (us)", "1", "_appends_p99_us")
+      row("64 clients x depth 4: appends/s", "64", "_appends_per_s")
+      row("64 x 4: budgetd CPU per event (us)", "64", "_cpu_us_per_event")
+    }' "$results"
 }
 
 # budgetd beside the PostgreSQL peer, round by round: each side and its ratio to the raw LMDB
@@ -355,6 +394,10 @@ for round in $(seq "$rounds"); do
       --name "lmdb_r$round" --fdatasync
   load "a64_r$round" --append-clients 64 --depth 4
   load "a1_r$round" --append-clients 1 --depth 1
+  if [ -n "$baseline" ]; then
+    load_on "$baseline" "base_a64_r$round" --append-clients 64 --depth 4
+    load_on "$baseline" "base_a1_r$round" --append-clients 1 --depth 1
+  fi
   if [ "$peer" = 1 ]; then
     peer_load "pg_a64_r$round" --clients 64 --depth 4
     peer_load "pg_a64d1_r$round" --clients 64 --depth 1
@@ -470,4 +513,5 @@ awk -v quick="$quick" -v rounds="$rounds" '
     if (quick) print "(--quick: short runs; figures are noisier)"
   }' "$results"
 if [ "$peer" = 1 ]; then peer_table; fi
+if [ -n "$baseline" ]; then base_table; fi
 pages_table
