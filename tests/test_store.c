@@ -1443,6 +1443,35 @@ Test(store, a_torn_record_ends_the_log_there)
     store_close(s);
 }
 
+/* A record whose structure holds but one of whose events changed on the way (a bit flipped on
+ * the disk) is caught by its checksum: the log ends before it. */
+Test(store, a_record_with_a_changed_byte_ends_the_log_there)
+{
+    crash_plan p = {.batches = 3, .per = 2, .size = 500};
+    crash_after(&p);
+    wal_head w = read_wal_head();
+    uint8_t len_bytes[4], byte;
+    char path[192];
+    long at = 8192 + (long)(w.lsn % w.area);
+    snprintf(path, sizeof path, "%s/wal", store_dir);
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fseek(f, at + 4, SEEK_SET), 0);
+    cr_assert_eq(fread(len_bytes, 1, 4, f), 4);
+    at += (long)(len_bytes[0] | len_bytes[1] << 8 | len_bytes[2] << 16); /* the second record */
+    long inside = at + 32 + 8 + 4 + 100; /* its first event's 100th byte (id "ev-3") */
+    cr_assert_eq(fseek(f, inside, SEEK_SET), 0);
+    cr_assert_eq(fread(&byte, 1, 1, f), 1);
+    fclose(f);
+    byte ^= 0x10;
+    patch_file("wal", inside, &byte, 1);
+    store *s = open_store(NULL);
+    assert_head(s, 2);
+    assert_log(s, 2, 500);
+    assert_absent(s, 3, 4);
+    store_close(s);
+}
+
 /* A small file is written round and round; LMDB is synced behind it, and nothing is lost. */
 Test(store, the_file_wraps_around_and_keeps_everything)
 {
