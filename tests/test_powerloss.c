@@ -17,15 +17,19 @@
  * runs N. RELIABILITY_POWERLOSS_MODE=none|random|torn holds every cycle to one mode.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "powerloss/plimage.h"
+#include "powerloss/pljournal.h"
 #include "rel_util.h"
 
 #define CLIENTS 8
@@ -497,4 +501,205 @@ Test(powerloss, power_loss_under_load_loses_no_acknowledged_write)
             h.created_on_retry, h.refused_on_retry);
     e2e_remove_tree(s.base);
     free(h.all);
+}
+
+/* ---- the shim and the image on their own --------------------------------------------------- */
+
+static char scratch_dir[64];
+
+static void scratch_teardown(void)
+{
+    e2e_remove_tree(scratch_dir);
+}
+
+static void make_scratch(void)
+{
+    snprintf(scratch_dir, sizeof(scratch_dir), "/tmp/budgetd-pl-XXXXXX");
+    cr_assert(mkdtemp(scratch_dir) != NULL, "mkdtemp: %s", strerror(errno));
+}
+
+static void put_file(const char *path, char byte, size_t size)
+{
+    char buf[4096];
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    cr_assert(fd >= 0 && size <= sizeof(buf), "%s: %s", path, strerror(errno));
+    memset(buf, byte, size);
+    cr_assert_eq(write(fd, buf, size), (ssize_t)size);
+    close(fd);
+}
+
+/* The file's bytes (at most `max`), or -1 when it does not exist. */
+static ssize_t get_file(const char *path, char *buf, size_t max)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, max);
+    close(fd);
+    return n;
+}
+
+static bool all_bytes(const char *buf, size_t from, size_t to, char byte)
+{
+    for (size_t i = from; i < to; i++)
+        if (buf[i] != byte)
+            return false;
+    return true;
+}
+
+/* Runs dd with the shim preloaded, recording into JOURNAL for the folder DATA. */
+static void dd(const char *data, const char *journal, const char *const *args)
+{
+    char preload[300], dir[200], jr[200];
+    const char *argv[12] = {"/bin/dd", "status=none"};
+    int argc = 2;
+    for (int i = 0; args[i] && argc < 11; i++)
+        argv[argc++] = args[i];
+    argv[argc] = NULL;
+    snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", PLSHIM_PATH);
+    snprintf(dir, sizeof(dir), "BUDGET_PL_DIR=%s", data);
+    snprintf(jr, sizeof(jr), "BUDGET_PL_JOURNAL=%s", journal);
+    const char *set[] = {preload, dir, jr, NULL};
+    e2e_child child = {.argv = argv, .out_fd = 2, .err_fd = 2, .set = set};
+    pid_t pid = e2e_spawn(&child);
+    int status = 0;
+    cr_assert(pid > 0, "cannot run dd");
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "dd %s failed", args[0]);
+}
+
+Test(powerloss, the_shim_journals_writes_and_syncs_and_the_image_keeps_what_was_synced,
+     .fini = scratch_teardown)
+{
+    char data[128], base[128], journal[128], src[128], image[128], path[200], why[512];
+    char in[200], of[5][200], buf[8192];
+    pl_image_stats st;
+
+    make_scratch();
+    snprintf(data, sizeof(data), "%s/data", scratch_dir);
+    snprintf(base, sizeof(base), "%s/base", scratch_dir);
+    snprintf(journal, sizeof(journal), "%s/journal", scratch_dir);
+    snprintf(src, sizeof(src), "%s/src", scratch_dir);
+    cr_assert_eq(mkdir(data, 0700), 0);
+    snprintf(path, sizeof(path), "%s/sub", data);
+    cr_assert_eq(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/old", data);
+    put_file(path, 'a', 4096);
+    put_file(src, 'b', 4096);
+    cr_assert_eq(pl_copy_tree(data, base, why, sizeof(why)), 0, "%s", why);
+
+    snprintf(in, sizeof(in), "if=%s", src);
+    snprintf(of[0], sizeof(of[0]), "of=%s/synced", data);
+    snprintf(of[1], sizeof(of[1]), "of=%s/unsynced", data);
+    snprintf(of[2], sizeof(of[2]), "of=%s/dsync", data);
+    snprintf(of[3], sizeof(of[3]), "of=%s/old", data);
+    snprintf(of[4], sizeof(of[4]), "of=%s/sub/synced", data);
+    dd(data, journal, (const char *[]){in, of[0], "bs=1024", "count=4", "conv=fsync", NULL});
+    dd(data, journal, (const char *[]){in, of[1], "bs=1024", "count=4", NULL});
+    dd(data, journal, (const char *[]){in, of[2], "bs=1024", "count=4", "oflag=dsync", NULL});
+    dd(data, journal,
+       (const char *[]){in, of[3], "bs=1024", "count=1", "seek=1", "conv=notrunc", NULL});
+    dd(data, journal, (const char *[]){in, of[4], "bs=1024", "count=4", "conv=fsync", NULL});
+
+    /* none: what was synced or written through O_DSYNC, nothing else. */
+    snprintf(image, sizeof(image), "%s/none", scratch_dir);
+    cr_assert_eq(pl_image_make(journal, base, data, image, PL_MODE_NONE, 1, &st, why, sizeof(why)),
+                 0, "%s", why);
+    /* dd truncates the file it opens, unless conv=notrunc: that size change counts. */
+    cr_assert_eq(st.durable, 9, "5 records synced and 4 writes through O_DSYNC, not %" PRIu64,
+                 st.durable);
+    cr_assert_eq(st.dropped, 7, "5 records unsynced, 1 to old, 1 truncation, not %" PRIu64,
+                 st.dropped);
+    cr_assert_eq(st.syncs, 1);
+    snprintf(path, sizeof(path), "%s/synced", image);
+    cr_assert(get_file(path, buf, sizeof(buf)) == 4096 && all_bytes(buf, 0, 4096, 'b'), "synced");
+    snprintf(path, sizeof(path), "%s/dsync", image);
+    cr_assert(get_file(path, buf, sizeof(buf)) == 4096 && all_bytes(buf, 0, 4096, 'b'), "dsync");
+    snprintf(path, sizeof(path), "%s/unsynced", image);
+    cr_assert_eq(get_file(path, buf, sizeof(buf)), -1, "a new file never synced is not there");
+    snprintf(path, sizeof(path), "%s/old", image);
+    cr_assert(get_file(path, buf, sizeof(buf)) == 4096 && all_bytes(buf, 0, 4096, 'a'),
+              "old keeps what it had at the start");
+    snprintf(path, sizeof(path), "%s/sub/synced", image);
+    cr_assert(get_file(path, buf, sizeof(buf)) == 4096, "a subfolder is copied as it is");
+
+    /* random: each unsynced write kept or not; over seeds, both. */
+    int old_kept = 0, old_dropped = 0;
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        snprintf(image, sizeof(image), "%s/random%" PRIu64, scratch_dir, seed);
+        cr_assert_eq(
+            pl_image_make(journal, base, data, image, PL_MODE_RANDOM, seed, &st, why, sizeof(why)),
+            0, "%s", why);
+        snprintf(path, sizeof(path), "%s/synced", image);
+        cr_assert(get_file(path, buf, sizeof(buf)) == 4096 && all_bytes(buf, 0, 4096, 'b'));
+        snprintf(path, sizeof(path), "%s/old", image);
+        cr_assert(get_file(path, buf, sizeof(buf)) == 4096 && all_bytes(buf, 0, 1024, 'a') &&
+                  all_bytes(buf, 2048, 4096, 'a'));
+        if (all_bytes(buf, 1024, 2048, 'b'))
+            old_kept++;
+        else if (all_bytes(buf, 1024, 2048, 'a'))
+            old_dropped++;
+        snprintf(path, sizeof(path), "%s/unsynced", image);
+        ssize_t n = get_file(path, buf, sizeof(buf));
+        for (ssize_t i = 0; i < n; i++)
+            cr_assert(buf[i] == 'b' || buf[i] == 0, "unsynced holds only its bytes or holes");
+        e2e_remove_tree(image);
+    }
+    cr_assert(old_kept > 0 && old_dropped > 0 && old_kept + old_dropped == 40,
+              "the write to old kept %d times, dropped %d", old_kept, old_dropped);
+}
+
+Test(powerloss, a_torn_write_is_cut_at_a_sector_boundary, .fini = scratch_teardown)
+{
+    char data[128], base[128], journal[128], image[128], path[200], why[512], buf[4096];
+    uint8_t bytes[2000];
+    pl_image_stats st;
+
+    make_scratch();
+    snprintf(data, sizeof(data), "%s/data", scratch_dir);
+    snprintf(base, sizeof(base), "%s/base", scratch_dir);
+    snprintf(journal, sizeof(journal), "%s/journal", scratch_dir);
+    cr_assert_eq(mkdir(data, 0700), 0);
+    cr_assert_eq(mkdir(base, 0700), 0);
+    snprintf(path, sizeof(path), "%s/f", data);
+    put_file(path, 'x', 2100);
+
+    /* One write of 2000 bytes at offset 100 of a new file f, never synced; the journal ends
+     * in a record cut short, which is ignored. */
+    memset(bytes, 'x', sizeof(bytes));
+    pl_record rec[2] = {{PL_MAGIC, PL_NAME, 0, 0, 1, 0, 0},
+                        {PL_MAGIC, PL_WRITE, 0, 0, sizeof(bytes), 100, 0}};
+    int fd = open(journal, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, &rec[0], sizeof(rec[0])), (ssize_t)sizeof(rec[0]));
+    cr_assert_eq(write(fd, "f", 1), 1);
+    cr_assert_eq(write(fd, &rec[1], sizeof(rec[1])), (ssize_t)sizeof(rec[1]));
+    cr_assert_eq(write(fd, bytes, sizeof(bytes)), (ssize_t)sizeof(bytes));
+    cr_assert_eq(write(fd, &rec[1], sizeof(rec[1]) / 2), (ssize_t)sizeof(rec[1]) / 2);
+    close(fd);
+
+    int absent = 0, whole = 0, torn = 0;
+    for (uint64_t seed = 1; seed <= 60; seed++) {
+        snprintf(image, sizeof(image), "%s/torn%" PRIu64, scratch_dir, seed);
+        cr_assert_eq(
+            pl_image_make(journal, base, data, image, PL_MODE_TORN, seed, &st, why, sizeof(why)), 0,
+            "%s", why);
+        cr_assert_eq(st.records, 2, "the record cut short is not read");
+        snprintf(path, sizeof(path), "%s/f", image);
+        ssize_t n = get_file(path, buf, sizeof(buf));
+        if (n < 0) {
+            absent++;
+        } else {
+            cr_assert(n == 512 || n == 1024 || n == 1536 || n == 2048 || n == 2100,
+                      "f cut at %zd, not at a 512-byte boundary", n);
+            cr_assert(all_bytes(buf, 0, 100, 0) && all_bytes(buf, 100, (size_t)n, 'x'));
+            if (n == 2100)
+                whole++;
+            else
+                torn++;
+        }
+        e2e_remove_tree(image);
+    }
+    cr_assert(absent > 0 && whole > 0 && torn > 0, "absent %d, whole %d, torn %d", absent, whole,
+              torn);
 }

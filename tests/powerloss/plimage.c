@@ -180,7 +180,7 @@ int pl_copy_tree(const char *from, const char *to, char *why, size_t why_size)
 /* ---- the journal --------------------------------------------------------------------------- */
 
 typedef struct {
-    const pl_record *h;
+    pl_record h; /* a copy: records are not aligned in the journal */
     const uint8_t *data;
 } rec;
 
@@ -224,7 +224,9 @@ static size_t parse(const uint8_t *j, size_t size, rec **out)
     size_t n = 0, cap = 0, at = 0;
     rec *recs = NULL;
     while (size - at >= sizeof(pl_record)) {
-        const pl_record *h = (const pl_record *)(j + at);
+        pl_record copy;
+        const pl_record *h = &copy;
+        memcpy(&copy, j + at, sizeof(copy));
         if (h->magic != PL_MAGIC || size - at - sizeof(*h) < h->len)
             break; /* the end, cut short by the kill */
         if (n == cap) {
@@ -234,13 +236,23 @@ static size_t parse(const uint8_t *j, size_t size, rec **out)
                 break;
             recs = more;
         }
-        recs[n].h = h;
+        recs[n].h = copy;
         recs[n].data = j + at + sizeof(*h);
         n++;
         at += sizeof(*h) + h->len;
     }
     *out = recs;
     return n;
+}
+
+/* A seed spread over all 64 bits (and never 0), so that small seeds differ from the start. */
+static uint64_t splitmix(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+    return x ? x : 1;
 }
 
 static uint64_t next_rand(uint64_t *s)
@@ -279,7 +291,8 @@ int pl_image_make(const char *journal, const char *base, const char *live, const
     rec *recs = NULL;
     files *fs = calloc(1, sizeof(*fs));
     file *by_id[PL_FILES_MAX] = {0};
-    uint64_t rng = seed * 2 + 1;
+    file **of = NULL;
+    uint64_t rng = splitmix(seed);
     int rc = -1;
     pl_image_stats st = {0};
 
@@ -321,11 +334,21 @@ int pl_image_make(const char *journal, const char *base, const char *live, const
     }
     closedir(d);
 
-    /* Names, and the completed syncs: seqs are 1, 2, ... in the order syncs began. */
-    uint64_t max_seq = 0;
+    /* Which file each record is of: a name binds its id for the records after it (a journal
+     * may hold the runs of several processes, one after another). A sync has completed when
+     * an end record follows its begin record (the latest begin of that file and seq). */
+    of = calloc(n ? n : 1, sizeof(*of));
+    bool *completed = calloc(n ? n : 1, sizeof(bool));
+    if (of == NULL || completed == NULL) {
+        free(completed);
+        snprintf(why, why_size, "out of memory");
+        goto done;
+    }
     for (size_t i = 0; i < n; i++) {
-        const pl_record *h = recs[i].h;
-        if (h->type == PL_NAME && h->file < PL_FILES_MAX) {
+        const pl_record *h = &recs[i].h;
+        if (h->file >= PL_FILES_MAX)
+            continue;
+        if (h->type == PL_NAME) {
             char name[PL_NAME_MAX + 1];
             size_t len = h->len < PL_NAME_MAX ? h->len : PL_NAME_MAX;
             memcpy(name, recs[i].data, len);
@@ -333,24 +356,24 @@ int pl_image_make(const char *journal, const char *base, const char *live, const
             by_id[h->file] = find_file(fs, name, true);
             if (by_id[h->file] != NULL)
                 by_id[h->file]->named = true;
+            continue;
         }
-        if (h->type == PL_SYNC_BEGIN && h->seq > max_seq)
-            max_seq = h->seq;
+        of[i] = by_id[h->file];
+        if (of[i] == NULL)
+            continue;
+        if (h->type == PL_SYNC_END) {
+            /* its begin: the latest one before it of the same file and seq */
+            for (size_t b = i; b-- > 0;)
+                if (recs[b].h.type == PL_SYNC_BEGIN && recs[b].h.seq == h->seq && of[b] == of[i]) {
+                    completed[b] = true;
+                    break;
+                }
+        }
     }
-    bool *completed = calloc(max_seq + 1, sizeof(bool));
-    if (completed == NULL) {
-        snprintf(why, why_size, "out of memory");
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (recs[i].h->type == PL_SYNC_END && recs[i].h->seq <= max_seq)
-            completed[recs[i].h->seq] = true;
     for (size_t i = 0; i < n; i++) {
-        const pl_record *h = recs[i].h;
-        if (h->type == PL_SYNC_BEGIN && h->file < PL_FILES_MAX && by_id[h->file] != NULL &&
-            completed[h->seq]) {
-            by_id[h->file]->last_cover = i;
-            by_id[h->file]->synced = true;
+        if (completed[i]) {
+            of[i]->last_cover = i;
+            of[i]->synced = true;
             st.syncs++;
         }
     }
@@ -358,17 +381,16 @@ int pl_image_make(const char *journal, const char *base, const char *live, const
 
     /* The writes, in journal order. */
     for (size_t i = 0; i < n; i++) {
-        const pl_record *h = recs[i].h;
-        if ((h->type != PL_WRITE && h->type != PL_SIZE && h->type != PL_EXTEND) ||
-            h->file >= PL_FILES_MAX || by_id[h->file] == NULL)
+        const pl_record *h = &recs[i].h;
+        file *f = of[i];
+        if ((h->type != PL_WRITE && h->type != PL_SIZE && h->type != PL_EXTEND) || f == NULL)
             continue;
-        file *f = by_id[h->file];
         uint64_t len = h->type == PL_WRITE ? h->len : 0;
         st.writes++;
         bool durable = (h->flags & PL_DURABLE) || (f->synced && i < f->last_cover);
         if (durable) {
             st.durable++;
-        } else if (mode == PL_MODE_NONE || next_rand(&rng) % 2 == 0) {
+        } else if (mode == PL_MODE_NONE || (next_rand(&rng) >> 63) == 0) {
             st.dropped++;
             st.bytes_dropped += len;
             continue;
@@ -376,7 +398,7 @@ int pl_image_make(const char *journal, const char *base, const char *live, const
             st.kept++;
             uint64_t first = (h->offset / SECTOR + 1) * SECTOR, end = h->offset + len;
             if (mode == PL_MODE_TORN && h->type == PL_WRITE && first < end &&
-                next_rand(&rng) % 2 == 0) {
+                (next_rand(&rng) >> 63) == 0) {
                 uint64_t cuts = (end - 1 - first) / SECTOR + 1; /* boundaries inside */
                 uint64_t cut = first + (next_rand(&rng) % cuts) * SECTOR;
                 st.torn++;
@@ -461,6 +483,7 @@ int pl_image_make(const char *journal, const char *base, const char *live, const
 oom:
     snprintf(why, why_size, "out of memory");
 done:
+    free(of);
     for (int i = 0; i < fs->count; i++)
         free(fs->files[i].data);
     free(fs);

@@ -13,6 +13,9 @@
  *   PL_SYNC_BEGIN  file, seq: fsync/fdatasync entered
  *   PL_SYNC_END    file, seq of its PL_SYNC_BEGIN: that call returned 0
  *
+ * A name binds its id for the records after it, and a sync's seq is unique within one process:
+ * a journal may hold the runs of several processes, one after another (not at once).
+ *
  * A write or size change is durable when it carries PL_DURABLE or comes before a
  * PL_SYNC_BEGIN of its file whose PL_SYNC_END is in the journal. A journal cut short by a
  * kill ends in a partial record, which the reader ignores.
