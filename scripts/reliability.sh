@@ -3,6 +3,8 @@
 # the suites in ctest, and `scripts/reliability.sh ci` (short fuzz runs, valgrind pass).
 #
 #   scripts/reliability.sh crash [CYCLES]      SIGKILL crash loop (default 200 cycles)
+#   scripts/reliability.sh powerloss [CYCLES]  SIGKILL, then a power-loss image of the data
+#                                              folder (default 200 cycles)
 #   scripts/reliability.sh races [SEEDS]       32 clients on the last krona (default 1000 seeds)
 #   scripts/reliability.sh faults              storage faults, N = 1, 2, ... at every point
 #   scripts/reliability.sh hostile [SECONDS]   each attack for SECONDS (default 10), and the
@@ -42,6 +44,11 @@ SUITE_ARGS="--jobs 1"
 cmd_crash() {
   build_normal
   suite test_crash RELIABILITY_CRASH_CYCLES="${1:-200}"
+}
+
+cmd_powerloss() {
+  build_normal
+  suite test_powerloss RELIABILITY_POWERLOSS_CYCLES="${1:-200}"
 }
 
 cmd_races() {
@@ -158,6 +165,7 @@ cmd_ci() {
 
 case "${1:-}" in
   crash) shift; cmd_crash "$@" ;;
+  powerloss) shift; cmd_powerloss "$@" ;;
   races) shift; cmd_races "$@" ;;
   faults) shift; cmd_faults "$@" ;;
   hostile) shift; cmd_hostile "$@" ;;
@@ -165,5 +173,5 @@ case "${1:-}" in
   valgrind) shift; cmd_valgrind "$@" ;;
   mutate) shift; cmd_mutate "$@" ;;
   ci) shift; cmd_ci "$@" ;;
-  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

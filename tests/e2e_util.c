@@ -95,8 +95,20 @@ static bool named_in(const char *entry, const char *const *names)
     return false;
 }
 
-/* The child's environment: this process's, less `unset`, plus `set`. One allocation, which
- * the caller frees; NULL when out of memory. */
+/* True when `set` holds a setting of the variable of `entry` ("NAME=..."). */
+static bool set_in(const char *entry, const char *const *set)
+{
+    const char *eq = strchr(entry, '=');
+    size_t n = eq ? (size_t)(eq - entry) : strlen(entry);
+    for (int i = 0; set && set[i]; i++)
+        if (strncmp(set[i], entry, n) == 0 && set[i][n] == '=')
+            return true;
+    return false;
+}
+
+/* The child's environment: this process's, less `unset`, plus `set` (which replaces an
+ * inherited setting of the same name). One allocation, which the caller frees; NULL when out
+ * of memory. */
 static char **child_environment(const char *const *unset, const char *const *set)
 {
     extern char **environ;
@@ -110,7 +122,7 @@ static char **child_environment(const char *const *unset, const char *const *set
         return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (!named_in(environ[i], unset))
+        if (!named_in(environ[i], unset) && !set_in(environ[i], set))
             envp[k++] = environ[i];
     for (size_t i = 0; i < extra; i++)
         envp[k++] = (char *)set[i];

@@ -72,7 +72,9 @@ typedef struct {
     const char *binary;       /* NULL: BUDGETD_PATH */
     const char *const *extra; /* arguments after the usual ones, NULL-terminated; or NULL */
     /* "NAME=VALUE" settings of budgetd-faulty's seams ("BUDGETD_FAULT=commit:1:EIO"),
-     * NULL-terminated; or NULL. A seam not listed is unset, whatever the test's environment. */
+     * NULL-terminated; or NULL. A seam not listed is unset, whatever the test's environment.
+     * Other variables may be set too ("LD_PRELOAD=..."): a setting here replaces the value
+     * the test's environment has. */
     const char *const *env;
     bool no_wait; /* return once started, without waiting for the socket (a failing start) */
 } e2e_launch;
@@ -266,7 +268,8 @@ typedef struct {
     int out_fd, err_fd;       /* its stdout and stderr; stdin is /dev/null */
     const e2e_identity *who;  /* NULL: this process's ids */
     const char *const *unset; /* variables it does not inherit, NULL-terminated; or NULL */
-    const char *const *set;   /* "NAME=VALUE" it gets besides, NULL-terminated; or NULL */
+    const char *const *set;   /* "NAME=VALUE" it gets besides (in place of an inherited value
+                                 of NAME), NULL-terminated; or NULL */
 } e2e_child;
 
 /* Starts a child, which dies with the test. Its pid, or -1. */

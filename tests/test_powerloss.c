@@ -1,0 +1,707 @@
+/*
+ * Power loss: budgetd runs with libplshim.so preloaded (tests/powerloss/plshim.c), which
+ * journals every write to the files of its data folder and every fsync/fdatasync of them.
+ * Clients with ids of their own write concurrently, as in the crash loop (test_crash.c), each
+ * recording what it was told; budgetd is killed with SIGKILL at a random moment. The data
+ * folder is then replaced by what a power loss at that moment could have left
+ * (tests/powerloss/plimage.c): the folder as it was when the daemon started, every write made
+ * durable, and of the others none, a random half, or a random half of which some are torn at a
+ * 512-byte boundary (the mode turns with each cycle). A plain budgetd starts on it, and:
+ *   - every acknowledged write is in the log, at the seq it was acknowledged with;
+ *   - the log runs 1..head without a gap, no id is in it twice, and `verify` holds;
+ *   - every rule of the budget holds on the replayed state;
+ *   - every write left unanswered is retried with the same id and content: it answers the seq
+ *     it already has, or is made now, once, and never makes a second event.
+ *
+ * CI runs RELIABILITY_POWERLOSS_CYCLES cycles (default 12); scripts/reliability.sh powerloss N
+ * runs N. RELIABILITY_POWERLOSS_MODE=none|random|torn holds every cycle to one mode.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "powerloss/plimage.h"
+#include "powerloss/pljournal.h"
+#include "rel_util.h"
+
+#define CLIENTS 8
+#define CYCLES_DEFAULT 12
+/* The moment of the kill, after the load starts. */
+#define KILL_AFTER_MS_MIN 5
+#define KILL_AFTER_MS_MAX 300
+/* Requests of one client in one cycle, at most (a backstop; the kill comes first). */
+#define CLIENT_REQUESTS_MAX 4000
+#define ARGS_BYTES_MAX 256
+
+#define FRAME_ORE 1000000000LL
+#define ALLOCATION_ORE 500000000LL
+#define SHARED_ORE 1000000LL
+#define SHARED_AVROP_ORE 50000LL
+
+typedef enum { REQ_ACKED, REQ_UNKNOWN, REQ_REFUSED } req_state;
+
+/* One write a client sent, and what it was told. */
+typedef struct {
+    char id[80];
+    const char *op;
+    uint8_t args[ARGS_BYTES_MAX];
+    size_t args_size;
+    req_state state;
+    bool shared; /* against the shared allocation: insufficient_funds is a fair answer */
+    bool other;  /* sent as the second identity (a decision: four-eyes) */
+    uint64_t seq;
+} request;
+
+typedef struct {
+    const char *socket;
+    int cycle, index;
+    atomic_bool *stop;
+    request *reqs;
+    size_t count;
+    budget_client *other; /* the connection of the second identity, for decisions */
+    char failure[512];
+} client;
+
+static rel_daemon rd;
+
+static void teardown(void)
+{
+    rel_cleanup(&rd);
+}
+
+TestSuite(powerloss, .fini = teardown, .timeout = 3600);
+
+/* ---- a client (the crash loop's script) ---------------------------------------------------- */
+
+/* Sends one write and records it. Returns false when the client must stop. */
+static bool client_write(client *cl, budget_client *c, const char *op, const char *id,
+                         const e2e_buf *args, bool shared, request **out)
+{
+    if (cl->count == CLIENT_REQUESTS_MAX || args->sb.size > ARGS_BYTES_MAX)
+        return false;
+    request *q = &cl->reqs[cl->count++];
+    rel_result res;
+    memset(q, 0, sizeof(*q));
+    q->other = c == cl->other;
+    snprintf(q->id, sizeof(q->id), "%s", id);
+    q->op = op;
+    memcpy(q->args, args->sb.data, args->sb.size);
+    q->args_size = args->sb.size;
+    q->shared = shared;
+    q->state = REQ_UNKNOWN;
+    *out = q;
+    rel_write(c, op, q->args, q->args_size, &res);
+    if (res.transport != 0)
+        return false; /* the daemon is gone: the answer is unknown */
+    if (res.ok) {
+        q->state = REQ_ACKED;
+        q->seq = res.seq;
+        return true;
+    }
+    q->state = REQ_REFUSED;
+    if (shared && strcmp(res.code, "insufficient_funds") == 0)
+        return true;
+    snprintf(cl->failure, sizeof(cl->failure), "%s %s refused: %s: %s", op, id, res.code,
+             res.message);
+    return false;
+}
+
+/* A frame of the client's unit, an allocation out of it, then avrop that are approved,
+ * rejected or withdrawn, adjustments, proposals taken back, and avrop against the allocation
+ * every client shares. */
+static void *client_main(void *arg)
+{
+    client *cl = arg;
+    budget_client *c = NULL;
+    e2e_buf b;
+    request *q;
+    char p[24], unit[8], frame[32], alloc[32], shared[32], id[48], id2[64];
+
+    if (budget_client_connect(cl->socket, &c) != 0)
+        return NULL; /* killed before the load began */
+    if (e2e_client_connect_as(cl->socket, &e2e_other, &cl->other) != 0) {
+        budget_client_close(c);
+        return NULL;
+    }
+    budget_client *d = cl->other;
+    e2e_buf_init(&b);
+    snprintf(p, sizeof(p), "p%dt%d", cl->cycle, cl->index);
+    snprintf(unit, sizeof(unit), "U%d", cl->index);
+    snprintf(frame, sizeof(frame), "%s-f", p);
+    snprintf(alloc, sizeof(alloc), "%s-a", p);
+    snprintf(shared, sizeof(shared), "p%d-shared-a", cl->cycle);
+
+    rel_pack_grant(&b, frame, unit, FRAME_ORE);
+    if (!client_write(cl, c, "frame.grant", frame, &b, false, &q))
+        goto done;
+    rel_pack_propose(&b, alloc, frame, unit, ALLOCATION_ORE);
+    if (!client_write(cl, c, "allocation.propose", alloc, &b, false, &q))
+        goto done;
+    snprintf(id, sizeof(id), "%s-ok", alloc);
+    rel_pack_decide(&b, id, alloc);
+    if (!client_write(cl, d, "approve", id, &b, false, &q))
+        goto done;
+
+    for (int j = 0; !atomic_load(cl->stop); j++) {
+        static const char *const decide[] = {"approve", "reject", "withdraw"};
+        int kind = j % 6;
+        bool ok = true;
+        switch (kind) {
+        case 0:
+        case 1:
+        case 2:
+            snprintf(id, sizeof(id), "%s-v%d", p, j);
+            rel_pack_avrop(&b, id, alloc, 1000 + j);
+            ok = client_write(cl, c, "avrop.request", id, &b, false, &q);
+            snprintf(id2, sizeof(id2), "%s-d", id);
+            rel_pack_for(&b, decide[kind], id2, id);
+            ok = ok && client_write(cl, kind == 2 ? c : d, decide[kind], id2, &b, false, &q);
+            break;
+        case 3:
+            snprintf(id, sizeof(id), "%s-adj%d", p, j);
+            rel_pack_adjust(&b, id, frame, j % 4 == 3 ? -5000 : 5000);
+            ok = client_write(cl, c, "frame.adjust", id, &b, false, &q);
+            break;
+        case 4:
+            snprintf(id, sizeof(id), "%s-b%d", p, j);
+            rel_pack_propose(&b, id, frame, unit, 7000);
+            ok = client_write(cl, c, "allocation.propose", id, &b, false, &q);
+            snprintf(id2, sizeof(id2), "%s-d", id);
+            rel_pack_for(&b, j % 12 == 4 ? "reject" : "withdraw", id2, id);
+            if (j % 12 == 4)
+                ok = ok && client_write(cl, d, "reject", id2, &b, false, &q);
+            else
+                ok = ok && client_write(cl, c, "withdraw", id2, &b, false, &q);
+            break;
+        default:
+            snprintf(id, sizeof(id), "%s-s%d", p, j);
+            rel_pack_avrop(&b, id, shared, SHARED_AVROP_ORE);
+            ok = client_write(cl, c, "avrop.request", id, &b, true, &q);
+            if (ok && q->state == REQ_ACKED && j % 12 == 5) {
+                snprintf(id2, sizeof(id2), "%s-d", id);
+                rel_pack_decide(&b, id2, id);
+                ok = client_write(cl, d, "approve", id2, &b, false, &q);
+            }
+            break;
+        }
+        if (!ok)
+            break;
+    }
+done:
+    e2e_buf_destroy(&b);
+    budget_client_close(d);
+    budget_client_close(c);
+    return NULL;
+}
+
+/* ---- what was written, and the checks ------------------------------------------------------ */
+
+typedef struct {
+    request *all;
+    size_t count, cap;
+    uint64_t acked_checked, unknown, unknown_in_log, created_on_retry, refused_on_retry;
+} history;
+
+static void history_add(history *h, const request *q)
+{
+    if (h->count == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 4096;
+        h->all = realloc(h->all, h->cap * sizeof(*h->all));
+        cr_assert(h->all != NULL);
+    }
+    h->all[h->count++] = *q;
+}
+
+/* The shared frame and allocation of a cycle, made before the load (and the kill) begin. */
+static void make_shared(budget_client *c, budget_client *d, int cycle, history *h)
+{
+    e2e_buf b;
+    char ids[3][48];
+    static const char *const ops[] = {"frame.grant", "allocation.propose", "approve"};
+    snprintf(ids[0], sizeof(ids[0]), "p%d-shared-f", cycle);
+    snprintf(ids[1], sizeof(ids[1]), "p%d-shared-a", cycle);
+    snprintf(ids[2], sizeof(ids[2]), "p%d-shared-a-ok", cycle);
+
+    e2e_buf_init(&b);
+    for (int i = 0; i < 3; i++) {
+        request q;
+        rel_result res;
+        if (i == 0)
+            rel_pack_grant(&b, ids[0], "KS", SHARED_ORE);
+        else if (i == 1)
+            rel_pack_propose(&b, ids[1], ids[0], "SON", SHARED_ORE);
+        else
+            rel_pack_decide(&b, ids[2], ids[1]);
+        rel_write(i == 2 ? d : c, ops[i], b.sb.data, b.sb.size, &res);
+        rel_assert(&rd, res.transport == 0 && res.ok, "%s %s: %s", ops[i], ids[i], res.code);
+        memset(&q, 0, sizeof(q));
+        snprintf(q.id, sizeof(q.id), "%.47s", ids[i]);
+        q.op = ops[i];
+        q.state = REQ_ACKED;
+        q.seq = res.seq;
+        q.other = i == 2;
+        history_add(h, &q);
+    }
+    e2e_buf_destroy(&b);
+}
+
+static int compare_event_ids(const void *a, const void *b)
+{
+    return strcmp(((const rel_event *)a)->id, ((const rel_event *)b)->id);
+}
+
+/* The seq of `id` in the log (sorted by id), or 0. */
+static uint64_t find_seq(const rel_event *by_id, size_t n, const char *id)
+{
+    rel_event key;
+    snprintf(key.id, sizeof(key.id), "%s", id);
+    const rel_event *e = bsearch(&key, by_id, n, sizeof(*by_id), compare_event_ids);
+    return e ? e->seq : 0;
+}
+
+/* Retries a write whose answer the kill swallowed, twice, and records what it became. */
+static void retry_unknown(budget_client *root, budget_client *other, request *q, uint64_t in_log,
+                          uint64_t head, history *h)
+{
+    budget_client *c = q->other ? other : root;
+    rel_result first, second;
+    rel_write(c, q->op, q->args, q->args_size, &first);
+    rel_assert(&rd, first.transport == 0, "retry of %s: no response", q->id);
+    if (!first.ok) {
+        rel_assert(&rd, q->shared && in_log == 0 && strcmp(first.code, "insufficient_funds") == 0,
+                   "retry of %s %s refused: %s: %s", q->op, q->id, first.code, first.message);
+        q->state = REQ_REFUSED;
+        h->refused_on_retry++;
+        return;
+    }
+    if (in_log != 0) {
+        rel_assert(&rd, first.seq == in_log,
+                   "retry of %s answered seq %" PRIu64 " but the log has it at %" PRIu64, q->id,
+                   first.seq, in_log);
+    } else {
+        rel_assert(&rd, first.seq > head, "retry of %s (not in the log) answered old seq %" PRIu64,
+                   q->id, first.seq);
+        h->created_on_retry++;
+    }
+    rel_write(c, q->op, q->args, q->args_size, &second);
+    rel_assert(&rd, second.transport == 0 && second.ok && second.seq == first.seq,
+               "a second retry of %s answered %s seq %" PRIu64 ", not seq %" PRIu64, q->id,
+               second.code, second.seq, first.seq);
+    q->state = REQ_ACKED;
+    q->seq = first.seq;
+}
+
+static const char *const units[] = {"U0", "U1", "U2", "U3",  "U4", "U5",
+                                    "U6", "U7", "KS", "SON", NULL};
+
+/* On the image: everything acknowledged is there, the chain and the rules hold, and the
+ * writes left unanswered are retried. Returns the head before the retries. */
+static uint64_t check_image(history *h, size_t cycle_first, uint64_t *acked_now)
+{
+    budget_client *c = NULL;
+    rel_event *log;
+    rel_rules rules;
+
+    rel_assert(&rd, budget_client_connect(rd.d.socket, &c) == 0, "connect to the image");
+    budget_client *other = e2e_client_as(&rd.d, &e2e_other);
+    uint64_t head = rel_verify(&rd, c);
+    size_t n = rel_read_log(&rd, c, &log);
+    rel_assert(&rd, n == head, "log of %zu events, head %" PRIu64, n, head);
+
+    uint64_t checked = 0, lost = 0;
+    const request *first_lost = NULL;
+    for (size_t i = 0; i < h->count; i++) {
+        const request *q = &h->all[i];
+        if (q->state != REQ_ACKED)
+            continue;
+        checked++;
+        if (q->seq >= 1 && q->seq <= n && strcmp(log[q->seq - 1].id, q->id) == 0)
+            continue;
+        lost++;
+        if (first_lost == NULL)
+            first_lost = q;
+    }
+    if (first_lost != NULL) {
+        const request *q = first_lost;
+        fprintf(stderr, "powerloss: %" PRIu64 " of %" PRIu64 " acknowledged writes lost\n", lost,
+                checked);
+        rel_assert(&rd, q->seq >= 1 && q->seq <= n,
+                   "acknowledged %s (seq %" PRIu64 ") is lost: the log ends at %zu", q->id, q->seq,
+                   n);
+        rel_assert(&rd, false, "acknowledged %s at seq %" PRIu64 " is lost: that seq holds %s",
+                   q->id, q->seq, log[q->seq - 1].id);
+    }
+    h->acked_checked += checked;
+    rel_check_rules(&rd, c, units, &rules);
+
+    qsort(log, n, sizeof(*log), compare_event_ids);
+    uint64_t acked = 0;
+    for (size_t i = cycle_first; i < h->count; i++) {
+        request *q = &h->all[i];
+        acked += q->state == REQ_ACKED;
+        if (q->state != REQ_UNKNOWN)
+            continue;
+        uint64_t seq = find_seq(log, n, q->id);
+        h->unknown++;
+        h->unknown_in_log += seq != 0;
+        retry_unknown(c, other, q, seq, head, h);
+    }
+    free(log);
+    *acked_now = acked;
+
+    /* The retries made no second event and broke no rule. */
+    n = rel_read_log(&rd, c, &log);
+    free(log);
+    rel_check_rules(&rd, c, units, &rules);
+    budget_client_close(other);
+    budget_client_close(c);
+    return head;
+}
+
+/* ---- the folders --------------------------------------------------------------------------- */
+
+typedef struct {
+    char base[200], journal[200], image[200];
+} scratch;
+
+static void copy_base(const scratch *s)
+{
+    char why[512];
+    e2e_remove_tree(s->base);
+    cr_assert_eq(pl_copy_tree(rd.d.data, s->base, why, sizeof(why)), 0, "copy: %s", why);
+    unlink(s->journal);
+}
+
+/* Starts budgetd with the shim recording into the journal. */
+static void start_recorded(const scratch *s)
+{
+    static char preload[300], dir[220], journal[220], asan[600];
+    const char *had = getenv("ASAN_OPTIONS");
+    snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", PLSHIM_PATH);
+    snprintf(dir, sizeof(dir), "BUDGET_PL_DIR=%s", rd.d.data);
+    snprintf(journal, sizeof(journal), "BUDGET_PL_JOURNAL=%s", s->journal);
+    /* A sanitized budgetd takes a preloaded library only when told not to check the order. */
+    snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s%sverify_asan_link_order=0", had ? had : "",
+             had && *had ? ":" : "");
+    const char *env[] = {preload, dir, journal, asan, NULL};
+    e2e_launch how = {.env = env};
+    rel_assert(&rd, e2e_daemon_launch(&rd.d, &how) == 0, "budgetd with the shim did not start");
+}
+
+/* Replaces the data folder by a power-loss image of it. */
+static void power_loss(const scratch *s, pl_mode mode, uint64_t seed, pl_image_stats *st)
+{
+    char why[512];
+    e2e_remove_tree(s->image);
+    int rc =
+        pl_image_make(s->journal, s->base, rd.d.data, s->image, mode, seed, st, why, sizeof(why));
+    cr_assert_eq(rc, 0, "image: %s", why);
+    e2e_remove_tree(rd.d.data);
+    cr_assert_eq(rename(s->image, rd.d.data), 0, "rename the image: %s", strerror(errno));
+}
+
+Test(powerloss, power_loss_under_load_loses_no_acknowledged_write)
+{
+    static client clients[CLIENTS];
+    pthread_t threads[CLIENTS];
+    atomic_bool stop;
+    history h = {0};
+    scratch s;
+    uint64_t rng = rel_seed("powerloss");
+    long cycles = e2e_env_long("RELIABILITY_POWERLOSS_CYCLES", CYCLES_DEFAULT);
+    uint64_t records = 0, writes = 0, durable = 0, kept = 0, dropped = 0, torn = 0, syncs = 0;
+    uint64_t bytes_dropped = 0, acked_total = 0;
+    int64_t t0 = e2e_now_us();
+    if (e2e_wrapped())
+        cr_skip_test("the shim is preloaded into budgetd itself, never under a wrapper");
+    const char *mode_name = getenv("RELIABILITY_POWERLOSS_MODE");
+    pl_mode fixed_mode = PL_MODE_NONE;
+    bool fixed = mode_name != NULL && *mode_name != '\0';
+    cr_assert(!fixed || pl_mode_parse(mode_name, &fixed_mode) == 0,
+              "RELIABILITY_POWERLOSS_MODE=%s: none, random or torn", mode_name);
+
+    cr_assert_eq(rel_start(&rd), 0, "budgetd did not start");
+    rel_stop_clean(&rd);
+    snprintf(s.base, sizeof(s.base), "%s/base", rd.d.dir);
+    snprintf(s.journal, sizeof(s.journal), "%s/journal", rd.d.dir);
+    snprintf(s.image, sizeof(s.image), "%s/image", rd.d.dir);
+
+    for (int k = 0; k < cycles; k++) {
+        budget_client *c = NULL;
+        size_t cycle_first = h.count;
+        pl_mode mode = fixed ? fixed_mode : (pl_mode)(k % 3);
+        pl_image_stats st;
+
+        copy_base(&s);
+        start_recorded(&s);
+        budget_client *d = e2e_client_as(&rd.d, &e2e_other);
+        rel_assert(&rd, budget_client_connect(rd.d.socket, &c) == 0, "connect");
+        make_shared(c, d, k, &h);
+        budget_client_close(d);
+        budget_client_close(c);
+
+        atomic_store(&stop, false);
+        for (int t = 0; t < CLIENTS; t++) {
+            clients[t] = (client){.socket = rd.d.socket, .cycle = k, .index = t, .stop = &stop};
+            clients[t].reqs = malloc(CLIENT_REQUESTS_MAX * sizeof(request));
+            cr_assert(clients[t].reqs != NULL);
+            cr_assert_eq(pthread_create(&threads[t], NULL, client_main, &clients[t]), 0);
+        }
+        int after =
+            KILL_AFTER_MS_MIN + (int)(rel_rand(&rng) % (KILL_AFTER_MS_MAX - KILL_AFTER_MS_MIN + 1));
+        rel_sleep_ms(after);
+        e2e_daemon_kill(&rd.d);
+        atomic_store(&stop, true);
+        bool joined = rel_join(threads, CLIENTS, 20000, &rd);
+        cr_assert(joined, "a client hung after the daemon was killed");
+        for (int t = 0; t < CLIENTS; t++) {
+            rel_assert(&rd, clients[t].failure[0] == '\0', "client %d: %s", t, clients[t].failure);
+            for (size_t i = 0; i < clients[t].count; i++)
+                history_add(&h, &clients[t].reqs[i]);
+            free(clients[t].reqs);
+        }
+
+        power_loss(&s, mode, rel_rand(&rng), &st);
+        fprintf(stderr,
+                "powerloss cycle %d (%s, kill after %d ms): image of %" PRIu64
+                " journal records: %" PRIu64 " writes (%" PRIu64 " durable, %" PRIu64
+                " kept, %" PRIu64 " dropped, %" PRIu64 " torn), %" PRIu64 " syncs\n",
+                k, pl_mode_name(mode), after, st.records, st.writes, st.durable, st.kept,
+                st.dropped, st.torn, st.syncs);
+        records += st.records, writes += st.writes, durable += st.durable, kept += st.kept;
+        dropped += st.dropped, torn += st.torn, syncs += st.syncs;
+        bytes_dropped += st.bytes_dropped;
+
+        rel_assert(&rd, rel_restart(&rd) == 0, "budgetd did not start on the power-loss image");
+        uint64_t acked = 0, unknown = h.unknown, in_log = h.unknown_in_log;
+        uint64_t head = check_image(&h, cycle_first, &acked);
+        rel_stop_clean(&rd);
+        acked_total += acked;
+        fprintf(stderr,
+                "powerloss cycle %d: head %" PRIu64 ", acknowledged %" PRIu64
+                " all present; unanswered %" PRIu64 " (%" PRIu64 " had been written)\n",
+                k, head, acked, h.unknown - unknown, h.unknown_in_log - in_log);
+    }
+
+    fprintf(stderr,
+            "powerloss: %ld cycles in %.1f s; %" PRIu64 " writes acknowledged under the shim, "
+            "all present after the power loss (checked %" PRIu64 " times in all); journal: %" PRIu64
+            " records, %" PRIu64 " file writes, %" PRIu64 " durable, %" PRIu64
+            " not durable dropped (%" PRIu64 " bytes), %" PRIu64 " kept (%" PRIu64
+            " of them torn), %" PRIu64 " syncs; %" PRIu64 " unanswered, %" PRIu64
+            " of them already written, %" PRIu64 " made on retry, %" PRIu64 " refused on retry\n",
+            cycles, (double)(e2e_now_us() - t0) / 1e6, acked_total, h.acked_checked, records,
+            writes, durable, dropped, bytes_dropped, kept, torn, syncs, h.unknown, h.unknown_in_log,
+            h.created_on_retry, h.refused_on_retry);
+    e2e_remove_tree(s.base);
+    free(h.all);
+}
+
+/* ---- the shim and the image on their own --------------------------------------------------- */
+
+static char scratch_dir[64];
+
+static void scratch_teardown(void)
+{
+    e2e_remove_tree(scratch_dir);
+}
+
+static void make_scratch(void)
+{
+    snprintf(scratch_dir, sizeof(scratch_dir), "/tmp/budgetd-pl-XXXXXX");
+    cr_assert(mkdtemp(scratch_dir) != NULL, "mkdtemp: %s", strerror(errno));
+}
+
+static void put_file(const char *path, char byte, size_t size)
+{
+    char buf[4096];
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    cr_assert(fd >= 0 && size <= sizeof(buf), "%s: %s", path, strerror(errno));
+    memset(buf, byte, size);
+    cr_assert_eq(write(fd, buf, size), (ssize_t)size);
+    close(fd);
+}
+
+/* The file's bytes (at most `max`), or -1 when it does not exist. */
+static ssize_t get_file(const char *path, char *buf, size_t max)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, max);
+    close(fd);
+    return n;
+}
+
+static bool all_bytes(const char *buf, size_t from, size_t to, char byte)
+{
+    for (size_t i = from; i < to; i++)
+        if (buf[i] != byte)
+            return false;
+    return true;
+}
+
+/* Runs dd with the shim preloaded, recording into JOURNAL for the folder DATA. */
+static void dd(const char *data, const char *journal, const char *const *args)
+{
+    char preload[300], dir[200], jr[200];
+    const char *argv[12] = {"/bin/dd", "status=none"};
+    int argc = 2;
+    for (int i = 0; args[i] && argc < 11; i++)
+        argv[argc++] = args[i];
+    argv[argc] = NULL;
+    snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", PLSHIM_PATH);
+    snprintf(dir, sizeof(dir), "BUDGET_PL_DIR=%s", data);
+    snprintf(jr, sizeof(jr), "BUDGET_PL_JOURNAL=%s", journal);
+    const char *set[] = {preload, dir, jr, NULL};
+    e2e_child child = {.argv = argv, .out_fd = 2, .err_fd = 2, .set = set};
+    pid_t pid = e2e_spawn(&child);
+    int status = 0;
+    cr_assert(pid > 0, "cannot run dd");
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "dd %s failed", args[0]);
+}
+
+Test(powerloss, the_shim_journals_writes_and_syncs_and_the_image_keeps_what_was_synced,
+     .fini = scratch_teardown)
+{
+    char data[128], base[128], journal[128], src[128], image[128], path[200], why[512];
+    char in[200], of[5][200], buf[8192];
+    pl_image_stats st;
+
+    make_scratch();
+    snprintf(data, sizeof(data), "%s/data", scratch_dir);
+    snprintf(base, sizeof(base), "%s/base", scratch_dir);
+    snprintf(journal, sizeof(journal), "%s/journal", scratch_dir);
+    snprintf(src, sizeof(src), "%s/src", scratch_dir);
+    cr_assert_eq(mkdir(data, 0700), 0);
+    snprintf(path, sizeof(path), "%s/sub", data);
+    cr_assert_eq(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/old", data);
+    put_file(path, 'a', 4096);
+    put_file(src, 'b', 4096);
+    cr_assert_eq(pl_copy_tree(data, base, why, sizeof(why)), 0, "%s", why);
+
+    snprintf(in, sizeof(in), "if=%s", src);
+    snprintf(of[0], sizeof(of[0]), "of=%s/synced", data);
+    snprintf(of[1], sizeof(of[1]), "of=%s/unsynced", data);
+    snprintf(of[2], sizeof(of[2]), "of=%s/dsync", data);
+    snprintf(of[3], sizeof(of[3]), "of=%s/old", data);
+    snprintf(of[4], sizeof(of[4]), "of=%s/sub/synced", data);
+    dd(data, journal, (const char *[]){in, of[0], "bs=1024", "count=4", "conv=fsync", NULL});
+    dd(data, journal, (const char *[]){in, of[1], "bs=1024", "count=4", NULL});
+    dd(data, journal, (const char *[]){in, of[2], "bs=1024", "count=4", "oflag=dsync", NULL});
+    dd(data, journal,
+       (const char *[]){in, of[3], "bs=1024", "count=1", "seek=1", "conv=notrunc", NULL});
+    dd(data, journal, (const char *[]){in, of[4], "bs=1024", "count=4", "conv=fsync", NULL});
+
+    /* none: what was synced or written through O_DSYNC, nothing else. */
+    snprintf(image, sizeof(image), "%s/none", scratch_dir);
+    cr_assert_eq(pl_image_make(journal, base, data, image, PL_MODE_NONE, 1, &st, why, sizeof(why)),
+                 0, "%s", why);
+    /* dd truncates the file it opens, unless conv=notrunc: that size change counts. */
+    cr_assert_eq(st.durable, 9, "5 records synced and 4 writes through O_DSYNC, not %" PRIu64,
+                 st.durable);
+    cr_assert_eq(st.dropped, 7, "5 records unsynced, 1 to old, 1 truncation, not %" PRIu64,
+                 st.dropped);
+    cr_assert_eq(st.syncs, 1);
+    snprintf(path, sizeof(path), "%s/synced", image);
+    cr_assert(get_file(path, buf, sizeof(buf)) == 4096 && all_bytes(buf, 0, 4096, 'b'), "synced");
+    snprintf(path, sizeof(path), "%s/dsync", image);
+    cr_assert(get_file(path, buf, sizeof(buf)) == 4096 && all_bytes(buf, 0, 4096, 'b'), "dsync");
+    snprintf(path, sizeof(path), "%s/unsynced", image);
+    cr_assert_eq(get_file(path, buf, sizeof(buf)), -1, "a new file never synced is not there");
+    snprintf(path, sizeof(path), "%s/old", image);
+    cr_assert(get_file(path, buf, sizeof(buf)) == 4096 && all_bytes(buf, 0, 4096, 'a'),
+              "old keeps what it had at the start");
+    snprintf(path, sizeof(path), "%s/sub/synced", image);
+    cr_assert(get_file(path, buf, sizeof(buf)) == 4096, "a subfolder is copied as it is");
+
+    /* random: each unsynced write kept or not; over seeds, both. */
+    int old_kept = 0, old_dropped = 0;
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        snprintf(image, sizeof(image), "%s/random%" PRIu64, scratch_dir, seed);
+        cr_assert_eq(
+            pl_image_make(journal, base, data, image, PL_MODE_RANDOM, seed, &st, why, sizeof(why)),
+            0, "%s", why);
+        snprintf(path, sizeof(path), "%s/synced", image);
+        cr_assert(get_file(path, buf, sizeof(buf)) == 4096 && all_bytes(buf, 0, 4096, 'b'));
+        snprintf(path, sizeof(path), "%s/old", image);
+        cr_assert(get_file(path, buf, sizeof(buf)) == 4096 && all_bytes(buf, 0, 1024, 'a') &&
+                  all_bytes(buf, 2048, 4096, 'a'));
+        if (all_bytes(buf, 1024, 2048, 'b'))
+            old_kept++;
+        else if (all_bytes(buf, 1024, 2048, 'a'))
+            old_dropped++;
+        snprintf(path, sizeof(path), "%s/unsynced", image);
+        ssize_t n = get_file(path, buf, sizeof(buf));
+        for (ssize_t i = 0; i < n; i++)
+            cr_assert(buf[i] == 'b' || buf[i] == 0, "unsynced holds only its bytes or holes");
+        e2e_remove_tree(image);
+    }
+    cr_assert(old_kept > 0 && old_dropped > 0 && old_kept + old_dropped == 40,
+              "the write to old kept %d times, dropped %d", old_kept, old_dropped);
+}
+
+Test(powerloss, a_torn_write_is_cut_at_a_sector_boundary, .fini = scratch_teardown)
+{
+    char data[128], base[128], journal[128], image[128], path[200], why[512], buf[4096];
+    uint8_t bytes[2000];
+    pl_image_stats st;
+
+    make_scratch();
+    snprintf(data, sizeof(data), "%s/data", scratch_dir);
+    snprintf(base, sizeof(base), "%s/base", scratch_dir);
+    snprintf(journal, sizeof(journal), "%s/journal", scratch_dir);
+    cr_assert_eq(mkdir(data, 0700), 0);
+    cr_assert_eq(mkdir(base, 0700), 0);
+    snprintf(path, sizeof(path), "%s/f", data);
+    put_file(path, 'x', 2100);
+
+    /* One write of 2000 bytes at offset 100 of a new file f, never synced; the journal ends
+     * in a record cut short, which is ignored. */
+    memset(bytes, 'x', sizeof(bytes));
+    pl_record rec[2] = {{PL_MAGIC, PL_NAME, 0, 0, 1, 0, 0},
+                        {PL_MAGIC, PL_WRITE, 0, 0, sizeof(bytes), 100, 0}};
+    int fd = open(journal, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, &rec[0], sizeof(rec[0])), (ssize_t)sizeof(rec[0]));
+    cr_assert_eq(write(fd, "f", 1), 1);
+    cr_assert_eq(write(fd, &rec[1], sizeof(rec[1])), (ssize_t)sizeof(rec[1]));
+    cr_assert_eq(write(fd, bytes, sizeof(bytes)), (ssize_t)sizeof(bytes));
+    cr_assert_eq(write(fd, &rec[1], sizeof(rec[1]) / 2), (ssize_t)sizeof(rec[1]) / 2);
+    close(fd);
+
+    int absent = 0, whole = 0, torn = 0;
+    for (uint64_t seed = 1; seed <= 60; seed++) {
+        snprintf(image, sizeof(image), "%s/torn%" PRIu64, scratch_dir, seed);
+        cr_assert_eq(
+            pl_image_make(journal, base, data, image, PL_MODE_TORN, seed, &st, why, sizeof(why)), 0,
+            "%s", why);
+        cr_assert_eq(st.records, 2, "the record cut short is not read");
+        snprintf(path, sizeof(path), "%s/f", image);
+        ssize_t n = get_file(path, buf, sizeof(buf));
+        if (n < 0) {
+            absent++;
+        } else {
+            cr_assert(n == 512 || n == 1024 || n == 1536 || n == 2048 || n == 2100,
+                      "f cut at %zd, not at a 512-byte boundary", n);
+            cr_assert(all_bytes(buf, 0, 100, 0) && all_bytes(buf, 100, (size_t)n, 'x'));
+            if (n == 2100)
+                whole++;
+            else
+                torn++;
+        }
+        e2e_remove_tree(image);
+    }
+    cr_assert(absent > 0 && whole > 0 && torn > 0, "absent %d, whole %d, torn %d", absent, whole,
+              torn);
+}
