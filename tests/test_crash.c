@@ -260,7 +260,9 @@ static int compare_event_ids(const void *a, const void *b)
 static uint64_t find_seq(const rel_event *by_id, size_t n, const char *id)
 {
     rel_event key;
-    snprintf(key.id, sizeof(key.id), "%s", id);
+    size_t len = strnlen(id, sizeof(key.id) - 1);
+    memcpy(key.id, id, len); /* ids here are far shorter than an event's longest */
+    key.id[len] = '\0';
     const rel_event *e = bsearch(&key, by_id, n, sizeof(*by_id), compare_event_ids);
     return e ? e->seq : 0;
 }
