@@ -1072,6 +1072,9 @@ static int wal_before_env(store *s, const char *dir, uint64_t area, wal_checkpoi
     return 0;
 }
 
+static int wal_after_replay(store *s, const char *dir, uint64_t lsn, uint64_t area, char *why,
+                            size_t why_size);
+
 /* Replay of one record at open: the same checks and commit as an append, without the file. */
 static int replay_record(void *ctx, const store_item *items, size_t n)
 {
@@ -1098,19 +1101,39 @@ static int wal_after_env(store *s, const char *dir, const wal_checkpoint *ck, bo
                          uint64_t area, char *why, size_t why_size)
 {
     uint64_t lsn = found ? ck->lsn : 0;
+    /*
+     * While the records are brought in, the old checkpoint is still the one on disk: a crash
+     * now puts LMDB back at it again. So its pages must not be reused meanwhile, which a read
+     * transaction on it (the guard) ensures until the new checkpoint is written.
+     */
+    MDB_txn *guard = NULL;
     if (found && !ck->clean) {
         if (s->head_seq != ck->seq)
             return open_refused(why, why_size, dir,
                                 "data.mdb at the write-ahead file's checkpoint does not hold "
                                 "the events the checkpoint says");
+        int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &guard);
+        if (rc != 0)
+            return open_failed(why, why_size, dir, "cannot begin a read transaction", rc);
         uint64_t head;
-        int rc = wal_replay(s->wal, ck, replay_record, s, &lsn, &head);
-        if (rc != 0 || s->broken)
+        rc = wal_replay(s->wal, ck, replay_record, s, &lsn, &head);
+        if (rc != 0 || s->broken) {
+            mdb_txn_abort(guard);
             return open_failed(why, why_size, dir,
                                "cannot bring the write-ahead file's events into data.mdb",
                                rc == BUDGET_EUNAVAILABLE ? ENOSPC : EIO);
+        }
     }
+    int rc = wal_after_replay(s, dir, lsn, area, why, why_size);
+    if (guard != NULL)
+        mdb_txn_abort(guard);
+    return rc;
+}
 
+/* The rest of wal_after_env: a checkpoint of where LMDB stands, its pin, the syncer. */
+static int wal_after_replay(store *s, const char *dir, uint64_t lsn, uint64_t area, char *why,
+                            size_t why_size)
+{
     MDB_txn *pin;
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &pin);
     if (rc != 0)

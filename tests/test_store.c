@@ -1618,3 +1618,44 @@ Test(store, the_file_is_resized_at_open_and_keeps_everything)
     w = read_wal_head();
     cr_assert_eq(w.area, STORE_WAL_AREA_BYTES_DEFAULT);
 }
+
+/* A fault function that ends the process at its Nth commit: a crash amid a replay. */
+static int exit_at_commit(void *ctx, store_fault_point point)
+{
+    unsigned *left = ctx;
+    if (point == STORE_FAULT_COMMIT && --*left == 0)
+        _exit(0);
+    return 0;
+}
+
+/*
+ * A crash while the records are brought in leaves the old checkpoint in charge: the next
+ * start goes back to it again. Its pages must still be there, though the replay before the
+ * crash committed transactions that freed them.
+ */
+Test(store, a_crash_while_records_are_brought_in_loses_nothing)
+{
+    store *s = open_store(NULL);
+    append_ok(s, 1, 40, 0);
+    store_close(s);
+    crash_plan p = {.first = 41, .batches = 12, .per = 2};
+    crash_after(&p);
+
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        unsigned left = 8; /* the 8th of the 12 records' commits */
+        store_options o = {.fault = exit_at_commit, .fault_ctx = &left};
+        char why[256];
+        store_open(&s, store_dir, &o, why, sizeof why);
+        _exit(3); /* the replay did not reach its 8th commit */
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the replay ended otherwise: %d",
+              WEXITSTATUS(status));
+    s = open_store(NULL);
+    assert_log(s, 64, 0);
+    store_close(s);
+}
