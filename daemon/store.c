@@ -722,18 +722,26 @@ static uint64_t load_u64(const uint8_t *p)
  */
 static int meta_read(store *s, uint64_t txnid, uint8_t out[WAL_META_BYTES])
 {
-    int fd;
-    if (mdb_env_get_fd(s->env, &fd) != 0)
-        return EBADF;
-    off_t at = (off_t)(txnid & 1) * (off_t)s->lmdb_page_bytes;
-    size_t got = 0;
-    while (got < WAL_META_BYTES) {
-        ssize_t n = pread(fd, out + got, WAL_META_BYTES - got, at + (off_t)got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? errno : EIO;
-        got += (size_t)n;
+    size_t at = (size_t)(txnid & 1) * s->lmdb_page_bytes;
+    MDB_envinfo info = {0};
+    mdb_env_info(s->env, &info);
+    if (info.me_mapaddr != NULL && info.me_mapsize >= at + WAL_META_BYTES) {
+        /* The map shows the file as written (one page cache), and only this thread writes a
+         * meta page or moves the map: a copy, without a system call. */
+        memcpy(out, (const uint8_t *)info.me_mapaddr + at, WAL_META_BYTES);
+    } else {
+        int fd;
+        if (mdb_env_get_fd(s->env, &fd) != 0)
+            return EBADF;
+        size_t got = 0;
+        while (got < WAL_META_BYTES) {
+            ssize_t n = pread(fd, out + got, WAL_META_BYTES - got, (off_t)(at + got));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                return n < 0 ? errno : EIO;
+            got += (size_t)n;
+        }
     }
     uint32_t magic;
     memcpy(&magic, out + LMDB_META_MAGIC_AT, sizeof magic);
