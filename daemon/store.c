@@ -74,8 +74,20 @@ _Static_assert(sizeof(size_t) >= 8, "the store maps up to a terabyte: it needs 6
 #define STORE_SCAN_RELEASE_EVENTS 65536
 /* Bytes below the next event that a scan asks the CPU for ahead of use (prefetch_from). */
 #define STORE_SCAN_PREFETCH_BYTES 1024
-/* The syncer checkpoints once this share of the write-ahead file holds records (1/4). */
+/*
+ * When the writer asks the syncer for a checkpoint: once this share of the write-ahead file
+ * holds records (1/4), once STORE_CHECKPOINT_COMMITS commits were made since the last one was
+ * asked for, or once LMDB's data file has grown by STORE_CHECKPOINT_GROWTH_BYTES since then.
+ * While a checkpoint's pin holds, LMDB reuses no page freed after it, and what a checkpoint
+ * frees becomes reusable only at the next one, so the data file carries about two intervals'
+ * worth of pages besides the log: a small commit writes about eight pages, and without the
+ * last two bounds a few thousand of them would grow the file, and what a checkpoint must sync,
+ * by tens of megabytes. The syncer does one checkpoint at a time; asking again while one waits
+ * only replaces it with a newer one.
+ */
 #define STORE_WAL_CHECKPOINT_SHARE 4
+#define STORE_CHECKPOINT_COMMITS 64
+#define STORE_CHECKPOINT_GROWTH_BYTES ((uint64_t)1 << 20)
 
 /*
  * Where a meta page keeps its fields, in LMDB 0.9's file format on a 64-bit machine: the page
@@ -133,11 +145,13 @@ struct store {
     bool ck_queued;         /* ck_next waits for the syncer */
     wal_checkpoint ck_next; /* asked for, with its pin */
     MDB_txn *ck_next_pin;
-    MDB_txn *ck_pin;        /* the read transaction on the last checkpoint's transaction */
-    uint64_t ck_lsn;        /* records from here on are not yet behind a checkpoint */
-    uint64_t ck_asked_lsn;  /* the newest checkpoint asked for covers records below this */
-    uint64_t wal_lsn_shown; /* wal_lsn as of the last commit, for store_get_stats */
-    int ck_error;           /* the syncer failed (an errno): the store is broken */
+    MDB_txn *ck_pin;            /* the read transaction on the last checkpoint's transaction */
+    uint64_t ck_lsn;            /* records from here on are not yet behind a checkpoint */
+    uint64_t ck_asked_lsn;      /* the newest checkpoint asked for covers records below this */
+    uint64_t wal_lsn_shown;     /* wal_lsn as of the last commit, for store_get_stats */
+    uint64_t ck_asked_pgno;     /* writer: LMDB's last page when the last checkpoint was asked */
+    uint64_t commits_since_ask; /* writer: commits since then */
+    int ck_error;               /* the syncer failed (an errno): the store is broken */
     uint64_t wal_checkpoints;
     uint64_t wal_waits;
     uint64_t wal_records_replayed;
@@ -775,6 +789,10 @@ static void checkpoint_ask(store *s)
         mdb_txn_abort(pin);
         return;
     }
+    MDB_envinfo info = {0};
+    mdb_env_info(s->env, &info);
+    s->ck_asked_pgno = info.me_last_pgno;
+    s->commits_since_ask = 0;
     MDB_txn *replaced = NULL;
     pthread_mutex_lock(&s->ck_lock);
     if (s->ck_queued)
@@ -894,9 +912,15 @@ static int after_commit(store *s, uint64_t txnid, uint64_t head)
     s->last_txnid = txnid;
     s->last_seq = head;
     uint64_t share = wal_area_bytes(s->wal) / STORE_WAL_CHECKPOINT_SHARE;
+    MDB_envinfo info = {0};
+    mdb_env_info(s->env, &info);
+    bool grown = (uint64_t)info.me_last_pgno > s->ck_asked_pgno &&
+                 ((uint64_t)info.me_last_pgno - s->ck_asked_pgno) * s->lmdb_page_bytes >=
+                     STORE_CHECKPOINT_GROWTH_BYTES;
     pthread_mutex_lock(&s->ck_lock);
     s->wal_lsn_shown = s->wal_lsn;
-    bool ask = s->wal_lsn - s->ck_asked_lsn >= share && s->wal_lsn - s->ck_lsn >= share;
+    bool ask = (s->wal_lsn - s->ck_asked_lsn >= share && s->wal_lsn - s->ck_lsn >= share) ||
+               grown || ++s->commits_since_ask >= STORE_CHECKPOINT_COMMITS;
     pthread_mutex_unlock(&s->ck_lock);
     if (ask)
         checkpoint_ask(s);
@@ -1171,6 +1195,9 @@ static int wal_after_replay(store *s, const char *dir, uint64_t lsn, uint64_t ar
     }
     s->ck_pin = pin;
     s->wal_lsn = s->ck_lsn = s->ck_asked_lsn = s->wal_lsn_shown = lsn;
+    MDB_envinfo info = {0};
+    mdb_env_info(s->env, &info);
+    s->ck_asked_pgno = info.me_last_pgno;
     if (pthread_create(&s->syncer, NULL, syncer_main, s) != 0)
         return open_failed(why, why_size, dir, "cannot start the syncer", EAGAIN);
     s->syncer_started = true;
