@@ -87,7 +87,7 @@ _Static_assert(sizeof(size_t) >= 8, "the store maps up to a terabyte: it needs 6
  */
 #define STORE_WAL_CHECKPOINT_SHARE 4
 #define STORE_CHECKPOINT_COMMITS 64
-#define STORE_CHECKPOINT_GROWTH_BYTES ((uint64_t)1 << 20)
+#define STORE_CHECKPOINT_GROWTH_BYTES ((uint64_t)4 << 20)
 
 /*
  * Where a meta page keeps its fields, in LMDB 0.9's file format on a 64-bit machine: the page
