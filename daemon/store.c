@@ -38,6 +38,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <time.h>
 #include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -86,7 +87,9 @@ _Static_assert(sizeof(size_t) >= 8, "the store maps up to a terabyte: it needs 6
  * only replaces it with a newer one.
  */
 #define STORE_WAL_CHECKPOINT_SHARE 4
-#define STORE_CHECKPOINT_COMMITS 64
+#define STORE_CHECKPOINT_COMMITS 256
+/* How often the syncer starts the writeback of LMDB's dirty pages between checkpoints. */
+#define STORE_WRITEBACK_EVERY_NS 5000000L
 #define STORE_CHECKPOINT_GROWTH_BYTES ((uint64_t)4 << 20)
 
 /*
@@ -151,6 +154,8 @@ struct store {
     uint64_t wal_lsn_shown;     /* wal_lsn as of the last commit, for store_get_stats */
     uint64_t ck_asked_pgno;     /* writer: LMDB's last page when the last checkpoint was asked */
     uint64_t commits_since_ask; /* writer: commits since then */
+    uint64_t commits_written;   /* under ck_lock: commits so far */
+    uint64_t commits_handed;    /* syncer: commits_written when it last started writeback */
     int ck_error;               /* the syncer failed (an errno): the store is broken */
     uint64_t wal_checkpoints;
     uint64_t wal_waits;
@@ -816,10 +821,29 @@ static void checkpoint_ask(store *s)
 static void *syncer_main(void *arg)
 {
     store *s = arg;
+    int data_fd = -1;
+    mdb_env_get_fd(s->env, &data_fd);
     pthread_mutex_lock(&s->ck_lock);
     for (;;) {
-        while (!s->ck_queued && !s->ck_stop)
-            pthread_cond_wait(&s->ck_wake, &s->ck_lock);
+        while (!s->ck_queued && !s->ck_stop) {
+            /* Between checkpoints, LMDB's pages are handed to the disk a little at a time,
+             * so that a checkpoint's sync, and the appends' syncs beside it, find little
+             * left to write. */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += STORE_WRITEBACK_EVERY_NS;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&s->ck_wake, &s->ck_lock, &until) == ETIMEDOUT &&
+                s->commits_written != s->commits_handed && data_fd >= 0) {
+                s->commits_handed = s->commits_written;
+                pthread_mutex_unlock(&s->ck_lock);
+                sync_file_range(data_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+                pthread_mutex_lock(&s->ck_lock);
+            }
+        }
         if (!s->ck_queued)
             break;
         wal_checkpoint ck = s->ck_next;
@@ -919,6 +943,7 @@ static int after_commit(store *s, uint64_t txnid, uint64_t head)
                      STORE_CHECKPOINT_GROWTH_BYTES;
     pthread_mutex_lock(&s->ck_lock);
     s->wal_lsn_shown = s->wal_lsn;
+    s->commits_written++;
     bool ask = (s->wal_lsn - s->ck_asked_lsn >= share && s->wal_lsn - s->ck_lsn >= share) ||
                grown || ++s->commits_since_ask >= STORE_CHECKPOINT_COMMITS;
     pthread_mutex_unlock(&s->ck_lock);
