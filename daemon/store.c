@@ -51,6 +51,7 @@
 
 #include "budget/errors.h"
 #include "budget/limits.h"
+#include "fileio.h"
 #include "store.h"
 #include "wal.h"
 
@@ -752,15 +753,9 @@ static int meta_read(store *s, uint64_t txnid, uint8_t out[WAL_META_BYTES])
         int fd;
         if (mdb_env_get_fd(s->env, &fd) != 0)
             return EBADF;
-        size_t got = 0;
-        while (got < WAL_META_BYTES) {
-            ssize_t n = pread(fd, out + got, WAL_META_BYTES - got, (off_t)(at + got));
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                return n < 0 ? errno : EIO;
-            got += (size_t)n;
-        }
+        int err = fileio_pread_all(fd, out, WAL_META_BYTES, at);
+        if (err != 0)
+            return err;
     }
     uint32_t magic;
     memcpy(&magic, out + LMDB_META_MAGIC_AT, sizeof magic);
@@ -1076,7 +1071,7 @@ static int restore_meta(const char *dir, const wal_checkpoint *ck, char *why, si
     bool lmdb = true;
     for (int i = 0; i < 2; i++) {
         uint32_t magic = 0;
-        if (pread(fd, page[i], WAL_META_BYTES, (off_t)i * ck->page_bytes) != WAL_META_BYTES) {
+        if (fileio_pread_all(fd, page[i], WAL_META_BYTES, (uint64_t)i * ck->page_bytes) != 0) {
             lmdb = false;
             break;
         }
@@ -1096,8 +1091,7 @@ static int restore_meta(const char *dir, const wal_checkpoint *ck, char *why, si
         uint8_t meta[WAL_META_BYTES];
         memcpy(meta, ck->meta, WAL_META_BYTES);
         memcpy(meta + LMDB_PAGE_PGNO_AT, &i, sizeof i); /* each meta page names itself */
-        if (pwrite(fd, meta, WAL_META_BYTES, (off_t)(i * ck->page_bytes)) != WAL_META_BYTES)
-            err = errno != 0 ? errno : EIO;
+        err = fileio_pwrite_all(fd, meta, WAL_META_BYTES, i * ck->page_bytes);
     }
     if (err == 0 && fdatasync(fd) != 0)
         err = errno;

@@ -142,42 +142,6 @@ static size_t round8(size_t n)
 
 /* ---- plain I/O ---- */
 
-static int pread_all(int fd, void *buf, size_t size, uint64_t at)
-{
-    uint8_t *p = buf;
-    while (size > 0) {
-        ssize_t n = pread(fd, p, size, (off_t)at);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return errno;
-        if (n == 0)
-            return EIO; /* the file is shorter than its header says */
-        p += n;
-        size -= (size_t)n;
-        at += (uint64_t)n;
-    }
-    return 0;
-}
-
-static int pwrite_all(int fd, const void *buf, size_t size, uint64_t at)
-{
-    const uint8_t *p = buf;
-    while (size > 0) {
-        ssize_t n = pwrite(fd, p, size, (off_t)at);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return errno;
-        if (n == 0)
-            return EIO;
-        p += n;
-        size -= (size_t)n;
-        at += (uint64_t)n;
-    }
-    return 0;
-}
-
 static int sync_fd(int fd)
 {
     return fdatasync(fd) == 0 ? 0 : errno;
@@ -241,7 +205,7 @@ static int read_newest(wal *w, wal_checkpoint *ck, uint64_t *area)
     uint64_t a;
     int best = -1;
     for (int i = 0; i < 2; i++) {
-        if (pread_all(w->fd, slot, sizeof slot, (uint64_t)i * WAL_SLOT_BYTES) != 0)
+        if (fileio_pread_all(w->fd, slot, sizeof slot, (uint64_t)i * WAL_SLOT_BYTES) != 0)
             continue;
         if (header_decode(slot, &c, &a) != 0)
             continue;
@@ -398,7 +362,7 @@ int wal_append(wal *w, const wal_item *items, size_t n, uint64_t *lsn, uint64_t 
     memset(p + off, 0, bytes - off);
     put32(p + 28, wal_crc32c(0, p, bytes));
 
-    int err = pwrite_all(w->fd, p, bytes, WAL_AREA_START + at_lsn % w->area);
+    int err = fileio_pwrite_all(w->fd, p, bytes, WAL_AREA_START + at_lsn % w->area);
     if (err != 0)
         return err;
     *written = true;
@@ -415,7 +379,7 @@ int wal_sync(wal *w)
 int wal_retract(wal *w, uint64_t lsn)
 {
     uint8_t zero[4] = {0};
-    int err = pwrite_all(w->fd, zero, sizeof zero, WAL_AREA_START + lsn % w->area);
+    int err = fileio_pwrite_all(w->fd, zero, sizeof zero, WAL_AREA_START + lsn % w->area);
     return err != 0 ? err : sync_fd(w->fd);
 }
 
@@ -424,7 +388,7 @@ int wal_checkpoint_write(wal *w, wal_checkpoint *ck)
     uint8_t slot[WAL_SLOT_BYTES];
     ck->counter = w->counter + 1;
     header_encode(slot, ck, w->area);
-    int err = pwrite_all(w->fd, slot, sizeof slot, w->slot_next * WAL_SLOT_BYTES);
+    int err = fileio_pwrite_all(w->fd, slot, sizeof slot, w->slot_next * WAL_SLOT_BYTES);
     if (err == 0)
         err = sync_fd(w->fd);
     if (err != 0)
@@ -478,7 +442,7 @@ static int read_record(wal *w, uint64_t lsn, uint64_t seq, uint8_t **buf, size_t
     uint64_t at = lsn % w->area;
     uint8_t head[WAL_RECORD_HEADER_BYTES];
     if (at + WAL_RECORD_HEADER_BYTES > w->area ||
-        pread_all(w->fd, head, sizeof head, WAL_AREA_START + at) != 0)
+        fileio_pread_all(w->fd, head, sizeof head, WAL_AREA_START + at) != 0)
         return -1;
     uint32_t bytes = get32(head + 4);
     if (get32(head) != WAL_RECORD_MAGIC || get64(head + 8) != lsn || get64(head + 16) != seq ||
@@ -491,7 +455,7 @@ static int read_record(wal *w, uint64_t lsn, uint64_t seq, uint8_t **buf, size_t
         *buf = grown;
         *cap = bytes;
     }
-    if (pread_all(w->fd, *buf, bytes, WAL_AREA_START + at) != 0)
+    if (fileio_pread_all(w->fd, *buf, bytes, WAL_AREA_START + at) != 0)
         return -1;
     uint32_t crc = get32(*buf + 28);
     put32(*buf + 28, 0);
