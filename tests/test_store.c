@@ -1498,16 +1498,31 @@ Test(store, the_file_wraps_around_and_keeps_everything)
     store_close(s);
 }
 
-/* A batch LMDB refuses after its record was synced is spoiled in the file: it never comes back. */
+/* A batch LMDB refused after its record was synced is spoiled in the file: it never comes back,
+ * even when the process ends before any later record is written over it. */
 Test(store, a_batch_lmdb_refused_does_not_come_back)
 {
     fault_plan plan = {0};
     arm(&plan, STORE_FAULT_COMMIT, ENOSPC, 3, false);
     crash_plan p = {
-        .opt = {.fault = fault_fn, .fault_ctx = &plan}, .batches = 5, .per = 3, .fail_batch = 3};
-    crash_after(&p);
+        .opt = {.fault = fault_fn, .fault_ctx = &plan}, .batches = 3, .per = 3, .fail_batch = 3};
+    crash_after(&p); /* ends right after the refusal */
     store *s = open_store(NULL);
-    assert_head(s, 12); /* four batches of three; the refused one went again */
+    assert_head(s, 6);
+    assert_log(s, 6, 0);
+    assert_absent(s, 7, 3);
+    store_close(s);
+
+    plan = (fault_plan){0};
+    arm(&plan, STORE_FAULT_COMMIT, ENOSPC, 1, false);
+    crash_plan again = {.opt = {.fault = fault_fn, .fault_ctx = &plan},
+                        .first = 7,
+                        .batches = 3,
+                        .per = 3,
+                        .fail_batch = 1};
+    crash_after(&again); /* the refused batch goes again, and two more after it */
+    s = open_store(NULL);
+    assert_head(s, 12);
     assert_log(s, 12, 0);
     store_close(s);
 }
