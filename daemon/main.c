@@ -137,6 +137,18 @@ static int replay(store *st, const char *data, const snapshots *snaps, ledger **
 /* The checkpoint signing key (checkpoint.h), made on the first start; its public half is
  * logged so that an operator can publish it. budgetd serves without it: only `checkpoint`
  * then fails. */
+/* Says, after an unclean stop, what start-up brought back from the write-ahead file. */
+static void log_recovery(store *st)
+{
+    store_stats ss;
+    store_get_stats(st, &ss);
+    if (ss.wal_unclean_start)
+        log_info("unclean stop before this start: brought %llu events (%llu commits) from the "
+                 "write-ahead file into data.mdb",
+                 (unsigned long long)ss.wal_events_replayed,
+                 (unsigned long long)ss.wal_records_replayed);
+}
+
 static void start_signing_key(const char *data)
 {
     checkpoint_key key;
@@ -493,6 +505,7 @@ static int serve(daemon_options *o, const char *socket_path)
         access_free(cfg->access);
         return 1;
     }
+    log_recovery(st);
     cfg->snapshots = NULL;
     if (cfg->snapshot_every != 0) {
         if (snapshots_open(&o->snaps, o->data, o->snapshots_keep, why, sizeof(why)) == 0)

@@ -432,7 +432,7 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
     ledger_get_counts(commit_ledger(m), &counts);
     store_get_stats(o->store, &st);
     resp_begin(&r, req_id, true);
-    msgpack_pack_map(&r.pk, 26 + SUB_STATS_COUNT);
+    msgpack_pack_map(&r.pk, 27 + SUB_STATS_COUNT);
     pack_key_uint(&r.pk, "head", commit_head(m));
     pack_key_uint(&r.pk, "events", ledger_events(commit_ledger(m)));
     pack_key_uint(&r.pk, "frames", counts.frames);
@@ -458,6 +458,7 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
     pack_key_uint(&r.pk, "wal_checkpoints", st.wal_checkpoints);
     pack_key_uint(&r.pk, "wal_bytes_live", st.wal_bytes_live);
     pack_key_uint(&r.pk, "wal_waits", st.wal_waits);
+    pack_key_uint(&r.pk, "wal_events_recovered", st.wal_events_replayed);
     pack_key_uint(&r.pk, "uptime_ms", uv_hrtime() / 1000000u - o->started_ms);
     sub_pack_stats(o->subs, &r.pk);
     conn_answer(c, idx, &r, req_id);

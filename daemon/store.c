@@ -157,10 +157,13 @@ struct store {
     uint64_t commits_since_ask; /* writer: commits since then */
     uint64_t commits_written;   /* under ck_lock: commits so far */
     uint64_t commits_handed;    /* syncer: commits_written when it last started writeback */
+    bool syncer_idle;           /* under ck_lock: the syncer waits for the next commit */
     int ck_error;               /* the syncer failed (an errno): the store is broken */
     uint64_t wal_checkpoints;
     uint64_t wal_waits;
     uint64_t wal_records_replayed;
+    uint64_t wal_events_replayed;
+    bool wal_unclean; /* opened after an unclean stop */
 };
 
 struct store_reader {
@@ -816,11 +819,19 @@ static void checkpoint_ask(store *s)
 static void *syncer_main(void *arg)
 {
     store *s = arg;
+    pthread_setname_np(pthread_self(), "budgetd-syncer"); /* named for ps, top and the tests */
     int data_fd = -1;
     mdb_env_get_fd(s->env, &data_fd);
     pthread_mutex_lock(&s->ck_lock);
     for (;;) {
         while (!s->ck_queued && !s->ck_stop) {
+            /* Nothing committed since the last writeback: sleep until a commit wakes us. */
+            if (s->commits_written == s->commits_handed) {
+                s->syncer_idle = true;
+                pthread_cond_wait(&s->ck_wake, &s->ck_lock);
+                s->syncer_idle = false;
+                continue;
+            }
             /* Between checkpoints, LMDB's pages are handed to the disk a little at a time,
              * so that a checkpoint's sync, and the appends' syncs beside it, find little
              * left to write. */
@@ -939,6 +950,8 @@ static int after_commit(store *s, uint64_t txnid, uint64_t head)
     pthread_mutex_lock(&s->ck_lock);
     s->wal_lsn_shown = s->wal_lsn;
     s->commits_written++;
+    if (s->syncer_idle)
+        pthread_cond_signal(&s->ck_wake);
     bool ask = (s->wal_lsn - s->ck_asked_lsn >= share && s->wal_lsn - s->ck_lsn >= share) ||
                grown || ++s->commits_since_ask >= STORE_CHECKPOINT_COMMITS;
     pthread_mutex_unlock(&s->ck_lock);
@@ -1140,6 +1153,7 @@ static int replay_record(void *ctx, const store_item *items, size_t n)
     s->head_seq = last->seq;
     memcpy(s->head_hash, last->bytes + last->size - BUDGET_HASH_BYTES, BUDGET_HASH_BYTES);
     s->wal_records_replayed++;
+    s->wal_events_replayed += n;
     return 0;
 }
 
@@ -1159,6 +1173,7 @@ static int wal_after_env(store *s, const char *dir, const wal_checkpoint *ck, bo
      */
     MDB_txn *guard = NULL;
     if (found && !ck->clean) {
+        s->wal_unclean = true;
         if (s->head_seq != ck->seq)
             return open_refused(why, why_size, dir,
                                 "data.mdb at the write-ahead file's checkpoint does not hold "
@@ -1473,6 +1488,8 @@ void store_get_stats(store *s, store_stats *out)
     out->wal_checkpoints = s->wal_checkpoints;
     out->wal_waits = s->wal_waits;
     out->wal_records_replayed = s->wal_records_replayed;
+    out->wal_events_replayed = s->wal_events_replayed;
+    out->wal_unclean_start = s->wal_unclean;
     out->wal_bytes_live = s->wal != NULL ? s->wal_lsn_shown - s->ck_lsn : 0;
     pthread_mutex_unlock(&s->ck_lock);
 }

@@ -145,6 +145,8 @@ typedef struct {
     uint64_t wal_bytes_live;       /* records not yet behind a checkpoint */
     uint64_t wal_waits;            /* appends that waited for a checkpoint to free space */
     uint64_t wal_records_replayed; /* brought into LMDB at open */
+    uint64_t wal_events_replayed;  /* the events of those records */
+    bool wal_unclean_start;        /* opened after an unclean stop (crash, kill, power loss) */
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
 

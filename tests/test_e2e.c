@@ -12,6 +12,7 @@
  *   4 allocation.proposed  KS, 1,5 mkr       7 decision.approved  KS allocation
  *   8 avrop.requested      SON, 400 tkr      9 decision.approved  the avrop
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -1354,6 +1355,108 @@ Test(e2e, restart_replays_the_same_ledger)
     e2e_ctl_free(&before_events);
     e2e_ctl_free(&after_balances);
     e2e_ctl_free(&after_events);
+    stop_cleanly();
+}
+
+/* The daemon's log holds `text`. */
+static bool log_holds(const char *text)
+{
+    FILE *f = fopen(bd.log, "r");
+    e2e_assert(f != NULL, "no log %s", bd.log);
+    char line[1024];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, text) != NULL;
+    fclose(f);
+    return found;
+}
+
+/* A start after a kill brings back, from the write-ahead file, every commit since the last
+ * checkpoint (the one written at start: a few commits ask for no other), and says so in its
+ * log and in stats; a start after a clean stop brings back nothing and says nothing. */
+Test(e2e, a_start_after_a_kill_says_what_it_brought_back)
+{
+    int status;
+    scenario_ctl();
+    e2e_assert(e2e_daemon_stop(&bd, SIGTERM, E2E_STOP_TIMEOUT_MS, &status) == 0,
+               "budgetd did not stop on SIGTERM");
+    e2e_assert(e2e_daemon_restart(&bd) == 0, "restart after SIGTERM");
+    e2e_assert_int(stat_of("wal_events_recovered"), 0, "events recovered after a clean stop");
+    e2e_assert(!log_holds("unclean stop"), "a clean stop was logged as unclean");
+
+    budget_client *c = e2e_client(&bd);
+    e2e_buf b;
+    e2e_buf_init(&b);
+    const int writes = 7;
+    for (int i = 0; i < writes; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "recovered-%d", i);
+        grant_args(&b, id, "KS", 1000 + i);
+        e2e_write_ok(c, "frame.grant", &b);
+    }
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+    e2e_daemon_kill(&bd);
+
+    e2e_assert(e2e_daemon_restart(&bd) == 0, "restart after SIGKILL");
+    e2e_assert_int(stat_of("wal_events_recovered"), writes, "events recovered after a kill");
+    char want[128];
+    snprintf(want, sizeof(want), "unclean stop before this start: brought %d events (%d commits)",
+             writes, writes);
+    e2e_assert(log_holds(want), "the log does not say \"%s\"", want);
+    c = e2e_client(&bd);
+    e2e_assert_int(e2e_head(c), SCENARIO_HEAD + writes, "head after recovery");
+    budget_client_close(c);
+    stop_cleanly();
+}
+
+/* Reads field `key` ("voluntary_ctxt_switches") of the daemon's thread called `name`; -1 when
+ * there is no such thread. */
+static long thread_status(const char *name, const char *key)
+{
+    char path[320], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)bd.pid);
+    DIR *tasks = opendir(path);
+    e2e_assert(tasks != NULL, "cannot open %s", path);
+    long value = -1;
+    struct dirent *e;
+    while (value < 0 && (e = readdir(tasks)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)bd.pid, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        bool match = fgets(line, sizeof(line), f) != NULL &&
+                     strncmp(line, name, strlen(name)) == 0 && line[strlen(name)] == '\n';
+        fclose(f);
+        if (!match)
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/status", (int)bd.pid, e->d_name);
+        f = fopen(path, "r");
+        while (f != NULL && fgets(line, sizeof(line), f))
+            if (strncmp(line, key, strlen(key)) == 0 && line[strlen(key)] == ':')
+                value = strtol(line + strlen(key) + 1, NULL, 10);
+        if (f != NULL)
+            fclose(f);
+    }
+    closedir(tasks);
+    return value;
+}
+
+/* An idle daemon's syncer sleeps: it wakes for commits, not on a clock (it hands LMDB's pages
+ * to the disk every few ms only while commits come). */
+Test(e2e, an_idle_daemon_syncer_does_not_wake)
+{
+    scenario_ctl();
+    struct timespec settle = {0, 200 * 1000000L}, idle = {1, 0};
+    nanosleep(&settle, NULL);
+    long before = thread_status("budgetd-syncer", "voluntary_ctxt_switches");
+    e2e_assert(before >= 0, "budgetd has no thread called budgetd-syncer");
+    nanosleep(&idle, NULL);
+    long after = thread_status("budgetd-syncer", "voluntary_ctxt_switches");
+    /* A syncer on a 5 ms clock would wake about 200 times in this second. */
+    e2e_assert(after - before <= 5, "the idle syncer woke %ld times in a second", after - before);
     stop_cleanly();
 }
 
