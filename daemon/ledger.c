@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bigmem.h"
 #include "budget/errors.h"
 #include "outcome.h"
 #include "proto/fields.h"
@@ -331,7 +332,7 @@ static int reserve(void **items, uint32_t *cap, uint32_t len, uint32_t more, siz
         want = UINT32_MAX - 1;
     if (want < (uint64_t)len + more || want > SIZE_MAX / size)
         return -1;
-    void *grown = realloc(*items, (size_t)want * size);
+    void *grown = bigmem_realloc(*items, (size_t)want * size);
     if (grown == NULL)
         return -1;
     *items = grown;
@@ -352,7 +353,7 @@ static size_t table_block_bytes(const table *t)
 static int table_init(table *t, uint32_t slots)
 {
     assert(slots >= TABLE_SLOTS_MIN && (slots & (slots - 1)) == 0);
-    uint8_t *block = calloc(slots, 1 + sizeof(uint32_t));
+    uint8_t *block = bigmem_calloc(slots, 1 + sizeof(uint32_t));
     if (block == NULL)
         return -1;
     t->ctrl = block;
@@ -2012,7 +2013,7 @@ static bool ix_copy(void **to, const void *from, size_t n, size_t cap, size_t si
     *to = NULL;
     if (cap == 0)
         return true;
-    *to = malloc(cap * size);
+    *to = bigmem_malloc(cap * size);
     if (*to != NULL && n > 0)
         memcpy(*to, from, n * size);
     return *to != NULL;
@@ -2145,7 +2146,7 @@ static void *copy_array(const void *items, size_t count, size_t cap, size_t size
 {
     if (cap == 0)
         return NULL;
-    void *p = malloc(cap * size);
+    void *p = bigmem_malloc(cap * size);
     if (p == NULL) {
         *failed = true;
         return NULL;
@@ -2332,7 +2333,7 @@ static int reserve_room(ledger *l, const ledger_event *ev)
             want = UINT32_MAX;
         if (want - l->arena_len < arena_need)
             return -1;
-        char *grown = realloc(l->arena, (size_t)want);
+        char *grown = bigmem_realloc(l->arena, (size_t)want);
         if (grown == NULL)
             return -1;
         l->arena = grown;
@@ -3522,7 +3523,7 @@ static int table_load(table *t, snap_source *s, uint32_t count)
     if (snap_get_u32(s, &slots) != 0 || !snap_pow2_in(slots, TABLE_SLOTS_MIN, TABLE_SLOTS_MAX) ||
         count >= slots || (uint64_t)slots * (1 + sizeof(uint32_t)) > s->left)
         return -1;
-    uint8_t *block = malloc((size_t)slots * (1 + sizeof(uint32_t)));
+    uint8_t *block = bigmem_malloc((size_t)slots * (1 + sizeof(uint32_t)));
     if (block == NULL)
         return -1;
     t->ctrl = block;
@@ -3567,7 +3568,7 @@ static int arena_load(ledger *l, snap_source *s)
     uint64_t cap = 4096;
     while (cap < (uint64_t)len + ARENA_EVENT_BYTES_MAX)
         cap *= 2;
-    l->arena = malloc((size_t)cap);
+    l->arena = bigmem_malloc((size_t)cap);
     if (l->arena == NULL)
         return -1;
     l->arena_cap = (uint32_t)cap;

@@ -40,22 +40,23 @@ static void replay_failed(const char *data, const replay_result *res)
         log_error("replay stopped: %s", res->why);
 }
 
-typedef struct {
-    store *st;
-    replay_result res;
-    int rc;
-} chain_check;
-
-static void *chain_check_main(void *arg)
+static double seconds_since(const struct timespec *t0)
 {
-    chain_check *c = arg;
-    c->rc = replay_check_chain(c->st, UINT64_MAX, &c->res);
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void *chain_help_main(void *arg)
+{
+    chain_job_help(arg);
     return NULL;
 }
 
 /*
- * From the newest valid snapshot: the whole chain is checked on a thread of its own while the
- * snapshot is read, then only the events after it are applied. *l is NULL when there is no
+ * From the newest valid snapshot: the whole chain is checked in pieces by a thread of its own
+ * while the snapshot is read, and by the main thread too once it has read it; then only the
+ * events after it are applied. *l is NULL when there is no
  * valid snapshot, or when the events after it do not apply (the caller then replays the whole
  * log, which says what is wrong with it if anything is). 0, or 1 after logging that the chain
  * does not verify.
@@ -66,24 +67,33 @@ static int replay_from_snapshot(store *st, const char *data, const snapshots *sn
     uint8_t at_hash[BUDGET_HASH_BYTES];
     char why[256];
     pthread_t thread;
-    chain_check chain = {.st = st};
+    replay_result chain;
     uint64_t newest;
     *l = NULL;
     if (snapshot_list(snaps, &newest, 1) == 0)
         return 0; /* none: the whole replay checks the chain once */
-    bool threaded = pthread_create(&thread, NULL, chain_check_main, &chain) == 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    chain_job *job = chain_job_new(st, UINT64_MAX, 0);
+    if (job == NULL)
+        return 0; /* the store could not be read: the whole replay says so */
+    bool threaded = pthread_create(&thread, NULL, chain_help_main, job) == 0;
     *l = snapshot_restore(snaps, st, UINT64_MAX, at, at_hash, why, sizeof(why));
+    double restored = seconds_since(&t0);
     if (why[0] != '\0')
         log_warn("%s", why);
+    chain_job_help(job); /* the pieces the helper has not taken yet */
     if (threaded)
         pthread_join(thread, NULL);
-    else
-        chain_check_main(&chain);
-    if (chain.rc != 0) {
+    int rc = chain_job_finish(job, &chain);
+    if (*l != NULL)
+        log_info("snapshot %llu read in %.3f s; the whole chain checked by %.3f s",
+                 (unsigned long long)*at, restored, seconds_since(&t0));
+    if (rc != 0) {
         ledger_free(*l);
         *l = NULL;
-        if (chain.rc == BUDGET_EINTERNAL) {
-            replay_failed(data, &chain.res);
+        if (rc == BUDGET_EINTERNAL) {
+            replay_failed(data, &chain);
             return 1;
         }
         return 0; /* the store could not be read: the whole replay says so */
@@ -103,7 +113,7 @@ static int replay(store *st, const char *data, const snapshots *snaps, ledger **
                   uint64_t *snapshot_head, uint64_t *head, uint8_t head_hash[BUDGET_HASH_BYTES])
 {
     replay_result res;
-    struct timespec t0, t1;
+    struct timespec t0;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     *snapshot_head = 0;
@@ -123,20 +133,14 @@ static int replay(store *st, const char *data, const snapshots *snaps, ledger **
             return 1;
         }
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     *out = l;
     *head = res.head;
     memcpy(head_hash, res.hash, BUDGET_HASH_BYTES);
     log_info("replayed %llu events in %.3f s (from snapshot %llu, every hash checked)",
-             (unsigned long long)*head,
-             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
-             (unsigned long long)*snapshot_head);
+             (unsigned long long)*head, seconds_since(&t0), (unsigned long long)*snapshot_head);
     return 0;
 }
 
-/* The checkpoint signing key (checkpoint.h), made on the first start; its public half is
- * logged so that an operator can publish it. budgetd serves without it: only `checkpoint`
- * then fails. */
 /* Says, after an unclean stop, what start-up brought back from the write-ahead file. */
 static void log_recovery(store *st)
 {
@@ -149,6 +153,9 @@ static void log_recovery(store *st)
                  (unsigned long long)ss.wal_records_replayed);
 }
 
+/* The checkpoint signing key (checkpoint.h), made on the first start; its public half is
+ * logged so that an operator can publish it. budgetd serves without it: only `checkpoint`
+ * then fails. */
 static void start_signing_key(const char *data)
 {
     checkpoint_key key;

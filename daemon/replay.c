@@ -6,6 +6,7 @@
  * holds RING_BATCHES * BATCH_EVENTS decoded events (about 4.8 MiB), whatever the log's length.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -264,67 +265,186 @@ failed_thread:
     return rc;
 }
 
-/* ---- the chain alone ----------------------------------------------------------------------- */
+/* ---- the chain alone, in pieces -------------------------------------------------------------- */
+
+/*
+ * Every event carries its predecessor's hash, so a piece of the chain can be checked on its
+ * own once the stored hash of the event before it is read: each piece checks that its first
+ * event's prev is that hash, and the piece before checks that the hash is the event's own.
+ * The threads that help take pieces in order from a shared counter; the first broken link of
+ * the chain is the lowest seq any piece found broken, which is what a walk from the first
+ * event would have stopped at.
+ */
+#define CHAIN_PIECE_EVENTS 65536u
+
+struct chain_job {
+    store *st;
+    uint64_t upto;               /* the last seq checked: the head, or less when asked */
+    uint64_t piece_events;       /* events in a piece */
+    bool last_first;             /* pieces are taken from the last (chain_job_last_first) */
+    _Atomic uint64_t next_piece; /* the next piece to take */
+    pthread_mutex_t lock;        /* guards what follows */
+    uint64_t bad_seq;            /* the lowest broken link found (0: none) */
+    char why[200];               /* why it is broken */
+    bool unreadable;             /* a helper could not read the store */
+    uint8_t last_hash[BUDGET_HASH_BYTES]; /* the hash of event `upto` */
+};
 
 typedef struct {
-    uint64_t upto, expect, bad_seq;
+    chain_job *job;
+    uint64_t from, to, expect;
     uint8_t prev[BUDGET_HASH_BYTES];
+    bool have_prev; /* prev holds the stored hash of event from - 1 (or zeros, from 1) */
+    uint64_t bad_seq;
     char why[200];
-} chain_scan;
+} chain_piece;
 
-static int chain_one(void *ctx, uint64_t seq, store_val v)
+static int piece_broken(chain_piece *p, uint64_t seq, const char *what)
 {
-    chain_scan *c = ctx;
+    p->bad_seq = seq;
+    snprintf(p->why, sizeof(p->why), "event %llu %s", (unsigned long long)seq, what);
+    return 1;
+}
+
+static int piece_one(void *ctx, uint64_t seq, store_val v)
+{
+    chain_piece *p = ctx;
     const uint8_t *hash;
     const char *why = "";
-    if (seq > c->upto)
-        return 1;
-    if (seq != c->expect) {
-        snprintf(c->why, sizeof(c->why), "event %llu is missing from the log",
-                 (unsigned long long)c->expect);
-        c->bad_seq = c->expect;
-        return 1;
+    if (!p->have_prev) {
+        /* Event from - 1: only its stored hash is taken. Whatever is wrong with it, the
+         * piece it belongs to finds at a lower seq; this piece then has nothing to add. */
+        if (seq != p->from - 1 || event_link(v.data, v.size, NULL, &hash) != 0)
+            return 1;
+        memcpy(p->prev, hash, BUDGET_HASH_BYTES);
+        p->have_prev = true;
+        return 0;
     }
-    if (event_check_link(v.data, v.size, c->prev, &why) != 0 ||
+    if (seq > p->to)
+        return 1;
+    if (seq != p->expect)
+        return piece_broken(p, p->expect, "is missing from the log");
+    if (event_check_link(v.data, v.size, p->prev, &why) != 0 ||
         event_link(v.data, v.size, NULL, &hash) != 0) {
         char what[120];
         link_problem(seq, why, what, sizeof(what));
-        snprintf(c->why, sizeof(c->why), "event %llu %s", (unsigned long long)seq, what);
-        c->bad_seq = seq;
-        return 1;
+        return piece_broken(p, seq, what);
     }
-    memcpy(c->prev, hash, BUDGET_HASH_BYTES);
-    c->expect++;
+    memcpy(p->prev, hash, BUDGET_HASH_BYTES);
+    p->expect++;
     return 0;
+}
+
+/* Checks events from..to through `rd`; records what it found in the job. */
+static void check_piece(chain_job *j, store_reader *rd, uint64_t from, uint64_t to)
+{
+    chain_piece p = {.job = j, .from = from, .to = to, .expect = from, .have_prev = from == 1};
+    int rc = store_reader_scan(rd, from >= 2 ? from - 2 : 0, piece_one, &p);
+    if (p.bad_seq == 0 && p.have_prev && p.expect <= to) {
+        if (rc < 0)
+            snprintf(p.why, sizeof(p.why), "event %llu cannot be read from the store",
+                     (unsigned long long)p.expect);
+        else
+            snprintf(p.why, sizeof(p.why), "event %llu is missing from the log",
+                     (unsigned long long)p.expect);
+        p.bad_seq = p.expect;
+    }
+    pthread_mutex_lock(&j->lock);
+    if (p.bad_seq != 0 && (j->bad_seq == 0 || p.bad_seq < j->bad_seq)) {
+        j->bad_seq = p.bad_seq;
+        memcpy(j->why, p.why, sizeof(j->why));
+    }
+    if (p.bad_seq == 0 && p.have_prev && to == j->upto)
+        memcpy(j->last_hash, p.prev, BUDGET_HASH_BYTES);
+    pthread_mutex_unlock(&j->lock);
+}
+
+chain_job *chain_job_new(store *st, uint64_t upto, uint64_t piece_events)
+{
+    chain_job *j = calloc(1, sizeof(*j));
+    store_reader *rd;
+    if (j == NULL)
+        return NULL;
+    if (store_reader_begin(st, &rd) != 0) {
+        free(j);
+        return NULL;
+    }
+    uint64_t head = store_reader_head(rd);
+    store_reader_end(rd);
+    j->st = st;
+    j->upto = upto < head ? upto : head;
+    j->piece_events = piece_events != 0 ? piece_events : CHAIN_PIECE_EVENTS;
+    atomic_init(&j->next_piece, 0);
+    pthread_mutex_init(&j->lock, NULL);
+    return j;
+}
+
+void chain_job_help(chain_job *j)
+{
+    store_reader *rd = NULL;
+    for (;;) {
+        uint64_t piece = atomic_fetch_add(&j->next_piece, 1);
+        if (j->upto == 0 || piece > (j->upto - 1) / j->piece_events)
+            break;
+        if (j->last_first)
+            piece = (j->upto - 1) / j->piece_events - piece;
+        uint64_t from = piece * j->piece_events + 1;
+        if (from > j->upto)
+            break;
+        pthread_mutex_lock(&j->lock);
+        bool past_bad = j->bad_seq != 0 && from > j->bad_seq;
+        pthread_mutex_unlock(&j->lock);
+        if (past_bad)
+            break; /* later pieces cannot lower what is found */
+        if (rd == NULL && store_reader_begin(j->st, &rd) != 0) {
+            pthread_mutex_lock(&j->lock);
+            j->unreadable = true;
+            pthread_mutex_unlock(&j->lock);
+            break;
+        }
+        uint64_t to = from - 1 + j->piece_events;
+        check_piece(j, rd, from, to < j->upto ? to : j->upto);
+    }
+    if (rd != NULL)
+        store_reader_end(rd);
+}
+
+void chain_job_last_first(chain_job *j)
+{
+    j->last_first = true;
+}
+
+int chain_job_finish(chain_job *j, replay_result *out)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = 0;
+    if (j->bad_seq != 0) {
+        out->bad_seq = j->bad_seq;
+        out->head = j->bad_seq - 1;
+        memcpy(out->why, j->why, sizeof(out->why));
+        rc = BUDGET_EINTERNAL;
+    } else if (j->unreadable) {
+        snprintf(out->why, sizeof(out->why), "the event store cannot be read");
+        rc = BUDGET_EUNAVAILABLE;
+    } else {
+        out->head = j->upto;
+        memcpy(out->hash, j->last_hash, BUDGET_HASH_BYTES);
+    }
+    pthread_mutex_destroy(&j->lock);
+    free(j);
+    return rc;
 }
 
 int replay_check_chain(store *st, uint64_t upto, replay_result *out)
 {
-    memset(out, 0, sizeof(*out));
-    chain_scan *c = calloc(1, sizeof(*c));
-    store_reader *rd;
-    if (c == NULL || store_reader_begin(st, &rd) != 0) {
-        free(c);
+    chain_job *j = chain_job_new(st, upto, 0);
+    if (j == NULL) {
+        memset(out, 0, sizeof(*out));
         snprintf(out->why, sizeof(out->why), "the event store cannot be read");
         return BUDGET_EUNAVAILABLE;
     }
-    c->upto = upto;
-    c->expect = 1;
-    int rc = store_reader_scan(rd, 0, chain_one, c);
-    store_reader_end(rd);
-    if (rc < 0 && c->bad_seq == 0) {
-        c->bad_seq = c->expect;
-        snprintf(c->why, sizeof(c->why), "event %llu cannot be read from the store",
-                 (unsigned long long)c->expect);
-    }
-    rc = c->bad_seq != 0 ? BUDGET_EINTERNAL : 0;
-    memcpy(out->why, c->why, sizeof(out->why));
-    out->bad_seq = c->bad_seq;
-    out->head = c->expect - 1;
-    if (rc == 0)
-        memcpy(out->hash, c->prev, BUDGET_HASH_BYTES);
-    free(c);
-    return rc;
+    chain_job_help(j);
+    return chain_job_finish(j, out);
 }
 
 /* ---- what was decided by a day, and the seq at a time ---------------------------------- */

@@ -51,6 +51,23 @@ int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash
 int replay_check_chain(store *st, uint64_t upto, replay_result *out);
 
 /*
+ * The same check shared between threads: chain_job_new fixes what is checked (1..upto, or to
+ * the head when that is lower; NULL when the store cannot be read or out of memory) and the
+ * size of a piece (`piece_events`, 0: 65 536 events, a few ms of work); each
+ * thread that calls chain_job_help checks pieces of it until none is left; once every helper
+ * has returned, chain_job_finish gives replay_check_chain's result and frees the job. Start-up
+ * helps with a thread of its own while the main thread reads a snapshot, then with the main
+ * thread too.
+ */
+typedef struct chain_job chain_job;
+chain_job *chain_job_new(store *st, uint64_t upto, uint64_t piece_events);
+void chain_job_help(chain_job *j);
+int chain_job_finish(chain_job *j, replay_result *out);
+/* Before any help: the pieces are taken from the last one back, so that a piece after the
+ * first broken link is done before it (the tests' worst order for finding it). */
+void chain_job_last_first(chain_job *j);
+
+/*
  * Applies events 1..upto of `st` to `l` (empty) with ledger_apply_decided: what had been
  * decided by the day `decided_by` (YYYYMMDD), by what the log held at `upto`. The chain is
  * not checked again here: start-up checked it, and the log only grows. Returns 0,

@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 
+#include "bigmem.h"
+
 int snap_put_array(snap_sink *s, const void *items, uint32_t count, size_t size)
 {
     if (snap_put_u32(s, count) != 0)
@@ -20,7 +22,7 @@ int snap_get_array(snap_source *s, void **items, uint32_t *count, uint32_t *cap,
         return -1;
     if (n == 0)
         return 0;
-    void *p = malloc((size_t)n * size);
+    void *p = bigmem_malloc((size_t)n * size);
     if (p == NULL)
         return -1;
     if (snap_get(s, p, (size_t)n * size) != 0) {

@@ -1204,6 +1204,127 @@ Test(store, replay_stops_at_an_event_whose_prev_is_not_the_event_before_it)
     }
 }
 
+static void *chain_helper(void *job)
+{
+    chain_job_help(job);
+    return NULL;
+}
+
+/* The chain checked in pieces of `piece` events by `threads` threads (the caller one of them),
+ * the pieces taken from the first or from the last. */
+static int check_in_pieces(store *s, uint64_t piece, int threads, bool last_first,
+                           replay_result *res)
+{
+    chain_job *j = chain_job_new(s, UINT64_MAX, piece);
+    cr_assert_not_null(j);
+    if (last_first)
+        chain_job_last_first(j);
+    pthread_t helpers[4];
+    cr_assert_leq(threads, 5);
+    for (int i = 0; i < threads - 1; i++)
+        cr_assert_eq(pthread_create(&helpers[i], NULL, chain_helper, j), 0);
+    chain_job_help(j);
+    for (int i = 0; i < threads - 1; i++)
+        pthread_join(helpers[i], NULL);
+    return chain_job_finish(j, res);
+}
+
+/* A log of `n` grants; the links at the seqs in `broken` (0-terminated) name another event as
+ * prev, and the events at the seqs in `changed` had a byte changed after they were hashed. The
+ * last event's hash is put in `last`. */
+static store *chain_log(uint64_t n, const uint64_t *broken, const uint64_t *changed,
+                        uint8_t last[BUDGET_HASH_BYTES])
+{
+    store_options opt = {0};
+    store *s = open_store(&opt);
+    uint8_t prev[BUDGET_HASH_BYTES] = {0};
+    static uint8_t bytes[64][EVENT_BYTES_MAX];
+    static char ids[64][16];
+    store_item items[64];
+    cr_assert_leq(n, 64);
+    for (uint64_t seq = 1; seq <= n; seq++) {
+        snprintf(ids[seq - 1], sizeof ids[seq - 1], "f%llu", (unsigned long long)seq);
+        ledger_event ev = grant_event(seq, ids[seq - 1], NULL);
+        uint8_t link[BUDGET_HASH_BYTES];
+        memcpy(link, prev, sizeof link);
+        for (const uint64_t *b = broken; *b != 0; b++)
+            if (*b == seq)
+                link[seq % BUDGET_HASH_BYTES] ^= 0x40; /* a link to some other event */
+        int size = event_encode(&ev, link, bytes[seq - 1], sizeof bytes[seq - 1], prev);
+        cr_assert_gt(size, 0);
+        for (const uint64_t *c = changed; *c != 0; c++)
+            if (*c == seq)
+                bytes[seq - 1][size / 2] ^= 0x01;
+        items[seq - 1] =
+            (store_item){seq, bytes[seq - 1], (size_t)size, ids[seq - 1], strlen(ids[seq - 1])};
+    }
+    bool sync_failed = false;
+    cr_assert_eq(store_append(s, items, n, &sync_failed), 0);
+    memcpy(last, prev, BUDGET_HASH_BYTES);
+    return s;
+}
+
+/* Start-up checks the chain in pieces on two threads: whatever the pieces and the threads, it
+ * finds what one walk from the first event finds: the lowest broken link, also when that is a
+ * piece's first or last event or a piece after it is done first. */
+Test(store, the_chain_checked_in_pieces_finds_what_one_walk_finds)
+{
+    const uint64_t n = 40, pieces[] = {1, 3, 7, 39, 40, 0};
+    const size_t npieces = sizeof pieces / sizeof *pieces;
+    uint8_t last[BUDGET_HASH_BYTES];
+    replay_result want, got;
+
+    const uint64_t none[] = {0};
+    store *s = chain_log(n, none, none, last);
+    cr_assert_eq(replay_check_chain(s, UINT64_MAX, &want), 0, "%s", want.why);
+    cr_assert_eq(want.head, n);
+    cr_assert_arr_eq(want.hash, last, BUDGET_HASH_BYTES);
+    for (size_t p = 0; p < npieces; p++)
+        for (int threads = 1; threads <= 4; threads++) {
+            /* threads == 4: one thread, the pieces taken from the last */
+            cr_assert_eq(
+                check_in_pieces(s, pieces[p], threads == 4 ? 1 : threads, threads == 4, &got), 0,
+                "%s", got.why);
+            cr_assert_eq(got.head, n);
+            cr_assert_arr_eq(got.hash, last, BUDGET_HASH_BYTES, "the head's hash, pieces of %llu",
+                             (unsigned long long)pieces[p]);
+        }
+    store_close(s);
+    teardown();
+    setup();
+
+    /* Each damage alone, a prev and then a changed byte; then two at once. */
+    const uint64_t at[] = {1, 2, 3, 7, 8, 21, 39, 40};
+    const size_t nat = sizeof at / sizeof *at;
+    for (size_t a = 0; a <= 2 * nat; a++) {
+        bool changed = a >= nat && a < 2 * nat;
+        uint64_t seq = a < 2 * nat ? at[a % nat] : 9;
+        const uint64_t one[] = {seq, 0}, two[] = {30, seq, 0};
+        if (a == 2 * nat)
+            s = chain_log(n, two, none, last);
+        else
+            s = changed ? chain_log(n, none, one, last) : chain_log(n, one, none, last);
+        cr_assert_eq(replay_check_chain(s, UINT64_MAX, &want), BUDGET_EINTERNAL);
+        cr_assert_eq(want.bad_seq, seq, "one walk: bad at %llu, not %llu",
+                     (unsigned long long)want.bad_seq, (unsigned long long)seq);
+        cr_assert(strstr(want.why, changed ? "(hash)" : "(prev)") != NULL, "%s", want.why);
+        for (size_t p = 0; p < npieces; p++)
+            for (int threads = 1; threads <= 4; threads++) {
+                cr_assert_eq(
+                    check_in_pieces(s, pieces[p], threads == 4 ? 1 : threads, threads == 4, &got),
+                    BUDGET_EINTERNAL, "damage at %llu passes in pieces of %llu",
+                    (unsigned long long)seq, (unsigned long long)pieces[p]);
+                cr_assert_eq(got.bad_seq, seq, "pieces of %llu, %d threads: bad at %llu, not %llu",
+                             (unsigned long long)pieces[p], threads,
+                             (unsigned long long)got.bad_seq, (unsigned long long)seq);
+                cr_assert_str_eq(got.why, want.why);
+            }
+        store_close(s);
+        teardown();
+        setup();
+    }
+}
+
 /* verify (checkpoint_walk_chain) holds each event to the seq it is stored under: an event
  * whose own seq is another, though its link and hash are sound, is the first bad one. */
 Test(store, verify_finds_an_event_stored_under_another_seq)
