@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 #include "checkpoint.h"
 #include "event.h"
 #include "fileio.h"
+#include "replay.h"
 
 _Static_assert(crypto_sign_PUBLICKEYBYTES == CHECKPOINT_PUBLIC_KEY_BYTES, "Ed25519 public key");
 _Static_assert(crypto_sign_SECRETKEYBYTES == CHECKPOINT_SECRET_KEY_BYTES, "Ed25519 secret key");
@@ -196,4 +198,39 @@ void checkpoint_walk_chain(store_reader *rd, uint64_t mark_seq, checkpoint_chain
         out->why = "missing";
     }
     memcpy(out->head_hash, w.prev, BUDGET_HASH_BYTES);
+}
+
+static void *walk_helper(void *job)
+{
+    chain_job_help(job);
+    return NULL;
+}
+
+bool checkpoint_walk_chain_on_two(store *st, store_reader *rd, uint64_t piece_events,
+                                  checkpoint_chain *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->why = "";
+    out->head = store_reader_head(rd);
+    chain_job *j = chain_job_new(st, out->head, piece_events);
+    if (j == NULL)
+        return false;
+    pthread_t helper;
+    bool helped = pthread_create(&helper, NULL, walk_helper, j) == 0;
+    chain_job_help(j);
+    if (helped)
+        pthread_join(helper, NULL);
+    replay_result res;
+    int rc = chain_job_finish(j, &res);
+    if (rc == BUDGET_EUNAVAILABLE || (rc == 0 && res.head != out->head))
+        return false;
+    if (rc != 0) {
+        out->first_bad = res.bad_seq;
+        out->why = res.code != NULL ? res.code : "malformed";
+        out->checked = res.bad_seq - 1;
+        return true;
+    }
+    out->checked = out->head;
+    memcpy(out->head_hash, res.hash, BUDGET_HASH_BYTES);
+    return true;
 }

@@ -80,4 +80,13 @@ typedef struct {
  */
 void checkpoint_walk_chain(store_reader *rd, uint64_t mark_seq, checkpoint_chain *out);
 
+/*
+ * The same walk (no mark) of `rd`'s chain, in pieces of `piece_events` (0: the default) on the
+ * calling thread and one more (replay.h's chain_job, as start-up checks the chain): the same
+ * result at up to twice the pace. False when it cannot be run (no thread, no reader, out of
+ * memory); then walk with checkpoint_walk_chain.
+ */
+bool checkpoint_walk_chain_on_two(store *st, store_reader *rd, uint64_t piece_events,
+                                  checkpoint_chain *out);
+
 #endif

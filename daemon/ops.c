@@ -179,12 +179,13 @@ static void job_events(job *j, store_reader *rd, resp_t *r)
     msgpack_sbuffer_destroy(&e.events);
 }
 
-/* The whole chain re-walked (checkpoint_walk_chain, as `audit check` does it offline). */
+/* The whole chain re-walked, as `audit check` does it offline (checkpoint_walk_chain). */
 static void job_verify(job *j, store_reader *rd, resp_t *r)
 {
     checkpoint_chain chain;
 
-    checkpoint_walk_chain(rd, 0, &chain);
+    if (!checkpoint_walk_chain_on_two(j->store, rd, 0, &chain))
+        checkpoint_walk_chain(rd, 0, &chain);
     resp_begin(r, j->base.req_id, true);
     msgpack_pack_map(&r->pk, 5);
     pack_cstr(&r->pk, "ok");

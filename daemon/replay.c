@@ -285,6 +285,7 @@ struct chain_job {
     _Atomic uint64_t next_piece; /* the next piece to take */
     pthread_mutex_t lock;        /* guards what follows */
     uint64_t bad_seq;            /* the lowest broken link found (0: none) */
+    const char *code;            /* its kind, as replay_result's */
     char why[200];               /* why it is broken */
     bool unreadable;             /* a helper could not read the store */
     uint8_t last_hash[BUDGET_HASH_BYTES]; /* the hash of event `upto` */
@@ -296,12 +297,14 @@ typedef struct {
     uint8_t prev[BUDGET_HASH_BYTES];
     bool have_prev; /* prev holds the stored hash of event from - 1 (or zeros, from 1) */
     uint64_t bad_seq;
+    const char *code; /* as replay_result's */
     char why[200];
 } chain_piece;
 
-static int piece_broken(chain_piece *p, uint64_t seq, const char *what)
+static int piece_broken(chain_piece *p, uint64_t seq, const char *code, const char *what)
 {
     p->bad_seq = seq;
+    p->code = code;
     snprintf(p->why, sizeof(p->why), "event %llu %s", (unsigned long long)seq, what);
     return 1;
 }
@@ -323,12 +326,17 @@ static int piece_one(void *ctx, uint64_t seq, store_val v)
     if (seq > p->to)
         return 1;
     if (seq != p->expect)
-        return piece_broken(p, p->expect, "is missing from the log");
+        return piece_broken(p, p->expect, "missing", "is missing from the log");
+    uint64_t stored;
+    if (event_seq(v.data, v.size, &stored) != 0)
+        return piece_broken(p, seq, "malformed", "is malformed (malformed)");
+    if (stored != seq)
+        return piece_broken(p, seq, "seq", "is stored under another seq (seq)");
     if (event_check_link(v.data, v.size, p->prev, &why) != 0 ||
         event_link(v.data, v.size, NULL, &hash) != 0) {
         char what[120];
         link_problem(seq, why, what, sizeof(what));
-        return piece_broken(p, seq, what);
+        return piece_broken(p, seq, why[0] != '\0' ? why : "malformed", what);
     }
     memcpy(p->prev, hash, BUDGET_HASH_BYTES);
     p->expect++;
@@ -348,10 +356,12 @@ static void check_piece(chain_job *j, store_reader *rd, uint64_t from, uint64_t 
             snprintf(p.why, sizeof(p.why), "event %llu is missing from the log",
                      (unsigned long long)p.expect);
         p.bad_seq = p.expect;
+        p.code = "missing";
     }
     pthread_mutex_lock(&j->lock);
     if (p.bad_seq != 0 && (j->bad_seq == 0 || p.bad_seq < j->bad_seq)) {
         j->bad_seq = p.bad_seq;
+        j->code = p.code;
         memcpy(j->why, p.why, sizeof(j->why));
     }
     if (p.bad_seq == 0 && p.have_prev && to == j->upto)
@@ -420,6 +430,7 @@ int chain_job_finish(chain_job *j, replay_result *out)
     int rc = 0;
     if (j->bad_seq != 0) {
         out->bad_seq = j->bad_seq;
+        out->code = j->code;
         out->head = j->bad_seq - 1;
         memcpy(out->why, j->why, sizeof(out->why));
         rc = BUDGET_EINTERNAL;

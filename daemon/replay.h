@@ -21,6 +21,9 @@ typedef struct {
     uint8_t hash[BUDGET_HASH_BYTES]; /* its hash (zeros: none) */
     uint64_t bad_seq;                /* when replay_log fails on an event: its seq (else 0) */
     char why[200];                   /* when replay_log fails: which event, and why */
+    /* replay_check_chain and chain_job only: the kind of break, as `verify` names it ("prev",
+     * "hash", "seq", "malformed", "missing"); NULL when none */
+    const char *code;
 } replay_result;
 
 /*
@@ -43,10 +46,10 @@ int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash
                     uint64_t upto, bool check_before, replay_result *out);
 
 /*
- * Checks every link of the chain 1..upto (UINT64_MAX: all) as replay_log does, its seq, prev
- * and hash recomputed, without decoding or applying: out->head and out->hash are the last
- * event's. 0, BUDGET_EINTERNAL (out->bad_seq, out->why) or BUDGET_EUNAVAILABLE. Start-up runs it
- * beside the restore of a snapshot.
+ * Checks every link of the chain 1..upto (UINT64_MAX: all) as replay_log does, its seq (the
+ * one it is stored under and the one it carries), prev and hash recomputed, without decoding
+ * or applying: out->head and out->hash are the last event's. 0, BUDGET_EINTERNAL (out->bad_seq,
+ * out->why) or BUDGET_EUNAVAILABLE. Start-up runs it beside the restore of a snapshot.
  */
 int replay_check_chain(store *st, uint64_t upto, replay_result *out);
 

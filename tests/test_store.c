@@ -1229,6 +1229,29 @@ static int check_in_pieces(store *s, uint64_t piece, int threads, bool last_firs
     return chain_job_finish(j, res);
 }
 
+/* verify walks the chain on two threads in pieces (checkpoint_walk_chain_on_two): for pieces
+ * of 1, 2, 7 and the default, it says what one walk says. */
+static void expect_walks_agree(store *s)
+{
+    store_reader *rd;
+    checkpoint_chain one, two;
+    cr_assert_eq(store_reader_begin(s, &rd), 0);
+    checkpoint_walk_chain(rd, 0, &one);
+    const uint64_t pieces[] = {1, 2, 7, 0};
+    for (size_t p = 0; p < sizeof pieces / sizeof *pieces; p++) {
+        cr_assert(checkpoint_walk_chain_on_two(s, rd, pieces[p], &two));
+        cr_assert_eq(two.first_bad, one.first_bad, "pieces of %llu: first bad %llu, one walk %llu",
+                     (unsigned long long)pieces[p], (unsigned long long)two.first_bad,
+                     (unsigned long long)one.first_bad);
+        cr_assert_str_eq(two.why, one.why, "pieces of %llu", (unsigned long long)pieces[p]);
+        cr_assert_eq(two.checked, one.checked);
+        cr_assert_eq(two.head, one.head);
+        if (one.first_bad == 0)
+            cr_assert_arr_eq(two.head_hash, one.head_hash, BUDGET_HASH_BYTES);
+    }
+    store_reader_end(rd);
+}
+
 /* A log of `n` grants; the links at the seqs in `broken` (0-terminated) name another event as
  * prev, and the events at the seqs in `changed` had a byte changed after they were hashed. The
  * last event's hash is put in `last`. */
@@ -1289,6 +1312,7 @@ Test(store, the_chain_checked_in_pieces_finds_what_one_walk_finds)
             cr_assert_arr_eq(got.hash, last, BUDGET_HASH_BYTES, "the head's hash, pieces of %llu",
                              (unsigned long long)pieces[p]);
         }
+    expect_walks_agree(s);
     store_close(s);
     teardown();
     setup();
@@ -1319,6 +1343,7 @@ Test(store, the_chain_checked_in_pieces_finds_what_one_walk_finds)
                              (unsigned long long)got.bad_seq, (unsigned long long)seq);
                 cr_assert_str_eq(got.why, want.why);
             }
+        expect_walks_agree(s);
         store_close(s);
         teardown();
         setup();
@@ -1355,6 +1380,10 @@ Test(store, verify_finds_an_event_stored_under_another_seq)
                      (unsigned long long)wrong, (unsigned long long)chain.first_bad);
         cr_assert_str_eq(chain.why, "seq");
         cr_assert_eq(chain.checked, wrong - 1);
+        expect_walks_agree(s);
+        replay_result res;
+        cr_assert_eq(replay_check_chain(s, UINT64_MAX, &res), BUDGET_EINTERNAL);
+        cr_assert_eq(res.bad_seq, wrong);
         store_close(s);
         teardown();
         setup();
