@@ -424,7 +424,7 @@ static int day_scan_one(void *ctx, uint64_t seq, store_val v)
 
 /*
  * Replays a copy up to `as_of`, or to the end of the day `day_end` (ms; -1: not), into a
- * ledger: the chain is walked first, every hash recomputed (checkpoint_walk_chain), then the
+ * ledger: the chain is walked first, every hash recomputed (checkpoint_walk_chain_on_two), then the
  * events are applied as start-up replay does (replay_log).
  */
 static int replay_offline(const ctl *c, const char *dir, uint64_t as_of, int64_t day_end)
@@ -442,7 +442,8 @@ static int replay_offline(const ctl *c, const char *dir, uint64_t as_of, int64_t
     uint64_t head = store_reader_head(rd);
     progress_begin("checking the chain and replaying");
     progress_update(head, 0, "events");
-    checkpoint_walk_chain(rd, 0, &chain);
+    if (!checkpoint_walk_chain_on_two(st, rd, 0, &chain))
+        checkpoint_walk_chain(rd, 0, &chain);
     if (day_end >= 0) {
         day_scan d = {(uint64_t)day_end, 0, 0};
         store_reader_scan(rd, 0, day_scan_one, &d);
@@ -601,7 +602,9 @@ static int walk_copy(const char *dir, uint64_t mark_seq, checkpoint_chain *chain
     }
     progress_begin("checking the chain");
     progress_update(store_reader_head(rd), 0, "events");
-    checkpoint_walk_chain(rd, mark_seq, chain);
+    /* With no mark, on two threads (the mark is one walk's) */
+    if (mark_seq != 0 || !checkpoint_walk_chain_on_two(st, rd, 0, chain))
+        checkpoint_walk_chain(rd, mark_seq, chain);
     progress_end();
     store_reader_end(rd);
     store_close(st);
