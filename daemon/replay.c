@@ -287,7 +287,7 @@ struct chain_job {
     uint64_t bad_seq;            /* the lowest broken link found (0: none) */
     const char *code;            /* its kind, as replay_result's */
     char why[200];               /* why it is broken */
-    bool unreadable;             /* a helper could not read the store */
+    uint64_t pieces_checked;     /* to the end, or to a broken link */
     uint8_t last_hash[BUDGET_HASH_BYTES]; /* the hash of event `upto` */
 };
 
@@ -366,6 +366,7 @@ static void check_piece(chain_job *j, store_reader *rd, uint64_t from, uint64_t 
     }
     if (p.bad_seq == 0 && p.have_prev && to == j->upto)
         memcpy(j->last_hash, p.prev, BUDGET_HASH_BYTES);
+    j->pieces_checked++;
     pthread_mutex_unlock(&j->lock);
 }
 
@@ -389,15 +390,25 @@ chain_job *chain_job_new(store *st, uint64_t upto, uint64_t piece_events)
     return j;
 }
 
+/* The number of pieces of the job. */
+static uint64_t pieces_of(const chain_job *j)
+{
+    return j->upto == 0 ? 0 : (j->upto - 1) / j->piece_events + 1;
+}
+
 void chain_job_help(chain_job *j)
 {
-    store_reader *rd = NULL;
+    /* The reader first: a thread that cannot read takes no piece, and leaves them all to the
+     * others (chain_job_finish says when none could). */
+    store_reader *rd;
+    if (store_reader_begin(j->st, &rd) != 0)
+        return;
     for (;;) {
         uint64_t piece = atomic_fetch_add(&j->next_piece, 1);
-        if (j->upto == 0 || piece > (j->upto - 1) / j->piece_events)
+        if (piece >= pieces_of(j))
             break;
         if (j->last_first)
-            piece = (j->upto - 1) / j->piece_events - piece;
+            piece = pieces_of(j) - 1 - piece;
         uint64_t from = piece * j->piece_events + 1;
         if (from > j->upto)
             break;
@@ -405,18 +416,11 @@ void chain_job_help(chain_job *j)
         bool past_bad = j->bad_seq != 0 && from > j->bad_seq;
         pthread_mutex_unlock(&j->lock);
         if (past_bad)
-            break; /* later pieces cannot lower what is found */
-        if (rd == NULL && store_reader_begin(j->st, &rd) != 0) {
-            pthread_mutex_lock(&j->lock);
-            j->unreadable = true;
-            pthread_mutex_unlock(&j->lock);
-            break;
-        }
+            continue; /* it cannot lower what is found */
         uint64_t to = from - 1 + j->piece_events;
         check_piece(j, rd, from, to < j->upto ? to : j->upto);
     }
-    if (rd != NULL)
-        store_reader_end(rd);
+    store_reader_end(rd);
 }
 
 void chain_job_last_first(chain_job *j)
@@ -434,7 +438,8 @@ int chain_job_finish(chain_job *j, replay_result *out)
         out->head = j->bad_seq - 1;
         memcpy(out->why, j->why, sizeof(out->why));
         rc = BUDGET_EINTERNAL;
-    } else if (j->unreadable) {
+    } else if (j->pieces_checked < pieces_of(j)) {
+        /* no helper could read the store */
         snprintf(out->why, sizeof(out->why), "the event store cannot be read");
         rc = BUDGET_EUNAVAILABLE;
     } else {
