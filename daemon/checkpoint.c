@@ -200,12 +200,6 @@ void checkpoint_walk_chain(store_reader *rd, uint64_t mark_seq, checkpoint_chain
     memcpy(out->head_hash, w.prev, BUDGET_HASH_BYTES);
 }
 
-static void *walk_helper(void *job)
-{
-    chain_job_help(job);
-    return NULL;
-}
-
 bool checkpoint_walk_chain_on_two(store *st, store_reader *rd, uint64_t piece_events,
                                   checkpoint_chain *out)
 {
@@ -216,7 +210,7 @@ bool checkpoint_walk_chain_on_two(store *st, store_reader *rd, uint64_t piece_ev
     if (j == NULL)
         return false;
     pthread_t helper;
-    bool helped = pthread_create(&helper, NULL, walk_helper, j) == 0;
+    bool helped = pthread_create(&helper, NULL, chain_job_thread, j) == 0;
     chain_job_help(j);
     if (helped)
         pthread_join(helper, NULL);

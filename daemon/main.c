@@ -47,18 +47,12 @@ static double seconds_since(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
-static void *chain_help_main(void *arg)
-{
-    chain_job_help(arg);
-    return NULL;
-}
-
 /*
  * From the newest valid snapshot: the whole chain is checked in pieces by a thread of its own
  * while the snapshot is read, and by the main thread too once it has read it; then only the
- * events after it are applied. *l is NULL when there is no
- * valid snapshot, or when the events after it do not apply (the caller then replays the whole
- * log, which says what is wrong with it if anything is). 0, or 1 after logging that the chain
+ * events after it are applied. *l is NULL when there is no valid snapshot, or when the events
+ * after it do not apply (the caller then replays the whole log, which says what is wrong with
+ * it if anything is). 0, or 1 after logging that the chain
  * does not verify.
  */
 static int replay_from_snapshot(store *st, const char *data, const snapshots *snaps, ledger **l,
@@ -77,7 +71,7 @@ static int replay_from_snapshot(store *st, const char *data, const snapshots *sn
     chain_job *job = chain_job_new(st, UINT64_MAX, 0);
     if (job == NULL)
         return 0; /* the store could not be read: the whole replay says so */
-    bool threaded = pthread_create(&thread, NULL, chain_help_main, job) == 0;
+    bool threaded = pthread_create(&thread, NULL, chain_job_thread, job) == 0;
     *l = snapshot_restore(snaps, st, UINT64_MAX, at, at_hash, why, sizeof(why));
     double restored = seconds_since(&t0);
     if (why[0] != '\0')

@@ -423,6 +423,12 @@ void chain_job_help(chain_job *j)
     store_reader_end(rd);
 }
 
+void *chain_job_thread(void *job)
+{
+    chain_job_help(job);
+    return NULL;
+}
+
 void chain_job_last_first(chain_job *j)
 {
     j->last_first = true;

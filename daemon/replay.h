@@ -65,6 +65,8 @@ int replay_check_chain(store *st, uint64_t upto, replay_result *out);
 typedef struct chain_job chain_job;
 chain_job *chain_job_new(store *st, uint64_t upto, uint64_t piece_events);
 void chain_job_help(chain_job *j);
+/* chain_job_help as a thread's start routine (pthread_create's): `job` is the chain_job. */
+void *chain_job_thread(void *job);
 int chain_job_finish(chain_job *j, replay_result *out);
 /* Before any help: the pieces are taken from the last one back, so that a piece after the
  * first broken link is done before it (the tests' worst order for finding it). */

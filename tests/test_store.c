@@ -1204,12 +1204,6 @@ Test(store, replay_stops_at_an_event_whose_prev_is_not_the_event_before_it)
     }
 }
 
-static void *chain_helper(void *job)
-{
-    chain_job_help(job);
-    return NULL;
-}
-
 /* The chain checked in pieces of `piece` events by `threads` threads (the caller one of them),
  * the pieces taken from the first or from the last. */
 static int check_in_pieces(store *s, uint64_t piece, int threads, bool last_first,
@@ -1222,7 +1216,7 @@ static int check_in_pieces(store *s, uint64_t piece, int threads, bool last_firs
     pthread_t helpers[4];
     cr_assert_leq(threads, 5);
     for (int i = 0; i < threads - 1; i++)
-        cr_assert_eq(pthread_create(&helpers[i], NULL, chain_helper, j), 0);
+        cr_assert_eq(pthread_create(&helpers[i], NULL, chain_job_thread, j), 0);
     chain_job_help(j);
     for (int i = 0; i < threads - 1; i++)
         pthread_join(helpers[i], NULL);

@@ -663,12 +663,6 @@ static int check_replayed(const replayed_ledger *r, uint64_t events, const ledge
     return 0;
 }
 
-static void *chain_helper(void *job)
-{
-    chain_job_help(job);
-    return NULL;
-}
-
 /* Times the start-up's check of the whole chain on `threads` threads (1 or 2): seconds or -1. */
 static double time_chain(store *st, int threads, uint64_t events)
 {
@@ -678,7 +672,7 @@ static double time_chain(store *st, int threads, uint64_t events)
     chain_job *j = chain_job_new(st, UINT64_MAX, 0);
     if (j == NULL)
         return -1;
-    bool helped = threads > 1 && pthread_create(&helper, NULL, chain_helper, j) == 0;
+    bool helped = threads > 1 && pthread_create(&helper, NULL, chain_job_thread, j) == 0;
     chain_job_help(j);
     if (helped)
         pthread_join(helper, NULL);
