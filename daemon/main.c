@@ -20,6 +20,7 @@
 #include "checkpoint.h"
 #include "event.h"
 #include "faults.h"
+#include "history.h"
 #include "ledger.h"
 #include "log.h"
 #include "proto/frame.h"
@@ -381,6 +382,10 @@ static const option_row option_rows[] = {
      "a snapshot of the ledger every N events (0: none)"},
     {"snapshots-keep", "N", parse_limit, 1, SNAPSHOT_KEEP_MAX,
      offsetof(daemon_options, snapshots_keep), "keep the newest N snapshots"},
+    {"as-of-keep", "N", parse_limit, 0, HISTORY_KEEP_MAX, CFG_FIELD(as_of_keep),
+     "keep the ledgers of the last N points balances were read at (0: none)"},
+    {"as-of-idle", "SECONDS", parse_seconds, 1, 86400, CFG_FIELD(as_of_idle_ms),
+     "free a kept ledger after this long unused"},
     {"log-level", "debug|info|warn|error", parse_log_level, 0, 0, 0, "what the log holds"},
     {"help", NULL, NULL, 0, 0, 0, "print this usage and exit"},
     {"version", NULL, NULL, 0, 0, 0, "print the version and exit"},
@@ -424,6 +429,8 @@ static void options_init(daemon_options *o)
     o->cfg.snapshot_every = SNAPSHOT_EVERY_DEFAULT;
     o->snapshots_keep = SNAPSHOT_KEEP_DEFAULT;
     o->cfg.read_slice_us = BUDGET_READ_SLICE_US;
+    o->cfg.as_of_keep = HISTORY_KEEP_DEFAULT;
+    o->cfg.as_of_idle_ms = HISTORY_IDLE_S_DEFAULT * 1000ull;
 }
 
 /* -1 when the command line is all read into `o`; else the status to exit with (0 after

@@ -26,6 +26,7 @@ typedef struct {
     job_kind kind;
     store *store;
     const snapshots *snapshots; /* NULL: none kept */
+    history_cache *history;
     balances_query bq;
     events_query eq;
     uint64_t head; /* committed head when the job was queued */
@@ -69,12 +70,25 @@ static int balances_ledger(job *j, uint64_t upto, ledger **out, replay_result *r
     return 0;
 }
 
-/* Balances as of an earlier event, or what was decided by a day. */
+typedef struct {
+    job *j;
+    uint64_t upto;
+    replay_result *res;
+} balances_build;
+
+static int balances_build_run(void *ctx, ledger **out)
+{
+    balances_build *b = ctx;
+    return balances_ledger(b->j, b->upto, out, b->res);
+}
+
+/* Balances as of an earlier event, or what was decided by a day: from the ledger at that point
+ * kept since an earlier page or read, or built now (history.h). */
 static void job_balances(job *j, resp_t *r)
 {
     ledger_error err;
     replay_result res;
-    ledger *l = NULL;
+    const ledger *l = NULL;
 
     uint64_t upto = j->bq.has_as_of ? j->bq.as_of : j->head;
     int rc = 0;
@@ -84,8 +98,11 @@ static void job_balances(job *j, resp_t *r)
         if (rc != 0)
             snprintf(res.why, sizeof(res.why), "the event store cannot be read now");
     }
-    if (rc == 0)
-        rc = balances_ledger(j, upto, &l, &res);
+    if (rc == 0) {
+        balances_build b = {.j = j, .upto = upto, .res = &res};
+        history_key key = {.upto = upto, .decided_by = j->bq.decided_by};
+        l = history_cache_get(j->history, key, balances_build_run, &b, &rc);
+    }
     if (rc != 0) {
         resp_error_into(r, j->base.req_id, rc, res.why);
     } else {
@@ -95,7 +112,7 @@ static void job_balances(job *j, resp_t *r)
             resp_error_into(r, j->base.req_id, err.code, err.message);
         }
     }
-    ledger_free(l);
+    history_cache_release(j->history, l);
 }
 
 /* The stored bytes of the events of one `events` page, at most: room is left in the frame for
@@ -235,6 +252,7 @@ static void queue_job(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, job *j
     j->base.run = read_job_run;
     j->store = o->store;
     j->snapshots = o->snapshots;
+    j->history = o->history;
     j->head = commit_head(o->commit);
     job_queue(o->jobs, c, idx, req_id, &j->base);
 }
@@ -426,14 +444,16 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
     const conn_hub_t *h = o->hub;
     ledger_counts counts;
     store_stats st;
+    history_stats hs;
     resp_t r;
 
     if (!args_empty(c, idx, req_id, args, "stats"))
         return;
     ledger_get_counts(commit_ledger(m), &counts);
     store_get_stats(o->store, &st);
+    history_cache_stats(o->history, &hs);
     resp_begin(&r, req_id, true);
-    msgpack_pack_map(&r.pk, 27 + SUB_STATS_COUNT);
+    msgpack_pack_map(&r.pk, 30 + SUB_STATS_COUNT);
     pack_key_uint(&r.pk, "head", commit_head(m));
     pack_key_uint(&r.pk, "events", ledger_events(commit_ledger(m)));
     pack_key_uint(&r.pk, "frames", counts.frames);
@@ -460,6 +480,9 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
     pack_key_uint(&r.pk, "wal_bytes_live", st.wal_bytes_live);
     pack_key_uint(&r.pk, "wal_waits", st.wal_waits);
     pack_key_uint(&r.pk, "wal_events_recovered", st.wal_events_replayed);
+    pack_key_uint(&r.pk, "as_of_builds", hs.builds);
+    pack_key_uint(&r.pk, "as_of_hits", hs.hits);
+    pack_key_uint(&r.pk, "as_of_kept", hs.kept);
     pack_key_uint(&r.pk, "uptime_ms", uv_hrtime() / 1000000u - o->started_ms);
     sub_pack_stats(o->subs, &r.pk);
     conn_answer(c, idx, &r, req_id);

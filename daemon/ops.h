@@ -11,6 +11,7 @@
 #include "audit_ops.h"
 #include "commit.h"
 #include "conn.h"
+#include "history.h"
 #include "job.h"
 #include "proto/validate.h"
 #include "refusal.h"
@@ -28,6 +29,7 @@ typedef struct {
     refusal_log_t *refusals;
     store *store;
     const snapshots *snapshots; /* for balances as_of; NULL: none kept */
+    history_cache *history;     /* the ledgers of earlier points kept for balances */
     uint64_t started_ms;        /* monotonic (uv_hrtime), for uptime */
 } ops_t;
 

@@ -66,6 +66,7 @@ typedef struct {
 
     /* The snapshot being written on the pool, from a copy of the committed ledger. */
     const snapshots *snapshots;
+    history_cache *history; /* the ledgers of earlier points kept for balances */
     bool snapshot_running;
     uv_work_t snapshot_work;
     ledger *snapshot_state;
@@ -278,6 +279,7 @@ static void on_sweep(uv_timer_t *h)
     server_t *s = h->data;
     conn_sweep(&s->hub);
     refusal_flush(&s->refusals, false);
+    history_cache_trim(s->history, history_now_ms());
 }
 
 /* ---- the socket --------------------------------------------------------------------------- */
@@ -540,6 +542,7 @@ static void server_wire(server_t *s, const server_config *cfg)
                      .refusals = &s->refusals,
                      .store = cfg->store,
                      .snapshots = cfg->snapshots,
+                     .history = s->history,
                      .started_ms = uv_hrtime() / 1000000u};
 }
 
@@ -577,9 +580,14 @@ int server_run(const server_config *cfg)
     s->socket_path = cfg->socket_path;
     s->access_path = cfg->access_path;
     clock_set_offset_ms(cfg->clock_offset_ms);
+    s->history = history_cache_new(cfg->as_of_keep, cfg->as_of_idle_ms);
     server_wire(s, cfg);
-    if (commit_start(&s->commit, s->loop, cfg->ledger, cfg->head, cfg->head_hash) != 0) {
+    if (s->history == NULL ||
+        commit_start(&s->commit, s->loop, cfg->ledger, cfg->head, cfg->head_hash) != 0) {
         log_error("out of memory");
+        if (s->history == NULL)
+            ledger_free(cfg->ledger);
+        history_cache_free(s->history);
         access_free(cfg->access);
         free(s);
         return 1;
@@ -602,6 +610,7 @@ int server_run(const server_config *cfg)
     commit_join(&s->commit);
     conn_hub_join(&s->hub);
     uv_loop_close(s->loop);
+    history_cache_free(s->history);
     int status = s->exit_status;
     log_info("stopped at head %llu", (unsigned long long)commit_head(&s->commit));
     free(s);

@@ -54,6 +54,10 @@ typedef struct {
     const snapshots *snapshots;
     uint64_t snapshot_every;
     uint64_t snapshot_head;
+    /* The ledgers of earlier points kept for `balances` (history.h): at most `as_of_keep`,
+     * each freed after `as_of_idle_ms` unused. */
+    uint32_t as_of_keep;
+    uint64_t as_of_idle_ms;
     /* Added to the wall clock; 0 in budgetd. budgetd-faulty takes it from
      * $BUDGETD_CLOCK_OFFSET_MS to stand in for a clock that was set wrong. */
     int64_t clock_offset_ms;

@@ -4,6 +4,7 @@
  * daemon without snapshots (--snapshot-every 0) and as one whose newest snapshot was damaged.
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,4 +241,188 @@ Test(e2e_snapshots, as_of_answers_the_same_with_and_without_snapshots)
 
     for (uint64_t seq = 1; seq <= head; seq++)
         free(want[seq].bytes);
+}
+
+/* ---- the ledgers of earlier points kept between reads --------------------------------------- */
+
+#define KEPT_QUERIES 5
+#define KEPT_READERS 6
+
+/* One `balances` query as of `seq`: the i-th of KEPT_QUERIES (other filters and pages). */
+static void pack_kept_query(e2e_buf *b, int i, uint64_t seq)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, i == 0 ? 1 : i == 4 ? 4 : 2);
+    e2e_kv_uint(b, "as_of", seq);
+    if (i == 1)
+        e2e_kv_str(b, "frame", "f1");
+    else if (i == 2)
+        e2e_kv_str(b, "unit", "SON");
+    else if (i == 3)
+        e2e_kv_str(b, "allocation", "a0-0");
+    else if (i == 4) {
+        e2e_kv_uint(b, "offset", 1);
+        e2e_kv_uint(b, "frames_offset", 2);
+        e2e_kv_uint(b, "units_offset", 1);
+    }
+}
+
+static answer balances_answer(budget_client *c, const e2e_buf *args, const char *what)
+{
+    budget_response r;
+    e2e_call(c, "balances", args, &r);
+    e2e_assert(r.ok, "%s: %s: %s", what, r.code, r.message);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, r.result);
+    budget_response_free(&r);
+    return (answer){sb.data, sb.size};
+}
+
+/* Every KEPT_QUERIES query as of `seq`, into out. */
+static void kept_answers(uint64_t seq, answer *out)
+{
+    budget_client *c = e2e_client(&bd);
+    e2e_buf b;
+    e2e_buf_init(&b);
+    for (int i = 0; i < KEPT_QUERIES; i++) {
+        pack_kept_query(&b, i, seq);
+        out[i] = balances_answer(c, &b, "balances as_of");
+    }
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+}
+
+static void expect_answers(const answer *want, const answer *got, int n, const char *what)
+{
+    for (int i = 0; i < n; i++)
+        e2e_assert(got[i].size == want[i].size &&
+                       memcmp(got[i].bytes, want[i].bytes, got[i].size) == 0,
+                   "%s: query %d answered otherwise", what, i);
+}
+
+static void free_answers(answer *a, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(a[i].bytes);
+}
+
+/* The `stats` keys as_of_builds, as_of_hits and as_of_kept. */
+static void kept_stats(uint64_t *builds, uint64_t *hits, uint64_t *kept)
+{
+    budget_client *c = e2e_client(&bd);
+    budget_response r;
+    e2e_call(c, "stats", NULL, &r);
+    e2e_assert(r.ok, "stats: %s", r.message);
+    *builds = e2e_map_uint(&r.result, "as_of_builds");
+    *hits = e2e_map_uint(&r.result, "as_of_hits");
+    *kept = e2e_map_uint(&r.result, "as_of_kept");
+    budget_response_free(&r);
+    budget_client_close(c);
+}
+
+typedef struct {
+    uint64_t seq;
+    answer got;
+} kept_reader;
+
+static void *kept_read(void *arg)
+{
+    kept_reader *k = arg;
+    budget_client *c = e2e_client(&bd);
+    e2e_buf b;
+    e2e_buf_init(&b);
+    pack_kept_query(&b, 0, k->seq);
+    k->got = balances_answer(c, &b, "a reader at once");
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+    return NULL;
+}
+
+Test(e2e_snapshots, a_ledger_as_of_an_earlier_point_is_built_once_for_its_pages_and_readers)
+{
+    static const char *const keep[] = {
+        "--snapshot-every", "7", "--as-of-keep", "2", "--as-of-idle", "1", NULL};
+    static const char *const keep_none[] = {"--snapshot-every", "7", "--as-of-keep", "0", NULL};
+    uint64_t builds, hits, kept;
+
+    cr_assert_eq(e2e_daemon_start_with(&bd, keep_none), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
+    write_rounds();
+    /* Built for every query when nothing is kept: the answers to hold the kept ones to. */
+    answer want[KEPT_QUERIES], want_later[KEPT_QUERIES];
+    kept_answers(20, want);
+    kept_answers(33, want_later);
+    kept_stats(&builds, &hits, &kept);
+    e2e_assert(builds == 2 * KEPT_QUERIES && hits == 0 && kept == 0,
+               "--as-of-keep 0: %llu builds, %llu hits, %llu kept", (unsigned long long)builds,
+               (unsigned long long)hits, (unsigned long long)kept);
+    stop_cleanly();
+
+    cr_assert_eq(e2e_daemon_restart_with(&bd, keep), 0);
+    answer got[KEPT_QUERIES];
+    kept_answers(20, got);
+    expect_answers(want, got, KEPT_QUERIES, "kept");
+    free_answers(got, KEPT_QUERIES);
+    kept_stats(&builds, &hits, &kept);
+    e2e_assert(builds == 1 && hits == KEPT_QUERIES - 1 && kept == 1,
+               "one point, %d queries: %llu builds, %llu hits, %llu kept", KEPT_QUERIES,
+               (unsigned long long)builds, (unsigned long long)hits, (unsigned long long)kept);
+
+    /* Writes after the point change nothing the kept ledger answers. */
+    budget_client *c = e2e_client(&bd);
+    e2e_buf b;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, 6 + E2E_DECISION_PAIRS);
+    e2e_kv_str(&b, "id", "f-later");
+    e2e_kv_str(&b, "unit", "KS");
+    e2e_kv_int(&b, "year", 2021);
+    e2e_kv_int(&b, "amount", 5000000);
+    e2e_kv_str(&b, "title", "Tillägg");
+    e2e_kv_decision(&b);
+    e2e_kv_str(&b, "reference", "KS 2021-09-21 § 260");
+    e2e_write_ok(c, "frame.grant", &b);
+    e2e_buf_destroy(&b);
+    budget_client_close(c);
+    kept_answers(20, got);
+    expect_answers(want, got, KEPT_QUERIES, "kept, after a later write");
+    free_answers(got, KEPT_QUERIES);
+
+    /* Readers at once of another point: one ledger between them. */
+    kept_reader readers[KEPT_READERS];
+    pthread_t threads[KEPT_READERS];
+    for (int i = 0; i < KEPT_READERS; i++) {
+        readers[i] = (kept_reader){.seq = 33};
+        e2e_assert(pthread_create(&threads[i], NULL, kept_read, &readers[i]) == 0, "thread");
+    }
+    for (int i = 0; i < KEPT_READERS; i++) {
+        pthread_join(threads[i], NULL);
+        expect_answers(&want_later[0], &readers[i].got, 1, "a reader at once");
+        free(readers[i].got.bytes);
+    }
+    kept_stats(&builds, &hits, &kept);
+    e2e_assert(builds == 2 && kept == 2,
+               "after %d readers of a second point: %llu builds, "
+               "%llu kept",
+               KEPT_READERS, (unsigned long long)builds, (unsigned long long)kept);
+
+    /* Unused for --as-of-idle (1 s): freed, and built again when asked. */
+    int64_t until = e2e_now_ms() + 10000;
+    do {
+        usleep(100000);
+        kept_stats(&builds, &hits, &kept);
+    } while (kept != 0 && e2e_now_ms() < until);
+    e2e_assert(kept == 0, "%llu ledgers still kept 10 s after their last read",
+               (unsigned long long)kept);
+    kept_answers(20, got);
+    expect_answers(want, got, KEPT_QUERIES, "built again");
+    free_answers(got, KEPT_QUERIES);
+    kept_stats(&builds, &hits, &kept);
+    e2e_assert(builds == 3 && kept == 1, "after the idle ones were freed: %llu builds",
+               (unsigned long long)builds);
+    stop_cleanly();
+    free_answers(want, KEPT_QUERIES);
+    free_answers(want_later, KEPT_QUERIES);
 }
