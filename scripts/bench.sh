@@ -492,6 +492,12 @@ awk -v quick="$quick" -v rounds="$rounds" '
     s = num("daemon_as_of_8_hwm_mib"); b = num("nosnap_daemon_as_of_8_hwm_mib")
     row("  peak VmRSS meanwhile", "< 200 MiB", sprintf("%.1f MiB", s), sprintf("no snapshots %.1f MiB", b),
         s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", verdict(s > 0 && s < 200))
+    s = num("daemon_as_of_8_same_wall_s"); b = num("daemon_as_of_8_wall_s")
+    row("8 as_of at once, all at one point: wall time", "", sprintf("%.3f s", s), sprintf("8 points %.3f s", b), s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", "")
+    row("  peak VmRSS meanwhile", "", sprintf("%.1f MiB", num("daemon_as_of_8_same_hwm_mib")), "", "", "")
+    s = num("daemon_as_of_every_page_s"); b = num("daemon_as_of_first_page_s")
+    row("every page of one as_of (" num("daemon_as_of_pages") " pages)", "", sprintf("%.3f s", s), sprintf("the first page %.3f s", b),
+        s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", "")
     s = num("daemon_balances_decided_by_s")
     row("balances decided_by (replays from the first event)", "< 0.05 s", sprintf("%.3f s", s), "", "", verdict(s >= 0 && s < 0.05))
     row("  balances now (from memory)", "", sprintf("%.4f s", num("daemon_balances_now_s")), "", "", "")

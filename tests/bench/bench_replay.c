@@ -16,7 +16,8 @@
  *    the ledger every N events, written by snapshot_write as budgetd writes them, and budgetd
  *    run with --snapshot-every N; --snapshots 0 runs it with --snapshot-every 0 (the log
  *    replayed from its first event, as before snapshots). Besides the figures above, 8 `balances
- *    as_of` at once: their wall time and the daemon's peak resident memory meanwhile.
+ *    as_of` at once: their wall time and the daemon's peak resident memory meanwhile, spread
+ *    over the log and then all at one point; and every page of one `as_of` read in turn.
  *
  * usage: bench_replay --dir DIR [--events N] [--budgetd PATH] [--keep] [--reuse] [--no-daemon]
  *                     [--snapshots N]
@@ -987,10 +988,68 @@ static void *as_of_thread(void *arg)
 }
 
 #define CONCURRENT_AS_OF 8
+/* Pages of one balances answer read at most (a 1 M-event log's has about 60). */
+#define AS_OF_PAGES_MAX 1000
 
-/* 8 `balances as_of` at once, spread over the log: the wall time until the last answer, and
- * the daemon's peak resident memory meanwhile (its peak is reset first: clear_refs 5). */
-static int concurrent_as_of(const daemon_proc *d, uint64_t events)
+/* Every page of `balances as_of` one point on one connection, as a client reading the whole
+ * answer does (each page asks again with the offsets of `next`): the first page's time, and
+ * all of them. Budgetd builds the ledger of the point for the first page; whether the pages
+ * after it build it again is what this shows. */
+static int every_page_as_of(const daemon_proc *d, uint64_t as_of)
+{
+    static const char *const lists[] = {"frames_offset", "offset", "units_offset"};
+    uint64_t offsets[3] = {0, 0, 0};
+    uint8_t frame[BENCH_REQUEST_BYTES_MAX];
+    bench_conn c;
+    bench_response r;
+    double first = 0, t0 = bench_now_s();
+    unsigned pages = 0;
+    bool more = true;
+
+    if (bench_conn_open(&c, d->socket, CALL_TIMEOUT_MS) != 0)
+        return -1;
+    while (more && pages < AS_OF_PAGES_MAX) {
+        mp_writer w;
+        bench_request_begin(&w, frame, sizeof(frame), 10 + pages, "balances", 4);
+        mp_write_cstr(&w, "as_of");
+        mp_write_uint(&w, as_of);
+        for (int i = 0; i < 3; i++) {
+            mp_write_cstr(&w, lists[i]);
+            mp_write_uint(&w, offsets[i]);
+        }
+        size_t size = bench_request_end(&w);
+        if (bench_conn_call(&c, frame, size, &r) != 0 || !r.ok ||
+            bench_result_uint(&r, "as_of", 0) != as_of) {
+            fprintf(stderr, "bench_replay: page %u of balances as_of %llu failed: %s %s\n", pages,
+                    (unsigned long long)as_of, r.code, r.message);
+            bench_conn_close(&c);
+            return -1;
+        }
+        if (pages++ == 0)
+            first = bench_now_s() - t0;
+        more = bench_result_bool(&r, "more", false);
+        for (int i = 0; i < 3; i++)
+            offsets[i] = bench_result_inner_uint(&r, "next", lists[i], offsets[i]);
+    }
+    double all = bench_now_s() - t0;
+    bench_conn_close(&c);
+    if (more) {
+        fprintf(stderr, "bench_replay: balances as_of %llu has more than %d pages\n",
+                (unsigned long long)as_of, AS_OF_PAGES_MAX);
+        return -1;
+    }
+    printf("every page of balances as_of %llu: %u pages in %.3f s; the first %.3f s (%.1f x)\n",
+           (unsigned long long)as_of, pages, all, first, first > 0 ? all / first : 0.0);
+    bench_result("daemon_as_of_pages", "%u", pages);
+    bench_result("daemon_as_of_every_page_s", "%.3f", all);
+    bench_result("daemon_as_of_first_page_s", "%.3f", first);
+    return 0;
+}
+
+/* 8 `balances as_of` at once, spread over the log, or all at the one point `same` (when not
+ * 0): the wall time until the last answer, and the daemon's peak resident memory meanwhile
+ * (its peak is reset first: clear_refs 5). */
+static int concurrent_as_of(const daemon_proc *d, uint64_t events, uint64_t same)
 {
     as_of_call calls[CONCURRENT_AS_OF];
     pthread_t threads[CONCURRENT_AS_OF];
@@ -1004,8 +1063,8 @@ static int concurrent_as_of(const daemon_proc *d, uint64_t events)
     long before = bench_proc_status_kib(d->pid, "VmHWM");
     double t0 = bench_now_s();
     for (int i = 0; i < CONCURRENT_AS_OF; i++) {
-        calls[i] =
-            (as_of_call){d, events * (uint64_t)(2 * i + 1) / (2 * CONCURRENT_AS_OF), 0, false};
+        uint64_t at = same != 0 ? same : events * (uint64_t)(2 * i + 1) / (2 * CONCURRENT_AS_OF);
+        calls[i] = (as_of_call){d, at, 0, false};
         pthread_create(&threads[i], NULL, as_of_thread, &calls[i]);
     }
     bool ok = true;
@@ -1019,10 +1078,11 @@ static int concurrent_as_of(const daemon_proc *d, uint64_t events)
         fprintf(stderr, "bench_replay: a concurrent balances as_of failed\n");
         return -1;
     }
-    printf("8 balances as_of at once %.3f s wall; peak VmRSS %.1f MiB (%.1f MiB before)\n", wall,
-           hwm / 1024.0, before / 1024.0);
-    bench_result("daemon_as_of_8_wall_s", "%.3f", wall);
-    bench_result("daemon_as_of_8_hwm_mib", "%.1f", hwm / 1024.0);
+    printf("8 balances as_of at once%s %.3f s wall; peak VmRSS %.1f MiB (%.1f MiB before)\n",
+           same != 0 ? ", one point," : "", wall, hwm / 1024.0, before / 1024.0);
+    bench_result(same != 0 ? "daemon_as_of_8_same_wall_s" : "daemon_as_of_8_wall_s", "%.3f", wall);
+    bench_result(same != 0 ? "daemon_as_of_8_same_hwm_mib" : "daemon_as_of_8_hwm_mib", "%.1f",
+                 hwm / 1024.0);
     return 0;
 }
 
@@ -1057,7 +1117,9 @@ static int with_daemon(const char *budgetd, const char *dir, const char *data, u
     rc |= balances_as_of(&d, events / 100, events, "daemon_balances_as_of_start_s");
     rc |= balances_as_of(&d, events / 2, events, "daemon_balances_as_of_middle_s");
     rc |= balances_as_of(&d, events - 1, events, "daemon_balances_as_of_end_s");
-    rc |= concurrent_as_of(&d, events);
+    rc |= concurrent_as_of(&d, events, 0);
+    rc |= concurrent_as_of(&d, events, events - 3);
+    rc |= every_page_as_of(&d, events - 5);
     rc |= balances_decided_by(&d, "2024-06-30", "daemon_balances_decided_by_s");
     rc |= verify(&d, events);
     memory(&d, "after_reads");

@@ -143,6 +143,26 @@ uint64_t bench_result_uint(const bench_response *resp, const char *key, uint64_t
     return find_key(resp, key, &r) == 0 && mp_read_uint(&r, &v) == 0 ? v : fallback;
 }
 
+uint64_t bench_result_inner_uint(const bench_response *resp, const char *map, const char *key,
+                                 uint64_t fallback)
+{
+    mp_reader r;
+    uint32_t n;
+    uint64_t v;
+    if (find_key(resp, map, &r) != 0 || mp_read_map(&r, &n) != 0)
+        return fallback;
+    for (uint32_t i = 0; i < n; i++) {
+        int eq = mp_read_str_eq(&r, key);
+        if (eq < 0)
+            return fallback;
+        if (eq == 1)
+            return mp_read_uint(&r, &v) == 0 ? v : fallback;
+        if (mp_skip(&r, RESULT_DEPTH_MAX) != 0)
+            return fallback;
+    }
+    return fallback;
+}
+
 bool bench_result_bool(const bench_response *resp, const char *key, bool fallback)
 {
     mp_reader r;

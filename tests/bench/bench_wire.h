@@ -38,6 +38,10 @@ int bench_parse_response(const uint8_t *body, size_t size, bench_response *out);
 /* The uint / bool under `key` of a result map, or `fallback` when absent or another type. */
 uint64_t bench_result_uint(const bench_response *r, const char *key, uint64_t fallback);
 bool bench_result_bool(const bench_response *r, const char *key, bool fallback);
+/* The uint under `key` of the map under `map` of a result map (`next` of a balances page), or
+ * `fallback`. */
+uint64_t bench_result_inner_uint(const bench_response *r, const char *map, const char *key,
+                                 uint64_t fallback);
 
 /* A connected UNIX stream socket, non-blocking when asked; -1 with errno set. */
 int bench_connect(const char *path, bool nonblocking);
