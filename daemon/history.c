@@ -22,7 +22,7 @@ struct history_cache {
     pthread_cond_t built; /* a slot left SLOT_BUILDING */
     uint64_t idle_ms;
     uint32_t slots_len;
-    uint64_t hits, builds;
+    uint64_t hits, builds, based;
     uint64_t uses;
     slot slots[];
 };
@@ -152,6 +152,28 @@ const ledger *history_cache_get(history_cache *c, history_key key, history_build
     return *rc == 0 ? l : NULL;
 }
 
+const ledger *history_cache_base(history_cache *c, uint64_t floor, uint64_t upto, uint64_t *at)
+{
+    slot *best = NULL;
+    pthread_mutex_lock(&c->lock);
+    for (uint32_t i = 0; i < c->slots_len; i++) {
+        slot *s = &c->slots[i];
+        if (s->state == SLOT_READY && s->key.decided_by == 0 && s->key.upto >= floor &&
+            s->key.upto > 0 && s->key.upto <= upto &&
+            (best == NULL || s->key.upto > best->key.upto))
+            best = s;
+    }
+    if (best != NULL) {
+        best->refs++;
+        best->last_ms = history_now_ms();
+        best->last_use = ++c->uses;
+        c->based++;
+        *at = best->key.upto;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return best != NULL ? best->l : NULL;
+}
+
 void history_cache_release(history_cache *c, const ledger *l)
 {
     if (l == NULL)
@@ -197,6 +219,7 @@ void history_cache_stats(history_cache *c, history_stats *out)
     pthread_mutex_lock(&c->lock);
     out->hits = c->hits;
     out->builds = c->builds;
+    out->based = c->based;
     out->kept = 0;
     for (uint32_t i = 0; i < c->slots_len; i++)
         out->kept += c->slots[i].state == SLOT_READY;

@@ -43,6 +43,7 @@ typedef struct {
     uint64_t hits;   /* reads answered from a kept ledger, or one another read was building */
     uint64_t builds; /* ledgers built */
     uint64_t kept;   /* ledgers kept now */
+    uint64_t based;  /* ledgers built from a copy of one kept (history_cache_base) */
 } history_stats;
 
 /* Keeps at most `kept_max` ledgers (0: none; every read builds its own), each freed once no
@@ -59,6 +60,15 @@ void history_cache_free(history_cache *c);
 const ledger *history_cache_get(history_cache *c, history_key key, history_build_fn build,
                                 void *ctx, int *rc);
 void history_cache_release(history_cache *c, const ledger *l);
+
+/*
+ * For a read of a point not kept: the kept ledger (without decided_by) at the latest point
+ * from event `floor` (at least 1) to `upto`, held as history_cache_get's are, its point in
+ * *at; NULL when none. A copy of it with the events after *at applied is the ledger at `upto`,
+ * for less than restoring a snapshot at `floor` or before (the caller passes the newest one at
+ * or below `upto`, or 0) and applying more events.
+ */
+const ledger *history_cache_base(history_cache *c, uint64_t floor, uint64_t upto, uint64_t *at);
 
 /* Frees the kept ledgers that no read holds and none has used for `idle_ms` before `now_ms`
  * (monotonic milliseconds, as history_now_ms gives). */

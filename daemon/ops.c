@@ -32,16 +32,76 @@ typedef struct {
     uint64_t head; /* committed head when the job was queued */
 } job;
 
+/* The newest snapshot at or below `upto` by its name (0: none); restoring it may still fail. */
+static uint64_t snapshot_below(const snapshots *s, uint64_t upto)
+{
+    if (s == NULL)
+        return 0;
+    uint64_t *seqs = malloc(SNAPSHOT_LIST_MAX * sizeof(*seqs)), found = 0;
+    if (seqs == NULL)
+        return 0;
+    size_t n = snapshot_list(s, seqs, SNAPSHOT_LIST_MAX);
+    for (size_t i = 0; i < n && found == 0; i++) /* newest first */
+        if (seqs[i] <= upto)
+            found = seqs[i];
+    free(seqs);
+    return found;
+}
+
+/* The stored hash of event `seq`: 0, or -1 when it cannot be read. */
+static int stored_hash(store *st, uint64_t seq, uint8_t hash[BUDGET_HASH_BYTES])
+{
+    store_reader *rd;
+    store_val v;
+    const uint8_t *stored;
+    int rc = -1;
+    if (store_reader_begin(st, &rd) != 0)
+        return -1;
+    if (seq <= store_reader_head(rd) && store_reader_get(rd, seq, &v) == 0 &&
+        event_link(v.data, v.size, NULL, &stored) == 0) {
+        memcpy(hash, stored, BUDGET_HASH_BYTES);
+        rc = 0;
+    }
+    store_reader_end(rd);
+    return rc;
+}
+
 /*
- * The ledger as of event `upto`: from the newest valid snapshot at or below it, with the events
- * after it applied, else the log replayed from its first event. A snapshot cannot serve
- * `decided_by`: that ledger leaves out events by their decision's day, so its state at a seq
- * is not the ledger's. No store reader may be held here: the replay's walker begins its own.
+ * The ledger as of `upto` from a copy of the one kept for a read of an earlier point, when one
+ * is kept no further back than the newest snapshot (history_cache_base): an auditor stepping
+ * forward through the log pays for a copy and the events since the last step, not for a
+ * snapshot restored again. NULL when none is kept there, or the copy or its replay failed:
+ * the caller builds it the usual way.
+ */
+static ledger *from_kept(job *j, uint64_t upto, replay_result *res)
+{
+    uint64_t at = 0, floor = snapshot_below(j->snapshots, upto);
+    uint8_t hash[BUDGET_HASH_BYTES];
+    const ledger *base = history_cache_base(j->history, floor, upto, &at);
+    if (base == NULL)
+        return NULL;
+    ledger *l = stored_hash(j->store, at, hash) == 0 ? ledger_clone(base) : NULL;
+    history_cache_release(j->history, base);
+    if (l != NULL && replay_log_from(j->store, l, at, hash, upto, false, res) != 0) {
+        ledger_free(l);
+        l = NULL;
+    }
+    return l;
+}
+
+/*
+ * The ledger as of event `upto`: from a kept one (from_kept), else from the newest valid snapshot
+ * at or below it, with the events after it applied, else the log replayed from its first event. A
+ * snapshot cannot serve `decided_by`: that ledger leaves out events by their decision's day, so its
+ * state at a seq is not the ledger's. No store reader may be held here: the replay's walker begins
+ * its own.
  */
 static int balances_ledger(job *j, uint64_t upto, ledger **out, replay_result *res)
 {
     ledger *l = NULL;
-    if (j->snapshots != NULL && j->bq.decided_by == 0) {
+    if (j->bq.decided_by == 0)
+        l = from_kept(j, upto, res);
+    if (l == NULL && j->snapshots != NULL && j->bq.decided_by == 0) {
         uint64_t at;
         uint8_t at_hash[BUDGET_HASH_BYTES];
         char why[256];
@@ -453,7 +513,7 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
     store_get_stats(o->store, &st);
     history_cache_stats(o->history, &hs);
     resp_begin(&r, req_id, true);
-    msgpack_pack_map(&r.pk, 30 + SUB_STATS_COUNT);
+    msgpack_pack_map(&r.pk, 31 + SUB_STATS_COUNT);
     pack_key_uint(&r.pk, "head", commit_head(m));
     pack_key_uint(&r.pk, "events", ledger_events(commit_ledger(m)));
     pack_key_uint(&r.pk, "frames", counts.frames);
@@ -483,6 +543,7 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
     pack_key_uint(&r.pk, "as_of_builds", hs.builds);
     pack_key_uint(&r.pk, "as_of_hits", hs.hits);
     pack_key_uint(&r.pk, "as_of_kept", hs.kept);
+    pack_key_uint(&r.pk, "as_of_from_kept", hs.based);
     pack_key_uint(&r.pk, "uptime_ms", uv_hrtime() / 1000000u - o->started_ms);
     sub_pack_stats(o->subs, &r.pk);
     conn_answer(c, idx, &r, req_id);

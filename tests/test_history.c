@@ -182,3 +182,36 @@ Test(history, an_unused_ledger_is_freed_after_the_idle_time_and_a_held_one_is_no
     cr_expect_eq(atomic_load(&b.builds), 3);
     history_cache_free(c);
 }
+
+Test(history, a_later_point_starts_from_the_latest_kept_one_no_further_back_than_the_floor)
+{
+    builder b = {0};
+    history_cache *c = history_cache_new(4, 60000);
+    const ledger *at10 = get(c, 10, &b), *at20 = get(c, 20, &b), *at30 = get(c, 30, &b);
+    int rc;
+    const ledger *decided =
+        history_cache_get(c, (history_key){.upto = 25, .decided_by = 20240630}, build, &b, &rc);
+    history_cache_release(c, at10);
+    history_cache_release(c, at20);
+    history_cache_release(c, at30);
+    history_cache_release(c, decided);
+
+    uint64_t at = 0;
+    const ledger *base = history_cache_base(c, 0, 27, &at);
+    cr_expect(base == at20 && at == 20, "upto 27: the one at %llu, not 20 (decided_by is no base)",
+              (unsigned long long)at);
+    /* held while the caller copies it: not freed however idle */
+    history_cache_trim(c, history_now_ms() + 120000);
+    cr_expect_eq(stats(c).kept, 1, "the held base was freed, or the idle ones were not");
+    history_cache_release(c, base);
+
+    history_cache_release(c, get(c, 10, &b));
+    history_cache_release(c, get(c, 30, &b));
+    cr_expect_null(history_cache_base(c, 0, 5, &at), "nothing kept at or below 5");
+    cr_expect_null(history_cache_base(c, 21, 29, &at), "a snapshot at 21 is nearer than 20");
+    base = history_cache_base(c, 30, 40, &at);
+    cr_expect(base != NULL && at == 30, "the kept one at the snapshot's point serves");
+    history_cache_release(c, base);
+    cr_expect_eq(stats(c).based, 2);
+    history_cache_free(c);
+}

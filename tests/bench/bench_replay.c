@@ -17,7 +17,8 @@
  *    run with --snapshot-every N; --snapshots 0 runs it with --snapshot-every 0 (the log
  *    replayed from its first event, as before snapshots). Besides the figures above, 8 `balances
  *    as_of` at once: their wall time and the daemon's peak resident memory meanwhile, spread
- *    over the log and then all at one point; and every page of one `as_of` read in turn.
+ *    over the log and then all at one point; every page of one `as_of` read in turn; and
+ *    `as_of` stepping forward 1000 events at a time.
  *
  * usage: bench_replay --dir DIR [--events N] [--budgetd PATH] [--keep] [--reuse] [--no-daemon]
  *                     [--snapshots N]
@@ -1046,6 +1047,47 @@ static int every_page_as_of(const daemon_proc *d, uint64_t as_of)
     return 0;
 }
 
+/* The steps of stepping_as_of. */
+#define AS_OF_STEPS 5
+
+/* An auditor stepping forward through the log: `balances as_of` at `start`, then at `step`
+ * events after it, AS_OF_STEPS times. Each step is a point not asked before; budgetd may
+ * start it from the ledger kept for the step before. The first point's time and the mean of
+ * the steps. */
+static int stepping_as_of(const daemon_proc *d, uint64_t start, uint64_t step)
+{
+    double first = 0, steps = 0;
+    for (int i = 0; i <= AS_OF_STEPS; i++) {
+        uint8_t frame[BENCH_REQUEST_BYTES_MAX];
+        mp_writer w;
+        bench_response r;
+        bench_conn c;
+        uint64_t at = start + (uint64_t)i * step;
+        bench_request_begin(&w, frame, sizeof(frame), 20 + (uint64_t)i, "balances", 1);
+        mp_write_cstr(&w, "as_of");
+        mp_write_uint(&w, at);
+        size_t size = bench_request_end(&w);
+        double t = timed_call(d, frame, size, &r, &c);
+        bool ok = t >= 0 && r.ok && bench_result_uint(&r, "as_of", 0) == at;
+        bench_conn_close(&c);
+        if (!ok) {
+            fprintf(stderr, "bench_replay: balances as_of %llu failed: %s %s\n",
+                    (unsigned long long)at, r.code, r.message);
+            return -1;
+        }
+        if (i == 0)
+            first = t;
+        else
+            steps += t;
+    }
+    steps /= AS_OF_STEPS;
+    printf("balances as_of %llu, then %d steps of %llu events: %.3f s, each step %.4f s\n",
+           (unsigned long long)start, AS_OF_STEPS, (unsigned long long)step, first, steps);
+    bench_result("daemon_as_of_step_first_s", "%.4f", first);
+    bench_result("daemon_as_of_step_s", "%.4f", steps);
+    return 0;
+}
+
 /* 8 `balances as_of` at once, spread over the log, or all at the one point `same` (when not
  * 0): the wall time until the last answer, and the daemon's peak resident memory meanwhile
  * (its peak is reset first: clear_refs 5). */
@@ -1120,6 +1162,7 @@ static int with_daemon(const char *budgetd, const char *dir, const char *data, u
     rc |= concurrent_as_of(&d, events, 0);
     rc |= concurrent_as_of(&d, events, events - 3);
     rc |= every_page_as_of(&d, events - 5);
+    rc |= stepping_as_of(&d, events / 2 + 7, 1000);
     rc |= balances_decided_by(&d, "2024-06-30", "daemon_balances_decided_by_s");
     rc |= verify(&d, events);
     memory(&d, "after_reads");
