@@ -498,6 +498,9 @@ awk -v quick="$quick" -v rounds="$rounds" '
     s = num("daemon_as_of_every_page_s"); b = num("daemon_as_of_first_page_s")
     row("every page of one as_of (" num("daemon_as_of_pages") " pages)", "", sprintf("%.3f s", s), sprintf("the first page %.3f s", b),
         s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", "")
+    s = num("daemon_as_of_step_s"); b = num("daemon_as_of_step_first_s")
+    row("as_of stepping forward 1000 events: each step", "< 0.05 s", sprintf("%.3f s", s), sprintf("the first point %.3f s", b),
+        s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", verdict(s > 0 && s < 0.05))
     s = num("daemon_balances_decided_by_s")
     row("balances decided_by (replays from the first event)", "< 0.05 s", sprintf("%.3f s", s), "", "", verdict(s >= 0 && s < 0.05))
     row("  balances now (from memory)", "", sprintf("%.4f s", num("daemon_balances_now_s")), "", "", "")
