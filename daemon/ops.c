@@ -512,40 +512,50 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
     ledger_get_counts(commit_ledger(m), &counts);
     store_get_stats(o->store, &st);
     history_cache_stats(o->history, &hs);
+    stat_pair pairs[] = {
+        {"head", commit_head(m)},
+        {"events", ledger_events(commit_ledger(m))},
+        {"frames", counts.frames},
+        {"allocations", counts.allocations},
+        {"avrop", counts.avrop},
+        {"decisions", counts.decisions},
+        {"units", counts.units},
+        {"connections", h->count},
+        {"connections_total", h->connections_total},
+        {"connections_refused", h->connections_refused},
+        {"connections_timed_out", h->connections_timed_out},
+        {"requests", h->requests},
+        {"errors", h->errors},
+        {"answers", h->answers},
+        {"answer_writes", h->answer_writes},
+        {"reads_deferred", h->reads_deferred},
+        {"batches", m->batches_committed},
+        {"batch_events_max", m->batch_events_max},
+        {"commits_failed", m->commits_failed},
+        {"map_bytes", st.map_bytes},
+        {"map_used_bytes", st.map_used_bytes},
+        {"map_growths", st.map_growths},
+        {"wal_checkpoints", st.wal_checkpoints},
+        {"wal_bytes_live", st.wal_bytes_live},
+        {"wal_waits", st.wal_waits},
+        {"wal_events_recovered", st.wal_events_replayed},
+        {"as_of_builds", hs.builds},
+        {"as_of_hits", hs.hits},
+        {"as_of_kept", hs.kept},
+        {"as_of_from_kept", hs.based},
+        {"uptime_ms", uv_hrtime() / 1000000u - o->started_ms},
+    };
+    stat_pair subs[SUB_STATS_COUNT];
+    sub_stats(o->subs, subs);
+
+    /* The map's size is counted from the lists, so a counter is added in one place. */
+    size_t n = sizeof(pairs) / sizeof(pairs[0]);
     resp_begin(&r, req_id, true);
-    msgpack_pack_map(&r.pk, 31 + SUB_STATS_COUNT);
-    pack_key_uint(&r.pk, "head", commit_head(m));
-    pack_key_uint(&r.pk, "events", ledger_events(commit_ledger(m)));
-    pack_key_uint(&r.pk, "frames", counts.frames);
-    pack_key_uint(&r.pk, "allocations", counts.allocations);
-    pack_key_uint(&r.pk, "avrop", counts.avrop);
-    pack_key_uint(&r.pk, "decisions", counts.decisions);
-    pack_key_uint(&r.pk, "units", counts.units);
-    pack_key_uint(&r.pk, "connections", h->count);
-    pack_key_uint(&r.pk, "connections_total", h->connections_total);
-    pack_key_uint(&r.pk, "connections_refused", h->connections_refused);
-    pack_key_uint(&r.pk, "connections_timed_out", h->connections_timed_out);
-    pack_key_uint(&r.pk, "requests", h->requests);
-    pack_key_uint(&r.pk, "errors", h->errors);
-    pack_key_uint(&r.pk, "answers", h->answers);
-    pack_key_uint(&r.pk, "answer_writes", h->answer_writes);
-    pack_key_uint(&r.pk, "reads_deferred", h->reads_deferred);
-    pack_key_uint(&r.pk, "batches", m->batches_committed);
-    pack_key_uint(&r.pk, "batch_events_max", m->batch_events_max);
-    pack_key_uint(&r.pk, "commits_failed", m->commits_failed);
-    pack_key_uint(&r.pk, "map_bytes", st.map_bytes);
-    pack_key_uint(&r.pk, "map_used_bytes", st.map_used_bytes);
-    pack_key_uint(&r.pk, "map_growths", st.map_growths);
-    pack_key_uint(&r.pk, "wal_checkpoints", st.wal_checkpoints);
-    pack_key_uint(&r.pk, "wal_bytes_live", st.wal_bytes_live);
-    pack_key_uint(&r.pk, "wal_waits", st.wal_waits);
-    pack_key_uint(&r.pk, "wal_events_recovered", st.wal_events_replayed);
-    pack_key_uint(&r.pk, "as_of_builds", hs.builds);
-    pack_key_uint(&r.pk, "as_of_hits", hs.hits);
-    pack_key_uint(&r.pk, "as_of_kept", hs.kept);
-    pack_key_uint(&r.pk, "as_of_from_kept", hs.based);
-    pack_key_uint(&r.pk, "uptime_ms", uv_hrtime() / 1000000u - o->started_ms);
-    sub_pack_stats(o->subs, &r.pk);
+    msgpack_pack_map(&r.pk, (uint32_t)(n + SUB_STATS_COUNT));
+    for (size_t i = 0; i < n; i++)
+        pack_key_uint(&r.pk, pairs[i].key, pairs[i].value);
+    for (size_t i = 0; i < SUB_STATS_COUNT; i++)
+        pack_key_uint(&r.pk, subs[i].key, subs[i].value);
     conn_answer(c, idx, &r, req_id);
 }
 

@@ -475,12 +475,12 @@ void sub_free(conn_t *c)
     conn_set_sub(c, NULL);
 }
 
-void sub_pack_stats(const sub_set_t *set, msgpack_packer *pk)
+void sub_stats(const sub_set_t *set, stat_pair out[SUB_STATS_COUNT])
 {
     uint64_t queued = 0;
     for (const sub_t *sub = set->subs; sub; sub = sub->next)
         queued += conn_out_bytes(sub->c);
-    pack_key_uint(pk, "subscriptions", set->count);
-    pack_key_uint(pk, "subscription_fallbacks", set->fallbacks);
-    pack_key_uint(pk, "subscription_queued_bytes", queued);
+    out[0] = (stat_pair){"subscriptions", set->count};
+    out[1] = (stat_pair){"subscription_fallbacks", set->fallbacks};
+    out[2] = (stat_pair){"subscription_queued_bytes", queued};
 }

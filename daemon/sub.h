@@ -83,10 +83,15 @@ void sub_detach(conn_t *c);
 /* Frees the connection's subscription (when the connection itself is freed). */
 void sub_free(conn_t *c);
 
-/* The subscription counters of `stats`, SUB_STATS_COUNT key-value pairs: "subscriptions"
- * (now), "subscription_fallbacks" (live subscribers that fell behind, since start) and
- * "subscription_queued_bytes" (output queued to subscribers now). */
+/* One counter of `stats`: its key and value. */
+typedef struct {
+    const char *key;
+    uint64_t value;
+} stat_pair;
+
+/* The subscription counters of `stats`, SUB_STATS_COUNT of them, into `out`: "subscriptions"
+ * (open now), "subscription_fallbacks" (since start), "subscription_queued_bytes" (now). */
 #define SUB_STATS_COUNT 3
-void sub_pack_stats(const sub_set_t *set, msgpack_packer *pk);
+void sub_stats(const sub_set_t *set, stat_pair out[SUB_STATS_COUNT]);
 
 #endif
