@@ -1012,6 +1012,76 @@ static uint64_t stat_of(const char *key)
     return v;
 }
 
+#define STATS_KEYS_MAX 64
+#define STATS_KEY_BYTES 48
+
+/* The keys the `stats` table of docs/operations.md documents: each `key` in the first cell of
+ * a row of the section "## `stats`". */
+static size_t documented_stats(char keys[][STATS_KEY_BYTES], size_t max)
+{
+    char path[512], line[2048];
+    snprintf(path, sizeof(path), "%s/docs/operations.md", BUDGET_SOURCE_DIR);
+    FILE *f = fopen(path, "r");
+    e2e_assert(f != NULL, "cannot open %s", path);
+    bool in = false;
+    size_t n = 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "## ", 3) == 0) {
+            in = strcmp(line, "## `stats`\n") == 0;
+            continue;
+        }
+        char *end = line[0] == '|' ? strchr(line + 1, '|') : NULL;
+        if (!in || end == NULL)
+            continue;
+        *end = '\0';
+        for (char *p = strchr(line, '`'); p != NULL; p = strchr(p, '`')) {
+            char *q = strchr(p + 1, '`');
+            if (q == NULL)
+                break;
+            size_t len = (size_t)(q - p - 1);
+            e2e_assert(len > 0 && len < STATS_KEY_BYTES && n < max, "a stats key of %zu bytes",
+                       len);
+            memcpy(keys[n], p + 1, len);
+            keys[n++][len] = '\0';
+            p = q + 1;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+/* What `stats` answers and what docs/operations.md says it answers are the same keys: a
+ * counter added to one and not the other fails here. */
+Test(e2e, every_stats_counter_is_documented_and_every_documented_one_is_answered)
+{
+    char doc[STATS_KEYS_MAX][STATS_KEY_BYTES];
+    size_t documented = documented_stats(doc, STATS_KEYS_MAX);
+    e2e_assert(documented >= 20, "only %zu stats keys found in docs/operations.md", documented);
+
+    budget_client *c = e2e_client(&bd);
+    budget_response r;
+    e2e_call(c, "stats", NULL, &r);
+    e2e_assert(r.ok && r.result.type == MSGPACK_OBJECT_MAP, "stats refused: %s", r.code);
+    const msgpack_object_map *m = &r.result.via.map;
+    bool seen[STATS_KEYS_MAX] = {false};
+    for (uint32_t i = 0; i < m->size; i++) {
+        const msgpack_object *k = &m->ptr[i].key;
+        e2e_assert(k->type == MSGPACK_OBJECT_STR, "a stats key that is not a string");
+        bool found = false;
+        for (size_t d = 0; d < documented && !found; d++)
+            if (strlen(doc[d]) == k->via.str.size &&
+                memcmp(doc[d], k->via.str.ptr, k->via.str.size) == 0)
+                found = seen[d] = true;
+        e2e_assert(found, "stats answers `%.*s`, which docs/operations.md does not document",
+                   (int)k->via.str.size, k->via.str.ptr);
+    }
+    for (size_t d = 0; d < documented; d++)
+        e2e_assert(seen[d], "docs/operations.md documents `%s`, which stats does not answer",
+                   doc[d]);
+    budget_response_free(&r);
+    budget_client_close(c);
+}
+
 /* The writes of one group commit are answered together: one connection's answers go out in one
  * write, not one write each (docs/performance.md, the write path's CPU). */
 Test(e2e, a_commits_answers_to_one_connection_are_written_together)
