@@ -19,10 +19,11 @@ typedef struct {
 
 struct history_cache {
     pthread_mutex_t lock;
-    pthread_cond_t built; /* a slot left SLOT_BUILDING */
+    pthread_cond_t built; /* a build ended */
     uint64_t idle_ms;
     uint32_t slots_len;
-    uint64_t hits, builds, based;
+    uint32_t builds_max, building;
+    uint64_t hits, builds, based, queued;
     uint64_t uses;
     slot slots[];
 };
@@ -34,7 +35,7 @@ uint64_t history_now_ms(void)
     return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
 }
 
-history_cache *history_cache_new(uint32_t kept_max, uint64_t idle_ms)
+history_cache *history_cache_new(uint32_t kept_max, uint64_t idle_ms, uint32_t builds_max)
 {
     history_cache *c = calloc(1, sizeof(*c) + (size_t)kept_max * sizeof(slot));
     if (c == NULL)
@@ -50,6 +51,7 @@ history_cache *history_cache_new(uint32_t kept_max, uint64_t idle_ms)
     }
     c->idle_ms = idle_ms;
     c->slots_len = kept_max;
+    c->builds_max = builds_max > 0 ? builds_max : 1;
     return c;
 }
 
@@ -105,12 +107,11 @@ const ledger *history_cache_get(history_cache *c, history_key key, history_build
     slot *s;
 
     *rc = 0;
+    bool waited = false;
     pthread_mutex_lock(&c->lock);
     for (;;) {
         s = find(c, key);
-        if (s == NULL)
-            break;
-        if (s->state == SLOT_READY) {
+        if (s != NULL && s->state == SLOT_READY) {
             s->refs++;
             s->last_ms = history_now_ms();
             s->last_use = ++c->uses;
@@ -118,10 +119,18 @@ const ledger *history_cache_get(history_cache *c, history_key key, history_build
             pthread_mutex_unlock(&c->lock);
             return s->l;
         }
-        /* Being built by another read: wait for it; if that build fails, the slot is empty
-         * again and this read builds its own. */
+        /* Being built by another read: wait for it (if that build fails, the slot is empty
+         * again and this read builds its own). Too many builds: wait for one to end, and
+         * look again, as it may have been this point. */
+        if (s == NULL && c->building < c->builds_max)
+            break;
+        if (s == NULL && !waited) {
+            waited = true;
+            c->queued++;
+        }
         pthread_cond_wait(&c->built, &c->lock);
     }
+    c->building++;
     s = claim(c, &evicted);
     if (s != NULL) {
         s->state = SLOT_BUILDING;
@@ -134,11 +143,12 @@ const ledger *history_cache_get(history_cache *c, history_key key, history_build
 
     ledger *l = NULL;
     *rc = build(ctx, &l);
-    if (s == NULL)
-        return *rc == 0 ? l : NULL; /* no room: this read's own, freed when given back */
 
     pthread_mutex_lock(&c->lock);
-    if (*rc == 0) {
+    c->building--;
+    if (s == NULL) {
+        /* No room: this read's own, freed when given back. */
+    } else if (*rc == 0) {
         s->state = SLOT_READY;
         s->l = l;
         s->last_ms = history_now_ms();
@@ -220,6 +230,7 @@ void history_cache_stats(history_cache *c, history_stats *out)
     out->hits = c->hits;
     out->builds = c->builds;
     out->based = c->based;
+    out->queued = c->queued;
     out->kept = 0;
     for (uint32_t i = 0; i < c->slots_len; i++)
         out->kept += c->slots[i].state == SLOT_READY;

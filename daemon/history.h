@@ -44,17 +44,21 @@ typedef struct {
     uint64_t builds; /* ledgers built */
     uint64_t kept;   /* ledgers kept now */
     uint64_t based;  /* ledgers built from a copy of one kept (history_cache_base) */
+    uint64_t queued; /* reads that waited for another build to end before building */
 } history_stats;
 
 /* Keeps at most `kept_max` ledgers (0: none; every read builds its own), each freed once no
- * read has used it for `idle_ms`. NULL when out of memory. */
-history_cache *history_cache_new(uint32_t kept_max, uint64_t idle_ms);
+ * read has used it for `idle_ms`, and builds at most `builds_max` (at least 1) at once: a read
+ * that would build another waits, so that reads of many points at once hold no more ledgers
+ * in memory than the cores can build. NULL when out of memory. */
+history_cache *history_cache_new(uint32_t kept_max, uint64_t idle_ms, uint32_t builds_max);
 void history_cache_free(history_cache *c);
 
 /*
  * The ledger at `key`: a kept one; or, when another read is building it, that one once built;
- * else one built now by `build(ctx, ...)`, kept when there is room (a slot free, or the least
- * recently used kept ledger that no read holds). NULL with *rc set when the build failed.
+ * else one built now by `build(ctx, ...)` (once fewer than `builds_max` are being built), kept
+ * when there is room (a slot free, or the least recently used kept ledger that no read holds).
+ * NULL with *rc set when the build failed.
  * Every ledger returned is given back with history_cache_release.
  */
 const ledger *history_cache_get(history_cache *c, history_key key, history_build_fn build,

@@ -543,6 +543,7 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
         {"as_of_hits", hs.hits},
         {"as_of_kept", hs.kept},
         {"as_of_from_kept", hs.based},
+        {"as_of_queued", hs.queued},
         {"uptime_ms", uv_hrtime() / 1000000u - o->started_ms},
     };
     stat_pair subs[SUB_STATS_COUNT];

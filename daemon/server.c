@@ -580,7 +580,11 @@ int server_run(const server_config *cfg)
     s->socket_path = cfg->socket_path;
     s->access_path = cfg->access_path;
     clock_set_offset_ms(cfg->clock_offset_ms);
-    s->history = history_cache_new(cfg->as_of_keep, cfg->as_of_idle_ms);
+    /* As many ledgers of earlier points built at once as there are cores: more would only
+     * hold more memory while they share the cores. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    s->history = history_cache_new(cfg->as_of_keep, cfg->as_of_idle_ms,
+                                   cores > 0 && cores < 64 ? (uint32_t)cores : 4);
     server_wire(s, cfg);
     if (s->history == NULL ||
         commit_start(&s->commit, s->loop, cfg->ledger, cfg->head, cfg->head_hash) != 0) {

@@ -16,14 +16,20 @@ typedef struct {
     atomic_int builds;
     int fail; /* builds left that fail */
     int sleep_ms;
+    atomic_int now, most; /* builds running now, and the most at once */
 } builder;
 
 static int build(void *ctx, ledger **out)
 {
     builder *b = ctx;
     atomic_fetch_add(&b->builds, 1);
+    int now = atomic_fetch_add(&b->now, 1) + 1;
+    for (int most = atomic_load(&b->most); now > most;)
+        if (atomic_compare_exchange_weak(&b->most, &most, now))
+            break;
     if (b->sleep_ms > 0)
         nanosleep(&(struct timespec){0, (long)b->sleep_ms * 1000000L}, NULL);
+    atomic_fetch_sub(&b->now, 1);
     if (b->fail > 0) {
         b->fail--;
         return BUDGET_EUNAVAILABLE;
@@ -51,7 +57,7 @@ static history_stats stats(history_cache *c)
 Test(history, a_point_is_built_once_while_kept)
 {
     builder b = {0};
-    history_cache *c = history_cache_new(2, 60000);
+    history_cache *c = history_cache_new(2, 60000, 4);
     const ledger *first = get(c, 10, &b);
     history_cache_release(c, first);
     const ledger *again = get(c, 10, &b);
@@ -74,6 +80,7 @@ Test(history, a_point_is_built_once_while_kept)
 typedef struct {
     history_cache *c;
     builder *b;
+    uint64_t upto;
     const ledger *got;
 } reader;
 
@@ -81,7 +88,7 @@ static void *read_point(void *arg)
 {
     reader *r = arg;
     int rc = -1;
-    r->got = history_cache_get(r->c, (history_key){.upto = 77}, build, r->b, &rc);
+    r->got = history_cache_get(r->c, (history_key){.upto = r->upto}, build, r->b, &rc);
     return NULL;
 }
 
@@ -89,11 +96,11 @@ Test(history, readers_of_a_point_being_built_wait_for_it)
 {
     enum { READERS = 8 };
     builder b = {.sleep_ms = 200};
-    history_cache *c = history_cache_new(2, 60000);
+    history_cache *c = history_cache_new(2, 60000, 4);
     reader r[READERS];
     pthread_t t[READERS];
     for (int i = 0; i < READERS; i++) {
-        r[i] = (reader){.c = c, .b = &b};
+        r[i] = (reader){.c = c, .b = &b, .upto = 77};
         cr_assert_eq(pthread_create(&t[i], NULL, read_point, &r[i]), 0);
     }
     for (int i = 0; i < READERS; i++)
@@ -111,7 +118,7 @@ Test(history, readers_of_a_point_being_built_wait_for_it)
 Test(history, a_full_cache_evicts_the_least_recently_used_and_builds_the_rest_privately)
 {
     builder b = {0};
-    history_cache *c = history_cache_new(2, 60000);
+    history_cache *c = history_cache_new(2, 60000, 4);
     history_cache_release(c, get(c, 1, &b));
     history_cache_release(c, get(c, 2, &b));
     history_cache_release(c, get(c, 1, &b)); /* 2 is now the least recently used */
@@ -140,7 +147,7 @@ Test(history, a_full_cache_evicts_the_least_recently_used_and_builds_the_rest_pr
 Test(history, a_failed_build_is_not_kept)
 {
     builder b = {.fail = 1};
-    history_cache *c = history_cache_new(2, 60000);
+    history_cache *c = history_cache_new(2, 60000, 4);
     int rc = 0;
     const ledger *l = history_cache_get(c, (history_key){.upto = 5}, build, &b, &rc);
     cr_expect_null(l);
@@ -154,7 +161,7 @@ Test(history, a_failed_build_is_not_kept)
 Test(history, nothing_is_kept_with_no_slots)
 {
     builder b = {0};
-    history_cache *c = history_cache_new(0, 60000);
+    history_cache *c = history_cache_new(0, 60000, 4);
     history_cache_release(c, get(c, 5, &b));
     history_cache_release(c, get(c, 5, &b));
     cr_expect_eq(atomic_load(&b.builds), 2);
@@ -165,7 +172,7 @@ Test(history, nothing_is_kept_with_no_slots)
 Test(history, an_unused_ledger_is_freed_after_the_idle_time_and_a_held_one_is_not)
 {
     builder b = {0};
-    history_cache *c = history_cache_new(2, 1000);
+    history_cache *c = history_cache_new(2, 1000, 4);
     history_cache_release(c, get(c, 1, &b));
     const ledger *held = get(c, 2, &b);
     uint64_t now = history_now_ms();
@@ -186,7 +193,7 @@ Test(history, an_unused_ledger_is_freed_after_the_idle_time_and_a_held_one_is_no
 Test(history, a_later_point_starts_from_the_latest_kept_one_no_further_back_than_the_floor)
 {
     builder b = {0};
-    history_cache *c = history_cache_new(4, 60000);
+    history_cache *c = history_cache_new(4, 60000, 4);
     const ledger *at10 = get(c, 10, &b), *at20 = get(c, 20, &b), *at30 = get(c, 30, &b);
     int rc;
     const ledger *decided =
@@ -213,5 +220,27 @@ Test(history, a_later_point_starts_from_the_latest_kept_one_no_further_back_than
     cr_expect(base != NULL && at == 30, "the kept one at the snapshot's point serves");
     history_cache_release(c, base);
     cr_expect_eq(stats(c).based, 2);
+    history_cache_free(c);
+}
+
+Test(history, no_more_ledgers_are_built_at_once_than_allowed)
+{
+    enum { READERS = 6 };
+    builder b = {.sleep_ms = 50};
+    history_cache *c = history_cache_new(2, 60000, 2);
+    reader r[READERS];
+    pthread_t t[READERS];
+    for (int i = 0; i < READERS; i++) {
+        r[i] = (reader){.c = c, .b = &b, .upto = 100 + (uint64_t)i};
+        cr_assert_eq(pthread_create(&t[i], NULL, read_point, &r[i]), 0);
+    }
+    for (int i = 0; i < READERS; i++) {
+        pthread_join(t[i], NULL);
+        cr_expect_not_null(r[i].got, "reader %d got no ledger", i);
+        history_cache_release(c, r[i].got);
+    }
+    cr_expect_eq(atomic_load(&b.builds), READERS, "every point is built");
+    cr_expect_eq(atomic_load(&b.most), 2, "%d built at once, not 2", atomic_load(&b.most));
+    cr_expect_geq(stats(c).queued, READERS - 2);
     history_cache_free(c);
 }
