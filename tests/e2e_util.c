@@ -1011,6 +1011,16 @@ uint64_t e2e_head(budget_client *c)
     return head;
 }
 
+uint64_t e2e_stat(budget_client *c, const char *key)
+{
+    budget_response r;
+    e2e_call(c, "stats", NULL, &r);
+    e2e_assert(r.ok, "stats refused: %s", r.code);
+    uint64_t v = e2e_map_uint(&r.result, key);
+    budget_response_free(&r);
+    return v;
+}
+
 uint64_t e2e_map_uint(const msgpack_object *map, const char *key)
 {
     const msgpack_object *o = budget_map_get(map, key);

@@ -234,6 +234,8 @@ uint64_t e2e_write_ok(budget_client *c, const char *op, const e2e_buf *args);
 
 /* The head a hello reports. */
 uint64_t e2e_head(budget_client *c);
+/* The `stats` counter `key` (0 when absent). */
+uint64_t e2e_stat(budget_client *c, const char *key);
 
 /* A uint under `key` of a msgpack map, asserting that it is there. */
 uint64_t e2e_map_uint(const msgpack_object *map, const char *key);

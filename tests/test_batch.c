@@ -134,16 +134,6 @@ static const msgpack_object *written(const budget_response *r, uint32_t n)
     return w;
 }
 
-static uint64_t stat_of(budget_client *c, const char *key)
-{
-    budget_response r;
-    e2e_call(c, "stats", NULL, &r);
-    e2e_assert(r.ok, "stats refused");
-    uint64_t v = e2e_map_uint(&r.result, key);
-    budget_response_free(&r);
-    return v;
-}
-
 /* The allocated + pending of a frame, from balances. */
 static int64_t frame_reserved(budget_client *c, const char *frame)
 {
@@ -173,7 +163,7 @@ Test(batch, an_allocation_may_use_a_frame_granted_earlier_in_the_batch_all_in_on
     budget_response r;
     e2e_buf_init(&b);
 
-    uint64_t head = e2e_head(c), commits = stat_of(c, "batches");
+    uint64_t head = e2e_head(c), commits = e2e_stat(c, "batches");
     batch_begin(&b, 3, false);
     w_grant(&b, "KS-2021", "KS", 300000000);
     w_propose(&b, "ks-son", "KS-2021", "SON", 100000000);
@@ -188,7 +178,7 @@ Test(batch, an_allocation_may_use_a_frame_granted_earlier_in_the_batch_all_in_on
     }
     budget_response_free(&r);
     e2e_assert_int(e2e_head(c), head + 3, "head after the batch");
-    e2e_assert_int(stat_of(c, "batches"), commits + 1, "group commits for one batch");
+    e2e_assert_int(e2e_stat(c, "batches"), commits + 1, "group commits for one batch");
     e2e_assert_int(frame_reserved(c, "KS-2021"), 150000000, "reserved of the frame");
     e2e_buf_destroy(&b);
     budget_client_close(c);

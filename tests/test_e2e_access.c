@@ -1347,10 +1347,7 @@ static uint64_t stat_of(const char *key)
 {
     e2e_identity reader = as_uid(UID_READER);
     budget_client *c = e2e_client_as(&bd, &reader);
-    budget_response r;
-    e2e_call(c, "stats", NULL, &r);
-    uint64_t v = e2e_map_uint(&r.result, key);
-    budget_response_free(&r);
+    uint64_t v = e2e_stat(c, key);
     budget_client_close(c);
     return v;
 }

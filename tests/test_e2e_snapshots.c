@@ -190,11 +190,7 @@ static bool last_start_from(uint64_t from)
 static uint64_t stat_of(const char *key)
 {
     budget_client *c = e2e_client(&bd);
-    budget_response r;
-    e2e_call(c, "stats", NULL, &r);
-    e2e_assert(r.ok, "stats: %s", r.message);
-    uint64_t v = e2e_map_uint(&r.result, key);
-    budget_response_free(&r);
+    uint64_t v = e2e_stat(c, key);
     budget_client_close(c);
     return v;
 }

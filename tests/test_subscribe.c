@@ -256,16 +256,6 @@ static void *slow_write(void *arg)
     return NULL;
 }
 
-static uint64_t stat_of(budget_client *c, const char *key)
-{
-    budget_response r;
-    e2e_call(c, "stats", NULL, &r);
-    e2e_assert(r.ok, "stats");
-    uint64_t v = e2e_map_uint(&r.result, key);
-    budget_response_free(&r);
-    return v;
-}
-
 Test(subscribe, a_subscriber_that_never_reads_slows_no_writer_and_stays_bounded)
 {
     budget_client *c = e2e_client(&bd);
@@ -298,8 +288,8 @@ Test(subscribe, a_subscriber_that_never_reads_slows_no_writer_and_stays_bounded)
     uint64_t head = e2e_head(c);
     e2e_assert_int(head, U + SLOW_WRITERS * SLOW_EVENTS_EACH, "every write landed");
     long rss_after = e2e_status_kib(bd.pid, "VmRSS");
-    uint64_t queued = stat_of(c, "subscription_queued_bytes");
-    uint64_t fallbacks = stat_of(c, "subscription_fallbacks");
+    uint64_t queued = e2e_stat(c, "subscription_queued_bytes");
+    uint64_t fallbacks = e2e_stat(c, "subscription_fallbacks");
     fprintf(stderr,
             "slow subscriber: %d events written; daemon RSS %ld -> %ld KiB; "
             "queued to the subscriber %llu bytes; fallbacks %llu\n",
