@@ -48,24 +48,6 @@ static uint64_t snapshot_below(const snapshots *s, uint64_t upto)
     return found;
 }
 
-/* The stored hash of event `seq`: 0, or -1 when it cannot be read. */
-static int stored_hash(store *st, uint64_t seq, uint8_t hash[BUDGET_HASH_BYTES])
-{
-    store_reader *rd;
-    store_val v;
-    const uint8_t *stored;
-    int rc = -1;
-    if (store_reader_begin(st, &rd) != 0)
-        return -1;
-    if (seq <= store_reader_head(rd) && store_reader_get(rd, seq, &v) == 0 &&
-        event_link(v.data, v.size, NULL, &stored) == 0) {
-        memcpy(hash, stored, BUDGET_HASH_BYTES);
-        rc = 0;
-    }
-    store_reader_end(rd);
-    return rc;
-}
-
 /*
  * The ledger as of `upto` from a copy of the one kept for a read of an earlier point, when one
  * is kept no further back than the newest snapshot (history_cache_base): an auditor stepping
@@ -80,7 +62,7 @@ static ledger *from_kept(job *j, uint64_t upto, replay_result *res)
     const ledger *base = history_cache_base(j->history, floor, upto, &at);
     if (base == NULL)
         return NULL;
-    ledger *l = stored_hash(j->store, at, hash) == 0 ? ledger_clone(base) : NULL;
+    ledger *l = replay_stored_hash(j->store, at, hash) == 0 ? ledger_clone(base) : NULL;
     history_cache_release(j->history, base);
     if (l != NULL && replay_log_from(j->store, l, at, hash, upto, false, res) != 0) {
         ledger_free(l);

@@ -556,3 +556,20 @@ int replay_seq_before(store *st, uint64_t upto, uint64_t ts_end_ms, uint64_t *se
     *seq = lo;
     return rc;
 }
+
+int replay_stored_hash(store *st, uint64_t seq, uint8_t hash[BUDGET_HASH_BYTES])
+{
+    store_reader *rd;
+    store_val v;
+    const uint8_t *stored;
+    int rc = -1;
+    if (store_reader_begin(st, &rd) != 0)
+        return -1;
+    if (seq <= store_reader_head(rd) && store_reader_get(rd, seq, &v) == 0 &&
+        event_link(v.data, v.size, NULL, &stored) == 0) {
+        memcpy(hash, stored, BUDGET_HASH_BYTES);
+        rc = 0;
+    }
+    store_reader_end(rd);
+    return rc;
+}

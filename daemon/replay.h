@@ -33,6 +33,10 @@ typedef struct {
  * is its seq and `out->why` says why), or BUDGET_EUNAVAILABLE when the store cannot be read
  * or a thread cannot be started.
  */
+/* The hash event `seq` is stored with: 0, or -1 when it cannot be read (past the head, not an
+ * event, or the store unreadable). */
+int replay_stored_hash(store *st, uint64_t seq, uint8_t hash[BUDGET_HASH_BYTES]);
+
 int replay_log(store *st, ledger *l, uint64_t upto, replay_result *out);
 
 /*

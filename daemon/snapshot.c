@@ -14,6 +14,7 @@
 #include "budget/errors.h"
 #include "event.h"
 #include "fileio.h"
+#include "replay.h"
 #include "snapshot.h"
 
 static const uint8_t snapshot_magic[8] = {'B', 'U', 'D', 'S', 'N', 'A', 'P', 1};
@@ -366,17 +367,8 @@ size_t snapshot_list(const snapshots *s, uint64_t *seqs, size_t max)
 /* True when event `seq` of the log has stored hash `hash`. */
 static bool log_has(store *st, uint64_t seq, const uint8_t hash[BUDGET_HASH_BYTES])
 {
-    store_reader *rd;
-    store_val v;
-    const uint8_t *stored;
-    bool same = false;
-    if (store_reader_begin(st, &rd) != 0)
-        return false;
-    if (seq <= store_reader_head(rd) && store_reader_get(rd, seq, &v) == 0 &&
-        event_link(v.data, v.size, NULL, &stored) == 0)
-        same = memcmp(stored, hash, BUDGET_HASH_BYTES) == 0;
-    store_reader_end(rd);
-    return same;
+    uint8_t stored[BUDGET_HASH_BYTES];
+    return replay_stored_hash(st, seq, stored) == 0 && memcmp(stored, hash, BUDGET_HASH_BYTES) == 0;
 }
 
 ledger *snapshot_restore(const snapshots *s, store *st, uint64_t upto, uint64_t *seq,
