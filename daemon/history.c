@@ -19,10 +19,12 @@ typedef struct {
 
 struct history_cache {
     pthread_mutex_t lock;
-    pthread_cond_t built; /* a build ended */
+    pthread_cond_t built; /* a build ended, or a read gave its ledger back */
     uint64_t idle_ms;
     uint32_t slots_len;
-    uint32_t builds_max, building;
+    uint32_t builds_max;
+    uint32_t building;     /* ledgers being built, kept or not */
+    uint32_t private_held; /* ledgers built but not kept, that their reads still hold */
     uint64_t hits, builds, based, queued;
     uint64_t uses;
     slot slots[];
@@ -64,6 +66,17 @@ void history_cache_free(history_cache *c)
     pthread_cond_destroy(&c->built);
     pthread_mutex_destroy(&c->lock);
     free(c);
+}
+
+/* Ledgers in memory that nothing can free now: being built, or held by a read. A build starts
+ * only while fewer than builds_max are, so that reads of many points at once hold about that
+ * many ledgers: the idle kept ones are evicted for them. */
+static uint32_t pinned(const history_cache *c)
+{
+    uint32_t n = c->building + c->private_held;
+    for (uint32_t i = 0; i < c->slots_len; i++)
+        n += c->slots[i].state == SLOT_READY && c->slots[i].refs > 0;
+    return n;
 }
 
 static bool key_equal(history_key a, history_key b)
@@ -122,7 +135,7 @@ const ledger *history_cache_get(history_cache *c, history_key key, history_build
         /* Being built by another read: wait for it (if that build fails, the slot is empty
          * again and this read builds its own). Too many builds: wait for one to end, and
          * look again, as it may have been this point. */
-        if (s == NULL && c->building < c->builds_max)
+        if (s == NULL && pinned(c) < c->builds_max)
             break;
         if (s == NULL && !waited) {
             waited = true;
@@ -147,7 +160,7 @@ const ledger *history_cache_get(history_cache *c, history_key key, history_build
     pthread_mutex_lock(&c->lock);
     c->building--;
     if (s == NULL) {
-        /* No room: this read's own, freed when given back. */
+        c->private_held += *rc == 0; /* no room: this read's own, freed when given back */
     } else if (*rc == 0) {
         s->state = SLOT_READY;
         s->l = l;
@@ -195,12 +208,18 @@ void history_cache_release(history_cache *c, const ledger *l)
             s->refs--;
             s->last_ms = history_now_ms();
             s->last_use = ++c->uses;
+            if (s->refs == 0)
+                pthread_cond_broadcast(&c->built); /* a read waiting to build may now */
             pthread_mutex_unlock(&c->lock);
             return;
         }
     }
     pthread_mutex_unlock(&c->lock);
     ledger_free((ledger *)l); /* not kept: it was the read's own */
+    pthread_mutex_lock(&c->lock);
+    c->private_held--;
+    pthread_cond_broadcast(&c->built);
+    pthread_mutex_unlock(&c->lock);
 }
 
 void history_cache_trim(history_cache *c, uint64_t now_ms)

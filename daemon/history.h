@@ -48,15 +48,17 @@ typedef struct {
 } history_stats;
 
 /* Keeps at most `kept_max` ledgers (0: none; every read builds its own), each freed once no
- * read has used it for `idle_ms`, and builds at most `builds_max` (at least 1) at once: a read
- * that would build another waits, so that reads of many points at once hold no more ledgers
- * in memory than the cores can build. NULL when out of memory. */
+ * read has used it for `idle_ms`. A build starts only while fewer than `builds_max` (at least
+ * 1) ledgers are being built or held by reads: a read that would build another waits, and the
+ * idle kept ones make room for it, so that reads of many points at once hold about
+ * `builds_max` ledgers in memory. NULL when out of memory. */
 history_cache *history_cache_new(uint32_t kept_max, uint64_t idle_ms, uint32_t builds_max);
 void history_cache_free(history_cache *c);
 
 /*
  * The ledger at `key`: a kept one; or, when another read is building it, that one once built;
- * else one built now by `build(ctx, ...)` (once fewer than `builds_max` are being built), kept
+ * else one built now by `build(ctx, ...)` (once fewer than `builds_max` are being built or
+ * held), kept
  * when there is room (a slot free, or the least recently used kept ledger that no read holds).
  * NULL with *rc set when the build failed.
  * Every ledger returned is given back with history_cache_release.

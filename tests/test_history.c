@@ -81,6 +81,7 @@ typedef struct {
     history_cache *c;
     builder *b;
     uint64_t upto;
+    bool give_back; /* release the ledger at once, as a read does once it has packed its page */
     const ledger *got;
 } reader;
 
@@ -89,6 +90,8 @@ static void *read_point(void *arg)
     reader *r = arg;
     int rc = -1;
     r->got = history_cache_get(r->c, (history_key){.upto = r->upto}, build, r->b, &rc);
+    if (r->give_back && r->got != NULL)
+        history_cache_release(r->c, r->got);
     return NULL;
 }
 
@@ -231,16 +234,34 @@ Test(history, no_more_ledgers_are_built_at_once_than_allowed)
     reader r[READERS];
     pthread_t t[READERS];
     for (int i = 0; i < READERS; i++) {
-        r[i] = (reader){.c = c, .b = &b, .upto = 100 + (uint64_t)i};
+        r[i] = (reader){.c = c, .b = &b, .upto = 100 + (uint64_t)i, .give_back = true};
         cr_assert_eq(pthread_create(&t[i], NULL, read_point, &r[i]), 0);
     }
     for (int i = 0; i < READERS; i++) {
         pthread_join(t[i], NULL);
         cr_expect_not_null(r[i].got, "reader %d got no ledger", i);
-        history_cache_release(c, r[i].got);
     }
     cr_expect_eq(atomic_load(&b.builds), READERS, "every point is built");
     cr_expect_eq(atomic_load(&b.most), 2, "%d built at once, not 2", atomic_load(&b.most));
     cr_expect_geq(stats(c).queued, READERS - 2);
+    history_cache_free(c);
+}
+
+Test(history, a_build_waits_while_reads_hold_as_many_ledgers_as_may_be_built)
+{
+    builder b = {0};
+    history_cache *c = history_cache_new(2, 60000, 2);
+    const ledger *one = get(c, 1, &b), *two = get(c, 2, &b);
+    reader r = {.c = c, .b = &b, .upto = 3, .give_back = true};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, read_point, &r), 0);
+    nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
+    cr_expect_eq(atomic_load(&b.builds), 2, "a third ledger was built while two were held");
+    history_cache_release(c, one);
+    pthread_join(t, NULL);
+    cr_expect_not_null(r.got);
+    cr_expect_eq(atomic_load(&b.builds), 3);
+    cr_expect_eq(stats(c).kept, 2, "the idle one made room for the third");
+    history_cache_release(c, two);
     history_cache_free(c);
 }
