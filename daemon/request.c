@@ -8,6 +8,7 @@
 #include "budget/errors.h"
 #include "budget/limits.h"
 #include "proto/fields.h"
+#include "proto/mp.h"
 #include "proto/text.h"
 #include "request.h"
 #include "years.h"
@@ -546,6 +547,22 @@ event_match request_event_matches(const events_query *q, const ledger_event *ev)
     return EVENT_NO;
 }
 
+/*
+ * A key and its value are written into a small buffer on the stack and handed to the packer in
+ * one call: a page of balances is thousands of short pairs, and the packer's per-call cost (a
+ * buffer check and copy each for the key's header, its body and the value) was the largest part
+ * of packing one. A pair that does not fit is packed the packer's way.
+ */
+#define PACK_PAIR_BYTES 192u
+
+static bool pack_flush(msgpack_packer *pk, const mp_writer *w)
+{
+    if (w->overflow)
+        return false;
+    pk->callback(pk->data, (const char *)w->buf, w->len);
+    return true;
+}
+
 void pack_cstr(msgpack_packer *pk, const char *s)
 {
     size_t n = strlen(s);
@@ -555,18 +572,39 @@ void pack_cstr(msgpack_packer *pk, const char *s)
 
 void pack_key_uint(msgpack_packer *pk, const char *key, uint64_t v)
 {
+    uint8_t buf[PACK_PAIR_BYTES];
+    mp_writer w;
+    mp_writer_init(&w, buf, sizeof(buf));
+    mp_write_cstr(&w, key);
+    mp_write_uint(&w, v);
+    if (pack_flush(pk, &w))
+        return;
     pack_cstr(pk, key);
     msgpack_pack_uint64(pk, v);
 }
 
 void pack_key_int(msgpack_packer *pk, const char *key, int64_t v)
 {
+    uint8_t buf[PACK_PAIR_BYTES];
+    mp_writer w;
+    mp_writer_init(&w, buf, sizeof(buf));
+    mp_write_cstr(&w, key);
+    mp_write_int(&w, v);
+    if (pack_flush(pk, &w))
+        return;
     pack_cstr(pk, key);
     msgpack_pack_int64(pk, v);
 }
 
 void pack_key_str(msgpack_packer *pk, const char *key, const char *v)
 {
+    uint8_t buf[PACK_PAIR_BYTES];
+    mp_writer w;
+    mp_writer_init(&w, buf, sizeof(buf));
+    mp_write_cstr(&w, key);
+    mp_write_cstr(&w, v);
+    if (pack_flush(pk, &w))
+        return;
     pack_cstr(pk, key);
     pack_cstr(pk, v);
 }
