@@ -440,7 +440,7 @@ static void handle_frame(conn_t *c, const budget_envelope *env, int rc, const ch
 /* Reads have had their time in this turn; the first read of a turn always runs. */
 static bool read_slice_spent(const conn_hub_t *h)
 {
-    return h->turn_reads > 0 && h->turn_read_ns >= h->read_slice_ns;
+    return h->resting || (h->turn_reads > 0 && h->turn_read_ns >= h->read_slice_ns);
 }
 
 /* `c`'s next frame is a read that waits for the next turn (conn_turn_begin); it reads nothing
@@ -459,7 +459,8 @@ static void deferred_push(conn_t *c)
         h->deferred = c;
     h->deferred_tail = c;
     h->reads_deferred++;
-    if (!uv_is_active((uv_handle_t *)&h->ready_idle))
+    /* While resting, the timer wakes the loop, which may block until then. */
+    if (!h->resting && !uv_is_active((uv_handle_t *)&h->ready_idle))
         uv_idle_start(&h->ready_idle, on_ready_idle);
 }
 
@@ -697,15 +698,100 @@ void conn_run_ready(conn_hub_t *h)
         conn_unref(c);
     }
     h->running_ready = false;
-    if (h->deferred == NULL && uv_is_active((uv_handle_t *)&h->ready_idle))
+    if ((h->deferred == NULL || h->resting) && uv_is_active((uv_handle_t *)&h->ready_idle))
         uv_idle_stop(&h->ready_idle);
+}
+
+/* A rest that ends this close to its end is ended now: the timer's resolution is a
+ * millisecond, and a loop that wakes a little early should not go back to sleep for it. */
+#define REST_SLACK_NS 250000u
+/* The least debt the reads' account may hold (a debt past it is dropped), when a slice or the
+ * last turn's reads are shorter. */
+#define REST_DEBT_MIN_NS 1000000
+
+/* The rest is over: the step after this turn's poll begins the next turn (conn_turn_begin),
+ * and the poll must not block before it. */
+static void on_rest_timer(uv_timer_t *t)
+{
+    conn_hub_t *h = t->data;
+    if (!uv_is_active((uv_handle_t *)&h->ready_idle))
+        uv_idle_start(&h->ready_idle, on_ready_idle);
+}
+
+/*
+ * The reads' account of the loop's time: each nanosecond that passes credits them
+ * read_share_pct percent of it, and each nanosecond of reads is debited. Left with a debt
+ * while writes wait and reads wait for a turn, they rest until the time passing pays it; a
+ * rest that the timer makes longer is credited back. The credit is capped at a slice, the debt
+ * at the last turn's reads (or a slice, at least a millisecond), and with no write waiting a
+ * debt is forgiven: reads alone are never held back, and their past does not hold back the
+ * next writes.
+ */
+static bool reads_rest(conn_hub_t *h, uint64_t now)
+{
+    uint32_t share = h->read_share_pct;
+
+    if (share == 0 || share >= 100) {
+        h->read_credit_ns = 0;
+        return false;
+    }
+    uint64_t passed = now - h->credit_at_ns;
+    h->credit_at_ns = now;
+    if (passed > 1000000000u)
+        passed = 1000000000u; /* more than any cap; keeps the product in range */
+    int64_t credit =
+        h->read_credit_ns + (int64_t)(passed * share / 100u) - (int64_t)h->turn_read_ns;
+    /* A debt is at most the last turn's reads, or a slice (at least a millisecond): debts of
+     * turns that left no read waiting do not pile up into one long rest. */
+    int64_t cap = (int64_t)h->read_slice_ns;
+    int64_t floor =
+        -(int64_t)(h->turn_read_ns > h->read_slice_ns ? h->turn_read_ns : h->read_slice_ns);
+    if (floor > -REST_DEBT_MIN_NS)
+        floor = -REST_DEBT_MIN_NS;
+    if (credit > cap)
+        credit = cap;
+    if (credit < floor)
+        credit = floor;
+    bool writes = h->hooks.writes_waiting(h->owner);
+    if (!writes && credit < 0)
+        credit = 0;
+    h->read_credit_ns = credit;
+    if (credit >= 0 || h->deferred == NULL)
+        return false;
+    uint64_t rest_ns = (uint64_t)(-credit) * 100u / share;
+    if (rest_ns <= REST_SLACK_NS)
+        return false; /* a debt this small is paid by the next rest */
+    h->rest_until_ns = now + rest_ns;
+    h->turn_read_ns = 0;
+    h->turn_reads = 0;
+    h->resting = true;
+    h->read_rests++;
+    uv_timer_start(&h->rest_timer, on_rest_timer, (rest_ns + 999999u) / 1000000u, 0);
+    if (uv_is_active((uv_handle_t *)&h->ready_idle))
+        uv_idle_stop(&h->ready_idle);
+    return true;
 }
 
 bool conn_turn_begin(conn_hub_t *h)
 {
     conn_t *list = h->deferred;
+    uint64_t now = uv_hrtime();
 
     assert(!h->running_ready);
+    if (h->resting) {
+        /* The writes' end ends the rest: nothing is left for the reads to make room for. */
+        if (h->hooks.writes_waiting(h->owner) && now + REST_SLACK_NS < h->rest_until_ns) {
+            /* libuv's clock is in whole milliseconds: its timer may end a rest early. */
+            if (!uv_is_active((uv_handle_t *)&h->rest_timer))
+                uv_timer_start(&h->rest_timer, on_rest_timer,
+                               (h->rest_until_ns - now + 999999u) / 1000000u, 0);
+            return false;
+        }
+        h->resting = false;
+        uv_timer_stop(&h->rest_timer);
+    }
+    if (reads_rest(h, now))
+        return false;
     h->turn_read_ns = 0;
     h->turn_reads = 0;
     h->deferred = h->deferred_tail = NULL;
@@ -991,10 +1077,12 @@ int conn_write_ahead(conn_t *c, uint32_t idx, char *frame, size_t size,
 int conn_hub_start(conn_hub_t *h, uv_loop_t *loop)
 {
     assert(h->hooks.frame && h->hooks.writable && h->hooks.closing && h->hooks.freed &&
-           h->hooks.quiet && h->stopping && h->refusals);
+           h->hooks.quiet && h->hooks.writes_waiting && h->stopping && h->refusals);
     h->loop = loop;
     uv_idle_init(loop, &h->ready_idle);
     h->ready_idle.data = h;
+    uv_timer_init(loop, &h->rest_timer);
+    h->rest_timer.data = h;
     h->lookups.owner = h->owner;
     h->lookups.quiet = h->hooks.quiet;
     return lookup_start(&h->lookups, loop);
@@ -1017,6 +1105,8 @@ void conn_hub_close(conn_hub_t *h)
     assert(h->ready == NULL && h->deferred == NULL && !h->running_ready); /* all gone */
     if (!uv_is_closing((uv_handle_t *)&h->ready_idle))
         uv_close((uv_handle_t *)&h->ready_idle, NULL);
+    if (!uv_is_closing((uv_handle_t *)&h->rest_timer))
+        uv_close((uv_handle_t *)&h->rest_timer, NULL);
     lookup_close(&h->lookups);
 }
 

@@ -50,6 +50,8 @@ typedef struct {
     void (*freed)(void *owner, conn_t *c);
     /* A connection closed or a lookup ended: the owner may be done (stopping). */
     void (*quiet)(void *owner);
+    /* Writes are waiting for the writer or being committed: reads are held to their share. */
+    bool (*writes_waiting)(void *owner);
 } conn_hooks_t;
 
 /* Every connection, and what bounds them. */
@@ -87,6 +89,20 @@ typedef struct {
     uint64_t read_slice_ns;
     uint64_t turn_read_ns; /* reads' time since the turn began */
     uint32_t turn_reads;   /* reads handled since the turn began */
+    /*
+     * The slice alone bounds a turn, not the loop: with reads waiting, the next turn follows at
+     * once. So while writes wait (hooks.writes_waiting), reads may take read_share_pct percent
+     * of the time that passes (1..100; 100: no bound), kept as an account of credit: a turn
+     * that leaves reads waiting with the account in debt is followed by a rest, in which no
+     * read runs, until the time passing pays the debt. Meanwhile commits are answered and
+     * writes read and launched. rest_timer ends the rest; so does the end of the writes.
+     */
+    uint32_t read_share_pct;
+    int64_t read_credit_ns; /* reads' credit of loop time (conn.c, reads_rest) */
+    uint64_t credit_at_ns;  /* when it was last brought up to date */
+    bool resting;
+    uint64_t rest_until_ns;
+    uv_timer_t rest_timer;
     /* Connections whose next frame is a read that waits for the next turn, oldest first;
      * each holds a reference while it is here, and none is closing. */
     conn_t *deferred, *deferred_tail;
@@ -96,6 +112,7 @@ typedef struct {
     uint64_t requests, errors;
     uint64_t answers, answer_writes; /* answers written, and the writes that took them */
     uint64_t reads_deferred;         /* reads that waited for a later turn */
+    uint64_t read_rests;             /* rests of the reads while writes waited */
     uint64_t connections_total, connections_refused, connections_timed_out;
 } conn_hub_t;
 
@@ -115,7 +132,9 @@ void conn_hub_cork(conn_hub_t *h);
 void conn_hub_uncork(conn_hub_t *h);
 /* A new turn of the loop, after the step's commit launch: the reads' time is counted from
  * zero, and the deferred connections are made ready (to be run by conn_run_ready). True when
- * there were any. */
+ * there were any. While the reads rest (read_share_pct), it does nothing and is false; the
+ * first turn after a turn of reads that left some waiting, with writes waiting, begins a
+ * rest. */
 bool conn_turn_begin(conn_hub_t *h);
 /* Stopping: each connection reads nothing more and closes once its answers are written. */
 void conn_hub_close_all(conn_hub_t *h);

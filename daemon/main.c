@@ -377,6 +377,8 @@ static const option_row option_rows[] = {
      "a frame must arrive whole within this long"},
     {"read-slice", "MICROSECONDS", parse_limit, 0, 1000000, CFG_FIELD(read_slice_us),
      "loop time for reads in one turn before they wait for the next"},
+    {"read-share", "PERCENT", parse_limit, 1, 100, CFG_FIELD(read_share_pct),
+     "share of the loop reads may take while writes wait (100: no bound)"},
     {"map-size", "BYTES", parse_map_size, 65536, 0, 0, "LMDB's initial map size"},
     {"snapshot-every", "N", parse_events, 0, UINT32_MAX, CFG_FIELD(snapshot_every),
      "a snapshot of the ledger every N events (0: none)"},
@@ -429,6 +431,7 @@ static void options_init(daemon_options *o)
     o->cfg.snapshot_every = SNAPSHOT_EVERY_DEFAULT;
     o->snapshots_keep = SNAPSHOT_KEEP_DEFAULT;
     o->cfg.read_slice_us = BUDGET_READ_SLICE_US;
+    o->cfg.read_share_pct = BUDGET_READ_SHARE_PCT;
     o->cfg.as_of_keep = HISTORY_KEEP_DEFAULT;
     o->cfg.as_of_idle_ms = HISTORY_IDLE_S_DEFAULT * 1000ull;
 }

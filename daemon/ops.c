@@ -511,6 +511,7 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
         {"answers", h->answers},
         {"answer_writes", h->answer_writes},
         {"reads_deferred", h->reads_deferred},
+        {"read_rests", h->read_rests},
         {"batches", m->batches_committed},
         {"batch_events_max", m->batch_events_max},
         {"commits_failed", m->commits_failed},

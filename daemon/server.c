@@ -149,6 +149,13 @@ static void hook_frame(void *owner, conn_t *c, uint32_t idx, const budget_envelo
     ops_frame(&s->ops, c, idx, env, rc, why);
 }
 
+/* Writes wait while a batch is pending or being committed. */
+static bool hook_writes_waiting(void *owner)
+{
+    server_t *s = owner;
+    return !commit_idle(&s->commit);
+}
+
 static void hook_writable(void *owner, conn_t *c)
 {
     (void)owner;
@@ -494,7 +501,8 @@ static void server_wire(server_t *s, const server_config *cfg)
     commit_t *m = &s->commit;
 
     refusal_init(&s->refusals, s->loop);
-    h->hooks = (conn_hooks_t){hook_frame, hook_writable, hook_closing, hook_freed, maybe_finish};
+    h->hooks = (conn_hooks_t){hook_frame, hook_writable, hook_closing,
+                              hook_freed, maybe_finish,  hook_writes_waiting};
     h->owner = s;
     h->stopping = &s->stopping;
     h->refusals = &s->refusals;
@@ -504,6 +512,7 @@ static void server_wire(server_t *s, const server_config *cfg)
     h->idle_timeout_ms = cfg->idle_timeout_ms;
     h->frame_timeout_ms = cfg->frame_timeout_ms;
     h->read_slice_ns = cfg->read_slice_us * 1000ull;
+    h->read_share_pct = cfg->read_share_pct;
     h->lookups.hook = cfg->lookup_hook;
 
     s->jobs =

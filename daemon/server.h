@@ -38,6 +38,8 @@ typedef struct {
     uint64_t idle_timeout_ms, frame_timeout_ms;
     /* The loop thread's time for reads in one turn of the loop (conn_hub_t.read_slice_ns). */
     uint32_t read_slice_us;
+    /* Reads' share of the loop thread while writes wait, in percent (conn_hub_t). */
+    uint32_t read_share_pct;
     /* Called on a lookup thread before a connecting uid's name and groups are looked up; NULL
      * in budgetd. budgetd-faulty uses it to stand in for a slow user database. */
     void (*lookup_hook)(uint32_t uid);

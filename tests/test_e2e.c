@@ -1008,6 +1008,106 @@ static uint64_t stat_of(const char *key)
     return v;
 }
 
+#define REST_WRITES 240
+#define REST_READS 160
+
+/* `n` frames of `op` on one connection: grants named rest-<round>-<id>, or balances of KS. */
+static void pack_rest_frames(e2e_buf *b, bool writes, int round, int n)
+{
+    char name[48];
+    for (uint64_t id = 1; id <= (uint64_t)n; id++) {
+        e2e_frame_begin(b);
+        msgpack_pack_map(&b->pk, 3);
+        e2e_kv_uint(b, "id", id);
+        if (writes) {
+            snprintf(name, sizeof(name), "rest-%d-%03" PRIu64, round, id);
+            e2e_kv_str(b, "op", "frame.grant");
+            e2e_pack_str(b, "args");
+            msgpack_pack_map(&b->pk, 5 + E2E_DECISION_PAIRS);
+            e2e_kv_str(b, "id", name);
+            e2e_kv_str(b, "unit", "KS");
+            e2e_kv_int(b, "year", 2021);
+            e2e_kv_int(b, "amount", (int64_t)id * 100);
+            e2e_kv_str(b, "title", "Beside reads");
+            e2e_kv_decision(b);
+        } else {
+            e2e_kv_str(b, "op", "balances");
+            e2e_pack_str(b, "args");
+            msgpack_pack_map(&b->pk, 1);
+            e2e_kv_str(b, "unit", "KS");
+        }
+        e2e_frame_end(b);
+    }
+}
+
+/* Reads `n` answers of `fd`, each ok and in order; a write's seq grows, and a read shows no
+ * fewer frames than the one before it. */
+static void recv_rest_answers(int fd, bool writes, int n)
+{
+    uint64_t last = 0;
+    for (uint64_t id = 1; id <= (uint64_t)n; id++) {
+        msgpack_unpacked u;
+        e2e_envelope env;
+        int rc = e2e_raw_recv(fd, E2E_FRAME_TIMEOUT_MS, &u);
+        e2e_assert(rc == E2E_FRAME, "%s answer %" PRIu64 " of %d did not come (%d)",
+                   writes ? "write" : "read", id, n, rc);
+        e2e_assert(e2e_envelope_read(&u.data, &env), "answer %" PRIu64 " is malformed", id);
+        e2e_assert_int(env.id, id, "id of the next answer");
+        e2e_assert(env.ok, "request %" PRIu64 " failed: %s", id, env.code);
+        uint64_t now = writes ? e2e_map_uint(env.result, "seq") : array_size(env.result, "frames");
+        e2e_assert(writes ? now > last : now >= last,
+                   "answer %" PRIu64 " went back: %" PRIu64 " after %" PRIu64, id, now, last);
+        last = now;
+        msgpack_unpacked_destroy(&u);
+    }
+}
+
+/* One client's pipeline of writes beside another's of reads, sent at once; every answer of
+ * both is checked. */
+static void writes_beside_reads(int round, bool with_writes)
+{
+    e2e_buf w, r;
+    int fdw = e2e_raw_connect(bd.socket), fdr = e2e_raw_connect(bd.socket);
+    e2e_assert(fdw >= 0 && fdr >= 0, "connect");
+    e2e_buf_init(&w);
+    e2e_buf_init(&r);
+    pack_rest_frames(&w, true, round, REST_WRITES);
+    pack_rest_frames(&r, false, round, REST_READS);
+    if (with_writes)
+        e2e_assert_int(send(fdw, w.sb.data, w.sb.size, MSG_NOSIGNAL), w.sb.size, "writes sent");
+    e2e_assert_int(send(fdr, r.sb.data, r.sb.size, MSG_NOSIGNAL), r.sb.size, "reads sent");
+    recv_rest_answers(fdr, false, REST_READS);
+    if (with_writes)
+        recv_rest_answers(fdw, true, REST_WRITES);
+    e2e_buf_destroy(&w);
+    e2e_buf_destroy(&r);
+    close(fdw);
+    close(fdr);
+}
+
+/*
+ * While writes wait, reads that keep the loop busy rest so that they take at most their share
+ * of it (--read-share, docs/performance.md): with one read a turn and a share of 10 %, a client
+ * reading without pause beside one writing without pause makes the reads rest, and both are
+ * answered whole and in order. Reads alone never rest.
+ */
+Test(e2e, reads_rest_for_waiting_writes_and_both_are_answered_in_order)
+{
+    static const char *const extra[] = {"--read-slice", "0", "--read-share", "10", NULL};
+    int status = 0;
+    e2e_assert(e2e_daemon_stop(&bd, SIGTERM, E2E_STOP_TIMEOUT_MS, &status) == 0, "stop");
+    e2e_assert(e2e_daemon_launch(&bd, &(e2e_launch){.extra = extra}) == 0, "restart");
+
+    uint64_t before = stat_of("read_rests");
+    writes_beside_reads(0, false);
+    e2e_assert_int(stat_of("read_rests"), before, "reads alone rested");
+    /* A rest needs a read left waiting while a batch is in flight; a few rounds make it sure. */
+    for (int round = 1; round <= 5 && stat_of("read_rests") == before; round++)
+        writes_beside_reads(round, true);
+    e2e_assert(stat_of("read_rests") > before, "no read rested beside the writes");
+    stop_cleanly();
+}
+
 #define STATS_KEYS_MAX 64
 #define STATS_KEY_BYTES 48
 

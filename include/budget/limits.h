@@ -69,6 +69,10 @@
  * microseconds (default of --read-slice): past it a connection's next read waits for the next
  * turn, while commits are answered and writes go on. */
 #define BUDGET_READ_SLICE_US 1000u
+/* While writes wait for the writer, the share of the loop thread's time, in percent, that
+ * reads may take (default of --read-share; 100: no bound): turns follow each other at once, so
+ * a slice in each turn alone would let reads fill nearly all of it. */
+#define BUDGET_READ_SHARE_PCT 50u
 /* Requests read from one connection but not yet answered; past it the server stops reading. */
 #define BUDGET_CONN_INFLIGHT_MAX 256u
 /* Memory the answers queued for one connection may hold (their allocations, not only their
