@@ -132,9 +132,9 @@ void conn_hub_cork(conn_hub_t *h);
 void conn_hub_uncork(conn_hub_t *h);
 /* A new turn of the loop, after the step's commit launch: the reads' time is counted from
  * zero, and the deferred connections are made ready (to be run by conn_run_ready). True when
- * there were any. While the reads rest (read_share_pct), it does nothing and is false; the
- * first turn after a turn of reads that left some waiting, with writes waiting, begins a
- * rest. */
+ * there were any. While the reads rest (read_share_pct), it does nothing and is false; a turn
+ * that would begin with reads waiting, writes waiting and the reads' account in debt begins a
+ * rest instead. */
 bool conn_turn_begin(conn_hub_t *h);
 /* Stopping: each connection reads nothing more and closes once its answers are written. */
 void conn_hub_close_all(conn_hub_t *h);
