@@ -1,6 +1,7 @@
 /* The ledger's large arrays, marked for huge pages (bigmem.h). */
 #include "bigmem.h"
 
+#include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -17,6 +18,12 @@ static void *advise(void *p, size_t n)
     if (hi > lo)
         (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
     return p;
+}
+
+void bigmem_init(void)
+{
+    /* Advice too: where it is refused, allocation works as before. */
+    (void)mallopt(M_MMAP_THRESHOLD, (int)BIGMEM_MMAP_BYTES);
 }
 
 void *bigmem_malloc(size_t n)

@@ -13,6 +13,14 @@
 
 #include <stddef.h>
 
+/* Called once, before the first allocation of the process: every allocation of
+ * BIGMEM_MMAP_BYTES or more gets a mapping of its own (mallopt M_MMAP_THRESHOLD). glibc's
+ * own threshold rises to the size of each such block freed, so once a ledger's copy is freed
+ * its arrays came from the heap, and each growth by realloc copied the whole array instead of
+ * moving its pages with mremap. */
+#define BIGMEM_MMAP_BYTES ((size_t)4 << 20)
+void bigmem_init(void);
+
 void *bigmem_malloc(size_t n);
 void *bigmem_calloc(size_t count, size_t size);
 void *bigmem_realloc(void *p, size_t n);

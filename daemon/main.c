@@ -15,6 +15,7 @@
 #include <sodium.h>
 
 #include "access.h"
+#include "bigmem.h"
 #include "budget/errors.h"
 #include "budget/protocol.h"
 #include "checkpoint.h"
@@ -543,6 +544,7 @@ int main(int argc, char **argv)
     daemon_options o;
     char socket_path[108];
 
+    bigmem_init();
     int status = options_parse(argc, argv, &o);
     if (status >= 0)
         return status;
