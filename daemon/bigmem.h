@@ -13,7 +13,7 @@
 
 #include <stddef.h>
 
-/* Called once, before the first allocation of the process: every allocation of
+/* Called once at start, before any ledger is built: every allocation of
  * BIGMEM_MMAP_BYTES or more gets a mapping of its own (mallopt M_MMAP_THRESHOLD). glibc's
  * own threshold rises to the size of each such block freed, so once a ledger's copy is freed
  * its arrays came from the heap, and each growth by realloc copied the whole array instead of

@@ -702,13 +702,6 @@ void conn_run_ready(conn_hub_t *h)
         uv_idle_stop(&h->ready_idle);
 }
 
-/* A rest that ends this close to its end is ended now: the timer's resolution is a
- * millisecond, and a loop that wakes a little early should not go back to sleep for it. */
-#define REST_SLACK_NS 250000u
-/* The least debt the reads' account may hold (a debt past it is dropped), when a slice or the
- * last turn's reads are shorter. */
-#define REST_DEBT_MIN_NS 1000000
-
 /* The rest is over: the step after this turn's poll begins the next turn (conn_turn_begin),
  * and the poll must not block before it. */
 static void on_rest_timer(uv_timer_t *t)
@@ -718,49 +711,14 @@ static void on_rest_timer(uv_timer_t *t)
         uv_idle_start(&h->ready_idle, on_ready_idle);
 }
 
-/*
- * The reads' account of the loop's time: each nanosecond that passes credits them
- * read_share_pct percent of it, and each nanosecond of reads is debited. Left with a debt
- * while writes wait and reads wait for a turn, they rest until the time passing pays it; a
- * rest that the timer makes longer is credited back. The credit is capped at a slice, the debt
- * at the last turn's reads (or a slice, at least a millisecond), and with no write waiting a
- * debt is forgiven: reads alone are never held back, and their past does not hold back the
- * next writes.
- */
+/* Settles the reads' account (readshare.h) at the start of a turn; when the reads owe a rest,
+ * it begins: no read runs until rest_timer or the end of the writes ends it. */
 static bool reads_rest(conn_hub_t *h, uint64_t now)
 {
-    uint32_t share = h->read_share_pct;
-
-    if (share == 0 || share >= 100) {
-        h->read_credit_ns = 0;
+    uint64_t rest_ns = read_account_settle(&h->read_account, now, h->turn_read_ns, h->read_slice_ns,
+                                           h->hooks.writes_waiting(h->owner), h->deferred != NULL);
+    if (rest_ns == 0)
         return false;
-    }
-    uint64_t passed = now - h->credit_at_ns;
-    h->credit_at_ns = now;
-    if (passed > 1000000000u)
-        passed = 1000000000u; /* more than any cap; keeps the product in range */
-    int64_t credit =
-        h->read_credit_ns + (int64_t)(passed * share / 100u) - (int64_t)h->turn_read_ns;
-    /* A debt is at most the last turn's reads, or a slice (at least a millisecond): debts of
-     * turns that left no read waiting do not pile up into one long rest. */
-    int64_t cap = (int64_t)h->read_slice_ns;
-    int64_t floor =
-        -(int64_t)(h->turn_read_ns > h->read_slice_ns ? h->turn_read_ns : h->read_slice_ns);
-    if (floor > -REST_DEBT_MIN_NS)
-        floor = -REST_DEBT_MIN_NS;
-    if (credit > cap)
-        credit = cap;
-    if (credit < floor)
-        credit = floor;
-    bool writes = h->hooks.writes_waiting(h->owner);
-    if (!writes && credit < 0)
-        credit = 0;
-    h->read_credit_ns = credit;
-    if (credit >= 0 || h->deferred == NULL)
-        return false;
-    uint64_t rest_ns = (uint64_t)(-credit) * 100u / share;
-    if (rest_ns <= REST_SLACK_NS)
-        return false; /* a debt this small is paid by the next rest */
     h->rest_until_ns = now + rest_ns;
     h->turn_read_ns = 0;
     h->turn_reads = 0;
@@ -780,7 +738,7 @@ bool conn_turn_begin(conn_hub_t *h)
     assert(!h->running_ready);
     if (h->resting) {
         /* The writes' end ends the rest: nothing is left for the reads to make room for. */
-        if (h->hooks.writes_waiting(h->owner) && now + REST_SLACK_NS < h->rest_until_ns) {
+        if (h->hooks.writes_waiting(h->owner) && now + READ_REST_SLACK_NS < h->rest_until_ns) {
             /* libuv's clock is in whole milliseconds: its timer may end a rest early. */
             if (!uv_is_active((uv_handle_t *)&h->rest_timer))
                 uv_timer_start(&h->rest_timer, on_rest_timer,

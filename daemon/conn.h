@@ -25,6 +25,7 @@
 #include "ledger.h"
 #include "lookup.h"
 #include "proto/validate.h"
+#include "readshare.h"
 #include "refusal.h"
 #include "resp.h"
 
@@ -91,15 +92,13 @@ typedef struct {
     uint32_t turn_reads;   /* reads handled since the turn began */
     /*
      * The slice alone bounds a turn, not the loop: with reads waiting, the next turn follows at
-     * once. So while writes wait (hooks.writes_waiting), reads may take read_share_pct percent
-     * of the time that passes (1..100; 100: no bound), kept as an account of credit: a turn
-     * that leaves reads waiting with the account in debt is followed by a rest, in which no
+     * once. So while writes wait (hooks.writes_waiting), reads may take read_account.share_pct
+     * percent of the time that passes (1..100; 100: no bound), kept as an account (readshare.h): a
+     * turn that leaves reads waiting with the account in debt is followed by a rest, in which no
      * read runs, until the time passing pays the debt. Meanwhile commits are answered and
      * writes read and launched. rest_timer ends the rest; so does the end of the writes.
      */
-    uint32_t read_share_pct;
-    int64_t read_credit_ns; /* reads' credit of loop time (conn.c, reads_rest) */
-    uint64_t credit_at_ns;  /* when it was last brought up to date */
+    read_account read_account; /* share_pct: the share, 1..100 */
     bool resting;
     uint64_t rest_until_ns;
     uv_timer_t rest_timer;
@@ -132,7 +131,7 @@ void conn_hub_cork(conn_hub_t *h);
 void conn_hub_uncork(conn_hub_t *h);
 /* A new turn of the loop, after the step's commit launch: the reads' time is counted from
  * zero, and the deferred connections are made ready (to be run by conn_run_ready). True when
- * there were any. While the reads rest (read_share_pct), it does nothing and is false; a turn
+ * there were any. While the reads rest (read_account), it does nothing and is false; a turn
  * that would begin with reads waiting, writes waiting and the reads' account in debt begins a
  * rest instead. */
 bool conn_turn_begin(conn_hub_t *h);

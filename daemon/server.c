@@ -512,7 +512,7 @@ static void server_wire(server_t *s, const server_config *cfg)
     h->idle_timeout_ms = cfg->idle_timeout_ms;
     h->frame_timeout_ms = cfg->frame_timeout_ms;
     h->read_slice_ns = cfg->read_slice_us * 1000ull;
-    h->read_share_pct = cfg->read_share_pct;
+    h->read_account.share_pct = cfg->read_share_pct;
     h->lookups.hook = cfg->lookup_hook;
 
     s->jobs =
