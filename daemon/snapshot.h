@@ -2,8 +2,9 @@
  * Snapshots: the ledger's state at a position of the chain, saved in the data folder
  * (DATA/snapshots/<seq>.snap) so that start-up and `balances as_of` apply only the events after
  * it instead of the whole log. A snapshot is derived data, never trusted: it records the seq
- * and hash of the event it was taken after and a keyed BLAKE2b (crypto_generichash) over all of
- * its bytes, with a random key kept in DATA/snapshots/key (0600). A file that is damaged,
+ * and hash of the event it was taken after and a Poly1305 tag (crypto_onetimeauth) over all of
+ * its bytes, under a key of its own: the BLAKE2b of its header (which holds random bytes drawn
+ * for that file) keyed with a random key kept in DATA/snapshots/key (0600). A file that is damaged,
  * truncated, from another data folder or build, or edited, or whose seq and hash are not the
  * log's, is ignored and the log replayed instead. docs/performance.md, "Snapshots".
  *
@@ -23,9 +24,10 @@
 #include "store.h"
 
 #define SNAPSHOT_KEY_BYTES 32
-#define SNAPSHOT_MAC_BYTES 32
-/* The header: magic (8), seq (8), hash (32), bytes of the body (8). */
-#define SNAPSHOT_HEADER_BYTES 56
+#define SNAPSHOT_MAC_BYTES 16
+#define SNAPSHOT_NONCE_BYTES 16
+/* The header: magic (8), seq (8), hash (32), bytes of the body (8), nonce (16). */
+#define SNAPSHOT_HEADER_BYTES 72
 /* Snapshots looked at by snapshot_restore, newest first: the folder holds --snapshots-keep. */
 #define SNAPSHOT_LIST_MAX 1000
 /* The defaults of --snapshot-every and --snapshots-keep. */

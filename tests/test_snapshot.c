@@ -642,6 +642,40 @@ Test(snapshot, a_truncated_or_extended_snapshot_is_never_applied)
     store_close(st);
 }
 
+/* Each file's tag is under a key of its own, drawn from its header's random bytes: the same
+ * state written twice gets two headers and two tags, and neither file's header makes the
+ * other's body and tag pass. */
+Test(snapshot, each_write_has_a_key_of_its_own_and_headers_cannot_be_swapped)
+{
+    store *st;
+    snapshots s;
+    uint64_t head = damage_setup(&st, &s);
+    char path[PATH_MAX + 32];
+    snapshot_path(&s, 120, path, sizeof(path));
+    size_t size_a, size_b;
+    char *a = read_all(path, &size_a);
+    const uint64_t at[] = {120};
+    write_snapshots(&s, st, at, 1);
+    char *b = read_all(path, &size_b);
+    cr_assert(size_a > SNAPSHOT_HEADER_BYTES && size_b > SNAPSHOT_HEADER_BYTES);
+    cr_assert(memcmp(a + SNAPSHOT_HEADER_BYTES - SNAPSHOT_NONCE_BYTES,
+                     b + SNAPSHOT_HEADER_BYTES - SNAPSHOT_NONCE_BYTES, SNAPSHOT_NONCE_BYTES) != 0,
+              "two writes drew the same random bytes");
+    cr_assert(memcmp(a + size_a - SNAPSHOT_MAC_BYTES, b + size_b - SNAPSHOT_MAC_BYTES,
+                     SNAPSHOT_MAC_BYTES) != 0,
+              "two writes under one key");
+    expect_restored_from(&s, st, head, 120, "the second write");
+    write_all(path, a, size_a);
+    expect_restored_from(&s, st, head, 120, "the first write");
+    /* The first file's header on the second file's body and tag. */
+    memcpy(b, a, SNAPSHOT_HEADER_BYTES);
+    write_all(path, b, size_b);
+    expect_restored_from(&s, st, head, 40, "a header swapped in");
+    free(a);
+    free(b);
+    store_close(st);
+}
+
 Test(snapshot, a_snapshot_under_another_key_is_never_applied)
 {
     store *st;
