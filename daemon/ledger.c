@@ -796,15 +796,24 @@ static const closing_rec *closing_of(const ledger *l, int32_t year)
 /*
  * The one check of a closed year: every write that would move money on a frame of `year`
  * (grant, adjust, propose, avrop, a decision or withdrawal of its requests, and any request
- * type added later) asks it before its own rules. `what` says what is refused ("frame ks-2021
- * cannot be adjusted"). 0 while the year is open, else invalid_state naming the year and the
- * event that closed it.
+ * type added later) asks it before its own rules. `fmt` and what follows say what is refused
+ * ("frame ks-2021 cannot be adjusted"), formatted only then: replay and every accepted write
+ * pass here, and most years are open. 0 while the year is open, else invalid_state naming the
+ * year and the event that closed it.
  */
-static int check_year_open(const ledger *l, int32_t year, const char *what, ledger_error *err)
+static int check_year_open(const ledger *l, int32_t year, ledger_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int check_year_open(const ledger *l, int32_t year, ledger_error *err, const char *fmt, ...)
 {
     const closing_rec *c = closing_of(l, year);
     if (c == NULL)
         return 0;
+    char what[BUDGET_ID_BYTES_MAX + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
     return fail(err, BUDGET_EINVALID_STATE, "fiscal year %" PRId32 " is closed (%s): %s", year,
                 id_text(l, c->id), what);
 }
@@ -925,9 +934,7 @@ static int rule_carry_over(const ledger *l, const ledger_event *ev, uint32_t act
                     ev->frame, year);
     if (year >= BUDGET_YEAR_MAX)
         return fail(err, BUDGET_EBAD_REQUEST, "fiscal year %" PRId32 " has no next year", year);
-    char what[BUDGET_ID_BYTES_MAX + 64];
-    snprintf(what, sizeof what, "frame %s cannot be made in it", ev->id);
-    rc = check_year_open(l, year + 1, what, err);
+    rc = check_year_open(l, year + 1, err, "frame %s cannot be made in it", ev->id);
     if (rc != 0)
         return rc;
     int64_t left = frame_unspent(f) - f->carried_over;
@@ -1003,9 +1010,7 @@ static int rule_grant(const ledger *l, const ledger_event *ev, uint32_t actor_ui
                       ledger_error *err)
 {
     (void)actor_uid;
-    char what[BUDGET_ID_BYTES_MAX + 64];
-    snprintf(what, sizeof what, "frame %s cannot be granted in it", ev->id);
-    int rc = check_year_open(l, ev->year, what, err);
+    int rc = check_year_open(l, ev->year, err, "frame %s cannot be granted in it", ev->id);
     if (rc != 0)
         return rc;
     r->unit = unit_get(l, ev->unit, ev->year);
@@ -1069,9 +1074,7 @@ static int rule_adopt(const ledger *l, const ledger_event *ev, uint32_t actor_ui
                     " must be within %" PRId32 "..%" PRId32,
                     ev->year, BUDGET_PLAN_YEARS_MAX, ev->plan_until, ev->year,
                     ev->year + BUDGET_PLAN_YEARS_MAX);
-    char what[BUDGET_ID_BYTES_MAX + 64];
-    snprintf(what, sizeof what, "budget %s cannot be adopted for it", ev->id);
-    int rc = check_year_open(l, ev->year, what, err);
+    int rc = check_year_open(l, ev->year, err, "budget %s cannot be adopted for it", ev->id);
     if (rc != 0)
         return rc;
     for (uint16_t i = 1; i <= ev->lines.count; i++) {
@@ -1089,9 +1092,7 @@ static int rule_adjust(const ledger *l, const ledger_event *ev, uint32_t actor_u
     int rc = find_entity(l, ev->frame, LEDGER_KIND_FRAME, &r->frame, err);
     if (rc != 0)
         return rc;
-    char what[BUDGET_ID_BYTES_MAX + 64];
-    snprintf(what, sizeof what, "frame %s cannot be adjusted", ev->frame);
-    rc = check_year_open(l, frame_year(l, r->frame), what, err);
+    rc = check_year_open(l, frame_year(l, r->frame), err, "frame %s cannot be adjusted", ev->frame);
     if (rc != 0)
         return rc;
     const frame_rec *f = &l->frames[r->frame];
@@ -1120,9 +1121,8 @@ static int rule_propose(const ledger *l, const ledger_event *ev, uint32_t actor_
     int rc = find_entity(l, ev->frame, LEDGER_KIND_FRAME, &r->frame, err);
     if (rc != 0)
         return rc;
-    char what[BUDGET_ID_BYTES_MAX + 64];
-    snprintf(what, sizeof what, "nothing can be allocated from frame %s", ev->frame);
-    rc = check_year_open(l, frame_year(l, r->frame), what, err);
+    rc = check_year_open(l, frame_year(l, r->frame), err, "nothing can be allocated from frame %s",
+                         ev->frame);
     if (rc != 0)
         return rc;
     const frame_rec *f = &l->frames[r->frame];
@@ -1146,9 +1146,8 @@ static int rule_avrop(const ledger *l, const ledger_event *ev, uint32_t actor_ui
     const allocation_rec *a = &l->allocations[r->allocation];
     r->frame = a->frame;
     r->unit = a->unit;
-    char what[BUDGET_ID_BYTES_MAX + 64];
-    snprintf(what, sizeof what, "allocation %s cannot be called off", ev->allocation);
-    rc = check_year_open(l, frame_year(l, a->frame), what, err);
+    rc = check_year_open(l, frame_year(l, a->frame), err, "allocation %s cannot be called off",
+                         ev->allocation);
     if (rc != 0)
         return rc;
     if (a->status != LEDGER_APPROVED)
@@ -1179,9 +1178,8 @@ static int rule_reduce(const ledger *l, const ledger_event *ev, uint32_t actor_u
     const allocation_rec *a = &l->allocations[r->allocation];
     r->frame = a->frame;
     r->unit = a->unit;
-    char what[BUDGET_ID_BYTES_MAX + 64];
-    snprintf(what, sizeof what, "allocation %s cannot be reduced", ev->allocation);
-    rc = check_year_open(l, frame_year(l, a->frame), what, err);
+    rc = check_year_open(l, frame_year(l, a->frame), err, "allocation %s cannot be reduced",
+                         ev->allocation);
     if (rc != 0)
         return rc;
     if (a->status != LEDGER_APPROVED)
@@ -1209,9 +1207,8 @@ static int rule_reverse(const ledger *l, const ledger_event *ev, uint32_t actor_
     r->allocation = v->allocation;
     r->frame = l->allocations[v->allocation].frame;
     r->unit = l->allocations[v->allocation].unit;
-    char what[BUDGET_ID_BYTES_MAX + 64];
-    snprintf(what, sizeof what, "avrop %s cannot be reversed", ev->target);
-    rc = check_year_open(l, frame_year(l, r->frame), what, err);
+    rc =
+        check_year_open(l, frame_year(l, r->frame), err, "avrop %s cannot be reversed", ev->target);
     if (rc != 0)
         return rc;
     if (v->status != LEDGER_APPROVED)
@@ -1322,10 +1319,8 @@ static int rule_target(const ledger *l, const ledger_event *ev, uint32_t actor_u
                     "can be %s",
                     ev->target, article((ledger_kind)t->kind),
                     ledger_kind_name((ledger_kind)t->kind), verb);
-    char what[BUDGET_ID_BYTES_MAX + 64];
-    snprintf(what, sizeof what, "%s %s cannot be %s", ledger_kind_name(r->target_kind), ev->target,
-             verb);
-    int rc = check_year_open(l, frame_year(l, r->frame), what, err);
+    int rc = check_year_open(l, frame_year(l, r->frame), err, "%s %s cannot be %s",
+                             ledger_kind_name(r->target_kind), ev->target, verb);
     if (rc != 0)
         return rc;
     if (status != LEDGER_PENDING)
