@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "budget/errors.h"
 #include "daemon/event.h"
 #include "daemon/ledger.h"
@@ -673,6 +675,31 @@ Test(snapshot, each_write_has_a_key_of_its_own_and_headers_cannot_be_swapped)
     expect_restored_from(&s, st, head, 40, "a header swapped in");
     free(a);
     free(b);
+    store_close(st);
+}
+
+/* The tag is Poly1305 over header and body under the keyed BLAKE2b-256 of the header, as
+ * snapshot.h says, recomputed here from the folder's key: not under the folder's key itself,
+ * which every file would then share. */
+Test(snapshot, the_tag_is_under_the_key_made_from_the_files_header)
+{
+    store *st;
+    snapshots s;
+    damage_setup(&st, &s);
+    char path[PATH_MAX + 32];
+    snapshot_path(&s, 120, path, sizeof(path));
+    size_t size;
+    char *file = read_all(path, &size);
+    cr_assert_gt(size, SNAPSHOT_HEADER_BYTES + SNAPSHOT_MAC_BYTES);
+    const unsigned char *bytes = (const unsigned char *)file;
+    size_t tagged = size - SNAPSHOT_MAC_BYTES;
+    unsigned char one[crypto_onetimeauth_KEYBYTES];
+    crypto_generichash(one, sizeof(one), bytes, SNAPSHOT_HEADER_BYTES, s.key, SNAPSHOT_KEY_BYTES);
+    cr_assert_eq(crypto_onetimeauth_verify(bytes + tagged, bytes, tagged, one), 0,
+                 "the tag is not Poly1305 under the header's own key");
+    cr_assert_neq(crypto_onetimeauth_verify(bytes + tagged, bytes, tagged, s.key), 0,
+                  "the tag is under the folder's key");
+    free(file);
     store_close(st);
 }
 
