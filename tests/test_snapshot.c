@@ -804,6 +804,51 @@ Test(snapshot, only_the_newest_are_kept)
     store_close(st);
 }
 
+/* What `balances as_of` does past a snapshot (ops.c, balances_ledger): the snapshot restored,
+ * then the events after it applied with their links checked from its hash. A link broken
+ * among those events fails every read at or past it, at that event; a read before it is
+ * whole. */
+Test(snapshot, a_link_broken_after_a_snapshot_fails_the_reads_past_it)
+{
+    bool types[LEDGER_TYPE_END];
+    uint64_t head = write_every_type(types);
+    log_writer w = {.st = open_store(data), .l = NULL};
+    w.l = full_replay(w.st, head);
+    w.seq = head;
+    replay_result res;
+    cr_assert_eq(replay_check_chain(w.st, UINT64_MAX, &res), 0, "%s", res.why);
+    memcpy(w.prev, res.hash, sizeof(w.prev));
+    snapshots s;
+    char why[256];
+    cr_assert_eq(snapshots_open(&s, data, 100, why, sizeof(why)), 0, "%s", why);
+    cr_assert_eq(snapshot_write(&s, w.l, w.prev, why, sizeof(why)), 0, "%s", why);
+    budget_round(&w, 20);
+    uint64_t broken = w.seq + 1;
+    w.break_next = true;
+    budget_round(&w, 21);
+    ledger_free(w.l);
+
+    const uint64_t points[] = {broken - 1, broken, w.seq};
+    for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
+        uint64_t from;
+        uint8_t hash[BUDGET_HASH_BYTES];
+        ledger *l = snapshot_restore(&s, w.st, points[i], &from, hash, why, sizeof(why));
+        cr_assert_not_null(l, "%s", why);
+        cr_assert_eq(from, head, "as of %llu: restored %llu", (unsigned long long)points[i],
+                     (unsigned long long)from);
+        int rc = replay_log_from(w.st, l, from, hash, points[i], false, &res);
+        if (points[i] < broken) {
+            cr_assert_eq(rc, 0, "as of %llu: %s", (unsigned long long)points[i], res.why);
+        } else {
+            cr_assert_eq(rc, BUDGET_EINTERNAL, "as of %llu: not refused",
+                         (unsigned long long)points[i]);
+            cr_assert_eq(res.bad_seq, broken);
+        }
+        ledger_free(l);
+    }
+    store_close(w.st);
+}
+
 Test(snapshot, a_chain_broken_before_a_snapshot_is_still_found)
 {
     bool types[LEDGER_TYPE_END];
