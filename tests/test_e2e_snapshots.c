@@ -26,6 +26,10 @@ TestSuite(e2e_snapshots, .fini = teardown, .timeout = 180);
 
 static const char *const with_snapshots[] = {"--snapshot-every", "7", "--snapshots-keep", "3",
                                              NULL};
+/* Snapshots, and nothing kept between reads: every answer is built from the newest snapshot
+ * at or below its point and the events after it, their links checked from its hash. */
+static const char *const snapshots_only[] = {
+    "--snapshot-every", "7", "--snapshots-keep", "3", "--as-of-keep", "0", NULL};
 /* Nothing kept between reads either: every answer replays the log from its first event. */
 static const char *const without_snapshots[] = {"--snapshot-every", "0", "--as-of-keep", "0", NULL};
 
@@ -233,6 +237,12 @@ Test(e2e_snapshots, as_of_answers_the_same_with_and_without_snapshots)
     expect_same_answers(want, head, "restarted from a snapshot");
     stop_cleanly();
 
+    /* Every point built from a snapshot and the events after it. */
+    cr_assert_eq(e2e_daemon_restart_with(&bd, snapshots_only), 0);
+    expect_same_answers(want, head, "each point from a snapshot");
+    e2e_assert(stat_of("as_of_from_kept") == 0, "a point was built from a kept ledger");
+    stop_cleanly();
+
     /* Without snapshots: the whole log. */
     cr_assert_eq(e2e_daemon_restart_with(&bd, without_snapshots), 0);
     e2e_assert(last_start_from(0), "budgetd with --snapshot-every 0 used a snapshot");
@@ -261,6 +271,116 @@ Test(e2e_snapshots, as_of_answers_the_same_with_and_without_snapshots)
 
     for (uint64_t seq = 1; seq <= head; seq++)
         free(want[seq].bytes);
+}
+
+/* ---- a damaged event after a snapshot ------------------------------------------------------ */
+
+#define MARK "Avsiktligt-skadad-titel"
+
+/* Flips one byte of every copy of MARK in the daemon's data.mdb, under the running daemon,
+ * as someone who can write the file would; the number of copies changed. */
+static int damage_marks(void)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/data.mdb", bd.data);
+    FILE *f = fopen(path, "r+b");
+    e2e_assert(f != NULL, "open %s", path);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    e2e_assert(size > 0, "%s is empty", path);
+    char *bytes = malloc((size_t)size);
+    e2e_assert(bytes != NULL, "out of memory");
+    fseek(f, 0, SEEK_SET);
+    e2e_assert(fread(bytes, 1, (size_t)size, f) == (size_t)size, "read %s", path);
+    int found = 0;
+    size_t mark = strlen(MARK);
+    for (long at = 0; at + (long)mark <= size; at++) {
+        if (memcmp(bytes + at, MARK, mark) != 0)
+            continue;
+        fseek(f, at, SEEK_SET);
+        fputc('a', f); /* "Avsiktligt" becomes "avsiktligt" */
+        found++;
+    }
+    fclose(f);
+    free(bytes);
+    return found;
+}
+
+/* budget_response of `balances as_of seq` with nothing else asked. */
+static void balances_as_of(budget_client *c, uint64_t seq, budget_response *r)
+{
+    e2e_buf b;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    e2e_kv_uint(&b, "as_of", seq);
+    e2e_call(c, "balances", &b, r);
+    e2e_buf_destroy(&b);
+}
+
+/*
+ * An event changed on disk after the daemon started, after its newest snapshot: a read as of
+ * it, or later (but before the head, which is answered from memory), restores the snapshot and
+ * checks the links of the events after it as it applies them, so it is refused, naming the
+ * event; a read as of the event before is whole.
+ */
+Test(e2e_snapshots, an_event_changed_after_a_snapshot_fails_the_reads_past_it)
+{
+    cr_assert_eq(e2e_daemon_start_with(&bd, snapshots_only), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
+    write_rounds();
+    budget_client *c = e2e_client(&bd);
+    uint64_t before = e2e_head(c);
+    e2e_buf b;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, 7 + E2E_DECISION_PAIRS);
+    e2e_kv_str(&b, "id", "f-mark");
+    e2e_kv_str(&b, "unit", "KFN");
+    e2e_kv_int(&b, "year", 2021);
+    e2e_kv_int(&b, "amount", 5000000);
+    e2e_kv_str(&b, "title", MARK);
+    e2e_kv_decision(&b);
+    e2e_kv_str(&b, "reference", "KS 2021-08-24 § 241");
+    msgpack_pack_str(&b.pk, 8);
+    msgpack_pack_str_body(&b.pk, "intended", 8);
+    msgpack_pack_true(&b.pk);
+    e2e_write_ok(c, "frame.grant", &b);
+    uint64_t marked = e2e_head(c);
+    e2e_assert_int(marked, before + 1, "the marked grant's seq");
+    /* One more: `balances` as of the head is the ledger in memory, built as events committed. */
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 5);
+    e2e_kv_str(&b, "id", "a-mark");
+    e2e_kv_str(&b, "frame", "f-mark");
+    e2e_kv_str(&b, "unit", "SON");
+    e2e_kv_int(&b, "amount", 1000000);
+    e2e_kv_str(&b, "purpose", "Områdesarbete");
+    e2e_write_ok(c, "allocation.propose", &b);
+    e2e_buf_destroy(&b);
+    uint64_t head = e2e_head(c);
+    e2e_assert_int(head, marked + 1, "the head");
+    /* The next multiple of 7 after the marked event is beyond the head: no snapshot holds it. */
+    uint64_t seqs[16];
+    int n = snapshot_files(seqs, 16);
+    e2e_assert(n >= 1 && seqs[0] < marked, "a snapshot at or after %llu",
+               (unsigned long long)marked);
+
+    e2e_assert(damage_marks() >= 1, "the marked title is not in data.mdb");
+    budget_response r;
+    balances_as_of(c, before, &r);
+    e2e_assert(r.ok, "as of %llu, before the changed event: %s %s", (unsigned long long)before,
+               r.code, r.message);
+    budget_response_free(&r);
+    char want[64];
+    snprintf(want, sizeof(want), "event %llu", (unsigned long long)marked);
+    for (uint64_t seq = marked; seq < head; seq++) {
+        balances_as_of(c, seq, &r);
+        e2e_assert(!r.ok, "as of %llu, past the changed event %llu: answered",
+                   (unsigned long long)seq, (unsigned long long)marked);
+        e2e_assert(strstr(r.message, want) != NULL, "as of %llu: %s: %s", (unsigned long long)seq,
+                   r.code, r.message);
+        budget_response_free(&r);
+    }
+    budget_client_close(c);
 }
 
 /* ---- the ledgers of earlier points kept between reads --------------------------------------- */
