@@ -1,6 +1,7 @@
 /* The byte streams of ledger_save and ledger_load (snapio.h): arrays in and out, bounded. */
 #include "snapio.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "bigmem.h"
@@ -22,7 +23,15 @@ int snap_get_array(snap_source *s, void **items, uint32_t *count, uint32_t *cap,
         return -1;
     if (n == 0)
         return 0;
-    void *p = bigmem_malloc((size_t)n * size);
+    /* Room for an eighth more: the events applied after a restore (up to a snapshot interval)
+     * then mostly fit, where an array of exactly its count would be moved whole by the first
+     * one. Pages of the room that is not used are never touched, so they cost no memory. */
+    uint64_t room = (uint64_t)n + n / SNAP_ROOM_SHARE + SNAP_ROOM_MIN;
+    if (room > UINT32_MAX - 1)
+        room = UINT32_MAX - 1;
+    if (room > SIZE_MAX / size)
+        return -1;
+    void *p = bigmem_malloc((size_t)room * size);
     if (p == NULL)
         return -1;
     if (snap_get(s, p, (size_t)n * size) != 0) {
@@ -30,6 +39,7 @@ int snap_get_array(snap_source *s, void **items, uint32_t *count, uint32_t *cap,
         return -1;
     }
     *items = p;
-    *count = *cap = n;
+    *count = n;
+    *cap = (uint32_t)room;
     return 0;
 }

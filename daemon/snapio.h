@@ -5,7 +5,8 @@
  *
  * A source knows how many bytes it has left; every count read from it is checked against
  * that (and against the bound of what it counts) before anything is allocated for it, so a
- * source of any bytes costs at most its own size in memory and never reads past its end.
+ * source of any bytes costs about its own size in memory (arrays get an eighth more, and
+ * room for SNAP_ROOM_MIN records, to grow into) and never reads past its end.
  */
 #ifndef BUDGET_SNAPIO_H
 #define BUDGET_SNAPIO_H
@@ -13,6 +14,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* snap_get_array's room to grow: 1 / SNAP_ROOM_SHARE of the count, and SNAP_ROOM_MIN more. */
+#define SNAP_ROOM_SHARE 8u
+#define SNAP_ROOM_MIN 16u
 
 typedef struct {
     /* Takes all `n` bytes: 0, or -1 (the sink failed; the save is abandoned). */
@@ -57,9 +62,9 @@ static inline int snap_get_u32(snap_source *s, uint32_t *v)
 
 /*
  * An array written by snap_put_array, of at most `max` items of `size` bytes, into a new
- * allocation of exactly its count (NULL when 0): *items, *count and *cap. -1 when the count is
- * over `max` or over what the source has left, out of memory, or the source fails; then
- * nothing is allocated and *items is NULL.
+ * allocation with room for about an eighth more (NULL when 0): *items, *count and *cap. -1
+ * when the count is over `max` or over what the source has left, out of memory, or the
+ * source fails; then nothing is allocated and *items is NULL.
  */
 int snap_get_array(snap_source *s, void **items, uint32_t *count, uint32_t *cap, size_t size,
                    uint32_t max);
