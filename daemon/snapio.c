@@ -25,7 +25,7 @@ int snap_get_array(snap_source *s, void **items, uint32_t *count, uint32_t *cap,
         return 0;
     /* Room for an eighth more: the events applied after a restore (up to a snapshot interval)
      * then mostly fit, where an array of exactly its count would be moved whole by the first
-     * one. Pages of the room that is not used are never touched, so they cost no memory. */
+     * one. The room's pages are not written until used, so it costs little memory. */
     uint64_t room = (uint64_t)n + n / SNAP_ROOM_SHARE + SNAP_ROOM_MIN;
     if (room > UINT32_MAX - 1)
         room = UINT32_MAX - 1;
