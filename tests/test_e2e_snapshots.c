@@ -45,6 +45,26 @@ static void stop_cleanly(void)
                "budgetd stopped with status 0x%x, expected exit 0", status);
 }
 
+/* Grants frame `id` to `unit` in 2021, by the decision e2e_kv_decision packs; `intended`, as
+ * the same grant may exist. */
+static void grant_frame(budget_client *c, e2e_buf *b, const char *id, const char *unit,
+                        int64_t amount, const char *title, const char *reference)
+{
+    e2e_buf_clear(b);
+    msgpack_pack_map(&b->pk, 7 + E2E_DECISION_PAIRS);
+    e2e_kv_str(b, "id", id);
+    e2e_kv_str(b, "unit", unit);
+    e2e_kv_int(b, "year", 2021);
+    e2e_kv_int(b, "amount", amount);
+    e2e_kv_str(b, "title", title);
+    e2e_kv_decision(b);
+    e2e_kv_str(b, "reference", reference);
+    msgpack_pack_str(&b->pk, 8);
+    msgpack_pack_str_body(&b->pk, "intended", 8);
+    msgpack_pack_true(&b->pk);
+    e2e_write_ok(c, "frame.grant", b);
+}
+
 static void write_rounds(void)
 {
     budget_client *c = e2e_client(&bd), *approver = e2e_client_as(&bd, &e2e_other);
@@ -53,19 +73,8 @@ static void write_rounds(void)
     e2e_buf_init(&b);
     for (int round = 0; round < ROUNDS; round++) {
         snprintf(frame, sizeof(frame), "f%d", round);
-        e2e_buf_clear(&b);
-        msgpack_pack_map(&b.pk, 7 + E2E_DECISION_PAIRS);
-        e2e_kv_str(&b, "id", frame);
-        e2e_kv_str(&b, "unit", "KS");
-        e2e_kv_int(&b, "year", 2021);
-        e2e_kv_int(&b, "amount", 300000000 + round);
-        e2e_kv_str(&b, "title", "Utökat trygghetsarbete");
-        e2e_kv_decision(&b);
-        e2e_kv_str(&b, "reference", "KS 2021-08-24 § 241");
-        msgpack_pack_str(&b.pk, 8);
-        msgpack_pack_str_body(&b.pk, "intended", 8);
-        msgpack_pack_true(&b.pk);
-        e2e_write_ok(c, "frame.grant", &b);
+        grant_frame(c, &b, frame, "KS", 300000000 + round, "Utökat trygghetsarbete",
+                    "KS 2021-08-24 § 241");
         for (int k = 0; k < 2; k++) {
             snprintf(alloc, sizeof(alloc), "a%d-%d", round, k);
             e2e_buf_clear(&b);
@@ -332,18 +341,7 @@ Test(e2e_snapshots, an_event_changed_after_a_snapshot_fails_the_reads_past_it)
     uint64_t before = e2e_head(c);
     e2e_buf b;
     e2e_buf_init(&b);
-    msgpack_pack_map(&b.pk, 7 + E2E_DECISION_PAIRS);
-    e2e_kv_str(&b, "id", "f-mark");
-    e2e_kv_str(&b, "unit", "KFN");
-    e2e_kv_int(&b, "year", 2021);
-    e2e_kv_int(&b, "amount", 5000000);
-    e2e_kv_str(&b, "title", MARK);
-    e2e_kv_decision(&b);
-    e2e_kv_str(&b, "reference", "KS 2021-08-24 § 241");
-    msgpack_pack_str(&b.pk, 8);
-    msgpack_pack_str_body(&b.pk, "intended", 8);
-    msgpack_pack_true(&b.pk);
-    e2e_write_ok(c, "frame.grant", &b);
+    grant_frame(c, &b, "f-mark", "KFN", 5000000, MARK, "KS 2021-08-24 § 241");
     uint64_t marked = e2e_head(c);
     e2e_assert_int(marked, before + 1, "the marked grant's seq");
     /* One more: `balances` as of the head is the ledger in memory, built as events committed. */
@@ -509,15 +507,7 @@ Test(e2e_snapshots, a_ledger_as_of_an_earlier_point_is_built_once_for_its_pages_
     budget_client *c = e2e_client(&bd);
     e2e_buf b;
     e2e_buf_init(&b);
-    msgpack_pack_map(&b.pk, 6 + E2E_DECISION_PAIRS);
-    e2e_kv_str(&b, "id", "f-later");
-    e2e_kv_str(&b, "unit", "KS");
-    e2e_kv_int(&b, "year", 2021);
-    e2e_kv_int(&b, "amount", 5000000);
-    e2e_kv_str(&b, "title", "Tillägg");
-    e2e_kv_decision(&b);
-    e2e_kv_str(&b, "reference", "KS 2021-09-21 § 260");
-    e2e_write_ok(c, "frame.grant", &b);
+    grant_frame(c, &b, "f-later", "KS", 5000000, "Tillägg", "KS 2021-09-21 § 260");
     e2e_buf_destroy(&b);
     budget_client_close(c);
     kept_answers(20, got);

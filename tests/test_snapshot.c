@@ -866,20 +866,31 @@ Test(snapshot, only_the_newest_are_kept)
     store_close(st);
 }
 
+/* A log of every type written, and `w` set to go on writing it: its store, its ledger
+ * replayed, its head and the head's hash. The head. */
+static uint64_t continue_every_type(log_writer *w)
+{
+    bool types[LEDGER_TYPE_END];
+    uint64_t head = write_every_type(types);
+    memset(w, 0, sizeof(*w));
+    w->st = open_store(data);
+    w->l = full_replay(w->st, head);
+    w->seq = head;
+    replay_result res;
+    cr_assert_eq(replay_check_chain(w->st, UINT64_MAX, &res), 0, "%s", res.why);
+    memcpy(w->prev, res.hash, sizeof(w->prev));
+    return head;
+}
+
 /* What `balances as_of` does past a snapshot (ops.c, balances_ledger): the snapshot restored,
  * then the events after it applied with their links checked from its hash. A link broken
  * among those events fails every read at or past it, at that event; a read before it is
  * whole. */
 Test(snapshot, a_link_broken_after_a_snapshot_fails_the_reads_past_it)
 {
-    bool types[LEDGER_TYPE_END];
-    uint64_t head = write_every_type(types);
-    log_writer w = {.st = open_store(data), .l = NULL};
-    w.l = full_replay(w.st, head);
-    w.seq = head;
+    log_writer w;
+    uint64_t head = continue_every_type(&w);
     replay_result res;
-    cr_assert_eq(replay_check_chain(w.st, UINT64_MAX, &res), 0, "%s", res.why);
-    memcpy(w.prev, res.hash, sizeof(w.prev));
     snapshots s;
     char why[256];
     cr_assert_eq(snapshots_open(&s, data, 100, why, sizeof(why)), 0, "%s", why);
@@ -913,14 +924,9 @@ Test(snapshot, a_link_broken_after_a_snapshot_fails_the_reads_past_it)
 
 Test(snapshot, a_chain_broken_before_a_snapshot_is_still_found)
 {
-    bool types[LEDGER_TYPE_END];
-    uint64_t head = write_every_type(types);
-    log_writer w = {.st = open_store(data), .l = NULL};
-    w.l = full_replay(w.st, head);
-    w.seq = head;
+    log_writer w;
+    uint64_t head = continue_every_type(&w);
     replay_result res;
-    cr_assert_eq(replay_check_chain(w.st, UINT64_MAX, &res), 0, "%s", res.why);
-    memcpy(w.prev, res.hash, sizeof(w.prev));
     w.break_next = true;
     budget_round(&w, 20);
     snapshots s;
