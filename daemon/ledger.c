@@ -3438,8 +3438,15 @@ static void mark_granted_later(ledger *l, const ledger_event *ev, const refs *r)
 int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by)
 {
     assert(l != NULL && ev != NULL);
-    if (!ledger_type_known(ev->type) || ev->seq <= l->last_seq || ev->seq > SEQ_MAX ||
-        !ledger_syntax_ok(ev))
+    if (!ledger_syntax_ok(ev))
+        return BUDGET_EINTERNAL;
+    return ledger_apply_decided_syntax_ok(l, ev, decided_by);
+}
+
+int ledger_apply_decided_syntax_ok(ledger *l, const ledger_event *ev, int32_t decided_by)
+{
+    assert(l != NULL && ev != NULL);
+    if (!ledger_type_known(ev->type) || ev->seq <= l->last_seq || ev->seq > SEQ_MAX)
         return BUDGET_EINTERNAL;
     if (reserve_room(l, ev) != 0)
         return BUDGET_EUNAVAILABLE;

@@ -322,6 +322,8 @@ bool ledger_same_request(const ledger_cmd *cmd, const ledger_actor *actor, const
  * BUDGET_EUNAVAILABLE (out of memory).
  */
 int ledger_apply_decided(ledger *l, const ledger_event *ev, int32_t decided_by);
+/* The same for an event that passed ledger_syntax_ok (a replay checks it on its walker). */
+int ledger_apply_decided_syntax_ok(ledger *l, const ledger_event *ev, int32_t decided_by);
 /* The day an event's decision is dated, or, when it carries none, the day it was entered. */
 int32_t ledger_decision_day(const ledger_event *ev);
 

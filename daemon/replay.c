@@ -30,6 +30,8 @@ typedef struct {
     uint64_t from; /* events up to `from` are only checked as links, not applied */
     uint64_t scan_after;
     uint8_t from_hash[BUDGET_HASH_BYTES];
+    int32_t decided_by; /* 0: ledger_apply; else ledger_apply_decided by this day */
+    bool links_beside;  /* the links are checked by a chain_job beside the walk, not by it */
 
     pthread_mutex_t mutex;
     pthread_cond_t filled;  /* a batch is ready for the applier, or the walker is done */
@@ -129,14 +131,19 @@ static int walk_one(void *ctx, uint64_t seq, store_val v)
         return 1;
     ledger_event *ev = &r->current->events[r->current->count];
     /* Hashing here, on the walker, runs beside the applier's work. */
-    if (walk_link(r, seq, v, &hash) != 0)
+    if (r->links_beside) {
+        if (seq != r->expect)
+            return walk_broken(r, r->expect, "is missing from the log");
+    } else if (walk_link(r, seq, v, &hash) != 0) {
         return 1;
+    }
     if (event_decode(v.data, v.size, ev) != 0 || ev->seq != seq)
         return walk_broken(r, seq, "cannot be decoded");
     /* The checks that need no state are made here, beside the applier rather than in it. */
     if (!ledger_syntax_ok(ev))
         return walk_broken(r, seq, "breaks a ledger rule on replay");
-    memcpy(r->prev, hash, BUDGET_HASH_BYTES);
+    if (!r->links_beside)
+        memcpy(r->prev, hash, BUDGET_HASH_BYTES);
     r->expect++;
     if (++r->current->count == BATCH_EVENTS)
         hand_over(r);
@@ -168,8 +175,9 @@ static void *walker_main(void *arg)
     return NULL;
 }
 
-/* Applies batches until the walker is done; 0, or the seq of the event that broke a rule. */
-static uint64_t apply_batches(replay_ctx *r, ledger *l)
+/* Applies batches until the walker is done; 0, or the seq of the event that could not be
+ * applied, with the ledger's code in *code. */
+static uint64_t apply_batches(replay_ctx *r, ledger *l, int *code)
 {
     for (;;) {
         pthread_mutex_lock(&r->mutex);
@@ -181,9 +189,13 @@ static uint64_t apply_batches(replay_ctx *r, ledger *l)
             return 0;
 
         const batch *b = &r->ring[r->consumed % RING_BATCHES];
-        for (uint32_t i = 0; i < b->count; i++)
-            if (ledger_apply_syntax_ok(l, &b->events[i]) != 0)
-                return b->events[i].seq;
+        for (uint32_t i = 0; i < b->count; i++) {
+            const ledger_event *ev = &b->events[i];
+            *code = r->decided_by != 0 ? ledger_apply_decided_syntax_ok(l, ev, r->decided_by)
+                                       : ledger_apply_syntax_ok(l, ev);
+            if (*code != 0)
+                return ev->seq;
+        }
 
         pthread_mutex_lock(&r->mutex);
         r->consumed++;
@@ -198,12 +210,37 @@ int replay_log(store *st, ledger *l, uint64_t upto, replay_result *out)
     return replay_log_from(st, l, 0, none, upto, true, out);
 }
 
-int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash[BUDGET_HASH_BYTES],
-                    uint64_t upto, bool check_before, replay_result *out)
+/* Ends the check of `links` started beside a replay, helping with what is left of it, and makes
+ * its result the replay's when it found a break at or before the replay's own, or the replay
+ * had none; with none, the chain's last hash is the replay's. */
+static int finish_links(chain_job *links, pthread_t *checker, int rc, replay_result *out)
+{
+    replay_result chain;
+    chain_job_help(links);
+    if (checker != NULL)
+        pthread_join(*checker, NULL);
+    int crc = chain_job_finish(links, &chain);
+    if (crc == 0 && rc == 0) {
+        memcpy(out->hash, chain.hash, BUDGET_HASH_BYTES);
+    } else if (crc != 0 && (rc == 0 || (chain.bad_seq != 0 && chain.bad_seq <= out->bad_seq))) {
+        memcpy(out->why, chain.why, sizeof(out->why));
+        out->bad_seq = chain.bad_seq;
+        out->code = chain.code;
+        rc = crc;
+    }
+    return rc;
+}
+
+/* replay_log_from, applying with ledger_apply_decided when `decided_by` is not 0. */
+static int replay_run(store *st, ledger *l, uint64_t from,
+                      const uint8_t from_hash[BUDGET_HASH_BYTES], uint64_t upto, bool check_before,
+                      int32_t decided_by, replay_result *out)
 {
     replay_ctx *r = calloc(1, sizeof(*r));
-    pthread_t walker;
-    int rc = 0;
+    pthread_t walker, checker;
+    int rc = 0, code = 0;
+    chain_job *links = NULL;
+    bool checking = false;
 
     memset(out, 0, sizeof(*out));
     if (!r || !(r->ring = malloc(RING_BATCHES * sizeof(batch)))) {
@@ -214,6 +251,7 @@ int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash
     r->st = st;
     r->upto = upto;
     r->from = from;
+    r->decided_by = decided_by;
     memcpy(r->from_hash, from_hash, BUDGET_HASH_BYTES);
     r->expect = 1;
     if (!check_before) {
@@ -224,20 +262,38 @@ int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash
     pthread_mutex_init(&r->mutex, NULL);
     pthread_cond_init(&r->filled, NULL);
     pthread_cond_init(&r->emptied, NULL);
+    if (decided_by != 0) {
+        /* A view by decision day replays from the first event: the links are hashed on a
+         * thread of their own, with the pieces left when the apply ends hashed on this one,
+         * while the walker only decodes. The view is not answered unless the check passed. */
+        links = chain_job_new(st, upto, 0);
+        if (links == NULL) {
+            snprintf(out->why, sizeof(out->why), "the event store cannot be read");
+            rc = BUDGET_EUNAVAILABLE;
+            goto failed_thread;
+        }
+        r->links_beside = true;
+        checking = pthread_create(&checker, NULL, chain_job_thread, links) == 0;
+    }
     if (pthread_create(&walker, NULL, walker_main, r) != 0) {
         snprintf(out->why, sizeof(out->why), "cannot start the replay thread");
         rc = BUDGET_EUNAVAILABLE;
         goto failed_thread;
     }
 
-    uint64_t broken = apply_batches(r, l);
+    uint64_t broken = apply_batches(r, l, &code);
     pthread_mutex_lock(&r->mutex);
     r->apply_stopped = true;
     pthread_cond_signal(&r->emptied);
     pthread_mutex_unlock(&r->mutex);
     pthread_join(walker, NULL);
 
-    if (broken) {
+    if (broken && code == BUDGET_EUNAVAILABLE) {
+        snprintf(out->why, sizeof(out->why), "out of memory at event %llu",
+                 (unsigned long long)broken);
+        out->bad_seq = broken;
+        rc = BUDGET_EUNAVAILABLE;
+    } else if (broken) {
         snprintf(out->why, sizeof(out->why), "event %llu breaks a ledger rule on replay",
                  (unsigned long long)broken);
         out->bad_seq = broken;
@@ -247,9 +303,13 @@ int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash
         out->bad_seq = r->bad_seq;
         rc = r->rc;
     }
-    out->head = ledger_last_seq(l);
     if (rc == 0)
         memcpy(out->hash, r->prev, BUDGET_HASH_BYTES);
+    if (links != NULL) {
+        rc = finish_links(links, checking ? &checker : NULL, rc, out);
+        links = NULL;
+    }
+    out->head = ledger_last_seq(l);
     if (rc == 0 && out->head < from) {
         snprintf(out->why, sizeof(out->why), "the log ends before event %llu",
                  (unsigned long long)from);
@@ -257,12 +317,20 @@ int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash
     }
 
 failed_thread:
+    if (links != NULL)
+        finish_links(links, checking ? &checker : NULL, rc, out);
     pthread_cond_destroy(&r->emptied);
     pthread_cond_destroy(&r->filled);
     pthread_mutex_destroy(&r->mutex);
     free(r->ring);
     free(r);
     return rc;
+}
+
+int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash[BUDGET_HASH_BYTES],
+                    uint64_t upto, bool check_before, replay_result *out)
+{
+    return replay_run(st, l, from, from_hash, upto, check_before, 0, out);
 }
 
 /* ---- the chain alone, in pieces -------------------------------------------------------------- */
@@ -471,56 +539,15 @@ int replay_check_chain(store *st, uint64_t upto, replay_result *out)
 
 /* ---- what was decided by a day, and the seq at a time ---------------------------------- */
 
-typedef struct {
-    ledger *l;
-    uint64_t upto;
-    int32_t decided_by;
-    int rc;
-    uint64_t bad_seq;
-} decided_scan;
-
-static int decided_one(void *ctx, uint64_t seq, store_val v)
-{
-    decided_scan *d = ctx;
-    if (seq > d->upto)
-        return 1;
-    ledger_event ev;
-    int rc = event_decode(v.data, v.size, &ev);
-    if (rc == 0 && ev.seq != seq)
-        rc = BUDGET_EINTERNAL;
-    if (rc == 0)
-        rc = ledger_apply_decided(d->l, &ev, d->decided_by);
-    if (rc != 0) {
-        d->rc = rc;
-        d->bad_seq = seq;
-        return 1;
-    }
-    return 0;
-}
-
 int replay_decided(store *st, ledger *l, uint64_t upto, int32_t decided_by, replay_result *out)
 {
-    memset(out, 0, sizeof(*out));
-    store_reader *rd;
-    if (store_reader_begin(st, &rd) != 0) {
-        snprintf(out->why, sizeof(out->why), "the event store cannot be read now");
-        return BUDGET_EUNAVAILABLE;
+    static const uint8_t none[BUDGET_HASH_BYTES];
+    if (decided_by == 0) {
+        memset(out, 0, sizeof(*out));
+        snprintf(out->why, sizeof(out->why), "no day to decide by");
+        return BUDGET_EINTERNAL;
     }
-    decided_scan d = {l, upto, decided_by, 0, 0};
-    int rc = store_reader_scan(rd, 0, decided_one, &d);
-    store_reader_end(rd);
-    if (d.rc != 0) {
-        out->bad_seq = d.bad_seq;
-        snprintf(out->why, sizeof(out->why), "event %llu cannot be read back",
-                 (unsigned long long)d.bad_seq);
-        return d.rc == BUDGET_EUNAVAILABLE ? BUDGET_EUNAVAILABLE : BUDGET_EINTERNAL;
-    }
-    if (rc < 0) {
-        snprintf(out->why, sizeof(out->why), "the event store cannot be read now");
-        return BUDGET_EUNAVAILABLE;
-    }
-    out->head = ledger_last_seq(l);
-    return 0;
+    return replay_run(st, l, 0, none, upto, true, decided_by, out);
 }
 
 /* The ts of event `seq`: 0, or an error. */

@@ -3,7 +3,7 @@
  * each event is the next link of the chain (its seq, its prev, and its hash recomputed from its
  * bytes, as `verify` does) and decodes it; the caller's thread applies the decoded events in
  * batches as they come. A log that was changed anywhere up to `upto` does not replay. Used at
- * start-up and for `balances` as of an earlier event.
+ * start-up and for `balances` as of an earlier event or decided by a day.
  */
 #ifndef BUDGET_REPLAY_H
 #define BUDGET_REPLAY_H
@@ -30,8 +30,8 @@ typedef struct {
  * Applies events 1..upto (UINT64_MAX: all) of `st` to `l`, which should be empty. Returns 0,
  * BUDGET_EINTERNAL when an event is missing or out of order, breaks the chain (prev or hash),
  * does not decode or breaks a rule (the ledger then holds the events before it; `out->bad_seq`
- * is its seq and `out->why` says why), or BUDGET_EUNAVAILABLE when the store cannot be read
- * or a thread cannot be started.
+ * is its seq and `out->why` says why), or BUDGET_EUNAVAILABLE when the store cannot be read,
+ * a thread cannot be started or the ledger runs out of memory.
  */
 /* The hash event `seq` is stored with: 0, or -1 when it cannot be read (past the head, not an
  * event, or the store unreadable). */
@@ -78,10 +78,9 @@ void chain_job_last_first(chain_job *j);
 
 /*
  * Applies events 1..upto of `st` to `l` (empty) with ledger_apply_decided: what had been
- * decided by the day `decided_by` (YYYYMMDD), by what the log held at `upto`. The chain is
- * not checked again here: start-up checked it, and the log only grows. Returns 0,
- * BUDGET_EINTERNAL when an event does not decode (out->bad_seq, out->why), or
- * BUDGET_EUNAVAILABLE (the store cannot be read, or out of memory).
+ * decided by the day `decided_by` (YYYYMMDD, not 0), by what the log held at `upto`. On the
+ * same two threads as replay_log, and with the same check of every link up to `upto`: a view
+ * of the log is only ever built from events that are the chain's. The errors of replay_log.
  */
 int replay_decided(store *st, ledger *l, uint64_t upto, int32_t decided_by, replay_result *out);
 

@@ -318,8 +318,9 @@ typedef struct {
     size_t size;
 } answer;
 
-/* What `balances` (the whole ledger, then the years view) answers from `l`, as bytes. */
-static answer answers_of(const ledger *l, uint64_t as_of)
+/* What `balances` (the whole ledger, then, without `decided_by`, the years view) answers from
+ * `l`, as bytes; `decided_by` (0: none) as the request gives it. */
+static answer answers_by(const ledger *l, uint64_t as_of, int32_t decided_by)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -328,11 +329,14 @@ static answer answers_of(const ledger *l, uint64_t as_of)
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     balances_query q;
     memset(&q, 0, sizeof(q));
+    q.decided_by = decided_by;
     cr_assert_eq(request_pack_balances(&pk, l, &q, as_of, &err), 0, "%s", err.message);
-    q.years = true;
-    q.from = 2018;
-    q.to = 2030;
-    cr_assert_eq(request_pack_balances(&pk, l, &q, as_of, &err), 0, "%s", err.message);
+    if (decided_by == 0) {
+        q.years = true;
+        q.from = 2018;
+        q.to = 2030;
+        cr_assert_eq(request_pack_balances(&pk, l, &q, as_of, &err), 0, "%s", err.message);
+    }
     const char *units[] = {"KS", "SON", "KFN", "BUN"};
     for (size_t i = 0; i < 4; i++) {
         ledger_outcome_view o;
@@ -348,6 +352,11 @@ static answer answers_of(const ledger *l, uint64_t as_of)
     msgpack_pack_uint64(&pk, ledger_events(l));
     msgpack_pack_uint64(&pk, ledger_last_ts(l));
     return (answer){sb.data, sb.size};
+}
+
+static answer answers_of(const ledger *l, uint64_t as_of)
+{
+    return answers_by(l, as_of, 0);
 }
 
 static ledger *full_replay(store *st, uint64_t upto)
@@ -882,6 +891,29 @@ static uint64_t continue_every_type(log_writer *w)
     return head;
 }
 
+/* Two more rounds on `w`, the first event of the second linked to a wrong prev; its seq. The
+ * writer's ledger is freed: the log is what is read from here on. */
+static uint64_t break_a_link(log_writer *w)
+{
+    budget_round(w, 20);
+    uint64_t broken = w->seq + 1;
+    w->break_next = true;
+    budget_round(w, 21);
+    ledger_free(w->l);
+    return broken;
+}
+
+/* A read as of `point` returned `rc`: whole before the broken link, refused at it and after. */
+static void expect_refused_from(int rc, uint64_t point, uint64_t broken, const replay_result *res)
+{
+    if (point < broken) {
+        cr_assert_eq(rc, 0, "as of %llu: %s", (unsigned long long)point, res->why);
+    } else {
+        cr_assert_eq(rc, BUDGET_EINTERNAL, "as of %llu: not refused", (unsigned long long)point);
+        cr_assert_eq(res->bad_seq, broken, "as of %llu: %s", (unsigned long long)point, res->why);
+    }
+}
+
 /* What `balances as_of` does past a snapshot (ops.c, balances_ledger): the snapshot restored,
  * then the events after it applied with their links checked from its hash. A link broken
  * among those events fails every read at or past it, at that event; a read before it is
@@ -895,11 +927,7 @@ Test(snapshot, a_link_broken_after_a_snapshot_fails_the_reads_past_it)
     char why[256];
     cr_assert_eq(snapshots_open(&s, data, 100, why, sizeof(why)), 0, "%s", why);
     cr_assert_eq(snapshot_write(&s, w.l, w.prev, why, sizeof(why)), 0, "%s", why);
-    budget_round(&w, 20);
-    uint64_t broken = w.seq + 1;
-    w.break_next = true;
-    budget_round(&w, 21);
-    ledger_free(w.l);
+    uint64_t broken = break_a_link(&w);
 
     const uint64_t points[] = {broken - 1, broken, w.seq};
     for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
@@ -910,13 +938,83 @@ Test(snapshot, a_link_broken_after_a_snapshot_fails_the_reads_past_it)
         cr_assert_eq(from, head, "as of %llu: restored %llu", (unsigned long long)points[i],
                      (unsigned long long)from);
         int rc = replay_log_from(w.st, l, from, hash, points[i], false, &res);
-        if (points[i] < broken) {
-            cr_assert_eq(rc, 0, "as of %llu: %s", (unsigned long long)points[i], res.why);
-        } else {
-            cr_assert_eq(rc, BUDGET_EINTERNAL, "as of %llu: not refused",
-                         (unsigned long long)points[i]);
-            cr_assert_eq(res.bad_seq, broken);
+        expect_refused_from(rc, points[i], broken, &res);
+        ledger_free(l);
+    }
+    store_close(w.st);
+}
+
+/* The events 1..upto of the store applied one at a time with ledger_apply_decided, as a
+ * reference for replay_decided. */
+typedef struct {
+    ledger *l;
+    uint64_t upto;
+    int32_t day;
+} decided_ref;
+
+static int apply_decided_one(void *ctx, uint64_t seq, store_val v)
+{
+    decided_ref *d = ctx;
+    if (seq > d->upto)
+        return 1;
+    ledger_event ev;
+    cr_assert_eq(event_decode(v.data, v.size, &ev), 0, "event %llu", (unsigned long long)seq);
+    cr_assert_eq(ledger_apply_decided(d->l, &ev, d->day), 0, "event %llu by %d",
+                 (unsigned long long)seq, (int)d->day);
+    return 0;
+}
+
+static answer decided_one_by_one(store *st, uint64_t upto, int32_t day)
+{
+    decided_ref d = {ledger_new(), upto, day};
+    store_reader *rd;
+    cr_assert_eq(store_reader_begin(st, &rd), 0);
+    cr_assert_geq(store_reader_scan(rd, 0, apply_decided_one, &d), 0);
+    store_reader_end(rd);
+    cr_assert_eq(ledger_last_seq(d.l), upto);
+    answer a = answers_by(d.l, upto, day);
+    ledger_free(d.l);
+    return a;
+}
+
+/* What `balances decided_by` does (ops.c, balances_ledger): replay_decided walks and checks the
+ * chain on one thread and applies on the caller's. Its state is that of the events applied one
+ * by one, at every point and for days before, among and after the log's decisions; and a link
+ * broken anywhere up to the point fails the view at that link, as an `as_of` read fails. */
+Test(snapshot, a_decided_view_is_the_events_applied_one_by_one_with_every_link_checked)
+{
+    log_writer w;
+    uint64_t head = continue_every_type(&w);
+    const int32_t days[] = {20210101, 20210825, 20210928, 20211231, 20991231};
+    replay_result res;
+    /* The days give views that differ: the first day's leaves out what the last day's holds. */
+    answer first = decided_one_by_one(w.st, head, days[0]);
+    answer last = decided_one_by_one(w.st, head, days[sizeof(days) / sizeof(days[0]) - 1]);
+    cr_assert(first.size != last.size || memcmp(first.bytes, last.bytes, first.size) != 0,
+              "every day gives the same view");
+    free(first.bytes);
+    free(last.bytes);
+    for (size_t i = 0; i < sizeof(days) / sizeof(days[0]); i++)
+        for (uint64_t upto = 1; upto <= head; upto += upto < head - 7 ? 7 : 1) {
+            ledger *l = ledger_new();
+            cr_assert_eq(replay_decided(w.st, l, upto, days[i], &res), 0, "%s", res.why);
+            cr_assert_eq(res.head, upto);
+            answer got = answers_by(l, upto, days[i]);
+            answer want = decided_one_by_one(w.st, upto, days[i]);
+            cr_assert(got.size == want.size && memcmp(got.bytes, want.bytes, got.size) == 0,
+                      "decided by %d as of %llu: not the events applied one by one", (int)days[i],
+                      (unsigned long long)upto);
+            free(got.bytes);
+            free(want.bytes);
+            ledger_free(l);
         }
+
+    uint64_t broken = break_a_link(&w);
+    const uint64_t points[] = {broken - 1, broken, w.seq};
+    for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
+        ledger *l = ledger_new();
+        expect_refused_from(replay_decided(w.st, l, points[i], 20991231, &res), points[i], broken,
+                            &res);
         ledger_free(l);
     }
     store_close(w.st);
