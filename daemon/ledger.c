@@ -3456,24 +3456,29 @@ int ledger_apply_decided_syntax_ok(ledger *l, const ledger_event *ev, int32_t de
     bool later = ev->type == LEDGER_REQUEST_WITHDRAWN || rests_on_decision(ev->type)
                      ? ledger_decision_day(ev) > decided_by
                      : false;
+    /* The event as this view applies it: itself, or a copy with nothing granted (an event is
+     * several KiB, so it is copied only then). */
+    const ledger_event *use = ev;
     ledger_event kept;
-    ledger_event_copy(&kept, ev);
     if (later && (ev->type == LEDGER_FRAME_GRANTED || ev->type == LEDGER_BUDGET_ADOPTED ||
-                  ev->type == LEDGER_FRAME_CARRIED_OVER))
-        keep_frames_only(
-            &kept); /* the frames stay, for what refers to them, with nothing granted */
-    else if (later)
+                  ev->type == LEDGER_FRAME_CARRIED_OVER)) {
+        /* The frames stay, for what refers to them, with nothing granted. */
+        ledger_event_copy(&kept, ev);
+        keep_frames_only(&kept);
+        use = &kept;
+    } else if (later) {
         return skip_event(l, ev);
+    }
     refs r;
     size_t len = strnlen(ev->id, BUDGET_ID_BYTES_MAX + 1);
     uint32_t hash = hash_key(ev->id, len, 0);
     uint32_t at = id_find(l, ev->id, len, hash);
-    if (l->id_table.ctrl[at] != 0 || decided_refs(l, &kept, &r) != 0)
+    if (l->id_table.ctrl[at] != 0 || decided_refs(l, use, &r) != 0)
         return skip_event(l, ev);
-    uint32_t id = add_id(l, &kept, len, hash, at);
-    type_apply[ev->type](l, &kept, &r, id);
+    uint32_t id = add_id(l, use, len, hash, at);
+    type_apply[ev->type](l, use, &r, id);
     if (later)
-        mark_granted_later(l, &kept, &r);
+        mark_granted_later(l, use, &r);
     l->events++;
     l->last_seq = ev->seq;
     l->last_ts_ms = ev->ts_ms;
