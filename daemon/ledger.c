@@ -2367,6 +2367,13 @@ static uint32_t frame_index(const ledger *l, const char *id)
     return r != NULL && r->kind == LEDGER_KIND_FRAME ? r->index : NONE;
 }
 
+/* Copies the text `src` into the zeroed field `dst` of `size` bytes: only its bytes and its NUL,
+ * so that the bytes after it stay zero (an event's field holds whatever it held before). */
+static void copy_text(char *dst, const char *src, size_t size)
+{
+    memcpy(dst, src, strnlen(src, size - 1));
+}
+
 /* Makes the frame of id record `id` for (unit, year), with its texts (arena offsets) and the
  * frame it continues (a frame index, or NONE). Returns its index. */
 static uint32_t add_frame(ledger *l, uint32_t id, const ledger_event *ev, const char *unit,
@@ -2376,6 +2383,7 @@ static uint32_t add_frame(ledger *l, uint32_t id, const ledger_event *ev, const 
     uint32_t index = l->frames_len++;
     l->ids[id].index = index;
     frame_rec *f = &l->frames[index];
+    memset(f, 0, sizeof *f); /* the padding and the texts' tails too: a snapshot saves them */
     f->id = id;
     f->unit = row;
     f->title = title;
@@ -2384,8 +2392,8 @@ static uint32_t add_frame(ledger *l, uint32_t id, const ledger_event *ev, const 
     f->granted = f->grant_amount = amount;
     f->granted_later = false;
     f->decision_date = ev->decision_date;
-    memcpy(f->decision_body, ev->decision_body, sizeof(f->decision_body));
-    memcpy(f->decision_paragraph, ev->decision_paragraph, sizeof(f->decision_paragraph));
+    copy_text(f->decision_body, ev->decision_body, sizeof(f->decision_body));
+    copy_text(f->decision_paragraph, ev->decision_paragraph, sizeof(f->decision_paragraph));
     f->allocated = f->pending = f->called_off = 0;
     f->allocation_first = f->allocation_last = NONE;
     f->carried_from = NONE;
@@ -2461,6 +2469,7 @@ static void apply_propose(ledger *l, const ledger_event *ev, refs *r, uint32_t i
     uint32_t index = l->allocations_len++;
     l->ids[id].index = index;
     allocation_rec *a = &l->allocations[index];
+    memset(a, 0, sizeof *a);
     a->id = id;
     a->frame = r->frame;
     a->unit = unit_get_or_add(l, ev->unit, l->units[f->unit].year);
@@ -2489,6 +2498,7 @@ static void apply_avrop(ledger *l, const ledger_event *ev, refs *r, uint32_t id)
     l->ids[id].index = index;
     avrop_rec *v = &l->avrop[index];
     allocation_rec *a = &l->allocations[r->allocation];
+    memset(v, 0, sizeof *v);
     v->id = id;
     v->allocation = r->allocation;
     v->note = arena_put(l, ev->note, strlen(ev->note));
@@ -2512,6 +2522,7 @@ static void add_correction(ledger *l, const ledger_event *ev, uint32_t id, uint3
     uint32_t index = l->corrections_len++;
     l->ids[id].index = index;
     correction_rec *c = &l->corrections[index];
+    memset(c, 0, sizeof *c);
     c->id = id;
     c->of = of;
     c->requester_uid = ev->actor.uid;
@@ -3493,7 +3504,9 @@ int ledger_apply_decided_syntax_ok(ledger *l, const ledger_event *ev, int32_t de
  * record, so that bytes saved by a build with other records are refused), the counters, then
  * every array as its count and its records as they are in memory, the two tables as their slot
  * count and slots, the register and the outcome book. The index (ix) is not saved: it is made
- * again from the entities (ledger_load_finish).
+ * again from the entities (ledger_load_finish). Every record is zeroed before it is filled, its
+ * padding and the bytes after its texts too, so that a snapshot holds nothing the process held
+ * before, and one state saves the same bytes however it was built.
  */
 #define LEDGER_SAVE_LAYOUT 1u
 #define LEDGER_ROWS_MAX (UINT32_C(1) << 31)

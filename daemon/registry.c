@@ -254,6 +254,7 @@ static void push_name(registry *r, uint32_t i, const char *name)
 {
     assert(r->names_len < r->names_cap);
     uint32_t n = r->names_len++;
+    memset(&r->names[n], 0, sizeof r->names[n]); /* its padding too: a snapshot saves it */
     strncpy(r->names[n].text, name, BUDGET_TEXT_BYTES_MAX);
     r->names[n].text[BUDGET_TEXT_BYTES_MAX] = '\0';
     r->names[n].before = r->units[i].name;
