@@ -3,6 +3,7 @@
  * a copy of the data, offline), signed checkpoints against honest and rewritten logs, hot
  * backups under load, replay as of a seq or a day online and offline, and export.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -1489,8 +1490,49 @@ static bool dir_has(const char *dir, const char *prefix)
     return strstr(names, prefix) != NULL;
 }
 
+/* True when process `pid` holds a connected UNIX socket: one of its fds is a socket that
+ * /proc/net/unix lists as connected (St 03). */
+static bool holds_connected_socket(pid_t pid)
+{
+    char dir[64];
+    unsigned long inodes[16];
+    size_t n = 0;
+    snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return false;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < sizeof(inodes) / sizeof(inodes[0])) {
+        char link[384], target[64];
+        snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
+        ssize_t len = readlink(link, target, sizeof(target) - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        if (sscanf(target, "socket:[%lu]", &inodes[n]) == 1)
+            n++;
+    }
+    closedir(d);
+    FILE *f = n > 0 ? fopen("/proc/net/unix", "r") : NULL;
+    if (f == NULL)
+        return false;
+    char line[512];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        unsigned state;
+        unsigned long inode;
+        if (sscanf(line, "%*s %*s %*s %*s %*s %x %lu", &state, &inode) != 2 || state != 3)
+            continue;
+        for (size_t i = 0; i < n; i++)
+            found = found || inodes[i] == inode;
+    }
+    fclose(f);
+    return found;
+}
+
 /* Starts `budgetctl export events --output path` while the daemon is stopped (SIGSTOP), and
- * waits until it has made its temporary file and is waiting for the first answer. */
+ * waits until it has made its temporary file and is waiting for the first answer: connected
+ * (budgetctl makes the file first, and a daemon killed before the connection is refused it). */
 static void start_stuck_export(au_proc *p, const char *dir, const char *path)
 {
     e2e_assert(kill(bd.pid, SIGSTOP) == 0, "SIGSTOP");
@@ -1499,6 +1541,8 @@ static void start_stuck_export(au_proc *p, const char *dir, const char *path)
     e2e_assert(au_proc_start(p, argv) == 0, "budgetctl export started");
     e2e_assert(AU_WAIT(dir_has(dir, "events.csv.tmp-"), 10000 * e2e_slow()),
                "no temporary file beside %s", path);
+    e2e_assert(AU_WAIT(holds_connected_socket(p->pid), 10000 * e2e_slow()),
+               "budgetctl export did not connect");
 }
 
 /*
