@@ -134,7 +134,7 @@ EOF
   local status=0
   export RELIABILITY_SLOW=10 RELIABILITY_WRAPPED=1 RELIABILITY_CRASH_CYCLES=3 RELIABILITY_RACE_SEEDS=4 \
     RELIABILITY_FAULT_STRIDE=5 RELIABILITY_ATTACK_S=2
-  for t in test_e2e test_crash test_races test_faults test_hostile; do
+  for t in test_e2e test_e2e_snapshots test_crash test_races test_faults test_hostile; do
     [ -x "$dir/tests/$t" ] || continue
     echo "+ RELIABILITY_SLOW=10 $dir/tests/$t --jobs 1   (budgetd under valgrind)"
     "$dir/tests/$t" --jobs 1 >"$logs/$t.out" 2>&1 || { status=1; tail -n 40 "$logs/$t.out"; }
