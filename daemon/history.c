@@ -175,13 +175,14 @@ const ledger *history_cache_get(history_cache *c, history_key key, history_build
     return *rc == 0 ? l : NULL;
 }
 
-const ledger *history_cache_base(history_cache *c, uint64_t floor, uint64_t upto, uint64_t *at)
+const ledger *history_cache_base(history_cache *c, int32_t decided_by, uint64_t floor,
+                                 uint64_t upto, uint64_t *at)
 {
     slot *best = NULL;
     pthread_mutex_lock(&c->lock);
     for (uint32_t i = 0; i < c->slots_len; i++) {
         slot *s = &c->slots[i];
-        if (s->state == SLOT_READY && s->key.decided_by == 0 && s->key.upto >= floor &&
+        if (s->state == SLOT_READY && s->key.decided_by == decided_by && s->key.upto >= floor &&
             s->key.upto > 0 && s->key.upto <= upto &&
             (best == NULL || s->key.upto > best->key.upto))
             best = s;

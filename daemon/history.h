@@ -68,13 +68,15 @@ const ledger *history_cache_get(history_cache *c, history_key key, history_build
 void history_cache_release(history_cache *c, const ledger *l);
 
 /*
- * For a read of a point not kept: the kept ledger (without decided_by) at the latest point
- * from event `floor` (at least 1) to `upto`, held as history_cache_get's are, its point in
- * *at; NULL when none. A copy of it with the events after *at applied is the ledger at `upto`,
- * for less than restoring a snapshot at `floor` or before (the caller passes the newest one at
- * or below `upto`, or 0) and applying more events.
+ * For a read of a point not kept: the kept ledger with the same `decided_by` (0: none) at the
+ * latest point from event `floor` (at least 1) to `upto`, held as history_cache_get's are, its
+ * point in *at; NULL when none. A copy of it with the events after *at applied is the ledger at
+ * `upto`, for less than restoring a snapshot at `floor` or before (the caller passes the newest
+ * one at or below `upto`, or 0) and applying more events; or, for a view by decision day, which
+ * no snapshot serves, for less than replaying the log from its first event.
  */
-const ledger *history_cache_base(history_cache *c, uint64_t floor, uint64_t upto, uint64_t *at);
+const ledger *history_cache_base(history_cache *c, int32_t decided_by, uint64_t floor,
+                                 uint64_t upto, uint64_t *at);
 
 /* Frees the kept ledgers that no read holds and none has used for `idle_ms` before `now_ms`
  * (monotonic milliseconds, as history_now_ms gives). */

@@ -52,19 +52,26 @@ static uint64_t snapshot_below(const snapshots *s, uint64_t upto)
  * The ledger as of `upto` from a copy of the one kept for a read of an earlier point, when one
  * is kept no further back than the newest snapshot (history_cache_base): an auditor stepping
  * forward through the log pays for a copy and the events since the last step, not for a
- * snapshot restored again. NULL when none is kept there, or the copy or its replay failed:
- * the caller builds it the usual way.
+ * snapshot restored again. A view by decision day takes one kept for the same day at any
+ * earlier point: no snapshot serves it, so a report asked again as events are entered pays for
+ * the events since, not for the whole log. NULL when none is kept there, or the copy or its
+ * replay failed: the caller builds it the usual way.
  */
 static ledger *from_kept(job *j, uint64_t upto, replay_result *res)
 {
-    uint64_t at = 0, floor = snapshot_below(j->snapshots, upto);
+    int32_t day = j->bq.decided_by;
+    uint64_t at = 0, floor = day != 0 ? 1 : snapshot_below(j->snapshots, upto);
     uint8_t hash[BUDGET_HASH_BYTES];
-    const ledger *base = history_cache_base(j->history, floor, upto, &at);
+    const ledger *base = history_cache_base(j->history, day, floor, upto, &at);
     if (base == NULL)
         return NULL;
     ledger *l = replay_stored_hash(j->store, at, hash) == 0 ? ledger_clone(base) : NULL;
     history_cache_release(j->history, base);
-    if (l != NULL && replay_log_from(j->store, l, at, hash, upto, false, res) != 0) {
+    int rc = 0;
+    if (l != NULL)
+        rc = day != 0 ? replay_decided_from(j->store, l, at, hash, upto, day, res)
+                      : replay_log_from(j->store, l, at, hash, upto, false, res);
+    if (l != NULL && rc != 0) {
         ledger_free(l);
         l = NULL;
     }
@@ -80,9 +87,7 @@ static ledger *from_kept(job *j, uint64_t upto, replay_result *res)
  */
 static int balances_ledger(job *j, uint64_t upto, ledger **out, replay_result *res)
 {
-    ledger *l = NULL;
-    if (j->bq.decided_by == 0)
-        l = from_kept(j, upto, res);
+    ledger *l = from_kept(j, upto, res);
     if (l == NULL && j->snapshots != NULL && j->bq.decided_by == 0) {
         uint64_t at;
         uint8_t at_hash[BUDGET_HASH_BYTES];

@@ -262,7 +262,7 @@ static int replay_run(store *st, ledger *l, uint64_t from,
     pthread_mutex_init(&r->mutex, NULL);
     pthread_cond_init(&r->filled, NULL);
     pthread_cond_init(&r->emptied, NULL);
-    if (decided_by != 0) {
+    if (decided_by != 0 && from == 0) {
         /* A view by decision day replays from the first event: the links are hashed on a
          * thread of their own, with the pieces left when the apply ends hashed on this one,
          * while the walker only decodes. The view is not answered unless the check passed. */
@@ -548,6 +548,18 @@ int replay_decided(store *st, ledger *l, uint64_t upto, int32_t decided_by, repl
         return BUDGET_EINTERNAL;
     }
     return replay_run(st, l, 0, none, upto, true, decided_by, out);
+}
+
+int replay_decided_from(store *st, ledger *l, uint64_t from,
+                        const uint8_t from_hash[BUDGET_HASH_BYTES], uint64_t upto,
+                        int32_t decided_by, replay_result *out)
+{
+    if (decided_by == 0 || from == 0) {
+        memset(out, 0, sizeof(*out));
+        snprintf(out->why, sizeof(out->why), "no day to decide by, or no view to start from");
+        return BUDGET_EINTERNAL;
+    }
+    return replay_run(st, l, from, from_hash, upto, false, decided_by, out);
 }
 
 /* The ts of event `seq`: 0, or an error. */

@@ -85,6 +85,16 @@ void chain_job_last_first(chain_job *j);
 int replay_decided(store *st, ledger *l, uint64_t upto, int32_t decided_by, replay_result *out);
 
 /*
+ * The same from a view already built: `l` holds what had been decided by `decided_by` by event
+ * `from` (replay_decided's, or a copy of one), the last event with hash `from_hash`; events
+ * from+1..upto are applied to it, their links checked from `from_hash` as they are read. The
+ * errors of replay_log_from.
+ */
+int replay_decided_from(store *st, ledger *l, uint64_t from,
+                        const uint8_t from_hash[BUDGET_HASH_BYTES], uint64_t upto,
+                        int32_t decided_by, replay_result *out);
+
+/*
  * The last seq, at most `upto`, of an event entered before `ts_end_ms` (ms since the epoch),
  * into *seq (0: none). The ts of the log never falls (commit.c stamps each event at least as
  * late as the one before), so this is a binary search: O(log n) events read. 0, or

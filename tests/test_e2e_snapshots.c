@@ -119,8 +119,9 @@ typedef struct {
     size_t size;
 } answer;
 
-/* The `balances` result as of every seq 1..head, as bytes. */
-static uint64_t answers_now(answer *out)
+/* The `balances` result as of every seq 1..head, decided by `day` (YYYY-MM-DD) when it is not
+ * NULL, as bytes. */
+static uint64_t answers_by(answer *out, const char *day)
 {
     budget_client *c = e2e_client(&bd);
     uint64_t head = e2e_head(c);
@@ -130,8 +131,10 @@ static uint64_t answers_now(answer *out)
     for (uint64_t seq = 1; seq <= head; seq++) {
         budget_response r;
         e2e_buf_clear(&b);
-        msgpack_pack_map(&b.pk, 1);
+        msgpack_pack_map(&b.pk, day != NULL ? 2 : 1);
         e2e_kv_uint(&b, "as_of", seq);
+        if (day != NULL)
+            e2e_kv_str(&b, "decided_by", day);
         e2e_call(c, "balances", &b, &r);
         e2e_assert(r.ok, "balances as_of %llu: %s: %s", (unsigned long long)seq, r.code, r.message);
         msgpack_sbuffer sb;
@@ -147,16 +150,27 @@ static uint64_t answers_now(answer *out)
     return head;
 }
 
-static void expect_same_answers(const answer *want, uint64_t head, const char *what)
+static uint64_t answers_now(answer *out)
+{
+    return answers_by(out, NULL);
+}
+
+static void expect_same_answers_by(const answer *want, uint64_t head, const char *day,
+                                   const char *what)
 {
     answer got[SEQS_MAX];
-    e2e_assert_int(answers_now(got), head, what);
+    e2e_assert_int(answers_by(got, day), head, what);
     for (uint64_t seq = 1; seq <= head; seq++) {
         e2e_assert(got[seq].size == want[seq].size &&
                        memcmp(got[seq].bytes, want[seq].bytes, got[seq].size) == 0,
                    "%s: balances as_of %llu differ", what, (unsigned long long)seq);
         free(got[seq].bytes);
     }
+}
+
+static void expect_same_answers(const answer *want, uint64_t head, const char *what)
+{
+    expect_same_answers_by(want, head, NULL, what);
 }
 
 /* The seqs of the snapshot files in the data folder, newest first; their number. */
@@ -327,6 +341,42 @@ static void balances_at(budget_client *c, uint64_t seq, const char *day, budget_
         e2e_kv_str(&b, "decided_by", day);
     e2e_call(c, "balances", &b, r);
     e2e_buf_destroy(&b);
+}
+
+/*
+ * A view by decision day read as of every seq in turn: each point after the first is built from
+ * a copy of the view kept for the point before, for the same day, with the events since applied
+ * (no snapshot serves such a view). Compared, byte for byte, with each point replayed from the
+ * first event, for a day before the log's decisions (grants with nothing granted, approvals
+ * left pending) and one after.
+ */
+Test(e2e_snapshots, decided_by_answers_the_same_from_a_kept_view_and_from_the_start)
+{
+    cr_assert_eq(e2e_daemon_start_with(&bd, with_snapshots), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
+    write_rounds();
+    const char *days[] = {"2021-08-23", "2021-12-31"};
+    answer want[2][SEQS_MAX];
+    uint64_t head = 0;
+    for (int d = 0; d < 2; d++) {
+        uint64_t before = stat_of("as_of_from_kept");
+        head = answers_by(want[d], days[d]);
+        uint64_t from_kept = stat_of("as_of_from_kept") - before;
+        e2e_assert(from_kept + 1 >= head, "decided by %s: %llu of %llu points from a kept view",
+                   days[d], (unsigned long long)from_kept, (unsigned long long)head);
+    }
+    e2e_assert(want[0][head].size != want[1][head].size ||
+                   memcmp(want[0][head].bytes, want[1][head].bytes, want[0][head].size) != 0,
+               "the two days give the same view");
+    stop_cleanly();
+    cr_assert_eq(e2e_daemon_restart_with(&bd, without_snapshots), 0);
+    for (int d = 0; d < 2; d++) {
+        expect_same_answers_by(want[d], head, days[d], "each point from the first event");
+        for (uint64_t seq = 1; seq <= head; seq++)
+            free(want[d][seq].bytes);
+    }
+    e2e_assert(stat_of("as_of_from_kept") == 0, "a point was built from a kept view");
+    stop_cleanly();
 }
 
 /*

@@ -207,9 +207,18 @@ Test(history, a_later_point_starts_from_the_latest_kept_one_no_further_back_than
     history_cache_release(c, decided);
 
     uint64_t at = 0;
-    const ledger *base = history_cache_base(c, 0, 27, &at);
+    const ledger *base = history_cache_base(c, 0, 0, 27, &at);
     cr_expect(base == at20 && at == 20, "upto 27: the one at %llu, not 20 (decided_by is no base)",
               (unsigned long long)at);
+    history_cache_release(c, base);
+    /* A view by decision day is the base of one for the same day only. */
+    base = history_cache_base(c, 20240630, 1, 27, &at);
+    cr_expect(base == decided && at == 25, "decided by 20240630 upto 27: the one at %llu",
+              (unsigned long long)at);
+    history_cache_release(c, base);
+    cr_expect_null(history_cache_base(c, 20240629, 1, 27, &at), "another day's view served");
+    cr_expect_null(history_cache_base(c, 20240630, 1, 24, &at), "a later point's view served");
+    base = history_cache_base(c, 0, 0, 27, &at);
     /* held while the caller copies it: not freed however idle */
     history_cache_trim(c, history_now_ms() + 120000);
     cr_expect_eq(stats(c).kept, 1, "the held base was freed, or the idle ones were not");
@@ -217,12 +226,12 @@ Test(history, a_later_point_starts_from_the_latest_kept_one_no_further_back_than
 
     history_cache_release(c, get(c, 10, &b));
     history_cache_release(c, get(c, 30, &b));
-    cr_expect_null(history_cache_base(c, 0, 5, &at), "nothing kept at or below 5");
-    cr_expect_null(history_cache_base(c, 21, 29, &at), "a snapshot at 21 is nearer than 20");
-    base = history_cache_base(c, 30, 40, &at);
+    cr_expect_null(history_cache_base(c, 0, 0, 5, &at), "nothing kept at or below 5");
+    cr_expect_null(history_cache_base(c, 0, 21, 29, &at), "a snapshot at 21 is nearer than 20");
+    base = history_cache_base(c, 0, 30, 40, &at);
     cr_expect(base != NULL && at == 30, "the kept one at the snapshot's point serves");
     history_cache_release(c, base);
-    cr_expect_eq(stats(c).based, 2);
+    cr_expect_eq(stats(c).based, 4);
     history_cache_free(c);
 }
 

@@ -1043,10 +1043,30 @@ static answer decided_one_by_one(store *st, uint64_t upto, int32_t day)
     return a;
 }
 
+/* The view by `day` as of `upto` built by replay_decided, or, when `from` is not 0, from a copy
+ * of the one as of `from` with replay_decided_from (as from_kept in ops.c builds it). */
+static ledger *decided_view(store *st, uint64_t from, uint64_t upto, int32_t day,
+                            replay_result *res)
+{
+    ledger *l = ledger_new();
+    if (from == 0) {
+        cr_assert_eq(replay_decided(st, l, upto, day, res), 0, "%s", res->why);
+        return l;
+    }
+    cr_assert_eq(replay_decided(st, l, from, day, res), 0, "%s", res->why);
+    ledger *copy = ledger_clone(l);
+    ledger_free(l);
+    uint8_t hash[BUDGET_HASH_BYTES];
+    memcpy(hash, res->hash, sizeof(hash));
+    cr_assert_eq(replay_decided_from(st, copy, from, hash, upto, day, res), 0, "%s", res->why);
+    return copy;
+}
+
 /* What `balances decided_by` does (ops.c, balances_ledger): replay_decided walks and checks the
- * chain on one thread and applies on the caller's. Its state is that of the events applied one
- * by one, at every point and for days before, among and after the log's decisions; and a link
- * broken anywhere up to the point fails the view at that link, as an `as_of` read fails. */
+ * chain on one thread and applies on the caller's, or replay_decided_from goes on from a copy
+ * of a view kept from an earlier read. Its state is that of the events applied one by one, at
+ * every point and for days before, among and after the log's decisions; and a link broken
+ * anywhere up to the point fails the view at that link, as an `as_of` read fails. */
 Test(snapshot, a_decided_view_is_the_events_applied_one_by_one_with_every_link_checked)
 {
     log_writer w;
@@ -1062,17 +1082,18 @@ Test(snapshot, a_decided_view_is_the_events_applied_one_by_one_with_every_link_c
     free(last.bytes);
     for (size_t i = 0; i < sizeof(days) / sizeof(days[0]); i++)
         for (uint64_t upto = 1; upto <= head; upto += upto < head - 7 ? 7 : 1) {
-            ledger *l = ledger_new();
-            cr_assert_eq(replay_decided(w.st, l, upto, days[i], &res), 0, "%s", res.why);
-            cr_assert_eq(res.head, upto);
-            answer got = answers_by(l, upto, days[i]);
             answer want = decided_one_by_one(w.st, upto, days[i]);
-            cr_assert(got.size == want.size && memcmp(got.bytes, want.bytes, got.size) == 0,
-                      "decided by %d as of %llu: not the events applied one by one", (int)days[i],
-                      (unsigned long long)upto);
-            free(got.bytes);
+            for (uint64_t from = 0; from < upto; from += from == 0 ? upto / 3 + 1 : upto) {
+                ledger *l = decided_view(w.st, from, upto, days[i], &res);
+                cr_assert_eq(res.head, upto);
+                answer got = answers_by(l, upto, days[i]);
+                cr_assert(got.size == want.size && memcmp(got.bytes, want.bytes, got.size) == 0,
+                          "decided by %d as of %llu (from %llu): not the events applied one by one",
+                          (int)days[i], (unsigned long long)upto, (unsigned long long)from);
+                free(got.bytes);
+                ledger_free(l);
+            }
             free(want.bytes);
-            ledger_free(l);
         }
 
     uint64_t broken = break_a_link(&w);
@@ -1083,6 +1104,13 @@ Test(snapshot, a_decided_view_is_the_events_applied_one_by_one_with_every_link_c
                             &res);
         ledger_free(l);
     }
+    /* Gone on with from a view before the broken link: refused at it too. */
+    ledger *before = decided_view(w.st, 0, broken - 1, 20991231, &res);
+    uint8_t hash[BUDGET_HASH_BYTES];
+    memcpy(hash, res.hash, sizeof(hash));
+    expect_refused_from(replay_decided_from(w.st, before, broken - 1, hash, w.seq, 20991231, &res),
+                        w.seq, broken, &res);
+    ledger_free(before);
     store_close(w.st);
 }
 
