@@ -119,6 +119,19 @@ typedef struct {
     size_t size;
 } answer;
 
+/* `balances` as of `seq`, and, when `day` is not NULL, decided by that day (YYYY-MM-DD). */
+static void balances_at(budget_client *c, uint64_t seq, const char *day, budget_response *r)
+{
+    e2e_buf b;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, day != NULL ? 2 : 1);
+    e2e_kv_uint(&b, "as_of", seq);
+    if (day != NULL)
+        e2e_kv_str(&b, "decided_by", day);
+    e2e_call(c, "balances", &b, r);
+    e2e_buf_destroy(&b);
+}
+
 /* The `balances` result as of every seq 1..head, decided by `day` (YYYY-MM-DD) when it is not
  * NULL, as bytes. */
 static uint64_t answers_by(answer *out, const char *day)
@@ -126,16 +139,9 @@ static uint64_t answers_by(answer *out, const char *day)
     budget_client *c = e2e_client(&bd);
     uint64_t head = e2e_head(c);
     e2e_assert(head < SEQS_MAX, "head %llu", (unsigned long long)head);
-    e2e_buf b;
-    e2e_buf_init(&b);
     for (uint64_t seq = 1; seq <= head; seq++) {
         budget_response r;
-        e2e_buf_clear(&b);
-        msgpack_pack_map(&b.pk, day != NULL ? 2 : 1);
-        e2e_kv_uint(&b, "as_of", seq);
-        if (day != NULL)
-            e2e_kv_str(&b, "decided_by", day);
-        e2e_call(c, "balances", &b, &r);
+        balances_at(c, seq, day, &r);
         e2e_assert(r.ok, "balances as_of %llu: %s: %s", (unsigned long long)seq, r.code, r.message);
         msgpack_sbuffer sb;
         msgpack_packer pk;
@@ -145,7 +151,6 @@ static uint64_t answers_by(answer *out, const char *day)
         out[seq] = (answer){sb.data, sb.size};
         budget_response_free(&r);
     }
-    e2e_buf_destroy(&b);
     budget_client_close(c);
     return head;
 }
@@ -327,20 +332,6 @@ static int damage_marks(void)
     fclose(f);
     free(bytes);
     return found;
-}
-
-/* budget_response of `balances as_of seq` with nothing else asked. */
-/* `balances` as of `seq`, and, when `day` is not NULL, decided by that day (YYYY-MM-DD). */
-static void balances_at(budget_client *c, uint64_t seq, const char *day, budget_response *r)
-{
-    e2e_buf b;
-    e2e_buf_init(&b);
-    msgpack_pack_map(&b.pk, day != NULL ? 2 : 1);
-    e2e_kv_uint(&b, "as_of", seq);
-    if (day != NULL)
-        e2e_kv_str(&b, "decided_by", day);
-    e2e_call(c, "balances", &b, r);
-    e2e_buf_destroy(&b);
 }
 
 /*
