@@ -547,66 +547,145 @@ event_match request_event_matches(const events_query *q, const ledger_event *ev)
     return EVENT_NO;
 }
 
-/*
- * A key and its value are written into a small buffer on the stack and handed to the packer in
- * one call: a page of balances is thousands of short pairs, and the packer's per-call cost (a
- * buffer check and copy each for the key's header, its body and the value) was the largest part
- * of packing one. A pair that does not fit is packed the packer's way.
- */
-#define PACK_PAIR_BYTES 192u
+/* The most a str's header, an int or a map's header takes: a type byte and four or eight. */
+#define STR_HEAD_MAX 5u
+#define INT_MAX_BYTES 9u
 
-static bool pack_flush(msgpack_packer *pk, const mp_writer *w)
+void pack_rec_begin(pack_rec *r, msgpack_packer *pk)
 {
-    if (w->overflow)
-        return false;
-    pk->callback(pk->data, (const char *)w->buf, w->len);
-    return true;
+    r->pk = pk;
+    mp_writer_init(&r->w, r->buf, sizeof(r->buf));
+}
+
+void pack_rec_end(pack_rec *r)
+{
+    if (r->w.len > 0)
+        r->pk->callback(r->pk->data, (const char *)r->buf, r->w.len);
+    r->w.len = 0;
+}
+
+/* Makes room for `n` more bytes: true, or false when they could never fit (the buffer is then
+ * handed over, and the caller packs the item the packer's way). */
+static bool rec_room(pack_rec *r, size_t n)
+{
+    if (r->w.len + n <= r->w.cap)
+        return true;
+    pack_rec_end(r);
+    return n <= r->w.cap;
+}
+
+static void rec_str(pack_rec *r, const char *s, size_t n)
+{
+    if (rec_room(r, STR_HEAD_MAX + n)) {
+        mp_write_str(&r->w, s, n);
+        return;
+    }
+    msgpack_pack_str(r->pk, n);
+    msgpack_pack_str_body(r->pk, s, n);
+}
+
+void pack_rec_key(pack_rec *r, const char *key, size_t key_len)
+{
+    rec_str(r, key, key_len);
+}
+
+void pack_rec_value_str(pack_rec *r, const char *v)
+{
+    if (v == NULL)
+        pack_rec_value_nil(r);
+    else
+        rec_str(r, v, strlen(v));
+}
+
+void pack_rec_value_nil(pack_rec *r)
+{
+    rec_room(r, 1);
+    mp_write_nil(&r->w);
+}
+
+void pack_rec_value_array(pack_rec *r, uint32_t n)
+{
+    rec_room(r, STR_HEAD_MAX);
+    mp_write_array(&r->w, n);
+}
+
+void pack_rec_map(pack_rec *r, uint32_t pairs)
+{
+    rec_room(r, STR_HEAD_MAX);
+    mp_write_map(&r->w, pairs);
+}
+
+void pack_rec_value_int(pack_rec *r, int64_t v)
+{
+    rec_room(r, INT_MAX_BYTES);
+    mp_write_int(&r->w, v);
+}
+
+/* A pair is put in one buffer when it fits in one: the room for both is made first. */
+void pack_rec_uint(pack_rec *r, const char *key, size_t key_len, uint64_t v)
+{
+    rec_room(r, STR_HEAD_MAX + key_len + INT_MAX_BYTES);
+    rec_str(r, key, key_len);
+    rec_room(r, INT_MAX_BYTES);
+    mp_write_uint(&r->w, v);
+}
+
+void pack_rec_int(pack_rec *r, const char *key, size_t key_len, int64_t v)
+{
+    rec_room(r, STR_HEAD_MAX + key_len + INT_MAX_BYTES);
+    rec_str(r, key, key_len);
+    pack_rec_value_int(r, v);
+}
+
+void pack_rec_bool(pack_rec *r, const char *key, size_t key_len, bool v)
+{
+    rec_room(r, STR_HEAD_MAX + key_len + 1);
+    rec_str(r, key, key_len);
+    rec_room(r, 1);
+    mp_write_bool(&r->w, v);
+}
+
+void pack_rec_str(pack_rec *r, const char *key, size_t key_len, const char *v)
+{
+    size_t n = v != NULL ? strlen(v) : 0;
+    rec_room(r, 2 * STR_HEAD_MAX + key_len + n);
+    rec_str(r, key, key_len);
+    if (v == NULL)
+        pack_rec_value_nil(r);
+    else
+        rec_str(r, v, n);
 }
 
 void pack_cstr(msgpack_packer *pk, const char *s)
 {
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
+    pack_rec r;
+    pack_rec_begin(&r, pk);
+    rec_str(&r, s, strlen(s));
+    pack_rec_end(&r);
 }
 
 void pack_key_uint(msgpack_packer *pk, const char *key, uint64_t v)
 {
-    uint8_t buf[PACK_PAIR_BYTES];
-    mp_writer w;
-    mp_writer_init(&w, buf, sizeof(buf));
-    mp_write_cstr(&w, key);
-    mp_write_uint(&w, v);
-    if (pack_flush(pk, &w))
-        return;
-    pack_cstr(pk, key);
-    msgpack_pack_uint64(pk, v);
+    pack_rec r;
+    pack_rec_begin(&r, pk);
+    pack_rec_uint(&r, key, strlen(key), v);
+    pack_rec_end(&r);
 }
 
 void pack_key_int(msgpack_packer *pk, const char *key, int64_t v)
 {
-    uint8_t buf[PACK_PAIR_BYTES];
-    mp_writer w;
-    mp_writer_init(&w, buf, sizeof(buf));
-    mp_write_cstr(&w, key);
-    mp_write_int(&w, v);
-    if (pack_flush(pk, &w))
-        return;
-    pack_cstr(pk, key);
-    msgpack_pack_int64(pk, v);
+    pack_rec r;
+    pack_rec_begin(&r, pk);
+    pack_rec_int(&r, key, strlen(key), v);
+    pack_rec_end(&r);
 }
 
 void pack_key_str(msgpack_packer *pk, const char *key, const char *v)
 {
-    uint8_t buf[PACK_PAIR_BYTES];
-    mp_writer w;
-    mp_writer_init(&w, buf, sizeof(buf));
-    mp_write_cstr(&w, key);
-    mp_write_cstr(&w, v);
-    if (pack_flush(pk, &w))
-        return;
-    pack_cstr(pk, key);
-    pack_cstr(pk, v);
+    pack_rec r;
+    pack_rec_begin(&r, pk);
+    pack_rec_str(&r, key, strlen(key), v);
+    pack_rec_end(&r);
 }
 
 void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const uint8_t hash[32])
@@ -630,24 +709,10 @@ void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const
 }
 
 /* A day YYYYMMDD as "YYYY-MM-DD", or nil when there is none. */
-static void pack_key_day(msgpack_packer *pk, const char *key, int32_t day)
+static void pack_rec_day(pack_rec *r, const char *key, size_t key_len, int32_t day)
 {
     char text[BUDGET_DATE_BYTES + 1];
-    pack_cstr(pk, key);
-    if (day != 0 && budget_date_format(day, text))
-        pack_cstr(pk, text);
-    else
-        msgpack_pack_nil(pk);
-}
-
-/* A str, or nil for NULL. */
-static void pack_key_str_or_nil(msgpack_packer *pk, const char *key, const char *v)
-{
-    pack_cstr(pk, key);
-    if (v != NULL)
-        pack_cstr(pk, v);
-    else
-        msgpack_pack_nil(pk);
+    pack_rec_str(r, key, key_len, day != 0 && budget_date_format(day, text) ? text : NULL);
 }
 
 /*
@@ -685,83 +750,82 @@ static uint32_t unit_oddities(const ledger_unit_view *u, const char **out)
     return n;
 }
 
-static void pack_frame(msgpack_packer *pk, const ledger_frame_view *f, bool decided)
+static void pack_frame(pack_rec *r, const ledger_frame_view *f, bool decided)
 {
-    msgpack_pack_map(pk, decided ? 17 : 16);
-    pack_key_str(pk, "id", f->id);
-    pack_key_str(pk, "unit", f->unit);
-    pack_key_int(pk, "year", f->year);
-    pack_key_str(pk, "title", f->title);
-    pack_key_str(pk, "reference", f->reference);
-    pack_key_int(pk, "granted", f->granted);
-    pack_key_int(pk, "allocated", f->allocated);
-    pack_key_int(pk, "pending", f->pending);
-    pack_key_int(pk, "unallocated", f->unallocated);
-    pack_key_int(pk, "called_off", f->called_off);
-    pack_cstr(pk, "closed");
-    if (f->closed)
-        msgpack_pack_true(pk);
-    else
-        msgpack_pack_false(pk);
-    pack_key_int(pk, "unspent", f->unspent);
-    pack_key_int(pk, "carried_over", f->carried_over);
-    pack_key_str_or_nil(pk, "carried_from", f->carried_from);
-    pack_key_day(pk, "avrop_last_day", f->avrop_last_day);
-    pack_key_str(pk, "continues", f->continues);
+    pack_rec_map(r, decided ? 17 : 16);
+    pack_rec_str(r, PACK_KEY("id"), f->id);
+    pack_rec_str(r, PACK_KEY("unit"), f->unit);
+    pack_rec_int(r, PACK_KEY("year"), f->year);
+    pack_rec_str(r, PACK_KEY("title"), f->title);
+    pack_rec_str(r, PACK_KEY("reference"), f->reference);
+    pack_rec_int(r, PACK_KEY("granted"), f->granted);
+    pack_rec_int(r, PACK_KEY("allocated"), f->allocated);
+    pack_rec_int(r, PACK_KEY("pending"), f->pending);
+    pack_rec_int(r, PACK_KEY("unallocated"), f->unallocated);
+    pack_rec_int(r, PACK_KEY("called_off"), f->called_off);
+    pack_rec_bool(r, PACK_KEY("closed"), f->closed);
+    pack_rec_int(r, PACK_KEY("unspent"), f->unspent);
+    pack_rec_int(r, PACK_KEY("carried_over"), f->carried_over);
+    pack_rec_str(r, PACK_KEY("carried_from"), f->carried_from);
+    pack_rec_day(r, PACK_KEY("avrop_last_day"), f->avrop_last_day);
+    pack_rec_str(r, PACK_KEY("continues"), f->continues);
 }
 
-static void pack_allocation(msgpack_packer *pk, const ledger_allocation_view *a, bool decided)
+static void pack_allocation(pack_rec *r, const ledger_allocation_view *a, bool decided)
 {
-    msgpack_pack_map(pk, decided ? 14 : 13);
-    pack_key_str(pk, "id", a->id);
-    pack_key_str(pk, "frame", a->frame);
-    pack_key_str(pk, "unit", a->unit);
-    pack_key_int(pk, "year", a->year);
-    pack_key_str(pk, "purpose", a->purpose);
-    pack_key_int(pk, "amount", a->amount);
-    pack_key_str(pk, "status", ledger_status_name(a->status));
-    pack_key_int(pk, "called_off", a->called_off);
-    pack_key_int(pk, "pending", a->pending);
-    pack_key_int(pk, "available", a->available);
-    pack_key_int(pk, "reduced", a->reduced);
-    pack_key_int(pk, "reducing", a->reducing);
-    pack_key_day(pk, "avrop_last_day", a->avrop_last_day);
+    pack_rec_map(r, decided ? 14 : 13);
+    pack_rec_str(r, PACK_KEY("id"), a->id);
+    pack_rec_str(r, PACK_KEY("frame"), a->frame);
+    pack_rec_str(r, PACK_KEY("unit"), a->unit);
+    pack_rec_int(r, PACK_KEY("year"), a->year);
+    pack_rec_str(r, PACK_KEY("purpose"), a->purpose);
+    pack_rec_int(r, PACK_KEY("amount"), a->amount);
+    pack_rec_str(r, PACK_KEY("status"), ledger_status_name(a->status));
+    pack_rec_int(r, PACK_KEY("called_off"), a->called_off);
+    pack_rec_int(r, PACK_KEY("pending"), a->pending);
+    pack_rec_int(r, PACK_KEY("available"), a->available);
+    pack_rec_int(r, PACK_KEY("reduced"), a->reduced);
+    pack_rec_int(r, PACK_KEY("reducing"), a->reducing);
+    pack_rec_day(r, PACK_KEY("avrop_last_day"), a->avrop_last_day);
 }
 
 static void pack_avrop(msgpack_packer *pk, const ledger *l, const ledger_avrop_view *v)
 {
     const char *note = ledger_avrop_note(l, v->id);
-    msgpack_pack_map(pk, 8);
-    pack_key_str(pk, "id", v->id);
-    pack_key_str(pk, "allocation", v->allocation);
-    pack_key_str(pk, "unit", v->unit);
-    pack_key_int(pk, "amount", v->amount);
-    pack_key_str(pk, "status", ledger_status_name(v->status));
-    pack_key_str(pk, "note", note ? note : "");
-    pack_key_int(pk, "reversed", v->reversed);
-    pack_key_int(pk, "reversing", v->reversing);
+    pack_rec r;
+    pack_rec_begin(&r, pk);
+    pack_rec_map(&r, 8);
+    pack_rec_str(&r, PACK_KEY("id"), v->id);
+    pack_rec_str(&r, PACK_KEY("allocation"), v->allocation);
+    pack_rec_str(&r, PACK_KEY("unit"), v->unit);
+    pack_rec_int(&r, PACK_KEY("amount"), v->amount);
+    pack_rec_str(&r, PACK_KEY("status"), ledger_status_name(v->status));
+    pack_rec_str(&r, PACK_KEY("note"), note ? note : "");
+    pack_rec_int(&r, PACK_KEY("reversed"), v->reversed);
+    pack_rec_int(&r, PACK_KEY("reversing"), v->reversing);
+    pack_rec_end(&r);
 }
 
 /* The six keys of a unit's outcome set against its budget (ledger_outcome), as in a unit's
  * row of balances and in `outcome`. */
-static void pack_outcome_keys(msgpack_packer *pk, const ledger_outcome_view *o)
+static void pack_outcome_keys(pack_rec *r, const ledger_outcome_view *o)
 {
-    pack_key_int(pk, "budget", o->budget);
-    pack_key_int(pk, "outcome", o->outcome);
-    pack_cstr(pk, "used_permille");
+    pack_rec_int(r, PACK_KEY("budget"), o->budget);
+    pack_rec_int(r, PACK_KEY("outcome"), o->outcome);
+    pack_rec_key(r, PACK_KEY("used_permille"));
     if (o->has_used)
-        msgpack_pack_int64(pk, o->used_permille);
+        pack_rec_value_int(r, o->used_permille);
     else
-        msgpack_pack_nil(pk);
-    pack_key_int(pk, "deviation", o->deviation);
-    pack_key_int(pk, "forecast", o->forecast);
-    pack_key_int(pk, "last_month", o->last_month);
+        pack_rec_value_nil(r);
+    pack_rec_int(r, PACK_KEY("deviation"), o->deviation);
+    pack_rec_int(r, PACK_KEY("forecast"), o->forecast);
+    pack_rec_int(r, PACK_KEY("last_month"), o->last_month);
 }
 
 #define OUTCOME_KEYS 6
 
 /* A unit's row of balances, with the unit's current name (its code when it has none). */
-static void pack_unit(msgpack_packer *pk, const ledger *l, const ledger_unit_view *u, bool decided)
+static void pack_unit(pack_rec *r, const ledger *l, const ledger_unit_view *u, bool decided)
 {
     const registry *reg = ledger_registry(l);
     uint32_t i = registry_find(reg, u->unit);
@@ -770,17 +834,17 @@ static void pack_unit(msgpack_packer *pk, const ledger *l, const ledger_unit_vie
         registry_view_of(reg, i, &v);
     ledger_outcome_view o;
     ledger_outcome(l, u->unit, u->year, &o);
-    msgpack_pack_map(pk, (decided ? 10 : 9) + OUTCOME_KEYS);
-    pack_key_str(pk, "unit", u->unit);
-    pack_key_str(pk, "name", v.name);
-    pack_key_int(pk, "year", u->year);
-    pack_key_int(pk, "frames", u->frames);
-    pack_key_int(pk, "allocated", u->allocated);
-    pack_key_int(pk, "called_off", u->called_off);
-    pack_key_int(pk, "pending", u->pending);
-    pack_key_int(pk, "available", u->available);
-    pack_key_int(pk, "reducing", u->reducing);
-    pack_outcome_keys(pk, &o);
+    pack_rec_map(r, (decided ? 10 : 9) + OUTCOME_KEYS);
+    pack_rec_str(r, PACK_KEY("unit"), u->unit);
+    pack_rec_str(r, PACK_KEY("name"), v.name);
+    pack_rec_int(r, PACK_KEY("year"), u->year);
+    pack_rec_int(r, PACK_KEY("frames"), u->frames);
+    pack_rec_int(r, PACK_KEY("allocated"), u->allocated);
+    pack_rec_int(r, PACK_KEY("called_off"), u->called_off);
+    pack_rec_int(r, PACK_KEY("pending"), u->pending);
+    pack_rec_int(r, PACK_KEY("available"), u->available);
+    pack_rec_int(r, PACK_KEY("reducing"), u->reducing);
+    pack_outcome_keys(r, &o);
 }
 
 /*
@@ -841,22 +905,25 @@ static int page_emit(msgpack_packer *pk, const char *key, list_page *p)
 }
 
 /* "oddities": [names...] of an item of a decided_by view, counted in the page. */
-static void pack_oddities(list_page *p, const char *const *names, uint32_t n)
+static void pack_oddities(list_page *p, pack_rec *r, const char *const *names, uint32_t n)
 {
-    pack_cstr(&p->pk, "oddities");
-    msgpack_pack_array(&p->pk, n);
+    pack_rec_key(r, PACK_KEY("oddities"));
+    pack_rec_value_array(r, n);
     for (uint32_t i = 0; i < n; i++)
-        pack_cstr(&p->pk, names[i]);
+        pack_rec_value_str(r, names[i]);
     p->oddities += n > 0;
 }
 
 static void page_frame(list_page *p, const ledger_frame_view *f)
 {
-    pack_frame(&p->pk, f, p->decided);
+    pack_rec r;
+    pack_rec_begin(&r, &p->pk);
+    pack_frame(&r, f, p->decided);
     if (p->decided) {
         const char *names[ODDITIES_MAX];
-        pack_oddities(p, names, frame_oddities(f, names));
+        pack_oddities(p, &r, names, frame_oddities(f, names));
     }
+    pack_rec_end(&r);
 }
 
 /* In a decided_by view, a frame whose grant was decided later is left out unless something
@@ -903,11 +970,14 @@ static bool page_avrop_at(list_page *p, const ledger *l, const balances_query *q
 
 static void page_unit(list_page *p, const ledger *l, const ledger_unit_view *u)
 {
-    pack_unit(&p->pk, l, u, p->decided);
+    pack_rec r;
+    pack_rec_begin(&r, &p->pk);
+    pack_unit(&r, l, u, p->decided);
     if (p->decided) {
         const char *names[ODDITIES_MAX];
-        pack_oddities(p, names, unit_oddities(u, names));
+        pack_oddities(p, &r, names, unit_oddities(u, names));
     }
+    pack_rec_end(&r);
 }
 
 static bool page_units_at(list_page *p, const ledger *l, const balances_query *q)
@@ -945,11 +1015,14 @@ static void page_frames(list_page *p, const ledger *l, const balances_query *q)
 
 static void page_allocation(list_page *p, const ledger_allocation_view *a)
 {
-    pack_allocation(&p->pk, a, p->decided);
+    pack_rec r;
+    pack_rec_begin(&r, &p->pk);
+    pack_allocation(&r, a, p->decided);
     if (p->decided) {
         const char *names[ODDITIES_MAX];
-        pack_oddities(p, names, allocation_oddities(a, names));
+        pack_oddities(p, &r, names, allocation_oddities(a, names));
     }
+    pack_rec_end(&r);
 }
 
 static bool page_allocations_at(list_page *p, const ledger *l, const balances_query *q)
@@ -1007,15 +1080,9 @@ static void page_units(list_page *p, const ledger *l, const balances_query *q)
         return;
     if (page_units_at(p, l, q))
         return;
-    while (!p->more && ledger_next_unit(l, &i, q->unit[0] ? q->unit : NULL, q->year, &u)) {
-        if (!page_takes(p))
-            continue;
-        pack_unit(&p->pk, l, &u, p->decided);
-        if (p->decided) {
-            const char *names[ODDITIES_MAX];
-            pack_oddities(p, names, unit_oddities(&u, names));
-        }
-    }
+    while (!p->more && ledger_next_unit(l, &i, q->unit[0] ? q->unit : NULL, q->year, &u))
+        if (page_takes(p))
+            page_unit(p, l, &u);
 }
 
 /* The sums of a row, a subtotal or a total; "plan" and "unspent" are nil when there is none. */
@@ -1340,7 +1407,10 @@ int request_pack_outcome(msgpack_packer *pk, const ledger *l, const outcome_quer
     pack_key_str(pk, "unit", q->unit);
     pack_key_str(pk, "name", v.name);
     pack_key_int(pk, "year", q->year);
-    pack_outcome_keys(pk, &o);
+    pack_rec r;
+    pack_rec_begin(&r, pk);
+    pack_outcome_keys(&r, &o);
+    pack_rec_end(&r);
     pack_cstr(pk, "months");
     rc |= msgpack_pack_array(pk, OUTCOME_MONTHS);
     for (int m = 0; m < OUTCOME_MONTHS; m++)

@@ -13,6 +13,7 @@
 
 #include "access.h"
 #include "ledger.h"
+#include "proto/mp.h"
 
 /* The write ops of docs/protocol.md, one per event type (LEDGER_EVENT_TYPES): `need` is the
  * role the caller must hold (checked by ops.c's dispatch before the op runs), `type` the
@@ -143,7 +144,42 @@ int request_pack_outcome(msgpack_packer *pk, const ledger *l, const outcome_quer
 /* The result of a write: {"seq","hash","ts","type","id"}. */
 void request_pack_write_result(msgpack_packer *pk, const ledger_event *ev, const uint8_t hash[32]);
 
-/* Small packing helpers shared by the server. */
+/*
+ * A record's pairs gathered in a buffer on the stack and handed to the packer a buffer at a
+ * time: a page of balances is hundreds of records of a dozen or more short pairs each, and the
+ * packer's cost per call (a function pointer, a room check, a copy) was the larger part of
+ * packing one. Keys come with their length (PACK_KEY for a literal), so a key costs no strlen.
+ * The bytes are those msgpack-c's own calls write (tests/test_pack.c). Between
+ * pack_rec_begin and pack_rec_end nothing else may be written to `pk`.
+ */
+#define PACK_REC_BYTES 1024u
+typedef struct {
+    msgpack_packer *pk;
+    mp_writer w;
+    uint8_t buf[PACK_REC_BYTES];
+} pack_rec;
+
+/* A key that is a string literal, and its length: the two key arguments of pack_rec_*. */
+#define PACK_KEY(lit) ("" lit ""), (sizeof(lit) - 1)
+
+void pack_rec_begin(pack_rec *r, msgpack_packer *pk);
+/* A map's header: `pairs` pairs follow. */
+void pack_rec_map(pack_rec *r, uint32_t pairs);
+void pack_rec_uint(pack_rec *r, const char *key, size_t key_len, uint64_t v);
+void pack_rec_int(pack_rec *r, const char *key, size_t key_len, int64_t v);
+/* A str value, or nil when `v` is NULL. */
+void pack_rec_str(pack_rec *r, const char *key, size_t key_len, const char *v);
+void pack_rec_bool(pack_rec *r, const char *key, size_t key_len, bool v);
+/* The key alone: its value is packed next (pack_rec_value_*). */
+void pack_rec_key(pack_rec *r, const char *key, size_t key_len);
+void pack_rec_value_str(pack_rec *r, const char *v);
+void pack_rec_value_int(pack_rec *r, int64_t v);
+void pack_rec_value_nil(pack_rec *r);
+void pack_rec_value_array(pack_rec *r, uint32_t n);
+/* Hands what is gathered to the packer. */
+void pack_rec_end(pack_rec *r);
+
+/* Small packing helpers shared by the server: one pair or str, packed as a record. */
 void pack_cstr(msgpack_packer *pk, const char *s);
 void pack_key_uint(msgpack_packer *pk, const char *key, uint64_t v);
 void pack_key_int(msgpack_packer *pk, const char *key, int64_t v);
