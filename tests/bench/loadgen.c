@@ -41,6 +41,8 @@
  * --daemon-pid also reports the CPU time budgetd spent per event appended (user + system, of
  * all its threads, from /proc/PID/stat), over the same window as the events counted: a figure
  * of the write path's cost that a slow or busy disk does not move as it moves appends/s.
+ * With readers alone it reports budgetd's CPU time per read answered in the timed run: the
+ * readers share the machine's cores with budgetd, so reads/s moves with their cost as well.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -600,7 +602,14 @@ typedef struct {
     uint64_t inflight;
     role_stats stats[2];
     bool readers_on; /* --compare: false while the appenders run alone */
+    /* --daemon-pid: budgetd's CPU time (s) when the warm-up ended, read at the first turn
+     * after it, so that a figure per answer counts the answers of the timed run only. */
+    long daemon_pid;
+    bool warm_read;
+    double cpu_warm;
 } run_state;
+
+static int proc_cpu(long pid, double *seconds);
 
 static int conn_reserve_out(lg_conn *c, size_t more)
 {
@@ -758,6 +767,11 @@ static int run(run_state *s)
                 return -1;
         }
         now = bench_now_ns();
+        if (!s->warm_read && now >= s->warm_ns) {
+            s->warm_read = true;
+            if (proc_cpu(s->daemon_pid, &s->cpu_warm) != 0)
+                return -1;
+        }
         if (s->sending && now >= s->end_ns)
             s->sending = false;
         if (!s->sending && s->inflight == 0)
@@ -779,6 +793,7 @@ static int run_phase(run_state *s, bool readers_on, double seconds, double warmu
         bench_latency_init(&s->stats[k].latency);
     }
     s->readers_on = readers_on;
+    s->warm_read = false;
     uint64_t start = bench_now_ns();
     s->warm_ns = start + (uint64_t)(warmup * 1e9);
     s->end_ns = s->warm_ns + (uint64_t)(seconds * 1e9);
@@ -968,6 +983,7 @@ int main(int argc, char **argv)
     run_state s = {0};
     s.count = appenders + readers;
     s.depth = depth;
+    s.daemon_pid = daemon_pid;
     s.conns = calloc(s.count, sizeof(*s.conns));
     s.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (!s.conns || s.epoll_fd < 0)
@@ -1046,6 +1062,14 @@ int main(int argc, char **argv)
                cpu1 - cpu0);
         char key[96];
         snprintf(key, sizeof(key), "%s_cpu_us_per_event", name);
+        bench_result(key, "%.2f", us);
+    }
+    if (daemon_pid > 0 && appenders == 0 && s.stats[ROLE_READ].ok > 0) {
+        /* Reads alone: the CPU of the timed run (from the end of the warm-up) per answer. */
+        double us = (cpu1 - s.cpu_warm) * 1e6 / (double)s.stats[ROLE_READ].ok;
+        printf("         budgetd's CPU per read: %.1f us\n", us);
+        char key[96];
+        snprintf(key, sizeof(key), "%s_cpu_us_per_read", name);
         bench_result(key, "%.2f", us);
     }
     for (unsigned i = 0; i < s.count; i++) {
