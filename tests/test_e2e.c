@@ -1011,7 +1011,9 @@ static uint64_t stat_of(const char *key)
 #define REST_WRITES 240
 #define REST_READS 160
 
-/* `n` frames of `op` on one connection: grants named rest-<round>-<id>, or balances of KS. */
+/* `n` frames of `op` on one connection: grants named rest-<round>-<id>, or balances of KS. The
+ * amounts differ from round to round: a grant like an earlier one would be refused as a likely
+ * duplicate. */
 static void pack_rest_frames(e2e_buf *b, bool writes, int round, int n)
 {
     char name[48];
@@ -1027,7 +1029,7 @@ static void pack_rest_frames(e2e_buf *b, bool writes, int round, int n)
             e2e_kv_str(b, "id", name);
             e2e_kv_str(b, "unit", "KS");
             e2e_kv_int(b, "year", 2021);
-            e2e_kv_int(b, "amount", (int64_t)id * 100);
+            e2e_kv_int(b, "amount", (int64_t)round * 1000000 + (int64_t)id * 100);
             e2e_kv_str(b, "title", "Beside reads");
             e2e_kv_decision(b);
         } else {
