@@ -58,6 +58,9 @@ struct conn {
     /* In hub->ready: it may have frames to handle or reading to start (conn_wake). */
     bool ready;
     conn_t *ready_next;
+    /* In conn_process: the answers it makes wait in their slots, and are written together
+     * when it ends (or when the slots run out). */
+    bool gathering;
     /* In hub->corked: answers wait in their slots until conn_hub_uncork writes them. */
     bool flush_due;
     conn_t *flush_next;
@@ -192,6 +195,8 @@ void conn_answer_frame(conn_t *c, uint32_t idx, char *frame, size_t size)
     c->held_bytes += size;
     c->out_cost += c->slots[idx].cost;
     conn_hub_t *h = c->hub;
+    if (c->gathering && !h->corked)
+        return; /* conn_process writes it with the others it answers */
     if (!h->corked) {
         conn_flush(c);
         return;
@@ -521,21 +526,29 @@ static void conn_set_reading(conn_t *c, bool blocked)
     }
 }
 
-/* Handles every whole frame received, while answer slots and output room allow. Called only
- * by conn_run_ready: an answer made here wakes the connection again, never re-enters. */
-static void conn_process(conn_t *c)
+/* True when the oldest answer owed is made: conn_flush has something to write. */
+static bool conn_head_answered(const conn_t *c)
+{
+    return c->slot_count > 0 && c->slots[c->slot_head].frame != NULL;
+}
+
+/*
+ * Handles every whole frame received, while answer slots and output room allow. Sets *blocked
+ * when a read waits for the connection's writes, *deferred when one waits for the next turn.
+ * The answers made here are held in their slots (c->gathering) until conn_process writes them;
+ * when the slots run out, those made so far are written to free them, as they would have been.
+ */
+static void conn_handle_frames(conn_t *c, bool *blocked, bool *deferred)
 {
     size_t used = 0;
     uint32_t body = 0;
-    bool blocked = false, deferred = false;
 
-    assert(c->hub->running_ready);
-    assert(!c->ready && !c->closing && c->refs > 0);
-    assert(c->recv_len <= c->recv_cap);
-    if (!c->identified)
-        return; /* identity_done wakes it */
-    while (!c->closing && !c->close_flushed && c->slot_count < BUDGET_CONN_INFLIGHT_MAX &&
-           !conn_output_full(c)) {
+    for (;;) {
+        if (c->slot_count >= BUDGET_CONN_INFLIGHT_MAX && conn_head_answered(c) && !c->closing)
+            conn_flush(c);
+        if (c->closing || c->close_flushed || c->slot_count >= BUDGET_CONN_INFLIGHT_MAX ||
+            conn_output_full(c))
+            break;
         int rc = budget_frame_peek(c->recv + used, c->recv_len - used, &body);
         uint32_t n = 0, max = BUDGET_FRAME_BYTES_MAX;
         if (c->recv_len - used >= BUDGET_FRAME_HEADER_BYTES) {
@@ -561,13 +574,13 @@ static void conn_process(conn_t *c)
          * a frame that is refused waits its turn like a read. */
         bool is_write = parsed == 0 && request_find_write(env.op, env.op_len) != NULL;
         if (c->writes_waiting > 0 && !is_write) {
-            blocked = true; /* woken by conn_write_answered */
+            *blocked = true; /* woken by conn_write_answered */
             break;
         }
         /* A read past the turn's slice waits, and the frames after it with it (they stay in
          * order), for the next turn. */
         if (!is_write && read_slice_spent(c->hub)) {
-            deferred = true;
+            *deferred = true;
             break;
         }
         handle_frame(c, &env, parsed, why, is_write);
@@ -579,6 +592,26 @@ static void conn_process(conn_t *c)
         /* What is left is the start of the next frame, which began just now. */
         c->frame_begun_ms = c->recv_len ? uv_now(c->hub->loop) : 0;
     }
+}
+
+/* Handles the frames received (conn_handle_frames), then writes the answers it made in one
+ * write: a client that sends several requests at once gets their answers at once, one system
+ * call on each side instead of one per answer. Called only by conn_run_ready: an answer made
+ * here wakes the connection again, never re-enters. */
+static void conn_process(conn_t *c)
+{
+    bool blocked = false, deferred = false;
+
+    assert(c->hub->running_ready);
+    assert(!c->ready && !c->closing && c->refs > 0);
+    assert(c->recv_len <= c->recv_cap);
+    if (!c->identified)
+        return; /* identity_done wakes it */
+    c->gathering = true;
+    conn_handle_frames(c, &blocked, &deferred);
+    c->gathering = false;
+    if (conn_head_answered(c) && !c->closing)
+        conn_flush(c);
     if (c->closing || c->close_flushed)
         return;
     conn_set_reading(c, blocked || deferred);
@@ -1008,6 +1041,9 @@ int conn_write_ahead(conn_t *c, uint32_t idx, char *frame, size_t size,
                      void (*done)(void *arg, int status), void *arg)
 {
     assert(done != NULL);
+    /* Made while the connection's frames are handled: the answers held ahead of it go first. */
+    if (c->gathering)
+        conn_flush(c);
     assert(c->slot_count > 0 && c->slot_head == idx); /* the oldest answer owed */
     (void)idx;
     write_req *w = c->closing ? NULL : write_req_new(c, 1);

@@ -1224,6 +1224,36 @@ Test(e2e, a_commits_answers_to_one_connection_are_written_together)
     stop_cleanly();
 }
 
+/* Reads sent together are answered together: the answers that one pass over a connection's
+ * frames makes go out in one write, not one write each. More than the connection's answer
+ * slots hold are all answered, in order (docs/performance.md, "Reads, 8 × 4"). */
+Test(e2e, reads_sent_together_are_answered_in_few_writes_and_in_order)
+{
+    enum { N = 3 * BUDGET_CONN_INFLIGHT_MAX + 5 };
+    e2e_buf b;
+    int fd = e2e_raw_connect(bd.socket);
+    e2e_assert(fd >= 0, "connect");
+    uint64_t head = e2e_head_raw(fd, 1); /* identified: frames are read now */
+    uint64_t answers0 = stat_of("answers"), writes0 = stat_of("answer_writes");
+
+    e2e_buf_init(&b);
+    for (uint64_t id = 2; id < 2 + N; id++)
+        pack_hello(&b, id);
+    e2e_assert_int(send(fd, b.sb.data, b.sb.size, MSG_NOSIGNAL), b.sb.size, "bytes sent at once");
+    for (uint64_t id = 2; id < 2 + N; id++)
+        e2e_assert_int(expect_response(fd, id, NULL, "a hello of the pipeline"), head,
+                       "the head a hello of the pipeline reports");
+
+    /* Each stat_of is answered in a write of its own; the first is counted in the second. */
+    uint64_t answers = stat_of("answers") - answers0, writes = stat_of("answer_writes") - writes0;
+    e2e_assert(answers >= N, "%" PRIu64 " answers counted for %d hellos", answers, N);
+    e2e_assert(writes <= N / 16, "%d answers to reads sent at once took %" PRIu64 " writes", N,
+               writes);
+    e2e_buf_destroy(&b);
+    close(fd);
+    stop_cleanly();
+}
+
 /*
  * A read pipelined after a write on the same connection sees that write: the responses come
  * in request order, so a client that was told "ok, seq 1" and then, on the next response,
