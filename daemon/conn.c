@@ -532,6 +532,21 @@ static bool conn_head_answered(const conn_t *c)
     return c->slot_count > 0 && c->slots[c->slot_head].frame != NULL;
 }
 
+/* Writes the answers held in a pass (conn_flush). The write is the reads' loop time as much as
+ * making their answers is, so when the pass handled reads since `reads` (hub->turn_reads then)
+ * it counts in the turn's reads' time (read_slice_spent, --read-share). */
+static void conn_flush_pass(conn_t *c, uint32_t reads)
+{
+    conn_hub_t *h = c->hub;
+    if (h->turn_reads == reads) {
+        conn_flush(c);
+        return;
+    }
+    uint64_t begun_ns = uv_hrtime();
+    conn_flush(c);
+    h->turn_read_ns += uv_hrtime() - begun_ns;
+}
+
 /*
  * Handles every whole frame received, while answer slots and output room allow. Sets *blocked
  * when a read waits for the connection's writes, *deferred when one waits for the next turn.
@@ -542,10 +557,13 @@ static void conn_handle_frames(conn_t *c, bool *blocked, bool *deferred)
 {
     size_t used = 0;
     uint32_t body = 0;
+    uint32_t reads = c->hub->turn_reads;
 
     for (;;) {
-        if (c->slot_count >= BUDGET_CONN_INFLIGHT_MAX && conn_head_answered(c) && !c->closing)
-            conn_flush(c);
+        if (c->slot_count >= BUDGET_CONN_INFLIGHT_MAX && conn_head_answered(c) && !c->closing) {
+            conn_flush_pass(c, reads);
+            reads = c->hub->turn_reads;
+        }
         if (c->closing || c->close_flushed || c->slot_count >= BUDGET_CONN_INFLIGHT_MAX ||
             conn_output_full(c))
             break;
@@ -607,11 +625,12 @@ static void conn_process(conn_t *c)
     assert(c->recv_len <= c->recv_cap);
     if (!c->identified)
         return; /* identity_done wakes it */
+    uint32_t reads = c->hub->turn_reads;
     c->gathering = true;
     conn_handle_frames(c, &blocked, &deferred);
     c->gathering = false;
     if (conn_head_answered(c) && !c->closing)
-        conn_flush(c);
+        conn_flush_pass(c, reads);
     if (c->closing || c->close_flushed)
         return;
     conn_set_reading(c, blocked || deferred);
