@@ -1180,16 +1180,45 @@ Test(e2e, every_stats_counter_is_documented_and_every_documented_one_is_answered
     budget_client_close(c);
 }
 
+/* The counters of answers and of the writes that took them, before frames are sent at once. */
+typedef struct {
+    int fd;
+    uint64_t head; /* what a hello on fd reported before */
+    uint64_t answers0, writes0;
+} sent_at_once;
+
+static sent_at_once at_once_begin(void)
+{
+    sent_at_once t;
+    t.fd = e2e_raw_connect(bd.socket);
+    e2e_assert(t.fd >= 0, "connect");
+    t.head = e2e_head_raw(t.fd, 1); /* identified: frames are read now */
+    t.answers0 = stat_of("answers");
+    t.writes0 = stat_of("answer_writes");
+    return t;
+}
+
+/* Once the `n` answers came: they took at most n / `per_write` writes. Stops the daemon. */
+static void at_once_end(sent_at_once *t, uint64_t n, uint64_t per_write, const char *what)
+{
+    /* Each stat_of is answered in a write of its own; the first is counted in the second. */
+    uint64_t answers = stat_of("answers") - t->answers0;
+    uint64_t writes = stat_of("answer_writes") - t->writes0;
+    e2e_assert(answers >= n, "%" PRIu64 " answers counted for %" PRIu64 " %s", answers, n, what);
+    e2e_assert(writes <= n / per_write, "%" PRIu64 " answers to %s took %" PRIu64 " writes", n,
+               what, writes);
+    close(t->fd);
+    stop_cleanly();
+}
+
 /* The writes of one group commit are answered together: one connection's answers go out in one
  * write, not one write each (docs/performance.md, the write path's CPU). */
 Test(e2e, a_commits_answers_to_one_connection_are_written_together)
 {
     enum { N = 64 };
     e2e_buf b;
-    int fd = e2e_raw_connect(bd.socket);
-    e2e_assert(fd >= 0, "connect");
-    e2e_assert_int(e2e_head_raw(fd, 1), U, "head before"); /* identified: frames are read now */
-    uint64_t answers0 = stat_of("answers"), writes0 = stat_of("answer_writes");
+    sent_at_once t = at_once_begin();
+    e2e_assert_int(t.head, U, "head before");
 
     e2e_buf_init(&b);
     for (uint64_t id = 2; id < 2 + N; id++) {
@@ -1210,18 +1239,11 @@ Test(e2e, a_commits_answers_to_one_connection_are_written_together)
         e2e_frame_end(&b);
     }
     /* All at once: read in one turn of the loop, checked into one group commit. */
-    e2e_assert_int(send(fd, b.sb.data, b.sb.size, MSG_NOSIGNAL), b.sb.size, "bytes sent at once");
+    e2e_assert_int(send(t.fd, b.sb.data, b.sb.size, MSG_NOSIGNAL), b.sb.size, "bytes sent at once");
     for (uint64_t id = 2; id < 2 + N; id++)
-        expect_response(fd, id, NULL, "a grant of the pipeline");
-
-    /* Each stat_of is answered in a write of its own; the first is counted in the second. */
-    uint64_t answers = stat_of("answers") - answers0, writes = stat_of("answer_writes") - writes0;
-    e2e_assert(answers >= N, "%" PRIu64 " answers counted for %d grants", answers, N);
-    e2e_assert(writes <= N / 4, "%d answers of a few group commits took %" PRIu64 " writes", N,
-               writes);
+        expect_response(t.fd, id, NULL, "a grant of the pipeline");
     e2e_buf_destroy(&b);
-    close(fd);
-    stop_cleanly();
+    at_once_end(&t, N, 4, "grants of a few group commits");
 }
 
 /* Reads sent together are answered together: the answers that one pass over a connection's
@@ -1231,27 +1253,17 @@ Test(e2e, reads_sent_together_are_answered_in_few_writes_and_in_order)
 {
     enum { N = 3 * BUDGET_CONN_INFLIGHT_MAX + 5 };
     e2e_buf b;
-    int fd = e2e_raw_connect(bd.socket);
-    e2e_assert(fd >= 0, "connect");
-    uint64_t head = e2e_head_raw(fd, 1); /* identified: frames are read now */
-    uint64_t answers0 = stat_of("answers"), writes0 = stat_of("answer_writes");
+    sent_at_once t = at_once_begin();
 
     e2e_buf_init(&b);
     for (uint64_t id = 2; id < 2 + N; id++)
         pack_hello(&b, id);
-    e2e_assert_int(send(fd, b.sb.data, b.sb.size, MSG_NOSIGNAL), b.sb.size, "bytes sent at once");
+    e2e_assert_int(send(t.fd, b.sb.data, b.sb.size, MSG_NOSIGNAL), b.sb.size, "bytes sent at once");
     for (uint64_t id = 2; id < 2 + N; id++)
-        e2e_assert_int(expect_response(fd, id, NULL, "a hello of the pipeline"), head,
+        e2e_assert_int(expect_response(t.fd, id, NULL, "a hello of the pipeline"), t.head,
                        "the head a hello of the pipeline reports");
-
-    /* Each stat_of is answered in a write of its own; the first is counted in the second. */
-    uint64_t answers = stat_of("answers") - answers0, writes = stat_of("answer_writes") - writes0;
-    e2e_assert(answers >= N, "%" PRIu64 " answers counted for %d hellos", answers, N);
-    e2e_assert(writes <= N / 16, "%d answers to reads sent at once took %" PRIu64 " writes", N,
-               writes);
     e2e_buf_destroy(&b);
-    close(fd);
-    stop_cleanly();
+    at_once_end(&t, N, 16, "reads sent at once");
 }
 
 /*
