@@ -25,7 +25,7 @@ struct history_cache {
     uint32_t builds_max;
     uint32_t building;     /* ledgers being built, kept or not */
     uint32_t private_held; /* ledgers built but not kept, that their reads still hold */
-    uint64_t hits, builds, based, queued;
+    uint64_t hits, builds, based, queued, from_snapshot;
     uint64_t uses;
     slot slots[];
 };
@@ -250,9 +250,17 @@ void history_cache_stats(history_cache *c, history_stats *out)
     out->hits = c->hits;
     out->builds = c->builds;
     out->based = c->based;
+    out->from_snapshot = c->from_snapshot;
     out->queued = c->queued;
     out->kept = 0;
     for (uint32_t i = 0; i < c->slots_len; i++)
         out->kept += c->slots[i].state == SLOT_READY;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void history_cache_note_snapshot(history_cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->from_snapshot++;
     pthread_mutex_unlock(&c->lock);
 }

@@ -44,7 +44,8 @@ typedef struct {
     uint64_t builds; /* ledgers built */
     uint64_t kept;   /* ledgers kept now */
     uint64_t based;  /* ledgers built from a copy of one kept (history_cache_base) */
-    uint64_t queued; /* reads that waited for another build to end before building */
+    uint64_t from_snapshot; /* ledgers built from a snapshot (history_cache_note_snapshot) */
+    uint64_t queued;        /* reads that waited for another build to end before building */
 } history_stats;
 
 /* Keeps at most `kept_max` ledgers (0: none; every read builds its own), each freed once no
@@ -72,8 +73,8 @@ void history_cache_release(history_cache *c, const ledger *l);
  * latest point from event `floor` (at least 1) to `upto`, held as history_cache_get's are, its
  * point in *at; NULL when none. A copy of it with the events after *at applied is the ledger at
  * `upto`, for less than restoring a snapshot at `floor` or before (the caller passes the newest
- * one at or below `upto`, or 0) and applying more events; or, for a view by decision day, which
- * no snapshot serves, for less than replaying the log from its first event.
+ * one at or below `upto` that could serve the read, or 0) and applying more events, or replaying
+ * the log from its first event.
  */
 const ledger *history_cache_base(history_cache *c, int32_t decided_by, uint64_t floor,
                                  uint64_t upto, uint64_t *at);
@@ -83,6 +84,8 @@ const ledger *history_cache_base(history_cache *c, int32_t decided_by, uint64_t 
 void history_cache_trim(history_cache *c, uint64_t now_ms);
 uint64_t history_now_ms(void);
 
+/* Counts a ledger built from a snapshot, for history_stats. */
+void history_cache_note_snapshot(history_cache *c);
 void history_cache_stats(history_cache *c, history_stats *out);
 
 #endif

@@ -30,6 +30,7 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +227,10 @@ struct ledger {
 
     uint64_t events, last_seq;
     uint64_t last_ts_ms; /* of the event with last_seq */
+    /* The latest day (ledger_decision_day) of an event applied by ledger_apply that a view of
+     * what was decided by a day counts by its day (one resting on a decision, or a
+     * withdrawal); 0 when none. ledger_decided_base reads it. */
+    int32_t decided_last;
     uint64_t ids_of_kind[LEDGER_KIND_END];
     ledger_index ix;
 };
@@ -2714,6 +2719,8 @@ int ledger_apply(ledger *l, const ledger_event *ev)
     return ledger_apply_syntax_ok(l, ev);
 }
 
+static bool counted_by_day(const ledger_event *ev);
+
 int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
 {
     assert(l != NULL && ev != NULL);
@@ -2741,6 +2748,11 @@ int ledger_apply_syntax_ok(ledger *l, const ledger_event *ev)
     define_named_units(l, ev);
     type_apply[ev->type](l, ev, &r, id);
     assert_balanced(l, &r);
+    if (counted_by_day(ev)) {
+        int32_t day = ledger_decision_day(ev);
+        if (day > l->decided_last)
+            l->decided_last = day;
+    }
     l->events++;
     l->last_seq = ev->seq;
     l->last_ts_ms = ev->ts_ms;
@@ -3345,15 +3357,34 @@ int32_t ledger_decision_day(const ledger_event *ev)
     return entry_day(ev->ts_ms);
 }
 
-/* True when events of `t` rest on a decision (their table has the decision's date). */
+/* True when events of `t` (a known type) rest on a decision (their table has the decision's
+ * date). Asked for every event a ledger applies, so each type's answer is found once. */
 static bool rests_on_decision(ledger_type t)
 {
+    static _Atomic uint8_t known[LEDGER_TYPE_END]; /* 0: not found yet; 1: no; 2: yes */
+    uint8_t k = atomic_load_explicit(&known[t], memory_order_relaxed);
+    if (k != 0)
+        return k == 2;
     const event_type_info *info = &event_types[t];
+    bool rests = false;
     for (uint8_t i = 0; i < info->field_count; i++)
         if (info->fields[i].value == FIELD_DATE &&
             info->fields[i].offset == offsetof(ledger_event, decision_date))
-            return true;
-    return false;
+            rests = true;
+    atomic_store_explicit(&known[t], rests ? 2 : 1, memory_order_relaxed);
+    return rests;
+}
+
+/* True when a view of what was decided by a day counts `ev` by its day (ledger_decision_day):
+ * an event that rests on a decision, or a withdrawal. */
+static bool counted_by_day(const ledger_event *ev)
+{
+    return ev->type == LEDGER_REQUEST_WITHDRAWN || rests_on_decision(ev->type);
+}
+
+bool ledger_decided_base(const ledger *l, int32_t decided_by)
+{
+    return l->decided_last <= decided_by && l->closings_len == 0 && l->corrections_len == 0;
 }
 
 /*
@@ -3464,9 +3495,7 @@ int ledger_apply_decided_syntax_ok(ledger *l, const ledger_event *ev, int32_t de
     /* The units of an old log are defined as on replay, by every event, left out or not: the
      * register is the same in every view. */
     define_named_units(l, ev);
-    bool later = ev->type == LEDGER_REQUEST_WITHDRAWN || rests_on_decision(ev->type)
-                     ? ledger_decision_day(ev) > decided_by
-                     : false;
+    bool later = counted_by_day(ev) && ledger_decision_day(ev) > decided_by;
     /* The event as this view applies it: itself, or a copy with nothing granted (an event is
      * several KiB, so it is copied only then). */
     const ledger_event *use = ev;
@@ -3508,7 +3537,7 @@ int ledger_apply_decided_syntax_ok(ledger *l, const ledger_event *ev, int32_t de
  * padding and the bytes after its texts too, so that a snapshot holds nothing the process held
  * before, and one state saves the same bytes however it was built.
  */
-#define LEDGER_SAVE_LAYOUT 1u
+#define LEDGER_SAVE_LAYOUT 2u
 #define LEDGER_ROWS_MAX (UINT32_C(1) << 31)
 
 typedef struct {
@@ -3528,7 +3557,23 @@ typedef struct {
     uint64_t events, last_seq, last_ts_ms;
     uint64_t ids_of_kind[LEDGER_KIND_END];
     uint32_t plan_rows;
+    int32_t decided_last;
+    /* The lengths of the arrays of closings and corrections, which follow: what
+     * ledger_peek_decided_base needs besides decided_last, here at the start. */
+    uint32_t closings, corrections;
 } save_counters;
+
+/* Layout 1 saved these counters, the same up to decided_last: such a state still loads, as one
+ * that no view by decision day starts from (its decided_last is unknown). */
+#define LEDGER_SAVE_LAYOUT_1 1u
+typedef struct {
+    uint64_t events, last_seq, last_ts_ms;
+    uint64_t ids_of_kind[LEDGER_KIND_END];
+    uint32_t plan_rows;
+} save_counters_1;
+_Static_assert(offsetof(save_counters_1, plan_rows) == offsetof(save_counters, plan_rows) &&
+                   sizeof(save_counters_1) <= sizeof(save_counters),
+               "layout 1's counters are the start of layout 2's");
 
 static int table_save(const table *t, snap_sink *s)
 {
@@ -3563,6 +3608,9 @@ int ledger_save(const ledger *l, snap_sink *s)
     counters.last_ts_ms = l->last_ts_ms;
     memcpy(counters.ids_of_kind, l->ids_of_kind, sizeof counters.ids_of_kind);
     counters.plan_rows = l->plan_rows;
+    counters.decided_last = l->decided_last;
+    counters.closings = l->closings_len;
+    counters.corrections = l->corrections_len;
     if (snap_put(s, &layout, sizeof layout) != 0 || snap_put(s, &counters, sizeof counters) != 0 ||
         snap_put_array(s, l->ids, l->ids_len, sizeof *l->ids) != 0 ||
         table_save(&l->id_table, s) != 0 ||
@@ -3602,9 +3650,15 @@ ledger *ledger_load(snap_source *s)
 {
     save_layout want = layout_now(), layout;
     save_counters counters;
-    if (snap_get(s, &layout, sizeof layout) != 0 || memcmp(&layout, &want, sizeof want) != 0 ||
-        snap_get(s, &counters, sizeof counters) != 0 || counters.last_seq > SEQ_MAX ||
-        counters.events > counters.last_seq)
+    memset(&counters, 0, sizeof counters); /* layout 1 fills only its start */
+    if (snap_get(s, &layout, sizeof layout) != 0)
+        return NULL;
+    bool first = layout.layout == LEDGER_SAVE_LAYOUT_1;
+    if (first)
+        want.layout = LEDGER_SAVE_LAYOUT_1;
+    if (memcmp(&layout, &want, sizeof want) != 0 ||
+        snap_get(s, &counters, first ? sizeof(save_counters_1) : sizeof counters) != 0 ||
+        counters.last_seq > SEQ_MAX || counters.events > counters.last_seq)
         return NULL;
     ledger *l = calloc(1, sizeof *l);
     if (l == NULL)
@@ -3614,6 +3668,7 @@ ledger *ledger_load(snap_source *s)
     l->last_ts_ms = counters.last_ts_ms;
     memcpy(l->ids_of_kind, counters.ids_of_kind, sizeof l->ids_of_kind);
     l->plan_rows = counters.plan_rows;
+    l->decided_last = first ? INT32_MAX : counters.decided_last;
     if (snap_get_array(s, (void **)&l->ids, &l->ids_len, &l->ids_cap, sizeof *l->ids,
                        LEDGER_ROWS_MAX) != 0 ||
         table_load(&l->id_table, s, l->ids_len) != 0 ||
@@ -3631,13 +3686,31 @@ ledger *ledger_load(snap_source *s)
         snap_get_array(s, (void **)&l->closings, &l->closings_len, &l->closings_cap,
                        sizeof *l->closings, LEDGER_ROWS_MAX) != 0 ||
         arena_load(l, s) != 0 || (l->reg = registry_load(s)) == NULL ||
-        (l->outcomes = outcome_load(s)) == NULL || s->left != 0 || l->plan_rows > l->units_len) {
+        (l->outcomes = outcome_load(s)) == NULL || s->left != 0 || l->plan_rows > l->units_len ||
+        (!first &&
+         (counters.closings != l->closings_len || counters.corrections != l->corrections_len))) {
         ledger_free(l);
         return NULL;
     }
     for (uint32_t i = 0; i < l->units_len; i++)
         l->units[i].unit[BUDGET_UNIT_BYTES_MAX] = '\0';
     return l;
+}
+
+size_t ledger_peek_bytes(void)
+{
+    return sizeof(save_layout) + sizeof(save_counters);
+}
+
+bool ledger_peek_decided_base(const uint8_t *bytes, size_t n, int32_t decided_by)
+{
+    save_layout want = layout_now();
+    save_counters counters;
+    if (n < ledger_peek_bytes() || memcmp(bytes, &want, sizeof want) != 0)
+        return false;
+    memcpy(&counters, bytes + sizeof want, sizeof counters);
+    return counters.decided_last <= decided_by && counters.closings == 0 &&
+           counters.corrections == 0;
 }
 
 int ledger_load_finish(ledger *l)

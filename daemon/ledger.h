@@ -259,6 +259,23 @@ int ledger_save(const ledger *l, snap_sink *sink);
  * ledger_load_finish may be called on the ledger before that.
  */
 ledger *ledger_load(snap_source *source);
+/*
+ * True when what had been decided by `decided_by` at this state's point is this state itself, so
+ * that such a view may start from it (a snapshot), with the events after it applied by
+ * ledger_apply_decided: every event applied that the view counts by its day (one resting on a
+ * decision, or a withdrawal) is dated on or before that day, and no year was closed and no
+ * reduction or reversal asked for (the view leaves those out whatever the day). `l` holds events
+ * applied by ledger_apply. O(1).
+ */
+bool ledger_decided_base(const ledger *l, int32_t decided_by);
+
+/* How many bytes at the start of what ledger_save wrote ledger_peek_decided_base reads. */
+size_t ledger_peek_bytes(void);
+/* ledger_decided_base of the state whose saved bytes begin with the `n` at `bytes`; false when
+ * they are too few or not the start of a state this build saves. A hint only: bytes not yet
+ * known to be authentic are read, so the state loaded from them is to be asked again. */
+bool ledger_peek_decided_base(const uint8_t *bytes, size_t n, int32_t decided_by);
+
 /* Makes the index of balances' lists again for a ledger from ledger_load; after it the ledger
  * is as the one saved. O(entities). 0, or -1 when out of memory (the ledger is then to be
  * freed). */

@@ -32,35 +32,20 @@ typedef struct {
     uint64_t head; /* committed head when the job was queued */
 } job;
 
-/* The newest snapshot at or below `upto` by its name (0: none); restoring it may still fail. */
-static uint64_t snapshot_below(const snapshots *s, uint64_t upto)
-{
-    if (s == NULL)
-        return 0;
-    uint64_t *seqs = malloc(SNAPSHOT_LIST_MAX * sizeof(*seqs)), found = 0;
-    if (seqs == NULL)
-        return 0;
-    size_t n = snapshot_list(s, seqs, SNAPSHOT_LIST_MAX);
-    for (size_t i = 0; i < n && found == 0; i++) /* newest first */
-        if (seqs[i] <= upto)
-            found = seqs[i];
-    free(seqs);
-    return found;
-}
-
 /*
  * The ledger as of `upto` from a copy of the one kept for a read of an earlier point, when one
- * is kept no further back than the newest snapshot (history_cache_base): an auditor stepping
- * forward through the log pays for a copy and the events since the last step, not for a
- * snapshot restored again. A view by decision day takes one kept for the same day at any
- * earlier point: no snapshot serves it, so a report asked again as events are entered pays for
- * the events since, not for the whole log. NULL when none is kept there, or the copy or its
- * replay failed: the caller builds it the usual way.
+ * is kept no further back than the newest snapshot that could serve the read (history_cache_base):
+ * an auditor stepping forward through the log pays for a copy and the events since the last
+ * step, not for a snapshot restored again. A view by decision day takes one kept for the same
+ * day, no further back than the newest snapshot that is such a view (snapshot_newest), so a
+ * report asked again as events are entered pays for the events since, not for the whole log.
+ * NULL when none is kept there, or the copy or its replay failed: the caller builds it the usual
+ * way.
  */
 static ledger *from_kept(job *j, uint64_t upto, replay_result *res)
 {
     int32_t day = j->bq.decided_by;
-    uint64_t at = 0, floor = day != 0 ? 1 : snapshot_below(j->snapshots, upto);
+    uint64_t at = 0, floor = snapshot_newest(j->snapshots, upto, day);
     uint8_t hash[BUDGET_HASH_BYTES];
     const ledger *base = history_cache_base(j->history, day, floor, upto, &at);
     if (base == NULL)
@@ -79,25 +64,48 @@ static ledger *from_kept(job *j, uint64_t upto, replay_result *res)
 }
 
 /*
- * The ledger as of event `upto`: from a kept one (from_kept), else from the newest valid snapshot
- * at or below it, with the events after it applied, else the log replayed from its first event. A
- * snapshot cannot serve `decided_by`: that ledger leaves out events by their decision's day, so its
- * state at a seq is not the ledger's. No store reader may be held here: the replay's walker begins
- * its own.
+ * The ledger as of `upto` from the newest valid snapshot at or below it that can serve the read,
+ * with the events after it applied, their links checked from its hash. A view by decision day
+ * starts only from a snapshot whose state is that view (snapshot_restore_decided: nothing in it
+ * dated after the day, no closed year, no correction); another leaves out or changes events such
+ * a state holds. NULL when there is none, or the events after it do not apply: the caller
+ * replays the log from its first event.
+ */
+static ledger *from_snapshot(job *j, uint64_t upto, replay_result *res)
+{
+    int32_t day = j->bq.decided_by;
+    uint64_t at;
+    uint8_t hash[BUDGET_HASH_BYTES];
+    char why[256];
+    if (j->snapshots == NULL)
+        return NULL;
+    ledger *l = day != 0
+                    ? snapshot_restore_decided(j->snapshots, j->store, upto, day, &at, hash, why,
+                                               sizeof(why))
+                    : snapshot_restore(j->snapshots, j->store, upto, &at, hash, why, sizeof(why));
+    if (l == NULL)
+        return NULL;
+    int rc = day != 0 ? replay_decided_from(j->store, l, at, hash, upto, day, res)
+                      : replay_log_from(j->store, l, at, hash, upto, false, res);
+    if (rc != 0) {
+        ledger_free(l);
+        return NULL;
+    }
+    history_cache_note_snapshot(j->history);
+    return l;
+}
+
+/*
+ * The ledger as of event `upto`: from a kept one (from_kept), else from a snapshot
+ * (from_snapshot), else the log replayed from its first event. No store reader may be held here:
+ * the replay's walker begins its own.
  */
 static int balances_ledger(job *j, uint64_t upto, ledger **out, replay_result *res)
 {
+    int32_t day = j->bq.decided_by;
     ledger *l = from_kept(j, upto, res);
-    if (l == NULL && j->snapshots != NULL && j->bq.decided_by == 0) {
-        uint64_t at;
-        uint8_t at_hash[BUDGET_HASH_BYTES];
-        char why[256];
-        l = snapshot_restore(j->snapshots, j->store, upto, &at, at_hash, why, sizeof(why));
-        if (l != NULL && replay_log_from(j->store, l, at, at_hash, upto, false, res) != 0) {
-            ledger_free(l);
-            l = NULL;
-        }
-    }
+    if (l == NULL)
+        l = from_snapshot(j, upto, res);
     if (l != NULL) {
         *out = l;
         return 0;
@@ -107,8 +115,8 @@ static int balances_ledger(job *j, uint64_t upto, ledger **out, replay_result *r
         snprintf(res->why, sizeof(res->why), "out of memory");
         return BUDGET_EUNAVAILABLE;
     }
-    int rc = j->bq.decided_by != 0 ? replay_decided(j->store, l, upto, j->bq.decided_by, res)
-                                   : replay_log(j->store, l, upto, res);
+    int rc =
+        day != 0 ? replay_decided(j->store, l, upto, day, res) : replay_log(j->store, l, upto, res);
     if (rc != 0) {
         ledger_free(l);
         return rc;
@@ -531,6 +539,7 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
         {"as_of_hits", hs.hits},
         {"as_of_kept", hs.kept},
         {"as_of_from_kept", hs.based},
+        {"as_of_from_snapshot", hs.from_snapshot},
         {"as_of_queued", hs.queued},
         {"uptime_ms", uv_hrtime() / 1000000u - o->started_ms},
     };

@@ -392,8 +392,30 @@ static bool log_has(store *st, uint64_t seq, const uint8_t hash[BUDGET_HASH_BYTE
     return replay_stored_hash(st, seq, stored) == 0 && memcmp(stored, hash, BUDGET_HASH_BYTES) == 0;
 }
 
-ledger *snapshot_restore(const snapshots *s, store *st, uint64_t upto, uint64_t *seq,
-                         uint8_t hash[BUDGET_HASH_BYTES], char *why, size_t why_size)
+/* True when the snapshot at `seq` begins with a state that a view of what was decided by
+ * `decided_by` may start from (ledger_peek_decided_base): a hint from its first bytes, unchecked,
+ * so that the snapshots it passes over are not read whole. */
+static bool may_start_decided(const snapshots *s, uint64_t seq, int32_t decided_by)
+{
+    uint8_t head[SNAPSHOT_HEADER_BYTES + 512];
+    size_t n = SNAPSHOT_HEADER_BYTES + ledger_peek_bytes();
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/%" PRIu64 ".snap", s->dir, seq);
+    if (n > sizeof(head))
+        return true; /* cannot tell from here: read it whole */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t got = pread(fd, head, n, 0);
+    close(fd);
+    return got == (ssize_t)n && ledger_peek_decided_base(head + SNAPSHOT_HEADER_BYTES,
+                                                         n - SNAPSHOT_HEADER_BYTES, decided_by);
+}
+
+/* snapshot_restore; with `decided_by` not 0, only a state such a view may start from. */
+static ledger *restore_newest(const snapshots *s, store *st, uint64_t upto, int32_t decided_by,
+                              uint64_t *seq, uint8_t hash[BUDGET_HASH_BYTES], char *why,
+                              size_t why_size)
 {
     uint64_t *seqs = malloc(SNAPSHOT_LIST_MAX * sizeof(*seqs));
     ledger *l = NULL;
@@ -403,13 +425,18 @@ ledger *snapshot_restore(const snapshots *s, store *st, uint64_t upto, uint64_t 
         return NULL;
     size_t n = snapshot_list(s, seqs, SNAPSHOT_LIST_MAX);
     for (size_t i = 0; i < n && l == NULL; i++) {
-        if (seqs[i] > upto || seqs[i] == 0)
+        if (seqs[i] > upto || seqs[i] == 0 ||
+            (decided_by != 0 && !may_start_decided(s, seqs[i], decided_by)))
             continue;
         l = read_one(s, seqs[i], hash, one, sizeof(one));
         if (l != NULL && !log_has(st, seqs[i], hash)) {
             ledger_free(l);
             l = NULL;
             snprintf(one, sizeof(one), "its seq and hash are not the log's");
+        } else if (l != NULL && decided_by != 0 && !ledger_decided_base(l, decided_by)) {
+            ledger_free(l);
+            l = NULL;
+            snprintf(one, sizeof(one), "its state is not what was decided by that day");
         }
         if (l == NULL)
             snprintf(why, why_size, "snapshot %" PRIu64 " ignored: %s", seqs[i], one);
@@ -418,4 +445,36 @@ ledger *snapshot_restore(const snapshots *s, store *st, uint64_t upto, uint64_t 
     }
     free(seqs);
     return l;
+}
+
+ledger *snapshot_restore(const snapshots *s, store *st, uint64_t upto, uint64_t *seq,
+                         uint8_t hash[BUDGET_HASH_BYTES], char *why, size_t why_size)
+{
+    return restore_newest(s, st, upto, 0, seq, hash, why, why_size);
+}
+
+ledger *snapshot_restore_decided(const snapshots *s, store *st, uint64_t upto, int32_t decided_by,
+                                 uint64_t *seq, uint8_t hash[BUDGET_HASH_BYTES], char *why,
+                                 size_t why_size)
+{
+    if (decided_by == 0) {
+        snprintf(why, why_size, "no day to decide by");
+        return NULL;
+    }
+    return restore_newest(s, st, upto, decided_by, seq, hash, why, why_size);
+}
+
+uint64_t snapshot_newest(const snapshots *s, uint64_t upto, int32_t decided_by)
+{
+    if (s == NULL)
+        return 0;
+    uint64_t *seqs = malloc(SNAPSHOT_LIST_MAX * sizeof(*seqs)), found = 0;
+    if (seqs == NULL)
+        return 0;
+    size_t n = snapshot_list(s, seqs, SNAPSHOT_LIST_MAX);
+    for (size_t i = 0; i < n && found == 0; i++) /* newest first */
+        if (seqs[i] <= upto && (decided_by == 0 || may_start_decided(s, seqs[i], decided_by)))
+            found = seqs[i];
+    free(seqs);
+    return found;
 }

@@ -80,4 +80,22 @@ size_t snapshot_list(const snapshots *s, uint64_t *seqs, size_t max);
 ledger *snapshot_restore(const snapshots *s, store *st, uint64_t upto, uint64_t *seq,
                          uint8_t hash[BUDGET_HASH_BYTES], char *why, size_t why_size);
 
+/*
+ * The seq of the newest snapshot at or below `upto` by its name, and, when `decided_by` is not 0,
+ * whose first bytes say a view by that day may start from it (snapshot_restore_decided); 0 when
+ * none, or `s` is NULL. Restoring it may still fail.
+ */
+uint64_t snapshot_newest(const snapshots *s, uint64_t upto, int32_t decided_by);
+
+/*
+ * As snapshot_restore, for a view of what was decided by `decided_by` (YYYYMMDD, not 0): the
+ * newest snapshot at or below `upto` whose state is that view at its point (ledger_decided_base),
+ * so that the view is the events after it applied by ledger_apply_decided. A snapshot whose first
+ * bytes say it is not is passed over unread; the state of one read is asked again. NULL when there
+ * is none.
+ */
+ledger *snapshot_restore_decided(const snapshots *s, store *st, uint64_t upto, int32_t decided_by,
+                                 uint64_t *seq, uint8_t hash[BUDGET_HASH_BYTES], char *why,
+                                 size_t why_size);
+
 #endif

@@ -334,31 +334,70 @@ static int damage_marks(void)
     return found;
 }
 
+/* The views by `days` as of every seq, each into want[d], on the running daemon; the reads
+ * built from a kept view and from a snapshot for each day into from_kept[d], from_snapshot[d]. */
+static uint64_t decided_answers(answer want[][SEQS_MAX], const char *const *days, int n,
+                                uint64_t *from_kept, uint64_t *from_snapshot)
+{
+    uint64_t head = 0;
+    for (int d = 0; d < n; d++) {
+        uint64_t kept0 = stat_of("as_of_from_kept"), snap0 = stat_of("as_of_from_snapshot");
+        head = answers_by(want[d], days[d]);
+        from_kept[d] = stat_of("as_of_from_kept") - kept0;
+        from_snapshot[d] = stat_of("as_of_from_snapshot") - snap0;
+    }
+    return head;
+}
+
 /*
- * A view by decision day read as of every seq in turn: each point after the first is built from
- * a copy of the view kept for the point before, for the same day, with the events since applied
- * (no snapshot serves such a view). Compared, byte for byte, with each point replayed from the
- * first event, for a day before the log's decisions (grants with nothing granted, approvals
- * left pending) and one after.
+ * A view by decision day read as of every seq in turn, for a day before the log's decisions
+ * (grants with nothing granted, approvals left pending) and one after them, compared byte for
+ * byte with each point replayed from the first event:
+ *  - with views kept between reads, each point is built from a copy of the view kept for the
+ *    point before, for the same day, with the events since applied, or, for the later day, from
+ *    a snapshot newer than that view: every snapshot up to the point is that day's view (no
+ *    decision dated after it, no year closed, no correction);
+ *  - with none kept, each point of the later day from the newest snapshot at or below it, once
+ *    there is one; no point of the earlier day, whose view no snapshot is.
  */
-Test(e2e_snapshots, decided_by_answers_the_same_from_a_kept_view_and_from_the_start)
+Test(e2e_snapshots, decided_by_answers_the_same_from_a_kept_view_a_snapshot_and_the_start)
 {
     cr_assert_eq(e2e_daemon_start_with(&bd, with_snapshots), 0, "budgetd did not start");
     e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
     write_rounds();
-    const char *days[] = {"2021-08-23", "2021-12-31"};
-    answer want[2][SEQS_MAX];
-    uint64_t head = 0;
-    for (int d = 0; d < 2; d++) {
-        uint64_t before = stat_of("as_of_from_kept");
-        head = answers_by(want[d], days[d]);
-        uint64_t from_kept = stat_of("as_of_from_kept") - before;
-        e2e_assert(from_kept + 1 >= head, "decided by %s: %llu of %llu points from a kept view",
-                   days[d], (unsigned long long)from_kept, (unsigned long long)head);
-    }
+    const char *const days[] = {"2021-08-23", "2021-12-31"};
+    answer want[2][SEQS_MAX], again[2][SEQS_MAX];
+    uint64_t kept[2], snap[2], snaps[SEQS_MAX];
+    uint64_t head = decided_answers(want, days, 2, kept, snap);
+    e2e_assert(kept[0] + 1 >= head && snap[0] == 0,
+               "decided by %s: %llu of %llu points from a kept view, %llu from a snapshot", days[0],
+               (unsigned long long)kept[0], (unsigned long long)head, (unsigned long long)snap[0]);
+    e2e_assert(kept[1] + snap[1] + 1 >= head && snap[1] > 0,
+               "decided by %s: %llu of %llu points from a kept view, %llu from a snapshot", days[1],
+               (unsigned long long)kept[1], (unsigned long long)head, (unsigned long long)snap[1]);
     e2e_assert(want[0][head].size != want[1][head].size ||
                    memcmp(want[0][head].bytes, want[1][head].bytes, want[0][head].size) != 0,
                "the two days give the same view");
+
+    stop_cleanly();
+    cr_assert_eq(e2e_daemon_restart_with(&bd, snapshots_only), 0);
+    int n = snapshot_files(snaps, SEQS_MAX);
+    e2e_assert(n > 0, "no snapshot");
+    uint64_t oldest = snaps[n - 1];
+    e2e_assert_int(decided_answers(again, days, 2, kept, snap), head, "head");
+    e2e_assert(kept[0] == 0 && snap[0] == 0 && kept[1] == 0 && snap[1] == head - oldest + 1,
+               "with nothing kept: %llu and %llu points from a snapshot, %llu wanted for %s",
+               (unsigned long long)snap[0], (unsigned long long)snap[1],
+               (unsigned long long)(head - oldest + 1), days[1]);
+    for (int d = 0; d < 2; d++)
+        for (uint64_t seq = 1; seq <= head; seq++) {
+            e2e_assert(again[d][seq].size == want[d][seq].size &&
+                           memcmp(again[d][seq].bytes, want[d][seq].bytes, want[d][seq].size) == 0,
+                       "decided by %s as of %llu: from a snapshot, not the view kept", days[d],
+                       (unsigned long long)seq);
+            free(again[d][seq].bytes);
+        }
+
     stop_cleanly();
     cr_assert_eq(e2e_daemon_restart_with(&bd, without_snapshots), 0);
     for (int d = 0; d < 2; d++) {
@@ -366,7 +405,8 @@ Test(e2e_snapshots, decided_by_answers_the_same_from_a_kept_view_and_from_the_st
         for (uint64_t seq = 1; seq <= head; seq++)
             free(want[d][seq].bytes);
     }
-    e2e_assert(stat_of("as_of_from_kept") == 0, "a point was built from a kept view");
+    e2e_assert(stat_of("as_of_from_kept") == 0 && stat_of("as_of_from_snapshot") == 0,
+               "a point was built from a kept view or a snapshot");
     stop_cleanly();
 }
 

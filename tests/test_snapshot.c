@@ -576,6 +576,54 @@ Test(snapshot, a_state_saved_and_loaded_is_the_same_state)
     store_close(st);
 }
 
+/* The bytes of layout 1, before decided_last, from `now` (layout 2): the layout's number 1, and
+ * the counters without the 8 bytes of closings and corrections (decided_last's 4 were padding). */
+static answer layout_1_of(answer now)
+{
+    size_t cut = ledger_peek_bytes() - 8;
+    answer old = {malloc(now.size - 8), now.size - 8};
+    cr_assert_not_null(old.bytes);
+    memcpy(old.bytes, now.bytes, cut);
+    memcpy(old.bytes + cut, now.bytes + cut + 8, now.size - cut - 8);
+    uint32_t one = 1;
+    memcpy(old.bytes, &one, sizeof(one));
+    return old;
+}
+
+/* A state saved in the layout before decided_last (snapshots written by the build before) still
+ * loads as the same state, so that start-up and `as_of` use them; but no view by decision day
+ * starts from it, whatever the day, for its decisions' days are not known. A layout of another
+ * number does not load. */
+Test(snapshot, a_state_of_the_layout_before_loads_and_starts_no_decided_view)
+{
+    bool types[LEDGER_TYPE_END];
+    write_every_type(types);
+    store *st = open_store(data);
+    ledger *l = full_replay(st, 9);
+    cr_assert(ledger_decided_base(l, 20991231), "the state at 9 is no view by 2099-12-31");
+    answer now = saved(l);
+    cr_assert(ledger_peek_decided_base((const uint8_t *)now.bytes, now.size, 20991231));
+    answer old = layout_1_of(now);
+    memory_source m = {old.bytes};
+    snap_source source = {memory_read, &m, old.size};
+    ledger *back = ledger_load(&source);
+    cr_assert_not_null(back, "a state of layout 1 does not load");
+    cr_assert_eq(ledger_load_finish(back), 0);
+    expect_same(l, back, 9, "loaded from layout 1");
+    cr_assert_not(ledger_decided_base(back, 20991231));
+    cr_assert_not(ledger_peek_decided_base((const uint8_t *)old.bytes, old.size, 20991231));
+    uint32_t three = 3;
+    memcpy(old.bytes, &three, sizeof(three));
+    m.at = old.bytes;
+    source.left = old.size;
+    cr_assert_null(ledger_load(&source), "a state of layout 3 loads");
+    free(now.bytes);
+    free(old.bytes);
+    ledger_free(back);
+    ledger_free(l);
+    store_close(st);
+}
+
 /* Leaves the heap's free blocks full of 0xa5, as a long-running daemon's hold what it freed. */
 static void dirty_the_heap(void)
 {
@@ -1111,6 +1159,85 @@ Test(snapshot, a_decided_view_is_the_events_applied_one_by_one_with_every_link_c
     expect_refused_from(replay_decided_from(w.st, before, broken - 1, hash, w.seq, 20991231, &res),
                         w.seq, broken, &res);
     ledger_free(before);
+    store_close(w.st);
+}
+
+/*
+ * A view by decision day starts from the ledger's state at a point (a snapshot's) only where that
+ * state is the view (ledger_decided_base): there, the state with the later events applied by
+ * replay_decided_from is the events applied one by one with ledger_apply_decided; where it is
+ * not, starting there gives another view for some point and day, the latest day among them, so
+ * the rule is what keeps views right, for a year closed or a correction asked for as well as for
+ * a decision dated later. snapshot_restore_decided and snapshot_newest find the newest snapshot
+ * the rule allows for each day, and none when it allows none.
+ */
+Test(snapshot, a_decided_view_starts_from_a_state_only_where_that_state_is_the_view)
+{
+    log_writer w;
+    uint64_t head = continue_every_type(&w);
+    const int32_t days[] = {20210101, 20210825, 20210928, 20211231, 20991231};
+    enum { DAYS = sizeof(days) / sizeof(days[0]) };
+    answer want[DAYS];
+    uint64_t newest[DAYS] = {0}, allowed = 0, refused_differs = 0, refused_differs_last = 0;
+    replay_result res;
+    snapshots s;
+    char why[256];
+    cr_assert_eq(snapshots_open(&s, data, SNAPSHOT_KEEP_MAX, why, sizeof(why)), 0, "%s", why);
+
+    for (size_t i = 0; i < DAYS; i++)
+        want[i] = decided_one_by_one(w.st, head, days[i]);
+    for (uint64_t at = 1; at < head; at += 4) {
+        ledger *base = full_replay(w.st, at);
+        uint8_t hash[BUDGET_HASH_BYTES];
+        cr_assert_eq(replay_stored_hash(w.st, at, hash), 0);
+        cr_assert_eq(snapshot_write(&s, base, hash, why, sizeof(why)), 0, "%s", why);
+        for (size_t i = 0; i < DAYS; i++) {
+            ledger *l = ledger_clone(base);
+            cr_assert_not_null(l);
+            int rc = replay_decided_from(w.st, l, at, hash, head, days[i], &res);
+            answer got = rc == 0 ? answers_by(l, head, days[i]) : (answer){NULL, 0};
+            bool same = rc == 0 && got.size == want[i].size &&
+                        memcmp(got.bytes, want[i].bytes, got.size) == 0;
+            if (ledger_decided_base(base, days[i])) {
+                cr_assert(same,
+                          "decided by %d from the state at %llu: not the events applied one "
+                          "by one",
+                          (int)days[i], (unsigned long long)at);
+                allowed++;
+                newest[i] = at;
+            } else if (!same) {
+                refused_differs++;
+                refused_differs_last += i == DAYS - 1;
+            }
+            free(got.bytes);
+            ledger_free(l);
+        }
+        ledger_free(base);
+    }
+    cr_assert_gt(allowed, 0, "no state is a view of any day");
+    cr_assert_gt(refused_differs, 0, "no state the rule refuses would give another view");
+    cr_assert_gt(refused_differs_last, 0,
+                 "after every decision's day, no state the rule refuses (a closed year, a "
+                 "correction) would give another view");
+
+    for (size_t i = 0; i < DAYS; i++) {
+        uint64_t from = 0;
+        uint8_t hash[BUDGET_HASH_BYTES];
+        ledger *l =
+            snapshot_restore_decided(&s, w.st, head, days[i], &from, hash, why, sizeof(why));
+        cr_assert_eq(snapshot_newest(&s, head, days[i]), newest[i], "decided by %d", (int)days[i]);
+        if (newest[i] == 0) {
+            cr_assert_null(l, "decided by %d: restored %llu", (int)days[i],
+                           (unsigned long long)from);
+        } else {
+            cr_assert_not_null(l, "decided by %d: %s", (int)days[i], why);
+            cr_assert_eq(from, newest[i], "decided by %d", (int)days[i]);
+            cr_assert(ledger_decided_base(l, days[i]));
+            ledger_free(l);
+        }
+        free(want[i].bytes);
+    }
+    cr_assert_neq(newest[0], newest[DAYS - 1], "every day starts from the same snapshot");
     store_close(w.st);
 }
 
