@@ -503,6 +503,13 @@ awk -v quick="$quick" -v rounds="$rounds" '
         s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", verdict(s > 0 && s < 0.05))
     s = num("daemon_balances_decided_by_s")
     row("balances decided_by (replays from the first event)", "< 0.05 s", sprintf("%.3f s", s), "", "", verdict(s >= 0 && s < 0.05))
+    b = s
+    s = num("daemon_balances_decided_late_s")
+    row("  decided_by after every decision, at the head", "< 0.05 s", sprintf("%.3f s", s), sprintf("from the first %.3f s", b),
+        s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", verdict(s > 0 && s < 0.05))
+    s = num("daemon_balances_decided_late_end_s")
+    row("  the same as of the event before the head", "< 0.05 s", sprintf("%.3f s", s), sprintf("from the first %.3f s", b),
+        s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", verdict(s > 0 && s < 0.05))
     row("  balances now (from memory)", "", sprintf("%.4f s", num("daemon_balances_now_s")), "", "", "")
     vr = num("daemon_verify_events_per_s"); iv = num("inproc_verify_events_per_s")
     row("verify of the whole chain", ">= 2M events/s", sprintf("%.2fM/s (%.3f s)", vr / 1e6, num("daemon_verify_s")),

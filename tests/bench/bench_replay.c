@@ -896,17 +896,23 @@ static int balances_as_of(const daemon_proc *d, uint64_t as_of, uint64_t events,
     return 0;
 }
 
-/* `balances` decided by `day` (YYYY-MM-DD): the whole log replayed counting decisions by
- * their date (ledger_apply_decided). */
-static int balances_decided_by(const daemon_proc *d, const char *day, const char *key)
+/* `balances` decided by `day` (YYYY-MM-DD), as of event `as_of` (0: the head): the log replayed
+ * counting decisions by their date (ledger_apply_decided), from its first event, or from a
+ * snapshot whose state is that day's view. */
+static int balances_decided_by(const daemon_proc *d, const char *day, uint64_t as_of,
+                               const char *key)
 {
     uint8_t frame[BENCH_REQUEST_BYTES_MAX];
     mp_writer w;
     bench_response r;
     bench_conn c;
-    bench_request_begin(&w, frame, sizeof(frame), 4, "balances", 1);
+    bench_request_begin(&w, frame, sizeof(frame), 4, "balances", as_of != 0 ? 2 : 1);
     mp_write_cstr(&w, "decided_by");
     mp_write_cstr(&w, day);
+    if (as_of != 0) {
+        mp_write_cstr(&w, "as_of");
+        mp_write_uint(&w, as_of);
+    }
     size_t size = bench_request_end(&w);
     double t = timed_call(d, frame, size, &r, &c);
     size_t bytes = c.used;
@@ -917,7 +923,8 @@ static int balances_decided_by(const daemon_proc *d, const char *day, const char
                 r.message);
         return -1;
     }
-    printf("balances decided_by %s %.3f s (%zu bytes answered)\n", day, t, bytes);
+    printf("balances decided_by %s as of %s %.3f s (%zu bytes answered)\n", day,
+           as_of != 0 ? "an event" : "the head", t, bytes);
     bench_result(key, "%.4f", t);
     return 0;
 }
@@ -1163,7 +1170,11 @@ static int with_daemon(const char *budgetd, const char *dir, const char *data, u
     rc |= concurrent_as_of(&d, events, events - 3);
     rc |= every_page_as_of(&d, events - 5);
     rc |= stepping_as_of(&d, events / 2 + 7, 1000);
-    rc |= balances_decided_by(&d, "2024-06-30", "daemon_balances_decided_by_s");
+    rc |= balances_decided_by(&d, "2024-06-30", 0, "daemon_balances_decided_by_s");
+    /* After every decision and withdrawal of the log (a report of what had been decided by
+     * today): from the newest snapshot at or below the point. */
+    rc |= balances_decided_by(&d, "2099-12-31", 0, "daemon_balances_decided_late_s");
+    rc |= balances_decided_by(&d, "2099-12-31", events - 1, "daemon_balances_decided_late_end_s");
     rc |= verify(&d, events);
     memory(&d, "after_reads");
     daemon_stop(&d);
