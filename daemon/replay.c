@@ -216,6 +216,10 @@ int replay_log(store *st, ledger *l, uint64_t upto, replay_result *out)
 static int finish_links(chain_job *links, pthread_t *checker, int rc, replay_result *out)
 {
     replay_result chain;
+    /* A replay that failed takes only a break at or before its own: the pieces after that are
+     * left unchecked (those under way end). */
+    if (rc != 0)
+        chain_job_stop_after(links, out->bad_seq);
     chain_job_help(links);
     if (checker != NULL)
         pthread_join(*checker, NULL);
@@ -351,11 +355,13 @@ struct chain_job {
     uint64_t piece_events;       /* events in a piece */
     bool last_first;             /* pieces are taken from the last (chain_job_last_first) */
     _Atomic uint64_t next_piece; /* the next piece to take */
+    _Atomic uint64_t stop_after; /* pieces that begin after it are not checked (UINT64_MAX: none) */
     pthread_mutex_t lock;        /* guards what follows */
     uint64_t bad_seq;            /* the lowest broken link found (0: none) */
     const char *code;            /* its kind, as replay_result's */
     char why[200];               /* why it is broken */
     uint64_t pieces_checked;     /* to the end, or to a broken link */
+    uint64_t pieces_stopped;     /* not checked: they begin after stop_after */
     uint8_t last_hash[BUDGET_HASH_BYTES]; /* the hash of event `upto` */
 };
 
@@ -454,6 +460,7 @@ chain_job *chain_job_new(store *st, uint64_t upto, uint64_t piece_events)
     j->upto = upto < head ? upto : head;
     j->piece_events = piece_events != 0 ? piece_events : CHAIN_PIECE_EVENTS;
     atomic_init(&j->next_piece, 0);
+    atomic_init(&j->stop_after, UINT64_MAX);
     pthread_mutex_init(&j->lock, NULL);
     return j;
 }
@@ -485,6 +492,12 @@ void chain_job_help(chain_job *j)
         pthread_mutex_unlock(&j->lock);
         if (past_bad)
             continue; /* it cannot lower what is found */
+        if (from > atomic_load(&j->stop_after)) {
+            pthread_mutex_lock(&j->lock);
+            j->pieces_stopped++;
+            pthread_mutex_unlock(&j->lock);
+            continue;
+        }
         uint64_t to = from - 1 + j->piece_events;
         check_piece(j, rd, from, to < j->upto ? to : j->upto);
     }
@@ -502,6 +515,11 @@ void chain_job_last_first(chain_job *j)
     j->last_first = true;
 }
 
+void chain_job_stop_after(chain_job *j, uint64_t seq)
+{
+    atomic_store(&j->stop_after, seq);
+}
+
 int chain_job_finish(chain_job *j, replay_result *out)
 {
     memset(out, 0, sizeof(*out));
@@ -512,9 +530,13 @@ int chain_job_finish(chain_job *j, replay_result *out)
         out->head = j->bad_seq - 1;
         memcpy(out->why, j->why, sizeof(out->why));
         rc = BUDGET_EINTERNAL;
-    } else if (j->pieces_checked < pieces_of(j)) {
+    } else if (j->pieces_checked + j->pieces_stopped < pieces_of(j)) {
         /* no helper could read the store */
         snprintf(out->why, sizeof(out->why), "the event store cannot be read");
+        rc = BUDGET_EUNAVAILABLE;
+    } else if (j->pieces_stopped > 0) {
+        snprintf(out->why, sizeof(out->why), "the check was stopped after event %llu",
+                 (unsigned long long)atomic_load(&j->stop_after));
         rc = BUDGET_EUNAVAILABLE;
     } else {
         out->head = j->upto;

@@ -75,6 +75,10 @@ int chain_job_finish(chain_job *j, replay_result *out);
 /* Before any help: the pieces are taken from the last one back, so that a piece after the
  * first broken link is done before it (the tests' worst order for finding it). */
 void chain_job_last_first(chain_job *j);
+/* Any time: the pieces not yet taken that begin after event `seq` are not checked, for a break
+ * there could not change what the caller makes of the result (0: none is). chain_job_finish then
+ * gives a break found at or before it, or BUDGET_EUNAVAILABLE saying the check was stopped. */
+void chain_job_stop_after(chain_job *j, uint64_t seq);
 
 /*
  * Applies events 1..upto of `st` to `l` (empty) with ledger_apply_decided: what had been

@@ -1344,6 +1344,41 @@ Test(store, the_chain_checked_in_pieces_finds_what_one_walk_finds)
     }
 }
 
+/* A check told to stop after an event (chain_job_stop_after: a replay beside it failed there)
+ * still finds a break at or before it, whichever piece holds it; a break only after it is not
+ * looked for, and the check says it was stopped, not that the chain is whole. */
+Test(store, a_chain_check_stopped_after_an_event_finds_only_the_breaks_up_to_it)
+{
+    const uint64_t n = 40, breaks[] = {5, 30};
+    uint8_t last[BUDGET_HASH_BYTES];
+    for (size_t b = 0; b < 2; b++) {
+        const uint64_t none[] = {0}, one[] = {breaks[b], 0};
+        store *s = chain_log(n, one, none, last);
+        for (uint64_t stop = 0; stop <= n; stop += 5) {
+            chain_job *j = chain_job_new(s, UINT64_MAX, 3);
+            cr_assert_not_null(j);
+            chain_job_stop_after(j, stop);
+            chain_job_help(j);
+            replay_result res;
+            int rc = chain_job_finish(j, &res);
+            /* A piece that begins at or before `stop` is checked whole. */
+            uint64_t reach = stop == 0 ? 0 : ((stop - 1) / 3 + 1) * 3;
+            if (breaks[b] <= reach) {
+                cr_assert_eq(rc, BUDGET_EINTERNAL, "break %llu, stop %llu",
+                             (unsigned long long)breaks[b], (unsigned long long)stop);
+                cr_assert_eq(res.bad_seq, breaks[b]);
+            } else {
+                cr_assert_eq(rc, BUDGET_EUNAVAILABLE, "break %llu, stop %llu: %s",
+                             (unsigned long long)breaks[b], (unsigned long long)stop, res.why);
+                cr_assert(strstr(res.why, "stopped") != NULL, "%s", res.why);
+            }
+        }
+        store_close(s);
+        teardown();
+        setup();
+    }
+}
+
 /* verify (checkpoint_walk_chain) holds each event to the seq it is stored under: an event
  * whose own seq is another, though its link and hash are sound, is the first bad one. */
 Test(store, verify_finds_an_event_stored_under_another_seq)
