@@ -192,6 +192,13 @@ static int count_write(void *ctx, const void *bytes, size_t n)
     return 0;
 }
 
+/* The path of the snapshot at `seq`. */
+#define SNAP_PATH_BYTES (PATH_MAX + 32)
+static void snap_path(const snapshots *s, uint64_t seq, char path[SNAP_PATH_BYTES])
+{
+    snprintf(path, SNAP_PATH_BYTES, "%s/%" PRIu64 ".snap", s->dir, seq);
+}
+
 /* Keeps the newest s->keep snapshots. */
 static void prune(const snapshots *s)
 {
@@ -200,8 +207,8 @@ static void prune(const snapshots *s)
         return;
     size_t n = snapshot_list(s, seqs, SNAPSHOT_LIST_MAX);
     for (size_t i = s->keep; i < n; i++) {
-        char path[PATH_MAX + 32];
-        snprintf(path, sizeof(path), "%s/%" PRIu64 ".snap", s->dir, seqs[i]);
+        char path[SNAP_PATH_BYTES];
+        snap_path(s, seqs[i], path);
         unlink(path);
     }
     free(seqs);
@@ -241,9 +248,9 @@ static int write_file(int fd, const snapshots *s, const ledger *l,
 int snapshot_write(const snapshots *s, const ledger *l, const uint8_t hash[BUDGET_HASH_BYTES],
                    char *why, size_t why_size)
 {
-    char path[PATH_MAX + 32], tmp[PATH_MAX + 40];
+    char path[SNAP_PATH_BYTES], tmp[SNAP_PATH_BYTES + 8];
     uint64_t seq = ledger_last_seq(l);
-    snprintf(path, sizeof(path), "%s/%" PRIu64 ".snap", s->dir, seq);
+    snap_path(s, seq, path);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -330,8 +337,8 @@ ledger *snapshot_read_stream(FILE *f, uint64_t size, const uint8_t key[SNAPSHOT_
 static ledger *read_one(const snapshots *s, uint64_t seq, uint8_t hash[BUDGET_HASH_BYTES],
                         char *why, size_t why_size)
 {
-    char path[PATH_MAX + 32];
-    snprintf(path, sizeof(path), "%s/%" PRIu64 ".snap", s->dir, seq);
+    char path[SNAP_PATH_BYTES];
+    snap_path(s, seq, path);
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return not_snapshot(why, why_size, "cannot be opened");
@@ -399,8 +406,8 @@ static bool may_start_decided(const snapshots *s, uint64_t seq, int32_t decided_
 {
     uint8_t head[SNAPSHOT_HEADER_BYTES + 512];
     size_t n = SNAPSHOT_HEADER_BYTES + ledger_peek_bytes();
-    char path[PATH_MAX + 32];
-    snprintf(path, sizeof(path), "%s/%" PRIu64 ".snap", s->dir, seq);
+    char path[SNAP_PATH_BYTES];
+    snap_path(s, seq, path);
     if (n > sizeof(head))
         return true; /* cannot tell from here: read it whole */
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
