@@ -3382,9 +3382,16 @@ static bool counted_by_day(const ledger_event *ev)
     return ev->type == LEDGER_REQUEST_WITHDRAWN || rests_on_decision(ev->type);
 }
 
+/* ledger_decided_base of a state with these counts. */
+static bool decided_base(int32_t decided_last, uint32_t closings, uint32_t corrections,
+                         int32_t decided_by)
+{
+    return decided_last <= decided_by && closings == 0 && corrections == 0;
+}
+
 bool ledger_decided_base(const ledger *l, int32_t decided_by)
 {
-    return l->decided_last <= decided_by && l->closings_len == 0 && l->corrections_len == 0;
+    return decided_base(l->decided_last, l->closings_len, l->corrections_len, decided_by);
 }
 
 /*
@@ -3709,8 +3716,7 @@ bool ledger_peek_decided_base(const uint8_t *bytes, size_t n, int32_t decided_by
     if (n < ledger_peek_bytes() || memcmp(bytes, &want, sizeof want) != 0)
         return false;
     memcpy(&counters, bytes + sizeof want, sizeof counters);
-    return counters.decided_last <= decided_by && counters.closings == 0 &&
-           counters.corrections == 0;
+    return decided_base(counters.decided_last, counters.closings, counters.corrections, decided_by);
 }
 
 int ledger_load_finish(ledger *l)
