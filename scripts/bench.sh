@@ -471,6 +471,8 @@ awk -v quick="$quick" -v rounds="$rounds" '
         num("a1_r" i "_appends_p50_us") / num("lmdb_r" i "_fdatasync_p50_us"))
     r = num("r8_reads_per_s")
     row("reads (balances of a frame), 8 x depth 4", ">= 100000/s", fmt_rate(r), "", "", verdict(r >= 100000))
+    c = num("r8_cpu_us_per_read")
+    row("  budgetd CPU per read (all threads)", "", c > 0 ? sprintf("%.1f us", c) : "-", "", "", "")
     m = num("mix_reads_per_s")
     row("  the same beside 16 x 4 appending clients", "slowed <= 2x", fmt_rate(m), "reads alone " fmt_rate(r),
         r > 0 && m > 0 ? sprintf("%.2fx", r / m) : "-", verdict(r > 0 && m > 0 && r / m <= 2))
