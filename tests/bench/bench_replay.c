@@ -1172,7 +1172,8 @@ static int with_daemon(const char *budgetd, const char *dir, const char *data, u
     rc |= stepping_as_of(&d, events / 2 + 7, 1000);
     rc |= balances_decided_by(&d, "2024-06-30", 0, "daemon_balances_decided_by_s");
     /* After every decision and withdrawal of the log (a report of what had been decided by
-     * today): from the newest snapshot at or below the point. */
+     * today): from the newest snapshot at or below the point. 2024-06-30 starts from the newest
+     * snapshot taken before anything dated after that day was entered, if one is kept. */
     rc |= balances_decided_by(&d, "2099-12-31", 0, "daemon_balances_decided_late_s");
     rc |= balances_decided_by(&d, "2099-12-31", events - 1, "daemon_balances_decided_late_end_s");
     rc |= verify(&d, events);
