@@ -15,6 +15,7 @@
 #include "event.h"
 #include "fileio.h"
 #include "replay.h"
+#include "snapmac.h"
 #include "snapshot.h"
 
 /* Version 2: a Poly1305 tag under a key of the file's own (below); version 1's keyed BLAKE2b
@@ -25,10 +26,10 @@ static const uint8_t snapshot_magic[8] = {'B', 'U', 'D', 'S', 'N', 'A', 'P', 2};
 #define WRITE_BUFFER_BYTES (1u << 20)
 
 _Static_assert(crypto_generichash_KEYBYTES == SNAPSHOT_KEY_BYTES, "BLAKE2b key");
-_Static_assert(crypto_generichash_BYTES_MIN <= crypto_onetimeauth_KEYBYTES &&
-                   crypto_onetimeauth_KEYBYTES <= crypto_generichash_BYTES_MAX,
+_Static_assert(crypto_generichash_BYTES_MIN <= SNAPMAC_KEY_BYTES &&
+                   SNAPMAC_KEY_BYTES <= crypto_generichash_BYTES_MAX,
                "a Poly1305 key is a BLAKE2b output");
-_Static_assert(SNAPSHOT_MAC_BYTES == crypto_onetimeauth_BYTES, "Poly1305 tag");
+_Static_assert(SNAPSHOT_MAC_BYTES == SNAPMAC_BYTES, "Poly1305 tag");
 
 /*
  * A file's tag. Poly1305 runs at about four times BLAKE2b's speed, but a Poly1305 key must
@@ -37,12 +38,12 @@ _Static_assert(SNAPSHOT_MAC_BYTES == crypto_onetimeauth_BYTES, "Poly1305 tag");
  * a header changed in any byte gives another key, under which the tag does not verify. The tag
  * covers header and body.
  */
-static void mac_begin(crypto_onetimeauth_state *mac, const uint8_t key[SNAPSHOT_KEY_BYTES],
+static void mac_begin(snapmac *mac, const uint8_t key[SNAPSHOT_KEY_BYTES],
                       const uint8_t header[SNAPSHOT_HEADER_BYTES])
 {
-    uint8_t one[crypto_onetimeauth_KEYBYTES];
+    uint8_t one[SNAPMAC_KEY_BYTES];
     crypto_generichash(one, sizeof(one), header, SNAPSHOT_HEADER_BYTES, key, SNAPSHOT_KEY_BYTES);
-    crypto_onetimeauth_init(mac, one);
+    snapmac_init(mac, one);
     sodium_memzero(one, sizeof(one));
 }
 
@@ -153,7 +154,7 @@ int snapshots_open(snapshots *s, const char *data, uint32_t keep, char *why, siz
 typedef struct {
     int fd;
     int err;
-    crypto_onetimeauth_state mac;
+    snapmac mac;
     uint8_t *buffer;
     size_t used;
     uint64_t bytes;
@@ -170,7 +171,7 @@ static int sink_flush(file_sink *f)
 static int sink_write(void *ctx, const void *bytes, size_t n)
 {
     file_sink *f = ctx;
-    crypto_onetimeauth_update(&f->mac, bytes, n);
+    snapmac_update(&f->mac, bytes, n);
     f->bytes += n;
     const uint8_t *p = bytes;
     while (n > 0 && f->err == 0) {
@@ -236,10 +237,11 @@ static int write_file(int fd, const snapshots *s, const ledger *l,
     uint8_t mac[SNAPSHOT_MAC_BYTES];
     if (snap_put(&sink, header, sizeof(header)) == 0 && ledger_save(l, &sink) == 0 &&
         f.bytes == SNAPSHOT_HEADER_BYTES + body && sink_flush(&f) == 0) {
-        crypto_onetimeauth_final(&f.mac, mac);
-        f.err = fileio_write_all(fd, mac, sizeof(mac));
-    } else if (f.err == 0) {
-        f.err = EIO; /* the state changed under the write: a caller's bug */
+        f.err = snapmac_final(&f.mac, mac) == 0 ? fileio_write_all(fd, mac, sizeof(mac)) : EIO;
+    } else {
+        snapmac_abandon(&f.mac);
+        if (f.err == 0)
+            f.err = EIO; /* the state changed under the write: a caller's bug */
     }
     free(f.buffer);
     return f.err;
@@ -277,7 +279,7 @@ int snapshot_write(const snapshots *s, const ledger *l, const uint8_t hash[BUDGE
 
 typedef struct {
     FILE *f;
-    crypto_onetimeauth_state mac;
+    snapmac mac;
 } file_source;
 
 static int source_read(void *ctx, void *bytes, size_t n)
@@ -285,7 +287,7 @@ static int source_read(void *ctx, void *bytes, size_t n)
     file_source *r = ctx;
     if (fread(bytes, 1, n, r->f) != n)
         return -1;
-    crypto_onetimeauth_update(&r->mac, bytes, n);
+    snapmac_update(&r->mac, bytes, n);
     return 0;
 }
 
@@ -307,8 +309,6 @@ ledger *snapshot_read_stream(FILE *f, uint64_t size, const uint8_t key[SNAPSHOT_
         return not_snapshot(why, why_size, "too short");
     if (fread(header, 1, sizeof(header), f) != sizeof(header))
         return not_snapshot(why, why_size, "cannot be read");
-    mac_begin(&r.mac, key, header);
-    crypto_onetimeauth_update(&r.mac, header, sizeof(header));
     memcpy(seq, header + 8, 8);
     memcpy(hash, header + 16, BUDGET_HASH_BYTES);
     memcpy(&body, header + 48, 8);
@@ -316,11 +316,18 @@ ledger *snapshot_read_stream(FILE *f, uint64_t size, const uint8_t key[SNAPSHOT_
         return not_snapshot(why, why_size, "not a snapshot of this version");
     if (body != size - SNAPSHOT_HEADER_BYTES - SNAPSHOT_MAC_BYTES)
         return not_snapshot(why, why_size, "its length is not the file's");
+    mac_begin(&r.mac, key, header);
+    snapmac_update(&r.mac, header, sizeof(header));
     snap_source source = {source_read, &r, body};
     ledger *l = ledger_load(&source);
-    if (l == NULL)
+    if (l == NULL) {
+        snapmac_abandon(&r.mac);
         return not_snapshot(why, why_size, "its state cannot be read (damaged, or another build)");
-    crypto_onetimeauth_final(&r.mac, want);
+    }
+    if (snapmac_final(&r.mac, want) != 0) {
+        ledger_free(l);
+        return not_snapshot(why, why_size, "its keyed hash cannot be computed now");
+    }
     if (fread(mac, 1, sizeof(mac), f) != sizeof(mac) ||
         sodium_memcmp(mac, want, sizeof(mac)) != 0) {
         ledger_free(l);

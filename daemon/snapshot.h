@@ -2,7 +2,7 @@
  * Snapshots: the ledger's state at a position of the chain, saved in the data folder
  * (DATA/snapshots/<seq>.snap) so that start-up and `balances as_of` apply only the events after
  * it instead of the whole log. A snapshot is derived data, never trusted: it records the seq
- * and hash of the event it was taken after and a Poly1305 tag (crypto_onetimeauth) over all of
+ * and hash of the event it was taken after and a Poly1305 tag (snapmac.h) over all of
  * its bytes, under a key of its own: the BLAKE2b of its header (which holds random bytes drawn
  * for that file) keyed with a random key kept in DATA/snapshots/key (0600). A file that is damaged,
  * truncated, from another data folder or build, or edited, or whose seq and hash are not the

@@ -22,6 +22,7 @@
 #include "daemon/replay.h"
 #include "daemon/request.h"
 #include "daemon/snapio.h"
+#include "daemon/snapmac.h"
 #include "daemon/snapshot.h"
 #include "daemon/store.h"
 
@@ -885,6 +886,83 @@ Test(snapshot, the_tag_is_under_the_key_made_from_the_files_header)
     cr_assert_neq(crypto_onetimeauth_verify(bytes + tagged, bytes, tagged, s.key), 0,
                   "the tag is under the folder's key");
     free(file);
+    store_close(st);
+}
+
+/* The tag of `n` bytes by snapmac, fed in pieces of random sizes (up to `piece_max`). */
+static void snapmac_of(const uint8_t key[SNAPMAC_KEY_BYTES], const uint8_t *bytes, size_t n,
+                       size_t piece_max, bool only_sodium, uint8_t tag[SNAPMAC_BYTES])
+{
+    snapmac_use_sodium(only_sodium);
+    snapmac m;
+    snapmac_init(&m, key);
+    cr_assert_eq(m.ossl == NULL, only_sodium, "%s",
+                 only_sodium ? "libsodium was asked for, OpenSSL's code was used"
+                             : "OpenSSL gives no Poly1305 here: nothing to compare");
+    for (size_t done = 0; done < n;) {
+        size_t piece = 1 + randombytes_uniform((uint32_t)piece_max);
+        piece = piece < n - done ? piece : n - done;
+        snapmac_update(&m, bytes + done, piece);
+        done += piece;
+    }
+    cr_assert_eq(snapmac_final(&m, tag), 0);
+    snapmac_use_sodium(false);
+}
+
+/* OpenSSL's Poly1305 and libsodium's give the same tag for any bytes, key and pieces: a snapshot
+ * written by either code is read by the other. */
+Test(snapshot, openssl_and_libsodium_make_the_same_tag)
+{
+    cr_assert_geq(sodium_init(), 0);
+    size_t big = 3u << 20;
+    uint8_t *bytes = malloc(big);
+    cr_assert_not_null(bytes);
+    randombytes_buf(bytes, big);
+    size_t lengths[] = {0, 1, 15, 16, 17, 63, 64, 65, 1000, 4096, 65537, 3u << 20};
+    for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+        for (int round = 0; round < 4; round++) {
+            uint8_t key[SNAPMAC_KEY_BYTES], ossl[SNAPMAC_BYTES], sodium[SNAPMAC_BYTES],
+                whole[SNAPMAC_BYTES];
+            randombytes_buf(key, sizeof(key));
+            size_t piece_max = round == 0 ? 1 : round == 1 ? 17 : round == 2 ? 4096 : big;
+            snapmac_of(key, bytes, lengths[i], piece_max, false, ossl);
+            snapmac_of(key, bytes, lengths[i], piece_max, true, sodium);
+            crypto_onetimeauth(whole, bytes, lengths[i], key);
+            cr_assert(memcmp(ossl, whole, SNAPMAC_BYTES) == 0,
+                      "%zu bytes in pieces of up to %zu: OpenSSL's tag is not Poly1305's",
+                      lengths[i], piece_max);
+            cr_assert(memcmp(sodium, whole, SNAPMAC_BYTES) == 0,
+                      "%zu bytes in pieces of up to %zu: libsodium's tag in pieces differs",
+                      lengths[i], piece_max);
+        }
+    }
+    free(bytes);
+}
+
+/* A snapshot tagged by libsodium's code (a build or machine without OpenSSL's Poly1305) restores
+ * where OpenSSL's code checks it, and the reverse; a damaged one is refused by either. */
+Test(snapshot, a_snapshot_tagged_by_either_code_is_read_by_the_other)
+{
+    store *st;
+    snapshots s;
+    uint64_t head = damage_setup(&st, &s);
+    char path[PATH_MAX + 32];
+    snapshot_path(&s, 120, path, sizeof(path));
+    for (int writer = 0; writer < 2; writer++) {
+        unlink(path);
+        snapmac_use_sodium(writer == 1);
+        const uint64_t at[] = {120};
+        write_snapshots(&s, st, at, 1);
+        snapmac_use_sodium(writer == 0);
+        expect_restored_from(&s, st, head, 120, writer == 1 ? "tagged by libsodium" : "by OpenSSL");
+        size_t size;
+        char *file = read_all(path, &size);
+        file[size / 2] ^= 0x01;
+        write_all(path, file, size);
+        expect_restored_from(&s, st, head, 40, "a flipped byte");
+        free(file);
+        snapmac_use_sodium(false);
+    }
     store_close(st);
 }
 
