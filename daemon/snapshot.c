@@ -478,6 +478,41 @@ ledger *snapshot_restore_decided(const snapshots *s, store *st, uint64_t upto, i
     return restore_newest(s, st, upto, decided_by, seq, hash, why, why_size);
 }
 
+ledger *snapshot_rebuild(const snapshots *s, store *st, uint64_t upto, uint64_t *from,
+                         uint8_t hash[BUDGET_HASH_BYTES], char *why, size_t why_size)
+{
+    replay_result res;
+    uint8_t at_hash[BUDGET_HASH_BYTES];
+    char ignored[160];
+    ledger *l = snapshot_restore(s, st, upto, from, at_hash, ignored, sizeof(ignored));
+    if (l != NULL && replay_log_from(st, l, *from, at_hash, upto, false, &res) != 0) {
+        ledger_free(l);
+        l = NULL;
+    }
+    if (l == NULL) {
+        *from = 0;
+        l = ledger_new();
+        if (l == NULL) {
+            snprintf(why, why_size, "out of memory");
+            return NULL;
+        }
+        if (replay_log(st, l, upto, &res) != 0) {
+            snprintf(why, why_size, "the log cannot be replayed to event %" PRIu64 ": %s", upto,
+                     res.why);
+            ledger_free(l);
+            return NULL;
+        }
+    }
+    if (res.head != upto) {
+        snprintf(why, why_size, "the log ends at event %" PRIu64 ", before %" PRIu64, res.head,
+                 upto);
+        ledger_free(l);
+        return NULL;
+    }
+    memcpy(hash, res.hash, BUDGET_HASH_BYTES);
+    return l;
+}
+
 uint64_t snapshot_newest(const snapshots *s, uint64_t upto, int32_t decided_by)
 {
     if (s == NULL)

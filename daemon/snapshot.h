@@ -81,6 +81,18 @@ ledger *snapshot_restore(const snapshots *s, store *st, uint64_t upto, uint64_t 
                          uint8_t hash[BUDGET_HASH_BYTES], char *why, size_t why_size);
 
 /*
+ * The ledger as of event `upto` made again from the log, as a snapshot of it would hold it: the
+ * newest snapshot at or below `upto` (snapshot_restore) with the events after it applied, their
+ * links checked from its hash; or, when there is none or the events do not apply, the log
+ * replayed from its first event. Its seq in *from (0: the first event), the hash of event
+ * `upto` in `hash`. NULL with `why` set when the log cannot give it. Reads the store only, so
+ * any thread may call it while the daemon appends: the daemon writes its snapshots from it
+ * rather than from a copy of the ledger it serves.
+ */
+ledger *snapshot_rebuild(const snapshots *s, store *st, uint64_t upto, uint64_t *from,
+                         uint8_t hash[BUDGET_HASH_BYTES], char *why, size_t why_size);
+
+/*
  * The seq of the newest snapshot at or below `upto` by its name, and, when `decided_by` is not 0,
  * whose first bytes say a view by that day may start from it (snapshot_restore_decided); 0 when
  * none, or `s` is NULL. Restoring it may still fail.

@@ -301,6 +301,72 @@ Test(e2e_snapshots, as_of_answers_the_same_with_and_without_snapshots)
         free(want[seq].bytes);
 }
 
+/* The log's lines about the snapshots written while serving: how many were made again from the
+ * log, and checks on each: at a multiple of 7, made from the snapshot before it (or from the
+ * log's first event when there was none) with the events between; *from_snapshot counts those made
+ * from a snapshot. Fails on a line that says one was not written, or was a copy of the state. */
+static int snapshots_made_again(int *from_snapshot)
+{
+    FILE *f = fopen(bd.log, "r");
+    e2e_assert(f != NULL, "no log %s", bd.log);
+    char line[1024];
+    int made = 0;
+    uint64_t last = 0;
+    *from_snapshot = 0;
+    while (fgets(line, sizeof(line), f)) {
+        e2e_assert(strstr(line, "not written") == NULL, "%s", line);
+        e2e_assert(strstr(line, "of the state at start") == NULL, "%s", line);
+        const char *at = strstr(line, "snapshot ");
+        unsigned long long seq, from, events;
+        char source[16];
+        if (at == NULL ||
+            sscanf(at, "snapshot %llu written, made again from %15s", &seq, source) != 2)
+            continue;
+        if (strcmp(source, "snapshot") == 0) {
+            e2e_assert(sscanf(strstr(at, "from snapshot"), "from snapshot %llu and the %llu", &from,
+                              &events) == 2,
+                       "%s", line);
+            (*from_snapshot)++;
+        } else {
+            const char *whole = strstr(at, "the log's");
+            e2e_assert(whole != NULL && sscanf(whole, "the log's %llu events", &events) == 1, "%s",
+                       line);
+            from = 0;
+        }
+        e2e_assert(seq % 7 == 0 && seq > last && from == last && events == seq - from,
+                   "snapshot %llu made from %llu and %llu events, the one before at %llu: %s", seq,
+                   from, events, (unsigned long long)last, line);
+        last = seq;
+        made++;
+    }
+    fclose(f);
+    return made;
+}
+
+/* While serving, a snapshot at a multiple of --snapshot-every is made on a worker from the one
+ * before it and the events since (snapshot_rebuild), not from a copy of the ledger the loop
+ * serves; each restores to the answers of the log replayed whole. */
+Test(e2e_snapshots, snapshots_written_while_serving_are_made_again_from_the_log)
+{
+    cr_assert_eq(e2e_daemon_start_with(&bd, with_snapshots), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
+    write_rounds();
+    answer want[SEQS_MAX];
+    uint64_t head = answers_now(want);
+    stop_cleanly();
+    int from_snapshot = 0, made = snapshots_made_again(&from_snapshot);
+    e2e_assert(made >= 3 && from_snapshot >= 2,
+               "%d snapshots written, %d of them from the snapshot before", made, from_snapshot);
+
+    /* Each point from the newest snapshot kept at or below it. */
+    cr_assert_eq(e2e_daemon_restart_with(&bd, snapshots_only), 0);
+    expect_same_answers(want, head, "each point from a snapshot made again");
+    e2e_assert(stat_of("as_of_from_snapshot") > 0, "no point was built from a snapshot");
+    stop_cleanly();
+    for (uint64_t seq = 1; seq <= head; seq++)
+        free(want[seq].bytes);
+}
+
 /* ---- a damaged event after a snapshot ------------------------------------------------------ */
 
 #define MARK "Avsiktligt-skadad-titel"

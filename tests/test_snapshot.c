@@ -783,6 +783,66 @@ static void write_all(const char *path, const char *bytes, size_t size)
     fclose(f);
 }
 
+/* Flips one byte in the middle of the snapshot at `seq`. */
+static void damage_snapshot(const snapshots *s, uint64_t seq)
+{
+    char path[PATH_MAX + 32];
+    snapshot_path(s, seq, path, sizeof(path));
+    FILE *f = fopen(path, "r+b");
+    cr_assert_not_null(f, "open %s", path);
+    long middle = file_size(path) / 2;
+    fseek(f, middle, SEEK_SET);
+    int byte = fgetc(f);
+    fseek(f, middle, SEEK_SET);
+    fputc(byte ^ 0x20, f);
+    fclose(f);
+}
+
+/* The state as of `upto` made again by snapshot_rebuild: from snapshot `want_from` (0: the first
+ * event), with the log's hash of event `upto`, and the very bytes of the log replayed whole. */
+static void expect_rebuilt(const snapshots *s, store *st, uint64_t upto, uint64_t want_from,
+                           const char *what)
+{
+    uint64_t from = UINT64_MAX;
+    uint8_t hash[BUDGET_HASH_BYTES], stored[BUDGET_HASH_BYTES];
+    char why[256] = "";
+    ledger *a = snapshot_rebuild(s, st, upto, &from, hash, why, sizeof(why));
+    cr_assert_not_null(a, "%s, event %llu: %s", what, (unsigned long long)upto, why);
+    cr_assert_eq(from, want_from, "%s, event %llu: made from %llu, expected %llu", what,
+                 (unsigned long long)upto, (unsigned long long)from, (unsigned long long)want_from);
+    cr_assert_eq(replay_stored_hash(st, upto, stored), 0);
+    cr_assert(memcmp(hash, stored, BUDGET_HASH_BYTES) == 0, "%s, event %llu: not the log's hash",
+              what, (unsigned long long)upto);
+    ledger *b = full_replay(st, upto);
+    expect_same_bytes(a, b, what);
+    ledger_free(a);
+    ledger_free(b);
+}
+
+/* What budgetd writes its snapshots of while it serves: the state made again from the snapshot
+ * before and the events since, never trusted further than a read as of that point is. At every
+ * point it saves the bytes of the log replayed whole; with the snapshots below damaged it is
+ * made from the first event; past the log's end there is none. */
+Test(snapshot, a_state_made_again_from_the_log_saves_the_bytes_of_the_log_replayed)
+{
+    store *st;
+    snapshots s;
+    uint64_t head = damage_setup(&st, &s); /* snapshots at 40 and 120 */
+    for (uint64_t upto = 1; upto <= head; upto++)
+        expect_rebuilt(&s, st, upto, upto >= 120 ? 120 : upto >= 40 ? 40 : 0, "made again");
+    damage_snapshot(&s, 120);
+    expect_rebuilt(&s, st, head, 40, "the snapshot at 120 damaged");
+    damage_snapshot(&s, 40);
+    expect_rebuilt(&s, st, head, 0, "both damaged");
+    uint64_t from;
+    uint8_t hash[BUDGET_HASH_BYTES];
+    char why[256] = "";
+    ledger *none = snapshot_rebuild(&s, st, head + 1, &from, hash, why, sizeof(why));
+    cr_assert_null(none, "a state past the log's end");
+    cr_assert(strstr(why, "the log ends at event") != NULL, "%s", why);
+    store_close(st);
+}
+
 Test(snapshot, a_flipped_byte_anywhere_is_never_applied)
 {
     store *st;
