@@ -489,6 +489,12 @@ awk -v quick="$quick" -v rounds="$rounds" '
       row("balances as_of an event near the " where[i], "< 0.05 s", sprintf("%.3f s", s), sprintf("no snapshots %.3f s", b),
           s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", verdict(s >= 0 && s < 0.05))
     }
+    s = num("inproc_snapshot_restore_ms"); b = num("inproc_ledger_clone_ms")
+    row("  in-process: the newest snapshot restored", "", s > 0 ? sprintf("%.1f ms", s) : "-",
+        sprintf("a copy of the ledger %.1f ms", b), s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", "")
+    s = num("inproc_tail_events_per_s")
+    row("  in-process: the events after a snapshot", "", s > 0 ? sprintf("%.2fM/s", s / 1e6) : "-",
+        sprintf("replay, one thread %.2fM/s", ip / 1e6), s > 0 && ip > 0 ? sprintf("%.2f", s / ip) : "-", "")
     s = num("daemon_as_of_8_wall_s"); b = num("nosnap_daemon_as_of_8_wall_s")
     row("8 as_of at once: wall time", "", sprintf("%.3f s", s), sprintf("no snapshots %.3f s", b), s > 0 && b > 0 ? sprintf("%.2f", s / b) : "-", "")
     s = num("daemon_as_of_8_hwm_mib"); b = num("nosnap_daemon_as_of_8_hwm_mib")
