@@ -1955,22 +1955,74 @@ static int ix_add_avrop(ledger *l, uint32_t k)
 /* Indexes what was made since the last call, in order: rows, frames, allocations, avrop. Out
  * of memory it stops where it is; the index is then behind (ix_current is false) until a later
  * call catches up, and the lists are walked as before. */
-static void ix_catch_up(ledger *l)
+static bool ix_catch_up_to_avrop(ledger *l)
 {
     ledger_index *ix = &l->ix;
     while (ix->rows_len < l->units_len)
         if (ix_add_row(l, ix->rows_len) != 0)
-            return;
+            return false;
     while (ix->frames_len < l->frames_len)
         if (ix_add_to_row(ix, l->frames[ix->frames_len].unit, false, &ix->frame_kids,
                           &ix->frames_len, &ix->frames_cap, ix->frames_len) != 0)
-            return;
+            return false;
     while (ix->allocations_len < l->allocations_len)
         if (ix_add_allocation(l, ix->allocations_len) != 0)
-            return;
+            return false;
+    return true;
+}
+
+static void ix_catch_up(ledger *l)
+{
+    ledger_index *ix = &l->ix;
+    if (!ix_catch_up_to_avrop(l))
+        return;
     while (ix->avrop_len < l->avrop_len)
         if (ix_add_avrop(l, ix->avrop_len) != 0)
             return;
+}
+
+/*
+ * Indexes every avrop at once, when none is yet and every allocation is (a ledger just loaded):
+ * the same lists ix_add_avrop makes one avrop at a time, but each allocation's avrop counted
+ * first, so that each long list is allocated once at its length, not grown as it fills and
+ * made by walking the first IX_LINKED_MAX - 1 links. Only the long lists' numbers differ from
+ * theirs, and nothing depends on those. 0, or -1 out of memory (the index is then as before).
+ */
+static int ix_add_all_avrop(ledger *l)
+{
+    ledger_index *ix = &l->ix;
+    uint32_t *kids = ix->allocation_kids, long_before = ix->long_len, listed = 0;
+    if (ix->avrop_len != 0 || ix->allocations_len != l->allocations_len)
+        return -1;
+    for (uint32_t k = 0; k < l->avrop_len; k++)
+        kids[l->avrop[k].allocation]++;
+    for (uint32_t a = 0; a < l->allocations_len; a++)
+        listed += kids[a] >= IX_LINKED_MAX;
+    bool failed = reserve((void **)&ix->long_lists, &ix->long_cap, ix->long_len, listed,
+                          sizeof *ix->long_lists) != 0;
+    for (uint32_t a = 0; a < l->allocations_len && !failed; a++) {
+        if (kids[a] < IX_LINKED_MAX)
+            continue;
+        ix_list x = {.items = malloc((size_t)kids[a] * sizeof *x.items), .cap = kids[a]};
+        failed = x.items == NULL;
+        if (!failed) {
+            ix->long_lists[ix->long_len] = x;
+            kids[a] = IX_LISTED | ix->long_len++;
+        }
+    }
+    if (failed) {
+        while (ix->long_len > long_before)
+            free(ix->long_lists[--ix->long_len].items);
+        memset(kids, 0, (size_t)l->allocations_len * sizeof *kids);
+        return -1;
+    }
+    for (uint32_t k = 0; k < l->avrop_len; k++) {
+        uint32_t a = l->avrop[k].allocation;
+        if (kids[a] & IX_LISTED)
+            ix_push(&ix->long_lists[kids[a] & ~IX_LISTED], k);
+    }
+    ix->avrop_len = l->avrop_len;
+    return 0;
 }
 
 static bool ix_current(const ledger *l)
@@ -3721,6 +3773,8 @@ bool ledger_peek_decided_base(const uint8_t *bytes, size_t n, int32_t decided_by
 
 int ledger_load_finish(ledger *l)
 {
+    if (ix_catch_up_to_avrop(l))
+        (void)ix_add_all_avrop(l); /* else one at a time, below */
     ix_catch_up(l);
     return ix_current(l) ? 0 : -1;
 }

@@ -9,6 +9,7 @@
 #include "budget/errors.h"
 #include "daemon/event.h"
 #include "daemon/ledger.h"
+#include "daemon/snapio.h"
 #include "daemon/years.h"
 
 #define MAX BUDGET_AMOUNT_MAX
@@ -1963,6 +1964,109 @@ Test(ledger, lists_by_position_are_the_walks_from_their_offsets)
     /* A frame with a year is walked. */
     ledger_cursor c;
     cr_assert_not(ledger_seek_allocations(l, "f0", NULL, 2021, 0, &c));
+}
+
+static int to_stream(void *ctx, const void *bytes, size_t n)
+{
+    return fwrite(bytes, 1, n, ctx) == n ? 0 : -1;
+}
+
+typedef struct {
+    const char *bytes;
+    size_t at;
+} saved_state;
+
+static int from_saved(void *ctx, void *bytes, size_t n)
+{
+    saved_state *m = ctx;
+    memcpy(bytes, m->bytes + m->at, n);
+    m->at += n;
+    return 0;
+}
+
+/* `s` saved (ledger_save) and loaded again, its index made (ledger_load_finish). */
+static ledger *saved_and_loaded(const ledger *s)
+{
+    char *bytes = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&bytes, &size);
+    cr_assert_not_null(f);
+    snap_sink sink = {to_stream, f};
+    cr_assert_eq(ledger_save(s, &sink), 0);
+    cr_assert_eq(fclose(f), 0);
+    saved_state m = {bytes, 0};
+    snap_source source = {from_saved, &m, size};
+    ledger *back = ledger_load(&source);
+    cr_assert_not_null(back);
+    cr_assert_eq(ledger_load_finish(back), 0);
+    free(bytes);
+    return back;
+}
+
+/* `n` avrop of 1 öre on `allocation` by the social committee, ids `prefix`0.., checked and
+ * applied to `s` (not necessarily the test's ledger). */
+static void avrop_on(ledger *s, const char *prefix, const char *allocation, int n)
+{
+    ledger_actor a = actor(UID_SON);
+    char id[32];
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "%s%d", prefix, i);
+        ledger_cmd c = avrop(id, allocation, 1, "");
+        c.ts_ms = ledger_last_ts(s) + 1;
+        ledger_event ev;
+        uint64_t existing = 0;
+        ledger_error e;
+        cr_assert_eq(ledger_check(s, &c, &a, &ev, &existing, &e), 0, "%s", e.message);
+        ev.seq = ledger_last_seq(s) + 1;
+        cr_assert_eq(ledger_apply(s, &ev), 0);
+    }
+}
+
+/*
+ * A loaded ledger makes its index at once (every allocation's avrop counted, then listed): it
+ * lists every frame's allocations and every allocation's avrop by position as the ledger saved
+ * does, for allocations with none, fewer than are only linked, one short of being listed, just
+ * listed and long listed; and both go on the same as avrop are added, past the lists' lengths
+ * and across the bound.
+ */
+Test(ledger, a_loaded_ledger_lists_by_position_as_the_one_saved)
+{
+    OK(grant("f0", "KS", 2021, 1000000, "Ram", "f0"));
+    char id[32];
+    for (int i = 0; i < 60; i++) {
+        snprintf(id, sizeof id, "a%d", i);
+        OK(propose(id, "f0", i % 2 ? "SON" : "KFN", 1000, "X"));
+        snprintf(id, sizeof id, "d%d", i);
+        char target[32];
+        snprintf(target, sizeof target, "a%d", i);
+        OK_AS(UID_DECIDER, approve(id, target));
+    }
+    avrop_on(l, "v1-", "a1", 63);
+    avrop_on(l, "v2-", "a2", 7);
+    avrop_on(l, "v3-", "a3", 31);
+    avrop_on(l, "v4-", "a4", 32);
+    avrop_on(l, "v5-", "a1", 2); /* a1's interleaved with the others' */
+    ledger *back = saved_and_loaded(l);
+    char *want = snapshot(l), *got = snapshot(back);
+    cr_assert_str_eq(got, want);
+    free(want);
+    free(got);
+    char *s = listed(back, LIST_AVROP, &(list_filter){.allocation = "a4"}, 30, UINT32_MAX, true);
+    cr_assert_str_eq(s, "v4-30\nv4-31\n");
+    free(s);
+
+    ledger *both[] = {l, back};
+    for (int k = 0; k < 2; k++) {
+        avrop_on(both[k], "w1-", "a1", 40);
+        avrop_on(both[k], "w3-", "a3", 2);
+        avrop_on(both[k], "w5-", "a5", 33);
+    }
+    want = snapshot(l);
+    got = snapshot(back);
+    cr_assert_str_eq(got, want);
+    free(want);
+    free(got);
+    ledger_free(back);
 }
 
 /* ---- clones
