@@ -17,13 +17,16 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -65,13 +68,14 @@ typedef struct {
     audit_t audit;
     ops_t ops;
 
-    /* The snapshot being written on the pool: of the ledger at snapshot_seq made again from the
-     * log there (snapshot_rebuild), or of a copy of the committed ledger taken at start-up. */
+    /* The snapshot being written on its own thread: of the ledger at snapshot_seq made again from
+     * the log there (snapshot_rebuild), or of a copy of the committed ledger taken at start-up. */
     const snapshots *snapshots;
     history_cache *history; /* the ledgers of earlier points kept for balances */
     bool snapshot_running;
-    uv_work_t snapshot_work;
-    ledger *snapshot_state; /* NULL until made on the pool */
+    pthread_t snapshot_thread;
+    uv_async_t snapshot_async; /* its thread is done */
+    ledger *snapshot_state;    /* NULL until made on its thread */
     uint64_t snapshot_seq;
     uint8_t snapshot_hash[BUDGET_HASH_BYTES]; /* of event snapshot_seq, as committed */
     bool snapshot_rebuilt;
@@ -127,6 +131,7 @@ static void maybe_finish(void *owner)
     close_if_open((uv_handle_t *)&s->sigint);
     close_if_open((uv_handle_t *)&s->sighup);
     close_if_open((uv_handle_t *)&s->sweep);
+    close_if_open((uv_handle_t *)&s->snapshot_async);
     close_if_open((uv_handle_t *)&s->step);
     commit_close(&s->commit);
     conn_hub_close(&s->hub);
@@ -188,11 +193,14 @@ static void hook_durable(void *owner, const commit_batch_t *b)
 
 /* ---- snapshots ----------------------------------------------------------------------------- */
 
-/* On the pool: the state at snapshot_seq made again from the log when no copy was given, checked
- * to end at the event the committed ledger applied there, then written. */
-static void snapshot_work(uv_work_t *w)
+/* The nice value of the thread that makes and writes a snapshot: background work, it takes a
+ * smaller share of a busy machine's CPU than the loop, the writer and the reads. */
+#define SNAPSHOT_NICE 10
+
+/* The state at snapshot_seq made again from the log when no copy was given, checked to end at
+ * the event the committed ledger applied there, then written. */
+static void snapshot_make(server_t *s)
 {
-    server_t *s = w->data;
     if (s->snapshot_state == NULL) {
         uint8_t hash[BUDGET_HASH_BYTES];
         uint64_t t0 = uv_hrtime();
@@ -216,13 +224,29 @@ static void snapshot_work(uv_work_t *w)
                                     s->snapshot_why, sizeof(s->snapshot_why));
 }
 
-static void snapshot_done(uv_work_t *w, int status)
+/* The snapshot's own thread, at a lower priority: Linux keeps a nice value per thread, and the
+ * replay's walker inherits it; raising it needs no privilege, and the thread ends with the
+ * snapshot. Not on libuv's pool, whose threads answer the long reads: a snapshot made there held
+ * one of them for as long as it took, and the reads queued behind it. */
+static void *snapshot_thread_main(void *arg)
 {
-    server_t *s = w->data;
+    server_t *s = arg;
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SNAPSHOT_NICE);
+    snapshot_make(s);
+    uv_async_send(&s->snapshot_async);
+    return NULL;
+}
+
+/* On the loop, once the snapshot's thread is done. */
+static void snapshot_done(uv_async_t *h)
+{
+    server_t *s = h->data;
+    if (!s->snapshot_running)
+        return;
+    pthread_join(s->snapshot_thread, NULL);
     unsigned long long seq = s->snapshot_seq;
-    if (status != 0 || s->snapshot_rc != 0)
-        log_warn("snapshot %llu not written: %s", seq,
-                 status != 0 ? uv_strerror(status) : s->snapshot_why);
+    if (s->snapshot_rc != 0)
+        log_warn("snapshot %llu not written: %s", seq, s->snapshot_why);
     else if (s->snapshot_rebuilt && s->snapshot_from != 0)
         log_info("snapshot %llu written, made again from snapshot %llu and the %llu events after "
                  "it in %.3f s",
@@ -239,9 +263,9 @@ static void snapshot_done(uv_work_t *w, int status)
     job_count_end(&s->jobs);
 }
 
-/* Writes a snapshot at event `seq`, whose hash is `hash`, on the pool: of `state` when given (the
- * job takes it), else of the ledger made again there from the log. One at a time: while one is
- * written, the next multiple is skipped. */
+/* Writes a snapshot at event `seq`, whose hash is `hash`, on its own thread: of `state` when given
+ * (the thread takes it), else of the ledger made again there from the log. One at a time: while
+ * one is written, the next multiple is skipped. */
 static void snapshot_start(server_t *s, uint64_t seq, const uint8_t hash[BUDGET_HASH_BYTES],
                            ledger *state)
 {
@@ -249,13 +273,14 @@ static void snapshot_start(server_t *s, uint64_t seq, const uint8_t hash[BUDGET_
     s->snapshot_rebuilt = state == NULL;
     s->snapshot_seq = seq;
     s->snapshot_from = 0;
+    s->snapshot_rc = 0;
     memcpy(s->snapshot_hash, hash, BUDGET_HASH_BYTES);
     s->snapshot_running = true;
-    s->snapshot_work.data = s;
     job_count_begin(&s->jobs);
-    int rc = uv_queue_work(s->loop, &s->snapshot_work, snapshot_work, snapshot_done);
+    int rc = pthread_create(&s->snapshot_thread, NULL, snapshot_thread_main, s);
     if (rc != 0) {
-        log_warn("snapshot not written: %s", uv_strerror(rc));
+        log_warn("snapshot %llu not written: cannot start its thread: %s", (unsigned long long)seq,
+                 strerror(rc));
         ledger_free(s->snapshot_state);
         s->snapshot_state = NULL;
         s->snapshot_running = false;
@@ -264,10 +289,10 @@ static void snapshot_start(server_t *s, uint64_t seq, const uint8_t hash[BUDGET_
 }
 
 /*
- * The committed ledger reached a multiple of --snapshot-every. The snapshot is made on the pool
- * from the log: the snapshot before it and the events since, as a read as of that event makes
- * it. The loop copies nothing, where a copy of the committed ledger held it for one memcpy per
- * array of the state, 13 ms and more on a ledger of 1 M events (docs/performance.md,
+ * The committed ledger reached a multiple of --snapshot-every. The snapshot is made on a thread
+ * of its own from the log: the snapshot before it and the events since, as a read as of that
+ * event makes it. The loop copies nothing, where a copy of the committed ledger held it for one
+ * memcpy per array of the state, 13 ms and more on a ledger of 1 M events (docs/performance.md,
  * "Snapshots"), every other connection waiting.
  */
 static void hook_snapshot(void *owner, const ledger *committed,
@@ -609,6 +634,8 @@ static void server_handles(server_t *s)
     uv_signal_init(s->loop, &s->sighup);
     s->sighup.data = s;
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+    uv_async_init(s->loop, &s->snapshot_async, snapshot_done);
+    s->snapshot_async.data = s;
     uv_timer_init(s->loop, &s->sweep);
     s->sweep.data = s;
     uint64_t every = sweep_interval_ms(&s->hub);

@@ -8,8 +8,9 @@
  * truncated, from another data folder or build, or edited, or whose seq and hash are not the
  * log's, is ignored and the log replayed instead. docs/performance.md, "Snapshots".
  *
- * No libuv: the daemon calls snapshot_write on a worker thread, start-up and as_of call
- * snapshot_restore on theirs. A `snapshots` is read-only once open, so any thread may use it.
+ * No libuv: the daemon calls snapshot_rebuild and snapshot_write on a thread of their own, start-up
+ * and as_of call snapshot_restore on theirs. A `snapshots` is read-only once open, so any thread
+ * may use it.
  */
 #ifndef BUDGET_SNAPSHOT_H
 #define BUDGET_SNAPSHOT_H

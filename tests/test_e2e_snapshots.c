@@ -354,8 +354,8 @@ static void wait_for_snapshot(uint64_t seq)
     e2e_assert(stat(path, &st) == 0, "no snapshot %llu after 30 s", (unsigned long long)seq);
 }
 
-/* While serving, a snapshot at a multiple of --snapshot-every is made on a worker from the one
- * before it and the events since (snapshot_rebuild), not from a copy of the ledger the loop
+/* While serving, a snapshot at a multiple of --snapshot-every is made on a thread of its own from
+ * the one before it and the events since (snapshot_rebuild), not from a copy of the ledger the loop
  * serves; each restores to the answers of the log replayed whole. Frames are granted one at a
  * time, and at each multiple of 7 the test waits for its snapshot, so that none is left out. */
 Test(e2e_snapshots, snapshots_written_while_serving_are_made_again_from_the_log)
@@ -472,8 +472,8 @@ Test(e2e_snapshots, decided_by_answers_the_same_from_a_kept_view_a_snapshot_and_
     stop_cleanly();
     cr_assert_eq(e2e_daemon_restart_with(&bd, snapshots_only), 0);
     /* A snapshot still being written when the daemon stopped is not there; start-up then writes
-     * one of the head, on a worker, and removes the oldest after it. The reads count on the
-     * snapshots once that is done: the newest less than 7 events behind the head, 3 kept. */
+     * one of the head, on a thread of its own, and removes the oldest after it. The reads count on
+     * the snapshots once that is done: the newest less than 7 events behind the head, 3 kept. */
     int n = 0;
     for (int tries = 0; tries < 100; tries++) {
         n = snapshot_files(snaps, SEQS_MAX);
