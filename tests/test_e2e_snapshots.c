@@ -542,11 +542,16 @@ Test(e2e_snapshots, an_event_changed_after_a_snapshot_fails_the_reads_past_it)
     e2e_buf_destroy(&b);
     uint64_t head = e2e_head(c);
     e2e_assert_int(head, marked + 1, "the head");
-    /* The next multiple of 7 after the marked event is beyond the head: no snapshot holds it. */
+    /* The next multiple of 7 after the marked event is beyond the head: no snapshot holds it.
+     * Snapshots are made on a thread of their own: the first may still be on its way. */
     uint64_t seqs[16];
     int n = snapshot_files(seqs, 16);
-    e2e_assert(n >= 1 && seqs[0] < marked, "a snapshot at or after %llu",
-               (unsigned long long)marked);
+    for (int i = 0; i < 3000 && n == 0; i++) {
+        usleep(10000);
+        n = snapshot_files(seqs, 16);
+    }
+    e2e_assert(n >= 1, "no snapshot after 30 s");
+    e2e_assert(seqs[0] < marked, "a snapshot at or after %llu", (unsigned long long)marked);
 
     e2e_assert(damage_marks() >= 1, "the marked title is not in data.mdb");
     budget_response r;
