@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "budget/errors.h"
@@ -875,6 +876,22 @@ static void page_init(list_page *p, uint64_t offset)
     p->oddities = 0;
 }
 
+/* Before a page's first item: room for a whole page, so that a page of the largest size is
+ * packed without the copies of a buffer grown by doubling (five of them from msgpack's 8 KiB,
+ * as much again as the page). The room's pages are not touched until written; when it cannot
+ * be had, the buffer grows as before. */
+static void page_reserve(list_page *p)
+{
+    const size_t room = BUDGET_BALANCES_PAGE_BYTES_MAX + PACK_REC_BYTES;
+    if (p->items.alloc >= room)
+        return;
+    char *grown = realloc(p->items.data, room);
+    if (grown != NULL) {
+        p->items.data = grown;
+        p->items.alloc = room;
+    }
+}
+
 /* A match was found: true when it is to be packed now; false when it is skipped (before the
  * offset) or left for the next page (the page is full: `more` is set and the walk may stop). */
 static bool page_takes(list_page *p)
@@ -887,7 +904,8 @@ static bool page_takes(list_page *p)
         p->more = true;
         return false;
     }
-    p->count++;
+    if (p->count++ == 0)
+        page_reserve(p);
     return true;
 }
 
