@@ -64,65 +64,25 @@ static ledger *from_kept(job *j, uint64_t upto, replay_result *res)
 }
 
 /*
- * The ledger as of `upto` from the newest valid snapshot at or below it that can serve the read,
- * with the events after it applied, their links checked from its hash. A view by decision day
- * starts only from a snapshot whose state is that view (snapshot_restore_decided: nothing in it
- * dated after the day, no closed year, no correction); another leaves out or changes events such
- * a state holds. NULL when there is none, or the events after it do not apply: the caller
- * replays the log from its first event.
- */
-static ledger *from_snapshot(job *j, uint64_t upto, replay_result *res)
-{
-    int32_t day = j->bq.decided_by;
-    uint64_t at;
-    uint8_t hash[BUDGET_HASH_BYTES];
-    char why[256];
-    if (j->snapshots == NULL)
-        return NULL;
-    ledger *l = day != 0
-                    ? snapshot_restore_decided(j->snapshots, j->store, upto, day, &at, hash, why,
-                                               sizeof(why))
-                    : snapshot_restore(j->snapshots, j->store, upto, &at, hash, why, sizeof(why));
-    if (l == NULL)
-        return NULL;
-    int rc = day != 0 ? replay_decided_from(j->store, l, at, hash, upto, day, res)
-                      : replay_log_from(j->store, l, at, hash, upto, false, res);
-    if (rc != 0) {
-        ledger_free(l);
-        return NULL;
-    }
-    history_cache_note_snapshot(j->history);
-    return l;
-}
-
-/*
- * The ledger as of event `upto`: from a kept one (from_kept), else from a snapshot
- * (from_snapshot), else the log replayed from its first event. No store reader may be held here:
- * the replay's walker begins its own.
+ * The ledger as of event `upto`: from a kept one (from_kept), else from the newest snapshot that
+ * can serve the read with the events after it applied, else the log replayed from its first
+ * event (snapshot_state). A view by decision day starts only from a snapshot whose state is that
+ * view (nothing in it dated after the day, no closed year, no correction); another leaves out or
+ * changes events such a state holds. No store reader may be held here: the replay's walker
+ * begins its own.
  */
 static int balances_ledger(job *j, uint64_t upto, ledger **out, replay_result *res)
 {
-    int32_t day = j->bq.decided_by;
     ledger *l = from_kept(j, upto, res);
-    if (l == NULL)
-        l = from_snapshot(j, upto, res);
     if (l != NULL) {
         *out = l;
         return 0;
     }
-    l = ledger_new();
-    if (l == NULL) {
-        snprintf(res->why, sizeof(res->why), "out of memory");
-        return BUDGET_EUNAVAILABLE;
-    }
-    int rc =
-        day != 0 ? replay_decided(j->store, l, upto, day, res) : replay_log(j->store, l, upto, res);
-    if (rc != 0) {
-        ledger_free(l);
-        return rc;
-    }
-    *out = l;
-    return 0;
+    uint64_t from = 0;
+    int rc = snapshot_state(j->snapshots, j->store, upto, j->bq.decided_by, out, &from, res);
+    if (rc == 0 && from != 0)
+        history_cache_note_snapshot(j->history);
+    return rc;
 }
 
 typedef struct {

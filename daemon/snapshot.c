@@ -478,30 +478,53 @@ ledger *snapshot_restore_decided(const snapshots *s, store *st, uint64_t upto, i
     return restore_newest(s, st, upto, decided_by, seq, hash, why, why_size);
 }
 
+int snapshot_state(const snapshots *s, store *st, uint64_t upto, int32_t decided_by, ledger **out,
+                   uint64_t *from, replay_result *res)
+{
+    uint8_t at_hash[BUDGET_HASH_BYTES];
+    char ignored[160];
+    ledger *l = NULL;
+    *from = 0;
+    if (s != NULL)
+        l = decided_by != 0
+                ? snapshot_restore_decided(s, st, upto, decided_by, from, at_hash, ignored,
+                                           sizeof(ignored))
+                : snapshot_restore(s, st, upto, from, at_hash, ignored, sizeof(ignored));
+    if (l != NULL) {
+        int rc = decided_by != 0 ? replay_decided_from(st, l, *from, at_hash, upto, decided_by, res)
+                                 : replay_log_from(st, l, *from, at_hash, upto, false, res);
+        if (rc == 0) {
+            *out = l;
+            return 0;
+        }
+        ledger_free(l);
+    }
+    *from = 0;
+    l = ledger_new();
+    if (l == NULL) {
+        snprintf(res->why, sizeof(res->why), "out of memory");
+        return BUDGET_EUNAVAILABLE;
+    }
+    int rc = decided_by != 0 ? replay_decided(st, l, upto, decided_by, res)
+                             : replay_log(st, l, upto, res);
+    if (rc != 0) {
+        ledger_free(l);
+        return rc;
+    }
+    *out = l;
+    return 0;
+}
+
 ledger *snapshot_rebuild(const snapshots *s, store *st, uint64_t upto, uint64_t *from,
                          uint8_t hash[BUDGET_HASH_BYTES], char *why, size_t why_size)
 {
     replay_result res;
-    uint8_t at_hash[BUDGET_HASH_BYTES];
-    char ignored[160];
-    ledger *l = snapshot_restore(s, st, upto, from, at_hash, ignored, sizeof(ignored));
-    if (l != NULL && replay_log_from(st, l, *from, at_hash, upto, false, &res) != 0) {
-        ledger_free(l);
-        l = NULL;
-    }
-    if (l == NULL) {
-        *from = 0;
-        l = ledger_new();
-        if (l == NULL) {
-            snprintf(why, why_size, "out of memory");
-            return NULL;
-        }
-        if (replay_log(st, l, upto, &res) != 0) {
-            snprintf(why, why_size, "the log cannot be replayed to event %" PRIu64 ": %s", upto,
-                     res.why);
-            ledger_free(l);
-            return NULL;
-        }
+    ledger *l = NULL;
+    memset(&res, 0, sizeof(res));
+    if (snapshot_state(s, st, upto, 0, &l, from, &res) != 0) {
+        snprintf(why, why_size, "the log cannot be replayed to event %" PRIu64 ": %s", upto,
+                 res.why);
+        return NULL;
     }
     if (res.head != upto) {
         snprintf(why, why_size, "the log ends at event %" PRIu64 ", before %" PRIu64, res.head,

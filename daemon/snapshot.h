@@ -22,6 +22,7 @@
 
 #include "budget/protocol.h"
 #include "ledger.h"
+#include "replay.h"
 #include "store.h"
 
 #define SNAPSHOT_KEY_BYTES 32
@@ -82,13 +83,24 @@ ledger *snapshot_restore(const snapshots *s, store *st, uint64_t upto, uint64_t 
                          uint8_t hash[BUDGET_HASH_BYTES], char *why, size_t why_size);
 
 /*
+ * The ledger as of event `upto`, or, with `decided_by` not 0, the view of what had been decided
+ * by that day at that event: from the newest snapshot at or below `upto` that can serve it
+ * (snapshot_restore, snapshot_restore_decided) with the events after it applied, their links
+ * checked from its hash; or, when there is none (or `s` is NULL) or the events after it do not
+ * apply, the log replayed from its first event. The snapshot's seq in *from (0: the first
+ * event). 0 with the ledger in *out and the replay's end in *res; else a budget error code with
+ * res->why set.
+ */
+int snapshot_state(const snapshots *s, store *st, uint64_t upto, int32_t decided_by, ledger **out,
+                   uint64_t *from, replay_result *res);
+
+/*
  * The ledger as of event `upto` made again from the log, as a snapshot of it would hold it: the
- * newest snapshot at or below `upto` (snapshot_restore) with the events after it applied, their
- * links checked from its hash; or, when there is none or the events do not apply, the log
- * replayed from its first event. Its seq in *from (0: the first event), the hash of event
- * `upto` in `hash`. NULL with `why` set when the log cannot give it. Reads the store only, so
- * any thread may call it while the daemon appends: the daemon writes its snapshots from it
- * rather than from a copy of the ledger it serves.
+ * newest snapshot at or below `upto` with the events after it applied, or the log replayed from
+ * its first event (snapshot_state, no decision day), ending exactly at `upto`. Its seq in *from (0:
+ * the first event), the hash of event `upto` in `hash`. NULL with `why` set when the log cannot
+ * give it. Reads the store only, so any thread may call it while the daemon appends: the daemon
+ * writes its snapshots from it rather than from a copy of the ledger it serves.
  */
 ledger *snapshot_rebuild(const snapshots *s, store *st, uint64_t upto, uint64_t *from,
                          uint8_t hash[BUDGET_HASH_BYTES], char *why, size_t why_size);

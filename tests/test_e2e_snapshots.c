@@ -510,6 +510,90 @@ Test(e2e_snapshots, decided_by_answers_the_same_from_a_kept_view_a_snapshot_and_
     stop_cleanly();
 }
 
+/* A view of what was decided by `day` as of `seq`, as bytes. */
+static answer decided_answer(uint64_t seq, const char *day)
+{
+    budget_client *c = e2e_client(&bd);
+    budget_response r;
+    balances_at(c, seq, day, &r);
+    e2e_assert(r.ok, "decided by %s as of %llu: %s: %s", day, (unsigned long long)seq, r.code,
+               r.message);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, r.result);
+    budget_response_free(&r);
+    budget_client_close(c);
+    return (answer){sb.data, sb.size};
+}
+
+/*
+ * A view by decision day that starts from a snapshot applies the events after it as such a view
+ * does: a decision dated after the day, entered after the snapshot, is left out. Proposals and
+ * their approvals dated in 2022 follow the log of write_rounds (every decision of 2021); each
+ * snapshot before them is the view of 31 December 2021, those after are not (all are kept: with
+ * three, the later ones could leave none of the first kind). Read decided by that
+ * day as of the head with nothing kept, the view is built from the newest snapshot before the
+ * approvals and must be, byte for byte, the view replayed from the first event.
+ */
+Test(e2e_snapshots, a_view_from_a_snapshot_leaves_out_what_was_decided_after_its_day)
+{
+    /* Every snapshot kept: those of 2021's view must not be pruned by the later ones. */
+    static const char *const keep_all[] = {
+        "--snapshot-every", "7", "--snapshots-keep", "16", "--as-of-keep", "0", NULL};
+    cr_assert_eq(e2e_daemon_start_with(&bd, keep_all), 0, "budgetd did not start");
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
+    write_rounds();
+    budget_client *c = e2e_client(&bd), *approver = e2e_client_as(&bd, &e2e_other);
+    e2e_buf b;
+    e2e_buf_init(&b);
+    for (int k = 0; k < 9; k++) { /* 18 events: snapshots among them are no view of 2021 */
+        char alloc[32], ok[40];
+        snprintf(alloc, sizeof(alloc), "late-%d", k);
+        e2e_buf_clear(&b);
+        msgpack_pack_map(&b.pk, 5);
+        e2e_kv_str(&b, "id", alloc);
+        e2e_kv_str(&b, "frame", "f0");
+        e2e_kv_str(&b, "unit", "SON");
+        e2e_kv_int(&b, "amount", 1000000);
+        e2e_kv_str(&b, "purpose", "Insatser 2022");
+        e2e_write_ok(c, "allocation.propose", &b);
+        snprintf(ok, sizeof(ok), "%s-ok", alloc);
+        e2e_buf_clear(&b);
+        msgpack_pack_map(&b.pk, 5);
+        e2e_kv_str(&b, "id", ok);
+        e2e_kv_str(&b, "target", alloc);
+        e2e_kv_str(&b, "decision_body", "KS");
+        e2e_kv_str(&b, "decision_date", "2022-01-10");
+        e2e_kv_str(&b, "decision_paragraph", "12");
+        e2e_write_ok(approver, "approve", &b);
+    }
+    e2e_buf_destroy(&b);
+    uint64_t head = e2e_head(c);
+    budget_client_close(approver);
+    budget_client_close(c);
+
+    const char *day = "2021-12-31";
+    uint64_t snap0 = stat_of("as_of_from_snapshot");
+    answer got = decided_answer(head, day), now = decided_answer(head, "2022-12-31");
+    e2e_assert(stat_of("as_of_from_snapshot") - snap0 == 2,
+               "the views as of %llu were not built from snapshots", (unsigned long long)head);
+    stop_cleanly();
+    cr_assert_eq(e2e_daemon_restart_with(&bd, without_snapshots), 0);
+    answer want = decided_answer(head, day);
+    e2e_assert(got.size == want.size && memcmp(got.bytes, want.bytes, want.size) == 0,
+               "decided by %s as of %llu: the view from a snapshot is not the view from the first "
+               "event",
+               day, (unsigned long long)head);
+    e2e_assert(now.size != want.size || memcmp(now.bytes, want.bytes, want.size) != 0,
+               "the approvals of 2022 change nothing in the view");
+    free(got.bytes);
+    free(now.bytes);
+    free(want.bytes);
+    stop_cleanly();
+}
+
 /*
  * An event changed on disk after the daemon started, after its newest snapshot: a read as of
  * it, or later (but before the head, which is answered from memory), restores the snapshot and
