@@ -827,6 +827,7 @@ static int daemon_start(daemon_proc *d, const char *budgetd, const char *dir, co
         execl(budgetd, budgetd, "--data", data, "--socket", d->socket, "--snapshot-every", every,
               (char *)NULL);
         fprintf(stderr, "bench_replay: cannot run %s: %s\n", budgetd, strerror(errno));
+        fflush(stderr); /* stderr is a file now, fully buffered, and _exit flushes nothing */
         _exit(127);
     }
     return 0;
