@@ -132,6 +132,18 @@ static void balances_at(budget_client *c, uint64_t seq, const char *day, budget_
     e2e_buf_destroy(&b);
 }
 
+/* The result of `r`, as bytes; `r` is freed. */
+static answer answer_of(budget_response *r)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, r->result);
+    budget_response_free(r);
+    return (answer){sb.data, sb.size};
+}
+
 /* The `balances` result as of every seq 1..head, decided by `day` (YYYY-MM-DD) when it is not
  * NULL, as bytes. */
 static uint64_t answers_by(answer *out, const char *day)
@@ -143,13 +155,7 @@ static uint64_t answers_by(answer *out, const char *day)
         budget_response r;
         balances_at(c, seq, day, &r);
         e2e_assert(r.ok, "balances as_of %llu: %s: %s", (unsigned long long)seq, r.code, r.message);
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_object(&pk, r.result);
-        out[seq] = (answer){sb.data, sb.size};
-        budget_response_free(&r);
+        out[seq] = answer_of(&r);
     }
     budget_client_close(c);
     return head;
@@ -518,14 +524,8 @@ static answer decided_answer(uint64_t seq, const char *day)
     balances_at(c, seq, day, &r);
     e2e_assert(r.ok, "decided by %s as of %llu: %s: %s", day, (unsigned long long)seq, r.code,
                r.message);
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_object(&pk, r.result);
-    budget_response_free(&r);
     budget_client_close(c);
-    return (answer){sb.data, sb.size};
+    return answer_of(&r);
 }
 
 /*
@@ -689,13 +689,7 @@ static answer balances_answer(budget_client *c, const e2e_buf *args, const char 
     budget_response r;
     e2e_call(c, "balances", args, &r);
     e2e_assert(r.ok, "%s: %s: %s", what, r.code, r.message);
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_object(&pk, r.result);
-    budget_response_free(&r);
-    return (answer){sb.data, sb.size};
+    return answer_of(&r);
 }
 
 /* Every KEPT_QUERIES query as of `seq`, into out. */
