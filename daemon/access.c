@@ -544,26 +544,35 @@ static void describe(const access_rules *r, const access_grants *g, char *buf, s
     }
 }
 
+bool access_allows(const access_rules *r, const access_grants *g, access_role need,
+                   const char *unit)
+{
+    if (need == ACCESS_ANYONE)
+        return true;
+    if (need < ACCESS_ROLE_FIRST || need > ACCESS_ROLE_LAST)
+        return false;
+    uint8_t bit = role_bit(need);
+    if ((g->all & bit) || ((g->some & bit) && unit == NULL))
+        return true;
+    if (!(g->some & bit))
+        return false;
+    int idx = unit_index(r, unit, strlen(unit));
+    return idx >= 0 && unit_bit(g->units[need - ACCESS_ROLE_FIRST], (size_t)idx);
+}
+
 int access_decide(const access_rules *r, const access_grants *g, access_role need, const char *unit,
                   const char *what, const char *op, const char *who, char *why, size_t why_size)
 {
     char holds[160];
 
-    if (need == ACCESS_ANYONE)
+    if (access_allows(r, g, need, unit))
         return 0;
     if (need < ACCESS_ROLE_FIRST || need > ACCESS_ROLE_LAST) {
         snprintf(why, why_size, "%s declares no role; it is refused to everyone", op);
         return BUDGET_EINTERNAL;
     }
     uint8_t bit = role_bit(need);
-    if (g->all & bit)
-        return 0;
-    if ((g->some & bit) && unit == NULL)
-        return 0;
     if (g->some & bit) {
-        int idx = unit_index(r, unit, strlen(unit));
-        if (idx >= 0 && unit_bit(g->units[need - ACCESS_ROLE_FIRST], (size_t)idx))
-            return 0;
         describe(r, g, holds, sizeof(holds));
         snprintf(why, why_size, "%s needs the %s role for %s%s%s%s; %s holds %s", op,
                  role_names[need], unit, what ? " (" : "", what ? what : "", what ? ")" : "", who,
@@ -600,13 +609,21 @@ bool access_next_role(const access_rules *r, const access_grants *g, int *i, acc
     return false;
 }
 
+/* A unit code into `dst`, cut to BUDGET_UNIT_BYTES_MAX bytes. */
+static void unit_copy(char dst[BUDGET_UNIT_BYTES_MAX + 1], const char *src)
+{
+    size_t n = strnlen(src, BUDGET_UNIT_BYTES_MAX);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 /* The unit that holds frame `id` into `unit`; false when there is no such frame. */
 static bool frame_holder(const ledger *l, const char *id, char unit[BUDGET_UNIT_BYTES_MAX + 1])
 {
     ledger_frame_view f;
     if (!ledger_frame(l, id, &f))
         return false;
-    snprintf(unit, BUDGET_UNIT_BYTES_MAX + 1, "%s", f.unit);
+    unit_copy(unit, f.unit);
     return true;
 }
 
@@ -615,7 +632,7 @@ __attribute__((format(printf, 3, 4))) static void scope_add(access_scope *out, c
                                                             const char *fmt, ...)
 {
     assert(out->count < ACCESS_SCOPE_UNITS_MAX);
-    snprintf(out->units[out->count].unit, sizeof out->units[out->count].unit, "%s", unit);
+    unit_copy(out->units[out->count].unit, unit);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(out->units[out->count].what, sizeof out->units[out->count].what, fmt, ap);

@@ -106,6 +106,13 @@ size_t access_rule_count(const access_rules *r);
 void access_resolve(const access_rules *r, const access_identity *id, access_grants *out);
 
 /*
+ * access_decide's answer without its words: true when it would return 0. What a caller checks
+ * first, so that the words of a refusal are made only for a refusal.
+ */
+bool access_allows(const access_rules *r, const access_grants *g, access_role need,
+                   const char *unit);
+
+/*
  * May an identity holding `g` (resolved under `r`) do something that needs `need`, for
  * `unit` (NULL when the op concerns no unit, or the unit is not known: the role held for
  * any unit is then enough)? Returns 0, or BUDGET_EFORBIDDEN with `why` filled: one line for

@@ -75,7 +75,7 @@ static access_identity who(uint32_t uid, uint32_t gid)
     return id;
 }
 
-/* 0, or the error of access_decide for `id` under `r`. */
+/* 0, or the error of access_decide for `id` under `r`; access_allows must agree. */
 static int decide(const access_rules *r, access_identity id, access_role need, const char *unit)
 {
     access_grants g;
@@ -84,6 +84,9 @@ static int decide(const access_rules *r, access_identity id, access_role need, c
     int rc = access_decide(r, &g, need, unit, NULL, "op", "uid X", why, sizeof(why));
     if (rc != 0)
         cr_assert_gt(strlen(why), 0, "a refusal without a message");
+    cr_assert_eq(access_allows(r, &g, need, unit), rc == 0,
+                 "access_allows and access_decide disagree on %s for %s", access_role_name(need),
+                 unit ? unit : "(any unit)");
     return rc;
 }
 
