@@ -633,10 +633,13 @@ __attribute__((format(printf, 3, 4))) static void scope_add(access_scope *out, c
 {
     assert(out->count < ACCESS_SCOPE_UNITS_MAX);
     unit_copy(out->units[out->count].unit, unit);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(out->units[out->count].what, sizeof out->units[out->count].what, fmt, ap);
-    va_end(ap);
+    out->units[out->count].what[0] = '\0';
+    if (out->words) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(out->units[out->count].what, sizeof out->units[out->count].what, fmt, ap);
+        va_end(ap);
+    }
     out->count++;
 }
 
@@ -769,9 +772,20 @@ static const scope_fn type_scopes[LEDGER_TYPE_END] = {
 #undef TYPE_SCOPE
 };
 
-void access_write_scope(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+static void write_scope(const ledger *l, const ledger_cmd *cmd, bool words, access_scope *out)
 {
     out->count = 0;
+    out->words = words;
     if (ledger_type_known(cmd->type))
         type_scopes[cmd->type](l, cmd, out);
+}
+
+void access_write_scope(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    write_scope(l, cmd, true, out);
+}
+
+void access_write_units(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+{
+    write_scope(l, cmd, false, out);
 }

@@ -135,6 +135,7 @@ int access_decide(const access_rules *r, const access_grants *g, access_role nee
  * KS"). */
 typedef struct {
     size_t count;
+    bool words; /* the phrases are made (access_write_scope), or left empty (_units) */
     struct {
         char unit[BUDGET_UNIT_BYTES_MAX + 1];
         char what[200];
@@ -152,6 +153,10 @@ typedef struct {
  * ledger then says not_found). The caller checks the role for every unit of the set.
  */
 void access_write_scope(const ledger *l, const ledger_cmd *cmd, access_scope *out);
+
+/* access_write_scope's units, in the same order, with every phrase left empty: what a caller
+ * checks the roles against, asking for the phrases only when one is refused. */
+void access_write_units(const ledger *l, const ledger_cmd *cmd, access_scope *out);
 
 /*
  * Iterates what `g` holds, for hello: each call fills the next role held, whether it is

@@ -483,10 +483,24 @@ static void small_ledger(void)
     apply_cmd(c, 1);
 }
 
+/* `c`'s scope; access_write_units must give the same units in the same order, no phrase. */
+static void scope_of(const ledger_cmd *c, access_scope *scope)
+{
+    access_scope units;
+    access_write_scope(l, c, scope);
+    access_write_units(l, c, &units);
+    cr_assert_eq(units.count, scope->count, "%s: %zu units without phrases, %zu with", c->id,
+                 units.count, scope->count);
+    for (size_t i = 0; i < units.count; i++) {
+        cr_assert_str_eq(units.units[i].unit, scope->units[i].unit, "%s: unit %zu", c->id, i);
+        cr_assert_str_eq(units.units[i].what, "", "%s: a phrase made for unit %zu", c->id, i);
+    }
+}
+
 static void expect_scope(ledger_cmd c, const char *unit, const char *what)
 {
     access_scope scope;
-    access_write_scope(l, &c, &scope);
+    scope_of(&c, &scope);
     if (!unit) {
         cr_assert_eq(scope.count, 0, "a unit for %s: %s", c.id, scope.units[0].unit);
         return;
@@ -560,7 +574,7 @@ static void expect_two_units(ledger_cmd c, const char *unit0, const char *what0,
                              const char *what1)
 {
     access_scope scope;
-    access_write_scope(l, &c, &scope);
+    scope_of(&c, &scope);
     cr_assert_eq(scope.count, 2, "not two units for %s", c.id);
     cr_assert_str_eq(scope.units[0].unit, unit0);
     cr_assert_str_eq(scope.units[0].what, what0);

@@ -534,7 +534,9 @@ static void start_with_access(void)
 }
 
 /* A refused batch of `uid` whose single refusal is `index`, forbidden. */
-static void expect_forbidden(uint32_t uid, const e2e_buf *b, uint64_t index)
+/* The batch `b` sent by `uid` is refused at write `index` alone, forbidden; the refusal says
+ * `why` when it is not NULL. */
+static void expect_forbidden(uint32_t uid, const e2e_buf *b, uint64_t index, const char *why)
 {
     budget_client *c = as(uid);
     budget_response r;
@@ -545,6 +547,8 @@ static void expect_forbidden(uint32_t uid, const e2e_buf *b, uint64_t index)
     e2e_assert_int(f.count, 1, "refusals");
     e2e_assert_int(f.index[0], index, "index of the forbidden write");
     e2e_assert_str(f.code[0], "forbidden", "code");
+    e2e_assert(why == NULL || strstr(f.message[0], why) != NULL, "the refusal says \"%s\", not %s",
+               f.message[0], why);
     budget_response_free(&r);
     budget_client_close(c);
 }
@@ -568,20 +572,21 @@ Test(batch, every_write_is_checked_for_its_role_and_its_units)
     batch_begin(&b, 2, false);
     w_propose(&b, "a1", "KS-F", "SON", 10);
     w_grant(&b, "F2", "KS", 1000);
-    expect_forbidden(UID_CLERK, &b, 1);
+    expect_forbidden(UID_CLERK, &b, 1, NULL);
 
     /* A clerk for SON proposes from a frame SON holds, not from one KS holds. */
     batch_begin(&b, 2, false);
     w_propose(&b, "a1", "SON-F", "SON", 10);
     w_propose(&b, "a2", "KS-F", "SON", 10);
-    expect_forbidden(UID_SON_CLERK, &b, 1);
+    expect_forbidden(UID_SON_CLERK, &b, 1,
+                     "allocation.propose needs the clerk role for KS (frame KS-F is held by KS)");
 
     /* The units of a write come from the state the batch leaves before it: KS holds the frame
      * granted at index 0, so the proposal from it needs the clerk role for KS. */
     batch_begin(&b, 2, false);
     w_grant(&b, "KS-G", "KS", 1000);
     w_propose(&b, "a3", "KS-G", "SON", 10);
-    expect_forbidden(UID_ADMIN_SON_CLERK, &b, 1);
+    expect_forbidden(UID_ADMIN_SON_CLERK, &b, 1, "(frame KS-G is held by KS)");
 
     batch_begin(&b, 2, false);
     w_grant(&b, "SON-G", "SON", 1000);
