@@ -785,7 +785,14 @@ void access_write_scope(const ledger *l, const ledger_cmd *cmd, access_scope *ou
     write_scope(l, cmd, true, out);
 }
 
-void access_write_units(const ledger *l, const ledger_cmd *cmd, access_scope *out)
+bool access_write_refused(const access_rules *r, const access_grants *g, access_role need,
+                          const ledger *l, const ledger_cmd *cmd, access_scope *out, size_t *i)
 {
     write_scope(l, cmd, false, out);
+    for (*i = 0; *i < out->count; (*i)++)
+        if (!access_allows(r, g, need, out->units[*i].unit)) {
+            write_scope(l, cmd, true, out); /* the same units, with why each is concerned */
+            return true;
+        }
+    return false;
 }

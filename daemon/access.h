@@ -135,7 +135,7 @@ int access_decide(const access_rules *r, const access_grants *g, access_role nee
  * KS"). */
 typedef struct {
     size_t count;
-    bool words; /* the phrases are made (access_write_scope), or left empty (_units) */
+    bool words; /* the phrases are made, or left empty (access_write_refused's first look) */
     struct {
         char unit[BUDGET_UNIT_BYTES_MAX + 1];
         char what[200];
@@ -154,9 +154,14 @@ typedef struct {
  */
 void access_write_scope(const ledger *l, const ledger_cmd *cmd, access_scope *out);
 
-/* access_write_scope's units, in the same order, with every phrase left empty: what a caller
- * checks the roles against, asking for the phrases only when one is refused. */
-void access_write_units(const ledger *l, const ledger_cmd *cmd, access_scope *out);
+/*
+ * The first unit of `cmd`'s scope (access_write_scope) for which `g` does not hold `need`: true
+ * with its index in *i and `out` filled as access_write_scope fills it, phrases and all; false
+ * when `need` is held for every unit. The units are first found without their phrases, so a
+ * write that passes formats nothing.
+ */
+bool access_write_refused(const access_rules *r, const access_grants *g, access_role need,
+                          const ledger *l, const ledger_cmd *cmd, access_scope *out, size_t *i);
 
 /*
  * Iterates what `g` holds, for hello: each call fills the next role held, whether it is

@@ -61,16 +61,10 @@ static int batch_scope_check(void *ctx, const ledger *l, uint32_t index, const l
     batch_access *a = ctx;
     access_scope scope;
 
-    access_write_units(l, cmd, &scope);
-    for (size_t i = 0; i < scope.count; i++) {
-        if (access_allows(a->rules, a->grants, a->ops[index]->need, scope.units[i].unit))
-            continue;
-        access_write_scope(l, cmd, &scope); /* the same units, with why each is concerned */
-        int rc = batch_decide(a, a->ops[index], scope.units[i].unit, scope.units[i].what, err);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    size_t i;
+    if (!access_write_refused(a->rules, a->grants, a->ops[index]->need, l, cmd, &scope, &i))
+        return 0;
+    return batch_decide(a, a->ops[index], scope.units[i].unit, scope.units[i].what, err);
 }
 
 /* Reads write `index`, {"op": str, "args": map}, into `e->cmd`. 0, or a budget_err with

@@ -565,15 +565,11 @@ static void op_write(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const r
     /* The role was checked by dispatch; a role limited to units is checked here, where the
      * units the write is for can be read from the state the write will be checked against;
      * the role must hold for every one of them. */
-    const ledger *spec = commit_speculative(o->commit);
-    access_write_units(spec, &e.cmd, &scope);
-    for (size_t i = 0; i < scope.count; i++) {
-        if (access_allows(o->hub->access, conn_grants(c), w->need, scope.units[i].unit))
-            continue;
-        access_write_scope(spec, &e.cmd, &scope); /* the same units, with why each is concerned */
-        if (!allowed(o, c, idx, req_id, w->op, w->need, scope.units[i].unit, scope.units[i].what))
-            return;
-    }
+    size_t i;
+    if (access_write_refused(o->hub->access, conn_grants(c), w->need, commit_speculative(o->commit),
+                             &e.cmd, &scope, &i) &&
+        !allowed(o, c, idx, req_id, w->op, w->need, scope.units[i].unit, scope.units[i].what))
+        return;
     e.c = c;
     e.slot = idx;
     e.req_id = req_id;

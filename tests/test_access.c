@@ -483,18 +483,36 @@ static void small_ledger(void)
     apply_cmd(c, 1);
 }
 
-/* `c`'s scope; access_write_units must give the same units in the same order, no phrase. */
+/* access_write_refused for `c` under the access file `text` (uid 1001 needing clerk): the unit
+ * refused is `want` (-1: none), and then the scope it fills is `scope`, phrases and all. */
+static void expect_refused(const ledger_cmd *c, const char *text, int want,
+                           const access_scope *scope)
+{
+    access_rules *r = parse_ok(text);
+    access_grants g;
+    access_resolve(r, &(access_identity){.uid = 1001}, &g);
+    access_scope got;
+    size_t i = 99;
+    bool refused = access_write_refused(r, &g, ACCESS_CLERK, l, c, &got, &i);
+    access_free(r);
+    cr_assert_eq(refused, want >= 0, "%s under \"%s\": refused %d", c->id, text, refused);
+    if (!refused)
+        return;
+    cr_assert_eq(i, (size_t)want, "%s under \"%s\": unit %zu refused", c->id, text, i);
+    cr_assert_eq(got.count, scope->count, "%s: %zu units", c->id, got.count);
+    for (size_t k = 0; k < got.count; k++) {
+        cr_assert_str_eq(got.units[k].unit, scope->units[k].unit, "%s: unit %zu", c->id, k);
+        cr_assert_str_eq(got.units[k].what, scope->units[k].what, "%s: phrase %zu", c->id, k);
+    }
+}
+
+/* `c`'s scope; access_write_refused must agree with it: nothing refused to a clerk for every
+ * unit, the first unit to one who holds no unit, each unit's phrase made for the refusal. */
 static void scope_of(const ledger_cmd *c, access_scope *scope)
 {
-    access_scope units;
     access_write_scope(l, c, scope);
-    access_write_units(l, c, &units);
-    cr_assert_eq(units.count, scope->count, "%s: %zu units without phrases, %zu with", c->id,
-                 units.count, scope->count);
-    for (size_t i = 0; i < units.count; i++) {
-        cr_assert_str_eq(units.units[i].unit, scope->units[i].unit, "%s: unit %zu", c->id, i);
-        cr_assert_str_eq(units.units[i].what, "", "%s: a phrase made for unit %zu", c->id, i);
-    }
+    expect_refused(c, "user 1001 clerk", -1, scope);
+    expect_refused(c, "user 1001 reader", scope->count > 0 ? 0 : -1, scope);
 }
 
 static void expect_scope(ledger_cmd c, const char *unit, const char *what)
@@ -580,6 +598,10 @@ static void expect_two_units(ledger_cmd c, const char *unit0, const char *what0,
     cr_assert_str_eq(scope.units[0].what, what0);
     cr_assert_str_eq(scope.units[1].unit, unit1);
     cr_assert_str_eq(scope.units[1].what, what1);
+    /* A clerk for the first unit only is refused at the second, with its phrase. */
+    char text[64];
+    snprintf(text, sizeof(text), "user 1001 clerk %s", unit0);
+    expect_refused(&c, text, 1, &scope);
 }
 
 Test(access, a_correction_concerns_the_allocations_unit_and_the_frames)
