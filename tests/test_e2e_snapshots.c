@@ -546,6 +546,18 @@ Test(e2e_snapshots, a_view_from_a_snapshot_leaves_out_what_was_decided_after_its
     e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
     write_rounds();
     budget_client *c = e2e_client(&bd), *approver = e2e_client_as(&bd, &e2e_other);
+    /* Snapshots are written on a thread of their own, behind the writes: wait for one of 2021's
+     * view before anything of 2022 is entered (a slow build may not have written it yet). */
+    uint64_t of_2021 = e2e_head(c), snaps[SEQS_MAX];
+    bool have = false;
+    for (int tries = 0; tries < 200 && !have; tries++) {
+        int n = snapshot_files(snaps, SEQS_MAX);
+        have = n > 0 && snaps[n - 1] <= of_2021;
+        if (!have)
+            usleep(50000);
+    }
+    e2e_assert(have, "no snapshot of the first %llu events within 10 s",
+               (unsigned long long)of_2021);
     e2e_buf b;
     e2e_buf_init(&b);
     for (int k = 0; k < 9; k++) { /* 18 events: snapshots among them are no view of 2021 */
