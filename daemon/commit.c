@@ -748,7 +748,10 @@ static void answer_batch_ok(commit_t *m, commit_batch_t *b)
         commit_entry_t *e = &b->entries[i];
         assert(e->dup || e->ev.seq == m->committed_head + 1); /* in order, with no gap */
         if (!e->dup) {
-            if (ledger_apply(m->committed, &e->ev) != 0)
+            uv_mutex_lock(&m->committed_lock);
+            int applied = ledger_apply(m->committed, &e->ev);
+            uv_mutex_unlock(&m->committed_lock);
+            if (applied != 0)
                 log_error("committed event %llu does not apply to the committed ledger",
                           (unsigned long long)e->ev.seq);
             m->committed_head = e->ev.seq;
@@ -927,12 +930,14 @@ int commit_start(commit_t *m, uv_loop_t *loop, ledger *committed, uint64_t head,
     assert(m->store && m->jobs && m->stopping && m->durable && m->fatal && m->quiet);
     m->loop = loop;
     m->committed = committed;
+    uv_mutex_init(&m->committed_lock);
     m->committed_head = head;
     memcpy(m->committed_hash, head_hash, sizeof(m->committed_hash));
     m->speculative = ledger_clone(committed);
     if (!m->speculative) {
         ledger_free(committed);
         m->committed = NULL;
+        uv_mutex_destroy(&m->committed_lock);
         return -1;
     }
     m->spec_head = head;
@@ -968,6 +973,7 @@ void commit_join(commit_t *m)
     uv_mutex_destroy(&m->writer_mutex);
     uv_cond_destroy(&m->writer_cond);
     ledger_free(m->committed);
+    uv_mutex_destroy(&m->committed_lock);
     ledger_free(m->speculative);
     batch_free(&m->batches[0]);
     batch_free(&m->batches[1]);
@@ -991,4 +997,12 @@ const ledger *commit_ledger(const commit_t *m)
 const ledger *commit_speculative(const commit_t *m)
 {
     return m->speculative;
+}
+
+bool commit_find_id(commit_t *m, const char *id, uint64_t *seq)
+{
+    uv_mutex_lock(&m->committed_lock);
+    bool found = ledger_id_seq(m->committed, id, seq);
+    uv_mutex_unlock(&m->committed_lock);
+    return found;
 }

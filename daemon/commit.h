@@ -94,6 +94,9 @@ typedef struct {
     uint64_t snapshot_every;
 
     ledger *committed;
+    /* Held by the loop while it applies to `committed`, and by worker threads while they look
+     * an id up in it (commit_find_id): the ledger's arrays move as they grow. */
+    uv_mutex_t committed_lock;
     uint64_t committed_head;
     uint8_t committed_hash[BUDGET_HASH_BYTES];
     ledger *speculative;
@@ -180,5 +183,8 @@ uint64_t commit_head(const commit_t *m);
 const uint8_t *commit_head_hash(const commit_t *m);
 const ledger *commit_ledger(const commit_t *m);
 const ledger *commit_speculative(const commit_t *m);
+/* Any thread: the seq of the committed event that created `id`; false when none did. It may
+ * be past the head a worker's reader sees, when the id was committed since it began. */
+bool commit_find_id(commit_t *m, const char *id, uint64_t *seq);
 
 #endif

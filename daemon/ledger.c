@@ -3015,6 +3015,15 @@ ledger_kind ledger_id_kind(const ledger *l, const char *id)
     return r == NULL ? 0 : (ledger_kind)r->kind;
 }
 
+bool ledger_id_seq(const ledger *l, const char *id, uint64_t *seq)
+{
+    const id_rec *r = id_get(l, id);
+    if (r == NULL)
+        return false;
+    *seq = rec_seq(r);
+    return true;
+}
+
 static bool unit_matches(const unit_rec *u, const char *unit, int32_t year)
 {
     return (unit == NULL || strcmp(u->unit, unit) == 0) && (year == 0 || u->year == year);

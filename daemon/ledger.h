@@ -372,6 +372,8 @@ bool ledger_correction(const ledger *l, const char *id, ledger_correction_view *
 const char *ledger_avrop_note(const ledger *l, const char *id);
 /* The kind an id names, or 0 when unused. */
 ledger_kind ledger_id_kind(const ledger *l, const char *id);
+/* The seq of the event that created `id`; false when the ledger holds no such id. */
+bool ledger_id_seq(const ledger *l, const char *id, uint64_t *seq);
 
 /*
  * Iteration in order of creation. `i` starts at 0; each call returns true and fills `out`

@@ -25,6 +25,7 @@ typedef struct {
     job_t base;
     job_kind kind;
     store *store;
+    commit_t *commit;
     const snapshots *snapshots; /* NULL: none kept */
     history_cache *history;
     balances_query bq;
@@ -141,19 +142,21 @@ typedef struct {
     msgpack_sbuffer events; /* the matching events' stored bytes, back to back */
     int rc;
     store_reader *rd;
+    commit_t *commit;
     bool full; /* the page stopped at EVENTS_PAGE_BYTES_MAX */
 } events_ctx;
 
-/* True when the request `id` (an avrop, a reduction or a reversal: an event before this one)
- * was made on `allocation`. */
-static bool avrop_of(store_reader *rd, const char *id, const char *allocation)
+/* True when the request `id` (an avrop, a reduction or a reversal: an event before this one,
+ * so at or below the reader's head) was made on `allocation`. The committed ledger says which
+ * event made it; the event itself, read from the log, says on what. */
+static bool avrop_of(commit_t *commit, store_reader *rd, const char *id, const char *allocation)
 {
     uint64_t seq;
     store_val v;
     ledger_event avrop;
 
-    return store_reader_find_id(rd, id, strlen(id), &seq) == 0 &&
-           store_reader_get(rd, seq, &v) == 0 && event_decode(v.data, v.size, &avrop) == 0 &&
+    return commit_find_id(commit, id, &seq) && store_reader_get(rd, seq, &v) == 0 &&
+           event_decode(v.data, v.size, &avrop) == 0 && strcmp(avrop.id, id) == 0 &&
            strcmp(avrop.allocation, allocation) == 0;
 }
 
@@ -178,7 +181,7 @@ static int events_one(void *ctx, uint64_t seq, store_val v)
     }
     event_match m = request_event_matches(e->q, &ev);
     if (m == EVENT_YES ||
-        (m == EVENT_IF_AVROP_OF_ENTITY && avrop_of(e->rd, ev.target, e->q->entity))) {
+        (m == EVENT_IF_AVROP_OF_ENTITY && avrop_of(e->commit, e->rd, ev.target, e->q->entity))) {
         msgpack_sbuffer_write(&e->events, (const char *)v.data, v.size);
         e->found++;
     }
@@ -187,7 +190,7 @@ static int events_one(void *ctx, uint64_t seq, store_val v)
 
 static void job_events(job *j, store_reader *rd, resp_t *r)
 {
-    events_ctx e = {&j->eq, j->head, j->eq.after, 0, 0, {0}, 0, rd, false};
+    events_ctx e = {&j->eq, j->head, j->eq.after, 0, 0, {0}, 0, rd, j->commit, false};
 
     msgpack_sbuffer_init(&e.events);
     if (e.next > e.head)
@@ -266,6 +269,7 @@ static void queue_job(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, job *j
 {
     j->base.run = read_job_run;
     j->store = o->store;
+    j->commit = o->commit;
     j->snapshots = o->snapshots;
     j->history = o->history;
     j->head = commit_head(o->commit);

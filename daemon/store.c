@@ -57,7 +57,10 @@
 
 _Static_assert(sizeof(size_t) >= 8, "the store maps up to a terabyte: it needs 64-bit sizes");
 
-#define STORE_FORMAT "budgetd-1"
+/* Format 2 writes no "ids" database; a store of format 1 (which did) is marked 2 when it is
+ * first opened to write, so that a build that still reads "ids" refuses it. */
+#define STORE_FORMAT "budgetd-2"
+#define STORE_FORMAT_1 "budgetd-1"
 #define STORE_FORMAT_KEY "format"
 /* Keys of "events" and values of "ids": a seq as 8 bytes big-endian. */
 #define STORE_SEQ_BYTES 8
@@ -107,7 +110,8 @@ _Static_assert(sizeof(size_t) >= 8, "the store maps up to a terabyte: it needs 6
 struct store {
     MDB_env *env;
     MDB_dbi events;
-    MDB_dbi ids;
+    MDB_dbi ids; /* a format 1 store's index of ids, no longer written; valid when has_ids */
+    bool has_ids;
     size_t map_bytes_max;
     size_t lmdb_page_bytes;
     store_fault_fn fault;
@@ -349,8 +353,6 @@ static int create_layout(store *s, MDB_txn *txn, const char *dir, char *why, siz
 
     rc = mdb_dbi_open(txn, "events", MDB_CREATE, &s->events);
     if (rc == 0)
-        rc = mdb_dbi_open(txn, "ids", MDB_CREATE, &s->ids);
-    if (rc == 0)
         rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &meta_dbi);
     if (rc == 0) {
         MDB_val key = {sizeof STORE_FORMAT_KEY - 1, STORE_FORMAT_KEY};
@@ -372,7 +374,8 @@ static void format_shown(const MDB_val *val, char out[STORE_FORMAT_SHOWN_MAX + 1
     out[n] = '\0';
 }
 
-/* An existing store: the mark must be ours and both data databases present. */
+/* An existing store: the mark must be ours and the events present. A store of format 1 is
+ * marked 2 when opened to write (in the caller's transaction). */
 static int check_layout(store *s, MDB_txn *txn, MDB_dbi meta_dbi, const char *dir, char *why,
                         size_t why_size)
 {
@@ -383,7 +386,10 @@ static int check_layout(store *s, MDB_txn *txn, MDB_dbi meta_dbi, const char *di
         return open_refused(why, why_size, dir, "not a budgetd store (no format mark)");
     if (rc != 0)
         return open_failed(why, why_size, dir, "cannot read the format mark", rc);
-    if (val.mv_size != sizeof STORE_FORMAT - 1 || memcmp(val.mv_data, STORE_FORMAT, val.mv_size)) {
+    bool format_1 = val.mv_size == sizeof STORE_FORMAT_1 - 1 &&
+                    memcmp(val.mv_data, STORE_FORMAT_1, val.mv_size) == 0;
+    if (!format_1 && (val.mv_size != sizeof STORE_FORMAT - 1 ||
+                      memcmp(val.mv_data, STORE_FORMAT, val.mv_size))) {
         char shown[STORE_FORMAT_SHOWN_MAX + 1];
         char what[128];
         format_shown(&val, shown);
@@ -391,10 +397,18 @@ static int check_layout(store *s, MDB_txn *txn, MDB_dbi meta_dbi, const char *di
         return open_refused(why, why_size, dir, what);
     }
     rc = mdb_dbi_open(txn, "events", 0, &s->events);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "ids", 0, &s->ids);
     if (rc != 0)
         return open_failed(why, why_size, dir, "damaged: a database is missing", rc);
+    rc = mdb_dbi_open(txn, "ids", 0, &s->ids);
+    s->has_ids = rc == 0;
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return open_failed(why, why_size, dir, "cannot open the index of ids", rc);
+    if (format_1 && !s->read_only) {
+        MDB_val mark = {sizeof STORE_FORMAT - 1, STORE_FORMAT};
+        rc = mdb_put(txn, meta_dbi, &key, &mark, 0);
+        if (rc != 0)
+            return open_failed(why, why_size, dir, "cannot mark the store's format", rc);
+    }
     return 0;
 }
 
@@ -596,7 +610,8 @@ static int check_batch(const store_item *items, size_t n, uint64_t head)
     return 0;
 }
 
-/* Puts one event and its id. An LMDB error (or an injected one) poisons the transaction. */
+/* Puts one event. An LMDB error (or an injected one) poisons the transaction. Its id is not
+ * indexed here: the daemon's ledger finds the event that made an id (commit_find_id). */
 static int put_item(store *s, MDB_txn *txn, const store_item *item)
 {
     uint8_t seq_key[STORE_SEQ_BYTES];
@@ -607,14 +622,6 @@ static int put_item(store *s, MDB_txn *txn, const store_item *item)
     int rc = fault_at(s, STORE_FAULT_PUT);
     if (rc == 0)
         rc = mdb_put(txn, s->events, &key, &val, MDB_APPEND);
-    if (rc != 0)
-        return rc;
-
-    MDB_val id_key = {item->id_len, (void *)item->id};
-    MDB_val id_val = {STORE_SEQ_BYTES, seq_key};
-    rc = fault_at(s, STORE_FAULT_PUT);
-    if (rc == 0)
-        rc = mdb_put(txn, s->ids, &id_key, &id_val, MDB_NOOVERWRITE);
     return rc;
 }
 
@@ -1343,24 +1350,6 @@ int store_reader_get(store_reader *r, uint64_t seq, store_val *out)
     return 0;
 }
 
-int store_reader_find_id(store_reader *r, const char *id, size_t len, uint64_t *seq)
-{
-    if (len == 0 || len > BUDGET_ID_BYTES_MAX)
-        return BUDGET_ENOT_FOUND;
-    MDB_val key = {len, (void *)id};
-    MDB_val val;
-    int rc = mdb_get(r->txn, r->s->ids, &key, &val);
-    if (rc != 0)
-        return read_error(rc);
-    if (val.mv_size != STORE_SEQ_BYTES)
-        return BUDGET_EINTERNAL;
-    uint64_t found = seq_decode(val.mv_data);
-    if (found == 0 || found > r->head)
-        return BUDGET_EINTERNAL;
-    *seq = found;
-    return 0;
-}
-
 /*
  * Drops this process's mapping of the map's pages from `lo` to `hi` (pointers into the map):
  * they stay in the kernel's page cache and a later read maps them again with a minor fault.
@@ -1522,7 +1511,7 @@ static void release_copied_pages(store *s)
     MDB_txn *txn;
     if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
         return;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < (s->has_ids ? 2 : 1); i++) {
         MDB_cursor *cursor;
         MDB_val key, val;
         if (mdb_cursor_open(txn, dbis[i], &cursor) != 0)

@@ -1,12 +1,13 @@
 /*
- * The event store: an append-only log of encoded events in LMDB, keyed by seq, with an index
- * from each event's id to its seq. Only this module includes lmdb.h.
+ * The event store: an append-only log of encoded events in LMDB, keyed by seq. Only this
+ * module includes lmdb.h.
  *
  * Layout in the LMDB environment at DIR (data.mdb, lock.mdb):
  *   "events": key = seq as 8 bytes big-endian (so keys sort by seq), value = encoded event
- *   "ids":    key = the event's id (1..64 bytes), value = seq as 8 bytes big-endian
- *   "meta":   key "format" = "budgetd-1"
- * Seqs are gapless from 1. Nothing is ever overwritten or deleted.
+ *   "meta":   key "format" = "budgetd-2"
+ * Seqs are gapless from 1. Nothing is ever overwritten or deleted. A store of format 1
+ * ("budgetd-1") also has "ids": key = an event's id, value = its seq. It is no longer written
+ * or read, and the store is marked "budgetd-2" the first time it is opened to write.
  */
 #ifndef BUDGET_STORE_H
 #define BUDGET_STORE_H
@@ -97,7 +98,8 @@ typedef wal_item store_item;
 /*
  * Appends `n` events in one write transaction, durable before it returns (one sync of the
  * write-ahead file). The seqs must follow the head
- * without a gap and the ids must be new (else BUDGET_EINTERNAL, nothing written). On
+ * without a gap and each item must have an id (else BUDGET_EINTERNAL, nothing written); that
+ * no id is taken twice is the ledger's to check, the store keeps no index of them. On
  * MDB_MAP_FULL the map is doubled (waiting for active readers to end) and the batch retried.
  * Returns 0 when every event is durable; BUDGET_EUNAVAILABLE when the batch was not written
  * (disk full, I/O error, map at its maximum): the caller fails exactly this batch and may go
@@ -119,8 +121,6 @@ void store_reader_end(store_reader *r);
 uint64_t store_reader_head(store_reader *r);
 /* The event at `seq`: 0, or BUDGET_ENOT_FOUND. */
 int store_reader_get(store_reader *r, uint64_t seq, store_val *out);
-/* The seq of the event that created `id`: 0, or BUDGET_ENOT_FOUND. */
-int store_reader_find_id(store_reader *r, const char *id, size_t len, uint64_t *seq);
 
 /*
  * Calls `fn` for each event with seq > after, in seq order, until it returns nonzero (which
