@@ -196,3 +196,70 @@ Test(v1_log, the_units_of_an_old_log_are_taken_as_defined_under_their_codes)
                    "the registered name after a restart");
     e2e_json_free(balances);
 }
+
+/* The id of the allocation the avrop `id` was made on, from the log `events`; NULL if none. */
+static const char *allocation_of(const e2e_json *events, const char *id)
+{
+    for (size_t i = 0; i < events->count; i++) {
+        const e2e_json *data = e2e_json_get(events->items[i], "data");
+        const char *type = e2e_json_str(events->items[i], "type");
+        if (type && strcmp(type, "avrop.requested") == 0 && data &&
+            strcmp(e2e_json_str(data, "id"), id) == 0)
+            return e2e_json_str(data, "allocation");
+    }
+    return NULL;
+}
+
+/* How many of `events` are decisions on an avrop of `allocation`; `in` (if not NULL) must hold
+ * each of them, by id. */
+static size_t decisions_on(const e2e_json *events, const e2e_json *all, const char *allocation,
+                           const e2e_json *in)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < events->count; i++) {
+        const e2e_json *data = e2e_json_get(events->items[i], "data");
+        const char *kind = data ? e2e_json_str(data, "target_kind") : NULL;
+        if (!kind || strcmp(kind, "avrop") != 0)
+            continue;
+        const char *on = allocation_of(all, e2e_json_str(data, "target"));
+        if (!on || strcmp(on, allocation) != 0)
+            continue;
+        n++;
+        if (in == NULL)
+            continue;
+        bool found = false;
+        for (size_t k = 0; k < in->count && !found; k++) {
+            const e2e_json *d = e2e_json_get(in->items[k], "data");
+            found = d && strcmp(e2e_json_str(d, "id"), e2e_json_str(data, "id")) == 0;
+        }
+        e2e_assert(found, "%s (on %s) is missing from the allocation's events",
+                   e2e_json_str(data, "id"), allocation);
+    }
+    return n;
+}
+
+/* The log predates format 2 and its index of ids: an allocation's events still hold the
+ * decisions on its avrops, which name the avrop and the frame but not the allocation. */
+Test(v1_log, an_allocations_events_hold_the_decisions_on_its_avrops)
+{
+    e2e_json *all = ctl_json(5, (const char *const[]){"events", "--after", "0", "--limit", "1000"});
+    const e2e_json *events = e2e_json_get(all, "events");
+    e2e_assert(events != NULL && events->count == 274, "the whole log in one page");
+    size_t checked = 0;
+    for (size_t i = 0; i < events->count; i++) {
+        const char *type = e2e_json_str(events->items[i], "type");
+        if (!type || strcmp(type, "avrop.requested") != 0)
+            continue;
+        const char *allocation = e2e_json_str(e2e_json_get(events->items[i], "data"), "allocation");
+        e2e_json *page =
+            ctl_json(5, (const char *const[]){"events", "--entity", allocation, "--limit", "1000"});
+        const e2e_json *mine = e2e_json_get(page, "events");
+        size_t want = decisions_on(events, events, allocation, mine);
+        size_t got = decisions_on(mine, events, allocation, NULL);
+        e2e_assert(got == want, "%zu decisions in the events of %s, of %zu", got, allocation, want);
+        checked += want;
+        e2e_json_free(page);
+    }
+    e2e_assert(checked >= 20, "only %zu decisions on avrops were checked", checked);
+    e2e_json_free(all);
+}
