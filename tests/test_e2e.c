@@ -2969,3 +2969,112 @@ Test(e2e, balances_pages_of_filtered_and_unfiltered_lists_are_one_walk)
     budget_client_close(c);
     stop_cleanly();
 }
+
+/* ---- an allocation's events while its avrops are decided ------------------------------------ */
+
+/* Fewer than a page of 1000 approvals in all, so each read is one request. */
+#define DECIDED_AVROP_COUNT 900
+#define DECIDED_READERS 3
+
+typedef struct {
+    const char *socket;
+    atomic_uint *decided; /* approvals answered ok so far */
+    atomic_bool *done;
+    int failure;         /* a transport error or a refusal, negative; 0 */
+    unsigned reads;      /* reads made */
+    unsigned short_read; /* a read that missed an approval answered before it: how many it saw */
+    unsigned short_of;   /* ... and how many had been answered */
+} approvals_reader;
+
+/* Reads the approvals among the SON allocation's events until told to stop; each read must hold
+ * every approval answered before it was sent, and the allocation's own and the scenario's. */
+static void *approvals_reader_main(void *arg)
+{
+    approvals_reader *rd = arg;
+    budget_client *c = NULL;
+    e2e_buf b;
+    e2e_buf_init(&b);
+    msgpack_pack_map(&b.pk, 3);
+    e2e_kv_str(&b, "entity", allocations[SON].id);
+    e2e_kv_str(&b, "type", "decision.approved");
+    e2e_kv_uint(&b, "limit", 1000);
+    rd->failure = budget_client_connect(rd->socket, &c);
+    while (rd->failure == 0 && !atomic_load(rd->done)) {
+        unsigned before = atomic_load(rd->decided);
+        budget_response r;
+        rd->failure = budget_client_call(c, "events", b.sb.data, b.sb.size, &r);
+        if (rd->failure != 0)
+            break;
+        const msgpack_object *events = r.ok ? budget_map_get(&r.result, "events") : NULL;
+        if (events == NULL || events->type != MSGPACK_OBJECT_ARRAY)
+            rd->failure = -EPROTO;
+        else if (events->via.array.size < before + 2 && rd->short_of == 0) {
+            rd->short_read = events->via.array.size;
+            rd->short_of = before + 2;
+        }
+        rd->reads++;
+        budget_response_free(&r);
+    }
+    if (c)
+        budget_client_close(c);
+    e2e_buf_destroy(&b);
+    return NULL;
+}
+
+/* The approvals among the SON allocation's events (each names an avrop, not the allocation). */
+static size_t approvals_of_son(budget_client *c)
+{
+    uint64_t seqs[DECIDED_AVROP_COUNT + SCENARIO_HEAD + 1];
+    return events_all(c, 1000, "entity", allocations[SON].id, "type", "decision.approved", seqs,
+                      sizeof seqs / sizeof seqs[0]);
+}
+
+/*
+ * An events page filtered by an allocation looks up, for each decision it scans, the avrop the
+ * decision names, in the committed ledger that the loop is applying new events to meanwhile
+ * (every avrop and approval a new id, so the ledger's arrays grow under the lookups). Every
+ * approval answered before a read is in that read, and at the end all of them are.
+ */
+Test(e2e, an_allocations_events_read_while_its_avrops_are_decided_hold_every_approval)
+{
+    budget_client *c = e2e_client(&bd);
+    budget_client *approver = e2e_client_as(&bd, &e2e_other);
+    scenario_lib(c);
+    atomic_uint decided;
+    atomic_bool done;
+    atomic_init(&decided, 0);
+    atomic_init(&done, false);
+    approvals_reader readers[DECIDED_READERS];
+    pthread_t threads[DECIDED_READERS];
+    for (int i = 0; i < DECIDED_READERS; i++) {
+        readers[i] = (approvals_reader){.socket = bd.socket, .decided = &decided, .done = &done};
+        e2e_assert(pthread_create(&threads[i], NULL, approvals_reader_main, &readers[i]) == 0,
+                   "start a reader");
+    }
+    e2e_buf b;
+    e2e_buf_init(&b);
+    for (int i = 0; i < DECIDED_AVROP_COUNT; i++) {
+        char avrop[48], decision[48];
+        snprintf(avrop, sizeof avrop, "son-avrop-%d", i);
+        snprintf(decision, sizeof decision, "son-avrop-%d-beslut", i);
+        avrop_args(&b, avrop, allocations[SON].id, 1000);
+        e2e_write_ok(c, "avrop.request", &b);
+        approve_args(&b, decision, avrop, NULL);
+        e2e_write_ok(approver, "approve", &b);
+        atomic_fetch_add(&decided, 1);
+    }
+    atomic_store(&done, true);
+    join_all(threads, DECIDED_READERS, 60000);
+    for (int i = 0; i < DECIDED_READERS; i++) {
+        e2e_assert(readers[i].failure == 0, "reader %d failed: %d", i, readers[i].failure);
+        e2e_assert(readers[i].reads > 0, "reader %d read nothing", i);
+        e2e_assert(readers[i].short_of == 0, "reader %d saw %u approvals where %u were answered", i,
+                   readers[i].short_read, readers[i].short_of);
+    }
+    e2e_assert_int((int64_t)approvals_of_son(c), DECIDED_AVROP_COUNT + 2,
+                   "approvals among the allocation's events");
+    e2e_buf_destroy(&b);
+    budget_client_close(approver);
+    budget_client_close(c);
+    stop_cleanly();
+}
