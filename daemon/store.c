@@ -62,7 +62,7 @@ _Static_assert(sizeof(size_t) >= 8, "the store maps up to a terabyte: it needs 6
 #define STORE_FORMAT "budgetd-2"
 #define STORE_FORMAT_1 "budgetd-1"
 #define STORE_FORMAT_KEY "format"
-/* Keys of "events" and values of "ids": a seq as 8 bytes big-endian. */
+/* Keys of "events" (and values of a format 1 store's "ids"): a seq as 8 bytes big-endian. */
 #define STORE_SEQ_BYTES 8
 #define STORE_MAP_BYTES_INITIAL_DEFAULT ((size_t)64 << 20)
 #define STORE_MAP_BYTES_MAX_DEFAULT ((size_t)1 << 40)
