@@ -235,10 +235,33 @@ static int finish_links(chain_job *links, pthread_t *checker, int rc, replay_res
     return rc;
 }
 
-/* replay_log_from, applying with ledger_apply_decided when `decided_by` is not 0. */
+int replay_links_start(replay_links *k, store *st, uint64_t from, uint64_t upto)
+{
+    memset(k, 0, sizeof(*k));
+    k->job = chain_job_new_from(st, from + 1, upto, 0);
+    if (k->job == NULL)
+        return BUDGET_EUNAVAILABLE;
+    k->running = pthread_create(&k->thread, NULL, chain_job_thread, k->job) == 0;
+    return 0;
+}
+
+void replay_links_cancel(replay_links *k)
+{
+    replay_result ignored;
+    if (k->job == NULL)
+        return;
+    chain_job_stop_after(k->job, 0);
+    if (k->running)
+        pthread_join(k->thread, NULL);
+    chain_job_finish(k->job, &ignored);
+    memset(k, 0, sizeof(*k));
+}
+
+/* replay_log_from, applying with ledger_apply_decided when `decided_by` is not 0, and with the
+ * links checked by `beside` (replay_links_start's, taken over) when it is not NULL. */
 static int replay_run(store *st, ledger *l, uint64_t from,
                       const uint8_t from_hash[BUDGET_HASH_BYTES], uint64_t upto, bool check_before,
-                      int32_t decided_by, replay_result *out)
+                      int32_t decided_by, replay_links *beside, replay_result *out)
 {
     replay_ctx *r = calloc(1, sizeof(*r));
     pthread_t walker, checker;
@@ -247,8 +270,17 @@ static int replay_run(store *st, ledger *l, uint64_t from,
     bool checking = false;
 
     memset(out, 0, sizeof(*out));
+    if (beside != NULL) {
+        links = beside->job;
+        checker = beside->thread;
+        checking = beside->running;
+        memset(beside, 0, sizeof(*beside));
+    }
     if (!r || !(r->ring = malloc(RING_BATCHES * sizeof(batch)))) {
         free(r);
+        if (links != NULL)
+            finish_links(links, checking ? &checker : NULL, BUDGET_EUNAVAILABLE, out);
+        memset(out, 0, sizeof(*out));
         snprintf(out->why, sizeof(out->why), "out of memory");
         return BUDGET_EUNAVAILABLE;
     }
@@ -266,7 +298,9 @@ static int replay_run(store *st, ledger *l, uint64_t from,
     pthread_mutex_init(&r->mutex, NULL);
     pthread_cond_init(&r->filled, NULL);
     pthread_cond_init(&r->emptied, NULL);
-    if (decided_by != 0 && from == 0) {
+    if (links != NULL) {
+        r->links_beside = true;
+    } else if (decided_by != 0 && from == 0) {
         /* A view by decision day replays from the first event: the links are hashed on a
          * thread of their own, with the pieces left when the apply ends hashed on this one,
          * while the walker only decodes. The view is not answered unless the check passed. */
@@ -334,7 +368,14 @@ failed_thread:
 int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash[BUDGET_HASH_BYTES],
                     uint64_t upto, bool check_before, replay_result *out)
 {
-    return replay_run(st, l, from, from_hash, upto, check_before, 0, out);
+    return replay_run(st, l, from, from_hash, upto, check_before, 0, NULL, out);
+}
+
+int replay_log_beside(store *st, ledger *l, uint64_t from, uint64_t upto, int32_t decided_by,
+                      replay_links *links, replay_result *out)
+{
+    static const uint8_t unused[BUDGET_HASH_BYTES];
+    return replay_run(st, l, from, unused, upto, false, decided_by, links, out);
 }
 
 /* ---- the chain alone, in pieces -------------------------------------------------------------- */
@@ -351,6 +392,7 @@ int replay_log_from(store *st, ledger *l, uint64_t from, const uint8_t from_hash
 
 struct chain_job {
     store *st;
+    uint64_t first;              /* the first seq checked: 1, or after a restored state */
     uint64_t upto;               /* the last seq checked: the head, or less when asked */
     uint64_t piece_events;       /* events in a piece */
     bool last_first;             /* pieces are taken from the last (chain_job_last_first) */
@@ -446,6 +488,11 @@ static void check_piece(chain_job *j, store_reader *rd, uint64_t from, uint64_t 
 
 chain_job *chain_job_new(store *st, uint64_t upto, uint64_t piece_events)
 {
+    return chain_job_new_from(st, 1, upto, piece_events);
+}
+
+chain_job *chain_job_new_from(store *st, uint64_t first, uint64_t upto, uint64_t piece_events)
+{
     chain_job *j = calloc(1, sizeof(*j));
     store_reader *rd;
     if (j == NULL)
@@ -457,6 +504,7 @@ chain_job *chain_job_new(store *st, uint64_t upto, uint64_t piece_events)
     uint64_t head = store_reader_head(rd);
     store_reader_end(rd);
     j->st = st;
+    j->first = first != 0 ? first : 1;
     j->upto = upto < head ? upto : head;
     j->piece_events = piece_events != 0 ? piece_events : CHAIN_PIECE_EVENTS;
     atomic_init(&j->next_piece, 0);
@@ -468,7 +516,7 @@ chain_job *chain_job_new(store *st, uint64_t upto, uint64_t piece_events)
 /* The number of pieces of the job. */
 static uint64_t pieces_of(const chain_job *j)
 {
-    return j->upto == 0 ? 0 : (j->upto - 1) / j->piece_events + 1;
+    return j->upto < j->first ? 0 : (j->upto - j->first) / j->piece_events + 1;
 }
 
 void chain_job_help(chain_job *j)
@@ -484,7 +532,7 @@ void chain_job_help(chain_job *j)
             break;
         if (j->last_first)
             piece = pieces_of(j) - 1 - piece;
-        uint64_t from = piece * j->piece_events + 1;
+        uint64_t from = j->first + piece * j->piece_events;
         if (from > j->upto)
             break;
         pthread_mutex_lock(&j->lock);
@@ -569,7 +617,7 @@ int replay_decided(store *st, ledger *l, uint64_t upto, int32_t decided_by, repl
         snprintf(out->why, sizeof(out->why), "no day to decide by");
         return BUDGET_EINTERNAL;
     }
-    return replay_run(st, l, 0, none, upto, true, decided_by, out);
+    return replay_run(st, l, 0, none, upto, true, decided_by, NULL, out);
 }
 
 int replay_decided_from(store *st, ledger *l, uint64_t from,
@@ -581,7 +629,7 @@ int replay_decided_from(store *st, ledger *l, uint64_t from,
         snprintf(out->why, sizeof(out->why), "no day to decide by, or no view to start from");
         return BUDGET_EINTERNAL;
     }
-    return replay_run(st, l, from, from_hash, upto, false, decided_by, out);
+    return replay_run(st, l, from, from_hash, upto, false, decided_by, NULL, out);
 }
 
 /* The ts of event `seq`: 0, or an error. */

@@ -8,6 +8,7 @@
 #ifndef BUDGET_REPLAY_H
 #define BUDGET_REPLAY_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,6 +69,9 @@ int replay_check_chain(store *st, uint64_t upto, replay_result *out);
  */
 typedef struct chain_job chain_job;
 chain_job *chain_job_new(store *st, uint64_t upto, uint64_t piece_events);
+/* The same for the links first..upto: the first's prev must be the stored hash of event
+ * first - 1. */
+chain_job *chain_job_new_from(store *st, uint64_t first, uint64_t upto, uint64_t piece_events);
 void chain_job_help(chain_job *j);
 /* chain_job_help as a thread's start routine (pthread_create's): `job` is the chain_job. */
 void *chain_job_thread(void *job);
@@ -79,6 +83,26 @@ void chain_job_last_first(chain_job *j);
  * there could not change what the caller makes of the result (0: none is). chain_job_finish then
  * gives a break found at or before it, or BUDGET_EUNAVAILABLE saying the check was stopped. */
 void chain_job_stop_after(chain_job *j, uint64_t seq);
+
+/*
+ * The links from+1..upto checked on a thread of their own while the state at `from` is being
+ * restored, so that the replay after it only decodes and applies (SHA-256 of each event is
+ * about a third of a replay's walk). replay_links_start starts the check (0, or
+ * BUDGET_EUNAVAILABLE when the store cannot be read); event from+1's prev must be the stored
+ * hash of event `from`, which the restored state's hash is checked against. Then either
+ * replay_log_beside applies events from+1..upto to that state with ledger_apply, or with
+ * ledger_apply_decided by `decided_by` when it is not 0, taking the check over (its result is
+ * the replay's, with replay_log_from's errors), or replay_links_cancel stops it.
+ */
+typedef struct {
+    chain_job *job;
+    pthread_t thread;
+    bool running; /* else the check is done by replay_log_beside's thread at its end */
+} replay_links;
+int replay_links_start(replay_links *k, store *st, uint64_t from, uint64_t upto);
+void replay_links_cancel(replay_links *k);
+int replay_log_beside(store *st, ledger *l, uint64_t from, uint64_t upto, int32_t decided_by,
+                      replay_links *links, replay_result *out);
 
 /*
  * Applies events 1..upto of `st` to `l` (empty) with ledger_apply_decided: what had been

@@ -484,14 +484,25 @@ int snapshot_state(const snapshots *s, store *st, uint64_t upto, int32_t decided
     uint8_t at_hash[BUDGET_HASH_BYTES];
     char ignored[160];
     ledger *l = NULL;
+    replay_links links = {0};
     *from = 0;
+    /* The links after the snapshot most likely to be used are hashed while it is read. */
+    uint64_t likely = snapshot_newest(s, upto, decided_by);
+    if (likely != 0 && likely < upto && replay_links_start(&links, st, likely, upto) != 0)
+        memset(&links, 0, sizeof(links));
     if (s != NULL)
         l = decided_by != 0
                 ? snapshot_restore_decided(s, st, upto, decided_by, from, at_hash, ignored,
                                            sizeof(ignored))
                 : snapshot_restore(s, st, upto, from, at_hash, ignored, sizeof(ignored));
+    if (l == NULL || *from != likely)
+        replay_links_cancel(&links);
     if (l != NULL) {
-        int rc = decided_by != 0 ? replay_decided_from(st, l, *from, at_hash, upto, decided_by, res)
+        int rc;
+        if (links.job != NULL)
+            rc = replay_log_beside(st, l, *from, upto, decided_by, &links, res);
+        else
+            rc = decided_by != 0 ? replay_decided_from(st, l, *from, at_hash, upto, decided_by, res)
                                  : replay_log_from(st, l, *from, at_hash, upto, false, res);
         if (rc == 0) {
             *out = l;

@@ -1325,6 +1325,51 @@ Test(store, the_chain_checked_in_pieces_finds_what_one_walk_finds)
     }
 }
 
+/* A read as of an event past a snapshot hashes the links after the snapshot's event while the
+ * snapshot is read (chain_job_new_from): in pieces of any size, on one thread or two, it finds
+ * the lowest break at or after its first event, also at that first event itself (its prev not
+ * the stored hash of the event before), and nothing before it. */
+Test(store, the_chain_checked_from_an_event_finds_the_breaks_from_it_on)
+{
+    const uint64_t n = 40, firsts[] = {2, 5, 21, 40}, pieces[] = {1, 3, 7, 0};
+    const uint64_t breaks[] = {0, 4, 5, 6, 21, 27, 40};
+    uint8_t last[BUDGET_HASH_BYTES];
+    for (size_t b = 0; b < sizeof breaks / sizeof *breaks; b++) {
+        const uint64_t none[] = {0}, one[] = {breaks[b], 0};
+        store *s = chain_log(n, breaks[b] != 0 ? one : none, none, last);
+        for (size_t f = 0; f < sizeof firsts / sizeof *firsts; f++)
+            for (size_t p = 0; p < sizeof pieces / sizeof *pieces; p++)
+                for (int threads = 1; threads <= 2; threads++) {
+                    chain_job *j = chain_job_new_from(s, firsts[f], UINT64_MAX, pieces[p]);
+                    cr_assert_not_null(j);
+                    pthread_t helper;
+                    if (threads == 2)
+                        cr_assert_eq(pthread_create(&helper, NULL, chain_job_thread, j), 0);
+                    chain_job_help(j);
+                    if (threads == 2)
+                        pthread_join(helper, NULL);
+                    replay_result res;
+                    int rc = chain_job_finish(j, &res);
+                    if (breaks[b] >= firsts[f]) {
+                        cr_assert_eq(rc, BUDGET_EINTERNAL, "break %llu, from %llu, pieces of %llu",
+                                     (unsigned long long)breaks[b], (unsigned long long)firsts[f],
+                                     (unsigned long long)pieces[p]);
+                        cr_assert_eq(res.bad_seq, breaks[b]);
+                        cr_assert(strstr(res.why, "(prev)") != NULL, "%s", res.why);
+                    } else {
+                        cr_assert_eq(rc, 0, "break %llu, from %llu, pieces of %llu: %s",
+                                     (unsigned long long)breaks[b], (unsigned long long)firsts[f],
+                                     (unsigned long long)pieces[p], res.why);
+                        cr_assert_eq(res.head, n);
+                        cr_assert_arr_eq(res.hash, last, BUDGET_HASH_BYTES);
+                    }
+                }
+        store_close(s);
+        teardown();
+        setup();
+    }
+}
+
 /* A check told to stop after an event (chain_job_stop_after: a replay beside it failed there)
  * still finds a break at or before it, whichever piece holds it; a break only after it is not
  * looked for, and the check says it was stopped, not that the chain is whole. */
