@@ -51,55 +51,51 @@ static double seconds_since(const struct timespec *t0)
 
 /*
  * From the newest valid snapshot: the whole chain is checked in pieces by a thread of its own
- * while the snapshot is read, and by the main thread too once it has read it; then only the
- * events after it are applied. *l is NULL when there is no valid snapshot, or when the events
- * after it do not apply (the caller then replays the whole log, which says what is wrong with
- * it if anything is). 0, or 1 after logging that the chain
- * does not verify.
+ * while the snapshot is read; then the events after it are applied, decoded but not hashed
+ * again (the check covers them), while the check goes on beside them, helped at the end by the
+ * main thread. *l is NULL when there is no valid snapshot, or when the events after it do not
+ * apply (the caller then replays the whole log, which says what is wrong with it if anything
+ * is). 0, or 1 after logging that the chain does not verify.
  */
 static int replay_from_snapshot(store *st, const char *data, const snapshots *snaps, ledger **l,
                                 uint64_t *at, replay_result *res)
 {
     uint8_t at_hash[BUDGET_HASH_BYTES];
     char why[256];
-    pthread_t thread;
-    replay_result chain;
+    replay_links links = {0};
     uint64_t newest;
     *l = NULL;
     if (snapshot_list(snaps, &newest, 1) == 0)
         return 0; /* none: the whole replay checks the chain once */
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    chain_job *job = chain_job_new(st, UINT64_MAX, 0);
-    if (job == NULL)
+    if (replay_links_start(&links, st, 0, UINT64_MAX) != 0)
         return 0; /* the store could not be read: the whole replay says so */
-    bool threaded = pthread_create(&thread, NULL, chain_job_thread, job) == 0;
     *l = snapshot_restore(snaps, st, UINT64_MAX, at, at_hash, why, sizeof(why));
     double restored = seconds_since(&t0);
     if (why[0] != '\0')
         log_warn("%s", why);
-    chain_job_help(job); /* the pieces the helper has not taken yet */
-    if (threaded)
-        pthread_join(thread, NULL);
-    int rc = chain_job_finish(job, &chain);
-    if (*l != NULL)
-        log_info("snapshot %llu read in %.3f s; the whole chain checked by %.3f s",
+    if (*l == NULL) {
+        /* No snapshot to start from: the whole replay checks the chain as it goes. */
+        replay_links_cancel(&links);
+        return 0;
+    }
+    int rc = replay_log_beside(st, *l, *at, UINT64_MAX, 0, &links, res);
+    if (rc == 0) {
+        log_info("snapshot %llu read in %.3f s; the events after it applied and the whole "
+                 "chain checked by %.3f s",
                  (unsigned long long)*at, restored, seconds_since(&t0));
-    if (rc != 0) {
-        ledger_free(*l);
-        *l = NULL;
-        if (rc == BUDGET_EINTERNAL) {
-            replay_failed(data, &chain);
-            return 1;
-        }
-        return 0; /* the store could not be read: the whole replay says so */
+        return 0;
     }
-    if (*l != NULL && replay_log_from(st, *l, *at, at_hash, UINT64_MAX, false, res) != 0) {
-        log_warn("replay from snapshot %llu stopped: %s; replaying the whole log",
-                 (unsigned long long)*at, res->why);
-        ledger_free(*l);
-        *l = NULL;
+    ledger_free(*l);
+    *l = NULL;
+    if (rc == BUDGET_EINTERNAL && res->code != NULL) {
+        /* A link of the chain is broken, before the snapshot or after it. */
+        replay_failed(data, res);
+        return 1;
     }
+    log_warn("replay from snapshot %llu stopped: %s; replaying the whole log",
+             (unsigned long long)*at, res->why);
     return 0;
 }
 

@@ -606,6 +606,44 @@ Test(e2e_snapshots, a_view_from_a_snapshot_leaves_out_what_was_decided_after_its
     stop_cleanly();
 }
 
+/* On a daemon started with snapshots_only: the rounds, then a grant whose title holds MARK
+ * (its seq returned; the event before it in *before) and one allocation after it (the head, in
+ * *head), the newest snapshot before the grant. */
+static uint64_t write_marked_after_a_snapshot(budget_client *c, uint64_t *before, uint64_t *head)
+{
+    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
+    write_rounds();
+    *before = e2e_head(c);
+    e2e_buf b;
+    e2e_buf_init(&b);
+    grant_frame(c, &b, "f-mark", "KFN", 5000000, MARK, "KS 2021-08-24 § 241");
+    uint64_t marked = e2e_head(c);
+    e2e_assert_int(marked, *before + 1, "the marked grant's seq");
+    /* One more: `balances` as of the head is the ledger in memory, built as events committed. */
+    e2e_buf_clear(&b);
+    msgpack_pack_map(&b.pk, 5);
+    e2e_kv_str(&b, "id", "a-mark");
+    e2e_kv_str(&b, "frame", "f-mark");
+    e2e_kv_str(&b, "unit", "SON");
+    e2e_kv_int(&b, "amount", 1000000);
+    e2e_kv_str(&b, "purpose", "Områdesarbete");
+    e2e_write_ok(c, "allocation.propose", &b);
+    e2e_buf_destroy(&b);
+    *head = e2e_head(c);
+    e2e_assert_int(*head, marked + 1, "the head");
+    /* The next multiple of 7 after the marked event is beyond the head: no snapshot holds it.
+     * Snapshots are made on a thread of their own: the first may still be on its way. */
+    uint64_t seqs[16];
+    int n = snapshot_files(seqs, 16);
+    for (int i = 0; i < 3000 && n == 0; i++) {
+        usleep(10000);
+        n = snapshot_files(seqs, 16);
+    }
+    e2e_assert(n >= 1, "no snapshot after 30 s");
+    e2e_assert(seqs[0] < marked, "a snapshot at or after %llu", (unsigned long long)marked);
+    return marked;
+}
+
 /*
  * An event changed on disk after the daemon started, after its newest snapshot: a read as of
  * it, or later (but before the head, which is answered from memory), restores the snapshot and
@@ -617,37 +655,9 @@ Test(e2e_snapshots, a_view_from_a_snapshot_leaves_out_what_was_decided_after_its
 Test(e2e_snapshots, an_event_changed_after_a_snapshot_fails_the_reads_past_it)
 {
     cr_assert_eq(e2e_daemon_start_with(&bd, snapshots_only), 0, "budgetd did not start");
-    e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
-    write_rounds();
     budget_client *c = e2e_client(&bd);
-    uint64_t before = e2e_head(c);
-    e2e_buf b;
-    e2e_buf_init(&b);
-    grant_frame(c, &b, "f-mark", "KFN", 5000000, MARK, "KS 2021-08-24 § 241");
-    uint64_t marked = e2e_head(c);
-    e2e_assert_int(marked, before + 1, "the marked grant's seq");
-    /* One more: `balances` as of the head is the ledger in memory, built as events committed. */
-    e2e_buf_clear(&b);
-    msgpack_pack_map(&b.pk, 5);
-    e2e_kv_str(&b, "id", "a-mark");
-    e2e_kv_str(&b, "frame", "f-mark");
-    e2e_kv_str(&b, "unit", "SON");
-    e2e_kv_int(&b, "amount", 1000000);
-    e2e_kv_str(&b, "purpose", "Områdesarbete");
-    e2e_write_ok(c, "allocation.propose", &b);
-    e2e_buf_destroy(&b);
-    uint64_t head = e2e_head(c);
-    e2e_assert_int(head, marked + 1, "the head");
-    /* The next multiple of 7 after the marked event is beyond the head: no snapshot holds it.
-     * Snapshots are made on a thread of their own: the first may still be on its way. */
-    uint64_t seqs[16];
-    int n = snapshot_files(seqs, 16);
-    for (int i = 0; i < 3000 && n == 0; i++) {
-        usleep(10000);
-        n = snapshot_files(seqs, 16);
-    }
-    e2e_assert(n >= 1, "no snapshot after 30 s");
-    e2e_assert(seqs[0] < marked, "a snapshot at or after %llu", (unsigned long long)marked);
+    uint64_t before, head;
+    uint64_t marked = write_marked_after_a_snapshot(c, &before, &head);
 
     e2e_assert(damage_marks() >= 1, "the marked title is not in data.mdb");
     budget_response r;
@@ -670,6 +680,71 @@ Test(e2e_snapshots, an_event_changed_after_a_snapshot_fails_the_reads_past_it)
         }
     }
     budget_client_close(c);
+}
+
+/* The daemon, started without waiting for its socket, exits on its own within the start-up
+ * timeout: its waitpid status. */
+static int start_fails(void)
+{
+    e2e_assert(e2e_daemon_launch(&bd, &(e2e_launch){.extra = snapshots_only, .no_wait = true}) == 0,
+               "budgetd could not be run");
+    int status = 0;
+    for (int waited = 0; bd.pid != 0; waited += 10) {
+        pid_t got = waitpid(bd.pid, &status, WNOHANG);
+        if (got == bd.pid)
+            bd.pid = 0;
+        else if (waited > E2E_START_TIMEOUT_MS)
+            e2e_assert(false, "budgetd still runs after %d ms", waited);
+        else
+            usleep(10000);
+    }
+    return status;
+}
+
+/* The last line of the daemon's log that holds `what`, into line; false when none does. */
+static bool log_line(const char *what, char *line, size_t size)
+{
+    FILE *f = fopen(bd.log, "r");
+    e2e_assert(f != NULL, "no log %s", bd.log);
+    char one[1024];
+    bool found = false;
+    while (fgets(one, sizeof(one), f))
+        if (strstr(one, what) != NULL) {
+            snprintf(line, size, "%s", one);
+            found = true;
+        }
+    fclose(f);
+    return found;
+}
+
+/*
+ * An event changed on disk while budgetd was stopped, after its newest snapshot. Start-up
+ * restores the snapshot and applies the events after it without hashing them on the way, for
+ * the check of the whole chain beside it covers them: budgetd refuses to start (exit 1), and its
+ * log names the changed event.
+ */
+Test(e2e_snapshots, a_log_changed_after_its_newest_snapshot_does_not_start)
+{
+    cr_assert_eq(e2e_daemon_start_with(&bd, snapshots_only), 0, "budgetd did not start");
+    budget_client *c = e2e_client(&bd);
+    uint64_t before, head;
+    uint64_t marked = write_marked_after_a_snapshot(c, &before, &head);
+    budget_client_close(c);
+    stop_cleanly();
+    uint64_t seqs[16];
+    e2e_assert(snapshot_files(seqs, 16) >= 1 && seqs[0] < marked,
+               "no snapshot before event %llu once stopped", (unsigned long long)marked);
+    e2e_assert(damage_marks() >= 1, "the marked title is not in data.mdb");
+
+    int status = start_fails();
+    e2e_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+               "budgetd on a log changed at event %llu: status 0x%x, expected exit 1",
+               (unsigned long long)marked, status);
+    char want[64], line[1024];
+    snprintf(want, sizeof(want), "replay stopped at seq %llu: ", (unsigned long long)marked);
+    e2e_assert(log_line(want, line, sizeof(line)), "the log does not name event %llu",
+               (unsigned long long)marked);
+    e2e_assert(strstr(line, "(hash)") != NULL, "not a changed byte: %s", line);
 }
 
 /* ---- the ledgers of earlier points kept between reads --------------------------------------- */
