@@ -51,10 +51,18 @@ static ledger *from_kept(job *j, uint64_t upto, replay_result *res)
     const ledger *base = history_cache_base(j->history, day, floor, upto, &at);
     if (base == NULL)
         return NULL;
+    /* The links after it are hashed while it is copied, and beside the replay (snapshot_state). */
+    replay_links links = {0};
+    if (at < upto && replay_links_start(&links, j->store, at, upto) != 0)
+        memset(&links, 0, sizeof(links));
     ledger *l = replay_stored_hash(j->store, at, hash) == 0 ? ledger_clone(base) : NULL;
     history_cache_release(j->history, base);
     int rc = 0;
-    if (l != NULL)
+    if (l == NULL)
+        replay_links_cancel(&links);
+    else if (links.job != NULL)
+        rc = replay_log_beside(j->store, l, at, upto, day, &links, res);
+    else
         rc = day != 0 ? replay_decided_from(j->store, l, at, hash, upto, day, res)
                       : replay_log_from(j->store, l, at, hash, upto, false, res);
     if (l != NULL && rc != 0) {

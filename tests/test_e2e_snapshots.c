@@ -606,10 +606,9 @@ Test(e2e_snapshots, a_view_from_a_snapshot_leaves_out_what_was_decided_after_its
     stop_cleanly();
 }
 
-/* On a daemon started with snapshots_only: the rounds, then a grant whose title holds MARK
- * (its seq returned; the event before it in *before) and one allocation after it (the head, in
- * *head), the newest snapshot before the grant. */
-static uint64_t write_marked_after_a_snapshot(budget_client *c, uint64_t *before, uint64_t *head)
+/* The rounds, then a grant whose title holds MARK (its seq returned; the event before it in
+ * *before) and one allocation after it (the head, in *head). */
+static uint64_t write_marked(budget_client *c, uint64_t *before, uint64_t *head)
 {
     e2e_register_units(&bd, NULL, "KS", "SON", "KFN", NULL);
     write_rounds();
@@ -631,6 +630,14 @@ static uint64_t write_marked_after_a_snapshot(budget_client *c, uint64_t *before
     e2e_buf_destroy(&b);
     *head = e2e_head(c);
     e2e_assert_int(*head, marked + 1, "the head");
+    return marked;
+}
+
+/* write_marked on a daemon started with snapshots_only: the newest snapshot is before the
+ * grant. */
+static uint64_t write_marked_after_a_snapshot(budget_client *c, uint64_t *before, uint64_t *head)
+{
+    uint64_t marked = write_marked(c, before, head);
     /* The next multiple of 7 after the marked event is beyond the head: no snapshot holds it.
      * Snapshots are made on a thread of their own: the first may still be on its way. */
     uint64_t seqs[16];
@@ -679,6 +686,45 @@ Test(e2e_snapshots, an_event_changed_after_a_snapshot_fails_the_reads_past_it)
             budget_response_free(&r);
         }
     }
+    budget_client_close(c);
+}
+
+/*
+ * The same from a ledger kept since an earlier read: the read past it copies that ledger and
+ * applies the events after it, their links hashed beside the copy and the replay. An event
+ * changed on disk after the kept point fails the reads past it, naming the event, though they
+ * start from the kept ledger; the read as of the kept point is answered from memory.
+ */
+Test(e2e_snapshots, an_event_changed_after_a_kept_ledger_fails_the_reads_past_it)
+{
+    static const char *const kept_only[] = {"--snapshot-every", "0", NULL};
+    cr_assert_eq(e2e_daemon_start_with(&bd, kept_only), 0, "budgetd did not start");
+    budget_client *c = e2e_client(&bd);
+    uint64_t before, head;
+    uint64_t marked = write_marked(c, &before, &head);
+    budget_response r;
+    balances_at(c, before, NULL, &r);
+    e2e_assert(r.ok, "as of %llu: %s %s", (unsigned long long)before, r.code, r.message);
+    budget_response_free(&r);
+    e2e_assert(stat_of("as_of_kept") >= 1, "the ledger as of %llu is not kept",
+               (unsigned long long)before);
+
+    e2e_assert(damage_marks() >= 1, "the marked title is not in data.mdb");
+    uint64_t based = stat_of("as_of_from_kept");
+    char want[64];
+    snprintf(want, sizeof(want), "event %llu", (unsigned long long)marked);
+    for (uint64_t seq = marked; seq < head; seq++) {
+        balances_at(c, seq, NULL, &r);
+        e2e_assert(!r.ok, "as of %llu, past the changed event %llu: answered",
+                   (unsigned long long)seq, (unsigned long long)marked);
+        e2e_assert(strstr(r.message, want) != NULL, "as of %llu: %s: %s", (unsigned long long)seq,
+                   r.code, r.message);
+        budget_response_free(&r);
+    }
+    e2e_assert(stat_of("as_of_from_kept") > based, "no read started from the kept ledger");
+    balances_at(c, before, NULL, &r);
+    e2e_assert(r.ok, "as of %llu, kept: %s %s", (unsigned long long)before, r.code, r.message);
+    budget_response_free(&r);
     budget_client_close(c);
 }
 
