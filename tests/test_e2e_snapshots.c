@@ -633,11 +633,13 @@ static uint64_t write_marked(budget_client *c, uint64_t *before, uint64_t *head)
     return marked;
 }
 
-/* write_marked on a daemon started with snapshots_only: the newest snapshot is before the
- * grant. */
-static uint64_t write_marked_after_a_snapshot(budget_client *c, uint64_t *before, uint64_t *head)
+/* Starts budgetd with snapshots_only, connects (*c) and writes what write_marked does, the
+ * newest snapshot before the grant: the grant's seq. */
+static uint64_t marked_after_a_snapshot(budget_client **c, uint64_t *before, uint64_t *head)
 {
-    uint64_t marked = write_marked(c, before, head);
+    cr_assert_eq(e2e_daemon_start_with(&bd, snapshots_only), 0, "budgetd did not start");
+    *c = e2e_client(&bd);
+    uint64_t marked = write_marked(*c, before, head);
     /* The next multiple of 7 after the marked event is beyond the head: no snapshot holds it.
      * Snapshots are made on a thread of their own: the first may still be on its way. */
     uint64_t seqs[16];
@@ -661,10 +663,9 @@ static uint64_t write_marked_after_a_snapshot(budget_client *c, uint64_t *before
  */
 Test(e2e_snapshots, an_event_changed_after_a_snapshot_fails_the_reads_past_it)
 {
-    cr_assert_eq(e2e_daemon_start_with(&bd, snapshots_only), 0, "budgetd did not start");
-    budget_client *c = e2e_client(&bd);
+    budget_client *c;
     uint64_t before, head;
-    uint64_t marked = write_marked_after_a_snapshot(c, &before, &head);
+    uint64_t marked = marked_after_a_snapshot(&c, &before, &head);
 
     e2e_assert(damage_marks() >= 1, "the marked title is not in data.mdb");
     budget_response r;
@@ -771,10 +772,9 @@ static bool log_line(const char *what, char *line, size_t size)
  */
 Test(e2e_snapshots, a_log_changed_after_its_newest_snapshot_does_not_start)
 {
-    cr_assert_eq(e2e_daemon_start_with(&bd, snapshots_only), 0, "budgetd did not start");
-    budget_client *c = e2e_client(&bd);
+    budget_client *c;
     uint64_t before, head;
-    uint64_t marked = write_marked_after_a_snapshot(c, &before, &head);
+    uint64_t marked = marked_after_a_snapshot(&c, &before, &head);
     budget_client_close(c);
     stop_cleanly();
     uint64_t seqs[16];
