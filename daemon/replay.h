@@ -92,7 +92,8 @@ void chain_job_stop_after(chain_job *j, uint64_t seq);
  * hash of event `from`, which the restored state's hash is checked against. Then either
  * replay_log_beside applies events from+1..upto to that state with ledger_apply, or with
  * ledger_apply_decided by `decided_by` when it is not 0, taking the check over (its result is
- * the replay's, with replay_log_from's errors), or replay_links_cancel stops it.
+ * the replay's, with replay_log_from's errors), or replay_links_cancel stops it. The check
+ * covers the log up to its head when it began, at most, and so does the replay beside it.
  */
 typedef struct {
     chain_job *job;

@@ -1203,6 +1203,33 @@ Test(snapshot, a_link_broken_after_a_snapshot_fails_the_reads_past_it)
     store_close(w.st);
 }
 
+/* A replay beside a check of the links stops where the check does: at the head when the check
+ * began. Events appended after that, one of them linked to a wrong prev, are not applied
+ * unhashed: the replay ends at that head, with its hash. */
+Test(snapshot, a_replay_beside_a_check_applies_only_what_the_check_covers)
+{
+    log_writer w;
+    uint64_t head = continue_every_type(&w);
+    replay_links links;
+    cr_assert_eq(replay_links_start(&links, w.st, 0, UINT64_MAX), 0);
+    uint8_t head_hash[BUDGET_HASH_BYTES];
+    memcpy(head_hash, w.prev, sizeof(head_hash));
+    w.break_next = true;
+    budget_round(&w, 20);
+    ledger_free(w.l);
+    cr_assert_gt(w.seq, head);
+
+    replay_result res;
+    ledger *l = ledger_new();
+    cr_assert_eq(replay_log_beside(w.st, l, 0, UINT64_MAX, 0, &links, &res), 0, "%s", res.why);
+    cr_assert_eq(res.head, head, "applied to %llu, the check covered %llu",
+                 (unsigned long long)res.head, (unsigned long long)head);
+    cr_assert_eq(ledger_events(l), head);
+    cr_assert_arr_eq(res.hash, head_hash, BUDGET_HASH_BYTES);
+    ledger_free(l);
+    store_close(w.st);
+}
+
 /* The seam: the first event after a snapshot does not name the snapshot's event as its prev.
  * Every read past the snapshot is refused at that event, whether its links are hashed beside
  * the restore or by the replay's walker; the read as of the snapshot's own event is whole. */
