@@ -304,21 +304,7 @@ static int replay_run(store *st, ledger *l, uint64_t from,
     pthread_mutex_init(&r->mutex, NULL);
     pthread_cond_init(&r->filled, NULL);
     pthread_cond_init(&r->emptied, NULL);
-    if (links != NULL) {
-        r->links_beside = true;
-    } else if (decided_by != 0 && from == 0) {
-        /* A view by decision day replays from the first event: the links are hashed on a
-         * thread of their own, with the pieces left when the apply ends hashed on this one,
-         * while the walker only decodes. The view is not answered unless the check passed. */
-        links = chain_job_new(st, upto, 0);
-        if (links == NULL) {
-            snprintf(out->why, sizeof(out->why), "the event store cannot be read");
-            rc = BUDGET_EUNAVAILABLE;
-            goto failed_thread;
-        }
-        r->links_beside = true;
-        checking = pthread_create(&checker, NULL, chain_job_thread, links) == 0;
-    }
+    r->links_beside = links != NULL;
     if (pthread_create(&walker, NULL, walker_main, r) != 0) {
         snprintf(out->why, sizeof(out->why), "cannot start the replay thread");
         rc = BUDGET_EUNAVAILABLE;
@@ -629,7 +615,16 @@ int replay_decided(store *st, ledger *l, uint64_t upto, int32_t decided_by, repl
         snprintf(out->why, sizeof(out->why), "no day to decide by");
         return BUDGET_EINTERNAL;
     }
-    return replay_run(st, l, 0, none, upto, true, decided_by, NULL, out);
+    /* From the first event: the links are hashed on a thread of their own, with the pieces left
+     * when the apply ends hashed on this one, while the walker only decodes. The view is not
+     * answered unless the check passed. */
+    replay_links links;
+    if (replay_links_start(&links, st, 0, upto) != 0) {
+        memset(out, 0, sizeof(*out));
+        snprintf(out->why, sizeof(out->why), "the event store cannot be read");
+        return BUDGET_EUNAVAILABLE;
+    }
+    return replay_run(st, l, 0, none, upto, true, decided_by, &links, out);
 }
 
 int replay_decided_from(store *st, ledger *l, uint64_t from,
