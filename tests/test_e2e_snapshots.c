@@ -210,19 +210,28 @@ static int snapshot_files(uint64_t *seqs, int max)
     return n;
 }
 
-/* The last start-up's replay line of the log says it started from snapshot `from`. */
-static bool last_start_from(uint64_t from)
+/* The last line of the daemon's log that holds `what`, into line; false when none does. */
+static bool log_line(const char *what, char *line, size_t size)
 {
     FILE *f = fopen(bd.log, "r");
     e2e_assert(f != NULL, "no log %s", bd.log);
-    char line[1024], last[1024] = "";
-    while (fgets(line, sizeof(line), f))
-        if (strstr(line, "replayed ") != NULL)
-            snprintf(last, sizeof(last), "%s", line);
+    char one[1024];
+    bool found = false;
+    while (fgets(one, sizeof(one), f))
+        if (strstr(one, what) != NULL) {
+            snprintf(line, size, "%s", one);
+            found = true;
+        }
     fclose(f);
-    char want[64];
+    return found;
+}
+
+/* The last start-up's replay line of the log says it started from snapshot `from`. */
+static bool last_start_from(uint64_t from)
+{
+    char line[1024], want[64];
     snprintf(want, sizeof(want), "(from snapshot %llu,", (unsigned long long)from);
-    return strstr(last, want) != NULL;
+    return log_line("replayed ", line, sizeof(line)) && strstr(line, want) != NULL;
 }
 
 static uint64_t stat_of(const char *key)
@@ -746,22 +755,6 @@ static int start_fails(void)
             usleep(10000);
     }
     return status;
-}
-
-/* The last line of the daemon's log that holds `what`, into line; false when none does. */
-static bool log_line(const char *what, char *line, size_t size)
-{
-    FILE *f = fopen(bd.log, "r");
-    e2e_assert(f != NULL, "no log %s", bd.log);
-    char one[1024];
-    bool found = false;
-    while (fgets(one, sizeof(one), f))
-        if (strstr(one, what) != NULL) {
-            snprintf(line, size, "%s", one);
-            found = true;
-        }
-    fclose(f);
-    return found;
 }
 
 /*
