@@ -1,12 +1,31 @@
-/* The ledger's large arrays, marked for huge pages (bigmem.h). */
+/* The ledger's large arrays, marked for huge pages and kept a while once freed (bigmem.h). */
 #include "bigmem.h"
 
 #include <malloc.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #define HUGE_PAGE_BYTES ((uintptr_t)2 << 20)
+
+/* A block kept for reuse: its usable size, and when it was freed (monotonic ms). */
+typedef struct {
+    void *p;
+    size_t size;
+    uint64_t freed_ms;
+} spare;
+
+static struct {
+    pthread_mutex_t lock;
+    spare blocks[BIGMEM_SPARE_BLOCKS];
+    uint32_t len;
+    size_t bytes;
+    bigmem_stats stats;
+} spares = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* Marks the whole huge pages inside [p, p + n) for huge pages, when n is 4 MiB or more. */
 static void *advise(void *p, size_t n)
@@ -20,20 +39,76 @@ static void *advise(void *p, size_t n)
     return p;
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
 void bigmem_init(void)
 {
     /* Advice too: where it is refused, allocation works as before. */
     (void)mallopt(M_MMAP_THRESHOLD, (int)BIGMEM_MMAP_BYTES);
 }
 
+/*
+ * A kept block for n bytes, taken out of the list; NULL when none is kept. The smallest of at
+ * least n bytes, its end given back when it is much larger (a mapped block shrinks in place);
+ * else the largest, grown to n (a mapped block grows by moving its pages, not copying them).
+ * Every kept page is used before a fresh one: pages freed by the process a moment ago are
+ * cheap to touch again, and memory it never touched may not be (bigmem.h).
+ */
+static void *take_spare(size_t n)
+{
+    if (n < BIGMEM_MMAP_BYTES)
+        return NULL;
+    pthread_mutex_lock(&spares.lock);
+    uint32_t fit = spares.len, largest = spares.len;
+    for (uint32_t i = 0; i < spares.len; i++) {
+        size_t size = spares.blocks[i].size;
+        if (size >= n && (fit == spares.len || size < spares.blocks[fit].size))
+            fit = i;
+        if (largest == spares.len || size > spares.blocks[largest].size)
+            largest = i;
+    }
+    uint32_t take = fit < spares.len ? fit : largest;
+    void *p = NULL;
+    size_t size = 0;
+    if (take < spares.len) {
+        p = spares.blocks[take].p;
+        size = spares.blocks[take].size;
+        spares.blocks[take] = spares.blocks[--spares.len];
+        spares.bytes -= size;
+        spares.stats.reused++;
+        spares.stats.spare_bytes = spares.bytes;
+    }
+    pthread_mutex_unlock(&spares.lock);
+    if (p == NULL || (size >= n && size - n <= n / 4 + HUGE_PAGE_BYTES))
+        return p;
+    void *resized = realloc(p, n);
+    if (resized != NULL)
+        return advise(resized, n);
+    if (size >= n)
+        return p; /* a shrink refused: the block still holds n */
+    free(p);
+    return NULL;
+}
+
 void *bigmem_malloc(size_t n)
 {
-    return advise(malloc(n), n);
+    void *p = take_spare(n);
+    return p != NULL ? p : advise(malloc(n), n);
 }
 
 void *bigmem_calloc(size_t count, size_t size)
 {
     /* calloc refuses a count * size that overflows before anything is allocated */
+    if (size != 0 && count <= SIZE_MAX / size) {
+        void *p = take_spare(count * size);
+        if (p != NULL)
+            return memset(p, 0, count * size);
+    }
     void *p = calloc(count, size);
     return p == NULL ? NULL : advise(p, count * size);
 }
@@ -41,4 +116,52 @@ void *bigmem_calloc(size_t count, size_t size)
 void *bigmem_realloc(void *p, size_t n)
 {
     return advise(realloc(p, n), n);
+}
+
+void bigmem_free(void *p)
+{
+    if (p == NULL)
+        return;
+    size_t size = malloc_usable_size(p);
+    if (size >= BIGMEM_MMAP_BYTES) {
+        pthread_mutex_lock(&spares.lock);
+        bool kept = spares.len < BIGMEM_SPARE_BLOCKS && spares.bytes + size <= BIGMEM_SPARE_BYTES;
+        if (kept) {
+            spares.blocks[spares.len++] = (spare){p, size, now_ms()};
+            spares.bytes += size;
+            spares.stats.spare_bytes = spares.bytes;
+        }
+        pthread_mutex_unlock(&spares.lock);
+        if (kept)
+            return;
+    }
+    free(p);
+}
+
+void bigmem_trim(uint64_t idle_ms)
+{
+    spare old[BIGMEM_SPARE_BLOCKS];
+    uint32_t n = 0;
+    uint64_t now = now_ms();
+    pthread_mutex_lock(&spares.lock);
+    for (uint32_t i = 0; i < spares.len;) {
+        if (now - spares.blocks[i].freed_ms >= idle_ms) {
+            old[n++] = spares.blocks[i];
+            spares.bytes -= spares.blocks[i].size;
+            spares.blocks[i] = spares.blocks[--spares.len];
+        } else {
+            i++;
+        }
+    }
+    spares.stats.spare_bytes = spares.bytes;
+    pthread_mutex_unlock(&spares.lock);
+    for (uint32_t i = 0; i < n; i++)
+        free(old[i].p);
+}
+
+void bigmem_get_stats(bigmem_stats *out)
+{
+    pthread_mutex_lock(&spares.lock);
+    *out = spares.stats;
+    pthread_mutex_unlock(&spares.lock);
 }

@@ -2035,9 +2035,9 @@ static bool ix_current(const ledger *l)
 static void ix_groups_free(ix_group *g, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
-        free(g[i].rows.items);
-        free(g[i].frames.items);
-        free(g[i].allocations.items);
+        bigmem_free(g[i].rows.items);
+        bigmem_free(g[i].frames.items);
+        bigmem_free(g[i].allocations.items);
     }
     free(g);
 }
@@ -2045,18 +2045,18 @@ static void ix_groups_free(ix_group *g, uint32_t n)
 static void ix_free(ledger_index *ix)
 {
     for (uint32_t i = 0; i < ix->rows_len; i++) {
-        free(ix->rows[i].frames.items);
-        free(ix->rows[i].allocations.items);
+        bigmem_free(ix->rows[i].frames.items);
+        bigmem_free(ix->rows[i].allocations.items);
     }
-    free(ix->rows);
+    bigmem_free(ix->rows);
     ix_groups_free(ix->codes, ix->codes_len);
     ix_groups_free(ix->years, ix->years_len);
     for (uint32_t i = 0; i < ix->long_len; i++)
-        free(ix->long_lists[i].items);
-    free(ix->long_lists);
-    free(ix->reg_code);
-    free(ix->frame_kids);
-    free(ix->allocation_kids);
+        bigmem_free(ix->long_lists[i].items);
+    bigmem_free(ix->long_lists);
+    bigmem_free(ix->reg_code);
+    bigmem_free(ix->frame_kids);
+    bigmem_free(ix->allocation_kids);
 }
 
 /* A copy of `n` items of `size` bytes, with room for `cap`; false when out of memory. */
@@ -2177,19 +2177,19 @@ void ledger_free(ledger *l)
 {
     if (l == NULL)
         return;
-    free(l->closings);
+    bigmem_free(l->closings);
     ix_free(&l->ix);
     outcome_free(l->outcomes);
     registry_free(l->reg);
-    free(l->arena);
-    free(l->unit_table.ctrl);
-    free(l->units);
-    free(l->corrections);
-    free(l->avrop);
-    free(l->allocations);
-    free(l->frames);
-    free(l->id_table.ctrl);
-    free(l->ids);
+    bigmem_free(l->arena);
+    bigmem_free(l->unit_table.ctrl);
+    bigmem_free(l->units);
+    bigmem_free(l->corrections);
+    bigmem_free(l->avrop);
+    bigmem_free(l->allocations);
+    bigmem_free(l->frames);
+    bigmem_free(l->id_table.ctrl);
+    bigmem_free(l->ids);
     free(l);
 }
 

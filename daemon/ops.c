@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "bigmem.h"
 #include "budget/errors.h"
 #include "proto/text.h"
 #include "log.h"
@@ -472,6 +473,7 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
     ledger_counts counts;
     store_stats st;
     history_stats hs;
+    bigmem_stats ms;
     resp_t r;
 
     if (!args_empty(c, idx, req_id, args, "stats"))
@@ -479,6 +481,7 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
     ledger_get_counts(commit_ledger(m), &counts);
     store_get_stats(o->store, &st);
     history_cache_stats(o->history, &hs);
+    bigmem_get_stats(&ms);
     stat_pair pairs[] = {
         {"head", commit_head(m)},
         {"events", ledger_events(commit_ledger(m))},
@@ -513,6 +516,8 @@ static void op_stats(ops_t *o, conn_t *c, uint32_t idx, uint64_t req_id, const m
         {"as_of_from_kept", hs.based},
         {"as_of_from_snapshot", hs.from_snapshot},
         {"as_of_queued", hs.queued},
+        {"mem_blocks_reused", ms.reused},
+        {"mem_spare_bytes", ms.spare_bytes},
         {"uptime_ms", uv_hrtime() / 1000000u - o->started_ms},
     };
     stat_pair subs[SUB_STATS_COUNT];

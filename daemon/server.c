@@ -34,6 +34,7 @@
 #include <uv.h>
 
 #include "audit_ops.h"
+#include "bigmem.h"
 #include "budget/errors.h"
 #include "clock.h"
 #include "commit.h"
@@ -72,6 +73,7 @@ typedef struct {
      * the log there (snapshot_rebuild), or of a copy of the committed ledger taken at start-up. */
     const snapshots *snapshots;
     history_cache *history; /* the ledgers of earlier points kept for balances */
+    uint64_t spare_idle_ms; /* a large block freed is kept this long for reuse (bigmem.h) */
     bool snapshot_running;
     pthread_t snapshot_thread;
     uv_async_t snapshot_async; /* its thread is done */
@@ -352,6 +354,7 @@ static void on_sweep(uv_timer_t *h)
     conn_sweep(&s->hub);
     refusal_flush(&s->refusals, false);
     history_cache_trim(s->history, history_now_ms());
+    bigmem_trim(s->spare_idle_ms);
 }
 
 /* ---- the socket --------------------------------------------------------------------------- */
@@ -659,6 +662,7 @@ int server_run(const server_config *cfg)
     /* As many ledgers of earlier points built at once as there are cores: more would only
      * hold more memory while they share the cores. */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    s->spare_idle_ms = cfg->as_of_idle_ms;
     s->history = history_cache_new(cfg->as_of_keep, cfg->as_of_idle_ms,
                                    cores > 0 && cores < 64 ? (uint32_t)cores : 4);
     server_wire(s, cfg);
@@ -700,6 +704,7 @@ int server_run(const server_config *cfg)
     conn_hub_join(&s->hub);
     uv_loop_close(s->loop);
     history_cache_free(s->history);
+    bigmem_trim(0);
     int status = s->exit_status;
     log_info("stopped at head %llu", (unsigned long long)commit_head(&s->commit));
     free(s);
