@@ -384,7 +384,7 @@ static const option_row option_rows[] = {
     {"as-of-keep", "N", parse_limit, 0, HISTORY_KEEP_MAX, CFG_FIELD(as_of_keep),
      "keep the ledgers of the last N points balances were read at (0: none)"},
     {"as-of-idle", "SECONDS", parse_seconds, 1, 86400, CFG_FIELD(as_of_idle_ms),
-     "free a kept ledger after this long unused"},
+     "free a kept ledger, and the arrays of one freed, after this long unused"},
     {"log-level", "debug|info|warn|error", parse_log_level, 0, 0, 0, "what the log holds"},
     {"help", NULL, NULL, 0, 0, 0, "print this usage and exit"},
     {"version", NULL, NULL, 0, 0, 0, "print the version and exit"},
