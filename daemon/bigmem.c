@@ -24,7 +24,7 @@ static struct {
     spare blocks[BIGMEM_SPARE_BLOCKS];
     uint32_t len;
     size_t bytes;
-    bigmem_stats stats;
+    uint64_t reused; /* blocks taken, since start */
 } spares = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* Marks the whole huge pages inside [p, p + n) for huge pages, when n is 4 MiB or more. */
@@ -80,8 +80,7 @@ static void *take_spare(size_t n)
         size = spares.blocks[take].size;
         spares.blocks[take] = spares.blocks[--spares.len];
         spares.bytes -= size;
-        spares.stats.reused++;
-        spares.stats.spare_bytes = spares.bytes;
+        spares.reused++;
     }
     pthread_mutex_unlock(&spares.lock);
     if (p == NULL || (size >= n && size - n <= n / 4 + HUGE_PAGE_BYTES))
@@ -129,7 +128,6 @@ void bigmem_free(void *p)
         if (kept) {
             spares.blocks[spares.len++] = (spare){p, size, now_ms()};
             spares.bytes += size;
-            spares.stats.spare_bytes = spares.bytes;
         }
         pthread_mutex_unlock(&spares.lock);
         if (kept)
@@ -153,7 +151,6 @@ void bigmem_trim(uint64_t idle_ms)
             i++;
         }
     }
-    spares.stats.spare_bytes = spares.bytes;
     pthread_mutex_unlock(&spares.lock);
     for (uint32_t i = 0; i < n; i++)
         free(old[i].p);
@@ -162,6 +159,6 @@ void bigmem_trim(uint64_t idle_ms)
 void bigmem_get_stats(bigmem_stats *out)
 {
     pthread_mutex_lock(&spares.lock);
-    *out = spares.stats;
+    *out = (bigmem_stats){spares.reused, spares.bytes};
     pthread_mutex_unlock(&spares.lock);
 }
