@@ -1185,6 +1185,68 @@ Test(store, replay_stops_at_an_event_whose_prev_is_not_the_event_before_it)
     }
 }
 
+/* Replay hands decoded events from its walker to its applier through a ring of a few hundred
+ * slots. A log many times the ring's length replays whole, from the first event and from a
+ * point within it, and one broken far past the ring's first lap stops at that event with every
+ * event before it applied: the slots are reused lap after lap without an event lost, repeated
+ * or taken out of order. */
+Test(store, a_log_many_times_the_replay_ring_replays_whole_and_stops_where_it_breaks)
+{
+    enum { EVENTS = 2000, BROKEN = 1777, FROM = 333, CHUNK = 100 };
+    static uint8_t bytes[CHUNK][EVENT_BYTES_MAX];
+    static ledger_event evs[CHUNK];
+    static char ids[CHUNK][16];
+    uint8_t prev[BUDGET_HASH_BYTES] = {0}, from_hash[BUDGET_HASH_BYTES] = {0};
+    store_options opt = {0};
+    store *s = open_store(&opt);
+    /* Event 1 grants frame f; each after it adjusts f by 100 öre, but event BROKEN adjusts a
+     * frame that does not exist. */
+    for (uint64_t first = 1; first <= EVENTS; first += CHUNK) {
+        store_item items[CHUNK];
+        for (size_t i = 0; i < CHUNK; i++) {
+            uint64_t seq = first + i;
+            snprintf(ids[i], sizeof ids[i], "j%llu", (unsigned long long)seq);
+            evs[i] = seq == 1 ? grant_event(1, "f", NULL)
+                              : grant_event(seq, ids[i], seq == BROKEN ? "no-such-frame" : "f");
+            int size = event_encode(&evs[i], prev, bytes[i], sizeof bytes[i], prev);
+            cr_assert_gt(size, 0);
+            if (seq == FROM)
+                memcpy(from_hash, prev, BUDGET_HASH_BYTES);
+            items[i] = (store_item){seq, bytes[i], (size_t)size, evs[i].id, strlen(evs[i].id)};
+        }
+        bool sync_failed = false;
+        cr_assert_eq(store_append(s, items, CHUNK, &sync_failed), 0);
+    }
+
+    replay_result res;
+    ledger_frame_view f;
+    ledger *l = ledger_new();
+    cr_assert_eq(replay_log(s, l, UINT64_MAX, &res), BUDGET_EINTERNAL);
+    cr_assert_eq(res.bad_seq, BROKEN);
+    cr_assert_str_eq(res.why, "event 1777 breaks a ledger rule on replay");
+    cr_assert_eq(ledger_events(l), BROKEN - 1, "the events before it are applied");
+    cr_assert(ledger_frame(l, "f", &f));
+    cr_assert_eq(f.granted, 100 * (BROKEN - 1), "each adjustment applied once");
+    ledger_free(l);
+
+    /* Up to the event before it, from the first event and from event FROM. */
+    l = ledger_new();
+    cr_assert_eq(replay_log(s, l, BROKEN - 1, &res), 0, "%s", res.why);
+    cr_assert_eq(res.head, BROKEN - 1);
+    cr_assert(ledger_frame(l, "f", &f));
+    cr_assert_eq(f.granted, 100 * (BROKEN - 1));
+    ledger_free(l);
+
+    l = ledger_new();
+    cr_assert_eq(replay_log(s, l, FROM, &res), 0, "%s", res.why);
+    cr_assert_eq(replay_log_from(s, l, FROM, from_hash, BROKEN - 1, false, &res), 0, "%s", res.why);
+    cr_assert_eq(ledger_events(l), BROKEN - 1);
+    cr_assert(ledger_frame(l, "f", &f));
+    cr_assert_eq(f.granted, 100 * (BROKEN - 1));
+    ledger_free(l);
+    store_close(s);
+}
+
 /* The chain checked in pieces of `piece` events by `threads` threads (the caller one of them),
  * the pieces taken from the first or from the last. */
 static int check_in_pieces(store *s, uint64_t piece, int threads, bool last_first,
