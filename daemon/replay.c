@@ -21,6 +21,7 @@
  * took about 2 000 futex calls instead of 4 800.
  */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -36,6 +37,8 @@
 #define RING_BATCHES 8
 /* A thread that waits on the ring sleeps until this many batches are ready for it. */
 #define RING_WAKE 4
+/* The bytes of a decoded event the applier asks for ahead (prefetch_head). */
+#define EVENT_HEAD_BYTES 512
 
 typedef struct {
     ledger_event events[BATCH_EVENTS];
@@ -198,6 +201,21 @@ static void *walker_main(void *arg)
     return NULL;
 }
 
+/*
+ * Asks for the first bytes of the event applied next: its seq, actor, ids, unit, year and amount,
+ * which every rule reads first. The walker wrote them on the other core, so each is a miss that
+ * would otherwise stall the applier at its first look (the strnlen of the event's id); fetched
+ * while this event is applied, they are at hand. Six reads as of 999 999 from the snapshot at
+ * 900 000 took 0.88 of the time without it (six alternated rounds).
+ */
+static inline void prefetch_head(const ledger_event *ev)
+{
+    _Static_assert(offsetof(ledger_event, amount) < EVENT_HEAD_BYTES, "the head holds the ids");
+    const char *p = (const char *)ev;
+    for (size_t at = 0; at < EVENT_HEAD_BYTES; at += 64)
+        __builtin_prefetch(p + at);
+}
+
 /* Applies batches until the walker is done; 0, or the seq of the event that could not be
  * applied, with the ledger's code in *code. */
 static uint64_t apply_batches(replay_ctx *r, ledger *l, int *code)
@@ -215,6 +233,8 @@ static uint64_t apply_batches(replay_ctx *r, ledger *l, int *code)
         const batch *b = &r->ring[r->consumed % RING_BATCHES];
         for (uint32_t i = 0; i < b->count; i++) {
             const ledger_event *ev = &b->events[i];
+            if (i + 1 < b->count)
+                prefetch_head(&b->events[i + 1]);
             *code = r->decided_by != 0 ? ledger_apply_decided_syntax_ok(l, ev, r->decided_by)
                                        : ledger_apply_syntax_ok(l, ev);
             if (*code != 0)
