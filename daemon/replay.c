@@ -10,8 +10,8 @@
  * first 1.4 KiB. Each slot of the ring so costs a page or two the first time it is written, and
  * every replay has a ring of its own: a ring of 4 096 slots (54 MiB) cost each read as of an
  * earlier point about 5 500 page faults and 20 MiB of resident memory more than this one. 256
- * slots are 3.4 MiB, taken from the heap (below BIGMEM_MMAP_BYTES), of which about 1.4 MiB is
- * written.
+ * slots are 3.4 MiB, taken from the heap (below BIGMEM_MMAP_BYTES), of which the pages written
+ * come to about 1.4 MiB.
  *
  * One thread is nearly always the faster, and waits for the other. Woken for each batch the
  * other hands over, it would sleep again after that one batch: a wake-up per batch, each a
@@ -21,21 +21,21 @@
  * took about 2 000 futex calls instead of 4 800.
  */
 #include <pthread.h>
-#include <stddef.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bigmem.h"
 #include "budget/errors.h"
 #include "event.h"
-#include "bigmem.h"
 #include "replay.h"
 
 #define BATCH_EVENTS 32
 #define RING_BATCHES 8
-/* A thread that waits on the ring sleeps until this many batches are ready for it. */
+/* A thread that waits on the ring sleeps until this many batches are free or ready for it. */
 #define RING_WAKE 4
 /* The bytes of a decoded event the applier asks for ahead (prefetch_head). */
 #define EVENT_HEAD_BYTES 512
