@@ -2,11 +2,15 @@
  * The large blocks kept for reuse (daemon/bigmem.c): a block freed is taken by the next large
  * allocation, the smallest that fits first, else the largest grown with its pages; calloc
  * clears it; a much larger block gives its end back; small blocks, and blocks past the cap,
- * are freed; and the trim frees only the blocks kept for the idle time.
+ * are freed; and the trim frees only the blocks kept for the idle time. A large block is one
+ * mapping, which grows by moving its pages rather than copying them.
  */
 #include <criterion/criterion.h>
 #include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "daemon/bigmem.h"
@@ -183,4 +187,72 @@ Test(bigmem, the_trim_frees_only_the_blocks_kept_for_the_idle_time)
     cr_assert_eq(again, young, "the block kept was not the young one");
     cr_assert_eq(stats().spare_bytes, 0);
     free(again);
+}
+
+/* The mappings of this process that share an address with [p, p + n). */
+static int mappings_over(const void *p, size_t n)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    cr_assert_not_null(f);
+    char line[512];
+    int count = 0;
+    uintptr_t lo = (uintptr_t)p, hi = lo + n;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned long start, end;
+        if (sscanf(line, "%lx-%lx", &start, &end) == 2 && end > lo && start < hi)
+            count++;
+    }
+    fclose(f);
+    return count;
+}
+
+static long faults_of_this_thread(void)
+{
+    struct rusage u;
+    cr_assert_eq(getrusage(RUSAGE_THREAD, &u), 0);
+    return u.ru_minflt + u.ru_majflt;
+}
+
+/* A large array grows by realloc. Its pages must move with it: a copy costs the loop thread a
+ * page fault per page of the new block and a pass over the old, at every growth. */
+Test(bigmem, a_large_block_is_one_mapping_and_grows_without_being_copied)
+{
+    char *p = bigmem_malloc(32 * MIB);
+    cr_assert_not_null(p);
+    for (size_t i = 0; i < 32 * MIB; i += 4096)
+        p[i] = (char)(i / 4096);
+    cr_assert_eq(mappings_over(p, 32 * MIB), 1, "the block lies in %d mappings",
+                 mappings_over(p, 32 * MIB));
+
+    long before = faults_of_this_thread();
+    char *q = bigmem_realloc(p, 48 * MIB);
+    long faults = faults_of_this_thread() - before;
+    cr_assert_not_null(q);
+    /* a copy of 32 MiB faults at least 16 huge pages in, or 8 192 small ones */
+    cr_assert_lt(faults, 8, "growing the block took %ld page faults: it was copied", faults);
+    cr_assert_eq(mappings_over(q, 48 * MIB), 1);
+    for (size_t i = 0; i < 32 * MIB; i += 4096)
+        cr_assert_eq(q[i], (char)(i / 4096), "byte %zu was not kept", i);
+    memset(q + 32 * MIB, 1, 16 * MIB);
+    free(q);
+}
+
+Test(bigmem, a_block_grown_past_the_threshold_gets_a_mapping_that_grows_in_place)
+{
+    char *p = bigmem_malloc(BIGMEM_MMAP_BYTES / 4);
+    cr_assert_not_null(p);
+    memset(p, 0x6b, BIGMEM_MMAP_BYTES / 4);
+    char *q = bigmem_realloc(p, 2 * BIGMEM_MMAP_BYTES);
+    cr_assert_not_null(q);
+    for (size_t i = 0; i < BIGMEM_MMAP_BYTES / 4; i += 511)
+        cr_assert_eq(q[i], 0x6b, "byte %zu was not copied", i);
+    memset(q, 0x2d, 2 * BIGMEM_MMAP_BYTES);
+
+    long before = faults_of_this_thread();
+    char *r = bigmem_realloc(q, 8 * BIGMEM_MMAP_BYTES);
+    long faults = faults_of_this_thread() - before;
+    cr_assert_not_null(r);
+    cr_assert_lt(faults, 8, "growing the mapped block took %ld page faults", faults);
+    cr_assert_eq(r[2 * BIGMEM_MMAP_BYTES - 1], 0x2d);
+    free(r);
 }
