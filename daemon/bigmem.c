@@ -29,8 +29,28 @@ static struct {
 } spares = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* glibc puts a mapped block's 16-byte header at the start of its mapping, and the block's
- * usable size runs to the mapping's end. */
+ * usable size runs to the mapping's end. A request of n bytes gets a mapping of n + 24 bytes
+ * rounded up to whole pages. */
 #define MAPPED_HEADER_BYTES (2 * sizeof(size_t))
+#define MAPPED_REQUEST_OVERHEAD (3 * sizeof(size_t))
+
+/*
+ * What to ask glibc for, for a block of n bytes: for a large one, the most that keeps its mapping
+ * within the same whole number of huge pages. The kernel puts a mapping of whole huge pages on
+ * a huge page boundary (where it aligns anonymous mappings at all), and mremap moves such a
+ * mapping to another boundary, so its huge pages move whole. A mapping of any other length lies
+ * anywhere, and a move to an address that differs from the old one modulo 2 MiB breaks its huge
+ * pages into small ones. The pages beyond n are never written, so they cost no memory, but they
+ * count in the bytes kept for reuse: a block is rounded only when that adds at most an eighth.
+ */
+static size_t mapped_request(size_t n)
+{
+    if (n < BIGMEM_MMAP_BYTES || n > SIZE_MAX - HUGE_PAGE_BYTES - MAPPED_REQUEST_OVERHEAD)
+        return n;
+    size_t whole = ((n + MAPPED_REQUEST_OVERHEAD + HUGE_PAGE_BYTES - 1) & ~(HUGE_PAGE_BYTES - 1)) -
+                   MAPPED_REQUEST_OVERHEAD;
+    return whole - n <= n / 8 ? whole : n;
+}
 
 /*
  * Marks the block at p, of n bytes, for huge pages when n is 4 MiB or more. A block that has a
@@ -105,7 +125,7 @@ static void *take_spare(size_t n)
     pthread_mutex_unlock(&spares.lock);
     if (p == NULL || (size >= n && size - n <= n / 4 + HUGE_PAGE_BYTES))
         return p;
-    void *resized = realloc(p, n);
+    void *resized = realloc(p, mapped_request(n));
     if (resized != NULL)
         return advise(resized, n);
     if (size >= n)
@@ -117,7 +137,7 @@ static void *take_spare(size_t n)
 void *bigmem_malloc(size_t n)
 {
     void *p = take_spare(n);
-    return p != NULL ? p : advise(malloc(n), n);
+    return p != NULL ? p : advise(malloc(mapped_request(n)), n);
 }
 
 void *bigmem_calloc(size_t count, size_t size)
@@ -128,13 +148,15 @@ void *bigmem_calloc(size_t count, size_t size)
         if (p != NULL)
             return memset(p, 0, count * size);
     }
-    void *p = calloc(count, size);
+    if (size != 0 && count > SIZE_MAX / size)
+        return NULL;
+    void *p = calloc(mapped_request(count * size), 1);
     return p == NULL ? NULL : advise(p, count * size);
 }
 
 void *bigmem_realloc(void *p, size_t n)
 {
-    return advise(realloc(p, n), n);
+    return advise(realloc(p, mapped_request(n)), n);
 }
 
 void bigmem_free(void *p)

@@ -256,3 +256,30 @@ Test(bigmem, a_block_grown_past_the_threshold_gets_a_mapping_that_grows_in_place
     cr_assert_eq(r[2 * BIGMEM_MMAP_BYTES - 1], 0x2d);
     free(r);
 }
+
+/* A mapping of whole huge pages is put on a huge page boundary, and moved to one, so that its
+ * huge pages move whole; the rounding adds at most an eighth. */
+Test(bigmem, a_large_block_is_asked_for_in_whole_huge_pages)
+{
+    const size_t huge = 2 * MIB, header = 2 * sizeof(size_t);
+    char *p = bigmem_malloc(40 * MIB + 5);
+    cr_assert_not_null(p);
+    size_t mapped = malloc_usable_size(p) + header;
+    cr_assert_eq(mapped % huge, 0, "a mapping of %zu bytes", mapped);
+    cr_assert_leq(mapped, 42 * MIB);
+    char *q = bigmem_realloc(p, 61 * MIB);
+    cr_assert_not_null(q);
+    mapped = malloc_usable_size(q) + header;
+    cr_assert_eq(mapped % huge, 0, "grown, a mapping of %zu bytes", mapped);
+    free(q);
+    char *r = bigmem_calloc(25, MIB);
+    cr_assert_not_null(r);
+    cr_assert_eq((malloc_usable_size(r) + header) % huge, 0);
+    free(r);
+
+    /* just over the threshold, whole huge pages would add half again: not rounded */
+    char *s = bigmem_malloc(BIGMEM_MMAP_BYTES);
+    cr_assert_not_null(s);
+    cr_assert_lt(malloc_usable_size(s), BIGMEM_MMAP_BYTES + BIGMEM_MMAP_BYTES / 8);
+    free(s);
+}
