@@ -3,9 +3,11 @@
  * pages unless asked for 2 MiB ones (Debian's default transparent huge pages setting is
  * "madvise"); a ledger of 1 M events is about 70 MiB of arrays that a snapshot's restore and
  * every copy of the ledger fill at once, and their page faults cost about as much as the
- * copying. So an array of 4 MiB or more is marked for huge pages as soon as it is allocated.
- * Only the 2 MiB-aligned whole pages inside it are marked, so nothing outside it is touched.
- * The mark is advice: where huge pages are off, or none is free, the array is mapped as before.
+ * copying. So an array of 4 MiB or more is marked for huge pages as soon as it is allocated:
+ * the whole of its own mapping, so that the mapping stays one and realloc can move its pages
+ * with mremap, which refuses a range over several mappings (a block in some other memory has
+ * only the whole huge pages inside it marked, so nothing outside it is touched). The mark is
+ * advice: where huge pages are off, or none is free, the array is mapped as before.
  *
  * A large block freed with bigmem_free is kept a while for the next large allocation, which
  * then reuses its pages: a fresh mapping costs a page fault per page and the kernel's zeroing
