@@ -274,8 +274,8 @@ Test(bigmem, a_block_grown_past_the_threshold_gets_a_mapping_that_grows_in_place
     free(r);
 }
 
-/* A mapping of whole huge pages is put on a huge page boundary, and moved to one, so that its
- * huge pages move whole; the rounding adds at most an eighth. */
+/* Linux (6.7 and later) puts a mapping of whole huge pages on a huge page boundary, and moves it
+ * to one, so that its huge pages move whole; the rounding adds at most an eighth. */
 Test(bigmem, a_large_block_is_asked_for_in_whole_huge_pages)
 {
     need_glibc_allocator();
