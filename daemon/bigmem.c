@@ -29,8 +29,8 @@ static struct {
 } spares = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* glibc puts a mapped block's 16-byte header at the start of its mapping, and the block's
- * usable size runs to the mapping's end. A request of n bytes gets a mapping of n + 24 bytes
- * rounded up to whole pages. */
+ * usable size runs to the mapping's end. A request of n bytes gets a mapping of at most n + 24
+ * bytes rounded up to whole pages, and of exactly that when n + 24 is whole pages. */
 #define MAPPED_HEADER_BYTES (2 * sizeof(size_t))
 #define MAPPED_REQUEST_OVERHEAD (3 * sizeof(size_t))
 
@@ -142,16 +142,15 @@ void *bigmem_malloc(size_t n)
 
 void *bigmem_calloc(size_t count, size_t size)
 {
-    /* calloc refuses a count * size that overflows before anything is allocated */
-    if (size != 0 && count <= SIZE_MAX / size) {
-        void *p = take_spare(count * size);
-        if (p != NULL)
-            return memset(p, 0, count * size);
-    }
+    /* refused before anything is allocated, as calloc refuses it: a count * size that overflows */
     if (size != 0 && count > SIZE_MAX / size)
         return NULL;
-    void *p = calloc(mapped_request(count * size), 1);
-    return p == NULL ? NULL : advise(p, count * size);
+    size_t n = count * size;
+    void *p = take_spare(n);
+    if (p != NULL)
+        return memset(p, 0, n);
+    p = calloc(mapped_request(n), 1);
+    return p == NULL ? NULL : advise(p, n);
 }
 
 void *bigmem_realloc(void *p, size_t n)

@@ -209,7 +209,7 @@ static int mappings_over(const void *p, size_t n)
 {
     FILE *f = fopen("/proc/self/maps", "r");
     cr_assert_not_null(f);
-    char line[512];
+    char line[4608]; /* a line names a file by its path, of up to PATH_MAX bytes */
     int count = 0;
     uintptr_t lo = (uintptr_t)p, hi = lo + n;
     while (fgets(line, sizeof(line), f) != NULL) {
